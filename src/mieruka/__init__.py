@@ -1,0 +1,42 @@
+"""mieruka: put a web face on the Python work you already have."""
+
+from .app import App
+from .core.job import ArtifactInfo, Job, JobRecord
+from .core.params import File
+from .core.status import JobStatus
+from .errors import (
+    ConfigError,
+    ConflictError,
+    JobNotFound,
+    JobTimeoutError,
+    MierukaError,
+    MissingExtraError,
+    NotFoundError,
+    PayloadTooLarge,
+    TaskNotFound,
+    ValidationError,
+)
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ArtifactInfo",
+    "ConfigError",
+    "ConflictError",
+    "File",
+    "Job",
+    "JobNotFound",
+    "JobRecord",
+    "JobStatus",
+    "JobTimeoutError",
+    "MierukaError",
+    "MissingExtraError",
+    "NotFoundError",
+    "PayloadTooLarge",
+    "Settings",
+    "TaskNotFound",
+    "ValidationError",
+    "__version__",
+]

@@ -1,0 +1,159 @@
+"""`App`: where tasks are declared, and the wiring of store, bus, executor, engine and web API."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from .core.job import JobRecord
+from .core.task import Task, TaskRegistry, make_task
+from .errors import ConfigError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .engine import Engine
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """A set of tasks served as a REST API with a durable job queue.
+
+    >>> import mieruka
+    >>> app = mieruka.App("Lab tools")
+    >>> @app.task(timeout="10m", retries=2)
+    ... def align(reads: mieruka.File, min_quality: int = 20, job: mieruka.Job = None) -> dict:
+    ...     '''Align reads to a reference genome.'''
+    ...     job.progress(0.5, "aligning")
+    ...     return {"mapped": 0.97}
+
+    Serve it with `mieruka run myapp.py`, or embed it: `with app: app.submit("align", ...)`.
+    """
+
+    def __init__(self, title: str = "mieruka", *, description: str = "", **settings: Any) -> None:
+        self.title = title
+        self.description = description
+        self.tasks = TaskRegistry()
+        self._overrides = settings
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+        caller = sys._getframe(1).f_globals
+        self._module = caller.get("__name__", "")
+        self._file = caller.get("__file__")
+        self.ref: str | None = None
+
+    # -- declaring -----------------------------------------------------------------------------
+    @overload
+    def task(self, func: F, /) -> F: ...
+
+    @overload
+    def task(self, func: None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def task(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+        """Declare a task. Options: name, title, timeout ("10m"), retries, retry_backoff,
+        priority, concurrency, queue, quick, every ("1m") or cron ("*/5 * * * *"), timezone,
+        keep (max age of finished jobs, "7d") and keep_count."""
+
+        def register(f: F) -> F:
+            self.tasks.add(make_task(f, **options))
+            return f
+
+        return register(func) if func is not None else register
+
+    def get_task(self, name: str) -> Task:
+        return self.tasks.get(name)
+
+    # -- settings ------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load(self._overrides)
+        return self._settings
+
+    def configure(self, **overrides: Any) -> None:
+        """Override settings (CLI flags do this); only before the engine starts."""
+        if self._engine is not None:
+            raise ConfigError("configure() must be called before the engine starts")
+        self._settings = self.settings.with_overrides(**overrides)
+
+    def app_ref(self) -> str:
+        """How worker processes import this app."""
+        if self.ref:
+            return self.ref
+        module = sys.modules.get(self._module)
+        attr = next((k for k, v in vars(module).items() if v is self), None) if module else None
+        if attr is None:
+            raise ConfigError("cannot find this App at module level; worker processes import it from "
+                              "there (assign it to a global variable, e.g. app = mieruka.App(...))")
+        if self._module == "__main__" or self._module.startswith("_mieruka_app_"):
+            if not self._file:
+                raise ConfigError("an App defined interactively cannot start worker processes")
+            return f"{Path(self._file).resolve()}:{attr}"
+        return f"{self._module}:{attr}"
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise ConfigError("the engine is not running: use `with app:` or app.start()")
+        return self._engine
+
+    @property
+    def running(self) -> bool:
+        return self._engine is not None
+
+    def start(self) -> Engine:
+        """Open the store and start worker processes and the engine loop."""
+        if self._engine is not None:
+            return self._engine
+        from .wiring import build_engine
+
+        engine = build_engine(self)
+        engine.start()
+        self._engine = engine
+        return engine
+
+    def stop(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            engine.stop()
+            engine.store.close()
+
+    def __enter__(self) -> App:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def submit(self, task: str | Callable[..., Any], /, **params: Any) -> JobRecord:
+        """Queue a job with keyword parameters; returns its record at once."""
+        name = task if isinstance(task, str) else getattr(task, "__name__", str(task))
+        record, _ = self.engine.submit(name, params)
+        return record
+
+    def wait(self, job: JobRecord | int, timeout: float = 60.0) -> JobRecord:
+        """Block until the job has finished, and return its final record."""
+        return self.engine.wait(job if isinstance(job, int) else job.id, timeout)
+
+    def get_job(self, job_id: int) -> JobRecord:
+        return self.engine.get(job_id)
+
+    # -- web -----------------------------------------------------------------------------------
+    def asgi(self) -> FastAPI:
+        """The ASGI application (FastAPI): starts and stops the engine with its lifespan."""
+        from .web.api import create_api
+
+        return create_api(self)
+
+    def serve(self, host: str | None = None, port: int | None = None) -> None:
+        """Run the server in this process until interrupted."""
+        from .server import serve
+
+        serve(self, host=host, port=port)

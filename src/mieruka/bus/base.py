@@ -1,0 +1,27 @@
+"""The event bus interface: publish, subscribe with a callback, replay recent events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Protocol
+
+from ..core.events import Event
+
+Unsubscribe = Callable[[], None]
+
+
+class EventBus(Protocol):
+    def publish(self, event: Event) -> Event:
+        """Send an event to every matching subscriber; returns it with its id set."""
+
+    def subscribe(self, callback: Callable[[Event], None], topics: Collection[str] | None = None) -> Unsubscribe:
+        """Call `callback` (from the publisher's thread: be quick) for events on `topics`, or all."""
+
+    def replay(self, after_id: int, topics: Collection[str] | None = None) -> list[Event] | None:
+        """Events after `after_id`, or None when they are no longer kept (the caller must resync)."""
+
+    def last_id(self) -> int:
+        """The id of the newest event published."""
+
+    def close(self) -> None:
+        """Stop delivering events."""

@@ -1,0 +1,75 @@
+"""The in-process event bus: one server process, a ring buffer of recent events for resume."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import replace
+
+from ..core.events import Event
+from .base import Unsubscribe
+
+Callback = Callable[[Event], None]
+
+
+class MemoryBus:
+    def __init__(self, keep: int = 20_000) -> None:
+        self._lock = threading.Lock()
+        self._next_id = 1
+        self._ring: deque[Event] = deque(maxlen=keep)
+        self._all: set[Callback] = set()
+        self._by_topic: dict[str, set[Callback]] = {}
+
+    def publish(self, event: Event) -> Event:
+        with self._lock:
+            event = replace(event, id=self._next_id)
+            self._next_id += 1
+            self._ring.append(event)
+            targets = list(self._all)
+            for topic in (event.topic, *event.extra_topics):
+                targets.extend(self._by_topic.get(topic, ()))
+        for callback in targets:
+            callback(event)
+        return event
+
+    def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
+        with self._lock:
+            if topics is None:
+                self._all.add(callback)
+            else:
+                for topic in topics:
+                    self._by_topic.setdefault(topic, set()).add(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if topics is None:
+                    self._all.discard(callback)
+                    return
+                for topic in topics:
+                    callbacks = self._by_topic.get(topic)
+                    if callbacks is not None:
+                        callbacks.discard(callback)
+                        if not callbacks:
+                            del self._by_topic[topic]
+
+        return unsubscribe
+
+    def replay(self, after_id: int, topics: Collection[str] | None = None) -> list[Event] | None:
+        with self._lock:
+            events = list(self._ring)
+        if after_id >= self._next_id - 1:
+            return []
+        if not events or events[0].id > after_id + 1:
+            return None
+        wanted = None if topics is None else set(topics)
+        return [e for e in events if e.id > after_id and
+                (wanted is None or e.topic in wanted or wanted.intersection(e.extra_topics))]
+
+    def last_id(self) -> int:
+        return self._next_id - 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._all.clear()
+            self._by_topic.clear()

@@ -1,0 +1,94 @@
+"""The job record as stored and served, and the handle a running task function receives."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from .status import JobStatus
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    name: str
+    size: int
+    content_type: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    task: str
+    status: JobStatus
+    params: dict[str, Any]
+    created_at: datetime
+    owner: str | None = None
+    priority: int = 0
+    queue: str = "default"
+    idempotency_key: str | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    run_after: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: float | None = None
+    message: str | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    worker: str | None = None
+    engine_id: str | None = None
+    cancel_requested: bool = False
+    log_lines: int = 0
+    schedule: str | None = None
+    artifacts: list[ArtifactInfo] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at
+        if end is None:
+            return None
+        return (end - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["duration"] = self.duration
+        del data["engine_id"]
+        return data
+
+
+class Job(Protocol):
+    """What a task function gets when it declares a parameter typed `mieruka.Job`.
+
+    >>> @app.task()
+    ... def align(reads: mieruka.File, job: mieruka.Job) -> dict:
+    ...     job.progress(0.1, "indexing")
+    ...     job.artifact("report.html", b"<h1>done</h1>")
+    ...     return {"mapped": 0.97}
+    """
+
+    id: int
+    task: str
+    attempt: int
+    params: dict[str, Any]
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Report progress in [0, 1] and/or a short status message."""
+
+    def log(self, message: str) -> None:
+        """Add one line to the job log (print() and logging do the same)."""
+
+    def artifact(self, name: str, data: bytes | str, content_type: str | None = None) -> None:
+        """Attach a downloadable file; `data` is the content, or a path when given as str path."""
+
+    def artifact_path(self, name: str) -> str:
+        """A path to write an artifact to directly; it is registered when the job ends."""

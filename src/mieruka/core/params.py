@@ -1,0 +1,207 @@
+"""Task signatures become pydantic models: one validation path for the API, the form and the CLI."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Annotated, Any, Union, get_args, get_origin
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError, ValidationError
+from .job import Job
+
+
+class FileRef(BaseModel):
+    """How an uploaded file appears in stored job parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    upload_id: str
+    filename: str
+    size: int
+    content_type: str = "application/octet-stream"
+
+
+class File:
+    """An uploaded file, as a task function receives it. Annotate a parameter `mieruka.File`
+    (or `list[mieruka.File]`) to accept uploads."""
+
+    def __init__(self, path: Path, filename: str, size: int, content_type: str) -> None:
+        self.path = path
+        self.filename = filename
+        self.size = size
+        self.content_type = content_type
+
+    @property
+    def name(self) -> str:
+        return self.filename
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.path.read_text(encoding)
+
+    def open(self, mode: str = "rb") -> IO[Any]:
+        return self.path.open(mode)
+
+    def __repr__(self) -> str:
+        return f"File({self.filename!r}, {self.size} bytes)"
+
+
+def _is_job_annotation(annotation: Any) -> bool:
+    if annotation is Job:
+        return True
+    if get_origin(annotation) is Union:
+        return any(arg is Job for arg in get_args(annotation))
+    return False
+
+
+def _replace_files(annotation: Any) -> tuple[Any, bool]:
+    """Swap `File` for `FileRef` anywhere in an annotation; report whether one was found."""
+    if annotation is File:
+        return FileRef, True
+    origin = get_origin(annotation)
+    if origin is None:
+        return annotation, False
+    args = get_args(annotation)
+    if origin is Annotated:
+        inner, found = _replace_files(args[0])
+        return (Annotated[(inner, *args[1:])] if found else annotation), found  # type: ignore[valid-type]
+    new_args, any_found = [], False
+    for arg in args:
+        new, found = _replace_files(arg)
+        new_args.append(new)
+        any_found = any_found or found
+    if not any_found:
+        return annotation, False
+    if origin is Union or str(origin) == "types.UnionType":
+        return Union[tuple(new_args)], True  # noqa: UP007
+    if origin in (list, typing.List):  # noqa: UP006
+        return list[new_args[0]], True  # type: ignore[valid-type]
+    raise ConfigError(f"files are supported as File, list[File] or File | None, not {annotation}")
+
+
+_ARG_LINE = re.compile(r"^\s{2,}(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
+    """(description, {param: help}) from a Google- or reST-style docstring."""
+    if not doc:
+        return "", {}
+    text = inspect.cleandoc(doc)
+    helps: dict[str, str] = {}
+    description_lines: list[str] = []
+    in_args = False
+    current: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        rest = re.match(r":param\s+(?:\w+\s+)?(\w+)\s*:\s*(.*)", stripped)
+        if rest:
+            helps[rest.group(1)] = rest.group(2).strip()
+            continue
+        if stripped.lower() in ("args:", "arguments:", "parameters:", "params:"):
+            in_args = True
+            continue
+        if in_args:
+            match = _ARG_LINE.match("  " + line if not line.startswith("  ") else line)
+            if stripped and not line.startswith(" ") and stripped.endswith(":"):
+                in_args = False  # "Returns:" and the like end the section
+                continue
+            if match and (not line.startswith("      ")):
+                current = match.group(1)
+                helps[current] = match.group(2).strip()
+            elif stripped and current:
+                helps[current] = (helps[current] + " " + stripped).strip()
+            continue
+        if not stripped.startswith(":"):
+            description_lines.append(line)
+    return "\n".join(description_lines).strip(), helps
+
+
+class Signature:
+    """The parameters of one task function, as a pydantic model plus what the runner must inject."""
+
+    def __init__(self, func: Callable[..., Any], name: str) -> None:
+        self.func = func
+        self.description, helps = parse_docstring(func.__doc__)
+        try:
+            hints = typing.get_type_hints(func, include_extras=True)
+        except Exception as exc:
+            raise ConfigError(f"cannot read the type hints of task {name!r}: {exc}") from exc
+        self.job_param: str | None = None
+        self.file_fields: set[str] = set()
+        self.multi_file_fields: set[str] = set()
+        fields: dict[str, Any] = {}
+        for param in inspect.signature(func).parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            annotation = hints.get(param.name, Any)
+            if _is_job_annotation(annotation):
+                self.job_param = param.name
+                continue
+            annotation, has_file = _replace_files(annotation)
+            if has_file:
+                self.file_fields.add(param.name)
+                if "list" in str(annotation).lower():
+                    self.multi_file_fields.add(param.name)
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            info = Field(default, description=helps.get(param.name)) if helps.get(param.name) else default
+            fields[param.name] = (annotation, info)
+        config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+        try:
+            self.model: type[BaseModel] = pydantic.create_model(  # type: ignore[call-overload]
+                f"{_camel(name)}Params", __config__=config, **fields
+            )
+        except (pydantic.PydanticSchemaGenerationError, TypeError) as exc:
+            raise ConfigError(f"task {name!r} has a parameter type mieruka cannot validate: {exc}") from exc
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+    def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Checked parameters in their JSON form, or ValidationError naming each bad field."""
+        try:
+            model = self.model.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            raise validation_error(exc) from None
+        return model.model_dump(mode="json")
+
+    def bind(self, params: dict[str, Any], open_file: Callable[[FileRef], File]) -> dict[str, Any]:
+        """Keyword arguments for the function: typed values, files opened, from stored params."""
+        model = self.model.model_validate(params)
+        kwargs: dict[str, Any] = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if name in self.file_fields:
+                value = _open_files(value, open_file)
+            kwargs[name] = value
+        return kwargs
+
+
+def _open_files(value: Any, open_file: Callable[[FileRef], File]) -> Any:
+    if isinstance(value, FileRef):
+        return open_file(value)
+    if isinstance(value, list):
+        return [_open_files(item, open_file) for item in value]
+    return value
+
+
+def validation_error(exc: pydantic.ValidationError) -> ValidationError:
+    fields = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "(body)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown parameter"
+        fields.append({"field": loc, "message": message})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return ValidationError(f"invalid parameters: {summary}", fields)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", name) if part) or "Task"

@@ -1,0 +1,571 @@
+"""The engine: accepts jobs, hands them to the executor, records what happens, recovers from crashes.
+
+One loop thread owns dispatching and every write caused by workers; API calls from other threads
+talk to it through a command queue and a wake-up, so a submitted job starts without waiting on a
+polling interval. Every state change goes through `_transition`, which writes and emits the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import queue
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .artifacts.base import ArtifactStorage
+from .bus.base import EventBus
+from .core.clock import utcnow
+from .core.events import Event
+from .core.job import JobRecord
+from .core.params import FileRef
+from .core.status import FINISHED, TRANSITIONS, JobStatus
+from .core.task import Task, TaskRegistry
+from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
+from .core import outcome
+from .executors.base import Executor, Finished, Recorded, WorkerMessage
+from .settings import Settings
+from .store.base import Change, Claim, JobQuery, JobStore, NewJob, QueuedJob, Transition
+
+log = logging.getLogger("mieruka.engine")
+RUNNING = frozenset({JobStatus.RUNNING})
+
+
+@dataclass
+class _Batch:
+    changes: list[Change] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    finals: list[tuple[int, _Running, Transition]] = field(default_factory=list)  # (index, job, change)
+    claim: Claim | None = None
+
+
+@dataclass
+class _Running:
+    """A job this engine claimed and handed to a worker."""
+
+    record: JobRecord
+    task: Task
+    worker: str
+    deadline: float | None = None
+    kill_reason: str | None = None  # "cancel" or "timeout" once we killed it
+
+
+class Engine:
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        store: JobStore,
+        bus: EventBus,
+        executor: Executor,
+        artifacts: ArtifactStorage,
+        settings: Settings,
+    ) -> None:
+        self.tasks = tasks
+        self.store = store
+        self.bus = bus
+        self.executor = executor
+        self.artifacts = artifacts
+        self.settings = settings
+        self.upload_root = settings.home_path / "uploads"
+        self.id = uuid.uuid4().hex[:16]
+        self.host = socket.gethostname()
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._ready: list[tuple[int, int]] = []  # heap of (-priority, job id)
+        self._ready_tasks: dict[int, str] = {}
+        self._running: dict[int, _Running] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._next_poll = 0.0
+        self._next_beat = 0.0
+        self._next_prune = 0.0
+        self._next_schedule = 0.0
+        self._schedule_due: dict[str, datetime] = {}
+        self._delayed: list[tuple[float, int]] = []
+        self._reported_broken = False
+        self._backlog = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.settings.auto_migrate:
+            self.store.migrate()
+        self.upload_root.mkdir(parents=True, exist_ok=True)
+        now = utcnow()
+        self.store.heartbeat(self.id, self.host, os.getpid(), now)
+        self._recover(now)
+        self.executor.start()
+        self._thread = threading.Thread(target=self._loop, name="mieruka-engine", daemon=True)
+        self._thread.start()
+        self._started.set()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self.executor.wake()
+        self._thread.join(timeout=30)
+        self._thread = None
+        interrupted = self.executor.stop()
+        # A clean stop gives the attempt back: the job will run again in full at the next start.
+        changes: list[Change] = []
+        for job_id in interrupted:
+            running = self._running.pop(job_id, None)
+            if running is None:
+                continue
+            attempts = running.record.attempts
+            changes.append(Transition(job_id, JobStatus.QUEUED, RUNNING, {
+                "attempts": max(attempts - 1, 0), "worker": None, "engine_id": None,
+                "message": "re-queued: the server stopped while it ran", "started_at": None},
+                attempt=attempts))
+        if changes:
+            self.store.apply(changes)
+        self.store.remove_engine(self.id)
+
+    # -- API (any thread) ----------------------------------------------------------------------
+    def submit(
+        self,
+        task_name: str,
+        params: dict[str, Any],
+        *,
+        owner: str | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """Validate and queue a job. Returns (job, created); created is False for a repeated key."""
+        task = self.tasks.get(task_name)
+        checked = task.signature.validate(params)
+        self._check_uploads(task, checked)
+        run_after = utcnow() + timedelta(seconds=delay) if delay else None
+        record, created = self.store.create_job(NewJob(
+            task=task.name, params=checked, max_attempts=task.retries + 1,
+            priority=task.priority if priority is None else priority, queue=task.queue,
+            owner=owner, idempotency_key=idempotency_key, run_after=run_after,
+        ))
+        if created:
+            self._emit_state(record)
+            if run_after is None:
+                self._commands.put(("ready", record))
+                self.executor.wake()
+        return record, created
+
+    def _check_uploads(self, task: Task, params: dict[str, Any]) -> None:
+        for name in task.signature.file_fields:
+            value = params.get(name)
+            refs = value if isinstance(value, list) else [value]
+            for ref in refs:
+                if ref is None:
+                    continue
+                path = self.upload_root / str(ref["upload_id"]) / str(ref["filename"])
+                if "/" in ref["upload_id"] or ".." in ref["upload_id"] or not path.is_file():
+                    raise ValidationError(f"{name}: no uploaded file {ref['filename']!r} with that id",
+                                          [{"field": name, "message": "unknown upload"}])
+
+    def get(self, job_id: int) -> JobRecord:
+        record = self.store.get_job(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    def list(self, query: JobQuery) -> list[JobRecord]:
+        return self.store.list_jobs(query)
+
+    def cancel(self, job_id: int) -> JobRecord:
+        record = self.get(job_id)
+        if record.status is JobStatus.QUEUED:
+            if self._transition(record, JobStatus.CANCELLED, {"finished_at": utcnow(),
+                                                             "message": "cancelled before it started"}):
+                return self.get(job_id)
+            record = self.get(job_id)
+        if record.status is JobStatus.RUNNING:
+            self.store.apply([Transition(job_id, JobStatus.RUNNING, RUNNING, {"cancel_requested": True})])
+            self._commands.put(("cancel", job_id))
+            self.executor.wake()
+            return self.get(job_id)
+        if record.finished:
+            raise ConflictError(f"job {job_id} already {record.status.value}; nothing to cancel")
+        return record
+
+    def retry(self, job_id: int) -> JobRecord:
+        record = self.get(job_id)
+        if record.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise ConflictError(f"job {job_id} is {record.status.value}; only failed or cancelled jobs "
+                                "can be retried")
+        task = self.tasks.get(record.task)
+        fields = {"max_attempts": record.attempts + task.retries + 1, "error": None, "traceback": None,
+                  "result": None, "finished_at": None, "run_after": None, "progress": None,
+                  "message": "retry requested", "cancel_requested": False}
+        if not self._transition(record, JobStatus.QUEUED, fields):
+            raise ConflictError(f"job {job_id} changed state meanwhile; try again")
+        fresh = self.get(job_id)
+        self._commands.put(("ready", fresh))
+        self.executor.wake()
+        return fresh
+
+    def delete(self, job_id: int) -> None:
+        record = self.get(job_id)
+        if not record.finished:
+            raise ConflictError(f"job {job_id} is {record.status.value}; cancel it before deleting it")
+        if self.store.delete_job(job_id):
+            self._delete_files(job_id, record.params)
+            self.bus.publish(Event("deleted", job_id, record.task, {"status": record.status.value}))
+
+    def logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[Any]:
+        self.get(job_id)
+        return self.store.read_logs(job_id, after, limit)
+
+    def wait(self, job_id: int, timeout: float) -> JobRecord:
+        """Block until the job has finished; JobTimeoutError after `timeout` seconds."""
+        done = threading.Event()
+        unsubscribe = self.bus.subscribe(lambda e: _finished_event(e) and done.set(), [f"job:{job_id}"])
+        try:
+            record = self.get(job_id)
+            if not record.finished and not done.wait(timeout):
+                record = self.get(job_id)
+                if not record.finished:
+                    raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
+            return self.get(job_id) if not record.finished else record
+        finally:
+            unsubscribe()
+
+    async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def on_event(event: Event) -> None:
+            if _finished_event(event):
+                loop.call_soon_threadsafe(done.set)
+
+        unsubscribe = self.bus.subscribe(on_event, [f"job:{job_id}"])
+        try:
+            record = self.get(job_id)
+            if record.finished:
+                return record
+            try:
+                await asyncio.wait_for(done.wait(), timeout)
+            except TimeoutError:
+                record = self.get(job_id)
+                if not record.finished:
+                    raise JobTimeoutError(
+                        f"job {job_id} is still {record.status.value} after {timeout:g}s") from None
+            return self.get(job_id)
+        finally:
+            unsubscribe()
+
+    def workers(self) -> list[dict[str, object]]:
+        return self.executor.workers()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - the loop must survive a bad moment (db busy, ...)
+                log.exception("engine loop error")
+                time.sleep(0.5)
+
+    def _tick(self) -> None:
+        messages = self.executor.wait(self._timeout())
+        broken = getattr(self.executor, "broken", None)
+        if broken and not self._reported_broken:
+            self._reported_broken = True
+            log.error("no job can run: %s", broken)
+        batch = self._handle_messages(messages)
+        if self._stop.is_set():
+            self._commit(batch)
+            return
+        self._handle_commands()
+        now = time.monotonic()
+        self._check_deadlines(now)
+        if now >= self._next_beat:
+            self._next_beat = now + min(self.settings.heartbeat_interval, self.settings.engine_stale_after / 3)
+            self.store.heartbeat(self.id, self.host, os.getpid(), utcnow())
+            self._recover(utcnow())
+        if now >= self._next_schedule:
+            self._fire_schedules()
+        if now >= self._next_prune:
+            self._next_prune = now + self.settings.prune_interval
+            self._prune()
+        while self._delayed and self._delayed[0][0] <= now:
+            heapq.heappop(self._delayed)
+            self._next_poll = 0.0  # a retry became due: look in the store now
+        if now >= self._next_poll:
+            self._next_poll = now + self.settings.poll_interval
+            self._poll_store()
+        elif self._backlog and len(self._ready) < self.executor.free_slots() + 2:
+            self._refill()
+        self._dispatch(batch)
+        self._commit(batch)
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._next_poll, self._next_beat, self._next_schedule, self._next_prune]
+        deadlines += [r.deadline for r in self._running.values() if r.deadline is not None]
+        if self._delayed:
+            deadlines.append(self._delayed[0][0])
+        return max(0.0, min(deadlines) - now)
+
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                kind, payload = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "ready":
+                self._push_ready(payload)
+            elif kind == "cancel":
+                running = self._running.get(payload)
+                if running is not None and running.kill_reason is None:
+                    running.kill_reason = "cancel"
+                    self.executor.kill(payload)
+
+    def _push_ready(self, job: JobRecord | QueuedJob) -> None:
+        if job.id not in self._ready_tasks and job.id not in self._running:
+            self._ready_tasks[job.id] = job.task
+            heapq.heappush(self._ready, (-job.priority, job.id))
+
+    def _poll_store(self) -> None:
+        """Backstop for jobs queued by other processes, retries that became due, remote cancels."""
+        self._refill()
+        due = self.store.next_due_time()
+        if due is not None:
+            wait = (due - utcnow()).total_seconds()
+            self._next_poll = min(self._next_poll, time.monotonic() + max(wait, 0.0))
+        mine = [r for r in self._running.values() if r.kill_reason is None]
+        if mine:
+            for record in self.store.list_jobs(JobQuery(status=[JobStatus.RUNNING], limit=1000)):
+                running = self._running.get(record.id)
+                if running is not None and record.cancel_requested and running.kill_reason is None:
+                    running.kill_reason = "cancel"
+                    self.executor.kill(record.id)
+
+    def _refill(self) -> None:
+        # Only as many as can start soon: a backlog of a million jobs stays in the database.
+        limit = max(self.executor.free_slots() * 16, 64) + len(self._running)
+        found = self.store.due_jobs(utcnow(), limit=limit)
+        for job in found:
+            self._push_ready(job)
+        self._backlog = len(found) == limit  # more wait in the store: look again soon
+
+    def _dispatch(self, batch: _Batch) -> None:
+        free = self.executor.free_slots()
+        if free <= 0 or not self._ready:
+            return
+        per_task: dict[str, int] = {}
+        for running in self._running.values():
+            per_task[running.task.name] = per_task.get(running.task.name, 0) + 1
+        held: list[tuple[int, int]] = []
+        picked: list[int] = []
+        while self._ready and len(picked) < free:
+            item = heapq.heappop(self._ready)
+            task_name = self._ready_tasks[item[1]]
+            task = self.tasks.get(task_name) if task_name in self.tasks else None
+            if task is not None and task.concurrency is not None and per_task.get(task.name, 0) >= task.concurrency:
+                held.append(item)  # over its limit: waits until one of its jobs ends
+                continue
+            del self._ready_tasks[item[1]]
+            if task is not None:
+                per_task[task.name] = per_task.get(task.name, 0) + 1
+            picked.append(item[1])
+        for item in held:
+            heapq.heappush(self._ready, item)
+        if not picked:
+            return
+        # A job cancelled or taken by another server meanwhile is skipped by the claim.
+        batch.claim = Claim(picked, self.executor_name(), self.id, utcnow())
+
+    def _start(self, record: JobRecord) -> None:
+        if record.task not in self.tasks:
+            self._transition(record, JobStatus.FAILED, {
+                "finished_at": utcnow(), "error": f"no task named {record.task!r} in this app"})
+            return
+        task = self.tasks.get(record.task)
+        worker = self.executor.run(record)
+        deadline = time.monotonic() + task.timeout if task.timeout else None
+        self._running[record.id] = _Running(record, task, worker, deadline)
+        self._emit_state(record, worker=worker)
+
+    def executor_name(self) -> str:
+        return f"{self.host}:{os.getpid()}"
+
+    def _check_deadlines(self, now: float) -> None:
+        for job_id, running in list(self._running.items()):
+            if running.deadline is not None and now >= running.deadline and running.kill_reason is None:
+                running.kill_reason = "timeout"
+                self.executor.kill(job_id)
+
+    # -- worker messages -----------------------------------------------------------------------
+    def _handle_messages(self, messages: Sequence[WorkerMessage]) -> _Batch:
+        """Everything the workers reported since the last look, to write in one transaction."""
+        batch = _Batch()
+        changes = batch.changes
+        for msg in messages:
+            if isinstance(msg, Recorded):
+                changes.extend(msg.changes)
+                batch.events.extend(msg.events)
+                continue
+            running = self._running.pop(msg.job_id, None)
+            if running is None:
+                continue
+            if isinstance(msg, Finished):
+                changes.extend(msg.changes)
+            else:  # Died: settle it on the dead worker's behalf
+                status, fields = self._died(running, msg.reason)
+                changes.append(Transition(msg.job_id, status, RUNNING, fields, attempt=running.record.attempts))
+            last = changes[-1] if changes else None
+            if isinstance(last, Transition) and last.job_id == msg.job_id:
+                batch.finals.append((len(changes) - 1, running, last))
+        return batch
+
+    def _commit(self, batch: _Batch) -> None:
+        """One transaction for what workers reported and the jobs to start next; then tell."""
+        applied = self.store.apply(batch.changes, batch.claim)
+        for event in batch.events:
+            self.bus.publish(event)
+        for index, running, change in batch.finals:
+            if applied.done[index]:
+                self._emit_state(running.record, status=change.to, **change.fields)
+                if change.to is JobStatus.QUEUED:
+                    self._requeued(running.record.id, change.fields.get("run_after"))
+        for record in applied.claimed:
+            self._start(record)
+
+    def _died(self, running: _Running, reason: str) -> tuple[JobStatus, dict[str, Any]]:
+        now = utcnow()
+        if running.kill_reason == "cancel":
+            return outcome.cancelled(now)
+        if running.kill_reason == "timeout":
+            reason = f"timed out after {running.task.timeout:g}s"
+        record = running.record
+        return outcome.failed(record.attempts, record.max_attempts, running.task, reason, None, now)
+
+    def _requeued(self, job_id: int, run_after: datetime | None) -> None:
+        if run_after is None:
+            self._next_poll = 0.0
+        else:
+            at = time.monotonic() + max((run_after - utcnow()).total_seconds(), 0.0)
+            heapq.heappush(self._delayed, (at, job_id))
+
+    # -- transitions ---------------------------------------------------------------------------
+    def _transition(self, record: JobRecord, to: JobStatus, fields: dict[str, Any], emit: bool = True) -> bool:
+        """The one way a job changes state (outside batched worker messages): write, then tell.
+        Only from the state `record` was seen in, so a concurrent change is never overwritten."""
+        if to not in TRANSITIONS[record.status]:
+            raise ConflictError(f"job {record.id} cannot go from {record.status.value} to {to.value}")
+        ok = self.store.apply([Transition(record.id, to, frozenset({record.status}), fields)]).done[0]
+        if ok and emit:
+            self._emit_state(record, status=to, **fields)
+        return ok
+
+    def _emit_state(self, record: JobRecord, **overrides: Any) -> None:
+        status = overrides.pop("status", record.status)
+        fields = {"attempts": record.attempts, "max_attempts": record.max_attempts, **overrides}
+        self._emit(record.id, record.task, status, fields)
+
+    def _emit(self, job_id: int, task: str, status: JobStatus, fields: dict[str, Any]) -> None:
+        data: dict[str, Any] = {"status": status.value}
+        for key in ("attempts", "max_attempts", "worker", "error", "message", "progress", "finished_at",
+                    "run_after"):
+            if key in fields:
+                value = fields[key]
+                data[key] = value.isoformat() if isinstance(value, datetime) else value
+        if "result" in fields:
+            data["has_result"] = fields["result"] is not None
+        self.bus.publish(Event("state", job_id, task, data, extra_topics=(f"task:{task}",)))
+
+    # -- recovery, schedules, retention --------------------------------------------------------
+    def _recover(self, now: datetime) -> None:
+        """Running jobs whose server died: re-queue them while attempts remain, else fail them."""
+        orphans = self.store.orphaned_jobs(now, self.settings.engine_stale_after, self._engine_is_dead)
+        for record in orphans:
+            if record.engine_id == self.id:
+                continue
+            if record.attempts < record.max_attempts:
+                ok = self._transition(record, JobStatus.QUEUED, {
+                    "worker": None, "engine_id": None, "run_after": None,
+                    "message": "re-queued: interrupted when its server stopped"})
+                if ok:
+                    self._push_ready(record)
+            else:
+                self._transition(record, JobStatus.FAILED, {
+                    "finished_at": now, "error": "interrupted: its server stopped while it ran"})
+
+    def _engine_is_dead(self, host: str, pid: int) -> bool:
+        if host != self.host:
+            return False
+        if pid == os.getpid():
+            return False  # ourselves (same pid, a previous engine in this process was stopped)
+        try:
+            proc = psutil.Process(pid)
+            return proc.status() == psutil.STATUS_ZOMBIE or "python" not in proc.name().lower()
+        except psutil.NoSuchProcess:
+            return True
+
+    def _fire_schedules(self) -> None:
+        now = utcnow()
+        next_check = time.monotonic() + 60.0
+        for task in self.tasks:
+            if task.schedule is None:
+                continue
+            due = self.store.schedule_due(task.name, task.schedule.next_after(now))
+            if due <= now:
+                next_due = task.schedule.next_after(max(now, due))
+                record = self.store.fire_schedule(task.name, due, next_due, NewJob(
+                    task=task.name, params=task.signature.validate({}), max_attempts=task.retries + 1,
+                    priority=task.priority, queue=task.queue, schedule=task.name))
+                if record is not None:
+                    self._emit_state(record)
+                    self._push_ready(record)
+                due = next_due
+            wait = (due - now).total_seconds()
+            next_check = min(next_check, time.monotonic() + max(wait, 0.0))
+        self._next_schedule = next_check
+
+    def _prune(self) -> None:
+        now = utcnow()
+        for task in self.tasks:
+            policy = task.retention
+            max_age = policy.max_age if policy and policy.max_age is not None else self.settings.retention_max_age
+            keep = policy.max_count if policy and policy.max_count is not None else self.settings.retention_max_jobs
+            older = now - timedelta(seconds=max_age) if max_age else None
+            for job_id, params in self.store.prune(task.name, older, keep):
+                self._delete_files(job_id, params)
+
+    def _delete_files(self, job_id: int, params: dict[str, Any]) -> None:
+        self.artifacts.delete_job(job_id)
+        for upload_id in _upload_ids(params):
+            shutil.rmtree(self.upload_root / upload_id, ignore_errors=True)
+
+
+def _finished_event(event: Event) -> bool:
+    return event.kind in ("state", "deleted") and event.data.get("status") in {s.value for s in FINISHED}
+
+
+def _upload_ids(params: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for value in params.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict) and set(item) == set(FileRef.model_fields):
+                upload_id = str(item["upload_id"])
+                if upload_id and "/" not in upload_id and ".." not in upload_id:
+                    found.append(upload_id)
+    return found
+
+
+def upload_dir(root: Path, upload_id: str) -> Path:
+    return root / upload_id
+
+
+SubmitFn = Callable[..., tuple[JobRecord, bool]]

@@ -1,0 +1,64 @@
+"""The executor interface and the messages an executor hands back to the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..core.events import Event
+from ..core.job import JobRecord
+from ..store.base import Change
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Changes for the store and events for the bus that a worker recorded (progress, logs, ...)."""
+
+    changes: Sequence[Change]
+    events: Sequence[Event]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The worker is done with the job; `changes` end the attempt (its final transition)."""
+
+    job_id: int
+    changes: Sequence[Change]
+
+
+@dataclass(frozen=True)
+class Died:
+    """The process running the job ended without finishing it (killed, crashed, exited)."""
+
+    job_id: int
+    reason: str
+
+
+WorkerMessage = Recorded | Finished | Died
+
+
+class Executor(Protocol):
+    def start(self) -> None:
+        """Start workers; returns without waiting for them to be ready."""
+
+    def free_slots(self) -> int:
+        """How many more jobs can start now."""
+
+    def run(self, record: JobRecord) -> str:
+        """Hand a claimed (running) job to a free worker; returns the worker's name."""
+
+    def kill(self, job_id: int) -> bool:
+        """Stop a running job and every process it started; its Died message follows."""
+
+    def wait(self, timeout: float | None) -> list[WorkerMessage]:
+        """Block until workers report (or `wake()` or the timeout); returns their messages."""
+
+    def wake(self) -> None:
+        """Make a blocked `wait` return now (thread-safe)."""
+
+    def workers(self) -> list[dict[str, object]]:
+        """Name, pid, state and current job of each worker."""
+
+    def stop(self) -> list[int]:
+        """Stop all workers; returns the ids of jobs that were still running."""

@@ -1,0 +1,247 @@
+"""The embedded executor: a pool of pre-started worker processes on this machine.
+
+Jobs are handed to idle workers over socket pairs the moment they are claimed: no polling
+interval. Cancelling or timing out a job kills its worker's whole process tree; a fresh worker
+replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..core.job import JobRecord
+from .base import Died, Finished, Recorded, WorkerMessage
+from .pipe import MessagePipe
+
+
+@dataclass
+class _Worker:
+    name: str
+    process: subprocess.Popen[bytes]
+    pipe: MessagePipe
+    sentinel: int  # a pidfd: readable once the process has exited
+    ready: bool = False
+    job_id: int | None = None
+    pid: int | None = None
+    jobs_done: int = 0
+    killed_for: int | None = None
+
+
+class LocalExecutor:
+    def __init__(self, app_ref: str, size: int, artifact_root: Path, upload_root: Path) -> None:
+        self.app_ref = app_ref
+        self.size = max(1, size)
+        self.artifact_root = artifact_root
+        self.upload_root = upload_root
+        self._workers: dict[str, _Worker] = {}
+        self._counter = 0
+        self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._stopping = False
+        self._early_deaths = 0
+        self.broken: str | None = None
+
+    # -- pool management ---------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            for _ in range(self.size):
+                self._spawn()
+
+    def _spawn(self) -> None:
+        # A fresh interpreter per worker (not fork, not multiprocessing's spawn): no threads or
+        # locks copied from the server, and the user's __main__ is never re-run.
+        self._counter += 1
+        name = f"w{self._counter}"
+        ours, theirs = socket.socketpair()
+        config = {"app": self.app_ref, "artifacts": str(self.artifact_root), "name": name,
+                  "uploads": str(self.upload_root), "fd": theirs.fileno(), "sys_path": sys.path,
+                  "parent": os.getpid()}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mieruka.executors.worker", json.dumps(config)],
+            pass_fds=(theirs.fileno(),), process_group=0, stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        worker = _Worker(name=name, process=process, pipe=MessagePipe(ours), sentinel=os.pidfd_open(process.pid))
+        self._workers[name] = worker
+        self._selector.register(worker.pipe.fileno(), selectors.EVENT_READ, ("pipe", worker))
+        self._selector.register(worker.sentinel, selectors.EVENT_READ, ("exit", worker))
+
+    def free_slots(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers.values() if w.ready and w.job_id is None)
+
+    def run(self, record: JobRecord) -> str:
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.ready and worker.job_id is None:
+                    worker.job_id = record.id
+                    worker.pipe.send(record)
+                    return worker.name
+        raise RuntimeError("no free worker")  # the engine checks free_slots() first
+
+    def kill(self, job_id: int) -> bool:
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.job_id == job_id and worker.killed_for is None:
+                    worker.killed_for = job_id
+                    _kill_tree(worker.process.pid)
+                    return True
+        return False
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or stopped
+
+    def workers(self) -> list[dict[str, object]]:
+        with self._lock:
+            return [{"name": w.name, "pid": w.pid, "ready": w.ready, "job_id": w.job_id,
+                     "jobs_done": w.jobs_done} for w in self._workers.values()]
+
+    # -- the engine's loop calls this ----------------------------------------------------------
+    def wait(self, timeout: float | None) -> list[WorkerMessage]:
+        messages: list[WorkerMessage] = []
+        dead: dict[str, _Worker] = {}
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            kind, worker = key.data
+            if kind == "exit":
+                dead[worker.name] = worker
+                continue
+            received, closed = worker.pipe.read_available()
+            for msg in received:
+                self._read(worker, msg, messages)
+            if closed:
+                dead[worker.name] = worker
+        for worker in dead.values():
+            self._bury(worker, messages)
+        return messages
+
+    def _read(self, worker: _Worker, msg: tuple[Any, ...], out: list[WorkerMessage]) -> None:
+        kind = msg[0]
+        if kind == "recorded":
+            out.append(Recorded(msg[1], msg[2]))
+        elif kind == "done":
+            with self._lock:
+                worker.job_id = None
+                worker.jobs_done += 1
+            out.append(Finished(msg[1], msg[2]))
+        elif kind == "ready":
+            with self._lock:
+                worker.ready, worker.pid = True, msg[1]
+        elif kind == "broken":
+            self.broken = msg[1]
+
+    def _bury(self, worker: _Worker, out: list[WorkerMessage]) -> None:
+        # Read what the worker said before dying: its last log lines or even its result.
+        received, _ = worker.pipe.read_available()
+        for msg in received:
+            self._read(worker, msg, out)
+        _kill_tree(worker.process.pid)  # children it left behind
+        try:
+            exitcode: int | None = worker.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            exitcode = None
+        with self._lock:
+            self._forget(worker)
+            if worker.job_id is not None:
+                out.append(Died(worker.job_id, _death_reason(exitcode)))
+            # A worker that dies before it is ready will do so again: stop respawning after a few.
+            self._early_deaths = 0 if worker.ready else self._early_deaths + 1
+            if self._early_deaths >= 3 and self.broken is None:
+                self.broken = f"worker processes die at start-up ({_death_reason(exitcode)})"
+            if not self._stopping and self.broken is None:
+                self._spawn()
+
+    def _forget(self, worker: _Worker) -> None:
+        self._workers.pop(worker.name, None)
+        for fd in (worker.pipe.fileno(), worker.sentinel):
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        worker.pipe.close()
+        os.close(worker.sentinel)
+
+    def stop(self) -> list[int]:
+        with self._lock:
+            self._stopping = True
+            workers = list(self._workers.values())
+            interrupted = [w.job_id for w in workers if w.job_id is not None]
+        for worker in workers:
+            if worker.job_id is None:
+                try:
+                    worker.pipe.send(None)
+                except OSError:
+                    pass
+            else:
+                _kill_tree(worker.process.pid)
+        for worker in workers:
+            try:
+                worker.process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                _kill_tree(worker.process.pid)
+                worker.process.wait(timeout=3)
+        with self._lock:
+            for worker in workers:
+                self._forget(worker)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        return interrupted
+
+
+def _kill_tree(pid: int | None) -> None:
+    """SIGKILL a worker, its process group and all its descendants (found before killing)."""
+    if pid is None:
+        return
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "the worker process vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the worker process was killed by {name}{hint}"
+    return f"the worker process exited with code {exitcode}"

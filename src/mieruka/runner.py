@@ -1,0 +1,163 @@
+"""Run one job: bind parameters, inject the job handle, call the function, shape the outcome.
+
+Independent of how the job reached this process: the local worker pool and the Celery executor
+both call `run_job` with a `Reporter` that carries progress, logs and artifacts to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from os import PathLike
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic_core import to_jsonable_python
+
+from .artifacts.base import ArtifactStorage
+from .artifacts.local import check_name
+from .core.clock import utcnow
+from .core.job import ArtifactInfo
+from .core.params import File, FileRef
+from .core.task import Task
+
+MAX_RESULT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a worker needs to run one attempt of a job."""
+
+    id: int
+    task: str
+    params: dict[str, Any]
+    attempt: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+class Reporter(Protocol):
+    def progress(self, job_id: int, fraction: float | None, message: str | None) -> None: ...
+
+    def artifact(self, job_id: int, info: ArtifactInfo) -> None: ...
+
+
+class JobContext:
+    """The `mieruka.Job` a task function receives."""
+
+    def __init__(self, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage) -> None:
+        self.id = spec.id
+        self.task = spec.task
+        self.attempt = spec.attempt
+        self.max_attempts = spec.max_attempts
+        self.params = spec.params
+        self._reporter = reporter
+        self._artifacts = artifacts
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        if fraction is not None:
+            fraction = min(max(float(fraction), 0.0), 1.0)
+        self._reporter.progress(self.id, fraction, None if message is None else str(message)[:1000])
+
+    def log(self, message: str) -> None:
+        # Through stdout, so the line keeps its place among print() output.
+        print(message, flush=True)
+
+    def artifact(self, name: str, data: bytes | str | PathLike[str], content_type: str | None = None) -> None:
+        """Attach a file: bytes or text content, or a Path to copy."""
+        check_name(name)
+        payload: bytes | Path
+        if isinstance(data, bytes):
+            payload = data
+        elif isinstance(data, str):
+            payload = data.encode()
+        else:
+            payload = Path(data)
+        size = self._artifacts.save(self.id, name, payload)
+        kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self._reporter.artifact(self.id, ArtifactInfo(name=name, size=size, content_type=kind,
+                                                      created_at=utcnow()))
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.task} attempt {self.attempt}>"
+
+
+def file_opener(upload_root: Path) -> Callable[[FileRef], File]:
+    def open_file(ref: FileRef) -> File:
+        path = upload_root / ref.upload_id / ref.filename
+        return File(path=path, filename=ref.filename, size=ref.size, content_type=ref.content_type)
+
+    return open_file
+
+
+def run_job(
+    task: Task, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage, upload_root: Path
+) -> Outcome:
+    context = JobContext(spec, reporter, artifacts)
+    try:
+        kwargs = task.signature.bind(spec.params, file_opener(upload_root))
+        if task.signature.job_param:
+            kwargs[task.signature.job_param] = context
+        if task.is_async:
+            value = asyncio.run(task.func(**kwargs))
+        else:
+            value = task.func(**kwargs)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the job too
+        return Outcome(ok=False, error=_describe(exc), traceback=_traceback(exc))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return _result_outcome(value, context)
+
+
+def _result_outcome(value: Any, context: JobContext) -> Outcome:
+    try:
+        result = to_jsonable_python(value)
+        text = json.dumps(result)
+    except Exception as exc:  # noqa: BLE001
+        return Outcome(ok=False, error=f"the result cannot be stored as JSON ({exc}); return JSON data, "
+                       "a pydantic model or a dataclass, or save it with job.artifact()")
+    if len(text) > MAX_RESULT_BYTES:
+        context.artifact("result.json", text.encode(), "application/json")
+        result = {"artifact": "result.json", "size": len(text),
+                  "note": "the result was too large to keep inline; download the artifact"}
+    return Outcome(ok=True, result=result)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _traceback(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    # Drop our own frames: the user's code is what matters.
+    here = __file__
+    tb = exc.__traceback__
+    skip = 0
+    for frame in frames:
+        if frame.filename == here:
+            skip += 1
+        else:
+            break
+    for _ in range(skip):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def timestamped(stream: str, text: str) -> tuple[datetime, str, str]:
+    return (utcnow(), stream, text)

@@ -1,0 +1,155 @@
+"""The one settings table. Each setting is declared once here with its type, default and help.
+
+Values come from, lowest to highest: the defaults below, a TOML config file (`mieruka.toml` in the
+working directory or the file named by MIERUKA_CONFIG), `MIERUKA_<NAME>` environment variables, and
+explicit overrides (CLI flags, `App(...)` keywords). Code receives a `Settings` object; nothing
+else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .durations import parse_duration
+from .errors import ConfigError
+
+ENV_PREFIX = "MIERUKA_"
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in "100MB", "2 GiB", "512k" or a plain number."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().lower().replace(" ", "").removesuffix("b").removesuffix("i")
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"cannot read size {value!r}: use forms like '100MB' or '1GB'") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str = _setting(".mieruka", "Data directory: database, artifacts and uploads live here.")
+    database_url: str = _setting("", "SQLAlchemy URL of the job store; default SQLite in the home.")
+    executor: str = _setting("local", "Where jobs run: 'local' (worker processes of this server).")
+    workers: int = _setting(0, "Worker processes of the local executor; 0 means one per CPU core.")
+    host: str = _setting("127.0.0.1", "Address the server binds to.")
+    port: int = _setting(8000, "Port the server listens on.")
+    root_path: str = _setting("", "Path prefix when served behind a reverse proxy, e.g. /mieruka.")
+    url: str = _setting("http://127.0.0.1:8000", "Server URL used by the CLI client commands.")
+    timezone: str = _setting("UTC", "Time zone used to show times; stored times are always UTC.")
+    max_upload_size: int = _setting(100 * 1024**2, "Largest accepted upload in bytes (e.g. 100MB).")
+    run_wait_max: float = _setting(60.0, "Longest wait of POST /api/tasks/{task}/run, seconds.")
+    poll_interval: float = _setting(1.0, "Backstop poll for jobs queued by other processes, seconds.")
+    engine_stale_after: float = _setting(30.0, "A server silent this long has its jobs recovered.")
+    retention_max_age: float = _setting(30 * 86400.0, "Finished jobs older than this are pruned.")
+    retention_max_jobs: int = _setting(100_000, "Keep at most this many finished jobs per task.")
+    prune_interval: float = _setting(300.0, "How often the retention policy runs, seconds.")
+    heartbeat_interval: float = _setting(15.0, "SSE heartbeat and server liveness period, seconds.")
+    auto_migrate: bool = _setting(True, "Upgrade the database schema at start-up.")
+    log_level: str = _setting("info", "Server log level.")
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_path / 'mieruka.db'}"
+
+    @property
+    def effective_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **_coerce_all({k: v for k, v in values.items() if v is not None}))
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        config_file: str | Path | None = None,
+    ) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+        if path is None and Path("mieruka.toml").is_file():
+            path = "mieruka.toml"
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    data = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            values.update(data.get("mieruka", data))
+        for spec in fields(cls):
+            env_value = environ.get(ENV_PREFIX + spec.name.upper())
+            if env_value is not None and env_value != "":
+                values[spec.name] = env_value
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls(**_coerce_all(values))
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """Every setting with its environment variable, default and help: the docs' source."""
+        return [
+            {"name": s.name, "env": ENV_PREFIX + s.name.upper(), "default": s.default,
+             "type": s.type, "help": s.metadata["help"]}
+            for s in fields(cls)
+        ]
+
+
+_DURATIONS = {"run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
+              "prune_interval", "heartbeat_interval"}
+
+
+def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
+    known = {s.name: s for s in fields(Settings)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown setting {name!r}")
+        out[name] = _coerce(name, known[name].type, value)
+    if "timezone" in out:
+        try:
+            ZoneInfo(out["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"unknown time zone {out['timezone']!r}") from None
+    return out
+
+
+def _coerce(name: str, type_name: Any, value: Any) -> Any:
+    if name in _DURATIONS:
+        return parse_duration(value)
+    if name == "max_upload_size":
+        return parse_size(value)
+    try:
+        if type_name in ("int", int):
+            return int(value)
+        if type_name in ("float", float):
+            return float(value)
+        if type_name in ("bool", bool):
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in ("1", "true", "yes", "on")
+    except ValueError:
+        raise ConfigError(f"setting {name} expects a {type_name}, got {value!r}") from None
+    return str(value)

@@ -1,0 +1,160 @@
+"""The job store interface. `SqlJobStore` implements it for SQLite and PostgreSQL; the contract
+tests in tests/test_store_contract.py run against every implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..core.job import ArtifactInfo, JobRecord
+from ..core.status import JobStatus
+
+
+@dataclass(frozen=True)
+class NewJob:
+    task: str
+    params: dict[str, Any]
+    max_attempts: int = 1
+    priority: int = 0
+    queue: str = "default"
+    owner: str | None = None
+    idempotency_key: str | None = None
+    run_after: datetime | None = None
+    schedule: str | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Move `job_id` to `to` if it is in one of the states `expect` (and, given `attempt`, still
+    on that attempt), setting `fields` too."""
+
+    job_id: int
+    to: JobStatus
+    expect: frozenset[JobStatus]
+    fields: dict[str, Any] = field(default_factory=dict)
+    attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    job_id: int
+    progress: float | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class LogAppend:
+    """Lines as (time, stream, text), numbered from `first_seq` by whoever runs the job."""
+
+    job_id: int
+    first_seq: int
+    lines: Sequence[tuple[datetime, str, str]]
+
+
+@dataclass(frozen=True)
+class ArtifactAdded:
+    job_id: int
+    artifact: ArtifactInfo
+
+
+Change = Transition | ProgressUpdate | LogAppend | ArtifactAdded
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Move these queued jobs to running for an engine (those still queued: the rest are skipped)."""
+
+    job_ids: Sequence[int]
+    worker: str
+    engine_id: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Applied:
+    done: list[bool]  # for each change, whether it took effect
+    claimed: list[JobRecord]  # the jobs won by the claim, now running
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """Just enough of a queued job to decide when to run it."""
+
+    id: int
+    priority: int
+    task: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    seq: int
+    at: datetime
+    stream: str
+    text: str
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    task: str | None = None
+    status: Sequence[JobStatus] = ()
+    owner: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    search: str | None = None
+    before_id: int | None = None  # cursor: jobs with a smaller id (newest first)
+    limit: int = 50
+
+
+class JobStore(Protocol):
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest version."""
+
+    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+        """Insert a queued job; if its idempotency key exists, return that job and False."""
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        """One job with its artifacts, or None."""
+
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        """Jobs matching `query`, newest first, at most `query.limit`."""
+
+    def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
+        """Apply changes, then the claim, in one transaction."""
+
+    def read_logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        """Log lines with seq > after, oldest first."""
+
+    def due_jobs(self, now: datetime, limit: int, queues: Sequence[str] | None = None) -> list[QueuedJob]:
+        """Queued jobs whose run_after has passed, highest priority then oldest first."""
+
+    def next_due_time(self) -> datetime | None:
+        """The earliest run_after of a queued job, if any waits for a time."""
+
+    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime) -> None:
+        """Record that an engine is alive."""
+
+    def remove_engine(self, engine_id: str) -> None:
+        """An engine stopped cleanly."""
+
+    def orphaned_jobs(self, now: datetime, stale_after: float, is_dead: Callable[[str, int], bool]) -> list[JobRecord]:
+        """Running jobs whose engine stopped beating or is known dead (host, pid)."""
+
+    def fire_schedule(self, name: str, due: datetime, next_due: datetime, job: NewJob | None) -> JobRecord | None:
+        """Move schedule `name` from `due` to `next_due` and queue `job`; None if another got it."""
+
+    def schedule_due(self, name: str, first_due: datetime) -> datetime:
+        """The schedule's next due time, created as `first_due` if it is new."""
+
+    def prune(self, task: str, older_than: datetime | None, keep: int | None) -> list[tuple[int, dict[str, Any]]]:
+        """Delete finished jobs of `task` beyond the retention policy; returns their ids and params."""
+
+    def delete_job(self, job_id: int) -> bool:
+        """Delete a job and its logs and artifact records."""
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of jobs in each state."""
+
+    def close(self) -> None:
+        """Release connections."""

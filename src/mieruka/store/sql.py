@@ -1,0 +1,430 @@
+"""The job store on SQLAlchemy Core: SQLite (WAL, the embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, Row
+
+from ..core.clock import utcnow
+from ..core.job import ArtifactInfo, JobRecord
+from ..core.status import FINISHED, JobStatus
+from ..errors import ConfigError, MissingExtraError
+from . import tables as t
+from .raw import COLUMN_LIST, RawDB, time_out
+from .base import (
+    Applied,
+    ArtifactAdded,
+    Change,
+    Claim,
+    JobQuery,
+    LogAppend,
+    LogLine,
+    NewJob,
+    ProgressUpdate,
+    QueuedJob,
+    Transition,
+)
+
+_FINISHED_VALUES = [s.value for s in FINISHED]
+
+
+def _make_engine(url: str, immediate: bool) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, see below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        # Writers take the lock at BEGIN so two writers never deadlock upgrading a read lock.
+        begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin_sql)
+
+        return engine
+    try:
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except ModuleNotFoundError as exc:
+        if "psycopg" in str(exc):
+            raise MissingExtraError("PostgreSQL", "postgres") from None
+        raise ConfigError(f"cannot use database {url!r}: {exc}") from None
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {url!r}: {exc}") from None
+
+
+class SqlJobStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _make_engine(url, immediate=True)
+        self._reader = _make_engine(url, immediate=False) if self.is_sqlite else self._writer
+        # One writer at a time inside this process: SQLite would make the others wait anyway.
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._raw = RawDB(url, self._writer)
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        if self._write_lock is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    def migrate(self) -> None:
+        from .migrate import upgrade
+
+        upgrade(self._writer)
+
+    def close(self) -> None:
+        self._raw.close()
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+        if job.idempotency_key is not None:
+            existing = self._by_idempotency_key(job.idempotency_key)
+            if existing is not None:
+                return existing, False
+        raw = self._raw
+        values = (job.task, JobStatus.QUEUED.value, raw.json_in(job.params), job.owner, job.priority,
+                  job.queue, job.idempotency_key, 0, job.max_attempts, raw.time_in(job.run_after),
+                  raw.time_in(utcnow()), False, 0, job.schedule)
+        try:
+            with raw.write() as cur:
+                cur.execute(raw.sql(
+                    "INSERT INTO jobs (task, status, params, owner, priority, queue, idempotency_key, "
+                    "attempts, max_attempts, run_after, created_at, cancel_requested, log_lines, schedule) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMN_LIST}"), values)
+                row = cur.fetchone()
+        except (sa.exc.IntegrityError, *_integrity_errors()):
+            if job.idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(job.idempotency_key)
+            assert existing is not None
+            return existing, False
+        return raw.record(row), True
+
+    def _by_idempotency_key(self, key: str) -> JobRecord | None:
+        raw = self._raw
+        with raw.read() as cur:
+            cur.execute(raw.sql(f"SELECT {COLUMN_LIST} FROM jobs WHERE idempotency_key = ?"), (key,))
+            row = cur.fetchone()
+        return raw.record(row) if row else None
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        raw = self._raw
+        with raw.read() as cur:
+            cur.execute(raw.sql(f"SELECT {COLUMN_LIST} FROM jobs WHERE id = ?"), (job_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            cur.execute(raw.sql("SELECT name, size, content_type, created_at FROM artifacts "
+                                "WHERE job_id = ? ORDER BY created_at, name"), (job_id,))
+            arts = [ArtifactInfo(name=a[0], size=a[1], content_type=a[2], created_at=time_out(a[3]))
+                    for a in cur.fetchall()]
+        return raw.record(row, arts)
+
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        c = t.jobs.c
+        stmt = sa.select(t.jobs).order_by(c.id.desc()).limit(query.limit)
+        if query.task:
+            stmt = stmt.where(c.task == query.task)
+        if query.status:
+            stmt = stmt.where(c.status.in_([s.value for s in query.status]))
+        if query.owner:
+            stmt = stmt.where(c.owner == query.owner)
+        if query.created_after:
+            stmt = stmt.where(c.created_at >= query.created_after)
+        if query.created_before:
+            stmt = stmt.where(c.created_at < query.created_before)
+        if query.before_id is not None:
+            stmt = stmt.where(c.id < query.before_id)
+        if query.search:
+            stmt = stmt.where(sa.cast(c.params, sa.Text).ilike(f"%{_escape_like(query.search)}%", escape="\\"))
+        with self._read() as conn:
+            return [_record(r) for r in conn.execute(stmt)]
+
+    def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
+        if not changes and (claim is None or not claim.job_ids):
+            return Applied([], [])
+        with self._raw.write() as cur:
+            done = [self._apply_one(cur, change) for change in changes]
+            claimed = self._claim(cur, claim) if claim is not None else []
+        return Applied(done, claimed)
+
+    def _claim(self, cur: Any, claim: Claim) -> list[JobRecord]:
+        raw = self._raw
+        sql = raw.sql(
+            "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL, "
+            "worker = ?, engine_id = ?, progress = NULL, message = NULL, cancel_requested = ? "
+            f"WHERE id = ? AND status = ? RETURNING {COLUMN_LIST}")
+        started = raw.time_in(claim.now)
+        won = []
+        for jid in claim.job_ids:
+            cur.execute(sql, (JobStatus.RUNNING.value, started, claim.worker, claim.engine_id, False, jid,
+                              JobStatus.QUEUED.value))
+            row = cur.fetchone()
+            if row is not None:
+                won.append(raw.record(row))
+        return won
+
+    def _apply_one(self, cur: Any, change: Change) -> bool:
+        raw = self._raw
+        if isinstance(change, Transition):
+            names = ["status", *change.fields]
+            values = [change.to.value, *(_field_in(raw, k, v) for k, v in change.fields.items())]
+            expect = [s.value for s in change.expect]
+            assignments = ", ".join(f"{_column(n)} = ?" for n in names)
+            marks = ", ".join("?" for _ in expect)
+            guard, guard_values = ("", ()) if change.attempt is None else (" AND attempts = ?", (change.attempt,))
+            cur.execute(raw.sql(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks}){guard}"),
+                        (*values, change.job_id, *expect, *guard_values))
+            return bool(cur.rowcount == 1)
+        if isinstance(change, ProgressUpdate):
+            if change.progress is None and change.message is None:
+                return False
+            cur.execute(raw.sql("UPDATE jobs SET progress = COALESCE(?, progress), "
+                                "message = COALESCE(?, message) WHERE id = ? AND status = ?"),
+                        (change.progress, change.message, change.job_id, JobStatus.RUNNING.value))
+            return bool(cur.rowcount == 1)
+        if isinstance(change, LogAppend):
+            n = len(change.lines)
+            if n == 0:
+                return False
+            first = change.first_seq
+            cur.execute(raw.sql("UPDATE jobs SET log_lines = ? WHERE id = ?"), (first + n - 1, change.job_id))
+            if cur.rowcount != 1:
+                return False
+            cur.executemany(
+                raw.sql("INSERT INTO job_logs (job_id, seq, at, stream, text) VALUES (?, ?, ?, ?, ?)"),
+                [(change.job_id, first + i, raw.time_in(at), stream, text)
+                 for i, (at, stream, text) in enumerate(change.lines)])
+            return True
+        if isinstance(change, ArtifactAdded):
+            a = change.artifact
+            cur.execute(raw.sql("DELETE FROM artifacts WHERE job_id = ? AND name = ?"), (change.job_id, a.name))
+            cur.execute(raw.sql("INSERT INTO artifacts (job_id, name, size, content_type, created_at) "
+                                "VALUES (?, ?, ?, ?, ?)"),
+                        (change.job_id, a.name, a.size, a.content_type, raw.time_in(a.created_at)))
+            return True
+        raise TypeError(f"unknown change {change!r}")
+
+    def read_logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        l = t.job_logs.c  # noqa: E741
+        stmt = (sa.select(l.seq, l.at, l.stream, l.text)
+                .where(l.job_id == job_id, l.seq > after).order_by(l.seq).limit(limit))
+        with self._read() as conn:
+            return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text) for r in conn.execute(stmt)]
+
+    def due_jobs(self, now: datetime, limit: int, queues: Sequence[str] | None = None) -> list[QueuedJob]:
+        raw = self._raw
+        queue_filter = ""
+        args: list[Any] = [JobStatus.QUEUED.value, raw.time_in(now)]
+        if queues:
+            queue_filter = f" AND queue IN ({', '.join('?' for _ in queues)})"
+            args.extend(queues)
+        with raw.read() as cur:
+            cur.execute(raw.sql(
+                "SELECT id, priority, task FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
+                f"AND (run_after IS NULL OR run_after <= ?){queue_filter} ORDER BY priority DESC, id LIMIT ?"),
+                (*args, limit))
+            return [QueuedJob(*row) for row in cur.fetchall()]
+
+    def next_due_time(self) -> datetime | None:
+        c = t.jobs.c
+        stmt = sa.select(sa.func.min(c.run_after)).where(c.status == JobStatus.QUEUED.value,
+                                                         c.run_after.is_not(None))
+        with self._read() as conn:
+            value = conn.execute(stmt).scalar()
+        return t.UTCDateTime().process_result_value(value, self._reader.dialect)
+
+    # -- engines -------------------------------------------------------------------------------
+    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime) -> None:
+        with self._write() as conn:
+            res = conn.execute(sa.update(t.engines).where(t.engines.c.id == engine_id).values(heartbeat_at=now))
+            if res.rowcount == 0:
+                conn.execute(sa.insert(t.engines).values(id=engine_id, host=host, pid=pid, heartbeat_at=now))
+
+    def remove_engine(self, engine_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(sa.delete(t.engines).where(t.engines.c.id == engine_id))
+
+    def orphaned_jobs(
+        self, now: datetime, stale_after: float, is_dead: Callable[[str, int], bool]
+    ) -> list[JobRecord]:
+        c, e = t.jobs.c, t.engines.c
+        stmt = (
+            sa.select(t.jobs, e.host.label("engine_host"), e.pid.label("engine_pid"),
+                      e.heartbeat_at.label("engine_beat"))
+            .select_from(t.jobs.outerjoin(t.engines, c.engine_id == e.id))
+            .where(c.status == JobStatus.RUNNING.value, c.engine_id.is_not(None))
+        )
+        limit = now - timedelta(seconds=stale_after)
+        found = []
+        with self._read() as conn:
+            for row in conn.execute(stmt):
+                beat = row.engine_beat
+                if beat is not None and beat.tzinfo is None:
+                    beat = t.UTCDateTime().process_result_value(beat, self._reader.dialect)
+                if (row.engine_host is None or beat is None or beat < limit
+                        or is_dead(row.engine_host, row.engine_pid)):
+                    found.append(_record(row))
+        return found
+
+    # -- schedules -----------------------------------------------------------------------------
+    def schedule_due(self, name: str, first_due: datetime) -> datetime:
+        s = t.schedules.c
+        with self._read() as conn:
+            due = conn.execute(sa.select(s.next_run_at).where(s.name == name)).scalar()
+        if due is not None:
+            return t.UTCDateTime().process_result_value(due, self._reader.dialect) or first_due
+        try:
+            with self._write() as conn:
+                conn.execute(sa.insert(t.schedules).values(name=name, next_run_at=first_due))
+        except sa.exc.IntegrityError:
+            return self.schedule_due(name, first_due)
+        return first_due
+
+    def fire_schedule(self, name: str, due: datetime, next_due: datetime, job: NewJob | None) -> JobRecord | None:
+        s = t.schedules.c
+        with self._write() as conn:
+            res = conn.execute(
+                sa.update(t.schedules).where(s.name == name, s.next_run_at == due)
+                .values(next_run_at=next_due, last_run_at=due)
+            )
+            if res.rowcount != 1 or job is None:
+                return None
+            row = conn.execute(
+                sa.insert(t.jobs).values(
+                    task=job.task, status=JobStatus.QUEUED.value, params=job.params, owner=job.owner,
+                    priority=job.priority, queue=job.queue, max_attempts=job.max_attempts,
+                    created_at=utcnow(), schedule=name,
+                ).returning(*t.jobs.c)
+            ).one()
+            conn.execute(sa.update(t.schedules).where(s.name == name).values(last_job_id=row.id))
+        return _record(row)
+
+    # -- retention -----------------------------------------------------------------------------
+    def prune(
+        self, task: str, older_than: datetime | None, keep: int | None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        c = t.jobs.c
+        finished = sa.and_(c.task == task, c.status.in_(_FINISHED_VALUES))
+        ids: set[int] = set()
+        with self._read() as conn:
+            if older_than is not None:
+                ids.update(conn.execute(
+                    sa.select(c.id).where(finished, c.finished_at < older_than).limit(5000)).scalars())
+            if keep is not None:
+                ids.update(conn.execute(
+                    sa.select(c.id).where(finished).order_by(c.id.desc()).offset(keep).limit(5000)).scalars())
+        deleted: list[tuple[int, dict[str, Any]]] = []
+        for chunk in _chunks(sorted(ids), 500):
+            with self._write() as conn:
+                deleted.extend(conn.execute(
+                    sa.select(c.id, c.params).where(c.id.in_(chunk), c.status.in_(_FINISHED_VALUES))).tuples())
+                conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id.in_(chunk)))
+                conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id.in_(chunk)))
+                conn.execute(sa.delete(t.jobs).where(c.id.in_(chunk), c.status.in_(_FINISHED_VALUES)))
+        return deleted
+
+    def delete_job(self, job_id: int) -> bool:
+        with self._write() as conn:
+            conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id == job_id))
+            conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
+            return conn.execute(sa.delete(t.jobs).where(t.jobs.c.id == job_id)).rowcount == 1
+
+    def count_by_status(self) -> dict[str, int]:
+        c = t.jobs.c
+        with self._read() as conn:
+            rows = conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status)).all()
+        counts = {s.value: 0 for s in JobStatus}
+        counts.update({status: n for status, n in rows})
+        return counts
+
+
+def _record(row: Row[Any], artifacts: list[ArtifactInfo] | None = None) -> JobRecord:
+    m = row._mapping
+    return JobRecord(
+        id=m["id"], task=m["task"], status=JobStatus(m["status"]), params=m["params"] or {},
+        created_at=m["created_at"], owner=m["owner"], priority=m["priority"], queue=m["queue"],
+        idempotency_key=m["idempotency_key"], attempts=m["attempts"], max_attempts=m["max_attempts"],
+        run_after=m["run_after"], started_at=m["started_at"], finished_at=m["finished_at"],
+        progress=m["progress"], message=m["message"], result=m["result"], error=m["error"],
+        traceback=m["traceback"], worker=m["worker"], engine_id=m["engine_id"],
+        cancel_requested=bool(m["cancel_requested"]), log_lines=m["log_lines"], schedule=m["schedule"],
+        artifacts=artifacts or [],
+    )
+
+
+def _artifact(row: Row[Any]) -> ArtifactInfo:
+    return ArtifactInfo(name=row.name, size=row.size, content_type=row.content_type, created_at=row.created_at)
+
+
+_JSON_FIELDS = {"params", "result"}
+_TIME_FIELDS = {"run_after", "created_at", "started_at", "finished_at"}
+_KNOWN = {c.name for c in t.jobs.c}
+
+
+def _column(name: str) -> str:
+    if name not in _KNOWN:
+        raise ValueError(f"no job field {name!r}")
+    return name
+
+
+def _field_in(raw: RawDB, name: str, value: Any) -> Any:
+    if name in _JSON_FIELDS:
+        return raw.json_in(value)
+    if name in _TIME_FIELDS:
+        return raw.time_in(value)
+    return value
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [sqlite3.IntegrityError]
+    try:
+        import psycopg
+
+        errors.append(psycopg.errors.IntegrityError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,27 @@
+"""Builds an engine from settings: picks the store, bus, executor and artifact storage by name."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .artifacts.local import LocalArtifactStorage
+from .bus.memory import MemoryBus
+from .engine import Engine
+from .errors import ConfigError
+from .executors.local import LocalExecutor
+from .store.sql import SqlJobStore
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+def build_engine(app: App) -> Engine:
+    settings = app.settings
+    home = settings.home_path
+    home.mkdir(parents=True, exist_ok=True)
+    store = SqlJobStore(settings.effective_database_url)
+    artifacts = LocalArtifactStorage(home / "artifacts")
+    if settings.executor != "local":
+        raise ConfigError(f"unknown executor {settings.executor!r}; available: local")
+    executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads")
+    return Engine(app.tasks, store, MemoryBus(), executor, artifacts, settings)
