@@ -1,0 +1,240 @@
+"""One repetition of the queue benchmark for mieruka, measured exactly as the peers' common.py does.
+
+usage: python bench/harness.py embedded|http   (run by bench/run.py; prints one JSON line)
+
+  embedded: the engine runs inside this process (mieruka.App.start()), its 2 worker processes are
+            children of this process; jobs go through app.submit() / app.wait().
+  http:     a real server process (`mieruka run bench/mieruka_bench_app.py:app --port P
+            --workers 2 --home H`, or app.serve() if the CLI is missing), driven over HTTP by one
+            keep-alive httpx.Client from this process: POST /api/tasks/noop/jobs, then
+            GET /api/jobs/{id}?wait=30 (long poll) until the job has finished.
+
+The measurement mirrors common.one_rep of the peers: fresh data, start, first job = readiness
+probe, 5 warm-up jobs, 3 s settle, idle memory, N_THROUGHPUT jobs submitted all then waited each
+in order, then N_LATENCY sequential submit-to-result latencies. Same environment knobs:
+BENCH_N, BENCH_LAT_N, BENCH_OUT.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+N_THROUGHPUT = int(os.environ.get("BENCH_N", "2000"))
+N_LATENCY = int(os.environ.get("BENCH_LAT_N", "200"))
+OUT = os.environ.get("BENCH_OUT", "/tmp/mieruka-bench")
+WORKERS = 2
+WAIT_TIMEOUT = 60.0
+
+
+def pct(xs, q):  # same definition as the peers' common.pct
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def tree_rss_mb(root_pid):
+    """(RSS of the root process, RSS sum of its tree, PSS sum of its tree) in MB."""
+    root = psutil.Process(root_pid)
+    main = root.memory_info().rss
+    rss_total = pss_total = 0
+    for q in [root] + root.children(recursive=True):
+        try:
+            rss_total += q.memory_info().rss
+            pss_total += q.memory_full_info().pss
+        except psutil.NoSuchProcess:
+            pass
+    return main / 2**20, rss_total / 2**20, pss_total / 2**20
+
+
+def measure(submit, wait, t_spawn, root_pid, extra=None):
+    """common.one_rep after the workers have been spawned at t_spawn."""
+    r = wait(submit(-1))  # first job doubles as the readiness probe
+    assert r == -1, r
+    ready_s = time.perf_counter() - t_spawn
+    for i in range(5):  # warm-up: make sure every worker has imported everything
+        wait(submit(i))
+    time.sleep(3)  # let it settle to idle
+    rss_main, rss_tree, pss_tree = tree_rss_mb(root_pid)
+
+    t0 = time.perf_counter()
+    handles = [submit(i) for i in range(N_THROUGHPUT)]
+    t_enq = time.perf_counter()
+    for i, h in enumerate(handles):
+        r = wait(h)
+        assert r == i, (r, i)
+    t_end = time.perf_counter()
+
+    lat = []
+    for i in range(N_LATENCY):
+        a = time.perf_counter()
+        r = wait(submit(i))
+        lat.append((time.perf_counter() - a) * 1000)
+        assert r == i, (r, i)
+    out = dict(ready_s=ready_s, rss_main_mb=rss_main, rss_tree_mb=rss_tree, pss_tree_mb=pss_tree,
+               enqueue_per_s=N_THROUGHPUT / (t_enq - t0), e2e_per_s=N_THROUGHPUT / (t_end - t0),
+               p50_ms=pct(lat, 50), p95_ms=pct(lat, 95), p99_ms=pct(lat, 99))
+    out.update(extra or {})
+    return out
+
+
+def kill_tree(proc, grace=15.0):
+    """SIGTERM the process by PID, wait, then SIGKILL any survivor of its tree (by PID)."""
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def fresh_home(kind):
+    data = os.path.join(OUT, "data")
+    os.makedirs(data, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"mieruka-{kind}-", dir=data)
+
+
+# -- embedded ------------------------------------------------------------------------------------
+def run_embedded():
+    home = fresh_home("embedded")
+    os.environ["MIERUKA_BENCH_HOME"] = home
+    sys.path.insert(0, HERE)  # worker processes get this sys.path and import mieruka_bench_app:app
+    t_spawn = time.perf_counter()  # counts importing mieruka, like a peer worker's own imports
+    from mieruka_bench_app import app
+
+    app.start()
+    try:
+        def submit(i):
+            return app.submit("noop", x=i)
+
+        def wait(job):
+            rec = app.wait(job, timeout=WAIT_TIMEOUT)
+            if rec.status.value != "succeeded":
+                raise RuntimeError(f"job {rec.id} {rec.status.value}: {rec.error}")
+            return rec.result
+
+        result = measure(submit, wait, t_spawn, os.getpid())
+    finally:
+        app.stop()
+    shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+# -- http ----------------------------------------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(port, home):
+    """`mieruka run ...` when the CLI exists, else app.serve() in a fresh interpreter."""
+    how = os.environ.get("BENCH_MIERUKA_SERVER", "auto")
+    mieruka_bin = os.path.join(os.path.dirname(sys.executable), "mieruka")
+    has_cli = importlib.util.find_spec("mieruka.cli") is not None and os.path.exists(mieruka_bin)
+    if how == "cli" or (how == "auto" and has_cli):
+        return "cli", [mieruka_bin, "run", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
+                       "--port", str(port), "--workers", str(WORKERS), "--home", home]
+    code = ("import sys; sys.path.insert(0, %r); from mieruka_bench_app import app; "
+            "app.serve(host='127.0.0.1', port=%d)" % (HERE, port))
+    return "serve", [sys.executable, "-c", code]
+
+
+def run_http():
+    import httpx
+
+    home = fresh_home("http")
+    port = free_port()
+    how, cmd = server_command(port, home)
+    os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
+    log_path = os.path.join(OUT, "logs", "mieruka-http.log")
+    log = open(log_path, "a")
+    log.write(f"\n### {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n")
+    log.flush()
+    # quiet logging like the peers' workers (--loglevel=WARNING, -q): no access log per request
+    env = {**os.environ, "MIERUKA_BENCH_HOME": home, "MIERUKA_LOG_LEVEL": "warning",
+           "MIERUKA_BENCH_WORKERS": str(WORKERS)}
+    t_spawn = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=httpx.Timeout(WAIT_TIMEOUT + 10)) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode} before /healthz answered "
+                                       f"(see {log_path}): {tail(log_path)}")
+                try:
+                    if client.get("/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"/healthz not 200 within 60 s (see {log_path})")
+                time.sleep(0.01)
+            healthz_s = time.perf_counter() - t_spawn
+
+            def submit(i):
+                r = client.post("/api/tasks/noop/jobs", json={"x": i})
+                if r.status_code != 202:
+                    raise RuntimeError(f"POST /api/tasks/noop/jobs -> {r.status_code}: {r.text[:300]}")
+                return r.json()["id"]
+
+            def wait(job_id):
+                end = time.monotonic() + WAIT_TIMEOUT
+                while True:
+                    r = client.get(f"/api/jobs/{job_id}", params={"wait": 30})
+                    if r.status_code != 200:
+                        raise RuntimeError(f"GET /api/jobs/{job_id}?wait=30 -> {r.status_code}: "
+                                           f"{r.text[:300]}")
+                    job = r.json()
+                    status = job.get("status")
+                    if status == "succeeded":
+                        return job.get("result")
+                    if status in ("failed", "cancelled"):
+                        raise RuntimeError(f"job {job_id} {status}: {job.get('error')}")
+                    if time.monotonic() > end:
+                        raise RuntimeError(f"job {job_id} still {status} after {WAIT_TIMEOUT:g} s")
+
+            result = measure(submit, wait, t_spawn, proc.pid,
+                             extra={"healthz_s": healthz_s, "server": how})
+    finally:
+        kill_tree(proc)
+        log.close()
+    shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def tail(path, n=600):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:].strip().replace("\n", " | ")
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1]
+    res = {"embedded": run_embedded, "http": run_http}[kind]()
+    print(json.dumps(res), flush=True)

@@ -1,0 +1,1 @@
+"""The HTTP face: REST API, Server-Sent Events, OpenAPI docs."""

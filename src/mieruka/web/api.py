@@ -1,0 +1,149 @@
+"""The ASGI application: wires the routers, live events, health, docs and static files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from ..app import App
+from ..core.events import Event
+from .errors import install_error_handlers
+from .jobs import jobs_router
+from .openapi import install_openapi
+from .serialize import job_json
+from .sse import event_response
+from .tasks import tasks_router
+
+STATIC = Path(__file__).with_name("static")
+
+
+def create_api(app: App) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started_here = not app.running
+        if started_here:
+            await run_in_threadpool(app.start)
+        try:
+            yield
+        finally:
+            if started_here:
+                await run_in_threadpool(app.stop)
+
+    api = FastAPI(title=app.title, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  lifespan=lifespan)
+    install_error_handlers(api)
+    api.include_router(tasks_router(app))
+    api.include_router(jobs_router(app))
+    _events_routes(api, app)
+    _system_routes(api, app)
+    _docs_routes(api, app)
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_openapi(api, app)
+    return api
+
+
+def _last_id(header: str | None, query: int | None) -> int:
+    if query is not None:
+        return query
+    return int(header) if header and header.strip().isdigit() else 0
+
+
+def _events_routes(api: FastAPI, app: App) -> None:
+    @api.get("/api/events", tags=["events"], response_class=Response,
+             responses={200: {"content": {"text/event-stream": {}}}})
+    def all_events(
+        task: str | None = Query(None, description="Only events of this task's jobs."),
+        last_event_id: int | None = Query(None, description="Resume after this event id (as the "
+                                          "Last-Event-ID header does)."),
+        last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
+    ) -> Response:
+        """Server-Sent Events of every job: state, progress, log, artifact."""
+        if task is not None:
+            app.tasks.get(task)  # 404 for an unknown task
+        accept = None if task is None else (lambda e: e.task == task)
+        return event_response(app.engine.bus, None, _last_id(last_event_id_header, last_event_id),
+                              app.settings.heartbeat_interval, accept=accept)
+
+    @api.get("/api/jobs/{job_id}/events", tags=["events"], response_class=Response,
+             responses={200: {"content": {"text/event-stream": {}}}})
+    def job_events(
+        request: Request,
+        job_id: int,
+        last_event_id: int | None = Query(None),
+        last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
+    ) -> Response:
+        """Server-Sent Events of one job. The first event is a `snapshot` of the whole job."""
+        app.engine.get(job_id)
+        root = request.scope.get("root_path", "")
+
+        def snapshot() -> dict[str, Any]:
+            return job_json(app.engine.get(job_id), root=root)
+
+        def accept(event: Event) -> bool:
+            return event.job_id == job_id
+
+        return event_response(app.engine.bus, [f"job:{job_id}"], _last_id(last_event_id_header, last_event_id),
+                              app.settings.heartbeat_interval, snapshot=snapshot, accept=accept)
+
+
+def _system_routes(api: FastAPI, app: App) -> None:
+    @api.get("/healthz", tags=["system"])
+    def healthz() -> JSONResponse:
+        """Database and worker status; 503 when jobs cannot run."""
+        engine = app.engine
+        checks: dict[str, Any] = {}
+        healthy = True
+        try:
+            checks["jobs"] = engine.store.count_by_status()
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["database"] = f"error: {type(exc).__name__}: {exc}"
+            healthy = False
+        workers = engine.workers()
+        checks["workers"] = {"total": len(workers), "ready": sum(1 for w in workers if w["ready"]),
+                             "busy": sum(1 for w in workers if w["job_id"] is not None)}
+        broken = getattr(engine.executor, "broken", None)
+        if broken:
+            checks["executor"] = broken
+            healthy = False
+        return JSONResponse({"status": "ok" if healthy else "failing", **checks},
+                            status_code=200 if healthy else 503)
+
+    @api.get("/api/workers", tags=["system"])
+    def workers() -> list[dict[str, object]]:
+        """The worker processes of this server and what each is running."""
+        return app.engine.workers()
+
+    @api.get("/", include_in_schema=False)
+    def home(request: Request) -> RedirectResponse:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/docs")
+
+
+def _docs_routes(api: FastAPI, app: App) -> None:
+    @api.get("/docs", include_in_schema=False)
+    def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}/openapi.json", title=f"{app.title} — API",
+            swagger_js_url=f"{root}/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}/static/vendor/swagger-ui/favicon-32x32.png",
+        )
+
+    @api.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}/openapi.json", title=f"{app.title} — API",
+            redoc_js_url=f"{root}/static/vendor/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}/static/vendor/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
+        )

@@ -1,0 +1,153 @@
+"""Job routes: list and inspect jobs, read logs, download artifacts, cancel, retry, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..app import App
+from ..core.status import JobStatus
+from ..errors import ArtifactNotFound, JobTimeoutError, ValidationError
+from ..store.base import JobQuery
+from .schemas import ERRORS, JobOut, JobPage, LogPage
+from .serialize import job_json, log_json
+
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
+                "application/json", "text/csv")
+
+
+def jobs_router(app: App) -> APIRouter:
+    router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+    @router.get("", response_model=None, responses={200: {"model": JobPage}, 422: ERRORS[422]})
+    def list_jobs(
+        request: Request,
+        task: str | None = None,
+        status: list[str] = Query([], description="One or more states; repeat or comma-separate."),
+        owner: str | None = None,
+        created_after: datetime | None = Query(None, description="ISO 8601; naive means UTC."),
+        created_before: datetime | None = None,
+        q: str | None = Query(None, max_length=200, description="Text to find in the parameters."),
+        cursor: str | None = Query(None, description="next_cursor of the previous page."),
+        limit: int = Query(50, ge=1, le=500),
+    ) -> dict[str, Any]:
+        """Jobs, newest first, a page at a time."""
+        states = []
+        for item in status:
+            for value in item.split(","):
+                if value.strip():
+                    try:
+                        states.append(JobStatus(value.strip()))
+                    except ValueError:
+                        allowed = ", ".join(s.value for s in JobStatus)
+                        raise ValidationError(f"status: unknown state {value!r}; use {allowed}",
+                                              [{"field": "status", "message": "unknown state"}]) from None
+        before = None
+        if cursor:
+            if not cursor.isdigit():
+                raise ValidationError("cursor: not a cursor from this API", [{"field": "cursor",
+                                                                             "message": "invalid"}])
+            before = int(cursor)
+        query = JobQuery(task=task, status=states, owner=owner, created_after=_utc(created_after),
+                         created_before=_utc(created_before), search=q, before_id=before, limit=limit + 1)
+        records = app.engine.list(query)
+        more = len(records) > limit
+        records = records[:limit]
+        root = request.scope.get("root_path", "")
+        return {"jobs": [job_json(r, full=False, root=root) for r in records],
+                "next_cursor": str(records[-1].id) if more and records else None}
+
+    @router.get("/{job_id}", response_model=None, responses={200: {"model": JobOut}, 404: ERRORS[404]})
+    async def get_job(request: Request, job_id: int,
+                      wait: float = Query(0, ge=0, le=300, description="Wait up to this many seconds for "
+                                          "the job to finish (long poll).")) -> dict[str, Any]:
+        engine = app.engine
+        if wait:
+            try:
+                record = await engine.wait_async(job_id, wait)
+            except JobTimeoutError:
+                record = await run_in_threadpool(engine.get, job_id)
+        else:
+            record = await run_in_threadpool(engine.get, job_id)
+        return job_json(record, root=request.scope.get("root_path", ""))
+
+    @router.get("/{job_id}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
+    def get_logs(job_id: int, after: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000),
+                 format: str = Query("json", pattern="^(json|text)$")) -> Any:
+        """Log lines with seq > after. `format=text` downloads the whole log as plain text."""
+        engine = app.engine
+        record = engine.get(job_id)
+        if format == "text":
+            return StreamingResponse(_log_text(app, job_id), media_type="text/plain; charset=utf-8",
+                                     headers={"Content-Disposition": f'attachment; filename="job-{job_id}.log"'})
+        lines = engine.store.read_logs(job_id, after, limit)
+        return {"job_id": job_id, "lines": [log_json(line) for line in lines],
+                "next_after": lines[-1].seq if lines else after, "total": record.log_lines,
+                "finished": record.finished}
+
+    @router.get("/{job_id}/artifacts", response_model=None, responses={404: ERRORS[404]})
+    def list_artifacts(request: Request, job_id: int) -> list[dict[str, Any]]:
+        artifacts: list[dict[str, Any]] = job_json(app.engine.get(job_id),
+                                                   root=request.scope.get("root_path", ""))["artifacts"]
+        return artifacts
+
+    @router.get("/{job_id}/artifacts/{name}", response_model=None, responses={404: ERRORS[404]})
+    def get_artifact(job_id: int, name: str, inline: bool = False) -> Response:
+        """Download an artifact (streamed). `inline=true` shows images, PDF and text in the browser;
+        anything else is always a download."""
+        record = app.engine.get(job_id)
+        info = next((a for a in record.artifacts if a.name == name), None)
+        if info is None:
+            raise ArtifactNotFound(f"job {job_id} has no artifact named {name!r}")
+        storage = app.engine.artifacts
+        try:
+            size = storage.size(job_id, name)
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"the file of artifact {name!r} is missing from storage") from None
+        disposition = "inline" if inline and info.content_type in INLINE_TYPES else "attachment"
+        headers = {"Content-Length": str(size), "X-Content-Type-Options": "nosniff",
+                   "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(name)}",
+                   "Content-Security-Policy": "sandbox; default-src 'none'"}
+        return StreamingResponse(storage.open_chunks(job_id, name), media_type=info.content_type,
+                                 headers=headers)
+
+    @router.post("/{job_id}/cancel", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
+    def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
+        """Cancel a queued job, or stop a running one (its child processes too)."""
+        return job_json(app.engine.cancel(job_id), root=request.scope.get("root_path", ""))
+
+    @router.post("/{job_id}/retry", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
+    def retry_job(request: Request, job_id: int) -> dict[str, Any]:
+        """Queue a failed or cancelled job again, with a fresh set of attempts."""
+        return job_json(app.engine.retry(job_id), root=request.scope.get("root_path", ""))
+
+    @router.delete("/{job_id}", status_code=204, response_model=None, responses=ERRORS)
+    def delete_job(job_id: int) -> Response:
+        """Delete a finished job with its logs, artifacts and uploaded files."""
+        app.engine.delete(job_id)
+        return Response(status_code=204)
+
+    return router
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _log_text(app: App, job_id: int) -> Iterator[bytes]:
+    after = 0
+    while True:
+        lines = app.engine.store.read_logs(job_id, after, 5000)
+        if not lines:
+            return
+        yield "".join(f"{line.text}\n" for line in lines).encode()
+        after = lines[-1].seq
+

@@ -1,0 +1,65 @@
+"""The OpenAPI document, with one operation per task: its parameters as the request body."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from ..app import App
+
+
+def install_openapi(api: FastAPI, app: App) -> None:
+    def build() -> dict[str, Any]:
+        if api.openapi_schema is not None:
+            return api.openapi_schema
+        doc = get_openapi(title=app.title, version=_version(), description=app.description or
+                          "Jobs, logs, artifacts and live events of this mieruka app.", routes=api.routes)
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        generic = doc["paths"].get("/api/tasks/{task}/jobs", {}).get("post", {})
+        generic_run = doc["paths"].get("/api/tasks/{task}/run", {}).get("post", {})
+        for task in app.tasks:
+            ref = _register(schemas, task.signature.model.model_json_schema(
+                ref_template="#/components/schemas/{model}"), task.signature.model.__name__)
+            body = _request_body(schemas[ref], ref, task.signature.file_fields, task.signature.multi_file_fields)
+            for suffix, template, verb in (("jobs", generic, "Submit"), ("run", generic_run, "Run")):
+                op = copy.deepcopy(template)
+                op["summary"] = f"{verb}: {task.title}"
+                op["description"] = task.description or op.get("description", "")
+                op["operationId"] = f"{suffix}_{task.name}"
+                op["tags"] = [f"task: {task.name}"]
+                op["parameters"] = [p for p in op.get("parameters", []) if p.get("name") != "task"]
+                op["requestBody"] = body
+                doc["paths"][f"/api/tasks/{task.name}/{suffix}"] = {"post": op}
+        api.openapi_schema = doc
+        return doc
+
+    api.openapi = build  # type: ignore[method-assign]
+
+
+def _register(schemas: dict[str, Any], schema: dict[str, Any], name: str) -> str:
+    for def_name, definition in schema.pop("$defs", {}).items():
+        schemas.setdefault(def_name, definition)
+    schemas[name] = schema
+    return name
+
+
+def _request_body(schema: dict[str, Any], ref: str, file_fields: set[str], multi: set[str]) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+    if file_fields:
+        form = copy.deepcopy(schema)
+        props = form.get("properties", {})
+        for name in file_fields:
+            binary = {"type": "string", "format": "binary"}
+            props[name] = {"type": "array", "items": binary} if name in multi else binary
+            props[name]["description"] = schema.get("properties", {}).get(name, {}).get("description", "")
+        content = {"multipart/form-data": {"schema": form}, **content}
+    return {"required": False, "content": content}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,56 @@
+"""Job records and log lines as JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..core.job import JobRecord
+from ..store.base import LogLine
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def job_json(record: JobRecord, *, full: bool = True, root: str = "") -> dict[str, Any]:
+    """A job for the API; `full=False` (lists) leaves out the result and the traceback."""
+    data: dict[str, Any] = {
+        "id": record.id,
+        "task": record.task,
+        "status": record.status.value,
+        "params": record.params,
+        "owner": record.owner,
+        "priority": record.priority,
+        "queue": record.queue,
+        "attempts": record.attempts,
+        "max_attempts": record.max_attempts,
+        "progress": record.progress,
+        "message": record.message,
+        "error": record.error,
+        "worker": record.worker,
+        "schedule": record.schedule,
+        "idempotency_key": record.idempotency_key,
+        "cancel_requested": record.cancel_requested,
+        "log_lines": record.log_lines,
+        "created_at": iso(record.created_at),
+        "run_after": iso(record.run_after),
+        "started_at": iso(record.started_at),
+        "finished_at": iso(record.finished_at),
+        "duration": record.duration,
+        "has_result": record.result is not None,
+        "url": f"{root}/api/jobs/{record.id}",
+    }
+    if full:
+        data["result"] = record.result
+        data["traceback"] = record.traceback
+        data["artifacts"] = [
+            {"name": a.name, "size": a.size, "content_type": a.content_type, "created_at": iso(a.created_at),
+             "url": f"{root}/api/jobs/{record.id}/artifacts/{a.name}"}
+            for a in record.artifacts
+        ]
+    return data
+
+
+def log_json(line: LogLine) -> dict[str, Any]:
+    return {"seq": line.seq, "at": iso(line.at), "stream": line.stream, "text": line.text}

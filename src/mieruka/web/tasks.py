@@ -1,0 +1,88 @@
+"""Task routes: list tasks, submit a job, run a short task and answer with its result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..app import App
+from ..errors import JobTimeoutError
+from .schemas import ERRORS, JobOut, TaskOut
+from .serialize import job_json
+from .submission import Submission
+
+
+def tasks_router(app: App) -> APIRouter:
+    router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+
+    @router.get("", response_model=None, responses={200: {"model": list[TaskOut]}})
+    def list_tasks() -> list[dict[str, Any]]:
+        """Every task with its parameters as JSON Schema."""
+        return [task.summary() for task in app.tasks]
+
+    @router.get("/{task}", response_model=None, responses={200: {"model": TaskOut}, **ERRORS})
+    def get_task(task: str) -> dict[str, Any]:
+        return app.tasks.get(task).summary()
+
+    async def submit(request: Request, task_name: str, priority: int | None, delay: float | None,
+                     idempotency_key: str | None) -> tuple[Any, bool]:
+        task = app.tasks.get(task_name)
+        engine = app.engine
+        submission = Submission(engine.upload_root, app.settings.max_upload_size)
+        try:
+            params = await submission.read(request, task)
+            record, created = await run_in_threadpool(
+                engine.submit, task.name, params, priority=priority, idempotency_key=idempotency_key,
+                delay=delay)
+        except BaseException:
+            submission.discard()
+            raise
+        if not created:
+            submission.discard()  # the same request came before: its job already has the files
+        return record, created
+
+    @router.post("/{task}/jobs", status_code=202, response_model=None,
+                 responses={202: {"model": JobOut, "description": "Queued"},
+                            200: {"model": JobOut, "description": "Already submitted with this key"}, **ERRORS})
+    async def submit_job(
+        request: Request,
+        task: str,
+        priority: int | None = Query(None, description="Higher runs first; default the task's."),
+        delay: float | None = Query(None, ge=0, description="Start no sooner than this many seconds."),
+        idempotency_key: str | None = Header(None, max_length=200,
+                                             description="Submitting again with the same key returns "
+                                             "the first job instead of queueing another."),
+    ) -> JSONResponse:
+        """Queue a job. Send parameters as a JSON object, or as multipart/form-data when files are
+        included (files may also travel in JSON as {"filename", "content_base64"})."""
+        record, created = await submit(request, task, priority, delay, idempotency_key)
+        root = request.scope.get("root_path", "")
+        return JSONResponse(job_json(record, root=root), status_code=202 if created else 200,
+                            headers={"Location": f"{root}/api/jobs/{record.id}"})
+
+    @router.post("/{task}/run", response_model=None,
+                 responses={200: {"model": JobOut, "description": "Finished (see status)"},
+                            202: {"model": JobOut, "description": "Still running after the wait"}, **ERRORS})
+    async def run_task(
+        request: Request,
+        task: str,
+        timeout: float = Query(30.0, gt=0, description="Longest wait in seconds (capped by the server)."),
+        idempotency_key: str | None = Header(None, max_length=200),
+    ) -> JSONResponse:
+        """Run a short task now: submit, wait for the result, answer with the finished job.
+        If it takes longer than `timeout`, the answer is 202 with the job, which keeps running."""
+        record, _ = await submit(request, task, None, None, idempotency_key)
+        root = request.scope.get("root_path", "")
+        wait = min(timeout, app.settings.run_wait_max)
+        try:
+            record = await app.engine.wait_async(record.id, wait)
+        except JobTimeoutError:
+            record = await run_in_threadpool(app.engine.get, record.id)
+            return JSONResponse(job_json(record, root=root), status_code=202,
+                                headers={"Location": f"{root}/api/jobs/{record.id}"})
+        return JSONResponse(job_json(record, root=root))
+
+    return router
