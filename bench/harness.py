@@ -167,7 +167,7 @@ def run_http():
     port = free_port()
     how, cmd = server_command(port, home)
     os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
-    log_path = os.path.join(OUT, "logs", "mieruka-http.log")
+    log_path = os.path.join(OUT, "logs", "mieruka-http-server.log")
     log = open(log_path, "a")
     log.write(f"\n### {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n")
     log.flush()

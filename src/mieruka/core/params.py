@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -43,8 +44,8 @@ class File:
     def read_bytes(self) -> bytes:
         return self.path.read_bytes()
 
-    def read_text(self, encoding: str = "utf-8") -> str:
-        return self.path.read_text(encoding)
+    def read_text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.path.read_text(encoding, errors)
 
     def open(self, mode: str = "rb") -> IO[Any]:
         return self.path.open(mode)
@@ -56,7 +57,7 @@ class File:
 def _is_job_annotation(annotation: Any) -> bool:
     if annotation is Job:
         return True
-    if get_origin(annotation) is Union:
+    if get_origin(annotation) in (Union, types.UnionType):
         return any(arg is Job for arg in get_args(annotation))
     return False
 
@@ -79,7 +80,7 @@ def _replace_files(annotation: Any) -> tuple[Any, bool]:
         any_found = any_found or found
     if not any_found:
         return annotation, False
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:
         return Union[tuple(new_args)], True  # noqa: UP007
     if origin in (list, typing.List):  # noqa: UP006
         return list[new_args[0]], True  # type: ignore[valid-type]

@@ -11,6 +11,7 @@ import binascii
 import json
 import re
 import shutil
+import types
 import typing
 import uuid
 from pathlib import Path
@@ -167,7 +168,7 @@ def _shape(annotation: Any) -> str:
         return "json"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "json"
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         shapes = {_shape(a) for a in get_args(annotation) if a is not type(None)}
         return shapes.pop() if len(shapes) == 1 else "scalar"
     return "scalar"

@@ -1,0 +1,246 @@
+"""The `mieruka` command. Errors are one readable line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .errors import MierukaError
+from .settings import Settings
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
+    parser.add_argument("--home", help="data directory (default ./.mieruka)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL of the job store (default SQLite in the home)")
+    parser.add_argument("--root-path", help="path prefix behind a reverse proxy, e.g. /mieruka")
+    parser.add_argument("--timezone", help="time zone for shown times, e.g. Asia/Tokyo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mieruka", description="Put a web face on your Python work.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve an app: REST API, job queue, docs")
+    run.add_argument("app", help="the app: path/to/file.py, file.py:app or package.module:app")
+    _server_flags(run)
+
+    demo = sub.add_parser("demo", help="serve the built-in demo app")
+    _server_flags(demo)
+
+    submit = sub.add_parser("submit", help="submit a job to a running server")
+    submit.add_argument("task")
+    submit.add_argument("params", nargs="*", metavar="KEY=VALUE",
+                        help="parameters; values are read as JSON when they parse (3, true, [1,2]), else text")
+    submit.add_argument("--file", action="append", default=[], metavar="FIELD=PATH", help="upload a file")
+    submit.add_argument("--wait", action="store_true", help="wait for the result; exit 1 if the job fails")
+    submit.add_argument("--timeout", type=float, default=3600, help="longest wait with --wait, seconds")
+    submit.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
+
+    jobs = sub.add_parser("jobs", help="list, show, follow, cancel, retry or delete jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION")
+    ls = jobs_sub.add_parser("ls", help="list jobs, newest first")
+    ls.add_argument("--task")
+    ls.add_argument("--status", help="e.g. running or failed,cancelled")
+    ls.add_argument("--limit", type=int, default=20)
+    for name, text in (("show", "show one job"), ("cancel", "cancel a job"), ("retry", "retry a job"),
+                       ("rm", "delete a finished job")):
+        action = jobs_sub.add_parser(name, help=text)
+        action.add_argument("id", type=int)
+    logs = jobs_sub.add_parser("logs", help="print a job's log")
+    logs.add_argument("id", type=int)
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    for action in (ls, logs, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
+        action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema")
+    upgrade.add_argument("--home")
+    upgrade.add_argument("--database-url")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"mieruka {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return _dispatch(args, parser)
+    except MierukaError as exc:
+        print(f"mieruka: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command in ("run", "demo"):
+        return _serve(args)
+    if args.command == "submit":
+        return _submit(args)
+    if args.command == "jobs":
+        if args.jobs_command is None:
+            parser.parse_args(["jobs", "--help"])
+        return _jobs(args)
+    if args.command == "db":
+        if args.db_command is None:
+            parser.parse_args(["db", "--help"])
+        settings = Settings.load({"home": args.home, "database_url": args.database_url})
+        from .store.sql import SqlJobStore
+
+        settings.home_path.mkdir(parents=True, exist_ok=True)
+        store = SqlJobStore(settings.effective_database_url)
+        store.migrate()
+        store.close()
+        print(f"database at {_hide_password(settings.effective_database_url)} is up to date")
+        return 0
+    return EXIT_USAGE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .loader import load_app
+
+    if args.command == "demo":
+        from .demo import app
+
+        ref = "mieruka.demo:app"
+        if args.home is None:
+            args.home = ".mieruka-demo"
+    else:
+        ref = args.app
+        app = load_app(ref)
+        if ":" not in ref:
+            ref = f"{Path(ref).resolve() if ref.endswith('.py') else ref}"
+    app.ref = ref if ":" in ref or ref.endswith(".py") else None
+    app.configure(host=args.host, port=args.port, workers=args.workers, home=args.home,
+                  database_url=args.database_url, root_path=args.root_path, timezone=args.timezone)
+    settings = app.settings
+    base = f"http://{settings.host}:{settings.port}{settings.root_path}"
+    print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
+          flush=True)
+    app.serve()
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .client import Client
+
+    return Client(args.url or Settings.load().url)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MierukaError(f"parameter {pair!r} is not KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _submit(args: argparse.Namespace) -> int:
+    params = _parse_params(args.params)
+    files: dict[str, list[Path]] = {}
+    for item in args.file:
+        field, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise MierukaError(f"--file {item!r}: give FIELD=PATH of an existing file")
+        files.setdefault(field, []).append(Path(path))
+    with _client(args) as client:
+        job = client.submit(args.task, params, files)
+        if not args.wait:
+            print(json.dumps({"id": job["id"], "status": job["status"], "url": job["url"]}))
+            return 0
+        deadline = time.monotonic() + args.timeout
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            job = client.job(job["id"], wait=min(30.0, max(deadline - time.monotonic(), 0.1)))
+    print(json.dumps({k: job[k] for k in ("id", "status", "result", "error")}, ensure_ascii=False))
+    if job["status"] == "succeeded":
+        return 0
+    if job["status"] in ("queued", "running"):
+        print(f"mieruka: job {job['id']} is still {job['status']} after {args.timeout:g}s", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    zone = ZoneInfo(Settings.load().timezone)
+    with _client(args) as client:
+        action = args.jobs_command
+        if action == "ls":
+            page = client.jobs(task=args.task, status=args.status, limit=args.limit)
+            print(f"{'ID':>6}  {'TASK':<20} {'STATUS':<10} {'PROGRESS':>8}  {'CREATED':<19}  MESSAGE")
+            for job in page["jobs"]:
+                progress = "" if job["progress"] is None else f"{job['progress'] * 100:.0f}%"
+                print(f"{job['id']:>6}  {job['task'][:20]:<20} {job['status']:<10} {progress:>8}  "
+                      f"{_local(job['created_at'], zone):<19}  {(job['error'] or job['message'] or '')[:60]}")
+            return 0
+        if action == "show":
+            print(json.dumps(client.job(args.id), indent=2, ensure_ascii=False))
+            return 0
+        if action == "logs":
+            return _logs(client, args.id, args.follow)
+        if action == "cancel":
+            job = client.cancel(args.id)
+        elif action == "retry":
+            job = client.retry(args.id)
+        else:
+            client.delete(args.id)
+            print(f"deleted job {args.id}")
+            return 0
+        print(json.dumps({"id": job["id"], "status": job["status"]}))
+        return 0
+
+
+def _logs(client: Any, job_id: int, follow: bool) -> int:
+    after = 0
+    while True:
+        page = client.logs(job_id, after=after, limit=5000)
+        for line in page["lines"]:
+            stream = sys.stderr if line["stream"] == "stderr" else sys.stdout
+            print(line["text"], file=stream, flush=True)
+        after = page["next_after"]
+        if page["lines"]:
+            continue
+        if not follow or page["finished"]:
+            return 0
+        time.sleep(0.5)
+
+
+def _local(stamp: str | None, zone: ZoneInfo) -> str:
+    if not stamp:
+        return ""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

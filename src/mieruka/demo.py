@@ -1,0 +1,166 @@
+"""The built-in demo app (`mieruka demo`): one task for each thing mieruka does, every parameter
+with a default, so each runs with one click."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import logging
+import os
+import random
+import subprocess
+import time
+from datetime import date
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+import mieruka
+
+app = mieruka.App("mieruka demo", description="Try every kind of task: click one, submit, watch it run.")
+log = logging.getLogger("demo")
+
+SAMPLE = """mieruka (見える化) means "making it visible".
+Point it at Python functions and it serves a REST API, a durable job queue and a web UI.
+Jobs keep their logs, progress, results and artifacts, and survive a restart of the server.
+"""
+
+
+class Colour(str, Enum):
+    RED = "red"
+    GREEN = "green"
+    BLUE = "blue"
+
+
+class Thresholds(BaseModel):
+    low: float = Field(0.2, ge=0, le=1, description="Below this is low.")
+    high: float = Field(0.8, ge=0, le=1, description="Above this is high.")
+
+
+@app.task(quick=True)
+def hello(name: str = "world", times: Annotated[int, Field(ge=1, le=10)] = 3) -> str:
+    """Say hello: a quick task that answers at once.
+
+    Args:
+        name: Who to greet.
+        times: How many greetings, 1 to 10.
+    """
+    for i in range(times):
+        print(f"hello, {name} ({i + 1}/{times})")
+    return f"Hello, {name}!"
+
+
+@app.task(timeout="5m")
+def count_slowly(steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float = 0.3,
+                 job: mieruka.Job = None) -> dict[str, int]:
+    """Count with progress and a line of log per step.
+
+    Args:
+        steps: How many steps.
+        delay: Seconds per step.
+    """
+    for i in range(1, steps + 1):
+        time.sleep(delay)
+        job.progress(i / steps, f"step {i} of {steps}")
+        log.info("step %d done", i)
+    return {"steps": steps}
+
+
+@app.task
+def make_report(title: str = "Demo report", rows: Annotated[int, Field(ge=1, le=10000)] = 12,
+                colour: Colour = Colour.BLUE, job: mieruka.Job = None) -> dict[str, object]:
+    """Build an HTML report and a CSV file as downloadable artifacts.
+
+    Args:
+        title: The report's title.
+        rows: Rows of random data.
+        colour: Colour of the bars.
+    """
+    data = [{"item": f"item {i + 1}", "value": round(random.random() * 100, 1)} for i in range(rows)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["item", "value"])
+    writer.writeheader()
+    writer.writerows(data)
+    job.artifact("data.csv", buffer.getvalue(), "text/csv")
+    bars = "".join(
+        f'<tr><td>{html.escape(r["item"])}</td><td><div style="background:{colour.value};height:1em;'
+        f'width:{r["value"]}%"></div></td><td>{r["value"]}</td></tr>' for r in data)
+    page = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><table>{bars}</table>"
+    job.artifact("report.html", page, "text/html")
+    return {"rows": rows, "mean": round(sum(r["value"] for r in data) / rows, 2)}
+
+
+@app.task
+def fail_on_purpose(message: str = "something went wrong") -> None:
+    """Raise an error, to see how a failed job looks (error, traceback, log)."""
+    print("about to fail")
+    raise RuntimeError(message)
+
+
+@app.task(retries=2, retry_backoff="1s")
+def flaky(success_rate: Annotated[float, Field(ge=0, le=1)] = 0.3, job: mieruka.Job = None) -> str:
+    """Fail at random; retried twice with backoff before it gives up.
+
+    Args:
+        success_rate: Chance that one attempt succeeds.
+    """
+    print(f"attempt {job.attempt} of {job.max_attempts}")
+    if random.random() > success_rate:
+        raise ValueError("unlucky this time")
+    return "lucky"
+
+
+@app.task(timeout="1h")
+def long_sleep(seconds: Annotated[int, Field(ge=1, le=3600)] = 300, job: mieruka.Job = None) -> str:
+    """Sleep in a child process: long enough to cancel it (the child process is stopped too).
+
+    Args:
+        seconds: How long to sleep.
+    """
+    job.progress(0.0, f"sleeping {seconds}s in process {os.getpid()}")
+    child = subprocess.Popen(["sleep", str(seconds)])
+    print(f"started sleep as process {child.pid}")
+    child.wait()
+    return "rested"
+
+
+@app.task
+def word_count(document: mieruka.File | None = None, top: int = 5) -> dict[str, object]:
+    """Count the words of an uploaded text file (or of a built-in sample when none is given).
+
+    Args:
+        document: A text file.
+        top: How many of the most frequent words to return.
+    """
+    text = document.read_text(errors="replace") if document is not None else SAMPLE
+    words = [w.strip(".,;:!?\"'()").lower() for w in text.split()]
+    counts: dict[str, int] = {}
+    for word in filter(None, words):
+        counts[word] = counts.get(word, 0) + 1
+    name = document.filename if document is not None else "sample"
+    print(f"{name}: {len(words)} words, {len(counts)} distinct")
+    best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return {"file": name, "words": len(words), "top": [{"word": w, "count": c} for w, c in best]}
+
+
+@app.task
+def all_the_types(
+    reference: Literal["hg38", "mm10"] = "hg38",
+    day: date = date(2026, 1, 1),
+    samples: list[str] = ["A1", "B2"],  # noqa: B006 - read only
+    thresholds: Thresholds = Thresholds(),
+    strict: bool = False,
+    ratio: float = 0.5,
+) -> dict[str, object]:
+    """Show how each parameter type becomes a field and comes back validated."""
+    return {"reference": reference, "day": day.isoformat(), "samples": samples,
+            "thresholds": thresholds.model_dump(), "strict": strict, "ratio": ratio}
+
+
+@app.task(every="1m", keep_count=100)
+def heartbeat() -> dict[str, float]:
+    """Runs every minute on its own: the system load, as a scheduled job."""
+    load1, load5, load15 = os.getloadavg()
+    return {"load1": load1, "load5": load5, "load15": load15}

@@ -1,0 +1,165 @@
+"""Shared fixtures. Tests needing PostgreSQL skip on a bare machine and fail instead when
+MIERUKA_REQUIRE_SERVICES=1 (CI sets it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("MIERUKA_REQUIRE_SERVICES") == "1"
+POSTGRES_ADMIN_URL = os.environ.get("MIERUKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+TESTS = Path(__file__).parent
+BACKENDS = ["sqlite", "postgres"]
+
+
+def need_service(reason: str) -> None:
+    """Skip, or fail when services are required."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    try:
+        import sqlalchemy as sa
+        import psycopg  # noqa: F401
+    except ImportError:
+        need_service("psycopg is not installed (pip install 'mieruka[postgres]')")
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"mieruka_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        need_service(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {str(exc).splitlines()[0]}")
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+def clean_postgres(url: str) -> None:
+    """Empty every mieruka table so each test starts from nothing."""
+    import sqlalchemy as sa
+
+    from mieruka.store.sql import SqlJobStore
+
+    store = SqlJobStore(url)
+    store.migrate()
+    store.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, engines, schedules RESTART IDENTITY CASCADE")
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The job store URL: SQLite in the test's folder, or a clean PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    clean_postgres(url)
+    return url
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[object]:
+    """tests/jobs.py's app, started on a fresh store with two workers."""
+    from tests.jobs import app as jobs_app
+
+    jobs_app._settings = None
+    jobs_app.configure(home=str(tmp_path / "home"), database_url=database_url, workers=2,
+                       poll_interval=0.2, prune_interval=3600)
+    jobs_app.start()
+    try:
+        yield jobs_app
+    finally:
+        jobs_app.stop()
+        jobs_app._settings = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A real `mieruka run` server in a subprocess on a free port; its output is shown on failure."""
+
+    def __init__(self, app_ref: str, home: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.home = home
+        self.log_path = home.parent / f"server-{self.port}.log"
+        home.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "run", app_ref, "--port", str(self.port), "--home", str(home),
+             *extra],
+            cwd=TESTS.parent, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """A real server running tests/jobs.py's app."""
+    proc = ServerProcess("tests/jobs.py:app", tmp_path / "server-home", "--workers", "2")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            print(proc.output())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)
