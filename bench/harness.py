@@ -16,6 +16,7 @@ BENCH_N, BENCH_LAT_N, BENCH_OUT.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -57,8 +58,9 @@ def tree_rss_mb(root_pid):
     return main / 2**20, rss_total / 2**20, pss_total / 2**20
 
 
-def measure(submit, wait, t_spawn, root_pid, extra=None):
-    """common.one_rep after the workers have been spawned at t_spawn."""
+def measure(submit, wait, t_spawn, root_pid, extra=None, throughput=None):
+    """common.one_rep after the workers have been spawned at t_spawn. `throughput`, if given,
+    replaces the submit-all-then-wait-each phase and returns the time all were submitted."""
     r = wait(submit(-1))  # first job doubles as the readiness probe
     assert r == -1, r
     ready_s = time.perf_counter() - t_spawn
@@ -68,11 +70,14 @@ def measure(submit, wait, t_spawn, root_pid, extra=None):
     rss_main, rss_tree, pss_tree = tree_rss_mb(root_pid)
 
     t0 = time.perf_counter()
-    handles = [submit(i) for i in range(N_THROUGHPUT)]
-    t_enq = time.perf_counter()
-    for i, h in enumerate(handles):
-        r = wait(h)
-        assert r == i, (r, i)
+    if throughput is None:
+        handles = [submit(i) for i in range(N_THROUGHPUT)]
+        t_enq = time.perf_counter()
+        for i, h in enumerate(handles):
+            r = wait(h)
+            assert r == i, (r, i)
+    else:
+        t_enq = throughput()
     t_end = time.perf_counter()
 
     lat = []
@@ -102,10 +107,8 @@ def kill_tree(proc, grace=15.0):
         proc.kill()
         proc.wait()
     for k in kids:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             k.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def fresh_home(kind):
@@ -155,12 +158,38 @@ def server_command(port, home):
     if how == "cli" or (how == "auto" and has_cli):
         return "cli", [mieruka_bin, "run", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
                        "--port", str(port), "--workers", str(WORKERS), "--home", home]
-    code = ("import sys; sys.path.insert(0, %r); from mieruka_bench_app import app; "
-            "app.serve(host='127.0.0.1', port=%d)" % (HERE, port))
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); from mieruka_bench_app import app; "
+            f"app.serve(host='127.0.0.1', port={port})")
     return "serve", [sys.executable, "-c", code]
 
 
-def run_http():
+def http_submit(client, i):
+    r = client.post("/api/tasks/noop/jobs", json={"x": i})
+    if r.status_code != 202:
+        raise RuntimeError(f"POST /api/tasks/noop/jobs -> {r.status_code}: {r.text[:300]}")
+    return r.json()["id"]
+
+
+def http_wait(client, job_id):
+    end = time.monotonic() + WAIT_TIMEOUT
+    while True:  # long poll; ask again if the server's wait ran out first
+        r = client.get(f"/api/jobs/{job_id}", params={"wait": 30})
+        if r.status_code != 200:
+            raise RuntimeError(f"GET /api/jobs/{job_id}?wait=30 -> {r.status_code}: {r.text[:300]}")
+        job = r.json()
+        status = job.get("status")
+        if status == "succeeded":
+            return job.get("result")
+        if status in ("failed", "cancelled"):
+            raise RuntimeError(f"job {job_id} {status}: {job.get('error')}")
+        if time.monotonic() > end:
+            raise RuntimeError(f"job {job_id} still {status} after {WAIT_TIMEOUT:g} s")
+
+
+def run_http(n_clients=1):
+    """n_clients > 1: the throughput phase uses that many threads, each with its own keep-alive
+    client and every n-th job (all submit their share, then all wait theirs); latency stays
+    sequential on one client."""
     import httpx
 
     home = fresh_home("http")
@@ -168,7 +197,7 @@ def run_http():
     how, cmd = server_command(port, home)
     os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
     log_path = os.path.join(OUT, "logs", "mieruka-http-server.log")
-    log = open(log_path, "a")
+    log = open(log_path, "a")  # noqa: SIM115 - the server writes to it until kill_tree
     log.write(f"\n### {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n")
     log.flush()
     # quiet logging like the peers' workers (--loglevel=WARNING, -q): no access log per request
@@ -177,49 +206,51 @@ def run_http():
     t_spawn = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
                             stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_TIMEOUT + 10)
+               for _ in range(n_clients)]
+    client = clients[0]
     try:
-        with httpx.Client(base_url=base, timeout=httpx.Timeout(WAIT_TIMEOUT + 10)) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode} before /healthz answered "
-                                       f"(see {log_path}): {tail(log_path)}")
-                try:
-                    if client.get("/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"/healthz not 200 within 60 s (see {log_path})")
-                time.sleep(0.01)
-            healthz_s = time.perf_counter() - t_spawn
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} before /healthz answered "
+                                   f"(see {log_path}): {tail(log_path)}")
+            try:
+                if client.get("/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"/healthz not 200 within 60 s (see {log_path})")
+            time.sleep(0.01)
+        healthz_s = time.perf_counter() - t_spawn
 
-            def submit(i):
-                r = client.post("/api/tasks/noop/jobs", json={"x": i})
-                if r.status_code != 202:
-                    raise RuntimeError(f"POST /api/tasks/noop/jobs -> {r.status_code}: {r.text[:300]}")
-                return r.json()["id"]
+        throughput = None
+        if n_clients > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-            def wait(job_id):
-                end = time.monotonic() + WAIT_TIMEOUT
-                while True:
-                    r = client.get(f"/api/jobs/{job_id}", params={"wait": 30})
-                    if r.status_code != 200:
-                        raise RuntimeError(f"GET /api/jobs/{job_id}?wait=30 -> {r.status_code}: "
-                                           f"{r.text[:300]}")
-                    job = r.json()
-                    status = job.get("status")
-                    if status == "succeeded":
-                        return job.get("result")
-                    if status in ("failed", "cancelled"):
-                        raise RuntimeError(f"job {job_id} {status}: {job.get('error')}")
-                    if time.monotonic() > end:
-                        raise RuntimeError(f"job {job_id} still {status} after {WAIT_TIMEOUT:g} s")
+            def throughput():
+                with ThreadPoolExecutor(n_clients) as pool:
+                    def submit_share(k):
+                        return [(i, http_submit(clients[k], i)) for i in range(k, N_THROUGHPUT, n_clients)]
 
-            result = measure(submit, wait, t_spawn, proc.pid,
-                             extra={"healthz_s": healthz_s, "server": how})
+                    shares = list(pool.map(submit_share, range(n_clients)))
+                    t_enq = time.perf_counter()
+
+                    def wait_share(k):
+                        for i, job_id in shares[k]:
+                            r = http_wait(clients[k], job_id)
+                            assert r == i, (r, i)
+
+                    list(pool.map(wait_share, range(n_clients)))
+                return t_enq
+
+        result = measure(lambda i: http_submit(client, i), lambda h: http_wait(client, h), t_spawn,
+                         proc.pid, extra={"healthz_s": healthz_s, "server": how, "clients": n_clients},
+                         throughput=throughput)
     finally:
+        for c in clients:
+            c.close()
         kill_tree(proc)
         log.close()
     shutil.rmtree(home, ignore_errors=True)
@@ -236,5 +267,10 @@ def tail(path, n=600):
 
 if __name__ == "__main__":
     kind = sys.argv[1]
-    res = {"embedded": run_embedded, "http": run_http}[kind]()
+    if kind == "embedded":
+        res = run_embedded()
+    elif kind == "http":
+        res = run_http(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    else:
+        sys.exit(f"unknown kind {kind!r}: embedded or http [CLIENTS]")
     print(json.dumps(res), flush=True)

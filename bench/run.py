@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import platform
@@ -44,8 +45,9 @@ def mieruka_python():
 
 # key -> (kind, how). kind "mieruka": bench/harness.py <how>; kind "peer": (script, args, env).
 SYSTEMS = {
-    "mieruka-embedded": ("mieruka", "embedded", "mieruka embedded (Python API, in-process engine) w=2"),
-    "mieruka-http": ("mieruka", "http", "mieruka HTTP (server process, 1 keep-alive client) w=2"),
+    "mieruka-embedded": ("mieruka", ["embedded"], "mieruka embedded (Python API, in-process engine) w=2"),
+    "mieruka-http": ("mieruka", ["http"], "mieruka HTTP (server process, 1 keep-alive client) w=2"),
+    "mieruka-http-c4": ("mieruka", ["http", "4"], "mieruka HTTP (server process, 4 client threads) w=2"),
     "celery": ("peer", ("bench_celery.py", [], {}), None),
     "huey-sqlite": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite"}), None),
     "huey-sqlite-tuned": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite", "HUEY_TUNED": "1"}), None),
@@ -57,7 +59,7 @@ SYSTEMS = {
 }
 DEFAULT = ["mieruka-embedded", "mieruka-http", "celery", "huey-sqlite-tuned", "huey-sqlite",
            "huey-redis-tuned", "huey-redis"]
-OPTIONAL = ["rq-simple", "rq", "dramatiq"]
+OPTIONAL = ["mieruka-http-c4", "rq-simple", "rq", "dramatiq"]
 NEEDS_REDIS = {"celery", "huey-redis", "huey-redis-tuned", "rq-simple", "rq", "dramatiq"}
 
 COLS = [("e2e_per_s", "e2e jobs/s", 0), ("enqueue_per_s", "enqueue/s", 0),
@@ -112,7 +114,7 @@ def start_redis():
             new = s.getsockname()[1]
         log(f"port {port} is taken; the private redis uses {new}")
         port = new
-    logf = open(os.path.join(OUT, "logs", "redis.log"), "w")
+    logf = open(os.path.join(OUT, "logs", "redis.log"), "w")  # noqa: SIM115 - redis writes to it
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=logf, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
@@ -161,7 +163,7 @@ def run_mieruka(key, round_no, timeout):
     how = SYSTEMS[key][1]
     env = {**os.environ, "BENCH_OUT": OUT}
     env.pop("PYTHONPATH", None)
-    p = run_child([mieruka_python(), os.path.join(HERE, "harness.py"), how], ROOT, env, timeout)
+    p = run_child([mieruka_python(), os.path.join(HERE, "harness.py"), *how], ROOT, env, timeout)
     with open(os.path.join(OUT, "logs", f"{key}.log"), "a") as f:
         f.write(f"### round {round_no}\n{p.stdout}{p.stderr}")
     if p.returncode != 0:
@@ -177,10 +179,8 @@ def run_child(cmd, cwd, env, timeout):
     try:
         out, err = p.communicate(timeout=timeout)
     except BaseException:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         p.communicate()
         raise
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
@@ -217,7 +217,7 @@ def ratios(systems):
     peers = [s for s in systems if s["kind"] == "peer" and s["reps"]]
     if not ours or not peers:
         return ""
-    short = {"mieruka-embedded": "embedded", "mieruka-http": "HTTP"}
+    short = {"mieruka-embedded": "embedded", "mieruka-http": "HTTP", "mieruka-http-c4": "HTTP c4"}
     head = ["peer"]
     for s in ours:
         head += [f"{short.get(s['key'], s['key'])} e2e x", f"{short.get(s['key'], s['key'])} p50 x"]
@@ -235,8 +235,8 @@ def versions(peer_py, redis_proc):
     info = {"machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "mem_gb": mem_gb(),
                         "kernel": platform.release()}}
     mp = mieruka_python()
-    info["mieruka"] = run([mp, "-c", "import mieruka, sys; print(mieruka.__version__, sys.version.split()[0])"],
-                          cwd=ROOT).stdout.strip()
+    code = "import mieruka, sys; print(mieruka.__version__, 'python', sys.version.split()[0])"
+    info["mieruka"] = run([mp, "-c", code], cwd=ROOT).stdout.strip()
     info["mieruka_git"] = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip()
     dirty = run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"]).stdout.strip()
     if dirty:
@@ -245,7 +245,8 @@ def versions(peer_py, redis_proc):
         freeze = run([os.path.join(VENV, "bin", "pip"), "freeze"]).stdout.splitlines()
         names = ("celery", "kombu", "huey", "redis", "rq", "dramatiq")
         info["peers"] = [ln for ln in freeze if ln.split("==")[0].lower() in names]
-        info["peers_python"] = run([peer_py, "-c", "import sys; print(sys.version.split()[0])"]).stdout.strip()
+        code = "import sys; print(sys.version.split()[0])"
+        info["peers_python"] = run([peer_py, "-c", code]).stdout.strip()
     if redis_proc:
         v = run(["redis-server", "--version"]).stdout.split()
         info["redis_server"] = next((w[2:] for w in v if w.startswith("v=")), " ".join(v))
@@ -276,9 +277,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")),
                     help="rounds (default $BENCH_REPS or 3); the table shows medians")
-    ap.add_argument("--all", action="store_true", help="also RQ (SimpleWorker and fork) and Dramatiq")
+    ap.add_argument("--all", action="store_true",
+                    help="also RQ (SimpleWorker, fork), Dramatiq, and mieruka HTTP with 4 client threads")
     ap.add_argument("--only", default=os.environ.get("BENCH_SYSTEMS", ""),
-                    help="comma list of systems (default: %s; optional: %s)" % (",".join(DEFAULT), ",".join(OPTIONAL)))
+                    help=f"comma list of systems (default: {','.join(DEFAULT)}; "
+                         f"optional: {','.join(OPTIONAL)})")
     ap.add_argument("--no-peers", action="store_true", help="mieruka only")
     ap.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_RUN_TIMEOUT", "300")),
                     help="seconds one system may take for one round (default 300)")
@@ -344,12 +347,14 @@ def main():
                     name, rep = run_mieruka(s["key"], rnd, a.timeout)
                 s["name"] = name
                 s["reps"].append(rep)
-                log(f"round {rnd} {s['key']}: e2e {rep['e2e_per_s']:.0f}/s, enqueue {rep['enqueue_per_s']:.0f}/s, "
-                    f"p50 {rep['p50_ms']:.1f} ms, p99 {rep['p99_ms']:.1f} ms, tree RSS {rep['rss_tree_mb']:.0f} MB "
+                log(f"round {rnd} {s['key']}: e2e {rep['e2e_per_s']:.0f}/s, "
+                    f"enqueue {rep['enqueue_per_s']:.0f}/s, p50 {rep['p50_ms']:.1f} ms, "
+                    f"p99 {rep['p99_ms']:.1f} ms, tree RSS {rep['rss_tree_mb']:.0f} MB "
                     f"({time.monotonic() - t:.0f} s)")
             except subprocess.TimeoutExpired:
                 s["errors"].append(f"round {rnd}: timed out after {a.timeout:g} s")
-                log(f"round {rnd} {s['key']}: TIMED OUT after {a.timeout:g} s (see {OUT}/logs/{s['key']}.log)")
+                log(f"round {rnd} {s['key']}: TIMED OUT after {a.timeout:g} s "
+                    f"(see {OUT}/logs/{s['key']}.log)")
             except Exception as exc:  # noqa: BLE001 - one broken system must not stop the others
                 s["errors"].append(f"round {rnd}: {exc}")
                 log(f"round {rnd} {s['key']}: FAILED {exc} (see {OUT}/logs/{s['key']}.log)")
@@ -368,12 +373,14 @@ def main():
             if s["reps"]:
                 f.write(json.dumps({"name": s["name"], "reps": s["reps"], "median": s["median"]}) + "\n")
 
-    med = "median [min-max] of %d rounds" % a.reps if a.reps > 1 else "1 round"
-    print(f"\n## mieruka vs peers: no-op job, 2 workers, {n[0]} jobs e2e, {n[1]} sequential for latency ({med})\n")
+    med = f"median [min-max] of {a.reps} rounds" if a.reps > 1 else "1 round"
+    print(f"\n## mieruka vs peers: no-op job, 2 workers, {n[0]} jobs e2e, "
+          f"{n[1]} sequential for latency ({med})\n")
     print(table(systems))
     r = ratios(systems)
     if r:
-        print("\nmieruka / peer (medians; e2e x > 1 means mieruka is faster, p50 x < 1 means lower latency):\n")
+        print("\nmieruka / peer, medians (e2e x > 1: mieruka has more throughput; "
+              "p50 x < 1: mieruka has lower latency):\n")
         print(r)
     m = meta["machine"]
     peers_v = ", ".join(meta.get("peers", [])) or "-"

@@ -112,17 +112,23 @@ class RawDB:
     def json_in(self, value: Any) -> str | None:
         return None if value is None else json.dumps(value)
 
+    def _json_out(self, value: Any) -> Any:
+        # SQLite hands back the JSON text; psycopg has already decoded it.
+        if self.is_sqlite and isinstance(value, str):
+            return json.loads(value)
+        return value
+
     def record(self, row: tuple[Any, ...], artifacts: list[ArtifactInfo] | None = None) -> JobRecord:
         (id_, task, status, params, owner, priority, queue, key, attempts, max_attempts, run_after,
          created_at, started_at, finished_at, progress, message, result, error, tb, worker, engine_id,
          cancel_requested, log_lines, schedule) = row
         return JobRecord(
-            id=id_, task=task, status=JobStatus(status), params=_json_out(params) or {},
+            id=id_, task=task, status=JobStatus(status), params=self._json_out(params) or {},
             created_at=_time_out(created_at), owner=owner, priority=priority, queue=queue,
             idempotency_key=key, attempts=attempts, max_attempts=max_attempts,
             run_after=_time_out(run_after), started_at=_time_out(started_at),
             finished_at=_time_out(finished_at), progress=progress, message=message,
-            result=_json_out(result), error=error, traceback=tb, worker=worker, engine_id=engine_id,
+            result=self._json_out(result), error=error, traceback=tb, worker=worker, engine_id=engine_id,
             cancel_requested=bool(cancel_requested), log_lines=log_lines, schedule=schedule,
             artifacts=artifacts or [],
         )
@@ -152,10 +158,6 @@ def _time_out(value: Any) -> Any:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _json_out(value: Any) -> Any:
-    if isinstance(value, str):
-        return json.loads(value)
-    return value
 
 
 def time_out(value: Any) -> datetime:

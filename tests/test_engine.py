@@ -1,0 +1,320 @@
+"""The job engine through the Python API, on SQLite and PostgreSQL, with real worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import mieruka
+from mieruka import JobStatus
+from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
+
+
+def test_succeeded_with_result_and_timestamps(app) -> None:
+    job = app.submit("add", a=2, b=3)
+    assert job.status is JobStatus.QUEUED
+    done = app.wait(job, 30)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == 5
+    assert done.attempts == 1
+    assert done.created_at.tzinfo is not None and done.created_at.utcoffset().total_seconds() == 0
+    assert done.created_at <= done.started_at <= done.finished_at
+    assert done.worker and done.progress == 1.0
+
+
+def test_async_task(app) -> None:
+    assert app.wait(app.submit("async_add", a=41), 30).result == 42
+
+
+def test_parameters_arrive_typed(app) -> None:
+    done = app.wait(app.submit("echo_types", day="2026-02-03", colour="blue", window={"start": 3}), 30)
+    assert done.result == {"text": "str", "count": "int", "ratio": "float", "flag": "bool", "choice": "str",
+                           "colour": "Colour", "day": "date", "moment": "datetime", "names": "list",
+                           "window": "Window"}
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"a": "two"}, "a"),
+    ({}, "a"),
+    ({"a": 1, "unknown": 3}, "unknown"),
+])
+def test_bad_parameters_are_rejected_before_queueing(app, params, field) -> None:
+    with pytest.raises(ValidationError) as info:
+        app.submit("add", **params)
+    assert info.value.fields[0]["field"] == field
+    assert app.engine.store.count_by_status()["queued"] == 0
+
+
+def test_unknown_task_and_job(app) -> None:
+    with pytest.raises(TaskNotFound):
+        app.submit("no_such_task")
+    with pytest.raises(JobNotFound):
+        app.get_job(123456)
+
+
+def test_failed_job_keeps_error_and_traceback(app) -> None:
+    done = app.wait(app.submit("fail", message="bad input"), 30)
+    assert done.status is JobStatus.FAILED
+    assert done.error == "ValueError: bad input"
+    assert "raise ValueError(message)" in done.traceback
+    assert "runner.py" not in done.traceback.splitlines()[1]
+
+
+def test_logs_capture_print_stderr_logging_and_children(app) -> None:
+    done = app.wait(app.submit("noisy", lines=3), 30)
+    assert done.status is JobStatus.SUCCEEDED
+    lines = app.engine.logs(done.id)
+    texts = [line.text for line in lines]
+    assert texts[:3] == ["line 0", "line 1", "line 2"]
+    assert "to stderr" in texts and "from job.log" in texts and "from a child process" in texts
+    assert any("a warning" in t for t in texts)
+    assert [line.seq for line in lines] == list(range(1, len(lines) + 1))
+    assert {line.stream for line in lines} >= {"stdout", "stderr"}
+    assert done.log_lines == len(lines)
+    # read by range
+    assert [line.seq for line in app.engine.logs(done.id, after=2, limit=2)] == [3, 4]
+
+
+def test_progress_is_recorded(app) -> None:
+    done = app.wait(app.submit("noisy", lines=1), 30)
+    assert done.message == "half way"
+
+
+def test_artifacts(app) -> None:
+    done = app.wait(app.submit("with_artifacts"), 30)
+    names = {a.name: a for a in done.artifacts}
+    assert names["hello.txt"].size == len("hello artifact")
+    assert names["hello.txt"].content_type == "text/plain"
+    assert names["data.bin"].size == 1024
+    data = b"".join(app.engine.artifacts.open_chunks(done.id, "data.bin"))
+    assert data == bytes(range(256)) * 4
+
+
+def test_results_serialise_models_and_dataclasses(app) -> None:
+    assert app.wait(app.submit("model_result"), 30).result == {"start": 1, "end": 2}
+    assert app.wait(app.submit("dataclass_result"), 30).result == {"total": 3, "label": "three"}
+    bad = app.wait(app.submit("not_json"), 30)
+    assert bad.status is JobStatus.FAILED and "JSON" in bad.error
+
+
+def test_large_result_goes_to_an_artifact(app) -> None:
+    done = app.wait(app.submit("big_result", size=2_000_000), 30)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result["artifact"] == "result.json"
+    assert [a.name for a in done.artifacts] == ["result.json"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_for_file(path: Path, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never written")
+
+
+def test_cancel_running_job_kills_it_and_its_children_within_a_second(app, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    job = app.submit("sleep_in_child", seconds=60, pidfile=str(pidfile))
+    worker_pid, child_pid = map(int, _wait_for_file(pidfile).split())
+    assert not _gone(worker_pid) and not _gone(child_pid)
+    started = time.monotonic()
+    app.engine.cancel(job.id)
+    done = app.wait(job, 5)
+    elapsed = time.monotonic() - started
+    assert done.status is JobStatus.CANCELLED
+    while not (_gone(worker_pid) and _gone(child_pid)) and time.monotonic() - started < 1.0:
+        time.sleep(0.01)
+    assert _gone(worker_pid) and _gone(child_pid), "worker or its child survived the cancel"
+    assert elapsed < 1.0, f"cancel took {elapsed:.2f}s"
+    # the pool replaced the worker and keeps working
+    assert app.wait(app.submit("add", a=1), 30).result == 3
+
+
+def test_cancel_queued_job(app) -> None:
+    blockers = [app.submit("sleep", seconds=2) for _ in range(2)]
+    queued = app.submit("add", a=1)
+    cancelled = app.engine.cancel(queued.id)
+    assert cancelled.status is JobStatus.CANCELLED
+    with pytest.raises(ConflictError):
+        app.engine.cancel(queued.id)
+    for job in blockers:
+        app.engine.cancel(job.id)
+
+
+def test_timeout_kills_the_job(app) -> None:
+    started = time.monotonic()
+    done = app.wait(app.submit("too_slow"), 10)
+    assert done.status is JobStatus.FAILED
+    assert done.error == "timed out after 0.5s"
+    assert time.monotonic() - started < 3
+
+
+def test_timeout_is_retried_when_retries_remain(app) -> None:
+    done = app.wait(app.submit("too_slow_retried"), 15)
+    assert done.status is JobStatus.FAILED
+    assert done.attempts == 2
+    assert "timed out" in done.error
+
+
+def test_retry_with_backoff_then_success(app, tmp_path: Path) -> None:
+    marker = tmp_path / "count"
+    started = time.monotonic()
+    done = app.wait(app.submit("fail_then_succeed", marker=str(marker), failures=2), 30)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == 3 and done.attempts == 3
+    assert time.monotonic() - started >= 0.2 + 0.4  # backoff 0.2s then 0.4s
+    texts = [line.text for line in app.engine.logs(done.id)]
+    assert "--- attempt 3 of 3 ---" in texts
+
+
+def test_retries_exhausted(app, tmp_path: Path) -> None:
+    done = app.wait(app.submit("fail_then_succeed", marker=str(tmp_path / "c"), failures=5), 30)
+    assert done.status is JobStatus.FAILED
+    assert done.attempts == 3 and done.error == "RuntimeError: failure 3"
+
+
+def test_manual_retry_of_failed_job(app) -> None:
+    done = app.wait(app.submit("fail"), 30)
+    again = app.engine.retry(done.id)
+    assert again.status is JobStatus.QUEUED and again.id == done.id
+    final = app.wait(done.id, 30)
+    assert final.status is JobStatus.FAILED and final.attempts == 2
+    with pytest.raises(ConflictError):
+        app.engine.retry(app.wait(app.submit("add", a=1), 30).id)
+
+
+def test_process_exit_fails_the_job_and_the_pool_recovers(app) -> None:
+    done = app.wait(app.submit("exit_hard", code=3), 30)
+    assert done.status is JobStatus.FAILED
+    assert done.error == "the worker process exited with code 3"
+    crashed = app.wait(app.submit("segfault"), 30)
+    assert crashed.status is JobStatus.FAILED and "SIGSEGV" in crashed.error
+    results = [app.wait(app.submit("add", a=i), 30).result for i in range(4)]
+    assert results == [2, 3, 4, 5]
+
+
+def test_idempotency_key(app) -> None:
+    first, created = app.engine.submit("add", {"a": 1}, idempotency_key="order-42")
+    again, created_again = app.engine.submit("add", {"a": 1}, idempotency_key="order-42")
+    assert created and not created_again and again.id == first.id
+
+
+def test_priorities(app) -> None:
+    blockers = [app.submit("sleep", seconds=0.5) for _ in range(2)]
+    low = app.engine.submit("sleep", {"seconds": 0.01}, priority=0)[0]
+    high = app.engine.submit("sleep", {"seconds": 0.01}, priority=10)[0]
+    low_done, high_done = app.wait(low, 30), app.wait(high, 30)
+    assert high_done.started_at < low_done.started_at
+    for job in blockers:
+        app.wait(job, 30)
+
+
+def test_per_task_concurrency_limit(app, tmp_path: Path) -> None:
+    marker = tmp_path / "spans"
+    jobs = [app.submit("one_at_a_time", seconds=0.2, marker=str(marker)) for _ in range(3)]
+    for job in jobs:
+        assert app.wait(job, 30).status is JobStatus.SUCCEEDED
+    spans = sorted(tuple(map(float, line.split())) for line in marker.read_text().splitlines())
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end - 0.01, "two runs overlapped"
+
+
+def test_delay(app) -> None:
+    job, _ = app.engine.submit("add", {"a": 1}, delay=0.5)
+    time.sleep(0.2)
+    assert app.get_job(job.id).status is JobStatus.QUEUED
+    done = app.wait(job, 30)
+    assert (done.started_at - done.created_at).total_seconds() >= 0.45
+
+
+def test_delete_finished_job(app) -> None:
+    done = app.wait(app.submit("with_artifacts"), 30)
+    artifact_dir = app.settings.home_path / "artifacts" / str(done.id)
+    assert artifact_dir.is_dir()
+    app.engine.delete(done.id)
+    assert not artifact_dir.exists()
+    with pytest.raises(JobNotFound):
+        app.get_job(done.id)
+
+
+def test_cannot_delete_running_job(app, tmp_path: Path) -> None:
+    pidfile = tmp_path / "p"
+    job = app.submit("sleep_in_child", seconds=30, pidfile=str(pidfile))
+    _wait_for_file(pidfile)
+    with pytest.raises(ConflictError):
+        app.engine.delete(job.id)
+    app.engine.cancel(job.id)
+
+
+def test_wait_times_out(app) -> None:
+    job = app.submit("sleep", seconds=1)
+    with pytest.raises(JobTimeoutError):
+        app.wait(job, 0.1)
+    app.wait(job, 30)
+
+
+def test_many_log_lines_are_batched_and_read_by_range(app) -> None:
+    done = app.wait(app.submit("many_lines", lines=100_000), 120)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.log_lines == 100_000
+    page = app.engine.logs(done.id, after=99_990, limit=100)
+    assert [line.text.split()[1] for line in page] == [str(i) for i in range(99_990, 100_000)]
+
+
+def test_submit_to_start_is_fast_on_an_idle_pool(app) -> None:
+    """Not a speed target (bench/ has those): proves no polling interval sits in the way."""
+    app.wait(app.submit("add", a=1), 30)  # warm up
+    gaps = []
+    for i in range(5):
+        done = app.wait(app.submit("add", a=i), 30)
+        gaps.append((done.started_at - done.created_at).total_seconds())
+    assert min(gaps) < app.settings.poll_interval / 2, gaps
+
+
+def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
+    """Claims are atomic in the store: two engines on one database split the work."""
+    from tests.jobs import app as jobs_app
+
+    other = mieruka.App("second")
+    other.tasks = jobs_app.tasks
+    other.ref = "tests.jobs:app"
+    other.configure(home=str(tmp_path / "other"), database_url=app.settings.effective_database_url, workers=1,
+                    poll_interval=0.05)
+    other.start()
+    try:
+        jobs = [app.submit("sleep", seconds=0.3) for _ in range(8)]
+        done = [app.wait(job, 30) for job in jobs]
+    finally:
+        other.stop()
+    assert all(d.status is JobStatus.SUCCEEDED and d.attempts == 1 for d in done)
+    assert len({d.engine_id for d in done}) == 2, "both engines should have taken jobs"
+
+
+def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app, tmp_path: Path) -> None:
+    pidfile = tmp_path / "p"
+    job = app.submit("sleep_in_child", seconds=30, pidfile=str(pidfile))
+    _wait_for_file(pidfile)
+    home, url = app.settings.home, app.settings.effective_database_url
+    app.stop()
+    record = app.engine.store.get_job(job.id) if app.running else None
+    from mieruka.store.sql import SqlJobStore
+
+    store = SqlJobStore(url)
+    record = store.get_job(job.id)
+    store.close()
+    assert record.status is JobStatus.QUEUED and record.attempts == 0
+    app.configure(home=home, database_url=url)
+    app.start()
+    app.engine.cancel(job.id)

@@ -1,0 +1,220 @@
+"""The Alembic migrations build exactly the schema of mieruka/store/tables.py, on every backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from mieruka.store.migrate import MIGRATIONS, alembic_config, current_revision
+from mieruka.store.sql import SqlJobStore
+from mieruka.store.tables import metadata
+from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, need_service
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it, not even the alembic_version table."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty' / 'mieruka.db'}"
+        return
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        need_service("psycopg is not installed")
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"mieruka_migr_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        need_service(f"PostgreSQL is not reachable: {str(exc).splitlines()[0]}")
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture
+def migrated(empty_database_url: str) -> Iterator[sa.Engine]:
+    """An engine on an empty database upgraded by `SqlJobStore.migrate()`."""
+    database_url = empty_database_url
+    engine = sa.create_engine(database_url) if not database_url.startswith("sqlite") else None
+    if engine is not None:
+        assert sa.inspect(engine).get_table_names() == []
+        engine.dispose()
+    store = SqlJobStore(database_url)
+    store.migrate()
+    store.close()
+    engine = sa.create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def schema_diff(engine: sa.Engine, target: sa.MetaData = metadata) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True})
+        return list(compare_metadata(context, target))
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory(str(MIGRATIONS)).get_heads()
+    assert len(heads) == 1, f"the migrations have several heads: {heads}"
+    return heads[0]
+
+
+def test_migrations_match_the_table_definitions(migrated: sa.Engine) -> None:
+    assert schema_diff(migrated) == []
+
+
+def test_the_comparison_sees_differences(migrated: sa.Engine) -> None:
+    """Guard against a vacuous check: a table, a column and an index missing from the database
+    are all reported."""
+    target = sa.MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(target)
+    sa.Table("extra_table", target, sa.Column("id", sa.Integer, primary_key=True))
+    jobs = target.tables["jobs"]
+    jobs.append_column(sa.Column("extra_column", sa.Integer))
+    sa.Index("ix_jobs_extra", jobs.c.queue)
+    kinds = {diff[0] if isinstance(diff, tuple) else diff[0][0] for diff in schema_diff(migrated, target)}
+    assert {"add_table", "add_column", "add_index"} <= kinds
+
+
+def test_every_table_and_index_exists(migrated: sa.Engine) -> None:
+    inspector = sa.inspect(migrated)
+    tables = set(inspector.get_table_names())
+    assert set(metadata.tables) <= tables
+    indexes = {ix["name"] for ix in inspector.get_indexes("jobs")}
+    assert {"ix_jobs_active", "ix_jobs_task", "ix_jobs_owner", "ix_jobs_idempotency_key"} <= indexes
+    unique = {ix["name"]: ix["unique"] for ix in inspector.get_indexes("jobs")}
+    assert unique["ix_jobs_idempotency_key"]
+
+
+def test_partial_indexes_are_partial(migrated: sa.Engine) -> None:
+    """The partial indexes of tables.py keep their WHERE clause in the database."""
+    if migrated.dialect.name == "sqlite":
+        with migrated.connect() as conn:
+            sql = dict(conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'").all())
+    else:
+        with migrated.connect() as conn:
+            sql = dict(conn.exec_driver_sql(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").all())
+    assert "where" in sql["ix_jobs_active"].lower()
+    assert "where" in sql["ix_jobs_owner"].lower()
+    assert "where" in sql["ix_jobs_idempotency_key"].lower()
+    assert "where" not in sql["ix_jobs_task"].lower()
+
+
+def test_migrate_reaches_head_and_twice_is_a_no_op(empty_database_url: str, migrated: sa.Engine) -> None:
+    database_url = empty_database_url
+    assert current_revision(migrated) == head_revision()
+    with migrated.connect() as conn:
+        before = {name: sorted(map(str, sa.inspect(conn).get_columns(name))) for name in metadata.tables}
+    store = SqlJobStore(database_url)
+    try:
+        store.migrate()
+        store.migrate()
+    finally:
+        store.close()
+    assert current_revision(migrated) == head_revision()
+    with migrated.connect() as conn:
+        after = {name: sorted(map(str, sa.inspect(conn).get_columns(name))) for name in metadata.tables}
+        versions = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+    assert after == before
+    assert versions == [head_revision()]
+    assert schema_diff(migrated) == []
+
+
+def test_migrate_keeps_data(empty_database_url: str, migrated: sa.Engine) -> None:
+    from mieruka.store.base import NewJob
+
+    database_url = empty_database_url
+    store = SqlJobStore(database_url)
+    try:
+        job, _ = store.create_job(NewJob(task="t", params={"x": 1}))
+        store.migrate()
+        assert store.get_job(job.id) == job
+    finally:
+        store.close()
+
+
+def test_alembic_config_points_at_the_migrations(migrated: sa.Engine) -> None:
+    config = alembic_config(migrated)
+    assert Path(config.get_main_option("script_location") or "") == MIGRATIONS
+    assert config.attributes["engine"] is migrated
+    assert (MIGRATIONS / "env.py").is_file()
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS.parent / "src"), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def test_cli_db_upgrade_creates_the_database(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(home)],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "up to date" in result.stdout
+    db = home / "mieruka.db"
+    assert db.is_file()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        assert current_revision(engine) == head_revision()
+        assert schema_diff(engine) == []
+    finally:
+        engine.dispose()
+    again = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(home)],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_cli_db_upgrade_with_database_url(tmp_path: Path, empty_database_url: str) -> None:
+    database_url = empty_database_url
+    result = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(tmp_path / "h"),
+         "--database-url", database_url],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    engine = sa.create_engine(database_url)
+    try:
+        assert current_revision(engine) == head_revision()
+        assert schema_diff(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_cli_db_upgrade_bad_url_is_one_readable_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(tmp_path / "h"),
+         "--database-url", "nosuchdb://x"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("mieruka: ")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,638 @@
+"""The JobStore contract (mieruka.store.base.JobStore), run against every implementation.
+
+Every test takes the `database_url` fixture, so each runs on SQLite and on PostgreSQL. A new store
+implementation only has to be added to the `store` fixture below to be held to the same contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mieruka.core.clock import utcnow
+from mieruka.core.job import ArtifactInfo, JobRecord
+from mieruka.core.status import JobStatus
+from mieruka.store.base import (
+    ArtifactAdded,
+    Claim,
+    JobQuery,
+    JobStore,
+    LogAppend,
+    NewJob,
+    ProgressUpdate,
+    Transition,
+)
+from mieruka.store.sql import SqlJobStore
+
+QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
+SUCCEEDED, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[JobStore]:
+    s = SqlJobStore(database_url)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def new(store: JobStore, task: str = "t", params: dict | None = None, **kw: object) -> JobRecord:
+    record, created = store.create_job(NewJob(task=task, params=params if params is not None else {}, **kw))
+    assert created
+    return record
+
+
+def claim(store: JobStore, *ids: int, engine: str = "engine-1", worker: str = "w1",
+          now: datetime | None = None) -> list[JobRecord]:
+    return store.apply([], Claim(job_ids=list(ids), worker=worker, engine_id=engine, now=now or utcnow())).claimed
+
+
+def finish(store: JobStore, job_id: int, status: JobStatus = SUCCEEDED, at: datetime | None = None) -> None:
+    """Run a queued job to a finished state, with `finished_at` = `at`."""
+    assert [j.id for j in claim(store, job_id)] == [job_id]
+    done = store.apply([Transition(job_id, status, frozenset({RUNNING}),
+                                   {"finished_at": at or utcnow()})]).done
+    assert done == [True]
+
+
+def assert_utc(value: datetime | None) -> None:
+    assert value is not None
+    assert value.tzinfo is not None, f"{value!r} is naive"
+    assert value.utcoffset() == timedelta(0), f"{value!r} is not in UTC"
+
+
+def ids(records: list[JobRecord]) -> list[int]:
+    return [r.id for r in records]
+
+
+def line(text: str, stream: str = "stdout") -> tuple[datetime, str, str]:
+    return (utcnow(), stream, text)
+
+
+# -- create / get ------------------------------------------------------------------------------
+def test_create_job_returns_a_queued_record(store: JobStore) -> None:
+    before = utcnow()
+    job, created = store.create_job(NewJob(task="align", params={"n": 3, "name": "x"}, max_attempts=3,
+                                           priority=5, queue="gpu", owner="alice"))
+    after = utcnow()
+    assert created is True
+    assert job.id > 0
+    assert job.task == "align"
+    assert job.status is QUEUED
+    assert job.params == {"n": 3, "name": "x"}
+    assert (job.max_attempts, job.priority, job.queue, job.owner) == (3, 5, "gpu", "alice")
+    assert job.attempts == 0
+    assert job.started_at is None and job.finished_at is None and job.run_after is None
+    assert job.log_lines == 0 and job.cancel_requested is False
+    assert_utc(job.created_at)
+    assert before - timedelta(seconds=1) <= job.created_at <= after + timedelta(seconds=1)
+    assert store.get_job(job.id) == job
+
+
+def test_ids_increase(store: JobStore) -> None:
+    a, b, c = new(store), new(store), new(store)
+    assert a.id < b.id < c.id
+
+
+def test_idempotency_key_returns_the_existing_job(store: JobStore) -> None:
+    first, created = store.create_job(NewJob(task="t", params={"a": 1}, idempotency_key="k-1"))
+    again, created_again = store.create_job(NewJob(task="t", params={"a": 2}, idempotency_key="k-1"))
+    other, created_other = store.create_job(NewJob(task="t", params={"a": 3}, idempotency_key="k-2"))
+    assert created is True and created_again is False and created_other is True
+    assert again.id == first.id
+    assert again.params == {"a": 1}
+    assert other.id != first.id
+    assert len(store.list_jobs(JobQuery())) == 2
+
+
+def test_jobs_without_idempotency_key_are_all_created(store: JobStore) -> None:
+    a, b = new(store), new(store)
+    assert a.id != b.id
+    assert a.idempotency_key is None and b.idempotency_key is None
+
+
+def test_get_job_unknown_is_none(store: JobStore) -> None:
+    assert store.get_job(12345) is None
+    job = new(store)
+    assert store.get_job(job.id + 1) is None
+    assert store.get_job(job.id) is not None
+
+
+# -- list_jobs ---------------------------------------------------------------------------------
+def test_list_jobs_newest_first_with_limit_and_cursor(store: JobStore) -> None:
+    jobs = [new(store, params={"i": i}) for i in range(5)]
+    newest_first = list(reversed(ids(jobs)))
+    assert ids(store.list_jobs(JobQuery())) == newest_first
+    assert ids(store.list_jobs(JobQuery(limit=2))) == newest_first[:2]
+    page2 = store.list_jobs(JobQuery(limit=2, before_id=newest_first[1]))
+    assert ids(page2) == newest_first[2:4]
+    assert ids(store.list_jobs(JobQuery(before_id=jobs[0].id))) == []
+
+
+def test_list_jobs_filters_task_status_owner(store: JobStore) -> None:
+    a = new(store, task="a", owner="alice")
+    b = new(store, task="b", owner="bob")
+    c = new(store, task="a", owner="bob")
+    claim(store, c.id)
+    d = new(store, task="a")
+    finish(store, d.id, FAILED)
+    assert ids(store.list_jobs(JobQuery(task="a"))) == [d.id, c.id, a.id]
+    assert ids(store.list_jobs(JobQuery(task="nope"))) == []
+    assert ids(store.list_jobs(JobQuery(status=[QUEUED]))) == [b.id, a.id]
+    assert ids(store.list_jobs(JobQuery(status=[RUNNING, FAILED]))) == [d.id, c.id]
+    assert ids(store.list_jobs(JobQuery(owner="bob"))) == [c.id, b.id]
+    assert ids(store.list_jobs(JobQuery(task="a", owner="bob", status=[RUNNING]))) == [c.id]
+    assert ids(store.list_jobs(JobQuery(task="a", owner="bob", status=[QUEUED]))) == []
+
+
+def test_list_jobs_created_after_and_before(store: JobStore) -> None:
+    a = new(store)
+    b = new(store)
+    c = new(store)
+    assert a.created_at <= b.created_at <= c.created_at
+    if not a.created_at < b.created_at < c.created_at:  # pragma: no cover - clock too coarse
+        pytest.skip("created_at values are not distinct on this clock")
+    assert ids(store.list_jobs(JobQuery(created_after=b.created_at))) == [c.id, b.id]  # inclusive
+    assert ids(store.list_jobs(JobQuery(created_before=b.created_at))) == [a.id]  # exclusive
+    assert ids(store.list_jobs(JobQuery(created_after=a.created_at, created_before=c.created_at))) == [b.id, a.id]
+    # The same instant expressed in another zone selects the same jobs.
+    assert ids(store.list_jobs(JobQuery(created_after=b.created_at.astimezone(TOKYO)))) == [c.id, b.id]
+    assert ids(store.list_jobs(JobQuery(created_after=utcnow() + timedelta(hours=1)))) == []
+
+
+def test_list_jobs_search_in_params(store: JobStore) -> None:
+    a = new(store, params={"sample": "Liver-01", "n": 12})
+    b = new(store, params={"sample": "kidney-02"})
+    assert ids(store.list_jobs(JobQuery(search="liver"))) == [a.id]  # case-insensitive
+    assert ids(store.list_jobs(JobQuery(search="KIDNEY"))) == [b.id]
+    assert ids(store.list_jobs(JobQuery(search="-0"))) == [b.id, a.id]
+    assert ids(store.list_jobs(JobQuery(search="spleen"))) == []
+
+
+def test_list_jobs_search_treats_like_wildcards_literally(store: JobStore) -> None:
+    pct = new(store, params={"note": "50% done"})
+    under = new(store, params={"note": "a_b"})
+    plain = new(store, params={"note": "50 done, axb"})
+    assert ids(store.list_jobs(JobQuery(search="50%"))) == [pct.id]
+    assert ids(store.list_jobs(JobQuery(search="%"))) == [pct.id]
+    assert ids(store.list_jobs(JobQuery(search="a_b"))) == [under.id]
+    assert ids(store.list_jobs(JobQuery(search="_"))) == [under.id]
+    assert ids(store.list_jobs(JobQuery(search="axb"))) == [plain.id]
+
+
+def test_list_jobs_search_non_ascii_text(store: JobStore) -> None:
+    """Searching for the text a user typed into a parameter finds the job, whatever the script."""
+    tokyo = new(store, params={"city": "東京"})
+    new(store, params={"city": "Osaka"})
+    assert ids(store.list_jobs(JobQuery(search="東京"))) == [tokyo.id]
+
+
+def test_list_jobs_search_quotes_and_backslashes(store: JobStore) -> None:
+    quoted = new(store, params={"q": 'say "hi"'})
+    path = new(store, params={"path": "C:\\data"})
+    assert ids(store.list_jobs(JobQuery(search='say "hi"'))) == [quoted.id]
+    assert ids(store.list_jobs(JobQuery(search="C:\\data"))) == [path.id]
+
+
+# -- apply: claim ------------------------------------------------------------------------------
+def test_claim_moves_queued_jobs_to_running_once(store: JobStore) -> None:
+    a, b = new(store), new(store)
+    now = utcnow()
+    won = claim(store, a.id, b.id, engine="eng-A", worker="w7", now=now)
+    assert sorted(ids(won)) == [a.id, b.id]
+    for job in won:
+        assert job.status is RUNNING
+        assert job.attempts == 1
+        assert job.engine_id == "eng-A" and job.worker == "w7"
+        assert_utc(job.started_at)
+        assert job.started_at == now
+    stored = store.get_job(a.id)
+    assert stored is not None and stored.status is RUNNING and stored.attempts == 1
+    assert claim(store, a.id, engine="eng-B") == []
+    stored = store.get_job(a.id)
+    assert stored is not None and stored.engine_id == "eng-A" and stored.attempts == 1
+
+
+def test_claim_skips_jobs_that_are_not_queued(store: JobStore) -> None:
+    running, done, queued = new(store), new(store), new(store)
+    claim(store, running.id)
+    finish(store, done.id)
+    assert ids(claim(store, running.id, done.id, queued.id, 999_999)) == [queued.id]
+    assert store.get_job(done.id).status is SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_claim_after_requeue_increments_attempts(store: JobStore) -> None:
+    job = new(store, max_attempts=3)
+    claim(store, job.id)
+    assert store.apply([Transition(job.id, QUEUED, frozenset({RUNNING}), {"error": "boom"})]).done == [True]
+    again = claim(store, job.id, engine="e2")
+    assert len(again) == 1 and again[0].attempts == 2 and again[0].engine_id == "e2"
+
+
+def test_empty_apply_does_nothing(store: JobStore) -> None:
+    applied = store.apply([])
+    assert applied.done == [] and applied.claimed == []
+    applied = store.apply([], Claim(job_ids=[], worker="w", engine_id="e", now=utcnow()))
+    assert applied.done == [] and applied.claimed == []
+
+
+# -- apply: transitions ------------------------------------------------------------------------
+def test_transition_only_from_expected_states(store: JobStore) -> None:
+    job = new(store)
+    to_done = Transition(job.id, SUCCEEDED, frozenset({RUNNING}), {"result": {"ok": [1, 2]}})
+    assert store.apply([to_done]).done == [False]  # still queued
+    assert store.get_job(job.id).status is QUEUED  # type: ignore[union-attr]
+    claim(store, job.id)
+    finished_at = utcnow()
+    to_done = Transition(job.id, SUCCEEDED, frozenset({RUNNING}),
+                         {"result": {"ok": [1, 2]}, "finished_at": finished_at, "progress": 1.0})
+    assert store.apply([to_done]).done == [True]
+    stored = store.get_job(job.id)
+    assert stored is not None
+    assert stored.status is SUCCEEDED
+    assert stored.result == {"ok": [1, 2]}
+    assert stored.finished_at == finished_at
+    assert_utc(stored.finished_at)
+    assert stored.progress == 1.0
+    assert store.apply([to_done]).done == [False]  # succeeded is not running
+
+
+def test_transition_attempt_guard(store: JobStore) -> None:
+    job = new(store)
+    claim(store, job.id)  # attempt 1
+    stale = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "late"}, attempt=2)
+    assert store.apply([stale]).done == [False]
+    assert store.get_job(job.id).status is RUNNING  # type: ignore[union-attr]
+    current = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "boom", "traceback": "tb"}, attempt=1)
+    assert store.apply([current]).done == [True]
+    stored = store.get_job(job.id)
+    assert stored is not None and stored.status is FAILED
+    assert stored.error == "boom" and stored.traceback == "tb"
+
+
+def test_transition_of_unknown_job_is_not_done(store: JobStore) -> None:
+    assert store.apply([Transition(424242, CANCELLED, frozenset({QUEUED}))]).done == [False]
+
+
+def test_cancel_request_flag(store: JobStore) -> None:
+    job = new(store)
+    claim(store, job.id)
+    assert store.apply([Transition(job.id, RUNNING, frozenset({RUNNING}),
+                                   {"cancel_requested": True})]).done == [True]
+    assert store.get_job(job.id).cancel_requested is True  # type: ignore[union-attr]
+
+
+def test_apply_reports_each_change_and_claims_after_changes(store: JobStore) -> None:
+    a, b = new(store), new(store)
+    applied = store.apply(
+        [Transition(a.id, CANCELLED, frozenset({QUEUED})), Transition(b.id, CANCELLED, frozenset({RUNNING}))],
+        Claim(job_ids=[a.id, b.id], worker="w", engine_id="e", now=utcnow()),
+    )
+    assert applied.done == [True, False]
+    assert ids(applied.claimed) == [b.id]  # a was cancelled by the changes before the claim
+
+
+def test_apply_is_one_transaction(store: JobStore) -> None:
+    a = new(store)
+    good = Transition(a.id, CANCELLED, frozenset({QUEUED}))
+    bad = Transition(a.id, CANCELLED, frozenset({QUEUED}), {"no_such_column": 1})
+    with pytest.raises(ValueError):
+        store.apply([good, bad])
+    assert store.get_job(a.id).status is QUEUED  # type: ignore[union-attr]
+    # and the store still works afterwards
+    assert store.apply([good]).done == [True]
+
+
+# -- apply: progress, logs, artifacts ----------------------------------------------------------
+def test_progress_only_while_running(store: JobStore) -> None:
+    job = new(store)
+    assert store.apply([ProgressUpdate(job.id, 0.5, "half")]).done == [False]
+    stored = store.get_job(job.id)
+    assert stored is not None and stored.progress is None and stored.message is None
+    claim(store, job.id)
+    assert store.apply([ProgressUpdate(job.id, 0.25, "indexing")]).done == [True]
+    stored = store.get_job(job.id)
+    assert stored is not None and (stored.progress, stored.message) == (0.25, "indexing")
+    # None leaves the other value as it was
+    assert store.apply([ProgressUpdate(job.id, 0.5, None)]).done == [True]
+    assert store.apply([ProgressUpdate(job.id, None, "aligning")]).done == [True]
+    stored = store.get_job(job.id)
+    assert stored is not None and (stored.progress, stored.message) == (0.5, "aligning")
+    assert store.apply([Transition(job.id, SUCCEEDED, frozenset({RUNNING}))]).done == [True]
+    assert store.apply([ProgressUpdate(job.id, 0.9, "late")]).done == [False]
+    stored = store.get_job(job.id)
+    assert stored is not None and (stored.progress, stored.message) == (0.5, "aligning")
+
+
+def test_log_append_and_read_ranges(store: JobStore) -> None:
+    job = new(store)
+    other = new(store)
+    t0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    lines = [(t0 + timedelta(seconds=i), "stdout" if i % 2 == 0 else "stderr", f"line {i + 1}") for i in range(3)]
+    assert store.apply([LogAppend(job.id, 1, lines), LogAppend(other.id, 1, [line("other")])]).done == [True, True]
+    assert store.get_job(job.id).log_lines == 3  # type: ignore[union-attr]
+    logs = store.read_logs(job.id)
+    assert [(entry.seq, entry.stream, entry.text) for entry in logs] == [
+        (1, "stdout", "line 1"), (2, "stderr", "line 2"), (3, "stdout", "line 3")]
+    assert [entry.at for entry in logs] == [at for at, _, _ in lines]
+    for entry in logs:
+        assert_utc(entry.at)
+    assert [entry.seq for entry in store.read_logs(job.id, after=1)] == [2, 3]
+    assert [entry.seq for entry in store.read_logs(job.id, after=1, limit=1)] == [2]
+    assert store.read_logs(job.id, after=3) == []
+    assert store.apply([LogAppend(job.id, 4, [line("four"), line("five")])]).done == [True]
+    assert store.get_job(job.id).log_lines == 5  # type: ignore[union-attr]
+    assert [entry.text for entry in store.read_logs(job.id, after=3)] == ["four", "five"]
+    assert [entry.text for entry in store.read_logs(other.id)] == ["other"]
+
+
+def test_log_append_edge_cases(store: JobStore) -> None:
+    job = new(store)
+    assert store.apply([LogAppend(job.id, 1, [])]).done == [False]
+    assert store.apply([LogAppend(987654, 1, [line("x")])]).done == [False]
+    assert store.read_logs(987654) == []
+    assert store.read_logs(job.id) == []
+
+
+def test_artifacts_are_listed_and_replaced_by_name(store: JobStore) -> None:
+    job = new(store)
+    t1 = utcnow()
+    report = ArtifactInfo(name="report.html", size=10, content_type="text/html", created_at=t1)
+    assert store.apply([ArtifactAdded(job.id, report)]).done == [True]
+    stored = store.get_job(job.id)
+    assert stored is not None and stored.artifacts == [report]
+    assert_utc(stored.artifacts[0].created_at)
+    t2 = t1 + timedelta(seconds=1)
+    bigger = ArtifactInfo(name="report.html", size=2000, content_type="text/html; charset=utf-8", created_at=t2)
+    data = ArtifactInfo(name="data.csv", size=5, content_type="text/csv", created_at=t2)
+    assert store.apply([ArtifactAdded(job.id, bigger), ArtifactAdded(job.id, data)]).done == [True, True]
+    stored = store.get_job(job.id)
+    assert stored is not None
+    assert sorted(stored.artifacts, key=lambda a: a.name) == [data, bigger]
+    assert new(store).artifacts == []
+
+
+# -- due jobs ----------------------------------------------------------------------------------
+def test_due_jobs_priority_then_oldest(store: JobStore) -> None:
+    low1 = new(store, priority=0)
+    high1 = new(store, priority=10)
+    low2 = new(store, priority=0)
+    high2 = new(store, priority=10)
+    mid = new(store, priority=5)
+    neg = new(store, priority=-1)
+    due = store.due_jobs(utcnow(), limit=10)
+    assert [j.id for j in due] == [high1.id, high2.id, mid.id, low1.id, low2.id, neg.id]
+    assert [(j.priority, j.task) for j in due[:1]] == [(10, "t")]
+    assert [j.id for j in store.due_jobs(utcnow(), limit=2)] == [high1.id, high2.id]
+
+
+def test_due_jobs_excludes_future_and_non_queued(store: JobStore) -> None:
+    now = utcnow()
+    ready = new(store)
+    past = new(store, run_after=now - timedelta(minutes=1))
+    future = new(store, run_after=now + timedelta(minutes=5))
+    running = new(store)
+    claim(store, running.id)
+    done = new(store)
+    finish(store, done.id)
+    assert [j.id for j in store.due_jobs(now, limit=10)] == [ready.id, past.id]
+    later = now + timedelta(minutes=6)
+    assert [j.id for j in store.due_jobs(later, limit=10)] == [ready.id, past.id, future.id]
+    # run_after given in another zone is the same instant
+    tokyo = new(store, run_after=(now + timedelta(minutes=5)).astimezone(TOKYO))
+    assert tokyo.id not in [j.id for j in store.due_jobs(now, limit=10)]
+
+
+def test_due_jobs_by_queue(store: JobStore) -> None:
+    a = new(store, queue="default")
+    b = new(store, queue="gpu")
+    c = new(store, queue="io")
+    now = utcnow()
+    assert [j.id for j in store.due_jobs(now, 10, queues=["gpu"])] == [b.id]
+    assert [j.id for j in store.due_jobs(now, 10, queues=["gpu", "default"])] == [a.id, b.id]
+    assert [j.id for j in store.due_jobs(now, 10)] == [a.id, b.id, c.id]
+
+
+def test_next_due_time(store: JobStore) -> None:
+    assert store.next_due_time() is None
+    new(store)  # no run_after: not waiting for a time
+    assert store.next_due_time() is None
+    now = utcnow()
+    soon = now + timedelta(minutes=3)
+    later = new(store, run_after=now + timedelta(minutes=10))
+    first = new(store, run_after=soon)
+    got = store.next_due_time()
+    assert got == soon
+    assert_utc(got)
+    claim(store, first.id)  # no longer queued
+    assert store.next_due_time() == later.run_after
+
+
+# -- engines and orphans -----------------------------------------------------------------------
+def test_orphans_by_stale_heartbeat_dead_engine_or_missing_engine(store: JobStore) -> None:
+    now = utcnow()
+    store.heartbeat("eng-1", "host-a", 4321, now)
+    job = new(store)
+    claim(store, job.id, engine="eng-1", now=now)
+    queued = new(store)
+    seen: list[tuple[str, int]] = []
+
+    def alive(host: str, pid: int) -> bool:
+        seen.append((host, pid))
+        return False
+
+    assert store.orphaned_jobs(now + timedelta(seconds=5), 30, alive) == []
+    assert seen and set(seen) == {("host-a", 4321)}
+    stale = store.orphaned_jobs(now + timedelta(seconds=31), 30, alive)
+    assert ids(stale) == [job.id]
+    assert stale[0].status is RUNNING
+    dead = store.orphaned_jobs(now + timedelta(seconds=5), 30, lambda host, pid: True)
+    assert ids(dead) == [job.id]
+    # a fresh heartbeat keeps the job
+    store.heartbeat("eng-1", "host-a", 4321, now + timedelta(seconds=60))
+    assert store.orphaned_jobs(now + timedelta(seconds=61), 30, alive) == []
+    # an engine that left, leaves its running jobs behind
+    store.remove_engine("eng-1")
+    assert ids(store.orphaned_jobs(now + timedelta(seconds=61), 30, alive)) == [job.id]
+    assert queued.id not in ids(store.orphaned_jobs(now + timedelta(days=1), 30, lambda h, p: True))
+
+
+def test_orphans_only_of_the_engine_that_stopped(store: JobStore) -> None:
+    now = utcnow()
+    store.heartbeat("e1", "h", 1, now)
+    store.heartbeat("e2", "h", 2, now)
+    a, b = new(store), new(store)
+    claim(store, a.id, engine="e1")
+    claim(store, b.id, engine="e2")
+    store.heartbeat("e2", "h", 2, now + timedelta(seconds=100))
+    assert ids(store.orphaned_jobs(now + timedelta(seconds=100), 30, lambda h, p: False)) == [a.id]
+    assert ids(store.orphaned_jobs(now + timedelta(seconds=100), 30, lambda h, p: p == 2)) == [a.id, b.id]
+
+
+# -- schedules ---------------------------------------------------------------------------------
+def test_schedule_due_creates_then_returns_the_stored_time(store: JobStore) -> None:
+    first = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    assert store.schedule_due("nightly", first) == first
+    other = store.schedule_due("nightly", first + timedelta(days=3))
+    assert other == first
+    assert_utc(other)
+    assert store.schedule_due("hourly", first + timedelta(hours=1)) == first + timedelta(hours=1)
+
+
+def test_fire_schedule_once_per_due_time(store: JobStore) -> None:
+    due = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    nxt = due + timedelta(days=1)
+    store.schedule_due("nightly", due)
+    job = NewJob(task="report", params={"day": "2030-01-01"}, max_attempts=2, priority=3)
+    fired = store.fire_schedule("nightly", due, nxt, job)
+    assert fired is not None
+    assert fired.schedule == "nightly"
+    assert fired.status is QUEUED
+    assert (fired.task, fired.params, fired.max_attempts, fired.priority) == ("report", {"day": "2030-01-01"}, 2, 3)
+    assert_utc(fired.created_at)
+    assert store.get_job(fired.id) == fired
+    assert store.fire_schedule("nightly", due, nxt, job) is None  # another server got there first
+    assert store.schedule_due("nightly", due) == nxt
+    assert ids(store.list_jobs(JobQuery(task="report"))) == [fired.id]
+    assert store.fire_schedule("unknown", due, nxt, job) is None
+    assert len(store.list_jobs(JobQuery())) == 1
+
+
+def test_fire_schedule_with_a_due_in_another_zone(store: JobStore) -> None:
+    due = datetime(2030, 1, 1, 0, 0, tzinfo=UTC)
+    store.schedule_due("tokyo", due)
+    fired = store.fire_schedule("tokyo", due.astimezone(TOKYO), due + timedelta(days=1), NewJob("t", {}))
+    assert fired is not None
+
+
+def test_fire_schedule_without_a_job_only_moves_the_schedule(store: JobStore) -> None:
+    due = datetime(2030, 1, 1, tzinfo=UTC)
+    store.schedule_due("s", due)
+    assert store.fire_schedule("s", due, due + timedelta(hours=1), None) is None
+    assert store.schedule_due("s", due) == due + timedelta(hours=1)
+    assert store.list_jobs(JobQuery()) == []
+
+
+# -- retention ---------------------------------------------------------------------------------
+def _with_logs_and_artifact(store: JobStore, job_id: int) -> None:
+    assert store.apply([
+        LogAppend(job_id, 1, [line("hello")]),
+        ArtifactAdded(job_id, ArtifactInfo("out.txt", 3, "text/plain", utcnow())),
+    ]).done == [True, True]
+
+
+def test_prune_by_age_deletes_only_old_finished_jobs(store: JobStore) -> None:
+    now = utcnow()
+    old = [new(store, task="p", params={"i": i}) for i in range(3)]
+    for job, status in zip(old, [SUCCEEDED, FAILED, CANCELLED], strict=True):
+        _with_logs_and_artifact(store, job.id)
+        finish(store, job.id, status, at=now - timedelta(days=10))
+    recent = new(store, task="p")
+    finish(store, recent.id, at=now)
+    queued = new(store, task="p")
+    running = new(store, task="p")
+    claim(store, running.id)
+    other_task = new(store, task="q")
+    finish(store, other_task.id, at=now - timedelta(days=10))
+
+    deleted = store.prune("p", older_than=now - timedelta(days=1), keep=None)
+    assert sorted(deleted) == sorted((j.id, {"i": i}) for i, j in enumerate(old))
+    for job in old:
+        assert store.get_job(job.id) is None
+        assert store.read_logs(job.id) == []
+    for job in (recent, queued, running, other_task):
+        assert store.get_job(job.id) is not None
+    assert store.prune("p", older_than=now - timedelta(days=1), keep=None) == []
+
+
+def test_prune_by_count_keeps_the_newest_finished(store: JobStore) -> None:
+    finished = [new(store, task="p", params={"i": i}) for i in range(4)]
+    for job in finished:
+        finish(store, job.id)
+    _with_logs_and_artifact(store, finished[0].id)
+    queued = new(store, task="p")
+    deleted = store.prune("p", older_than=None, keep=2)
+    assert sorted(deleted) == [(finished[0].id, {"i": 0}), (finished[1].id, {"i": 1})]
+    remaining = ids(store.list_jobs(JobQuery(task="p")))
+    assert remaining == [queued.id, finished[3].id, finished[2].id]
+    assert store.read_logs(finished[0].id) == []
+    assert store.prune("p", older_than=None, keep=2) == []
+    assert store.prune("p", older_than=None, keep=None) == []
+
+
+def test_prune_removes_artifact_records(store: JobStore) -> None:
+    job = new(store, task="p")
+    _with_logs_and_artifact(store, job.id)
+    finish(store, job.id)
+    keep = new(store, task="p")
+    _with_logs_and_artifact(store, keep.id)
+    finish(store, keep.id)
+    assert [d[0] for d in store.prune("p", older_than=None, keep=1)] == [job.id]
+    stored = store.get_job(keep.id)
+    assert stored is not None and [a.name for a in stored.artifacts] == ["out.txt"]
+    assert store.get_job(job.id) is None
+
+
+def test_delete_job(store: JobStore) -> None:
+    job = new(store)
+    _with_logs_and_artifact(store, job.id)
+    other = new(store)
+    assert store.delete_job(job.id) is True
+    assert store.get_job(job.id) is None
+    assert store.read_logs(job.id) == []
+    assert store.delete_job(job.id) is False
+    assert store.get_job(other.id) is not None
+
+
+def test_ids_are_never_reused_after_delete_or_prune(store: JobStore) -> None:
+    """A deleted job's id must not come back: clients, URLs and artifact folders
+    (<home>/artifacts/<id>/) refer to jobs by id, and files are removed after the row."""
+    first = new(store)
+    newest = new(store)
+    _with_logs_and_artifact(store, newest.id)
+    assert store.delete_job(newest.id)
+    after_delete = new(store)
+    assert after_delete.id > newest.id
+    assert store.read_logs(after_delete.id) == []
+    finish(store, after_delete.id)
+    assert [d[0] for d in store.prune("t", older_than=None, keep=0)] == [after_delete.id]
+    after_prune = new(store)
+    assert after_prune.id > after_delete.id
+    assert first.id < after_prune.id
+
+
+def test_count_by_status(store: JobStore) -> None:
+    empty = store.count_by_status()
+    assert empty == {s.value: 0 for s in JobStatus}
+    a, b, c, d = new(store), new(store), new(store), new(store)
+    claim(store, b.id)
+    finish(store, c.id, FAILED)
+    finish(store, d.id, FAILED)
+    assert store.count_by_status() == {"queued": 1, "running": 1, "succeeded": 0, "failed": 2, "cancelled": 0}
+    assert a.id
+
+
+# -- datetimes ---------------------------------------------------------------------------------
+def test_datetimes_round_trip_as_aware_utc(store: JobStore) -> None:
+    local = datetime(2031, 7, 1, 18, 30, 15, 654321, tzinfo=TOKYO)  # 09:30:15.654321 UTC
+    job = new(store, run_after=local)
+    for record in (job, store.get_job(job.id), store.list_jobs(JobQuery())[0]):
+        assert record is not None
+        assert record.run_after == local
+        assert_utc(record.run_after)
+        assert record.run_after == datetime(2031, 7, 1, 9, 30, 15, 654321, tzinfo=UTC)
+        assert_utc(record.created_at)
+    started = datetime(2031, 7, 1, 20, 0, tzinfo=ZoneInfo("America/New_York"))
+    won = claim(store, job.id, now=started)
+    assert won[0].started_at == started
+    assert_utc(won[0].started_at)
+    listed = store.list_jobs(JobQuery())[0]
+    assert listed.started_at == started
+    assert_utc(listed.started_at)
