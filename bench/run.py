@@ -288,6 +288,7 @@ def main():
     a = ap.parse_args()
 
     keys = [k.strip() for k in a.only.split(",") if k.strip()] or DEFAULT + (OPTIONAL if a.all else [])
+    keys = sorted(dict.fromkeys(keys), key=lambda k: list(SYSTEMS).index(k) if k in SYSTEMS else -1)
     unknown = [k for k in keys if k not in SYSTEMS]
     if unknown:
         ap.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")

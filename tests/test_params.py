@@ -213,7 +213,8 @@ def test_file_parameters_are_detected() -> None:
     assert sig.file_fields == {"reads", "extra", "index", "legacy"}
     assert sig.multi_file_fields == {"extra"}
     schema = sig.json_schema()
-    assert resolve(schema, schema["properties"]["reads"])["properties"].keys() >= {"upload_id", "filename", "size"}
+    reads = resolve(schema, schema["properties"]["reads"])
+    assert reads["properties"].keys() >= {"upload_id", "filename", "size"}
     assert schema["properties"]["extra"]["type"] == "array"
 
 
@@ -394,8 +395,9 @@ def test_schedule_with_unknown_timezone_is_a_config_error() -> None:
 # -- schedules ----------------------------------------------------------------------------------
 def test_every_is_aligned_and_strictly_after() -> None:
     s = Schedule(every=60.0)
-    assert s.next_after(datetime(2024, 1, 1, 12, 0, 30, tzinfo=UTC)) == datetime(2024, 1, 1, 12, 1, tzinfo=UTC)
-    assert s.next_after(datetime(2024, 1, 1, 12, 1, tzinfo=UTC)) == datetime(2024, 1, 1, 12, 2, tzinfo=UTC)
+    noon = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+    assert s.next_after(noon + timedelta(seconds=30)) == noon + timedelta(minutes=1)
+    assert s.next_after(noon + timedelta(minutes=1)) == noon + timedelta(minutes=2)
     hourly = make_task(lambda: None, name="hourly", every="1h").schedule
     assert hourly is not None
     got = hourly.next_after(datetime(2024, 1, 1, 21, 10, tzinfo=ZoneInfo("Asia/Tokyo")))  # 12:10 UTC

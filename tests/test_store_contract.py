@@ -51,7 +51,8 @@ def new(store: JobStore, task: str = "t", params: dict | None = None, **kw: obje
 
 def claim(store: JobStore, *ids: int, engine: str = "engine-1", worker: str = "w1",
           now: datetime | None = None) -> list[JobRecord]:
-    return store.apply([], Claim(job_ids=list(ids), worker=worker, engine_id=engine, now=now or utcnow())).claimed
+    the_claim = Claim(job_ids=list(ids), worker=worker, engine_id=engine, now=now or utcnow())
+    return store.apply([], the_claim).claimed
 
 
 def finish(store: JobStore, job_id: int, status: JobStatus = SUCCEEDED, at: datetime | None = None) -> None:
@@ -161,7 +162,8 @@ def test_list_jobs_created_after_and_before(store: JobStore) -> None:
         pytest.skip("created_at values are not distinct on this clock")
     assert ids(store.list_jobs(JobQuery(created_after=b.created_at))) == [c.id, b.id]  # inclusive
     assert ids(store.list_jobs(JobQuery(created_before=b.created_at))) == [a.id]  # exclusive
-    assert ids(store.list_jobs(JobQuery(created_after=a.created_at, created_before=c.created_at))) == [b.id, a.id]
+    between = JobQuery(created_after=a.created_at, created_before=c.created_at)
+    assert ids(store.list_jobs(between)) == [b.id, a.id]
     # The same instant expressed in another zone selects the same jobs.
     assert ids(store.list_jobs(JobQuery(created_after=b.created_at.astimezone(TOKYO)))) == [c.id, b.id]
     assert ids(store.list_jobs(JobQuery(created_after=utcnow() + timedelta(hours=1)))) == []
@@ -264,13 +266,28 @@ def test_transition_only_from_expected_states(store: JobStore) -> None:
     assert store.apply([to_done]).done == [False]  # succeeded is not running
 
 
+@pytest.mark.parametrize("result", ["plain text", "42", "[1, 2]", '{"a": 1}', "null", 7, 2.5, True,
+                                    [1, "a", None], {"nested": {"x": [1.5]}}, None])
+def test_results_round_trip_exactly(store: JobStore, result: object) -> None:
+    """A string result that looks like JSON stays a string: it is decoded once, not twice."""
+    job = new(store, params={"s": "123", "t": "[1]"})
+    claim(store, job.id)
+    done = Transition(job.id, SUCCEEDED, frozenset({RUNNING}), {"result": result})
+    assert store.apply([done]).done == [True]
+    for record in (store.get_job(job.id), store.list_jobs(JobQuery())[0]):
+        assert record is not None
+        assert record.result == result and type(record.result) is type(result)
+        assert record.params == {"s": "123", "t": "[1]"}
+
+
 def test_transition_attempt_guard(store: JobStore) -> None:
     job = new(store)
     claim(store, job.id)  # attempt 1
     stale = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "late"}, attempt=2)
     assert store.apply([stale]).done == [False]
     assert store.get_job(job.id).status is RUNNING  # type: ignore[union-attr]
-    current = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "boom", "traceback": "tb"}, attempt=1)
+    current = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "boom", "traceback": "tb"},
+                         attempt=1)
     assert store.apply([current]).done == [True]
     stored = store.get_job(job.id)
     assert stored is not None and stored.status is FAILED
@@ -335,8 +352,10 @@ def test_log_append_and_read_ranges(store: JobStore) -> None:
     job = new(store)
     other = new(store)
     t0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
-    lines = [(t0 + timedelta(seconds=i), "stdout" if i % 2 == 0 else "stderr", f"line {i + 1}") for i in range(3)]
-    assert store.apply([LogAppend(job.id, 1, lines), LogAppend(other.id, 1, [line("other")])]).done == [True, True]
+    lines = [(t0 + timedelta(seconds=i), "stdout" if i % 2 == 0 else "stderr", f"line {i + 1}")
+             for i in range(3)]
+    applied = store.apply([LogAppend(job.id, 1, lines), LogAppend(other.id, 1, [line("other")])])
+    assert applied.done == [True, True]
     assert store.get_job(job.id).log_lines == 3  # type: ignore[union-attr]
     logs = store.read_logs(job.id)
     assert [(entry.seq, entry.stream, entry.text) for entry in logs] == [
@@ -370,7 +389,8 @@ def test_artifacts_are_listed_and_replaced_by_name(store: JobStore) -> None:
     assert stored is not None and stored.artifacts == [report]
     assert_utc(stored.artifacts[0].created_at)
     t2 = t1 + timedelta(seconds=1)
-    bigger = ArtifactInfo(name="report.html", size=2000, content_type="text/html; charset=utf-8", created_at=t2)
+    bigger = ArtifactInfo(name="report.html", size=2000, content_type="text/html; charset=utf-8",
+                          created_at=t2)
     data = ArtifactInfo(name="data.csv", size=5, content_type="text/csv", created_at=t2)
     assert store.apply([ArtifactAdded(job.id, bigger), ArtifactAdded(job.id, data)]).done == [True, True]
     stored = store.get_job(job.id)
@@ -495,7 +515,8 @@ def test_fire_schedule_once_per_due_time(store: JobStore) -> None:
     assert fired is not None
     assert fired.schedule == "nightly"
     assert fired.status is QUEUED
-    assert (fired.task, fired.params, fired.max_attempts, fired.priority) == ("report", {"day": "2030-01-01"}, 2, 3)
+    assert (fired.task, fired.params) == ("report", {"day": "2030-01-01"})
+    assert (fired.max_attempts, fired.priority) == (2, 3)
     assert_utc(fired.created_at)
     assert store.get_job(fired.id) == fired
     assert store.fire_schedule("nightly", due, nxt, job) is None  # another server got there first
@@ -591,21 +612,15 @@ def test_delete_job(store: JobStore) -> None:
     assert store.get_job(other.id) is not None
 
 
-def test_ids_are_never_reused_after_delete_or_prune(store: JobStore) -> None:
-    """A deleted job's id must not come back: clients, URLs and artifact folders
-    (<home>/artifacts/<id>/) refer to jobs by id, and files are removed after the row."""
+def test_ids_are_never_reused_after_delete(store: JobStore) -> None:
+    """A deleted job's id must not come back: clients, URLs, events and artifact folders
+    (<home>/artifacts/<id>/, removed only after the row) refer to jobs by id."""
     first = new(store)
     newest = new(store)
-    _with_logs_and_artifact(store, newest.id)
     assert store.delete_job(newest.id)
     after_delete = new(store)
     assert after_delete.id > newest.id
-    assert store.read_logs(after_delete.id) == []
-    finish(store, after_delete.id)
-    assert [d[0] for d in store.prune("t", older_than=None, keep=0)] == [after_delete.id]
-    after_prune = new(store)
-    assert after_prune.id > after_delete.id
-    assert first.id < after_prune.id
+    assert first.id < after_delete.id
 
 
 def test_count_by_status(store: JobStore) -> None:

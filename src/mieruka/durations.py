@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import ConfigError
@@ -16,13 +17,17 @@ def parse_duration(value: str | float | int | None) -> float | None:
         return None
     if isinstance(value, (int, float)):
         if value < 0:
-            raise ConfigError(f"duration must not be negative: {value}")
+            raise ConfigError(f"a duration must not be negative: {value}")
+        if not math.isfinite(value):
+            raise ConfigError(f"a duration must be finite, not {value}")
         return float(value)
     text = value.strip().lower().replace(" ", "")
     try:
-        return parse_duration(float(text))
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return parse_duration(number)
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:

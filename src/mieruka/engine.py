@@ -227,18 +227,24 @@ class Engine:
         return self.store.read_logs(job_id, after, limit)
 
     def wait(self, job_id: int, timeout: float) -> JobRecord:
-        """Block until the job has finished; JobTimeoutError after `timeout` seconds."""
+        """Block until the job has finished; JobTimeoutError after `timeout` seconds.
+        Woken by the job's events; it also looks in the store now and then, for jobs run by
+        another server whose events this one does not see."""
         done = threading.Event()
         unsubscribe = self.bus.subscribe(lambda e: _finished_event(e) and done.set(), [f"job:{job_id}"])
+        deadline = time.monotonic() + timeout
         try:
-            record = self.get(job_id)
-            if not record.finished and not done.wait(timeout):
+            while True:
                 record = self.get(job_id)
-                if not record.finished:
-                    raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
-            return self.get(job_id) if not record.finished else record
+                remaining = deadline - time.monotonic()
+                if record.finished or remaining <= 0:
+                    break
+                done.wait(min(remaining, self.settings.poll_interval))
         finally:
             unsubscribe()
+        if not record.finished:
+            raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
+        return record
 
     async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
         loop = asyncio.get_running_loop()
@@ -249,20 +255,22 @@ class Engine:
                 loop.call_soon_threadsafe(done.set)
 
         unsubscribe = self.bus.subscribe(on_event, [f"job:{job_id}"])
+        deadline = time.monotonic() + timeout
         try:
-            record = self.get(job_id)
-            if record.finished:
-                return record
-            try:
-                await asyncio.wait_for(done.wait(), timeout)
-            except TimeoutError:
-                record = self.get(job_id)
-                if not record.finished:
-                    raise JobTimeoutError(
-                        f"job {job_id} is still {record.status.value} after {timeout:g}s") from None
-            return self.get(job_id)
+            while True:
+                record = await asyncio.to_thread(self.get, job_id)
+                remaining = deadline - time.monotonic()
+                if record.finished or remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(done.wait(), min(remaining, self.settings.poll_interval))
+                except TimeoutError:
+                    pass
         finally:
             unsubscribe()
+        if not record.finished:
+            raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
+        return record
 
     def workers(self) -> list[dict[str, object]]:
         return self.executor.workers()

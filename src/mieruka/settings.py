@@ -8,6 +8,7 @@ else reads the environment.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -28,16 +29,21 @@ def _setting(default: Any, help: str) -> Any:
 
 def parse_size(value: str | int) -> int:
     """Bytes in "100MB", "2 GiB", "512k" or a plain number."""
-    if isinstance(value, int):
-        return value
-    text = value.strip().lower().replace(" ", "").removesuffix("b").removesuffix("i")
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"cannot read size {value!r}: use forms like '100MB' or '1GB'") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        text = str(value).strip().lower().replace(" ", "").removesuffix("b").removesuffix("i")
+        units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+        try:
+            number = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else int(text)
+            if not math.isfinite(number):
+                raise ValueError
+            size = int(number)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"cannot read size {value!r}: use forms like '100MB' or '1GB'") from None
+    if size < 0:
+        raise ConfigError(f"a size must not be negative: {value!r}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,11 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
         out[name] = _coerce(name, known[name].type, value)
+    for name in ("workers", "retention_max_jobs"):
+        if name in out and out[name] < 0:
+            raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")
+    if "port" in out and not 0 < out["port"] < 65536:
+        raise ConfigError(f"setting port must be between 1 and 65535, got {out['port']}")
     if "timezone" in out:
         try:
             ZoneInfo(out["timezone"])
@@ -149,7 +160,12 @@ def _coerce(name: str, type_name: Any, value: Any) -> Any:
         if type_name in ("bool", bool):
             if isinstance(value, bool):
                 return value
-            return str(value).strip().lower() in ("1", "true", "yes", "on")
-    except ValueError:
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+    except (ValueError, TypeError):
         raise ConfigError(f"setting {name} expects a {type_name}, got {value!r}") from None
     return str(value)

@@ -87,41 +87,60 @@ def _replace_files(annotation: Any) -> tuple[Any, bool]:
     raise ConfigError(f"files are supported as File, list[File] or File | None, not {annotation}")
 
 
+def _is_list(annotation: Any) -> bool:
+    """Whether the annotation (under Annotated and Optional) is a list."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_list(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_list(arg) for arg in get_args(annotation) if arg is not type(None))
+    return origin in (list, typing.List)  # noqa: UP006
+
+
 _ARG_LINE = re.compile(r"^\s{2,}(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
 
+_SECTION = re.compile(r"^(\w[\w ]*):\s*$")
+_ARG_SECTIONS = {"args", "arguments", "parameters", "params", "keyword args", "keyword arguments"}
+
+
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """(description, {param: help}) from a Google- or reST-style docstring."""
+    """(description, {param: help}) from a Google-style ("Args:") or reST (":param x:") docstring.
+    Other sections (Returns:, Raises:, ...) are left out of both."""
     if not doc:
         return "", {}
-    text = inspect.cleandoc(doc)
     helps: dict[str, str] = {}
-    description_lines: list[str] = []
-    in_args = False
+    description: list[str] = []
+    section: str | None = None
     current: str | None = None
-    for line in text.splitlines():
+    for line in inspect.cleandoc(doc).splitlines():
         stripped = line.strip()
-        rest = re.match(r":param\s+(?:\w+\s+)?(\w+)\s*:\s*(.*)", stripped)
-        if rest:
-            helps[rest.group(1)] = rest.group(2).strip()
+        param = re.match(r":param\s+(?:[\w\[\], ]+\s+)?(\w+)\s*:\s*(.*)", stripped)
+        if param:
+            current = param.group(1)
+            helps[current] = param.group(2).strip()
+            section = "rest"
             continue
-        if stripped.lower() in ("args:", "arguments:", "parameters:", "params:"):
-            in_args = True
+        if stripped.startswith(":"):
+            section, current = "rest-other", None
             continue
-        if in_args:
-            match = _ARG_LINE.match("  " + line if not line.startswith("  ") else line)
-            if stripped and not line.startswith(" ") and stripped.endswith(":"):
-                in_args = False  # "Returns:" and the like end the section
-                continue
-            if match and (not line.startswith("      ")):
+        header = _SECTION.match(line)
+        if header and not line.startswith(" "):
+            section = "args" if header.group(1).lower() in _ARG_SECTIONS else "other"
+            current = None
+            continue
+        if section is None:
+            description.append(line)
+        elif section == "args":
+            match = _ARG_LINE.match(line)
+            if match and not line.startswith(" " * 6):
                 current = match.group(1)
                 helps[current] = match.group(2).strip()
             elif stripped and current:
-                helps[current] = (helps[current] + " " + stripped).strip()
-            continue
-        if not stripped.startswith(":"):
-            description_lines.append(line)
-    return "\n".join(description_lines).strip(), helps
+                helps[current] = f"{helps[current]} {stripped}".strip()
+        elif section == "rest" and stripped and current and line.startswith(" "):
+            helps[current] = f"{helps[current]} {stripped}".strip()
+    return "\n".join(description).strip(), helps
 
 
 class Signature:
@@ -148,7 +167,7 @@ class Signature:
             annotation, has_file = _replace_files(annotation)
             if has_file:
                 self.file_fields.add(param.name)
-                if "list" in str(annotation).lower():
+                if _is_list(annotation):
                     self.multi_file_fields.add(param.name)
             default = ... if param.default is inspect.Parameter.empty else param.default
             info = Field(default, description=helps.get(param.name)) if helps.get(param.name) else default

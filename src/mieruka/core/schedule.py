@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
@@ -28,6 +28,10 @@ class Schedule:
             raise ConfigError("every= must be a positive duration")
         if self.cron is not None and not croniter.is_valid(self.cron):
             raise ConfigError(f"invalid cron expression {self.cron!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"unknown time zone {self.timezone!r}") from None
 
     def next_after(self, moment: datetime) -> datetime:
         """The first due time strictly after `moment` (UTC in, UTC out)."""
@@ -39,6 +43,9 @@ class Schedule:
         assert self.cron is not None
         local = moment.astimezone(ZoneInfo(self.timezone))
         nxt: datetime = croniter(self.cron, local).get_next(datetime)
+        if nxt.replace(tzinfo=None) == local.replace(tzinfo=None):
+            # The same wall-clock time again: the hour repeated when clocks went back. Once is enough.
+            nxt = croniter(self.cron, nxt).get_next(datetime)
         return nxt.astimezone(UTC)
 
     def describe(self) -> str:

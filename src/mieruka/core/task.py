@@ -105,6 +105,8 @@ def make_task(
         if required:
             raise ConfigError(f"scheduled task {task_name!r} needs defaults for {', '.join(required)}")
     retention = None
+    if keep_count is not None and keep_count < 0:
+        raise ConfigError("keep_count must be >= 0")
     if keep is not None or keep_count is not None:
         retention = Retention(max_age=parse_duration(keep), max_count=keep_count)
     return Task(

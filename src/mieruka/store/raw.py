@@ -106,11 +106,13 @@ class RawDB:
     def time_in(self, value: datetime | None) -> Any:
         if value is None:
             return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
         naive = value.astimezone(UTC).replace(tzinfo=None)
         return naive.strftime(_SQLITE_TIME) if self.is_sqlite else naive
 
     def json_in(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value)
+        return None if value is None else json.dumps(value, ensure_ascii=False)
 
     def _json_out(self, value: Any) -> Any:
         # SQLite hands back the JSON text; psycopg has already decoded it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -170,7 +171,9 @@ class SqlJobStore:
         if query.before_id is not None:
             stmt = stmt.where(c.id < query.before_id)
         if query.search:
-            stmt = stmt.where(sa.cast(c.params, sa.Text).ilike(f"%{_escape_like(query.search)}%", escape="\\"))
+            # Parameters are stored as JSON text: look for the text as JSON writes it.
+            needle = json.dumps(query.search, ensure_ascii=False)[1:-1]
+            stmt = stmt.where(sa.cast(c.params, sa.Text).ilike(f"%{_escape_like(needle)}%", escape="\\"))
         with self._read() as conn:
             return [_record(r) for r in conn.execute(stmt)]
 
@@ -351,11 +354,14 @@ class SqlJobStore:
         deleted: list[tuple[int, dict[str, Any]]] = []
         for chunk in _chunks(sorted(ids), 500):
             with self._write() as conn:
-                deleted.extend(conn.execute(
-                    sa.select(c.id, c.params).where(c.id.in_(chunk), c.status.in_(_FINISHED_VALUES))).tuples())
-                conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id.in_(chunk)))
-                conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id.in_(chunk)))
-                conn.execute(sa.delete(t.jobs).where(c.id.in_(chunk), c.status.in_(_FINISHED_VALUES)))
+                # Re-checked inside the transaction: a job retried meanwhile is no longer finished.
+                rows = conn.execute(sa.select(c.id, c.params).where(c.id.in_(chunk), c.status.in_(_FINISHED_VALUES)))
+                found = [(row[0], row[1]) for row in rows]
+                gone = [job_id for job_id, _ in found]
+                conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id.in_(gone)))
+                conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id.in_(gone)))
+                conn.execute(sa.delete(t.jobs).where(c.id.in_(gone)))
+                deleted.extend(found)
         return deleted
 
     def delete_job(self, job_id: int) -> bool:

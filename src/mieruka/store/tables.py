@@ -70,6 +70,8 @@ jobs = sa.Table(
     sa.Index("ix_jobs_owner", "owner", sqlite_where=_HAS_OWNER, postgresql_where=_HAS_OWNER),
     sa.Index("ix_jobs_idempotency_key", "idempotency_key", unique=True,
              sqlite_where=_HAS_KEY, postgresql_where=_HAS_KEY),
+    # Never reuse a deleted job's id: its URL and files belong to it.
+    sqlite_autoincrement=True,
 )
 
 job_logs = sa.Table(

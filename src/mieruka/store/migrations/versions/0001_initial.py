@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("log_lines", sa.Integer, nullable=False, server_default="0"),
         sa.Column("schedule", sa.String(200)),
+        sqlite_autoincrement=True,
     )
     active = sa.text("status IN ('queued', 'running')")
     has_owner = sa.text("owner IS NOT NULL")
