@@ -1,6 +1,4 @@
-"""Job stores: where job records, logs, artifacts' metadata, schedules and server liveness live."""
+"""Job stores: where job records, logs, artifacts' metadata, schedules and server liveness live.
 
-from .base import JobStore
-from .sql import SqlJobStore
-
-__all__ = ["JobStore", "SqlJobStore"]
+`base` holds the interface; `sql` the SQLAlchemy implementation (imported only where needed, so
+that worker processes do not pay for SQLAlchemy)."""

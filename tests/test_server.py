@@ -1,0 +1,197 @@
+"""Against a real server process on a free port: SSE with a real HTTP client, and crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerProcess
+
+
+def iter_events(response: httpx.Response) -> Iterator[dict]:
+    """SSE frames as dicts (comments skipped); the caller stops when it has seen enough."""
+    current: dict = {}
+    for line in response.iter_lines():
+        if line == "":
+            if "event" in current:
+                yield current
+            current = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(": ")
+            current[key] = json.loads(value) if key == "data" else value
+
+
+def read_events(response: httpx.Response, count: int) -> list[dict]:
+    events = []
+    for event in iter_events(response):
+        events.append(event)
+        if len(events) >= count:
+            break
+    return events
+
+
+def test_sse_job_stream_with_resume(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        job = client.post("/api/tasks/noisy/jobs", json={"lines": 3}).json()
+        with client.stream("GET", f"/api/jobs/{job['id']}/events") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["x-accel-buffering"] == "no"
+            assert "no-transform" in response.headers["cache-control"]
+            events = []
+            for event in iter_events(response):
+                events.append(event)
+                if event["event"] == "state" and event["data"]["status"] == "succeeded":
+                    break
+        kinds = [e["event"] for e in events]
+        assert kinds[0] == "snapshot"
+        assert "log" in kinds and "progress" in kinds
+        assert events[-1]["data"]["status"] == "succeeded"
+        ids = [int(e["id"]) for e in events if "id" in e]
+        assert ids == sorted(ids)
+        log_lines = [line[2] for e in events if e["event"] == "log" for line in e["data"]["lines"]]
+        assert "line 0" in log_lines
+        # Reconnect after the first event with an id: the rest is replayed, in order, nothing lost.
+        first_id = ids[0]
+        with client.stream("GET", f"/api/jobs/{job['id']}/events",
+                           headers={"Last-Event-ID": str(first_id)}) as response:
+            replayed = read_events(response, len(ids) - 1 + 1)
+        replayed_ids = [int(e["id"]) for e in replayed if "id" in e]
+        assert replayed_ids[: len(ids) - 1] == ids[1:]
+
+
+def test_sse_all_jobs_stream_sees_jobs_submitted_later(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client, \
+            client.stream("GET", "/api/events", params={"task": "add"}) as response:
+        submitted = [client.post("/api/tasks/add/jobs", json={"a": i}).json()["id"] for i in range(3)]
+        finished = set()
+        for event in iter_events(response):
+            data = event["data"]
+            assert data["task"] == "add"
+            if event["event"] == "state" and data["status"] == "succeeded":
+                finished.add(data["job_id"])
+            if finished == set(submitted):
+                break
+        assert finished == set(submitted)
+
+
+def test_sse_heartbeat(tmp_path: Path) -> None:
+    proc = ServerProcess("tests/jobs.py:app", tmp_path / "home", "--workers", "1",
+                         env={"MIERUKA_HEARTBEAT_INTERVAL": "0.3"})
+    try:
+        proc.wait_ready()
+        with httpx.Client(base_url=proc.url, timeout=10) as client, \
+                client.stream("GET", "/api/events") as response:
+            started = time.monotonic()
+            for line in response.iter_lines():
+                if line == ": heartbeat":
+                    break
+            assert time.monotonic() - started < 3
+    finally:
+        proc.stop()
+
+
+def test_kill_9_mid_run_then_restart_accounts_for_every_job(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = ServerProcess("tests/jobs.py:app", home, "--workers", "2")
+    try:
+        first.wait_ready()
+        with httpx.Client(base_url=first.url, timeout=30) as client:
+            finished = [client.post("/api/tasks/add/jobs", json={"a": i}).json()["id"] for i in range(3)]
+            for job_id in finished:
+                assert client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()["status"] == "succeeded"
+            retried = client.post("/api/tasks/fail_then_succeed/jobs",
+                                  json={"marker": str(tmp_path / "never"), "failures": 0}).json()["id"]
+            client.get(f"/api/jobs/{retried}", params={"wait": 20})
+            running = [client.post("/api/tasks/sleep/jobs", json={"seconds": 30}).json()["id"] for _ in range(2)]
+            queued = [client.post("/api/tasks/add/jobs", json={"a": 100 + i}).json()["id"] for i in range(5)]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                states = [client.get(f"/api/jobs/{j}").json()["status"] for j in running]
+                if states == ["running", "running"]:
+                    break
+                time.sleep(0.05)
+            assert states == ["running", "running"]
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait()
+    finally:
+        first.stop()
+    # Worker processes notice their server died and end their jobs' process groups.
+    time.sleep(0.5)
+    second = ServerProcess("tests/jobs.py:app", home, "--workers", "2")
+    try:
+        second.wait_ready()
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            for job_id in running:  # sleep has no retries: failed as interrupted
+                job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+                assert job["status"] == "failed" and "interrupted" in job["error"], job
+            for job_id in queued:  # never started: they run after the restart
+                job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+                assert job["status"] == "succeeded", job
+            listed = client.get("/api/jobs", params={"limit": 500}).json()["jobs"]
+            assert len(listed) == 3 + 1 + 2 + 5
+            assert not [j for j in listed if j["status"] in ("running", "queued")]
+    finally:
+        second.stop()
+
+
+def test_interrupted_job_with_retries_left_is_requeued(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
+    marker = tmp_path / "count"
+    try:
+        first.wait_ready()
+        with httpx.Client(base_url=first.url, timeout=30) as client:
+            # fail_then_succeed has retries=2; make its first attempt hang by sleeping first
+            job_id = client.post("/api/tasks/sleep_in_child/jobs",
+                                 json={"seconds": 30, "pidfile": str(tmp_path / "p")}).json()["id"]
+            retryable = client.post("/api/tasks/too_slow_retried/jobs", json={"seconds": 0}).json()["id"]
+            deadline = time.monotonic() + 20
+            while not (tmp_path / "p").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait()
+    finally:
+        first.stop()
+    second = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
+    try:
+        second.wait_ready()
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+            assert job["status"] == "failed" and "interrupted" in job["error"]
+            assert client.get(f"/api/jobs/{retryable}", params={"wait": 20}).json()["status"] == "succeeded"
+    finally:
+        second.stop()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_clean_shutdown_requeues_running_jobs(tmp_path: Path, signum: int) -> None:
+    home = tmp_path / "home"
+    first = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
+    try:
+        first.wait_ready()
+        with httpx.Client(base_url=first.url, timeout=30) as client:
+            job_id = client.post("/api/tasks/sleep_in_child/jobs",
+                                 json={"seconds": 0.5, "pidfile": str(tmp_path / "p")}).json()["id"]
+            deadline = time.monotonic() + 20
+            while not (tmp_path / "p").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        first.process.send_signal(signum)
+        assert first.process.wait(timeout=20) in (0, -signum), first.output()  # uvicorn re-raises the signal
+    finally:
+        first.stop()
+    second = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
+    try:
+        second.wait_ready()
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+            assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    finally:
+        second.stop()
