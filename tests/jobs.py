@@ -189,3 +189,11 @@ def read_upload(document: mieruka.File, extra: list[mieruka.File] = []) -> dict[
     return {"name": document.filename, "size": document.size, "text": document.read_text(),
             "extra": [f.filename for f in extra]}
 
+
+
+@app.task(keep_count=2)
+def kept_short(x: int = 0, job: mieruka.Job = None) -> int:
+    """Only the newest two finished jobs of this task are kept."""
+    print(f"x={x}")
+    job.artifact("x.txt", str(x))
+    return x
