@@ -32,8 +32,8 @@ def need_service(reason: str) -> None:
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
     try:
-        import sqlalchemy as sa
         import psycopg  # noqa: F401
+        import sqlalchemy as sa
     except ImportError:
         need_service("psycopg is not installed (pip install 'mieruka[postgres]')")
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")

@@ -13,7 +13,7 @@ import subprocess
 import time
 from datetime import date
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +32,11 @@ class Colour(str, Enum):
     RED = "red"
     GREEN = "green"
     BLUE = "blue"
+
+
+class Row(NamedTuple):
+    item: str
+    value: float
 
 
 class Thresholds(BaseModel):
@@ -53,8 +58,8 @@ def hello(name: str = "world", times: Annotated[int, Field(ge=1, le=10)] = 3) ->
 
 
 @app.task(timeout="5m")
-def count_slowly(steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float = 0.3,
-                 job: mieruka.Job = None) -> dict[str, int]:
+def count_slowly(steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float = 0.3, *,
+                 job: mieruka.Job) -> dict[str, int]:
     """Count with progress and a line of log per step.
 
     Args:
@@ -70,7 +75,7 @@ def count_slowly(steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float 
 
 @app.task
 def make_report(title: str = "Demo report", rows: Annotated[int, Field(ge=1, le=10000)] = 12,
-                colour: Colour = Colour.BLUE, job: mieruka.Job = None) -> dict[str, object]:
+                colour: Colour = Colour.BLUE, *, job: mieruka.Job) -> dict[str, object]:
     """Build an HTML report and a CSV file as downloadable artifacts.
 
     Args:
@@ -78,18 +83,18 @@ def make_report(title: str = "Demo report", rows: Annotated[int, Field(ge=1, le=
         rows: Rows of random data.
         colour: Colour of the bars.
     """
-    data = [{"item": f"item {i + 1}", "value": round(random.random() * 100, 1)} for i in range(rows)]
+    data = [Row(f"item {i + 1}", round(random.random() * 100, 1)) for i in range(rows)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["item", "value"])
-    writer.writeheader()
-    writer.writerows(data)
+    writer = csv.writer(buffer)
+    writer.writerow(["item", "value"])
+    writer.writerows((r.item, r.value) for r in data)
     job.artifact("data.csv", buffer.getvalue(), "text/csv")
     bars = "".join(
-        f'<tr><td>{html.escape(r["item"])}</td><td><div style="background:{colour.value};height:1em;'
-        f'width:{r["value"]}%"></div></td><td>{r["value"]}</td></tr>' for r in data)
+        f'<tr><td>{html.escape(r.item)}</td><td><div style="background:{colour.value};height:1em;'
+        f'width:{r.value}%"></div></td><td>{r.value}</td></tr>' for r in data)
     page = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><table>{bars}</table>"
     job.artifact("report.html", page, "text/html")
-    return {"rows": rows, "mean": round(sum(r["value"] for r in data) / rows, 2)}
+    return {"rows": rows, "mean": round(sum(r.value for r in data) / rows, 2)}
 
 
 @app.task
@@ -100,7 +105,7 @@ def fail_on_purpose(message: str = "something went wrong") -> None:
 
 
 @app.task(retries=2, retry_backoff="1s")
-def flaky(success_rate: Annotated[float, Field(ge=0, le=1)] = 0.3, job: mieruka.Job = None) -> str:
+def flaky(success_rate: Annotated[float, Field(ge=0, le=1)] = 0.3, *, job: mieruka.Job) -> str:
     """Fail at random; retried twice with backoff before it gives up.
 
     Args:
@@ -113,7 +118,7 @@ def flaky(success_rate: Annotated[float, Field(ge=0, le=1)] = 0.3, job: mieruka.
 
 
 @app.task(timeout="1h")
-def long_sleep(seconds: Annotated[int, Field(ge=1, le=3600)] = 300, job: mieruka.Job = None) -> str:
+def long_sleep(seconds: Annotated[int, Field(ge=1, le=3600)] = 300, *, job: mieruka.Job) -> str:
     """Sleep in a child process: long enough to cancel it (the child process is stopped too).
 
     Args:

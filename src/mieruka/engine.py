@@ -27,6 +27,7 @@ import psutil
 
 from .artifacts.base import ArtifactStorage
 from .bus.base import EventBus
+from .core import outcome
 from .core.clock import utcnow
 from .core.events import Event
 from .core.job import JobRecord
@@ -34,7 +35,6 @@ from .core.params import FileRef
 from .core.status import FINISHED, TRANSITIONS, JobStatus
 from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
-from .core import outcome
 from .executors.base import Executor, Finished, Recorded, WorkerMessage
 from .settings import Settings
 from .store.base import Change, Claim, JobQuery, JobStore, NewJob, QueuedJob, Transition
@@ -179,7 +179,7 @@ class Engine:
             raise JobNotFound(job_id)
         return record
 
-    def list(self, query: JobQuery) -> list[JobRecord]:
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
         return self.store.list_jobs(query)
 
     def cancel(self, job_id: int) -> JobRecord:
@@ -231,7 +231,12 @@ class Engine:
         Woken by the job's events; it also looks in the store now and then, for jobs run by
         another server whose events this one does not see."""
         done = threading.Event()
-        unsubscribe = self.bus.subscribe(lambda e: _finished_event(e) and done.set(), [f"job:{job_id}"])
+
+        def on_event(event: Event) -> None:
+            if _finished_event(event):
+                done.set()
+
+        unsubscribe = self.bus.subscribe(on_event, [f"job:{job_id}"])
         deadline = time.monotonic() + timeout
         try:
             while True:

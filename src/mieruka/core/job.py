@@ -79,6 +79,7 @@ class Job(Protocol):
     id: int
     task: str
     attempt: int
+    max_attempts: int
     params: dict[str, Any]
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:

@@ -72,7 +72,7 @@ def _replace_files(annotation: Any) -> tuple[Any, bool]:
     args = get_args(annotation)
     if origin is Annotated:
         inner, found = _replace_files(args[0])
-        return (Annotated[(inner, *args[1:])] if found else annotation), found  # type: ignore[valid-type]
+        return (Annotated[(inner, *args[1:])] if found else annotation), found
     new_args, any_found = [], False
     for arg in args:
         new, found = _replace_files(arg)
@@ -174,7 +174,7 @@ class Signature:
             fields[param.name] = (annotation, info)
         config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
         try:
-            self.model: type[BaseModel] = pydantic.create_model(  # type: ignore[call-overload]
+            self.model: type[BaseModel] = pydantic.create_model(
                 f"{_camel(name)}Params", __config__=config, **fields
             )
         except (pydantic.PydanticSchemaGenerationError, TypeError) as exc:

@@ -72,9 +72,9 @@ class RawDB:
             return
         conn = self.engine.raw_connection()
         try:
-            cur = conn.cursor()
+            pg_cur: Any = conn.cursor()
             try:
-                yield cur
+                yield pg_cur
             except BaseException:
                 conn.rollback()
                 raise

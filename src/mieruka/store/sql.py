@@ -20,7 +20,6 @@ from ..core.job import ArtifactInfo, JobRecord
 from ..core.status import FINISHED, JobStatus
 from ..errors import ConfigError, MissingExtraError
 from . import tables as t
-from .raw import COLUMN_LIST, RawDB, time_out
 from .base import (
     Applied,
     ArtifactAdded,
@@ -34,6 +33,7 @@ from .base import (
     QueuedJob,
     Transition,
 )
+from .raw import COLUMN_LIST, RawDB, time_out
 
 _FINISHED_VALUES = [s.value for s in FINISHED]
 
@@ -127,7 +127,7 @@ class SqlJobStore:
                     "attempts, max_attempts, run_after, created_at, cancel_requested, log_lines, schedule) "
                     f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMN_LIST}"), values)
                 row = cur.fetchone()
-        except (sa.exc.IntegrityError, *_integrity_errors()):
+        except _INTEGRITY_ERRORS:
             if job.idempotency_key is None:
                 raise
             existing = self._by_idempotency_key(job.idempotency_key)
@@ -417,7 +417,7 @@ def _field_in(raw: RawDB, name: str, value: Any) -> Any:
 
 
 def _integrity_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [sqlite3.IntegrityError]
+    errors: list[type[Exception]] = [sa.exc.IntegrityError, sqlite3.IntegrityError]
     try:
         import psycopg
 
@@ -425,6 +425,9 @@ def _integrity_errors() -> tuple[type[Exception], ...]:
     except ImportError:
         pass
     return tuple(errors)
+
+
+_INTEGRITY_ERRORS = _integrity_errors()
 
 
 def _escape_like(text: str) -> str:

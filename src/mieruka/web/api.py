@@ -107,9 +107,9 @@ def _system_routes(api: FastAPI, app: App) -> None:
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             checks["database"] = f"error: {type(exc).__name__}: {exc}"
             healthy = False
-        workers = engine.workers()
-        checks["workers"] = {"total": len(workers), "ready": sum(1 for w in workers if w["ready"]),
-                             "busy": sum(1 for w in workers if w["job_id"] is not None)}
+        pool = engine.workers()
+        checks["workers"] = {"total": len(pool), "ready": sum(1 for w in pool if w["ready"]),
+                             "busy": sum(1 for w in pool if w["job_id"] is not None)}
         broken = getattr(engine.executor, "broken", None)
         if broken:
             checks["executor"] = broken

@@ -56,7 +56,7 @@ def jobs_router(app: App) -> APIRouter:
             before = int(cursor)
         query = JobQuery(task=task, status=states, owner=owner, created_after=_utc(created_after),
                          created_before=_utc(created_before), search=q, before_id=before, limit=limit + 1)
-        records = app.engine.list(query)
+        records = app.engine.list_jobs(query)
         more = len(records) > limit
         records = records[:limit]
         root = request.scope.get("root_path", "")

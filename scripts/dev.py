@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""The one dev loop: `python3 scripts/dev.py demo|test|lint|bench [args...]`.
+
+Creates ./.venv on first use and installs mieruka into it (again only when pyproject.toml changes),
+so a fresh machine needs nothing but Python 3.11+.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+PYTHON = BIN / "python"
+
+
+def ensure_venv(extras: str) -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may be run by an older python3
+        sys.exit(f"mieruka needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not PYTHON.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / f".installed-{extras or 'base'}"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    target = f"{ROOT}[{extras}]" if extras else str(ROOT)
+    print(f"installing mieruka{f'[{extras}]' if extras else ''} into {VENV}", flush=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", target], check=True)
+    stamp.write_text(digest)
+
+
+def run(argv: list[str]) -> int:
+    return subprocess.run(argv, cwd=ROOT).returncode
+
+
+def main() -> int:
+    command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("help", [])
+    if command == "demo":
+        ensure_venv("")
+        return run([str(BIN / "mieruka"), "demo", *args])
+    if command == "test":
+        ensure_venv("dev")
+        code = run([str(PYTHON), "-m", "pytest", *args])
+        return 0 if code == 5 and os.environ.get("MIERUKA_ALLOW_NO_TESTS") else code
+    if command == "lint":
+        ensure_venv("dev")
+        return run([str(BIN / "ruff"), "check", "src", "tests", "bench", "scripts"]) or \
+            run([str(BIN / "mypy"), "--config-file", "pyproject.toml"])
+    if command == "bench":
+        ensure_venv("dev")
+        return run([str(PYTHON), "bench/run.py", *args])
+    print(__doc__.strip())
+    return 0 if command == "help" else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
