@@ -17,10 +17,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -37,7 +36,7 @@ from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
 from .executors.base import Executor, Finished, Recorded, WorkerMessage
 from .settings import Settings
-from .store.base import Change, Claim, JobQuery, JobStore, NewJob, QueuedJob, Transition
+from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, Transition
 
 log = logging.getLogger("mieruka.engine")
 RUNNING = frozenset({JobStatus.RUNNING})
@@ -87,15 +86,14 @@ class Engine:
         self._running: dict[int, _Running] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._started = threading.Event()
         self._next_poll = 0.0
         self._next_beat = 0.0
         self._next_prune = 0.0
         self._next_schedule = 0.0
-        self._schedule_due: dict[str, datetime] = {}
         self._delayed: list[tuple[float, int]] = []
         self._reported_broken = False
         self._backlog = False
+        self._sleeping = False
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,7 +106,6 @@ class Engine:
         self.executor.start()
         self._thread = threading.Thread(target=self._loop, name="mieruka-engine", daemon=True)
         self._thread.start()
-        self._started.set()
 
     def stop(self) -> None:
         if self._thread is None:
@@ -157,8 +154,7 @@ class Engine:
         if created:
             self._emit_state(record)
             if run_after is None:
-                self._commands.put(("ready", record))
-                self.executor.wake()
+                self._command("ready", record)
         return record, created
 
     def _check_uploads(self, task: Task, params: dict[str, Any]) -> None:
@@ -191,8 +187,7 @@ class Engine:
             record = self.get(job_id)
         if record.status is JobStatus.RUNNING:
             self.store.apply([Transition(job_id, JobStatus.RUNNING, RUNNING, {"cancel_requested": True})])
-            self._commands.put(("cancel", job_id))
-            self.executor.wake()
+            self._command("cancel", job_id)
             return self.get(job_id)
         if record.finished:
             raise ConflictError(f"job {job_id} already {record.status.value}; nothing to cancel")
@@ -210,8 +205,7 @@ class Engine:
         if not self._transition(record, JobStatus.QUEUED, fields):
             raise ConflictError(f"job {job_id} changed state meanwhile; try again")
         fresh = self.get(job_id)
-        self._commands.put(("ready", fresh))
-        self.executor.wake()
+        self._command("ready", fresh)
         return fresh
 
     def delete(self, job_id: int) -> None:
@@ -222,7 +216,7 @@ class Engine:
             self._delete_files(job_id, record.params)
             self.bus.publish(Event("deleted", job_id, record.task, {"status": record.status.value}))
 
-    def logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[Any]:
+    def logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
         self.get(job_id)
         return self.store.read_logs(job_id, after, limit)
 
@@ -291,6 +285,7 @@ class Engine:
 
     def _tick(self) -> None:
         messages = self.executor.wait(self._timeout())
+        self._sleeping = False
         broken = getattr(self.executor, "broken", None)
         if broken and not self._reported_broken:
             self._reported_broken = True
@@ -322,7 +317,17 @@ class Engine:
         self._dispatch(batch)
         self._commit(batch)
 
+    def _command(self, kind: str, payload: Any) -> None:
+        self._commands.put((kind, payload))
+        # Only a sleeping loop needs waking: a busy one looks at the queue before it sleeps again.
+        if self._sleeping:
+            self.executor.wake()
+
     def _timeout(self) -> float:
+        self._sleeping = True
+        if not self._commands.empty():
+            self._sleeping = False
+            return 0.0
         now = time.monotonic()
         deadlines = [self._next_poll, self._next_beat, self._next_schedule, self._next_prune]
         deadlines += [r.deadline for r in self._running.values() if r.deadline is not None]
@@ -576,9 +581,3 @@ def _upload_ids(params: dict[str, Any]) -> list[str]:
                     found.append(upload_id)
     return found
 
-
-def upload_dir(root: Path, upload_id: str) -> Path:
-    return root / upload_id
-
-
-SubmitFn = Callable[..., tuple[JobRecord, bool]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import replace
 
 from ..core.events import Event
 from .base import Unsubscribe
@@ -23,7 +22,7 @@ class MemoryBus:
 
     def publish(self, event: Event) -> Event:
         with self._lock:
-            event = replace(event, id=self._next_id)
+            event = Event(event.kind, event.job_id, event.task, event.data, self._next_id, event.extra_topics)
             self._next_id += 1
             self._ring.append(event)
             targets = list(self._all)

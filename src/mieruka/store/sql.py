@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,23 +117,29 @@ class SqlJobStore:
             if existing is not None:
                 return existing, False
         raw = self._raw
+        now = utcnow()
         values = (job.task, JobStatus.QUEUED.value, raw.json_in(job.params), job.owner, job.priority,
                   job.queue, job.idempotency_key, 0, job.max_attempts, raw.time_in(job.run_after),
-                  raw.time_in(utcnow()), False, 0, job.schedule)
+                  raw.time_in(now), False, 0, job.schedule)
         try:
             with raw.write() as cur:
                 cur.execute(raw.sql(
                     "INSERT INTO jobs (task, status, params, owner, priority, queue, idempotency_key, "
                     "attempts, max_attempts, run_after, created_at, cancel_requested, log_lines, schedule) "
-                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMN_LIST}"), values)
-                row = cur.fetchone()
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"), values)
+                job_id = cur.fetchone()[0]
         except _INTEGRITY_ERRORS:
             if job.idempotency_key is None:
                 raise
             existing = self._by_idempotency_key(job.idempotency_key)
             assert existing is not None
             return existing, False
-        return raw.record(row), True
+        # The stored row is exactly this: no need to read it back.
+        run_after = job.run_after.astimezone(UTC) if job.run_after is not None else None
+        return JobRecord(id=job_id, task=job.task, status=JobStatus.QUEUED, params=job.params,
+                         created_at=now, owner=job.owner, priority=job.priority, queue=job.queue,
+                         idempotency_key=job.idempotency_key, max_attempts=job.max_attempts,
+                         run_after=run_after, schedule=job.schedule), True
 
     def _by_idempotency_key(self, key: str) -> JobRecord | None:
         raw = self._raw

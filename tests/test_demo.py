@@ -1,0 +1,283 @@
+"""The built-in demo app (`mieruka demo`), served by a real server process and used over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from mieruka.demo import app as demo_app
+from tests.conftest import ServerProcess, free_port
+
+# Tasks that need more than one click: long_sleep runs for minutes, heartbeat runs on its schedule.
+NOT_ONE_CLICK = {"long_sleep", "heartbeat"}
+
+
+class DemoServer(ServerProcess):
+    """`mieruka demo --port P --home HOME` in a subprocess, started in `cwd`."""
+
+    def __init__(self, home: Path, cwd: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.home = home
+        self.cwd = cwd
+        self.log_path = cwd.parent / f"demo-{self.port}.log"
+        self._log = self.log_path.open("w")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "demo", "--port", str(self.port), "--home", str(home), *extra],
+            cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[DemoServer]:
+    base = tmp_path_factory.mktemp("demo")
+    cwd = base / "cwd"
+    cwd.mkdir()
+    proc = DemoServer(base / "demo-home", cwd, "--workers", "4")
+    failed_before = request.session.testsfailed
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+        if request.session.testsfailed > failed_before:
+            print(proc.log_path.read_text(errors="replace"))
+
+
+@pytest.fixture
+def http(demo: DemoServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=demo.url, timeout=60) as client:
+        yield client
+
+
+def wait_job(http: httpx.Client, job_id: int, timeout: float = 60) -> dict[str, Any]:
+    job: dict[str, Any] = http.get(f"/api/jobs/{job_id}", params={"wait": timeout}, timeout=timeout + 10).json()
+    assert job["status"] not in ("queued", "running"), f"job {job_id} did not finish: {job}"
+    return job
+
+
+def wait_status(http: httpx.Client, job_id: int, status: str, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = http.get(f"/api/jobs/{job_id}").json()
+        if job["status"] == status:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} is not {status}: {job}"
+        time.sleep(0.05)
+
+
+def submit(http: httpx.Client, task: str, **kwargs: Any) -> dict[str, Any]:
+    response = http.post(f"/api/tasks/{task}/jobs", **kwargs)
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def test_serves_every_task(demo: DemoServer, http: httpx.Client) -> None:
+    listed = http.get("/api/tasks").json()
+    names = [t["name"] for t in listed]
+    assert sorted(names) == sorted(t.name for t in demo_app.tasks)
+    assert {"hello", "count_slowly", "make_report", "fail_on_purpose", "flaky", "long_sleep", "word_count",
+            "all_the_types", "heartbeat"} <= set(names)
+    assert f"({len(names)} tasks)" in demo.output()
+    for task in listed:
+        assert http.get(f"/api/tasks/{task['name']}").json()["name"] == task["name"]
+
+
+def test_every_task_runs_with_one_click(http: httpx.Client) -> None:
+    names = [t["name"] for t in http.get("/api/tasks").json() if t["name"] not in NOT_ONE_CLICK]
+    assert len(names) >= 7
+    # Submitted together with an empty body, as the web form's submit button does with every default.
+    jobs = {name: submit(http, name, json={})["id"] for name in names}
+    finished = {name: wait_job(http, job_id) for name, job_id in jobs.items()}
+    for name, job in finished.items():
+        if name in ("fail_on_purpose", "flaky"):
+            continue
+        assert job["status"] == "succeeded", f"{name}: {job['error']}\n{job['traceback']}"
+        assert job["attempts"] == 1
+
+    failed = finished["fail_on_purpose"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == "RuntimeError: something went wrong"
+    assert "RuntimeError" in failed["traceback"]
+    log = http.get(f"/api/jobs/{failed['id']}/logs").json()
+    assert "about to fail" in [line["text"] for line in log["lines"]]
+
+    flaky = finished["flaky"]
+    assert flaky["max_attempts"] == 3
+    texts = [line["text"] for line in http.get(f"/api/jobs/{flaky['id']}/logs").json()["lines"]]
+    attempts_logged = [t for t in texts if re.fullmatch(r"attempt \d of 3", t)]
+    assert attempts_logged == [f"attempt {i} of 3" for i in range(1, flaky["attempts"] + 1)]
+    if flaky["status"] == "succeeded":
+        assert 1 <= flaky["attempts"] <= 3
+        assert flaky["result"] == "lucky"
+        assert flaky["error"] is None
+    else:
+        assert flaky["status"] == "failed"
+        assert flaky["attempts"] == 3, "gives up only after its two retries"
+        assert flaky["error"] == "ValueError: unlucky this time"
+
+    hello = finished["hello"]
+    assert hello["result"] == "Hello, world!"
+    hello_log = [line["text"] for line in http.get(f"/api/jobs/{hello['id']}/logs").json()["lines"]]
+    assert hello_log == [f"hello, world ({i}/3)" for i in range(1, 4)]
+
+    counted = finished["count_slowly"]
+    assert counted["result"] == {"steps": 20}
+    assert counted["progress"] == 1.0
+
+    types = finished["all_the_types"]["result"]
+    assert types == {"reference": "hg38", "day": "2026-01-01", "samples": ["A1", "B2"],
+                     "thresholds": {"low": 0.2, "high": 0.8}, "strict": False, "ratio": 0.5}
+
+
+def test_flaky_that_always_fails_gives_up_after_three_attempts(http: httpx.Client) -> None:
+    job = wait_job(http, submit(http, "flaky", json={"success_rate": 0})["id"])
+    assert job["status"] == "failed"
+    assert job["attempts"] == job["max_attempts"] == 3
+    assert job["error"] == "ValueError: unlucky this time"
+
+
+def test_make_report_artifacts_download(demo: DemoServer, http: httpx.Client) -> None:
+    job = wait_job(http, submit(http, "make_report", json={"title": "Quarterly <numbers>", "rows": 5})["id"])
+    assert job["status"] == "succeeded", job["traceback"]
+    artifacts = {a["name"]: a for a in job["artifacts"]}
+    assert set(artifacts) == {"report.html", "data.csv"}
+    assert artifacts["report.html"]["content_type"].startswith("text/html")
+    assert artifacts["data.csv"]["content_type"].startswith("text/csv")
+
+    page = http.get(artifacts["report.html"]["url"])
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "attachment" in page.headers["content-disposition"]  # HTML never shows inline
+    assert "<h1>Quarterly &lt;numbers&gt;</h1>" in page.text
+    assert len(page.content) == artifacts["report.html"]["size"]
+
+    data = http.get(artifacts["data.csv"]["url"])
+    assert data.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(data.text)))
+    assert [r["item"] for r in rows] == [f"item {i}" for i in range(1, 6)]
+    mean = round(sum(float(r["value"]) for r in rows) / 5, 2)
+    assert job["result"] == {"rows": 5, "mean": pytest.approx(mean, abs=0.011)}
+
+    # Stored under --home.
+    stored = [p for p in (demo.home / "artifacts").rglob("*") if p.is_file()]
+    assert any(p.read_bytes() == data.content for p in stored), stored
+
+
+def test_word_count_without_a_file(http: httpx.Client) -> None:
+    job = wait_job(http, submit(http, "word_count", json={})["id"])
+    assert job["status"] == "succeeded", job["traceback"]
+    result = job["result"]
+    assert result["file"] == "sample"
+    assert result["words"] > 20
+    assert len(result["top"]) == 5
+
+
+def test_word_count_with_an_uploaded_file(demo: DemoServer, http: httpx.Client) -> None:
+    text = b"the cat and the dog and the bird. The end!"
+    job = submit(http, "word_count", files={"document": ("story.txt", text, "text/plain")}, data={"top": "2"})
+    job = wait_job(http, job["id"])
+    assert job["status"] == "succeeded", job["traceback"]
+    assert job["result"] == {"file": "story.txt", "words": 10,
+                             "top": [{"word": "the", "count": 4}, {"word": "and", "count": 2}]}
+    log = [line["text"] for line in http.get(f"/api/jobs/{job['id']}/logs").json()["lines"]]
+    assert log == ["story.txt: 10 words, 6 distinct"]
+    # The upload is kept under --home with the job.
+    uploads = [p for p in (demo.home / "uploads").rglob("story.txt")]
+    assert uploads and uploads[0].read_bytes() == text
+
+
+def test_long_sleep_cancels_within_a_second_with_its_child(http: httpx.Client) -> None:
+    job = submit(http, "long_sleep", json={})
+    assert job["params"] == {"seconds": 300}
+    job_id = job["id"]
+    deadline = time.monotonic() + 15
+    child_pid = worker_pid = None
+    while child_pid is None:
+        job = http.get(f"/api/jobs/{job_id}").json()
+        lines = [line["text"] for line in http.get(f"/api/jobs/{job_id}/logs").json()["lines"]]
+        found = [m for text in lines if (m := re.fullmatch(r"started sleep as process (\d+)", text))]
+        if job["status"] == "running" and found and job["message"]:
+            child_pid = int(found[0].group(1))
+            worker = re.fullmatch(r"sleeping 300s in process (\d+)", job["message"])
+            assert worker, job["message"]
+            worker_pid = int(worker.group(1))
+        assert time.monotonic() < deadline, f"long_sleep did not start its child: {job}, {lines}"
+        time.sleep(0.05)
+    child = psutil.Process(child_pid)
+    assert child.cmdline() == ["sleep", "300"]
+    assert child.ppid() == worker_pid
+    try:
+        started = time.monotonic()
+        response = http.post(f"/api/jobs/{job_id}/cancel")
+        assert response.status_code == 200, response.text
+        job = wait_status(http, job_id, "cancelled", timeout=5)
+        assert time.monotonic() - started < 1.0, "cancelled within a second"
+        assert job["finished_at"] is not None
+        gone_by = time.monotonic() + 1
+        while _alive(child):
+            assert time.monotonic() < gone_by, f"the sleep child {child_pid} is still running"
+            time.sleep(0.05)
+    finally:
+        if _alive(child):
+            child.kill()
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_heartbeat_is_scheduled_and_runs_by_hand(http: httpx.Client) -> None:
+    task = http.get("/api/tasks/heartbeat").json()
+    assert task["schedule"] == "every 1m"
+    others = [t for t in http.get("/api/tasks").json() if t["name"] != "heartbeat"]
+    assert all(t["schedule"] is None for t in others)
+    job = wait_job(http, submit(http, "heartbeat", json={})["id"])
+    assert job["status"] == "succeeded", job["traceback"]
+    assert set(job["result"]) == {"load1", "load5", "load15"}
+    assert all(isinstance(v, float) and v >= 0 for v in job["result"].values())
+    assert job["schedule"] is None  # submitted by hand, not by the scheduler
+
+
+def test_home_redirects_to_docs(http: httpx.Client) -> None:
+    response = http.get("/", follow_redirects=False)
+    assert response.status_code in (302, 303, 307, 308)
+    assert response.headers["location"] == "/docs"
+    docs = http.get("/", follow_redirects=True)
+    assert docs.status_code == 200
+    assert str(docs.url).endswith("/docs")
+    assert "swagger-ui" in docs.text.lower()
+    assert "mieruka demo" in docs.text
+    for asset in re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", docs.text):
+        assert http.get(asset).status_code == 200, asset
+    schema = http.get("/openapi.json").json()
+    assert schema["info"]["title"] == "mieruka demo"
+    assert "/api/tasks/make_report/jobs" in schema["paths"]
+
+
+def test_data_goes_under_home(demo: DemoServer, http: httpx.Client) -> None:
+    wait_job(http, submit(http, "hello", json={"name": "home"})["id"])
+    assert (demo.home / "mieruka.db").is_file()
+    assert (demo.home / "artifacts").is_dir()
+    assert (demo.home / "uploads").is_dir()
+    # Nothing in the folder the server was started from (the default would be ./.mieruka-demo).
+    assert list(demo.cwd.iterdir()) == []
+    workers = http.get("/api/workers").json()
+    assert len(workers) == 4
