@@ -265,7 +265,9 @@ def test_home_redirects_to_docs(http: httpx.Client) -> None:
     assert str(docs.url).endswith("/docs")
     assert "swagger-ui" in docs.text.lower()
     assert "mieruka demo" in docs.text
-    for asset in re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", docs.text):
+    assets = re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", docs.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+    for asset in assets:
         assert http.get(asset).status_code == 200, asset
     schema = http.get("/openapi.json").json()
     assert schema["info"]["title"] == "mieruka demo"

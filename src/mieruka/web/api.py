@@ -136,6 +136,8 @@ def _docs_routes(api: FastAPI, app: App) -> None:
             swagger_js_url=f"{root}/static/vendor/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url=f"{root}/static/vendor/swagger-ui/swagger-ui.css",
             swagger_favicon_url=f"{root}/static/vendor/swagger-ui/favicon-32x32.png",
+            # No badge from the public validator service: pages must not reach outside the server.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @api.get("/redoc", include_in_schema=False)

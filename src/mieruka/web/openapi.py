@@ -21,18 +21,22 @@ def install_openapi(api: FastAPI, app: App) -> None:
         generic = doc["paths"].get("/api/tasks/{task}/jobs", {}).get("post", {})
         generic_run = doc["paths"].get("/api/tasks/{task}/run", {}).get("post", {})
         for task in app.tasks:
+            headline = task.description.splitlines()[0] if task.description else task.title
             ref = _register(schemas, task.signature.model.model_json_schema(
                 ref_template="#/components/schemas/{model}"), task.signature.model.__name__)
             body = _request_body(schemas[ref], ref, task.signature.file_fields, task.signature.multi_file_fields)
             for suffix, template, verb in (("jobs", generic, "Submit"), ("run", generic_run, "Run")):
                 op = copy.deepcopy(template)
-                op["summary"] = f"{verb}: {task.title}"
+                op["summary"] = f"{verb}: {headline}"
                 op["description"] = task.description or op.get("description", "")
                 op["operationId"] = f"{suffix}_{task.name}"
                 op["tags"] = [f"task: {task.name}"]
                 op["parameters"] = [p for p in op.get("parameters", []) if p.get("name") != "task"]
                 op["requestBody"] = body
                 doc["paths"][f"/api/tasks/{task.name}/{suffix}"] = {"post": op}
+        # Each task's own operations first: they are what a visitor of /docs came for.
+        doc["tags"] = [{"name": f"task: {t.name}", "description": t.description} for t in app.tasks] + [
+            {"name": name} for name in ("tasks", "jobs", "events", "system")]
         api.openapi_schema = doc
         return doc
 
