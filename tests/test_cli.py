@@ -469,3 +469,11 @@ def test_jobs_rm_a_running_job_is_refused(srv: ServerProcess, http: httpx.Client
     finally:
         http.post(f"/api/jobs/{job_id}/cancel")
         wait_status(http, job_id, "cancelled")
+
+
+def test_text_parameters_keep_what_was_typed(srv) -> None:
+    """name=42 for a str parameter stays "42" (JSON parsing is only for non-text parameters)."""
+    result = subprocess.run([sys.executable, "-m", "mieruka.cli", "submit", "echo_types", "text=123", "count=4",
+                             "--wait", "--url", srv.url], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["result"]["text"] == "str"

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
 
     jobs = sub.add_parser("jobs", help="list, show, follow, cancel, retry or delete jobs")
-    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
     ls = jobs_sub.add_parser("ls", help="list jobs, newest first")
     ls.add_argument("--task")
     ls.add_argument("--status", help="e.g. running or failed,cancelled")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
 
     db = sub.add_parser("db", help="database schema")
-    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema")
     upgrade.add_argument("--home")
     upgrade.add_argument("--database-url")
@@ -100,12 +100,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "submit":
         return _submit(args)
     if args.command == "jobs":
-        if args.jobs_command is None:
-            parser.parse_args(["jobs", "--help"])
         return _jobs(args)
     if args.command == "db":
-        if args.db_command is None:
-            parser.parse_args(["db", "--help"])
         settings = Settings.load({"home": args.home, "database_url": args.database_url})
         from .store.sql import SqlJobStore
 
@@ -149,12 +145,17 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(args.url or Settings.load().url)
 
 
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
+def _parse_params(pairs: list[str], text_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """KEY=VALUE pairs; a value is read as JSON when it parses (3, true, [1, 2]), except for
+    parameters that take text, which keep it as typed (name=42 stays "42")."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise MierukaError(f"parameter {pair!r} is not KEY=VALUE")
+        if key in text_fields:
+            params[key] = value
+            continue
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -162,8 +163,19 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+def _text_fields(schema: dict[str, Any]) -> frozenset[str]:
+    """Parameters whose schema is a string (or a string or null)."""
+    names = set()
+    for name, prop in schema.get("properties", {}).items():
+        kinds = [prop, *prop.get("anyOf", [])]
+        types = {k.get("type") for k in kinds} - {None, "null"}
+        if types == {"string"} and not prop.get("format"):
+            names.add(name)
+    return frozenset(names)
+
+
 def _submit(args: argparse.Namespace) -> int:
-    params = _parse_params(args.params)
+    _parse_params(args.params)  # reject malformed pairs before anything else
     files: dict[str, list[Path]] = {}
     for item in args.file:
         field, sep, path = item.partition("=")
@@ -171,6 +183,7 @@ def _submit(args: argparse.Namespace) -> int:
             raise MierukaError(f"--file {item!r}: give FIELD=PATH of an existing file")
         files.setdefault(field, []).append(Path(path))
     with _client(args) as client:
+        params = _parse_params(args.params, _text_fields(client.task(args.task)["params_schema"]))
         job = client.submit(args.task, params, files)
         if not args.wait:
             print(json.dumps({"id": job["id"], "status": job["status"], "url": job["url"]}))

@@ -59,6 +59,10 @@ class Client:
         result: list[dict[str, Any]] = self._call("GET", "/api/tasks")
         return result
 
+    def task(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/api/tasks/{name}")
+        return result
+
     def submit(self, task: str, params: dict[str, Any], files: dict[str, list[Path]] | None = None,
                wait: float | None = None) -> dict[str, Any]:
         if files:
