@@ -605,6 +605,9 @@ def test_delete_job(store: JobStore) -> None:
     job = new(store)
     _with_logs_and_artifact(store, job.id)
     other = new(store)
+    assert store.delete_job(job.id) is False, "an unfinished job must not be deleted"
+    assert store.read_logs(job.id) != []
+    finish(store, job.id)
     assert store.delete_job(job.id) is True
     assert store.get_job(job.id) is None
     assert store.read_logs(job.id) == []
@@ -617,6 +620,7 @@ def test_ids_are_never_reused_after_delete(store: JobStore) -> None:
     (<home>/artifacts/<id>/, removed only after the row) refer to jobs by id."""
     first = new(store)
     newest = new(store)
+    finish(store, newest.id)
     assert store.delete_job(newest.id)
     after_delete = new(store)
     assert after_delete.id > newest.id

@@ -151,7 +151,7 @@ class JobStore(Protocol):
         """Delete finished jobs of `task` beyond the retention policy; returns their ids and params."""
 
     def delete_job(self, job_id: int) -> bool:
-        """Delete a job and its logs and artifact records."""
+        """Delete a finished job and its logs and artifact records; False if none was deleted."""
 
     def count_by_status(self) -> dict[str, int]:
         """Number of jobs in each state."""

@@ -372,9 +372,13 @@ class SqlJobStore:
 
     def delete_job(self, job_id: int) -> bool:
         with self._write() as conn:
-            conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id == job_id))
-            conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
-            return conn.execute(sa.delete(t.jobs).where(t.jobs.c.id == job_id)).rowcount == 1
+            # Only a finished job: one re-queued meanwhile keeps its record, logs and artifacts.
+            gone = conn.execute(sa.delete(t.jobs).where(t.jobs.c.id == job_id,
+                                                        t.jobs.c.status.in_(_FINISHED_VALUES))).rowcount == 1
+            if gone:
+                conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id == job_id))
+                conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
+            return gone
 
     def count_by_status(self) -> dict[str, int]:
         c = t.jobs.c
