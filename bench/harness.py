@@ -170,6 +170,14 @@ def http_submit(client, i):
     return r.json()["id"]
 
 
+def http_run(client, i):
+    """POST /api/tasks/noop/run: submit and get the result in one request."""
+    r = client.post("/api/tasks/noop/run", params={"timeout": 30}, json={"x": i})
+    if r.status_code != 200 or r.json().get("status") != "succeeded":
+        raise RuntimeError(f"POST /api/tasks/noop/run -> {r.status_code}: {r.text[:300]}")
+    return r.json()["result"]
+
+
 def http_wait(client, job_id):
     end = time.monotonic() + WAIT_TIMEOUT
     while True:  # long poll; ask again if the server's wait ran out first
@@ -186,7 +194,7 @@ def http_wait(client, job_id):
             raise RuntimeError(f"job {job_id} still {status} after {WAIT_TIMEOUT:g} s")
 
 
-def run_http(n_clients=1):
+def run_http(n_clients=1, run_now=False):
     """n_clients > 1: the throughput phase uses that many threads, each with its own keep-alive
     client and every n-th job (all submit their share, then all wait theirs); latency stays
     sequential on one client."""
@@ -245,7 +253,11 @@ def run_http(n_clients=1):
                     list(pool.map(wait_share, range(n_clients)))
                 return t_enq
 
-        result = measure(lambda i: http_submit(client, i), lambda h: http_wait(client, h), t_spawn,
+        if run_now:  # each "submit" already carries the result: the throughput phase is sequential
+            submit, wait = (lambda i: http_run(client, i)), (lambda r: r)
+        else:
+            submit, wait = (lambda i: http_submit(client, i)), (lambda h: http_wait(client, h))
+        result = measure(submit, wait, t_spawn,
                          proc.pid, extra={"healthz_s": healthz_s, "server": how, "clients": n_clients},
                          throughput=throughput)
     finally:
@@ -270,7 +282,8 @@ if __name__ == "__main__":
     if kind == "embedded":
         res = run_embedded()
     elif kind == "http":
-        res = run_http(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+        arg = sys.argv[2] if len(sys.argv) > 2 else "1"
+        res = run_http(1, run_now=True) if arg == "run" else run_http(int(arg))
     else:
         sys.exit(f"unknown kind {kind!r}: embedded or http [CLIENTS]")
     print(json.dumps(res), flush=True)

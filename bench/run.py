@@ -48,6 +48,8 @@ SYSTEMS = {
     "mieruka-embedded": ("mieruka", ["embedded"], "mieruka embedded (Python API, in-process engine) w=2"),
     "mieruka-http": ("mieruka", ["http"], "mieruka HTTP (server process, 1 keep-alive client) w=2"),
     "mieruka-http-c4": ("mieruka", ["http", "4"], "mieruka HTTP (server process, 4 client threads) w=2"),
+    "mieruka-http-run": ("mieruka", ["http", "run"],
+                         "mieruka HTTP run-now (POST /run: submit and result in one request) w=2"),
     "celery": ("peer", ("bench_celery.py", [], {}), None),
     "huey-sqlite": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite"}), None),
     "huey-sqlite-tuned": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite", "HUEY_TUNED": "1"}), None),
@@ -57,7 +59,7 @@ SYSTEMS = {
     "rq": ("peer", ("bench_rq.py", ["2"], {}), None),
     "dramatiq": ("peer", ("bench_dramatiq.py", [], {}), None),
 }
-DEFAULT = ["mieruka-embedded", "mieruka-http", "celery", "huey-sqlite-tuned", "huey-sqlite",
+DEFAULT = ["mieruka-embedded", "mieruka-http", "mieruka-http-run", "celery", "huey-sqlite-tuned", "huey-sqlite",
            "huey-redis-tuned", "huey-redis"]
 OPTIONAL = ["mieruka-http-c4", "rq-simple", "rq", "dramatiq"]
 NEEDS_REDIS = {"celery", "huey-redis", "huey-redis-tuned", "rq-simple", "rq", "dramatiq"}
@@ -217,7 +219,8 @@ def ratios(systems):
     peers = [s for s in systems if s["kind"] == "peer" and s["reps"]]
     if not ours or not peers:
         return ""
-    short = {"mieruka-embedded": "embedded", "mieruka-http": "HTTP", "mieruka-http-c4": "HTTP c4"}
+    short = {"mieruka-embedded": "embedded", "mieruka-http": "HTTP", "mieruka-http-c4": "HTTP c4",
+             "mieruka-http-run": "HTTP run"}
     head = ["peer"]
     for s in ours:
         head += [f"{short.get(s['key'], s['key'])} e2e x", f"{short.get(s['key'], s['key'])} p50 x"]

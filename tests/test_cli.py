@@ -477,3 +477,13 @@ def test_text_parameters_keep_what_was_typed(srv) -> None:
                              "--wait", "--url", srv.url], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["result"]["text"] == "str"
+
+
+def test_run_of_a_broken_app_is_one_line_with_the_line_number(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import mieruka\napp = mieruka.App('x')\nundefined_name + 1\n")
+    result = subprocess.run([sys.executable, "-m", "mieruka.cli", "run", str(broken), "--port", "1"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"mieruka: cannot load {broken}: line 3: NameError: name 'undefined_name' is not defined"]

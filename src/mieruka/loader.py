@@ -48,13 +48,25 @@ def _import_target(target: str) -> object:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception:
+        except Exception as exc:
             del sys.modules[name]
-            raise
+            raise ConfigError(f"cannot load {target}: {_where(exc, path)}{type(exc).__name__}: {exc}") from exc
         return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name and target.startswith(exc.name):
             raise ConfigError(f"cannot import {target!r}: no module named {exc.name!r}") from None
-        raise
+        raise ConfigError(f"cannot import {target!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise ConfigError(f"cannot import {target!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """"line N: " of the deepest frame in the app's own file, to point at the mistake."""
+    import traceback
+
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"line {exc.lineno}: "
+    return f"line {lines[-1]}: " if lines else ""
