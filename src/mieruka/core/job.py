@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from os import PathLike
 from typing import Any, Protocol
 
 from .status import JobStatus
@@ -88,8 +89,6 @@ class Job(Protocol):
     def log(self, message: str) -> None:
         """Add one line to the job log (print() and logging do the same)."""
 
-    def artifact(self, name: str, data: bytes | str, content_type: str | None = None) -> None:
-        """Attach a downloadable file; `data` is the content, or a path when given as str path."""
+    def artifact(self, name: str, data: bytes | str | PathLike[str], content_type: str | None = None) -> None:
+        """Attach a downloadable file: bytes or text content, or a Path to a file to copy."""
 
-    def artifact_path(self, name: str) -> str:
-        """A path to write an artifact to directly; it is registered when the job ends."""
