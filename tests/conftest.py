@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,29 +29,35 @@ def need_service(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+@contextmanager
+def fresh_postgres_database(prefix: str = "mieruka_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards (skips or fails when unreachable)."""
     try:
         import psycopg  # noqa: F401
         import sqlalchemy as sa
     except ImportError:
         need_service("psycopg is not installed (pip install 'mieruka[postgres]')")
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"mieruka_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
     except sa.exc.OperationalError as exc:
         admin.dispose()
         need_service(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {str(exc).splitlines()[0]}")
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
-        yield url
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 def clean_postgres(url: str) -> None:
@@ -146,21 +153,34 @@ class ServerProcess:
         self._log.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """A real server running tests/jobs.py's app."""
-    proc = ServerProcess("tests/jobs.py:app", tmp_path / "server-home", "--workers", "2")
+@contextmanager
+def running_server(home: Path, *extra: str, app_ref: str = "tests/jobs.py:app",
+                   env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A ready server; stopped afterwards, its output printed if the test failed meanwhile."""
+    proc = ServerProcess(app_ref, home, *extra, env=env)
     try:
         proc.wait_ready()
         yield proc
-    finally:
+    except BaseException:
         proc.stop()
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            print(proc.output())
+        print(proc.output())
+        raise
+    proc.stop()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    setattr(item, f"rep_{report.when}", report)
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real server running tests/jobs.py's app with two workers."""
+    with running_server(tmp_path / "server-home", "--workers", "2") as proc:
+        yield proc
+
+
+def wait_for_file(path: Path, timeout: float = 20) -> str:
+    """The file's text once something was written to it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} was never written")
+

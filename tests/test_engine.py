@@ -11,6 +11,7 @@ import pytest
 import mieruka
 from mieruka import JobStatus
 from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
+from tests.conftest import wait_for_file
 
 
 def test_succeeded_with_result_and_timestamps(app) -> None:
@@ -114,19 +115,10 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait_for_file(path: Path, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} never written")
-
-
 def test_cancel_running_job_kills_it_and_its_children_within_a_second(app, tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     job = app.submit("sleep_in_child", seconds=60, pidfile=str(pidfile))
-    worker_pid, child_pid = map(int, _wait_for_file(pidfile).split())
+    worker_pid, child_pid = map(int, wait_for_file(pidfile).split())
     assert not _gone(worker_pid) and not _gone(child_pid)
     started = time.monotonic()
     app.engine.cancel(job.id)
@@ -251,7 +243,7 @@ def test_delete_finished_job(app) -> None:
 def test_cannot_delete_running_job(app, tmp_path: Path) -> None:
     pidfile = tmp_path / "p"
     job = app.submit("sleep_in_child", seconds=30, pidfile=str(pidfile))
-    _wait_for_file(pidfile)
+    wait_for_file(pidfile)
     with pytest.raises(ConflictError):
         app.engine.delete(job.id)
     app.engine.cancel(job.id)
@@ -304,7 +296,7 @@ def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
 def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app, tmp_path: Path) -> None:
     pidfile = tmp_path / "p"
     job = app.submit("sleep_in_child", seconds=30, pidfile=str(pidfile))
-    _wait_for_file(pidfile)
+    wait_for_file(pidfile)
     home, url = app.settings.home, app.settings.effective_database_url
     app.stop()
     record = app.engine.store.get_job(job.id) if app.running else None

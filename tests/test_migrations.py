@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from alembic.script import ScriptDirectory
 from mieruka.store.migrate import MIGRATIONS, alembic_config, current_revision
 from mieruka.store.sql import SqlJobStore
 from mieruka.store.tables import metadata
-from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, need_service
+from tests.conftest import BACKENDS, fresh_postgres_database
 
 TESTS = Path(__file__).parent
 
@@ -29,24 +28,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty' / 'mieruka.db'}"
         return
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        need_service("psycopg is not installed")
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"mieruka_migr_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        need_service(f"PostgreSQL is not reachable: {str(exc).splitlines()[0]}")
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    with fresh_postgres_database("mieruka_migr") as url:
+        yield url
 
 
 @pytest.fixture

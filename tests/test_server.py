@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, running_server, wait_for_file
 
 
 def iter_events(response: httpx.Response) -> Iterator[dict]:
@@ -82,26 +82,18 @@ def test_sse_all_jobs_stream_sees_jobs_submitted_later(server: ServerProcess) ->
 
 
 def test_sse_heartbeat(tmp_path: Path) -> None:
-    proc = ServerProcess("tests/jobs.py:app", tmp_path / "home", "--workers", "1",
-                         env={"MIERUKA_HEARTBEAT_INTERVAL": "0.3"})
-    try:
-        proc.wait_ready()
-        with httpx.Client(base_url=proc.url, timeout=10) as client, \
-                client.stream("GET", "/api/events") as response:
+    with running_server(tmp_path / "home", "--workers", "1", env={"MIERUKA_HEARTBEAT_INTERVAL": "0.3"}) as proc, \
+            httpx.Client(base_url=proc.url, timeout=10) as client, client.stream("GET", "/api/events") as response:
             started = time.monotonic()
             for line in response.iter_lines():
                 if line == ": heartbeat":
                     break
             assert time.monotonic() - started < 3
-    finally:
-        proc.stop()
 
 
 def test_kill_9_mid_run_then_restart_accounts_for_every_job(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    first = ServerProcess("tests/jobs.py:app", home, "--workers", "2")
-    try:
-        first.wait_ready()
+    with running_server(home, "--workers", "2") as first:
         with httpx.Client(base_url=first.url, timeout=30) as client:
             finished = [client.post("/api/tasks/add/jobs", json={"a": i}).json()["id"] for i in range(3)]
             for job_id in finished:
@@ -120,78 +112,48 @@ def test_kill_9_mid_run_then_restart_accounts_for_every_job(tmp_path: Path) -> N
             assert states == ["running", "running"]
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait()
-    finally:
-        first.stop()
     # Worker processes notice their server died and end their jobs' process groups.
     time.sleep(0.5)
-    second = ServerProcess("tests/jobs.py:app", home, "--workers", "2")
-    try:
-        second.wait_ready()
-        with httpx.Client(base_url=second.url, timeout=30) as client:
-            for job_id in running:  # sleep has no retries: failed as interrupted
-                job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
-                assert job["status"] == "failed" and "interrupted" in job["error"], job
-            for job_id in queued:  # never started: they run after the restart
-                job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
-                assert job["status"] == "succeeded", job
-            listed = client.get("/api/jobs", params={"limit": 500}).json()["jobs"]
-            assert len(listed) == 3 + 1 + 2 + 5
-            assert not [j for j in listed if j["status"] in ("running", "queued")]
-    finally:
-        second.stop()
+    with running_server(home, "--workers", "2") as second, httpx.Client(base_url=second.url, timeout=30) as client:
+        for job_id in running:  # sleep has no retries: failed as interrupted
+            job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+            assert job["status"] == "failed" and "interrupted" in job["error"], job
+        for job_id in queued:  # never started: they run after the restart
+            job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+            assert job["status"] == "succeeded", job
+        listed = client.get("/api/jobs", params={"limit": 500}).json()["jobs"]
+        assert len(listed) == 3 + 1 + 2 + 5
+        assert not [j for j in listed if j["status"] in ("running", "queued")]
 
 
 def test_interrupted_job_with_retries_left_is_requeued(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    first = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
     marker = tmp_path / "count"
-    try:
-        first.wait_ready()
+    with running_server(home, "--workers", "1") as first:
         with httpx.Client(base_url=first.url, timeout=30) as client:
-            # fail_then_succeed has retries=2; make its first attempt hang by sleeping first
             job_id = client.post("/api/tasks/sleep_in_child/jobs",
                                  json={"seconds": 30, "pidfile": str(tmp_path / "p")}).json()["id"]
             retryable = client.post("/api/tasks/too_slow_retried/jobs", json={"seconds": 0}).json()["id"]
-            deadline = time.monotonic() + 20
-            while not (tmp_path / "p").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_file(tmp_path / "p")
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait()
-    finally:
-        first.stop()
-    second = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
-    try:
-        second.wait_ready()
-        with httpx.Client(base_url=second.url, timeout=30) as client:
-            job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
-            assert job["status"] == "failed" and "interrupted" in job["error"]
-            assert client.get(f"/api/jobs/{retryable}", params={"wait": 20}).json()["status"] == "succeeded"
-    finally:
-        second.stop()
+    with running_server(home, "--workers", "1") as second, httpx.Client(base_url=second.url, timeout=30) as client:
+        job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+        assert job["status"] == "failed" and "interrupted" in job["error"]
+        assert client.get(f"/api/jobs/{retryable}", params={"wait": 20}).json()["status"] == "succeeded"
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_clean_shutdown_requeues_running_jobs(tmp_path: Path, signum: int) -> None:
     home = tmp_path / "home"
-    first = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
-    try:
-        first.wait_ready()
+    with running_server(home, "--workers", "1") as first:
         with httpx.Client(base_url=first.url, timeout=30) as client:
             job_id = client.post("/api/tasks/sleep_in_child/jobs",
                                  json={"seconds": 0.5, "pidfile": str(tmp_path / "p")}).json()["id"]
-            deadline = time.monotonic() + 20
-            while not (tmp_path / "p").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_file(tmp_path / "p")
         first.process.send_signal(signum)
         assert first.process.wait(timeout=20) in (0, -signum), first.output()  # uvicorn re-raises the signal
-    finally:
-        first.stop()
-    second = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
-    try:
-        second.wait_ready()
-        with httpx.Client(base_url=second.url, timeout=30) as client:
-            job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
-            assert job["status"] == "succeeded" and job["attempts"] == 1, job
-    finally:
-        second.stop()
+    with running_server(home, "--workers", "1") as second, httpx.Client(base_url=second.url, timeout=30) as client:
+        job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
+        assert job["status"] == "succeeded" and job["attempts"] == 1, job
