@@ -80,6 +80,7 @@ class Engine:
         self.upload_root = settings.home_path / "uploads"
         self.id = uuid.uuid4().hex[:16]
         self.host = socket.gethostname()
+        self.worker_name = f"{self.host}:{os.getpid()}"  # recorded on the jobs this engine runs
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._ready: list[tuple[int, int]] = []  # heap of (-priority, job id)
         self._ready_tasks: dict[int, str] = {}
@@ -402,7 +403,7 @@ class Engine:
         if not picked:
             return
         # A job cancelled or taken by another server meanwhile is skipped by the claim.
-        batch.claim = Claim(picked, self.executor_name(), self.id, utcnow())
+        batch.claim = Claim(picked, self.worker_name, self.id, utcnow())
 
     def _start(self, record: JobRecord) -> None:
         if record.task not in self.tasks:
@@ -415,8 +416,6 @@ class Engine:
         self._running[record.id] = _Running(record, task, worker, deadline)
         self._emit_state(record, worker=worker)
 
-    def executor_name(self) -> str:
-        return f"{self.host}:{os.getpid()}"
 
     def _check_deadlines(self, now: float) -> None:
         for job_id, running in list(self._running.items()):

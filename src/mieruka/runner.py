@@ -13,7 +13,6 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
@@ -158,6 +157,3 @@ def _traceback(exc: BaseException) -> str:
             tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
-
-def timestamped(stream: str, text: str) -> tuple[datetime, str, str]:
-    return (utcnow(), stream, text)
