@@ -4,6 +4,7 @@ MIERUKA_REQUIRE_SERVICES=1 (CI sets it)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -184,3 +186,40 @@ def wait_for_file(path: Path, timeout: float = 20) -> str:
         time.sleep(0.02)
     raise AssertionError(f"{path} was never written")
 
+
+# -- a real browser: Debian's Chromium through Playwright ------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need_service("the playwright package is not installed (pip install playwright)")
+    if not shutil.which(CHROMIUM):
+        need_service(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser: object, server: ServerProcess, outside: list[str]) -> object:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    local = urlparse(server.url).netloc
+
+    def guard(route: object) -> None:
+        url = route.request.url  # type: ignore[attr-defined]
+        if urlparse(url).netloc != local and not url.startswith("data:"):
+            outside.append(url)
+            route.abort()  # type: ignore[attr-defined]
+        else:
+            route.continue_()  # type: ignore[attr-defined]
+
+    page.route("**/*", guard)
+    return page

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import mieruka
 
@@ -197,3 +197,18 @@ def kept_short(x: int = 0, job: mieruka.Job = None) -> int:
     print(f"x={x}")
     job.artifact("x.txt", str(x))
     return x
+
+
+@app.task
+def progress_steps(steps: int = 5, delay: float = 0.3, *, job: mieruka.Job) -> int:
+    """Report progress step by step, with a log line each."""
+    for i in range(1, steps + 1):
+        time.sleep(delay)
+        job.progress(i / steps, f"step {i} of {steps}")
+        print(f"step {i}")
+    return steps
+
+
+@app.task
+def bounded(count: Annotated[int, Field(ge=1, le=10, description="How many, 1 to 10.")] = 3) -> int:
+    return count

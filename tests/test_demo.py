@@ -256,17 +256,19 @@ def test_heartbeat_is_scheduled_and_runs_by_hand(http: httpx.Client) -> None:
     assert job["schedule"] is None  # submitted by hand, not by the scheduler
 
 
-def test_home_redirects_to_docs(http: httpx.Client) -> None:
-    response = http.get("/", follow_redirects=False)
-    assert response.status_code in (302, 303, 307, 308)
-    assert response.headers["location"] == "/docs"
-    docs = http.get("/", follow_redirects=True)
-    assert docs.status_code == 200
-    assert str(docs.url).endswith("/docs")
-    assert "swagger-ui" in docs.text.lower()
-    assert "mieruka demo" in docs.text
-    assets = re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", docs.text)
+def test_home_lists_every_task_and_links_the_docs(http: httpx.Client) -> None:
+    from mieruka.demo import app as demo_app
+
+    home = http.get("/")
+    assert home.status_code == 200 and "mieruka demo" in home.text
+    for task in demo_app.tasks:
+        assert f'href="/tasks/{task.name}"' in home.text, task.name
+    assert 'href="/docs"' in home.text
+    docs = http.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text.lower()
+    assets = re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", home.text + docs.text)
     assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+    assert any(a.endswith("mieruka.js") for a in assets), assets
     for asset in assets:
         assert http.get(asset).status_code == 200, asset
     schema = http.get("/openapi.json").json()

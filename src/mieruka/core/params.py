@@ -12,6 +12,7 @@ from typing import IO, Annotated, Any, Union, get_args, get_origin
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError, ValidationError
 from .job import Job
@@ -170,7 +171,13 @@ class Signature:
                 if _is_list(annotation):
                     self.multi_file_fields.add(param.name)
             default = ... if param.default is inspect.Parameter.empty else param.default
-            info = Field(default, description=helps.get(param.name)) if helps.get(param.name) else default
+            info = default
+            if helps.get(param.name):
+                if isinstance(default, FieldInfo):  # `x: list[int] = Field(default_factory=list)`
+                    if default.description is None:
+                        info = FieldInfo.merge_field_infos(default, description=helps[param.name])
+                else:
+                    info = Field(default, description=helps[param.name])
             fields[param.name] = (annotation, info)
         config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +21,7 @@ from .openapi import install_openapi
 from .serialize import job_json
 from .sse import event_response
 from .tasks import tasks_router
+from .ui.pages import ui_router
 
 STATIC = Path(__file__).with_name("static")
 
@@ -45,6 +46,7 @@ def create_api(app: App) -> FastAPI:
     _events_routes(api, app)
     _system_routes(api, app)
     _docs_routes(api, app)
+    api.include_router(ui_router(app))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(api, app)
     return api
@@ -121,10 +123,6 @@ def _system_routes(api: FastAPI, app: App) -> None:
     def workers() -> list[dict[str, object]]:
         """The worker processes of this server and what each is running."""
         return app.engine.workers()
-
-    @api.get("/", include_in_schema=False)
-    def home(request: Request) -> RedirectResponse:
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/docs")
 
 
 def _docs_routes(api: FastAPI, app: App) -> None:

@@ -66,7 +66,8 @@ async def _stream(
 
     unsubscribe = bus.subscribe(on_event, topics)
     try:
-        yield f"retry: 2000\n: connected, last event {bus.last_id()}\n\n"
+        # A first event at once: a page that hears nothing within seconds knows a proxy is buffering.
+        yield "retry: 2000\n" + frame("ready", {"last_event_id": bus.last_id()})
         sent = last_event_id
         if last_event_id:
             missed = bus.replay(last_event_id, topics)

@@ -48,10 +48,18 @@ class Submission:
             shutil.rmtree(self.upload_root / upload_id, ignore_errors=True)
         self.upload_ids.clear()
 
-    async def read(self, request: Request, task: Task) -> dict[str, Any]:
+    def check_length(self, request: Request) -> None:
+        """Refuse a body announced as too large before reading any of it."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_size + 65536:
             raise PayloadTooLarge(f"the request is {int(length):,} bytes; the limit is {self.max_size:,} bytes")
+
+    def from_form(self, form: FormData, task: Task) -> dict[str, Any]:
+        """Parameters from an already parsed form (the UI keeps the form to show it again)."""
+        return self._from_form(form, task)
+
+    async def read(self, request: Request, task: Task) -> dict[str, Any]:
+        self.check_length(request)
         limited = Request(request.scope, _limited_receive(request, self.max_size + 65536))
         content_type = request.headers.get("content-type", "")
         if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
@@ -81,14 +89,31 @@ class Submission:
 
     # -- forms ---------------------------------------------------------------------------------
     def _from_form(self, form: FormData, task: Task) -> dict[str, Any]:
+        """Parameters from form fields, read as the web UI's form sends them (see `_form_value`)."""
+        import dataclasses
+
         fields = task.signature.model.model_fields
+        files = task.signature.file_fields
+
+        def nests(root: str) -> bool:  # whether `root.x` names a part of the parameter `root` (an object)
+            if root not in fields or root in files:
+                return False
+            annotation = fields[root].annotation
+            if _shape(annotation) == "json":
+                return True
+            if get_origin(annotation) in (typing.Union, types.UnionType):
+                kinds = [a for a in get_args(annotation) if a is not type(None)]
+                annotation = kinds[0] if len(kinds) == 1 else None
+            return isinstance(annotation, type) and (dataclasses.is_dataclass(annotation)
+                                                     or typing.is_typeddict(annotation))
+
         params: dict[str, Any] = {}
         for name in form:
-            if name not in fields:
+            if name not in fields and not ("." in name and nests(name.split(".", 1)[0])):
                 params[name] = form.get(name)  # let validation report it as unknown
         for name, info in fields.items():
             values = form.getlist(name)
-            if name in task.signature.file_fields:
+            if name in files:
                 uploads = [v for v in values if isinstance(v, UploadFile) and (v.filename or v.size)]
                 if not uploads:
                     continue
@@ -96,9 +121,16 @@ class Submission:
                 params[name] = refs if name in task.signature.multi_file_fields else refs[0]
                 continue
             texts = [v for v in values if isinstance(v, str)]
-            if not texts:
+            nested: dict[str, list[str]] = {}
+            if nests(name):
+                prefix = f"{name}."
+                nested = {key[len(prefix):]: [v for v in form.getlist(key) if isinstance(v, str)]
+                          for key in form if key.startswith(prefix)}
+            if not texts and not nested:
                 continue
-            params[name] = _form_value(info.annotation, texts)
+            value = _form_value(info.annotation, texts, nested)
+            if value is not ...:
+                params[name] = value
         return params
 
     def _save(self, field: str, upload: UploadFile) -> dict[str, Any]:
@@ -145,17 +177,83 @@ def _measure(upload: UploadFile) -> int:
     return size
 
 
-def _form_value(annotation: Any, texts: list[str]) -> Any:
-    """Form fields are strings: lists repeat the field (or hold JSON), models hold JSON."""
+def _form_value(annotation: Any, texts: list[str], nested: dict[str, list[str]] | None = None) -> Any:
+    """One parameter from the strings a form sent for it, converted as far as validation needs:
+
+    - scalars: the last value (a checkbox sends a hidden "false" and then "true" when ticked); an empty value
+      is None when None is allowed; line breaks as "\\n" (a browser sends a textarea's as "\\r\\n");
+    - lists: one item per line (a textarea) and/or one item per repeated field, blank lines dropped, each item
+      stripped; or a JSON array. Nothing but blanks is None when None is allowed, else [];
+    - models, dataclasses, dicts: dotted fields (`window.start` arrives here as nested {"start": [...]}),
+      each converted by its own type and laid over the JSON object in the field itself if there is one; or JSON.
+      Empty JSON is None when None is allowed, else left out (returns ...) so the default applies.
+    """
+    import dataclasses
+
+    inner, optional = annotation, False
+    while True:  # the type under Annotated[...] and Optional[...]
+        origin = get_origin(inner)
+        if origin is typing.Annotated:
+            inner = get_args(inner)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in get_args(inner) if a is not type(None)]
+            optional = optional or len(args) < len(get_args(inner))
+            if len(args) != 1:
+                break
+            inner = args[0]
+        else:
+            break
     kind = _shape(annotation)
+    structured = isinstance(inner, type) and (dataclasses.is_dataclass(inner) or typing.is_typeddict(inner))
+    if kind == "scalar" and structured:
+        kind = "json"  # a dataclass or TypedDict, in JSON like a model
+    if nested:
+        hints: dict[str, Any] = {}
+        other: Any = Any  # the type of a key `hints` does not name
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            hints = {(f.alias or key): f.annotation for key, f in inner.model_fields.items()}
+        elif structured:
+            try:
+                hints = typing.get_type_hints(inner)
+            except Exception:  # noqa: BLE001 - unresolvable hints: the parts stay strings, validation decides
+                hints = {}
+        elif get_origin(inner) is dict and len(get_args(inner)) == 2:
+            other = get_args(inner)[1]
+        base = _json_or_text(texts[-1]) if texts and texts[-1].strip() else {}
+        value: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
+        heads: dict[str, tuple[list[str], dict[str, list[str]]]] = {}
+        for key, strings in nested.items():
+            head, _, rest = key.partition(".")
+            own, deeper = heads.setdefault(head, ([], {}))
+            if rest:
+                deeper[rest] = strings
+            else:
+                own.extend(strings)
+        for head, (own, deeper) in heads.items():
+            item = _form_value(hints.get(head, other), own, deeper)
+            if item is not ...:
+                value[head] = item
+        return value
     if kind == "list":
-        if len(texts) == 1 and texts[0].lstrip().startswith("["):
-            return _json_or_text(texts[0])
-        return [t for t in texts if t != ""]
+        filled = [t for t in texts if t.strip()]
+        if len(filled) == 1 and filled[0].lstrip().startswith("["):
+            parsed = _json_or_text(filled[0])
+            if isinstance(parsed, list):
+                return parsed
+        items = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
+        return None if not items and optional else items
     if kind == "json":
+        if not texts or not texts[-1].strip():
+            return None if optional else ...
         return _json_or_text(texts[-1])
-    value = texts[-1]
-    return None if value == "" and _optional(annotation) else value
+    value_text = texts[-1].replace("\r\n", "\n") if texts else ""
+    if value_text == "" and optional:
+        return None
+    if get_origin(inner) is typing.Literal:  # Literal[1, 2]: "1" means 1 (pydantic compares exactly)
+        for choice in get_args(inner):
+            if isinstance(choice, bool | int | float) and value_text == json.dumps(choice):
+                return choice
+    return value_text
 
 
 def _shape(annotation: Any) -> str:

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Screenshots of each page of the demo for the README: `python3 scripts/screenshots.py`.
+
+Starts `mieruka demo` on a free port with a throw-away data directory, runs a few jobs, and
+writes docs/screenshots/*.png with Debian's Chromium (Playwright; no browser download).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def main() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as home:
+        server = subprocess.Popen([sys.executable, "-m", "mieruka.cli", "demo", "--port", str(port), "--home", home],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            client = httpx.Client(base_url=url, timeout=30)
+            report = client.post("/api/tasks/make_report/jobs", json={}).json()
+            client.post("/api/tasks/fail_on_purpose/jobs", json={})
+            client.post("/api/tasks/hello/jobs", json={"name": "mieruka"})
+            slow = client.post("/api/tasks/count_slowly/jobs", json={"steps": 40, "delay": 0.25}).json()
+            client.get(f"/api/jobs/{report['id']}", params={"wait": 30})
+            OUT.mkdir(parents=True, exist_ok=True)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                shots = {"home": "/", "task-form": "/tasks/all_the_types", "job-running": f"/jobs/{slow['id']}",
+                         "job-report": f"/jobs/{report['id']}", "jobs-monitor": "/jobs", "api-docs": "/docs"}
+                for name, path in shots.items():
+                    page.goto(url + path)
+                    page.wait_for_timeout(2500 if name == "job-running" else 800)
+                    page.screenshot(path=str(OUT / f"{name}.png"), full_page=name != "api-docs")
+                    print(OUT / f"{name}.png")
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+// mieruka's page script: one event stream per page (every live element listens to it), with a
+// switch to polling the JSON API when streaming cannot work. Pages work without it.
+(function () {
+  "use strict";
+  var root = document.body.dataset.root || "";
+  var FALLBACK_AFTER_MS = 5000;
+  var POLL_MS = 2000;
+
+  function note(text) {
+    var el = document.getElementById("live-note");
+    if (!el) return;
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  // -- the page's one event stream ----------------------------------------------------------
+  function connect(url, handlers, poll) {
+    var polling = false;
+    var gotEvent = false;
+    function startPolling(reason) {
+      if (polling) return;
+      polling = true;
+      note("live updates by polling (" + reason + ")");
+      poll();
+      window.setInterval(poll, POLL_MS);
+    }
+    if (!window.EventSource) {
+      startPolling("no EventSource");
+      return;
+    }
+    var source = new EventSource(url);
+    Object.keys(handlers).forEach(function (kind) {
+      source.addEventListener(kind, function (message) {
+        gotEvent = true;
+        if (polling) return;
+        handlers[kind](JSON.parse(message.data));
+      });
+    });
+    source.addEventListener("ready", function () { gotEvent = true; });
+    source.addEventListener("resync", function () { gotEvent = true; if (!polling) poll(); });
+    // A proxy that buffers the stream delivers nothing: fall back after a few quiet seconds.
+    window.setTimeout(function () {
+      if (!gotEvent) {
+        source.close();
+        startPolling("stream blocked");
+      }
+    }, FALLBACK_AFTER_MS);
+  }
+
+  function getJSON(url) {
+    return fetch(root + url, { headers: { Accept: "application/json" } }).then(function (r) {
+      if (!r.ok) throw new Error(url + ": " + r.status);
+      return r.json();
+    });
+  }
+
+  // -- job page -------------------------------------------------------------------------------
+  function jobPage(jobId) {
+    var log = document.getElementById("log");
+    var nextSeq = parseInt((log && log.dataset.next) || "0", 10);
+    var lastStatus = document.getElementById("job-panel").dataset.status;
+
+    function field(name) { return document.querySelector('#job-panel [data-field="' + name + '"]'); }
+
+    function setStatus(status) {
+      var badge = field("status");
+      if (badge) { badge.textContent = status; badge.className = "badge status-" + status; }
+      document.querySelectorAll("[data-show-when]").forEach(function (form) {
+        var button = form.querySelector("button");
+        if (button) button.hidden = form.dataset.showWhen.split(" ").indexOf(status) < 0;
+      });
+    }
+
+    function setProgress(progress, message) {
+      var bar = field("progress");
+      if (bar && progress !== null && progress !== undefined) bar.value = progress;
+      var text = field("message");
+      if (text && message !== null && message !== undefined) text.textContent = message;
+    }
+
+    function refreshPanel() {
+      return fetch(root + "/jobs/" + jobId + "/panel").then(function (r) { return r.text(); }).then(function (html) {
+        var panel = document.getElementById("job-panel");
+        panel.outerHTML = html;
+        lastStatus = document.getElementById("job-panel").dataset.status;
+        setStatus(lastStatus);
+      });
+    }
+
+    function appendLines(first, lines) {
+      if (!log) return;
+      var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+      var fragment = document.createDocumentFragment();
+      lines.forEach(function (line, i) {
+        var seq = first + i;
+        if (seq <= nextSeq) return;  // already shown (a reconnect can replay)
+        nextSeq = seq;
+        var span = document.createElement("span");
+        span.className = "line " + line[1];
+        span.textContent = line[2] + "\n";
+        fragment.appendChild(span);
+      });
+      log.appendChild(fragment);
+      // Follow the end, unless the reader scrolled up to read something.
+      if (atBottom) log.scrollTop = log.scrollHeight;
+    }
+
+    var finished = { succeeded: 1, failed: 1, cancelled: 1 };
+    function onState(data) {
+      setStatus(data.status);
+      if (data.message !== undefined) setProgress(null, data.message);
+      if (finished[data.status] || data.status !== lastStatus) {
+        lastStatus = data.status;
+        refreshPanel();
+      }
+    }
+
+    function poll() {
+      getJSON("/api/jobs/" + jobId).then(function (job) {
+        setProgress(job.progress, job.message);
+        if (job.status !== lastStatus) onState(job);
+      });
+      getJSON("/api/jobs/" + jobId + "/logs?after=" + nextSeq + "&limit=5000").then(function (page) {
+        if (page.lines.length) {
+          appendLines(page.lines[0].seq, page.lines.map(function (l) { return [l.at, l.stream, l.text]; }));
+        }
+      });
+    }
+
+    if (log) log.scrollTop = log.scrollHeight;
+    connect(root + "/api/jobs/" + jobId + "/events", {
+      snapshot: function (job) {
+        setProgress(job.progress, job.message);
+        if (job.status !== lastStatus) onState(job);
+        if (job.log_lines > nextSeq) poll();  // lines written before the stream opened
+      },
+      state: onState,
+      progress: function (data) { setProgress(data.progress, data.message); },
+      log: function (data) { appendLines(data.first_seq, data.lines); },
+      artifact: function () { refreshPanel(); },
+    }, poll);
+  }
+
+  // -- forms: show the chosen files with their sizes -----------------------------------------
+  function humanSize(bytes) {
+    var units = ["B", "KB", "MB", "GB"];
+    var i = 0;
+    while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
+    return (i ? bytes.toFixed(1) : bytes) + " " + units[i];
+  }
+
+  document.querySelectorAll('input[type="file"]').forEach(function (input) {
+    input.addEventListener("change", function () {
+      var info = document.querySelector('.file-info[data-for="' + input.name + '"]');
+      if (!info) return;
+      info.textContent = Array.prototype.map.call(input.files, function (f) {
+        return f.name + " (" + humanSize(f.size) + ")";
+      }).join(", ");
+    });
+  });
+
+  // -- jobs monitor -----------------------------------------------------------------------------
+  function monitorPage() {
+    var body = document.body.dataset;
+    var rows = document.getElementById("job-rows");
+    var finished = { succeeded: 1, failed: 1, cancelled: 1 };
+    var pending = new Set();
+    var timer = null;
+    // New jobs appear only on the first page, and only when the filters can be checked here.
+    var canInsert = body.firstPage === "true" && !body.filterQ && !body.filterOwner;
+
+    var selectAll = document.getElementById("select-all");
+    if (selectAll) selectAll.addEventListener("change", function () {
+      rows.querySelectorAll('input[name="ids"]:not([disabled])').forEach(function (box) { box.checked = selectAll.checked; });
+    });
+
+    function row(id) { return rows.querySelector('tr[data-job-id="' + id + '"]'); }
+
+    function matches(task, status) {
+      return (!body.filterTask || body.filterTask === task) && (!body.filterStatus || body.filterStatus === status);
+    }
+
+    function fetchRows() {
+      timer = null;
+      var ids = Array.from(pending).sort(function (a, b) { return a - b; }).slice(-50);
+      pending.clear();
+      ids.forEach(function (id) {
+        fetch(root + "/jobs/" + id + "/row").then(function (r) { return r.ok ? r.text() : ""; }).then(function (html) {
+          if (!html) return;
+          var template = document.createElement("template");
+          template.innerHTML = html.trim();
+          var fresh = template.content.firstElementChild;
+          var old = row(id);
+          if (old) { old.replaceWith(fresh); return; }
+          // Keep newest first: put it before the first row with a smaller id.
+          var after = Array.from(rows.children).find(function (tr) { return +tr.dataset.jobId < id; });
+          rows.insertBefore(fresh, after || null);
+          var empty = document.getElementById("no-jobs");
+          if (empty) empty.remove();
+        });
+      });
+    }
+
+    function schedule(id) {
+      pending.add(+id);
+      if (!timer) timer = window.setTimeout(fetchRows, 250);
+    }
+
+    function onState(data) {
+      var tr = row(data.job_id);
+      if (!tr) {
+        if (canInsert && matches(data.task, data.status)) schedule(data.job_id);
+        return;
+      }
+      tr.dataset.status = data.status;
+      var badge = tr.querySelector('[data-field="status"]');
+      badge.textContent = data.status;
+      badge.className = "badge status-" + data.status;
+      if (finished[data.status]) schedule(data.job_id);  // final duration, error, disabled box
+    }
+
+    function onProgress(data) {
+      var tr = row(data.job_id);
+      if (!tr) return;
+      var bar = tr.querySelector('[data-field="progress"]');
+      if (bar && data.progress !== null && data.progress !== undefined) bar.value = data.progress;
+      if (data.message) tr.querySelector('[data-field="message"]').textContent = data.message;
+    }
+
+    function poll() {
+      var query = "?limit=50";
+      ["task", "status", "q", "owner"].forEach(function (key) {
+        var value = body["filter" + key.charAt(0).toUpperCase() + key.slice(1)];
+        if (value) query += "&" + key + "=" + encodeURIComponent(value);
+      });
+      getJSON("/api/jobs" + query).then(function (page) {
+        page.jobs.forEach(function (job) {
+          var tr = row(job.id);
+          if (tr && tr.dataset.status !== job.status) onState({ job_id: job.id, task: job.task, status: job.status });
+          else if (!tr && body.firstPage === "true") schedule(job.id);
+          if (tr) onProgress({ job_id: job.id, progress: job.progress, message: job.message });
+        });
+      });
+    }
+
+    // Running jobs' durations tick along.
+    window.setInterval(function () {
+      rows.querySelectorAll('tr[data-status="running"] [data-field="duration"]').forEach(function (cell) {
+        var started = Date.parse(cell.dataset.started);
+        if (started) cell.textContent = Math.max(0, (Date.now() - started) / 1000).toFixed(0) + " s";
+      });
+    }, 1000);
+
+    var url = root + "/api/events" + (body.filterTask ? "?task=" + encodeURIComponent(body.filterTask) : "");
+    connect(url, { state: onState, progress: onProgress }, poll);
+  }
+
+  window.mieruka = { connect: connect, getJSON: getJSON, note: note };
+  if (document.body.dataset.job) jobPage(document.body.dataset.job);
+  if (document.body.dataset.monitor) monitorPage();
+})();

@@ -1,0 +1,189 @@
+"""The pages: home, a task's form, a job, the jobs monitor. Forms post to the same submission code
+as the API, so a value the API rejects is rejected the same way here, next to its field."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from ...app import App
+from ...core.clock import utcnow
+from ...core.job import JobRecord
+from ...core.status import JobStatus
+from ...core.task import Task
+from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
+from ...store.base import JobQuery
+from ..submission import Submission
+from . import render
+from .forms import form_fields, unplaced_errors
+
+TEMPLATES = Path(__file__).parent.parent / "templates"
+LOG_TAIL = 1000  # lines a job page shows at first; older ones are a download away
+
+
+def ui_router(app: App) -> APIRouter:
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    env = templates.env
+    zone = app.settings.zone
+    env.filters["local_time"] = lambda v: render.local_time(v, zone)
+    env.filters["utc"] = render.utc_title
+    env.filters["size"] = render.human_size
+    env.filters["duration"] = render.human_duration
+    env.globals["app_title"] = app.title
+    env.globals["timezone"] = app.settings.timezone
+    router = APIRouter(include_in_schema=False)
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("root", request.scope.get("root_path", ""))
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    @router.get("/", response_class=HTMLResponse)
+    def home(request: Request) -> HTMLResponse:
+        return page(request, "home.html", tasks=list(app.tasks))
+
+    @router.get("/tasks/{name}", response_class=HTMLResponse)
+    def task_page(request: Request, name: str, again: int | None = None) -> HTMLResponse:
+        task = app.tasks.get(name)
+        values: dict[str, Any] | None = None
+        if again is not None:
+            values = _values_of(app.engine.get(again))
+        return page(request, "task.html", task=task, fields=form_fields(task, values, None), again=again)
+
+    @router.post("/tasks/{name}", response_class=HTMLResponse)
+    async def submit(request: Request, name: str) -> Response:
+        task = app.tasks.get(name)
+        engine = app.engine
+        submission = Submission(engine.upload_root, app.settings.max_upload_size)
+        form: FormData | None = None
+        try:
+            submission.check_length(request)
+            form = await request.form(max_files=1000, max_fields=1000)
+            params = submission.from_form(form, task)
+            record, _ = await run_in_threadpool(engine.submit, task.name, params)
+        except (ValidationError, PayloadTooLarge) as exc:
+            submission.discard()
+            errors = {f["field"]: f["message"] for f in getattr(exc, "fields", [])} or {"": exc.message}
+            fields = form_fields(task, form, errors)  # shown again as the user filled it in
+            status = 413 if isinstance(exc, PayloadTooLarge) else 422
+            return page(request, "task.html", status=status, task=task, fields=fields,
+                        form_error=exc.message, unplaced=unplaced_errors(fields, errors))
+        except BaseException:
+            submission.discard()
+            raise
+        finally:
+            if form is not None:
+                await form.close()
+        root = request.scope.get("root_path", "")
+        if task.quick and request.headers.get("HX-Request"):
+            try:
+                record = await engine.wait_async(record.id, min(30.0, app.settings.run_wait_max))
+            except JobTimeoutError:
+                record = await run_in_threadpool(engine.get, record.id)
+            return page(request, "_quick_result.html", job=record, result=render.result_view(record))
+        return RedirectResponse(f"{root}/jobs/{record.id}", status_code=303)
+
+    @router.get("/jobs/{job_id}", response_class=HTMLResponse)
+    def job_page(request: Request, job_id: int) -> HTMLResponse:
+        record = app.engine.get(job_id)
+        after = max(record.log_lines - LOG_TAIL, 0)
+        lines = app.engine.store.read_logs(job_id, after, LOG_TAIL)
+        return page(request, "job.html", job=record, task=_task_or_none(app, record.task), lines=lines,
+                    skipped=after, result=render.result_view(record), images=render.IMAGE_TYPES)
+
+    @router.get("/jobs/{job_id}/panel", response_class=HTMLResponse)
+    def job_panel(request: Request, job_id: int) -> HTMLResponse:
+        """The job page's summary, result and artifacts, swapped in live when the job changes."""
+        record = app.engine.get(job_id)
+        return page(request, "_job_panel.html", job=record, result=render.result_view(record),
+                    images=render.IMAGE_TYPES)
+
+    @router.get("/jobs", response_class=HTMLResponse)
+    def monitor(request: Request, task: str | None = None, status: str | None = None, owner: str | None = None,
+                q: str | None = None, since: str | None = None, cursor: int | None = None,
+                limit: int = 50) -> HTMLResponse:
+        """Every job, newest first, updated live; pages are cut by job id, so rows never jump."""
+        states = _states(status)
+        created_after = _since(since)
+        query = JobQuery(task=task or None, status=states, owner=owner or None, search=q or None,
+                         created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1)
+        records = app.engine.list_jobs(query)
+        more = len(records) > query.limit - 1
+        records = records[: query.limit - 1]
+        filters = {"task": task or "", "status": status or "", "owner": owner or "", "q": q or "",
+                   "since": since or ""}
+        return page(request, "jobs.html", jobs=records, filters=filters, tasks=list(app.tasks),
+                    states=[s.value for s in JobStatus], sinces=SINCE,
+                    next_cursor=records[-1].id if more and records else None, first_page=cursor is None)
+
+    @router.get("/jobs/{job_id}/row", response_class=HTMLResponse)
+    def job_row(request: Request, job_id: int) -> HTMLResponse:
+        """One row of the monitor, for jobs that appear while the page is open."""
+        return page(request, "_job_row.html", job=app.engine.get(job_id))
+
+    @router.post("/jobs/cancel")
+    async def cancel_many(request: Request) -> RedirectResponse:
+        form = await request.form()
+        for value in form.getlist("ids"):
+            if isinstance(value, str) and value.isdigit():
+                try:
+                    await run_in_threadpool(app.engine.cancel, int(value))
+                except (ConflictError, JobNotFound):
+                    pass  # finished or gone meanwhile: nothing to cancel
+        return RedirectResponse(request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs",
+                                status_code=303)
+
+    @router.post("/jobs/{job_id}/cancel")
+    def cancel(request: Request, job_id: int) -> RedirectResponse:
+        app.engine.cancel(job_id)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
+
+    @router.post("/jobs/{job_id}/retry")
+    def retry(request: Request, job_id: int) -> RedirectResponse:
+        app.engine.retry(job_id)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
+
+    return router
+
+
+SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+
+
+def _states(text: str | None) -> list[JobStatus]:
+    states = []
+    for value in (text or "").split(","):
+        if value.strip():
+            try:
+                states.append(JobStatus(value.strip()))
+            except ValueError:
+                raise ValidationError(f"unknown state {value!r}",
+                                      [{"field": "status", "message": "unknown state"}]) from None
+    return states
+
+
+def _since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    if text not in SINCE:
+        raise ValidationError(f"since must be one of {', '.join(SINCE)}", [{"field": "since", "message": "invalid"}])
+    return utcnow() - timedelta(seconds=SINCE[text])
+
+
+def _task_or_none(app: App, name: str) -> Task | None:
+    return app.tasks.get(name) if name in app.tasks else None
+
+
+def _values_of(record: JobRecord) -> dict[str, Any]:
+    """A finished job's parameters as form values, for "run again with these parameters"."""
+    values: dict[str, Any] = {}
+    for key, value in record.params.items():
+        if isinstance(value, dict) and "upload_id" in value:
+            continue  # files cannot be pre-filled: the browser must choose them again
+        values[key] = value
+    return values

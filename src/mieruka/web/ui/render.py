@@ -1,0 +1,71 @@
+"""Helpers the templates use: times in the configured zone, sizes, results by shape."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ...core.job import JobRecord
+
+
+def local_time(value: datetime | None, zone: ZoneInfo) -> str:
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+def utc_title(value: datetime | None) -> str:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else ""
+
+
+def human_size(size: int) -> str:
+    amount = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GB"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def result_view(record: JobRecord) -> dict[str, Any]:
+    """How to show a result: a table for a list of records, text for a string, else JSON."""
+    value = record.result
+    if value is None:
+        return {"kind": "none"}
+    if isinstance(value, str):
+        return {"kind": "text", "text": value}
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        columns: list[str] = []
+        for row in value:
+            for key in row:
+                if key not in columns:
+                    columns.append(key)
+        return {"kind": "table", "columns": columns,
+                "rows": [[_cell(row.get(c)) for c in columns] for row in value[:1000]],
+                "truncated": len(value) > 1000}
+    return {"kind": "json", "text": json.dumps(value, indent=2, ensure_ascii=False)}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")

@@ -1,0 +1,117 @@
+"""The web UI in a real browser (Debian's Chromium through Playwright), with every request to
+another host aborted and counted: the count must be zero in every test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerProcess, open_page
+
+
+@pytest.fixture
+def ui(browser: object, server: ServerProcess) -> Iterator[tuple[object, list[str]]]:
+    outside: list[str] = []
+    page = open_page(browser, server, outside)
+    yield page, outside
+    page.close()  # type: ignore[attr-defined]
+    assert outside == [], f"the page reached outside the server: {outside}"
+
+
+def test_home_lists_the_tasks(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    page.goto(f"{server.url}/")
+    page.get_by_role("link", name="Progress steps").first.wait_for()
+    assert page.locator(".card").count() >= 10
+
+
+def test_submit_through_the_form_and_watch_it_succeed(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    page.goto(f"{server.url}/tasks/progress_steps")
+    page.locator('[name="steps"]').fill("5")
+    page.locator('[name="delay"]').fill("0.4")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url("**/jobs/*")
+    bar = page.locator('#job-panel progress[data-field="progress"]')
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        status = page.locator('#job-panel [data-field="status"]').text_content()
+        if status == "succeeded":
+            break
+        value = bar.get_attribute("value") if bar.count() else None
+        if value:
+            seen.add(value)
+        time.sleep(0.05)
+    assert status == "succeeded"
+    assert len(seen) >= 2, f"the progress bar should move; saw {seen}"
+    page.locator(".result").filter(has_text="5").first.wait_for()
+    log = page.locator("#log").text_content()
+    assert "step 1" in log and "step 5" in log
+
+
+def test_a_validation_error_is_shown_at_its_field(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    page.goto(f"{server.url}/tasks/bounded")
+    field = page.locator('[name="count"]')
+    field.evaluate("el => el.removeAttribute('max')")  # let the server, not the browser, judge it
+    field.fill("99")
+    page.get_by_role("button", name="Submit").click()
+    field = page.locator('[name="count"]')
+    assert field.get_attribute("aria-invalid") == "true"
+    described_by = (field.get_attribute("aria-describedby") or "").split()
+    messages = [page.locator(f"#{element_id}").text_content() for element_id in described_by]
+    assert any("less than or equal to 10" in m for m in messages), messages
+    assert field.input_value() == "99"  # what the user typed is kept
+    assert page.url.endswith("/tasks/bounded")
+    assert httpx.get(f"{server.url}/api/jobs").json()["jobs"] == []  # nothing was queued
+
+
+def test_a_file_upload(ui: tuple, server: ServerProcess, tmp_path: Path) -> None:
+    page, _ = ui
+    document = tmp_path / "reads.fa"
+    document.write_text(">r1\nACGT\n")
+    page.goto(f"{server.url}/tasks/read_upload")
+    page.locator('[name="document"]').set_input_files(str(document))
+    assert "reads.fa" in page.locator('.file-info[data-for="document"]').text_content()
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url("**/jobs/*")
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    assert "ACGT" in page.locator(".result").text_content()
+
+
+def test_cancel_from_the_job_page(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 60}).json()
+    page.goto(f"{server.url}/jobs/{job['id']}")
+    page.locator('#job-panel [data-field="status"]', has_text="running").wait_for(timeout=20000)
+    page.get_by_role("button", name="Cancel").click()
+    page.locator('#job-panel [data-field="status"]', has_text="cancelled").wait_for(timeout=10000)
+    assert httpx.get(f"{server.url}/api/jobs/{job['id']}").json()["status"] == "cancelled"
+
+
+def test_the_monitor_shows_a_job_submitted_through_the_api_without_a_reload(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    page.goto(f"{server.url}/jobs")
+    page.wait_for_timeout(300)
+    job = httpx.post(f"{server.url}/api/tasks/progress_steps/jobs", json={"steps": 2, "delay": 0.3}).json()
+    row = page.locator(f'tr[data-job-id="{job["id"]}"]')
+    row.wait_for(timeout=10000)
+    row.locator('[data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+
+
+def test_polling_fallback_still_reaches_succeeded(browser: object, server: ServerProcess) -> None:
+    outside: list[str] = []
+    page = open_page(browser, server, outside)
+    page.add_init_script("delete window.EventSource;")
+    job = httpx.post(f"{server.url}/api/tasks/progress_steps/jobs", json={"steps": 3, "delay": 0.3}).json()
+    page.goto(f"{server.url}/jobs/{job['id']}")
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    assert "polling" in page.locator("#live-note").text_content()
+    assert "step 3" in page.locator("#log").text_content()
+    page.close()
+    assert outside == []
