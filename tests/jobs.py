@@ -212,3 +212,9 @@ def progress_steps(steps: int = 5, delay: float = 0.3, *, job: mieruka.Job) -> i
 @app.task
 def bounded(count: Annotated[int, Field(ge=1, le=10, description="How many, 1 to 10.")] = 3) -> int:
     return count
+
+
+@app.task(quick=True)
+def quick_hello(name: str = "world") -> str:
+    """Greet at once: a quick action."""
+    return f"Hello, {name}!"

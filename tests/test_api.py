@@ -258,3 +258,21 @@ def test_root_path_prefix(tmp_path: Path, database_url: str) -> None:
             assert job.headers["location"].startswith("/mieruka/api/jobs/")
     finally:
         jobs_app._settings = None
+
+
+@pytest.mark.parametrize("path", ["/mieruka/api/tasks/add/jobs", "/api/tasks/add/jobs"])
+def test_root_path_setting_works_whether_the_proxy_strips_the_prefix_or_not(
+        tmp_path: Path, database_url: str, path: str) -> None:
+    from tests.jobs import app as jobs_app
+
+    jobs_app._settings = None
+    jobs_app.configure(home=str(tmp_path / "home"), database_url=database_url, workers=1, root_path="/mieruka")
+    try:
+        with TestClient(jobs_app.asgi()) as client:
+            response = client.post(path, json={"a": 1})
+            assert response.status_code == 202, response.text
+            assert response.headers["location"].startswith("/mieruka/api/jobs/")
+            page = client.get(path.replace("/api/tasks/add/jobs", "/tasks/add"))
+            assert 'action="/mieruka/tasks/add"' in page.text
+    finally:
+        jobs_app._settings = None

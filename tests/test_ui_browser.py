@@ -115,3 +115,56 @@ def test_polling_fallback_still_reaches_succeeded(browser: object, server: Serve
     assert "step 3" in page.locator("#log").text_content()
     page.close()
     assert outside == []
+
+
+def test_a_quick_task_answers_in_place(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    page.goto(f"{server.url}/tasks/quick_hello")
+    page.locator('[name="name"]').fill("Ada")
+    page.get_by_role("button", name="Run").click()
+    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=15000)
+    assert page.url.endswith("/tasks/quick_hello")  # the page stayed
+
+
+def test_bulk_cancel_from_the_monitor(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    jobs = [httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 60}).json()["id"] for _ in range(3)]
+    page.goto(f"{server.url}/jobs?task=sleep")
+    for job_id in jobs:
+        page.locator(f'tr[data-job-id="{job_id}"] input[name="ids"]').check()
+    page.get_by_role("button", name="Cancel selected").click()
+    for job_id in jobs:
+        page.locator(f'tr[data-job-id="{job_id}"] [data-field="status"]', has_text="cancelled").wait_for(timeout=15000)
+
+
+def test_pages_work_without_javascript(browser: object, server: ServerProcess) -> None:
+    context = browser.new_context(java_script_enabled=False)  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(f"{server.url}/tasks/add")
+    page.locator('[name="a"]').fill("40")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url("**/jobs/*")
+    job_id = int(page.url.rsplit("/", 1)[1])
+    httpx.get(f"{server.url}/api/jobs/{job_id}", params={"wait": 20})
+    page.reload()
+    assert page.locator('#job-panel [data-field="status"]').text_content() == "succeeded"
+    assert "42" in page.locator(".result").text_content()
+    context.close()
+
+
+def test_the_ui_works_under_a_path_prefix(browser: object, tmp_path: Path) -> None:
+    from tests.conftest import running_server
+
+    with running_server(tmp_path / "home", "--workers", "1", "--root-path", "/mieruka") as proc:
+        outside: list[str] = []
+        page = open_page(browser, proc, outside)
+        page.goto(f"{proc.url}/mieruka/")
+        page.get_by_role("link", name="Progress steps").first.click()
+        assert "/mieruka/tasks/progress_steps" in page.url
+        page.locator('[name="delay"]').fill("0.1")
+        page.get_by_role("button", name="Submit").click()
+        page.wait_for_url("**/mieruka/jobs/*")
+        page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+        assert "polling" not in (page.locator("#live-note").text_content() or "")
+        page.close()
+        assert outside == []

@@ -18,7 +18,6 @@ def serve(app: App, host: str | None = None, port: int | None = None) -> None:
         app.asgi(),
         host=settings.host,
         port=settings.port,
-        root_path=settings.root_path,
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=True,

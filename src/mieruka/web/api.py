@@ -18,6 +18,7 @@ from ..core.events import Event
 from .errors import install_error_handlers
 from .jobs import jobs_router
 from .openapi import install_openapi
+from .prefix import PathPrefix
 from .serialize import job_json
 from .sse import event_response
 from .tasks import tasks_router
@@ -49,13 +50,16 @@ def create_api(app: App) -> FastAPI:
     api.include_router(ui_router(app))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(api, app)
+    if app.settings.root_path:
+        api.add_middleware(PathPrefix, prefix=app.settings.root_path)
     return api
 
 
 def _last_id(header: str | None, query: int | None) -> int:
-    if query is not None:
-        return query
-    return int(header) if header and header.strip().isdigit() else 0
+    # The header wins: a reconnecting EventSource sends it, newer than the page's starting point.
+    if header and header.strip().isdigit():
+        return int(header)
+    return query or 0
 
 
 def _events_routes(api: FastAPI, app: App) -> None:

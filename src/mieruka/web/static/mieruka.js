@@ -28,6 +28,8 @@
       startPolling("no EventSource");
       return;
     }
+    var since = document.body.dataset.lastEvent;
+    if (since) url += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + since;
     var source = new EventSource(url);
     Object.keys(handlers).forEach(function (kind) {
       source.addEventListener(kind, function (message) {

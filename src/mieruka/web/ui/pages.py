@@ -42,6 +42,8 @@ def ui_router(app: App) -> APIRouter:
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("root", request.scope.get("root_path", ""))
+        # Live updates resume from here: nothing that happens while the page loads is missed.
+        context.setdefault("last_event_id", app.engine.bus.last_id())
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     @router.get("/", response_class=HTMLResponse)
