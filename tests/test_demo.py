@@ -155,7 +155,10 @@ def test_make_report_artifacts_download(demo: DemoServer, http: httpx.Client) ->
     job = wait_job(http, submit(http, "make_report", json={"title": "Quarterly <numbers>", "rows": 5})["id"])
     assert job["status"] == "succeeded", job["traceback"]
     artifacts = {a["name"]: a for a in job["artifacts"]}
-    assert set(artifacts) == {"report.html", "data.csv"}
+    assert set(artifacts) == {"report.html", "data.csv", "chart.svg"}
+    assert artifacts["chart.svg"]["content_type"] == "image/svg+xml"
+    job_page = http.get(f"/jobs/{job['id']}").text
+    assert '<img class="artifact-image" alt="chart.svg"' in job_page  # images show inline
     assert artifacts["report.html"]["content_type"].startswith("text/html")
     assert artifacts["data.csv"]["content_type"].startswith("text/csv")
 

@@ -168,3 +168,17 @@ def test_the_ui_works_under_a_path_prefix(browser: object, tmp_path: Path) -> No
         assert "polling" not in (page.locator("#live-note").text_content() or "")
         page.close()
         assert outside == []
+
+
+def test_run_again_prefills_the_form_and_retry_requeues(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    job = httpx.post(f"{server.url}/api/tasks/fail/jobs", json={"message": "pre-filled"}).json()
+    httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20})
+    page.goto(f"{server.url}/jobs/{job['id']}")
+    assert "ValueError: pre-filled" in page.locator("pre.error").text_content()
+    page.get_by_role("button", name="Run again with these parameters").click()
+    assert page.locator('[name="message"]').input_value() == "pre-filled"
+    page.go_back()
+    page.get_by_role("button", name="Retry").click()
+    page.locator("#job-panel small", has_text="attempt 2").wait_for(timeout=15000)
+    page.locator('#job-panel [data-field="status"]', has_text="failed").wait_for(timeout=15000)

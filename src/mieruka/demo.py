@@ -94,7 +94,18 @@ def make_report(title: str = "Demo report", rows: Annotated[int, Field(ge=1, le=
         f'width:{r.value}%"></div></td><td>{r.value}</td></tr>' for r in data)
     page = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><table>{bars}</table>"
     job.artifact("report.html", page, "text/html")
+    job.artifact("chart.svg", _bar_chart(data, colour.value), "image/svg+xml")
     return {"rows": rows, "mean": round(sum(r.value for r in data) / rows, 2)}
+
+
+def _bar_chart(rows: list[Row], colour: str) -> str:
+    width, bar = 480, 18
+    bars = "".join(
+        f'<rect x="90" y="{i * (bar + 4)}" width="{r.value / 100 * (width - 100):.1f}" height="{bar}" fill="{colour}"/>'
+        f'<text x="0" y="{i * (bar + 4) + 13}" font-size="12">{html.escape(r.item)}</text>'
+        for i, r in enumerate(rows))
+    height = len(rows) * (bar + 4)
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{bars}</svg>'
 
 
 @app.task

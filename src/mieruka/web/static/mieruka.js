@@ -5,6 +5,7 @@
   var root = document.body.dataset.root || "";
   var FALLBACK_AFTER_MS = 5000;
   var POLL_MS = 2000;
+  var MAX_LOG_LINES = 5000;
 
   function note(text) {
     var el = document.getElementById("live-note");
@@ -68,8 +69,7 @@
       var badge = field("status");
       if (badge) { badge.textContent = status; badge.className = "badge status-" + status; }
       document.querySelectorAll("[data-show-when]").forEach(function (form) {
-        var button = form.querySelector("button");
-        if (button) button.hidden = form.dataset.showWhen.split(" ").indexOf(status) < 0;
+        form.hidden = form.dataset.showWhen.split(" ").indexOf(status) < 0;
       });
     }
 
@@ -103,6 +103,9 @@
         fragment.appendChild(span);
       });
       log.appendChild(fragment);
+      // Long logs stay fast: the page keeps the newest lines; the whole log is a download away.
+      var extra = log.childNodes.length - MAX_LOG_LINES;
+      for (var k = 0; k < extra; k++) log.removeChild(log.firstChild);
       // Follow the end, unless the reader scrolled up to read something.
       if (atBottom) log.scrollTop = log.scrollHeight;
     }

@@ -68,4 +68,4 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml")
