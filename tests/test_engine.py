@@ -309,3 +309,24 @@ def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app, tmp_path
     app.configure(home=home, database_url=url)
     app.start()
     app.engine.cancel(job.id)
+
+
+def test_reports_survive_a_store_failure(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed write (database briefly unavailable) is retried: no finished job is lost."""
+    from mieruka.store.base import Transition
+
+    store = app.engine.store
+    real_apply = store.apply
+    failures = []
+
+    def flaky_apply(changes, claim=None):
+        if not failures and any(isinstance(c, Transition) and c.to is JobStatus.SUCCEEDED for c in changes):
+            failures.append(len(changes))
+            raise RuntimeError("database unavailable")
+        return real_apply(changes, claim)
+
+    monkeypatch.setattr(store, "apply", flaky_apply)
+    done = app.wait(app.submit("add", a=1), 30)
+    assert failures, "the failure was never injected"
+    assert done.status is JobStatus.SUCCEEDED and done.result == 3
+    assert app.wait(app.submit("add", a=2), 30).result == 4

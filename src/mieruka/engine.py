@@ -49,6 +49,11 @@ class _Batch:
     finals: list[tuple[int, _Running, Transition]] = field(default_factory=list)  # (index, job, change)
     claim: Claim | None = None
 
+    def followed_by(self, later: _Batch) -> _Batch:
+        offset = len(self.changes)
+        return _Batch(self.changes + later.changes, self.events + later.events,
+                      self.finals + [(i + offset, job, change) for i, job, change in later.finals], later.claim)
+
 
 @dataclass
 class _Running:
@@ -95,6 +100,7 @@ class Engine:
         self._reported_broken = False
         self._backlog = False
         self._sleeping = False
+        self._unsaved: _Batch | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -292,10 +298,20 @@ class Engine:
             self._reported_broken = True
             log.error("no job can run: %s", broken)
         batch = self._handle_messages(messages)
+        if self._unsaved is not None:  # what the store refused last time goes first
+            batch, self._unsaved = self._unsaved.followed_by(batch), None
         if self._stop.is_set():
             self._commit(batch)
             return
         self._handle_commands()
+        try:
+            self._housekeeping()
+        except Exception:  # noqa: BLE001 - what workers reported must still be saved below
+            log.exception("engine housekeeping failed")
+        self._dispatch(batch)
+        self._commit(batch)
+
+    def _housekeeping(self) -> None:
         now = time.monotonic()
         self._check_deadlines(now)
         if now >= self._next_beat:
@@ -315,8 +331,6 @@ class Engine:
             self._poll_store()
         elif self._backlog and len(self._ready) < self.executor.free_slots() + 2:
             self._refill()
-        self._dispatch(batch)
-        self._commit(batch)
 
     def _command(self, kind: str, payload: Any) -> None:
         self._commands.put((kind, payload))
@@ -447,8 +461,18 @@ class Engine:
         return batch
 
     def _commit(self, batch: _Batch) -> None:
-        """One transaction for what workers reported and the jobs to start next; then tell."""
-        applied = self.store.apply(batch.changes, batch.claim)
+        """One transaction for what workers reported and the jobs to start next; then tell.
+        If the store fails (database down, disk full), the reports are kept and tried again on
+        the next round; the claim is dropped, its jobs stay queued in the store."""
+        try:
+            applied = self.store.apply(batch.changes, batch.claim)
+        except Exception:
+            log.exception("could not save %d changes; trying again", len(batch.changes))
+            batch.claim = None
+            self._unsaved = batch
+            self._next_poll = 0.0  # the jobs of the dropped claim are found again
+            time.sleep(0.2)
+            return
         for event in batch.events:
             self.bus.publish(event)
         for index, running, change in batch.finals:
