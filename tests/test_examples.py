@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -31,3 +32,38 @@ def test_lab_tools_example(tmp_path: Path) -> None:
             assert task["params_schema"]["properties"]["reference"]["enum"] == ["hg38", "mm10"]
     finally:
         proc.stop()
+
+
+def test_a_script_that_serves_itself_at_module_level(tmp_path: Path) -> None:
+    """`python myapp.py` with app.serve() unguarded: workers import the file, but must not serve."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    script = tmp_path / "myapp.py"
+    script.write_text(
+        "import mieruka\n"
+        f"app = mieruka.App('script', home={str(tmp_path / 'home')!r}, workers=1)\n"
+        "@app.task\n"
+        "def double(x: int = 2) -> int:\n"
+        "    return 2 * x\n"
+        f"app.serve(port={port})\n")
+    log = tmp_path / "out.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        job = httpx.post(f"{url}/api/tasks/double/run", json={"x": 21}, timeout=30).json()
+        assert job["status"] == "succeeded" and job["result"] == 42, (job, log.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Set in worker processes, which import the app's module only to find its tasks: a script that
+# calls app.serve() at module level must not start a server (and more workers) there.
+IN_WORKER = False
+
 
 class App:
     """A set of tasks served as a REST API with a durable job queue.
@@ -111,6 +115,9 @@ class App:
         """Open the store and start worker processes and the engine loop."""
         if self._engine is not None:
             return self._engine
+        if IN_WORKER:
+            raise ConfigError("app.start() was called while a worker imported the app; guard it with "
+                              "`if __name__ == '__main__':`")
         from .wiring import build_engine
 
         engine = build_engine(self)
@@ -154,6 +161,8 @@ class App:
 
     def serve(self, host: str | None = None, port: int | None = None) -> None:
         """Run the server in this process until interrupted."""
+        if IN_WORKER:
+            return
         from .server import serve
 
         serve(self, host=host, port=port)

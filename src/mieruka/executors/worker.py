@@ -44,8 +44,10 @@ def worker_main(channel: Channel, config: dict[str, Any]) -> None:
     # The executor started us in our own process group: cancelling a job kills the group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        from .. import app as app_module
         from ..loader import load_app
 
+        app_module.IN_WORKER = True
         app = load_app(config["app"])
         recorder = AttemptRecorder(channel.recorded)
         capture = FdCapture(recorder.lines)
