@@ -36,6 +36,11 @@ class AttemptRecorder:
         self._pending: tuple[float | None, str | None] | None = None
         self._last_progress = 0.0
 
+    @property
+    def busy(self) -> bool:
+        """Whether a job is being recorded."""
+        return self._job is not None
+
     def begin(self, record: JobRecord) -> None:
         """Start recording a job that was claimed (it is running, on attempt `record.attempts`)."""
         with self._lock:
