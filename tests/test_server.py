@@ -159,3 +159,27 @@ def test_clean_shutdown_requeues_running_jobs(tmp_path: Path, signum: int) -> No
     with running_server(home, "--workers", "1") as second, httpx.Client(base_url=second.url, timeout=30) as client:
         job = client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()
         assert job["status"] == "succeeded" and job["attempts"] == 1, job
+
+
+def test_two_servers_share_live_events_through_redis(tmp_path: Path) -> None:
+    """Behind a load balancer: a job submitted to one server is seen live on the other's stream."""
+    from tests.conftest import need_service
+
+    try:
+        import redis
+
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no Redis here
+        need_service(f"Redis is not reachable at 127.0.0.1:6379: {exc}")
+    env = {"MIERUKA_EVENT_BUS": "redis://127.0.0.1:6379/0",
+           "MIERUKA_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}"}
+    with running_server(tmp_path / "a", "--workers", "1", env=env) as first, \
+            running_server(tmp_path / "b", "--workers", "1", env=env) as second, \
+            httpx.Client(timeout=30) as client, \
+            client.stream("GET", f"{second.url}/api/events", params={"task": "add"}) as response:
+        job = client.post(f"{first.url}/api/tasks/add/jobs", json={"a": 5}).json()
+        for event in iter_events(response):
+            if event["event"] == "state" and event["data"]["job_id"] == job["id"] \
+                    and event["data"]["status"] == "succeeded":
+                break
+        assert client.get(f"{second.url}/api/jobs/{job['id']}").json()["result"] == 7

@@ -136,6 +136,7 @@ class Engine:
         if changes:
             self.store.apply(changes)
         self.store.remove_engine(self.id)
+        self.bus.close()
 
     # -- API (any thread) ----------------------------------------------------------------------
     def submit(
@@ -229,8 +230,8 @@ class Engine:
 
     def wait(self, job_id: int, timeout: float) -> JobRecord:
         """Block until the job has finished; JobTimeoutError after `timeout` seconds.
-        Woken by the job's events; it also looks in the store now and then, for jobs run by
-        another server whose events this one does not see."""
+        Woken by the job's events; it also looks in the store now and then, in case an event
+        never arrives (another server on the in-memory bus, a bus that was briefly down)."""
         done = threading.Event()
 
         def on_event(event: Event) -> None:

@@ -51,6 +51,8 @@ class Settings:
     home: str = _setting(".mieruka", "Data directory: database, artifacts and uploads live here.")
     database_url: str = _setting("", "SQLAlchemy URL of the job store; default SQLite in the home.")
     executor: str = _setting("local", "Where jobs run: 'local' (worker processes of this server).")
+    event_bus: str = _setting("memory", "How live events travel: 'memory' (one server process) or a "
+                              "redis:// URL, so that several server processes share them.")
     workers: int = _setting(0, "Worker processes of the local executor; 0 means one per CPU core.")
     host: str = _setting("127.0.0.1", "Address the server binds to.")
     port: int = _setting(8000, "Port the server listens on.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .artifacts.local import LocalArtifactStorage
+from .bus.base import EventBus
 from .bus.memory import MemoryBus
 from .engine import Engine
 from .errors import ConfigError
@@ -24,4 +25,14 @@ def build_engine(app: App) -> Engine:
     if settings.executor != "local":
         raise ConfigError(f"unknown executor {settings.executor!r}; available: local")
     executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads")
-    return Engine(app.tasks, store, MemoryBus(), executor, artifacts, settings)
+    return Engine(app.tasks, store, build_bus(settings.event_bus), executor, artifacts, settings)
+
+
+def build_bus(name: str) -> EventBus:
+    if name in ("", "memory"):
+        return MemoryBus()
+    if name.startswith(("redis://", "rediss://", "unix://")):
+        from .bus.redis import RedisBus
+
+        return RedisBus(name)
+    raise ConfigError(f"unknown event bus {name!r}: use 'memory' or a redis:// URL")

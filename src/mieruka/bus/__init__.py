@@ -1,4 +1,5 @@
-"""Event buses: how job events reach every subscriber (SSE streams, waiters)."""
+"""Event buses: how job events reach every subscriber (SSE streams, waiters). `redis.RedisBus`
+shares them between server processes (extra `mieruka[redis]`)."""
 
 from .base import EventBus, Unsubscribe
 from .memory import MemoryBus

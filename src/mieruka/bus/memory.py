@@ -28,7 +28,7 @@ class MemoryBus:
             targets = list(self._all)
             for topic in (event.topic, *event.extra_topics):
                 targets.extend(self._by_topic.get(topic, ()))
-        for callback in targets:
+        for callback in dict.fromkeys(targets):  # once, even when several of its topics match
             callback(event)
         return event
 

@@ -1,0 +1,373 @@
+"""The Redis event bus: one event stream shared by several server processes.
+
+Every process publishes into, and listens to, the same Redis keys (named by `channel_prefix`):
+
+- `<prefix>:events:id` a counter (INCR): event ids are one increasing sequence across processes, so a
+  browser's Last-Event-ID can resume on any server behind a load balancer;
+- `<prefix>:events` a capped Redis Stream, the replay ring; entry `<id>-0` holds the event as JSON;
+- `<prefix>:events:live` a pub/sub channel carrying the same JSON to every listening process;
+- `<prefix>:events:epoch` a random token, new whenever Redis lost these keys (restart without
+  persistence, flush), so listeners notice that ids began again.
+
+`publish` does all three in one Lua script (one round trip, atomic: channel order is id order).
+Each RedisBus has one listener thread (started by the first `subscribe`) that hands received events
+to this process's callbacks, filtered by topic. A process's own events reach its own subscribers
+through Redis too, exactly once. If the listener loses its connection it retries with a backoff and,
+once subscribed again, delivers from the stream what it missed meanwhile, so subscribers see no gap
+(unless the ring was trimmed past it, which is logged).
+
+Redis being down never raises into the caller: events are notifications (the job store is the
+truth). `publish` then logs and drops the event (returned with id 0), `replay` answers None (the
+client resyncs), `last_id` answers the newest id this process has seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..core.events import Event
+from ..errors import ConfigError, MissingExtraError
+from .base import Unsubscribe
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.client import PubSub
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[Event], None]
+
+# KEYS: counter, stream, epoch. ARGV: event JSON without its id, ring size, channel, floor, token.
+# Returns the new id. Ids never go back below the floor (the newest id the publishing process knows)
+# nor below the ring's newest entry, should Redis have lost the counter (restart without persistence,
+# flush). The epoch is a random token set by whoever first writes after such a loss: a listener that
+# sees it change knows that the ids it remembers are from before.
+_PUBLISH = """
+local id = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[4])
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if newest[1] then
+  floor = math.max(floor, tonumber(string.match(newest[1][1], '^%d+')))
+end
+if id <= floor then
+  id = floor + 1
+  redis.call('SET', KEYS[1], string.format('%d', id))
+end
+redis.call('SET', KEYS[3], ARGV[5], 'NX')
+local sid = string.format('%d', id)
+local event = '{"id":' .. sid .. ',' .. string.sub(ARGV[1], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], sid .. '-0', 'e', event)
+redis.call('PUBLISH', ARGV[3], event)
+return id
+"""
+
+_MAX_STREAM_ID = 2**64 - 1
+
+
+class _Ring(NamedTuple):
+    """What Redis holds, read at one moment."""
+
+    last: int  # the newest id given out
+    epoch: bytes | None  # changes when Redis lost the bus's keys
+    oldest: int  # the oldest id kept for replay; last + 1 when none is
+    events: list[Event]  # kept events after the id asked for, in id order
+
+
+class RedisBus:
+    """An EventBus over Redis; `url` like redis://host:6379/0. `keep` events are kept for replay."""
+
+    def __init__(
+        self,
+        url: str,
+        channel_prefix: str = "mieruka",
+        keep: int = 20_000,
+        *,
+        poll_interval: float = 0.25,
+        liveness_interval: float = 15.0,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
+        ready_timeout: float = 5.0,
+    ) -> None:
+        try:
+            import redis
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise MissingExtraError("Redis event bus", "redis") from None
+        if keep < 1:
+            raise ConfigError(f"the Redis event bus must keep at least 1 event, not {keep}")
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        self._client: Redis = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=2.0,
+            socket_timeout=10.0,
+            health_check_interval=15,
+            client_name=f"mieruka-bus:{channel_prefix}",
+            # one quick retry: enough to replace a pooled connection that died with a Redis restart
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        )
+        self._script = self._client.register_script(_PUBLISH)
+        self._counter_key = f"{channel_prefix}:events:id"
+        self._epoch_key = f"{channel_prefix}:events:epoch"
+        self._stream_key = f"{channel_prefix}:events"
+        self._channel = f"{channel_prefix}:events:live"
+        self._keep = keep
+        self._poll = poll_interval
+        self._liveness = liveness_interval
+        self._min_delay = reconnect_delay
+        self._max_delay = max_reconnect_delay
+        self._ready_timeout = ready_timeout
+
+        self._lock = threading.Lock()
+        self._all: set[Callback] = set()
+        self._by_topic: dict[str, set[Callback]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()  # the listener is subscribed: published events will arrive
+        self._closed = False
+        self._last_seen: int | None = None  # newest id dispatched (listener thread only)
+        self._epoch: bytes | None = None  # the epoch of _last_seen (listener thread only)
+        self._newest_known = 0  # newest id this process published or received
+        self._publish_paused_until = 0.0
+
+    # -- publishing ----------------------------------------------------------------------------
+    def publish(self, event: Event) -> Event:
+        if self._closed:
+            log.debug("event bus closed: dropped %s event of job %d", event.kind, event.job_id)
+            return event
+        if time.monotonic() < self._publish_paused_until:
+            return event  # Redis failed a moment ago: do not stall the caller on every event
+        payload = json.dumps(
+            {"kind": event.kind, "job_id": event.job_id, "task": event.task, "data": event.data,
+             "extra_topics": list(event.extra_topics)},
+            separators=(",", ":"), default=str,
+        )
+        try:
+            new_id = int(self._script(keys=[self._counter_key, self._stream_key, self._epoch_key],
+                                      args=[payload, self._keep, self._channel, self._newest_known, _token()]))
+        except self._errors as exc:
+            self._publish_paused_until = time.monotonic() + 1.0
+            log.warning("Redis event bus: could not publish a %s event of job %d (%s); events are dropped "
+                        "until Redis answers again", event.kind, event.job_id, exc)
+            return event
+        self._saw(new_id)
+        return Event(event.kind, event.job_id, event.task, event.data, new_id, event.extra_topics)
+
+    # -- subscribing ---------------------------------------------------------------------------
+    def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
+        topics = None if topics is None else tuple(topics)
+        with self._lock:
+            if self._closed:
+                return _nothing
+            if topics is None:
+                self._all.add(callback)
+            else:
+                for topic in topics:
+                    self._by_topic.setdefault(topic, set()).add(callback)
+            started = self._start_listener()
+        if started and not self._ready.wait(self._ready_timeout):
+            log.warning("Redis event bus: not subscribed after %gs; events will arrive once Redis answers",
+                        self._ready_timeout)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if topics is None:
+                    self._all.discard(callback)
+                    return
+                for topic in topics:
+                    callbacks = self._by_topic.get(topic)
+                    if callbacks is not None:
+                        callbacks.discard(callback)
+                        if not callbacks:
+                            del self._by_topic[topic]
+
+        return unsubscribe
+
+    def _start_listener(self) -> bool:
+        """Start the listener thread unless it runs (call with the lock held); True if started now."""
+        if self._thread is not None:
+            return False
+        self._thread = threading.Thread(target=self._listen, name="mieruka-redis-bus", daemon=True)
+        self._thread.start()
+        return True
+
+    def _listen(self) -> None:
+        delay = self._min_delay
+        while not self._stop.is_set():
+            pubsub: PubSub | None = None
+            try:
+                if self._last_seen is None:
+                    # Before subscribing: events published in between are then delivered, not skipped.
+                    ring = self._read(None, claim_epoch=True)
+                    self._last_seen, self._epoch = ring.last, ring.epoch
+                pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
+                pubsub.subscribe(self._channel)
+                heard = time.monotonic()  # a PING now and then: a silent connection is a dead one
+                next_ping = heard + self._liveness
+                while not self._stop.is_set():
+                    message: dict[str, Any] | None = pubsub.get_message(timeout=self._poll)
+                    now = time.monotonic()
+                    if message is not None:
+                        heard = now
+                    elif now - heard > 2 * self._liveness:
+                        raise TimeoutError(f"no answer from Redis for {now - heard:.1f}s")
+                    if now >= next_ping:
+                        pubsub.ping()
+                        next_ping = now + self._liveness
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        # First subscription, or redis-py reconnected by itself: fill the gap.
+                        self._catch_up()
+                        self._ready.set()
+                        delay = self._min_delay
+                    elif message["type"] == "message":
+                        try:
+                            event = _decode(message["data"])
+                        except (ValueError, KeyError, TypeError) as exc:
+                            log.warning("Redis event bus: ignored a malformed message on %s (%r)", self._channel, exc)
+                            continue
+                        self._dispatch(event)
+            except Exception as exc:
+                self._ready.clear()
+                if self._stop.is_set():
+                    break
+                if isinstance(exc, self._errors):
+                    log.warning("Redis event bus: listener lost Redis (%s); retrying in %.1fs", exc, delay)
+                else:
+                    log.exception("Redis event bus: listener failed; retrying in %.1fs", delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._max_delay)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001 - the connection is being thrown away anyway
+                        pass
+        self._ready.clear()
+
+    def _catch_up(self) -> None:
+        """Dispatch what was published while this listener was not subscribed (after a reconnect)."""
+        after = self._last_seen or 0
+        ring = self._read(after, claim_epoch=True)
+        if ring.last < after or ring.epoch != self._epoch:
+            # Redis lost its data (restarted without persistence, flushed): ids began again.
+            log.warning("Redis event bus: Redis lost the event ids (last seen %d, now %d); catching up on "
+                        "all it holds", after, ring.last)
+            after = self._last_seen = 0
+            ring = self._read(after, claim_epoch=True)
+        self._epoch = ring.epoch
+        if ring.events and ring.oldest > after + 1:
+            log.warning("Redis event bus: events %d to %d were trimmed from the ring while disconnected; "
+                        "subscribers missed them", after + 1, ring.oldest - 1)
+        for event in ring.events:
+            self._dispatch(event)
+
+    def _dispatch(self, event: Event) -> None:
+        """Hand one event to matching callbacks (listener thread); ids at or below the last seen are
+        duplicates of a catch-up and skipped."""
+        if self._last_seen is not None and event.id <= self._last_seen:
+            return
+        self._last_seen = event.id
+        self._saw(event.id)
+        with self._lock:
+            targets = list(self._all)
+            for topic in (event.topic, *event.extra_topics):
+                targets.extend(self._by_topic.get(topic, ()))
+        for callback in dict.fromkeys(targets):  # once per callback, even if it matches two topics
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event bus subscriber %r failed on event %d", callback, event.id)
+
+    # -- replay --------------------------------------------------------------------------------
+    def replay(self, after_id: int, topics: Collection[str] | None = None) -> list[Event] | None:
+        try:
+            ring = self._read(after_id)
+        except self._errors as exc:
+            log.warning("Redis event bus: cannot replay events after %d (%s)", after_id, exc)
+            return None
+        if after_id >= ring.last:
+            return []
+        if ring.oldest > after_id + 1:
+            return None
+        wanted = None if topics is None else set(topics)
+        return [e for e in ring.events
+                if wanted is None or e.topic in wanted or wanted.intersection(e.extra_topics)]
+
+    def _read(self, after_id: int | None, claim_epoch: bool = False) -> _Ring:
+        """The ring, with its events after `after_id` (none when None), in one transaction.
+        A listener claims the epoch: sets one unless there is one, so it can tell a change later."""
+        pipe = self._client.pipeline(transaction=True)
+        if claim_epoch:
+            pipe.set(self._epoch_key, _token(), nx=True)
+        pipe.get(self._counter_key)
+        pipe.get(self._epoch_key)
+        pipe.xrange(self._stream_key, "-", "+", count=1)
+        if after_id is not None:
+            pipe.xrange(self._stream_key, str(min(max(after_id + 1, 0), _MAX_STREAM_ID)), "+")
+        results: list[Any] = pipe.execute()[1 if claim_epoch else 0:]
+        last = int(results[0] or 0)
+        epoch: bytes | None = results[1]
+        first: list[tuple[bytes, dict[bytes, bytes]]] = results[2]
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = results[3] if after_id is not None else []
+        return _Ring(last, epoch, _stream_id(first[0][0]) if first else last + 1,
+                     [_decode(fields[b"e"]) for _, fields in entries])
+
+    # -- the rest ------------------------------------------------------------------------------
+    def last_id(self) -> int:
+        try:
+            newest = self._read_last_id()
+        except self._errors as exc:
+            log.warning("Redis event bus: cannot read the last event id (%s)", exc)
+            return self._newest_known
+        self._saw(newest)
+        return newest
+
+    def _read_last_id(self) -> int:
+        value: bytes | str | None = self._client.get(self._counter_key)
+        return int(value or 0)
+
+    def _saw(self, event_id: int) -> None:
+        if event_id > self._newest_known:
+            self._newest_known = event_id  # racy, harmless: a hint (and a floor) for when Redis lost data
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._all.clear()
+            self._by_topic.clear()
+            thread = self._thread
+        self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self._poll + 15.0)
+            if thread.is_alive():
+                log.warning("Redis event bus: the listener thread did not stop")
+        self._client.close()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _token() -> str:
+    return uuid.uuid4().hex
+
+
+def _stream_id(raw: bytes | str) -> int:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return int(text.partition("-")[0])
+
+
+def _decode(raw: bytes | str) -> Event:
+    body: dict[str, Any] = json.loads(raw)
+    return Event(str(body["kind"]), int(body["job_id"]), str(body["task"]), dict(body["data"]),
+                 int(body["id"]), tuple(str(t) for t in body.get("extra_topics", ())))
