@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 from ..core.events import Event
 from .base import Unsubscribe
-
-Callback = Callable[[Event], None]
+from .subscribers import Callback, Subscribers
 
 
 class MemoryBus:
@@ -17,42 +16,19 @@ class MemoryBus:
         self._lock = threading.Lock()
         self._next_id = 1
         self._ring: deque[Event] = deque(maxlen=keep)
-        self._all: set[Callback] = set()
-        self._by_topic: dict[str, set[Callback]] = {}
+        self._subscribers = Subscribers()
 
     def publish(self, event: Event) -> Event:
         with self._lock:
             event = Event(event.kind, event.job_id, event.task, event.data, self._next_id, event.extra_topics)
             self._next_id += 1
             self._ring.append(event)
-            targets = list(self._all)
-            for topic in (event.topic, *event.extra_topics):
-                targets.extend(self._by_topic.get(topic, ()))
-        for callback in dict.fromkeys(targets):  # once, even when several of its topics match
+        for callback in self._subscribers.matching(event):
             callback(event)
         return event
 
     def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
-        with self._lock:
-            if topics is None:
-                self._all.add(callback)
-            else:
-                for topic in topics:
-                    self._by_topic.setdefault(topic, set()).add(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if topics is None:
-                    self._all.discard(callback)
-                    return
-                for topic in topics:
-                    callbacks = self._by_topic.get(topic)
-                    if callbacks is not None:
-                        callbacks.discard(callback)
-                        if not callbacks:
-                            del self._by_topic[topic]
-
-        return unsubscribe
+        return self._subscribers.add(callback, topics)
 
     def replay(self, after_id: int, topics: Collection[str] | None = None) -> list[Event] | None:
         with self._lock:
@@ -69,6 +45,4 @@ class MemoryBus:
         return self._next_id - 1
 
     def close(self) -> None:
-        with self._lock:
-            self._all.clear()
-            self._by_topic.clear()
+        self._subscribers.clear()

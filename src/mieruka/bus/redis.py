@@ -28,12 +28,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.events import Event
 from ..errors import ConfigError, MissingExtraError
 from .base import Unsubscribe
+from .subscribers import Callback, Subscribers
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Callback = Callable[[Event], None]
 
 # KEYS: counter, stream, epoch. ARGV: event JSON without its id, ring size, channel, floor, token.
 # Returns the new id. Ids never go back below the floor (the newest id the publishing process knows)
@@ -125,8 +125,7 @@ class RedisBus:
         self._ready_timeout = ready_timeout
 
         self._lock = threading.Lock()
-        self._all: set[Callback] = set()
-        self._by_topic: dict[str, set[Callback]] = {}
+        self._subscribers = Subscribers()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()  # the listener is subscribed: published events will arrive
@@ -161,32 +160,14 @@ class RedisBus:
 
     # -- subscribing ---------------------------------------------------------------------------
     def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
-        topics = None if topics is None else tuple(topics)
         with self._lock:
             if self._closed:
                 return _nothing
-            if topics is None:
-                self._all.add(callback)
-            else:
-                for topic in topics:
-                    self._by_topic.setdefault(topic, set()).add(callback)
+            unsubscribe = self._subscribers.add(callback, topics)
             started = self._start_listener()
         if started and not self._ready.wait(self._ready_timeout):
             log.warning("Redis event bus: not subscribed after %gs; events will arrive once Redis answers",
                         self._ready_timeout)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if topics is None:
-                    self._all.discard(callback)
-                    return
-                for topic in topics:
-                    callbacks = self._by_topic.get(topic)
-                    if callbacks is not None:
-                        callbacks.discard(callback)
-                        if not callbacks:
-                            del self._by_topic[topic]
-
         return unsubscribe
 
     def _start_listener(self) -> bool:
@@ -276,11 +257,7 @@ class RedisBus:
             return
         self._last_seen = event.id
         self._saw(event.id)
-        with self._lock:
-            targets = list(self._all)
-            for topic in (event.topic, *event.extra_topics):
-                targets.extend(self._by_topic.get(topic, ()))
-        for callback in dict.fromkeys(targets):  # once per callback, even if it matches two topics
+        for callback in self._subscribers.matching(event):
             try:
                 callback(event)
             except Exception:
@@ -343,8 +320,7 @@ class RedisBus:
             if self._closed:
                 return
             self._closed = True
-            self._all.clear()
-            self._by_topic.clear()
+            self._subscribers.clear()
             thread = self._thread
         self._stop.set()
         if thread is not None and thread is not threading.current_thread():
