@@ -513,13 +513,14 @@ class Engine:
 
     def _emit_state(self, record: JobRecord, **overrides: Any) -> None:
         status = overrides.pop("status", record.status)
-        fields = {"attempts": record.attempts, "max_attempts": record.max_attempts, **overrides}
+        fields = {"attempts": record.attempts, "max_attempts": record.max_attempts,
+                  "created_at": record.created_at, "started_at": record.started_at, **overrides}
         self._emit(record.id, record.task, status, fields)
 
     def _emit(self, job_id: int, task: str, status: JobStatus, fields: dict[str, Any]) -> None:
         data: dict[str, Any] = {"status": status.value}
-        for key in ("attempts", "max_attempts", "worker", "error", "message", "progress", "finished_at",
-                    "run_after"):
+        for key in ("attempts", "max_attempts", "worker", "error", "message", "progress", "created_at",
+                    "started_at", "finished_at", "run_after"):
             if key in fields:
                 value = fields[key]
                 data[key] = value.isoformat() if isinstance(value, datetime) else value

@@ -11,12 +11,14 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from ..app import App
 from ..core.events import Event
 from .errors import install_error_handlers
 from .jobs import jobs_router
+from .metrics import Metrics
 from .openapi import install_openapi
 from .prefix import PathPrefix
 from .serialize import job_json
@@ -28,14 +30,18 @@ STATIC = Path(__file__).with_name("static")
 
 
 def create_api(app: App) -> FastAPI:
+    metrics = Metrics(app)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         started_here = not app.running
         if started_here:
             await run_in_threadpool(app.start)
+        metrics.attach(app)
         try:
             yield
         finally:
+            metrics.detach()
             if started_here:
                 await run_in_threadpool(app.stop)
 
@@ -44,8 +50,8 @@ def create_api(app: App) -> FastAPI:
     install_error_handlers(api)
     api.include_router(tasks_router(app))
     api.include_router(jobs_router(app))
-    _events_routes(api, app)
-    _system_routes(api, app)
+    _events_routes(api, app, metrics)
+    _system_routes(api, app, metrics)
     _docs_routes(api, app)
     api.include_router(ui_router(app))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -62,7 +68,7 @@ def _last_id(header: str | None, query: int | None) -> int:
     return query or 0
 
 
-def _events_routes(api: FastAPI, app: App) -> None:
+def _events_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
     @api.get("/api/events", tags=["events"], response_class=Response,
              responses={200: {"content": {"text/event-stream": {}}}})
     def all_events(
@@ -76,7 +82,7 @@ def _events_routes(api: FastAPI, app: App) -> None:
             app.tasks.get(task)  # 404 for an unknown task
         accept = None if task is None else (lambda e: e.task == task)
         return event_response(app.engine.bus, None, _last_id(last_event_id_header, last_event_id),
-                              app.settings.heartbeat_interval, accept=accept)
+                              app.settings.heartbeat_interval, accept=accept, clients=metrics.sse_clients)
 
     @api.get("/api/jobs/{job_id}/events", tags=["events"], response_class=Response,
              responses={200: {"content": {"text/event-stream": {}}}})
@@ -97,10 +103,17 @@ def _events_routes(api: FastAPI, app: App) -> None:
             return event.job_id == job_id
 
         return event_response(app.engine.bus, [f"job:{job_id}"], _last_id(last_event_id_header, last_event_id),
-                              app.settings.heartbeat_interval, snapshot=snapshot, accept=accept)
+                              app.settings.heartbeat_interval, snapshot=snapshot, accept=accept,
+                              clients=metrics.sse_clients)
 
 
-def _system_routes(api: FastAPI, app: App) -> None:
+def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
+    @api.get("/metrics", tags=["system"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    def prometheus() -> Response:
+        """Prometheus metrics: jobs by state, workers, wait and run times, finished jobs, SSE clients."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @api.get("/healthz", tags=["system"])
     def healthz() -> JSONResponse:
         """Database and worker status; 503 when jobs cannot run."""

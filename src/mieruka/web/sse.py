@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
+from prometheus_client import Gauge
 from starlette.responses import StreamingResponse
 
 from ..bus.base import EventBus
@@ -33,8 +34,9 @@ def event_response(
     heartbeat: float,
     snapshot: Callable[[], dict[str, Any]] | None = None,
     accept: Callable[[Event], bool] | None = None,
+    clients: Gauge | None = None,
 ) -> StreamingResponse:
-    return StreamingResponse(_stream(bus, topics, last_event_id, heartbeat, snapshot, accept),
+    return StreamingResponse(_stream(bus, topics, last_event_id, heartbeat, snapshot, accept, clients),
                              media_type="text/event-stream", headers=HEADERS)
 
 
@@ -45,6 +47,7 @@ async def _stream(
     heartbeat: float,
     snapshot: Callable[[], dict[str, Any]] | None,
     accept: Callable[[Event], bool] | None,
+    clients: Gauge | None,
 ) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -65,6 +68,8 @@ async def _stream(
                 pass  # the loop is closed: the server is stopping
 
     unsubscribe = bus.subscribe(on_event, topics)
+    if clients is not None:
+        clients.inc()
     try:
         # A first event at once: a page that hears nothing within seconds knows a proxy is buffering.
         yield "retry: 2000\n" + frame("ready", {"last_event_id": bus.last_id()})
@@ -104,3 +109,5 @@ async def _stream(
                 yield "".join(chunk)
     finally:
         unsubscribe()
+        if clients is not None:
+            clients.dec()

@@ -2,9 +2,10 @@
 
 `form_fields(task)` turns each parameter into a `Field` that `_form_fields.html` renders as an HTML input.
 The browser posts the form to `POST /tasks/<name>`, which reads it with the same `web.submission` code as
-`POST /api/tasks/<name>/jobs` and submits through the same engine call: dotted names (`window.start`) become nested objects, a list is one item per
-line, a checkbox sends a hidden "false" before its "true" (the last value wins). The inputs carry the
-schema's bounds so the browser can help, but only the server's validation decides.
+`POST /api/tasks/<name>/jobs` and submits through the same engine call: dotted names (`window.start`)
+become nested objects, a list is one item per line, a checkbox sends a hidden "false" before its "true"
+(the last value wins). The inputs carry the schema's bounds so the browser can help, but only the
+server's validation decides.
 """
 
 from __future__ import annotations

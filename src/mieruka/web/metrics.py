@@ -1,0 +1,91 @@
+"""`GET /metrics` in the Prometheus text format: jobs by state, workers, durations, event streams.
+
+Counts by state and workers are read from the store and the executor at each scrape; durations
+and finished jobs are counted from the job events this server sees (with the Redis bus, that is
+every server's jobs: scrape one server, or sum with care).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..app import App
+from ..bus.base import Unsubscribe
+from ..core.events import Event
+from ..core.status import FINISHED
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_FINISHED = {s.value for s in FINISHED}
+
+
+class _Snapshot(Collector):
+    """Numbers read at scrape time."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.app.running:
+            return
+        engine = self.app.engine
+        jobs = GaugeMetricFamily("mieruka_jobs", "Jobs in the store, by state.", labels=["state"])
+        for state, count in engine.store.count_by_status().items():
+            jobs.add_metric([state], count)
+        yield jobs
+        workers = GaugeMetricFamily("mieruka_workers", "Worker processes of this server, by state.",
+                                    labels=["state"])
+        pool = engine.workers()
+        busy = sum(1 for w in pool if w["job_id"] is not None)
+        ready = sum(1 for w in pool if w["ready"])
+        workers.add_metric(["busy"], busy)
+        workers.add_metric(["idle"], ready - busy)
+        workers.add_metric(["starting"], len(pool) - ready)
+        yield workers
+
+
+class Metrics:
+    def __init__(self, app: App) -> None:
+        self.registry = CollectorRegistry()
+        self.finished = Counter("mieruka_jobs_finished", "Jobs that ended, by task and final state.",
+                                ["task", "state"], registry=self.registry)
+        self.wait = Histogram("mieruka_job_wait_seconds", "Time from submission to start.", ["task"],
+                              buckets=BUCKETS, registry=self.registry)
+        self.run = Histogram("mieruka_job_run_seconds", "Time from start to the end of an attempt.", ["task"],
+                             buckets=BUCKETS, registry=self.registry)
+        self.sse_clients = Gauge("mieruka_sse_clients", "Open Server-Sent Events streams.",
+                                 registry=self.registry)
+        self.registry.register(_Snapshot(app))
+        self._unsubscribe: Unsubscribe | None = None
+
+    def attach(self, app: App) -> None:
+        self._unsubscribe = app.engine.bus.subscribe(self._on_event)
+
+    def detach(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind != "state":
+            return
+        data = event.data
+        status = data.get("status")
+        started = _time(data.get("started_at"))
+        if status == "running":
+            created = _time(data.get("created_at"))
+            if created and started:
+                self.wait.labels(event.task).observe(max((started - created).total_seconds(), 0.0))
+        elif status in _FINISHED:
+            self.finished.labels(event.task, status).inc()
+            finished = _time(data.get("finished_at"))
+            if started and finished:
+                self.run.labels(event.task).observe(max((finished - started).total_seconds(), 0.0))
+
+
+def _time(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
