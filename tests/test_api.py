@@ -276,3 +276,22 @@ def test_root_path_setting_works_whether_the_proxy_strips_the_prefix_or_not(
             assert 'action="/mieruka/tasks/add"' in page.text
     finally:
         jobs_app._settings = None
+
+
+def test_queues_and_workers(client: TestClient) -> None:
+    running = [client.post("/api/tasks/sleep/jobs", json={"seconds": 2}).json()["id"] for _ in range(3)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        queues = client.get("/api/queues").json()
+        if queues and queues[0]["running"] == 2:
+            break
+        time.sleep(0.05)
+    assert queues == [{"queue": "default", "queued": 1, "running": 2,
+                       "oldest_queued_at": queues[0]["oldest_queued_at"]}]
+    assert queues[0]["oldest_queued_at"].endswith("Z")
+    busy = {w["job_id"] for w in client.get("/api/workers").json()} - {None}
+    assert busy <= set(running) and len(busy) == 2
+    page = client.get("/workers").text
+    assert "Workers of this server" in page and 'data-queue="default"' in page
+    for job_id in running:
+        client.post(f"/api/jobs/{job_id}/cancel")

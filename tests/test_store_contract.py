@@ -655,3 +655,21 @@ def test_datetimes_round_trip_as_aware_utc(store: JobStore) -> None:
     listed = store.list_jobs(JobQuery())[0]
     assert listed.started_at == started
     assert_utc(listed.started_at)
+
+
+def test_queue_stats(store: JobStore) -> None:
+    from mieruka.store.base import NewJob
+
+    assert store.queue_stats() == []
+    first, _ = store.create_job(NewJob(task="t", params={}, queue="gpu"))
+    store.create_job(NewJob(task="t", params={}, queue="gpu"))
+    running, _ = store.create_job(NewJob(task="t", params={}, queue="default"))
+    claim(store, running.id)
+    done, _ = store.create_job(NewJob(task="t", params={}, queue="cpu"))
+    finish(store, done.id)
+    stats = {s.queue: s for s in store.queue_stats()}
+    assert set(stats) == {"default", "gpu"}  # a queue with only finished jobs is not active
+    assert (stats["gpu"].queued, stats["gpu"].running) == (2, 0)
+    assert (stats["default"].queued, stats["default"].running) == (0, 1)
+    assert stats["gpu"].oldest_queued_at == first.created_at
+    assert stats["default"].oldest_queued_at is None

@@ -182,3 +182,12 @@ def test_run_again_prefills_the_form_and_retry_requeues(ui: tuple, server: Serve
     page.get_by_role("button", name="Retry").click()
     page.locator("#job-panel small", has_text="attempt 2").wait_for(timeout=15000)
     page.locator('#job-panel [data-field="status"]', has_text="failed").wait_for(timeout=15000)
+
+
+def test_the_workers_page_follows_the_pool(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    page.goto(f"{server.url}/workers")
+    page.locator('tr[data-worker]').first.wait_for()
+    job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 30}).json()
+    page.locator(f'#workers-panel a[href$="/jobs/{job["id"]}"]').wait_for(timeout=10000)  # refreshed by itself
+    httpx.post(f"{server.url}/api/jobs/{job['id']}/cancel")

@@ -88,6 +88,14 @@ class QueuedJob:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    queue: str
+    queued: int
+    running: int
+    oldest_queued_at: datetime | None
+
+
+@dataclass(frozen=True)
 class LogLine:
     seq: int
     at: datetime
@@ -155,6 +163,9 @@ class JobStore(Protocol):
 
     def count_by_status(self) -> dict[str, int]:
         """Number of jobs in each state."""
+
+    def queue_stats(self) -> list[QueueStats]:
+        """For each queue with active jobs: how many wait, how many run, since when the oldest waits."""
 
     def close(self) -> None:
         """Release connections."""

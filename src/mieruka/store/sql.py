@@ -31,6 +31,7 @@ from .base import (
     NewJob,
     ProgressUpdate,
     QueuedJob,
+    QueueStats,
     Transition,
 )
 from .raw import COLUMN_LIST, RawDB, time_out
@@ -387,6 +388,23 @@ class SqlJobStore:
         counts = {s.value: 0 for s in JobStatus}
         counts.update({status: n for status, n in rows})
         return counts
+
+    def queue_stats(self) -> list[QueueStats]:
+        c = t.jobs.c
+        queued = JobStatus.QUEUED.value
+        stmt = (
+            sa.select(c.queue,
+                      sa.func.sum(sa.case((c.status == queued, 1), else_=0)),
+                      sa.func.sum(sa.case((c.status == JobStatus.RUNNING.value, 1), else_=0)),
+                      sa.func.min(sa.case((c.status == queued, c.created_at), else_=None)))
+            .where(c.status.in_([queued, JobStatus.RUNNING.value]))
+            .group_by(c.queue).order_by(c.queue)
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        convert = t.UTCDateTime().process_result_value
+        return [QueueStats(queue=row[0], queued=int(row[1] or 0), running=int(row[2] or 0),
+                           oldest_queued_at=convert(row[3], self._reader.dialect)) for row in rows]
 
 
 def _record(row: Row[Any], artifacts: list[ArtifactInfo] | None = None) -> JobRecord:

@@ -21,7 +21,7 @@ from .jobs import jobs_router
 from .metrics import Metrics
 from .openapi import install_openapi
 from .prefix import PathPrefix
-from .serialize import job_json
+from .serialize import iso, job_json
 from .sse import event_response
 from .tasks import tasks_router
 from .ui.pages import ui_router
@@ -140,6 +140,12 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
     def workers() -> list[dict[str, object]]:
         """The worker processes of this server and what each is running."""
         return app.engine.workers()
+
+    @api.get("/api/queues", tags=["system"])
+    def queues() -> list[dict[str, object]]:
+        """Each queue with active jobs: how many wait, how many run, and since when the oldest waits."""
+        return [{"queue": q.queue, "queued": q.queued, "running": q.running,
+                 "oldest_queued_at": iso(q.oldest_queued_at)} for q in app.engine.store.queue_stats()]
 
 
 def _docs_routes(api: FastAPI, app: App) -> None:

@@ -141,6 +141,15 @@ def ui_router(app: App) -> APIRouter:
         return RedirectResponse(request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs",
                                 status_code=303)
 
+    @router.get("/workers", response_class=HTMLResponse)
+    def workers_page(request: Request) -> HTMLResponse:
+        return page(request, "workers.html", **_pool(app))
+
+    @router.get("/workers/panel", response_class=HTMLResponse)
+    def workers_panel(request: Request) -> HTMLResponse:
+        """The workers and queues tables, refreshed every few seconds by the page."""
+        return page(request, "_workers_panel.html", **_pool(app))
+
     @router.post("/jobs/{job_id}/cancel")
     def cancel(request: Request, job_id: int) -> RedirectResponse:
         app.engine.cancel(job_id)
@@ -175,6 +184,15 @@ def _since(text: str | None) -> datetime | None:
     if text not in SINCE:
         raise ValidationError(f"since must be one of {', '.join(SINCE)}", [{"field": "since", "message": "invalid"}])
     return utcnow() - timedelta(seconds=SINCE[text])
+
+
+def _pool(app: App) -> dict[str, Any]:
+    now = utcnow()
+    queues = [{"queue": q.queue, "queued": q.queued, "running": q.running,
+               "waiting": (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else None}
+              for q in app.engine.store.queue_stats()]
+    return {"workers": app.engine.workers(), "queues": queues, "counts": app.engine.store.count_by_status(),
+            "broken": getattr(app.engine.executor, "broken", None)}
 
 
 def _task_or_none(app: App, name: str) -> Task | None:
