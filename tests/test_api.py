@@ -243,6 +243,7 @@ def test_docs_pages_use_only_local_assets(client: TestClient) -> None:
 def test_healthz(client: TestClient) -> None:
     body = client.get("/healthz").json()
     assert body["status"] == "ok" and body["database"] == "ok" and body["workers"]["total"] == 2
+    assert body["events"] == "ok"
 
 
 def test_root_path_prefix(tmp_path: Path, database_url: str) -> None:

@@ -430,6 +430,7 @@ def test_redis_being_down_never_raises_into_the_caller(caplog: pytest.LogCapture
         assert bus.publish(event) is event  # dropped, returned as given: id 0
         assert bus.replay(5) is None  # the caller resyncs
         assert bus.last_id() == 0
+        assert bus.problem() is not None and "Redis" in bus.problem()  # /healthz says so
         unsubscribe()
     finally:
         bus.close()
@@ -547,3 +548,7 @@ def test_a_silent_redis_connection_is_replaced(kind: str, redis_url: str, tmp_pa
         for bus in buses:
             bus.close()
         server.stop()
+
+
+def test_a_working_bus_reports_no_problem(bus: EventBus) -> None:
+    assert bus.problem() is None

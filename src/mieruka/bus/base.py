@@ -23,5 +23,8 @@ class EventBus(Protocol):
     def last_id(self) -> int:
         """The id of the newest event published."""
 
+    def problem(self) -> str | None:
+        """Why events cannot travel now, or None when they can (for /healthz)."""
+
     def close(self) -> None:
         """Stop delivering events."""

@@ -44,5 +44,8 @@ class MemoryBus:
     def last_id(self) -> int:
         return self._next_id - 1
 
+    def problem(self) -> str | None:
+        return None
+
     def close(self) -> None:
         self._subscribers.clear()

@@ -315,6 +315,13 @@ class RedisBus:
         if event_id > self._newest_known:
             self._newest_known = event_id  # racy, harmless: a hint (and a floor) for when Redis lost data
 
+    def problem(self) -> str | None:
+        try:
+            self._client.ping()
+        except self._errors as exc:
+            return f"Redis does not answer: {exc}"
+        return None
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

@@ -133,8 +133,11 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
         if broken:
             checks["executor"] = broken
             healthy = False
-        return JSONResponse({"status": "ok" if healthy else "failing", **checks},
-                            status_code=200 if healthy else 503)
+        # Without the event bus jobs still run; only live updates suffer: degraded, not failing.
+        bus_problem = engine.bus.problem()
+        checks["events"] = bus_problem or "ok"
+        status = "failing" if not healthy else "degraded" if bus_problem else "ok"
+        return JSONResponse({"status": status, **checks}, status_code=200 if healthy else 503)
 
     @api.get("/api/workers", tags=["system"])
     def workers() -> list[dict[str, object]]:
