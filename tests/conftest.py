@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -127,17 +127,7 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+        wait_healthy(self.url, self.process, self.output, timeout)
 
     def output(self) -> str:
         if not self._log.closed:
@@ -153,6 +143,34 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], output: Callable[[], str], timeout: float = 30) -> None:
+    """Until GET /healthz answers 200; the server's output in the error if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{output()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready after {timeout}s:\n{output()}")
+
+
+@contextmanager
+def shared_server(proc: ServerProcess, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """A server shared by a module's tests; its output is printed if any of them failed."""
+    failed_before = request.session.testsfailed
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+        if request.session.testsfailed > failed_before:
+            print(proc.output())
 
 
 @contextmanager

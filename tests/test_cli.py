@@ -18,7 +18,7 @@ import pytest
 import mieruka
 from mieruka.cli import _parse_params
 from mieruka.errors import MierukaError
-from tests.conftest import TESTS, ServerProcess
+from tests.conftest import TESTS, ServerProcess, shared_server
 
 UNREACHABLE = "http://127.0.0.1:9"
 
@@ -27,14 +27,8 @@ UNREACHABLE = "http://127.0.0.1:9"
 def srv(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """One server (tests/jobs.py, two workers) shared by this module's tests: starting one costs seconds."""
     proc = ServerProcess("tests/jobs.py:app", tmp_path_factory.mktemp("cli") / "server-home", "--workers", "2")
-    failed_before = request.session.testsfailed
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
-        if request.session.testsfailed > failed_before:
-            print(proc.log_path.read_text(errors="replace"))  # stop() closed the log: no output()
+    with shared_server(proc, request) as ready:
+        yield ready
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from mieruka.demo import app as demo_app
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ServerProcess, free_port, shared_server
 
 # Tasks that need more than one click: long_sleep runs for minutes, heartbeat runs on its schedule.
 NOT_ONE_CLICK = {"long_sleep", "heartbeat"}
@@ -47,14 +47,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     cwd = base / "cwd"
     cwd.mkdir()
     proc = DemoServer(base / "demo-home", cwd, "--workers", "4")
-    failed_before = request.session.testsfailed
-    try:
-        proc.wait_ready()
+    with shared_server(proc, request):
         yield proc
-    finally:
-        proc.stop()
-        if request.session.testsfailed > failed_before:
-            print(proc.log_path.read_text(errors="replace"))
 
 
 @pytest.fixture

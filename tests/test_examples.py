@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -39,7 +38,7 @@ def test_a_script_that_serves_itself_at_module_level(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import free_port
+    from tests.conftest import free_port, wait_healthy
 
     port = free_port()
     script = tmp_path / "myapp.py"
@@ -55,13 +54,7 @@ def test_a_script_that_serves_itself_at_module_level(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, str(script)], stdout=out, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        wait_healthy(url, proc, log.read_text)
         job = httpx.post(f"{url}/api/tasks/double/run", json={"x": 21}, timeout=30).json()
         assert job["status"] == "succeeded" and job["result"] == 42, (job, log.read_text())
     finally:
