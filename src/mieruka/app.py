@@ -16,6 +16,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from .auth.service import Auth
     from .engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,6 +47,7 @@ class App:
         self._overrides = settings
         self._settings: Settings | None = None
         self._engine: Engine | None = None
+        self._auth: Auth | None = None
         caller = sys._getframe(1).f_globals
         self._module = caller.get("__name__", "")
         self._file = caller.get("__file__")
@@ -125,7 +127,19 @@ class App:
         self._engine = engine
         return engine
 
+    @property
+    def auth(self) -> Auth:
+        """Users, tokens, sessions, the audit log and presence (`app.auth.presence.online()`)."""
+        if self._auth is None:
+            from .auth.service import Auth
+
+            self._auth = Auth.from_settings(self.settings)
+        return self._auth
+
     def stop(self) -> None:
+        if self._auth is not None:
+            auth, self._auth = self._auth, None
+            auth.close()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             engine.stop()

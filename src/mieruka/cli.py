@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (ls, logs, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
         action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
 
+    from .cli_accounts import add_commands
+
+    add_commands(sub)
+
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema")
@@ -101,6 +105,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _submit(args)
     if args.command == "jobs":
         return _jobs(args)
+    if args.command in ("users", "tokens"):
+        from . import cli_accounts
+
+        return cli_accounts.users(args) if args.command == "users" else cli_accounts.tokens(args)
     if args.command == "db":
         settings = Settings.load({"home": args.home, "database_url": args.database_url})
         from .store.sql import SqlJobStore
@@ -135,6 +143,10 @@ def _serve(args: argparse.Namespace) -> int:
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)
+    if args.command == "demo":
+        from .cli_accounts import demo_login_link
+
+        print(f"mieruka: log in as the demo admin with this one-time link: {demo_login_link(app)}", flush=True)
     app.serve()
     return 0
 

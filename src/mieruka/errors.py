@@ -7,6 +7,9 @@
      │    ├── TaskNotFound
      │    ├── JobNotFound
      │    └── ArtifactNotFound
+     ├── NotAuthenticated        401  no valid session or token
+     ├── PermissionDenied        403  the user's role or an allow list forbids it
+     ├── TooManyAttempts         429  login throttled; retry later
      ├── ValidationError         422  bad parameters; `fields` names each bad field
      ├── ConflictError           409  the job is not in a state that allows the action
      ├── PayloadTooLarge         413
@@ -62,6 +65,25 @@ class JobNotFound(NotFoundError):
 
 class ArtifactNotFound(NotFoundError):
     code = "artifact_not_found"
+
+
+class NotAuthenticated(MierukaError):
+    status_code = 401
+    code = "not_authenticated"
+
+
+class PermissionDenied(MierukaError):
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyAttempts(MierukaError):
+    status_code = 429
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ValidationError(MierukaError):

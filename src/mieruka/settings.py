@@ -69,6 +69,13 @@ class Settings:
     heartbeat_interval: float = _setting(15.0, "SSE heartbeat and server liveness period, seconds.")
     auto_migrate: bool = _setting(True, "Upgrade the database schema at start-up.")
     log_level: str = _setting("info", "Server log level.")
+    session_max_age: float = _setting(7 * 86400.0, "A login session lasts this long (e.g. 8h, 7d).")
+    presence_expiry: float = _setting(300.0, "A user not seen for this long is no longer shown as online.")
+    login_max_failures: int = _setting(5, "Failed logins for one user name before it is locked for "
+                                       "login_lockout (per address: four times as many).")
+    login_lockout: float = _setting(900.0, "Window of login_max_failures and how long a lock lasts.")
+    trusted_proxies: str = _setting("127.0.0.1", "Comma-separated proxy addresses whose X-Forwarded-For "
+                                    "and X-Forwarded-Proto are believed ('*' for any).")
 
     @property
     def home_path(self) -> Path:
@@ -126,7 +133,7 @@ class Settings:
 
 
 _DURATIONS = {"run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
-              "prune_interval", "heartbeat_interval"}
+              "prune_interval", "heartbeat_interval", "session_max_age", "presence_expiry", "login_lockout"}
 
 
 def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +143,7 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
         out[name] = _coerce(name, known[name].type, value)
-    for name in ("workers", "retention_max_jobs"):
+    for name in ("workers", "retention_max_jobs", "login_max_failures"):
         if name in out and out[name] < 0:
             raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")
     if "port" in out and not 0 < out["port"] < 65536:

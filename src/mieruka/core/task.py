@@ -38,6 +38,8 @@ class Task:
     schedule: Schedule | None = None
     retention: Retention | None = None
     tags: tuple[str, ...] = field(default=())
+    # Role and user names that may see and run the task (None: everyone); see core/access.py.
+    allow: tuple[str, ...] | None = None
 
     @property
     def description(self) -> str:
@@ -88,6 +90,7 @@ def make_task(
     keep: str | float | None = None,
     keep_count: int | None = None,
     tags: tuple[str, ...] = (),
+    allow: list[str] | tuple[str, ...] | None = None,
 ) -> Task:
     task_name = name or func.__name__
     if not task_name.replace("_", "").replace("-", "").isalnum():
@@ -124,6 +127,7 @@ def make_task(
         schedule=schedule,
         retention=retention,
         tags=tuple(tags),
+        allow=tuple(allow) if allow is not None else None,
     )
 
 

@@ -110,3 +110,69 @@ schedules = sa.Table(
     sa.Column("last_run_at", UTCDateTime()),
     sa.Column("last_job_id", sa.Integer),
 )
+
+# -- accounts, audit log and presence (migration 0002_auth) --------------------------------------
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(255)),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# API tokens and one-time login links: only a SHA-256 of the secret is kept (the secrets are
+# long and random, so a slow hash would add nothing but latency to every API call).
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime()),
+    sa.Column("last_used_at", UTCDateTime()),
+    sa.Column("revoked_at", UTCDateTime()),
+    sa.Index("ix_tokens_user", "user_id"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("address", sa.String(64)),
+    sa.Index("ix_sessions_user", "user_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("detail", sa.JSON),
+    sa.Index("ix_audit_log_action", "action", "at"),
+    sa.Index("ix_audit_log_actor", "actor", "at"),
+    sqlite_autoincrement=True,
+)
+
+presence = sa.Table(
+    "presence",
+    metadata,
+    sa.Column("user_name", sa.String(100), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("page", sa.String(300), nullable=False),
+)

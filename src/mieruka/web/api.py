@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,11 +15,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ..app import App
 from ..core.events import Event
+from .accounts_api import accounts_router
 from .errors import install_error_handlers
 from .jobs import jobs_router
 from .metrics import Metrics
 from .openapi import install_openapi
 from .prefix import PathPrefix
+from .security import install_security, install_template_globals
 from .serialize import iso, job_json
 from .sse import event_response
 from .tasks import tasks_router
@@ -50,12 +51,14 @@ def create_api(app: App) -> FastAPI:
     install_error_handlers(api)
     api.include_router(tasks_router(app))
     api.include_router(jobs_router(app))
+    api.include_router(accounts_router(app))
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
     _docs_routes(api, app)
     api.include_router(ui_router(app))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(api, app)
+    install_security(api, app)
     if app.settings.root_path:
         api.add_middleware(PathPrefix, prefix=app.settings.root_path)
     return api
@@ -152,24 +155,22 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
 
 
 def _docs_routes(api: FastAPI, app: App) -> None:
+    # Our own pages rather than FastAPI's: those start the viewers with an inline script, which
+    # the Content-Security-Policy forbids.
+    from fastapi.templating import Jinja2Templates
+
+    templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+    templates.env.globals["app_title"] = app.title
+    install_template_globals(templates.env)
+
+    def docs_page(request: Request, kind: str) -> HTMLResponse:
+        return templates.TemplateResponse(request, "docs.html",
+                                          {"root": request.scope.get("root_path", ""), "kind": kind})
+
     @api.get("/docs", include_in_schema=False)
     def swagger(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}/openapi.json", title=f"{app.title} — API",
-            swagger_js_url=f"{root}/static/vendor/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}/static/vendor/swagger-ui/swagger-ui.css",
-            swagger_favicon_url=f"{root}/static/vendor/swagger-ui/favicon-32x32.png",
-            # No badge from the public validator service: pages must not reach outside the server.
-            swagger_ui_parameters={"validatorUrl": None},
-        )
+        return docs_page(request, "swagger")
 
     @api.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}/openapi.json", title=f"{app.title} — API",
-            redoc_js_url=f"{root}/static/vendor/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{root}/static/vendor/swagger-ui/favicon-32x32.png",
-            with_google_fonts=False,
-        )
+        return docs_page(request, "redoc")

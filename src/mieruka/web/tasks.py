@@ -9,8 +9,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..app import App
+from ..core.access import allowed
 from ..errors import JobTimeoutError
 from .schemas import ERRORS, JobOut, TaskOut
+from .security import owner_name, principal
 from .serialize import job_json
 from .submission import Submission
 
@@ -19,9 +21,10 @@ def tasks_router(app: App) -> APIRouter:
     router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
     @router.get("", response_model=None, responses={200: {"model": list[TaskOut]}})
-    def list_tasks() -> list[dict[str, Any]]:
-        """Every task with its parameters as JSON Schema."""
-        return [task.summary() for task in app.tasks]
+    def list_tasks(request: Request) -> list[dict[str, Any]]:
+        """Every task (that you may use) with its parameters as JSON Schema."""
+        who = principal(request)
+        return [task.summary() for task in app.tasks if allowed(who, task.allow)]
 
     @router.get("/{task}", response_model=None, responses={200: {"model": TaskOut}, **ERRORS})
     def get_task(task: str) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def tasks_router(app: App) -> APIRouter:
             params = await submission.read(request, task)
             record, created = await run_in_threadpool(
                 engine.submit, task.name, params, priority=priority, idempotency_key=idempotency_key,
-                delay=delay)
+                delay=delay, owner=owner_name(request))
         except BaseException:
             submission.discard()
             raise
@@ -83,6 +86,6 @@ def tasks_router(app: App) -> APIRouter:
             record = await run_in_threadpool(app.engine.get, record.id)
             return JSONResponse(job_json(record, root=root), status_code=202,
                                 headers={"Location": f"{root}/api/jobs/{record.id}"})
-        return JSONResponse(job_json(record, root=root))
+        return JSONResponse(job_json(record, root=root), headers={"Location": f"{root}/api/jobs/{record.id}"})
 
     return router

@@ -260,7 +260,14 @@
     connect(url, { state: onState, progress: onProgress }, poll);
   }
 
-  window.mieruka = { connect: connect, getJSON: getJSON, note: note };
+  // -- CSRF: htmx requests carry the session's token (forms also carry it as a field) -------------
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = csrfMeta ? csrfMeta.content : "";
+  document.body.addEventListener("htmx:configRequest", function (event) {
+    if (csrf) event.detail.headers["X-CSRF-Token"] = csrf;
+  });
+
+  window.mieruka = { connect: connect, getJSON: getJSON, note: note, csrf: csrf };
   if (document.body.dataset.job) jobPage(document.body.dataset.job);
   if (document.body.dataset.monitor) monitorPage();
 })();

@@ -14,14 +14,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from ...app import App
+from ...core.access import allowed
 from ...core.clock import utcnow
 from ...core.job import JobRecord
 from ...core.status import JobStatus
 from ...core.task import Task
 from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
 from ...store.base import JobQuery
+from ..security import audit, install_template_globals, owner_name, principal
 from ..submission import Submission
 from . import render
+from .account_pages import account_router
 from .forms import form_fields, unplaced_errors
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -38,7 +41,10 @@ def ui_router(app: App) -> APIRouter:
     env.filters["duration"] = render.human_duration
     env.globals["app_title"] = app.title
     env.globals["timezone"] = app.settings.timezone
+    install_template_globals(env)
+    env.globals["online_now"] = lambda: app.auth.presence.online()
     router = APIRouter(include_in_schema=False)
+    router.include_router(account_router(app, templates))
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("root", request.scope.get("root_path", ""))
@@ -48,7 +54,8 @@ def ui_router(app: App) -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
-        return page(request, "home.html", tasks=list(app.tasks))
+        who = principal(request)
+        return page(request, "home.html", tasks=[t for t in app.tasks if allowed(who, t.allow)])
 
     @router.get("/tasks/{name}", response_class=HTMLResponse)
     def task_page(request: Request, name: str, again: int | None = None) -> HTMLResponse:
@@ -68,7 +75,7 @@ def ui_router(app: App) -> APIRouter:
             submission.check_length(request)
             form = await request.form(max_files=1000, max_fields=1000)
             params = submission.from_form(form, task)
-            record, _ = await run_in_threadpool(engine.submit, task.name, params)
+            record, _ = await run_in_threadpool(engine.submit, task.name, params, owner=owner_name(request))
         except (ValidationError, PayloadTooLarge) as exc:
             submission.discard()
             errors = {f["field"]: f["message"] for f in getattr(exc, "fields", [])} or {"": exc.message}
@@ -132,10 +139,15 @@ def ui_router(app: App) -> APIRouter:
     @router.post("/jobs/cancel")
     async def cancel_many(request: Request) -> RedirectResponse:
         form = await request.form()
+        who = principal(request)
         for value in form.getlist("ids"):
             if isinstance(value, str) and value.isdigit():
                 try:
+                    record = await run_in_threadpool(app.engine.get, int(value))
+                    if not who.may_change_job(record.owner):
+                        continue  # an operator cancels only its own jobs
                     await run_in_threadpool(app.engine.cancel, int(value))
+                    await run_in_threadpool(audit, request, "job.cancel", f"job:{value}")
                 except (ConflictError, JobNotFound):
                     pass  # finished or gone meanwhile: nothing to cancel
         return RedirectResponse(request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs",

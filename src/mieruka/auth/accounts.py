@@ -1,0 +1,286 @@
+"""Users (argon2 password hashes), API tokens, one-time login links and server-side sessions.
+
+Secrets (tokens, links, session ids) are random and long; only their SHA-256 is stored, so a copy
+of the database lets nobody in. They are shown once, when created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from ..core.access import Principal, Role, parse_role
+from ..core.clock import utcnow
+from ..errors import ConflictError, NotFoundError, ValidationError
+from ..store import tables as t
+from .db import AuthDB
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+MIN_PASSWORD = 8
+TOKEN_PREFIX = "mrk_"
+# Writing last_used_at on every API call would turn each read into a write: once a minute is enough.
+LAST_USED_EVERY = timedelta(minutes=1)
+
+_hasher = PasswordHasher()
+# Verifying against this keeps a login for an unknown name as slow as one for a known name.
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    has_password: bool
+
+    def principal(self, via: str, csrf: str | None = None) -> Principal:
+        return Principal(self.name, self.role, via, self.id, csrf)
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    user: str
+    kind: str
+    name: str
+    hint: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    def active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name or ""):
+        raise ValidationError("name: 1 to 100 letters, digits, '_', '.', '@' or '-', starting with a "
+                              "letter or digit", [{"field": "name", "message": "invalid user name"}])
+    return name
+
+
+def check_password(password: str) -> str:
+    if len(password or "") < MIN_PASSWORD:
+        raise ValidationError(f"password: at least {MIN_PASSWORD} characters",
+                              [{"field": "password", "message": f"at least {MIN_PASSWORD} characters"}])
+    if len(password) > 1024:
+        raise ValidationError("password: at most 1024 characters",
+                              [{"field": "password", "message": "too long"}])
+    return password
+
+
+def role_of(value: str) -> Role:
+    try:
+        return parse_role(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc), [{"field": "role", "message": "unknown role"}]) from None
+
+
+class Accounts:
+    def __init__(self, db: AuthDB, session_max_age: float = 7 * 86400.0) -> None:
+        self.db = db
+        self.session_max_age = session_max_age
+
+    # -- users -----------------------------------------------------------------------------------
+    def has_users(self) -> bool:
+        with self.db.read() as conn:
+            return conn.execute(sa.select(t.users.c.id).limit(1)).first() is not None
+
+    def add_user(self, name: str, role: Role | str, password: str | None) -> User:
+        check_name(name)
+        role = role if isinstance(role, Role) else role_of(role)
+        hashed = _hasher.hash(check_password(password)) if password is not None else None
+        with self.db.write() as conn:
+            if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == name)).first():
+                raise ConflictError(f"a user named {name!r} exists already")
+            conn.execute(t.users.insert().values(name=name, role=role.value, password_hash=hashed,
+                                                 created_at=utcnow()))
+        return self.get_user(name)
+
+    def get_user(self, name: str) -> User:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no user named {name!r}")
+        return _user(row)
+
+    def list_users(self) -> list[User]:
+        with self.db.read() as conn:
+            return [_user(r) for r in conn.execute(sa.select(t.users).order_by(t.users.c.name))]
+
+    def remove_user(self, name: str) -> None:
+        user = self.get_user(name)
+        with self.db.write() as conn:
+            self._keep_an_admin(conn, user, None)
+            conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id))
+            conn.execute(t.tokens.delete().where(t.tokens.c.user_id == user.id))
+            conn.execute(t.presence.delete().where(t.presence.c.user_name == user.name))
+            conn.execute(t.users.delete().where(t.users.c.id == user.id))
+
+    def set_role(self, name: str, role: Role | str) -> User:
+        user = self.get_user(name)
+        role = role if isinstance(role, Role) else role_of(role)
+        with self.db.write() as conn:
+            self._keep_an_admin(conn, user, role)
+            conn.execute(t.users.update().where(t.users.c.id == user.id).values(role=role.value))
+        return self.get_user(name)
+
+    def set_password(self, name: str, password: str) -> None:
+        """A new password also ends the user's sessions: whoever knew the old one is logged out."""
+        user = self.get_user(name)
+        hashed = _hasher.hash(check_password(password))
+        with self.db.write() as conn:
+            conn.execute(t.users.update().where(t.users.c.id == user.id).values(password_hash=hashed))
+            conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id))
+
+    def _keep_an_admin(self, conn: sa.Connection, user: User, new_role: Role | None) -> None:
+        if user.role is not Role.ADMIN or new_role is Role.ADMIN:
+            return
+        admins = conn.execute(sa.select(sa.func.count()).select_from(t.users)
+                              .where(t.users.c.role == Role.ADMIN.value)).scalar_one()
+        if admins <= 1:
+            raise ConflictError(f"{user.name!r} is the last admin; make another user admin first")
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user when the password is right, else None (same work either way)."""
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first() if name else None
+        stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
+        try:
+            _hasher.verify(stored, password[:1024])
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is None or not row.password_hash:
+            return None
+        if _hasher.check_needs_rehash(stored):
+            with self.db.write() as conn:
+                conn.execute(t.users.update().where(t.users.c.id == row.id)
+                             .values(password_hash=_hasher.hash(password)))
+        return _user(row)
+
+    # -- tokens and one-time links ------------------------------------------------------------------
+    def create_token(self, user: str, name: str = "", expires_at: datetime | None = None,
+                     kind: str = "api") -> tuple[Token, str]:
+        """A new secret for the user; the secret is returned here and never again."""
+        owner = self.get_user(user)
+        if expires_at is not None and expires_at <= utcnow():
+            raise ValidationError("expires_at: must be in the future",
+                                  [{"field": "expires_at", "message": "in the past"}])
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.db.write() as conn:
+            token_id = conn.execute(t.tokens.insert().values(
+                user_id=owner.id, kind=kind, name=name[:200], secret_hash=digest(secret), hint=secret[:8],
+                created_at=utcnow(), expires_at=expires_at)).inserted_primary_key[0]  # type: ignore[index]
+        return self.get_token(int(token_id)), secret
+
+    def get_token(self, token_id: int) -> Token:
+        with self.db.read() as conn:
+            row = conn.execute(_token_select().where(t.tokens.c.id == token_id)).first()
+        if row is None:
+            raise NotFoundError(f"no token with id {token_id}")
+        return _token(row)
+
+    def list_tokens(self, user: str | None = None) -> list[Token]:
+        query = _token_select().where(t.tokens.c.kind == "api").order_by(t.tokens.c.id.desc())
+        if user is not None:
+            query = query.where(t.users.c.name == user)
+        with self.db.read() as conn:
+            return [_token(r) for r in conn.execute(query)]
+
+    def revoke_token(self, token_id: int) -> Token:
+        with self.db.write() as conn:
+            conn.execute(t.tokens.update().where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))
+                         .values(revoked_at=utcnow()))
+        return self.get_token(token_id)
+
+    def check_token(self, secret: str) -> User | None:
+        """The owner of an active API token (and note when it was used)."""
+        if not secret.startswith(TOKEN_PREFIX):
+            return None
+        now = utcnow()
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.tokens, t.users.c.name.label("user_name"))
+                               .join(t.users, t.users.c.id == t.tokens.c.user_id)
+                               .where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "api")).first()
+        if row is None:
+            return None
+        token = _token(row)
+        if not token.active(now):
+            return None
+        if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:
+            with self.db.write() as conn:
+                conn.execute(t.tokens.update().where(t.tokens.c.id == token.id).values(last_used_at=now))
+        return self.get_user(row.user_name)
+
+    def create_login_link(self, user: str, valid_for: float = 86400.0) -> str:
+        _, secret = self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for),
+                                      kind="link")
+        return secret
+
+    def consume_login_link(self, secret: str) -> User | None:
+        """The link's user, once: the link is void from then on."""
+        now = utcnow()
+        with self.db.write() as conn:
+            row = conn.execute(sa.select(t.tokens).where(t.tokens.c.secret_hash == digest(secret),
+                                                         t.tokens.c.kind == "link")).first()
+            if row is None or row.revoked_at is not None or (row.expires_at and row.expires_at <= now):
+                return None
+            used = conn.execute(t.tokens.update().where(t.tokens.c.id == row.id, t.tokens.c.revoked_at.is_(None))
+                                .values(revoked_at=now, last_used_at=now))
+            if used.rowcount != 1:
+                return None
+            user_row = conn.execute(sa.select(t.users).where(t.users.c.id == row.user_id)).first()
+        return _user(user_row) if user_row is not None else None
+
+    # -- sessions ----------------------------------------------------------------------------------
+    def create_session(self, user: User, address: str) -> tuple[str, str]:
+        """A fresh session id (for the cookie) and its CSRF token."""
+        secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(t.sessions.delete().where(t.sessions.c.expires_at <= now))
+            conn.execute(t.sessions.insert().values(
+                id_hash=digest(secret), user_id=user.id, csrf=csrf, created_at=now,
+                expires_at=now + timedelta(seconds=self.session_max_age), address=address[:64]))
+        return secret, csrf
+
+    def session_user(self, secret: str) -> Principal | None:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.sessions.c.csrf, t.sessions.c.expires_at, t.users)
+                               .join(t.users, t.users.c.id == t.sessions.c.user_id)
+                               .where(t.sessions.c.id_hash == digest(secret))).first()
+        if row is None or row.expires_at <= utcnow():
+            return None
+        return _user(row).principal("session", row.csrf)
+
+    def end_session(self, secret: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(t.sessions.delete().where(t.sessions.c.id_hash == digest(secret)))
+
+
+def _user(row: sa.Row) -> User:  # type: ignore[type-arg]
+    return User(id=row.id, name=row.name, role=Role(row.role), created_at=row.created_at,
+                has_password=bool(row.password_hash))
+
+
+def _token_select() -> sa.Select:  # type: ignore[type-arg]
+    return sa.select(t.tokens, t.users.c.name.label("user_name")).join(t.users, t.users.c.id == t.tokens.c.user_id)
+
+
+def _token(row: sa.Row) -> Token:  # type: ignore[type-arg]
+    return Token(id=row.id, user=row.user_name, kind=row.kind, name=row.name, hint=row.hint,
+                 created_at=row.created_at, expires_at=row.expires_at, last_used_at=row.last_used_at,
+                 revoked_at=row.revoked_at)

@@ -1,0 +1,46 @@
+"""The database connection the account, audit and presence tables share."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import Connection
+
+from ..store.sql import _make_engine
+
+
+class AuthDB:
+    """SQLAlchemy engines on the job store's database. Writers are serialised in this process on
+    SQLite (which would make them wait anyway), as the job store does."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._writer = _make_engine(url, immediate=True)
+        self._reader = _make_engine(url, immediate=False) if url.startswith("sqlite") else self._writer
+        self._lock = threading.Lock() if url.startswith("sqlite") else None
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        if self._lock is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        with self._lock, self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    def migrate(self) -> None:
+        from ..store.migrate import upgrade
+
+        upgrade(self._writer)
+
+    def close(self) -> None:
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()

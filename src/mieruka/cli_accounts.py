@@ -1,0 +1,182 @@
+"""`mieruka users ...` and `mieruka tokens ...`: accounts managed on the database directly, so the
+first admin can be added before any server runs. Each change is written to the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from datetime import timedelta
+from typing import Any
+
+from .core.clock import utcnow
+from .errors import MierukaError
+from .settings import Settings
+
+ACTOR = "cli"
+
+
+def add_commands(sub: Any) -> None:
+    users = sub.add_parser("users", help="add, list, remove users or change their password or role")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    add = users_sub.add_parser("add", help="add a user (asks for the password)")
+    add.add_argument("name")
+    add.add_argument("--role", default="viewer", help="admin, operator or viewer (default viewer)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--no-password", action="store_true", help="no password: log in with a one-time link "
+                     "(`mieruka users link NAME`) or use API tokens")
+    users_sub.add_parser("ls", help="list users")
+    rm = users_sub.add_parser("rm", help="remove a user with their sessions and tokens")
+    rm.add_argument("name")
+    passwd = users_sub.add_parser("passwd", help="set a user's password (ends their sessions)")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    role = users_sub.add_parser("role", help="change a user's role")
+    role.add_argument("name")
+    role.add_argument("role", help="admin, operator or viewer")
+    link = users_sub.add_parser("link", help="print a one-time login link for a user (valid 24 hours)")
+    link.add_argument("name")
+    link.add_argument("--url", help="the server's address as users reach it (default: the url setting)")
+
+    tokens = sub.add_parser("tokens", help="create, list or revoke API tokens")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    create = tokens_sub.add_parser("create", help="create an API token; prints it once")
+    create.add_argument("--user", required=True)
+    create.add_argument("--name", default="", help="what the token is for")
+    create.add_argument("--expires-in-days", type=float, help="expire after this many days (default never)")
+    ls = tokens_sub.add_parser("ls", help="list API tokens")
+    ls.add_argument("--user")
+    revoke = tokens_sub.add_parser("revoke", help="revoke an API token by id")
+    revoke.add_argument("id", type=int)
+    for parser in (*users_sub.choices.values(), *tokens_sub.choices.values()):
+        parser.add_argument("--home", help="data directory (default ./.mieruka)")
+        parser.add_argument("--database-url", help="SQLAlchemy URL of the store (default SQLite in the home)")
+
+
+def _auth(args: argparse.Namespace) -> Any:
+    from .auth.service import Auth
+
+    settings = Settings.load({"home": args.home, "database_url": args.database_url})
+    auth = Auth.from_settings(settings)
+    auth.db.migrate()
+    return auth
+
+
+def _password(args: argparse.Namespace, name: str) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise MierukaError("no terminal to ask for the password: pipe it in with --password-stdin")
+    first = getpass.getpass(f"password for {name}: ")
+    if getpass.getpass("again: ") != first:
+        raise MierukaError("the two passwords differ")
+    return first
+
+
+def _actor() -> str:
+    try:
+        return f"{ACTOR}:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return ACTOR
+
+
+def users(args: argparse.Namespace) -> int:
+    auth = _auth(args)
+    try:
+        accounts, action = auth.accounts, args.users_command
+        if action == "ls":
+            print(f"{'NAME':<24} {'ROLE':<9} {'PASSWORD':<8}  CREATED (UTC)")
+            for user in accounts.list_users():
+                print(f"{user.name:<24} {user.role.value:<9} {'yes' if user.has_password else 'no':<8}  "
+                      f"{user.created_at:%Y-%m-%d %H:%M}")
+            return 0
+        if action == "add":
+            password = None if args.no_password else _password(args, args.name)
+            user = accounts.add_user(args.name, args.role, password)
+            auth.audit.record(_actor(), "user.add", f"user:{user.name}", "local", {"role": user.role.value})
+            print(f"added {user.name} ({user.role.value})")
+        elif action == "rm":
+            accounts.remove_user(args.name)
+            auth.audit.record(_actor(), "user.remove", f"user:{args.name}", "local")
+            print(f"removed {args.name}")
+        elif action == "passwd":
+            accounts.set_password(args.name, _password(args, args.name))
+            auth.audit.record(_actor(), "user.password", f"user:{args.name}", "local")
+            print(f"password of {args.name} changed; their sessions ended")
+        elif action == "role":
+            user = accounts.set_role(args.name, args.role)
+            auth.audit.record(_actor(), "user.role", f"user:{args.name}", "local", {"role": user.role.value})
+            print(f"{user.name} is now {user.role.value}")
+        elif action == "link":
+            secret = accounts.create_login_link(args.name)
+            auth.audit.record(_actor(), "user.link", f"user:{args.name}", "local")
+            base = (args.url or auth.settings.url).rstrip("/") + auth.settings.root_path
+            print(f"{base}/login/link/{secret}")
+        return 0
+    finally:
+        auth.close()
+
+
+def tokens(args: argparse.Namespace) -> int:
+    auth = _auth(args)
+    try:
+        accounts, action = auth.accounts, args.tokens_command
+        if action == "create":
+            days = args.expires_in_days
+            if days is not None and not 0 < days <= 3650:
+                raise MierukaError("--expires-in-days must be between 0 and 3650")
+            expires = utcnow() + timedelta(days=days) if days else None
+            token, secret = accounts.create_token(args.user, args.name, expires)
+            auth.audit.record(_actor(), "token.create", f"token:{token.id}", "local",
+                              {"user": args.user, "name": args.name})
+            print(secret)
+            print(f"token {token.id} for {args.user}: shown this once, send it as 'Authorization: Bearer ...'",
+                  file=sys.stderr)
+        elif action == "ls":
+            now = utcnow()
+            print(f"{'ID':>4}  {'USER':<16} {'NAME':<24} {'TOKEN':<12} {'STATE':<8} LAST USED (UTC)")
+            for t in accounts.list_tokens(args.user):
+                state = "revoked" if t.revoked_at else "active" if t.active(now) else "expired"
+                used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+                print(f"{t.id:>4}  {t.user:<16} {t.name[:24]:<24} {t.hint + '...':<12} {state:<8} {used}")
+        else:
+            token = accounts.get_token(args.id)
+            if token.kind != "api":
+                raise MierukaError(f"no API token with id {args.id}")
+            accounts.revoke_token(args.id)
+            auth.audit.record(_actor(), "token.revoke", f"token:{args.id}", "local", {"user": token.user})
+            print(f"revoked token {args.id} of {token.user}")
+        return 0
+    finally:
+        auth.close()
+
+
+def demo_login_link(app: Any) -> str:
+    """`mieruka demo`: a demo admin (made once) and a fresh one-time login link at every start."""
+    auth = app.auth
+    auth.db.migrate()
+    if not any(u.name == "demo" for u in auth.accounts.list_users()):
+        auth.accounts.add_user("demo", "admin", None)
+        auth.audit.record(_actor(), "user.add", "user:demo", "local", {"role": "admin"})
+    secret = auth.accounts.create_login_link("demo")
+    settings = app.settings
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{settings.port}{settings.root_path}/login/link/{secret}"
+
+
+def refuse_open_network(app: Any) -> None:
+    """Serving to the network with nobody configured would let anyone in: refuse, saying how."""
+    from .web.security import is_loopback
+
+    settings = app.settings
+    if is_loopback(settings.host):
+        return
+    auth = app.auth
+    auth.db.migrate()
+    if auth.accounts.has_users():
+        return
+    home = f" --home {settings.home}" if settings.home != Settings().home else ""
+    raise MierukaError(
+        f"refusing to serve on {settings.host} with no users: anyone on the network could use it. Add one "
+        f"first: `mieruka users add NAME --role admin{home}` (or bind to 127.0.0.1)")
+

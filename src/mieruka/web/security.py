@@ -1,0 +1,396 @@
+"""The security layer in front of every route: who is asking, may they, CSRF, audit, headers.
+
+One ASGI middleware, so routes added later are covered without doing anything:
+- identity: `Authorization: Bearer <token>` (API clients), else the session cookie (browsers), else
+  anonymous; with no user configured on a loopback-bound server, everyone is the local admin
+  (today's single-user behaviour);
+- access: the route's rule from policy.py (role, allow list of a task, owner of a job);
+- CSRF: a cookie-authenticated state-changing request must carry the session's token, in the
+  `X-CSRF-Token` header (mieruka.js adds it to htmx requests) or as the form field `csrf_token`
+  (`{{ csrf_input() }}` in every form, placed first so uploads are not buffered to find it);
+  Bearer requests carry no ambient credentials and are not checked;
+- audit: every successful state-changing request is recorded (policy.py names the action);
+- presence: authenticated requests mark their user as seen;
+- headers: a Content-Security-Policy allowing only this server, nosniff, no framing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlparse
+
+from jinja2 import pass_context
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..core.access import Principal, Role, allowed
+from .policy import SAFE_METHODS, Rule, rule_for
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ..app import App
+
+SESSION_COOKIE = "mieruka_session"
+LOGIN_CSRF_COOKIE = "mieruka_login_csrf"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+STATE_KEY = "mieruka_principal"
+LOCAL = Principal("local", Role.ADMIN, "local")
+MAX_FORM_SCAN = 1024 * 1024  # an urlencoded form bigger than this is not a form of ours
+MULTIPART_HEAD = 64 * 1024  # the CSRF field comes first: this much is plenty to find it
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'self'; "
+       "form-action 'self'; frame-ancestors 'none'")
+# ReDoc and Swagger UI style their elements at run time: only these pages allow inline styles.
+DOCS_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'").replace(
+    "script-src 'self'", "script-src 'self'; worker-src 'self' blob:")
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def principal(request: Request) -> Principal:
+    """Who is making this request (set by the middleware for every route)."""
+    found: Principal | None = getattr(request.state, STATE_KEY, None)
+    if found is None:
+        raise RuntimeError("the security middleware is not installed")
+    return found
+
+
+def owner_name(request: Request) -> str | None:
+    """The name jobs submitted by this request belong to (none in the open single-user mode)."""
+    who = principal(request)
+    return None if who.via == "local" else who.name
+
+
+def address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def audit(request: Request, action: str, target: str = "", **detail: Any) -> None:
+    """Record an audit entry for this request's user: `audit(request, "source.refresh", "source:x")`."""
+    app: App = request.app.state.mieruka_app
+    app.auth.audit.record(principal(request).name, action, target, address(request), detail or None)
+
+
+def csrf_token(request: Request) -> str:
+    who: Principal | None = getattr(request.state, STATE_KEY, None)
+    if who is not None and who.session_csrf:
+        return who.session_csrf
+    return request.cookies.get(LOGIN_CSRF_COOKIE, "")
+
+
+@pass_context
+def csrf_input(context: Any) -> Markup:
+    """`{{ csrf_input() }}`: the hidden CSRF field; put it first in every form that posts."""
+    request = context.get("request")
+    value = csrf_token(request) if request is not None else ""
+    return Markup(f'<input type="hidden" name="{CSRF_FIELD}" value="{html.escape(value)}">')
+
+
+@pass_context
+def current_user(context: Any) -> Principal | None:
+    request = context.get("request")
+    return getattr(request.state, STATE_KEY, None) if request is not None else None
+
+
+def install_template_globals(env: Any) -> None:
+    """Give a Jinja environment `csrf_input()`, `csrf_token()` and `current_user()`."""
+    env.globals["csrf_input"] = csrf_input
+    env.globals["csrf_token"] = pass_context(lambda ctx: csrf_token(ctx["request"]))
+    env.globals["current_user"] = current_user
+
+
+@dataclass(frozen=True)
+class FlatRoute:
+    path: str | None
+    methods: frozenset[str] | None
+    original: Any
+    matches: Callable[[Scope], tuple[Match, Scope]]
+
+
+def flat_routes(api: FastAPI) -> list[FlatRoute]:
+    """Every route of the app, included routers flattened, in matching order."""
+    try:
+        from fastapi.routing import iter_route_contexts  # FastAPI >= 0.130 nests included routers
+    except ImportError:
+        return [FlatRoute(getattr(r, "path", None), frozenset(getattr(r, "methods", None) or ()) or None, r, r.matches)
+                for r in api.router.routes]
+    return [FlatRoute(rc.path, frozenset(rc.methods) if rc.methods else None, rc.original_route, rc.matches)
+            for rc in iter_route_contexts(api.router.routes)]
+
+
+class Denied(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+class Security:
+    """The middleware. `api` is the FastAPI app whose routes it matches requests against."""
+
+    def __init__(self, inner: ASGIApp, api: FastAPI, app: App) -> None:
+        self.inner = inner
+        self.api = api
+        self.app = app
+        self._routes: list[FlatRoute] | None = None
+        self._users_checked = 0.0
+        self._has_users = False
+        self.loopback = is_loopback(app.settings.host)
+
+    # -- identity --------------------------------------------------------------------------------
+    def has_users(self) -> bool:
+        now = time.monotonic()
+        if not self._has_users and now - self._users_checked > 1.0:
+            self._has_users = self.app.auth.accounts.has_users()
+            self._users_checked = now
+        return self._has_users
+
+    def identify(self, request: Request) -> Principal | None:
+        accounts = self.app.auth.accounts
+        header = request.headers.get("authorization", "")
+        if header:
+            scheme, _, secret = header.partition(" ")
+            if scheme.lower() != "bearer" or not secret.strip():
+                raise Denied(401, "not_authenticated", "Authorization must be 'Bearer <token>'")
+            user = accounts.check_token(secret.strip())
+            if user is None:
+                raise Denied(401, "not_authenticated", "the token is unknown, revoked or expired")
+            return user.principal("token")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            found = accounts.session_user(cookie)
+            if found is not None:
+                return found
+        if not self.has_users() and self.loopback:
+            if request.headers.get("x-forwarded-for"):
+                raise Denied(401, "not_authenticated", "this server has no users yet and a proxy forwards to it: "
+                             "add one with `mieruka users add NAME --role admin`")
+            return LOCAL
+        return None
+
+    # -- the checks --------------------------------------------------------------------------------
+    def route_of(self, scope: Scope) -> tuple[str, dict[str, Any], bool] | None:
+        """The matching route's path template, path parameters, and whether it is a mount."""
+        if self._routes is None:
+            self._routes = flat_routes(self.api)
+        partial = None
+        for route in self._routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return route.path or "", child.get("path_params", {}), isinstance(route.original, Mount)
+            if match is Match.PARTIAL and partial is None:
+                partial = (route.path or "", child.get("path_params", {}), False)
+        return partial
+
+    def check(self, request: Request, rule: Rule, who: Principal | None, params: dict[str, Any]) -> None:
+        if rule.role is None:
+            return
+        if who is None:
+            raise Denied(401, "not_authenticated", "log in first, or send 'Authorization: Bearer <token>'")
+        if not who.can(rule.role):
+            raise Denied(403, "forbidden", f"this needs the {rule.role.value} role; {who.name} is a {who.role.value}")
+        if rule.task_param and params.get(rule.task_param) in self.app.tasks:
+            task = self.app.tasks.get(params[rule.task_param])
+            if not allowed(who, task.allow):
+                raise Denied(403, "forbidden", f"{who.name} may not use task {task.name!r}")
+        if rule.owner and "job_id" in params:
+            record = self.app.engine.store.get_job(int(params["job_id"]))
+            if record is not None and not who.may_change_job(record.owner):
+                raise Denied(403, "forbidden", f"job {record.id} belongs to {record.owner or 'nobody'}; "
+                             f"an operator may change only its own jobs")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        request = Request(scope)
+        method = scope["method"]
+        found = self.route_of(scope)
+        template, params, is_static = found if found is not None else ("", {}, False)
+        rule = rule_for(method, template)
+        try:
+            who = None if is_static else await run_in_threadpool(self.identify, request)
+            scope.setdefault("state", {})[STATE_KEY] = who
+            await run_in_threadpool(self.check, request, rule, who, params)
+            if method not in SAFE_METHODS and rule.csrf and (who is None or who.via == "session"):
+                receive = await self.check_csrf(request, receive, who, template)
+        except Denied as denied:
+            await self.deny(scope, receive, send, denied, request)
+            return
+        if who is not None and who.via in ("session", "token") and template != "/api/presence/heartbeat":
+            await run_in_threadpool(self.app.auth.presence.seen, who, address(request),
+                                    _page_of(request, template))
+        status: list[int] = []
+        location: list[str] = []
+        docs = template in DOCS_PATHS
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                for k, v in headers:
+                    if k.lower() == b"location":
+                        location.append(v.decode("latin-1"))
+                _add_headers(headers, names, docs)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.inner(scope, receive, send_wrapper)
+        if (method not in SAFE_METHODS and who is not None and rule.audit is not None and status
+                and status[0] < 400):
+            action = f"{method} {template}" if rule.audit == "auto" else rule.audit
+            target = _target(params, location[0] if location else "")
+            await run_in_threadpool(self.app.auth.audit.record, who.name, action, target, address(request),
+                                    None)
+
+    async def check_csrf(self, request: Request, receive: Receive, who: Principal | None,
+                         template: str) -> Receive:
+        """Raise Denied unless the request carries the right token; returns a receive that replays
+        whatever body had to be read to find it."""
+        if who is None:  # only the login form is posted without a session
+            expected = request.cookies.get(LOGIN_CSRF_COOKIE, "") if template == "/login" else ""
+        else:
+            expected = who.session_csrf or ""
+        given = request.headers.get(CSRF_HEADER)
+        replay: list[Message] = []
+        if given is None:
+            given, replay = await _field_from_body(request, receive)
+        if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Denied(403, "csrf_failed", "missing or wrong CSRF token: reload the page and try again")
+        if not replay:
+            return receive
+        pending = list(replay)
+
+        async def replaying() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        return replaying
+
+    async def deny(self, scope: Scope, receive: Receive, send: Send, denied: Denied, request: Request) -> None:
+        from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+
+        root = scope.get("root_path", "")
+        wants_html = ("text/html" in request.headers.get("accept", "") and not request.headers.get("hx-request")
+                      and scope["method"] == "GET")
+        response: Any
+        if wants_html and denied.status == 401:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = RedirectResponse(f"{root}/login?next={quote(target, safe='')}", status_code=303)
+        elif wants_html:
+            response = HTMLResponse(_ERROR_PAGE.format(root=html.escape(root), status=denied.status,
+                                                       message=html.escape(denied.message)), status_code=denied.status)
+        else:
+            response = JSONResponse({"error": {"code": denied.code, "message": denied.message}},
+                                    status_code=denied.status, headers=denied.headers)
+            if denied.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="mieruka"'
+        headers = list(response.raw_headers)
+        _add_headers(headers, {k.lower() for k, _ in headers}, False)
+        response.raw_headers = headers
+        await response(scope, receive, send)
+
+
+_ERROR_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{status}</title>
+<link rel="stylesheet" href="{root}/static/vendor/pico/pico.min.css"></head>
+<body><main class="container"><h1>{status}</h1><p>{message}</p><p><a href="{root}/">Home</a> ·
+<a href="{root}/login">Log in as someone else</a></p></main></body></html>"""
+
+
+def _add_headers(headers: list[tuple[bytes, bytes]], names: set[bytes], docs: bool) -> None:
+    if b"content-security-policy" not in names:
+        headers.append((b"content-security-policy", (DOCS_CSP if docs else CSP).encode()))
+    for name, value in ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                        (b"referrer-policy", b"same-origin")):
+        if name not in names:
+            headers.append((name, value))
+
+
+_JOB_URL = re.compile(r"/jobs/(\d+)(?:$|[/?])")
+
+
+def _target(params: dict[str, Any], location: str) -> str:
+    match = _JOB_URL.search(location)
+    if match:
+        return f"job:{match.group(1)}"
+    if "job_id" in params:
+        return f"job:{params['job_id']}"
+    return " ".join(f"{k}:{v}" for k, v in params.items())
+
+
+def _page_of(request: Request, template: str) -> str:
+    current = request.headers.get("hx-current-url")  # htmx requests name the page they come from
+    if current:
+        return urlparse(current).path
+    return request.url.path if not template.startswith("/api/") else ""
+
+
+async def _field_from_body(request: Request, receive: Receive) -> tuple[str | None, list[Message]]:
+    """Read just enough of a form body to find its csrf_token field."""
+    kind = request.headers.get("content-type", "")
+    if not kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return None, []
+    replay: list[Message] = []
+    body = b""
+    limit = MAX_FORM_SCAN if kind.startswith("application/") else MULTIPART_HEAD
+    more = True
+    while more and len(body) < limit:
+        message = await receive()
+        replay.append(message)
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if kind.startswith("multipart/"):
+            value = _first_part(kind, body)
+            if value is not None:
+                return value, replay
+    if kind.startswith("application/"):
+        values = parse_qs(body.decode("latin-1"), keep_blank_values=True).get(CSRF_FIELD)
+        return (values[0] if values else None), replay
+    return _first_part(kind, body), replay
+
+
+def _first_part(kind: str, body: bytes) -> str | None:
+    match = re.search(r'boundary="?([^";]+)"?', kind)
+    if not match:
+        return None
+    boundary = b"--" + match.group(1).encode("latin-1")
+    start = body.find(boundary)
+    if start < 0:
+        return None
+    head_end = body.find(b"\r\n\r\n", start)
+    end = body.find(b"\r\n" + boundary, head_end + 4) if head_end >= 0 else -1
+    if head_end < 0 or end < 0:
+        return None
+    head = body[start:head_end].decode("latin-1").lower()
+    if f'name="{CSRF_FIELD}"' not in head:
+        return ""  # the first field is something else: the form lacks the token
+    return body[head_end + 4:end].decode("latin-1")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def install_security(api: FastAPI, app: App) -> None:
+    api.state.mieruka_app = app
+    api.add_middleware(Security, api=api, app=app)
