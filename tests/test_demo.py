@@ -27,6 +27,9 @@ NOT_ONE_CLICK = {"long_sleep", "heartbeat"}
 class DemoServer(ServerProcess):
     """`mieruka demo --port P --home HOME` in a subprocess, started in `cwd`."""
 
+    session: dict[str, str]
+    csrf: str
+
     def __init__(self, home: Path, cwd: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,12 +51,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     cwd.mkdir()
     proc = DemoServer(base / "demo-home", cwd, "--workers", "4")
     with shared_server(proc, request):
+        # Log in once as the demo admin with the one-time link the demo printed.
+        link = re.search(r"one-time link: (\S+)", proc.output())
+        assert link, proc.output()
+        with httpx.Client(base_url=proc.url) as client:
+            assert client.get(link.group(1), follow_redirects=True).status_code == 200  # the home page, logged in
+            proc.session = dict(client.cookies)
+            proc.csrf = client.get("/api/me").json()["csrf_token"]
+            assert client.get(link.group(1), follow_redirects=False).status_code == 401  # void after one use
         yield proc
 
 
 @pytest.fixture
 def http(demo: DemoServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=demo.url, timeout=60) as client:
+    with httpx.Client(base_url=demo.url, timeout=60, cookies=demo.session,
+                      headers={"X-CSRF-Token": demo.csrf}) as client:
         yield client
 
 

@@ -1,0 +1,156 @@
+"""Accounts on a real server process: users and tokens made with the CLI, a login through a real
+browser with every page working under the Content-Security-Policy (no violation, nothing fetched
+from outside), Secure cookies behind an HTTPS proxy, and the refusal to serve the network with
+nobody configured."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server
+
+PASSWORD = "a long password"
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    env["PYTHONPATH"] = str(TESTS.parent)
+    return subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True,
+                          text=True, cwd=TESTS.parent, env=env, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    home = tmp_path_factory.mktemp("auth-server") / "home"
+    added = cli("users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home),
+                stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    with shared_server(ServerProcess("tests/jobs.py:app", home, "--workers", "1"), request) as proc:
+        yield proc
+
+
+def test_the_cli_manages_users_and_tokens(server: ServerProcess) -> None:
+    home = str(server.home)
+    assert cli("users", "add", "otto", "--role", "operator", "--password-stdin", "--home", home,
+               stdin="otto's password\n").returncode == 0
+    listed = cli("users", "ls", "--home", home).stdout
+    assert re.search(r"ada\s+admin", listed) and re.search(r"otto\s+operator", listed)
+    created = cli("tokens", "create", "--user", "otto", "--name", "nightly", "--home", home)
+    assert created.returncode == 0 and "shown this once" in created.stderr
+    secret = created.stdout.strip()
+    bearer = {"Authorization": f"Bearer {secret}"}
+    job = httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 1}, headers=bearer)
+    assert job.status_code == 202 and job.json()["owner"] == "otto"
+    tokens = cli("tokens", "ls", "--home", home).stdout
+    token_id = re.search(r"^\s*(\d+)\s+otto\s+nightly", tokens, re.M)
+    assert token_id, tokens
+    assert cli("tokens", "revoke", token_id.group(1), "--home", home).returncode == 0
+    assert httpx.get(f"{server.url}/api/tasks", headers=bearer).status_code == 401
+    assert cli("users", "role", "otto", "viewer", "--home", home).returncode == 0
+    assert cli("users", "passwd", "otto", "--password-stdin", "--home", home, stdin="a new password\n").returncode == 0
+    assert cli("users", "rm", "otto", "--home", home).returncode == 0
+    assert "otto" not in cli("users", "ls", "--home", home).stdout
+    audit = httpx.get(f"{server.url}/api/audit?actor=cli", headers=_admin(server))  # entries from the CLI
+    assert audit.status_code == 200
+
+
+def _admin(server: ServerProcess) -> dict[str, str]:
+    created = cli("tokens", "create", "--user", "ada", "--home", str(server.home))
+    return {"Authorization": f"Bearer {created.stdout.strip()}"}
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (("users", "add", "x", "--role", "boss", "--password-stdin"), "long enough\n", "unknown role 'boss'"),
+    (("users", "add", "x", "--role", "admin"), "", "--password-stdin"),
+    (("users", "add", "x", "--password-stdin"), "short\n", "at least 8 characters"),
+    (("users", "add", "bad name!", "--password-stdin"), "long enough\n", "name:"),
+    (("users", "rm", "nobody"), None, "no user named 'nobody'"),
+    (("tokens", "create", "--user", "nobody"), None, "no user named 'nobody'"),
+    (("tokens", "revoke", "999"), None, "no token with id 999"),
+])
+def test_cli_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], stdin: str | None, message: str) -> None:
+    result = cli(*args, "--home", str(tmp_path / "home"), stdin=stdin)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("mieruka: ") and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_last_admin_stays(server: ServerProcess) -> None:
+    result = cli("users", "rm", "ada", "--home", str(server.home))
+    assert result.returncode == 1 and "last admin" in result.stderr
+
+
+def test_serving_the_network_without_users_is_refused(tmp_path: Path) -> None:
+    result = cli("run", "tests/jobs.py:app", "--host", "0.0.0.0", "--port", str(free_port()),
+                 "--home", str(tmp_path / "home"))
+    assert result.returncode == 1
+    assert "mieruka users add NAME --role admin" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_secure_cookie_behind_an_https_proxy(server: ServerProcess) -> None:
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"}
+    with httpx.Client(base_url=server.url, headers=proxy) as client:
+        page = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token
+        cookie = page.headers["set-cookie"]
+        assert "Secure" in cookie  # the login form's cookie too
+        # httpx keeps Secure cookies for https: hand it back as the browser behind the proxy would.
+        client.cookies.clear()
+        response = client.post("/login", data={"csrf_token": token.group(1), "name": "ada", "password": PASSWORD},
+                               headers={"Cookie": cookie.split(";", 1)[0]})
+        assert response.status_code == 303
+        cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("mieruka_session="))
+        assert "Secure" in cookie and "HttpOnly" in cookie
+    entries = httpx.get(f"{server.url}/api/audit?action=login&actor=ada", headers=_admin(server)).json()["entries"]
+    assert entries[0]["address"] == "198.51.100.7"  # the proxy's client, not the proxy
+
+
+def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: object, server: ServerProcess) -> None:
+    outside: list[str] = []
+    page = open_page(browser, server, outside)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: problems.append(str(e)))  # type: ignore[attr-defined]
+    page.goto(f"{server.url}/jobs")  # type: ignore[attr-defined]
+    page.wait_for_url("**/login?next=*")  # type: ignore[attr-defined]
+    page.locator('[name="name"]').fill("ada")  # type: ignore[attr-defined]
+    page.locator('[name="password"]').fill(PASSWORD)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
+    page.wait_for_url("**/jobs")  # type: ignore[attr-defined]
+    assert page.locator("#me").text_content() == "ada"  # type: ignore[attr-defined]
+    assert page.locator('[data-field="online-count"]').text_content() == "1"  # type: ignore[attr-defined]
+    # A form post (CSRF field) and an htmx post (CSRF header) both go through.
+    page.goto(f"{server.url}/tasks/add")  # type: ignore[attr-defined]
+    page.locator('[name="a"]').fill("40")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Submit").click()  # type: ignore[attr-defined]
+    page.wait_for_url("**/jobs/*")  # type: ignore[attr-defined]
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)  # type: ignore[attr-defined]
+    page.goto(f"{server.url}/tasks/quick_hello")  # type: ignore[attr-defined]
+    page.locator('[name="name"]').fill("Ada")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Run").click()  # type: ignore[attr-defined]
+    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=20000)  # type: ignore[attr-defined]
+    for path in ("/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence"):
+        page.goto(f"{server.url}{path}")  # type: ignore[attr-defined]
+        page.wait_for_load_state("load")  # type: ignore[attr-defined]
+    page.goto(f"{server.url}/docs")  # type: ignore[attr-defined]
+    page.get_by_text("Submit: Add two numbers", exact=False).first.wait_for(timeout=20000)  # type: ignore[attr-defined]
+    page.goto(f"{server.url}/redoc")  # type: ignore[attr-defined]
+    page.locator("h2", has_text="Submit: Add two numbers").first.wait_for(timeout=30000)  # type: ignore[attr-defined]
+    page.goto(f"{server.url}/audit?action=job.submit")  # type: ignore[attr-defined]
+    assert page.locator("#audit tbody tr").count() >= 2  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Log out").click()  # type: ignore[attr-defined]
+    page.wait_for_url("**/login")  # type: ignore[attr-defined]
+    page.close()  # type: ignore[attr-defined]
+    violations = [p for p in problems if "Content Security Policy" in p or "Content-Security-Policy" in p]
+    assert violations == [], violations
+    assert problems == [], problems
+    assert outside == []
