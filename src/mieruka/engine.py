@@ -178,6 +178,8 @@ class Engine:
                                           [{"field": name, "message": "unknown upload"}])
 
     def get(self, job_id: int) -> JobRecord:
+        if not 0 < job_id < 2**63:  # no such id, and a database integer could not even hold it
+            raise JobNotFound(job_id)
         record = self.store.get_job(job_id)
         if record is None:
             raise JobNotFound(job_id)

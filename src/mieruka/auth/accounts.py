@@ -187,6 +187,8 @@ class Accounts:
         return self.get_token(int(token_id)), secret
 
     def get_token(self, token_id: int) -> Token:
+        if not 0 < token_id < 2**63:
+            raise NotFoundError(f"no token with id {token_id}")
         with self.db.read() as conn:
             row = conn.execute(_token_select().where(t.tokens.c.id == token_id)).first()
         if row is None:

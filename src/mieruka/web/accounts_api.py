@@ -206,7 +206,7 @@ def accounts_router(app: App) -> APIRouter:
                   target: str | None = Query(None, max_length=300, description="Text in the target."),
                   since: datetime | None = Query(None, description="ISO 8601; naive means UTC."),
                   until: datetime | None = None,
-                  cursor: int | None = Query(None, ge=1, description="next_cursor of the previous page."),
+                  cursor: int | None = Query(None, ge=1, lt=2**63, description="next_cursor of the previous page."),
                   limit: int = Query(100, ge=1, le=10000),
                   format: str = Query("json", pattern="^(json|csv)$")) -> Any:
         """The audit log, newest first: who did what, to which target, when, from where."""

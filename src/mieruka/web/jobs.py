@@ -50,7 +50,7 @@ def jobs_router(app: App) -> APIRouter:
                                               [{"field": "status", "message": "unknown state"}]) from None
         before = None
         if cursor:
-            if not cursor.isdigit():
+            if not cursor.isdigit() or int(cursor) >= 2**63:
                 raise ValidationError("cursor: not a cursor from this API", [{"field": "cursor",
                                                                              "message": "invalid"}])
             before = int(cursor)

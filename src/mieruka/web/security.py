@@ -205,8 +205,9 @@ class Security:
             task = self.app.tasks.get(params[rule.task_param])
             if not allowed(who, task.allow):
                 raise Denied(403, "forbidden", f"{who.name} may not use task {task.name!r}")
-        if rule.owner and "job_id" in params:
-            record = self.app.engine.store.get_job(int(params["job_id"]))
+        job_id = str(params.get("job_id", ""))
+        if rule.owner and job_id.isdigit() and 0 < int(job_id) < 2**63:  # else the route answers 404 or 422
+            record = self.app.engine.store.get_job(int(job_id))
             if record is not None and not who.may_change_job(record.owner):
                 raise Denied(403, "forbidden", f"job {record.id} belongs to {record.owner or 'nobody'}; "
                              f"an operator may change only its own jobs")

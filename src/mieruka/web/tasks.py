@@ -53,8 +53,10 @@ def tasks_router(app: App) -> APIRouter:
     async def submit_job(
         request: Request,
         task: str,
-        priority: int | None = Query(None, description="Higher runs first; default the task's."),
-        delay: float | None = Query(None, ge=0, description="Start no sooner than this many seconds."),
+        priority: int | None = Query(None, ge=-(2**31), le=2**31 - 1,
+                                     description="Higher runs first; default the task's."),
+        delay: float | None = Query(None, ge=0, le=10 * 366 * 86400,
+                                    description="Start no sooner than this many seconds (at most 10 years)."),
         idempotency_key: str | None = Header(None, max_length=200,
                                              description="Submitting again with the same key returns "
                                              "the first job instead of queueing another."),

@@ -229,7 +229,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     def audit_query(request: Request, limit: int) -> tuple[AuditQuery, dict[str, str]]:
         q = request.query_params
         filters = {k: (q.get(k) or "").strip()[:300] for k in ("actor", "action", "target", "since", "until", "cursor")}
-        cursor = int(filters["cursor"]) if filters["cursor"].isdigit() else None
+        cursor = int(filters["cursor"]) if filters["cursor"].isdigit() and len(filters["cursor"]) < 19 else None
         return AuditQuery(actor=filters["actor"] or None, action=filters["action"] or None,
                           target=filters["target"] or None, since=_day(filters["since"], "since"),
                           until=_day(filters["until"], "until", end=True), before_id=cursor, limit=limit), filters

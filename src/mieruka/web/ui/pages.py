@@ -120,6 +120,8 @@ def ui_router(app: App) -> APIRouter:
         """Every job, newest first, updated live; pages are cut by job id, so rows never jump."""
         states = _states(status)
         created_after = _since(since)
+        if cursor is not None and not 0 < cursor < 2**63:
+            raise ValidationError("cursor: not a cursor from this page", [{"field": "cursor", "message": "invalid"}])
         query = JobQuery(task=task or None, status=states, owner=owner or None, search=q or None,
                          created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1)
         records = app.engine.list_jobs(query)
