@@ -63,7 +63,8 @@ class App:
     def task(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
         """Declare a task. Options: name, title, timeout ("10m"), retries, retry_backoff,
         priority, concurrency, queue, quick, every ("1m") or cron ("*/5 * * * *"), timezone,
-        keep (max age of finished jobs, "7d") and keep_count."""
+        keep (max age of finished jobs, "7d"), keep_count, and allow (role and user names that may
+        see and run the task, e.g. ["operator", "ada"])."""
 
         def register(f: F) -> F:
             self.tasks.add(make_task(f, **options))
