@@ -396,3 +396,29 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
                "/tasks/{name}", "/docs", "/redoc", "/jobs/{job_id}/panel", "/jobs/{job_id}/row", "/workers/panel",
                "/presence/badge", "/audit.csv", "/login/link/{secret}"}
     assert html_pages <= covered, f"pages not checked for forms: {html_pages - covered}"
+
+
+def test_a_browser_without_the_role_gets_a_page_not_json(client: TestClient) -> None:
+    login(client, "vic")
+    response = client.get("/users", headers={"Accept": "text/html"})
+    assert response.status_code == 403 and response.headers["content-type"].startswith("text/html")
+    assert "needs the admin role" in response.text and "Traceback" not in response.text
+    api = client.get("/api/users")
+    assert api.status_code == 403 and api.json()["error"]["code"] == "forbidden"
+
+
+def test_html_artifacts_are_never_shown_inline(app: Any, client: TestClient) -> None:
+    from mieruka.web.jobs import INLINE_TYPES
+
+    assert not [t for t in INLINE_TYPES if "html" in t or "svg" in t or "xml" in t]  # could run script
+    _, secret = app.auth.accounts.create_token("vic", "t")
+    job, _ = app.engine.submit("with_artifacts", {})
+    app.engine.wait(job.id, 30)
+    names = [a.name for a in app.engine.get(job.id).artifacts]
+    for name in names:
+        response = client.get(f"/api/jobs/{job.id}/artifacts/{name}", params={"inline": True},
+                              headers={"Authorization": f"Bearer {secret}"})
+        assert response.headers["x-content-type-options"] == "nosniff"
+        if "html" in response.headers["content-type"]:
+            assert response.headers["content-disposition"].startswith("attachment")
+        assert "sandbox" in response.headers["content-security-policy"]

@@ -157,6 +157,10 @@ class Security:
             self._users_checked = now
         return self._has_users
 
+    def _needs_db(self, request: Request) -> bool:
+        return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE)
+                    or (not self._has_users and time.monotonic() - self._users_checked > 1.0))
+
     def identify(self, request: Request) -> Principal | None:
         accounts = self.app.auth.accounts
         header = request.headers.get("authorization", "")
@@ -222,9 +226,16 @@ class Security:
         template, params, is_static = found if found is not None else ("", {}, False)
         rule = rule_for(method, template)
         try:
-            who = None if is_static else await run_in_threadpool(self.identify, request)
+            who = None
+            if not is_static:
+                # Requests with nothing to look up in the database skip the thread hop.
+                who = (await run_in_threadpool(self.identify, request) if self._needs_db(request)
+                       else self.identify(request))
             scope.setdefault("state", {})[STATE_KEY] = who
-            await run_in_threadpool(self.check, request, rule, who, params)
+            if rule.owner:
+                await run_in_threadpool(self.check, request, rule, who, params)
+            else:
+                self.check(request, rule, who, params)
             if method not in SAFE_METHODS and rule.csrf and (who is None or who.via == "session"):
                 receive = await self.check_csrf(request, receive, who, template)
         except Denied as denied:
