@@ -422,3 +422,46 @@ def test_html_artifacts_are_never_shown_inline(app: Any, client: TestClient) -> 
         if "html" in response.headers["content-type"]:
             assert response.headers["content-disposition"].startswith("attachment")
         assert "sandbox" in response.headers["content-security-policy"]
+
+
+def test_admins_manage_users_and_everyones_tokens_in_the_ui(app: Any, client: TestClient) -> None:
+    token, _ = app.auth.accounts.create_token("vic", "vic's script")
+    csrf = login(client, "alice")
+    page = client.get("/users")
+    assert f'data-token-id="{token.id}"' in page.text and "vic&#39;s script" in page.text
+    assert client.post(f"/account/tokens/{token.id}/revoke", data={CSRF_FIELD: csrf},
+                       follow_redirects=False).status_code == 303
+    assert app.auth.accounts.get_token(token.id).revoked_at is not None
+    added = client.post("/users", data={CSRF_FIELD: csrf, "name": "nina", "role": "operator", "password": ""})
+    assert added.status_code == 201 and "Added nina (operator)" in added.text
+    link = client.post("/users/nina/link", data={CSRF_FIELD: csrf})
+    assert "/login/link/mrk_" in link.text
+    assert "nina is now viewer" in client.post("/users/nina/role", data={CSRF_FIELD: csrf, "role": "viewer"}).text
+    last_admin = client.post("/users/alice/delete", data={CSRF_FIELD: csrf})
+    assert last_admin.status_code == 409 and "last admin" in last_admin.text
+    assert client.post("/users/nina/delete", data={CSRF_FIELD: csrf}).status_code == 200
+    assert [u.name for u in app.auth.accounts.list_users()] == ["alice", "olga", "vic"]
+
+
+def test_the_account_page_makes_and_revokes_tokens_and_changes_the_password(app: Any, client: TestClient) -> None:
+    csrf = login(client, "vic")
+    made = client.post("/account/tokens", data={CSRF_FIELD: csrf, "name": "laptop", "expires_in_days": "30"})
+    assert made.status_code == 201
+    secret = re.search(r'data-field="token">(mrk_[^<]+)<', made.text)
+    assert secret
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {secret.group(1)}"}).json()["via"] == "token"
+    bad = client.post("/account/tokens", data={CSRF_FIELD: csrf, "expires_in_days": "-3"})
+    assert bad.status_code == 422 and "between 0 and 3650" in bad.text
+    token = app.auth.accounts.list_tokens("vic")[0]
+    client.post(f"/account/tokens/{token.id}/revoke", data={CSRF_FIELD: csrf})
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {secret.group(1)}"}).status_code == 401
+    wrong = client.post("/account/password", data={CSRF_FIELD: csrf, "current": "nope", "password": "new password"})
+    assert wrong.status_code == 422 and "current password is wrong" in wrong.text
+    changed = client.post("/account/password", data={CSRF_FIELD: csrf, "current": PASSWORD,
+                                                     "password": "new password"}, follow_redirects=False)
+    assert changed.status_code == 303
+    assert client.get("/api/me").json()["name"] == "vic"  # this browser got a fresh session
+    assert app.auth.accounts.authenticate("vic", "new password") is not None
+    other = client.post(f"/account/tokens/{app.auth.accounts.create_token('olga')[0].id}/revoke",
+                        data={CSRF_FIELD: client.get("/api/me").json()["csrf_token"]})
+    assert other.status_code == 404  # not vic's token

@@ -178,7 +178,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     # -- users (admins) --------------------------------------------------------------------------------
     def users_page(request: Request, status: int = 200, **extra: Any) -> HTMLResponse:
         return page(request, "users.html", status=status, users=app.auth.accounts.list_users(), roles=ROLE_NAMES,
-                    **extra)
+                    tokens=app.auth.accounts.list_tokens(), now=utcnow(), **extra)
 
     @router.get("/users", response_class=HTMLResponse)
     def users(request: Request) -> HTMLResponse:
