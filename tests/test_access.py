@@ -54,6 +54,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/login"): "public",
     ("POST", "/logout"): "viewer",
     ("GET", "/login/link/{secret}"): "public",
+    ("POST", "/login/link/{secret}"): "public",
     ("GET", "/account"): "viewer",
     ("POST", "/account/tokens"): "viewer",
     ("POST", "/account/tokens/{token_id}/revoke"): "viewer",

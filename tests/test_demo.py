@@ -55,10 +55,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         link = re.search(r"one-time link: (\S+)", proc.output())
         assert link, proc.output()
         with httpx.Client(base_url=proc.url) as client:
-            assert client.get(link.group(1), follow_redirects=True).status_code == 200  # the home page, logged in
+            page = client.get(link.group(1))
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert token, page.text
+            done = client.post(link.group(1), data={"csrf_token": token.group(1)}, follow_redirects=True)
+            assert done.status_code == 200  # the home page, logged in
             proc.session = dict(client.cookies)
             proc.csrf = client.get("/api/me").json()["csrf_token"]
-            assert client.get(link.group(1), follow_redirects=False).status_code == 401  # void after one use
+            assert client.get(link.group(1)).status_code == 401  # void after one use
         yield proc
 
 

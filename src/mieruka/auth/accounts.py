@@ -232,6 +232,12 @@ class Accounts:
                                       kind="link")
         return secret
 
+    def login_link_valid(self, secret: str) -> bool:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.tokens.c.revoked_at, t.tokens.c.expires_at)
+                               .where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "link")).first()
+        return row is not None and row.revoked_at is None and (row.expires_at is None or row.expires_at > utcnow())
+
     def consume_login_link(self, secret: str) -> User | None:
         """The link's user, once: the link is void from then on."""
         now = utcnow()

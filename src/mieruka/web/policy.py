@@ -37,6 +37,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): Rule(None, audit=None, csrf=True),
     ("GET", "/login/link/{secret}"): PUBLIC,
+    ("POST", "/login/link/{secret}"): Rule(None, audit=None, csrf=True),
     ("*", "/static"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     # any signed-in user

@@ -273,7 +273,8 @@ class Security:
         """Raise Denied unless the request carries the right token; returns a receive that replays
         whatever body had to be read to find it."""
         if who is None:  # only the login form is posted without a session
-            expected = request.cookies.get(LOGIN_CSRF_COOKIE, "") if template == "/login" else ""
+            expected = (request.cookies.get(LOGIN_CSRF_COOKIE, "")
+                        if template in ("/login", "/login/link/{secret}") else "")
         else:
             expected = who.session_csrf or ""
         given = request.headers.get(CSRF_HEADER)

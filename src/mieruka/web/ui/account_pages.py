@@ -99,9 +99,22 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         response.delete_cookie(SESSION_COOKIE, path=cookie_path(request))
         return response
 
-    @router.get("/login/link/{secret}")
+    @router.get("/login/link/{secret}", response_class=HTMLResponse)
+    def login_link_page(request: Request, secret: str) -> HTMLResponse:
+        """A one-time login link asks for one click: mail scanners and link previews that open
+        links do not use it up."""
+        if not app.auth.accounts.login_link_valid(secret):
+            return login_page(request, 401, "This login link was used already or has expired.")
+        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+        request.cookies[LOGIN_CSRF_COOKIE] = token
+        response = page(request, "login_link.html", secret=secret)
+        response.set_cookie(LOGIN_CSRF_COOKIE, token, path=cookie_path(request), httponly=True, samesite="strict",
+                            secure=secure(request))
+        return response
+
+    @router.post("/login/link/{secret}")
     def login_link(request: Request, secret: str) -> Response:
-        """A one-time login link: exchanged for a session on first use, then void."""
+        """Exchange a one-time login link for a session; the link is void from then on."""
         user = app.auth.accounts.consume_login_link(secret)
         if user is None:
             app.auth.audit.record("(link)", "login.failed", "link", address(request), {"reason": "void link"})
