@@ -7,6 +7,7 @@ writes docs/screenshots/*.png with Debian's Chromium (Playwright; no browser dow
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -29,8 +30,9 @@ def main() -> int:
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as home:
+        log = Path(home) / "server.log"
         server = subprocess.Popen([sys.executable, "-m", "mieruka.cli", "demo", "--port", str(port), "--home", home],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=log.open("w"), stderr=subprocess.STDOUT)
         try:
             for _ in range(100):
                 try:
@@ -38,7 +40,11 @@ def main() -> int:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            client = httpx.Client(base_url=url, timeout=30)
+            # The demo prints a one-time login link for its admin; the API calls use a token.
+            link = re.search(r"one-time link: (\S+)", log.read_text())
+            token = subprocess.run([sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo",
+                                    "--home", home], capture_output=True, text=True, check=True).stdout.strip()
+            client = httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"})
             report = client.post("/api/tasks/make_report/jobs", json={}).json()
             client.post("/api/tasks/fail_on_purpose/jobs", json={})
             client.post("/api/tasks/hello/jobs", json={"name": "mieruka"})
@@ -48,6 +54,10 @@ def main() -> int:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
+                if link:
+                    page.goto(link.group(1))
+                    page.get_by_role("button", name="Log in").click()
+                    page.wait_for_url(url + "/")
                 shots = {"home": "/", "task-form": "/tasks/all_the_types", "job-running": f"/jobs/{slow['id']}",
                          "job-report": f"/jobs/{report['id']}", "jobs-monitor": "/jobs", "api-docs": "/docs"}
                 for name, path in shots.items():
