@@ -229,8 +229,13 @@ class Security:
             who = None
             if not is_static:
                 # Requests with nothing to look up in the database skip the thread hop.
-                who = (await run_in_threadpool(self.identify, request) if self._needs_db(request)
-                       else self.identify(request))
+                try:
+                    who = (await run_in_threadpool(self.identify, request) if self._needs_db(request)
+                           else self.identify(request))
+                except Denied:
+                    if rule.role is not None:
+                        raise
+                    who = None  # a stale token does not lock anyone out of a public route
             scope.setdefault("state", {})[STATE_KEY] = who
             if rule.owner:
                 await run_in_threadpool(self.check, request, rule, who, params)
