@@ -154,3 +154,13 @@ def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: object, 
     assert violations == [], violations
     assert problems == [], problems
     assert outside == []
+
+
+def test_cli_client_commands_send_a_token(server: ServerProcess) -> None:
+    refused = cli("submit", "add", "a=1", "--url", server.url)
+    assert refused.returncode == 1 and "MIERUKA_TOKEN" in refused.stderr and "Traceback" not in refused.stderr
+    token = _admin(server)["Authorization"].split()[1]
+    done = cli("submit", "add", "a=40", "--wait", "--url", server.url, "--token", token)
+    assert done.returncode == 0 and '"result": 42' in done.stdout
+    listed = cli("jobs", "ls", "--url", server.url, "--token", token)
+    assert listed.returncode == 0 and "add" in listed.stdout

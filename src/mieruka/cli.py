@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     for action in (ls, logs, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
         action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
+    for action in (submit, ls, logs, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
+        action.add_argument("--token", help="API token for a server with users (default MIERUKA_TOKEN)")
 
     from .cli_accounts import add_commands
 
@@ -154,7 +156,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
-    return Client(args.url or Settings.load().url)
+    settings = Settings.load()
+    return Client(args.url or settings.url, token=args.token or settings.token)
 
 
 def _parse_params(pairs: list[str], text_fields: frozenset[str] = frozenset()) -> dict[str, Any]:

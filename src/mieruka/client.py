@@ -22,9 +22,11 @@ class ServerError(MierukaError):
 class Client:
     """>>> job = Client("http://127.0.0.1:8000").submit("align", {"min_quality": 30}, wait=60)"""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str = "") -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        self._token = token
 
     def close(self) -> None:
         self._http.close()
@@ -50,6 +52,9 @@ class Client:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200] or response.reason_phrase
+            if response.status_code == 401:
+                message += ("; set MIERUKA_TOKEN (or --token) to an API token: `mieruka tokens create --user NAME`"
+                            if not self._token else "")
             raise ServerError(message, response.status_code)
         if response.status_code == 204 or not response.content:
             return None

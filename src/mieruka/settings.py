@@ -58,6 +58,7 @@ class Settings:
     port: int = _setting(8000, "Port the server listens on.")
     root_path: str = _setting("", "Path prefix when served behind a reverse proxy, e.g. /mieruka.")
     url: str = _setting("http://127.0.0.1:8000", "Server URL used by the CLI client commands.")
+    token: str = _setting("", "API token the CLI client commands send (`mieruka tokens create`).")
     timezone: str = _setting("UTC", "Time zone used to show times; stored times are always UTC.")
     max_upload_size: int = _setting(100 * 1024**2, "Largest accepted upload in bytes (e.g. 100MB).")
     run_wait_max: float = _setting(60.0, "Longest wait of POST /api/tasks/{task}/run, seconds.")

@@ -43,6 +43,8 @@ def ui_router(app: App) -> APIRouter:
     env.globals["timezone"] = app.settings.timezone
     install_template_globals(env)
     env.globals["online_now"] = lambda: app.auth.presence.online()
+    # Open pages say they are still open well within the presence expiry (default every minute).
+    env.globals["heartbeat_seconds"] = max(5, min(60, int(app.settings.presence_expiry / 3)))
     router = APIRouter(include_in_schema=False)
     router.include_router(account_router(app, templates))
 
