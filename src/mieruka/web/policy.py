@@ -3,16 +3,22 @@
 Every route is protected by default: reading (GET, HEAD) needs a `viewer`, anything else an
 `operator`, and every successful state-changing request is written to the audit log. The table
 below declares the exceptions: public routes, admin-only routes, routes where an operator may act
-only on its own job (`owner`), routes whose `{task}` is subject to the task's allow list, and the
-audit action of each state-changing route. A route is found by its path template, so a new route
-is protected the moment it exists; tests/test_access.py fails until its expectation is stated.
+only on its own job (`owner`), routes subject to the allow list of the task (or other thing) they
+name, and the audit action of each state-changing route. A route is found by its path template,
+so a new route is protected the moment it exists; tests/test_access.py fails until its
+expectation is stated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..core.access import Role
+
+if TYPE_CHECKING:
+    from ..app import App
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 AUTO = "auto"  # audit as "<METHOD> <path template>"
@@ -22,7 +28,9 @@ AUTO = "auto"  # audit as "<METHOD> <path template>"
 class Rule:
     role: Role | None  # None: public, no login needed
     owner: bool = False  # {job_id} must belong to the caller unless admin
-    task_param: str | None = None  # path parameter naming a task whose allow list applies
+    # (kind, path parameter): the parameter names a thing whose allow list applies, e.g.
+    # ("task", "task"); kinds are registered in ALLOW_LISTS below.
+    allow_list: tuple[str, str] | None = None
     audit: str | None = AUTO  # action name for the audit log; None: the route records its own entries
     csrf: bool = True
 
@@ -55,11 +63,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/tokens"): Rule(Role.VIEWER, audit=None),
     ("DELETE", "/api/tokens/{token_id}"): Rule(Role.VIEWER, audit=None),
     # tasks with allow lists
-    ("GET", "/api/tasks/{task}"): Rule(Role.VIEWER, task_param="task"),
-    ("POST", "/api/tasks/{task}/jobs"): Rule(Role.OPERATOR, task_param="task", audit="job.submit"),
-    ("POST", "/api/tasks/{task}/run"): Rule(Role.OPERATOR, task_param="task", audit="task.run"),
-    ("GET", "/tasks/{name}"): Rule(Role.VIEWER, task_param="name"),
-    ("POST", "/tasks/{name}"): Rule(Role.OPERATOR, task_param="name", audit="job.submit"),
+    ("GET", "/api/tasks/{task}"): Rule(Role.VIEWER, allow_list=("task", "task")),
+    ("POST", "/api/tasks/{task}/jobs"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="job.submit"),
+    ("POST", "/api/tasks/{task}/run"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="task.run"),
+    ("GET", "/tasks/{name}"): Rule(Role.VIEWER, allow_list=("task", "name")),
+    ("POST", "/tasks/{name}"): Rule(Role.OPERATOR, allow_list=("task", "name"), audit="job.submit"),
     # an operator changes only its own jobs
     ("POST", "/api/jobs/{job_id}/cancel"): Rule(Role.OPERATOR, owner=True, audit="job.cancel"),
     ("POST", "/api/jobs/{job_id}/retry"): Rule(Role.OPERATOR, owner=True, audit="job.retry"),
@@ -81,6 +89,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/audit"): ADMIN,
     ("GET", "/audit.csv"): ADMIN,
 }
+
+
+def _task_allow(app: App, name: str) -> Iterable[str] | None:
+    return app.tasks.get(name).allow if name in app.tasks else None
+
+
+# kind -> the allow list of the thing of that name (None: everyone; unknown names: None, and the
+# route answers 404). A per-dashboard list registers itself the same way:
+#     ALLOW_LISTS["dashboard"] = lambda app, name: app.dashboards[name].allow
+ALLOW_LISTS: dict[str, Callable[[App, str], Iterable[str] | None]] = {"task": _task_allow}
 
 
 def rule_for(method: str, template: str) -> Rule:

@@ -34,7 +34,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.access import Principal, Role, allowed
-from .policy import SAFE_METHODS, Rule, rule_for
+from .policy import ALLOW_LISTS, SAFE_METHODS, Rule, rule_for
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -205,10 +205,11 @@ class Security:
             raise Denied(401, "not_authenticated", "log in first, or send 'Authorization: Bearer <token>'")
         if not who.can(rule.role):
             raise Denied(403, "forbidden", f"this needs the {rule.role.value} role; {who.name} is a {who.role.value}")
-        if rule.task_param and params.get(rule.task_param) in self.app.tasks:
-            task = self.app.tasks.get(params[rule.task_param])
-            if not allowed(who, task.allow):
-                raise Denied(403, "forbidden", f"{who.name} may not use task {task.name!r}")
+        if rule.allow_list is not None:
+            kind, param = rule.allow_list
+            name = str(params.get(param, ""))
+            if not allowed(who, ALLOW_LISTS[kind](self.app, name)):
+                raise Denied(403, "forbidden", f"{who.name} may not use {kind} {name!r}")
         job_id = str(params.get("job_id", ""))
         if rule.owner and job_id.isdigit() and 0 < int(job_id) < 2**63:  # else the route answers 404 or 422
             record = self.app.engine.store.get_job(int(job_id))
