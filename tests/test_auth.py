@@ -475,3 +475,18 @@ def test_the_account_page_makes_and_revokes_tokens_and_changes_the_password(app:
     other = client.post(f"/account/tokens/{app.auth.accounts.create_token('olga')[0].id}/revoke",
                         data={CSRF_FIELD: client.get("/api/me").json()["csrf_token"]})
     assert other.status_code == 404  # not vic's token
+
+
+def test_audit_page_days_are_days_of_the_shown_time_zone(app: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    app.configure(timezone="Asia/Tokyo")
+    with TestClient(app.asgi()) as client:
+        app.auth.accounts.add_user("alice", "admin", PASSWORD)
+        # 2026-03-01 23:30 in Tokyo is 14:30 UTC on the same day; 2026-03-02 00:30 Tokyo is 15:30 UTC on the 1st.
+        app.auth.audit.record("x", "late.evening", "", "", at=datetime(2026, 3, 1, 14, 30, tzinfo=UTC))
+        app.auth.audit.record("x", "past.midnight", "", "", at=datetime(2026, 3, 1, 15, 30, tzinfo=UTC))
+        login(client, "alice")
+        page = client.get("/audit?since=2026-03-02&until=2026-03-02").text
+        assert "past.midnight" in page and "late.evening" not in page
+        assert "2026-03-02 00:30:00" in page

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
 
@@ -239,13 +239,15 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         return users_page(request, notice=f"A one-time login link for {name} (valid 24 hours):", link=url)
 
     # -- audit log (admins) ----------------------------------------------------------------------------
+    zone = app.settings.zone
+
     def audit_query(request: Request, limit: int) -> tuple[AuditQuery, dict[str, str]]:
         q = request.query_params
         filters = {k: (q.get(k) or "").strip()[:300] for k in ("actor", "action", "target", "since", "until", "cursor")}
         cursor = int(filters["cursor"]) if filters["cursor"].isdigit() and len(filters["cursor"]) < 19 else None
         return AuditQuery(actor=filters["actor"] or None, action=filters["action"] or None,
-                          target=filters["target"] or None, since=_day(filters["since"], "since"),
-                          until=_day(filters["until"], "until", end=True), before_id=cursor, limit=limit), filters
+                          target=filters["target"] or None, since=_day(filters["since"], "since", zone),
+                          until=_day(filters["until"], "until", zone, end=True), before_id=cursor, limit=limit), filters
 
     @router.get("/audit", response_class=HTMLResponse)
     def audit_page(request: Request) -> HTMLResponse:
@@ -281,8 +283,8 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     return router
 
 
-def _day(text: str, field: str, end: bool = False) -> datetime | None:
-    """A date (YYYY-MM-DD, the whole day) or an ISO date-time; naive means UTC."""
+def _day(text: str, field: str, zone: tzinfo, end: bool = False) -> datetime | None:
+    """A date (YYYY-MM-DD, the whole day) or an ISO date-time; naive means the shown time zone."""
     if not text:
         return None
     try:
@@ -292,4 +294,4 @@ def _day(text: str, field: str, end: bool = False) -> datetime | None:
                               [{"field": field, "message": "invalid"}]) from None
     if len(text) <= 10 and end:
         value += timedelta(days=1)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(UTC)
