@@ -490,3 +490,15 @@ def test_audit_page_days_are_days_of_the_shown_time_zone(app: Any, tmp_path: Pat
         page = client.get("/audit?since=2026-03-02&until=2026-03-02").text
         assert "past.midnight" in page and "late.evening" not in page
         assert "2026-03-02 00:30:00" in page
+
+
+def test_old_audit_entries_are_deleted(app: Any) -> None:
+    from mieruka.auth.audit import AuditLog
+
+    app.auth.db.migrate()
+    log = AuditLog(app.auth.db, retention=86400)
+    log.record("x", "ancient", at=utcnow() - timedelta(days=2))
+    log.record("x", "recent")  # the first record prunes, then once an hour
+    log._pruned = None
+    log.record("x", "newest")
+    assert [e["action"] for e in audit(app)] == ["newest", "recent"]

@@ -75,6 +75,7 @@ class Settings:
     login_max_failures: int = _setting(5, "Failed logins for one user name before it is locked for "
                                        "login_lockout (per address: four times as many).")
     login_lockout: float = _setting(900.0, "Window of login_max_failures and how long a lock lasts.")
+    audit_retention: float = _setting(400 * 86400.0, "Audit log entries older than this are deleted.")
     trusted_proxies: str = _setting("127.0.0.1", "Comma-separated proxy addresses whose X-Forwarded-For "
                                     "and X-Forwarded-Proto are believed ('*' for any).")
 
@@ -134,7 +135,8 @@ class Settings:
 
 
 _DURATIONS = {"run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
-              "prune_interval", "heartbeat_interval", "session_max_age", "presence_expiry", "login_lockout"}
+              "prune_interval", "heartbeat_interval", "session_max_age", "presence_expiry", "login_lockout",
+              "audit_retention"}
 
 
 def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:

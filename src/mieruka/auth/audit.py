@@ -10,7 +10,7 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,15 +47,22 @@ class AuditQuery:
 
 
 class AuditLog:
-    def __init__(self, db: AuthDB) -> None:
+    def __init__(self, db: AuthDB, retention: float = 400 * 86400.0) -> None:
         self.db = db
+        self.retention = retention
+        self._pruned: datetime | None = None
 
     def record(self, actor: str, action: str, target: str = "", address: str = "",
                detail: dict[str, Any] | None = None, at: datetime | None = None) -> None:
+        now = utcnow()
         with self.db.write() as conn:
             conn.execute(t.audit_log.insert().values(
-                at=at or utcnow(), actor=actor[:100], action=action[:100], target=target[:300],
+                at=at or now, actor=actor[:100], action=action[:100], target=target[:300],
                 address=address[:64], detail=detail or None))
+            # The log stays bounded: entries older than the retention go, checked hourly.
+            if self._pruned is None or now - self._pruned > timedelta(hours=1):
+                self._pruned = now
+                conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
 
     def query(self, q: AuditQuery) -> list[Entry]:
         c = t.audit_log.c

@@ -23,7 +23,7 @@ class Auth:
         self.db = db
         self.settings = settings
         self.accounts = Accounts(db, settings.session_max_age)
-        self.audit = AuditLog(db)
+        self.audit = AuditLog(db, settings.audit_retention)
         self.presence = Presence(db, settings.presence_expiry)
 
     @classmethod
