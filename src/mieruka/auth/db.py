@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
@@ -17,6 +18,8 @@ class AuthDB:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        if url.startswith("sqlite") and "///" in url and not url.endswith(":memory:"):
+            Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
         self._writer = _make_engine(url, immediate=True)
         self._reader = _make_engine(url, immediate=False) if url.startswith("sqlite") else self._writer
         self._lock = threading.Lock() if url.startswith("sqlite") else None

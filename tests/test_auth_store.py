@@ -1,0 +1,103 @@
+"""Accounts, audit log and presence on every database backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from mieruka.auth.accounts import Accounts
+from mieruka.auth.audit import AuditLog, AuditQuery
+from mieruka.auth.db import AuthDB
+from mieruka.auth.presence import Presence
+from mieruka.core.access import Principal, Role
+from mieruka.core.clock import utcnow
+from mieruka.errors import ConflictError, NotFoundError, ValidationError
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[AuthDB]:
+    db = AuthDB(database_url)
+    db.migrate()
+    yield db
+    db.close()
+
+
+def test_users(db: AuthDB) -> None:
+    accounts = Accounts(db)
+    assert not accounts.has_users()
+    ada = accounts.add_user("ada", "admin", "long password")
+    accounts.add_user("bo", Role.VIEWER, None)
+    assert accounts.has_users() and ada.role is Role.ADMIN and ada.created_at.tzinfo is not None
+    assert [(u.name, u.has_password) for u in accounts.list_users()] == [("ada", True), ("bo", False)]
+    with pytest.raises(ConflictError):
+        accounts.add_user("ada", "viewer", "long password")
+    with pytest.raises(ValidationError):
+        accounts.add_user("x y", "viewer", "long password")
+    assert accounts.authenticate("ada", "long password") == ada
+    assert accounts.authenticate("ada", "wrong") is None
+    assert accounts.authenticate("bo", "") is None  # no password: no password login
+    assert accounts.authenticate("nobody", "long password") is None
+    with pytest.raises(ConflictError):
+        accounts.set_role("ada", "operator")  # the last admin
+    accounts.set_role("bo", "admin")
+    accounts.set_role("ada", "operator")
+    accounts.remove_user("ada")
+    with pytest.raises(NotFoundError):
+        accounts.get_user("ada")
+
+
+def test_tokens_sessions_and_links(db: AuthDB) -> None:
+    accounts = Accounts(db, session_max_age=3600)
+    ada = accounts.add_user("ada", "operator", "long password")
+    token, secret = accounts.create_token("ada", "ci", utcnow() + timedelta(days=1))
+    assert accounts.check_token(secret) == ada and accounts.check_token(secret + "x") is None
+    assert accounts.get_token(token.id).last_used_at is not None
+    assert [t.name for t in accounts.list_tokens("ada")] == ["ci"]
+    accounts.revoke_token(token.id)
+    assert accounts.check_token(secret) is None
+    session, csrf = accounts.create_session(ada, "10.0.0.1")
+    who = accounts.session_user(session)
+    assert who == Principal("ada", Role.OPERATOR, "session", ada.id, csrf)
+    accounts.end_session(session)
+    assert accounts.session_user(session) is None
+    link = accounts.create_login_link("ada")
+    assert accounts.login_link_valid(link)
+    assert accounts.consume_login_link(link) == ada
+    assert accounts.consume_login_link(link) is None and not accounts.login_link_valid(link)
+    assert accounts.list_tokens("ada")[0].name == "ci"  # links are not API tokens
+    assert accounts.check_token(link) is None  # nor do they work as one
+
+
+def test_audit_log(db: AuthDB) -> None:
+    log = AuditLog(db)
+    start = utcnow()
+    log.record("ada", "job.cancel", "job:1", "10.0.0.1", {"n": 1})
+    log.record("bo", "job.retry", "job:2", "10.0.0.2")
+    log.record("ada", "login.failed", "user:ada", "10.0.0.1")
+    assert [e.action for e in log.query(AuditQuery(action="job."))] == ["job.retry", "job.cancel"]
+    assert [e.target for e in log.query(AuditQuery(actor="ada"))] == ["user:ada", "job:1"]
+    assert [e.actor for e in log.query(AuditQuery(target="job:2"))] == ["bo"]
+    assert log.query(AuditQuery(action="job.cancel"))[0].detail == {"n": 1}
+    assert log.count("login.failed", start - timedelta(seconds=1), actor="ada") == 1
+    assert log.count("login.failed", start - timedelta(seconds=1), address="10.0.0.2") == 0
+    last = log.last("login.failed", "ada")
+    assert last is not None and last.tzinfo is not None and last >= start - timedelta(seconds=1)
+    assert log.last("login", "ada") is None
+    newest = log.query(AuditQuery(limit=1))[0]
+    assert [e.id for e in log.query(AuditQuery(before_id=newest.id))] == [newest.id - 1, newest.id - 2]
+
+
+def test_presence(db: AuthDB) -> None:
+    presence = Presence(db, expiry=60)
+    now = utcnow()
+    ada = Principal("ada", Role.ADMIN, "session")
+    presence.seen(ada, "10.0.0.1", "/jobs", now=now)
+    other = Presence(db, expiry=60)  # another server process
+    other.seen(ada, "10.0.0.9", "/workers", now=now + timedelta(seconds=10))
+    online = presence.online(now + timedelta(seconds=30))
+    assert [(s.user, s.address, s.page) for s in online] == [("ada", "10.0.0.9", "/workers")]
+    assert not presence.anyone_online(now + timedelta(seconds=71))
+    presence.forget("ada")
+    assert presence.online(now) == []
