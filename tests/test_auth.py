@@ -357,6 +357,8 @@ def test_security_headers(client: TestClient) -> None:
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+    assert "no-store" not in client.get("/static/mieruka.css").headers.get("cache-control", "")
 
 
 class Forms(HTMLParser):

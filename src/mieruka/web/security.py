@@ -263,6 +263,9 @@ class Security:
                     if k.lower() == b"location":
                         location.append(v.decode("latin-1"))
                 _add_headers(headers, names, docs)
+                if not is_static and b"cache-control" not in names:
+                    # Pages and answers may hold secrets (a new token, a login link): never stored.
+                    headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 
