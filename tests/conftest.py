@@ -104,6 +104,18 @@ def app(tmp_path: Path, database_url: str) -> Iterator[object]:
         jobs_app._settings = None
 
 
+@pytest.fixture
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 with small costs, so tests that log in many times stay fast (still real argon2)."""
+    from argon2 import PasswordHasher
+
+    from mieruka.auth import accounts
+
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(accounts, "_hasher", hasher)
+    monkeypatch.setattr(accounts, "_DUMMY_HASH", hasher.hash("not a password of anyone"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

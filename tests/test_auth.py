@@ -26,6 +26,11 @@ from mieruka.web.security import CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE
 PASSWORD = "correct horse"
 
 
+@pytest.fixture(autouse=True)
+def _fast(cheap_hashes: None) -> None:
+    pass
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Any]:
     from tests.jobs import app
