@@ -143,6 +143,12 @@ def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: object, 
         page.wait_for_load_state("load")  # type: ignore[attr-defined]
     page.goto(f"{server.url}/docs")  # type: ignore[attr-defined]
     page.get_by_text("Submit: Add two numbers", exact=False).first.wait_for(timeout=20000)  # type: ignore[attr-defined]
+    # "Try it out" with the browser's session: Swagger UI sends the CSRF header (static/docs.js).
+    page.get_by_text("/api/tasks/add/jobs", exact=True).first.click()  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Try it out").first.click()  # type: ignore[attr-defined]
+    page.locator("textarea.body-param__text").first.fill('{"a": 40}')  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Execute").first.click()  # type: ignore[attr-defined]
+    page.locator(".response .response-col_status").filter(has_text="202").first.wait_for(timeout=15000)  # type: ignore[attr-defined]
     page.goto(f"{server.url}/redoc")  # type: ignore[attr-defined]
     page.locator("h2", has_text="Submit: Add two numbers").first.wait_for(timeout=30000)  # type: ignore[attr-defined]
     page.goto(f"{server.url}/audit?action=job.submit")  # type: ignore[attr-defined]
