@@ -81,8 +81,36 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/jobs/{job_id}/cancel"): "owner",
     ("POST", "/jobs/{job_id}/retry"): "owner",
     ("GET", "/static"): "public",
+    # other features' routes (dashboards and sources, compute pools and monitoring, pipeline steps)
+    ("GET", "/api/sources"): "viewer",
+    ("GET", "/api/sources/{name}"): "viewer",
+    ("GET", "/api/sources/{name}/data"): "viewer",
+    ("POST", "/api/sources/{name}/refresh"): "operator",
+    ("GET", "/api/dashboards"): "viewer",
+    ("GET", "/api/dashboards/{name}"): "viewer",
+    ("GET", "/api/dashboards/{name}/events"): "viewer",
+    ("GET", "/api/streams"): "viewer",
+    ("GET", "/api/streams/{name}"): "viewer",
+    ("GET", "/api/streams/{name}/points"): "viewer",
+    ("GET", "/api/streams/{name}/events"): "viewer",
+    ("GET", "/dashboards"): "viewer",
+    ("GET", "/dashboards/{name}"): "viewer",
+    ("GET", "/streams/{name}"): "viewer",
+    ("GET", "/api/nodes"): "viewer",
+    ("GET", "/api/stats"): "viewer",
+    ("GET", "/api/pools"): "viewer",
+    ("GET", "/api/pools/{name}"): "viewer",
+    ("POST", "/api/pools/{name}/start"): "admin",
+    ("POST", "/api/pools/{name}/stop"): "admin",
+    ("POST", "/pools/{name}/{action}"): "admin",
+    ("GET", "/api/jobs/{job_id}/steps"): "viewer",
+    ("GET", "/api/jobs/{job_id}/steps/{name}"): "viewer",
+    ("GET", "/api/jobs/{job_id}/steps/{name}/logs"): "viewer",
+    ("GET", "/api/jobs/{job_id}/steps/{name}/artifacts"): "viewer",
+    ("GET", "/api/jobs/{job_id}/steps/{name}/artifacts/{artifact}"): "viewer",
 }
-STREAMS = {"/api/events", "/api/jobs/{job_id}/events"}  # endless: checked on the rule, not by calling
+# Endless event streams: checked on the rule, not by calling them.
+STREAMS = {"/api/events", "/api/jobs/{job_id}/events", "/api/dashboards/{name}/events", "/api/streams/{name}/events"}
 ROLES = ("anonymous", "viewer", "operator", "admin")
 DENIED = {"not_authenticated", "forbidden"}
 
@@ -124,7 +152,7 @@ def allowed(expected: str, who: str) -> bool:
 
 def url_for(template: str, job: int) -> str:
     values = {"{task}": "add", "{job_id}": str(job), "{name}": "nobody", "{token_id}": "999999",
-              "{secret}": "not-a-link"}
+              "{secret}": "not-a-link", "{action}": "start", "{artifact}": "missing.txt"}
     if template.startswith("/tasks/"):
         values["{name}"] = "add"
     if template.startswith("/api/jobs/{job_id}/artifacts/"):

@@ -88,6 +88,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/audit"): ADMIN,
     ("GET", "/audit"): ADMIN,
     ("GET", "/audit.csv"): ADMIN,
+    # routes of other features: dashboards and sources, compute pools
+    ("GET", "/api/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
+    ("GET", "/api/dashboards/{name}/events"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
+    ("GET", "/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
+    ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, audit="source.refresh"),
+    ("POST", "/api/pools/{name}/start"): Rule(Role.ADMIN, audit="pool.start"),
+    ("POST", "/api/pools/{name}/stop"): Rule(Role.ADMIN, audit="pool.stop"),
+    ("POST", "/pools/{name}/{action}"): Rule(Role.ADMIN, audit="pool.change"),
 }
 
 
@@ -95,10 +103,18 @@ def _task_allow(app: App, name: str) -> Iterable[str] | None:
     return app.tasks.get(name).allow if name in app.tasks else None
 
 
+def _dashboard_allow(app: App, name: str) -> Iterable[str] | None:
+    dashboards = getattr(app, "dashboards", None)  # the dashboards feature may be absent
+    if dashboards is None or name not in dashboards:
+        return None
+    allow: Iterable[str] | None = getattr(dashboards.get(name), "allow", None)
+    return allow
+
+
 # kind -> the allow list of the thing of that name (None: everyone; unknown names: None, and the
-# route answers 404). A per-dashboard list registers itself the same way:
-#     ALLOW_LISTS["dashboard"] = lambda app, name: app.dashboards[name].allow
-ALLOW_LISTS: dict[str, Callable[[App, str], Iterable[str] | None]] = {"task": _task_allow}
+# route answers 404). Another kind registers itself the same way.
+ALLOW_LISTS: dict[str, Callable[[App, str], Iterable[str] | None]] = {"task": _task_allow,
+                                                                      "dashboard": _dashboard_allow}
 
 
 def rule_for(method: str, template: str) -> Rule:
