@@ -390,8 +390,11 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
     job = client.post("/api/tasks/fail/jobs", json={}, headers={"X-CSRF-Token": csrf}).json()
     app.engine.wait(job["id"], 30)
     client.post("/api/tokens", json={"name": "t"}, headers={"X-CSRF-Token": csrf})
+    from mieruka.web.security import flat_routes
+
+    routes = {r.path for r in flat_routes(app.asgi())}
     pages = ["/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence", f"/jobs/{job['id']}",
-             "/login"] + [f"/tasks/{task.name}" for task in app.tasks]
+             "/login"] + [f"/tasks/{task.name}" for task in app.tasks] + [p for p in ["/dashboards"] if p in routes]
     seen = 0
     for url in pages:
         response = client.get(url)
@@ -405,13 +408,12 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
             assert form["fields"] and form["fields"][0] == (CSRF_FIELD, csrf), f"{url}: {form}"
     assert seen >= 10
     # And every page of the app is in the list above, so a new page is checked too.
-    from mieruka.web.security import flat_routes
-
     html_pages = {r.path for r in flat_routes(app.asgi()) if r.methods and "GET" in r.methods
                   and not (r.path or "").startswith(("/api", "/openapi", "/static", "/healthz", "/metrics"))}
     covered = {"/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence", "/jobs/{job_id}", "/login",
                "/tasks/{name}", "/docs", "/redoc", "/jobs/{job_id}/panel", "/jobs/{job_id}/row", "/workers/panel",
-               "/presence/badge", "/audit.csv", "/login/link/{secret}"}
+               "/presence/badge", "/audit.csv", "/login/link/{secret}",
+               "/dashboards", "/dashboards/{name}", "/streams/{name}"}  # tests/jobs.py declares no dashboards
     assert html_pages <= covered, f"pages not checked for forms: {html_pages - covered}"
 
 
