@@ -78,7 +78,7 @@ def jobs_router(app: App) -> APIRouter:
         return job_json(record, root=request.scope.get("root_path", ""))
 
     @router.get("/{job_id}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
-    def get_logs(job_id: int, after: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000),
+    def get_logs(job_id: int, after: int = Query(0, ge=0, lt=2**63), limit: int = Query(1000, ge=1, le=10000),
                  format: str = Query("json", pattern="^(json|text)$")) -> Any:
         """Log lines with seq > after. `format=text` downloads the whole log as plain text."""
         engine = app.engine

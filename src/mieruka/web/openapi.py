@@ -34,6 +34,7 @@ def install_openapi(api: FastAPI, app: App) -> None:
                 op["parameters"] = [p for p in op.get("parameters", []) if p.get("name") != "task"]
                 op["requestBody"] = body
                 doc["paths"][f"/api/tasks/{task.name}/{suffix}"] = {"post": op}
+        _declare_auth(doc)
         # Each task's own operations first: they are what a visitor of /docs came for.
         doc["tags"] = [{"name": f"task: {t.name}", "description": t.description} for t in app.tasks] + [
             {"name": name} for name in ("tasks", "jobs", "events", "system")]
@@ -41,6 +42,39 @@ def install_openapi(api: FastAPI, app: App) -> None:
         return doc
 
     api.openapi = build  # type: ignore[method-assign]
+
+
+def _declare_auth(doc: dict[str, Any]) -> None:
+    """Bearer tokens as the security scheme (Swagger UI's Authorize button takes one), and the
+    401/403 answers every protected operation may give (web/security.py answers them)."""
+    from .policy import rule_for
+
+    components = doc.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer",
+        "description": "An API token: `mieruka tokens create --user NAME`, or your account page."}
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    has_error_schema = "ErrorOut" in components.get("schemas", {})
+    for path, operations in doc.get("paths", {}).items():
+        for method, operation in operations.items():
+            rule = rule_for(method.upper(), _template_of(path))
+            if rule.role is None:
+                operation["security"] = []
+                continue
+            operation["security"] = [{"bearer": []}]
+            responses = operation.setdefault("responses", {})
+            for status, text in (("401", "Not logged in, or the token is unknown, revoked or expired"),
+                                 ("403", "The role, an allow list or the job's owner does not allow it")):
+                if status not in responses:
+                    responses[status] = {"description": text, **(error if has_error_schema else {})}
+
+
+def _template_of(path: str) -> str:
+    # Per-task operations are documented under their task's name; their rule is the generic one.
+    parts = path.split("/")
+    if len(parts) == 5 and parts[1:3] == ["api", "tasks"] and parts[4] in ("jobs", "run"):
+        return f"/api/tasks/{{task}}/{parts[4]}"
+    return path
 
 
 def _register(schemas: dict[str, Any], schema: dict[str, Any], name: str) -> str:
