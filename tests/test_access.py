@@ -240,3 +240,26 @@ def test_a_task_allow_list(setup: dict[str, Any]) -> None:
         assert "add" not in [t["name"] for t in client.get("/api/tasks", headers=as_viewer).json()]
     finally:
         task.allow = None
+
+
+def test_a_dashboard_allow_list(setup: dict[str, Any]) -> None:
+    """Dashboards (another feature) register under the "dashboard" kind; their rules use it."""
+    from types import SimpleNamespace
+
+    from mieruka.core.access import Principal
+    from mieruka.web.policy import ALLOW_LISTS, rule_for
+
+    app = setup["app"]
+    assert rule_for("GET", "/dashboards/{name}").allow_list == ("dashboard", "name")
+    board = SimpleNamespace(allow=("admin", "olga"))
+    app.dashboards = {"wards": board}
+    try:
+        assert ALLOW_LISTS["dashboard"](app, "wards") == ("admin", "olga")
+        assert ALLOW_LISTS["dashboard"](app, "other") is None
+    finally:
+        del app.dashboards
+    assert ALLOW_LISTS["dashboard"](app, "wards") is None  # no dashboards feature: no list
+    from mieruka.core.access import allowed
+
+    assert allowed(Principal("olga", Role.VIEWER, "session"), board.allow)
+    assert not allowed(Principal("vic", Role.OPERATOR, "session"), board.allow)

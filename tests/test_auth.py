@@ -511,3 +511,12 @@ def test_old_audit_entries_are_deleted(app: Any) -> None:
     log._pruned = None
     log.record("x", "newest")
     assert [e["action"] for e in audit(app)] == ["newest", "recent"]
+
+
+def test_the_openapi_document_declares_bearer_tokens(app: Any, client: TestClient) -> None:
+    _, secret = app.auth.accounts.create_token("vic", "docs")
+    doc = client.get("/openapi.json", headers={"Authorization": f"Bearer {secret}"}).json()
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+    submit = doc["paths"]["/api/tasks/add/jobs"]["post"]
+    assert submit["security"] == [{"bearer": []}] and {"401", "403"} <= set(submit["responses"])
