@@ -79,6 +79,12 @@ def test_with_no_user_a_loopback_server_is_open_as_the_local_admin(app: Any) -> 
                                                 "csrf_token": None}
         job = client.post("/api/tasks/add/jobs", json={"a": 1})
         assert job.status_code == 202 and job.json()["owner"] is None
+        # Another site's page cannot make the browser change anything on the local server.
+        evil = client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and evil.json()["error"]["code"] == "csrf_failed"
+        assert client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Origin": "null"}).status_code == 403
+        same = client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Origin": "http://testserver"})
+        assert same.status_code == 202
         proxied = client.get("/api/tasks", headers={"X-Forwarded-For": "203.0.113.9"})
         assert proxied.status_code == 401 and "mieruka users add" in proxied.json()["error"]["message"]
         app.auth.accounts.add_user("alice", "admin", PASSWORD)

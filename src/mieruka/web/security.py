@@ -244,6 +244,8 @@ class Security:
                 self.check(request, rule, who, params)
             if method not in SAFE_METHODS and rule.csrf and (who is None or who.via == "session"):
                 receive = await self.check_csrf(request, receive, who, template)
+            elif method not in SAFE_METHODS and who is LOCAL:
+                _same_origin(request)
         except Denied as denied:
             await self.deny(scope, receive, send, denied, request)
             return
@@ -325,6 +327,14 @@ class Security:
         _add_headers(headers, {k.lower() for k, _ in headers}, False)
         response.raw_headers = headers
         await response(scope, receive, send)
+
+
+def _same_origin(request: Request) -> None:
+    """The open single-user mode has no session to tie a token to; a browser still names the site a
+    request comes from, so another site's page cannot make the local server change anything."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlparse(origin).netloc != request.headers.get("host", ""):
+        raise Denied(403, "csrf_failed", f"cross-site request from {origin[:100]} refused")
 
 
 _ERROR_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{status}</title>
