@@ -52,6 +52,7 @@
 
   function getJSON(url) {
     return fetch(root + url, { headers: { Accept: "application/json" } }).then(function (r) {
+      if (r.status === 401 && csrf) toLogin();
       if (!r.ok) throw new Error(url + ": " + r.status);
       return r.json();
     });
@@ -265,6 +266,13 @@
   var csrf = csrfMeta ? csrfMeta.content : "";
   document.body.addEventListener("htmx:configRequest", function (event) {
     if (csrf) event.detail.headers["X-CSRF-Token"] = csrf;
+  });
+  // The session ended (logged out elsewhere, expired, password changed): back to the login page.
+  function toLogin() {
+    window.location.href = root + "/login?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+  }
+  document.body.addEventListener("htmx:responseError", function (event) {
+    if (event.detail.xhr && event.detail.xhr.status === 401) toLogin();
   });
 
   window.mieruka = { connect: connect, getJSON: getJSON, note: note, csrf: csrf };
