@@ -20,9 +20,10 @@ from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_se
 PASSWORD = "a long password"
 
 
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
+    env.update(extra_env)
     return subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True,
                           text=True, cwd=TESTS.parent, env=env, timeout=60)
 
@@ -43,6 +44,8 @@ def test_the_cli_manages_users_and_tokens(server: ServerProcess) -> None:
                stdin="otto's password\n").returncode == 0
     listed = cli("users", "ls", "--home", home).stdout
     assert re.search(r"ada\s+admin", listed) and re.search(r"otto\s+operator", listed)
+    tokyo = cli("users", "ls", "--home", home, MIERUKA_TIMEZONE="Asia/Tokyo").stdout
+    assert "CREATED (Asia/Tokyo)" in tokyo  # times shown in the configured zone
     created = cli("tokens", "create", "--user", "otto", "--name", "nightly", "--home", home)
     assert created.returncode == 0 and "shown this once" in created.stderr
     secret = created.stdout.strip()

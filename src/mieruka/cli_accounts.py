@@ -85,10 +85,11 @@ def users(args: argparse.Namespace) -> int:
     try:
         accounts, action = auth.accounts, args.users_command
         if action == "ls":
-            print(f"{'NAME':<24} {'ROLE':<9} {'PASSWORD':<8}  CREATED (UTC)")
+            zone = auth.settings.zone
+            print(f"{'NAME':<24} {'ROLE':<9} {'PASSWORD':<8}  CREATED ({auth.settings.timezone})")
             for user in accounts.list_users():
                 print(f"{user.name:<24} {user.role.value:<9} {'yes' if user.has_password else 'no':<8}  "
-                      f"{user.created_at:%Y-%m-%d %H:%M}")
+                      f"{user.created_at.astimezone(zone):%Y-%m-%d %H:%M}")
             return 0
         if action == "add":
             password = None if args.no_password else _password(args, args.name)
@@ -133,11 +134,12 @@ def tokens(args: argparse.Namespace) -> int:
             print(f"token {token.id} for {args.user}: shown this once, send it as 'Authorization: Bearer ...'",
                   file=sys.stderr)
         elif action == "ls":
-            now = utcnow()
-            print(f"{'ID':>4}  {'USER':<16} {'NAME':<24} {'TOKEN':<12} {'STATE':<8} LAST USED (UTC)")
+            now, zone = utcnow(), auth.settings.zone
+            print(f"{'ID':>4}  {'USER':<16} {'NAME':<24} {'TOKEN':<12} {'STATE':<8} "
+                  f"LAST USED ({auth.settings.timezone})")
             for t in accounts.list_tokens(args.user):
                 state = "revoked" if t.revoked_at else "active" if t.active(now) else "expired"
-                used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+                used = f"{t.last_used_at.astimezone(zone):%Y-%m-%d %H:%M}" if t.last_used_at else "never"
                 print(f"{t.id:>4}  {t.user:<16} {t.name[:24]:<24} {t.hint + '...':<12} {state:<8} {used}")
         else:
             token = accounts.get_token(args.id)
