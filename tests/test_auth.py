@@ -526,3 +526,16 @@ def test_the_openapi_document_declares_bearer_tokens(app: Any, client: TestClien
     assert doc["paths"]["/healthz"]["get"]["security"] == []
     submit = doc["paths"]["/api/tasks/add/jobs"]["post"]
     assert submit["security"] == [{"bearer": []}] and {"401", "403"} <= set(submit["responses"])
+
+
+def test_pages_offer_only_what_the_reader_may_do(app: Any, client: TestClient) -> None:
+    job, _ = app.engine.submit("sleep", {"seconds": 30}, owner="alice")
+    login(client, "vic")
+    assert 'id="read-only"' in client.get("/tasks/add").text
+    assert f"/jobs/{job.id}/cancel" not in client.get(f"/jobs/{job.id}").text
+    login(client, "olga")
+    assert 'id="read-only"' not in client.get("/tasks/add").text
+    assert f"/jobs/{job.id}/cancel" not in client.get(f"/jobs/{job.id}").text  # alice's job
+    login(client, "alice")
+    assert f"/jobs/{job.id}/cancel" in client.get(f"/jobs/{job.id}").text
+    app.engine.cancel(job.id)

@@ -105,11 +105,28 @@ def current_user(context: Any) -> Principal | None:
     return getattr(request.state, STATE_KEY, None) if request is not None else None
 
 
+@pass_context
+def may_change(context: Any, owner: str | None) -> bool:
+    """`{% if may_change(job.owner) %}`: may the reader cancel, retry or delete this job?"""
+    who = current_user(context)
+    return who is None or who.may_change_job(owner)
+
+
+@pass_context
+def may_run(context: Any, task: Any) -> bool:
+    """`{% if may_run(task) %}`: may the reader submit this task?"""
+    who = current_user(context)
+    return who is None or (who.can(Role.OPERATOR) and allowed(who, task.allow))
+
+
 def install_template_globals(env: Any) -> None:
-    """Give a Jinja environment `csrf_input()`, `csrf_token()` and `current_user()`."""
+    """Give a Jinja environment `csrf_input()`, `csrf_token()`, `current_user()`, `may_change()`
+    and `may_run()`."""
     env.globals["csrf_input"] = csrf_input
     env.globals["csrf_token"] = pass_context(lambda ctx: csrf_token(ctx["request"]))
     env.globals["current_user"] = current_user
+    env.globals["may_change"] = may_change
+    env.globals["may_run"] = may_run
 
 
 @dataclass(frozen=True)
