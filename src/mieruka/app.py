@@ -69,6 +69,32 @@ class App:
 
         return register(func) if func is not None else register
 
+    @overload
+    def pipeline(self, func: F, /) -> F: ...
+
+    @overload
+    def pipeline(self, func: None = None, /, *, parallel: int | None = None, **options: Any) -> Callable[[F], F]: ...
+
+    def pipeline(self, func: F | None = None, /, *, parallel: int | None = None,
+                 **options: Any) -> F | Callable[[F], F]:
+        """Declare a pipeline: a task whose function adds steps to its `mieruka.Pipeline`
+        parameter. Up to `parallel` steps run at once (default: the CPU count, at most 4); the
+        other options are the task's (timeout, retries, ...). See docs/pipelines.md.
+
+        >>> @app.pipeline(parallel=2)
+        ... def analyse(reads: mieruka.File, *, pipe: mieruka.Pipeline) -> None:
+        ...     checked = pipe.step(validate, reads)
+        ...     pipe.shell("wc -l {f}", f=checked.file("clean.fa"))
+        """
+
+        def register(f: F) -> F:
+            from .pipeline.task import pipeline_function
+
+            self.tasks.add(make_task(pipeline_function(self, f, parallel), **options))
+            return f
+
+        return register(func) if func is not None else register
+
     def get_task(self, name: str) -> Task:
         return self.tasks.get(name)
 

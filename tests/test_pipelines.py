@@ -1,0 +1,109 @@
+"""Pipelines run by real workers: DAG order and parallelism, outputs between steps, failure and
+retry from the failed step, cancel killing a shell step's process tree, the progress protocol."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mieruka import JobStatus
+from mieruka.core.steps import StepStatus
+from tests.conftest import wait_for_file
+
+
+def steps_of(app, job_id: int) -> dict[str, object]:
+    return {s.name: s for s in app.engine.store.list_steps(job_id)}
+
+
+def test_dag_order_and_parallel_steps(app) -> None:
+    done = app.wait(app.submit("pipe_diamond", delay=0.8), 60)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result == ["first", "left", "right"]
+    steps = steps_of(app, done.id)
+    assert [s.name for s in app.engine.store.list_steps(done.id)] == ["first", "left", "right", "last"]
+    assert all(s.status is StepStatus.SUCCEEDED for s in steps.values())
+    assert steps["last"].depends_on == ["first", "left", "right"]
+    first, left, right, last = (steps[n] for n in ("first", "left", "right", "last"))
+    assert first.output["end"] <= left.output["start"] and first.output["end"] <= right.output["start"]
+    # left and right overlapped in time: they ran in parallel
+    assert left.output["start"] < right.output["end"] and right.output["start"] < left.output["end"]
+    assert last.started_at >= max(left.finished_at, right.finished_at)
+    assert all(s.started_at <= s.finished_at for s in steps.values())
+    logs = app.engine.store.read_logs(done.id, step="left")
+    assert [line.text for line in logs] == ["left ran"]
+    assert {line.step for line in app.engine.store.read_logs(done.id)} == {"first", "left", "right"}
+
+
+def test_outputs_files_artifacts_and_progress_protocol(app) -> None:
+    done = app.wait(app.submit("pipe_values", text="pear apple fig"), 60)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result == {"sorted": ["apple", "fig", "pear"], "words": 3}
+    steps = steps_of(app, done.id)
+    assert steps["count"].output == {"words": 3, "first": "pear"}
+    assert steps["count"].artifacts == ["words.txt"]
+    assert steps["sort"].artifacts == ["sorted.txt"]
+    assert {a.name for a in done.artifacts} == {"words.txt", "sorted.txt"}
+    sort_log = [line.text for line in app.engine.store.read_logs(done.id, step="sort")]
+    assert sort_log == ["first word: pear"]  # protocol lines are read, not logged
+    events = []
+    assert steps["sort"].status is StepStatus.SUCCEEDED
+    del events
+
+
+def test_failure_then_retry_reruns_only_what_did_not_succeed(app, tmp_path: Path) -> None:
+    counter, marker = tmp_path / "counter", tmp_path / "marker"
+    job = app.submit("pipe_flaky", counter=str(counter), marker=str(marker))
+    done = app.wait(job, 60)
+    assert done.status is JobStatus.FAILED
+    assert "flaky" in done.error and "marker missing" in done.error
+    steps = steps_of(app, job.id)
+    assert steps["prepare"].status is StepStatus.SUCCEEDED
+    assert steps["optional"].status is StepStatus.FAILED and steps["optional"].allow_failure
+    assert steps["flaky"].status is StepStatus.FAILED
+    assert steps["after"].status is StepStatus.SKIPPED
+    assert "RuntimeError: marker missing" in "\n".join(
+        line.text for line in app.engine.store.read_logs(job.id, step="flaky"))
+    marker.write_text("here")
+    app.engine.retry(job.id)
+    done = app.wait(job.id, 60)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result == "PREPARED+FLAKY"
+    steps = steps_of(app, job.id)
+    assert steps["prepare"].reused and steps["prepare"].status is StepStatus.SUCCEEDED
+    assert counter.read_text() == "ran\n"  # the succeeded step did not run again
+    assert not steps["flaky"].reused and steps["flaky"].status is StepStatus.SUCCEEDED
+    assert steps["after"].status is StepStatus.SUCCEEDED
+    assert steps["optional"].status is StepStatus.FAILED  # allowed to fail: runs again, fails again
+
+
+def test_cancel_kills_the_running_shell_step_and_its_children(app, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    job = app.submit("pipe_sleepy", pidfile=str(pidfile))
+    text = wait_for_file(pidfile, 30)
+    deadline = time.monotonic() + 30
+    while len(pidfile.read_text().split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert len(pids) == 2, text
+    assert all(psutil.pid_exists(p) for p in pids)
+    app.engine.cancel(job.id)
+    done = app.wait(job.id, 30)
+    assert done.status is JobStatus.CANCELLED
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+    steps = steps_of(app, job.id)
+    assert steps["start"].status is StepStatus.SUCCEEDED
+    assert steps["sleep"].status is StepStatus.CANCELLED
+    assert steps["sleep"].progress == pytest.approx(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

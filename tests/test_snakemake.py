@@ -1,0 +1,27 @@
+"""A Snakemake workflow run unchanged as a pipeline step: each rule execution is a step."""
+
+from __future__ import annotations
+
+import pytest
+
+from mieruka import JobStatus
+from mieruka.core.steps import StepStatus
+
+pytest.importorskip("snakemake", reason="needs the snakemake extra: pip install 'mieruka[snakemake]'")
+
+
+def test_each_rule_shows_as_a_step_with_its_state_and_log(app) -> None:
+    done = app.wait(app.submit("pipe_snake", n=4), 120)
+    logs = [line.text for line in app.engine.store.read_logs(done.id)]
+    assert done.status is JobStatus.SUCCEEDED, (done.error, logs[-30:])
+    assert done.result == 1 + 4 + 9 + 16
+    steps = {s.name: s for s in app.engine.store.list_steps(done.id)}
+    rules = {n: s for n, s in steps.items() if s.kind == "rule"}
+    assert {"numbers", "squares", "total"} <= set(rules)
+    assert all(s.status is StepStatus.SUCCEEDED and s.parent == "snakemake" for s in rules.values())
+    assert rules["squares"].depends_on == ["numbers"] and rules["total"].depends_on == ["squares"]
+    assert steps["snakemake"].status is StepStatus.SUCCEEDED and steps["read"].status is StepStatus.SUCCEEDED
+    order = [s.name for s in app.engine.store.list_steps(done.id)]
+    assert order.index("snakemake") < order.index("numbers") < order.index("read")
+    assert "squared" in [line.text for line in app.engine.store.read_logs(done.id, step="squares")]
+    assert "made numbers" in [line.text for line in app.engine.store.read_logs(done.id, step="numbers")]
