@@ -304,3 +304,6 @@ def pipe_snake(n: int = 4, *, pipe: mieruka.Pipeline) -> object:
     """An existing Snakefile as a step, then a Python step reading its result."""
     flow = pipe.snakemake(WORKFLOW, targets=["report.txt"], config={"n": n}, cores=2)
     return pipe.step(read_number, flow.file("report.txt"), name="read")
+
+
+app.snakemake(WORKFLOW, name="snake_flow", targets=["report.txt"], config={"n": 3})

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from .core.job import JobRecord
 from .core.task import Task, TaskRegistry, make_task
 from .errors import ConfigError
+from .pipeline.task import pipeline_function
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -88,12 +89,22 @@ class App:
         """
 
         def register(f: F) -> F:
-            from .pipeline.task import pipeline_function
-
             self.tasks.add(make_task(pipeline_function(self, f, parallel), **options))
             return f
 
         return register(func) if func is not None else register
+
+    def snakemake(self, snakefile: str | Path, /, *, name: str | None = None, targets: list[str] | None = None,
+                  config: dict[str, Any] | None = None, cores: int = 1, **options: Any) -> None:
+        """A task that runs an existing Snakefile unchanged: targets, config and cores come from
+        its form (these are the defaults). Each rule execution shows as a step. Needs the
+        `snakemake` extra. The other options are the task's (timeout, retries, ...)."""
+        from .pipeline.snakemake import workflow_builder
+
+        path = Path(snakefile)
+        builder = workflow_builder(path, list(targets or []), dict(config or {}), cores)
+        self.tasks.add(make_task(pipeline_function(self, builder, None),
+                                 name=name or path.resolve().parent.name.replace(" ", "_"), **options))
 
     def get_task(self, name: str) -> Task:
         return self.tasks.get(name)

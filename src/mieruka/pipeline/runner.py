@@ -27,7 +27,7 @@ from pydantic_core import to_jsonable_python
 
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus, ready_steps, topological_order
-from ..errors import ConfigError, MierukaError
+from ..errors import ConfigError
 from . import protocol
 from .graph import Pipeline, StepDef
 from .resolve import argv_word, render_shell, resolve
@@ -49,9 +49,8 @@ class StepReporter(Protocol):
     def progress(self, job_id: int, fraction: float | None, message: str | None) -> None: ...
 
 
-class PipelineFailed(MierukaError):
-    status_code = 500
-    code = "pipeline_failed"
+class PipelineFailed(Exception):
+    """A step that was not allowed to fail failed: the job fails with this message."""
 
 
 class PipelineRun:

@@ -19,12 +19,14 @@ import types
 from collections.abc import Callable
 from logging import LogRecord
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AfterValidator, Field
 
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus
 from ..errors import MissingExtraError
-from .graph import Ref, StepDef
+from .graph import Pipeline, Ref, StepDef
 
 if TYPE_CHECKING:
     from .runner import PipelineRun
@@ -46,6 +48,50 @@ def snakemake_argv(step: StepDef, folder: Path, control: Path, resolve: Callable
             "--rerun-incomplete", "--printshellcmds", "--nocolor", *spec["extra_args"]]
     targets = [str(t) for t in spec["targets"]]
     return [sys.executable, "-m", "mieruka.pipeline.snakemake", *args, *targets]
+
+
+def workflow_builder(snakefile: Path, targets: list[str], config: dict[str, Any], cores: int) -> Callable[..., None]:
+    """The declaring function of a task that runs `snakefile`: targets, config and cores come
+    from the form (or the API), with these defaults."""
+    path = snakefile.resolve()
+    default_config = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in config.items()]
+
+    def workflow(targets: list[str] = list(targets), config: ConfigLines = default_config,  # noqa: B006
+                 cores: Cores = cores, *, pipe: Pipeline) -> None:
+        pipe.snakemake(path, targets=[t.strip() for t in targets if t.strip()], config=parse_config(config),
+                       cores=cores)
+
+    workflow.__doc__ = (f"Run the Snakemake workflow {path.parent.name}/{path.name}.\n\n"
+                        "Args:\n    targets: Files or rules to build, one per line (empty: the first rule).\n"
+                        "    config: Workflow config as key=value lines (values in JSON or plain text).\n"
+                        "    cores: How many cores Snakemake may use.\n")
+    return workflow
+
+
+def _check_config(lines: list[str]) -> list[str]:
+    for line in lines:
+        key, sep, _ = line.partition("=")
+        if line.strip() and (not sep or not key.strip()):
+            raise ValueError(f"{line!r} is not key=value")
+    return lines
+
+
+ConfigLines = Annotated[list[str], AfterValidator(_check_config)]
+Cores = Annotated[int, Field(ge=1, le=256)]
+
+
+def parse_config(lines: list[str]) -> dict[str, Any]:
+    """key=value lines: JSON values (numbers, true, lists) stay typed, anything else is text."""
+    config: dict[str, Any] = {}
+    for line in _check_config(lines):
+        if not line.strip():
+            continue
+        key, _, value = line.partition("=")
+        try:
+            config[key.strip()] = json.loads(value)
+        except ValueError:
+            config[key.strip()] = value.strip()
+    return config
 
 
 class RuleTracker:
