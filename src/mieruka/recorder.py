@@ -131,4 +131,5 @@ def step_event(step: StepRecord) -> dict[str, object]:
     """A step as its events carry it: everything but its output (which may be large)."""
     data = step.to_dict()
     del data["output"], data["job_id"]
+    data["step_kind"] = data.pop("kind")  # "kind" names the event itself
     return data
