@@ -176,8 +176,8 @@ class PipelineRun:
         if step.kind != "snakemake":
             shutil.rmtree(folder, ignore_errors=True)  # a re-run starts from a clean folder
         folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MIERUKA_JOB_ID": str(self.job_id),
-               "MIERUKA_STEP": step.name, "MIERUKA_STEP_DIR": str(folder), **step.env}
+        env = {"PYTHONUNBUFFERED": "1", "MIERUKA_JOB_ID": str(self.job_id), "MIERUKA_STEP": step.name,
+               "MIERUKA_STEP_DIR": str(folder), **step.env}
         control = self.work / ".control"
         control.mkdir(exist_ok=True)
         result_file = control / f"{step.name}.result.json"
@@ -212,16 +212,19 @@ class PipelineRun:
         pass_fds: tuple[int, ...] = ()
         if events is not None:
             event_r, event_w = os.pipe()
-            env["MIERUKA_EVENTS_FD"] = str(event_w)
+            argv = [argv[0], *argv[1:3], "--events-fd", str(event_w), *argv[3:]]
             pass_fds = (event_w,)
-        try:
-            proc = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, pass_fds=pass_fds)
-        except OSError as exc:
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if program is None or not os.access(program, os.X_OK):
             for fd in (event_r, event_w):
                 if fd >= 0:
                     os.close(fd)
-            return False, None, f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            return False, None, f"cannot start {argv[0]!r}: no such program"
+        # The step's variables come on top of the worker's environment through env(1): only the
+        # settings module reads the environment in mieruka's own code.
+        variables = [f"{k}={v}" for k, v in env.items()]
+        proc = subprocess.Popen(["env", *variables, program, *argv[1:]], cwd=folder, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds)
         log = self.step_log(step.name)
         readers = [threading.Thread(target=self._read, args=(step, proc.stdout, "stdout", folder), daemon=True),
                    threading.Thread(target=self._read, args=(step, proc.stderr, "stderr", folder), daemon=True)]

@@ -238,9 +238,12 @@ def main() -> None:
     from snakemake.cli import main as snakemake_main
     from snakemake_interface_logger_plugins.registry import LoggerPluginRegistry
 
-    stream = os.fdopen(int(os.environ["MIERUKA_EVENTS_FD"]), "w", buffering=1)
+    args = sys.argv[1:]
+    if args[:1] != ["--events-fd"] or len(args) < 2:
+        sys.exit("usage: python -m mieruka.pipeline.snakemake --events-fd FD SNAKEMAKE-ARGS...")
+    stream = os.fdopen(int(args[1]), "w", buffering=1)
     LoggerPluginRegistry().register_plugin("snakemake_logger_plugin_mieruka", _plugin_module(stream))
-    snakemake_main(sys.argv[1:])
+    snakemake_main(args[2:])
 
 
 if __name__ == "__main__":
