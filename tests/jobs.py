@@ -307,3 +307,12 @@ def pipe_snake(n: int = 4, *, pipe: mieruka.Pipeline) -> object:
 
 
 app.snakemake(WORKFLOW, name="snake_flow", targets=["report.txt"], config={"n": 3})
+
+
+@app.pipeline
+def pipe_timeout(*, pipe: mieruka.Pipeline) -> None:
+    """A step over its own timeout is killed and fails; allowed to fail, the pipeline goes on."""
+    slow = pipe.shell(["sleep", "30"], name="slow", timeout=0.5, allow_failure=True)
+    pipe.shell(["echo", "needs slow"], name="needs", after=[slow])
+    pipe.shell(["echo", "independent"], name="independent")
+    pipe.shell(["no-such-program-here"], name="missing", allow_failure=True)

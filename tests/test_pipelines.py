@@ -107,3 +107,16 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_step_timeout_and_allowed_failures(app) -> None:
+    started = time.monotonic()
+    done = app.wait(app.submit("pipe_timeout"), 60)
+    assert time.monotonic() - started < 20
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result == {"steps": {"slow": "failed", "needs": "skipped", "independent": "succeeded",
+                                     "missing": "failed"}}
+    steps = steps_of(app, done.id)
+    assert steps["slow"].error == "timed out after 0.5s"
+    assert steps["missing"].error == "cannot start 'no-such-program-here': no such program"
+    assert [line.text for line in app.engine.store.read_logs(done.id, step="independent")] == ["independent"]

@@ -234,7 +234,9 @@ def _logs(client: Any, job_id: int, follow: bool) -> int:
         page = client.logs(job_id, after=after, limit=5000)
         for line in page["lines"]:
             stream = sys.stderr if line["stream"] == "stderr" else sys.stdout
-            print(line["text"], file=stream, flush=True)
+            # A pipeline step's line says which step wrote it (parallel steps interleave).
+            prefix = f"[{line['step']}] " if line.get("step") else ""
+            print(prefix + line["text"], file=stream, flush=True)
         after = page["next_after"]
         if page["lines"]:
             continue
