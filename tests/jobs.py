@@ -300,9 +300,9 @@ def read_number(path: Path) -> int:
 
 
 @app.pipeline
-def pipe_snake(n: int = 4, *, pipe: mieruka.Pipeline) -> object:
+def pipe_snake(n: int = 4, block: str = "/nonexistent", *, pipe: mieruka.Pipeline) -> object:
     """An existing Snakefile as a step, then a Python step reading its result."""
-    flow = pipe.snakemake(WORKFLOW, targets=["report.txt"], config={"n": n}, cores=2)
+    flow = pipe.snakemake(WORKFLOW, targets=["report.txt"], config={"n": n, "block": block}, cores=2)
     return pipe.step(read_number, flow.file("report.txt"), name="read")
 
 

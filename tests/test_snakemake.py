@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mieruka import JobStatus
@@ -25,3 +27,25 @@ def test_each_rule_shows_as_a_step_with_its_state_and_log(app) -> None:
     assert order.index("snakemake") < order.index("numbers") < order.index("read")
     assert "squared" in [line.text for line in app.engine.store.read_logs(done.id, step="squares")]
     assert "made numbers" in [line.text for line in app.engine.store.read_logs(done.id, step="numbers")]
+
+
+def test_a_failed_rule_fails_the_job_and_retry_continues_the_workflow(app, tmp_path: Path) -> None:
+    block = tmp_path / "block"
+    block.write_text("x")
+    job = app.submit("pipe_snake", n=3, block=str(block))
+    failed = app.wait(job, 120)
+    assert failed.status is JobStatus.FAILED and "snakemake" in failed.error
+    steps = {s.name: s for s in app.engine.store.list_steps(job.id)}
+    assert steps["numbers"].status is StepStatus.SUCCEEDED and steps["squares"].status is StepStatus.SUCCEEDED
+    assert steps["total"].status is StepStatus.FAILED and steps["read"].status is StepStatus.SKIPPED
+    assert "blocked" in [line.text for line in app.engine.store.read_logs(job.id, step="snakemake")] + \
+        [line.text for line in app.engine.store.read_logs(job.id, step="total")]
+    block.unlink()
+    app.engine.retry(job.id)
+    done = app.wait(job.id, 120)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result == 1 + 4 + 9
+    steps = {s.name: s for s in app.engine.store.list_steps(job.id)}
+    assert sorted(n for n, s in steps.items() if s.kind == "rule") == ["numbers", "squares", "total"]
+    assert steps["numbers"].reused and steps["squares"].reused  # Snakemake did not run them again
+    assert steps["total"].status is StepStatus.SUCCEEDED and not steps["total"].reused

@@ -98,6 +98,16 @@ class PipelineRun:
                                  artifacts=list(before.get("artifacts", [])),
                                  message="reused from an earlier attempt")
             self.records[name] = record
+        # Rule executions of a workflow that ran before stay listed (Snakemake does not run them
+        # again when their outputs exist); a rule that runs again replaces its entry.
+        for saved in self._saved.get(".rules", []):
+            if isinstance(saved, dict) and saved.get("parent") in steps and saved.get("name") not in self.records:
+                self.records[saved["name"]] = StepRecord(
+                    job_id=self.job_id, name=saved["name"], position=int(saved.get("position", 0)), kind="rule",
+                    status=StepStatus.SUCCEEDED, depends_on=list(saved.get("depends_on", [])),
+                    description=str(saved.get("description", "")), parent=saved["parent"],
+                    started_at=_time(saved.get("started_at")), finished_at=_time(saved.get("finished_at")),
+                    progress=1.0, reused=True, message="done in an earlier attempt")
         self.reporter.steps_planned(self.job_id, list(self.records.values()))
 
     # -- running -------------------------------------------------------------------------------
@@ -348,13 +358,17 @@ class PipelineRun:
         return data if isinstance(data, dict) else {}
 
     def _save_state(self) -> None:
-        state = {}
+        state: dict[str, Any] = {}
         for name, step in self.pipe.steps.items():
             record = self.records[name]
             if record.status is StepStatus.SUCCEEDED:
                 state[name] = {"status": "succeeded", "fingerprint": step.fingerprint, "output": record.output,
                                "artifacts": record.artifacts, "started_at": _iso(record.started_at),
                                "finished_at": _iso(record.finished_at)}
+        state[".rules"] = [
+            {"name": r.name, "parent": r.parent, "position": r.position, "depends_on": r.depends_on,
+             "description": r.description, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at)}
+            for r in self.records.values() if r.kind == "rule" and r.status is StepStatus.SUCCEEDED]
         tmp = self.work / "state.json.part"
         tmp.write_text(json.dumps(state, default=str))
         os.replace(tmp, self.work / "state.json")

@@ -143,7 +143,8 @@ class RuleTracker:
         with self._lock:
             self._count += 1
             name = label
-            if name in self.run.records:
+            earlier = self.run.records.get(name)
+            if earlier is not None and not (earlier.parent == self.step.name and earlier.reused):
                 name = f"{label}-{event.get('jobid')}"
             inputs = [str(f) for f in event.get("input") or []]
             depends = sorted({self.outputs[f] for f in inputs if f in self.outputs})
