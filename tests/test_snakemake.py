@@ -12,6 +12,12 @@ from mieruka.core.steps import StepStatus
 pytest.importorskip("snakemake", reason="needs the snakemake extra: pip install 'mieruka[snakemake]'")
 
 
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # The store's side of steps runs on every backend in the contract tests; once is enough here.
+    return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
+
+
 def test_each_rule_shows_as_a_step_with_its_state_and_log(app) -> None:
     done = app.wait(app.submit("pipe_snake", n=4), 120)
     logs = [line.text for line in app.engine.store.read_logs(done.id)]
