@@ -316,3 +316,12 @@ def pipe_timeout(*, pipe: mieruka.Pipeline) -> None:
     pipe.shell(["echo", "needs slow"], name="needs", after=[slow])
     pipe.shell(["echo", "independent"], name="independent")
     pipe.shell(["no-such-program-here"], name="missing", allow_failure=True)
+
+
+@app.pipeline
+def pipe_ticker(ticks: int = 8, *, pipe: mieruka.Pipeline) -> None:
+    """A shell step that prints and reports progress over a few seconds."""
+    first = pipe.shell("echo ready", name="prepare")
+    pipe.shell("for i in $(seq 1 {n}); do echo \"tick $i\"; echo \"::progress $i/{n}\" | "
+               "awk -F'[ /]' '{{print $1, $2/$3, \"ticking\"}}'; sleep 0.3; done",
+               n=ticks, name="ticker", after=[first])

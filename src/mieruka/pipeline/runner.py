@@ -3,8 +3,8 @@ steps, starts each ready step in a child process of its own, streams its output 
 log, and records every state change through the job's recorder, so the store and the event
 stream see steps exactly like the job itself.
 
-Step outputs are kept in the job's work folder (`state.json` and one folder per step): a retry
-of the job reuses every step that succeeded before and whose definition has not changed."""
+Step outputs are kept in the job's work folder (`.control/state.json` and one folder per step):
+a retry of the job reuses every step that succeeded before and whose definition has not changed."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ class PipelineRun:
         if not steps:
             raise ConfigError("the pipeline declared no steps")
         topological_order({n: s.depends_on for n, s in steps.items()})  # raises on a cycle
-        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / ".control").mkdir(parents=True, exist_ok=True)
         self._saved = self._load_state()
         reused: set[str] = set()
         for name, step in steps.items():
@@ -352,7 +352,7 @@ class PipelineRun:
     # -- what a retry reuses -------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.work / "state.json").read_text())
+            data = json.loads((self.work / ".control" / "state.json").read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -369,9 +369,10 @@ class PipelineRun:
             {"name": r.name, "parent": r.parent, "position": r.position, "depends_on": r.depends_on,
              "description": r.description, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at)}
             for r in self.records.values() if r.kind == "rule" and r.status is StepStatus.SUCCEEDED]
-        tmp = self.work / "state.json.part"
+        # Beside the step folders, under a name no step can have (step names never start with ".").
+        tmp = self.work / ".control" / "state.json.part"
         tmp.write_text(json.dumps(state, default=str))
-        os.replace(tmp, self.work / "state.json")
+        os.replace(tmp, self.work / ".control" / "state.json")
 
 
 class _StepLog:
