@@ -120,3 +120,49 @@ def test_step_timeout_and_allowed_failures(app) -> None:
     assert steps["slow"].error == "timed out after 0.5s"
     assert steps["missing"].error == "cannot start 'no-such-program-here': no such program"
     assert [line.text for line in app.engine.store.read_logs(done.id, step="independent")] == ["independent"]
+
+
+RUN_ALONE = """
+import sys, types
+from pathlib import Path
+from mieruka.pipeline.graph import Pipeline
+from mieruka.pipeline.runner import PipelineRun
+
+class Reporter:
+    def lines(self, job_id, lines, step=None): pass
+    def steps_planned(self, job_id, steps): pass
+    def step_saved(self, step): pass
+    def progress(self, job_id, fraction, message): pass
+
+class Artifacts:
+    def work_dir(self, job_id): return Path(sys.argv[1]) / "work"
+
+context = types.SimpleNamespace(id=1, task="t", params={}, attempt=1, max_attempts=1, upload_root=None,
+                                _reporter=Reporter(), _artifacts=Artifacts(), progress=lambda f, m: None)
+pipe = Pipeline(context)
+pipe.shell("sleep 120 & echo $! > {pidfile}; wait", pidfile=str(Path(sys.argv[1]) / "pid"), name="sleep")
+PipelineRun(pipe, context, "unused:app", 1).run()
+"""
+
+
+def test_sigterm_to_the_process_running_a_pipeline_stops_its_steps(tmp_path: Path) -> None:
+    """Executors that stop a job with SIGTERM (not the local one, which kills the whole group)."""
+    import subprocess
+    import sys
+
+    runner = subprocess.Popen([sys.executable, "-c", RUN_ALONE, str(tmp_path)], start_new_session=True)
+    pid = 0
+    try:
+        pid = int(wait_for_file(tmp_path / "pid", 30))
+        assert _alive(pid)
+        runner.terminate()  # SIGTERM to the runner's process only, not its group
+        assert runner.wait(timeout=10) != 0
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        if pid and _alive(pid):  # this test's own sleep, left behind only when it fails
+            psutil.Process(pid).kill()

@@ -33,6 +33,7 @@ from .graph import Pipeline, StepDef
 from .resolve import argv_word, render_shell, resolve
 
 MAX_LINE = 16_384
+MAX_SHOWN_OUTPUT = 256 * 1024
 FLUSH_SECONDS = 0.1
 Line = tuple[datetime, str, str]
 
@@ -73,6 +74,7 @@ class PipelineRun:
         self._stop_flusher = threading.Event()
         self._saved: dict[str, Any] = {}
         self.routes: dict[str, Callable[[str], str]] = {}
+        self.processes: set[int] = set()  # pids of the step processes running now
 
     # -- planning ------------------------------------------------------------------------------
     def plan(self) -> None:
@@ -92,7 +94,7 @@ class PipelineRun:
                     and all(d in reused for d in step.depends_on) and (self.work / name).is_dir()):
                 reused.add(name)
                 self.outputs[name] = before.get("output")
-                record = replace(record, status=StepStatus.SUCCEEDED, reused=True, output=before.get("output"),
+                record = replace(record, status=StepStatus.SUCCEEDED, reused=True, output=_shown(before.get("output")),
                                  started_at=_time(before.get("started_at")),
                                  finished_at=_time(before.get("finished_at")), progress=1.0,
                                  artifacts=list(before.get("artifacts", [])),
@@ -113,6 +115,7 @@ class PipelineRun:
     # -- running -------------------------------------------------------------------------------
     def run(self) -> dict[str, str]:
         self.plan()
+        restore = self._stop_steps_on_sigterm()
         flusher = threading.Thread(target=self._flush_loop, name="mieruka-step-logs", daemon=True)
         flusher.start()
         declared = list(self.pipe.steps)
@@ -148,6 +151,7 @@ class PipelineRun:
                         self._set(name, status=StepStatus.SKIPPED,
                                   message="not run: an earlier step failed")
         finally:
+            restore()
             self._stop_flusher.set()
             flusher.join(timeout=5)
             self._flush_all()
@@ -156,6 +160,25 @@ class PipelineRun:
             first = self.records[failed_hard[0]]
             raise PipelineFailed(f"step {first.name!r} failed: {first.error or 'failed'}")
         return summary
+
+    def _stop_steps_on_sigterm(self) -> Callable[[], None]:
+        """Whoever stops the job's process with SIGTERM (an executor other than the local one)
+        stops its steps too: they are its children, and would outlive it otherwise."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum: int, frame: Any) -> None:
+            for pid in list(self.processes):
+                kill_tree(pid)
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+        signal.signal(signal.SIGTERM, on_term)
+        return restore
 
     def result_of(self, returned: Any) -> Any:
         """The job's result: what the declaring function returned, with step outputs filled in."""
@@ -173,7 +196,8 @@ class PipelineRun:
         with self._changed:
             if ok:
                 self.outputs[name] = output
-                self._set(name, status=StepStatus.SUCCEEDED, finished_at=utcnow(), output=output, progress=1.0)
+                self._set(name, status=StepStatus.SUCCEEDED, finished_at=utcnow(), output=_shown(output),
+                          progress=1.0)
             else:
                 self._set(name, status=StepStatus.FAILED, finished_at=utcnow(), error=(error or "failed")[:4000],
                           message="failed (allowed)" if step.allow_failure else None)
@@ -235,6 +259,7 @@ class PipelineRun:
         variables = [f"{k}={v}" for k, v in env.items()]
         proc = subprocess.Popen(["env", *variables, program, *argv[1:]], cwd=folder, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds)
+        self.processes.add(proc.pid)
         log = self.step_log(step.name)
         readers = [threading.Thread(target=self._read, args=(step, proc.stdout, "stdout", folder), daemon=True),
                    threading.Thread(target=self._read, args=(step, proc.stderr, "stderr", folder), daemon=True)]
@@ -250,6 +275,7 @@ class PipelineRun:
             kill_tree(proc.pid)
             code = proc.wait()
             timed_out = True
+        self.processes.discard(proc.pid)
         for reader in readers:
             reader.join(timeout=10)
         log.flush()
@@ -362,7 +388,7 @@ class PipelineRun:
         for name, step in self.pipe.steps.items():
             record = self.records[name]
             if record.status is StepStatus.SUCCEEDED:
-                state[name] = {"status": "succeeded", "fingerprint": step.fingerprint, "output": record.output,
+                state[name] = {"status": "succeeded", "fingerprint": step.fingerprint, "output": self.outputs.get(name),
                                "artifacts": record.artifacts, "started_at": _iso(record.started_at),
                                "finished_at": _iso(record.finished_at)}
         state[".rules"] = [
@@ -418,6 +444,15 @@ def _python_result(result_file: Path, code: int) -> tuple[bool, Any, str | None]
     if data.get("ok"):
         return True, data.get("output"), None
     return False, None, str(data.get("error") or "failed")
+
+
+def _shown(output: Any) -> Any:
+    """The output as stored with the step: in full unless it is large (later steps and retries
+    always get it in full, from the job's folder)."""
+    size = len(json.dumps(output, default=str))
+    if size <= MAX_SHOWN_OUTPUT:
+        return output
+    return {"note": f"the output is {size:,} bytes: too large to show; later steps receive it in full"}
 
 
 def _exit_reason(code: int) -> str:
