@@ -44,7 +44,11 @@ def test_declaration_mistakes_are_config_errors() -> None:
         pipe.step("not callable")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="relative path"):
         pipe.step(noop).file("../etc/passwd")
+    with pytest.raises(ConfigError, match="no Snakefile"):
+        pipe.snakemake("no/such/Snakefile")
     app = mieruka.App("t")
+    with pytest.raises(ConfigError, match="no Snakefile"):
+        app.snakemake("no/such/Snakefile")
     with pytest.raises(ConfigError, match="typed mieruka.Pipeline"):
         @app.pipeline
         def no_pipe(x: int = 1) -> None: ...

@@ -182,6 +182,8 @@ class Pipeline:
         to this step's folder; the workflow's files are found relative to it."""
         if cores < 1:
             raise ConfigError("snakemake: cores must be >= 1")
+        if not Path(snakefile).is_file():
+            raise ConfigError(f"snakemake: no Snakefile at {str(snakefile)!r}")
         spec = {"snakefile": str(Path(snakefile).resolve()), "targets": [str(t) for t in targets],
                 "config": dict(config or {}), "cores": int(cores), "workdir": workdir,
                 "extra_args": [str(a) for a in extra_args]}

@@ -54,6 +54,10 @@ def workflow_builder(snakefile: Path, targets: list[str], config: dict[str, Any]
     """The declaring function of a task that runs `snakefile`: targets, config and cores come
     from the form (or the API), with these defaults."""
     path = snakefile.resolve()
+    if not path.is_file():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"app.snakemake(): no Snakefile at {str(snakefile)!r}")
     default_config = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in config.items()]
 
     def workflow(targets: list[str] = list(targets), config: ConfigLines = default_config,  # noqa: B006
