@@ -166,3 +166,25 @@ def test_sigterm_to_the_process_running_a_pipeline_stops_its_steps(tmp_path: Pat
             runner.kill()
         if pid and _alive(pid):  # this test's own sleep, left behind only when it fails
             psutil.Process(pid).kill()
+
+
+def test_the_example_in_docs_pipelines_md_runs_as_shown(tmp_path: Path) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "pipelines.md").read_text()
+    code = docs.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "words.py").write_text(code)
+    from mieruka.loader import load_app
+
+    words_app = load_app(str(tmp_path / "words.py"))
+    words_app.configure(home=str(tmp_path / "home"), workers=1)
+    document = tmp_path / "home" / "uploads" / "u1" / "doc.txt"
+    document.parent.mkdir(parents=True)
+    document.write_text("the cat and the dog and the bird")
+    with words_app:
+        ref = {"upload_id": "u1", "filename": "doc.txt", "size": document.stat().st_size, "content_type": "text/plain"}
+        done = words_app.wait(words_app.submit("word_report", document=ref, top=2), 60)
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        assert done.result == {"top": ["the", "and"], "words": 8}
+        steps = {s.name: s for s in words_app.engine.store.list_steps(done.id)}
+        assert list(steps) == ["clean", "sort", "count", "report"]
+        assert steps["report"].depends_on == ["count", "clean", "sort"]
+        assert [a.name for a in done.artifacts] == ["report.html"]
