@@ -233,12 +233,29 @@ def combine(*parts: dict[str, float | str]) -> list[str]:
     return [str(p["label"]) for p in parts]
 
 
+def meet(label: str, other: str, folder: str) -> dict[str, float | str]:
+    """A step that waits for `other` to start too: it fails unless both run at the same time."""
+    start = time.time()
+    Path(folder, label).write_text("here")
+    deadline = time.monotonic() + 30
+    while not Path(folder, other).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{label} never met {other}: the steps did not run in parallel")
+        time.sleep(0.02)
+    print(f"{label} ran")
+    return {"label": label, "start": start, "end": time.time()}
+
+
 @app.pipeline(parallel=2)
-def pipe_diamond(delay: float = 0.8, *, pipe: mieruka.Pipeline) -> object:
+def pipe_diamond(meet_dir: str = "", *, pipe: mieruka.Pipeline) -> object:
     """first -> (left, right in parallel) -> last."""
     first = pipe.step(stamp, "first", name="first")
-    left = pipe.step(stamp, "left", delay, name="left", after=[first])
-    right = pipe.step(stamp, "right", delay, name="right", after=[first])
+    if meet_dir:
+        left = pipe.step(meet, "left", "right", meet_dir, name="left", after=[first])
+        right = pipe.step(meet, "right", "left", meet_dir, name="right", after=[first])
+    else:
+        left = pipe.step(stamp, "left", name="left", after=[first])
+        right = pipe.step(stamp, "right", name="right", after=[first])
     return pipe.step(combine, first, left, right, name="last")
 
 

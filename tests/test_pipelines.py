@@ -18,8 +18,8 @@ def steps_of(app, job_id: int) -> dict[str, object]:
     return {s.name: s for s in app.engine.store.list_steps(job_id)}
 
 
-def test_dag_order_and_parallel_steps(app) -> None:
-    done = app.wait(app.submit("pipe_diamond", delay=0.8), 60)
+def test_dag_order_and_parallel_steps(app, tmp_path: Path) -> None:
+    done = app.wait(app.submit("pipe_diamond", meet_dir=str(tmp_path)), 60)
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.result == ["first", "left", "right"]
     steps = steps_of(app, done.id)
@@ -28,7 +28,7 @@ def test_dag_order_and_parallel_steps(app) -> None:
     assert steps["last"].depends_on == ["first", "left", "right"]
     first, left, right, last = (steps[n] for n in ("first", "left", "right", "last"))
     assert first.output["end"] <= left.output["start"] and first.output["end"] <= right.output["start"]
-    # left and right overlapped in time: they ran in parallel
+    # left and right each waited for the other to start (see tests/jobs.py meet): they ran in parallel
     assert left.output["start"] < right.output["end"] and right.output["start"] < left.output["end"]
     assert last.started_at >= max(left.finished_at, right.finished_at)
     assert all(s.started_at <= s.finished_at for s in steps.values())

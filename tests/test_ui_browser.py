@@ -195,7 +195,7 @@ def test_the_workers_page_follows_the_pool(ui: tuple, server: ServerProcess) -> 
 
 def test_pipeline_steps_and_a_step_log_update_live(ui: tuple, server: ServerProcess) -> None:
     page, _ = ui
-    job = httpx.post(f"{server.url}/api/tasks/pipe_ticker/jobs", json={"ticks": 10}).json()
+    job = httpx.post(f"{server.url}/api/tasks/pipe_ticker/jobs", json={"ticks": 20}).json()
     page.goto(f"{server.url}/jobs/{job['id']}")
     ticker = page.locator('#steps details[data-step="ticker"]')
     ticker.locator("summary").click()
@@ -204,7 +204,7 @@ def test_pipeline_steps_and_a_step_log_update_live(ui: tuple, server: ServerProc
     assert page.locator('#steps details[data-step="ticker"]').get_attribute("data-status") == "running"
     page.locator('#steps details[data-step="ticker"][data-status="succeeded"]').wait_for(timeout=20_000)
     text = page.locator('#steps pre[data-step-log="ticker"]').text_content()
-    assert [line for line in text.splitlines() if line] == [f"tick {i}" for i in range(1, 11)]
+    assert [line for line in text.splitlines() if line] == [f"tick {i}" for i in range(1, 21)]
     assert page.locator('#steps details[data-step="ticker"]').evaluate("d => d.open")  # stays open
     assert page.locator("#steps svg .node").count() == 2
-    assert "[ticker] tick 10" in page.locator("#log").text_content()
+    assert "[ticker] tick 20" in page.locator("#log").text_content()
