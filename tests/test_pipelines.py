@@ -14,6 +14,12 @@ from mieruka.core.steps import StepStatus
 from tests.conftest import wait_for_file
 
 
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # The store's side of steps runs on every backend in tests/test_store_contract.py.
+    return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
+
+
 def steps_of(app, job_id: int) -> dict[str, object]:
     return {s.name: s for s in app.engine.store.list_steps(job_id)}
 
