@@ -208,3 +208,17 @@ def test_pipeline_steps_and_a_step_log_update_live(ui: tuple, server: ServerProc
     assert page.locator('#steps details[data-step="ticker"]').evaluate("d => d.open")  # stays open
     assert page.locator("#steps svg .node").count() == 2
     assert "[ticker] tick 20" in page.locator("#log").text_content()
+
+
+def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: tuple, server: ServerProcess,
+                                                              tmp_path: Path) -> None:
+    page, _ = ui
+    job = httpx.post(f"{server.url}/api/tasks/pipe_flaky/jobs",
+                     json={"counter": str(tmp_path / "c"), "marker": str(tmp_path / "missing")}).json()
+    assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "failed"
+    page.goto(f"{server.url}/jobs/{job['id']}")
+    flaky = page.locator('#steps details[data-step="flaky"]')
+    assert flaky.evaluate("d => d.open")
+    assert not page.locator('#steps details[data-step="optional"]').evaluate("d => d.open")  # allowed to fail
+    page.locator('#steps pre[data-step-log="flaky"]', has_text="RuntimeError: marker missing").wait_for()
+    assert "marker missing" in flaky.locator("pre.error").text_content()

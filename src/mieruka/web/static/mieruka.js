@@ -199,6 +199,7 @@
     function wire(root) {
       root.querySelectorAll("details[data-step]").forEach(function (d) {
         d.addEventListener("toggle", function () { if (d.open) load(d); });
+        if (d.open) load(d);  // a step that failed the job opens with its log
       });
     }
 
