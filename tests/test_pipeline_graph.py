@@ -140,3 +140,20 @@ def test_the_documented_protocol_lines_parse() -> None:
     lines = [line.split("  ")[0] for line in docs.splitlines() if line.startswith("::")]
     assert len(lines) >= 5
     assert all(protocol.parse(line) is not None for line in lines), lines
+
+
+def test_snakemake_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from mieruka.errors import MissingExtraError
+    from mieruka.pipeline import snakemake as snakemake_module
+
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text("rule all:\n    output: 'x'\n    shell: 'touch x'\n")
+    pipe = Pipeline()
+    pipe.snakemake(snakefile)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(snakemake_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "snakemake" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"mieruka\[snakemake\]"):
+        snakemake_module.snakemake_argv(pipe.steps["snakemake"], tmp_path, tmp_path, lambda v: v)
