@@ -130,6 +130,7 @@ class Engine:
             if running is None:
                 continue
             attempts = running.record.attempts
+            changes.append(StepsClosed(job_id, StepStatus.CANCELLED))  # its steps were stopped with it
             changes.append(Transition(job_id, JobStatus.QUEUED, RUNNING, {
                 "attempts": max(attempts - 1, 0), "worker": None, "engine_id": None,
                 "message": "re-queued: the server stopped while it ran", "started_at": None},
@@ -540,6 +541,7 @@ class Engine:
         for record in orphans:
             if record.engine_id == self.id:
                 continue
+            self.store.apply([StepsClosed(record.id, StepStatus.FAILED)])  # a pipeline's steps died with it
             if record.attempts < record.max_attempts:
                 ok = self._transition(record, JobStatus.QUEUED, {
                     "worker": None, "engine_id": None, "run_after": None,
