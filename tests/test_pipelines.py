@@ -194,3 +194,20 @@ def test_the_example_in_docs_pipelines_md_runs_as_shown(tmp_path: Path) -> None:
         assert list(steps) == ["clean", "sort", "count", "report"]
         assert steps["report"].depends_on == ["count", "clean", "sort"]
         assert [a.name for a in done.artifacts] == ["report.html"]
+
+
+def test_a_clean_stop_requeues_the_job_and_closes_its_steps(app, tmp_path: Path) -> None:
+    from mieruka.store.sql import SqlJobStore
+
+    pidfile = tmp_path / "pids"
+    job = app.submit("pipe_sleepy", pidfile=str(pidfile))
+    wait_for_file(pidfile, 30)
+    url = app.settings.effective_database_url
+    app.stop()
+    store = SqlJobStore(url)
+    try:
+        assert store.get_job(job.id).status is JobStatus.QUEUED
+        steps = {s.name: s.status for s in store.list_steps(job.id)}
+        assert steps == {"start": StepStatus.SUCCEEDED, "sleep": StepStatus.CANCELLED}
+    finally:
+        store.close()
