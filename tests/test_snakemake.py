@@ -29,6 +29,7 @@ def test_each_rule_shows_as_a_step_with_its_state_and_log(app) -> None:
     assert all(s.status is StepStatus.SUCCEEDED and s.parent == "snakemake" for s in rules.values())
     assert rules["squares"].depends_on == ["numbers"] and rules["total"].depends_on == ["squares"]
     assert steps["snakemake"].status is StepStatus.SUCCEEDED and steps["read"].status is StepStatus.SUCCEEDED
+    assert steps["snakemake"].message == "3 of 3 jobs done"  # Snakemake's own progress reports
     order = [s.name for s in app.engine.store.list_steps(done.id)]
     assert order.index("snakemake") < order.index("numbers") < order.index("read")
     assert "squared" in [line.text for line in app.engine.store.read_logs(done.id, step="squares")]

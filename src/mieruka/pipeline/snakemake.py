@@ -131,6 +131,10 @@ class RuleTracker:
             self._ended(event.get("job_id"), StepStatus.SUCCEEDED, None)
         elif kind == "job_error":
             self._ended(event.get("jobid"), StepStatus.FAILED, "the rule failed; see its log")
+        elif kind == "progress":
+            done, total = event.get("done"), event.get("total")
+            if isinstance(done, int) and isinstance(total, int) and total > 0:
+                self.run.step_progress(self.step.name, done / total, f"{done} of {total} jobs done")
         elif kind == "end":
             code = event.get("code")
             with self._lock:
@@ -203,11 +207,11 @@ def _plugin_module(stream: Any) -> types.ModuleType:
             if event is None:
                 return
             kind = str(getattr(event, "value", event))
-            if kind not in ("job_info", "job_finished", "job_error"):
+            if kind not in ("job_info", "job_finished", "job_error", "progress"):
                 return
             data: dict[str, Any] = {"event": kind}
             for key in ("jobid", "job_id", "rule_name", "rule_msg", "wildcards", "input", "output", "log",
-                        "shellcmd"):
+                        "shellcmd", "done", "total"):
                 if hasattr(record, key):
                     data[key] = getattr(record, key)
             with lock:
