@@ -75,6 +75,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/jobs/{job_id}/panel"): "viewer",
     ("GET", "/jobs"): "viewer",
     ("GET", "/jobs/{job_id}/row"): "viewer",
+    ("GET", "/jobs/{job_id}/steps"): "viewer",
     ("POST", "/jobs/cancel"): "operator",
     ("GET", "/workers"): "viewer",
     ("GET", "/workers/panel"): "viewer",

@@ -400,7 +400,8 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
 
     routes = {r.path for r in flat_routes(app.asgi())}
     pages = ["/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence", f"/jobs/{job['id']}",
-             "/login"] + [f"/tasks/{task.name}" for task in app.tasks] + [p for p in ["/dashboards"] if p in routes]
+             f"/jobs/{job['id']}/steps", "/login"] + [f"/tasks/{task.name}" for task in app.tasks]
+    pages += [p for p in ["/dashboards"] if p in routes]
     seen = 0
     for url in pages:
         response = client.get(url)
@@ -417,6 +418,7 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
     html_pages = {r.path for r in flat_routes(app.asgi()) if r.methods and "GET" in r.methods
                   and not (r.path or "").startswith(("/api", "/openapi", "/static", "/healthz", "/metrics"))}
     covered = {"/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence", "/jobs/{job_id}", "/login",
+               "/jobs/{job_id}/steps",
                "/tasks/{name}", "/docs", "/redoc", "/jobs/{job_id}/panel", "/jobs/{job_id}/row", "/workers/panel",
                "/presence/badge", "/audit.csv", "/login/link/{secret}",
                "/dashboards", "/dashboards/{name}", "/streams/{name}"}  # tests/jobs.py declares no dashboards

@@ -6,7 +6,8 @@
      ├── NotFoundError           404
      │    ├── TaskNotFound
      │    ├── JobNotFound
-     │    └── ArtifactNotFound
+     │    ├── ArtifactNotFound
+     │    └── StepNotFound
      ├── NotAuthenticated        401  no valid session or token
      ├── PermissionDenied        403  the user's role or an allow list forbids it
      ├── TooManyAttempts         429  login throttled; retry later
@@ -84,6 +85,10 @@ class TooManyAttempts(MierukaError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StepNotFound(NotFoundError):
+    code = "step_not_found"
 
 
 class ValidationError(MierukaError):

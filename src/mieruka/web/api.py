@@ -24,6 +24,7 @@ from .prefix import PathPrefix
 from .security import install_security, install_template_globals
 from .serialize import iso, job_json
 from .sse import event_response
+from .steps import steps_router
 from .tasks import tasks_router
 from .ui.pages import ui_router
 
@@ -52,6 +53,7 @@ def create_api(app: App) -> FastAPI:
     api.include_router(tasks_router(app))
     api.include_router(jobs_router(app))
     api.include_router(accounts_router(app))
+    api.include_router(steps_router(app))
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
     _docs_routes(api, app)

@@ -1,7 +1,7 @@
 """Accounts, API tokens, sessions, the audit log and presence.
 
-Revision ID: 0002_auth
-Revises: 0001
+Revision ID: 0003_auth
+Revises: 0002_steps
 Create Date: 2026-11-21
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 from mieruka.store.tables import UTCDateTime
 
-revision = "0002_auth"
-down_revision = "0001"
+revision = "0003_auth"
+down_revision = "0002_steps"
 branch_labels = None
 depends_on = None
 
