@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("id", type=int)
     for action in (ls, logs, steps, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
         action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
-    for action in (submit, ls, logs, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
+    for action in (submit, *jobs_sub.choices.values()):  # every command that talks to a server
         action.add_argument("--token", help="API token for a server with users (default MIERUKA_TOKEN)")
 
     from .cli_accounts import add_commands
@@ -160,7 +160,7 @@ def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
     settings = Settings.load()
-    return Client(args.url or settings.url, token=args.token or settings.token)
+    return Client(args.url or settings.url, token=getattr(args, "token", None) or settings.token)
 
 
 def _parse_params(pairs: list[str], text_fields: frozenset[str] = frozenset()) -> dict[str, Any]:
