@@ -541,3 +541,22 @@ def test_pages_offer_only_what_the_reader_may_do(app: Any, client: TestClient) -
     login(client, "alice")
     assert f"/jobs/{job.id}/cancel" in client.get(f"/jobs/{job.id}").text
     app.engine.cancel(job.id)
+
+
+def test_a_login_lock_ends_by_itself(app: Any) -> None:
+    import time
+
+    app.configure(login_lockout=1.0)
+    with TestClient(app.asgi()) as client:
+        app.auth.accounts.add_user("vic", "viewer", PASSWORD)
+        for _ in range(5):
+            client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic", "password": "x"})
+        deadline = time.monotonic() + 10
+        statuses: list[int] = []
+        status = 429
+        while status == 429 and time.monotonic() < deadline:
+            status = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic",
+                                                 "password": PASSWORD}, follow_redirects=False).status_code
+            statuses.append(status)
+            time.sleep(0.1)
+        assert statuses[0] == 429 and status == 303  # locked at first, then in

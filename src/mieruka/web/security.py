@@ -9,9 +9,10 @@ One ASGI middleware, so routes added later are covered without doing anything:
   `X-CSRF-Token` header (mieruka.js adds it to htmx requests) or as the form field `csrf_token`
   (`{{ csrf_input() }}` in every form, placed first so uploads are not buffered to find it);
   Bearer requests carry no ambient credentials and are not checked;
+  in the open single-user mode, a cross-site `Origin` is refused instead;
 - audit: every successful state-changing request is recorded (policy.py names the action);
 - presence: authenticated requests mark their user as seen;
-- headers: a Content-Security-Policy allowing only this server, nosniff, no framing.
+- headers: a Content-Security-Policy allowing only this server, nosniff, no framing, no-store.
 """
 
 from __future__ import annotations
