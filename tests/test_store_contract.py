@@ -238,6 +238,29 @@ def test_claim_after_requeue_increments_attempts(store: JobStore) -> None:
     assert len(again) == 1 and again[0].attempts == 2 and again[0].engine_id == "e2"
 
 
+def test_claim_with_a_task_limit_never_exceeds_it(store: JobStore) -> None:
+    running = new(store, task="t")
+    claim(store, running.id)
+    waiting = [new(store, task="t") for _ in range(3)]
+    other = new(store, task="u")
+    limit = Claim(job_ids=[j.id for j in waiting], worker="w", engine_id="e", now=utcnow(), task_limit=("t", 2))
+    assert ids(store.apply([], limit).claimed) == [waiting[0].id]  # one runs already: room for one more
+    assert store.apply([], limit).claimed == []
+    assert ids(store.apply([], Claim([other.id], "w", "e", utcnow(), ("u", 1))).claimed) == [other.id]
+
+
+def test_claims_with_a_task_limit_from_many_threads_never_exceed_it(store: JobStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [new(store, task="limited") for _ in range(12)]
+
+    def take(job: JobRecord) -> int:
+        return len(store.apply([], Claim([job.id], "w", "e", utcnow(), ("limited", 3))).claimed)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(take, jobs)) == 3
+
+
 def test_empty_apply_does_nothing(store: JobStore) -> None:
     applied = store.apply([])
     assert applied.done == [] and applied.claimed == []

@@ -50,7 +50,11 @@ def parse_size(value: str | int) -> int:
 class Settings:
     home: str = _setting(".mieruka", "Data directory: database, artifacts and uploads live here.")
     database_url: str = _setting("", "SQLAlchemy URL of the job store; default SQLite in the home.")
-    executor: str = _setting("local", "Where jobs run: 'local' (worker processes of this server).")
+    executor: str = _setting("local", "Where jobs run: 'local' (worker processes of this server) or 'celery' "
+                             "(Celery workers started with `mieruka worker`, on any machine).")
+    broker_url: str = _setting("", "Celery broker URL (redis://... or amqp://...) for executor 'celery'.")
+    broker_visibility_timeout: float = _setting(3600.0, "Redis broker: an unacknowledged job message is "
+                                                "delivered again after this long (its worker died).")
     event_bus: str = _setting("memory", "How live events travel: 'memory' (one server process) or a "
                               "redis:// URL, so that several server processes share them.")
     workers: int = _setting(0, "Worker processes of the local executor; 0 means one per CPU core.")
@@ -77,6 +81,14 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home_path / 'mieruka.db'}"
+
+    @property
+    def effective_event_bus(self) -> str:
+        """Celery workers live in other processes: with a Redis broker, events travel over it too."""
+        if self.event_bus in ("", "memory") and self.executor == "celery" and \
+                self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return self.event_bus
 
     @property
     def effective_workers(self) -> int:
@@ -125,7 +137,7 @@ class Settings:
         ]
 
 
-_DURATIONS = {"run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
+_DURATIONS = {"broker_visibility_timeout", "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
               "prune_interval", "heartbeat_interval"}
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .artifacts.base import ArtifactStorage
 from .artifacts.local import LocalArtifactStorage
 from .bus.base import EventBus
 from .bus.memory import MemoryBus
 from .engine import Engine
 from .errors import ConfigError
+from .executors.base import Executor
 from .executors.local import LocalExecutor
+from .settings import Settings
 from .store.sql import SqlJobStore
 
 if TYPE_CHECKING:
@@ -21,11 +24,21 @@ def build_engine(app: App) -> Engine:
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     store = SqlJobStore(settings.effective_database_url)
-    artifacts = LocalArtifactStorage(home / "artifacts")
-    if settings.executor != "local":
-        raise ConfigError(f"unknown executor {settings.executor!r}; available: local")
-    executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads")
-    return Engine(app.tasks, store, build_bus(settings.event_bus), executor, artifacts, settings)
+    artifacts = build_artifacts(settings)
+    executor: Executor
+    if settings.executor == "celery":
+        from .executors.celery import CeleryExecutor
+
+        executor = CeleryExecutor(settings, store)
+    elif settings.executor == "local":
+        executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads")
+    else:
+        raise ConfigError(f"unknown executor {settings.executor!r}; available: local, celery")
+    return Engine(app.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
+
+
+def build_artifacts(settings: Settings) -> ArtifactStorage:
+    return LocalArtifactStorage(settings.home_path / "artifacts")
 
 
 def build_bus(name: str) -> EventBus:

@@ -70,6 +70,9 @@ class Claim:
     worker: str
     engine_id: str
     now: datetime
+    # (task, n): claim only while fewer than n jobs of that task run, counted inside the claim's
+    # transaction so that workers claiming at once never exceed it.
+    task_limit: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,16 @@ class SqlJobStore:
             "worker = ?, engine_id = ?, progress = NULL, message = NULL, cancel_requested = ? "
             f"WHERE id = ? AND status = ? RETURNING {COLUMN_LIST}")
         started = raw.time_in(claim.now)
+        if claim.task_limit is not None:
+            task, most = claim.task_limit
+            if not self.is_sqlite:  # SQLite's writers are serialised already (BEGIN IMMEDIATE)
+                cur.execute(raw.sql("SELECT pg_advisory_xact_lock(hashtext(?))"), (f"mieruka-task:{task}",))
+            cur.execute(raw.sql("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
+                                "AND task = ?"), (JobStatus.RUNNING.value, task))
+            room = most - cur.fetchone()[0]
+            if room <= 0:
+                return []
+            claim = replace(claim, job_ids=list(claim.job_ids)[:room])
         won = []
         for jid in claim.job_ids:
             cur.execute(sql, (JobStatus.RUNNING.value, started, claim.worker, claim.engine_id, False, jid,
