@@ -218,3 +218,12 @@ def bounded(count: Annotated[int, Field(ge=1, le=10, description="How many, 1 to
 def quick_hello(name: str = "world") -> str:
     """Greet at once: a quick action."""
     return f"Hello, {name}!"
+
+
+@app.task(retries=1, retry_backoff=0)
+def sleep_first_time(pidfile: str, seconds: float = 30, job: mieruka.Job = None) -> int:
+    """Sleeps on its first attempt (after writing its pid), returns at once on the next."""
+    if job.attempt == 1:
+        Path(pidfile).write_text(str(os.getpid()))
+        time.sleep(seconds)
+    return job.attempt

@@ -102,6 +102,9 @@ class WorkerNode:
         record = conn.store.get_job(job_id)
         if record is None or record.status is not JobStatus.RUNNING or record.engine_id != self.engine_id:
             return
+        pid = _pid_of(record.worker)
+        if pid is not None:
+            _kill_group(pid, [])  # what the job started lives on in the dead process's group
         task = self.app.tasks.get(record.task) if record.task in self.app.tasks else None
         status, fields = outcome.failed(record.attempts, record.max_attempts, task, reason, None, utcnow())
         conn.settle(record, status, fields)
@@ -198,6 +201,11 @@ class PoolProcess:
 
     def __init__(self, node: WorkerNode) -> None:
         os.setpgid(0, 0)  # lead a process group: killing it takes the job's children along
+        # Celery has the kernel SIGKILL pool processes when the worker dies, which would leave the
+        # job's children running; the watcher kills the whole group instead.
+        from billiard.util import set_pdeathsig
+
+        set_pdeathsig(0)
         self.node = node
         self.conn = _Connections(node)
         self.worker_name = f"{node.name}:{os.getpid()}"
