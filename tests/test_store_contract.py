@@ -238,6 +238,14 @@ def test_claim_after_requeue_increments_attempts(store: JobStore) -> None:
     assert len(again) == 1 and again[0].attempts == 2 and again[0].engine_id == "e2"
 
 
+def test_claim_skips_jobs_not_yet_due(store: JobStore) -> None:
+    now = utcnow()
+    later = new(store, run_after=now + timedelta(seconds=30))
+    due = new(store, run_after=now - timedelta(seconds=1))
+    assert ids(claim(store, later.id, due.id, now=now)) == [due.id]
+    assert ids(claim(store, later.id, now=now + timedelta(seconds=31))) == [later.id]
+
+
 def test_claim_with_a_task_limit_never_exceeds_it(store: JobStore) -> None:
     running = new(store, task="t")
     claim(store, running.id)
@@ -474,7 +482,7 @@ def test_next_due_time(store: JobStore) -> None:
     got = store.next_due_time()
     assert got == soon
     assert_utc(got)
-    claim(store, first.id)  # no longer queued
+    claim(store, first.id, now=soon)  # no longer queued
     assert store.next_due_time() == later.run_after
 
 

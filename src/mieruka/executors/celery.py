@@ -99,7 +99,7 @@ class CeleryExecutor:
                                    "priority": broker_priority(record.priority, self.settings.broker_url)}
         if delay > 0:
             options["countdown"] = delay
-        self.celery.send_task(TASK_NAME, args=[record.id], **options)
+        self.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
 
     def _send_unsent(self) -> None:
         with self._lock:

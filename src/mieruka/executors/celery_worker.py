@@ -24,7 +24,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -189,7 +188,7 @@ class _Connections:
                                    "priority": broker_priority(record.priority, self.node.settings.broker_url)}
         if delay > 0:
             options["countdown"] = delay
-        self.node.celery.send_task(TASK_NAME, args=[record.id], **options)
+        self.node.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
 
     def close(self) -> None:
         self.bus.close()
@@ -225,8 +224,17 @@ class PoolProcess:
         self.conn.publish(events)
 
     # -- a message ---------------------------------------------------------------------------------
-    def handle(self, job_id: int) -> None:
+    def handle(self, job_id: int, task_name: str | None = None) -> None:
+        """One message: claim the job and run it; or find out why it is not claimable."""
         conn = self.conn
+        tasks = self.node.app.tasks
+        task = tasks.get(task_name) if task_name is not None and task_name in tasks else None
+        limit = (task.name, task.concurrency) if task is not None and task.concurrency is not None else None
+        # Claim first: the common case costs one statement; the job is read only when it fails.
+        claimed = conn.store.apply([], Claim([job_id], self.worker_name, self.node.engine_id, utcnow(), limit))
+        if claimed.claimed:
+            self._run(claimed.claimed[0])
+            return
         record = conn.store.get_job(job_id)
         if record is None or record.finished:
             return  # deleted, cancelled or done: a stale or duplicate message
@@ -234,22 +242,13 @@ class PoolProcess:
         if record.status is JobStatus.RUNNING:
             reason = self._lost_reason(record)
             if reason is not None:  # delivered again because whoever ran it is gone
-                task = self.node.app.tasks.get(record.task) if record.task in self.node.app.tasks else None
+                task = tasks.get(record.task) if record.task in tasks else None
                 conn.settle(record, *outcome.failed(record.attempts, record.max_attempts, task, reason, None, now))
             return
-        if record.run_after is not None and record.run_after > now + timedelta(milliseconds=20):
+        if record.run_after is not None and record.run_after > now:
             conn.resend(record, (record.run_after - now).total_seconds())  # early: a retry not yet due
-            return
-        tasks = self.node.app.tasks
-        task = tasks.get(record.task) if record.task in tasks else None
-        limit = (task.name, task.concurrency) if task is not None and task.concurrency is not None else None
-        done = conn.store.apply([], Claim([job_id], self.worker_name, self.node.engine_id, now, limit))
-        if done.claimed:
-            self._run(done.claimed[0])
-        elif limit is not None:
-            fresh = conn.store.get_job(job_id)
-            if fresh is not None and fresh.status is JobStatus.QUEUED:
-                conn.resend(fresh, LIMIT_RETRY)  # its task is at its concurrency limit: look again soon
+        else:
+            conn.resend(record, LIMIT_RETRY)  # its task is at its concurrency limit: look again soon
 
     def _run(self, record: JobRecord) -> None:
         conn = self.conn
@@ -351,9 +350,9 @@ def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: s
     node = _node = WorkerNode(app, celery, queues, concurrency)
 
     @celery.task(name=TASK_NAME, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
-    def run(job_id: int) -> None:
+    def run(job_id: int, task: str | None = None) -> None:
         assert _pool_process is not None
-        _pool_process.handle(job_id)
+        _pool_process.handle(job_id, task)
 
     @control_command(args=[("job_id", int)], signature="<job_id>")  # type: ignore[untyped-decorator]
     def mieruka_cancel(state: Any, job_id: int) -> dict[str, str]:

@@ -64,7 +64,8 @@ Change = Transition | ProgressUpdate | LogAppend | ArtifactAdded
 
 @dataclass(frozen=True)
 class Claim:
-    """Move these queued jobs to running for an engine (those still queued: the rest are skipped)."""
+    """Move these queued jobs to running for an engine (those still queued and due at `now`: the
+    rest are skipped)."""
 
     job_ids: Sequence[int]
     worker: str
