@@ -57,6 +57,9 @@ class Settings:
                                                 "delivered again after this long (its worker died).")
     event_bus: str = _setting("memory", "How live events travel: 'memory' (one server process) or a "
                               "redis:// URL, so that several server processes share them.")
+    artifact_storage: str = _setting("local", "Where job artifacts are kept: 'local' (the home's artifacts "
+                                     "folder) or s3://bucket/prefix, shared by workers on several machines.")
+    s3_endpoint_url: str = _setting("", "Endpoint of an S3-compatible service (MinIO, ...); empty for AWS.")
     workers: int = _setting(0, "Worker processes of the local executor; 0 means one per CPU core.")
     host: str = _setting("127.0.0.1", "Address the server binds to.")
     port: int = _setting(8000, "Port the server listens on.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .artifacts import open_storage
 from .artifacts.base import ArtifactStorage
-from .artifacts.local import LocalArtifactStorage
 from .bus.base import EventBus
 from .bus.memory import MemoryBus
 from .engine import Engine
@@ -31,14 +31,15 @@ def build_engine(app: App) -> Engine:
 
         executor = CeleryExecutor(settings, store)
     elif settings.executor == "local":
-        executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads")
+        executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads",
+                                 settings.artifact_storage, settings.s3_endpoint_url)
     else:
         raise ConfigError(f"unknown executor {settings.executor!r}; available: local, celery")
     return Engine(app.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
 
 
 def build_artifacts(settings: Settings) -> ArtifactStorage:
-    return LocalArtifactStorage(settings.home_path / "artifacts")
+    return open_storage(settings.artifact_storage, settings.home_path / "artifacts", settings.s3_endpoint_url)
 
 
 def build_bus(name: str) -> EventBus:
