@@ -73,7 +73,8 @@ def clean_postgres(url: str) -> None:
     store.close()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, engines, schedules RESTART IDENTITY CASCADE")
+        conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, engines, schedules, pools, pool_events "
+                                  "RESTART IDENTITY CASCADE")
     engine.dispose()
 
 

@@ -704,3 +704,54 @@ def test_queue_stats(store: JobStore) -> None:
     assert (stats["default"].queued, stats["default"].running) == (0, 1)
     assert stats["gpu"].oldest_queued_at == first.created_at
     assert stats["default"].oldest_queued_at is None
+
+
+# -- monitoring ----------------------------------------------------------------------------------
+def test_engines_report_what_they_are_and_the_jobs_they_run(store: JobStore) -> None:
+    now = utcnow()
+    store.heartbeat("e1", "host-a", 11, now - timedelta(seconds=5), {"kind": "celery", "queues": ["gpu"]})
+    store.heartbeat("e2", "host-b", 22, now)
+    store.heartbeat("e1", "host-a", 11, now)  # a beat without info keeps the info
+    a, b, c = new(store), new(store), new(store)
+    claim(store, a.id, b.id, engine="e1")
+    claim(store, c.id, engine="e2")
+    finish(store, new(store).id)  # runs nowhere now
+    found = {e.id: e for e in store.engines()}
+    assert set(found) == {"e1", "e2"}
+    assert found["e1"].info == {"kind": "celery", "queues": ["gpu"]} and found["e2"].info == {}
+    assert found["e1"].running == [a.id, b.id] and found["e2"].running == [c.id]
+    assert found["e1"].host == "host-a" and found["e1"].pid == 11
+    assert_utc(found["e1"].heartbeat_at)
+    assert abs((found["e1"].heartbeat_at - now).total_seconds()) < 0.001
+    store.remove_engine("e1")
+    assert [e.id for e in store.engines()] == ["e2"]
+
+
+def test_timeline_counts_finished_jobs_and_their_wait_and_run_times(store: JobStore) -> None:
+    start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def job(created: int, started: int | None, finished: int, status: JobStatus) -> None:
+        record = new(store)
+        if started is not None:
+            store.apply([], Claim([record.id], "w", "e", start + timedelta(seconds=started)))
+            expect = frozenset({RUNNING})
+        else:
+            expect = frozenset({QUEUED})
+        assert store.apply([Transition(record.id, status, expect, {
+            "created_at": start + timedelta(seconds=created),
+            "finished_at": start + timedelta(seconds=finished)})]).done == [True]
+
+    job(0, 2, 10, SUCCEEDED)     # minute 0: waited 2 s, ran 8 s
+    job(0, 4, 20, FAILED)        # minute 0: waited 4 s, ran 16 s
+    job(0, None, 30, CANCELLED)  # minute 0: cancelled before it started
+    job(60, 61, 125, SUCCEEDED)  # minute 2
+    job(-3600, -3599, -3590, SUCCEEDED)  # an hour earlier: not asked for
+    buckets = store.timeline(start, 60)
+    assert [b.start for b in buckets] == [start, start + timedelta(minutes=2)]
+    first, second = buckets
+    assert first.finished == {"succeeded": 1, "failed": 1, "cancelled": 1}
+    assert first.wait_avg == pytest.approx(3.0, abs=0.01) and first.wait_max == pytest.approx(4.0, abs=0.01)
+    assert first.run_avg == pytest.approx(12.0, abs=0.01) and first.run_max == pytest.approx(16.0, abs=0.01)
+    assert second.finished == {"succeeded": 1} and second.run_avg == pytest.approx(64.0, abs=0.01)
+    assert [b.start for b in store.timeline(start, 3600)] == [start]
+    assert store.timeline(start + timedelta(hours=1)) == []

@@ -103,6 +103,7 @@ class Engine:
         self._backlog = False
         self._sleeping = False
         self._unsaved: _Batch | None = None
+        self._started_at = utcnow().isoformat()
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,7 +111,7 @@ class Engine:
             self.store.migrate()
         self.upload_root.mkdir(parents=True, exist_ok=True)
         now = utcnow()
-        self.store.heartbeat(self.id, self.host, os.getpid(), now)
+        self.store.heartbeat(self.id, self.host, os.getpid(), now, self._info())
         self._recover(now)
         self.executor.start()
         self._thread = threading.Thread(target=self._loop, name="mieruka-engine", daemon=True)
@@ -139,6 +140,13 @@ class Engine:
             self.store.apply(changes)
         self.store.remove_engine(self.id)
         self.bus.close()
+
+    def _info(self) -> dict[str, Any]:
+        """What this engine is, for the monitoring page (stored with its heartbeat)."""
+        local = self._remote is None
+        return {"kind": "server", "name": self.worker_name, "executor": self.settings.executor,
+                "queues": ["*"] if local else [], "concurrency": self.settings.effective_workers if local else 0,
+                "started_at": self._started_at}
 
     # -- API (any thread) ----------------------------------------------------------------------
     def submit(
@@ -321,7 +329,7 @@ class Engine:
         self._check_deadlines(now)
         if now >= self._next_beat:
             self._next_beat = now + min(self.settings.heartbeat_interval, self.settings.engine_stale_after / 3)
-            self.store.heartbeat(self.id, self.host, os.getpid(), utcnow())
+            self.store.heartbeat(self.id, self.host, os.getpid(), utcnow(), self._info())
             self._recover(utcnow())
         if now >= self._next_schedule:
             self._fire_schedules()

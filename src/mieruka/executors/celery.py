@@ -129,7 +129,29 @@ class CeleryExecutor:
         self._wake.set()
 
     def workers(self) -> list[dict[str, object]]:
-        return []
+        """One entry per slot of each Celery worker that is up (from their heartbeats in the
+        store), in the local pool's shape: busy slots carry the job they run."""
+        stale = self.settings.engine_stale_after
+        now = time.time()
+        slots: list[dict[str, object]] = []
+        for node in self.store.engines():
+            if node.info.get("kind") != "celery" or now - node.heartbeat_at.timestamp() > stale:
+                continue
+            running = list(node.running)
+            for i in range(max(int(node.info.get("concurrency") or 0), len(running))):
+                slots.append({"name": f"{node.info.get('name', node.host)}#{i + 1}", "pid": node.pid, "ready": True,
+                              "job_id": running[i] if i < len(running) else None, "jobs_done": None,
+                              "host": node.host})
+        return slots
+
+    def broker_problem(self) -> str | None:
+        """None if the broker answers within a second, else what is wrong."""
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=0, timeout=1)
+        except Exception as exc:  # noqa: BLE001 - reported by /healthz, not raised
+            return f"the broker does not answer: {type(exc).__name__}: {exc}"
+        return None
 
     def stop(self) -> list[int]:
         self._send_unsent()

@@ -67,6 +67,8 @@ class WorkerNode:
         self.main_pid = os.getpid()
         self._main: _Connections | None = None
         self._beat_stop = threading.Event()
+        self.info = {"kind": "celery", "name": self.name, "queues": self.queues, "concurrency": concurrency,
+                     "started_at": utcnow().isoformat()}
 
     # -- main process ----------------------------------------------------------------------------
     @property
@@ -76,14 +78,14 @@ class WorkerNode:
         return self._main
 
     def start_heartbeat(self) -> None:
-        self.main.store.heartbeat(self.engine_id, self.host, self.main_pid, utcnow())
+        self.main.store.heartbeat(self.engine_id, self.host, self.main_pid, utcnow(), self.info)
         threading.Thread(target=self._beat, name="mieruka-heartbeat", daemon=True).start()
 
     def _beat(self) -> None:
         period = min(self.settings.heartbeat_interval, self.settings.engine_stale_after / 3)
         while not self._beat_stop.wait(period):
             try:
-                self.main.store.heartbeat(self.engine_id, self.host, self.main_pid, utcnow())
+                self.main.store.heartbeat(self.engine_id, self.host, self.main_pid, utcnow(), self.info)
             except Exception:  # noqa: BLE001 - the next beat tries again
                 log.exception("heartbeat failed")
 

@@ -100,6 +100,31 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """A process that runs jobs (a server's engine, a Celery worker), as it last reported."""
+
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: datetime
+    info: dict[str, Any]
+    running: list[int]  # ids of the jobs it runs now
+
+
+@dataclass(frozen=True)
+class TimelineBucket:
+    """Jobs that finished in one interval: how many, by final state, and how long they waited
+    (created to started) and ran (started to finished), in seconds."""
+
+    start: datetime
+    finished: dict[str, int]
+    wait_avg: float | None
+    wait_max: float | None
+    run_avg: float | None
+    run_max: float | None
+
+
+@dataclass(frozen=True)
 class LogLine:
     seq: int
     at: datetime
@@ -144,8 +169,12 @@ class JobStore(Protocol):
     def next_due_time(self) -> datetime | None:
         """The earliest run_after of a queued job, if any waits for a time."""
 
-    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime) -> None:
-        """Record that an engine is alive."""
+    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime,
+                  info: dict[str, Any] | None = None) -> None:
+        """Record that an engine is alive (and, given `info`, what it is)."""
+
+    def engines(self) -> list[EngineInfo]:
+        """Every engine that has not stopped cleanly, with the jobs it runs, newest beat first."""
 
     def remove_engine(self, engine_id: str) -> None:
         """An engine stopped cleanly."""
@@ -170,6 +199,10 @@ class JobStore(Protocol):
 
     def queue_stats(self) -> list[QueueStats]:
         """For each queue with active jobs: how many wait, how many run, since when the oldest waits."""
+
+    def timeline(self, since: datetime, bucket_seconds: int = 60) -> list[TimelineBucket]:
+        """Jobs finished since `since`, per interval of `bucket_seconds`, oldest first; only
+        intervals in which some job finished."""
 
     def close(self) -> None:
         """Release connections."""

@@ -27,6 +27,7 @@ from .base import (
     ArtifactAdded,
     Change,
     Claim,
+    EngineInfo,
     JobQuery,
     LogAppend,
     LogLine,
@@ -34,6 +35,7 @@ from .base import (
     ProgressUpdate,
     QueuedJob,
     QueueStats,
+    TimelineBucket,
     Transition,
 )
 from .raw import COLUMN_LIST, RawDB, time_out
@@ -312,11 +314,27 @@ class SqlJobStore:
         return t.UTCDateTime().process_result_value(value, self._reader.dialect)
 
     # -- engines -------------------------------------------------------------------------------
-    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime) -> None:
+    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime,
+                  info: dict[str, Any] | None = None) -> None:
+        values: dict[str, Any] = {"heartbeat_at": now}
+        if info is not None:
+            values["info"] = info
         with self._write() as conn:
-            res = conn.execute(sa.update(t.engines).where(t.engines.c.id == engine_id).values(heartbeat_at=now))
+            res = conn.execute(sa.update(t.engines).where(t.engines.c.id == engine_id).values(**values))
             if res.rowcount == 0:
-                conn.execute(sa.insert(t.engines).values(id=engine_id, host=host, pid=pid, heartbeat_at=now))
+                conn.execute(sa.insert(t.engines).values(id=engine_id, host=host, pid=pid, **values))
+
+    def engines(self) -> list[EngineInfo]:
+        e, c = t.engines.c, t.jobs.c
+        with self._read() as conn:
+            rows = conn.execute(sa.select(e.id, e.host, e.pid, e.heartbeat_at, e.info)
+                                .order_by(e.heartbeat_at.desc())).all()
+            running: dict[str, list[int]] = {}
+            for job_id, engine_id in conn.execute(
+                    sa.select(c.id, c.engine_id).where(c.status == JobStatus.RUNNING.value).order_by(c.id)):
+                running.setdefault(engine_id, []).append(job_id)
+        return [EngineInfo(id=r.id, host=r.host, pid=r.pid, heartbeat_at=r.heartbeat_at, info=r.info or {},
+                           running=running.get(r.id, [])) for r in rows]
 
     def remove_engine(self, engine_id: str) -> None:
         with self._write() as conn:
@@ -438,6 +456,43 @@ class SqlJobStore:
         convert = t.UTCDateTime().process_result_value
         return [QueueStats(queue=row[0], queued=int(row[1] or 0), running=int(row[2] or 0),
                            oldest_queued_at=convert(row[3], self._reader.dialect)) for row in rows]
+
+
+    def timeline(self, since: datetime, bucket_seconds: int = 60) -> list[TimelineBucket]:
+        raw = self._raw
+        size = max(int(bucket_seconds), 1)
+        if self.is_sqlite:
+            epoch = "CAST(strftime('%s', finished_at) AS INTEGER)"
+
+            def seconds(a: str, b: str) -> str:
+                return f"(julianday({a}) - julianday({b})) * 86400.0"
+        else:
+            epoch = "CAST(floor(extract(epoch from finished_at)) AS BIGINT)"
+
+            def seconds(a: str, b: str) -> str:
+                return f"extract(epoch from ({a} - {b}))"
+        wait, run = seconds("started_at", "created_at"), seconds("finished_at", "started_at")
+        sql = raw.sql(
+            f"SELECT {epoch} / {size} AS bucket, status, count(*), count(started_at), sum({wait}), max({wait}), "
+            f"sum({run}), max({run}) FROM jobs WHERE finished_at >= ? GROUP BY 1, 2 ORDER BY 1")
+        with raw.read() as cur:
+            cur.execute(sql, (raw.time_in(since),))
+            rows = cur.fetchall()
+        buckets: dict[int, dict[str, Any]] = {}
+        for bucket, status, count, started, wait_sum, wait_max, run_sum, run_max in rows:
+            entry = buckets.setdefault(int(bucket), {"finished": {}, "started": 0, "wait": 0.0, "wait_max": None,
+                                                     "run": 0.0, "run_max": None})
+            entry["finished"][status] = int(count)
+            if started:
+                entry["started"] += int(started)
+                entry["wait"] += float(wait_sum)
+                entry["run"] += float(run_sum)
+                entry["wait_max"] = max(float(wait_max), entry["wait_max"] or 0.0)
+                entry["run_max"] = max(float(run_max), entry["run_max"] or 0.0)
+        return [TimelineBucket(start=datetime.fromtimestamp(bucket * size, UTC), finished=e["finished"],
+                               wait_avg=e["wait"] / e["started"] if e["started"] else None, wait_max=e["wait_max"],
+                               run_avg=e["run"] / e["started"] if e["started"] else None, run_max=e["run_max"])
+                for bucket, e in sorted(buckets.items())]
 
 
 def _record(row: Row[Any], artifacts: list[ArtifactInfo] | None = None) -> JobRecord:
