@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -37,6 +37,9 @@ from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
 from .executors.base import Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
 from .settings import Settings
 from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, Transition
+
+if TYPE_CHECKING:
+    from .pools.manager import PoolManager
 
 log = logging.getLogger("mieruka.engine")
 RUNNING = frozenset({JobStatus.RUNNING})
@@ -104,6 +107,7 @@ class Engine:
         self._sleeping = False
         self._unsaved: _Batch | None = None
         self._started_at = utcnow().isoformat()
+        self.pools: PoolManager | None = None  # compute pools started on demand (wiring sets it)
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -114,6 +118,8 @@ class Engine:
         self.store.heartbeat(self.id, self.host, os.getpid(), now, self._info())
         self._recover(now)
         self.executor.start()
+        if self.pools is not None:
+            self.pools.start()
         self._thread = threading.Thread(target=self._loop, name="mieruka-engine", daemon=True)
         self._thread.start()
 
@@ -124,6 +130,8 @@ class Engine:
         self.executor.wake()
         self._thread.join(timeout=30)
         self._thread = None
+        if self.pools is not None:
+            self.pools.stop()
         interrupted = self.executor.stop()
         # A clean stop gives the attempt back: the job will run again in full at the next start.
         changes: list[Change] = []
@@ -170,7 +178,14 @@ class Engine:
             owner=owner, idempotency_key=idempotency_key, run_after=run_after,
         ))
         if created:
-            self._emit_state(record)
+            waiting = self.pools.job_submitted(record.queue, record.id) if self.pools is not None else None
+            if waiting:  # its compute pool is not running yet: say so on the job while it waits
+                self.store.apply([Transition(record.id, JobStatus.QUEUED, frozenset({JobStatus.QUEUED}),
+                                             {"message": waiting})])
+                record = replace(record, message=waiting)
+                self._emit_state(record, message=waiting)
+            else:
+                self._emit_state(record)
             if self._remote is not None:
                 self._command("send", (record, delay or 0.0))
             elif run_after is None:

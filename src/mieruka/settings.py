@@ -73,6 +73,8 @@ class Settings:
     retention_max_age: float = _setting(30 * 86400.0, "Finished jobs older than this are pruned.")
     retention_max_jobs: int = _setting(100_000, "Keep at most this many finished jobs per task.")
     prune_interval: float = _setting(300.0, "How often the retention policy runs, seconds.")
+    pool_check_interval: float = _setting(5.0, "How often compute pools are checked (start when jobs wait, "
+                                          "stop when idle), seconds.")
     heartbeat_interval: float = _setting(15.0, "SSE heartbeat and server liveness period, seconds.")
     auto_migrate: bool = _setting(True, "Upgrade the database schema at start-up.")
     log_level: str = _setting("info", "Server log level.")
@@ -140,7 +142,14 @@ class Settings:
         ]
 
 
-_DURATIONS = {"broker_visibility_timeout", "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a process we start (a pool's workers, its hook commands): ours, with
+    `extra` (settings as MIERUKA_* variables) on top. The one other place that reads it."""
+    return {**os.environ, **extra}
+
+
+_DURATIONS = {"broker_visibility_timeout", "pool_check_interval",
+              "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
               "prune_interval", "heartbeat_interval"}
 
 

@@ -17,6 +17,7 @@ from .store.sql import SqlJobStore
 
 if TYPE_CHECKING:
     from .app import App
+    from .pools.manager import PoolManager
 
 
 def build_engine(app: App) -> Engine:
@@ -35,7 +36,33 @@ def build_engine(app: App) -> Engine:
                                  settings.artifact_storage, settings.s3_endpoint_url)
     else:
         raise ConfigError(f"unknown executor {settings.executor!r}; available: local, celery")
-    return Engine(app.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
+    engine = Engine(app.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
+    if app.pools:
+        engine.pools = build_pools(app, store)
+    return engine
+
+
+def build_pools(app: App, store: SqlJobStore) -> PoolManager:
+    from .pools.base import Pool, PoolSpec
+    from .pools.manager import PoolManager
+    from .store.pools import SqlPoolStore
+
+    settings = app.settings
+    # What a worker started for a pool needs to find the same store, broker and files.
+    env = {"MIERUKA_EXECUTOR": "celery", "MIERUKA_DATABASE_URL": settings.effective_database_url,
+           "MIERUKA_BROKER_URL": settings.broker_url, "MIERUKA_EVENT_BUS": settings.effective_event_bus,
+           "MIERUKA_HOME": str(settings.home_path), "MIERUKA_ARTIFACT_STORAGE": settings.artifact_storage,
+           "MIERUKA_S3_ENDPOINT_URL": settings.s3_endpoint_url}
+    ref = app.app_ref()
+
+    def spec(pool: Pool) -> PoolSpec:
+        return PoolSpec(pool.name, pool.queues, ref, env)
+
+    def anyone_online() -> bool:
+        return bool(app.anyone_online()) if app.anyone_online is not None else False
+
+    return PoolManager(list(app.pools.values()), SqlPoolStore(store), store, spec, anyone_online,
+                       settings.pool_check_interval)
 
 
 def build_artifacts(settings: Settings) -> ArtifactStorage:

@@ -21,6 +21,7 @@ from .jobs import jobs_router
 from .metrics import Metrics
 from .monitor import monitor_router
 from .openapi import install_openapi
+from .pools import pools_router
 from .prefix import PathPrefix
 from .serialize import iso, job_json
 from .sse import event_response
@@ -52,6 +53,7 @@ def create_api(app: App) -> FastAPI:
     api.include_router(tasks_router(app))
     api.include_router(jobs_router(app))
     api.include_router(monitor_router(app))
+    api.include_router(pools_router(app))
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
     _docs_routes(api, app)

@@ -21,6 +21,7 @@ from ...core.task import Task
 from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
 from ...store.base import JobQuery
 from .. import monitor
+from ..pools import pools_json
 from ..submission import Submission
 from . import charts, render
 from .forms import form_fields, unplaced_errors
@@ -196,7 +197,7 @@ def _pool(app: App) -> dict[str, Any]:
     local = app.settings.executor == "local"
     return {"workers": app.engine.workers() if local else [], "queues": queues,
             "counts": app.engine.store.count_by_status(), "broken": getattr(app.engine.executor, "broken", None),
-            "nodes": monitor.nodes(app), "last_hour": last_hour,
+            "nodes": monitor.nodes(app), "last_hour": last_hour, "pools": pools_json(app),
             "throughput_chart": charts.throughput(last_hour["per_minute"]),
             "durations_chart": charts.durations(last_hour["per_minute"])}
 
