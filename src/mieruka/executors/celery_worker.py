@@ -104,6 +104,8 @@ class WorkerNode:
         if record is None or record.status is not JobStatus.RUNNING or record.engine_id != self.engine_id:
             return
         pid = _pid_of(record.worker)
+        if pid is not None and _alive(pid):
+            return  # another attempt runs in a live process now (the dead one had settled its own)
         if pid is not None:
             _kill_group(pid, [])  # what the job started lives on in the dead process's group
         task = self.app.tasks.get(record.task) if record.task in self.app.tasks else None
