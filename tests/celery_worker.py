@@ -18,13 +18,13 @@ from tests.conftest import TESTS, free_port, need_service
 
 
 @contextmanager
-def private_redis() -> Iterator[str]:
+def private_redis(port: int | None = None) -> Iterator[str]:
     """A redis-server of our own on a free port: other test runs on this machine never see our
     messages (a cancel broadcast names a job id, and ids repeat across databases)."""
     binary = shutil.which("redis-server")
     if binary is None:
         need_service("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:

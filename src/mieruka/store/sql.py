@@ -38,9 +38,11 @@ from .base import (
     TimelineBucket,
     Transition,
 )
-from .raw import COLUMN_LIST, RawDB, time_out
+from .raw import COLUMN_LIST, COLUMNS, RawDB, time_out
 
 _FINISHED_VALUES = [s.value for s in FINISHED]
+_COLUMNS = COLUMNS
+_QUALIFIED = ", ".join(f"jobs.{name}" for name in COLUMNS)
 IDLE_PING_AFTER = 5.0  # seconds a pooled PostgreSQL connection may sit unused before it is checked
 
 
@@ -176,16 +178,18 @@ class SqlJobStore:
 
     def get_job(self, job_id: int) -> JobRecord | None:
         raw = self._raw
+        # One round trip: the job's columns, repeated beside each of its artifacts (if any).
         with raw.read() as cur:
-            cur.execute(raw.sql(f"SELECT {COLUMN_LIST} FROM jobs WHERE id = ?"), (job_id,))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            cur.execute(raw.sql("SELECT name, size, content_type, created_at FROM artifacts "
-                                "WHERE job_id = ? ORDER BY created_at, name"), (job_id,))
-            arts = [ArtifactInfo(name=a[0], size=a[1], content_type=a[2], created_at=time_out(a[3]))
-                    for a in cur.fetchall()]
-        return raw.record(row, arts)
+            cur.execute(raw.sql(f"SELECT {_QUALIFIED}, a.name, a.size, a.content_type, a.created_at FROM jobs "
+                                "LEFT JOIN artifacts a ON a.job_id = jobs.id WHERE jobs.id = ? "
+                                "ORDER BY a.created_at, a.name"), (job_id,))
+            rows = cur.fetchall()
+        if not rows:
+            return None
+        n = len(_COLUMNS)
+        arts = [ArtifactInfo(name=r[n], size=r[n + 1], content_type=r[n + 2], created_at=time_out(r[n + 3]))
+                for r in rows if r[n] is not None]
+        return raw.record(tuple(rows[0][:n]), arts)
 
     def list_jobs(self, query: JobQuery) -> list[JobRecord]:
         c = t.jobs.c
