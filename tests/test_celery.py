@@ -203,3 +203,15 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
             app._settings = None
             if worker is not None:
                 worker.stop()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": ""}, "executor 'celery' needs a broker"),
+    ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
+    ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
+])
+def test_run_refuses_engine_settings_in_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    result = _cli("run", "tests/jobs.py:app", "--home", str(tmp_path), "--port", "1", env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"mieruka: {message}")

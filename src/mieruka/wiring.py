@@ -20,8 +20,22 @@ if TYPE_CHECKING:
     from .pools.manager import PoolManager
 
 
+EXECUTORS = ("local", "celery")
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse, before anything starts, settings the engine could not start with."""
+    if settings.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
+    if settings.executor == "celery" and not settings.broker_url:
+        raise ConfigError("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)")
+    if settings.artifact_storage not in ("", "local") and not settings.artifact_storage.startswith("s3://"):
+        raise ConfigError(f"unknown artifact storage {settings.artifact_storage!r}: use 'local' or s3://bucket/prefix")
+
+
 def build_engine(app: App) -> Engine:
     settings = app.settings
+    check_settings(settings)
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     store = SqlJobStore(settings.effective_database_url)
