@@ -288,6 +288,12 @@ class PoolProcess:
         final = changes[-1]
         if done and done[-1] and isinstance(final, Transition):
             conn.published_state(record, final.to, final.fields)
+            return
+        fresh = conn.store.get_job(record.id)
+        if fresh is not None and fresh.status is JobStatus.QUEUED and not fresh.finished:
+            # Our claim is gone (PostgreSQL restarted before it reached the disk): the job is
+            # queued again without a message; send one, it runs again.
+            conn.resend(fresh, 0.0)
 
     def _lost_reason(self, record: JobRecord) -> str | None:
         """Why a running job's attempt is over although nobody settled it, or None if it still runs."""

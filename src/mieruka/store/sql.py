@@ -217,6 +217,11 @@ class SqlJobStore:
         if not changes and (claim is None or not claim.job_ids):
             return Applied([], [])
         with self._raw.write() as cur:
+            if not changes and not self.is_sqlite:
+                # A claim alone need not wait for the disk: the attempt's final, durable write
+                # flushes it too, and if PostgreSQL crashes before that, the job is found queued
+                # again and runs again. One disk flush fewer for every job.
+                cur.execute("SET LOCAL synchronous_commit TO off")
             done = [self._apply_one(cur, change) for change in changes]
             claimed = self._claim(cur, claim) if claim is not None else []
         return Applied(done, claimed)
