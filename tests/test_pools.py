@@ -270,3 +270,20 @@ def test_a_local_worker_pool_starts_for_a_job_and_stops_when_idle(broker_url: st
         finally:
             app.pools.clear()
             app._settings = None
+
+
+def test_pools_need_the_celery_executor(tmp_path: Path) -> None:
+    from mieruka.errors import ConfigError as Refused
+    from tests.jobs import app
+
+    app._settings = None
+    app.configure(home=str(tmp_path), workers=1)
+    app.pool("gpu", ShellCommand("true", "true"))
+    try:
+        with pytest.raises(Refused, match="need MIERUKA_EXECUTOR=celery"):
+            app.start()
+        with pytest.raises(Refused, match="already declared"):
+            app.pool("gpu", ShellCommand("true", "true"))
+    finally:
+        app.pools.clear()
+        app._settings = None

@@ -36,6 +36,9 @@ def check_settings(settings: Settings) -> None:
 def build_engine(app: App) -> Engine:
     settings = app.settings
     check_settings(settings)
+    if app.pools and settings.executor != "celery":
+        raise ConfigError(f"compute pools ({', '.join(app.pools)}) start Celery workers: they need "
+                          "MIERUKA_EXECUTOR=celery")
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     store = SqlJobStore(settings.effective_database_url)

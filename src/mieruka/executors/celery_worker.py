@@ -37,7 +37,7 @@ from ..core.status import JobStatus
 from ..core.task import Task
 from ..recorder import AttemptRecorder
 from ..runner import JobSpec, Outcome, run_job
-from ..store.base import Change, Claim, Transition
+from ..store.base import Applied, Change, Claim, Transition
 from .celery import CANCEL_COMMAND, TASK_NAME, broker_priority, make_celery
 
 if TYPE_CHECKING:
@@ -158,21 +158,21 @@ class _Connections:
         for event in events:
             self.bus.publish(event)
 
-    def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> list[bool]:
-        """Write, trying again for a while if the database is briefly unavailable."""
-        for attempt in range(8):
+    def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
+        """Write, trying again until the database answers: what a job reported (above all how it
+        ended) is never dropped, or its job would stay `running` under a live worker."""
+        delay = 0.1
+        while True:
             try:
-                return self.store.apply(changes, claim).done
-            except Exception:
-                if attempt == 7:
-                    raise
-                log.warning("cannot write to the store; trying again", exc_info=True)
-                time.sleep(0.25 * 2**attempt)
-        return []
+                return self.store.apply(changes, claim)
+            except Exception:  # noqa: BLE001 - database down or restarting
+                log.warning("cannot write to the store; trying again in %gs", delay, exc_info=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def settle(self, record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> bool:
         """End the running attempt (guarded: a job that moved on meanwhile is left alone)."""
-        done = self.apply([Transition(record.id, status, RUNNING, fields, attempt=record.attempts)])
+        done = self.apply([Transition(record.id, status, RUNNING, fields, attempt=record.attempts)]).done
         if done and done[0]:
             self.published_state(record, status, fields)
             return True
@@ -235,7 +235,7 @@ class PoolProcess:
         task = tasks.get(task_name) if task_name is not None and task_name in tasks else None
         limit = (task.name, task.concurrency) if task is not None and task.concurrency is not None else None
         # Claim first: the common case costs one statement; the job is read only when it fails.
-        claimed = conn.store.apply([], Claim([job_id], self.worker_name, self.node.engine_id, utcnow(), limit))
+        claimed = conn.apply([], Claim([job_id], self.worker_name, self.node.engine_id, utcnow(), limit))
         if claimed.claimed:
             self._run(claimed.claimed[0])
             return
@@ -284,7 +284,7 @@ class PoolProcess:
         if current is None or current.ended:
             return  # the watcher settled it (timeout or cancel) and is taking this process down
         changes = self.recorder.finish(task, result)
-        done = conn.apply(changes)
+        done = conn.apply(changes).done
         final = changes[-1]
         if done and done[-1] and isinstance(final, Transition):
             conn.published_state(record, final.to, final.fields)
@@ -361,8 +361,15 @@ def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: s
 
     @celery.task(name=TASK_NAME, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def run(job_id: int, task: str | None = None) -> None:
+        from celery.exceptions import Reject
+
         assert _pool_process is not None
-        _pool_process.handle(job_id, task)
+        try:
+            _pool_process.handle(job_id, task)
+        except Exception as exc:  # noqa: BLE001 - the store could not be read: keep the message
+            log.warning("job %d: cannot look at the store (%s); its message goes back to the queue", job_id, exc)
+            time.sleep(1.0)
+            raise Reject(str(exc), requeue=True) from exc
 
     @control_command(args=[("job_id", int)], signature="<job_id>")  # type: ignore[untyped-decorator]
     def mieruka_cancel(state: Any, job_id: int) -> dict[str, str]:
