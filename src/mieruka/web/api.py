@@ -156,7 +156,8 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
 
     @api.get("/api/workers", tags=["system"])
     def workers() -> list[dict[str, object]]:
-        """The worker processes of this server and what each is running."""
+        """The worker processes of this server and what each is running (with the Celery
+        executor: a slot of each Celery worker that is up); every machine: `GET /api/nodes`."""
         return app.engine.workers()
 
     @api.get("/api/queues", tags=["system"])
