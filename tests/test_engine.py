@@ -1,4 +1,5 @@
-"""The job engine through the Python API, on SQLite and PostgreSQL, with real worker processes."""
+"""The job engine through the Python API, on SQLite and PostgreSQL, with real worker processes: the
+local pool, and (on PostgreSQL) a real Celery worker started with `mieruka worker`."""
 
 from __future__ import annotations
 
