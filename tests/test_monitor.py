@@ -122,6 +122,19 @@ def test_celery_workers_are_listed_with_their_queues_and_running_jobs(celery_wor
             while client.get(f"/api/jobs/{job['id']}").json()["status"] != "cancelled":
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+            added = client.post("/api/tasks/add/jobs", json={"a": 1}).json()
+            assert client.get(f"/api/jobs/{added['id']}", params={"wait": 30}).json()["status"] == "succeeded"
+            # The workers' events reach this server's metrics over Redis.
+            deadline = time.monotonic() + 10
+            while True:
+                metrics = samples(client.get("/metrics").text)
+                if metrics.get(("mieruka_job_run_seconds_count", (("task", "add"),))) == 1:
+                    break
+                assert time.monotonic() < deadline, metrics
+                time.sleep(0.05)
+            assert metrics[("mieruka_jobs_finished_total", (("state", "cancelled"), ("task", "sleep_in_child")))] == 1
+            assert metrics[("mieruka_job_wait_seconds_count", (("task", "add"),))] == 1
+            assert metrics[("mieruka_nodes", (("kind", "celery"), ("state", "up")))] == 1
     finally:
         app._settings = None  # type: ignore[attr-defined]
 
