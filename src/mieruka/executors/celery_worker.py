@@ -53,7 +53,8 @@ CANCEL_CHECK_EVERY = 0.5  # seconds between looks at the store for a cancel the 
 
 class WorkerNode:
     """What every process of one `mieruka worker` shares: set up in the main process before the
-    pool forks; each pool process opens its own connections in `child()`."""
+    pool forks; the main process and each pool process (`PoolProcess`) open their own connections
+    after the fork."""
 
     def __init__(self, app: App, celery: Celery, queues: Sequence[str], concurrency: int) -> None:
         self.app = app
