@@ -316,13 +316,13 @@ class PoolProcess:
             time.sleep(0.1 if self.recorder.busy else 0.5)
             if os.getppid() != self._parent:
                 os.killpg(os.getpgrp(), signal.SIGKILL)  # the worker died: take the job down with it
-            self.recorder.tick()
             with self._lock:
                 current = self._current
-            if current is None:
-                continue
-            now = time.monotonic()
             try:
+                self.recorder.tick()
+                if current is None:
+                    continue
+                now = time.monotonic()
                 if current.deadline is not None and now >= current.deadline:
                     assert current.task is not None and current.task.timeout is not None
                     self._end(current, *outcome.failed(current.record.attempts, current.record.max_attempts,
