@@ -95,7 +95,7 @@ class CeleryWorker:
 
         engine = sa.create_engine(self.database_url)
         with engine.begin() as conn:
-            conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, schedules, pools, pool_events")
+            conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, schedules, pools, pool_events CASCADE")
         engine.dispose()
 
     def stop(self) -> None:

@@ -118,6 +118,18 @@ def test_delete_job_removes_only_that_jobs_artifacts(storage: ArtifactStorage) -
     storage.delete_job(999)
 
 
+def test_a_local_work_folder_per_job_goes_with_its_artifacts(storage: ArtifactStorage) -> None:
+    work = storage.work_dir(3)
+    work.mkdir(parents=True)
+    (work / "step.txt").write_text("x")
+    assert storage.work_dir(4) != work
+    storage.save(3, "kept.txt", b"y")
+    storage.delete_job(3)
+    assert not work.exists()
+    with pytest.raises(FileNotFoundError):
+        storage.size(3, "kept.txt")
+
+
 def test_delete_job_with_more_than_a_page_of_artifacts(s3_endpoint: str, tmp_path: Path) -> None:
     make_bucket(s3_endpoint, "many")
     storage = open_storage("s3://many", tmp_path, s3_endpoint)

@@ -18,7 +18,7 @@ def open_storage(url: str, local_root: Path, endpoint_url: str = "") -> Artifact
     if url.startswith("s3://"):
         from .s3 import S3ArtifactStorage
 
-        return S3ArtifactStorage(url, endpoint_url)
+        return S3ArtifactStorage(url, endpoint_url, work_root=local_root)
     from ..errors import ConfigError
 
     raise ConfigError(f"unknown artifact storage {url!r}: use 'local' or s3://bucket/prefix")

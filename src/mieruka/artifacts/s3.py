@@ -6,6 +6,8 @@ object back. Credentials come from boto3's usual chain (environment, ~/.aws, ins
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ def _boto3() -> Any:
 class S3ArtifactStorage:
     page_size = 1000  # keys per list request; one delete request takes as many
 
-    def __init__(self, url: str, endpoint_url: str = "", client: Any = None) -> None:
+    def __init__(self, url: str, endpoint_url: str = "", client: Any = None, work_root: Path | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ConfigError(f"artifact storage {url!r}: use s3://bucket or s3://bucket/prefix")
@@ -34,6 +36,8 @@ class S3ArtifactStorage:
         prefix = parsed.path.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
         self._client = client or _boto3().client("s3", endpoint_url=endpoint_url or None)
+        # Pipeline steps work in local folders of the machine that runs the job.
+        self.work_root = work_root or Path(tempfile.gettempdir()) / "mieruka-work"
         from botocore.exceptions import ClientError
 
         self._client_error = ClientError
@@ -66,7 +70,11 @@ class S3ArtifactStorage:
             raise self._missing(exc, job_id, name) from None
         return int(head["ContentLength"])
 
+    def work_dir(self, job_id: int) -> Path:
+        return self.work_root / str(int(job_id)) / ".work"
+
     def delete_job(self, job_id: int) -> None:
+        shutil.rmtree(self.work_root / str(int(job_id)), ignore_errors=True)
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.prefix}{int(job_id)}/", PaginationConfig={"PageSize": self.page_size})
         for page in pages:

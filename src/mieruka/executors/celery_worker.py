@@ -34,10 +34,11 @@ from ..core.clock import utcnow
 from ..core.events import Event, state_event
 from ..core.job import JobRecord
 from ..core.status import JobStatus
+from ..core.steps import StepStatus
 from ..core.task import Task
 from ..recorder import AttemptRecorder
 from ..runner import JobSpec, Outcome, run_job
-from ..store.base import Applied, Change, Claim, Transition
+from ..store.base import Applied, Change, Claim, StepsClosed, Transition
 from .celery import CANCEL_COMMAND, TASK_NAME, broker_priority, make_celery
 
 if TYPE_CHECKING:
@@ -175,6 +176,10 @@ class _Connections:
         """End the running attempt (guarded: a job that moved on meanwhile is left alone)."""
         done = self.apply([Transition(record.id, status, RUNNING, fields, attempt=record.attempts)]).done
         if done and done[0]:
+            # The attempt was cut short (killed, lost, cancelled): a pipeline's open steps end with
+            # it. Only once the job is ours to settle: a later attempt may have steps running.
+            self.apply([StepsClosed(record.id, StepStatus.CANCELLED if status is JobStatus.CANCELLED
+                                    else StepStatus.FAILED)])
             self.published_state(record, status, fields)
             return True
         return False

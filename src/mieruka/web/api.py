@@ -25,6 +25,7 @@ from .pools import pools_router
 from .prefix import PathPrefix
 from .serialize import iso, job_json
 from .sse import event_response
+from .steps import steps_router
 from .tasks import tasks_router
 from .ui.pages import ui_router
 
@@ -54,6 +55,7 @@ def create_api(app: App) -> FastAPI:
     api.include_router(jobs_router(app))
     api.include_router(monitor_router(app))
     api.include_router(pools_router(app))
+    api.include_router(steps_router(app))
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
     _docs_routes(api, app)

@@ -1,7 +1,7 @@
 """Compute pools and their history; what each engine is (for monitoring); finished_at index.
 
 Revision ID: 0002_pools
-Revises: 0001
+Revises: 0002_steps
 Create Date: 2026-11-21
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from mieruka.store.tables import UTCDateTime
 
 revision = "0002_pools"
-down_revision = "0001"
+down_revision = "0002_steps"
 branch_labels = None
 depends_on = None
 
