@@ -215,3 +215,32 @@ def test_run_refuses_engine_settings_in_one_line(tmp_path: Path, env: dict[str, 
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"mieruka: {message}")
+
+
+def test_pipelines_run_on_celery_workers_and_cancel_closes_their_steps(celery_worker: CeleryWorker,
+                                                                       tmp_path: Path) -> None:
+    from mieruka.core.steps import StepStatus
+    from tests.jobs import app
+
+    celery_worker.reset()
+    app._settings = None
+    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
+                  broker_url=celery_worker.broker_url)
+    try:
+        with app:
+            done = app.wait(app.submit("pipe_values"), 60)
+            assert done.status is JobStatus.SUCCEEDED and done.result == {"sorted": ["apple", "fig", "pear"],
+                                                                          "words": 3}
+            assert [(s.name, s.status) for s in app.engine.store.list_steps(done.id)] == [
+                ("count", StepStatus.SUCCEEDED), ("sort", StepStatus.SUCCEEDED), ("read", StepStatus.SUCCEEDED)]
+            pidfile = tmp_path / "pids"
+            job = app.submit("pipe_sleepy", pidfile=str(pidfile))
+            _wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 30, "the step started")
+            app.engine.cancel(job.id)
+            assert app.wait(job, 10).status is JobStatus.CANCELLED
+            steps = {s.name: s.status for s in app.engine.store.list_steps(job.id)}
+            assert steps == {"start": StepStatus.SUCCEEDED, "sleep": StepStatus.CANCELLED}
+            pids = [int(p) for p in pidfile.read_text().split()]
+            _wait_until(lambda: all(map(_gone, pids)), 5, "the step's processes are killed")
+    finally:
+        app._settings = None
