@@ -560,3 +560,18 @@ def test_a_login_lock_ends_by_itself(app: Any) -> None:
             statuses.append(status)
             time.sleep(0.1)
         assert statuses[0] == 429 and status == 303  # locked at first, then in
+
+
+def test_compute_pools_ask_presence_whether_anyone_is_online(app: Any, client: TestClient) -> None:
+    from mieruka.wiring import build_pools
+
+    manager = build_pools(app, app.engine.store)
+    assert manager.anyone_online is not None and manager.anyone_online() is False
+    login(client, "vic")
+    client.get("/jobs")
+    assert manager.anyone_online() is True
+    app.anyone_online = lambda: False  # an app may plug in its own test
+    try:
+        assert manager.anyone_online() is False
+    finally:
+        app.anyone_online = None

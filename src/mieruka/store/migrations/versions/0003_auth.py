@@ -1,7 +1,7 @@
 """Accounts, API tokens, sessions, the audit log and presence.
 
 Revision ID: 0003_auth
-Revises: 0002_steps
+Revises: 0002_pools
 Create Date: 2026-11-21
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from mieruka.store.tables import UTCDateTime
 
 revision = "0003_auth"
-down_revision = "0002_steps"
+down_revision = "0002_pools"
 branch_labels = None
 depends_on = None
 
