@@ -575,3 +575,15 @@ def test_compute_pools_ask_presence_whether_anyone_is_online(app: Any, client: T
         assert manager.anyone_online() is False
     finally:
         app.anyone_online = None
+
+
+def test_templates_have_no_inline_script_or_style() -> None:
+    """The Content-Security-Policy forbids them: they would silently not work in the browser."""
+    from mieruka.web.ui.pages import TEMPLATES
+
+    problems = []
+    for path in sorted(TEMPLATES.glob("*.html")):
+        text = path.read_text()
+        for pattern in (r"\sstyle=", r"<script(?![^>]*\ssrc=)[^>]*>", r"<style", r"\son[a-z]+=", r"javascript:"):
+            problems += [f"{path.name}: {m.group(0)!r}" for m in re.finditer(pattern, text)]
+    assert problems == []
