@@ -188,12 +188,21 @@
       var pre = details.querySelector("pre[data-step-log]");
       if (!pre || pre.dataset.loaded) return;
       pre.dataset.loaded = "1";
+      // Live lines that arrive while the log loads wait for it: shown first, they would hide the
+      // earlier lines the load brings (lines are shown in order, each once).
+      pre.pendingLines = [];
+      function flush() {
+        var pending = pre.pendingLines || [];
+        pre.pendingLines = null;
+        pending.forEach(function (batch) { addLines(pre, batch); });
+      }
       var url = "/api/jobs/" + jobId + "/steps/" + encodeURIComponent(details.dataset.step) + "/logs?limit=5000&after=";
       (function more(after) {
         getJSON(url + after).then(function (page) {
           addLines(pre, page.lines);
           if (page.lines.length === 5000) more(page.next_after);
-        });
+          else flush();
+        }, flush);
       })(parseInt(pre.dataset.next || "0", 10));
     }
 
@@ -245,7 +254,9 @@
       var d = item(data.step);
       var pre = d && d.querySelector("pre[data-step-log]");
       if (!pre || !pre.dataset.loaded) return;  // loaded in full when opened
-      addLines(pre, data.lines.map(function (l, i) { return { seq: data.first_seq + i, stream: l[1], text: l[2] }; }));
+      var batch = data.lines.map(function (l, i) { return { seq: data.first_seq + i, stream: l[1], text: l[2] }; });
+      if (pre.pendingLines) pre.pendingLines.push(batch);
+      else addLines(pre, batch);
     }
 
     // Running steps' durations tick along.
