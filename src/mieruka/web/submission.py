@@ -1,7 +1,8 @@
 """Read a job submission from a request: a JSON body, or a multipart form with files.
 
-Uploaded files are stored under <home>/uploads/<upload id>/<file name> before the job is created;
-if anything fails they are removed again, so nothing half-written is left behind.
+Uploaded files are stored under <home>/uploads/<upload id>/<file name> before the job is created
+(the engine copies them to the shared upload storage when it accepts the job); if anything fails
+they are removed again, so nothing half-written is left behind.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import shutil
 import types
 import typing
 import uuid
-from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
+from ..artifacts.uploads import UploadStorage
 from ..core.params import FileRef
 from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
@@ -37,15 +38,16 @@ def safe_filename(name: str | None) -> str:
 
 
 class Submission:
-    def __init__(self, upload_root: Path, max_size: int) -> None:
-        self.upload_root = upload_root
+    def __init__(self, uploads: UploadStorage, max_size: int) -> None:
+        self.uploads = uploads
+        self.upload_root = uploads.root
         self.max_size = max_size
         self.upload_ids: list[str] = []
 
     def discard(self) -> None:
         """Remove the files saved for a submission that did not become a job."""
         for upload_id in self.upload_ids:
-            shutil.rmtree(self.upload_root / upload_id, ignore_errors=True)
+            self.uploads.delete(upload_id)  # and its shared copy, if the engine made one
         self.upload_ids.clear()
 
     def check_length(self, request: Request) -> None:
