@@ -127,6 +127,32 @@ def test_uploads_go_to_the_bucket_and_leave_with_their_job(s3_endpoint: str, tmp
         app._settings = None
 
 
+def test_an_unreachable_bucket_refuses_the_job_with_503_and_keeps_nothing(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import free_port
+    from tests.jobs import app
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    app._settings = None
+    app.configure(home=str(tmp_path / "home"), workers=1, artifact_storage="s3://gone/m",
+                  s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    try:
+        with TestClient(app.asgi()) as client:
+            doc = {"filename": "a.txt", "content_base64": base64.b64encode(b"x").decode()}
+            response = client.post("/api/tasks/read_upload/jobs", json={"document": doc})
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "storage_unavailable"
+            assert "document: the uploaded file cannot be stored" in response.json()["error"]["message"]
+            assert list((tmp_path / "home" / "uploads").iterdir()) == []
+            assert client.get("/api/jobs").json()["jobs"] == []
+    finally:
+        app._settings = None
+
+
 @pytest.fixture
 def celery_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[object, str]]:  # noqa: F811
     """A Celery worker whose home is not the server's, both on the same bucket."""

@@ -34,7 +34,7 @@ from .core.job import JobRecord
 from .core.status import FINISHED, TRANSITIONS, JobStatus
 from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
-from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
+from .errors import ConflictError, JobNotFound, JobTimeoutError, StorageUnavailable, ValidationError
 from .executors.base import Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
 from .settings import Settings
 from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, StepsClosed, Transition
@@ -209,6 +209,9 @@ class Engine:
                 except FileNotFoundError:
                     raise ValidationError(f"{name}: no uploaded file {ref['filename']!r} with that id",
                                           [{"field": name, "message": "unknown upload"}]) from None
+                except Exception as exc:  # noqa: BLE001 - the bucket does not answer: say so, keep nothing
+                    raise StorageUnavailable(f"{name}: the uploaded file cannot be stored for the workers "
+                                             f"({type(exc).__name__}: {exc}); try again later") from None
 
     def get(self, job_id: int) -> JobRecord:
         record = self.store.get_job(job_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import shutil
 import types
@@ -27,6 +28,7 @@ from ..core.params import FileRef
 from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
 
+log = logging.getLogger("mieruka.uploads")
 _UNSAFE = re.compile(r"[^\w.\- ()+@]")
 
 
@@ -47,7 +49,10 @@ class Submission:
     def discard(self) -> None:
         """Remove the files saved for a submission that did not become a job."""
         for upload_id in self.upload_ids:
-            self.uploads.delete(upload_id)  # and its shared copy, if the engine made one
+            try:
+                self.uploads.delete(upload_id)  # and its shared copy, if the engine made one
+            except Exception:  # noqa: BLE001 - the bucket does not answer: the request's own error matters
+                log.warning("cannot delete upload %s from the shared storage", upload_id, exc_info=True)
         self.upload_ids.clear()
 
     def check_length(self, request: Request) -> None:
