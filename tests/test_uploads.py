@@ -50,6 +50,17 @@ def test_unknown_or_invalid_uploads_are_missing(uploads: UploadStorage, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_shared_upload_can_leave_this_machine(uploads: UploadStorage, tmp_path: Path) -> None:
+    put_local(uploads, UPLOAD_ID, "x.txt", b"x")
+    uploads.keep(UPLOAD_ID, "x.txt", drop_local=True)
+    assert uploads.exists(UPLOAD_ID, "x.txt")
+    uploads.fetch(UPLOAD_ID, "x.txt", tmp_path / "x.txt")
+    assert (tmp_path / "x.txt").read_bytes() == b"x"
+    uploads.keep(UPLOAD_ID, "x.txt", drop_local=True)  # again, e.g. a rerun through another server
+    uploads.delete(UPLOAD_ID)
+    assert not uploads.exists(UPLOAD_ID, "x.txt")
+
+
 def test_delete_removes_only_that_upload_everywhere(uploads: UploadStorage, tmp_path: Path) -> None:
     other = "f" * 32
     for upload_id in (UPLOAD_ID, other):
@@ -197,6 +208,8 @@ def test_a_celery_worker_with_another_home_reads_the_uploaded_file(celery_s3: tu
                      "extra": ("more.bin", b"\x00\x01", "application/octet-stream")}
             response = client.post("/api/tasks/read_upload/jobs", files=files)
             assert response.status_code == 202, response.text
+            # In the bucket only: whichever server deletes the job reaches the one copy.
+            assert list((tmp_path / "server-home" / "uploads").iterdir()) == []
             job = client.get(f"/api/jobs/{response.json()['id']}", params={"wait": 60}).json()
             assert job["status"] == "succeeded", (job, worker.output())
             assert job["result"] == {"name": "notes.txt", "size": len(content.encode()), "text": content,

@@ -205,7 +205,8 @@ class Engine:
                 if ref is None:
                     continue
                 try:
-                    self.uploads.keep(str(ref["upload_id"]), str(ref["filename"]))
+                    self.uploads.keep(str(ref["upload_id"]), str(ref["filename"]),
+                                      drop_local=self._remote is not None)
                 except FileNotFoundError:
                     raise ValidationError(f"{name}: no uploaded file {ref['filename']!r} with that id",
                                           [{"field": name, "message": "unknown upload"}]) from None

@@ -25,8 +25,9 @@ from .local import check_name
 class UploadStorage(Protocol):
     root: Path  # this machine's folder of uploads: servers write here, local workers read here
 
-    def keep(self, upload_id: str, filename: str) -> None:
-        """Make an upload written under `root` readable by every worker (no-op when they share `root`)."""
+    def keep(self, upload_id: str, filename: str, *, drop_local: bool = False) -> None:
+        """Make an upload written under `root` readable by every worker (no-op when they share `root`);
+        `drop_local`: no worker reads `root` (Celery), so remove this machine's copy once it is shared."""
 
     def exists(self, upload_id: str, filename: str) -> bool:
         """Whether the upload can be read, here or from the shared storage."""
@@ -61,8 +62,8 @@ class LocalUploads:
     def path(self, upload_id: str, filename: str) -> Path:
         return self.root / check_upload_id(upload_id) / _check_filename(filename)
 
-    def keep(self, upload_id: str, filename: str) -> None:
-        if not self.path(upload_id, filename).is_file():
+    def keep(self, upload_id: str, filename: str, *, drop_local: bool = False) -> None:
+        if not self.path(upload_id, filename).is_file():  # the only copy: always kept
             raise FileNotFoundError(f"no uploaded file {filename!r} with id {upload_id}")
 
     def exists(self, upload_id: str, filename: str) -> bool:
@@ -109,7 +110,7 @@ class S3Uploads(LocalUploads):
             raise
         return True
 
-    def keep(self, upload_id: str, filename: str) -> None:
+    def keep(self, upload_id: str, filename: str, *, drop_local: bool = False) -> None:
         local = self.path(upload_id, filename)
         if not local.is_file():
             if self._remote(upload_id, filename):
@@ -117,6 +118,9 @@ class S3Uploads(LocalUploads):
             raise FileNotFoundError(f"no uploaded file {filename!r} with id {upload_id}")
         if not self._remote(upload_id, filename):  # a rerun with the same file need not send it again
             self._client.upload_file(str(local), self.bucket, self._key(upload_id, filename))
+        if drop_local:
+            # Several servers: whichever deletes the job could not reach this machine's copy.
+            shutil.rmtree(local.parent, ignore_errors=True)
 
     def exists(self, upload_id: str, filename: str) -> bool:
         try:
