@@ -67,6 +67,8 @@ class Settings:
     retention_max_jobs: int = _setting(100_000, "Keep at most this many finished jobs per task.")
     prune_interval: float = _setting(300.0, "How often the retention policy runs, seconds.")
     heartbeat_interval: float = _setting(15.0, "SSE heartbeat and server liveness period, seconds.")
+    source_timeout: float = _setting(30.0, "Longest a data source refresh may take before it is stopped.")
+    source_max_rows: int = _setting(1_000_000, "Most rows a data source refresh reads; more are cut off.")
     auto_migrate: bool = _setting(True, "Upgrade the database schema at start-up.")
     log_level: str = _setting("info", "Server log level.")
 
@@ -126,7 +128,7 @@ class Settings:
 
 
 _DURATIONS = {"run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
-              "prune_interval", "heartbeat_interval"}
+              "prune_interval", "heartbeat_interval", "source_timeout"}
 
 
 def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,6 +138,8 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
         out[name] = _coerce(name, known[name].type, value)
+    if out.get("source_max_rows", 1) < 1 or out.get("source_timeout", 1) <= 0:
+        raise ConfigError("settings source_max_rows and source_timeout must be positive")
     for name in ("workers", "retention_max_jobs"):
         if name in out and out[name] < 0:
             raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")

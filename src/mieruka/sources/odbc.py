@@ -1,0 +1,75 @@
+"""A raw ODBC connection string through pyodbc, for drivers with no SQLAlchemy dialect (e.g. a
+hospital's Symfoware). Parameters are bound with `?` placeholders, never formatted into the text.
+
+Guardrails: the connection asks for read-only access (SQL_ATTR_ACCESS_MODE; drivers that ignore it
+stay as they are), the query timeout is set on the connection (SQL_ATTR_QUERY_TIMEOUT), and at most
+max_rows + 1 rows are fetched. A connection is opened for each read: refreshes are seconds apart,
+and a fresh connection survives a warehouse restart without any reconnect logic.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .base import Fetched, Limits
+from .frames import optional, pandas
+
+Params = Sequence[Any] | Callable[[], Sequence[Any]]
+
+
+class OdbcSource:
+    kind = "odbc"
+
+    def __init__(self, connection_string: str, query: str, params: Params | None = None) -> None:
+        self.connection_string = connection_string
+        self.query = query
+        self.params = params
+        self._cursor: Any = None
+        self._lock = threading.Lock()
+
+    def fetch(self, limits: Limits) -> Fetched:
+        pd = pandas()
+        pyodbc = optional("pyodbc", "ODBC sources (pyodbc)", "odbc")
+        params = list(self.params() if callable(self.params) else (self.params or ()))
+        conn = pyodbc.connect(self.connection_string, autocommit=True, readonly=True,
+                              timeout=max(1, math.ceil(limits.timeout)))
+        try:
+            conn.timeout = max(1, math.ceil(limits.timeout))
+            cursor = conn.cursor()
+            with self._lock:
+                self._cursor = cursor
+            try:
+                cursor.execute(self.query, params) if params else cursor.execute(self.query)
+                columns = [d[0] for d in cursor.description or ()]
+                rows = cursor.fetchmany(limits.max_rows + 1)
+            finally:
+                with self._lock:
+                    self._cursor = None
+        finally:
+            conn.close()
+        truncated = len(rows) > limits.max_rows
+        frame = pd.DataFrame.from_records([tuple(r) for r in rows[: limits.max_rows]], columns=columns)
+        return Fetched(frame, truncated)
+
+    def changed(self) -> bool:
+        return True
+
+    def cancel(self) -> None:
+        with self._lock:
+            cursor = self._cursor
+        if cursor is not None:
+            try:
+                cursor.cancel()
+            except Exception:  # noqa: BLE001, S110 - best effort: the read may just have ended
+                pass
+
+    def describe(self) -> str:
+        # Never show a password: drop PWD=... and Password=... from the connection string.
+        return "ODBC " + re.sub(r"(?i)\b(pwd|password)\s*=\s*(\{[^}]*\}|[^;]*)", r"\1=***", self.connection_string)
+
+    def close(self) -> None:
+        pass
