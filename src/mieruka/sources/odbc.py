@@ -1,9 +1,12 @@
 """A raw ODBC connection string through pyodbc, for drivers with no SQLAlchemy dialect (e.g. a
 hospital's Symfoware). Parameters are bound with `?` placeholders, never formatted into the text.
 
-Guardrails: the connection asks for read-only access (SQL_ATTR_ACCESS_MODE; drivers that ignore it
-stay as they are), the query timeout is set on the connection (SQL_ATTR_QUERY_TIMEOUT), and at most
-max_rows + 1 rows are fetched. A connection is opened for each read: refreshes are seconds apart,
+Guardrails: the connection asks for read-only access (SQL_ATTR_ACCESS_MODE). Some drivers ignore
+that attribute (psqlodbc does; it honours `ReadOnly=1` in the connection string instead), so
+`init=` statements run after connecting, e.g. "SET SESSION CHARACTERISTICS AS TRANSACTION READ
+ONLY"; a timer cancels the statement (SQLCancel) at the timeout, since many drivers
+(psqlodbc among them) refuse a connection-level query timeout, and at most max_rows + 1 rows are
+fetched. A connection is opened for each read: refreshes are seconds apart,
 and a fresh connection survives a warehouse restart without any reconnect logic.
 """
 
@@ -24,10 +27,12 @@ Params = Sequence[Any] | Callable[[], Sequence[Any]]
 class OdbcSource:
     kind = "odbc"
 
-    def __init__(self, connection_string: str, query: str, params: Params | None = None) -> None:
+    def __init__(self, connection_string: str, query: str, params: Params | None = None,
+                 init: Sequence[str] = ()) -> None:
         self.connection_string = connection_string
         self.query = query
         self.params = params
+        self.init = [init] if isinstance(init, str) else list(init)
         self._cursor: Any = None
         self._lock = threading.Lock()
 
@@ -38,15 +43,20 @@ class OdbcSource:
         conn = pyodbc.connect(self.connection_string, autocommit=True, readonly=True,
                               timeout=max(1, math.ceil(limits.timeout)))
         try:
-            conn.timeout = max(1, math.ceil(limits.timeout))
             cursor = conn.cursor()
+            for statement in self.init:
+                cursor.execute(statement)
             with self._lock:
                 self._cursor = cursor
+            timer = threading.Timer(limits.timeout, self.cancel)
+            timer.daemon = True
+            timer.start()
             try:
                 cursor.execute(self.query, params) if params else cursor.execute(self.query)
                 columns = [d[0] for d in cursor.description or ()]
                 rows = cursor.fetchmany(limits.max_rows + 1)
             finally:
+                timer.cancel()
                 with self._lock:
                     self._cursor = None
         finally:

@@ -46,6 +46,7 @@ def make_source(
     file: str | os.PathLike[str] | None = None,
     function: Callable[[], Any] | None = None,
     params: Any = None,
+    odbc_init: Sequence[str] | str = (),
     every: str | float | None = None,
     cron: str | None = None,
     timezone: str = "UTC",
@@ -72,7 +73,7 @@ def make_source(
 
             if params is not None and not callable(params) and not isinstance(params, Sequence):
                 raise ConfigError(f"source {name!r}: ODBC parameters are a list for the ? placeholders")
-            adapter = OdbcSource(odbc, sql, params)
+            adapter = OdbcSource(odbc, sql, params, odbc_init)
         else:
             from .sql import SqlSource
 
