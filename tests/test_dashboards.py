@@ -134,10 +134,10 @@ def test_the_dashboard_stream_sends_every_tile_then_changes(dash: ServerProcess,
         assert tiles["patients"]["data"]["value"] == 1
         set_value(data_dir, {"A": 7, "B": 1})
         for event in events:
-            if event["event"] == "tile" and event["data"]["chart"] == "patients":
-                if event["data"]["data"]["value"] == 8:
-                    assert event["data"]["data"]["change"] == 7
-                    break
+            tile = event["data"]
+            if event["event"] == "tile" and tile["chart"] == "patients" and tile["data"]["value"] == 8:
+                assert tile["data"]["change"] == 7
+                break
 
 
 def test_a_stream_continues_in_order_after_a_reconnect(dash: ServerProcess) -> None:
