@@ -196,6 +196,10 @@ def test_odbc_queries_stop_at_the_timeout(pg_wards: str) -> None:
 def test_odbc_parameters_are_bound(pg_wards: str) -> None:
     source = OdbcSource(odbc_string(pg_wards), "SELECT ward, patients FROM wards WHERE patients > ?", [25])
     assert source.fetch(LIMITS).frame["ward"].tolist() == ["C", "D", "E"]
+    named = OdbcSource(odbc_string(pg_wards), "SELECT ward, ':x' AS t, patients::text AS p FROM wards "
+                       "WHERE patients > :low AND patients < :high", {"high": 45, "low": 25})
+    frame = named.fetch(LIMITS).frame
+    assert frame["ward"].tolist() == ["C", "D"] and frame["t"].tolist() == [":x", ":x"]
     assert "PWD=***" in source.describe()
 
 
@@ -224,7 +228,7 @@ def test_a_missing_extra_is_named() -> None:
     ({}, "exactly one of"),
     ({"sql": "SELECT 1"}, "url= .* or odbc="),
     ({"sql": "SELECT 1", "url": "sqlite://", "params": [1]}, "dict"),
-    ({"sql": "SELECT 1", "odbc": "DSN=x", "params": {"a": 1}}, "list"),
+    ({"sql": "SELECT 1", "odbc": "DSN=x", "params": 5}, "list"),
     ({"function": lambda: [], "every": "soon"}, "cannot read duration"),
     ({"function": lambda: [], "cron": "not cron"}, "invalid cron"),
     ({"function": lambda: [], "timeout": 0}, "timeout must be positive"),

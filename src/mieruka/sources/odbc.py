@@ -1,5 +1,6 @@
 """A raw ODBC connection string through pyodbc, for drivers with no SQLAlchemy dialect (e.g. a
-hospital's Symfoware). Parameters are bound with `?` placeholders, never formatted into the text.
+hospital's Symfoware). Parameters are bound, never formatted into the text: a list for `?`
+placeholders, or a dict for `:name` placeholders (turned into `?` here, as SQLAlchemy does).
 
 Guardrails: the connection asks for read-only access (SQL_ATTR_ACCESS_MODE). Some drivers ignore
 that attribute (psqlodbc does; it honours `ReadOnly=1` in the connection string instead), so
@@ -15,13 +16,29 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .base import Fetched, Limits
 from .frames import optional, pandas
 
-Params = Sequence[Any] | Callable[[], Sequence[Any]]
+Params = Sequence[Any] | Mapping[str, Any] | Callable[[], Sequence[Any] | Mapping[str, Any]]
+# A :name placeholder outside quotes; quoted text and :: casts are left alone.
+_NAMED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|::)|:([A-Za-z_][A-Za-z0-9_]*)""")
+
+
+def qmark(query: str) -> tuple[str, list[str]]:
+    """`query` with each :name placeholder turned into ?, and the names in order (so that one SQL
+    text with named parameters serves both SQLAlchemy URLs and raw ODBC connections)."""
+    names: list[str] = []
+
+    def swap(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(1)
+        names.append(match.group(2))
+        return "?"
+
+    return _NAMED.sub(swap, query), names
 
 
 class OdbcSource:
@@ -39,7 +56,13 @@ class OdbcSource:
     def fetch(self, limits: Limits) -> Fetched:
         pd = pandas()
         pyodbc = optional("pyodbc", "ODBC sources (pyodbc)", "odbc")
-        params = list(self.params() if callable(self.params) else (self.params or ()))
+        given = self.params() if callable(self.params) else self.params
+        query = self.query
+        if isinstance(given, Mapping):
+            query, names = qmark(self.query)
+            params = [given[name] for name in names]
+        else:
+            params = list(given or ())
         conn = pyodbc.connect(self.connection_string, autocommit=True, readonly=True,
                               timeout=max(1, math.ceil(limits.timeout)))
         try:
@@ -52,7 +75,7 @@ class OdbcSource:
             timer.daemon = True
             timer.start()
             try:
-                cursor.execute(self.query, params) if params else cursor.execute(self.query)
+                cursor.execute(query, params) if params else cursor.execute(query)
                 columns = [d[0] for d in cursor.description or ()]
                 rows = cursor.fetchmany(limits.max_rows + 1)
             finally:

@@ -71,8 +71,9 @@ def make_source(
         if odbc is not None:
             from .odbc import OdbcSource
 
-            if params is not None and not callable(params) and not isinstance(params, Sequence):
-                raise ConfigError(f"source {name!r}: ODBC parameters are a list for the ? placeholders")
+            if params is not None and not callable(params) and not isinstance(params, (Sequence, dict)):
+                raise ConfigError(f"source {name!r}: ODBC parameters are a list (? placeholders) or a dict "
+                                  "(:name placeholders)")
             adapter = OdbcSource(odbc, sql, params, odbc_init)
         else:
             from .sql import SqlSource
