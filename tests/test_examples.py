@@ -143,7 +143,8 @@ def test_hospital_dashboard_example_on_sqlite(tmp_path: Path, browser: object) -
                        "diagnosis) VALUES (999999, 1, 8, ?, NULL, 40, 'F', 'Sepsis')", (now.isoformat(" "),))
         _refresh_all(proc.url)
         tiles = _tiles(proc.url)
-        after = dict(zip(tiles["census-by-ward"]["data"]["labels"], tiles["census-by-ward"]["data"]["series"][0]["values"]))
+        bars = tiles["census-by-ward"]["data"]
+        after = dict(zip(bars["labels"], bars["series"][0]["values"]))
         assert after["ICU"] == census["ICU"] + 1
         assert tiles["inpatients-now"]["data"]["value"] == inpatients + 1
         assert tiles["inpatients-now"]["data"]["change"] == 1
