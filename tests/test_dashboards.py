@@ -217,11 +217,14 @@ def test_a_failing_source_shows_its_error_and_keeps_the_last_data(page: Any, das
     assert "RuntimeError: the warehouse is down" in error.text_content()
     assert bar_values(page) == [4, 6]
     assert page.locator("#tile-patients .kpi-value").text_content() == "10"
+    # refreshed every second: past two seconds without a good refresh the data is marked stale
+    page.locator("#tile-patients-by-ward .stale-badge").wait_for(state="visible", timeout=20_000)
     state = httpx.get(f"{dash.url}/api/sources/counter").json()
     assert state["error"] == "RuntimeError: the warehouse is down" and state["refreshed_at"] < state["error_at"]
     set_value(data_dir, {"A": 5})
     error.wait_for(state="hidden", timeout=20_000)
     assert bar_values(page) == [5]
+    page.locator("#tile-patients-by-ward .stale-badge").wait_for(state="hidden", timeout=5_000)
 
 
 def test_the_table_tile_sorts_and_pages(page: Any, dash: ServerProcess) -> None:
