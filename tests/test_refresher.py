@@ -219,3 +219,25 @@ def test_dashboards_check_their_declarations() -> None:
     assert [c.name for c in board.charts] == ["table-s", "table-s-2"]
     with pytest.raises(ConfigError, match="invalid dashboard name"):
         Dashboard("no spaces", "D", (Chart("table", "s"),))
+
+
+def test_a_read_longer_than_the_interval_does_not_spin_or_stack() -> None:
+    release = threading.Event()
+    calls: list[int] = []
+
+    def long_read() -> list[dict[str, int]]:
+        calls.append(1)
+        release.wait(10)
+        return [{"n": 1}]
+
+    refresher = refresher_of(make_source("long", function=long_read, every=0.05))
+    refresher.start()
+    try:
+        wait_for(lambda: len(calls) == 1)
+        cpu = time.process_time()
+        time.sleep(0.5)  # ten due times pass while the read runs
+        assert time.process_time() - cpu < 0.25, "the scheduler spins while a read outlives its interval"
+        assert len(calls) == 1
+    finally:
+        release.set()
+        refresher.stop()

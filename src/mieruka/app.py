@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .engine import Engine
     from .live.hub import Live
+    from .sources.source import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,7 +90,16 @@ class App:
             self._sources = SourceRegistry()
         return self._sources
 
-    def source(self, name: str | Callable[[], Any] | None = None, /, **options: Any) -> Any:
+    @overload
+    def source(self, name: str, /, **options: Any) -> Source: ...
+
+    @overload
+    def source(self, name: F, /, **options: Any) -> F: ...
+
+    @overload
+    def source(self, name: None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def source(self, name: str | F | None = None, /, **options: Any) -> Source | F | Callable[[F], F]:
         """Declare a data source: a table refreshed on the server and pushed to dashboards.
 
         >>> census = app.source("census", url="sqlite:///ward.db", every="10s",
@@ -113,7 +123,7 @@ class App:
             self.sources.add(source)
             return source
 
-        def register(func: Callable[[], Any]) -> Callable[[], Any]:
+        def register(func: F) -> F:
             source_name = options.pop("name", None) or func.__name__
             self.sources.add(make_source(source_name, function=func, **options))
             _tag(func, source_name)
@@ -128,8 +138,16 @@ class App:
         self.dashboards.add(board)
         return board
 
+    @overload
+    def stream(self, func: F, /) -> F: ...
+
+    @overload
+    def stream(self, func: None = None, /, *, every: str | float | None = 1.0, window: str | float = 60.0,
+               keep: int = 0, name: str | None = None, title: str = "", description: str = "") -> Callable[[F], F]: ...
+
     def stream(self, func: F | None = None, /, *, every: str | float | None = 1.0, window: str | float = 60.0,
-               keep: int = 0, name: str | None = None, title: str = "", description: str = "") -> Any:
+               keep: int = 0, name: str | None = None, title: str = "",
+               description: str = "") -> F | Callable[[F], F]:
         """Declare a stream: a function called every `every` seconds (or a generator) whose values,
         a dict of series -> number (optionally with a "time"), feed rolling charts in every browser.
 

@@ -134,6 +134,9 @@ class Refresher:
                     if state.running:
                         if self._watch(source, state, now):
                             overdue.append((source, replace(state)))
+                        due = self._due.get(source.name)
+                        if due is not None and due <= now:
+                            self._schedule_next(source, state)  # this due time joins the running read
                         continue
                     due = self._due.get(source.name)
                     if due is not None and due <= now:

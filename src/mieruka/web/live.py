@@ -4,10 +4,11 @@ the stream producers keep in memory: no request runs a query (POST .../refresh a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Gauge
 
 from ..app import App
@@ -18,6 +19,14 @@ from ..sources.refresher import SourceState
 from ..sources.source import Source
 from .feeds import feed_response, positions
 from .serialize import iso
+
+CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
+
+
+def _csv_chunks(frame: Any) -> Iterator[str]:
+    for start in range(0, max(len(frame), 1), CSV_CHUNK):
+        yield frame.iloc[start:start + CSV_CHUNK].to_csv(index=False, header=start == 0)
+
 
 SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
@@ -83,8 +92,8 @@ def live_router(app: App, clients: Gauge | None = None) -> APIRouter:
             raise ConflictError(f"source {name!r} has no data yet: {why}")
         frame = state.frame
         if format == "csv":
-            return Response(frame.to_csv(index=False), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": f'attachment; filename="{source.name}.csv"'})
+            return StreamingResponse(_csv_chunks(frame), media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition": f'attachment; filename="{source.name}.csv"'})
         part = frame.iloc[offset:offset + limit]
         table = json.loads(part.to_json(orient="split", index=False, date_format="iso", date_unit="s"))
         return JSONResponse({"source": source.name, "version": state.version,
