@@ -266,3 +266,26 @@ def test_the_dashboards_page_lists_dashboards_streams_and_sources(page: Any, das
     assert page.locator("#sources tbody tr").count() == 4
     page.get_by_role("link", name="ticks").first.click()
     page.wait_for_function("() => +document.querySelector('#tile-ticks')?.dataset.points > 3")
+
+
+def test_a_zoomed_chart_keeps_its_zoom_while_points_arrive(page: Any, dash: ServerProcess) -> None:
+    page.goto(f"{dash.url}/dashboards/ops")
+    page.wait_for_function("() => +document.querySelector('#tile-ticks').dataset.points > 40")
+    rolling = page.evaluate("() => document.querySelector('#tile-ticks').uplot.scales.x.max")
+    page.wait_for_function(f"() => document.querySelector('#tile-ticks').uplot.scales.x.max > {rolling + 0.5}")
+    page.locator("#tile-ticks .u-over").scroll_into_view_if_needed()
+    over = page.locator("#tile-ticks .u-over").bounding_box()
+    y = over["y"] + over["height"] / 2
+    page.mouse.move(over["x"] + over["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(over["x"] + over["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    zoomed = page.evaluate("() => { const u = document.querySelector('#tile-ticks').uplot;"
+                           " return [u.scales.x.min, u.scales.x.max]; }")
+    last = int(page.locator("#tile-ticks").get_attribute("data-last"))
+    page.wait_for_function(f"() => +document.querySelector('#tile-ticks').dataset.last > {last + 10}")
+    after = page.evaluate("() => { const u = document.querySelector('#tile-ticks').uplot;"
+                          " return [u.scales.x.min, u.scales.x.max]; }")
+    assert after == zoomed, "new points must not reset the user's zoom"
+    page.locator("#tile-ticks .u-over").dblclick()  # zoom out: the chart rolls again
+    page.wait_for_function(f"() => document.querySelector('#tile-ticks').uplot.scales.x.max > {zoomed[1] + 1}")

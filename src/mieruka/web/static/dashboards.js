@@ -88,19 +88,39 @@
       series: [{}].concat(names.map(function (n, i) {
         return { label: n, stroke: colour(i), width: 1.5, fill: area ? colour(i, "33") : undefined };
       })),
-      hooks: { setSelect: [function (u) { if (u.select.width > 0) view.zoomed = true; }] },
     };
     if (time) opts.tzDate = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), tz); };
+    view.updating = true;
     view.u = new uPlot(opts, [[]].concat(names.map(function () { return []; })), t.body);
-    // A double click zooms out again (uPlot's default); from then on updates rescale.
+    view.updating = false;
+    t.el.uplot = view.u;  // for scripts and tests that look at the chart
+    t.el.chartView = view;
+    // A drag across the plot is uPlot's zoom: from then on updates keep the user's window, until a
+    // double click zooms out again (uPlot's default) and the chart follows the data.
+    var downX = null;
+    view.u.over.addEventListener("mousedown", function (e) { downX = e.clientX; });
+    window.addEventListener("mouseup", function (e) {  // capture: uPlot stops the event later
+      if (downX !== null && Math.abs(e.clientX - downX) > 3) view.zoomed = true;
+      downX = null;
+    }, true);
     view.u.over.addEventListener("dblclick", function () { view.zoomed = false; });
     if (window.ResizeObserver) {
       new ResizeObserver(function () {
-        if (t.body.clientWidth) view.u.setSize({ width: t.body.clientWidth, height: t.height });
+        if (t.body.clientWidth) update(view, function (u) { u.setSize({ width: t.body.clientWidth, height: t.height }); });
       }).observe(t.body);
     }
     t.view = view;
     return view;
+  }
+
+  function update(view, change) {
+    view.updating = true;
+    try { change(view.u); } finally { view.updating = false; }
+  }
+
+  function setData(view, data) {
+    // Without a zoom the scales follow the data; with one, the user's window stays put.
+    update(view, function (u) { u.setData(data, !view.zoomed); });
   }
 
   function drawSeries(t, p) {
@@ -111,7 +131,7 @@
       view = makeUplot(t, names, d.time, p.kind === "area");
     }
     var data = [d.x].concat(d.series.map(function (s) { return s.values; }));
-    view.u.setData(data, !view.zoomed);
+    setData(view, data);
     t.el.dataset.points = d.x.length;
   }
 
@@ -290,7 +310,7 @@
       var view = t.view;
       if (!view || view.names !== s.names.join("\u0000")) view = makeUplot(t, s.names, true, false);
       var data = [s.t.slice()].concat(s.names.map(function (n) { return s.series[n].slice(); }));
-      view.u.setData(data, !view.zoomed);
+      setData(view, data);
       t.el.dataset.last = s.last;
       t.el.dataset.points = s.t.length;
       var fresh = t.el.querySelector(".freshness");
