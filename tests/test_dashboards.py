@@ -287,5 +287,8 @@ def test_a_zoomed_chart_keeps_its_zoom_while_points_arrive(page: Any, dash: Serv
     after = page.evaluate("() => { const u = document.querySelector('#tile-ticks').uplot;"
                           " return [u.scales.x.min, u.scales.x.max]; }")
     assert after == zoomed, "new points must not reset the user's zoom"
+    # the time axis is in the app's zone (Asia/Tokyo): midnight UTC is 9 in the morning there
+    assert "9:00" in page.evaluate("() => { const u = document.querySelector('#tile-ticks').uplot;"
+                                   " return u.series[0].value(u, 1767225600, 0, 0); }")
     page.locator("#tile-ticks .u-over").dblclick()  # zoom out: the chart rolls again
     page.wait_for_function(f"() => document.querySelector('#tile-ticks').uplot.scales.x.max > {zoomed[1] + 1}")
