@@ -292,3 +292,9 @@ def test_a_zoomed_chart_keeps_its_zoom_while_points_arrive(page: Any, dash: Serv
                                    " return u.series[0].value(u, 1767225600, 0, 0); }")
     page.locator("#tile-ticks .u-over").dblclick()  # zoom out: the chart rolls again
     page.wait_for_function(f"() => document.querySelector('#tile-ticks').uplot.scales.x.max > {zoomed[1] + 1}")
+
+
+def test_the_home_page_links_the_dashboards(dash: ServerProcess) -> None:
+    home = httpx.get(f"{dash.url}/").text
+    assert 'href="/dashboards/ops"' in home and "Operations" in home
+    assert "Pick a task" not in home  # this app has no tasks

@@ -241,3 +241,15 @@ def test_a_read_longer_than_the_interval_does_not_spin_or_stack() -> None:
     finally:
         release.set()
         refresher.stop()
+
+
+def test_a_cron_source_is_stale_after_twice_its_gap() -> None:
+    from datetime import UTC, datetime
+
+    source = make_source("c", function=lambda: [], cron="0 * * * *")  # hourly
+    at = datetime(2026, 1, 1, 10, 30, tzinfo=UTC)
+    assert source.interval_after(at) == 5400.0  # due at 11:00, then 12:00: 1.5 h after 10:30
+    assert make_source("e", function=lambda: [], every="10s").interval_after(at) == 10.0
+    assert make_source("d", function=lambda: []).interval_after(at) is None
+    payload = tile(Chart("table", "c"), source, SourceState("c", refreshed_at=at), TOKYO)
+    assert payload["interval"] == 5400.0

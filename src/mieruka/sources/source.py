@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core.dashboards import check_name
@@ -35,6 +36,14 @@ class Source:
     def interval(self) -> float | None:
         """Seconds between refreshes when they are regular (for the stale badge), else None."""
         return self.schedule.every if self.schedule is not None else None
+
+    def interval_after(self, moment: datetime | None) -> float | None:
+        """Seconds from the first due time after `moment` to the next one: the expected age of the
+        data at worst (a cron schedule's gaps vary), None for a source refreshed on demand."""
+        if self.schedule is None or self.schedule.every is not None or moment is None:
+            return self.interval
+        first = self.schedule.next_after(moment)
+        return (self.schedule.next_after(first) - moment).total_seconds()
 
 
 def make_source(

@@ -38,6 +38,7 @@ def ui_router(app: App) -> APIRouter:
     env.filters["duration"] = render.human_duration
     env.globals["app_title"] = app.title
     env.globals["timezone"] = app.settings.timezone
+    env.globals["dashboards"] = list(app.dashboards)
     router = APIRouter(include_in_schema=False)
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
