@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Screenshots of each page of the demo for the README: `python3 scripts/screenshots.py`.
+"""Screenshots of each page of the demo for the README: `python3 scripts/screenshots.py [names]`.
 
 Starts `mieruka demo` on a free port with a throw-away data directory, runs a few jobs, and
 writes docs/screenshots/*.png with Debian's Chromium (Playwright; no browser download).
@@ -24,6 +24,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 def main() -> int:
+    only = set(sys.argv[1:])  # e.g. `screenshots.py dashboard`: only those pictures
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -49,10 +50,13 @@ def main() -> int:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 shots = {"home": "/", "task-form": "/tasks/all_the_types", "job-running": f"/jobs/{slow['id']}",
-                         "job-report": f"/jobs/{report['id']}", "jobs-monitor": "/jobs", "api-docs": "/docs"}
+                         "job-report": f"/jobs/{report['id']}", "jobs-monitor": "/jobs", "api-docs": "/docs",
+                         "dashboard": "/dashboards/demo"}
                 for name, path in shots.items():
                     page.goto(url + path)
-                    page.wait_for_timeout(2500 if name == "job-running" else 800)
+                    page.wait_for_timeout(2500 if name in ("job-running", "dashboard") else 800)
+                    if only and name not in only:
+                        continue
                     page.screenshot(path=str(OUT / f"{name}.png"), full_page=name != "api-docs")
                     print(OUT / f"{name}.png")
                 browser.close()
