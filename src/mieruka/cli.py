@@ -135,6 +135,9 @@ def _serve(args: argparse.Namespace) -> int:
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)
+    if len(app.dashboards) or app.streams:
+        print(f"mieruka: {len(app.dashboards)} dashboards and {len(app.streams)} streams at {base}/dashboards",
+              flush=True)
     app.serve()
     return 0
 
