@@ -253,3 +253,12 @@ def test_a_cron_source_is_stale_after_twice_its_gap() -> None:
     assert make_source("d", function=lambda: []).interval_after(at) is None
     payload = tile(Chart("table", "c"), source, SourceState("c", refreshed_at=at), TOKYO)
     assert payload["interval"] == 5400.0
+
+
+def test_bars_group_or_stack_several_columns() -> None:
+    rows = [{"ward": "A", "men": 1, "women": 2}, {"ward": "B", "men": 3, "women": None}]
+    grouped = tile(Chart("bar", "s", x="ward", y=("men", "women")), SOURCE, _state(rows), TOKYO)["data"]
+    assert grouped["labels"] == ["A", "B"] and not grouped["stacked"]
+    assert [s["values"] for s in grouped["series"]] == [[1.0, 3.0], [2.0, None]]
+    stacked = tile(Chart("bar", "s", x="ward", y=("men", "women"), stacked=True), SOURCE, _state(rows), TOKYO)
+    assert stacked["data"]["stacked"] is True
