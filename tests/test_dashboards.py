@@ -298,3 +298,19 @@ def test_the_home_page_links_the_dashboards(dash: ServerProcess) -> None:
     home = httpx.get(f"{dash.url}/").text
     assert 'href="/dashboards/ops"' in home and "Operations" in home
     assert "Pick a task" not in home  # this app has no tasks
+
+
+def test_numbers_tables_and_errors_show_without_javascript(browser: Any, dash: ServerProcess, data_dir: Path) -> None:
+    set_value(data_dir, {"A": 6, "B": 5})
+    refresh(dash, "counter")
+    refresh(dash, "wards")
+    context = browser.new_context(java_script_enabled=False)
+    tab = context.new_page()
+    try:
+        tab.goto(f"{dash.url}/dashboards/ops")
+        assert tab.locator("#tile-patients .kpi-value").text_content() == "11"
+        assert tab.locator("#tile-wards tbody tr").count() == 2
+        assert "updated" in tab.locator("#tile-patients .freshness").text_content()
+        assert tab.locator("#tile-patients-by-ward noscript").count() == 1
+    finally:
+        context.close()

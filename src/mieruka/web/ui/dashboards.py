@@ -3,6 +3,7 @@ once; then it listens to its one event stream (or polls the JSON API where strea
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ def dashboards_ui_router(app: App) -> APIRouter:
     env = templates.env
     zone = app.settings.zone
     env.filters["duration"] = render.human_duration
+    env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")),
+                                                              zone)
     env.globals["app_title"] = app.title
     env.globals["timezone"] = app.settings.timezone
     router = APIRouter(include_in_schema=False)
@@ -49,7 +52,9 @@ def dashboards_ui_router(app: App) -> APIRouter:
     @router.get("/dashboards/{name}", response_class=HTMLResponse)
     def dashboard(request: Request, name: str) -> HTMLResponse:
         board = app.dashboards.get(name)
-        return page(request, "dashboard.html", board=board, tiles=live_of(app).tiles(board.name))
+        tiles = live_of(app).tiles(board.name)
+        return page(request, "dashboard.html", board=board, tiles=tiles,
+                    tiles_by_name={t["chart"]: t for t in tiles})
 
     @router.get("/streams/{name}", response_class=HTMLResponse)
     def stream(request: Request, name: str) -> HTMLResponse:
