@@ -314,3 +314,16 @@ def test_numbers_tables_and_errors_show_without_javascript(browser: Any, dash: S
         assert tab.locator("#tile-patients-by-ward noscript").count() == 1
     finally:
         context.close()
+
+
+def test_prometheus_sees_sources_and_streams(dash: ServerProcess, data_dir: Path) -> None:
+    set_value(data_dir, "fail")
+    refresh(dash, "counter")
+    text = httpx.get(f"{dash.url}/metrics").text
+    assert 'mieruka_source_failing{source="counter"} 1.0' in text
+    assert 'mieruka_source_rows{source="wards"} 3.0' in text
+    assert 'mieruka_source_refreshes_total{source="counter"}' in text
+    assert 'mieruka_stream_points_total{stream="ticks"}' in text
+    set_value(data_dir, {"A": 1})
+    refresh(dash, "counter")
+    assert 'mieruka_source_failing{source="counter"} 0.0' in httpx.get(f"{dash.url}/metrics").text

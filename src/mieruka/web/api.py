@@ -55,7 +55,7 @@ def create_api(app: App) -> FastAPI:
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
     _docs_routes(api, app)
-    api.include_router(live_router(app, metrics.sse_clients))
+    api.include_router(live_router(app, metrics.sse_clients, metrics.registry))
     api.include_router(ui_router(app))
     api.include_router(dashboards_ui_router(app))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -9,9 +9,12 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..app import App
+from ..core.clock import utcnow
 from ..core.dashboards import Dashboard
 from ..errors import ConflictError, NotFoundError
 from ..live.hub import Live
@@ -60,8 +63,43 @@ def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
                         "y": list(c.y), "span": c.span} for c in board.charts]}
 
 
-def live_router(app: App, clients: Gauge | None = None) -> APIRouter:
+class LiveMetrics(Collector):
+    """Sources and streams at scrape time: refreshes, failures, age of the data, rows, points."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        live = self.app._live
+        if live is None:
+            return
+        refreshes = CounterMetricFamily("mieruka_source_refreshes", "Refreshes tried, by source.", labels=["source"])
+        failing = GaugeMetricFamily("mieruka_source_failing", "1 when the last refresh failed.", labels=["source"])
+        age = GaugeMetricFamily("mieruka_source_age_seconds", "Age of the data shown (since the last good "
+                                "refresh).", labels=["source"])
+        duration = GaugeMetricFamily("mieruka_source_refresh_seconds", "Duration of the last refresh.",
+                                     labels=["source"])
+        rows = GaugeMetricFamily("mieruka_source_rows", "Rows of the data shown.", labels=["source"])
+        now = utcnow()
+        for source in live.sources:
+            state = live.refresher.state(source.name)
+            refreshes.add_metric([source.name], state.attempts)
+            failing.add_metric([source.name], 1 if state.error else 0)
+            if state.refreshed_at is not None:
+                age.add_metric([source.name], (now - state.refreshed_at).total_seconds())
+            if state.duration is not None:
+                duration.add_metric([source.name], state.duration)
+            rows.add_metric([source.name], state.rows)
+        points = CounterMetricFamily("mieruka_stream_points", "Points produced, by stream.", labels=["stream"])
+        for name, runner in live.streams.items():
+            points.add_metric([name], runner.buffer.last)
+        yield from (refreshes, failing, age, duration, rows, points)
+
+
+def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegistry | None = None) -> APIRouter:
     router = APIRouter()
+    if registry is not None:
+        registry.register(LiveMetrics(app))
 
     # -- sources ---------------------------------------------------------------------------------
     @router.get("/api/sources", tags=["sources"])
