@@ -1,6 +1,11 @@
 """The live side of an app: sources refreshed by the refresher, each chart's tile computed once per
 refresh and kept as ready-to-send text, stream producers running; open event streams wait on
-signals and send what is new. Page views and event streams never cause a query."""
+signals and send what is new. Page views and event streams never cause a query.
+
+Tiles and stream points do not travel on the job event bus: a 50 Hz stream would push job events
+out of the bus's resume window within minutes, and a tile is state (the newest one replaces the
+others), not a sequence of events to replay. Each client keeps only how far it has read.
+"""
 
 from __future__ import annotations
 
