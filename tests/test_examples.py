@@ -190,7 +190,7 @@ def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path
 
     import sqlalchemy as sa
 
-    from tests.conftest import fresh_postgres_database
+    from tests.conftest import fresh_postgres_database, need_service
     from tests.test_sources import odbc_string
 
     with fresh_postgres_database("mieruka_hospital") as url:
@@ -201,6 +201,10 @@ def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path
         import psycopg
 
         with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as raw:
+            try:
+                raw.execute(b"CREATE EXTENSION IF NOT EXISTS dblink")
+            except psycopg.Error as exc:
+                need_service(f"PostgreSQL's dblink extension is not available (postgresql-contrib): {exc}")
             raw.execute(HITS.replace("{conn}", f"host=127.0.0.1 user=postgres dbname={database}").encode())
         proc = ServerProcess(str(HOSPITAL / "app.py"), tmp_path / "home", "--workers", "1",
                              env={"HOSPITAL_ODBC": connection, "HOSPITAL_REFRESH": "1h"})
