@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import date
 from enum import Enum
 from typing import Annotated, Literal, NamedTuple
@@ -218,11 +219,13 @@ def signal() -> dict[str, float]:
 
 
 @app.stream(every=1.0, window="2m", title="This machine's load")
-def machine() -> dict[str, float]:
+def machine() -> Iterator[dict[str, float]]:
     """CPU and memory use, once a second."""
     import psutil
 
-    return {"cpu %": psutil.cpu_percent(), "memory %": psutil.virtual_memory().percent}
+    psutil.cpu_percent(interval=0.5)  # the first reading only starts the measurement
+    while True:
+        yield {"cpu %": psutil.cpu_percent(), "memory %": psutil.virtual_memory().percent}
 
 
 app.dashboard("demo", [
