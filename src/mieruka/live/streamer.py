@@ -108,8 +108,9 @@ class StreamRunner:
         data = batch.to_dict(self.spec.name)
         data["error"] = self.error
         text = f"event: points\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+        # Only small batches are shared (clients in step); a late client's big batch is its own.
         with self._cache_lock:
-            if self._cache_last == batch.last and len(self._cache) < 256:
+            if self._cache_last == batch.last and len(self._cache) < 64 and len(batch.t) <= 256:
                 self._cache[after] = text
         return batch.last, text
 
