@@ -327,3 +327,24 @@ def test_prometheus_sees_sources_and_streams(dash: ServerProcess, data_dir: Path
     set_value(data_dir, {"A": 1})
     refresh(dash, "counter")
     assert 'mieruka_source_failing{source="counter"} 0.0' in httpx.get(f"{dash.url}/metrics").text
+
+
+def test_the_cli_lists_and_refreshes_sources(dash: ServerProcess, data_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mieruka.cli", *args, "--url", dash.url],
+                              capture_output=True, text=True, timeout=60)
+
+    set_value(data_dir, {"A": 2})
+    done = cli("sources", "refresh", "counter")
+    assert done.returncode == 0 and json.loads(done.stdout)["rows"] == 1, done
+    listing = cli("sources", "ls")
+    assert listing.returncode == 0 and "wards" in listing.stdout and "every 1h" in listing.stdout
+    set_value(data_dir, "fail")
+    failed = cli("sources", "refresh", "counter")
+    assert failed.returncode == 1 and "the warehouse is down" in json.loads(failed.stdout)["error"]
+    missing = cli("sources", "refresh", "nope")
+    assert missing.returncode == 1 and missing.stderr.strip() == "mieruka: no source named 'nope'"
+    set_value(data_dir, {"A": 1})

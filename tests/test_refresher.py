@@ -262,3 +262,36 @@ def test_bars_group_or_stack_several_columns() -> None:
     assert [s["values"] for s in grouped["series"]] == [[1.0, 3.0], [2.0, None]]
     stacked = tile(Chart("bar", "s", x="ward", y=("men", "women"), stacked=True), SOURCE, _state(rows), TOKYO)
     assert stacked["data"]["stacked"] is True
+
+
+def test_a_request_during_a_read_gets_one_more_read_after_it() -> None:
+    gate = threading.Event()
+    box = {"value": 1}
+    calls: list[int] = []
+
+    def read() -> list[dict[str, int]]:
+        calls.append(box["value"])
+        gate.wait(10)
+        return [{"n": box["value"]}]
+
+    refresher = refresher_of(make_source("r", function=read))
+    refresher.start()
+    try:
+        wait_for(lambda: len(calls) == 1)  # the start-up read is running with the old value
+        box["value"] = 2
+        results: list[SourceState] = []
+        waiters = [threading.Thread(target=lambda: results.append(refresher.refresh("r", wait=20)))
+                   for _ in range(5)]
+        for thread in waiters:
+            thread.start()
+        cpu = time.process_time()
+        time.sleep(0.3)
+        assert time.process_time() - cpu < 0.2, "the scheduler spins while a requested read waits its turn"
+        gate.set()
+        for thread in waiters:
+            thread.join(20)
+        assert calls == [1, 2]  # five requests, one more read, never two at once
+        assert [r.frame["n"].tolist() for r in results] == [[2]] * 5
+    finally:
+        gate.set()
+        refresher.stop()

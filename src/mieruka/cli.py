@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (ls, logs, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
         action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
 
+    sources = sub.add_parser("sources", help="list the data sources of a running server, or refresh one")
+    sources_sub = sources.add_subparsers(dest="sources_command", metavar="ACTION", required=True)
+    sources_ls = sources_sub.add_parser("ls", help="every source: last refresh, rows, error")
+    refresh = sources_sub.add_parser("refresh", help="refresh a source now and print its status")
+    refresh.add_argument("name")
+    refresh.add_argument("--wait", type=float, default=60, help="longest wait for the refresh, seconds")
+    for action in (sources_ls, refresh):
+        action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
+
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema")
@@ -101,6 +110,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _submit(args)
     if args.command == "jobs":
         return _jobs(args)
+    if args.command == "sources":
+        return _sources(args)
     if args.command == "db":
         settings = Settings.load({"home": args.home, "database_url": args.database_url})
         from .store.sql import SqlJobStore
@@ -229,6 +240,21 @@ def _jobs(args: argparse.Namespace) -> int:
             return 0
         print(json.dumps({"id": job["id"], "status": job["status"]}))
         return 0
+
+
+def _sources(args: argparse.Namespace) -> int:
+    zone = ZoneInfo(Settings.load().timezone)
+    with _client(args) as client:
+        if args.sources_command == "ls":
+            print(f"{'SOURCE':<24} {'SCHEDULE':<16} {'LAST REFRESH':<19}  {'ROWS':>9}  ERROR")
+            for s in client.sources():
+                print(f"{s['name'][:24]:<24} {s['schedule'][:16]:<16} {_local(s['refreshed_at'], zone) or 'never':<19}"
+                      f"  {s['rows']:>9}  {(s['error'] or '')[:60]}")
+            return 0
+        state = client.refresh_source(args.name, wait=args.wait)
+        print(json.dumps({k: state[k] for k in ("name", "refreshed_at", "duration", "rows", "truncated", "error",
+                                                "running")}, ensure_ascii=False))
+        return EXIT_ERROR if state["error"] else 0
 
 
 def _logs(client: Any, job_id: int, follow: bool) -> int:

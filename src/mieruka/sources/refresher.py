@@ -5,8 +5,8 @@ ship every table through a worker pipe into the job store; here the table stays 
 where the tiles are computed once and pushed to every viewer. What a job page would show is
 shown by `GET /api/sources/{name}` instead: last refresh, duration, rows, error, whether one runs.
 
-Per source: at most one read at a time (a due time or a request that finds one running joins it;
-refreshes never stack); a read that outlives its timeout is cancelled where the driver allows and
+Per source: at most one read at a time; refreshes never stack (a due time that finds a read
+running joins it; requests that find one running get one more read right after it, together); a read that outlives its timeout is cancelled where the driver allows and
 reported at once; a failed read keeps the last good table and records the error and its time.
 """
 
@@ -103,15 +103,17 @@ class Refresher:
 
     # -- refreshing -----------------------------------------------------------------------------
     def refresh(self, name: str, wait: float | None = None) -> SourceState:
-        """Refresh now (joining a read already running); with `wait`, until it ends or `wait` runs out."""
+        """Refresh now, or right after the read already running; with `wait`, until that read ends
+        or `wait` runs out."""
         source = self.sources.get(name)
         with self._cond:
             state = self._states[source.name]
-            target = state.attempts + 1
-            if not state.running:
-                self._forced.add(source.name)
-                self._due[source.name] = time.monotonic()
-                self._cond.notify_all()
+            # A read already running may have started before the data changed: one more read
+            # follows it (however many requests arrive meanwhile), never a second one at once.
+            target = state.attempts + (2 if state.running else 1)
+            self._forced.add(source.name)
+            self._due[source.name] = time.monotonic()
+            self._cond.notify_all()
             if wait:
                 deadline = time.monotonic() + wait
                 while self._states[source.name].attempts < target and not self._stopping:
@@ -135,7 +137,7 @@ class Refresher:
                         if self._watch(source, state, now):
                             overdue.append((source, replace(state)))
                         due = self._due.get(source.name)
-                        if due is not None and due <= now:
+                        if due is not None and due <= now and source.name not in self._forced:
                             self._schedule_next(source, state)  # this due time joins the running read
                         continue
                     due = self._due.get(source.name)
@@ -146,9 +148,7 @@ class Refresher:
                         if forced or source.adapter.changed():
                             state.running, state._started, state._timed_out = True, now, False
                             starting.append(source)
-                waits = [d - now for d in self._due.values()] + [0.25 if any(s.running for s in
-                                                                            self._states.values()) else 5.0]
-                pause = max(0.01, min(waits))
+                pause = self._pause(now)
             for source, snapshot in overdue:
                 source.adapter.cancel()
                 self._announce(source, snapshot)
@@ -156,9 +156,15 @@ class Refresher:
                 threading.Thread(target=self._read, args=(source,), name=f"mieruka-source-{source.name}",
                                  daemon=True).start()
             with self._cond:
-                if not self._stopping and not any(self._due.get(s.name, 1e300) <= time.monotonic()
-                                                  for s in self.sources):
+                if not self._stopping and self._pause(time.monotonic()) > 0.01:
                     self._cond.wait(pause)
+
+    def _pause(self, now: float) -> float:
+        """How long the loop may sleep: until the next due time of a source that is not being read,
+        or a quarter second while reads run (their timeouts are watched)."""
+        waits = [d - now for name, d in self._due.items() if not self._states[name].running]
+        waits.append(0.25 if any(s.running for s in self._states.values()) else 5.0)
+        return max(0.01, min(waits))
 
     def _schedule_next(self, source: Source, state: SourceState) -> None:
         if source.schedule is None:

@@ -141,7 +141,7 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
     @router.post("/api/sources/{name}/refresh", tags=["sources"])
     def refresh_source(name: str, wait: float = Query(0, ge=0, le=300, description=
                        "Seconds to wait for the refresh to end (0: answer at once with 202).")) -> JSONResponse:
-        """Refresh now; a refresh already running is joined, never stacked."""
+        """Refresh now, or right after the refresh already running (requests coalesce; never two at once)."""
         live = live_of(app)
         source = live.sources.get(name)
         before = live.refresher.state(source.name).attempts
