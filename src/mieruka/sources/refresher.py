@@ -6,8 +6,9 @@ where the tiles are computed once and pushed to every viewer. What a job page wo
 shown by `GET /api/sources/{name}` instead: last refresh, duration, rows, error, whether one runs.
 
 Per source: at most one read at a time; refreshes never stack (a due time that finds a read
-running joins it; requests that find one running get one more read right after it, together); a read that outlives its timeout is cancelled where the driver allows and
-reported at once; a failed read keeps the last good table and records the error and its time.
+running joins it; requests that find one running get one more read right after it, together).
+A read that outlives its timeout is cancelled where the driver allows and reported at once; a
+failed read keeps the last good table and records the error and its time.
 """
 
 from __future__ import annotations
