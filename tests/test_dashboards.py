@@ -348,3 +348,39 @@ def test_the_cli_lists_and_refreshes_sources(dash: ServerProcess, data_dir: Path
     missing = cli("sources", "refresh", "nope")
     assert missing.returncode == 1 and missing.stderr.strip() == "mieruka: no source named 'nope'"
     set_value(data_dir, {"A": 1})
+
+
+def test_an_open_page_carries_on_after_the_server_restarts(browser: Any, data_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sequence numbers start again in a new server process: the page must take the new tiles and
+    points instead of waiting for numbers it has already passed."""
+    import tests.conftest as conftest
+
+    first = ServerProcess(APP, tmp_path / "home", "--workers", "1", env={"DASH_DIR": str(data_dir)})
+    outside: list[str] = []
+    try:
+        first.wait_ready()
+        set_value(data_dir, {"A": 3})
+        refresh(first, "counter")
+        tab: Any = open_page(browser, first, outside)
+        tab.goto(f"{first.url}/dashboards/ops")
+        tab.wait_for_function("() => +document.querySelector('#tile-ticks').dataset.last > 100")
+        tab.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '3'")
+    finally:
+        first.stop()
+    set_value(data_dir, {"A": 4})
+    monkeypatch.setattr(conftest, "free_port", lambda: first.port)  # the same address as before
+    second = ServerProcess(APP, tmp_path / "home", "--workers", "1", env={"DASH_DIR": str(data_dir)})
+    try:
+        second.wait_ready()
+        tab.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '4'",
+                              timeout=30_000)
+        # the stream restarted at 1: the chart follows the new numbers
+        tab.wait_for_function("() => { const d = document.querySelector('#tile-ticks').dataset;"
+                              " return +d.last > 10 && +d.last < 100; }", timeout=30_000)
+        polled = httpx.get(f"{second.url}/api/streams/ticks/points", params={"after": 10**6}).json()
+        assert polled["first"] >= 1 and len(polled["t"]) > 0  # a poller from the old run starts again too
+        tab.close()
+        assert outside == []
+    finally:
+        second.stop()

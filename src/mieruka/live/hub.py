@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,7 +36,10 @@ class Live:
         self.dashboards = dashboards
         self.zone = settings.zone
         self.refresher = Refresher(sources, settings.source_timeout, settings.source_max_rows)
-        self.streams = {spec.name: StreamRunner(spec) for spec in streams}
+        # Sequence numbers start again with each server start: the boot id tells a browser that
+        # reconnects to a restarted server to drop what it had instead of waiting for higher numbers.
+        self.boot = uuid.uuid4().hex[:12]
+        self.streams = {spec.name: StreamRunner(spec, self.boot) for spec in streams}
         self._lock = threading.Lock()
         self._seq = 0
         self._tiles: dict[tuple[str, str], tuple[int, dict[str, Any], str]] = {}
@@ -92,6 +96,7 @@ class Live:
         with self._lock:
             self._seq += 1
             payload["seq"] = self._seq
+            payload["boot"] = self.boot
             body = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str)
             text = f"event: tile\ndata: {body}\n\n"
             self._tiles[(dashboard.name, chart.name)] = (self._seq, payload, text)

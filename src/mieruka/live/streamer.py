@@ -24,8 +24,9 @@ TIME_KEYS = ("time", "t", "timestamp")
 
 
 class StreamRunner:
-    def __init__(self, spec: StreamSpec) -> None:
+    def __init__(self, spec: StreamSpec, boot: str = "") -> None:
         self.spec = spec
+        self.boot = boot
         self.buffer = StreamBuffer(spec.capacity)
         self.signal = Signal()
         self.error: str | None = None
@@ -88,7 +89,12 @@ class StreamRunner:
 
     # -- reading --------------------------------------------------------------------------------
     def batch(self, after: int, limit: int | None = None) -> Batch | None:
-        return self.buffer.since(after, limit)
+        return self.buffer.since(self.resume_from(after), limit)
+
+    def resume_from(self, after: int) -> int:
+        """Where a client that has seen `after` starts: 0 (the recent window) when `after` is beyond
+        the newest point, i.e. it saw the points of an earlier run of the server."""
+        return 0 if after > self.buffer.last else after
 
     def frame_body(self, after: int) -> tuple[int, str] | None:
         """(last sequence, the SSE `points` event without its id) for a client that has seen `after`.
@@ -107,6 +113,7 @@ class StreamRunner:
             return None
         data = batch.to_dict(self.spec.name)
         data["error"] = self.error
+        data["boot"] = self.boot
         text = f"event: points\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
         # Only small batches are shared (clients in step); a late client's big batch is its own.
         with self._cache_lock:

@@ -42,7 +42,7 @@ async def _feed(live: Live, dashboard: str | None, streams: list[str], after: di
     signals = [r.signal for r in runners]
     if dashboard is not None:
         signals.append(live.signal(dashboard))
-    sent = {name: after.get(name, 0) for name in streams}
+    sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in runners}
     single = dashboard is None and len(streams) == 1
     seen: dict[str, int] = {}
     if clients is not None:

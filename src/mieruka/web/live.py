@@ -192,9 +192,10 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
         runner = live_of(app).stream(name)
         batch = runner.batch(after, limit)
         if batch is None:
-            return {"stream": name, "first": after + 1, "last": after, "gap": False, "t": [], "series": {},
-                    "error": runner.error}
-        return {**batch.to_dict(name), "error": runner.error}
+            last = runner.buffer.last
+            return {"stream": name, "first": last + 1, "last": last, "gap": False, "t": [], "series": {},
+                    "error": runner.error, "boot": runner.boot}
+        return {**batch.to_dict(name), "error": runner.error, "boot": runner.boot}
 
     @router.get("/api/streams/{name}/events", tags=["streams"], response_class=Response, responses=SSE)
     def stream_events(name: str, after: int | None = Query(None, ge=0, description="Resume after this point."),
@@ -203,9 +204,7 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
         frame has the recent window; after a reconnect (Last-Event-ID) the points missed, then new ones."""
         runner = live_of(app).stream(name)
         known = positions(last_event_id)
-        start = known.get("", known.get(name, after or 0))
-        if start > runner.buffer.last:
-            start = 0  # the server restarted and numbers points afresh: send the recent window
+        start = runner.resume_from(known.get("", known.get(name, after or 0)))  # 0 after a server restart
         return feed_response(live_of(app), None, [runner.spec.name], {runner.spec.name: start},
                              app.settings.heartbeat_interval, clients)
 

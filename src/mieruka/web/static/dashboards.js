@@ -60,7 +60,8 @@
 
   function onTile(p) {
     var t = tiles[p.chart];
-    if (!t || (t.payload && t.payload.seq >= p.seq)) return;
+    // Tiles are numbered afresh when the server restarts (a new boot id): take the new ones.
+    if (!t || (t.payload && t.payload.boot === p.boot && t.payload.seq >= p.seq)) return;
     t.payload = p;
     t.el.dataset.version = p.version;
     t.el.dataset.attempts = p.attempts;
@@ -282,7 +283,12 @@
 
   function onPoints(f) {
     var s = streams[f.stream];
-    if (!s || f.last <= s.last) return;
+    if (!s) return;
+    if (s.boot && f.boot && s.boot !== f.boot) {  // the server restarted: its points start again
+      s.t = []; s.series = {}; s.names = []; s.last = 0;
+    }
+    s.boot = f.boot || s.boot;
+    if (f.last <= s.last) return;
     var skip = Math.max(0, s.last - f.first + 1);  // points already here (a replay after reconnect)
     Object.keys(f.series).forEach(function (name) {
       if (!s.series[name]) {
