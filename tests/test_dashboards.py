@@ -384,3 +384,19 @@ def test_an_open_page_carries_on_after_the_server_restarts(browser: Any, data_di
         assert outside == []
     finally:
         second.stop()
+
+
+def test_the_dashboards_doc_matches_the_api_and_the_charts(dash: ServerProcess) -> None:
+    """docs/dashboards.md cannot drift: every route it names exists, every chart kind is described."""
+    import re
+
+    from mieruka import charts
+
+    doc = (Path(__file__).parent.parent / "docs" / "dashboards.md").read_text()
+    paths = set(httpx.get(f"{dash.url}/openapi.json").json()["paths"])
+    named = {m.split("?")[0] for m in re.findall(r"`(?:GET|POST) (/api/[^`]+)`", doc)}
+    assert len(named) >= 9 and named <= paths, named - paths
+    live = {p for p in paths if p.startswith(("/api/sources", "/api/dashboards", "/api/streams"))}
+    assert live <= named, f"routes missing from the doc: {live - named}"
+    described = set(re.findall(r"`charts\.(\w+)\(", doc))
+    assert described == set(charts.__all__) - {"name_of"}
