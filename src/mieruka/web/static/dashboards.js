@@ -80,7 +80,18 @@
   }
 
   // -- uPlot: line and area over time or numbers; keeps the user's zoom across updates ----------
+  // A tile's chart is replaced when its series change: free the old one first.
+  function dispose(t) {
+    var view = t.view;
+    if (!view) return;
+    if (view.observer) view.observer.disconnect();
+    if (view.u) view.u.destroy();
+    if (view.chart) view.chart.destroy();
+    t.view = null;
+  }
+
   function makeUplot(t, names, time, area) {
+    dispose(t);
     t.body.innerHTML = "";
     var view = { kind: "uplot", zoomed: false, names: names.join("\u0000") };
     var opts = {
@@ -106,9 +117,10 @@
     }, true);
     view.u.over.addEventListener("dblclick", function () { view.zoomed = false; });
     if (window.ResizeObserver) {
-      new ResizeObserver(function () {
+      view.observer = new ResizeObserver(function () {
         if (t.body.clientWidth) update(view, function (u) { u.setSize({ width: t.body.clientWidth, height: t.height }); });
-      }).observe(t.body);
+      });
+      view.observer.observe(t.body);
     }
     t.view = view;
     return view;
@@ -152,6 +164,7 @@
     });
     var view = t.view;
     if (!view || view.kind !== "chartjs" || view.type !== type) {
+      dispose(t);
       t.body.innerHTML = "";
       var box = document.createElement("div");
       box.style.position = "relative";
@@ -183,7 +196,10 @@
   // -- table: sort by any column, pages, CSV download of the whole table -----------------------------
   function drawTable(t, d) {
     var view = t.view;
-    if (!view || view.kind !== "table") view = t.view = { kind: "table", sort: -1, desc: false, page: 0 };
+    if (!view || view.kind !== "table") {
+      dispose(t);
+      view = t.view = { kind: "table", sort: -1, desc: false, page: 0 };
+    }
     view.data = d;
     renderTable(t);
   }
