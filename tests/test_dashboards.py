@@ -400,3 +400,23 @@ def test_the_dashboards_doc_matches_the_api_and_the_charts(dash: ServerProcess) 
     assert live <= named, f"routes missing from the doc: {live - named}"
     described = set(re.findall(r"`charts\.(\w+)\(", doc))
     assert described == set(charts.__all__) - {"name_of"}
+
+
+def test_dashboards_work_behind_a_path_prefix(browser: Any, data_dir: Path, tmp_path: Path) -> None:
+    """Behind IIS or nginx at /mieruka/: assets, the event stream, CSV links and polling all follow."""
+    from tests.conftest import running_server
+
+    with running_server(tmp_path / "home", "--workers", "1", "--root-path", "/mieruka", app_ref=APP,
+                        env={"DASH_DIR": str(data_dir)}) as proc:
+        set_value(data_dir, {"A": 8})
+        outside: list[str] = []
+        tab: Any = open_page(browser, proc, outside)
+        tab.goto(f"{proc.url}/mieruka/dashboards/ops")
+        tab.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '8'",
+                              timeout=20_000)
+        tab.wait_for_function("() => +document.querySelector('#tile-ticks').dataset.points > 5")
+        assert tab.locator("#tile-wards a.csv-link").get_attribute("href") == \
+            "/mieruka/api/sources/wards/data?format=csv"
+        assert "polling" not in (tab.locator("#live-note").text_content() or "")
+        tab.close()
+        assert outside == []
