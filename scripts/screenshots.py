@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Screenshots of each page of the demo for the README: `python3 scripts/screenshots.py [names]`.
+"""Screenshots of each page of the demo for the README: `python3 scripts/screenshots.py [NAME...]`
+(only the named ones, e.g. `job-pipeline`, when names are given).
 
 Starts `mieruka demo` on a free port with a throw-away data directory, runs a few jobs, and
 writes docs/screenshots/*.png with Debian's Chromium (Playwright; no browser download).
@@ -24,7 +25,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 def main() -> int:
-    only = set(sys.argv[1:])  # e.g. `screenshots.py dashboard`: only those pictures
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -44,6 +44,7 @@ def main() -> int:
             client.post("/api/tasks/fail_on_purpose/jobs", json={})
             client.post("/api/tasks/hello/jobs", json={"name": "mieruka"})
             slow = client.post("/api/tasks/count_slowly/jobs", json={"steps": 40, "delay": 0.25}).json()
+            pipeline = client.post("/api/tasks/text_pipeline/jobs", json={"delay": 1.5}).json()
             client.get(f"/api/jobs/{report['id']}", params={"wait": 30})
             OUT.mkdir(parents=True, exist_ok=True)
             with sync_playwright() as playwright:
@@ -51,12 +52,16 @@ def main() -> int:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 shots = {"home": "/", "task-form": "/tasks/all_the_types", "job-running": f"/jobs/{slow['id']}",
                          "job-report": f"/jobs/{report['id']}", "jobs-monitor": "/jobs", "api-docs": "/docs",
-                         "dashboard": "/dashboards/demo"}
+                         "job-pipeline": f"/jobs/{pipeline['id']}", "dashboard": "/dashboards/demo"}
+                wanted = sys.argv[1:] or list(shots)
                 for name, path in shots.items():
-                    page.goto(url + path)
-                    page.wait_for_timeout(2500 if name in ("job-running", "dashboard") else 800)
-                    if only and name not in only:
+                    if name not in wanted:
                         continue
+                    page.goto(url + path)
+                    if name == "job-pipeline":  # some steps done, two running, one waiting
+                        page.locator('#steps details[data-step="count"][data-status="running"]').wait_for()
+                        page.locator('#steps details[data-step="letters"] summary').click()
+                    page.wait_for_timeout(2500 if name in ("job-running", "job-pipeline", "dashboard") else 800)
                     page.screenshot(path=str(OUT / f"{name}.png"), full_page=name != "api-docs")
                     print(OUT / f"{name}.png")
                 browser.close()

@@ -218,3 +218,127 @@ def bounded(count: Annotated[int, Field(ge=1, le=10, description="How many, 1 to
 def quick_hello(name: str = "world") -> str:
     """Greet at once: a quick action."""
     return f"Hello, {name}!"
+
+
+# -- pipelines (tests/test_pipelines.py) ----------------------------------------------------------
+def stamp(label: str, delay: float = 0.0) -> dict[str, float | str]:
+    """A step that says when it ran."""
+    start = time.time()
+    time.sleep(delay)
+    print(f"{label} ran")
+    return {"label": label, "start": start, "end": time.time()}
+
+
+def combine(*parts: dict[str, float | str]) -> list[str]:
+    return [str(p["label"]) for p in parts]
+
+
+def meet(label: str, other: str, folder: str) -> dict[str, float | str]:
+    """A step that waits for `other` to start too: it fails unless both run at the same time."""
+    start = time.time()
+    Path(folder, label).write_text("here")
+    deadline = time.monotonic() + 30
+    while not Path(folder, other).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{label} never met {other}: the steps did not run in parallel")
+        time.sleep(0.02)
+    print(f"{label} ran")
+    return {"label": label, "start": start, "end": time.time()}
+
+
+@app.pipeline(parallel=2)
+def pipe_diamond(meet_dir: str = "", *, pipe: mieruka.Pipeline) -> object:
+    """first -> (left, right in parallel) -> last."""
+    first = pipe.step(stamp, "first", name="first")
+    if meet_dir:
+        left = pipe.step(meet, "left", "right", meet_dir, name="left", after=[first])
+        right = pipe.step(meet, "right", "left", meet_dir, name="right", after=[first])
+    else:
+        left = pipe.step(stamp, "left", name="left", after=[first])
+        right = pipe.step(stamp, "right", name="right", after=[first])
+    return pipe.step(combine, first, left, right, name="last")
+
+
+def count_words(text: str, *, job: mieruka.Job) -> dict[str, object]:
+    job.progress(0.5, "counting")
+    Path("words.txt").write_text("\n".join(text.split()) + "\n")
+    job.artifact("words.txt", Path("words.txt"))
+    return {"words": len(text.split()), "first": text.split()[0]}
+
+
+def read_sorted(path: Path, stats: dict[str, object]) -> dict[str, object]:
+    return {"sorted": path.read_text().split(), "words": stats["words"]}
+
+
+@app.pipeline
+def pipe_values(text: str = "pear apple fig", *, pipe: mieruka.Pipeline) -> object:
+    """Values and files flow from step to step; a shell step reports progress."""
+    counted = pipe.step(count_words, text, name="count")
+    ordered = pipe.shell("echo '::progress 0.4 sorting'; echo \"first word: {first}\"; "
+                         "sort {src} > sorted.txt; echo '::artifact sorted.txt'",
+                         first=counted["first"], src=counted.file("words.txt"), name="sort")
+    return pipe.step(read_sorted, ordered.file("sorted.txt"), counted, name="read")
+
+
+def counted_step(counter: str) -> str:
+    with open(counter, "a") as fh:
+        fh.write("ran\n")
+    return "prepared"
+
+
+def needs_marker(marker: str, prepared: str) -> str:
+    if not os.path.exists(marker):
+        raise RuntimeError("marker missing")
+    return prepared + "+flaky"
+
+
+@app.pipeline
+def pipe_flaky(counter: str, marker: str, *, pipe: mieruka.Pipeline) -> object:
+    """Fails until the marker file exists; an optional step is allowed to fail."""
+    prepared = pipe.step(counted_step, counter, name="prepare")
+    pipe.shell(["sh", "-c", "echo optional fails; exit 3"], name="optional", allow_failure=True)
+    flaky = pipe.step(needs_marker, marker, prepared, name="flaky")
+    return pipe.step(str.upper, flaky, name="after")
+
+
+@app.pipeline
+def pipe_sleepy(pidfile: str, *, pipe: mieruka.Pipeline) -> None:
+    """A shell step that starts a grandchild and waits: cancel must kill both."""
+    first = pipe.shell("echo started", name="start")
+    pipe.shell("sleep 120 & echo $! > {pidfile}; echo $$ >> {pidfile}; echo '::progress 0.1 sleeping'; wait",
+               pidfile=pidfile, name="sleep", after=[first])
+
+
+WORKFLOW = Path(__file__).with_name("workflow") / "Snakefile"
+
+
+def read_number(path: Path) -> int:
+    return int(path.read_text())
+
+
+@app.pipeline
+def pipe_snake(n: int = 4, block: str = "/nonexistent", *, pipe: mieruka.Pipeline) -> object:
+    """An existing Snakefile as a step, then a Python step reading its result."""
+    flow = pipe.snakemake(WORKFLOW, targets=["report.txt"], config={"n": n, "block": block}, cores=2)
+    return pipe.step(read_number, flow.file("report.txt"), name="read")
+
+
+app.snakemake(WORKFLOW, name="snake_flow", targets=["report.txt"], config={"n": 3})
+
+
+@app.pipeline
+def pipe_timeout(*, pipe: mieruka.Pipeline) -> None:
+    """A step over its own timeout is killed and fails; allowed to fail, the pipeline goes on."""
+    slow = pipe.shell(["sleep", "30"], name="slow", timeout=0.5, allow_failure=True)
+    pipe.shell(["echo", "needs slow"], name="needs", after=[slow])
+    pipe.shell(["echo", "independent"], name="independent")
+    pipe.shell(["no-such-program-here"], name="missing", allow_failure=True)
+
+
+@app.pipeline
+def pipe_ticker(ticks: int = 8, *, pipe: mieruka.Pipeline) -> None:
+    """A shell step that prints and reports progress over a few seconds."""
+    first = pipe.shell("echo ready", name="prepare")
+    pipe.shell("for i in $(seq 1 {n}); do echo \"tick $i\"; echo \"::progress $i/{n}\" | "
+               "awk -F'[ /]' '{{print $1, $2/$3, \"ticking\"}}'; sleep 0.3; done",
+               n=ticks, name="ticker", after=[first])

@@ -481,3 +481,18 @@ def test_run_of_a_broken_app_is_one_line_with_the_line_number(tmp_path: Path) ->
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"mieruka: cannot load {broken}: line 3: NameError: name 'undefined_name' is not defined"]
+
+
+def test_jobs_steps_and_a_steps_log(srv: ServerProcess) -> None:
+    job_id = ok_json(cli(srv, "submit", "pipe_values", "text=b a", "--wait"))["id"]
+    result = cli(srv, "jobs", "steps", str(job_id))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[0][:3] == ["STEP", "KIND", "STATUS"]
+    assert [row[:3] for row in rows[1:]] == [["count", "python", "succeeded"], ["sort", "shell", "succeeded"],
+                                             ["read", "python", "succeeded"]]
+    step_log = cli(srv, "jobs", "logs", str(job_id), "--step", "sort")
+    assert step_log.stdout.splitlines() == ["first word: b"]
+    assert "[sort] first word: b" in cli(srv, "jobs", "logs", str(job_id)).stdout.splitlines()
+    missing = cli(srv, "jobs", "logs", str(job_id), "--step", "nope")
+    assert missing.returncode != 0 and "no step named 'nope'" in missing.stderr

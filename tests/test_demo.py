@@ -300,3 +300,20 @@ def test_the_demo_has_a_live_dashboard_and_streams(http: httpx.Client) -> None:
     points = http.get("/api/streams/signal/points").json()
     assert set(points["series"]) == {"sine", "noisy"}
     assert http.get("/dashboards/demo").status_code == 200
+
+
+def test_text_pipeline_fails_once_then_retry_runs_only_the_failed_step(http: httpx.Client) -> None:
+    job = submit(http, "text_pipeline", json={"delay": 0, "fail_first_attempt": True})
+    failed = wait_job(http, job["id"])
+    assert failed["status"] == "failed" and "letters" in failed["error"]
+    steps = {s["name"]: s for s in http.get(f"/api/jobs/{job['id']}/steps").json()}
+    assert steps["letters"]["status"] == "failed" and steps["summary"]["status"] == "skipped"
+    assert steps["count"]["status"] == "succeeded" and steps["split"]["status"] == "succeeded"
+    assert steps["banner"]["allow_failure"]
+    assert http.post(f"/api/jobs/{job['id']}/retry").status_code == 200
+    done = wait_job(http, job["id"])
+    assert done["status"] == "succeeded", done["error"]
+    steps = {s["name"]: s for s in http.get(f"/api/jobs/{job['id']}/steps").json()}
+    assert steps["split"]["reused"] and steps["count"]["reused"] and not steps["letters"]["reused"]
+    assert done["result"]["top_words"][0] == {"word": "and", "count": 4}
+    assert [a["name"] for a in done["artifacts"]] == ["summary.html"]

@@ -33,6 +33,7 @@ EXPECTED_ALL = [
     "MissingExtraError",
     "NotFoundError",
     "PayloadTooLarge",
+    "Pipeline",
     "Settings",
     "TaskNotFound",
     "ValidationError",

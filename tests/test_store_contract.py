@@ -15,6 +15,7 @@ import pytest
 from mieruka.core.clock import utcnow
 from mieruka.core.job import ArtifactInfo, JobRecord
 from mieruka.core.status import JobStatus
+from mieruka.core.steps import StepRecord, StepStatus
 from mieruka.store.base import (
     ArtifactAdded,
     Claim,
@@ -23,6 +24,9 @@ from mieruka.store.base import (
     LogAppend,
     NewJob,
     ProgressUpdate,
+    StepSaved,
+    StepsClosed,
+    StepsPlanned,
     Transition,
 )
 from mieruka.store.sql import SqlJobStore
@@ -673,3 +677,64 @@ def test_queue_stats(store: JobStore) -> None:
     assert (stats["default"].queued, stats["default"].running) == (0, 1)
     assert stats["gpu"].oldest_queued_at == first.created_at
     assert stats["default"].oldest_queued_at is None
+
+
+# -- pipeline steps ------------------------------------------------------------------------------
+def test_steps_planned_saved_and_listed_in_order(store: JobStore) -> None:
+    job = new(store)
+    assert store.list_steps(job.id) == []
+    plan = [StepRecord(job.id, "b", 1000, "shell", depends_on=["a"], description="sort x", allow_failure=True),
+            StepRecord(job.id, "a", 0, "python")]
+    assert store.apply([StepsPlanned(job.id, plan)]).done == [True]
+    assert [s.name for s in store.list_steps(job.id)] == ["a", "b"]
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=TOKYO)
+    done = StepRecord(job.id, "a", 0, "python", status=StepStatus.SUCCEEDED, started_at=started,
+                      finished_at=started + timedelta(seconds=2), progress=1.0, message="ok",
+                      output={"n": [1, "二"]}, artifacts=["r.html"], reused=True)
+    store.apply([StepSaved(done)])
+    a, b = store.list_steps(job.id)
+    assert a == done and a.started_at.tzinfo is not None and a.duration == 2.0
+    assert b.depends_on == ["a"] and b.allow_failure and b.description == "sort x" and b.output is None
+    # a rule execution found while running is inserted; a new plan replaces everything
+    store.apply([StepSaved(StepRecord(job.id, "rule[x=1]", 1001, "rule", parent="b"))])
+    assert [s.name for s in store.list_steps(job.id)] == ["a", "b", "rule[x=1]"]
+    store.apply([StepsPlanned(job.id, [StepRecord(job.id, "c", 0, "python")])])
+    assert [s.name for s in store.list_steps(job.id)] == ["c"]
+
+
+def test_steps_closed_settles_only_open_steps(store: JobStore) -> None:
+    job = new(store)
+    other = new(store)
+    now = utcnow()
+    store.apply([StepsPlanned(job.id, [
+        StepRecord(job.id, "done", 0, "python", status=StepStatus.SUCCEEDED, started_at=now, finished_at=now),
+        StepRecord(job.id, "run", 1, "shell", status=StepStatus.RUNNING, started_at=now),
+        StepRecord(job.id, "wait", 2, "shell")]),
+        StepsPlanned(other.id, [StepRecord(other.id, "run", 0, "shell", status=StepStatus.RUNNING)])])
+    store.apply([StepsClosed(job.id, StepStatus.CANCELLED)])
+    steps = {s.name: s for s in store.list_steps(job.id)}
+    assert steps["done"].status is StepStatus.SUCCEEDED
+    assert steps["run"].status is StepStatus.CANCELLED and steps["run"].finished_at is not None
+    assert steps["wait"].status is StepStatus.CANCELLED and steps["wait"].finished_at is None
+    assert store.list_steps(other.id)[0].status is StepStatus.RUNNING
+
+
+def test_step_logs_are_part_of_the_job_log_and_readable_per_step(store: JobStore) -> None:
+    job = new(store)
+    claim(store, job.id)
+    at = utcnow()
+    store.apply([LogAppend(job.id, 1, [(at, "stdout", "job line")]),
+                 LogAppend(job.id, 2, [(at, "stdout", "a1"), (at, "stderr", "a2")], step="a"),
+                 LogAppend(job.id, 4, [(at, "stdout", "b1")], step="b")])
+    assert [(line.seq, line.step) for line in store.read_logs(job.id)] == [(1, None), (2, "a"), (3, "a"), (4, "b")]
+    assert [line.text for line in store.read_logs(job.id, step="a")] == ["a1", "a2"]
+    assert [line.text for line in store.read_logs(job.id, after=2, step="a")] == ["a2"]
+    assert store.read_logs(job.id, step="zzz") == []
+
+
+def test_deleting_a_job_deletes_its_steps(store: JobStore) -> None:
+    job = new(store)
+    store.apply([StepsPlanned(job.id, [StepRecord(job.id, "a", 0, "python")])])
+    finish(store, job.id)
+    assert store.delete_job(job.id)
+    assert store.list_steps(job.id) == []

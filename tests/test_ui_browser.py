@@ -191,3 +191,34 @@ def test_the_workers_page_follows_the_pool(ui: tuple, server: ServerProcess) -> 
     job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 30}).json()
     page.locator(f'#workers-panel a[href$="/jobs/{job["id"]}"]').wait_for(timeout=10000)  # refreshed by itself
     httpx.post(f"{server.url}/api/jobs/{job['id']}/cancel")
+
+
+def test_pipeline_steps_and_a_step_log_update_live(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    job = httpx.post(f"{server.url}/api/tasks/pipe_ticker/jobs", json={"ticks": 20}).json()
+    page.goto(f"{server.url}/jobs/{job['id']}")
+    ticker = page.locator('#steps details[data-step="ticker"]')
+    ticker.locator("summary").click()
+    # lines arrive in the open step's log while the step runs
+    page.locator('#steps pre[data-step-log="ticker"]', has_text="tick 3").wait_for(timeout=20_000)
+    assert page.locator('#steps details[data-step="ticker"]').get_attribute("data-status") == "running"
+    page.locator('#steps details[data-step="ticker"][data-status="succeeded"]').wait_for(timeout=20_000)
+    text = page.locator('#steps pre[data-step-log="ticker"]').text_content()
+    assert [line for line in text.splitlines() if line] == [f"tick {i}" for i in range(1, 21)]
+    assert page.locator('#steps details[data-step="ticker"]').evaluate("d => d.open")  # stays open
+    assert page.locator("#steps svg .node").count() == 2
+    assert "[ticker] tick 20" in page.locator("#log").text_content()
+
+
+def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: tuple, server: ServerProcess,
+                                                              tmp_path: Path) -> None:
+    page, _ = ui
+    job = httpx.post(f"{server.url}/api/tasks/pipe_flaky/jobs",
+                     json={"counter": str(tmp_path / "c"), "marker": str(tmp_path / "missing")}).json()
+    assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "failed"
+    page.goto(f"{server.url}/jobs/{job['id']}")
+    flaky = page.locator('#steps details[data-step="flaky"]')
+    assert flaky.evaluate("d => d.open")
+    assert not page.locator('#steps details[data-step="optional"]').evaluate("d => d.open")  # allowed to fail
+    page.locator('#steps pre[data-step-log="flaky"]', has_text="RuntimeError: marker missing").wait_for()
+    assert "marker missing" in flaky.locator("pre.error").text_content()

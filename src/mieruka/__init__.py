@@ -16,6 +16,7 @@ from .errors import (
     TaskNotFound,
     ValidationError,
 )
+from .pipeline import Pipeline
 from .settings import Settings
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "MissingExtraError",
     "NotFoundError",
     "PayloadTooLarge",
+    "Pipeline",
     "Settings",
     "TaskNotFound",
     "ValidationError",

@@ -14,6 +14,7 @@ from .core.streams import StreamSpec
 from .core.task import Task, TaskRegistry, make_task
 from .durations import parse_duration
 from .errors import ConfigError
+from .pipeline.task import pipeline_function
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -77,6 +78,42 @@ class App:
             return f
 
         return register(func) if func is not None else register
+
+    @overload
+    def pipeline(self, func: F, /) -> F: ...
+
+    @overload
+    def pipeline(self, func: None = None, /, *, parallel: int | None = None, **options: Any) -> Callable[[F], F]: ...
+
+    def pipeline(self, func: F | None = None, /, *, parallel: int | None = None,
+                 **options: Any) -> F | Callable[[F], F]:
+        """Declare a pipeline: a task whose function adds steps to its `mieruka.Pipeline`
+        parameter. Up to `parallel` steps run at once (default: the CPU count, at most 4); the
+        other options are the task's (timeout, retries, ...). See docs/pipelines.md.
+
+        >>> @app.pipeline(parallel=2)
+        ... def analyse(reads: mieruka.File, *, pipe: mieruka.Pipeline) -> None:
+        ...     checked = pipe.step(validate, reads)
+        ...     pipe.shell("wc -l {f}", f=checked.file("clean.fa"))
+        """
+
+        def register(f: F) -> F:
+            self.tasks.add(make_task(pipeline_function(self, f, parallel), **options))
+            return f
+
+        return register(func) if func is not None else register
+
+    def snakemake(self, snakefile: str | Path, /, *, name: str | None = None, targets: list[str] | None = None,
+                  config: dict[str, Any] | None = None, cores: int = 1, **options: Any) -> None:
+        """A task that runs an existing Snakefile unchanged: targets, config and cores come from
+        its form (these are the defaults). Each rule execution shows as a step. Needs the
+        `snakemake` extra. The other options are the task's (timeout, retries, ...)."""
+        from .pipeline.snakemake import workflow_builder
+
+        path = Path(snakefile)
+        builder = workflow_builder(path, list(targets or []), dict(config or {}), cores)
+        self.tasks.add(make_task(pipeline_function(self, builder, None),
+                                 name=name or path.resolve().parent.name.replace(" ", "_"), **options))
 
     def get_task(self, name: str) -> Task:
         return self.tasks.get(name)

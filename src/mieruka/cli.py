@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs = jobs_sub.add_parser("logs", help="print a job's log")
     logs.add_argument("id", type=int)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
-    for action in (ls, logs, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
+    logs.add_argument("--step", help="only this pipeline step's lines")
+    steps = jobs_sub.add_parser("steps", help="list a pipeline job's steps")
+    steps.add_argument("id", type=int)
+    for action in (ls, logs, steps, *(jobs_sub.choices[n] for n in ("show", "cancel", "retry", "rm"))):
         action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
 
     sources = sub.add_parser("sources", help="list the data sources of a running server, or refresh one")
@@ -229,7 +232,17 @@ def _jobs(args: argparse.Namespace) -> int:
             print(json.dumps(client.job(args.id), indent=2, ensure_ascii=False))
             return 0
         if action == "logs":
-            return _logs(client, args.id, args.follow)
+            return _logs(client, args.id, args.follow, args.step)
+        if action == "steps":
+            print(f"{'STEP':<24} {'KIND':<9} {'STATUS':<10} {'PROGRESS':>8} {'DURATION':>9}  MESSAGE")
+            for step in client.steps(args.id):
+                progress = "" if step["progress"] is None else f"{step['progress'] * 100:.0f}%"
+                duration = "" if step["duration"] is None else f"{step['duration']:.1f}s"
+                name = ("  " if step["parent"] else "") + step["name"]
+                note = step["error"] or step["message"] or ("reused" if step["reused"] else "")
+                print(f"{name[:24]:<24} {step['kind']:<9} {step['status']:<10} {progress:>8} {duration:>9}  "
+                      f"{note[:60]}")
+            return 0
         if action == "cancel":
             job = client.cancel(args.id)
         elif action == "retry":
@@ -257,13 +270,15 @@ def _sources(args: argparse.Namespace) -> int:
         return EXIT_ERROR if state["error"] else 0
 
 
-def _logs(client: Any, job_id: int, follow: bool) -> int:
+def _logs(client: Any, job_id: int, follow: bool, step: str | None = None) -> int:
     after = 0
     while True:
-        page = client.logs(job_id, after=after, limit=5000)
+        page = client.logs(job_id, after=after, limit=5000, step=step)
         for line in page["lines"]:
             stream = sys.stderr if line["stream"] == "stderr" else sys.stdout
-            print(line["text"], file=stream, flush=True)
+            # A pipeline step's line says which step wrote it (parallel steps interleave).
+            prefix = f"[{line['step']}] " if line.get("step") and step is None else ""
+            print(prefix + line["text"], file=stream, flush=True)
         after = page["next_after"]
         if page["lines"]:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -92,9 +93,13 @@ class Client:
                                             params={k: v for k, v in filters.items() if v is not None})
         return result
 
-    def logs(self, job_id: int, after: int = 0, limit: int = 1000) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/api/jobs/{job_id}/logs",
-                                            params={"after": after, "limit": limit})
+    def logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> dict[str, Any]:
+        path = f"/api/jobs/{job_id}/logs" if step is None else f"/api/jobs/{job_id}/steps/{quote(step, safe='')}/logs"
+        result: dict[str, Any] = self._call("GET", path, params={"after": after, "limit": limit})
+        return result
+
+    def steps(self, job_id: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"/api/jobs/{job_id}/steps")
         return result
 
     def cancel(self, job_id: int) -> dict[str, Any]:

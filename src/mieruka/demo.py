@@ -178,6 +178,61 @@ def all_the_types(
             "thresholds": thresholds.model_dump(), "strict": strict, "ratio": ratio}
 
 
+def _split_words(text: str) -> int:
+    words = [w.strip(".,;:!?()\"'").lower() for w in text.split()]
+    words = [w for w in words if w]
+    with open("words.txt", "w") as out:
+        out.write("\n".join(words) + "\n")
+    print(f"{len(words)} words")
+    return len(words)
+
+
+def _letters(words_file: str, delay: float, fail_first_attempt: bool, *, job: mieruka.Job) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with open(words_file) as fh:
+        text = fh.read()
+    for i, letter in enumerate("aeiou"):
+        time.sleep(delay / 2)
+        counts[letter] = text.count(letter)
+        job.progress((i + 1) / 5, f"counted {letter!r}")
+    if fail_first_attempt and job.attempt == 1:
+        raise RuntimeError("failing on the first attempt, as asked: press Retry to run only what failed")
+    return counts
+
+
+def _summary(top_file: str, letters: dict[str, int], *, job: mieruka.Job) -> dict[str, object]:
+    with open(top_file) as fh:
+        top = [line.split() for line in fh if line.strip()]
+    rows = "".join(f"<tr><td>{html.escape(w)}</td><td>{n}</td></tr>" for n, w in top)
+    job.artifact("summary.html", f"<h1>Top words</h1><table>{rows}</table><p>vowels: {letters}</p>")
+    return {"top_words": [{"word": w, "count": int(n)} for n, w in top], "vowels": letters}
+
+
+@app.pipeline(parallel=2, timeout="10m")
+def text_pipeline(text: str = SAMPLE, top: Annotated[int, Field(ge=1, le=100)] = 5,
+                  delay: Annotated[float, Field(ge=0, le=10)] = 0.5, fail_first_attempt: bool = False, *,
+                  pipe: mieruka.Pipeline) -> object:
+    """A pipeline: Python and shell steps with dependencies, two at a time, each with its own log.
+
+    Tick "fail first attempt", then press Retry on the failed job: only the step that failed runs
+    again, the others are reused. The "banner" step is allowed to fail (it needs figlet).
+
+    Args:
+        text: The text to analyse.
+        top: How many of the most frequent words to report.
+        delay: Seconds each counting round waits, to watch the steps run.
+        fail_first_attempt: Make the "letters" step fail on the job's first attempt.
+    """
+    words = pipe.step(_split_words, text, name="split")
+    counts = pipe.shell("for i in 1 2 3 4; do echo \"::progress 0.$((i * 2)) counting\"; sleep {delay}; done; "
+                        "sort {words} | uniq -c | sort -rn | head -n {top} > top.txt; cat top.txt",
+                        words=words.file("words.txt"), top=top, delay=delay, name="count")
+    letters = pipe.step(_letters, words.file("words.txt"), delay, fail_first_attempt, name="letters")
+    pipe.shell("figlet mieruka || (echo 'figlet is not installed: this step may fail' >&2; exit 1)",
+               name="banner", allow_failure=True)
+    return pipe.step(_summary, counts.file("top.txt"), letters, name="summary")
+
+
 @app.task(every="1m", keep_count=100)
 def heartbeat() -> dict[str, float]:
     """Runs every minute on its own: the system load, as a scheduled job."""

@@ -32,11 +32,12 @@ from .core.events import Event
 from .core.job import JobRecord
 from .core.params import FileRef
 from .core.status import FINISHED, TRANSITIONS, JobStatus
+from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
 from .executors.base import Executor, Finished, Recorded, WorkerMessage
 from .settings import Settings
-from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, Transition
+from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, StepsClosed, Transition
 
 log = logging.getLogger("mieruka.engine")
 RUNNING = frozenset({JobStatus.RUNNING})
@@ -129,6 +130,7 @@ class Engine:
             if running is None:
                 continue
             attempts = running.record.attempts
+            changes.append(StepsClosed(job_id, StepStatus.CANCELLED))  # its steps were stopped with it
             changes.append(Transition(job_id, JobStatus.QUEUED, RUNNING, {
                 "attempts": max(attempts - 1, 0), "worker": None, "engine_id": None,
                 "message": "re-queued: the server stopped while it ran", "started_at": None},
@@ -455,6 +457,10 @@ class Engine:
                 changes.extend(msg.changes)
             else:  # Died: settle it on the dead worker's behalf
                 status, fields = self._died(running, msg.reason)
+                # A pipeline's steps that were still running or waiting end with it.
+                closed = StepStatus.CANCELLED if running.kill_reason == "cancel" else StepStatus.FAILED
+                changes.append(StepsClosed(msg.job_id, closed))
+                batch.events.append(Event("steps", msg.job_id, running.task.name, {"closed": closed.value}))
                 changes.append(Transition(msg.job_id, status, RUNNING, fields, attempt=running.record.attempts))
             last = changes[-1] if changes else None
             if isinstance(last, Transition) and last.job_id == msg.job_id:
@@ -535,6 +541,7 @@ class Engine:
         for record in orphans:
             if record.engine_id == self.id:
                 continue
+            self.store.apply([StepsClosed(record.id, StepStatus.FAILED)])  # a pipeline's steps died with it
             if record.attempts < record.max_attempts:
                 ok = self._transition(record, JobStatus.QUEUED, {
                     "worker": None, "engine_id": None, "run_after": None,

@@ -6,7 +6,8 @@
      ├── NotFoundError           404
      │    ├── TaskNotFound
      │    ├── JobNotFound
-     │    └── ArtifactNotFound
+     │    ├── ArtifactNotFound
+     │    └── StepNotFound
      ├── ValidationError         422  bad parameters; `fields` names each bad field
      ├── ConflictError           409  the job is not in a state that allows the action
      ├── PayloadTooLarge         413
@@ -62,6 +63,10 @@ class JobNotFound(NotFoundError):
 
 class ArtifactNotFound(NotFoundError):
     code = "artifact_not_found"
+
+
+class StepNotFound(NotFoundError):
+    code = "step_not_found"
 
 
 class ValidationError(MierukaError):

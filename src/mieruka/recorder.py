@@ -18,9 +18,10 @@ from .core.clock import utcnow
 from .core.events import Event
 from .core.job import ArtifactInfo, JobRecord
 from .core.status import JobStatus
+from .core.steps import StepRecord
 from .core.task import Task
 from .runner import Outcome
-from .store.base import ArtifactAdded, Change, LogAppend, ProgressUpdate, Transition
+from .store.base import ArtifactAdded, Change, LogAppend, ProgressUpdate, StepSaved, StepsPlanned, Transition
 
 PROGRESS_EVERY = 0.1  # seconds between progress writes and events per job
 RUNNING = frozenset({JobStatus.RUNNING})
@@ -68,16 +69,31 @@ class AttemptRecorder:
         self.sink([ArtifactAdded(job_id, info)], [Event("artifact", job_id, job.task, {
             "name": info.name, "size": info.size, "content_type": info.content_type})])
 
-    def lines(self, job_id: int, lines: Sequence[tuple[datetime, str, str]]) -> None:
+    def lines(self, job_id: int, lines: Sequence[tuple[datetime, str, str]], step: str | None = None) -> None:
         with self._lock:
             job = self._job
             if job is None or job.id != job_id or not lines:
                 return
             first = self._next_seq
             self._next_seq += len(lines)
-        event = Event("log", job_id, job.task, {
-            "first_seq": first, "lines": [[at.isoformat(), stream, text] for at, stream, text in lines]})
-        self.sink([LogAppend(job_id, first, list(lines))], [event])
+        data = {"first_seq": first, "lines": [[at.isoformat(), stream, text] for at, stream, text in lines]}
+        if step is not None:
+            data["step"] = step
+        self.sink([LogAppend(job_id, first, list(lines), step)], [Event("log", job_id, job.task, data)])
+
+    # -- pipelines (mieruka.pipeline.runner) ---------------------------------------------------
+    def steps_planned(self, job_id: int, steps: Sequence[StepRecord]) -> None:
+        job = self._job
+        if job is None or job.id != job_id:
+            return
+        self.sink([StepsPlanned(job_id, list(steps))],
+                  [Event("steps", job_id, job.task, {"steps": [step_event(s) for s in steps]})])
+
+    def step_saved(self, step: StepRecord) -> None:
+        job = self._job
+        if job is None or job.id != step.job_id:
+            return
+        self.sink([StepSaved(step)], [Event("step", step.job_id, job.task, step_event(step))])
 
     def tick(self) -> None:
         """Send progress held back by the rate limit (a watcher thread calls this)."""
@@ -109,3 +125,11 @@ class AttemptRecorder:
             changes.append(ProgressUpdate(job.id, pending[0], pending[1]))
         changes.append(Transition(job.id, status, RUNNING, fields, attempt=job.attempts))
         return changes
+
+
+def step_event(step: StepRecord) -> dict[str, object]:
+    """A step as its events carry it: everything but its output (which may be large)."""
+    data = step.to_dict()
+    del data["output"], data["job_id"]
+    data["step_kind"] = data.pop("kind")  # "kind" names the event itself
+    return data

@@ -57,7 +57,8 @@ class Reporter(Protocol):
 class JobContext:
     """The `mieruka.Job` a task function receives."""
 
-    def __init__(self, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage) -> None:
+    def __init__(self, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage,
+                 upload_root: Path | None = None) -> None:
         self.id = spec.id
         self.task = spec.task
         self.attempt = spec.attempt
@@ -65,6 +66,7 @@ class JobContext:
         self.params = spec.params
         self._reporter = reporter
         self._artifacts = artifacts
+        self.upload_root = upload_root  # pipeline steps open the job's uploads in their own processes
 
     def progress(self, fraction: float | None = None, message: str | None = None) -> None:
         if fraction is not None:
@@ -105,7 +107,7 @@ def file_opener(upload_root: Path) -> Callable[[FileRef], File]:
 def run_job(
     task: Task, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage, upload_root: Path
 ) -> Outcome:
-    context = JobContext(spec, reporter, artifacts)
+    context = JobContext(spec, reporter, artifacts, upload_root)
     try:
         kwargs = task.signature.bind(spec.params, file_opener(upload_root))
         if task.signature.job_param:

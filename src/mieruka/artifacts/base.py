@@ -18,4 +18,7 @@ class ArtifactStorage(Protocol):
         """Size in bytes; FileNotFoundError if missing."""
 
     def delete_job(self, job_id: int) -> None:
-        """Remove every artifact of the job."""
+        """Remove every artifact of the job (and its work folder)."""
+
+    def work_dir(self, job_id: int) -> Path:
+        """A local folder for the job's working files (pipeline steps), removed with its artifacts."""

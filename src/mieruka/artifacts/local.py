@@ -46,5 +46,9 @@ class LocalArtifactStorage:
     def size(self, job_id: int, name: str) -> int:
         return self.path(job_id, name).stat().st_size
 
+    def work_dir(self, job_id: int) -> Path:
+        # A dot name: never an artifact's (artifacts are listed from the store, not the folder).
+        return self._dir(job_id) / ".work"
+
     def delete_job(self, job_id: int) -> None:
         shutil.rmtree(self._dir(job_id), ignore_errors=True)

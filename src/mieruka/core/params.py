@@ -55,11 +55,16 @@ class File:
         return f"File({self.filename!r}, {self.size} bytes)"
 
 
+def _is_job_handle(annotation: Any) -> bool:
+    # mieruka.Pipeline is a job handle too; it says so with a marker instead of being imported here.
+    return annotation is Job or getattr(annotation, "__mieruka_job_handle__", False) is True
+
+
 def _is_job_annotation(annotation: Any) -> bool:
-    if annotation is Job:
+    if _is_job_handle(annotation):
         return True
     if get_origin(annotation) in (Union, types.UnionType):
-        return any(arg is Job for arg in get_args(annotation))
+        return any(_is_job_handle(arg) for arg in get_args(annotation))
     return False
 
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from ..core.job import ArtifactInfo, JobRecord
 from ..core.status import JobStatus
+from ..core.steps import StepRecord, StepStatus
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class LogAppend:
     job_id: int
     first_seq: int
     lines: Sequence[tuple[datetime, str, str]]
+    step: str | None = None  # the pipeline step that wrote them
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,32 @@ class ArtifactAdded:
     artifact: ArtifactInfo
 
 
-Change = Transition | ProgressUpdate | LogAppend | ArtifactAdded
+@dataclass(frozen=True)
+class StepsPlanned:
+    """The steps of a pipeline attempt, replacing the job's earlier ones (reused steps keep
+    their state and outputs in `steps`)."""
+
+    job_id: int
+    steps: Sequence[StepRecord]
+
+
+@dataclass(frozen=True)
+class StepSaved:
+    """Insert or update one step as a whole (Snakemake rule executions appear as they run)."""
+
+    step: StepRecord
+
+
+@dataclass(frozen=True)
+class StepsClosed:
+    """Every pending or running step of the job moves to `to`: the job ended without its worker
+    settling them (cancelled, timed out, the worker died)."""
+
+    job_id: int
+    to: StepStatus
+
+
+Change = Transition | ProgressUpdate | LogAppend | ArtifactAdded | StepsPlanned | StepSaved | StepsClosed
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,7 @@ class LogLine:
     at: datetime
     stream: str
     text: str
+    step: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,8 +159,11 @@ class JobStore(Protocol):
     def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
         """Apply changes, then the claim, in one transaction."""
 
-    def read_logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
-        """Log lines with seq > after, oldest first."""
+    def read_logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> list[LogLine]:
+        """Log lines with seq > after, oldest first; given `step`, only that pipeline step's lines."""
+
+    def list_steps(self, job_id: int) -> list[StepRecord]:
+        """The pipeline steps of a job in plan order (empty for an ordinary job)."""
 
     def due_jobs(self, now: datetime, limit: int, queues: Sequence[str] | None = None) -> list[QueuedJob]:
         """Queued jobs whose run_after has passed, highest priority then oldest first."""

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from ..core.clock import utcnow
 from ..core.job import ArtifactInfo, JobRecord
 from ..core.status import FINISHED, JobStatus
+from ..core.steps import STEP_FINISHED, StepRecord, StepStatus
 from ..errors import ConfigError, MissingExtraError
 from . import tables as t
 from .base import (
@@ -32,6 +33,9 @@ from .base import (
     ProgressUpdate,
     QueuedJob,
     QueueStats,
+    StepSaved,
+    StepsClosed,
+    StepsPlanned,
     Transition,
 )
 from .raw import COLUMN_LIST, RawDB, time_out
@@ -235,11 +239,35 @@ class SqlJobStore:
             cur.execute(raw.sql("UPDATE jobs SET log_lines = ? WHERE id = ?"), (first + n - 1, change.job_id))
             if cur.rowcount != 1:
                 return False
-            cur.executemany(
-                raw.sql("INSERT INTO job_logs (job_id, seq, at, stream, text) VALUES (?, ?, ?, ?, ?)"),
-                [(change.job_id, first + i, raw.time_in(at), stream, text)
-                 for i, (at, stream, text) in enumerate(change.lines)])
+            if change.step is None:
+                cur.executemany(
+                    raw.sql("INSERT INTO job_logs (job_id, seq, at, stream, text) VALUES (?, ?, ?, ?, ?)"),
+                    [(change.job_id, first + i, raw.time_in(at), stream, text)
+                     for i, (at, stream, text) in enumerate(change.lines)])
+            else:
+                cur.executemany(
+                    raw.sql("INSERT INTO job_logs (job_id, seq, at, stream, text, step) VALUES (?, ?, ?, ?, ?, ?)"),
+                    [(change.job_id, first + i, raw.time_in(at), stream, text, change.step)
+                     for i, (at, stream, text) in enumerate(change.lines)])
             return True
+        if isinstance(change, StepsPlanned):
+            cur.execute(raw.sql("DELETE FROM job_steps WHERE job_id = ?"), (change.job_id,))
+            for step in change.steps:
+                self._insert_step(cur, step)
+            return True
+        if isinstance(change, StepSaved):
+            step = change.step
+            cur.execute(raw.sql("DELETE FROM job_steps WHERE job_id = ? AND name = ?"), (step.job_id, step.name))
+            self._insert_step(cur, step)
+            return True
+        if isinstance(change, StepsClosed):
+            open_states = [s.value for s in StepStatus if s not in STEP_FINISHED]
+            finished = raw.time_in(utcnow()) if change.to in STEP_FINISHED else None
+            cur.execute(raw.sql(
+                "UPDATE job_steps SET status = ?, finished_at = CASE WHEN status = ? THEN ? ELSE finished_at END "
+                "WHERE job_id = ? AND status IN (?, ?)"),
+                (change.to.value, StepStatus.RUNNING.value, finished, change.job_id, *open_states))
+            return bool(cur.rowcount)
         if isinstance(change, ArtifactAdded):
             a = change.artifact
             cur.execute(raw.sql("DELETE FROM artifacts WHERE job_id = ? AND name = ?"), (change.job_id, a.name))
@@ -249,12 +277,33 @@ class SqlJobStore:
             return True
         raise TypeError(f"unknown change {change!r}")
 
-    def read_logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
+    def _insert_step(self, cur: Any, step: StepRecord) -> None:
+        raw = self._raw
+        cur.execute(raw.sql(
+            "INSERT INTO job_steps (job_id, name, position, kind, status, depends_on, description, allow_failure, "
+            "parent, started_at, finished_at, progress, message, output, error, artifacts, reused) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            (step.job_id, step.name, step.position, step.kind, step.status.value, raw.json_in(step.depends_on),
+             step.description, step.allow_failure, step.parent, raw.time_in(step.started_at),
+             raw.time_in(step.finished_at), step.progress, step.message,
+             None if step.output is None else raw.json_in(step.output), step.error,
+             raw.json_in(step.artifacts), step.reused))
+
+    def read_logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> list[LogLine]:
         l = t.job_logs.c  # noqa: E741
-        stmt = (sa.select(l.seq, l.at, l.stream, l.text)
+        stmt = (sa.select(l.seq, l.at, l.stream, l.text, l.step)
                 .where(l.job_id == job_id, l.seq > after).order_by(l.seq).limit(limit))
+        if step is not None:
+            stmt = stmt.where(l.step == step)
         with self._read() as conn:
-            return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text) for r in conn.execute(stmt)]
+            return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text, step=r.step)
+                    for r in conn.execute(stmt)]
+
+    def list_steps(self, job_id: int) -> list[StepRecord]:
+        s = t.job_steps.c
+        stmt = sa.select(t.job_steps).where(s.job_id == job_id).order_by(s.position, s.name)
+        with self._read() as conn:
+            return [_step(row) for row in conn.execute(stmt)]
 
     def due_jobs(self, now: datetime, limit: int, queues: Sequence[str] | None = None) -> list[QueuedJob]:
         raw = self._raw
@@ -366,6 +415,7 @@ class SqlJobStore:
                 found = [(row[0], row[1]) for row in rows]
                 gone = [job_id for job_id, _ in found]
                 conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id.in_(gone)))
+                conn.execute(sa.delete(t.job_steps).where(t.job_steps.c.job_id.in_(gone)))
                 conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id.in_(gone)))
                 conn.execute(sa.delete(t.jobs).where(c.id.in_(gone)))
                 deleted.extend(found)
@@ -378,6 +428,7 @@ class SqlJobStore:
                                                         t.jobs.c.status.in_(_FINISHED_VALUES))).rowcount == 1
             if gone:
                 conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id == job_id))
+                conn.execute(sa.delete(t.job_steps).where(t.job_steps.c.job_id == job_id))
                 conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
             return gone
 
@@ -418,6 +469,17 @@ def _record(row: Row[Any], artifacts: list[ArtifactInfo] | None = None) -> JobRe
         traceback=m["traceback"], worker=m["worker"], engine_id=m["engine_id"],
         cancel_requested=bool(m["cancel_requested"]), log_lines=m["log_lines"], schedule=m["schedule"],
         artifacts=artifacts or [],
+    )
+
+
+def _step(row: Row[Any]) -> StepRecord:
+    m = row._mapping
+    return StepRecord(
+        job_id=m["job_id"], name=m["name"], position=m["position"], kind=m["kind"],
+        status=StepStatus(m["status"]), depends_on=list(m["depends_on"] or []), description=m["description"],
+        allow_failure=bool(m["allow_failure"]), parent=m["parent"], started_at=m["started_at"],
+        finished_at=m["finished_at"], progress=m["progress"], message=m["message"], output=m["output"],
+        error=m["error"], artifacts=list(m["artifacts"] or []), reused=bool(m["reused"]),
     )
 
 

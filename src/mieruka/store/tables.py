@@ -34,6 +34,7 @@ metadata = sa.MetaData()
 _ACTIVE = sa.text("status IN ('queued', 'running')")
 _HAS_OWNER = sa.text("owner IS NOT NULL")
 _HAS_KEY = sa.text("idempotency_key IS NOT NULL")
+_HAS_STEP = sa.text("step IS NOT NULL")
 
 jobs = sa.Table(
     "jobs",
@@ -81,6 +82,31 @@ job_logs = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("stream", sa.String(8), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
+    sa.Column("step", sa.String(200)),
+    # Only pipeline jobs' lines carry a step: ordinary jobs' log writes touch no extra index.
+    sa.Index("ix_job_logs_step", "job_id", "step", "seq", sqlite_where=_HAS_STEP, postgresql_where=_HAS_STEP),
+)
+
+job_steps = sa.Table(
+    "job_steps",
+    metadata,
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("depends_on", sa.JSON, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("allow_failure", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("parent", sa.String(200)),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("progress", sa.Float),
+    sa.Column("message", sa.Text),
+    sa.Column("output", sa.JSON),
+    sa.Column("error", sa.Text),
+    sa.Column("artifacts", sa.JSON, nullable=False),
+    sa.Column("reused", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 artifacts = sa.Table(

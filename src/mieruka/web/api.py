@@ -24,6 +24,7 @@ from .openapi import install_openapi
 from .prefix import PathPrefix
 from .serialize import iso, job_json
 from .sse import event_response
+from .steps import steps_router
 from .tasks import tasks_router
 from .ui.dashboards import dashboards_ui_router
 from .ui.pages import ui_router
@@ -52,6 +53,7 @@ def create_api(app: App) -> FastAPI:
     install_error_handlers(api)
     api.include_router(tasks_router(app))
     api.include_router(jobs_router(app))
+    api.include_router(steps_router(app))
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
     _docs_routes(api, app)

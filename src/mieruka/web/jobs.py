@@ -101,21 +101,7 @@ def jobs_router(app: App) -> APIRouter:
     def get_artifact(job_id: int, name: str, inline: bool = False) -> Response:
         """Download an artifact (streamed). `inline=true` shows images, PDF and text in the browser;
         anything else is always a download."""
-        record = app.engine.get(job_id)
-        info = next((a for a in record.artifacts if a.name == name), None)
-        if info is None:
-            raise ArtifactNotFound(f"job {job_id} has no artifact named {name!r}")
-        storage = app.engine.artifacts
-        try:
-            size = storage.size(job_id, name)
-        except FileNotFoundError:
-            raise ArtifactNotFound(f"the file of artifact {name!r} is missing from storage") from None
-        disposition = "inline" if inline and info.content_type in INLINE_TYPES else "attachment"
-        headers = {"Content-Length": str(size), "X-Content-Type-Options": "nosniff",
-                   "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(name)}",
-                   "Content-Security-Policy": "sandbox; default-src 'none'"}
-        return StreamingResponse(storage.open_chunks(job_id, name), media_type=info.content_type,
-                                 headers=headers)
+        return artifact_response(app, job_id, name, inline)
 
     @router.post("/{job_id}/cancel", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
     def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
@@ -136,6 +122,23 @@ def jobs_router(app: App) -> APIRouter:
     return router
 
 
+def artifact_response(app: App, job_id: int, name: str, inline: bool) -> Response:
+    record = app.engine.get(job_id)
+    info = next((a for a in record.artifacts if a.name == name), None)
+    if info is None:
+        raise ArtifactNotFound(f"job {job_id} has no artifact named {name!r}")
+    storage = app.engine.artifacts
+    try:
+        size = storage.size(job_id, name)
+    except FileNotFoundError:
+        raise ArtifactNotFound(f"the file of artifact {name!r} is missing from storage") from None
+    disposition = "inline" if inline and info.content_type in INLINE_TYPES else "attachment"
+    headers = {"Content-Length": str(size), "X-Content-Type-Options": "nosniff",
+               "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(name)}",
+               "Content-Security-Policy": "sandbox; default-src 'none'"}
+    return StreamingResponse(storage.open_chunks(job_id, name), media_type=info.content_type, headers=headers)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -148,6 +151,7 @@ def _log_text(app: App, job_id: int) -> Iterator[bytes]:
         lines = app.engine.store.read_logs(job_id, after, 5000)
         if not lines:
             return
-        yield "".join(f"{line.text}\n" for line in lines).encode()
+        # A pipeline step's line says which step wrote it: steps running in parallel interleave.
+        yield "".join(f"[{line.step}] {line.text}\n" if line.step else f"{line.text}\n" for line in lines).encode()
         after = lines[-1].seq
 

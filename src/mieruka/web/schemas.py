@@ -55,6 +55,28 @@ class LogLineOut(BaseModel):
     at: str
     stream: str
     text: str
+    step: str | None = None
+
+
+class StepOut(BaseModel):
+    name: str
+    position: int
+    kind: str
+    status: str
+    depends_on: list[str]
+    description: str
+    allow_failure: bool
+    parent: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration: float | None
+    progress: float | None
+    message: str | None
+    output: Any = None
+    error: str | None
+    artifacts: list[str]
+    reused: bool
+    logs_url: str
 
 
 class LogPage(BaseModel):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from ..core.job import JobRecord
+from ..core.steps import StepRecord
 from ..store.base import LogLine
 
 
@@ -53,4 +55,15 @@ def job_json(record: JobRecord, *, full: bool = True, root: str = "") -> dict[st
 
 
 def log_json(line: LogLine) -> dict[str, Any]:
-    return {"seq": line.seq, "at": iso(line.at), "stream": line.stream, "text": line.text}
+    return {"seq": line.seq, "at": iso(line.at), "stream": line.stream, "text": line.text, "step": line.step}
+
+
+def step_json(step: StepRecord, *, root: str = "") -> dict[str, Any]:
+    base = f"{root}/api/jobs/{step.job_id}/steps/{quote(step.name, safe='')}"
+    return {
+        "name": step.name, "position": step.position, "kind": step.kind, "status": step.status.value,
+        "depends_on": step.depends_on, "description": step.description, "allow_failure": step.allow_failure,
+        "parent": step.parent, "started_at": iso(step.started_at), "finished_at": iso(step.finished_at),
+        "duration": step.duration, "progress": step.progress, "message": step.message, "output": step.output,
+        "error": step.error, "artifacts": step.artifacts, "reused": step.reused, "logs_url": f"{base}/logs",
+    }

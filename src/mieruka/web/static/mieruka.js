@@ -89,7 +89,7 @@
       });
     }
 
-    function appendLines(first, lines) {
+    function appendLines(first, lines, step) {
       if (!log) return;
       var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
       var fragment = document.createDocumentFragment();
@@ -99,7 +99,13 @@
         nextSeq = seq;
         var span = document.createElement("span");
         span.className = "line " + line[1];
-        span.textContent = line[2] + "\n";
+        if (step) {  // a pipeline step's line says which step wrote it
+          var tag = document.createElement("span");
+          tag.className = "step-tag";
+          tag.textContent = "[" + step + "] ";
+          span.appendChild(tag);
+        }
+        span.appendChild(document.createTextNode(line[2] + "\n"));
         fragment.appendChild(span);
       });
       log.appendChild(fragment);
@@ -126,11 +132,13 @@
         if (job.status !== lastStatus) onState(job);
       });
       getJSON("/api/jobs/" + jobId + "/logs?after=" + nextSeq + "&limit=5000").then(function (page) {
-        if (page.lines.length) {
-          appendLines(page.lines[0].seq, page.lines.map(function (l) { return [l.at, l.stream, l.text]; }));
-        }
+        // One line at a time keeps each line's step tag (a page holds lines of several steps).
+        page.lines.forEach(function (l) { appendLines(l.seq, [[l.at, l.stream, l.text]], l.step); });
       });
+      if (steps.section()) steps.refresh();
     }
+
+    var steps = stepsView(jobId);
 
     if (log) log.scrollTop = log.scrollHeight;
     connect(root + "/api/jobs/" + jobId + "/events", {
@@ -141,9 +149,117 @@
       },
       state: onState,
       progress: function (data) { setProgress(data.progress, data.message); },
-      log: function (data) { appendLines(data.first_seq, data.lines); },
+      log: function (data) { appendLines(data.first_seq, data.lines, data.step); steps.lines(data); },
       artifact: function () { refreshPanel(); },
+      step: function (data) { steps.update(data); },
+      steps: function () { steps.refresh(); },
     }, poll);
+  }
+
+  // -- a pipeline job's steps: graph and list, each step's log loaded when it is opened ---------
+  function stepsView(jobId) {
+    var timer = null;
+    function section() { return document.getElementById("steps"); }
+    function item(name) {
+      var found = null;
+      document.querySelectorAll("#steps details[data-step]").forEach(function (d) { if (d.dataset.step === name) found = d; });
+      return found;
+    }
+
+    function addLines(pre, lines) {
+      var next = parseInt(pre.dataset.next || "0", 10);
+      var atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+      lines.forEach(function (l) {
+        if (l.seq <= next) return;
+        next = l.seq;
+        var span = document.createElement("span");
+        span.className = "line " + l.stream;
+        span.textContent = l.text + "\n";
+        pre.appendChild(span);
+      });
+      pre.dataset.next = String(next);
+      var extra = pre.childNodes.length - MAX_LOG_LINES;
+      for (var k = 0; k < extra; k++) pre.removeChild(pre.firstChild);
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    }
+
+    function load(details) {
+      var pre = details.querySelector("pre[data-step-log]");
+      if (!pre || pre.dataset.loaded) return;
+      pre.dataset.loaded = "1";
+      var url = "/api/jobs/" + jobId + "/steps/" + encodeURIComponent(details.dataset.step) + "/logs?limit=5000&after=";
+      (function more(after) {
+        getJSON(url + after).then(function (page) {
+          addLines(pre, page.lines);
+          if (page.lines.length === 5000) more(page.next_after);
+        });
+      })(parseInt(pre.dataset.next || "0", 10));
+    }
+
+    function wire(root) {
+      root.querySelectorAll("details[data-step]").forEach(function (d) {
+        d.addEventListener("toggle", function () { if (d.open) load(d); });
+        if (d.open) load(d);  // a step that failed the job opens with its log
+      });
+    }
+
+    function refresh() {
+      if (timer || !section()) return;
+      timer = window.setTimeout(function () {
+        timer = null;
+        fetch(root + "/jobs/" + jobId + "/steps").then(function (r) { return r.ok ? r.text() : ""; }).then(function (html) {
+          var old = section();
+          if (!html || !old) return;
+          var template = document.createElement("template");
+          template.innerHTML = html.trim();
+          var fresh = template.content.firstElementChild;
+          // Open steps stay open, with the log already shown.
+          old.querySelectorAll("details[data-step]").forEach(function (d) {
+            if (!d.open) return;
+            fresh.querySelectorAll("details[data-step]").forEach(function (n) {
+              if (n.dataset.step !== d.dataset.step) return;
+              n.open = true;
+              var pre = d.querySelector("pre[data-step-log]");
+              var slot = n.querySelector("pre[data-step-log]");
+              if (pre && slot) slot.replaceWith(pre);
+            });
+          });
+          old.replaceWith(fresh);
+          wire(fresh);
+        });
+      }, 200);
+    }
+
+    function update(data) {
+      var d = item(data.name);
+      if (!d || d.dataset.status !== data.status) { refresh(); return; }
+      var bar = d.querySelector('[data-field="progress"]');
+      if (bar && data.progress !== null && data.progress !== undefined) bar.value = data.progress;
+      var text = d.querySelector('[data-field="message"]');
+      if (text) text.textContent = data.message || "";
+    }
+
+    function lines(data) {
+      if (!data.step) return;
+      var d = item(data.step);
+      var pre = d && d.querySelector("pre[data-step-log]");
+      if (!pre || !pre.dataset.loaded) return;  // loaded in full when opened
+      addLines(pre, data.lines.map(function (l, i) { return { seq: data.first_seq + i, stream: l[1], text: l[2] }; }));
+    }
+
+    // Running steps' durations tick along.
+    window.setInterval(function () {
+      document.querySelectorAll('#steps [data-field="duration"][data-started]').forEach(function (cell) {
+        var d = cell.closest("details");
+        var started = Date.parse(cell.dataset.started);
+        if (d && d.dataset.status === "running" && started) {
+          cell.textContent = Math.max(0, (Date.now() - started) / 1000).toFixed(0) + " s";
+        }
+      });
+    }, 1000);
+
+    if (section()) wire(section());
+    return { section: section, refresh: refresh, update: update, lines: lines };
   }
 
   // -- forms: show the chosen files with their sizes -----------------------------------------

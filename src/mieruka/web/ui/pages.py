@@ -21,7 +21,7 @@ from ...core.task import Task
 from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
 from ...store.base import JobQuery
 from ..submission import Submission
-from . import render
+from . import render, step_graph
 from .forms import form_fields, unplaced_errors
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -97,8 +97,19 @@ def ui_router(app: App) -> APIRouter:
         record = app.engine.get(job_id)
         after = max(record.log_lines - LOG_TAIL, 0)
         lines = app.engine.store.read_logs(job_id, after, LOG_TAIL)
-        return page(request, "job.html", job=record, task=_task_or_none(app, record.task), lines=lines,
-                    skipped=after, result=render.result_view(record), images=render.IMAGE_TYPES)
+        task = _task_or_none(app, record.task)
+        steps = app.engine.store.list_steps(job_id)
+        return page(request, "job.html", job=record, task=task, lines=lines,
+                    skipped=after, result=render.result_view(record), images=render.IMAGE_TYPES,
+                    steps=steps, graph=step_graph.layout(steps),
+                    is_pipeline=bool(steps) or hasattr(getattr(task, "func", None), "mieruka_pipeline"))
+
+    @router.get("/jobs/{job_id}/steps", response_class=HTMLResponse)
+    def job_steps(request: Request, job_id: int) -> HTMLResponse:
+        """The job page's steps (list and graph), swapped in live when a step changes."""
+        record = app.engine.get(job_id)
+        steps = app.engine.store.list_steps(job_id)
+        return page(request, "_steps.html", job=record, steps=steps, graph=step_graph.layout(steps))
 
     @router.get("/jobs/{job_id}/panel", response_class=HTMLResponse)
     def job_panel(request: Request, job_id: int) -> HTMLResponse:

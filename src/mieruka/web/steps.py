@@ -1,0 +1,88 @@
+"""Pipeline step routes: a job's steps, one step, its log, its artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from ..app import App
+from ..core.steps import StepRecord
+from ..errors import ArtifactNotFound, StepNotFound
+from .jobs import artifact_response
+from .schemas import ERRORS, LogPage, StepOut
+from .serialize import log_json, step_json
+
+
+def steps_router(app: App) -> APIRouter:
+    router = APIRouter(prefix="/api/jobs/{job_id}/steps", tags=["jobs"])
+
+    def find(job_id: int, name: str) -> StepRecord:
+        app.engine.get(job_id)  # 404 for an unknown job first
+        step = next((s for s in app.engine.store.list_steps(job_id) if s.name == name), None)
+        if step is None:
+            raise StepNotFound(f"job {job_id} has no step named {name!r}")
+        return step
+
+    @router.get("", response_model=None, responses={200: {"model": list[StepOut]}, 404: ERRORS[404]})
+    def list_steps(request: Request, job_id: int) -> list[dict[str, Any]]:
+        """The steps of a pipeline job in plan order (a Snakemake rule execution follows its
+        workflow step); an ordinary job has none."""
+        app.engine.get(job_id)
+        root = request.scope.get("root_path", "")
+        return [step_json(s, root=root) for s in app.engine.store.list_steps(job_id)]
+
+    @router.get("/{name}", response_model=None, responses={200: {"model": StepOut}, 404: ERRORS[404]})
+    def get_step(request: Request, job_id: int, name: str) -> dict[str, Any]:
+        return step_json(find(job_id, name), root=request.scope.get("root_path", ""))
+
+    @router.get("/{name}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
+    def get_step_logs(job_id: int, name: str, after: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000),
+                      format: str = Query("json", pattern="^(json|text)$")) -> Any:
+        """The step's log lines with seq > after (seq numbers are the job log's). `format=text`
+        downloads the step's whole log."""
+        find(job_id, name)
+        store = app.engine.store
+        if format == "text":
+            return StreamingResponse(_text(app, job_id, name), media_type="text/plain; charset=utf-8",
+                                     headers={"Content-Disposition":
+                                              f'attachment; filename="job-{job_id}-{_safe(name)}.log"'})
+        record = app.engine.get(job_id)
+        lines = store.read_logs(job_id, after, limit, step=name)
+        return {"job_id": job_id, "lines": [log_json(line) for line in lines],
+                "next_after": lines[-1].seq if lines else after, "total": record.log_lines,
+                "finished": record.finished}
+
+    @router.get("/{name}/artifacts", response_model=None, responses={404: ERRORS[404]})
+    def list_step_artifacts(request: Request, job_id: int, name: str) -> list[dict[str, Any]]:
+        step = find(job_id, name)
+        root = request.scope.get("root_path", "")
+        record = app.engine.get(job_id)
+        return [{"name": a.name, "size": a.size, "content_type": a.content_type,
+                 "url": f"{root}/api/jobs/{job_id}/artifacts/{a.name}"}
+                for a in record.artifacts if a.name in step.artifacts]
+
+    @router.get("/{name}/artifacts/{artifact}", response_model=None, responses={404: ERRORS[404]})
+    def get_step_artifact(job_id: int, name: str, artifact: str, inline: bool = False) -> Response:
+        """Download an artifact the step attached (the same file as the job's artifact)."""
+        if artifact not in find(job_id, name).artifacts:
+            raise ArtifactNotFound(f"step {name!r} of job {job_id} has no artifact named {artifact!r}")
+        return artifact_response(app, job_id, artifact, inline)
+
+    return router
+
+
+def _text(app: App, job_id: int, step: str) -> Iterator[bytes]:
+    after = 0
+    while True:
+        lines = app.engine.store.read_logs(job_id, after, 5000, step=step)
+        if not lines:
+            return
+        yield "".join(f"{line.text}\n" for line in lines).encode()
+        after = lines[-1].seq
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
