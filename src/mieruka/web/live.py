@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from ..app import App
 from ..core.clock import utcnow
 from ..core.dashboards import Dashboard
-from ..errors import ConflictError, NotFoundError
+from ..errors import ConfigError, ConflictError, NotFoundError
 from ..live.hub import Live
 from ..sources.refresher import SourceState
 from ..sources.source import Source
@@ -34,10 +34,19 @@ def _csv_chunks(frame: Any) -> Iterator[str]:
 SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
+def live_or_none(app: App) -> Live | None:
+    """The app's live side, or None when it declares no sources or streams."""
+    try:
+        return app.live
+    except ConfigError:
+        return None
+
+
 def live_of(app: App) -> Live:
-    if app._live is None:
+    live = live_or_none(app)
+    if live is None:
         raise NotFoundError("this app declares no sources or streams")
-    return app._live
+    return live
 
 
 def source_json(source: Source, state: SourceState, live: Live) -> dict[str, Any]:
@@ -70,7 +79,7 @@ class LiveMetrics(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        live = self.app._live
+        live = live_or_none(self.app)
         if live is None:
             return
         refreshes = CounterMetricFamily("mieruka_source_refreshes", "Refreshes tried, by source.", labels=["source"])
@@ -105,9 +114,9 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
     @router.get("/api/sources", tags=["sources"])
     def list_sources() -> list[dict[str, Any]]:
         """Every data source with its status: last refresh, duration, rows, error."""
-        if app._live is None:
+        live = live_or_none(app)
+        if live is None:
             return []
-        live = app._live
         return [source_json(s, live.refresher.state(s.name), live) for s in live.sources]
 
     @router.get("/api/sources/{name}", tags=["sources"])
@@ -180,7 +189,7 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
 
     @router.get("/api/streams", tags=["streams"])
     def list_streams() -> list[dict[str, Any]]:
-        return [stream_json(name) for name in app.streams] if app._live is not None else []
+        return [stream_json(name) for name in app.streams] if live_or_none(app) is not None else []
 
     @router.get("/api/streams/{name}", tags=["streams"])
     def get_stream(name: str) -> dict[str, Any]:

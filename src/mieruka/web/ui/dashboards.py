@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from ...app import App
 from ...core.dashboards import Chart
-from ..live import live_of, source_json
+from ..live import live_of, live_or_none, source_json
 from . import render
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -39,8 +39,8 @@ def dashboards_ui_router(app: App) -> APIRouter:
     def index(request: Request) -> HTMLResponse:
         sources: list[dict[str, Any]] = []
         streams: list[Any] = []
-        if app._live is not None:
-            live = app._live
+        live = live_or_none(app)
+        if live is not None:
             for source in live.sources:
                 state = live.refresher.state(source.name)
                 info = source_json(source, state, live)
