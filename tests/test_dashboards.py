@@ -400,6 +400,12 @@ def test_the_dashboards_doc_matches_the_api_and_the_charts(dash: ServerProcess) 
     assert live <= named, f"routes missing from the doc: {live - named}"
     described = set(re.findall(r"`charts\.(\w+)\(", doc))
     assert described == set(charts.__all__) - {"name_of"}
+    # the opening example declares what it says (declaring connects to nothing)
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(re.findall(r"```python\n(.*?)```", doc, re.S)[0], "docs/dashboards.md", "exec"), namespace)
+    app = namespace["app"]
+    assert [s.name for s in app.sources] == ["census", "beds"] and [b.name for b in app.dashboards] == ["hospital"]
+    assert app.sources.get("beds").adapter.kind == "odbc"
 
 
 def test_dashboards_work_behind_a_path_prefix(browser: Any, data_dir: Path, tmp_path: Path) -> None:
