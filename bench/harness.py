@@ -1,6 +1,6 @@
 """One repetition of the queue benchmark for mieruka, measured exactly as the peers' common.py does.
 
-usage: python bench/harness.py embedded|http   (run by bench/run.py; prints one JSON line)
+usage: python bench/harness.py embedded|http|celery   (run by bench/run.py; prints one JSON line)
 
   embedded: the engine runs inside this process (mieruka.App.start()), its 2 worker processes are
             children of this process; jobs go through app.submit() / app.wait().
@@ -8,6 +8,9 @@ usage: python bench/harness.py embedded|http   (run by bench/run.py; prints one 
             --workers 2 --home H`, or app.serve() if the CLI is missing), driven over HTTP by one
             keep-alive httpx.Client from this process: POST /api/tasks/noop/jobs, then
             GET /api/jobs/{id}?wait=30 (long poll) until the job has finished.
+  celery:   executor "celery": the engine in this process sends jobs to the broker (the private
+            Redis of bench/run.py, BENCH_REDIS_PORT), one `mieruka worker --concurrency 2` runs
+            them; the job store is a fresh PostgreSQL database (SQLite if none answers).
 
 The measurement mirrors common.one_rep of the peers: fresh data, start, first job = readiness
 probe, 5 warm-up jobs, 3 s settle, idle memory, N_THROUGHPUT jobs submitted all then waited each
@@ -139,6 +142,77 @@ def run_embedded():
         result = measure(submit, wait, t_spawn, os.getpid())
     finally:
         app.stop()
+    shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+# -- celery --------------------------------------------------------------------------------------
+POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def job_database(home):
+    """A fresh PostgreSQL database (what a Celery deployment uses), or SQLite if none answers."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"mieruka_bench_{os.getpid()}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            if os.environ.get("BENCH_PG_ASYNC_COMMIT") == "1":  # commits not waiting for the disk
+                conn.exec_driver_sql(f"ALTER DATABASE {name} SET synchronous_commit = off")
+    except Exception as exc:  # noqa: BLE001 - no PostgreSQL here: SQLite on this machine
+        print(f"# no PostgreSQL ({str(exc).splitlines()[0]}); using SQLite", file=sys.stderr)
+        admin.dispose()
+        yield f"sqlite:///{home}/mieruka.db"
+        return
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+def run_celery():
+    """The engine in this process sends jobs to Redis; one `mieruka worker --concurrency 2` (Celery
+    prefork, like the peer) runs them, writing to the store and publishing on Redis; app.wait()
+    hears the end over Redis. Memory is the worker's tree, as for the Celery peer."""
+    home = fresh_home("celery")
+    broker = f"redis://127.0.0.1:{os.environ.get('BENCH_REDIS_PORT', '6379')}/2"
+    with job_database(home) as database_url:
+        env = {"MIERUKA_BENCH_HOME": home, "MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": broker,
+               "MIERUKA_DATABASE_URL": database_url}
+        os.environ.update(env)
+        sys.path.insert(0, HERE)
+        mieruka_bin = os.path.join(os.path.dirname(sys.executable), "mieruka")
+        os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
+        log = open(os.path.join(OUT, "logs", "mieruka-celery-worker.log"), "a")  # noqa: SIM115
+        t_spawn = time.perf_counter()
+        worker = subprocess.Popen([mieruka_bin, "worker", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
+                                   "--concurrency", str(WORKERS), "--loglevel", "warning"],
+                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, **env})
+        from mieruka_bench_app import app
+
+        app.start()
+        try:
+            def submit(i):
+                return app.submit("noop", x=i)
+
+            def wait(job):
+                rec = app.wait(job, timeout=WAIT_TIMEOUT)
+                if rec.status.value != "succeeded":
+                    raise RuntimeError(f"job {rec.id} {rec.status.value}: {rec.error}")
+                return rec.result
+
+            result = measure(submit, wait, t_spawn, worker.pid, extra={"database": database_url.split(":")[0]})
+        finally:
+            app.stop()
+            kill_tree(worker)
+            log.close()
     shutil.rmtree(home, ignore_errors=True)
     return result
 
@@ -281,6 +355,8 @@ if __name__ == "__main__":
     kind = sys.argv[1]
     if kind == "embedded":
         res = run_embedded()
+    elif kind == "celery":
+        res = run_celery()
     elif kind == "http":
         arg = sys.argv[2] if len(sys.argv) > 2 else "1"
         res = run_http(1, run_now=True) if arg == "run" else run_http(int(arg))

@@ -50,6 +50,10 @@ SYSTEMS = {
     "mieruka-http-c4": ("mieruka", ["http", "4"], "mieruka HTTP (server process, 4 client threads) w=2"),
     "mieruka-http-run": ("mieruka", ["http", "run"],
                          "mieruka HTTP run-now (POST /run: submit and result in one request) w=2"),
+    "mieruka-celery": ("mieruka", ["celery"],
+                       "mieruka on Celery (executor celery, PostgreSQL store, Redis broker) c=2"),
+    "mieruka-celery-async": ("mieruka", ["celery"],
+                             "mieruka on Celery, PostgreSQL synchronous_commit=off c=2"),
     "celery": ("peer", ("bench_celery.py", [], {}), None),
     "huey-sqlite": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite"}), None),
     "huey-sqlite-tuned": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite", "HUEY_TUNED": "1"}), None),
@@ -59,10 +63,11 @@ SYSTEMS = {
     "rq": ("peer", ("bench_rq.py", ["2"], {}), None),
     "dramatiq": ("peer", ("bench_dramatiq.py", [], {}), None),
 }
-DEFAULT = ["mieruka-embedded", "mieruka-http", "mieruka-http-run", "celery", "huey-sqlite-tuned", "huey-sqlite",
-           "huey-redis-tuned", "huey-redis"]
-OPTIONAL = ["mieruka-http-c4", "rq-simple", "rq", "dramatiq"]
-NEEDS_REDIS = {"celery", "huey-redis", "huey-redis-tuned", "rq-simple", "rq", "dramatiq"}
+DEFAULT = ["mieruka-embedded", "mieruka-http", "mieruka-http-run", "mieruka-celery", "celery", "huey-sqlite-tuned",
+           "huey-sqlite", "huey-redis-tuned", "huey-redis"]
+OPTIONAL = ["mieruka-celery-async", "mieruka-http-c4", "rq-simple", "rq", "dramatiq"]
+NEEDS_REDIS = {"mieruka-celery", "mieruka-celery-async", "celery", "huey-redis", "huey-redis-tuned", "rq-simple",
+               "rq", "dramatiq"}
 
 COLS = [("e2e_per_s", "e2e jobs/s", 0), ("enqueue_per_s", "enqueue/s", 0),
         ("p50_ms", "p50 ms", 1), ("p95_ms", "p95 ms", 1), ("p99_ms", "p99 ms", 1),
@@ -161,9 +166,10 @@ def run_peer(key, peer_py, redis_port, round_no, timeout):
     return row["name"], row["reps"][0]
 
 
-def run_mieruka(key, round_no, timeout):
+def run_mieruka(key, round_no, timeout, redis_port=None):
     how = SYSTEMS[key][1]
-    env = {**os.environ, "BENCH_OUT": OUT}
+    env = {**os.environ, "BENCH_OUT": OUT, "BENCH_REDIS_PORT": str(redis_port or 6390),
+           "BENCH_PG_ASYNC_COMMIT": "1" if key.endswith("-async") else "0"}
     env.pop("PYTHONPATH", None)
     p = run_child([mieruka_python(), os.path.join(HERE, "harness.py"), *how], ROOT, env, timeout)
     with open(os.path.join(OUT, "logs", f"{key}.log"), "a") as f:
@@ -219,8 +225,9 @@ def ratios(systems):
     peers = [s for s in systems if s["kind"] == "peer" and s["reps"]]
     if not ours or not peers:
         return ""
-    short = {"mieruka-embedded": "embedded", "mieruka-http": "HTTP", "mieruka-http-c4": "HTTP c4",
-             "mieruka-http-run": "HTTP run"}
+    short = {"mieruka-celery": "on Celery", "mieruka-celery-async": "on Celery async commit",
+             "mieruka-embedded": "embedded", "mieruka-http": "HTTP",
+             "mieruka-http-c4": "HTTP c4", "mieruka-http-run": "HTTP run"}
     head = ["peer"]
     for s in ours:
         head += [f"{short.get(s['key'], s['key'])} e2e x", f"{short.get(s['key'], s['key'])} p50 x"]
@@ -316,14 +323,14 @@ def main():
             for s in systems:
                 if s["kind"] == "peer":
                     s["errors"].append(f"peers unavailable: {exc}")
-        if peer_py and any(s["key"] in NEEDS_REDIS for s in systems):
-            try:
-                redis_proc, redis_port = start_redis()
-            except (RuntimeError, subprocess.CalledProcessError) as exc:
-                log(f"redis unavailable, skipping redis-based peers: {exc}")
-                for s in systems:
-                    if s["key"] in NEEDS_REDIS:
-                        s["errors"].append(f"redis unavailable: {exc}")
+    if any(s["key"] in NEEDS_REDIS and not s["errors"] for s in systems):
+        try:
+            redis_proc, redis_port = start_redis()
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            log(f"redis unavailable, skipping redis-based systems: {exc}")
+            for s in systems:
+                if s["key"] in NEEDS_REDIS:
+                    s["errors"].append(f"redis unavailable: {exc}")
 
     def stop_redis(*_):
         if redis_proc and redis_proc.poll() is None:
@@ -336,7 +343,7 @@ def main():
     atexit.register(stop_redis)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    runnable = [s for s in systems if s["kind"] == "mieruka" or (peer_py and not (s["errors"]))]
+    runnable = [s for s in systems if not s["errors"] and (s["kind"] == "mieruka" or peer_py)]
     n = os.environ.get("BENCH_N", "2000"), os.environ.get("BENCH_LAT_N", "200")
     log(f"{a.reps} round(s) of {', '.join(s['key'] for s in runnable)}; N={n[0]}, latency N={n[1]}; "
         f"logs in {OUT}/logs")
@@ -348,7 +355,7 @@ def main():
                 if s["kind"] == "peer":
                     name, rep = run_peer(s["key"], peer_py, redis_port, rnd, a.timeout)
                 else:
-                    name, rep = run_mieruka(s["key"], rnd, a.timeout)
+                    name, rep = run_mieruka(s["key"], rnd, a.timeout, redis_port)
                 s["name"] = name
                 s["reps"].append(rep)
                 log(f"round {rnd} {s['key']}: e2e {rep['e2e_per_s']:.0f}/s, "

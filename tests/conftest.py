@@ -73,7 +73,8 @@ def clean_postgres(url: str) -> None:
     store.close()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, engines, schedules RESTART IDENTITY CASCADE")
+        conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, engines, schedules, pools, pool_events "
+                                  "RESTART IDENTITY CASCADE")
     engine.dispose()
 
 
@@ -87,14 +88,50 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets ENGINES = ("local", "celery") runs its `app` tests on both engines (Celery
+    on PostgreSQL only: see pytest_collection_modifyitems)."""
+    engines = getattr(metafunc.module, "ENGINES", None)
+    if metafunc.definition.get_closest_marker("local_engine"):
+        engines = None
+    if engines and "app" in metafunc.fixturenames:
+        metafunc.parametrize("engine_kind", engines, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Celery workers share the store with the servers over the network: PostgreSQL, not SQLite.
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        celery_on_sqlite = params.get("engine_kind") == "celery" and params.get("database_url") == "sqlite"
+        (drop if celery_on_sqlite else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture
-def app(tmp_path: Path, database_url: str) -> Iterator[object]:
-    """tests/jobs.py's app, started on a fresh store with two workers."""
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "local"))
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str, engine_kind: str, request: pytest.FixtureRequest) -> Iterator[object]:
+    """tests/jobs.py's app, started on a fresh store with two workers: local worker processes,
+    or (engine_kind "celery") the module's Celery worker, see tests/celery_worker.py."""
     from tests.jobs import app as jobs_app
 
     jobs_app._settings = None
-    jobs_app.configure(home=str(tmp_path / "home"), database_url=database_url, workers=2,
-                       poll_interval=0.2, prune_interval=3600)
+    if engine_kind == "celery":
+        from tests.celery_worker import CeleryWorker
+
+        worker: CeleryWorker = request.getfixturevalue("celery_worker")
+        worker.reset()
+        jobs_app.configure(home=str(worker.home), database_url=worker.database_url, executor="celery",
+                           broker_url=worker.broker_url, poll_interval=0.2, prune_interval=3600)
+    else:
+        jobs_app.configure(home=str(tmp_path / "home"), database_url=database_url, workers=2,
+                           poll_interval=0.2, prune_interval=3600)
     jobs_app.start()
     try:
         yield jobs_app
@@ -241,3 +278,31 @@ def open_page(browser: object, server: ServerProcess, outside: list[str]) -> obj
 
     page.route("**/*", guard)
     return page
+
+
+# -- the Celery executor: a private Redis and one worker per module --------------------------------
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    from tests.celery_worker import private_redis
+
+    with private_redis() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def celery_worker(request: pytest.FixtureRequest, broker_url: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A `mieruka worker` for tests/jobs.py (concurrency 2) on its own PostgreSQL database."""
+    from tests.celery_worker import CeleryWorker
+
+    home = tmp_path_factory.mktemp("celery") / "home"
+    with fresh_postgres_database("mieruka_celery") as url:
+        worker = CeleryWorker(home, url, broker_url, "--concurrency", "2")
+        failed_before = request.session.testsfailed
+        try:
+            worker.wait_ready()
+            yield worker
+        finally:
+            worker.stop()
+            if request.session.testsfailed > failed_before:
+                print(worker.output())

@@ -220,6 +220,15 @@ def quick_hello(name: str = "world") -> str:
     return f"Hello, {name}!"
 
 
+@app.task(retries=1, retry_backoff=0)
+def sleep_first_time(pidfile: str, seconds: float = 30, job: mieruka.Job = None) -> int:
+    """Sleeps on its first attempt (after writing its pid), returns at once on the next."""
+    if job.attempt == 1:
+        Path(pidfile).write_text(str(os.getpid()))
+        time.sleep(seconds)
+    return job.attempt
+
+
 # -- pipelines (tests/test_pipelines.py) ----------------------------------------------------------
 def stamp(label: str, delay: float = 0.0) -> dict[str, float | str]:
     """A step that says when it ran."""

@@ -1,4 +1,5 @@
-"""The job engine through the Python API, on SQLite and PostgreSQL, with real worker processes."""
+"""The job engine through the Python API, on SQLite and PostgreSQL, with real worker processes: the
+local pool, and (on PostgreSQL) a real Celery worker started with `mieruka worker`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import mieruka
 from mieruka import JobStatus
 from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
 from tests.conftest import wait_for_file
+
+ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on both
 
 
 def test_succeeded_with_result_and_timestamps(app) -> None:
@@ -274,6 +277,7 @@ def test_submit_to_start_is_fast_on_an_idle_pool(app) -> None:
     assert min(gaps) < app.settings.poll_interval / 2, gaps
 
 
+@pytest.mark.local_engine
 def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
     """Claims are atomic in the store: two engines on one database split the work."""
     from tests.jobs import app as jobs_app
@@ -293,6 +297,7 @@ def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
     assert len({d.engine_id for d in done}) == 2, "both engines should have taken jobs"
 
 
+@pytest.mark.local_engine
 def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app, tmp_path: Path) -> None:
     pidfile = tmp_path / "p"
     job = app.submit("sleep_in_child", seconds=30, pidfile=str(pidfile))
@@ -311,6 +316,7 @@ def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app, tmp_path
     app.engine.cancel(job.id)
 
 
+@pytest.mark.local_engine
 def test_reports_survive_a_store_failure(app, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed write (database briefly unavailable) is retried: no finished job is lost."""
     from mieruka.store.base import Transition

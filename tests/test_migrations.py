@@ -201,3 +201,21 @@ def test_cli_db_upgrade_bad_url_is_one_readable_error(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.startswith("mieruka: ")
     assert "Traceback" not in result.stderr
+
+
+def test_processes_migrating_a_fresh_database_at_once_all_succeed(empty_database_url: str) -> None:
+    """Servers and workers started together on a new database (docker compose up) each migrate."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mieruka.store.sql import SqlJobStore; s = SqlJobStore(sys.argv[1]); "
+            "s.migrate(); s.close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, empty_database_url], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    engine = sa.create_engine(empty_database_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

@@ -39,7 +39,8 @@ def read_events(response: httpx.Response, count: int) -> list[dict]:
 
 def test_sse_job_stream_with_resume(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        job = client.post("/api/tasks/noisy/jobs", json={"lines": 3}).json()
+        # Delayed a little: on a busy machine the job could otherwise end before the stream opens.
+        job = client.post("/api/tasks/noisy/jobs", params={"delay": 0.5}, json={"lines": 3}).json()
         with client.stream("GET", f"/api/jobs/{job['id']}/events") as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             assert response.headers["x-accel-buffering"] == "no"

@@ -242,6 +242,37 @@ def test_claim_after_requeue_increments_attempts(store: JobStore) -> None:
     assert len(again) == 1 and again[0].attempts == 2 and again[0].engine_id == "e2"
 
 
+def test_claim_skips_jobs_not_yet_due(store: JobStore) -> None:
+    now = utcnow()
+    later = new(store, run_after=now + timedelta(seconds=30))
+    due = new(store, run_after=now - timedelta(seconds=1))
+    assert ids(claim(store, later.id, due.id, now=now)) == [due.id]
+    assert ids(claim(store, later.id, now=now + timedelta(seconds=31))) == [later.id]
+
+
+def test_claim_with_a_task_limit_never_exceeds_it(store: JobStore) -> None:
+    running = new(store, task="t")
+    claim(store, running.id)
+    waiting = [new(store, task="t") for _ in range(3)]
+    other = new(store, task="u")
+    limit = Claim(job_ids=[j.id for j in waiting], worker="w", engine_id="e", now=utcnow(), task_limit=("t", 2))
+    assert ids(store.apply([], limit).claimed) == [waiting[0].id]  # one runs already: room for one more
+    assert store.apply([], limit).claimed == []
+    assert ids(store.apply([], Claim([other.id], "w", "e", utcnow(), ("u", 1))).claimed) == [other.id]
+
+
+def test_claims_with_a_task_limit_from_many_threads_never_exceed_it(store: JobStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [new(store, task="limited") for _ in range(12)]
+
+    def take(job: JobRecord) -> int:
+        return len(store.apply([], Claim([job.id], "w", "e", utcnow(), ("limited", 3))).claimed)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(take, jobs)) == 3
+
+
 def test_empty_apply_does_nothing(store: JobStore) -> None:
     applied = store.apply([])
     assert applied.done == [] and applied.claimed == []
@@ -455,7 +486,7 @@ def test_next_due_time(store: JobStore) -> None:
     got = store.next_due_time()
     assert got == soon
     assert_utc(got)
-    claim(store, first.id)  # no longer queued
+    claim(store, first.id, now=soon)  # no longer queued
     assert store.next_due_time() == later.run_after
 
 
@@ -677,6 +708,57 @@ def test_queue_stats(store: JobStore) -> None:
     assert (stats["default"].queued, stats["default"].running) == (0, 1)
     assert stats["gpu"].oldest_queued_at == first.created_at
     assert stats["default"].oldest_queued_at is None
+
+
+# -- monitoring ----------------------------------------------------------------------------------
+def test_engines_report_what_they_are_and_the_jobs_they_run(store: JobStore) -> None:
+    now = utcnow()
+    store.heartbeat("e1", "host-a", 11, now - timedelta(seconds=5), {"kind": "celery", "queues": ["gpu"]})
+    store.heartbeat("e2", "host-b", 22, now)
+    store.heartbeat("e1", "host-a", 11, now)  # a beat without info keeps the info
+    a, b, c = new(store), new(store), new(store)
+    claim(store, a.id, b.id, engine="e1")
+    claim(store, c.id, engine="e2")
+    finish(store, new(store).id)  # runs nowhere now
+    found = {e.id: e for e in store.engines()}
+    assert set(found) == {"e1", "e2"}
+    assert found["e1"].info == {"kind": "celery", "queues": ["gpu"]} and found["e2"].info == {}
+    assert found["e1"].running == [a.id, b.id] and found["e2"].running == [c.id]
+    assert found["e1"].host == "host-a" and found["e1"].pid == 11
+    assert_utc(found["e1"].heartbeat_at)
+    assert abs((found["e1"].heartbeat_at - now).total_seconds()) < 0.001
+    store.remove_engine("e1")
+    assert [e.id for e in store.engines()] == ["e2"]
+
+
+def test_timeline_counts_finished_jobs_and_their_wait_and_run_times(store: JobStore) -> None:
+    start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def job(created: int, started: int | None, finished: int, status: JobStatus) -> None:
+        record = new(store)
+        if started is not None:
+            store.apply([], Claim([record.id], "w", "e", start + timedelta(seconds=started)))
+            expect = frozenset({RUNNING})
+        else:
+            expect = frozenset({QUEUED})
+        assert store.apply([Transition(record.id, status, expect, {
+            "created_at": start + timedelta(seconds=created),
+            "finished_at": start + timedelta(seconds=finished)})]).done == [True]
+
+    job(0, 2, 10, SUCCEEDED)     # minute 0: waited 2 s, ran 8 s
+    job(0, 4, 20, FAILED)        # minute 0: waited 4 s, ran 16 s
+    job(0, None, 30, CANCELLED)  # minute 0: cancelled before it started
+    job(60, 61, 125, SUCCEEDED)  # minute 2
+    job(-3600, -3599, -3590, SUCCEEDED)  # an hour earlier: not asked for
+    buckets = store.timeline(start, 60)
+    assert [b.start for b in buckets] == [start, start + timedelta(minutes=2)]
+    first, second = buckets
+    assert first.finished == {"succeeded": 1, "failed": 1, "cancelled": 1}
+    assert first.wait_avg == pytest.approx(3.0, abs=0.01) and first.wait_max == pytest.approx(4.0, abs=0.01)
+    assert first.run_avg == pytest.approx(12.0, abs=0.01) and first.run_max == pytest.approx(16.0, abs=0.01)
+    assert second.finished == {"succeeded": 1} and second.run_avg == pytest.approx(64.0, abs=0.01)
+    assert [b.start for b in store.timeline(start, 3600)] == [start]
+    assert store.timeline(start + timedelta(hours=1)) == []
 
 
 # -- pipeline steps ------------------------------------------------------------------------------

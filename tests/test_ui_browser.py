@@ -189,7 +189,8 @@ def test_the_workers_page_follows_the_pool(ui: tuple, server: ServerProcess) -> 
     page.goto(f"{server.url}/workers")
     page.locator('tr[data-worker]').first.wait_for()
     job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 30}).json()
-    page.locator(f'#workers-panel a[href$="/jobs/{job["id"]}"]').wait_for(timeout=10000)  # refreshed by itself
+    link = page.locator(f'#workers-panel tr[data-worker] a[href$="/jobs/{job["id"]}"]')
+    link.wait_for(timeout=10000)  # refreshed by itself
     httpx.post(f"{server.url}/api/jobs/{job['id']}/cancel")
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from .engine import Engine
     from .live.hub import Live
+    from .pools.base import Pool, PoolHooks
     from .sources.source import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,6 +61,10 @@ class App:
         self._module = caller.get("__name__", "")
         self._file = caller.get("__file__")
         self.ref: str | None = None
+        self.pools: dict[str, Pool] = {}
+        # Whether anyone has the web UI open (presence); an idle compute pool is only stopped while
+        # nobody is. None: nobody counts as online.
+        self.anyone_online: Callable[[], bool] | None = None
 
     # -- declaring -----------------------------------------------------------------------------
     @overload
@@ -79,6 +84,27 @@ class App:
 
         return register(func) if func is not None else register
 
+    def pool(self, name: str, hooks: PoolHooks, *, queues: list[str] | None = None,
+             idle_stop: str | float | None = None, start_timeout: str | float = "15m") -> Pool:
+        """Declare a compute pool for the Celery executor: workers serving `queues` (default: the
+        queue named like the pool), started by `hooks` when a job arrives for them and stopped
+        after `idle_stop` ("15m") without queued or running jobs while nobody is online.
+
+        >>> from mieruka.pools import ShellCommand
+        >>> app = App("lab")
+        >>> gpu = app.pool("gpu", ShellCommand("systemctl start gpu-workers", "systemctl stop gpu-workers"),
+        ...                idle_stop="15m")
+        """
+        from .durations import parse_duration
+        from .pools.base import Pool
+
+        if name in self.pools:
+            raise ConfigError(f"a pool named {name!r} is already declared")
+        declared = Pool(name=name, hooks=hooks, queues=tuple(queues or [name]),
+                        idle_stop=parse_duration(idle_stop) if idle_stop is not None else None,
+                        start_timeout=parse_duration(start_timeout) or 900.0)
+        self.pools[name] = declared
+        return declared
     @overload
     def pipeline(self, func: F, /) -> F: ...
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .errors import MierukaError
+from .errors import ConfigError, MierukaError
 from .settings import Settings
 
 EXIT_ERROR = 1
@@ -78,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (sources_ls, refresh):
         action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
 
+    worker = sub.add_parser("worker", help="run a Celery worker for an app (executor 'celery')")
+    worker.add_argument("app", help="the app: path/to/file.py, file.py:app or package.module:app")
+    worker.add_argument("--queues", "-Q", default="default", help="comma-separated queues to take jobs from "
+                        "(default: default)")
+    worker.add_argument("--concurrency", "-c", type=int, help="jobs at a time (default: one per CPU core)")
+    worker.add_argument("--home", help="data directory: artifacts and uploads (default ./.mieruka)")
+    worker.add_argument("--database-url", help="SQLAlchemy URL of the job store, shared with the servers")
+    worker.add_argument("--broker-url", help="Celery broker URL, e.g. redis://host:6379/0")
+    worker.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
+
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema")
@@ -115,6 +125,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _jobs(args)
     if args.command == "sources":
         return _sources(args)
+    if args.command == "worker":
+        return _worker(args)
     if args.command == "db":
         settings = Settings.load({"home": args.home, "database_url": args.database_url})
         from .store.sql import SqlJobStore
@@ -146,6 +158,9 @@ def _serve(args: argparse.Namespace) -> int:
     app.configure(host=args.host, port=args.port, workers=args.workers, home=args.home,
                   database_url=args.database_url, root_path=args.root_path, timezone=args.timezone)
     settings = app.settings
+    from .wiring import check_settings
+
+    check_settings(settings)  # one line now, rather than a traceback from inside the server
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)
@@ -154,6 +169,38 @@ def _serve(args: argparse.Namespace) -> int:
               flush=True)
     app.serve()
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from . import app as app_module
+    from .executors.celery_worker import create_worker
+    from .loader import load_app
+
+    app_module.IN_WORKER = True  # a script that calls app.serve() at module level must not serve here
+    app = load_app(args.app)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    if not queues:
+        raise ConfigError("--queues needs at least one queue name")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    app.configure(executor="celery", home=args.home, database_url=args.database_url, broker_url=args.broker_url)
+    settings = app.settings
+    from .wiring import check_settings
+
+    check_settings(settings)
+    settings.home_path.mkdir(parents=True, exist_ok=True)
+    if settings.auto_migrate:
+        from .store.sql import SqlJobStore
+
+        store = SqlJobStore(settings.effective_database_url)
+        store.migrate()
+        store.close()
+    concurrency = args.concurrency or settings.effective_workers
+    worker = create_worker(app, queues, concurrency, args.loglevel.upper())
+    print(f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
+          f"{concurrency} at a time, broker {_hide_password(settings.broker_url)}", flush=True)
+    worker.start()
+    return int(worker.exitcode or 0)
 
 
 def _client(args: argparse.Namespace) -> Any:

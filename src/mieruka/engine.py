@@ -18,9 +18,9 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -28,16 +28,19 @@ from .artifacts.base import ArtifactStorage
 from .bus.base import EventBus
 from .core import outcome
 from .core.clock import utcnow
-from .core.events import Event
+from .core.events import Event, state_event
 from .core.job import JobRecord
 from .core.params import FileRef
 from .core.status import FINISHED, TRANSITIONS, JobStatus
 from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
-from .executors.base import Executor, Finished, Recorded, WorkerMessage
+from .executors.base import Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
 from .settings import Settings
 from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, StepsClosed, Transition
+
+if TYPE_CHECKING:
+    from .pools.manager import PoolManager
 
 log = logging.getLogger("mieruka.engine")
 RUNNING = frozenset({JobStatus.RUNNING})
@@ -81,6 +84,8 @@ class Engine:
         self.store = store
         self.bus = bus
         self.executor = executor
+        # Celery: workers claim jobs themselves; this engine sends jobs to the broker instead.
+        self._remote = executor if isinstance(executor, RemoteExecutor) else None
         self.artifacts = artifacts
         self.settings = settings
         self.upload_root = settings.home_path / "uploads"
@@ -102,6 +107,8 @@ class Engine:
         self._backlog = False
         self._sleeping = False
         self._unsaved: _Batch | None = None
+        self._started_at = utcnow().isoformat()
+        self.pools: PoolManager | None = None  # compute pools started on demand (wiring sets it)
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -109,9 +116,11 @@ class Engine:
             self.store.migrate()
         self.upload_root.mkdir(parents=True, exist_ok=True)
         now = utcnow()
-        self.store.heartbeat(self.id, self.host, os.getpid(), now)
+        self.store.heartbeat(self.id, self.host, os.getpid(), now, self._info())
         self._recover(now)
         self.executor.start()
+        if self.pools is not None:
+            self.pools.start()
         self._thread = threading.Thread(target=self._loop, name="mieruka-engine", daemon=True)
         self._thread.start()
 
@@ -122,6 +131,8 @@ class Engine:
         self.executor.wake()
         self._thread.join(timeout=30)
         self._thread = None
+        if self.pools is not None:
+            self.pools.stop()
         interrupted = self.executor.stop()
         # A clean stop gives the attempt back: the job will run again in full at the next start.
         changes: list[Change] = []
@@ -139,6 +150,13 @@ class Engine:
             self.store.apply(changes)
         self.store.remove_engine(self.id)
         self.bus.close()
+
+    def _info(self) -> dict[str, Any]:
+        """What this engine is, for the monitoring page (stored with its heartbeat)."""
+        local = self._remote is None
+        return {"kind": "server", "name": self.worker_name, "executor": self.settings.executor,
+                "queues": ["*"] if local else [], "concurrency": self.settings.effective_workers if local else 0,
+                "started_at": self._started_at}
 
     # -- API (any thread) ----------------------------------------------------------------------
     def submit(
@@ -162,8 +180,17 @@ class Engine:
             owner=owner, idempotency_key=idempotency_key, run_after=run_after,
         ))
         if created:
-            self._emit_state(record)
-            if run_after is None:
+            waiting = self.pools.job_submitted(record.queue, record.id) if self.pools is not None else None
+            if waiting:  # its compute pool is not running yet: say so on the job while it waits
+                self.store.apply([Transition(record.id, JobStatus.QUEUED, frozenset({JobStatus.QUEUED}),
+                                             {"message": waiting})])
+                record = replace(record, message=waiting)
+                self._emit_state(record, message=waiting)
+            else:
+                self._emit_state(record)
+            if self._remote is not None:
+                self._command("send", (record, delay or 0.0))
+            elif run_after is None:
                 self._command("ready", record)
         return record, created
 
@@ -319,7 +346,7 @@ class Engine:
         self._check_deadlines(now)
         if now >= self._next_beat:
             self._next_beat = now + min(self.settings.heartbeat_interval, self.settings.engine_stale_after / 3)
-            self.store.heartbeat(self.id, self.host, os.getpid(), utcnow())
+            self.store.heartbeat(self.id, self.host, os.getpid(), utcnow(), self._info())
             self._recover(utcnow())
         if now >= self._next_schedule:
             self._fire_schedules()
@@ -361,6 +388,10 @@ class Engine:
                 return
             if kind == "ready":
                 self._push_ready(payload)
+            elif kind == "send" and self._remote is not None:
+                self._remote.send(*payload)
+            elif kind == "cancel" and self._remote is not None:
+                self._remote.kill(payload)
             elif kind == "cancel":
                 running = self._running.get(payload)
                 if running is not None and running.kill_reason is None:
@@ -368,12 +399,18 @@ class Engine:
                     self.executor.kill(payload)
 
     def _push_ready(self, job: JobRecord | QueuedJob) -> None:
+        if self._remote is not None:
+            assert isinstance(job, JobRecord)  # remote engines never read QueuedJobs from the store
+            self._remote.send(job)
+            return
         if job.id not in self._ready_tasks and job.id not in self._running:
             self._ready_tasks[job.id] = job.task
             heapq.heappush(self._ready, (-job.priority, job.id))
 
     def _poll_store(self) -> None:
         """Backstop for jobs queued by other processes, retries that became due, remote cancels."""
+        if self._remote is not None:
+            return  # the broker holds the queue; workers re-send retries and watch for cancels
         self._refill()
         due = self.store.next_due_time()
         if due is not None:
@@ -524,15 +561,7 @@ class Engine:
         self._emit(record.id, record.task, status, fields)
 
     def _emit(self, job_id: int, task: str, status: JobStatus, fields: dict[str, Any]) -> None:
-        data: dict[str, Any] = {"status": status.value}
-        for key in ("attempts", "max_attempts", "worker", "error", "message", "progress", "created_at",
-                    "started_at", "finished_at", "run_after"):
-            if key in fields:
-                value = fields[key]
-                data[key] = value.isoformat() if isinstance(value, datetime) else value
-        if "result" in fields:
-            data["has_result"] = fields["result"] is not None
-        self.bus.publish(Event("state", job_id, task, data, extra_topics=(f"task:{task}",)))
+        self.bus.publish(state_event(job_id, task, status.value, fields))
 
     # -- recovery, schedules, retention --------------------------------------------------------
     def _recover(self, now: datetime) -> None:
@@ -541,16 +570,17 @@ class Engine:
         for record in orphans:
             if record.engine_id == self.id:
                 continue
+            who = "worker" if self._remote is not None else "server"
             self.store.apply([StepsClosed(record.id, StepStatus.FAILED)])  # a pipeline's steps died with it
             if record.attempts < record.max_attempts:
                 ok = self._transition(record, JobStatus.QUEUED, {
                     "worker": None, "engine_id": None, "run_after": None,
-                    "message": "re-queued: interrupted when its server stopped"})
+                    "message": f"re-queued: interrupted when its {who} stopped"})
                 if ok:
-                    self._push_ready(record)
+                    self._push_ready(replace(record, status=JobStatus.QUEUED))
             else:
                 self._transition(record, JobStatus.FAILED, {
-                    "finished_at": now, "error": "interrupted: its server stopped while it ran"})
+                    "finished_at": now, "error": f"interrupted: its {who} stopped while it ran"})
 
     def _engine_is_dead(self, host: str, pid: int) -> bool:
         if host != self.host:
@@ -559,7 +589,9 @@ class Engine:
             return False  # ourselves (same pid, a previous engine in this process was stopped)
         try:
             proc = psutil.Process(pid)
-            return proc.status() == psutil.STATUS_ZOMBIE or "python" not in proc.name().lower()
+            # A reused pid belongs to another program; ours run as python, or as our console scripts.
+            name = proc.name().lower()
+            return proc.status() == psutil.STATUS_ZOMBIE or not any(n in name for n in ("python", "mieruka", "celery"))
         except psutil.NoSuchProcess:
             return True
 

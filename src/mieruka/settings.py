@@ -50,9 +50,16 @@ def parse_size(value: str | int) -> int:
 class Settings:
     home: str = _setting(".mieruka", "Data directory: database, artifacts and uploads live here.")
     database_url: str = _setting("", "SQLAlchemy URL of the job store; default SQLite in the home.")
-    executor: str = _setting("local", "Where jobs run: 'local' (worker processes of this server).")
+    executor: str = _setting("local", "Where jobs run: 'local' (worker processes of this server) or 'celery' "
+                             "(Celery workers started with `mieruka worker`, on any machine).")
+    broker_url: str = _setting("", "Celery broker URL (redis://... or amqp://...) for executor 'celery'.")
+    broker_visibility_timeout: float = _setting(3600.0, "Redis broker: an unacknowledged job message is "
+                                                "delivered again after this long (its worker died).")
     event_bus: str = _setting("memory", "How live events travel: 'memory' (one server process) or a "
                               "redis:// URL, so that several server processes share them.")
+    artifact_storage: str = _setting("local", "Where job artifacts are kept: 'local' (the home's artifacts "
+                                     "folder) or s3://bucket/prefix, shared by workers on several machines.")
+    s3_endpoint_url: str = _setting("", "Endpoint of an S3-compatible service (MinIO, ...); empty for AWS.")
     workers: int = _setting(0, "Worker processes of the local executor; 0 means one per CPU core.")
     host: str = _setting("127.0.0.1", "Address the server binds to.")
     port: int = _setting(8000, "Port the server listens on.")
@@ -66,6 +73,8 @@ class Settings:
     retention_max_age: float = _setting(30 * 86400.0, "Finished jobs older than this are pruned.")
     retention_max_jobs: int = _setting(100_000, "Keep at most this many finished jobs per task.")
     prune_interval: float = _setting(300.0, "How often the retention policy runs, seconds.")
+    pool_check_interval: float = _setting(5.0, "How often compute pools are checked (start when jobs wait, "
+                                          "stop when idle), seconds.")
     heartbeat_interval: float = _setting(15.0, "SSE heartbeat and server liveness period, seconds.")
     source_timeout: float = _setting(30.0, "Longest a data source refresh may take before it is stopped.")
     source_max_rows: int = _setting(1_000_000, "Most rows a data source refresh reads; more are cut off.")
@@ -79,6 +88,14 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home_path / 'mieruka.db'}"
+
+    @property
+    def effective_event_bus(self) -> str:
+        """Celery workers live in other processes: with a Redis broker, events travel over it too."""
+        if self.event_bus in ("", "memory") and self.executor == "celery" and \
+                self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return self.event_bus
 
     @property
     def effective_workers(self) -> int:
@@ -127,7 +144,14 @@ class Settings:
         ]
 
 
-_DURATIONS = {"run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a process we start (a pool's workers, its hook commands): ours, with
+    `extra` (settings as MIERUKA_* variables) on top. The one other place that reads it."""
+    return {**os.environ, **extra}
+
+
+_DURATIONS = {"broker_visibility_timeout", "pool_check_interval",
+              "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
               "prune_interval", "heartbeat_interval", "source_timeout"}
 
 

@@ -4,28 +4,86 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .artifacts.local import LocalArtifactStorage
+from .artifacts import open_storage
+from .artifacts.base import ArtifactStorage
 from .bus.base import EventBus
 from .bus.memory import MemoryBus
 from .engine import Engine
 from .errors import ConfigError
+from .executors.base import Executor
 from .executors.local import LocalExecutor
+from .settings import Settings
 from .store.sql import SqlJobStore
 
 if TYPE_CHECKING:
     from .app import App
+    from .pools.manager import PoolManager
+
+
+EXECUTORS = ("local", "celery")
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse, before anything starts, settings the engine could not start with."""
+    if settings.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
+    if settings.executor == "celery" and not settings.broker_url:
+        raise ConfigError("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)")
+    if settings.artifact_storage not in ("", "local") and not settings.artifact_storage.startswith("s3://"):
+        raise ConfigError(f"unknown artifact storage {settings.artifact_storage!r}: use 'local' or s3://bucket/prefix")
 
 
 def build_engine(app: App) -> Engine:
     settings = app.settings
+    check_settings(settings)
+    if app.pools and settings.executor != "celery":
+        raise ConfigError(f"compute pools ({', '.join(app.pools)}) start Celery workers: they need "
+                          "MIERUKA_EXECUTOR=celery")
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     store = SqlJobStore(settings.effective_database_url)
-    artifacts = LocalArtifactStorage(home / "artifacts")
-    if settings.executor != "local":
-        raise ConfigError(f"unknown executor {settings.executor!r}; available: local")
-    executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads")
-    return Engine(app.tasks, store, build_bus(settings.event_bus), executor, artifacts, settings)
+    artifacts = build_artifacts(settings)
+    executor: Executor
+    if settings.executor == "celery":
+        from .executors.celery import CeleryExecutor
+
+        executor = CeleryExecutor(settings, store)
+    elif settings.executor == "local":
+        executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads",
+                                 settings.artifact_storage, settings.s3_endpoint_url)
+    else:
+        raise ConfigError(f"unknown executor {settings.executor!r}; available: local, celery")
+    engine = Engine(app.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
+    if app.pools:
+        engine.pools = build_pools(app, store)
+    return engine
+
+
+def build_pools(app: App, store: SqlJobStore) -> PoolManager:
+    from .pools.base import Pool, PoolSpec
+    from .pools.manager import PoolManager
+    from .store.pools import SqlPoolStore
+
+    settings = app.settings
+    # What a worker started for a pool needs to find the same store, broker and files.
+    env = {"MIERUKA_EXECUTOR": "celery", "MIERUKA_DATABASE_URL": settings.effective_database_url,
+           "MIERUKA_BROKER_URL": settings.broker_url, "MIERUKA_EVENT_BUS": settings.effective_event_bus,
+           "MIERUKA_HOME": str(settings.home_path), "MIERUKA_ARTIFACT_STORAGE": settings.artifact_storage,
+           "MIERUKA_S3_ENDPOINT_URL": settings.s3_endpoint_url}
+    ref = app.app_ref()
+
+    def spec(pool: Pool) -> PoolSpec:
+        return PoolSpec(pool.name, pool.queues, ref, env)
+
+    def anyone_online() -> bool:
+        return bool(app.anyone_online()) if app.anyone_online is not None else False
+
+    return PoolManager(list(app.pools.values()), SqlPoolStore(store), store, spec, anyone_online,
+                       settings.pool_check_interval)
+
+
+def build_artifacts(settings: Settings) -> ArtifactStorage:
+    return open_storage(settings.artifact_storage, settings.home_path / "artifacts", settings.s3_endpoint_url)
 
 
 def build_bus(name: str) -> EventBus:

@@ -1,6 +1,24 @@
 """Artifact storage: where the files jobs produce are kept."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 from .base import ArtifactStorage
 from .local import LocalArtifactStorage
 
-__all__ = ["ArtifactStorage", "LocalArtifactStorage"]
+__all__ = ["ArtifactStorage", "LocalArtifactStorage", "open_storage"]
+
+
+def open_storage(url: str, local_root: Path, endpoint_url: str = "") -> ArtifactStorage:
+    """The storage named by the `artifact_storage` setting: "" (or "local") for a directory,
+    s3://bucket/prefix for an S3-compatible bucket (`endpoint_url` for MinIO and the like)."""
+    if url in ("", "local"):
+        return LocalArtifactStorage(local_root)
+    if url.startswith("s3://"):
+        from .s3 import S3ArtifactStorage
+
+        return S3ArtifactStorage(url, endpoint_url, work_root=local_root)
+    from ..errors import ConfigError
+
+    raise ConfigError(f"unknown artifact storage {url!r}: use 'local' or s3://bucket/prefix")

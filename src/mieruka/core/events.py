@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -24,3 +25,19 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "job_id": self.job_id, "task": self.task, **self.data}
+
+
+_STATE_FIELDS = ("attempts", "max_attempts", "worker", "error", "message", "progress", "created_at", "started_at",
+                 "finished_at", "run_after")
+
+
+def state_event(job_id: int, task: str, status: str, fields: dict[str, Any]) -> Event:
+    """The `state` event of a job entering `status`: what the engine and remote workers publish."""
+    data: dict[str, Any] = {"status": status}
+    for key in _STATE_FIELDS:
+        if key in fields:
+            value = fields[key]
+            data[key] = value.isoformat() if isinstance(value, datetime) else value
+    if "result" in fields:
+        data["has_result"] = fields["result"] is not None
+    return Event("state", job_id, task, data, extra_topics=(f"task:{task}",))

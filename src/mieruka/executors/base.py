@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..core.events import Event
 from ..core.job import JobRecord
@@ -62,3 +62,13 @@ class Executor(Protocol):
 
     def stop(self) -> list[int]:
         """Stop all workers; returns the ids of jobs that were still running."""
+
+
+@runtime_checkable
+class RemoteExecutor(Executor, Protocol):
+    """An executor whose workers claim jobs from the store themselves (Celery): the engine sends
+    each queued job to the broker instead of claiming it; `free_slots` is always 0, and a worker
+    records progress, logs and the outcome in the store and on the bus directly."""
+
+    def send(self, record: JobRecord, delay: float = 0.0) -> None:
+        """Put a queued job on the broker, to be run by a worker in `delay` seconds."""

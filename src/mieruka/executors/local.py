@@ -40,8 +40,11 @@ class _Worker:
 
 
 class LocalExecutor:
-    def __init__(self, app_ref: str, size: int, artifact_root: Path, upload_root: Path) -> None:
+    def __init__(self, app_ref: str, size: int, artifact_root: Path, upload_root: Path,
+                 artifact_storage: str = "", s3_endpoint_url: str = "") -> None:
         self.app_ref = app_ref
+        self.artifact_storage = artifact_storage
+        self.s3_endpoint_url = s3_endpoint_url
         self.size = max(1, size)
         self.artifact_root = artifact_root
         self.upload_root = upload_root
@@ -70,6 +73,7 @@ class LocalExecutor:
         name = f"w{self._counter}"
         ours, theirs = socket.socketpair()
         config = {"app": self.app_ref, "artifacts": str(self.artifact_root), "name": name,
+                  "artifact_storage": self.artifact_storage, "s3_endpoint_url": self.s3_endpoint_url,
                   "uploads": str(self.upload_root), "fd": theirs.fileno(), "sys_path": sys.path,
                   "parent": os.getpid()}
         process = subprocess.Popen(

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..artifacts.local import LocalArtifactStorage
+from ..artifacts import open_storage
 from ..capture import FdCapture
 from ..core.events import Event
 from ..core.job import JobRecord
@@ -49,6 +49,7 @@ def worker_main(channel: Channel, config: dict[str, Any]) -> None:
 
         app_module.IN_WORKER = True
         app = load_app(config["app"])
+        artifacts = open_storage(config["artifact_storage"], Path(config["artifacts"]), config["s3_endpoint_url"])
         recorder = AttemptRecorder(channel.recorded)
         capture = FdCapture(recorder.lines)
         capture.start()
@@ -57,7 +58,6 @@ def worker_main(channel: Channel, config: dict[str, Any]) -> None:
         channel.send(("broken", f"cannot load app {config['app']!r}: {type(exc).__name__}: {exc}"))
         return
     threading.Thread(target=_watch, args=(recorder, config["parent"]), daemon=True).start()
-    artifacts = LocalArtifactStorage(Path(config["artifacts"]))
     uploads = Path(config["uploads"])
     channel.send(("ready", os.getpid()))
     while True:

@@ -91,12 +91,16 @@ Change = Transition | ProgressUpdate | LogAppend | ArtifactAdded | StepsPlanned 
 
 @dataclass(frozen=True)
 class Claim:
-    """Move these queued jobs to running for an engine (those still queued: the rest are skipped)."""
+    """Move these queued jobs to running for an engine (those still queued and due at `now`: the
+    rest are skipped)."""
 
     job_ids: Sequence[int]
     worker: str
     engine_id: str
     now: datetime
+    # (task, n): claim only while fewer than n jobs of that task run, counted inside the claim's
+    # transaction so that workers claiming at once never exceed it.
+    task_limit: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,31 @@ class QueueStats:
     queued: int
     running: int
     oldest_queued_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """A process that runs jobs (a server's engine, a Celery worker), as it last reported."""
+
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: datetime
+    info: dict[str, Any]
+    running: list[int]  # ids of the jobs it runs now
+
+
+@dataclass(frozen=True)
+class TimelineBucket:
+    """Jobs that finished in one interval: how many, by final state, and how long they waited
+    (created to started) and ran (started to finished), in seconds."""
+
+    start: datetime
+    finished: dict[str, int]
+    wait_avg: float | None
+    wait_max: float | None
+    run_avg: float | None
+    run_max: float | None
 
 
 @dataclass(frozen=True)
@@ -171,8 +200,12 @@ class JobStore(Protocol):
     def next_due_time(self) -> datetime | None:
         """The earliest run_after of a queued job, if any waits for a time."""
 
-    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime) -> None:
-        """Record that an engine is alive."""
+    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime,
+                  info: dict[str, Any] | None = None) -> None:
+        """Record that an engine is alive (and, given `info`, what it is)."""
+
+    def engines(self) -> list[EngineInfo]:
+        """Every engine that has not stopped cleanly, with the jobs it runs, newest beat first."""
 
     def remove_engine(self, engine_id: str) -> None:
         """An engine stopped cleanly."""
@@ -197,6 +230,10 @@ class JobStore(Protocol):
 
     def queue_stats(self) -> list[QueueStats]:
         """For each queue with active jobs: how many wait, how many run, since when the oldest waits."""
+
+    def timeline(self, since: datetime, bucket_seconds: int = 60) -> list[TimelineBucket]:
+        """Jobs finished since `since`, per interval of `bucket_seconds`, oldest first; only
+        intervals in which some job finished."""
 
     def close(self) -> None:
         """Release connections."""

@@ -67,6 +67,7 @@ jobs = sa.Table(
     # times in its life); finished jobs leave the "active" index.
     sa.Index("ix_jobs_active", "status", "priority", "id", sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
     sa.Index("ix_jobs_task", "task", "id"),
+    sa.Index("ix_jobs_finished_at", "finished_at"),  # the monitoring charts: the last hour's jobs
     sa.Index("ix_jobs_owner", "owner", sqlite_where=_HAS_OWNER, postgresql_where=_HAS_OWNER),
     sa.Index("ix_jobs_idempotency_key", "idempotency_key", unique=True,
              sqlite_where=_HAS_KEY, postgresql_where=_HAS_KEY),
@@ -126,6 +127,8 @@ engines = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+    # What the process is, for the monitoring page: kind (server, celery), name, queues, concurrency.
+    sa.Column("info", sa.JSON),
 )
 
 schedules = sa.Table(
@@ -135,4 +138,27 @@ schedules = sa.Table(
     sa.Column("next_run_at", UTCDateTime(), nullable=False),
     sa.Column("last_run_at", UTCDateTime()),
     sa.Column("last_job_id", sa.Integer),
+)
+
+# Compute pools started on demand (see pools/): their state now, and every change of it.
+pools = sa.Table(
+    "pools",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("changed_at", UTCDateTime(), nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("busy_at", UTCDateTime()),  # last time the pool had work (or someone online)
+)
+
+pool_events = sa.Table(
+    "pool_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pool", sa.String(200), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("from_state", sa.String(16)),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("ix_pool_events_pool", "pool", "id"),
 )

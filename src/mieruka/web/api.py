@@ -20,7 +20,9 @@ from .errors import install_error_handlers
 from .jobs import jobs_router
 from .live import live_router
 from .metrics import Metrics
+from .monitor import monitor_router
 from .openapi import install_openapi
+from .pools import pools_router
 from .prefix import PathPrefix
 from .serialize import iso, job_json
 from .sse import event_response
@@ -53,6 +55,8 @@ def create_api(app: App) -> FastAPI:
     install_error_handlers(api)
     api.include_router(tasks_router(app))
     api.include_router(jobs_router(app))
+    api.include_router(monitor_router(app))
+    api.include_router(pools_router(app))
     api.include_router(steps_router(app))
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
@@ -139,15 +143,27 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
         if broken:
             checks["executor"] = broken
             healthy = False
+        problems = []
+        broker_problem = getattr(engine.executor, "broker_problem", None)
+        if broker_problem is not None:  # Celery: jobs are sent through the broker
+            problem = broker_problem()
+            checks["broker"] = problem or "ok"
+            if problem:
+                healthy = False
+            elif not pool:
+                # Jobs wait until a worker comes (a compute pool may be starting): degraded, not failing.
+                problems.append("no Celery worker is up: jobs wait in the queue")
+                checks["workers"]["problem"] = problems[-1]
         # Without the event bus jobs still run; only live updates suffer: degraded, not failing.
         bus_problem = engine.bus.problem()
         checks["events"] = bus_problem or "ok"
-        status = "failing" if not healthy else "degraded" if bus_problem else "ok"
+        status = "failing" if not healthy else "degraded" if bus_problem or problems else "ok"
         return JSONResponse({"status": status, **checks}, status_code=200 if healthy else 503)
 
     @api.get("/api/workers", tags=["system"])
     def workers() -> list[dict[str, object]]:
-        """The worker processes of this server and what each is running."""
+        """The worker processes of this server and what each is running (with the Celery
+        executor: a slot of each Celery worker that is up); every machine: `GET /api/nodes`."""
         return app.engine.workers()
 
     @api.get("/api/queues", tags=["system"])

@@ -1,4 +1,5 @@
-"""`GET /metrics` in the Prometheus text format: jobs by state, workers, durations, event streams.
+"""`GET /metrics` in the Prometheus text format: jobs by state, queue depths, workers, processes that
+run jobs, durations, event streams.
 
 Counts by state and workers are read from the store and the executor at each scrape; durations
 and finished jobs are counted from the job events this server sees (with the Redis bus, that is
@@ -16,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from ..app import App
 from ..bus.base import Unsubscribe
+from ..core.clock import utcnow
 from ..core.events import Event
 from ..core.status import FINISHED
 
@@ -46,6 +48,28 @@ class _Snapshot(Collector):
         workers.add_metric(["idle"], ready - busy)
         workers.add_metric(["starting"], len(pool) - ready)
         yield workers
+        now = utcnow()
+        depth = GaugeMetricFamily("mieruka_queue_jobs", "Jobs waiting and running, by queue.",
+                                  labels=["queue", "state"])
+        oldest = GaugeMetricFamily("mieruka_queue_oldest_wait_seconds", "How long the oldest waiting job of "
+                                   "each queue has waited.", labels=["queue"])
+        for q in engine.store.queue_stats():
+            depth.add_metric([q.queue, "queued"], q.queued)
+            depth.add_metric([q.queue, "running"], q.running)
+            oldest.add_metric([q.queue], (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else 0.0)
+        yield depth
+        yield oldest
+        stale = self.app.settings.engine_stale_after
+        nodes = GaugeMetricFamily("mieruka_nodes", "Processes that run jobs (servers, Celery workers), by kind "
+                                  "and whether they beat recently.", labels=["kind", "state"])
+        counts: dict[tuple[str, str], int] = {}
+        for node in engine.store.engines():
+            state = "up" if (now - node.heartbeat_at).total_seconds() <= stale else "down"
+            key = (str(node.info.get("kind", "server")), state)
+            counts[key] = counts.get(key, 0) + 1
+        for (kind, state), count in sorted(counts.items()):
+            nodes.add_metric([kind, state], count)
+        yield nodes
 
 
 class Metrics:

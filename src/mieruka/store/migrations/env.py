@@ -12,6 +12,10 @@ if engine is None:
                                 prefix="sqlalchemy.", poolclass=pool.NullPool)
 
 with engine.begin() as connection:
+    if connection.dialect.name == "postgresql":
+        # Servers and workers started together on a fresh database (docker compose up) all
+        # migrate at start-up: one at a time, the others then find the schema up to date.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('mieruka-migrations'))")
     context.configure(connection=connection, target_metadata=metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
     context.run_migrations()

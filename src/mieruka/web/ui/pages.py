@@ -20,8 +20,10 @@ from ...core.status import JobStatus
 from ...core.task import Task
 from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
 from ...store.base import JobQuery
+from .. import monitor
+from ..pools import pools_json
 from ..submission import Submission
-from . import render, step_graph
+from . import charts, render, step_graph
 from .forms import form_fields, unplaced_errors
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -203,8 +205,13 @@ def _pool(app: App) -> dict[str, Any]:
     queues = [{"queue": q.queue, "queued": q.queued, "running": q.running,
                "waiting": (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else None}
               for q in app.engine.store.queue_stats()]
-    return {"workers": app.engine.workers(), "queues": queues, "counts": app.engine.store.count_by_status(),
-            "broken": getattr(app.engine.executor, "broken", None)}
+    last_hour = monitor.stats(app, 60)
+    local = app.settings.executor == "local"
+    return {"workers": app.engine.workers() if local else [], "queues": queues,
+            "counts": app.engine.store.count_by_status(), "broken": getattr(app.engine.executor, "broken", None),
+            "nodes": monitor.nodes(app), "last_hour": last_hour, "pools": pools_json(app),
+            "throughput_chart": charts.throughput(last_hour["per_minute"]),
+            "durations_chart": charts.durations(last_hour["per_minute"])}
 
 
 def _task_or_none(app: App, name: str) -> Task | None:

@@ -1,0 +1,159 @@
+"""The Celery executor, server side: queued jobs go to the broker; Celery workers started with
+`mieruka worker APP` claim them from the store and run them (see celery_worker.py).
+
+The store stays the record of every job: a message only says "run job N". A worker that gets a
+message for a job that is no longer queued drops it, so duplicate deliveries (visibility timeout,
+redelivery after a crash, a re-send after recovery) never run a job twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core.job import JobRecord
+from ..errors import ConfigError, MissingExtraError
+from ..settings import Settings
+from .base import WorkerMessage
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from ..store.base import JobStore
+
+TASK_NAME = "mieruka.run"
+CANCEL_COMMAND = "mieruka_cancel"
+log = logging.getLogger("mieruka.celery")
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app both sides use: same broker, same queue options."""
+    if not settings.broker_url:
+        raise ConfigError("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)")
+    try:
+        from celery import Celery
+    except ImportError:
+        raise MissingExtraError("The Celery executor", "celery") from None
+    app = Celery("mieruka", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # results live in the job store
+        task_default_queue="default",
+        task_create_missing_queues=True,
+        # A message is acknowledged once its job has ended, so a worker that vanishes leaves it to
+        # be delivered again. A lost pool process is settled by the worker itself with the exact
+        # reason (exit code, signal) and the task's retry policy, so its message is not requeued.
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        worker_prefetch_multiplier=1,  # a busy worker does not sit on jobs an idle one could run
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_redirect_stdouts=False,  # the job's output is captured at the file descriptors
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    return app
+
+
+def broker_priority(priority: int, broker_url: str) -> int:
+    """Our priorities: higher first. Redis lists are read from 0 (first) to 9; AMQP from 9 to 0."""
+    if broker_url.startswith(("redis", "rediss", "unix")):
+        return max(0, min(9, 6 - priority))
+    return max(0, min(9, 3 + priority))
+
+
+class CeleryExecutor:
+    """The engine's side of Celery: sends jobs, asks workers to cancel, lists workers."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.celery = make_celery(settings)
+        self._wake = threading.Event()
+        self._unsent: list[tuple[JobRecord, float]] = []
+        self._lock = threading.Lock()
+        self.broken: str | None = None
+
+    def start(self) -> None:
+        pass  # the broker connection opens with the first message
+
+    def free_slots(self) -> int:
+        return 0  # never claim here: workers claim what the broker hands them
+
+    def run(self, record: JobRecord) -> str:
+        raise RuntimeError("the Celery executor never runs jobs in the server")
+
+    def send(self, record: JobRecord, delay: float = 0.0) -> None:
+        try:
+            self._publish(record, delay)
+        except Exception as exc:  # noqa: BLE001 - a broker outage must not lose the job
+            log.warning("cannot send job %d to the broker (%s); trying again", record.id, exc)
+            with self._lock:
+                self._unsent.append((record, time.monotonic() + delay))
+
+    def _publish(self, record: JobRecord, delay: float) -> None:
+        options: dict[str, Any] = {"queue": record.queue,
+                                   "priority": broker_priority(record.priority, self.settings.broker_url)}
+        if delay > 0:
+            options["countdown"] = delay
+        self.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
+
+    def _send_unsent(self) -> None:
+        with self._lock:
+            pending, self._unsent = self._unsent, []
+        for index, (record, due) in enumerate(pending):
+            try:
+                self._publish(record, max(0.0, due - time.monotonic()))
+            except Exception:  # noqa: BLE001
+                with self._lock:
+                    self._unsent.extend(pending[index:])
+                return
+
+    def kill(self, job_id: int) -> bool:
+        """Revoke with terminate, by job: the worker running it kills its process and children."""
+        self.celery.control.broadcast(CANCEL_COMMAND, arguments={"job_id": job_id})
+        return True
+
+    def wait(self, timeout: float | None) -> list[WorkerMessage]:
+        if self._unsent:
+            self._send_unsent()
+            timeout = 1.0 if timeout is None else min(timeout, 1.0)
+        self._wake.wait(timeout)
+        self._wake.clear()
+        return []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def workers(self) -> list[dict[str, object]]:
+        """One entry per slot of each Celery worker that is up (from their heartbeats in the
+        store), in the local pool's shape: busy slots carry the job they run."""
+        stale = self.settings.engine_stale_after
+        now = time.time()
+        slots: list[dict[str, object]] = []
+        for node in self.store.engines():
+            if node.info.get("kind") != "celery" or now - node.heartbeat_at.timestamp() > stale:
+                continue
+            running = list(node.running)
+            for i in range(max(int(node.info.get("concurrency") or 0), len(running))):
+                slots.append({"name": f"{node.info.get('name', node.host)}#{i + 1}", "pid": node.pid, "ready": True,
+                              "job_id": running[i] if i < len(running) else None, "jobs_done": None,
+                              "host": node.host})
+        return slots
+
+    def broker_problem(self) -> str | None:
+        """None if the broker answers within a second, else what is wrong."""
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=0, timeout=1)
+        except Exception as exc:  # noqa: BLE001 - reported by /healthz, not raised
+            return f"the broker does not answer: {type(exc).__name__}: {exc}"
+        return None
+
+    def stop(self) -> list[int]:
+        self._send_unsent()
+        self.celery.close()
+        return []  # jobs keep running on their workers

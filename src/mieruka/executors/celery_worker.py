@@ -1,0 +1,464 @@
+"""The Celery worker: `mieruka worker APP` loads the app once, then its pool processes run jobs
+through the same runner and recorder as the local executor, writing to the store and the event bus
+themselves.
+
+Who does what:
+- a pool process claims the job in the store (queued -> running), runs it, records progress, logs,
+  artifacts and the outcome, and re-sends the message with a countdown when a retry is due;
+- its watcher thread enforces the task's timeout and notices a cancel recorded in the store, by
+  settling the job and killing the pool process's group (the job and its children);
+- the main process beats in the store (so servers recover jobs of a worker that vanished), runs
+  the cancel command (revoke with terminate, by job id), and settles a job whose pool process
+  died with the exit code or signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ..capture import FdCapture
+from ..core import outcome
+from ..core.clock import utcnow
+from ..core.events import Event, state_event
+from ..core.job import JobRecord
+from ..core.status import JobStatus
+from ..core.steps import StepStatus
+from ..core.task import Task
+from ..recorder import AttemptRecorder
+from ..runner import JobSpec, Outcome, run_job
+from ..store.base import Applied, Change, Claim, StepsClosed, Transition
+from .celery import CANCEL_COMMAND, TASK_NAME, broker_priority, make_celery
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from ..app import App
+
+log = logging.getLogger("mieruka.worker")
+RUNNING = frozenset({JobStatus.RUNNING})
+LIMIT_RETRY = 0.2  # seconds before a job held back by its task's concurrency limit is tried again
+CANCEL_CHECK_EVERY = 0.5  # seconds between looks at the store for a cancel the broadcast missed
+
+
+class WorkerNode:
+    """What every process of one `mieruka worker` shares: set up in the main process before the
+    pool forks; the main process and each pool process (`PoolProcess`) open their own connections
+    after the fork."""
+
+    def __init__(self, app: App, celery: Celery, queues: Sequence[str], concurrency: int) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.celery = celery
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.engine_id = uuid.uuid4().hex[:16]  # this worker's liveness row in the store
+        self.host = socket.gethostname()
+        self.name = f"celery@{self.host}"
+        self.main_pid = os.getpid()
+        self._main: _Connections | None = None
+        self._beat_stop = threading.Event()
+        self.info = {"kind": "celery", "name": self.name, "queues": self.queues, "concurrency": concurrency,
+                     "started_at": utcnow().isoformat()}
+
+    # -- main process ----------------------------------------------------------------------------
+    @property
+    def main(self) -> _Connections:
+        if self._main is None:
+            self._main = _Connections(self)
+        return self._main
+
+    def start_heartbeat(self) -> None:
+        self.main.store.heartbeat(self.engine_id, self.host, self.main_pid, utcnow(), self.info)
+        threading.Thread(target=self._beat, name="mieruka-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        period = min(self.settings.heartbeat_interval, self.settings.engine_stale_after / 3)
+        while not self._beat_stop.wait(period):
+            try:
+                self.main.store.heartbeat(self.engine_id, self.host, self.main_pid, utcnow(), self.info)
+            except Exception:  # noqa: BLE001 - the next beat tries again
+                log.exception("heartbeat failed")
+
+    def shutdown(self) -> None:
+        self._beat_stop.set()
+        if self._main is not None:
+            try:
+                self._main.store.remove_engine(self.engine_id)
+            finally:
+                self._main.close()
+
+    def settle_lost(self, job_id: int, reason: str) -> None:
+        """A pool process died while it ran the job: fail it, or queue the retry, with the reason."""
+        conn = self.main
+        record = conn.store.get_job(job_id)
+        if record is None or record.status is not JobStatus.RUNNING or record.engine_id != self.engine_id:
+            return
+        pid = _pid_of(record.worker)
+        if pid is not None and _alive(pid):
+            return  # another attempt runs in a live process now (the dead one had settled its own)
+        if pid is not None:
+            _kill_group(pid, [])  # what the job started lives on in the dead process's group
+        task = self.app.tasks.get(record.task) if record.task in self.app.tasks else None
+        status, fields = outcome.failed(record.attempts, record.max_attempts, task, reason, None, utcnow())
+        conn.settle(record, status, fields)
+
+    def cancel(self, job_id: int, pool: Any) -> bool:
+        """Revoke with terminate the request running the job (SIGKILL its pool process) and kill its
+        children; record the job cancelled."""
+        from celery.worker import state as worker_state
+
+        for request in list(worker_state.active_requests):
+            if request.name != TASK_NAME or not request.args or request.args[0] != job_id:
+                continue
+            pid = request.worker_pid
+            if pid is None:
+                continue
+            record = self.main.store.get_job(job_id)
+            descendants = _descendants(pid)
+            worker_state.revoked.add(request.id)
+            request.terminate(pool, signal=signal.SIGKILL)
+            _kill_group(pid, descendants)
+            if record is not None and record.status is JobStatus.RUNNING:
+                self.main.settle(record, *outcome.cancelled(utcnow()))
+            return True
+        return False
+
+
+@dataclass
+class _Current:
+    record: JobRecord
+    task: Task | None
+    deadline: float | None
+    ended: bool = False
+
+
+class _Connections:
+    """Store, bus and artifact storage of one process (connections never cross a fork)."""
+
+    def __init__(self, node: WorkerNode) -> None:
+        from ..store.sql import SqlJobStore
+        from ..wiring import build_artifacts, build_bus
+
+        self.node = node
+        self.store = SqlJobStore(node.settings.effective_database_url)
+        self.bus = build_bus(node.settings.effective_event_bus)
+        self.artifacts = build_artifacts(node.settings)
+
+    def publish(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.bus.publish(event)
+
+    def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
+        """Write, trying again until the database answers: what a job reported (above all how it
+        ended) is never dropped, or its job would stay `running` under a live worker."""
+        delay = 0.1
+        while True:
+            try:
+                return self.store.apply(changes, claim)
+            except Exception:  # noqa: BLE001 - database down or restarting
+                log.warning("cannot write to the store; trying again in %gs", delay, exc_info=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def settle(self, record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> bool:
+        """End the running attempt (guarded: a job that moved on meanwhile is left alone)."""
+        done = self.apply([Transition(record.id, status, RUNNING, fields, attempt=record.attempts)]).done
+        if done and done[0]:
+            # The attempt was cut short (killed, lost, cancelled): a pipeline's open steps end with
+            # it. Only once the job is ours to settle: a later attempt may have steps running.
+            self.apply([StepsClosed(record.id, StepStatus.CANCELLED if status is JobStatus.CANCELLED
+                                    else StepStatus.FAILED)])
+            self.published_state(record, status, fields)
+            return True
+        return False
+
+    def published_state(self, record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> None:
+        self.publish([state_event(record.id, record.task, status.value, {
+            "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
+            "started_at": record.started_at, **fields})])
+        if status is JobStatus.QUEUED:
+            run_after = fields.get("run_after")
+            delay = (run_after - utcnow()).total_seconds() if run_after is not None else 0.0
+            self.resend(record, delay)
+
+    def resend(self, record: JobRecord, delay: float) -> None:
+        options: dict[str, Any] = {"queue": record.queue,
+                                   "priority": broker_priority(record.priority, self.node.settings.broker_url)}
+        if delay > 0:
+            options["countdown"] = delay
+        self.node.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
+
+    def close(self) -> None:
+        self.bus.close()
+        self.store.close()
+
+
+class PoolProcess:
+    """One Celery pool process: runs one job at a time."""
+
+    def __init__(self, node: WorkerNode) -> None:
+        os.setpgid(0, 0)  # lead a process group: killing it takes the job's children along
+        # Celery has the kernel SIGKILL pool processes when the worker dies, which would leave the
+        # job's children running; the watcher kills the whole group instead.
+        from billiard.util import set_pdeathsig
+
+        set_pdeathsig(0)
+        self.node = node
+        self.conn = _Connections(node)
+        self.worker_name = f"{node.name}:{os.getpid()}"
+        self.upload_root = node.settings.home_path / "uploads"
+        self.recorder = AttemptRecorder(self._sink)
+        self.capture = FdCapture(self.recorder.lines)
+        self.capture.start()
+        # As in the local executor's workers: a job's logging lands in its log in one format.
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+        self._lock = threading.Lock()
+        self._current: _Current | None = None
+        self._parent = os.getppid()
+        threading.Thread(target=self._watch, name="mieruka-watch", daemon=True).start()
+
+    def _sink(self, changes: list[Change], events: list[Event]) -> None:
+        self.conn.apply(changes)
+        self.conn.publish(events)
+
+    # -- a message ---------------------------------------------------------------------------------
+    def handle(self, job_id: int, task_name: str | None = None) -> None:
+        """One message: claim the job and run it; or find out why it is not claimable."""
+        conn = self.conn
+        tasks = self.node.app.tasks
+        task = tasks.get(task_name) if task_name is not None and task_name in tasks else None
+        limit = (task.name, task.concurrency) if task is not None and task.concurrency is not None else None
+        # Claim first: the common case costs one statement; the job is read only when it fails.
+        claimed = conn.apply([], Claim([job_id], self.worker_name, self.node.engine_id, utcnow(), limit))
+        if claimed.claimed:
+            self._run(claimed.claimed[0])
+            return
+        record = conn.store.get_job(job_id)
+        if record is None or record.finished:
+            return  # deleted, cancelled or done: a stale or duplicate message
+        now = utcnow()
+        if record.status is JobStatus.RUNNING:
+            reason = self._lost_reason(record)
+            if reason is not None:  # delivered again because whoever ran it is gone
+                task = tasks.get(record.task) if record.task in tasks else None
+                conn.settle(record, *outcome.failed(record.attempts, record.max_attempts, task, reason, None, now))
+            return
+        if record.run_after is not None and record.run_after > now:
+            conn.resend(record, (record.run_after - now).total_seconds())  # early: a retry not yet due
+        else:
+            conn.resend(record, LIMIT_RETRY)  # its task is at its concurrency limit: look again soon
+
+    def _run(self, record: JobRecord) -> None:
+        conn = self.conn
+        tasks = self.node.app.tasks
+        task = tasks.get(record.task) if record.task in tasks else None
+        conn.publish([state_event(record.id, record.task, JobStatus.RUNNING.value, {
+            "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
+            "started_at": record.started_at, "worker": self.worker_name})])
+        if task is None:
+            conn.settle(record, *outcome.failed(record.attempts, record.max_attempts, None,
+                                                f"the worker's app has no task named {record.task!r}", None,
+                                                utcnow()))
+            return
+        deadline = time.monotonic() + task.timeout if task.timeout else None
+        with self._lock:
+            self._current = _Current(record, task, deadline)
+        self.recorder.begin(record)
+        spec = JobSpec(record.id, record.task, record.params, record.attempts, record.max_attempts)
+        self.capture.job_id = record.id
+        try:
+            result = run_job(task, spec, self.recorder, conn.artifacts, self.upload_root)
+        except BaseException as exc:  # noqa: BLE001 - never leave the job running
+            result = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.capture.drain()
+            self.capture.job_id = None
+        with self._lock:
+            current, self._current = self._current, None
+        if current is None or current.ended:
+            return  # the watcher settled it (timeout or cancel) and is taking this process down
+        changes = self.recorder.finish(task, result)
+        done = conn.apply(changes).done
+        final = changes[-1]
+        if done and done[-1] and isinstance(final, Transition):
+            conn.published_state(record, final.to, final.fields)
+            return
+        fresh = conn.store.get_job(record.id)
+        if fresh is not None and fresh.status is JobStatus.QUEUED and not fresh.finished:
+            # Our claim is gone (PostgreSQL restarted before it reached the disk): the job is
+            # queued again without a message; send one, it runs again.
+            conn.resend(fresh, 0.0)
+
+    def _lost_reason(self, record: JobRecord) -> str | None:
+        """Why a running job's attempt is over although nobody settled it, or None if it still runs."""
+        if record.engine_id == self.node.engine_id:
+            pid = _pid_of(record.worker)
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                return None
+            return "the worker process died while running the job"
+        now = utcnow()
+        orphans = self.conn.store.orphaned_jobs(now, self.node.settings.engine_stale_after, _gone_on(self.node.host))
+        if any(o.id == record.id for o in orphans):
+            return "interrupted: its worker stopped while it ran"
+        return None
+
+    # -- the watcher thread ----------------------------------------------------------------------
+    def _watch(self) -> None:
+        next_cancel_check = 0.0
+        while True:
+            time.sleep(0.1 if self.recorder.busy else 0.5)
+            if os.getppid() != self._parent:
+                os.killpg(os.getpgrp(), signal.SIGKILL)  # the worker died: take the job down with it
+            with self._lock:
+                current = self._current
+            try:
+                self.recorder.tick()
+                if current is None:
+                    continue
+                now = time.monotonic()
+                if current.deadline is not None and now >= current.deadline:
+                    assert current.task is not None and current.task.timeout is not None
+                    self._end(current, *outcome.failed(current.record.attempts, current.record.max_attempts,
+                                                       current.task, f"timed out after {current.task.timeout:g}s",
+                                                       None, utcnow()))
+                elif now >= next_cancel_check:
+                    next_cancel_check = now + CANCEL_CHECK_EVERY
+                    fresh = self.conn.store.get_job(current.record.id)
+                    if fresh is not None and fresh.cancel_requested:
+                        self._end(current, *outcome.cancelled(utcnow()))
+            except Exception:  # noqa: BLE001 - keep watching
+                log.exception("watcher failed")
+
+    def _end(self, current: _Current, status: JobStatus, fields: dict[str, Any]) -> None:
+        with self._lock:
+            if self._current is not current:
+                return  # the job finished meanwhile
+            current.ended = True
+        self.capture.drain()
+        if self.conn.settle(current.record, status, fields):
+            _kill_group(os.getpid(), _descendants(os.getpid()))
+
+
+# -- wiring into Celery ----------------------------------------------------------------------------
+_node: WorkerNode | None = None
+_pool_process: PoolProcess | None = None
+
+
+def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: str = "INFO") -> Any:
+    """A Celery worker (not started) that runs the app's jobs; `.start()` blocks until it stops."""
+    from celery import signals
+    from celery.worker.control import control_command
+
+    global _node
+    celery = make_celery(app.settings)
+    node = _node = WorkerNode(app, celery, queues, concurrency)
+
+    @celery.task(name=TASK_NAME, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    def run(job_id: int, task: str | None = None) -> None:
+        from celery.exceptions import Reject
+
+        assert _pool_process is not None
+        try:
+            _pool_process.handle(job_id, task)
+        except Exception as exc:  # noqa: BLE001 - the store could not be read: keep the message
+            log.warning("job %d: cannot look at the store (%s); its message goes back to the queue", job_id, exc)
+            time.sleep(1.0)
+            raise Reject(str(exc), requeue=True) from exc
+
+    @control_command(args=[("job_id", int)], signature="<job_id>")  # type: ignore[untyped-decorator]
+    def mieruka_cancel(state: Any, job_id: int) -> dict[str, str]:
+        assert _node is not None
+        return {"ok": "cancelled" if _node.cancel(job_id, state.consumer.pool) else "not running here"}
+
+    assert mieruka_cancel.__name__ == CANCEL_COMMAND
+
+    def on_process_init(**_: Any) -> None:
+        global _pool_process
+        _pool_process = PoolProcess(node)
+
+    def on_ready(**_: Any) -> None:
+        node.start_heartbeat()
+
+    def on_shutdown(**_: Any) -> None:
+        if os.getpid() == node.main_pid:
+            node.shutdown()
+
+    def on_failure(sender: Any = None, task_id: str = "", exception: BaseException | None = None,
+                   args: Sequence[Any] = (), **_: Any) -> None:
+        from billiard.exceptions import WorkerLostError
+
+        if isinstance(exception, WorkerLostError) and args and os.getpid() == node.main_pid:
+            node.settle_lost(int(args[0]), _lost_reason(str(exception)))
+
+    signals.worker_process_init.connect(on_process_init, weak=False)
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutdown.connect(on_shutdown, weak=False)
+    signals.task_failure.connect(on_failure, weak=False)
+    return celery.Worker(queues=node.queues, concurrency=concurrency, pool="prefork", loglevel=loglevel,
+                         hostname=f"{node.name}-{os.getpid()}", without_gossip=True, without_mingle=True,
+                         task_events=False)
+
+
+def _lost_reason(message: str) -> str:
+    """billiard's 'Worker exited prematurely: signal 9 (SIGKILL) Job: 3.' in our words."""
+    if match := re.search(r"signal (\d+) \((\w+)\)", message):
+        hint = " (out of memory?)" if match.group(2) == "SIGKILL" else ""
+        return f"the worker process was killed by {match.group(2)}{hint}"
+    if match := re.search(r"exitcode (\d+)", message):
+        return f"the worker process exited with code {match.group(1)}"
+    return f"the worker process died ({message})"
+
+
+def _pid_of(worker: str | None) -> int | None:
+    try:
+        return int(worker.rsplit(":", 1)[1]) if worker else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _gone_on(host: str) -> Any:
+    def is_dead(other_host: str, pid: int) -> bool:
+        return other_host == host and not _alive(pid)
+
+    return is_dead
+
+
+def _descendants(pid: int) -> list[Any]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _kill_group(pid: int, descendants: Sequence[Any]) -> None:
+    """SIGKILL the descendants found before, then the pool process's group (it leads one): the
+    process itself may be the caller."""
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    for send in (os.killpg, os.kill):
+        try:
+            send(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

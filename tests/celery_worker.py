@@ -1,0 +1,109 @@
+"""A real `mieruka worker` (Celery) in a subprocess, and a private Redis server as its broker, for
+the tests that run on the Celery executor. One worker per test module: the module's tests share
+it, each on emptied tables (ids keep counting, so a message left over from an earlier test names
+a job that no longer exists and is dropped)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import TESTS, free_port, need_service
+
+
+@contextmanager
+def private_redis(port: int | None = None) -> Iterator[str]:
+    """A redis-server of our own on a free port: other test runs on this machine never see our
+    messages (a cancel broadcast names a job id, and ids repeat across databases)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        need_service("redis-server is not installed (apt-get install redis-server)")
+    port = port or free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise AssertionError("redis-server did not start") from None
+                time.sleep(0.02)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class CeleryWorker:
+    def __init__(self, home: Path, database_url: str, broker_url: str, *extra: str) -> None:
+        self.home = home
+        self.database_url = database_url
+        self.broker_url = broker_url
+        home.mkdir(parents=True, exist_ok=True)
+        self.log_path = home.parent / f"worker-{home.name}.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "worker", "tests/jobs.py:app", "--home", str(home),
+             "--database-url", database_url, "--broker-url", broker_url, "--loglevel", "warning", *extra],
+            cwd=TESTS.parent, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(TESTS.parent)},
+        )
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the worker beats in the store (it does once its pool is up)."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.database_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.output()}")
+                try:
+                    with engine.connect() as conn:
+                        rows = conn.exec_driver_sql("SELECT pid FROM engines").all()
+                    if any(row[0] == self.process.pid for row in rows):
+                        return
+                except sa.exc.ProgrammingError:
+                    pass  # tables not created yet
+                time.sleep(0.05)
+        finally:
+            engine.dispose()
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.output()}")
+
+    def reset(self) -> None:
+        """Empty the job tables; keep the worker's liveness row."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.database_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, schedules, pools, pool_events CASCADE")
+        engine.dispose()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

@@ -1,0 +1,246 @@
+"""The Celery executor beyond the engine suite (which runs on it too, see test_engine.py): real
+`mieruka worker` and `mieruka run` processes, live events across server processes, and workers
+killed mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from mieruka import JobStatus
+from tests.celery_worker import CeleryWorker
+from tests.conftest import TESTS, fresh_postgres_database, running_server, wait_for_file
+from tests.test_server import iter_events
+
+FAST_RECOVERY = {"MIERUKA_HEARTBEAT_INTERVAL": "0.3", "MIERUKA_ENGINE_STALE_AFTER": "3"}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def _server_env(worker: CeleryWorker) -> dict[str, str]:
+    return {"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": worker.broker_url,
+            "MIERUKA_DATABASE_URL": worker.database_url}
+
+
+def test_two_servers_see_live_events_from_a_celery_worker(celery_worker: CeleryWorker) -> None:
+    """Behind a load balancer: submitted to one server, run by a Celery worker, followed live on
+    the other server's event stream (the events travel over Redis)."""
+    env = _server_env(celery_worker)
+    home = celery_worker.home
+    with running_server(home, env=env) as first, running_server(home, env=env) as second, \
+            httpx.Client(timeout=30) as client, \
+            client.stream("GET", f"{second.url}/api/events", params={"task": "noisy"}) as response:
+        job = client.post(f"{first.url}/api/tasks/noisy/jobs", json={"lines": 2}).json()
+        seen: list[tuple[str, object]] = []
+        for event in iter_events(response):
+            data = event["data"]
+            if data.get("job_id") != job["id"]:
+                continue
+            seen.append((event["event"], data.get("status")))
+            if data.get("status") == "succeeded":
+                break
+        assert ("state", "running") in seen and ("log", None) in seen, seen
+        done = client.get(f"{second.url}/api/jobs/{job['id']}").json()
+        assert done["status"] == "succeeded" and done["worker"].startswith("celery@"), done
+        logs = client.get(f"{first.url}/api/jobs/{job['id']}/logs").json()["lines"]
+        assert [line["text"] for line in logs][:2] == ["line 0", "line 1"]
+        health = client.get(f"{first.url}/healthz").json()
+        assert health["status"] == "ok", health
+
+
+def test_a_killed_pool_process_fails_its_job_with_the_reason(celery_worker: CeleryWorker, tmp_path: Path) -> None:
+    """The kernel's OOM killer or a stray kill -9 on the process running a job."""
+    from tests.jobs import app
+
+    app._settings = None
+    celery_worker.reset()
+    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
+                  broker_url=celery_worker.broker_url)
+    with app:
+        job = app.submit("sleep_in_child", seconds=60, pidfile=str(tmp_path / "p"))
+        pool_pid, child_pid = map(int, wait_for_file(tmp_path / "p").split())
+        os.kill(pool_pid, signal.SIGKILL)
+        done = app.wait(job, 20)
+        assert done.status is JobStatus.FAILED
+        assert done.error == "the worker process was killed by SIGKILL (out of memory?)"
+        _wait_until(lambda: _gone(child_pid), 5, "the job's child process is killed too")
+        assert app.wait(app.submit("add", a=1), 20).result == 3  # the pool replaced the process
+    app._settings = None
+
+
+@pytest.fixture
+def own_store(broker_url: str) -> Iterator[tuple[str, str]]:
+    """A database and a broker database of its own: workers here are killed, and other modules'
+    workers must never take these jobs."""
+    with fresh_postgres_database("mieruka_kill") as url:
+        yield url, broker_url.rsplit("/", 1)[0] + "/3"
+
+
+def test_a_worker_killed_mid_job_never_leaves_it_running(own_store: tuple[str, str], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the whole worker: its pool processes take their jobs down with them, a server
+    sees the worker is gone and fails the job without retries and re-queues the one with retries,
+    which a second worker runs; the message delivered again later never runs it twice."""
+    from tests.jobs import app
+
+    database_url, broker = own_store
+    for key, value in FAST_RECOVERY.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MIERUKA_BROKER_VISIBILITY_TIMEOUT", "2")
+    home = tmp_path / "home"
+    first = CeleryWorker(home, database_url, broker, "--concurrency", "2")
+    second: CeleryWorker | None = None
+    app._settings = None
+    app.configure(home=str(home), database_url=database_url, executor="celery", broker_url=broker)
+    try:
+        first.wait_ready()
+        with app:
+            plain = app.submit("sleep_in_child", seconds=60, pidfile=str(tmp_path / "plain"))
+            retried = app.submit("sleep_first_time", pidfile=str(tmp_path / "retried"))
+            pool_pid, child_pid = map(int, wait_for_file(tmp_path / "plain").split())
+            retried_pid = int(wait_for_file(tmp_path / "retried"))
+            os.kill(first.process.pid, signal.SIGKILL)
+            first.process.wait()
+            _wait_until(lambda: all(map(_gone, (pool_pid, child_pid, retried_pid))), 5,
+                        "the pool processes and the job's children end when their worker dies")
+            failed = app.wait(plain, 20)
+            assert failed.status is JobStatus.FAILED
+            assert failed.error == "interrupted: its worker stopped while it ran"
+            assert app.get_job(retried.id).status is JobStatus.QUEUED
+            second = CeleryWorker(tmp_path / "home2", database_url, broker, "--concurrency", "1")
+            second.wait_ready()
+            done = app.wait(retried, 30)
+            assert done.status is JobStatus.SUCCEEDED and done.result == 2 and done.attempts == 2
+            time.sleep(3)  # past the visibility timeout: the first worker's message comes back
+            again = app.get_job(retried.id)
+            assert again.status is JobStatus.SUCCEEDED and again.attempts == 2
+            assert app.get_job(plain.id).status is JobStatus.FAILED
+    except BaseException:
+        print(first.output())
+        if second is not None:
+            print(second.output())
+        raise
+    finally:
+        app._settings = None
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mieruka.cli", *args], cwd=TESTS.parent, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})})
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "executor 'celery' needs a broker: set MIERUKA_BROKER_URL"),
+    (("--broker-url", "redis://127.0.0.1:1/0", "--concurrency", "0"), "--concurrency must be at least 1"),
+    (("--broker-url", "redis://127.0.0.1:1/0", "--queues", " , "), "--queues needs at least one queue name"),
+])
+def test_worker_command_refuses_bad_settings_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = _cli("worker", "tests/jobs.py:app", "--home", str(tmp_path), *args,
+                  env={"MIERUKA_BROKER_URL": ""})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"mieruka: {message}")
+
+
+def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: Path) -> None:
+    """The job is in the database at once; the server sends it when the broker answers again."""
+    from tests.celery_worker import private_redis
+    from tests.conftest import free_port
+    from tests.jobs import app
+
+    port = free_port()
+    with fresh_postgres_database("mieruka_brokerdown") as database_url:
+        broker = f"redis://127.0.0.1:{port}/0"
+        worker: CeleryWorker | None = None
+        app._settings = None
+        app.configure(home=str(tmp_path / "home"), database_url=database_url, executor="celery",
+                      broker_url=broker)
+        try:
+            with private_redis(port):
+                worker = CeleryWorker(tmp_path / "home", database_url, broker, "--concurrency", "1")
+                worker.wait_ready()
+                app.start()
+                assert app.wait(app.submit("add", a=1), 30).result == 3
+            # the broker is gone
+            job = app.submit("add", a=2)
+            assert app.get_job(job.id).status is JobStatus.QUEUED
+            time.sleep(1)
+            with private_redis(port):
+                done = app.wait(job, 60)
+                assert done.status is JobStatus.SUCCEEDED and done.result == 4
+        except BaseException:
+            if worker is not None:
+                print(worker.output())
+            raise
+        finally:
+            app.stop()
+            app._settings = None
+            if worker is not None:
+                worker.stop()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": ""}, "executor 'celery' needs a broker"),
+    ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
+    ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
+])
+def test_run_refuses_engine_settings_in_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    result = _cli("run", "tests/jobs.py:app", "--home", str(tmp_path), "--port", "1", env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"mieruka: {message}")
+
+
+def test_pipelines_run_on_celery_workers_and_cancel_closes_their_steps(celery_worker: CeleryWorker,
+                                                                       tmp_path: Path) -> None:
+    from mieruka.core.steps import StepStatus
+    from tests.jobs import app
+
+    celery_worker.reset()
+    app._settings = None
+    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
+                  broker_url=celery_worker.broker_url)
+    try:
+        with app:
+            done = app.wait(app.submit("pipe_values"), 60)
+            assert done.status is JobStatus.SUCCEEDED and done.result == {"sorted": ["apple", "fig", "pear"],
+                                                                          "words": 3}
+            assert [(s.name, s.status) for s in app.engine.store.list_steps(done.id)] == [
+                ("count", StepStatus.SUCCEEDED), ("sort", StepStatus.SUCCEEDED), ("read", StepStatus.SUCCEEDED)]
+            pidfile = tmp_path / "pids"
+            job = app.submit("pipe_sleepy", pidfile=str(pidfile))
+            _wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 30, "the step started")
+            app.engine.cancel(job.id)
+            assert app.wait(job, 10).status is JobStatus.CANCELLED
+            steps = {s.name: s.status for s in app.engine.store.list_steps(job.id)}
+            assert steps == {"start": StepStatus.SUCCEEDED, "sleep": StepStatus.CANCELLED}
+            pids = [int(p) for p in pidfile.read_text().split()]
+            _wait_until(lambda: all(map(_gone, pids)), 5, "the step's processes are killed")
+    finally:
+        app._settings = None
