@@ -129,7 +129,9 @@ def test_a_worker_killed_mid_job_never_leaves_it_running(own_store: tuple[str, s
             failed = app.wait(plain, 20)
             assert failed.status is JobStatus.FAILED
             assert failed.error == "interrupted: its worker stopped while it ran"
-            assert app.get_job(retried.id).status is JobStatus.QUEUED
+            # Re-queued by the same recovery pass, one statement after `plain` failed.
+            _wait_until(lambda: app.get_job(retried.id).status is JobStatus.QUEUED, 10,
+                        "the job with retries left is queued again")
             second = CeleryWorker(tmp_path / "home2", database_url, broker, "--concurrency", "1")
             second.wait_ready()
             done = app.wait(retried, 30)

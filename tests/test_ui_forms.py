@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
+from mieruka.artifacts import LocalUploads
 from mieruka.core.task import Task, make_task
 from mieruka.demo import app as demo_app
 from mieruka.web.submission import Submission, _form_value
@@ -405,7 +406,7 @@ def test_values_are_escaped_with_or_without_autoescape(autoescape: bool) -> None
 def parse_post(t: Task, data: list[tuple[str, Any]], tmp_path: Path) -> dict[str, Any]:
     """The parameters the API reads from a form post, validated."""
     items = [(k, v) for k, v in data if isinstance(v, str)]
-    params = Submission(tmp_path, 10**6)._from_form(FormData(items), t)
+    params = Submission(LocalUploads(tmp_path), 10**6)._from_form(FormData(items), t)
     return t.signature.validate(params)
 
 
@@ -472,7 +473,7 @@ def test_form_values_are_read_like_the_form_writes_them(annotation: Any, texts: 
 def test_dotted_names_only_for_parts_of_objects(tmp_path: Path) -> None:
     t = task("echo_types")
     form = FormData([("window.start", "4"), ("count.x", "1"), ("names.0", "a"), ("zzz.y", "2")])
-    params = Submission(tmp_path, 10**6)._from_form(form, t)
+    params = Submission(LocalUploads(tmp_path), 10**6)._from_form(form, t)
     assert params["window"] == {"start": "4"}
     assert {"count.x", "names.0", "zzz.y"} <= set(params) and "count" not in params and "names" not in params
 

@@ -12,7 +12,6 @@ import heapq
 import logging
 import os
 import queue
-import shutil
 import socket
 import threading
 import time
@@ -24,17 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from .artifacts import open_uploads
 from .artifacts.base import ArtifactStorage
+from .artifacts.uploads import check_upload_id, file_refs
 from .bus.base import EventBus
 from .core import outcome
 from .core.clock import utcnow
 from .core.events import Event, state_event
 from .core.job import JobRecord
-from .core.params import FileRef
 from .core.status import FINISHED, TRANSITIONS, JobStatus
 from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
-from .errors import ConflictError, JobNotFound, JobTimeoutError, ValidationError
+from .errors import ConflictError, JobNotFound, JobTimeoutError, StorageUnavailable, ValidationError
 from .executors.base import Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
 from .settings import Settings
 from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, StepsClosed, Transition
@@ -88,7 +88,9 @@ class Engine:
         self._remote = executor if isinstance(executor, RemoteExecutor) else None
         self.artifacts = artifacts
         self.settings = settings
-        self.upload_root = settings.home_path / "uploads"
+        # Uploads: written under this server's home, copied to the shared storage on submit.
+        self.uploads = open_uploads(artifacts, settings.home_path / "uploads")
+        self.upload_root = self.uploads.root
         self.id = uuid.uuid4().hex[:16]
         self.host = socket.gethostname()
         self.worker_name = f"{self.host}:{os.getpid()}"  # recorded on the jobs this engine runs
@@ -195,16 +197,22 @@ class Engine:
         return record, created
 
     def _check_uploads(self, task: Task, params: dict[str, Any]) -> None:
+        """Each uploaded file the job names exists; make it readable by whichever worker runs it."""
         for name in task.signature.file_fields:
             value = params.get(name)
             refs = value if isinstance(value, list) else [value]
             for ref in refs:
                 if ref is None:
                     continue
-                path = self.upload_root / str(ref["upload_id"]) / str(ref["filename"])
-                if "/" in ref["upload_id"] or ".." in ref["upload_id"] or not path.is_file():
+                try:
+                    self.uploads.keep(str(ref["upload_id"]), str(ref["filename"]),
+                                      drop_local=self._remote is not None)
+                except FileNotFoundError:
                     raise ValidationError(f"{name}: no uploaded file {ref['filename']!r} with that id",
-                                          [{"field": name, "message": "unknown upload"}])
+                                          [{"field": name, "message": "unknown upload"}]) from None
+                except Exception as exc:  # noqa: BLE001 - the bucket does not answer: say so, keep nothing
+                    raise StorageUnavailable(f"{name}: the uploaded file cannot be stored for the workers "
+                                             f"({type(exc).__name__}: {exc}); try again later") from None
 
     def get(self, job_id: int) -> JobRecord:
         record = self.store.get_job(job_id)
@@ -628,7 +636,7 @@ class Engine:
     def _delete_files(self, job_id: int, params: dict[str, Any]) -> None:
         self.artifacts.delete_job(job_id)
         for upload_id in _upload_ids(params):
-            shutil.rmtree(self.upload_root / upload_id, ignore_errors=True)
+            self.uploads.delete(upload_id)
 
 
 def _finished_event(event: Event) -> bool:
@@ -637,11 +645,10 @@ def _finished_event(event: Event) -> bool:
 
 def _upload_ids(params: dict[str, Any]) -> list[str]:
     found: list[str] = []
-    for value in params.values():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, dict) and set(item) == set(FileRef.model_fields):
-                upload_id = str(item["upload_id"])
-                if upload_id and "/" not in upload_id and ".." not in upload_id:
-                    found.append(upload_id)
+    for upload_id, _ in file_refs(params):
+        try:
+            found.append(check_upload_id(upload_id))
+        except FileNotFoundError:
+            pass  # not a name of ours: nothing to delete
     return found
 

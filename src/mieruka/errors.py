@@ -11,6 +11,7 @@
      ├── ValidationError         422  bad parameters; `fields` names each bad field
      ├── ConflictError           409  the job is not in a state that allows the action
      ├── PayloadTooLarge         413
+     ├── StorageUnavailable      503  the shared file storage (S3) does not answer
      └── JobTimeoutError         504  a bounded wait ran out
 """
 
@@ -89,6 +90,11 @@ class ConflictError(MierukaError):
 class PayloadTooLarge(MierukaError):
     status_code = 413
     code = "payload_too_large"
+
+
+class StorageUnavailable(MierukaError):
+    status_code = 503
+    code = "storage_unavailable"
 
 
 class JobTimeoutError(MierukaError):

@@ -55,6 +55,9 @@ class Settings:
     broker_url: str = _setting("", "Celery broker URL (redis://... or amqp://...) for executor 'celery'.")
     broker_visibility_timeout: float = _setting(3600.0, "Redis broker: an unacknowledged job message is "
                                                 "delivered again after this long (its worker died).")
+    broker_check_interval: float = _setting(5.0, "Redis broker: how often servers check that it still holds "
+                                            "the messages of queued jobs (a restart without persistence "
+                                            "loses them) and send them again if not; 0 turns it off.")
     event_bus: str = _setting("memory", "How live events travel: 'memory' (one server process) or a "
                               "redis:// URL, so that several server processes share them.")
     artifact_storage: str = _setting("local", "Where job artifacts are kept: 'local' (the home's artifacts "
@@ -150,7 +153,7 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
 
 
-_DURATIONS = {"broker_visibility_timeout", "pool_check_interval",
+_DURATIONS = {"broker_visibility_timeout", "broker_check_interval", "pool_check_interval",
               "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
               "prune_interval", "heartbeat_interval", "source_timeout"}
 

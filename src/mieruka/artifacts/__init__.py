@@ -6,8 +6,9 @@ from pathlib import Path
 
 from .base import ArtifactStorage
 from .local import LocalArtifactStorage
+from .uploads import LocalUploads, UploadStorage
 
-__all__ = ["ArtifactStorage", "LocalArtifactStorage", "open_storage"]
+__all__ = ["ArtifactStorage", "LocalArtifactStorage", "LocalUploads", "UploadStorage", "open_storage", "open_uploads"]
 
 
 def open_storage(url: str, local_root: Path, endpoint_url: str = "") -> ArtifactStorage:
@@ -22,3 +23,13 @@ def open_storage(url: str, local_root: Path, endpoint_url: str = "") -> Artifact
     from ..errors import ConfigError
 
     raise ConfigError(f"unknown artifact storage {url!r}: use 'local' or s3://bucket/prefix")
+
+
+def open_uploads(storage: ArtifactStorage, root: Path) -> UploadStorage:
+    """Where uploads go with this artifact storage: `root` alone, or also its S3 bucket so that
+    workers on other machines can read them."""
+    from .s3 import S3ArtifactStorage
+
+    if isinstance(storage, S3ArtifactStorage):
+        return storage.uploads(root)
+    return LocalUploads(root)

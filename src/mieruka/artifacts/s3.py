@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError, MissingExtraError
 from .local import check_name
+from .uploads import S3Uploads
 
 
 def _boto3() -> Any:
@@ -41,6 +42,10 @@ class S3ArtifactStorage:
         from botocore.exceptions import ClientError
 
         self._client_error = ClientError
+
+    def uploads(self, root: Path) -> S3Uploads:
+        """Uploaded files in this bucket, beside the artifacts (see uploads.py)."""
+        return S3Uploads(root, self._client, self.bucket, self.prefix)
 
     def _key(self, job_id: int, name: str) -> str:
         return f"{self.prefix}{int(job_id)}/{check_name(name)}"

@@ -13,10 +13,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..core.clock import utcnow
 from ..core.job import JobRecord
+from ..core.status import JobStatus
 from ..errors import ConfigError, MissingExtraError
 from ..settings import Settings
 from .base import WorkerMessage
+from .broker_epoch import BrokerEpoch
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -76,6 +79,7 @@ class CeleryExecutor:
         self._unsent: list[tuple[JobRecord, float]] = []
         self._lock = threading.Lock()
         self.broken: str | None = None
+        self._epoch = BrokerEpoch(settings.broker_url, settings.broker_check_interval)
 
     def start(self) -> None:
         pass  # the broker connection opens with the first message
@@ -117,7 +121,37 @@ class CeleryExecutor:
         self.celery.control.broadcast(CANCEL_COMMAND, arguments={"job_id": job_id})
         return True
 
+    def _resend_queued(self) -> None:
+        """The broker came back without its messages: send every queued job again, oldest first."""
+        from ..store.base import JobQuery
+
+        page_size = 1000
+        jobs: list[JobRecord] = []
+        before: int | None = None
+        try:
+            while True:
+                page = self.store.list_jobs(JobQuery(status=[JobStatus.QUEUED], before_id=before, limit=page_size))
+                jobs.extend(page)
+                if len(page) < page_size:
+                    break
+                before = page[-1].id
+        except Exception:
+            self._epoch.forget()  # the next check, by any server, tries again
+            raise
+        if jobs:
+            log.warning("the broker has lost its messages (restarted without persistence?): "
+                        "sending %d queued jobs again", len(jobs))
+        now = utcnow()
+        for record in reversed(jobs):
+            delay = (record.run_after - now).total_seconds() if record.run_after is not None else 0.0
+            self.send(record, max(0.0, delay))
+
     def wait(self, timeout: float | None) -> list[WorkerMessage]:
+        if self._epoch.lost():
+            self._resend_queued()
+        if self._epoch.active:  # wake up for the next check
+            until = max(0.0, self._epoch.next_check - time.monotonic())
+            timeout = until if timeout is None else min(timeout, until)
         if self._unsent:
             self._send_unsent()
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
@@ -155,5 +189,6 @@ class CeleryExecutor:
 
     def stop(self) -> list[int]:
         self._send_unsent()
+        self._epoch.close()
         self.celery.close()
         return []  # jobs keep running on their workers

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from ..artifacts import open_uploads
+from ..artifacts.uploads import job_upload_root
 from ..capture import FdCapture
 from ..core import outcome
 from ..core.clock import utcnow
@@ -155,6 +157,7 @@ class _Connections:
         self.store = SqlJobStore(node.settings.effective_database_url)
         self.bus = build_bus(node.settings.effective_event_bus)
         self.artifacts = build_artifacts(node.settings)
+        self.uploads = open_uploads(self.artifacts, node.settings.home_path / "uploads")
 
     def publish(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -218,7 +221,6 @@ class PoolProcess:
         self.node = node
         self.conn = _Connections(node)
         self.worker_name = f"{node.name}:{os.getpid()}"
-        self.upload_root = node.settings.home_path / "uploads"
         self.recorder = AttemptRecorder(self._sink)
         self.capture = FdCapture(self.recorder.lines)
         self.capture.start()
@@ -279,7 +281,9 @@ class PoolProcess:
         spec = JobSpec(record.id, record.task, record.params, record.attempts, record.max_attempts)
         self.capture.job_id = record.id
         try:
-            result = run_job(task, spec, self.recorder, conn.artifacts, self.upload_root)
+            # Uploads received by a server on another machine are downloaded for the job's duration.
+            with job_upload_root(conn.uploads, record.params) as upload_root:
+                result = run_job(task, spec, self.recorder, conn.artifacts, upload_root)
         except BaseException as exc:  # noqa: BLE001 - never leave the job running
             result = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
         finally:

@@ -1,7 +1,8 @@
 """Read a job submission from a request: a JSON body, or a multipart form with files.
 
-Uploaded files are stored under <home>/uploads/<upload id>/<file name> before the job is created;
-if anything fails they are removed again, so nothing half-written is left behind.
+Uploaded files are stored under <home>/uploads/<upload id>/<file name> before the job is created
+(the engine copies them to the shared upload storage when it accepts the job); if anything fails
+they are removed again, so nothing half-written is left behind.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import shutil
 import types
 import typing
 import uuid
-from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
@@ -22,10 +23,12 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
+from ..artifacts.uploads import UploadStorage
 from ..core.params import FileRef
 from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
 
+log = logging.getLogger("mieruka.uploads")
 _UNSAFE = re.compile(r"[^\w.\- ()+@]")
 
 
@@ -37,15 +40,19 @@ def safe_filename(name: str | None) -> str:
 
 
 class Submission:
-    def __init__(self, upload_root: Path, max_size: int) -> None:
-        self.upload_root = upload_root
+    def __init__(self, uploads: UploadStorage, max_size: int) -> None:
+        self.uploads = uploads
+        self.upload_root = uploads.root
         self.max_size = max_size
         self.upload_ids: list[str] = []
 
     def discard(self) -> None:
         """Remove the files saved for a submission that did not become a job."""
         for upload_id in self.upload_ids:
-            shutil.rmtree(self.upload_root / upload_id, ignore_errors=True)
+            try:
+                self.uploads.delete(upload_id)  # and its shared copy, if the engine made one
+            except Exception:  # noqa: BLE001 - the bucket does not answer: the request's own error matters
+                log.warning("cannot delete upload %s from the shared storage", upload_id, exc_info=True)
         self.upload_ids.clear()
 
     def check_length(self, request: Request) -> None:

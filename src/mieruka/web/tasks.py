@@ -31,7 +31,7 @@ def tasks_router(app: App) -> APIRouter:
                      idempotency_key: str | None) -> tuple[Any, bool]:
         task = app.tasks.get(task_name)
         engine = app.engine
-        submission = Submission(engine.upload_root, app.settings.max_upload_size)
+        submission = Submission(engine.uploads, app.settings.max_upload_size)
         try:
             params = await submission.read(request, task)
             record, created = await run_in_threadpool(

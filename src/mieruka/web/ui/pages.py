@@ -65,7 +65,7 @@ def ui_router(app: App) -> APIRouter:
     async def submit(request: Request, name: str) -> Response:
         task = app.tasks.get(name)
         engine = app.engine
-        submission = Submission(engine.upload_root, app.settings.max_upload_size)
+        submission = Submission(engine.uploads, app.settings.max_upload_size)
         form: FormData | None = None
         try:
             submission.check_length(request)

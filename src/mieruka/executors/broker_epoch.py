@@ -1,0 +1,62 @@
+"""Notice that a Redis broker lost its data, so that the jobs it was holding are sent again.
+
+A Redis restarted without persistence (or flushed) comes back empty: the messages of jobs that were
+queued are gone, and those jobs would wait forever. A marker key in the broker's database goes with
+them: every server tries `SET marker NX` now and then, and the one server that succeeds (the key was
+missing, so the data is new) re-sends every queued job once. Persistent Redis keeps the key, so a
+restart that kept the messages sends nothing again; a long queue costs one command per check.
+The first start on a new broker re-sends too: harmless, as a message for a job that is no longer
+queued is dropped by the worker that gets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+log = logging.getLogger("mieruka.celery")
+
+MARKER = "mieruka:broker-epoch"
+
+
+class BrokerEpoch:
+    def __init__(self, broker_url: str, interval: float) -> None:
+        self.interval = interval
+        self.next_check = 0.0
+        self._client: Any = None
+        if interval > 0 and broker_url.startswith(("redis://", "rediss://", "unix://")):
+            import redis
+
+            self._client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+
+    @property
+    def active(self) -> bool:
+        return self._client is not None
+
+    def lost(self) -> bool:
+        """True when the broker's data is new since the last check, for exactly one of the servers."""
+        if self._client is None:
+            return False
+        now = time.monotonic()
+        if now < self.next_check:
+            return False
+        self.next_check = now + self.interval
+        try:
+            return bool(self._client.set(MARKER, f"{uuid.uuid4().hex} {time.time():.0f}", nx=True))
+        except Exception as exc:  # noqa: BLE001 - broker down: the check after it is back will tell
+            log.debug("broker check failed: %s", exc)
+            return False
+
+    def forget(self) -> None:
+        """Give the claim back (the re-send could not be done): the next check anywhere claims again."""
+        try:
+            self._client.delete(MARKER)
+        except Exception:  # noqa: BLE001 - then the broker lost it anyway
+            pass
+        self.next_check = 0.0
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

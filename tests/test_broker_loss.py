@@ -1,0 +1,89 @@
+"""A Redis broker that loses its data (restarted without persistence): the servers notice, exactly
+one of them sends the queued jobs again, and a broker that kept its data is left alone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from mieruka import JobStatus
+from mieruka.executors.broker_epoch import BrokerEpoch
+from tests.celery_worker import CeleryWorker, private_redis
+from tests.conftest import free_port, fresh_postgres_database
+
+
+def _check(epoch: BrokerEpoch) -> bool:
+    epoch.next_check = 0.0  # check now, whatever the interval
+    return epoch.lost()
+
+
+def _waiting(client: object) -> int:
+    """Messages in the default queue's lists (one list per priority level)."""
+    keys = [k for k in client.keys("default*") if client.type(k) == b"list"]  # type: ignore[attr-defined]
+    return sum(client.llen(k) for k in keys)  # type: ignore[attr-defined]
+
+
+def test_exactly_one_server_claims_a_broker_that_lost_its_data() -> None:
+    import redis
+
+    with private_redis() as url:
+        servers = [BrokerEpoch(url, 60.0) for _ in range(3)]
+        try:
+            assert [_check(s) for s in servers] == [True, False, False]  # a new broker: one re-sends
+            assert [_check(s) for s in servers] == [False, False, False]  # kept its data: nothing
+            assert not servers[0].lost()  # and between checks, no command at all
+            client = redis.Redis.from_url(url)
+            client.flushdb()
+            client.close()
+            assert sorted(_check(s) for s in servers) == [False, False, True]
+        finally:
+            for server in servers:
+                server.close()
+
+
+def test_the_check_is_off_for_other_brokers_and_survives_a_broker_that_is_down() -> None:
+    assert not BrokerEpoch("amqp://guest:guest@127.0.0.1:5672//", 5.0).active
+    assert not BrokerEpoch("redis://127.0.0.1:6379/0", 0).active
+    down = BrokerEpoch(f"redis://127.0.0.1:{free_port()}/0", 5.0)
+    assert down.active and not _check(down)
+
+
+def test_jobs_whose_messages_the_broker_lost_still_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sent, then Redis restarts empty before any worker took them: the server sends them again."""
+    import redis
+
+    from tests.jobs import app
+
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    worker: CeleryWorker | None = None
+    with fresh_postgres_database("mieruka_brokerloss") as database_url:
+        app._settings = None
+        app.configure(home=str(tmp_path / "home"), database_url=database_url, executor="celery",
+                      broker_url=broker, broker_check_interval=0.2)
+        try:
+            with private_redis(port):
+                app.start()
+                jobs = [app.submit("add", a=a) for a in range(3)]
+                client = redis.Redis(port=port)
+                deadline = time.monotonic() + 30
+                while _waiting(client) < 3:  # all three messages reached the broker
+                    assert time.monotonic() < deadline, "the jobs were never sent"
+                    time.sleep(0.05)
+                client.close()
+            with private_redis(port):  # back, empty
+                worker = CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "1")
+                for job, a in zip(jobs, range(3), strict=True):
+                    done = app.wait(job, 60)
+                    assert done.status is JobStatus.SUCCEEDED and done.result == a + 2, done
+        except BaseException:
+            if worker is not None:
+                print(worker.output())
+            raise
+        finally:
+            app.stop()
+            app._settings = None
+            if worker is not None:
+                worker.stop()
