@@ -56,6 +56,8 @@ def main() -> int:
             run([str(BIN / "mypy"), "--config-file", "pyproject.toml"])
     if command == "bench":
         ensure_venv("dev")
+        if args[:1] == ["live"]:  # dashboards and streams under load: bench/live.py
+            return run([str(PYTHON), "bench/live.py", *args[1:]])
         return run([str(PYTHON), "bench/run.py", *args])
     print(__doc__.strip())
     return 0 if command == "help" else 2

@@ -62,7 +62,7 @@ def main() -> int:
                     page.wait_for_url(url + "/")
                 shots = {"home": "/", "task-form": "/tasks/all_the_types", "job-running": f"/jobs/{slow['id']}",
                          "job-report": f"/jobs/{report['id']}", "jobs-monitor": "/jobs", "api-docs": "/docs",
-                         "job-pipeline": f"/jobs/{pipeline['id']}"}
+                         "job-pipeline": f"/jobs/{pipeline['id']}", "dashboard": "/dashboards/demo"}
                 wanted = sys.argv[1:] or list(shots)
                 for name, path in shots.items():
                     if name not in wanted:
@@ -71,7 +71,7 @@ def main() -> int:
                     if name == "job-pipeline":  # some steps done, two running, one waiting
                         page.locator('#steps details[data-step="count"][data-status="running"]').wait_for()
                         page.locator('#steps details[data-step="letters"] summary').click()
-                    page.wait_for_timeout(2500 if name in ("job-running", "job-pipeline") else 800)
+                    page.wait_for_timeout(2500 if name in ("job-running", "job-pipeline", "dashboard") else 800)
                     page.screenshot(path=str(OUT / f"{name}.png"), full_page=name != "api-docs")
                     print(OUT / f"{name}.png")
                 browser.close()

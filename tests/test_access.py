@@ -243,24 +243,29 @@ def test_a_task_allow_list(setup: dict[str, Any]) -> None:
         task.allow = None
 
 
-def test_a_dashboard_allow_list(setup: dict[str, Any]) -> None:
-    """Dashboards (another feature) register under the "dashboard" kind; their rules use it."""
-    from types import SimpleNamespace
+def test_a_dashboard_allow_list(tmp_path: Path) -> None:
+    """A dashboard declared with allow= is listed, shown and served only to the names and roles on it;
+    so is a source that only such dashboards show."""
+    from tests.allow_app import app
 
-    from mieruka.core.access import Principal
-    from mieruka.web.policy import ALLOW_LISTS, rule_for
+    app.configure(home=str(tmp_path / "home"))
+    with TestClient(app.asgi()) as client:
+        accounts = app.auth.accounts
+        for name, role in (("olga", "viewer"), ("vic", "operator"), ("alice", "admin")):
+            accounts.add_user(name, role, "password-" + name)
+        tokens = {name: accounts.create_token(name, "t")[1] for name in ("olga", "vic", "alice")}
 
-    app = setup["app"]
-    assert rule_for("GET", "/dashboards/{name}").allow_list == ("dashboard", "name")
-    board = SimpleNamespace(allow=("admin", "olga"))
-    app.dashboards = {"wards": board}
-    try:
-        assert ALLOW_LISTS["dashboard"](app, "wards") == ("admin", "olga")
-        assert ALLOW_LISTS["dashboard"](app, "other") is None
-    finally:
-        del app.dashboards
-    assert ALLOW_LISTS["dashboard"](app, "wards") is None  # no dashboards feature: no list
-    from mieruka.core.access import allowed
+        def get(path: str, who: str) -> Any:
+            return client.get(path, headers={"Authorization": f"Bearer {tokens[who]}"})
 
-    assert allowed(Principal("olga", Role.VIEWER, "session"), board.allow)
-    assert not allowed(Principal("vic", Role.OPERATOR, "session"), board.allow)
+        for who, sees in (("olga", True), ("vic", False), ("alice", True)):
+            listed = [b["name"] for b in get("/api/dashboards", who).json()]
+            assert ("wards" in listed) is sees and "open" in listed, who
+            assert get("/api/dashboards/wards", who).status_code == (200 if sees else 403), who
+            assert get("/dashboards/wards", who).status_code == (200 if sees else 403), who
+            assert get("/api/dashboards/open", who).status_code == 200, who
+            for page in ("/dashboards", "/"):
+                assert ('/dashboards/wards"' in get(page, who).text) is sees, (who, page)
+            assert [s["name"] for s in get("/api/sources", who).json()] == (["wards", "beds"] if sees else ["wards"])
+            assert get("/api/sources/beds/data", who).status_code == (200 if sees else 403), who
+            assert get("/api/sources/wards/data", who).status_code == 200, who

@@ -296,3 +296,12 @@ def test_queues_and_workers(client: TestClient) -> None:
     assert "Workers of this server" in page and 'data-queue="default"' in page
     for job_id in running:
         client.post(f"/api/jobs/{job_id}/cancel")
+
+
+def test_an_app_without_sources_answers_the_live_routes(client: TestClient) -> None:
+    assert client.get("/api/sources").json() == [] and client.get("/api/streams").json() == []
+    assert client.get("/api/dashboards").json() == []
+    missing = client.get("/api/sources/anything")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "this app declares no sources or streams"
+    assert client.get("/dashboards").status_code == 200

@@ -300,6 +300,24 @@ def test_data_goes_under_home(demo: DemoServer, http: httpx.Client) -> None:
     assert len(workers) == 4
 
 
+def test_the_demo_has_a_live_dashboard_and_streams(http: httpx.Client) -> None:
+    boards = http.get("/api/dashboards").json()
+    assert [b["name"] for b in boards] == ["demo"]
+    assert {s["name"] for s in http.get("/api/streams").json()} == {"signal", "machine"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        tiles = http.get("/api/dashboards/demo").json()["tiles"]
+        if all(t["data"] is not None for t in tiles):
+            break
+        time.sleep(0.2)
+    assert all(t["data"] is not None and t["error"] is None for t in tiles), tiles
+    line = next(t for t in tiles if t["kind"] == "line")
+    assert line["data"]["total"] == 86_400 and line["data"]["shown"] <= 2400
+    points = http.get("/api/streams/signal/points").json()
+    assert set(points["series"]) == {"sine", "noisy"}
+    assert http.get("/dashboards/demo").status_code == 200
+
+
 def test_text_pipeline_fails_once_then_retry_runs_only_the_failed_step(http: httpx.Client) -> None:
     job = submit(http, "text_pipeline", json={"delay": 0, "fail_first_attempt": True})
     failed = wait_job(http, job["id"])

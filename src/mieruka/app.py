@@ -8,8 +8,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from .core.dashboards import Chart, Dashboard, DashboardRegistry, check_name
 from .core.job import JobRecord
+from .core.streams import StreamSpec
 from .core.task import Task, TaskRegistry, make_task
+from .durations import parse_duration
 from .errors import ConfigError
 from .pipeline.task import pipeline_function
 from .settings import Settings
@@ -19,7 +22,9 @@ if TYPE_CHECKING:
 
     from .auth.service import Auth
     from .engine import Engine
+    from .live.hub import Live
     from .pools.base import Pool, PoolHooks
+    from .sources.source import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +51,10 @@ class App:
         self.title = title
         self.description = description
         self.tasks = TaskRegistry()
+        self.dashboards = DashboardRegistry()
+        self.streams: dict[str, StreamSpec] = {}
+        self._sources: Any = None  # a SourceRegistry, made on first use (sources/ imports SQLAlchemy)
+        self._live: Live | None = None
         self._overrides = settings
         self._settings: Settings | None = None
         self._engine: Engine | None = None
@@ -138,6 +147,104 @@ class App:
     def get_task(self, name: str) -> Task:
         return self.tasks.get(name)
 
+    @property
+    def sources(self) -> Any:
+        """The declared data sources (a `SourceRegistry`)."""
+        if self._sources is None:
+            from .sources.source import SourceRegistry
+
+            self._sources = SourceRegistry()
+        return self._sources
+
+    @overload
+    def source(self, name: str, /, **options: Any) -> Source: ...
+
+    @overload
+    def source(self, name: F, /, **options: Any) -> F: ...
+
+    @overload
+    def source(self, name: None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def source(self, name: str | F | None = None, /, **options: Any) -> Source | F | Callable[[F], F]:
+        """Declare a data source: a table refreshed on the server and pushed to dashboards.
+
+        >>> census = app.source("census", url="sqlite:///ward.db", every="10s",
+        ...                     sql="SELECT ward, COUNT(*) AS patients FROM stays WHERE left_at IS NULL "
+        ...                         "AND ward <> :closed GROUP BY ward", params={"closed": "X"})
+        >>> beds = app.source("beds", odbc="DRIVER={Symfoware ODBC};...", sql="SELECT ...", params=[7])
+        >>> plan = app.source("plan", file="plan.xlsx")        # read again when the file changes
+        >>> @app.source(every="1m", transform=lambda df: df.sort_values("ward"))
+        ... def staff() -> list[dict]: return [{"ward": "A", "nurses": 4}]
+
+        Options: sql= with url= (SQLAlchemy) or odbc= (raw ODBC connection string) and params= (bound,
+        never formatted into the text); file= (CSV, Excel, Parquet); a function returning a DataFrame,
+        records or a dict of columns. every= ("10s") or cron= with timezone=, else on demand; timeout=,
+        max_rows= (guardrails; defaults from settings); transform= (a pandas function); title=.
+        Returns the `Source` (a decorated function is returned unchanged).
+        """
+        from .sources.source import make_source
+
+        if isinstance(name, str):
+            source = make_source(name, **options)
+            self.sources.add(source)
+            return source
+
+        def register(func: F) -> F:
+            source_name = options.pop("name", None) or func.__name__
+            self.sources.add(make_source(source_name, function=func, **options))
+            _tag(func, source_name)
+            return func
+
+        return register(name) if name is not None else register
+
+    def dashboard(self, name: str, charts: list[Chart], *, title: str | None = None, columns: int = 2,
+                  description: str = "", allow: list[str] | tuple[str, ...] | None = None) -> Dashboard:
+        """Declare a dashboard: a titled grid of charts (see `mieruka.charts`), served at /dashboards/{name}.
+        `allow` lists the role and user names that may see it (default: every viewer)."""
+        board = Dashboard(name, title or name.replace("_", " ").capitalize(), tuple(charts), columns, description,
+                          tuple(allow) if allow is not None else None)
+        self.dashboards.add(board)
+        return board
+
+    @overload
+    def stream(self, func: F, /) -> F: ...
+
+    @overload
+    def stream(self, func: None = None, /, *, every: str | float | None = 1.0, window: str | float = 60.0,
+               keep: int = 0, name: str | None = None, title: str = "", description: str = "") -> Callable[[F], F]: ...
+
+    def stream(self, func: F | None = None, /, *, every: str | float | None = 1.0, window: str | float = 60.0,
+               keep: int = 0, name: str | None = None, title: str = "",
+               description: str = "") -> F | Callable[[F], F]:
+        """Declare a stream: a function called every `every` seconds (or a generator) whose values,
+        a dict of series -> number (optionally with a "time"), feed rolling charts in every browser.
+
+        >>> @app.stream(every=1.0)
+        ... def load() -> dict[str, float]:
+        ...     return {"cpu": psutil.cpu_percent(), "memory": psutil.virtual_memory().percent}
+
+        Served at /streams/{name}; put it on a dashboard with `charts.stream(load)`.
+        """
+
+        def register(f: F) -> F:
+            stream_name = check_name("stream", name or f.__name__)
+            if stream_name in self.streams:
+                raise ConfigError(f"stream {stream_name!r} is declared twice")
+            window_s = parse_duration(window)
+            self.streams[stream_name] = StreamSpec(stream_name, f, parse_duration(every), window_s or 60.0, keep,
+                                                   title or stream_name.replace("_", " "), description)
+            _tag(f, stream_name)
+            return f
+
+        return register(func) if func is not None else register
+
+    @property
+    def live(self) -> Live:
+        """Sources, tiles and streams of the running app."""
+        if self._live is None:
+            raise ConfigError("the app is not running: use `with app:` or app.start()")
+        return self._live
+
     # -- settings ------------------------------------------------------------------------------
     @property
     def settings(self) -> Settings:
@@ -189,6 +296,15 @@ class App:
         engine = build_engine(self)
         engine.start()
         self._engine = engine
+        if len(self.sources) or self.streams:
+            from .live.hub import Live
+
+            try:
+                self._live = Live(self.sources, self.dashboards, self.streams.values(), self.settings)
+                self._live.start()
+            except BaseException:
+                self.stop()
+                raise
         return engine
 
     @property
@@ -204,6 +320,9 @@ class App:
         if self._auth is not None:
             auth, self._auth = self._auth, None
             auth.close()
+        if self._live is not None:
+            live, self._live = self._live, None
+            live.stop()
         if self._engine is not None:
             engine, self._engine = self._engine, None
             engine.stop()
@@ -244,3 +363,11 @@ class App:
         from .server import serve
 
         serve(self, host=host, port=port)
+
+
+def _tag(func: Any, name: str) -> None:
+    # charts.name_of() finds the declared name of a decorated function through this attribute.
+    try:
+        func.__mieruka_name__ = name
+    except (AttributeError, TypeError):
+        pass

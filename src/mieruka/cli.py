@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
+    sources = sub.add_parser("sources", help="list the data sources of a running server, or refresh one")
+    sources_sub = sources.add_subparsers(dest="sources_command", metavar="ACTION", required=True)
+    sources_ls = sources_sub.add_parser("ls", help="every source: last refresh, rows, error")
+    refresh = sources_sub.add_parser("refresh", help="refresh a source now and print its status")
+    refresh.add_argument("name")
+    refresh.add_argument("--wait", type=float, default=60, help="longest wait for the refresh, seconds")
+    for action in (sources_ls, refresh):
+        action.add_argument("--url", help="server URL (default http://127.0.0.1:8000, or MIERUKA_URL)")
+
     worker = sub.add_parser("worker", help="run a Celery worker for an app (executor 'celery')")
     worker.add_argument("app", help="the app: path/to/file.py, file.py:app or package.module:app")
     worker.add_argument("--queues", "-Q", default="default", help="comma-separated queues to take jobs from "
@@ -124,6 +133,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from . import cli_accounts
 
         return cli_accounts.users(args) if args.command == "users" else cli_accounts.tokens(args)
+    if args.command == "sources":
+        return _sources(args)
     if args.command == "worker":
         return _worker(args)
     if args.command == "db":
@@ -167,6 +178,9 @@ def _serve(args: argparse.Namespace) -> int:
         from .cli_accounts import demo_login_link
 
         print(f"mieruka: log in as the demo admin with this one-time link: {demo_login_link(app)}", flush=True)
+    if len(app.dashboards) or app.streams:
+        print(f"mieruka: {len(app.dashboards)} dashboards and {len(app.streams)} streams at {base}/dashboards",
+              flush=True)
     app.serve()
     return 0
 
@@ -301,6 +315,21 @@ def _jobs(args: argparse.Namespace) -> int:
             return 0
         print(json.dumps({"id": job["id"], "status": job["status"]}))
         return 0
+
+
+def _sources(args: argparse.Namespace) -> int:
+    zone = ZoneInfo(Settings.load().timezone)
+    with _client(args) as client:
+        if args.sources_command == "ls":
+            print(f"{'SOURCE':<24} {'SCHEDULE':<16} {'LAST REFRESH':<19}  {'ROWS':>9}  ERROR")
+            for s in client.sources():
+                print(f"{s['name'][:24]:<24} {s['schedule'][:16]:<16} {_local(s['refreshed_at'], zone) or 'never':<19}"
+                      f"  {s['rows']:>9}  {(s['error'] or '')[:60]}")
+            return 0
+        state = client.refresh_source(args.name, wait=args.wait)
+        print(json.dumps({k: state[k] for k in ("name", "refreshed_at", "duration", "rows", "truncated", "error",
+                                                "running")}, ensure_ascii=False))
+        return EXIT_ERROR if state["error"] else 0
 
 
 def _logs(client: Any, job_id: int, follow: bool, step: str | None = None) -> int:

@@ -117,3 +117,12 @@ class Client:
 
     def delete(self, job_id: int) -> None:
         self._call("DELETE", f"/api/jobs/{job_id}")
+
+    def sources(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/sources")
+        return result
+
+    def refresh_source(self, name: str, wait: float = 0) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/api/sources/{name}/refresh", params={"wait": wait},
+                                            timeout=httpx.Timeout(wait + 30))
+        return result

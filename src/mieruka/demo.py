@@ -7,10 +7,12 @@ import csv
 import html
 import io
 import logging
+import math
 import os
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import date
 from enum import Enum
 from typing import Annotated, Literal, NamedTuple
@@ -18,6 +20,7 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import BaseModel, Field
 
 import mieruka
+from mieruka import charts
 
 app = mieruka.App("mieruka demo", description="Try every kind of task: click one, submit, watch it run.")
 log = logging.getLogger("demo")
@@ -235,3 +238,58 @@ def heartbeat() -> dict[str, float]:
     """Runs every minute on its own: the system load, as a scheduled job."""
     load1, load5, load15 = os.getloadavg()
     return {"load1": load1, "load5": load5, "load15": load15}
+
+
+# -- a live dashboard and a stream ----------------------------------------------------------------
+# Sources need pandas (`pip install 'mieruka[data]'`); without it each tile says so.
+REGIONS = ["North", "South", "East", "West", "Central"]
+
+
+@app.source(every="5s", title="Orders by region")
+def orders() -> list[dict[str, object]]:
+    """A made-up order book that changes at each refresh."""
+    rng = random.Random(int(time.time() // 5))
+    return [{"region": r, "orders": rng.randint(20, 120), "returns": rng.randint(0, 15)} for r in REGIONS]
+
+
+@app.source(every="1m", title="A day of sensor readings")
+def readings() -> dict[str, object]:
+    """86,400 readings (one a second for a day): downsampled on the server to what a chart can show."""
+    import numpy as np
+
+    now = time.time()
+    seconds = np.arange(86_400, dtype=np.float64)
+    rng = np.random.default_rng(int(now // 60))
+    values = 20 + 5 * np.sin(seconds / 86_400 * 2 * np.pi) + rng.normal(0, 0.4, seconds.size)
+    values[rng.integers(0, seconds.size, 3)] += 12  # three spikes that must stay visible
+    return {"time": (now - 86_400 + seconds).astype("datetime64[s]"), "temperature": values}
+
+
+@app.stream(every=0.1, window="30s", title="Signal at 10 Hz")
+def signal() -> dict[str, float]:
+    """A sine and a noisy copy, ten points a second."""
+    now = time.time()
+    clean = math.sin(now * 2)
+    return {"sine": round(clean, 4), "noisy": round(clean + random.gauss(0, 0.15), 4)}
+
+
+@app.stream(every=1.0, window="2m", title="This machine's load")
+def machine() -> Iterator[dict[str, float]]:
+    """CPU and memory use, once a second."""
+    import psutil
+
+    psutil.cpu_percent(interval=0.5)  # the first reading only starts the measurement
+    while True:
+        yield {"cpu %": psutil.cpu_percent(), "memory %": psutil.virtual_memory().percent}
+
+
+app.dashboard("demo", [
+    charts.kpi(orders, "orders", aggregate="sum", title="Orders today"),
+    charts.kpi(orders, "returns", aggregate="sum", title="Returns"),
+    charts.bar(orders, x="region", y=["orders", "returns"], title="Orders and returns by region"),
+    charts.doughnut(orders, x="region", y="orders", title="Share of orders"),
+    charts.line(readings, x="time", y="temperature", title="Temperature, last 24 h (86,400 points)", span=2),
+    charts.stream(signal, title="Signal at 10 Hz", window=30),
+    charts.stream(machine, title="This machine's load", window=120),
+    charts.table(orders, title="Orders", page_size=5, span=2),
+], title="Live dashboard", description="Sources refreshed on the server and streams, pushed live to every browser.")

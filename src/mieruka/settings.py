@@ -80,6 +80,8 @@ class Settings:
     pool_check_interval: float = _setting(5.0, "How often compute pools are checked (start when jobs wait, "
                                           "stop when idle), seconds.")
     heartbeat_interval: float = _setting(15.0, "SSE heartbeat and server liveness period, seconds.")
+    source_timeout: float = _setting(30.0, "Longest a data source refresh may take before it is stopped.")
+    source_max_rows: int = _setting(1_000_000, "Most rows a data source refresh reads; more are cut off.")
     auto_migrate: bool = _setting(True, "Upgrade the database schema at start-up.")
     log_level: str = _setting("info", "Server log level.")
     session_max_age: float = _setting(7 * 86400.0, "A login session lasts this long (e.g. 8h, 7d).")
@@ -163,7 +165,7 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
 _DURATIONS = {"broker_visibility_timeout", "broker_check_interval", "pool_check_interval",
               "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
               "prune_interval", "heartbeat_interval", "session_max_age", "presence_expiry", "login_lockout",
-              "audit_retention"}
+              "audit_retention", "source_timeout"}
 
 
 def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,6 +175,8 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
         out[name] = _coerce(name, known[name].type, value)
+    if out.get("source_max_rows", 1) < 1 or out.get("source_timeout", 1) <= 0:
+        raise ConfigError("settings source_max_rows and source_timeout must be positive")
     for name in ("workers", "retention_max_jobs", "login_max_failures"):
         if name in out and out[name] < 0:
             raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")

@@ -140,7 +140,7 @@ schedules = sa.Table(
     sa.Column("last_job_id", sa.Integer),
 )
 
-# -- accounts, audit log and presence (migration 0003_auth) --------------------------------------
+# -- accounts, audit log and presence (migration 0004_auth) --------------------------------------
 users = sa.Table(
     "users",
     metadata,

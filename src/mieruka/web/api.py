@@ -18,6 +18,7 @@ from ..core.events import Event
 from .accounts_api import accounts_router
 from .errors import install_error_handlers
 from .jobs import jobs_router
+from .live import live_router
 from .metrics import Metrics
 from .monitor import monitor_router
 from .openapi import install_openapi
@@ -28,6 +29,7 @@ from .serialize import iso, job_json
 from .sse import event_response
 from .steps import steps_router
 from .tasks import tasks_router
+from .ui.dashboards import dashboards_ui_router
 from .ui.pages import ui_router
 
 STATIC = Path(__file__).with_name("static")
@@ -61,7 +63,9 @@ def create_api(app: App) -> FastAPI:
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
     _docs_routes(api, app)
+    api.include_router(live_router(app, metrics.sse_clients, metrics.registry))
     api.include_router(ui_router(app))
+    api.include_router(dashboards_ui_router(app))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_openapi(api, app)
     install_security(api, app)

@@ -92,7 +92,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
     ("GET", "/api/dashboards/{name}/events"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
     ("GET", "/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
-    ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, audit="source.refresh"),
+    ("GET", "/api/sources/{name}"): Rule(Role.VIEWER, allow_list=("source", "name")),
+    ("GET", "/api/sources/{name}/data"): Rule(Role.VIEWER, allow_list=("source", "name")),
+    ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, allow_list=("source", "name"),
+                                                 audit="source.refresh"),
     ("POST", "/api/pools/{name}/start"): Rule(Role.ADMIN, audit="pool.start"),
     ("POST", "/api/pools/{name}/stop"): Rule(Role.ADMIN, audit="pool.stop"),
     ("POST", "/pools/{name}/{action}"): Rule(Role.ADMIN, audit="pool.change"),
@@ -111,10 +114,16 @@ def _dashboard_allow(app: App, name: str) -> Iterable[str] | None:
     return allow
 
 
+def _source_allow(app: App, name: str) -> Iterable[str] | None:
+    dashboards = getattr(app, "dashboards", None)
+    return dashboards.source_allow(name) if dashboards is not None else None
+
+
 # kind -> the allow list of the thing of that name (None: everyone; unknown names: None, and the
 # route answers 404). Another kind registers itself the same way.
 ALLOW_LISTS: dict[str, Callable[[App, str], Iterable[str] | None]] = {"task": _task_allow,
-                                                                      "dashboard": _dashboard_allow}
+                                                                      "dashboard": _dashboard_allow,
+                                                                      "source": _source_allow}
 
 
 def rule_for(method: str, template: str) -> Rule:

@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -23,30 +22,19 @@ from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLar
 from ...store.base import JobQuery
 from .. import monitor
 from ..pools import pools_json
-from ..security import audit, install_template_globals, owner_name, principal
+from ..security import audit, owner_name, principal
 from ..submission import Submission
 from . import charts, render, step_graph
 from .account_pages import account_router
 from .forms import form_fields, unplaced_errors
+from .templating import page_templates
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 LOG_TAIL = 1000  # lines a job page shows at first; older ones are a download away
 
 
 def ui_router(app: App) -> APIRouter:
-    templates = Jinja2Templates(directory=str(TEMPLATES))
-    env = templates.env
-    zone = app.settings.zone
-    env.filters["local_time"] = lambda v: render.local_time(v, zone)
-    env.filters["utc"] = render.utc_title
-    env.filters["size"] = render.human_size
-    env.filters["duration"] = render.human_duration
-    env.globals["app_title"] = app.title
-    env.globals["timezone"] = app.settings.timezone
-    install_template_globals(env)
-    env.globals["online_now"] = lambda: app.auth.presence.online()
-    # Open pages say they are still open well within the presence expiry (default every minute).
-    env.globals["heartbeat_seconds"] = max(5, min(60, int(app.settings.presence_expiry / 3)))
+    templates = page_templates(app)
     router = APIRouter(include_in_schema=False)
     router.include_router(account_router(app, templates))
 
@@ -59,7 +47,8 @@ def ui_router(app: App) -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
         who = principal(request)
-        return page(request, "home.html", tasks=[t for t in app.tasks if allowed(who, t.allow)])
+        return page(request, "home.html", tasks=[t for t in app.tasks if allowed(who, t.allow)],
+                    dashboards=[b for b in app.dashboards if allowed(who, b.allow)])
 
     @router.get("/tasks/{name}", response_class=HTMLResponse)
     def task_page(request: Request, name: str, again: int | None = None) -> HTMLResponse:

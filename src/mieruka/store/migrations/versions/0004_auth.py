@@ -1,7 +1,7 @@
 """Accounts, API tokens, sessions, the audit log and presence.
 
-Revision ID: 0003_auth
-Revises: 0002_pools
+Revision ID: 0004_auth
+Revises: 0003_pools
 Create Date: 2026-11-21
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 from mieruka.store.tables import UTCDateTime
 
-revision = "0003_auth"
-down_revision = "0002_pools"
+revision = "0004_auth"
+down_revision = "0003_pools"
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """Compute pools and their history; what each engine is (for monitoring); finished_at index.
 
-Revision ID: 0002_pools
+Revision ID: 0003_pools
 Revises: 0002_steps
 Create Date: 2026-11-21
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 from mieruka.store.tables import UTCDateTime
 
-revision = "0002_pools"
+revision = "0003_pools"
 down_revision = "0002_steps"
 branch_labels = None
 depends_on = None

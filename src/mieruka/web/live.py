@@ -1,0 +1,226 @@
+"""REST routes of sources, dashboards and streams. Every answer comes from what the refresher and
+the stream producers keep in memory: no request runs a query (POST .../refresh asks for one)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..app import App
+from ..core.access import allowed
+from ..core.clock import utcnow
+from ..core.dashboards import Dashboard
+from ..errors import ConfigError, ConflictError, NotFoundError
+from ..live.hub import Live
+from ..sources.refresher import SourceState
+from ..sources.source import Source
+from .feeds import feed_response, positions
+from .security import principal
+from .serialize import iso
+
+CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
+
+
+def _csv_chunks(frame: Any) -> Iterator[str]:
+    for start in range(0, max(len(frame), 1), CSV_CHUNK):
+        yield frame.iloc[start:start + CSV_CHUNK].to_csv(index=False, header=start == 0)
+
+
+SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+
+
+def live_or_none(app: App) -> Live | None:
+    """The app's live side, or None when it declares no sources or streams."""
+    try:
+        return app.live
+    except ConfigError:
+        return None
+
+
+def live_of(app: App) -> Live:
+    live = live_or_none(app)
+    if live is None:
+        raise NotFoundError("this app declares no sources or streams")
+    return live
+
+
+def source_json(source: Source, state: SourceState, live: Live) -> dict[str, Any]:
+    limits = live.refresher.limits(source)
+    return {
+        "name": source.name, "title": source.title, "description": source.description,
+        "kind": source.adapter.kind, "reads": source.adapter.describe(),
+        "schedule": source.schedule.describe() if source.schedule else "on demand",
+        "interval": source.interval, "timeout": limits.timeout, "max_rows": limits.max_rows,
+        "version": state.version, "refreshes": state.attempts, "running": state.running,
+        "refreshed_at": iso(state.refreshed_at), "attempted_at": iso(state.attempted_at),
+        "next_refresh_at": iso(state.next_at), "duration": state.duration, "rows": state.rows,
+        "truncated": state.truncated, "error": state.error, "error_at": iso(state.error_at),
+        "columns": [str(c) for c in state.frame.columns] if state.frame is not None else [],
+    }
+
+
+def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
+    return {"name": board.name, "title": board.title, "description": board.description,
+            "columns": board.columns, "url": f"{root}/dashboards/{board.name}",
+            "sources": board.sources, "streams": board.streams,
+            "charts": [{"name": c.name, "kind": c.kind, "title": c.title, "source": c.source, "x": c.x,
+                        "y": list(c.y), "span": c.span} for c in board.charts]}
+
+
+class LiveMetrics(Collector):
+    """Sources and streams at scrape time: refreshes, failures, age of the data, rows, points."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        live = live_or_none(self.app)
+        if live is None:
+            return
+        refreshes = CounterMetricFamily("mieruka_source_refreshes", "Refreshes tried, by source.", labels=["source"])
+        failing = GaugeMetricFamily("mieruka_source_failing", "1 when the last refresh failed.", labels=["source"])
+        age = GaugeMetricFamily("mieruka_source_age_seconds", "Age of the data shown (since the last good "
+                                "refresh).", labels=["source"])
+        duration = GaugeMetricFamily("mieruka_source_refresh_seconds", "Duration of the last refresh.",
+                                     labels=["source"])
+        rows = GaugeMetricFamily("mieruka_source_rows", "Rows of the data shown.", labels=["source"])
+        now = utcnow()
+        for source in live.sources:
+            state = live.refresher.state(source.name)
+            refreshes.add_metric([source.name], state.attempts)
+            failing.add_metric([source.name], 1 if state.error else 0)
+            if state.refreshed_at is not None:
+                age.add_metric([source.name], (now - state.refreshed_at).total_seconds())
+            if state.duration is not None:
+                duration.add_metric([source.name], state.duration)
+            rows.add_metric([source.name], state.rows)
+        points = CounterMetricFamily("mieruka_stream_points", "Points produced, by stream.", labels=["stream"])
+        for name, runner in live.streams.items():
+            points.add_metric([name], runner.buffer.last)
+        yield from (refreshes, failing, age, duration, rows, points)
+
+
+def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegistry | None = None) -> APIRouter:
+    router = APIRouter()
+    if registry is not None:
+        registry.register(LiveMetrics(app))
+
+    # -- sources ---------------------------------------------------------------------------------
+    @router.get("/api/sources", tags=["sources"])
+    def list_sources(request: Request) -> list[dict[str, Any]]:
+        """Every data source (that you may read) with its status: last refresh, duration, rows, error."""
+        live = live_or_none(app)
+        if live is None:
+            return []
+        who = principal(request)
+        return [source_json(s, live.refresher.state(s.name), live) for s in live.sources
+                if allowed(who, app.dashboards.source_allow(s.name))]
+
+    @router.get("/api/sources/{name}", tags=["sources"])
+    def get_source(name: str) -> dict[str, Any]:
+        """One source: status, last refresh (UTC), the last error and its time, the columns."""
+        live = live_of(app)
+        source = live.sources.get(name)
+        return source_json(source, live.refresher.state(source.name), live)
+
+    @router.get("/api/sources/{name}/data", tags=["sources"], response_model=None,
+                responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+    def source_data(name: str, format: str = Query("json", pattern="^(json|csv)$"),
+                    offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Response:
+        """The last good table: JSON (`offset`/`limit` pages) or, with `?format=csv`, all of it."""
+        live = live_of(app)
+        source = live.sources.get(name)
+        state = live.refresher.state(source.name)
+        if state.frame is None:
+            why = f"its last refresh failed: {state.error}" if state.error else "the first refresh has not finished"
+            raise ConflictError(f"source {name!r} has no data yet: {why}")
+        frame = state.frame
+        if format == "csv":
+            return StreamingResponse(_csv_chunks(frame), media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition": f'attachment; filename="{source.name}.csv"'})
+        part = frame.iloc[offset:offset + limit]
+        table = json.loads(part.to_json(orient="split", index=False, date_format="iso", date_unit="s"))
+        return JSONResponse({"source": source.name, "version": state.version,
+                             "refreshed_at": iso(state.refreshed_at), "total": len(frame), "offset": offset,
+                             "limit": limit, "columns": table["columns"], "rows": table["data"]})
+
+    @router.post("/api/sources/{name}/refresh", tags=["sources"])
+    def refresh_source(name: str, wait: float = Query(0, ge=0, le=300, description=
+                       "Seconds to wait for the refresh to end (0: answer at once with 202).")) -> JSONResponse:
+        """Refresh now, or right after the refresh already running (requests coalesce; never two at once)."""
+        live = live_of(app)
+        source = live.sources.get(name)
+        before = live.refresher.state(source.name).attempts
+        state = live.refresher.refresh(source.name, wait=wait or None)
+        done = state.attempts > before
+        return JSONResponse(source_json(source, state, live), status_code=200 if done else 202)
+
+    # -- dashboards ------------------------------------------------------------------------------
+    @router.get("/api/dashboards", tags=["dashboards"])
+    def list_dashboards(request: Request) -> list[dict[str, Any]]:
+        """The dashboards you may see."""
+        who = principal(request)
+        return [dashboard_json(b, app.settings.root_path) for b in app.dashboards if allowed(who, b.allow)]
+
+    @router.get("/api/dashboards/{name}", tags=["dashboards"])
+    def get_dashboard(name: str) -> dict[str, Any]:
+        """A dashboard with every tile as last computed (what the page's polling fallback reads)."""
+        board = app.dashboards.get(name)
+        live = live_of(app)
+        return {**dashboard_json(board, app.settings.root_path), "tiles": live.tiles(board.name)}
+
+    @router.get("/api/dashboards/{name}/events", tags=["dashboards"], response_class=Response, responses=SSE)
+    def dashboard_events(name: str, last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
+        """Server-Sent Events of one dashboard: every tile at once, then `tile` when a source refreshed
+        and `points` for its streams."""
+        board = app.dashboards.get(name)
+        live = live_of(app)
+        return feed_response(live, board.name, board.streams, positions(last_event_id),
+                             app.settings.heartbeat_interval, clients)
+
+    # -- streams ---------------------------------------------------------------------------------
+    def stream_json(name: str) -> dict[str, Any]:
+        runner = live_of(app).stream(name)
+        spec = runner.spec
+        return {"name": spec.name, "title": spec.title, "description": spec.description, "every": spec.every,
+                "window": spec.window, "keep": spec.capacity, "last": runner.buffer.last, "error": runner.error,
+                "url": f"{app.settings.root_path}/streams/{spec.name}"}
+
+    @router.get("/api/streams", tags=["streams"])
+    def list_streams() -> list[dict[str, Any]]:
+        return [stream_json(name) for name in app.streams] if live_or_none(app) is not None else []
+
+    @router.get("/api/streams/{name}", tags=["streams"])
+    def get_stream(name: str) -> dict[str, Any]:
+        return stream_json(name)
+
+    @router.get("/api/streams/{name}/points", tags=["streams"])
+    def stream_points(name: str, after: int = Query(0, ge=0), limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
+        """Points after sequence `after` as arrays per series (the polling twin of the event stream)."""
+        runner = live_of(app).stream(name)
+        batch = runner.batch(after, limit)
+        if batch is None:
+            last = runner.buffer.last
+            return {"stream": name, "first": last + 1, "last": last, "gap": False, "t": [], "series": {},
+                    "error": runner.error, "boot": runner.boot}
+        return {**batch.to_dict(name), "error": runner.error, "boot": runner.boot}
+
+    @router.get("/api/streams/{name}/events", tags=["streams"], response_class=Response, responses=SSE)
+    def stream_events(name: str, after: int | None = Query(None, ge=0, description="Resume after this point."),
+                      last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
+        """Server-Sent Events of one stream: `points` frames (arrays per series, in order). The first
+        frame has the recent window; after a reconnect (Last-Event-ID) the points missed, then new ones."""
+        runner = live_of(app).stream(name)
+        known = positions(last_event_id)
+        start = runner.resume_from(known.get("", known.get(name, after or 0)))  # 0 after a server restart
+        return feed_response(live_of(app), None, [runner.spec.name], {runner.spec.name: start},
+                             app.settings.heartbeat_interval, clients)
+
+    return router

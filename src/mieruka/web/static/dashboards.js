@@ -1,0 +1,391 @@
+// mieruka dashboards: draws each tile from the JSON the server computed (uPlot for time series and
+// streams, Chart.js for categorical charts, HTML for tables and KPIs) and keeps it live over the
+// page's one event stream, falling back to polling the JSON API when streaming cannot work.
+(function () {
+  "use strict";
+  var body = document.body.dataset;
+  var root = body.root || "";
+  var tz = body.timezone || "UTC";
+  var FALLBACK_AFTER_MS = 5000;
+  var POLL_MS = 2000;
+  var PALETTE = ["#0d6efd", "#dc3545", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#d63384", "#6c757d"];
+  var note = (window.mieruka && window.mieruka.note) || function () {};
+
+  var fmtDate = new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" });
+  var fmtTime = new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  function localTime(iso) {
+    var d = new Date(iso);
+    var today = fmtDate.format(new Date()) === fmtDate.format(d);
+    return (today ? "" : fmtDate.format(d) + " ") + fmtTime.format(d);
+  }
+  function ago(seconds) {
+    if (seconds < 60) return Math.max(0, Math.round(seconds)) + " s ago";
+    if (seconds < 3600) return Math.round(seconds / 60) + " min ago";
+    return Math.round(seconds / 3600) + " h ago";
+  }
+  function colour(i, alpha) { var c = PALETTE[i % PALETTE.length]; return alpha ? c + alpha : c; }
+
+  var tiles = {};
+  document.querySelectorAll(".tile").forEach(function (el) {
+    tiles[el.dataset.chart] = { el: el, kind: el.dataset.kind, payload: null, view: null,
+      body: el.querySelector(".tile-body"), height: +el.dataset.height || 260 };
+    // The page's CSP allows no style attributes in the markup; the script sizes chart boxes.
+    if (el.querySelector(".chart-body")) tiles[el.dataset.chart].body.style.minHeight = tiles[el.dataset.chart].height + "px";
+  });
+
+  // -- freshness: last refresh, a stale badge past twice the interval, the last error --------
+  function freshness(t) {
+    var p = t.payload;
+    if (!p) return;
+    var fresh = t.el.querySelector(".freshness");
+    var stale = t.el.querySelector(".stale-badge");
+    var err = t.el.querySelector(".tile-error");
+    if (p.refreshed_at) {
+      var age = (Date.now() - Date.parse(p.refreshed_at)) / 1000;
+      fresh.textContent = "updated " + localTime(p.refreshed_at) + " (" + ago(age) + ")";
+      fresh.title = p.refreshed_at + (p.interval ? " · refreshes every " + p.interval + " s" : "");
+      stale.hidden = !(p.interval && age > 2 * p.interval);
+    } else {
+      fresh.textContent = p.error ? "no data yet" : "waiting for the first refresh…";
+      stale.hidden = true;
+    }
+    if (p.error) {
+      err.hidden = false;
+      err.textContent = "Refresh failed" + (p.error_at ? " at " + localTime(p.error_at) : "") + ": " + p.error +
+        (p.refreshed_at ? " (showing data of " + localTime(p.refreshed_at) + ")" : "");
+    } else {
+      err.hidden = true;
+      err.textContent = "";
+    }
+  }
+  window.setInterval(function () { Object.keys(tiles).forEach(function (k) { freshness(tiles[k]); }); }, 1000);
+
+  function onTile(p) {
+    var t = tiles[p.chart];
+    // Tiles are numbered afresh when the server restarts (a new boot id): take the new ones.
+    if (!t || (t.payload && t.payload.boot === p.boot && t.payload.seq >= p.seq)) return;
+    t.payload = p;
+    t.el.dataset.version = p.version;
+    t.el.dataset.attempts = p.attempts;
+    t.el.dataset.error = p.error ? "true" : "false";
+    freshness(t);
+    if (!p.data) return;
+    try {
+      if (p.kind === "table") drawTable(t, p.data);
+      else if (p.kind === "kpi") drawKpi(t, p.data);
+      else if (p.library === "uplot") drawSeries(t, p);
+      else drawChartjs(t, p);
+    } catch (e) {
+      t.el.querySelector(".tile-error").hidden = false;
+      t.el.querySelector(".tile-error").textContent = "cannot draw: " + e;
+    }
+  }
+
+  // -- uPlot: line and area over time or numbers; keeps the user's zoom across updates ----------
+  // A tile's chart is replaced when its series change: free the old one first.
+  function dispose(t) {
+    var view = t.view;
+    if (!view) return;
+    if (view.observer) view.observer.disconnect();
+    if (view.u) view.u.destroy();
+    if (view.chart) view.chart.destroy();
+    t.view = null;
+  }
+
+  function makeUplot(t, names, time, area) {
+    dispose(t);
+    t.body.innerHTML = "";
+    var view = { kind: "uplot", zoomed: false, names: names.join("\u0000") };
+    var opts = {
+      width: t.body.clientWidth || 600, height: t.height,
+      scales: { x: { time: time } },
+      series: [{}].concat(names.map(function (n, i) {
+        return { label: n, stroke: colour(i), width: 1.5, fill: area ? colour(i, "33") : undefined };
+      })),
+    };
+    if (time) opts.tzDate = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), tz); };
+    view.updating = true;
+    view.u = new uPlot(opts, [[]].concat(names.map(function () { return []; })), t.body);
+    view.updating = false;
+    t.el.uplot = view.u;  // for scripts and tests that look at the chart
+    t.el.chartView = view;
+    // A drag across the plot is uPlot's zoom: from then on updates keep the user's window, until a
+    // double click zooms out again (uPlot's default) and the chart follows the data.
+    var downX = null;
+    view.u.over.addEventListener("mousedown", function (e) { downX = e.clientX; });
+    window.addEventListener("mouseup", function (e) {  // capture: uPlot stops the event later
+      if (downX !== null && Math.abs(e.clientX - downX) > 3) view.zoomed = true;
+      downX = null;
+    }, true);
+    view.u.over.addEventListener("dblclick", function () { view.zoomed = false; });
+    if (window.ResizeObserver) {
+      view.observer = new ResizeObserver(function () {
+        if (t.body.clientWidth) update(view, function (u) { u.setSize({ width: t.body.clientWidth, height: t.height }); });
+      });
+      view.observer.observe(t.body);
+    }
+    t.view = view;
+    return view;
+  }
+
+  function update(view, change) {
+    view.updating = true;
+    try { change(view.u); } finally { view.updating = false; }
+  }
+
+  function setData(view, data) {
+    // Without a zoom the scales follow the data; with one, the user's window stays put.
+    update(view, function (u) { u.setData(data, !view.zoomed); });
+  }
+
+  function drawSeries(t, p) {
+    var d = p.data;
+    var names = d.series.map(function (s) { return s.name; });
+    var view = t.view;
+    if (!view || view.kind !== "uplot" || view.names !== names.join("\u0000")) {
+      view = makeUplot(t, names, d.time, p.kind === "area");
+    }
+    var data = [d.x].concat(d.series.map(function (s) { return s.values; }));
+    setData(view, data);
+    t.el.dataset.points = d.x.length;
+  }
+
+  // -- Chart.js: bar, pie, doughnut, scatter, and lines over categories ----------------------------
+  function drawChartjs(t, p) {
+    var d = p.data;
+    var type = p.kind === "area" ? "line" : p.kind;
+    var round = type === "pie" || type === "doughnut";
+    var datasets = d.series.map(function (s, i) {
+      var set = { label: s.name, borderWidth: round ? 1 : 1.5 };
+      if (type === "scatter") set.data = s.x.map(function (x, j) { return { x: x, y: s.y[j] }; });
+      else set.data = s.values;
+      set.backgroundColor = round ? d.labels.map(function (_, j) { return colour(j, "cc"); }) : colour(i, type === "line" ? "33" : "cc");
+      set.borderColor = round ? "#fff" : colour(i);
+      if (p.kind === "area") set.fill = true;
+      return set;
+    });
+    var view = t.view;
+    if (!view || view.kind !== "chartjs" || view.type !== type) {
+      dispose(t);
+      t.body.innerHTML = "";
+      var box = document.createElement("div");
+      box.style.position = "relative";
+      box.style.height = t.height + "px";
+      var canvas = document.createElement("canvas");
+      box.appendChild(canvas);
+      t.body.appendChild(box);
+      var options = { animation: false, responsive: true, maintainAspectRatio: false,
+        plugins: { legend: { display: round || d.series.length > 1 } } };
+      if (!round) {
+        options.indexAxis = d.horizontal ? "y" : "x";
+        options.scales = { x: { stacked: !!d.stacked }, y: { stacked: !!d.stacked, beginAtZero: type === "bar" } };
+      }
+      view = t.view = { kind: "chartjs", type: type,
+        chart: new Chart(canvas, { type: type, data: { labels: d.labels || [], datasets: datasets }, options: options }) };
+    } else {
+      var chart = view.chart;
+      chart.data.labels = d.labels || [];
+      // Update the existing datasets in place: Chart.js keeps hidden series hidden.
+      datasets.forEach(function (set, i) {
+        if (chart.data.datasets[i]) Object.assign(chart.data.datasets[i], set);
+        else chart.data.datasets.push(set);
+      });
+      chart.data.datasets.length = datasets.length;
+      chart.update("none");
+    }
+  }
+
+  // -- table: sort by any column, pages, CSV download of the whole table -----------------------------
+  function drawTable(t, d) {
+    var view = t.view;
+    if (!view || view.kind !== "table") {
+      dispose(t);
+      view = t.view = { kind: "table", sort: -1, desc: false, page: 0 };
+    }
+    view.data = d;
+    renderTable(t);
+  }
+
+  function compare(a, b) {
+    if (a === b) return 0;
+    if (a === null || a === undefined) return 1;
+    if (b === null || b === undefined) return -1;
+    if (typeof a === "number" && typeof b === "number") return a - b;
+    return String(a).localeCompare(String(b), undefined, { numeric: true });
+  }
+
+  function renderTable(t) {
+    var view = t.view, d = view.data;
+    var rows = d.rows.slice();
+    if (view.sort >= 0) {
+      rows.sort(function (r1, r2) { var c = compare(r1[view.sort], r2[view.sort]); return view.desc ? -c : c; });
+      if (view.desc) {  // nulls stay last either way
+        var filled = rows.filter(function (r) { return r[view.sort] !== null; });
+        rows = filled.concat(rows.filter(function (r) { return r[view.sort] === null; }));
+      }
+    }
+    var size = d.page_size || 20;
+    var pages = Math.max(1, Math.ceil(rows.length / size));
+    view.page = Math.min(view.page, pages - 1);
+    var table = document.createElement("table");
+    table.className = "striped";
+    var head = table.createTHead().insertRow();
+    d.columns.forEach(function (name, i) {
+      var th = document.createElement("th");
+      th.textContent = name;
+      th.scope = "col";
+      if (i === view.sort) th.setAttribute("aria-sort", view.desc ? "descending" : "ascending");
+      th.addEventListener("click", function () {
+        if (view.sort === i) view.desc = !view.desc; else { view.sort = i; view.desc = false; }
+        renderTable(t);
+      });
+      head.appendChild(th);
+    });
+    var tbody = table.createTBody();
+    rows.slice(view.page * size, (view.page + 1) * size).forEach(function (row) {
+      var tr = tbody.insertRow();
+      row.forEach(function (cell) { tr.insertCell().textContent = cell === null ? "" : cell; });
+    });
+    var pager = document.createElement("div");
+    pager.className = "table-pager";
+    function button(label, page, disabled) {
+      var b = document.createElement("button");
+      b.type = "button";
+      b.className = "outline secondary";
+      b.textContent = label;
+      b.disabled = disabled;
+      b.addEventListener("click", function () { view.page = page; renderTable(t); });
+      return b;
+    }
+    pager.appendChild(button("‹ Previous", view.page - 1, view.page === 0));
+    var info = document.createElement("span");
+    info.className = "page-info";
+    info.textContent = "page " + (view.page + 1) + " of " + pages + " · " + d.total + " rows" +
+      (d.total > d.rows.length ? " (first " + d.rows.length + " here; CSV has all)" : "");
+    pager.appendChild(info);
+    pager.appendChild(button("Next ›", view.page + 1, view.page >= pages - 1));
+    var wrap = document.createElement("div");
+    wrap.className = "tile-table overflow-auto";
+    wrap.appendChild(table);
+    t.body.replaceChildren(wrap, pager);
+  }
+
+  // -- KPI: the number and its change since the previous refresh ---------------------------------
+  function drawKpi(t, d) {
+    var value = document.createElement("div");
+    value.className = "kpi-value";
+    value.textContent = d.text;
+    var change = document.createElement("div");
+    change.className = "kpi-change";
+    if (d.change === null || d.change === undefined) {
+      change.textContent = "no previous refresh to compare";
+    } else {
+      change.className += d.change > 0 ? " up" : d.change < 0 ? " down" : "";
+      change.textContent = (d.change > 0 ? "▲ " : d.change < 0 ? "▼ " : "= ") + d.change_text +
+        (d.change_pct !== null && d.change_pct !== undefined ? " (" + (d.change_pct * 100).toFixed(1) + "%)" : "") +
+        " since the previous refresh";
+    }
+    t.body.replaceChildren(value, change);
+  }
+
+  // -- streams: points arrive as arrays per series; the chart rolls over its window ---------------
+  var streams = {};
+  Object.keys(tiles).forEach(function (k) {
+    var t = tiles[k];
+    if (t.kind !== "stream") return;
+    var name = t.el.dataset.source;
+    var s = streams[name] || (streams[name] = { t: [], series: {}, names: [], last: 0, tiles: [], window: 0, frame: 0 });
+    s.tiles.push(t);
+    s.window = Math.max(s.window, +t.el.dataset.window || 60);
+  });
+
+  function onPoints(f) {
+    var s = streams[f.stream];
+    if (!s) return;
+    if (s.boot && f.boot && s.boot !== f.boot) {  // the server restarted: its points start again
+      s.t = []; s.series = {}; s.names = []; s.last = 0;
+    }
+    s.boot = f.boot || s.boot;
+    if (f.last <= s.last) return;
+    var skip = Math.max(0, s.last - f.first + 1);  // points already here (a replay after reconnect)
+    Object.keys(f.series).forEach(function (name) {
+      if (!s.series[name]) {
+        s.series[name] = s.t.map(function () { return null; });
+        s.names.push(name);
+      }
+    });
+    for (var i = skip; i < f.t.length; i++) {
+      s.t.push(f.t[i]);
+      s.names.forEach(function (name) { s.series[name].push(f.series[name] ? f.series[name][i] : null); });
+    }
+    s.last = f.last;
+    var cut = 0, newest = s.t[s.t.length - 1];
+    while (cut < s.t.length && s.t[cut] < newest - s.window) cut++;
+    if (cut) {
+      s.t.splice(0, cut);
+      s.names.forEach(function (name) { s.series[name].splice(0, cut); });
+    }
+    s.error = f.error;
+    if (!s.frame) s.frame = window.requestAnimationFrame(function () { s.frame = 0; drawStream(s); });
+  }
+
+  function drawStream(s) {
+    s.tiles.forEach(function (t) {
+      var view = t.view;
+      if (!view || view.names !== s.names.join("\u0000")) view = makeUplot(t, s.names, true, false);
+      var data = [s.t.slice()].concat(s.names.map(function (n) { return s.series[n].slice(); }));
+      setData(view, data);
+      t.el.dataset.last = s.last;
+      t.el.dataset.points = s.t.length;
+      var fresh = t.el.querySelector(".freshness");
+      if (s.t.length) fresh.textContent = "live · last point " + localTime(new Date(s.t[s.t.length - 1] * 1000).toISOString());
+      var err = t.el.querySelector(".tile-error");
+      err.hidden = !s.error;
+      err.textContent = s.error ? "The stream's function failed: " + s.error : "";
+    });
+  }
+
+  // -- the page's one event stream, or polling ------------------------------------------------------
+  function getJSON(url) {
+    return fetch(root + url, { headers: { Accept: "application/json" } }).then(function (r) {
+      if (!r.ok) throw new Error(url + ": " + r.status);
+      return r.json();
+    });
+  }
+
+  function poll() {
+    if (body.dashboard) {
+      getJSON("/api/dashboards/" + encodeURIComponent(body.dashboard)).then(function (d) { d.tiles.forEach(onTile); });
+    }
+    Object.keys(streams).forEach(function (name) {
+      getJSON("/api/streams/" + encodeURIComponent(name) + "/points?after=" + streams[name].last).then(onPoints);
+    });
+  }
+
+  function start(url) {
+    var polling = false, heard = false;
+    function startPolling(reason) {
+      if (polling) return;
+      polling = true;
+      note("live updates by polling (" + reason + ")");
+      poll();
+      window.setInterval(poll, POLL_MS);
+    }
+    if (!window.EventSource) { startPolling("no EventSource"); return; }
+    var source = new EventSource(url);
+    source.addEventListener("ready", function () { heard = true; });
+    source.addEventListener("tile", function (m) { heard = true; if (!polling) onTile(JSON.parse(m.data)); });
+    source.addEventListener("points", function (m) { heard = true; if (!polling) onPoints(JSON.parse(m.data)); });
+    source.addEventListener("open", function () { if (heard) note(""); });
+    source.addEventListener("error", function () { if (!polling) note("reconnecting…"); });
+    window.setTimeout(function () {
+      if (!heard) { source.close(); startPolling("stream blocked"); }
+    }, FALLBACK_AFTER_MS);
+    window.mierukaDashboard = { source: source };
+  }
+
+  var initial = document.getElementById("initial-tiles");
+  if (initial) JSON.parse(initial.textContent).forEach(onTile);
+  if (body.dashboard) start(root + "/api/dashboards/" + encodeURIComponent(body.dashboard) + "/events");
+  else if (body.stream) start(root + "/api/streams/" + encodeURIComponent(body.stream) + "/events");
+})();

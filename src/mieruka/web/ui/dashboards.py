@@ -1,0 +1,64 @@
+"""The pages of dashboards and streams. A page carries the tiles as last computed, so it draws at
+once; then it listens to its one event stream (or polls the JSON API where streaming cannot work)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from ...app import App
+from ...core.access import allowed
+from ...core.dashboards import Chart
+from ..live import live_of, live_or_none, source_json
+from ..security import principal
+from . import render
+from .templating import page_templates
+
+TEMPLATES = Path(__file__).parent.parent / "templates"
+
+
+def dashboards_ui_router(app: App) -> APIRouter:
+    templates = page_templates(app)
+    zone = app.settings.zone
+    router = APIRouter(include_in_schema=False)
+
+    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+        context.setdefault("root", request.scope.get("root_path", ""))
+        context.setdefault("last_event_id", 0)
+        return templates.TemplateResponse(request, name, context)
+
+    @router.get("/dashboards", response_class=HTMLResponse)
+    def index(request: Request) -> HTMLResponse:
+        sources: list[dict[str, Any]] = []
+        streams: list[Any] = []
+        live = live_or_none(app)
+        if live is not None:
+            for source in live.sources:
+                if not allowed(principal(request), app.dashboards.source_allow(source.name)):
+                    continue
+                state = live.refresher.state(source.name)
+                info = source_json(source, state, live)
+                info["refreshed_local"] = render.local_time(state.refreshed_at, zone)
+                sources.append(info)
+            streams = [runner.spec for runner in live.streams.values()]
+        who = principal(request)
+        return page(request, "dashboards.html", dashboards=[b for b in app.dashboards if allowed(who, b.allow)],
+                    streams=streams, sources=sources)
+
+    @router.get("/dashboards/{name}", response_class=HTMLResponse)
+    def dashboard(request: Request, name: str) -> HTMLResponse:
+        board = app.dashboards.get(name)
+        tiles = live_of(app).tiles(board.name)
+        return page(request, "dashboard.html", board=board, tiles=tiles,
+                    tiles_by_name={t["chart"]: t for t in tiles})
+
+    @router.get("/streams/{name}", response_class=HTMLResponse)
+    def stream(request: Request, name: str) -> HTMLResponse:
+        spec = live_of(app).stream(name).spec
+        chart = Chart("stream", spec.name, title=spec.title, window=spec.window, height=360, name=spec.name)
+        return page(request, "stream.html", stream=spec, chart=chart)
+
+    return router

@@ -1,0 +1,36 @@
+"""One Jinja environment for every page, so each page gets the same header (user, presence, CSRF
+field of the logout form) and the same filters, whichever router renders it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from fastapi.templating import Jinja2Templates
+
+from ...app import App
+from ..security import install_template_globals
+from . import render
+
+TEMPLATES = Path(__file__).parent.parent / "templates"
+
+
+def page_templates(app: App) -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    env = templates.env
+    zone = app.settings.zone
+    env.filters["local_time"] = lambda v: render.local_time(v, zone)
+    env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")),
+                                                              zone)
+    env.filters["utc"] = render.utc_title
+    env.filters["size"] = render.human_size
+    env.filters["duration"] = render.human_duration
+    # Parameters shown as JSON keep their own script (見える化, not \u898b...).
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+    env.globals["app_title"] = app.title
+    env.globals["timezone"] = app.settings.timezone
+    install_template_globals(env)
+    env.globals["online_now"] = lambda: app.auth.presence.online()
+    # Open pages say they are still open well within the presence expiry (default every minute).
+    env.globals["heartbeat_seconds"] = max(5, min(60, int(app.settings.presence_expiry / 3)))
+    return templates
