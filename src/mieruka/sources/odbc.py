@@ -92,13 +92,14 @@ class OdbcSource:
         return True
 
     def cancel(self) -> None:
+        # Under the lock: the reading thread clears the cursor under it before closing the connection,
+        # so SQLCancel never runs on a freed handle (that aborts the process inside the driver).
         with self._lock:
-            cursor = self._cursor
-        if cursor is not None:
-            try:
-                cursor.cancel()
-            except Exception:  # noqa: BLE001, S110 - best effort: the read may just have ended
-                pass
+            if self._cursor is not None:
+                try:
+                    self._cursor.cancel()
+                except Exception:  # noqa: BLE001, S110 - best effort: the read may just have ended
+                    pass
 
     def describe(self) -> str:
         # Never show a password: drop PWD=... and Password=... from the connection string.
