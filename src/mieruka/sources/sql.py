@@ -65,18 +65,20 @@ class SqlSource:
         return True
 
     def cancel(self) -> None:
+        # Under the lock the reader clears before it hands the connection back: a late cancel must not
+        # stop the next query that borrows the same pooled connection.
         with self._lock:
             raw = self._active
-        if raw is None:
-            return
-        for method in ("interrupt", "cancel"):  # sqlite3, psycopg
-            stop = getattr(raw, method, None)
-            if stop is not None:
-                try:
-                    stop()
-                except Exception:  # noqa: BLE001, S110 - best effort: the read may just have ended
-                    pass
+            if raw is None:
                 return
+            for method in ("interrupt", "cancel"):  # sqlite3, psycopg
+                stop = getattr(raw, method, None)
+                if stop is not None:
+                    try:
+                        stop()
+                    except Exception:  # noqa: BLE001, S110 - best effort: the read may just have ended
+                        pass
+                    return
 
     def describe(self) -> str:
         return f"SQL on {sa.make_url(self.url).render_as_string(hide_password=True)}"
