@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fuzz the OpenAPI schema with schemathesis against a real server: no 5xx, no response that breaks
-the schema. `python3 scripts/fuzz.py [--max-time SECONDS]`; CI runs it after the tests. The seed is fixed
+the schema. `python3 scripts/fuzz.py [--max-time SECONDS]`; CI runs it before the tests. The seed is fixed
 (5) so CI is repeatable; `FUZZ_SEED=N` explores other cases.
 
 The server runs tests/fuzz_app.py (quick tasks of every parameter kind) on a fresh data directory;

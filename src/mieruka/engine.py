@@ -191,7 +191,7 @@ class Engine:
             else:
                 self._emit_state(record)
             if self._remote is not None:
-                self._command("send", (record, delay or 0.0))
+                self._remote.send(record, delay or 0.0)  # thread-safe; a failed send is kept and retried
             elif run_after is None:
                 self._command("ready", record)
         return record, created
@@ -398,8 +398,6 @@ class Engine:
                 return
             if kind == "ready":
                 self._push_ready(payload)
-            elif kind == "send" and self._remote is not None:
-                self._remote.send(*payload)
             elif kind == "cancel" and self._remote is not None:
                 self._remote.kill(payload)
             elif kind == "cancel":

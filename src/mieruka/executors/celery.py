@@ -91,12 +91,19 @@ class CeleryExecutor:
         raise RuntimeError("the Celery executor never runs jobs in the server")
 
     def send(self, record: JobRecord, delay: float = 0.0) -> None:
+        """Send now (from any thread); while the broker is away, keep it for the engine's loop to
+        send, after the jobs that wait already, so a submission does not wait on the broker."""
+        with self._lock:
+            if self._unsent:
+                self._unsent.append((record, time.monotonic() + delay))
+                return
         try:
             self._publish(record, delay)
         except Exception as exc:  # noqa: BLE001 - a broker outage must not lose the job
             log.warning("cannot send job %d to the broker (%s); trying again", record.id, exc)
             with self._lock:
                 self._unsent.append((record, time.monotonic() + delay))
+            self._wake.set()  # the loop tries again within a second
 
     def _publish(self, record: JobRecord, delay: float) -> None:
         options: dict[str, Any] = {"queue": record.queue,
@@ -113,7 +120,7 @@ class CeleryExecutor:
                 self._publish(record, max(0.0, due - time.monotonic()))
             except Exception:  # noqa: BLE001
                 with self._lock:
-                    self._unsent.extend(pending[index:])
+                    self._unsent[:0] = pending[index:]  # before any that came meanwhile
                 return
 
     def kill(self, job_id: int) -> bool:

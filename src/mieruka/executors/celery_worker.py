@@ -30,6 +30,7 @@ import psutil
 
 from ..artifacts import open_uploads
 from ..artifacts.uploads import job_upload_root
+from ..bus.ordered import OrderedPublisher
 from ..capture import FdCapture
 from ..core import outcome
 from ..core.clock import utcnow
@@ -158,10 +159,16 @@ class _Connections:
         self.bus = build_bus(node.settings.effective_event_bus)
         self.artifacts = build_artifacts(node.settings)
         self.uploads = open_uploads(self.artifacts, node.settings.home_path / "uploads")
+        self.publisher = OrderedPublisher(self.bus)
 
     def publish(self, events: Sequence[Event]) -> None:
-        for event in events:
-            self.bus.publish(event)
+        """Publish now: returns once they are out (after any published `soon`, in order)."""
+        self.publisher.now(events)
+
+    def publish_soon(self, events: Sequence[Event]) -> None:
+        """Publish in order on the publisher thread, without waiting: a job starts while Redis hears
+        that it did."""
+        self.publisher.later(events)
 
     def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
         """Write, trying again until the database answers: what a job reported (above all how it
@@ -204,6 +211,7 @@ class _Connections:
         self.node.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
 
     def close(self) -> None:
+        self.publisher.close()
         self.bus.close()
         self.store.close()
 
@@ -266,7 +274,7 @@ class PoolProcess:
         conn = self.conn
         tasks = self.node.app.tasks
         task = tasks.get(record.task) if record.task in tasks else None
-        conn.publish([state_event(record.id, record.task, JobStatus.RUNNING.value, {
+        conn.publish_soon([state_event(record.id, record.task, JobStatus.RUNNING.value, {
             "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
             "started_at": record.started_at, "worker": self.worker_name})])
         if task is None:

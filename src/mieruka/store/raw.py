@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine, make_url
 from ..core.job import ArtifactInfo, JobRecord
 from ..core.status import JobStatus
 from . import tables as t
+from .pg_connections import PgConnections
 
 COLUMNS = [c.name for c in t.jobs.c]
 COLUMN_LIST = ", ".join(COLUMNS)
@@ -40,6 +41,8 @@ class RawDB:
             self._write_conn.execute("PRAGMA busy_timeout=0")
             self._write_lock = threading.Lock()
             self._local = threading.local()
+        else:
+            self._pg = PgConnections(url)
 
     def _sqlite_connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -57,8 +60,10 @@ class RawDB:
         return cached
 
     @contextmanager
-    def write(self) -> Iterator[Any]:
-        """A cursor inside one write transaction, committed on success."""
+    def write(self, single: bool = False, relaxed: bool = False) -> Iterator[Any]:
+        """A cursor inside one write transaction, committed on success. `single`: the caller runs
+        one statement only, which PostgreSQL makes a transaction of itself (one round trip, not
+        three). `relaxed`: the commit need not wait for the disk (PostgreSQL)."""
         if self.is_sqlite:
             with self._write_lock:
                 cur = self._write_conn.cursor()
@@ -70,17 +75,13 @@ class RawDB:
                     raise
                 cur.execute("COMMIT")
             return
-        conn = self.engine.raw_connection()
-        try:
-            pg_cur: Any = conn.cursor()
-            try:
+        with self._pg.lend(relaxed) as conn:
+            if single:
+                with conn.cursor() as pg_cur:
+                    yield pg_cur
+                return
+            with conn.transaction(), conn.cursor() as pg_cur:
                 yield pg_cur
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-        finally:
-            conn.close()
 
     @contextmanager
     def read(self) -> Iterator[Any]:
@@ -90,17 +91,14 @@ class RawDB:
                 conn = self._local.conn = self._sqlite_connect()
             yield conn.cursor()
             return
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
+        with self._pg.lend() as conn, conn.cursor() as cur:
             yield cur
-            raw.commit()
-        finally:
-            raw.close()
 
     def close(self) -> None:
         if self.is_sqlite:
             self._write_conn.close()
+        else:
+            self._pg.close()
 
     # -- values ----------------------------------------------------------------------------------
     def time_in(self, value: datetime | None) -> Any:

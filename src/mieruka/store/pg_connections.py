@@ -1,0 +1,109 @@
+"""The PostgreSQL connections of the store's hot path: psycopg connections in autocommit mode, lent
+to one thread at a time.
+
+Why not SQLAlchemy's pool here: through it every statement runs in a transaction that psycopg opens
+with its own BEGIN round trip and that we close with a COMMIT round trip, so a one-statement read or
+write costs three round trips instead of one, and the pool's checkout and checkin cost about as
+much again in Python. In autocommit mode a single statement is its own transaction (atomic and,
+with the default `synchronous_commit`, durable); several statements are wrapped in an explicit
+transaction by the caller.
+
+Two kinds of connection: durable ones, and relaxed ones whose session has `synchronous_commit` off
+(their commits do not wait for the disk; the next durable commit flushes them too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+IDLE_PING_AFTER = 5.0  # seconds a connection may sit unused before it is checked on lending
+KEEP_IDLE = 8  # connections kept open per kind when nobody uses them
+_IDLE: object = None  # psycopg's idle transaction status, set once psycopg is imported
+_inherited: list[object] = []  # connections of a parent process, never touched nor freed after a fork
+
+
+def conninfo(sqlalchemy_url: str) -> str:
+    """postgresql+psycopg://u@h/db (SQLAlchemy's form) as libpq's URI: postgresql://u@h/db."""
+    url = make_url(sqlalchemy_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class PgConnections:
+    """Autocommit psycopg connections, at most one thread on each at a time; opened on demand."""
+
+    def __init__(self, sqlalchemy_url: str) -> None:
+        self._conninfo = conninfo(sqlalchemy_url)
+        self._lock = threading.Lock()
+        self._idle: dict[bool, list[tuple[psycopg.Connection[tuple[object, ...]], float]]] = {False: [], True: []}
+        self._pid = os.getpid()
+        self._closed = False
+
+    @contextmanager
+    def lend(self, relaxed: bool = False) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        """A connection for the caller's thread until the block ends. One that broke (server
+        restarted, network gone) is closed instead of being kept."""
+        conn = self._take(relaxed)
+        try:
+            yield conn
+        finally:
+            self._give_back(conn, relaxed)
+
+    def _take(self, relaxed: bool) -> psycopg.Connection[tuple[object, ...]]:
+        while True:
+            with self._lock:
+                if os.getpid() != self._pid:  # forked: the parent's connections stay the parent's
+                    _inherited.append(self._idle)
+                    self._idle = {False: [], True: []}
+                    self._pid = os.getpid()
+                idle = self._idle[relaxed]
+                conn, used_at = idle.pop() if idle else (None, 0.0)
+            if conn is None:
+                return self._open(relaxed)
+            if time.monotonic() - used_at <= IDLE_PING_AFTER:
+                return conn
+            try:  # it sat unused: the server may have gone away since
+                conn.execute("SELECT 1")
+                return conn
+            except Exception:  # noqa: BLE001 - a dead connection: drop it and take another
+                conn.close()
+
+    def _open(self, relaxed: bool) -> psycopg.Connection[tuple[object, ...]]:
+        global _IDLE
+        import psycopg
+
+        _IDLE = psycopg.pq.TransactionStatus.IDLE
+
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        if relaxed:
+            conn.execute("SET synchronous_commit TO off")
+        return conn
+
+    def _give_back(self, conn: psycopg.Connection[tuple[object, ...]], relaxed: bool) -> None:
+        usable = not conn.closed and not conn.broken and conn.pgconn.transaction_status == _IDLE
+        if usable and os.getpid() == self._pid:
+            with self._lock:
+                idle = self._idle[relaxed]
+                if not self._closed and len(idle) < KEEP_IDLE:
+                    idle.append((conn, time.monotonic()))
+                    return
+        if os.getpid() == self._pid:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, {False: [], True: []}
+        for conn, _ in idle[False] + idle[True]:
+            conn.close()
