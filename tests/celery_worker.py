@@ -13,8 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tests.conftest import TESTS, free_port, need_service
+
+if TYPE_CHECKING:
+    from mieruka import App
 
 
 @contextmanager
@@ -107,3 +111,24 @@ class CeleryWorker:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+@contextmanager
+def on_celery(app: App, home: Path, database_url: str, broker_url: str,
+              **settings: Any) -> Iterator[list[CeleryWorker]]:
+    """The app set up for the Celery executor for one test. Workers the test starts go in the list
+    it gets: they print what they said if the test fails, and stop with it, after the app."""
+    workers: list[CeleryWorker] = []
+    app._settings = None
+    app.configure(home=str(home), database_url=database_url, executor="celery", broker_url=broker_url, **settings)
+    try:
+        yield workers
+    except BaseException:
+        for worker in workers:
+            print(worker.output())
+        raise
+    finally:
+        app.stop()
+        app._settings = None
+        for worker in workers:
+            worker.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from mieruka import JobStatus
 from mieruka.executors.broker_epoch import BrokerEpoch
-from tests.celery_worker import CeleryWorker, private_redis
+from tests.celery_worker import CeleryWorker, on_celery, private_redis
 from tests.conftest import free_port, fresh_postgres_database
 
 
@@ -58,32 +58,19 @@ def test_jobs_whose_messages_the_broker_lost_still_run(tmp_path: Path, monkeypat
 
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
-    worker: CeleryWorker | None = None
-    with fresh_postgres_database("mieruka_brokerloss") as database_url:
-        app._settings = None
-        app.configure(home=str(tmp_path / "home"), database_url=database_url, executor="celery",
-                      broker_url=broker, broker_check_interval=0.2)
-        try:
-            with private_redis(port):
-                app.start()
-                jobs = [app.submit("add", a=a) for a in range(3)]
-                client = redis.Redis(port=port)
-                deadline = time.monotonic() + 30
-                while _waiting(client) < 3:  # all three messages reached the broker
-                    assert time.monotonic() < deadline, "the jobs were never sent"
-                    time.sleep(0.05)
-                client.close()
-            with private_redis(port):  # back, empty
-                worker = CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "1")
-                for job, a in zip(jobs, range(3), strict=True):
-                    done = app.wait(job, 60)
-                    assert done.status is JobStatus.SUCCEEDED and done.result == a + 2, done
-        except BaseException:
-            if worker is not None:
-                print(worker.output())
-            raise
-        finally:
-            app.stop()
-            app._settings = None
-            if worker is not None:
-                worker.stop()
+    with (fresh_postgres_database("mieruka_brokerloss") as database_url,
+          on_celery(app, tmp_path / "home", database_url, broker, broker_check_interval=0.2) as workers):
+        with private_redis(port):
+            app.start()
+            jobs = [app.submit("add", a=a) for a in range(3)]
+            client = redis.Redis(port=port)
+            deadline = time.monotonic() + 30
+            while _waiting(client) < 3:  # all three messages reached the broker
+                assert time.monotonic() < deadline, "the jobs were never sent"
+                time.sleep(0.05)
+            client.close()
+        with private_redis(port):  # back, empty
+            workers.append(CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "1"))
+            for job, a in zip(jobs, range(3), strict=True):
+                done = app.wait(job, 60)
+                assert done.status is JobStatus.SUCCEEDED and done.result == a + 2, done

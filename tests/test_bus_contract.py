@@ -476,6 +476,27 @@ class PrivateRedis:
             self.process.wait(timeout=WAIT)
 
 
+def test_ids_go_on_above_the_ring_when_redis_lost_only_the_counter(redis_url: str) -> None:
+    """An evicted or deleted counter: the next id follows the newest event the ring holds."""
+    import redis
+
+    from mieruka.bus.redis import RedisBus
+
+    prefix = f"lostcounter{os.getpid()}"
+    bus = RedisBus(redis_url, prefix)
+    try:
+        ids = [bus.publish(state(n)).id for n in range(4)]
+        redis.Redis.from_url(redis_url).delete(f"{prefix}:events:id")
+        newcomer = RedisBus(redis_url, prefix)  # knows no ids: only the ring can tell
+        try:
+            assert newcomer.publish(state(4)).id == ids[-1] + 1
+        finally:
+            newcomer.close()
+    finally:
+        redis.Redis.from_url(redis_url).delete(*(f"{prefix}:events{suffix}" for suffix in ("", ":id", ":epoch")))
+        bus.close()
+
+
 @pytest.mark.parametrize("kind", ["redis"])  # the Redis listener thread
 def test_a_redis_restart_that_lost_everything(kind: str, redis_url: str, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:

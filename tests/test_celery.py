@@ -172,39 +172,26 @@ def test_worker_command_refuses_bad_settings_in_one_line(tmp_path: Path, args: t
 
 def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: Path) -> None:
     """The job is in the database at once; the server sends it when the broker answers again."""
-    from tests.celery_worker import private_redis
+    from tests.celery_worker import on_celery, private_redis
     from tests.conftest import free_port
     from tests.jobs import app
 
     port = free_port()
-    with fresh_postgres_database("mieruka_brokerdown") as database_url:
-        broker = f"redis://127.0.0.1:{port}/0"
-        worker: CeleryWorker | None = None
-        app._settings = None
-        app.configure(home=str(tmp_path / "home"), database_url=database_url, executor="celery",
-                      broker_url=broker)
-        try:
-            with private_redis(port):
-                worker = CeleryWorker(tmp_path / "home", database_url, broker, "--concurrency", "1")
-                worker.wait_ready()
-                app.start()
-                assert app.wait(app.submit("add", a=1), 30).result == 3
-            # the broker is gone
-            job = app.submit("add", a=2)
-            assert app.get_job(job.id).status is JobStatus.QUEUED
-            time.sleep(1)
-            with private_redis(port):
-                done = app.wait(job, 60)
-                assert done.status is JobStatus.SUCCEEDED and done.result == 4
-        except BaseException:
-            if worker is not None:
-                print(worker.output())
-            raise
-        finally:
-            app.stop()
-            app._settings = None
-            if worker is not None:
-                worker.stop()
+    broker = f"redis://127.0.0.1:{port}/0"
+    with (fresh_postgres_database("mieruka_brokerdown") as database_url,
+          on_celery(app, tmp_path / "home", database_url, broker) as workers):
+        with private_redis(port):
+            workers.append(CeleryWorker(tmp_path / "home", database_url, broker, "--concurrency", "1"))
+            workers[0].wait_ready()
+            app.start()
+            assert app.wait(app.submit("add", a=1), 30).result == 3
+        # the broker is gone
+        job = app.submit("add", a=2)
+        assert app.get_job(job.id).status is JobStatus.QUEUED
+        time.sleep(1)
+        with private_redis(port):
+            done = app.wait(job, 60)
+            assert done.status is JobStatus.SUCCEEDED and done.result == 4
 
 
 @pytest.mark.parametrize("env, message", [

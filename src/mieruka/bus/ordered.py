@@ -22,6 +22,8 @@ class OrderedPublisher:
         self._bus = bus
         self._queue: queue.SimpleQueue[tuple[Sequence[Event], threading.Event | None] | None] = queue.SimpleQueue()
         self._closed = False
+        self._lock = threading.Lock()
+        self._pending = 0  # batches handed to the thread and not yet out
         self._thread = threading.Thread(target=self._run, name="mieruka-publisher", daemon=True)
         self._thread.start()
 
@@ -29,12 +31,17 @@ class OrderedPublisher:
         if self._closed:
             self.now(events)
             return
+        with self._lock:
+            self._pending += 1
         self._queue.put((events, None))
 
     def now(self, events: Sequence[Event]) -> None:
-        if self._closed:  # nobody left to hand them to
-            for event in events:
-                self._bus.publish(event)
+        with self._lock:
+            inline = self._closed or self._pending == 0  # nothing to overtake: no thread hand-over
+            if not inline:
+                self._pending += 1
+        if inline:
+            self._publish(events)
             return
         done = threading.Event()
         self._queue.put((events, done))
@@ -43,14 +50,18 @@ class OrderedPublisher:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             events, done = item
-            try:
-                for event in events:
-                    self._bus.publish(event)
-            except Exception:  # noqa: BLE001 - events are notifications; the store holds the truth
-                log.exception("could not publish %d events", len(events))
-            finally:
-                if done is not None:
-                    done.set()
+            self._publish(events)
+            with self._lock:
+                self._pending -= 1
+            if done is not None:
+                done.set()
+
+    def _publish(self, events: Sequence[Event]) -> None:
+        try:
+            for event in events:
+                self._bus.publish(event)
+        except Exception:  # noqa: BLE001 - events are notifications; the store holds the truth
+            log.exception("could not publish %d events", len(events))
 
     def close(self) -> None:
         """Publish what is queued, then stop the thread."""

@@ -45,15 +45,17 @@ log = logging.getLogger(__name__)
 
 # KEYS: counter, stream, epoch. ARGV: event JSON without its id, ring size, channel, floor, token.
 # Returns the new id. Ids never go back below the floor (the newest id the publishing process knows)
-# nor below the ring's newest entry, should Redis have lost the counter (restart without persistence,
-# flush). The epoch is a random token set by whoever first writes after such a loss: a listener that
-# sees it change knows that the ids it remembers are from before.
+# nor, should Redis have lost the counter (restart without persistence, flush, eviction: INCR gives
+# 1), below the ring's newest entry. The epoch is a random token set by whoever first writes after
+# such a loss: a listener that sees it change knows that the ids it remembers are from before.
 _PUBLISH = """
 local id = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[4])
-local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if newest[1] then
-  floor = math.max(floor, tonumber(string.match(newest[1][1], '^%d+')))
+if id == 1 then
+  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if newest[1] then
+    floor = math.max(floor, tonumber(string.match(newest[1][1], '^%d+')))
+  end
 end
 if id <= floor then
   id = floor + 1

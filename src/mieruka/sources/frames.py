@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingExtraError
+from .base import Fetched
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,3 +43,10 @@ def capped(frame: pd.DataFrame, max_rows: int) -> tuple[pd.DataFrame, bool]:
     if len(frame) > max_rows:
         return frame.iloc[:max_rows], True
     return frame, False
+
+
+def from_rows(rows: Sequence[Sequence[Any]], columns: list[str], max_rows: int) -> Fetched:
+    """What a database read gives: up to `max_rows` of the rows fetched (fetch one more than
+    `max_rows` to learn whether the table was cut short)."""
+    frame = pandas().DataFrame.from_records([tuple(r) for r in rows[:max_rows]], columns=columns)
+    return Fetched(frame, len(rows) > max_rows)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .base import Fetched, Limits
-from .frames import optional, pandas
+from .frames import from_rows, optional, pandas
 
 Params = Sequence[Any] | Mapping[str, Any] | Callable[[], Sequence[Any] | Mapping[str, Any]]
 # A :name placeholder outside quotes; quoted text and :: casts are left alone.
@@ -54,7 +54,7 @@ class OdbcSource:
         self._lock = threading.Lock()
 
     def fetch(self, limits: Limits) -> Fetched:
-        pd = pandas()
+        pandas()  # before connecting: a missing extra is said first
         pyodbc = optional("pyodbc", "ODBC sources (pyodbc)", "odbc")
         given = self.params() if callable(self.params) else self.params
         query = self.query
@@ -84,9 +84,7 @@ class OdbcSource:
                     self._cursor = None
         finally:
             conn.close()
-        truncated = len(rows) > limits.max_rows
-        frame = pd.DataFrame.from_records([tuple(r) for r in rows[: limits.max_rows]], columns=columns)
-        return Fetched(frame, truncated)
+        return from_rows(rows, columns, limits.max_rows)
 
     def changed(self) -> bool:
         return True

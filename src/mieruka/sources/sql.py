@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .base import Fetched, Limits
-from .frames import pandas
+from .frames import from_rows, pandas
 
 Params = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
@@ -39,7 +39,7 @@ class SqlSource:
         return self._engine
 
     def fetch(self, limits: Limits) -> Fetched:
-        pd = pandas()
+        pandas()  # before connecting: a missing extra is said first
         params = dict(self.params() if callable(self.params) else (self.params or {}))
         engine = self._get_engine()
         with engine.connect() as conn:
@@ -57,9 +57,7 @@ class SqlSource:
                     self._active = None
                 _unguard(conn, engine.dialect.name)
                 conn.rollback()
-        truncated = len(rows) > limits.max_rows
-        frame = pd.DataFrame.from_records([tuple(r) for r in rows[: limits.max_rows]], columns=columns)
-        return Fetched(frame, truncated)
+        return from_rows(rows, columns, limits.max_rows)
 
     def changed(self) -> bool:
         return True
