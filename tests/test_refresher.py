@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import mieruka
 from mieruka.core.dashboards import Chart, Dashboard
 from mieruka.errors import ConfigError
 from mieruka.live import downsample
@@ -295,3 +296,46 @@ def test_a_request_during_a_read_gets_one_more_read_after_it() -> None:
     finally:
         gate.set()
         refresher.stop()
+
+
+def test_the_first_read_is_waited_for_once_and_never_repeated() -> None:
+    """Right after start-up a table is read once: asking for it waits for that read, and no other."""
+    calls: list[float] = []
+
+    def slow() -> list[dict[str, int]]:
+        calls.append(time.monotonic())
+        time.sleep(0.3)
+        return [{"n": 1}]
+
+    refresher = refresher_of(make_source("slow", function=slow), timeout=10)
+    assert refresher.first_read("slow").attempts == 0  # not started: nothing to wait for
+    refresher.start()
+    try:
+        state = refresher.first_read("slow")
+        assert state.frame is not None and state.frame.to_dict("records") == [{"n": 1}]
+        again = refresher.first_read("slow")
+        assert again.version == state.version and len(calls) == 1
+    finally:
+        refresher.stop()
+
+
+slow_app = mieruka.App("first read", workers=1)
+
+
+@slow_app.source(every="1h")
+def slow_table() -> list[dict[str, int]]:
+    time.sleep(0.5)
+    return [{"n": 7}]
+
+
+def test_a_table_asked_for_right_after_start_up_comes_once_read(tmp_path: Path) -> None:
+    """GET /api/sources/{name}/data during the start-up read answers with the table, not 409."""
+    from fastapi.testclient import TestClient
+
+    slow_app.configure(home=str(tmp_path / "home"))
+    with TestClient(slow_app.asgi()) as client:
+        slow_app.auth.accounts.add_user("ann", "viewer", "password-ann")
+        token = slow_app.auth.accounts.create_token("ann", "t")[1]
+        answer = client.get("/api/sources/slow_table/data", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["rows"] == [[7]]

@@ -102,6 +102,19 @@ class Refresher:
     def limits(self, source: Source) -> Limits:
         return Limits(source.timeout or self.default_timeout, source.max_rows or self.default_max_rows)
 
+    def first_read(self, name: str) -> SourceState:
+        """The state once the source's first read (at start-up) has ended, waiting for it at most as
+        long as a read may take; nothing more is read."""
+        source = self.sources.get(name)
+        deadline = time.monotonic() + self.limits(source).timeout
+        with self._cond:
+            while self._thread is not None and self._states[source.name].attempts == 0 and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return replace(self._states[source.name])
+
     # -- refreshing -----------------------------------------------------------------------------
     def refresh(self, name: str, wait: float | None = None) -> SourceState:
         """Refresh now, or right after the read already running; with `wait`, until that read ends

@@ -10,6 +10,9 @@ transaction by the caller.
 
 Two kinds of connection: durable ones, and relaxed ones whose session has `synchronous_commit` off
 (their commits do not wait for the disk; the next durable commit flushes them too).
+
+psycopg_pool would serve as well, at the price of its maintenance threads in every process (Celery
+pool processes included); what this needs is a list, a lock and a cap, so it is kept here.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 
+from ..errors import StorageUnavailable
+
 if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger(__name__)
 IDLE_PING_AFTER = 5.0  # seconds a connection may sit unused before it is checked on lending
 KEEP_IDLE = 8  # connections kept open per kind when nobody uses them
+MAX_OPEN = 20  # connections of one process at a time: a burst of requests waits, the server's limit holds
+WAIT_FOR_ONE = 30.0  # seconds a thread waits for a connection before giving up
 _IDLE: object = None  # psycopg's idle transaction status, set once psycopg is imported
 _inherited: list[object] = []  # connections of a parent process, never touched nor freed after a fork
 
@@ -48,25 +55,40 @@ class PgConnections:
         self._lock = threading.Lock()
         self._idle: dict[bool, list[tuple[psycopg.Connection[tuple[object, ...]], float]]] = {False: [], True: []}
         self._pid = os.getpid()
+        self._slots = threading.BoundedSemaphore(MAX_OPEN)
         self._closed = False
 
     @contextmanager
     def lend(self, relaxed: bool = False) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         """A connection for the caller's thread until the block ends. One that broke (server
         restarted, network gone) is closed instead of being kept."""
-        conn = self._take(relaxed)
+        self._forget_if_forked()
+        slots = self._slots
+        if not slots.acquire(timeout=WAIT_FOR_ONE):
+            raise StorageUnavailable(f"all {MAX_OPEN} database connections of this process stayed busy for "
+                                     f"{WAIT_FOR_ONE:g}s; try again")
         try:
-            yield conn
+            conn = self._take(relaxed)
+            try:
+                yield conn
+            finally:
+                self._give_back(conn, relaxed)
         finally:
-            self._give_back(conn, relaxed)
+            slots.release()
+
+    def _forget_if_forked(self) -> None:
+        """In a forked child, the parent's connections stay the parent's (closing one would end
+        the parent's session): they are set aside, never used nor freed."""
+        with self._lock:
+            if os.getpid() != self._pid:
+                _inherited.append(self._idle)
+                self._idle = {False: [], True: []}
+                self._pid = os.getpid()
+                self._slots = threading.BoundedSemaphore(MAX_OPEN)
 
     def _take(self, relaxed: bool) -> psycopg.Connection[tuple[object, ...]]:
         while True:
             with self._lock:
-                if os.getpid() != self._pid:  # forked: the parent's connections stay the parent's
-                    _inherited.append(self._idle)
-                    self._idle = {False: [], True: []}
-                    self._pid = os.getpid()
                 idle = self._idle[relaxed]
                 conn, used_at = idle.pop() if idle else (None, 0.0)
             if conn is None:

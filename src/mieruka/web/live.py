@@ -138,6 +138,8 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
         live = live_of(app)
         source = live.sources.get(name)
         state = live.refresher.state(source.name)
+        if state.frame is None and state.attempts == 0:  # just started: its first read ends soon
+            state = live.refresher.first_read(source.name)
         if state.frame is None:
             why = f"its last refresh failed: {state.error}" if state.error else "the first refresh has not finished"
             raise ConflictError(f"source {name!r} has no data yet: {why}")
