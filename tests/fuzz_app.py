@@ -1,5 +1,6 @@
-"""The app scripts/fuzz.py serves to schemathesis: quick tasks with every kind of parameter, and
-nothing that sleeps long or writes outside the data directory."""
+"""The app scripts/fuzz.py serves to schemathesis: quick tasks with every kind of parameter, a
+pipeline, a data source with its dashboard and a stream, so that most routes have something to
+find (compute pools need the Celery executor); nothing that sleeps long or writes outside the data directory."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 import mieruka
+from mieruka import charts
 
 app = mieruka.App("fuzz")
 
@@ -46,3 +48,32 @@ def upload(document: mieruka.File | None = None, *, job: mieruka.Job) -> int:
 def fail(message: str = "boom") -> None:
     """Fail on purpose."""
     raise RuntimeError(message)
+
+
+def shout(text: str) -> str:
+    return text.upper()
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+@app.pipeline
+def two_steps(text: str = "fuzz me", *, pipe: mieruka.Pipeline) -> object:
+    """Two quick steps, the second after the first."""
+    loud = pipe.step(shout, text, name="shout")
+    return pipe.step(words, loud, name="count")
+
+
+@app.source(every="1h")
+def readings() -> list[dict[str, object]]:
+    return [{"ward": "A", "value": 1.5}, {"ward": "B", "value": 2.5}]
+
+
+app.dashboard("overview", [charts.bar(readings, "ward", "value"), charts.table(readings)])
+
+
+@app.stream(every=1.0)
+def ticks() -> dict[str, float]:
+    return {"value": 1.0}
+

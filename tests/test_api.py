@@ -159,6 +159,8 @@ def test_list_filters_and_cursor_pagination(client: TestClient) -> None:
     assert [j["id"] for j in client.get("/api/jobs", params={"q": "needle"}).json()["jobs"]] == [failed]
     assert len(client.get("/api/jobs", params={"status": "succeeded,failed"}).json()["jobs"]) == 6
     assert client.get("/api/jobs", params={"created_after": "2999-01-01T00:00:00"}).json()["jobs"] == []
+    out_of_range = client.get("/api/jobs", params={"created_before": "0001-01-01T00:30:00+01:00"})
+    assert out_of_range.status_code == 422 and "created_before" in out_of_range.json()["error"]["message"]
 
 
 def test_logs_by_range(client: TestClient) -> None:

@@ -356,6 +356,12 @@ def test_audit_log_filters_csv_and_is_read_only(app: Any, client: TestClient) ->
     assert rows[1][6].startswith("{")  # JSON text; formulas only ever as quoted text
     html = client.get("/audit?actor=mallory").text
     assert "job:7" in html and "source:sales" not in html
+    # Times that exist where they were written but not in UTC (found by the fuzzer: it was a 500).
+    for field, value in (("until", "0001-01-01T00:00:00+01:01"), ("since", "9999-12-31T23:59:00-01:00")):
+        refused = client.get("/api/audit", params={field: value})
+        assert refused.status_code == 422 and refused.json()["error"]["fields"][0]["field"] == field
+        assert "out of range" in refused.json()["error"]["message"]
+    assert client.get("/audit?until=9999-12-31").status_code == 422  # the whole last day ends past 9999
     assert client.post("/api/audit", headers={"X-CSRF-Token": csrf}).status_code == 405
     login(client, "olga")
     assert client.get("/audit").status_code == 403

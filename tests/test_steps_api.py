@@ -47,6 +47,8 @@ def test_steps_logs_and_artifacts_of_a_pipeline_job(client: TestClient) -> None:
     assert_error(client.get(f"/api/jobs/{job['id']}/steps/sort/artifacts/words.txt"), 404, "artifact_not_found")
     assert_error(client.get(f"/api/jobs/{job['id']}/steps/nope"), 404, "step_not_found")
     assert_error(client.get(f"/api/jobs/{job['id']}/steps/nope/logs"), 404, "step_not_found")
+    # a position no database integer holds (found by the fuzzer: it was a 500)
+    assert client.get(f"/api/jobs/{job['id']}/steps/sort/logs", params={"after": 2**80}).status_code == 422
     assert_error(client.get("/api/jobs/999999/steps"), 404, "job_not_found")
     plain = client.post("/api/tasks/add/jobs", json={"a": 1, "b": 2}).json()
     wait_done(client, plain["id"])

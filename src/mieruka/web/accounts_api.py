@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..app import App
-from ..auth.accounts import Token, User
+from ..auth.accounts import MIN_PASSWORD, NAME, Token, User
 from ..auth.audit import AuditQuery, to_csv
 from ..core.access import Role
-from ..core.clock import utcnow
+from ..core.clock import as_utc, utcnow
 from ..errors import NotFoundError, PermissionDenied, ValidationError
 from .schemas import ErrorOut
 from .security import audit, principal
@@ -44,15 +44,17 @@ class UserOut(BaseModel):
 
 
 class UserIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    # The pattern is documented here and checked by the accounts, whose message says it in words.
+    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME.pattern},
+                      description="Letters, digits, '_', '.', '@' or '-', starting with a letter or digit.")
     role: Role = Role.VIEWER
-    password: str | None = Field(None, max_length=1024, description="At least 8 characters; none: the user "
-                                 "signs in with a one-time link or uses tokens only.")
+    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=1024, description=(
+        f"At least {MIN_PASSWORD} characters; none: the user signs in with a one-time link or uses tokens only."))
 
 
 class UserPatch(BaseModel):
     role: Role | None = None
-    password: str | None = Field(None, max_length=1024)
+    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=1024)
 
 
 class TokenOut(BaseModel):
@@ -210,8 +212,8 @@ def accounts_router(app: App) -> APIRouter:
                   limit: int = Query(100, ge=1, le=10000),
                   format: str = Query("json", pattern="^(json|csv)$")) -> Any:
         """The audit log, newest first: who did what, to which target, when, from where."""
-        query = AuditQuery(actor=actor, action=action, target=target, since=_utc(since), until=_utc(until),
-                           before_id=cursor, limit=limit + 1)
+        query = AuditQuery(actor=actor, action=action, target=target, since=as_utc(since, "since"),
+                           until=as_utc(until, "until"), before_id=cursor, limit=limit + 1)
         entries = app.auth.audit.query(query)
         more = len(entries) > limit
         entries = entries[:limit]
@@ -240,8 +242,3 @@ def accounts_router(app: App) -> APIRouter:
 
     return router
 
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

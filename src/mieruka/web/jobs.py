@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..app import App
+from ..core.clock import as_utc
 from ..core.status import JobStatus
 from ..errors import ArtifactNotFound, JobTimeoutError, ValidationError
 from ..store.base import JobQuery
@@ -54,8 +55,9 @@ def jobs_router(app: App) -> APIRouter:
                 raise ValidationError("cursor: not a cursor from this API", [{"field": "cursor",
                                                                              "message": "invalid"}])
             before = int(cursor)
-        query = JobQuery(task=task, status=states, owner=owner, created_after=_utc(created_after),
-                         created_before=_utc(created_before), search=q, before_id=before, limit=limit + 1)
+        query = JobQuery(task=task, status=states, owner=owner, created_after=as_utc(created_after, "created_after"),
+                         created_before=as_utc(created_before, "created_before"), search=q, before_id=before,
+                         limit=limit + 1)
         records = app.engine.list_jobs(query)
         more = len(records) > limit
         records = records[:limit]
@@ -138,11 +140,6 @@ def artifact_response(app: App, job_id: int, name: str, inline: bool) -> Respons
                "Content-Security-Policy": "sandbox; default-src 'none'"}
     return StreamingResponse(storage.open_chunks(job_id, name), media_type=info.content_type, headers=headers)
 
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _log_text(app: App, job_id: int) -> Iterator[bytes]:

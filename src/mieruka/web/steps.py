@@ -39,7 +39,8 @@ def steps_router(app: App) -> APIRouter:
         return step_json(find(job_id, name), root=request.scope.get("root_path", ""))
 
     @router.get("/{name}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
-    def get_step_logs(job_id: int, name: str, after: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000),
+    def get_step_logs(job_id: int, name: str, after: int = Query(0, ge=0, lt=2**63),
+                      limit: int = Query(1000, ge=1, le=10000),
                       format: str = Query("json", pattern="^(json|text)$")) -> Any:
         """The step's log lines with seq > after (seq numbers are the job log's). `format=text`
         downloads the step's whole log."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from ...app import App
 from ...auth.audit import AuditQuery, to_csv
 from ...core.access import ROLE_NAMES, Role
-from ...core.clock import utcnow
+from ...core.clock import as_utc, utcnow
 from ...errors import MierukaError, NotFoundError, TooManyAttempts, ValidationError
 from ..security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, address, audit, principal
 
@@ -292,6 +292,4 @@ def _day(text: str, field: str, zone: tzinfo, end: bool = False) -> datetime | N
     except ValueError:
         raise ValidationError(f"{field}: use a date like 2026-11-21",
                               [{"field": field, "message": "invalid"}]) from None
-    if len(text) <= 10 and end:
-        value += timedelta(days=1)
-    return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(UTC)
+    return as_utc(value, field, zone, timedelta(days=1) if len(text) <= 10 and end else timedelta(0))
