@@ -70,6 +70,34 @@ def test_tokens_sessions_and_links(db: AuthDB) -> None:
     assert accounts.check_token(link) is None  # nor do they work as one
 
 
+def test_a_token_is_revoked_by_its_owner_or_an_admin_and_hidden_from_others(db: AuthDB) -> None:
+    accounts = Accounts(db)
+    for name, role in (("ada", "admin"), ("bo", "viewer"), ("cy", "viewer")):
+        accounts.add_user(name, role, "long password")
+    bo, cy, ada = (Principal(n, r, "token") for n, r in (("bo", Role.VIEWER), ("cy", Role.VIEWER),
+                                                         ("ada", Role.ADMIN)))
+    mine, other = accounts.create_token("bo", "mine")[0], accounts.create_token("bo", "other")[0]
+    with pytest.raises(NotFoundError):
+        accounts.revoke_token_as(cy, mine.id)  # not cy's: as if it did not exist
+    assert accounts.get_token(mine.id).revoked_at is None
+    assert accounts.revoke_token_as(bo, mine.id).revoked_at is not None
+    assert accounts.revoke_token_as(ada, other.id).revoked_at is not None
+    link = accounts.create_login_link("bo")
+    link_id = next(i for i in db_tokens(db) if i not in (mine.id, other.id))
+    with pytest.raises(NotFoundError):
+        accounts.revoke_token_as(ada, link_id)  # a login link is not an API token
+    assert accounts.login_link_valid(link)
+
+
+def db_tokens(db: AuthDB) -> list[int]:
+    import sqlalchemy as sa
+
+    from mieruka.store import tables as t
+
+    with db.read() as conn:
+        return [row.id for row in conn.execute(sa.select(t.tokens.c.id))]
+
+
 def test_audit_log(db: AuthDB) -> None:
     log = AuditLog(db)
     start = utcnow()

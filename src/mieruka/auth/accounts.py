@@ -202,6 +202,14 @@ class Accounts:
         with self.db.read() as conn:
             return [_token(r) for r in conn.execute(query)]
 
+    def revoke_token_as(self, who: Principal, token_id: int) -> Token:
+        """Revoke an API token on someone's behalf: their own, or anyone's for an admin; to anybody
+        else it does not exist."""
+        token = self.get_token(token_id)
+        if token.kind != "api" or (token.user != who.name and who.role is not Role.ADMIN):
+            raise NotFoundError(f"no token with id {token_id}")
+        return self.revoke_token(token_id)
+
     def revoke_token(self, token_id: int) -> Token:
         with self.db.write() as conn:
             conn.execute(t.tokens.update().where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))

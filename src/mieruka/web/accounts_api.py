@@ -15,7 +15,7 @@ from ..auth.accounts import MIN_PASSWORD, NAME, Token, User
 from ..auth.audit import AuditQuery, to_csv
 from ..core.access import Role
 from ..core.clock import as_utc, utcnow
-from ..errors import NotFoundError, PermissionDenied, ValidationError
+from ..errors import PermissionDenied, ValidationError
 from .schemas import ErrorOut
 from .security import audit, principal
 
@@ -191,11 +191,7 @@ def accounts_router(app: App) -> APIRouter:
     @router.delete("/tokens/{token_id}", status_code=204, response_class=Response)
     def revoke_token(request: Request, token_id: int) -> Response:
         """Revoke a token: it stops working at once."""
-        who = principal(request)
-        token = app.auth.accounts.get_token(token_id)
-        if token.kind != "api" or (token.user != who.name and who.role is not Role.ADMIN):
-            raise NotFoundError(f"no token with id {token_id}")
-        app.auth.accounts.revoke_token(token_id)
+        token = app.auth.accounts.revoke_token_as(principal(request), token_id)
         audit(request, "token.revoke", f"token:{token_id}", user=token.user)
         return Response(status_code=204)
 

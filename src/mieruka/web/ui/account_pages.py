@@ -15,9 +15,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ...app import App
 from ...auth.audit import AuditQuery, to_csv
-from ...core.access import ROLE_NAMES, Role
+from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
-from ...errors import MierukaError, NotFoundError, TooManyAttempts, ValidationError
+from ...errors import MierukaError, TooManyAttempts, ValidationError
 from ..security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, address, audit, principal
 
 
@@ -160,11 +160,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
 
     @router.post("/account/tokens/{token_id}/revoke")
     def revoke_token(request: Request, token_id: int) -> Response:
-        who = principal(request)
-        token = app.auth.accounts.get_token(token_id)
-        if token.kind != "api" or (token.user != who.name and who.role is not Role.ADMIN):
-            raise NotFoundError(f"no token with id {token_id}")
-        app.auth.accounts.revoke_token(token_id)
+        token = app.auth.accounts.revoke_token_as(principal(request), token_id)
         audit(request, "token.revoke", f"token:{token_id}", user=token.user)
         return RedirectResponse(request.headers.get("referer") or f"{root(request)}/account", status_code=303)
 
