@@ -121,6 +121,20 @@ def fresh_home(kind):
 
 
 # -- embedded ------------------------------------------------------------------------------------
+def in_process(app):
+    """submit and wait through the app's Python API (the engine runs in this process)."""
+    def submit(i):
+        return app.submit("noop", x=i)
+
+    def wait(job):
+        rec = app.wait(job, timeout=WAIT_TIMEOUT)
+        if rec.status.value != "succeeded":
+            raise RuntimeError(f"job {rec.id} {rec.status.value}: {rec.error}")
+        return rec.result
+
+    return submit, wait
+
+
 def run_embedded():
     home = fresh_home("embedded")
     os.environ["MIERUKA_BENCH_HOME"] = home
@@ -130,15 +144,7 @@ def run_embedded():
 
     app.start()
     try:
-        def submit(i):
-            return app.submit("noop", x=i)
-
-        def wait(job):
-            rec = app.wait(job, timeout=WAIT_TIMEOUT)
-            if rec.status.value != "succeeded":
-                raise RuntimeError(f"job {rec.id} {rec.status.value}: {rec.error}")
-            return rec.result
-
+        submit, wait = in_process(app)
         result = measure(submit, wait, t_spawn, os.getpid())
     finally:
         app.stop()
@@ -199,15 +205,7 @@ def run_celery():
 
         app.start()
         try:
-            def submit(i):
-                return app.submit("noop", x=i)
-
-            def wait(job):
-                rec = app.wait(job, timeout=WAIT_TIMEOUT)
-                if rec.status.value != "succeeded":
-                    raise RuntimeError(f"job {rec.id} {rec.status.value}: {rec.error}")
-                return rec.result
-
+            submit, wait = in_process(app)
             result = measure(submit, wait, t_spawn, worker.pid, extra={"database": database_url.split(":")[0]})
         finally:
             app.stop()

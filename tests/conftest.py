@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 from urllib.parse import urlparse
 
 import httpx
@@ -209,9 +210,18 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], output: Callable[[]
     raise AssertionError(f"server not ready after {timeout}s:\n{output()}")
 
 
+class _Subprocess(Protocol):
+    def wait_ready(self) -> None: ...
+    def stop(self) -> None: ...
+    def output(self) -> str: ...
+
+
+P = TypeVar("P", bound=_Subprocess)
+
+
 @contextmanager
-def shared_server(proc: ServerProcess, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    """A server shared by a module's tests; its output is printed if any of them failed."""
+def shared_server(proc: P, request: pytest.FixtureRequest) -> Iterator[P]:
+    """A server (or worker) shared by a module's tests; its output is printed if any of them failed."""
     failed_before = request.session.testsfailed
     try:
         proc.wait_ready()
@@ -308,13 +318,6 @@ def celery_worker(request: pytest.FixtureRequest, broker_url: str,
     from tests.celery_worker import CeleryWorker
 
     home = tmp_path_factory.mktemp("celery") / "home"
-    with fresh_postgres_database("mieruka_celery") as url:
-        worker = CeleryWorker(home, url, broker_url, "--concurrency", "2")
-        failed_before = request.session.testsfailed
-        try:
-            worker.wait_ready()
-            yield worker
-        finally:
-            worker.stop()
-            if request.session.testsfailed > failed_before:
-                print(worker.output())
+    with (fresh_postgres_database("mieruka_celery") as url,
+          shared_server(CeleryWorker(home, url, broker_url, "--concurrency", "2"), request) as worker):
+        yield worker
