@@ -168,6 +168,24 @@ def test_publish_returns_the_event_with_increasing_ids(bus: EventBus) -> None:
             (before.kind, before.job_id, before.task, before.data, before.extra_topics)
 
 
+def test_publish_many_gives_consecutive_ids_and_arrives_in_order(bus: EventBus) -> None:
+    seen, job2 = Collector(), Collector()
+    bus.subscribe(seen)
+    bus.subscribe(job2, ["job:2"])
+    before = bus.publish(state(1))
+    sent = [state(2), progress(2), state(2, "mul", n=3)]
+    published = bus.publish_many(sent)
+    after = bus.publish(state(3))
+    assert [e.id for e in published] == [before.id + 1, before.id + 2, before.id + 3]
+    assert after.id == before.id + 4 and bus.last_id() == after.id
+    assert [(e.kind, e.data) for e in published] == [(e.kind, e.data) for e in sent]
+    assert bus.publish_many([]) == []
+    flush(bus, seen)
+    assert without_markers(seen.events) == [before, *published, after]
+    assert job2.events == published
+    assert bus.replay(before.id, ["job:2"]) == published
+
+
 def test_last_id_is_the_newest_published(bus: EventBus) -> None:
     assert bus.last_id() == 0
     first = bus.publish(state(1))
@@ -490,6 +508,10 @@ def test_ids_go_on_above_the_ring_when_redis_lost_only_the_counter(redis_url: st
         newcomer = RedisBus(redis_url, prefix)  # knows no ids: only the ring can tell
         try:
             assert newcomer.publish(state(4)).id == ids[-1] + 1
+            redis.Redis.from_url(redis_url).delete(f"{prefix}:events:id")
+            batch = newcomer.publish_many([state(5), state(6)])  # a batch too
+            assert [e.id for e in batch] == [ids[-1] + 2, ids[-1] + 3]
+            assert bus.publish(state(7)).id == ids[-1] + 4
         finally:
             newcomer.close()
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from ..core.events import Event
@@ -13,6 +13,9 @@ Unsubscribe = Callable[[], None]
 class EventBus(Protocol):
     def publish(self, event: Event) -> Event:
         """Send an event to every matching subscriber; returns it with its id set."""
+
+    def publish_many(self, events: Sequence[Event]) -> list[Event]:
+        """Publish events in order, in one round trip where the bus has them; returns them with ids."""
 
     def subscribe(self, callback: Callable[[Event], None], topics: Collection[str] | None = None) -> Unsubscribe:
         """Call `callback` (from the publisher's thread: be quick) for events on `topics`, or all."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from ..core.events import Event
 from .base import Unsubscribe
@@ -26,6 +26,9 @@ class MemoryBus:
         for callback in self._subscribers.matching(event):
             callback(event)
         return event
+
+    def publish_many(self, events: Sequence[Event]) -> list[Event]:
+        return [self.publish(event) for event in events]
 
     def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
         return self._subscribers.add(callback, topics)

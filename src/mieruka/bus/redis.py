@@ -9,7 +9,8 @@ Every process publishes into, and listens to, the same Redis keys (named by `cha
 - `<prefix>:events:epoch` a random token, new whenever Redis lost these keys (restart without
   persistence, flush), so listeners notice that ids began again.
 
-`publish` does all three in one Lua script (one round trip, atomic: channel order is id order).
+`publish` and `publish_many` do all three in one Lua script (one round trip, atomic: channel order is
+id order).
 Each RedisBus has one listener thread (started by the first `subscribe`) that hands received events
 to this process's callbacks, filtered by topic. A process's own events reach its own subscribers
 through Redis too, exactly once. If the listener loses its connection it retries with a backoff and,
@@ -28,7 +29,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.events import Event
@@ -43,30 +44,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# KEYS: counter, stream, epoch. ARGV: event JSON without its id, ring size, channel, floor, token.
-# Returns the new id. Ids never go back below the floor (the newest id the publishing process knows)
-# nor, should Redis have lost the counter (restart without persistence, flush, eviction: INCR gives
-# 1), below the ring's newest entry. The epoch is a random token set by whoever first writes after
-# such a loss: a listener that sees it change knows that the ids it remembers are from before.
+# KEYS: counter, stream, epoch. ARGV: ring size, channel, floor, token, then each event's JSON without
+# its id. Returns the first event's id; the others follow it. Ids never go back below the floor (the
+# newest id the publishing process knows) nor, should Redis have lost the counter (restart without
+# persistence, flush, eviction: INCRBY gives just the batch's size), below the ring's newest entry.
+# The epoch is a random token set by whoever first writes after such a loss: a listener that sees it
+# change knows that the ids it remembers are from before.
 _PUBLISH = """
-local id = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[4])
-if id == 1 then
+local n = #ARGV - 4
+local last = redis.call('INCRBY', KEYS[1], n)
+local floor = tonumber(ARGV[3])
+if last == n then
   local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
   if newest[1] then
     floor = math.max(floor, tonumber(string.match(newest[1][1], '^%d+')))
   end
 end
-if id <= floor then
-  id = floor + 1
-  redis.call('SET', KEYS[1], string.format('%d', id))
+local first = last - n + 1
+if first <= floor then
+  first = floor + 1
+  redis.call('SET', KEYS[1], string.format('%d', first + n - 1))
 end
-redis.call('SET', KEYS[3], ARGV[5], 'NX')
-local sid = string.format('%d', id)
-local event = '{"id":' .. sid .. ',' .. string.sub(ARGV[1], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], sid .. '-0', 'e', event)
-redis.call('PUBLISH', ARGV[3], event)
-return id
+redis.call('SET', KEYS[3], ARGV[4], 'NX')
+for i = 1, n do
+  local sid = string.format('%d', first + i - 1)
+  local event = '{"id":' .. sid .. ',' .. string.sub(ARGV[4 + i], 2)
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], sid .. '-0', 'e', event)
+  redis.call('PUBLISH', ARGV[2], event)
+end
+return first
 """
 
 _MAX_STREAM_ID = 2**64 - 1
@@ -139,26 +145,31 @@ class RedisBus:
 
     # -- publishing ----------------------------------------------------------------------------
     def publish(self, event: Event) -> Event:
+        return self.publish_many([event])[0]
+
+    def publish_many(self, events: Sequence[Event]) -> list[Event]:
+        """One script call for the lot: one round trip, consecutive ids."""
+        if not events:
+            return []
         if self._closed:
-            log.debug("event bus closed: dropped %s event of job %d", event.kind, event.job_id)
-            return event
+            log.debug("event bus closed: dropped %d events", len(events))
+            return list(events)
         if time.monotonic() < self._publish_paused_until:
-            return event  # Redis failed a moment ago: do not stall the caller on every event
-        payload = json.dumps(
-            {"kind": event.kind, "job_id": event.job_id, "task": event.task, "data": event.data,
-             "extra_topics": list(event.extra_topics)},
-            separators=(",", ":"), default=str,
-        )
+            return list(events)  # Redis failed a moment ago: do not stall the caller on every event
+        payloads = [json.dumps(
+            {"kind": e.kind, "job_id": e.job_id, "task": e.task, "data": e.data, "extra_topics": list(e.extra_topics)},
+            separators=(",", ":"), default=str) for e in events]
         try:
-            new_id = int(self._script(keys=[self._counter_key, self._stream_key, self._epoch_key],
-                                      args=[payload, self._keep, self._channel, self._newest_known, _token()]))
+            first = int(self._script(keys=[self._counter_key, self._stream_key, self._epoch_key],
+                                     args=[self._keep, self._channel, self._newest_known, _token(), *payloads]))
         except self._errors as exc:
             self._publish_paused_until = time.monotonic() + 1.0
-            log.warning("Redis event bus: could not publish a %s event of job %d (%s); events are dropped "
-                        "until Redis answers again", event.kind, event.job_id, exc)
-            return event
-        self._saw(new_id)
-        return Event(event.kind, event.job_id, event.task, event.data, new_id, event.extra_topics)
+            log.warning("Redis event bus: could not publish %d events, the first a %s event of job %d (%s); "
+                        "events are dropped until Redis answers again", len(events), events[0].kind,
+                        events[0].job_id, exc)
+            return list(events)
+        self._saw(first + len(events) - 1)
+        return [Event(e.kind, e.job_id, e.task, e.data, first + i, e.extra_topics) for i, e in enumerate(events)]
 
     # -- subscribing ---------------------------------------------------------------------------
     def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
