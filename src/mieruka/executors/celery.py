@@ -39,8 +39,11 @@ def make_celery(settings: Settings) -> Celery:
         from celery import Celery
     except ImportError:
         raise MissingExtraError("The Celery executor", "celery") from None
+    from .redis_transport import transport_for
+
     app = Celery("mieruka", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
+        broker_transport=transport_for(settings.broker_url),
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,  # results live in the job store
