@@ -71,6 +71,32 @@ def test_two_servers_see_live_events_from_a_celery_worker(celery_worker: CeleryW
         assert health["status"] == "ok", health
 
 
+def test_a_workers_state_events_arrive_in_order_for_quick_and_slow_jobs(celery_worker: CeleryWorker) -> None:
+    """A worker holds a job's "running" event: a quick job's start goes out with its end (in
+    order), a slow job's is seen while the job still runs."""
+    from tests.jobs import app
+
+    app._settings = None
+    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
+                  broker_url=celery_worker.broker_url)
+    seen: list[tuple[int, str]] = []
+    with app:
+        app.engine.bus.subscribe(lambda e: seen.append((e.job_id, str(e.data.get("status")))))
+        quick = [app.submit("add", a=n) for n in range(5)]
+        for job in quick:
+            assert app.wait(job, 20).status is JobStatus.SUCCEEDED
+        slow = app.submit("sleep", seconds=2.0)
+        _wait_until(lambda: (slow.id, "running") in seen, 1.5, "the slow job's running event, while it runs")
+        assert app.get_job(slow.id).status is JobStatus.RUNNING
+        assert app.wait(slow, 20).status is JobStatus.SUCCEEDED
+        ends = {(job.id, "succeeded") for job in [*quick, slow]}
+        _wait_until(lambda: ends <= set(seen), 5, "the end events")
+        for job in [*quick, slow]:
+            mine = [status for job_id, status in seen if job_id == job.id]
+            assert mine == ["queued", "running", "succeeded"], (job.id, mine)
+    app._settings = None
+
+
 def test_a_killed_pool_process_fails_its_job_with_the_reason(celery_worker: CeleryWorker, tmp_path: Path) -> None:
     """The kernel's OOM killer or a stray kill -9 on the process running a job."""
     from tests.jobs import app

@@ -30,7 +30,7 @@ import psutil
 
 from ..artifacts import open_uploads
 from ..artifacts.uploads import job_upload_root
-from ..bus.ordered import OrderedPublisher
+from ..bus.outbox import Outbox
 from ..capture import FdCapture
 from ..core import outcome
 from ..core.clock import utcnow
@@ -53,9 +53,6 @@ log = logging.getLogger("mieruka.worker")
 RUNNING = frozenset({JobStatus.RUNNING})
 LIMIT_RETRY = 0.2  # seconds before a job held back by its task's concurrency limit is tried again
 CANCEL_CHECK_EVERY = 0.5  # seconds between looks at the store for a cancel the broadcast missed
-# Seconds a job's "running" event may wait: a quick job's start and end then go out in one round
-# trip, which most of all saves a thread hand-over while the job runs; nobody notices 50 ms.
-RUNNING_EVENT_HOLD = 0.05
 
 
 class WorkerNode:
@@ -162,16 +159,16 @@ class _Connections:
         self.bus = build_bus(node.settings.effective_event_bus)
         self.artifacts = build_artifacts(node.settings)
         self.uploads = open_uploads(self.artifacts, node.settings.home_path / "uploads")
-        self.publisher = OrderedPublisher(self.bus)
+        self.outbox = Outbox(self.bus)
 
     def publish(self, events: Sequence[Event]) -> None:
-        """Publish now: returns once they are out (after any published `soon`, in order)."""
-        self.publisher.now(events)
+        """Publish now, after any events held (in one round trip)."""
+        self.outbox.send(events)
 
-    def publish_soon(self, events: Sequence[Event], hold: float = 0.0) -> None:
-        """Publish in order on the publisher thread, without waiting, within `hold` seconds: a job
-        starts while Redis hears that it did."""
-        self.publisher.later(events, hold)
+    def hold(self, events: Sequence[Event]) -> None:
+        """Publish with the next events, or at the watcher's next look (within a tenth of a second
+        while a job runs): a quick job's start and end go out in one round trip."""
+        self.outbox.hold(events)
 
     def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
         """Write, trying again until the database answers: what a job reported (above all how it
@@ -214,7 +211,7 @@ class _Connections:
         self.node.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
 
     def close(self) -> None:
-        self.publisher.close()
+        self.outbox.flush()
         self.bus.close()
         self.store.close()
 
@@ -277,9 +274,9 @@ class PoolProcess:
         conn = self.conn
         tasks = self.node.app.tasks
         task = tasks.get(record.task) if record.task in tasks else None
-        conn.publish_soon([state_event(record.id, record.task, JobStatus.RUNNING.value, {
+        conn.hold([state_event(record.id, record.task, JobStatus.RUNNING.value, {
             "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
-            "started_at": record.started_at, "worker": self.worker_name})], hold=RUNNING_EVENT_HOLD)
+            "started_at": record.started_at, "worker": self.worker_name})])
         if task is None:
             conn.settle(record, *outcome.failed(record.attempts, record.max_attempts, None,
                                                 f"the worker's app has no task named {record.task!r}", None,
@@ -340,6 +337,7 @@ class PoolProcess:
                 current = self._current
             try:
                 self.recorder.tick()
+                self.conn.outbox.flush()  # a running job's held "running" event, if no log line took it
                 if current is None:
                     continue
                 now = time.monotonic()
