@@ -186,6 +186,21 @@ def test_publish_many_gives_consecutive_ids_and_arrives_in_order(bus: EventBus) 
     assert bus.replay(before.id, ["job:2"]) == published
 
 
+def test_start_publish_goes_before_what_the_caller_does_meanwhile(bus: EventBus) -> None:
+    """The engine announces a job while it sends it to the broker: the announcement comes first
+    for every subscriber, whatever the caller published in between."""
+    seen = Collector()
+    bus.subscribe(seen)
+    finish = bus.start_publish([state(1), progress(1)])
+    meanwhile = bus.publish(state(2))  # on another connection while the first call is in flight
+    announced = finish()
+    assert [e.id for e in announced] == [announced[0].id, announced[0].id + 1] and announced[0].id > 0
+    assert meanwhile.id > announced[1].id
+    flush(bus, seen)
+    assert without_markers(seen.events) == [*announced, meanwhile]
+    assert bus.start_publish([])() == []
+
+
 def test_last_id_is_the_newest_published(bus: EventBus) -> None:
     assert bus.last_id() == 0
     first = bus.publish(state(1))
@@ -446,6 +461,8 @@ def test_redis_being_down_never_raises_into_the_caller(caplog: pytest.LogCapture
         unsubscribe = bus.subscribe(seen)  # gives up waiting for the listener after ready_timeout
         event = state(1)
         assert bus.publish(event) is event  # dropped, returned as given: id 0
+        bus._publish_paused_until = 0.0  # type: ignore[attr-defined]  # as if a second had passed
+        assert bus.start_publish([event])() == [event]
         assert bus.replay(5) is None  # the caller resyncs
         assert bus.last_id() == 0
         assert bus.problem() is not None and "Redis" in bus.problem()  # /healthz says so
@@ -516,6 +533,27 @@ def test_ids_go_on_above_the_ring_when_redis_lost_only_the_counter(redis_url: st
             newcomer.close()
     finally:
         redis.Redis.from_url(redis_url).delete(*(f"{prefix}:events{suffix}" for suffix in ("", ":id", ":epoch")))
+        bus.close()
+
+
+def test_start_publish_after_redis_forgot_the_script(redis_url: str, prefix: str) -> None:
+    """Redis restarted (or SCRIPT FLUSH): the call in flight answers NOSCRIPT; the events are then
+    published the ordinary way, which loads the script again."""
+    import redis
+
+    from mieruka.bus.redis import RedisBus
+
+    bus = RedisBus(redis_url, prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        first = bus.publish(state(1))
+        client.script_flush()
+        announced = bus.start_publish([state(2)])()
+        assert [e.id for e in announced] == [first.id + 1]
+        assert bus.publish(state(3)).id == first.id + 2
+    finally:
+        client.delete(*(f"{prefix}:events{suffix}" for suffix in ("", ":id", ":epoch")))
+        client.close()
         bus.close()
 
 

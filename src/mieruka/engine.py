@@ -187,13 +187,17 @@ class Engine:
                 self.store.apply([Transition(record.id, JobStatus.QUEUED, frozenset({JobStatus.QUEUED}),
                                              {"message": waiting})])
                 record = replace(record, message=waiting)
-                self._emit_state(record, message=waiting)
-            else:
-                self._emit_state(record)
-            if self._remote is not None:
-                self._remote.send(record, delay or 0.0)  # thread-safe; a failed send is kept and retried
-            elif run_after is None:
-                self._command("ready", record)
+            # Announced while it goes to the workers: the two round trips overlap, and the
+            # announcement is out before any worker can hear of the job.
+            extra = {"message": waiting} if waiting else {}
+            announced = self.bus.start_publish([self._state_event(record, **extra)])
+            try:
+                if self._remote is not None:
+                    self._remote.send(record, delay or 0.0)  # thread-safe; a failed send is kept and retried
+                elif run_after is None:
+                    self._command("ready", record)
+            finally:
+                announced()
         return record, created
 
     def _check_uploads(self, task: Task, params: dict[str, Any]) -> None:
@@ -563,10 +567,14 @@ class Engine:
         return ok
 
     def _emit_state(self, record: JobRecord, **overrides: Any) -> None:
+        self.bus.publish(self._state_event(record, **overrides))
+
+    @staticmethod
+    def _state_event(record: JobRecord, **overrides: Any) -> Event:
         status = overrides.pop("status", record.status)
         fields = {"attempts": record.attempts, "max_attempts": record.max_attempts,
                   "created_at": record.created_at, "started_at": record.started_at, **overrides}
-        self._emit(record.id, record.task, status, fields)
+        return state_event(record.id, record.task, status.value, fields)
 
     def _emit(self, job_id: int, task: str, status: JobStatus, fields: dict[str, Any]) -> None:
         self.bus.publish(state_event(job_id, task, status.value, fields))

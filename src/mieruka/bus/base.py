@@ -17,6 +17,10 @@ class EventBus(Protocol):
     def publish_many(self, events: Sequence[Event]) -> list[Event]:
         """Publish events in order, in one round trip where the bus has them; returns them with ids."""
 
+    def start_publish(self, events: Sequence[Event]) -> Callable[[], list[Event]]:
+        """Start publishing; the returned function finishes and returns the events with their ids.
+        What the caller does in between overlaps the round trip, and cannot overtake the events."""
+
     def subscribe(self, callback: Callable[[Event], None], topics: Collection[str] | None = None) -> Unsubscribe:
         """Call `callback` (from the publisher's thread: be quick) for events on `topics`, or all."""
 

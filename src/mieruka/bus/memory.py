@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from ..core.events import Event
 from .base import Unsubscribe
@@ -29,6 +29,10 @@ class MemoryBus:
 
     def publish_many(self, events: Sequence[Event]) -> list[Event]:
         return [self.publish(event) for event in events]
+
+    def start_publish(self, events: Sequence[Event]) -> Callable[[], list[Event]]:
+        published = self.publish_many(events)
+        return lambda: published
 
     def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
         return self._subscribers.add(callback, topics)

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.events import Event
@@ -111,6 +111,7 @@ class RedisBus:
         if keep < 1:
             raise ConfigError(f"the Redis event bus must keep at least 1 event, not {keep}")
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        self._no_script: type[Exception] = redis.exceptions.NoScriptError
         self._client: Redis = redis.Redis.from_url(
             url,
             socket_connect_timeout=2.0,
@@ -149,27 +150,78 @@ class RedisBus:
 
     def publish_many(self, events: Sequence[Event]) -> list[Event]:
         """One script call for the lot: one round trip, consecutive ids."""
+        if not self._publishing(events):
+            return list(events)
+        try:
+            first = int(self._script(keys=self._keys, args=self._args(events)))
+        except self._errors as exc:
+            return self._failed(events, exc)
+        return self._published(events, first)
+
+    def start_publish(self, events: Sequence[Event]) -> Callable[[], list[Event]]:
+        """Send the script call now and read its answer in the returned function: whatever the
+        caller does in between (the engine sends the job to the broker) overlaps the round trip.
+        Redis runs the call before anything the caller does afterwards can lead to."""
+        if not self._publishing(events):
+            return lambda: list(events)
+        pool = self._client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except self._errors as exc:
+            dropped = self._failed(events, exc)
+            return lambda: dropped
+        try:
+            command = ("EVALSHA", self._script.sha, len(self._keys), *self._keys, *self._args(events))
+            conn.send_command(*command)  # type: ignore[no-untyped-call]
+        except self._errors as exc:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            pool.release(conn)
+            dropped = self._failed(events, exc)
+            return lambda: dropped
+
+        def finish() -> list[Event]:
+            try:
+                first = int(conn.read_response())
+            except self._no_script:  # Redis restarted since the script was loaded: load it, publish now
+                pool.release(conn)
+                return self.publish_many(events)
+            except self._errors as exc:
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                pool.release(conn)
+                return self._failed(events, exc)
+            pool.release(conn)
+            return self._published(events, first)
+
+        return finish
+
+    def _publishing(self, events: Sequence[Event]) -> bool:
         if not events:
-            return []
+            return False
         if self._closed:
             log.debug("event bus closed: dropped %d events", len(events))
-            return list(events)
-        if time.monotonic() < self._publish_paused_until:
-            return list(events)  # Redis failed a moment ago: do not stall the caller on every event
+            return False
+        return time.monotonic() >= self._publish_paused_until  # else Redis failed a moment ago: do not stall
+
+    @property
+    def _keys(self) -> list[str]:
+        return [self._counter_key, self._stream_key, self._epoch_key]
+
+    def _args(self, events: Sequence[Event]) -> list[Any]:
         payloads = [json.dumps(
             {"kind": e.kind, "job_id": e.job_id, "task": e.task, "data": e.data, "extra_topics": list(e.extra_topics)},
             separators=(",", ":"), default=str) for e in events]
-        try:
-            first = int(self._script(keys=[self._counter_key, self._stream_key, self._epoch_key],
-                                     args=[self._keep, self._channel, self._newest_known, _token(), *payloads]))
-        except self._errors as exc:
-            self._publish_paused_until = time.monotonic() + 1.0
-            log.warning("Redis event bus: could not publish %d events, the first a %s event of job %d (%s); "
-                        "events are dropped until Redis answers again", len(events), events[0].kind,
-                        events[0].job_id, exc)
-            return list(events)
+        return [self._keep, self._channel, self._newest_known, _token(), *payloads]
+
+    def _published(self, events: Sequence[Event], first: int) -> list[Event]:
         self._saw(first + len(events) - 1)
         return [Event(e.kind, e.job_id, e.task, e.data, first + i, e.extra_topics) for i, e in enumerate(events)]
+
+    def _failed(self, events: Sequence[Event], exc: Exception) -> list[Event]:
+        self._publish_paused_until = time.monotonic() + 1.0
+        log.warning("Redis event bus: could not publish %d events, the first a %s event of job %d (%s); "
+                    "events are dropped until Redis answers again", len(events), events[0].kind,
+                    events[0].job_id, exc)
+        return list(events)
 
     # -- subscribing ---------------------------------------------------------------------------
     def subscribe(self, callback: Callback, topics: Collection[str] | None = None) -> Unsubscribe:
