@@ -166,8 +166,8 @@ class _Connections:
         self.outbox.send(events)
 
     def hold(self, events: Sequence[Event]) -> None:
-        """Publish with the next events, or at the watcher's next look (within a tenth of a second
-        while a job runs): a quick job's start and end go out in one round trip."""
+        """Publish with the next events, or at the watcher's next look (within half a second): a
+        quick job's start and end go out in one round trip."""
         self.outbox.hold(events)
 
     def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
