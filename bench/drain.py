@@ -24,7 +24,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-WORKER_ARGS = ["--concurrency", "2", "--loglevel", "warning"]
 
 
 def cpu(pid):
@@ -70,23 +69,15 @@ def measure(start_worker, submit, wait, n):
             "main_ms": (main - startup[0]) / n * 1000, "pool_ms": (pool - startup[1]) / n * 1000}
 
 
-def run_mieruka(redis_port, n):
+def run_mieruka(n):
     sys.path.insert(0, HERE)
-    from harness import fresh_home, in_process, job_database
+    from harness import in_process, on_celery
 
-    home = fresh_home("drain")
-    broker = f"redis://127.0.0.1:{redis_port}/5"
-    with job_database(home) as database_url:
-        env = {"MIERUKA_BENCH_HOME": home, "MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": broker,
-               "MIERUKA_DATABASE_URL": database_url}
-        os.environ.update(env)
+    with on_celery("drain", broker_db=5) as (env, worker_command):
         from mieruka_bench_app import app
 
-        mieruka_bin = os.path.join(os.path.dirname(sys.executable), "mieruka")
-
         def start_worker():
-            return subprocess.Popen([mieruka_bin, "worker", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
-                                     *WORKER_ARGS], cwd=ROOT, env={**os.environ, **env},
+            return subprocess.Popen(worker_command, cwd=ROOT, env={**os.environ, **env},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         app.start()
@@ -151,9 +142,8 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
         jobs = int(sys.argv[sys.argv.index("--jobs") + 1])
-        port = os.environ.get("BENCH_REDIS_PORT", "6390")
         with contextlib.redirect_stdout(sys.stderr):  # only the result on stdout
-            res = run_mieruka(port, jobs) if sys.argv[2] == "mieruka" else run_celery(sys.argv[3], jobs)
+            res = run_mieruka(jobs) if sys.argv[2] == "mieruka" else run_celery(sys.argv[3], jobs)
         print(json.dumps(res))
     else:
         sys.path.insert(0, HERE)

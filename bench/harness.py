@@ -182,36 +182,44 @@ def job_database(home):
         admin.dispose()
 
 
-def run_celery():
-    """The engine in this process sends jobs to Redis; one `mieruka worker --concurrency 2` (Celery
-    prefork, like the peer) runs them, writing to the store and publishing on Redis; app.wait()
-    hears the end over Redis. Memory is the worker's tree, as for the Celery peer."""
-    home = fresh_home("celery")
-    broker = f"redis://127.0.0.1:{os.environ.get('BENCH_REDIS_PORT', '6379')}/2"
+@contextlib.contextmanager
+def on_celery(kind, broker_db):
+    """A fresh home and job database, the environment of the benchmark app on Celery (set in this
+    process too) and the command of a `mieruka worker --concurrency 2` for it; removed afterwards."""
+    home = fresh_home(kind)
+    broker = f"redis://127.0.0.1:{os.environ.get('BENCH_REDIS_PORT', '6379')}/{broker_db}"
     with job_database(home) as database_url:
         env = {"MIERUKA_BENCH_HOME": home, "MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": broker,
                "MIERUKA_DATABASE_URL": database_url}
         os.environ.update(env)
         sys.path.insert(0, HERE)
         mieruka_bin = os.path.join(os.path.dirname(sys.executable), "mieruka")
+        yield env, [mieruka_bin, "worker", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
+                    "--concurrency", str(WORKERS), "--loglevel", "warning"]
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def run_celery():
+    """The engine in this process sends jobs to Redis; one `mieruka worker --concurrency 2` (Celery
+    prefork, like the peer) runs them, writing to the store and publishing on Redis; app.wait()
+    hears the end over Redis. Memory is the worker's tree, as for the Celery peer."""
+    with on_celery("celery", broker_db=2) as (env, worker_command):
         os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
         log = open(os.path.join(OUT, "logs", "mieruka-celery-worker.log"), "a")  # noqa: SIM115
         t_spawn = time.perf_counter()
-        worker = subprocess.Popen([mieruka_bin, "worker", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
-                                   "--concurrency", str(WORKERS), "--loglevel", "warning"],
-                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env={**os.environ, **env})
+        worker = subprocess.Popen(worker_command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env={**os.environ, **env})
         from mieruka_bench_app import app
 
         app.start()
         try:
             submit, wait = in_process(app)
-            result = measure(submit, wait, t_spawn, worker.pid, extra={"database": database_url.split(":")[0]})
+            database = env["MIERUKA_DATABASE_URL"].split(":")[0]
+            result = measure(submit, wait, t_spawn, worker.pid, extra={"database": database})
         finally:
             app.stop()
             kill_tree(worker)
             log.close()
-    shutil.rmtree(home, ignore_errors=True)
     return result
 
 
