@@ -126,6 +126,7 @@ class RedisBus:
         self._epoch_key = f"{channel_prefix}:events:epoch"
         self._stream_key = f"{channel_prefix}:events"
         self._channel = f"{channel_prefix}:events:live"
+        self._keys = [self._counter_key, self._stream_key, self._epoch_key]  # the publish script's KEYS
         self._keep = keep
         self._poll = poll_interval
         self._liveness = liveness_interval
@@ -201,10 +202,6 @@ class RedisBus:
             log.debug("event bus closed: dropped %d events", len(events))
             return False
         return time.monotonic() >= self._publish_paused_until  # else Redis failed a moment ago: do not stall
-
-    @property
-    def _keys(self) -> list[str]:
-        return [self._counter_key, self._stream_key, self._epoch_key]
 
     def _args(self, events: Sequence[Event]) -> list[Any]:
         payloads = [json.dumps(
