@@ -172,6 +172,12 @@ def sleep(seconds: float = 0.2) -> float:
     return seconds
 
 
+@app.task
+def sleep_then_text(seconds: float = 0.2, size: int = 10) -> str:
+    time.sleep(seconds)
+    return "x" * size
+
+
 @app.task(concurrency=1)
 def one_at_a_time(seconds: float = 0.3, marker: str = "") -> float:
     """Records its start and end so the test can check that runs never overlap."""

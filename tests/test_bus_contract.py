@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -303,6 +304,40 @@ def test_many_events_arrive_complete_and_in_order(bus: EventBus) -> None:
     assert without_markers(everything.events) == published
     assert job3.events == [e for e in published if e.job_id == 3]
     assert task_mul.events == [e for e in published if "task:mul" in e.extra_topics]
+
+
+def test_a_jobs_record_reaches_live_subscribers_only(make_bus: MakeBus, kind: str) -> None:
+    """The end event carries the job's record to the subscribers of every process (waiters need
+    not read the store), but not into the replay ring nor to browsers (Event.to_dict)."""
+    from mieruka.core.clock import utcnow
+    from mieruka.core.job import ArtifactInfo, JobRecord
+    from mieruka.core.status import JobStatus
+
+    now = utcnow()
+    record = JobRecord(id=7, task="add", status=JobStatus.SUCCEEDED, params={"x": 1, "s": "日本"}, created_at=now,
+                       started_at=now, finished_at=now, result={"sum": [1.5, None]}, worker="w:1", engine_id="e1",
+                       artifacts=[ArtifactInfo("r.csv", 3, "text/csv", now)])
+    assert JobRecord.from_json(record.to_json()) == record
+    ours = make_bus()
+    theirs = make_bus() if kind == "redis" else ours  # in-process buses are one process's only
+    here, there = Collector(), Collector()
+    ours.subscribe(here, ["job:7"])
+    theirs.subscribe(there, ["job:7"])
+    end = Event("state", 7, "add", {"status": "succeeded"}, record=record.to_json())
+    published = ours.publish_many([state(7), end])
+    assert published[1].record == record.to_json()
+    for collector in (here, there):
+        got = collector.wait_for_count(2)
+        assert [e.record for e in got] == [None, record.to_json()]
+        assert JobRecord.from_json(got[1].record) == record  # type: ignore[arg-type]
+        assert "record" not in got[1].to_dict()
+    assert [e.record for e in ours.replay(published[0].id - 1) or []] == [None, None]
+    if kind == "redis":  # a large record stays out of the event: waiters read the store
+        from mieruka.bus.redis import RECORD_LIMIT
+
+        big = replace(record, result="x" * RECORD_LIMIT)
+        huge = ours.publish(Event("state", 7, "add", {"status": "succeeded"}, record=big.to_json()))
+        assert there.wait_for_id(huge.id)[-1].record is None
 
 
 # -- replay ------------------------------------------------------------------------------------

@@ -259,6 +259,39 @@ def test_wait_times_out(app) -> None:
     app.wait(job, 30)
 
 
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_wait_takes_the_ended_job_from_its_end_event(app, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """After hearing the end, wait reads nothing more: the event carried the job as stored. A job
+    too large to travel in an event (over the Redis bus's limit) is read from the store."""
+    heard: list[float] = []
+    reads: list[float] = []
+    carried: list[object] = []
+    real_get = app.engine.store.get_job
+
+    def get_job(job_id: int) -> object:
+        reads.append(time.monotonic())
+        return real_get(job_id)
+
+    def on_event(event) -> None:
+        if event.kind == "state" and event.data["status"] == "succeeded":
+            carried.append(event.record)
+            heard.append(time.monotonic())
+
+    monkeypatch.setattr(app.engine.store, "get_job", get_job)
+    job = app.submit("sleep_then_text", seconds=0.3, size=size)
+    unsubscribe = app.engine.bus.subscribe(on_event, [f"job:{job.id}"])  # before wait's own subscription
+    try:
+        done = app.wait(job, 30)
+    finally:
+        unsubscribe()
+    assert done.status is JobStatus.SUCCEEDED and done.result == "x" * size
+    assert done == real_get(job.id)
+    assert reads and heard and reads[0] < heard[0]  # it was read while it ran
+    large = size > 64 * 1024 and app.engine.settings.executor == "celery"  # the Redis bus leaves it out
+    assert (carried[0] is None) == large
+    assert [r for r in reads if r > heard[0]] == ([] if not large else reads[-1:])
+
+
 def test_many_log_lines_are_batched_and_read_by_range(app) -> None:
     done = app.wait(app.submit("many_lines", lines=100_000), 120)
     assert done.status is JobStatus.SUCCEEDED

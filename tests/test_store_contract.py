@@ -329,6 +329,32 @@ def test_transition_attempt_guard(store: JobStore) -> None:
     assert stored.error == "boom" and stored.traceback == "tb"
 
 
+@pytest.mark.parametrize("result", [{"nested": {"x": [1.5]}}, "text", None])
+def test_transition_read_back_returns_the_job_as_stored_after_it(store: JobStore, result: object) -> None:
+    job = new(store, params={"x": 1, "name": "日本"}, owner="ann", priority=3)
+    claim(store, job.id)
+    t1 = utcnow()
+    early = ArtifactInfo(name="b.txt", size=1, content_type="text/plain", created_at=t1)
+    late = ArtifactInfo(name="a.csv", size=22, content_type="text/csv", created_at=t1 + timedelta(seconds=1))
+    log = LogAppend(job.id, 1, [(t1, "stdout", "hello")])
+    done = Transition(job.id, SUCCEEDED, frozenset({RUNNING}), {"finished_at": utcnow(), "result": result},
+                      attempt=1, read_back=True)
+    applied = store.apply([ArtifactAdded(job.id, late), ArtifactAdded(job.id, early), log, done])
+    assert applied.done == [True, True, True, True]
+    stored = store.get_job(job.id)
+    assert stored is not None and applied.after == {3: stored}
+    assert stored.artifacts == [early, late] and stored.log_lines == 1
+    assert_utc(applied.after[3].finished_at)  # type: ignore[arg-type]
+    # one statement alone (no transaction around it), a job without artifacts, a transition refused
+    other = new(store)
+    claim(store, other.id)
+    alone = store.apply([Transition(other.id, FAILED, frozenset({RUNNING}), {"error": "x"}, read_back=True)])
+    assert alone.done == [True] and alone.after == {0: store.get_job(other.id)}
+    assert alone.after[0].artifacts == []
+    refused = store.apply([Transition(other.id, CANCELLED, frozenset({RUNNING}), read_back=True)])
+    assert refused.done == [False] and refused.after == {}
+
+
 def test_transition_of_unknown_job_is_not_done(store: JobStore) -> None:
     assert store.apply([Transition(424242, CANCELLED, frozenset({QUEUED}))]).done == [False]
 

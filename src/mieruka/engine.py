@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -274,22 +274,25 @@ class Engine:
     def wait(self, job_id: int, timeout: float) -> JobRecord:
         """Block until the job has finished; JobTimeoutError after `timeout` seconds.
         Woken by the job's events; it also looks in the store now and then, in case an event
-        never arrives (another server on the in-memory bus, a bus that was briefly down)."""
+        never arrives (another server on the in-memory bus, a bus that was briefly down). The end
+        event mostly carries the job's record: then the store is not read again."""
         done = threading.Event()
+        ending = _Ending()
 
         def on_event(event: Event) -> None:
-            if _finished_event(event):
+            if ending.heard(event):
                 done.set()
 
         unsubscribe = self.bus.subscribe(on_event, [f"job:{job_id}"])
         deadline = time.monotonic() + timeout
         try:
-            while True:
-                record = self.get(job_id)
+            record = self.get(job_id)
+            while not record.finished:
                 remaining = deadline - time.monotonic()
-                if record.finished or remaining <= 0:
+                if remaining <= 0:
                     break
                 done.wait(min(remaining, self.settings.poll_interval))
+                record = ending.record() or self.get(job_id)
         finally:
             unsubscribe()
         if not record.finished:
@@ -299,23 +302,26 @@ class Engine:
     async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
+        ending = _Ending()
 
         def on_event(event: Event) -> None:
-            if _finished_event(event):
+            if ending.heard(event):
                 loop.call_soon_threadsafe(done.set)
 
         unsubscribe = self.bus.subscribe(on_event, [f"job:{job_id}"])
         deadline = time.monotonic() + timeout
         try:
-            while True:
-                record = await asyncio.to_thread(self.get, job_id)
+            record = await asyncio.to_thread(self.get, job_id)
+            while not record.finished:
                 remaining = deadline - time.monotonic()
-                if record.finished or remaining <= 0:
+                if remaining <= 0:
                     break
                 try:
                     await asyncio.wait_for(done.wait(), min(remaining, self.settings.poll_interval))
                 except TimeoutError:
                     pass
+                carried = ending.record()
+                record = carried if carried is not None else await asyncio.to_thread(self.get, job_id)
         finally:
             unsubscribe()
         if not record.finished:
@@ -510,7 +516,8 @@ class Engine:
                 closed = StepStatus.CANCELLED if running.kill_reason == "cancel" else StepStatus.FAILED
                 changes.append(StepsClosed(msg.job_id, closed))
                 batch.events.append(Event("steps", msg.job_id, running.task.name, {"closed": closed.value}))
-                changes.append(Transition(msg.job_id, status, RUNNING, fields, attempt=running.record.attempts))
+                changes.append(Transition(msg.job_id, status, RUNNING, fields, attempt=running.record.attempts,
+                                          read_back=status.finished))
             last = changes[-1] if changes else None
             if isinstance(last, Transition) and last.job_id == msg.job_id:
                 batch.finals.append((len(changes) - 1, running, last))
@@ -533,7 +540,7 @@ class Engine:
             self.bus.publish(event)
         for index, running, change in batch.finals:
             if applied.done[index]:
-                self._emit_state(running.record, status=change.to, **change.fields)
+                self._emit_state(running.record, applied.after.get(index), status=change.to, **change.fields)
                 if change.to is JobStatus.QUEUED:
                     self._requeued(running.record.id, change.fields.get("run_after"))
         for record in applied.claimed:
@@ -561,20 +568,23 @@ class Engine:
         Only from the state `record` was seen in, so a concurrent change is never overwritten."""
         if to not in TRANSITIONS[record.status]:
             raise ConflictError(f"job {record.id} cannot go from {record.status.value} to {to.value}")
-        ok = self.store.apply([Transition(record.id, to, frozenset({record.status}), fields)]).done[0]
+        applied = self.store.apply([Transition(record.id, to, frozenset({record.status}), fields,
+                                               read_back=to.finished)])
+        ok = applied.done[0]
         if ok and emit:
-            self._emit_state(record, status=to, **fields)
+            self._emit_state(record, applied.after.get(0), status=to, **fields)
         return ok
 
-    def _emit_state(self, record: JobRecord, **overrides: Any) -> None:
-        self.bus.publish(self._state_event(record, **overrides))
+    def _emit_state(self, record: JobRecord, now: JobRecord | None = None, /, **overrides: Any) -> None:
+        """Tell of the job's new state; `now`, the job as stored at its end, travels with it."""
+        self.bus.publish(self._state_event(record, now, **overrides))
 
     @staticmethod
-    def _state_event(record: JobRecord, **overrides: Any) -> Event:
+    def _state_event(record: JobRecord, now: JobRecord | None = None, /, **overrides: Any) -> Event:
         status = overrides.pop("status", record.status)
         fields = {"attempts": record.attempts, "max_attempts": record.max_attempts,
                   "created_at": record.created_at, "started_at": record.started_at, **overrides}
-        return state_event(record.id, record.task, status.value, fields)
+        return state_event(record.id, record.task, status.value, fields, now)
 
     def _emit(self, job_id: int, task: str, status: JobStatus, fields: dict[str, Any]) -> None:
         self.bus.publish(state_event(job_id, task, status.value, fields))
@@ -648,7 +658,30 @@ class Engine:
 
 
 def _finished_event(event: Event) -> bool:
-    return event.kind in ("state", "deleted") and event.data.get("status") in {s.value for s in FINISHED}
+    return event.kind in ("state", "deleted") and event.data.get("status") in _FINISHED_VALUES
+
+
+_FINISHED_VALUES = frozenset(s.value for s in FINISHED)
+
+
+class _Ending:
+    """What a waiter heard of its job's end (from the bus's thread)."""
+
+    def __init__(self) -> None:
+        self._carried: Mapping[str, Any] | None = None
+
+    def heard(self, event: Event) -> bool:
+        """Whether the event tells that the job ended; keeps the job's record if it carries it."""
+        if not _finished_event(event):
+            return False
+        if event.record is not None:
+            self._carried = event.record
+        return True
+
+    def record(self) -> JobRecord | None:
+        """The job as stored at its end, if the event carried it."""
+        carried = self._carried
+        return None if carried is None else JobRecord.from_json(carried)
 
 
 def _upload_ids(params: dict[str, Any]) -> list[str]:

@@ -123,7 +123,7 @@ class AttemptRecorder:
         changes: list[Change] = []
         if pending is not None and status is not JobStatus.SUCCEEDED:
             changes.append(ProgressUpdate(job.id, pending[0], pending[1]))
-        changes.append(Transition(job.id, status, RUNNING, fields, attempt=job.attempts))
+        changes.append(Transition(job.id, status, RUNNING, fields, attempt=job.attempts, read_back=status.finished))
         return changes
 
 

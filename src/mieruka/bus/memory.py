@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 
 from ..core.events import Event
 from .base import Unsubscribe
@@ -20,9 +21,10 @@ class MemoryBus:
 
     def publish(self, event: Event) -> Event:
         with self._lock:
-            event = Event(event.kind, event.job_id, event.task, event.data, self._next_id, event.extra_topics)
+            event = replace(event, id=self._next_id)
             self._next_id += 1
-            self._ring.append(event)
+            # The ring serves replays (browsers): the job's record is for live subscribers only.
+            self._ring.append(event if event.record is None else replace(event, record=None))
         for callback in self._subscribers.matching(event):
             callback(event)
         return event

@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.events import Event
@@ -45,13 +46,14 @@ log = logging.getLogger(__name__)
 
 
 # KEYS: counter, stream, epoch. ARGV: ring size, channel, floor, token, then each event's JSON without
-# its id. Returns the first event's id; the others follow it. Ids never go back below the floor (the
+# its id, then for each event what only the live channel carries (',"record":{...}' or ''). Returns the
+# first event's id; the others follow it. Ids never go back below the floor (the
 # newest id the publishing process knows) nor, should Redis have lost the counter (restart without
 # persistence, flush, eviction: INCRBY gives just the batch's size), below the ring's newest entry.
 # The epoch is a random token set by whoever first writes after such a loss: a listener that sees it
 # change knows that the ids it remembers are from before.
 _PUBLISH = """
-local n = #ARGV - 4
+local n = (#ARGV - 4) / 2
 local last = redis.call('INCRBY', KEYS[1], n)
 local floor = tonumber(ARGV[3])
 if last == n then
@@ -70,12 +72,19 @@ for i = 1, n do
   local sid = string.format('%d', first + i - 1)
   local event = '{"id":' .. sid .. ',' .. string.sub(ARGV[4 + i], 2)
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], sid .. '-0', 'e', event)
+  local live = ARGV[4 + n + i]
+  if live ~= '' then
+    event = string.sub(event, 1, -2) .. live .. '}'
+  end
   redis.call('PUBLISH', ARGV[2], event)
 end
 return first
 """
 
 _MAX_STREAM_ID = 2**64 - 1
+# A job's record larger than this (in JSON characters) is left out of its end event: waiters read it
+# from the store instead, and every server process is spared decoding a large result.
+RECORD_LIMIT = 64 * 1024
 
 
 class _Ring(NamedTuple):
@@ -207,11 +216,11 @@ class RedisBus:
         payloads = [json.dumps(
             {"kind": e.kind, "job_id": e.job_id, "task": e.task, "data": e.data, "extra_topics": list(e.extra_topics)},
             separators=(",", ":"), default=str) for e in events]
-        return [self._keep, self._channel, self._newest_known, _token(), *payloads]
+        return [self._keep, self._channel, self._newest_known, _token(), *payloads, *map(_live_only, events)]
 
     def _published(self, events: Sequence[Event], first: int) -> list[Event]:
         self._saw(first + len(events) - 1)
-        return [Event(e.kind, e.job_id, e.task, e.data, first + i, e.extra_topics) for i, e in enumerate(events)]
+        return [replace(e, id=first + i) for i, e in enumerate(events)]
 
     def _failed(self, events: Sequence[Event], exc: Exception) -> list[Event]:
         self._publish_paused_until = time.monotonic() + 1.0
@@ -412,7 +421,17 @@ def _stream_id(raw: bytes | str) -> int:
     return int(text.partition("-")[0])
 
 
+def _live_only(event: Event) -> str:
+    """What the live channel carries beyond the ring's copy: the job's record, unless it is large."""
+    if event.record is None:
+        return ""
+    text = json.dumps(event.record, separators=(",", ":"), default=str)
+    return f',"record":{text}' if len(text) <= RECORD_LIMIT else ""
+
+
 def _decode(raw: bytes | str) -> Event:
     body: dict[str, Any] = json.loads(raw)
+    record = body.get("record")
     return Event(str(body["kind"]), int(body["job_id"]), str(body["task"]), dict(body["data"]),
-                 int(body["id"]), tuple(str(t) for t in body.get("extra_topics", ())))
+                 int(body["id"]), tuple(str(t) for t in body.get("extra_topics", ())),
+                 dict(record) if isinstance(record, dict) else None)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .job import JobRecord
 
 
 @dataclass(frozen=True)
 class Event:
     """`kind` is one of: state, progress, log, artifact. `topic` is "job:<id>".
-    `id` is assigned by the bus: increasing, so a reconnecting client can resume after it."""
+    `id` is assigned by the bus: increasing, so a reconnecting client can resume after it.
+    `record`, on the state event of a job's end, is the whole job as stored then (JobRecord.to_json),
+    so that whoever waits for the job need not read it from the store. It goes to the bus's live
+    subscribers only: never to browsers, never into the replay ring, and a bus may leave out a large one."""
 
     kind: str
     job_id: int
@@ -18,6 +25,7 @@ class Event:
     data: dict[str, Any]
     id: int = 0
     extra_topics: tuple[str, ...] = field(default=())
+    record: Mapping[str, Any] | None = None
 
     @property
     def topic(self) -> str:
@@ -31,8 +39,10 @@ _STATE_FIELDS = ("attempts", "max_attempts", "worker", "error", "message", "prog
                  "finished_at", "run_after")
 
 
-def state_event(job_id: int, task: str, status: str, fields: dict[str, Any]) -> Event:
-    """The `state` event of a job entering `status`: what the engine and remote workers publish."""
+def state_event(job_id: int, task: str, status: str, fields: dict[str, Any],
+                record: JobRecord | None = None) -> Event:
+    """The `state` event of a job entering `status`: what the engine and remote workers publish;
+    `record` is the job as it stands now that it ended."""
     data: dict[str, Any] = {"status": status}
     for key in _STATE_FIELDS:
         if key in fields:
@@ -40,4 +50,5 @@ def state_event(job_id: int, task: str, status: str, fields: dict[str, Any]) -> 
             data[key] = value.isoformat() if isinstance(value, datetime) else value
     if "result" in fields:
         data["has_result"] = fields["result"] is not None
-    return Event("state", job_id, task, data, extra_topics=(f"task:{task}",))
+    return Event("state", job_id, task, data, extra_topics=(f"task:{task}",),
+                 record=None if record is None else record.to_json())

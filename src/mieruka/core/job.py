@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from os import PathLike
@@ -65,6 +66,44 @@ class JobRecord:
         data["duration"] = self.duration
         del data["engine_id"]
         return data
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, JSON-ready (times as ISO 8601): how a record travels between processes.
+        `from_json` turns it back into an equal record."""
+        return {
+            "id": self.id, "task": self.task, "status": self.status.value, "params": self.params,
+            "created_at": _iso(self.created_at), "owner": self.owner, "priority": self.priority, "queue": self.queue,
+            "idempotency_key": self.idempotency_key, "attempts": self.attempts, "max_attempts": self.max_attempts,
+            "run_after": _iso(self.run_after), "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at), "progress": self.progress, "message": self.message,
+            "result": self.result, "error": self.error, "traceback": self.traceback, "worker": self.worker,
+            "engine_id": self.engine_id, "cancel_requested": self.cancel_requested, "log_lines": self.log_lines,
+            "schedule": self.schedule,
+            "artifacts": [[a.name, a.size, a.content_type, a.created_at.isoformat()] for a in self.artifacts],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobRecord:
+        times = {key: _time(data[key]) for key in ("run_after", "started_at", "finished_at")}
+        return cls(
+            id=data["id"], task=data["task"], status=JobStatus(data["status"]), params=data["params"],
+            created_at=datetime.fromisoformat(data["created_at"]), owner=data["owner"], priority=data["priority"],
+            queue=data["queue"], idempotency_key=data["idempotency_key"], attempts=data["attempts"],
+            max_attempts=data["max_attempts"], progress=data["progress"], message=data["message"],
+            result=data["result"], error=data["error"], traceback=data["traceback"], worker=data["worker"],
+            engine_id=data["engine_id"], cancel_requested=data["cancel_requested"], log_lines=data["log_lines"],
+            schedule=data["schedule"], **times,
+            artifacts=[ArtifactInfo(name, size, content_type, datetime.fromisoformat(at))
+                       for name, size, content_type, at in data["artifacts"]],
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 class Job(Protocol):

@@ -184,20 +184,23 @@ class _Connections:
 
     def settle(self, record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> bool:
         """End the running attempt (guarded: a job that moved on meanwhile is left alone)."""
-        done = self.apply([Transition(record.id, status, RUNNING, fields, attempt=record.attempts)]).done
-        if done and done[0]:
+        applied = self.apply([Transition(record.id, status, RUNNING, fields, attempt=record.attempts,
+                                         read_back=status.finished)])
+        if applied.done[0]:
             # The attempt was cut short (killed, lost, cancelled): a pipeline's open steps end with
             # it. Only once the job is ours to settle: a later attempt may have steps running.
             self.apply([StepsClosed(record.id, StepStatus.CANCELLED if status is JobStatus.CANCELLED
                                     else StepStatus.FAILED)])
-            self.published_state(record, status, fields)
+            self.published_state(record, status, fields, applied.after.get(0))
             return True
         return False
 
-    def published_state(self, record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> None:
+    def published_state(self, record: JobRecord, status: JobStatus, fields: dict[str, Any],
+                        now: JobRecord | None = None) -> None:
+        """Tell of the job's new state; `now`, the job as stored at its end, travels with it."""
         self.publish([state_event(record.id, record.task, status.value, {
             "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
-            "started_at": record.started_at, **fields})])
+            "started_at": record.started_at, **fields}, now)])
         if status is JobStatus.QUEUED:
             run_after = fields.get("run_after")
             delay = (run_after - utcnow()).total_seconds() if run_after is not None else 0.0
@@ -302,10 +305,10 @@ class PoolProcess:
         if current is None or current.ended:
             return  # the watcher settled it (timeout or cancel) and is taking this process down
         changes = self.recorder.finish(task, result)
-        done = conn.apply(changes).done
+        applied = conn.apply(changes)
         final = changes[-1]
-        if done and done[-1] and isinstance(final, Transition):
-            conn.published_state(record, final.to, final.fields)
+        if applied.done and applied.done[-1] and isinstance(final, Transition):
+            conn.published_state(record, final.to, final.fields, applied.after.get(len(changes) - 1))
             return
         fresh = conn.store.get_job(record.id)
         if fresh is not None and fresh.status is JobStatus.QUEUED and not fresh.finished:

@@ -29,13 +29,15 @@ class NewJob:
 @dataclass(frozen=True)
 class Transition:
     """Move `job_id` to `to` if it is in one of the states `expect` (and, given `attempt`, still
-    on that attempt), setting `fields` too."""
+    on that attempt), setting `fields` too. `read_back`: return the job as it stands afterwards
+    (in `Applied.after`), read by the same statement."""
 
     job_id: int
     to: JobStatus
     expect: frozenset[JobStatus]
     fields: dict[str, Any] = field(default_factory=dict)
     attempt: int | None = None
+    read_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Claim:
 class Applied:
     done: list[bool]  # for each change, whether it took effect
     claimed: list[JobRecord]  # the jobs won by the claim, now running
+    # by index in the changes, for each Transition with `read_back` that took effect: the job after it
+    after: dict[int, JobRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

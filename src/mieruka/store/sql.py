@@ -115,6 +115,12 @@ class SqlJobStore:
         # One writer at a time inside this process: SQLite would make the others wait anyway.
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._raw = RawDB(url, self._writer)
+        # RETURNING the job and, as JSON, its artifacts [[name, size, content_type, created_at], ...]
+        self._returning_whole = f" RETURNING {COLUMN_LIST}, " + (
+            "(SELECT json_group_array(json_array(name, size, content_type, created_at)) FROM (SELECT * FROM "
+            "artifacts a WHERE a.job_id = jobs.id ORDER BY a.created_at, a.name))" if self.is_sqlite else
+            "(SELECT json_agg(json_build_array(a.name, a.size, a.content_type, a.created_at) "
+            "ORDER BY a.created_at, a.name) FROM artifacts a WHERE a.job_id = jobs.id)")
 
     # -- plumbing ------------------------------------------------------------------------------
     @contextmanager
@@ -224,10 +230,19 @@ class SqlJobStore:
         # too, and if PostgreSQL crashes before that, the job is found queued again and runs again.
         # One disk flush fewer for every job.
         relaxed = not changes
+        after: dict[int, JobRecord] = {}
         with self._raw.write(single=_one_statement(changes, claim), relaxed=relaxed) as cur:
-            done = [self._apply_one(cur, change) for change in changes]
+            done = []
+            for index, change in enumerate(changes):
+                if isinstance(change, Transition) and change.read_back:
+                    record = self._transition_read_back(cur, change)
+                    done.append(record is not None)
+                    if record is not None:
+                        after[index] = record
+                else:
+                    done.append(self._apply_one(cur, change))
             claimed = self._claim(cur, claim) if claim is not None else []
-        return Applied(done, claimed)
+        return Applied(done, claimed, after)
 
     def _claim(self, cur: Any, claim: Claim) -> list[JobRecord]:
         raw = self._raw
@@ -255,17 +270,34 @@ class SqlJobStore:
                 won.append(raw.record(row))
         return won
 
+    def _transition(self, cur: Any, change: Transition, returning: str = "") -> None:
+        raw = self._raw
+        names = ["status", *change.fields]
+        values = [change.to.value, *(_field_in(raw, k, v) for k, v in change.fields.items())]
+        expect = [s.value for s in change.expect]
+        assignments = ", ".join(f"{_column(n)} = ?" for n in names)
+        marks = ", ".join("?" for _ in expect)
+        guard, guard_values = ("", ()) if change.attempt is None else (" AND attempts = ?", (change.attempt,))
+        cur.execute(raw.sql(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks}){guard}{returning}"),
+                    (*values, change.job_id, *expect, *guard_values))
+
+    def _transition_read_back(self, cur: Any, change: Transition) -> JobRecord | None:
+        """The transition and, in the same statement, the job's row and artifacts after it."""
+        self._transition(cur, change, self._returning_whole)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        n = len(_COLUMNS)
+        found = row[n]
+        if isinstance(found, str):  # SQLite hands back the JSON text
+            found = json.loads(found)
+        arts = [ArtifactInfo(name=a[0], size=a[1], content_type=a[2], created_at=time_out(a[3])) for a in found or ()]
+        return self._raw.record(tuple(row[:n]), arts)
+
     def _apply_one(self, cur: Any, change: Change) -> bool:
         raw = self._raw
         if isinstance(change, Transition):
-            names = ["status", *change.fields]
-            values = [change.to.value, *(_field_in(raw, k, v) for k, v in change.fields.items())]
-            expect = [s.value for s in change.expect]
-            assignments = ", ".join(f"{_column(n)} = ?" for n in names)
-            marks = ", ".join("?" for _ in expect)
-            guard, guard_values = ("", ()) if change.attempt is None else (" AND attempts = ?", (change.attempt,))
-            cur.execute(raw.sql(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks}){guard}"),
-                        (*values, change.job_id, *expect, *guard_values))
+            self._transition(cur, change)
             return bool(cur.rowcount == 1)
         if isinstance(change, ProgressUpdate):
             if change.progress is None and change.message is None:
