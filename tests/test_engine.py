@@ -4,6 +4,7 @@ local pool, and (on PostgreSQL) a real Celery worker started with `mieruka worke
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -12,6 +13,7 @@ import pytest
 import mieruka
 from mieruka import JobStatus
 from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
+from mieruka.waiting import Ending
 from tests.conftest import wait_for_file
 
 ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on both
@@ -260,36 +262,37 @@ def test_wait_times_out(app) -> None:
 
 
 @pytest.mark.parametrize("size", [10, 100_000])
-def test_wait_takes_the_ended_job_from_its_end_event(app, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
-    """After hearing the end, wait reads nothing more: the event carried the job as stored. A job
-    too large to travel in an event (over the Redis bus's limit) is read from the store."""
-    heard: list[float] = []
-    reads: list[float] = []
-    carried: list[object] = []
+def test_waiting_reads_the_store_only_when_it_must(app, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """A job queued here is heard of from before it was announced: waiting for it takes no first
+    look in the store, and its end event carries it as stored. A job too large to travel in an
+    event (over the Redis bus's limit), or one that ended before the wait began, is read once."""
+    monkeypatch.setattr(app.engine, "settings", replace(app.engine.settings, poll_interval=30.0))
+    reads: list[int] = []
     real_get = app.engine.store.get_job
 
     def get_job(job_id: int) -> object:
-        reads.append(time.monotonic())
+        reads.append(job_id)
         return real_get(job_id)
-
-    def on_event(event) -> None:
-        if event.kind == "state" and event.data["status"] == "succeeded":
-            carried.append(event.record)
-            heard.append(time.monotonic())
 
     monkeypatch.setattr(app.engine.store, "get_job", get_job)
     job = app.submit("sleep_then_text", seconds=0.3, size=size)
-    unsubscribe = app.engine.bus.subscribe(on_event, [f"job:{job.id}"])  # before wait's own subscription
-    try:
-        done = app.wait(job, 30)
-    finally:
-        unsubscribe()
+    done = app.wait(job, 30)
     assert done.status is JobStatus.SUCCEEDED and done.result == "x" * size
     assert done == real_get(job.id)
-    assert reads and heard and reads[0] < heard[0]  # it was read while it ran
     large = size > 64 * 1024 and app.engine.settings.executor == "celery"  # the Redis bus leaves it out
-    assert (carried[0] is None) == large
-    assert [r for r in reads if r > heard[0]] == ([] if not large else reads[-1:])
+    assert reads == ([job.id] if large else [])
+    reads.clear()
+    assert app.wait(job, 30) == done  # it ended before this wait began
+    assert reads == [job.id]
+
+
+def test_waiting_for_a_job_whose_end_event_is_lost(app, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No end event (a bus that was down): the next look in the store finds the job ended."""
+    monkeypatch.setattr(app.engine, "settings", replace(app.engine.settings, poll_interval=0.5))
+    monkeypatch.setattr(Ending, "hear", lambda self, event: None)
+    started = time.monotonic()
+    done = app.wait(app.submit("sleep_then_text", seconds=0.1), 30)
+    assert done.status is JobStatus.SUCCEEDED and 0.5 <= time.monotonic() - started < 5
 
 
 def test_many_log_lines_are_batched_and_read_by_range(app) -> None:

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,18 +26,19 @@ import psutil
 from .artifacts import open_uploads
 from .artifacts.base import ArtifactStorage
 from .artifacts.uploads import check_upload_id, file_refs
-from .bus.base import EventBus
+from .bus.base import EventBus, Unsubscribe
 from .core import outcome
 from .core.clock import utcnow
 from .core.events import Event, state_event
 from .core.job import JobRecord
-from .core.status import FINISHED, TRANSITIONS, JobStatus
+from .core.status import TRANSITIONS, JobStatus
 from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, StorageUnavailable, ValidationError
 from .executors.base import Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
 from .settings import Settings
 from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, StepsClosed, Transition
+from .waiting import Ending, Watches
 
 if TYPE_CHECKING:
     from .pools.manager import PoolManager
@@ -111,6 +112,8 @@ class Engine:
         self._unsaved: _Batch | None = None
         self._started_at = utcnow().isoformat()
         self.pools: PoolManager | None = None  # compute pools started on demand (wiring sets it)
+        self._watches = Watches()
+        self._watching: Unsubscribe | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,10 +126,15 @@ class Engine:
         self.executor.start()
         if self.pools is not None:
             self.pools.start()
+        # Heard from before any job it queues is announced: waiting for one needs no first look.
+        self._watching = self.bus.subscribe(self._watches.hear)
         self._thread = threading.Thread(target=self._loop, name="mieruka-engine", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        if self._watching is not None:
+            self._watching()
+            self._watching = None
         if self._thread is None:
             return
         self._stop.set()
@@ -190,6 +198,8 @@ class Engine:
             # Announced while it goes to the workers: the two round trips overlap, and the
             # announcement is out before any worker can hear of the job.
             extra = {"message": waiting} if waiting else {}
+            if self._watching is not None:
+                self._watches.add(record.id)
             announced = self.bus.start_publish([self._state_event(record, **extra)])
             try:
                 if self._remote is not None:
@@ -273,46 +283,36 @@ class Engine:
 
     def wait(self, job_id: int, timeout: float) -> JobRecord:
         """Block until the job has finished; JobTimeoutError after `timeout` seconds.
-        Woken by the job's events; it also looks in the store now and then, in case an event
-        never arrives (another server on the in-memory bus, a bus that was briefly down). The end
-        event mostly carries the job's record: then the store is not read again."""
+        Woken by the job's end event, which mostly carries the job as stored (then the store is not
+        read again); it also looks in the store now and then, in case an event never arrives
+        (another server on the in-memory bus, a bus that was briefly down)."""
         done = threading.Event()
-        ending = _Ending()
-
-        def on_event(event: Event) -> None:
-            if ending.heard(event):
-                done.set()
-
-        unsubscribe = self.bus.subscribe(on_event, [f"job:{job_id}"])
+        ending, unsubscribe = self._ending_of(job_id)
+        untell = ending.tell(done.set)
         deadline = time.monotonic() + timeout
         try:
-            record = self.get(job_id)
-            while not record.finished:
+            record = self._first_look(job_id, ending, unsubscribe)
+            while record is None or not record.finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 done.wait(min(remaining, self.settings.poll_interval))
                 record = ending.record() or self.get(job_id)
         finally:
-            unsubscribe()
-        if not record.finished:
-            raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
-        return record
+            untell()
+            if unsubscribe is not None:
+                unsubscribe()
+        return self._waited(job_id, record, timeout)
 
     async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
-        ending = _Ending()
-
-        def on_event(event: Event) -> None:
-            if ending.heard(event):
-                loop.call_soon_threadsafe(done.set)
-
-        unsubscribe = self.bus.subscribe(on_event, [f"job:{job_id}"])
+        ending, unsubscribe = self._ending_of(job_id)
+        untell = ending.tell(lambda: loop.call_soon_threadsafe(done.set))
         deadline = time.monotonic() + timeout
         try:
-            record = await asyncio.to_thread(self.get, job_id)
-            while not record.finished:
+            record = await asyncio.to_thread(self._first_look, job_id, ending, unsubscribe)
+            while record is None or not record.finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -323,7 +323,30 @@ class Engine:
                 carried = ending.record()
                 record = carried if carried is not None else await asyncio.to_thread(self.get, job_id)
         finally:
-            unsubscribe()
+            untell()
+            if unsubscribe is not None:
+                unsubscribe()
+        return await asyncio.to_thread(self._waited, job_id, record, timeout)
+
+    def _ending_of(self, job_id: int) -> tuple[Ending, Unsubscribe | None]:
+        """The job's end as this engine has heard it since queueing the job, or else as heard from
+        now on (with the subscription to end)."""
+        watched = self._watches.get(job_id)
+        if watched is not None:
+            return watched, None
+        ending = Ending()
+        return ending, self.bus.subscribe(ending.hear, [f"job:{job_id}"])
+
+    def _first_look(self, job_id: int, ending: Ending, unsubscribe: Unsubscribe | None) -> JobRecord | None:
+        """The job from the store; or None for a job watched since it was queued whose end is not
+        heard yet: it runs still (or its end event was lost, which the next look finds out)."""
+        if unsubscribe is None and not ending.ended:
+            return None
+        return self.get(job_id)
+
+    def _waited(self, job_id: int, record: JobRecord | None, timeout: float) -> JobRecord:
+        if record is None:
+            record = self.get(job_id)
         if not record.finished:
             raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
         return record
@@ -655,33 +678,6 @@ class Engine:
         self.artifacts.delete_job(job_id)
         for upload_id in _upload_ids(params):
             self.uploads.delete(upload_id)
-
-
-def _finished_event(event: Event) -> bool:
-    return event.kind in ("state", "deleted") and event.data.get("status") in _FINISHED_VALUES
-
-
-_FINISHED_VALUES = frozenset(s.value for s in FINISHED)
-
-
-class _Ending:
-    """What a waiter heard of its job's end (from the bus's thread)."""
-
-    def __init__(self) -> None:
-        self._carried: Mapping[str, Any] | None = None
-
-    def heard(self, event: Event) -> bool:
-        """Whether the event tells that the job ended; keeps the job's record if it carries it."""
-        if not _finished_event(event):
-            return False
-        if event.record is not None:
-            self._carried = event.record
-        return True
-
-    def record(self) -> JobRecord | None:
-        """The job as stored at its end, if the event carried it."""
-        carried = self._carried
-        return None if carried is None else JobRecord.from_json(carried)
 
 
 def _upload_ids(params: dict[str, Any]) -> list[str]:

@@ -1,0 +1,67 @@
+"""What waiters hear of a job's end (mieruka.waiting): the engine's waits build on it."""
+
+from __future__ import annotations
+
+from mieruka.core.clock import utcnow
+from mieruka.core.events import Event, state_event
+from mieruka.core.job import JobRecord
+from mieruka.core.status import JobStatus
+from mieruka.waiting import Ending, Watches
+
+
+def ended(job_id: int = 1, status: JobStatus = JobStatus.SUCCEEDED) -> tuple[Event, JobRecord]:
+    record = JobRecord(id=job_id, task="t", status=status, params={}, created_at=utcnow(), result=[1])
+    return state_event(job_id, "t", status.value, {}, record), record
+
+
+def test_a_waiter_is_told_once_of_the_end_and_gets_the_record_it_carried() -> None:
+    ending = Ending()
+    told: list[int] = []
+    stop = ending.tell(lambda: told.append(1))
+    ending.hear(state_event(1, "t", "running", {}))
+    ending.hear(Event("progress", 1, "t", {"progress": 0.5}))
+    assert told == [] and not ending.ended and ending.record() is None
+    event, record = ended()
+    ending.hear(event)
+    assert told == [1] and ending.ended and ending.record() == record
+    stop()
+    assert ending.record() is None  # nobody is left to take it
+
+
+def test_a_waiter_after_the_end_is_told_at_once_and_reads_the_store() -> None:
+    ending = Ending()
+    event, _ = ended()
+    ending.hear(event)
+    told: list[int] = []
+    ending.tell(lambda: told.append(1))
+    assert told == [1] and ending.ended and ending.record() is None
+
+
+def test_an_end_without_the_record_and_a_deletion() -> None:
+    ending = Ending()
+    ending.tell(lambda: None)
+    ending.hear(state_event(1, "t", "failed", {}))  # a bus that left the record out
+    assert ending.ended and ending.record() is None
+    event, record = ended()
+    ending.hear(event)
+    assert ending.record() == record
+    ending.hear(Event("deleted", 1, "t", {"status": "succeeded"}))
+    assert ending.record() is None  # the store tells that it is gone
+
+
+def test_watches_hear_their_jobs_and_forget_the_oldest() -> None:
+    watches = Watches(keep=3)
+    for job_id in (1, 2, 3):
+        watches.add(job_id)
+    first = watches.get(1)  # asked for: now the newest
+    watches.add(4)
+    assert watches.get(2) is None and len(watches) == 3
+    assert first is not None and watches.get(1) is first
+    told: list[int] = []
+    first.tell(lambda: told.append(1))
+    event, record = ended(1)
+    watches.hear(event)
+    watches.hear(ended(9)[0])  # not watched: ignored
+    assert told == [1] and first.record() == record
+    other = watches.get(3)
+    assert other is not None and not other.ended
