@@ -592,6 +592,34 @@ def test_start_publish_after_redis_forgot_the_script(redis_url: str, prefix: str
         bus.close()
 
 
+def test_events_published_together_travel_as_one_message(redis_url: str, prefix: str) -> None:
+    """Each listening process reads, parses and dispatches one message for a job's start and end;
+    the replay ring still keeps one entry per event."""
+    import json
+
+    import redis
+
+    from mieruka.bus.redis import RedisBus
+
+    bus = RedisBus(redis_url, prefix)
+    client = redis.Redis.from_url(redis_url)
+    raw = client.pubsub()
+    try:
+        raw.subscribe(f"{prefix}:events:live")
+        assert raw.get_message(timeout=WAIT)["type"] == "subscribe"  # type: ignore[index]
+        published = bus.publish_many([state(1), progress(1), state(1, status="succeeded")])
+        alone = bus.publish(state(2))
+        messages = [raw.get_message(timeout=WAIT) for _ in range(2)]
+        bodies = [json.loads(m["data"]) for m in messages if m is not None]
+        assert [[e["id"] for e in bodies[0]], bodies[1]["id"]] == [[e.id for e in published], alone.id]
+        assert bus.replay(published[0].id - 1) == [*published, alone]
+    finally:
+        raw.close()
+        client.delete(*(f"{prefix}:events{suffix}" for suffix in ("", ":id", ":epoch")))
+        client.close()
+        bus.close()
+
+
 @pytest.mark.parametrize("kind", ["redis"])  # the Redis listener thread
 def test_a_redis_restart_that_lost_everything(kind: str, redis_url: str, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:

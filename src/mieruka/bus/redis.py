@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 
 
 # KEYS: counter, stream, epoch. ARGV: ring size, channel, floor, token, then each event's JSON without
-# its id, then for each event what only the live channel carries (',"record":{...}' or ''). Returns the
-# first event's id; the others follow it. Ids never go back below the floor (the
+# its id, then for each event what only the live channel carries (',"record":{...}' or ''). Several
+# events go out on the channel as one message, a JSON array. Returns the first event's id; the others
+# follow it. Ids never go back below the floor (the
 # newest id the publishing process knows) nor, should Redis have lost the counter (restart without
 # persistence, flush, eviction: INCRBY gives just the batch's size), below the ring's newest entry.
 # The epoch is a random token set by whoever first writes after such a loss: a listener that sees it
@@ -68,15 +69,21 @@ if first <= floor then
   redis.call('SET', KEYS[1], string.format('%d', first + n - 1))
 end
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
+local live = {}
 for i = 1, n do
   local sid = string.format('%d', first + i - 1)
   local event = '{"id":' .. sid .. ',' .. string.sub(ARGV[4 + i], 2)
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], sid .. '-0', 'e', event)
-  local live = ARGV[4 + n + i]
-  if live ~= '' then
-    event = string.sub(event, 1, -2) .. live .. '}'
+  local only_live = ARGV[4 + n + i]
+  if only_live ~= '' then
+    event = string.sub(event, 1, -2) .. only_live .. '}'
   end
-  redis.call('PUBLISH', ARGV[2], event)
+  live[i] = event
+end
+if n == 1 then
+  redis.call('PUBLISH', ARGV[2], live[1])
+else
+  redis.call('PUBLISH', ARGV[2], '[' .. table.concat(live, ',') .. ']')
 end
 return first
 """
@@ -281,11 +288,12 @@ class RedisBus:
                         delay = self._min_delay
                     elif message["type"] == "message":
                         try:
-                            event = _decode(message["data"])
+                            events = _decode_live(message["data"])
                         except (ValueError, KeyError, TypeError) as exc:
                             log.warning("Redis event bus: ignored a malformed message on %s (%r)", self._channel, exc)
                             continue
-                        self._dispatch(event)
+                        for event in events:
+                            self._dispatch(event)
             except Exception as exc:
                 self._ready.clear()
                 if self._stop.is_set():
@@ -429,8 +437,17 @@ def _live_only(event: Event) -> str:
     return f',"record":{text}' if len(text) <= RECORD_LIMIT else ""
 
 
+def _decode_live(raw: bytes | str) -> list[Event]:
+    """A message of the live channel: one event, or a JSON array of several."""
+    body = json.loads(raw)
+    return [_event(item) for item in body] if isinstance(body, list) else [_event(body)]
+
+
 def _decode(raw: bytes | str) -> Event:
-    body: dict[str, Any] = json.loads(raw)
+    return _event(json.loads(raw))
+
+
+def _event(body: dict[str, Any]) -> Event:
     record = body.get("record")
     return Event(str(body["kind"]), int(body["job_id"]), str(body["task"]), dict(body["data"]),
                  int(body["id"]), tuple(str(t) for t in body.get("extra_topics", ())),

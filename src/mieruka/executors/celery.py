@@ -64,6 +64,20 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def send_run(celery: Celery, broker_url: str, job_id: int, task: str, queue: str, priority: int,
+             delay: float = 0.0) -> None:
+    """Send the message that runs job `job_id` (after `delay` seconds)."""
+    options: dict[str, Any] = {"queue": queue, "priority": broker_priority(priority, broker_url),
+                               "argsrepr": f"[{job_id}, {task!r}]", "kwargsrepr": "{}"}  # spares saferepr
+    if delay > 0:
+        options["countdown"] = delay
+    if broker_url.startswith(("redis:", "rediss:")):
+        # Declaring a queue on Redis only records its exchange binding, which messages sent straight
+        # to the queue (as Celery sends to direct queues) never look up: skip kombu's copy and bind.
+        options["declare"] = []
+    celery.send_task(TASK_NAME, args=[job_id, task], **options)
+
+
 def broker_priority(priority: int, broker_url: str) -> int:
     """Our priorities: higher first. Redis lists are read from 0 (first) to 9; AMQP from 9 to 0."""
     if broker_url.startswith(("redis", "rediss", "unix")):
@@ -109,11 +123,7 @@ class CeleryExecutor:
             self._wake.set()  # the loop tries again within a second
 
     def _publish(self, record: JobRecord, delay: float) -> None:
-        options: dict[str, Any] = {"queue": record.queue,
-                                   "priority": broker_priority(record.priority, self.settings.broker_url)}
-        if delay > 0:
-            options["countdown"] = delay
-        self.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
+        send_run(self.celery, self.settings.broker_url, record.id, record.task, record.queue, record.priority, delay)
 
     def _send_unsent(self) -> None:
         with self._lock:

@@ -42,7 +42,7 @@ from ..core.task import Task
 from ..recorder import AttemptRecorder
 from ..runner import JobSpec, Outcome, run_job
 from ..store.base import Applied, Change, Claim, StepsClosed, Transition
-from .celery import CANCEL_COMMAND, TASK_NAME, broker_priority, make_celery
+from .celery import CANCEL_COMMAND, TASK_NAME, make_celery, send_run
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -207,11 +207,8 @@ class _Connections:
             self.resend(record, delay)
 
     def resend(self, record: JobRecord, delay: float) -> None:
-        options: dict[str, Any] = {"queue": record.queue,
-                                   "priority": broker_priority(record.priority, self.node.settings.broker_url)}
-        if delay > 0:
-            options["countdown"] = delay
-        self.node.celery.send_task(TASK_NAME, args=[record.id, record.task], **options)
+        send_run(self.node.celery, self.node.settings.broker_url, record.id, record.task, record.queue,
+                 record.priority, delay)
 
     def close(self) -> None:
         self.outbox.flush()
