@@ -1,5 +1,6 @@
-"""The store's own PostgreSQL connections (store/pg_connections.py): autocommit, durable or relaxed,
-replaced when the server dropped them, capped per process, and left alone in a forked child."""
+"""The store's own PostgreSQL connections (store/pg_connections.py): autocommit and durable, with
+statements that may relax their own commit; replaced when the server dropped them, capped per
+process, and left alone in a forked child."""
 
 from __future__ import annotations
 
@@ -40,16 +41,40 @@ def test_the_url_is_given_to_libpq_without_the_driver_name() -> None:
         "postgresql://u:p%40ss@db.example:5433/jobs?sslmode=require"
 
 
-def test_a_statement_commits_by_itself_and_relaxed_commits_do_not_wait_for_the_disk(
-        connections: PgConnections) -> None:
+def test_a_statement_commits_by_itself_and_durably(connections: PgConnections) -> None:
     with connections.lend() as conn:
         assert conn.autocommit
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         conn.execute("CREATE TABLE IF NOT EXISTS t_commit (n int)")
         conn.execute("INSERT INTO t_commit VALUES (1)")
-    with connections.lend(relaxed=True) as conn:
-        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    with connections.lend() as conn:
         assert conn.execute("SELECT count(*) FROM t_commit").fetchone() == (1,)
+
+
+def test_a_claim_alone_relaxes_its_own_commit_only(database_url: str) -> None:
+    """Its commit does not wait for the disk; the next statement on the same connection (a
+    worker's final write) does."""
+    from mieruka.core.clock import utcnow
+    from mieruka.store.base import Claim, NewJob
+    from mieruka.store.sql import SqlJobStore, claim_sql
+
+    store = SqlJobStore(database_url)
+    try:
+        store.migrate()
+        first, _ = store.create_job(NewJob(task="t", params={}))
+        second, _ = store.create_job(NewJob(task="t", params={}))
+        assert [r.id for r in store.apply([], Claim([first.id], "w", "e", utcnow())).claimed] == [first.id]
+        with store._raw._pg.lend() as conn:  # the connection the claim used, lent again
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+            with conn.transaction(force_rollback=True):
+                now = utcnow().replace(tzinfo=None)
+                row = conn.execute(claim_sql(relaxed=True).replace("?", "%s"),
+                                   ("running", now, "w", "e", False, second.id, "queued", now)).fetchone()
+                assert row is not None and row[0] == second.id
+                assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    finally:
+        store.close()
 
 
 def test_a_connection_is_reused_by_the_next_caller(connections: PgConnections) -> None:
@@ -89,7 +114,7 @@ def test_a_process_opens_at_most_max_open_and_says_so_when_all_stay_busy(
     pool = PgConnections(database_url)
     try:
         busy = "all 2 database connections of this process stayed busy"
-        with pool.lend(), pool.lend(relaxed=True), pytest.raises(StorageUnavailable, match=busy), pool.lend():
+        with pool.lend(), pool.lend(), pytest.raises(StorageUnavailable, match=busy), pool.lend():
             pass
         with pool.lend() as conn:  # free again
             assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -8,8 +8,10 @@ much again in Python. In autocommit mode a single statement is its own transacti
 with the default `synchronous_commit`, durable); several statements are wrapped in an explicit
 transaction by the caller.
 
-Two kinds of connection: durable ones, and relaxed ones whose session has `synchronous_commit` off
-(their commits do not wait for the disk; the next durable commit flushes them too).
+Every connection is durable (`synchronous_commit` on). A statement whose commit need not wait for
+the disk says so itself (`set_config('synchronous_commit', 'off', true)`, for its own transaction
+only), so that one connection serves both kinds: a Celery worker's claim and its final write then
+meet the same server process, still warm, instead of two that each had to wake up.
 
 psycopg_pool would serve as well, at the price of its maintenance threads in every process (Celery
 pool processes included); what this needs is a list, a lock and a cap, so it is kept here.
@@ -53,13 +55,13 @@ class PgConnections:
     def __init__(self, sqlalchemy_url: str) -> None:
         self._conninfo = conninfo(sqlalchemy_url)
         self._lock = threading.Lock()
-        self._idle: dict[bool, list[tuple[psycopg.Connection[tuple[object, ...]], float]]] = {False: [], True: []}
+        self._idle: list[tuple[psycopg.Connection[tuple[object, ...]], float]] = []
         self._pid = os.getpid()
         self._slots = threading.BoundedSemaphore(MAX_OPEN)
         self._closed = False
 
     @contextmanager
-    def lend(self, relaxed: bool = False) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    def lend(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         """A connection for the caller's thread until the block ends. One that broke (server
         restarted, network gone) is closed instead of being kept."""
         self._forget_if_forked()
@@ -68,11 +70,11 @@ class PgConnections:
             raise StorageUnavailable(f"all {MAX_OPEN} database connections of this process stayed busy for "
                                      f"{WAIT_FOR_ONE:g}s; try again")
         try:
-            conn = self._take(relaxed)
+            conn = self._take()
             try:
                 yield conn
             finally:
-                self._give_back(conn, relaxed)
+                self._give_back(conn)
         finally:
             slots.release()
 
@@ -82,17 +84,16 @@ class PgConnections:
         with self._lock:
             if os.getpid() != self._pid:
                 _inherited.append(self._idle)
-                self._idle = {False: [], True: []}
+                self._idle = []
                 self._pid = os.getpid()
                 self._slots = threading.BoundedSemaphore(MAX_OPEN)
 
-    def _take(self, relaxed: bool) -> psycopg.Connection[tuple[object, ...]]:
+    def _take(self) -> psycopg.Connection[tuple[object, ...]]:
         while True:
             with self._lock:
-                idle = self._idle[relaxed]
-                conn, used_at = idle.pop() if idle else (None, 0.0)
+                conn, used_at = self._idle.pop() if self._idle else (None, 0.0)
             if conn is None:
-                return self._open(relaxed)
+                return self._open()
             if time.monotonic() - used_at <= IDLE_PING_AFTER:
                 return conn
             try:  # it sat unused: the server may have gone away since
@@ -101,24 +102,19 @@ class PgConnections:
             except Exception:  # noqa: BLE001 - a dead connection: drop it and take another
                 conn.close()
 
-    def _open(self, relaxed: bool) -> psycopg.Connection[tuple[object, ...]]:
+    def _open(self) -> psycopg.Connection[tuple[object, ...]]:
         global _IDLE
         import psycopg
 
         _IDLE = psycopg.pq.TransactionStatus.IDLE
+        return psycopg.connect(self._conninfo, autocommit=True)
 
-        conn = psycopg.connect(self._conninfo, autocommit=True)
-        if relaxed:
-            conn.execute("SET synchronous_commit TO off")
-        return conn
-
-    def _give_back(self, conn: psycopg.Connection[tuple[object, ...]], relaxed: bool) -> None:
+    def _give_back(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
         usable = not conn.closed and not conn.broken and conn.pgconn.transaction_status == _IDLE
         if usable and os.getpid() == self._pid:
             with self._lock:
-                idle = self._idle[relaxed]
-                if not self._closed and len(idle) < KEEP_IDLE:
-                    idle.append((conn, time.monotonic()))
+                if not self._closed and len(self._idle) < KEEP_IDLE:
+                    self._idle.append((conn, time.monotonic()))
                     return
         if os.getpid() == self._pid:
             conn.close()
@@ -126,6 +122,6 @@ class PgConnections:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, {False: [], True: []}
-        for conn, _ in idle[False] + idle[True]:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
             conn.close()

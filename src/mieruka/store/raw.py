@@ -60,10 +60,10 @@ class RawDB:
         return cached
 
     @contextmanager
-    def write(self, single: bool = False, relaxed: bool = False) -> Iterator[Any]:
+    def write(self, single: bool = False) -> Iterator[Any]:
         """A cursor inside one write transaction, committed on success. `single`: the caller runs
         one statement only, which PostgreSQL makes a transaction of itself (one round trip, not
-        three). `relaxed`: the commit need not wait for the disk (PostgreSQL)."""
+        three)."""
         if self.is_sqlite:
             with self._write_lock:
                 cur = self._write_conn.cursor()
@@ -75,7 +75,7 @@ class RawDB:
                     raise
                 cur.execute("COMMIT")
             return
-        with self._pg.lend(relaxed) as conn:
+        with self._pg.lend() as conn:
             if single:
                 with conn.cursor() as pg_cur:
                     yield pg_cur

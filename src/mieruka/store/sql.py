@@ -231,7 +231,7 @@ class SqlJobStore:
         # One disk flush fewer for every job.
         relaxed = not changes
         after: dict[int, JobRecord] = {}
-        with self._raw.write(single=_one_statement(changes, claim), relaxed=relaxed) as cur:
+        with self._raw.write(single=_one_statement(changes, claim)) as cur:
             done = []
             for index, change in enumerate(changes):
                 if isinstance(change, Transition) and change.read_back:
@@ -241,15 +241,12 @@ class SqlJobStore:
                         after[index] = record
                 else:
                     done.append(self._apply_one(cur, change))
-            claimed = self._claim(cur, claim) if claim is not None else []
+            claimed = self._claim(cur, claim, relaxed) if claim is not None else []
         return Applied(done, claimed, after)
 
-    def _claim(self, cur: Any, claim: Claim) -> list[JobRecord]:
+    def _claim(self, cur: Any, claim: Claim, relaxed: bool = False) -> list[JobRecord]:
         raw = self._raw
-        sql = raw.sql(
-            "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL, "
-            "worker = ?, engine_id = ?, progress = NULL, message = NULL, cancel_requested = ? "
-            f"WHERE id = ? AND status = ? AND (run_after IS NULL OR run_after <= ?) RETURNING {COLUMN_LIST}")
+        sql = raw.sql(claim_sql(relaxed and not self.is_sqlite))
         started = raw.time_in(claim.now)
         if claim.task_limit is not None:
             task, most = claim.task_limit
@@ -655,6 +652,18 @@ def _escape_like(text: str) -> str:
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def claim_sql(relaxed: bool) -> str:
+    """The claim of one job. `relaxed` (PostgreSQL): its commit does not wait for the disk; the
+    setting is the statement's own transaction's, the connection stays durable."""
+    update = ("UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL, "
+              "worker = ?, engine_id = ?, progress = NULL, message = NULL, cancel_requested = ? ")
+    where = f"WHERE id = ? AND status = ? AND (run_after IS NULL OR run_after <= ?) RETURNING {COLUMN_LIST}"
+    if relaxed:
+        return ("WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) "
+                f"{update}FROM relaxed {where}")
+    return update + where
 
 
 def _one_statement(changes: Sequence[Change], claim: Claim | None) -> bool:
