@@ -291,7 +291,7 @@ class Engine:
         untell = ending.tell(done.set)
         deadline = time.monotonic() + timeout
         try:
-            record = self._first_look(job_id, ending, unsubscribe)
+            record = self.get(job_id) if _must_look(ending, unsubscribe) else None
             while record is None or not record.finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -302,7 +302,7 @@ class Engine:
             untell()
             if unsubscribe is not None:
                 unsubscribe()
-        return self._waited(job_id, record, timeout)
+        return _waited(job_id, record if record is not None else self.get(job_id), timeout)
 
     async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
         loop = asyncio.get_running_loop()
@@ -311,7 +311,7 @@ class Engine:
         untell = ending.tell(lambda: loop.call_soon_threadsafe(done.set))
         deadline = time.monotonic() + timeout
         try:
-            record = await asyncio.to_thread(self._first_look, job_id, ending, unsubscribe)
+            record = await asyncio.to_thread(self.get, job_id) if _must_look(ending, unsubscribe) else None
             while record is None or not record.finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -326,7 +326,9 @@ class Engine:
             untell()
             if unsubscribe is not None:
                 unsubscribe()
-        return await asyncio.to_thread(self._waited, job_id, record, timeout)
+        if record is None:
+            record = await asyncio.to_thread(self.get, job_id)
+        return _waited(job_id, record, timeout)
 
     def _ending_of(self, job_id: int) -> tuple[Ending, Unsubscribe | None]:
         """The job's end as this engine has heard it since queueing the job, or else as heard from
@@ -336,20 +338,6 @@ class Engine:
             return watched, None
         ending = Ending()
         return ending, self.bus.subscribe(ending.hear, [f"job:{job_id}"])
-
-    def _first_look(self, job_id: int, ending: Ending, unsubscribe: Unsubscribe | None) -> JobRecord | None:
-        """The job from the store; or None for a job watched since it was queued whose end is not
-        heard yet: it runs still (or its end event was lost, which the next look finds out)."""
-        if unsubscribe is None and not ending.ended:
-            return None
-        return self.get(job_id)
-
-    def _waited(self, job_id: int, record: JobRecord | None, timeout: float) -> JobRecord:
-        if record is None:
-            record = self.get(job_id)
-        if not record.finished:
-            raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
-        return record
 
     def workers(self) -> list[dict[str, object]]:
         return self.executor.workers()
@@ -678,6 +666,18 @@ class Engine:
         self.artifacts.delete_job(job_id)
         for upload_id in _upload_ids(params):
             self.uploads.delete(upload_id)
+
+
+def _must_look(ending: Ending, unsubscribe: Unsubscribe | None) -> bool:
+    """Whether a wait starts with a look in the store: not for a job watched since it was queued
+    whose end is not heard yet (it runs still, or its end event was lost, which the next look finds)."""
+    return unsubscribe is not None or ending.ended
+
+
+def _waited(job_id: int, record: JobRecord, timeout: float) -> JobRecord:
+    if not record.finished:
+        raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
+    return record
 
 
 def _upload_ids(params: dict[str, Any]) -> list[str]:
