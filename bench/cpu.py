@@ -113,25 +113,8 @@ def main():
     a = ap.parse_args()
     import run as bench
 
-    os.makedirs(os.path.join(bench.OUT, "logs"), exist_ok=True)
-    peer_py = bench.ensure_peer_venv()
-    redis_proc, redis_port = bench.start_redis()
-    results = {"mieruka on Celery": [], "celery": []}
-    try:
-        for r in range(a.reps):
-            for name in results:
-                one = ["--one", "mieruka"] if name != "celery" else ["--one", "celery", bench.PEERS_DIR]
-                cmd = [sys.executable if name != "celery" else peer_py, __file__, *one,
-                       "--jobs", str(a.jobs), "--redis-pid", str(redis_proc.pid)]
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                                     env={**os.environ, "BENCH_REDIS_PORT": str(redis_port)})
-                if out.returncode != 0:
-                    sys.exit(f"{name} failed: {out.stderr[-2000:]}")
-                res = json.loads(out.stdout.strip().splitlines()[-1])
-                results[name].append(res)
-                bench.log(f"round {r + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
-    finally:
-        redis_proc.terminate()
+    results = bench.rounds_against_celery(__file__, a.reps, a.jobs,
+                                          lambda res: ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
     print(f"\n## CPU ms per job over {a.jobs} sequential no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
     print("| system | " + " | ".join(KINDS) + " | total | p50 ms (wall) |")
     print("|---|" + "---|" * (len(KINDS) + 2))

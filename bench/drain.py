@@ -112,25 +112,8 @@ def main():
     a = ap.parse_args()
     import run as bench
 
-    os.makedirs(os.path.join(bench.OUT, "logs"), exist_ok=True)
-    peer_py = bench.ensure_peer_venv()
-    redis_proc, redis_port = bench.start_redis()
-    results = {"mieruka on Celery": [], "celery": []}
-    try:
-        for r in range(a.reps):
-            for name in results:
-                cmd = ([sys.executable, __file__, "--one", "mieruka"] if name != "celery"
-                       else [peer_py, __file__, "--one", "celery", bench.PEERS_DIR])
-                out = subprocess.run(cmd + ["--jobs", str(a.jobs)], capture_output=True, text=True, timeout=600,
-                                     env={**os.environ, "BENCH_REDIS_PORT": str(redis_port)}, cwd=ROOT)
-                if out.returncode != 0:
-                    sys.exit(f"{name} failed: {out.stderr[-2000:]}")
-                res = json.loads(out.stdout.strip().splitlines()[-1])
-                results[name].append(res)
-                bench.log(f"round {r + 1} {name}: drain {res['drain_per_s']:.0f}/s, main {res['main_ms']:.2f} ms/job, "
-                          f"pool {res['pool_ms']:.2f} ms/job")
-    finally:
-        redis_proc.terminate()
+    results = bench.rounds_against_celery(__file__, a.reps, a.jobs, lambda res: (
+        f"drain {res['drain_per_s']:.0f}/s, main {res['main_ms']:.2f} ms/job, pool {res['pool_ms']:.2f} ms/job"))
     print(f"\n## Workers draining {a.jobs} preloaded no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
     print("| system | drain jobs/s | worker main CPU ms/job | pool processes CPU ms/job |")
     print("|---|---|---|---|")

@@ -140,6 +140,33 @@ def start_redis():
 
 
 # -- running one system once ----------------------------------------------------------------------
+def rounds_against_celery(script, reps, jobs, describe):
+    """`reps` interleaved rounds of `script --one mieruka|celery ...` (mieruka with this python,
+    Celery in the peers' venv) against one private Redis, for bench/drain.py and bench/cpu.py. Each
+    child gets `--jobs N --redis-pid P` and prints its result as JSON on its last line; `describe`
+    turns a result into the log line's text. Returns {system: [result per round]}."""
+    os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
+    peer_py = ensure_peer_venv()
+    redis_proc, redis_port = start_redis()
+    results = {"mieruka on Celery": [], "celery": []}
+    try:
+        for r in range(reps):
+            for name in results:
+                one = ["--one", "mieruka"] if name != "celery" else ["--one", "celery", PEERS_DIR]
+                cmd = [sys.executable if name != "celery" else peer_py, script, *one,
+                       "--jobs", str(jobs), "--redis-pid", str(redis_proc.pid)]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                                     env={**os.environ, "BENCH_REDIS_PORT": str(redis_port)})
+                if out.returncode != 0:
+                    sys.exit(f"{name} failed: {out.stderr[-2000:]}")
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                results[name].append(res)
+                log(f"round {r + 1} {name}: {describe(res)}")
+    finally:
+        redis_proc.terminate()
+    return results
+
+
 def run_peer(key, peer_py, redis_port, round_no, timeout):
     script, args, extra_env = SYSTEMS[key][1]
     out = os.path.join(OUT, "peers")
