@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+import run  # beside this script; standard library only
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 KINDS = ["submitter", "worker main", "pool", "postgres", "redis"]
@@ -62,15 +64,6 @@ def measure(worker, run_one, n, redis_pid):
     return res
 
 
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_mieruka(n, redis_pid):
     sys.path.insert(0, HERE)
     from harness import in_process, on_celery
@@ -86,7 +79,7 @@ def run_mieruka(n, redis_pid):
             return measure(worker, lambda i: wait(submit(i)), n, redis_pid)
         finally:
             app.stop()
-            stop(worker)
+            run.stop_worker(worker)
 
 
 def run_celery(peers_dir, n, redis_pid):
@@ -103,7 +96,7 @@ def run_celery(peers_dir, n, redis_pid):
     try:
         return measure(worker, lambda i: bench_celery.noop.delay(i).get(timeout=60), n, redis_pid)
     finally:
-        stop(worker)
+        run.stop_worker(worker)
 
 
 def main():
@@ -111,9 +104,7 @@ def main():
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     ap.add_argument("--jobs", type=int, default=1000)
     a = ap.parse_args()
-    import run as bench
-
-    results = bench.rounds_against_celery(__file__, a.reps, a.jobs,
+    results = run.rounds_against_celery(__file__, a.reps, a.jobs,
                                           lambda res: ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
     print(f"\n## CPU ms per job over {a.jobs} sequential no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
     print("| system | " + " | ".join(KINDS) + " | total | p50 ms (wall) |")

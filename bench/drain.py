@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+import run  # beside this script; standard library only
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -36,15 +38,6 @@ def cpu(pid):
     return t.user + t.system, sum(k.cpu_times().user + k.cpu_times().system for k in kids)
 
 
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def measure(start_worker, submit, wait, n):
     """Startup cost first (a worker that runs one job), then the drain of n preloaded jobs."""
     proc = start_worker()
@@ -53,7 +46,7 @@ def measure(start_worker, submit, wait, n):
         time.sleep(1.0)
         startup = cpu(proc.pid)
     finally:
-        stop(proc)
+        run.stop_worker(proc)
     handles = [submit(i) for i in range(n)]
     proc = start_worker()
     try:
@@ -64,7 +57,7 @@ def measure(start_worker, submit, wait, n):
         t_last = time.perf_counter()
         main, pool = cpu(proc.pid)
     finally:
-        stop(proc)
+        run.stop_worker(proc)
     return {"drain_per_s": (n - 1) / (t_last - t_first),
             "main_ms": (main - startup[0]) / n * 1000, "pool_ms": (pool - startup[1]) / n * 1000}
 
@@ -110,9 +103,7 @@ def main():
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("BENCH_N", "3000")))
     a = ap.parse_args()
-    import run as bench
-
-    results = bench.rounds_against_celery(__file__, a.reps, a.jobs, lambda res: (
+    results = run.rounds_against_celery(__file__, a.reps, a.jobs, lambda res: (
         f"drain {res['drain_per_s']:.0f}/s, main {res['main_ms']:.2f} ms/job, pool {res['pool_ms']:.2f} ms/job"))
     print(f"\n## Workers draining {a.jobs} preloaded no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
     print("| system | drain jobs/s | worker main CPU ms/job | pool processes CPU ms/job |")

@@ -140,6 +140,16 @@ def start_redis():
 
 
 # -- running one system once ----------------------------------------------------------------------
+def stop_worker(proc):
+    """SIGTERM a worker, then SIGKILL it if it has not stopped within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def rounds_against_celery(script, reps, jobs, describe):
     """`reps` interleaved rounds of `script --one mieruka|celery ...` (mieruka with this python,
     Celery in the peers' venv) against one private Redis, for bench/drain.py and bench/cpu.py. Each
