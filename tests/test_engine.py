@@ -208,7 +208,8 @@ def test_idempotency_key(app) -> None:
 
 
 def test_priorities(app) -> None:
-    blockers = [app.submit("sleep", seconds=0.5) for _ in range(2)]
+    # The two workers free up one after the other: the first free one must take the later, higher job.
+    blockers = [app.submit("sleep", seconds=seconds) for seconds in (0.5, 0.8)]
     low = app.engine.submit("sleep", {"seconds": 0.01}, priority=0)[0]
     high = app.engine.submit("sleep", {"seconds": 0.01}, priority=10)[0]
     low_done, high_done = app.wait(low, 30), app.wait(high, 30)
