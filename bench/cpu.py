@@ -1,9 +1,12 @@
 """Where a job's CPU goes, process by process, for mieruka on Celery and for plain Celery, in one run.
 
-usage (from the repo root):  .venv/bin/python bench/cpu.py [--reps N] [--jobs N]
+usage (from the repo root):  .venv/bin/python bench/cpu.py [--reps N] [--jobs N] [--burst N]
 
 Per round and system: a worker with concurrency 2 starts, 30 jobs warm it up, then N no-op jobs
-(1,000) are submitted and waited for one at a time, as in the latency phase of `bench/run.py`.
+(1,000) are submitted and waited for one at a time, as in the latency phase of `bench/run.py`;
+with `--burst B`, in bursts of B jobs submitted at once and then waited for, as in the throughput
+phase of `bench/paired.py` (on a machine whose cores are all busy then, CPU per job is what sets
+the throughput).
 CPU per job, user + system, of: the submitting process (for mieruka, the engine in it too), the
 worker's main process, its pool processes, PostgreSQL's processes (mieruka's job store) and the
 private Redis (broker, results, mieruka's events). CPU time is steadier than wall time on a shared
@@ -48,16 +51,19 @@ def snapshot(worker_pid, redis_pid):
             "redis": cpu_seconds(psutil.Process(redis_pid))}
 
 
-def measure(worker, run_one, n, redis_pid):
+def measure(worker, submit, wait, n, redis_pid):
     for i in range(30):
-        run_one(i)
+        wait(submit(i))
     time.sleep(1.0)
+    burst = int(os.environ.get("BENCH_BURST", "0"))
     before = snapshot(worker.pid, redis_pid)
     latencies = []
-    for i in range(n):
+    for start in range(0, n, burst or 1):
         started = time.perf_counter()
-        run_one(i)
-        latencies.append(time.perf_counter() - started)
+        handles = [(i, submit(i)) for i in range(start, min(n, start + (burst or 1)))]
+        for i, handle in handles:
+            assert wait(handle) == i
+        latencies.append((time.perf_counter() - started) / len(handles))
     after = snapshot(worker.pid, redis_pid)
     res = {k: (after[k] - before[k]) / n * 1000 for k in KINDS}
     res["p50"] = statistics.median(latencies) * 1000
@@ -76,7 +82,7 @@ def run_mieruka(n, redis_pid):
         app.start()
         try:
             submit, wait = in_process(app)
-            return measure(worker, lambda i: wait(submit(i)), n, redis_pid)
+            return measure(worker, submit, wait, n, redis_pid)
         finally:
             app.stop()
             run.stop_worker(worker)
@@ -94,7 +100,7 @@ def run_celery(peers_dir, n, redis_pid):
                               cwd=peers_dir, env={**os.environ, "PYTHONPATH": peers_dir},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        return measure(worker, lambda i: bench_celery.noop.delay(i).get(timeout=60), n, redis_pid)
+        return measure(worker, bench_celery.noop.delay, lambda h: h.get(timeout=60), n, redis_pid)
     finally:
         run.stop_worker(worker)
 
@@ -103,11 +109,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--burst", type=int, default=0, help="jobs per burst (default: one at a time)")
     a = ap.parse_args()
+    os.environ["BENCH_BURST"] = str(a.burst)  # read by each round's process
     results = run.rounds_against_celery(__file__, a.reps, a.jobs,
                                           lambda res: ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
-    print(f"\n## CPU ms per job over {a.jobs} sequential no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
-    print("| system | " + " | ".join(KINDS) + " | total | p50 ms (wall) |")
+    how = f"in bursts of {a.burst}" if a.burst else "sequential"
+    print(f"\n## CPU ms per job over {a.jobs} {how} no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
+    wall = "wall ms per job" if a.burst else "p50 ms (wall)"
+    print("| system | " + " | ".join(KINDS) + f" | total | {wall} |")
     print("|---|" + "---|" * (len(KINDS) + 2))
     for name, rows in results.items():
         med = {k: statistics.median(row[k] for row in rows) for k in [*KINDS, "p50"]}

@@ -244,6 +244,8 @@ def test_delete_finished_job(app) -> None:
     assert not artifact_dir.exists()
     with pytest.raises(JobNotFound):
         app.get_job(done.id)
+    with pytest.raises(JobNotFound):  # not the end this process heard before the deletion
+        app.wait(done, 5)
 
 
 def test_cannot_delete_running_job(app, tmp_path: Path) -> None:
@@ -265,8 +267,8 @@ def test_wait_times_out(app) -> None:
 @pytest.mark.parametrize("size", [10, 100_000])
 def test_waiting_reads_the_store_only_when_it_must(app, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     """A job queued here is heard of from before it was announced: waiting for it takes no first
-    look in the store, and its end event carries it as stored. A job too large to travel in an
-    event (over the Redis bus's limit), or one that ended before the wait began, is read once."""
+    look in the store, and its end event carries it as stored, also for a wait that begins after
+    the end. A job too large to travel in an event (over the Redis bus's limit) is read once."""
     monkeypatch.setattr(app.engine, "settings", replace(app.engine.settings, poll_interval=30.0))
     reads: list[int] = []
     real_get = app.engine.store.get_job
@@ -284,13 +286,17 @@ def test_waiting_reads_the_store_only_when_it_must(app, monkeypatch: pytest.Monk
     assert reads == ([job.id] if large else [])
     reads.clear()
     assert app.wait(job, 30) == done  # it ended before this wait began
-    assert reads == [job.id]
+    assert reads == ([job.id] if large else [])
+    failed = app.wait(app.submit("fail"), 30)
+    app.engine.retry(failed.id)  # queued again: its old end is no answer
+    again = app.wait(failed, 30)
+    assert again.status is JobStatus.FAILED and again.attempts == 2 and again == real_get(failed.id)
 
 
 def test_waiting_for_a_job_whose_end_event_is_lost(app, monkeypatch: pytest.MonkeyPatch) -> None:
     """No end event (a bus that was down): the next look in the store finds the job ended."""
     monkeypatch.setattr(app.engine, "settings", replace(app.engine.settings, poll_interval=0.5))
-    monkeypatch.setattr(Ending, "hear", lambda self, event: None)
+    monkeypatch.setattr(Ending, "take", lambda self, event: False)
     started = time.monotonic()
     done = app.wait(app.submit("sleep_then_text", seconds=0.1), 30)
     assert done.status is JobStatus.SUCCEEDED and 0.5 <= time.monotonic() - started < 5

@@ -138,3 +138,42 @@ def test_a_forked_child_opens_its_own_and_leaves_the_parents_alone(connections: 
     with connections.lend() as conn:
         assert conn.info.backend_pid == parent_pid
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_statement_sent_now_is_read_later_on_its_own_connection(connections: PgConnections) -> None:
+    from psycopg import errors
+
+    with connections.lend() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS t_start (n int primary key)")
+    results = connections.start(b"INSERT INTO t_start VALUES ($1) RETURNING n, pg_backend_pid()", [b"7"])
+    with connections.lend() as other:  # the statement's connection stays lent until it is read
+        assert other.execute("SELECT count(*) FROM t_start WHERE n = 7").fetchone() in ((0,), (1,))
+        other_pid = other.info.backend_pid
+    (result,) = results()
+    assert result.get_value(0, 0) == b"7" and int(result.get_value(0, 1) or b"") != other_pid
+    with pytest.raises(errors.UniqueViolation):  # psycopg's own error, as execute raises it
+        connections.start(b"INSERT INTO t_start VALUES ($1) RETURNING n, pg_backend_pid()", [b"7"])()
+    (again,) = connections.start(b"INSERT INTO t_start VALUES ($1) RETURNING n, pg_backend_pid()", [b"8"])()
+    assert again.get_value(0, 0) == b"8"  # the connection went on after the error
+
+
+def test_a_statement_is_prepared_once_per_connection(connections: PgConnections) -> None:
+    query = b"SELECT $1::int + 1"
+    for n in range(3):
+        (result,) = connections.start(query, [str(n).encode()])()
+        assert result.get_value(0, 0) == str(n + 1).encode()
+    with connections.lend() as conn:  # the one connection all three used
+        prepared = conn.execute("SELECT statement FROM pg_prepared_statements WHERE name LIKE 'mieruka_%'").fetchall()
+    assert [row[0] for row in prepared] == [query.decode()]
+
+
+def test_a_statement_whose_connection_broke_raises_and_the_next_gets_another(connections: PgConnections,
+                                                                             database_url: str) -> None:
+    import psycopg
+
+    (first,) = connections.start(b"SELECT pg_backend_pid()", [])()
+    _terminate_other_sessions(database_url)
+    with pytest.raises(psycopg.OperationalError):
+        connections.start(b"SELECT pg_backend_pid()", [])()
+    (second,) = connections.start(b"SELECT pg_backend_pid()", [])()
+    assert second.get_value(0, 0) != first.get_value(0, 0)

@@ -6,6 +6,7 @@ implementation only has to be added to the `store` fixture below to be held to t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -104,6 +105,50 @@ def test_create_job_returns_a_queued_record(store: JobStore) -> None:
 def test_ids_increase(store: JobStore) -> None:
     a, b, c = new(store), new(store), new(store)
     assert a.id < b.id < c.id
+
+
+def test_a_job_started_now_and_stored_later(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a store can (PostgreSQL), a job's id is known before its row is stored; the row is
+    exactly the record, ids keep increasing within a process, ids held too long are not used."""
+    if store.start_create_job(NewJob(task="t", params={}, idempotency_key="k")) is not None:
+        pytest.fail("a job with an idempotency key is never started ahead: its key may name another")
+    start = utcnow()
+    pending = store.start_create_job(NewJob(task="align", params={"n": 3, "text": "ü'\\"}, max_attempts=2,
+                                            priority=-1, queue="gpu", owner="alice", run_after=start,
+                                            schedule="nightly"))
+    if pending is None:  # SQLite: create_job only (its inserts do not wait on a network)
+        assert isinstance(store, SqlJobStore) and store.is_sqlite
+        return
+    pending.finish()
+    stored = store.get_job(pending.record.id)
+    assert stored == pending.record and stored.run_after == start and stored.status is QUEUED
+    ids = [pending.record.id]
+    for _ in range(20):  # beyond the ids held at once: each write takes more
+        more = store.start_create_job(NewJob(task="t", params={}))
+        assert more is not None
+        more.finish()
+        ids.append(more.record.id)
+    ids.append(new(store).id)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    from mieruka.store import job_ids
+
+    later = time.monotonic() + job_ids.FRESH_FOR + 1
+    monkeypatch.setattr(job_ids.time, "monotonic", lambda: later)
+    held_too_long = store.start_create_job(NewJob(task="t", params={}))
+    assert held_too_long is not None
+    held_too_long.finish()
+    assert held_too_long.record.id > ids[-1]  # a new one: those held were reserved before ids[-1]
+    assert store.get_job(held_too_long.record.id) == held_too_long.record
+
+
+def test_a_job_started_and_refused_raises_at_finish(store: JobStore) -> None:
+    pending = store.start_create_job(NewJob(task="x" * 300, params={}))  # longer than the column holds
+    if pending is None:
+        return
+    with pytest.raises(Exception, match="too long"):
+        pending.finish()
+    assert store.get_job(pending.record.id) is None
+    assert new(store).id > 0  # the connection is fine for the next
 
 
 def test_idempotency_key_returns_the_existing_job(store: JobStore) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from mieruka import waiting
 from mieruka.core.clock import utcnow
 from mieruka.core.events import Event, state_event
 from mieruka.core.job import JobRecord
@@ -25,16 +30,32 @@ def test_a_waiter_is_told_once_of_the_end_and_gets_the_record_it_carried() -> No
     ending.hear(event)
     assert told == [1] and ending.ended and ending.record() == record
     stop()
-    assert ending.record() is None  # nobody is left to take it
+    assert ending.record() == record  # for a waiter yet to come
 
 
-def test_a_waiter_after_the_end_is_told_at_once_and_reads_the_store() -> None:
+def test_a_waiter_after_the_end_is_told_at_once_and_gets_the_record() -> None:
     ending = Ending()
-    event, _ = ended()
-    ending.hear(event)
+    event, record = ended()
+    assert ending.take(event)
     told: list[int] = []
     ending.tell(lambda: told.append(1))
-    assert told == [1] and ending.ended and ending.record() is None
+    assert told == [1] and ending.ended and ending.record() == record
+
+
+def test_a_retried_job_has_not_ended_any_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    ending = Ending()
+    ending.hear(ended()[0])
+    assert not ending.take(state_event(1, "t", "queued", {}))
+    assert not ending.ended and ending.record() is None
+    told: list[int] = []
+    ending.tell(lambda: told.append(1))
+    assert told == []
+    event, record = ended(status=JobStatus.FAILED)
+    ending.hear(event)
+    assert told == [1] and ending.record() == record
+    later = time.monotonic() + waiting.RECORD_FRESH_FOR + 1
+    monkeypatch.setattr(waiting.time, "monotonic", lambda: later)
+    assert ending.ended and ending.record() is None  # too old to trust: the store is read
 
 
 def test_an_end_without_the_record_and_a_deletion() -> None:
@@ -65,3 +86,18 @@ def test_watches_hear_their_jobs_and_forget_the_oldest() -> None:
     assert told == [1] and first.record() == record
     other = watches.get(3)
     assert other is not None and not other.ended
+
+
+def test_watches_keep_the_records_of_the_last_ended_jobs_only() -> None:
+    watches = Watches(keep=10, keep_records=2)
+    for job_id in (1, 2, 3, 4):
+        watches.add(job_id)
+    watches.hear(state_event(4, "t", "failed", {}))  # no record carried: nothing kept
+    records = {}
+    for job_id in (1, 2, 3):
+        event, records[job_id] = ended(job_id)
+        watches.hear(event)
+    endings = {job_id: watches.get(job_id) for job_id in (1, 2, 3, 4)}
+    assert watches.records_kept() == 2
+    assert [e.ended for e in endings.values() if e is not None] == [True, True, True, True]
+    assert [e.record() for e in endings.values() if e is not None] == [None, records[2], records[3], None]

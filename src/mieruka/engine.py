@@ -35,9 +35,20 @@ from .core.status import TRANSITIONS, JobStatus
 from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, StorageUnavailable, ValidationError
-from .executors.base import Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
+from .executors.base import NEW_JOB_GRACE, Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
 from .settings import Settings
-from .store.base import Change, Claim, JobQuery, JobStore, LogLine, NewJob, QueuedJob, StepsClosed, Transition
+from .store.base import (
+    Change,
+    Claim,
+    JobQuery,
+    JobStore,
+    LogLine,
+    NewJob,
+    PendingJob,
+    QueuedJob,
+    StepsClosed,
+    Transition,
+)
 from .waiting import Ending, Watches
 
 if TYPE_CHECKING:
@@ -184,17 +195,23 @@ class Engine:
         checked = task.signature.validate(params)
         self._check_uploads(task, checked)
         run_after = utcnow() + timedelta(seconds=delay) if delay else None
-        record, created = self.store.create_job(NewJob(
-            task=task.name, params=checked, max_attempts=task.retries + 1,
-            priority=task.priority if priority is None else priority, queue=task.queue,
-            owner=owner, idempotency_key=idempotency_key, run_after=run_after,
-        ))
-        if created:
+        new = NewJob(task=task.name, params=checked, max_attempts=task.retries + 1,
+                     priority=task.priority if priority is None else priority, queue=task.queue,
+                     owner=owner, idempotency_key=idempotency_key, run_after=run_after)
+        # On Celery the job goes to the broker while its row is on the way to the store (the
+        # worker waits for the row, see celery_worker.py): the two round trips overlap.
+        pending = self.store.start_create_job(new) if self._remote is not None else None
+        if pending is not None:
+            record, created = pending.record, True
+        else:
+            record, created = self.store.create_job(new)
+        if not created:
+            return record, False
+        sent_at = time.monotonic()
+        try:
             waiting = self.pools.job_submitted(record.queue, record.id) if self.pools is not None else None
-            if waiting:  # its compute pool is not running yet: say so on the job while it waits
-                self.store.apply([Transition(record.id, JobStatus.QUEUED, frozenset({JobStatus.QUEUED}),
-                                             {"message": waiting})])
-                record = replace(record, message=waiting)
+            if waiting and pending is None:
+                record = self._say_waiting(record, waiting)
             # Announced while it goes to the workers: the two round trips overlap, and the
             # announcement is out before any worker can hear of the job.
             extra = {"message": waiting} if waiting else {}
@@ -208,7 +225,33 @@ class Engine:
                     self._command("ready", record)
             finally:
                 announced()
-        return record, created
+        finally:
+            if pending is not None:
+                self._stored(pending, sent_at, delay or 0.0)
+        if waiting and pending is not None:
+            record = self._say_waiting(record, waiting)
+        return record, True
+
+    def _say_waiting(self, record: JobRecord, waiting: str) -> JobRecord:
+        """Its compute pool is not running yet: say so on the job while it waits."""
+        self.store.apply([Transition(record.id, JobStatus.QUEUED, frozenset({JobStatus.QUEUED}),
+                                     {"message": waiting})])
+        return replace(record, message=waiting)
+
+    def _stored(self, pending: PendingJob, sent_at: float, delay: float) -> None:
+        """The job went to the broker before its row was stored: wait for the row. Should it come
+        later than a worker waits for it, send the job again (a worker drops the duplicate); should
+        it not come, say that the announced job is gone."""
+        record = pending.record
+        try:
+            pending.finish()
+        except Exception:
+            self.bus.publish(Event("deleted", record.id, record.task, {"status": JobStatus.QUEUED.value}))
+            raise
+        if time.monotonic() - sent_at > NEW_JOB_GRACE / 2 and self._remote is not None:
+            log.warning("job %d was stored %.1fs after it went to the broker; sending it again",
+                        record.id, time.monotonic() - sent_at)
+            self._remote.send(record, delay)
 
     def _check_uploads(self, task: Task, params: dict[str, Any]) -> None:
         """Each uploaded file the job names exists; make it readable by whichever worker runs it."""
@@ -263,6 +306,8 @@ class Engine:
         fields = {"max_attempts": record.attempts + task.retries + 1, "error": None, "traceback": None,
                   "result": None, "finished_at": None, "run_after": None, "progress": None,
                   "message": "retry requested", "cancel_requested": False}
+        if self._watching is not None:  # its old end is no answer to a wait from now on
+            self._watches.add(job_id)
         if not self._transition(record, JobStatus.QUEUED, fields):
             raise ConflictError(f"job {job_id} changed state meanwhile; try again")
         fresh = self.get(job_id)
@@ -275,7 +320,9 @@ class Engine:
             raise ConflictError(f"job {job_id} is {record.status.value}; cancel it before deleting it")
         if self.store.delete_job(job_id):
             self._delete_files(job_id, record.params)
-            self.bus.publish(Event("deleted", job_id, record.task, {"status": record.status.value}))
+            deleted = Event("deleted", job_id, record.task, {"status": record.status.value})
+            self._watches.hear(deleted)  # a wait from now on finds it gone, before the bus says so
+            self.bus.publish(deleted)
 
     def logs(self, job_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
         self.get(job_id)
@@ -291,7 +338,9 @@ class Engine:
         untell = ending.tell(done.set)
         deadline = time.monotonic() + timeout
         try:
-            record = self.get(job_id) if _must_look(ending, unsubscribe) else None
+            record = ending.record()
+            if record is None and _must_look(ending, unsubscribe):
+                record = self.get(job_id)
             while record is None or not record.finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -311,7 +360,9 @@ class Engine:
         untell = ending.tell(lambda: loop.call_soon_threadsafe(done.set))
         deadline = time.monotonic() + timeout
         try:
-            record = await asyncio.to_thread(self.get, job_id) if _must_look(ending, unsubscribe) else None
+            record = ending.record()
+            if record is None and _must_look(ending, unsubscribe):
+                record = await asyncio.to_thread(self.get, job_id)
             while record is None or not record.finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -669,8 +720,9 @@ class Engine:
 
 
 def _must_look(ending: Ending, unsubscribe: Unsubscribe | None) -> bool:
-    """Whether a wait starts with a look in the store: not for a job watched since it was queued
-    whose end is not heard yet (it runs still, or its end event was lost, which the next look finds)."""
+    """Whether a wait without the job's end record starts with a look in the store: not for a job
+    watched since it was queued whose end is not heard yet (it runs still, or its end event was
+    lost, which the next look finds)."""
     return unsubscribe is not None or ending.ended
 
 

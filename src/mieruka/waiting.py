@@ -1,10 +1,11 @@
 """Waiting for jobs to end: what a waiter hears of a job's end, and the jobs an engine has watched
 since it queued them (waiting for one of those needs no first look in the store: it cannot have
-ended unheard)."""
+ended unheard; and if it has ended lately, its end event brought it as stored)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,6 +15,8 @@ from .core.job import JobRecord
 from .core.status import FINISHED
 
 _FINISHED_VALUES = frozenset(s.value for s in FINISHED)
+KEEP_RECORDS = 1000  # ended jobs whose record a process keeps for waiters yet to come (each <= 64 KiB)
+RECORD_FRESH_FOR = 60.0  # seconds: an older one is read from the store again
 
 
 def finished_event(event: Event) -> bool:
@@ -27,19 +30,28 @@ class Ending:
         self._lock = threading.Lock()
         self.ended = False
         self._carried: Mapping[str, Any] | None = None
+        self._heard_at = 0.0
         self._waiters: list[Callable[[], object]] = []
 
     def hear(self, event: Event) -> None:
-        if not finished_event(event):
-            return
+        """The bus callback."""
+        self.take(event)
+
+    def take(self, event: Event) -> bool:
+        """Take in one of the job's events; True if it brought the job as stored at its end."""
+        if event.kind not in ("state", "deleted"):
+            return False
+        if not finished_event(event):  # queued or running again (a retry): not ended any more
+            with self._lock:
+                self.ended, self._carried = False, None
+            return False
         with self._lock:
             self.ended = True
-            # Kept only for a waiter already there: one that comes later reads the store, and
-            # an engine's watches hold no results nobody asked for.
-            self._carried = event.record if self._waiters else None
+            self._carried, self._heard_at = event.record, time.monotonic()
             waiters = list(self._waiters)
         for tell in waiters:
             tell()
+        return event.record is not None
 
     def tell(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Call `callback` once the job has ended (now, if it has); returns the way to stop."""
@@ -54,26 +66,35 @@ class Ending:
             with self._lock:
                 if callback in self._waiters:
                     self._waiters.remove(callback)
-                if not self._waiters:
-                    self._carried = None  # nobody is left to take it
 
         return stop
 
     def record(self) -> JobRecord | None:
-        """The job as stored at its end, if its end event carried it to a waiter."""
-        carried = self._carried
+        """The job as stored at its end, if its end event carried it, lately."""
+        with self._lock:
+            carried = self._carried if self.ended else None
+            if carried is not None and time.monotonic() - self._heard_at > RECORD_FRESH_FOR:
+                carried = self._carried = None
         return None if carried is None else JobRecord.from_json(carried)
+
+    def forget_record(self) -> None:
+        with self._lock:
+            self._carried = None
 
 
 class Watches:
     """The jobs this process queued lately, each heard through one bus subscription (all events)
     from before it was announced. The oldest are forgotten beyond `keep`: waiting for one of those
-    takes a look in the store, as for any job."""
+    takes a look in the store, as for any job. Of the jobs that ended, the records of the last
+    `keep_records` are kept, so that waiting for a job that ended before the wait began (a batch
+    queued, then waited for one by one) reads nothing either."""
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 10_000, keep_records: int = KEEP_RECORDS) -> None:
         self._lock = threading.Lock()
         self._endings: OrderedDict[int, Ending] = OrderedDict()
+        self._holding: OrderedDict[int, Ending] = OrderedDict()
         self._keep = keep
+        self._keep_records = keep_records
 
     def hear(self, event: Event) -> None:
         """The bus callback."""
@@ -81,8 +102,13 @@ class Watches:
             return
         with self._lock:
             ending = self._endings.get(event.job_id)
-        if ending is not None:
-            ending.hear(event)
+        if ending is None or not ending.take(event):
+            return
+        with self._lock:
+            self._holding[event.job_id] = ending
+            self._holding.move_to_end(event.job_id)
+            while len(self._holding) > self._keep_records:
+                self._holding.popitem(last=False)[1].forget_record()
 
     def add(self, job_id: int) -> None:
         with self._lock:
@@ -99,3 +125,7 @@ class Watches:
 
     def __len__(self) -> int:
         return len(self._endings)
+
+    def records_kept(self) -> int:
+        with self._lock:
+            return len(self._holding)

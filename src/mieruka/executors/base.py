@@ -64,6 +64,12 @@ class Executor(Protocol):
         """Stop all workers; returns the ids of jobs that were still running."""
 
 
+# A job may reach the broker before its row is stored (the engine overlaps the two): a remote
+# worker that finds no row waits this long for it, and the engine sends the job again if its row
+# came later than half of it after the first send.
+NEW_JOB_GRACE = 5.0
+
+
 @runtime_checkable
 class RemoteExecutor(Executor, Protocol):
     """An executor whose workers claim jobs from the store themselves (Celery): the engine sends

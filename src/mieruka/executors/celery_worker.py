@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -42,6 +42,7 @@ from ..core.task import Task
 from ..recorder import AttemptRecorder
 from ..runner import JobSpec, Outcome, run_job
 from ..store.base import Applied, Change, Claim, StepsClosed, Transition
+from .base import NEW_JOB_GRACE
 from .celery import CANCEL_COMMAND, TASK_NAME, make_celery, send_run
 
 if TYPE_CHECKING:
@@ -250,12 +251,10 @@ class PoolProcess:
         tasks = self.node.app.tasks
         task = tasks.get(task_name) if task_name is not None and task_name in tasks else None
         limit = (task.name, task.concurrency) if task is not None and task.concurrency is not None else None
-        # Claim first: the common case costs one statement; the job is read only when it fails.
-        claimed = conn.apply([], Claim([job_id], self.worker_name, self.node.engine_id, utcnow(), limit))
-        if claimed.claimed:
-            self._run(claimed.claimed[0])
+        claimed, record = self._claim(Claim([job_id], self.worker_name, self.node.engine_id, utcnow(), limit))
+        if claimed:
+            self._run(claimed[0])
             return
-        record = conn.store.get_job(job_id)
         if record is None or record.finished:
             return  # deleted, cancelled or done: a stale or duplicate message
         now = utcnow()
@@ -269,6 +268,28 @@ class PoolProcess:
             conn.resend(record, (record.run_after - now).total_seconds())  # early: a retry not yet due
         else:
             conn.resend(record, LIMIT_RETRY)  # its task is at its concurrency limit: look again soon
+
+    def _claim(self, claim: Claim) -> tuple[list[JobRecord], JobRecord | None]:
+        """The job claimed, or else as it stands. Claim first: the common case costs one statement;
+        the job is read only when that fails. Its row may still be on the way to the store (the
+        engine sends the job meanwhile): it is waited for, up to NEW_JOB_GRACE."""
+        conn = self.conn
+        job_id = claim.job_ids[0]
+        claimed = conn.apply([], claim).claimed
+        if claimed:
+            return claimed, None
+        record = conn.store.get_job(job_id)
+        until, pause = time.monotonic() + NEW_JOB_GRACE, 0.0005
+        while record is None and time.monotonic() < until:
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.25)
+            record = conn.store.get_job(job_id)
+        now = utcnow()
+        if record is not None and record.status is JobStatus.QUEUED and (
+                record.run_after is None or record.run_after <= now):  # it came after the claim looked
+            claimed = conn.apply([], replace(claim, now=now)).claimed
+            record = None if claimed else conn.store.get_job(job_id)
+        return claimed, record
 
     def _run(self, record: JobRecord) -> None:
         conn = self.conn

@@ -27,6 +27,15 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class PendingJob:
+    """A queued job whose row is on its way to the store: its record, id included, is known now.
+    `finish` waits until the row is stored and raises the store's error if it was not."""
+
+    record: JobRecord
+    finish: Callable[[], None]
+
+
+@dataclass(frozen=True)
 class Transition:
     """Move `job_id` to `to` if it is in one of the states `expect` (and, given `attempt`, still
     on that attempt), setting `fields` too. `read_back`: return the job as it stands afterwards
@@ -182,6 +191,10 @@ class JobStore(Protocol):
 
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
         """Insert a queued job; if its idempotency key exists, return that job and False."""
+
+    def start_create_job(self, job: NewJob) -> PendingJob | None:
+        """Start inserting a queued job without an idempotency key and return at once, its id
+        known; None where a store cannot (then `create_job` it)."""
 
     def get_job(self, job_id: int) -> JobRecord | None:
         """One job with its artifacts, or None."""

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,7 @@ from ..errors import StorageUnavailable
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg.pq.abc import PGconn, PGresult
 
 log = logging.getLogger(__name__)
 IDLE_PING_AFTER = 5.0  # seconds a connection may sit unused before it is checked on lending
@@ -40,6 +43,7 @@ KEEP_IDLE = 8  # connections kept open per kind when nobody uses them
 MAX_OPEN = 20  # connections of one process at a time: a burst of requests waits, the server's limit holds
 WAIT_FOR_ONE = 30.0  # seconds a thread waits for a connection before giving up
 _IDLE: object = None  # psycopg's idle transaction status, set once psycopg is imported
+_OK: object = None  # psycopg's good connection status, likewise
 _inherited: list[object] = []  # connections of a parent process, never touched nor freed after a fork
 
 
@@ -59,6 +63,9 @@ class PgConnections:
         self._pid = os.getpid()
         self._slots = threading.BoundedSemaphore(MAX_OPEN)
         self._closed = False
+        self._names: dict[bytes, bytes] = {}  # statement -> its prepared name
+        self._prepared: weakref.WeakKeyDictionary[psycopg.Connection[tuple[object, ...]], set[bytes]] = (
+            weakref.WeakKeyDictionary())
 
     @contextmanager
     def lend(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
@@ -77,6 +84,52 @@ class PgConnections:
                 self._give_back(conn)
         finally:
             slots.release()
+
+    def start(self, query: bytes, params: Sequence[bytes | None]) -> Callable[[], list[PGresult]]:
+        """Send one statement (its own transaction; parameters in text form) now, and return the
+        way to wait for its results later: whatever the caller does meanwhile overlaps the round
+        trip. The connection stays lent until then. A failed statement raises psycopg's error for
+        it, as `execute` would. (store/pg_text.py reads the results.) Each connection prepares a
+        statement the first time it runs it, as psycopg's cursors do after a few times."""
+        self._forget_if_forked()
+        slots = self._slots
+        if not slots.acquire(timeout=WAIT_FOR_ONE):
+            raise StorageUnavailable(f"all {MAX_OPEN} database connections of this process stayed busy for "
+                                     f"{WAIT_FOR_ONE:g}s; try again")
+        conn = None
+        try:
+            conn = self._take()
+            pgconn = conn.pgconn
+            name = self._statement_name(query)
+            prepared = self._prepared.setdefault(conn, set())
+            if name not in prepared:  # once per connection: then the server neither parses nor plans it again
+                pgconn.send_prepare(name, query)
+                _flush(pgconn)
+                _results(conn)
+                prepared.add(name)
+            pgconn.send_query_prepared(name, params)
+            _flush(pgconn)
+        except BaseException:
+            if conn is not None:
+                conn.close()  # half sent: not to be lent again
+            slots.release()
+            raise
+
+        def results() -> list[PGresult]:
+            try:
+                return _results(conn)
+            finally:  # one whose answer was not read to the end, or that broke, is closed there
+                self._give_back(conn)
+                slots.release()
+
+        return results
+
+    def _statement_name(self, query: bytes) -> bytes:
+        name = self._names.get(query)
+        if name is None:
+            with self._lock:
+                name = self._names.setdefault(query, b"mieruka_%d" % len(self._names))
+        return name
 
     def _forget_if_forked(self) -> None:
         """In a forked child, the parent's connections stay the parent's (closing one would end
@@ -103,14 +156,15 @@ class PgConnections:
                 conn.close()
 
     def _open(self) -> psycopg.Connection[tuple[object, ...]]:
-        global _IDLE
+        global _IDLE, _OK
         import psycopg
 
-        _IDLE = psycopg.pq.TransactionStatus.IDLE
+        _IDLE, _OK = psycopg.pq.TransactionStatus.IDLE, psycopg.pq.ConnStatus.OK
         return psycopg.connect(self._conninfo, autocommit=True)
 
     def _give_back(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
-        usable = not conn.closed and not conn.broken and conn.pgconn.transaction_status == _IDLE
+        usable = (not conn.closed and not conn.broken and conn.pgconn.status == _OK
+                  and conn.pgconn.transaction_status == _IDLE)
         if usable and os.getpid() == self._pid:
             with self._lock:
                 if not self._closed and len(self._idle) < KEEP_IDLE:
@@ -125,3 +179,39 @@ class PgConnections:
             idle, self._idle = self._idle, []
         for conn, _ in idle:
             conn.close()
+
+
+def _flush(pgconn: PGconn) -> None:
+    while pgconn.flush():  # psycopg's connections do not block: the rest goes once the socket takes it
+        _wait_for(pgconn.socket, select.POLLOUT)
+
+
+def _wait_for(fd: int, event: int) -> None:
+    poller = select.poll()
+    poller.register(fd, event)
+    poller.poll()
+
+
+def _results(conn: psycopg.Connection[tuple[object, ...]]) -> list[PGresult]:
+    """The results of the statement sent on `conn`, once its answer has come."""
+    import psycopg
+    from psycopg import pq
+
+    pgconn = conn.pgconn
+    results: list[PGresult] = []
+    error: psycopg.Error | None = None
+    while True:
+        pgconn.consume_input()
+        if pgconn.is_busy():
+            _wait_for(pgconn.socket, select.POLLIN)
+            continue
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            results.append(result)
+        elif error is None:
+            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    if error is not None:
+        raise error
+    return results

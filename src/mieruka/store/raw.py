@@ -23,6 +23,7 @@ from ..core.job import ArtifactInfo, JobRecord
 from ..core.status import JobStatus
 from . import tables as t
 from .pg_connections import PgConnections
+from .pg_text import TextCursor
 
 COLUMNS = [c.name for c in t.jobs.c]
 COLUMN_LIST = ", ".join(COLUMNS)
@@ -43,6 +44,7 @@ class RawDB:
             self._local = threading.local()
         else:
             self._pg = PgConnections(url)
+            self._numbered: dict[str, bytes] = {}
 
     def _sqlite_connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -75,13 +77,11 @@ class RawDB:
                     raise
                 cur.execute("COMMIT")
             return
-        with self._pg.lend() as conn:
-            if single:
-                with conn.cursor() as pg_cur:
-                    yield pg_cur
-                return
-            with conn.transaction(), conn.cursor() as pg_cur:
-                yield pg_cur
+        if single:
+            yield self.text_cursor()
+            return
+        with self._pg.lend() as conn, conn.transaction(), conn.cursor() as pg_cur:
+            yield pg_cur
 
     @contextmanager
     def read(self) -> Iterator[Any]:
@@ -91,8 +91,11 @@ class RawDB:
                 conn = self._local.conn = self._sqlite_connect()
             yield conn.cursor()
             return
-        with self._pg.lend() as conn, conn.cursor() as cur:
-            yield cur
+        yield self.text_cursor()
+
+    def text_cursor(self) -> TextCursor:
+        """PostgreSQL: a cursor for statements that are each their own transaction (pg_text.py)."""
+        return TextCursor(self._pg, self._numbered)
 
     def close(self) -> None:
         if self.is_sqlite:

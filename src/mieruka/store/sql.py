@@ -33,6 +33,7 @@ from .base import (
     LogAppend,
     LogLine,
     NewJob,
+    PendingJob,
     ProgressUpdate,
     QueuedJob,
     QueueStats,
@@ -42,6 +43,8 @@ from .base import (
     TimelineBucket,
     Transition,
 )
+from .job_ids import JobIds
+from .pg_text import rows_of
 from .raw import COLUMN_LIST, COLUMNS, RawDB, time_out
 
 _FINISHED_VALUES = [s.value for s in FINISHED]
@@ -115,6 +118,8 @@ class SqlJobStore:
         # One writer at a time inside this process: SQLite would make the others wait anyway.
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._raw = RawDB(url, self._writer)
+        self._job_ids = JobIds()
+        self._id_sequence: str | None = None  # PostgreSQL: the jobs' id sequence, looked up once
         # RETURNING the job and, as JSON, its artifacts [[name, size, content_type, created_at], ...]
         self._returning_whole = f" RETURNING {COLUMN_LIST}, " + (
             "(SELECT json_group_array(json_array(name, size, content_type, created_at)) FROM (SELECT * FROM "
@@ -178,6 +183,38 @@ class SqlJobStore:
                          created_at=now, owner=job.owner, priority=job.priority, queue=job.queue,
                          idempotency_key=job.idempotency_key, max_attempts=job.max_attempts,
                          run_after=run_after, schedule=job.schedule), True
+
+    def start_create_job(self, job: NewJob) -> PendingJob | None:
+        """PostgreSQL: the id comes from those this process holds (job_ids.py), the insert is sent
+        and not waited for; the same statement takes more ids from the sequence."""
+        if self.is_sqlite or job.idempotency_key is not None:
+            return None
+        raw = self._raw
+        sequence = self._id_sequence
+        if sequence is None:
+            with raw.read() as cur:
+                cur.execute("SELECT pg_get_serial_sequence('jobs', 'id')")
+                sequence = self._id_sequence = str(cur.fetchone()[0])
+        cur = raw.text_cursor()
+        job_id = self._job_ids.take()
+        if job_id is None:  # none held, or held too long: ask the sequence now
+            cur.execute("SELECT nextval(%s::regclass)", (sequence,))
+            job_id = int(cur.fetchall()[0][0])
+        now = utcnow()
+        values = (job_id, job.task, JobStatus.QUEUED.value, raw.json_in(job.params), job.owner, job.priority,
+                  job.queue, 0, job.max_attempts, raw.time_in(job.run_after), raw.time_in(now), False, 0,
+                  job.schedule, sequence, self._job_ids.wanted())
+        results = cur.start(_INSERT_WITH_ID, values)
+        run_after = job.run_after.astimezone(UTC) if job.run_after is not None else None
+        record = JobRecord(id=job_id, task=job.task, status=JobStatus.QUEUED, params=job.params, created_at=now,
+                           owner=job.owner, priority=job.priority, queue=job.queue,
+                           max_attempts=job.max_attempts, run_after=run_after, schedule=job.schedule)
+
+        def finish() -> None:
+            rows, _ = rows_of(results())
+            self._job_ids.add(row[0] for row in rows)
+
+        return PendingJob(record, finish)
 
     def _by_idempotency_key(self, key: str) -> JobRecord | None:
         raw = self._raw
@@ -652,6 +689,13 @@ def _escape_like(text: str) -> str:
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+_INSERT_WITH_ID = (
+    "WITH job AS (INSERT INTO jobs (id, task, status, params, owner, priority, queue, attempts, max_attempts, "
+    "run_after, created_at, cancel_requested, log_lines, schedule) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)) "
+    "SELECT nextval(%s::regclass) FROM generate_series(1, %s::int)")
 
 
 def claim_sql(relaxed: bool) -> str:
