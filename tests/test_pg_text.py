@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 
@@ -43,6 +44,8 @@ def test_rows_come_typed_as_psycopg_types_them(connections: PgConnections) -> No
     rows = cursor.fetchall()
     assert rows == expected and cursor.fetchone() is None
     assert rows[0][2] == {"a": [1, None]} and rows[0][6] == 9007199254740993
+    cursor.execute("SELECT extract(epoch from at), count(*) FROM typed GROUP BY 1 ORDER BY 1")
+    assert cursor.fetchall() == [(Decimal("1795341600.000000"), 1), (Decimal("1795341600.500000"), 1)]
     cursor.execute("UPDATE typed SET note = %s WHERE ok = %s", ("y", False))
     assert cursor.rowcount == 1 and cursor.fetchone() is None
     cursor.execute("UPDATE typed SET note = %s WHERE id = %s RETURNING note, at", (None, 1))

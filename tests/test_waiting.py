@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_a_waiter_is_told_once_of_the_end_and_gets_the_record_it_carried() -> No
     ending.hear(event)
     assert told == [1] and ending.ended and ending.record() == record
     stop()
-    assert ending.record() == record  # for a waiter yet to come
+    assert ending.record() is None  # nobody is left to take it, and nobody keeps it (Watches do)
 
 
 def test_a_waiter_after_the_end_is_told_at_once_and_gets_the_record() -> None:
@@ -101,3 +102,21 @@ def test_watches_keep_the_records_of_the_last_ended_jobs_only() -> None:
     assert watches.records_kept() == 2
     assert [e.ended for e in endings.values() if e is not None] == [True, True, True, True]
     assert [e.record() for e in endings.values() if e is not None] == [None, records[2], records[3], None]
+
+
+def test_a_large_record_is_kept_only_for_the_waiters_already_there() -> None:
+    watches = Watches()
+    watches.add(1)
+    watches.add(2)
+    waited, unwaited = watches.get(1), watches.get(2)
+    assert waited is not None and unwaited is not None
+    stop = waited.tell(lambda: None)
+    for event, _ in (ended(1), ended(2)):
+        assert event.record is not None
+        watches.hear(replace(event, record={**event.record, "result": "x" * (waiting.KEEP_RECORD_SIZE + 1)}))
+    assert waited.record() is not None and waited.record().result == "x" * (waiting.KEEP_RECORD_SIZE + 1)
+    stop()
+    assert waited.record() is None and unwaited.record() is None and unwaited.ended
+    assert watches.records_kept() == 0
+    # keys 1 + 4 each, list items 1 + their own, strings 2 + length, the rest 8
+    assert waiting._size_left({"a": [1, "bc", None], "d": {"e": 2.5}}, 100) == 100 - 5 - 9 - 5 - 9 - 5 - 5 - 8

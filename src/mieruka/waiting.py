@@ -15,7 +15,8 @@ from .core.job import JobRecord
 from .core.status import FINISHED
 
 _FINISHED_VALUES = frozenset(s.value for s in FINISHED)
-KEEP_RECORDS = 1000  # ended jobs whose record a process keeps for waiters yet to come (each <= 64 KiB)
+KEEP_RECORDS = 1000  # ended jobs whose record a process keeps for waiters yet to come
+KEEP_RECORD_SIZE = 4096  # about the bytes of JSON a kept one may take (a larger one is read again)
 RECORD_FRESH_FOR = 60.0  # seconds: an older one is read from the store again
 
 
@@ -31,6 +32,7 @@ class Ending:
         self.ended = False
         self._carried: Mapping[str, Any] | None = None
         self._heard_at = 0.0
+        self._kept = False
         self._waiters: list[Callable[[], object]] = []
 
     def hear(self, event: Event) -> None:
@@ -38,20 +40,24 @@ class Ending:
         self.take(event)
 
     def take(self, event: Event) -> bool:
-        """Take in one of the job's events; True if it brought the job as stored at its end."""
+        """Take in one of the job's events; True if it brought the job as stored at its end, and
+        that record is small enough to be kept once no waiter is left."""
         if event.kind not in ("state", "deleted"):
             return False
         if not finished_event(event):  # queued or running again (a retry): not ended any more
             with self._lock:
-                self.ended, self._carried = False, None
+                self.ended, self._carried, self._kept = False, None, False
             return False
+        small = event.record is not None and _size_left(event.record, KEEP_RECORD_SIZE) >= 0
         with self._lock:
             self.ended = True
-            self._carried, self._heard_at = event.record, time.monotonic()
+            # A large one only for the waiters already there: a process keeps no large results.
+            self._carried = event.record if small or self._waiters else None
+            self._heard_at = time.monotonic()
             waiters = list(self._waiters)
         for tell in waiters:
             tell()
-        return event.record is not None
+        return small
 
     def tell(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Call `callback` once the job has ended (now, if it has); returns the way to stop."""
@@ -66,6 +72,8 @@ class Ending:
             with self._lock:
                 if callback in self._waiters:
                     self._waiters.remove(callback)
+                if not self._waiters and not self._kept:
+                    self._carried = None  # nobody is left to take it, and it is not one to keep
 
         return stop
 
@@ -77,9 +85,14 @@ class Ending:
                 carried = self._carried = None
         return None if carried is None else JobRecord.from_json(carried)
 
+    def keep_record(self) -> None:
+        """Keep the record once no waiter is left (Watches keeps a bounded number)."""
+        with self._lock:
+            self._kept = True
+
     def forget_record(self) -> None:
         with self._lock:
-            self._carried = None
+            self._carried, self._kept = None, False
 
 
 class Watches:
@@ -104,6 +117,7 @@ class Watches:
             ending = self._endings.get(event.job_id)
         if ending is None or not ending.take(event):
             return
+        ending.keep_record()
         with self._lock:
             self._holding[event.job_id] = ending
             self._holding.move_to_end(event.job_id)
@@ -129,3 +143,25 @@ class Watches:
     def records_kept(self) -> int:
         with self._lock:
             return len(self._holding)
+
+
+def _size_left(value: object, left: int) -> int:
+    """`left` less about the bytes of `value` as JSON; it stops early once below 0, so that a
+    large value costs no more to size than a small one."""
+    if left < 0:
+        return left
+    if isinstance(value, str | bytes):
+        return left - len(value) - 2
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            left = _size_left(item, left - len(str(key)) - 4)
+            if left < 0:
+                break
+        return left
+    if isinstance(value, list | tuple):
+        for item in value:
+            left = _size_left(item, left - 1)
+            if left < 0:
+                break
+        return left
+    return left - 8

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ def _bool(raw: bytes) -> bool:
     return raw == b"t"
 
 
+def _decimal(raw: bytes) -> Decimal:
+    return Decimal(raw.decode())
+
+
 def _time(raw: bytes) -> datetime:
     return datetime.fromisoformat(raw.decode())
 
@@ -35,7 +40,7 @@ def _time(raw: bytes) -> datetime:
 # By type oid; any other type comes back as text.
 _TYPED: dict[int, Callable[[bytes], Any]] = {
     16: _bool, 20: int, 21: int, 23: int, 700: float, 701: float,
-    114: json.loads, 3802: json.loads, 1114: _time, 1184: _time,
+    114: json.loads, 3802: json.loads, 1114: _time, 1184: _time, 1700: _decimal,
 }
 
 
