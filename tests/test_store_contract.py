@@ -141,6 +141,23 @@ def test_a_job_started_now_and_stored_later(store: JobStore, monkeypatch: pytest
     assert store.get_job(held_too_long.record.id) == held_too_long.record
 
 
+def test_jobs_started_now_and_then_get_ids_that_follow_each_other(store: JobStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mieruka.store import job_ids
+
+    clock = [time.monotonic()]
+    monkeypatch.setattr(job_ids.time, "monotonic", lambda: clock[0])
+    ids = []
+    for _ in range(3):
+        pending = store.start_create_job(NewJob(task="t", params={}))
+        if pending is None:
+            return
+        pending.finish()
+        ids.append(pending.record.id)
+        clock[0] += 2  # a quiet process holds no ids ahead: none are wasted
+    assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
+
+
 def test_a_job_started_and_refused_raises_at_finish(store: JobStore) -> None:
     pending = store.start_create_job(NewJob(task="x" * 300, params={}))  # longer than the column holds
     if pending is None:
