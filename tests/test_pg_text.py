@@ -29,6 +29,7 @@ def test_parameters_in_text_form_and_numbered_placeholders() -> None:
         param({"a": 1})
     assert numbered("UPDATE t SET a = %s WHERE id = %s AND b IN (%s)") == \
         b"UPDATE t SET a = $1 WHERE id = $2 AND b IN ($3)"
+    assert numbered("SELECT 100 %% 7, %s, '%%s'") == b"SELECT 100 % 7, $1, '%s'"
 
 
 def test_rows_come_typed_as_psycopg_types_them(connections: PgConnections) -> None:

@@ -71,11 +71,7 @@ class PgConnections:
     def lend(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         """A connection for the caller's thread until the block ends. One that broke (server
         restarted, network gone) is closed instead of being kept."""
-        self._forget_if_forked()
-        slots = self._slots
-        if not slots.acquire(timeout=WAIT_FOR_ONE):
-            raise StorageUnavailable(f"all {MAX_OPEN} database connections of this process stayed busy for "
-                                     f"{WAIT_FOR_ONE:g}s; try again")
+        slots = self._slot()
         try:
             conn = self._take()
             try:
@@ -91,11 +87,7 @@ class PgConnections:
         trip. The connection stays lent until then. A failed statement raises psycopg's error for
         it, as `execute` would. (store/pg_text.py reads the results.) Each connection prepares a
         statement the first time it runs it, as psycopg's cursors do after a few times."""
-        self._forget_if_forked()
-        slots = self._slots
-        if not slots.acquire(timeout=WAIT_FOR_ONE):
-            raise StorageUnavailable(f"all {MAX_OPEN} database connections of this process stayed busy for "
-                                     f"{WAIT_FOR_ONE:g}s; try again")
+        slots = self._slot()
         conn = None
         try:
             conn = self._take()
@@ -123,6 +115,15 @@ class PgConnections:
                 slots.release()
 
         return results
+
+    def _slot(self) -> threading.BoundedSemaphore:
+        """One of this process's MAX_OPEN connection slots, taken (release it on the returned semaphore)."""
+        self._forget_if_forked()
+        slots = self._slots
+        if not slots.acquire(timeout=WAIT_FOR_ONE):
+            raise StorageUnavailable(f"all {MAX_OPEN} database connections of this process stayed busy for "
+                                     f"{WAIT_FOR_ONE:g}s; try again")
+        return slots
 
     def _statement_name(self, query: bytes) -> bytes:
         name = self._names.get(query)

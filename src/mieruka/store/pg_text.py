@@ -9,7 +9,9 @@ column type the way psycopg types them (json decoded, timestamps naive, as store
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -44,6 +46,9 @@ _TYPED: dict[int, Callable[[bytes], Any]] = {
 }
 
 
+_PLACEHOLDER = re.compile("%%|%s")
+
+
 def param(value: object) -> bytes | None:
     """A parameter in PostgreSQL's text form."""
     if value is None:
@@ -58,9 +63,9 @@ def param(value: object) -> bytes | None:
 
 
 def numbered(query: str) -> bytes:
-    """A statement with psycopg's %s placeholders as libpq's $1, $2, ..."""
-    parts = query.split("%s")
-    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)).encode() + parts[-1].encode()
+    """A statement with psycopg's %s placeholders as libpq's $1, $2, ... (and its %% as %)."""
+    count = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda m: "%" if m.group() == "%%" else f"${next(count)}", query).encode()
 
 
 def rows_of(results: list[PGresult]) -> tuple[list[tuple[Any, ...]], int]:
