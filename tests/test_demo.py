@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import subprocess
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from mieruka.demo import app as demo_app
-from tests.conftest import ServerProcess, free_port, shared_server
+from tests.conftest import ServerProcess, free_port, fresh_postgres_database, shared_server
 
 # Tasks that need more than one click: long_sleep runs for minutes, heartbeat runs on its schedule.
 NOT_ONE_CLICK = {"long_sleep", "heartbeat"}
@@ -30,18 +31,35 @@ class DemoServer(ServerProcess):
     session: dict[str, str]
     csrf: str
 
-    def __init__(self, home: Path, cwd: Path, *extra: str) -> None:
+    def __init__(self, home: Path, cwd: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
         self.cwd = cwd
         self.log_path = cwd.parent / f"demo-{self.port}.log"
         self._log = self.log_path.open("w")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mieruka.cli", "demo", "--port", str(self.port), "--home", str(home), *extra],
-            cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env={**environ, **(env or {})},
         )
+
+    def log_in(self) -> None:
+        """As the demo admin, with the one-time link the demo printed."""
+        link = re.search(r"one-time link: (\S+)", self.output())
+        assert link, self.output()
+        with httpx.Client(base_url=self.url) as client:
+            page = client.get(link.group(1))
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert token, page.text
+            done = client.post(link.group(1), data={"csrf_token": token.group(1)}, follow_redirects=True)
+            assert done.status_code == 200  # the home page, logged in
+            self.session = dict(client.cookies)
+            self.csrf = client.get("/api/me").json()["csrf_token"]
+            assert client.get(link.group(1)).status_code == 401  # void after one use
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, cookies=self.session, headers={"X-CSRF-Token": self.csrf})
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +69,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     cwd.mkdir()
     proc = DemoServer(base / "demo-home", cwd, "--workers", "4")
     with shared_server(proc, request):
-        # Log in once as the demo admin with the one-time link the demo printed.
-        link = re.search(r"one-time link: (\S+)", proc.output())
-        assert link, proc.output()
-        with httpx.Client(base_url=proc.url) as client:
-            page = client.get(link.group(1))
-            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-            assert token, page.text
-            done = client.post(link.group(1), data={"csrf_token": token.group(1)}, follow_redirects=True)
-            assert done.status_code == 200  # the home page, logged in
-            proc.session = dict(client.cookies)
-            proc.csrf = client.get("/api/me").json()["csrf_token"]
-            assert client.get(link.group(1)).status_code == 401  # void after one use
+        proc.log_in()
         yield proc
 
 
 @pytest.fixture
 def http(demo: DemoServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=demo.url, timeout=60, cookies=demo.session,
-                      headers={"X-CSRF-Token": demo.csrf}) as client:
+    with demo.client() as client:
         yield client
 
 
@@ -108,6 +114,10 @@ def test_serves_every_task(demo: DemoServer, http: httpx.Client) -> None:
 
 
 def test_every_task_runs_with_one_click(http: httpx.Client) -> None:
+    every_task_runs_with_one_click(http)
+
+
+def every_task_runs_with_one_click(http: httpx.Client) -> None:
     names = [t["name"] for t in http.get("/api/tasks").json() if t["name"] not in NOT_ONE_CLICK]
     assert len(names) >= 7
     # Submitted together with an empty body, as the web form's submit button does with every default.
@@ -152,6 +162,37 @@ def test_every_task_runs_with_one_click(http: httpx.Client) -> None:
     types = finished["all_the_types"]["result"]
     assert types == {"reference": "hg38", "day": "2026-01-01", "samples": ["A1", "B2"],
                      "thresholds": {"low": 0.2, "high": 0.8}, "strict": False, "ratio": 0.5}
+
+    pi = finished["estimate_pi"]
+    assert abs(pi["result"] - math.pi) < 0.02 and pi["progress"] == 1.0, pi
+
+
+def test_the_demo_on_celery_starts_its_own_workers_and_every_task_runs(tmp_path: Path, broker_url: str) -> None:
+    """`MIERUKA_EXECUTOR=celery ... mieruka demo`: PostgreSQL keeps the jobs, Redis carries them, and
+    the demo's compute pools start local `mieruka worker` processes for the first job of each queue."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    with fresh_postgres_database("mieruka_demo_celery") as database_url:
+        proc = DemoServer(tmp_path / "home", cwd, env={
+            "MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": broker_url.rsplit("/", 1)[0] + "/9",
+            "MIERUKA_DATABASE_URL": database_url, "MIERUKA_POOL_CHECK_INTERVAL": "0.2"})
+        try:
+            proc.wait_ready()
+            proc.log_in()
+            with proc.client() as http:
+                pools = {p["name"]: p for p in http.get("/api/pools").json()}
+                assert {n: (p["state"], p["idle_stop"]) for n, p in pools.items()} == {
+                    "compute": ("stopped", 120.0), "default": ("stopped", None)}
+                first = submit(http, "estimate_pi", json={"samples": 1000})
+                assert first["queue"] == "compute"
+                assert first["message"] == "starting compute: pool compute is starting"
+                assert wait_job(http, first["id"])["status"] == "succeeded"
+                every_task_runs_with_one_click(http)
+                workers = sorted((n["queues"], n["up"]) for n in http.get("/api/nodes").json() if n["kind"] != "server")
+                assert workers == [(["compute"], True), (["default"], True)], workers
+                assert 'data-pool="compute"' in http.get("/workers").text
+        finally:
+            proc.stop()
 
 
 def test_flaky_that_always_fails_gives_up_after_three_attempts(http: httpx.Client) -> None:

@@ -233,6 +233,29 @@ def text_pipeline(text: str = SAMPLE, top: Annotated[int, Field(ge=1, le=100)] =
     return pipe.step(_summary, counts.file("top.txt"), letters, name="summary")
 
 
+@app.task(queue="compute", timeout="10m")
+def estimate_pi(samples: Annotated[int, Field(ge=1000, le=50_000_000)] = 2_000_000, *, job: mieruka.Job) -> float:
+    """Estimates pi from random points, with progress. On Celery it runs on the demo's compute pool,
+    which this job starts and which stops after 2 idle minutes with nobody online."""
+    rng = random.Random()
+    inside, chunk = 0, max(1, samples // 10)
+    for done in range(0, samples, chunk):
+        n = min(chunk, samples - done)
+        inside += sum(1 for _ in range(n) if rng.random() ** 2 + rng.random() ** 2 <= 1.0)
+        job.progress((done + n) / samples, f"{done + n:,} of {samples:,} points")
+    print(f"{inside:,} of {samples:,} points fell inside the circle")
+    return 4 * inside / samples
+
+
+# On Celery (MIERUKA_EXECUTOR=celery, a broker and a database) the demo brings its own workers:
+# `mieruka worker` processes on this machine, started by the first job for their queue.
+if app.settings.executor == "celery":
+    from mieruka.pools import LocalWorkers
+
+    app.pool("default", LocalWorkers(concurrency=2))
+    app.pool("compute", LocalWorkers(concurrency=1), idle_stop="2m")
+
+
 @app.task(every="1m", keep_count=100)
 def heartbeat() -> dict[str, float]:
     """Runs every minute on its own: the system load, as a scheduled job."""
