@@ -89,6 +89,12 @@ def test_progress_is_recorded(app) -> None:
     assert done.message == "half way"
 
 
+def test_a_quick_jobs_last_progress_message_is_kept(app) -> None:
+    """Progress held back by the rate limit when the job ends still has the last word."""
+    done = app.wait(app.submit("progress_steps", steps=5, delay=0), 30)
+    assert (done.status.value, done.progress, done.message) == ("succeeded", 1.0, "step 5 of 5")
+
+
 def test_artifacts(app) -> None:
     done = app.wait(app.submit("with_artifacts"), 30)
     names = {a.name: a for a in done.artifacts}

@@ -121,7 +121,10 @@ class AttemptRecorder:
             status, fields = settle.failed(job.attempts, job.max_attempts, task,
                                            result.error or "failed", result.traceback, now)
         changes: list[Change] = []
-        if pending is not None and status is not JobStatus.SUCCEEDED:
+        if pending is not None and status is JobStatus.SUCCEEDED:
+            if pending[1] is not None:  # the last message held back: with the end, no statement more
+                fields["message"] = pending[1]
+        elif pending is not None:
             changes.append(ProgressUpdate(job.id, pending[0], pending[1]))
         changes.append(Transition(job.id, status, RUNNING, fields, attempt=job.attempts, read_back=status.finished))
         return changes
