@@ -211,3 +211,10 @@ def test_on_ec2_the_pool_starts_and_stops_the_instance_and_only_admins_stop_it_b
                 proc.stop()
     finally:
         moto.stop()
+
+
+def test_without_celery_settings_the_app_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    result = cli("run", APP, "--home", str(tmp_path / "home"), "--port", str(free_port()))
+    assert result.returncode == 1, result.stdout
+    assert result.stderr == "mieruka: compute pools (core) start Celery workers: they need MIERUKA_EXECUTOR=celery\n"
+    assert "Traceback" not in result.stdout

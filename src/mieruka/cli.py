@@ -168,9 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
     app.configure(host=args.host, port=args.port, workers=args.workers, home=args.home,
                   database_url=args.database_url, root_path=args.root_path, timezone=args.timezone)
     settings = app.settings
-    from .wiring import check_settings
+    from .wiring import check_app
 
-    check_settings(settings)  # one line now, rather than a traceback from inside the server
+    check_app(app)  # one line now, rather than a traceback from inside the server
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)

@@ -33,12 +33,17 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError(f"unknown artifact storage {settings.artifact_storage!r}: use 'local' or s3://bucket/prefix")
 
 
-def build_engine(app: App) -> Engine:
-    settings = app.settings
-    check_settings(settings)
-    if app.pools and settings.executor != "celery":
+def check_app(app: App) -> None:
+    """check_settings, and what the app declares that its settings could not run."""
+    check_settings(app.settings)
+    if app.pools and app.settings.executor != "celery":
         raise ConfigError(f"compute pools ({', '.join(app.pools)}) start Celery workers: they need "
                           "MIERUKA_EXECUTOR=celery")
+
+
+def build_engine(app: App) -> Engine:
+    settings = app.settings
+    check_app(app)
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     store = SqlJobStore(settings.effective_database_url)
