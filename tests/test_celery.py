@@ -187,6 +187,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     ((), "executor 'celery' needs a broker: set MIERUKA_BROKER_URL"),
     (("--broker-url", "redis://127.0.0.1:1/0", "--concurrency", "0"), "--concurrency must be at least 1"),
     (("--broker-url", "redis://127.0.0.1:1/0", "--queues", " , "), "--queues needs at least one queue name"),
+    (("--broker-url", "redis://127.0.0.1:1/0", "--database-url", "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"),
+     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection failed"),
 ])
 def test_worker_command_refuses_bad_settings_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     result = _cli("worker", "tests/jobs.py:app", "--home", str(tmp_path), *args,
@@ -224,6 +226,10 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
     ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": ""}, "executor 'celery' needs a broker"),
     ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
     ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
+    ({"MIERUKA_DATABASE_URL": "sqlite:////nonexistent/folder/jobs.db"},
+     "cannot reach the database sqlite:////nonexistent/folder/jobs.db: unable to open database file"),
+    ({"MIERUKA_DATABASE_URL": "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"},
+     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection failed"),
 ])
 def test_run_refuses_engine_settings_in_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
     result = _cli("run", "tests/jobs.py:app", "--home", str(tmp_path), "--port", "1", env=env)

@@ -168,9 +168,11 @@ def _serve(args: argparse.Namespace) -> int:
     app.configure(host=args.host, port=args.port, workers=args.workers, home=args.home,
                   database_url=args.database_url, root_path=args.root_path, timezone=args.timezone)
     settings = app.settings
-    from .wiring import check_app
+    from .wiring import check_app, check_database
 
     check_app(app)  # one line now, rather than a traceback from inside the server
+    settings.home_path.mkdir(parents=True, exist_ok=True)
+    check_database(settings.effective_database_url)
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)
@@ -199,10 +201,11 @@ def _worker(args: argparse.Namespace) -> int:
         raise ConfigError("--concurrency must be at least 1")
     app.configure(executor="celery", home=args.home, database_url=args.database_url, broker_url=args.broker_url)
     settings = app.settings
-    from .wiring import check_settings
+    from .wiring import check_database, check_settings
 
     check_settings(settings)
     settings.home_path.mkdir(parents=True, exist_ok=True)
+    check_database(settings.effective_database_url)
     if settings.auto_migrate:
         from .store.sql import SqlJobStore
 

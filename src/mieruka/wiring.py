@@ -41,6 +41,23 @@ def check_app(app: App) -> None:
                           "MIERUKA_EXECUTOR=celery")
 
 
+def check_database(url: str) -> None:
+    """Connect once, before serving: a wrong or unreachable database is one line, not a traceback
+    from the server's or the worker's start-up."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise ConfigError(f"cannot reach the database {shown}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
 def build_engine(app: App) -> Engine:
     settings = app.settings
     check_app(app)
