@@ -222,8 +222,38 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
             assert done.status is JobStatus.SUCCEEDED and done.result == 4
 
 
+def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(tmp_path: Path, broker_url: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """RabbitMQ carries the jobs and the cancel broadcast; live events travel over Redis."""
+    from tests.celery_worker import on_celery
+    from tests.jobs import app
+    from tests.test_celery_send import RABBITMQ_URL, purge_rabbitmq_queue
+
+    purge_rabbitmq_queue("default")  # messages a killed run left behind
+    bus = broker_url.rsplit("/", 1)[0] + "/10"
+    monkeypatch.setenv("MIERUKA_EVENT_BUS", bus)  # for the worker's process too
+    with (fresh_postgres_database("mieruka_rabbitmq") as database_url,
+          on_celery(app, tmp_path / "home", database_url, RABBITMQ_URL, event_bus=bus) as workers):
+        workers.append(CeleryWorker(tmp_path / "home", database_url, RABBITMQ_URL, "--concurrency", "2"))
+        workers[0].wait_ready()
+        app.start()
+        done = app.wait(app.submit("noisy", lines=2), 60)
+        assert done.status is JobStatus.SUCCEEDED and done.worker and done.worker.startswith("celery@"), done
+        assert [line.text for line in app.engine.logs(done.id)][:2] == ["line 0", "line 1"]
+        pidfile = tmp_path / "pids"
+        job = app.submit("sleep_in_child", seconds=60, pidfile=str(pidfile))
+        worker_pid, child_pid = map(int, wait_for_file(pidfile, 30).split())
+        app.engine.cancel(job.id)
+        ended = app.wait(job, 15)
+        assert ended.status is JobStatus.CANCELLED, ended
+        _wait_until(lambda: _gone(worker_pid) and _gone(child_pid), 10, "the job's processes are killed")
+        assert app.wait(app.submit("add", a=1), 30).result == 3  # the worker goes on
+
+
 @pytest.mark.parametrize("env, message", [
     ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": ""}, "executor 'celery' needs a broker"),
+    ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": "amqp://guest@127.0.0.1:1//"},
+     "executor 'celery' with a broker other than Redis needs an event bus its workers can reach"),
     ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
     ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
     ({"MIERUKA_DATABASE_URL": "sqlite:////nonexistent/folder/jobs.db"},

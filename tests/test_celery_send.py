@@ -46,15 +46,26 @@ def test_on_redis(broker_url: str) -> None:
         celery.close()
 
 
-def test_on_rabbitmq() -> None:
+def purge_rabbitmq_queue(queue: str) -> None:
+    """Empty a queue on the test RabbitMQ (skip, or fail where services are required, without one)."""
     celery = make_celery(Settings(broker_url=RABBITMQ_URL))
-    queue = f"send-test-{uuid.uuid4().hex[:8]}"
     try:
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - no such queue yet
+                pass
     except Exception as exc:  # noqa: BLE001
-        celery.close()
         need_service(f"RabbitMQ is not reachable at {RABBITMQ_URL}: {exc}")
+    finally:
+        celery.close()
+
+
+def test_on_rabbitmq() -> None:
+    queue = f"send-test-{uuid.uuid4().hex[:8]}"
+    purge_rabbitmq_queue(queue)
+    celery = make_celery(Settings(broker_url=RABBITMQ_URL))
     try:
         send_run(celery, RABBITMQ_URL, 21, "noop", queue, priority=0)
         send_run(celery, RABBITMQ_URL, 22, "noop", queue, priority=0, delay=30.0)

@@ -59,7 +59,8 @@ class Settings:
                                             "the messages of queued jobs (a restart without persistence "
                                             "loses them) and send them again if not; 0 turns it off.")
     event_bus: str = _setting("memory", "How live events travel: 'memory' (one server process) or a "
-                              "redis:// URL, so that several server processes share them.")
+                              "redis:// URL, so that several server processes share them. On Celery, "
+                              "the broker when it is Redis; with another broker, a redis:// URL is needed.")
     artifact_storage: str = _setting("local", "Where job artifacts are kept: 'local' (the home's artifacts "
                                      "folder) or s3://bucket/prefix, shared by workers on several machines.")
     s3_endpoint_url: str = _setting("", "Endpoint of an S3-compatible service (MinIO, ...); empty for AWS.")

@@ -29,6 +29,10 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
     if settings.executor == "celery" and not settings.broker_url:
         raise ConfigError("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)")
+    if settings.executor == "celery" and settings.effective_event_bus in ("", "memory"):
+        # Workers are other processes: what they report must reach the servers' pages and waiters.
+        raise ConfigError("executor 'celery' with a broker other than Redis needs an event bus its workers can "
+                          "reach: set MIERUKA_EVENT_BUS (e.g. redis://host:6379/1)")
     if settings.artifact_storage not in ("", "local") and not settings.artifact_storage.startswith("s3://"):
         raise ConfigError(f"unknown artifact storage {settings.artifact_storage!r}: use 'local' or s3://bucket/prefix")
 
