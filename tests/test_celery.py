@@ -256,8 +256,8 @@ def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(tmp_path: P
      "executor 'celery' with a broker other than Redis needs an event bus its workers can reach"),
     ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
     ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
-    ({"MIERUKA_DATABASE_URL": "sqlite:////nonexistent/folder/jobs.db"},
-     "cannot reach the database sqlite:////nonexistent/folder/jobs.db: unable to open database file"),
+    ({"MIERUKA_DATABASE_URL": "sqlite:////dev/null/jobs.db"}, "cannot create the folder /dev/null for the database"),
+    ({"MIERUKA_DATABASE_URL": "nosuchdb://x"}, "invalid database URL 'nosuchdb://x'"),
     ({"MIERUKA_DATABASE_URL": "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"},
      "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection failed"),
 ])

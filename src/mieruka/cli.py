@@ -140,12 +140,14 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "db":
         settings = Settings.load({"home": args.home, "database_url": args.database_url})
         from .store.sql import SqlJobStore
+        from .wiring import check_database, shown_url
 
         settings.home_path.mkdir(parents=True, exist_ok=True)
+        check_database(settings.effective_database_url)
         store = SqlJobStore(settings.effective_database_url)
         store.migrate()
         store.close()
-        print(f"database at {_hide_password(settings.effective_database_url)} is up to date")
+        print(f"database at {shown_url(settings.effective_database_url)} is up to date")
         return 0
     return EXIT_USAGE
 
@@ -201,7 +203,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise ConfigError("--concurrency must be at least 1")
     app.configure(executor="celery", home=args.home, database_url=args.database_url, broker_url=args.broker_url)
     settings = app.settings
-    from .wiring import check_database, check_settings
+    from .wiring import check_database, check_settings, shown_url
 
     check_settings(settings)
     settings.home_path.mkdir(parents=True, exist_ok=True)
@@ -215,7 +217,7 @@ def _worker(args: argparse.Namespace) -> int:
     concurrency = args.concurrency or settings.effective_workers
     worker = create_worker(app, queues, concurrency, args.loglevel.upper())
     print(f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
-          f"{concurrency} at a time, broker {_hide_password(settings.broker_url)}", flush=True)
+          f"{concurrency} at a time, broker {shown_url(settings.broker_url)}", flush=True)
     worker.start()
     return int(worker.exitcode or 0)
 
@@ -357,11 +359,6 @@ def _local(stamp: str | None, zone: ZoneInfo) -> str:
         return ""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
-
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+
 from .artifacts import open_storage
 from .artifacts.base import ArtifactStorage
 from .bus.base import EventBus
@@ -13,7 +15,7 @@ from .errors import ConfigError
 from .executors.base import Executor
 from .executors.local import LocalExecutor
 from .settings import Settings
-from .store.sql import SqlJobStore
+from .store.sql import SqlJobStore, make_engine
 
 if TYPE_CHECKING:
     from .app import App
@@ -48,18 +50,22 @@ def check_app(app: App) -> None:
 def check_database(url: str) -> None:
     """Connect once, before serving: a wrong or unreachable database is one line, not a traceback
     from the server's or the worker's start-up."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
+    engine = make_engine(url, immediate=False)  # an unknown scheme or a missing driver: one line too
     try:
         with engine.connect():
             pass
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
-        raise ConfigError(f"cannot reach the database {shown}: {reason}") from None
+        raise ConfigError(f"cannot reach the database {shown_url(url)}: {reason}") from None
     finally:
         engine.dispose()
+
+
+def shown_url(url: str) -> str:
+    """A database or broker URL as printed: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def build_engine(app: App) -> Engine:

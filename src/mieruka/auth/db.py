@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from ..store.sql import _make_engine
+from ..store.sql import make_engine
 
 
 class AuthDB:
@@ -20,8 +20,8 @@ class AuthDB:
         self.url = url
         if url.startswith("sqlite") and "///" in url and not url.endswith(":memory:"):
             Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _make_engine(url, immediate=True)
-        self._reader = _make_engine(url, immediate=False) if url.startswith("sqlite") else self._writer
+        self._writer = make_engine(url, immediate=True)
+        self._reader = make_engine(url, immediate=False) if url.startswith("sqlite") else self._writer
         self._lock = threading.Lock() if url.startswith("sqlite") else None
 
     @contextmanager

@@ -53,8 +53,15 @@ _QUALIFIED = ", ".join(f"jobs.{name}" for name in COLUMNS)
 IDLE_PING_AFTER = 5.0  # seconds a pooled PostgreSQL connection may sit unused before it is checked
 
 
-def _make_engine(url: str, immediate: bool) -> Engine:
+def make_engine(url: str, immediate: bool) -> Engine:
     if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:":
+            folder = Path(path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the folder {folder} for the database: {exc}") from None
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -109,12 +116,8 @@ class SqlJobStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        if self.is_sqlite:
-            path = url.split("///", 1)[-1] if "///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _make_engine(url, immediate=True)
-        self._reader = _make_engine(url, immediate=False) if self.is_sqlite else self._writer
+        self._writer = make_engine(url, immediate=True)
+        self._reader = make_engine(url, immediate=False) if self.is_sqlite else self._writer
         # One writer at a time inside this process: SQLite would make the others wait anyway.
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._raw = RawDB(url, self._writer)
