@@ -23,7 +23,7 @@ from mieruka.settings import _DURATIONS  # noqa: E402
 
 DOC = ROOT / "docs" / "settings.md"
 SRC = ROOT / "src" / "mieruka"
-SIZES = {"max_upload_size"}
+SIZES = {"max_upload_size", "max_body_size"}
 
 
 @pytest.fixture(autouse=True)

@@ -91,8 +91,22 @@ class Settings:
                                        "login_lockout (per address: four times as many).")
     login_lockout: float = _setting(900.0, "Window of login_max_failures and how long a lock lasts.")
     audit_retention: float = _setting(400 * 86400.0, "Audit log entries older than this are deleted.")
-    trusted_proxies: str = _setting("127.0.0.1", "Comma-separated proxy addresses whose X-Forwarded-For "
-                                    "and X-Forwarded-Proto are believed ('*' for any).")
+    trusted_proxies: str = _setting("", "Comma-separated addresses (or networks, 10.0.0.0/8) of reverse proxies "
+                                    "whose X-Forwarded-For and X-Forwarded-Proto are believed; empty: none, "
+                                    "the connection's own address counts.")
+    allowed_hosts: str = _setting("", "Comma-separated host names the server answers to (the Host header; "
+                                  "'*' for any). Empty: while the server has no users, only the bound "
+                                  "address, localhost and 127.0.0.1; once it has users, any.")
+    max_body_size: int = _setting(4 * 1024**2, "Largest JSON or form body accepted, in bytes (uploads "
+                                  "have max_upload_size).")
+    max_json_depth: int = _setting(32, "Deepest nesting of arrays and objects accepted in a JSON body.")
+    max_json_keys: int = _setting(10_000, "Most object keys accepted in one JSON body, all objects together.")
+    header_timeout: float = _setting(10.0, "A connection that has not sent a whole request head in this long "
+                                     "is closed.")
+    body_timeout: float = _setting(30.0, "A request whose body stalls (no bytes) for this long is answered "
+                                   "408 and its connection closed.")
+    max_connections_per_address: int = _setting(100, "Most open connections from one client address "
+                                                 "(trusted proxies are not limited); 0: no limit.")
 
     @property
     def home_path(self) -> Path:
@@ -166,7 +180,7 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
 _DURATIONS = {"broker_visibility_timeout", "broker_check_interval", "pool_check_interval",
               "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
               "prune_interval", "heartbeat_interval", "session_max_age", "presence_expiry", "login_lockout",
-              "audit_retention", "source_timeout"}
+              "audit_retention", "source_timeout", "header_timeout", "body_timeout"}
 
 
 def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,9 +190,11 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
         out[name] = _coerce(name, known[name].type, value)
-    if out.get("source_max_rows", 1) < 1 or out.get("source_timeout", 1) <= 0:
-        raise ConfigError("settings source_max_rows and source_timeout must be positive")
-    for name in ("workers", "retention_max_jobs", "login_max_failures"):
+    for name in ("source_max_rows", "source_timeout", "max_body_size", "max_json_depth", "max_json_keys",
+                 "header_timeout", "body_timeout"):
+        if name in out and out[name] <= 0:
+            raise ConfigError(f"setting {name} must be positive, got {out[name]}")
+    for name in ("workers", "retention_max_jobs", "login_max_failures", "max_connections_per_address"):
         if name in out and out[name] < 0:
             raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")
     if "port" in out and not 0 < out["port"] < 65536:
@@ -194,7 +210,7 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
 def _coerce(name: str, type_name: Any, value: Any) -> Any:
     if name in _DURATIONS:
         return parse_duration(value)
-    if name == "max_upload_size":
+    if name in ("max_upload_size", "max_body_size"):
         return parse_size(value)
     try:
         if type_name in ("int", int):
