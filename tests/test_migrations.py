@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from mieruka.store.base import JobQuery
 from mieruka.store.migrate import MIGRATIONS, alembic_config, current_revision
 from mieruka.store.sql import SqlJobStore
 from mieruka.store.tables import metadata
@@ -86,9 +87,11 @@ def test_every_table_and_index_exists(migrated: sa.Engine) -> None:
     tables = set(inspector.get_table_names())
     assert set(metadata.tables) <= tables
     indexes = {ix["name"] for ix in inspector.get_indexes("jobs")}
-    assert {"ix_jobs_active", "ix_jobs_task", "ix_jobs_owner", "ix_jobs_idempotency_key"} <= indexes
+    assert {"ix_jobs_active", "ix_jobs_task", "ix_jobs_owner", "ix_jobs_owner_key", "ix_jobs_open_key"} <= indexes
+    assert "ix_jobs_idempotency_key" not in indexes  # keys are per owner and task since 0005
     unique = {ix["name"]: ix["unique"] for ix in inspector.get_indexes("jobs")}
-    assert unique["ix_jobs_idempotency_key"]
+    assert unique["ix_jobs_owner_key"] and unique["ix_jobs_open_key"]
+    assert [ix["name"] for ix in inspector.get_indexes("job_uploads")] == ["ix_job_uploads_upload"]
 
 
 def test_partial_indexes_are_partial(migrated: sa.Engine) -> None:
@@ -103,7 +106,8 @@ def test_partial_indexes_are_partial(migrated: sa.Engine) -> None:
                 "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").all())
     assert "where" in sql["ix_jobs_active"].lower()
     assert "where" in sql["ix_jobs_owner"].lower()
-    assert "where" in sql["ix_jobs_idempotency_key"].lower()
+    assert "owner is not null" in sql["ix_jobs_owner_key"].lower()
+    assert "owner is null" in sql["ix_jobs_open_key"].lower()
     assert "where" not in sql["ix_jobs_task"].lower()
 
 
@@ -136,6 +140,54 @@ def test_migrate_keeps_data(empty_database_url: str, migrated: sa.Engine) -> Non
         job, _ = store.create_job(NewJob(task="t", params={"x": 1}))
         store.migrate()
         assert store.get_job(job.id) == job
+    finally:
+        store.close()
+
+
+def test_upgrading_keeps_idempotency_keys_and_records_the_uploads_of_existing_jobs(empty_database_url: str) -> None:
+    """0005_upload_owners on a database with jobs: their keys still find them, now per owner and
+    task; the uploads they name are their oldest job's owner's, and go with their last job."""
+    from mieruka.core.clock import utcnow
+    from mieruka.store.base import ForeignUploads, NewJob
+    from mieruka.store.migrate import upgrade
+    from mieruka.store.sql import make_engine
+    from mieruka.store.tables import jobs
+
+    engine = make_engine(empty_database_url, immediate=False)
+    upgrade(engine, "0004_auth")
+
+    def ref(upload_id: str) -> dict[str, object]:
+        return {"upload_id": upload_id, "filename": "a.txt", "size": 1, "content_type": "text/plain"}
+
+    rows = [  # (owner, key, params)
+        ("alice", "k1", {"document": ref("u1")}),
+        ("bob", "k2", {"document": ref("u1")}),  # named before uploads had owners
+        (None, "k3", {"document": ref("u2"), "extra": [ref("u3"), ref("u2")], "note": "upload_id"}),
+        ("alice", None, {"document": ref("../etc"), "text": {"upload_id": "u9"}}),  # no uploads
+        ("carol", None, {"a": 1}),
+    ]
+    with engine.begin() as conn:
+        for owner, key, params in rows:
+            conn.execute(sa.insert(jobs).values(task="t", status="succeeded", params=params, owner=owner,
+                                                idempotency_key=key, created_at=utcnow(), finished_at=utcnow()))
+    engine.dispose()
+    store = SqlJobStore(empty_database_url)
+    try:
+        store.migrate()
+        old = {job.idempotency_key: job for job in store.list_jobs(JobQuery()) if job.idempotency_key}
+        for owner, key in (("alice", "k1"), ("bob", "k2"), (None, "k3")):
+            again, created = store.create_job(NewJob(task="t", params={}, owner=owner, idempotency_key=key))
+            assert (again.id, created) == (old[key].id, False)
+        other, created = store.create_job(NewJob(task="t", params={}, owner="bob", idempotency_key="k1"))
+        assert created and other.id not in {job.id for job in old.values()}
+        with pytest.raises(ForeignUploads):
+            store.create_job(NewJob(task="t", params={}, owner="bob", uploads=("u2",)))
+        assert store.create_job(NewJob(task="t", params={}, uploads=("u3",)))[1]  # the open mode's own
+        assert store.delete_job(old["k1"].id).uploads == []  # bob's job still reads u1
+        assert store.delete_job(old["k2"].id).uploads == ["u1"]
+        with pytest.raises(ForeignUploads):
+            store.create_job(NewJob(task="t", params={}, owner="bob", uploads=("u1",)))  # alice's
+        assert store.delete_job(old["k3"].id).uploads == ["u2"]  # u3: a newer job reads it
     finally:
         store.close()
 

@@ -6,8 +6,11 @@ implementation only has to be added to the `store` fixture below to be held to t
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,6 +23,8 @@ from mieruka.core.steps import StepRecord, StepStatus
 from mieruka.store.base import (
     ArtifactAdded,
     Claim,
+    Deleted,
+    ForeignUploads,
     JobQuery,
     JobStore,
     LogAppend,
@@ -183,6 +188,50 @@ def test_jobs_without_idempotency_key_are_all_created(store: JobStore) -> None:
     a, b = new(store), new(store)
     assert a.id != b.id
     assert a.idempotency_key is None and b.idempotency_key is None
+
+
+def test_idempotency_keys_are_per_owner_and_task(store: JobStore) -> None:
+    """Another user, or another task, with the same key gets a job of its own; jobs without an
+    owner (the open mode) are all one owner's."""
+    scopes = [("alice", "t"), ("bob", "t"), (None, "t"), ("alice", "u"), (None, "u")]
+    first = {scope: store.create_job(NewJob(task=scope[1], params={}, owner=scope[0], idempotency_key="k"))
+             for scope in scopes}
+    assert all(created for _, created in first.values())
+    assert len({job.id for job, _ in first.values()}) == len(scopes)
+    for (owner, task), (job, _) in first.items():
+        again, created = store.create_job(NewJob(task=task, params={"x": 1}, owner=owner, idempotency_key="k"))
+        assert (again.id, again.owner, again.task, created) == (job.id, owner, task, False)
+
+
+@pytest.mark.parametrize("owners", [["alice"], [None], ["alice", "bob", None]])
+def test_one_key_submitted_at_once_makes_one_job_per_owner(database_url: str, owners: list[str | None]) -> None:
+    """Twenty submissions at the same moment, from two processes' stores: one job per owner and task."""
+    stores = [SqlJobStore(database_url) for _ in range(2)]
+    stores[0].migrate()
+    submitters = [(owner, task) for owner in owners for task in ("t", "u")]
+    per_submitter = max(20 // len(submitters), 4)
+    start = threading.Barrier(per_submitter * len(submitters))
+
+    def submit(n: int) -> tuple[str | None, str, int, bool]:
+        owner, task = submitters[n % len(submitters)]
+        start.wait(timeout=60)
+        job, created = stores[n % 2].create_job(NewJob(task=task, params={"n": n}, owner=owner,
+                                                       idempotency_key="same key"))
+        return owner, task, job.id, created
+
+    try:
+        with ThreadPoolExecutor(per_submitter * len(submitters)) as pool:
+            results = list(pool.map(submit, range(per_submitter * len(submitters))))
+        for submitter in submitters:
+            mine = [(job_id, created) for owner, task, job_id, created in results if (owner, task) == submitter]
+            assert len(mine) == per_submitter
+            assert len({job_id for job_id, _ in mine}) == 1, f"{submitter} got several jobs"
+            assert sum(created for _, created in mine) == 1
+        assert len({job_id for _, _, job_id, _ in results}) == len(submitters)
+        assert len(stores[0].list_jobs(JobQuery(limit=1000))) == len(submitters)
+    finally:
+        for one in stores:
+            one.close()
 
 
 def test_get_job_unknown_is_none(store: JobStore) -> None:
@@ -687,13 +736,13 @@ def test_prune_by_age_deletes_only_old_finished_jobs(store: JobStore) -> None:
     finish(store, other_task.id, at=now - timedelta(days=10))
 
     deleted = store.prune("p", older_than=now - timedelta(days=1), keep=None)
-    assert sorted(deleted) == sorted((j.id, {"i": i}) for i, j in enumerate(old))
+    assert deleted == Deleted(sorted(ids(old)), [])
     for job in old:
         assert store.get_job(job.id) is None
         assert store.read_logs(job.id) == []
     for job in (recent, queued, running, other_task):
         assert store.get_job(job.id) is not None
-    assert store.prune("p", older_than=now - timedelta(days=1), keep=None) == []
+    assert store.prune("p", older_than=now - timedelta(days=1), keep=None) == Deleted()
 
 
 def test_prune_by_count_keeps_the_newest_finished(store: JobStore) -> None:
@@ -703,12 +752,12 @@ def test_prune_by_count_keeps_the_newest_finished(store: JobStore) -> None:
     _with_logs_and_artifact(store, finished[0].id)
     queued = new(store, task="p")
     deleted = store.prune("p", older_than=None, keep=2)
-    assert sorted(deleted) == [(finished[0].id, {"i": 0}), (finished[1].id, {"i": 1})]
+    assert deleted.job_ids == [finished[0].id, finished[1].id]
     remaining = ids(store.list_jobs(JobQuery(task="p")))
     assert remaining == [queued.id, finished[3].id, finished[2].id]
     assert store.read_logs(finished[0].id) == []
-    assert store.prune("p", older_than=None, keep=2) == []
-    assert store.prune("p", older_than=None, keep=None) == []
+    assert store.prune("p", older_than=None, keep=2) == Deleted()
+    assert store.prune("p", older_than=None, keep=None) == Deleted()
 
 
 def test_prune_removes_artifact_records(store: JobStore) -> None:
@@ -718,7 +767,7 @@ def test_prune_removes_artifact_records(store: JobStore) -> None:
     keep = new(store, task="p")
     _with_logs_and_artifact(store, keep.id)
     finish(store, keep.id)
-    assert [d[0] for d in store.prune("p", older_than=None, keep=1)] == [job.id]
+    assert store.prune("p", older_than=None, keep=1).job_ids == [job.id]
     stored = store.get_job(keep.id)
     assert stored is not None and [a.name for a in stored.artifacts] == ["out.txt"]
     assert store.get_job(job.id) is None
@@ -728,13 +777,13 @@ def test_delete_job(store: JobStore) -> None:
     job = new(store)
     _with_logs_and_artifact(store, job.id)
     other = new(store)
-    assert store.delete_job(job.id) is False, "an unfinished job must not be deleted"
+    assert store.delete_job(job.id) == Deleted(), "an unfinished job must not be deleted"
     assert store.read_logs(job.id) != []
     finish(store, job.id)
-    assert store.delete_job(job.id) is True
+    assert store.delete_job(job.id) == Deleted([job.id], [])
     assert store.get_job(job.id) is None
     assert store.read_logs(job.id) == []
-    assert store.delete_job(job.id) is False
+    assert store.delete_job(job.id) == Deleted()
     assert store.get_job(other.id) is not None
 
 
@@ -744,10 +793,105 @@ def test_ids_are_never_reused_after_delete(store: JobStore) -> None:
     first = new(store)
     newest = new(store)
     finish(store, newest.id)
-    assert store.delete_job(newest.id)
+    assert store.delete_job(newest.id).job_ids == [newest.id]
     after_delete = new(store)
     assert after_delete.id > newest.id
     assert first.id < after_delete.id
+
+
+# -- uploads -----------------------------------------------------------------------------------
+def upload_id() -> str:
+    """A new upload id (PostgreSQL keeps the uploads table between tests: ids must not repeat)."""
+    return uuid.uuid4().hex
+
+
+def test_an_upload_is_its_first_owners_only(store: JobStore) -> None:
+    mine, fresh = upload_id(), upload_id()
+    job = new(store, owner="alice", uploads=(mine,))
+    with pytest.raises(ForeignUploads) as refused:
+        store.create_job(NewJob(task="t", params={}, owner="bob", uploads=(fresh, mine)))
+    assert refused.value.upload_ids == [mine]
+    for owner in (None, "admin"):  # the open mode's jobs, and an admin, are other owners too
+        with pytest.raises(ForeignUploads):
+            store.create_job(NewJob(task="t", params={}, owner=owner, uploads=(mine,), idempotency_key="k"))
+    assert ids(store.list_jobs(JobQuery())) == [job.id], "a refused job is not stored"
+    again = new(store, owner="alice", uploads=(mine, mine))  # a rerun with the same file
+    assert new(store, owner="bob", uploads=(fresh,)).owner == "bob", "the refused job claimed nothing"
+    finish(store, job.id)
+    finish(store, again.id)
+    assert store.delete_job(job.id).uploads == []
+    assert store.delete_job(again.id).uploads == [mine]
+    with pytest.raises(ForeignUploads):  # unused now, and still alice's
+        store.create_job(NewJob(task="t", params={}, owner="bob", uploads=(mine,)))
+
+
+def test_the_open_modes_uploads_are_its_jobs(store: JobStore) -> None:
+    shared = upload_id()
+    first, second = new(store, uploads=(shared,)), new(store, uploads=(shared,))
+    with pytest.raises(ForeignUploads):
+        store.create_job(NewJob(task="t", params={}, owner="alice", uploads=(shared,)))
+    finish(store, first.id)
+    finish(store, second.id)
+    assert store.prune("t", older_than=None, keep=0) == Deleted([first.id, second.id], [shared])
+
+
+def test_an_upload_is_unused_when_its_last_job_goes(store: JobStore) -> None:
+    shared, own = upload_id(), upload_id()
+    a = new(store, task="p", owner="alice", uploads=(shared, own))
+    b = new(store, task="p", owner="alice", uploads=(shared,))
+    c = new(store, task="p", owner="alice")
+    for job in (a, b, c):
+        finish(store, job.id)
+    assert store.prune("p", older_than=None, keep=2) == Deleted([a.id], [own])
+    assert store.delete_job(c.id) == Deleted([c.id], [])
+    assert store.delete_job(b.id) == Deleted([b.id], [shared])
+    assert store.delete_job(b.id) == Deleted(), "a job deleted twice frees its uploads once"
+
+
+def test_refused_jobs_leave_the_store_usable(store: JobStore) -> None:
+    """A refusal rolls back a transaction (PostgreSQL: psycopg then drops the connection's prepared
+    statements, those of the one-statement path too); every later statement still works."""
+    taken = upload_id()
+    new(store, owner="alice", uploads=(taken,))
+    for _ in range(3):
+        for _ in range(8):  # enough of the same statements for psycopg to prepare them
+            new(store, owner="bob", uploads=(upload_id(),))
+        with pytest.raises(ForeignUploads):
+            store.create_job(NewJob(task="t", params={}, owner="bob", uploads=(taken,)))
+        for _ in range(3):
+            job = new(store, owner="bob")
+            finish(store, job.id)
+            assert store.get_job(job.id) is not None
+
+
+def test_jobs_with_uploads_are_never_started_ahead(store: JobStore) -> None:
+    assert store.start_create_job(NewJob(task="t", params={}, uploads=(upload_id(),))) is None
+
+
+def test_jobs_sharing_an_upload_deleted_at_once_free_it_once(database_url: str) -> None:
+    """Two servers each delete one of two jobs that share an upload, at the same moment: exactly
+    one of them finds the upload unused (neither while the other job exists, not neither)."""
+    stores = [SqlJobStore(database_url) for _ in range(2)]
+    stores[0].migrate()
+    try:
+        for _ in range(10):
+            shared = upload_id()
+            jobs = [new(stores[0], owner="alice", uploads=(shared,)) for _ in range(2)]
+            for job in jobs:
+                finish(stores[0], job.id)
+            start = threading.Barrier(2)
+
+            def delete(n: int, jobs: list[JobRecord] = jobs, start: threading.Barrier = start) -> Deleted:
+                start.wait(timeout=60)
+                return stores[n].delete_job(jobs[n].id)
+
+            with ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(delete, range(2)))
+            assert [r.job_ids for r in results] == [[jobs[0].id], [jobs[1].id]]
+            assert sorted(upload for r in results for upload in r.uploads) == [shared]
+    finally:
+        for one in stores:
+            one.close()
 
 
 def test_count_by_status(store: JobStore) -> None:
@@ -906,5 +1050,5 @@ def test_deleting_a_job_deletes_its_steps(store: JobStore) -> None:
     job = new(store)
     store.apply([StepsPlanned(job.id, [StepRecord(job.id, "a", 0, "python")])])
     finish(store, job.id)
-    assert store.delete_job(job.id)
+    assert store.delete_job(job.id).job_ids == [job.id]
     assert store.list_steps(job.id) == []

@@ -40,6 +40,8 @@ from .settings import Settings
 from .store.base import (
     Change,
     Claim,
+    Deleted,
+    ForeignUploads,
     JobQuery,
     JobStore,
     LogLine,
@@ -197,14 +199,18 @@ class Engine:
         run_after = utcnow() + timedelta(seconds=delay) if delay else None
         new = NewJob(task=task.name, params=checked, max_attempts=task.retries + 1,
                      priority=task.priority if priority is None else priority, queue=task.queue,
-                     owner=owner, idempotency_key=idempotency_key, run_after=run_after)
+                     owner=owner, idempotency_key=idempotency_key, run_after=run_after,
+                     uploads=tuple(_upload_ids(checked)))
         # On Celery the job goes to the broker while its row is on the way to the store (the
         # worker waits for the row, see celery_worker.py): the two round trips overlap.
         pending = self.store.start_create_job(new) if self._remote is not None else None
         if pending is not None:
             record, created = pending.record, True
         else:
-            record, created = self.store.create_job(new)
+            try:
+                record, created = self.store.create_job(new)
+            except ForeignUploads as exc:
+                raise _foreign(task, checked, exc.upload_ids) from None
         if not created:
             return record, False
         sent_at = time.monotonic()
@@ -254,7 +260,8 @@ class Engine:
             self._remote.send(record, delay)
 
     def _check_uploads(self, task: Task, params: dict[str, Any]) -> None:
-        """Each uploaded file the job names exists; make it readable by whichever worker runs it."""
+        """Each uploaded file the job names exists; make it readable by whichever worker runs it.
+        (Whose it is, the store checks with the job: an upload is only ever its uploader's.)"""
         for name in task.signature.file_fields:
             value = params.get(name)
             refs = value if isinstance(value, list) else [value]
@@ -318,8 +325,9 @@ class Engine:
         record = self.get(job_id)
         if not record.finished:
             raise ConflictError(f"job {job_id} is {record.status.value}; cancel it before deleting it")
-        if self.store.delete_job(job_id):
-            self._delete_files(job_id, record.params)
+        removed = self.store.delete_job(job_id)
+        if removed.job_ids:
+            self._delete_files(removed)
             deleted = Event("deleted", job_id, record.task, {"status": record.status.value})
             self._watches.hear(deleted)  # a wait from now on finds it gone, before the bus says so
             self.bus.publish(deleted)
@@ -710,12 +718,14 @@ class Engine:
             max_age = policy.max_age if policy and policy.max_age is not None else self.settings.retention_max_age
             keep = policy.max_count if policy and policy.max_count is not None else self.settings.retention_max_jobs
             older = now - timedelta(seconds=max_age) if max_age else None
-            for job_id, params in self.store.prune(task.name, older, keep):
-                self._delete_files(job_id, params)
+            self._delete_files(self.store.prune(task.name, older, keep))
 
-    def _delete_files(self, job_id: int, params: dict[str, Any]) -> None:
-        self.artifacts.delete_job(job_id)
-        for upload_id in _upload_ids(params):
+    def _delete_files(self, deleted: Deleted) -> None:
+        """The artifacts of deleted jobs, and the uploads no job uses any more (another job may
+        still read a file the deleted one named: a rerun with the same file)."""
+        for job_id in deleted.job_ids:
+            self.artifacts.delete_job(job_id)
+        for upload_id in deleted.uploads:
             self.uploads.delete(upload_id)
 
 
@@ -733,11 +743,15 @@ def _waited(job_id: int, record: JobRecord, timeout: float) -> JobRecord:
 
 
 def _upload_ids(params: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-    for upload_id, _ in file_refs(params):
-        try:
-            found.append(check_upload_id(upload_id))
-        except FileNotFoundError:
-            pass  # not a name of ours: nothing to delete
-    return found
+    """The uploads a job's (checked) parameters name, each once."""
+    return sorted({check_upload_id(upload_id) for upload_id, _ in file_refs(params)})
+
+
+def _foreign(task: Task, params: dict[str, Any], upload_ids: Sequence[str]) -> ValidationError:
+    """The refusal of a job naming another owner's uploads, by parameter."""
+    fields = [name for name in task.signature.file_fields
+              if any(upload_id in upload_ids for upload_id, _ in file_refs({name: params.get(name)}))]
+    message = "the uploaded file belongs to another user; upload it again"
+    return ValidationError(f"{', '.join(fields)}: {message}",
+                           [{"field": name, "message": message} for name in fields])
 

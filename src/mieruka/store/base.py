@@ -24,6 +24,25 @@ class NewJob:
     idempotency_key: str | None = None
     run_after: datetime | None = None
     schedule: str | None = None
+    # The uploads its parameters name: each must be unowned (then it becomes the job owner's) or
+    # the job owner's; recorded with the job so that a file is deleted only with its last job.
+    uploads: tuple[str, ...] = ()
+
+
+class ForeignUploads(Exception):
+    """A job named uploads that belong to another owner; nothing was stored."""
+
+    def __init__(self, upload_ids: Sequence[str]) -> None:
+        super().__init__(f"uploads of another owner: {', '.join(upload_ids)}")
+        self.upload_ids = list(upload_ids)
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a deletion removed: jobs, and the uploads no job uses any more (their files go too)."""
+
+    job_ids: list[int] = field(default_factory=list)
+    uploads: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -190,11 +209,13 @@ class JobStore(Protocol):
         """Create or upgrade the schema to the newest version."""
 
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
-        """Insert a queued job; if its idempotency key exists, return that job and False."""
+        """Insert a queued job and record its uploads; if its owner already has a job of its task
+        with its idempotency key, return that job and False. ForeignUploads if an upload is another
+        owner's (owner None, the open mode, is an owner too)."""
 
     def start_create_job(self, job: NewJob) -> PendingJob | None:
-        """Start inserting a queued job without an idempotency key and return at once, its id
-        known; None where a store cannot (then `create_job` it)."""
+        """Start inserting a queued job without an idempotency key or uploads and return at once,
+        its id known; None where a store cannot (then `create_job` it)."""
 
     def get_job(self, job_id: int) -> JobRecord | None:
         """One job with its artifacts, or None."""
@@ -236,11 +257,12 @@ class JobStore(Protocol):
     def schedule_due(self, name: str, first_due: datetime) -> datetime:
         """The schedule's next due time, created as `first_due` if it is new."""
 
-    def prune(self, task: str, older_than: datetime | None, keep: int | None) -> list[tuple[int, dict[str, Any]]]:
-        """Delete finished jobs of `task` beyond the retention policy; returns their ids and params."""
+    def prune(self, task: str, older_than: datetime | None, keep: int | None) -> Deleted:
+        """Delete finished jobs of `task` beyond the retention policy, as `delete_job` does."""
 
-    def delete_job(self, job_id: int) -> bool:
-        """Delete a finished job and its logs and artifact records; False if none was deleted."""
+    def delete_job(self, job_id: int) -> Deleted:
+        """Delete a finished job and its logs, artifact and upload records (no job_ids if none was
+        deleted); the uploads no other job uses are forgotten and returned."""
 
     def count_by_status(self) -> dict[str, int]:
         """Number of jobs in each state."""

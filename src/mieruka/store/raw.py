@@ -80,8 +80,15 @@ class RawDB:
         if single:
             yield self.text_cursor()
             return
-        with self._pg.lend() as conn, conn.transaction(), conn.cursor() as pg_cur:
-            yield pg_cur
+        with self._pg.lend() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as pg_cur:
+                    yield pg_cur
+            except BaseException:
+                # On its ROLLBACK psycopg may deallocate all the connection's prepared statements
+                # (once it has prepared some), the one-statement path's too: not to be lent again.
+                conn.close()
+                raise
 
     @contextmanager
     def read(self) -> Iterator[Any]:

@@ -28,7 +28,9 @@ from .base import (
     ArtifactAdded,
     Change,
     Claim,
+    Deleted,
     EngineInfo,
+    ForeignUploads,
     JobQuery,
     LogAppend,
     LogLine,
@@ -159,7 +161,7 @@ class SqlJobStore:
     # -- jobs ----------------------------------------------------------------------------------
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
         if job.idempotency_key is not None:
-            existing = self._by_idempotency_key(job.idempotency_key)
+            existing = self._by_idempotency_key(job)
             if existing is not None:
                 return existing, False
         raw = self._raw
@@ -167,18 +169,25 @@ class SqlJobStore:
         values = (job.task, JobStatus.QUEUED.value, raw.json_in(job.params), job.owner, job.priority,
                   job.queue, job.idempotency_key, 0, job.max_attempts, raw.time_in(job.run_after),
                   raw.time_in(now), False, 0, job.schedule)
+        uploads = sorted(set(job.uploads))
         try:
-            with raw.write(single=True) as cur:
+            with raw.write(single=not uploads) as cur:
+                if uploads:
+                    self._claim_uploads(cur, job.owner, uploads, now)
                 cur.execute(raw.sql(
                     "INSERT INTO jobs (task, status, params, owner, priority, queue, idempotency_key, "
                     "attempts, max_attempts, run_after, created_at, cancel_requested, log_lines, schedule) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"), values)
                 job_id = cur.fetchone()[0]
+                if uploads:
+                    cur.executemany(raw.sql("INSERT INTO job_uploads (job_id, upload_id) VALUES (?, ?)"),
+                                    [(job_id, upload_id) for upload_id in uploads])
         except _INTEGRITY_ERRORS:
             if job.idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(job.idempotency_key)
-            assert existing is not None
+            existing = self._by_idempotency_key(job)
+            if existing is None:
+                raise
             return existing, False
         # The stored row is exactly this: no need to read it back.
         run_after = job.run_after.astimezone(UTC) if job.run_after is not None else None
@@ -187,10 +196,23 @@ class SqlJobStore:
                          idempotency_key=job.idempotency_key, max_attempts=job.max_attempts,
                          run_after=run_after, schedule=job.schedule), True
 
+    def _claim_uploads(self, cur: Any, owner: str | None, upload_ids: list[str], now: datetime) -> None:
+        """Record new uploads as `owner`'s; ForeignUploads if any is another owner's. The rows stay
+        locked until the job is stored: deleting the last other job using one waits, then sees it."""
+        raw = self._raw
+        rows = ", ".join("(?, ?, ?)" for _ in upload_ids)
+        cur.execute(raw.sql(
+            f"INSERT INTO uploads (upload_id, owner, created_at) VALUES {rows} ON CONFLICT (upload_id) "
+            "DO UPDATE SET upload_id = excluded.upload_id RETURNING upload_id, owner"),
+            [value for upload_id in upload_ids for value in (upload_id, owner, raw.time_in(now))])
+        foreign = sorted(upload_id for upload_id, upload_owner in cur.fetchall() if upload_owner != owner)
+        if foreign:
+            raise ForeignUploads(foreign)
+
     def start_create_job(self, job: NewJob) -> PendingJob | None:
         """PostgreSQL: the id comes from those this process holds (job_ids.py), the insert is sent
         and not waited for; the same statement takes more ids from the sequence."""
-        if self.is_sqlite or job.idempotency_key is not None:
+        if self.is_sqlite or job.idempotency_key is not None or job.uploads:
             return None
         raw = self._raw
         sequence = self._id_sequence
@@ -219,10 +241,13 @@ class SqlJobStore:
 
         return PendingJob(record, finish)
 
-    def _by_idempotency_key(self, key: str) -> JobRecord | None:
+    def _by_idempotency_key(self, job: NewJob) -> JobRecord | None:
+        """The job of the same owner and task with the same key (the open mode's owner is None)."""
         raw = self._raw
+        owned, args = ("owner = ?", (job.owner,)) if job.owner is not None else ("owner IS NULL", ())
         with raw.read() as cur:
-            cur.execute(raw.sql(f"SELECT {COLUMN_LIST} FROM jobs WHERE idempotency_key = ?"), (key,))
+            cur.execute(raw.sql(f"SELECT {COLUMN_LIST} FROM jobs WHERE task = ? AND idempotency_key = ? AND {owned}"),
+                        (job.task, job.idempotency_key, *args))
             row = cur.fetchone()
         return raw.record(row) if row else None
 
@@ -522,9 +547,7 @@ class SqlJobStore:
         return _record(row)
 
     # -- retention -----------------------------------------------------------------------------
-    def prune(
-        self, task: str, older_than: datetime | None, keep: int | None
-    ) -> list[tuple[int, dict[str, Any]]]:
+    def prune(self, task: str, older_than: datetime | None, keep: int | None) -> Deleted:
         c = t.jobs.c
         finished = sa.and_(c.task == task, c.status.in_(_FINISHED_VALUES))
         ids: set[int] = set()
@@ -535,30 +558,17 @@ class SqlJobStore:
             if keep is not None:
                 ids.update(conn.execute(
                     sa.select(c.id).where(finished).order_by(c.id.desc()).offset(keep).limit(5000)).scalars())
-        deleted: list[tuple[int, dict[str, Any]]] = []
+        deleted = Deleted()
         for chunk in _chunks(sorted(ids), 500):
             with self._write() as conn:
-                # Re-checked inside the transaction: a job retried meanwhile is no longer finished.
-                rows = conn.execute(sa.select(c.id, c.params).where(c.id.in_(chunk), c.status.in_(_FINISHED_VALUES)))
-                found = [(row[0], row[1]) for row in rows]
-                gone = [job_id for job_id, _ in found]
-                conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id.in_(gone)))
-                conn.execute(sa.delete(t.job_steps).where(t.job_steps.c.job_id.in_(gone)))
-                conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id.in_(gone)))
-                conn.execute(sa.delete(t.jobs).where(c.id.in_(gone)))
-                deleted.extend(found)
+                done = _delete_finished(conn, chunk)
+            deleted.job_ids.extend(done.job_ids)
+            deleted.uploads.extend(done.uploads)
         return deleted
 
-    def delete_job(self, job_id: int) -> bool:
+    def delete_job(self, job_id: int) -> Deleted:
         with self._write() as conn:
-            # Only a finished job: one re-queued meanwhile keeps its record, logs and artifacts.
-            gone = conn.execute(sa.delete(t.jobs).where(t.jobs.c.id == job_id,
-                                                        t.jobs.c.status.in_(_FINISHED_VALUES))).rowcount == 1
-            if gone:
-                conn.execute(sa.delete(t.job_logs).where(t.job_logs.c.job_id == job_id))
-                conn.execute(sa.delete(t.job_steps).where(t.job_steps.c.job_id == job_id))
-                conn.execute(sa.delete(t.artifacts).where(t.artifacts.c.job_id == job_id))
-            return gone
+            return _delete_finished(conn, [job_id])
 
     def count_by_status(self) -> dict[str, int]:
         c = t.jobs.c
@@ -621,6 +631,30 @@ class SqlJobStore:
                                wait_avg=e["wait"] / e["started"] if e["started"] else None, wait_max=e["wait_max"],
                                run_avg=e["run"] / e["started"] if e["started"] else None, run_max=e["run_max"])
                 for bucket, e in sorted(buckets.items())]
+
+
+def _delete_finished(conn: Connection, job_ids: list[int]) -> Deleted:
+    """Delete those of the jobs that are finished, with their logs, steps, artifact and upload
+    records; return them and the uploads no job uses any more."""
+    c, ju, u = t.jobs.c, t.job_uploads.c, t.uploads.c
+    used = conn.execute(sa.select(ju.job_id, ju.upload_id).where(ju.job_id.in_(job_ids))).all()
+    if used:
+        # Deleting two jobs that share an upload at once: the second waits here, then sees the
+        # first gone, so one of them finds the upload unused (PostgreSQL; SQLite writes one at a time).
+        conn.execute(sa.select(u.upload_id).where(u.upload_id.in_({upload_id for _, upload_id in used}))
+                     .order_by(u.upload_id).with_for_update()).all()
+    # Re-checked inside the transaction: a job retried meanwhile is no longer finished.
+    gone = list(conn.execute(sa.delete(t.jobs).where(c.id.in_(job_ids), c.status.in_(_FINISHED_VALUES))
+                             .returning(c.id)).scalars())
+    if not gone:
+        return Deleted()
+    for table in (t.job_logs, t.job_steps, t.artifacts, t.job_uploads):
+        conn.execute(sa.delete(table).where(table.c.job_id.in_(gone)))
+    freed = {upload_id for job_id, upload_id in used if job_id in gone}
+    unused = conn.execute(sa.select(u.upload_id).where(
+        u.upload_id.in_(freed), ~sa.exists().where(ju.upload_id == u.upload_id)).order_by(u.upload_id)).scalars()
+    # The upload's row stays: the upload is still its owner's, never another's to claim.
+    return Deleted(sorted(gone), list(unused) if freed else [])
 
 
 def _record(row: Row[Any], artifacts: list[ArtifactInfo] | None = None) -> JobRecord:

@@ -33,7 +33,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 metadata = sa.MetaData()
 _ACTIVE = sa.text("status IN ('queued', 'running')")
 _HAS_OWNER = sa.text("owner IS NOT NULL")
-_HAS_KEY = sa.text("idempotency_key IS NOT NULL")
+# Idempotency keys are per owner and task. NULLs are distinct in a unique index, so jobs without
+# an owner (the open single-user mode) have an index of their own.
+_OWNED_KEY = sa.text("idempotency_key IS NOT NULL AND owner IS NOT NULL")
+_OPEN_KEY = sa.text("idempotency_key IS NOT NULL AND owner IS NULL")
 _HAS_STEP = sa.text("step IS NOT NULL")
 
 jobs = sa.Table(
@@ -69,8 +72,10 @@ jobs = sa.Table(
     sa.Index("ix_jobs_task", "task", "id"),
     sa.Index("ix_jobs_finished_at", "finished_at"),  # the monitoring charts: the last hour's jobs
     sa.Index("ix_jobs_owner", "owner", sqlite_where=_HAS_OWNER, postgresql_where=_HAS_OWNER),
-    sa.Index("ix_jobs_idempotency_key", "idempotency_key", unique=True,
-             sqlite_where=_HAS_KEY, postgresql_where=_HAS_KEY),
+    sa.Index("ix_jobs_owner_key", "owner", "task", "idempotency_key", unique=True,
+             sqlite_where=_OWNED_KEY, postgresql_where=_OWNED_KEY),
+    sa.Index("ix_jobs_open_key", "task", "idempotency_key", unique=True,
+             sqlite_where=_OPEN_KEY, postgresql_where=_OPEN_KEY),
     # Never reuse a deleted job's id: its URL and files belong to it.
     sqlite_autoincrement=True,
 )
@@ -108,6 +113,25 @@ job_steps = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("artifacts", sa.JSON, nullable=False),
     sa.Column("reused", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Uploaded files (File parameters): an upload belongs to whoever first submitted a job with it,
+# and only that owner's jobs may name it; its file is deleted with the last job that names it
+# (migration 0005_upload_owners).
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("upload_id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(200)),  # None: the open single-user mode's
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+job_uploads = sa.Table(
+    "job_uploads",
+    metadata,
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("upload_id", sa.String(64), sa.ForeignKey("uploads.upload_id"), primary_key=True),
+    sa.Index("ix_job_uploads_upload", "upload_id"),
 )
 
 artifacts = sa.Table(

@@ -154,7 +154,9 @@ class Submission:
         if isinstance(value, list):
             return [self._from_json_file(field, item) for item in value]
         if not isinstance(value, dict) or "content_base64" not in value:
-            return value  # a FileRef from an earlier upload, or something validation will reject
+            # A FileRef from an earlier upload (the engine accepts only the submitter's own), or
+            # something validation will reject.
+            return value
         try:
             content = base64.b64decode(value["content_base64"], validate=True)
         except (binascii.Error, TypeError, ValueError):

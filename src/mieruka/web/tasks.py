@@ -58,8 +58,9 @@ def tasks_router(app: App) -> APIRouter:
         delay: float | None = Query(None, ge=0, le=10 * 366 * 86400,
                                     description="Start no sooner than this many seconds (at most 10 years)."),
         idempotency_key: str | None = Header(None, max_length=200,
-                                             description="Submitting again with the same key returns "
-                                             "the first job instead of queueing another."),
+                                             description="Submitting this task again with the same key "
+                                             "returns your first job instead of queueing another "
+                                             "(keys are per user and task)."),
     ) -> JSONResponse:
         """Queue a job. Send parameters as a JSON object, or as multipart/form-data when files are
         included (files may also travel in JSON as {"filename", "content_base64"})."""
