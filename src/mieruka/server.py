@@ -11,22 +11,27 @@ if TYPE_CHECKING:
 def serve(app: App, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
+    from .connections import BodyTimeout, Limits, protocol_class
+
     if host is not None or port is not None:
         app.configure(host=host, port=port)
     from .cli_accounts import refuse_open_network
 
     refuse_open_network(app)
     settings = app.settings
+    limits = Limits.from_settings(settings)
     uvicorn.run(
-        app.asgi(),
+        BodyTimeout(app.asgi(), settings.body_timeout),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
-        proxy_headers=True,
-        # Only these proxies' X-Forwarded-For/-Proto are believed: client address and https scheme
-        # (Secure cookies) come from them.
-        forwarded_allow_ips=settings.trusted_proxies,
+        http=protocol_class(limits),
+        ws="none",  # no route is a WebSocket; an upgraded connection would leave the limits' count
+        # X-Forwarded-For/-Proto give the client address (audit log, login throttle) and the https
+        # scheme (Secure cookies): believed only from the trusted proxies, and with none, never read.
+        proxy_headers=bool(limits.trusted),
+        forwarded_allow_ips=[str(network) for network in limits.trusted],
         # Open event streams never end by themselves: give them this long at shutdown.
         timeout_graceful_shutdown=3,
     )
