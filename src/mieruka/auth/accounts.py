@@ -1,4 +1,5 @@
-"""Users (argon2 password hashes), API tokens, one-time login links and server-side sessions.
+"""Users (argon2 password hashes), API tokens, one-time login links, server-side sessions, and
+the throttle every password check from a request goes through.
 
 Secrets (tokens, links, session ids) are random and long; only their SHA-256 is stored, so a copy
 of the database lets nobody in. They are shown once, when created.
@@ -7,6 +8,7 @@ of the database lets nobody in. They are shown once, when created.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -18,8 +20,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..core.access import Principal, Role, parse_role
 from ..core.clock import utcnow
-from ..errors import ConflictError, NotFoundError, ValidationError
+from ..errors import ConflictError, NotFoundError, TooManyAttempts, ValidationError
 from ..store import tables as t
+from .audit import AuditLog
 from .db import AuthDB
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
@@ -27,6 +30,13 @@ MIN_PASSWORD = 8
 TOKEN_PREFIX = "mrk_"
 # Writing last_used_at on every API call would turn each read into a write: once a minute is enough.
 LAST_USED_EVERY = timedelta(minutes=1)
+
+# Audit actions of password checks: failures count towards a lock, a success ends the user's.
+LOGIN, LOGIN_FAILED = "login", "login.failed"
+PASSWORD_CHANGED, PASSWORD_CHANGE_FAILED = "user.password", "password.change_failed"
+FAILURES = (LOGIN_FAILED, PASSWORD_CHANGE_FAILED)
+SUCCESSES = (LOGIN, PASSWORD_CHANGED)
+ADDRESS_FACTOR = 4  # an address may fail this many times the failures allowed for one name
 
 _hasher = PasswordHasher()
 # Verifying against this keeps a login for an unknown name as slow as one for a known name.
@@ -286,6 +296,96 @@ class Accounts:
     def end_session(self, secret: str) -> None:
         with self.db.write() as conn:
             conn.execute(t.sessions.delete().where(t.sessions.c.id_hash == digest(secret)))
+
+
+class Throttle:
+    """Password checks, throttled: at most `max_failures` failed ones per user name within `window`
+    seconds (the count starts again after the user's last success) and ADDRESS_FACTOR times as
+    many per address, however many requests arrive at once and however many server processes
+    share the database. While locked, TooManyAttempts, and the password is not checked at all.
+
+    Each check first reserves its place: alone among reservations (AuthDB.write_alone), count the
+    failures in the audit log plus the checks under way in login_attempts, and refuse or add one.
+    The password is verified after that commit; its outcome then enters the audit log in the same
+    transaction that ends the reservation, so no moment counts it twice or not at all.
+
+        throttle = Throttle(accounts, audit, max_failures=5, window=900)
+        user = throttle.login("ada", password, "10.0.0.1")  # None: wrong; TooManyAttempts: locked
+    """
+
+    def __init__(self, accounts: Accounts, audit: AuditLog, max_failures: int, window: float) -> None:
+        self.accounts = accounts
+        self.audit = audit
+        self.max_failures = max_failures
+        self.window = window
+
+    def login(self, name: str, password: str, address: str) -> User | None:
+        """The user when the password is right, else None; both are audited (login, login.failed)."""
+        actor = name[:100] or "(empty)"
+        attempt = self._reserve(actor, address, "failed logins")
+        user = None
+        try:
+            user = self.accounts.authenticate(name, password)
+        finally:
+            outcome = (user.name, LOGIN) if user is not None else (actor, LOGIN_FAILED)
+            self._finish(attempt, *outcome, f"user:{name[:100]}", address)
+        return user
+
+    def change_password(self, name: str, current: str, new: str, address: str) -> User | None:
+        """Set the user's password to `new` when `current` is right (and end their sessions, see
+        Accounts.set_password); None when it is wrong. Audited as user.password or
+        password.change_failed, and throttled with the user's logins."""
+        check_password(new)
+        attempt = self._reserve(name, address, "wrong passwords")
+        user, action = None, PASSWORD_CHANGE_FAILED
+        try:
+            user = self.accounts.authenticate(name, current)
+            if user is not None:
+                self.accounts.set_password(name, new)
+                action = PASSWORD_CHANGED
+        finally:
+            self._finish(attempt, name, action, f"user:{name}", address)
+        return user if action == PASSWORD_CHANGED else None
+
+    def _reserve(self, name: str, address: str, what: str) -> int | None:
+        if self.max_failures <= 0:
+            return None
+        now = utcnow()
+        since = now - timedelta(seconds=self.window)
+        a, p = t.audit_log.c, t.login_attempts.c
+        last_success = (sa.select(sa.func.max(a.at)).where(a.action.in_(SUCCESSES), a.actor == name)
+                        .scalar_subquery())
+        with self.accounts.db.write_alone(t.login_attempts.name) as conn:
+            conn.execute(t.login_attempts.delete().where(p.started_at < since))  # left by a crash
+            by_name = _newest(conn, self.max_failures, since,
+                              sa.and_(a.actor == name, sa.or_(last_success.is_(None), a.at > last_success)),
+                              p.name == name)
+            by_address = _newest(conn, self.max_failures * ADDRESS_FACTOR, since, a.address == address[:64],
+                                 p.address == address[:64])
+            ends = [times[-1] + timedelta(seconds=self.window) for times in (by_name, by_address) if times]
+            if not ends:
+                return int(conn.execute(t.login_attempts.insert().values(
+                    name=name[:100], address=address[:64], started_at=now)).inserted_primary_key[0])  # type: ignore[index]
+        wait = max(1, math.ceil((max(ends) - now).total_seconds()))
+        minutes = math.ceil(wait / 60)
+        raise TooManyAttempts(f"too many {what}; try again in {minutes} minute{'s' * (minutes != 1)}", wait)
+
+    def _finish(self, attempt: int | None, actor: str, action: str, target: str, address: str) -> None:
+        with self.accounts.db.write() as conn:
+            if attempt is not None:
+                conn.execute(t.login_attempts.delete().where(t.login_attempts.c.id == attempt))
+            self.audit.record(actor, action, target, address, at=utcnow(), conn=conn)
+
+
+def _newest(conn: sa.Connection, limit: int, since: datetime, failed: sa.ColumnElement[bool],
+            pending: sa.ColumnElement[bool]) -> list[datetime]:
+    """When the limit is reached: the times of the `limit` newest failures and checks under way
+    (the oldest of them, last, says when the lock ends); else []. One statement, so one snapshot."""
+    a, p = t.audit_log.c, t.login_attempts.c
+    times = sa.union_all(sa.select(a.at.label("at")).where(a.action.in_(FAILURES), a.at >= since, failed),
+                         sa.select(p.started_at.label("at")).where(p.started_at >= since, pending))
+    rows = list(conn.execute(times.order_by(sa.literal_column("at").desc()).limit(limit)).scalars())
+    return rows if len(rows) >= limit else []
 
 
 def _user(row: sa.Row) -> User:  # type: ignore[type-arg]

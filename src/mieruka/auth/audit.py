@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from ..core.clock import utcnow
 from ..store import tables as t
@@ -53,16 +54,21 @@ class AuditLog:
         self._pruned: datetime | None = None
 
     def record(self, actor: str, action: str, target: str = "", address: str = "",
-               detail: dict[str, Any] | None = None, at: datetime | None = None) -> None:
+               detail: dict[str, Any] | None = None, at: datetime | None = None,
+               conn: Connection | None = None) -> None:
+        """Add an entry; given `conn`, in that transaction (it is then committed with the rest)."""
+        if conn is None:
+            with self.db.write() as conn:
+                self.record(actor, action, target, address, detail, at, conn)
+            return
         now = utcnow()
-        with self.db.write() as conn:
-            conn.execute(t.audit_log.insert().values(
-                at=at or now, actor=actor[:100], action=action[:100], target=target[:300],
-                address=address[:64], detail=detail or None))
-            # The log stays bounded: entries older than the retention go, checked hourly.
-            if self._pruned is None or now - self._pruned > timedelta(hours=1):
-                self._pruned = now
-                conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
+        conn.execute(t.audit_log.insert().values(
+            at=at or now, actor=actor[:100], action=action[:100], target=target[:300],
+            address=address[:64], detail=detail or None))
+        # The log stays bounded: entries older than the retention go, checked hourly.
+        if self._pruned is None or now - self._pruned > timedelta(hours=1):
+            self._pruned = now
+            conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
 
     def query(self, q: AuditQuery) -> list[Entry]:
         c = t.audit_log.c

@@ -34,6 +34,16 @@ class AuthDB:
             yield conn
 
     @contextmanager
+    def write_alone(self, table: str) -> Iterator[Connection]:
+        """A write transaction that no other `write_alone(table)` runs alongside, in any process on
+        the database: on SQLite every writer is alone already (BEGIN IMMEDIATE); on PostgreSQL the
+        table is locked until the commit (other transactions still read it)."""
+        with self.write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            yield conn
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         with self._reader.connect() as conn:
             yield conn

@@ -252,3 +252,14 @@ pool_events = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Index("ix_pool_events_pool", "pool", "id"),
 )
+
+# Password checks under way: each is reserved here, under a lock, before the password is verified,
+# and goes when its outcome is in the audit log (see auth.accounts.Throttle).
+login_attempts = sa.Table(
+    "login_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+)

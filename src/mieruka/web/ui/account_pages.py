@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from ...app import App
+from ...auth.accounts import Throttle
 from ...auth.audit import AuditQuery, to_csv
 from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
@@ -28,6 +29,10 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         context.setdefault("root", request.scope.get("root_path", ""))
         context.setdefault("last_event_id", 0)
         return templates.TemplateResponse(request, template, context, status_code=status)
+
+    def throttle() -> Throttle:
+        return Throttle(app.auth.accounts, app.auth.audit, app.settings.login_max_failures,
+                        app.settings.login_lockout)
 
     def root(request: Request) -> str:
         return str(request.scope.get("root_path", ""))
@@ -76,7 +81,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         password = str(form.get("password") or "")
         target = str(form.get("next") or "")
         try:
-            user = await run_in_threadpool(app.auth.login, name, password, address(request))
+            user = await run_in_threadpool(throttle().login, name, password, address(request))
         except TooManyAttempts as exc:
             response = login_page(request, 429, exc.message, name, target)
             response.headers["Retry-After"] = str(exc.retry_after)
@@ -171,14 +176,16 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         current, new = str(form.get("current") or ""), str(form.get("password") or "")
         if who.via == "local":
             return account_page(request, 422, error="no users are configured yet")
-        checked = await run_in_threadpool(app.auth.accounts.authenticate, who.name, current)
-        if checked is None:
-            return account_page(request, 422, error="The current password is wrong.")
         try:
-            await run_in_threadpool(app.auth.accounts.set_password, who.name, new)
+            checked = await run_in_threadpool(throttle().change_password, who.name, current, new, address(request))
         except ValidationError as exc:
             return account_page(request, 422, error=exc.message)
-        audit(request, "user.password", f"user:{who.name}")
+        except TooManyAttempts as exc:
+            locked = account_page(request, 429, error=exc.message)
+            locked.headers["Retry-After"] = str(exc.retry_after)
+            return locked
+        if checked is None:
+            return account_page(request, 422, error="The current password is wrong.")
         # Changing the password ended every session: start a fresh one for this browser.
         response = RedirectResponse(f"{root(request)}/account", status_code=303)
         await run_in_threadpool(start_session, request, response, checked)
