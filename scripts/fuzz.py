@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Fuzz the OpenAPI schema with schemathesis against a real server: no 5xx, no response that breaks
-the schema. `python3 scripts/fuzz.py [--max-time SECONDS]`; CI runs it before the tests. The seed is fixed
+the schema. `python3 scripts/fuzz.py [--max-time SECONDS] [--postgres URL]`; CI runs it before the tests,
+on SQLite and on PostgreSQL. The seed is fixed
 (5) so CI is repeatable; `FUZZ_SEED=N` explores other cases.
 
 The server runs tests/fuzz_app.py (quick tasks of every parameter kind) on a fresh data directory;
@@ -41,11 +42,33 @@ def mieruka(*args: str, stdin: str | None = None, env: dict[str, str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-time", type=int, default=150, help="time budget of the fuzzing, seconds")
+    parser.add_argument("--postgres", metavar="URL", help="fuzz a server whose store is a fresh database on this "
+                        "PostgreSQL server (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres)")
     args = parser.parse_args()
-    import httpx
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env.update(PYTHONPATH=str(ROOT), MIERUKA_RUN_WAIT_MAX="5", MIERUKA_LOG_LEVEL="warning")
+    if not args.postgres:
+        return fuzz(args.max_time, env)
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+    name = f"mieruka_fuzz_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        return fuzz(args.max_time, {**env, "MIERUKA_DATABASE_URL": args.postgres.rsplit("/", 1)[0] + f"/{name}"})
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+def fuzz(max_time: int, env: dict[str, str]) -> int:
+    import httpx
+
+    store = "PostgreSQL" if env.get("MIERUKA_DATABASE_URL") else "SQLite"
+    print(f"fuzz: the OpenAPI schema of a real server on {store}, {max_time}s", flush=True)
     with tempfile.TemporaryDirectory(prefix="mieruka-fuzz-") as tmp:
         home = str(Path(tmp) / "home")
         mieruka("users", "add", "fuzz", "--role", "admin", "--password-stdin", "--home", home,
@@ -75,7 +98,7 @@ def main() -> int:
                 str(BIN / "schemathesis"), "run", f"{url}/openapi.json",
                 "--header", f"Authorization: Bearer {token}",
                 "--checks", "not_a_server_error,response_schema_conformance",
-                "--max-time", str(args.max_time), "--workers", "1", "--request-timeout", "20",
+                "--max-time", str(max_time), "--workers", "1", "--request-timeout", "20",
                 "--exclude-path-regex", "/events$", "--exclude-path", "/api/tokens/{token_id}",
                 "--suppress-health-check", "all", "--seed", os.environ.get("FUZZ_SEED", "5"),
             ], cwd=tmp, env=fuzz_env, check=False).returncode

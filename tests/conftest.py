@@ -25,6 +25,24 @@ TESTS = Path(__file__).parent
 BACKENDS = ["sqlite", "postgres"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def in_process_requests_come_from_this_machine() -> Iterator[None]:
+    """Starlette's TestClient says it is "testclient" talking to "testserver": neither is an address
+    of this machine, and a server with no users trusts only its own machine. In-process requests
+    here are what a browser on the server's machine sends (127.0.0.1 to 127.0.0.1:8000)."""
+    from starlette.testclient import TestClient
+
+    original = TestClient.__init__
+
+    def local(self: TestClient, app: object, base_url: str = "http://127.0.0.1:8000", *args: object,
+              client: tuple[str, int] = ("127.0.0.1", 50000), **kwargs: object) -> None:
+        original(self, app, base_url, *args, client=client, **kwargs)  # type: ignore[arg-type]
+
+    TestClient.__init__ = local  # type: ignore[method-assign]
+    yield
+    TestClient.__init__ = original  # type: ignore[method-assign]
+
+
 def need_service(reason: str) -> None:
     """Skip, or fail when services are required."""
     if REQUIRE_SERVICES:
@@ -68,14 +86,15 @@ def clean_postgres(url: str) -> None:
     import sqlalchemy as sa
 
     from mieruka.store.sql import SqlJobStore
+    from mieruka.store.tables import metadata
 
     store = SqlJobStore(url)
     store.migrate()
     store.close()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, engines, schedules, pools, pool_events, users, "
-                             "tokens, sessions, audit_log, presence RESTART IDENTITY CASCADE")
+        tables = ", ".join(metadata.tables)  # every table of ours, whoever adds one
+        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     engine.dispose()
 
 

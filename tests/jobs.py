@@ -92,6 +92,13 @@ def with_artifacts(job: mieruka.Job = None) -> str:
 
 
 @app.task
+def named_artifacts(names: list[str] = [], job: mieruka.Job = None) -> int:  # noqa: B006 - read only
+    for name in names:
+        job.artifact(name, f"content of {name}")
+    return len(names)
+
+
+@app.task
 def big_result(size: int = 2_000_000) -> str:
     return "x" * size
 

@@ -78,7 +78,8 @@ def test_malformed_bodies(client: TestClient) -> None:
     assert_error(client.post("/api/tasks/add/jobs", content=b"{not json", headers={"content-type": "application/json"}),
                  422, "validation_error")
     assert_error(client.post("/api/tasks/add/jobs", json=[1, 2]), 422, "validation_error")
-    assert_error(client.get("/api/jobs/abc"), 422, "validation_error")
+    assert_error(client.get("/api/jobs/abc"), 404, "job_not_found")
+    assert_error(client.get("/api/jobs/+5"), 404, "job_not_found")
     assert_error(client.get("/api/jobs", params={"status": "weird"}), 422, "validation_error")
     assert_error(client.get("/api/jobs", params={"limit": 0}), 422, "validation_error")
     assert_error(client.get("/api/jobs", params={"cursor": "x"}), 422, "validation_error")
@@ -182,6 +183,22 @@ def test_artifact_download(client: TestClient) -> None:
     inline = client.get(f"/api/jobs/{job['id']}/artifacts/hello.txt", params={"inline": True})
     assert inline.headers["content-disposition"].startswith("inline") and inline.text == "hello artifact"
     assert_error(client.get(f"/api/jobs/{job['id']}/artifacts/nope.txt"), 404, "artifact_not_found")
+
+
+def test_artifact_urls_are_encoded(client: TestClient) -> None:
+    """Names with spaces, '#', '?', '%' and any script: the URL in the answer and on the page fetch them."""
+    names = ["a b.txt", "x#y?z.txt", "結果 2026.csv", "100%.txt", "Отчёт&1.txt"]
+    job = wait_done(client, client.post("/api/tasks/named_artifacts/jobs", json={"names": names}).json()["id"])
+    assert job["status"] == "succeeded", job
+    urls = {a["name"]: a["url"] for a in job["artifacts"]}
+    assert sorted(urls) == sorted(names)
+    page = client.get(f"/jobs/{job['id']}").text
+    for name, url in urls.items():
+        assert "#" not in url and "?" not in url and " " not in url and url.isascii(), url
+        assert client.get(url).text == f"content of {name}", name
+        assert f'href="{url}"' in page, url
+    listed = client.get(f"/api/jobs/{job['id']}/artifacts").json()
+    assert {a["url"] for a in listed} == set(urls.values())
 
 
 def test_cancel_retry_delete(client: TestClient) -> None:

@@ -83,7 +83,7 @@ def test_with_no_user_a_loopback_server_is_open_as_the_local_admin(app: Any) -> 
         evil = client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Origin": "https://evil.example"})
         assert evil.status_code == 403 and evil.json()["error"]["code"] == "csrf_failed"
         assert client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Origin": "null"}).status_code == 403
-        same = client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Origin": "http://testserver"})
+        same = client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Origin": "http://127.0.0.1:8000"})
         assert same.status_code == 202
         proxied = client.get("/api/tasks", headers={"X-Forwarded-For": "203.0.113.9"})
         assert proxied.status_code == 401 and "mieruka users add" in proxied.json()["error"]["message"]
@@ -110,12 +110,12 @@ def test_a_browser_is_sent_to_the_login_page_and_back(client: TestClient) -> Non
 # -- sessions -------------------------------------------------------------------------------------------
 def test_login_rotates_the_session_id(app: Any, client: TestClient) -> None:
     """Session fixation: a session id planted before login is never the one used after it."""
-    client.cookies.set(SESSION_COOKIE, "planted-by-an-attacker", domain="testserver.local")
+    client.cookies.set(SESSION_COOKIE, "planted-by-an-attacker", domain="127.0.0.1")
     login(client, "vic")
-    first = client.cookies.get(SESSION_COOKIE, domain="testserver.local")
+    first = client.cookies.get(SESSION_COOKIE, domain="127.0.0.1")
     assert first and first != "planted-by-an-attacker"
     login(client, "alice")  # logging in again, as someone else: a new id, the old one ended
-    second = client.cookies.get(SESSION_COOKIE, domain="testserver.local")
+    second = client.cookies.get(SESSION_COOKIE, domain="127.0.0.1")
     assert second != first
     with TestClient(app.asgi()) as other:
         other.cookies.set(SESSION_COOKIE, first)
@@ -338,7 +338,7 @@ def test_every_action_is_audited(app: Any, client: TestClient) -> None:
         ("login.failed", "user:alice"),
     ]
     entry = audit(app)[-1]
-    assert entry["actor"] == "alice" and entry["address"] == "testclient" and entry["at"].endswith("Z")
+    assert entry["actor"] == "alice" and entry["address"] == "127.0.0.1" and entry["at"].endswith("Z")
 
 
 def test_audit_log_filters_csv_and_is_read_only(app: Any, client: TestClient) -> None:

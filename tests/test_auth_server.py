@@ -34,7 +34,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     added = cli("users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home),
                 stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
-    with shared_server(ServerProcess("tests/jobs.py:app", home, "--workers", "1"), request) as proc:
+    with shared_server(ServerProcess("tests/jobs.py:app", home, "--workers", "1",
+                                     env={"MIERUKA_TRUSTED_PROXIES": "127.0.0.1"}), request) as proc:
         yield proc
 
 

@@ -42,6 +42,9 @@ def check_settings(settings: Settings) -> None:
 def check_app(app: App) -> None:
     """check_settings, and what the app declares that its settings could not run."""
     check_settings(app.settings)
+    from .connections import trusted_networks
+
+    trusted_networks(app.settings.trusted_proxies)  # a name or '*' there: one line before serving
     if app.pools and app.settings.executor != "celery":
         raise ConfigError(f"compute pools ({', '.join(app.pools)}) start Celery workers: they need "
                           "MIERUKA_EXECUTOR=celery")

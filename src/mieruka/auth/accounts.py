@@ -366,7 +366,8 @@ class Throttle:
             if not ends:
                 return int(conn.execute(t.login_attempts.insert().values(
                     name=name[:100], address=address[:64], started_at=now)).inserted_primary_key[0])  # type: ignore[index]
-        wait = max(1, math.ceil((max(ends) - now).total_seconds()))
+        # `now` was read before the lock: failures written meanwhile may be newer than it.
+        wait = max(1, min(math.ceil(self.window), math.ceil((max(ends) - now).total_seconds())))
         minutes = math.ceil(wait / 60)
         raise TooManyAttempts(f"too many {what}; try again in {minutes} minute{'s' * (minutes != 1)}", wait)
 

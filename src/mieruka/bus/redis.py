@@ -268,7 +268,7 @@ class RedisBus:
                     # Before subscribing: events published in between are then delivered, not skipped.
                     ring = self._read(None, claim_epoch=True)
                     self._last_seen, self._epoch = ring.last, ring.epoch
-                pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
+                pubsub = self._client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # older redis-py leaves it bare
                 pubsub.subscribe(self._channel)
                 heard = time.monotonic()  # a PING now and then: a silent connection is a dead one
                 next_ping = heard + self._liveness

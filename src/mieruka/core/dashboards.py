@@ -166,7 +166,14 @@ class DashboardRegistry:
     def source_allow(self, source: str) -> tuple[str, ...] | None:
         """Who may read a source's data: every viewer when no dashboard shows it or one open to every
         viewer does, else whoever may see one of the allow-listed dashboards that show it."""
-        lists = [board.allow for board in self._items.values() if source in board.sources]
+        return self._allow_of([board.allow for board in self._items.values() if source in board.sources])
+
+    def stream_allow(self, stream: str) -> tuple[str, ...] | None:
+        """Who may read a stream: as for sources, by the dashboards that show it."""
+        return self._allow_of([board.allow for board in self._items.values() if stream in board.streams])
+
+    @staticmethod
+    def _allow_of(lists: list[tuple[str, ...] | None]) -> tuple[str, ...] | None:
         if not lists or any(allow is None for allow in lists):
             return None
         return tuple(dict.fromkeys(name for allow in lists if allow is not None for name in allow))

@@ -201,7 +201,13 @@ class Signature:
             model = self.model.model_validate(raw)
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
-        return model.model_dump(mode="json")
+        checked: dict[str, Any] = model.model_dump(mode="json")
+        for name, value in checked.items():
+            if holds_nul(value):
+                # PostgreSQL cannot store it; every store refuses it alike.
+                raise ValidationError(f"{name}: text must not contain a NUL character",
+                                      [{"field": name, "message": "contains a NUL character"}])
+        return checked
 
     def bind(self, params: dict[str, Any], open_file: Callable[[FileRef], File]) -> dict[str, Any]:
         """Keyword arguments for the function: typed values, files opened, from stored params."""
@@ -213,6 +219,22 @@ class Signature:
                 value = _open_files(value, open_file)
             kwargs[name] = value
         return kwargs
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character in any string or key."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _open_files(value: Any, open_file: Callable[[FileRef], File]) -> Any:

@@ -202,6 +202,7 @@ class JobQuery:
     search: str | None = None
     before_id: int | None = None  # cursor: jobs with a smaller id (newest first)
     limit: int = 50
+    hidden_tasks: frozenset[str] = frozenset()  # jobs of these tasks are left out (allow lists)
 
 
 class JobStore(Protocol):

@@ -273,6 +273,8 @@ class SqlJobStore:
             stmt = stmt.where(c.task == query.task)
         if query.status:
             stmt = stmt.where(c.status.in_([s.value for s in query.status]))
+        if query.hidden_tasks:
+            stmt = stmt.where(c.task.not_in(sorted(query.hidden_tasks)))
         if query.owner:
             stmt = stmt.where(c.owner == query.owner)
         if query.created_after:

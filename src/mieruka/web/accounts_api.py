@@ -16,6 +16,8 @@ from ..auth.audit import AuditQuery, to_csv
 from ..core.access import Role
 from ..core.clock import as_utc, utcnow
 from ..errors import PermissionDenied, ValidationError
+from .ids import TOKEN_ID
+from .policy import shown_page
 from .schemas import ErrorOut
 from .security import audit, principal
 
@@ -188,7 +190,7 @@ def accounts_router(app: App) -> APIRouter:
         audit(request, "token.create", f"token:{token.id}", user=owner, name=body.name)
         return {**token_json(token), "token": secret}
 
-    @router.delete("/tokens/{token_id}", status_code=204, response_class=Response)
+    @router.delete(f"/tokens/{TOKEN_ID}", status_code=204, response_class=Response)
     def revoke_token(request: Request, token_id: int) -> Response:
         """Revoke a token: it stops working at once."""
         token = app.auth.accounts.revoke_token_as(principal(request), token_id)
@@ -221,9 +223,11 @@ def accounts_router(app: App) -> APIRouter:
 
     # -- presence ----------------------------------------------------------------------------------------
     @router.get("/presence", response_model=PresenceOut, tags=["presence"])
-    def presence() -> dict[str, Any]:
-        """Who is online now: users seen within the last `presence_expiry` seconds."""
-        return {"online": [s.json() for s in app.auth.presence.online()],
+    def presence(request: Request) -> dict[str, Any]:
+        """Who is online now: users seen within the last `presence_expiry` seconds (and on which page,
+        unless it names something you may not see)."""
+        who = principal(request)
+        return {"online": [{**s.json(), "page": shown_page(app, who, s.page)} for s in app.auth.presence.online()],
                 "expiry_seconds": app.auth.presence.expiry}
 
     @router.post("/presence/heartbeat", status_code=204, response_class=Response, tags=["presence"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -10,21 +10,24 @@ from typing import Any
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from ..app import App
 from ..core.events import Event
+from ..errors import TaskNotFound
 from .accounts_api import accounts_router
 from .errors import install_error_handlers
+from .ids import JOB_ID
 from .jobs import jobs_router
 from .live import live_router
 from .metrics import Metrics
 from .monitor import monitor_router
 from .openapi import install_openapi
+from .policy import hidden_names
 from .pools import pools_router
 from .prefix import PathPrefix
-from .security import install_security, install_template_globals
+from .security import hidden, install_security, install_template_globals, principal
 from .serialize import iso, job_json
 from .sse import event_response
 from .steps import steps_router
@@ -51,7 +54,7 @@ def create_api(app: App) -> FastAPI:
             if started_here:
                 await run_in_threadpool(app.stop)
 
-    api = FastAPI(title=app.title, docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+    api = FastAPI(title=app.title, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     install_error_handlers(api)
     api.include_router(tasks_router(app))
@@ -85,19 +88,25 @@ def _events_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
     @api.get("/api/events", tags=["events"], response_class=Response,
              responses={200: {"content": {"text/event-stream": {}}}})
     def all_events(
+        request: Request,
         task: str | None = Query(None, description="Only events of this task's jobs."),
         last_event_id: int | None = Query(None, description="Resume after this event id (as the "
                                           "Last-Event-ID header does)."),
         last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
     ) -> Response:
         """Server-Sent Events of every job: state, progress, log, artifact."""
+        unseen = hidden(request)
+        if task is not None and (task in unseen or task not in app.tasks):
+            raise TaskNotFound(task)  # a task the caller may not see is one it cannot name
+        accept: Callable[[Event], bool] | None = None
         if task is not None:
-            app.tasks.get(task)  # 404 for an unknown task
-        accept = None if task is None else (lambda e: e.task == task)
+            accept = lambda e: e.task == task  # noqa: E731
+        elif unseen:
+            accept = lambda e: e.task not in unseen  # noqa: E731
         return event_response(app.engine.bus, None, _last_id(last_event_id_header, last_event_id),
                               app.settings.heartbeat_interval, accept=accept, clients=metrics.sse_clients)
 
-    @api.get("/api/jobs/{job_id}/events", tags=["events"], response_class=Response,
+    @api.get(f"/api/jobs/{JOB_ID}/events", tags=["events"], response_class=Response,
              responses={200: {"content": {"text/event-stream": {}}}})
     def job_events(
         request: Request,
@@ -123,9 +132,14 @@ def _events_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
 def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
     @api.get("/metrics", tags=["system"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}}})
-    def prometheus() -> Response:
+    def prometheus(request: Request) -> Response:
         """Prometheus metrics: jobs by state, workers, wait and run times, finished jobs, SSE clients."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        who = principal(request)
+        shown = {"source": {s for b in app.dashboards for s in b.sources},
+                 "stream": {s for b in app.dashboards for s in b.streams}}
+        unseen = {"task": hidden(request),
+                  **{kind: hidden_names(app, who, kind, names) for kind, names in shown.items()}}
+        return Response(metrics.exposition(unseen), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz", tags=["system"])
     def healthz() -> JSONResponse:

@@ -16,7 +16,9 @@ from ..core.clock import as_utc
 from ..core.status import JobStatus
 from ..errors import ArtifactNotFound, JobTimeoutError, ValidationError
 from ..store.base import JobQuery
+from .ids import JOB_ID
 from .schemas import ERRORS, JobOut, JobPage, LogPage
+from .security import hidden
 from .serialize import job_json, log_json
 
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
@@ -57,7 +59,7 @@ def jobs_router(app: App) -> APIRouter:
             before = int(cursor)
         query = JobQuery(task=task, status=states, owner=owner, created_after=as_utc(created_after, "created_after"),
                          created_before=as_utc(created_before, "created_before"), search=q, before_id=before,
-                         limit=limit + 1)
+                         limit=limit + 1, hidden_tasks=hidden(request))
         records = app.engine.list_jobs(query)
         more = len(records) > limit
         records = records[:limit]
@@ -65,7 +67,7 @@ def jobs_router(app: App) -> APIRouter:
         return {"jobs": [job_json(r, full=False, root=root) for r in records],
                 "next_cursor": str(records[-1].id) if more and records else None}
 
-    @router.get("/{job_id}", response_model=None, responses={200: {"model": JobOut}, 404: ERRORS[404]})
+    @router.get(f"/{JOB_ID}", response_model=None, responses={200: {"model": JobOut}, 404: ERRORS[404]})
     async def get_job(request: Request, job_id: int,
                       wait: float = Query(0, ge=0, le=300, description="Wait up to this many seconds for "
                                           "the job to finish (long poll).")) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def jobs_router(app: App) -> APIRouter:
             record = await run_in_threadpool(engine.get, job_id)
         return job_json(record, root=request.scope.get("root_path", ""))
 
-    @router.get("/{job_id}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
+    @router.get(f"/{JOB_ID}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
     def get_logs(job_id: int, after: int = Query(0, ge=0, lt=2**63), limit: int = Query(1000, ge=1, le=10000),
                  format: str = Query("json", pattern="^(json|text)$")) -> Any:
         """Log lines with seq > after. `format=text` downloads the whole log as plain text."""
@@ -93,29 +95,29 @@ def jobs_router(app: App) -> APIRouter:
                 "next_after": lines[-1].seq if lines else after, "total": record.log_lines,
                 "finished": record.finished}
 
-    @router.get("/{job_id}/artifacts", response_model=None, responses={404: ERRORS[404]})
+    @router.get(f"/{JOB_ID}/artifacts", response_model=None, responses={404: ERRORS[404]})
     def list_artifacts(request: Request, job_id: int) -> list[dict[str, Any]]:
         artifacts: list[dict[str, Any]] = job_json(app.engine.get(job_id),
                                                    root=request.scope.get("root_path", ""))["artifacts"]
         return artifacts
 
-    @router.get("/{job_id}/artifacts/{name}", response_model=None, responses={404: ERRORS[404]})
+    @router.get(f"/{JOB_ID}/artifacts/{{name}}", response_model=None, responses={404: ERRORS[404]})
     def get_artifact(job_id: int, name: str, inline: bool = False) -> Response:
         """Download an artifact (streamed). `inline=true` shows images, PDF and text in the browser;
         anything else is always a download."""
         return artifact_response(app, job_id, name, inline)
 
-    @router.post("/{job_id}/cancel", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
+    @router.post(f"/{JOB_ID}/cancel", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
     def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
         """Cancel a queued job, or stop a running one (its child processes too)."""
         return job_json(app.engine.cancel(job_id), root=request.scope.get("root_path", ""))
 
-    @router.post("/{job_id}/retry", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
+    @router.post(f"/{JOB_ID}/retry", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
     def retry_job(request: Request, job_id: int) -> dict[str, Any]:
         """Queue a failed or cancelled job again, with a fresh set of attempts."""
         return job_json(app.engine.retry(job_id), root=request.scope.get("root_path", ""))
 
-    @router.delete("/{job_id}", status_code=204, response_model=None, responses=ERRORS)
+    @router.delete(f"/{JOB_ID}", status_code=204, response_model=None, responses=ERRORS)
     def delete_job(job_id: int) -> Response:
         """Delete a finished job with its logs, artifacts and uploaded files."""
         app.engine.delete(job_id)

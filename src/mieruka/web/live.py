@@ -196,8 +196,11 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
                 "url": f"{app.settings.root_path}/streams/{spec.name}"}
 
     @router.get("/api/streams", tags=["streams"])
-    def list_streams() -> list[dict[str, Any]]:
-        return [stream_json(name) for name in app.streams] if live_or_none(app) is not None else []
+    def list_streams(request: Request) -> list[dict[str, Any]]:
+        """The streams you may read."""
+        who = principal(request)
+        return [stream_json(name) for name in app.streams if allowed(who, app.dashboards.stream_allow(name))] \
+            if live_or_none(app) is not None else []
 
     @router.get("/api/streams/{name}", tags=["streams"])
     def get_stream(name: str) -> dict[str, Any]:

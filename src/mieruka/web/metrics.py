@@ -8,10 +8,10 @@ every server's jobs: scrape one server, or sum with care).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -21,6 +21,7 @@ from ..core.clock import utcnow
 from ..core.events import Event
 from ..core.status import FINISHED
 
+RESTRICTED = "(restricted)"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _FINISHED = {s.value for s in FINISHED}
 
@@ -86,6 +87,13 @@ class Metrics:
         self.registry.register(_Snapshot(app))
         self._unsubscribe: Unsubscribe | None = None
 
+    def exposition(self, hidden: Mapping[str, frozenset[str]]) -> bytes:
+        """The text a scrape gets. `hidden` maps a label (task, source, stream) to the names the
+        scraper may not see: they are not named, their numbers count under "(restricted)"."""
+        if not any(hidden.values()):
+            return generate_latest(self.registry)
+        return generate_latest(_Restricted(self.registry, hidden))
+
     def attach(self, app: App) -> None:
         self._unsubscribe = app.engine.bus.subscribe(self._on_event)
 
@@ -109,6 +117,31 @@ class Metrics:
             finished = _time(data.get("finished_at"))
             if started and finished:
                 self.run.labels(event.task).observe(max((finished - started).total_seconds(), 0.0))
+
+
+class _Restricted(Collector):
+    """The registry's metrics with hidden task labels merged into one."""
+
+    def __init__(self, registry: CollectorRegistry, hidden: Mapping[str, frozenset[str]]) -> None:
+        self.registry, self.hidden = registry, hidden
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            for sample in family.samples:
+                labels = dict(sample.labels)
+                for label, names in self.hidden.items():
+                    if labels.get(label) in names:
+                        labels[label] = RESTRICTED
+                key = (sample.name, tuple(labels.items()))
+                if key in merged and sample.name.endswith("_created"):
+                    merged[key] = min(merged[key], sample.value)  # a time, not a count
+                else:
+                    merged[key] = merged.get(key, 0.0) + sample.value
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for (name, labels_items), value in merged.items():
+                out.add_sample(name, dict(labels_items), value)
+            yield out
 
 
 def _time(value: object) -> datetime | None:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 
 from ..app import App
+from .security import hidden
 
 
 def install_openapi(api: FastAPI, app: App) -> None:
+    """`GET /openapi.json`: the document of what the caller may see (a task whose allow list leaves
+    the caller out is not in it, nor its schemas)."""
+    owned: dict[str, set[str]] = {}  # task -> the component schemas registered for it
+
     def build() -> dict[str, Any]:
         if api.openapi_schema is not None:
             return api.openapi_schema
@@ -23,7 +29,8 @@ def install_openapi(api: FastAPI, app: App) -> None:
         for task in app.tasks:
             headline = task.description.splitlines()[0] if task.description else task.title
             ref = _register(schemas, task.signature.model.model_json_schema(
-                ref_template="#/components/schemas/{model}"), task.signature.model.__name__)
+                ref_template="#/components/schemas/{model}"), task.signature.model.__name__,
+                owned.setdefault(task.name, set()))
             body = _request_body(schemas[ref], ref, task.signature.file_fields, task.signature.multi_file_fields)
             for suffix, template, verb in (("jobs", generic, "Submit"), ("run", generic_run, "Run")):
                 op = copy.deepcopy(template)
@@ -42,6 +49,29 @@ def install_openapi(api: FastAPI, app: App) -> None:
         return doc
 
     api.openapi = build  # type: ignore[method-assign]
+
+    async def openapi_json(request: Request) -> JSONResponse:
+        doc = build()
+        unseen = hidden(request)
+        if unseen:
+            doc = _without(doc, unseen, owned)
+        root_path = request.scope.get("root_path", "").rstrip("/")
+        if root_path:
+            doc = {**doc, "servers": [{"url": root_path}]}
+        return JSONResponse(doc)
+
+    api.add_route("/openapi.json", openapi_json, include_in_schema=False)
+
+
+def _without(doc: dict[str, Any], tasks: frozenset[str], owned: dict[str, set[str]]) -> dict[str, Any]:
+    keep = set().union(*(names for task, names in owned.items() if task not in tasks))
+    drop = set().union(*(owned.get(task, set()) for task in tasks)) - keep
+    paths = {path: ops for path, ops in doc["paths"].items()
+             if not any(path in (f"/api/tasks/{t}/jobs", f"/api/tasks/{t}/run") for t in tasks)}
+    components = dict(doc.get("components", {}))
+    components["schemas"] = {k: v for k, v in components.get("schemas", {}).items() if k not in drop}
+    tags = [tag for tag in doc.get("tags", []) if tag["name"] not in {f"task: {t}" for t in tasks}]
+    return {**doc, "paths": paths, "components": components, "tags": tags}
 
 
 def _declare_auth(doc: dict[str, Any]) -> None:
@@ -77,10 +107,12 @@ def _template_of(path: str) -> str:
     return path
 
 
-def _register(schemas: dict[str, Any], schema: dict[str, Any], name: str) -> str:
+def _register(schemas: dict[str, Any], schema: dict[str, Any], name: str, owned: set[str]) -> str:
     for def_name, definition in schema.pop("$defs", {}).items():
         schemas.setdefault(def_name, definition)
+        owned.add(def_name)
     schemas[name] = schema
+    owned.add(name)
     return name
 
 

@@ -11,11 +11,14 @@ expectation is stated.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
-from ..core.access import Role
+from ..core.access import Principal, Role, allowed
+from .ids import parse_id
 
 if TYPE_CHECKING:
     from ..app import App
@@ -33,6 +36,8 @@ class Rule:
     allow_list: tuple[str, str] | None = None
     audit: str | None = AUTO  # action name for the audit log; None: the route records its own entries
     csrf: bool = True
+    uploads: bool = False  # its JSON body may carry files (base64): max_upload_size bounds it
+    accounts: bool = False  # changes users: never in the open mode (the first admin comes from the CLI)
 
 
 PUBLIC = Rule(None, audit=None)
@@ -64,10 +69,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/tokens/{token_id}"): Rule(Role.VIEWER, audit=None),
     # tasks with allow lists
     ("GET", "/api/tasks/{task}"): Rule(Role.VIEWER, allow_list=("task", "task")),
-    ("POST", "/api/tasks/{task}/jobs"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="job.submit"),
-    ("POST", "/api/tasks/{task}/run"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="task.run"),
+    ("POST", "/api/tasks/{task}/jobs"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="job.submit",
+                                            uploads=True),
+    ("POST", "/api/tasks/{task}/run"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="task.run",
+                                           uploads=True),
     ("GET", "/tasks/{name}"): Rule(Role.VIEWER, allow_list=("task", "name")),
-    ("POST", "/tasks/{name}"): Rule(Role.OPERATOR, allow_list=("task", "name"), audit="job.submit"),
+    ("POST", "/tasks/{name}"): Rule(Role.OPERATOR, allow_list=("task", "name"), audit="job.submit", uploads=True),
     # an operator changes only its own jobs
     ("POST", "/api/jobs/{job_id}/cancel"): Rule(Role.OPERATOR, owner=True, audit="job.cancel"),
     ("POST", "/api/jobs/{job_id}/retry"): Rule(Role.OPERATOR, owner=True, audit="job.retry"),
@@ -77,14 +84,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/jobs/cancel"): Rule(Role.OPERATOR, audit=None),  # checks and audits each job itself
     # admins only
     ("GET", "/api/users"): ADMIN,
-    ("POST", "/api/users"): Rule(Role.ADMIN, audit=None),
-    ("PATCH", "/api/users/{name}"): Rule(Role.ADMIN, audit=None),
-    ("DELETE", "/api/users/{name}"): Rule(Role.ADMIN, audit=None),
+    ("POST", "/api/users"): Rule(Role.ADMIN, audit=None, accounts=True),
+    ("PATCH", "/api/users/{name}"): Rule(Role.ADMIN, audit=None, accounts=True),
+    ("DELETE", "/api/users/{name}"): Rule(Role.ADMIN, audit=None, accounts=True),
     ("GET", "/users"): ADMIN,
-    ("POST", "/users"): Rule(Role.ADMIN, audit=None),
-    ("POST", "/users/{name}/role"): Rule(Role.ADMIN, audit=None),
-    ("POST", "/users/{name}/delete"): Rule(Role.ADMIN, audit=None),
-    ("POST", "/users/{name}/link"): Rule(Role.ADMIN, audit=None),
+    ("POST", "/users"): Rule(Role.ADMIN, audit=None, accounts=True),
+    ("POST", "/users/{name}/role"): Rule(Role.ADMIN, audit=None, accounts=True),
+    ("POST", "/users/{name}/delete"): Rule(Role.ADMIN, audit=None, accounts=True),
+    ("POST", "/users/{name}/link"): Rule(Role.ADMIN, audit=None, accounts=True),
     ("GET", "/api/audit"): ADMIN,
     ("GET", "/audit"): ADMIN,
     ("GET", "/audit.csv"): ADMIN,
@@ -96,6 +103,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/sources/{name}/data"): Rule(Role.VIEWER, allow_list=("source", "name")),
     ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, allow_list=("source", "name"),
                                                  audit="source.refresh"),
+    ("GET", "/api/streams/{name}"): Rule(Role.VIEWER, allow_list=("stream", "name")),
+    ("GET", "/api/streams/{name}/points"): Rule(Role.VIEWER, allow_list=("stream", "name")),
+    ("GET", "/api/streams/{name}/events"): Rule(Role.VIEWER, allow_list=("stream", "name")),
+    ("GET", "/streams/{name}"): Rule(Role.VIEWER, allow_list=("stream", "name")),
     ("POST", "/api/pools/{name}/start"): Rule(Role.ADMIN, audit="pool.start"),
     ("POST", "/api/pools/{name}/stop"): Rule(Role.ADMIN, audit="pool.stop"),
     ("POST", "/pools/{name}/{action}"): Rule(Role.ADMIN, audit="pool.change"),
@@ -119,11 +130,51 @@ def _source_allow(app: App, name: str) -> Iterable[str] | None:
     return dashboards.source_allow(name) if dashboards is not None else None
 
 
+def _stream_allow(app: App, name: str) -> Iterable[str] | None:
+    dashboards = getattr(app, "dashboards", None)
+    return dashboards.stream_allow(name) if dashboards is not None else None
+
+
 # kind -> the allow list of the thing of that name (None: everyone; unknown names: None, and the
 # route answers 404). Another kind registers itself the same way.
 ALLOW_LISTS: dict[str, Callable[[App, str], Iterable[str] | None]] = {"task": _task_allow,
                                                                       "dashboard": _dashboard_allow,
-                                                                      "source": _source_allow}
+                                                                      "source": _source_allow,
+                                                                      "stream": _stream_allow}
+
+
+def hidden_tasks(app: App, who: Principal | None) -> frozenset[str]:
+    """The tasks whose allow list leaves `who` out: their jobs are not shown to `who` anywhere
+    (lists, pages, events, logs, artifacts), and a path naming one answers as if it did not exist."""
+    return hidden_names(app, who, "task", (t.name for t in app.tasks))
+
+
+def hidden_names(app: App, who: Principal | None, kind: str, names: Iterable[str]) -> frozenset[str]:
+    """Of `names` (sources, streams, dashboards: `kind` in ALLOW_LISTS), those `who` may not see."""
+    if who is not None and who.role is Role.ADMIN:
+        return frozenset()
+    allow_of = ALLOW_LISTS[kind]
+    return frozenset(name for name in names
+                     if (allow := allow_of(app, name)) is not None and (who is None or not allowed(who, allow)))
+
+
+_NAMED = re.compile(r"/(tasks|dashboards|streams|jobs)/([^/?#]+)")
+_KINDS = {"tasks": "task", "dashboards": "dashboard", "streams": "stream"}
+
+
+def shown_page(app: App, who: Principal | None, page: str) -> str:
+    """The page someone is on (presence), as `who` may be told it: empty when it names a task,
+    dashboard, stream or job that `who` may not see."""
+    for kind, name in _NAMED.findall(page):
+        name = unquote(name)
+        if kind == "jobs":
+            job_id = parse_id(name)
+            record = app.engine.store.get_job(job_id) if job_id is not None else None
+            if record is not None and record.task in hidden_tasks(app, who):
+                return ""
+        elif hidden_names(app, who, _KINDS[kind], (name,)):
+            return ""
+    return page
 
 
 def rule_for(method: str, template: str) -> Rule:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlparse
+from urllib.parse import parse_qs, quote, urlparse, urlsplit
 
 from jinja2 import pass_context
 from markupsafe import Markup
@@ -35,7 +35,8 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.access import Principal, Role, allowed
-from .policy import ALLOW_LISTS, SAFE_METHODS, Rule, rule_for
+from .limits import Limits, Refused, check_target, checked_body, kind_of, scanned_multipart
+from .policy import ALLOW_LISTS, SAFE_METHODS, Rule, hidden_tasks, rule_for
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -47,6 +48,7 @@ LOGIN_CSRF_COOKIE = "mieruka_login_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 STATE_KEY = "mieruka_principal"
+HIDDEN_KEY = "mieruka_hidden_tasks"
 LOCAL = Principal("local", Role.ADMIN, "local")
 MAX_FORM_SCAN = 1024 * 1024  # an urlencoded form bigger than this is not a form of ours
 MULTIPART_HEAD = 64 * 1024  # the CSRF field comes first: this much is plenty to find it
@@ -64,6 +66,14 @@ DOCS_PATHS = ("/redoc",)
 def principal(request: Request) -> Principal:
     """Who is making this request (set by the middleware for every route)."""
     found: Principal | None = getattr(request.state, STATE_KEY, None)
+    if found is None:
+        raise RuntimeError("the security middleware is not installed")
+    return found
+
+
+def hidden(request: Request) -> frozenset[str]:
+    """The tasks whose jobs this request's user may not see (policy.hidden_tasks)."""
+    found: frozenset[str] | None = getattr(request.state, HIDDEN_KEY, None)
     if found is None:
         raise RuntimeError("the security middleware is not installed")
     return found
@@ -143,10 +153,15 @@ def flat_routes(api: FastAPI) -> list[FlatRoute]:
     try:
         from fastapi.routing import iter_route_contexts  # FastAPI >= 0.130 nests included routers
     except ImportError:
-        return [FlatRoute(getattr(r, "path", None), frozenset(getattr(r, "methods", None) or ()) or None, r, r.matches)
-                for r in api.router.routes]
-    return [FlatRoute(rc.path, frozenset(rc.methods) if rc.methods else None, rc.original_route, rc.matches)
-            for rc in iter_route_contexts(api.router.routes)]
+        return [FlatRoute(_template(getattr(r, "path", None)), frozenset(getattr(r, "methods", None) or ()) or None,
+                          r, r.matches) for r in api.router.routes]
+    return [FlatRoute(_template(rc.path), frozenset(rc.methods) if rc.methods else None, rc.original_route,
+                      rc.matches) for rc in iter_route_contexts(api.router.routes)]
+
+
+def _template(path: str | None) -> str | None:
+    """`/api/jobs/{job_id:id}` is declared in policy.py as `/api/jobs/{job_id}`."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path) if path else path
 
 
 class Denied(Exception):
@@ -165,7 +180,12 @@ class Security:
         self._routes: list[FlatRoute] | None = None
         self._users_checked = 0.0
         self._has_users = False
-        self.loopback = is_loopback(app.settings.host)
+        settings = app.settings
+        self.allowed_hosts = tuple(h.strip().lower().removeprefix("*") for h in settings.allowed_hosts.split(",")
+                                   if h.strip())
+        self.limits = Limits(settings.max_body_size, settings.max_json_depth, settings.max_json_keys)
+        # Files may travel in a JSON submission as base64: a third larger than the file.
+        self.upload_body = max(settings.max_body_size, settings.max_upload_size * 4 // 3 + 65536)
 
     # -- identity --------------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -175,9 +195,12 @@ class Security:
             self._users_checked = now
         return self._has_users
 
+    def _users_due(self) -> bool:
+        """Whether has_users() would look in the database now (while there are none, once a second)."""
+        return not self._has_users and time.monotonic() - self._users_checked > 1.0
+
     def _needs_db(self, request: Request) -> bool:
-        return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE)
-                    or (not self._has_users and time.monotonic() - self._users_checked > 1.0))
+        return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE) or self._users_due())
 
     def identify(self, request: Request) -> Principal | None:
         accounts = self.app.auth.accounts
@@ -195,12 +218,34 @@ class Security:
             found = accounts.session_user(cookie)
             if found is not None:
                 return found
-        if not self.has_users() and self.loopback:
-            if request.headers.get("x-forwarded-for"):
+        if not self.has_users():
+            if not _local_connection(request.scope):
+                raise Denied(401, "not_authenticated", "this server has no users yet and trusts only requests "
+                             "from its own machine: add one with `mieruka users add NAME --role admin`")
+            if request.headers.get("x-forwarded-for") or request.headers.get("forwarded"):
                 raise Denied(401, "not_authenticated", "this server has no users yet and a proxy forwards to it: "
                              "add one with `mieruka users add NAME --role admin`")
             return LOCAL
         return None
+
+    def check_host(self, scope: Scope) -> None:
+        """DNS rebinding: another site's name pointed at this machine reaches the server with its own
+        Host; a server that trusts its machine (no users) answers only to its own names."""
+        if self.allowed_hosts == ("*",):
+            return
+        if not self.allowed_hosts and self._has_users:
+            return
+        host = _host_of(scope)
+        if host is None:
+            return  # HTTP/1.0 without Host: no browser sends that
+        names = self.allowed_hosts or self.own_names(scope)
+        if not any(host == name or (name.startswith(".") and host.endswith(name)) for name in names):
+            raise Denied(400, "bad_host", f"this server does not answer to the host name {host[:100]!r}: "
+                         f"add it to the setting allowed_hosts")
+
+    def own_names(self, scope: Scope) -> tuple[str, ...]:
+        server = scope.get("server") or ("", None)
+        return ("localhost", "127.0.0.1", "::1", self.app.settings.host.lower(), str(server[0]).lower())
 
     # -- the checks --------------------------------------------------------------------------------
     def route_of(self, scope: Scope) -> tuple[str, dict[str, Any], bool] | None:
@@ -216,7 +261,8 @@ class Security:
                 partial = (route.path or "", child.get("path_params", {}), False)
         return partial
 
-    def check(self, request: Request, rule: Rule, who: Principal | None, params: dict[str, Any]) -> None:
+    def check(self, request: Request, rule: Rule, who: Principal | None, params: dict[str, Any],
+              hidden: frozenset[str]) -> None:
         if rule.role is None:
             return
         if who is None:
@@ -228,10 +274,14 @@ class Security:
             name = str(params.get(param, ""))
             if not allowed(who, ALLOW_LISTS[kind](self.app, name)):
                 raise Denied(403, "forbidden", f"{who.name} may not use {kind} {name!r}")
-        job_id = str(params.get("job_id", ""))
-        if rule.owner and job_id.isdigit() and 0 < int(job_id) < 2**63:  # else the route answers 404 or 422
-            record = self.app.engine.store.get_job(int(job_id))
-            if record is not None and not who.may_change_job(record.owner):
+        job_id = params.get("job_id")
+        if isinstance(job_id, int) and (rule.owner or hidden):  # the route's own convertor parsed it
+            record = self.app.engine.store.get_job(job_id)
+            if record is None:
+                return  # the route answers 404
+            if record.task in hidden:
+                raise Denied(404, "job_not_found", f"no job with id {job_id}")
+            if rule.owner and not who.may_change_job(record.owner):
                 raise Denied(403, "forbidden", f"job {record.id} belongs to {record.owner or 'nobody'}; "
                              f"an operator may change only its own jobs")
 
@@ -241,6 +291,17 @@ class Security:
             return
         request = Request(scope)
         method = scope["method"]
+        try:
+            check_target(scope)
+            if self._users_due():
+                await run_in_threadpool(self.has_users)
+            self.check_host(scope)
+        except Refused as refused:
+            await self.deny(scope, receive, send, Denied(refused.status, refused.code, refused.message), request)
+            return
+        except Denied as denied:
+            await self.deny(scope, receive, send, denied, request)
+            return
         found = self.route_of(scope)
         template, params, is_static = found if found is not None else ("", {}, False)
         rule = rule_for(method, template)
@@ -255,15 +316,29 @@ class Security:
                     if rule.role is not None:
                         raise
                     who = None  # a stale token does not lock anyone out of a public route
-            scope.setdefault("state", {})[STATE_KEY] = who
-            if rule.owner:
-                await run_in_threadpool(self.check, request, rule, who, params)
+            if who is LOCAL and rule.accounts and method not in SAFE_METHODS:
+                raise Denied(403, "forbidden", "this server has no users yet: add the first admin on the server's "
+                             "machine with `mieruka users add NAME --role admin`, then log in")
+            hidden = hidden_tasks(self.app, who)
+            state = scope.setdefault("state", {})
+            state[STATE_KEY], state[HIDDEN_KEY] = who, hidden
+            if isinstance(params.get("job_id"), int) and (rule.owner or hidden):
+                await run_in_threadpool(self.check, request, rule, who, params, hidden)
             else:
-                self.check(request, rule, who, params)
+                self.check(request, rule, who, params, hidden)
             if method not in SAFE_METHODS and rule.csrf and (who is None or who.via == "session"):
                 receive = await self.check_csrf(request, receive, who, template)
             elif method not in SAFE_METHODS and who is LOCAL:
                 _same_origin(request)
+            kind = kind_of(scope) if method not in SAFE_METHODS else None
+            if kind == "multipart":
+                receive = scanned_multipart(scope, receive)
+            elif kind is not None:
+                receive = await checked_body(scope, receive, kind, self.limits,
+                                             self.upload_body if rule.uploads else self.limits.body_size)
+        except Refused as refused:
+            await self.deny(scope, receive, send, Denied(refused.status, refused.code, refused.message), request)
+            return
         except Denied as denied:
             await self.deny(scope, receive, send, denied, request)
             return
@@ -431,6 +506,23 @@ def _first_part(kind: str, body: bytes) -> str | None:
     if f'name="{CSRF_FIELD}"' not in head:
         return ""  # the first field is something else: the form lacks the token
     return body[head_end + 4:end].decode("latin-1")
+
+
+def _local_connection(scope: Scope) -> bool:
+    """Both ends of the connection on this machine (not a Unix socket: a proxy may stand behind it)."""
+    server, client = scope.get("server"), scope.get("client")
+    return bool(server and client and is_loopback(str(server[0])) and is_loopback(str(client[0])))
+
+
+def _host_of(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"host":
+            text = bytes(value).decode("latin-1")
+            try:
+                return urlsplit("//" + text).hostname or ""
+            except ValueError:
+                return text.lower()
+    return None
 
 
 def is_loopback(host: str) -> bool:

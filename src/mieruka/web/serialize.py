@@ -48,10 +48,15 @@ def job_json(record: JobRecord, *, full: bool = True, root: str = "") -> dict[st
         data["traceback"] = record.traceback
         data["artifacts"] = [
             {"name": a.name, "size": a.size, "content_type": a.content_type, "created_at": iso(a.created_at),
-             "url": f"{root}/api/jobs/{record.id}/artifacts/{a.name}"}
+             "url": artifact_url(root, record.id, a.name)}
             for a in record.artifacts
         ]
     return data
+
+
+def artifact_url(root: str, job_id: int, name: str) -> str:
+    """Names may hold spaces, '#', '?', '%' or any script: one path segment, percent-encoded."""
+    return f"{root}/api/jobs/{job_id}/artifacts/{quote(name, safe='')}"
 
 
 def log_json(line: LogLine) -> dict[str, Any]:

@@ -11,13 +11,14 @@ from fastapi.responses import Response, StreamingResponse
 from ..app import App
 from ..core.steps import StepRecord
 from ..errors import ArtifactNotFound, StepNotFound
+from .ids import JOB_ID
 from .jobs import artifact_response
 from .schemas import ERRORS, LogPage, StepOut
-from .serialize import log_json, step_json
+from .serialize import artifact_url, log_json, step_json
 
 
 def steps_router(app: App) -> APIRouter:
-    router = APIRouter(prefix="/api/jobs/{job_id}/steps", tags=["jobs"])
+    router = APIRouter(prefix=f"/api/jobs/{JOB_ID}/steps", tags=["jobs"])
 
     def find(job_id: int, name: str) -> StepRecord:
         app.engine.get(job_id)  # 404 for an unknown job first
@@ -62,7 +63,7 @@ def steps_router(app: App) -> APIRouter:
         root = request.scope.get("root_path", "")
         record = app.engine.get(job_id)
         return [{"name": a.name, "size": a.size, "content_type": a.content_type,
-                 "url": f"{root}/api/jobs/{job_id}/artifacts/{a.name}"}
+                 "url": artifact_url(root, job_id, a.name)}
                 for a in record.artifacts if a.name in step.artifacts]
 
     @router.get("/{name}/artifacts/{artifact}", response_model=None, responses={404: ERRORS[404]})

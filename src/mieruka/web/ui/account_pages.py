@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
@@ -14,11 +15,12 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from ...app import App
-from ...auth.accounts import Throttle
 from ...auth.audit import AuditQuery, to_csv
 from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
 from ...errors import MierukaError, TooManyAttempts, ValidationError
+from ..ids import TOKEN_ID
+from ..policy import shown_page
 from ..security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, address, audit, principal
 
 
@@ -30,9 +32,6 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         context.setdefault("last_event_id", 0)
         return templates.TemplateResponse(request, template, context, status_code=status)
 
-    def throttle() -> Throttle:
-        return Throttle(app.auth.accounts, app.auth.audit, app.settings.login_max_failures,
-                        app.settings.login_lockout)
 
     def root(request: Request) -> str:
         return str(request.scope.get("root_path", ""))
@@ -81,7 +80,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         password = str(form.get("password") or "")
         target = str(form.get("next") or "")
         try:
-            user = await run_in_threadpool(throttle().login, name, password, address(request))
+            user = await run_in_threadpool(app.auth.throttle.login, name, password, address(request))
         except TooManyAttempts as exc:
             response = login_page(request, 429, exc.message, name, target)
             response.headers["Retry-After"] = str(exc.retry_after)
@@ -163,7 +162,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         audit(request, "token.create", f"token:{token.id}", user=who.name, name=name)
         return account_page(request, 201, new_token=secret, new_token_name=name)
 
-    @router.post("/account/tokens/{token_id}/revoke")
+    @router.post(f"/account/tokens/{TOKEN_ID}/revoke")
     def revoke_token(request: Request, token_id: int) -> Response:
         token = app.auth.accounts.revoke_token_as(principal(request), token_id)
         audit(request, "token.revoke", f"token:{token_id}", user=token.user)
@@ -177,7 +176,8 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         if who.via == "local":
             return account_page(request, 422, error="no users are configured yet")
         try:
-            checked = await run_in_threadpool(throttle().change_password, who.name, current, new, address(request))
+            checked = await run_in_threadpool(app.auth.throttle.change_password, who.name, current, new,
+                                              address(request))
         except ValidationError as exc:
             return account_page(request, 422, error=exc.message)
         except TooManyAttempts as exc:
@@ -275,8 +275,9 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     # -- who is online ---------------------------------------------------------------------------------
     @router.get("/presence", response_class=HTMLResponse)
     def presence(request: Request) -> HTMLResponse:
-        return page(request, "presence.html", online=app.auth.presence.online(),
-                    expiry=app.auth.presence.expiry)
+        who = principal(request)
+        online = [replace(s, page=shown_page(app, who, s.page)) for s in app.auth.presence.online()]
+        return page(request, "presence.html", online=online, expiry=app.auth.presence.expiry)
 
     @router.get("/presence/badge", response_class=HTMLResponse)
     def presence_badge(request: Request) -> HTMLResponse:

@@ -43,7 +43,8 @@ def dashboards_ui_router(app: App) -> APIRouter:
                 info = source_json(source, state, live)
                 info["refreshed_local"] = render.local_time(state.refreshed_at, zone)
                 sources.append(info)
-            streams = [runner.spec for runner in live.streams.values()]
+            streams = [runner.spec for runner in live.streams.values()
+                       if allowed(principal(request), app.dashboards.stream_allow(runner.spec.name))]
         who = principal(request)
         return page(request, "dashboards.html", dashboards=[b for b in app.dashboards if allowed(who, b.allow)],
                     streams=streams, sources=sources)

@@ -21,8 +21,9 @@ from ...core.task import Task
 from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
 from ...store.base import JobQuery
 from .. import monitor
+from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
-from ..security import audit, owner_name, principal
+from ..security import audit, hidden, owner_name, principal
 from ..submission import Submission
 from . import charts, render, step_graph
 from .account_pages import account_router
@@ -55,7 +56,10 @@ def ui_router(app: App) -> APIRouter:
         task = app.tasks.get(name)
         values: dict[str, Any] | None = None
         if again is not None:
-            values = _values_of(app.engine.get(again))
+            earlier = app.engine.get(again)
+            if earlier.task in hidden(request):
+                raise JobNotFound(again)
+            values = _values_of(earlier)
         return page(request, "task.html", task=task, fields=form_fields(task, values, None), again=again)
 
     @router.post("/tasks/{name}", response_class=HTMLResponse)
@@ -91,7 +95,7 @@ def ui_router(app: App) -> APIRouter:
             return page(request, "_quick_result.html", job=record, result=render.result_view(record))
         return RedirectResponse(f"{root}/jobs/{record.id}", status_code=303)
 
-    @router.get("/jobs/{job_id}", response_class=HTMLResponse)
+    @router.get(f"/jobs/{JOB_ID}", response_class=HTMLResponse)
     def job_page(request: Request, job_id: int) -> HTMLResponse:
         record = app.engine.get(job_id)
         after = max(record.log_lines - LOG_TAIL, 0)
@@ -103,14 +107,14 @@ def ui_router(app: App) -> APIRouter:
                     steps=steps, graph=step_graph.layout(steps),
                     is_pipeline=bool(steps) or hasattr(getattr(task, "func", None), "mieruka_pipeline"))
 
-    @router.get("/jobs/{job_id}/steps", response_class=HTMLResponse)
+    @router.get(f"/jobs/{JOB_ID}/steps", response_class=HTMLResponse)
     def job_steps(request: Request, job_id: int) -> HTMLResponse:
         """The job page's steps (list and graph), swapped in live when a step changes."""
         record = app.engine.get(job_id)
         steps = app.engine.store.list_steps(job_id)
         return page(request, "_steps.html", job=record, steps=steps, graph=step_graph.layout(steps))
 
-    @router.get("/jobs/{job_id}/panel", response_class=HTMLResponse)
+    @router.get(f"/jobs/{JOB_ID}/panel", response_class=HTMLResponse)
     def job_panel(request: Request, job_id: int) -> HTMLResponse:
         """The job page's summary, result and artifacts, swapped in live when the job changes."""
         record = app.engine.get(job_id)
@@ -126,18 +130,21 @@ def ui_router(app: App) -> APIRouter:
         created_after = _since(since)
         if cursor is not None and not 0 < cursor < 2**63:
             raise ValidationError("cursor: not a cursor from this page", [{"field": "cursor", "message": "invalid"}])
+        unseen = hidden(request)
         query = JobQuery(task=task or None, status=states, owner=owner or None, search=q or None,
-                         created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1)
+                         created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1,
+                         hidden_tasks=unseen)
         records = app.engine.list_jobs(query)
         more = len(records) > query.limit - 1
         records = records[: query.limit - 1]
         filters = {"task": task or "", "status": status or "", "owner": owner or "", "q": q or "",
                    "since": since or ""}
-        return page(request, "jobs.html", jobs=records, filters=filters, tasks=list(app.tasks),
+        return page(request, "jobs.html", jobs=records, filters=filters,
+                    tasks=[t for t in app.tasks if t.name not in unseen],
                     states=[s.value for s in JobStatus], sinces=SINCE,
                     next_cursor=records[-1].id if more and records else None, first_page=cursor is None)
 
-    @router.get("/jobs/{job_id}/row", response_class=HTMLResponse)
+    @router.get(f"/jobs/{JOB_ID}/row", response_class=HTMLResponse)
     def job_row(request: Request, job_id: int) -> HTMLResponse:
         """One row of the monitor, for jobs that appear while the page is open."""
         return page(request, "_job_row.html", job=app.engine.get(job_id))
@@ -147,13 +154,14 @@ def ui_router(app: App) -> APIRouter:
         form = await request.form()
         who = principal(request)
         for value in form.getlist("ids"):
-            if isinstance(value, str) and value.isdigit():
+            job_id = parse_id(value) if isinstance(value, str) else None
+            if job_id is not None:
                 try:
-                    record = await run_in_threadpool(app.engine.get, int(value))
-                    if not who.may_change_job(record.owner):
+                    record = await run_in_threadpool(app.engine.get, job_id)
+                    if record.task in hidden(request) or not who.may_change_job(record.owner):
                         continue  # an operator cancels only its own jobs
-                    await run_in_threadpool(app.engine.cancel, int(value))
-                    await run_in_threadpool(audit, request, "job.cancel", f"job:{value}")
+                    await run_in_threadpool(app.engine.cancel, job_id)
+                    await run_in_threadpool(audit, request, "job.cancel", f"job:{job_id}")
                 except (ConflictError, JobNotFound):
                     pass  # finished or gone meanwhile: nothing to cancel
         return RedirectResponse(request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs",
@@ -168,12 +176,12 @@ def ui_router(app: App) -> APIRouter:
         """The workers and queues tables, refreshed every few seconds by the page."""
         return page(request, "_workers_panel.html", **_pool(app))
 
-    @router.post("/jobs/{job_id}/cancel")
+    @router.post(f"/jobs/{JOB_ID}/cancel")
     def cancel(request: Request, job_id: int) -> RedirectResponse:
         app.engine.cancel(job_id)
         return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
-    @router.post("/jobs/{job_id}/retry")
+    @router.post(f"/jobs/{JOB_ID}/retry")
     def retry(request: Request, job_id: int) -> RedirectResponse:
         app.engine.retry(job_id)
         return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi.templating import Jinja2Templates
 
@@ -23,6 +24,7 @@ def page_templates(app: App) -> Jinja2Templates:
     env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")),
                                                               zone)
     env.filters["utc"] = render.utc_title
+    env.filters["segment"] = lambda text: quote(str(text), safe="")  # one path segment, "/" too
     env.filters["size"] = render.human_size
     env.filters["duration"] = render.human_duration
     # Parameters shown as JSON keep their own script (見える化, not \u898b...).

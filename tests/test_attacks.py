@@ -1,0 +1,323 @@
+"""The route x role matrix, replayed against a real server as an attacker would.
+
+Every route of tests/guarded_app.py (taken from the app itself) is called by anonymous, a viewer, two
+operators, an operator on the allow lists, an admin, a revoked and an expired token; every job and
+token id in a path is also written in the non-canonical forms (+5, %205, 5%20, 5%0A, 5%09, 05). The
+matrix fails when a response
+
+- is a 5xx;
+- carries what its caller may not see: a job of the allow-listed task (its parameters, result, log,
+  artifact or name), the allow-listed dashboard's data or stream, another user's name (the admin's
+  doing, kept in the audit log);
+- lets through a request the rules deny (role, owner, allow list, canonical id), or lets a denied
+  state-changing request change anything (jobs, users, tokens, sources).
+
+Allowed state-changing requests are not sent: tests/test_access.py and the feature tests cover them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from mieruka.core.clock import utcnow
+from mieruka.web.security import flat_routes
+from tests.conftest import ServerProcess, shared_server
+from tests.guarded_app import BOARD_SECRET, JOB_SECRET, SECRET_STREAM, SECRET_TASK
+from tests.test_access import EXPECTED, STREAMS
+from tests.test_access import allowed as role_allows
+
+PASSWORD = "a long password"
+HIDDEN_USER = "ulrike"  # added by the admin: only admins may learn of her
+NON_CANONICAL = ("+{}", "%20{}", "{}%20", "{}%0A", "{}%09", "0{}")
+# Those who may see everything go first: what they did (pages visited, presence) is then there to leak.
+ROLES = {"olga": "operator", "ada": "admin", "anonymous": "anonymous", "revoked": "anonymous",
+         "expired": "anonymous", "val": "viewer", "otto": "operator", "oona": "operator"}
+SEES_SECRETS = {"olga", "ada"}  # on the allow lists (admins always are)
+DENIED = {401, 403, 404, 422}
+MUST_SHOW = {"/api/jobs/{job_id}", "/api/jobs/{job_id}/logs", "/api/jobs/{job_id}/artifacts",
+             "/api/jobs/{job_id}/steps", "/jobs/{job_id}", "/jobs/{job_id}/panel"}
+
+
+@dataclass
+class Probe:
+    server: ServerProcess
+    tokens: dict[str, str]
+    jobs: dict[str, int]  # otto's finished add, oona's running sleep, olga's finished vault
+    oona_token: int
+    routes: list[tuple[str, str]]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.server.url, timeout=30)
+
+    def headers(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Probe]:
+    from tests.guarded_app import app
+
+    home = tmp_path_factory.mktemp("attacks") / "home"
+    app._settings = None
+    app.configure(home=str(home))
+    app.auth.db.migrate()
+    accounts = app.auth.accounts
+    tokens: dict[str, str] = {}
+    for name in ("val", "otto", "oona", "olga", "ada"):
+        accounts.add_user(name, ROLES[name], PASSWORD)
+        tokens[name] = accounts.create_token(name, f"{name}'s script")[1]
+    oona_token = accounts.create_token("oona", "second")[0].id
+    revoked, tokens["revoked"] = accounts.create_token("ada", "old")
+    accounts.revoke_token(revoked.id)
+    expires = utcnow() + timedelta(seconds=2)
+    tokens["expired"] = accounts.create_token("ada", "short", expires_at=expires)[1]
+    routes = sorted({("GET" if m == "*" else m, r.path or "") for r in flat_routes(app.asgi())
+                     for m in (r.methods or {"*"}) if m != "HEAD"})
+    app._settings = None
+    server_process = ServerProcess("tests/guarded_app.py:app", home, "--workers", "2",
+                                   env={"MIERUKA_PRESENCE_EXPIRY": "8"})  # presence written every 2 s
+    with shared_server(server_process, request) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            def submit(who: str, task: str, body: dict[str, Any]) -> int:
+                answer = http.post(f"/api/tasks/{task}/jobs", json=body,
+                                   headers={"Authorization": f"Bearer {tokens[who]}"})
+                assert answer.status_code == 202, answer.text
+                return int(answer.json()["id"])
+
+            jobs = {"otto": submit("otto", "add", {"a": 1}), "oona": submit("oona", "sleep", {"seconds": 600}),
+                    "olga": submit("olga", SECRET_TASK, {})}
+            admin = {"Authorization": f"Bearer {tokens['ada']}"}
+            for key in ("otto", "olga"):
+                done = http.get(f"/api/jobs/{jobs[key]}", params={"wait": 60}, headers=admin).json()
+                assert done["status"] == "succeeded", done
+            added = http.post("/api/users", json={"name": HIDDEN_USER, "role": "viewer", "password": PASSWORD},
+                              headers=admin)
+            assert added.status_code == 201, added.text
+        while utcnow() <= expires:
+            time.sleep(0.1)
+        yield Probe(server, tokens, jobs, oona_token, routes)
+
+
+@pytest.mark.timeout(600)
+def test_the_matrix(probe: Probe) -> None:
+    problems: list[str] = []
+    sent = 0
+    with probe.client() as http:
+        before = snapshot(http, probe)
+        for who in ROLES:
+            for method, template in probe.routes:
+                for url, subject, canonical in targets(probe, template):
+                    verdict = must_deny(who, method, template, subject, canonical)
+                    if method != "GET" and not verdict:
+                        continue  # allowed changes are the feature tests' business
+                    sent += 1
+                    response = call(http, probe, who, method, template, url)
+                    problems += judge(who, method, url, template, verdict, response)
+                    if method != "GET":
+                        after = snapshot(http, probe)
+                        if after != before:
+                            problems.append(f"{who} {method} {url} changed the state: {diff(before, after)}")
+                            before = after
+    print(f"the matrix sent {sent} requests")
+    more = f"\n... and {len(problems) - 60} more" if len(problems) > 60 else ""
+    assert not problems, "\n".join(problems[:60]) + more
+
+
+def test_positive_controls(probe: Probe) -> None:
+    """The leak checks are not vacuous: whoever may see the secrets does see them, on the same routes."""
+    with probe.client() as http:
+        for who in SEES_SECRETS:
+            job = probe.jobs["olga"]
+            for url in (f"/api/jobs/{job}", f"/api/jobs/{job}/logs", f"/api/jobs?task={SECRET_TASK}",
+                        f"/jobs/{job}", "/api/sources/beds/data"):
+                answer = http.get(url, headers=probe.headers(who))
+                assert answer.status_code == 200, (who, url, answer.text[:300])
+                assert JOB_SECRET in answer.text or BOARD_SECRET in answer.text, (who, url)
+            events = read_stream(http, "/api/events?last_event_id=1", probe.headers(who))
+            assert JOB_SECRET in events, f"{who} saw no event of the vault job: the event check would be vacuous"
+            assert f'task="{SECRET_TASK}"' in http.get("/metrics", headers=probe.headers(who)).text
+
+
+def test_presence_does_not_tell_what_others_may_not_see(probe: Probe) -> None:
+    with probe.client() as http:
+        vault_job = probe.jobs["olga"]
+        for page in (f"/tasks/{SECRET_TASK}", f"/jobs/{vault_job}", "/dashboards/wards"):
+            deadline = time.monotonic() + 30
+            while True:  # presence is written every couple of seconds at most (presence_expiry / 4)
+                assert http.get(page, headers=probe.headers("olga")).status_code == 200
+                shown = http.get("/api/presence", headers=probe.headers("ada")).json()["online"]
+                if page in [entry["page"] for entry in shown if entry["user"] == "olga"]:
+                    break
+                assert time.monotonic() < deadline, f"olga never showed as on {page}: {shown}"
+                time.sleep(0.3)
+            for who in ("val", "otto"):
+                for url in ("/api/presence", "/presence"):
+                    text = http.get(url, headers=probe.headers(who)).text
+                    assert "olga" in text and page not in text, (who, url, page)
+
+
+def test_lists_are_filtered_in_the_query(probe: Probe) -> None:
+    """A page of one job at a time walks every visible job and never the hidden one: pages stay full
+    and cursors right."""
+    with probe.client() as http:
+        for who, expected in (("otto", {probe.jobs["otto"], probe.jobs["oona"]}), ("ada", set(probe.jobs.values()))):
+            seen: list[int] = []
+            cursor = None
+            while True:
+                page = http.get("/api/jobs", params={"limit": 1, **({"cursor": cursor} if cursor else {})},
+                                headers=probe.headers(who)).json()
+                assert len(page["jobs"]) == 1 or not page["next_cursor"], page
+                seen += [job["id"] for job in page["jobs"]]
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+            assert set(seen) == expected and len(seen) == len(expected), (who, seen)
+
+
+# -- what to call ----------------------------------------------------------------------------------
+def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
+    """(url, what it names, whether its ids are written canonically) for each value to try."""
+    values: dict[str, list[tuple[str, str]]] = {}
+    if "{job_id}" in template:
+        values["{job_id}"] = [(str(probe.jobs[k]), f"job:{k}") for k in ("otto", "oona", "olga")]
+    if "{token_id}" in template:
+        values["{token_id}"] = [(str(probe.oona_token), "token:oona")]
+    if "{task}" in template or template.startswith("/tasks/{name}"):
+        key = "{task}" if "{task}" in template else "{name}"
+        values[key] = [("add", "task:add"), (SECRET_TASK, "task:vault")]
+    elif "{name}" in template:
+        values["{name}"] = name_values(template)
+    for key, value in (("{artifact}", "secret.txt"), ("{secret}", "not-a-link"), ("{action}", "start")):
+        if key in template:
+            values[key] = [(value, "")]
+    combos: list[tuple[str, str]] = [(template, "")]
+    for key, options in values.items():
+        combos = [(url.replace(key, value), " ".join(filter(None, (subject, what))))
+                  for url, subject in combos for value, what in options]
+    out = [(("/static/mieruka.css" if template == "/static" else url), subject, True) for url, subject in combos]
+    for key in ("{job_id}", "{token_id}"):
+        if key not in template:
+            continue
+        for value, what in values[key]:
+            if what in ("job:otto",):
+                continue  # two jobs are enough to try every spelling on
+            for form in NON_CANONICAL:
+                url = template.replace(key, form.format(value))
+                for other, (default, _) in ((k, v[0]) for k, v in values.items() if k != key):
+                    url = url.replace(other, default)
+                out.append((url, what, False))
+    return out
+
+
+def name_values(template: str) -> list[tuple[str, str]]:
+    if template.startswith(("/api/dashboards/", "/dashboards/")):
+        return [("open", "dashboard:open"), ("wards", "dashboard:wards")]
+    if template.startswith("/api/sources/"):
+        return [("wards", "source:wards"), ("beds", "source:beds")]
+    if template.startswith(("/api/streams/", "/streams/")):
+        return [(SECRET_STREAM, "stream:vitals")]
+    if template.startswith(("/api/users/", "/users/")):
+        return [("oona", "user:oona")]
+    if template.startswith("/api/jobs/{job_id}/steps/"):
+        return [("reveal", "")]
+    if template.startswith("/api/jobs/{job_id}/artifacts/"):
+        return [("secret.txt", "")]
+    return [("nothing", "")]
+
+
+def must_deny(who: str, method: str, template: str, subject: str, canonical: bool) -> bool:
+    """Whether the rules deny this request (False: they allow it, or it depends on the handler)."""
+    expected = EXPECTED.get((method, template))
+    assert expected is not None, f"{method} {template} has no expectation in tests/test_access.py"
+    role = ROLES[who]
+    if not role_allows(expected, role) or not canonical:
+        return True
+    secret = {"job:olga", "task:vault", "dashboard:wards", "source:beds", "stream:vitals"}
+    if who not in SEES_SECRETS and any(part in secret for part in subject.split()):
+        return True
+    if expected == "owner" and role != "admin":
+        return f"job:{who}" not in subject.split()
+    return "token:oona" in subject and who not in ("oona", "ada")
+
+
+def call(http: httpx.Client, probe: Probe, who: str, method: str, template: str, url: str) -> httpx.Response:
+    headers = probe.headers(who)
+    if template in STREAMS:
+        body = read_stream(http, url + ("&" if "?" in url else "?") + "last_event_id=1", headers)
+        return httpx.Response(200, text=body, request=httpx.Request("GET", url))
+    if method in ("POST", "PATCH", "PUT"):
+        body: dict[str, Any] = {"role": "admin", "name": "mallory", "password": PASSWORD, "a": 1}
+        return http.request(method, url, json=body, headers=headers)
+    return http.request(method, url, headers=headers)
+
+
+def read_stream(http: httpx.Client, url: str, headers: dict[str, str], seconds: float = 1.0) -> str:
+    """What an event stream sends within `seconds` (the whole answer when it is not a stream)."""
+    chunks: list[str] = []
+    with http.stream("GET", url, headers=headers, timeout=httpx.Timeout(30, read=seconds)) as response:
+        if response.status_code != 200 or "event-stream" not in response.headers.get("content-type", ""):
+            response.read()
+            return f"{response.status_code} {response.text}"
+        deadline = time.monotonic() + seconds
+        try:
+            for chunk in response.iter_text():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    break
+        except httpx.ReadTimeout:
+            pass  # quiet for `seconds`: all that was there to send has come
+    return "".join(chunks)
+
+
+def judge(who: str, method: str, url: str, template: str, deny: bool, response: httpx.Response) -> list[str]:
+    problems = []
+    status, text = response.status_code, response.text
+    where = f"{who} {method} {url} -> {status}"
+    if status >= 500:
+        problems.append(f"{where}: server error {text[:200]}")
+    if deny and status not in DENIED and not (template in STREAMS and text.startswith(tuple(map(str, DENIED)))):
+        problems.append(f"{where}: should have been refused ({text[:150]!r})")
+    if not deny and status in (401, 403) and EXPECTED[(method, template)] != "public":
+        problems.append(f"{where}: refused though allowed ({text[:150]!r})")
+    if not deny and template in MUST_SHOW and status != 200:
+        problems.append(f"{where}: expected 200 ({text[:150]!r})")
+    if who not in SEES_SECRETS:
+        for secret in (JOB_SECRET, BOARD_SECRET):
+            if secret in text:
+                problems.append(f"{where}: shows {secret!r}")
+        for name in (SECRET_TASK, SECRET_STREAM):
+            if name in text and name not in url:
+                problems.append(f"{where}: names {name!r}")
+    if ROLES[who] != "admin" and HIDDEN_USER in text:
+        problems.append(f"{where}: names the user {HIDDEN_USER!r}")
+    return problems
+
+
+# -- what must not change --------------------------------------------------------------------------
+def snapshot(http: httpx.Client, probe: Probe) -> dict[str, Any]:
+    admin = probe.headers("ada")
+    jobs = http.get("/api/jobs", params={"limit": 500}, headers=admin).json()["jobs"]
+    users = http.get("/api/users", headers=admin).json()
+    tokens = http.get("/api/tokens", headers=admin).json()
+    sources = http.get("/api/sources", headers=admin).json()
+    return {"jobs": sorted((j["id"], j["status"], j["cancel_requested"], j["attempts"]) for j in jobs),
+            "users": sorted((u["name"], u["role"]) for u in users),
+            "tokens": sorted((t["id"], t.get("revoked_at")) for t in tokens),
+            "sources": sorted((s["name"], s.get("refreshes", s.get("attempts"))) for s in sources)}
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {before[k]} -> {after[k]}" for k in before if before[k] != after[k])
+
+
+def test_the_probe_app_has_no_unexpected_routes(probe: Probe) -> None:
+    missing = [route for route in probe.routes if route not in EXPECTED]
+    assert not missing, f"routes with no expectation in tests/test_access.py: {missing}"
+
