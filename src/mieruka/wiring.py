@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -27,6 +29,10 @@ EXECUTORS = ("local", "celery")
 
 def check_settings(settings: Settings) -> None:
     """Refuse, before anything starts, settings the engine could not start with."""
+    if os.name != "posix":
+        # Workers run in their own process groups, and cancel kills the whole group.
+        raise ConfigError(f"mieruka runs jobs on Linux, macOS and other POSIX systems, not on {sys.platform}; "
+                          "on Windows run it under WSL")
     if settings.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
     if settings.executor == "celery" and not settings.broker_url:

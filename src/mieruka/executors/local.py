@@ -31,7 +31,7 @@ class _Worker:
     name: str
     process: subprocess.Popen[bytes]
     pipe: MessagePipe
-    sentinel: int  # a pidfd: readable once the process has exited
+    sentinel: int  # readable once the process has exited (see _exit_sentinel)
     ready: bool = False
     job_id: int | None = None
     pid: int | None = None
@@ -81,7 +81,7 @@ class LocalExecutor:
             pass_fds=(theirs.fileno(),), process_group=0, stdin=subprocess.DEVNULL,
         )
         theirs.close()
-        worker = _Worker(name=name, process=process, pipe=MessagePipe(ours), sentinel=os.pidfd_open(process.pid))
+        worker = _Worker(name=name, process=process, pipe=MessagePipe(ours), sentinel=_exit_sentinel(process))
         self._workers[name] = worker
         self._selector.register(worker.pipe.fileno(), selectors.EVENT_READ, ("pipe", worker))
         self._selector.register(worker.sentinel, selectors.EVENT_READ, ("exit", worker))
@@ -216,6 +216,25 @@ class LocalExecutor:
         os.close(self._wake_r)
         os.close(self._wake_w)
         return interrupted
+
+
+def _exit_sentinel(process: subprocess.Popen[bytes]) -> int:
+    """A file descriptor that becomes readable when `process` exits: a pidfd on Linux; elsewhere
+    (macOS, the BSDs) a pipe written by a thread that waits for the process."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is not None:
+        try:
+            return int(pidfd_open(process.pid))
+        except OSError:
+            pass  # a kernel older than 5.3, or a sandbox that forbids it
+    readable, writable = os.pipe()
+
+    def wait() -> None:
+        process.wait()
+        os.close(writable)  # end of file: readable
+
+    threading.Thread(target=wait, name=f"mieruka-wait-{process.pid}", daemon=True).start()
+    return readable
 
 
 def _kill_tree(pid: int | None) -> None:
