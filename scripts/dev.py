@@ -2,7 +2,10 @@
 """The one dev loop: `python3 scripts/dev.py demo|test|lint|bench [args...]`.
 
 Creates ./.venv on first use and installs mieruka into it (again only when pyproject.toml changes),
-so a fresh machine needs nothing but Python 3.11+.
+so a fresh machine needs nothing but Python 3.11+: `demo` with the extra `demo` (what the demo's
+dashboard needs), the others with `dev`. MIERUKA_DEV_VENV names another folder for the venv (the
+quick-start test keeps one in a cache folder). The demo runs in the current directory, so its data
+is ./.mieruka there, where the other `mieruka` commands run from the same folder look.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv"
+VENV = Path(os.environ.get("MIERUKA_DEV_VENV") or ROOT / ".venv").absolute()
 BIN = VENV / "bin"
 PYTHON = BIN / "python"
 
@@ -37,15 +40,18 @@ def ensure_venv(extras: str) -> None:
     stamp.write_text(digest)
 
 
-def run(argv: list[str]) -> int:
-    return subprocess.run(argv, cwd=ROOT).returncode
+def run(argv: list[str], cwd: Path = ROOT) -> int:
+    return subprocess.run(argv, cwd=cwd).returncode
 
 
 def main() -> int:
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("help", [])
     if command == "demo":
-        ensure_venv("")
-        return run([str(BIN / "mieruka"), "demo", *args])
+        ensure_venv("demo")
+        venv_dir = os.path.relpath(VENV) if VENV.is_relative_to(Path.cwd()) else str(VENV)
+        print(f"mieruka: the `mieruka` command is {venv_dir}/bin/mieruka (`. {venv_dir}/bin/activate` puts it "
+              "on PATH)", flush=True)
+        return run([str(BIN / "mieruka"), "demo", *args], cwd=Path.cwd())
     if command == "test":
         ensure_venv("dev")
         code = run([str(PYTHON), "-m", "pytest", *args])
@@ -64,4 +70,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C also stopped the demo or the tests: no traceback of ours
+        sys.exit(130)

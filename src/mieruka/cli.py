@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -17,13 +19,14 @@ from .settings import Settings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+HOME_HELP = "data directory (default: MIERUKA_HOME, else the config file's home, else ./.mieruka)"
 
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
-    parser.add_argument("--home", help="data directory (default ./.mieruka)")
+    parser.add_argument("--home", help=HOME_HELP)
     parser.add_argument("--database-url", help="SQLAlchemy URL of the job store (default SQLite in the home)")
     parser.add_argument("--root-path", help="path prefix behind a reverse proxy, e.g. /mieruka")
     parser.add_argument("--timezone", help="time zone for shown times, e.g. Asia/Tokyo")
@@ -44,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit a job to a running server")
     submit.add_argument("task")
     submit.add_argument("params", nargs="*", metavar="KEY=VALUE",
-                        help="parameters; values are read as JSON when they parse (3, true, [1,2]), else text")
+                        help="parameters, before, between or after the options; values are read as JSON when "
+                        "they parse (3, true, [1,2]), else text")
     submit.add_argument("--file", action="append", default=[], metavar="FIELD=PATH", help="upload a file")
     submit.add_argument("--wait", action="store_true", help="wait for the result; exit 1 if the job fails")
     submit.add_argument("--timeout", type=float, default=3600, help="longest wait with --wait, seconds")
@@ -89,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", "-Q", default="default", help="comma-separated queues to take jobs from "
                         "(default: default)")
     worker.add_argument("--concurrency", "-c", type=int, help="jobs at a time (default: one per CPU core)")
-    worker.add_argument("--home", help="data directory: artifacts and uploads (default ./.mieruka)")
+    worker.add_argument("--home", help=HOME_HELP)
     worker.add_argument("--database-url", help="SQLAlchemy URL of the job store, shared with the servers")
     worker.add_argument("--broker-url", help="Celery broker URL, e.g. redis://host:6379/0")
     worker.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
@@ -97,14 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema")
-    upgrade.add_argument("--home")
-    upgrade.add_argument("--database-url")
+    upgrade.add_argument("--home", help=HOME_HELP)
+    upgrade.add_argument("--database-url", help="SQLAlchemy URL of the job store (default SQLite in the home)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `submit align --file reads=r.fa reference=mm10`: argparse takes a command's positionals in
+        # one run, so the parameters after an option come back unrecognised; they are parameters.
+        if args.command == "submit" and not any(e.startswith("-") for e in extra):
+            args.params = [*args.params, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         from . import __version__
 
@@ -152,6 +163,44 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
+def home_origin(settings: Settings, flag: str | None) -> str:
+    """Which rule chose the data directory, by the one rule of every command: --home, else
+    MIERUKA_HOME, else the config file's `home`, else ./.mieruka."""
+    if flag:
+        return "from --home"
+    if settings.home == Settings().home:
+        return "the default home; --home or MIERUKA_HOME to change"
+    return "from MIERUKA_HOME or the config file"
+
+
+def where_data_lives(settings: Settings, flag: str | None) -> str:
+    from .wiring import shown_url
+
+    text = f"data in {settings.home_path} ({home_origin(settings, flag)})"
+    if settings.database_url:
+        text += f", database {shown_url(settings.database_url)}"
+    return text
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind the address once before anything is printed: a port held by another process is one line
+    here, not a login link pointing at that process followed by uvicorn's Errno 98."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot serve on {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a TIME_WAIT port is free
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use (another server?): stop it, or "
+                                  "pick another port with --port") from None
+            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .loader import load_app
 
@@ -159,8 +208,6 @@ def _serve(args: argparse.Namespace) -> int:
         from .demo import app
 
         ref = "mieruka.demo:app"
-        if args.home is None:
-            args.home = ".mieruka-demo"
     else:
         ref = args.app
         app = load_app(ref)
@@ -173,15 +220,20 @@ def _serve(args: argparse.Namespace) -> int:
     from .wiring import check_app, check_database
 
     check_app(app)  # one line now, rather than a traceback from inside the server
+    check_port(settings.host, settings.port)
     settings.home_path.mkdir(parents=True, exist_ok=True)
     check_database(settings.effective_database_url)
+    from .cli_accounts import demo_login_link, refuse_open_network
+
+    refuse_open_network(app)
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)
+    print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
     if args.command == "demo":
-        from .cli_accounts import demo_login_link
-
         print(f"mieruka: log in as the demo admin with this one-time link: {demo_login_link(app)}", flush=True)
+        print("mieruka: for `mieruka submit` and `mieruka jobs`, make an API token with `mieruka tokens create "
+              "--user demo` (in this folder, or with the same home) and set MIERUKA_TOKEN to it", flush=True)
     if len(app.dashboards) or app.streams:
         print(f"mieruka: {len(app.dashboards)} dashboards and {len(app.streams)} streams at {base}/dashboards",
               flush=True)
@@ -218,6 +270,7 @@ def _worker(args: argparse.Namespace) -> int:
     worker = create_worker(app, queues, concurrency, args.loglevel.upper())
     print(f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
           f"{concurrency} at a time, broker {shown_url(settings.broker_url)}", flush=True)
+    print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
     worker.start()
     return int(worker.exitcode or 0)
 

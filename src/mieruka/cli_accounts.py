@@ -7,6 +7,7 @@ import argparse
 import getpass
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from .core.clock import utcnow
@@ -36,7 +37,8 @@ def add_commands(sub: Any) -> None:
     role.add_argument("role", help="admin, operator or viewer")
     link = users_sub.add_parser("link", help="print a one-time login link for a user (valid 24 hours)")
     link.add_argument("name")
-    link.add_argument("--url", help="the server's address as users reach it (default: the url setting)")
+    link.add_argument("--url", help="the server's address as users reach it, with any path prefix (default: "
+                      "the public_url setting, else the address and root path it serves)")
 
     tokens = sub.add_parser("tokens", help="create, list or revoke API tokens")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
@@ -48,18 +50,69 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--user")
     revoke = tokens_sub.add_parser("revoke", help="revoke an API token by id")
     revoke.add_argument("id", type=int)
+    from .cli import HOME_HELP
+
     for parser in (*users_sub.choices.values(), *tokens_sub.choices.values()):
-        parser.add_argument("--home", help="data directory (default ./.mieruka)")
+        parser.add_argument("--home", help=HOME_HELP)
         parser.add_argument("--database-url", help="SQLAlchemy URL of the store (default SQLite in the home)")
 
 
-def _auth(args: argparse.Namespace) -> Any:
+def _auth(args: argparse.Namespace, wanted: str | None) -> tuple[Any, Path | None]:
+    """The accounts of the database the settings name, and the SQLite file if this made it. Only
+    `users add` (wanted None) may create one: any other command finding none says where it looked."""
     from .auth.service import Auth
+    from .cli import home_origin
 
     settings = Settings.load({"home": args.home, "database_url": args.database_url})
+    database = sqlite_file(settings.effective_database_url)
+    created = database is not None and not database.exists()
+    if created and wanted is not None:
+        raise MierukaError(f"{wanted}: no database at {database} ({home_origin(settings, args.home)}): run this "
+                           "where the server runs, or pass --home or set MIERUKA_HOME to the server's data directory")
+    from .wiring import check_database
+
+    check_database(settings.effective_database_url)
     auth = Auth.from_settings(settings)
     auth.db.migrate()
-    return auth
+    return auth, database if created else None
+
+
+def _forget(database: Path) -> None:
+    """Remove the database a failed `users add` created: a mistake leaves nothing behind."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def _wanted(args: argparse.Namespace) -> str | None:
+    """What a command looks for, to say it is missing when there is no database at all."""
+    if args.command == "users":
+        action = args.users_command
+        return None if action == "add" else "no users" if action == "ls" else f"no user named {args.name!r}"
+    action = args.tokens_command
+    if action == "create":
+        return f"no user named {args.user!r}"
+    return "no tokens" if action == "ls" else f"no token with id {args.id}"
+
+
+def public_url(settings: Settings) -> str:
+    """The server's address as its users reach it, path prefix included: the public_url setting,
+    else the address and root path it serves (a wildcard address shown as 127.0.0.1)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}{settings.root_path}"
 
 
 def _password(args: argparse.Namespace, name: str) -> str:
@@ -81,7 +134,8 @@ def _actor() -> str:
 
 
 def users(args: argparse.Namespace) -> int:
-    auth = _auth(args)
+    auth, created = _auth(args, _wanted(args))
+    done = False
     try:
         accounts, action = auth.accounts, args.users_command
         if action == "ls":
@@ -96,6 +150,11 @@ def users(args: argparse.Namespace) -> int:
             user = accounts.add_user(args.name, args.role, password)
             auth.audit.record(_actor(), "user.add", f"user:{user.name}", "local", {"role": user.role.value})
             print(f"added {user.name} ({user.role.value})")
+            if created:
+                from .cli import where_data_lives
+
+                print(f"mieruka: created a new database at {created} ({where_data_lives(auth.settings, args.home)})",
+                      file=sys.stderr)
         elif action == "rm":
             accounts.remove_user(args.name)
             auth.audit.record(_actor(), "user.remove", f"user:{args.name}", "local")
@@ -111,15 +170,18 @@ def users(args: argparse.Namespace) -> int:
         elif action == "link":
             secret = accounts.create_login_link(args.name)
             auth.audit.record(_actor(), "user.link", f"user:{args.name}", "local")
-            base = (args.url or auth.settings.url).rstrip("/") + auth.settings.root_path
+            base = args.url.rstrip("/") if args.url else public_url(auth.settings)
             print(f"{base}/login/link/{secret}")
+        done = True
         return 0
     finally:
         auth.close()
+        if created and not done:
+            _forget(created)
 
 
 def tokens(args: argparse.Namespace) -> int:
-    auth = _auth(args)
+    auth, _ = _auth(args, _wanted(args))
     try:
         accounts, action = auth.accounts, args.tokens_command
         if action == "create":
@@ -161,9 +223,7 @@ def demo_login_link(app: Any) -> str:
         auth.accounts.add_user("demo", "admin", None)
         auth.audit.record(_actor(), "user.add", "user:demo", "local", {"role": "admin"})
     secret = auth.accounts.create_login_link("demo")
-    settings = app.settings
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return f"http://{host}:{settings.port}{settings.root_path}/login/link/{secret}"
+    return f"{public_url(app.settings)}/login/link/{secret}"
 
 
 def refuse_open_network(app: Any) -> None:

@@ -69,6 +69,9 @@ class Settings:
     port: int = _setting(8000, "Port the server listens on.")
     root_path: str = _setting("", "Path prefix when served behind a reverse proxy, e.g. /mieruka.")
     url: str = _setting("http://127.0.0.1:8000", "Server URL used by the CLI client commands.")
+    public_url: str = _setting("", "The server's address as its users reach it, path prefix included (e.g. "
+                               "https://example.org/mieruka), for the links the CLI prints (`mieruka users "
+                               "link`, the demo's login link). Empty: http://host:port plus root_path.")
     token: str = _setting("", "API token the CLI client commands send (`mieruka tokens create`).")
     timezone: str = _setting("UTC", "Time zone used to show times; stored times are always UTC.")
     max_upload_size: int = _setting(100 * 1024**2, "Largest accepted upload in bytes (e.g. 100MB).")
