@@ -364,3 +364,18 @@ def pipe_ticker(ticks: int = 8, *, pipe: mieruka.Pipeline) -> None:
     pipe.shell("for i in $(seq 1 {n}); do echo \"tick $i\"; echo \"::progress $i/{n}\" | "
                "awk -F'[ /]' '{{print $1, $2/$3, \"ticking\"}}'; sleep 0.3; done",
                n=ticks, name="ticker", after=[first])
+
+
+@app.task
+def log_rate(rate: int = 2000, seconds: float = 10.0, nice: int = 10) -> int:
+    """Print `rate` lines a second for `seconds` (a busy log to follow), at a low CPU priority."""
+    os.nice(nice)
+    start, written = time.monotonic(), 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = min(int(elapsed * rate) + rate // 50, int(seconds * rate))
+        while written < due:
+            print(f"line {written} " + "x" * 60, flush=False)
+            written += 1
+        sys.stdout.flush()
+        time.sleep(0.02)
+    return written

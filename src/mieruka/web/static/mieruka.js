@@ -90,31 +90,11 @@
       });
     }
 
+    var view = log ? logView(log, nextSeq) : null;
     function appendLines(first, lines, step) {
-      if (!log) return;
-      var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-      var fragment = document.createDocumentFragment();
-      lines.forEach(function (line, i) {
-        var seq = first + i;
-        if (seq <= nextSeq) return;  // already shown (a reconnect can replay)
-        nextSeq = seq;
-        var span = document.createElement("span");
-        span.className = "line " + line[1];
-        if (step) {  // a pipeline step's line says which step wrote it
-          var tag = document.createElement("span");
-          tag.className = "step-tag";
-          tag.textContent = "[" + step + "] ";
-          span.appendChild(tag);
-        }
-        span.appendChild(document.createTextNode(line[2] + "\n"));
-        fragment.appendChild(span);
-      });
-      log.appendChild(fragment);
-      // Long logs stay fast: the page keeps the newest lines; the whole log is a download away.
-      var extra = log.childNodes.length - MAX_LOG_LINES;
-      for (var k = 0; k < extra; k++) log.removeChild(log.firstChild);
-      // Follow the end, unless the reader scrolled up to read something.
-      if (atBottom) log.scrollTop = log.scrollHeight;
+      if (!view) return;
+      lines.forEach(function (line, i) { view.add(first + i, line[1], line[2], step); });
+      nextSeq = view.next();
     }
 
     var finished = { succeeded: 1, failed: 1, cancelled: 1 };
@@ -157,6 +137,103 @@
     }, poll);
   }
 
+  // -- a log box that follows a busy log ----------------------------------------------------------
+  // Lines wait for the next animation frame and go in together; they sit in blocks of CHUNK_LINES
+  // lines, so that adding lines lays out the last block only (one <pre> of 5,000 inline lines is
+  // laid out whole at every change), and blocks out of sight are not laid out at all
+  // (content-visibility). The box keeps the newest MAX_LOG_LINES; the whole log is a download away.
+  var CHUNK_LINES = 200;
+
+  function logBlock() {
+    var block = document.createElement("span");
+    block.className = "log-chunk";
+    // Styles set from the script: the page's CSP allows no style attributes in the markup.
+    block.style.display = "block";
+    block.style.contentVisibility = "auto";
+    block.style.containIntrinsicSize = "auto " + CHUNK_LINES * 1.1 + "rem";
+    return block;
+  }
+
+  function logView(pre, next) {
+    var pending = [];
+    var frame = 0;
+    var count = 0;
+    var dropped = 0;
+    // The lines the server rendered go into blocks too.
+    var rendered = Array.prototype.slice.call(pre.childNodes);
+    var last = null;
+    rendered.forEach(function (node) {
+      if (!last || last.childNodes.length >= CHUNK_LINES) { last = logBlock(); pre.appendChild(last); }
+      last.appendChild(node);
+      if (node.nodeType === 1) count++;
+    });
+
+    function line(stream, text, step) {
+      var span = document.createElement("span");
+      span.className = "line " + stream;
+      if (step) {  // a pipeline step's line says which step wrote it
+        var tag = document.createElement("span");
+        tag.className = "step-tag";
+        tag.textContent = "[" + step + "] ";
+        span.appendChild(tag);
+      }
+      span.appendChild(document.createTextNode(text + "\n"));
+      return span;
+    }
+
+    function flush() {
+      frame = 0;
+      // Read before writing: the layout is still clean from the last frame.
+      var atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+      var block = pre.lastElementChild;
+      var lines = pending;
+      pending = [];
+      var fragment = null;
+      lines.forEach(function (l) {
+        if (!block || block.childNodes.length >= CHUNK_LINES) {
+          if (fragment && block) block.appendChild(fragment);
+          block = logBlock();
+          pre.appendChild(block);
+          fragment = null;
+        }
+        if (!fragment) fragment = document.createDocumentFragment();
+        fragment.appendChild(line(l[0], l[1], l[2]));
+      });
+      if (fragment && block) block.appendChild(fragment);
+      count += lines.length;
+      while (count > MAX_LOG_LINES && pre.firstElementChild) {
+        var first = pre.firstElementChild;
+        var excess = count - MAX_LOG_LINES;
+        if (first.childNodes.length <= excess) {
+          count -= first.childNodes.length;
+          dropped += first.childNodes.length;
+          pre.removeChild(first);
+        } else {
+          for (var k = 0; k < excess; k++) first.removeChild(first.firstChild);
+          count -= excess;
+          dropped += excess;
+        }
+      }
+      if (dropped) {
+        var cut = document.getElementById(pre.id === "log" ? "log-cut" : "");
+        if (cut) cut.hidden = false;
+      }
+      // Follow the end, unless the reader scrolled up to read something.
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    }
+
+    function add(seq, stream, text, step) {
+      if (seq <= next) return;  // already shown (a reconnect or a poll can replay)
+      next = seq;
+      pending.push([stream, text, step]);
+      // A hidden tab draws no frames: what it could not show anyway is not kept.
+      if (pending.length > MAX_LOG_LINES) pending.splice(0, pending.length - MAX_LOG_LINES);
+      if (!frame) frame = window.requestAnimationFrame(flush);
+    }
+
+    return { add: add, next: function () { return next; } };
+  }
+
   // -- a pipeline job's steps: graph and list, each step's log loaded when it is opened ---------
   function stepsView(jobId) {
     var timer = null;
@@ -168,20 +245,9 @@
     }
 
     function addLines(pre, lines) {
-      var next = parseInt(pre.dataset.next || "0", 10);
-      var atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
-      lines.forEach(function (l) {
-        if (l.seq <= next) return;
-        next = l.seq;
-        var span = document.createElement("span");
-        span.className = "line " + l.stream;
-        span.textContent = l.text + "\n";
-        pre.appendChild(span);
-      });
-      pre.dataset.next = String(next);
-      var extra = pre.childNodes.length - MAX_LOG_LINES;
-      for (var k = 0; k < extra; k++) pre.removeChild(pre.firstChild);
-      if (atBottom) pre.scrollTop = pre.scrollHeight;
+      if (!pre.logView) pre.logView = logView(pre, parseInt(pre.dataset.next || "0", 10));
+      lines.forEach(function (l) { pre.logView.add(l.seq, l.stream, l.text); });
+      pre.dataset.next = String(pre.logView.next());
     }
 
     function load(details) {
