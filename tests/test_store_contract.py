@@ -242,6 +242,15 @@ def test_get_job_unknown_is_none(store: JobStore) -> None:
 
 
 # -- list_jobs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("number", [2**31 - 1, 2**31, 2**63 - 1, 10**30])
+def test_numbers_past_the_integer_columns_name_nothing(store: JobStore, number: int) -> None:
+    """PostgreSQL's INTEGER is 32 bits: a bigger id, cursor or log position is "none", never an error."""
+    job = new(store)
+    assert store.get_job(number) is None
+    assert store.read_logs(number) == [] and store.read_logs(job.id, after=number) == []
+    assert [r.id for r in store.list_jobs(JobQuery(before_id=number))] == [job.id]
+
+
 def test_list_jobs_newest_first_with_limit_and_cursor(store: JobStore) -> None:
     jobs = [new(store, params={"i": i}) for i in range(5)]
     newest_first = list(reversed(ids(jobs)))

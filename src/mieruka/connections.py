@@ -106,6 +106,14 @@ class _Limited:
     _head_clock: asyncio.TimerHandle | None = None
     _counted: str | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]  # the protocol class comes next in the MRO
+        self._admit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _admit(self) -> None:
         host = self.client[0] if self.client else ""
         if not self.limits.admit(host):
@@ -136,14 +144,6 @@ class _Limited:
 
 
 class LimitedHttpToolsProtocol(_Limited, HttpToolsProtocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._admit()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._release()
-        super().connection_lost(exc)
-
     def on_headers_complete(self) -> None:
         self._stop_head_clock()
         super().on_headers_complete()
@@ -155,14 +155,6 @@ class LimitedHttpToolsProtocol(_Limited, HttpToolsProtocol):
 
 
 class LimitedH11Protocol(_Limited, H11Protocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._admit()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._release()
-        super().connection_lost(exc)
-
     def handle_events(self) -> None:
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:  # a request head has arrived

@@ -51,6 +51,7 @@ from .store.base import (
     StepsClosed,
     Transition,
 )
+from .store.tables import MAX_INT
 from .waiting import Ending, Watches
 
 if TYPE_CHECKING:
@@ -279,7 +280,7 @@ class Engine:
                                              f"({type(exc).__name__}: {exc}); try again later") from None
 
     def get(self, job_id: int) -> JobRecord:
-        if not 0 < job_id < 2**63:  # no such id, and a database integer could not even hold it
+        if not 0 < job_id <= MAX_INT:  # no such id, and a database integer could not even hold it
             raise JobNotFound(job_id)
         record = self.store.get_job(job_id)
         if record is None:

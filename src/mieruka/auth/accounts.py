@@ -197,7 +197,7 @@ class Accounts:
         return self.get_token(int(token_id)), secret
 
     def get_token(self, token_id: int) -> Token:
-        if not 0 < token_id < 2**63:
+        if not 0 < token_id <= t.MAX_INT:
             raise NotFoundError(f"no token with id {token_id}")
         with self.db.read() as conn:
             row = conn.execute(_token_select().where(t.tokens.c.id == token_id)).first()

@@ -85,7 +85,7 @@ class AuditLog:
         if q.until:
             stmt = stmt.where(c.at < q.until)
         if q.before_id:
-            stmt = stmt.where(c.id < q.before_id)
+            stmt = stmt.where(c.id < q.before_id if q.before_id <= t.MAX_INT else c.id <= t.MAX_INT)
         with self.db.read() as conn:
             return [Entry(r.id, r.at, r.actor, r.action, r.target, r.address, r.detail) for r in conn.execute(stmt)]
 

@@ -252,6 +252,8 @@ class SqlJobStore:
         return raw.record(row) if row else None
 
     def get_job(self, job_id: int) -> JobRecord | None:
+        if not 0 < job_id <= t.MAX_INT:
+            return None  # no such id, and PostgreSQL could not even compare it
         raw = self._raw
         # One round trip: the job's columns, repeated beside each of its artifacts (if any).
         with raw.read() as cur:
@@ -282,7 +284,7 @@ class SqlJobStore:
         if query.created_before:
             stmt = stmt.where(c.created_at < query.created_before)
         if query.before_id is not None:
-            stmt = stmt.where(c.id < query.before_id)
+            stmt = stmt.where(c.id < query.before_id if query.before_id <= t.MAX_INT else c.id <= t.MAX_INT)
         if query.search:
             # Parameters are stored as JSON text: look for the text as JSON writes it.
             needle = json.dumps(query.search, ensure_ascii=False)[1:-1]
@@ -429,6 +431,8 @@ class SqlJobStore:
              raw.json_in(step.artifacts), step.reused))
 
     def read_logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> list[LogLine]:
+        if not 0 < job_id <= t.MAX_INT or after >= t.MAX_INT:
+            return []
         l = t.job_logs.c  # noqa: E741
         stmt = (sa.select(l.seq, l.at, l.stream, l.text, l.step)
                 .where(l.job_id == job_id, l.seq > after).order_by(l.seq).limit(limit))

@@ -31,6 +31,9 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 metadata = sa.MetaData()
+# Ids, sequence numbers and counters are INTEGER columns: 32 bits on PostgreSQL. A larger number in a
+# query is an error there (not "no match"), so whatever reads one by number checks it against this.
+MAX_INT = 2**31 - 1
 _ACTIVE = sa.text("status IN ('queued', 'running')")
 _HAS_OWNER = sa.text("owner IS NOT NULL")
 # Idempotency keys are per owner and task. NULLs are distinct in a unique index, so jobs without

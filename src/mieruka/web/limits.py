@@ -28,9 +28,9 @@ MAX_ERROR_TEXT = 2000  # and its message is at most this long
 
 
 class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ async def checked_body(scope: Scope, receive: Receive, kind: str, limits: Limits
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return _replay([message], receive)  # the client went away: the route sees it as before
+            return replay([message], receive)  # the client went away: the route sees it as before
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_size:
@@ -90,7 +90,7 @@ async def checked_body(scope: Scope, receive: Receive, kind: str, limits: Limits
         check_json(body, limits)
     elif _NUL_ESCAPED.search(body) or b"\x00" in body:
         raise Refused(422, "validation_error", "the form holds a NUL character (%00): text must not")
-    return _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+    return replay([{"type": "http.request", "body": body, "more_body": False}], receive)
 
 
 def scanned_multipart(scope: Scope, receive: Receive) -> Receive:
@@ -202,7 +202,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives `messages` (read ahead of the route) first, then the rest."""
     pending = list(messages)
 
     async def replaying() -> Message:
