@@ -17,6 +17,7 @@ Allowed state-changing requests are not sent: tests/test_access.py and the featu
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,6 +162,16 @@ def test_presence_does_not_tell_what_others_may_not_see(probe: Probe) -> None:
                 for url in ("/api/presence", "/presence"):
                     text = http.get(url, headers=probe.headers(who)).text
                     assert "olga" in text and page not in text, (who, url, page)
+
+
+def test_audit_targets_are_canonical(probe: Probe) -> None:
+    with probe.client() as http:
+        mine = probe.jobs["otto"]
+        for spelling in (f"+{mine}", f"0{mine}", f"{mine}%20"):
+            assert http.post(f"/api/jobs/{spelling}/retry", headers=probe.headers("otto")).status_code == 404
+        entries = http.get("/api/audit", params={"limit": 500}, headers=probe.headers("ada")).json()["entries"]
+    targets = [e["target"] for e in entries if e["target"].startswith("job:")]
+    assert targets and all(re.fullmatch(r"job:[1-9][0-9]*", target) for target in targets), targets
 
 
 def test_lists_are_filtered_in_the_query(probe: Probe) -> None:
