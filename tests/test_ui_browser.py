@@ -223,3 +223,92 @@ def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: tuple, server:
     assert not page.locator('#steps details[data-step="optional"]').evaluate("d => d.open")  # allowed to fail
     page.locator('#steps pre[data-step-log="flaky"]', has_text="RuntimeError: marker missing").wait_for()
     assert "marker missing" in flaky.locator("pre.error").text_content()
+
+
+# -- a newcomer's first hour: phones, error pages, the login page of a server with no users ---------
+PHONE = {"width": 375, "height": 812}
+
+
+def add_user(server: ServerProcess, name: str, password: str) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "mieruka.cli", "users", "add", name, "--role", "admin", "--password-stdin",
+                    "--home", str(server.home)], input=password.encode(), check=True, capture_output=True)
+
+
+def log_in(page: object, server: ServerProcess, name: str, password: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the server notices its first user within a second
+        page.goto(f"{server.url}/login")  # type: ignore[attr-defined]
+        if page.locator("#no-users").count() == 0:  # type: ignore[attr-defined]
+            break
+        time.sleep(0.2)
+    page.locator('[name="name"]').fill(name)  # type: ignore[attr-defined]
+    page.locator('[name="password"]').fill(password)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
+    page.locator("#me").wait_for()  # type: ignore[attr-defined]
+
+
+def test_every_page_fits_a_phone(browser: object, tmp_path: Path) -> None:
+    """At 375 px nothing scrolls sideways but the boxes of wide tables, charts and code; the demo app
+    has every kind of page (dashboards and streams too), and a signed-in admin the longest header."""
+    from tests.conftest import running_server
+
+    with running_server(tmp_path / "home", "--workers", "1", app_ref="mieruka.demo:app") as demo:
+        job = httpx.post(f"{demo.url}/api/tasks/make_report/jobs", json={}).json()
+        failed = httpx.post(f"{demo.url}/api/tasks/fail_on_purpose/jobs", json={}).json()
+        for done in (job, failed):
+            assert httpx.get(f"{demo.url}/api/jobs/{done['id']}", params={"wait": 30}).json()["finished_at"]
+        add_user(demo, "phoebe", "a phone-sized password")
+        outside: list[str] = []
+        page = open_page(browser, demo, outside)
+        page.set_viewport_size(PHONE)  # type: ignore[attr-defined]
+        log_in(page, demo, "phoebe", "a phone-sized password")
+        wide = []
+        for path in ("/", "/tasks/all_the_types", "/tasks/make_report", "/jobs", f"/jobs/{job['id']}",
+                     f"/jobs/{failed['id']}", "/workers", "/dashboards", "/dashboards/demo", "/streams/signal",
+                     "/users", "/audit", "/account", "/presence", "/jobs/99999", "/tasks/nope", "/docs"):
+            page.goto(f"{demo.url}{path}")  # type: ignore[attr-defined]
+            page.wait_for_load_state("load")  # type: ignore[attr-defined]
+            width = page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]
+            if width > PHONE["width"]:
+                wide.append(f"{path}: {width} px")
+        page.close()  # type: ignore[attr-defined]
+        assert wide == [], f"pages wider than a phone: {wide}"
+        assert outside == []
+
+
+def test_an_error_is_a_page_with_the_header_and_a_way_back(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    page.goto(f"{server.url}/jobs/99999", referer=f"{server.url}/jobs")  # as a link on /jobs would
+    assert page.locator("h1").text_content() == "Not found"
+    assert "no job with id 99999" in page.locator(".error-message").text_content()
+    assert page.locator("header.topbar").get_by_role("link", name="Workers").count() == 1
+    favicon = page.locator('link[rel="icon"]').get_attribute("href")
+    assert favicon.startswith("/static/favicon.svg?v=")
+    page.locator("#error-back").click()
+    page.wait_for_url(f"{server.url}/jobs")
+    page.goto(f"{server.url}/tasks/nope")
+    page.get_by_role("link", name="All tasks").click()
+    page.get_by_role("link", name="Progress steps").first.wait_for()
+
+
+def test_a_finished_job_without_output_says_so(ui: tuple, server: ServerProcess) -> None:
+    page, _ = ui
+    job = httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 1, "b": 2}).json()
+    assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20}).json()["status"] == "succeeded"
+    page.goto(f"{server.url}/jobs/{job['id']}")
+    shown = page.locator("#log").evaluate("el => getComputedStyle(el, '::before').content")
+    assert shown == '"no output"'
+
+
+def test_behind_a_proxy_with_no_users_the_login_page_says_why(browser: object, server: ServerProcess) -> None:
+    context = browser.new_context(extra_http_headers={"X-Forwarded-For": "203.0.113.7"})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(f"{server.url}/jobs")
+    page.wait_for_url("**/login?next=*")
+    note = page.locator("#no-users")
+    assert "Nobody can log in yet" in note.text_content()
+    assert "mieruka users add NAME --role admin" in note.text_content()
+    context.close()

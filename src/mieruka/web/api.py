@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +16,7 @@ from ..app import App
 from ..core.events import Event
 from ..errors import TaskNotFound
 from .accounts_api import accounts_router
+from .assets import Assets
 from .errors import install_error_handlers
 from .ids import JOB_ID
 from .jobs import jobs_router
@@ -27,15 +27,14 @@ from .openapi import install_openapi
 from .policy import hidden_names
 from .pools import pools_router
 from .prefix import PathPrefix
-from .security import hidden, install_security, install_template_globals, principal
+from .security import hidden, install_security, principal
 from .serialize import iso, job_json
 from .sse import event_response
 from .steps import steps_router
 from .tasks import tasks_router
 from .ui.dashboards import dashboards_ui_router
 from .ui.pages import ui_router
-
-STATIC = Path(__file__).with_name("static")
+from .ui.templating import page_templates
 
 
 def create_api(app: App) -> FastAPI:
@@ -56,7 +55,8 @@ def create_api(app: App) -> FastAPI:
 
     api = FastAPI(title=app.title, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
-    install_error_handlers(api)
+    pages = page_templates(app)
+    install_error_handlers(api, pages)
     api.include_router(tasks_router(app))
     api.include_router(jobs_router(app))
     api.include_router(accounts_router(app))
@@ -65,11 +65,11 @@ def create_api(app: App) -> FastAPI:
     api.include_router(steps_router(app))
     _events_routes(api, app, metrics)
     _system_routes(api, app, metrics)
-    _docs_routes(api, app)
+    _docs_routes(api, pages)
     api.include_router(live_router(app, metrics.sse_clients, metrics.registry))
     api.include_router(ui_router(app))
     api.include_router(dashboards_ui_router(app))
-    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    api.mount("/static", Assets(), name="static")
     install_openapi(api, app)
     install_security(api, app)
     if app.settings.root_path:
@@ -190,15 +190,9 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
                  "oldest_queued_at": iso(q.oldest_queued_at)} for q in app.engine.store.queue_stats()]
 
 
-def _docs_routes(api: FastAPI, app: App) -> None:
+def _docs_routes(api: FastAPI, templates: Jinja2Templates) -> None:
     # Our own pages rather than FastAPI's: those start the viewers with an inline script, which
     # the Content-Security-Policy forbids.
-    from fastapi.templating import Jinja2Templates
-
-    templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
-    templates.env.globals["app_title"] = app.title
-    install_template_globals(templates.env)
-
     def docs_page(request: Request, kind: str) -> HTMLResponse:
         return templates.TemplateResponse(request, "docs.html",
                                           {"root": request.scope.get("root_path", ""), "kind": kind})

@@ -1,16 +1,25 @@
-"""One error shape for every API failure: {"error": {"code", "message", ...}}."""
+"""One error path for every failure: the API answers `{"error": {"code", "message", ...}}`; a
+browser asking for a page gets the same error as a page with the site's header and a way back.
+
+Which of the two is decided in one place, `wants_page()`: by route family (`/api/...`, the OpenAPI
+document, metrics and health answer JSON whatever they are asked), then by `Accept`. htmx requests
+keep getting JSON: htmx swaps no error answer, and mieruka.js sends a 401 to the login page.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from ..errors import MierukaError, TooManyAttempts
 from .ids import parse_id
@@ -20,10 +29,67 @@ log = logging.getLogger("mieruka.web")
 
 _JOB_PATH = re.compile(r"^(?:/api)?/jobs/([^/]*)")
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+API_FAMILY = ("/api/", "/openapi.json", "/metrics", "/healthz", "/static/")
+TEMPLATES_KEY = "mieruka_error_pages"
+TITLES = {400: "Bad request", 401: "Please log in", 403: "Not allowed", 404: "Not found",
+          405: "Not possible here", 408: "Too slow", 409: "Not possible now", 413: "Too large",
+          422: "Something is not right", 429: "Too many attempts", 500: "Something went wrong",
+          503: "Unavailable for now", 504: "Still waiting"}
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": _bounded({"code": code, "message": message, **extra})}, status_code=status)
+
+
+def wants_page(request: Request) -> bool:
+    """Whether this request's error is shown as a page (a browser navigating) rather than as JSON."""
+    if request.headers.get("hx-request"):
+        return False
+    path = _route_path(request)
+    if path == "/api" or path.startswith(API_FAMILY):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _root(request: Request) -> str:
+    # A mount (the static files) adds its own path to root_path; the site's prefix stays here.
+    return str(request.scope.get("app_root_path", request.scope.get("root_path", "")))
+
+
+def _route_path(request: Request) -> str:
+    path, root = str(request.scope.get("path", "")), _root(request)
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def respond(request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+            **extra: Any) -> Response:
+    """The error answer: a page for a browser (wants_page), else the JSON shape."""
+    error = _bounded({"code": code, "message": message, **extra})
+    templates: Jinja2Templates | None = (getattr(request.app.state, TEMPLATES_KEY, None)
+                                         if "app" in request.scope else None)
+    if templates is not None and wants_page(request):
+        try:
+            return templates.TemplateResponse(request, "error.html", _page_context(request, status, error),
+                                              status_code=status, headers=headers)
+        except Exception:  # noqa: BLE001 - the page itself failed (a broken template): the JSON still says it
+            log.exception("the error page for %s could not be shown", request.url.path)
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def _page_context(request: Request, status: int, error: dict[str, Any]) -> dict[str, Any]:
+    root, path = _root(request), _route_path(request)
+    referer = request.headers.get("referer", "")
+    here = f"{request.url.scheme}://{request.url.netloc}{root}/"
+    back = referer if referer.startswith(here) and referer != str(request.url) else ""
+    return {"root": root, "status": status, "title": TITLES.get(status, "Error"), "error": error,
+            "back": back, "section": path.split("/")[1] if path.count("/") > 1 else "",
+            "login": status in (401, 403), "retention_days": _retention_days(request)}
+
+
+def _retention_days(request: Request) -> int | None:
+    mieruka = getattr(request.app.state, "mieruka_app", None)
+    seconds = getattr(getattr(mieruka, "settings", None), "retention_max_age", None)
+    return round(seconds / 86400) if isinstance(seconds, (int, float)) and seconds > 0 else None
 
 
 def _bounded(error: dict[str, Any]) -> dict[str, Any]:
@@ -40,27 +106,30 @@ def _bounded(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
-def install_error_handlers(api: FastAPI) -> None:
+def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None) -> None:
+    """Route every error through respond(); `pages` renders templates/error.html for browsers."""
+    setattr(api.state, TEMPLATES_KEY, pages)
+
     @api.exception_handler(MierukaError)
-    async def on_mieruka_error(request: Request, exc: MierukaError) -> JSONResponse:
+    async def on_mieruka_error(request: Request, exc: MierukaError) -> Response:
         if exc.status_code >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
-        return JSONResponse({"error": _bounded(exc.to_dict())}, status_code=exc.status_code, headers=headers)
+        return respond(request, exc.status_code, headers=headers, **exc.to_dict())
 
     @api.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         fields = []
         errors = exc.errors()
         for err in errors[:MAX_ERROR_FIELDS]:
             loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
             fields.append({"field": ".".join(loc) or "(request)", "message": str(err.get("msg", "invalid"))})
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        more = {"more_fields": len(errors) - len(fields)} if len(errors) > len(fields) else {}
-        return error_response(422, "validation_error", f"invalid request: {summary}", fields=fields, **more)
+        more: dict[str, Any] = {"more_fields": len(errors) - len(fields)} if len(errors) > len(fields) else {}
+        return respond(request, 422, "validation_error", f"invalid request: {summary}", fields=fields, **more)
 
     @api.exception_handler(HTTPException)
-    async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
@@ -69,11 +138,11 @@ def install_error_handlers(api: FastAPI) -> None:
             if job and parse_id(job.group(1)) is None:
                 code, message = "job_not_found", (f"no job {job.group(1)!r}: a job id is written as a plain "
                                                   f"positive number, e.g. /api/jobs/42")
-        return error_response(exc.status_code, code, message)
+        return respond(request, exc.status_code, code, message, headers=exc.headers)
 
     @api.exception_handler(Refused)
-    async def on_refused(request: Request, exc: Refused) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+    async def on_refused(request: Request, exc: Refused) -> Response:
+        return respond(request, exc.status, exc.code, exc.message)
 
     @api.exception_handler(ClientDisconnect)
     async def on_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
@@ -82,6 +151,6 @@ def install_error_handlers(api: FastAPI) -> None:
         return error_response(400, "bad_request", "the request body did not arrive in full")
 
     @api.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error; the server log has the details")
+        return respond(request, 500, "internal_error", "internal server error; the server log has the details")

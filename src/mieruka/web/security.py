@@ -35,6 +35,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.access import Principal, Role, allowed
+from .errors import respond
 from .limits import Limits, Refused, check_target, checked_body, kind_of, scanned_multipart
 from .policy import ALLOW_LISTS, SAFE_METHODS, Rule, hidden_tasks, rule_for
 
@@ -399,25 +400,22 @@ class Security:
         return replaying
 
     async def deny(self, scope: Scope, receive: Receive, send: Send, denied: Denied, request: Request) -> None:
-        from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+        from fastapi.responses import RedirectResponse
 
-        root = scope.get("root_path", "")
-        wants_html = ("text/html" in request.headers.get("accept", "") and not request.headers.get("hx-request")
-                      and scope["method"] == "GET")
         response: Any
-        if wants_html and denied.status == 401:
+        if (denied.status == 401 and scope["method"] == "GET" and not request.headers.get("hx-request")
+                and "text/html" in request.headers.get("accept", "")):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            response = RedirectResponse(f"{root}/login?next={quote(target, safe='')}", status_code=303)
-        elif wants_html:
-            response = HTMLResponse(_ERROR_PAGE.format(root=html.escape(root), status=denied.status,
-                                                       message=html.escape(denied.message)), status_code=denied.status)
+            response = RedirectResponse(f"{scope.get('root_path', '')}/login?next={quote(target, safe='')}",
+                                        status_code=303)
         else:
-            response = JSONResponse({"error": {"code": denied.code, "message": denied.message}},
-                                    status_code=denied.status, headers=denied.headers)
+            response = respond(request, denied.status, denied.code, denied.message, headers=denied.headers)
             if denied.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="mieruka"'
         headers = list(response.raw_headers)
         _add_headers(headers, {k.lower() for k, _ in headers}, False)
+        if b"cache-control" not in {k.lower() for k, _ in headers}:
+            headers.append((b"cache-control", b"no-store"))
         response.raw_headers = headers
         await response(scope, receive, send)
 
@@ -428,12 +426,6 @@ def _same_origin(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin is not None and urlparse(origin).netloc != request.headers.get("host", ""):
         raise Denied(403, "csrf_failed", f"cross-site request from {origin[:100]} refused")
-
-
-_ERROR_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{status}</title>
-<link rel="stylesheet" href="{root}/static/vendor/pico/pico.min.css"></head>
-<body><main class="container"><h1>{status}</h1><p>{message}</p><p><a href="{root}/">Home</a> ·
-<a href="{root}/login">Log in as someone else</a></p></main></body></html>"""
 
 
 def _add_headers(headers: list[tuple[bytes, bytes]], names: set[bytes], docs: bool) -> None:

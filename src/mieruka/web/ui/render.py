@@ -41,6 +41,12 @@ def human_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes} min"
 
 
+def summary(text: str | None) -> str:
+    """A description's first paragraph on one line: what a card shows of it."""
+    first = (text or "").strip().split("\n\n")[0]
+    return " ".join(first.split())
+
+
 def result_view(record: JobRecord) -> dict[str, Any]:
     """How to show a result: a table for a list of records, text for a string, else JSON."""
     value = record.result

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi.templating import Jinja2Templates
 
 from ...app import App
+from ..assets import static_url
 from ..security import install_template_globals
 from . import render
 
@@ -27,10 +28,14 @@ def page_templates(app: App) -> Jinja2Templates:
     env.filters["segment"] = lambda text: quote(str(text), safe="")  # one path segment, "/" too
     env.filters["size"] = render.human_size
     env.filters["duration"] = render.human_duration
+    env.filters["summary"] = render.summary
     # Parameters shown as JSON keep their own script (見える化, not \u898b...).
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
     env.globals["app_title"] = app.title
     env.globals["timezone"] = app.settings.timezone
+    env.globals["static_url"] = static_url
+    # The login page says why nobody can log in yet (asked only when that page is shown).
+    env.globals["server_has_users"] = app.auth.accounts.has_users
     install_template_globals(env)
     env.globals["online_now"] = lambda: app.auth.presence.online()
     # Open pages say they are still open well within the presence expiry (default every minute).
