@@ -40,8 +40,8 @@ def ensure_venv(extras: str) -> None:
     stamp.write_text(digest)
 
 
-def run(argv: list[str], cwd: Path = ROOT) -> int:
-    return subprocess.run(argv, cwd=cwd).returncode
+def run(argv: list[str]) -> int:
+    return subprocess.run(argv, cwd=ROOT).returncode
 
 
 def main() -> int:
@@ -51,7 +51,7 @@ def main() -> int:
         venv_dir = os.path.relpath(VENV) if VENV.is_relative_to(Path.cwd()) else str(VENV)
         print(f"mieruka: the `mieruka` command is {venv_dir}/bin/mieruka (`. {venv_dir}/bin/activate` puts it "
               "on PATH)", flush=True)
-        return run([str(BIN / "mieruka"), "demo", *args], cwd=Path.cwd())
+        os.execv(BIN / "mieruka", [str(BIN / "mieruka"), "demo", *args])  # the server itself: Ctrl-C, signals
     if command == "test":
         ensure_venv("dev")
         code = run([str(PYTHON), "-m", "pytest", *args])

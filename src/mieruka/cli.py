@@ -225,13 +225,14 @@ def _serve(args: argparse.Namespace) -> int:
     check_database(settings.effective_database_url)
     from .cli_accounts import demo_login_link, refuse_open_network
 
+    link = demo_login_link(app) if args.command == "demo" else None  # makes the demo admin once
     refuse_open_network(app)
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
-    if args.command == "demo":
-        print(f"mieruka: log in as the demo admin with this one-time link: {demo_login_link(app)}", flush=True)
+    if link:
+        print(f"mieruka: log in as the demo admin with this one-time link: {link}", flush=True)
         print("mieruka: for `mieruka submit` and `mieruka jobs`, make an API token with `mieruka tokens create "
               "--user demo` (in this folder, or with the same home) and set MIERUKA_TOKEN to it", flush=True)
     if len(app.dashboards) or app.streams:
