@@ -379,3 +379,14 @@ def log_rate(rate: int = 2000, seconds: float = 10.0, nice: int = 10) -> int:
         sys.stdout.flush()
         time.sleep(0.02)
     return written
+
+
+@app.task
+def progress_until(marker: str, *, job: mieruka.Job) -> int:
+    """Report progress every 0.2 s until the file `marker` exists."""
+    ticks = 0
+    while not Path(marker).exists():
+        ticks += 1
+        job.progress((ticks % 100) / 100, f"tick {ticks}")
+        time.sleep(0.2)
+    return ticks

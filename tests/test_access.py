@@ -94,6 +94,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/streams/{name}"): "viewer",
     ("GET", "/api/streams/{name}/points"): "viewer",
     ("GET", "/api/streams/{name}/events"): "viewer",
+    ("GET", "/api/live/events"): "viewer",
     ("GET", "/dashboards"): "viewer",
     ("GET", "/dashboards/{name}"): "viewer",
     ("GET", "/streams/{name}"): "viewer",

@@ -17,13 +17,15 @@ from ..app import App
 from ..core.access import allowed
 from ..core.clock import utcnow
 from ..core.dashboards import Dashboard
-from ..errors import ConfigError, ConflictError, NotFoundError
+from ..errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from ..live.hub import Live
 from ..sources.refresher import SourceState
 from ..sources.source import Source
-from .feeds import feed_response, positions
-from .security import principal
-from .serialize import iso
+from .feeds import MAX_TOPICS, Topics, feed_response, mux_response, positions
+from .ids import parse_id
+from .policy import ALLOW_LISTS
+from .security import hidden, principal
+from .serialize import iso, job_json
 
 CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
 
@@ -227,5 +229,76 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
         start = runner.resume_from(known.get("", known.get(name, after or 0)))  # 0 after a server restart
         return feed_response(live_of(app), None, [runner.spec.name], {runner.spec.name: start},
                              app.settings.heartbeat_interval, clients)
+
+    # -- one stream for every tab of a browser ------------------------------------------------------
+    @router.get("/api/live/events", tags=["events"], response_class=Response, responses=SSE)
+    def live_events(
+        request: Request,
+        topic: list[str] = Query(..., description="What to carry: `jobs` (every job you may see), `jobs:TASK`, "
+                                 "`job:ID` (with a snapshot first), `dashboard:NAME`, `stream:NAME`; repeat it."),
+        last_event_id: str | None = Query(None, description="Resume from this event id (as Last-Event-ID does)."),
+        last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
+    ) -> Response:
+        """Server-Sent Events of several topics at once: what the pages of one browser share (browsers
+        open about six connections per host). A topic you may not see is named in `ready.refused`; the
+        others go on. The event id holds every position, so a reconnect resumes all of them."""
+        if len(topic) > MAX_TOPICS:
+            raise ValidationError(f"at most {MAX_TOPICS} topics")
+        topics = _topics(request, topic)
+        known = positions(last_event_id_header or last_event_id)
+        after = {k: v for k, v in known.items() if k}
+        root = request.scope.get("root_path", "")
+
+        def snapshot(job_id: int) -> dict[str, Any] | None:
+            record = app.engine.store.get_job(job_id)
+            return job_json(record, root=root) if record is not None else None
+
+        return mux_response(app.engine.bus, live_or_none(app), topics, after, app.settings.heartbeat_interval,
+                            snapshot, clients)
+
+    def _topics(request: Request, names: list[str]) -> Topics:
+        who, unseen, live = principal(request), hidden(request), live_or_none(app)
+        all_jobs, tasks, jobs = False, set(), set()
+        dashboards: dict[str, list[str]] = {}
+        streams: dict[str, None] = {}
+        refused: dict[str, str] = {}
+        accepted: list[str] = []
+        for name in dict.fromkeys(names):
+            kind, _, value = name.partition(":")
+            why = None
+            if kind == "jobs" and not value:
+                all_jobs = True
+            elif kind == "jobs":
+                if value in unseen or value not in app.tasks:  # one it may not see is one it cannot name
+                    why = f"no task named {value!r}"
+                else:
+                    tasks.add(value)
+            elif kind == "job":
+                job_id = parse_id(value)
+                record = app.engine.store.get_job(job_id) if job_id is not None and job_id > 0 else None
+                if record is None or record.task in unseen:
+                    why = f"no job with id {value}"
+                else:
+                    jobs.add(record.id)
+            elif kind == "dashboard" and live is not None and value in app.dashboards:
+                board = app.dashboards.get(value)
+                if allowed(who, ALLOW_LISTS["dashboard"](app, board.name)):
+                    dashboards[board.name] = list(board.streams)
+                    streams.update(dict.fromkeys(board.streams))
+                else:
+                    why = f"{who.name} may not use dashboard {value!r}"
+            elif kind == "stream" and live is not None and value in live.streams:
+                if allowed(who, ALLOW_LISTS["stream"](app, value)):
+                    streams[value] = None
+                else:
+                    why = f"{who.name} may not use stream {value!r}"
+            else:
+                why = f"no such topic: {name!r}"
+            if why is None:
+                accepted.append(name)
+            else:
+                refused[name] = why
+        return Topics(all_jobs=all_jobs, tasks=frozenset(tasks), jobs=frozenset(jobs), hidden=unseen,
+                      dashboards=dashboards, streams=tuple(streams), refused=refused, accepted=tuple(accepted))
 
     return router

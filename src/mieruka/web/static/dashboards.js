@@ -1,15 +1,13 @@
 // mieruka dashboards: draws each tile from the JSON the server computed (uPlot for time series and
 // streams, Chart.js for categorical charts, HTML for tables and KPIs) and keeps it live over the
-// page's one event stream, falling back to polling the JSON API when streaming cannot work.
+// browser's one event stream (see mieruka.js), falling back to polling the JSON API when streaming
+// cannot work.
 (function () {
   "use strict";
   var body = document.body.dataset;
   var root = body.root || "";
   var tz = body.timezone || "UTC";
-  var FALLBACK_AFTER_MS = 5000;
-  var POLL_MS = 2000;
   var PALETTE = ["#0d6efd", "#dc3545", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#d63384", "#6c757d"];
-  var note = (window.mieruka && window.mieruka.note) || function () {};
 
   var fmtDate = new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" });
   var fmtTime = new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
@@ -345,7 +343,7 @@
     });
   }
 
-  // -- the page's one event stream, or polling ------------------------------------------------------
+  // -- polling, where streaming cannot work ------------------------------------------------------------
   function getJSON(url) {
     return fetch(root + url, { headers: { Accept: "application/json" } }).then(function (r) {
       if (!r.ok) throw new Error(url + ": " + r.status);
@@ -362,30 +360,9 @@
     });
   }
 
-  function start(url) {
-    var polling = false, heard = false;
-    function startPolling(reason) {
-      if (polling) return;
-      polling = true;
-      note("live updates by polling (" + reason + ")");
-      poll();
-      window.setInterval(poll, POLL_MS);
-    }
-    if (!window.EventSource) { startPolling("no EventSource"); return; }
-    var source = new EventSource(url);
-    source.addEventListener("ready", function () { heard = true; });
-    source.addEventListener("tile", function (m) { heard = true; if (!polling) onTile(JSON.parse(m.data)); });
-    source.addEventListener("points", function (m) { heard = true; if (!polling) onPoints(JSON.parse(m.data)); });
-    source.addEventListener("open", function () { if (heard) note(""); });
-    source.addEventListener("error", function () { if (!polling) note("reconnecting…"); });
-    window.setTimeout(function () {
-      if (!heard) { source.close(); startPolling("stream blocked"); }
-    }, FALLBACK_AFTER_MS);
-    window.mierukaDashboard = { source: source };
-  }
-
   var initial = document.getElementById("initial-tiles");
   if (initial) JSON.parse(initial.textContent).forEach(onTile);
-  if (body.dashboard) start(root + "/api/dashboards/" + encodeURIComponent(body.dashboard) + "/events");
-  else if (body.stream) start(root + "/api/streams/" + encodeURIComponent(body.stream) + "/events");
+  // The browser's one shared event stream (mieruka.js), or polling where streaming cannot work.
+  var topic = body.dashboard ? "dashboard:" + body.dashboard : body.stream ? "stream:" + body.stream : null;
+  if (topic) window.mieruka.subscribe([topic], { tile: onTile, points: onPoints }, poll);
 })();

@@ -1,5 +1,5 @@
-// mieruka's page script: one event stream per page (every live element listens to it), with a
-// switch to polling the JSON API when streaming cannot work. Pages work without it.
+// mieruka's page script: live updates over one event stream per browser (shared by its tabs), with
+// a switch to polling the JSON API when streaming cannot work. Pages work without it.
 (function () {
   "use strict";
   var root = document.body.dataset.root || "";
@@ -14,40 +14,93 @@
     el.hidden = !text;
   }
 
-  // -- the page's one event stream ----------------------------------------------------------
-  function connect(url, handlers, poll) {
+  // -- live updates: one event stream per browser, shared by its tabs ----------------------------
+  // Browsers open about six connections per host: with one stream per page, the seventh tab would
+  // get nothing. The tabs share one stream, held by a SharedWorker (static/live-worker.js), that
+  // carries the union of their topics; a browser without SharedWorker gives each page its own.
+  // Where streaming cannot work the page polls the JSON API instead, and says so.
+  var WORKER = "live-worker.js";
+  var PROTOCOL = "1";  // the worker's name carries it: pages of a newer server never share an older worker
+  var tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+  function subscribe(topics, handlers, poll) {
     var polling = false;
-    var gotEvent = false;
+    var heard = false;
+    var stop = function () {};
     function startPolling(reason) {
       if (polling) return;
       polling = true;
+      stop();
       note("live updates by polling (" + reason + ")");
       poll();
       window.setInterval(poll, POLL_MS);
+    }
+    function receive(message) {
+      if (polling) return;
+      if (message.type === "error") { note("reconnecting…"); return; }
+      if (message.type === "closed") { startPolling("stream closed"); return; }
+      heard = true;
+      if (message.type === "ready") {
+        note("");
+        var refused = Object.keys(message.refused || {});
+        if (refused.length) startPolling(message.refused[refused[0]]);
+        return;
+      }
+      if (message.kind === "resync") { poll(); return; }
+      var handler = handlers[message.kind];
+      if (handler) handler(message.data);
     }
     if (!window.EventSource) {
       startPolling("no EventSource");
       return;
     }
-    var since = document.body.dataset.lastEvent;
-    if (since) url += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + since;
+    var since = parseInt(document.body.dataset.lastEvent || "0", 10) || 0;
+    stop = sharedStream(topics, since, receive) || ownStream(topics, since, receive);
+    // A proxy that buffers the stream delivers nothing: fall back after a few quiet seconds.
+    window.setTimeout(function () { if (!heard) startPolling("stream blocked"); }, FALLBACK_AFTER_MS);
+  }
+
+  function sharedStream(topics, since, receive) {
+    if (!window.SharedWorker) return null;
+    var worker;
+    try {
+      worker = new SharedWorker(root + "/static/" + WORKER, { name: "mieruka-live-" + PROTOCOL + root });
+    } catch (e) {
+      return null;  // e.g. a policy that forbids workers
+    }
+    var port = worker.port;
+    var lock = "mieruka-tab-" + tabId;
+    function hello() {
+      port.postMessage({ type: "hello", tab: tabId, topics: topics, since: since, root: root, session: csrf,
+        lock: navigator.locks ? lock : null });
+    }
+    port.onmessage = function (m) { receive(m.data); };
+    port.start();
+    // A lock held while the page lives: the worker learns that a tab is gone even if it could not
+    // say so. The worker asks for it, so the tab says hello once it holds it.
+    if (navigator.locks) {
+      navigator.locks.request(lock, function () { hello(); return new Promise(function () {}); });
+    } else {
+      hello();
+    }
+    window.addEventListener("pagehide", function () { port.postMessage({ type: "bye", tab: tabId }); });
+    window.addEventListener("pageshow", function (e) { if (e.persisted) hello(); });  // back from the cache
+    return function () { port.postMessage({ type: "bye", tab: tabId }); };
+  }
+
+  function ownStream(topics, since, receive) {
+    var url = root + "/api/live/events?" + topics.map(function (t) { return "topic=" + encodeURIComponent(t); }).join("&");
+    if (since) url += "&last_event_id=" + encodeURIComponent("@=" + since);
     var source = new EventSource(url);
-    Object.keys(handlers).forEach(function (kind) {
+    ["ready", "resync", "snapshot", "state", "progress", "log", "artifact", "step", "steps", "deleted", "tile",
+      "points"].forEach(function (kind) {
       source.addEventListener(kind, function (message) {
-        gotEvent = true;
-        if (polling) return;
-        handlers[kind](JSON.parse(message.data));
+        var data = JSON.parse(message.data);
+        receive(kind === "ready" ? { type: "ready", refused: data.refused } : { type: "event", kind: kind, data: data });
       });
     });
-    source.addEventListener("ready", function () { gotEvent = true; });
-    source.addEventListener("resync", function () { gotEvent = true; if (!polling) poll(); });
-    // A proxy that buffers the stream delivers nothing: fall back after a few quiet seconds.
-    window.setTimeout(function () {
-      if (!gotEvent) {
-        source.close();
-        startPolling("stream blocked");
-      }
-    }, FALLBACK_AFTER_MS);
+    source.addEventListener("error", function () { receive({ type: source.readyState === 2 ? "closed" : "error" }); });
+    return function () { source.close(); };
   }
 
   function getJSON(url) {
@@ -122,7 +175,7 @@
     var steps = stepsView(jobId);
 
     if (log) log.scrollTop = log.scrollHeight;
-    connect(root + "/api/jobs/" + jobId + "/events", {
+    subscribe(["job:" + jobId], {
       snapshot: function (job) {
         setProgress(job.progress, job.message);
         if (job.status !== lastStatus) onState(job);
@@ -450,8 +503,7 @@
       });
     }, 1000);
 
-    var url = root + "/api/events" + (body.filterTask ? "?task=" + encodeURIComponent(body.filterTask) : "");
-    connect(url, { state: onState, progress: onProgress }, poll);
+    subscribe([body.filterTask ? "jobs:" + body.filterTask : "jobs"], { state: onState, progress: onProgress }, poll);
   }
 
   // -- CSRF: htmx requests carry the session's token (forms also carry it as a field) -------------
@@ -468,7 +520,7 @@
     if (event.detail.xhr && event.detail.xhr.status === 401) toLogin();
   });
 
-  window.mieruka = { connect: connect, getJSON: getJSON, note: note, csrf: csrf };
+  window.mieruka = { subscribe: subscribe, getJSON: getJSON, note: note, csrf: csrf };
   if (document.body.dataset.job) jobPage(document.body.dataset.job);
   if (document.body.dataset.monitor) monitorPage();
 })();
