@@ -149,3 +149,16 @@ def test_behind_a_proxy_with_no_users_the_login_page_says_why(client: TestClient
     assert first.status_code == 303 and first.headers["location"].startswith("/login")
     page = client.get(first.headers["location"], headers=proxied)
     assert page.status_code == 200 and "Nobody can log in yet" in page.text
+
+
+def test_an_unexpected_error_is_a_page_too_and_never_stored(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app.asgi(), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(app.engine, "workers", broken)
+        page = client.get("/workers", headers=BROWSER)
+        assert_error_page(page, 500, "Something went wrong", "the server log has the details")
+        assert page.headers["cache-control"] == "no-store" and "a bug" not in page.text
+        api = client.get("/api/workers", headers=BROWSER)
+        assert api.status_code == 500 and api.json()["error"]["code"] == "internal_error"

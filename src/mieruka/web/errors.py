@@ -68,9 +68,12 @@ def respond(request: Request, status: int, code: str, message: str, headers: Map
     templates: Jinja2Templates | None = (getattr(request.app.state, TEMPLATES_KEY, None)
                                          if "app" in request.scope else None)
     if templates is not None and wants_page(request):
+        # The page carries the reader's CSRF token; an unexpected error's answer does not pass the
+        # security middleware, which says no-store for every other one.
+        page_headers = {"Cache-Control": "no-store", **(headers or {})}
         try:
             return templates.TemplateResponse(request, "error.html", _page_context(request, status, error),
-                                              status_code=status, headers=headers)
+                                              status_code=status, headers=page_headers)
         except Exception:  # noqa: BLE001 - the page itself failed (a broken template): the JSON still says it
             log.exception("the error page for %s could not be shown", request.url.path)
     return JSONResponse({"error": error}, status_code=status, headers=headers)
