@@ -16,6 +16,35 @@
     var today = fmtDate.format(new Date()) === fmtDate.format(d);
     return (today ? "" : fmtDate.format(d) + " ") + fmtTime.format(d);
   }
+  // Axes speak as the tables do: ISO dates, 24-hour times, in the configured zone; numbers compact
+  // (2.4M, 950k) so that a narrow axis never cuts them.
+  var fmtMinute = new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", hour12: false });
+  function axisTime(ts, step, previous) {
+    var d = new Date(ts * 1000);
+    var day = fmtDate.format(d);
+    if (step >= 86400 * 28) return day.slice(0, 7);
+    if (step >= 86400) return day;
+    var time = step < 60 ? fmtTime.format(d) : fmtMinute.format(d);
+    // The date once, then again where it changes.
+    var newDay = previous === null || fmtDate.format(new Date(previous * 1000)) !== day;
+    return newDay ? day + "\n" + time : time;
+  }
+  function fullTime(ts) { var d = new Date(ts * 1000); return fmtDate.format(d) + " " + fmtTime.format(d); }
+  function trim(text) { return text.indexOf(".") < 0 ? text : text.replace(/\.?0+$/, ""); }
+  function compact(value, step) {
+    if (value === null || value === undefined || !isFinite(value)) return "";
+    var abs = Math.abs(value);
+    var units = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
+    for (var i = 0; i < units.length; i++) {
+      if (abs >= units[i][0]) {
+        // Enough decimals to tell neighbouring ticks apart.
+        var digits = step ? Math.max(0, Math.min(3, Math.ceil(-Math.log10(step / units[i][0]) - 1e-9))) : 1;
+        return trim((value / units[i][0]).toFixed(digits)) + units[i][1];
+      }
+    }
+    var places = step ? Math.max(0, Math.min(6, Math.ceil(-Math.log10(step) - 1e-9))) : 2;
+    return trim(value.toFixed(places));
+  }
   function ago(seconds) {
     if (seconds < 60) return Math.max(0, Math.round(seconds)) + " s ago";
     if (seconds < 3600) return Math.round(seconds / 60) + " min ago";
@@ -97,9 +126,17 @@
     var opts = {
       width: t.body.clientWidth || 600, height: t.height,
       scales: { x: { time: time } },
-      series: [{}].concat(names.map(function (n, i) {
-        return { label: n, stroke: colour(i), width: 1.5, fill: area ? colour(i, "33") : undefined };
-      })),
+      axes: [
+        { values: function (u, splits, axis, space, step) {
+          return splits.map(function (v, i) { return time ? axisTime(v, step, i ? splits[i - 1] : null) : compact(v, step); });
+        } },
+        { values: function (u, splits, axis, space, step) { return splits.map(function (v) { return compact(v, step); }); } },
+      ],
+      series: [{ value: function (u, v) { return v === null || v === undefined ? "--" : time ? fullTime(v) : String(v); } }]
+        .concat(names.map(function (n, i) {
+          return { label: n, stroke: colour(i), width: 1.5, fill: area ? colour(i, "33") : undefined,
+            value: function (u, v) { return v === null || v === undefined ? "--" : v.toLocaleString("en"); } };
+        })),
     };
     if (time) opts.tzDate = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), tz); };
     view.updating = true;
@@ -176,7 +213,12 @@
         plugins: { legend: { display: round || d.series.length > 1 } } };
       if (!round) {
         options.indexAxis = d.horizontal ? "y" : "x";
-        options.scales = { x: { stacked: !!d.stacked }, y: { stacked: !!d.stacked, beginAtZero: type === "bar" } };
+        var numbers = { callback: function (v, i, all) {
+          return compact(v, all.length > 1 ? Math.abs(all[1].value - all[0].value) : 0);
+        } };
+        var xNumbers = type === "scatter" || d.horizontal;
+        options.scales = { x: { stacked: !!d.stacked, ticks: xNumbers ? numbers : {} },
+          y: { stacked: !!d.stacked, beginAtZero: type === "bar", ticks: xNumbers && type !== "scatter" ? {} : numbers } };
       }
       view = t.view = { kind: "chartjs", type: type,
         chart: new Chart(canvas, { type: type, data: { labels: d.labels || [], datasets: datasets }, options: options }) };

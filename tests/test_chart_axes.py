@@ -1,0 +1,44 @@
+"""Chart axes read as the tables do: ISO dates and 24-hour times in the configured time zone, and
+large numbers in a compact form that a narrow axis does not cut (2.4M, 12M, 950k)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProcess, open_page, running_server
+
+pytest.importorskip("pandas")
+
+
+@pytest.fixture(scope="module")
+def axes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    home = tmp_path_factory.mktemp("axes") / "home"
+    with running_server(home, app_ref="tests/axes_app.py:app") as server:
+        yield server
+
+
+def test_axes_show_iso_times_in_the_zone_and_compact_numbers(browser: Any, axes: ServerProcess,
+                                                             tmp_path: Path) -> None:
+    outside: list[str] = []
+    page: Any = open_page(browser, axes, outside)
+    page.goto(f"{axes.url}/dashboards/axes")
+    page.wait_for_function("() => { const t = [...document.querySelectorAll('.tile')].find(e => e.uplot);"
+                           " return t && t.uplot.axes[0]._values && t.uplot.axes[1]._values; }", timeout=20_000)
+    x, y = page.evaluate("() => { const u = [...document.querySelectorAll('.tile')].find(e => e.uplot).uplot;"
+                         " return [u.axes[0]._values, u.axes[1]._values]; }")
+    page.screenshot(path=str(tmp_path / "axes.png"), full_page=True)
+    # 20:00 to 05:50 the next day in Tokyo: ISO dates where the day changes, 24-hour times.
+    assert x and all(re.fullmatch(r"(\d{4}-\d\d-\d\d\n)?\d\d:\d\d", v) for v in x), x
+    assert x[0].startswith("2026-04-12\n") and any(v.startswith("2026-04-13\n") for v in x), x
+    assert not any(re.search(r"am|pm|/", v, re.I) for v in x), x
+    assert y and all(re.fullmatch(r"0|\d+(\.\d+)?M", v) for v in y) and "25M" in y, y  # 2.4 to 26 million
+    page.wait_for_function("() => window.Chart && Object.values(Chart.instances).length > 0", timeout=20_000)
+    bars = page.evaluate("() => Object.values(Chart.instances)[0].scales.y.ticks.map(t => t.label)")
+    assert "12M" in bars and all(re.fullmatch(r"0|\d+(\.\d+)?[kM]", v) for v in bars), bars
+    page.close()
+    assert outside == []
