@@ -4,6 +4,7 @@ per host, each tab gets the events of its own page, and what a viewer may not se
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,83 @@ def test_ten_tabs_stay_live_on_one_stream(browser: Any, jobs_server: ServerProce
     finally:
         context.close()
     assert outside == []
+
+
+def read_events(response: httpx.Response, until: Any, seconds: float = 20) -> list[dict[str, Any]]:
+    """SSE events ({"event", "id", "data"}) until `until(events)` is true or `seconds` passed."""
+    from tests.test_dashboards import sse_events
+
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    for event in sse_events(response):
+        events.append(event)
+        if until(events) or time.monotonic() > deadline:
+            break
+    return events
+
+
+def test_the_shared_stream_resumes_every_position(jobs_server: ServerProcess) -> None:
+    server = jobs_server
+    url = f"{server.url}/api/live/events"
+    job = httpx.post(f"{server.url}/api/tasks/noisy/jobs", json={"lines": 40}).json()["id"]
+    httpx.get(f"{server.url}/api/jobs/{job}", params={"wait": 30})
+    with httpx.stream("GET", url, params={"topic": ["jobs", f"job:{job}"], "last_event_id": "@=0"},
+                      timeout=30) as response:
+        ready = read_events(response, lambda e: True)[0]
+    assert ready["event"] == "ready" and ready["data"]["topics"] == ["jobs", f"job:{job}"]
+    # From the start of the bus: the job's events in order, then its snapshot.
+    with httpx.stream("GET", url, params={"topic": f"job:{job}", "last_event_id": "@=1"}, timeout=30) as response:
+        events = read_events(response, lambda e: e[-1]["event"] == "snapshot")
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "ready" and kinds[-1] == "snapshot" and "log" in kinds and "state" in kinds, kinds
+    job_events = [e for e in events if e["event"] not in ("ready", "snapshot")]
+    middle = job_events[len(job_events) // 2]
+    # A reconnect sends the id it saw last (Last-Event-ID): it gets what came after, once.
+    with httpx.stream("GET", url, params={"topic": f"job:{job}"}, headers={"Last-Event-ID": middle["id"]},
+                      timeout=30) as response:
+        again = read_events(response, lambda e: e[-1]["event"] == "snapshot")
+    replayed = [e["data"]["id"] for e in again if e["event"] not in ("ready", "snapshot")]
+    expected = [e["data"]["id"] for e in job_events if e["data"]["id"] > middle["data"]["id"]]
+    assert replayed == expected
+
+
+def test_the_shared_stream_refuses_what_a_viewer_may_not_see(tmp_path: Path) -> None:
+    from tests.guarded_app import BOARD_SECRET, JOB_SECRET, SECRET_STREAM, SECRET_TASK, app
+
+    home = tmp_path / "home"
+    app._settings = None
+    app.configure(home=str(home))
+    app.auth.db.migrate()
+    for name, role in (("vic", "viewer"), ("olga", "operator")):
+        app.auth.accounts.add_user(name, role, "password-" + name)
+    tokens = {name: app.auth.accounts.create_token(name, "t")[1] for name in ("vic", "olga")}
+    app._settings = None
+
+    def auth(who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[who]}"}
+
+    with running_server(home, app_ref="tests/guarded_app.py:app") as server:
+        secret_job = httpx.post(f"{server.url}/api/tasks/{SECRET_TASK}/jobs", json={}, headers=auth("olga")).json()
+        assert "id" in secret_job, secret_job
+        httpx.get(f"{server.url}/api/jobs/{secret_job['id']}", params={"wait": 60}, headers=auth("olga"))
+        topics = ["jobs", f"jobs:{SECRET_TASK}", f"job:{secret_job['id']}", "dashboard:wards",
+                  f"stream:{SECRET_STREAM}", "dashboard:open", "job:+1", "nonsense"]
+        seen = {}
+        for who in ("vic", "olga"):
+            with httpx.stream("GET", f"{server.url}/api/live/events", headers=auth(who), timeout=30,
+                              params={"topic": topics, "last_event_id": "@=1"}) as response:
+                assert response.status_code == 200
+                start = time.monotonic()
+                text = ""
+                for chunk in response.iter_text():
+                    text += chunk
+                    if time.monotonic() - start > 2.5:
+                        break
+            seen[who] = text
+        vic = seen["vic"]
+        ready = json.loads(vic.split("event: ready\ndata: ", 1)[1].split("\n", 1)[0])
+        assert ready["topics"] == ["jobs", "dashboard:open"]
+        assert set(ready["refused"]) == set(topics) - {"jobs", "dashboard:open"}
+        for secret in (JOB_SECRET, BOARD_SECRET, '"pulse"', f'"task":"{SECRET_TASK}"'):
+            assert secret not in vic, secret
+        assert JOB_SECRET in seen["olga"] and BOARD_SECRET in seen["olga"] and '"pulse"' in seen["olga"]
