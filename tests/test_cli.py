@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ import pytest
 import mieruka
 from mieruka.cli import _parse_params
 from mieruka.errors import MierukaError
-from tests.conftest import TESTS, ServerProcess, shared_server
+from tests.conftest import TESTS, ServerProcess, free_port, shared_server, wait_healthy
 
 UNREACHABLE = "http://127.0.0.1:9"
 
@@ -496,3 +498,111 @@ def test_jobs_steps_and_a_steps_log(srv: ServerProcess) -> None:
     assert "[sort] first word: b" in cli(srv, "jobs", "logs", str(job_id)).stdout.splitlines()
     missing = cli(srv, "jobs", "logs", str(job_id), "--step", "nope")
     assert missing.returncode != 0 and "no step named 'nope'" in missing.stderr
+
+
+# -- issue 16: the newcomer's first hour -------------------------------------------------------------
+
+
+def test_submit_takes_parameters_before_between_and_after_options(srv: ServerProcess) -> None:
+    """As the README's `submit align --file reads=reads.fa reference=mm10 --wait` (run as it is by
+    tests/test_docs_commands.py)."""
+    assert ok_json(cli(srv, "submit", "add", "a=2", "--wait", "b=3"))["result"] == 5
+    assert ok_json(cli(srv, "submit", "add", "--wait", "a=4", "b=5"))["result"] == 9
+    assert ok_json(cli(srv, "submit", "add", "--timeout", "60", "a=6", "--wait", "b=7"))["result"] == 13
+
+
+def test_submit_still_refuses_unknown_options() -> None:
+    result = mieruka_cmd("submit", "add", "a=1", "--bogus", "--url", UNREACHABLE)
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+    other = mieruka_cmd("jobs", "ls", "stray", "--url", UNREACHABLE)
+    assert other.returncode == 2 and "unrecognized arguments: stray" in other.stderr
+
+
+@pytest.mark.parametrize("command", [["run", str(TESTS / "jobs.py")], ["demo"]])
+def test_a_busy_port_is_one_line_before_anything_is_printed(tmp_path: Path, command: list[str]) -> None:
+    with socket.socket() as holder:  # whatever holds the port: no login link may point at it
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = mieruka_cmd(*command, "--port", str(port), "--home", str(tmp_path / "home"), cwd=tmp_path)
+        assert_error(result, f"port {port} on 127.0.0.1 is already in use", "--port")
+    assert not (tmp_path / "home").exists(), "nothing made before the port was known to be free"
+
+
+def test_account_commands_without_a_database_say_where_they_looked(tmp_path: Path) -> None:
+    expected = tmp_path / ".mieruka" / "mieruka.db"
+    line = assert_error(mieruka_cmd("tokens", "create", "--user", "demo", cwd=tmp_path), "no user named 'demo'",
+                        f"no database at {expected}", "the default home", "MIERUKA_HOME")
+    assert "--home" in line
+    elsewhere = tmp_path / "elsewhere"
+    assert_error(mieruka_cmd("users", "ls", cwd=tmp_path, env={"MIERUKA_HOME": str(elsewhere)}),
+                 f"no database at {elsewhere / 'mieruka.db'}", "from MIERUKA_HOME or the config file")
+    assert_error(mieruka_cmd("tokens", "revoke", "3", "--home", str(elsewhere), cwd=tmp_path),
+                 "no token with id 3", "from --home")
+    assert list(tmp_path.iterdir()) == [], "nothing created"
+    # A failed `users add` leaves no database behind; a good one says it made one, and where.
+    assert_error(mieruka_cmd("users", "add", "ada", "--role", "boss", "--no-password", cwd=tmp_path),
+                 "unknown role 'boss'")
+    assert not expected.exists()
+    added = mieruka_cmd("users", "add", "ada", "--role", "admin", "--no-password", cwd=tmp_path)
+    assert added.returncode == 0 and added.stdout == "added ada (admin)\n", added.stderr
+    assert added.stderr == f"mieruka: created a new database at {expected} (data in {expected.parent} " \
+                           "(the default home; --home or MIERUKA_HOME to change))\n"
+    again = mieruka_cmd("users", "add", "bob", "--no-password", cwd=tmp_path)
+    assert again.returncode == 0 and again.stderr == ""
+
+
+def test_the_home_comes_from_the_flag_then_the_environment_then_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "mieruka.toml").write_text('home = "from-config"\n')
+    for where in ("from-config", "from-env", "from-flag"):
+        (tmp_path / where).mkdir()
+    assert mieruka_cmd("users", "add", "c", "--no-password", cwd=tmp_path).returncode == 0
+    assert mieruka_cmd("users", "add", "e", "--no-password", cwd=tmp_path,
+                       env={"MIERUKA_HOME": str(tmp_path / "from-env")}).returncode == 0
+    assert mieruka_cmd("users", "add", "f", "--no-password", "--home", str(tmp_path / "from-flag"), cwd=tmp_path,
+                       env={"MIERUKA_HOME": str(tmp_path / "from-env")}).returncode == 0
+    for where, user in (("from-config", "c"), ("from-env", "e"), ("from-flag", "f")):
+        listed = mieruka_cmd("users", "ls", "--home", str(tmp_path / where), cwd=tmp_path)
+        assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [user], (where, listed)
+
+
+def test_login_links_use_the_served_address_and_root_path_or_public_url(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    assert mieruka_cmd("users", "add", "ada", "--role", "admin", "--no-password", "--home", home).returncode == 0
+
+    def link(*extra: str, env: dict[str, str] | None = None) -> str:
+        result = mieruka_cmd("users", "link", "ada", "--home", home, *extra, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert re.fullmatch(r"http://127\.0\.0\.1:8000/login/link/mrk_\S+", link())
+    assert re.fullmatch(r"http://127\.0\.0\.1:8123/lab/login/link/mrk_\S+",
+                        link(env={"MIERUKA_PORT": "8123", "MIERUKA_ROOT_PATH": "/lab"}))
+    assert re.fullmatch(r"http://127\.0\.0\.1:8124/login/link/mrk_\S+",
+                        link(env={"MIERUKA_PORT": "8124", "MIERUKA_HOST": "0.0.0.0"}))
+    assert re.fullmatch(r"https://lab\.example\.org/mieruka/login/link/mrk_\S+",
+                        link(env={"MIERUKA_PUBLIC_URL": "https://lab.example.org/mieruka/", "MIERUKA_PORT": "1"}))
+    assert re.fullmatch(r"https://x\.example/login/link/mrk_\S+", link("--url", "https://x.example/"))
+
+
+def test_a_login_link_works_on_a_server_under_a_path_prefix(tmp_path: Path) -> None:
+    """The server and the CLI read one config file: the link is the server's, prefix included."""
+    port = free_port()
+    (tmp_path / "mieruka.toml").write_text(f'port = {port}\nroot_path = "/lab"\nhome = "data"\n')
+    assert mieruka_cmd("users", "add", "ada", "--role", "admin", "--no-password", cwd=tmp_path).returncode == 0
+    with (tmp_path / "server.log").open("w") as log, subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "run", str(TESTS / "jobs.py"), "--workers", "1"], cwd=tmp_path,
+            env=_env(), stdout=log, stderr=subprocess.STDOUT) as server:
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", server, (tmp_path / "server.log").read_text, timeout=60)
+            output = (tmp_path / "server.log").read_text()
+            assert f"data in {tmp_path / 'data'} (from MIERUKA_HOME or the config file)" in output
+            result = mieruka_cmd("users", "link", "ada", cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            url = result.stdout.strip()
+            assert url.startswith(f"http://127.0.0.1:{port}/lab/login/link/"), url
+            page = httpx.get(url, timeout=30)
+            assert page.status_code == 200 and 'name="csrf_token"' in page.text, page.text
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from mieruka.demo import app as demo_app
-from tests.conftest import ServerProcess, free_port, fresh_postgres_database, shared_server
+from tests.conftest import ServerProcess, free_port, fresh_postgres_database, shared_server, wait_healthy
 
 # Tasks that need more than one click: long_sleep runs for minutes, heartbeat runs on its schedule.
 NOT_ONE_CLICK = {"long_sleep", "heartbeat"}
@@ -321,8 +321,9 @@ def test_home_lists_every_task_and_links_the_docs(http: httpx.Client) -> None:
     docs = http.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text.lower()
     assets = re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", home.text + docs.text)
-    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
-    assert any(a.endswith("mieruka.js") for a in assets), assets
+    paths = [a.split("?", 1)[0] for a in assets]  # a version query may follow
+    assert any(p.endswith("swagger-ui-bundle.js") for p in paths), assets
+    assert any(p.endswith("mieruka.js") for p in paths), assets
     for asset in assets:
         assert http.get(asset).status_code == 200, asset
     schema = http.get("/openapi.json").json()
@@ -335,7 +336,7 @@ def test_data_goes_under_home(demo: DemoServer, http: httpx.Client) -> None:
     assert (demo.home / "mieruka.db").is_file()
     assert (demo.home / "artifacts").is_dir()
     assert (demo.home / "uploads").is_dir()
-    # Nothing in the folder the server was started from (the default would be ./.mieruka-demo).
+    # Nothing in the folder the server was started from (the default would be ./.mieruka).
     assert list(demo.cwd.iterdir()) == []
     workers = http.get("/api/workers").json()
     assert len(workers) == 4
@@ -374,3 +375,37 @@ def test_text_pipeline_fails_once_then_retry_runs_only_the_failed_step(http: htt
     assert steps["split"]["reused"] and steps["count"]["reused"] and not steps["letters"]["reused"]
     assert done["result"]["top_words"][0] == {"word": "and", "count": 4}
     assert [a["name"] for a in done["artifacts"]] == ["summary.html"]
+
+
+def test_the_demo_keeps_its_data_where_every_command_looks(tmp_path: Path) -> None:
+    """MIERUKA_HOME (not --home) chooses the demo's data, as for every command: the demo says where,
+    and `mieruka tokens create --user demo` with the same setting finds its admin."""
+    cwd, home = tmp_path / "cwd", tmp_path / "data"
+    cwd.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    port = free_port()
+    log_path = tmp_path / "demo.log"
+    with log_path.open("w") as log, subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "demo", "--port", str(port), "--workers", "1"], cwd=cwd,
+            env={**environ, "MIERUKA_HOME": str(home), "MIERUKA_ROOT_PATH": "/demo"}, stdout=log,
+            stderr=subprocess.STDOUT) as proc:
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/demo", proc, log_path.read_text, timeout=60)
+            output = log_path.read_text()
+            assert f"mieruka: data in {home} (from MIERUKA_HOME or the config file)" in output, output
+            assert f"one-time link: http://127.0.0.1:{port}/demo/login/link/mrk_" in output, output
+            token = subprocess.run([sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo"],
+                                   cwd=cwd, env={**environ, "MIERUKA_HOME": str(home)}, capture_output=True,
+                                   text=True, timeout=60)
+            assert token.returncode == 0 and token.stdout.startswith("mrk_"), token.stderr
+            answer = httpx.get(f"http://127.0.0.1:{port}/demo/api/me",
+                               headers={"Authorization": f"Bearer {token.stdout.strip()}"}, timeout=30)
+            assert answer.status_code == 200 and answer.json()["name"] == "demo", answer.text
+            elsewhere = subprocess.run([sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo"],
+                                       cwd=cwd, env=environ, capture_output=True, text=True, timeout=60)
+            assert elsewhere.returncode == 1 and "Traceback" not in elsewhere.stderr
+            assert f"no user named 'demo': no database at {cwd / '.mieruka' / 'mieruka.db'}" in elsewhere.stderr
+            assert sorted(p.name for p in cwd.iterdir()) == []
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
