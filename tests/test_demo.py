@@ -398,6 +398,11 @@ def test_the_demo_keeps_its_data_where_every_command_looks(tmp_path: Path) -> No
                                    cwd=cwd, env={**environ, "MIERUKA_HOME": str(home)}, capture_output=True,
                                    text=True, timeout=60)
             assert token.returncode == 0 and token.stdout.startswith("mrk_"), token.stderr
+            anonymous = subprocess.run([sys.executable, "-m", "mieruka.cli", "jobs", "ls", "--url",
+                                        f"http://127.0.0.1:{port}/demo"], cwd=cwd, env=environ, capture_output=True,
+                                       text=True, timeout=60)
+            assert anonymous.returncode == 1 and "`mieruka tokens create --user NAME`, run with the server's home" \
+                in anonymous.stderr, anonymous.stderr
             answer = httpx.get(f"http://127.0.0.1:{port}/demo/api/me",
                                headers={"Authorization": f"Bearer {token.stdout.strip()}"}, timeout=30)
             assert answer.status_code == 200 and answer.json()["name"] == "demo", answer.text

@@ -53,9 +53,9 @@ class Client:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200] or response.reason_phrase
-            if response.status_code == 401:
-                message += ("; set MIERUKA_TOKEN (or --token) to an API token: `mieruka tokens create --user NAME`"
-                            if not self._token else "")
+            if response.status_code == 401 and not self._token:
+                message += ("; set MIERUKA_TOKEN (or --token) to an API token: `mieruka tokens create --user NAME`, "
+                            "run with the server's home (its folder, --home or MIERUKA_HOME)")
             raise ServerError(message, response.status_code)
         if response.status_code == 204 or not response.content:
             return None
