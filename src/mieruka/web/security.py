@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.access import Principal, Role, allowed
 from .errors import respond
-from .limits import Limits, Refused, check_target, checked_body, kind_of, scanned_multipart
+from .limits import Limits, Refused, check_target, checked_body, kind_of, replay, scanned_multipart
 from .policy import ALLOW_LISTS, SAFE_METHODS, Rule, hidden_tasks, rule_for
 
 if TYPE_CHECKING:
@@ -165,10 +165,8 @@ def _template(path: str | None) -> str | None:
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", path) if path else path
 
 
-class Denied(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+class Denied(Refused):
+    """Refused by the access rules (who is asking, may they)."""
 
 
 class Security:
@@ -297,11 +295,8 @@ class Security:
             if self._users_due():
                 await run_in_threadpool(self.has_users)
             self.check_host(scope)
-        except Refused as refused:
-            await self.deny(scope, receive, send, Denied(refused.status, refused.code, refused.message), request)
-            return
-        except Denied as denied:
-            await self.deny(scope, receive, send, denied, request)
+        except Refused as refused:  # Denied too
+            await self.deny(scope, receive, send, refused, request)
             return
         found = self.route_of(scope)
         template, params, is_static = found if found is not None else ("", {}, False)
@@ -337,11 +332,8 @@ class Security:
             elif kind is not None:
                 receive = await checked_body(scope, receive, kind, self.limits,
                                              self.upload_body if rule.uploads else self.limits.body_size)
-        except Refused as refused:
-            await self.deny(scope, receive, send, Denied(refused.status, refused.code, refused.message), request)
-            return
-        except Denied as denied:
-            await self.deny(scope, receive, send, denied, request)
+        except Refused as refused:  # Denied too
+            await self.deny(scope, receive, send, refused, request)
             return
         if who is not None and who.via in ("session", "token") and template != "/api/presence/heartbeat":
             await run_in_threadpool(self.app.auth.presence.seen, who, address(request),
@@ -383,23 +375,14 @@ class Security:
         else:
             expected = who.session_csrf or ""
         given = request.headers.get(CSRF_HEADER)
-        replay: list[Message] = []
+        read: list[Message] = []
         if given is None:
-            given, replay = await _field_from_body(request, receive)
+            given, read = await _field_from_body(request, receive)
         if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
             raise Denied(403, "csrf_failed", "missing or wrong CSRF token: reload the page and try again")
-        if not replay:
-            return receive
-        pending = list(replay)
+        return replay(read, receive) if read else receive
 
-        async def replaying() -> Message:
-            if pending:
-                return pending.pop(0)
-            return await receive()
-
-        return replaying
-
-    async def deny(self, scope: Scope, receive: Receive, send: Send, denied: Denied, request: Request) -> None:
+    async def deny(self, scope: Scope, receive: Receive, send: Send, denied: Refused, request: Request) -> None:
         from fastapi.responses import RedirectResponse
 
         response: Any
