@@ -112,7 +112,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/jobs/{job_id}/steps/{name}/artifacts/{artifact}"): "viewer",
 }
 # Endless event streams: checked on the rule, not by calling them.
-STREAMS = {"/api/events", "/api/jobs/{job_id}/events", "/api/dashboards/{name}/events", "/api/streams/{name}/events"}
+STREAMS = {"/api/events", "/api/jobs/{job_id}/events", "/api/dashboards/{name}/events", "/api/streams/{name}/events",
+           "/api/live/events"}
 ROLES = ("anonymous", "viewer", "operator", "admin")
 DENIED = {"not_authenticated", "forbidden"}
 

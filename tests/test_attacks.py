@@ -143,6 +143,9 @@ def test_positive_controls(probe: Probe) -> None:
                 assert JOB_SECRET in answer.text or BOARD_SECRET in answer.text, (who, url)
             events = read_stream(http, "/api/events?last_event_id=1", probe.headers(who))
             assert JOB_SECRET in events, f"{who} saw no event of the vault job: the event check would be vacuous"
+            live = read_stream(http, f"/api/live/events?topic=jobs&topic=dashboard:wards&topic=stream:{SECRET_STREAM}"
+                               "&last_event_id=%40%3D1", probe.headers(who))
+            assert JOB_SECRET in live and BOARD_SECRET in live, f"{who}: the shared stream check would be vacuous"
             assert f'task="{SECRET_TASK}"' in http.get("/metrics", headers=probe.headers(who)).text
 
 
@@ -212,6 +215,10 @@ def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
     for key, options in values.items():
         combos = [(url.replace(key, value), " ".join(filter(None, (subject, what))))
                   for url, subject in combos for value, what in options]
+    if template == "/api/live/events":  # one stream for a browser's tabs: every topic at once, the hidden ones too
+        topics = ["jobs", f"jobs:{SECRET_TASK}", f"job:{probe.jobs['olga']}", f"job:{probe.jobs['oona']}",
+                  "dashboard:wards", "dashboard:open", f"stream:{SECRET_STREAM}"]
+        combos = [(template + "?" + "&".join(f"topic={t}" for t in topics), "")]
     out = [(("/static/mieruka.css" if template == "/static" else url), subject, True) for url, subject in combos]
     for key in ("{job_id}", "{token_id}"):
         if key not in template:
@@ -261,7 +268,9 @@ def must_deny(who: str, method: str, template: str, subject: str, canonical: boo
 def call(http: httpx.Client, probe: Probe, who: str, method: str, template: str, url: str) -> httpx.Response:
     headers = probe.headers(who)
     if template in STREAMS:
-        body = read_stream(http, url + ("&" if "?" in url else "?") + "last_event_id=1", headers)
+        # From the first event on: what was published before the call is there to leak too.
+        resume = "last_event_id=%40%3D1" if template == "/api/live/events" else "last_event_id=1"
+        body = read_stream(http, url + ("&" if "?" in url else "?") + resume, headers)
         return httpx.Response(200, text=body, request=httpx.Request("GET", url))
     if method in ("POST", "PATCH", "PUT"):
         body: dict[str, Any] = {"role": "admin", "name": "mallory", "password": PASSWORD, "a": 1}
