@@ -20,7 +20,7 @@ import pytest
 import mieruka
 from mieruka.cli import _parse_params
 from mieruka.errors import MierukaError
-from tests.conftest import TESTS, ServerProcess, free_port, shared_server, wait_healthy
+from tests.conftest import TESTS, ServerProcess, free_port, running_server, shared_server, wait_healthy
 
 UNREACHABLE = "http://127.0.0.1:9"
 
@@ -583,6 +583,21 @@ def test_login_links_use_the_served_address_and_root_path_or_public_url(tmp_path
     assert re.fullmatch(r"https://lab\.example\.org/mieruka/login/link/mrk_\S+",
                         link(env={"MIERUKA_PUBLIC_URL": "https://lab.example.org/mieruka/", "MIERUKA_PORT": "1"}))
     assert re.fullmatch(r"https://x\.example/login/link/mrk_\S+", link("--url", "https://x.example/"))
+
+
+def test_a_login_link_names_the_port_a_running_server_was_given(tmp_path: Path) -> None:
+    """`mieruka run --port N` with nothing in the settings: the link the CLI prints is that server's."""
+    home = tmp_path / "home"
+    assert mieruka_cmd("users", "add", "ada", "--role", "admin", "--no-password", "--home", str(home)).returncode == 0
+    with running_server(home, "--workers", "1", "--root-path", "/lab") as server:
+        result = mieruka_cmd("users", "link", "ada", "--home", str(home))
+        assert result.returncode == 0, result.stderr
+        url = result.stdout.strip()
+        assert url.startswith(f"{server.url}/lab/login/link/"), url
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200 and 'name="csrf_token"' in page.text, page.text
+    after = mieruka_cmd("users", "link", "ada", "--home", str(home)).stdout.strip()
+    assert after.startswith("http://127.0.0.1:8000/login/link/"), after  # it stopped: the settings' address
 
 
 def test_a_login_link_works_on_a_server_under_a_path_prefix(tmp_path: Path) -> None:

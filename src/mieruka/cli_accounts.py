@@ -105,14 +105,23 @@ def _wanted(args: argparse.Namespace) -> str | None:
 
 
 def public_url(settings: Settings) -> str:
-    """The server's address as its users reach it, path prefix included: the public_url setting,
-    else the address and root path it serves (a wildcard address shown as 127.0.0.1)."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}{settings.root_path}"
+    """The server's address as its users reach it: the public_url setting, else that of a server
+    running on this database now (it records where it serves), else what the settings say."""
+    if not settings.public_url:
+        from .store.sql import SqlJobStore
+
+        store = SqlJobStore(settings.effective_database_url)
+        try:
+            stale = timedelta(seconds=settings.engine_stale_after)
+            for engine in store.engines():  # the most recent heartbeat first
+                url = engine.info.get("url")
+                if engine.info.get("kind") == "server" and url and utcnow() - engine.heartbeat_at <= stale:
+                    return str(url)
+        except Exception:  # noqa: BLE001 - no jobs table yet, or unreadable: the settings' answer
+            pass
+        finally:
+            store.close()
+    return settings.served_url
 
 
 def _password(args: argparse.Namespace, name: str) -> str:
@@ -223,7 +232,7 @@ def demo_login_link(app: Any) -> str:
         auth.accounts.add_user("demo", "admin", None)
         auth.audit.record(_actor(), "user.add", "user:demo", "local", {"role": "admin"})
     secret = auth.accounts.create_login_link("demo")
-    return f"{public_url(app.settings)}/login/link/{secret}"
+    return f"{app.settings.served_url}/login/link/{secret}"
 
 
 def refuse_open_network(app: Any) -> None:

@@ -180,7 +180,7 @@ class Engine:
         local = self._remote is None
         return {"kind": "server", "name": self.worker_name, "executor": self.settings.executor,
                 "queues": ["*"] if local else [], "concurrency": self.settings.effective_workers if local else 0,
-                "started_at": self._started_at}
+                "started_at": self._started_at, "url": self.settings.served_url}
 
     # -- API (any thread) ----------------------------------------------------------------------
     def submit(

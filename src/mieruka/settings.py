@@ -128,6 +128,17 @@ class Settings:
         return self.event_bus
 
     @property
+    def served_url(self) -> str:
+        """The server's address as its users reach it, path prefix included: public_url, else the
+        address and root path it serves (a wildcard address shown as 127.0.0.1)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}{self.root_path}"
+
+    @property
     def effective_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
 
