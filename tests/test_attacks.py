@@ -81,6 +81,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     tokens["expired"] = accounts.create_token("ada", "short", expires_at=expires)[1]
     routes = sorted({("GET" if m == "*" else m, r.path or "") for r in flat_routes(app.asgi())
                      for m in (r.methods or {"*"}) if m != "HEAD"})
+    app.stop()  # the server process owns the database from here
     app._settings = None
     server_process = ServerProcess("tests/guarded_app.py:app", home, "--workers", "2",
                                    env={"MIERUKA_PRESENCE_EXPIRY": "8"})  # presence written every 2 s

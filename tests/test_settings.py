@@ -399,3 +399,17 @@ if __name__ == "__main__":
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(render_doc())
     print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+def test_configure_rebuilds_what_was_built_from_the_old_settings(tmp_path: Path) -> None:
+    """Accounts opened before configure() follow it to the new database (they used to stay on the old)."""
+    import mieruka
+
+    app = mieruka.App("twice")
+    app.configure(home=str(tmp_path / "first"))
+    app.auth.db.migrate()
+    app.auth.accounts.add_user("ada", "admin", None)
+    app.configure(home=str(tmp_path / "second"))
+    app.auth.db.migrate()
+    assert not app.auth.accounts.has_users()
+    app.stop()

@@ -257,6 +257,9 @@ class App:
         if self._engine is not None:
             raise ConfigError("configure() must be called before the engine starts")
         self._settings = self.settings.with_overrides(**overrides)
+        if self._auth is not None:  # built from the old settings (another database, perhaps)
+            auth, self._auth = self._auth, None
+            auth.close()
 
     def app_ref(self) -> str:
         """How worker processes import this app."""
