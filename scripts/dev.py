@@ -54,7 +54,10 @@ def main() -> int:
         os.execv(BIN / "mieruka", [str(BIN / "mieruka"), "demo", *args])  # the server itself: Ctrl-C, signals
     if command == "test":
         ensure_venv("dev")
-        code = run([str(PYTHON), "-m", "pytest", *args])
+        # Most tests wait on servers, workers and browsers rather than compute: one test process more
+        # than there are cores keeps them busy. A module's tests stay together (they share servers).
+        workers = os.environ.get("MIERUKA_TEST_WORKERS", str((os.cpu_count() or 1) + 1))
+        code = run([str(PYTHON), "-m", "pytest", "-n", workers, "--dist", "loadfile", *args])
         return 0 if code == 5 and os.environ.get("MIERUKA_ALLOW_NO_TESTS") else code
     if command == "lint":
         ensure_venv("dev")

@@ -35,7 +35,7 @@ def private_redis(port: int | None = None) -> Iterator[str]:
         import redis
 
         client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while True:
             try:
                 client.ping()

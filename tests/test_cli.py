@@ -407,11 +407,11 @@ def test_jobs_cancel_a_running_job(srv: ServerProcess, http: httpx.Client) -> No
         # Without --follow, logs of a running job print what there is and return.
         started = time.monotonic()
         assert cli(srv, "jobs", "logs", str(job_id)).returncode == 0
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 60  # returned while the job still runs (it would follow for minutes)
         out = ok_json(cli(srv, "jobs", "cancel", str(job_id)))
         assert out["id"] == job_id
         assert out["status"] in ("running", "cancelled")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while (job := ok_json(cli(srv, "jobs", "show", str(job_id))))["status"] != "cancelled":
             assert time.monotonic() < deadline, job
             time.sleep(0.2)
