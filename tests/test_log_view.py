@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import open_page, running_server
 
@@ -19,6 +20,7 @@ new PerformanceObserver(function (list) {
 """
 
 
+@pytest.mark.alone
 def test_a_busy_log_never_freezes_the_page(browser: object, tmp_path: Path) -> None:
     with running_server(tmp_path / "home", "--workers", "1") as server:
         outside: list[str] = []
