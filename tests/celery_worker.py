@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,34 +22,58 @@ if TYPE_CHECKING:
     from mieruka import App
 
 
-@contextmanager
-def private_redis(port: int | None = None) -> Iterator[str]:
-    """A redis-server of our own on a free port: other test runs on this machine never see our
-    messages (a cancel broadcast names a job id, and ids repeat across databases)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        need_service("redis-server is not installed (apt-get install redis-server)")
-    port = port or free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
+class RedisServer:
+    """A redis-server of our own on a free port, that a test can stop (with a real signal) and
+    start again on the same port: other test runs on this machine never see our messages (a
+    cancel broadcast names a job id, and ids repeat across databases)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            need_service("redis-server is not installed (apt-get install redis-server)")
+        assert binary is not None
+        self.binary = binary
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it (empty: no persistence) and wait until it answers."""
         import redis
 
-        client = redis.Redis(port=port)
+        self.process = process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise AssertionError("redis-server did not start") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextmanager
+def private_redis(port: int | None = None) -> Iterator[str]:
+    """A running RedisServer's URL, for as long as the block lasts."""
+    server = RedisServer(port)
+    server.start()
+    try:
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 class CeleryWorker:

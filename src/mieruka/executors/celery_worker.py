@@ -397,6 +397,9 @@ def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: s
 
     global _node
     celery = make_celery(app.settings)
+    # A broker outage of any length is waited out (Celery's default gives up after 100 tries, some
+    # 50 minutes); jobs running meanwhile go on, and write their outcomes to the store.
+    celery.conf.broker_connection_max_retries = None
     node = _node = WorkerNode(app, celery, queues, concurrency)
 
     @celery.task(name=TASK_NAME, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -1,0 +1,53 @@
+"""A Celery worker rides out its broker's outage (issue 18, item 1): Redis taken away (SIGTERM or
+SIGKILL) while the worker runs a job and waits for another, started again on the same port after a
+few seconds, empty. The worker stays up, its running job ends as it would have, and it takes the
+jobs submitted after."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from mieruka import JobStatus
+from tests.celery_worker import CeleryWorker, RedisServer, on_celery
+from tests.conftest import fresh_postgres_database
+
+
+def _until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum, outage", [(signal.SIGTERM, 1.5), (signal.SIGKILL, 4.0)])
+def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(tmp_path: Path, signum: int,
+                                                                       outage: float) -> None:
+    from tests.jobs import app
+
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        with (fresh_postgres_database("mieruka_outage") as database_url,
+              on_celery(app, tmp_path / "home", database_url, redis_server.url,
+                        broker_check_interval=0.5) as workers):
+            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
+            workers.append(worker)
+            worker.wait_ready()
+            app.start()
+            running = app.submit("sleep", seconds=outage + 4)
+            _until(lambda: app.get_job(running.id).status is JobStatus.RUNNING, 30, "the job runs")
+            redis_server.stop(signum)
+            time.sleep(outage)
+            redis_server.start()
+            done = app.wait(running, 60)
+            assert done.status is JobStatus.SUCCEEDED and done.attempts == 1, done
+            after = app.wait(app.submit("add", a=1), 60)
+            assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
+            assert worker.process.poll() is None, "the worker is still up"
+            assert "Unrecoverable error" not in worker.output()
+    finally:
+        redis_server.stop()
