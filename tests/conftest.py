@@ -21,6 +21,7 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("MIERUKA_REQUIRE_SERVICES") == "1"
 POSTGRES_ADMIN_URL = os.environ.get("MIERUKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+MARIADB_ADMIN_URL = os.environ.get("MIERUKA_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 TESTS = Path(__file__).parent
 BACKENDS = ["sqlite", "postgres"]
 
@@ -71,6 +72,31 @@ def fresh_postgres_database(prefix: str = "mieruka_test") -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@contextmanager
+def fresh_mariadb_database(prefix: str = "mieruka_test") -> Iterator[str]:
+    """A new, empty MariaDB database (SQLAlchemy URL), dropped afterwards (skips or fails when
+    MariaDB or pymysql is missing)."""
+    try:
+        import pymysql  # noqa: F401
+        import sqlalchemy as sa
+    except ImportError:
+        need_service("pymysql is not installed (pip install 'mieruka[mysql]')")
+    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        need_service(f"MariaDB is not reachable at {MARIADB_ADMIN_URL}: {str(exc).splitlines()[0]}")
+    try:
+        yield MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
         admin.dispose()
 
 

@@ -38,7 +38,8 @@ def tile(chart: Chart, source: Source, state: SourceState, zone: ZoneInfo,
         "source": source.name, "version": state.version, "attempts": state.attempts,
         "refreshed_at": _iso(state.refreshed_at), "attempted_at": _iso(state.attempted_at),
         "interval": source.interval_after(state.refreshed_at), "error": state.error, "error_at": _iso(state.error_at),
-        "running": state.running, "rows": state.rows, "truncated": state.truncated, "data": None,
+        "running": state.running, "rows": state.rows, "truncated": state.truncated,
+        "warning": source.adapter.warning(), "data": None,
     }
     if state.frame is None:
         return payload

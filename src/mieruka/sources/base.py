@@ -39,5 +39,9 @@ class DataSource(Protocol):
     def describe(self) -> str:
         """What is read, for people (no passwords)."""
 
+    def warning(self) -> str | None:
+        """A guardrail this source's database or driver does not enforce (e.g. read-only), learnt
+        when it last connected, for its status; None when they all hold."""
+
     def close(self) -> None:
         """Release connections."""

@@ -59,6 +59,9 @@ class FileSource:
     def cancel(self) -> None:
         pass
 
+    def warning(self) -> str | None:
+        return None
+
     def describe(self) -> str:
         return f"{self.format} file {self.path}"
 

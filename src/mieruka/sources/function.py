@@ -25,6 +25,9 @@ class FunctionSource:
     def cancel(self) -> None:
         pass  # a Python function cannot be stopped from outside; the refresher reports the overrun
 
+    def warning(self) -> str | None:
+        return None
+
     def describe(self) -> str:
         return f"{getattr(self.func, '__module__', '?')}.{getattr(self.func, '__qualname__', repr(self.func))}()"
 

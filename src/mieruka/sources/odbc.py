@@ -2,13 +2,18 @@
 hospital's Symfoware). Parameters are bound, never formatted into the text: a list for `?`
 placeholders, or a dict for `:name` placeholders (turned into `?` here, as SQLAlchemy does).
 
-Guardrails: the connection asks for read-only access (SQL_ATTR_ACCESS_MODE). Some drivers ignore
-that attribute (psqlodbc does; it honours `ReadOnly=1` in the connection string instead), so
-`init=` statements run after connecting, e.g. "SET SESSION CHARACTERISTICS AS TRANSACTION READ
-ONLY"; a timer cancels the statement (SQLCancel) at the timeout, since many drivers
-(psqlodbc among them) refuse a connection-level query timeout, and at most max_rows + 1 rows are
-fetched. A connection is opened for each read: refreshes are seconds apart,
-and a fresh connection survives a warehouse restart without any reconnect logic.
+Guardrails: the connection asks for read-only access (SQL_ATTR_ACCESS_MODE), which Debian's
+psqlodbc, MariaDB and SQLite drivers all ignore. So the database the driver reports (SQL_DBMS_NAME,
+and for MariaDB or MySQL the server's version) picks statements that make the session read-only
+and time-limited (guards.py): PostgreSQL read-only session characteristics and `statement_timeout`,
+MariaDB or MySQL `SET SESSION TRANSACTION READ ONLY` and the server's time-out variable, SQLite
+`PRAGMA query_only`. For another database the source's warning says read-only is not enforced,
+unless the driver reports a read-only data source or `init=` statements (run after connecting, e.g.
+"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY") take that on. A timer cancels the
+statement (SQLCancel) at the timeout, since many drivers (psqlodbc among them) refuse a
+connection-level query timeout, and at most max_rows + 1 rows are fetched. A connection is opened
+for each read: refreshes are seconds apart, and a fresh connection survives a warehouse restart
+without any reconnect logic.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import guards
 from .base import Fetched, Limits
 from .frames import from_rows, optional, pandas
 
@@ -52,6 +58,7 @@ class OdbcSource:
         self.init = [init] if isinstance(init, str) else list(init)
         self._cursor: Any = None
         self._lock = threading.Lock()
+        self._warning: str | None = None
 
     def fetch(self, limits: Limits) -> Fetched:
         pandas()  # before connecting: a missing extra is said first
@@ -67,17 +74,29 @@ class OdbcSource:
                               timeout=max(1, math.ceil(limits.timeout)))
         try:
             cursor = conn.cursor()
+            self._warning = self._protect(pyodbc, conn, cursor, limits.timeout)
             for statement in self.init:
                 cursor.execute(statement)
             with self._lock:
                 self._cursor = cursor
-            timer = threading.Timer(limits.timeout, self.cancel)
+            stopped = threading.Event()
+
+            def stop() -> None:
+                stopped.set()
+                self.cancel()
+
+            timer = threading.Timer(limits.timeout, stop)
             timer.daemon = True
             timer.start()
             try:
                 cursor.execute(query, params) if params else cursor.execute(query)
                 columns = [d[0] for d in cursor.description or ()]
                 rows = cursor.fetchmany(limits.max_rows + 1)
+            except pyodbc.Error as exc:
+                if stopped.is_set():  # some drivers' cancelled statement says nothing (MariaDB's: "(0)")
+                    raise TimeoutError(f"the read was cancelled at the timeout ({limits.timeout:g}s): "
+                                       f"{exc}") from exc
+                raise
             finally:
                 timer.cancel()
                 with self._lock:
@@ -85,6 +104,33 @@ class OdbcSource:
         finally:
             conn.close()
         return from_rows(rows, columns, limits.max_rows)
+
+    def _protect(self, pyodbc: Any, conn: Any, cursor: Any, timeout: float) -> str | None:
+        """Make the session read-only and time-limited as its database allows; the warning if not."""
+        dbms, driver = str(_info(pyodbc, conn, "SQL_DBMS_NAME")), str(_info(pyodbc, conn, "SQL_DRIVER_NAME"))
+        what = f"{dbms or 'an unknown database'} through the ODBC driver {driver or '?'}"
+        family = guards.ODBC_FAMILIES.get(dbms.lower(), "")
+        version = ""
+        if family == "mysql":  # the driver names itself, not the server: ask the server
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+        guard = guards.guard(family, version, timeout, in_transaction=False)
+        if guard is None:
+            if self.init or _info(pyodbc, conn, "SQL_DATA_SOURCE_READ_ONLY") in (True, "Y"):
+                return None  # the driver says so, or the init= statements take it on
+            return guards.not_read_only(what, "mieruka knows no read-only setting")
+        for number, statement in enumerate(guard.statements):
+            try:
+                cursor.execute(statement)
+            except pyodbc.Error as exc:
+                why = f"{statement!r} failed ({(str(exc).strip().splitlines() or [''])[0][:200]})"
+                if number == 0 and guard.read_only:
+                    return guards.not_read_only(what, why)
+                return f"the database does not stop a read at the timeout: {why} for {what}; it is cancelled instead"
+        return None
+
+    def warning(self) -> str | None:
+        return self._warning
 
     def changed(self) -> bool:
         return True
@@ -105,3 +151,11 @@ class OdbcSource:
 
     def close(self) -> None:
         pass
+
+
+def _info(pyodbc: Any, conn: Any, name: str) -> Any:
+    """An SQLGetInfo answer, or "" when the driver does not give it."""
+    try:
+        return conn.getinfo(getattr(pyodbc, name))
+    except pyodbc.Error:
+        return ""

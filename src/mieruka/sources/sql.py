@@ -1,9 +1,10 @@
 """A SQL query on any SQLAlchemy URL, with bound parameters only.
 
-Guardrails, where the dialect allows: the session is read-only (SQLite `query_only`, PostgreSQL
-and MySQL read-only transactions), the statement is stopped by the database after the timeout
-(PostgreSQL `statement_timeout`, MySQL `max_execution_time`, SQLite's progress handler), and at
-most max_rows + 1 rows are fetched, whatever the query returns.
+Guardrails, where the dialect allows (see guards.py): the session is read-only (SQLite
+`query_only`, PostgreSQL, MariaDB and MySQL read-only transactions), the statement is stopped by
+the database after the timeout (PostgreSQL `statement_timeout`, MariaDB `max_statement_time`, MySQL
+`max_execution_time`, SQLite's progress handler), and at most max_rows + 1 rows are fetched,
+whatever the query returns. On a dialect the guards do not know, the source's warning says so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import guards
 from .base import Fetched, Limits
 from .frames import from_rows, pandas
 
@@ -31,6 +33,7 @@ class SqlSource:
         self._engine: sa.Engine | None = None
         self._active: Any = None  # the DB-API connection of the running read, to cancel it
         self._lock = threading.Lock()
+        self._warning: str | None = None
 
     def _get_engine(self) -> sa.Engine:
         if self._engine is None:
@@ -47,7 +50,7 @@ class SqlSource:
             with self._lock:
                 self._active = raw
             try:
-                _guard(conn, engine.dialect.name, limits.timeout)
+                self._warning = _guard(conn, limits.timeout)
                 result = conn.execute(sa.text(self.query), params)
                 columns = list(result.keys())
                 rows = result.fetchmany(limits.max_rows + 1)
@@ -55,7 +58,7 @@ class SqlSource:
             finally:
                 with self._lock:
                     self._active = None
-                _unguard(conn, engine.dialect.name)
+                _unguard(conn)
                 conn.rollback()
         return from_rows(rows, columns, limits.max_rows)
 
@@ -78,6 +81,9 @@ class SqlSource:
                         pass
                     return
 
+    def warning(self) -> str | None:
+        return self._warning
+
     def describe(self) -> str:
         return f"SQL on {sa.make_url(self.url).render_as_string(hide_password=True)}"
 
@@ -87,22 +93,27 @@ class SqlSource:
             self._engine = None
 
 
-def _guard(conn: sa.Connection, dialect: str, timeout: float) -> None:
-    if dialect == "sqlite":
+def _guard(conn: sa.Connection, timeout: float) -> str | None:
+    """Make this read read-only and time-limited; the warning when the dialect is not known."""
+    dialect = conn.dialect
+    family = guards.SQLALCHEMY_FAMILIES.get(dialect.name, "")
+    # SQLAlchemy tells MariaDB from MySQL by the server's version string, whatever the URL says.
+    version = "MariaDB" if getattr(dialect, "is_mariadb", False) else ""
+    guard = guards.guard(family, version, timeout, in_transaction=True)
+    if guard is None:
+        return guards.not_read_only(f"SQLAlchemy dialect {dialect.name!r}", "mieruka knows no read-only setting "
+                                    "or statement time-out")
+    for statement in guard.statements:
+        conn.exec_driver_sql(statement)
+    if family == "sqlite":
         raw: Any = conn.connection.driver_connection
-        conn.exec_driver_sql("PRAGMA query_only = ON")
         deadline = time.monotonic() + timeout
         raw.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-    elif dialect == "postgresql":
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
-    elif dialect in ("mysql", "mariadb"):
-        conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
-        conn.exec_driver_sql(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")
+    return None
 
 
-def _unguard(conn: sa.Connection, dialect: str) -> None:
-    if dialect == "sqlite":
+def _unguard(conn: sa.Connection) -> None:
+    if conn.dialect.name == "sqlite":
         raw: Any = conn.connection.driver_connection
         raw.set_progress_handler(None, 0)
         # The pooled connection may serve other code of this process later: give back a writable one.

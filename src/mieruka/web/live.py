@@ -64,6 +64,7 @@ def source_json(source: Source, state: SourceState, live: Live) -> dict[str, Any
         "refreshed_at": iso(state.refreshed_at), "attempted_at": iso(state.attempted_at),
         "next_refresh_at": iso(state.next_at), "duration": state.duration, "rows": state.rows,
         "truncated": state.truncated, "error": state.error, "error_at": iso(state.error_at),
+        "warning": source.adapter.warning(),
         "columns": [str(c) for c in state.frame.columns] if state.frame is not None else [],
     }
 
