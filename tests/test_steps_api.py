@@ -31,7 +31,13 @@ def test_steps_logs_and_artifacts_of_a_pipeline_job(client: TestClient) -> None:
     assert [s["name"] for s in steps] == ["count", "sort", "read"]
     sort = steps[1]
     assert sort["status"] == "succeeded" and sort["kind"] == "shell" and sort["depends_on"] == ["count"]
-    assert sort["duration"] is not None and sort["artifacts"] == ["sorted.txt"]
+    assert sort["duration"] is not None
+    # One shape for artifacts everywhere: the step's, the step's list and the job's are the same objects.
+    job_artifacts = [a for a in client.get(f"/api/jobs/{job['id']}").json()["artifacts"] if a["name"] == "sorted.txt"]
+    assert sort["artifacts"] == job_artifacts
+    assert sort["artifacts"][0]["name"] == "sorted.txt" and sort["artifacts"][0]["size"] == len("banana\nkiwi\n")
+    assert client.get(f"/api/jobs/{job['id']}/steps/sort").json()["artifacts"] == job_artifacts
+    assert [a["name"] for a in steps[0]["artifacts"]] == ["words.txt"]
     assert steps[0]["output"] == {"words": 2, "first": "kiwi"}
     assert client.get(f"/api/jobs/{job['id']}/steps/count").json()["output"]["words"] == 2
     logs = client.get(sort["logs_url"]).json()
@@ -40,8 +46,9 @@ def test_steps_logs_and_artifacts_of_a_pipeline_job(client: TestClient) -> None:
     assert text == "first word: kiwi\n"
     whole = client.get(f"/api/jobs/{job['id']}/logs", params={"format": "text"}).text
     assert "[sort] first word: kiwi\n" in whole
-    listed = client.get(f"/api/jobs/{job['id']}/steps/sort/artifacts").json()
-    assert [a["name"] for a in listed] == ["sorted.txt"]
+    assert client.get(f"/api/jobs/{job['id']}/steps/sort/artifacts").json() == job_artifacts
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["StepOut"]["properties"]["artifacts"]
+    assert schema["items"] == {"$ref": "#/components/schemas/ArtifactOut"}
     got = client.get(f"/api/jobs/{job['id']}/steps/sort/artifacts/sorted.txt")
     assert got.status_code == 200 and got.text == "banana\nkiwi\n"
     assert_error(client.get(f"/api/jobs/{job['id']}/steps/sort/artifacts/words.txt"), 404, "artifact_not_found")

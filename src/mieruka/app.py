@@ -133,16 +133,32 @@ class App:
         return register(func) if func is not None else register
 
     def snakemake(self, snakefile: str | Path, /, *, name: str | None = None, targets: list[str] | None = None,
-                  config: dict[str, Any] | None = None, cores: int = 1, **options: Any) -> None:
-        """A task that runs an existing Snakefile unchanged: targets, config and cores come from
-        its form (these are the defaults). Each rule execution shows as a step. Needs the
-        `snakemake` extra. The other options are the task's (timeout, retries, ...)."""
+                  config: dict[str, Any] | None = None, cores: int = 1, workdir: str | Path | None = None,
+                  isolate: bool = True, **options: Any) -> None:
+        """A task that runs an existing Snakefile unchanged, as `snakemake` would in `workdir`
+        (default: the Snakefile's folder), each job writing into a folder of its own (see
+        `Pipeline.snakemake`). Targets, config and cores come from its form (these are the
+        defaults; config overrides the Snakefile's `configfile:`). Each rule execution shows as a
+        step. Relative paths are the app file's folder's. Needs the `snakemake` extra. The other
+        options are the task's (timeout, retries, ...)."""
         from .pipeline.snakemake import workflow_builder
 
-        path = Path(snakefile)
-        builder = workflow_builder(path, list(targets or []), dict(config or {}), cores)
+        path = self.path(snakefile)
+        builder = workflow_builder(path, list(targets or []), dict(config or {}), cores,
+                                   self.path(workdir) if workdir is not None else None, isolate)
         self.tasks.add(make_task(pipeline_function(self, builder, None),
-                                 name=name or path.resolve().parent.name.replace(" ", "_"), **options))
+                                 name=name or path.parent.name.replace(" ", "_"), **options))
+
+    @property
+    def folder(self) -> Path:
+        """The app file's folder: relative paths the app declares (a Snakefile, a source's file)
+        resolve against it, from whichever folder the app is imported (a step's, a worker's)."""
+        return Path(self._file).resolve().parent if self._file else Path.cwd()
+
+    def path(self, value: str | Path) -> Path:
+        """`value` as an absolute path, a relative one taken from the app file's folder."""
+        path = Path(value).expanduser()
+        return (path if path.is_absolute() else self.folder / path).resolve()
 
     def get_task(self, name: str) -> Task:
         return self.tasks.get(name)
@@ -184,6 +200,10 @@ class App:
         """
         from .sources.source import make_source
 
+        if options.get("file") is not None:
+            options["file"] = self.path(options["file"])
+        if isinstance(options.get("url"), str):
+            options["url"] = _sqlite_url(options["url"], self)
         if isinstance(name, str):
             source = make_source(name, **options)
             self.sources.add(source)
@@ -366,6 +386,16 @@ class App:
         from .server import serve
 
         serve(self, host=host, port=port)
+
+
+def _sqlite_url(url: str, app: App) -> str:
+    """A relative SQLite file in a URL is the app's too (sqlite:///ward.db: ward.db beside the app)."""
+    scheme, sep, rest = url.partition(":///")
+    if not sep or scheme.split("+")[0] != "sqlite" or rest.startswith("/") or not rest \
+            or rest.startswith(":memory:") or rest.startswith("file:"):
+        return url
+    path, query, params = rest.partition("?")
+    return f"{scheme}:///{app.path(path)}{query}{params}"
 
 
 def _tag(func: Any, name: str) -> None:

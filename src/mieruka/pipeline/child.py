@@ -70,7 +70,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     kwargs = task.signature.bind(spec["params"], file_opener(Path(spec["upload_root"])))
     folder = Path.cwd()
     job = StepJob(spec["job"], spec["params"], folder)
-    pipe = Pipeline(job)
+    pipe = Pipeline(job, app.folder)
     assert task.signature.job_param is not None
     kwargs[task.signature.job_param] = pipe
     pipeline_task.builder(**kwargs)

@@ -122,9 +122,12 @@ class Pipeline:
 
     __mieruka_job_handle__ = True
 
-    def __init__(self, job: Job | None = None) -> None:
+    def __init__(self, job: Job | None = None, folder: Path | None = None) -> None:
         self.job = job
         self.steps: dict[str, StepDef] = {}
+        # Relative paths given to steps (a Snakefile, its workdir) are the app's: they resolve
+        # against the app file's folder, whatever the current directory of the process.
+        self.folder = folder
 
     # -- the job handle, for the declaring function itself ------------------------------------
     @property
@@ -174,23 +177,37 @@ class Pipeline:
                                  timeout=timeout))
 
     def snakemake(self, snakefile: str | PathLike[str], /, *, targets: Sequence[str] = (),
-                  config: Mapping[str, Any] | None = None, cores: int = 1, workdir: str | Ref | None = None,
-                  name: str = "snakemake", after: Sequence[str | Ref] = (), allow_failure: bool = False,
-                  timeout: float | None = None, extra_args: Sequence[str] = ()) -> Output:
-        """Run an existing Snakefile, unchanged. Each rule execution shows as a step of its own
-        (named after the rule and its wildcards) with live state and log. `workdir` defaults
-        to this step's folder; the workflow's files are found relative to it."""
+                  config: Mapping[str, Any] | None = None, cores: int = 1,
+                  workdir: str | PathLike[str] | Ref | None = None, isolate: bool = True, name: str = "snakemake",
+                  after: Sequence[str | Ref] = (), allow_failure: bool = False, timeout: float | None = None,
+                  extra_args: Sequence[str] = ()) -> Output:
+        """Run an existing Snakefile, unchanged, as `snakemake` would in `workdir` (default: the
+        Snakefile's folder; or an earlier step's `out.dir`): its `configfile:` and relative inputs
+        are found there. With `isolate` (the default) each job writes into a folder of its own
+        that mirrors `workdir`, so jobs never share outputs. `config` overrides the Snakefile's
+        config keys. Each rule execution shows as a step (the rule and its wildcards) with live
+        state and log. Relative paths are the app file's folder's."""
         if cores < 1:
             raise ConfigError("snakemake: cores must be >= 1")
-        if not Path(snakefile).is_file():
-            raise ConfigError(f"snakemake: no Snakefile at {str(snakefile)!r}")
-        spec = {"snakefile": str(Path(snakefile).resolve()), "targets": [str(t) for t in targets],
-                "config": dict(config or {}), "cores": int(cores), "workdir": workdir,
+        path = self._path(snakefile)
+        if not path.is_file():
+            raise ConfigError(f"snakemake: no Snakefile at {str(path)!r}")
+        where = workdir if isinstance(workdir, Ref) or workdir is None else str(self._path(workdir))
+        spec = {"snakefile": str(path), "targets": [str(t) for t in targets],
+                "config": dict(config or {}), "cores": int(cores), "workdir": where,
                 "extra_args": [str(a) for a in extra_args]}
+        if not isolate:
+            spec["isolate"] = False  # absent when True: an unchanged step keeps its fingerprint
         return self._add(StepDef(self._unique(name), "snakemake", len(self.steps), snakemake=spec,
                                  after=_after(after), allow_failure=allow_failure, timeout=timeout))
 
     # -- internals -----------------------------------------------------------------------------
+    def _path(self, value: str | PathLike[str]) -> Path:
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self.folder is not None:
+            path = self.folder / path
+        return path.resolve()
+
     def _unique(self, label: str) -> str:
         label = re.sub(r"[^A-Za-z0-9_.\-]", "_", label)[:180] or "step"
         name, n = label, 1

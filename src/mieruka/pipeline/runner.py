@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from . import protocol
 from .graph import Pipeline, StepDef
 from .resolve import argv_word, render_shell, resolve
+from .rules import RuleTracker
 
 MAX_LINE = 16_384
 MAX_SHOWN_OUTPUT = 256 * 1024
@@ -73,7 +74,7 @@ class PipelineRun:
         self._logs: dict[str, _StepLog] = {}
         self._stop_flusher = threading.Event()
         self._saved: dict[str, Any] = {}
-        self.routes: dict[str, Callable[[str], str]] = {}
+        self.trackers: dict[str, RuleTracker] = {}  # Snakemake steps: their rule steps and output
         self.processes: set[int] = set()  # pids of the step processes running now
 
     # -- planning ------------------------------------------------------------------------------
@@ -233,11 +234,15 @@ class PipelineRun:
             else:
                 argv = [argv_word(resolve(a, self.outputs, self._step_dir)) for a in step.command or ()]
         else:
-            from .snakemake import RuleTracker, snakemake_argv
+            from .snakemake import snakemake_argv, workflow_folders
 
-            argv = snakemake_argv(step, folder, control, lambda ref: resolve(ref, self.outputs, self._step_dir))
-            tracker = RuleTracker(self, step)
-            events = tracker.event
+            def fill(ref: Any) -> Any:
+                return resolve(ref, self.outputs, self._step_dir)
+
+            argv = snakemake_argv(step, folder, control, fill, avoid=self.work.parent.parent)
+            tracker = RuleTracker(self, step, workflow_folders(step, folder, fill)[1])
+            ok, output, error = self._spawn(step, argv, folder, env, result_file, tracker.event)
+            return ok, output, (tracker.failure(error or "failed") if not ok else None)
         return self._spawn(step, argv, folder, env, result_file, events)
 
     def _spawn(self, step: StepDef, argv: list[str], folder: Path, env: dict[str, str], result_file: Path,
@@ -302,11 +307,16 @@ class PipelineRun:
             else:
                 self._attach(step.name, folder, directive, log)
         stream.close()
+        tracker = self.trackers.get(step.name)
+        if tracker is not None:
+            tracker.closed(name)
 
     def route_line(self, step: str, stream: str, text: str) -> None:
         """One output line of `step` (a Snakemake workflow hands it to the rule running)."""
-        router = self.routes.get(step)
-        self.step_log(router(stream) if router is not None else step).add(stream, text)
+        tracker = self.trackers.get(step)
+        target = tracker.route(stream, text) if tracker is not None else step
+        if target is not None:
+            self.step_log(target).add(stream, text)
 
     def step_progress(self, name: str, fraction: float | None, message: str | None) -> None:
         with self._changed:
@@ -348,12 +358,31 @@ class PipelineRun:
             self._set(name, **fields)
 
     def _report_job_progress(self) -> None:
+        """The job's progress, counting steps the user sees: a workflow counts as its rule steps."""
         declared = [self.records[n] for n in self.pipe.steps]
-        done = sum(1 for r in declared if r.status.finished)
-        partial = sum(r.progress or 0.0 for r in declared if r.status is StepStatus.RUNNING)
-        active = [r.name for r in declared if r.status is StepStatus.RUNNING]
-        message = f"{done}/{len(declared)} steps done" + (f"; running {', '.join(active[:3])}" if active else "")
-        self.context.progress((done + partial) / len(declared), message)
+        done = total = 0
+        partial = 0.0
+        for record in declared:
+            tracker = self.trackers.get(record.name)
+            if record.kind == "snakemake" and (tracker is not None or self.saved_rules(record.name)):
+                rules_done, rules = tracker.counts() if tracker is not None else self._saved_counts(record.name)
+                done, total = done + rules_done, total + rules
+            else:
+                done, total = done + record.status.finished, total + 1
+                if record.status is StepStatus.RUNNING:
+                    partial += record.progress or 0.0
+        active = [r.name for r in self.records.values() if r.status is StepStatus.RUNNING
+                  and r.kind != "snakemake"]
+        message = f"{done}/{total} steps done" + (f"; running {', '.join(active[:3])}" if active else "")
+        self.context.progress(min(1.0, (done + partial) / max(total, 1)), message)
+
+    def _saved_counts(self, name: str) -> tuple[int, int]:
+        rules = [r for r in self.records.values() if r.parent == name and r.kind == "rule"]
+        return len(rules), max(len(rules), 1)
+
+    def saved_rules(self, step: str) -> list[dict[str, Any]]:
+        """Rule executions of workflow `step` that succeeded in an earlier attempt."""
+        return [r for r in self._saved.get(".rules", []) if isinstance(r, dict) and r.get("parent") == step]
 
     def _step_dir(self, name: str) -> Path:
         return self.work / name
@@ -393,12 +422,21 @@ class PipelineRun:
                                "finished_at": _iso(record.finished_at)}
         state[".rules"] = [
             {"name": r.name, "parent": r.parent, "position": r.position, "depends_on": r.depends_on,
-             "description": r.description, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at)}
+             "description": r.description, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+             "outputs": self._rule_outputs(r)}
             for r in self.records.values() if r.kind == "rule" and r.status is StepStatus.SUCCEEDED]
         # Beside the step folders, under a name no step can have (step names never start with ".").
         tmp = self.work / ".control" / "state.json.part"
         tmp.write_text(json.dumps(state, default=str))
         os.replace(tmp, self.work / ".control" / "state.json")
+
+
+    def _rule_outputs(self, rule: StepRecord) -> list[str]:
+        tracker = self.trackers.get(rule.parent or "")
+        if tracker is not None and tracker.saved(rule.name):
+            return tracker.saved(rule.name)
+        before = next((r for r in self.saved_rules(rule.parent or "") if r.get("name") == rule.name), {})
+        return [str(o) for o in before.get("outputs") or []]
 
 
 class _StepLog:

@@ -3,10 +3,12 @@
 The workflow runs unchanged, through Snakemake's own command line, in a child process
 (`python -m mieruka.pipeline.snakemake`). That process registers a Snakemake logger plugin
 (snakemake-interface-logger-plugins) which writes each job event (JOB_INFO, JOB_FINISHED,
-JOB_ERROR) as a JSON line on a pipe; the pipeline runner turns them into rule steps.
+JOB_ERROR) and Snakemake's own messages as JSON lines on a pipe; pipeline/rules.py turns them
+into rule steps.
 
-A rule's log is what the workflow printed while it was the only rule running, plus the files
-named in its `log:` directive when it ends; the rest stays in the workflow step's log."""
+A workflow sees the files of its folder (by default the Snakefile's) as Snakemake would there,
+but writes into a folder of its own per job: the step's folder mirrors the workflow folder
+(real folders, a symbolic link per file), and Snakemake runs in it with `--directory`."""
 
 from __future__ import annotations
 
@@ -17,57 +19,109 @@ import sys
 import threading
 import types
 from collections.abc import Callable
-from logging import LogRecord
+from logging import ERROR, LogRecord
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from ..core.clock import utcnow
-from ..core.steps import StepRecord, StepStatus
-from ..errors import MissingExtraError
+from ..errors import ConfigError, MissingExtraError
 from .graph import Pipeline, Ref, StepDef
+from .rules import SYNC
 
-if TYPE_CHECKING:
-    from .runner import PipelineRun
+MAX_MIRRORED = 100_000
+# Not mirrored: Snakemake's own state (per job), version control, and mieruka's default home.
+SKIPPED = frozenset({".snakemake", ".git", ".mieruka"})
 
-MAX_RULE_LOG_BYTES = 1_000_000
+
+def workflow_folders(step: StepDef, folder: Path, resolve: Callable[[Any], Any]) -> tuple[Path, Path]:
+    """(the folder the workflow reads, the folder Snakemake runs in)."""
+    spec = step.snakemake
+    workdir = spec.get("workdir")
+    if isinstance(workdir, Ref):
+        workdir = resolve(workdir)
+    source = Path(str(workdir)) if workdir else Path(spec["snakefile"]).parent
+    return source, (folder if spec.get("isolate", True) else source)
 
 
-def snakemake_argv(step: StepDef, folder: Path, control: Path, resolve: Callable[[Any], Any]) -> list[str]:
+def snakemake_argv(step: StepDef, folder: Path, control: Path, resolve: Callable[[Any], Any],
+                   avoid: Path) -> list[str]:
+    """The command line of the step; `avoid` (the folder of every job's files) is never mirrored."""
     if importlib.util.find_spec("snakemake") is None:
         raise MissingExtraError("Snakemake workflows", "snakemake")
     spec = step.snakemake
-    workdir = resolve(spec["workdir"]) if isinstance(spec.get("workdir"), Ref) else spec.get("workdir")
-    directory = Path(str(workdir)) if workdir else folder
-    config_file = control / f"{step.name}.config.json"
-    config_file.write_text(json.dumps(resolve(spec["config"]), default=str))
-    # --logger takes several names: it must not come last, or it would swallow the targets.
+    source, directory = workflow_folders(step, folder, resolve)
+    if not source.is_dir():
+        raise ConfigError(f"snakemake: the workflow folder {str(source)!r} does not exist")
+    if directory != source:
+        mirror(source, directory, avoid)
+    # Options taking several values (--logger, --configfile) must be followed by a flag, or they
+    # would swallow the targets; the targets come before extra_args, which may end in such options.
     args = ["--logger", "mieruka", "--snakefile", spec["snakefile"], "--cores", str(spec["cores"]),
-            "--directory", str(directory), "--configfile", str(config_file),
-            "--rerun-incomplete", "--printshellcmds", "--nocolor", *spec["extra_args"]]
+            "--directory", str(directory)]
+    config = resolve(spec["config"])
+    if config:
+        # Only a config given here overrides the Snakefile's own `configfile:` (and only its keys).
+        config_file = control / f"{step.name}.config.json"
+        config_file.write_text(json.dumps(config, default=str))
+        args += ["--configfile", str(config_file)]
+    args += ["--rerun-incomplete", "--printshellcmds", "--nocolor"]
     targets = [str(t) for t in spec["targets"]]
-    return [sys.executable, "-m", "mieruka.pipeline.snakemake", *args, *targets]
+    return [sys.executable, "-m", "mieruka.pipeline.snakemake", *args, *targets, *spec["extra_args"]]
 
 
-def workflow_builder(snakefile: Path, targets: list[str], config: dict[str, Any], cores: int) -> Callable[..., None]:
-    """The declaring function of a task that runs `snakefile`: targets, config and cores come
-    from the form (or the API), with these defaults."""
+def mirror(source: Path, target: Path, avoid: Path | None = None) -> None:
+    """Make `target` show `source`'s files: its folders as real folders (so what the workflow
+    writes stays in `target`), each file as a symbolic link. Files already in `target` (outputs of
+    an earlier attempt) are kept."""
+    source = source.resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    skip = {target.resolve(), *([avoid.resolve()] if avoid is not None else [])}
+    count = 0
+    for here, dirs, files in os.walk(source):
+        base = Path(here)
+        rel = base.relative_to(source)
+        keep = []
+        for d in dirs:
+            path = base / d
+            if (not rel.parts and d in SKIPPED) or path.resolve() in skip or d == "__pycache__":
+                continue
+            if path.is_symlink():
+                files.append(d)  # a linked folder is linked, not copied: the workflow reads it
+            else:
+                keep.append(d)
+        dirs[:] = keep
+        (target / rel).mkdir(exist_ok=True)
+        for name in files:
+            count += 1
+            if count > MAX_MIRRORED:
+                raise ConfigError(f"snakemake: {source} holds more than {MAX_MIRRORED:,} files; keep data in a "
+                                  "subfolder linked from it, or run in place with isolate=False")
+            link = target / rel / name
+            if not os.path.lexists(link):
+                link.symlink_to(base / name)
+
+
+def workflow_builder(snakefile: Path, targets: list[str], config: dict[str, Any], cores: int,
+                     workdir: Path | None = None, isolate: bool = True) -> Callable[..., None]:
+    """The declaring function of a task that runs `snakefile` (an absolute path): targets, config
+    and cores come from the form (or the API), with these defaults."""
     path = snakefile.resolve()
     if not path.is_file():
-        from ..errors import ConfigError
-
         raise ConfigError(f"app.snakemake(): no Snakefile at {str(snakefile)!r}")
+    if workdir is not None and not workdir.is_dir():
+        raise ConfigError(f"app.snakemake(): no folder {str(workdir)!r} (workdir=)")
     default_config = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in config.items()]
 
     def workflow(targets: list[str] = list(targets), config: ConfigLines = default_config,  # noqa: B006
                  cores: Cores = cores, *, pipe: Pipeline) -> None:
         pipe.snakemake(path, targets=[t.strip() for t in targets if t.strip()], config=parse_config(config),
-                       cores=cores)
+                       cores=cores, workdir=workdir, isolate=isolate)
 
     workflow.__doc__ = (f"Run the Snakemake workflow {path.parent.name}/{path.name}.\n\n"
                         "Args:\n    targets: Files or rules to build, one per line (empty: the first rule).\n"
-                        "    config: Workflow config as key=value lines (values in JSON or plain text).\n"
+                        "    config: Workflow config as key=value lines (values in JSON or plain text); "
+                        "they override the Snakefile's configfile.\n"
                         "    cores: How many cores Snakemake may use.\n")
     return workflow
 
@@ -98,129 +152,58 @@ def parse_config(lines: list[str]) -> dict[str, Any]:
     return config
 
 
-class RuleTracker:
-    """Turns the workflow's job events into rule steps (runner side)."""
-
-    def __init__(self, run: PipelineRun, step: StepDef) -> None:
-        self.run = run
-        self.step = step
-        self.workdir = run.work / step.name
-        workdir = step.snakemake.get("workdir")
-        if workdir and not isinstance(workdir, Ref):
-            self.workdir = Path(str(workdir))
-        self.by_jobid: dict[int, str] = {}
-        self.outputs: dict[str, str] = {}  # output file -> rule step
-        self.logs: dict[str, list[str]] = {}
-        self.running: set[str] = set()
-        self._lock = threading.Lock()
-        self._count = 0
-        run.routes[step.name] = self.target
-
-    def target(self, stream: str) -> str:
-        """Where a line of the workflow's output goes: the rule running, if only one is."""
-        with self._lock:
-            if stream == "stdout" and len(self.running) == 1:
-                return next(iter(self.running))
-        return self.step.name
-
-    def event(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "job_info":
-            self._started(event)
-        elif kind == "job_finished":
-            self._ended(event.get("job_id"), StepStatus.SUCCEEDED, None)
-        elif kind == "job_error":
-            self._ended(event.get("jobid"), StepStatus.FAILED, "the rule failed; see its log")
-        elif kind == "progress":
-            done, total = event.get("done"), event.get("total")
-            if isinstance(done, int) and isinstance(total, int) and total > 0:
-                self.run.step_progress(self.step.name, done / total, f"{done} of {total} jobs done")
-        elif kind == "end":
-            code = event.get("code")
-            with self._lock:
-                left = list(self.running)
-                self.running.clear()
-            for name in left:
-                self.run.set_step(name, status=StepStatus.FAILED if code else StepStatus.CANCELLED,
-                                  finished_at=utcnow(), error="the workflow stopped while it ran")
-
-    def _started(self, event: dict[str, Any]) -> None:
-        rule = str(event.get("rule_name") or "rule")
-        wildcards = event.get("wildcards") or {}
-        label = rule + (f"[{','.join(f'{k}={v}' for k, v in wildcards.items())}]" if wildcards else "")
-        with self._lock:
-            self._count += 1
-            name = label
-            earlier = self.run.records.get(name)
-            if earlier is not None and not (earlier.parent == self.step.name and earlier.reused):
-                name = f"{label}-{event.get('jobid')}"
-            inputs = [str(f) for f in event.get("input") or []]
-            depends = sorted({self.outputs[f] for f in inputs if f in self.outputs})
-            for out in event.get("output") or []:
-                self.outputs[str(out)] = name
-            self.by_jobid[int(event.get("jobid", -self._count))] = name
-            self.logs[name] = [str(f) for f in event.get("log") or []]
-            self.running.add(name)
-        parent = self.run.records[self.step.name]
-        description = str(event.get("shellcmd") or "").strip() or f"rule {rule}"
-        self.run.add_record(StepRecord(
-            job_id=parent.job_id, name=name, position=parent.position + min(self._count, 999), kind="rule",
-            status=StepStatus.RUNNING, depends_on=depends, description=description[:2000], parent=self.step.name,
-            started_at=utcnow(), message=str(event.get("rule_msg") or "") or None))
-
-    def _ended(self, jobid: Any, status: StepStatus, error: str | None) -> None:
-        try:
-            key = int(jobid)
-        except (TypeError, ValueError):
-            return
-        with self._lock:
-            name = self.by_jobid.get(key)
-            if name is None or name not in self.running:
-                return
-            self.running.discard(name)
-            logs = self.logs.get(name, [])
-        for log in logs:
-            path = self.workdir / log
-            try:
-                data = path.read_bytes()[-MAX_RULE_LOG_BYTES:]
-            except OSError:
-                continue
-            for line in data.decode("utf-8", "replace").splitlines():
-                self.run.step_log(name).add("stdout", line)
-        self.run.step_log(name).flush()
-        fields: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
-        if status is StepStatus.SUCCEEDED:
-            fields["progress"] = 1.0
-        self.run.set_step(name, **fields)
-
-
 # -- the child process ---------------------------------------------------------------------------
+JOB_EVENTS = ("job_info", "job_finished", "job_error")
+FIELDS = ("jobid", "job_id", "rule_name", "rule_msg", "wildcards", "input", "output", "log", "shellcmd", "done",
+          "total")
+
+
 def _plugin_module(stream: Any) -> types.ModuleType:
-    """A logger plugin, registered in-process as `snakemake_logger_plugin_mieruka`."""
+    """A logger plugin, registered in-process as `snakemake_logger_plugin_mieruka`. It is the
+    workflow's only text log too (it writes to stream): Snakemake's messages travel as events, so
+    the child's stdout and stderr carry only what the rules print."""
+    from snakemake.logging import DefaultFilter, DefaultFormatter
     from snakemake_interface_logger_plugins.base import LogHandlerBase
 
     lock = threading.Lock()
 
     class LogHandler(LogHandlerBase):
+        def __post_init__(self) -> None:
+            settings = self.common_settings
+            self.seq = 0
+            self.text_filter = DefaultFilter(settings.quiet, settings.debug_dag, settings.dryrun,
+                                             settings.printshellcmds)
+            self.text_format = DefaultFormatter(settings.quiet, settings.show_failed_logs)
+
         def emit(self, record: LogRecord) -> None:
             event = getattr(record, "event", None)
-            if event is None:
-                return
-            kind = str(getattr(event, "value", event))
-            if kind not in ("job_info", "job_finished", "job_error", "progress"):
-                return
-            data: dict[str, Any] = {"event": kind}
-            for key in ("jobid", "job_id", "rule_name", "rule_msg", "wildcards", "input", "output", "log",
-                        "shellcmd", "done", "total"):
-                if hasattr(record, key):
-                    data[key] = getattr(record, key)
+            kind = str(getattr(event, "value", event)) if event is not None else None
+            out: list[dict[str, Any]] = []
+            if kind in (*JOB_EVENTS, "progress"):
+                out.append({"event": kind, **{k: getattr(record, k) for k in FIELDS if hasattr(record, k)}})
+            if self.text_filter.filter(record):
+                text = self.text_format.format(record)
+                if text and text.strip():
+                    out.append({"event": "log", "text": text, "job": kind in JOB_EVENTS,
+                                "level": "ERROR" if record.levelno >= ERROR else "INFO"})
             with lock:
-                stream.write(json.dumps(data, default=str) + "\n")
-                stream.flush()
+                for data in out:
+                    mark = data["event"] in JOB_EVENTS
+                    if mark:
+                        self.seq += 1
+                        data["seq"] = self.seq
+                    stream.write(json.dumps(data, default=str) + "\n")
+                    stream.flush()
+                    if mark:
+                        # What the rules wrote before this event is in the pipes before this mark.
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                        for fd in (1, 2):
+                            os.write(fd, f"{SYNC}{self.seq}\n".encode())
 
         @property
         def writes_to_stream(self) -> bool:
-            return False
+            return True
 
         @property
         def writes_to_file(self) -> bool:
@@ -257,4 +240,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

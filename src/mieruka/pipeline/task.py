@@ -25,7 +25,7 @@ class PipelineTask:
 
     def run(self, kwargs: dict[str, Any]) -> Any:
         context = kwargs.get(self.param)
-        pipe = Pipeline(context)
+        pipe = Pipeline(context, self.app.folder)
         kwargs[self.param] = pipe
         returned = self.builder(**kwargs)
         execution = PipelineRun(pipe, context, self.app.app_ref(), self.parallel)

@@ -74,7 +74,7 @@ class StepOut(BaseModel):
     message: str | None
     output: Any = None
     error: str | None
-    artifacts: list[str]
+    artifacts: list[ArtifactOut]
     reused: bool
     logs_url: str
 

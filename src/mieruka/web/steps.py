@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ..app import App
+from ..core.job import JobRecord
 from ..core.steps import StepRecord
 from ..errors import ArtifactNotFound, StepNotFound
 from .ids import JOB_ID
 from .jobs import artifact_response
-from .schemas import ERRORS, LogPage, StepOut
-from .serialize import artifact_url, log_json, step_json
+from .schemas import ERRORS, ArtifactOut, LogPage, StepOut
+from .serialize import job_json, log_json, step_json
 
 
 def steps_router(app: App) -> APIRouter:
@@ -31,13 +32,14 @@ def steps_router(app: App) -> APIRouter:
     def list_steps(request: Request, job_id: int) -> list[dict[str, Any]]:
         """The steps of a pipeline job in plan order (a Snakemake rule execution follows its
         workflow step); an ordinary job has none."""
-        app.engine.get(job_id)
+        record = app.engine.get(job_id)
         root = request.scope.get("root_path", "")
-        return [step_json(s, root=root) for s in app.engine.store.list_steps(job_id)]
+        return [_step_out(s, record, root) for s in app.engine.store.list_steps(job_id)]
 
     @router.get("/{name}", response_model=None, responses={200: {"model": StepOut}, 404: ERRORS[404]})
     def get_step(request: Request, job_id: int, name: str) -> dict[str, Any]:
-        return step_json(find(job_id, name), root=request.scope.get("root_path", ""))
+        step = find(job_id, name)
+        return _step_out(step, app.engine.get(job_id), request.scope.get("root_path", ""))
 
     @router.get("/{name}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
     def get_step_logs(job_id: int, name: str, after: int = Query(0, ge=0, lt=2**63),
@@ -57,14 +59,12 @@ def steps_router(app: App) -> APIRouter:
                 "next_after": lines[-1].seq if lines else after, "total": record.log_lines,
                 "finished": record.finished}
 
-    @router.get("/{name}/artifacts", response_model=None, responses={404: ERRORS[404]})
+    @router.get("/{name}/artifacts", response_model=None,
+                responses={200: {"model": list[ArtifactOut]}, 404: ERRORS[404]})
     def list_step_artifacts(request: Request, job_id: int, name: str) -> list[dict[str, Any]]:
+        """The step's artifacts, in the jobs API's shape (the same files as the job's artifacts)."""
         step = find(job_id, name)
-        root = request.scope.get("root_path", "")
-        record = app.engine.get(job_id)
-        return [{"name": a.name, "size": a.size, "content_type": a.content_type,
-                 "url": artifact_url(root, job_id, a.name)}
-                for a in record.artifacts if a.name in step.artifacts]
+        return _artifacts(step, app.engine.get(job_id), request.scope.get("root_path", ""))
 
     @router.get("/{name}/artifacts/{artifact}", response_model=None, responses={404: ERRORS[404]})
     def get_step_artifact(job_id: int, name: str, artifact: str, inline: bool = False) -> Response:
@@ -74,6 +74,18 @@ def steps_router(app: App) -> APIRouter:
         return artifact_response(app, job_id, artifact, inline)
 
     return router
+
+
+def _step_out(step: StepRecord, job: JobRecord, root: str) -> dict[str, Any]:
+    data = step_json(step, root=root)
+    data["artifacts"] = _artifacts(step, job, root)
+    return data
+
+
+def _artifacts(step: StepRecord, job: JobRecord, root: str) -> list[dict[str, Any]]:
+    """The step's artifacts as the jobs API gives them (name, size, content_type, created_at, url)."""
+    listed: list[dict[str, Any]] = job_json(job, root=root)["artifacts"]
+    return [a for a in listed if a["name"] in step.artifacts]
 
 
 def _text(app: App, job_id: int, step: str) -> Iterator[bytes]:
