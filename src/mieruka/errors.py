@@ -15,6 +15,7 @@
      ├── ConflictError           409  the job is not in a state that allows the action
      ├── PayloadTooLarge         413
      ├── StorageUnavailable      503  the shared file storage (S3) does not answer
+     ├── DatabaseUnavailable     503  the database does not answer (down, locked, unreadable); retry later
      └── JobTimeoutError         504  a bounded wait ran out
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 class MierukaError(Exception):
     status_code = 500
     code = "error"
+    retry_after: int | None = None  # seconds: answered as a Retry-After header
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -117,6 +119,17 @@ class PayloadTooLarge(MierukaError):
 class StorageUnavailable(MierukaError):
     status_code = 503
     code = "storage_unavailable"
+
+
+class DatabaseUnavailable(MierukaError):
+    """The job store's database does not answer now; store/outage.py says which errors mean that."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self, database: str, reason: str, retry_after: int = 5) -> None:
+        super().__init__(f"the database ({database}) is unreachable: {reason}; retrying")
+        self.database, self.reason, self.retry_after = database, reason, retry_after
 
 
 class JobTimeoutError(MierukaError):

@@ -164,6 +164,13 @@ class PgConnections:
         return psycopg.connect(self._conninfo, autocommit=True)
 
     def _give_back(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        if conn.broken and os.getpid() == self._pid:
+            # The server went away (stopped, restarted, out of reach): the idle connections opened
+            # before are as dead, and each would fail one more statement after it is back.
+            with self._lock:
+                idle, self._idle = self._idle, []
+            for dead, _ in idle:
+                dead.close()
         usable = (not conn.closed and not conn.broken and conn.pgconn.status == _OK
                   and conn.pgconn.transaction_status == _IDLE)
         if usable and os.getpid() == self._pid:

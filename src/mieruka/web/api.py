@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from ..app import App
 from ..core.events import Event
 from ..errors import TaskNotFound
+from ..store.outage import RETRY_AFTER, reason, unavailable
 from .accounts_api import accounts_router
 from .assets import Assets
 from .errors import install_error_handlers
@@ -143,7 +144,7 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
 
     @api.get("/healthz", tags=["system"])
     def healthz() -> JSONResponse:
-        """Database and worker status; 503 when jobs cannot run."""
+        """Database and worker status; 503 when jobs cannot run, with the reason."""
         engine = app.engine
         checks: dict[str, Any] = {}
         healthy = True
@@ -151,11 +152,16 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
             checks["jobs"] = engine.store.count_by_status()
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            checks["database"] = f"error: {type(exc).__name__}: {exc}"
+            problem = unavailable(exc, app.settings.effective_database_url)
+            checks["database"] = problem.message if problem is not None else f"error: {type(exc).__name__}: {exc}"
             healthy = False
-        pool = engine.workers()
-        checks["workers"] = {"total": len(pool), "ready": sum(1 for w in pool if w["ready"]),
-                             "busy": sum(1 for w in pool if w["job_id"] is not None)}
+        pool: list[dict[str, object]] | None = None
+        try:
+            pool = engine.workers()
+            checks["workers"] = {"total": len(pool), "ready": sum(1 for w in pool if w["ready"]),
+                                 "busy": sum(1 for w in pool if w["job_id"] is not None)}
+        except Exception as exc:  # noqa: BLE001 - the Celery executor reads its workers from the database
+            checks["workers"] = {"problem": f"not known now: {reason(exc)}"}
         broken = getattr(engine.executor, "broken", None)
         if broken:
             checks["executor"] = broken
@@ -167,7 +173,7 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
             checks["broker"] = problem or "ok"
             if problem:
                 healthy = False
-            elif not pool:
+            elif pool == []:
                 # Jobs wait until a worker comes (a compute pool may be starting): degraded, not failing.
                 problems.append("no Celery worker is up: jobs wait in the queue")
                 checks["workers"]["problem"] = problems[-1]
@@ -175,7 +181,8 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
         bus_problem = engine.bus.problem()
         checks["events"] = bus_problem or "ok"
         status = "failing" if not healthy else "degraded" if bus_problem or problems else "ok"
-        return JSONResponse({"status": status, **checks}, status_code=200 if healthy else 503)
+        headers = {"Retry-After": str(RETRY_AFTER)} if not healthy else None
+        return JSONResponse({"status": status, **checks}, status_code=200 if healthy else 503, headers=headers)
 
     @api.get("/api/workers", tags=["system"])
     def workers() -> list[dict[str, object]]:

@@ -4,12 +4,17 @@ browser asking for a page gets the same error as a page with the site's header a
 Which of the two is decided in one place, `wants_page()`: by route family (`/api/...`, the OpenAPI
 document, metrics and health answer JSON whatever they are asked), then by `Accept`. htmx requests
 keep getting JSON: htmx swaps no error answer, and mieruka.js sends a 401 to the login page.
+
+A database that does not answer is no bug: whichever layer meets it, the answer is 503
+`database_unavailable` with Retry-After, and a browser gets a page that reloads itself
+(templates/unavailable.html: no script, nothing from the database) until the database is back.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +26,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from ..errors import MierukaError, TooManyAttempts
+from ..errors import DatabaseUnavailable, MierukaError
+from ..store.outage import unavailable
 from .ids import parse_id
 from .limits import MAX_ERROR_FIELDS, Refused, capped
 
@@ -71,22 +77,40 @@ def respond(request: Request, status: int, code: str, message: str, headers: Map
         # The page carries the reader's CSRF token; an unexpected error's answer does not pass the
         # security middleware, which says no-store for every other one.
         page_headers = {"Cache-Control": "no-store", **(headers or {})}
+        # Without its database the page asks it nothing (no user, no presence) and reloads itself.
+        page = "unavailable.html" if code == DatabaseUnavailable.code else "error.html"
         try:
-            return templates.TemplateResponse(request, "error.html", _page_context(request, status, error),
+            return templates.TemplateResponse(request, page, _page_context(request, status, error, headers),
                                               status_code=status, headers=page_headers)
         except Exception:  # noqa: BLE001 - the page itself failed (a broken template): the JSON still says it
             log.exception("the error page for %s could not be shown", request.url.path)
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-def _page_context(request: Request, status: int, error: dict[str, Any]) -> dict[str, Any]:
+def _page_context(request: Request, status: int, error: dict[str, Any],
+                  headers: Mapping[str, str] | None) -> dict[str, Any]:
     root, path = _root(request), _route_path(request)
     referer = request.headers.get("referer", "")
     here = f"{request.url.scheme}://{request.url.netloc}{root}/"
     back = referer if referer.startswith(here) and referer != str(request.url) else ""
     return {"root": root, "status": status, "title": TITLES.get(status, "Error"), "error": error,
             "back": back, "section": path.split("/")[1] if path.count("/") > 1 else "",
-            "login": status in (401, 403), "retention_days": _retention_days(request)}
+            "login": status in (401, 403), "retention_days": _retention_days(request),
+            "retry_after": (headers or {}).get("Retry-After", "")}
+
+
+def database_down(request: Request, exc: BaseException) -> DatabaseUnavailable | None:
+    """`exc` as DatabaseUnavailable naming this app's database, or None when it is no outage."""
+    mieruka = getattr(request.app.state, "mieruka_app", None) if "app" in request.scope else None
+    url = getattr(getattr(mieruka, "settings", None), "effective_database_url", "")
+    return unavailable(exc, str(url))
+
+
+def unavailable_response(request: Request, problem: DatabaseUnavailable) -> Response:
+    """The 503 of a database that does not answer, logged in one line (no traceback: no bug)."""
+    log.warning("%s %s: %s", request.method, request.url.path, problem.message)
+    return respond(request, problem.status_code, headers={"Retry-After": str(problem.retry_after)},
+                   **problem.to_dict())
 
 
 def _retention_days(request: Request) -> int | None:
@@ -115,10 +139,23 @@ def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None) -
 
     @api.exception_handler(MierukaError)
     async def on_mieruka_error(request: Request, exc: MierukaError) -> Response:
+        if isinstance(exc, DatabaseUnavailable):
+            return unavailable_response(request, exc)
         if exc.status_code >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
         return respond(request, exc.status_code, headers=headers, **exc.to_dict())
+
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        problem = database_down(request, exc)
+        if problem is not None:
+            return unavailable_response(request, problem)
+        return _unexpected(request, exc)
+
+    # The errors of the database drivers, wrapped by SQLAlchemy or not (the store's PostgreSQL hot
+    # path speaks psycopg directly): handled here, inside the middleware, so no traceback follows.
+    for kind in _database_errors():
+        api.add_exception_handler(kind, on_database_error)
 
     @api.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -155,5 +192,23 @@ def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None) -
 
     @api.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return respond(request, 500, "internal_error", "internal server error; the server log has the details")
+        problem = database_down(request, exc)
+        if problem is not None:
+            return unavailable_response(request, problem)
+        return _unexpected(request, exc)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return respond(request, 500, "internal_error", "internal server error; the server log has the details")
+
+
+def _database_errors() -> list[type[Exception]]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kinds: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:  # without the postgres extra there is no psycopg error to meet
+        return kinds
+    return [*kinds, psycopg.Error]

@@ -13,6 +13,10 @@ One ASGI middleware, so routes added later are covered without doing anything:
 - audit: every successful state-changing request is recorded (policy.py names the action);
 - presence: authenticated requests mark their user as seen;
 - headers: a Content-Security-Policy allowing only this server, nosniff, no framing, no-store.
+
+A database that does not answer while the middleware asks it (who is this, whose job is it) is a
+503 `database_unavailable` for routes that need to know, and anonymous for public ones (the health
+check then says what is wrong); presence and audit writes that fail are logged, the request goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hmac
 import html
 import ipaddress
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -35,7 +40,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.access import Principal, Role, allowed
-from .errors import respond
+from .errors import database_down, respond
 from .limits import Limits, Refused, check_target, checked_body, kind_of, replay, scanned_multipart
 from .policy import ALLOW_LISTS, SAFE_METHODS, Rule, hidden_tasks, rule_for
 
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 
     from ..app import App
 
+log = logging.getLogger("mieruka.web")
 SESSION_COOKIE = "mieruka_session"
 LOGIN_CSRF_COOKIE = "mieruka_login_csrf"
 CSRF_HEADER = "x-csrf-token"
@@ -293,7 +299,11 @@ class Security:
         try:
             check_target(scope)
             if self._users_due():
-                await run_in_threadpool(self.has_users)
+                try:
+                    await run_in_threadpool(self.has_users)
+                except Exception as exc:  # noqa: BLE001 - no database: as if no user were known yet
+                    if database_down(request, exc) is None:
+                        raise
             self.check_host(scope)
         except Refused as refused:  # Denied too
             await self.deny(scope, receive, send, refused, request)
@@ -312,6 +322,11 @@ class Security:
                     if rule.role is not None:
                         raise
                     who = None  # a stale token does not lock anyone out of a public route
+                except Exception as exc:  # noqa: BLE001 - sorted out by _outage
+                    if rule.role is not None:
+                        raise
+                    _outage(request, exc)
+                    who = None  # a public route (the health check, the login page) still answers
             if who is LOCAL and rule.accounts and method not in SAFE_METHODS:
                 raise Denied(403, "forbidden", "this server has no users yet: add the first admin on the server's "
                              "machine with `mieruka users add NAME --role admin`, then log in")
@@ -335,9 +350,15 @@ class Security:
         except Refused as refused:  # Denied too
             await self.deny(scope, receive, send, refused, request)
             return
+        except Exception as exc:  # noqa: BLE001 - the database did not answer, or a bug (raised again)
+            await self.deny(scope, receive, send, _outage(request, exc), request)
+            return
         if who is not None and who.via in ("session", "token") and template != "/api/presence/heartbeat":
-            await run_in_threadpool(self.app.auth.presence.seen, who, address(request),
-                                    _page_of(request, template))
+            try:
+                await run_in_threadpool(self.app.auth.presence.seen, who, address(request),
+                                        _page_of(request, template))
+            except Exception as exc:  # noqa: BLE001 - presence is a note: the request goes on
+                _outage(request, exc)
         status: list[int] = []
         location: list[str] = []
         docs = template in DOCS_PATHS
@@ -362,8 +383,12 @@ class Security:
                 and status[0] < 400):
             action = f"{method} {template}" if rule.audit == "auto" else rule.audit
             target = _target(params, location[0] if location else "")
-            await run_in_threadpool(self.app.auth.audit.record, who.name, action, target, address(request),
-                                    None)
+            try:
+                await run_in_threadpool(self.app.auth.audit.record, who.name, action, target, address(request),
+                                        None)
+            except Exception as exc:  # noqa: BLE001 - the answer is sent: say what the log lacks
+                _outage(request, exc)
+                log.error("audit entry not recorded: %s %s by %s (%s)", action, target, who.name, address(request))
 
     async def check_csrf(self, request: Request, receive: Receive, who: Principal | None,
                          template: str) -> Receive:
@@ -401,6 +426,16 @@ class Security:
             headers.append((b"cache-control", b"no-store"))
         response.raw_headers = headers
         await response(scope, receive, send)
+
+
+def _outage(request: Request, exc: Exception) -> Refused:
+    """A database that did not answer as the 503 to send (logged in one line); any other error is
+    raised again."""
+    problem = database_down(request, exc)
+    if problem is None:
+        raise exc
+    log.warning("%s %s: %s", request.method, request.url.path, problem.message)
+    return Refused(problem.status_code, problem.code, problem.message, {"Retry-After": str(problem.retry_after)})
 
 
 def _same_origin(request: Request) -> None:
