@@ -203,8 +203,9 @@ def test_start_publish_goes_before_what_the_caller_does_meanwhile(bus: EventBus)
 
 
 def test_last_id_is_the_newest_published(bus: EventBus) -> None:
-    assert bus.last_id() == 0
+    before = bus.last_id()
     first = bus.publish(state(1))
+    assert first.id > before
     assert bus.last_id() == first.id
     second = bus.publish(state(2))
     assert bus.last_id() == second.id > first.id
@@ -347,7 +348,7 @@ def test_replay_returns_the_later_events_in_order(bus: EventBus) -> None:
                  bus.publish(state(3, "mul"))]
     after = published[1].id
     assert bus.replay(after) == published[2:]
-    assert bus.replay(0) == published
+    assert bus.replay(published[0].id - 1) == published
     assert bus.replay(after, ["job:1"]) == [published[4]]
     assert bus.replay(after, ["task:mul"]) == [published[2], published[5]]
     assert bus.replay(after, ["job:2", "job:3"]) == [published[2], published[3], published[5]]
@@ -356,10 +357,44 @@ def test_replay_returns_the_later_events_in_order(bus: EventBus) -> None:
 
 
 def test_replay_when_nothing_is_newer(bus: EventBus) -> None:
-    assert bus.replay(0) == []
+    assert bus.replay(bus.last_id()) == []
     newest = bus.publish(state(1))
     assert bus.replay(newest.id) == []
-    assert bus.replay(newest.id + 1000) == []  # an id from a future this bus has not seen
+
+
+def test_an_id_this_bus_never_gave_out_needs_a_resync(bus: EventBus) -> None:
+    """A browser's Last-Event-ID from before a restart (issue 18 item 2): lower than every id of this
+    run, or higher (the clock went back, another installation): None, the caller resyncs."""
+    newest = bus.publish(state(1))
+    assert bus.replay(newest.id + 1000) is None
+    assert bus.replay(newest.id - 1000) is None
+    assert bus.replay(5) is None
+
+
+def test_a_bus_started_later_gives_higher_ids(make_bus: MakeBus, kind: str) -> None:
+    """A restarted server numbers its events above the ids its browsers saw before (issue 18 item 2)."""
+    if kind == "memory":
+        before = make_bus().publish(state(1))
+        time.sleep(0.001)
+        assert make_bus().publish(state(2)).id > before.id
+    else:
+        import redis
+
+        first = make_bus()
+        before = first.publish(state(1))
+        prefix = first._counter_key.rsplit(":events", 1)[0]  # type: ignore[attr-defined]
+        # Redis lost everything (restarted without persistence) and so did every server.
+        redis.Redis.from_url(REDIS_URL).delete(*(f"{prefix}:events{suffix}" for suffix in ("", ":id", ":epoch")))
+        time.sleep(0.001)
+        assert make_bus().publish(state(2)).id > before.id
+
+
+def test_a_memory_bus_replays_its_whole_run_from_zero() -> None:
+    bus = MemoryBus(keep=5)
+    published = [bus.publish(state(n)) for n in range(5)]
+    assert bus.replay(0) == published
+    bus.publish(state(6))
+    assert bus.replay(0) is None  # its first event is no longer kept
 
 
 def test_replay_too_far_back_is_none(make_bus: MakeBus) -> None:
@@ -377,7 +412,8 @@ def test_replay_too_far_back_is_none(make_bus: MakeBus) -> None:
 def test_replay_finds_events_of_every_publisher(make_bus: MakeBus, kind: str) -> None:
     first, second = make_bus(), make_bus()
     published = [first.publish(state(1)), second.publish(state(2)), first.publish(progress(1))]
-    assert second.replay(0) == first.replay(0) == published
+    start = published[0].id - 1
+    assert second.replay(start) == first.replay(start) == published
 
 
 # -- several processes (Redis) -----------------------------------------------------------------
@@ -557,13 +593,14 @@ def test_ids_go_on_above_the_ring_when_redis_lost_only_the_counter(redis_url: st
     try:
         ids = [bus.publish(state(n)).id for n in range(4)]
         redis.Redis.from_url(redis_url).delete(f"{prefix}:events:id")
-        newcomer = RedisBus(redis_url, prefix)  # knows no ids: only the ring can tell
+        newcomer = RedisBus(redis_url, prefix)  # knows no ids: only the ring (and the clock) can tell
         try:
-            assert newcomer.publish(state(4)).id == ids[-1] + 1
+            again = newcomer.publish(state(4)).id
+            assert again > ids[-1]
             redis.Redis.from_url(redis_url).delete(f"{prefix}:events:id")
             batch = newcomer.publish_many([state(5), state(6)])  # a batch too
-            assert [e.id for e in batch] == [ids[-1] + 2, ids[-1] + 3]
-            assert bus.publish(state(7)).id == ids[-1] + 4
+            assert batch[0].id > again and batch[1].id == batch[0].id + 1
+            assert bus.publish(state(7)).id == batch[1].id + 1
         finally:
             newcomer.close()
     finally:
@@ -644,9 +681,10 @@ def test_a_redis_restart_that_lost_everything(kind: str, redis_url: str, tmp_pat
         newcomer = RedisBus(server.url, "restart")  # a process that never saw the old ids
         buses.append(newcomer)
         fresh = [newcomer.publish(state(n)) for n in range(3, 8)]
-        assert [e.id for e in fresh] == [1, 2, 3, 4, 5]  # ids began again: nobody could know better
+        # Ids began again, from the clock: above the old ones though nobody knew them (issue 18 item 2).
+        assert [e.id for e in fresh] == list(range(fresh[0].id, fresh[0].id + 5)) and fresh[0].id > before[-1].id
         last = publisher.publish(state(8))
-        assert last.id == 6  # the next id after the newest Redis holds (and above what it knew)
+        assert last.id == fresh[-1].id + 1  # the next id after the newest Redis holds
         seen.wait_for_id(last.id)
         assert seen.events == [*before, *fresh, last]
         assert "Redis lost the event ids" in caplog.text

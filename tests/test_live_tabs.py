@@ -99,12 +99,13 @@ def test_the_shared_stream_resumes_every_position(jobs_server: ServerProcess) ->
                       timeout=30) as response:
         ready = read_events(response, lambda e: True)[0]
     assert ready["event"] == "ready" and ready["data"]["topics"] == ["jobs", f"job:{job}"]
-    # From the start of the bus: the job's events in order, then its snapshot.
+    # An id this server never gave out (of an earlier run): resync, then what this run published (the
+    # job's events in order), then its snapshot.
     with httpx.stream("GET", url, params={"topic": f"job:{job}", "last_event_id": "@=1"}, timeout=30) as response:
         events = read_events(response, lambda e: e[-1]["event"] == "snapshot")
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "ready" and kinds[-1] == "snapshot" and "log" in kinds and "state" in kinds, kinds
-    job_events = [e for e in events if e["event"] not in ("ready", "snapshot")]
+    assert kinds[:2] == ["ready", "resync"] and kinds[-1] == "snapshot" and "log" in kinds and "state" in kinds, kinds
+    job_events = [e for e in events if e["event"] not in ("ready", "resync", "snapshot")]
     middle = job_events[len(job_events) // 2]
     # A reconnect sends the id it saw last (Last-Event-ID): it gets what came after, once.
     with httpx.stream("GET", url, params={"topic": f"job:{job}"}, headers={"Last-Event-ID": middle["id"]},

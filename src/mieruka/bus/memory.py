@@ -1,4 +1,5 @@
-"""The in-process event bus: one server process, a ring buffer of recent events for resume."""
+"""The in-process event bus: one server process, a ring buffer of recent events for resume. Its ids
+start at `first_id()`, so they never repeat those of an earlier run of the server."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from ..core.events import Event
-from .base import Unsubscribe
+from .base import Unsubscribe, first_id
 from .subscribers import Callback, Subscribers
 
 
 class MemoryBus:
-    def __init__(self, keep: int = 20_000) -> None:
+    def __init__(self, keep: int = 20_000, start: int | None = None) -> None:
         self._lock = threading.Lock()
-        self._next_id = 1
+        self._first_id = first_id() if start is None else start
+        self._next_id = self._first_id
         self._ring: deque[Event] = deque(maxlen=keep)
         self._subscribers = Subscribers()
 
@@ -42,8 +44,13 @@ class MemoryBus:
     def replay(self, after_id: int, topics: Collection[str] | None = None) -> list[Event] | None:
         with self._lock:
             events = list(self._ring)
-        if after_id >= self._next_id - 1:
+            newest = self._next_id - 1
+        if after_id == 0:  # every event of this run, if all are kept
+            after_id = self._first_id - 1
+        if after_id == newest:
             return []
+        if after_id > newest or after_id < self._first_id - 1:
+            return None  # not an id of this run: given out before the server restarted
         if not events or events[0].id > after_id + 1:
             return None
         wanted = None if topics is None else set(topics)

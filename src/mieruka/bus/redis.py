@@ -3,7 +3,8 @@
 Every process publishes into, and listens to, the same Redis keys (named by `channel_prefix`):
 
 - `<prefix>:events:id` a counter (INCR): event ids are one increasing sequence across processes, so a
-  browser's Last-Event-ID can resume on any server behind a load balancer;
+  browser's Last-Event-ID can resume on any server behind a load balancer; it starts at
+  `bus.base.first_id()`, and again above it should Redis lose it;
 - `<prefix>:events` a capped Redis Stream, the replay ring; entry `<id>-0` holds the event as JSON;
 - `<prefix>:events:live` a pub/sub channel carrying the same JSON to every listening process;
 - `<prefix>:events:epoch` a random token, new whenever Redis lost these keys (restart without
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.events import Event
 from ..errors import ConfigError, MissingExtraError
-from .base import Unsubscribe
+from .base import Unsubscribe, first_id
 from .subscribers import Callback, Subscribers
 
 if TYPE_CHECKING:
@@ -45,19 +46,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# KEYS: counter, stream, epoch. ARGV: ring size, channel, floor, token, then each event's JSON without
-# its id, then for each event what only the live channel carries (',"record":{...}' or ''). Several
-# events go out on the channel as one message, a JSON array. Returns the first event's id; the others
-# follow it. Ids never go back below the floor (the
+# KEYS: counter, stream, epoch. ARGV: ring size, channel, floor, token, start, then each event's JSON
+# without its id, then for each event what only the live channel carries (',"record":{...}' or '').
+# Several events go out on the channel as one message, a JSON array. Returns the first event's id; the
+# others follow it. Ids never go back below the floor (the
 # newest id the publishing process knows) nor, should Redis have lost the counter (restart without
-# persistence, flush, eviction: INCRBY gives just the batch's size), below the ring's newest entry.
+# persistence, flush, eviction, or never had it: INCRBY gives just the batch's size), below the ring's
+# newest entry or `start` (bus.base.first_id: above the ids of an earlier life of these keys).
 # The epoch is a random token set by whoever first writes after such a loss: a listener that sees it
 # change knows that the ids it remembers are from before.
 _PUBLISH = """
-local n = (#ARGV - 4) / 2
+local n = (#ARGV - 5) / 2
 local last = redis.call('INCRBY', KEYS[1], n)
 local floor = tonumber(ARGV[3])
 if last == n then
+  floor = math.max(floor, tonumber(ARGV[5]))
   local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
   if newest[1] then
     floor = math.max(floor, tonumber(string.match(newest[1][1], '^%d+')))
@@ -72,9 +75,9 @@ redis.call('SET', KEYS[3], ARGV[4], 'NX')
 local live = {}
 for i = 1, n do
   local sid = string.format('%d', first + i - 1)
-  local event = '{"id":' .. sid .. ',' .. string.sub(ARGV[4 + i], 2)
+  local event = '{"id":' .. sid .. ',' .. string.sub(ARGV[5 + i], 2)
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], sid .. '-0', 'e', event)
-  local only_live = ARGV[4 + n + i]
+  local only_live = ARGV[5 + n + i]
   if only_live ~= '' then
     event = string.sub(event, 1, -2) .. only_live .. '}'
   end
@@ -226,7 +229,8 @@ class RedisBus:
         payloads = [json.dumps(
             {"kind": e.kind, "job_id": e.job_id, "task": e.task, "data": e.data, "extra_topics": list(e.extra_topics)},
             separators=(",", ":"), default=str) for e in events]
-        return [self._keep, self._channel, self._newest_known, _token(), *payloads, *map(_live_only, events)]
+        return [self._keep, self._channel, self._newest_known, _token(), first_id(), *payloads,
+                *map(_live_only, events)]
 
     def _published(self, events: Sequence[Event], first: int) -> list[Event]:
         self._saw(first + len(events) - 1)
@@ -352,8 +356,10 @@ class RedisBus:
         except self._errors as exc:
             log.warning("Redis event bus: cannot replay events after %d (%s)", after_id, exc)
             return None
-        if after_id >= ring.last:
+        if after_id == ring.last:
             return []
+        if after_id > ring.last:
+            return None  # not an id Redis gave out since it last lost the bus's keys
         if ring.oldest > after_id + 1:
             return None
         wanted = None if topics is None else set(topics)

@@ -184,7 +184,15 @@ async def _mux(bus: EventBus, live: Live | None, topics: Topics, after: dict[str
         if feed is not None and bus_sent:
             missed = bus.replay(bus_sent, topics.bus_topics)
             if missed is None:
-                yield frame("resync", {"reason": "events were missed; reload the state"})
+                # Missed, or an id of an earlier run of the server: the pages load the state afresh
+                # (which holds every event up to the newest), and a reconnect starts from there.
+                bus_sent = bus.last_id()
+                chunk = [f"id: {event_id()}\n" + frame("resync", {"reason": "events were missed; reload the state"})]
+                # And what this run of the server published, if it is all kept (it is in the state too).
+                for event in bus.replay(0, topics.bus_topics) or ():
+                    if event.id <= bus_sent and topics.accept(event):
+                        chunk.append(f"id: {urlencode({BUS: event.id, **sent})}\n" + frame(event.kind, event.to_dict()))
+                yield "".join(chunk)
             else:
                 chunk = []
                 for event in missed:

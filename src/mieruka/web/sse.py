@@ -72,12 +72,20 @@ async def _stream(
         clients.inc()
     try:
         # A first event at once: a page that hears nothing within seconds knows a proxy is buffering.
-        yield "retry: 2000\n" + frame("ready", {"last_event_id": bus.last_id()})
+        newest = bus.last_id()
+        yield "retry: 2000\n" + frame("ready", {"last_event_id": newest})
         sent = last_event_id
         if last_event_id:
             missed = bus.replay(last_event_id, topics)
             if missed is None:
-                yield frame("resync", {"reason": "events were missed; reload the state"})
+                # Missed, or an id of an earlier run of the server: the client loads the state afresh
+                # (which holds every event up to `newest`), and its next reconnect starts from there.
+                sent = newest
+                yield frame("resync", {"reason": "events were missed; reload the state"}, newest)
+                # And what this run of the server published, if it is all kept (it is in the state too).
+                for event in bus.replay(0, topics) or ():
+                    if event.id <= newest and (accept is None or accept(event)):
+                        yield frame(event.kind, event.to_dict(), event.id)
             else:
                 for event in missed:
                     if accept is None or accept(event):

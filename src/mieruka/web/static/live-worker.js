@@ -63,6 +63,8 @@ function open() {
     es.addEventListener(kind, function (message) {
       if (es !== source) return;
       var data = JSON.parse(message.data);
+      // The tabs load the state afresh; the ids from here on may be of a restarted server's run.
+      if (kind === "resync") { bus = 0; Object.keys(tabs).forEach(function (id) { tabs[id].last = 0; }); }
       if (message.lastEventId) remember(message.lastEventId);
       route(kind, data);
     });
