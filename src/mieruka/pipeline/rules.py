@@ -196,6 +196,8 @@ class RuleTracker:
                 data = (self.workdir / log).read_bytes()[-MAX_RULE_LOG_BYTES:]
             except OSError:
                 continue
+            if not data.strip():
+                continue
             rule_log = self.run.step_log(name)
             rule_log.add("stdout", f"--- {log} ---")
             for line in data.decode("utf-8", "replace").splitlines():
