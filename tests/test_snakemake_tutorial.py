@@ -142,6 +142,17 @@ def test_the_job_page_counts_rules_and_draws_the_dag(browser: object, server: Se
         solid = graph.locator("line.edge:not(.dashed)").count()
         assert solid == 3 + 3 + 3 + 1 + 4, solid  # sort, count per sample; merge->plot; all's four inputs
         assert graph.locator("line.edge.dashed").count() == 3  # the three map_reads start the DAG
+        failed = run(server, "tutorial", {"config": ["fail=B"], "cores": 1})
+        page.goto(f"{server.url}/jobs/{failed['id']}")
+        link = page.locator("#steps .failed-rule a").first
+        assert link.text_content() == "map_reads[sample=B]"
+        assert link.get_attribute("href") == "#step-map_reads[sample=B]"
+        its_log = page.locator("#steps .failed-rule a", has_text="its log").get_attribute("href")
+        assert httpx.get(f"{server.url}{its_log}", timeout=30).text.count("no reads could be mapped") == 1
+        step = page.locator('#steps details[data-step="map_reads[sample=B]"]')
+        assert step.get_attribute("open") is not None  # open, with its log
+        log = page.locator('#steps pre[data-step-log="map_reads[sample=B]"]', has_text="cannot map B")
+        log.wait_for(timeout=30_000)
     finally:
         page.close()
     assert outside == []
