@@ -77,15 +77,17 @@ def private_redis(port: int | None = None) -> Iterator[str]:
 
 
 class CeleryWorker:
-    def __init__(self, home: Path, database_url: str, broker_url: str, *extra: str) -> None:
+    def __init__(self, home: Path, database_url: str, broker_url: str, *extra: str, host: str | None = None) -> None:
+        """`host`: run it under that host name (in a UTS namespace of its own), as on another machine."""
         self.home = home
         self.database_url = database_url
         self.broker_url = broker_url
         home.mkdir(parents=True, exist_ok=True)
         self.log_path = home.parent / f"worker-{home.name}.log"
         self._log = self.log_path.open("w")
+        elsewhere = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$@"', "sh"] if host else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mieruka.cli", "worker", "tests/jobs.py:app", "--home", str(home),
+            [*elsewhere, sys.executable, "-m", "mieruka.cli", "worker", "tests/jobs.py:app", "--home", str(home),
              "--database-url", database_url, "--broker-url", broker_url, "--loglevel", "warning", *extra],
             cwd=TESTS.parent, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(TESTS.parent)},
@@ -95,6 +97,29 @@ class CeleryWorker:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def pids(self) -> set[int]:
+        """`mieruka worker` (the supervisor) and the Celery worker it runs (the consumer)."""
+        import psutil
+
+        try:
+            return {self.process.pid, *(c.pid for c in psutil.Process(self.process.pid).children())}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def consumer_pid(self) -> int:
+        """The Celery worker's main process, the one that beats in the store."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                rows = {row[0] for row in conn.exec_driver_sql("SELECT pid FROM engines").all()}
+        finally:
+            engine.dispose()
+        found = (self.pids() - {self.process.pid}) & rows
+        assert len(found) == 1, (found, rows)
+        return found.pop()
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the worker beats in the store (it does once its pool is up)."""
@@ -109,7 +134,7 @@ class CeleryWorker:
                 try:
                     with engine.connect() as conn:
                         rows = conn.exec_driver_sql("SELECT pid FROM engines").all()
-                    if any(row[0] == self.process.pid for row in rows):
+                    if any(row[0] in self.pids() for row in rows):
                         return
                 except sa.exc.ProgrammingError:
                     pass  # tables not created yet

@@ -5,6 +5,7 @@ jobs submitted after."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -49,5 +50,37 @@ def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(tmp_path:
             assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
             assert worker.process.poll() is None, "the worker is still up"
             assert "Unrecoverable error" not in worker.output()
+    finally:
+        redis_server.stop()
+
+
+def test_a_consumer_that_dies_is_started_again_and_its_job_is_not_lost(tmp_path: Path) -> None:
+    """kill -9 of the Celery worker's main process (the consumer), as a crash of it would be:
+    `mieruka worker` starts a new one, the job that ran is queued again (it has a retry left) and
+    runs on the new one, and the jobs submitted after run too."""
+    from tests.jobs import app
+
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        with (fresh_postgres_database("mieruka_consumer") as database_url,
+              on_celery(app, tmp_path / "home", database_url, redis_server.url,
+                        heartbeat_interval=0.3, engine_stale_after=3) as workers):
+            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
+            workers.append(worker)
+            worker.wait_ready()
+            app.start()
+            pidfile = tmp_path / "pid"
+            job = app.submit("sleep_first_time", pidfile=str(pidfile))
+            _until(pidfile.exists, 30, "the job runs")
+            consumer = worker.consumer_pid()
+            os.kill(consumer, signal.SIGKILL)
+            done = app.wait(job, 60)
+            assert done.status is JobStatus.SUCCEEDED and done.result == 2, done
+            assert worker.consumer_pid() != consumer
+            after = app.wait(app.submit("add", a=1), 60)
+            assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
+            assert worker.process.poll() is None, "the supervisor is still up"
+            assert f"the Celery worker (pid {consumer}) was killed by SIGKILL" in worker.output()
     finally:
         redis_server.stop()

@@ -5,6 +5,7 @@ killed mid-job."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -295,3 +296,44 @@ def test_pipelines_run_on_celery_workers_and_cancel_closes_their_steps(celery_wo
             _wait_until(lambda: all(map(_gone, pids)), 5, "the step's processes are killed")
     finally:
         app._settings = None
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["same machine", "another machine"])
+def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, elsewhere: bool) -> None:
+    """kill -9 of a whole `mieruka worker` (docs/scaling.md, "A whole worker dies"): on this machine
+    the servers see its process gone, and neither count it nor leave its job running, within a
+    second or two, long before its heartbeat would tell; a worker on another machine (its own host
+    name here) after `engine_stale_after` and one heartbeat period."""
+    from tests.celery_worker import on_celery, private_redis
+    from tests.jobs import app
+
+    if elsewhere and not shutil.which("unshare"):
+        pytest.skip("unshare (util-linux) is needed to give a worker another host name")
+    heartbeat, stale = (1.0, 4.0) if elsewhere else (30.0, 90.0)
+    # Generous: the same machine's bound is a second; another machine's, stale + one period.
+    bound = stale + min(heartbeat, stale / 3) + 5.0 if elsewhere else heartbeat / 3
+    monkeypatch.setenv("MIERUKA_HEARTBEAT_INTERVAL", str(heartbeat))  # for the worker too
+    monkeypatch.setenv("MIERUKA_ENGINE_STALE_AFTER", str(stale))
+    with (fresh_postgres_database("mieruka_deadworker") as database_url, private_redis() as broker,
+          on_celery(app, tmp_path / "home", database_url, broker, heartbeat_interval=heartbeat,
+                    engine_stale_after=stale) as workers):
+        worker = CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "2",
+                              host="elsewhere" if elsewhere else None)
+        workers.append(worker)
+        worker.wait_ready()
+        app.start()
+        job = app.submit("sleep_in_child", seconds=120, pidfile=str(tmp_path / "pids"))
+        wait_for_file(tmp_path / "pids", 30)
+        _wait_until(lambda: len(app.engine.workers()) == 2, 30, "the server counts the worker's two slots")
+        os.kill(worker.process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        worker.process.wait()
+        _wait_until(lambda: not app.engine.workers(), bound + 30, "the dead worker is no longer counted")
+        uncounted = time.monotonic() - killed
+        _wait_until(lambda: app.get_job(job.id).status is not JobStatus.RUNNING, bound + 30, "the job is recovered")
+        recovered = time.monotonic() - killed
+        print(f"counted {uncounted:.2f}s, running {recovered:.2f}s after the kill (bound {bound:g}s)")
+        assert uncounted <= bound and recovered <= bound, (uncounted, recovered, bound)
+        ended = app.get_job(job.id)
+        assert ended.status is JobStatus.FAILED and ended.error == "interrupted: its worker stopped while it ran"

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--database-url", help="SQLAlchemy URL of the job store, shared with the servers")
     worker.add_argument("--broker-url", help="Celery broker URL, e.g. redis://host:6379/0")
     worker.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
+    worker.add_argument("--no-supervisor", action="store_true",
+                        help="run Celery in this process; by default a small supervisor runs it and starts it "
+                        "again if it dies")
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -268,6 +271,14 @@ def _worker(args: argparse.Namespace) -> int:
         store.migrate()
         store.close()
     concurrency = args.concurrency or settings.effective_workers
+    if not args.no_supervisor:
+        from .executors.worker_supervisor import supervise
+
+        return supervise([sys.executable, "-m", "mieruka.cli", "worker", args.app, "--queues", ",".join(queues),
+                          "--concurrency", str(concurrency), "--loglevel", args.loglevel, "--no-supervisor",
+                          *(["--home", args.home] if args.home else []),
+                          *(["--database-url", args.database_url] if args.database_url else []),
+                          *(["--broker-url", args.broker_url] if args.broker_url else [])])
     worker = create_worker(app, queues, concurrency, args.loglevel.upper())
     print(f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
           f"{concurrency} at a time, broker {shown_url(settings.broker_url)}", flush=True)

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mieruka.engine")
 RUNNING = frozenset({JobStatus.RUNNING})
+NEIGHBOUR_LOOK = 0.5  # seconds between looks at whether an engine on this host has died
 
 
 @dataclass
@@ -117,6 +118,8 @@ class Engine:
         self._stop = threading.Event()
         self._next_poll = 0.0
         self._next_beat = 0.0
+        self._neighbours: list[int] = []  # pids of the other engines on this host, as of the last beat
+        self._next_look = 0.0
         self._next_prune = 0.0
         self._next_schedule = 0.0
         self._delayed: list[tuple[float, int]] = []
@@ -439,6 +442,14 @@ class Engine:
             self._next_beat = now + min(self.settings.heartbeat_interval, self.settings.engine_stale_after / 3)
             self.store.heartbeat(self.id, self.host, os.getpid(), utcnow(), self._info())
             self._recover(utcnow())
+            self._neighbours = [n.pid for n in self.store.engines() if n.host == self.host and n.id != self.id]
+        elif self._neighbours and now >= self._next_look:
+            # A process on this machine that runs jobs (a Celery worker, another server) died: its
+            # jobs are recovered now, not at the next beat. Looking costs no query.
+            self._next_look = now + NEIGHBOUR_LOOK
+            if any(self._engine_is_dead(self.host, pid) for pid in self._neighbours):
+                self._recover(utcnow())
+                self._neighbours = [n.pid for n in self.store.engines() if n.host == self.host and n.id != self.id]
         if now >= self._next_schedule:
             self._fire_schedules()
         if now >= self._next_prune:
@@ -466,6 +477,8 @@ class Engine:
             return 0.0
         now = time.monotonic()
         deadlines = [self._next_poll, self._next_beat, self._next_schedule, self._next_prune]
+        if self._neighbours:
+            deadlines.append(self._next_look)
         deadlines += [r.deadline for r in self._running.values() if r.deadline is not None]
         if self._delayed:
             deadlines.append(self._delayed[0][0])

@@ -9,6 +9,7 @@ redelivery after a crash, a re-send after recovery) never run a job twice.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -91,6 +92,18 @@ def broker_priority(priority: int, broker_url: str) -> int:
     if broker_url.startswith(("redis", "rediss", "unix")):
         return max(0, min(9, 6 - priority))
     return max(0, min(9, 3 + priority))
+
+
+def _gone(pid: int) -> bool:
+    """No Celery worker runs as `pid` on this machine any more (a reused pid runs another program)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        name = process.name().lower()
+        return process.status() == psutil.STATUS_ZOMBIE or not any(n in name for n in ("python", "mieruka", "celery"))
+    except psutil.Error:
+        return not psutil.pid_exists(pid)
 
 
 class CeleryExecutor:
@@ -191,13 +204,18 @@ class CeleryExecutor:
         self._wake.set()
 
     def workers(self) -> list[dict[str, object]]:
-        """One entry per slot of each Celery worker that is up (from their heartbeats in the
-        store), in the local pool's shape: busy slots carry the job they run."""
+        """One entry per slot of each Celery worker that is up, in the local pool's shape: busy
+        slots carry the job they run. Up: its heartbeat in the store is fresh and, on this machine,
+        its process is alive (a worker killed here is gone at once, one elsewhere after
+        `engine_stale_after`)."""
         stale = self.settings.engine_stale_after
         now = time.time()
+        here = socket.gethostname()
         slots: list[dict[str, object]] = []
         for node in self.store.engines():
             if node.info.get("kind") != "celery" or now - node.heartbeat_at.timestamp() > stale:
+                continue
+            if node.host == here and _gone(node.pid):
                 continue
             running = list(node.running)
             for i in range(max(int(node.info.get("concurrency") or 0), len(running))):
