@@ -89,9 +89,11 @@ def blast_search_snakemake(queries: list[mieruka.File], subjects: list[mieruka.F
         cores: Cores Snakemake may use.
     """
     inputs = pipe.step(stage, queries, subjects, name="stage")
-    pipe.snakemake(HERE / "Snakefile", targets=["report.html"], config={"preset": preset}, cores=cores,
-                   workdir=inputs.dir, after=[inputs])
-    return pipe.step(publish, inputs.dir, name="publish", after=["snakemake"])
+    # The Snakefile beside this file (relative paths are the app's); it reads the staged files and
+    # writes into a folder of its own (a mirror of the staging folder), which publish reads.
+    flow = pipe.snakemake("Snakefile", targets=["report.html"], config={"preset": preset}, cores=cores,
+                          workdir=inputs.dir)
+    return pipe.step(publish, flow.dir, name="publish")
 
 
 if __name__ == "__main__":
