@@ -90,6 +90,17 @@ class StreamBuffer:
                     self._names[name] = None
             return self._last
 
+    def restore(self, last: int, points: list[tuple[float, dict[str, float | None]]]) -> None:
+        """Start from points kept by an earlier run of the server: the newest of them is number
+        `last`, and new points continue from there. Only on an empty buffer."""
+        with self._lock:
+            if self._last:
+                raise ValueError("restore() needs an empty buffer")
+            for _, values in points:
+                self._names.update(dict.fromkeys(values))
+            self._points.extend(points[-self.capacity:])
+            self._last = last
+
     @property
     def last(self) -> int:
         return self._last

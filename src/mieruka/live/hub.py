@@ -22,6 +22,7 @@ from ..errors import ConfigError, NotFoundError
 from ..settings import Settings
 from ..sources.refresher import Refresher, SourceState
 from ..sources.source import Source, SourceRegistry
+from .history import StreamHistory
 from .signal import Signal
 from .streamer import StreamRunner
 from .tiles import tile
@@ -40,6 +41,8 @@ class Live:
         # reconnects to a restarted server to drop what it had instead of waiting for higher numbers.
         self.boot = uuid.uuid4().hex[:12]
         self.streams = {spec.name: StreamRunner(spec, self.boot) for spec in streams}
+        # The last window of each stream outlives the server, in the job store's database.
+        self.history = StreamHistory(settings.effective_database_url) if self.streams else None
         self._lock = threading.Lock()
         self._seq = 0
         self._tiles: dict[tuple[str, str], tuple[int, dict[str, Any], str]] = {}
@@ -64,12 +67,17 @@ class Live:
 
     def start(self) -> None:
         self.refresher.start()
+        if self.history is not None:
+            self.history.restore(self.streams.values())
+            self.history.start(self.streams.values())
         for runner in self.streams.values():
             runner.start()
 
     def stop(self) -> None:
         for runner in self.streams.values():
             runner.stop()
+        if self.history is not None:
+            self.history.stop()
         self.refresher.stop()
         for signal in [*self._signals.values(), *self._source_signals.values()]:
             signal.fire()

@@ -266,3 +266,19 @@ login_attempts = sa.Table(
     sa.Column("address", sa.String(64), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=False),
 )
+
+# The recent points of each stream, saved by the server every second in batches, so that a
+# restarted server (and the pages it serves) shows the last window (see live.history). `epoch` names
+# a numbering of the points: a restored stream keeps it and continues the sequence numbers.
+stream_batches = sa.Table(
+    "stream_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("stream", sa.String(200), nullable=False),
+    sa.Column("epoch", sa.String(32), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("saved_at", UTCDateTime(), nullable=False),
+    sa.Column("points", sa.JSON, nullable=False),  # {"t": [...], "series": {name: [...]}}
+    sa.Index("ix_stream_batches_stream", "stream", "id"),
+)

@@ -76,6 +76,13 @@
       fresh.textContent = p.error ? "no data yet" : "waiting for the first refresh…";
       stale.hidden = true;
     }
+    var warning = t.el.querySelector(".tile-warning");
+    if (warning) {
+      warning.hidden = !p.warning;
+      warning.textContent = p.warning ? "⚠ " + p.warning : "";
+    }
+    var csv = t.el.querySelector(".csv-link");
+    if (csv) csv.hidden = !p.refreshed_at;  // no table to download until a refresh succeeded
     if (p.error) {
       err.hidden = false;
       err.textContent = "Refresh failed" + (p.error_at ? " at " + localTime(p.error_at) : "") + ": " + p.error +
@@ -96,7 +103,7 @@
     t.el.dataset.attempts = p.attempts;
     t.el.dataset.error = p.error ? "true" : "false";
     freshness(t);
-    if (!p.data) return;
+    if (!p.data) { drawEmpty(t, p); return; }
     try {
       if (p.kind === "table") drawTable(t, p.data);
       else if (p.kind === "kpi") drawKpi(t, p.data);
@@ -106,6 +113,28 @@
       t.el.querySelector(".tile-error").hidden = false;
       t.el.querySelector(".tile-error").textContent = "cannot draw: " + e;
     }
+  }
+
+  // -- no data: say why instead of an empty box -------------------------------------------------
+  function drawEmpty(t, p) {
+    dispose(t);
+    var box = document.createElement("div");
+    box.className = "tile-empty";
+    box.setAttribute("role", "status");
+    var title = document.createElement("strong");
+    var why = document.createElement("span");
+    if (p.refreshed_at) {  // it had data, but this chart cannot be drawn from it (the error says why)
+      title.textContent = "Cannot draw this chart";
+      why.textContent = "the table has no column it needs (see below)";
+    } else if (p.error) {
+      title.textContent = "No data yet";
+      why.textContent = "every refresh of this source has failed so far (the error is below)";
+    } else {
+      title.textContent = "No data yet";
+      why.textContent = "waiting for the source's first refresh…";
+    }
+    box.append(title, why);
+    t.body.replaceChildren(box);
   }
 
   // -- uPlot: line and area over time or numbers; keeps the user's zoom across updates ----------
