@@ -134,6 +134,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        said = _said(exc, args)
+        if said is None:
+            raise
+        print(f"mieruka: {said}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _said(exc: Exception, args: argparse.Namespace) -> str | None:
+    """A database that stopped answering, or a file this user may not write, in one line; None
+    for anything else (a bug keeps its traceback)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    from .store.outage import unavailable
+
+    url = Settings.load({"home": getattr(args, "home", None),
+                         "database_url": getattr(args, "database_url", None)}).effective_database_url
+    problem = unavailable(exc, url)
+    return problem.message if problem is not None else None
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -17,6 +19,7 @@ from .errors import ConfigError
 from .executors.base import Executor
 from .executors.local import LocalExecutor
 from .settings import Settings
+from .store.outage import reason
 from .store.sql import SqlJobStore, make_engine
 
 if TYPE_CHECKING:
@@ -56,18 +59,74 @@ def check_app(app: App) -> None:
                           "MIERUKA_EXECUTOR=celery")
 
 
+LOCK_WAIT = 5.0  # seconds the start-up check waits for a SQLite file another process holds
+
+
 def check_database(url: str) -> None:
-    """Connect once, before serving: a wrong or unreachable database is one line, not a traceback
-    from the server's or the worker's start-up."""
+    """Connect once, before serving: a wrong, unreachable, locked, damaged or unwritable database
+    is one line naming it, not a traceback from the server's or the worker's start-up."""
+    if url.startswith("sqlite") and "///" in url and not url.endswith(":memory:"):
+        check_sqlite_file(Path(url.split("///", 1)[1]))
     engine = make_engine(url, immediate=False)  # an unknown scheme or a missing driver: one line too
     try:
         with engine.connect():
             pass
     except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise ConfigError(f"cannot reach the database {shown_url(url)}: {reason}") from None
+        raise ConfigError(f"cannot reach the database {shown_url(url)}: {reason(exc)}") from None
     finally:
         engine.dispose()
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Everything the store will need of a SQLite file, tried now: that it can be made, read and
+    written (its write-ahead log beside it), that no other process holds its write lock, and that
+    its pages are sound (`PRAGMA quick_check`)."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder {folder} for the database: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot use the database {path}: this user may not write in the folder {folder} "
+                          "(SQLite keeps its write-ahead log beside the database)")
+    if path.is_dir():
+        raise ConfigError(f"cannot use the database {path}: it is a folder, not a file")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"cannot use the database {path}: this user may not read and write it")
+    conn = None
+    try:
+        conn = sqlite3.connect(path, timeout=LOCK_WAIT, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        conn.execute("BEGIN IMMEDIATE")  # the write lock, given back at once: is anyone holding it?
+        conn.execute("ROLLBACK")
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    except sqlite3.Error as exc:
+        raise ConfigError(_sqlite_problem(path, exc)) from None
+    finally:
+        if conn is not None:
+            conn.close()
+    if problems != ["ok"]:
+        lines = [line.strip() for text in problems for line in text.splitlines()
+                 if line.strip() and not line.startswith("***")]  # "*** in database main ***" heads the list
+        raise ConfigError(f"the database {path} is damaged ({'; '.join(lines)[:300]}): restore it from a backup, "
+                          "or move it away to start with an empty one")
+
+
+def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    said = str(exc)
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return (f"the database {path} is locked by another process (still after {LOCK_WAIT:g}s): stop the program "
+                "using it (another mieruka with this home?), or give this one its own --home")
+    if name.startswith("SQLITE_NOTADB"):
+        return (f"{path} is not a SQLite database ({said}): point --database-url at the right file, or move this "
+                "one away")
+    if name.startswith("SQLITE_CORRUPT"):
+        return (f"the database {path} is damaged ({said}): restore it from a backup, or move it away to start "
+                "with an empty one")
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+        return f"cannot open the database {path} for writing ({said}): check who may write to it and to its folder"
+    return f"cannot use the database {path}: {said}"
 
 
 def shown_url(url: str) -> str:
