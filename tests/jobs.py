@@ -185,6 +185,16 @@ def sleep_then_text(seconds: float = 0.2, size: int = 10) -> str:
     return "x" * size
 
 
+@app.task(retries=2)
+def chaos(n: int, runs: str, seconds: float = 0.02) -> int:
+    """Appends `n` to `runs` as it returns (one O_APPEND write): tests/test_chaos.py counts the runs."""
+    time.sleep(seconds)
+    fd = os.open(runs, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, f"{n}\n".encode())
+    os.close(fd)
+    return n
+
+
 @app.task(concurrency=1)
 def one_at_a_time(seconds: float = 0.3, marker: str = "") -> float:
     """Records its start and end so the test can check that runs never overlap."""

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from .core.status import TRANSITIONS, JobStatus
 from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, StorageUnavailable, ValidationError
-from .executors.base import NEW_JOB_GRACE, Executor, Finished, Recorded, RemoteExecutor, WorkerMessage
+from .executors.base import NEW_JOB_GRACE, Executor, Finished, Recorded, Recovering, RemoteExecutor, WorkerMessage
 from .settings import Settings
 from .store.base import (
     Change,
@@ -68,11 +68,13 @@ class _Batch:
     events: list[Event] = field(default_factory=list)
     finals: list[tuple[int, _Running, Transition]] = field(default_factory=list)  # (index, job, change)
     claim: Claim | None = None
+    saved: list[Callable[[], None]] = field(default_factory=list)  # to call once the changes are stored
 
     def followed_by(self, later: _Batch) -> _Batch:
         offset = len(self.changes)
         return _Batch(self.changes + later.changes, self.events + later.events,
-                      self.finals + [(i + offset, job, change) for i, job, change in later.finals], later.claim)
+                      self.finals + [(i + offset, job, change) for i, job, change in later.finals], later.claim,
+                      self.saved + later.saved)
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Engine:
         self.upload_root.mkdir(parents=True, exist_ok=True)
         now = utcnow()
         self.store.heartbeat(self.id, self.host, os.getpid(), now, self._info())
+        self._save_spooled()
         self._recover(now)
         self.executor.start()
         if self.pools is not None:
@@ -589,6 +592,8 @@ class Engine:
                 changes.extend(msg.changes)
                 batch.events.extend(msg.events)
                 continue
+            if isinstance(msg, Finished) and msg.saved is not None:
+                batch.saved.append(msg.saved)
             running = self._running.pop(msg.job_id, None)
             if running is None:
                 continue
@@ -620,6 +625,8 @@ class Engine:
             self._next_poll = 0.0  # the jobs of the dropped claim are found again
             time.sleep(0.2)
             return
+        for saved in batch.saved:
+            saved()
         for event in batch.events:
             self.bus.publish(event)
         for index, running, change in batch.finals:
@@ -674,6 +681,24 @@ class Engine:
         self.bus.publish(state_event(job_id, task, status.value, fields))
 
     # -- recovery, schedules, retention --------------------------------------------------------
+    def _save_spooled(self) -> None:
+        """Outcomes that local workers of this server's earlier run wrote, but that it did not save
+        before it was killed: saved now, before recovery takes their jobs for interrupted."""
+        if not isinstance(self.executor, Recovering):
+            return
+        for found in self.executor.recover():
+            applied = self.store.apply(found.changes)
+            final = found.changes[-1] if found.changes else None
+            after = applied.after.get(len(found.changes) - 1)
+            if isinstance(final, Transition) and after is not None:
+                log.warning("job %d: saved its outcome (%s), left by a server that was killed", found.job_id,
+                         final.to.value)
+                self._emit_state(after, after, status=final.to, **final.fields)
+                if final.to is JobStatus.QUEUED:
+                    self._requeued(found.job_id, final.fields.get("run_after"))
+            if found.saved is not None:
+                found.saved()
+
     def _recover(self, now: datetime) -> None:
         """Running jobs whose server died: re-queue them while attempts remain, else fail them."""
         orphans = self.store.orphaned_jobs(now, self.settings.engine_stale_after, self._engine_is_dead)

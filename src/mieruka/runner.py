@@ -48,6 +48,35 @@ class Outcome:
     traceback: str | None = None
 
 
+class Abandon(BaseException):
+    """Raised instead of calling the task's function: its `Gate` closed first (the worker lost its
+    server and leaves the job to the next one)."""
+
+
+class Gate:
+    """Closed by a worker that lost its server: a job whose function has not started never does."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed = False
+
+
+def _call(func: Callable[..., Any], kwargs: dict[str, Any], is_async: bool, gate: Gate) -> Any:
+    # The task's function runs while this frame has a callee: a worker that lost its server looks
+    # for one (executors/worker.py) to tell a running function, which it kills, from one that
+    # returned, whose outcome it records. Nothing between the check and the call can run a signal
+    # handler (CPython runs them at function starts, backward jumps and after calls).
+    if gate.closed:
+        raise Abandon
+    if is_async:
+        return asyncio.run(func(**kwargs))
+    return func(**kwargs)
+
+
+CALL_CODE = _call.__code__
+
+
 class Reporter(Protocol):
     def progress(self, job_id: int, fraction: float | None, message: str | None) -> None: ...
 
@@ -105,17 +134,18 @@ def file_opener(upload_root: Path) -> Callable[[FileRef], File]:
 
 
 def run_job(
-    task: Task, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage, upload_root: Path
+    task: Task, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage, upload_root: Path,
+    gate: Gate | None = None,
 ) -> Outcome:
+    """Run the attempt; raises Abandon, without calling the function, if `gate` closed first."""
     context = JobContext(spec, reporter, artifacts, upload_root)
     try:
         kwargs = task.signature.bind(spec.params, file_opener(upload_root))
         if task.signature.job_param:
             kwargs[task.signature.job_param] = context
-        if task.is_async:
-            value = asyncio.run(task.func(**kwargs))
-        else:
-            value = task.func(**kwargs)
+        value = _call(task.func, kwargs, task.is_async, gate or Gate())
+    except Abandon:
+        raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the job too
         return Outcome(ok=False, error=_describe(exc), traceback=_traceback(exc))
     finally:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..core.events import Event
@@ -21,10 +21,12 @@ class Recorded:
 
 @dataclass(frozen=True)
 class Finished:
-    """The worker is done with the job; `changes` end the attempt (its final transition)."""
+    """The worker is done with the job; `changes` end the attempt (its final transition).
+    `saved` is called once they are in the store (the local executor then drops its spooled copy)."""
 
     job_id: int
     changes: Sequence[Change]
+    saved: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,11 @@ class RemoteExecutor(Executor, Protocol):
 
     def send(self, record: JobRecord, delay: float = 0.0) -> None:
         """Put a queued job on the broker, to be run by a worker in `delay` seconds."""
+
+
+@runtime_checkable
+class Recovering(Protocol):
+    """An executor whose workers may have recorded outcomes that a killed server never saved."""
+
+    def recover(self) -> list[Finished]:
+        """Those outcomes, for the engine to save at start-up (before `start`)."""

@@ -2,7 +2,8 @@
 
 Jobs are handed to idle workers over socket pairs the moment they are claimed: no polling
 interval. Cancelling or timing out a job kills its worker's whole process tree; a fresh worker
-replaces it.
+replaces it. A worker writes each outcome to the outcome spool (spool.py) before it reports it:
+`recover` hands the engine those that a killed server never saved.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import psutil
 from ..core.job import JobRecord
 from .base import Died, Finished, Recorded, WorkerMessage
 from .pipe import MessagePipe
+from .spool import SUFFIX, OutcomeSpool, Spooled
 
 
 @dataclass
@@ -34,6 +36,7 @@ class _Worker:
     sentinel: int  # readable once the process has exited (see _exit_sentinel)
     ready: bool = False
     job_id: int | None = None
+    attempt: int = 0
     pid: int | None = None
     jobs_done: int = 0
     killed_for: int | None = None
@@ -41,8 +44,10 @@ class _Worker:
 
 class LocalExecutor:
     def __init__(self, app_ref: str, size: int, artifact_root: Path, upload_root: Path,
-                 artifact_storage: str = "", s3_endpoint_url: str = "") -> None:
+                 artifact_storage: str = "", s3_endpoint_url: str = "", outcomes: Path | None = None) -> None:
         self.app_ref = app_ref
+        # Beside the uploads, in the server's home: the next run of this server finds them.
+        self.spool = OutcomeSpool(outcomes or upload_root.parent / "outcomes")
         self.artifact_storage = artifact_storage
         self.s3_endpoint_url = s3_endpoint_url
         self.size = max(1, size)
@@ -61,7 +66,17 @@ class LocalExecutor:
         self.broken: str | None = None
 
     # -- pool management ---------------------------------------------------------------------
+    def recover(self) -> list[Finished]:
+        """The outcomes that workers of this server's earlier runs wrote and it never saved (it was
+        killed); waits for those workers to end first. Call before `start`."""
+        return [self._finished(found) for found in self.spool.leftovers()]
+
+    @staticmethod
+    def _finished(found: Spooled) -> Finished:
+        return Finished(found.job_id, found.changes, lambda: found.path.unlink(missing_ok=True))
+
     def start(self) -> None:
+        self.spool.open()
         with self._lock:
             for _ in range(self.size):
                 self._spawn()
@@ -75,7 +90,7 @@ class LocalExecutor:
         config = {"app": self.app_ref, "artifacts": str(self.artifact_root), "name": name,
                   "artifact_storage": self.artifact_storage, "s3_endpoint_url": self.s3_endpoint_url,
                   "uploads": str(self.upload_root), "fd": theirs.fileno(), "sys_path": sys.path,
-                  "parent": os.getpid()}
+                  "parent": os.getpid(), "spool": str(self.spool.folder)}
         process = subprocess.Popen(
             [sys.executable, "-m", "mieruka.executors.worker", json.dumps(config)],
             pass_fds=(theirs.fileno(),), process_group=0, stdin=subprocess.DEVNULL,
@@ -94,7 +109,7 @@ class LocalExecutor:
         with self._lock:
             for worker in self._workers.values():
                 if worker.ready and worker.job_id is None:
-                    worker.job_id = record.id
+                    worker.job_id, worker.attempt = record.id, record.attempts
                     worker.pipe.send(record)
                     return worker.name
         raise RuntimeError("no free worker")  # the engine checks free_slots() first
@@ -150,9 +165,10 @@ class LocalExecutor:
             out.append(Recorded(msg[1], msg[2]))
         elif kind == "done":
             with self._lock:
-                worker.job_id = None
+                attempt, worker.job_id = worker.attempt, None
                 worker.jobs_done += 1
-            out.append(Finished(msg[1], msg[2]))
+            path = self.spool.folder / f"{msg[1]}-{attempt}{SUFFIX}"
+            out.append(Finished(msg[1], msg[2], lambda: path.unlink(missing_ok=True)))
         elif kind == "ready":
             with self._lock:
                 worker.ready, worker.pid = True, msg[1]
@@ -172,7 +188,10 @@ class LocalExecutor:
         with self._lock:
             self._forget(worker)
             if worker.job_id is not None:
-                out.append(Died(worker.job_id, _death_reason(exitcode)))
+                # Killed (cancel, timeout, out of memory) right after it wrote the outcome: it stands.
+                found = self.spool.find(worker.job_id, worker.attempt)
+                out.append(self._finished(found) if found is not None else
+                           Died(worker.job_id, _death_reason(exitcode)))
             # A worker that dies before it is ready will do so again: stop respawning after a few.
             self._early_deaths = 0 if worker.ready else self._early_deaths + 1
             if self._early_deaths >= 3 and self.broken is None:
@@ -215,6 +234,7 @@ class LocalExecutor:
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self.spool.close()
         return interrupted
 
 

@@ -1,5 +1,10 @@
 """The worker process of the local executor: loads the app once, then runs the jobs it is sent.
-What a job records (progress, logs, artifacts, outcome) goes back to the engine over the pipe."""
+What a job records (progress, logs, artifacts, outcome) goes back to the engine over the pipe; the
+outcome is first written to the server's outcome spool (spool.py), so a server killed before saving
+it finds it at its next start. A worker takes no other job before that.
+
+A worker whose server died (kill -9) kills its job if the job's function is still running (the next
+server runs it again), and records its outcome if the function returned; then it exits."""
 
 from __future__ import annotations
 
@@ -11,32 +16,79 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 from ..artifacts import open_storage
 from ..capture import FdCapture
 from ..core.events import Event
 from ..core.job import JobRecord
 from ..recorder import AttemptRecorder
-from ..runner import JobSpec, Outcome, run_job
+from ..runner import CALL_CODE, Abandon, Gate, JobSpec, Outcome, run_job
 from ..store.base import Change
+from . import spool
 from .pipe import MessagePipe
+
+ORPHANED = signal.SIGUSR1  # the watcher tells the main thread that the server is gone
+ORPHAN_GRACE = 5.0  # seconds for the main thread to hear it (it may be in a long C call of the job)
 
 
 class Channel(MessagePipe):
     """The worker's end of its pipe to the engine; several threads send on it."""
 
     def recorded(self, changes: list[Change], events: list[Event]) -> None:
-        self.send(("recorded", changes, events))
+        try:
+            self.send(("recorded", changes, events))
+        except OSError:
+            pass  # the server is gone: what the job reports now is lost with it, not the job's business
 
 
-def _watch(recorder: AttemptRecorder, parent: int) -> None:
-    """Flush rate-limited progress; if the server died (kill -9), take our job down with us."""
+class _Life:
+    """What the main thread is doing, as it and its signal handler see it."""
+
+    def __init__(self) -> None:
+        self.busy = False  # from taking a job until its outcome is written and reported
+        self.gate = Gate()  # closed once the server is gone
+        self.heard = threading.Event()
+
+
+def _die() -> NoReturn:
+    os.killpg(os.getpgrp(), signal.SIGKILL)  # the job's processes too
+    os._exit(1)
+
+
+def _in_function(frame: FrameType | None) -> bool:
+    """Whether the task's function runs: the runner's call frame is there and has a callee."""
+    innermost = frame
+    while frame is not None:
+        if frame.f_code is CALL_CODE:
+            return frame is not innermost
+        frame = frame.f_back
+    return False
+
+
+def _orphaned(life: _Life) -> Callable[[int, FrameType | None], None]:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        # In the main thread, between two of its steps: what it does now is what it did.
+        life.heard.set()
+        if not life.busy or _in_function(frame):
+            _die()
+        life.gate.closed = True  # not started: never will be; returned: its outcome is recorded, then we exit
+
+    return handle
+
+
+def _watch(recorder: AttemptRecorder, parent: int, life: _Life) -> None:
+    """Flush rate-limited progress; if the server died (kill -9), end the job with us, or record it."""
     while True:
         time.sleep(0.1 if recorder.busy else 0.5)  # an idle worker wakes rarely (small machines)
         if os.getppid() != parent:
-            os.killpg(os.getpgrp(), signal.SIGKILL)
+            signal.pthread_kill(threading.main_thread().ident or 0, ORPHANED)
+            if not life.heard.wait(ORPHAN_GRACE):
+                _die()  # the main thread is stuck in the job's C code: the function has not returned
+            return
         recorder.tick()
 
 
@@ -57,29 +109,44 @@ def worker_main(channel: Channel, config: dict[str, Any]) -> None:
     except BaseException as exc:  # noqa: BLE001
         channel.send(("broken", f"cannot load app {config['app']!r}: {type(exc).__name__}: {exc}"))
         return
-    threading.Thread(target=_watch, args=(recorder, config["parent"]), daemon=True).start()
+    outcomes = Path(config["spool"])
+    spool.hold_workers_lock(outcomes)  # until we die: a restarted server waits for us
+    life = _Life()
+    signal.signal(ORPHANED, _orphaned(life))
+    threading.Thread(target=_watch, args=(recorder, config["parent"], life), daemon=True).start()
     uploads = Path(config["uploads"])
     channel.send(("ready", os.getpid()))
     while True:
+        life.busy = False
+        if life.gate.closed:
+            _die()  # the server is gone and the last job's outcome is recorded
         try:
             record: JobRecord | None = channel.recv()
         except EOFError:
             return
         if record is None:
             return
+        life.busy = True
         recorder.begin(record)
         spec = JobSpec(record.id, record.task, record.params, record.attempts, record.max_attempts)
         task = app.tasks.get(spec.task) if spec.task in app.tasks else None
         capture.job_id = spec.id
         try:
             if task is not None:
-                outcome = run_job(task, spec, recorder, artifacts, uploads)
+                outcome = run_job(task, spec, recorder, artifacts, uploads, life.gate)
             else:
                 outcome = Outcome(ok=False, error=f"the worker's app has no task named {spec.task!r}")
+        except Abandon:
+            _die()  # the server died before the function started: the next one runs the job
         finally:
             capture.drain()
             capture.job_id = None
-        channel.send(("done", spec.id, recorder.finish(task, outcome)))
+        changes = recorder.finish(task, outcome)
+        spool.write(outcomes, spec.id, record.attempts, changes)  # durable before it is reported
+        try:
+            channel.send(("done", spec.id, changes))
+        except OSError:
+            _die()  # the server is gone; the next one saves the outcome from the spool
 
 
 def main() -> None:
