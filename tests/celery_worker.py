@@ -27,7 +27,9 @@ class RedisServer:
     start again on the same port: other test runs on this machine never see our messages (a
     cancel broadcast names a job id, and ids repeat across databases)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, keep_in: Path | None = None) -> None:
+        """`keep_in`: a folder where it keeps its data (append-only file, synced at every write),
+        so that it comes back with it; else it comes back empty."""
         binary = shutil.which("redis-server")
         if binary is None:
             need_service("redis-server is not installed (apt-get install redis-server)")
@@ -36,13 +38,15 @@ class RedisServer:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.persistence = (["--appendonly", "yes", "--appendfsync", "always", "--dir", str(keep_in)] if keep_in
+                            else ["--appendonly", "no"])
 
     def start(self) -> None:
-        """Start it (empty: no persistence) and wait until it answers."""
+        """Start it and wait until it answers."""
         import redis
 
         self.process = process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 30

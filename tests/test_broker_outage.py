@@ -84,3 +84,35 @@ def test_a_consumer_that_dies_is_started_again_and_its_job_is_not_lost(tmp_path:
             assert f"the Celery worker (pid {consumer}) was killed by SIGKILL" in worker.output()
     finally:
         redis_server.stop()
+
+
+def test_messages_a_worker_sends_during_the_outage_reach_the_broker_when_it_is_back(tmp_path: Path) -> None:
+    """A worker sends messages itself: a job held back by its task's concurrency limit is looked at
+    again 0.2 s later, a retry when it is due. Those sent while Redis is down wait for it; Redis
+    keeps its data here, so no server sends the queued jobs again: without the worker's message
+    the second job would wait forever."""
+    from tests.jobs import app
+
+    redis_server = RedisServer(keep_in=tmp_path)
+    redis_server.start()
+    try:
+        with (fresh_postgres_database("mieruka_resend") as database_url,
+              on_celery(app, tmp_path / "home", database_url, redis_server.url,
+                        broker_check_interval=0.5) as workers):
+            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
+            workers.append(worker)
+            worker.wait_ready()
+            app.start()
+            first = app.submit("one_at_a_time", seconds=6)
+            _until(lambda: app.get_job(first.id).status is JobStatus.RUNNING, 30, "the first job runs")
+            second = app.submit("one_at_a_time", seconds=0.1)  # held back: one at a time
+            time.sleep(1)
+            redis_server.stop(signal.SIGKILL)
+            time.sleep(3)
+            redis_server.start()
+            for job in (first, second):
+                done = app.wait(job, 60)
+                assert done.status is JobStatus.SUCCEEDED, done
+            assert worker.process.poll() is None
+    finally:
+        redis_server.stop()

@@ -17,20 +17,61 @@ The running job's acknowledgement, on the old channel, failed the same way. Here
 connection is gone is given up, and a channel remembers where its broker is, so what it still has
 to say reaches Redis (or fails with a connection error, which Celery expects) after its transport
 was dropped.
+
+The messages a lost channel held unacknowledged (a job waiting for its countdown, one running)
+are to go back to their queue when it closes; with the broker away that fails, and Redis would
+give them back only after the visibility timeout (an hour): a job held back by its task's
+concurrency limit, or a retry, waited that long. They are given back by the next channel this
+process connects. One that is still running comes back too, and its worker drops it (its job is
+no longer queued).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from queue import Empty
 from typing import Any
 from urllib.parse import urlparse
 
 from kombu.transport import redis as kombu_redis
 
+log = logging.getLogger("mieruka.celery")
+_left_behind: list[QoS] = []  # of channels closed while the broker was away, in this process
+_left_behind_lock = threading.Lock()
+
+
+class QoS(kombu_redis.QoS):
+    def restore_unacked(self, client: Any = None) -> None:
+        try:
+            super().restore_unacked(client)  # type: ignore[no-untyped-call]
+        except self.channel.connection_errors:
+            with _left_behind_lock:
+                _left_behind.append(self)  # for the next channel that connects
+            raise
+
 
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _shared_client: Any = None
     _sync_params: dict[str, Any] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # connected when it returns
+        self._give_back_left_behind()
+
+    def _give_back_left_behind(self) -> None:
+        with _left_behind_lock:
+            pending = list(_left_behind)
+            _left_behind.clear()
+        for qos in pending:
+            try:
+                qos._flush()  # type: ignore[no-untyped-call]  # forget the acknowledged ones
+                count = len(qos._delivered)
+                qos.restore_unacked(self.client)
+            except self.connection_errors:
+                continue  # left behind again, for the next channel
+            log.warning("gave back %d messages a lost broker connection left unacknowledged", count)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
