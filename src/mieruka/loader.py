@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -36,7 +37,8 @@ def _import_target(target: str) -> object:
         if not path.is_file():
             raise ConfigError(f"no such file: {target}")
         path = path.resolve()
-        name = "_mieruka_app_" + path.stem
+        # One module per file: two apps named app.py in different folders are different apps.
+        name = f"_mieruka_app_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
         if name in sys.modules:
             return sys.modules[name]
         # The app's folder goes on sys.path so that its own imports (helpers beside it) work.
