@@ -30,6 +30,7 @@ def test_each_rule_shows_as_a_step_with_its_state_and_log(app) -> None:
     assert rules["squares"].depends_on == ["numbers"] and rules["total"].depends_on == ["squares"]
     assert steps["snakemake"].status is StepStatus.SUCCEEDED and steps["read"].status is StepStatus.SUCCEEDED
     assert steps["snakemake"].message == "3 of 3 jobs done"  # Snakemake's own progress reports
+    assert done.message == "4/4 steps done"  # the job counts the rules, not the workflow step
     order = [s.name for s in app.engine.store.list_steps(done.id)]
     assert order.index("snakemake") < order.index("numbers") < order.index("read")
     assert "squared" in [line.text for line in app.engine.store.read_logs(done.id, step="squares")]
@@ -59,3 +60,6 @@ def test_a_failed_rule_fails_the_job_and_retry_continues_the_workflow(app, tmp_p
     assert sorted(n for n, s in steps.items() if s.kind == "rule") == ["numbers", "squares", "total"]
     assert steps["numbers"].reused and steps["squares"].reused  # Snakemake did not run them again
     assert steps["total"].status is StepStatus.SUCCEEDED and not steps["total"].reused
+    # The rule run again still hangs off the one it needs, although that one ran in the first attempt.
+    assert steps["total"].depends_on == ["squares"]
+    assert done.message == "4/4 steps done"  # three rules (two reused) and the Python step
