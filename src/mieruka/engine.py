@@ -51,6 +51,7 @@ from .store.base import (
     StepsClosed,
     Transition,
 )
+from .store.outage import is_outage, reason
 from .store.tables import MAX_INT
 from .waiting import Ending, Watches
 
@@ -413,8 +414,8 @@ class Engine:
         while not self._stop.is_set():
             try:
                 self._tick()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad moment (db busy, ...)
-                log.exception("engine loop error")
+            except Exception as exc:  # noqa: BLE001 - the loop must survive a bad moment (db busy, ...)
+                _failed("engine loop error", exc)
                 time.sleep(0.5)
 
     def _tick(self) -> None:
@@ -433,8 +434,8 @@ class Engine:
         self._handle_commands()
         try:
             self._housekeeping()
-        except Exception:  # noqa: BLE001 - what workers reported must still be saved below
-            log.exception("engine housekeeping failed")
+        except Exception as exc:  # noqa: BLE001 - what workers reported must still be saved below
+            _failed("engine housekeeping failed", exc)
         self._dispatch(batch)
         self._commit(batch)
 
@@ -618,8 +619,8 @@ class Engine:
         the next round; the claim is dropped, its jobs stay queued in the store."""
         try:
             applied = self.store.apply(batch.changes, batch.claim)
-        except Exception:
-            log.exception("could not save %d changes; trying again", len(batch.changes))
+        except Exception as exc:
+            _failed(f"could not save {len(batch.changes)} changes; trying again", exc)
             batch.claim = None
             self._unsaved = batch
             self._next_poll = 0.0  # the jobs of the dropped claim are found again
@@ -794,3 +795,11 @@ def _foreign(task: Task, params: dict[str, Any], upload_ids: Sequence[str]) -> V
     return ValidationError(f"{', '.join(fields)}: {message}",
                            [{"field": name, "message": message} for name in fields])
 
+
+def _failed(what: str, exc: Exception) -> None:
+    """A database that does not answer is a moment, said in one line (the loop tries again); any
+    other error is a bug, logged with its traceback."""
+    if is_outage(exc):
+        log.warning("%s: the database does not answer (%s)", what, reason(exc))
+    else:
+        log.error("%s", what, exc_info=exc)
