@@ -169,3 +169,35 @@ def test_postgres_without_that_database(tmp_path: Path, command: Callable[[Path,
         need_service(f"PostgreSQL is not reachable at {host_port}")
     url = f"{base}/no_such_database_here"
     assert_one_line(mieruka(command(tmp_path / "home", url)), "no_such_database_here", "does not exist")
+
+
+def test_a_database_that_refuses_the_schema(tmp_path: Path) -> None:
+    """PostgreSQL answers but this user may not create the tables: the start-up's migration fails,
+    in one line naming the database, before "serving"."""
+    pytest.importorskip("psycopg")
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import fresh_postgres_database
+
+    role = f"mieruka_no_create_{os.getpid()}"
+    with fresh_postgres_database("mieruka_refuse") as url:
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+                conn.exec_driver_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            limited = make_url(url).set(username=role).render_as_string(hide_password=False)
+            name = make_url(url).database
+            assert name
+            result = mieruka(COMMANDS["run"](tmp_path / "home", limited))
+            assert_one_line(result, name, "permission denied")
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"REASSIGN OWNED BY {role} TO postgres")
+                conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            admin.dispose()
+    cleanup = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with cleanup.connect() as conn:
+        conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+    cleanup.dispose()

@@ -249,6 +249,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     link = demo_login_link(app) if args.command == "demo" else None  # makes the demo admin once
     refuse_open_network(app)
+    from .wiring import start_app
+
+    start_app(app)  # migrations, recovery, workers: what fails there is one line, before "serving"
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)

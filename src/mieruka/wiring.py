@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .executors.base import Executor
 from .executors.local import LocalExecutor
 from .settings import Settings
-from .store.outage import reason
+from .store.outage import reason, unavailable
 from .store.sql import SqlJobStore, make_engine
 
 if TYPE_CHECKING:
@@ -127,6 +127,22 @@ def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
     if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
         return f"cannot open the database {path} for writing ({said}): check who may write to it and to its folder"
     return f"cannot use the database {path}: {said}"
+
+
+def start_app(app: App) -> None:
+    """Start the app's engine before serving it: a database that fails it (a migration refused,
+    a lock taken meanwhile) is one line naming the database, not a traceback from the server's
+    start-up. The server then stops it (server.serve)."""
+    url = app.settings.effective_database_url
+    try:
+        app.start()
+    except sa.exc.DBAPIError as exc:
+        raise ConfigError(f"cannot start on the database {shown_url(url)}: {reason(exc)}") from None
+    except Exception as exc:
+        problem = unavailable(exc, url)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def shown_url(url: str) -> str:

@@ -38,7 +38,9 @@ from .ui.pages import ui_router
 from .ui.templating import page_templates
 
 
-def create_api(app: App) -> FastAPI:
+def create_api(app: App, stop_app: bool = False) -> FastAPI:
+    """The ASGI app. Its lifespan starts the app unless it runs already, and stops it at shutdown
+    if it started it, or if `stop_app` (the server of `mieruka run` started it before serving)."""
     metrics = Metrics(app)
 
     @asynccontextmanager
@@ -51,7 +53,7 @@ def create_api(app: App) -> FastAPI:
             yield
         finally:
             metrics.detach()
-            if started_here:
+            if started_here or stop_app:
                 await run_in_threadpool(app.stop)
 
     api = FastAPI(title=app.title, docs_url=None, redoc_url=None, openapi_url=None,
