@@ -68,7 +68,7 @@ def test_the_workflow_runs_as_in_its_folder_with_a_step_per_rule(server: ServerP
         assert rules[f"map_reads[sample={sample}]"]["depends_on"] == []
     assert rules["merge"]["depends_on"] == [f"sort[sample={s}]" for s in SAMPLES]
     assert rules["all"]["depends_on"] == sorted([f"count[sample={s}]" for s in SAMPLES] + ["plot_quals"])
-    # A rule's stderr reaches its step: map_reads takes both cores (threads: 2), so it runs alone.
+    # A rule's stderr reaches its step.
     for sample in SAMPLES:
         mapped = log_of(server, done["id"], f"map_reads[sample={sample}]")
         assert ("stderr", f"mapping {sample} with 2 threads") in mapped, mapped
@@ -76,11 +76,27 @@ def test_the_workflow_runs_as_in_its_folder_with_a_step_per_rule(server: ServerP
     workflow = [text for _, text in log_of(server, done["id"], "snakemake")]
     assert not any(t == f"mapping {s} with 2 threads" for s in SAMPLES for t in workflow)
     assert any("Finished jobid" in t for t in workflow)  # Snakemake's own messages stay the workflow's
-    # Rules running side by side share the workflow's output: a line is then the workflow step's.
     everything = httpx.get(f"{server.url}/api/jobs/{done['id']}/logs", params={"limit": 10000}, timeout=30).json()
     for sample in SAMPLES:
-        counted = [line["step"] for line in everything["lines"] if line["text"] == f"counted {sample}"]
-        assert counted in ([f"count[sample={sample}]"], ["snakemake"]), counted
+        for text, step in ((f"counted {sample}", f"count[sample={sample}]"),
+                           (f"sorted {sample}", f"sort[sample={sample}]")):
+            assert [line["step"] for line in everything["lines"] if line["text"] == text] == [step], text
+
+
+def test_rules_running_side_by_side_keep_their_own_lines(server: ServerProcess) -> None:
+    # "together": sort and count of A and B wait for each other, so each pair surely overlaps (one
+    # waits on a core while the other's map_reads, threads: 2, runs: three cores at least).
+    done = run(server, "tutorial", {"config": ["together=true"], "cores": 4})
+    assert done["status"] == "succeeded", done["error"]
+    steps = steps_of(server, done["id"])
+    for kind in ("sort", "count"):
+        a, b = steps[f"{kind}[sample=A]"], steps[f"{kind}[sample=B]"]
+        assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"], (a, b)  # side by side
+    lines = httpx.get(f"{server.url}/api/jobs/{done['id']}/logs", params={"limit": 10000}, timeout=30).json()["lines"]
+    for sample in SAMPLES:  # a shell rule's process and a run: block's thread alike
+        for text, step in ((f"counted {sample}", f"count[sample={sample}]"),
+                           (f"sorted {sample}", f"sort[sample={sample}]")):
+            assert [(line["step"], line["stream"]) for line in lines if line["text"] == text] == [(step, "stdout")]
 
 
 def test_each_job_writes_into_a_folder_of_its_own(server: ServerProcess) -> None:

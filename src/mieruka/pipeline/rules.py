@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus
 from .graph import StepDef
+from .tagging import JOB_TAG
 
 if TYPE_CHECKING:
     from .runner import PipelineRun
@@ -44,6 +45,7 @@ class RuleTracker:
         self.labels: dict[str, str] = {}  # rule step -> "rule map_reads (sample=B)"
         self.last_stderr: dict[str, str] = {}
         self.running: set[str] = set()
+        self.early: dict[int, list[tuple[str, str]]] = {}  # tagged lines of a job not started yet
         self.failures: list[str] = []
         self.errors: list[str] = []  # Snakemake's own error messages (a workflow that cannot start)
         self.stray: deque[str] = deque(maxlen=5)  # the workflow's last stderr lines outside any rule
@@ -65,6 +67,9 @@ class RuleTracker:
     def route(self, stream: str, text: str) -> str | None:
         """The step a line of the workflow's output belongs to: the rule running, if only one is;
         None for a sync mark, which is consumed."""
+        if text.startswith(JOB_TAG):
+            self._tagged(stream, text)
+            return None
         if SYNC not in text:
             return self._target(stream, text)
         before, _, mark = text.partition(SYNC)
@@ -84,6 +89,24 @@ class RuleTracker:
         with self._sync:
             self._closed.add(stream)
             self._sync.notify_all()
+
+    def _tagged(self, stream: str, text: str) -> None:
+        """A line a job wrote (pipeline/tagging.py): its rule's, also after the rule ended."""
+        head, _, line = text[len(JOB_TAG):].partition(" ")
+        try:
+            jobid = int(head)
+        except ValueError:
+            jobid = -1
+        with self._lock:
+            name = self.by_jobid.get(jobid)
+            if name is None and jobid >= 0 and not self._finished:
+                # Its start event is not applied yet (another pipe): the line waits for it.
+                self.early.setdefault(jobid, []).append((stream, line))
+                return None
+            if name is not None and stream == "stderr" and line.strip():
+                self.last_stderr[name] = line.strip()
+        self.run.step_log(name or self.step.name).add(stream, line)
+        return None
 
     def _target(self, stream: str, text: str) -> str:
         with self._lock:
@@ -149,6 +172,10 @@ class RuleTracker:
         with self._lock:
             left = list(self.running)
             self.running.clear()
+            early = [line for lines in self.early.values() for line in lines]
+            self.early.clear()
+        for stream, line in early:
+            self.run.step_log(self.step.name).add(stream, line)
         for name in left:
             self.run.set_step(name, status=StepStatus.FAILED if code else StepStatus.CANCELLED,
                               finished_at=utcnow(), error="the workflow stopped while it ran")
@@ -168,7 +195,9 @@ class RuleTracker:
             for out in outputs:
                 self.outputs[out] = name
             self.files[name] = outputs
-            self.by_jobid[int(event.get("jobid", -self._count))] = name
+            jobid = int(event.get("jobid", -self._count))
+            self.by_jobid[jobid] = name
+            early = self.early.pop(jobid, [])
             self.logs[name] = [_path(f) for f in event.get("log") or []]
             described = ", ".join(f"{k}={v}" for k, v in wildcards.items())
             self.labels[name] = f"rule {rule}" + (f" ({described})" if described else "")
@@ -179,6 +208,11 @@ class RuleTracker:
             job_id=parent.job_id, name=name, position=parent.position + min(self._count, 999), kind="rule",
             status=StepStatus.RUNNING, depends_on=depends, description=description[:2000], parent=self.step.name,
             started_at=utcnow(), message=str(event.get("rule_msg") or "") or None))
+        for stream, line in early:
+            if stream == "stderr" and line.strip():
+                with self._lock:
+                    self.last_stderr[name] = line.strip()
+            self.run.step_log(name).add(stream, line)
 
     def _ended(self, jobid: Any, status: StepStatus) -> None:
         try:

@@ -28,6 +28,7 @@ from pydantic import AfterValidator, Field
 from ..errors import ConfigError, MissingExtraError
 from .graph import Pipeline, Ref, StepDef
 from .rules import SYNC
+from .tagging import install, write_line
 
 MAX_MIRRORED = 100_000
 # Not mirrored: Snakemake's own state (per job), version control, and mieruka's default home.
@@ -199,7 +200,7 @@ def _plugin_module(stream: Any) -> types.ModuleType:
                         sys.stdout.flush()
                         sys.stderr.flush()
                         for fd in (1, 2):
-                            os.write(fd, f"{SYNC}{self.seq}\n".encode())
+                            write_line(fd, f"{SYNC}{self.seq}\n".encode())
 
         @property
         def writes_to_stream(self) -> bool:
@@ -235,6 +236,7 @@ def main() -> None:
         sys.exit("usage: python -m mieruka.pipeline.snakemake --events-fd FD SNAKEMAKE-ARGS...")
     stream = os.fdopen(int(args[1]), "w", buffering=1)
     LoggerPluginRegistry().register_plugin("snakemake_logger_plugin_mieruka", _plugin_module(stream))
+    install()
     snakemake_main(args[2:])
 
 
