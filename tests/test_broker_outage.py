@@ -1,7 +1,7 @@
 """A Celery worker rides out its broker's outage (issue 18, item 1): Redis taken away (SIGTERM or
 SIGKILL) while the worker runs a job and waits for another, started again on the same port after a
-few seconds, empty. The worker stays up, its running job ends as it would have, and it takes the
-jobs submitted after."""
+few seconds. The worker stays up, its running job ends as it would have, and it takes the jobs
+submitted after. And `mieruka worker` starts its Celery worker again when that dies."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mieruka import JobStatus
-from tests.celery_worker import CeleryWorker, RedisServer, on_celery
+from tests.celery_worker import CeleryWorker, RedisServer, on_celery, private_redis
 from tests.conftest import fresh_postgres_database
 
 
@@ -116,3 +116,26 @@ def test_messages_a_worker_sends_during_the_outage_reach_the_broker_when_it_is_b
             assert worker.process.poll() is None
     finally:
         redis_server.stop()
+
+
+def test_sigterm_to_the_supervisor_is_a_warm_shutdown_of_its_worker(tmp_path: Path) -> None:
+    """The supervisor passes SIGTERM on and exits with its worker, after the running job ended."""
+    import psutil
+
+    from tests.jobs import app
+
+    with (fresh_postgres_database("mieruka_warm") as database_url, private_redis() as broker,
+          on_celery(app, tmp_path / "home", database_url, broker) as workers):
+        worker = CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "1")
+        workers.append(worker)
+        worker.wait_ready()
+        consumer = worker.consumer_pid()
+        app.start()
+        job = app.submit("sleep", seconds=3)
+        _until(lambda: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the job runs")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=60) == 0
+        done = app.get_job(job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.result == 3, done
+        assert not psutil.pid_exists(consumer) or psutil.Process(consumer).status() == psutil.STATUS_ZOMBIE
+        assert "starting it again" not in worker.output()

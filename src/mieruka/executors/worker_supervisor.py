@@ -55,6 +55,8 @@ def supervise(argv: Sequence[str], say: Callable[[str], None] | None = None) -> 
         while True:
             started = time.monotonic()
             child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, preexec_fn=_child_setup(os.getpid()))
+            if stopping:  # asked while it was being started: the handler had no child to tell
+                child.send_signal(signal.SIGTERM)
             code = _wait(child)
             if stopping or code == 0:
                 return code if code >= 0 else 128 - code
