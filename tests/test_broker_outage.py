@@ -24,7 +24,8 @@ def _until(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum, outage", [(signal.SIGTERM, 1.5), (signal.SIGKILL, 4.0)])
+@pytest.mark.parametrize("signum, outage", [(signal.SIGTERM, 1.5), (signal.SIGKILL, 8.0)],
+                         ids=["SIGTERM, 1.5 s", "SIGKILL, 8 s"])
 def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(tmp_path: Path, signum: int,
                                                                        outage: float) -> None:
     from tests.jobs import app
@@ -35,17 +36,21 @@ def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(tmp_path:
         with (fresh_postgres_database("mieruka_outage") as database_url,
               on_celery(app, tmp_path / "home", database_url, redis_server.url,
                         broker_check_interval=0.5) as workers):
-            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
+            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "3")
             workers.append(worker)
             worker.wait_ready()
             app.start()
             running = app.submit("sleep", seconds=outage + 4)
-            _until(lambda: app.get_job(running.id).status is JobStatus.RUNNING, 30, "the job runs")
+            cancelled = app.submit("sleep", seconds=120)
+            for job in (running, cancelled):
+                _until(lambda job=job: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the jobs run")
             redis_server.stop(signum)
+            app.engine.cancel(cancelled.id)  # no broadcast reaches the worker: it finds it in the store
             time.sleep(outage)
             redis_server.start()
             done = app.wait(running, 60)
             assert done.status is JobStatus.SUCCEEDED and done.attempts == 1, done
+            assert app.wait(cancelled, 60).status is JobStatus.CANCELLED
             after = app.wait(app.submit("add", a=1), 60)
             assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
             assert worker.process.poll() is None, "the worker is still up"

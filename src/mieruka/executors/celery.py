@@ -158,8 +158,14 @@ class CeleryExecutor:
                 return
 
     def kill(self, job_id: int) -> bool:
-        """Revoke with terminate, by job: the worker running it kills its process and children."""
-        self.celery.control.broadcast(CANCEL_COMMAND, arguments={"job_id": job_id})
+        """Revoke with terminate, by job: the worker running it kills its process and children.
+        With the broker away, the worker finds the cancel in the store instead (within a second)."""
+        try:
+            self.celery.control.broadcast(CANCEL_COMMAND, arguments={"job_id": job_id})
+        except Exception as exc:  # noqa: BLE001 - the engine's loop must go on
+            log.warning("cannot broadcast the cancel of job %d (%s); its worker will find it in the store",
+                        job_id, exc)
+            return False
         return True
 
     def _resend_queued(self) -> None:
