@@ -91,11 +91,12 @@ def test_a_consumer_that_dies_is_started_again_and_its_job_is_not_lost(tmp_path:
         redis_server.stop()
 
 
-def test_messages_a_worker_sends_during_the_outage_reach_the_broker_when_it_is_back(tmp_path: Path) -> None:
-    """A worker sends messages itself: a job held back by its task's concurrency limit is looked at
-    again 0.2 s later, a retry when it is due. Those sent while Redis is down wait for it; Redis
-    keeps its data here, so no server sends the queued jobs again: without the worker's message
-    the second job would wait forever."""
+def test_messages_a_worker_held_when_the_broker_went_away_go_back_when_it_returns(tmp_path: Path) -> None:
+    """A job held back by its task's concurrency limit waits in the worker for its countdown,
+    unacknowledged; a lost connection gives such messages back to the queue, which fails while
+    Redis is down. Redis keeps its data here, so no server sends the queued jobs again: unless the
+    worker gives the message back once it is connected again, the second job waits for the
+    visibility timeout (an hour)."""
     from tests.jobs import app
 
     redis_server = RedisServer(keep_in=tmp_path)
