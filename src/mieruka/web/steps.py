@@ -34,12 +34,14 @@ def steps_router(app: App) -> APIRouter:
         workflow step); an ordinary job has none."""
         record = app.engine.get(job_id)
         root = request.scope.get("root_path", "")
-        return [_step_out(s, record, root) for s in app.engine.store.list_steps(job_id)]
+        listed = _job_artifacts(record, root)
+        return [_step_out(s, listed, root) for s in app.engine.store.list_steps(job_id)]
 
     @router.get("/{name}", response_model=None, responses={200: {"model": StepOut}, 404: ERRORS[404]})
     def get_step(request: Request, job_id: int, name: str) -> dict[str, Any]:
         step = find(job_id, name)
-        return _step_out(step, app.engine.get(job_id), request.scope.get("root_path", ""))
+        root = request.scope.get("root_path", "")
+        return _step_out(step, _job_artifacts(app.engine.get(job_id), root), root)
 
     @router.get("/{name}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
     def get_step_logs(job_id: int, name: str, after: int = Query(0, ge=0, lt=2**63),
@@ -64,7 +66,8 @@ def steps_router(app: App) -> APIRouter:
     def list_step_artifacts(request: Request, job_id: int, name: str) -> list[dict[str, Any]]:
         """The step's artifacts, in the jobs API's shape (the same files as the job's artifacts)."""
         step = find(job_id, name)
-        return _artifacts(step, app.engine.get(job_id), request.scope.get("root_path", ""))
+        listed = _job_artifacts(app.engine.get(job_id), request.scope.get("root_path", ""))
+        return [a for a in listed if a["name"] in step.artifacts]
 
     @router.get("/{name}/artifacts/{artifact}", response_model=None, responses={404: ERRORS[404]})
     def get_step_artifact(job_id: int, name: str, artifact: str, inline: bool = False) -> Response:
@@ -76,16 +79,17 @@ def steps_router(app: App) -> APIRouter:
     return router
 
 
-def _step_out(step: StepRecord, job: JobRecord, root: str) -> dict[str, Any]:
-    data = step_json(step, root=root)
-    data["artifacts"] = _artifacts(step, job, root)
-    return data
-
-
-def _artifacts(step: StepRecord, job: JobRecord, root: str) -> list[dict[str, Any]]:
-    """The step's artifacts as the jobs API gives them (name, size, content_type, created_at, url)."""
+def _job_artifacts(job: JobRecord, root: str) -> list[dict[str, Any]]:
+    """The job's artifacts as the jobs API gives them (name, size, content_type, created_at, url)."""
     listed: list[dict[str, Any]] = job_json(job, root=root)["artifacts"]
-    return [a for a in listed if a["name"] in step.artifacts]
+    return listed
+
+
+def _step_out(step: StepRecord, job_artifacts: list[dict[str, Any]], root: str) -> dict[str, Any]:
+    """A step for the API: its artifacts in the jobs API's shape (one shape everywhere)."""
+    data = step_json(step, root=root)
+    data["artifacts"] = [a for a in job_artifacts if a["name"] in step.artifacts]
+    return data
 
 
 def _text(app: App, job_id: int, step: str) -> Iterator[bytes]:
