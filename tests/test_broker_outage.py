@@ -55,6 +55,7 @@ def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(tmp_path:
             assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
             assert worker.process.poll() is None, "the worker is still up"
             assert "Unrecoverable error" not in worker.output()
+            assert "(1/None)" in worker.output()  # "Trying again in 2 s (try 1 of no limit)": any outage is waited out
     finally:
         redis_server.stop()
 
