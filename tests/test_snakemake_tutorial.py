@@ -135,6 +135,11 @@ def test_snakemakes_own_message_reaches_the_job(server: ServerProcess) -> None:
     assert done["status"] == "failed"
     assert "configfile config.yaml but it is not present" in done["error"], done["error"]
     assert "KeyError" not in done["error"]
+    # A key the Snakefile reads is missing from the config: Snakemake's message says where, not a bare KeyError.
+    done = run(server, "tutorial_no_samples")
+    assert done["status"] == "failed"
+    assert f'snakemake: KeyError in file "{TUTORIAL / "Snakefile"}", line' in done["error"], done["error"]
+    assert "'samples'" in done["error"]
 
 
 def test_python_steps_import_the_app_from_their_own_folder(server: ServerProcess) -> None:

@@ -12,6 +12,8 @@ app = mieruka.App("Tutorial workflow")
 app.snakemake("tutorial/Snakefile", name="tutorial", cores=2)
 # The same workflow reading another folder, which holds no config.yaml: Snakemake's own message.
 app.snakemake("tutorial/Snakefile", name="tutorial_elsewhere", workdir="tutorial/data")
+# ... and one whose config.yaml lacks a key the Snakefile reads.
+app.snakemake("tutorial/Snakefile", name="tutorial_no_samples", workdir="no_samples")
 
 
 def count_calls(folder: Path) -> dict[str, int]:
