@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -400,6 +401,9 @@ def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: s
     # A broker outage of any length is waited out (Celery's default gives up after 100 tries, some
     # 50 minutes); jobs running meanwhile go on, and write their outcomes to the store.
     celery.conf.broker_connection_max_retries = None
+    # Jobs running when the connection is lost run on (Celery 6 is to cancel them by default); a
+    # message delivered again meanwhile is dropped, as its job is no longer queued.
+    celery.conf.worker_cancel_long_running_tasks_on_connection_loss = False
     node = _node = WorkerNode(app, celery, queues, concurrency)
 
     @celery.task(name=TASK_NAME, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
@@ -426,6 +430,9 @@ def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: s
         _pool_process = PoolProcess(node)
 
     def on_ready(**_: Any) -> None:
+        # After Celery's logging set-up, which shows all its deprecation warnings: this one, at
+        # every lost connection, is about the setting chosen above.
+        warnings.filterwarnings("ignore", message=r"\s*In Celery 5.1 we introduced an optional breaking change")
         node.start_heartbeat()
 
     def on_shutdown(**_: Any) -> None:
