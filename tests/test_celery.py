@@ -19,7 +19,7 @@ import pytest
 
 from mieruka import JobStatus
 from tests.celery_worker import CeleryWorker
-from tests.conftest import TESTS, fresh_postgres_database, running_server, wait_for_file
+from tests.conftest import TESTS, fresh_postgres_database, need_service, running_server, wait_for_file
 from tests.test_server import iter_events
 
 FAST_RECOVERY = {"MIERUKA_HEARTBEAT_INTERVAL": "0.3", "MIERUKA_ENGINE_STALE_AFTER": "3"}
@@ -308,8 +308,8 @@ def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_boun
     from tests.celery_worker import on_celery, private_redis
     from tests.jobs import app
 
-    if elsewhere and not shutil.which("unshare"):
-        pytest.skip("unshare (util-linux) is needed to give a worker another host name")
+    if elsewhere and (not shutil.which("unshare") or subprocess.run(["unshare", "--uts", "true"]).returncode):
+        need_service("unshare --uts (util-linux, as root) gives a worker another host name")
     heartbeat, stale = (1.0, 4.0) if elsewhere else (30.0, 90.0)
     # Generous: the same machine's bound is a second; another machine's, stale + one period.
     bound = stale + min(heartbeat, stale / 3) + 5.0 if elsewhere else heartbeat / 3
