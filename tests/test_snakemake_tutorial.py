@@ -6,6 +6,7 @@ step graph draws the workflow's DAG; every rule's stdout and stderr reach its ow
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,14 +32,19 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
         yield running
 
 
-def run(server: ServerProcess, task: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(server: ServerProcess, task: str, params: dict[str, Any] | None = None,
+        seen: list[str] | None = None) -> dict[str, Any]:
+    """The finished job; `seen` collects the job's progress messages while it runs."""
     job = httpx.post(f"{server.url}/api/tasks/{task}/jobs", json=params or {}, timeout=30).json()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        record: dict[str, Any] = httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 30},
-                                           timeout=60).json()
+        wait = {} if seen is not None else {"wait": 30}
+        record: dict[str, Any] = httpx.get(f"{server.url}/api/jobs/{job['id']}", params=wait, timeout=60).json()
         if record["status"] in ("succeeded", "failed", "cancelled"):
             return record
+        if seen is not None:
+            seen.append(record["message"] or "")
+            time.sleep(0.1)
     raise AssertionError(f"job {job['id']} did not finish")
 
 
@@ -86,8 +92,15 @@ def test_the_workflow_runs_as_in_its_folder_with_a_step_per_rule(server: ServerP
 def test_rules_running_side_by_side_keep_their_own_lines(server: ServerProcess) -> None:
     # "together": sort and count of A and B wait for each other, so each pair surely overlaps (one
     # waits on a core while the other's map_reads, threads: 2, runs: three cores at least).
-    done = run(server, "tutorial", {"config": ["together=true"], "cores": 4})
+    seen: list[str] = []
+    done = run(server, "tutorial", {"config": ["together=true", "pause=2"], "cores": 4}, seen)
     assert done["status"] == "succeeded", done["error"]
+    # The job counts the workflow's rules from Snakemake's plan on, before any rule ended (not "0/1").
+    assert f"0/{RULES} steps done" in seen, seen
+    planned = seen[seen.index(f"0/{RULES} steps done"):]
+    # ... naming the rules running: "3/12 steps done; running map_reads[sample=B]".
+    assert all(re.match(rf"\d+/{RULES} steps done(; running .+)?$", m) for m in planned), sorted(set(planned))
+    assert any("; running map_reads[sample=" in m for m in planned), sorted(set(planned))
     steps = steps_of(server, done["id"])
     for kind in ("sort", "count"):
         a, b = steps[f"{kind}[sample=A]"], steps[f"{kind}[sample=B]"]

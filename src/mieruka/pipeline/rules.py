@@ -148,6 +148,13 @@ class RuleTracker:
             self._ended(event.get("job_id"), StepStatus.SUCCEEDED)
         elif kind == "job_error":
             self._ended(event.get("jobid"), StepStatus.FAILED)
+        elif kind == "run_info":  # the jobs Snakemake plans, before any runs: the count from the start
+            stats = event.get("stats")
+            total = stats.get("total") if isinstance(stats, dict) else None
+            if isinstance(total, int) and total > 0:
+                with self._lock:
+                    self.total = total
+                self.run.step_progress(self.step.name, 0.0, f"0 of {total} jobs done")
         elif kind == "progress":
             done, total = event.get("done"), event.get("total")
             if isinstance(done, int) and isinstance(total, int) and total > 0:

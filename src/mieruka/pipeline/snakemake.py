@@ -156,7 +156,7 @@ def parse_config(lines: list[str]) -> dict[str, Any]:
 # -- the child process ---------------------------------------------------------------------------
 JOB_EVENTS = ("job_info", "job_finished", "job_error")
 FIELDS = ("jobid", "job_id", "rule_name", "rule_msg", "wildcards", "input", "output", "log", "shellcmd", "done",
-          "total")
+          "total", "stats")
 
 
 def _plugin_module(stream: Any) -> types.ModuleType:
@@ -180,7 +180,7 @@ def _plugin_module(stream: Any) -> types.ModuleType:
             event = getattr(record, "event", None)
             kind = str(getattr(event, "value", event)) if event is not None else None
             out: list[dict[str, Any]] = []
-            if kind in (*JOB_EVENTS, "progress"):
+            if kind in (*JOB_EVENTS, "progress", "run_info"):
                 out.append({"event": kind, **{k: getattr(record, k) for k in FIELDS if hasattr(record, k)}})
             if self.text_filter.filter(record):
                 text = self.text_format.format(record)
