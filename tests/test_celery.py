@@ -189,7 +189,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     (("--broker-url", "redis://127.0.0.1:1/0", "--concurrency", "0"), "--concurrency must be at least 1"),
     (("--broker-url", "redis://127.0.0.1:1/0", "--queues", " , "), "--queues needs at least one queue name"),
     (("--broker-url", "redis://127.0.0.1:1/0", "--database-url", "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"),
-     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection failed"),
+     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection to server at "
+     '"127.0.0.1", port 1 failed: Connection refused'),
 ])
 def test_worker_command_refuses_bad_settings_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     result = _cli("worker", "tests/jobs.py:app", "--home", str(tmp_path), *args,
@@ -260,7 +261,8 @@ def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(tmp_path: P
     ({"MIERUKA_DATABASE_URL": "sqlite:////dev/null/jobs.db"}, "cannot create the folder /dev/null for the database"),
     ({"MIERUKA_DATABASE_URL": "nosuchdb://x"}, "invalid database URL 'nosuchdb://x'"),
     ({"MIERUKA_DATABASE_URL": "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"},
-     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection failed"),
+     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection to server at "
+     '"127.0.0.1", port 1 failed: Connection refused'),
 ])
 def test_run_refuses_engine_settings_in_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
     result = _cli("run", "tests/jobs.py:app", "--home", str(tmp_path), "--port", "1", env=env)

@@ -110,7 +110,7 @@ def test_celery_workers_are_listed_with_their_queues_and_running_jobs(celery_wor
             assert len(nodes) == 1
             node = nodes[0]
             assert node["up"] and node["queues"] == ["default"] and node["concurrency"] == 2
-            assert node["pid"] == celery_worker.process.pid and node["running"] == [job["id"]]
+            assert node["pid"] == celery_worker.consumer_pid() and node["running"] == [job["id"]]
             assert node["name"].startswith("celery@")
             health = client.get("/healthz").json()
             assert health["status"] == "ok" and health["broker"] == "ok", health

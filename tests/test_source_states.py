@@ -5,6 +5,7 @@ for its first read, and read without the read-only guardrail (the warning on the
 from __future__ import annotations
 
 import os
+import tempfile
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ import mieruka
 from mieruka import charts
 from tests.conftest import ServerProcess, open_page, shared_server
 
-DIR = Path(os.environ.get("STATES_DIR", ".states"))
+# The server process gets its folder from the fixture; the test process only imports this module.
+DIR = Path(os.environ.get("STATES_DIR") or Path(tempfile.gettempdir()) / "mieruka-source-states")
 SHOTS = os.environ.get("MIERUKA_SHOTS")  # a folder for screenshots, to look at the page
 
 
