@@ -339,3 +339,12 @@ def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_boun
         assert uncounted <= bound and recovered <= bound, (uncounted, recovered, bound)
         ended = app.get_job(job.id)
         assert ended.status is JobStatus.FAILED and ended.error == "interrupted: its worker stopped while it ran"
+        if not elsewhere:  # the Workers page and /metrics agree with /healthz: down, not "up" until stale
+            from mieruka.web.metrics import Metrics
+            from mieruka.web.monitor import nodes
+
+            listed = [n for n in nodes(app) if n["kind"] == "celery"]
+            assert listed and not any(n["up"] for n in listed), listed
+            scrape = Metrics(app).exposition({}).decode()
+            assert 'mieruka_nodes{kind="celery",state="down"} 1.0' in scrape, scrape
+            assert 'kind="celery",state="up"' not in scrape, scrape

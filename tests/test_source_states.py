@@ -5,8 +5,8 @@ for its first read, and read without the read-only guardrail (the warning on the
 from __future__ import annotations
 
 import os
-import tempfile
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path

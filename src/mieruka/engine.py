@@ -21,8 +21,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from .artifacts import open_uploads
 from .artifacts.base import ArtifactStorage
 from .artifacts.uploads import check_upload_id, file_refs
@@ -36,6 +34,7 @@ from .core.steps import StepStatus
 from .core.task import Task, TaskRegistry
 from .errors import ConflictError, JobNotFound, JobTimeoutError, StorageUnavailable, ValidationError
 from .executors.base import NEW_JOB_GRACE, Executor, Finished, Recorded, Recovering, RemoteExecutor, WorkerMessage
+from .nodes import dead_here
 from .settings import Settings
 from .store.base import (
     Change,
@@ -451,7 +450,7 @@ class Engine:
             # A process on this machine that runs jobs (a Celery worker, another server) died: its
             # jobs are recovered now, not at the next beat. Looking costs no query.
             self._next_look = now + NEIGHBOUR_LOOK
-            if any(self._engine_is_dead(self.host, pid) for pid in self._neighbours):
+            if any(dead_here(self.host, pid) for pid in self._neighbours):
                 self._recover(utcnow())
                 self._neighbours = [n.pid for n in self.store.engines() if n.host == self.host and n.id != self.id]
         if now >= self._next_schedule:
@@ -702,7 +701,7 @@ class Engine:
 
     def _recover(self, now: datetime) -> None:
         """Running jobs whose server died: re-queue them while attempts remain, else fail them."""
-        orphans = self.store.orphaned_jobs(now, self.settings.engine_stale_after, self._engine_is_dead)
+        orphans = self.store.orphaned_jobs(now, self.settings.engine_stale_after, dead_here)
         for record in orphans:
             if record.engine_id == self.id:
                 continue
@@ -717,19 +716,6 @@ class Engine:
             else:
                 self._transition(record, JobStatus.FAILED, {
                     "finished_at": now, "error": f"interrupted: its {who} stopped while it ran"})
-
-    def _engine_is_dead(self, host: str, pid: int) -> bool:
-        if host != self.host:
-            return False
-        if pid == os.getpid():
-            return False  # ourselves (same pid, a previous engine in this process was stopped)
-        try:
-            proc = psutil.Process(pid)
-            # A reused pid belongs to another program; ours run as python, or as our console scripts.
-            name = proc.name().lower()
-            return proc.status() == psutil.STATUS_ZOMBIE or not any(n in name for n in ("python", "mieruka", "celery"))
-        except psutil.NoSuchProcess:
-            return True
 
     def _fire_schedules(self) -> None:
         now = utcnow()

@@ -9,7 +9,6 @@ redelivery after a crash, a re-send after recovery) never run a job twice.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from ..core.clock import utcnow
 from ..core.job import JobRecord
 from ..core.status import JobStatus
 from ..errors import ConfigError, MissingExtraError
+from ..nodes import is_up
 from ..settings import Settings
 from .base import WorkerMessage
 from .broker_epoch import BrokerEpoch
@@ -92,18 +92,6 @@ def broker_priority(priority: int, broker_url: str) -> int:
     if broker_url.startswith(("redis", "rediss", "unix")):
         return max(0, min(9, 6 - priority))
     return max(0, min(9, 3 + priority))
-
-
-def _gone(pid: int) -> bool:
-    """No Celery worker runs as `pid` on this machine any more (a reused pid runs another program)."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        name = process.name().lower()
-        return process.status() == psutil.STATUS_ZOMBIE or not any(n in name for n in ("python", "mieruka", "celery"))
-    except psutil.Error:
-        return not psutil.pid_exists(pid)
 
 
 class CeleryExecutor:
@@ -214,14 +202,10 @@ class CeleryExecutor:
         slots carry the job they run. Up: its heartbeat in the store is fresh and, on this machine,
         its process is alive (a worker killed here is gone at once, one elsewhere after
         `engine_stale_after`)."""
-        stale = self.settings.engine_stale_after
-        now = time.time()
-        here = socket.gethostname()
+        now = utcnow()
         slots: list[dict[str, object]] = []
         for node in self.store.engines():
-            if node.info.get("kind") != "celery" or now - node.heartbeat_at.timestamp() > stale:
-                continue
-            if node.host == here and _gone(node.pid):
+            if node.info.get("kind") != "celery" or not is_up(node, now, self.settings.engine_stale_after):
                 continue
             running = list(node.running)
             for i in range(max(int(node.info.get("concurrency") or 0), len(running))):

@@ -20,6 +20,7 @@ from ..bus.base import Unsubscribe
 from ..core.clock import utcnow
 from ..core.events import Event
 from ..core.status import FINISHED
+from ..nodes import is_up
 
 RESTRICTED = "(restricted)"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -65,7 +66,7 @@ class _Snapshot(Collector):
                                   "and whether they beat recently.", labels=["kind", "state"])
         counts: dict[tuple[str, str], int] = {}
         for node in engine.store.engines():
-            state = "up" if (now - node.heartbeat_at).total_seconds() <= stale else "down"
+            state = "up" if is_up(node, now, stale) else "down"
             key = (str(node.info.get("kind", "server")), state)
             counts[key] = counts.get(key, 0) + 1
         for (kind, state), count in sorted(counts.items()):

@@ -13,15 +13,15 @@ from fastapi import APIRouter, Query
 
 from ..app import App
 from ..core.clock import utcnow
+from ..nodes import is_up
 from .serialize import iso
 
 DOWN_SHOWN_FOR = timedelta(hours=24)  # a vanished process stays listed (as down) this long
 
 
 def nodes(app: App) -> list[dict[str, Any]]:
-    """Servers' engines and Celery workers, newest heartbeat first; `up` when it beat recently."""
+    """Servers' engines and Celery workers, newest heartbeat first; `up` as `nodes.is_up` says."""
     now = utcnow()
-    stale = timedelta(seconds=app.settings.engine_stale_after)
     out = []
     for engine in app.engine.store.engines():
         age = now - engine.heartbeat_at
@@ -34,7 +34,8 @@ def nodes(app: App) -> list[dict[str, Any]]:
             "host": engine.host, "pid": engine.pid, "queues": info.get("queues", []),
             "concurrency": info.get("concurrency"), "running": engine.running,
             "last_heartbeat": iso(engine.heartbeat_at), "seconds_since_heartbeat": round(age.total_seconds(), 1),
-            "up": age <= stale, "started_at": info.get("started_at"), "this_server": engine.id == app.engine.id,
+            "up": is_up(engine, now, app.settings.engine_stale_after), "started_at": info.get("started_at"),
+            "this_server": engine.id == app.engine.id,
         })
     return out
 
