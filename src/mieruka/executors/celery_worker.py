@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from ..artifacts import open_uploads
 from ..artifacts.uploads import job_upload_root
 from ..bus.outbox import Outbox
@@ -40,6 +38,8 @@ from ..core.job import JobRecord
 from ..core.status import JobStatus
 from ..core.steps import StepStatus
 from ..core.task import Task
+from ..nodes import dead_here
+from ..process import alive, descendants, kill_tree, worker_lost
 from ..recorder import AttemptRecorder
 from ..runner import JobSpec, Outcome, run_job
 from ..store.base import Applied, Change, Claim, StepsClosed, Transition
@@ -49,7 +49,7 @@ from .celery import CANCEL_COMMAND, TASK_NAME, make_celery, send_run
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ..app import App
+    from ..runtime import Runtime
 
 log = logging.getLogger("mieruka.worker")
 RUNNING = frozenset({JobStatus.RUNNING})
@@ -62,7 +62,7 @@ class WorkerNode:
     pool forks; the main process and each pool process (`PoolProcess`) open their own connections
     after the fork."""
 
-    def __init__(self, app: App, celery: Celery, queues: Sequence[str], concurrency: int) -> None:
+    def __init__(self, app: Runtime, celery: Celery, queues: Sequence[str], concurrency: int) -> None:
         self.app = app
         self.settings = app.settings
         self.celery = celery
@@ -111,10 +111,10 @@ class WorkerNode:
         if record is None or record.status is not JobStatus.RUNNING or record.engine_id != self.engine_id:
             return
         pid = _pid_of(record.worker)
-        if pid is not None and _alive(pid):
+        if pid is not None and alive(pid):
             return  # another attempt runs in a live process now (the dead one had settled its own)
         if pid is not None:
-            _kill_group(pid, [])  # what the job started lives on in the dead process's group
+            kill_tree(pid, [])  # what the job started lives on in the dead process's group
         task = self.app.tasks.get(record.task) if record.task in self.app.tasks else None
         status, fields = outcome.failed(record.attempts, record.max_attempts, task, reason, None, utcnow())
         conn.settle(record, status, fields)
@@ -131,10 +131,10 @@ class WorkerNode:
             if pid is None:
                 continue
             record = self.main.store.get_job(job_id)
-            descendants = _descendants(pid)
+            found = descendants(pid)
             worker_state.revoked.add(request.id)
             request.terminate(pool, signal=signal.SIGKILL)
-            _kill_group(pid, descendants)
+            kill_tree(pid, found)
             if record is not None and record.status is JobStatus.RUNNING:
                 self.main.settle(record, *outcome.cancelled(utcnow()))
             return True
@@ -339,11 +339,11 @@ class PoolProcess:
         """Why a running job's attempt is over although nobody settled it, or None if it still runs."""
         if record.engine_id == self.node.engine_id:
             pid = _pid_of(record.worker)
-            if pid is not None and pid != os.getpid() and _alive(pid):
+            if pid is not None and pid != os.getpid() and alive(pid):
                 return None
             return "the worker process died while running the job"
         now = utcnow()
-        orphans = self.conn.store.orphaned_jobs(now, self.node.settings.engine_stale_after, _gone_on(self.node.host))
+        orphans = self.conn.store.orphaned_jobs(now, self.node.settings.engine_stale_after, dead_here)
         if any(o.id == record.id for o in orphans):
             return "interrupted: its worker stopped while it ran"
         return None
@@ -383,7 +383,7 @@ class PoolProcess:
             current.ended = True
         self.capture.drain()
         if self.conn.settle(current.record, status, fields):
-            _kill_group(os.getpid(), _descendants(os.getpid()))
+            kill_tree(os.getpid())
 
 
 # -- wiring into Celery ----------------------------------------------------------------------------
@@ -391,7 +391,7 @@ _node: WorkerNode | None = None
 _pool_process: PoolProcess | None = None
 
 
-def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: str = "INFO") -> Any:
+def create_worker(app: Runtime, queues: Sequence[str], concurrency: int, loglevel: str = "INFO") -> Any:
     """A Celery worker (not started) that runs the app's jobs; `.start()` blocks until it stops."""
     from celery import signals
     from celery.worker.control import control_command
@@ -458,10 +458,9 @@ def create_worker(app: App, queues: Sequence[str], concurrency: int, loglevel: s
 def _lost_reason(message: str) -> str:
     """billiard's 'Worker exited prematurely: signal 9 (SIGKILL) Job: 3.' in our words."""
     if match := re.search(r"signal (\d+) \((\w+)\)", message):
-        hint = " (out of memory?)" if match.group(2) == "SIGKILL" else ""
-        return f"the worker process was killed by {match.group(2)}{hint}"
+        return worker_lost(-int(match.group(1)))
     if match := re.search(r"exitcode (\d+)", message):
-        return f"the worker process exited with code {match.group(1)}"
+        return worker_lost(int(match.group(1)))
     return f"the worker process died ({message})"
 
 
@@ -470,39 +469,3 @@ def _pid_of(worker: str | None) -> int | None:
         return int(worker.rsplit(":", 1)[1]) if worker else None
     except (IndexError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _gone_on(host: str) -> Any:
-    def is_dead(other_host: str, pid: int) -> bool:
-        return other_host == host and not _alive(pid)
-
-    return is_dead
-
-
-def _descendants(pid: int) -> list[Any]:
-    try:
-        return list(psutil.Process(pid).children(recursive=True))
-    except psutil.Error:
-        return []
-
-
-def _kill_group(pid: int, descendants: Sequence[Any]) -> None:
-    """SIGKILL the descendants found before, then the pool process's group (it leads one): the
-    process itself may be the caller."""
-    for child in descendants:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
-    for send in (os.killpg, os.kill):
-        try:
-            send(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass

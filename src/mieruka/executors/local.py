@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -20,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from ..core.job import JobRecord
+from ..process import kill_tree, worker_lost
 from .base import Died, Finished, Recorded, WorkerMessage
 from .pipe import MessagePipe
 from .spool import SUFFIX, OutcomeSpool, Spooled
@@ -119,7 +117,7 @@ class LocalExecutor:
             for worker in self._workers.values():
                 if worker.job_id == job_id and worker.killed_for is None:
                     worker.killed_for = job_id
-                    _kill_tree(worker.process.pid)
+                    kill_tree(worker.process.pid)
                     return True
         return False
 
@@ -180,7 +178,7 @@ class LocalExecutor:
         received, _ = worker.pipe.read_available()
         for msg in received:
             self._read(worker, msg, out)
-        _kill_tree(worker.process.pid)  # children it left behind
+        kill_tree(worker.process.pid)  # children it left behind
         try:
             exitcode: int | None = worker.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -191,11 +189,11 @@ class LocalExecutor:
                 # Killed (cancel, timeout, out of memory) right after it wrote the outcome: it stands.
                 found = self.spool.find(worker.job_id, worker.attempt)
                 out.append(self._finished(found) if found is not None else
-                           Died(worker.job_id, _death_reason(exitcode)))
+                           Died(worker.job_id, worker_lost(exitcode)))
             # A worker that dies before it is ready will do so again: stop respawning after a few.
             self._early_deaths = 0 if worker.ready else self._early_deaths + 1
             if self._early_deaths >= 3 and self.broken is None:
-                self.broken = f"worker processes die at start-up ({_death_reason(exitcode)})"
+                self.broken = f"worker processes die at start-up ({worker_lost(exitcode)})"
             if not self._stopping and self.broken is None:
                 self._spawn()
 
@@ -221,12 +219,12 @@ class LocalExecutor:
                 except OSError:
                     pass
             else:
-                _kill_tree(worker.process.pid)
+                kill_tree(worker.process.pid)
         for worker in workers:
             try:
                 worker.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
-                _kill_tree(worker.process.pid)
+                kill_tree(worker.process.pid)
                 worker.process.wait(timeout=3)
         with self._lock:
             for worker in workers:
@@ -255,39 +253,3 @@ def _exit_sentinel(process: subprocess.Popen[bytes]) -> int:
 
     threading.Thread(target=wait, name=f"mieruka-wait-{process.pid}", daemon=True).start()
     return readable
-
-
-def _kill_tree(pid: int | None) -> None:
-    """SIGKILL a worker, its process group and all its descendants (found before killing)."""
-    if pid is None:
-        return
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for child in descendants:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
-
-
-def _death_reason(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "the worker process vanished"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return f"the worker process was killed by {name}{hint}"
-    return f"the worker process exited with code {exitcode}"

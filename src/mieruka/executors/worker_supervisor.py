@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from ..process import describe_exit
+
 log = logging.getLogger("mieruka.worker")
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
@@ -62,7 +64,8 @@ def supervise(argv: Sequence[str], say: Callable[[str], None] | None = None) -> 
                 return code if code >= 0 else 128 - code
             lived = time.monotonic() - started
             delay = FIRST_DELAY if lived >= STEADY else delay
-            say(f"the Celery worker (pid {child.pid}) {_how(code)} after {lived:.1f}s; "
+            how = f"was {describe_exit(code)}" if code < 0 else describe_exit(code)
+            say(f"the Celery worker (pid {child.pid}) {how} after {lived:.1f}s; "
                 f"starting it again in {delay:g}s")
             end = time.monotonic() + delay
             while not stopping and time.monotonic() < end:
@@ -81,15 +84,6 @@ def _wait(child: subprocess.Popen[bytes]) -> int:
             return child.wait()
         except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
             continue
-
-
-def _how(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 def _child_setup(parent: int) -> Callable[[], None]:

@@ -22,12 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
 from pydantic_core import to_jsonable_python
 
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus, ready_steps, topological_order
 from ..errors import ConfigError
+from ..process import describe_exit, kill_tree
 from . import protocol
 from .graph import Pipeline, StepDef
 from .resolve import argv_word, render_shell, resolve
@@ -240,7 +240,7 @@ class PipelineRun:
                 return resolve(ref, self.outputs, self._step_dir)
 
             argv = snakemake_argv(step, folder, control, fill, avoid=self.work.parent.parent)
-            tracker = RuleTracker(self, step, workflow_folders(step, folder, fill)[1])
+            tracker = self.trackers[step.name] = RuleTracker(self, step, workflow_folders(step, folder, fill)[1])
             ok, output, error = self._spawn(step, argv, folder, env, result_file, tracker.event)
             return ok, output, (tracker.failure(error or "failed") if not ok else None)
         return self._spawn(step, argv, folder, env, result_file, events)
@@ -292,7 +292,7 @@ class PipelineRun:
             return _python_result(result_file, code)
         if code == 0:
             return True, None, None
-        return False, None, _exit_reason(code)
+        return False, None, describe_exit(code)
 
     # -- output of a step ----------------------------------------------------------------------
     def _read(self, step: StepDef, stream: Any, name: str, folder: Path) -> None:
@@ -478,7 +478,7 @@ def _python_result(result_file: Path, code: int) -> tuple[bool, Any, str | None]
     try:
         data = json.loads(result_file.read_text())
     except (OSError, ValueError):
-        return False, None, _exit_reason(code) if code else "the step ended without a result"
+        return False, None, describe_exit(code) if code else "the step ended without a result"
     if data.get("ok"):
         return True, data.get("output"), None
     return False, None, str(data.get("error") or "failed")
@@ -493,31 +493,8 @@ def _shown(output: Any) -> Any:
     return {"note": f"the output is {size:,} bytes: too large to show; later steps receive it in full"}
 
 
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
 def _shell() -> str:
     return shutil.which("bash") or "/bin/sh"
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a step's process and every process it started."""
-    try:
-        proc = psutil.Process(pid)
-        family = [*proc.children(recursive=True), proc]
-    except psutil.Error:
-        return
-    for member in family:
-        try:
-            member.kill()
-        except psutil.Error:
-            pass
 
 
 def _iso(value: datetime | None) -> str | None:
