@@ -14,27 +14,45 @@ import re
 import threading
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus
 from .graph import StepDef
-from .tagging import JOB_TAG
-
-if TYPE_CHECKING:
-    from .runner import PipelineRun
+from .tagging import JOB_TAG, SYNC
 
 MAX_RULE_LOG_BYTES = 1_000_000
-SYNC = "\x1emieruka-sync "
 SYNC_WAIT = 10.0  # a mark or event that never comes (a killed workflow) holds nothing up longer
 STREAMS = ("stdout", "stderr")
 _ANNOTATION = re.compile(r" \([a-z ,]+\)$")  # Snakemake's "(temp)", "(pipe)", ... after a file name
 
 
+class StepLog(Protocol):
+    def add(self, stream: str, text: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Run(Protocol):
+    """What a tracker needs of the pipeline run it serves (runner.PipelineRun)."""
+
+    records: dict[str, StepRecord]
+
+    def saved_rules(self, step: str) -> list[dict[str, Any]]: ...
+
+    def step_log(self, name: str) -> StepLog: ...
+
+    def step_progress(self, name: str, fraction: float | None, message: str | None) -> None: ...
+
+    def add_record(self, record: StepRecord) -> None: ...
+
+    def set_step(self, name: str, **fields: Any) -> None: ...
+
+
 class RuleTracker:
     """Rule steps of one Snakemake step; `event` takes the plugin's events, `route` the output lines."""
 
-    def __init__(self, run: PipelineRun, step: StepDef, workdir: Path) -> None:
+    def __init__(self, run: Run, step: StepDef, workdir: Path) -> None:
         self.run = run
         self.step = step
         self.workdir = workdir
@@ -61,7 +79,6 @@ class RuleTracker:
             for out in saved.get("outputs") or []:
                 self.outputs[_path(out)] = str(saved["name"])
                 self.files.setdefault(str(saved["name"]), []).append(_path(out))
-        run.trackers[step.name] = self
 
     # -- output lines ----------------------------------------------------------------------------
     def route(self, stream: str, text: str) -> str | None:

@@ -27,8 +27,7 @@ from pydantic import AfterValidator, Field
 
 from ..errors import ConfigError, MissingExtraError
 from .graph import Pipeline, Ref, StepDef
-from .rules import SYNC
-from .tagging import install, write_line
+from .tagging import SYNC, install, write_line
 
 MAX_MIRRORED = 100_000
 # Not mirrored: Snakemake's own state (per job), version control, and mieruka's default home.

@@ -22,6 +22,9 @@ from collections.abc import Callable
 from typing import IO, Any
 
 JOB_TAG = "\x1emieruka-job "
+# After each job event the workflow writes this mark, with the event's number, on stdout and stderr
+# (pipeline/rules.py orders the two pipes by it).
+SYNC = "\x1emieruka-sync "
 WRITE_LOCK = threading.Lock()  # one line at a time on fd 1 and fd 2, whoever writes
 _current = threading.local()
 
