@@ -571,7 +571,7 @@ def test_a_login_lock_ends_by_itself(app: Any) -> None:
 def test_compute_pools_ask_presence_whether_anyone_is_online(app: Any, client: TestClient) -> None:
     from mieruka.wiring import build_pools
 
-    manager = build_pools(app, app.engine.store)
+    manager = build_pools(app.runtime, app.engine.store)
     assert manager.anyone_online is not None and manager.anyone_online() is False
     login(client, "vic")
     client.get("/jobs")

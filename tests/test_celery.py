@@ -343,8 +343,8 @@ def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_boun
             from mieruka.web.metrics import Metrics
             from mieruka.web.monitor import nodes
 
-            listed = [n for n in nodes(app) if n["kind"] == "celery"]
+            listed = [n for n in nodes(app.runtime) if n["kind"] == "celery"]
             assert listed and not any(n["up"] for n in listed), listed
-            scrape = Metrics(app).exposition({}).decode()
+            scrape = Metrics(app.runtime).exposition({}).decode()
             assert 'mieruka_nodes{kind="celery",state="down"} 1.0' in scrape, scrape
             assert 'kind="celery",state="up"' not in scrape, scrape

@@ -286,7 +286,7 @@ def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
         ["10.0.0.5/32", "10.1.0.0/16", "::1/128"]
     assert trusted_networks("") == ()
     with pytest.raises(ConfigError, match="'proxy.local' is not an IP address or network"):
-        serve(App("x", home=str(tmp_path), trusted_proxies="10.0.0.5, proxy.local"))
+        serve(App("x", home=str(tmp_path), trusted_proxies="10.0.0.5, proxy.local").runtime)
 
 
 # -- the same limits on uvicorn's h11 protocol (without httptools) ----------------------------------

@@ -1,5 +1,6 @@
 """mieruka: put a web face on the Python work you already have."""
 
+from ._version import __version__
 from .app import App
 from .core.job import ArtifactInfo, Job, JobRecord
 from .core.params import File
@@ -18,8 +19,6 @@ from .errors import (
 )
 from .pipeline import Pipeline
 from .settings import Settings
-
-__version__ = "0.1.0"
 
 __all__ = [
     "App",

@@ -1,4 +1,7 @@
-"""`App`: where tasks are declared, and the wiring of store, bus, executor, engine and web API."""
+"""`App`: where tasks, pipelines, sources, dashboards, streams and pools are declared.
+
+What runs them (store, engine, accounts, live hub) is the app's `Runtime`, built by `wiring`;
+the run-time methods here (start, submit, asgi, serve, ...) delegate to it."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .live.hub import Live
     from .pools.base import Pool, PoolHooks
+    from .runtime import Runtime
     from .sources.source import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,11 +58,9 @@ class App:
         self.dashboards = DashboardRegistry()
         self.streams: dict[str, StreamSpec] = {}
         self._sources: Any = None  # a SourceRegistry, made on first use (sources/ imports SQLAlchemy)
-        self._live: Live | None = None
         self._overrides = settings
         self._settings: Settings | None = None
-        self._engine: Engine | None = None
-        self._auth: Auth | None = None
+        self._runtime: Runtime | None = None
         caller = sys._getframe(1).f_globals
         self._module = caller.get("__name__", "")
         self._file = caller.get("__file__")
@@ -261,9 +263,7 @@ class App:
     @property
     def live(self) -> Live:
         """Sources, tiles and streams of the running app."""
-        if self._live is None:
-            raise ConfigError("the app is not running: use `with app:` or app.start()")
-        return self._live
+        return self.runtime.live
 
     # -- settings ------------------------------------------------------------------------------
     @property
@@ -274,12 +274,12 @@ class App:
 
     def configure(self, **overrides: Any) -> None:
         """Override settings (CLI flags do this); only before the engine starts."""
-        if self._engine is not None:
+        if self.running:
             raise ConfigError("configure() must be called before the engine starts")
         self._settings = self.settings.with_overrides(**overrides)
-        if self._auth is not None:  # built from the old settings (another database, perhaps)
-            auth, self._auth = self._auth, None
-            auth.close()
+        if self._runtime is not None:  # built from the old settings (another database, perhaps)
+            runtime, self._runtime = self._runtime, None
+            runtime.stop()
 
     def app_ref(self) -> str:
         """How worker processes import this app."""
@@ -298,58 +298,42 @@ class App:
 
     # -- running -------------------------------------------------------------------------------
     @property
+    def runtime(self) -> Runtime:
+        """What runs this app: settings, engine, accounts, live hub (made on first use)."""
+        settings = self.settings
+        if self._runtime is not None and self._runtime.settings is not settings and not self._runtime.running:
+            # Built from settings since replaced (configure(), or reloaded): its accounts may be another database's.
+            runtime, self._runtime = self._runtime, None
+            runtime.stop()
+        if self._runtime is None:
+            from .wiring import build_runtime
+
+            self._runtime = build_runtime(self, settings)
+        return self._runtime
+
+    @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            raise ConfigError("the engine is not running: use `with app:` or app.start()")
-        return self._engine
+        return self.runtime.engine
 
     @property
     def running(self) -> bool:
-        return self._engine is not None
+        return self._runtime is not None and self._runtime.running
 
     def start(self) -> Engine:
         """Open the store and start worker processes and the engine loop."""
-        if self._engine is not None:
-            return self._engine
-        if IN_WORKER:
+        if IN_WORKER and not self.running:
             raise ConfigError("app.start() was called while a worker imported the app; guard it with "
                               "`if __name__ == '__main__':`")
-        from .wiring import build_engine
-
-        engine = build_engine(self)
-        engine.start()
-        self._engine = engine
-        if len(self.sources) or self.streams:
-            from .live.hub import Live
-
-            try:
-                self._live = Live(self.sources, self.dashboards, self.streams.values(), self.settings)
-                self._live.start()
-            except BaseException:
-                self.stop()
-                raise
-        return engine
+        return self.runtime.start()
 
     @property
     def auth(self) -> Auth:
         """Users, tokens, sessions, the audit log and presence (`app.auth.presence.online()`)."""
-        if self._auth is None:
-            from .auth.service import Auth
-
-            self._auth = Auth.from_settings(self.settings)
-        return self._auth
+        return self.runtime.auth
 
     def stop(self) -> None:
-        if self._auth is not None:
-            auth, self._auth = self._auth, None
-            auth.close()
-        if self._live is not None:
-            live, self._live = self._live, None
-            live.stop()
-        if self._engine is not None:
-            engine, self._engine = self._engine, None
-            engine.stop()
-            engine.store.close()
+        if self._runtime is not None:
+            self._runtime.stop()
 
     def __enter__(self) -> App:
         self.start()
@@ -377,15 +361,17 @@ class App:
         """The ASGI application (FastAPI): starts and stops the engine with its lifespan."""
         from .web.api import create_api
 
-        return create_api(self)
+        return create_api(self.runtime)
 
     def serve(self, host: str | None = None, port: int | None = None) -> None:
         """Run the server in this process until interrupted."""
         if IN_WORKER:
             return
+        if host is not None or port is not None:
+            self.configure(host=host, port=port)
         from .server import serve
 
-        serve(self, host=host, port=port)
+        serve(self.runtime)
 
 
 def _sqlite_url(url: str, app: App) -> str:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .cli_home import HOME_HELP, where_data_lives
 from .errors import ConfigError, MierukaError
 from .settings import Settings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-HOME_HELP = "data directory (default: MIERUKA_HOME, else the config file's home, else ./.mieruka)"
 
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
@@ -185,25 +185,6 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def home_origin(settings: Settings, flag: str | None) -> str:
-    """Which rule chose the data directory, by the one rule of every command: --home, else
-    MIERUKA_HOME, else the config file's `home`, else ./.mieruka."""
-    if flag:
-        return "from --home"
-    if settings.home == Settings().home:
-        return "the default home; --home or MIERUKA_HOME to change"
-    return "from MIERUKA_HOME or the config file"
-
-
-def where_data_lives(settings: Settings, flag: str | None) -> str:
-    from .wiring import shown_url
-
-    text = f"data in {settings.home_path} ({home_origin(settings, flag)})"
-    if settings.database_url:
-        text += f", database {shown_url(settings.database_url)}"
-    return text
-
-
 def check_port(host: str, port: int) -> None:
     """Bind the address once before anything is printed: a port held by another process is one line
     here, not a login link pointing at that process followed by uvicorn's Errno 98."""
@@ -239,19 +220,21 @@ def _serve(args: argparse.Namespace) -> int:
     app.configure(host=args.host, port=args.port, workers=args.workers, home=args.home,
                   database_url=args.database_url, root_path=args.root_path, timezone=args.timezone)
     settings = app.settings
-    from .wiring import check_app, check_database
+    runtime = app.runtime
+    from .wiring import check_database, check_runtime
 
-    check_app(app)  # one line now, rather than a traceback from inside the server
+    check_runtime(runtime)  # one line now, rather than a traceback from inside the server
     check_port(settings.host, settings.port)
     settings.home_path.mkdir(parents=True, exist_ok=True)
     check_database(settings.effective_database_url)
-    from .cli_accounts import demo_login_link, refuse_open_network
+    from .cli_accounts import demo_login_link
+    from .server import refuse_open_network
 
-    link = demo_login_link(app) if args.command == "demo" else None  # makes the demo admin once
-    refuse_open_network(app)
-    from .wiring import start_app
+    link = demo_login_link(runtime) if args.command == "demo" else None  # makes the demo admin once
+    refuse_open_network(runtime)
+    from .wiring import start_runtime
 
-    start_app(app)  # migrations, recovery, workers: what fails there is one line, before "serving"
+    start_runtime(runtime)  # migrations, recovery, workers: what fails there is one line, before "serving"
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
           flush=True)
@@ -301,7 +284,7 @@ def _worker(args: argparse.Namespace) -> int:
                           *(["--home", args.home] if args.home else []),
                           *(["--database-url", args.database_url] if args.database_url else []),
                           *(["--broker-url", args.broker_url] if args.broker_url else [])])
-    worker = create_worker(app, queues, concurrency, args.loglevel.upper())
+    worker = create_worker(app.runtime, queues, concurrency, args.loglevel.upper())
     print(f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
           f"{concurrency} at a time, broker {shown_url(settings.broker_url)}", flush=True)
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .core.clock import utcnow
 from .errors import MierukaError
+from .runtime import Runtime
 from .settings import Settings
 
 ACTOR = "cli"
@@ -50,7 +51,7 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--user")
     revoke = tokens_sub.add_parser("revoke", help="revoke an API token by id")
     revoke.add_argument("id", type=int)
-    from .cli import HOME_HELP
+    from .cli_home import HOME_HELP
 
     for parser in (*users_sub.choices.values(), *tokens_sub.choices.values()):
         parser.add_argument("--home", help=HOME_HELP)
@@ -61,7 +62,7 @@ def _auth(args: argparse.Namespace, wanted: str | None) -> tuple[Any, Path | Non
     """The accounts of the database the settings name, and the SQLite file if this made it. Only
     `users add` (wanted None) may create one: any other command finding none says where it looked."""
     from .auth.service import Auth
-    from .cli import home_origin
+    from .cli_home import home_origin
 
     settings = Settings.load({"home": args.home, "database_url": args.database_url})
     database = sqlite_file(settings.effective_database_url)
@@ -160,7 +161,7 @@ def users(args: argparse.Namespace) -> int:
             auth.audit.record(_actor(), "user.add", f"user:{user.name}", "local", {"role": user.role.value})
             print(f"added {user.name} ({user.role.value})")
             if created:
-                from .cli import where_data_lives
+                from .cli_home import where_data_lives
 
                 print(f"mieruka: created a new database at {created} ({where_data_lives(auth.settings, args.home)})",
                       file=sys.stderr)
@@ -224,30 +225,12 @@ def tokens(args: argparse.Namespace) -> int:
         auth.close()
 
 
-def demo_login_link(app: Any) -> str:
+def demo_login_link(runtime: Runtime) -> str:
     """`mieruka demo`: a demo admin (made once) and a fresh one-time login link at every start."""
-    auth = app.auth
+    auth = runtime.auth
     auth.db.migrate()
     if not any(u.name == "demo" for u in auth.accounts.list_users()):
         auth.accounts.add_user("demo", "admin", None)
         auth.audit.record(_actor(), "user.add", "user:demo", "local", {"role": "admin"})
     secret = auth.accounts.create_login_link("demo")
-    return f"{app.settings.served_url}/login/link/{secret}"
-
-
-def refuse_open_network(app: Any) -> None:
-    """Serving to the network with nobody configured would let anyone in: refuse, saying how."""
-    from .web.security import is_loopback
-
-    settings = app.settings
-    if is_loopback(settings.host):
-        return
-    auth = app.auth
-    auth.db.migrate()
-    if auth.accounts.has_users():
-        return
-    home = f" --home {settings.home}" if settings.home != Settings().home else ""
-    raise MierukaError(
-        f"refusing to serve on {settings.host} with no users: anyone on the network could use it. Add one "
-        f"first: `mieruka users add NAME --role admin{home}` (or bind to 127.0.0.1)")
-
+    return f"{runtime.settings.served_url}/login/link/{secret}"

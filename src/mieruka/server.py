@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from .errors import MierukaError
+from .runtime import Runtime
+from .settings import Settings
 
-if TYPE_CHECKING:
-    from .app import App
 
-
-def serve(app: App, host: str | None = None, port: int | None = None) -> None:
+def serve(runtime: Runtime) -> None:
+    """Serve the app of `runtime` on its settings' host and port until interrupted."""
     import uvicorn
 
     from .connections import BodyTimeout, Limits, protocol_class
-
-    if host is not None or port is not None:
-        app.configure(host=host, port=port)
-    from .cli_accounts import refuse_open_network
-
-    refuse_open_network(app)
-    settings = app.settings
-    limits = Limits.from_settings(settings)
     from .web.api import create_api
 
+    refuse_open_network(runtime)
+    settings = runtime.settings
+    limits = Limits.from_settings(settings)
     try:
         uvicorn.run(
             # At shutdown, within the graceful shutdown (a SIGTERM ends the process right after it).
-            BodyTimeout(create_api(app, stop_app=True), settings.body_timeout),
+            BodyTimeout(create_api(runtime, stop_app=True), settings.body_timeout),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
@@ -40,4 +35,21 @@ def serve(app: App, host: str | None = None, port: int | None = None) -> None:
             timeout_graceful_shutdown=3,
         )
     finally:
-        app.stop()  # when the server never got to its lifespan (nothing to do otherwise)
+        runtime.stop()  # when the server never got to its lifespan (nothing to do otherwise)
+
+
+def refuse_open_network(runtime: Runtime) -> None:
+    """Serving to the network with nobody configured would let anyone in: refuse, saying how."""
+    from .web.security import is_loopback
+
+    settings = runtime.settings
+    if is_loopback(settings.host):
+        return
+    auth = runtime.auth
+    auth.db.migrate()
+    if auth.accounts.has_users():
+        return
+    home = f" --home {settings.home}" if settings.home != Settings().home else ""
+    raise MierukaError(
+        f"refusing to serve on {settings.host} with no users: anyone on the network could use it. Add one "
+        f"first: `mieruka users add NAME --role admin{home}` (or bind to 127.0.0.1)")

@@ -1,4 +1,4 @@
-"""Builds an engine from settings: picks the store, bus, executor and artifact storage by name."""
+"""Builds an app's runtime: picks the store, bus, executor and artifact storage by name from its settings."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from .engine import Engine
 from .errors import ConfigError
 from .executors.base import Executor
 from .executors.local import LocalExecutor
+from .runtime import Declaration, Runtime
 from .settings import Settings
 from .store.outage import reason, unavailable
 from .store.sql import SqlJobStore, make_engine
 
 if TYPE_CHECKING:
-    from .app import App
     from .pools.manager import PoolManager
 
 
@@ -48,14 +48,19 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError(f"unknown artifact storage {settings.artifact_storage!r}: use 'local' or s3://bucket/prefix")
 
 
-def check_app(app: App) -> None:
+def build_runtime(declared: Declaration, settings: Settings) -> Runtime:
+    """The runtime of an app with these settings; nothing starts before `Runtime.start()`."""
+    return Runtime(declared, settings, build_engine)
+
+
+def check_runtime(runtime: Runtime) -> None:
     """check_settings, and what the app declares that its settings could not run."""
-    check_settings(app.settings)
+    check_settings(runtime.settings)
     from .connections import trusted_networks
 
-    trusted_networks(app.settings.trusted_proxies)  # a name or '*' there: one line before serving
-    if app.pools and app.settings.executor != "celery":
-        raise ConfigError(f"compute pools ({', '.join(app.pools)}) start Celery workers: they need "
+    trusted_networks(runtime.settings.trusted_proxies)  # a name or '*' there: one line before serving
+    if runtime.pools and runtime.settings.executor != "celery":
+        raise ConfigError(f"compute pools ({', '.join(runtime.pools)}) start Celery workers: they need "
                           "MIERUKA_EXECUTOR=celery")
 
 
@@ -129,13 +134,13 @@ def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
     return f"cannot use the database {path}: {said}"
 
 
-def start_app(app: App) -> None:
+def start_runtime(runtime: Runtime) -> None:
     """Start the app's engine before serving it: a database that fails it (a migration refused,
     a lock taken meanwhile) is one line naming the database, not a traceback from the server's
     start-up. The server then stops it (server.serve)."""
-    url = app.settings.effective_database_url
+    url = runtime.settings.effective_database_url
     try:
-        app.start()
+        runtime.start()
     except sa.exc.DBAPIError as exc:
         raise ConfigError(f"cannot start on the database {shown_url(url)}: {reason(exc)}") from None
     except Exception as exc:
@@ -152,9 +157,9 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def build_engine(app: App) -> Engine:
-    settings = app.settings
-    check_app(app)
+def build_engine(runtime: Runtime) -> Engine:
+    settings = runtime.settings
+    check_runtime(runtime)
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     store = SqlJobStore(settings.effective_database_url)
@@ -165,40 +170,33 @@ def build_engine(app: App) -> Engine:
 
         executor = CeleryExecutor(settings, store)
     elif settings.executor == "local":
-        executor = LocalExecutor(app.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads",
+        executor = LocalExecutor(runtime.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads",
                                  settings.artifact_storage, settings.s3_endpoint_url)
     else:
         raise ConfigError(f"unknown executor {settings.executor!r}; available: local, celery")
-    engine = Engine(app.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
-    if app.pools:
-        engine.pools = build_pools(app, store)
+    engine = Engine(runtime.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
+    if runtime.pools:
+        engine.pools = build_pools(runtime, store)
     return engine
 
 
-def build_pools(app: App, store: SqlJobStore) -> PoolManager:
+def build_pools(runtime: Runtime, store: SqlJobStore) -> PoolManager:
     from .pools.base import Pool, PoolSpec
     from .pools.manager import PoolManager
     from .store.pools import SqlPoolStore
 
-    settings = app.settings
+    settings = runtime.settings
     # What a worker started for a pool needs to find the same store, broker and files.
     env = {"MIERUKA_EXECUTOR": "celery", "MIERUKA_DATABASE_URL": settings.effective_database_url,
            "MIERUKA_BROKER_URL": settings.broker_url, "MIERUKA_EVENT_BUS": settings.effective_event_bus,
            "MIERUKA_HOME": str(settings.home_path), "MIERUKA_ARTIFACT_STORAGE": settings.artifact_storage,
            "MIERUKA_S3_ENDPOINT_URL": settings.s3_endpoint_url}
-    ref = app.app_ref()
+    ref = runtime.app_ref()
 
     def spec(pool: Pool) -> PoolSpec:
         return PoolSpec(pool.name, pool.queues, ref, env)
 
-    def anyone_online() -> bool:
-        # The app may plug in its own test; by default, presence: a user seen within
-        # presence_expiry (their requests and open pages' heartbeat).
-        if app.anyone_online is not None:
-            return bool(app.anyone_online())
-        return app.auth.presence.anyone_online()
-
-    return PoolManager(list(app.pools.values()), SqlPoolStore(store), store, spec, anyone_online,
+    return PoolManager(list(runtime.pools.values()), SqlPoolStore(store), store, spec, runtime.anyone_online,
                        settings.pool_check_interval)
 
 

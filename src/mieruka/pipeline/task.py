@@ -6,18 +6,25 @@ import functools
 import os
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from ..errors import ConfigError
 from .graph import Pipeline
 from .runner import PipelineRun
 
-if TYPE_CHECKING:
-    from ..app import App
+
+class Declaring(Protocol):
+    """Where a pipeline is declared (an `App`): its folder, and how its steps' workers import it."""
+
+    @property
+    def folder(self) -> Path: ...
+
+    def app_ref(self) -> str: ...
 
 
 class PipelineTask:
-    def __init__(self, app: App, builder: Callable[..., Any], parallel: int | None) -> None:
+    def __init__(self, app: Declaring, builder: Callable[..., Any], parallel: int | None) -> None:
         self.app = app
         self.builder = builder
         self.parallel = parallel or min(4, os.cpu_count() or 1)
@@ -33,7 +40,7 @@ class PipelineTask:
         return execution.result_of(returned)
 
 
-def pipeline_function(app: App, builder: Callable[..., Any], parallel: int | None) -> Callable[..., Any]:
+def pipeline_function(app: Declaring, builder: Callable[..., Any], parallel: int | None) -> Callable[..., Any]:
     """The task function for a pipeline: same name, docstring and parameters as `builder`."""
     if parallel is not None and parallel < 1:
         raise ConfigError("parallel must be >= 1")

@@ -10,12 +10,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..app import App
 from ..auth.accounts import MIN_PASSWORD, NAME, Token, User
 from ..auth.audit import AuditQuery, to_csv
 from ..core.access import Role
 from ..core.clock import as_utc, utcnow
 from ..errors import PermissionDenied, ValidationError
+from ..runtime import Runtime
 from .ids import TOKEN_ID
 from .policy import shown_page
 from .schemas import ErrorOut
@@ -125,7 +125,7 @@ def token_json(token: Token) -> dict[str, Any]:
             "active": token.active(utcnow())}
 
 
-def accounts_router(app: App) -> APIRouter:
+def accounts_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["auth"], responses=AUTH_ERRORS)
 
     @router.get("/me", response_model=MeOut)
@@ -137,17 +137,17 @@ def accounts_router(app: App) -> APIRouter:
     # -- users (admins) ----------------------------------------------------------------------------
     @router.get("/users", response_model=list[UserOut])
     def list_users() -> list[dict[str, Any]]:
-        return [user_json(u) for u in app.auth.accounts.list_users()]
+        return [user_json(u) for u in runtime.auth.accounts.list_users()]
 
     @router.post("/users", status_code=201, response_model=UserOut)
     def add_user(request: Request, body: UserIn) -> dict[str, Any]:
-        user = app.auth.accounts.add_user(body.name, body.role, body.password)
+        user = runtime.auth.accounts.add_user(body.name, body.role, body.password)
         audit(request, "user.add", f"user:{user.name}", role=user.role.value)
         return user_json(user)
 
     @router.patch("/users/{name}", response_model=UserOut)
     def change_user(request: Request, name: str, body: UserPatch) -> dict[str, Any]:
-        accounts = app.auth.accounts
+        accounts = runtime.auth.accounts
         user = accounts.get_user(name)
         if body.role is not None and body.role is not user.role:
             user = accounts.set_role(name, body.role)
@@ -159,7 +159,7 @@ def accounts_router(app: App) -> APIRouter:
 
     @router.delete("/users/{name}", status_code=204, response_class=Response)
     def remove_user(request: Request, name: str) -> Response:
-        app.auth.accounts.remove_user(name)
+        runtime.auth.accounts.remove_user(name)
         audit(request, "user.remove", f"user:{name}")
         return Response(status_code=204)
 
@@ -173,7 +173,7 @@ def accounts_router(app: App) -> APIRouter:
             if user not in (None, who.name):
                 raise PermissionDenied("only admins see other users' tokens")
             user = who.name
-        return [token_json(t) for t in app.auth.accounts.list_tokens(user)]
+        return [token_json(t) for t in runtime.auth.accounts.list_tokens(user)]
 
     @router.post("/tokens", status_code=201, response_model=TokenCreated)
     def create_token(request: Request, body: TokenIn) -> dict[str, Any]:
@@ -186,14 +186,14 @@ def accounts_router(app: App) -> APIRouter:
             raise ValidationError("no users are configured: add one with `mieruka users add NAME --role admin`",
                                   [{"field": "user", "message": "no such user"}])
         expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-        token, secret = app.auth.accounts.create_token(owner, body.name, expires)
+        token, secret = runtime.auth.accounts.create_token(owner, body.name, expires)
         audit(request, "token.create", f"token:{token.id}", user=owner, name=body.name)
         return {**token_json(token), "token": secret}
 
     @router.delete(f"/tokens/{TOKEN_ID}", status_code=204, response_class=Response)
     def revoke_token(request: Request, token_id: int) -> Response:
         """Revoke a token: it stops working at once."""
-        token = app.auth.accounts.revoke_token_as(principal(request), token_id)
+        token = runtime.auth.accounts.revoke_token_as(principal(request), token_id)
         audit(request, "token.revoke", f"token:{token_id}", user=token.user)
         return Response(status_code=204)
 
@@ -212,7 +212,7 @@ def accounts_router(app: App) -> APIRouter:
         """The audit log, newest first: who did what, to which target, when, from where."""
         query = AuditQuery(actor=actor, action=action, target=target, since=as_utc(since, "since"),
                            until=as_utc(until, "until"), before_id=cursor, limit=limit + 1)
-        entries = app.auth.audit.query(query)
+        entries = runtime.auth.audit.query(query)
         more = len(entries) > limit
         entries = entries[:limit]
         if format == "csv":
@@ -227,8 +227,9 @@ def accounts_router(app: App) -> APIRouter:
         """Who is online now: users seen within the last `presence_expiry` seconds (and on which page,
         unless it names something you may not see)."""
         who = principal(request)
-        return {"online": [{**s.json(), "page": shown_page(app, who, s.page)} for s in app.auth.presence.online()],
-                "expiry_seconds": app.auth.presence.expiry}
+        presence = runtime.auth.presence
+        return {"online": [{**s.json(), "page": shown_page(runtime, who, s.page)} for s in presence.online()],
+                "expiry_seconds": presence.expiry}
 
     @router.post("/presence/heartbeat", status_code=204, response_class=Response, tags=["presence"])
     async def heartbeat(request: Request) -> Response:
@@ -236,7 +237,7 @@ def accounts_router(app: App) -> APIRouter:
         who = principal(request)
         if who.via in ("session", "token"):
             page = request.headers.get("x-page", "")[:300]
-            await run_in_threadpool(app.auth.presence.seen, who, request.client.host if request.client else "",
+            await run_in_threadpool(runtime.auth.presence.seen, who, request.client.host if request.client else "",
                                     page)
         return Response(status_code=204)
 

@@ -12,10 +12,11 @@ from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from ..app import App
 from ..core.events import Event
 from ..errors import TaskNotFound
+from ..runtime import Runtime
 from ..store.outage import RETRY_AFTER, reason, unavailable
+from . import pools, tasks
 from .accounts_api import accounts_router
 from .assets import Assets
 from .errors import install_error_handlers
@@ -26,57 +27,57 @@ from .metrics import Metrics
 from .monitor import monitor_router
 from .openapi import install_openapi
 from .policy import hidden_names
-from .pools import pools_router
 from .prefix import PathPrefix
 from .security import hidden, install_security, principal
 from .serialize import iso, job_json
 from .sse import event_response
+from .state import attach
 from .steps import steps_router
-from .tasks import tasks_router
 from .ui.dashboards import dashboards_ui_router
 from .ui.pages import ui_router
 from .ui.templating import page_templates
 
 
-def create_api(app: App, stop_app: bool = False) -> FastAPI:
-    """The ASGI app. Its lifespan starts the app unless it runs already, and stops it at shutdown
+def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
+    """The ASGI app. Its lifespan starts the runtime unless it runs already, and stops it at shutdown
     if it started it, or if `stop_app` (the server of `mieruka run` started it before serving)."""
-    metrics = Metrics(app)
+    metrics = Metrics(runtime)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        started_here = not app.running
+        started_here = not runtime.running
         if started_here:
-            await run_in_threadpool(app.start)
-        metrics.attach(app)
+            await run_in_threadpool(runtime.start)
+        metrics.attach(runtime)
         try:
             yield
         finally:
             metrics.detach()
             if started_here or stop_app:
-                await run_in_threadpool(app.stop)
+                await run_in_threadpool(runtime.stop)
 
-    api = FastAPI(title=app.title, docs_url=None, redoc_url=None, openapi_url=None,
+    api = FastAPI(title=runtime.title, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
-    pages = page_templates(app)
+    pages = page_templates(runtime)
     install_error_handlers(api, pages)
-    api.include_router(tasks_router(app))
-    api.include_router(jobs_router(app))
-    api.include_router(accounts_router(app))
-    api.include_router(monitor_router(app))
-    api.include_router(pools_router(app))
-    api.include_router(steps_router(app))
-    _events_routes(api, app, metrics)
-    _system_routes(api, app, metrics)
+    api.include_router(tasks.router)
+    api.include_router(jobs_router(runtime))
+    api.include_router(accounts_router(runtime))
+    api.include_router(monitor_router(runtime))
+    api.include_router(pools.router)
+    api.include_router(steps_router(runtime))
+    _events_routes(api, runtime, metrics)
+    _system_routes(api, runtime, metrics)
     _docs_routes(api, pages)
-    api.include_router(live_router(app, metrics.sse_clients, metrics.registry))
-    api.include_router(ui_router(app))
-    api.include_router(dashboards_ui_router(app))
+    api.include_router(live_router(runtime, metrics.sse_clients, metrics.registry))
+    api.include_router(ui_router(runtime))
+    api.include_router(dashboards_ui_router(runtime))
     api.mount("/static", Assets(), name="static")
-    install_openapi(api, app)
-    install_security(api, app)
-    if app.settings.root_path:
-        api.add_middleware(PathPrefix, prefix=app.settings.root_path)
+    install_openapi(api, runtime)
+    install_security(api, runtime)
+    attach(api, runtime)
+    if runtime.settings.root_path:
+        api.add_middleware(PathPrefix, prefix=runtime.settings.root_path)
     return api
 
 
@@ -87,7 +88,7 @@ def _last_id(header: str | None, query: int | None) -> int:
     return query or 0
 
 
-def _events_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
+def _events_routes(api: FastAPI, runtime: Runtime, metrics: Metrics) -> None:
     @api.get("/api/events", tags=["events"], response_class=Response,
              responses={200: {"content": {"text/event-stream": {}}}})
     def all_events(
@@ -99,15 +100,15 @@ def _events_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
     ) -> Response:
         """Server-Sent Events of every job: state, progress, log, artifact."""
         unseen = hidden(request)
-        if task is not None and (task in unseen or task not in app.tasks):
+        if task is not None and (task in unseen or task not in runtime.tasks):
             raise TaskNotFound(task)  # a task the caller may not see is one it cannot name
         accept: Callable[[Event], bool] | None = None
         if task is not None:
             accept = lambda e: e.task == task  # noqa: E731
         elif unseen:
             accept = lambda e: e.task not in unseen  # noqa: E731
-        return event_response(app.engine.bus, None, _last_id(last_event_id_header, last_event_id),
-                              app.settings.heartbeat_interval, accept=accept, clients=metrics.sse_clients)
+        return event_response(runtime.engine.bus, None, _last_id(last_event_id_header, last_event_id),
+                              runtime.settings.heartbeat_interval, accept=accept, clients=metrics.sse_clients)
 
     @api.get(f"/api/jobs/{JOB_ID}/events", tags=["events"], response_class=Response,
              responses={200: {"content": {"text/event-stream": {}}}})
@@ -118,43 +119,43 @@ def _events_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
         last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
     ) -> Response:
         """Server-Sent Events of one job. The first event is a `snapshot` of the whole job."""
-        app.engine.get(job_id)
+        runtime.engine.get(job_id)
         root = request.scope.get("root_path", "")
 
         def snapshot() -> dict[str, Any]:
-            return job_json(app.engine.get(job_id), root=root)
+            return job_json(runtime.engine.get(job_id), root=root)
 
         def accept(event: Event) -> bool:
             return event.job_id == job_id
 
-        return event_response(app.engine.bus, [f"job:{job_id}"], _last_id(last_event_id_header, last_event_id),
-                              app.settings.heartbeat_interval, snapshot=snapshot, accept=accept,
+        return event_response(runtime.engine.bus, [f"job:{job_id}"], _last_id(last_event_id_header, last_event_id),
+                              runtime.settings.heartbeat_interval, snapshot=snapshot, accept=accept,
                               clients=metrics.sse_clients)
 
 
-def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
+def _system_routes(api: FastAPI, runtime: Runtime, metrics: Metrics) -> None:
     @api.get("/metrics", tags=["system"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}}})
     def prometheus(request: Request) -> Response:
         """Prometheus metrics: jobs by state, workers, wait and run times, finished jobs, SSE clients."""
         who = principal(request)
-        shown = {"source": {s for b in app.dashboards for s in b.sources},
-                 "stream": {s for b in app.dashboards for s in b.streams}}
+        shown = {"source": {s for b in runtime.dashboards for s in b.sources},
+                 "stream": {s for b in runtime.dashboards for s in b.streams}}
         unseen = {"task": hidden(request),
-                  **{kind: hidden_names(app, who, kind, names) for kind, names in shown.items()}}
+                  **{kind: hidden_names(runtime, who, kind, names) for kind, names in shown.items()}}
         return Response(metrics.exposition(unseen), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz", tags=["system"])
     def healthz() -> JSONResponse:
         """Database and worker status; 503 when jobs cannot run, with the reason."""
-        engine = app.engine
+        engine = runtime.engine
         checks: dict[str, Any] = {}
         healthy = True
         try:
             checks["jobs"] = engine.store.count_by_status()
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            problem = unavailable(exc, app.settings.effective_database_url)
+            problem = unavailable(exc, runtime.settings.effective_database_url)
             checks["database"] = problem.message if problem is not None else f"error: {type(exc).__name__}: {exc}"
             healthy = False
         pool: list[dict[str, object]] | None = None
@@ -190,13 +191,13 @@ def _system_routes(api: FastAPI, app: App, metrics: Metrics) -> None:
     def workers() -> list[dict[str, object]]:
         """The worker processes of this server and what each is running (with the Celery
         executor: a slot of each Celery worker that is up); every machine: `GET /api/nodes`."""
-        return app.engine.workers()
+        return runtime.engine.workers()
 
     @api.get("/api/queues", tags=["system"])
     def queues() -> list[dict[str, object]]:
         """Each queue with active jobs: how many wait, how many run, and since when the oldest waits."""
         return [{"queue": q.queue, "queued": q.queued, "running": q.running,
-                 "oldest_queued_at": iso(q.oldest_queued_at)} for q in app.engine.store.queue_stats()]
+                 "oldest_queued_at": iso(q.oldest_queued_at)} for q in runtime.engine.store.queue_stats()]
 
 
 def _docs_routes(api: FastAPI, templates: Jinja2Templates) -> None:

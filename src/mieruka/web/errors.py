@@ -30,6 +30,7 @@ from ..errors import DatabaseUnavailable, MierukaError
 from ..store.outage import unavailable
 from .ids import parse_id
 from .limits import MAX_ERROR_FIELDS, Refused, capped
+from .state import runtime_or_none
 
 log = logging.getLogger("mieruka.web")
 
@@ -101,9 +102,8 @@ def _page_context(request: Request, status: int, error: dict[str, Any],
 
 def database_down(request: Request, exc: BaseException) -> DatabaseUnavailable | None:
     """`exc` as DatabaseUnavailable naming this app's database, or None when it is no outage."""
-    mieruka = getattr(request.app.state, "mieruka_app", None) if "app" in request.scope else None
-    url = getattr(getattr(mieruka, "settings", None), "effective_database_url", "")
-    return unavailable(exc, str(url))
+    runtime = runtime_or_none(request)
+    return unavailable(exc, runtime.settings.effective_database_url if runtime is not None else "")
 
 
 def unavailable_response(request: Request, problem: DatabaseUnavailable) -> Response:
@@ -114,9 +114,9 @@ def unavailable_response(request: Request, problem: DatabaseUnavailable) -> Resp
 
 
 def _retention_days(request: Request) -> int | None:
-    mieruka = getattr(request.app.state, "mieruka_app", None)
-    seconds = getattr(getattr(mieruka, "settings", None), "retention_max_age", None)
-    return round(seconds / 86400) if isinstance(seconds, (int, float)) and seconds > 0 else None
+    runtime = runtime_or_none(request)
+    seconds = runtime.settings.retention_max_age if runtime is not None else None
+    return round(seconds / 86400) if seconds is not None and seconds > 0 else None
 
 
 def _bounded(error: dict[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..app import App
 from ..core.clock import as_utc
 from ..core.status import JobStatus
 from ..errors import ArtifactNotFound, JobTimeoutError, ValidationError
+from ..runtime import Runtime
 from ..store.base import JobQuery
 from .ids import JOB_ID
 from .schemas import ERRORS, JobOut, JobPage, LogPage
@@ -25,7 +25,7 @@ INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "applicati
                 "application/json", "text/csv")
 
 
-def jobs_router(app: App) -> APIRouter:
+def jobs_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
     @router.get("", response_model=None, responses={200: {"model": JobPage}, 422: ERRORS[422]})
@@ -60,7 +60,7 @@ def jobs_router(app: App) -> APIRouter:
         query = JobQuery(task=task, status=states, owner=owner, created_after=as_utc(created_after, "created_after"),
                          created_before=as_utc(created_before, "created_before"), search=q, before_id=before,
                          limit=limit + 1, hidden_tasks=hidden(request))
-        records = app.engine.list_jobs(query)
+        records = runtime.engine.list_jobs(query)
         more = len(records) > limit
         records = records[:limit]
         root = request.scope.get("root_path", "")
@@ -71,7 +71,7 @@ def jobs_router(app: App) -> APIRouter:
     async def get_job(request: Request, job_id: int,
                       wait: float = Query(0, ge=0, le=300, description="Wait up to this many seconds for "
                                           "the job to finish (long poll).")) -> dict[str, Any]:
-        engine = app.engine
+        engine = runtime.engine
         if wait:
             try:
                 record = await engine.wait_async(job_id, wait)
@@ -85,10 +85,10 @@ def jobs_router(app: App) -> APIRouter:
     def get_logs(job_id: int, after: int = Query(0, ge=0, lt=2**63), limit: int = Query(1000, ge=1, le=10000),
                  format: str = Query("json", pattern="^(json|text)$")) -> Any:
         """Log lines with seq > after. `format=text` downloads the whole log as plain text."""
-        engine = app.engine
+        engine = runtime.engine
         record = engine.get(job_id)
         if format == "text":
-            return StreamingResponse(_log_text(app, job_id), media_type="text/plain; charset=utf-8",
+            return StreamingResponse(_log_text(runtime, job_id), media_type="text/plain; charset=utf-8",
                                      headers={"Content-Disposition": f'attachment; filename="job-{job_id}.log"'})
         lines = engine.store.read_logs(job_id, after, limit)
         return {"job_id": job_id, "lines": [log_json(line) for line in lines],
@@ -97,7 +97,7 @@ def jobs_router(app: App) -> APIRouter:
 
     @router.get(f"/{JOB_ID}/artifacts", response_model=None, responses={404: ERRORS[404]})
     def list_artifacts(request: Request, job_id: int) -> list[dict[str, Any]]:
-        artifacts: list[dict[str, Any]] = job_json(app.engine.get(job_id),
+        artifacts: list[dict[str, Any]] = job_json(runtime.engine.get(job_id),
                                                    root=request.scope.get("root_path", ""))["artifacts"]
         return artifacts
 
@@ -105,33 +105,33 @@ def jobs_router(app: App) -> APIRouter:
     def get_artifact(job_id: int, name: str, inline: bool = False) -> Response:
         """Download an artifact (streamed). `inline=true` shows images, PDF and text in the browser;
         anything else is always a download."""
-        return artifact_response(app, job_id, name, inline)
+        return artifact_response(runtime, job_id, name, inline)
 
     @router.post(f"/{JOB_ID}/cancel", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
     def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
         """Cancel a queued job, or stop a running one (its child processes too)."""
-        return job_json(app.engine.cancel(job_id), root=request.scope.get("root_path", ""))
+        return job_json(runtime.engine.cancel(job_id), root=request.scope.get("root_path", ""))
 
     @router.post(f"/{JOB_ID}/retry", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
     def retry_job(request: Request, job_id: int) -> dict[str, Any]:
         """Queue a failed or cancelled job again, with a fresh set of attempts."""
-        return job_json(app.engine.retry(job_id), root=request.scope.get("root_path", ""))
+        return job_json(runtime.engine.retry(job_id), root=request.scope.get("root_path", ""))
 
     @router.delete(f"/{JOB_ID}", status_code=204, response_model=None, responses=ERRORS)
     def delete_job(job_id: int) -> Response:
         """Delete a finished job with its logs, artifacts and uploaded files."""
-        app.engine.delete(job_id)
+        runtime.engine.delete(job_id)
         return Response(status_code=204)
 
     return router
 
 
-def artifact_response(app: App, job_id: int, name: str, inline: bool) -> Response:
-    record = app.engine.get(job_id)
+def artifact_response(runtime: Runtime, job_id: int, name: str, inline: bool) -> Response:
+    record = runtime.engine.get(job_id)
     info = next((a for a in record.artifacts if a.name == name), None)
     if info is None:
         raise ArtifactNotFound(f"job {job_id} has no artifact named {name!r}")
-    storage = app.engine.artifacts
+    storage = runtime.engine.artifacts
     try:
         size = storage.size(job_id, name)
     except FileNotFoundError:
@@ -144,10 +144,10 @@ def artifact_response(app: App, job_id: int, name: str, inline: bool) -> Respons
 
 
 
-def _log_text(app: App, job_id: int) -> Iterator[bytes]:
+def _log_text(runtime: Runtime, job_id: int) -> Iterator[bytes]:
     after = 0
     while True:
-        lines = app.engine.store.read_logs(job_id, after, 5000)
+        lines = runtime.engine.store.read_logs(job_id, after, 5000)
         if not lines:
             return
         # A pipeline step's line says which step wrote it: steps running in parallel interleave.

@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..app import App
 from ..core.access import allowed
 from ..core.clock import utcnow
 from ..core.dashboards import Dashboard
 from ..errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from ..live.hub import Live
+from ..runtime import Runtime
 from ..sources.refresher import SourceState
 from ..sources.source import Source
 from .feeds import MAX_TOPICS, Topics, feed_response, mux_response, positions
@@ -38,16 +38,16 @@ def _csv_chunks(frame: Any) -> Iterator[str]:
 SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
-def live_or_none(app: App) -> Live | None:
+def live_or_none(runtime: Runtime) -> Live | None:
     """The app's live side, or None when it declares no sources or streams."""
     try:
-        return app.live
+        return runtime.live
     except ConfigError:
         return None
 
 
-def live_of(app: App) -> Live:
-    live = live_or_none(app)
+def live_of(runtime: Runtime) -> Live:
+    live = live_or_none(runtime)
     if live is None:
         raise NotFoundError("this app declares no sources or streams")
     return live
@@ -80,11 +80,11 @@ def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
 class LiveMetrics(Collector):
     """Sources and streams at scrape time: refreshes, failures, age of the data, rows, points."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        live = live_or_none(self.app)
+        live = live_or_none(self.runtime)
         if live is None:
             return
         refreshes = CounterMetricFamily("mieruka_source_refreshes", "Refreshes tried, by source.", labels=["source"])
@@ -110,26 +110,26 @@ class LiveMetrics(Collector):
         yield from (refreshes, failing, age, duration, rows, points)
 
 
-def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegistry | None = None) -> APIRouter:
+def live_router(runtime: Runtime, clients: Gauge | None = None, registry: CollectorRegistry | None = None) -> APIRouter:
     router = APIRouter()
     if registry is not None:
-        registry.register(LiveMetrics(app))
+        registry.register(LiveMetrics(runtime))
 
     # -- sources ---------------------------------------------------------------------------------
     @router.get("/api/sources", tags=["sources"])
     def list_sources(request: Request) -> list[dict[str, Any]]:
         """Every data source (that you may read) with its status: last refresh, duration, rows, error."""
-        live = live_or_none(app)
+        live = live_or_none(runtime)
         if live is None:
             return []
         who = principal(request)
         return [source_json(s, live.refresher.state(s.name), live) for s in live.sources
-                if allowed(who, app.dashboards.source_allow(s.name))]
+                if allowed(who, runtime.dashboards.source_allow(s.name))]
 
     @router.get("/api/sources/{name}", tags=["sources"])
     def get_source(name: str) -> dict[str, Any]:
         """One source: status, last refresh (UTC), the last error and its time, the columns."""
-        live = live_of(app)
+        live = live_of(runtime)
         source = live.sources.get(name)
         return source_json(source, live.refresher.state(source.name), live)
 
@@ -138,7 +138,7 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
     def source_data(name: str, format: str = Query("json", pattern="^(json|csv)$"),
                     offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Response:
         """The last good table: JSON (`offset`/`limit` pages) or, with `?format=csv`, all of it."""
-        live = live_of(app)
+        live = live_of(runtime)
         source = live.sources.get(name)
         state = live.refresher.state(source.name)
         if state.frame is None and state.attempts == 0:  # just started: its first read ends soon
@@ -160,7 +160,7 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
     def refresh_source(name: str, wait: float = Query(0, ge=0, le=300, description=
                        "Seconds to wait for the refresh to end (0: answer at once with 202).")) -> JSONResponse:
         """Refresh now, or right after the refresh already running (requests coalesce; never two at once)."""
-        live = live_of(app)
+        live = live_of(runtime)
         source = live.sources.get(name)
         before = live.refresher.state(source.name).attempts
         state = live.refresher.refresh(source.name, wait=wait or None)
@@ -172,38 +172,38 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
     def list_dashboards(request: Request) -> list[dict[str, Any]]:
         """The dashboards you may see."""
         who = principal(request)
-        return [dashboard_json(b, app.settings.root_path) for b in app.dashboards if allowed(who, b.allow)]
+        return [dashboard_json(b, runtime.settings.root_path) for b in runtime.dashboards if allowed(who, b.allow)]
 
     @router.get("/api/dashboards/{name}", tags=["dashboards"])
     def get_dashboard(name: str) -> dict[str, Any]:
         """A dashboard with every tile as last computed (what the page's polling fallback reads)."""
-        board = app.dashboards.get(name)
-        live = live_of(app)
-        return {**dashboard_json(board, app.settings.root_path), "tiles": live.tiles(board.name)}
+        board = runtime.dashboards.get(name)
+        live = live_of(runtime)
+        return {**dashboard_json(board, runtime.settings.root_path), "tiles": live.tiles(board.name)}
 
     @router.get("/api/dashboards/{name}/events", tags=["dashboards"], response_class=Response, responses=SSE)
     def dashboard_events(name: str, last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
         """Server-Sent Events of one dashboard: every tile at once, then `tile` when a source refreshed
         and `points` for its streams."""
-        board = app.dashboards.get(name)
-        live = live_of(app)
+        board = runtime.dashboards.get(name)
+        live = live_of(runtime)
         return feed_response(live, board.name, board.streams, positions(last_event_id),
-                             app.settings.heartbeat_interval, clients)
+                             runtime.settings.heartbeat_interval, clients)
 
     # -- streams ---------------------------------------------------------------------------------
     def stream_json(name: str) -> dict[str, Any]:
-        runner = live_of(app).stream(name)
+        runner = live_of(runtime).stream(name)
         spec = runner.spec
         return {"name": spec.name, "title": spec.title, "description": spec.description, "every": spec.every,
                 "window": spec.window, "keep": spec.capacity, "last": runner.buffer.last, "error": runner.error,
-                "url": f"{app.settings.root_path}/streams/{spec.name}"}
+                "url": f"{runtime.settings.root_path}/streams/{spec.name}"}
 
     @router.get("/api/streams", tags=["streams"])
     def list_streams(request: Request) -> list[dict[str, Any]]:
         """The streams you may read."""
         who = principal(request)
-        return [stream_json(name) for name in app.streams if allowed(who, app.dashboards.stream_allow(name))] \
-            if live_or_none(app) is not None else []
+        return [stream_json(name) for name in runtime.streams if allowed(who, runtime.dashboards.stream_allow(name))] \
+            if live_or_none(runtime) is not None else []
 
     @router.get("/api/streams/{name}", tags=["streams"])
     def get_stream(name: str) -> dict[str, Any]:
@@ -212,7 +212,7 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
     @router.get("/api/streams/{name}/points", tags=["streams"])
     def stream_points(name: str, after: int = Query(0, ge=0), limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
         """Points after sequence `after` as arrays per series (the polling twin of the event stream)."""
-        runner = live_of(app).stream(name)
+        runner = live_of(runtime).stream(name)
         batch = runner.batch(after, limit)
         if batch is None:
             last = runner.buffer.last
@@ -225,11 +225,11 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
                       last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
         """Server-Sent Events of one stream: `points` frames (arrays per series, in order). The first
         frame has the recent window; after a reconnect (Last-Event-ID) the points missed, then new ones."""
-        runner = live_of(app).stream(name)
+        runner = live_of(runtime).stream(name)
         known = positions(last_event_id)
         start = runner.resume_from(known.get("", known.get(name, after or 0)))  # 0 after a server restart
-        return feed_response(live_of(app), None, [runner.spec.name], {runner.spec.name: start},
-                             app.settings.heartbeat_interval, clients)
+        return feed_response(live_of(runtime), None, [runner.spec.name], {runner.spec.name: start},
+                             runtime.settings.heartbeat_interval, clients)
 
     # -- one stream for every tab of a browser ------------------------------------------------------
     @router.get("/api/live/events", tags=["events"], response_class=Response, responses=SSE)
@@ -251,14 +251,14 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
         root = request.scope.get("root_path", "")
 
         def snapshot(job_id: int) -> dict[str, Any] | None:
-            record = app.engine.store.get_job(job_id)
+            record = runtime.engine.store.get_job(job_id)
             return job_json(record, root=root) if record is not None else None
 
-        return mux_response(app.engine.bus, live_or_none(app), topics, after, app.settings.heartbeat_interval,
-                            snapshot, clients)
+        return mux_response(runtime.engine.bus, live_or_none(runtime), topics, after,
+                            runtime.settings.heartbeat_interval, snapshot, clients)
 
     def _topics(request: Request, names: list[str]) -> Topics:
-        who, unseen, live = principal(request), hidden(request), live_or_none(app)
+        who, unseen, live = principal(request), hidden(request), live_or_none(runtime)
         all_jobs, tasks, jobs = False, set(), set()
         dashboards: dict[str, list[str]] = {}
         streams: dict[str, None] = {}
@@ -270,26 +270,26 @@ def live_router(app: App, clients: Gauge | None = None, registry: CollectorRegis
             if kind == "jobs" and not value:
                 all_jobs = True
             elif kind == "jobs":
-                if value in unseen or value not in app.tasks:  # one it may not see is one it cannot name
+                if value in unseen or value not in runtime.tasks:  # one it may not see is one it cannot name
                     why = f"no task named {value!r}"
                 else:
                     tasks.add(value)
             elif kind == "job":
                 job_id = parse_id(value)
-                record = app.engine.store.get_job(job_id) if job_id is not None and job_id > 0 else None
+                record = runtime.engine.store.get_job(job_id) if job_id is not None and job_id > 0 else None
                 if record is None or record.task in unseen:
                     why = f"no job with id {value}"
                 else:
                     jobs.add(record.id)
-            elif kind == "dashboard" and live is not None and value in app.dashboards:
-                board = app.dashboards.get(value)
-                if allowed(who, ALLOW_LISTS["dashboard"](app, board.name)):
+            elif kind == "dashboard" and live is not None and value in runtime.dashboards:
+                board = runtime.dashboards.get(value)
+                if allowed(who, ALLOW_LISTS["dashboard"](runtime, board.name)):
                     dashboards[board.name] = list(board.streams)
                     streams.update(dict.fromkeys(board.streams))
                 else:
                     why = f"{who.name} may not use dashboard {value!r}"
             elif kind == "stream" and live is not None and value in live.streams:
-                if allowed(who, ALLOW_LISTS["stream"](app, value)):
+                if allowed(who, ALLOW_LISTS["stream"](runtime, value)):
                     streams[value] = None
                 else:
                     why = f"{who.name} may not use stream {value!r}"

@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..app import App
 from ..bus.base import Unsubscribe
 from ..core.clock import utcnow
 from ..core.events import Event
 from ..core.status import FINISHED
 from ..nodes import is_up
+from ..runtime import Runtime
 
 RESTRICTED = "(restricted)"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -30,13 +30,13 @@ _FINISHED = {s.value for s in FINISHED}
 class _Snapshot(Collector):
     """Numbers read at scrape time."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        if not self.app.running:
+        if not self.runtime.running:
             return
-        engine = self.app.engine
+        engine = self.runtime.engine
         jobs = GaugeMetricFamily("mieruka_jobs", "Jobs in the store, by state.", labels=["state"])
         for state, count in engine.store.count_by_status().items():
             jobs.add_metric([state], count)
@@ -61,7 +61,7 @@ class _Snapshot(Collector):
             oldest.add_metric([q.queue], (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else 0.0)
         yield depth
         yield oldest
-        stale = self.app.settings.engine_stale_after
+        stale = self.runtime.settings.engine_stale_after
         nodes = GaugeMetricFamily("mieruka_nodes", "Processes that run jobs (servers, Celery workers), by kind "
                                   "and whether they beat recently.", labels=["kind", "state"])
         counts: dict[tuple[str, str], int] = {}
@@ -75,7 +75,7 @@ class _Snapshot(Collector):
 
 
 class Metrics:
-    def __init__(self, app: App) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.registry = CollectorRegistry()
         self.finished = Counter("mieruka_jobs_finished", "Jobs that ended, by task and final state.",
                                 ["task", "state"], registry=self.registry)
@@ -85,7 +85,7 @@ class Metrics:
                              buckets=BUCKETS, registry=self.registry)
         self.sse_clients = Gauge("mieruka_sse_clients", "Open Server-Sent Events streams.",
                                  registry=self.registry)
-        self.registry.register(_Snapshot(app))
+        self.registry.register(_Snapshot(runtime))
         self._unsubscribe: Unsubscribe | None = None
 
     def exposition(self, hidden: Mapping[str, frozenset[str]]) -> bytes:
@@ -95,8 +95,8 @@ class Metrics:
             return generate_latest(self.registry)
         return generate_latest(_Restricted(self.registry, hidden))
 
-    def attach(self, app: App) -> None:
-        self._unsubscribe = app.engine.bus.subscribe(self._on_event)
+    def attach(self, runtime: Runtime) -> None:
+        self._unsubscribe = runtime.engine.bus.subscribe(self._on_event)
 
     def detach(self) -> None:
         if self._unsubscribe is not None:

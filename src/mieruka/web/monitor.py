@@ -11,19 +11,19 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from ..app import App
 from ..core.clock import utcnow
 from ..nodes import is_up
+from ..runtime import Runtime
 from .serialize import iso
 
 DOWN_SHOWN_FOR = timedelta(hours=24)  # a vanished process stays listed (as down) this long
 
 
-def nodes(app: App) -> list[dict[str, Any]]:
+def nodes(runtime: Runtime) -> list[dict[str, Any]]:
     """Servers' engines and Celery workers, newest heartbeat first; `up` as `nodes.is_up` says."""
     now = utcnow()
     out = []
-    for engine in app.engine.store.engines():
+    for engine in runtime.engine.store.engines():
         age = now - engine.heartbeat_at
         if age > DOWN_SHOWN_FOR:
             continue
@@ -34,17 +34,17 @@ def nodes(app: App) -> list[dict[str, Any]]:
             "host": engine.host, "pid": engine.pid, "queues": info.get("queues", []),
             "concurrency": info.get("concurrency"), "running": engine.running,
             "last_heartbeat": iso(engine.heartbeat_at), "seconds_since_heartbeat": round(age.total_seconds(), 1),
-            "up": is_up(engine, now, app.settings.engine_stale_after), "started_at": info.get("started_at"),
-            "this_server": engine.id == app.engine.id,
+            "up": is_up(engine, now, runtime.settings.engine_stale_after), "started_at": info.get("started_at"),
+            "this_server": engine.id == runtime.engine.id,
         })
     return out
 
 
-def stats(app: App, minutes: int = 60) -> dict[str, Any]:
+def stats(runtime: Runtime, minutes: int = 60) -> dict[str, Any]:
     """Jobs finished per minute over the last `minutes`, with wait and run times."""
     now = utcnow().replace(second=0, microsecond=0)
     since = now - timedelta(minutes=minutes - 1)
-    buckets = {b.start: b for b in app.engine.store.timeline(since, 60)}
+    buckets = {b.start: b for b in runtime.engine.store.timeline(since, 60)}
     series: list[dict[str, Any]] = []
     total = 0
     for i in range(minutes):
@@ -62,19 +62,19 @@ def stats(app: App, minutes: int = 60) -> dict[str, Any]:
     return {"minutes": minutes, "since": iso(since), "finished": total, "per_minute": series}
 
 
-def monitor_router(app: App) -> APIRouter:
+def monitor_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(tags=["system"])
 
     @router.get("/api/nodes")
     def list_nodes() -> list[dict[str, Any]]:
         """Every process that runs jobs, on any machine: servers (with their local worker pool) and
         Celery workers, with queues, concurrency, running jobs, last heartbeat and up/down."""
-        return nodes(app)
+        return nodes(runtime)
 
     @router.get("/api/stats")
     def job_stats(minutes: int = Query(60, ge=1, le=1440)) -> dict[str, Any]:
         """Jobs finished per minute over the last `minutes` (default an hour), by final state, with
         average and longest wait (queued to started) and run time in seconds."""
-        return stats(app, minutes)
+        return stats(runtime, minutes)
 
     return router

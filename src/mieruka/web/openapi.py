@@ -9,11 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from ..app import App
+from ..runtime import Runtime
 from .security import hidden
 
 
-def install_openapi(api: FastAPI, app: App) -> None:
+def install_openapi(api: FastAPI, runtime: Runtime) -> None:
     """`GET /openapi.json`: the document of what the caller may see (a task whose allow list leaves
     the caller out is not in it, nor its schemas)."""
     owned: dict[str, set[str]] = {}  # task -> the component schemas registered for it
@@ -21,12 +21,12 @@ def install_openapi(api: FastAPI, app: App) -> None:
     def build() -> dict[str, Any]:
         if api.openapi_schema is not None:
             return api.openapi_schema
-        doc = get_openapi(title=app.title, version=_version(), description=app.description or
+        doc = get_openapi(title=runtime.title, version=_version(), description=runtime.description or
                           "Jobs, logs, artifacts and live events of this mieruka app.", routes=api.routes)
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         generic = doc["paths"].get("/api/tasks/{task}/jobs", {}).get("post", {})
         generic_run = doc["paths"].get("/api/tasks/{task}/run", {}).get("post", {})
-        for task in app.tasks:
+        for task in runtime.tasks:
             headline = task.description.splitlines()[0] if task.description else task.title
             ref = _register(schemas, task.signature.model.model_json_schema(
                 ref_template="#/components/schemas/{model}"), task.signature.model.__name__,
@@ -43,7 +43,7 @@ def install_openapi(api: FastAPI, app: App) -> None:
                 doc["paths"][f"/api/tasks/{task.name}/{suffix}"] = {"post": op}
         _declare_auth(doc)
         # Each task's own operations first: they are what a visitor of /docs came for.
-        doc["tags"] = [{"name": f"task: {t.name}", "description": t.description} for t in app.tasks] + [
+        doc["tags"] = [{"name": f"task: {t.name}", "description": t.description} for t in runtime.tasks] + [
             {"name": name} for name in ("tasks", "jobs", "events", "system")]
         api.openapi_schema = doc
         return doc
@@ -130,6 +130,6 @@ def _request_body(schema: dict[str, Any], ref: str, file_fields: set[str], multi
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__

@@ -21,7 +21,7 @@ from ..core.access import Principal, Role, allowed
 from .ids import parse_id
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..runtime import Runtime
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 AUTO = "auto"  # audit as "<METHOD> <path template>"
@@ -113,66 +113,66 @@ RULES: dict[tuple[str, str], Rule] = {
 }
 
 
-def _task_allow(app: App, name: str) -> Iterable[str] | None:
-    return app.tasks.get(name).allow if name in app.tasks else None
+def _task_allow(runtime: Runtime, name: str) -> Iterable[str] | None:
+    return runtime.tasks.get(name).allow if name in runtime.tasks else None
 
 
-def _dashboard_allow(app: App, name: str) -> Iterable[str] | None:
-    dashboards = getattr(app, "dashboards", None)  # the dashboards feature may be absent
+def _dashboard_allow(runtime: Runtime, name: str) -> Iterable[str] | None:
+    dashboards = getattr(runtime, "dashboards", None)  # the dashboards feature may be absent
     if dashboards is None or name not in dashboards:
         return None
     allow: Iterable[str] | None = getattr(dashboards.get(name), "allow", None)
     return allow
 
 
-def _source_allow(app: App, name: str) -> Iterable[str] | None:
-    dashboards = getattr(app, "dashboards", None)
+def _source_allow(runtime: Runtime, name: str) -> Iterable[str] | None:
+    dashboards = getattr(runtime, "dashboards", None)
     return dashboards.source_allow(name) if dashboards is not None else None
 
 
-def _stream_allow(app: App, name: str) -> Iterable[str] | None:
-    dashboards = getattr(app, "dashboards", None)
+def _stream_allow(runtime: Runtime, name: str) -> Iterable[str] | None:
+    dashboards = getattr(runtime, "dashboards", None)
     return dashboards.stream_allow(name) if dashboards is not None else None
 
 
 # kind -> the allow list of the thing of that name (None: everyone; unknown names: None, and the
 # route answers 404). Another kind registers itself the same way.
-ALLOW_LISTS: dict[str, Callable[[App, str], Iterable[str] | None]] = {"task": _task_allow,
+ALLOW_LISTS: dict[str, Callable[[Runtime, str], Iterable[str] | None]] = {"task": _task_allow,
                                                                       "dashboard": _dashboard_allow,
                                                                       "source": _source_allow,
                                                                       "stream": _stream_allow}
 
 
-def hidden_tasks(app: App, who: Principal | None) -> frozenset[str]:
+def hidden_tasks(runtime: Runtime, who: Principal | None) -> frozenset[str]:
     """The tasks whose allow list leaves `who` out: their jobs are not shown to `who` anywhere
     (lists, pages, events, logs, artifacts), and a path naming one answers as if it did not exist."""
-    return hidden_names(app, who, "task", (t.name for t in app.tasks))
+    return hidden_names(runtime, who, "task", (t.name for t in runtime.tasks))
 
 
-def hidden_names(app: App, who: Principal | None, kind: str, names: Iterable[str]) -> frozenset[str]:
+def hidden_names(runtime: Runtime, who: Principal | None, kind: str, names: Iterable[str]) -> frozenset[str]:
     """Of `names` (sources, streams, dashboards: `kind` in ALLOW_LISTS), those `who` may not see."""
     if who is not None and who.role is Role.ADMIN:
         return frozenset()
     allow_of = ALLOW_LISTS[kind]
     return frozenset(name for name in names
-                     if (allow := allow_of(app, name)) is not None and (who is None or not allowed(who, allow)))
+                     if (allow := allow_of(runtime, name)) is not None and (who is None or not allowed(who, allow)))
 
 
 _NAMED = re.compile(r"/(tasks|dashboards|streams|jobs)/([^/?#]+)")
 _KINDS = {"tasks": "task", "dashboards": "dashboard", "streams": "stream"}
 
 
-def shown_page(app: App, who: Principal | None, page: str) -> str:
+def shown_page(runtime: Runtime, who: Principal | None, page: str) -> str:
     """The page someone is on (presence), as `who` may be told it: empty when it names a task,
     dashboard, stream or job that `who` may not see."""
     for kind, name in _NAMED.findall(page):
         name = unquote(name)
         if kind == "jobs":
             job_id = parse_id(name)
-            record = app.engine.store.get_job(job_id) if job_id is not None else None
-            if record is not None and record.task in hidden_tasks(app, who):
+            record = runtime.engine.store.get_job(job_id) if job_id is not None else None
+            if record is not None and record.task in hidden_tasks(runtime, who):
                 return ""
-        elif hidden_names(app, who, _KINDS[kind], (name,)):
+        elif hidden_names(runtime, who, _KINDS[kind], (name,)):
             return ""
     return page
 

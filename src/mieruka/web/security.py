@@ -43,11 +43,12 @@ from ..core.access import Principal, Role, allowed
 from .errors import database_down, respond
 from .limits import Limits, Refused, check_target, checked_body, kind_of, replay, scanned_multipart
 from .policy import ALLOW_LISTS, SAFE_METHODS, Rule, hidden_tasks, rule_for
+from .state import runtime_of
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from ..app import App
+    from ..runtime import Runtime
 
 log = logging.getLogger("mieruka.web")
 SESSION_COOKIE = "mieruka_session"
@@ -98,8 +99,7 @@ def address(request: Request) -> str:
 
 def audit(request: Request, action: str, target: str = "", **detail: Any) -> None:
     """Record an audit entry for this request's user: `audit(request, "source.refresh", "source:x")`."""
-    app: App = request.app.state.mieruka_app
-    app.auth.audit.record(principal(request).name, action, target, address(request), detail or None)
+    runtime_of(request).auth.audit.record(principal(request).name, action, target, address(request), detail or None)
 
 
 def csrf_token(request: Request) -> str:
@@ -178,14 +178,14 @@ class Denied(Refused):
 class Security:
     """The middleware. `api` is the FastAPI app whose routes it matches requests against."""
 
-    def __init__(self, inner: ASGIApp, api: FastAPI, app: App) -> None:
+    def __init__(self, inner: ASGIApp, api: FastAPI, runtime: Runtime) -> None:
         self.inner = inner
         self.api = api
-        self.app = app
+        self.runtime = runtime
         self._routes: list[FlatRoute] | None = None
         self._users_checked = 0.0
         self._has_users = False
-        settings = app.settings
+        settings = runtime.settings
         self.allowed_hosts = tuple(h.strip().lower().removeprefix("*") for h in settings.allowed_hosts.split(",")
                                    if h.strip())
         self.limits = Limits(settings.max_body_size, settings.max_json_depth, settings.max_json_keys)
@@ -196,7 +196,7 @@ class Security:
     def has_users(self) -> bool:
         now = time.monotonic()
         if not self._has_users and now - self._users_checked > 1.0:
-            self._has_users = self.app.auth.accounts.has_users()
+            self._has_users = self.runtime.auth.accounts.has_users()
             self._users_checked = now
         return self._has_users
 
@@ -208,7 +208,7 @@ class Security:
         return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE) or self._users_due())
 
     def identify(self, request: Request) -> Principal | None:
-        accounts = self.app.auth.accounts
+        accounts = self.runtime.auth.accounts
         header = request.headers.get("authorization", "")
         if header:
             scheme, _, secret = header.partition(" ")
@@ -250,7 +250,7 @@ class Security:
 
     def own_names(self, scope: Scope) -> tuple[str, ...]:
         server = scope.get("server") or ("", None)
-        return ("localhost", "127.0.0.1", "::1", self.app.settings.host.lower(), str(server[0]).lower())
+        return ("localhost", "127.0.0.1", "::1", self.runtime.settings.host.lower(), str(server[0]).lower())
 
     # -- the checks --------------------------------------------------------------------------------
     def route_of(self, scope: Scope) -> tuple[str, dict[str, Any], bool] | None:
@@ -277,11 +277,11 @@ class Security:
         if rule.allow_list is not None:
             kind, param = rule.allow_list
             name = str(params.get(param, ""))
-            if not allowed(who, ALLOW_LISTS[kind](self.app, name)):
+            if not allowed(who, ALLOW_LISTS[kind](self.runtime, name)):
                 raise Denied(403, "forbidden", f"{who.name} may not use {kind} {name!r}")
         job_id = params.get("job_id")
         if isinstance(job_id, int) and (rule.owner or hidden):  # the route's own convertor parsed it
-            record = self.app.engine.store.get_job(job_id)
+            record = self.runtime.engine.store.get_job(job_id)
             if record is None:
                 return  # the route answers 404
             if record.task in hidden:
@@ -330,7 +330,7 @@ class Security:
             if who is LOCAL and rule.accounts and method not in SAFE_METHODS:
                 raise Denied(403, "forbidden", "this server has no users yet: add the first admin on the server's "
                              "machine with `mieruka users add NAME --role admin`, then log in")
-            hidden = hidden_tasks(self.app, who)
+            hidden = hidden_tasks(self.runtime, who)
             state = scope.setdefault("state", {})
             state[STATE_KEY], state[HIDDEN_KEY] = who, hidden
             if isinstance(params.get("job_id"), int) and (rule.owner or hidden):
@@ -355,7 +355,7 @@ class Security:
             return
         if who is not None and who.via in ("session", "token") and template != "/api/presence/heartbeat":
             try:
-                await run_in_threadpool(self.app.auth.presence.seen, who, address(request),
+                await run_in_threadpool(self.runtime.auth.presence.seen, who, address(request),
                                         _page_of(request, template))
             except Exception as exc:  # noqa: BLE001 - presence is a note: the request goes on
                 _outage(request, exc)
@@ -384,7 +384,7 @@ class Security:
             action = f"{method} {template}" if rule.audit == "auto" else rule.audit
             target = _target(params, location[0] if location else "")
             try:
-                await run_in_threadpool(self.app.auth.audit.record, who.name, action, target, address(request),
+                await run_in_threadpool(self.runtime.auth.audit.record, who.name, action, target, address(request),
                                         None)
             except Exception as exc:  # noqa: BLE001 - the answer is sent: say what the log lacks
                 _outage(request, exc)
@@ -544,6 +544,5 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def install_security(api: FastAPI, app: App) -> None:
-    api.state.mieruka_app = app
-    api.add_middleware(Security, api=api, app=app)
+def install_security(api: FastAPI, runtime: Runtime) -> None:
+    api.add_middleware(Security, api=api, runtime=runtime)

@@ -8,87 +8,92 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..app import App
 from ..core.access import allowed
 from ..errors import JobTimeoutError
+from ..runtime import Runtime
 from .schemas import ERRORS, JobOut, TaskOut
 from .security import owner_name, principal
 from .serialize import job_json
+from .state import RuntimeDep
 from .submission import Submission
 
+router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
-def tasks_router(app: App) -> APIRouter:
-    router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
-    @router.get("", response_model=None, responses={200: {"model": list[TaskOut]}})
-    def list_tasks(request: Request) -> list[dict[str, Any]]:
-        """Every task (that you may use) with its parameters as JSON Schema."""
-        who = principal(request)
-        return [task.summary() for task in app.tasks if allowed(who, task.allow)]
+@router.get("", response_model=None, responses={200: {"model": list[TaskOut]}})
+def list_tasks(runtime: RuntimeDep, request: Request) -> list[dict[str, Any]]:
+    """Every task (that you may use) with its parameters as JSON Schema."""
+    who = principal(request)
+    return [task.summary() for task in runtime.tasks if allowed(who, task.allow)]
 
-    @router.get("/{task}", response_model=None, responses={200: {"model": TaskOut}, **ERRORS})
-    def get_task(task: str) -> dict[str, Any]:
-        return app.tasks.get(task).summary()
 
-    async def submit(request: Request, task_name: str, priority: int | None, delay: float | None,
-                     idempotency_key: str | None) -> tuple[Any, bool]:
-        task = app.tasks.get(task_name)
-        engine = app.engine
-        submission = Submission(engine.uploads, app.settings.max_upload_size)
-        try:
-            params = await submission.read(request, task)
-            record, created = await run_in_threadpool(
-                engine.submit, task.name, params, priority=priority, idempotency_key=idempotency_key,
-                delay=delay, owner=owner_name(request))
-        except BaseException:
-            submission.discard()
-            raise
-        if not created:
-            submission.discard()  # the same request came before: its job already has the files
-        return record, created
+@router.get("/{task}", response_model=None, responses={200: {"model": TaskOut}, **ERRORS})
+def get_task(runtime: RuntimeDep, task: str) -> dict[str, Any]:
+    return runtime.tasks.get(task).summary()
 
-    @router.post("/{task}/jobs", status_code=202, response_model=None,
-                 responses={202: {"model": JobOut, "description": "Queued"},
-                            200: {"model": JobOut, "description": "Already submitted with this key"}, **ERRORS})
-    async def submit_job(
-        request: Request,
-        task: str,
-        priority: int | None = Query(None, ge=-(2**31), le=2**31 - 1,
-                                     description="Higher runs first; default the task's."),
-        delay: float | None = Query(None, ge=0, le=10 * 366 * 86400,
-                                    description="Start no sooner than this many seconds (at most 10 years)."),
-        idempotency_key: str | None = Header(None, max_length=200,
-                                             description="Submitting this task again with the same key "
-                                             "returns your first job instead of queueing another "
-                                             "(keys are per user and task)."),
-    ) -> JSONResponse:
-        """Queue a job. Send parameters as a JSON object, or as multipart/form-data when files are
-        included (files may also travel in JSON as {"filename", "content_base64"})."""
-        record, created = await submit(request, task, priority, delay, idempotency_key)
-        root = request.scope.get("root_path", "")
-        return JSONResponse(job_json(record, root=root), status_code=202 if created else 200,
+
+async def _submit(runtime: Runtime, request: Request, task_name: str, priority: int | None, delay: float | None,
+                  idempotency_key: str | None) -> tuple[Any, bool]:
+    task = runtime.tasks.get(task_name)
+    engine = runtime.engine
+    submission = Submission(engine.uploads, runtime.settings.max_upload_size)
+    try:
+        params = await submission.read(request, task)
+        record, created = await run_in_threadpool(
+            engine.submit, task.name, params, priority=priority, idempotency_key=idempotency_key,
+            delay=delay, owner=owner_name(request))
+    except BaseException:
+        submission.discard()
+        raise
+    if not created:
+        submission.discard()  # the same request came before: its job already has the files
+    return record, created
+
+
+@router.post("/{task}/jobs", status_code=202, response_model=None,
+             responses={202: {"model": JobOut, "description": "Queued"},
+                        200: {"model": JobOut, "description": "Already submitted with this key"}, **ERRORS})
+async def submit_job(
+    runtime: RuntimeDep,
+    request: Request,
+    task: str,
+    priority: int | None = Query(None, ge=-(2**31), le=2**31 - 1,
+                                 description="Higher runs first; default the task's."),
+    delay: float | None = Query(None, ge=0, le=10 * 366 * 86400,
+                                description="Start no sooner than this many seconds (at most 10 years)."),
+    idempotency_key: str | None = Header(None, max_length=200,
+                                         description="Submitting this task again with the same key "
+                                         "returns your first job instead of queueing another "
+                                         "(keys are per user and task)."),
+) -> JSONResponse:
+    """Queue a job. Send parameters as a JSON object, or as multipart/form-data when files are
+    included (files may also travel in JSON as {"filename", "content_base64"})."""
+    record, created = await _submit(runtime, request, task, priority, delay, idempotency_key)
+    root = request.scope.get("root_path", "")
+    return JSONResponse(job_json(record, root=root), status_code=202 if created else 200,
+                        headers={"Location": f"{root}/api/jobs/{record.id}"})
+
+
+@router.post("/{task}/run", response_model=None,
+             responses={200: {"model": JobOut, "description": "Finished (see status)"},
+                        202: {"model": JobOut, "description": "Still running after the wait"}, **ERRORS})
+async def run_task(
+    runtime: RuntimeDep,
+    request: Request,
+    task: str,
+    timeout: float = Query(30.0, gt=0, description="Longest wait in seconds (capped by the server)."),
+    idempotency_key: str | None = Header(None, max_length=200),
+) -> JSONResponse:
+    """Run a short task now: submit, wait for the result, answer with the finished job.
+    If it takes longer than `timeout`, the answer is 202 with the job, which keeps running."""
+    record, _ = await _submit(runtime, request, task, None, None, idempotency_key)
+    root = request.scope.get("root_path", "")
+    wait = min(timeout, runtime.settings.run_wait_max)
+    try:
+        record = await runtime.engine.wait_async(record.id, wait)
+    except JobTimeoutError:
+        record = await run_in_threadpool(runtime.engine.get, record.id)
+        return JSONResponse(job_json(record, root=root), status_code=202,
                             headers={"Location": f"{root}/api/jobs/{record.id}"})
+    return JSONResponse(job_json(record, root=root), headers={"Location": f"{root}/api/jobs/{record.id}"})
 
-    @router.post("/{task}/run", response_model=None,
-                 responses={200: {"model": JobOut, "description": "Finished (see status)"},
-                            202: {"model": JobOut, "description": "Still running after the wait"}, **ERRORS})
-    async def run_task(
-        request: Request,
-        task: str,
-        timeout: float = Query(30.0, gt=0, description="Longest wait in seconds (capped by the server)."),
-        idempotency_key: str | None = Header(None, max_length=200),
-    ) -> JSONResponse:
-        """Run a short task now: submit, wait for the result, answer with the finished job.
-        If it takes longer than `timeout`, the answer is 202 with the job, which keeps running."""
-        record, _ = await submit(request, task, None, None, idempotency_key)
-        root = request.scope.get("root_path", "")
-        wait = min(timeout, app.settings.run_wait_max)
-        try:
-            record = await app.engine.wait_async(record.id, wait)
-        except JobTimeoutError:
-            record = await run_in_threadpool(app.engine.get, record.id)
-            return JSONResponse(job_json(record, root=root), status_code=202,
-                                headers={"Location": f"{root}/api/jobs/{record.id}"})
-        return JSONResponse(job_json(record, root=root), headers={"Location": f"{root}/api/jobs/{record.id}"})
-
-    return router

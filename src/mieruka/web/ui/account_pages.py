@@ -14,17 +14,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from ...app import App
 from ...auth.audit import AuditQuery, to_csv
 from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
 from ...errors import MierukaError, TooManyAttempts, ValidationError
+from ...runtime import Runtime
 from ..ids import TOKEN_ID
 from ..policy import shown_page
 from ..security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, address, audit, principal
 
 
-def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
+def account_router(runtime: Runtime, templates: Jinja2Templates) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -53,9 +53,9 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         # A new session id at every login (never the one the browser came with): no fixation.
         old = request.cookies.get(SESSION_COOKIE)
         if old:
-            app.auth.accounts.end_session(old)
-        secret, _ = app.auth.accounts.create_session(user, address(request))
-        response.set_cookie(SESSION_COOKIE, secret, max_age=int(app.settings.session_max_age),
+            runtime.auth.accounts.end_session(old)
+        secret, _ = runtime.auth.accounts.create_session(user, address(request))
+        response.set_cookie(SESSION_COOKIE, secret, max_age=int(runtime.settings.session_max_age),
                             path=cookie_path(request), httponly=True, samesite="lax", secure=secure(request))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path=cookie_path(request))
 
@@ -80,7 +80,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         password = str(form.get("password") or "")
         target = str(form.get("next") or "")
         try:
-            user = await run_in_threadpool(app.auth.throttle.login, name, password, address(request))
+            user = await run_in_threadpool(runtime.auth.throttle.login, name, password, address(request))
         except TooManyAttempts as exc:
             response = login_page(request, 429, exc.message, name, target)
             response.headers["Retry-After"] = str(exc.retry_after)
@@ -96,8 +96,8 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         who = principal(request)
         secret = request.cookies.get(SESSION_COOKIE)
         if secret:
-            app.auth.accounts.end_session(secret)
-            app.auth.presence.forget(who.name)
+            runtime.auth.accounts.end_session(secret)
+            runtime.auth.presence.forget(who.name)
             audit(request, "logout", f"user:{who.name}")
         response = RedirectResponse(f"{root(request)}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=cookie_path(request))
@@ -107,7 +107,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     def login_link_page(request: Request, secret: str) -> HTMLResponse:
         """A one-time login link asks for one click: mail scanners and link previews that open
         links do not use it up."""
-        if not app.auth.accounts.login_link_valid(secret):
+        if not runtime.auth.accounts.login_link_valid(secret):
             return login_page(request, 401, "This login link was used already or has expired.")
         token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
         request.cookies[LOGIN_CSRF_COOKIE] = token
@@ -119,11 +119,11 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     @router.post("/login/link/{secret}")
     def login_link(request: Request, secret: str) -> Response:
         """Exchange a one-time login link for a session; the link is void from then on."""
-        user = app.auth.accounts.consume_login_link(secret)
+        user = runtime.auth.accounts.consume_login_link(secret)
         if user is None:
-            app.auth.audit.record("(link)", "login.failed", "link", address(request), {"reason": "void link"})
+            runtime.auth.audit.record("(link)", "login.failed", "link", address(request), {"reason": "void link"})
             return login_page(request, 401, "This login link was used already or has expired.")
-        app.auth.audit.record(user.name, "login", f"user:{user.name}", address(request), {"via": "link"})
+        runtime.auth.audit.record(user.name, "login", f"user:{user.name}", address(request), {"via": "link"})
         response = RedirectResponse(f"{root(request)}/", status_code=303)
         start_session(request, response, user)
         return response
@@ -131,7 +131,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     # -- your account: password and API tokens --------------------------------------------------------
     def account_page(request: Request, status: int = 200, **extra: Any) -> HTMLResponse:
         who = principal(request)
-        tokens = app.auth.accounts.list_tokens(who.name) if who.via != "local" else []
+        tokens = runtime.auth.accounts.list_tokens(who.name) if who.via != "local" else []
         return page(request, "account.html", status=status, who=who, tokens=tokens, now=utcnow(), **extra)
 
     @router.get("/account", response_class=HTMLResponse)
@@ -156,7 +156,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
                 if not 0 < value <= 3650:
                     raise ValidationError("expiry: a number of days between 0 and 3650")
                 expires = utcnow() + timedelta(days=value)
-            token, secret = await run_in_threadpool(app.auth.accounts.create_token, who.name, name, expires)
+            token, secret = await run_in_threadpool(runtime.auth.accounts.create_token, who.name, name, expires)
         except ValidationError as exc:
             return account_page(request, 422, error=exc.message)
         audit(request, "token.create", f"token:{token.id}", user=who.name, name=name)
@@ -164,7 +164,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
 
     @router.post(f"/account/tokens/{TOKEN_ID}/revoke")
     def revoke_token(request: Request, token_id: int) -> Response:
-        token = app.auth.accounts.revoke_token_as(principal(request), token_id)
+        token = runtime.auth.accounts.revoke_token_as(principal(request), token_id)
         audit(request, "token.revoke", f"token:{token_id}", user=token.user)
         return RedirectResponse(request.headers.get("referer") or f"{root(request)}/account", status_code=303)
 
@@ -176,7 +176,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         if who.via == "local":
             return account_page(request, 422, error="no users are configured yet")
         try:
-            checked = await run_in_threadpool(app.auth.throttle.change_password, who.name, current, new,
+            checked = await run_in_threadpool(runtime.auth.throttle.change_password, who.name, current, new,
                                               address(request))
         except ValidationError as exc:
             return account_page(request, 422, error=exc.message)
@@ -193,8 +193,8 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
 
     # -- users (admins) --------------------------------------------------------------------------------
     def users_page(request: Request, status: int = 200, **extra: Any) -> HTMLResponse:
-        return page(request, "users.html", status=status, users=app.auth.accounts.list_users(), roles=ROLE_NAMES,
-                    tokens=app.auth.accounts.list_tokens(), now=utcnow(), **extra)
+        return page(request, "users.html", status=status, users=runtime.auth.accounts.list_users(), roles=ROLE_NAMES,
+                    tokens=runtime.auth.accounts.list_tokens(), now=utcnow(), **extra)
 
     @router.get("/users", response_class=HTMLResponse)
     def users(request: Request) -> HTMLResponse:
@@ -206,7 +206,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         name, role = str(form.get("name") or "").strip(), str(form.get("role") or "viewer")
         password = str(form.get("password") or "") or None
         try:
-            user = await run_in_threadpool(app.auth.accounts.add_user, name, role, password)
+            user = await run_in_threadpool(runtime.auth.accounts.add_user, name, role, password)
         except MierukaError as exc:
             return users_page(request, exc.status_code, error=exc.message)
         audit(request, "user.add", f"user:{user.name}", role=user.role.value)
@@ -216,7 +216,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     async def set_role(request: Request, name: str) -> HTMLResponse:
         form = await request.form()
         try:
-            user = await run_in_threadpool(app.auth.accounts.set_role, name, str(form.get("role") or ""))
+            user = await run_in_threadpool(runtime.auth.accounts.set_role, name, str(form.get("role") or ""))
         except MierukaError as exc:
             return users_page(request, exc.status_code, error=exc.message)
         audit(request, "user.role", f"user:{name}", role=user.role.value)
@@ -225,7 +225,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     @router.post("/users/{name}/delete", response_class=HTMLResponse)
     def remove_user(request: Request, name: str) -> HTMLResponse:
         try:
-            app.auth.accounts.remove_user(name)
+            runtime.auth.accounts.remove_user(name)
         except MierukaError as exc:
             return users_page(request, exc.status_code, error=exc.message)
         audit(request, "user.remove", f"user:{name}")
@@ -234,7 +234,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     @router.post("/users/{name}/link", response_class=HTMLResponse)
     def make_link(request: Request, name: str) -> HTMLResponse:
         try:
-            secret = app.auth.accounts.create_login_link(name)
+            secret = runtime.auth.accounts.create_login_link(name)
         except MierukaError as exc:
             return users_page(request, exc.status_code, error=exc.message)
         audit(request, "user.link", f"user:{name}")
@@ -242,7 +242,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         return users_page(request, notice=f"A one-time login link for {name} (valid 24 hours):", link=url)
 
     # -- audit log (admins) ----------------------------------------------------------------------------
-    zone = app.settings.zone
+    zone = runtime.settings.zone
 
     def audit_query(request: Request, limit: int) -> tuple[AuditQuery, dict[str, str]]:
         q = request.query_params
@@ -259,7 +259,7 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
         except ValidationError as exc:
             return page(request, "audit.html", status=422, entries=[], filters={}, error=exc.message, next_cursor=None,
                         csv_query="")
-        entries = app.auth.audit.query(query)
+        entries = runtime.auth.audit.query(query)
         more = len(entries) > 100
         entries = entries[:100]
         csv_query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v and k != "cursor")
@@ -269,15 +269,15 @@ def account_router(app: App, templates: Jinja2Templates) -> APIRouter:
     @router.get("/audit.csv")
     def audit_csv(request: Request) -> Response:
         query, _ = audit_query(request, 100_000)
-        return Response(to_csv(app.auth.audit.query(query)), media_type="text/csv; charset=utf-8",
+        return Response(to_csv(runtime.auth.audit.query(query)), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
 
     # -- who is online ---------------------------------------------------------------------------------
     @router.get("/presence", response_class=HTMLResponse)
     def presence(request: Request) -> HTMLResponse:
         who = principal(request)
-        online = [replace(s, page=shown_page(app, who, s.page)) for s in app.auth.presence.online()]
-        return page(request, "presence.html", online=online, expiry=app.auth.presence.expiry)
+        online = [replace(s, page=shown_page(runtime, who, s.page)) for s in runtime.auth.presence.online()]
+        return page(request, "presence.html", online=online, expiry=runtime.auth.presence.expiry)
 
     @router.get("/presence/badge", response_class=HTMLResponse)
     def presence_badge(request: Request) -> HTMLResponse:

@@ -12,13 +12,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from ...app import App
 from ...core.access import allowed
 from ...core.clock import utcnow
 from ...core.job import JobRecord
 from ...core.status import JobStatus
 from ...core.task import Task
 from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
+from ...runtime import Runtime
 from ...store.base import JobQuery
 from .. import monitor
 from ..ids import JOB_ID, parse_id
@@ -34,29 +34,29 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 LOG_TAIL = 1000  # lines a job page shows at first; older ones are a download away
 
 
-def ui_router(app: App) -> APIRouter:
-    templates = page_templates(app)
+def ui_router(runtime: Runtime) -> APIRouter:
+    templates = page_templates(runtime)
     router = APIRouter(include_in_schema=False)
-    router.include_router(account_router(app, templates))
+    router.include_router(account_router(runtime, templates))
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("root", request.scope.get("root_path", ""))
         # Live updates resume from here: nothing that happens while the page loads is missed.
-        context.setdefault("last_event_id", app.engine.bus.last_id())
+        context.setdefault("last_event_id", runtime.engine.bus.last_id())
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     @router.get("/", response_class=HTMLResponse)
     def home(request: Request) -> HTMLResponse:
         who = principal(request)
-        return page(request, "home.html", tasks=[t for t in app.tasks if allowed(who, t.allow)],
-                    dashboards=[b for b in app.dashboards if allowed(who, b.allow)])
+        return page(request, "home.html", tasks=[t for t in runtime.tasks if allowed(who, t.allow)],
+                    dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)])
 
     @router.get("/tasks/{name}", response_class=HTMLResponse)
     def task_page(request: Request, name: str, again: int | None = None) -> HTMLResponse:
-        task = app.tasks.get(name)
+        task = runtime.tasks.get(name)
         values: dict[str, Any] | None = None
         if again is not None:
-            earlier = app.engine.get(again)
+            earlier = runtime.engine.get(again)
             if earlier.task in hidden(request):
                 raise JobNotFound(again)
             values = _values_of(earlier)
@@ -64,9 +64,9 @@ def ui_router(app: App) -> APIRouter:
 
     @router.post("/tasks/{name}", response_class=HTMLResponse)
     async def submit(request: Request, name: str) -> Response:
-        task = app.tasks.get(name)
-        engine = app.engine
-        submission = Submission(engine.uploads, app.settings.max_upload_size)
+        task = runtime.tasks.get(name)
+        engine = runtime.engine
+        submission = Submission(engine.uploads, runtime.settings.max_upload_size)
         form: FormData | None = None
         try:
             submission.check_length(request)
@@ -89,7 +89,7 @@ def ui_router(app: App) -> APIRouter:
         root = request.scope.get("root_path", "")
         if task.quick and request.headers.get("HX-Request"):
             try:
-                record = await engine.wait_async(record.id, min(30.0, app.settings.run_wait_max))
+                record = await engine.wait_async(record.id, min(30.0, runtime.settings.run_wait_max))
             except JobTimeoutError:
                 record = await run_in_threadpool(engine.get, record.id)
             return page(request, "_quick_result.html", job=record, result=render.result_view(record))
@@ -97,11 +97,11 @@ def ui_router(app: App) -> APIRouter:
 
     @router.get(f"/jobs/{JOB_ID}", response_class=HTMLResponse)
     def job_page(request: Request, job_id: int) -> HTMLResponse:
-        record = app.engine.get(job_id)
+        record = runtime.engine.get(job_id)
         after = max(record.log_lines - LOG_TAIL, 0)
-        lines = app.engine.store.read_logs(job_id, after, LOG_TAIL)
-        task = _task_or_none(app, record.task)
-        steps = app.engine.store.list_steps(job_id)
+        lines = runtime.engine.store.read_logs(job_id, after, LOG_TAIL)
+        task = _task_or_none(runtime, record.task)
+        steps = runtime.engine.store.list_steps(job_id)
         return page(request, "job.html", job=record, task=task, lines=lines,
                     skipped=after, result=render.result_view(record), images=render.IMAGE_TYPES,
                     steps=steps, graph=step_graph.layout(steps),
@@ -110,14 +110,14 @@ def ui_router(app: App) -> APIRouter:
     @router.get(f"/jobs/{JOB_ID}/steps", response_class=HTMLResponse)
     def job_steps(request: Request, job_id: int) -> HTMLResponse:
         """The job page's steps (list and graph), swapped in live when a step changes."""
-        record = app.engine.get(job_id)
-        steps = app.engine.store.list_steps(job_id)
+        record = runtime.engine.get(job_id)
+        steps = runtime.engine.store.list_steps(job_id)
         return page(request, "_steps.html", job=record, steps=steps, graph=step_graph.layout(steps))
 
     @router.get(f"/jobs/{JOB_ID}/panel", response_class=HTMLResponse)
     def job_panel(request: Request, job_id: int) -> HTMLResponse:
         """The job page's summary, result and artifacts, swapped in live when the job changes."""
-        record = app.engine.get(job_id)
+        record = runtime.engine.get(job_id)
         return page(request, "_job_panel.html", job=record, result=render.result_view(record),
                     images=render.IMAGE_TYPES)
 
@@ -134,20 +134,20 @@ def ui_router(app: App) -> APIRouter:
         query = JobQuery(task=task or None, status=states, owner=owner or None, search=q or None,
                          created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1,
                          hidden_tasks=unseen)
-        records = app.engine.list_jobs(query)
+        records = runtime.engine.list_jobs(query)
         more = len(records) > query.limit - 1
         records = records[: query.limit - 1]
         filters = {"task": task or "", "status": status or "", "owner": owner or "", "q": q or "",
                    "since": since or ""}
         return page(request, "jobs.html", jobs=records, filters=filters,
-                    tasks=[t for t in app.tasks if t.name not in unseen],
+                    tasks=[t for t in runtime.tasks if t.name not in unseen],
                     states=[s.value for s in JobStatus], sinces=SINCE,
                     next_cursor=records[-1].id if more and records else None, first_page=cursor is None)
 
     @router.get(f"/jobs/{JOB_ID}/row", response_class=HTMLResponse)
     def job_row(request: Request, job_id: int) -> HTMLResponse:
         """One row of the monitor, for jobs that appear while the page is open."""
-        return page(request, "_job_row.html", job=app.engine.get(job_id))
+        return page(request, "_job_row.html", job=runtime.engine.get(job_id))
 
     @router.post("/jobs/cancel")
     async def cancel_many(request: Request) -> RedirectResponse:
@@ -157,10 +157,10 @@ def ui_router(app: App) -> APIRouter:
             job_id = parse_id(value) if isinstance(value, str) else None
             if job_id is not None:
                 try:
-                    record = await run_in_threadpool(app.engine.get, job_id)
+                    record = await run_in_threadpool(runtime.engine.get, job_id)
                     if record.task in hidden(request) or not who.may_change_job(record.owner):
                         continue  # an operator cancels only its own jobs
-                    await run_in_threadpool(app.engine.cancel, job_id)
+                    await run_in_threadpool(runtime.engine.cancel, job_id)
                     await run_in_threadpool(audit, request, "job.cancel", f"job:{job_id}")
                 except (ConflictError, JobNotFound):
                     pass  # finished or gone meanwhile: nothing to cancel
@@ -169,21 +169,21 @@ def ui_router(app: App) -> APIRouter:
 
     @router.get("/workers", response_class=HTMLResponse)
     def workers_page(request: Request) -> HTMLResponse:
-        return page(request, "workers.html", **_pool(app))
+        return page(request, "workers.html", **_pool(runtime))
 
     @router.get("/workers/panel", response_class=HTMLResponse)
     def workers_panel(request: Request) -> HTMLResponse:
         """The workers and queues tables, refreshed every few seconds by the page."""
-        return page(request, "_workers_panel.html", **_pool(app))
+        return page(request, "_workers_panel.html", **_pool(runtime))
 
     @router.post(f"/jobs/{JOB_ID}/cancel")
     def cancel(request: Request, job_id: int) -> RedirectResponse:
-        app.engine.cancel(job_id)
+        runtime.engine.cancel(job_id)
         return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
     @router.post(f"/jobs/{JOB_ID}/retry")
     def retry(request: Request, job_id: int) -> RedirectResponse:
-        app.engine.retry(job_id)
+        runtime.engine.retry(job_id)
         return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
     return router
@@ -212,22 +212,23 @@ def _since(text: str | None) -> datetime | None:
     return utcnow() - timedelta(seconds=SINCE[text])
 
 
-def _pool(app: App) -> dict[str, Any]:
+def _pool(runtime: Runtime) -> dict[str, Any]:
     now = utcnow()
     queues = [{"queue": q.queue, "queued": q.queued, "running": q.running,
                "waiting": (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else None}
-              for q in app.engine.store.queue_stats()]
-    last_hour = monitor.stats(app, 60)
-    local = app.settings.executor == "local"
-    return {"workers": app.engine.workers() if local else [], "queues": queues,
-            "counts": app.engine.store.count_by_status(), "broken": getattr(app.engine.executor, "broken", None),
-            "nodes": monitor.nodes(app), "last_hour": last_hour, "pools": pools_json(app),
+              for q in runtime.engine.store.queue_stats()]
+    last_hour = monitor.stats(runtime, 60)
+    local = runtime.settings.executor == "local"
+    return {"workers": runtime.engine.workers() if local else [], "queues": queues,
+            "counts": runtime.engine.store.count_by_status(),
+            "broken": getattr(runtime.engine.executor, "broken", None),
+            "nodes": monitor.nodes(runtime), "last_hour": last_hour, "pools": pools_json(runtime),
             "throughput_chart": charts.throughput(last_hour["per_minute"]),
             "durations_chart": charts.durations(last_hour["per_minute"])}
 
 
-def _task_or_none(app: App, name: str) -> Task | None:
-    return app.tasks.get(name) if name in app.tasks else None
+def _task_or_none(runtime: Runtime, name: str) -> Task | None:
+    return runtime.tasks.get(name) if name in runtime.tasks else None
 
 
 def _values_of(record: JobRecord) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from fastapi.templating import Jinja2Templates
 
-from ...app import App
+from ...runtime import Runtime
 from ..assets import static_url
 from ..security import install_template_globals
 from . import render
@@ -17,10 +17,10 @@ from . import render
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
 
-def page_templates(app: App) -> Jinja2Templates:
+def page_templates(runtime: Runtime) -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES))
     env = templates.env
-    zone = app.settings.zone
+    zone = runtime.settings.zone
     env.filters["local_time"] = lambda v: render.local_time(v, zone)
     env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")),
                                                               zone)
@@ -31,13 +31,13 @@ def page_templates(app: App) -> Jinja2Templates:
     env.filters["summary"] = render.summary
     # Parameters shown as JSON keep their own script (見える化, not \u898b...).
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
-    env.globals["app_title"] = app.title
-    env.globals["timezone"] = app.settings.timezone
+    env.globals["app_title"] = runtime.title
+    env.globals["timezone"] = runtime.settings.timezone
     env.globals["static_url"] = static_url
     # The login page says why nobody can log in yet (asked only when that page is shown).
-    env.globals["server_has_users"] = app.auth.accounts.has_users
+    env.globals["server_has_users"] = runtime.auth.accounts.has_users
     install_template_globals(env)
-    env.globals["online_now"] = lambda: app.auth.presence.online()
+    env.globals["online_now"] = lambda: runtime.auth.presence.online()
     # Open pages say they are still open well within the presence expiry (default every minute).
-    env.globals["heartbeat_seconds"] = max(5, min(60, int(app.settings.presence_expiry / 3)))
+    env.globals["heartbeat_seconds"] = max(5, min(60, int(runtime.settings.presence_expiry / 3)))
     return templates

@@ -1,0 +1,149 @@
+"""`Runtime`: what runs an app — its settings, job engine, accounts and live hub — apart from what
+the app declares (`App`: tasks, pipelines, dashboards, streams, sources, pools).
+
+`wiring.build_runtime` makes one from an app; the web layer and the server see only the runtime,
+never the `App`, so that the declaring side can import nothing of the running side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .core.dashboards import DashboardRegistry
+from .core.streams import StreamSpec
+from .core.task import TaskRegistry
+from .errors import ConfigError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .auth.service import Auth
+    from .engine import Engine
+    from .live.hub import Live
+    from .pools.base import Pool
+
+
+class Declaration(Protocol):
+    """What an app declares, as the runtime reads it (`App` is one)."""
+
+    title: str
+    description: str
+    tasks: TaskRegistry
+    dashboards: DashboardRegistry
+    streams: dict[str, StreamSpec]
+    pools: dict[str, Pool]
+    # Whether anyone has the web UI open (compute pools stop only while nobody is); None: presence decides.
+    anyone_online: Callable[[], bool] | None
+
+    @property
+    def sources(self) -> Any: ...  # a SourceRegistry (sources/ imports SQLAlchemy)
+
+    def app_ref(self) -> str: ...
+
+
+class Runtime:
+    """The running services of one app: built cheaply, started by `start()` (the engine, its
+    workers, the live hub), accounts opened on first use (the CLI manages them with no engine)."""
+
+    def __init__(self, declared: Declaration, settings: Settings,
+                 build_engine: Callable[[Runtime], Engine]) -> None:
+        self.declared = declared
+        self.settings = settings
+        self._build_engine = build_engine
+        self._engine: Engine | None = None
+        self._live: Live | None = None
+        self._auth: Auth | None = None
+
+    # -- what the app declares, read by the web layer ------------------------------------------
+    @property
+    def title(self) -> str:
+        return self.declared.title
+
+    @property
+    def description(self) -> str:
+        return self.declared.description
+
+    @property
+    def tasks(self) -> TaskRegistry:
+        return self.declared.tasks
+
+    @property
+    def dashboards(self) -> DashboardRegistry:
+        return self.declared.dashboards
+
+    @property
+    def streams(self) -> dict[str, StreamSpec]:
+        return self.declared.streams
+
+    @property
+    def pools(self) -> dict[str, Pool]:
+        return self.declared.pools
+
+    def app_ref(self) -> str:
+        """How worker processes import the app."""
+        return self.declared.app_ref()
+
+    def anyone_online(self) -> bool:
+        """Whether anyone has the web UI open: the app's own test, else presence (a user seen within
+        presence_expiry, by their requests and open pages' heartbeat)."""
+        hook = self.declared.anyone_online
+        if hook is not None:
+            return bool(hook())
+        return self.auth.presence.anyone_online()
+
+    # -- what runs -----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise ConfigError("the engine is not running: use `with app:` or app.start()")
+        return self._engine
+
+    @property
+    def running(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def live(self) -> Live:
+        """Sources, tiles and streams of the running app."""
+        if self._live is None:
+            raise ConfigError("the app is not running: use `with app:` or app.start()")
+        return self._live
+
+    @property
+    def auth(self) -> Auth:
+        """Users, tokens, sessions, the audit log and presence."""
+        if self._auth is None:
+            from .auth.service import Auth
+
+            self._auth = Auth.from_settings(self.settings)
+        return self._auth
+
+    def start(self) -> Engine:
+        """Open the store, start worker processes and the engine loop, and the live hub."""
+        if self._engine is not None:
+            return self._engine
+        engine = self._build_engine(self)
+        engine.start()
+        self._engine = engine
+        if len(self.declared.sources) or self.streams:
+            from .live.hub import Live
+
+            try:
+                self._live = Live(self.declared.sources, self.dashboards, self.streams.values(), self.settings)
+                self._live.start()
+            except BaseException:
+                self.stop()
+                raise
+        return engine
+
+    def stop(self) -> None:
+        if self._auth is not None:
+            auth, self._auth = self._auth, None
+            auth.close()
+        if self._live is not None:
+            live, self._live = self._live, None
+            live.stop()
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            engine.stop()
+            engine.store.close()
