@@ -75,12 +75,12 @@ def test_a_worker_waits_for_a_row_that_comes_after_the_message(app: Any, celery_
 def test_a_row_that_came_late_is_sent_again(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The insert finished after half of the time a worker waits for a row: the job goes to the
     broker a second time, and runs once."""
-    from mieruka import engine as engine_module
+    from mieruka.engine import api as engine_module
 
     monkeypatch.setattr(engine_module, "NEW_JOB_GRACE", 0.2)
     real_start = app.engine.store.start_create_job
     sent: list[int] = []
-    real_send = app.engine._remote.send
+    real_send = app.engine.executor.send
 
     def slow_start(job: Any) -> PendingJob:
         pending = real_start(job)
@@ -96,7 +96,7 @@ def test_a_row_that_came_late_is_sent_again(app: Any, monkeypatch: pytest.Monkey
         real_send(record, delay)
 
     monkeypatch.setattr(app.engine.store, "start_create_job", slow_start)
-    monkeypatch.setattr(app.engine._remote, "send", counted_send)
+    monkeypatch.setattr(app.engine.executor, "send", counted_send)
     job = app.submit("add", a=5)
     done = app.wait(job, 30)
     assert sent == [job.id, job.id]

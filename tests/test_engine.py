@@ -11,9 +11,10 @@ import psutil
 import pytest
 
 import mieruka
-from mieruka import JobStatus, waiting
+from mieruka import JobStatus
+from mieruka.engine import waiting
+from mieruka.engine.waiting import Ending
 from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
-from mieruka.waiting import Ending
 from tests.conftest import wait_for_file
 
 ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on both

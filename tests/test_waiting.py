@@ -1,4 +1,4 @@
-"""What waiters hear of a job's end (mieruka.waiting): the engine's waits build on it."""
+"""What waiters hear of a job's end (mieruka.engine.waiting): the engine's waits build on it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from mieruka import waiting
 from mieruka.core.clock import utcnow
 from mieruka.core.events import Event, state_event
 from mieruka.core.job import JobRecord
 from mieruka.core.status import JobStatus
-from mieruka.waiting import Ending, Watches
+from mieruka.engine import waiting
+from mieruka.engine.waiting import Ending, Watches
 
 
 def ended(job_id: int = 1, status: JobStatus = JobStatus.SUCCEEDED) -> tuple[Event, JobRecord]:

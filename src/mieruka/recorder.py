@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from .core import outcome as settle
 from .core.clock import utcnow
@@ -126,8 +127,14 @@ class AttemptRecorder:
                 fields["message"] = pending[1]
         elif pending is not None:
             changes.append(ProgressUpdate(job.id, pending[0], pending[1]))
-        changes.append(Transition(job.id, status, RUNNING, fields, attempt=job.attempts, read_back=status.finished))
+        changes.append(attempt_end(job, status, fields))
         return changes
+
+
+def attempt_end(record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> Transition:
+    """The change that ends the running attempt of `record` (a job that moved on meanwhile, or is
+    on another attempt, is left alone); a job that ends is read back for its end event."""
+    return Transition(record.id, status, RUNNING, fields, attempt=record.attempts, read_back=status.finished)
 
 
 def step_event(step: StepRecord) -> dict[str, object]:

@@ -52,3 +52,11 @@ def state_event(job_id: int, task: str, status: str, fields: dict[str, Any],
         data["has_result"] = fields["result"] is not None
     return Event("state", job_id, task, data, extra_topics=(f"task:{task}",),
                  record=None if record is None else record.to_json())
+
+
+def job_state(record: JobRecord, status: str, fields: dict[str, Any], now: JobRecord | None = None) -> Event:
+    """The `state` event of `record` entering `status`, with its attempt count and times, and
+    `fields` (what the transition sets) on top: what the engine and the Celery workers publish."""
+    return state_event(record.id, record.task, status, {
+        "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
+        "started_at": record.started_at, **fields}, now)

@@ -33,14 +33,14 @@ from ..bus.outbox import Outbox
 from ..capture import FdCapture
 from ..core import outcome
 from ..core.clock import utcnow
-from ..core.events import Event, state_event
+from ..core.events import Event, job_state
 from ..core.job import JobRecord
 from ..core.status import JobStatus
 from ..core.steps import StepStatus
 from ..core.task import Task
 from ..nodes import dead_here
 from ..process import alive, descendants, kill_tree, worker_lost
-from ..recorder import AttemptRecorder
+from ..recorder import AttemptRecorder, attempt_end
 from ..runner import JobSpec, Outcome, run_job
 from ..store.base import Applied, Change, Claim, StepsClosed, Transition
 from .base import NEW_JOB_GRACE
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 log = logging.getLogger("mieruka.worker")
-RUNNING = frozenset({JobStatus.RUNNING})
 LIMIT_RETRY = 0.2  # seconds before a job held back by its task's concurrency limit is tried again
 CANCEL_CHECK_EVERY = 0.5  # seconds between looks at the store for a cancel the broadcast missed
 
@@ -186,8 +185,7 @@ class _Connections:
 
     def settle(self, record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> bool:
         """End the running attempt (guarded: a job that moved on meanwhile is left alone)."""
-        applied = self.apply([Transition(record.id, status, RUNNING, fields, attempt=record.attempts,
-                                         read_back=status.finished)])
+        applied = self.apply([attempt_end(record, status, fields)])
         if applied.done[0]:
             # The attempt was cut short (killed, lost, cancelled): a pipeline's open steps end with
             # it. Only once the job is ours to settle: a later attempt may have steps running.
@@ -200,9 +198,7 @@ class _Connections:
     def published_state(self, record: JobRecord, status: JobStatus, fields: dict[str, Any],
                         now: JobRecord | None = None) -> None:
         """Tell of the job's new state; `now`, the job as stored at its end, travels with it."""
-        self.publish([state_event(record.id, record.task, status.value, {
-            "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
-            "started_at": record.started_at, **fields}, now)])
+        self.publish([job_state(record, status.value, fields, now)])
         if status is JobStatus.QUEUED:
             run_after = fields.get("run_after")
             delay = (run_after - utcnow()).total_seconds() if run_after is not None else 0.0
@@ -296,9 +292,7 @@ class PoolProcess:
         conn = self.conn
         tasks = self.node.app.tasks
         task = tasks.get(record.task) if record.task in tasks else None
-        conn.hold([state_event(record.id, record.task, JobStatus.RUNNING.value, {
-            "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
-            "started_at": record.started_at, "worker": self.worker_name})])
+        conn.hold([job_state(record, JobStatus.RUNNING.value, {"worker": self.worker_name})])
         if task is None:
             conn.settle(record, *outcome.failed(record.attempts, record.max_attempts, None,
                                                 f"the worker's app has no task named {record.task!r}", None,

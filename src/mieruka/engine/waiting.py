@@ -1,18 +1,22 @@
-"""Waiting for jobs to end: what a waiter hears of a job's end, and the jobs an engine has watched
+"""Waiting for jobs to end: what a waiter hears of a job's end, the jobs an engine has watched
 since it queued them (waiting for one of those needs no first look in the store: it cannot have
-ended unheard; and if it has ended lately, its end event brought it as stored)."""
+ended unheard; and if it has ended lately, its end event brought it as stored), and the engine's
+waits built on them (`Waiter`)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .core.events import Event
-from .core.job import JobRecord
-from .core.status import FINISHED
+from ..bus.base import EventBus, Unsubscribe
+from ..core.events import Event
+from ..core.job import JobRecord
+from ..core.status import FINISHED
+from ..errors import JobTimeoutError
 
 _FINISHED_VALUES = frozenset(s.value for s in FINISHED)
 KEEP_RECORDS = 1000  # ended jobs whose record a process keeps for waiters yet to come
@@ -165,3 +169,88 @@ def _size_left(value: object, left: int) -> int:
                 break
         return left
     return left - 8
+
+
+class Waiter:
+    """Blocks until a job has finished. Woken by the job's end event, which mostly carries the job
+    as stored (then the store is not read again); it also looks in the store now and then, in case
+    an event never arrives (another server on the in-memory bus, a bus that was briefly down)."""
+
+    def __init__(self, bus: EventBus, watches: Watches, get: Callable[[int], JobRecord],
+                 poll_interval: float) -> None:
+        self.bus = bus
+        self.watches = watches
+        self.get = get
+        self.poll_interval = poll_interval
+        self.watching: Unsubscribe | None = None  # while the engine runs: its watches hear the bus
+
+    def wait(self, job_id: int, timeout: float) -> JobRecord:
+        done = threading.Event()
+        ending, unsubscribe = self._ending_of(job_id)
+        untell = ending.tell(done.set)
+        deadline = time.monotonic() + timeout
+        try:
+            record = ending.record()
+            if record is None and _must_look(ending, unsubscribe):
+                record = self.get(job_id)
+            while record is None or not record.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                done.wait(min(remaining, self.poll_interval))
+                record = ending.record() or self.get(job_id)
+        finally:
+            untell()
+            if unsubscribe is not None:
+                unsubscribe()
+        return _waited(job_id, record if record is not None else self.get(job_id), timeout)
+
+    async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        ending, unsubscribe = self._ending_of(job_id)
+        untell = ending.tell(lambda: loop.call_soon_threadsafe(done.set))
+        deadline = time.monotonic() + timeout
+        try:
+            record = ending.record()
+            if record is None and _must_look(ending, unsubscribe):
+                record = await asyncio.to_thread(self.get, job_id)
+            while record is None or not record.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(done.wait(), min(remaining, self.poll_interval))
+                except TimeoutError:
+                    pass
+                carried = ending.record()
+                record = carried if carried is not None else await asyncio.to_thread(self.get, job_id)
+        finally:
+            untell()
+            if unsubscribe is not None:
+                unsubscribe()
+        if record is None:
+            record = await asyncio.to_thread(self.get, job_id)
+        return _waited(job_id, record, timeout)
+
+    def _ending_of(self, job_id: int) -> tuple[Ending, Unsubscribe | None]:
+        """The job's end as this engine has heard it since queueing the job, or else as heard from
+        now on (with the subscription to end)."""
+        watched = self.watches.get(job_id)
+        if watched is not None:
+            return watched, None
+        ending = Ending()
+        return ending, self.bus.subscribe(ending.hear, [f"job:{job_id}"])
+
+
+def _must_look(ending: Ending, unsubscribe: Unsubscribe | None) -> bool:
+    """Whether a wait without the job's end record starts with a look in the store: not for a job
+    watched since it was queued whose end is not heard yet (it runs still, or its end event was
+    lost, which the next look finds)."""
+    return unsubscribe is not None or ending.ended
+
+
+def _waited(job_id: int, record: JobRecord, timeout: float) -> JobRecord:
+    if not record.finished:
+        raise JobTimeoutError(f"job {job_id} is still {record.status.value} after {timeout:g}s")
+    return record
