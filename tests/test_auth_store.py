@@ -9,22 +9,42 @@ import pytest
 
 from mieruka.auth.accounts import Accounts
 from mieruka.auth.audit import AuditLog, AuditQuery
-from mieruka.auth.db import AuthDB
 from mieruka.auth.presence import Presence
 from mieruka.core.access import Principal, Role
 from mieruka.core.clock import utcnow
 from mieruka.errors import ConflictError, NotFoundError, ValidationError
+from mieruka.live.history import StreamHistory
+from mieruka.store.base import NewJob
+from mieruka.store.database import Database
+from mieruka.store.pools import SqlPoolStore
+from mieruka.store.sql import SqlJobStore
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[AuthDB]:
-    db = AuthDB(database_url)
+def db(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
     db.migrate()
     yield db
     db.close()
 
 
-def test_users(db: AuthDB) -> None:
+def test_one_database_serves_jobs_pools_accounts_and_stream_history(db: Database) -> None:
+    """One connection plumbing per process: every store on the same Database; a store closed that
+    did not open it leaves it to the others."""
+    store, pools, accounts, history = SqlJobStore(db), SqlPoolStore(db), Accounts(db), StreamHistory(db)
+    job, _ = store.create_job(NewJob(task="t", params={"name": "é"}))
+    pools.ensure("gpu", "stopped", utcnow())
+    accounts.add_user("ada", "admin", "long password")
+    store.close()
+    history.stop()
+    assert store.get_job(job.id) == job and store.db is db
+    found = pools.get("gpu")
+    assert found is not None and found.state == "stopped"
+    assert accounts.get_user("ada").name == "ada"
+    assert history.load("temperature", 10) is None
+
+
+def test_users(db: Database) -> None:
     accounts = Accounts(db)
     assert not accounts.has_users()
     ada = accounts.add_user("ada", "admin", "long password")
@@ -48,7 +68,7 @@ def test_users(db: AuthDB) -> None:
         accounts.get_user("ada")
 
 
-def test_tokens_sessions_and_links(db: AuthDB) -> None:
+def test_tokens_sessions_and_links(db: Database) -> None:
     accounts = Accounts(db, session_max_age=3600)
     ada = accounts.add_user("ada", "operator", "long password")
     token, secret = accounts.create_token("ada", "ci", utcnow() + timedelta(days=1))
@@ -70,7 +90,7 @@ def test_tokens_sessions_and_links(db: AuthDB) -> None:
     assert accounts.check_token(link) is None  # nor do they work as one
 
 
-def test_a_token_is_revoked_by_its_owner_or_an_admin_and_hidden_from_others(db: AuthDB) -> None:
+def test_a_token_is_revoked_by_its_owner_or_an_admin_and_hidden_from_others(db: Database) -> None:
     accounts = Accounts(db)
     for name, role in (("ada", "admin"), ("bo", "viewer"), ("cy", "viewer")):
         accounts.add_user(name, role, "long password")
@@ -89,7 +109,7 @@ def test_a_token_is_revoked_by_its_owner_or_an_admin_and_hidden_from_others(db: 
     assert accounts.login_link_valid(link)
 
 
-def db_tokens(db: AuthDB) -> list[int]:
+def db_tokens(db: Database) -> list[int]:
     import sqlalchemy as sa
 
     from mieruka.store import tables as t
@@ -98,7 +118,7 @@ def db_tokens(db: AuthDB) -> list[int]:
         return [row.id for row in conn.execute(sa.select(t.tokens.c.id))]
 
 
-def test_audit_log(db: AuthDB) -> None:
+def test_audit_log(db: Database) -> None:
     log = AuditLog(db)
     start = utcnow()
     log.record("ada", "job.cancel", "job:1", "10.0.0.1", {"n": 1})
@@ -117,7 +137,7 @@ def test_audit_log(db: AuthDB) -> None:
     assert [e.id for e in log.query(AuditQuery(before_id=newest.id))] == [newest.id - 1, newest.id - 2]
 
 
-def test_presence(db: AuthDB) -> None:
+def test_presence(db: Database) -> None:
     presence = Presence(db, expiry=60)
     now = utcnow()
     ada = Principal("ada", Role.ADMIN, "session")

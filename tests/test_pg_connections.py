@@ -64,7 +64,7 @@ def test_a_claim_alone_relaxes_its_own_commit_only(database_url: str) -> None:
         first, _ = store.create_job(NewJob(task="t", params={}))
         second, _ = store.create_job(NewJob(task="t", params={}))
         assert [r.id for r in store.apply([], Claim([first.id], "w", "e", utcnow())).claimed] == [first.id]
-        with store._raw._pg.lend() as conn:  # the connection the claim used, lent again
+        with store.db._pg.lend() as conn:  # the connection the claim used, lent again
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
             with conn.transaction(force_rollback=True):
                 now = utcnow().replace(tzinfo=None)

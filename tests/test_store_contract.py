@@ -314,10 +314,25 @@ def test_list_jobs_search_treats_like_wildcards_literally(store: JobStore) -> No
 
 
 def test_list_jobs_search_non_ascii_text(store: JobStore) -> None:
-    """Searching for the text a user typed into a parameter finds the job, whatever the script."""
+    """Searching for the text a user typed into a parameter finds the job, whatever the script and
+    whichever way the job was stored (submitted, or queued by its schedule)."""
     tokyo = new(store, params={"city": "東京"})
     new(store, params={"city": "Osaka"})
-    assert ids(store.list_jobs(JobQuery(search="東京"))) == [tokyo.id]
+    due = store.schedule_due("nightly", utcnow())
+    nightly = store.fire_schedule("nightly", due, due + timedelta(days=1),
+                                  NewJob(task="t", params={"city": "東京"}, schedule="nightly"))
+    assert nightly is not None
+    assert ids(store.list_jobs(JobQuery(search="東京"))) == [nightly.id, tokyo.id]
+
+
+def test_every_jobs_column_is_a_record_field_of_the_same_name() -> None:
+    """The store maps a job row to JobRecord by column name (store/codec.py): a column added to
+    tables.jobs needs a JobRecord field of that name, its migration, and nothing else in the store."""
+    from dataclasses import fields
+
+    from mieruka.store.codec import JOB_COLUMNS
+
+    assert set(JOB_COLUMNS) <= {f.name for f in fields(JobRecord)}
 
 
 def test_list_jobs_search_quotes_and_backslashes(store: JobStore) -> None:

@@ -22,8 +22,8 @@ from ..core.access import Principal, Role, parse_role
 from ..core.clock import utcnow
 from ..errors import ConflictError, NotFoundError, TooManyAttempts, ValidationError
 from ..store import tables as t
+from ..store.database import Database
 from .audit import AuditLog
-from .db import AuthDB
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 MIN_PASSWORD = 8
@@ -100,7 +100,7 @@ def role_of(value: str) -> Role:
 
 
 class Accounts:
-    def __init__(self, db: AuthDB, session_max_age: float = 7 * 86400.0) -> None:
+    def __init__(self, db: Database, session_max_age: float = 7 * 86400.0) -> None:
         self.db = db
         self.session_max_age = session_max_age
 
@@ -304,7 +304,7 @@ class Throttle:
     many per address, however many requests arrive at once and however many server processes
     share the database. While locked, TooManyAttempts, and the password is not checked at all.
 
-    Each check first reserves its place: alone among reservations (AuthDB.write_alone), count the
+    Each check first reserves its place: alone among reservations (Database.write_alone), count the
     failures in the audit log plus the checks under way in login_attempts, and refuse or add one.
     The password is verified after that commit; its outcome then enters the audit log in the same
     transaction that ends the reservation, so no moment counts it twice or not at all.

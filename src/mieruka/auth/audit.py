@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from ..core.clock import utcnow
 from ..store import tables as t
-from .db import AuthDB
+from ..store.database import Database
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class AuditQuery:
 
 
 class AuditLog:
-    def __init__(self, db: AuthDB, retention: float = 400 * 86400.0) -> None:
+    def __init__(self, db: Database, retention: float = 400 * 86400.0) -> None:
         self.db = db
         self.retention = retention
         self._pruned: datetime | None = None

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from ..core.access import Principal
 from ..core.clock import utcnow
 from ..store import tables as t
-from .db import AuthDB
+from ..store.database import Database
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Seen:
 
 
 class Presence:
-    def __init__(self, db: AuthDB, expiry: float = 300.0) -> None:
+    def __init__(self, db: Database, expiry: float = 300.0) -> None:
         self.db = db
         self.expiry = expiry
         # Writes are spread out: a user's row is written at most this often by this process.

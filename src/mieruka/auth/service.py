@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ..settings import Settings
+from ..store.database import Database
 from .accounts import Accounts, Throttle
 from .audit import AuditLog
-from .db import AuthDB
 from .presence import Presence
 
 
 class Auth:
-    def __init__(self, db: AuthDB, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
         self.accounts = Accounts(db, settings.session_max_age)
@@ -21,7 +21,7 @@ class Auth:
     @classmethod
     def from_settings(cls, settings: Settings) -> Auth:
         settings.home_path.mkdir(parents=True, exist_ok=True)
-        return cls(AuthDB(settings.effective_database_url), settings)
+        return cls(Database(settings.effective_database_url), settings)
 
     def close(self) -> None:
         self.db.close()

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from ..core.clock import utcnow
 from ..core.streams import Batch
-from ..store.sql import make_engine
+from ..store.database import Database
 from ..store.tables import stream_batches as table
 from .streamer import StreamRunner
 
@@ -39,8 +39,10 @@ class Restored:
 
 
 class StreamHistory:
-    def __init__(self, url: str) -> None:
-        self._engine = make_engine(url, immediate=True)
+    def __init__(self, db: Database | str) -> None:
+        """`db`: the process's Database, or a URL to open one of its own (closed by `stop`)."""
+        self._owns_db = isinstance(db, str)
+        self._db = Database(db) if isinstance(db, str) else db
         self._saved: dict[str, int] = {}  # stream -> last sequence number saved
         self._failing = False
         self._saves = 0
@@ -52,7 +54,7 @@ class StreamHistory:
     def load(self, stream: str, keep: int) -> Restored | None:
         """The newest `keep` points saved for `stream` with their epoch, or None when there are none."""
         c = table.c
-        with self._engine.connect() as conn:
+        with self._db.read() as conn:
             newest = conn.execute(sa.select(c.epoch, c.last_seq).where(c.stream == stream)
                                   .order_by(c.id.desc()).limit(1)).first()
             if newest is None:
@@ -113,7 +115,7 @@ class StreamHistory:
             return
         c = table.c
         try:
-            with self._engine.begin() as conn:
+            with self._db.write() as conn:
                 if rows:
                     conn.execute(sa.insert(table), rows)
                 if prune:
@@ -139,4 +141,5 @@ class StreamHistory:
             self._thread.join(timeout=10)
             self._thread = None
         self.save()
-        self._engine.dispose()
+        if self._owns_db:
+            self._db.close()

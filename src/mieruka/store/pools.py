@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import tables as t
+from .database import Database
 from .sql import SqlJobStore
 
 
@@ -34,15 +35,15 @@ class PoolEvent:
 
 
 class SqlPoolStore:
-    def __init__(self, store: SqlJobStore) -> None:
-        self._store = store  # same connections and write lock as the jobs
+    def __init__(self, db: Database | SqlJobStore) -> None:
+        self._db = db.db if isinstance(db, SqlJobStore) else db  # the jobs' connections and write lock
 
     def ensure(self, name: str, state: str, now: datetime) -> None:
         """Create the pool's row in `state` unless it exists."""
         if self.get(name) is not None:
             return
         try:
-            with self._store._write() as conn:
+            with self._db.write() as conn:
                 conn.execute(sa.insert(t.pools).values(name=name, state=state, changed_at=now, busy_at=now))
                 conn.execute(sa.insert(t.pool_events).values(pool=name, at=now, from_state=None, to_state=state,
                                                              reason="declared"))
@@ -51,18 +52,18 @@ class SqlPoolStore:
 
     def get(self, name: str) -> PoolRecord | None:
         p = t.pools.c
-        with self._store._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(sa.select(t.pools).where(p.name == name)).first()
         return _pool(row) if row is not None else None
 
     def all(self) -> list[PoolRecord]:
-        with self._store._read() as conn:
+        with self._db.read() as conn:
             return [_pool(row) for row in conn.execute(sa.select(t.pools).order_by(t.pools.c.name))]
 
     def move(self, name: str, expect: Collection[str], to: str, reason: str, now: datetime) -> bool:
         """Change the state if it is one of `expect`, recording why; False if it was not."""
         p = t.pools.c
-        with self._store._write() as conn:
+        with self._db.write() as conn:
             current = conn.execute(sa.select(p.state).where(p.name == name)).scalar()
             if current is None or current not in expect:
                 return False
@@ -75,12 +76,12 @@ class SqlPoolStore:
 
     def touch(self, name: str, now: datetime) -> None:
         """The pool had work (or someone was online) at `now`: its idle time starts again."""
-        with self._store._write() as conn:
+        with self._db.write() as conn:
             conn.execute(sa.update(t.pools).where(t.pools.c.name == name).values(busy_at=now))
 
     def history(self, name: str, limit: int = 50) -> list[PoolEvent]:
         e = t.pool_events.c
-        with self._store._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute(sa.select(e.at, e.from_state, e.to_state, e.reason).where(e.pool == name)
                                 .order_by(e.id.desc()).limit(limit)).all()
         return [PoolEvent(at=r.at, from_state=r.from_state, to_state=r.to_state, reason=r.reason) for r in rows]

@@ -1,4 +1,5 @@
-"""SQLAlchemy table definitions. The Alembic migrations in migrations/versions/ must match these;
+"""SQLAlchemy table definitions, and how a time is stored (store/codec.py reads the column types for
+the hot path). The Alembic migrations in migrations/versions/ must match these;
 tests/test_migrations.py checks that they do."""
 
 from __future__ import annotations
@@ -10,24 +11,34 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 
+def time_in(value: datetime | None) -> datetime | None:
+    """A time as stored, on every backend and every path: naive UTC. A naive time is refused."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def time_out(value: Any) -> datetime | None:
+    """A stored time (naive UTC, or SQLite's text of it) as an aware UTC datetime."""
+    if value is None:
+        return None
+    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class UTCDateTime(sa.TypeDecorator[datetime]):
-    """Stores naive UTC, returns aware UTC, on every backend."""
+    """Stores naive UTC, returns aware UTC, on every backend (time_in, time_out)."""
 
     impl = sa.DateTime
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return time_in(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return time_out(value)
 
 
 metadata = sa.MetaData()

@@ -1,0 +1,139 @@
+"""How values go into the store's tables and come back: one codec for every statement, whether
+SQLAlchemy runs it (times: tables.time_in and time_out, which
+UTCDateTime calls) or the hot path does.
+
+Times are stored as naive UTC (SQLite: text as SQLAlchemy writes it; PostgreSQL: `timestamp`) and
+come back aware, in UTC; a naive time given to the store is refused. JSON is stored without ASCII
+escapes, so that a search for "é" in parameters finds it however the job was stored.
+
+A job row is the jobs table's columns in the order tables.py declares them (`JOB_COLUMNS`), and
+`Codec.job` is the one mapping from such a row to a JobRecord: a column added to `jobs` (and to
+JobRecord, under the same name) is read, written and returned with no other change here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..core.job import ArtifactInfo, JobRecord
+from ..core.status import JobStatus
+from . import tables as t
+from .tables import time_in, time_out
+
+if TYPE_CHECKING:
+    from .base import NewJob
+
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own text form of a time on SQLite
+
+
+def json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+JOB_COLUMNS: tuple[str, ...] = tuple(c.name for c in t.jobs.c)
+COLUMN_LIST = ", ".join(JOB_COLUMNS)
+_KNOWN = frozenset(JOB_COLUMNS)
+# JobRecord's fields in its own order, as indexes into a job row (positional: the hot path's speed).
+_RECORD_ORDER = [JOB_COLUMNS.index(f.name) for f in fields(JobRecord) if f.name != "artifacts"]
+# Python's value of a column where it is not the driver's: the status enum, never-None parameters.
+_AS_RECORD: dict[str, Callable[[Any], Any]] = {"status": JobStatus, "params": lambda v: v or {},
+                                               "cancel_requested": bool}
+
+
+class Codec:
+    """Values to and from one backend's driver (SQLite's sqlite3 or PostgreSQL's text protocol)."""
+
+    def __init__(self, sqlite: bool) -> None:
+        self.sqlite = sqlite
+        self._in: dict[str, Callable[[Any], Any]] = {"status": _enum_value}
+        decoders: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, column in enumerate(t.jobs.c):
+            decode: Callable[[Any], Any] | None = _AS_RECORD.get(column.name)
+            if isinstance(column.type, t.UTCDateTime):
+                self._in[column.name] = self.time
+                decode = time_out
+            elif isinstance(column.type, sa.JSON):
+                self._in[column.name] = json_text
+                if sqlite:  # sqlite3 hands back the JSON text; psycopg's types have decoded it
+                    decode = _compose(_json_out, decode)
+            if decode is not None:
+                decoders.append((index, decode))
+        self._decoders = decoders
+
+    def time(self, value: datetime | None) -> Any:
+        naive = time_in(value)
+        return naive.strftime(SQLITE_TIME) if self.sqlite and naive is not None else naive
+
+    def field(self, name: str, value: Any) -> Any:
+        """A jobs column's value as the driver takes it."""
+        if name not in _KNOWN:
+            raise ValueError(f"no job field {name!r}")
+        if value is None:
+            return None
+        encode = self._in.get(name)
+        if encode is not None:
+            return encode(value)
+        return value.value if isinstance(value, Enum) else value
+
+    def values(self, fields: dict[str, Any]) -> list[Any]:
+        """Jobs columns' values (`queued`'s, by name) as the driver takes them."""
+        encoders = self._in
+        out = []
+        for name, value in fields.items():
+            encode = encoders.get(name)
+            out.append(value if value is None or encode is None else encode(value))
+        return out
+
+    def job(self, row: Sequence[Any], artifacts: list[ArtifactInfo] | None = None) -> JobRecord:
+        """The record of a job row (`JOB_COLUMNS`, as the driver returns them)."""
+        values = list(row)
+        for index, decode in self._decoders:
+            value = values[index]
+            if value is not None:
+                values[index] = decode(value)
+        args = [values[i] for i in _RECORD_ORDER]
+        args.append(artifacts or [])
+        return JobRecord(*args)
+
+    def artifacts(self, rows: Any) -> list[ArtifactInfo]:
+        """Artifacts from rows of (name, size, content_type, created_at), or from the JSON array
+        of them that SQLite hands back as text."""
+        found: Sequence[Sequence[Any]] = json.loads(rows) if isinstance(rows, str) else rows or ()
+        return [ArtifactInfo(name=r[0], size=r[1], content_type=r[2], created_at=_time(r[3])) for r in found]
+
+
+def _time(value: Any) -> datetime:
+    moment = time_out(value)
+    assert moment is not None
+    return moment
+
+
+def _enum_value(value: Enum) -> Any:
+    return value.value
+
+
+def _json_out(value: Any) -> Any:
+    # A JSON column has numeric affinity on SQLite: the text of a number comes back as the number.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _compose(first: Callable[[Any], Any], then: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    if then is None:
+        return first
+    return lambda value: then(first(value))
+
+
+def queued(job: NewJob, now: datetime) -> dict[str, Any]:
+    """A new job's columns, as Python values (the other columns take the table's defaults, which
+    are JobRecord's too)."""
+    return {"task": job.task, "status": JobStatus.QUEUED, "params": job.params, "owner": job.owner,
+            "priority": job.priority, "queue": job.queue, "idempotency_key": job.idempotency_key,
+            "max_attempts": job.max_attempts, "run_after": time_out(time_in(job.run_after)), "created_at": now,
+            "schedule": job.schedule}

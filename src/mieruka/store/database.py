@@ -1,0 +1,247 @@
+"""One database's connections, for everything mieruka keeps there: jobs, pools, accounts, the audit
+log, presence and stream history.
+
+Two ways in, over the same plumbing. Cold statements (listings, accounts, pools) go through
+SQLAlchemy Core: `read()` and `write()` give a Connection. The hot path (submit, claim, finish)
+goes through the DB-API connection itself, where SQLAlchemy's statement machinery would cost more
+than the database does: `cursor()` and `write_cursor()` give a cursor for plain SQL written once
+for both backends ("?" placeholders, see `sql`). Values go through store/codec.py either way.
+
+On SQLite every connection has the same pragmas, and writers of this process take one lock
+(SQLite would make them wait anyway, and the lock lets the hot path's writer wait without
+SQLite's whole-millisecond sleeps). On PostgreSQL the hot path has its own autocommit
+connections (pg_connections.py explains why).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from ..errors import ConfigError, MissingExtraError
+from .codec import Codec
+from .pg_connections import PgConnections
+from .pg_text import TextCursor
+
+IDLE_PING_AFTER = 5.0  # seconds a pooled PostgreSQL connection may sit unused before it is checked
+
+
+def _sqlite_pragmas(conn: Any) -> None:
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, immediate: bool) -> Engine:
+    """A SQLAlchemy engine on `url`; on SQLite, `immediate`: its transactions take the write lock
+    at BEGIN. An unknown scheme, a bad URL or a missing driver is one ConfigError line."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:":
+            folder = Path(path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the folder {folder} for the database: {exc}") from None
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  json_serializer=_json_serializer)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, see below
+            _sqlite_pragmas(dbapi_conn)
+
+        # Writers take the lock at BEGIN so two writers never deadlock upgrading a read lock.
+        begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin_sql)
+
+        return engine
+    try:
+        engine = sa.create_engine(url, pool_size=10, max_overflow=20, json_serializer=_json_serializer)
+    except ModuleNotFoundError as exc:
+        if "psycopg" in str(exc):
+            raise MissingExtraError("PostgreSQL", "postgres") from None
+        raise ConfigError(f"cannot use database {url!r}: {exc}") from None
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {url!r}: {exc}") from None
+
+    # Like pool_pre_ping, but only for a connection that sat idle: a ping on every checkout costs a
+    # round trip per statement, a third of a busy worker's time. A connection that breaks while
+    # in use is discarded by SQLAlchemy on the error, and the next checkout opens a fresh one.
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        now = time.monotonic()
+        if now - record.info.get("used_at", now) > IDLE_PING_AFTER:
+            try:
+                with dbapi_conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                dbapi_conn.rollback()
+            except Exception as exc:
+                raise sa.exc.DisconnectionError(str(exc)) from exc
+
+    @event.listens_for(engine, "checkin")
+    def _used(_dbapi_conn: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    return engine
+
+
+def _json_serializer(value: Any) -> str:
+    from .codec import json_text
+
+    return json_text(value) or "null"
+
+
+class Database:
+    """The connections to the database at `url`: open one per process and hand it to the stores
+    that use it (SqlJobStore, SqlPoolStore, the account tables, stream history)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.codec = Codec(self.is_sqlite)
+        self.engine = make_engine(url, immediate=True)  # SQLAlchemy's writer (and reader on PostgreSQL)
+        self._reader = make_engine(url, immediate=False) if self.is_sqlite else self.engine
+        self._sql_cache: dict[str, str] = {}
+        # One writer at a time inside this process on SQLite, whichever way it comes in.
+        self._write_lock = threading.Lock()
+        if self.is_sqlite:
+            self._path = make_url(url).database or ":memory:"
+            self._write_conn = self._sqlite_connect()
+            # We wait for the write lock ourselves: SQLite's own busy handler sleeps whole milliseconds.
+            self._write_conn.execute("PRAGMA busy_timeout=0")
+            self._local = threading.local()
+        else:
+            self._pg = PgConnections(url)
+            self._numbered: dict[str, bytes] = {}
+
+    # -- SQLAlchemy ----------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A Connection inside one write transaction, committed on success."""
+        if not self.is_sqlite:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def write_alone(self, table: str) -> Iterator[Connection]:
+        """A write transaction that no other `write_alone(table)` runs alongside, in any process on
+        the database: on SQLite every writer is alone already (BEGIN IMMEDIATE); on PostgreSQL the
+        table is locked until the commit (other transactions still read it)."""
+        with self.write() as conn:
+            if not self.is_sqlite:
+                conn.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    # -- the hot path: DB-API cursors ----------------------------------------------------------
+    def sql(self, text: str) -> str:
+        """A statement written with "?" placeholders, in this backend's form."""
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            cached = text if self.is_sqlite else text.replace("?", "%s")
+            self._sql_cache[text] = cached
+        return cached
+
+    @contextmanager
+    def write_cursor(self, single: bool = False) -> Iterator[Any]:
+        """A cursor inside one write transaction, committed on success. `single`: the caller runs
+        one statement only, which PostgreSQL makes a transaction of itself (one round trip, not
+        three)."""
+        if self.is_sqlite:
+            with self._write_lock:
+                cur = self._write_conn.cursor()
+                _begin_immediate(cur)
+                try:
+                    yield cur
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            return
+        if single:
+            yield self.text_cursor()
+            return
+        with self._pg.lend() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as pg_cur:
+                    yield pg_cur
+            except BaseException:
+                # On its ROLLBACK psycopg may deallocate all the connection's prepared statements
+                # (once it has prepared some), the one-statement path's too: not to be lent again.
+                conn.close()
+                raise
+
+    @contextmanager
+    def cursor(self) -> Iterator[Any]:
+        """A cursor for reads (each statement its own transaction)."""
+        if self.is_sqlite:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = self._sqlite_connect()
+            yield conn.cursor()
+            return
+        yield self.text_cursor()
+
+    def text_cursor(self) -> TextCursor:
+        """PostgreSQL: a cursor for statements that are each their own transaction (pg_text.py)."""
+        return TextCursor(self._pg, self._numbered)
+
+    def _sqlite_connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=30)
+        _sqlite_pragmas(conn)
+        return conn
+
+    # -- life ----------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest version."""
+        from .migrate import upgrade
+
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        if self.is_sqlite:
+            self._write_conn.close()
+        else:
+            self._pg.close()
+        self.engine.dispose()
+        if self._reader is not self.engine:
+            self._reader.dispose()
+
+
+def _begin_immediate(cur: sqlite3.Cursor, patience: float = 30.0) -> None:
+    """BEGIN IMMEDIATE, retrying with short sleeps while another process holds the write lock."""
+    delay, deadline = 20e-6, time.monotonic() + patience
+    while True:
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.002)

@@ -1,0 +1,74 @@
+"""The steps of pipeline jobs: written by the hot path's `apply` (planned, saved, closed), read by
+`list_steps`. A StepRecord's fields are the job_steps columns, by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..core.clock import utcnow
+from ..core.steps import STEP_FINISHED, StepRecord, StepStatus
+from . import tables as t
+from .base import StepSaved, StepsClosed, StepsPlanned
+from .codec import json_text
+from .database import Database
+
+_COLUMNS = [c.name for c in t.job_steps.c]
+_INSERT = f"INSERT INTO job_steps ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_JSON = {c.name for c in t.job_steps.c if isinstance(c.type, sa.JSON)}
+_TIME = {c.name for c in t.job_steps.c if isinstance(c.type, t.UTCDateTime)}
+
+
+def apply_step_change(db: Database, cur: Any, change: StepsPlanned | StepSaved | StepsClosed) -> bool:
+    """One of `apply`'s step changes, on its cursor; whether it took effect."""
+    if isinstance(change, StepsPlanned):
+        cur.execute(db.sql("DELETE FROM job_steps WHERE job_id = ?"), (change.job_id,))
+        for step in change.steps:
+            _insert(db, cur, step)
+        return True
+    if isinstance(change, StepSaved):
+        step = change.step
+        cur.execute(db.sql("DELETE FROM job_steps WHERE job_id = ? AND name = ?"), (step.job_id, step.name))
+        _insert(db, cur, step)
+        return True
+    open_states = [s.value for s in StepStatus if s not in STEP_FINISHED]
+    finished = db.codec.time(utcnow()) if change.to in STEP_FINISHED else None
+    cur.execute(db.sql(
+        "UPDATE job_steps SET status = ?, finished_at = CASE WHEN status = ? THEN ? ELSE finished_at END "
+        "WHERE job_id = ? AND status IN (?, ?)"),
+        (change.to.value, StepStatus.RUNNING.value, finished, change.job_id, *open_states))
+    return bool(cur.rowcount)
+
+
+def _insert(db: Database, cur: Any, step: StepRecord) -> None:
+    cur.execute(db.sql(_INSERT), [_value(db, name, getattr(step, name)) for name in _COLUMNS])
+
+
+def _value(db: Database, name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _JSON:
+        return json_text(value)
+    if name in _TIME:
+        return db.codec.time(value)
+    return value.value if isinstance(value, StepStatus) else value
+
+
+class StepQueries:
+    db: Database
+
+    def list_steps(self, job_id: int) -> list[StepRecord]:
+        if not 0 < job_id <= t.MAX_INT:
+            return []
+        s = t.job_steps.c
+        stmt = sa.select(t.job_steps).where(s.job_id == job_id).order_by(s.position, s.name)
+        with self.db.read() as conn:
+            return [_step(row) for row in conn.execute(stmt)]
+
+
+def _step(row: sa.Row[Any]) -> StepRecord:
+    m = dict(row._mapping)
+    return StepRecord(**{**m, "status": StepStatus(m["status"]), "depends_on": list(m["depends_on"] or []),
+                         "allow_failure": bool(m["allow_failure"]), "artifacts": list(m["artifacts"] or []),
+                         "reused": bool(m["reused"])})
