@@ -15,11 +15,11 @@ from ..auth.audit import AuditQuery, to_csv
 from ..core.access import Role
 from ..core.clock import as_utc, utcnow
 from ..errors import PermissionDenied, ValidationError
-from ..runtime import Runtime
 from .ids import TOKEN_ID
 from .policy import shown_page
 from .schemas import ErrorOut
 from .security import audit, principal
+from .state import RuntimeDep
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Not logged in, or the token is unknown, revoked or expired"},
@@ -125,121 +125,136 @@ def token_json(token: Token) -> dict[str, Any]:
             "active": token.active(utcnow())}
 
 
-def accounts_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["auth"], responses=AUTH_ERRORS)
+router = APIRouter(prefix="/api", tags=["auth"], responses=AUTH_ERRORS)
 
-    @router.get("/me", response_model=MeOut)
-    def me(request: Request) -> dict[str, Any]:
-        """Who this request is made as."""
-        who = principal(request)
-        return {"name": who.name, "role": who.role.value, "via": who.via, "csrf_token": who.session_csrf}
 
-    # -- users (admins) ----------------------------------------------------------------------------
-    @router.get("/users", response_model=list[UserOut])
-    def list_users() -> list[dict[str, Any]]:
-        return [user_json(u) for u in runtime.auth.accounts.list_users()]
+@router.get("/me", response_model=MeOut)
+def me(runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+    """Who this request is made as."""
+    who = principal(request)
+    return {"name": who.name, "role": who.role.value, "via": who.via, "csrf_token": who.session_csrf}
 
-    @router.post("/users", status_code=201, response_model=UserOut)
-    def add_user(request: Request, body: UserIn) -> dict[str, Any]:
-        user = runtime.auth.accounts.add_user(body.name, body.role, body.password)
-        audit(request, "user.add", f"user:{user.name}", role=user.role.value)
-        return user_json(user)
 
-    @router.patch("/users/{name}", response_model=UserOut)
-    def change_user(request: Request, name: str, body: UserPatch) -> dict[str, Any]:
-        accounts = runtime.auth.accounts
-        user = accounts.get_user(name)
-        if body.role is not None and body.role is not user.role:
-            user = accounts.set_role(name, body.role)
-            audit(request, "user.role", f"user:{name}", role=user.role.value)
-        if body.password is not None:
-            accounts.set_password(name, body.password)
-            audit(request, "user.password", f"user:{name}")
-        return user_json(accounts.get_user(name))
+# -- users (admins) ----------------------------------------------------------------------------
 
-    @router.delete("/users/{name}", status_code=204, response_class=Response)
-    def remove_user(request: Request, name: str) -> Response:
-        runtime.auth.accounts.remove_user(name)
-        audit(request, "user.remove", f"user:{name}")
-        return Response(status_code=204)
 
-    # -- tokens (own; admins: anyone's) ------------------------------------------------------------
-    @router.get("/tokens", response_model=list[TokenOut])
-    def list_tokens(request: Request, user: str | None = Query(None, max_length=100,
-                                                                  description="Admins: this user's tokens.")) -> Any:
-        """Your API tokens (admins: everyone's, or one user's)."""
-        who = principal(request)
-        if who.role is not Role.ADMIN:
-            if user not in (None, who.name):
-                raise PermissionDenied("only admins see other users' tokens")
-            user = who.name
-        return [token_json(t) for t in runtime.auth.accounts.list_tokens(user)]
+@router.get("/users", response_model=list[UserOut])
+def list_users(runtime: RuntimeDep) -> list[dict[str, Any]]:
+    return [user_json(u) for u in runtime.auth.accounts.list_users()]
 
-    @router.post("/tokens", status_code=201, response_model=TokenCreated)
-    def create_token(request: Request, body: TokenIn) -> dict[str, Any]:
-        """Create an API token. The secret is in this answer only: it is stored hashed."""
-        who = principal(request)
-        owner = body.user or who.name
-        if owner != who.name and who.role is not Role.ADMIN:
-            raise PermissionDenied("only admins create tokens for other users")
-        if who.via == "local" and body.user is None:
-            raise ValidationError("no users are configured: add one with `mieruka users add NAME --role admin`",
-                                  [{"field": "user", "message": "no such user"}])
-        expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-        token, secret = runtime.auth.accounts.create_token(owner, body.name, expires)
-        audit(request, "token.create", f"token:{token.id}", user=owner, name=body.name)
-        return {**token_json(token), "token": secret}
 
-    @router.delete(f"/tokens/{TOKEN_ID}", status_code=204, response_class=Response)
-    def revoke_token(request: Request, token_id: int) -> Response:
-        """Revoke a token: it stops working at once."""
-        token = runtime.auth.accounts.revoke_token_as(principal(request), token_id)
-        audit(request, "token.revoke", f"token:{token_id}", user=token.user)
-        return Response(status_code=204)
+@router.post("/users", status_code=201, response_model=UserOut)
+def add_user(runtime: RuntimeDep, request: Request, body: UserIn) -> dict[str, Any]:
+    user = runtime.auth.accounts.add_user(body.name, body.role, body.password)
+    audit(request, "user.add", f"user:{user.name}", role=user.role.value)
+    return user_json(user)
 
-    # -- audit log (admins, read only) ---------------------------------------------------------------
-    @router.get("/audit", response_model=AuditPage,
-                responses={200: {"content": {"text/csv": {}}, "description": "A page, or CSV with format=csv"}})
-    def audit_log(actor: str | None = Query(None, max_length=100),
-                  action: str | None = Query(None, max_length=100,
-                                             description="Exact, or a prefix ending in '.' (job.)"),
-                  target: str | None = Query(None, max_length=300, description="Text in the target."),
-                  since: datetime | None = Query(None, description="ISO 8601; naive means UTC."),
-                  until: datetime | None = None,
-                  cursor: int | None = Query(None, ge=1, lt=2**63, description="next_cursor of the previous page."),
-                  limit: int = Query(100, ge=1, le=10000),
-                  format: str = Query("json", pattern="^(json|csv)$")) -> Any:
-        """The audit log, newest first: who did what, to which target, when, from where."""
-        query = AuditQuery(actor=actor, action=action, target=target, since=as_utc(since, "since"),
-                           until=as_utc(until, "until"), before_id=cursor, limit=limit + 1)
-        entries = runtime.auth.audit.query(query)
-        more = len(entries) > limit
-        entries = entries[:limit]
-        if format == "csv":
-            return Response(to_csv(entries), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
-        return {"entries": [e.json() for e in entries],
-                "next_cursor": str(entries[-1].id) if more and entries else None}
 
-    # -- presence ----------------------------------------------------------------------------------------
-    @router.get("/presence", response_model=PresenceOut, tags=["presence"])
-    def presence(request: Request) -> dict[str, Any]:
-        """Who is online now: users seen within the last `presence_expiry` seconds (and on which page,
-        unless it names something you may not see)."""
-        who = principal(request)
-        presence = runtime.auth.presence
-        return {"online": [{**s.json(), "page": shown_page(runtime, who, s.page)} for s in presence.online()],
-                "expiry_seconds": presence.expiry}
+@router.patch("/users/{name}", response_model=UserOut)
+def change_user(runtime: RuntimeDep, request: Request, name: str, body: UserPatch) -> dict[str, Any]:
+    accounts = runtime.auth.accounts
+    user = accounts.get_user(name)
+    if body.role is not None and body.role is not user.role:
+        user = accounts.set_role(name, body.role)
+        audit(request, "user.role", f"user:{name}", role=user.role.value)
+    if body.password is not None:
+        accounts.set_password(name, body.password)
+        audit(request, "user.password", f"user:{name}")
+    return user_json(accounts.get_user(name))
 
-    @router.post("/presence/heartbeat", status_code=204, response_class=Response, tags=["presence"])
-    async def heartbeat(request: Request) -> Response:
-        """Open pages call this every minute, so a reader who only watches stays online."""
-        who = principal(request)
-        if who.via in ("session", "token"):
-            page = request.headers.get("x-page", "")[:300]
-            await run_in_threadpool(runtime.auth.presence.seen, who, request.client.host if request.client else "",
-                                    page)
-        return Response(status_code=204)
 
-    return router
+@router.delete("/users/{name}", status_code=204, response_class=Response)
+def remove_user(runtime: RuntimeDep, request: Request, name: str) -> Response:
+    runtime.auth.accounts.remove_user(name)
+    audit(request, "user.remove", f"user:{name}")
+    return Response(status_code=204)
 
+
+# -- tokens (own; admins: anyone's) ------------------------------------------------------------
+
+
+@router.get("/tokens", response_model=list[TokenOut])
+def list_tokens(runtime: RuntimeDep, request: Request, user: str | None = Query(None, max_length=100,
+                                                              description="Admins: this user's tokens.")) -> Any:
+    """Your API tokens (admins: everyone's, or one user's)."""
+    who = principal(request)
+    if who.role is not Role.ADMIN:
+        if user not in (None, who.name):
+            raise PermissionDenied("only admins see other users' tokens")
+        user = who.name
+    return [token_json(t) for t in runtime.auth.accounts.list_tokens(user)]
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated)
+def create_token(runtime: RuntimeDep, request: Request, body: TokenIn) -> dict[str, Any]:
+    """Create an API token. The secret is in this answer only: it is stored hashed."""
+    who = principal(request)
+    owner = body.user or who.name
+    if owner != who.name and who.role is not Role.ADMIN:
+        raise PermissionDenied("only admins create tokens for other users")
+    if who.via == "local" and body.user is None:
+        raise ValidationError("no users are configured: add one with `mieruka users add NAME --role admin`",
+                              [{"field": "user", "message": "no such user"}])
+    expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    token, secret = runtime.auth.accounts.create_token(owner, body.name, expires)
+    audit(request, "token.create", f"token:{token.id}", user=owner, name=body.name)
+    return {**token_json(token), "token": secret}
+
+
+@router.delete(f"/tokens/{TOKEN_ID}", status_code=204, response_class=Response)
+def revoke_token(runtime: RuntimeDep, request: Request, token_id: int) -> Response:
+    """Revoke a token: it stops working at once."""
+    token = runtime.auth.accounts.revoke_token_as(principal(request), token_id)
+    audit(request, "token.revoke", f"token:{token_id}", user=token.user)
+    return Response(status_code=204)
+
+
+# -- audit log (admins, read only) ---------------------------------------------------------------
+
+
+@router.get("/audit", response_model=AuditPage,
+            responses={200: {"content": {"text/csv": {}}, "description": "A page, or CSV with format=csv"}})
+def audit_log(runtime: RuntimeDep, actor: str | None = Query(None, max_length=100),
+              action: str | None = Query(None, max_length=100,
+                                         description="Exact, or a prefix ending in '.' (job.)"),
+              target: str | None = Query(None, max_length=300, description="Text in the target."),
+              since: datetime | None = Query(None, description="ISO 8601; naive means UTC."),
+              until: datetime | None = None,
+              cursor: int | None = Query(None, ge=1, lt=2**63, description="next_cursor of the previous page."),
+              limit: int = Query(100, ge=1, le=10000),
+              format: str = Query("json", pattern="^(json|csv)$")) -> Any:
+    """The audit log, newest first: who did what, to which target, when, from where."""
+    query = AuditQuery(actor=actor, action=action, target=target, since=as_utc(since, "since"),
+                       until=as_utc(until, "until"), before_id=cursor, limit=limit + 1)
+    entries = runtime.auth.audit.query(query)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    if format == "csv":
+        return Response(to_csv(entries), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+    return {"entries": [e.json() for e in entries],
+            "next_cursor": str(entries[-1].id) if more and entries else None}
+
+
+# -- presence ----------------------------------------------------------------------------------------
+
+
+@router.get("/presence", response_model=PresenceOut, tags=["presence"])
+def presence(runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+    """Who is online now: users seen within the last `presence_expiry` seconds (and on which page,
+    unless it names something you may not see)."""
+    who = principal(request)
+    presence = runtime.auth.presence
+    return {"online": [{**s.json(), "page": shown_page(runtime, who, s.page)} for s in presence.online()],
+            "expiry_seconds": presence.expiry}
+
+
+@router.post("/presence/heartbeat", status_code=204, response_class=Response, tags=["presence"])
+async def heartbeat(runtime: RuntimeDep, request: Request) -> Response:
+    """Open pages call this every minute, so a reader who only watches stays online."""
+    who = principal(request)
+    if who.via in ("session", "token"):
+        page = request.headers.get("x-page", "")[:300]
+        await run_in_threadpool(runtime.auth.presence.seen, who, request.client.host if request.client else "",
+                                page)
+    return Response(status_code=204)

@@ -16,15 +16,12 @@ from ..core.events import Event
 from ..errors import TaskNotFound
 from ..runtime import Runtime
 from ..store.outage import RETRY_AFTER, reason, unavailable
-from . import pools, tasks
-from .accounts_api import accounts_router
+from . import accounts_api, jobs, monitor, pools, steps, tasks
 from .assets import Assets
 from .errors import install_error_handlers
 from .ids import JOB_ID
-from .jobs import jobs_router
 from .live import live_router
 from .metrics import Metrics
-from .monitor import monitor_router
 from .openapi import install_openapi
 from .policy import hidden_names
 from .prefix import PathPrefix
@@ -32,7 +29,6 @@ from .security import hidden, install_security, principal
 from .serialize import iso, job_json
 from .sse import event_response
 from .state import attach
-from .steps import steps_router
 from .ui.dashboards import dashboards_ui_router
 from .ui.pages import ui_router
 from .ui.templating import page_templates
@@ -61,11 +57,11 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     pages = page_templates(runtime)
     install_error_handlers(api, pages)
     api.include_router(tasks.router)
-    api.include_router(jobs_router(runtime))
-    api.include_router(accounts_router(runtime))
-    api.include_router(monitor_router(runtime))
+    api.include_router(jobs.router)
+    api.include_router(accounts_api.router)
+    api.include_router(monitor.router)
     api.include_router(pools.router)
-    api.include_router(steps_router(runtime))
+    api.include_router(steps.router)
     _events_routes(api, runtime, metrics)
     _system_routes(api, runtime, metrics)
     _docs_routes(api, pages)

@@ -15,6 +15,7 @@ from ..core.clock import utcnow
 from ..nodes import is_up
 from ..runtime import Runtime
 from .serialize import iso
+from .state import RuntimeDep
 
 DOWN_SHOWN_FOR = timedelta(hours=24)  # a vanished process stays listed (as down) this long
 
@@ -62,19 +63,18 @@ def stats(runtime: Runtime, minutes: int = 60) -> dict[str, Any]:
     return {"minutes": minutes, "since": iso(since), "finished": total, "per_minute": series}
 
 
-def monitor_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"])
 
-    @router.get("/api/nodes")
-    def list_nodes() -> list[dict[str, Any]]:
-        """Every process that runs jobs, on any machine: servers (with their local worker pool) and
-        Celery workers, with queues, concurrency, running jobs, last heartbeat and up/down."""
-        return nodes(runtime)
 
-    @router.get("/api/stats")
-    def job_stats(minutes: int = Query(60, ge=1, le=1440)) -> dict[str, Any]:
-        """Jobs finished per minute over the last `minutes` (default an hour), by final state, with
-        average and longest wait (queued to started) and run time in seconds."""
-        return stats(runtime, minutes)
+@router.get("/api/nodes")
+def list_nodes(runtime: RuntimeDep) -> list[dict[str, Any]]:
+    """Every process that runs jobs, on any machine: servers (with their local worker pool) and
+    Celery workers, with queues, concurrency, running jobs, last heartbeat and up/down."""
+    return nodes(runtime)
 
-    return router
+
+@router.get("/api/stats")
+def job_stats(runtime: RuntimeDep, minutes: int = Query(60, ge=1, le=1440)) -> dict[str, Any]:
+    """Jobs finished per minute over the last `minutes` (default an hour), by final state, with
+    average and longest wait (queued to started) and run time in seconds."""
+    return stats(runtime, minutes)
