@@ -552,7 +552,7 @@ def test_pages_offer_only_what_the_reader_may_do(app: Any, client: TestClient) -
 def test_a_login_lock_ends_by_itself(app: Any) -> None:
     import time
 
-    app.configure(login_lockout=1.0)
+    app.configure(login_lockout=5.0)  # long enough to see it locked on a slow, loaded machine
     with TestClient(app.asgi()) as client:
         app.auth.accounts.add_user("vic", "viewer", PASSWORD)
         for _ in range(5):
