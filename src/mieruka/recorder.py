@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
+from . import attempt
 from .core import outcome as settle
 from .core.clock import utcnow
 from .core.events import Event
@@ -22,10 +22,9 @@ from .core.status import JobStatus
 from .core.steps import StepRecord
 from .core.task import Task
 from .runner import Outcome
-from .store.base import ArtifactAdded, Change, LogAppend, ProgressUpdate, StepSaved, StepsPlanned, Transition
+from .store.base import ArtifactAdded, Change, LogAppend, ProgressUpdate, StepSaved, StepsPlanned
 
 PROGRESS_EVERY = 0.1  # seconds between progress writes and events per job
-RUNNING = frozenset({JobStatus.RUNNING})
 Sink = Callable[[list[Change], list[Event]], None]
 
 
@@ -127,14 +126,8 @@ class AttemptRecorder:
                 fields["message"] = pending[1]
         elif pending is not None:
             changes.append(ProgressUpdate(job.id, pending[0], pending[1]))
-        changes.append(attempt_end(job, status, fields))
+        changes.append(attempt.end(job, status, fields))
         return changes
-
-
-def attempt_end(record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> Transition:
-    """The change that ends the running attempt of `record` (a job that moved on meanwhile, or is
-    on another attempt, is left alone); a job that ends is read back for its end event."""
-    return Transition(record.id, status, RUNNING, fields, attempt=record.attempts, read_back=status.finished)
 
 
 def step_event(step: StepRecord) -> dict[str, object]:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import attempt
 from ..artifacts import open_uploads
 from ..artifacts.base import ArtifactStorage
 from ..artifacts.uploads import check_upload_id, file_refs
@@ -26,7 +27,6 @@ from ..core.steps import StepStatus
 from ..core.task import Task, TaskRegistry
 from ..errors import ConflictError, JobNotFound, StorageUnavailable, ValidationError
 from ..executors.base import NEW_JOB_GRACE, Executor
-from ..recorder import attempt_end
 from ..settings import Settings
 from ..store.base import (
     Change,
@@ -128,7 +128,7 @@ class Engine:
                 continue
             record = running.record
             changes.append(StepsClosed(job_id, StepStatus.CANCELLED))  # its steps were stopped with it
-            changes.append(attempt_end(record, JobStatus.QUEUED, {
+            changes.append(attempt.end(record, JobStatus.QUEUED, {
                 "attempts": max(record.attempts - 1, 0), "worker": None, "engine_id": None,
                 "message": "re-queued: the server stopped while it ran", "started_at": None}))
         if changes:

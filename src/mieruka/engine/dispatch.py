@@ -8,11 +8,13 @@ the broker (Celery), whose workers claim and settle jobs themselves (executors/c
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..attempt import CANCEL, TIMEOUT
 from ..core.clock import utcnow
 from ..core.job import JobRecord
 from ..core.status import JobStatus
@@ -31,7 +33,7 @@ class Running:
     task: Task
     worker: str
     deadline: float | None = None
-    kill_reason: str | None = None  # "cancel" or "timeout" once we killed it
+    kill_reason: str | None = None  # attempt.CANCEL or attempt.TIMEOUT once we killed it
 
 
 class Dispatch(Protocol):
@@ -54,8 +56,9 @@ class Dispatch(Protocol):
     def cancel(self, job_id: int) -> None:
         """Stop the running job whose cancel was recorded (loop thread)."""
 
-    def poll(self) -> float | None:
-        """Look in the store for work the loop was not told of; returns when to look next, if sooner."""
+    def poll(self) -> float:
+        """Look in the store for work the loop was not told of; returns when a retry becomes due
+        (monotonic; infinity if none is known)."""
 
     def refill(self) -> None:
         """Read more queued jobs, a backlog waits in the store."""
@@ -114,13 +117,13 @@ class LocalDispatch:
     def cancel(self, job_id: int) -> None:
         running = self.running.get(job_id)
         if running is not None and running.kill_reason is None:
-            running.kill_reason = "cancel"
+            running.kill_reason = CANCEL
             self.executor.kill(job_id)
 
-    def poll(self) -> float | None:
+    def poll(self) -> float:
         """Backstop for jobs queued by other processes, retries that became due, remote cancels."""
         self.refill()
-        sooner = None
+        sooner = math.inf
         due = self.store.next_due_time()
         if due is not None:
             wait = (due - utcnow()).total_seconds()
@@ -130,7 +133,7 @@ class LocalDispatch:
             for record in self.store.list_jobs(JobQuery(status=[JobStatus.RUNNING], limit=1000)):
                 running = self.running.get(record.id)
                 if running is not None and record.cancel_requested and running.kill_reason is None:
-                    running.kill_reason = "cancel"
+                    running.kill_reason = CANCEL
                     self.executor.kill(record.id)
         return sooner
 
@@ -186,7 +189,7 @@ class LocalDispatch:
     def overdue(self, now: float) -> None:
         for job_id, running in list(self.running.items()):
             if running.deadline is not None and now >= running.deadline and running.kill_reason is None:
-                running.kill_reason = "timeout"
+                running.kill_reason = TIMEOUT
                 self.executor.kill(job_id)
 
     def deadlines(self) -> list[float]:
@@ -222,8 +225,8 @@ class BrokerDispatch:
     def cancel(self, job_id: int) -> None:
         self.remote.kill(job_id)
 
-    def poll(self) -> float | None:
-        return None
+    def poll(self) -> float:
+        return math.inf
 
     def refill(self) -> None:
         pass

@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .. import attempt
 from ..bus.base import EventBus
-from ..core import outcome
 from ..core.clock import utcnow
 from ..core.events import Event
 from ..core.status import JobStatus
 from ..core.steps import StepStatus
 from ..executors.base import Executor, Finished, Recorded, WorkerMessage
 from ..nodes import dead_here
-from ..recorder import attempt_end
 from ..settings import Settings
 from ..store.base import Change, Claim, JobStore, StepsClosed, Transition
 from ..store.outage import is_outage, reason
@@ -160,10 +159,7 @@ class Loop:
             heapq.heappop(self._delayed)
             self._next_poll = 0.0  # a retry became due: look in the store now
         if now >= self._next_poll:
-            self._next_poll = now + self.settings.poll_interval
-            sooner = self.dispatch.poll()
-            if sooner is not None:
-                self._next_poll = min(self._next_poll, sooner)
+            self._next_poll = min(now + self.settings.poll_interval, self.dispatch.poll())
         elif self.dispatch.backlogged():
             self.dispatch.refill()
 
@@ -213,12 +209,12 @@ class Loop:
             if isinstance(msg, Finished):
                 changes.extend(msg.changes)
             else:  # Died: settle it on the dead worker's behalf
-                status, fields = _died(running, msg.reason)
+                status, fields = attempt.cut_short(running.record, running.task, msg.reason, running.kill_reason)
                 # A pipeline's steps that were still running or waiting end with it.
-                closed = StepStatus.CANCELLED if running.kill_reason == "cancel" else StepStatus.FAILED
+                closed = StepStatus.CANCELLED if running.kill_reason == attempt.CANCEL else StepStatus.FAILED
                 changes.append(StepsClosed(msg.job_id, closed))
                 batch.events.append(Event("steps", msg.job_id, running.task.name, {"closed": closed.value}))
-                changes.append(attempt_end(running.record, status, fields))
+                changes.append(attempt.end(running.record, status, fields))
             last = changes[-1] if changes else None
             if isinstance(last, Transition) and last.job_id == msg.job_id:
                 batch.finals.append((len(changes) - 1, running, last))
@@ -248,16 +244,6 @@ class Loop:
                     self.requeued(running.record.id, change.fields.get("run_after"))
         for record in applied.claimed:
             self.dispatch.start(record)
-
-
-def _died(running: Running, reason: str) -> tuple[JobStatus, dict[str, Any]]:
-    now = utcnow()
-    if running.kill_reason == "cancel":
-        return outcome.cancelled(now)
-    if running.kill_reason == "timeout":
-        reason = f"timed out after {running.task.timeout:g}s"
-    record = running.record
-    return outcome.failed(record.attempts, record.max_attempts, running.task, reason, None, now)
 
 
 def failed(what: str, exc: Exception) -> None:

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .. import attempt
 from ..artifacts import open_uploads
 from ..artifacts.uploads import job_upload_root
 from ..bus.outbox import Outbox
 from ..capture import FdCapture
-from ..core import outcome
 from ..core.clock import utcnow
 from ..core.events import Event, job_state
 from ..core.job import JobRecord
@@ -40,8 +40,7 @@ from ..core.steps import StepStatus
 from ..core.task import Task
 from ..nodes import dead_here
 from ..process import alive, descendants, kill_tree, worker_lost
-from ..recorder import AttemptRecorder, attempt_end
-from ..runner import JobSpec, Outcome, run_job
+from ..recorder import AttemptRecorder
 from ..store.base import Applied, Change, Claim, StepsClosed, Transition
 from .base import NEW_JOB_GRACE
 from .celery import CANCEL_COMMAND, TASK_NAME, make_celery, send_run
@@ -115,8 +114,7 @@ class WorkerNode:
         if pid is not None:
             kill_tree(pid, [])  # what the job started lives on in the dead process's group
         task = self.app.tasks.get(record.task) if record.task in self.app.tasks else None
-        status, fields = outcome.failed(record.attempts, record.max_attempts, task, reason, None, utcnow())
-        conn.settle(record, status, fields)
+        conn.settle(record, *attempt.cut_short(record, task, reason))
 
     def cancel(self, job_id: int, pool: Any) -> bool:
         """Revoke with terminate the request running the job (SIGKILL its pool process) and kill its
@@ -135,7 +133,7 @@ class WorkerNode:
             request.terminate(pool, signal=signal.SIGKILL)
             kill_tree(pid, found)
             if record is not None and record.status is JobStatus.RUNNING:
-                self.main.settle(record, *outcome.cancelled(utcnow()))
+                self.main.settle(record, *attempt.cut_short(record, None, "", attempt.CANCEL))
             return True
         return False
 
@@ -185,13 +183,23 @@ class _Connections:
 
     def settle(self, record: JobRecord, status: JobStatus, fields: dict[str, Any]) -> bool:
         """End the running attempt (guarded: a job that moved on meanwhile is left alone)."""
-        applied = self.apply([attempt_end(record, status, fields)])
+        applied = self.apply([attempt.end(record, status, fields)])
         if applied.done[0]:
             # The attempt was cut short (killed, lost, cancelled): a pipeline's open steps end with
             # it. Only once the job is ours to settle: a later attempt may have steps running.
             self.apply([StepsClosed(record.id, StepStatus.CANCELLED if status is JobStatus.CANCELLED
                                     else StepStatus.FAILED)])
             self.published_state(record, status, fields, applied.after.get(0))
+            return True
+        return False
+
+    def finish(self, record: JobRecord, changes: list[Change]) -> bool:
+        """End the attempt with what the job recorded (its last change ends it); False if the job
+        had moved on meanwhile."""
+        applied = self.apply(changes)
+        final = changes[-1]
+        if applied.done and applied.done[-1] and isinstance(final, Transition):
+            self.published_state(record, final.to, final.fields, applied.after.get(len(changes) - 1))
             return True
         return False
 
@@ -259,7 +267,7 @@ class PoolProcess:
             reason = self._lost_reason(record)
             if reason is not None:  # delivered again because whoever ran it is gone
                 task = tasks.get(record.task) if record.task in tasks else None
-                conn.settle(record, *outcome.failed(record.attempts, record.max_attempts, task, reason, None, now))
+                conn.settle(record, *attempt.cut_short(record, task, reason))
             return
         if record.run_after is not None and record.run_after > now:
             conn.resend(record, (record.run_after - now).total_seconds())  # early: a retry not yet due
@@ -293,35 +301,17 @@ class PoolProcess:
         tasks = self.node.app.tasks
         task = tasks.get(record.task) if record.task in tasks else None
         conn.hold([job_state(record, JobStatus.RUNNING.value, {"worker": self.worker_name})])
-        if task is None:
-            conn.settle(record, *outcome.failed(record.attempts, record.max_attempts, None,
-                                                f"the worker's app has no task named {record.task!r}", None,
-                                                utcnow()))
-            return
-        deadline = time.monotonic() + task.timeout if task.timeout else None
+        deadline = time.monotonic() + task.timeout if task is not None and task.timeout else None
         with self._lock:
             self._current = _Current(record, task, deadline)
-        self.recorder.begin(record)
-        spec = JobSpec(record.id, record.task, record.params, record.attempts, record.max_attempts)
-        self.capture.job_id = record.id
-        try:
-            # Uploads received by a server on another machine are downloaded for the job's duration.
-            with job_upload_root(conn.uploads, record.params) as upload_root:
-                result = run_job(task, spec, self.recorder, conn.artifacts, upload_root)
-        except BaseException as exc:  # noqa: BLE001 - never leave the job running
-            result = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self.capture.drain()
-            self.capture.job_id = None
+        # Uploads received by a server on another machine are downloaded for the job's duration.
+        changes = attempt.run(self.recorder, self.capture, task, record, conn.artifacts,
+                              lambda: job_upload_root(conn.uploads, record.params))
         with self._lock:
             current, self._current = self._current, None
         if current is None or current.ended:
             return  # the watcher settled it (timeout or cancel) and is taking this process down
-        changes = self.recorder.finish(task, result)
-        applied = conn.apply(changes)
-        final = changes[-1]
-        if applied.done and applied.done[-1] and isinstance(final, Transition):
-            conn.published_state(record, final.to, final.fields, applied.after.get(len(changes) - 1))
+        if conn.finish(record, changes):
             return
         fresh = conn.store.get_job(record.id)
         if fresh is not None and fresh.status is JobStatus.QUEUED and not fresh.finished:
@@ -358,15 +348,12 @@ class PoolProcess:
                     continue
                 now = time.monotonic()
                 if current.deadline is not None and now >= current.deadline:
-                    assert current.task is not None and current.task.timeout is not None
-                    self._end(current, *outcome.failed(current.record.attempts, current.record.max_attempts,
-                                                       current.task, f"timed out after {current.task.timeout:g}s",
-                                                       None, utcnow()))
+                    self._end(current, *attempt.cut_short(current.record, current.task, "", attempt.TIMEOUT))
                 elif now >= next_cancel_check:
                     next_cancel_check = now + CANCEL_CHECK_EVERY
                     fresh = self.conn.store.get_job(current.record.id)
                     if fresh is not None and fresh.cancel_requested:
-                        self._end(current, *outcome.cancelled(utcnow()))
+                        self._end(current, *attempt.cut_short(current.record, current.task, "", attempt.CANCEL))
             except Exception:  # noqa: BLE001 - keep watching
                 log.exception("watcher failed")
 

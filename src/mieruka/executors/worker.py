@@ -17,16 +17,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from .. import attempt
 from ..artifacts import open_storage
 from ..capture import FdCapture
 from ..core.events import Event
 from ..core.job import JobRecord
 from ..recorder import AttemptRecorder
-from ..runner import CALL_CODE, Abandon, Gate, JobSpec, Outcome, run_job
+from ..runner import CALL_CODE, Abandon, Gate
 from ..store.base import Change
 from . import spool
 from .pipe import MessagePipe
@@ -127,24 +129,15 @@ def worker_main(channel: Channel, config: dict[str, Any]) -> None:
         if record is None:
             return
         life.busy = True
-        recorder.begin(record)
-        spec = JobSpec(record.id, record.task, record.params, record.attempts, record.max_attempts)
-        task = app.tasks.get(spec.task) if spec.task in app.tasks else None
-        capture.job_id = spec.id
+        task = app.tasks.get(record.task) if record.task in app.tasks else None
         try:
-            if task is not None:
-                outcome = run_job(task, spec, recorder, artifacts, uploads, life.gate)
-            else:
-                outcome = Outcome(ok=False, error=f"the worker's app has no task named {spec.task!r}")
+            changes = attempt.run(recorder, capture, task, record, artifacts, lambda: nullcontext(uploads),
+                                  life.gate)
         except Abandon:
             _die()  # the server died before the function started: the next one runs the job
-        finally:
-            capture.drain()
-            capture.job_id = None
-        changes = recorder.finish(task, outcome)
-        spool.write(outcomes, spec.id, record.attempts, changes)  # durable before it is reported
+        spool.write(outcomes, record.id, record.attempts, changes)  # durable before it is reported
         try:
-            channel.send(("done", spec.id, changes))
+            channel.send(("done", record.id, changes))
         except OSError:
             _die()  # the server is gone; the next one saves the outcome from the spool
 
