@@ -34,11 +34,3 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
 }
 
-
-def sources_of(target: JobStatus) -> frozenset[JobStatus]:
-    """The states a job may be in to move to `target`."""
-    return frozenset(src for src, targets in TRANSITIONS.items() if target in targets)
-
-
-def can_transition(source: JobStatus, target: JobStatus) -> bool:
-    return target in TRANSITIONS[source]
