@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,6 +25,7 @@ from .ids import parse_id
 from .policy import ALLOW_LISTS
 from .security import hidden, principal
 from .serialize import iso, job_json
+from .state import RuntimeDep, metrics_of
 
 CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
 
@@ -110,196 +110,211 @@ class LiveMetrics(Collector):
         yield from (refreshes, failing, age, duration, rows, points)
 
 
-def live_router(runtime: Runtime, clients: Gauge | None = None, registry: CollectorRegistry | None = None) -> APIRouter:
-    router = APIRouter()
-    if registry is not None:
-        registry.register(LiveMetrics(runtime))
+router = APIRouter()
 
-    # -- sources ---------------------------------------------------------------------------------
-    @router.get("/api/sources", tags=["sources"])
-    def list_sources(request: Request) -> list[dict[str, Any]]:
-        """Every data source (that you may read) with its status: last refresh, duration, rows, error."""
-        live = live_or_none(runtime)
-        if live is None:
-            return []
-        who = principal(request)
-        return [source_json(s, live.refresher.state(s.name), live) for s in live.sources
-                if allowed(who, runtime.dashboards.source_allow(s.name))]
 
-    @router.get("/api/sources/{name}", tags=["sources"])
-    def get_source(name: str) -> dict[str, Any]:
-        """One source: status, last refresh (UTC), the last error and its time, the columns."""
-        live = live_of(runtime)
-        source = live.sources.get(name)
-        return source_json(source, live.refresher.state(source.name), live)
+# -- sources ---------------------------------------------------------------------------------
+@router.get("/api/sources", tags=["sources"])
+def list_sources(runtime: RuntimeDep, request: Request) -> list[dict[str, Any]]:
+    """Every data source (that you may read) with its status: last refresh, duration, rows, error."""
+    live = live_or_none(runtime)
+    if live is None:
+        return []
+    who = principal(request)
+    return [source_json(s, live.refresher.state(s.name), live) for s in live.sources
+            if allowed(who, runtime.dashboards.source_allow(s.name))]
 
-    @router.get("/api/sources/{name}/data", tags=["sources"], response_model=None,
-                responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
-    def source_data(name: str, format: str = Query("json", pattern="^(json|csv)$"),
-                    offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Response:
-        """The last good table: JSON (`offset`/`limit` pages) or, with `?format=csv`, all of it."""
-        live = live_of(runtime)
-        source = live.sources.get(name)
-        state = live.refresher.state(source.name)
-        if state.frame is None and state.attempts == 0:  # just started: its first read ends soon
-            state = live.refresher.first_read(source.name)
-        if state.frame is None:
-            why = f"its last refresh failed: {state.error}" if state.error else "the first refresh has not finished"
-            raise ConflictError(f"source {name!r} has no data yet: {why}")
-        frame = state.frame
-        if format == "csv":
-            return StreamingResponse(_csv_chunks(frame), media_type="text/csv; charset=utf-8",
-                                     headers={"Content-Disposition": f'attachment; filename="{source.name}.csv"'})
-        part = frame.iloc[offset:offset + limit]
-        table = json.loads(part.to_json(orient="split", index=False, date_format="iso", date_unit="s"))
-        return JSONResponse({"source": source.name, "version": state.version,
-                             "refreshed_at": iso(state.refreshed_at), "total": len(frame), "offset": offset,
-                             "limit": limit, "columns": table["columns"], "rows": table["data"]})
 
-    @router.post("/api/sources/{name}/refresh", tags=["sources"])
-    def refresh_source(name: str, wait: float = Query(0, ge=0, le=300, description=
-                       "Seconds to wait for the refresh to end (0: answer at once with 202).")) -> JSONResponse:
-        """Refresh now, or right after the refresh already running (requests coalesce; never two at once)."""
-        live = live_of(runtime)
-        source = live.sources.get(name)
-        before = live.refresher.state(source.name).attempts
-        state = live.refresher.refresh(source.name, wait=wait or None)
-        done = state.attempts > before
-        return JSONResponse(source_json(source, state, live), status_code=200 if done else 202)
+@router.get("/api/sources/{name}", tags=["sources"])
+def get_source(runtime: RuntimeDep, name: str) -> dict[str, Any]:
+    """One source: status, last refresh (UTC), the last error and its time, the columns."""
+    live = live_of(runtime)
+    source = live.sources.get(name)
+    return source_json(source, live.refresher.state(source.name), live)
 
-    # -- dashboards ------------------------------------------------------------------------------
-    @router.get("/api/dashboards", tags=["dashboards"])
-    def list_dashboards(request: Request) -> list[dict[str, Any]]:
-        """The dashboards you may see."""
-        who = principal(request)
-        return [dashboard_json(b, runtime.settings.root_path) for b in runtime.dashboards if allowed(who, b.allow)]
 
-    @router.get("/api/dashboards/{name}", tags=["dashboards"])
-    def get_dashboard(name: str) -> dict[str, Any]:
-        """A dashboard with every tile as last computed (what the page's polling fallback reads)."""
-        board = runtime.dashboards.get(name)
-        live = live_of(runtime)
-        return {**dashboard_json(board, runtime.settings.root_path), "tiles": live.tiles(board.name)}
+@router.get("/api/sources/{name}/data", tags=["sources"], response_model=None,
+            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+def source_data(runtime: RuntimeDep, name: str, format: str = Query("json", pattern="^(json|csv)$"),
+                offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Response:
+    """The last good table: JSON (`offset`/`limit` pages) or, with `?format=csv`, all of it."""
+    live = live_of(runtime)
+    source = live.sources.get(name)
+    state = live.refresher.state(source.name)
+    if state.frame is None and state.attempts == 0:  # just started: its first read ends soon
+        state = live.refresher.first_read(source.name)
+    if state.frame is None:
+        why = f"its last refresh failed: {state.error}" if state.error else "the first refresh has not finished"
+        raise ConflictError(f"source {name!r} has no data yet: {why}")
+    frame = state.frame
+    if format == "csv":
+        return StreamingResponse(_csv_chunks(frame), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{source.name}.csv"'})
+    part = frame.iloc[offset:offset + limit]
+    table = json.loads(part.to_json(orient="split", index=False, date_format="iso", date_unit="s"))
+    return JSONResponse({"source": source.name, "version": state.version,
+                         "refreshed_at": iso(state.refreshed_at), "total": len(frame), "offset": offset,
+                         "limit": limit, "columns": table["columns"], "rows": table["data"]})
 
-    @router.get("/api/dashboards/{name}/events", tags=["dashboards"], response_class=Response, responses=SSE)
-    def dashboard_events(name: str, last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
-        """Server-Sent Events of one dashboard: every tile at once, then `tile` when a source refreshed
-        and `points` for its streams."""
-        board = runtime.dashboards.get(name)
-        live = live_of(runtime)
-        return feed_response(live, board.name, board.streams, positions(last_event_id),
-                             runtime.settings.heartbeat_interval, clients)
 
-    # -- streams ---------------------------------------------------------------------------------
-    def stream_json(name: str) -> dict[str, Any]:
-        runner = live_of(runtime).stream(name)
-        spec = runner.spec
-        return {"name": spec.name, "title": spec.title, "description": spec.description, "every": spec.every,
-                "window": spec.window, "keep": spec.capacity, "last": runner.buffer.last, "error": runner.error,
-                "url": f"{runtime.settings.root_path}/streams/{spec.name}"}
+@router.post("/api/sources/{name}/refresh", tags=["sources"])
+def refresh_source(runtime: RuntimeDep, name: str, wait: float = Query(0, ge=0, le=300, description=
+                   "Seconds to wait for the refresh to end (0: answer at once with 202).")) -> JSONResponse:
+    """Refresh now, or right after the refresh already running (requests coalesce; never two at once)."""
+    live = live_of(runtime)
+    source = live.sources.get(name)
+    before = live.refresher.state(source.name).attempts
+    state = live.refresher.refresh(source.name, wait=wait or None)
+    done = state.attempts > before
+    return JSONResponse(source_json(source, state, live), status_code=200 if done else 202)
 
-    @router.get("/api/streams", tags=["streams"])
-    def list_streams(request: Request) -> list[dict[str, Any]]:
-        """The streams you may read."""
-        who = principal(request)
-        return [stream_json(name) for name in runtime.streams if allowed(who, runtime.dashboards.stream_allow(name))] \
-            if live_or_none(runtime) is not None else []
 
-    @router.get("/api/streams/{name}", tags=["streams"])
-    def get_stream(name: str) -> dict[str, Any]:
-        return stream_json(name)
+# -- dashboards ------------------------------------------------------------------------------
+@router.get("/api/dashboards", tags=["dashboards"])
+def list_dashboards(runtime: RuntimeDep, request: Request) -> list[dict[str, Any]]:
+    """The dashboards you may see."""
+    who = principal(request)
+    return [dashboard_json(b, runtime.settings.root_path) for b in runtime.dashboards if allowed(who, b.allow)]
 
-    @router.get("/api/streams/{name}/points", tags=["streams"])
-    def stream_points(name: str, after: int = Query(0, ge=0), limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
-        """Points after sequence `after` as arrays per series (the polling twin of the event stream)."""
-        runner = live_of(runtime).stream(name)
-        batch = runner.batch(after, limit)
-        if batch is None:
-            last = runner.buffer.last
-            return {"stream": name, "first": last + 1, "last": last, "gap": False, "t": [], "series": {},
-                    "error": runner.error, "boot": runner.boot}
-        return {**batch.to_dict(name), "error": runner.error, "boot": runner.boot}
 
-    @router.get("/api/streams/{name}/events", tags=["streams"], response_class=Response, responses=SSE)
-    def stream_events(name: str, after: int | None = Query(None, ge=0, description="Resume after this point."),
-                      last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
-        """Server-Sent Events of one stream: `points` frames (arrays per series, in order). The first
-        frame has the recent window; after a reconnect (Last-Event-ID) the points missed, then new ones."""
-        runner = live_of(runtime).stream(name)
-        known = positions(last_event_id)
-        start = runner.resume_from(known.get("", known.get(name, after or 0)))  # 0 after a server restart
-        return feed_response(live_of(runtime), None, [runner.spec.name], {runner.spec.name: start},
-                             runtime.settings.heartbeat_interval, clients)
+@router.get("/api/dashboards/{name}", tags=["dashboards"])
+def get_dashboard(runtime: RuntimeDep, name: str) -> dict[str, Any]:
+    """A dashboard with every tile as last computed (what the page's polling fallback reads)."""
+    board = runtime.dashboards.get(name)
+    live = live_of(runtime)
+    return {**dashboard_json(board, runtime.settings.root_path), "tiles": live.tiles(board.name)}
 
-    # -- one stream for every tab of a browser ------------------------------------------------------
-    @router.get("/api/live/events", tags=["events"], response_class=Response, responses=SSE)
-    def live_events(
-        request: Request,
-        topic: list[str] = Query(..., description="What to carry: `jobs` (every job you may see), `jobs:TASK`, "
-                                 "`job:ID` (with a snapshot first), `dashboard:NAME`, `stream:NAME`; repeat it."),
-        last_event_id: str | None = Query(None, description="Resume from this event id (as Last-Event-ID does)."),
-        last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
-    ) -> Response:
-        """Server-Sent Events of several topics at once: what the pages of one browser share (browsers
-        open about six connections per host). A topic you may not see is named in `ready.refused`; the
-        others go on. The event id holds every position, so a reconnect resumes all of them."""
-        if len(topic) > MAX_TOPICS:
-            raise ValidationError(f"at most {MAX_TOPICS} topics")
-        topics = _topics(request, topic)
-        known = positions(last_event_id_header or last_event_id)
-        after = {k: v for k, v in known.items() if k}
-        root = request.scope.get("root_path", "")
 
-        def snapshot(job_id: int) -> dict[str, Any] | None:
-            record = runtime.engine.store.get_job(job_id)
-            return job_json(record, root=root) if record is not None else None
+@router.get("/api/dashboards/{name}/events", tags=["dashboards"], response_class=Response, responses=SSE)
+def dashboard_events(runtime: RuntimeDep, request: Request, name: str,
+                     last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
+    """Server-Sent Events of one dashboard: every tile at once, then `tile` when a source refreshed
+    and `points` for its streams."""
+    board = runtime.dashboards.get(name)
+    live = live_of(runtime)
+    return feed_response(live, board.name, board.streams, positions(last_event_id),
+                         runtime.settings.heartbeat_interval, metrics_of(request).sse_clients)
 
-        return mux_response(runtime.engine.bus, live_or_none(runtime), topics, after,
-                            runtime.settings.heartbeat_interval, snapshot, clients)
 
-    def _topics(request: Request, names: list[str]) -> Topics:
-        who, unseen, live = principal(request), hidden(request), live_or_none(runtime)
-        all_jobs, tasks, jobs = False, set(), set()
-        dashboards: dict[str, list[str]] = {}
-        streams: dict[str, None] = {}
-        refused: dict[str, str] = {}
-        accepted: list[str] = []
-        for name in dict.fromkeys(names):
-            kind, _, value = name.partition(":")
-            why = None
-            if kind == "jobs" and not value:
-                all_jobs = True
-            elif kind == "jobs":
-                if value in unseen or value not in runtime.tasks:  # one it may not see is one it cannot name
-                    why = f"no task named {value!r}"
-                else:
-                    tasks.add(value)
-            elif kind == "job":
-                job_id = parse_id(value)
-                record = runtime.engine.store.get_job(job_id) if job_id is not None and job_id > 0 else None
-                if record is None or record.task in unseen:
-                    why = f"no job with id {value}"
-                else:
-                    jobs.add(record.id)
-            elif kind == "dashboard" and live is not None and value in runtime.dashboards:
-                board = runtime.dashboards.get(value)
-                if allowed(who, ALLOW_LISTS["dashboard"](runtime, board.name)):
-                    dashboards[board.name] = list(board.streams)
-                    streams.update(dict.fromkeys(board.streams))
-                else:
-                    why = f"{who.name} may not use dashboard {value!r}"
-            elif kind == "stream" and live is not None and value in live.streams:
-                if allowed(who, ALLOW_LISTS["stream"](runtime, value)):
-                    streams[value] = None
-                else:
-                    why = f"{who.name} may not use stream {value!r}"
+# -- streams ---------------------------------------------------------------------------------
+def _stream_json(runtime: Runtime, name: str) -> dict[str, Any]:
+    runner = live_of(runtime).stream(name)
+    spec = runner.spec
+    return {"name": spec.name, "title": spec.title, "description": spec.description, "every": spec.every,
+            "window": spec.window, "keep": spec.capacity, "last": runner.buffer.last, "error": runner.error,
+            "url": f"{runtime.settings.root_path}/streams/{spec.name}"}
+
+
+@router.get("/api/streams", tags=["streams"])
+def list_streams(runtime: RuntimeDep, request: Request) -> list[dict[str, Any]]:
+    """The streams you may read."""
+    who = principal(request)
+    if live_or_none(runtime) is None:
+        return []
+    return [_stream_json(runtime, name) for name in runtime.streams
+            if allowed(who, runtime.dashboards.stream_allow(name))]
+
+
+@router.get("/api/streams/{name}", tags=["streams"])
+def get_stream(runtime: RuntimeDep, name: str) -> dict[str, Any]:
+    return _stream_json(runtime, name)
+
+
+@router.get("/api/streams/{name}/points", tags=["streams"])
+def stream_points(runtime: RuntimeDep, name: str, after: int = Query(0, ge=0),
+                  limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
+    """Points after sequence `after` as arrays per series (the polling twin of the event stream)."""
+    runner = live_of(runtime).stream(name)
+    batch = runner.batch(after, limit)
+    if batch is None:
+        last = runner.buffer.last
+        return {"stream": name, "first": last + 1, "last": last, "gap": False, "t": [], "series": {},
+                "error": runner.error, "boot": runner.boot}
+    return {**batch.to_dict(name), "error": runner.error, "boot": runner.boot}
+
+
+@router.get("/api/streams/{name}/events", tags=["streams"], response_class=Response, responses=SSE)
+def stream_events(runtime: RuntimeDep, request: Request, name: str,
+                  after: int | None = Query(None, ge=0, description="Resume after this point."),
+                  last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
+    """Server-Sent Events of one stream: `points` frames (arrays per series, in order). The first
+    frame has the recent window; after a reconnect (Last-Event-ID) the points missed, then new ones."""
+    runner = live_of(runtime).stream(name)
+    known = positions(last_event_id)
+    start = runner.resume_from(known.get("", known.get(name, after or 0)))  # 0 after a server restart
+    return feed_response(live_of(runtime), None, [runner.spec.name], {runner.spec.name: start},
+                         runtime.settings.heartbeat_interval, metrics_of(request).sse_clients)
+
+
+# -- one stream for every tab of a browser ------------------------------------------------------
+@router.get("/api/live/events", tags=["events"], response_class=Response, responses=SSE)
+def live_events(
+    runtime: RuntimeDep,
+    request: Request,
+    topic: list[str] = Query(..., description="What to carry: `jobs` (every job you may see), `jobs:TASK`, "
+                             "`job:ID` (with a snapshot first), `dashboard:NAME`, `stream:NAME`; repeat it."),
+    last_event_id: str | None = Query(None, description="Resume from this event id (as Last-Event-ID does)."),
+    last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
+) -> Response:
+    """Server-Sent Events of several topics at once: what the pages of one browser share (browsers
+    open about six connections per host). A topic you may not see is named in `ready.refused`; the
+    others go on. The event id holds every position, so a reconnect resumes all of them."""
+    if len(topic) > MAX_TOPICS:
+        raise ValidationError(f"at most {MAX_TOPICS} topics")
+    topics = _topics(runtime, request, topic)
+    known = positions(last_event_id_header or last_event_id)
+    after = {k: v for k, v in known.items() if k}
+    root = request.scope.get("root_path", "")
+
+    def snapshot(job_id: int) -> dict[str, Any] | None:
+        record = runtime.engine.store.get_job(job_id)
+        return job_json(record, root=root) if record is not None else None
+
+    return mux_response(runtime.engine.bus, live_or_none(runtime), topics, after,
+                        runtime.settings.heartbeat_interval, snapshot, metrics_of(request).sse_clients)
+
+
+def _topics(runtime: Runtime, request: Request, names: list[str]) -> Topics:
+    who, unseen, live = principal(request), hidden(request), live_or_none(runtime)
+    all_jobs, tasks, jobs = False, set(), set()
+    dashboards: dict[str, list[str]] = {}
+    streams: dict[str, None] = {}
+    refused: dict[str, str] = {}
+    accepted: list[str] = []
+    for name in dict.fromkeys(names):
+        kind, _, value = name.partition(":")
+        why = None
+        if kind == "jobs" and not value:
+            all_jobs = True
+        elif kind == "jobs":
+            if value in unseen or value not in runtime.tasks:  # one it may not see is one it cannot name
+                why = f"no task named {value!r}"
             else:
-                why = f"no such topic: {name!r}"
-            if why is None:
-                accepted.append(name)
+                tasks.add(value)
+        elif kind == "job":
+            job_id = parse_id(value)
+            record = runtime.engine.store.get_job(job_id) if job_id is not None and job_id > 0 else None
+            if record is None or record.task in unseen:
+                why = f"no job with id {value}"
             else:
-                refused[name] = why
-        return Topics(all_jobs=all_jobs, tasks=frozenset(tasks), jobs=frozenset(jobs), hidden=unseen,
-                      dashboards=dashboards, streams=tuple(streams), refused=refused, accepted=tuple(accepted))
-
-    return router
+                jobs.add(record.id)
+        elif kind == "dashboard" and live is not None and value in runtime.dashboards:
+            board = runtime.dashboards.get(value)
+            if allowed(who, ALLOW_LISTS["dashboard"](runtime, board.name)):
+                dashboards[board.name] = list(board.streams)
+                streams.update(dict.fromkeys(board.streams))
+            else:
+                why = f"{who.name} may not use dashboard {value!r}"
+        elif kind == "stream" and live is not None and value in live.streams:
+            if allowed(who, ALLOW_LISTS["stream"](runtime, value)):
+                streams[value] = None
+            else:
+                why = f"{who.name} may not use stream {value!r}"
+        else:
+            why = f"no such topic: {name!r}"
+        if why is None:
+            accepted.append(name)
+        else:
+            refused[name] = why
+    return Topics(all_jobs=all_jobs, tasks=frozenset(tasks), jobs=frozenset(jobs), hidden=unseen,
+                  dashboards=dashboards, streams=tuple(streams), refused=refused, accepted=tuple(accepted))

@@ -1,17 +1,24 @@
-"""The app's runtime as the web layer reaches it: kept on the ASGI app's state, read from the
-request by handlers (`runtime: RuntimeDep`) and by middleware and error handlers (`runtime_of`)."""
+"""The app's runtime, with its page templates and metrics, as the web layer reaches them: kept on
+the ASGI app's state, read from the request by handlers (`runtime: RuntimeDep`) and by middleware,
+error handlers and page helpers (`runtime_of`, `pages_of`, `metrics_of`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.templating import Jinja2Templates
 
 from ..runtime import Runtime
+from .metrics import Metrics
 
 
-def attach(api: FastAPI, runtime: Runtime) -> None:
+def attach(api: FastAPI, runtime: Runtime, pages: Jinja2Templates, metrics: Metrics) -> None:
+    """Keep the runtime, the page templates and the metrics (made once per ASGI app) where handlers
+    find them."""
     api.state.runtime = runtime
+    api.state.pages = pages
+    api.state.metrics = metrics
 
 
 def runtime_or_none(request: Request) -> Runtime | None:
@@ -28,6 +35,22 @@ def runtime_of(request: Request) -> Runtime:
     if runtime is None:
         raise RuntimeError("this ASGI app has no mieruka runtime (made by web.api.create_api)")
     return runtime
+
+
+def pages_of(request: Request) -> Jinja2Templates:
+    """The page templates of the app serving `request`."""
+    pages = getattr(request.app.state, "pages", None)
+    if not isinstance(pages, Jinja2Templates):
+        raise RuntimeError("this ASGI app has no page templates (made by web.api.create_api)")
+    return pages
+
+
+def metrics_of(request: Request) -> Metrics:
+    """The metrics of the app serving `request` (its count of open event streams, ...)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if not isinstance(metrics, Metrics):
+        raise RuntimeError("this ASGI app has no metrics (made by web.api.create_api)")
+    return metrics
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

@@ -11,55 +11,53 @@ from fastapi.responses import HTMLResponse
 
 from ...core.access import allowed
 from ...core.dashboards import Chart
-from ...runtime import Runtime
 from ..live import live_of, live_or_none, source_json
 from ..security import principal
+from ..state import RuntimeDep, pages_of
 from . import render
-from .templating import page_templates
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
 
-def dashboards_ui_router(runtime: Runtime) -> APIRouter:
-    templates = page_templates(runtime)
-    zone = runtime.settings.zone
-    router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)
 
-    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
-        context.setdefault("root", request.scope.get("root_path", ""))
-        context.setdefault("last_event_id", 0)
-        return templates.TemplateResponse(request, name, context)
 
-    @router.get("/dashboards", response_class=HTMLResponse)
-    def index(request: Request) -> HTMLResponse:
-        sources: list[dict[str, Any]] = []
-        streams: list[Any] = []
-        live = live_or_none(runtime)
-        if live is not None:
-            for source in live.sources:
-                if not allowed(principal(request), runtime.dashboards.source_allow(source.name)):
-                    continue
-                state = live.refresher.state(source.name)
-                info = source_json(source, state, live)
-                info["refreshed_local"] = render.local_time(state.refreshed_at, zone)
-                sources.append(info)
-            streams = [runner.spec for runner in live.streams.values()
-                       if allowed(principal(request), runtime.dashboards.stream_allow(runner.spec.name))]
-        who = principal(request)
-        return page(request, "dashboards.html", dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)],
-                    streams=streams, sources=sources)
+def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    context.setdefault("root", request.scope.get("root_path", ""))
+    context.setdefault("last_event_id", 0)
+    return pages_of(request).TemplateResponse(request, name, context)
 
-    @router.get("/dashboards/{name}", response_class=HTMLResponse)
-    def dashboard(request: Request, name: str) -> HTMLResponse:
-        board = runtime.dashboards.get(name)
-        tiles = live_of(runtime).tiles(board.name)
-        return page(request, "dashboard.html", board=board, tiles=tiles,
-                    tiles_by_name={t["chart"]: t for t in tiles})
 
-    @router.get("/streams/{name}", response_class=HTMLResponse)
-    def stream(request: Request, name: str) -> HTMLResponse:
-        spec = live_of(runtime).stream(name).spec
-        chart = Chart("stream", spec.name, title=spec.title, window=spec.window, height=360, name=spec.name)
-        return page(request, "stream.html", stream=spec, chart=chart)
+@router.get("/dashboards", response_class=HTMLResponse)
+def index(runtime: RuntimeDep, request: Request) -> HTMLResponse:
+    sources: list[dict[str, Any]] = []
+    streams: list[Any] = []
+    live = live_or_none(runtime)
+    if live is not None:
+        for source in live.sources:
+            if not allowed(principal(request), runtime.dashboards.source_allow(source.name)):
+                continue
+            state = live.refresher.state(source.name)
+            info = source_json(source, state, live)
+            info["refreshed_local"] = render.local_time(state.refreshed_at, runtime.settings.zone)
+            sources.append(info)
+        streams = [runner.spec for runner in live.streams.values()
+                   if allowed(principal(request), runtime.dashboards.stream_allow(runner.spec.name))]
+    who = principal(request)
+    return _page(request, "dashboards.html", dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)],
+                streams=streams, sources=sources)
 
-    return router
+
+@router.get("/dashboards/{name}", response_class=HTMLResponse)
+def dashboard(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
+    board = runtime.dashboards.get(name)
+    tiles = live_of(runtime).tiles(board.name)
+    return _page(request, "dashboard.html", board=board, tiles=tiles,
+                tiles_by_name={t["chart"]: t for t in tiles})
+
+
+@router.get("/streams/{name}", response_class=HTMLResponse)
+def stream(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
+    spec = live_of(runtime).stream(name).spec
+    chart = Chart("stream", spec.name, title=spec.title, window=spec.window, height=360, name=spec.name)
+    return _page(request, "stream.html", stream=spec, chart=chart)

@@ -24,169 +24,180 @@ from .. import monitor
 from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
 from ..security import audit, hidden, owner_name, principal
+from ..state import RuntimeDep, pages_of
 from ..submission import Submission
-from . import charts, render, step_graph
-from .account_pages import account_router
+from . import account_pages, charts, render, step_graph
 from .forms import form_fields, unplaced_errors
-from .templating import page_templates
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 LOG_TAIL = 1000  # lines a job page shows at first; older ones are a download away
 
 
-def ui_router(runtime: Runtime) -> APIRouter:
-    templates = page_templates(runtime)
-    router = APIRouter(include_in_schema=False)
-    router.include_router(account_router(runtime, templates))
+router = APIRouter(include_in_schema=False)
 
-    def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        context.setdefault("root", request.scope.get("root_path", ""))
-        # Live updates resume from here: nothing that happens while the page loads is missed.
-        context.setdefault("last_event_id", runtime.engine.bus.last_id())
-        return templates.TemplateResponse(request, name, context, status_code=status)
 
-    @router.get("/", response_class=HTMLResponse)
-    def home(request: Request) -> HTMLResponse:
-        who = principal(request)
-        return page(request, "home.html", tasks=[t for t in runtime.tasks if allowed(who, t.allow)],
-                    dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)])
+router.include_router(account_pages.router)
 
-    @router.get("/tasks/{name}", response_class=HTMLResponse)
-    def task_page(request: Request, name: str, again: int | None = None) -> HTMLResponse:
-        task = runtime.tasks.get(name)
-        values: dict[str, Any] | None = None
-        if again is not None:
-            earlier = runtime.engine.get(again)
-            if earlier.task in hidden(request):
-                raise JobNotFound(again)
-            values = _values_of(earlier)
-        return page(request, "task.html", task=task, fields=form_fields(task, values, None), again=again)
 
-    @router.post("/tasks/{name}", response_class=HTMLResponse)
-    async def submit(request: Request, name: str) -> Response:
-        task = runtime.tasks.get(name)
-        engine = runtime.engine
-        submission = Submission(engine.uploads, runtime.settings.max_upload_size)
-        form: FormData | None = None
+def _page(runtime: Runtime, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("root", request.scope.get("root_path", ""))
+    # Live updates resume from here: nothing that happens while the page loads is missed.
+    context.setdefault("last_event_id", runtime.engine.bus.last_id())
+    return pages_of(request).TemplateResponse(request, name, context, status_code=status)
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(runtime: RuntimeDep, request: Request) -> HTMLResponse:
+    who = principal(request)
+    return _page(runtime, request, "home.html", tasks=[t for t in runtime.tasks if allowed(who, t.allow)],
+                dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)])
+
+
+@router.get("/tasks/{name}", response_class=HTMLResponse)
+def task_page(runtime: RuntimeDep, request: Request, name: str, again: int | None = None) -> HTMLResponse:
+    task = runtime.tasks.get(name)
+    values: dict[str, Any] | None = None
+    if again is not None:
+        earlier = runtime.engine.get(again)
+        if earlier.task in hidden(request):
+            raise JobNotFound(again)
+        values = _values_of(earlier)
+    return _page(runtime, request, "task.html", task=task, fields=form_fields(task, values, None), again=again)
+
+
+@router.post("/tasks/{name}", response_class=HTMLResponse)
+async def submit(runtime: RuntimeDep, request: Request, name: str) -> Response:
+    task = runtime.tasks.get(name)
+    engine = runtime.engine
+    submission = Submission(engine.uploads, runtime.settings.max_upload_size)
+    form: FormData | None = None
+    try:
+        submission.check_length(request)
+        form = await request.form(max_files=1000, max_fields=1000)
+        params = submission.from_form(form, task)
+        record, _ = await run_in_threadpool(engine.submit, task.name, params, owner=owner_name(request))
+    except (ValidationError, PayloadTooLarge) as exc:
+        submission.discard()
+        errors = {f["field"]: f["message"] for f in getattr(exc, "fields", [])} or {"": exc.message}
+        fields = form_fields(task, form, errors)  # shown again as the user filled it in
+        status = 413 if isinstance(exc, PayloadTooLarge) else 422
+        return _page(runtime, request, "task.html", status=status, task=task, fields=fields,
+                    form_error=exc.message, unplaced=unplaced_errors(fields, errors))
+    except BaseException:
+        submission.discard()
+        raise
+    finally:
+        if form is not None:
+            await form.close()
+    root = request.scope.get("root_path", "")
+    if task.quick and request.headers.get("HX-Request"):
         try:
-            submission.check_length(request)
-            form = await request.form(max_files=1000, max_fields=1000)
-            params = submission.from_form(form, task)
-            record, _ = await run_in_threadpool(engine.submit, task.name, params, owner=owner_name(request))
-        except (ValidationError, PayloadTooLarge) as exc:
-            submission.discard()
-            errors = {f["field"]: f["message"] for f in getattr(exc, "fields", [])} or {"": exc.message}
-            fields = form_fields(task, form, errors)  # shown again as the user filled it in
-            status = 413 if isinstance(exc, PayloadTooLarge) else 422
-            return page(request, "task.html", status=status, task=task, fields=fields,
-                        form_error=exc.message, unplaced=unplaced_errors(fields, errors))
-        except BaseException:
-            submission.discard()
-            raise
-        finally:
-            if form is not None:
-                await form.close()
-        root = request.scope.get("root_path", "")
-        if task.quick and request.headers.get("HX-Request"):
+            record = await engine.wait_async(record.id, min(30.0, runtime.settings.run_wait_max))
+        except JobTimeoutError:
+            record = await run_in_threadpool(engine.get, record.id)
+        return _page(runtime, request, "_quick_result.html", job=record, result=render.result_view(record))
+    return RedirectResponse(f"{root}/jobs/{record.id}", status_code=303)
+
+
+@router.get(f"/jobs/{JOB_ID}", response_class=HTMLResponse)
+def job_page(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse:
+    record = runtime.engine.get(job_id)
+    after = max(record.log_lines - LOG_TAIL, 0)
+    lines = runtime.engine.store.read_logs(job_id, after, LOG_TAIL)
+    task = _task_or_none(runtime, record.task)
+    steps = runtime.engine.store.list_steps(job_id)
+    return _page(runtime, request, "job.html", job=record, task=task, lines=lines,
+                skipped=after, result=render.result_view(record), images=render.IMAGE_TYPES,
+                steps=steps, graph=step_graph.layout(steps),
+                is_pipeline=bool(steps) or hasattr(getattr(task, "func", None), "mieruka_pipeline"))
+
+
+@router.get(f"/jobs/{JOB_ID}/steps", response_class=HTMLResponse)
+def job_steps(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse:
+    """The job page's steps (list and graph), swapped in live when a step changes."""
+    record = runtime.engine.get(job_id)
+    steps = runtime.engine.store.list_steps(job_id)
+    return _page(runtime, request, "_steps.html", job=record, steps=steps, graph=step_graph.layout(steps))
+
+
+@router.get(f"/jobs/{JOB_ID}/panel", response_class=HTMLResponse)
+def job_panel(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse:
+    """The job page's summary, result and artifacts, swapped in live when the job changes."""
+    record = runtime.engine.get(job_id)
+    return _page(runtime, request, "_job_panel.html", job=record, result=render.result_view(record),
+                images=render.IMAGE_TYPES)
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def monitor_page(runtime: RuntimeDep, request: Request, task: str | None = None, status: str | None = None,
+                 owner: str | None = None, q: str | None = None, since: str | None = None, cursor: int | None = None,
+                 limit: int = 50) -> HTMLResponse:
+    """Every job, newest first, updated live; pages are cut by job id, so rows never jump."""
+    states = _states(status)
+    created_after = _since(since)
+    if cursor is not None and not 0 < cursor < 2**63:
+        raise ValidationError("cursor: not a cursor from this page", [{"field": "cursor", "message": "invalid"}])
+    unseen = hidden(request)
+    query = JobQuery(task=task or None, status=states, owner=owner or None, search=q or None,
+                     created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1,
+                     hidden_tasks=unseen)
+    records = runtime.engine.list_jobs(query)
+    more = len(records) > query.limit - 1
+    records = records[: query.limit - 1]
+    filters = {"task": task or "", "status": status or "", "owner": owner or "", "q": q or "",
+               "since": since or ""}
+    return _page(runtime, request, "jobs.html", jobs=records, filters=filters,
+                tasks=[t for t in runtime.tasks if t.name not in unseen],
+                states=[s.value for s in JobStatus], sinces=SINCE,
+                next_cursor=records[-1].id if more and records else None, first_page=cursor is None)
+
+
+@router.get(f"/jobs/{JOB_ID}/row", response_class=HTMLResponse)
+def job_row(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse:
+    """One row of the monitor, for jobs that appear while the page is open."""
+    return _page(runtime, request, "_job_row.html", job=runtime.engine.get(job_id))
+
+
+@router.post("/jobs/cancel")
+async def cancel_many(runtime: RuntimeDep, request: Request) -> RedirectResponse:
+    form = await request.form()
+    who = principal(request)
+    for value in form.getlist("ids"):
+        job_id = parse_id(value) if isinstance(value, str) else None
+        if job_id is not None:
             try:
-                record = await engine.wait_async(record.id, min(30.0, runtime.settings.run_wait_max))
-            except JobTimeoutError:
-                record = await run_in_threadpool(engine.get, record.id)
-            return page(request, "_quick_result.html", job=record, result=render.result_view(record))
-        return RedirectResponse(f"{root}/jobs/{record.id}", status_code=303)
+                record = await run_in_threadpool(runtime.engine.get, job_id)
+                if record.task in hidden(request) or not who.may_change_job(record.owner):
+                    continue  # an operator cancels only its own jobs
+                await run_in_threadpool(runtime.engine.cancel, job_id)
+                await run_in_threadpool(audit, request, "job.cancel", f"job:{job_id}")
+            except (ConflictError, JobNotFound):
+                pass  # finished or gone meanwhile: nothing to cancel
+    return RedirectResponse(request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs",
+                            status_code=303)
 
-    @router.get(f"/jobs/{JOB_ID}", response_class=HTMLResponse)
-    def job_page(request: Request, job_id: int) -> HTMLResponse:
-        record = runtime.engine.get(job_id)
-        after = max(record.log_lines - LOG_TAIL, 0)
-        lines = runtime.engine.store.read_logs(job_id, after, LOG_TAIL)
-        task = _task_or_none(runtime, record.task)
-        steps = runtime.engine.store.list_steps(job_id)
-        return page(request, "job.html", job=record, task=task, lines=lines,
-                    skipped=after, result=render.result_view(record), images=render.IMAGE_TYPES,
-                    steps=steps, graph=step_graph.layout(steps),
-                    is_pipeline=bool(steps) or hasattr(getattr(task, "func", None), "mieruka_pipeline"))
 
-    @router.get(f"/jobs/{JOB_ID}/steps", response_class=HTMLResponse)
-    def job_steps(request: Request, job_id: int) -> HTMLResponse:
-        """The job page's steps (list and graph), swapped in live when a step changes."""
-        record = runtime.engine.get(job_id)
-        steps = runtime.engine.store.list_steps(job_id)
-        return page(request, "_steps.html", job=record, steps=steps, graph=step_graph.layout(steps))
+@router.get("/workers", response_class=HTMLResponse)
+def workers_page(runtime: RuntimeDep, request: Request) -> HTMLResponse:
+    return _page(runtime, request, "workers.html", **_pool(runtime))
 
-    @router.get(f"/jobs/{JOB_ID}/panel", response_class=HTMLResponse)
-    def job_panel(request: Request, job_id: int) -> HTMLResponse:
-        """The job page's summary, result and artifacts, swapped in live when the job changes."""
-        record = runtime.engine.get(job_id)
-        return page(request, "_job_panel.html", job=record, result=render.result_view(record),
-                    images=render.IMAGE_TYPES)
 
-    @router.get("/jobs", response_class=HTMLResponse)
-    def monitor(request: Request, task: str | None = None, status: str | None = None, owner: str | None = None,
-                q: str | None = None, since: str | None = None, cursor: int | None = None,
-                limit: int = 50) -> HTMLResponse:
-        """Every job, newest first, updated live; pages are cut by job id, so rows never jump."""
-        states = _states(status)
-        created_after = _since(since)
-        if cursor is not None and not 0 < cursor < 2**63:
-            raise ValidationError("cursor: not a cursor from this page", [{"field": "cursor", "message": "invalid"}])
-        unseen = hidden(request)
-        query = JobQuery(task=task or None, status=states, owner=owner or None, search=q or None,
-                         created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1,
-                         hidden_tasks=unseen)
-        records = runtime.engine.list_jobs(query)
-        more = len(records) > query.limit - 1
-        records = records[: query.limit - 1]
-        filters = {"task": task or "", "status": status or "", "owner": owner or "", "q": q or "",
-                   "since": since or ""}
-        return page(request, "jobs.html", jobs=records, filters=filters,
-                    tasks=[t for t in runtime.tasks if t.name not in unseen],
-                    states=[s.value for s in JobStatus], sinces=SINCE,
-                    next_cursor=records[-1].id if more and records else None, first_page=cursor is None)
+@router.get("/workers/panel", response_class=HTMLResponse)
+def workers_panel(runtime: RuntimeDep, request: Request) -> HTMLResponse:
+    """The workers and queues tables, refreshed every few seconds by the page."""
+    return _page(runtime, request, "_workers_panel.html", **_pool(runtime))
 
-    @router.get(f"/jobs/{JOB_ID}/row", response_class=HTMLResponse)
-    def job_row(request: Request, job_id: int) -> HTMLResponse:
-        """One row of the monitor, for jobs that appear while the page is open."""
-        return page(request, "_job_row.html", job=runtime.engine.get(job_id))
 
-    @router.post("/jobs/cancel")
-    async def cancel_many(request: Request) -> RedirectResponse:
-        form = await request.form()
-        who = principal(request)
-        for value in form.getlist("ids"):
-            job_id = parse_id(value) if isinstance(value, str) else None
-            if job_id is not None:
-                try:
-                    record = await run_in_threadpool(runtime.engine.get, job_id)
-                    if record.task in hidden(request) or not who.may_change_job(record.owner):
-                        continue  # an operator cancels only its own jobs
-                    await run_in_threadpool(runtime.engine.cancel, job_id)
-                    await run_in_threadpool(audit, request, "job.cancel", f"job:{job_id}")
-                except (ConflictError, JobNotFound):
-                    pass  # finished or gone meanwhile: nothing to cancel
-        return RedirectResponse(request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs",
-                                status_code=303)
+@router.post(f"/jobs/{JOB_ID}/cancel")
+def cancel(runtime: RuntimeDep, request: Request, job_id: int) -> RedirectResponse:
+    runtime.engine.cancel(job_id)
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
-    @router.get("/workers", response_class=HTMLResponse)
-    def workers_page(request: Request) -> HTMLResponse:
-        return page(request, "workers.html", **_pool(runtime))
 
-    @router.get("/workers/panel", response_class=HTMLResponse)
-    def workers_panel(request: Request) -> HTMLResponse:
-        """The workers and queues tables, refreshed every few seconds by the page."""
-        return page(request, "_workers_panel.html", **_pool(runtime))
-
-    @router.post(f"/jobs/{JOB_ID}/cancel")
-    def cancel(request: Request, job_id: int) -> RedirectResponse:
-        runtime.engine.cancel(job_id)
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
-
-    @router.post(f"/jobs/{JOB_ID}/retry")
-    def retry(request: Request, job_id: int) -> RedirectResponse:
-        runtime.engine.retry(job_id)
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
-
-    return router
+@router.post(f"/jobs/{JOB_ID}/retry")
+def retry(runtime: RuntimeDep, request: Request, job_id: int) -> RedirectResponse:
+    runtime.engine.retry(job_id)
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
 
 SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
