@@ -1,17 +1,15 @@
-"""The ASGI application: wires the routers, live events, health, docs and static files."""
+"""The ASGI application of one runtime: wires the routers, error handlers, security, OpenAPI, static files."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from ..runtime import Runtime
-from . import accounts_api, events, jobs, live, monitor, pools, steps, system, tasks
+from . import accounts_api, events, jobs, live, monitor, openapi, pools, steps, system, tasks
 from .assets import Assets
 from .errors import install_error_handlers
 from .live import LiveMetrics
@@ -55,7 +53,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     api.include_router(steps.router)
     api.include_router(events.router)
     api.include_router(system.router)
-    _docs_routes(api, pages)
+    api.include_router(openapi.router)
     metrics.registry.register(LiveMetrics(runtime))
     api.include_router(live.router)
     api.include_router(ui_pages.router)
@@ -67,19 +65,3 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     if runtime.settings.root_path:
         api.add_middleware(PathPrefix, prefix=runtime.settings.root_path)
     return api
-
-
-def _docs_routes(api: FastAPI, templates: Jinja2Templates) -> None:
-    # Our own pages rather than FastAPI's: those start the viewers with an inline script, which
-    # the Content-Security-Policy forbids.
-    def docs_page(request: Request, kind: str) -> HTMLResponse:
-        return templates.TemplateResponse(request, "docs.html",
-                                          {"root": request.scope.get("root_path", ""), "kind": kind})
-
-    @api.get("/docs", include_in_schema=False)
-    def swagger(request: Request) -> HTMLResponse:
-        return docs_page(request, "swagger")
-
-    @api.get("/redoc", include_in_schema=False)
-    def redoc(request: Request) -> HTMLResponse:
-        return docs_page(request, "redoc")

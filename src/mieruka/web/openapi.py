@@ -1,16 +1,38 @@
-"""The OpenAPI document, with one operation per task: its parameters as the request body."""
+"""The OpenAPI document, with one operation per task: its parameters as the request body; and the
+pages that show it (`/docs`, `/redoc`)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from .._version import __version__
 from ..runtime import Runtime
 from .security import hidden
+from .state import pages_of
+
+# Our own pages rather than FastAPI's: those start the viewers with an inline script, which the
+# Content-Security-Policy forbids.
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/docs")
+def swagger(request: Request) -> HTMLResponse:
+    return _viewer(request, "swagger")
+
+
+@router.get("/redoc")
+def redoc(request: Request) -> HTMLResponse:
+    return _viewer(request, "redoc")
+
+
+def _viewer(request: Request, kind: str) -> HTMLResponse:
+    return pages_of(request).TemplateResponse(request, "docs.html",
+                                              {"root": request.scope.get("root_path", ""), "kind": kind})
 
 
 def install_openapi(api: FastAPI, runtime: Runtime) -> None:
@@ -21,7 +43,7 @@ def install_openapi(api: FastAPI, runtime: Runtime) -> None:
     def build() -> dict[str, Any]:
         if api.openapi_schema is not None:
             return api.openapi_schema
-        doc = get_openapi(title=runtime.title, version=_version(), description=runtime.description or
+        doc = get_openapi(title=runtime.title, version=__version__, description=runtime.description or
                           "Jobs, logs, artifacts and live events of this mieruka app.", routes=api.routes)
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         generic = doc["paths"].get("/api/tasks/{task}/jobs", {}).get("post", {})
@@ -127,9 +149,3 @@ def _request_body(schema: dict[str, Any], ref: str, file_fields: set[str], multi
             props[name]["description"] = schema.get("properties", {}).get(name, {}).get("description", "")
         content = {"multipart/form-data": {"schema": form}, **content}
     return {"required": False, "content": content}
-
-
-def _version() -> str:
-    from .._version import __version__
-
-    return __version__
