@@ -317,3 +317,17 @@ def test_the_architecture_page_names_every_part() -> None:
                    if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and p.stem != "__init__"))
     unnamed = [name for name in parts if f"`{name}" not in page]
     assert not unnamed, f"docs/architecture.md does not say what these parts are: {unnamed}"
+
+
+# What runs an app sees its Runtime, never the App that declares it (docs/architecture.md).
+SEES_ONLY_THE_RUNTIME = ("mieruka.web", "mieruka.server", "mieruka.wiring", "mieruka.runtime")
+
+
+def test_what_runs_the_app_does_not_import_the_declaration() -> None:
+    modules = package_modules()
+    packages = {name for name, path in modules.items() if path.name == "__init__.py"}
+    graph = import_graph({name: path.read_text() for name, path in modules.items()}, packages)
+    running = [m for m in graph if any(m == p or m.startswith(p + ".") for p in SEES_ONLY_THE_RUNTIME)]
+    assert len(running) > 20  # the web layer is there to check
+    bad = sorted(m for m in running if {"mieruka.app", "mieruka"} & graph[m])
+    assert not bad, f"these modules import mieruka.app (or the package, which imports it): {bad}"
