@@ -85,7 +85,7 @@ def wait_job(http: httpx.Client, job_id: int, timeout: float = 60) -> dict[str, 
     return job
 
 
-def wait_status(http: httpx.Client, job_id: int, status: str, timeout: float = 15) -> dict[str, Any]:
+def wait_status(http: httpx.Client, job_id: int, status: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job: dict[str, Any] = http.get(f"/api/jobs/{job_id}").json()

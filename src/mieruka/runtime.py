@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .live.hub import Live
     from .pools.base import Pool
+    from .store.database import Database
 
 
 class Declaration(Protocol):
@@ -53,6 +54,7 @@ class Runtime:
         self._engine: Engine | None = None
         self._live: Live | None = None
         self._auth: Auth | None = None
+        self._database: Database | None = None
 
     # -- what the app declares, read by the web layer ------------------------------------------
     @property
@@ -110,12 +112,22 @@ class Runtime:
         return self._live
 
     @property
+    def database(self) -> Database:
+        """The process's one connection plumbing, for jobs, pools, accounts and stream history."""
+        if self._database is None:
+            from .store.database import Database
+
+            self.settings.home_path.mkdir(parents=True, exist_ok=True)
+            self._database = Database(self.settings.effective_database_url)
+        return self._database
+
+    @property
     def auth(self) -> Auth:
         """Users, tokens, sessions, the audit log and presence."""
         if self._auth is None:
             from .auth.service import Auth
 
-            self._auth = Auth.from_settings(self.settings)
+            self._auth = Auth(self.database, self.settings)
         return self._auth
 
     def start(self) -> Engine:
@@ -129,7 +141,8 @@ class Runtime:
             from .live.hub import Live
 
             try:
-                self._live = Live(self.declared.sources, self.dashboards, self.streams.values(), self.settings)
+                self._live = Live(self.declared.sources, self.dashboards, self.streams.values(), self.settings,
+                                  self.database)
                 self._live.start()
             except BaseException:
                 self.stop()
@@ -147,3 +160,6 @@ class Runtime:
             engine, self._engine = self._engine, None
             engine.stop()
             engine.store.close()
+        if self._database is not None:
+            database, self._database = self._database, None
+            database.close()

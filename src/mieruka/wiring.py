@@ -162,7 +162,7 @@ def build_engine(runtime: Runtime) -> Engine:
     check_runtime(runtime)
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
-    store = SqlJobStore(settings.effective_database_url)
+    store = SqlJobStore(runtime.database)
     artifacts = build_artifacts(settings)
     executor: Executor
     if settings.executor == "celery":

@@ -10,8 +10,11 @@ from .presence import Presence
 
 
 class Auth:
+    """On `db`, the process's Database (its owner closes it), or one of its own (`from_settings`)."""
+
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
+        self._owns_db = False
         self.settings = settings
         self.accounts = Accounts(db, settings.session_max_age)
         self.audit = AuditLog(db, settings.audit_retention)
@@ -21,7 +24,10 @@ class Auth:
     @classmethod
     def from_settings(cls, settings: Settings) -> Auth:
         settings.home_path.mkdir(parents=True, exist_ok=True)
-        return cls(Database(settings.effective_database_url), settings)
+        auth = cls(Database(settings.effective_database_url), settings)
+        auth._owns_db = True
+        return auth
 
     def close(self) -> None:
-        self.db.close()
+        if self._owns_db:
+            self.db.close()

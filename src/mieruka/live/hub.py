@@ -22,6 +22,7 @@ from ..errors import ConfigError, NotFoundError
 from ..settings import Settings
 from ..sources.refresher import Refresher, SourceState
 from ..sources.source import Source, SourceRegistry
+from ..store.database import Database
 from .history import StreamHistory
 from .signal import Signal
 from .streamer import StreamRunner
@@ -32,7 +33,7 @@ log = logging.getLogger("mieruka.live")
 
 class Live:
     def __init__(self, sources: SourceRegistry, dashboards: DashboardRegistry, streams: Iterable[StreamSpec],
-                 settings: Settings) -> None:
+                 settings: Settings, database: Database | None = None) -> None:
         self.sources = sources
         self.dashboards = dashboards
         self.zone = settings.zone
@@ -42,7 +43,7 @@ class Live:
         self.boot = uuid.uuid4().hex[:12]
         self.streams = {spec.name: StreamRunner(spec, self.boot) for spec in streams}
         # The last window of each stream outlives the server, in the job store's database.
-        self.history = StreamHistory(settings.effective_database_url) if self.streams else None
+        self.history = StreamHistory(database or settings.effective_database_url) if self.streams else None
         self._lock = threading.Lock()
         self._seq = 0
         self._tiles: dict[tuple[str, str], tuple[int, dict[str, Any], str]] = {}
