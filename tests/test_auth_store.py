@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+import mieruka
 from mieruka.auth.accounts import Accounts
 from mieruka.auth.audit import AuditLog, AuditQuery
 from mieruka.auth.presence import Presence
@@ -149,3 +151,24 @@ def test_presence(db: Database) -> None:
     assert not presence.anyone_online(now + timedelta(seconds=71))
     presence.forget("ada")
     assert presence.online(now) == []
+
+
+
+one_db_app = mieruka.App("one database", workers=1)
+
+
+@one_db_app.stream(every="1s", window=10)
+def temperature() -> dict[str, float]:
+    return {"celsius": 21.5}
+
+
+def test_a_running_app_opens_one_database(tmp_path: Path) -> None:
+    """The runtime's Database serves the job store, accounts and stream history, and closes with it."""
+    one_db_app.configure(home=str(tmp_path))
+    with one_db_app:
+        runtime = one_db_app.runtime
+        database = runtime.database
+        assert one_db_app.engine.store.db is database and one_db_app.auth.db is database  # type: ignore[attr-defined]
+        history = one_db_app.live.history
+        assert history is not None and history._db is database
+    assert runtime._database is None  # closed and let go with the runtime
