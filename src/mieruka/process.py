@@ -24,20 +24,28 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 
 def kill_tree(pid: int | None, found: Sequence[psutil.Process] | None = None) -> None:
-    """SIGKILL `pid`'s descendants (`found` before, if its children may already have been
-    orphaned), the process group it leads (if it leads one) and `pid` itself. The descendants go
-    first: `pid` may be the caller."""
+    """SIGKILL `pid`, the process group it leads (if it leads one) and its descendants (`found`
+    before, if its children may already have been orphaned). `pid` goes first, with its group at
+    once: a job's function must not see its child die and return a result before it is killed.
+    When `pid` is the caller, its descendants go first (nothing runs after it is killed)."""
     if pid is None:
         return
-    for child in descendants(pid) if found is None else found:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
+    tree = descendants(pid) if found is None else list(found)
+    if pid == os.getpid():
+        _kill_all(tree)
     for send in (os.killpg, os.kill):
         try:
             send(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
+            pass
+    _kill_all(tree)  # those in process groups or sessions of their own
+
+
+def _kill_all(processes: Sequence[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
             pass
 
 
