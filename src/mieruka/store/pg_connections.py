@@ -148,6 +148,9 @@ class PgConnections:
                 conn, used_at = self._idle.pop() if self._idle else (None, 0.0)
             if conn is None:
                 return self._open()
+            if _hung_up(conn):  # the server stopped or restarted since: no statement is lost on it
+                conn.close()
+                continue
             if time.monotonic() - used_at <= IDLE_PING_AFTER:
                 return conn
             try:  # it sat unused: the server may have gone away since
@@ -223,3 +226,13 @@ def _results(conn: psycopg.Connection[tuple[object, ...]]) -> list[PGresult]:
     if error is not None:
         raise error
     return results
+
+
+def _hung_up(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """An idle connection in autocommit is sent nothing unasked: a socket that reads (end of file,
+    or the server's farewell notice) belongs to a server that went away. One syscall, no round trip."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
