@@ -146,6 +146,8 @@ STREAMS = [("/api/events", {}, lambda i: str(i)),
 def test_streams_go_on_after_the_server_was_killed_and_started_again(restartable: Server) -> None:
     server = restartable
     before = [Listener(server.url + path, params) for path, params, _ in STREAMS]
+    for listener in before:  # connected before the jobs: a stream without an id starts from now
+        listener.wait_for(lambda events: any(e["event"] == "ready" for e in events), "the stream's ready")
     first = submit(server, 3)
     old_ids = []
     for listener in before:
