@@ -12,7 +12,7 @@ expectation is stated.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -164,17 +164,29 @@ _KINDS = {"tasks": "task", "dashboards": "dashboard", "streams": "stream"}
 
 def shown_page(runtime: Runtime, who: Principal | None, page: str) -> str:
     """The page someone is on (presence), as `who` may be told it: empty when it names a task,
-    dashboard, stream or job that `who` may not see."""
+    dashboard, stream or job that `who` may not see, or a job id that is no job ("/jobs/3 /cancel"
+    is about job 3 to a reader, whatever the router made of it). Admins see every page."""
+    if who is not None and who.role is Role.ADMIN:
+        return page
     for kind, name in _NAMED.findall(page):
         name = unquote(name)
         if kind == "jobs":
             job_id = parse_id(name)
             record = runtime.engine.store.get_job(job_id) if job_id is not None else None
-            if record is not None and record.task in hidden_tasks(runtime, who):
+            if record is None or record.task in hidden_tasks(runtime, who):
                 return ""
-        elif hidden_names(runtime, who, _KINDS[kind], (name,)):
-            return ""
+        elif not _declared(runtime, kind, name) or hidden_names(runtime, who, _KINDS[kind], (name,)):
+            return ""  # an undeclared name may be a hidden one misspelt ("/tasks/vault%20")
     return page
+
+
+def _declared(runtime: Runtime, kind: str, name: str) -> bool:
+    names: Container[str] = runtime.streams
+    if kind == "tasks":
+        names = runtime.tasks
+    elif kind == "dashboards":
+        names = runtime.dashboards
+    return name in names
 
 
 def rule_for(method: str, template: str) -> Rule:
