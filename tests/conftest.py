@@ -54,49 +54,40 @@ def need_service(reason: str) -> None:
 @contextmanager
 def fresh_postgres_database(prefix: str = "mieruka_test") -> Iterator[str]:
     """A new, empty PostgreSQL database, dropped afterwards (skips or fails when unreachable)."""
-    try:
-        import psycopg  # noqa: F401
-        import sqlalchemy as sa
-    except ImportError:
-        need_service("psycopg is not installed (pip install 'mieruka[postgres]')")
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        need_service(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {str(exc).splitlines()[0]}")
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    with _fresh_database("PostgreSQL", POSTGRES_ADMIN_URL, "psycopg", "postgres", prefix, " WITH (FORCE)") as url:
+        yield url
 
 
 @contextmanager
 def fresh_mariadb_database(prefix: str = "mieruka_test") -> Iterator[str]:
     """A new, empty MariaDB database (SQLAlchemy URL), dropped afterwards (skips or fails when
     MariaDB or pymysql is missing)."""
-    try:
-        import pymysql  # noqa: F401
-        import sqlalchemy as sa
-    except ImportError:
-        need_service("pymysql is not installed (pip install 'mieruka[mysql]')")
-    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with _fresh_database("MariaDB", MARIADB_ADMIN_URL, "pymysql", "mysql", prefix) as url:
+        yield url
+
+
+@contextmanager
+def _fresh_database(server: str, admin_url: str, driver: str, extra: str, prefix: str,
+                    drop_options: str = "") -> Iterator[str]:
+    import importlib.util
+
+    import sqlalchemy as sa
+
+    if importlib.util.find_spec(driver) is None:
+        need_service(f"{driver} is not installed (pip install 'mieruka[{extra}]')")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        need_service(f"MariaDB is not reachable at {MARIADB_ADMIN_URL}: {str(exc).splitlines()[0]}")
+        need_service(f"{server} is not reachable at {admin_url}: {str(exc).splitlines()[0]}")
     try:
-        yield MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{drop_options}")
         admin.dispose()
 
 
