@@ -176,6 +176,10 @@ def test_the_job_page_counts_rules_and_draws_the_dag(browser: object, server: Se
         solid = graph.locator("line.edge:not(.dashed)").count()
         assert solid == 3 + 3 + 3 + 1 + 4, solid  # sort, count per sample; merge->plot; all's four inputs
         assert graph.locator("line.edge.dashed").count() == 3  # the three map_reads start the DAG
+        overflowing = page.evaluate("""() => [...document.querySelectorAll('#steps .step-graph g.node')]
+            .filter(g => g.querySelector('text').getBBox().width > g.querySelector('rect').getBBox().width - 16)
+            .map(g => g.dataset.node)""")
+        assert overflowing == [], overflowing  # each label inside its box ("map_reads[sample=A]" was cut)
         failed = run(server, "tutorial", {"config": ["fail=B"], "cores": 1})
         page.goto(f"{server.url}/jobs/{failed['id']}")
         link = page.locator("#steps .failed-rule a").first

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ...core.steps import StepRecord
 
-NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 170, 34, 50, 14, 6
+NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 190, 34, 50, 14, 6  # 21 characters of 12px bold fit in NODE_W
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def layout(steps: list[StepRecord]) -> Graph:
         column = depth_of(step.name)
         row = columns.get(column, 0)
         columns[column] = row + 1
-        label = step.name if len(step.name) <= 22 else step.name[:21] + "…"
+        label = step.name if len(step.name) <= 21 else step.name[:20] + "…"
         nodes[step.name] = Node(step.name, label, step.status.value, PAD + column * (NODE_W + GAP_X),
                                 PAD + row * (NODE_H + GAP_Y))
     edges = []
