@@ -33,8 +33,15 @@ def free_port() -> int:
 
 def cli(*args: str, stdin: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    done = subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True, text=True,
-                          cwd=ROOT, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
     return done.stdout.strip()
 
 
@@ -58,8 +65,23 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
         env["MIERUKA_LOG_LEVEL"] = "warning"
-        server = subprocess.Popen([sys.executable, "-m", "mieruka.cli", "run", "bench/mieruka_bench_app.py:app",
-                                   "--port", str(port), "--home", home, "--workers", "2"], cwd=ROOT, env=env)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mieruka.cli",
+                "run",
+                "bench/mieruka_bench_app.py:app",
+                "--port",
+                str(port),
+                "--home",
+                home,
+                "--workers",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
         try:
             for _ in range(300):
                 try:
@@ -69,24 +91,45 @@ def main() -> int:
                     time.sleep(0.1)
             with httpx.Client(base_url=url) as client:
                 job = client.post("/api/tasks/noop/jobs", json={"x": 1}).json()["id"]
-                rows.append(("no user (open loopback mode)", *timed(client, "GET", f"/api/jobs/{job}"),
-                             *timed(client, "POST", "/api/tasks/noop/jobs", json={"x": 1})))
-            cli("users", "add", "bench", "--role", "admin", "--password-stdin", "--home", home,
-                stdin="bench password\n")
+                rows.append(
+                    (
+                        "no user (open loopback mode)",
+                        *timed(client, "GET", f"/api/jobs/{job}"),
+                        *timed(client, "POST", "/api/tasks/noop/jobs", json={"x": 1}),
+                    )
+                )
+            cli(
+                "users", "add", "bench", "--role", "admin", "--password-stdin", "--home", home, stdin="bench password\n"
+            )
             token = cli("tokens", "create", "--user", "bench", "--home", home)
             time.sleep(1.2)  # the server notices the first user within a second
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
-                rows.append(("API token (Bearer)", *timed(client, "GET", f"/api/jobs/{job}"),
-                             *timed(client, "POST", "/api/tasks/noop/jobs", json={"x": 1})))
+                rows.append(
+                    (
+                        "API token (Bearer)",
+                        *timed(client, "GET", f"/api/jobs/{job}"),
+                        *timed(client, "POST", "/api/tasks/noop/jobs", json={"x": 1}),
+                    )
+                )
             with httpx.Client(base_url=url) as client:
                 page = client.get("/login").text
                 csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
                 assert csrf
                 client.post("/login", data={"csrf_token": csrf.group(1), "name": "bench", "password": "bench password"})
                 session_csrf = client.get("/api/me").json()["csrf_token"]
-                rows.append(("session cookie + CSRF token", *timed(client, "GET", f"/api/jobs/{job}"),
-                             *timed(client, "POST", "/api/tasks/noop/jobs", json={"x": 1},
-                                    headers={"X-CSRF-Token": session_csrf})))
+                rows.append(
+                    (
+                        "session cookie + CSRF token",
+                        *timed(client, "GET", f"/api/jobs/{job}"),
+                        *timed(
+                            client,
+                            "POST",
+                            "/api/tasks/noop/jobs",
+                            json={"x": 1},
+                            headers={"X-CSRF-Token": session_csrf},
+                        ),
+                    )
+                )
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -13,6 +13,7 @@ private Redis (broker, results, mieruka's events). CPU time is steadier than wal
 machine whose speed swings; the p50 column is wall time, for reference. Uses bench/run.py's peers
 venv and private Redis; prints one markdown table of medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,13 @@ def snapshot(worker_pid, redis_pid):
     import psutil
 
     main = psutil.Process(worker_pid)
-    return {"submitter": cpu_seconds(psutil.Process()), "worker main": cpu_seconds(main),
-            "pool": sum(cpu_seconds(k) for k in main.children(recursive=True)),
-            "postgres": sum(cpu_seconds(p) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"),
-            "redis": cpu_seconds(psutil.Process(redis_pid))}
+    return {
+        "submitter": cpu_seconds(psutil.Process()),
+        "worker main": cpu_seconds(main),
+        "pool": sum(cpu_seconds(k) for k in main.children(recursive=True)),
+        "postgres": sum(cpu_seconds(p) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"),
+        "redis": cpu_seconds(psutil.Process(redis_pid)),
+    }
 
 
 def measure(worker, submit, wait, n, redis_pid):
@@ -77,8 +81,9 @@ def run_mieruka(n, redis_pid):
     with on_celery("cpu", broker_db=6) as (env, worker_command):
         from mieruka_bench_app import app
 
-        worker = subprocess.Popen(worker_command, cwd=ROOT, env={**os.environ, **env},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            worker_command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         app.start()
         try:
             submit, wait = in_process(app)
@@ -95,10 +100,23 @@ def run_celery(peers_dir, n, redis_pid):
     import common
 
     bench_celery.flush()
-    worker = subprocess.Popen([f"{common.BIN}/celery", "-A", "bench_celery", "worker", "--pool=prefork",
-                               "--concurrency=2", "--loglevel=WARNING", "--without-gossip", "--without-mingle"],
-                              cwd=peers_dir, env={**os.environ, "PYTHONPATH": peers_dir},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [
+            f"{common.BIN}/celery",
+            "-A",
+            "bench_celery",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=2",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=peers_dir,
+        env={**os.environ, "PYTHONPATH": peers_dir},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         return measure(worker, bench_celery.noop.delay, lambda h: h.get(timeout=60), n, redis_pid)
     finally:
@@ -112,8 +130,9 @@ def main():
     ap.add_argument("--burst", type=int, default=0, help="jobs per burst (default: one at a time)")
     a = ap.parse_args()
     os.environ["BENCH_BURST"] = str(a.burst)  # read by each round's process
-    results = run.rounds_against_celery(__file__, a.reps, a.jobs,
-                                          lambda res: ", ".join(f"{k} {v:.2f}" for k, v in res.items()))
+    results = run.rounds_against_celery(
+        __file__, a.reps, a.jobs, lambda res: ", ".join(f"{k} {v:.2f}" for k, v in res.items())
+    )
     how = f"in bursts of {a.burst}" if a.burst else "sequential"
     print(f"\n## CPU ms per job over {a.jobs} {how} no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
     wall = "wall ms per job" if a.burst else "p50 ms (wall)"
@@ -130,8 +149,7 @@ if __name__ == "__main__":
         jobs = int(sys.argv[sys.argv.index("--jobs") + 1])
         redis_pid = int(sys.argv[sys.argv.index("--redis-pid") + 1])
         with contextlib.redirect_stdout(sys.stderr):  # only the result on stdout
-            res = (run_mieruka(jobs, redis_pid) if sys.argv[2] == "mieruka"
-                   else run_celery(sys.argv[3], jobs, redis_pid))
+            res = run_mieruka(jobs, redis_pid) if sys.argv[2] == "mieruka" else run_celery(sys.argv[3], jobs, redis_pid)
         print(json.dumps(res))
     else:
         sys.path.insert(0, HERE)

@@ -11,6 +11,7 @@ only started and ran one job used. The submitting process is idle meanwhile (it 
 this isolates the workers, where `bench/run.py`'s end-to-end figure also pays for submitting.
 Uses bench/run.py's peers venv and private Redis; prints one markdown table of medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,11 @@ def measure(start_worker, submit, wait, n):
         main, pool = cpu(proc.pid)
     finally:
         run.stop_worker(proc)
-    return {"drain_per_s": (n - 1) / (t_last - t_first),
-            "main_ms": (main - startup[0]) / n * 1000, "pool_ms": (pool - startup[1]) / n * 1000}
+    return {
+        "drain_per_s": (n - 1) / (t_last - t_first),
+        "main_ms": (main - startup[0]) / n * 1000,
+        "pool_ms": (pool - startup[1]) / n * 1000,
+    }
 
 
 def run_mieruka(n):
@@ -70,8 +74,13 @@ def run_mieruka(n):
         from mieruka_bench_app import app
 
         def start_worker():
-            return subprocess.Popen(worker_command, cwd=ROOT, env={**os.environ, **env},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return subprocess.Popen(
+                worker_command,
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
         app.start()
         try:
@@ -90,10 +99,23 @@ def run_celery(peers_dir, n):
     bench_celery.flush()
 
     def start_worker():
-        return subprocess.Popen([f"{common.BIN}/celery", "-A", "bench_celery", "worker", "--pool=prefork",
-                                 "--concurrency=2", "--loglevel=WARNING", "--without-gossip", "--without-mingle"],
-                                cwd=peers_dir, env={**os.environ, "PYTHONPATH": peers_dir},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [
+                f"{common.BIN}/celery",
+                "-A",
+                "bench_celery",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=2",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=peers_dir,
+            env={**os.environ, "PYTHONPATH": peers_dir},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     return measure(start_worker, lambda i: bench_celery.noop.delay(i), lambda h: h.get(timeout=120), n)
 
@@ -103,8 +125,14 @@ def main():
     ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("BENCH_N", "3000")))
     a = ap.parse_args()
-    results = run.rounds_against_celery(__file__, a.reps, a.jobs, lambda res: (
-        f"drain {res['drain_per_s']:.0f}/s, main {res['main_ms']:.2f} ms/job, pool {res['pool_ms']:.2f} ms/job"))
+    results = run.rounds_against_celery(
+        __file__,
+        a.reps,
+        a.jobs,
+        lambda res: (
+            f"drain {res['drain_per_s']:.0f}/s, main {res['main_ms']:.2f} ms/job, pool {res['pool_ms']:.2f} ms/job"
+        ),
+    )
     print(f"\n## Workers draining {a.jobs} preloaded no-op jobs, concurrency 2 (median of {a.reps} rounds)\n")
     print("| system | drain jobs/s | worker main CPU ms/job | pool processes CPU ms/job |")
     print("|---|---|---|---|")

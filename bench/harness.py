@@ -17,6 +17,7 @@ probe, 5 warm-up jobs, 3 s settle, idle memory, N_THROUGHPUT jobs submitted all 
 in order, then N_LATENCY sequential submit-to-result latencies. Same environment knobs:
 BENCH_N, BENCH_LAT_N, BENCH_OUT.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,9 +90,17 @@ def measure(submit, wait, t_spawn, root_pid, extra=None, throughput=None):
         r = wait(submit(i))
         lat.append((time.perf_counter() - a) * 1000)
         assert r == i, (r, i)
-    out = dict(ready_s=ready_s, rss_main_mb=rss_main, rss_tree_mb=rss_tree, pss_tree_mb=pss_tree,
-               enqueue_per_s=N_THROUGHPUT / (t_enq - t0), e2e_per_s=N_THROUGHPUT / (t_end - t0),
-               p50_ms=pct(lat, 50), p95_ms=pct(lat, 95), p99_ms=pct(lat, 99))
+    out = dict(
+        ready_s=ready_s,
+        rss_main_mb=rss_main,
+        rss_tree_mb=rss_tree,
+        pss_tree_mb=pss_tree,
+        enqueue_per_s=N_THROUGHPUT / (t_enq - t0),
+        e2e_per_s=N_THROUGHPUT / (t_end - t0),
+        p50_ms=pct(lat, 50),
+        p95_ms=pct(lat, 95),
+        p99_ms=pct(lat, 99),
+    )
     out.update(extra or {})
     return out
 
@@ -123,6 +132,7 @@ def fresh_home(kind):
 # -- embedded ------------------------------------------------------------------------------------
 def in_process(app):
     """submit and wait through the app's Python API (the engine runs in this process)."""
+
     def submit(i):
         return app.submit("noop", x=i)
 
@@ -169,7 +179,7 @@ def job_database(home):
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
             if os.environ.get("BENCH_PG_ASYNC_COMMIT") == "1":  # commits not waiting for the disk
                 conn.exec_driver_sql(f"ALTER DATABASE {name} SET synchronous_commit = off")
-    except Exception as exc:  # noqa: BLE001 - no PostgreSQL here: SQLite on this machine
+    except Exception as exc:
         print(f"# no PostgreSQL ({str(exc).splitlines()[0]}); using SQLite", file=sys.stderr)
         admin.dispose()
         yield f"sqlite:///{home}/mieruka.db"
@@ -189,13 +199,27 @@ def on_celery(kind, broker_db):
     home = fresh_home(kind)
     broker = f"redis://127.0.0.1:{os.environ.get('BENCH_REDIS_PORT', '6379')}/{broker_db}"
     with job_database(home) as database_url:
-        env = {"MIERUKA_BENCH_HOME": home, "MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": broker,
-               "MIERUKA_DATABASE_URL": database_url}
+        env = {
+            "MIERUKA_BENCH_HOME": home,
+            "MIERUKA_EXECUTOR": "celery",
+            "MIERUKA_BROKER_URL": broker,
+            "MIERUKA_DATABASE_URL": database_url,
+        }
         os.environ.update(env)
         sys.path.insert(0, HERE)
         mieruka_bin = os.path.join(os.path.dirname(sys.executable), "mieruka")
-        yield env, [mieruka_bin, "worker", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
-                    "--concurrency", str(WORKERS), "--loglevel", "warning"]
+        yield (
+            env,
+            [
+                mieruka_bin,
+                "worker",
+                os.path.join(HERE, "mieruka_bench_app.py") + ":app",
+                "--concurrency",
+                str(WORKERS),
+                "--loglevel",
+                "warning",
+            ],
+        )
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -207,8 +231,14 @@ def run_celery():
         os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
         log = open(os.path.join(OUT, "logs", "mieruka-celery-worker.log"), "a")  # noqa: SIM115
         t_spawn = time.perf_counter()
-        worker = subprocess.Popen(worker_command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env={**os.environ, **env})
+        worker = subprocess.Popen(
+            worker_command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
         from mieruka_bench_app import app
 
         app.start()
@@ -236,10 +266,21 @@ def server_command(port, home):
     mieruka_bin = os.path.join(os.path.dirname(sys.executable), "mieruka")
     has_cli = importlib.util.find_spec("mieruka.cli") is not None and os.path.exists(mieruka_bin)
     if how == "cli" or (how == "auto" and has_cli):
-        return "cli", [mieruka_bin, "run", os.path.join(HERE, "mieruka_bench_app.py") + ":app",
-                       "--port", str(port), "--workers", str(WORKERS), "--home", home]
-    code = (f"import sys; sys.path.insert(0, {HERE!r}); from mieruka_bench_app import app; "
-            f"app.serve(host='127.0.0.1', port={port})")
+        return "cli", [
+            mieruka_bin,
+            "run",
+            os.path.join(HERE, "mieruka_bench_app.py") + ":app",
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+            "--home",
+            home,
+        ]
+    code = (
+        f"import sys; sys.path.insert(0, {HERE!r}); from mieruka_bench_app import app; "
+        f"app.serve(host='127.0.0.1', port={port})"
+    )
     return "serve", [sys.executable, "-c", code]
 
 
@@ -289,20 +330,23 @@ def run_http(n_clients=1, run_now=False):
     log.write(f"\n### {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n")
     log.flush()
     # quiet logging like the peers' workers (--loglevel=WARNING, -q): no access log per request
-    env = {**os.environ, "MIERUKA_BENCH_HOME": home, "MIERUKA_LOG_LEVEL": "warning",
-           "MIERUKA_BENCH_WORKERS": str(WORKERS)}
+    env = {
+        **os.environ,
+        "MIERUKA_BENCH_HOME": home,
+        "MIERUKA_LOG_LEVEL": "warning",
+        "MIERUKA_BENCH_WORKERS": str(WORKERS),
+    }
     t_spawn = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            stdin=subprocess.DEVNULL)
-    clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_TIMEOUT + 10)
-               for _ in range(n_clients)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+    clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_TIMEOUT + 10) for _ in range(n_clients)]
     client = clients[0]
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} before /healthz answered "
-                                   f"(see {log_path}): {tail(log_path)}")
+                raise RuntimeError(
+                    f"server exited with {proc.returncode} before /healthz answered (see {log_path}): {tail(log_path)}"
+                )
             try:
                 if client.get("/healthz", timeout=2).status_code == 200:
                     break
@@ -319,6 +363,7 @@ def run_http(n_clients=1, run_now=False):
 
             def throughput():
                 with ThreadPoolExecutor(n_clients) as pool:
+
                     def submit_share(k):
                         return [(i, http_submit(clients[k], i)) for i in range(k, N_THROUGHPUT, n_clients)]
 
@@ -337,9 +382,14 @@ def run_http(n_clients=1, run_now=False):
             submit, wait = (lambda i: http_run(client, i)), (lambda r: r)
         else:
             submit, wait = (lambda i: http_submit(client, i)), (lambda h: http_wait(client, h))
-        result = measure(submit, wait, t_spawn,
-                         proc.pid, extra={"healthz_s": healthz_s, "server": how, "clients": n_clients},
-                         throughput=throughput)
+        result = measure(
+            submit,
+            wait,
+            t_spawn,
+            proc.pid,
+            extra={"healthz_s": healthz_s, "server": how, "clients": n_clients},
+            throughput=throughput,
+        )
     finally:
         for c in clients:
             c.close()

@@ -40,10 +40,24 @@ def free_port() -> int:
 def start_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (home.parent / "server.log").open("w")
-    command = [sys.executable, "-m", "mieruka.cli", "run", "bench/live_app.py:app", "--port", str(port),
-               "--home", str(home)]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MIERUKA_LOG_LEVEL": "warning", **env})
+    command = [
+        sys.executable,
+        "-m",
+        "mieruka.cli",
+        "run",
+        "bench/live_app.py:app",
+        "--port",
+        str(port),
+        "--home",
+        str(home),
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MIERUKA_LOG_LEVEL": "warning", **env},
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -55,8 +69,15 @@ def start_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[byte
     raise SystemExit("the server did not start; see " + str(home.parent / "server.log"))
 
 
-async def sse_client(port: int, path: str, stop: asyncio.Event, delays: list[float], counts: list[int],
-                     ready: asyncio.Event, started: list[int]) -> None:
+async def sse_client(
+    port: int,
+    path: str,
+    stop: asyncio.Event,
+    delays: list[float],
+    counts: list[int],
+    ready: asyncio.Event,
+    started: list[int],
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
     await writer.drain()
@@ -68,7 +89,7 @@ async def sse_client(port: int, path: str, stop: asyncio.Event, delays: list[flo
         line = await reader.readline()
         if not line:
             break
-        if line.startswith(b"data: {\"stream\""):
+        if line.startswith(b'data: {"stream"'):
             now = time.time()
             if not measuring and ready.is_set():
                 measuring = True
@@ -85,8 +106,10 @@ async def stream_bench(port: int) -> dict[str, float]:
     delays: list[float] = []
     counts = [0, 0]
     started = [0]
-    tasks = [asyncio.create_task(sse_client(port, "/api/streams/ticks/events", stop, delays, counts, ready, started))
-             for _ in range(CLIENTS)]
+    tasks = [
+        asyncio.create_task(sse_client(port, "/api/streams/ticks/events", stop, delays, counts, ready, started))
+        for _ in range(CLIENTS)
+    ]
     await asyncio.wait_for(ready.wait(), 60)
     await asyncio.sleep(2)  # every client has its first window; measure from here
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -102,9 +125,14 @@ async def stream_bench(port: int) -> dict[str, float]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     delays.sort()
-    return {"events/s": counts[0] / elapsed, "points/s": counts[1] / elapsed,
-            "expected points/s": CLIENTS * produced, "produced/s": produced,
-            "p50 ms": 1000 * delays[len(delays) // 2], "p99 ms": 1000 * delays[int(len(delays) * 0.99)]}
+    return {
+        "events/s": counts[0] / elapsed,
+        "points/s": counts[1] / elapsed,
+        "expected points/s": CLIENTS * produced,
+        "produced/s": produced,
+        "p50 ms": 1000 * delays[len(delays) // 2],
+        "p99 ms": 1000 * delays[int(len(delays) * 0.99)],
+    }
 
 
 def make_rows(path: Path) -> None:
@@ -140,12 +168,19 @@ def source_bench(url: str) -> dict[str, float]:
     frame = pd.DataFrame({"t": 1_700_000_000 + pd.RangeIndex(ROWS) * 30.0, "value": range(ROWS)})
     chart = Chart("line", "big", x="t", y=("value",))
     started = time.perf_counter()
-    payload = make_tile(chart, make_source("big", function=lambda: []), SourceState("big", frame=frame, version=1),
-                        ZoneInfo("UTC"))
+    payload = make_tile(
+        chart, make_source("big", function=lambda: []), SourceState("big", frame=frame, version=1), ZoneInfo("UTC")
+    )
     compute = time.perf_counter() - started
-    return {"rows": tile["data"]["total"], "points": tile["data"]["shown"], "read s": state["duration"],
-            "tile compute ms": 1000 * compute, "GET p50 ms": 1000 * statistics.median(timings),
-            "payload KB": size / 1024, "payload points": len(payload["data"]["x"])}
+    return {
+        "rows": tile["data"]["total"],
+        "points": tile["data"]["shown"],
+        "read s": state["duration"],
+        "tile compute ms": 1000 * compute,
+        "GET p50 ms": 1000 * statistics.median(timings),
+        "payload KB": size / 1024,
+        "payload points": len(payload["data"]["x"]),
+    }
 
 
 def main() -> None:
@@ -162,16 +197,22 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     print(f"\n### {CLIENTS} SSE clients on one 10 Hz stream, one server process, {SECONDS:.0f} s\n")
-    print("| points produced/s | points delivered/s | clients x produced | events delivered/s | delay p50 ms "
-          "| delay p99 ms |")
+    print(
+        "| points produced/s | points delivered/s | clients x produced | events delivered/s | delay p50 ms "
+        "| delay p99 ms |"
+    )
     print("|---|---|---|---|---|---|")
-    print(f"| {stream['produced/s']:.2f} | {stream['points/s']:,.0f} | {stream['expected points/s']:,.0f} | "
-          f"{stream['events/s']:,.0f} | {stream['p50 ms']:.1f} | {stream['p99 ms']:.1f} |")
+    print(
+        f"| {stream['produced/s']:.2f} | {stream['points/s']:,.0f} | {stream['expected points/s']:,.0f} | "
+        f"{stream['events/s']:,.0f} | {stream['p50 ms']:.1f} | {stream['p99 ms']:.1f} |"
+    )
     print(f"\n### A SQL source of {source['rows']:,} rows (SQLite), line chart downsampled with MinMax-LTTB\n")
     print("| read the source s | compute the tile ms | serve the tile (GET) p50 ms | payload KB | points |")
     print("|---|---|---|---|---|")
-    print(f"| {source['read s']:.2f} | {source['tile compute ms']:.0f} | {source['GET p50 ms']:.1f} | "
-          f"{source['payload KB']:.1f} | {source['points']:,} |")
+    print(
+        f"| {source['read s']:.2f} | {source['tile compute ms']:.0f} | {source['GET p50 ms']:.1f} | "
+        f"{source['payload KB']:.1f} | {source['points']:,} |"
+    )
     print(f"\n{os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
 
 

@@ -5,6 +5,7 @@ served by `mieruka run bench/mieruka_bench_app.py:app`), so it must stay importa
 The data directory comes from MIERUKA_BENCH_HOME; the harness sets a fresh one per repetition.
 Nothing is created on import: App settings are read lazily when the engine starts.
 """
+
 import os
 
 import mieruka

@@ -17,6 +17,7 @@ shared peers' `bench_celery` app unchanged (results in Redis). After a warm-up:
 by 2x within a minute, its ratios move by a third from one run to the next. Here both systems meet
 the same moments. Prints one markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,13 +57,37 @@ def main():
         with on_celery("paired", broker_db=2) as (env, mieruka_worker):
             bench_celery.flush()  # the peers' own reset (FLUSHALL): before anything is queued
             log = open(os.path.join(bench.OUT, "logs", "paired-workers.log"), "a")  # noqa: SIM115
-            workers.append(subprocess.Popen(mieruka_worker, cwd=ROOT, env={**os.environ, **env}, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            workers.append(
+                subprocess.Popen(
+                    mieruka_worker,
+                    cwd=ROOT,
+                    env={**os.environ, **env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
             celery_bin = os.path.join(os.path.dirname(sys.executable), "celery")
-            workers.append(subprocess.Popen(
-                [celery_bin, "-A", "bench_celery", "worker", "--pool=prefork", "--concurrency=2", "--loglevel=WARNING",
-                 "--without-gossip", "--without-mingle"], cwd=bench.PEERS_DIR, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": bench.PEERS_DIR}, stdin=subprocess.DEVNULL))
+            workers.append(
+                subprocess.Popen(
+                    [
+                        celery_bin,
+                        "-A",
+                        "bench_celery",
+                        "worker",
+                        "--pool=prefork",
+                        "--concurrency=2",
+                        "--loglevel=WARNING",
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                    cwd=bench.PEERS_DIR,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONPATH": bench.PEERS_DIR},
+                    stdin=subprocess.DEVNULL,
+                )
+            )
             from mieruka_bench_app import app
 
             app.start()
@@ -118,13 +143,17 @@ def report(results, a):
     print("|---|---|---|---|---|")
     for name in names:
         r = rates[name]
-        print(f"| {name} | {statistics.median(r):,.0f} [{min(r):,.0f}-{max(r):,.0f}] | "
-              f"{pct(latency[name], 50):.2f} | {pct(latency[name], 95):.2f} | {pct(latency[name], 99):.2f} |")
+        print(
+            f"| {name} | {statistics.median(r):,.0f} [{min(r):,.0f}-{max(r):,.0f}] | "
+            f"{pct(latency[name], 50):.2f} | {pct(latency[name], 95):.2f} | {pct(latency[name], 99):.2f} |"
+        )
     ours, theirs = names
-    print(f"\nOverhead (Celery / mieruka on Celery for throughput, mieruka / Celery for latency): throughput "
-          f"{statistics.median(rates[theirs]) / statistics.median(rates[ours]):.2f}x, p50 "
-          f"{pct(latency[ours], 50) / pct(latency[theirs], 50):.2f}x, p99 "
-          f"{pct(latency[ours], 99) / pct(latency[theirs], 99):.2f}x")
+    print(
+        f"\nOverhead (Celery / mieruka on Celery for throughput, mieruka / Celery for latency): throughput "
+        f"{statistics.median(rates[theirs]) / statistics.median(rates[ours]):.2f}x, p50 "
+        f"{pct(latency[ours], 50) / pct(latency[theirs], 50):.2f}x, p99 "
+        f"{pct(latency[ours], 99) / pct(latency[theirs], 99):.2f}x"
+    )
 
 
 if __name__ == "__main__":

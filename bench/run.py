@@ -11,6 +11,7 @@ median [min-max] over rounds. The peers are the scripts of the shared peers harn
 with the repo's venv. Raw results: $BENCH_OUT (default /tmp/mieruka-bench)/results.json.
 Standard library only: any python3 can run this file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,17 @@ SYSTEMS = {
     "mieruka-embedded": ("mieruka", ["embedded"], "mieruka embedded (Python API, in-process engine) w=2"),
     "mieruka-http": ("mieruka", ["http"], "mieruka HTTP (server process, 1 keep-alive client) w=2"),
     "mieruka-http-c4": ("mieruka", ["http", "4"], "mieruka HTTP (server process, 4 client threads) w=2"),
-    "mieruka-http-run": ("mieruka", ["http", "run"],
-                         "mieruka HTTP run-now (POST /run: submit and result in one request) w=2"),
-    "mieruka-celery": ("mieruka", ["celery"],
-                       "mieruka on Celery (executor celery, PostgreSQL store, Redis broker) c=2"),
-    "mieruka-celery-async": ("mieruka", ["celery"],
-                             "mieruka on Celery, PostgreSQL synchronous_commit=off c=2"),
+    "mieruka-http-run": (
+        "mieruka",
+        ["http", "run"],
+        "mieruka HTTP run-now (POST /run: submit and result in one request) w=2",
+    ),
+    "mieruka-celery": (
+        "mieruka",
+        ["celery"],
+        "mieruka on Celery (executor celery, PostgreSQL store, Redis broker) c=2",
+    ),
+    "mieruka-celery-async": ("mieruka", ["celery"], "mieruka on Celery, PostgreSQL synchronous_commit=off c=2"),
     "celery": ("peer", ("bench_celery.py", [], {}), None),
     "huey-sqlite": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite"}), None),
     "huey-sqlite-tuned": ("peer", ("bench_huey.py", [], {"HUEY_BACKEND": "sqlite", "HUEY_TUNED": "1"}), None),
@@ -63,16 +69,40 @@ SYSTEMS = {
     "rq": ("peer", ("bench_rq.py", ["2"], {}), None),
     "dramatiq": ("peer", ("bench_dramatiq.py", [], {}), None),
 }
-DEFAULT = ["mieruka-embedded", "mieruka-http", "mieruka-http-run", "mieruka-celery", "celery", "huey-sqlite-tuned",
-           "huey-sqlite", "huey-redis-tuned", "huey-redis"]
+DEFAULT = [
+    "mieruka-embedded",
+    "mieruka-http",
+    "mieruka-http-run",
+    "mieruka-celery",
+    "celery",
+    "huey-sqlite-tuned",
+    "huey-sqlite",
+    "huey-redis-tuned",
+    "huey-redis",
+]
 OPTIONAL = ["mieruka-celery-async", "mieruka-http-c4", "rq-simple", "rq", "dramatiq"]
-NEEDS_REDIS = {"mieruka-celery", "mieruka-celery-async", "celery", "huey-redis", "huey-redis-tuned", "rq-simple",
-               "rq", "dramatiq"}
+NEEDS_REDIS = {
+    "mieruka-celery",
+    "mieruka-celery-async",
+    "celery",
+    "huey-redis",
+    "huey-redis-tuned",
+    "rq-simple",
+    "rq",
+    "dramatiq",
+}
 
-COLS = [("e2e_per_s", "e2e jobs/s", 0), ("enqueue_per_s", "enqueue/s", 0),
-        ("p50_ms", "p50 ms", 1), ("p95_ms", "p95 ms", 1), ("p99_ms", "p99 ms", 1),
-        ("rss_main_mb", "idle RSS worker MB", 1), ("rss_tree_mb", "idle RSS tree MB", 1),
-        ("pss_tree_mb", "idle PSS tree MB", 1), ("ready_s", "start->1st result s", 2)]
+COLS = [
+    ("e2e_per_s", "e2e jobs/s", 0),
+    ("enqueue_per_s", "enqueue/s", 0),
+    ("p50_ms", "p50 ms", 1),
+    ("p95_ms", "p95 ms", 1),
+    ("p99_ms", "p99 ms", 1),
+    ("rss_main_mb", "idle RSS worker MB", 1),
+    ("rss_tree_mb", "idle RSS tree MB", 1),
+    ("pss_tree_mb", "idle PSS tree MB", 1),
+    ("ready_s", "start->1st result s", 2),
+]
 
 
 def log(msg):
@@ -122,8 +152,11 @@ def start_redis():
         log(f"port {port} is taken; the private redis uses {new}")
         port = new
     logf = open(os.path.join(OUT, "logs", "redis.log"), "w")  # noqa: SIM115 - redis writes to it
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=logf, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -163,10 +196,23 @@ def rounds_against_celery(script, reps, jobs, describe):
         for r in range(reps):
             for name in results:
                 one = ["--one", "mieruka"] if name != "celery" else ["--one", "celery", PEERS_DIR]
-                cmd = [sys.executable if name != "celery" else peer_py, script, *one,
-                       "--jobs", str(jobs), "--redis-pid", str(redis_proc.pid)]
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                                     env={**os.environ, "BENCH_REDIS_PORT": str(redis_port)})
+                cmd = [
+                    sys.executable if name != "celery" else peer_py,
+                    script,
+                    *one,
+                    "--jobs",
+                    str(jobs),
+                    "--redis-pid",
+                    str(redis_proc.pid),
+                ]
+                out = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    cwd=ROOT,
+                    env={**os.environ, "BENCH_REDIS_PORT": str(redis_port)},
+                )
                 if out.returncode != 0:
                     sys.exit(f"{name} failed: {out.stderr[-2000:]}")
                 res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -189,9 +235,14 @@ def run_peer(key, peer_py, redis_port, round_no, timeout):
             p = os.path.join(out, "data", "huey.db" + suffix)
             if os.path.exists(p):
                 os.remove(p)
-    env = {**os.environ, **extra_env, "BENCH_OUT": out, "BENCH_REPS": "1",
-           "BENCH_REDIS_PORT": str(redis_port or 6390),
-           "PYTHONDONTWRITEBYTECODE": "1"}  # leave no __pycache__ in the shared peers folder
+    env = {
+        **os.environ,
+        **extra_env,
+        "BENCH_OUT": out,
+        "BENCH_REPS": "1",
+        "BENCH_REDIS_PORT": str(redis_port or 6390),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }  # leave no __pycache__ in the shared peers folder
     env.pop("VIRTUAL_ENV", None)
     p = run_child([peer_py, script, *args], PEERS_DIR, env, timeout)
     with open(os.path.join(OUT, "logs", f"{key}.log"), "a") as f:
@@ -205,8 +256,12 @@ def run_peer(key, peer_py, redis_port, round_no, timeout):
 
 def run_mieruka(key, round_no, timeout, redis_port=None):
     how = SYSTEMS[key][1]
-    env = {**os.environ, "BENCH_OUT": OUT, "BENCH_REDIS_PORT": str(redis_port or 6390),
-           "BENCH_PG_ASYNC_COMMIT": "1" if key.endswith("-async") else "0"}
+    env = {
+        **os.environ,
+        "BENCH_OUT": OUT,
+        "BENCH_REDIS_PORT": str(redis_port or 6390),
+        "BENCH_PG_ASYNC_COMMIT": "1" if key.endswith("-async") else "0",
+    }
     env.pop("PYTHONPATH", None)
     p = run_child([mieruka_python(), os.path.join(HERE, "harness.py"), *how], ROOT, env, timeout)
     with open(os.path.join(OUT, "logs", f"{key}.log"), "a") as f:
@@ -219,8 +274,16 @@ def run_mieruka(key, round_no, timeout, redis_port=None):
 def run_child(cmd, cwd, env, timeout):
     """Run one system in its own session; on timeout or interrupt kill that process group (by id),
     so that no worker of it outlives the run."""
-    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         out, err = p.communicate(timeout=timeout)
     except BaseException:
@@ -262,9 +325,14 @@ def ratios(systems):
     peers = [s for s in systems if s["kind"] == "peer" and s["reps"]]
     if not ours or not peers:
         return ""
-    short = {"mieruka-celery": "on Celery", "mieruka-celery-async": "on Celery async commit",
-             "mieruka-embedded": "embedded", "mieruka-http": "HTTP",
-             "mieruka-http-c4": "HTTP c4", "mieruka-http-run": "HTTP run"}
+    short = {
+        "mieruka-celery": "on Celery",
+        "mieruka-celery-async": "on Celery async commit",
+        "mieruka-embedded": "embedded",
+        "mieruka-http": "HTTP",
+        "mieruka-http-c4": "HTTP c4",
+        "mieruka-http-run": "HTTP run",
+    }
     head = ["peer"]
     for s in ours:
         head += [f"{short.get(s['key'], s['key'])} e2e x", f"{short.get(s['key'], s['key'])} p50 x"]
@@ -279,8 +347,7 @@ def ratios(systems):
 
 
 def versions(peer_py, redis_proc):
-    info = {"machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "mem_gb": mem_gb(),
-                        "kernel": platform.release()}}
+    info = {"machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "mem_gb": mem_gb(), "kernel": platform.release()}}
     mp = mieruka_python()
     code = "import mieruka, sys; print(mieruka.__version__, 'python', sys.version.split()[0])"
     info["mieruka"] = run([mp, "-c", code], cwd=ROOT).stdout.strip()
@@ -322,16 +389,29 @@ def mem_gb():
 # -- main ------------------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")),
-                    help="rounds (default $BENCH_REPS or 3); the table shows medians")
-    ap.add_argument("--all", action="store_true",
-                    help="also RQ (SimpleWorker, fork), Dramatiq, and mieruka HTTP with 4 client threads")
-    ap.add_argument("--only", default=os.environ.get("BENCH_SYSTEMS", ""),
-                    help=f"comma list of systems (default: {','.join(DEFAULT)}; "
-                         f"optional: {','.join(OPTIONAL)})")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=int(os.environ.get("BENCH_REPS", "3")),
+        help="rounds (default $BENCH_REPS or 3); the table shows medians",
+    )
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help="also RQ (SimpleWorker, fork), Dramatiq, and mieruka HTTP with 4 client threads",
+    )
+    ap.add_argument(
+        "--only",
+        default=os.environ.get("BENCH_SYSTEMS", ""),
+        help=f"comma list of systems (default: {','.join(DEFAULT)}; optional: {','.join(OPTIONAL)})",
+    )
     ap.add_argument("--no-peers", action="store_true", help="mieruka only")
-    ap.add_argument("--timeout", type=float, default=float(os.environ.get("BENCH_RUN_TIMEOUT", "300")),
-                    help="seconds one system may take for one round (default 300)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=float(os.environ.get("BENCH_RUN_TIMEOUT", "300")),
+        help="seconds one system may take for one round (default 300)",
+    )
     a = ap.parse_args()
 
     keys = [k.strip() for k in a.only.split(",") if k.strip()] or DEFAULT + (OPTIONAL if a.all else [])
@@ -347,8 +427,7 @@ def main():
         if os.path.exists(p):
             os.remove(p)
 
-    systems = [{"key": k, "kind": SYSTEMS[k][0], "name": SYSTEMS[k][2] or k, "reps": [], "errors": []}
-               for k in keys]
+    systems = [{"key": k, "kind": SYSTEMS[k][0], "name": SYSTEMS[k][2] or k, "reps": [], "errors": []} for k in keys]
     peer_py = redis_proc = redis_port = None
     if any(s["kind"] == "peer" for s in systems):
         try:
@@ -382,8 +461,7 @@ def main():
 
     runnable = [s for s in systems if not s["errors"] and (s["kind"] == "mieruka" or peer_py)]
     n = os.environ.get("BENCH_N", "2000"), os.environ.get("BENCH_LAT_N", "200")
-    log(f"{a.reps} round(s) of {', '.join(s['key'] for s in runnable)}; N={n[0]}, latency N={n[1]}; "
-        f"logs in {OUT}/logs")
+    log(f"{a.reps} round(s) of {', '.join(s['key'] for s in runnable)}; N={n[0]}, latency N={n[1]}; logs in {OUT}/logs")
     t_start = time.monotonic()
     for rnd in range(1, a.reps + 1):
         for s in runnable:
@@ -395,25 +473,30 @@ def main():
                     name, rep = run_mieruka(s["key"], rnd, a.timeout, redis_port)
                 s["name"] = name
                 s["reps"].append(rep)
-                log(f"round {rnd} {s['key']}: e2e {rep['e2e_per_s']:.0f}/s, "
+                log(
+                    f"round {rnd} {s['key']}: e2e {rep['e2e_per_s']:.0f}/s, "
                     f"enqueue {rep['enqueue_per_s']:.0f}/s, p50 {rep['p50_ms']:.1f} ms, "
                     f"p99 {rep['p99_ms']:.1f} ms, tree RSS {rep['rss_tree_mb']:.0f} MB "
-                    f"({time.monotonic() - t:.0f} s)")
+                    f"({time.monotonic() - t:.0f} s)"
+                )
             except subprocess.TimeoutExpired:
                 s["errors"].append(f"round {rnd}: timed out after {a.timeout:g} s")
-                log(f"round {rnd} {s['key']}: TIMED OUT after {a.timeout:g} s "
-                    f"(see {OUT}/logs/{s['key']}.log)")
-            except Exception as exc:  # noqa: BLE001 - one broken system must not stop the others
+                log(f"round {rnd} {s['key']}: TIMED OUT after {a.timeout:g} s (see {OUT}/logs/{s['key']}.log)")
+            except Exception as exc:
                 s["errors"].append(f"round {rnd}: {exc}")
                 log(f"round {rnd} {s['key']}: FAILED {exc} (see {OUT}/logs/{s['key']}.log)")
     elapsed = time.monotonic() - t_start
 
     for s in systems:
-        s["median"] = ({k: statistics.median(r[k] for r in s["reps"]) for k, _, _ in COLS}
-                       if s["reps"] else None)
+        s["median"] = {k: statistics.median(r[k] for r in s["reps"]) for k, _, _ in COLS} if s["reps"] else None
     meta = versions(peer_py, redis_proc)
-    meta.update(reps=a.reps, n_throughput=int(n[0]), n_latency=int(n[1]), elapsed_s=round(elapsed),
-                date=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    meta.update(
+        reps=a.reps,
+        n_throughput=int(n[0]),
+        n_latency=int(n[1]),
+        elapsed_s=round(elapsed),
+        date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    )
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump({"meta": meta, "systems": systems}, f, indent=2)
     with open(os.path.join(OUT, "results.jsonl"), "w") as f:  # the peers' report.py reads this
@@ -422,20 +505,23 @@ def main():
                 f.write(json.dumps({"name": s["name"], "reps": s["reps"], "median": s["median"]}) + "\n")
 
     med = f"median [min-max] of {a.reps} rounds" if a.reps > 1 else "1 round"
-    print(f"\n## mieruka vs peers: no-op job, 2 workers, {n[0]} jobs e2e, "
-          f"{n[1]} sequential for latency ({med})\n")
+    print(f"\n## mieruka vs peers: no-op job, 2 workers, {n[0]} jobs e2e, {n[1]} sequential for latency ({med})\n")
     print(table(systems))
     r = ratios(systems)
     if r:
-        print("\nmieruka / peer, medians (e2e x > 1: mieruka has more throughput; "
-              "p50 x < 1: mieruka has lower latency):\n")
+        print(
+            "\nmieruka / peer, medians (e2e x > 1: mieruka has more throughput; "
+            "p50 x < 1: mieruka has lower latency):\n"
+        )
         print(r)
     m = meta["machine"]
     peers_v = ", ".join(meta.get("peers", [])) or "-"
-    print(f"\nmieruka {meta['mieruka']} (git {meta['mieruka_git']}); peers: {peers_v}"
-          f"{'; redis-server ' + meta['redis_server'] if meta.get('redis_server') else ''}; "
-          f"machine: nproc={m['nproc']}, {m['cpu']}, {m['mem_gb']} GB RAM, Linux {m['kernel']}; "
-          f"{meta['date']}; {elapsed / 60:.1f} min. Raw: {OUT}/results.json")
+    print(
+        f"\nmieruka {meta['mieruka']} (git {meta['mieruka_git']}); peers: {peers_v}"
+        f"{'; redis-server ' + meta['redis_server'] if meta.get('redis_server') else ''}; "
+        f"machine: nproc={m['nproc']}, {m['cpu']}, {m['mem_gb']} GB RAM, Linux {m['kernel']}; "
+        f"{meta['date']}; {elapsed / 60:.1f} min. Raw: {OUT}/results.json"
+    )
     failed = [s for s in systems if s["errors"]]
     for s in failed:
         print(f"\n- {s['key']}: " + "; ".join(s["errors"][:3]))

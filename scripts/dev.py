@@ -49,8 +49,10 @@ def main() -> int:
     if command == "demo":
         ensure_venv("demo")
         venv_dir = os.path.relpath(VENV) if VENV.is_relative_to(Path.cwd()) else str(VENV)
-        print(f"mieruka: the `mieruka` command is {venv_dir}/bin/mieruka (`. {venv_dir}/bin/activate` puts it "
-              "on PATH)", flush=True)
+        print(
+            f"mieruka: the `mieruka` command is {venv_dir}/bin/mieruka (`. {venv_dir}/bin/activate` puts it on PATH)",
+            flush=True,
+        )
         os.execv(BIN / "mieruka", [str(BIN / "mieruka"), "demo", *args])  # the server itself: Ctrl-C, signals
     if command == "test":
         ensure_venv("dev")
@@ -60,8 +62,22 @@ def main() -> int:
         # than there are cores keeps them busy. A module's tests stay together (they share servers).
         workers = os.environ.get("MIERUKA_TEST_WORKERS", str((os.cpu_count() or 1) + 1))
         # The slowest tests are listed at the end: the suite's time is kept under 8 minutes.
-        code = run([str(PYTHON), "-m", "pytest", "-m", "not alone", "-n", workers, "--dist", "loadfile",
-                    "--durations", "15", *args])
+        code = run(
+            [
+                str(PYTHON),
+                "-m",
+                "pytest",
+                "-m",
+                "not alone",
+                "-n",
+                workers,
+                "--dist",
+                "loadfile",
+                "--durations",
+                "15",
+                *args,
+            ]
+        )
         if code == 5 and alone == 0:
             code = 0
         if code == 5 and os.environ.get("MIERUKA_ALLOW_NO_TESTS"):
@@ -69,8 +85,12 @@ def main() -> int:
         return code or (alone if alone != 5 else 0)
     if command == "lint":
         ensure_venv("dev")
-        return run([str(BIN / "ruff"), "check", "src", "tests", "bench", "scripts"]) or \
-            run([str(BIN / "mypy"), "--config-file", "pyproject.toml"])
+        paths = ["src", "tests", "bench", "scripts", "examples"]
+        return (
+            run([str(BIN / "ruff"), "check", *paths])
+            or run([str(BIN / "ruff"), "format", "--check", *paths])
+            or run([str(BIN / "mypy"), "--config-file", "pyproject.toml"])
+        )
     if command == "bench":
         ensure_venv("dev")
         if args[:1] == ["live"]:  # dashboards and streams under load: bench/live.py

@@ -32,8 +32,15 @@ def free_port() -> int:
 
 
 def mieruka(*args: str, stdin: str | None = None, env: dict[str, str]) -> str:
-    result = subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True,
-                            text=True, cwd=ROOT, env=env, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
     if result.returncode != 0:
         sys.exit(f"fuzz: mieruka {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout.strip()
@@ -42,8 +49,12 @@ def mieruka(*args: str, stdin: str | None = None, env: dict[str, str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-time", type=int, default=150, help="time budget of the fuzzing, seconds")
-    parser.add_argument("--postgres", metavar="URL", help="fuzz a server whose store is a fresh database on this "
-                        "PostgreSQL server (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="fuzz a server whose store is a fresh database on this "
+        "PostgreSQL server (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres)",
+    )
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env.update(PYTHONPATH=str(ROOT), MIERUKA_RUN_WAIT_MAX="5", MIERUKA_LOG_LEVEL="warning")
@@ -71,15 +82,41 @@ def fuzz(max_time: int, env: dict[str, str]) -> int:
     print(f"fuzz: the OpenAPI schema of a real server on {store}, {max_time}s", flush=True)
     with tempfile.TemporaryDirectory(prefix="mieruka-fuzz-") as tmp:
         home = str(Path(tmp) / "home")
-        mieruka("users", "add", "fuzz", "--role", "admin", "--password-stdin", "--home", home,
-                stdin="fuzz password\n", env=env)
+        mieruka(
+            "users",
+            "add",
+            "fuzz",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--home",
+            home,
+            stdin="fuzz password\n",
+            env=env,
+        )
         token = mieruka("tokens", "create", "--user", "fuzz", "--name", "schemathesis", "--home", home, env=env)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115 - closed below
-        server = subprocess.Popen([sys.executable, "-m", "mieruka.cli", "run", "tests/fuzz_app.py:app", "--port",
-                                   str(port), "--home", home, "--workers", "1"], cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mieruka.cli",
+                "run",
+                "tests/fuzz_app.py:app",
+                "--port",
+                str(port),
+                "--home",
+                home,
+                "--workers",
+                "1",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -94,14 +131,34 @@ def fuzz(max_time: int, env: dict[str, str]) -> int:
                     sys.exit("fuzz: the server did not start")
                 time.sleep(0.1)
             fuzz_env = {**env, "SCHEMATHESIS_HOOKS": "fuzz_hooks", "PYTHONPATH": str(ROOT / "scripts")}
-            code = subprocess.run([
-                str(BIN / "schemathesis"), "run", f"{url}/openapi.json",
-                "--header", f"Authorization: Bearer {token}",
-                "--checks", "not_a_server_error,response_schema_conformance",
-                "--max-time", str(max_time), "--workers", "1", "--request-timeout", "20",
-                "--exclude-path-regex", "/events$", "--exclude-path", "/api/tokens/{token_id}",
-                "--suppress-health-check", "all", "--seed", os.environ.get("FUZZ_SEED", "5"),
-            ], cwd=tmp, env=fuzz_env, check=False).returncode
+            code = subprocess.run(
+                [
+                    str(BIN / "schemathesis"),
+                    "run",
+                    f"{url}/openapi.json",
+                    "--header",
+                    f"Authorization: Bearer {token}",
+                    "--checks",
+                    "not_a_server_error,response_schema_conformance",
+                    "--max-time",
+                    str(max_time),
+                    "--workers",
+                    "1",
+                    "--request-timeout",
+                    "20",
+                    "--exclude-path-regex",
+                    "/events$",
+                    "--exclude-path",
+                    "/api/tokens/{token_id}",
+                    "--suppress-health-check",
+                    "all",
+                    "--seed",
+                    os.environ.get("FUZZ_SEED", "5"),
+                ],
+                cwd=tmp,
+                env=fuzz_env,
+                check=False,
+            ).returncode
         finally:
             server.terminate()
             try:

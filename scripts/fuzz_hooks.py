@@ -26,6 +26,9 @@ FUZZER = "fuzz"  # the admin scripts/fuzz.py creates, whose token every request 
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """The fuzzer's own account stays as it is: deleting it, or taking its admin role, would answer
     every later request with 401 or 403, and the rest of the run would reach nothing."""
-    if (case.operation.path == "/api/users/{name}" and case.method.upper() in ("DELETE", "PATCH")
-            and (case.path_parameters or {}).get("name") == FUZZER):
+    if (
+        case.operation.path == "/api/users/{name}"
+        and case.method.upper() in ("DELETE", "PATCH")
+        and (case.path_parameters or {}).get("name") == FUZZER
+    ):
         case.path_parameters["name"] = f"{FUZZER}-someone-else"

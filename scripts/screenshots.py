@@ -21,8 +21,16 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> int:
@@ -32,8 +40,11 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as home:
         log = Path(home) / "server.log"
-        server = subprocess.Popen([sys.executable, "-m", "mieruka.cli", "demo", "--port", str(port), "--home", home],
-                                  stdout=log.open("w"), stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "demo", "--port", str(port), "--home", home],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         try:
             for _ in range(100):
                 try:
@@ -43,8 +54,12 @@ def main() -> int:
                     time.sleep(0.1)
             # The demo prints a one-time login link for its admin; the API calls use a token.
             link = re.search(r"one-time link: (\S+)", log.read_text())
-            token = subprocess.run([sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo",
-                                    "--home", home], capture_output=True, text=True, check=True).stdout.strip()
+            token = subprocess.run(
+                [sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo", "--home", home],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             client = httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"})
             report = client.post("/api/tasks/make_report/jobs", json={}).json()
             client.post("/api/tasks/fail_on_purpose/jobs", json={})
@@ -60,9 +75,16 @@ def main() -> int:
                     page.goto(link.group(1))
                     page.get_by_role("button", name="Log in").click()
                     page.wait_for_url(url + "/")
-                shots = {"home": "/", "task-form": "/tasks/all_the_types", "job-running": f"/jobs/{slow['id']}",
-                         "job-report": f"/jobs/{report['id']}", "jobs-monitor": "/jobs", "api-docs": "/docs",
-                         "job-pipeline": f"/jobs/{pipeline['id']}", "dashboard": "/dashboards/demo"}
+                shots = {
+                    "home": "/",
+                    "task-form": "/tasks/all_the_types",
+                    "job-running": f"/jobs/{slow['id']}",
+                    "job-report": f"/jobs/{report['id']}",
+                    "jobs-monitor": "/jobs",
+                    "api-docs": "/docs",
+                    "job-pipeline": f"/jobs/{pipeline['id']}",
+                    "dashboard": "/dashboards/demo",
+                }
                 wanted = sys.argv[1:] or list(shots)
                 for name, path in shots.items():
                     if name not in wanted:

@@ -22,5 +22,7 @@ def wards() -> list[dict[str, Any]]:
     return [{"ward": "A", "beds": 950_000}, {"ward": "B", "beds": 12_000_000}]
 
 
-app.dashboard("axes", [charts.line(visits, x="t", y="visits", title="Visits"),
-                       charts.bar(wards, x="ward", y="beds", title="Beds")])
+app.dashboard(
+    "axes",
+    [charts.line(visits, x="t", y="visits", title="Visits"), charts.bar(wards, x="ward", y="beds", title="Beds")],
+)

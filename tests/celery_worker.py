@@ -38,8 +38,11 @@ class RedisServer:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
-        self.persistence = (["--appendonly", "yes", "--appendfsync", "always", "--dir", str(keep_in)] if keep_in
-                            else ["--appendonly", "no"])
+        self.persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(keep_in)]
+            if keep_in
+            else ["--appendonly", "no"]
+        )
 
     def start(self) -> None:
         """Start it and wait until it answers."""
@@ -47,7 +50,9 @@ class RedisServer:
 
         self.process = process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self.persistence],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 30
         try:
@@ -91,9 +96,26 @@ class CeleryWorker:
         self._log = self.log_path.open("w")
         elsewhere = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$@"', "sh"] if host else []
         self.process = subprocess.Popen(
-            [*elsewhere, sys.executable, "-m", "mieruka.cli", "worker", "tests/jobs.py:app", "--home", str(home),
-             "--database-url", database_url, "--broker-url", broker_url, "--loglevel", "warning", *extra],
-            cwd=TESTS.parent, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                *elsewhere,
+                sys.executable,
+                "-m",
+                "mieruka.cli",
+                "worker",
+                "tests/jobs.py:app",
+                "--home",
+                str(home),
+                "--database-url",
+                database_url,
+                "--broker-url",
+                broker_url,
+                "--loglevel",
+                "warning",
+                *extra,
+            ],
+            cwd=TESTS.parent,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(TESTS.parent)},
         )
 
@@ -168,8 +190,9 @@ class CeleryWorker:
 
 
 @contextmanager
-def on_celery(app: App, home: Path, database_url: str, broker_url: str,
-              **settings: Any) -> Iterator[list[CeleryWorker]]:
+def on_celery(
+    app: App, home: Path, database_url: str, broker_url: str, **settings: Any
+) -> Iterator[list[CeleryWorker]]:
     """The app set up for the Celery executor for one test. Workers the test starts go in the list
     it gets: they print what they said if the test fails, and stop with it, after the app."""
     workers: list[CeleryWorker] = []

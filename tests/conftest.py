@@ -20,7 +20,9 @@ import httpx
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("MIERUKA_REQUIRE_SERVICES") == "1"
-POSTGRES_ADMIN_URL = os.environ.get("MIERUKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "MIERUKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 MARIADB_ADMIN_URL = os.environ.get("MIERUKA_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 TESTS = Path(__file__).parent
 BACKENDS = ["sqlite", "postgres"]
@@ -35,8 +37,14 @@ def in_process_requests_come_from_this_machine() -> Iterator[None]:
 
     original = TestClient.__init__
 
-    def local(self: TestClient, app: object, base_url: str = "http://127.0.0.1:8000", *args: object,
-              client: tuple[str, int] = ("127.0.0.1", 50000), **kwargs: object) -> None:
+    def local(
+        self: TestClient,
+        app: object,
+        base_url: str = "http://127.0.0.1:8000",
+        *args: object,
+        client: tuple[str, int] = ("127.0.0.1", 50000),
+        **kwargs: object,
+    ) -> None:
         original(self, app, base_url, *args, client=client, **kwargs)  # type: ignore[arg-type]
 
     TestClient.__init__ = local  # type: ignore[method-assign]
@@ -67,8 +75,9 @@ def fresh_mariadb_database(prefix: str = "mieruka_test") -> Iterator[str]:
 
 
 @contextmanager
-def _fresh_database(server: str, admin_url: str, driver: str, extra: str, prefix: str,
-                    drop_options: str = "") -> Iterator[str]:
+def _fresh_database(
+    server: str, admin_url: str, driver: str, extra: str, prefix: str, drop_options: str = ""
+) -> Iterator[str]:
     import importlib.util
 
     import sqlalchemy as sa
@@ -164,11 +173,18 @@ def app(tmp_path: Path, database_url: str, engine_kind: str, request: pytest.Fix
 
         worker: CeleryWorker = request.getfixturevalue("celery_worker")
         worker.reset()
-        jobs_app.configure(home=str(worker.home), database_url=worker.database_url, executor="celery",
-                           broker_url=worker.broker_url, poll_interval=0.2, prune_interval=3600)
+        jobs_app.configure(
+            home=str(worker.home),
+            database_url=worker.database_url,
+            executor="celery",
+            broker_url=worker.broker_url,
+            poll_interval=0.2,
+            prune_interval=3600,
+        )
     else:
-        jobs_app.configure(home=str(tmp_path / "home"), database_url=database_url, workers=2,
-                           poll_interval=0.2, prune_interval=3600)
+        jobs_app.configure(
+            home=str(tmp_path / "home"), database_url=database_url, workers=2, poll_interval=0.2, prune_interval=3600
+        )
     jobs_app.start()
     try:
         yield jobs_app
@@ -206,9 +222,21 @@ class ServerProcess:
         home.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mieruka.cli", "run", app_ref, "--port", str(self.port), "--home", str(home),
-             *extra],
-            cwd=TESTS.parent, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "mieruka.cli",
+                "run",
+                app_ref,
+                "--port",
+                str(self.port),
+                "--home",
+                str(home),
+                *extra,
+            ],
+            cwd=TESTS.parent,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})},
         )
 
@@ -269,8 +297,9 @@ def shared_server(proc: P, request: pytest.FixtureRequest) -> Iterator[P]:
 
 
 @contextmanager
-def running_server(home: Path, *extra: str, app_ref: str = "tests/jobs.py:app",
-                   env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    home: Path, *extra: str, app_ref: str = "tests/jobs.py:app", env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
     """A ready server; stopped afterwards, its output printed if the test failed meanwhile."""
     proc = ServerProcess(app_ref, home, *extra, env=env)
     try:
@@ -302,8 +331,16 @@ def wait_for_file(path: Path, timeout: float = 20) -> str:
 
 # -- a real browser: Debian's Chromium through Playwright ------------------------------------
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -348,12 +385,15 @@ def broker_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def celery_worker(request: pytest.FixtureRequest, broker_url: str,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def celery_worker(
+    request: pytest.FixtureRequest, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
     """A `mieruka worker` for tests/jobs.py (concurrency 2) on its own PostgreSQL database."""
     from tests.celery_worker import CeleryWorker
 
     home = tmp_path_factory.mktemp("celery") / "home"
-    with (fresh_postgres_database("mieruka_celery") as url,
-          shared_server(CeleryWorker(home, url, broker_url, "--concurrency", "2"), request) as worker):
+    with (
+        fresh_postgres_database("mieruka_celery") as url,
+        shared_server(CeleryWorker(home, url, broker_url, "--concurrency", "2"), request) as worker,
+    ):
         yield worker

@@ -40,10 +40,19 @@ def counter() -> list[dict[str, Any]]:
     return [{"ward": k, "patients": v} for k, v in json.loads(text).items()]
 
 
-wards = app.source("wards", url=f"sqlite:///{DIR / 'wards.db'}", every="1h",
-                   sql="SELECT ward, patients FROM wards WHERE ward <> :skip ORDER BY ward", params={"skip": "Z"})
-app.source("lookup", url=f"sqlite:///{DIR / 'wards.db'}",
-           sql="SELECT ward, patients FROM wards WHERE ward = :ward", params=lambda: {"ward": _ward()})
+wards = app.source(
+    "wards",
+    url=f"sqlite:///{DIR / 'wards.db'}",
+    every="1h",
+    sql="SELECT ward, patients FROM wards WHERE ward <> :skip ORDER BY ward",
+    params={"skip": "Z"},
+)
+app.source(
+    "lookup",
+    url=f"sqlite:///{DIR / 'wards.db'}",
+    sql="SELECT ward, patients FROM wards WHERE ward = :ward",
+    params=lambda: {"ward": _ward()},
+)
 
 
 def _ward() -> str:
@@ -68,10 +77,15 @@ def ticks() -> dict[str, float]:
     return {"sin": math.sin(now), "cos": math.cos(now)}
 
 
-app.dashboard("ops", [
-    charts.bar(counter, x="ward", y="patients", title="Patients by ward"),
-    charts.kpi(counter, "patients", aggregate="sum", title="Patients"),
-    charts.table(wards, title="Wards", page_size=2),
-    charts.line(series, x="t", y="y", title="Signal", points=500),
-    charts.stream(ticks, title="Ticks", window=10),
-], title="Operations", columns=2)
+app.dashboard(
+    "ops",
+    [
+        charts.bar(counter, x="ward", y="patients", title="Patients by ward"),
+        charts.kpi(counter, "patients", aggregate="sum", title="Patients"),
+        charts.table(wards, title="Wards", page_size=2),
+        charts.line(series, x="t", y="y", title="Signal", points=500),
+        charts.stream(ticks, title="Ticks", window=10),
+    ],
+    title="Operations",
+    columns=2,
+)

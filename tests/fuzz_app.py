@@ -27,13 +27,27 @@ def add(a: int, b: int = 2) -> int:
 
 
 @app.task
-def echo(reference: Literal["hg38", "mm10"] = "hg38", day: date = date(2026, 1, 1),
-         samples: list[str] = [],  # noqa: B006 - read only
-         window: Window = Window(), strict: bool = False, ratio: float = 0.5,
-         count: Annotated[int, Field(ge=1, le=10)] = 3, note: str | None = None) -> dict[str, object]:
+def echo(
+    reference: Literal["hg38", "mm10"] = "hg38",
+    day: date = date(2026, 1, 1),
+    samples: list[str] = [],  # noqa: B006 - read only
+    window: Window = Window(),
+    strict: bool = False,
+    ratio: float = 0.5,
+    count: Annotated[int, Field(ge=1, le=10)] = 3,
+    note: str | None = None,
+) -> dict[str, object]:
     """Every parameter type, returned as given."""
-    return {"reference": reference, "day": day.isoformat(), "samples": samples, "window": window.model_dump(),
-            "strict": strict, "ratio": ratio, "count": count, "note": note}
+    return {
+        "reference": reference,
+        "day": day.isoformat(),
+        "samples": samples,
+        "window": window.model_dump(),
+        "strict": strict,
+        "ratio": ratio,
+        "count": count,
+        "note": note,
+    }
 
 
 @app.task
@@ -76,4 +90,3 @@ app.dashboard("overview", [charts.bar(readings, "ward", "value"), charts.table(r
 @app.stream(every=1.0)
 def ticks() -> dict[str, float]:
     return {"value": 1.0}
-

@@ -57,8 +57,18 @@ def echo_types(
     window: Window = Window(),
 ) -> dict[str, object]:
     """Return every parameter with its Python type name, to check what the function received."""
-    values = {"text": text, "count": count, "ratio": ratio, "flag": flag, "choice": choice,
-              "colour": colour, "day": day, "moment": moment, "names": names, "window": window}
+    values = {
+        "text": text,
+        "count": count,
+        "ratio": ratio,
+        "flag": flag,
+        "choice": choice,
+        "colour": colour,
+        "day": day,
+        "moment": moment,
+        "names": names,
+        "window": window,
+    }
     return {name: type(value).__name__ for name, value in values.items()}
 
 
@@ -209,9 +219,12 @@ def one_at_a_time(seconds: float = 0.3, marker: str = "") -> float:
 @app.task
 def read_upload(document: mieruka.File, extra: list[mieruka.File] = []) -> dict[str, object]:  # noqa: B006
     """Read uploaded files."""
-    return {"name": document.filename, "size": document.size, "text": document.read_text(),
-            "extra": [f.filename for f in extra]}
-
+    return {
+        "name": document.filename,
+        "size": document.size,
+        "text": document.read_text(),
+        "extra": [f.filename for f in extra],
+    }
 
 
 @app.task(keep_count=2)
@@ -306,9 +319,13 @@ def read_sorted(path: Path, stats: dict[str, object]) -> dict[str, object]:
 def pipe_values(text: str = "pear apple fig", *, pipe: mieruka.Pipeline) -> object:
     """Values and files flow from step to step; a shell step reports progress."""
     counted = pipe.step(count_words, text, name="count")
-    ordered = pipe.shell("echo '::progress 0.4 sorting'; echo \"first word: {first}\"; "
-                         "sort {src} > sorted.txt; echo '::artifact sorted.txt'",
-                         first=counted["first"], src=counted.file("words.txt"), name="sort")
+    ordered = pipe.shell(
+        "echo '::progress 0.4 sorting'; echo \"first word: {first}\"; "
+        "sort {src} > sorted.txt; echo '::artifact sorted.txt'",
+        first=counted["first"],
+        src=counted.file("words.txt"),
+        name="sort",
+    )
     return pipe.step(read_sorted, ordered.file("sorted.txt"), counted, name="read")
 
 
@@ -337,8 +354,12 @@ def pipe_flaky(counter: str, marker: str, *, pipe: mieruka.Pipeline) -> object:
 def pipe_sleepy(pidfile: str, *, pipe: mieruka.Pipeline) -> None:
     """A shell step that starts a grandchild and waits: cancel must kill both."""
     first = pipe.shell("echo started", name="start")
-    pipe.shell("sleep 120 & echo $! > {pidfile}; echo $$ >> {pidfile}; echo '::progress 0.1 sleeping'; wait",
-               pidfile=pidfile, name="sleep", after=[first])
+    pipe.shell(
+        "sleep 120 & echo $! > {pidfile}; echo $$ >> {pidfile}; echo '::progress 0.1 sleeping'; wait",
+        pidfile=pidfile,
+        name="sleep",
+        after=[first],
+    )
 
 
 WORKFLOW = Path(__file__).with_name("workflow") / "Snakefile"
@@ -371,9 +392,13 @@ def pipe_timeout(*, pipe: mieruka.Pipeline) -> None:
 def pipe_ticker(ticks: int = 8, *, pipe: mieruka.Pipeline) -> None:
     """A shell step that prints and reports progress over a few seconds."""
     first = pipe.shell("echo ready", name="prepare")
-    pipe.shell("for i in $(seq 1 {n}); do echo \"tick $i\"; echo \"::progress $i/{n}\" | "
-               "awk -F'[ /]' '{{print $1, $2/$3, \"ticking\"}}'; sleep 0.3; done",
-               n=ticks, name="ticker", after=[first])
+    pipe.shell(
+        'for i in $(seq 1 {n}); do echo "tick $i"; echo "::progress $i/{n}" | '
+        "awk -F'[ /]' '{{print $1, $2/$3, \"ticking\"}}'; sleep 0.3; done",
+        n=ticks,
+        name="ticker",
+        after=[first],
+    )
 
 
 @app.task

@@ -112,8 +112,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/jobs/{job_id}/steps/{name}/artifacts/{artifact}"): "viewer",
 }
 # Endless event streams: checked on the rule, not by calling them.
-STREAMS = {"/api/events", "/api/jobs/{job_id}/events", "/api/dashboards/{name}/events", "/api/streams/{name}/events",
-           "/api/live/events"}
+STREAMS = {
+    "/api/events",
+    "/api/jobs/{job_id}/events",
+    "/api/dashboards/{name}/events",
+    "/api/streams/{name}/events",
+    "/api/live/events",
+}
 ROLES = ("anonymous", "viewer", "operator", "admin")
 DENIED = {"not_authenticated", "forbidden"}
 
@@ -154,8 +159,15 @@ def allowed(expected: str, who: str) -> bool:
 
 
 def url_for(template: str, job: int) -> str:
-    values = {"{task}": "add", "{job_id}": str(job), "{name}": "nobody", "{token_id}": "999999",
-              "{secret}": "not-a-link", "{action}": "start", "{artifact}": "missing.txt"}
+    values = {
+        "{task}": "add",
+        "{job_id}": str(job),
+        "{name}": "nobody",
+        "{token_id}": "999999",
+        "{secret}": "not-a-link",
+        "{action}": "start",
+        "{artifact}": "missing.txt",
+    }
     if template.startswith("/tasks/"):
         values["{name}"] = "add"
     if template.startswith("/api/jobs/{job_id}/artifacts/"):
@@ -188,8 +200,7 @@ def test_route_matrix(setup: dict[str, Any], who: str) -> None:
                 problems.append(f"{method} {template}: rule says {got}, expected {should}")
             if who != "anonymous":
                 continue
-        response = client.request(method, url_for(template, setup["job"]), headers=headers,
-                                  follow_redirects=False)
+        response = client.request(method, url_for(template, setup["job"]), headers=headers, follow_redirects=False)
         if response.status_code >= 500:
             problems.append(f"{method} {template}: {response.status_code}")
             continue
@@ -200,8 +211,10 @@ def test_route_matrix(setup: dict[str, Any], who: str) -> None:
             code = error.get("code", "") if isinstance(error, dict) else ""
         denied = code in DENIED
         if denied == should:
-            problems.append(f"{method} {template} as {who}: {response.status_code} {code or ''}, "
-                            f"expected {'allowed' if should else 'denied'}")
+            problems.append(
+                f"{method} {template} as {who}: {response.status_code} {code or ''}, "
+                f"expected {'allowed' if should else 'denied'}"
+            )
         elif denied:
             assert response.status_code == (401 if who == "anonymous" else 403), (method, template)
     assert not problems, "\n".join(problems)
@@ -216,8 +229,10 @@ def test_an_operator_changes_only_its_own_jobs(setup: dict[str, Any]) -> None:
     assert refused.status_code == 403 and "its own jobs" in refused.json()["error"]["message"]
     assert client.get(f"/api/jobs/{theirs.id}", headers=as_operator).status_code == 200  # may see it
     assert client.post(f"/api/jobs/{mine.id}/cancel", headers=as_operator).status_code == 200
-    assert client.post(f"/api/jobs/{theirs.id}/cancel",
-                       headers={"Authorization": f"Bearer {tokens['admin']}"}).status_code == 200
+    assert (
+        client.post(f"/api/jobs/{theirs.id}/cancel", headers={"Authorization": f"Bearer {tokens['admin']}"}).status_code
+        == 200
+    )
 
 
 def test_jobs_belong_to_their_submitter(setup: dict[str, Any]) -> None:

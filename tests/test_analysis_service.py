@@ -28,10 +28,13 @@ def service(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
 
 
 def submit(service: ServerProcess, task: str, preset: str, queries: bytes | None = None, **extra: str) -> dict:
-    files = [("queries", ("queries.fa", queries or (DATA / "queries.fa").read_bytes(), "text/plain")),
-             ("subjects", ("subjects.fa", (DATA / "subjects.fa").read_bytes(), "text/plain"))]
-    response = httpx.post(f"{service.url}/api/tasks/{task}/jobs", files=files,
-                          data={"preset": preset, **extra}, timeout=30)
+    files = [
+        ("queries", ("queries.fa", queries or (DATA / "queries.fa").read_bytes(), "text/plain")),
+        ("subjects", ("subjects.fa", (DATA / "subjects.fa").read_bytes(), "text/plain")),
+    ]
+    response = httpx.post(
+        f"{service.url}/api/tasks/{task}/jobs", files=files, data={"preset": preset, **extra}, timeout=30
+    )
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -76,8 +79,7 @@ def test_fast_preset_is_a_different_configuration(service: ServerProcess) -> Non
     assert best == {"read_a": "gene2", "read_b": None, "read_c": None}
 
 
-def test_the_form_in_a_browser_gives_the_same_result(browser: object, service: ServerProcess,
-                                                     api_result: dict) -> None:
+def test_the_form_in_a_browser_gives_the_same_result(browser: object, service: ServerProcess, api_result: dict) -> None:
     outside: list[str] = []
     page = open_page(browser, service, outside)
     try:

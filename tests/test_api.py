@@ -62,12 +62,15 @@ def test_run_answers_with_the_result(client: TestClient) -> None:
     assert slow.status_code == 202 and slow.json()["status"] in ("queued", "running")
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"a": "x"}, "a"),
-    ({}, "a"),
-    ({"a": 1, "zzz": 1}, "zzz"),
-    ({"a": 1, "b": [1]}, "b"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"a": "x"}, "a"),
+        ({}, "a"),
+        ({"a": 1, "zzz": 1}, "zzz"),
+        ({"a": 1, "b": [1]}, "b"),
+    ],
+)
 def test_bad_parameters_answer_422_naming_the_field(client: TestClient, body: dict, field: str) -> None:
     error = assert_error(client.post("/api/tasks/add/jobs", json=body), 422, "validation_error")
     assert error["fields"][0]["field"] == field
@@ -75,8 +78,11 @@ def test_bad_parameters_answer_422_naming_the_field(client: TestClient, body: di
 
 
 def test_malformed_bodies(client: TestClient) -> None:
-    assert_error(client.post("/api/tasks/add/jobs", content=b"{not json", headers={"content-type": "application/json"}),
-                 422, "validation_error")
+    assert_error(
+        client.post("/api/tasks/add/jobs", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "validation_error",
+    )
     assert_error(client.post("/api/tasks/add/jobs", json=[1, 2]), 422, "validation_error")
     assert_error(client.get("/api/jobs/abc"), 404, "job_not_found")
     assert_error(client.get("/api/jobs/+5"), 404, "job_not_found")
@@ -89,8 +95,11 @@ def test_malformed_bodies(client: TestClient) -> None:
 
 
 def test_file_upload_multipart(client: TestClient, app) -> None:
-    files = [("document", ("reads.fa", b">r1\nACGT\n", "text/plain")),
-             ("extra", ("a.txt", b"a", "text/plain")), ("extra", ("../../b.txt", b"b", "text/plain"))]
+    files = [
+        ("document", ("reads.fa", b">r1\nACGT\n", "text/plain")),
+        ("extra", ("a.txt", b"a", "text/plain")),
+        ("extra", ("../../b.txt", b"b", "text/plain")),
+    ]
     response = client.post("/api/tasks/read_upload/jobs", files=files)
     assert response.status_code == 202, response.text
     job = response.json()
@@ -135,8 +144,15 @@ def test_oversized_upload_is_413_and_leaves_nothing(tmp_path: Path, database_url
 
 
 def test_form_fields_are_converted_like_json(client: TestClient) -> None:
-    data = {"text": "hi", "count": "3", "flag": "on", "day": "2026-03-04", "names": ["x", "y"],
-            "window": '{"start": 2, "end": 5}', "colour": "blue"}
+    data = {
+        "text": "hi",
+        "count": "3",
+        "flag": "on",
+        "day": "2026-03-04",
+        "names": ["x", "y"],
+        "window": '{"start": 2, "end": 5}',
+        "colour": "blue",
+    }
     response = client.post("/api/tasks/echo_types/jobs", data=data)
     assert response.status_code == 202, response.text
     params = response.json()["params"]
@@ -241,8 +257,14 @@ def test_openapi_has_an_operation_per_task(client: TestClient) -> None:
     upload = doc["paths"]["/api/tasks/read_upload/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert upload["schema"]["properties"]["document"]["format"] == "binary"
     assert upload["schema"]["properties"]["extra"]["items"]["format"] == "binary"
-    for path in ("/api/jobs", "/api/jobs/{job_id}/logs", "/api/jobs/{job_id}/artifacts/{name}",
-                 "/api/jobs/{job_id}/cancel", "/api/events", "/healthz"):
+    for path in (
+        "/api/jobs",
+        "/api/jobs/{job_id}/logs",
+        "/api/jobs/{job_id}/artifacts/{name}",
+        "/api/jobs/{job_id}/cancel",
+        "/api/events",
+        "/healthz",
+    ):
         assert path in doc["paths"]
 
 
@@ -282,7 +304,8 @@ def test_root_path_prefix(tmp_path: Path, database_url: str) -> None:
 
 @pytest.mark.parametrize("path", ["/mieruka/api/tasks/add/jobs", "/api/tasks/add/jobs"])
 def test_root_path_setting_works_whether_the_proxy_strips_the_prefix_or_not(
-        tmp_path: Path, database_url: str, path: str) -> None:
+    tmp_path: Path, database_url: str, path: str
+) -> None:
     from tests.jobs import app as jobs_app
 
     jobs_app._settings = None
@@ -306,8 +329,9 @@ def test_queues_and_workers(client: TestClient) -> None:
         if queues and queues[0]["running"] == 2:
             break
         time.sleep(0.05)
-    assert queues == [{"queue": "default", "queued": 1, "running": 2,
-                       "oldest_queued_at": queues[0]["oldest_queued_at"]}]
+    assert queues == [
+        {"queue": "default", "queued": 1, "running": 2, "oldest_queued_at": queues[0]["oldest_queued_at"]}
+    ]
     assert queues[0]["oldest_queued_at"].endswith("Z")
     busy = {w["job_id"] for w in client.get("/api/workers").json()} - {None}
     assert busy <= set(running) and len(busy) == 2

@@ -162,8 +162,9 @@ def test_jobs_write_artifacts_to_s3_and_the_api_streams_them_back(s3_endpoint: s
 
     make_bucket(s3_endpoint, "jobs")
     app._settings = None
-    app.configure(home=str(tmp_path / "home"), workers=1, artifact_storage="s3://jobs/mieruka",
-                  s3_endpoint_url=s3_endpoint)
+    app.configure(
+        home=str(tmp_path / "home"), workers=1, artifact_storage="s3://jobs/mieruka", s3_endpoint_url=s3_endpoint
+    )
     try:
         with TestClient(app.asgi()) as client:
             job_id = client.post("/api/tasks/with_artifacts/jobs", json={}).json()["id"]

@@ -38,12 +38,26 @@ PASSWORD = "a long password"
 HIDDEN_USER = "ulrike"  # added by the admin: only admins may learn of her
 NON_CANONICAL = ("+{}", "%20{}", "{}%20", "{}%0A", "{}%09", "0{}")
 # Those who may see everything go first: what they did (pages visited, presence) is then there to leak.
-ROLES = {"olga": "operator", "ada": "admin", "anonymous": "anonymous", "revoked": "anonymous",
-         "expired": "anonymous", "val": "viewer", "otto": "operator", "oona": "operator"}
+ROLES = {
+    "olga": "operator",
+    "ada": "admin",
+    "anonymous": "anonymous",
+    "revoked": "anonymous",
+    "expired": "anonymous",
+    "val": "viewer",
+    "otto": "operator",
+    "oona": "operator",
+}
 SEES_SECRETS = {"olga", "ada"}  # on the allow lists (admins always are)
 DENIED = {401, 403, 404, 422}
-MUST_SHOW = {"/api/jobs/{job_id}", "/api/jobs/{job_id}/logs", "/api/jobs/{job_id}/artifacts",
-             "/api/jobs/{job_id}/steps", "/jobs/{job_id}", "/jobs/{job_id}/panel"}
+MUST_SHOW = {
+    "/api/jobs/{job_id}",
+    "/api/jobs/{job_id}/logs",
+    "/api/jobs/{job_id}/artifacts",
+    "/api/jobs/{job_id}/steps",
+    "/jobs/{job_id}",
+    "/jobs/{job_id}/panel",
+}
 
 
 @dataclass
@@ -79,28 +93,41 @@ def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     accounts.revoke_token(revoked.id)
     expires = utcnow() + timedelta(seconds=2)
     tokens["expired"] = accounts.create_token("ada", "short", expires_at=expires)[1]
-    routes = sorted({("GET" if m == "*" else m, r.path or "") for r in flat_routes(app.asgi())
-                     for m in (r.methods or {"*"}) if m != "HEAD"})
+    routes = sorted(
+        {
+            ("GET" if m == "*" else m, r.path or "")
+            for r in flat_routes(app.asgi())
+            for m in (r.methods or {"*"})
+            if m != "HEAD"
+        }
+    )
     app.stop()  # the server process owns the database from here
     app._settings = None
-    server_process = ServerProcess("tests/guarded_app.py:app", home, "--workers", "2",
-                                   env={"MIERUKA_PRESENCE_EXPIRY": "8"})  # presence written every 2 s
+    server_process = ServerProcess(
+        "tests/guarded_app.py:app", home, "--workers", "2", env={"MIERUKA_PRESENCE_EXPIRY": "8"}
+    )  # presence written every 2 s
     with shared_server(server_process, request) as server:
         with httpx.Client(base_url=server.url, timeout=60) as http:
+
             def submit(who: str, task: str, body: dict[str, Any]) -> int:
-                answer = http.post(f"/api/tasks/{task}/jobs", json=body,
-                                   headers={"Authorization": f"Bearer {tokens[who]}"})
+                answer = http.post(
+                    f"/api/tasks/{task}/jobs", json=body, headers={"Authorization": f"Bearer {tokens[who]}"}
+                )
                 assert answer.status_code == 202, answer.text
                 return int(answer.json()["id"])
 
-            jobs = {"otto": submit("otto", "add", {"a": 1}), "oona": submit("oona", "sleep", {"seconds": 600}),
-                    "olga": submit("olga", SECRET_TASK, {})}
+            jobs = {
+                "otto": submit("otto", "add", {"a": 1}),
+                "oona": submit("oona", "sleep", {"seconds": 600}),
+                "olga": submit("olga", SECRET_TASK, {}),
+            }
             admin = {"Authorization": f"Bearer {tokens['ada']}"}
             for key in ("otto", "olga"):
                 done = http.get(f"/api/jobs/{jobs[key]}", params={"wait": 60}, headers=admin).json()
                 assert done["status"] == "succeeded", done
-            added = http.post("/api/users", json={"name": HIDDEN_USER, "role": "viewer", "password": PASSWORD},
-                              headers=admin)
+            added = http.post(
+                "/api/users", json={"name": HIDDEN_USER, "role": "viewer", "password": PASSWORD}, headers=admin
+            )
             assert added.status_code == 201, added.text
         while utcnow() <= expires:
             time.sleep(0.1)
@@ -137,15 +164,23 @@ def test_positive_controls(probe: Probe) -> None:
     with probe.client() as http:
         for who in SEES_SECRETS:
             job = probe.jobs["olga"]
-            for url in (f"/api/jobs/{job}", f"/api/jobs/{job}/logs", f"/api/jobs?task={SECRET_TASK}",
-                        f"/jobs/{job}", "/api/sources/beds/data"):
+            for url in (
+                f"/api/jobs/{job}",
+                f"/api/jobs/{job}/logs",
+                f"/api/jobs?task={SECRET_TASK}",
+                f"/jobs/{job}",
+                "/api/sources/beds/data",
+            ):
                 answer = http.get(url, headers=probe.headers(who))
                 assert answer.status_code == 200, (who, url, answer.text[:300])
                 assert JOB_SECRET in answer.text or BOARD_SECRET in answer.text, (who, url)
             events = read_stream(http, "/api/events?last_event_id=1", probe.headers(who))
             assert JOB_SECRET in events, f"{who} saw no event of the vault job: the event check would be vacuous"
-            live = read_stream(http, f"/api/live/events?topic=jobs&topic=dashboard:wards&topic=stream:{SECRET_STREAM}"
-                               "&last_event_id=%40%3D1", probe.headers(who))
+            live = read_stream(
+                http,
+                f"/api/live/events?topic=jobs&topic=dashboard:wards&topic=stream:{SECRET_STREAM}&last_event_id=%40%3D1",
+                probe.headers(who),
+            )
             assert JOB_SECRET in live and BOARD_SECRET in live, f"{who}: the shared stream check would be vacuous"
             assert f'task="{SECRET_TASK}"' in http.get("/metrics", headers=probe.headers(who)).text
 
@@ -154,8 +189,13 @@ def test_presence_does_not_tell_what_others_may_not_see(probe: Probe) -> None:
     with probe.client() as http:
         vault_job = probe.jobs["olga"]
         # The last two are no route (404), yet a reader learns "job 3" or "vault" from them.
-        for page in (f"/tasks/{SECRET_TASK}", f"/jobs/{vault_job}", "/dashboards/wards",
-                     f"/jobs/{vault_job} /cancel", f"/tasks/{SECRET_TASK} "):
+        for page in (
+            f"/tasks/{SECRET_TASK}",
+            f"/jobs/{vault_job}",
+            "/dashboards/wards",
+            f"/jobs/{vault_job} /cancel",
+            f"/tasks/{SECRET_TASK} ",
+        ):
             deadline = time.monotonic() + 30
             while True:  # presence is written every couple of seconds at most (presence_expiry / 4)
                 status = http.get(page, headers=probe.headers("olga")).status_code
@@ -189,8 +229,11 @@ def test_lists_are_filtered_in_the_query(probe: Probe) -> None:
             seen: list[int] = []
             cursor = None
             while True:
-                page = http.get("/api/jobs", params={"limit": 1, **({"cursor": cursor} if cursor else {})},
-                                headers=probe.headers(who)).json()
+                page = http.get(
+                    "/api/jobs",
+                    params={"limit": 1, **({"cursor": cursor} if cursor else {})},
+                    headers=probe.headers(who),
+                ).json()
                 assert len(page["jobs"]) == 1 or not page["next_cursor"], page
                 seen += [job["id"] for job in page["jobs"]]
                 cursor = page["next_cursor"]
@@ -217,11 +260,21 @@ def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
             values[key] = [(value, "")]
     combos: list[tuple[str, str]] = [(template, "")]
     for key, options in values.items():
-        combos = [(url.replace(key, value), " ".join(filter(None, (subject, what))))
-                  for url, subject in combos for value, what in options]
+        combos = [
+            (url.replace(key, value), " ".join(filter(None, (subject, what))))
+            for url, subject in combos
+            for value, what in options
+        ]
     if template == "/api/live/events":  # one stream for a browser's tabs: every topic at once, the hidden ones too
-        topics = ["jobs", f"jobs:{SECRET_TASK}", f"job:{probe.jobs['olga']}", f"job:{probe.jobs['oona']}",
-                  "dashboard:wards", "dashboard:open", f"stream:{SECRET_STREAM}"]
+        topics = [
+            "jobs",
+            f"jobs:{SECRET_TASK}",
+            f"job:{probe.jobs['olga']}",
+            f"job:{probe.jobs['oona']}",
+            "dashboard:wards",
+            "dashboard:open",
+            f"stream:{SECRET_STREAM}",
+        ]
         combos = [(template + "?" + "&".join(f"topic={t}" for t in topics), "")]
     out = [(("/static/mieruka.css" if template == "/static" else url), subject, True) for url, subject in combos]
     for key in ("{job_id}", "{token_id}"):
@@ -331,10 +384,12 @@ def snapshot(http: httpx.Client, probe: Probe) -> dict[str, Any]:
     users = http.get("/api/users", headers=admin).json()
     tokens = http.get("/api/tokens", headers=admin).json()
     sources = http.get("/api/sources", headers=admin).json()
-    return {"jobs": sorted((j["id"], j["status"], j["cancel_requested"], j["attempts"]) for j in jobs),
-            "users": sorted((u["name"], u["role"]) for u in users),
-            "tokens": sorted((t["id"], t.get("revoked_at")) for t in tokens),
-            "sources": sorted((s["name"], s.get("refreshes", s.get("attempts"))) for s in sources)}
+    return {
+        "jobs": sorted((j["id"], j["status"], j["cancel_requested"], j["attempts"]) for j in jobs),
+        "users": sorted((u["name"], u["role"]) for u in users),
+        "tokens": sorted((t["id"], t.get("revoked_at")) for t in tokens),
+        "sources": sorted((s["name"], s.get("refreshes", s.get("attempts"))) for s in sources),
+    }
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -344,4 +399,3 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> str:
 def test_the_probe_app_has_no_unexpected_routes(probe: Probe) -> None:
     missing = [route for route in probe.routes if route not in EXPECTED]
     assert not missing, f"routes with no expectation in tests/test_access.py: {missing}"
-

@@ -58,8 +58,11 @@ def login_form_token(client: TestClient) -> str:
 
 def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     """Log in through the form; returns the session's CSRF token."""
-    response = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": name,
-                                           "password": password}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={CSRF_FIELD: login_form_token(client), "name": name, "password": password},
+        follow_redirects=False,
+    )
     assert response.status_code == 303, response.text
     me = client.get("/api/me").json()
     assert me["name"] == name and me["via"] == "session"
@@ -75,8 +78,7 @@ def audit(app: Any, action: str | None = None) -> list[dict[str, Any]]:
 # -- the open single-user mode ------------------------------------------------------------------
 def test_with_no_user_a_loopback_server_is_open_as_the_local_admin(app: Any) -> None:
     with TestClient(app.asgi()) as client:
-        assert client.get("/api/me").json() == {"name": "local", "role": "admin", "via": "local",
-                                                "csrf_token": None}
+        assert client.get("/api/me").json() == {"name": "local", "role": "admin", "via": "local", "csrf_token": None}
         job = client.post("/api/tasks/add/jobs", json={"a": 1})
         assert job.status_code == 202 and job.json()["owner"] is None
         # Another site's page cannot make the browser change anything on the local server.
@@ -97,13 +99,19 @@ def test_a_browser_is_sent_to_the_login_page_and_back(client: TestClient) -> Non
     first = client.get("/jobs?status=failed", headers={"Accept": "text/html"}, follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/login?next=%2Fjobs%3Fstatus%3Dfailed"
     token = login_form_token(client)
-    done = client.post("/login", data={CSRF_FIELD: token, "name": "vic", "password": PASSWORD,
-                                       "next": "/jobs?status=failed"}, follow_redirects=False)
+    done = client.post(
+        "/login",
+        data={CSRF_FIELD: token, "name": "vic", "password": PASSWORD, "next": "/jobs?status=failed"},
+        follow_redirects=False,
+    )
     assert done.headers["location"] == "/jobs?status=failed"
     # An address outside the server is never a destination.
     token = login_form_token(client)
-    done = client.post("/login", data={CSRF_FIELD: token, "name": "vic", "password": PASSWORD,
-                                       "next": "//evil.example/"}, follow_redirects=False)
+    done = client.post(
+        "/login",
+        data={CSRF_FIELD: token, "name": "vic", "password": PASSWORD, "next": "//evil.example/"},
+        follow_redirects=False,
+    )
     assert done.headers["location"] == "/"
 
 
@@ -127,13 +135,19 @@ def test_login_rotates_the_session_id(app: Any, client: TestClient) -> None:
 def test_session_cookie_flags(app: Any) -> None:
     with TestClient(app.asgi(), base_url="https://mieruka.example") as client:
         app.auth.accounts.add_user("vic", "viewer", PASSWORD)
-        response = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic",
-                                               "password": PASSWORD}, follow_redirects=False)
+        response = client.post(
+            "/login",
+            data={CSRF_FIELD: login_form_token(client), "name": "vic", "password": PASSWORD},
+            follow_redirects=False,
+        )
         cookie = next(v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE))
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
     with TestClient(app.asgi()) as client:  # plain http: a Secure cookie would never come back
-        response = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic",
-                                               "password": PASSWORD}, follow_redirects=False)
+        response = client.post(
+            "/login",
+            data={CSRF_FIELD: login_form_token(client), "name": "vic", "password": PASSWORD},
+            follow_redirects=False,
+        )
         cookie = next(v for v in response.headers.get_list("set-cookie") if v.startswith(SESSION_COOKIE))
         assert "HttpOnly" in cookie and "Secure" not in cookie
 
@@ -192,8 +206,9 @@ def test_revoked_and_expired_tokens_are_rejected(app: Any, client: TestClient) -
     assert client.get("/api/tasks", headers=bearer).status_code == 200
     assert accounts.get_token(token.id).last_used_at is not None
     with app.auth.db.write() as conn:
-        conn.execute(t.tokens.update().where(t.tokens.c.id == token.id)
-                     .values(expires_at=utcnow() - timedelta(seconds=1)))
+        conn.execute(
+            t.tokens.update().where(t.tokens.c.id == token.id).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     expired = client.get("/api/tasks", headers=bearer)
     assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
 
@@ -246,10 +261,17 @@ def test_one_time_login_link(app: Any, client: TestClient) -> None:
 # -- login throttling -----------------------------------------------------------------------------------
 def test_login_is_throttled_per_user_and_per_address(app: Any, client: TestClient) -> None:
     for _ in range(5):
-        assert client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic",
-                                           "password": "wrong"}).status_code == 401
-    locked = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic",
-                                         "password": PASSWORD}, follow_redirects=False)
+        assert (
+            client.post(
+                "/login", data={CSRF_FIELD: login_form_token(client), "name": "vic", "password": "wrong"}
+            ).status_code
+            == 401
+        )
+    locked = client.post(
+        "/login",
+        data={CSRF_FIELD: login_form_token(client), "name": "vic", "password": PASSWORD},
+        follow_redirects=False,
+    )
     assert locked.status_code == 429 and "too many failed logins" in locked.text
     assert int(locked.headers["retry-after"]) > 0
     login(client, "olga")  # another user from the same address still gets in
@@ -257,8 +279,7 @@ def test_login_is_throttled_per_user_and_per_address(app: Any, client: TestClien
     # Per address: four times as many failures, whatever the names.
     for i in range(15):
         client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": f"guess{i}", "password": "x"})
-    refused = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "alice",
-                                          "password": PASSWORD})
+    refused = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "alice", "password": PASSWORD})
     assert refused.status_code == 429
 
 
@@ -405,8 +426,18 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
     from mieruka.web.security import flat_routes
 
     routes = {r.path for r in flat_routes(app.asgi())}
-    pages = ["/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence", f"/jobs/{job['id']}",
-             f"/jobs/{job['id']}/steps", "/login"] + [f"/tasks/{task.name}" for task in app.tasks]
+    pages = [
+        "/",
+        "/jobs",
+        "/workers",
+        "/account",
+        "/users",
+        "/audit",
+        "/presence",
+        f"/jobs/{job['id']}",
+        f"/jobs/{job['id']}/steps",
+        "/login",
+    ] + [f"/tasks/{task.name}" for task in app.tasks]
     pages += [p for p in ["/dashboards"] if p in routes]
     seen = 0
     for url in pages:
@@ -421,13 +452,37 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
             assert form["fields"] and form["fields"][0] == (CSRF_FIELD, csrf), f"{url}: {form}"
     assert seen >= 10
     # And every page of the app is in the list above, so a new page is checked too.
-    html_pages = {r.path for r in flat_routes(app.asgi()) if r.methods and "GET" in r.methods
-                  and not (r.path or "").startswith(("/api", "/openapi", "/static", "/healthz", "/metrics"))}
-    covered = {"/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence", "/jobs/{job_id}", "/login",
-               "/jobs/{job_id}/steps",
-               "/tasks/{name}", "/docs", "/redoc", "/jobs/{job_id}/panel", "/jobs/{job_id}/row", "/workers/panel",
-               "/presence/badge", "/audit.csv", "/login/link/{secret}",
-               "/dashboards", "/dashboards/{name}", "/streams/{name}"}  # tests/jobs.py declares no dashboards
+    html_pages = {
+        r.path
+        for r in flat_routes(app.asgi())
+        if r.methods
+        and "GET" in r.methods
+        and not (r.path or "").startswith(("/api", "/openapi", "/static", "/healthz", "/metrics"))
+    }
+    covered = {
+        "/",
+        "/jobs",
+        "/workers",
+        "/account",
+        "/users",
+        "/audit",
+        "/presence",
+        "/jobs/{job_id}",
+        "/login",
+        "/jobs/{job_id}/steps",
+        "/tasks/{name}",
+        "/docs",
+        "/redoc",
+        "/jobs/{job_id}/panel",
+        "/jobs/{job_id}/row",
+        "/workers/panel",
+        "/presence/badge",
+        "/audit.csv",
+        "/login/link/{secret}",
+        "/dashboards",
+        "/dashboards/{name}",
+        "/streams/{name}",
+    }  # tests/jobs.py declares no dashboards
     assert html_pages <= covered, f"pages not checked for forms: {html_pages - covered}"
 
 
@@ -449,8 +504,11 @@ def test_html_artifacts_are_never_shown_inline(app: Any, client: TestClient) -> 
     app.engine.wait(job.id, 30)
     names = [a.name for a in app.engine.get(job.id).artifacts]
     for name in names:
-        response = client.get(f"/api/jobs/{job.id}/artifacts/{name}", params={"inline": True},
-                              headers={"Authorization": f"Bearer {secret}"})
+        response = client.get(
+            f"/api/jobs/{job.id}/artifacts/{name}",
+            params={"inline": True},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
         assert response.headers["x-content-type-options"] == "nosniff"
         if "html" in response.headers["content-type"]:
             assert response.headers["content-disposition"].startswith("attachment")
@@ -462,8 +520,10 @@ def test_admins_manage_users_and_everyones_tokens_in_the_ui(app: Any, client: Te
     csrf = login(client, "alice")
     page = client.get("/users")
     assert f'data-token-id="{token.id}"' in page.text and "vic&#39;s script" in page.text
-    assert client.post(f"/account/tokens/{token.id}/revoke", data={CSRF_FIELD: csrf},
-                       follow_redirects=False).status_code == 303
+    assert (
+        client.post(f"/account/tokens/{token.id}/revoke", data={CSRF_FIELD: csrf}, follow_redirects=False).status_code
+        == 303
+    )
     assert app.auth.accounts.get_token(token.id).revoked_at is not None
     added = client.post("/users", data={CSRF_FIELD: csrf, "name": "nina", "role": "operator", "password": ""})
     assert added.status_code == 201 and "Added nina (operator)" in added.text
@@ -490,13 +550,18 @@ def test_the_account_page_makes_and_revokes_tokens_and_changes_the_password(app:
     assert client.get("/api/me", headers={"Authorization": f"Bearer {secret.group(1)}"}).status_code == 401
     wrong = client.post("/account/password", data={CSRF_FIELD: csrf, "current": "nope", "password": "new password"})
     assert wrong.status_code == 422 and "current password is wrong" in wrong.text
-    changed = client.post("/account/password", data={CSRF_FIELD: csrf, "current": PASSWORD,
-                                                     "password": "new password"}, follow_redirects=False)
+    changed = client.post(
+        "/account/password",
+        data={CSRF_FIELD: csrf, "current": PASSWORD, "password": "new password"},
+        follow_redirects=False,
+    )
     assert changed.status_code == 303
     assert client.get("/api/me").json()["name"] == "vic"  # this browser got a fresh session
     assert app.auth.accounts.authenticate("vic", "new password") is not None
-    other = client.post(f"/account/tokens/{app.auth.accounts.create_token('olga')[0].id}/revoke",
-                        data={CSRF_FIELD: client.get("/api/me").json()["csrf_token"]})
+    other = client.post(
+        f"/account/tokens/{app.auth.accounts.create_token('olga')[0].id}/revoke",
+        data={CSRF_FIELD: client.get("/api/me").json()["csrf_token"]},
+    )
     assert other.status_code == 404  # not vic's token
 
 
@@ -561,8 +626,11 @@ def test_a_login_lock_ends_by_itself(app: Any) -> None:
         statuses: list[int] = []
         status = 429
         while status == 429 and time.monotonic() < deadline:
-            status = client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic",
-                                                 "password": PASSWORD}, follow_redirects=False).status_code
+            status = client.post(
+                "/login",
+                data={CSRF_FIELD: login_form_token(client), "name": "vic", "password": PASSWORD},
+                follow_redirects=False,
+            ).status_code
             statuses.append(status)
             time.sleep(0.1)
         assert statuses[0] == 429 and status == 303  # locked at first, then in
@@ -591,7 +659,12 @@ def test_templates_have_no_inline_script_or_style() -> None:
     problems = []
     for path in sorted(TEMPLATES.glob("*.html")):
         text = path.read_text()
-        for pattern in (r"\sstyle=", r'<script(?![^>]*\ssrc=)(?![^>]*type="application/json")[^>]*>', r"<style",
-                        r"\son[a-z]+=", r"javascript:"):
+        for pattern in (
+            r"\sstyle=",
+            r'<script(?![^>]*\ssrc=)(?![^>]*type="application/json")[^>]*>',
+            r"<style",
+            r"\son[a-z]+=",
+            r"javascript:",
+        ):
             problems += [f"{path.name}: {m.group(0)!r}" for m in re.finditer(pattern, text)]
     assert problems == []

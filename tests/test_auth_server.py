@@ -24,25 +24,39 @@ def cli(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
     env.update(extra_env)
-    return subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True,
-                          text=True, cwd=TESTS.parent, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("auth-server") / "home"
-    added = cli("users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home),
-                stdin=PASSWORD + "\n")
+    added = cli(
+        "users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home), stdin=PASSWORD + "\n"
+    )
     assert added.returncode == 0, added.stderr
-    with shared_server(ServerProcess("tests/jobs.py:app", home, "--workers", "1",
-                                     env={"MIERUKA_TRUSTED_PROXIES": "127.0.0.1"}), request) as proc:
+    with shared_server(
+        ServerProcess("tests/jobs.py:app", home, "--workers", "1", env={"MIERUKA_TRUSTED_PROXIES": "127.0.0.1"}),
+        request,
+    ) as proc:
         yield proc
 
 
 def test_the_cli_manages_users_and_tokens(server: ServerProcess) -> None:
     home = str(server.home)
-    assert cli("users", "add", "otto", "--role", "operator", "--password-stdin", "--home", home,
-               stdin="otto's password\n").returncode == 0
+    assert (
+        cli(
+            "users", "add", "otto", "--role", "operator", "--password-stdin", "--home", home, stdin="otto's password\n"
+        ).returncode
+        == 0
+    )
     listed = cli("users", "ls", "--home", home).stdout
     assert re.search(r"ada\s+admin", listed) and re.search(r"otto\s+operator", listed)
     tokyo = cli("users", "ls", "--home", home, MIERUKA_TIMEZONE="Asia/Tokyo").stdout
@@ -71,15 +85,18 @@ def _admin(server: ServerProcess) -> dict[str, str]:
     return {"Authorization": f"Bearer {created.stdout.strip()}"}
 
 
-@pytest.mark.parametrize("args, stdin, message", [
-    (("users", "add", "x", "--role", "boss", "--password-stdin"), "long enough\n", "unknown role 'boss'"),
-    (("users", "add", "x", "--role", "admin"), "", "--password-stdin"),
-    (("users", "add", "x", "--password-stdin"), "short\n", "at least 8 characters"),
-    (("users", "add", "bad name!", "--password-stdin"), "long enough\n", "name:"),
-    (("users", "rm", "nobody"), None, "no user named 'nobody'"),
-    (("tokens", "create", "--user", "nobody"), None, "no user named 'nobody'"),
-    (("tokens", "revoke", "999"), None, "no token with id 999"),
-])
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (("users", "add", "x", "--role", "boss", "--password-stdin"), "long enough\n", "unknown role 'boss'"),
+        (("users", "add", "x", "--role", "admin"), "", "--password-stdin"),
+        (("users", "add", "x", "--password-stdin"), "short\n", "at least 8 characters"),
+        (("users", "add", "bad name!", "--password-stdin"), "long enough\n", "name:"),
+        (("users", "rm", "nobody"), None, "no user named 'nobody'"),
+        (("tokens", "create", "--user", "nobody"), None, "no user named 'nobody'"),
+        (("tokens", "revoke", "999"), None, "no token with id 999"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], stdin: str | None, message: str) -> None:
     result = cli(*args, "--home", str(tmp_path / "home"), stdin=stdin)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -93,8 +110,9 @@ def test_the_last_admin_stays(server: ServerProcess) -> None:
 
 
 def test_serving_the_network_without_users_is_refused(tmp_path: Path) -> None:
-    result = cli("run", "tests/jobs.py:app", "--host", "0.0.0.0", "--port", str(free_port()),
-                 "--home", str(tmp_path / "home"))
+    result = cli(
+        "run", "tests/jobs.py:app", "--host", "0.0.0.0", "--port", str(free_port()), "--home", str(tmp_path / "home")
+    )
     assert result.returncode == 1
     assert "mieruka users add NAME --role admin" in result.stderr and "Traceback" not in result.stderr
 
@@ -109,8 +127,11 @@ def test_secure_cookie_behind_an_https_proxy(server: ServerProcess) -> None:
         assert "Secure" in cookie  # the login form's cookie too
         # httpx keeps Secure cookies for https: hand it back as the browser behind the proxy would.
         client.cookies.clear()
-        response = client.post("/login", data={"csrf_token": token.group(1), "name": "ada", "password": PASSWORD},
-                               headers={"Cookie": cookie.split(";", 1)[0]})
+        response = client.post(
+            "/login",
+            data={"csrf_token": token.group(1), "name": "ada", "password": PASSWORD},
+            headers={"Cookie": cookie.split(";", 1)[0]},
+        )
         assert response.status_code == 303
         cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("mieruka_session="))
         assert "Secure" in cookie and "HttpOnly" in cookie
@@ -165,8 +186,10 @@ def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: object, 
     page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
     page.wait_for_url(f"{server.url}/")  # type: ignore[attr-defined]
     seen = list(problems)  # what follows logs the deliberate 401 to the console
-    assert cli("users", "passwd", "ada", "--password-stdin", "--home", str(server.home),
-               stdin=PASSWORD + "\n").returncode == 0
+    assert (
+        cli("users", "passwd", "ada", "--password-stdin", "--home", str(server.home), stdin=PASSWORD + "\n").returncode
+        == 0
+    )
     page.evaluate("htmx.ajax('GET', document.getElementById('presence').getAttribute('hx-get'), '#presence')")  # type: ignore[attr-defined]
     page.wait_for_url("**/login?next=%2F")  # type: ignore[attr-defined]
     page.close()  # type: ignore[attr-defined]

@@ -96,8 +96,7 @@ def test_a_token_is_revoked_by_its_owner_or_an_admin_and_hidden_from_others(db: 
     accounts = Accounts(db)
     for name, role in (("ada", "admin"), ("bo", "viewer"), ("cy", "viewer")):
         accounts.add_user(name, role, "long password")
-    bo, cy, ada = (Principal(n, r, "token") for n, r in (("bo", Role.VIEWER), ("cy", Role.VIEWER),
-                                                         ("ada", Role.ADMIN)))
+    bo, cy, ada = (Principal(n, r, "token") for n, r in (("bo", Role.VIEWER), ("cy", Role.VIEWER), ("ada", Role.ADMIN)))
     mine, other = accounts.create_token("bo", "mine")[0], accounts.create_token("bo", "other")[0]
     with pytest.raises(NotFoundError):
         accounts.revoke_token_as(cy, mine.id)  # not cy's: as if it did not exist
@@ -151,7 +150,6 @@ def test_presence(db: Database) -> None:
     assert not presence.anyone_online(now + timedelta(seconds=71))
     presence.forget("ada")
     assert presence.online(now) == []
-
 
 
 one_db_app = mieruka.App("one database", workers=1)

@@ -58,8 +58,10 @@ def test_jobs_whose_messages_the_broker_lost_still_run(tmp_path: Path, monkeypat
 
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
-    with (fresh_postgres_database("mieruka_brokerloss") as database_url,
-          on_celery(app, tmp_path / "home", database_url, broker, broker_check_interval=0.2) as workers):
+    with (
+        fresh_postgres_database("mieruka_brokerloss") as database_url,
+        on_celery(app, tmp_path / "home", database_url, broker, broker_check_interval=0.2) as workers,
+    ):
         with private_redis(port):
             app.start()
             jobs = [app.submit("add", a=a) for a in range(3)]

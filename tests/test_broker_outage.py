@@ -24,18 +24,21 @@ def _until(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum, outage", [(signal.SIGTERM, 1.5), (signal.SIGKILL, 8.0)],
-                         ids=["SIGTERM, 1.5 s", "SIGKILL, 8 s"])
-def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(tmp_path: Path, signum: int,
-                                                                       outage: float) -> None:
+@pytest.mark.parametrize(
+    "signum, outage", [(signal.SIGTERM, 1.5), (signal.SIGKILL, 8.0)], ids=["SIGTERM, 1.5 s", "SIGKILL, 8 s"]
+)
+def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(
+    tmp_path: Path, signum: int, outage: float
+) -> None:
     from tests.jobs import app
 
     redis_server = RedisServer()
     redis_server.start()
     try:
-        with (fresh_postgres_database("mieruka_outage") as database_url,
-              on_celery(app, tmp_path / "home", database_url, redis_server.url,
-                        broker_check_interval=0.5) as workers):
+        with (
+            fresh_postgres_database("mieruka_outage") as database_url,
+            on_celery(app, tmp_path / "home", database_url, redis_server.url, broker_check_interval=0.5) as workers,
+        ):
             worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "3")
             workers.append(worker)
             worker.wait_ready()
@@ -69,9 +72,12 @@ def test_a_consumer_that_dies_is_started_again_and_its_job_is_not_lost(tmp_path:
     redis_server = RedisServer()
     redis_server.start()
     try:
-        with (fresh_postgres_database("mieruka_consumer") as database_url,
-              on_celery(app, tmp_path / "home", database_url, redis_server.url,
-                        heartbeat_interval=0.3, engine_stale_after=3) as workers):
+        with (
+            fresh_postgres_database("mieruka_consumer") as database_url,
+            on_celery(
+                app, tmp_path / "home", database_url, redis_server.url, heartbeat_interval=0.3, engine_stale_after=3
+            ) as workers,
+        ):
             worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
             workers.append(worker)
             worker.wait_ready()
@@ -103,9 +109,10 @@ def test_messages_a_worker_held_when_the_broker_went_away_go_back_when_it_return
     redis_server = RedisServer(keep_in=tmp_path)
     redis_server.start()
     try:
-        with (fresh_postgres_database("mieruka_resend") as database_url,
-              on_celery(app, tmp_path / "home", database_url, redis_server.url,
-                        broker_check_interval=0.5) as workers):
+        with (
+            fresh_postgres_database("mieruka_resend") as database_url,
+            on_celery(app, tmp_path / "home", database_url, redis_server.url, broker_check_interval=0.5) as workers,
+        ):
             worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
             workers.append(worker)
             worker.wait_ready()
@@ -131,8 +138,11 @@ def test_sigterm_to_the_supervisor_is_a_warm_shutdown_of_its_worker(tmp_path: Pa
 
     from tests.jobs import app
 
-    with (fresh_postgres_database("mieruka_warm") as database_url, private_redis() as broker,
-          on_celery(app, tmp_path / "home", database_url, broker) as workers):
+    with (
+        fresh_postgres_database("mieruka_warm") as database_url,
+        private_redis() as broker,
+        on_celery(app, tmp_path / "home", database_url, broker) as workers,
+    ):
         worker = CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "1")
         workers.append(worker)
         worker.wait_ready()

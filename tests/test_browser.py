@@ -8,8 +8,9 @@ from pathlib import Path
 from tests.conftest import ServerProcess, open_page
 
 
-def test_swagger_ui_renders_and_submits_without_outside_requests(browser: object, server: ServerProcess,
-                                                                 tmp_path: Path) -> None:
+def test_swagger_ui_renders_and_submits_without_outside_requests(
+    browser: object, server: ServerProcess, tmp_path: Path
+) -> None:
     outside: list[str] = []
     page = open_page(browser, server, outside)
     page.goto(f"{server.url}/docs")

@@ -165,8 +165,13 @@ def test_publish_returns_the_event_with_increasing_ids(bus: EventBus) -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     for before, after in zip(sent, published):
         assert before.id == 0  # the event given is left alone
-        assert (after.kind, after.job_id, after.task, after.data, after.extra_topics) == \
-            (before.kind, before.job_id, before.task, before.data, before.extra_topics)
+        assert (after.kind, after.job_id, after.task, after.data, after.extra_topics) == (
+            before.kind,
+            before.job_id,
+            before.task,
+            before.data,
+            before.extra_topics,
+        )
 
 
 def test_publish_many_gives_consecutive_ids_and_arrives_in_order(bus: EventBus) -> None:
@@ -315,9 +320,19 @@ def test_a_jobs_record_reaches_live_subscribers_only(make_bus: MakeBus, kind: st
     from mieruka.core.status import JobStatus
 
     now = utcnow()
-    record = JobRecord(id=7, task="add", status=JobStatus.SUCCEEDED, params={"x": 1, "s": "日本"}, created_at=now,
-                       started_at=now, finished_at=now, result={"sum": [1.5, None]}, worker="w:1", engine_id="e1",
-                       artifacts=[ArtifactInfo("r.csv", 3, "text/csv", now)])
+    record = JobRecord(
+        id=7,
+        task="add",
+        status=JobStatus.SUCCEEDED,
+        params={"x": 1, "s": "日本"},
+        created_at=now,
+        started_at=now,
+        finished_at=now,
+        result={"sum": [1.5, None]},
+        worker="w:1",
+        engine_id="e1",
+        artifacts=[ArtifactInfo("r.csv", 3, "text/csv", now)],
+    )
     assert JobRecord.from_json(record.to_json()) == record
     ours = make_bus()
     theirs = make_bus() if kind == "redis" else ours  # in-process buses are one process's only
@@ -343,9 +358,14 @@ def test_a_jobs_record_reaches_live_subscribers_only(make_bus: MakeBus, kind: st
 
 # -- replay ------------------------------------------------------------------------------------
 def test_replay_returns_the_later_events_in_order(bus: EventBus) -> None:
-    published = [bus.publish(state(1)), bus.publish(progress(1)), bus.publish(state(2, "mul")),
-                 bus.publish(progress(2, "mul")), bus.publish(state(1, status="succeeded")),
-                 bus.publish(state(3, "mul"))]
+    published = [
+        bus.publish(state(1)),
+        bus.publish(progress(1)),
+        bus.publish(state(2, "mul")),
+        bus.publish(progress(2, "mul")),
+        bus.publish(state(1, status="succeeded")),
+        bus.publish(state(3, "mul")),
+    ]
     after = published[1].id
     assert bus.replay(after) == published[2:]
     assert bus.replay(published[0].id - 1) == published
@@ -451,7 +471,8 @@ def test_a_process_sees_its_own_events_once_after_others(make_bus: MakeBus, kind
 
 @pytest.mark.parametrize("kind", ["redis"])  # the Redis listener thread
 def test_callbacks_run_in_the_listener_thread_and_a_failing_one_harms_no_other(
-        make_bus: MakeBus, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    make_bus: MakeBus, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
     bus = make_bus()
 
     def broken(event: Event) -> None:
@@ -468,8 +489,9 @@ def test_callbacks_run_in_the_listener_thread_and_a_failing_one_harms_no_other(
 
 
 @pytest.mark.parametrize("kind", ["redis"])  # the Redis listener thread
-def test_the_listener_reconnects_and_delivers_what_it_missed(make_bus: MakeBus, kind: str, prefix: str,
-                                                            redis_url: str) -> None:
+def test_the_listener_reconnects_and_delivers_what_it_missed(
+    make_bus: MakeBus, kind: str, prefix: str, redis_url: str
+) -> None:
     import redis
 
     listener, publisher = make_bus(), make_bus()
@@ -505,8 +527,9 @@ def test_close_stops_delivery_and_leaves_no_thread(make_bus: MakeBus) -> None:
     bus.close()
     bus.close()  # twice is harmless
     deadline = time.monotonic() + WAIT
-    while (left := [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]) and \
-            time.monotonic() < deadline:
+    while (
+        left := [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    ) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert left == []
     bus.publish(state(2))  # does not raise, reaches no one
@@ -523,8 +546,7 @@ def test_redis_being_down_never_raises_into_the_caller(caplog: pytest.LogCapture
 
     threads_before = set(threading.enumerate())
     try:
-        bus = RedisBus(f"redis://127.0.0.1:{free_port()}/0", "nowhere", ready_timeout=0.3,
-                       max_reconnect_delay=0.2)
+        bus = RedisBus(f"redis://127.0.0.1:{free_port()}/0", "nowhere", ready_timeout=0.3, max_reconnect_delay=0.2)
     except MissingExtraError:
         need_service("the redis package is not installed (pip install 'mieruka[redis]')")
     try:
@@ -560,8 +582,22 @@ class PrivateRedis:
         import redis
 
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + WAIT
         try:
@@ -658,8 +694,9 @@ def test_events_published_together_travel_as_one_message(redis_url: str, prefix:
 
 
 @pytest.mark.parametrize("kind", ["redis"])  # the Redis listener thread
-def test_a_redis_restart_that_lost_everything(kind: str, redis_url: str, tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_redis_restart_that_lost_everything(
+    kind: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The listener reconnects, notices that ids began again, and delivers the new events; a publisher
     that knew the old ids keeps them increasing."""
     from mieruka.bus.redis import RedisBus
@@ -695,8 +732,9 @@ def test_a_redis_restart_that_lost_everything(kind: str, redis_url: str, tmp_pat
 
 
 @pytest.mark.parametrize("kind", ["redis"])  # the Redis listener thread
-def test_a_silent_redis_connection_is_replaced(kind: str, redis_url: str, tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_silent_redis_connection_is_replaced(
+    kind: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A connection that stays open but answers nothing (a frozen server, a dropped NAT entry) is
     noticed by the listener's pings and replaced; nothing is lost or doubled."""
     from mieruka.bus.redis import RedisBus
@@ -706,8 +744,7 @@ def test_a_silent_redis_connection_is_replaced(kind: str, redis_url: str, tmp_pa
     assert server.process is not None
     buses: list[RedisBus] = []
     try:
-        listener = RedisBus(server.url, "frozen", liveness_interval=0.1, reconnect_delay=0.02,
-                            max_reconnect_delay=0.1)
+        listener = RedisBus(server.url, "frozen", liveness_interval=0.1, reconnect_delay=0.02, max_reconnect_delay=0.1)
         publisher = RedisBus(server.url, "frozen")
         buses += [listener, publisher]
         seen = Collector()

@@ -28,20 +28,37 @@ PRESENCE_EXPIRY = 8.0
 class BusinessServer(ServerProcess):
     def __init__(self, home: Path, database_url: str, broker_url: str, **env: str) -> None:
         self.database_url = database_url
-        self.settings = {"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": broker_url,
-                         "MIERUKA_DATABASE_URL": database_url, "MIERUKA_POOL_CHECK_INTERVAL": "0.2",
-                         "MIERUKA_PRESENCE_EXPIRY": f"{PRESENCE_EXPIRY:g}s", "CORE_IDLE_STOP": f"{IDLE_STOP:g}s", **env}
+        self.settings = {
+            "MIERUKA_EXECUTOR": "celery",
+            "MIERUKA_BROKER_URL": broker_url,
+            "MIERUKA_DATABASE_URL": database_url,
+            "MIERUKA_POOL_CHECK_INTERVAL": "0.2",
+            "MIERUKA_PRESENCE_EXPIRY": f"{PRESENCE_EXPIRY:g}s",
+            "CORE_IDLE_STOP": f"{IDLE_STOP:g}s",
+            **env,
+        }
         self.home = home
         self.headers = self.token("aiko", "operator")
         super().__init__(APP, home, env=self.settings)
 
     def token(self, user: str, role: str) -> dict[str, str]:
         """A user made with the CLI, and an API token of theirs as request headers."""
-        added = cli("users", "add", user, "--role", role, "--password-stdin", "--home", str(self.home),
-                    stdin=f"{user}'s long password\n", **self.settings)
+        added = cli(
+            "users",
+            "add",
+            user,
+            "--role",
+            role,
+            "--password-stdin",
+            "--home",
+            str(self.home),
+            stdin=f"{user}'s long password\n",
+            **self.settings,
+        )
         assert added.returncode == 0, added.stderr
-        created = cli("tokens", "create", "--user", user, "--name", "frontend", "--home", str(self.home),
-                      **self.settings)
+        created = cli(
+            "tokens", "create", "--user", user, "--name", "frontend", "--home", str(self.home), **self.settings
+        )
         assert created.returncode == 0, created.stderr
         return {"Authorization": f"Bearer {created.stdout.strip()}"}
 
@@ -57,16 +74,22 @@ class BusinessServer(ServerProcess):
     def pool_workers(self) -> list[psutil.Process]:
         """The `mieruka worker` processes this server started for the pool (and their pool children)."""
         ref = str((TESTS.parent / APP).resolve())
-        return [p for p in psutil.Process(self.process.pid).children(recursive=True)
-                if "worker" in p.cmdline() and ref in p.cmdline()]
+        return [
+            p
+            for p in psutil.Process(self.process.pid).children(recursive=True)
+            if "worker" in p.cmdline() and ref in p.cmdline()
+        ]
 
 
 @pytest.fixture(scope="module")
-def business(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
-             broker_url: str) -> Iterator[BusinessServer]:
+def business(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, broker_url: str
+) -> Iterator[BusinessServer]:
     home = tmp_path_factory.mktemp("business") / "home"
-    with (fresh_postgres_database("mieruka_business") as database_url,
-          shared_server(BusinessServer(home, database_url, broker_url.rsplit("/", 1)[0] + "/7"), request) as proc):
+    with (
+        fresh_postgres_database("mieruka_business") as database_url,
+        shared_server(BusinessServer(home, database_url, broker_url.rsplit("/", 1)[0] + "/7"), request) as proc,
+    ):
         yield proc
         for worker in proc.pool_workers():  # a failed test may leave the pool running
             worker.kill()
@@ -87,7 +110,8 @@ def until(condition: Callable[[], object], timeout: float, what: str, output: Ca
 
 
 def test_a_job_starts_the_compute_node_and_the_idle_node_stops_once_nobody_is_online(
-        business: BusinessServer, api: httpx.Client) -> None:
+    business: BusinessServer, api: httpx.Client
+) -> None:
     until(lambda: business.pool_state() == "stopped", 30, "a stopped pool to begin with", business.output)
     response = api.post("/api/tasks/staffing_plan/jobs", json={"horizon_days": 7, "simulations": 2000})
     assert response.status_code == 202, response.text
@@ -127,14 +151,19 @@ def test_a_job_starts_the_compute_node_and_the_idle_node_stops_once_nobody_is_on
     until(lambda: business.pool_state() == "stopped", PRESENCE_EXPIRY + 30, "the idle pool stops", business.output)
     until(lambda: not business.pool_workers(), 30, "its worker processes exit", business.output)
     history = [(e["to"], e["reason"]) for e in api.get("/api/pools/core").json()["history"]]
-    assert history[:4] == [("stopped", "stopped"), ("stopping", f"idle for {IDLE_STOP:g} s"),
-                           ("running", "started"), ("starting", f"job {job['id']} is waiting")]
+    assert history[:4] == [
+        ("stopped", "stopped"),
+        ("stopping", f"idle for {IDLE_STOP:g} s"),
+        ("running", "started"),
+        ("starting", f"job {job['id']} is waiting"),
+    ]
 
 
 def test_cancel_stops_a_running_plan_and_the_node_goes_on_serving(business: BusinessServer, api: httpx.Client) -> None:
     big = api.post("/api/tasks/staffing_plan/jobs", json={"horizon_days": 30, "simulations": 200_000}).json()
-    until(lambda: api.get(f"/api/jobs/{big['id']}").json()["progress"] or 0, 90, "the plan is under way",
-          business.output)
+    until(
+        lambda: api.get(f"/api/jobs/{big['id']}").json()["progress"] or 0, 90, "the plan is under way", business.output
+    )
     cancelled = api.post(f"/api/jobs/{big['id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     ended = api.get(f"/api/jobs/{big['id']}", params={"wait": 30}).json()
@@ -151,15 +180,17 @@ def test_bad_input_is_refused_before_anything_runs(business: BusinessServer, api
     assert refused.status_code == 422
     assert sorted(f["field"] for f in refused.json()["error"]["fields"]) == ["horizon_days", "service_level"]
     bad_file = b"date,orders\n2026-01-01,many\n"
-    job = api.post("/api/tasks/staffing_plan/jobs", files={"orders": ("orders.csv", bad_file)},
-                   data={"horizon_days": "3"}).json()
+    job = api.post(
+        "/api/tasks/staffing_plan/jobs", files={"orders": ("orders.csv", bad_file)}, data={"horizon_days": "3"}
+    ).json()
     failed = api.get(f"/api/jobs/{job['id']}", params={"wait": 60}).json()
     assert failed["status"] == "failed" and failed["attempts"] == 1, failed
     assert re.search(r"invalid orders file: line 2: '2026-01-01', 'many'", failed["error"]), failed["error"]
 
 
 def test_on_ec2_the_pool_starts_and_stops_the_instance_and_only_admins_stop_it_by_hand(
-        tmp_path: Path, broker_url: str) -> None:
+    tmp_path: Path, broker_url: str
+) -> None:
     """The example's EC2 configuration (CORE_INSTANCE_ID) against moto's EC2 API: a job starts the
     stopped instance and waits queued for the worker its boot would start; an admin stops it."""
     import boto3
@@ -169,8 +200,13 @@ def test_on_ec2_the_pool_starts_and_stops_the_instance_and_only_admins_stop_it_b
     moto.start()
     try:
         endpoint = f"http://127.0.0.1:{moto._port}"
-        ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=AWS_ENV["AWS_DEFAULT_REGION"],
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        ec2 = boto3.client(
+            "ec2",
+            endpoint_url=endpoint,
+            region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         image = ec2.describe_images()["Images"][0]["ImageId"]
         instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
         ec2.stop_instances(InstanceIds=[instance])
@@ -180,8 +216,14 @@ def test_on_ec2_the_pool_starts_and_stops_the_instance_and_only_admins_stop_it_b
             return str(found["State"]["Name"])
 
         with fresh_postgres_database("mieruka_business_ec2") as database_url:
-            proc = BusinessServer(tmp_path / "home", database_url, broker_url.rsplit("/", 1)[0] + "/8",
-                                  CORE_INSTANCE_ID=instance, CORE_EC2_ENDPOINT=endpoint, **AWS_ENV)
+            proc = BusinessServer(
+                tmp_path / "home",
+                database_url,
+                broker_url.rsplit("/", 1)[0] + "/8",
+                CORE_INSTANCE_ID=instance,
+                CORE_EC2_ENDPOINT=endpoint,
+                **AWS_ENV,
+            )
             try:
                 proc.wait_ready()
                 admin = proc.token("kenji", "admin")
@@ -190,8 +232,12 @@ def test_on_ec2_the_pool_starts_and_stops_the_instance_and_only_admins_stop_it_b
                     assert pool["state"] == "stopped" and pool["hooks"] == f"EC2Instance({instance!r})"
                     job = api.post("/api/tasks/staffing_plan/jobs", json={"simulations": 500}).json()
                     assert job["message"] == "starting compute: pool core is starting"
-                    until(lambda: api.get("/api/pools/core").json()["state"] == "running", 60,
-                          "the instance is started", proc.output)
+                    until(
+                        lambda: api.get("/api/pools/core").json()["state"] == "running",
+                        60,
+                        "the instance is started",
+                        proc.output,
+                    )
                     assert instance_state() == "running"
                     assert api.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"
 
@@ -201,8 +247,12 @@ def test_on_ec2_the_pool_starts_and_stops_the_instance_and_only_admins_stop_it_b
                     assert api.post(f"/api/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
                     stopped = api.post("/api/pools/core/stop", headers=admin)
                     assert stopped.status_code == 202 and stopped.json()["state"] == "stopping", stopped.text
-                    until(lambda: api.get("/api/pools/core").json()["state"] == "stopped", 60,
-                          "the instance is stopped", proc.output)
+                    until(
+                        lambda: api.get("/api/pools/core").json()["state"] == "stopped",
+                        60,
+                        "the instance is stopped",
+                        proc.output,
+                    )
                     assert instance_state() == "stopped"
                     audit = api.get("/api/audit", params={"action": "pool."}, headers=admin).json()["entries"]
                     entries = [(e["actor"], e["action"], e["target"]) for e in audit]

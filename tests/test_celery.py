@@ -42,8 +42,11 @@ def _wait_until(condition: object, timeout: float, what: str) -> None:
 
 
 def _server_env(worker: CeleryWorker) -> dict[str, str]:
-    return {"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": worker.broker_url,
-            "MIERUKA_DATABASE_URL": worker.database_url}
+    return {
+        "MIERUKA_EXECUTOR": "celery",
+        "MIERUKA_BROKER_URL": worker.broker_url,
+        "MIERUKA_DATABASE_URL": worker.database_url,
+    }
 
 
 def test_two_servers_see_live_events_from_a_celery_worker(celery_worker: CeleryWorker) -> None:
@@ -51,9 +54,12 @@ def test_two_servers_see_live_events_from_a_celery_worker(celery_worker: CeleryW
     the other server's event stream (the events travel over Redis)."""
     env = _server_env(celery_worker)
     home = celery_worker.home
-    with running_server(home, env=env) as first, running_server(home, env=env) as second, \
-            httpx.Client(timeout=30) as client, \
-            client.stream("GET", f"{second.url}/api/events", params={"task": "noisy"}) as response:
+    with (
+        running_server(home, env=env) as first,
+        running_server(home, env=env) as second,
+        httpx.Client(timeout=30) as client,
+        client.stream("GET", f"{second.url}/api/events", params={"task": "noisy"}) as response,
+    ):
         job = client.post(f"{first.url}/api/tasks/noisy/jobs", json={"lines": 2}).json()
         seen: list[tuple[str, object]] = []
         for event in iter_events(response):
@@ -78,8 +84,12 @@ def test_a_workers_state_events_arrive_in_order_for_quick_and_slow_jobs(celery_w
     from tests.jobs import app
 
     app._settings = None
-    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
-                  broker_url=celery_worker.broker_url)
+    app.configure(
+        home=str(celery_worker.home),
+        database_url=celery_worker.database_url,
+        executor="celery",
+        broker_url=celery_worker.broker_url,
+    )
     seen: list[tuple[int, str]] = []
     with app:
         app.engine.bus.subscribe(lambda e: seen.append((e.job_id, str(e.data.get("status")))))
@@ -104,8 +114,12 @@ def test_a_killed_pool_process_fails_its_job_with_the_reason(celery_worker: Cele
 
     app._settings = None
     celery_worker.reset()
-    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
-                  broker_url=celery_worker.broker_url)
+    app.configure(
+        home=str(celery_worker.home),
+        database_url=celery_worker.database_url,
+        executor="celery",
+        broker_url=celery_worker.broker_url,
+    )
     with app:
         job = app.submit("sleep_in_child", seconds=60, pidfile=str(tmp_path / "p"))
         pool_pid, child_pid = map(int, wait_for_file(tmp_path / "p").split())
@@ -126,8 +140,9 @@ def own_store(broker_url: str) -> Iterator[tuple[str, str]]:
         yield url, broker_url.rsplit("/", 1)[0] + "/3"
 
 
-def test_a_worker_killed_mid_job_never_leaves_it_running(own_store: tuple[str, str], tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_killed_mid_job_never_leaves_it_running(
+    own_store: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """kill -9 of the whole worker: its pool processes take their jobs down with them, a server
     sees the worker is gone and fails the job without retries and re-queues the one with retries,
     which a second worker runs; the message delivered again later never runs it twice."""
@@ -151,14 +166,20 @@ def test_a_worker_killed_mid_job_never_leaves_it_running(own_store: tuple[str, s
             retried_pid = int(wait_for_file(tmp_path / "retried"))
             os.kill(first.process.pid, signal.SIGKILL)
             first.process.wait()
-            _wait_until(lambda: all(map(_gone, (pool_pid, child_pid, retried_pid))), 5,
-                        "the pool processes and the job's children end when their worker dies")
+            _wait_until(
+                lambda: all(map(_gone, (pool_pid, child_pid, retried_pid))),
+                5,
+                "the pool processes and the job's children end when their worker dies",
+            )
             failed = app.wait(plain, 20)
             assert failed.status is JobStatus.FAILED
             assert failed.error == "interrupted: its worker stopped while it ran"
             # Re-queued by the same recovery pass, one statement after `plain` failed.
-            _wait_until(lambda: app.get_job(retried.id).status is JobStatus.QUEUED, 10,
-                        "the job with retries left is queued again")
+            _wait_until(
+                lambda: app.get_job(retried.id).status is JobStatus.QUEUED,
+                10,
+                "the job with retries left is queued again",
+            )
             second = CeleryWorker(tmp_path / "home2", database_url, broker, "--concurrency", "1")
             second.wait_ready()
             done = app.wait(retried, 30)
@@ -180,21 +201,36 @@ def test_a_worker_killed_mid_job_never_leaves_it_running(own_store: tuple[str, s
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mieruka.cli", *args], cwd=TESTS.parent, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        cwd=TESTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})},
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "executor 'celery' needs a broker: set MIERUKA_BROKER_URL"),
-    (("--broker-url", "redis://127.0.0.1:1/0", "--concurrency", "0"), "--concurrency must be at least 1"),
-    (("--broker-url", "redis://127.0.0.1:1/0", "--queues", " , "), "--queues needs at least one queue name"),
-    (("--broker-url", "redis://127.0.0.1:1/0", "--database-url", "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"),
-     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection to server at "
-     '"127.0.0.1", port 1 failed: Connection refused'),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "executor 'celery' needs a broker: set MIERUKA_BROKER_URL"),
+        (("--broker-url", "redis://127.0.0.1:1/0", "--concurrency", "0"), "--concurrency must be at least 1"),
+        (("--broker-url", "redis://127.0.0.1:1/0", "--queues", " , "), "--queues needs at least one queue name"),
+        (
+            (
+                "--broker-url",
+                "redis://127.0.0.1:1/0",
+                "--database-url",
+                "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x",
+            ),
+            "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection to server at "
+            '"127.0.0.1", port 1 failed: Connection refused',
+        ),
+    ],
+)
 def test_worker_command_refuses_bad_settings_in_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    result = _cli("worker", "tests/jobs.py:app", "--home", str(tmp_path), *args,
-                  env={"MIERUKA_BROKER_URL": ""})
+    result = _cli("worker", "tests/jobs.py:app", "--home", str(tmp_path), *args, env={"MIERUKA_BROKER_URL": ""})
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"mieruka: {message}")
@@ -208,8 +244,10 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
 
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
-    with (fresh_postgres_database("mieruka_brokerdown") as database_url,
-          on_celery(app, tmp_path / "home", database_url, broker) as workers):
+    with (
+        fresh_postgres_database("mieruka_brokerdown") as database_url,
+        on_celery(app, tmp_path / "home", database_url, broker) as workers,
+    ):
         with private_redis(port):
             workers.append(CeleryWorker(tmp_path / "home", database_url, broker, "--concurrency", "1"))
             workers[0].wait_ready()
@@ -224,8 +262,9 @@ def test_jobs_submitted_while_the_broker_is_down_run_once_it_is_back(tmp_path: P
             assert done.status is JobStatus.SUCCEEDED and done.result == 4
 
 
-def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(tmp_path: Path, broker_url: str,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(
+    tmp_path: Path, broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """RabbitMQ carries the jobs and the cancel broadcast; live events travel over Redis."""
     from tests.celery_worker import on_celery
     from tests.jobs import app
@@ -234,8 +273,10 @@ def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(tmp_path: P
     purge_rabbitmq_queue("default")  # messages a killed run left behind
     bus = broker_url.rsplit("/", 1)[0] + "/10"
     monkeypatch.setenv("MIERUKA_EVENT_BUS", bus)  # for the worker's process too
-    with (fresh_postgres_database("mieruka_rabbitmq") as database_url,
-          on_celery(app, tmp_path / "home", database_url, RABBITMQ_URL, event_bus=bus) as workers):
+    with (
+        fresh_postgres_database("mieruka_rabbitmq") as database_url,
+        on_celery(app, tmp_path / "home", database_url, RABBITMQ_URL, event_bus=bus) as workers,
+    ):
         workers.append(CeleryWorker(tmp_path / "home", database_url, RABBITMQ_URL, "--concurrency", "2"))
         workers[0].wait_ready()
         app.start()
@@ -252,18 +293,28 @@ def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(tmp_path: P
         assert app.wait(app.submit("add", a=1), 30).result == 3  # the worker goes on
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": ""}, "executor 'celery' needs a broker"),
-    ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": "amqp://guest@127.0.0.1:1//"},
-     "executor 'celery' with a broker other than Redis needs an event bus its workers can reach"),
-    ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
-    ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
-    ({"MIERUKA_DATABASE_URL": "sqlite:////dev/null/jobs.db"}, "cannot create the folder /dev/null for the database"),
-    ({"MIERUKA_DATABASE_URL": "nosuchdb://x"}, "invalid database URL 'nosuchdb://x'"),
-    ({"MIERUKA_DATABASE_URL": "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"},
-     "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection to server at "
-     '"127.0.0.1", port 1 failed: Connection refused'),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": ""}, "executor 'celery' needs a broker"),
+        (
+            {"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": "amqp://guest@127.0.0.1:1//"},
+            "executor 'celery' with a broker other than Redis needs an event bus its workers can reach",
+        ),
+        ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
+        ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
+        (
+            {"MIERUKA_DATABASE_URL": "sqlite:////dev/null/jobs.db"},
+            "cannot create the folder /dev/null for the database",
+        ),
+        ({"MIERUKA_DATABASE_URL": "nosuchdb://x"}, "invalid database URL 'nosuchdb://x'"),
+        (
+            {"MIERUKA_DATABASE_URL": "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x"},
+            "cannot reach the database postgresql+psycopg://mieruka:***@127.0.0.1:1/x: connection to server at "
+            '"127.0.0.1", port 1 failed: Connection refused',
+        ),
+    ],
+)
 def test_run_refuses_engine_settings_in_one_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
     result = _cli("run", "tests/jobs.py:app", "--home", str(tmp_path), "--port", "1", env=env)
     lines = result.stderr.strip().splitlines()
@@ -271,22 +322,32 @@ def test_run_refuses_engine_settings_in_one_line(tmp_path: Path, env: dict[str, 
     assert lines[0].startswith(f"mieruka: {message}")
 
 
-def test_pipelines_run_on_celery_workers_and_cancel_closes_their_steps(celery_worker: CeleryWorker,
-                                                                       tmp_path: Path) -> None:
+def test_pipelines_run_on_celery_workers_and_cancel_closes_their_steps(
+    celery_worker: CeleryWorker, tmp_path: Path
+) -> None:
     from mieruka.core.steps import StepStatus
     from tests.jobs import app
 
     celery_worker.reset()
     app._settings = None
-    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
-                  broker_url=celery_worker.broker_url)
+    app.configure(
+        home=str(celery_worker.home),
+        database_url=celery_worker.database_url,
+        executor="celery",
+        broker_url=celery_worker.broker_url,
+    )
     try:
         with app:
             done = app.wait(app.submit("pipe_values"), 60)
-            assert done.status is JobStatus.SUCCEEDED and done.result == {"sorted": ["apple", "fig", "pear"],
-                                                                          "words": 3}
+            assert done.status is JobStatus.SUCCEEDED and done.result == {
+                "sorted": ["apple", "fig", "pear"],
+                "words": 3,
+            }
             assert [(s.name, s.status) for s in app.engine.store.list_steps(done.id)] == [
-                ("count", StepStatus.SUCCEEDED), ("sort", StepStatus.SUCCEEDED), ("read", StepStatus.SUCCEEDED)]
+                ("count", StepStatus.SUCCEEDED),
+                ("sort", StepStatus.SUCCEEDED),
+                ("read", StepStatus.SUCCEEDED),
+            ]
             pidfile = tmp_path / "pids"
             job = app.submit("pipe_sleepy", pidfile=str(pidfile))
             _wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 30, "the step started")
@@ -302,7 +363,8 @@ def test_pipelines_run_on_celery_workers_and_cancel_closes_their_steps(celery_wo
 
 @pytest.mark.parametrize("elsewhere", [False, True], ids=["same machine", "another machine"])
 def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_bound(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, elsewhere: bool) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, elsewhere: bool
+) -> None:
     """kill -9 of a whole `mieruka worker` (docs/scaling.md, "A whole worker dies"): on this machine
     the servers see its process gone, and neither count it nor leave its job running, within a
     second or two, long before its heartbeat would tell; a worker on another machine (its own host
@@ -317,11 +379,21 @@ def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_boun
     bound = stale + min(heartbeat, stale / 3) + 5.0 if elsewhere else heartbeat / 3
     monkeypatch.setenv("MIERUKA_HEARTBEAT_INTERVAL", str(heartbeat))  # for the worker too
     monkeypatch.setenv("MIERUKA_ENGINE_STALE_AFTER", str(stale))
-    with (fresh_postgres_database("mieruka_deadworker") as database_url, private_redis() as broker,
-          on_celery(app, tmp_path / "home", database_url, broker, heartbeat_interval=heartbeat,
-                    engine_stale_after=stale) as workers):
-        worker = CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "2",
-                              host="elsewhere" if elsewhere else None)
+    with (
+        fresh_postgres_database("mieruka_deadworker") as database_url,
+        private_redis() as broker,
+        on_celery(
+            app, tmp_path / "home", database_url, broker, heartbeat_interval=heartbeat, engine_stale_after=stale
+        ) as workers,
+    ):
+        worker = CeleryWorker(
+            tmp_path / "worker-home",
+            database_url,
+            broker,
+            "--concurrency",
+            "2",
+            host="elsewhere" if elsewhere else None,
+        )
         workers.append(worker)
         worker.wait_ready()
         app.start()

@@ -29,8 +29,13 @@ def app(celery_worker: CeleryWorker) -> Iterator[Any]:
 
     celery_worker.reset()
     app._settings = None
-    app.configure(home=str(celery_worker.home), database_url=celery_worker.database_url, executor="celery",
-                  broker_url=celery_worker.broker_url, poll_interval=0.2)
+    app.configure(
+        home=str(celery_worker.home),
+        database_url=celery_worker.database_url,
+        executor="celery",
+        broker_url=celery_worker.broker_url,
+        poll_interval=0.2,
+    )
     try:
         with app:
             yield app
@@ -44,9 +49,12 @@ def _insert_uncommitted(database_url: str) -> tuple[Any, int]:
 
     tx = psycopg.connect(conninfo(database_url))
     job_id = int(tx.execute("SELECT nextval(pg_get_serial_sequence('jobs', 'id'))").fetchone()[0])
-    tx.execute("INSERT INTO jobs (id, task, status, params, priority, queue, attempts, max_attempts, created_at, "
-               "cancel_requested, log_lines) VALUES (%s, 'add', 'queued', '{\"a\": 40}', 0, 'default', 0, 1, "
-               "now() at time zone 'utc', false, 0)", (job_id,))
+    tx.execute(
+        "INSERT INTO jobs (id, task, status, params, priority, queue, attempts, max_attempts, created_at, "
+        "cancel_requested, log_lines) VALUES (%s, 'add', 'queued', '{\"a\": 40}', 0, 'default', 0, 1, "
+        "now() at time zone 'utc', false, 0)",
+        (job_id,),
+    )
     return tx, job_id
 
 

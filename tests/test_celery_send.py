@@ -54,9 +54,9 @@ def purge_rabbitmq_queue(queue: str) -> None:
             conn.ensure_connection(max_retries=1)
             try:
                 conn.default_channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 - no such queue yet
+            except Exception:
                 pass
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         need_service(f"RabbitMQ is not reachable at {RABBITMQ_URL}: {exc}")
     finally:
         celery.close()

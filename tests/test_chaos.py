@@ -36,8 +36,10 @@ def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
     try:
         server.start()
         with httpx.Client(base_url=server.url, timeout=WAIT) as http:
-            ids = {n: http.post("/api/tasks/chaos/jobs", json={"n": n, "runs": str(side)}).json()["id"]
-                   for n in range(JOBS)}
+            ids = {
+                n: http.post("/api/tasks/chaos/jobs", json={"n": n, "runs": str(side)}).json()["id"]
+                for n in range(JOBS)
+            }
         for kill in range(KILLS):
             seen = sum(runs(side).values())
             deadline = time.monotonic() + WAIT

@@ -22,15 +22,19 @@ def axes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-def test_axes_show_iso_times_in_the_zone_and_compact_numbers(browser: Any, axes: ServerProcess,
-                                                             tmp_path: Path) -> None:
+def test_axes_show_iso_times_in_the_zone_and_compact_numbers(browser: Any, axes: ServerProcess, tmp_path: Path) -> None:
     outside: list[str] = []
     page: Any = open_page(browser, axes, outside)
     page.goto(f"{axes.url}/dashboards/axes")
-    page.wait_for_function("() => { const t = [...document.querySelectorAll('.tile')].find(e => e.uplot);"
-                           " return t && t.uplot.axes[0]._values && t.uplot.axes[1]._values; }", timeout=20_000)
-    x, y = page.evaluate("() => { const u = [...document.querySelectorAll('.tile')].find(e => e.uplot).uplot;"
-                         " return [u.axes[0]._values, u.axes[1]._values]; }")
+    page.wait_for_function(
+        "() => { const t = [...document.querySelectorAll('.tile')].find(e => e.uplot);"
+        " return t && t.uplot.axes[0]._values && t.uplot.axes[1]._values; }",
+        timeout=20_000,
+    )
+    x, y = page.evaluate(
+        "() => { const u = [...document.querySelectorAll('.tile')].find(e => e.uplot).uplot;"
+        " return [u.axes[0]._values, u.axes[1]._values]; }"
+    )
     page.screenshot(path=str(tmp_path / "axes.png"), full_page=True)
     # 20:00 to 05:50 the next day in Tokyo: ISO dates where the day changes, 24-hour times.
     assert x and all(re.fullmatch(r"(\d{4}-\d\d-\d\d\n)?\d\d:\d\d", v) for v in x), x

@@ -46,10 +46,17 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-def mieruka_cmd(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mieruka.cli", *args], cwd=cwd or TESTS.parent,
-                          env=_env(env), capture_output=True, text=True, timeout=timeout)
+def mieruka_cmd(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        cwd=cwd or TESTS.parent,
+        env=_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def cli(srv: ServerProcess, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -148,13 +155,18 @@ def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
     assert {"jobs", "job_logs", "artifacts"} <= tables
 
 
-@pytest.mark.parametrize(("pairs", "expected"), [
-    (["a=2", "b=3"], {"a": 2, "b": 3}),
-    (["flag=true", "off=false", "none=null"], {"flag": True, "off": False, "none": None}),
-    (['names=["x"]', 'window={"start": 1}'], {"names": ["x"], "window": {"start": 1}}),
-    (["text=hello world", "ratio=0.5", "empty=", "eq=a=b"],
-     {"text": "hello world", "ratio": 0.5, "empty": "", "eq": "a=b"}),
-])
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (["a=2", "b=3"], {"a": 2, "b": 3}),
+        (["flag=true", "off=false", "none=null"], {"flag": True, "off": False, "none": None}),
+        (['names=["x"]', 'window={"start": 1}'], {"names": ["x"], "window": {"start": 1}}),
+        (
+            ["text=hello world", "ratio=0.5", "empty=", "eq=a=b"],
+            {"text": "hello world", "ratio": 0.5, "empty": "", "eq": "a=b"},
+        ),
+    ],
+)
 def test_values_are_json_when_they_parse(pairs: list[str], expected: dict[str, Any]) -> None:
     assert _parse_params(pairs) == expected
 
@@ -176,8 +188,9 @@ def test_run_module_without_app(tmp_path: Path) -> None:
 
 
 def test_run_missing_module(tmp_path: Path) -> None:
-    assert_error(mieruka_cmd("run", "no_such_module_xyz:app", cwd=tmp_path, timeout=30),
-                 "cannot import", "no_such_module_xyz")
+    assert_error(
+        mieruka_cmd("run", "no_such_module_xyz:app", cwd=tmp_path, timeout=30), "cannot import", "no_such_module_xyz"
+    )
 
 
 def test_unreachable_server() -> None:
@@ -193,8 +206,11 @@ def test_key_without_equals_fails_before_contacting_the_server() -> None:
 
 
 def test_file_option_needs_an_existing_file(tmp_path: Path) -> None:
-    assert_error(mieruka_cmd("submit", "read_upload", "--file", f"document={tmp_path / 'missing.txt'}",
-                             "--url", UNREACHABLE), "--file", "FIELD=PATH")
+    assert_error(
+        mieruka_cmd("submit", "read_upload", "--file", f"document={tmp_path / 'missing.txt'}", "--url", UNREACHABLE),
+        "--file",
+        "FIELD=PATH",
+    )
     assert_error(mieruka_cmd("submit", "read_upload", "--file", "document", "--url", UNREACHABLE), "--file")
 
 
@@ -260,16 +276,40 @@ def test_submit_uploads_several_files_and_params(srv: ServerProcess, tmp_path: P
     for name in ("main.txt", "a.txt", "b.txt"):
         (tmp_path / name).write_text(name)
         paths.append(tmp_path / name)
-    out = ok_json(cli(srv, "submit", "read_upload", "--file", f"document={paths[0]}",
-                      "--file", f"extra={paths[1]}", "--file", f"extra={paths[2]}", "--wait"))
+    out = ok_json(
+        cli(
+            srv,
+            "submit",
+            "read_upload",
+            "--file",
+            f"document={paths[0]}",
+            "--file",
+            f"extra={paths[1]}",
+            "--file",
+            f"extra={paths[2]}",
+            "--wait",
+        )
+    )
     assert out["status"] == "succeeded", out
     assert out["result"]["text"] == "main.txt"
     assert out["result"]["extra"] == ["a.txt", "b.txt"]
 
 
 def test_submit_values_are_parsed_as_json(srv: ServerProcess, http: httpx.Client) -> None:
-    out = ok_json(cli(srv, "submit", "echo_types", 'names=["x", "y"]', "flag=true", "count=7", "ratio=0.25",
-                      'window={"start": 3, "end": 4}', "text=hello world", "--wait"))
+    out = ok_json(
+        cli(
+            srv,
+            "submit",
+            "echo_types",
+            'names=["x", "y"]',
+            "flag=true",
+            "count=7",
+            "ratio=0.25",
+            'window={"start": 3, "end": 4}',
+            "text=hello world",
+            "--wait",
+        )
+    )
     assert out["status"] == "succeeded", out
     types = out["result"]
     assert types["names"] == "list" and types["flag"] == "bool" and types["count"] == "int"
@@ -317,8 +357,9 @@ def test_jobs_ls_lists_filters_and_limits(srv: ServerProcess) -> None:
     assert str(bad) in {row["id"] for row in failed}
     assert all(row["status"] == "failed" for row in failed)
     assert not {str(i) for i in good} & {row["id"] for row in failed}
-    failed_row = next(r for r in cli(srv, "jobs", "ls", "--status", "failed").stdout.splitlines()
-                      if r.split()[0] == str(bad))
+    failed_row = next(
+        r for r in cli(srv, "jobs", "ls", "--status", "failed").stdout.splitlines() if r.split()[0] == str(bad)
+    )
     assert "ValueError: boom" in failed_row  # the message column shows the error
 
     only_add = table(cli(srv, "jobs", "ls", "--task", "add", "--limit", "500"))
@@ -368,9 +409,14 @@ def test_jobs_logs(srv: ServerProcess) -> None:
 def test_jobs_logs_follow_streams_until_the_job_ends(srv: ServerProcess, http: httpx.Client) -> None:
     lines = 100_000
     job_id = http.post("/api/tasks/many_lines/jobs", json={"lines": lines}).json()["id"]
-    with subprocess.Popen([sys.executable, "-m", "mieruka.cli", "jobs", "logs", str(job_id), "--follow",
-                           "--url", srv.url], cwd=TESTS.parent, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "mieruka.cli", "jobs", "logs", str(job_id), "--follow", "--url", srv.url],
+        cwd=TESTS.parent,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
         try:
             assert proc.stdout is not None and proc.stderr is not None
             first = proc.stdout.readline()
@@ -469,8 +515,23 @@ def test_jobs_rm_a_running_job_is_refused(srv: ServerProcess, http: httpx.Client
 
 def test_text_parameters_keep_what_was_typed(srv) -> None:
     """name=42 for a str parameter stays "42" (JSON parsing is only for non-text parameters)."""
-    result = subprocess.run([sys.executable, "-m", "mieruka.cli", "submit", "echo_types", "text=123", "count=4",
-                             "--wait", "--url", srv.url], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mieruka.cli",
+            "submit",
+            "echo_types",
+            "text=123",
+            "count=4",
+            "--wait",
+            "--url",
+            srv.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["result"]["text"] == "str"
 
@@ -478,11 +539,16 @@ def test_text_parameters_keep_what_was_typed(srv) -> None:
 def test_run_of_a_broken_app_is_one_line_with_the_line_number(tmp_path: Path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text("import mieruka\napp = mieruka.App('x')\nundefined_name + 1\n")
-    result = subprocess.run([sys.executable, "-m", "mieruka.cli", "run", str(broken), "--port", "1"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", "run", str(broken), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"mieruka: cannot load {broken}: line 3: NameError: name 'undefined_name' is not defined"]
+        f"mieruka: cannot load {broken}: line 3: NameError: name 'undefined_name' is not defined"
+    ]
 
 
 def test_jobs_steps_and_a_steps_log(srv: ServerProcess) -> None:
@@ -491,8 +557,11 @@ def test_jobs_steps_and_a_steps_log(srv: ServerProcess) -> None:
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     assert rows[0][:3] == ["STEP", "KIND", "STATUS"]
-    assert [row[:3] for row in rows[1:]] == [["count", "python", "succeeded"], ["sort", "shell", "succeeded"],
-                                             ["read", "python", "succeeded"]]
+    assert [row[:3] for row in rows[1:]] == [
+        ["count", "python", "succeeded"],
+        ["sort", "shell", "succeeded"],
+        ["read", "python", "succeeded"],
+    ]
     step_log = cli(srv, "jobs", "logs", str(job_id), "--step", "sort")
     assert step_log.stdout.splitlines() == ["first word: b"]
     assert "[sort] first word: b" in cli(srv, "jobs", "logs", str(job_id)).stdout.splitlines()
@@ -531,23 +600,37 @@ def test_a_busy_port_is_one_line_before_anything_is_printed(tmp_path: Path, comm
 
 def test_account_commands_without_a_database_say_where_they_looked(tmp_path: Path) -> None:
     expected = tmp_path / ".mieruka" / "mieruka.db"
-    line = assert_error(mieruka_cmd("tokens", "create", "--user", "demo", cwd=tmp_path), "no user named 'demo'",
-                        f"no database at {expected}", "the default home", "MIERUKA_HOME")
+    line = assert_error(
+        mieruka_cmd("tokens", "create", "--user", "demo", cwd=tmp_path),
+        "no user named 'demo'",
+        f"no database at {expected}",
+        "the default home",
+        "MIERUKA_HOME",
+    )
     assert "--home" in line
     elsewhere = tmp_path / "elsewhere"
-    assert_error(mieruka_cmd("users", "ls", cwd=tmp_path, env={"MIERUKA_HOME": str(elsewhere)}),
-                 f"no database at {elsewhere / 'mieruka.db'}", "from MIERUKA_HOME or the config file")
-    assert_error(mieruka_cmd("tokens", "revoke", "3", "--home", str(elsewhere), cwd=tmp_path),
-                 "no token with id 3", "from --home")
+    assert_error(
+        mieruka_cmd("users", "ls", cwd=tmp_path, env={"MIERUKA_HOME": str(elsewhere)}),
+        f"no database at {elsewhere / 'mieruka.db'}",
+        "from MIERUKA_HOME or the config file",
+    )
+    assert_error(
+        mieruka_cmd("tokens", "revoke", "3", "--home", str(elsewhere), cwd=tmp_path),
+        "no token with id 3",
+        "from --home",
+    )
     assert list(tmp_path.iterdir()) == [], "nothing created"
     # A failed `users add` leaves no database behind; a good one says it made one, and where.
-    assert_error(mieruka_cmd("users", "add", "ada", "--role", "boss", "--no-password", cwd=tmp_path),
-                 "unknown role 'boss'")
+    assert_error(
+        mieruka_cmd("users", "add", "ada", "--role", "boss", "--no-password", cwd=tmp_path), "unknown role 'boss'"
+    )
     assert not expected.exists()
     added = mieruka_cmd("users", "add", "ada", "--role", "admin", "--no-password", cwd=tmp_path)
     assert added.returncode == 0 and added.stdout == "added ada (admin)\n", added.stderr
-    assert added.stderr == f"mieruka: created a new database at {expected} (data in {expected.parent} " \
-                           "(the default home; --home or MIERUKA_HOME to change))\n"
+    assert (
+        added.stderr == f"mieruka: created a new database at {expected} (data in {expected.parent} "
+        "(the default home; --home or MIERUKA_HOME to change))\n"
+    )
     again = mieruka_cmd("users", "add", "bob", "--no-password", cwd=tmp_path)
     assert again.returncode == 0 and again.stderr == ""
 
@@ -557,10 +640,25 @@ def test_the_home_comes_from_the_flag_then_the_environment_then_the_config_file(
     for where in ("from-config", "from-env", "from-flag"):
         (tmp_path / where).mkdir()
     assert mieruka_cmd("users", "add", "c", "--no-password", cwd=tmp_path).returncode == 0
-    assert mieruka_cmd("users", "add", "e", "--no-password", cwd=tmp_path,
-                       env={"MIERUKA_HOME": str(tmp_path / "from-env")}).returncode == 0
-    assert mieruka_cmd("users", "add", "f", "--no-password", "--home", str(tmp_path / "from-flag"), cwd=tmp_path,
-                       env={"MIERUKA_HOME": str(tmp_path / "from-env")}).returncode == 0
+    assert (
+        mieruka_cmd(
+            "users", "add", "e", "--no-password", cwd=tmp_path, env={"MIERUKA_HOME": str(tmp_path / "from-env")}
+        ).returncode
+        == 0
+    )
+    assert (
+        mieruka_cmd(
+            "users",
+            "add",
+            "f",
+            "--no-password",
+            "--home",
+            str(tmp_path / "from-flag"),
+            cwd=tmp_path,
+            env={"MIERUKA_HOME": str(tmp_path / "from-env")},
+        ).returncode
+        == 0
+    )
     for where, user in (("from-config", "c"), ("from-env", "e"), ("from-flag", "f")):
         listed = mieruka_cmd("users", "ls", "--home", str(tmp_path / where), cwd=tmp_path)
         assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [user], (where, listed)
@@ -576,12 +674,17 @@ def test_login_links_use_the_served_address_and_root_path_or_public_url(tmp_path
         return result.stdout.strip()
 
     assert re.fullmatch(r"http://127\.0\.0\.1:8000/login/link/mrk_\S+", link())
-    assert re.fullmatch(r"http://127\.0\.0\.1:8123/lab/login/link/mrk_\S+",
-                        link(env={"MIERUKA_PORT": "8123", "MIERUKA_ROOT_PATH": "/lab"}))
-    assert re.fullmatch(r"http://127\.0\.0\.1:8124/login/link/mrk_\S+",
-                        link(env={"MIERUKA_PORT": "8124", "MIERUKA_HOST": "0.0.0.0"}))
-    assert re.fullmatch(r"https://lab\.example\.org/mieruka/login/link/mrk_\S+",
-                        link(env={"MIERUKA_PUBLIC_URL": "https://lab.example.org/mieruka/", "MIERUKA_PORT": "1"}))
+    assert re.fullmatch(
+        r"http://127\.0\.0\.1:8123/lab/login/link/mrk_\S+",
+        link(env={"MIERUKA_PORT": "8123", "MIERUKA_ROOT_PATH": "/lab"}),
+    )
+    assert re.fullmatch(
+        r"http://127\.0\.0\.1:8124/login/link/mrk_\S+", link(env={"MIERUKA_PORT": "8124", "MIERUKA_HOST": "0.0.0.0"})
+    )
+    assert re.fullmatch(
+        r"https://lab\.example\.org/mieruka/login/link/mrk_\S+",
+        link(env={"MIERUKA_PUBLIC_URL": "https://lab.example.org/mieruka/", "MIERUKA_PORT": "1"}),
+    )
     assert re.fullmatch(r"https://x\.example/login/link/mrk_\S+", link("--url", "https://x.example/"))
 
 
@@ -605,9 +708,16 @@ def test_a_login_link_works_on_a_server_under_a_path_prefix(tmp_path: Path) -> N
     port = free_port()
     (tmp_path / "mieruka.toml").write_text(f'port = {port}\nroot_path = "/lab"\nhome = "data"\n')
     assert mieruka_cmd("users", "add", "ada", "--role", "admin", "--no-password", cwd=tmp_path).returncode == 0
-    with (tmp_path / "server.log").open("w") as log, subprocess.Popen(
-            [sys.executable, "-m", "mieruka.cli", "run", str(TESTS / "jobs.py"), "--workers", "1"], cwd=tmp_path,
-            env=_env(), stdout=log, stderr=subprocess.STDOUT) as server:
+    with (
+        (tmp_path / "server.log").open("w") as log,
+        subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "run", str(TESTS / "jobs.py"), "--workers", "1"],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ) as server,
+    ):
         try:
             wait_healthy(f"http://127.0.0.1:{port}", server, (tmp_path / "server.log").read_text, timeout=60)
             output = (tmp_path / "server.log").read_text()

@@ -75,8 +75,9 @@ def read_response(sock: socket.socket) -> bytes:
                 return received
             received += chunk
         head, _, body = received.partition(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
         while len(body) < length and (chunk := sock.recv(65536)):
             body += chunk
         return head + b"\r\n\r\n" + body
@@ -136,8 +137,14 @@ def check_slow_heads_are_cut(port: int, header_timeout: float) -> None:
 
 def check_stalled_body_gets_408(port: int, path: str, headers: bytes = b"") -> None:
     with connect(port) as sock:
-        sock.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers +
-                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"a": 1, "b"')
+        sock.sendall(
+            b"POST "
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + headers
+            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            + b'{"a": 1, "b"'
+        )
         answer = read_until_closed(sock)  # then the connection is closed
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b'"code": "request_timeout"' in answer and b"connection: close" in answer.lower()
@@ -165,16 +172,22 @@ def check_the_cap(port: int, cap: int) -> None:
 def cli(*args: str, stdin: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
-    done = subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True,
-                          text=True, cwd=TESTS.parent, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
 def home_with_admin(home: Path) -> dict[str, str]:
     """A home whose admin "ada" has an API token: its Authorization header."""
-    cli("users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home),
-        stdin="a long password\n")
+    cli("users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home), stdin="a long password\n")
     return {"Authorization": "Bearer " + cli("tokens", "create", "--user", "ada", "--home", str(home))}
 
 
@@ -205,9 +218,14 @@ def test_a_stalled_body_is_answered_408(timed: Served) -> None:
 def test_a_body_that_keeps_coming_is_not_cut(timed: Served) -> None:
     body = b'{"a": 40, "b": 2}'
     with connect(timed.proc.port) as sock:
-        sock.sendall(b"POST /api/tasks/add/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Authorization: " + timed.auth["Authorization"].encode() +
-                     b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        sock.sendall(
+            b"POST /api/tasks/add/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: "
+            + timed.auth["Authorization"].encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+        )
         start = time.monotonic()
         for byte in body:  # longer in all than the body time-out, never stalled for it
             sock.sendall(bytes([byte]))
@@ -217,8 +235,10 @@ def test_a_body_that_keeps_coming_is_not_cut(timed: Served) -> None:
 
 
 def test_an_event_stream_and_a_long_poll_outlive_the_time_outs(timed: Served) -> None:
-    with httpx.Client(base_url=timed.proc.url, headers=timed.auth, timeout=PATIENCE) as client, \
-            client.stream("GET", "/api/events") as stream:
+    with (
+        httpx.Client(base_url=timed.proc.url, headers=timed.auth, timeout=PATIENCE) as client,
+        client.stream("GET", "/api/events") as stream,
+    ):
         lines = stream.iter_lines()
         assert next(line for line in lines if line.startswith("event:")) == "event: ready"
         sleeper = client.post("/api/tasks/sleep/jobs", json={"seconds": 20}).json()["id"]
@@ -282,8 +302,11 @@ def test_a_trusted_proxy_is_believed_and_not_capped(tmp_path: Path) -> None:
 
 
 def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
-    assert [str(n) for n in trusted_networks(" 10.0.0.5, 10.1.2.3/16,::1 ,")] == \
-        ["10.0.0.5/32", "10.1.0.0/16", "::1/128"]
+    assert [str(n) for n in trusted_networks(" 10.0.0.5, 10.1.2.3/16,::1 ,")] == [
+        "10.0.0.5/32",
+        "10.1.0.0/16",
+        "::1/128",
+    ]
     assert trusted_networks("") == ()
     with pytest.raises(ConfigError, match="'proxy.local' is not an IP address or network"):
         serve(App("x", home=str(tmp_path), trusted_proxies="10.0.0.5, proxy.local").runtime)
@@ -307,8 +330,16 @@ async def _echo_length(scope: Scope, receive: Receive, send: Send) -> None:
 @contextmanager
 def h11_server(limits: Limits) -> Iterator[int]:
     port = free_port()
-    config = uvicorn.Config(BodyTimeout(_echo_length, 1), host="127.0.0.1", port=port, ws="none", lifespan="off",
-                            http=protocol_class(limits, LimitedH11Protocol), log_config=None, loop="asyncio")
+    config = uvicorn.Config(
+        BodyTimeout(_echo_length, 1),
+        host="127.0.0.1",
+        port=port,
+        ws="none",
+        lifespan="off",
+        http=protocol_class(limits, LimitedH11Protocol),
+        log_config=None,
+        loop="asyncio",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

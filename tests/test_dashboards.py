@@ -78,15 +78,18 @@ def test_sources_report_their_status_and_serve_their_data(dash: ServerProcess, d
     assert csv.text.splitlines() == ["ward,patients", "A,10", "B,20", "C,30"]
 
 
-@pytest.mark.parametrize("path, status, code", [
-    ("/api/sources/nope", 404, "not_found"),
-    ("/api/sources/nope/data", 404, "not_found"),
-    ("/api/sources/wards/data?format=xml", 422, "validation_error"),
-    ("/api/sources/wards/data?limit=0", 422, "validation_error"),
-    ("/api/dashboards/nope", 404, "not_found"),
-    ("/api/streams/nope/events", 404, "not_found"),
-    ("/dashboards/nope", 404, "not_found"),
-])
+@pytest.mark.parametrize(
+    "path, status, code",
+    [
+        ("/api/sources/nope", 404, "not_found"),
+        ("/api/sources/nope/data", 404, "not_found"),
+        ("/api/sources/wards/data?format=xml", 422, "validation_error"),
+        ("/api/sources/wards/data?limit=0", 422, "validation_error"),
+        ("/api/dashboards/nope", 404, "not_found"),
+        ("/api/streams/nope/events", 404, "not_found"),
+        ("/dashboards/nope", 404, "not_found"),
+    ],
+)
 def test_bad_requests_get_the_one_error_shape(dash: ServerProcess, path: str, status: int, code: str) -> None:
     response = httpx.get(dash.url + path)
     assert response.status_code == status
@@ -184,8 +187,10 @@ def page(browser: object, dash: ServerProcess) -> Iterator[Any]:
 
 
 def bar_values(page: Any) -> Any:
-    return page.evaluate("() => { const c = Chart.getChart(document.querySelector('#tile-patients-by-ward canvas'));"
-                         " return c ? c.data.datasets[0].data : null; }")
+    return page.evaluate(
+        "() => { const c = Chart.getChart(document.querySelector('#tile-patients-by-ward canvas'));"
+        " return c ? c.data.datasets[0].data : null; }"
+    )
 
 
 def test_a_browser_sees_the_chart_change_without_a_reload(page: Any, dash: ServerProcess, data_dir: Path) -> None:
@@ -196,10 +201,12 @@ def test_a_browser_sees_the_chart_change_without_a_reload(page: Any, dash: Serve
     page.evaluate("() => { window.sameDocument = true; }")
     assert bar_values(page) == [2, 3]
     set_value(data_dir, {"A": 9, "B": 1, "C": 4})
-    page.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '14'",
-                           timeout=20_000)
-    page.wait_for_function("() => Chart.getChart(document.querySelector('#tile-patients-by-ward canvas'))"
-                           ".data.labels.length === 3")
+    page.wait_for_function(
+        "() => document.querySelector('#tile-patients .kpi-value')?.textContent === '14'", timeout=20_000
+    )
+    page.wait_for_function(
+        "() => Chart.getChart(document.querySelector('#tile-patients-by-ward canvas')).data.labels.length === 3"
+    )
     assert bar_values(page) == [9, 1, 4]
     assert page.evaluate("() => window.sameDocument") is True
     assert "▲ +9" in page.locator("#tile-patients .kpi-change").text_content()
@@ -209,8 +216,9 @@ def test_a_browser_sees_the_chart_change_without_a_reload(page: Any, dash: Serve
     page.wait_for_function(f"() => +document.querySelector('#tile-ticks').dataset.last > {first + 5}")
 
 
-def test_a_failing_source_shows_its_error_and_keeps_the_last_data(page: Any, dash: ServerProcess,
-                                                                  data_dir: Path) -> None:
+def test_a_failing_source_shows_its_error_and_keeps_the_last_data(
+    page: Any, dash: ServerProcess, data_dir: Path
+) -> None:
     set_value(data_dir, {"A": 4, "B": 6})
     refresh(dash, "counter")
     page.goto(f"{dash.url}/dashboards/ops")
@@ -258,8 +266,9 @@ def test_the_page_polls_when_streaming_is_blocked(browser: object, dash: ServerP
         tab.goto(f"{dash.url}/dashboards/ops")
         tab.locator("#live-note").filter(has_text="polling").wait_for(timeout=20_000)
         set_value(data_dir, {"A": 21})
-        tab.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '21'",
-                              timeout=20_000)
+        tab.wait_for_function(
+            "() => document.querySelector('#tile-patients .kpi-value')?.textContent === '21'", timeout=20_000
+        )
         tab.wait_for_function("() => +document.querySelector('#tile-ticks').dataset.points > 5")
     finally:
         tab.close()
@@ -286,16 +295,20 @@ def test_a_zoomed_chart_keeps_its_zoom_while_points_arrive(page: Any, dash: Serv
     page.mouse.down()
     page.mouse.move(over["x"] + over["width"] * 0.5, y, steps=5)
     page.mouse.up()
-    zoomed = page.evaluate("() => { const u = document.querySelector('#tile-ticks').uplot;"
-                           " return [u.scales.x.min, u.scales.x.max]; }")
+    zoomed = page.evaluate(
+        "() => { const u = document.querySelector('#tile-ticks').uplot; return [u.scales.x.min, u.scales.x.max]; }"
+    )
     last = int(page.locator("#tile-ticks").get_attribute("data-last"))
     page.wait_for_function(f"() => +document.querySelector('#tile-ticks').dataset.last > {last + 10}")
-    after = page.evaluate("() => { const u = document.querySelector('#tile-ticks').uplot;"
-                          " return [u.scales.x.min, u.scales.x.max]; }")
+    after = page.evaluate(
+        "() => { const u = document.querySelector('#tile-ticks').uplot; return [u.scales.x.min, u.scales.x.max]; }"
+    )
     assert after == zoomed, "new points must not reset the user's zoom"
     # the time axis is in the app's zone (Asia/Tokyo): midnight UTC is 9 in the morning there
-    assert "9:00" in page.evaluate("() => { const u = document.querySelector('#tile-ticks').uplot;"
-                                   " return u.series[0].value(u, 1767225600, 0, 0); }")
+    assert "9:00" in page.evaluate(
+        "() => { const u = document.querySelector('#tile-ticks').uplot;"
+        " return u.series[0].value(u, 1767225600, 0, 0); }"
+    )
     page.locator("#tile-ticks .u-over").dblclick()  # zoom out: the chart rolls again
     page.wait_for_function(f"() => document.querySelector('#tile-ticks').uplot.scales.x.max > {zoomed[1] + 1}")
 
@@ -340,8 +353,9 @@ def test_the_cli_lists_and_refreshes_sources(dash: ServerProcess, data_dir: Path
     import sys
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mieruka.cli", *args, "--url", dash.url],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "mieruka.cli", *args, "--url", dash.url], capture_output=True, text=True, timeout=60
+        )
 
     set_value(data_dir, {"A": 2})
     done = cli("sources", "refresh", "counter")
@@ -356,8 +370,9 @@ def test_the_cli_lists_and_refreshes_sources(dash: ServerProcess, data_dir: Path
     set_value(data_dir, {"A": 1})
 
 
-def test_an_open_page_carries_on_after_the_server_restarts(browser: Any, data_dir: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_open_page_carries_on_after_the_server_restarts(
+    browser: Any, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tiles are numbered afresh in a new server process: the page must take the new tiles instead
     of waiting for numbers it has already passed. A stream's points outlive the server (kept in the
     database), so the new server continues their numbers and the chart goes on from where it was."""
@@ -381,11 +396,13 @@ def test_an_open_page_carries_on_after_the_server_restarts(browser: Any, data_di
     second = ServerProcess(APP, tmp_path / "home", "--workers", "1", env={"DASH_DIR": str(data_dir)})
     try:
         second.wait_ready()
-        tab.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '4'",
-                              timeout=30_000)
+        tab.wait_for_function(
+            "() => document.querySelector('#tile-patients .kpi-value')?.textContent === '4'", timeout=30_000
+        )
         # the stream's numbers go on from the first server's: the chart follows the new points
-        tab.wait_for_function(f"() => +document.querySelector('#tile-ticks').dataset.last > {seen + 10}",
-                              timeout=30_000)
+        tab.wait_for_function(
+            f"() => +document.querySelector('#tile-ticks').dataset.last > {seen + 10}", timeout=30_000
+        )
         polled = httpx.get(f"{second.url}/api/streams/ticks/points", params={"after": 10**6}).json()
         assert polled["first"] >= 1 and len(polled["t"]) > 0  # a poller from the old run starts again too
         tab.close()
@@ -420,17 +437,20 @@ def test_dashboards_work_behind_a_path_prefix(browser: Any, data_dir: Path, tmp_
     """Behind IIS or nginx at /mieruka/: assets, the event stream, CSV links and polling all follow."""
     from tests.conftest import running_server
 
-    with running_server(tmp_path / "home", "--workers", "1", "--root-path", "/mieruka", app_ref=APP,
-                        env={"DASH_DIR": str(data_dir)}) as proc:
+    with running_server(
+        tmp_path / "home", "--workers", "1", "--root-path", "/mieruka", app_ref=APP, env={"DASH_DIR": str(data_dir)}
+    ) as proc:
         set_value(data_dir, {"A": 8})
         outside: list[str] = []
         tab: Any = open_page(browser, proc, outside)
         tab.goto(f"{proc.url}/mieruka/dashboards/ops")
-        tab.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '8'",
-                              timeout=20_000)
+        tab.wait_for_function(
+            "() => document.querySelector('#tile-patients .kpi-value')?.textContent === '8'", timeout=20_000
+        )
         tab.wait_for_function("() => +document.querySelector('#tile-ticks').dataset.points > 5")
-        assert tab.locator("#tile-wards a.csv-link").get_attribute("href") == \
-            "/mieruka/api/sources/wards/data?format=csv"
+        assert (
+            tab.locator("#tile-wards a.csv-link").get_attribute("href") == "/mieruka/api/sources/wards/data?format=csv"
+        )
         assert "polling" not in (tab.locator("#live-note").text_content() or "")
         tab.close()
         assert outside == []

@@ -50,13 +50,23 @@ class PrivatePostgres:
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run([*self.as_user, str(self.bin / tool), *args], capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run([*self.as_user, str(self.bin / tool), *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"{tool} failed: {done.stdout}{done.stderr}"
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-t", "60", "-o",
-                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.folder / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self) -> None:
         """As a crash would: no goodbye to the clients."""
@@ -70,8 +80,11 @@ class PrivatePostgres:
         return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def remove(self) -> None:
-        subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -88,8 +101,15 @@ def postgres() -> Iterator[PrivatePostgres]:
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
-    return subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True, text=True,
-                          cwd=TESTS.parent, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=120,
+    )
 
 
 def log_in(url: str, name: str) -> httpx.Client:
@@ -132,8 +152,19 @@ def assert_unavailable(response: httpx.Response, port: int) -> None:
 def test_postgres_stopped_and_started_under_a_running_server(postgres: PrivatePostgres, tmp_path: Path) -> None:
     url = postgres.create_database("mieruka_down")
     home = tmp_path / "home"
-    added = cli("users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home),
-                "--database-url", url, stdin=PASSWORD + "\n")
+    added = cli(
+        "users",
+        "add",
+        "ada",
+        "--role",
+        "admin",
+        "--password-stdin",
+        "--home",
+        str(home),
+        "--database-url",
+        url,
+        stdin=PASSWORD + "\n",
+    )
     assert added.returncode == 0, added.stderr
     made = cli("tokens", "create", "--user", "ada", "--home", str(home), "--database-url", url)
     assert made.returncode == 0, made.stderr
@@ -154,13 +185,17 @@ def test_postgres_stopped_and_started_under_a_running_server(postgres: PrivatePo
         assert f"127.0.0.1:{postgres.port}/mieruka_down" in health.json()["database"], health.text
         assert int(health.headers["retry-after"]) > 0
         # The API, for each way in: a submission, a read, a long poll, an event stream, the metrics.
-        assert_unavailable(httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 2}, headers=bearer,
-                                      timeout=60), postgres.port)
+        assert_unavailable(
+            httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 2}, headers=bearer, timeout=60), postgres.port
+        )
         assert_unavailable(httpx.get(f"{server.url}/api/jobs", headers=bearer, timeout=60), postgres.port)
-        assert_unavailable(httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 5}, headers=bearer,
-                                     timeout=60), postgres.port)
-        assert_unavailable(httpx.get(f"{server.url}/api/jobs/{job['id']}/events", headers=bearer, timeout=60),
-                           postgres.port)
+        assert_unavailable(
+            httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 5}, headers=bearer, timeout=60),
+            postgres.port,
+        )
+        assert_unavailable(
+            httpx.get(f"{server.url}/api/jobs/{job['id']}/events", headers=bearer, timeout=60), postgres.port
+        )
         assert_unavailable(httpx.get(f"{server.url}/metrics", headers=bearer, timeout=60), postgres.port)
         # The API asked by a browser's session still answers JSON.
         assert_unavailable(browser.get("/api/tasks", headers={"Accept": "application/json"}), postgres.port)
@@ -183,8 +218,10 @@ def test_postgres_stopped_and_started_under_a_running_server(postgres: PrivatePo
         postgres.start()
 
         until("/healthz answers 200 again", lambda: httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200)
-        until("the API answers again",
-              lambda: httpx.get(f"{server.url}/api/jobs", headers=bearer, timeout=10).status_code == 200)
+        until(
+            "the API answers again",
+            lambda: httpx.get(f"{server.url}/api/jobs", headers=bearer, timeout=10).status_code == 200,
+        )
         run_job(server.url, bearer, 5)  # a job submitted after the database came back runs
         until("pages are back", lambda: browser.get("/").status_code == 200)
         assert "The database is unreachable" not in browser.get("/jobs").text
@@ -209,8 +246,7 @@ def test_a_sqlite_file_locked_at_run_time_is_503_then_works_again(tmp_path: Path
         server.wait_ready()
         run_job(server.url, {}, 1)
         database = home / "mieruka.db"
-        holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(database)], stdout=subprocess.PIPE,
-                                  text=True)
+        holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(database)], stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
             response = httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 2}, timeout=120)
@@ -223,8 +259,10 @@ def test_a_sqlite_file_locked_at_run_time_is_503_then_works_again(tmp_path: Path
             holder.wait()
             if holder.stdout is not None:
                 holder.stdout.close()
-        until("submissions work again",
-              lambda: httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 0}, timeout=60).status_code == 202)
+        until(
+            "submissions work again",
+            lambda: httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 0}, timeout=60).status_code == 202,
+        )
         run_job(server.url, {}, 7)
         assert "unhandled error" not in server.output(), server.output()
     except BaseException:

@@ -41,7 +41,10 @@ class DemoServer(ServerProcess):
         environ = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mieruka.cli", "demo", "--port", str(self.port), "--home", str(home), *extra],
-            cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, env={**environ, **(env or {})},
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**environ, **(env or {})},
         )
 
     def log_in(self) -> None:
@@ -106,8 +109,17 @@ def test_serves_every_task(demo: DemoServer, http: httpx.Client) -> None:
     listed = http.get("/api/tasks").json()
     names = [t["name"] for t in listed]
     assert sorted(names) == sorted(t.name for t in demo_app.tasks)
-    assert {"hello", "count_slowly", "make_report", "fail_on_purpose", "flaky", "long_sleep", "word_count",
-            "all_the_types", "heartbeat"} <= set(names)
+    assert {
+        "hello",
+        "count_slowly",
+        "make_report",
+        "fail_on_purpose",
+        "flaky",
+        "long_sleep",
+        "word_count",
+        "all_the_types",
+        "heartbeat",
+    } <= set(names)
     assert f"({len(names)} tasks)" in demo.output()
     for task in listed:
         assert http.get(f"/api/tasks/{task['name']}").json()["name"] == task["name"]
@@ -160,8 +172,14 @@ def every_task_runs_with_one_click(http: httpx.Client) -> None:
     assert counted["progress"] == 1.0
 
     types = finished["all_the_types"]["result"]
-    assert types == {"reference": "hg38", "day": "2026-01-01", "samples": ["A1", "B2"],
-                     "thresholds": {"low": 0.2, "high": 0.8}, "strict": False, "ratio": 0.5}
+    assert types == {
+        "reference": "hg38",
+        "day": "2026-01-01",
+        "samples": ["A1", "B2"],
+        "thresholds": {"low": 0.2, "high": 0.8},
+        "strict": False,
+        "ratio": 0.5,
+    }
 
     pi = finished["estimate_pi"]
     assert abs(pi["result"] - math.pi) < 0.02 and pi["progress"] == 1.0, pi
@@ -173,16 +191,25 @@ def test_the_demo_on_celery_starts_its_own_workers_and_every_task_runs(tmp_path:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     with fresh_postgres_database("mieruka_demo_celery") as database_url:
-        proc = DemoServer(tmp_path / "home", cwd, env={
-            "MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": broker_url.rsplit("/", 1)[0] + "/9",
-            "MIERUKA_DATABASE_URL": database_url, "MIERUKA_POOL_CHECK_INTERVAL": "0.2"})
+        proc = DemoServer(
+            tmp_path / "home",
+            cwd,
+            env={
+                "MIERUKA_EXECUTOR": "celery",
+                "MIERUKA_BROKER_URL": broker_url.rsplit("/", 1)[0] + "/9",
+                "MIERUKA_DATABASE_URL": database_url,
+                "MIERUKA_POOL_CHECK_INTERVAL": "0.2",
+            },
+        )
         try:
             proc.wait_ready()
             proc.log_in()
             with proc.client() as http:
                 pools = {p["name"]: p for p in http.get("/api/pools").json()}
                 assert {n: (p["state"], p["idle_stop"]) for n, p in pools.items()} == {
-                    "compute": ("stopped", 120.0), "default": ("stopped", None)}
+                    "compute": ("stopped", 120.0),
+                    "default": ("stopped", None),
+                }
                 first = submit(http, "estimate_pi", json={"samples": 1000})
                 assert first["queue"] == "compute"
                 assert first["message"] == "starting compute: pool compute is starting"
@@ -246,8 +273,11 @@ def test_word_count_with_an_uploaded_file(demo: DemoServer, http: httpx.Client) 
     job = submit(http, "word_count", files={"document": ("story.txt", text, "text/plain")}, data={"top": "2"})
     job = wait_job(http, job["id"])
     assert job["status"] == "succeeded", job["traceback"]
-    assert job["result"] == {"file": "story.txt", "words": 10,
-                             "top": [{"word": "the", "count": 4}, {"word": "and", "count": 2}]}
+    assert job["result"] == {
+        "file": "story.txt",
+        "words": 10,
+        "top": [{"word": "the", "count": 4}, {"word": "and", "count": 2}],
+    }
     log = [line["text"] for line in http.get(f"/api/jobs/{job['id']}/logs").json()["lines"]]
     assert log == ["story.txt: 10 words, 6 distinct"]
     # The upload is kept under --home with the job.
@@ -383,29 +413,56 @@ def test_the_demo_keeps_its_data_where_every_command_looks(tmp_path: Path) -> No
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     port = free_port()
     log_path = tmp_path / "demo.log"
-    with log_path.open("w") as log, subprocess.Popen(
-            [sys.executable, "-m", "mieruka.cli", "demo", "--port", str(port), "--workers", "1"], cwd=cwd,
-            env={**environ, "MIERUKA_HOME": str(home), "MIERUKA_ROOT_PATH": "/demo"}, stdout=log,
-            stderr=subprocess.STDOUT) as proc:
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [sys.executable, "-m", "mieruka.cli", "demo", "--port", str(port), "--workers", "1"],
+            cwd=cwd,
+            env={**environ, "MIERUKA_HOME": str(home), "MIERUKA_ROOT_PATH": "/demo"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ) as proc,
+    ):
         try:
             wait_healthy(f"http://127.0.0.1:{port}/demo", proc, log_path.read_text, timeout=60)
             output = log_path.read_text()
             assert f"mieruka: data in {home} (from MIERUKA_HOME or the config file)" in output, output
             assert f"one-time link: http://127.0.0.1:{port}/demo/login/link/mrk_" in output, output
-            token = subprocess.run([sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo"],
-                                   cwd=cwd, env={**environ, "MIERUKA_HOME": str(home)}, capture_output=True,
-                                   text=True, timeout=60)
+            token = subprocess.run(
+                [sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo"],
+                cwd=cwd,
+                env={**environ, "MIERUKA_HOME": str(home)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert token.returncode == 0 and token.stdout.startswith("mrk_"), token.stderr
-            anonymous = subprocess.run([sys.executable, "-m", "mieruka.cli", "jobs", "ls", "--url",
-                                        f"http://127.0.0.1:{port}/demo"], cwd=cwd, env=environ, capture_output=True,
-                                       text=True, timeout=60)
-            assert anonymous.returncode == 1 and "`mieruka tokens create --user NAME`, run with the server's home" \
-                in anonymous.stderr, anonymous.stderr
-            answer = httpx.get(f"http://127.0.0.1:{port}/demo/api/me",
-                               headers={"Authorization": f"Bearer {token.stdout.strip()}"}, timeout=30)
+            anonymous = subprocess.run(
+                [sys.executable, "-m", "mieruka.cli", "jobs", "ls", "--url", f"http://127.0.0.1:{port}/demo"],
+                cwd=cwd,
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert (
+                anonymous.returncode == 1
+                and "`mieruka tokens create --user NAME`, run with the server's home" in anonymous.stderr
+            ), anonymous.stderr
+            answer = httpx.get(
+                f"http://127.0.0.1:{port}/demo/api/me",
+                headers={"Authorization": f"Bearer {token.stdout.strip()}"},
+                timeout=30,
+            )
             assert answer.status_code == 200 and answer.json()["name"] == "demo", answer.text
-            elsewhere = subprocess.run([sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo"],
-                                       cwd=cwd, env=environ, capture_output=True, text=True, timeout=60)
+            elsewhere = subprocess.run(
+                [sys.executable, "-m", "mieruka.cli", "tokens", "create", "--user", "demo"],
+                cwd=cwd,
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert elsewhere.returncode == 1 and "Traceback" not in elsewhere.stderr
             assert f"no user named 'demo': no database at {cwd / '.mieruka' / 'mieruka.db'}" in elsewhere.stderr
             assert sorted(p.name for p in cwd.iterdir()) == []

@@ -54,8 +54,10 @@ def test_settings_are_known_and_valid(service: str) -> None:
     assert set(env) <= SETTINGS, f"unknown settings: {set(env) - SETTINGS}"
     settings = Settings.load(environ=env, config_file=None)
     assert settings.executor == "celery"
-    hosts = {re.match(r"[a-z+]+://(?:[^@/]*@)?([^:/]+)", url).group(1)  # type: ignore[union-attr]
-             for url in (settings.broker_url, settings.event_bus, settings.database_url)}
+    hosts = {
+        re.match(r"[a-z+]+://(?:[^@/]*@)?([^:/]+)", url).group(1)  # type: ignore[union-attr]
+        for url in (settings.broker_url, settings.event_bus, settings.database_url)
+    }
     assert hosts <= set(SERVICES), f"URLs name hosts that are no service: {hosts - set(SERVICES)}"
     postgres = SERVICES["postgres"]["environment"]
     assert f"{postgres['POSTGRES_USER']}:{postgres['POSTGRES_PASSWORD']}@" in settings.database_url
@@ -89,8 +91,16 @@ def test_scaling_docs_use_real_settings_commands_and_pool_hooks() -> None:
     # The Python example declares its pools with the real classes.
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
     namespace: dict[str, object] = {}
-    exec(compile(code.replace("def train(epochs: int = 10) -> dict: ...", "def train(epochs: int = 10) -> dict:\n"
-                              "    return {}"), "scaling.md", "exec"), namespace)
+    exec(
+        compile(
+            code.replace(
+                "def train(epochs: int = 10) -> dict: ...", "def train(epochs: int = 10) -> dict:\n    return {}"
+            ),
+            "scaling.md",
+            "exec",
+        ),
+        namespace,
+    )
     app = namespace["app"]
     assert sorted(app.pools) == ["batch", "default", "gpu"]  # type: ignore[attr-defined]
     assert app.pools["gpu"].idle_stop == 900  # type: ignore[attr-defined]

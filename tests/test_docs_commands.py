@@ -38,22 +38,27 @@ SHELL_FENCES = {"bash", "sh", "shell", "console"}
 PASSWORD = "a long password"
 
 EXEMPT = {
-    "python3 scripts/dev.py demo":
+    "python3 scripts/dev.py demo": (
         "builds ./.venv and serves port 8000 until stopped: tests/test_quickstart.py runs it on a free port "
-        "with a venv of its own",
+        "with a venv of its own"
+    ),
     "python3 scripts/dev.py test": "the whole test suite, this test among it",
-    "mieruka run app.py --host 0.0.0.0":
-        "a Celery server for hosts named redis and db; tests/test_celery.py serves on Celery",
-    "mieruka worker app.py --queues default,gpu --concurrency 4":
-        "a Celery worker for hosts named redis and db; tests/test_celery.py runs `mieruka worker`",
-    "sudo -u mieruka env MIERUKA_HOME=/var/lib/mieruka mieruka users add ada --role admin":
-        "needs sudo and a mieruka system account; `mieruka users add` runs from README.md",
+    "mieruka run app.py --host 0.0.0.0": (
+        "a Celery server for hosts named redis and db; tests/test_celery.py serves on Celery"
+    ),
+    "mieruka worker app.py --queues default,gpu --concurrency 4": (
+        "a Celery worker for hosts named redis and db; tests/test_celery.py runs `mieruka worker`"
+    ),
+    "sudo -u mieruka env MIERUKA_HOME=/var/lib/mieruka mieruka users add ada --role admin": (
+        "needs sudo and a mieruka system account; `mieruka users add` runs from README.md"
+    ),
     "docker compose build": "needs Docker; tests/test_deploy.py checks docker-compose.yml and the Dockerfile",
     "docker compose run --rm web mieruka users add admin --role admin": "needs Docker",
     "docker compose up --scale worker=2": "needs Docker",
-    "MIERUKA_PORT=9000 MIERUKA_TIMEZONE=Asia/Tokyo mieruka run app.py":
+    "MIERUKA_PORT=9000 MIERUKA_TIMEZONE=Asia/Tokyo mieruka run app.py": (
         "serves the fixed port 9000, which another process of this machine may hold; tests/test_settings.py "
-        "checks that environment variables set these settings",
+        "checks that environment variables set these settings"
+    ),
 }
 
 # Interactive commands: what they print, and what a person types.
@@ -65,8 +70,13 @@ PROMPTS = {
 # Lines that list alternatives: the commands each stands for, in an order that can run.
 SYNOPSES = {
     "mieruka users ls | rm NAME | passwd NAME | role NAME operator | link NAME": [
-        "mieruka users ls", "mieruka users passwd ada", "mieruka users link ada",
-        "mieruka users add grace --no-password", "mieruka users role grace operator", "mieruka users rm grace"],
+        "mieruka users ls",
+        "mieruka users passwd ada",
+        "mieruka users link ada",
+        "mieruka users add grace --no-password",
+        "mieruka users role grace operator",
+        "mieruka users rm grace",
+    ],
     "mieruka tokens ls | revoke ID": [
         "mieruka tokens ls",
         "mieruka tokens revoke $(mieruka tokens ls --user ada | awk '$3 == \"ci\" {print $1}')",
@@ -154,24 +164,34 @@ class Sandbox:
         words = shlex.split(text)
         if words[:2] == ["mieruka", "run"] or words[:2] == ["mieruka", "demo"]:
             return self._serve(command, text)
-        result = subprocess.run(["bash", "-c", text], cwd=self.folder, env=self.env, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-c", text], cwd=self.folder, env=self.env, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0 and "Traceback" not in result.stderr, (
-            f"{command}\n(ran {text!r}) exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+            f"{command}\n(ran {text!r}) exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+        )
 
     def _serve(self, command: Command, text: str) -> None:
         log = self.folder.parent / f"server-{len(self.servers)}.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(["bash", "-c", f"exec {text}"], cwd=self.folder, env=self.env, stdout=out,
-                                       stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                ["bash", "-c", f"exec {text}"], cwd=self.folder, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         self.servers.append((command, process, log))
         wait_healthy(self.env["MIERUKA_URL"], process, lambda: f"{command}\n{log.read_text()}", timeout=60)
 
     def _answer(self, command: Command, text: str, prompts: list[tuple[str, str]]) -> None:
         """Run on a terminal of its own (no controlling terminal: getpass reads this one)."""
         main, child = pty.openpty()
-        process = subprocess.Popen(["bash", "-c", text], cwd=self.folder, env=self.env, stdin=child, stdout=child,
-                                   stderr=child, start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", "-c", text],
+            cwd=self.folder,
+            env=self.env,
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            start_new_session=True,
+        )
         os.close(child)
         seen = b""
         try:
@@ -281,6 +301,8 @@ def test_the_commands_are_found() -> None:
     texts = [c.text for c in ALL]
     assert "mieruka submit align --file reads=reads.fa reference=mm10 --wait" in texts
     assert "sudo -u mieruka env MIERUKA_HOME=/var/lib/mieruka mieruka users add ada --role admin" in texts
-    assert "export MIERUKA_EXECUTOR=celery MIERUKA_BROKER_URL=redis://redis:6379/0 " \
-           "MIERUKA_DATABASE_URL=postgresql+psycopg://mieruka@db/mieruka" in texts
+    assert (
+        "export MIERUKA_EXECUTOR=celery MIERUKA_BROKER_URL=redis://redis:6379/0 "
+        "MIERUKA_DATABASE_URL=postgresql+psycopg://mieruka@db/mieruka" in texts
+    )
     assert not any(t.startswith("#") or "\\" in t for t in texts)

@@ -38,16 +38,28 @@ def test_async_task(app) -> None:
 
 def test_parameters_arrive_typed(app) -> None:
     done = app.wait(app.submit("echo_types", day="2026-02-03", colour="blue", window={"start": 3}), 30)
-    assert done.result == {"text": "str", "count": "int", "ratio": "float", "flag": "bool", "choice": "str",
-                           "colour": "Colour", "day": "date", "moment": "datetime", "names": "list",
-                           "window": "Window"}
+    assert done.result == {
+        "text": "str",
+        "count": "int",
+        "ratio": "float",
+        "flag": "bool",
+        "choice": "str",
+        "colour": "Colour",
+        "day": "date",
+        "moment": "datetime",
+        "names": "list",
+        "window": "Window",
+    }
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"a": "two"}, "a"),
-    ({}, "a"),
-    ({"a": 1, "unknown": 3}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"a": "two"}, "a"),
+        ({}, "a"),
+        ({"a": 1, "unknown": 3}, "unknown"),
+    ],
+)
 def test_bad_parameters_are_rejected_before_queueing(app, params, field) -> None:
     with pytest.raises(ValidationError) as info:
         app.submit("add", **params)
@@ -333,8 +345,9 @@ def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
     other = mieruka.App("second")
     other.tasks = jobs_app.tasks
     other.ref = "tests.jobs:app"
-    other.configure(home=str(tmp_path / "other"), database_url=app.settings.effective_database_url, workers=1,
-                    poll_interval=0.05)
+    other.configure(
+        home=str(tmp_path / "other"), database_url=app.settings.effective_database_url, workers=1, poll_interval=0.05
+    )
     other.start()
     try:
         jobs = [app.submit("sleep", seconds=0.3) for _ in range(8)]

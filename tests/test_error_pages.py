@@ -50,8 +50,9 @@ def login(client: TestClient, name: str) -> None:
     page = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert token, page.text
-    done = client.post("/login", data={CSRF_FIELD: token.group(1), "name": name, "password": PASSWORD},
-                       follow_redirects=False)
+    done = client.post(
+        "/login", data={CSRF_FIELD: token.group(1), "name": name, "password": PASSWORD}, follow_redirects=False
+    )
     assert done.status_code == 303, done.text
 
 
@@ -70,13 +71,16 @@ def assert_error_page(response: Any, status: int, *texts: str) -> None:
         assert wanted in text, (wanted, text)
 
 
-@pytest.mark.parametrize("path, texts", [
-    ("/jobs/99999", ("no job with id 99999", "retention", 'href="/jobs"')),
-    ("/tasks/nope", ("no task named", "All tasks")),
-    ("/no/such/page", ("no such path",)),
-    ("/jobs?status=bogus", ("unknown state",)),
-    ("/jobs?limit=many", ("limit",)),
-])
+@pytest.mark.parametrize(
+    "path, texts",
+    [
+        ("/jobs/99999", ("no job with id 99999", "retention", 'href="/jobs"')),
+        ("/tasks/nope", ("no task named", "All tasks")),
+        ("/no/such/page", ("no such path",)),
+        ("/jobs?status=bogus", ("unknown state",)),
+        ("/jobs?limit=many", ("limit",)),
+    ],
+)
 def test_a_browser_gets_a_page(client: TestClient, path: str, texts: tuple[str, ...]) -> None:
     response = client.get(path, headers=BROWSER)
     assert_error_page(response, 404 if "/9" in path or "no" in path else 422, *texts)
@@ -84,8 +88,19 @@ def test_a_browser_gets_a_page(client: TestClient, path: str, texts: tuple[str, 
     assert "default-src 'self'" in response.headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("path", ["/api/jobs/99999", "/api/tasks/nope", "/api/nope", "/openapi.json/x",
-                                  "/healthz/x", "/metrics/x", "/static/nope.js", "/api/jobs?status=bogus"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/jobs/99999",
+        "/api/tasks/nope",
+        "/api/nope",
+        "/openapi.json/x",
+        "/healthz/x",
+        "/metrics/x",
+        "/static/nope.js",
+        "/api/jobs?status=bogus",
+    ],
+)
 def test_the_api_keeps_its_json_whatever_it_is_asked(client: TestClient, path: str) -> None:
     for headers in (BROWSER, {}, {"Accept": "application/json"}):
         response = client.get(path, headers=headers)

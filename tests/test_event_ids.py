@@ -32,8 +32,18 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
-        self.args = [sys.executable, "-m", "mieruka.cli", "run", app_ref, "--port", str(self.port),
-                     "--home", str(home), *extra]
+        self.args = [
+            sys.executable,
+            "-m",
+            "mieruka.cli",
+            "run",
+            app_ref,
+            "--port",
+            str(self.port),
+            "--home",
+            str(home),
+            *extra,
+        ]
         self.log_path = home.parent / f"server-{self.port}.log"
         home.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
@@ -44,8 +54,13 @@ class Server:
         with self.log_path.open("a") as log:
             log.write(f"\n--- start {self.starts} ---\n")
             log.flush()
-            self.process = subprocess.Popen(self.args, cwd=TESTS.parent, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+            self.process = subprocess.Popen(
+                self.args,
+                cwd=TESTS.parent,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(TESTS.parent)},
+            )
         wait_healthy(self.url, self.process, self.output, WAIT)
 
     def kill(self, stall: float = 0.0) -> None:
@@ -131,16 +146,18 @@ def ended(job_ids: set[int]) -> Any:
     def check(events: list[dict[str, Any]]) -> bool:
         done = {e["data"]["job_id"] for e in events if e["event"] == "state" and e["data"]["status"] == "succeeded"}
         return job_ids <= done
+
     return check
 
 
 def submit(server: Server, n: int) -> set[int]:
-    return {httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": i, "b": 1}, timeout=WAIT).json()["id"]
-            for i in range(n)}
+    return {
+        httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": i, "b": 1}, timeout=WAIT).json()["id"]
+        for i in range(n)
+    }
 
 
-STREAMS = [("/api/events", {}, lambda i: str(i)),
-           ("/api/live/events", {"topic": "jobs"}, lambda i: f"@={i}")]
+STREAMS = [("/api/events", {}, lambda i: str(i)), ("/api/live/events", {"topic": "jobs"}, lambda i: f"@={i}")]
 
 
 def test_streams_go_on_after_the_server_was_killed_and_started_again(restartable: Server) -> None:
@@ -188,16 +205,20 @@ def test_the_jobs_monitor_shows_a_new_job_after_a_restart_without_reload(browser
         page.goto(server.url + "/jobs")
         late = submit(server, 1).pop()  # heard live: the page's stream works
         page.locator(f'tr[data-job-id="{late}"] [data-field="status"]').filter(has_text="succeeded").wait_for(
-            timeout=WAIT * 1000)
+            timeout=WAIT * 1000
+        )
         server.kill()
         server.start()
         deadline = time.monotonic() + WAIT
-        while not samples(httpx.get(f"{server.url}/metrics").text).get(("mieruka_sse_clients", ())) \
-                and time.monotonic() < deadline:
+        while (
+            not samples(httpx.get(f"{server.url}/metrics").text).get(("mieruka_sse_clients", ()))
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)  # the page's EventSource reconnects by itself
         new = submit(server, 1).pop()
         page.locator(f'tr[data-job-id="{new}"] [data-field="status"]').filter(has_text="succeeded").wait_for(
-            timeout=WAIT * 1000)
+            timeout=WAIT * 1000
+        )
         assert "polling" not in (page.locator("#live-note").text_content() or "")
     finally:
         page.close()

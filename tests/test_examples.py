@@ -20,8 +20,9 @@ def test_lab_tools_example(tmp_path: Path) -> None:
         proc.wait_ready()
         with httpx.Client(base_url=proc.url, timeout=30) as client:
             reads = b">r1\nACGTACGT\n>r2\nTTGACA\n"
-            response = client.post("/api/tasks/align/jobs", files={"reads": ("reads.fa", reads)},
-                                   data={"reference": "mm10"})
+            response = client.post(
+                "/api/tasks/align/jobs", files={"reads": ("reads.fa", reads)}, data={"reference": "mm10"}
+            )
             assert response.status_code == 202, response.text
             job = client.get(response.headers["location"], params={"wait": 30}).json()
             assert job["status"] == "succeeded", job
@@ -51,7 +52,8 @@ def test_a_script_that_serves_itself_at_module_level(tmp_path: Path) -> None:
         "@app.task\n"
         "def double(x: int = 2) -> int:\n"
         "    return 2 * x\n"
-        f"app.serve(port={port})\n")
+        f"app.serve(port={port})\n"
+    )
     log = tmp_path / "out.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, str(script)], stdout=out, stderr=subprocess.STDOUT)
@@ -124,15 +126,18 @@ def test_hospital_dashboard_example_on_sqlite(tmp_path: Path, browser: object) -
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     count = runpy.run_path(str(HOSPITAL / "generate.py"))["generate"](url)
     assert 15_000 < count < 25_000  # a year of admissions
-    proc = ServerProcess(str(HOSPITAL / "app.py"), tmp_path / "home", "--workers", "1",
-                         env={"HOSPITAL_DB_URL": url})
+    proc = ServerProcess(str(HOSPITAL / "app.py"), tmp_path / "home", "--workers", "1", env={"HOSPITAL_DB_URL": url})
     try:
         proc.wait_ready()
         sources = _refresh_all(proc.url)
         assert {s["schedule"] for s in sources.values()} == {"every 10s"}
         tiles = _tiles(proc.url)
-        census = {w: p for w, p in zip(tiles["census-by-ward"]["data"]["labels"],
-                                       tiles["census-by-ward"]["data"]["series"][0]["values"])}
+        census = {
+            w: p
+            for w, p in zip(
+                tiles["census-by-ward"]["data"]["labels"], tiles["census-by-ward"]["data"]["series"][0]["values"]
+            )
+        }
         inpatients = tiles["inpatients-now"]["data"]["value"]
         assert sum(census.values()) == inpatients and 0.3 < tiles["bed-occupancy"]["data"]["value"] < 1.2
         per_hour = tiles["admissions-per-hour-last-7-days"]["data"]
@@ -143,9 +148,11 @@ def test_hospital_dashboard_example_on_sqlite(tmp_path: Path, browser: object) -
         now = (datetime.now(UTC) - timedelta(seconds=5)).replace(tzinfo=None, microsecond=0)
         for arrived in range(1, 4):
             with sqlite3.connect(tmp_path / "warehouse.db") as db:
-                db.execute("INSERT INTO admissions (id, patient_id, ward_id, admitted_at, discharged_at, age, sex, "
-                           "diagnosis) VALUES (?, 1, 8, ?, NULL, 40, 'F', 'Sepsis')",
-                           (999_998 + arrived, now.isoformat(" ")))
+                db.execute(
+                    "INSERT INTO admissions (id, patient_id, ward_id, admitted_at, discharged_at, age, sex, "
+                    "diagnosis) VALUES (?, 1, 8, ?, NULL, 40, 'F', 'Sepsis')",
+                    (999_998 + arrived, now.isoformat(" ")),
+                )
             _refresh_all(proc.url)
             tiles = _tiles(proc.url)
             bars = tiles["census-by-ward"]["data"]
@@ -186,8 +193,12 @@ ALTER TABLE admissions RENAME TO admissions_data;
 CREATE VIEW wards AS SELECT * FROM wards_data WHERE (SELECT hit()) = 1;
 CREATE VIEW admissions AS SELECT * FROM admissions_data WHERE (SELECT hit()) = 1;
 """
-QUERIES = {"census": "COUNT(a.id)", "admissions_per_hour": "admitted_at >= ", "occupancy": "SUM(beds)",
-           "recent_admissions": "LIMIT 200"}
+QUERIES = {
+    "census": "COUNT(a.id)",
+    "admissions_per_hour": "admitted_at >= ",
+    "occupancy": "SUM(beds)",
+    "recent_admissions": "LIMIT 200",
+}
 
 
 def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path: Path) -> None:
@@ -214,8 +225,13 @@ def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path
             except psycopg.Error as exc:
                 need_service(f"PostgreSQL's dblink extension is not available (postgresql-contrib): {exc}")
             raw.execute(HITS.replace("{conn}", f"host=127.0.0.1 user=postgres dbname={database}").encode())
-        proc = ServerProcess(str(HOSPITAL / "app.py"), tmp_path / "home", "--workers", "1",
-                             env={"HOSPITAL_ODBC": connection, "HOSPITAL_REFRESH": "1h"})
+        proc = ServerProcess(
+            str(HOSPITAL / "app.py"),
+            tmp_path / "home",
+            "--workers",
+            "1",
+            env={"HOSPITAL_ODBC": connection, "HOSPITAL_REFRESH": "1h"},
+        )
         stop = threading.Event()
         received: list[list[int]] = [[] for _ in range(20)]
 
@@ -252,16 +268,20 @@ def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path
             assert failures == []
             with engine.connect() as conn:
                 rows = conn.exec_driver_sql("SELECT DISTINCT pid, at, query FROM hits").fetchall()
-                census = dict(conn.exec_driver_sql(
-                    "SELECT w.name, COUNT(a.id) FROM wards_data w LEFT JOIN admissions_data a ON a.ward_id = w.id "
-                    "AND a.discharged_at IS NULL GROUP BY w.name").fetchall())
+                census = dict(
+                    conn.exec_driver_sql(
+                        "SELECT w.name, COUNT(a.id) FROM wards_data w LEFT JOIN admissions_data a ON a.ward_id = w.id "
+                        "AND a.discharged_at IS NULL GROUP BY w.name"
+                    ).fetchall()
+                )
             for name, marker in QUERIES.items():
                 executed = sum(1 for row in rows if marker in row.query)
                 assert executed == sources[name]["refreshes"], (name, executed, sources[name])
             assert sources["census"]["refreshes"] >= 3
             tiles = _tiles(proc.url)
-            shown = dict(zip(tiles["census-by-ward"]["data"]["labels"],
-                             tiles["census-by-ward"]["data"]["series"][0]["values"]))
+            shown = dict(
+                zip(tiles["census-by-ward"]["data"]["labels"], tiles["census-by-ward"]["data"]["series"][0]["values"])
+            )
             assert shown == {k: float(v) for k, v in census.items()}
         finally:
             stop.set()

@@ -21,9 +21,11 @@ from tests.guarded_app import JOB_SECRET, SECRET_TASK
 
 LIMITS = Limits(body_size=1024 * 1024, json_depth=8, json_keys=50)
 PASSWORD = "a long password"
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
-                    max_leaves=40)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=40,
+)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -99,7 +101,8 @@ def never_leaks(response: Any) -> None:
 
 # Any text as one path segment ("/" and dot segments would make another path, not another id).
 SEGMENTS = st.text(min_size=1, max_size=12).filter(lambda t: "/" not in t and t not in (".", "..")) | st.sampled_from(
-    ["+1", " 1", "1 ", "1\n", "01", "١", "1e0", "0x1", "-1", "1%00", "9" * 30])
+    ["+1", " 1", "1 ", "1\n", "01", "١", "1e0", "0x1", "-1", "1%00", "9" * 30]
+)
 
 
 @given(segment=SEGMENTS)
@@ -114,8 +117,13 @@ def test_any_job_id_in_a_path(guarded: dict[str, Any], segment: str) -> None:
             assert parse_id(segment) == guarded["mine"], (segment, response.status_code)
 
 
-@given(params=st.dictionaries(st.sampled_from(["task", "status", "owner", "q", "cursor", "limit", "created_after",
-                                               "created_before"]), st.text(max_size=30), max_size=5))
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["task", "status", "owner", "q", "cursor", "limit", "created_after", "created_before"]),
+        st.text(max_size=30),
+        max_size=5,
+    )
+)
 @FUZZ
 def test_any_job_filter(guarded: dict[str, Any], params: dict[str, str]) -> None:
     client, otto = guarded["client"], guarded["tokens"]["otto"]
@@ -131,8 +139,9 @@ def test_any_job_filter(guarded: dict[str, Any], params: dict[str, str]) -> None
 def test_any_json_body(guarded: dict[str, Any], body: Any) -> None:
     client, otto = guarded["client"], guarded["tokens"]["otto"]
     for task in ("add", SECRET_TASK):
-        response = client.post(f"/api/tasks/{task}/jobs", content=json.dumps(body),
-                               headers={**otto, "content-type": "application/json"})
+        response = client.post(
+            f"/api/tasks/{task}/jobs", content=json.dumps(body), headers={**otto, "content-type": "application/json"}
+        )
         never_leaks(response)
         if task == SECRET_TASK:
             assert response.status_code == 403
@@ -165,8 +174,9 @@ def test_hostile_bodies_answer_fast_and_small(guarded: dict[str, Any]) -> None:
     assert client.post("/api/tokens", content=big, headers=json_headers).status_code == 413
 
 
-@pytest.mark.parametrize("url", ["/api/jobs?q=a%00b", "/api/jobs?owner=%00", "/api/audit?actor=x%00",
-                                 "/jobs?task=%00", "/api/users?x=%00"])
+@pytest.mark.parametrize(
+    "url", ["/api/jobs?q=a%00b", "/api/jobs?owner=%00", "/api/audit?actor=x%00", "/jobs?task=%00", "/api/users?x=%00"]
+)
 def test_nul_in_a_query_is_refused(guarded: dict[str, Any], url: str) -> None:
     response = guarded["client"].get(url, headers=guarded["tokens"]["otto"])
     assert response.status_code == 422 and "NUL" in response.text
@@ -182,8 +192,7 @@ def test_nul_in_forms_and_parameters_is_refused(guarded: dict[str, Any]) -> None
     assert multipart.status_code == 422 and "NUL" in multipart.text
     in_a_job = client.post(f"/api/tasks/{SECRET_TASK}/jobs", files={"secret": (None, "a\x00b")}, headers=olga)
     assert in_a_job.status_code == 422 and "NUL" in in_a_job.text
-    a_file = client.post("/api/tasks/add/jobs", files={"a": (None, "1"), "junk": ("x.bin", b"\x00\x01")},
-                         headers=otto)
+    a_file = client.post("/api/tasks/add/jobs", files={"a": (None, "1"), "junk": ("x.bin", b"\x00\x01")}, headers=otto)
     assert "NUL" not in a_file.text and "junk" in a_file.text, a_file.text  # files may hold any bytes
     with pytest.raises(Exception, match="NUL"):  # the Python API and the CLI refuse it the same way
         app.engine.submit(SECRET_TASK, {"secret": "a\x00b"})

@@ -14,8 +14,19 @@ import mieruka
 SRC = Path(mieruka.__file__).parent
 CORE = SRC / "core"
 
-FORBIDDEN_PACKAGES = {"sqlalchemy", "fastapi", "starlette", "uvicorn", "httpx", "celery", "psycopg",
-                      "psycopg2", "sqlite3", "alembic", "redis"}
+FORBIDDEN_PACKAGES = {
+    "sqlalchemy",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "celery",
+    "psycopg",
+    "psycopg2",
+    "sqlite3",
+    "alembic",
+    "redis",
+}
 FORBIDDEN_MIERUKA = {"mieruka.store", "mieruka.web", "mieruka.executors", "mieruka.bus"}
 
 # The public surface. Changing it is a decision: update this list on purpose.
@@ -68,8 +79,12 @@ def imports_of(source: str, module: str, is_package: bool = False) -> set[str]:
             found.add(target)
             # `from . import store` imports the submodule mieruka.store
             found.update(f"{target}.{alias.name}" for alias in node.names if alias.name != "*")
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.add(str(node.args[0].value))
     return found
 
@@ -139,20 +154,26 @@ def test_core_does_not_reach_io_through_other_mieruka_modules() -> None:
     assert "mieruka.errors" in seen  # the walk did follow the core's imports
 
 
-@pytest.mark.parametrize("source, module, expected", [
-    ("import sqlalchemy as sa", "mieruka.core.x", {"sqlalchemy"}),
-    ("from sqlalchemy.orm import Session", "mieruka.core.x", {"sqlalchemy.orm"}),
-    ("def f():\n    import httpx\n", "mieruka.core.x", {"httpx"}),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fastapi import Request\n",
-     "mieruka.core.x", {"fastapi"}),
-    ("from ..store.sql import SqlJobStore", "mieruka.core.x", {"mieruka.store.sql"}),
-    ("from .. import web", "mieruka.core.x", {"mieruka.web"}),
-    ("from ...bus import memory", "mieruka.core.sub.x", {"mieruka.bus", "mieruka.bus.memory"}),
-    ("import importlib\nimportlib.import_module('redis')", "mieruka.core.x", {"redis"}),
-    ("import sqlite3", "mieruka.core.x", {"sqlite3"}),
-    ("from ..errors import ConfigError\nfrom .job import Job\nimport pydantic", "mieruka.core.x", set()),
-    ("from ..storage import x\nimport webbrowser", "mieruka.core.x", set()),  # prefixes only by package
-])
+@pytest.mark.parametrize(
+    "source, module, expected",
+    [
+        ("import sqlalchemy as sa", "mieruka.core.x", {"sqlalchemy"}),
+        ("from sqlalchemy.orm import Session", "mieruka.core.x", {"sqlalchemy.orm"}),
+        ("def f():\n    import httpx\n", "mieruka.core.x", {"httpx"}),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fastapi import Request\n",
+            "mieruka.core.x",
+            {"fastapi"},
+        ),
+        ("from ..store.sql import SqlJobStore", "mieruka.core.x", {"mieruka.store.sql"}),
+        ("from .. import web", "mieruka.core.x", {"mieruka.web"}),
+        ("from ...bus import memory", "mieruka.core.sub.x", {"mieruka.bus", "mieruka.bus.memory"}),
+        ("import importlib\nimportlib.import_module('redis')", "mieruka.core.x", {"redis"}),
+        ("import sqlite3", "mieruka.core.x", {"sqlite3"}),
+        ("from ..errors import ConfigError\nfrom .job import Job\nimport pydantic", "mieruka.core.x", set()),
+        ("from ..storage import x\nimport webbrowser", "mieruka.core.x", set()),  # prefixes only by package
+    ],
+)
 def test_the_import_checker_catches_forbidden_imports(source: str, module: str, expected: set[str]) -> None:
     assert violations(imports_of(source, module)) >= expected
     if not expected:
@@ -173,13 +194,13 @@ def test_every_public_name_is_importable(name: str) -> None:
     module = importlib.import_module("mieruka")
     assert hasattr(module, name), f"mieruka.{name} is listed in __all__ but missing"
     namespace: dict[str, object] = {}
-    exec(f"from mieruka import {name}", namespace)  # noqa: S102 - the import statement users write
+    exec(f"from mieruka import {name}", namespace)
     assert namespace[name] is getattr(mieruka, name)
 
 
 def test_star_import_gives_exactly_the_public_names() -> None:
     namespace: dict[str, object] = {}
-    exec("from mieruka import *", namespace)  # noqa: S102
+    exec("from mieruka import *", namespace)
     assert sorted(k for k in namespace if k != "__builtins__") == sorted(EXPECTED_ALL)
 
 
@@ -223,8 +244,12 @@ def module_edges(source: str, module: str, is_package: bool, modules: Collection
             else:
                 target = node.module or ""
             named.extend(f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target for a in node.names)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             named.append(str(node.args[0].value))
     edges = set()
     for name in named:
@@ -300,21 +325,33 @@ def test_no_import_circles() -> None:
     assert not gone, f"these circles are broken now: strike them from ALLOWED_CIRCLES: {gone}"
 
 
-@pytest.mark.parametrize("sources, expected", [
-    ({"m.a": "from . import b", "m.b": "def f():\n    from .a import x\n"}, [["m.a", "m.b"]]),
-    ({"m.a": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from m.b import B\n",
-      "m.b": "import m.c", "m.c": "from .a import A"}, [["m.a", "m.b", "m.c"]]),
-    ({"m.a": "from .b import x", "m.b": "import os", "m": "from .a import x"}, []),
-    ({"m.a": "import importlib\nimportlib.import_module('m.b')", "m.b": "from .a import y"}, [["m.a", "m.b"]]),
-])
+@pytest.mark.parametrize(
+    "sources, expected",
+    [
+        ({"m.a": "from . import b", "m.b": "def f():\n    from .a import x\n"}, [["m.a", "m.b"]]),
+        (
+            {
+                "m.a": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from m.b import B\n",
+                "m.b": "import m.c",
+                "m.c": "from .a import A",
+            },
+            [["m.a", "m.b", "m.c"]],
+        ),
+        ({"m.a": "from .b import x", "m.b": "import os", "m": "from .a import x"}, []),
+        ({"m.a": "import importlib\nimportlib.import_module('m.b')", "m.b": "from .a import y"}, [["m.a", "m.b"]]),
+    ],
+)
 def test_the_circle_finder_finds_circles(sources: dict[str, str], expected: list[list[str]]) -> None:
     assert circles(import_graph(sources, {"m"})) == expected
 
 
 def test_the_architecture_page_names_every_part() -> None:
     page = (SRC.parent.parent / "docs" / "architecture.md").read_text()
-    parts = sorted(p.name for p in SRC.iterdir()
-                   if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and p.stem != "__init__"))
+    parts = sorted(
+        p.name
+        for p in SRC.iterdir()
+        if (p.is_dir() and (p / "__init__.py").is_file()) or (p.suffix == ".py" and p.stem != "__init__")
+    )
     unnamed = [name for name in parts if f"`{name}" not in page]
     assert not unnamed, f"docs/architecture.md does not say what these parts are: {unnamed}"
 

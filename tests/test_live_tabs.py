@@ -39,8 +39,14 @@ def test_ten_tabs_stay_live_on_one_stream(browser: Any, jobs_server: ServerProce
     second = httpx.post(f"{server.url}/api/tasks/progress_until/jobs", json={"marker": str(marker)}).json()["id"]
     context = browser.new_context(viewport={"width": 1000, "height": 700})
     outside: list[str] = []
-    context.route("**/*", lambda route: (outside.append(route.request.url), route.abort())
-                  if not route.request.url.startswith(server.url) else route.continue_())
+    context.route(
+        "**/*",
+        lambda route: (
+            (outside.append(route.request.url), route.abort())
+            if not route.request.url.startswith(server.url)
+            else route.continue_()
+        ),
+    )
     try:
         # Seven tabs on one job, two on another, one on the jobs monitor.
         pages = [f"/jobs/{first}"] * 7 + [f"/jobs/{second}"] * 2 + ["/jobs"]
@@ -95,8 +101,9 @@ def test_the_shared_stream_resumes_every_position(jobs_server: ServerProcess) ->
     url = f"{server.url}/api/live/events"
     job = httpx.post(f"{server.url}/api/tasks/noisy/jobs", json={"lines": 40}).json()["id"]
     httpx.get(f"{server.url}/api/jobs/{job}", params={"wait": 30})
-    with httpx.stream("GET", url, params={"topic": ["jobs", f"job:{job}"], "last_event_id": "@=0"},
-                      timeout=30) as response:
+    with httpx.stream(
+        "GET", url, params={"topic": ["jobs", f"job:{job}"], "last_event_id": "@=0"}, timeout=30
+    ) as response:
         ready = read_events(response, lambda e: True)[0]
     assert ready["event"] == "ready" and ready["data"]["topics"] == ["jobs", f"job:{job}"]
     # An id this server never gave out (of an earlier run): resync, then what this run published (the
@@ -108,8 +115,9 @@ def test_the_shared_stream_resumes_every_position(jobs_server: ServerProcess) ->
     job_events = [e for e in events if e["event"] not in ("ready", "resync", "snapshot")]
     middle = job_events[len(job_events) // 2]
     # A reconnect sends the id it saw last (Last-Event-ID): it gets what came after, once.
-    with httpx.stream("GET", url, params={"topic": f"job:{job}"}, headers={"Last-Event-ID": middle["id"]},
-                      timeout=30) as response:
+    with httpx.stream(
+        "GET", url, params={"topic": f"job:{job}"}, headers={"Last-Event-ID": middle["id"]}, timeout=30
+    ) as response:
         again = read_events(response, lambda e: e[-1]["event"] == "snapshot")
     replayed = [e["data"]["id"] for e in again if e["event"] not in ("ready", "snapshot")]
     expected = [e["data"]["id"] for e in job_events if e["data"]["id"] > middle["data"]["id"]]
@@ -135,12 +143,25 @@ def test_the_shared_stream_refuses_what_a_viewer_may_not_see(tmp_path: Path) -> 
         secret_job = httpx.post(f"{server.url}/api/tasks/{SECRET_TASK}/jobs", json={}, headers=auth("olga")).json()
         assert "id" in secret_job, secret_job
         httpx.get(f"{server.url}/api/jobs/{secret_job['id']}", params={"wait": 60}, headers=auth("olga"))
-        topics = ["jobs", f"jobs:{SECRET_TASK}", f"job:{secret_job['id']}", "dashboard:wards",
-                  f"stream:{SECRET_STREAM}", "dashboard:open", "job:+1", "nonsense"]
+        topics = [
+            "jobs",
+            f"jobs:{SECRET_TASK}",
+            f"job:{secret_job['id']}",
+            "dashboard:wards",
+            f"stream:{SECRET_STREAM}",
+            "dashboard:open",
+            "job:+1",
+            "nonsense",
+        ]
         seen = {}
         for who in ("vic", "olga"):
-            with httpx.stream("GET", f"{server.url}/api/live/events", headers=auth(who), timeout=30,
-                              params={"topic": topics, "last_event_id": "@=1"}) as response:
+            with httpx.stream(
+                "GET",
+                f"{server.url}/api/live/events",
+                headers=auth(who),
+                timeout=30,
+                params={"topic": topics, "last_event_id": "@=1"},
+            ) as response:
                 assert response.status_code == 200
                 start = time.monotonic()
                 text = ""

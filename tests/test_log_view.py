@@ -25,8 +25,7 @@ def test_a_busy_log_never_freezes_the_page(browser: object, tmp_path: Path) -> N
     with running_server(tmp_path / "home", "--workers", "1") as server:
         outside: list[str] = []
         page = open_page(browser, server, outside)
-        job = httpx.post(f"{server.url}/api/tasks/log_rate/jobs",
-                         json={"rate": 2000, "seconds": 10}).json()
+        job = httpx.post(f"{server.url}/api/tasks/log_rate/jobs", json={"rate": 2000, "seconds": 10}).json()
         page.goto(f"{server.url}/jobs/{job['id']}")
         page.locator("#log").scroll_into_view_if_needed()
         # A slower machine: the page's work is what is measured, three times as costly as here.

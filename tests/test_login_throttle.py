@@ -145,8 +145,7 @@ def test_wrong_passwords_at_once_from_one_address(dbs: list[AuthDB], checks: lis
         both[0].login("ada", PASSWORD, "10.0.0.9")
 
 
-def test_the_right_password_is_refused_until_the_lock_ends(dbs: list[AuthDB], checks: list[str],
-                                                             clock: Clock) -> None:
+def test_the_right_password_is_refused_until_the_lock_ends(dbs: list[AuthDB], checks: list[str], clock: Clock) -> None:
     throttle = throttles(dbs)[0]
     vic = throttle.accounts.add_user("vic", "viewer", PASSWORD)
     for i in range(LIMIT):
@@ -183,8 +182,9 @@ def test_password_changes_are_throttled_with_the_logins(dbs: list[AuthDB], check
     with pytest.raises(ValidationError):
         both[0].change_password("vic", PASSWORD, "short", "10.0.0.1")  # checked before the password
     assert checks == []
-    results = at_once(AT_ONCE, lambda i: both[i % 2].change_password("vic", f"wrong {i}", "new password",
-                                                                       f"10.0.0.{i}"))
+    results = at_once(
+        AT_ONCE, lambda i: both[i % 2].change_password("vic", f"wrong {i}", "new password", f"10.0.0.{i}")
+    )
     assert len(checks) == LIMIT and refused(results) == AT_ONCE - LIMIT and results.count(None) == LIMIT
     failed = entries(both[0].audit, "password.change_failed")
     assert len(failed) == LIMIT and {(e.actor, e.target) for e in failed} == {("vic", "user:vic")}
@@ -199,8 +199,9 @@ def test_password_changes_are_throttled_with_the_logins(dbs: list[AuthDB], check
     assert no_attempts_left(dbs[0])
 
 
-def test_a_check_that_fails_ends_its_reservation_as_a_failure(dbs: list[AuthDB], checks: list[str],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_check_that_fails_ends_its_reservation_as_a_failure(
+    dbs: list[AuthDB], checks: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     throttle = throttles(dbs)[0]
 
     def broken(name: str, password: str) -> None:
@@ -242,11 +243,13 @@ def test_the_password_form_says_when_it_is_locked(app: Any) -> None:
         client.post("/login", data={CSRF_FIELD: form_token(client), "name": "vic", "password": PASSWORD})
         csrf = client.get("/api/me").json()["csrf_token"]
         for _ in range(LIMIT):
-            wrong = client.post("/account/password", data={CSRF_FIELD: csrf, "current": "nope",
-                                                            "password": "new password"})
+            wrong = client.post(
+                "/account/password", data={CSRF_FIELD: csrf, "current": "nope", "password": "new password"}
+            )
             assert wrong.status_code == 422 and "current password is wrong" in wrong.text
-        locked = client.post("/account/password", data={CSRF_FIELD: csrf, "current": PASSWORD,
-                                                         "password": "new password"})
+        locked = client.post(
+            "/account/password", data={CSRF_FIELD: csrf, "current": PASSWORD, "password": "new password"}
+        )
         assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
         assert "too many wrong passwords; try again in 15 minutes" in locked.text
         assert "<form" in locked.text  # the account page, with its message
@@ -259,8 +262,15 @@ def test_the_password_form_says_when_it_is_locked(app: Any) -> None:
 # -- real server processes over HTTP ----------------------------------------------------------------------
 def cli(*args: str, stdin: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    done = subprocess.run([sys.executable, "-m", "mieruka.cli", *args], input=stdin, capture_output=True, text=True,
-                          cwd=TESTS.parent, env={**env, "PYTHONPATH": str(TESTS.parent)}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env={**env, "PYTHONPATH": str(TESTS.parent)},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -283,8 +293,12 @@ def test_two_real_servers_check_at_most_the_limit(tmp_path: Path) -> None:
 
         def post(i: int, password: str) -> httpx.Response:
             url, token, cookie = forms[i % 2]
-            return httpx.post(f"{url}/login", data={CSRF_FIELD: token, "name": "vic", "password": password},
-                              headers={"Cookie": f"{LOGIN_CSRF_COOKIE}={cookie}"}, timeout=120)
+            return httpx.post(
+                f"{url}/login",
+                data={CSRF_FIELD: token, "name": "vic", "password": password},
+                headers={"Cookie": f"{LOGIN_CSRF_COOKIE}={cookie}"},
+                timeout=120,
+            )
 
         answers = at_once(AT_ONCE, lambda i: post(i, f"wrong {i}"))
         codes = sorted(a.status_code for a in answers if isinstance(a, httpx.Response))

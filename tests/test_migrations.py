@@ -53,8 +53,7 @@ def migrated(empty_database_url: str) -> Iterator[sa.Engine]:
 
 def schema_diff(engine: sa.Engine, target: sa.MetaData = metadata) -> list[object]:
     with engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         return list(compare_metadata(context, target))
 
 
@@ -98,12 +97,16 @@ def test_partial_indexes_are_partial(migrated: sa.Engine) -> None:
     """The partial indexes of tables.py keep their WHERE clause in the database."""
     if migrated.dialect.name == "sqlite":
         with migrated.connect() as conn:
-            sql = dict(conn.exec_driver_sql(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'").all())
+            sql = dict(
+                conn.exec_driver_sql(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"
+                ).all()
+            )
     else:
         with migrated.connect() as conn:
-            sql = dict(conn.exec_driver_sql(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").all())
+            sql = dict(
+                conn.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'").all()
+            )
     assert "where" in sql["ix_jobs_active"].lower()
     assert "where" in sql["ix_jobs_owner"].lower()
     assert "owner is not null" in sql["ix_jobs_owner_key"].lower()
@@ -168,8 +171,17 @@ def test_upgrading_keeps_idempotency_keys_and_records_the_uploads_of_existing_jo
     ]
     with engine.begin() as conn:
         for owner, key, params in rows:
-            conn.execute(sa.insert(jobs).values(task="t", status="succeeded", params=params, owner=owner,
-                                                idempotency_key=key, created_at=utcnow(), finished_at=utcnow()))
+            conn.execute(
+                sa.insert(jobs).values(
+                    task="t",
+                    status="succeeded",
+                    params=params,
+                    owner=owner,
+                    idempotency_key=key,
+                    created_at=utcnow(),
+                    finished_at=utcnow(),
+                )
+            )
     engine.dispose()
     store = SqlJobStore(empty_database_url)
     try:
@@ -209,7 +221,11 @@ def test_cli_db_upgrade_creates_the_database(tmp_path: Path) -> None:
     home = tmp_path / "home"
     result = subprocess.run(
         [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(home)],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "up to date" in result.stdout
@@ -223,7 +239,11 @@ def test_cli_db_upgrade_creates_the_database(tmp_path: Path) -> None:
         engine.dispose()
     again = subprocess.run(
         [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(home)],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert again.returncode == 0, again.stdout + again.stderr
 
@@ -231,9 +251,22 @@ def test_cli_db_upgrade_creates_the_database(tmp_path: Path) -> None:
 def test_cli_db_upgrade_with_database_url(tmp_path: Path, empty_database_url: str) -> None:
     database_url = empty_database_url
     result = subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(tmp_path / "h"),
-         "--database-url", database_url],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "mieruka.cli",
+            "db",
+            "upgrade",
+            "--home",
+            str(tmp_path / "h"),
+            "--database-url",
+            database_url,
+        ],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     engine = sa.create_engine(database_url)
@@ -246,9 +279,22 @@ def test_cli_db_upgrade_with_database_url(tmp_path: Path, empty_database_url: st
 
 def test_cli_db_upgrade_bad_url_is_one_readable_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", "db", "upgrade", "--home", str(tmp_path / "h"),
-         "--database-url", "nosuchdb://x"],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "mieruka.cli",
+            "db",
+            "upgrade",
+            "--home",
+            str(tmp_path / "h"),
+            "--database-url",
+            "nosuchdb://x",
+        ],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.startswith("mieruka: ")
@@ -260,10 +306,11 @@ def test_processes_migrating_a_fresh_database_at_once_all_succeed(empty_database
     import subprocess
     import sys
 
-    code = ("import sys; from mieruka.store.sql import SqlJobStore; s = SqlJobStore(sys.argv[1]); "
-            "s.migrate(); s.close()")
-    procs = [subprocess.Popen([sys.executable, "-c", code, empty_database_url], stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    code = "import sys; from mieruka.store.sql import SqlJobStore; s = SqlJobStore(sys.argv[1]); s.migrate(); s.close()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, empty_database_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     engine = sa.create_engine(empty_database_url)

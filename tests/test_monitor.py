@@ -25,16 +25,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_nodes_stats_and_page_on_the_local_engine(app, tmp_path: Path) -> None:
     with TestClient(app.asgi()) as client:
-        for job in [client.post("/api/tasks/sleep/jobs", json={"seconds": 0.1}).json(),
-                    client.post("/api/tasks/fail/jobs", json={}).json()]:
+        for job in [
+            client.post("/api/tasks/sleep/jobs", json={"seconds": 0.1}).json(),
+            client.post("/api/tasks/fail/jobs", json={}).json(),
+        ]:
             client.get(f"/api/jobs/{job['id']}", params={"wait": 30})
-        running = client.post("/api/tasks/sleep_in_child/jobs",
-                              json={"seconds": 30, "pidfile": str(tmp_path / "p")}).json()
+        running = client.post(
+            "/api/tasks/sleep_in_child/jobs", json={"seconds": 30, "pidfile": str(tmp_path / "p")}
+        ).json()
         wait_for_file(tmp_path / "p")
         # A worker on another machine that stopped beating a minute ago.
-        app.engine.store.heartbeat("gone", "elsewhere", 4242, utcnow() - timedelta(minutes=1),
-                                   {"kind": "celery", "name": "celery@elsewhere", "queues": ["gpu"],
-                                    "concurrency": 8})
+        app.engine.store.heartbeat(
+            "gone",
+            "elsewhere",
+            4242,
+            utcnow() - timedelta(minutes=1),
+            {"kind": "celery", "name": "celery@elsewhere", "queues": ["gpu"], "concurrency": 8},
+        )
         nodes = {n["id"]: n for n in client.get("/api/nodes").json()}
         me = nodes[app.engine.id]
         assert me["kind"] == "server" and me["up"] and me["this_server"] and me["concurrency"] == 2
@@ -69,7 +76,8 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def test_the_workers_page_in_a_browser_draws_its_charts_without_outside_requests(
-        browser: object, server: ServerProcess) -> None:
+    browser: object, server: ServerProcess
+) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         job = client.post("/api/tasks/add/jobs", json={"a": 1}).json()
         client.get(f"/api/jobs/{job['id']}", params={"wait": 30})
@@ -92,19 +100,28 @@ def _celery_app(worker: CeleryWorker, **overrides: object) -> object:
     from tests.jobs import app
 
     app._settings = None
-    app.configure(**{"home": str(worker.home), "database_url": worker.database_url, "executor": "celery",
-                     "broker_url": worker.broker_url, **overrides})
+    app.configure(
+        **{
+            "home": str(worker.home),
+            "database_url": worker.database_url,
+            "executor": "celery",
+            "broker_url": worker.broker_url,
+            **overrides,
+        }
+    )
     return app
 
 
-def test_celery_workers_are_listed_with_their_queues_and_running_jobs(celery_worker: CeleryWorker,
-                                                                       tmp_path: Path) -> None:
+def test_celery_workers_are_listed_with_their_queues_and_running_jobs(
+    celery_worker: CeleryWorker, tmp_path: Path
+) -> None:
     celery_worker.reset()
     app = _celery_app(celery_worker)
     try:
         with TestClient(app.asgi()) as client:  # type: ignore[attr-defined]
-            job = client.post("/api/tasks/sleep_in_child/jobs",
-                              json={"seconds": 30, "pidfile": str(tmp_path / "p")}).json()
+            job = client.post(
+                "/api/tasks/sleep_in_child/jobs", json={"seconds": 30, "pidfile": str(tmp_path / "p")}
+            ).json()
             wait_for_file(tmp_path / "p")
             nodes = [n for n in client.get("/api/nodes").json() if n["kind"] == "celery"]
             assert len(nodes) == 1
@@ -130,8 +147,10 @@ def test_celery_workers_are_listed_with_their_queues_and_running_jobs(celery_wor
             deadline = time.monotonic() + 30
             while True:
                 metrics = samples(client.get("/metrics").text)
-                if metrics.get(("mieruka_job_run_seconds_count", (("task", "add"),))) == 1 and \
-                        metrics.get(cancelled) == 1:
+                if (
+                    metrics.get(("mieruka_job_run_seconds_count", (("task", "add"),))) == 1
+                    and metrics.get(cancelled) == 1
+                ):
                     break
                 assert time.monotonic() < deadline, metrics
                 time.sleep(0.05)
@@ -159,8 +178,12 @@ def test_healthz_is_degraded_while_no_celery_worker_is_up(broker_url: str, tmp_p
 
     with fresh_postgres_database("mieruka_noworker") as database_url:
         app._settings = None
-        app.configure(home=str(tmp_path), database_url=database_url, executor="celery",
-                      broker_url=broker_url.rsplit("/", 1)[0] + "/4")
+        app.configure(
+            home=str(tmp_path),
+            database_url=database_url,
+            executor="celery",
+            broker_url=broker_url.rsplit("/", 1)[0] + "/4",
+        )
         try:
             with TestClient(app.asgi()) as client:
                 health = client.get("/healthz")

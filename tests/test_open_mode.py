@@ -32,10 +32,14 @@ def test_a_rebound_name_reaches_nothing(open_server: ServerProcess) -> None:
     port = open_server.port
     rebound = {"Host": f"attacker.example:{port}", "Origin": f"http://attacker.example:{port}"}
     with httpx.Client(base_url=open_server.url, timeout=30) as http:
-        for method, url, body in (("GET", "/api/jobs", None), ("GET", "/api/me", None),
-                                  ("POST", "/api/tasks/add/jobs", {"a": 1}),
-                                  ("POST", "/api/users", {"name": "mallory", "role": "admin", "password": PASSWORD}),
-                                  ("GET", "/", None), ("GET", "/static/mieruka.css", None)):
+        for method, url, body in (
+            ("GET", "/api/jobs", None),
+            ("GET", "/api/me", None),
+            ("POST", "/api/tasks/add/jobs", {"a": 1}),
+            ("POST", "/api/users", {"name": "mallory", "role": "admin", "password": PASSWORD}),
+            ("GET", "/", None),
+            ("GET", "/static/mieruka.css", None),
+        ):
             answer = http.request(method, url, json=body, headers=rebound)
             assert answer.status_code == 400, (method, url, answer.text)
             assert "allowed_hosts" in answer.text
@@ -47,8 +51,9 @@ def test_a_rebound_name_reaches_nothing(open_server: ServerProcess) -> None:
 def test_the_first_user_is_not_made_over_http(open_server: ServerProcess) -> None:
     same_site = {"Origin": open_server.url}
     with httpx.Client(base_url=open_server.url, timeout=30) as http:
-        refused = http.post("/api/users", json={"name": "mallory", "role": "admin", "password": PASSWORD},
-                            headers=same_site)
+        refused = http.post(
+            "/api/users", json={"name": "mallory", "role": "admin", "password": PASSWORD}, headers=same_site
+        )
         assert refused.status_code == 403 and "mieruka users add" in refused.json()["error"]["message"]
         page = http.get("/users")
         assert page.status_code == 200 and "mieruka users add NAME --role admin" in page.text
@@ -64,8 +69,10 @@ def test_another_machine_is_not_the_local_admin(tmp_path: Path) -> None:
     app._settings = None
     app.configure(home=str(tmp_path / "home"), workers=1)
     try:
-        for client, base in ((("203.0.113.9", 5000), "http://127.0.0.1:8000"),
-                             (("127.0.0.1", 5000), "http://10.1.2.3:8000")):
+        for client, base in (
+            (("203.0.113.9", 5000), "http://127.0.0.1:8000"),
+            (("127.0.0.1", 5000), "http://10.1.2.3:8000"),
+        ):
             with TestClient(app.asgi(), base_url=base, client=client) as http:
                 answer = http.get("/api/jobs", headers={"Host": "127.0.0.1:8000"})
                 assert answer.status_code == 401, (client, base)
@@ -79,8 +86,13 @@ def test_a_unix_socket_behind_a_proxy_is_not_trusted(tmp_path: Path) -> None:
     socket_path = tmp_path / "mieruka.sock"
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent), "MIERUKA_HOME": str(tmp_path / "home")}
     log = (tmp_path / "uvicorn.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "tests.jobs:app.asgi", "--uds",
-                               str(socket_path)], cwd=TESTS.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "tests.jobs:app.asgi", "--uds", str(socket_path)],
+        cwd=TESTS.parent,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while not _listening(socket_path):
@@ -115,9 +127,14 @@ def test_allowed_hosts(tmp_path: Path) -> None:
         with TestClient(app.asgi()) as http:
             app.auth.accounts.add_user("ada", "admin", PASSWORD)
             token = {"Authorization": f"Bearer {app.auth.accounts.create_token('ada', 't')[1]}"}
-            for host, status in (("mieruka.example.org", 200), ("MIERUKA.example.org:443", 200),
-                                 ("ward.lab.example", 200), ("evil.example", 400), ("lab.example.evil", 400),
-                                 ("127.0.0.1:8000", 400)):
+            for host, status in (
+                ("mieruka.example.org", 200),
+                ("MIERUKA.example.org:443", 200),
+                ("ward.lab.example", 200),
+                ("evil.example", 400),
+                ("lab.example.evil", 400),
+                ("127.0.0.1:8000", 400),
+            ):
                 assert http.get("/api/me", headers={"Host": host, **token}).status_code == status, host
         app._settings = None
         app.configure(home=str(tmp_path / "home"), workers=1)
@@ -125,4 +142,3 @@ def test_allowed_hosts(tmp_path: Path) -> None:
             assert http.get("/api/me", headers={"Host": "intranet.example", **token}).status_code == 200
     finally:
         app._settings = None
-

@@ -134,7 +134,7 @@ def test_job_parameter_is_injected_not_a_field() -> None:
 
 
 def test_varargs_are_ignored_and_untyped_params_accept_anything() -> None:
-    def f(a, *args, b: int = 1, **kwargs):  # type: ignore[no-untyped-def]  # noqa: ANN001
+    def f(a, *args, b: int = 1, **kwargs):  # type: ignore[no-untyped-def]
         ...
 
     sig = Signature(f, "f")
@@ -205,9 +205,13 @@ def test_google_docstring_other_headers_and_varargs() -> None:
 
 # -- files --------------------------------------------------------------------------------------
 def test_file_parameters_are_detected() -> None:
-    def upload(reads: File, extra: list[File] = [], index: File | None = None,  # noqa: B006
-               legacy: Optional[File] = None, n: int = 1) -> None:  # noqa: UP045
-        ...
+    def upload(
+        reads: File,
+        extra: list[File] = [],  # noqa: B006
+        index: File | None = None,
+        legacy: Optional[File] = None,  # noqa: UP045
+        n: int = 1,
+    ) -> None: ...
 
     sig = Signature(upload, "upload")
     assert sig.file_fields == {"reads", "extra", "index", "legacy"}
@@ -264,13 +268,29 @@ def test_file_refs_validate_and_bind_to_opened_files(tmp_path: Path) -> None:
 
 # -- validate and bind --------------------------------------------------------------------------
 def test_validate_returns_json_values() -> None:
-    raw = {"sample": "S1", "reads": "1000", "day": "2024-02-29", "at": "2024-02-29T10:00:00+09:00",
-           "color": "blue", "region": {"chrom": "chr1", "start": 5}, "tags": ["a", "b"], "threads": 8}
+    raw = {
+        "sample": "S1",
+        "reads": "1000",
+        "day": "2024-02-29",
+        "at": "2024-02-29T10:00:00+09:00",
+        "color": "blue",
+        "region": {"chrom": "chr1", "start": 5},
+        "tags": ["a", "b"],
+        "threads": 8,
+    }
     out = SIG.validate(raw)
     assert out == {
-        "sample": "S1", "reads": 1000, "ratio": 0.5, "paired": False, "mode": "fast", "color": "blue",
-        "day": "2024-02-29", "at": "2024-02-29T10:00:00+09:00", "tags": ["a", "b"],
-        "region": {"chrom": "chr1", "start": 5, "end": None}, "threads": 8,
+        "sample": "S1",
+        "reads": 1000,
+        "ratio": 0.5,
+        "paired": False,
+        "mode": "fast",
+        "color": "blue",
+        "day": "2024-02-29",
+        "at": "2024-02-29T10:00:00+09:00",
+        "tags": ["a", "b"],
+        "region": {"chrom": "chr1", "start": 5, "end": None},
+        "threads": 8,
     }
     assert json.loads(json.dumps(out)) == out
     assert SIG.validate(out) == out  # stored params validate again unchanged
@@ -278,8 +298,7 @@ def test_validate_returns_json_values() -> None:
 
 def test_validate_names_each_bad_field() -> None:
     with pytest.raises(ValidationError) as err:
-        SIG.validate({"reads": "many", "mode": "slowest", "threads": 0, "day": "2024-13-01",
-                      "region": {"start": "x"}})
+        SIG.validate({"reads": "many", "mode": "slowest", "threads": 0, "day": "2024-13-01", "region": {"start": "x"}})
     fields = {f["field"]: f["message"] for f in err.value.fields}
     assert set(fields) == {"sample", "reads", "mode", "threads", "day", "region.chrom", "region.start"}
     assert "required" in fields["sample"].lower()
@@ -295,19 +314,33 @@ def test_validate_rejects_unknown_parameters() -> None:
     with pytest.raises(ValidationError) as err:
         SIG.validate({"sample": "S1", "reads": 1, "job": 3, "sampel": "typo"})
     assert {f["field"]: f["message"] for f in err.value.fields} == {
-        "job": "unknown parameter", "sampel": "unknown parameter"}
+        "job": "unknown parameter",
+        "sampel": "unknown parameter",
+    }
 
 
 def test_validate_strict_enough() -> None:
-    for bad in ({"sample": "S1", "reads": 1.5}, {"sample": "S1", "reads": 1, "paired": "maybe"},
-                {"sample": "S1", "reads": 1, "tags": "a"}, {"sample": "S1", "reads": 1, "color": "green"}):
+    for bad in (
+        {"sample": "S1", "reads": 1.5},
+        {"sample": "S1", "reads": 1, "paired": "maybe"},
+        {"sample": "S1", "reads": 1, "tags": "a"},
+        {"sample": "S1", "reads": 1, "color": "green"},
+    ):
         with pytest.raises(ValidationError):
             SIG.validate(bad)
 
 
 def test_bind_returns_typed_values() -> None:
-    stored = SIG.validate({"sample": "S1", "reads": 3, "day": "2024-02-29", "at": "2024-02-29T01:00:00Z",
-                           "color": "blue", "region": {"chrom": "chr2"}})
+    stored = SIG.validate(
+        {
+            "sample": "S1",
+            "reads": 3,
+            "day": "2024-02-29",
+            "at": "2024-02-29T01:00:00Z",
+            "color": "blue",
+            "region": {"chrom": "chr2"},
+        }
+    )
     kwargs = SIG.bind(stored, lambda ref: pytest.fail("no files here"))
     assert kwargs["day"] == date(2024, 2, 29) and type(kwargs["day"]) is date
     assert kwargs["at"] == datetime(2024, 2, 29, 1, tzinfo=UTC)
@@ -325,8 +358,7 @@ def test_make_task_defaults() -> None:
     assert task.title == "Align"
     assert task.retries == 0 and task.schedule is None and task.retention is None
     assert task.summary()["params_schema"] == SIG.json_schema()
-    named = make_task(align, name="align-v2", title="Aligner", timeout="10m", retries=2, keep="7d",
-                      keep_count=10)
+    named = make_task(align, name="align-v2", title="Aligner", timeout="10m", retries=2, keep="7d", keep_count=10)
     assert (named.name, named.title, named.timeout, named.retries) == ("align-v2", "Aligner", 600.0, 2)
     assert named.retention is not None
     assert (named.retention.max_age, named.retention.max_count) == (7 * 86400.0, 10)
@@ -369,13 +401,16 @@ def test_scheduled_task_needs_defaults_for_every_parameter() -> None:
     assert task.schedule == Schedule(cron="0 3 * * *")
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"cron": "not a cron"}, "invalid cron"),
-    ({"cron": "61 * * * *"}, "invalid cron"),
-    ({"every": "0s"}, "positive"),
-    ({"every": "-1m"}, "duration"),
-    ({"every": "1m", "cron": "* * * * *"}, "exactly one"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"cron": "not a cron"}, "invalid cron"),
+        ({"cron": "61 * * * *"}, "invalid cron"),
+        ({"every": "0s"}, "positive"),
+        ({"every": "-1m"}, "duration"),
+        ({"every": "1m", "cron": "* * * * *"}, "exactly one"),
+    ],
+)
 def test_bad_schedules_are_config_errors(kw: dict[str, Any], match: str) -> None:
     def tick() -> None: ...
 

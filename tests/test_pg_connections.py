@@ -32,13 +32,18 @@ def _terminate_other_sessions(database_url: str, keep_pid: int | None = None) ->
     import psycopg
 
     with psycopg.connect(conninfo(database_url), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                      "AND pid <> pg_backend_pid() AND pid IS DISTINCT FROM %s", (keep_pid,))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND pid IS DISTINCT FROM %s",
+            (keep_pid,),
+        )
 
 
 def test_the_url_is_given_to_libpq_without_the_driver_name() -> None:
-    assert conninfo("postgresql+psycopg://u:p%40ss@db.example:5433/jobs?sslmode=require") == \
-        "postgresql://u:p%40ss@db.example:5433/jobs?sslmode=require"
+    assert (
+        conninfo("postgresql+psycopg://u:p%40ss@db.example:5433/jobs?sslmode=require")
+        == "postgresql://u:p%40ss@db.example:5433/jobs?sslmode=require"
+    )
 
 
 def test_a_statement_commits_by_itself_and_durably(connections: PgConnections) -> None:
@@ -68,8 +73,10 @@ def test_a_claim_alone_relaxes_its_own_commit_only(database_url: str) -> None:
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
             with conn.transaction(force_rollback=True):
                 now = utcnow().replace(tzinfo=None)
-                row = conn.execute(claim_sql(relaxed=True).replace("?", "%s"),
-                                   ("running", now, "w", "e", False, second.id, "queued", now)).fetchone()
+                row = conn.execute(
+                    claim_sql(relaxed=True).replace("?", "%s"),
+                    ("running", now, "w", "e", False, second.id, "queued", now),
+                ).fetchone()
                 assert row is not None and row[0] == second.id
                 assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
@@ -84,8 +91,9 @@ def test_a_connection_is_reused_by_the_next_caller(connections: PgConnections) -
         assert conn.info.backend_pid == first
 
 
-def test_one_the_server_dropped_while_idle_is_replaced_unseen(connections: PgConnections, database_url: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_the_server_dropped_while_idle_is_replaced_unseen(
+    connections: PgConnections, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with connections.lend() as conn:
         dropped = conn.info.backend_pid
     _terminate_other_sessions(database_url)
@@ -108,7 +116,8 @@ def test_one_that_broke_in_use_is_not_lent_again(connections: PgConnections, dat
 
 
 def test_a_process_opens_at_most_max_open_and_says_so_when_all_stay_busy(
-        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(pg_connections, "MAX_OPEN", 2)
     monkeypatch.setattr(pg_connections, "WAIT_FOR_ONE", 0.2)
     pool = PgConnections(database_url)

@@ -24,22 +24,34 @@ def connections() -> Iterator[PgConnections]:
 
 def test_parameters_in_text_form_and_numbered_placeholders() -> None:
     assert [param(v) for v in (None, True, False, 3, 1.5, "ü", datetime(2026, 1, 2, 3, 4, 5, 6))] == [
-        None, b"t", b"f", b"3", b"1.5", "ü".encode(), b"2026-01-02 03:04:05.000006"]
+        None,
+        b"t",
+        b"f",
+        b"3",
+        b"1.5",
+        "ü".encode(),
+        b"2026-01-02 03:04:05.000006",
+    ]
     with pytest.raises(TypeError, match="no text form for a dict"):
         param({"a": 1})
-    assert numbered("UPDATE t SET a = %s WHERE id = %s AND b IN (%s)") == \
-        b"UPDATE t SET a = $1 WHERE id = $2 AND b IN ($3)"
+    assert (
+        numbered("UPDATE t SET a = %s WHERE id = %s AND b IN (%s)")
+        == b"UPDATE t SET a = $1 WHERE id = $2 AND b IN ($3)"
+    )
     assert numbered("SELECT 100 %% 7, %s, '%%s'") == b"SELECT 100 % 7, $1, '%s'"
 
 
 def test_rows_come_typed_as_psycopg_types_them(connections: PgConnections) -> None:
     with connections.lend() as conn:
-        conn.execute("CREATE TABLE typed (id serial primary key, name varchar(20), doc json, at timestamp, "
-                     "ok boolean, ratio double precision, n bigint, note text)")
+        conn.execute(
+            "CREATE TABLE typed (id serial primary key, name varchar(20), doc json, at timestamp, "
+            "ok boolean, ratio double precision, n bigint, note text)"
+        )
         expected = conn.execute(
             "INSERT INTO typed (name, doc, at, ok, ratio, n, note) VALUES ('ü', '{\"a\": [1, null]}', "
             "'2026-11-22 10:00:00.5', true, 0.25, 9007199254740993, NULL), "
-            "(NULL, 'null', '2026-11-22 10:00:00', false, NULL, NULL, 'x') RETURNING *").fetchall()
+            "(NULL, 'null', '2026-11-22 10:00:00', false, NULL, NULL, 'x') RETURNING *"
+        ).fetchall()
     cursor = TextCursor(connections, {})
     cursor.execute("SELECT * FROM typed WHERE id > %s ORDER BY id", (0,))
     rows = cursor.fetchall()

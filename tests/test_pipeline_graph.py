@@ -50,6 +50,7 @@ def test_declaration_mistakes_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="no Snakefile"):
         app.snakemake("no/such/Snakefile")
     with pytest.raises(ConfigError, match="typed mieruka.Pipeline"):
+
         @app.pipeline
         def no_pipe(x: int = 1) -> None: ...
 
@@ -84,23 +85,34 @@ def test_resolve_outputs_items_files_and_folders(tmp_path: Path) -> None:
     a = pipe.step(noop, name="a")
     folder = {"a": tmp_path / "a"}.__getitem__
     assert resolve([a, a["k"][1], a.file("f.txt"), a.dir], {"a": {"k": [0, 7]}}, folder) == [
-        {"k": [0, 7]}, 7, tmp_path / "a" / "f.txt", tmp_path / "a"]
+        {"k": [0, 7]},
+        7,
+        tmp_path / "a" / "f.txt",
+        tmp_path / "a",
+    ]
     with pytest.raises(ConfigError, match="no item 'zz'"):
         resolve(a["zz"], {"a": {}}, folder)
     command = render_shell("x {f}", {"f": a.file("my file")}, {}, folder)
     assert shlex.split(command) == ["x", str(tmp_path / "a" / "my file")]
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("::progress 0.4 aligning", protocol.Progress(0.4, "aligning")),
-    ("::progress 40% aligning reads", protocol.Progress(0.4, "aligning reads")),
-    ("::progress 1.7", protocol.Progress(1.0, None)),
-    ("::progress - indexing", protocol.Progress(None, "indexing")),
-    ("::artifact out/r.html", protocol.ArtifactLine("out/r.html", "r.html")),
-    ("::artifact out/r.html report.html", protocol.ArtifactLine("out/r.html", "report.html")),
-    ("::progress abc", None), ("::progress", None), ("::progress nan x", None), ("::unknown 1", None),
-    ("progress 0.4", None), (" ::progress 0.4", None),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("::progress 0.4 aligning", protocol.Progress(0.4, "aligning")),
+        ("::progress 40% aligning reads", protocol.Progress(0.4, "aligning reads")),
+        ("::progress 1.7", protocol.Progress(1.0, None)),
+        ("::progress - indexing", protocol.Progress(None, "indexing")),
+        ("::artifact out/r.html", protocol.ArtifactLine("out/r.html", "r.html")),
+        ("::artifact out/r.html report.html", protocol.ArtifactLine("out/r.html", "report.html")),
+        ("::progress abc", None),
+        ("::progress", None),
+        ("::progress nan x", None),
+        ("::unknown 1", None),
+        ("progress 0.4", None),
+        (" ::progress 0.4", None),
+    ],
+)
 def test_progress_line_protocol(line: str, expected: object) -> None:
     assert protocol.parse(line) == expected
 
@@ -153,7 +165,8 @@ def test_snakemake_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyP
     pipe = Pipeline()
     pipe.snakemake(snakefile)
     real = importlib.util.find_spec
-    monkeypatch.setattr(snakemake_module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "snakemake" else real(name, *a))
+    monkeypatch.setattr(
+        snakemake_module.importlib.util, "find_spec", lambda name, *a: None if name == "snakemake" else real(name, *a)
+    )
     with pytest.raises(MissingExtraError, match=r"mieruka\[snakemake\]"):
         snakemake_module.snakemake_argv(pipe.steps["snakemake"], tmp_path, tmp_path, lambda v: v, tmp_path)

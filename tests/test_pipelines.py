@@ -71,7 +71,8 @@ def test_failure_then_retry_reruns_only_what_did_not_succeed(app, tmp_path: Path
     assert steps["flaky"].status is StepStatus.FAILED
     assert steps["after"].status is StepStatus.SKIPPED
     assert "RuntimeError: marker missing" in "\n".join(
-        line.text for line in app.engine.store.read_logs(job.id, step="flaky"))
+        line.text for line in app.engine.store.read_logs(job.id, step="flaky")
+    )
     marker.write_text("here")
     app.engine.retry(job.id)
     done = app.wait(job.id, 60)
@@ -120,8 +121,9 @@ def test_step_timeout_and_allowed_failures(app) -> None:
     done = app.wait(app.submit("pipe_timeout"), 60)
     assert time.monotonic() - started < 20
     assert done.status is JobStatus.SUCCEEDED, done.error
-    assert done.result == {"steps": {"slow": "failed", "needs": "skipped", "independent": "succeeded",
-                                     "missing": "failed"}}
+    assert done.result == {
+        "steps": {"slow": "failed", "needs": "skipped", "independent": "succeeded", "missing": "failed"}
+    }
     steps = steps_of(app, done.id)
     assert steps["slow"].error == "timed out after 0.5s"
     assert steps["missing"].error == "cannot start 'no-such-program-here': no such program"

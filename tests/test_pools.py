@@ -57,7 +57,10 @@ def test_pool_states_change_only_from_the_expected_state_and_keep_history(store:
     assert record is not None and record.state == "running" and record.message == "started"
     assert record.busy_at == now + timedelta(seconds=5) and record.changed_at == now + timedelta(seconds=1)
     assert [(e.from_state, e.to_state, e.reason) for e in pools.history("gpu")] == [
-        ("starting", "running", "started"), ("stopped", "starting", "job 1 is waiting"), (None, "stopped", "declared")]
+        ("starting", "running", "started"),
+        ("stopped", "starting", "job 1 is waiting"),
+        (None, "stopped", "declared"),
+    ]
     assert [p.name for p in pools.all()] == ["gpu"] and pools.get("other") is None
     assert not pools.move("other", {"stopped"}, "starting", "x", now)
 
@@ -66,8 +69,10 @@ def test_concurrent_starts_from_many_threads_let_exactly_one_win(store: SqlJobSt
     pools = SqlPoolStore(store)
     pools.ensure("gpu", "stopped", utcnow())
     wins: list[bool] = []
-    threads = [threading.Thread(target=lambda: wins.append(
-        pools.move("gpu", {"stopped"}, "starting", "race", utcnow()))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: wins.append(pools.move("gpu", {"stopped"}, "starting", "race", utcnow())))
+        for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -194,8 +199,9 @@ def test_start_and_stop_by_hand_refuse_what_the_state_does_not_allow(manager: tu
 # -- the built-in hooks, for real -----------------------------------------------------------------
 def test_shell_command_hooks_run_with_the_pool_in_their_environment(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    hooks = ShellCommand(start=f'echo "start $MIERUKA_POOL $MIERUKA_POOL_QUEUES $MIERUKA_EXAMPLE" >> {out}',
-                         stop=f"echo stop >> {out}")
+    hooks = ShellCommand(
+        start=f'echo "start $MIERUKA_POOL $MIERUKA_POOL_QUEUES $MIERUKA_EXAMPLE" >> {out}', stop=f"echo stop >> {out}"
+    )
     hooks.start(SPEC)
     hooks.stop(SPEC)
     assert out.read_text().splitlines() == ["start gpu gpu 1", "stop"]
@@ -238,8 +244,13 @@ def test_a_local_worker_pool_starts_for_a_job_and_stops_when_idle(broker_url: st
     hooks = LocalWorkers(concurrency=1)
     with fresh_postgres_database("mieruka_pool") as database_url:
         app._settings = None
-        app.configure(home=str(tmp_path / "home"), database_url=database_url, executor="celery",
-                      broker_url=broker_url.rsplit("/", 1)[0] + "/5", pool_check_interval=0.2)
+        app.configure(
+            home=str(tmp_path / "home"),
+            database_url=database_url,
+            executor="celery",
+            broker_url=broker_url.rsplit("/", 1)[0] + "/5",
+            pool_check_interval=0.2,
+        )
         app.pool("default", hooks, idle_stop="1s")
         try:
             with TestClient(app.asgi()) as client:
@@ -252,12 +263,15 @@ def test_a_local_worker_pool_starts_for_a_job_and_stops_when_idle(broker_url: st
                 assert done["status"] == "succeeded" and done["result"] == 3, done
                 pids = hooks.pids("default")
                 assert len(pids) == 1
-                until(lambda: client.get("/api/pools/default").json()["state"] == "stopped", 30,
-                      "the idle pool stops")
+                until(lambda: client.get("/api/pools/default").json()["state"] == "stopped", 30, "the idle pool stops")
                 assert hooks.pids("default") == []
                 history = [(e["to"], e["reason"]) for e in client.get("/api/pools/default").json()["history"]]
-                assert history[:4] == [("stopped", "stopped"), ("stopping", "idle for 1 s"),
-                                       ("running", "started"), ("starting", f"job {job['id']} is waiting")]
+                assert history[:4] == [
+                    ("stopped", "stopped"),
+                    ("stopping", "idle for 1 s"),
+                    ("running", "started"),
+                    ("starting", f"job {job['id']} is waiting"),
+                ]
                 # by hand, through the API and the page's buttons
                 assert client.post("/api/pools/default/stop").status_code == 409
                 assert client.post("/api/pools/default/start").json()["state"] in ("starting", "running")

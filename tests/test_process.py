@@ -35,8 +35,9 @@ def _gone(pid: int, within: float = 30.0) -> bool:
 
 @pytest.mark.parametrize("leads_group", [True, False])
 def test_kill_tree_takes_the_whole_tree(leads_group: bool) -> None:
-    with subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE,
-                          process_group=0 if leads_group else None) as leader:
+    with subprocess.Popen(
+        [sys.executable, "-c", TREE], stdout=subprocess.PIPE, process_group=0 if leads_group else None
+    ) as leader:
         assert leader.stdout is not None
         same, apart = (int(pid) for pid in leader.stdout.readline().split())
         try:

@@ -39,8 +39,11 @@ def quickstart_venv() -> Path:
 
 def newcomer_environment(venv: Path) -> dict[str, str]:
     """A shell outside any venv, with no mieruka settings and nothing of this test run's paths."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MIERUKA_") and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MIERUKA_") and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    }
     here = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != here)
     env["MIERUKA_DEV_VENV"] = str(venv)
@@ -58,8 +61,13 @@ class QuickStart:
         self.log_path = cwd.parent / "quickstart.log"
         self._log = self.log_path.open("w")
         # dev.py replaces itself with the server (exec): this process is the demo.
-        self.process = subprocess.Popen([sys.executable, str(DEV), "demo", "--port", str(self.port), "--workers", "2"],
-                                        cwd=cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, str(DEV), "demo", "--port", str(self.port), "--workers", "2"],
+            cwd=cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def output(self) -> str:
         if not self._log.closed:
@@ -68,8 +76,14 @@ class QuickStart:
 
     def mieruka(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """The `mieruka` command the quick start installed, run in the demo's folder."""
-        return subprocess.run([str(self.venv / "bin" / "mieruka"), *args], cwd=self.cwd, capture_output=True,
-                              text=True, timeout=120, env={**self.env, **(env or {})})
+        return subprocess.run(
+            [str(self.venv / "bin" / "mieruka"), *args],
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**self.env, **(env or {})},
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -135,15 +149,17 @@ def test_the_demo_installs_everything_its_dashboard_uses(quickstart: QuickStart)
         assert len(tiles) == 6  # the source tiles; the two stream tiles are their streams, below
         for stream in ("signal", "machine"):
             deadline = time.monotonic() + 60
-            while not (points := http.get(f"/api/streams/{stream}/points").json())["series"] or \
-                    not any(points["series"].values()):
+            while not (points := http.get(f"/api/streams/{stream}/points").json())["series"] or not any(
+                points["series"].values()
+            ):
                 assert time.monotonic() < deadline, f"stream {stream} has no points: {points}"
                 time.sleep(0.5)
     output = quickstart.output()
     assert "MissingExtraError" not in output and "No module named" not in output, output
     # Installed as the README says: mieruka[demo], not the test tools.
-    no_pytest = subprocess.run([str(quickstart.venv / "bin" / "python"), "-c", "import pytest"],
-                               capture_output=True, timeout=60)
+    no_pytest = subprocess.run(
+        [str(quickstart.venv / "bin" / "python"), "-c", "import pytest"], capture_output=True, timeout=60
+    )
     assert no_pytest.returncode != 0, "the quick start's venv must not have the dev extras"
 
 
@@ -154,8 +170,15 @@ def test_the_cli_beside_the_demo_finds_its_data_and_user(quickstart: QuickStart)
     assert f"data in {quickstart.cwd / '.mieruka'} (the default home" in output, output
     created = quickstart.mieruka("tokens", "create", "--user", "demo", "--name", "newcomer")
     assert created.returncode == 0, created.stderr
-    submitted = quickstart.mieruka("submit", "hello", "--url", quickstart.url, "--wait", "name=newcomer",
-                                   env={"MIERUKA_TOKEN": created.stdout.strip()})
+    submitted = quickstart.mieruka(
+        "submit",
+        "hello",
+        "--url",
+        quickstart.url,
+        "--wait",
+        "name=newcomer",
+        env={"MIERUKA_TOKEN": created.stdout.strip()},
+    )
     assert submitted.returncode == 0, submitted.stderr
     assert json.loads(submitted.stdout)["result"] == "Hello, newcomer!"
     assert sorted(p.name for p in quickstart.cwd.iterdir()) == [".mieruka"]

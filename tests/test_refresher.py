@@ -281,8 +281,7 @@ def test_a_request_during_a_read_gets_one_more_read_after_it() -> None:
         wait_for(lambda: len(calls) == 1)  # the start-up read is running with the old value
         box["value"] = 2
         results: list[SourceState] = []
-        waiters = [threading.Thread(target=lambda: results.append(refresher.refresh("r", wait=20)))
-                   for _ in range(5)]
+        waiters = [threading.Thread(target=lambda: results.append(refresher.refresh("r", wait=20))) for _ in range(5)]
         for thread in waiters:
             thread.start()
         cpu = time.process_time()

@@ -59,8 +59,9 @@ def test_prune_runs_on_its_own(tmp_path: Path, database_url: str) -> None:
     from tests.jobs import app as jobs_app
 
     jobs_app._settings = None
-    jobs_app.configure(home=str(tmp_path / "home"), database_url=database_url, workers=1,
-                       retention_max_jobs=1, prune_interval=0.3)
+    jobs_app.configure(
+        home=str(tmp_path / "home"), database_url=database_url, workers=1, retention_max_jobs=1, prune_interval=0.3
+    )
     with jobs_app:
         first = jobs_app.wait(jobs_app.submit("add", a=1), 30)
         jobs_app.wait(jobs_app.submit("add", a=2), 30)

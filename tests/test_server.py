@@ -60,16 +60,19 @@ def test_sse_job_stream_with_resume(server: ServerProcess) -> None:
         assert "line 0" in log_lines
         # Reconnect after the first event with an id: the rest is replayed, in order, nothing lost.
         first_id = ids[0]
-        with client.stream("GET", f"/api/jobs/{job['id']}/events",
-                           headers={"Last-Event-ID": str(first_id)}) as response:
+        with client.stream(
+            "GET", f"/api/jobs/{job['id']}/events", headers={"Last-Event-ID": str(first_id)}
+        ) as response:
             replayed = read_events(response, len(ids) - 1 + 2)  # + ready + snapshot
         replayed_ids = [int(e["id"]) for e in replayed if "id" in e]
         assert replayed_ids[: len(ids) - 1] == ids[1:]
 
 
 def test_sse_all_jobs_stream_sees_jobs_submitted_later(server: ServerProcess) -> None:
-    with httpx.Client(base_url=server.url, timeout=30) as client, \
-            client.stream("GET", "/api/events", params={"task": "add"}) as response:
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("GET", "/api/events", params={"task": "add"}) as response,
+    ):
         submitted = [client.post("/api/tasks/add/jobs", json={"a": i}).json()["id"] for i in range(3)]
         finished = set()
         for event in iter_events(response):
@@ -85,11 +88,14 @@ def test_sse_all_jobs_stream_sees_jobs_submitted_later(server: ServerProcess) ->
 
 
 def test_sse_heartbeat(tmp_path: Path) -> None:
-    with running_server(tmp_path / "home", "--workers", "1", env={"MIERUKA_HEARTBEAT_INTERVAL": "0.3"}) as proc, \
-            httpx.Client(base_url=proc.url, timeout=10) as client, client.stream("GET", "/api/events") as response:
-            for line in response.iter_lines():  # the client's read time-out (10 s) bounds the wait
-                if line == ": heartbeat":
-                    break
+    with (
+        running_server(tmp_path / "home", "--workers", "1", env={"MIERUKA_HEARTBEAT_INTERVAL": "0.3"}) as proc,
+        httpx.Client(base_url=proc.url, timeout=10) as client,
+        client.stream("GET", "/api/events") as response,
+    ):
+        for line in response.iter_lines():  # the client's read time-out (10 s) bounds the wait
+            if line == ": heartbeat":
+                break
 
 
 def test_kill_9_mid_run_then_restart_accounts_for_every_job(tmp_path: Path) -> None:
@@ -99,8 +105,9 @@ def test_kill_9_mid_run_then_restart_accounts_for_every_job(tmp_path: Path) -> N
             finished = [client.post("/api/tasks/add/jobs", json={"a": i}).json()["id"] for i in range(3)]
             for job_id in finished:
                 assert client.get(f"/api/jobs/{job_id}", params={"wait": 20}).json()["status"] == "succeeded"
-            retried = client.post("/api/tasks/fail_then_succeed/jobs",
-                                  json={"marker": str(tmp_path / "never"), "failures": 0}).json()["id"]
+            retried = client.post(
+                "/api/tasks/fail_then_succeed/jobs", json={"marker": str(tmp_path / "never"), "failures": 0}
+            ).json()["id"]
             client.get(f"/api/jobs/{retried}", params={"wait": 20})
             running = [client.post("/api/tasks/sleep/jobs", json={"seconds": 30}).json()["id"] for _ in range(2)]
             queued = [client.post("/api/tasks/add/jobs", json={"a": 100 + i}).json()["id"] for i in range(5)]
@@ -132,8 +139,9 @@ def test_interrupted_job_with_retries_left_is_requeued(tmp_path: Path) -> None:
     marker = tmp_path / "count"
     with running_server(home, "--workers", "1") as first:
         with httpx.Client(base_url=first.url, timeout=30) as client:
-            job_id = client.post("/api/tasks/sleep_in_child/jobs",
-                                 json={"seconds": 30, "pidfile": str(tmp_path / "p")}).json()["id"]
+            job_id = client.post(
+                "/api/tasks/sleep_in_child/jobs", json={"seconds": 30, "pidfile": str(tmp_path / "p")}
+            ).json()["id"]
             retryable = client.post("/api/tasks/too_slow_retried/jobs", json={"seconds": 0}).json()["id"]
             wait_for_file(tmp_path / "p")
         os.kill(first.process.pid, signal.SIGKILL)
@@ -150,8 +158,9 @@ def test_clean_shutdown_requeues_running_jobs(tmp_path: Path, signum: int) -> No
     home = tmp_path / "home"
     with running_server(home, "--workers", "1") as first:
         with httpx.Client(base_url=first.url, timeout=30) as client:
-            job_id = client.post("/api/tasks/sleep_in_child/jobs",
-                                 json={"seconds": 0.5, "pidfile": str(tmp_path / "p")}).json()["id"]
+            job_id = client.post(
+                "/api/tasks/sleep_in_child/jobs", json={"seconds": 0.5, "pidfile": str(tmp_path / "p")}
+            ).json()["id"]
             wait_for_file(tmp_path / "p")
         first.process.send_signal(signum)
         assert first.process.wait(timeout=20) in (0, -signum), first.output()  # uvicorn re-raises the signal
@@ -168,17 +177,24 @@ def test_two_servers_share_live_events_through_redis(tmp_path: Path) -> None:
         import redis
 
         redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no Redis here
+    except Exception as exc:
         need_service(f"Redis is not reachable at 127.0.0.1:6379: {exc}")
-    env = {"MIERUKA_EVENT_BUS": "redis://127.0.0.1:6379/0",
-           "MIERUKA_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}"}
-    with running_server(tmp_path / "a", "--workers", "1", env=env) as first, \
-            running_server(tmp_path / "b", "--workers", "1", env=env) as second, \
-            httpx.Client(timeout=30) as client, \
-            client.stream("GET", f"{second.url}/api/events", params={"task": "add"}) as response:
+    env = {
+        "MIERUKA_EVENT_BUS": "redis://127.0.0.1:6379/0",
+        "MIERUKA_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+    }
+    with (
+        running_server(tmp_path / "a", "--workers", "1", env=env) as first,
+        running_server(tmp_path / "b", "--workers", "1", env=env) as second,
+        httpx.Client(timeout=30) as client,
+        client.stream("GET", f"{second.url}/api/events", params={"task": "add"}) as response,
+    ):
         job = client.post(f"{first.url}/api/tasks/add/jobs", json={"a": 5}).json()
         for event in iter_events(response):
-            if event["event"] == "state" and event["data"]["job_id"] == job["id"] \
-                    and event["data"]["status"] == "succeeded":
+            if (
+                event["event"] == "state"
+                and event["data"]["job_id"] == job["id"]
+                and event["data"]["status"] == "succeeded"
+            ):
                 break
         assert client.get(f"{second.url}/api/jobs/{job['id']}").json()["result"] == 7

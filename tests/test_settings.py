@@ -52,7 +52,9 @@ def test_defaults() -> None:
 
 
 def test_config_file_top_level_keys(tmp_path: Path) -> None:
-    cfg = write(tmp_path / "conf.toml", """
+    cfg = write(
+        tmp_path / "conf.toml",
+        """
 port = 9000
 host = "0.0.0.0"
 poll_interval = "2s"
@@ -62,7 +64,8 @@ auto_migrate = false
 timezone = "Asia/Tokyo"
 workers = 3
 engine_stale_after = 45
-""")
+""",
+    )
     s = Settings.load(environ={}, config_file=cfg)
     assert (s.port, s.host, s.workers) == (9000, "0.0.0.0", 3)
     assert s.poll_interval == 2.0
@@ -75,11 +78,14 @@ engine_stale_after = 45
 
 
 def test_config_file_mieruka_table(tmp_path: Path) -> None:
-    cfg = write(tmp_path / "conf.toml", """
+    cfg = write(
+        tmp_path / "conf.toml",
+        """
 [mieruka]
 port = 9100
 heartbeat_interval = "1m"
-""")
+""",
+    )
     s = Settings.load(environ={}, config_file=str(cfg))
     assert s.port == 9100
     assert s.heartbeat_interval == 60.0
@@ -137,18 +143,31 @@ def test_derived_values(tmp_path: Path) -> None:
     s = Settings.load({"home": str(tmp_path / "h")}, environ={})
     assert s.home_path == (tmp_path / "h").resolve()
     assert s.effective_database_url == f"sqlite:///{(tmp_path / 'h').resolve() / 'mieruka.db'}"
-    assert Settings.load({"database_url": "postgresql://db/x"}, environ={}).effective_database_url == \
-        "postgresql://db/x"
+    assert (
+        Settings.load({"database_url": "postgresql://db/x"}, environ={}).effective_database_url == "postgresql://db/x"
+    )
     assert Settings.load({"workers": 3}, environ={}).effective_workers == 3
     assert Settings.load(environ={}).effective_workers >= 1
     assert str(Settings.load({"timezone": "Asia/Tokyo"}, environ={}).zone) == "Asia/Tokyo"
 
 
 # -- parsing --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, value", [
-    ("1", True), ("true", True), ("TRUE", True), ("yes", True), ("on", True), (" On ", True),
-    ("0", False), ("false", False), ("False", False), ("no", False), ("off", False),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        (" On ", True),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
 def test_booleans_from_env(text: str, value: bool) -> None:
     assert Settings.load(environ={"MIERUKA_AUTO_MIGRATE": text}).auto_migrate is value
 
@@ -160,30 +179,36 @@ def test_unreadable_boolean_is_an_error(text: str) -> None:
         Settings.load(environ={"MIERUKA_AUTO_MIGRATE": text})
 
 
-@pytest.mark.parametrize("env, setting, value", [
-    ({"MIERUKA_RUN_WAIT_MAX": "2m"}, "run_wait_max", 120.0),
-    ({"MIERUKA_RETENTION_MAX_AGE": "1w"}, "retention_max_age", 604800.0),
-    ({"MIERUKA_PRUNE_INTERVAL": "90"}, "prune_interval", 90.0),
-    ({"MIERUKA_ENGINE_STALE_AFTER": "1m30s"}, "engine_stale_after", 90.0),
-    ({"MIERUKA_MAX_UPLOAD_SIZE": "100MB"}, "max_upload_size", 100 * 1024**2),
-    ({"MIERUKA_MAX_UPLOAD_SIZE": "512k"}, "max_upload_size", 512 * 1024),
-    ({"MIERUKA_MAX_UPLOAD_SIZE": "2048"}, "max_upload_size", 2048),
-    ({"MIERUKA_RETENTION_MAX_JOBS": "500"}, "retention_max_jobs", 500),
-    ({"MIERUKA_WORKERS": "4"}, "workers", 4),
-])
+@pytest.mark.parametrize(
+    "env, setting, value",
+    [
+        ({"MIERUKA_RUN_WAIT_MAX": "2m"}, "run_wait_max", 120.0),
+        ({"MIERUKA_RETENTION_MAX_AGE": "1w"}, "retention_max_age", 604800.0),
+        ({"MIERUKA_PRUNE_INTERVAL": "90"}, "prune_interval", 90.0),
+        ({"MIERUKA_ENGINE_STALE_AFTER": "1m30s"}, "engine_stale_after", 90.0),
+        ({"MIERUKA_MAX_UPLOAD_SIZE": "100MB"}, "max_upload_size", 100 * 1024**2),
+        ({"MIERUKA_MAX_UPLOAD_SIZE": "512k"}, "max_upload_size", 512 * 1024),
+        ({"MIERUKA_MAX_UPLOAD_SIZE": "2048"}, "max_upload_size", 2048),
+        ({"MIERUKA_RETENTION_MAX_JOBS": "500"}, "retention_max_jobs", 500),
+        ({"MIERUKA_WORKERS": "4"}, "workers", 4),
+    ],
+)
 def test_durations_and_sizes_are_parsed(env: dict[str, str], setting: str, value: Any) -> None:
     got = getattr(Settings.load(environ=env), setting)
     assert got == value
     assert type(got) is type(value)
 
 
-@pytest.mark.parametrize("env, words", [
-    ({"MIERUKA_PORT": "80a"}, ["port", "'80a'"]),
-    ({"MIERUKA_WORKERS": "two"}, ["workers", "'two'"]),
-    ({"MIERUKA_POLL_INTERVAL": "fast"}, ["'fast'", "10m"]),
-    ({"MIERUKA_MAX_UPLOAD_SIZE": "lots"}, ["'lots'", "100MB"]),
-    ({"MIERUKA_TIMEZONE": "Mars/Olympus"}, ["time zone", "'Mars/Olympus'"]),
-])
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({"MIERUKA_PORT": "80a"}, ["port", "'80a'"]),
+        ({"MIERUKA_WORKERS": "two"}, ["workers", "'two'"]),
+        ({"MIERUKA_POLL_INTERVAL": "fast"}, ["'fast'", "10m"]),
+        ({"MIERUKA_MAX_UPLOAD_SIZE": "lots"}, ["'lots'", "100MB"]),
+        ({"MIERUKA_TIMEZONE": "Mars/Olympus"}, ["time zone", "'Mars/Olympus'"]),
+    ],
+)
 def test_bad_values_are_readable_config_errors(env: dict[str, str], words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.load(environ=env)
@@ -239,17 +264,24 @@ def test_bad_config_files(tmp_path: Path) -> None:
 
 
 def test_only_settings_reads_the_environment() -> None:
-    """"Code receives a Settings object; nothing else reads the environment" (settings.py)."""
+    """ "Code receives a Settings object; nothing else reads the environment" (settings.py)."""
     offenders = []
     for path in sorted(SRC.rglob("*.py")):
         if path.name == "settings.py" and path.parent == SRC:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb") \
-                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("environ", "getenv", "environb")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+            ):
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
-            if isinstance(node, ast.ImportFrom) and node.module == "os" and \
-                    any(a.name in ("environ", "getenv") for a in node.names):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and any(a.name in ("environ", "getenv") for a in node.names)
+            ):
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert offenders == []
 
@@ -275,7 +307,8 @@ def kind(spec: dict[str, Any]) -> str:
     if spec["name"] in SIZES:
         return "size"
     return {"str": "text", "int": "integer", "float": "number", "bool": "boolean"}.get(
-        str(getattr(spec["type"], "__name__", spec["type"])), str(spec["type"]))
+        str(getattr(spec["type"], "__name__", spec["type"])), str(spec["type"])
+    )
 
 
 def shown_default(spec: dict[str, Any]) -> str:
@@ -367,7 +400,8 @@ def test_docs_show_the_current_defaults() -> None:
         assert cells[3] == shown_default(spec), (
             f"docs/settings.md shows default {cells[3]} for {spec['name']}, "
             f"the code has {spec['default']!r}; "
-            "regenerate with `python tests/test_settings.py`")
+            "regenerate with `python tests/test_settings.py`"
+        )
         assert cells[4], f"{spec['name']} has no explanation in docs/settings.md"
 
 

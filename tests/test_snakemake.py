@@ -49,8 +49,9 @@ def test_a_failed_rule_fails_the_job_and_retry_continues_the_workflow(app, tmp_p
     steps = {s.name: s for s in app.engine.store.list_steps(job.id)}
     assert steps["numbers"].status is StepStatus.SUCCEEDED and steps["squares"].status is StepStatus.SUCCEEDED
     assert steps["total"].status is StepStatus.FAILED and steps["read"].status is StepStatus.SKIPPED
-    assert "blocked" in [line.text for line in app.engine.store.read_logs(job.id, step="snakemake")] + \
-        [line.text for line in app.engine.store.read_logs(job.id, step="total")]
+    assert "blocked" in [line.text for line in app.engine.store.read_logs(job.id, step="snakemake")] + [
+        line.text for line in app.engine.store.read_logs(job.id, step="total")
+    ]
     block.unlink()
     app.engine.retry(job.id)
     done = app.wait(job.id, 120)

@@ -12,7 +12,7 @@ import pytest
 from mieruka.errors import ConfigError
 from mieruka.loader import load_app
 
-APP = '''
+APP = """
 import mieruka
 
 app = mieruka.App("paths")
@@ -21,7 +21,7 @@ plan = app.source("plan", file="plan.csv")
 ward = app.source("ward", url="sqlite:///ward.db", sql="SELECT 1 AS x")
 memory = app.source("memory", url="sqlite:///:memory:", sql="SELECT 1 AS x")
 absolute = app.source("absolute", url="sqlite:////srv/beds.db", sql="SELECT 1 AS x")
-'''
+"""
 
 
 @pytest.fixture

@@ -42,8 +42,9 @@ def test_a_mirror_reads_the_workflow_folder_and_writes_its_own(tmp_path: Path) -
     assert (target / "data" / "samples" / "B.txt").read_text() == "an output"
 
 
-def test_a_folder_too_large_to_mirror_is_refused_with_the_way_out(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_folder_too_large_to_mirror_is_refused_with_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = tmp_path / "workflow"
     source.mkdir()
     for i in range(6):

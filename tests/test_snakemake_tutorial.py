@@ -32,8 +32,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
         yield running
 
 
-def run(server: ServerProcess, task: str, params: dict[str, Any] | None = None,
-        seen: list[str] | None = None) -> dict[str, Any]:
+def run(
+    server: ServerProcess, task: str, params: dict[str, Any] | None = None, seen: list[str] | None = None
+) -> dict[str, Any]:
     """The finished job; `seen` collects the job's progress messages while it runs."""
     job = httpx.post(f"{server.url}/api/tasks/{task}/jobs", json=params or {}, timeout=30).json()
     deadline = time.monotonic() + 120
@@ -84,8 +85,10 @@ def test_the_workflow_runs_as_in_its_folder_with_a_step_per_rule(server: ServerP
     assert any("Finished jobid" in t for t in workflow)  # Snakemake's own messages stay the workflow's
     everything = httpx.get(f"{server.url}/api/jobs/{done['id']}/logs", params={"limit": 10000}, timeout=30).json()
     for sample in SAMPLES:
-        for text, step in ((f"counted {sample}", f"count[sample={sample}]"),
-                           (f"sorted {sample}", f"sort[sample={sample}]")):
+        for text, step in (
+            (f"counted {sample}", f"count[sample={sample}]"),
+            (f"sorted {sample}", f"sort[sample={sample}]"),
+        ):
             assert [line["step"] for line in everything["lines"] if line["text"] == text] == [step], text
 
 
@@ -97,7 +100,7 @@ def test_rules_running_side_by_side_keep_their_own_lines(server: ServerProcess) 
     assert done["status"] == "succeeded", done["error"]
     # The job counts the workflow's rules from Snakemake's plan on, before any rule ended (not "0/1").
     assert f"0/{RULES} steps done" in seen, seen
-    planned = seen[seen.index(f"0/{RULES} steps done"):]
+    planned = seen[seen.index(f"0/{RULES} steps done") :]
     # ... naming the rules running: "3/12 steps done; running map_reads[sample=B]".
     assert all(re.match(rf"\d+/{RULES} steps done(; running .+)?$", m) for m in planned), sorted(set(planned))
     assert any("; running map_reads[sample=" in m for m in planned), sorted(set(planned))
@@ -107,20 +110,28 @@ def test_rules_running_side_by_side_keep_their_own_lines(server: ServerProcess) 
         assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"], (a, b)  # side by side
     lines = httpx.get(f"{server.url}/api/jobs/{done['id']}/logs", params={"limit": 10000}, timeout=30).json()["lines"]
     for sample in SAMPLES:  # a shell rule's process and a run: block's thread alike
-        for text, step in ((f"counted {sample}", f"count[sample={sample}]"),
-                           (f"sorted {sample}", f"sort[sample={sample}]")):
+        for text, step in (
+            (f"counted {sample}", f"count[sample={sample}]"),
+            (f"sorted {sample}", f"sort[sample={sample}]"),
+        ):
             assert [(line["step"], line["stream"]) for line in lines if line["text"] == text] == [(step, "stdout")]
 
 
 def test_each_job_writes_into_a_folder_of_its_own(server: ServerProcess) -> None:
-    first = run(server, "tutorial", {"config": ["samples=[\"A\"]"], "cores": 1})
-    second = run(server, "tutorial", {"config": ["samples=[\"A\"]"], "cores": 1})
+    first = run(server, "tutorial", {"config": ['samples=["A"]'], "cores": 1})
+    second = run(server, "tutorial", {"config": ['samples=["A"]'], "cores": 1})
     for done in (first, second):
         assert done["status"] == "succeeded", done["error"]
         rules = [n for n, s in steps_of(server, done["id"]).items() if s["kind"] == "rule"]
         # The second job ran every rule again: it did not find the first one's outputs.
-        assert sorted(rules) == ["all", "count[sample=A]", "map_reads[sample=A]", "merge", "plot_quals",
-                                 "sort[sample=A]"]
+        assert sorted(rules) == [
+            "all",
+            "count[sample=A]",
+            "map_reads[sample=A]",
+            "merge",
+            "plot_quals",
+            "sort[sample=A]",
+        ]
         assert done["message"] == "6/6 steps done"
         # One rule at a time: each line is its rule's, whatever pipe it came on (stdout of a run:
         # block or a shell, stderr of a shell), however the reading threads are scheduled.

@@ -64,19 +64,25 @@ def _wards() -> str:
 
 app.source("unguarded", url=_wards(), sql="SELECT ward, patients FROM wards", every="1h")
 
-app.dashboard("states", [
-    charts.line(broken, x="ward", y="patients", title="Broken line"),
-    charts.kpi(broken, "patients", title="Broken KPI"),
-    charts.bar(slow, x="ward", y="patients", title="Slow bar"),
-    charts.table("unguarded", title="Unguarded table"),
-], title="Source states", columns=2)
+app.dashboard(
+    "states",
+    [
+        charts.line(broken, x="ward", y="patients", title="Broken line"),
+        charts.kpi(broken, "patients", title="Broken KPI"),
+        charts.bar(slow, x="ward", y="patients", title="Slow bar"),
+        charts.table("unguarded", title="Unguarded table"),
+    ],
+    title="Source states",
+    columns=2,
+)
 
 
 @pytest.fixture(scope="module")
 def states(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("states")
-    proc = ServerProcess("tests/test_source_states.py:app", folder / "home", "--workers", "1",
-                         env={"STATES_DIR": str(folder)})
+    proc = ServerProcess(
+        "tests/test_source_states.py:app", folder / "home", "--workers", "1", env={"STATES_DIR": str(folder)}
+    )
     proc.data = folder  # type: ignore[attr-defined]
     with shared_server(proc, request) as server:
         yield server
@@ -103,7 +109,11 @@ def test_a_source_without_the_read_only_guardrail_says_so(states: ServerProcess)
     assert source(states, "broken")["warning"] is None  # a Python function: nothing to guard
     tiles = httpx.get(f"{states.url}/api/dashboards/states", timeout=10).json()["tiles"]
     assert {t["chart"]: bool(t["warning"]) for t in tiles} == {
-        "broken-line": False, "broken-kpi": False, "slow-bar": False, "unguarded-table": True}
+        "broken-line": False,
+        "broken-kpi": False,
+        "slow-bar": False,
+        "unguarded-table": True,
+    }
 
 
 def test_a_page_says_what_a_tile_without_data_waits_for(browser: Any, states: ServerProcess) -> None:

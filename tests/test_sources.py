@@ -37,8 +37,7 @@ def odbc_string(url: str) -> str:
     if not drivers:
         need_service("no PostgreSQL ODBC driver (apt-get install unixodbc odbc-postgresql)")
     database = url.rsplit("/", 1)[1]
-    return (f"DRIVER={{{drivers[0]}}};SERVER=127.0.0.1;PORT=5432;DATABASE={database};UID=postgres;PWD=unused;"
-            "ReadOnly=1")
+    return f"DRIVER={{{drivers[0]}}};SERVER=127.0.0.1;PORT=5432;DATABASE={database};UID=postgres;PWD=unused;ReadOnly=1"
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +170,9 @@ SLOW = {
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_the_database_stops_a_query_at_the_timeout(backend: str, tmp_path: Path,
-                                                   request: pytest.FixtureRequest) -> None:
+def test_the_database_stops_a_query_at_the_timeout(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     url = sqlite_wards(tmp_path) if backend == "sqlite" else request.getfixturevalue("pg_wards")
     source = SqlSource(url, SLOW[backend])
     started = time.monotonic()
@@ -196,8 +196,11 @@ def test_odbc_queries_stop_at_the_timeout(pg_wards: str) -> None:
 def test_odbc_parameters_are_bound(pg_wards: str) -> None:
     source = OdbcSource(odbc_string(pg_wards), "SELECT ward, patients FROM wards WHERE patients > ?", [25])
     assert source.fetch(LIMITS).frame["ward"].tolist() == ["C", "D", "E"]
-    named = OdbcSource(odbc_string(pg_wards), "SELECT ward, ':x' AS t, patients::text AS p FROM wards "
-                       "WHERE patients > :low AND patients < :high", {"high": 45, "low": 25})
+    named = OdbcSource(
+        odbc_string(pg_wards),
+        "SELECT ward, ':x' AS t, patients::text AS p FROM wards WHERE patients > :low AND patients < :high",
+        {"high": 45, "low": 25},
+    )
     frame = named.fetch(LIMITS).frame
     assert frame["ward"].tolist() == ["C", "D"] and frame["t"].tolist() == [":x", ":x"]
     assert "PWD=***" in source.describe()
@@ -224,17 +227,20 @@ def test_a_missing_extra_is_named() -> None:
         optional("surely_not_installed_module", "ODBC sources (pyodbc)", "odbc")
 
 
-@pytest.mark.parametrize("options, message", [
-    ({}, "exactly one of"),
-    ({"sql": "SELECT 1"}, "url= .* or odbc="),
-    ({"sql": "SELECT 1", "url": "sqlite://", "params": [1]}, "dict"),
-    ({"sql": "SELECT 1", "odbc": "DSN=x", "params": 5}, "list"),
-    ({"function": lambda: [], "every": "soon"}, "cannot read duration"),
-    ({"function": lambda: [], "cron": "not cron"}, "invalid cron"),
-    ({"function": lambda: [], "timeout": 0}, "timeout must be positive"),
-    ({"function": lambda: [], "max_rows": 0}, "max_rows"),
-    ({"file": "x.unknown"}, "format"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({}, "exactly one of"),
+        ({"sql": "SELECT 1"}, "url= .* or odbc="),
+        ({"sql": "SELECT 1", "url": "sqlite://", "params": [1]}, "dict"),
+        ({"sql": "SELECT 1", "odbc": "DSN=x", "params": 5}, "list"),
+        ({"function": lambda: [], "every": "soon"}, "cannot read duration"),
+        ({"function": lambda: [], "cron": "not cron"}, "invalid cron"),
+        ({"function": lambda: [], "timeout": 0}, "timeout must be positive"),
+        ({"function": lambda: [], "max_rows": 0}, "max_rows"),
+        ({"file": "x.unknown"}, "format"),
+    ],
+)
 def test_bad_declarations_say_what_is_wrong(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make_source("s", **options)

@@ -59,8 +59,9 @@ def new(store: JobStore, task: str = "t", params: dict | None = None, **kw: obje
     return record
 
 
-def claim(store: JobStore, *ids: int, engine: str = "engine-1", worker: str = "w1",
-          now: datetime | None = None) -> list[JobRecord]:
+def claim(
+    store: JobStore, *ids: int, engine: str = "engine-1", worker: str = "w1", now: datetime | None = None
+) -> list[JobRecord]:
     the_claim = Claim(job_ids=list(ids), worker=worker, engine_id=engine, now=now or utcnow())
     return store.apply([], the_claim).claimed
 
@@ -68,8 +69,7 @@ def claim(store: JobStore, *ids: int, engine: str = "engine-1", worker: str = "w
 def finish(store: JobStore, job_id: int, status: JobStatus = SUCCEEDED, at: datetime | None = None) -> None:
     """Run a queued job to a finished state, with `finished_at` = `at`."""
     assert [j.id for j in claim(store, job_id)] == [job_id]
-    done = store.apply([Transition(job_id, status, frozenset({RUNNING}),
-                                   {"finished_at": at or utcnow()})]).done
+    done = store.apply([Transition(job_id, status, frozenset({RUNNING}), {"finished_at": at or utcnow()})]).done
     assert done == [True]
 
 
@@ -90,8 +90,9 @@ def line(text: str, stream: str = "stdout") -> tuple[datetime, str, str]:
 # -- create / get ------------------------------------------------------------------------------
 def test_create_job_returns_a_queued_record(store: JobStore) -> None:
     before = utcnow()
-    job, created = store.create_job(NewJob(task="align", params={"n": 3, "name": "x"}, max_attempts=3,
-                                           priority=5, queue="gpu", owner="alice"))
+    job, created = store.create_job(
+        NewJob(task="align", params={"n": 3, "name": "x"}, max_attempts=3, priority=5, queue="gpu", owner="alice")
+    )
     after = utcnow()
     assert created is True
     assert job.id > 0
@@ -118,9 +119,18 @@ def test_a_job_started_now_and_stored_later(store: JobStore, monkeypatch: pytest
     if store.start_create_job(NewJob(task="t", params={}, idempotency_key="k")) is not None:
         pytest.fail("a job with an idempotency key is never started ahead: its key may name another")
     start = utcnow()
-    pending = store.start_create_job(NewJob(task="align", params={"n": 3, "text": "ü'\\"}, max_attempts=2,
-                                            priority=-1, queue="gpu", owner="alice", run_after=start,
-                                            schedule="nightly"))
+    pending = store.start_create_job(
+        NewJob(
+            task="align",
+            params={"n": 3, "text": "ü'\\"},
+            max_attempts=2,
+            priority=-1,
+            queue="gpu",
+            owner="alice",
+            run_after=start,
+            schedule="nightly",
+        )
+    )
     if pending is None:  # SQLite: create_job only (its inserts do not wait on a network)
         assert isinstance(store, SqlJobStore) and store.is_sqlite
         return
@@ -146,8 +156,9 @@ def test_a_job_started_now_and_stored_later(store: JobStore, monkeypatch: pytest
     assert store.get_job(held_too_long.record.id) == held_too_long.record
 
 
-def test_jobs_started_now_and_then_get_ids_that_follow_each_other(store: JobStore,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jobs_started_now_and_then_get_ids_that_follow_each_other(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mieruka.store import job_ids
 
     clock = [time.monotonic()]
@@ -194,8 +205,10 @@ def test_idempotency_keys_are_per_owner_and_task(store: JobStore) -> None:
     """Another user, or another task, with the same key gets a job of its own; jobs without an
     owner (the open mode) are all one owner's."""
     scopes = [("alice", "t"), ("bob", "t"), (None, "t"), ("alice", "u"), (None, "u")]
-    first = {scope: store.create_job(NewJob(task=scope[1], params={}, owner=scope[0], idempotency_key="k"))
-             for scope in scopes}
+    first = {
+        scope: store.create_job(NewJob(task=scope[1], params={}, owner=scope[0], idempotency_key="k"))
+        for scope in scopes
+    }
     assert all(created for _, created in first.values())
     assert len({job.id for job, _ in first.values()}) == len(scopes)
     for (owner, task), (job, _) in first.items():
@@ -215,8 +228,9 @@ def test_one_key_submitted_at_once_makes_one_job_per_owner(database_url: str, ow
     def submit(n: int) -> tuple[str | None, str, int, bool]:
         owner, task = submitters[n % len(submitters)]
         start.wait(timeout=60)
-        job, created = stores[n % 2].create_job(NewJob(task=task, params={"n": n}, owner=owner,
-                                                       idempotency_key="same key"))
+        job, created = stores[n % 2].create_job(
+            NewJob(task=task, params={"n": n}, owner=owner, idempotency_key="same key")
+        )
         return owner, task, job.id, created
 
     try:
@@ -319,8 +333,9 @@ def test_list_jobs_search_non_ascii_text(store: JobStore) -> None:
     tokyo = new(store, params={"city": "東京"})
     new(store, params={"city": "Osaka"})
     due = store.schedule_due("nightly", utcnow())
-    nightly = store.fire_schedule("nightly", due, due + timedelta(days=1),
-                                  NewJob(task="t", params={"city": "東京"}, schedule="nightly"))
+    nightly = store.fire_schedule(
+        "nightly", due, due + timedelta(days=1), NewJob(task="t", params={"city": "東京"}, schedule="nightly")
+    )
     assert nightly is not None
     assert ids(store.list_jobs(JobQuery(search="東京"))) == [nightly.id, tokyo.id]
 
@@ -423,8 +438,9 @@ def test_transition_only_from_expected_states(store: JobStore) -> None:
     assert store.get_job(job.id).status is QUEUED  # type: ignore[union-attr]
     claim(store, job.id)
     finished_at = utcnow()
-    to_done = Transition(job.id, SUCCEEDED, frozenset({RUNNING}),
-                         {"result": {"ok": [1, 2]}, "finished_at": finished_at, "progress": 1.0})
+    to_done = Transition(
+        job.id, SUCCEEDED, frozenset({RUNNING}), {"result": {"ok": [1, 2]}, "finished_at": finished_at, "progress": 1.0}
+    )
     assert store.apply([to_done]).done == [True]
     stored = store.get_job(job.id)
     assert stored is not None
@@ -436,8 +452,10 @@ def test_transition_only_from_expected_states(store: JobStore) -> None:
     assert store.apply([to_done]).done == [False]  # succeeded is not running
 
 
-@pytest.mark.parametrize("result", ["plain text", "42", "[1, 2]", '{"a": 1}', "null", 7, 2.5, True,
-                                    [1, "a", None], {"nested": {"x": [1.5]}}, None])
+@pytest.mark.parametrize(
+    "result",
+    ["plain text", "42", "[1, 2]", '{"a": 1}', "null", 7, 2.5, True, [1, "a", None], {"nested": {"x": [1.5]}}, None],
+)
 def test_results_round_trip_exactly(store: JobStore, result: object) -> None:
     """A string result that looks like JSON stays a string: it is decoded once, not twice."""
     job = new(store, params={"s": "123", "t": "[1]"})
@@ -456,8 +474,7 @@ def test_transition_attempt_guard(store: JobStore) -> None:
     stale = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "late"}, attempt=2)
     assert store.apply([stale]).done == [False]
     assert store.get_job(job.id).status is RUNNING  # type: ignore[union-attr]
-    current = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "boom", "traceback": "tb"},
-                         attempt=1)
+    current = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "boom", "traceback": "tb"}, attempt=1)
     assert store.apply([current]).done == [True]
     stored = store.get_job(job.id)
     assert stored is not None and stored.status is FAILED
@@ -472,8 +489,9 @@ def test_transition_read_back_returns_the_job_as_stored_after_it(store: JobStore
     early = ArtifactInfo(name="b.txt", size=1, content_type="text/plain", created_at=t1)
     late = ArtifactInfo(name="a.csv", size=22, content_type="text/csv", created_at=t1 + timedelta(seconds=1))
     log = LogAppend(job.id, 1, [(t1, "stdout", "hello")])
-    done = Transition(job.id, SUCCEEDED, frozenset({RUNNING}), {"finished_at": utcnow(), "result": result},
-                      attempt=1, read_back=True)
+    done = Transition(
+        job.id, SUCCEEDED, frozenset({RUNNING}), {"finished_at": utcnow(), "result": result}, attempt=1, read_back=True
+    )
     applied = store.apply([ArtifactAdded(job.id, late), ArtifactAdded(job.id, early), log, done])
     assert applied.done == [True, True, True, True]
     stored = store.get_job(job.id)
@@ -497,8 +515,7 @@ def test_transition_of_unknown_job_is_not_done(store: JobStore) -> None:
 def test_cancel_request_flag(store: JobStore) -> None:
     job = new(store)
     claim(store, job.id)
-    assert store.apply([Transition(job.id, RUNNING, frozenset({RUNNING}),
-                                   {"cancel_requested": True})]).done == [True]
+    assert store.apply([Transition(job.id, RUNNING, frozenset({RUNNING}), {"cancel_requested": True})]).done == [True]
     assert store.get_job(job.id).cancel_requested is True  # type: ignore[union-attr]
 
 
@@ -548,14 +565,16 @@ def test_log_append_and_read_ranges(store: JobStore) -> None:
     job = new(store)
     other = new(store)
     t0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
-    lines = [(t0 + timedelta(seconds=i), "stdout" if i % 2 == 0 else "stderr", f"line {i + 1}")
-             for i in range(3)]
+    lines = [(t0 + timedelta(seconds=i), "stdout" if i % 2 == 0 else "stderr", f"line {i + 1}") for i in range(3)]
     applied = store.apply([LogAppend(job.id, 1, lines), LogAppend(other.id, 1, [line("other")])])
     assert applied.done == [True, True]
     assert store.get_job(job.id).log_lines == 3  # type: ignore[union-attr]
     logs = store.read_logs(job.id)
     assert [(entry.seq, entry.stream, entry.text) for entry in logs] == [
-        (1, "stdout", "line 1"), (2, "stderr", "line 2"), (3, "stdout", "line 3")]
+        (1, "stdout", "line 1"),
+        (2, "stderr", "line 2"),
+        (3, "stdout", "line 3"),
+    ]
     assert [entry.at for entry in logs] == [at for at, _, _ in lines]
     for entry in logs:
         assert_utc(entry.at)
@@ -585,8 +604,7 @@ def test_artifacts_are_listed_and_replaced_by_name(store: JobStore) -> None:
     assert stored is not None and stored.artifacts == [report]
     assert_utc(stored.artifacts[0].created_at)
     t2 = t1 + timedelta(seconds=1)
-    bigger = ArtifactInfo(name="report.html", size=2000, content_type="text/html; charset=utf-8",
-                          created_at=t2)
+    bigger = ArtifactInfo(name="report.html", size=2000, content_type="text/html; charset=utf-8", created_at=t2)
     data = ArtifactInfo(name="data.csv", size=5, content_type="text/csv", created_at=t2)
     assert store.apply([ArtifactAdded(job.id, bigger), ArtifactAdded(job.id, data)]).done == [True, True]
     stored = store.get_job(job.id)
@@ -739,10 +757,12 @@ def test_fire_schedule_without_a_job_only_moves_the_schedule(store: JobStore) ->
 
 # -- retention ---------------------------------------------------------------------------------
 def _with_logs_and_artifact(store: JobStore, job_id: int) -> None:
-    assert store.apply([
-        LogAppend(job_id, 1, [line("hello")]),
-        ArtifactAdded(job_id, ArtifactInfo("out.txt", 3, "text/plain", utcnow())),
-    ]).done == [True, True]
+    assert store.apply(
+        [
+            LogAppend(job_id, 1, [line("hello")]),
+            ArtifactAdded(job_id, ArtifactInfo("out.txt", 3, "text/plain", utcnow())),
+        ]
+    ).done == [True, True]
 
 
 def test_prune_by_age_deletes_only_old_finished_jobs(store: JobStore) -> None:
@@ -997,12 +1017,22 @@ def test_timeline_counts_finished_jobs_and_their_wait_and_run_times(store: JobSt
             expect = frozenset({RUNNING})
         else:
             expect = frozenset({QUEUED})
-        assert store.apply([Transition(record.id, status, expect, {
-            "created_at": start + timedelta(seconds=created),
-            "finished_at": start + timedelta(seconds=finished)})]).done == [True]
+        assert store.apply(
+            [
+                Transition(
+                    record.id,
+                    status,
+                    expect,
+                    {
+                        "created_at": start + timedelta(seconds=created),
+                        "finished_at": start + timedelta(seconds=finished),
+                    },
+                )
+            ]
+        ).done == [True]
 
-    job(0, 2, 10, SUCCEEDED)     # minute 0: waited 2 s, ran 8 s
-    job(0, 4, 20, FAILED)        # minute 0: waited 4 s, ran 16 s
+    job(0, 2, 10, SUCCEEDED)  # minute 0: waited 2 s, ran 8 s
+    job(0, 4, 20, FAILED)  # minute 0: waited 4 s, ran 16 s
     job(0, None, 30, CANCELLED)  # minute 0: cancelled before it started
     job(60, 61, 125, SUCCEEDED)  # minute 2
     job(-3600, -3599, -3590, SUCCEEDED)  # an hour earlier: not asked for
@@ -1021,14 +1051,27 @@ def test_timeline_counts_finished_jobs_and_their_wait_and_run_times(store: JobSt
 def test_steps_planned_saved_and_listed_in_order(store: JobStore) -> None:
     job = new(store)
     assert store.list_steps(job.id) == []
-    plan = [StepRecord(job.id, "b", 1000, "shell", depends_on=["a"], description="sort x", allow_failure=True),
-            StepRecord(job.id, "a", 0, "python")]
+    plan = [
+        StepRecord(job.id, "b", 1000, "shell", depends_on=["a"], description="sort x", allow_failure=True),
+        StepRecord(job.id, "a", 0, "python"),
+    ]
     assert store.apply([StepsPlanned(job.id, plan)]).done == [True]
     assert [s.name for s in store.list_steps(job.id)] == ["a", "b"]
     started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=TOKYO)
-    done = StepRecord(job.id, "a", 0, "python", status=StepStatus.SUCCEEDED, started_at=started,
-                      finished_at=started + timedelta(seconds=2), progress=1.0, message="ok",
-                      output={"n": [1, "二"]}, artifacts=["r.html"], reused=True)
+    done = StepRecord(
+        job.id,
+        "a",
+        0,
+        "python",
+        status=StepStatus.SUCCEEDED,
+        started_at=started,
+        finished_at=started + timedelta(seconds=2),
+        progress=1.0,
+        message="ok",
+        output={"n": [1, "二"]},
+        artifacts=["r.html"],
+        reused=True,
+    )
     store.apply([StepSaved(done)])
     a, b = store.list_steps(job.id)
     assert a == done and a.started_at.tzinfo is not None and a.duration == 2.0
@@ -1044,11 +1087,21 @@ def test_steps_closed_settles_only_open_steps(store: JobStore) -> None:
     job = new(store)
     other = new(store)
     now = utcnow()
-    store.apply([StepsPlanned(job.id, [
-        StepRecord(job.id, "done", 0, "python", status=StepStatus.SUCCEEDED, started_at=now, finished_at=now),
-        StepRecord(job.id, "run", 1, "shell", status=StepStatus.RUNNING, started_at=now),
-        StepRecord(job.id, "wait", 2, "shell")]),
-        StepsPlanned(other.id, [StepRecord(other.id, "run", 0, "shell", status=StepStatus.RUNNING)])])
+    store.apply(
+        [
+            StepsPlanned(
+                job.id,
+                [
+                    StepRecord(
+                        job.id, "done", 0, "python", status=StepStatus.SUCCEEDED, started_at=now, finished_at=now
+                    ),
+                    StepRecord(job.id, "run", 1, "shell", status=StepStatus.RUNNING, started_at=now),
+                    StepRecord(job.id, "wait", 2, "shell"),
+                ],
+            ),
+            StepsPlanned(other.id, [StepRecord(other.id, "run", 0, "shell", status=StepStatus.RUNNING)]),
+        ]
+    )
     store.apply([StepsClosed(job.id, StepStatus.CANCELLED)])
     steps = {s.name: s for s in store.list_steps(job.id)}
     assert steps["done"].status is StepStatus.SUCCEEDED
@@ -1061,9 +1114,13 @@ def test_step_logs_are_part_of_the_job_log_and_readable_per_step(store: JobStore
     job = new(store)
     claim(store, job.id)
     at = utcnow()
-    store.apply([LogAppend(job.id, 1, [(at, "stdout", "job line")]),
-                 LogAppend(job.id, 2, [(at, "stdout", "a1"), (at, "stderr", "a2")], step="a"),
-                 LogAppend(job.id, 4, [(at, "stdout", "b1")], step="b")])
+    store.apply(
+        [
+            LogAppend(job.id, 1, [(at, "stdout", "job line")]),
+            LogAppend(job.id, 2, [(at, "stdout", "a1"), (at, "stderr", "a2")], step="a"),
+            LogAppend(job.id, 4, [(at, "stdout", "b1")], step="b"),
+        ]
+    )
     assert [(line.seq, line.step) for line in store.read_logs(job.id)] == [(1, None), (2, "a"), (3, "a"), (4, "b")]
     assert [line.text for line in store.read_logs(job.id, step="a")] == ["a1", "a2"]
     assert [line.text for line in store.read_logs(job.id, after=2, step="a")] == ["a2"]

@@ -23,11 +23,27 @@ import pytest
 from tests.conftest import POSTGRES_ADMIN_URL, TESTS, free_port, need_service
 
 COMMANDS: dict[str, Callable[[Path, str], list[str]]] = {
-    "run": lambda home, url: ["run", "tests/jobs.py:app", "--port", str(free_port()), "--home", str(home),
-                              "--database-url", url],
+    "run": lambda home, url: [
+        "run",
+        "tests/jobs.py:app",
+        "--port",
+        str(free_port()),
+        "--home",
+        str(home),
+        "--database-url",
+        url,
+    ],
     "demo": lambda home, url: ["demo", "--port", str(free_port()), "--home", str(home), "--database-url", url],
-    "worker": lambda home, url: ["worker", "tests/jobs.py:app", "--home", str(home), "--database-url", url,
-                                 "--broker-url", f"redis://127.0.0.1:{free_port()}/0"],
+    "worker": lambda home, url: [
+        "worker",
+        "tests/jobs.py:app",
+        "--home",
+        str(home),
+        "--database-url",
+        url,
+        "--broker-url",
+        f"redis://127.0.0.1:{free_port()}/0",
+    ],
     "users": lambda home, url: ["users", "ls", "--home", str(home), "--database-url", url],
     "tokens": lambda home, url: ["tokens", "ls", "--home", str(home), "--database-url", url],
     "db upgrade": lambda home, url: ["db", "upgrade", "--home", str(home), "--database-url", url],
@@ -37,8 +53,14 @@ COMMANDS: dict[str, Callable[[Path, str], list[str]]] = {
 def mieruka(args: list[str], as_user: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
-    return subprocess.run([*(as_user or []), sys.executable, "-m", "mieruka.cli", *args], capture_output=True,
-                          text=True, cwd=TESTS.parent, env=env, timeout=120)
+    return subprocess.run(
+        [*(as_user or []), sys.executable, "-m", "mieruka.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=120,
+    )
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], *wanted: str) -> str:
@@ -141,8 +163,9 @@ def unwritable_folder() -> Iterator[tuple[Path, list[str]]]:
         shutil.rmtree(top)
 
 
-def test_a_folder_without_write_permission(unwritable_folder: tuple[Path, list[str]],
-                                           command: Callable[[Path, str], list[str]]) -> None:
+def test_a_folder_without_write_permission(
+    unwritable_folder: tuple[Path, list[str]], command: Callable[[Path, str], list[str]]
+) -> None:
     folder, as_user = unwritable_folder
     path = folder / "mieruka.db"
     assert_one_line(mieruka(command(folder, f"sqlite:///{path}"), as_user), str(folder), "may not write")

@@ -69,8 +69,9 @@ def test_a_restarted_server_shows_the_last_window(tmp_path: Path, env: dict[str,
         assert after["boot"] == before["boot"]
         assert after["last"] >= before["last"]
         kept = dict(zip(range(after["first"], after["last"] + 1), after["t"], strict=True))
-        assert all(kept[seq] == t for seq, t in zip(range(before["first"], before["last"] + 1), before["t"],
-                                                    strict=True))
+        assert all(
+            kept[seq] == t for seq, t in zip(range(before["first"], before["last"] + 1), before["t"], strict=True)
+        )
         assert set(after["series"]) == {"sin", "cos"}
         # the numbers go on: a client that saw the first server's last point gets only new ones
         later = wait_for_points(second, after["last"] + 20)

@@ -187,7 +187,7 @@ def test_run_again_prefills_the_form_and_retry_requeues(ui: tuple, server: Serve
 def test_the_workers_page_follows_the_pool(ui: tuple, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/workers")
-    page.locator('tr[data-worker]').first.wait_for()
+    page.locator("tr[data-worker]").first.wait_for()
     job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 30}).json()
     link = page.locator(f'#workers-panel tr[data-worker] a[href$="/jobs/{job["id"]}"]')
     link.wait_for(timeout=10000)  # refreshed by itself
@@ -211,11 +211,12 @@ def test_pipeline_steps_and_a_step_log_update_live(ui: tuple, server: ServerProc
     assert "[ticker] tick 20" in page.locator("#log").text_content()
 
 
-def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: tuple, server: ServerProcess,
-                                                              tmp_path: Path) -> None:
+def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: tuple, server: ServerProcess, tmp_path: Path) -> None:
     page, _ = ui
-    job = httpx.post(f"{server.url}/api/tasks/pipe_flaky/jobs",
-                     json={"counter": str(tmp_path / "c"), "marker": str(tmp_path / "missing")}).json()
+    job = httpx.post(
+        f"{server.url}/api/tasks/pipe_flaky/jobs",
+        json={"counter": str(tmp_path / "c"), "marker": str(tmp_path / "missing")},
+    ).json()
     assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "failed"
     page.goto(f"{server.url}/jobs/{job['id']}")
     flaky = page.locator('#steps details[data-step="flaky"]')
@@ -233,8 +234,24 @@ def add_user(server: ServerProcess, name: str, password: str) -> None:
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-m", "mieruka.cli", "users", "add", name, "--role", "admin", "--password-stdin",
-                    "--home", str(server.home)], input=password.encode(), check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mieruka.cli",
+            "users",
+            "add",
+            name,
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--home",
+            str(server.home),
+        ],
+        input=password.encode(),
+        check=True,
+        capture_output=True,
+    )
 
 
 def log_in(page: object, server: ServerProcess, name: str, password: str) -> None:
@@ -266,9 +283,25 @@ def test_every_page_fits_a_phone(browser: object, tmp_path: Path) -> None:
         page.set_viewport_size(PHONE)  # type: ignore[attr-defined]
         log_in(page, demo, "phoebe", "a phone-sized password")
         wide = []
-        for path in ("/", "/tasks/all_the_types", "/tasks/make_report", "/jobs", f"/jobs/{job['id']}",
-                     f"/jobs/{failed['id']}", "/workers", "/dashboards", "/dashboards/demo", "/streams/signal",
-                     "/users", "/audit", "/account", "/presence", "/jobs/99999", "/tasks/nope", "/docs"):
+        for path in (
+            "/",
+            "/tasks/all_the_types",
+            "/tasks/make_report",
+            "/jobs",
+            f"/jobs/{job['id']}",
+            f"/jobs/{failed['id']}",
+            "/workers",
+            "/dashboards",
+            "/dashboards/demo",
+            "/streams/signal",
+            "/users",
+            "/audit",
+            "/account",
+            "/presence",
+            "/jobs/99999",
+            "/tasks/nope",
+            "/docs",
+        ):
             page.goto(f"{demo.url}{path}")  # type: ignore[attr-defined]
             page.wait_for_load_state("load")  # type: ignore[attr-defined]
             width = page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]

@@ -61,7 +61,7 @@ def edge(
     optional_model: Window | None = None,
     stamp: datetime = datetime(2026, 1, 2, 3, 4, 5),
     titled: Annotated[int, Field(title="Number of widgets")] = 1,
-    made: list[str] = Field(default_factory=lambda: ["f", "g"]),  # noqa: B008
+    made: list[str] = Field(default_factory=lambda: ["f", "g"]),
     anything="free",  # no annotation: Any
     *,
     needed: str,
@@ -94,16 +94,46 @@ def by_name(fields: list[FormField]) -> dict[str, FormField]:
 # -- form_fields ---------------------------------------------------------------------------------------
 def test_echo_types_kinds_and_defaults() -> None:
     fields = form_fields(task("echo_types"))
-    assert [f.name for f in fields] == ["text", "count", "ratio", "flag", "choice", "colour", "day", "moment",
-                                        "names", "window"]
+    assert [f.name for f in fields] == [
+        "text",
+        "count",
+        "ratio",
+        "flag",
+        "choice",
+        "colour",
+        "day",
+        "moment",
+        "names",
+        "window",
+    ]
     f = by_name(fields)
     assert {name: fl.kind for name, fl in f.items()} == {
-        "text": "text", "count": "number", "ratio": "number", "flag": "checkbox", "choice": "select",
-        "colour": "select", "day": "date", "moment": "datetime", "names": "list", "window": "fieldset",
-        "window.start": "number", "window.end": "number"}
+        "text": "text",
+        "count": "number",
+        "ratio": "number",
+        "flag": "checkbox",
+        "choice": "select",
+        "colour": "select",
+        "day": "date",
+        "moment": "datetime",
+        "names": "list",
+        "window": "fieldset",
+        "window.start": "number",
+        "window.end": "number",
+    }
     assert {name: fl.value for name, fl in f.items() if name != "flag"} == {
-        "text": "x", "count": "1", "ratio": "0.5", "choice": "hg38", "colour": "red", "day": "2026-01-01",
-        "moment": "2026-01-01T12:00", "names": "a", "window": "", "window.start": "0", "window.end": "10"}
+        "text": "x",
+        "count": "1",
+        "ratio": "0.5",
+        "choice": "hg38",
+        "colour": "red",
+        "day": "2026-01-01",
+        "moment": "2026-01-01T12:00",
+        "names": "a",
+        "window": "",
+        "window.start": "0",
+        "window.end": "10",
+    }
     assert f["flag"].checked is False and f["flag"].value == "true"
     assert f["count"].step == "1" and f["ratio"].step == "any" and f["moment"].step is None
     assert f["choice"].options == ["hg38", "mm10"] and f["colour"].options == ["red", "blue"]
@@ -145,8 +175,12 @@ def test_bounds_and_help_from_annotated_fields_and_docstrings() -> None:
 
 def test_awkward_parameters() -> None:
     f = by_name(form_fields(EDGE))
-    assert (f["maybe"].kind, f["maybe"].optional, f["maybe"].value, f["maybe"].input_required) == \
-        ("number", True, "", False)
+    assert (f["maybe"].kind, f["maybe"].optional, f["maybe"].value, f["maybe"].input_required) == (
+        "number",
+        True,
+        "",
+        False,
+    )
     assert f["maybe"].help == "Perhaps a number." and f["outer"].help == "Nested twice."
     assert (f["tri"].kind, f["tri"].options, f["tri"].blank_option) == ("select", ["true", "false"], True)
     assert (f["level"].kind, f["level"].options, f["level"].value) == ("select", ["1", "2", "3"], "2")
@@ -173,8 +207,14 @@ def test_awkward_parameters() -> None:
 
 
 def test_errors_go_on_their_fields_and_the_rest_is_left_for_the_page() -> None:
-    errors = {"count": "not a number", "window.start": "too small", "names.1": "bad name", "window": "odd",
-              "zzz": "unknown parameter", "": "whole form"}
+    errors = {
+        "count": "not a number",
+        "window.start": "too small",
+        "names.1": "bad name",
+        "window": "odd",
+        "zzz": "unknown parameter",
+        "": "whole form",
+    }
     fields = form_fields(task("echo_types"), errors=errors)
     f = by_name(fields)
     assert f["count"].error == "not a number" and f["window.start"].error == "too small"
@@ -186,8 +226,14 @@ def test_errors_go_on_their_fields_and_the_rest_is_left_for_the_page() -> None:
 
 
 def test_a_rejected_form_comes_back_as_typed() -> None:
-    values = {"count": "many", "flag": "true", "names": "x\r\ny", "window.start": "-", "colour": "blue",
-              "moment": "2026-05-06T07:08"}
+    values = {
+        "count": "many",
+        "flag": "true",
+        "names": "x\r\ny",
+        "window.start": "-",
+        "colour": "blue",
+        "moment": "2026-05-06T07:08",
+    }
     f = by_name(form_fields(task("echo_types"), values, {"count": "not a number"}))
     assert f["count"].value == "many" and f["count"].error == "not a number"
     assert f["flag"].checked and f["names"].value == "x\ny" and f["window.start"].value == "-"
@@ -201,13 +247,31 @@ def test_a_rejected_form_comes_back_as_typed() -> None:
 
 
 def test_stored_parameters_prefill_the_form() -> None:
-    params = {"text": "hi", "count": 3, "ratio": 0.25, "flag": True, "choice": "mm10", "colour": "blue",
-              "day": "2026-03-04", "moment": "2026-03-04T05:06:00", "names": ["p", "q"],
-              "window": {"start": 4, "end": 8}}
+    params = {
+        "text": "hi",
+        "count": 3,
+        "ratio": 0.25,
+        "flag": True,
+        "choice": "mm10",
+        "colour": "blue",
+        "day": "2026-03-04",
+        "moment": "2026-03-04T05:06:00",
+        "names": ["p", "q"],
+        "window": {"start": 4, "end": 8},
+    }
     f = by_name(form_fields(task("echo_types"), params))
     assert {name: fl.value for name, fl in f.items() if name not in ("flag", "window")} == {
-        "text": "hi", "count": "3", "ratio": "0.25", "choice": "mm10", "colour": "blue", "day": "2026-03-04",
-        "moment": "2026-03-04T05:06", "names": "p\nq", "window.start": "4", "window.end": "8"}
+        "text": "hi",
+        "count": "3",
+        "ratio": "0.25",
+        "choice": "mm10",
+        "colour": "blue",
+        "day": "2026-03-04",
+        "moment": "2026-03-04T05:06",
+        "names": "p\nq",
+        "window.start": "4",
+        "window.end": "8",
+    }
     assert f["flag"].checked
     e = by_name(form_fields(EDGE, {"maybe": None, "meta": {"y": 2}, "tri": False, "optional_model": {"start": 1}}))
     assert f["flag"].checked and e["maybe"].value == "" and json.loads(e["meta"].value) == {"y": 2}
@@ -315,10 +379,12 @@ class Page(HTMLParser):
 
 
 def render(fields: list[FormField], autoescape: bool = True) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
-                             undefined=jinja2.StrictUndefined)
-    template = env.from_string('{% from "_form_fields.html" import render_fields %}'
-                               "<form>{{ render_fields(fields) }}</form>")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, undefined=jinja2.StrictUndefined
+    )
+    template = env.from_string(
+        '{% from "_form_fields.html" import render_fields %}<form>{{ render_fields(fields) }}</form>'
+    )
     return template.render(fields=fields)
 
 
@@ -341,9 +407,19 @@ def test_inputs_for_echo_types() -> None:
     html = render(form_fields(task("echo_types")))
     page = assert_well_formed(html)
     types = {c.name: c.type for c in page.controls if c.type != "hidden"}
-    assert types == {"text": "text", "count": "number", "ratio": "number", "flag": "checkbox", "choice": "select",
-                     "colour": "select", "day": "date", "moment": "datetime-local", "names": "textarea",
-                     "window.start": "number", "window.end": "number"}
+    assert types == {
+        "text": "text",
+        "count": "number",
+        "ratio": "number",
+        "flag": "checkbox",
+        "choice": "select",
+        "colour": "select",
+        "day": "date",
+        "moment": "datetime-local",
+        "names": "textarea",
+        "window.start": "number",
+        "window.end": "number",
+    }
     names = [c.name for c in page.controls]
     assert names.index("flag") == [i for i, c in enumerate(page.controls) if c.type == "hidden"][0]
     assert page.control("flag", "hidden").value == "false" and page.control("flag", "checkbox").value == "true"
@@ -442,31 +518,37 @@ def test_changed_values_round_trip_nested_lists_and_checkboxes(tmp_path: Path) -
     assert params["meta"] == {"x": 1}  # an empty JSON field that may not be None: the default
     page.control("picks", "select").select()
     page.control("maybe").value = ""
-    assert parse_post(EDGE, page.post(), tmp_path)["picks"] == [] and parse_post(EDGE, page.post(), tmp_path)[
-        "maybe"] is None
+    assert (
+        parse_post(EDGE, page.post(), tmp_path)["picks"] == []
+        and parse_post(EDGE, page.post(), tmp_path)["maybe"] is None
+    )
 
 
-@pytest.mark.parametrize("annotation, texts, nested, expected", [
-    (list[str], ["a\r\nb", "c"], None, ["a", "b", "c"]),
-    (list[str], ['["x", " y"]'], None, ["x", " y"]),
-    (list[str], ["[x]"], None, ["[x]"]),
-    (list[str] | None, [""], None, None),
-    (list[str], [""], None, []),
-    (Window, ['{"start": 2}'], None, {"start": 2}),
-    (Window, ['{"start": 2, "end": 3}'], {"end": ["9"]}, {"start": 2, "end": "9"}),
-    (Window, [], {"start": ["1"], "end": ["2"]}, {"start": "1", "end": "2"}),
-    (Window | None, [" "], None, None),
-    (Window, [""], None, ...),
-    (dict[str, list[int]], [], {"a": ["1\n2"]}, {"a": ["1", "2"]}),
-    (bool, ["false", "true"], None, "true"),
-    (bool, ["false"], None, "false"),
-    (int | None, [""], None, None),
-    (str, ["a\r\nb"], None, "a\nb"),
-    (Literal[1, 2], ["2"], None, 2),
-    (Literal["1", 2], ["1"], None, "1"),
-])
-def test_form_values_are_read_like_the_form_writes_them(annotation: Any, texts: list[str],
-                                                        nested: dict[str, list[str]] | None, expected: Any) -> None:
+@pytest.mark.parametrize(
+    "annotation, texts, nested, expected",
+    [
+        (list[str], ["a\r\nb", "c"], None, ["a", "b", "c"]),
+        (list[str], ['["x", " y"]'], None, ["x", " y"]),
+        (list[str], ["[x]"], None, ["[x]"]),
+        (list[str] | None, [""], None, None),
+        (list[str], [""], None, []),
+        (Window, ['{"start": 2}'], None, {"start": 2}),
+        (Window, ['{"start": 2, "end": 3}'], {"end": ["9"]}, {"start": 2, "end": "9"}),
+        (Window, [], {"start": ["1"], "end": ["2"]}, {"start": "1", "end": "2"}),
+        (Window | None, [" "], None, None),
+        (Window, [""], None, ...),
+        (dict[str, list[int]], [], {"a": ["1\n2"]}, {"a": ["1", "2"]}),
+        (bool, ["false", "true"], None, "true"),
+        (bool, ["false"], None, "false"),
+        (int | None, [""], None, None),
+        (str, ["a\r\nb"], None, "a\nb"),
+        (Literal[1, 2], ["2"], None, 2),
+        (Literal["1", 2], ["1"], None, "1"),
+    ],
+)
+def test_form_values_are_read_like_the_form_writes_them(
+    annotation: Any, texts: list[str], nested: dict[str, list[str]] | None, expected: Any
+) -> None:
     assert _form_value(annotation, texts, nested) == expected
 
 
@@ -503,8 +585,14 @@ def encode(data: list[tuple[str, Any]], multipart: bool) -> tuple[bytes, str]:
             body += value.encode() + b"\r\n"
         else:
             filename, content, content_type = value
-            body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                     f"Content-Type: {content_type}\r\n\r\n").encode() + content + b"\r\n"
+            body += (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                    f"Content-Type: {content_type}\r\n\r\n"
+                ).encode()
+                + content
+                + b"\r\n"
+            )
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -530,9 +618,15 @@ def test_echo_types_form_round_trip_through_the_api(client: TestClient, multipar
     response = post(client, "echo_types", page.post(), multipart)
     assert response.status_code == 202, response.text
     job = response.json()
-    assert job["params"] == {**t.signature.validate({}), "count": 3, "flag": True, "colour": "blue",
-                             "moment": "2026-02-03T04:05:00", "names": ["x", "y z"],
-                             "window": {"start": 2, "end": 10}}
+    assert job["params"] == {
+        **t.signature.validate({}),
+        "count": 3,
+        "flag": True,
+        "colour": "blue",
+        "moment": "2026-02-03T04:05:00",
+        "names": ["x", "y z"],
+        "window": {"start": 2, "end": 10},
+    }
     done = client.get(f"/api/jobs/{job['id']}", params={"wait": 30}).json()
     assert done["status"] == "succeeded", done
     assert done["result"]["window"] == "Window" and done["result"]["moment"] == "datetime"

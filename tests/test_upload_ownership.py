@@ -29,8 +29,14 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 def cli(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
-    done = subprocess.run([sys.executable, "-m", "mieruka.cli", *args], capture_output=True, text=True,
-                          cwd=TESTS.parent, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip()
 
@@ -94,8 +100,9 @@ def test_another_operator_cannot_use_someones_upload(lab: Lab) -> None:
     own, to have it deleted with that job. Refused, naming the field; nothing queued; alice's
     queued job still runs with her file; she may run it again with the same file."""
     blocker = lab.post("alice", "/api/tasks/sleep/jobs", json={"seconds": 600}).json()
-    queued = lab.post("alice", "/api/tasks/read_upload/jobs",
-                      files=[("document", ("secret.txt", b"alice's data", "text/plain"))])
+    queued = lab.post(
+        "alice", "/api/tasks/read_upload/jobs", files=[("document", ("secret.txt", b"alice's data", "text/plain"))]
+    )
     assert queued.status_code == 202, queued.text
     victim = queued.json()
     ref = victim["params"]["document"]
@@ -109,12 +116,12 @@ def test_another_operator_cannot_use_someones_upload(lab: Lab) -> None:
     assert error["fields"] == [{"field": "document", "message": error["fields"][0]["message"]}]
     assert "another user" in error["message"] and error["message"].startswith("document:")
     # With a file of his own besides: refused too, and his file is not kept.
-    mixed = lab.post("bob", "/api/tasks/read_upload/jobs",
-                     json={"document": file_json("mine.txt", b"bob"), "extra": [ref]})
+    mixed = lab.post(
+        "bob", "/api/tasks/read_upload/jobs", json={"document": file_json("mine.txt", b"bob"), "extra": [ref]}
+    )
     assert mixed.status_code == 422 and mixed.json()["error"]["fields"][0]["field"] == "extra", mixed.text
     # With a key, or as an admin: the same (an upload is its uploader's; an admin re-sends the file).
-    keyed = lab.post("bob", "/api/tasks/read_upload/jobs", json={"document": ref},
-                     headers={"Idempotency-Key": "steal"})
+    keyed = lab.post("bob", "/api/tasks/read_upload/jobs", json={"document": ref}, headers={"Idempotency-Key": "steal"})
     assert keyed.status_code == 422
     assert lab.post("ada", "/api/tasks/read_upload/jobs", json={"document": ref}).status_code == 422
     after = {job["id"] for job in lab.get("ada", "/api/jobs", params={"limit": 500}).json()["jobs"]}
@@ -160,7 +167,10 @@ def test_one_key_at_once_makes_one_job_per_user_and_task(lab: Lab) -> None:
     for user, task, job_id, _ in results:
         jobs.setdefault((user, task), set()).add(job_id)
     assert {scope: len(found) for scope, found in jobs.items()} == {
-        ("alice", "add"): 1, ("bob", "add"): 1, ("alice", "quick_hello"): 1}
+        ("alice", "add"): 1,
+        ("bob", "add"): 1,
+        ("alice", "quick_hello"): 1,
+    }
     assert len(set().union(*jobs.values())) == 3
     for scope in jobs:
         statuses = sorted(code for user, task, _, code in results if (user, task) == scope)

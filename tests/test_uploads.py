@@ -82,8 +82,10 @@ def test_a_job_reads_its_uploads_in_place_when_this_machine_has_them(uploads: Up
         assert root == uploads.root
 
 
-def test_a_machine_without_the_upload_downloads_it_for_the_job_only(s3_endpoint: str,  # noqa: F811
-                                                                    tmp_path: Path) -> None:
+def test_a_machine_without_the_upload_downloads_it_for_the_job_only(
+    s3_endpoint: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     make_bucket(s3_endpoint, "two-homes")
     storage = open_storage("s3://two-homes", tmp_path / "work", s3_endpoint)
     server = open_uploads(storage, tmp_path / "server" / "uploads")
@@ -115,8 +117,9 @@ def test_uploads_go_to_the_bucket_and_leave_with_their_job(s3_endpoint: str, tmp
     make_bucket(s3_endpoint, "api-uploads")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     app._settings = None
-    app.configure(home=str(tmp_path / "home"), workers=1, artifact_storage="s3://api-uploads/m",
-                  s3_endpoint_url=s3_endpoint)
+    app.configure(
+        home=str(tmp_path / "home"), workers=1, artifact_storage="s3://api-uploads/m", s3_endpoint_url=s3_endpoint
+    )
     try:
         with TestClient(app.asgi()) as client:
             doc = {"filename": "a.txt", "content_base64": base64.b64encode(b"hello upload").decode()}
@@ -138,19 +141,28 @@ def test_uploads_go_to_the_bucket_and_leave_with_their_job(s3_endpoint: str, tmp
         app._settings = None
 
 
-def test_an_unreachable_bucket_refuses_the_job_with_503_and_keeps_nothing(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_bucket_refuses_the_job_with_503_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fastapi.testclient import TestClient
 
     from tests.conftest import free_port
     from tests.jobs import app
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_MAX_ATTEMPTS": "1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
         monkeypatch.setenv(key, value)
     app._settings = None
-    app.configure(home=str(tmp_path / "home"), workers=1, artifact_storage="s3://gone/m",
-                  s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    app.configure(
+        home=str(tmp_path / "home"),
+        workers=1,
+        artifact_storage="s3://gone/m",
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+    )
     try:
         with TestClient(app.asgi()) as client:
             doc = {"filename": "a.txt", "content_base64": base64.b64encode(b"x").decode()}
@@ -188,8 +200,9 @@ def celery_s3(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             worker.stop()
 
 
-def test_a_celery_worker_with_another_home_reads_the_uploaded_file(celery_s3: tuple[object, str],
-                                                                   tmp_path: Path) -> None:
+def test_a_celery_worker_with_another_home_reads_the_uploaded_file(
+    celery_s3: tuple[object, str], tmp_path: Path
+) -> None:
     import boto3
     from fastapi.testclient import TestClient
 
@@ -199,21 +212,31 @@ def test_a_celery_worker_with_another_home_reads_the_uploaded_file(celery_s3: tu
     worker, endpoint = celery_s3
     assert isinstance(worker, CeleryWorker)
     app._settings = None
-    app.configure(home=str(tmp_path / "server-home"), database_url=worker.database_url, executor="celery",
-                  broker_url=worker.broker_url)
+    app.configure(
+        home=str(tmp_path / "server-home"),
+        database_url=worker.database_url,
+        executor="celery",
+        broker_url=worker.broker_url,
+    )
     try:
         with TestClient(app.asgi()) as client:
             content = "ünïcode upload\n" * 5000
-            files = {"document": ("notes.txt", content.encode(), "text/plain"),
-                     "extra": ("more.bin", b"\x00\x01", "application/octet-stream")}
+            files = {
+                "document": ("notes.txt", content.encode(), "text/plain"),
+                "extra": ("more.bin", b"\x00\x01", "application/octet-stream"),
+            }
             response = client.post("/api/tasks/read_upload/jobs", files=files)
             assert response.status_code == 202, response.text
             # In the bucket only: whichever server deletes the job reaches the one copy.
             assert list((tmp_path / "server-home" / "uploads").iterdir()) == []
             job = client.get(f"/api/jobs/{response.json()['id']}", params={"wait": 60}).json()
             assert job["status"] == "succeeded", (job, worker.output())
-            assert job["result"] == {"name": "notes.txt", "size": len(content.encode()), "text": content,
-                                     "extra": ["more.bin"]}
+            assert job["result"] == {
+                "name": "notes.txt",
+                "size": len(content.encode()),
+                "text": content,
+                "extra": ["more.bin"],
+            }
             assert not (worker.home / "uploads").exists() or not any((worker.home / "uploads").iterdir())
             assert list((tmp_path / "worker-tmp").glob("mieruka-uploads-*")) == []  # cleaned after the job
             assert client.delete(f"/api/jobs/{job['id']}").status_code == 204

@@ -51,8 +51,10 @@ def check_fasta(sources: list[Path], target: Path) -> int:
             else:
                 bad = set(line.upper()) - NUCLEOTIDES
                 if bad:
-                    raise BadFasta(f"{source.name} line {number}: unexpected character {sorted(bad)[0]!r} "
-                                   "(nucleotide FASTA expected)")
+                    raise BadFasta(
+                        f"{source.name} line {number}: unexpected character {sorted(bad)[0]!r} "
+                        "(nucleotide FASTA expected)"
+                    )
                 chunks.append(line.upper())
         if header is not None:
             records.append(_record(source, header, chunks))
@@ -75,8 +77,16 @@ def read_hits(hits: Path) -> list[dict[str, object]]:
         if not line.strip():
             continue
         q, s, ident, length, evalue, bits = line.split("\t")
-        rows.append({"query": q, "subject": s, "identity": float(ident), "length": int(length),
-                     "evalue": float(evalue), "bitscore": float(bits)})
+        rows.append(
+            {
+                "query": q,
+                "subject": s,
+                "identity": float(ident),
+                "length": int(length),
+                "evalue": float(evalue),
+                "bitscore": float(bits),
+            }
+        )
     return rows
 
 
@@ -88,9 +98,14 @@ def summarise(hits: Path, queries: Path, preset: str) -> dict[str, object]:
         current = best.get(str(row["query"]))
         if current is None or float(str(row["bitscore"])) > float(str(current["bitscore"])):
             best[str(row["query"])] = row
-    return {"preset": preset, "queries": len(names),
-            "best_hits": [{"query": n, **({k: v for k, v in best[n].items() if k != "query"} if n in best
-                                          else {"subject": None})} for n in names]}
+    return {
+        "preset": preset,
+        "queries": len(names),
+        "best_hits": [
+            {"query": n, **({k: v for k, v in best[n].items() if k != "query"} if n in best else {"subject": None})}
+            for n in names
+        ],
+    }
 
 
 def render_report(summary: dict[str, object]) -> str:
@@ -99,13 +114,20 @@ def render_report(summary: dict[str, object]) -> str:
         if hit["subject"] is None:
             rows.append(f"<tr><td>{html.escape(hit['query'])}</td><td colspan=4><em>no hit</em></td></tr>")
         else:
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(hit[c]))}</td>" for c in
-                                         ("query", "subject", "identity", "length", "evalue")) + "</tr>")
-    return ("<!doctype html><meta charset=utf-8><title>BLAST report</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>"
-            f"<h1>BLAST report</h1><p>{summary['queries']} queries, preset <b>{html.escape(str(summary['preset']))}"
-            "</b></p><table><tr><th>query</th><th>best subject</th><th>identity %</th><th>length</th>"
-            f"<th>e-value</th></tr>{''.join(rows)}</table>")
+            rows.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{html.escape(str(hit[c]))}</td>" for c in ("query", "subject", "identity", "length", "evalue")
+                )
+                + "</tr>"
+            )
+    return (
+        "<!doctype html><meta charset=utf-8><title>BLAST report</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>"
+        f"<h1>BLAST report</h1><p>{summary['queries']} queries, preset <b>{html.escape(str(summary['preset']))}"
+        "</b></p><table><tr><th>query</th><th>best subject</th><th>identity %</th><th>length</th>"
+        f"<th>e-value</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def main(argv: list[str]) -> int:

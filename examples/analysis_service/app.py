@@ -26,8 +26,10 @@ def validate(queries: list[mieruka.File], subjects: list[mieruka.File], *, job: 
     """Check the uploads are nucleotide FASTA; write them cleaned into this step's folder."""
     job.progress(0.1, "checking queries")
     try:
-        counts = {"queries": check_fasta([f.path for f in queries], Path("queries.fa")),
-                  "subjects": check_fasta([f.path for f in subjects], Path("subjects.fa"))}
+        counts = {
+            "queries": check_fasta([f.path for f in queries], Path("queries.fa")),
+            "subjects": check_fasta([f.path for f in subjects], Path("subjects.fa")),
+        }
     except BadFasta as exc:
         raise ValueError(f"invalid input: {exc}") from None
     print(f"{counts['queries']} queries, {counts['subjects']} subjects")
@@ -42,8 +44,9 @@ def report(hits: Path, queries: Path, preset: str, *, job: mieruka.Job) -> dict[
 
 
 @app.pipeline(parallel=2, timeout="10m")
-def blast_search(queries: list[mieruka.File], subjects: list[mieruka.File], preset: Preset = "fast", *,
-                 pipe: mieruka.Pipeline) -> object:
+def blast_search(
+    queries: list[mieruka.File], subjects: list[mieruka.File], preset: Preset = "fast", *, pipe: mieruka.Pipeline
+) -> object:
     """Search query sequences against subject sequences with blastn and report the best hits.
 
     Args:
@@ -52,12 +55,18 @@ def blast_search(queries: list[mieruka.File], subjects: list[mieruka.File], pres
         preset: fast (megablast, near-identical matches) or sensitive (blastn, distant matches).
     """
     checked = pipe.step(validate, queries, subjects, name="validate")
-    database = pipe.shell(["makeblastdb", "-in", checked.file("subjects.fa"), "-dbtype", "nucl",
-                           "-out", "subjects"], name="makeblastdb")
-    hits = pipe.shell("echo '::progress 0.2 searching'; blastn -query {query} -db {db} {options} "
-                      "-outfmt {outfmt} -out hits.tsv && echo \"$(wc -l < hits.tsv) hits\"",
-                      query=checked.file("queries.fa"), db=database.file("subjects"), options=PRESETS[preset],
-                      outfmt=OUTFMT, name="blastn")
+    database = pipe.shell(
+        ["makeblastdb", "-in", checked.file("subjects.fa"), "-dbtype", "nucl", "-out", "subjects"], name="makeblastdb"
+    )
+    hits = pipe.shell(
+        "echo '::progress 0.2 searching'; blastn -query {query} -db {db} {options} "
+        '-outfmt {outfmt} -out hits.tsv && echo "$(wc -l < hits.tsv) hits"',
+        query=checked.file("queries.fa"),
+        db=database.file("subjects"),
+        options=PRESETS[preset],
+        outfmt=OUTFMT,
+        name="blastn",
+    )
     return pipe.step(report, hits.file("hits.tsv"), checked.file("queries.fa"), preset, name="report")
 
 
@@ -78,8 +87,14 @@ def publish(folder: Path, *, job: mieruka.Job) -> dict[str, object]:
 
 
 @app.pipeline(timeout="10m")
-def blast_search_snakemake(queries: list[mieruka.File], subjects: list[mieruka.File], preset: Preset = "fast",
-                           cores: int = 2, *, pipe: mieruka.Pipeline) -> object:
+def blast_search_snakemake(
+    queries: list[mieruka.File],
+    subjects: list[mieruka.File],
+    preset: Preset = "fast",
+    cores: int = 2,
+    *,
+    pipe: mieruka.Pipeline,
+) -> object:
     """The same search, run by the Snakefile beside this app (each rule shows as a step).
 
     Args:
@@ -91,8 +106,9 @@ def blast_search_snakemake(queries: list[mieruka.File], subjects: list[mieruka.F
     inputs = pipe.step(stage, queries, subjects, name="stage")
     # The Snakefile beside this file (relative paths are the app's); it reads the staged files and
     # writes into a folder of its own (a mirror of the staging folder), which publish reads.
-    flow = pipe.snakemake("Snakefile", targets=["report.html"], config={"preset": preset}, cores=cores,
-                          workdir=inputs.dir)
+    flow = pipe.snakemake(
+        "Snakefile", targets=["report.html"], config={"preset": preset}, cores=cores, workdir=inputs.dir
+    )
     return pipe.step(publish, flow.dir, name="publish")
 
 

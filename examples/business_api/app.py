@@ -22,15 +22,21 @@ from support import BadOrders, forecast_staffing, read_orders, sample_orders
 import mieruka
 from mieruka.pools import EC2Instance, LocalWorkers, PoolHooks
 
-app = mieruka.App("Business support", description="Staffing plans from order history, as a Web API.",
-                  timezone=os.environ.get("MIERUKA_TIMEZONE", "Asia/Tokyo"))
+app = mieruka.App(
+    "Business support",
+    description="Staffing plans from order history, as a Web API.",
+    timezone=os.environ.get("MIERUKA_TIMEZONE", "Asia/Tokyo"),
+)
 
 
 def core_node() -> PoolHooks:
     instance = os.environ.get("CORE_INSTANCE_ID")
     if instance:
-        return EC2Instance(instance, region=os.environ.get("CORE_REGION") or None,
-                           endpoint_url=os.environ.get("CORE_EC2_ENDPOINT") or None)
+        return EC2Instance(
+            instance,
+            region=os.environ.get("CORE_REGION") or None,
+            endpoint_url=os.environ.get("CORE_EC2_ENDPOINT") or None,
+        )
     return LocalWorkers(concurrency=int(os.environ.get("CORE_CONCURRENCY", "1")))
 
 
@@ -38,11 +44,14 @@ app.pool("core", core_node(), idle_stop=os.environ.get("CORE_IDLE_STOP", "15m"))
 
 
 @app.task(queue="core", timeout="30m", keep="90d")
-def staffing_plan(orders: mieruka.File | None = None,
-                  horizon_days: Annotated[int, Field(ge=1, le=90)] = 14,
-                  simulations: Annotated[int, Field(ge=100, le=1_000_000)] = 20_000,
-                  service_level: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95,
-                  *, job: mieruka.Job) -> list[dict[str, object]]:
+def staffing_plan(
+    orders: mieruka.File | None = None,
+    horizon_days: Annotated[int, Field(ge=1, le=90)] = 14,
+    simulations: Annotated[int, Field(ge=100, le=1_000_000)] = 20_000,
+    service_level: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95,
+    *,
+    job: mieruka.Job,
+) -> list[dict[str, object]]:
     """Plan the staff of each coming day from the order history.
 
     Args:

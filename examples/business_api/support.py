@@ -37,8 +37,9 @@ def read_orders(path: Path) -> list[Day]:
             try:
                 days.append(Day(date.fromisoformat(row["date"].strip()), int(row["orders"])))
             except (ValueError, AttributeError):
-                raise BadOrders(f"line {line}: {row['date']!r}, {row['orders']!r} is not a date and a "
-                                "whole number of orders") from None
+                raise BadOrders(
+                    f"line {line}: {row['date']!r}, {row['orders']!r} is not a date and a whole number of orders"
+                ) from None
     if len(days) < 14:
         raise BadOrders(f"{len(days)} days of orders: at least 14 are needed to see a weekly pattern")
     return sorted(days, key=lambda d: d.day)
@@ -49,14 +50,23 @@ def sample_orders(days: int = 120, seed: int = 7) -> list[Day]:
     rng = random.Random(seed)
     start = date(2026, 8, 1)
     weekly = [1.15, 1.05, 1.0, 1.0, 1.1, 0.7, 0.55]
-    return [Day(start + timedelta(days=i),
-                max(0, round((400 + 0.8 * i) * weekly[(start + timedelta(days=i)).weekday()] + rng.gauss(0, 25))))
-            for i in range(days)]
+    return [
+        Day(
+            start + timedelta(days=i),
+            max(0, round((400 + 0.8 * i) * weekly[(start + timedelta(days=i)).weekday()] + rng.gauss(0, 25))),
+        )
+        for i in range(days)
+    ]
 
 
-def forecast_staffing(history: Iterable[Day], horizon_days: int = 14, simulations: int = 20_000,
-                      service_level: float = 0.95, seed: int | None = None,
-                      progress: Callable[[float, str], None] | None = None) -> list[dict[str, object]]:
+def forecast_staffing(
+    history: Iterable[Day],
+    horizon_days: int = 14,
+    simulations: int = 20_000,
+    service_level: float = 0.95,
+    seed: int | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> list[dict[str, object]]:
     """Simulate the next `horizon_days` days `simulations` times from the weekday levels and noise of
     the history; each day's staff is the `service_level` quantile of its simulated orders."""
     days = list(history)
@@ -72,16 +82,22 @@ def forecast_staffing(history: Iterable[Day], horizon_days: int = 14, simulation
     chunk = max(1, simulations // 20)
     for n in range(simulations):
         drift = rng.gauss(1.0, 0.03)
-        paths.append([max(0.0, rng.gauss(level.get(d.weekday(), 0.0), noise.get(d.weekday(), 1.0)) * drift)
-                      for d in coming])
+        paths.append(
+            [max(0.0, rng.gauss(level.get(d.weekday(), 0.0), noise.get(d.weekday(), 1.0)) * drift) for d in coming]
+        )
         if progress is not None and (n + 1) % chunk == 0:
             progress((n + 1) / simulations, f"simulated {n + 1:,} of {simulations:,} paths")
     plan = []
     for i, d in enumerate(coming):
         simulated = sorted(path[i] for path in paths)
         quantile = simulated[min(len(simulated) - 1, int(service_level * len(simulated)))]
-        plan.append({"date": d.isoformat(), "weekday": d.strftime("%a"),
-                     "expected_orders": round(statistics.fmean(simulated)),
-                     "orders_at_service_level": round(quantile),
-                     "staff": math.ceil(quantile / ORDERS_PER_STAFF)})
+        plan.append(
+            {
+                "date": d.isoformat(),
+                "weekday": d.strftime("%a"),
+                "expected_orders": round(statistics.fmean(simulated)),
+                "orders_at_service_level": round(quantile),
+                "staff": math.ceil(quantile / ORDERS_PER_STAFF),
+            }
+        )
     return plan

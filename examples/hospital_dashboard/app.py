@@ -26,8 +26,11 @@ URL = os.environ.get("HOSPITAL_DB_URL", f"sqlite:///{HERE / 'warehouse.db'}")
 ODBC = os.environ.get("HOSPITAL_ODBC")
 EVERY = os.environ.get("HOSPITAL_REFRESH", "10s")
 
-app = mieruka.App("Hospital", description="Figures from the records warehouse, refreshed every 10 s.",
-                  timezone=os.environ.get("MIERUKA_TIMEZONE", "Asia/Tokyo"))
+app = mieruka.App(
+    "Hospital",
+    description="Figures from the records warehouse, refreshed every 10 s.",
+    timezone=os.environ.get("MIERUKA_TIMEZONE", "Asia/Tokyo"),
+)
 
 if not ODBC and "HOSPITAL_DB_URL" not in os.environ and not (HERE / "warehouse.db").exists():
     # First run: make the synthetic warehouse with the generator script beside this file.
@@ -75,25 +78,42 @@ census = warehouse(
     "SELECT w.name AS ward, COUNT(a.id) AS patients, w.beds AS beds FROM wards w "
     "LEFT JOIN admissions a ON a.ward_id = w.id AND a.admitted_at <= :now "
     "AND (a.discharged_at IS NULL OR a.discharged_at > :now) GROUP BY w.name, w.beds ORDER BY w.name",
-    params=lambda: {"now": _moment()}, title="Census by ward")
+    params=lambda: {"now": _moment()},
+    title="Census by ward",
+)
 per_hour = warehouse(
-    "admissions_per_hour", "SELECT admitted_at FROM admissions WHERE admitted_at >= :since",
-    params=lambda: {"since": _moment(timedelta(days=7))}, transform=_per_hour, title="Admissions per hour")
+    "admissions_per_hour",
+    "SELECT admitted_at FROM admissions WHERE admitted_at >= :since",
+    params=lambda: {"since": _moment(timedelta(days=7))},
+    transform=_per_hour,
+    title="Admissions per hour",
+)
 occupancy = warehouse(
     "occupancy",
     "SELECT (SELECT SUM(beds) FROM wards) AS beds, COUNT(*) AS occupied FROM admissions "
     "WHERE admitted_at <= :now AND (discharged_at IS NULL OR discharged_at > :now)",
-    params=lambda: {"now": _moment()}, transform=_occupancy, title="Bed occupancy")
+    params=lambda: {"now": _moment()},
+    transform=_occupancy,
+    title="Bed occupancy",
+)
 recent = warehouse(
     "recent_admissions",
     "SELECT a.id, a.admitted_at, w.name AS ward, a.age, a.sex, a.diagnosis FROM admissions a "
     "JOIN wards w ON w.id = a.ward_id ORDER BY a.admitted_at DESC, a.id DESC LIMIT 200",
-    transform=_local_times, title="Recent admissions")
+    transform=_local_times,
+    title="Recent admissions",
+)
 
-app.dashboard("hospital", [
-    charts.kpi(occupancy, "occupancy", format="{:.1%}", title="Bed occupancy"),
-    charts.kpi(occupancy, "occupied", title="Inpatients now"),
-    charts.bar(census, x="ward", y=["patients", "beds"], title="Census by ward", span=2),
-    charts.line(per_hour, x="hour", y="admissions", title="Admissions per hour, last 7 days", span=2),
-    charts.table(recent, title="Recent admissions", page_size=10, span=2),
-], title="Hospital — today", columns=2, description="Refreshed from the warehouse every 10 seconds.")
+app.dashboard(
+    "hospital",
+    [
+        charts.kpi(occupancy, "occupancy", format="{:.1%}", title="Bed occupancy"),
+        charts.kpi(occupancy, "occupied", title="Inpatients now"),
+        charts.bar(census, x="ward", y=["patients", "beds"], title="Census by ward", span=2),
+        charts.line(per_hour, x="hour", y="admissions", title="Admissions per hour, last 7 days", span=2),
+        charts.table(recent, title="Recent admissions", page_size=10, span=2),
+    ],
+    title="Hospital — today",
+    columns=2,
+    description="Refreshed from the warehouse every 10 seconds.",
+)

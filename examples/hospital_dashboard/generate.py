@@ -19,17 +19,42 @@ import sqlalchemy as sa
 
 HERE = Path(__file__).parent
 DEFAULT_URL = f"sqlite:///{HERE / 'warehouse.db'}"
-WARDS = [("Internal medicine", 40), ("Surgery", 36), ("Orthopaedics", 30), ("Cardiology", 28),
-         ("Paediatrics", 24), ("Obstetrics", 20), ("Neurology", 22), ("ICU", 12), ("Oncology", 26),
-         ("Respiratory", 24)]
-DIAGNOSES = ["Pneumonia", "Heart failure", "Fracture", "Stroke", "Sepsis", "COPD", "Delivery",
-             "Appendicitis", "Chemotherapy", "Observation"]
+WARDS = [
+    ("Internal medicine", 40),
+    ("Surgery", 36),
+    ("Orthopaedics", 30),
+    ("Cardiology", 28),
+    ("Paediatrics", 24),
+    ("Obstetrics", 20),
+    ("Neurology", 22),
+    ("ICU", 12),
+    ("Oncology", 26),
+    ("Respiratory", 24),
+]
+DIAGNOSES = [
+    "Pneumonia",
+    "Heart failure",
+    "Fracture",
+    "Stroke",
+    "Sepsis",
+    "COPD",
+    "Delivery",
+    "Appendicitis",
+    "Chemotherapy",
+    "Observation",
+]
 
 metadata = sa.MetaData()
-wards = sa.Table("wards", metadata, sa.Column("id", sa.Integer, primary_key=True),
-                 sa.Column("name", sa.String(60), nullable=False), sa.Column("beds", sa.Integer, nullable=False))
+wards = sa.Table(
+    "wards",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(60), nullable=False),
+    sa.Column("beds", sa.Integer, nullable=False),
+)
 admissions = sa.Table(
-    "admissions", metadata,
+    "admissions",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("patient_id", sa.Integer, nullable=False),
     sa.Column("ward_id", sa.Integer, sa.ForeignKey("wards.id"), nullable=False),
@@ -46,8 +71,9 @@ def hourly_weight(hour: int) -> float:
     return 0.35 + math.exp(-((hour - 11) ** 2) / 18) + 0.6 * math.exp(-((hour - 19) ** 2) / 8)
 
 
-def generate(url: str = DEFAULT_URL, days: int = 365, per_day: float = 55.0, seed: int = 7,
-             now: datetime | None = None) -> int:
+def generate(
+    url: str = DEFAULT_URL, days: int = 365, per_day: float = 55.0, seed: int = 7, now: datetime | None = None
+) -> int:
     """Fill the warehouse; returns the number of admissions written."""
     rng = random.Random(seed)
     now = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
@@ -68,15 +94,23 @@ def generate(url: str = DEFAULT_URL, days: int = 365, per_day: float = 55.0, see
             ward = rng.randrange(len(WARDS)) + 1
             stay = timedelta(hours=rng.lognormvariate(math.log(60), 0.8))
             discharged = admitted + stay
-            rows.append({"id": len(rows) + 1, "patient_id": rng.randrange(1, 60_000), "ward_id": ward,
-                         "admitted_at": admitted, "discharged_at": discharged if discharged <= now else None,
-                         "age": max(0, min(100, int(rng.gauss(62, 20)))), "sex": rng.choice("FM"),
-                         "diagnosis": rng.choice(DIAGNOSES)})
+            rows.append(
+                {
+                    "id": len(rows) + 1,
+                    "patient_id": rng.randrange(1, 60_000),
+                    "ward_id": ward,
+                    "admitted_at": admitted,
+                    "discharged_at": discharged if discharged <= now else None,
+                    "age": max(0, min(100, int(rng.gauss(62, 20)))),
+                    "sex": rng.choice("FM"),
+                    "diagnosis": rng.choice(DIAGNOSES),
+                }
+            )
         hour += timedelta(hours=1)
     with engine.begin() as conn:
         conn.execute(wards.insert(), [{"id": i + 1, "name": n, "beds": b} for i, (n, b) in enumerate(WARDS)])
         for offset in range(0, len(rows), 5000):
-            conn.execute(admissions.insert(), rows[offset:offset + 5000])
+            conn.execute(admissions.insert(), rows[offset : offset + 5000])
     engine.dispose()
     return len(rows)
 

@@ -14,8 +14,9 @@ app = mieruka.App("Lab tools")
 
 
 @app.task(timeout="10m", retries=2)
-def align(reads: mieruka.File, reference: Literal["hg38", "mm10"] = "hg38", min_quality: int = 20,
-          *, job: mieruka.Job) -> dict[str, float]:
+def align(
+    reads: mieruka.File, reference: Literal["hg38", "mm10"] = "hg38", min_quality: int = 20, *, job: mieruka.Job
+) -> dict[str, float]:
     """Align reads to a reference genome.
 
     Args:
@@ -25,9 +26,9 @@ def align(reads: mieruka.File, reference: Literal["hg38", "mm10"] = "hg38", min_
     """
     job.progress(0.1, "indexing")
     sequences = [line for line in reads.read_text().splitlines() if line and not line.startswith(">")]
-    print(f"indexed {reference}; {len(sequences)} reads")          # stdout goes to the job log
+    print(f"indexed {reference}; {len(sequences)} reads")  # stdout goes to the job log
     time.sleep(0.2)
     job.progress(0.9, "writing the report")
     html = f"<h1>{len(sequences)} reads aligned to {reference}</h1>"
-    job.artifact("report.html", html)                                 # a downloadable file
+    job.artifact("report.html", html)  # a downloadable file
     return {"mapped": 0.97, "reads": len(sequences), "min_quality": min_quality}

@@ -25,5 +25,9 @@ def random_series() -> Iterator[dict[str, float]]:
         yield {"series_a": round(a, 2), "series_b": round(b, 2)}
 
 
-app.dashboard("realtime", [charts.stream(random_series, title="Two random series", window=120, height=360)],
-              title="Realtime chart", columns=1)
+app.dashboard(
+    "realtime",
+    [charts.stream(random_series, title="Two random series", window=120, height=360)],
+    title="Realtime chart",
+    columns=1,
+)

@@ -89,8 +89,15 @@ class App:
 
         return register(func) if func is not None else register
 
-    def pool(self, name: str, hooks: PoolHooks, *, queues: list[str] | None = None,
-             idle_stop: str | float | None = None, start_timeout: str | float = "15m") -> Pool:
+    def pool(
+        self,
+        name: str,
+        hooks: PoolHooks,
+        *,
+        queues: list[str] | None = None,
+        idle_stop: str | float | None = None,
+        start_timeout: str | float = "15m",
+    ) -> Pool:
         """Declare a compute pool for the Celery executor: workers serving `queues` (default: the
         queue named like the pool), started by `hooks` when a job arrives for them and stopped
         after `idle_stop` ("15m") without queued or running jobs while nobody is online.
@@ -105,19 +112,25 @@ class App:
 
         if name in self.pools:
             raise ConfigError(f"a pool named {name!r} is already declared")
-        declared = Pool(name=name, hooks=hooks, queues=tuple(queues or [name]),
-                        idle_stop=parse_duration(idle_stop) if idle_stop is not None else None,
-                        start_timeout=parse_duration(start_timeout) or 900.0)
+        declared = Pool(
+            name=name,
+            hooks=hooks,
+            queues=tuple(queues or [name]),
+            idle_stop=parse_duration(idle_stop) if idle_stop is not None else None,
+            start_timeout=parse_duration(start_timeout) or 900.0,
+        )
         self.pools[name] = declared
         return declared
+
     @overload
     def pipeline(self, func: F, /) -> F: ...
 
     @overload
     def pipeline(self, func: None = None, /, *, parallel: int | None = None, **options: Any) -> Callable[[F], F]: ...
 
-    def pipeline(self, func: F | None = None, /, *, parallel: int | None = None,
-                 **options: Any) -> F | Callable[[F], F]:
+    def pipeline(
+        self, func: F | None = None, /, *, parallel: int | None = None, **options: Any
+    ) -> F | Callable[[F], F]:
         """Declare a pipeline: a task whose function adds steps to its `mieruka.Pipeline`
         parameter. Up to `parallel` steps run at once (default: the CPU count, at most 4); the
         other options are the task's (timeout, retries, ...). See docs/pipelines.md.
@@ -134,9 +147,19 @@ class App:
 
         return register(func) if func is not None else register
 
-    def snakemake(self, snakefile: str | Path, /, *, name: str | None = None, targets: list[str] | None = None,
-                  config: dict[str, Any] | None = None, cores: int = 1, workdir: str | Path | None = None,
-                  isolate: bool = True, **options: Any) -> None:
+    def snakemake(
+        self,
+        snakefile: str | Path,
+        /,
+        *,
+        name: str | None = None,
+        targets: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        cores: int = 1,
+        workdir: str | Path | None = None,
+        isolate: bool = True,
+        **options: Any,
+    ) -> None:
         """A task that runs an existing Snakefile unchanged, as `snakemake` would in `workdir`
         (default: the Snakefile's folder), each job writing into a folder of its own (see
         `Pipeline.snakemake`). Targets, config and cores come from its form (these are the
@@ -146,10 +169,19 @@ class App:
         from .pipeline.snakemake import workflow_builder
 
         path = self.path(snakefile)
-        builder = workflow_builder(path, list(targets or []), dict(config or {}), cores,
-                                   self.path(workdir) if workdir is not None else None, isolate)
-        self.tasks.add(make_task(pipeline_function(self, builder, None),
-                                 name=name or path.parent.name.replace(" ", "_"), **options))
+        builder = workflow_builder(
+            path,
+            list(targets or []),
+            dict(config or {}),
+            cores,
+            self.path(workdir) if workdir is not None else None,
+            isolate,
+        )
+        self.tasks.add(
+            make_task(
+                pipeline_function(self, builder, None), name=name or path.parent.name.replace(" ", "_"), **options
+            )
+        )
 
     @property
     def folder(self) -> Path:
@@ -219,12 +251,26 @@ class App:
 
         return register(name) if name is not None else register
 
-    def dashboard(self, name: str, charts: list[Chart], *, title: str | None = None, columns: int = 2,
-                  description: str = "", allow: list[str] | tuple[str, ...] | None = None) -> Dashboard:
+    def dashboard(
+        self,
+        name: str,
+        charts: list[Chart],
+        *,
+        title: str | None = None,
+        columns: int = 2,
+        description: str = "",
+        allow: list[str] | tuple[str, ...] | None = None,
+    ) -> Dashboard:
         """Declare a dashboard: a titled grid of charts (see `mieruka.charts`), served at /dashboards/{name}.
         `allow` lists the role and user names that may see it (default: every viewer)."""
-        board = Dashboard(name, title or name.replace("_", " ").capitalize(), tuple(charts), columns, description,
-                          tuple(allow) if allow is not None else None)
+        board = Dashboard(
+            name,
+            title or name.replace("_", " ").capitalize(),
+            tuple(charts),
+            columns,
+            description,
+            tuple(allow) if allow is not None else None,
+        )
         self.dashboards.add(board)
         return board
 
@@ -232,12 +278,31 @@ class App:
     def stream(self, func: F, /) -> F: ...
 
     @overload
-    def stream(self, func: None = None, /, *, every: str | float | None = 1.0, window: str | float = 60.0,
-               keep: int = 0, name: str | None = None, title: str = "", description: str = "") -> Callable[[F], F]: ...
+    def stream(
+        self,
+        func: None = None,
+        /,
+        *,
+        every: str | float | None = 1.0,
+        window: str | float = 60.0,
+        keep: int = 0,
+        name: str | None = None,
+        title: str = "",
+        description: str = "",
+    ) -> Callable[[F], F]: ...
 
-    def stream(self, func: F | None = None, /, *, every: str | float | None = 1.0, window: str | float = 60.0,
-               keep: int = 0, name: str | None = None, title: str = "",
-               description: str = "") -> F | Callable[[F], F]:
+    def stream(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        every: str | float | None = 1.0,
+        window: str | float = 60.0,
+        keep: int = 0,
+        name: str | None = None,
+        title: str = "",
+        description: str = "",
+    ) -> F | Callable[[F], F]:
         """Declare a stream: a function called every `every` seconds (or a generator) whose values,
         a dict of series -> number (optionally with a "time"), feed rolling charts in every browser.
 
@@ -253,8 +318,15 @@ class App:
             if stream_name in self.streams:
                 raise ConfigError(f"stream {stream_name!r} is declared twice")
             window_s = parse_duration(window)
-            self.streams[stream_name] = StreamSpec(stream_name, f, parse_duration(every), window_s or 60.0, keep,
-                                                   title or stream_name.replace("_", " "), description)
+            self.streams[stream_name] = StreamSpec(
+                stream_name,
+                f,
+                parse_duration(every),
+                window_s or 60.0,
+                keep,
+                title or stream_name.replace("_", " "),
+                description,
+            )
             _tag(f, stream_name)
             return f
 
@@ -288,8 +360,10 @@ class App:
         module = sys.modules.get(self._module)
         attr = next((k for k, v in vars(module).items() if v is self), None) if module else None
         if attr is None:
-            raise ConfigError("cannot find this App at module level; worker processes import it from "
-                              "there (assign it to a global variable, e.g. app = mieruka.App(...))")
+            raise ConfigError(
+                "cannot find this App at module level; worker processes import it from "
+                "there (assign it to a global variable, e.g. app = mieruka.App(...))"
+            )
         if self._module == "__main__" or self._module.startswith("_mieruka_app_"):
             if not self._file:
                 raise ConfigError("an App defined interactively cannot start worker processes")
@@ -322,8 +396,9 @@ class App:
     def start(self) -> Engine:
         """Open the store and start worker processes and the engine loop."""
         if IN_WORKER and not self.running:
-            raise ConfigError("app.start() was called while a worker imported the app; guard it with "
-                              "`if __name__ == '__main__':`")
+            raise ConfigError(
+                "app.start() was called while a worker imported the app; guard it with `if __name__ == '__main__':`"
+            )
         return self.runtime.start()
 
     @property
@@ -339,8 +414,9 @@ class App:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def submit(self, task: str | Callable[..., Any], /, **params: Any) -> JobRecord:
@@ -377,8 +453,14 @@ class App:
 def _sqlite_url(url: str, app: App) -> str:
     """A relative SQLite file in a URL is the app's too (sqlite:///ward.db: ward.db beside the app)."""
     scheme, sep, rest = url.partition(":///")
-    if not sep or scheme.split("+")[0] != "sqlite" or rest.startswith("/") or not rest \
-            or rest.startswith(":memory:") or rest.startswith("file:"):
+    if (
+        not sep
+        or scheme.split("+")[0] != "sqlite"
+        or rest.startswith("/")
+        or not rest
+        or rest.startswith(":memory:")
+        or rest.startswith("file:")
+    ):
         return url
     path, query, params = rest.partition("?")
     return f"{scheme}:///{app.path(path)}{query}{params}"

@@ -47,8 +47,15 @@ class Capture(Protocol):
     def drain(self) -> None: ...
 
 
-def run(recorder: Recorder, capture: Capture, task: Task | None, record: JobRecord, artifacts: ArtifactStorage,
-        upload_root: Callable[[], AbstractContextManager[Path]], gate: Gate | None = None) -> list[Change]:
+def run(
+    recorder: Recorder,
+    capture: Capture,
+    task: Task | None,
+    record: JobRecord,
+    artifacts: ArtifactStorage,
+    upload_root: Callable[[], AbstractContextManager[Path]],
+    gate: Gate | None = None,
+) -> list[Change]:
     """Run a claimed job's attempt in this process; returns the changes that end it. Raises
     Abandon, without calling the task's function, if `gate` closed first."""
     recorder.begin(record)
@@ -62,7 +69,7 @@ def run(recorder: Recorder, capture: Capture, task: Task | None, record: JobReco
                 result = run_job(task, spec, recorder, artifacts, uploads, gate)
     except Abandon:
         raise
-    except BaseException as exc:  # noqa: BLE001 - never leave the job running (uploads not fetched, ...)
+    except BaseException as exc:
         result = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
     finally:
         capture.drain()

@@ -58,8 +58,9 @@ class FdCapture:
             with self._lock:
                 for fd in ready:
                     self._read_available(fd)
-                if self._pending and (len(self._pending) >= FLUSH_LINES
-                                      or time.monotonic() - self._last_flush >= FLUSH_SECONDS):
+                if self._pending and (
+                    len(self._pending) >= FLUSH_LINES or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+                ):
                     self._flush()
 
     def _read_available(self, fd: int) -> None:

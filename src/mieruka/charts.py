@@ -26,8 +26,9 @@ def name_of(source: Any) -> str:
     """The declared name of a source or stream given as a name, a `Source` or a decorated function."""
     if isinstance(source, str):
         return source
-    declared = getattr(source, "__mieruka_name__", None) or getattr(source, "name", None) \
-        or getattr(source, "__name__", None)
+    declared = (
+        getattr(source, "__mieruka_name__", None) or getattr(source, "name", None) or getattr(source, "__name__", None)
+    )
     if not isinstance(declared, str):
         raise TypeError(f"cannot tell which source {source!r} is: pass its name")
     return declared
@@ -43,8 +44,7 @@ def area(source: Any, x: str, y: Columns, **options: Any) -> Chart:
     return Chart("area", name_of(source), x=x, y=as_tuple(y), **options)
 
 
-def bar(source: Any, x: str, y: Columns, *, stacked: bool = False, horizontal: bool = False,
-        **options: Any) -> Chart:
+def bar(source: Any, x: str, y: Columns, *, stacked: bool = False, horizontal: bool = False, **options: Any) -> Chart:
     """Bars by category (Chart.js); several y columns are grouped, or `stacked`."""
     return Chart("bar", name_of(source), x=x, y=as_tuple(y), stacked=stacked, horizontal=horizontal, **options)
 
@@ -69,8 +69,9 @@ def table(source: Any, columns: Columns | None = None, *, page_size: int = 20, *
     return Chart("table", name_of(source), columns=as_tuple(columns), page_size=page_size, **options)
 
 
-def kpi(source: Any, value: str | None = None, *, aggregate: str = "last", format: str | None = None,
-        **options: Any) -> Chart:
+def kpi(
+    source: Any, value: str | None = None, *, aggregate: str = "last", format: str | None = None, **options: Any
+) -> Chart:
     """One number (`aggregate` of the `value` column: last, first, sum, mean, min, max, count) with
     its change since the previous refresh; `format` like "{:.1%}"."""
     return Chart("kpi", name_of(source), value=value, aggregate=aggregate, format=format, **options)

@@ -46,9 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="submit a job to a running server")
     submit.add_argument("task")
-    submit.add_argument("params", nargs="*", metavar="KEY=VALUE",
-                        help="parameters, before, between or after the options; values are read as JSON when "
-                        "they parse (3, true, [1,2]), else text")
+    submit.add_argument(
+        "params",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="parameters, before, between or after the options; values are read as JSON when "
+        "they parse (3, true, [1,2]), else text",
+    )
     submit.add_argument("--file", action="append", default=[], metavar="FIELD=PATH", help="upload a file")
     submit.add_argument("--wait", action="store_true", help="wait for the result; exit 1 if the job fails")
     submit.add_argument("--timeout", type=float, default=3600, help="longest wait with --wait, seconds")
@@ -60,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--task")
     ls.add_argument("--status", help="e.g. running or failed,cancelled")
     ls.add_argument("--limit", type=int, default=20)
-    for name, text in (("show", "show one job"), ("cancel", "cancel a job"), ("retry", "retry a job"),
-                       ("rm", "delete a finished job")):
+    for name, text in (
+        ("show", "show one job"),
+        ("cancel", "cancel a job"),
+        ("retry", "retry a job"),
+        ("rm", "delete a finished job"),
+    ):
         action = jobs_sub.add_parser(name, help=text)
         action.add_argument("id", type=int)
     logs = jobs_sub.add_parser("logs", help="print a job's log")
@@ -90,16 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker for an app (executor 'celery')")
     worker.add_argument("app", help="the app: path/to/file.py, file.py:app or package.module:app")
-    worker.add_argument("--queues", "-Q", default="default", help="comma-separated queues to take jobs from "
-                        "(default: default)")
+    worker.add_argument(
+        "--queues", "-Q", default="default", help="comma-separated queues to take jobs from (default: default)"
+    )
     worker.add_argument("--concurrency", "-c", type=int, help="jobs at a time (default: one per CPU core)")
     worker.add_argument("--home", help=HOME_HELP)
     worker.add_argument("--database-url", help="SQLAlchemy URL of the job store, shared with the servers")
     worker.add_argument("--broker-url", help="Celery broker URL, e.g. redis://host:6379/0")
     worker.add_argument("--loglevel", default="INFO", help="Celery log level (default INFO)")
-    worker.add_argument("--no-supervisor", action="store_true",
-                        help="run Celery in this process; by default a small supervisor runs it and starts it "
-                        "again if it dies")
+    worker.add_argument(
+        "--no-supervisor",
+        action="store_true",
+        help="run Celery in this process; by default a small supervisor runs it and starts it again if it dies",
+    )
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -149,8 +160,9 @@ def _said(exc: Exception, args: argparse.Namespace) -> str | None:
         return f"{exc.strerror or exc}: {exc.filename}"
     from .store.outage import unavailable
 
-    url = Settings.load({"home": getattr(args, "home", None),
-                         "database_url": getattr(args, "database_url", None)}).effective_database_url
+    url = Settings.load(
+        {"home": getattr(args, "home", None), "database_url": getattr(args, "database_url", None)}
+    ).effective_database_url
     problem = unavailable(exc, url)
     return problem.message if problem is not None else None
 
@@ -189,8 +201,9 @@ def check_port(host: str, port: int) -> None:
     """Bind the address once before anything is printed: a port held by another process is one line
     here, not a login link pointing at that process followed by uvicorn's Errno 98."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as exc:
         raise ConfigError(f"cannot serve on {host}: {exc.strerror}") from None
     with socket.socket(family, kind, proto) as sock:
@@ -199,8 +212,10 @@ def check_port(host: str, port: int) -> None:
             sock.bind(address)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is already in use (another server?): stop it, or "
-                                  "pick another port with --port") from None
+                raise ConfigError(
+                    f"port {port} on {host} is already in use (another server?): stop it, or "
+                    "pick another port with --port"
+                ) from None
             raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
 
 
@@ -217,8 +232,15 @@ def _serve(args: argparse.Namespace) -> int:
         if ":" not in ref:
             ref = f"{Path(ref).resolve() if ref.endswith('.py') else ref}"
     app.ref = ref if ":" in ref or ref.endswith(".py") else None
-    app.configure(host=args.host, port=args.port, workers=args.workers, home=args.home,
-                  database_url=args.database_url, root_path=args.root_path, timezone=args.timezone)
+    app.configure(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        home=args.home,
+        database_url=args.database_url,
+        root_path=args.root_path,
+        timezone=args.timezone,
+    )
     settings = app.settings
     runtime = app.runtime
     from .wiring import check_database, check_runtime
@@ -236,16 +258,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     start_runtime(runtime)  # migrations, recovery, workers: what fails there is one line, before "serving"
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
-    print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs",
-          flush=True)
+    print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs", flush=True)
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
     if link:
         print(f"mieruka: log in as the demo admin with this one-time link: {link}", flush=True)
-        print("mieruka: for `mieruka submit` and `mieruka jobs`, make an API token with `mieruka tokens create "
-              "--user demo` (in this folder, or with the same home) and set MIERUKA_TOKEN to it", flush=True)
+        print(
+            "mieruka: for `mieruka submit` and `mieruka jobs`, make an API token with `mieruka tokens create "
+            "--user demo` (in this folder, or with the same home) and set MIERUKA_TOKEN to it",
+            flush=True,
+        )
     if len(app.dashboards) or app.streams:
-        print(f"mieruka: {len(app.dashboards)} dashboards and {len(app.streams)} streams at {base}/dashboards",
-              flush=True)
+        print(
+            f"mieruka: {len(app.dashboards)} dashboards and {len(app.streams)} streams at {base}/dashboards", flush=True
+        )
     app.serve()
     return 0
 
@@ -279,14 +304,31 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.no_supervisor:
         from .executors.worker_supervisor import supervise
 
-        return supervise([sys.executable, "-m", "mieruka.cli", "worker", args.app, "--queues", ",".join(queues),
-                          "--concurrency", str(concurrency), "--loglevel", args.loglevel, "--no-supervisor",
-                          *(["--home", args.home] if args.home else []),
-                          *(["--database-url", args.database_url] if args.database_url else []),
-                          *(["--broker-url", args.broker_url] if args.broker_url else [])])
+        return supervise(
+            [
+                sys.executable,
+                "-m",
+                "mieruka.cli",
+                "worker",
+                args.app,
+                "--queues",
+                ",".join(queues),
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                args.loglevel,
+                "--no-supervisor",
+                *(["--home", args.home] if args.home else []),
+                *(["--database-url", args.database_url] if args.database_url else []),
+                *(["--broker-url", args.broker_url] if args.broker_url else []),
+            ]
+        )
     worker = create_worker(app.runtime, queues, concurrency, args.loglevel.upper())
-    print(f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
-          f"{concurrency} at a time, broker {shown_url(settings.broker_url)}", flush=True)
+    print(
+        f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
+        f"{concurrency} at a time, broker {shown_url(settings.broker_url)}",
+        flush=True,
+    )
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
     worker.start()
     return int(worker.exitcode or 0)
@@ -362,8 +404,10 @@ def _jobs(args: argparse.Namespace) -> int:
             print(f"{'ID':>6}  {'TASK':<20} {'STATUS':<10} {'PROGRESS':>8}  {'CREATED':<19}  MESSAGE")
             for job in page["jobs"]:
                 progress = "" if job["progress"] is None else f"{job['progress'] * 100:.0f}%"
-                print(f"{job['id']:>6}  {job['task'][:20]:<20} {job['status']:<10} {progress:>8}  "
-                      f"{_local(job['created_at'], zone):<19}  {(job['error'] or job['message'] or '')[:60]}")
+                print(
+                    f"{job['id']:>6}  {job['task'][:20]:<20} {job['status']:<10} {progress:>8}  "
+                    f"{_local(job['created_at'], zone):<19}  {(job['error'] or job['message'] or '')[:60]}"
+                )
             return 0
         if action == "show":
             print(json.dumps(client.job(args.id), indent=2, ensure_ascii=False))
@@ -377,8 +421,9 @@ def _jobs(args: argparse.Namespace) -> int:
                 duration = "" if step["duration"] is None else f"{step['duration']:.1f}s"
                 name = ("  " if step["parent"] else "") + step["name"]
                 note = step["error"] or step["message"] or ("reused" if step["reused"] else "")
-                print(f"{name[:24]:<24} {step['kind']:<9} {step['status']:<10} {progress:>8} {duration:>9}  "
-                      f"{note[:60]}")
+                print(
+                    f"{name[:24]:<24} {step['kind']:<9} {step['status']:<10} {progress:>8} {duration:>9}  {note[:60]}"
+                )
             return 0
         if action == "cancel":
             job = client.cancel(args.id)
@@ -398,12 +443,18 @@ def _sources(args: argparse.Namespace) -> int:
         if args.sources_command == "ls":
             print(f"{'SOURCE':<24} {'SCHEDULE':<16} {'LAST REFRESH':<19}  {'ROWS':>9}  ERROR")
             for s in client.sources():
-                print(f"{s['name'][:24]:<24} {s['schedule'][:16]:<16} {_local(s['refreshed_at'], zone) or 'never':<19}"
-                      f"  {s['rows']:>9}  {(s['error'] or '')[:60]}")
+                print(
+                    f"{s['name'][:24]:<24} {s['schedule'][:16]:<16} {_local(s['refreshed_at'], zone) or 'never':<19}"
+                    f"  {s['rows']:>9}  {(s['error'] or '')[:60]}"
+                )
             return 0
         state = client.refresh_source(args.name, wait=args.wait)
-        print(json.dumps({k: state[k] for k in ("name", "refreshed_at", "duration", "rows", "truncated", "error",
-                                                "running")}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {k: state[k] for k in ("name", "refreshed_at", "duration", "rows", "truncated", "error", "running")},
+                ensure_ascii=False,
+            )
+        )
         return EXIT_ERROR if state["error"] else 0
 
 
@@ -428,7 +479,6 @@ def _local(stamp: str | None, zone: ZoneInfo) -> str:
     if not stamp:
         return ""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
-
 
 
 if __name__ == "__main__":

@@ -25,8 +25,11 @@ def add_commands(sub: Any) -> None:
     add.add_argument("name")
     add.add_argument("--role", default="viewer", help="admin, operator or viewer (default viewer)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    add.add_argument("--no-password", action="store_true", help="no password: log in with a one-time link "
-                     "(`mieruka users link NAME`) or use API tokens")
+    add.add_argument(
+        "--no-password",
+        action="store_true",
+        help="no password: log in with a one-time link (`mieruka users link NAME`) or use API tokens",
+    )
     users_sub.add_parser("ls", help="list users")
     rm = users_sub.add_parser("rm", help="remove a user with their sessions and tokens")
     rm.add_argument("name")
@@ -38,8 +41,11 @@ def add_commands(sub: Any) -> None:
     role.add_argument("role", help="admin, operator or viewer")
     link = users_sub.add_parser("link", help="print a one-time login link for a user (valid 24 hours)")
     link.add_argument("name")
-    link.add_argument("--url", help="the server's address as users reach it, with any path prefix (default: "
-                      "the public_url setting, else the address and root path it serves)")
+    link.add_argument(
+        "--url",
+        help="the server's address as users reach it, with any path prefix (default: "
+        "the public_url setting, else the address and root path it serves)",
+    )
 
     tokens = sub.add_parser("tokens", help="create, list or revoke API tokens")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
@@ -68,8 +74,10 @@ def _auth(args: argparse.Namespace, wanted: str | None) -> tuple[Any, Path | Non
     database = sqlite_file(settings.effective_database_url)
     created = database is not None and not database.exists()
     if created and wanted is not None:
-        raise MierukaError(f"{wanted}: no database at {database} ({home_origin(settings, args.home)}): run this "
-                           "where the server runs, or pass --home or set MIERUKA_HOME to the server's data directory")
+        raise MierukaError(
+            f"{wanted}: no database at {database} ({home_origin(settings, args.home)}): run this "
+            "where the server runs, or pass --home or set MIERUKA_HOME to the server's data directory"
+        )
     from .wiring import check_database
 
     check_database(settings.effective_database_url)
@@ -118,7 +126,7 @@ def public_url(settings: Settings) -> str:
                 url = engine.info.get("url")
                 if engine.info.get("kind") == "server" and url and utcnow() - engine.heartbeat_at <= stale:
                     return str(url)
-        except Exception:  # noqa: BLE001 - no jobs table yet, or unreadable: the settings' answer
+        except Exception:
             pass
         finally:
             store.close()
@@ -152,8 +160,10 @@ def users(args: argparse.Namespace) -> int:
             zone = auth.settings.zone
             print(f"{'NAME':<24} {'ROLE':<9} {'PASSWORD':<8}  CREATED ({auth.settings.timezone})")
             for user in accounts.list_users():
-                print(f"{user.name:<24} {user.role.value:<9} {'yes' if user.has_password else 'no':<8}  "
-                      f"{user.created_at.astimezone(zone):%Y-%m-%d %H:%M}")
+                print(
+                    f"{user.name:<24} {user.role.value:<9} {'yes' if user.has_password else 'no':<8}  "
+                    f"{user.created_at.astimezone(zone):%Y-%m-%d %H:%M}"
+                )
             return 0
         if action == "add":
             password = None if args.no_password else _password(args, args.name)
@@ -163,8 +173,10 @@ def users(args: argparse.Namespace) -> int:
             if created:
                 from .cli_home import where_data_lives
 
-                print(f"mieruka: created a new database at {created} ({where_data_lives(auth.settings, args.home)})",
-                      file=sys.stderr)
+                print(
+                    f"mieruka: created a new database at {created} ({where_data_lives(auth.settings, args.home)})",
+                    file=sys.stderr,
+                )
         elif action == "rm":
             accounts.remove_user(args.name)
             auth.audit.record(_actor(), "user.remove", f"user:{args.name}", "local")
@@ -200,15 +212,19 @@ def tokens(args: argparse.Namespace) -> int:
                 raise MierukaError("--expires-in-days must be between 0 and 3650")
             expires = utcnow() + timedelta(days=days) if days else None
             token, secret = accounts.create_token(args.user, args.name, expires)
-            auth.audit.record(_actor(), "token.create", f"token:{token.id}", "local",
-                              {"user": args.user, "name": args.name})
+            auth.audit.record(
+                _actor(), "token.create", f"token:{token.id}", "local", {"user": args.user, "name": args.name}
+            )
             print(secret)
-            print(f"token {token.id} for {args.user}: shown this once, send it as 'Authorization: Bearer ...'",
-                  file=sys.stderr)
+            print(
+                f"token {token.id} for {args.user}: shown this once, send it as 'Authorization: Bearer ...'",
+                file=sys.stderr,
+            )
         elif action == "ls":
             now, zone = utcnow(), auth.settings.zone
-            print(f"{'ID':>4}  {'USER':<16} {'NAME':<24} {'TOKEN':<12} {'STATE':<8} "
-                  f"LAST USED ({auth.settings.timezone})")
+            print(
+                f"{'ID':>4}  {'USER':<16} {'NAME':<24} {'TOKEN':<12} {'STATE':<8} LAST USED ({auth.settings.timezone})"
+            )
             for t in accounts.list_tokens(args.user):
                 state = "revoked" if t.revoked_at else "active" if t.active(now) else "expired"
                 used = f"{t.last_used_at.astimezone(zone):%Y-%m-%d %H:%M}" if t.last_used_at else "never"

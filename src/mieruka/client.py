@@ -42,8 +42,10 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            raise ServerError(f"cannot reach a mieruka server at {self.url}: is it running? "
-                              "(start one with `mieruka run APP`, or pass --url)") from None
+            raise ServerError(
+                f"cannot reach a mieruka server at {self.url}: is it running? "
+                "(start one with `mieruka run APP`, or pass --url)"
+            ) from None
         except httpx.TimeoutException:
             raise ServerError(f"{self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
@@ -54,8 +56,10 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200] or response.reason_phrase
             if response.status_code == 401 and not self._token:
-                message += ("; set MIERUKA_TOKEN (or --token) to an API token: `mieruka tokens create --user NAME`, "
-                            "run with the server's home (its folder, --home or MIERUKA_HOME)")
+                message += (
+                    "; set MIERUKA_TOKEN (or --token) to an API token: `mieruka tokens create --user NAME`, "
+                    "run with the server's home (its folder, --home or MIERUKA_HOME)"
+                )
             raise ServerError(message, response.status_code)
         if response.status_code == 204 or not response.content:
             return None
@@ -69,14 +73,19 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/api/tasks/{name}")
         return result
 
-    def submit(self, task: str, params: dict[str, Any], files: dict[str, list[Path]] | None = None,
-               wait: float | None = None) -> dict[str, Any]:
+    def submit(
+        self, task: str, params: dict[str, Any], files: dict[str, list[Path]] | None = None, wait: float | None = None
+    ) -> dict[str, Any]:
         if files:
             form: list[tuple[str, Any]] = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]
             handles = [(name, path.open("rb")) for name, paths in files.items() for path in paths]
             try:
-                job = self._call("POST", f"/api/tasks/{task}/jobs", data=dict(form),
-                                 files=[(name, (Path(fh.name).name, fh)) for name, fh in handles])
+                job = self._call(
+                    "POST",
+                    f"/api/tasks/{task}/jobs",
+                    data=dict(form),
+                    files=[(name, (Path(fh.name).name, fh)) for name, fh in handles],
+                )
             finally:
                 for _, fh in handles:
                     fh.close()
@@ -89,13 +98,18 @@ class Client:
 
     def job(self, job_id: int, wait: float = 0) -> dict[str, Any]:
         timeout = httpx.Timeout(wait + 30) if wait else None
-        result: dict[str, Any] = self._call("GET", f"/api/jobs/{job_id}", params={"wait": wait} if wait else None,
-                                            **({"timeout": timeout} if timeout else {}))
+        result: dict[str, Any] = self._call(
+            "GET",
+            f"/api/jobs/{job_id}",
+            params={"wait": wait} if wait else None,
+            **({"timeout": timeout} if timeout else {}),
+        )
         return result
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/api/jobs",
-                                            params={k: v for k, v in filters.items() if v is not None})
+        result: dict[str, Any] = self._call(
+            "GET", "/api/jobs", params={k: v for k, v in filters.items() if v is not None}
+        )
         return result
 
     def logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> dict[str, Any]:
@@ -123,6 +137,7 @@ class Client:
         return result
 
     def refresh_source(self, name: str, wait: float = 0) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/api/sources/{name}/refresh", params={"wait": wait},
-                                            timeout=httpx.Timeout(wait + 30))
+        result: dict[str, Any] = self._call(
+            "POST", f"/api/sources/{name}/refresh", params={"wait": wait}, timeout=httpx.Timeout(wait + 30)
+        )
         return result

@@ -45,8 +45,9 @@ def trusted_networks(text: str) -> tuple[Network, ...]:
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
-            raise ConfigError(f"trusted_proxies: {entry!r} is not an IP address or network "
-                              "(host names are not resolved)") from None
+            raise ConfigError(
+                f"trusted_proxies: {entry!r} is not an IP address or network (host names are not resolved)"
+            ) from None
     return tuple(networks)
 
 
@@ -71,16 +72,21 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        return cls(settings.header_timeout, settings.body_timeout, settings.max_connections_per_address,
-                   trusted_networks(settings.trusted_proxies))
+        return cls(
+            settings.header_timeout,
+            settings.body_timeout,
+            settings.max_connections_per_address,
+            trusted_networks(settings.trusted_proxies),
+        )
 
     def admit(self, host: str) -> bool:
         """Count a new connection from `host`; False (not counted) when the address has its fill."""
         if self.per_address and self.open[host] >= self.per_address and not is_trusted(host, self.trusted):
             if host not in self._full:
                 self._full.add(host)
-                logger.warning("%s has %d open connections (max_connections_per_address): closing new ones",
-                               host, self.open[host])
+                logger.warning(
+                    "%s has %d open connections (max_connections_per_address): closing new ones", host, self.open[host]
+                )
             return False
         self.open[host] += 1
         return True
@@ -218,9 +224,18 @@ class BodyTimeout:
                 await self._answer_408(send)
 
     async def _answer_408(self, send: Send) -> None:
-        body = json.dumps({"error": {"code": "request_timeout", "message":
-                                     f"the request body stalled for {self.seconds:g} s"}}).encode()
-        await send({"type": "http.response.start", "status": 408, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]})
+        body = json.dumps(
+            {"error": {"code": "request_timeout", "message": f"the request body stalled for {self.seconds:g} s"}}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 408,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -61,8 +61,9 @@ def hello(name: str = "world", times: Annotated[int, Field(ge=1, le=10)] = 3) ->
 
 
 @app.task(timeout="5m")
-def count_slowly(steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float = 0.3, *,
-                 job: mieruka.Job) -> dict[str, int]:
+def count_slowly(
+    steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float = 0.3, *, job: mieruka.Job
+) -> dict[str, int]:
     """Count with progress and a line of log per step.
 
     Args:
@@ -77,8 +78,13 @@ def count_slowly(steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float 
 
 
 @app.task
-def make_report(title: str = "Demo report", rows: Annotated[int, Field(ge=1, le=10000)] = 12,
-                colour: Colour = Colour.BLUE, *, job: mieruka.Job) -> dict[str, object]:
+def make_report(
+    title: str = "Demo report",
+    rows: Annotated[int, Field(ge=1, le=10000)] = 12,
+    colour: Colour = Colour.BLUE,
+    *,
+    job: mieruka.Job,
+) -> dict[str, object]:
     """Build an HTML report and a CSV file as downloadable artifacts.
 
     Args:
@@ -94,7 +100,9 @@ def make_report(title: str = "Demo report", rows: Annotated[int, Field(ge=1, le=
     job.artifact("data.csv", buffer.getvalue(), "text/csv")
     bars = "".join(
         f'<tr><td>{html.escape(r.item)}</td><td><div style="background:{colour.value};height:1em;'
-        f'width:{r.value}%"></div></td><td>{r.value}</td></tr>' for r in data)
+        f'width:{r.value}%"></div></td><td>{r.value}</td></tr>'
+        for r in data
+    )
     page = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><table>{bars}</table>"
     job.artifact("report.html", page, "text/html")
     job.artifact("chart.svg", _bar_chart(data, colour.value), "image/svg+xml")
@@ -106,7 +114,8 @@ def _bar_chart(rows: list[Row], colour: str) -> str:
     bars = "".join(
         f'<rect x="90" y="{i * (bar + 4)}" width="{r.value / 100 * (width - 100):.1f}" height="{bar}" fill="{colour}"/>'
         f'<text x="0" y="{i * (bar + 4) + 13}" font-size="12">{html.escape(r.item)}</text>'
-        for i, r in enumerate(rows))
+        for i, r in enumerate(rows)
+    )
     height = len(rows) * (bar + 4)
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{bars}</svg>'
 
@@ -174,8 +183,14 @@ def all_the_types(
     ratio: float = 0.5,
 ) -> dict[str, object]:
     """Show how each parameter type becomes a field and comes back validated."""
-    return {"reference": reference, "day": day.isoformat(), "samples": samples,
-            "thresholds": thresholds.model_dump(), "strict": strict, "ratio": ratio}
+    return {
+        "reference": reference,
+        "day": day.isoformat(),
+        "samples": samples,
+        "thresholds": thresholds.model_dump(),
+        "strict": strict,
+        "ratio": ratio,
+    }
 
 
 def _split_words(text: str) -> int:
@@ -209,9 +224,14 @@ def _summary(top_file: str, letters: dict[str, int], *, job: mieruka.Job) -> dic
 
 
 @app.pipeline(parallel=2, timeout="10m")
-def text_pipeline(text: str = SAMPLE, top: Annotated[int, Field(ge=1, le=100)] = 5,
-                  delay: Annotated[float, Field(ge=0, le=10)] = 0.5, fail_first_attempt: bool = False, *,
-                  pipe: mieruka.Pipeline) -> object:
+def text_pipeline(
+    text: str = SAMPLE,
+    top: Annotated[int, Field(ge=1, le=100)] = 5,
+    delay: Annotated[float, Field(ge=0, le=10)] = 0.5,
+    fail_first_attempt: bool = False,
+    *,
+    pipe: mieruka.Pipeline,
+) -> object:
     """A pipeline: Python and shell steps with dependencies, two at a time, each with its own log.
 
     Tick "fail first attempt", then press Retry on the failed job: only the step that failed runs
@@ -224,12 +244,20 @@ def text_pipeline(text: str = SAMPLE, top: Annotated[int, Field(ge=1, le=100)] =
         fail_first_attempt: Make the "letters" step fail on the job's first attempt.
     """
     words = pipe.step(_split_words, text, name="split")
-    counts = pipe.shell("for i in 1 2 3 4; do echo \"::progress 0.$((i * 2)) counting\"; sleep {delay}; done; "
-                        "sort {words} | uniq -c | sort -rn | head -n {top} > top.txt; cat top.txt",
-                        words=words.file("words.txt"), top=top, delay=delay, name="count")
+    counts = pipe.shell(
+        'for i in 1 2 3 4; do echo "::progress 0.$((i * 2)) counting"; sleep {delay}; done; '
+        "sort {words} | uniq -c | sort -rn | head -n {top} > top.txt; cat top.txt",
+        words=words.file("words.txt"),
+        top=top,
+        delay=delay,
+        name="count",
+    )
     letters = pipe.step(_letters, words.file("words.txt"), delay, fail_first_attempt, name="letters")
-    pipe.shell("figlet mieruka || (echo 'figlet is not installed: this step may fail' >&2; exit 1)",
-               name="banner", allow_failure=True)
+    pipe.shell(
+        "figlet mieruka || (echo 'figlet is not installed: this step may fail' >&2; exit 1)",
+        name="banner",
+        allow_failure=True,
+    )
     return pipe.step(_summary, counts.file("top.txt"), letters, name="summary")
 
 
@@ -306,13 +334,18 @@ def machine() -> Iterator[dict[str, float]]:
         yield {"cpu %": psutil.cpu_percent(), "memory %": psutil.virtual_memory().percent}
 
 
-app.dashboard("demo", [
-    charts.kpi(orders, "orders", aggregate="sum", title="Orders today"),
-    charts.kpi(orders, "returns", aggregate="sum", title="Returns"),
-    charts.bar(orders, x="region", y=["orders", "returns"], title="Orders and returns by region"),
-    charts.doughnut(orders, x="region", y="orders", title="Share of orders"),
-    charts.line(readings, x="time", y="temperature", title="Temperature, last 24 h (86,400 points)", span=2),
-    charts.stream(signal, title="Signal at 10 Hz", window=30),
-    charts.stream(machine, title="This machine's load", window=120),
-    charts.table(orders, title="Orders", page_size=5, span=2),
-], title="Live dashboard", description="Sources refreshed on the server and streams, pushed live to every browser.")
+app.dashboard(
+    "demo",
+    [
+        charts.kpi(orders, "orders", aggregate="sum", title="Orders today"),
+        charts.kpi(orders, "returns", aggregate="sum", title="Returns"),
+        charts.bar(orders, x="region", y=["orders", "returns"], title="Orders and returns by region"),
+        charts.doughnut(orders, x="region", y="orders", title="Share of orders"),
+        charts.line(readings, x="time", y="temperature", title="Temperature, last 24 h (86,400 points)", span=2),
+        charts.stream(signal, title="Signal at 10 Hz", window=30),
+        charts.stream(machine, title="This machine's load", window=120),
+        charts.table(orders, title="Orders", page_size=5, span=2),
+    ],
+    title="Live dashboard",
+    description="Sources refreshed on the server and streams, pushed live to every browser.",
+)

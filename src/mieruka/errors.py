@@ -1,22 +1,22 @@
 """The one exception tree of mieruka. Each error carries the HTTP status it maps to.
 
-    MierukaError                 500
-     ├── ConfigError             500  bad settings or app definition
-     ├── MissingExtraError       500  a feature needs `pip install mieruka[extra]`
-     ├── NotFoundError           404
-     │    ├── TaskNotFound
-     │    ├── JobNotFound
-     │    ├── ArtifactNotFound
-     │    └── StepNotFound
-     ├── NotAuthenticated        401  no valid session or token
-     ├── PermissionDenied        403  the user's role or an allow list forbids it
-     ├── TooManyAttempts         429  login throttled; retry later
-     ├── ValidationError         422  bad parameters; `fields` names each bad field
-     ├── ConflictError           409  the job is not in a state that allows the action
-     ├── PayloadTooLarge         413
-     ├── StorageUnavailable      503  the shared file storage (S3) does not answer
-     ├── DatabaseUnavailable     503  the database does not answer (down, locked, unreadable); retry later
-     └── JobTimeoutError         504  a bounded wait ran out
+MierukaError                 500
+ ├── ConfigError             500  bad settings or app definition
+ ├── MissingExtraError       500  a feature needs `pip install mieruka[extra]`
+ ├── NotFoundError           404
+ │    ├── TaskNotFound
+ │    ├── JobNotFound
+ │    ├── ArtifactNotFound
+ │    └── StepNotFound
+ ├── NotAuthenticated        401  no valid session or token
+ ├── PermissionDenied        403  the user's role or an allow list forbids it
+ ├── TooManyAttempts         429  login throttled; retry later
+ ├── ValidationError         422  bad parameters; `fields` names each bad field
+ ├── ConflictError           409  the job is not in a state that allows the action
+ ├── PayloadTooLarge         413
+ ├── StorageUnavailable      503  the shared file storage (S3) does not answer
+ ├── DatabaseUnavailable     503  the database does not answer (down, locked, unreadable); retry later
+ └── JobTimeoutError         504  a bounded wait ran out
 """
 
 from __future__ import annotations

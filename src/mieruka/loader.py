@@ -65,7 +65,7 @@ def _import_target(target: str) -> object:
 
 
 def _where(exc: BaseException, path: Path) -> str:
-    """"line N: " of the deepest frame in the app's own file, to point at the mistake."""
+    """ "line N: " of the deepest frame in the app's own file, to point at the mistake."""
     import traceback
 
     lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]

@@ -58,7 +58,7 @@ def alive(pid: int) -> bool:
 
 
 def signal_name(signum: int) -> str:
-    """"SIGKILL", or "signal 77" for a number that names no signal."""
+    """ "SIGKILL", or "signal 77" for a number that names no signal."""
     try:
         return signal.Signals(signum).name
     except ValueError:

@@ -49,15 +49,13 @@ class AttemptRecorder:
             self._next_seq = record.log_lines + 1
             self._pending = None
         if record.attempts > 1:
-            self.lines(record.id, [(utcnow(), "system",
-                                    f"--- attempt {record.attempts} of {record.max_attempts} ---")])
+            self.lines(record.id, [(utcnow(), "system", f"--- attempt {record.attempts} of {record.max_attempts} ---")])
 
     # -- runner.Reporter ---------------------------------------------------------------------
     def progress(self, job_id: int, fraction: float | None, message: str | None) -> None:
         with self._lock:
             prev = self._pending or (None, None)
-            self._pending = (fraction if fraction is not None else prev[0],
-                             message if message is not None else prev[1])
+            self._pending = (fraction if fraction is not None else prev[0], message if message is not None else prev[1])
             due = time.monotonic() - self._last_progress >= PROGRESS_EVERY
         if due:
             self.tick()
@@ -66,8 +64,17 @@ class AttemptRecorder:
         job = self._job
         if job is None or job.id != job_id:
             return
-        self.sink([ArtifactAdded(job_id, info)], [Event("artifact", job_id, job.task, {
-            "name": info.name, "size": info.size, "content_type": info.content_type})])
+        self.sink(
+            [ArtifactAdded(job_id, info)],
+            [
+                Event(
+                    "artifact",
+                    job_id,
+                    job.task,
+                    {"name": info.name, "size": info.size, "content_type": info.content_type},
+                )
+            ],
+        )
 
     def lines(self, job_id: int, lines: Sequence[tuple[datetime, str, str]], step: str | None = None) -> None:
         with self._lock:
@@ -86,8 +93,10 @@ class AttemptRecorder:
         job = self._job
         if job is None or job.id != job_id:
             return
-        self.sink([StepsPlanned(job_id, list(steps))],
-                  [Event("steps", job_id, job.task, {"steps": [step_event(s) for s in steps]})])
+        self.sink(
+            [StepsPlanned(job_id, list(steps))],
+            [Event("steps", job_id, job.task, {"steps": [step_event(s) for s in steps]})],
+        )
 
     def step_saved(self, step: StepRecord) -> None:
         job = self._job
@@ -103,8 +112,10 @@ class AttemptRecorder:
                 return
             self._pending = None
             self._last_progress = time.monotonic()
-        self.sink([ProgressUpdate(job.id, pending[0], pending[1])],
-                  [Event("progress", job.id, job.task, {"progress": pending[0], "message": pending[1]})])
+        self.sink(
+            [ProgressUpdate(job.id, pending[0], pending[1])],
+            [Event("progress", job.id, job.task, {"progress": pending[0], "message": pending[1]})],
+        )
 
     # -- the end -------------------------------------------------------------------------------
     def finish(self, task: Task | None, result: Outcome) -> list[Change]:
@@ -118,8 +129,9 @@ class AttemptRecorder:
         if result.ok:
             status, fields = settle.succeeded(result.result, now)
         else:
-            status, fields = settle.failed(job.attempts, job.max_attempts, task,
-                                           result.error or "failed", result.traceback, now)
+            status, fields = settle.failed(
+                job.attempts, job.max_attempts, task, result.error or "failed", result.traceback, now
+            )
         changes: list[Change] = []
         if pending is not None and status is JobStatus.SUCCEEDED:
             if pending[1] is not None:  # the last message held back: with the end, no statement more

@@ -86,8 +86,9 @@ class Reporter(Protocol):
 class JobContext:
     """The `mieruka.Job` a task function receives."""
 
-    def __init__(self, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage,
-                 upload_root: Path | None = None) -> None:
+    def __init__(
+        self, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage, upload_root: Path | None = None
+    ) -> None:
         self.id = spec.id
         self.task = spec.task
         self.attempt = spec.attempt
@@ -118,8 +119,7 @@ class JobContext:
             payload = Path(data)
         size = self._artifacts.save(self.id, name, payload)
         kind = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-        self._reporter.artifact(self.id, ArtifactInfo(name=name, size=size, content_type=kind,
-                                                      created_at=utcnow()))
+        self._reporter.artifact(self.id, ArtifactInfo(name=name, size=size, content_type=kind, created_at=utcnow()))
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.task} attempt {self.attempt}>"
@@ -134,7 +134,11 @@ def file_opener(upload_root: Path) -> Callable[[FileRef], File]:
 
 
 def run_job(
-    task: Task, spec: JobSpec, reporter: Reporter, artifacts: ArtifactStorage, upload_root: Path,
+    task: Task,
+    spec: JobSpec,
+    reporter: Reporter,
+    artifacts: ArtifactStorage,
+    upload_root: Path,
     gate: Gate | None = None,
 ) -> Outcome:
     """Run the attempt; raises Abandon, without calling the function, if `gate` closed first."""
@@ -146,7 +150,7 @@ def run_job(
         value = _call(task.func, kwargs, task.is_async, gate or Gate())
     except Abandon:
         raise
-    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the job too
+    except BaseException as exc:
         return Outcome(ok=False, error=_describe(exc), traceback=_traceback(exc))
     finally:
         sys.stdout.flush()
@@ -158,13 +162,19 @@ def _result_outcome(value: Any, context: JobContext) -> Outcome:
     try:
         result = to_jsonable_python(value)
         text = json.dumps(result)
-    except Exception as exc:  # noqa: BLE001
-        return Outcome(ok=False, error=f"the result cannot be stored as JSON ({exc}); return JSON data, "
-                       "a pydantic model or a dataclass, or save it with job.artifact()")
+    except Exception as exc:
+        return Outcome(
+            ok=False,
+            error=f"the result cannot be stored as JSON ({exc}); return JSON data, "
+            "a pydantic model or a dataclass, or save it with job.artifact()",
+        )
     if len(text) > MAX_RESULT_BYTES:
         context.artifact("result.json", text.encode(), "application/json")
-        result = {"artifact": "result.json", "size": len(text),
-                  "note": "the result was too large to keep inline; download the artifact"}
+        result = {
+            "artifact": "result.json",
+            "size": len(text),
+            "note": "the result was too large to keep inline; download the artifact",
+        }
     return Outcome(ok=True, result=result)
 
 
@@ -188,4 +198,3 @@ def _traceback(exc: BaseException) -> str:
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
-

@@ -46,8 +46,7 @@ class Runtime:
     """The running services of one app: built cheaply, started by `start()` (the engine, its
     workers, the live hub), accounts opened on first use (the CLI manages them with no engine)."""
 
-    def __init__(self, declared: Declaration, settings: Settings,
-                 build_engine: Callable[[Runtime], Engine]) -> None:
+    def __init__(self, declared: Declaration, settings: Settings, build_engine: Callable[[Runtime], Engine]) -> None:
         self.declared = declared
         self.settings = settings
         self._build_engine = build_engine
@@ -141,8 +140,9 @@ class Runtime:
             from .live.hub import Live
 
             try:
-                self._live = Live(self.declared.sources, self.dashboards, self.streams.values(), self.settings,
-                                  self.database)
+                self._live = Live(
+                    self.declared.sources, self.dashboards, self.streams.values(), self.settings, self.database
+                )
                 self._live.start()
             except BaseException:
                 self.stop()

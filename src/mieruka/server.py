@@ -52,4 +52,5 @@ def refuse_open_network(runtime: Runtime) -> None:
     home = f" --home {settings.home}" if settings.home != Settings().home else ""
     raise MierukaError(
         f"refusing to serve on {settings.host} with no users: anyone on the network could use it. Add one "
-        f"first: `mieruka users add NAME --role admin{home}` (or bind to 127.0.0.1)")
+        f"first: `mieruka users add NAME --role admin{home}` (or bind to 127.0.0.1)"
+    )

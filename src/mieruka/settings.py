@@ -50,28 +50,44 @@ def parse_size(value: str | int) -> int:
 class Settings:
     home: str = _setting(".mieruka", "Data directory: database, artifacts and uploads live here.")
     database_url: str = _setting("", "SQLAlchemy URL of the job store; default SQLite in the home.")
-    executor: str = _setting("local", "Where jobs run: 'local' (worker processes of this server) or 'celery' "
-                             "(Celery workers started with `mieruka worker`, on any machine).")
+    executor: str = _setting(
+        "local",
+        "Where jobs run: 'local' (worker processes of this server) or 'celery' "
+        "(Celery workers started with `mieruka worker`, on any machine).",
+    )
     broker_url: str = _setting("", "Celery broker URL (redis://... or amqp://...) for executor 'celery'.")
-    broker_visibility_timeout: float = _setting(3600.0, "Redis broker: an unacknowledged job message is "
-                                                "delivered again after this long (its worker died).")
-    broker_check_interval: float = _setting(5.0, "Redis broker: how often servers check that it still holds "
-                                            "the messages of queued jobs (a restart without persistence "
-                                            "loses them) and send them again if not; 0 turns it off.")
-    event_bus: str = _setting("memory", "How live events travel: 'memory' (one server process) or a "
-                              "redis:// URL, so that several server processes share them. On Celery, "
-                              "the broker when it is Redis; with another broker, a redis:// URL is needed.")
-    artifact_storage: str = _setting("local", "Where job artifacts are kept: 'local' (the home's artifacts "
-                                     "folder) or s3://bucket/prefix, shared by workers on several machines.")
+    broker_visibility_timeout: float = _setting(
+        3600.0, "Redis broker: an unacknowledged job message is delivered again after this long (its worker died)."
+    )
+    broker_check_interval: float = _setting(
+        5.0,
+        "Redis broker: how often servers check that it still holds "
+        "the messages of queued jobs (a restart without persistence "
+        "loses them) and send them again if not; 0 turns it off.",
+    )
+    event_bus: str = _setting(
+        "memory",
+        "How live events travel: 'memory' (one server process) or a "
+        "redis:// URL, so that several server processes share them. On Celery, "
+        "the broker when it is Redis; with another broker, a redis:// URL is needed.",
+    )
+    artifact_storage: str = _setting(
+        "local",
+        "Where job artifacts are kept: 'local' (the home's artifacts "
+        "folder) or s3://bucket/prefix, shared by workers on several machines.",
+    )
     s3_endpoint_url: str = _setting("", "Endpoint of an S3-compatible service (MinIO, ...); empty for AWS.")
     workers: int = _setting(0, "Worker processes of the local executor; 0 means one per CPU core.")
     host: str = _setting("127.0.0.1", "Address the server binds to.")
     port: int = _setting(8000, "Port the server listens on.")
     root_path: str = _setting("", "Path prefix when served behind a reverse proxy, e.g. /mieruka.")
     url: str = _setting("http://127.0.0.1:8000", "Server URL used by the CLI client commands.")
-    public_url: str = _setting("", "The server's address as its users reach it, path prefix included (e.g. "
-                               "https://example.org/mieruka), for the links the CLI prints (`mieruka users "
-                               "link`, the demo's login link). Empty: http://host:port plus root_path.")
+    public_url: str = _setting(
+        "",
+        "The server's address as its users reach it, path prefix included (e.g. "
+        "https://example.org/mieruka), for the links the CLI prints (`mieruka users "
+        "link`, the demo's login link). Empty: http://host:port plus root_path.",
+    )
     token: str = _setting("", "API token the CLI client commands send (`mieruka tokens create`).")
     timezone: str = _setting("UTC", "Time zone used to show times; stored times are always UTC.")
     max_upload_size: int = _setting(100 * 1024**2, "Largest accepted upload in bytes (e.g. 100MB).")
@@ -81,8 +97,9 @@ class Settings:
     retention_max_age: float = _setting(30 * 86400.0, "Finished jobs older than this are pruned.")
     retention_max_jobs: int = _setting(100_000, "Keep at most this many finished jobs per task.")
     prune_interval: float = _setting(300.0, "How often the retention policy runs, seconds.")
-    pool_check_interval: float = _setting(5.0, "How often compute pools are checked (start when jobs wait, "
-                                          "stop when idle), seconds.")
+    pool_check_interval: float = _setting(
+        5.0, "How often compute pools are checked (start when jobs wait, stop when idle), seconds."
+    )
     heartbeat_interval: float = _setting(15.0, "SSE heartbeat and server liveness period, seconds.")
     source_timeout: float = _setting(30.0, "Longest a data source refresh may take before it is stopped.")
     source_max_rows: int = _setting(1_000_000, "Most rows a data source refresh reads; more are cut off.")
@@ -90,26 +107,37 @@ class Settings:
     log_level: str = _setting("info", "Server log level.")
     session_max_age: float = _setting(7 * 86400.0, "A login session lasts this long (e.g. 8h, 7d).")
     presence_expiry: float = _setting(300.0, "A user not seen for this long is no longer shown as online.")
-    login_max_failures: int = _setting(5, "Failed logins for one user name before it is locked for "
-                                       "login_lockout (per address: four times as many).")
+    login_max_failures: int = _setting(
+        5, "Failed logins for one user name before it is locked for login_lockout (per address: four times as many)."
+    )
     login_lockout: float = _setting(900.0, "Window of login_max_failures and how long a lock lasts.")
     audit_retention: float = _setting(400 * 86400.0, "Audit log entries older than this are deleted.")
-    trusted_proxies: str = _setting("", "Comma-separated addresses (or networks, 10.0.0.0/8) of reverse proxies "
-                                    "whose X-Forwarded-For and X-Forwarded-Proto are believed; empty: none, "
-                                    "the connection's own address counts.")
-    allowed_hosts: str = _setting("", "Comma-separated host names the server answers to (the Host header; "
-                                  "'*' for any). Empty: while the server has no users, only the bound "
-                                  "address, localhost and 127.0.0.1; once it has users, any.")
-    max_body_size: int = _setting(4 * 1024**2, "Largest JSON or form body accepted, in bytes (uploads "
-                                  "have max_upload_size).")
+    trusted_proxies: str = _setting(
+        "",
+        "Comma-separated addresses (or networks, 10.0.0.0/8) of reverse proxies "
+        "whose X-Forwarded-For and X-Forwarded-Proto are believed; empty: none, "
+        "the connection's own address counts.",
+    )
+    allowed_hosts: str = _setting(
+        "",
+        "Comma-separated host names the server answers to (the Host header; "
+        "'*' for any). Empty: while the server has no users, only the bound "
+        "address, localhost and 127.0.0.1; once it has users, any.",
+    )
+    max_body_size: int = _setting(
+        4 * 1024**2, "Largest JSON or form body accepted, in bytes (uploads have max_upload_size)."
+    )
     max_json_depth: int = _setting(32, "Deepest nesting of arrays and objects accepted in a JSON body.")
     max_json_keys: int = _setting(10_000, "Most object keys accepted in one JSON body, all objects together.")
-    header_timeout: float = _setting(10.0, "A connection that has not sent a whole request head in this long "
-                                     "is closed.")
-    body_timeout: float = _setting(30.0, "A request whose body stalls (no bytes) for this long is answered "
-                                   "408 and its connection closed.")
-    max_connections_per_address: int = _setting(100, "Most open connections from one client address "
-                                                 "(trusted proxies are not limited); 0: no limit.")
+    header_timeout: float = _setting(
+        10.0, "A connection that has not sent a whole request head in this long is closed."
+    )
+    body_timeout: float = _setting(
+        30.0, "A request whose body stalls (no bytes) for this long is answered 408 and its connection closed."
+    )
+    max_connections_per_address: int = _setting(
+        100, "Most open connections from one client address (trusted proxies are not limited); 0: no limit."
+    )
 
     @property
     def home_path(self) -> Path:
@@ -122,8 +150,11 @@ class Settings:
     @property
     def effective_event_bus(self) -> str:
         """Celery workers live in other processes: with a Redis broker, events travel over it too."""
-        if self.event_bus in ("", "memory") and self.executor == "celery" and \
-                self.broker_url.startswith(("redis://", "rediss://")):
+        if (
+            self.event_bus in ("", "memory")
+            and self.executor == "celery"
+            and self.broker_url.startswith(("redis://", "rediss://"))
+        ):
             return self.broker_url
         return self.event_bus
 
@@ -179,8 +210,13 @@ class Settings:
     def describe(cls) -> list[dict[str, Any]]:
         """Every setting with its environment variable, default and help: the docs' source."""
         return [
-            {"name": s.name, "env": ENV_PREFIX + s.name.upper(), "default": s.default,
-             "type": s.type, "help": s.metadata["help"]}
+            {
+                "name": s.name,
+                "env": ENV_PREFIX + s.name.upper(),
+                "default": s.default,
+                "type": s.type,
+                "help": s.metadata["help"],
+            }
             for s in fields(cls)
         ]
 
@@ -191,10 +227,24 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
 
 
-_DURATIONS = {"broker_visibility_timeout", "broker_check_interval", "pool_check_interval",
-              "run_wait_max", "poll_interval", "engine_stale_after", "retention_max_age",
-              "prune_interval", "heartbeat_interval", "session_max_age", "presence_expiry", "login_lockout",
-              "audit_retention", "source_timeout", "header_timeout", "body_timeout"}
+_DURATIONS = {
+    "broker_visibility_timeout",
+    "broker_check_interval",
+    "pool_check_interval",
+    "run_wait_max",
+    "poll_interval",
+    "engine_stale_after",
+    "retention_max_age",
+    "prune_interval",
+    "heartbeat_interval",
+    "session_max_age",
+    "presence_expiry",
+    "login_lockout",
+    "audit_retention",
+    "source_timeout",
+    "header_timeout",
+    "body_timeout",
+}
 
 
 def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,8 +254,15 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"unknown setting {name!r}")
         out[name] = _coerce(name, known[name].type, value)
-    for name in ("source_max_rows", "source_timeout", "max_body_size", "max_json_depth", "max_json_keys",
-                 "header_timeout", "body_timeout"):
+    for name in (
+        "source_max_rows",
+        "source_timeout",
+        "max_body_size",
+        "max_json_depth",
+        "max_json_keys",
+        "header_timeout",
+        "body_timeout",
+    ):
         if name in out and out[name] <= 0:
             raise ConfigError(f"setting {name} must be positive, got {out[name]}")
     for name in ("workers", "retention_max_jobs", "login_max_failures", "max_connections_per_address"):

@@ -34,16 +34,20 @@ def check_settings(settings: Settings) -> None:
     """Refuse, before anything starts, settings the engine could not start with."""
     if os.name != "posix":
         # Workers run in their own process groups, and cancel kills the whole group.
-        raise ConfigError(f"mieruka runs jobs on Linux, macOS and other POSIX systems, not on {sys.platform}; "
-                          "on Windows run it under WSL")
+        raise ConfigError(
+            f"mieruka runs jobs on Linux, macOS and other POSIX systems, not on {sys.platform}; "
+            "on Windows run it under WSL"
+        )
     if settings.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
     if settings.executor == "celery" and not settings.broker_url:
         raise ConfigError("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)")
     if settings.executor == "celery" and settings.effective_event_bus in ("", "memory"):
         # Workers are other processes: what they report must reach the servers' pages and waiters.
-        raise ConfigError("executor 'celery' with a broker other than Redis needs an event bus its workers can "
-                          "reach: set MIERUKA_EVENT_BUS (e.g. redis://host:6379/1)")
+        raise ConfigError(
+            "executor 'celery' with a broker other than Redis needs an event bus its workers can "
+            "reach: set MIERUKA_EVENT_BUS (e.g. redis://host:6379/1)"
+        )
     if settings.artifact_storage not in ("", "local") and not settings.artifact_storage.startswith("s3://"):
         raise ConfigError(f"unknown artifact storage {settings.artifact_storage!r}: use 'local' or s3://bucket/prefix")
 
@@ -60,8 +64,9 @@ def check_runtime(runtime: Runtime) -> None:
 
     trusted_networks(runtime.settings.trusted_proxies)  # a name or '*' there: one line before serving
     if runtime.pools and runtime.settings.executor != "celery":
-        raise ConfigError(f"compute pools ({', '.join(runtime.pools)}) start Celery workers: they need "
-                          "MIERUKA_EXECUTOR=celery")
+        raise ConfigError(
+            f"compute pools ({', '.join(runtime.pools)}) start Celery workers: they need MIERUKA_EXECUTOR=celery"
+        )
 
 
 LOCK_WAIT = 5.0  # seconds the start-up check waits for a SQLite file another process holds
@@ -92,8 +97,10 @@ def check_sqlite_file(path: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot create the folder {folder} for the database: {exc.strerror}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot use the database {path}: this user may not write in the folder {folder} "
-                          "(SQLite keeps its write-ahead log beside the database)")
+        raise ConfigError(
+            f"cannot use the database {path}: this user may not write in the folder {folder} "
+            "(SQLite keeps its write-ahead log beside the database)"
+        )
     if path.is_dir():
         raise ConfigError(f"cannot use the database {path}: it is a folder, not a file")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
@@ -111,24 +118,35 @@ def check_sqlite_file(path: Path) -> None:
         if conn is not None:
             conn.close()
     if problems != ["ok"]:
-        lines = [line.strip() for text in problems for line in text.splitlines()
-                 if line.strip() and not line.startswith("***")]  # "*** in database main ***" heads the list
-        raise ConfigError(f"the database {path} is damaged ({'; '.join(lines)[:300]}): restore it from a backup, "
-                          "or move it away to start with an empty one")
+        lines = [
+            line.strip()
+            for text in problems
+            for line in text.splitlines()
+            if line.strip() and not line.startswith("***")
+        ]  # "*** in database main ***" heads the list
+        raise ConfigError(
+            f"the database {path} is damaged ({'; '.join(lines)[:300]}): restore it from a backup, "
+            "or move it away to start with an empty one"
+        )
 
 
 def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", "") or ""
     said = str(exc)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return (f"the database {path} is locked by another process (still after {LOCK_WAIT:g}s): stop the program "
-                "using it (another mieruka with this home?), or give this one its own --home")
+        return (
+            f"the database {path} is locked by another process (still after {LOCK_WAIT:g}s): stop the program "
+            "using it (another mieruka with this home?), or give this one its own --home"
+        )
     if name.startswith("SQLITE_NOTADB"):
-        return (f"{path} is not a SQLite database ({said}): point --database-url at the right file, or move this "
-                "one away")
+        return (
+            f"{path} is not a SQLite database ({said}): point --database-url at the right file, or move this one away"
+        )
     if name.startswith("SQLITE_CORRUPT"):
-        return (f"the database {path} is damaged ({said}): restore it from a backup, or move it away to start "
-                "with an empty one")
+        return (
+            f"the database {path} is damaged ({said}): restore it from a backup, or move it away to start "
+            "with an empty one"
+        )
     if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
         return f"cannot open the database {path} for writing ({said}): check who may write to it and to its folder"
     return f"cannot use the database {path}: {said}"
@@ -170,8 +188,14 @@ def build_engine(runtime: Runtime) -> Engine:
 
         executor = CeleryExecutor(settings, store)
     elif settings.executor == "local":
-        executor = LocalExecutor(runtime.app_ref(), settings.effective_workers, home / "artifacts", home / "uploads",
-                                 settings.artifact_storage, settings.s3_endpoint_url)
+        executor = LocalExecutor(
+            runtime.app_ref(),
+            settings.effective_workers,
+            home / "artifacts",
+            home / "uploads",
+            settings.artifact_storage,
+            settings.s3_endpoint_url,
+        )
     else:
         raise ConfigError(f"unknown executor {settings.executor!r}; available: local, celery")
     engine = Engine(runtime.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
@@ -187,17 +211,28 @@ def build_pools(runtime: Runtime, store: SqlJobStore) -> PoolManager:
 
     settings = runtime.settings
     # What a worker started for a pool needs to find the same store, broker and files.
-    env = {"MIERUKA_EXECUTOR": "celery", "MIERUKA_DATABASE_URL": settings.effective_database_url,
-           "MIERUKA_BROKER_URL": settings.broker_url, "MIERUKA_EVENT_BUS": settings.effective_event_bus,
-           "MIERUKA_HOME": str(settings.home_path), "MIERUKA_ARTIFACT_STORAGE": settings.artifact_storage,
-           "MIERUKA_S3_ENDPOINT_URL": settings.s3_endpoint_url}
+    env = {
+        "MIERUKA_EXECUTOR": "celery",
+        "MIERUKA_DATABASE_URL": settings.effective_database_url,
+        "MIERUKA_BROKER_URL": settings.broker_url,
+        "MIERUKA_EVENT_BUS": settings.effective_event_bus,
+        "MIERUKA_HOME": str(settings.home_path),
+        "MIERUKA_ARTIFACT_STORAGE": settings.artifact_storage,
+        "MIERUKA_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+    }
     ref = runtime.app_ref()
 
     def spec(pool: Pool) -> PoolSpec:
         return PoolSpec(pool.name, pool.queues, ref, env)
 
-    return PoolManager(list(runtime.pools.values()), SqlPoolStore(store), store, spec, runtime.anyone_online,
-                       settings.pool_check_interval)
+    return PoolManager(
+        list(runtime.pools.values()),
+        SqlPoolStore(store),
+        store,
+        spec,
+        runtime.anyone_online,
+        settings.pool_check_interval,
+    )
 
 
 def build_artifacts(settings: Settings) -> ArtifactStorage:

@@ -81,7 +81,8 @@ class S3ArtifactStorage:
     def delete_job(self, job_id: int) -> None:
         shutil.rmtree(self.work_root / str(int(job_id)), ignore_errors=True)
         pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{self.prefix}{int(job_id)}/", PaginationConfig={"PageSize": self.page_size})
+            Bucket=self.bucket, Prefix=f"{self.prefix}{int(job_id)}/", PaginationConfig={"PageSize": self.page_size}
+        )
         for page in pages:
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if keys:

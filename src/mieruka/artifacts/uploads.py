@@ -137,8 +137,9 @@ class S3Uploads(LocalUploads):
             self._client.download_file(self.bucket, self._key(upload_id, filename), str(target))
         except self._client_error as exc:
             if _missing(exc):
-                raise FileNotFoundError(f"no uploaded file {filename!r} with id {upload_id} in "
-                                        f"s3://{self.bucket}/{self.prefix}") from None
+                raise FileNotFoundError(
+                    f"no uploaded file {filename!r} with id {upload_id} in s3://{self.bucket}/{self.prefix}"
+                ) from None
             raise
 
     def delete(self, upload_id: str) -> None:

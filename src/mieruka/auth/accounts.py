@@ -77,18 +77,21 @@ def digest(secret: str) -> str:
 
 def check_name(name: str) -> str:
     if not NAME.match(name or ""):
-        raise ValidationError("name: 1 to 100 letters, digits, '_', '.', '@' or '-', starting with a "
-                              "letter or digit", [{"field": "name", "message": "invalid user name"}])
+        raise ValidationError(
+            "name: 1 to 100 letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
+            [{"field": "name", "message": "invalid user name"}],
+        )
     return name
 
 
 def check_password(password: str) -> str:
     if len(password or "") < MIN_PASSWORD:
-        raise ValidationError(f"password: at least {MIN_PASSWORD} characters",
-                              [{"field": "password", "message": f"at least {MIN_PASSWORD} characters"}])
+        raise ValidationError(
+            f"password: at least {MIN_PASSWORD} characters",
+            [{"field": "password", "message": f"at least {MIN_PASSWORD} characters"}],
+        )
     if len(password) > 1024:
-        raise ValidationError("password: at most 1024 characters",
-                              [{"field": "password", "message": "too long"}])
+        raise ValidationError("password: at most 1024 characters", [{"field": "password", "message": "too long"}])
     return password
 
 
@@ -116,8 +119,7 @@ class Accounts:
         with self.db.write() as conn:
             if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == name)).first():
                 raise ConflictError(f"a user named {name!r} exists already")
-            conn.execute(t.users.insert().values(name=name, role=role.value, password_hash=hashed,
-                                                 created_at=utcnow()))
+            conn.execute(t.users.insert().values(name=name, role=role.value, password_hash=hashed, created_at=utcnow()))
         return self.get_user(name)
 
     def get_user(self, name: str) -> User:
@@ -159,8 +161,9 @@ class Accounts:
     def _keep_an_admin(self, conn: sa.Connection, user: User, new_role: Role | None) -> None:
         if user.role is not Role.ADMIN or new_role is Role.ADMIN:
             return
-        admins = conn.execute(sa.select(sa.func.count()).select_from(t.users)
-                              .where(t.users.c.role == Role.ADMIN.value)).scalar_one()
+        admins = conn.execute(
+            sa.select(sa.func.count()).select_from(t.users).where(t.users.c.role == Role.ADMIN.value)
+        ).scalar_one()
         if admins <= 1:
             raise ConflictError(f"{user.name!r} is the last admin; make another user admin first")
 
@@ -177,23 +180,34 @@ class Accounts:
             return None
         if _hasher.check_needs_rehash(stored):
             with self.db.write() as conn:
-                conn.execute(t.users.update().where(t.users.c.id == row.id)
-                             .values(password_hash=_hasher.hash(password)))
+                conn.execute(
+                    t.users.update().where(t.users.c.id == row.id).values(password_hash=_hasher.hash(password))
+                )
         return _user(row)
 
     # -- tokens and one-time links ------------------------------------------------------------------
-    def create_token(self, user: str, name: str = "", expires_at: datetime | None = None,
-                     kind: str = "api") -> tuple[Token, str]:
+    def create_token(
+        self, user: str, name: str = "", expires_at: datetime | None = None, kind: str = "api"
+    ) -> tuple[Token, str]:
         """A new secret for the user; the secret is returned here and never again."""
         owner = self.get_user(user)
         if expires_at is not None and expires_at <= utcnow():
-            raise ValidationError("expires_at: must be in the future",
-                                  [{"field": "expires_at", "message": "in the past"}])
+            raise ValidationError(
+                "expires_at: must be in the future", [{"field": "expires_at", "message": "in the past"}]
+            )
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.db.write() as conn:
-            token_id = conn.execute(t.tokens.insert().values(
-                user_id=owner.id, kind=kind, name=name[:200], secret_hash=digest(secret), hint=secret[:8],
-                created_at=utcnow(), expires_at=expires_at)).inserted_primary_key[0]  # type: ignore[index]
+            token_id = conn.execute(
+                t.tokens.insert().values(
+                    user_id=owner.id,
+                    kind=kind,
+                    name=name[:200],
+                    secret_hash=digest(secret),
+                    hint=secret[:8],
+                    created_at=utcnow(),
+                    expires_at=expires_at,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
         return self.get_token(int(token_id)), secret
 
     def get_token(self, token_id: int) -> Token:
@@ -222,8 +236,11 @@ class Accounts:
 
     def revoke_token(self, token_id: int) -> Token:
         with self.db.write() as conn:
-            conn.execute(t.tokens.update().where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))
-                         .values(revoked_at=utcnow()))
+            conn.execute(
+                t.tokens.update()
+                .where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
         return self.get_token(token_id)
 
     def check_token(self, secret: str) -> User | None:
@@ -233,40 +250,61 @@ class Accounts:
         now = utcnow()
         u = t.users.c
         with self.db.read() as conn:
-            row = conn.execute(sa.select(t.tokens.c.id, t.tokens.c.expires_at, t.tokens.c.revoked_at,
-                                         t.tokens.c.last_used_at, u.id.label("user_id"), u.name, u.role,
-                                         u.created_at, u.password_hash)
-                               .join(t.users, u.id == t.tokens.c.user_id)
-                               .where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "api")).first()
+            row = conn.execute(
+                sa.select(
+                    t.tokens.c.id,
+                    t.tokens.c.expires_at,
+                    t.tokens.c.revoked_at,
+                    t.tokens.c.last_used_at,
+                    u.id.label("user_id"),
+                    u.name,
+                    u.role,
+                    u.created_at,
+                    u.password_hash,
+                )
+                .join(t.users, u.id == t.tokens.c.user_id)
+                .where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "api")
+            ).first()
         if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
             return None
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_EVERY:
             with self.db.write() as conn:
                 conn.execute(t.tokens.update().where(t.tokens.c.id == row.id).values(last_used_at=now))
-        return User(id=row.user_id, name=row.name, role=Role(row.role), created_at=row.created_at,
-                    has_password=bool(row.password_hash))
+        return User(
+            id=row.user_id,
+            name=row.name,
+            role=Role(row.role),
+            created_at=row.created_at,
+            has_password=bool(row.password_hash),
+        )
 
     def create_login_link(self, user: str, valid_for: float = 86400.0) -> str:
-        _, secret = self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for),
-                                      kind="link")
+        _, secret = self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for), kind="link")
         return secret
 
     def login_link_valid(self, secret: str) -> bool:
         with self.db.read() as conn:
-            row = conn.execute(sa.select(t.tokens.c.revoked_at, t.tokens.c.expires_at)
-                               .where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "link")).first()
+            row = conn.execute(
+                sa.select(t.tokens.c.revoked_at, t.tokens.c.expires_at).where(
+                    t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "link"
+                )
+            ).first()
         return row is not None and row.revoked_at is None and (row.expires_at is None or row.expires_at > utcnow())
 
     def consume_login_link(self, secret: str) -> User | None:
         """The link's user, once: the link is void from then on."""
         now = utcnow()
         with self.db.write() as conn:
-            row = conn.execute(sa.select(t.tokens).where(t.tokens.c.secret_hash == digest(secret),
-                                                         t.tokens.c.kind == "link")).first()
+            row = conn.execute(
+                sa.select(t.tokens).where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "link")
+            ).first()
             if row is None or row.revoked_at is not None or (row.expires_at and row.expires_at <= now):
                 return None
-            used = conn.execute(t.tokens.update().where(t.tokens.c.id == row.id, t.tokens.c.revoked_at.is_(None))
-                                .values(revoked_at=now, last_used_at=now))
+            used = conn.execute(
+                t.tokens.update()
+                .where(t.tokens.c.id == row.id, t.tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now, last_used_at=now)
+            )
             if used.rowcount != 1:
                 return None
             user_row = conn.execute(sa.select(t.users).where(t.users.c.id == row.user_id)).first()
@@ -279,16 +317,25 @@ class Accounts:
         now = utcnow()
         with self.db.write() as conn:
             conn.execute(t.sessions.delete().where(t.sessions.c.expires_at <= now))
-            conn.execute(t.sessions.insert().values(
-                id_hash=digest(secret), user_id=user.id, csrf=csrf, created_at=now,
-                expires_at=now + timedelta(seconds=self.session_max_age), address=address[:64]))
+            conn.execute(
+                t.sessions.insert().values(
+                    id_hash=digest(secret),
+                    user_id=user.id,
+                    csrf=csrf,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=self.session_max_age),
+                    address=address[:64],
+                )
+            )
         return secret, csrf
 
     def session_user(self, secret: str) -> Principal | None:
         with self.db.read() as conn:
-            row = conn.execute(sa.select(t.sessions.c.csrf, t.sessions.c.expires_at, t.users)
-                               .join(t.users, t.users.c.id == t.sessions.c.user_id)
-                               .where(t.sessions.c.id_hash == digest(secret))).first()
+            row = conn.execute(
+                sa.select(t.sessions.c.csrf, t.sessions.c.expires_at, t.users)
+                .join(t.users, t.users.c.id == t.sessions.c.user_id)
+                .where(t.sessions.c.id_hash == digest(secret))
+            ).first()
         if row is None or row.expires_at <= utcnow():
             return None
         return _user(row).principal("session", row.csrf)
@@ -353,19 +400,25 @@ class Throttle:
         now = utcnow()
         since = now - timedelta(seconds=self.window)
         a, p = t.audit_log.c, t.login_attempts.c
-        last_success = (sa.select(sa.func.max(a.at)).where(a.action.in_(SUCCESSES), a.actor == name)
-                        .scalar_subquery())
+        last_success = sa.select(sa.func.max(a.at)).where(a.action.in_(SUCCESSES), a.actor == name).scalar_subquery()
         with self.accounts.db.write_alone(t.login_attempts.name) as conn:
             conn.execute(t.login_attempts.delete().where(p.started_at < since))  # left by a crash
-            by_name = _newest(conn, self.max_failures, since,
-                              sa.and_(a.actor == name, sa.or_(last_success.is_(None), a.at > last_success)),
-                              p.name == name)
-            by_address = _newest(conn, self.max_failures * ADDRESS_FACTOR, since, a.address == address[:64],
-                                 p.address == address[:64])
+            by_name = _newest(
+                conn,
+                self.max_failures,
+                since,
+                sa.and_(a.actor == name, sa.or_(last_success.is_(None), a.at > last_success)),
+                p.name == name,
+            )
+            by_address = _newest(
+                conn, self.max_failures * ADDRESS_FACTOR, since, a.address == address[:64], p.address == address[:64]
+            )
             ends = [times[-1] + timedelta(seconds=self.window) for times in (by_name, by_address) if times]
             if not ends:
-                return int(conn.execute(t.login_attempts.insert().values(
-                    name=name[:100], address=address[:64], started_at=now)).inserted_primary_key[0])  # type: ignore[index]
+                inserted = conn.execute(
+                    t.login_attempts.insert().values(name=name[:100], address=address[:64], started_at=now)
+                ).inserted_primary_key
+                return int(inserted[0])  # type: ignore[index]
         # `now` was read before the lock: failures written meanwhile may be newer than it.
         wait = max(1, min(math.ceil(self.window), math.ceil((max(ends) - now).total_seconds())))
         minutes = math.ceil(wait / 60)
@@ -378,20 +431,24 @@ class Throttle:
             self.audit.record(actor, action, target, address, at=utcnow(), conn=conn)
 
 
-def _newest(conn: sa.Connection, limit: int, since: datetime, failed: sa.ColumnElement[bool],
-            pending: sa.ColumnElement[bool]) -> list[datetime]:
+def _newest(
+    conn: sa.Connection, limit: int, since: datetime, failed: sa.ColumnElement[bool], pending: sa.ColumnElement[bool]
+) -> list[datetime]:
     """When the limit is reached: the times of the `limit` newest failures and checks under way
     (the oldest of them, last, says when the lock ends); else []. One statement, so one snapshot."""
     a, p = t.audit_log.c, t.login_attempts.c
-    times = sa.union_all(sa.select(a.at.label("at")).where(a.action.in_(FAILURES), a.at >= since, failed),
-                         sa.select(p.started_at.label("at")).where(p.started_at >= since, pending))
+    times = sa.union_all(
+        sa.select(a.at.label("at")).where(a.action.in_(FAILURES), a.at >= since, failed),
+        sa.select(p.started_at.label("at")).where(p.started_at >= since, pending),
+    )
     rows = list(conn.execute(times.order_by(sa.literal_column("at").desc()).limit(limit)).scalars())
     return rows if len(rows) >= limit else []
 
 
 def _user(row: sa.Row) -> User:  # type: ignore[type-arg]
-    return User(id=row.id, name=row.name, role=Role(row.role), created_at=row.created_at,
-                has_password=bool(row.password_hash))
+    return User(
+        id=row.id, name=row.name, role=Role(row.role), created_at=row.created_at, has_password=bool(row.password_hash)
+    )
 
 
 def _token_select() -> sa.Select:  # type: ignore[type-arg]
@@ -399,6 +456,14 @@ def _token_select() -> sa.Select:  # type: ignore[type-arg]
 
 
 def _token(row: sa.Row) -> Token:  # type: ignore[type-arg]
-    return Token(id=row.id, user=row.user_name, kind=row.kind, name=row.name, hint=row.hint,
-                 created_at=row.created_at, expires_at=row.expires_at, last_used_at=row.last_used_at,
-                 revoked_at=row.revoked_at)
+    return Token(
+        id=row.id,
+        user=row.user_name,
+        kind=row.kind,
+        name=row.name,
+        hint=row.hint,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )

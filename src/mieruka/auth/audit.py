@@ -32,8 +32,15 @@ class Entry:
     detail: dict[str, Any] | None
 
     def json(self) -> dict[str, Any]:
-        return {"id": self.id, "at": self.at.isoformat().replace("+00:00", "Z"), "actor": self.actor,
-                "action": self.action, "target": self.target, "address": self.address, "detail": self.detail}
+        return {
+            "id": self.id,
+            "at": self.at.isoformat().replace("+00:00", "Z"),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "address": self.address,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -53,18 +60,32 @@ class AuditLog:
         self.retention = retention
         self._pruned: datetime | None = None
 
-    def record(self, actor: str, action: str, target: str = "", address: str = "",
-               detail: dict[str, Any] | None = None, at: datetime | None = None,
-               conn: Connection | None = None) -> None:
+    def record(
+        self,
+        actor: str,
+        action: str,
+        target: str = "",
+        address: str = "",
+        detail: dict[str, Any] | None = None,
+        at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
         """Add an entry; given `conn`, in that transaction (it is then committed with the rest)."""
         if conn is None:
             with self.db.write() as conn:
                 self.record(actor, action, target, address, detail, at, conn)
             return
         now = utcnow()
-        conn.execute(t.audit_log.insert().values(
-            at=at or now, actor=actor[:100], action=action[:100], target=target[:300],
-            address=address[:64], detail=detail or None))
+        conn.execute(
+            t.audit_log.insert().values(
+                at=at or now,
+                actor=actor[:100],
+                action=action[:100],
+                target=target[:300],
+                address=address[:64],
+                detail=detail or None,
+            )
+        )
         # The log stays bounded: entries older than the retention go, checked hourly.
         if self._pruned is None or now - self._pruned > timedelta(hours=1):
             self._pruned = now
@@ -76,8 +97,9 @@ class AuditLog:
         if q.actor:
             stmt = stmt.where(c.actor == q.actor)
         if q.action:
-            stmt = stmt.where(c.action.startswith(q.action, autoescape=True) if q.action.endswith(".")
-                              else c.action == q.action)
+            stmt = stmt.where(
+                c.action.startswith(q.action, autoescape=True) if q.action.endswith(".") else c.action == q.action
+            )
         if q.target:
             stmt = stmt.where(c.target.contains(q.target, autoescape=True))
         if q.since:
@@ -103,7 +125,8 @@ class AuditLog:
         c = t.audit_log.c
         with self.db.read() as conn:
             value: datetime | None = conn.execute(
-                sa.select(sa.func.max(c.at)).where(c.action == action, c.actor == actor)).scalar_one()
+                sa.select(sa.func.max(c.at)).where(c.action == action, c.actor == actor)
+            ).scalar_one()
         if value is not None and value.tzinfo is None:  # max() bypasses the column type on SQLite
             value = t.UTCDateTime().process_result_value(value, None)  # type: ignore[arg-type]
         return value
@@ -114,8 +137,9 @@ def to_csv(entries: Iterable[Entry], zone: Any = None) -> str:
     writer = csv.writer(out)
     writer.writerow(["id", "at_utc", "actor", "action", "target", "address", "detail"])
     for e in entries:
-        writer.writerow([e.id, e.json()["at"], _safe(e.actor), e.action, _safe(e.target), e.address,
-                         _safe(_detail(e.detail))])
+        writer.writerow(
+            [e.id, e.json()["at"], _safe(e.actor), e.action, _safe(e.target), e.address, _safe(_detail(e.detail))]
+        )
     return out.getvalue()
 
 

@@ -34,8 +34,13 @@ class Seen:
     page: str
 
     def json(self) -> dict[str, Any]:
-        return {"user": self.user, "role": self.role, "address": self.address, "page": self.page,
-                "last_seen_at": self.last_seen_at.isoformat().replace("+00:00", "Z")}
+        return {
+            "user": self.user,
+            "role": self.role,
+            "address": self.address,
+            "page": self.page,
+            "last_seen_at": self.last_seen_at.isoformat().replace("+00:00", "Z"),
+        }
 
 
 class Presence:
@@ -47,8 +52,9 @@ class Presence:
         self._written: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
-    def seen(self, who: Principal, address: str = "", page: str = "", now: datetime | None = None,
-             force: bool = False) -> None:
+    def seen(
+        self, who: Principal, address: str = "", page: str = "", now: datetime | None = None, force: bool = False
+    ) -> None:
         now = now or utcnow()
         with self._lock:
             last = self._written.get(who.name)

@@ -54,8 +54,11 @@ class MemoryBus:
         if not events or events[0].id > after_id + 1:
             return None
         wanted = None if topics is None else set(topics)
-        return [e for e in events if e.id > after_id and
-                (wanted is None or e.topic in wanted or wanted.intersection(e.extra_topics))]
+        return [
+            e
+            for e in events
+            if e.id > after_id and (wanted is None or e.topic in wanted or wanted.intersection(e.extra_topics))
+        ]
 
     def last_id(self) -> int:
         return self._next_id - 1

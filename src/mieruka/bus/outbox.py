@@ -34,7 +34,7 @@ class Outbox:
                 return
             try:
                 self._bus.publish_many(batch)
-            except Exception:  # noqa: BLE001 - events are notifications; the store holds the truth
+            except Exception:
                 log.exception("could not publish %d events", len(batch))
 
     def flush(self) -> None:

@@ -226,11 +226,29 @@ class RedisBus:
         return time.monotonic() >= self._publish_paused_until  # else Redis failed a moment ago: do not stall
 
     def _args(self, events: Sequence[Event]) -> list[Any]:
-        payloads = [json.dumps(
-            {"kind": e.kind, "job_id": e.job_id, "task": e.task, "data": e.data, "extra_topics": list(e.extra_topics)},
-            separators=(",", ":"), default=str) for e in events]
-        return [self._keep, self._channel, self._newest_known, _token(), first_id(), *payloads,
-                *map(_live_only, events)]
+        payloads = [
+            json.dumps(
+                {
+                    "kind": e.kind,
+                    "job_id": e.job_id,
+                    "task": e.task,
+                    "data": e.data,
+                    "extra_topics": list(e.extra_topics),
+                },
+                separators=(",", ":"),
+                default=str,
+            )
+            for e in events
+        ]
+        return [
+            self._keep,
+            self._channel,
+            self._newest_known,
+            _token(),
+            first_id(),
+            *payloads,
+            *map(_live_only, events),
+        ]
 
     def _published(self, events: Sequence[Event], first: int) -> list[Event]:
         self._saw(first + len(events) - 1)
@@ -238,9 +256,14 @@ class RedisBus:
 
     def _failed(self, events: Sequence[Event], exc: Exception) -> list[Event]:
         self._publish_paused_until = time.monotonic() + 1.0
-        log.warning("Redis event bus: could not publish %d events, the first a %s event of job %d (%s); "
-                    "events are dropped until Redis answers again", len(events), events[0].kind,
-                    events[0].job_id, exc)
+        log.warning(
+            "Redis event bus: could not publish %d events, the first a %s event of job %d (%s); "
+            "events are dropped until Redis answers again",
+            len(events),
+            events[0].kind,
+            events[0].job_id,
+            exc,
+        )
         return list(events)
 
     # -- subscribing ---------------------------------------------------------------------------
@@ -251,8 +274,9 @@ class RedisBus:
             unsubscribe = self._subscribers.add(callback, topics)
             started = self._start_listener()
         if started and not self._ready.wait(self._ready_timeout):
-            log.warning("Redis event bus: not subscribed after %gs; events will arrive once Redis answers",
-                        self._ready_timeout)
+            log.warning(
+                "Redis event bus: not subscribed after %gs; events will arrive once Redis answers", self._ready_timeout
+            )
         return unsubscribe
 
     def _start_listener(self) -> bool:
@@ -315,7 +339,7 @@ class RedisBus:
                 if pubsub is not None:
                     try:
                         pubsub.close()
-                    except Exception:  # noqa: BLE001 - the connection is being thrown away anyway
+                    except Exception:
                         pass
         self._ready.clear()
 
@@ -325,14 +349,21 @@ class RedisBus:
         ring = self._read(after, claim_epoch=True)
         if ring.last < after or ring.epoch != self._epoch:
             # Redis lost its data (restarted without persistence, flushed): ids began again.
-            log.warning("Redis event bus: Redis lost the event ids (last seen %d, now %d); catching up on "
-                        "all it holds", after, ring.last)
+            log.warning(
+                "Redis event bus: Redis lost the event ids (last seen %d, now %d); catching up on all it holds",
+                after,
+                ring.last,
+            )
             after = self._last_seen = 0
             ring = self._read(after, claim_epoch=True)
         self._epoch = ring.epoch
         if ring.events and ring.oldest > after + 1:
-            log.warning("Redis event bus: events %d to %d were trimmed from the ring while disconnected; "
-                        "subscribers missed them", after + 1, ring.oldest - 1)
+            log.warning(
+                "Redis event bus: events %d to %d were trimmed from the ring while disconnected; "
+                "subscribers missed them",
+                after + 1,
+                ring.oldest - 1,
+            )
         for event in ring.events:
             self._dispatch(event)
 
@@ -363,8 +394,7 @@ class RedisBus:
         if ring.oldest > after_id + 1:
             return None
         wanted = None if topics is None else set(topics)
-        return [e for e in ring.events
-                if wanted is None or e.topic in wanted or wanted.intersection(e.extra_topics)]
+        return [e for e in ring.events if wanted is None or e.topic in wanted or wanted.intersection(e.extra_topics)]
 
     def _read(self, after_id: int | None, claim_epoch: bool = False) -> _Ring:
         """The ring, with its events after `after_id` (none when None), in one transaction.
@@ -377,13 +407,17 @@ class RedisBus:
         pipe.xrange(self._stream_key, "-", "+", count=1)
         if after_id is not None:
             pipe.xrange(self._stream_key, str(min(max(after_id + 1, 0), _MAX_STREAM_ID)), "+")
-        results: list[Any] = pipe.execute()[1 if claim_epoch else 0:]
+        results: list[Any] = pipe.execute()[1 if claim_epoch else 0 :]
         last = int(results[0] or 0)
         epoch: bytes | None = results[1]
         first: list[tuple[bytes, dict[bytes, bytes]]] = results[2]
         entries: list[tuple[bytes, dict[bytes, bytes]]] = results[3] if after_id is not None else []
-        return _Ring(last, epoch, _stream_id(first[0][0]) if first else last + 1,
-                     [_decode(fields[b"e"]) for _, fields in entries])
+        return _Ring(
+            last,
+            epoch,
+            _stream_id(first[0][0]) if first else last + 1,
+            [_decode(fields[b"e"]) for _, fields in entries],
+        )
 
     # -- the rest ------------------------------------------------------------------------------
     def last_id(self) -> int:
@@ -458,6 +492,12 @@ def _decode(raw: bytes | str) -> Event:
 
 def _event(body: dict[str, Any]) -> Event:
     record = body.get("record")
-    return Event(str(body["kind"]), int(body["job_id"]), str(body["task"]), dict(body["data"]),
-                 int(body["id"]), tuple(str(t) for t in body.get("extra_topics", ())),
-                 dict(record) if isinstance(record, dict) else None)
+    return Event(
+        str(body["kind"]),
+        int(body["job_id"]),
+        str(body["task"]),
+        dict(body["data"]),
+        int(body["id"]),
+        tuple(str(t) for t in body.get("extra_topics", ())),
+        dict(record) if isinstance(record, dict) else None,
+    )

@@ -16,9 +16,15 @@ from ..errors import ConfigError, NotFoundError
 # Which browser library draws each kind: uPlot for series over a numeric or time axis (it streams at
 # a fraction of Chart.js's CPU), Chart.js for categorical charts, plain HTML for tables and numbers.
 KINDS = {
-    "line": "uplot", "area": "uplot", "stream": "uplot",
-    "bar": "chartjs", "pie": "chartjs", "doughnut": "chartjs", "scatter": "chartjs",
-    "table": "html", "kpi": "html",
+    "line": "uplot",
+    "area": "uplot",
+    "stream": "uplot",
+    "bar": "chartjs",
+    "pie": "chartjs",
+    "doughnut": "chartjs",
+    "scatter": "chartjs",
+    "table": "html",
+    "kpi": "html",
 }
 AGGREGATES = ("last", "first", "sum", "mean", "min", "max", "count")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
@@ -116,8 +122,9 @@ class Dashboard:
             while name in seen:
                 name, n = f"{base}-{n}", n + 1
             seen.add(name)
-            named.append(replace(chart, name=name, title=chart.title or _title(chart),
-                                 span=min(chart.span, self.columns)))
+            named.append(
+                replace(chart, name=name, title=chart.title or _title(chart), span=min(chart.span, self.columns))
+            )
         object.__setattr__(self, "charts", tuple(named))
 
     @property

@@ -35,12 +35,21 @@ class Event:
         return {"id": self.id, "kind": self.kind, "job_id": self.job_id, "task": self.task, **self.data}
 
 
-_STATE_FIELDS = ("attempts", "max_attempts", "worker", "error", "message", "progress", "created_at", "started_at",
-                 "finished_at", "run_after")
+_STATE_FIELDS = (
+    "attempts",
+    "max_attempts",
+    "worker",
+    "error",
+    "message",
+    "progress",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "run_after",
+)
 
 
-def state_event(job_id: int, task: str, status: str, fields: dict[str, Any],
-                record: JobRecord | None = None) -> Event:
+def state_event(job_id: int, task: str, status: str, fields: dict[str, Any], record: JobRecord | None = None) -> Event:
     """The `state` event of a job entering `status`: what the engine and remote workers publish;
     `record` is the job as it stands now that it ended."""
     data: dict[str, Any] = {"status": status}
@@ -50,13 +59,24 @@ def state_event(job_id: int, task: str, status: str, fields: dict[str, Any],
             data[key] = value.isoformat() if isinstance(value, datetime) else value
     if "result" in fields:
         data["has_result"] = fields["result"] is not None
-    return Event("state", job_id, task, data, extra_topics=(f"task:{task}",),
-                 record=None if record is None else record.to_json())
+    return Event(
+        "state", job_id, task, data, extra_topics=(f"task:{task}",), record=None if record is None else record.to_json()
+    )
 
 
 def job_state(record: JobRecord, status: str, fields: dict[str, Any], now: JobRecord | None = None) -> Event:
     """The `state` event of `record` entering `status`, with its attempt count and times, and
     `fields` (what the transition sets) on top: what the engine and the Celery workers publish."""
-    return state_event(record.id, record.task, status, {
-        "attempts": record.attempts, "max_attempts": record.max_attempts, "created_at": record.created_at,
-        "started_at": record.started_at, **fields}, now)
+    return state_event(
+        record.id,
+        record.task,
+        status,
+        {
+            "attempts": record.attempts,
+            "max_attempts": record.max_attempts,
+            "created_at": record.created_at,
+            "started_at": record.started_at,
+            **fields,
+        },
+        now,
+    )

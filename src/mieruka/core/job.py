@@ -71,13 +71,29 @@ class JobRecord:
         """Every field, JSON-ready (times as ISO 8601): how a record travels between processes.
         `from_json` turns it back into an equal record."""
         return {
-            "id": self.id, "task": self.task, "status": self.status.value, "params": self.params,
-            "created_at": _iso(self.created_at), "owner": self.owner, "priority": self.priority, "queue": self.queue,
-            "idempotency_key": self.idempotency_key, "attempts": self.attempts, "max_attempts": self.max_attempts,
-            "run_after": _iso(self.run_after), "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at), "progress": self.progress, "message": self.message,
-            "result": self.result, "error": self.error, "traceback": self.traceback, "worker": self.worker,
-            "engine_id": self.engine_id, "cancel_requested": self.cancel_requested, "log_lines": self.log_lines,
+            "id": self.id,
+            "task": self.task,
+            "status": self.status.value,
+            "params": self.params,
+            "created_at": _iso(self.created_at),
+            "owner": self.owner,
+            "priority": self.priority,
+            "queue": self.queue,
+            "idempotency_key": self.idempotency_key,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "run_after": _iso(self.run_after),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "progress": self.progress,
+            "message": self.message,
+            "result": self.result,
+            "error": self.error,
+            "traceback": self.traceback,
+            "worker": self.worker,
+            "engine_id": self.engine_id,
+            "cancel_requested": self.cancel_requested,
+            "log_lines": self.log_lines,
             "schedule": self.schedule,
             "artifacts": [[a.name, a.size, a.content_type, a.created_at.isoformat()] for a in self.artifacts],
         }
@@ -86,15 +102,32 @@ class JobRecord:
     def from_json(cls, data: Mapping[str, Any]) -> JobRecord:
         times = {key: _time(data[key]) for key in ("run_after", "started_at", "finished_at")}
         return cls(
-            id=data["id"], task=data["task"], status=JobStatus(data["status"]), params=data["params"],
-            created_at=datetime.fromisoformat(data["created_at"]), owner=data["owner"], priority=data["priority"],
-            queue=data["queue"], idempotency_key=data["idempotency_key"], attempts=data["attempts"],
-            max_attempts=data["max_attempts"], progress=data["progress"], message=data["message"],
-            result=data["result"], error=data["error"], traceback=data["traceback"], worker=data["worker"],
-            engine_id=data["engine_id"], cancel_requested=data["cancel_requested"], log_lines=data["log_lines"],
-            schedule=data["schedule"], **times,
-            artifacts=[ArtifactInfo(name, size, content_type, datetime.fromisoformat(at))
-                       for name, size, content_type, at in data["artifacts"]],
+            id=data["id"],
+            task=data["task"],
+            status=JobStatus(data["status"]),
+            params=data["params"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            owner=data["owner"],
+            priority=data["priority"],
+            queue=data["queue"],
+            idempotency_key=data["idempotency_key"],
+            attempts=data["attempts"],
+            max_attempts=data["max_attempts"],
+            progress=data["progress"],
+            message=data["message"],
+            result=data["result"],
+            error=data["error"],
+            traceback=data["traceback"],
+            worker=data["worker"],
+            engine_id=data["engine_id"],
+            cancel_requested=data["cancel_requested"],
+            log_lines=data["log_lines"],
+            schedule=data["schedule"],
+            **times,
+            artifacts=[
+                ArtifactInfo(name, size, content_type, datetime.fromisoformat(at))
+                for name, size, content_type, at in data["artifacts"]
+            ],
         )
 
 
@@ -130,4 +163,3 @@ class Job(Protocol):
 
     def artifact(self, name: str, data: bytes | str | PathLike[str], content_type: str | None = None) -> None:
         """Attach a downloadable file: bytes or text content, or a Path to a file to copy."""
-

@@ -13,21 +13,28 @@ Settled = tuple[JobStatus, dict[str, Any]]
 
 
 def succeeded(result: Any, now: datetime) -> Settled:
-    return JobStatus.SUCCEEDED, {"finished_at": now, "result": result, "error": None, "traceback": None,
-                                 "progress": 1.0}
+    return JobStatus.SUCCEEDED, {
+        "finished_at": now,
+        "result": result,
+        "error": None,
+        "traceback": None,
+        "progress": 1.0,
+    }
 
 
 def cancelled(now: datetime) -> Settled:
     return JobStatus.CANCELLED, {"finished_at": now, "message": "cancelled"}
 
 
-def failed(attempts: int, max_attempts: int, task: Task | None, error: str, tb: str | None,
-           now: datetime) -> Settled:
+def failed(attempts: int, max_attempts: int, task: Task | None, error: str, tb: str | None, now: datetime) -> Settled:
     """Failed for good, or back to the queue after a backoff while attempts remain."""
     if task is not None and attempts < max_attempts:
         delay = task.backoff(attempts)
         return JobStatus.QUEUED, {
-            "error": error, "traceback": tb, "worker": None, "engine_id": None,
+            "error": error,
+            "traceback": tb,
+            "worker": None,
+            "engine_id": None,
             "run_after": now + timedelta(seconds=delay) if delay else None,
             "message": f"attempt {attempts} failed; retrying in {delay:g}s",
         }

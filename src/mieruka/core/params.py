@@ -186,9 +186,7 @@ class Signature:
             fields[param.name] = (annotation, info)
         config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
         try:
-            self.model: type[BaseModel] = pydantic.create_model(
-                f"{_camel(name)}Params", __config__=config, **fields
-            )
+            self.model: type[BaseModel] = pydantic.create_model(f"{_camel(name)}Params", __config__=config, **fields)
         except (pydantic.PydanticSchemaGenerationError, TypeError) as exc:
             raise ConfigError(f"task {name!r} has a parameter type mieruka cannot validate: {exc}") from exc
 
@@ -205,8 +203,10 @@ class Signature:
         for name, value in checked.items():
             if holds_nul(value):
                 # PostgreSQL cannot store it; every store refuses it alike.
-                raise ValidationError(f"{name}: text must not contain a NUL character",
-                                      [{"field": name, "message": "contains a NUL character"}])
+                raise ValidationError(
+                    f"{name}: text must not contain a NUL character",
+                    [{"field": name, "message": "contains a NUL character"}],
+                )
         return checked
 
     def bind(self, params: dict[str, Any], open_file: Callable[[FileRef], File]) -> dict[str, Any]:

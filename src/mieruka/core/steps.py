@@ -31,8 +31,7 @@ STEP_FINISHED = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.S
 # Every finished state may go back to pending: a retried job plans its steps again (steps that
 # succeeded stay succeeded and are reused; the others run anew).
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELLED,
-                                   StepStatus.FAILED}),
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELLED, StepStatus.FAILED}),
     StepStatus.RUNNING: frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.CANCELLED}),
     StepStatus.SUCCEEDED: frozenset({StepStatus.PENDING}),
     StepStatus.FAILED: frozenset({StepStatus.PENDING}),
@@ -83,9 +82,7 @@ class StepRecord:
         return data
 
 
-def ready_steps(
-    depends: Mapping[str, Sequence[str]], status: Mapping[str, StepStatus]
-) -> tuple[list[str], list[str]]:
+def ready_steps(depends: Mapping[str, Sequence[str]], status: Mapping[str, StepStatus]) -> tuple[list[str], list[str]]:
     """Which pending steps can start now, and which can never run (an input failed or was
     skipped or cancelled). A step runs once every step it depends on succeeded; a failed step
     that was allowed to fail still blocks the steps that need its output."""

@@ -38,8 +38,10 @@ class StreamSpec:
     def __post_init__(self) -> None:
         check_name("stream", self.name)
         if self.every is not None and (self.every <= 0 or 1 / self.every > MAX_RATE + 1e-9):
-            raise ConfigError(f"stream {self.name!r}: every= must be at least {1 / MAX_RATE:g}s "
-                              f"(at most {MAX_RATE:g} points a second)")
+            raise ConfigError(
+                f"stream {self.name!r}: every= must be at least {1 / MAX_RATE:g}s "
+                f"(at most {MAX_RATE:g} points a second)"
+            )
         if self.window <= 0:
             raise ConfigError(f"stream {self.name!r}: window= must be positive")
         if self.keep < 0:
@@ -64,8 +66,14 @@ class Batch:
     gap: bool = False
 
     def to_dict(self, stream: str) -> dict[str, Any]:
-        return {"stream": stream, "first": self.first, "last": self.last, "gap": self.gap,
-                "t": self.t, "series": self.series}
+        return {
+            "stream": stream,
+            "first": self.first,
+            "last": self.last,
+            "gap": self.gap,
+            "t": self.t,
+            "series": self.series,
+        }
 
 
 @dataclass
@@ -98,7 +106,7 @@ class StreamBuffer:
                 raise ValueError("restore() needs an empty buffer")
             for _, values in points:
                 self._names.update(dict.fromkeys(values))
-            self._points.extend(points[-self.capacity:])
+            self._points.extend(points[-self.capacity :])
             self._last = last
 
     @property

@@ -78,11 +78,20 @@ class Engine:
         self.states = States(store, bus)
         self._watches = Watches()
         self._waiter = Waiter(bus, self._watches, self.get, settings.poll_interval)
-        self.dispatch = dispatch_for(executor, store, tasks, self.states, settings, self.worker_name, self.id,
-                                     lambda kind, payload: self._loop.command(kind, payload))
+        self.dispatch = dispatch_for(
+            executor,
+            store,
+            tasks,
+            self.states,
+            settings,
+            self.worker_name,
+            self.id,
+            lambda kind, payload: self._loop.command(kind, payload),
+        )
         self._upkeep = Upkeep(tasks, store, self.states, self.dispatch, artifacts, self.uploads, settings, self.id)
-        self._loop = Loop(executor, store, bus, self.states, self.dispatch, self._upkeep, settings, self.id,
-                          self.host, self._beat)
+        self._loop = Loop(
+            executor, store, bus, self.states, self.dispatch, self._upkeep, settings, self.id, self.host, self._beat
+        )
 
     @property
     def settings(self) -> Settings:
@@ -128,9 +137,19 @@ class Engine:
                 continue
             record = running.record
             changes.append(StepsClosed(job_id, StepStatus.CANCELLED))  # its steps were stopped with it
-            changes.append(attempt.end(record, JobStatus.QUEUED, {
-                "attempts": max(record.attempts - 1, 0), "worker": None, "engine_id": None,
-                "message": "re-queued: the server stopped while it ran", "started_at": None}))
+            changes.append(
+                attempt.end(
+                    record,
+                    JobStatus.QUEUED,
+                    {
+                        "attempts": max(record.attempts - 1, 0),
+                        "worker": None,
+                        "engine_id": None,
+                        "message": "re-queued: the server stopped while it ran",
+                        "started_at": None,
+                    },
+                )
+            )
         if changes:
             self.store.apply(changes)
         self.store.remove_engine(self.id)
@@ -138,8 +157,14 @@ class Engine:
 
     def _info(self) -> dict[str, Any]:
         """What this engine is, for the monitoring page (stored with its heartbeat)."""
-        return {"kind": "server", "name": self.worker_name, "executor": self.settings.executor,
-                **self.dispatch.info(), "started_at": self._started_at, "url": self.settings.served_url}
+        return {
+            "kind": "server",
+            "name": self.worker_name,
+            "executor": self.settings.executor,
+            **self.dispatch.info(),
+            "started_at": self._started_at,
+            "url": self.settings.served_url,
+        }
 
     def _beat(self) -> None:
         self.store.heartbeat(self.id, self.host, os.getpid(), utcnow(), self._info())
@@ -160,10 +185,17 @@ class Engine:
         checked = task.signature.validate(params)
         self._check_uploads(task, checked)
         run_after = utcnow() + timedelta(seconds=delay) if delay else None
-        new = NewJob(task=task.name, params=checked, max_attempts=task.retries + 1,
-                     priority=task.priority if priority is None else priority, queue=task.queue,
-                     owner=owner, idempotency_key=idempotency_key, run_after=run_after,
-                     uploads=tuple(_upload_ids(checked)))
+        new = NewJob(
+            task=task.name,
+            params=checked,
+            max_attempts=task.retries + 1,
+            priority=task.priority if priority is None else priority,
+            queue=task.queue,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            run_after=run_after,
+            uploads=tuple(_upload_ids(checked)),
+        )
         pending = self.dispatch.create(new)
         if pending is not None:
             record, created = pending.record, True
@@ -212,8 +244,11 @@ class Engine:
             self.bus.publish(Event("deleted", record.id, record.task, {"status": JobStatus.QUEUED.value}))
             raise
         if time.monotonic() - sent_at > NEW_JOB_GRACE / 2:
-            log.warning("job %d was stored %.1fs after it went to the broker; sending it again",
-                        record.id, time.monotonic() - sent_at)
+            log.warning(
+                "job %d was stored %.1fs after it went to the broker; sending it again",
+                record.id,
+                time.monotonic() - sent_at,
+            )
             self.dispatch.queued(record, delay)
 
     def _check_uploads(self, task: Task, params: dict[str, Any]) -> None:
@@ -226,14 +261,19 @@ class Engine:
                 if ref is None:
                     continue
                 try:
-                    self.uploads.keep(str(ref["upload_id"]), str(ref["filename"]),
-                                      drop_local=self.dispatch.drop_local_uploads)
+                    self.uploads.keep(
+                        str(ref["upload_id"]), str(ref["filename"]), drop_local=self.dispatch.drop_local_uploads
+                    )
                 except FileNotFoundError:
-                    raise ValidationError(f"{name}: no uploaded file {ref['filename']!r} with that id",
-                                          [{"field": name, "message": "unknown upload"}]) from None
-                except Exception as exc:  # noqa: BLE001 - the bucket does not answer: say so, keep nothing
-                    raise StorageUnavailable(f"{name}: the uploaded file cannot be stored for the workers "
-                                             f"({type(exc).__name__}: {exc}); try again later") from None
+                    raise ValidationError(
+                        f"{name}: no uploaded file {ref['filename']!r} with that id",
+                        [{"field": name, "message": "unknown upload"}],
+                    ) from None
+                except Exception as exc:
+                    raise StorageUnavailable(
+                        f"{name}: the uploaded file cannot be stored for the workers "
+                        f"({type(exc).__name__}: {exc}); try again later"
+                    ) from None
 
     def get(self, job_id: int) -> JobRecord:
         if not 0 < job_id <= MAX_INT:  # no such id, and a database integer could not even hold it
@@ -249,8 +289,9 @@ class Engine:
     def cancel(self, job_id: int) -> JobRecord:
         record = self.get(job_id)
         if record.status is JobStatus.QUEUED:
-            if self.states.move(record, JobStatus.CANCELLED, {"finished_at": utcnow(),
-                                                              "message": "cancelled before it started"}):
+            if self.states.move(
+                record, JobStatus.CANCELLED, {"finished_at": utcnow(), "message": "cancelled before it started"}
+            ):
                 return self.get(job_id)
             record = self.get(job_id)
         if record.status is JobStatus.RUNNING:
@@ -264,12 +305,19 @@ class Engine:
     def retry(self, job_id: int) -> JobRecord:
         record = self.get(job_id)
         if record.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-            raise ConflictError(f"job {job_id} is {record.status.value}; only failed or cancelled jobs "
-                                "can be retried")
+            raise ConflictError(f"job {job_id} is {record.status.value}; only failed or cancelled jobs can be retried")
         task = self.tasks.get(record.task)
-        fields = {"max_attempts": record.attempts + task.retries + 1, "error": None, "traceback": None,
-                  "result": None, "finished_at": None, "run_after": None, "progress": None,
-                  "message": "retry requested", "cancel_requested": False}
+        fields = {
+            "max_attempts": record.attempts + task.retries + 1,
+            "error": None,
+            "traceback": None,
+            "result": None,
+            "finished_at": None,
+            "run_after": None,
+            "progress": None,
+            "message": "retry requested",
+            "cancel_requested": False,
+        }
         if self._waiter.watching is not None:  # its old end is no answer to a wait from now on
             self._watches.add(job_id)
         if not self.states.move(record, JobStatus.QUEUED, fields):
@@ -320,8 +368,10 @@ def _upload_ids(params: dict[str, Any]) -> list[str]:
 
 def _foreign(task: Task, params: dict[str, Any], upload_ids: Sequence[str]) -> ValidationError:
     """The refusal of a job naming another owner's uploads, by parameter."""
-    fields = [name for name in task.signature.file_fields
-              if any(upload_id in upload_ids for upload_id, _ in file_refs({name: params.get(name)}))]
+    fields = [
+        name
+        for name in task.signature.file_fields
+        if any(upload_id in upload_ids for upload_id, _ in file_refs({name: params.get(name)}))
+    ]
     message = "the uploaded file belongs to another user; upload it again"
-    return ValidationError(f"{', '.join(fields)}: {message}",
-                           [{"field": name, "message": message} for name in fields])
+    return ValidationError(f"{', '.join(fields)}: {message}", [{"field": name, "message": message} for name in fields])

@@ -83,9 +83,17 @@ class LocalDispatch:
     kind = "server"
     drop_local_uploads = False
 
-    def __init__(self, executor: Executor, store: JobStore, tasks: TaskRegistry, states: States,
-                 settings: Settings, worker_name: str, engine_id: str,
-                 command: Callable[[str, Any], None]) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        store: JobStore,
+        tasks: TaskRegistry,
+        states: States,
+        settings: Settings,
+        worker_name: str,
+        engine_id: str,
+        command: Callable[[str, Any], None],
+    ) -> None:
         self.executor = executor
         self.store = store
         self.tasks = tasks
@@ -177,8 +185,11 @@ class LocalDispatch:
 
     def start(self, record: JobRecord) -> None:
         if record.task not in self.tasks:
-            self.states.move(record, JobStatus.FAILED, {
-                "finished_at": utcnow(), "error": f"no task named {record.task!r} in this app"})
+            self.states.move(
+                record,
+                JobStatus.FAILED,
+                {"finished_at": utcnow(), "error": f"no task named {record.task!r} in this app"},
+            )
             return
         task = self.tasks.get(record.task)
         worker = self.executor.run(record)
@@ -247,8 +258,16 @@ class BrokerDispatch:
         return []
 
 
-def dispatch_for(executor: Executor, store: JobStore, tasks: TaskRegistry, states: States, settings: Settings,
-                 worker_name: str, engine_id: str, command: Callable[[str, Any], None]) -> Dispatch:
+def dispatch_for(
+    executor: Executor,
+    store: JobStore,
+    tasks: TaskRegistry,
+    states: States,
+    settings: Settings,
+    worker_name: str,
+    engine_id: str,
+    command: Callable[[str, Any], None],
+) -> Dispatch:
     if isinstance(executor, RemoteExecutor):
         return BrokerDispatch(executor, store)
     return LocalDispatch(executor, store, tasks, states, settings, worker_name, engine_id, command)

@@ -44,14 +44,29 @@ class Batch:
 
     def followed_by(self, later: Batch) -> Batch:
         offset = len(self.changes)
-        return Batch(self.changes + later.changes, self.events + later.events,
-                     self.finals + [(i + offset, job, change) for i, job, change in later.finals], later.claim,
-                     self.saved + later.saved)
+        return Batch(
+            self.changes + later.changes,
+            self.events + later.events,
+            self.finals + [(i + offset, job, change) for i, job, change in later.finals],
+            later.claim,
+            self.saved + later.saved,
+        )
 
 
 class Loop:
-    def __init__(self, executor: Executor, store: JobStore, bus: EventBus, states: States, dispatch: Dispatch,
-                 upkeep: Upkeep, settings: Settings, engine_id: str, host: str, beat: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        store: JobStore,
+        bus: EventBus,
+        states: States,
+        dispatch: Dispatch,
+        upkeep: Upkeep,
+        settings: Settings,
+        engine_id: str,
+        host: str,
+        beat: Callable[[], None],
+    ) -> None:
         self.executor = executor
         self.store = store
         self.bus = bus
@@ -110,7 +125,7 @@ class Loop:
         while not self._stop.is_set():
             try:
                 self._tick()
-            except Exception as exc:  # noqa: BLE001 - the loop must survive a bad moment (db busy, ...)
+            except Exception as exc:
                 failed("engine loop error", exc)
                 time.sleep(0.5)
 
@@ -130,7 +145,7 @@ class Loop:
         self._handle_commands()
         try:
             self._housekeeping()
-        except Exception as exc:  # noqa: BLE001 - what workers reported must still be saved below
+        except Exception as exc:
             failed("engine housekeeping failed", exc)
         batch.claim = self.dispatch.pick()
         self._commit(batch)

@@ -22,8 +22,9 @@ class States:
         """Move the job from the state `record` was seen in to `to`; False if it moved meanwhile."""
         if to not in TRANSITIONS[record.status]:
             raise ConflictError(f"job {record.id} cannot go from {record.status.value} to {to.value}")
-        applied = self.store.apply([Transition(record.id, to, frozenset({record.status}), fields,
-                                               read_back=to.finished)])
+        applied = self.store.apply(
+            [Transition(record.id, to, frozenset({record.status}), fields, read_back=to.finished)]
+        )
         ok = applied.done[0]
         if ok and emit:
             self.tell(record, applied.after.get(0), status=to, **fields)

@@ -26,8 +26,17 @@ log = logging.getLogger("mieruka.engine")
 
 
 class Upkeep:
-    def __init__(self, tasks: TaskRegistry, store: JobStore, states: States, dispatch: Dispatch,
-                 artifacts: ArtifactStorage, uploads: UploadStorage, settings: Settings, engine_id: str) -> None:
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        store: JobStore,
+        states: States,
+        dispatch: Dispatch,
+        artifacts: ArtifactStorage,
+        uploads: UploadStorage,
+        settings: Settings,
+        engine_id: str,
+    ) -> None:
         self.tasks = tasks
         self.store = store
         self.states = states
@@ -50,8 +59,9 @@ class Upkeep:
             final = found.changes[-1] if found.changes else None
             after = applied.after.get(len(found.changes) - 1)
             if isinstance(final, Transition) and after is not None:
-                log.warning("job %d: saved its outcome (%s), left by a server that was killed", found.job_id,
-                            final.to.value)
+                log.warning(
+                    "job %d: saved its outcome (%s), left by a server that was killed", found.job_id, final.to.value
+                )
                 self.states.tell(after, after, status=final.to, **final.fields)
                 if final.to is JobStatus.QUEUED:
                     requeued.append((found.job_id, final.fields.get("run_after")))
@@ -68,14 +78,24 @@ class Upkeep:
                 continue
             self.store.apply([StepsClosed(record.id, StepStatus.FAILED)])  # a pipeline's steps died with it
             if record.attempts < record.max_attempts:
-                ok = self.states.move(record, JobStatus.QUEUED, {
-                    "worker": None, "engine_id": None, "run_after": None,
-                    "message": f"re-queued: interrupted when its {who} stopped"})
+                ok = self.states.move(
+                    record,
+                    JobStatus.QUEUED,
+                    {
+                        "worker": None,
+                        "engine_id": None,
+                        "run_after": None,
+                        "message": f"re-queued: interrupted when its {who} stopped",
+                    },
+                )
                 if ok:
                     self.dispatch.push(replace(record, status=JobStatus.QUEUED))
             else:
-                self.states.move(record, JobStatus.FAILED, {
-                    "finished_at": now, "error": f"interrupted: its {who} stopped while it ran"})
+                self.states.move(
+                    record,
+                    JobStatus.FAILED,
+                    {"finished_at": now, "error": f"interrupted: its {who} stopped while it ran"},
+                )
 
     # -- schedules -----------------------------------------------------------------------------
     def fire_schedules(self) -> float:
@@ -88,9 +108,19 @@ class Upkeep:
             due = self.store.schedule_due(task.name, task.schedule.next_after(now))
             if due <= now:
                 next_due = task.schedule.next_after(max(now, due))
-                record: JobRecord | None = self.store.fire_schedule(task.name, due, next_due, NewJob(
-                    task=task.name, params=task.signature.validate({}), max_attempts=task.retries + 1,
-                    priority=task.priority, queue=task.queue, schedule=task.name))
+                record: JobRecord | None = self.store.fire_schedule(
+                    task.name,
+                    due,
+                    next_due,
+                    NewJob(
+                        task=task.name,
+                        params=task.signature.validate({}),
+                        max_attempts=task.retries + 1,
+                        priority=task.priority,
+                        queue=task.queue,
+                        schedule=task.name,
+                    ),
+                )
                 if record is not None:
                     self.states.tell(record)
                     self.dispatch.push(record)

@@ -176,8 +176,7 @@ class Waiter:
     as stored (then the store is not read again); it also looks in the store now and then, in case
     an event never arrives (another server on the in-memory bus, a bus that was briefly down)."""
 
-    def __init__(self, bus: EventBus, watches: Watches, get: Callable[[int], JobRecord],
-                 poll_interval: float) -> None:
+    def __init__(self, bus: EventBus, watches: Watches, get: Callable[[int], JobRecord], poll_interval: float) -> None:
         self.bus = bus
         self.watches = watches
         self.get = get

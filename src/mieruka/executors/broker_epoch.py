@@ -45,7 +45,7 @@ class BrokerEpoch:
         self.next_check = now + self.interval
         try:
             return bool(self._client.set(MARKER, f"{uuid.uuid4().hex} {time.time():.0f}", nx=True))
-        except Exception as exc:  # noqa: BLE001 - broker down: the check after it is back will tell
+        except Exception as exc:
             log.debug("broker check failed: %s", exc)
             return False
 
@@ -53,7 +53,7 @@ class BrokerEpoch:
         """Give the claim back (the re-send could not be done): the next check anywhere claims again."""
         try:
             self._client.delete(MARKER)
-        except Exception:  # noqa: BLE001 - then the broker lost it anyway
+        except Exception:
             pass
         self.next_check = 0.0
 

@@ -65,8 +65,9 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_run(celery: Celery, broker_url: str, job_id: int, task: str, queue: str, priority: int,
-             delay: float = 0.0) -> None:
+def send_run(
+    celery: Celery, broker_url: str, job_id: int, task: str, queue: str, priority: int, delay: float = 0.0
+) -> None:
     """Send the message that runs job `job_id` (after `delay` seconds)."""
     args = [job_id, task]
     countdown = delay if delay > 0 else None
@@ -125,7 +126,7 @@ class CeleryExecutor:
                 return
         try:
             self._publish(record, delay)
-        except Exception as exc:  # noqa: BLE001 - a broker outage must not lose the job
+        except Exception as exc:
             log.warning("cannot send job %d to the broker (%s); trying again", record.id, exc)
             with self._lock:
                 self._unsent.append((record, time.monotonic() + delay))
@@ -140,7 +141,7 @@ class CeleryExecutor:
         for index, (record, due) in enumerate(pending):
             try:
                 self._publish(record, max(0.0, due - time.monotonic()))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 with self._lock:
                     self._unsent[:0] = pending[index:]  # before any that came meanwhile
                 return
@@ -150,9 +151,8 @@ class CeleryExecutor:
         With the broker away, the worker finds the cancel in the store instead (within a second)."""
         try:
             self.celery.control.broadcast(CANCEL_COMMAND, arguments={"job_id": job_id})
-        except Exception as exc:  # noqa: BLE001 - the engine's loop must go on
-            log.warning("cannot broadcast the cancel of job %d (%s); its worker will find it in the store",
-                        job_id, exc)
+        except Exception as exc:
+            log.warning("cannot broadcast the cancel of job %d (%s); its worker will find it in the store", job_id, exc)
             return False
         return True
 
@@ -174,8 +174,10 @@ class CeleryExecutor:
             self._epoch.forget()  # the next check, by any server, tries again
             raise
         if jobs:
-            log.warning("the broker has lost its messages (restarted without persistence?): "
-                        "sending %d queued jobs again", len(jobs))
+            log.warning(
+                "the broker has lost its messages (restarted without persistence?): sending %d queued jobs again",
+                len(jobs),
+            )
         now = utcnow()
         for record in reversed(jobs):
             delay = (record.run_after - now).total_seconds() if record.run_after is not None else 0.0
@@ -209,9 +211,16 @@ class CeleryExecutor:
                 continue
             running = list(node.running)
             for i in range(max(int(node.info.get("concurrency") or 0), len(running))):
-                slots.append({"name": f"{node.info.get('name', node.host)}#{i + 1}", "pid": node.pid, "ready": True,
-                              "job_id": running[i] if i < len(running) else None, "jobs_done": None,
-                              "host": node.host})
+                slots.append(
+                    {
+                        "name": f"{node.info.get('name', node.host)}#{i + 1}",
+                        "pid": node.pid,
+                        "ready": True,
+                        "job_id": running[i] if i < len(running) else None,
+                        "jobs_done": None,
+                        "host": node.host,
+                    }
+                )
         return slots
 
     def broker_problem(self) -> str | None:
@@ -219,7 +228,7 @@ class CeleryExecutor:
         try:
             with self.celery.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=0, timeout=1)
-        except Exception as exc:  # noqa: BLE001 - reported by /healthz, not raised
+        except Exception as exc:
             return f"the broker does not answer: {type(exc).__name__}: {exc}"
         return None
 

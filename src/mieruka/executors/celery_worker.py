@@ -72,8 +72,13 @@ class WorkerNode:
         self.main_pid = os.getpid()
         self._main: _Connections | None = None
         self._beat_stop = threading.Event()
-        self.info = {"kind": "celery", "name": self.name, "queues": self.queues, "concurrency": concurrency,
-                     "started_at": utcnow().isoformat()}
+        self.info = {
+            "kind": "celery",
+            "name": self.name,
+            "queues": self.queues,
+            "concurrency": concurrency,
+            "started_at": utcnow().isoformat(),
+        }
 
     # -- main process ----------------------------------------------------------------------------
     @property
@@ -91,7 +96,7 @@ class WorkerNode:
         while not self._beat_stop.wait(period):
             try:
                 self.main.store.heartbeat(self.engine_id, self.host, self.main_pid, utcnow(), self.info)
-            except Exception:  # noqa: BLE001 - the next beat tries again
+            except Exception:
                 log.exception("heartbeat failed")
 
     def shutdown(self) -> None:
@@ -176,7 +181,7 @@ class _Connections:
         while True:
             try:
                 return self.store.apply(changes, claim)
-            except Exception:  # noqa: BLE001 - database down or restarting
+            except Exception:
                 log.warning("cannot write to the store; trying again in %gs", delay, exc_info=True)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -187,8 +192,9 @@ class _Connections:
         if applied.done[0]:
             # The attempt was cut short (killed, lost, cancelled): a pipeline's open steps end with
             # it. Only once the job is ours to settle: a later attempt may have steps running.
-            self.apply([StepsClosed(record.id, StepStatus.CANCELLED if status is JobStatus.CANCELLED
-                                    else StepStatus.FAILED)])
+            self.apply(
+                [StepsClosed(record.id, StepStatus.CANCELLED if status is JobStatus.CANCELLED else StepStatus.FAILED)]
+            )
             self.published_state(record, status, fields, applied.after.get(0))
             return True
         return False
@@ -203,8 +209,9 @@ class _Connections:
             return True
         return False
 
-    def published_state(self, record: JobRecord, status: JobStatus, fields: dict[str, Any],
-                        now: JobRecord | None = None) -> None:
+    def published_state(
+        self, record: JobRecord, status: JobStatus, fields: dict[str, Any], now: JobRecord | None = None
+    ) -> None:
         """Tell of the job's new state; `now`, the job as stored at its end, travels with it."""
         self.publish([job_state(record, status.value, fields, now)])
         if status is JobStatus.QUEUED:
@@ -213,8 +220,15 @@ class _Connections:
             self.resend(record, delay)
 
     def resend(self, record: JobRecord, delay: float) -> None:
-        send_run(self.node.celery, self.node.settings.broker_url, record.id, record.task, record.queue,
-                 record.priority, delay)
+        send_run(
+            self.node.celery,
+            self.node.settings.broker_url,
+            record.id,
+            record.task,
+            record.queue,
+            record.priority,
+            delay,
+        )
 
     def close(self) -> None:
         self.outbox.flush()
@@ -290,8 +304,11 @@ class PoolProcess:
             pause = min(pause * 1.5, 0.25)
             record = conn.store.get_job(job_id)
         now = utcnow()
-        if record is not None and record.status is JobStatus.QUEUED and (
-                record.run_after is None or record.run_after <= now):  # it came after the claim looked
+        if (
+            record is not None
+            and record.status is JobStatus.QUEUED
+            and (record.run_after is None or record.run_after <= now)
+        ):  # it came after the claim looked
             claimed = conn.apply([], replace(claim, now=now)).claimed
             record = None if claimed else conn.store.get_job(job_id)
         return claimed, record
@@ -305,8 +322,14 @@ class PoolProcess:
         with self._lock:
             self._current = _Current(record, task, deadline)
         # Uploads received by a server on another machine are downloaded for the job's duration.
-        changes = attempt.run(self.recorder, self.capture, task, record, conn.artifacts,
-                              lambda: job_upload_root(conn.uploads, record.params))
+        changes = attempt.run(
+            self.recorder,
+            self.capture,
+            task,
+            record,
+            conn.artifacts,
+            lambda: job_upload_root(conn.uploads, record.params),
+        )
         with self._lock:
             current, self._current = self._current, None
         if current is None or current.ended:
@@ -354,7 +377,7 @@ class PoolProcess:
                     fresh = self.conn.store.get_job(current.record.id)
                     if fresh is not None and fresh.cancel_requested:
                         self._end(current, *attempt.cut_short(current.record, current.task, "", attempt.CANCEL))
-            except Exception:  # noqa: BLE001 - keep watching
+            except Exception:
                 log.exception("watcher failed")
 
     def _end(self, current: _Current, status: JobStatus, fields: dict[str, Any]) -> None:
@@ -394,7 +417,7 @@ def create_worker(app: Runtime, queues: Sequence[str], concurrency: int, logleve
         assert _pool_process is not None
         try:
             _pool_process.handle(job_id, task)
-        except Exception as exc:  # noqa: BLE001 - the store could not be read: keep the message
+        except Exception as exc:
             log.warning("job %d: cannot look at the store (%s); its message goes back to the queue", job_id, exc)
             time.sleep(1.0)
             raise Reject(str(exc), requeue=True) from exc
@@ -420,8 +443,13 @@ def create_worker(app: Runtime, queues: Sequence[str], concurrency: int, logleve
         if os.getpid() == node.main_pid:
             node.shutdown()
 
-    def on_failure(sender: Any = None, task_id: str = "", exception: BaseException | None = None,
-                   args: Sequence[Any] = (), **_: Any) -> None:
+    def on_failure(
+        sender: Any = None,
+        task_id: str = "",
+        exception: BaseException | None = None,
+        args: Sequence[Any] = (),
+        **_: Any,
+    ) -> None:
         from billiard.exceptions import WorkerLostError
 
         if isinstance(exception, WorkerLostError) and args and os.getpid() == node.main_pid:
@@ -431,9 +459,16 @@ def create_worker(app: Runtime, queues: Sequence[str], concurrency: int, logleve
     signals.worker_ready.connect(on_ready, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
-    return celery.Worker(queues=node.queues, concurrency=concurrency, pool="prefork", loglevel=loglevel,
-                         hostname=f"{node.name}-{os.getpid()}", without_gossip=True, without_mingle=True,
-                         task_events=False)
+    return celery.Worker(
+        queues=node.queues,
+        concurrency=concurrency,
+        pool="prefork",
+        loglevel=loglevel,
+        hostname=f"{node.name}-{os.getpid()}",
+        without_gossip=True,
+        without_mingle=True,
+        task_events=False,
+    )
 
 
 def _lost_reason(message: str) -> str:

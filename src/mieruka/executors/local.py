@@ -41,8 +41,16 @@ class _Worker:
 
 
 class LocalExecutor:
-    def __init__(self, app_ref: str, size: int, artifact_root: Path, upload_root: Path,
-                 artifact_storage: str = "", s3_endpoint_url: str = "", outcomes: Path | None = None) -> None:
+    def __init__(
+        self,
+        app_ref: str,
+        size: int,
+        artifact_root: Path,
+        upload_root: Path,
+        artifact_storage: str = "",
+        s3_endpoint_url: str = "",
+        outcomes: Path | None = None,
+    ) -> None:
         self.app_ref = app_ref
         # Beside the uploads, in the server's home: the next run of this server finds them.
         self.spool = OutcomeSpool(outcomes or upload_root.parent / "outcomes")
@@ -85,13 +93,23 @@ class LocalExecutor:
         self._counter += 1
         name = f"w{self._counter}"
         ours, theirs = socket.socketpair()
-        config = {"app": self.app_ref, "artifacts": str(self.artifact_root), "name": name,
-                  "artifact_storage": self.artifact_storage, "s3_endpoint_url": self.s3_endpoint_url,
-                  "uploads": str(self.upload_root), "fd": theirs.fileno(), "sys_path": sys.path,
-                  "parent": os.getpid(), "spool": str(self.spool.folder)}
+        config = {
+            "app": self.app_ref,
+            "artifacts": str(self.artifact_root),
+            "name": name,
+            "artifact_storage": self.artifact_storage,
+            "s3_endpoint_url": self.s3_endpoint_url,
+            "uploads": str(self.upload_root),
+            "fd": theirs.fileno(),
+            "sys_path": sys.path,
+            "parent": os.getpid(),
+            "spool": str(self.spool.folder),
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "mieruka.executors.worker", json.dumps(config)],
-            pass_fds=(theirs.fileno(),), process_group=0, stdin=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
+            process_group=0,
+            stdin=subprocess.DEVNULL,
         )
         theirs.close()
         worker = _Worker(name=name, process=process, pipe=MessagePipe(ours), sentinel=_exit_sentinel(process))
@@ -129,8 +147,10 @@ class LocalExecutor:
 
     def workers(self) -> list[dict[str, object]]:
         with self._lock:
-            return [{"name": w.name, "pid": w.pid, "ready": w.ready, "job_id": w.job_id,
-                     "jobs_done": w.jobs_done} for w in self._workers.values()]
+            return [
+                {"name": w.name, "pid": w.pid, "ready": w.ready, "job_id": w.job_id, "jobs_done": w.jobs_done}
+                for w in self._workers.values()
+            ]
 
     # -- the engine's loop calls this ----------------------------------------------------------
     def wait(self, timeout: float | None) -> list[WorkerMessage]:
@@ -188,8 +208,7 @@ class LocalExecutor:
             if worker.job_id is not None:
                 # Killed (cancel, timeout, out of memory) right after it wrote the outcome: it stands.
                 found = self.spool.find(worker.job_id, worker.attempt)
-                out.append(self._finished(found) if found is not None else
-                           Died(worker.job_id, worker_lost(exitcode)))
+                out.append(self._finished(found) if found is not None else Died(worker.job_id, worker_lost(exitcode)))
             # A worker that dies before it is ready will do so again: stop respawning after a few.
             self._early_deaths = 0 if worker.ready else self._early_deaths + 1
             if self._early_deaths >= 3 and self.broken is None:

@@ -68,7 +68,7 @@ class MessagePipe:
         end = _HEADER.size + size
         if len(self._buffer) < end:
             return _NOTHING
-        message = pickle.loads(self._buffer[_HEADER.size:end])
+        message = pickle.loads(self._buffer[_HEADER.size : end])
         del self._buffer[:end]
         return message
 

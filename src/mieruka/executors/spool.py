@@ -109,8 +109,11 @@ class OutcomeSpool:
                 continue  # its server runs
             try:
                 if not _wait_for_workers(folder, patience):
-                    log.warning("workers of a stopped server still hold %s after %gs; reading its outcomes "
-                                "anyway", folder, patience)
+                    log.warning(
+                        "workers of a stopped server still hold %s after %gs; reading its outcomes anyway",
+                        folder,
+                        patience,
+                    )
                 outcomes = [s for s in map(_read, sorted(folder.glob(f"*{SUFFIX}"))) if s is not None]
                 if outcomes:
                     found += outcomes
@@ -139,7 +142,7 @@ def _read(path: Path) -> Spooled | None:
             changes = pickle.load(file)
     except FileNotFoundError:
         return None
-    except Exception:  # noqa: BLE001 - a file we cannot read holds nothing we can save
+    except Exception:
         log.warning("dropped an unreadable outcome %s", path, exc_info=True)
         path.unlink(missing_ok=True)
         return None

@@ -108,7 +108,7 @@ def worker_main(channel: Channel, config: dict[str, Any]) -> None:
         capture = FdCapture(recorder.lines)
         capture.start()
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         channel.send(("broken", f"cannot load app {config['app']!r}: {type(exc).__name__}: {exc}"))
         return
     outcomes = Path(config["spool"])
@@ -131,8 +131,7 @@ def worker_main(channel: Channel, config: dict[str, Any]) -> None:
         life.busy = True
         task = app.tasks.get(record.task) if record.task in app.tasks else None
         try:
-            changes = attempt.run(recorder, capture, task, record, artifacts, lambda: nullcontext(uploads),
-                                  life.gate)
+            changes = attempt.run(recorder, capture, task, record, artifacts, lambda: nullcontext(uploads), life.gate)
         except Abandon:
             _die()  # the server died before the function started: the next one runs the job
         spool.write(outcomes, record.id, record.attempts, changes)  # durable before it is reported

@@ -65,8 +65,7 @@ def supervise(argv: Sequence[str], say: Callable[[str], None] | None = None) -> 
             lived = time.monotonic() - started
             delay = FIRST_DELAY if lived >= STEADY else delay
             how = f"was {describe_exit(code)}" if code < 0 else describe_exit(code)
-            say(f"the Celery worker (pid {child.pid}) {how} after {lived:.1f}s; "
-                f"starting it again in {delay:g}s")
+            say(f"the Celery worker (pid {child.pid}) {how} after {lived:.1f}s; starting it again in {delay:g}s")
             end = time.monotonic() + delay
             while not stopping and time.monotonic() < end:
                 time.sleep(0.1)

@@ -55,21 +55,23 @@ class StreamHistory:
         """The newest `keep` points saved for `stream` with their epoch, or None when there are none."""
         c = table.c
         with self._db.read() as conn:
-            newest = conn.execute(sa.select(c.epoch, c.last_seq).where(c.stream == stream)
-                                  .order_by(c.id.desc()).limit(1)).first()
+            newest = conn.execute(
+                sa.select(c.epoch, c.last_seq).where(c.stream == stream).order_by(c.id.desc()).limit(1)
+            ).first()
             if newest is None:
                 return None
             epoch, last = str(newest.epoch), int(newest.last_seq)
-            rows = conn.execute(sa.select(c.first_seq, c.points)
-                                .where(c.stream == stream, c.epoch == epoch, c.last_seq > last - keep)
-                                .order_by(c.first_seq)).all()
+            rows = conn.execute(
+                sa.select(c.first_seq, c.points)
+                .where(c.stream == stream, c.epoch == epoch, c.last_seq > last - keep)
+                .order_by(c.first_seq)
+            ).all()
         points: list[tuple[float, dict[str, float | None]]] = []
         for row in rows:
             data: dict[str, Any] = row.points
             series: dict[str, list[float | None]] = data["series"]
             for i, t in enumerate(data["t"]):
-                points.append((float(t), {name: values[i] for name, values in series.items()
-                                          if values[i] is not None}))
+                points.append((float(t), {name: values[i] for name, values in series.items() if values[i] is not None}))
         return Restored(epoch, last, points[-keep:])
 
     def restore(self, runners: Iterable[StreamRunner]) -> None:
@@ -78,8 +80,11 @@ class StreamHistory:
             try:
                 found = self.load(runner.spec.name, runner.spec.capacity)
             except sa.exc.SQLAlchemyError as exc:
-                log.warning("stream %s: the points of the last run cannot be read: %s", runner.spec.name,
-                            str(exc).splitlines()[0])
+                log.warning(
+                    "stream %s: the points of the last run cannot be read: %s",
+                    runner.spec.name,
+                    str(exc).splitlines()[0],
+                )
                 continue
             if found is not None:
                 runner.buffer.restore(found.last, found.points)
@@ -108,9 +113,16 @@ class StreamHistory:
             batch = runner.buffer.since(self._saved.get(runner.spec.name, 0))
             if batch is not None:
                 batches[runner.spec.name] = batch
-                rows.append({"stream": runner.spec.name, "epoch": runner.boot, "first_seq": batch.first,
-                             "last_seq": batch.last, "saved_at": utcnow(),
-                             "points": {"t": batch.t, "series": batch.series}})
+                rows.append(
+                    {
+                        "stream": runner.spec.name,
+                        "epoch": runner.boot,
+                        "first_seq": batch.first,
+                        "last_seq": batch.last,
+                        "saved_at": utcnow(),
+                        "points": {"t": batch.t, "series": batch.series},
+                    }
+                )
         if not rows and not prune:
             return
         c = table.c
@@ -121,13 +133,21 @@ class StreamHistory:
                 if prune:
                     for runner in self._runners:
                         old = runner.buffer.last - runner.spec.capacity
-                        conn.execute(sa.delete(table).where(c.stream == runner.spec.name, sa.or_(
-                            sa.and_(c.epoch == runner.boot, c.last_seq <= old),
-                            sa.and_(c.epoch != runner.boot, c.saved_at < utcnow() - FOREIGN_AGE))))
+                        conn.execute(
+                            sa.delete(table).where(
+                                c.stream == runner.spec.name,
+                                sa.or_(
+                                    sa.and_(c.epoch == runner.boot, c.last_seq <= old),
+                                    sa.and_(c.epoch != runner.boot, c.saved_at < utcnow() - FOREIGN_AGE),
+                                ),
+                            )
+                        )
         except sa.exc.SQLAlchemyError as exc:
             if not self._failing:
-                log.warning("the points of streams cannot be saved (they will be once the database answers): "
-                            "%s", str(exc).splitlines()[0])
+                log.warning(
+                    "the points of streams cannot be saved (they will be once the database answers): %s",
+                    str(exc).splitlines()[0],
+                )
             self._failing = True
             return
         self._failing = False

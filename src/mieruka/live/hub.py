@@ -32,8 +32,14 @@ log = logging.getLogger("mieruka.live")
 
 
 class Live:
-    def __init__(self, sources: SourceRegistry, dashboards: DashboardRegistry, streams: Iterable[StreamSpec],
-                 settings: Settings, database: Database | None = None) -> None:
+    def __init__(
+        self,
+        sources: SourceRegistry,
+        dashboards: DashboardRegistry,
+        streams: Iterable[StreamSpec],
+        settings: Settings,
+        database: Database | None = None,
+    ) -> None:
         self.sources = sources
         self.dashboards = dashboards
         self.zone = settings.zone
@@ -63,8 +69,9 @@ class Live:
                 known = self.streams if chart.is_stream else self.sources
                 if chart.source not in known:
                     what = "stream" if chart.is_stream else "source"
-                    raise ConfigError(f"dashboard {dashboard.name!r}, chart {chart.name!r}: no {what} "
-                                      f"named {chart.source!r}")
+                    raise ConfigError(
+                        f"dashboard {dashboard.name!r}, chart {chart.name!r}: no {what} named {chart.source!r}"
+                    )
 
     def start(self) -> None:
         self.refresher.start()

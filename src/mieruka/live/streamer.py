@@ -74,7 +74,7 @@ class StreamRunner:
                     self.push(func())
                     self.error = None
                     tick = self._pause_until(tick + (every or 1.0))
-            except Exception as exc:  # noqa: BLE001 - shown on the stream's charts; the producer restarts
+            except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}"[:500]
                 log.warning("stream %s failed: %s", self.spec.name, self.error)
                 self.signal.fire()

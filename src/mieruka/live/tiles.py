@@ -31,15 +31,27 @@ class TileError(Exception):
     """The chart cannot be drawn from this table (e.g. a missing column)."""
 
 
-def tile(chart: Chart, source: Source, state: SourceState, zone: ZoneInfo,
-         previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def tile(
+    chart: Chart, source: Source, state: SourceState, zone: ZoneInfo, previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "chart": chart.name, "kind": chart.kind, "library": chart.library, "title": chart.title,
-        "source": source.name, "version": state.version, "attempts": state.attempts,
-        "refreshed_at": _iso(state.refreshed_at), "attempted_at": _iso(state.attempted_at),
-        "interval": source.interval_after(state.refreshed_at), "error": state.error, "error_at": _iso(state.error_at),
-        "running": state.running, "rows": state.rows, "truncated": state.truncated,
-        "warning": source.adapter.warning(), "data": None,
+        "chart": chart.name,
+        "kind": chart.kind,
+        "library": chart.library,
+        "title": chart.title,
+        "source": source.name,
+        "version": state.version,
+        "attempts": state.attempts,
+        "refreshed_at": _iso(state.refreshed_at),
+        "attempted_at": _iso(state.attempted_at),
+        "interval": source.interval_after(state.refreshed_at),
+        "error": state.error,
+        "error_at": _iso(state.error_at),
+        "running": state.running,
+        "rows": state.rows,
+        "truncated": state.truncated,
+        "warning": source.adapter.warning(),
+        "data": None,
     }
     if state.frame is None:
         return payload
@@ -57,8 +69,9 @@ def _draw(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo, previous: dict[str,
     needed = [c for c in (chart.x, chart.value, *chart.y, *chart.columns) if c]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise TileError(f"no column {', '.join(map(repr, missing))} in the table "
-                        f"(columns: {', '.join(map(str, frame.columns))})")
+        raise TileError(
+            f"no column {', '.join(map(repr, missing))} in the table (columns: {', '.join(map(str, frame.columns))})"
+        )
     if chart.kind in ("line", "area"):
         return _series(chart, frame, zone)
     if chart.kind in ("bar", "pie", "doughnut"):
@@ -91,12 +104,17 @@ def _series(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo) -> dict[str, Any]
     n_out = chart.points or 2 * PIXELS * chart.span
     keep = downsample.indices(table["__x"].to_numpy(), [table[f"__y{i}"].to_numpy() for i in range(len(ys))], n_out)
     table = table.iloc[keep]
-    return {"data": {
-        "time": seconds is not None, "x": _clean(table["__x"].to_numpy().tolist()),
-        "series": [{"name": name, "values": _clean(table[f"__y{i}"].to_numpy().tolist())}
-                   for i, name in enumerate(chart.y)],
-        "total": total, "shown": len(table),
-    }}
+    return {
+        "data": {
+            "time": seconds is not None,
+            "x": _clean(table["__x"].to_numpy().tolist()),
+            "series": [
+                {"name": name, "values": _clean(table[f"__y{i}"].to_numpy().tolist())} for i, name in enumerate(chart.y)
+            ],
+            "total": total,
+            "shown": len(table),
+        }
+    }
 
 
 def _categories(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo) -> dict[str, Any]:
@@ -104,10 +122,18 @@ def _categories(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo) -> dict[str, 
     assert chart.x is not None
     part = frame.iloc[:CATEGORIES]
     labels = [_label(v, zone) for v in part[chart.x].tolist()]
-    series = [{"name": c, "values": _clean(pd.to_numeric(part[c], errors="coerce").astype("float64").tolist())}
-              for c in chart.y]
-    return {"labels": labels, "series": series, "total": len(frame), "shown": len(part),
-            "stacked": chart.stacked, "horizontal": chart.horizontal}
+    series = [
+        {"name": c, "values": _clean(pd.to_numeric(part[c], errors="coerce").astype("float64").tolist())}
+        for c in chart.y
+    ]
+    return {
+        "labels": labels,
+        "series": series,
+        "total": len(frame),
+        "shown": len(part),
+        "stacked": chart.stacked,
+        "horizontal": chart.horizontal,
+    }
 
 
 def _scatter(chart: Chart, frame: pd.DataFrame) -> dict[str, Any]:
@@ -116,9 +142,14 @@ def _scatter(chart: Chart, frame: pd.DataFrame) -> dict[str, Any]:
     step = max(1, math.ceil(len(frame) / SCATTER_POINTS))
     part = frame.iloc[::step]
     x = pd.to_numeric(part[chart.x], errors="coerce").astype("float64").tolist()
-    return {"series": [{"name": c, "x": _clean(x),
-                        "y": _clean(pd.to_numeric(part[c], errors="coerce").astype("float64").tolist())}
-                       for c in chart.y], "total": len(frame), "shown": len(part)}
+    return {
+        "series": [
+            {"name": c, "x": _clean(x), "y": _clean(pd.to_numeric(part[c], errors="coerce").astype("float64").tolist())}
+            for c in chart.y
+        ],
+        "total": len(frame),
+        "shown": len(part),
+    }
 
 
 def _table(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo) -> dict[str, Any]:
@@ -139,14 +170,24 @@ def _kpi(chart: Chart, frame: pd.DataFrame, prev: float | None) -> dict[str, Any
         if column.empty:
             value = None
         else:
-            value = float(column.iloc[-1] if chart.aggregate == "last" else
-                          column.iloc[0] if chart.aggregate == "first" else getattr(column, chart.aggregate)())
+            value = float(
+                column.iloc[-1]
+                if chart.aggregate == "last"
+                else column.iloc[0]
+                if chart.aggregate == "first"
+                else getattr(column, chart.aggregate)()
+            )
     value = value if value is None or math.isfinite(value) else None
     change = None if value is None or prev is None else value - prev
     pct = None if change is None or not prev else change / abs(prev)
-    return {"value": value, "text": _format(value, chart.format), "previous": prev,
-            "change": change, "change_pct": pct,
-            "change_text": None if change is None else ("+" if change > 0 else "") + _format(change, chart.format)}
+    return {
+        "value": value,
+        "text": _format(value, chart.format),
+        "previous": prev,
+        "change": change,
+        "change_pct": pct,
+        "change_text": None if change is None else ("+" if change > 0 else "") + _format(change, chart.format),
+    }
 
 
 def _format(value: float | None, fmt: str | None) -> str:

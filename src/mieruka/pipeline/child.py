@@ -93,7 +93,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 def _job_param(func: Any) -> str | None:
     try:
         hints = typing.get_type_hints(func)
-    except Exception:  # noqa: BLE001 - a function whose hints cannot be read simply gets no handle
+    except Exception:
         return None
     for name, hint in hints.items():
         if hint is Job or (typing.get_origin(hint) is not None and Job in typing.get_args(hint)):
@@ -108,7 +108,7 @@ def main() -> None:
     result_path = Path(spec["result"])
     try:
         result = run(spec)
-    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the step too
+    except BaseException as exc:
         traceback.print_exc()
         text = str(exc)
         result = {"ok": False, "error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}

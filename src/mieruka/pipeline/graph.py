@@ -102,8 +102,9 @@ class StepDef:
     @property
     def fingerprint(self) -> str:
         """Changes when the step's definition changes: a retry reuses a step only if it has not."""
-        text = "\x00".join([self.kind, self.description, repr(sorted(self.env.items())), repr(self.snakemake),
-                            repr(self.depends_on)])
+        text = "\x00".join(
+            [self.kind, self.description, repr(sorted(self.env.items())), repr(self.snakemake), repr(self.depends_on)]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -138,21 +139,49 @@ class Pipeline:
         print(message, flush=True)
 
     # -- declaring steps -----------------------------------------------------------------------
-    def step(self, func: Callable[..., Any], /, *args: Any, name: str | None = None,
-             after: Sequence[str | Ref] = (), allow_failure: bool = False, timeout: float | None = None,
-             **kwargs: Any) -> Output:
+    def step(
+        self,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        name: str | None = None,
+        after: Sequence[str | Ref] = (),
+        allow_failure: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Output:
         """A Python step: `func(*args, **kwargs)` in a process of its own. Outputs of earlier
         steps among the arguments are replaced by their values; the return value (JSON) is this
         step's output. A parameter typed `mieruka.Job` gets a handle for progress and artifacts."""
         if not callable(func):
             raise ConfigError(f"pipeline.step() needs a function, got {func!r}")
         label = str(name or getattr(func, "__name__", None) or "step")
-        return self._add(StepDef(self._unique(label), "python", len(self.steps), func=func, args=args,
-                                 kwargs=kwargs, after=_after(after), allow_failure=allow_failure, timeout=timeout))
+        return self._add(
+            StepDef(
+                self._unique(label),
+                "python",
+                len(self.steps),
+                func=func,
+                args=args,
+                kwargs=kwargs,
+                after=_after(after),
+                allow_failure=allow_failure,
+                timeout=timeout,
+            )
+        )
 
-    def shell(self, command: str | Sequence[str | PathLike[str] | Ref | File], /, *, name: str | None = None,
-              after: Sequence[str | Ref] = (), allow_failure: bool = False, timeout: float | None = None,
-              env: Mapping[str, str] | None = None, **params: Any) -> Output:
+    def shell(
+        self,
+        command: str | Sequence[str | PathLike[str] | Ref | File],
+        /,
+        *,
+        name: str | None = None,
+        after: Sequence[str | Ref] = (),
+        allow_failure: bool = False,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Output:
         """A shell step. `command` is an argv list (run without a shell; items may be outputs of
         earlier steps), or a shell string whose `{name}` fields are filled from `params`, each
         value quoted with shlex.quote (a list becomes several quoted words). Its stdout and
@@ -168,19 +197,41 @@ class Pipeline:
             if not command:
                 raise ConfigError("shell step: the command is empty")
             if params:
-                raise ConfigError("shell step: parameters fill {fields} of a command string; put values "
-                                  "straight into an argv list")
+                raise ConfigError(
+                    "shell step: parameters fill {fields} of a command string; put values straight into an argv list"
+                )
             first = command[0]
             label = name or (Path(str(first)).name if not isinstance(first, Ref) else "shell")
-        return self._add(StepDef(self._unique(label), "shell", len(self.steps), command=command, params=params,
-                                 env=dict(env or {}), after=_after(after), allow_failure=allow_failure,
-                                 timeout=timeout))
+        return self._add(
+            StepDef(
+                self._unique(label),
+                "shell",
+                len(self.steps),
+                command=command,
+                params=params,
+                env=dict(env or {}),
+                after=_after(after),
+                allow_failure=allow_failure,
+                timeout=timeout,
+            )
+        )
 
-    def snakemake(self, snakefile: str | PathLike[str], /, *, targets: Sequence[str] = (),
-                  config: Mapping[str, Any] | None = None, cores: int = 1,
-                  workdir: str | PathLike[str] | Ref | None = None, isolate: bool = True, name: str = "snakemake",
-                  after: Sequence[str | Ref] = (), allow_failure: bool = False, timeout: float | None = None,
-                  extra_args: Sequence[str] = ()) -> Output:
+    def snakemake(
+        self,
+        snakefile: str | PathLike[str],
+        /,
+        *,
+        targets: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+        cores: int = 1,
+        workdir: str | PathLike[str] | Ref | None = None,
+        isolate: bool = True,
+        name: str = "snakemake",
+        after: Sequence[str | Ref] = (),
+        allow_failure: bool = False,
+        timeout: float | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> Output:
         """Run an existing Snakefile, unchanged, as `snakemake` would in `workdir` (default: the
         Snakefile's folder; or an earlier step's `out.dir`): its `configfile:` and relative inputs
         are found there. With `isolate` (the default) each job writes into a folder of its own
@@ -193,13 +244,27 @@ class Pipeline:
         if not path.is_file():
             raise ConfigError(f"snakemake: no Snakefile at {str(path)!r}")
         where = workdir if isinstance(workdir, Ref) or workdir is None else str(self._path(workdir))
-        spec = {"snakefile": str(path), "targets": [str(t) for t in targets],
-                "config": dict(config or {}), "cores": int(cores), "workdir": where,
-                "extra_args": [str(a) for a in extra_args]}
+        spec = {
+            "snakefile": str(path),
+            "targets": [str(t) for t in targets],
+            "config": dict(config or {}),
+            "cores": int(cores),
+            "workdir": where,
+            "extra_args": [str(a) for a in extra_args],
+        }
         if not isolate:
             spec["isolate"] = False  # absent when True: an unchanged step keeps its fingerprint
-        return self._add(StepDef(self._unique(name), "snakemake", len(self.steps), snakemake=spec,
-                                 after=_after(after), allow_failure=allow_failure, timeout=timeout))
+        return self._add(
+            StepDef(
+                self._unique(name),
+                "snakemake",
+                len(self.steps),
+                snakemake=spec,
+                after=_after(after),
+                allow_failure=allow_failure,
+                timeout=timeout,
+            )
+        )
 
     # -- internals -----------------------------------------------------------------------------
     def _path(self, value: str | PathLike[str]) -> Path:

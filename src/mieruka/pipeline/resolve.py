@@ -54,8 +54,9 @@ def argv_word(value: Any) -> str:
     return str(value)
 
 
-def render_shell(command: str, params: Mapping[str, Any], outputs: Mapping[str, Any],
-                 step_dir: Callable[[str], Path]) -> str:
+def render_shell(
+    command: str, params: Mapping[str, Any], outputs: Mapping[str, Any], step_dir: Callable[[str], Path]
+) -> str:
     """The command with each `{name}` replaced by its quoted value; `{{` and `}}` are braces.
     Format specs and conversions are refused: they would bypass the quoting."""
     parts: list[str] = []

@@ -109,7 +109,7 @@ class RuleTracker:
 
     def _tagged(self, stream: str, text: str) -> None:
         """A line a job wrote (pipeline/tagging.py): its rule's, also after the rule ended."""
-        head, _, line = text[len(JOB_TAG):].partition(" ")
+        head, _, line = text[len(JOB_TAG) :].partition(" ")
         try:
             jobid = int(head)
         except ValueError:
@@ -148,8 +148,7 @@ class RuleTracker:
         seq = event.get("seq")
         if isinstance(seq, int):
             with self._sync:
-                self._sync.wait_for(lambda: all(self._seen[s] >= seq or s in self._closed for s in STREAMS),
-                                    SYNC_WAIT)
+                self._sync.wait_for(lambda: all(self._seen[s] >= seq or s in self._closed for s in STREAMS), SYNC_WAIT)
         try:
             self._apply(kind, event)
         finally:
@@ -201,8 +200,12 @@ class RuleTracker:
         for stream, line in early:
             self.run.step_log(self.step.name).add(stream, line)
         for name in left:
-            self.run.set_step(name, status=StepStatus.FAILED if code else StepStatus.CANCELLED,
-                              finished_at=utcnow(), error="the workflow stopped while it ran")
+            self.run.set_step(
+                name,
+                status=StepStatus.FAILED if code else StepStatus.CANCELLED,
+                finished_at=utcnow(),
+                error="the workflow stopped while it ran",
+            )
 
     def _started(self, event: dict[str, Any]) -> None:
         rule = str(event.get("rule_name") or "rule")
@@ -228,10 +231,20 @@ class RuleTracker:
             self.running.add(name)
         parent = self.run.records[self.step.name]
         description = str(event.get("shellcmd") or "").strip() or f"rule {rule}"
-        self.run.add_record(StepRecord(
-            job_id=parent.job_id, name=name, position=parent.position + min(self._count, 999), kind="rule",
-            status=StepStatus.RUNNING, depends_on=depends, description=description[:2000], parent=self.step.name,
-            started_at=utcnow(), message=str(event.get("rule_msg") or "") or None))
+        self.run.add_record(
+            StepRecord(
+                job_id=parent.job_id,
+                name=name,
+                position=parent.position + min(self._count, 999),
+                kind="rule",
+                status=StepStatus.RUNNING,
+                depends_on=depends,
+                description=description[:2000],
+                parent=self.step.name,
+                started_at=utcnow(),
+                message=str(event.get("rule_msg") or "") or None,
+            )
+        )
         for stream, line in early:
             if stream == "stderr" and line.strip():
                 with self._lock:

@@ -88,29 +88,55 @@ class PipelineRun:
         reused: set[str] = set()
         for name, step in steps.items():
             before = self._saved.get(name)
-            record = StepRecord(job_id=self.job_id, name=name, position=step.position * 1000, kind=step.kind,
-                                depends_on=step.depends_on, description=step.description[:2000],
-                                allow_failure=step.allow_failure)
-            if (before and before.get("status") == "succeeded" and before.get("fingerprint") == step.fingerprint
-                    and all(d in reused for d in step.depends_on) and (self.work / name).is_dir()):
+            record = StepRecord(
+                job_id=self.job_id,
+                name=name,
+                position=step.position * 1000,
+                kind=step.kind,
+                depends_on=step.depends_on,
+                description=step.description[:2000],
+                allow_failure=step.allow_failure,
+            )
+            if (
+                before
+                and before.get("status") == "succeeded"
+                and before.get("fingerprint") == step.fingerprint
+                and all(d in reused for d in step.depends_on)
+                and (self.work / name).is_dir()
+            ):
                 reused.add(name)
                 self.outputs[name] = before.get("output")
-                record = replace(record, status=StepStatus.SUCCEEDED, reused=True, output=_shown(before.get("output")),
-                                 started_at=_time(before.get("started_at")),
-                                 finished_at=_time(before.get("finished_at")), progress=1.0,
-                                 artifacts=list(before.get("artifacts", [])),
-                                 message="reused from an earlier attempt")
+                record = replace(
+                    record,
+                    status=StepStatus.SUCCEEDED,
+                    reused=True,
+                    output=_shown(before.get("output")),
+                    started_at=_time(before.get("started_at")),
+                    finished_at=_time(before.get("finished_at")),
+                    progress=1.0,
+                    artifacts=list(before.get("artifacts", [])),
+                    message="reused from an earlier attempt",
+                )
             self.records[name] = record
         # Rule executions of a workflow that ran before stay listed (Snakemake does not run them
         # again when their outputs exist); a rule that runs again replaces its entry.
         for saved in self._saved.get(".rules", []):
             if isinstance(saved, dict) and saved.get("parent") in steps and saved.get("name") not in self.records:
                 self.records[saved["name"]] = StepRecord(
-                    job_id=self.job_id, name=saved["name"], position=int(saved.get("position", 0)), kind="rule",
-                    status=StepStatus.SUCCEEDED, depends_on=list(saved.get("depends_on", [])),
-                    description=str(saved.get("description", "")), parent=saved["parent"],
-                    started_at=_time(saved.get("started_at")), finished_at=_time(saved.get("finished_at")),
-                    progress=1.0, reused=True, message="done in an earlier attempt")
+                    job_id=self.job_id,
+                    name=saved["name"],
+                    position=int(saved.get("position", 0)),
+                    kind="rule",
+                    status=StepStatus.SUCCEEDED,
+                    depends_on=list(saved.get("depends_on", [])),
+                    description=str(saved.get("description", "")),
+                    parent=saved["parent"],
+                    started_at=_time(saved.get("started_at")),
+                    finished_at=_time(saved.get("finished_at")),
+                    progress=1.0,
+                    reused=True,
+                    message="done in an earlier attempt",
+                )
         self.reporter.steps_planned(self.job_id, list(self.records.values()))
 
     # -- running -------------------------------------------------------------------------------
@@ -131,26 +157,38 @@ class PipelineRun:
                         self._set(name, status=StepStatus.SKIPPED, message="an input step did not succeed")
                     if blocked:
                         continue
-                    failed_hard = [n for n in declared if self.records[n].status is StepStatus.FAILED
-                                   and not self.records[n].allow_failure]
+                    failed_hard = [
+                        n
+                        for n in declared
+                        if self.records[n].status is StepStatus.FAILED and not self.records[n].allow_failure
+                    ]
                     if not failed_hard:
                         for name in ready:
                             if len(running) >= self.parallel:
                                 break
                             running.add(name)
-                            self._set(name, status=StepStatus.RUNNING, started_at=utcnow(), finished_at=None,
-                                      progress=None, message=None, error=None, output=None, artifacts=[],
-                                      reused=False)
-                            threading.Thread(target=self._execute, args=(name, running), daemon=True,
-                                             name=f"mieruka-step-{name}").start()
+                            self._set(
+                                name,
+                                status=StepStatus.RUNNING,
+                                started_at=utcnow(),
+                                finished_at=None,
+                                progress=None,
+                                message=None,
+                                error=None,
+                                output=None,
+                                artifacts=[],
+                                reused=False,
+                            )
+                            threading.Thread(
+                                target=self._execute, args=(name, running), daemon=True, name=f"mieruka-step-{name}"
+                            ).start()
                     self._report_job_progress()
                     if not running:
                         break
                     self._changed.wait(1.0)
                 for name in declared:
                     if self.records[name].status is StepStatus.PENDING:
-                        self._set(name, status=StepStatus.SKIPPED,
-                                  message="not run: an earlier step failed")
+                        self._set(name, status=StepStatus.SKIPPED, message="not run: an earlier step failed")
         finally:
             restore()
             self._stop_flusher.set()
@@ -191,17 +229,21 @@ class PipelineRun:
         step = self.pipe.steps[name]
         try:
             ok, output, error = self._run_step(step)
-        except Exception as exc:  # noqa: BLE001 - a step that cannot even start fails, with the reason
+        except Exception as exc:
             ok, output, error = False, None, f"{type(exc).__name__}: {exc}"
         self.step_log(name).flush()
         with self._changed:
             if ok:
                 self.outputs[name] = output
-                self._set(name, status=StepStatus.SUCCEEDED, finished_at=utcnow(), output=_shown(output),
-                          progress=1.0)
+                self._set(name, status=StepStatus.SUCCEEDED, finished_at=utcnow(), output=_shown(output), progress=1.0)
             else:
-                self._set(name, status=StepStatus.FAILED, finished_at=utcnow(), error=(error or "failed")[:4000],
-                          message="failed (allowed)" if step.allow_failure else None)
+                self._set(
+                    name,
+                    status=StepStatus.FAILED,
+                    finished_at=utcnow(),
+                    error=(error or "failed")[:4000],
+                    message="failed (allowed)" if step.allow_failure else None,
+                )
             self._save_state()
             running.discard(name)
             self._changed.notify_all()
@@ -211,20 +253,36 @@ class PipelineRun:
         if step.kind != "snakemake":
             shutil.rmtree(folder, ignore_errors=True)  # a re-run starts from a clean folder
         folder.mkdir(parents=True, exist_ok=True)
-        env = {"PYTHONUNBUFFERED": "1", "MIERUKA_JOB_ID": str(self.job_id), "MIERUKA_STEP": step.name,
-               "MIERUKA_STEP_DIR": str(folder), **step.env}
+        env = {
+            "PYTHONUNBUFFERED": "1",
+            "MIERUKA_JOB_ID": str(self.job_id),
+            "MIERUKA_STEP": step.name,
+            "MIERUKA_STEP_DIR": str(folder),
+            **step.env,
+        }
         control = self.work / ".control"
         control.mkdir(exist_ok=True)
         result_file = control / f"{step.name}.result.json"
         result_file.unlink(missing_ok=True)
         events: Callable[[dict[str, Any]], None] | None = None
         if step.kind == "python":
-            spec = {"app": self.app_ref, "task": self.context.task, "params": self.context.params,
-                    "job": {"id": self.job_id, "task": self.context.task, "attempt": self.context.attempt,
-                            "max_attempts": self.context.max_attempts},
-                    "upload_root": str(self.context.upload_root or ""), "step": step.name,
-                    "outputs": {d: self.outputs.get(d) for d in step.depends_on},
-                    "work": str(self.work), "result": str(result_file), "sys_path": sys.path}
+            spec = {
+                "app": self.app_ref,
+                "task": self.context.task,
+                "params": self.context.params,
+                "job": {
+                    "id": self.job_id,
+                    "task": self.context.task,
+                    "attempt": self.context.attempt,
+                    "max_attempts": self.context.max_attempts,
+                },
+                "upload_root": str(self.context.upload_root or ""),
+                "step": step.name,
+                "outputs": {d: self.outputs.get(d) for d in step.depends_on},
+                "work": str(self.work),
+                "result": str(result_file),
+                "sys_path": sys.path,
+            }
             spec_file = control / f"{step.name}.spec.pickle"
             spec_file.write_bytes(pickle.dumps(spec))
             argv = [sys.executable, "-m", "mieruka.pipeline.child", str(spec_file)]
@@ -245,8 +303,15 @@ class PipelineRun:
             return ok, output, (tracker.failure(error or "failed") if not ok else None)
         return self._spawn(step, argv, folder, env, result_file, events)
 
-    def _spawn(self, step: StepDef, argv: list[str], folder: Path, env: dict[str, str], result_file: Path,
-               events: Callable[[dict[str, Any]], None] | None) -> tuple[bool, Any, str | None]:
+    def _spawn(
+        self,
+        step: StepDef,
+        argv: list[str],
+        folder: Path,
+        env: dict[str, str],
+        result_file: Path,
+        events: Callable[[dict[str, Any]], None] | None,
+    ) -> tuple[bool, Any, str | None]:
         event_r = event_w = -1
         pass_fds: tuple[int, ...] = ()
         if events is not None:
@@ -262,12 +327,20 @@ class PipelineRun:
         # The step's variables come on top of the worker's environment through env(1): only the
         # settings module reads the environment in mieruka's own code.
         variables = [f"{k}={v}" for k, v in env.items()]
-        proc = subprocess.Popen(["env", *variables, program, *argv[1:]], cwd=folder, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds)
+        proc = subprocess.Popen(
+            ["env", *variables, program, *argv[1:]],
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=pass_fds,
+        )
         self.processes.add(proc.pid)
         log = self.step_log(step.name)
-        readers = [threading.Thread(target=self._read, args=(step, proc.stdout, "stdout", folder), daemon=True),
-                   threading.Thread(target=self._read, args=(step, proc.stderr, "stderr", folder), daemon=True)]
+        readers = [
+            threading.Thread(target=self._read, args=(step, proc.stdout, "stdout", folder), daemon=True),
+            threading.Thread(target=self._read, args=(step, proc.stderr, "stderr", folder), daemon=True),
+        ]
         if events is not None:
             os.close(event_w)
             readers.append(threading.Thread(target=_read_events, args=(event_r, events), daemon=True))
@@ -323,8 +396,11 @@ class PipelineRun:
             record = self.records[name]
             if record.status is not StepStatus.RUNNING:
                 return
-            self._set(name, progress=fraction if fraction is not None else record.progress,
-                      message=message if message is not None else record.message)
+            self._set(
+                name,
+                progress=fraction if fraction is not None else record.progress,
+                message=message if message is not None else record.message,
+            )
             self._report_job_progress()
 
     def _attach(self, name: str, folder: Path, line: protocol.ArtifactLine, log: _StepLog) -> None:
@@ -333,7 +409,7 @@ class PipelineRun:
             if not path.is_file():
                 raise FileNotFoundError(f"no file {line.path!r} in the step's folder")
             self.context.artifact(line.name, path)
-        except Exception as exc:  # noqa: BLE001 - a bad artifact line is reported in the log, not fatal
+        except Exception as exc:
             log.add("stderr", f"mieruka: cannot attach artifact {line.path!r}: {exc}")
             return
         with self._changed:
@@ -371,8 +447,7 @@ class PipelineRun:
                 done, total = done + record.status.finished, total + 1
                 if record.status is StepStatus.RUNNING:
                     partial += record.progress or 0.0
-        active = [r.name for r in self.records.values() if r.status is StepStatus.RUNNING
-                  and r.kind != "snakemake"]
+        active = [r.name for r in self.records.values() if r.status is StepStatus.RUNNING and r.kind != "snakemake"]
         message = f"{done}/{total} steps done" + (f"; running {', '.join(active[:3])}" if active else "")
         self.context.progress(min(1.0, (done + partial) / max(total, 1)), message)
 
@@ -417,19 +492,32 @@ class PipelineRun:
         for name, step in self.pipe.steps.items():
             record = self.records[name]
             if record.status is StepStatus.SUCCEEDED:
-                state[name] = {"status": "succeeded", "fingerprint": step.fingerprint, "output": self.outputs.get(name),
-                               "artifacts": record.artifacts, "started_at": _iso(record.started_at),
-                               "finished_at": _iso(record.finished_at)}
+                state[name] = {
+                    "status": "succeeded",
+                    "fingerprint": step.fingerprint,
+                    "output": self.outputs.get(name),
+                    "artifacts": record.artifacts,
+                    "started_at": _iso(record.started_at),
+                    "finished_at": _iso(record.finished_at),
+                }
         state[".rules"] = [
-            {"name": r.name, "parent": r.parent, "position": r.position, "depends_on": r.depends_on,
-             "description": r.description, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
-             "outputs": self._rule_outputs(r)}
-            for r in self.records.values() if r.kind == "rule" and r.status is StepStatus.SUCCEEDED]
+            {
+                "name": r.name,
+                "parent": r.parent,
+                "position": r.position,
+                "depends_on": r.depends_on,
+                "description": r.description,
+                "started_at": _iso(r.started_at),
+                "finished_at": _iso(r.finished_at),
+                "outputs": self._rule_outputs(r),
+            }
+            for r in self.records.values()
+            if r.kind == "rule" and r.status is StepStatus.SUCCEEDED
+        ]
         # Beside the step folders, under a name no step can have (step names never start with ".").
         tmp = self.work / ".control" / "state.json.part"
         tmp.write_text(json.dumps(state, default=str))
         os.replace(tmp, self.work / ".control" / "state.json")
-
 
     def _rule_outputs(self, rule: StepRecord) -> list[str]:
         tracker = self.trackers.get(rule.parent or "")
@@ -508,5 +596,3 @@ def _time(value: Any) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
-
-

@@ -44,8 +44,7 @@ def workflow_folders(step: StepDef, folder: Path, resolve: Callable[[Any], Any])
     return source, (folder if spec.get("isolate", True) else source)
 
 
-def snakemake_argv(step: StepDef, folder: Path, control: Path, resolve: Callable[[Any], Any],
-                   avoid: Path) -> list[str]:
+def snakemake_argv(step: StepDef, folder: Path, control: Path, resolve: Callable[[Any], Any], avoid: Path) -> list[str]:
     """The command line of the step; `avoid` (the folder of every job's files) is never mirrored."""
     if importlib.util.find_spec("snakemake") is None:
         raise MissingExtraError("Snakemake workflows", "snakemake")
@@ -57,8 +56,16 @@ def snakemake_argv(step: StepDef, folder: Path, control: Path, resolve: Callable
         mirror(source, directory, avoid)
     # Options taking several values (--logger, --configfile) must be followed by a flag, or they
     # would swallow the targets; the targets come before extra_args, which may end in such options.
-    args = ["--logger", "mieruka", "--snakefile", spec["snakefile"], "--cores", str(spec["cores"]),
-            "--directory", str(directory)]
+    args = [
+        "--logger",
+        "mieruka",
+        "--snakefile",
+        spec["snakefile"],
+        "--cores",
+        str(spec["cores"]),
+        "--directory",
+        str(directory),
+    ]
     config = resolve(spec["config"])
     if config:
         # Only a config given here overrides the Snakefile's own `configfile:` (and only its keys).
@@ -95,15 +102,23 @@ def mirror(source: Path, target: Path, avoid: Path | None = None) -> None:
         for name in files:
             count += 1
             if count > MAX_MIRRORED:
-                raise ConfigError(f"snakemake: {source} holds more than {MAX_MIRRORED:,} files; keep data in a "
-                                  "subfolder linked from it, or run in place with isolate=False")
+                raise ConfigError(
+                    f"snakemake: {source} holds more than {MAX_MIRRORED:,} files; keep data in a "
+                    "subfolder linked from it, or run in place with isolate=False"
+                )
             link = target / rel / name
             if not os.path.lexists(link):
                 link.symlink_to(base / name)
 
 
-def workflow_builder(snakefile: Path, targets: list[str], config: dict[str, Any], cores: int,
-                     workdir: Path | None = None, isolate: bool = True) -> Callable[..., None]:
+def workflow_builder(
+    snakefile: Path,
+    targets: list[str],
+    config: dict[str, Any],
+    cores: int,
+    workdir: Path | None = None,
+    isolate: bool = True,
+) -> Callable[..., None]:
     """The declaring function of a task that runs `snakefile` (an absolute path): targets, config
     and cores come from the form (or the API), with these defaults."""
     path = snakefile.resolve()
@@ -113,16 +128,29 @@ def workflow_builder(snakefile: Path, targets: list[str], config: dict[str, Any]
         raise ConfigError(f"app.snakemake(): no folder {str(workdir)!r} (workdir=)")
     default_config = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in config.items()]
 
-    def workflow(targets: list[str] = list(targets), config: ConfigLines = default_config,  # noqa: B006
-                 cores: Cores = cores, *, pipe: Pipeline) -> None:
-        pipe.snakemake(path, targets=[t.strip() for t in targets if t.strip()], config=parse_config(config),
-                       cores=cores, workdir=workdir, isolate=isolate)
+    def workflow(
+        targets: list[str] = list(targets),  # noqa: B006
+        config: ConfigLines = default_config,
+        cores: Cores = cores,
+        *,
+        pipe: Pipeline,
+    ) -> None:
+        pipe.snakemake(
+            path,
+            targets=[t.strip() for t in targets if t.strip()],
+            config=parse_config(config),
+            cores=cores,
+            workdir=workdir,
+            isolate=isolate,
+        )
 
-    workflow.__doc__ = (f"Run the Snakemake workflow {path.parent.name}/{path.name}.\n\n"
-                        "Args:\n    targets: Files or rules to build, one per line (empty: the first rule).\n"
-                        "    config: Workflow config as key=value lines (values in JSON or plain text); "
-                        "they override the Snakefile's configfile.\n"
-                        "    cores: How many cores Snakemake may use.\n")
+    workflow.__doc__ = (
+        f"Run the Snakemake workflow {path.parent.name}/{path.name}.\n\n"
+        "Args:\n    targets: Files or rules to build, one per line (empty: the first rule).\n"
+        "    config: Workflow config as key=value lines (values in JSON or plain text); "
+        "they override the Snakefile's configfile.\n"
+        "    cores: How many cores Snakemake may use.\n"
+    )
     return workflow
 
 
@@ -154,8 +182,20 @@ def parse_config(lines: list[str]) -> dict[str, Any]:
 
 # -- the child process ---------------------------------------------------------------------------
 JOB_EVENTS = ("job_info", "job_finished", "job_error")
-FIELDS = ("jobid", "job_id", "rule_name", "rule_msg", "wildcards", "input", "output", "log", "shellcmd", "done",
-          "total", "stats")
+FIELDS = (
+    "jobid",
+    "job_id",
+    "rule_name",
+    "rule_msg",
+    "wildcards",
+    "input",
+    "output",
+    "log",
+    "shellcmd",
+    "done",
+    "total",
+    "stats",
+)
 
 
 def _plugin_module(stream: Any) -> types.ModuleType:
@@ -171,8 +211,9 @@ def _plugin_module(stream: Any) -> types.ModuleType:
         def __post_init__(self) -> None:
             settings = self.common_settings
             self.seq = 0
-            self.text_filter = DefaultFilter(settings.quiet, settings.debug_dag, settings.dryrun,
-                                             settings.printshellcmds)
+            self.text_filter = DefaultFilter(
+                settings.quiet, settings.debug_dag, settings.dryrun, settings.printshellcmds
+            )
             self.text_format = DefaultFormatter(settings.quiet, settings.show_failed_logs)
 
         def emit(self, record: LogRecord) -> None:
@@ -184,8 +225,14 @@ def _plugin_module(stream: Any) -> types.ModuleType:
             if self.text_filter.filter(record):
                 text = self.text_format.format(record)
                 if text and text.strip():
-                    out.append({"event": "log", "text": text, "job": kind in JOB_EVENTS,
-                                "level": "ERROR" if record.levelno >= ERROR else "INFO"})
+                    out.append(
+                        {
+                            "event": "log",
+                            "text": text,
+                            "job": kind in JOB_EVENTS,
+                            "level": "ERROR" if record.levelno >= ERROR else "INFO",
+                        }
+                    )
             with lock:
                 for data in out:
                     mark = data["event"] in JOB_EVENTS

@@ -36,7 +36,7 @@ def tagged(jobid: Any, line: bytes) -> bytes:
 def write_line(fd: int, data: bytes) -> None:
     with WRITE_LOCK:
         while data:
-            data = data[os.write(fd, data):]
+            data = data[os.write(fd, data) :]
 
 
 def _forward(stream: IO[bytes], fd: int, jobid: Any) -> None:
@@ -61,7 +61,7 @@ class _Subprocess:
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
 
-    def Popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:  # noqa: N802 - subprocess's name
+    def Popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
         return popen(getattr(_current, "jobid", None), *args, **kwargs)
 
 
@@ -155,8 +155,10 @@ def install() -> bool:
         snakemake_shell = importlib.import_module("snakemake.shell")
     except ImportError:
         return False
-    if not all(callable(getattr(Executor, name, None)) for name in ("spawn_job", "cached_or_run", "format_job_exec")) \
-            or getattr(snakemake_shell, "sp", None) is not subprocess:
+    if (
+        not all(callable(getattr(Executor, name, None)) for name in ("spawn_job", "cached_or_run", "format_job_exec"))
+        or getattr(snakemake_shell, "sp", None) is not subprocess
+    ):
         return False
     out, err = _JobStream(sys.stdout, 1), _JobStream(sys.stderr, 2)
     original_run: Callable[..., Any] = Executor.cached_or_run

@@ -62,5 +62,7 @@ def _pipeline_param(builder: Callable[..., Any]) -> str:
     for name, hint in hints.items():
         if hint is Pipeline or Pipeline in typing.get_args(hint):
             return name
-    raise ConfigError(f"pipeline {getattr(builder, '__name__', builder)!r} needs a parameter typed "
-                      "mieruka.Pipeline (e.g. `*, pipe: mieruka.Pipeline`) to declare its steps on")
+    raise ConfigError(
+        f"pipeline {getattr(builder, '__name__', builder)!r} needs a parameter typed "
+        "mieruka.Pipeline (e.g. `*, pipe: mieruka.Pipeline`) to declare its steps on"
+    )

@@ -12,8 +12,14 @@ class EC2Instance:
     """Starts and stops the instance by id with boto3 and waits until it is running or stopped.
     Credentials and region come from boto3's usual chain unless given."""
 
-    def __init__(self, instance_id: str, region: str | None = None, endpoint_url: str | None = None,
-                 wait: bool = True, poll_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        wait: bool = True,
+        poll_seconds: float = 5.0,
+    ) -> None:
         self.instance_id = instance_id
         self.region = region
         self.endpoint_url = endpoint_url
@@ -32,14 +38,16 @@ class EC2Instance:
         client.start_instances(InstanceIds=[self.instance_id])
         if self.wait:
             client.get_waiter("instance_running").wait(
-                InstanceIds=[self.instance_id], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": 120})
+                InstanceIds=[self.instance_id], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": 120}
+            )
 
     def stop(self, pool: PoolSpec) -> None:
         client = self._client()
         client.stop_instances(InstanceIds=[self.instance_id])
         if self.wait:
             client.get_waiter("instance_stopped").wait(
-                InstanceIds=[self.instance_id], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": 120})
+                InstanceIds=[self.instance_id], WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": 120}
+            )
 
     def state(self) -> str:
         """The instance's state as EC2 reports it (pending, running, stopping, stopped, ...)."""

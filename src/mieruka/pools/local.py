@@ -26,8 +26,19 @@ class LocalWorkers:
         self._lock = threading.Lock()
 
     def start(self, pool: PoolSpec) -> None:
-        argv = [sys.executable, "-m", "mieruka.cli", "worker", pool.app_ref, "--queues", ",".join(pool.queues),
-                "--concurrency", str(self.concurrency), "--loglevel", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "mieruka.cli",
+            "worker",
+            pool.app_ref,
+            "--queues",
+            ",".join(pool.queues),
+            "--concurrency",
+            str(self.concurrency),
+            "--loglevel",
+            "warning",
+        ]
         env = child_environment(pool.env)
         started = [subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL) for _ in range(self.processes)]
         with self._lock:

@@ -29,9 +29,15 @@ class PoolNotFound(NotFoundError):
 
 
 class PoolManager:
-    def __init__(self, pools: Sequence[Pool], store: SqlPoolStore, jobs: JobStore,
-                 spec: Callable[[Pool], PoolSpec], anyone_online: Callable[[], bool] | None = None,
-                 check_every: float = 5.0) -> None:
+    def __init__(
+        self,
+        pools: Sequence[Pool],
+        store: SqlPoolStore,
+        jobs: JobStore,
+        spec: Callable[[Pool], PoolSpec],
+        anyone_online: Callable[[], bool] | None = None,
+        check_every: float = 5.0,
+    ) -> None:
         self.pools = {pool.name: pool for pool in pools}
         self.store = store
         self.jobs = jobs
@@ -65,7 +71,8 @@ class PoolManager:
         for name in sorted(self._started_here):
             pool = self.pools[name]
             if getattr(pool.hooks, "stops_with_server", False) and self._move(
-                    name, {PoolState.RUNNING}, PoolState.STOPPING, "its server stopped"):
+                name, {PoolState.RUNNING}, PoolState.STOPPING, "its server stopped"
+            ):
                 self._run_stop(pool)
 
     # -- what happens to a job -------------------------------------------------------------------
@@ -109,16 +116,24 @@ class PoolManager:
         out = []
         for name, pool in sorted(self.pools.items()):
             record = records.get(name)
-            out.append({
-                "name": name, "state": record.state if record else PoolState.STOPPED.value,
-                "since": record.changed_at if record else None, "message": record.message if record else None,
-                "busy_at": record.busy_at if record else None, "queues": list(pool.queues),
-                "idle_stop": pool.idle_stop, "hooks": repr(pool.hooks),
-                "queued": sum(depth[q].queued for q in pool.queues if q in depth),
-                "running": sum(depth[q].running for q in pool.queues if q in depth),
-                "history": [{"at": e.at, "from": e.from_state, "to": e.to_state, "reason": e.reason}
-                            for e in self.store.history(name, history)],
-            })
+            out.append(
+                {
+                    "name": name,
+                    "state": record.state if record else PoolState.STOPPED.value,
+                    "since": record.changed_at if record else None,
+                    "message": record.message if record else None,
+                    "busy_at": record.busy_at if record else None,
+                    "queues": list(pool.queues),
+                    "idle_stop": pool.idle_stop,
+                    "hooks": repr(pool.hooks),
+                    "queued": sum(depth[q].queued for q in pool.queues if q in depth),
+                    "running": sum(depth[q].running for q in pool.queues if q in depth),
+                    "history": [
+                        {"at": e.at, "from": e.from_state, "to": e.to_state, "reason": e.reason}
+                        for e in self.store.history(name, history)
+                    ],
+                }
+            )
         return out
 
     # -- internals ---------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ class PoolManager:
     def _run_start(self, pool: Pool) -> None:
         try:
             pool.hooks.start(self.spec(pool))
-        except Exception as exc:  # noqa: BLE001 - recorded in the pool's history
+        except Exception as exc:
             log.exception("pool %s did not start", pool.name)
             self._move(pool.name, {PoolState.STARTING}, PoolState.STOPPED, f"start failed: {exc}")
             return
@@ -165,7 +180,7 @@ class PoolManager:
     def _run_stop(self, pool: Pool) -> None:
         try:
             pool.hooks.stop(self.spec(pool))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("pool %s did not stop", pool.name)
             self._move(pool.name, {PoolState.STOPPING}, PoolState.RUNNING, f"stop failed: {exc}")
             return
@@ -176,7 +191,7 @@ class PoolManager:
         while not self._stop.wait(self.check_every):
             try:
                 self.check()
-            except Exception:  # noqa: BLE001 - try again at the next check
+            except Exception:
                 log.exception("pool check failed")
 
     def check(self) -> None:
@@ -197,11 +212,20 @@ class PoolManager:
                 busy_here = name in self._busy
             if state is PoolState.STOPPED and queued:
                 self.start_pool(name, f"{queued} job(s) waiting", manual=False)
-            elif (state is PoolState.RUNNING and pool.idle_stop is not None and not active and not online
-                  and record.busy_at is not None and now - record.busy_at >= timedelta(seconds=pool.idle_stop)):
+            elif (
+                state is PoolState.RUNNING
+                and pool.idle_stop is not None
+                and not active
+                and not online
+                and record.busy_at is not None
+                and now - record.busy_at >= timedelta(seconds=pool.idle_stop)
+            ):
                 self.stop_pool(name, f"idle for {_minutes(pool.idle_stop)}", manual=False)
-            elif (state in (PoolState.STARTING, PoolState.STOPPING) and not busy_here
-                  and now - record.changed_at > timedelta(seconds=pool.start_timeout)):
+            elif (
+                state in (PoolState.STARTING, PoolState.STOPPING)
+                and not busy_here
+                and now - record.changed_at > timedelta(seconds=pool.start_timeout)
+            ):
                 back = PoolState.STOPPED if state is PoolState.STARTING else PoolState.RUNNING
                 self._move(name, {state}, back, f"{state.value} did not finish within {_minutes(pool.start_timeout)}")
 

@@ -25,11 +25,24 @@ class ShellCommand:
         self._run(self.stop_command, pool)
 
     def _run(self, command: str, pool: PoolSpec) -> None:
-        env = child_environment({**pool.env, "MIERUKA_POOL": pool.name, "MIERUKA_POOL_QUEUES": ",".join(pool.queues),
-                                 "MIERUKA_APP": pool.app_ref})
+        env = child_environment(
+            {
+                **pool.env,
+                "MIERUKA_POOL": pool.name,
+                "MIERUKA_POOL_QUEUES": ",".join(pool.queues),
+                "MIERUKA_APP": pool.app_ref,
+            }
+        )
         try:
-            done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True, timeout=self.timeout,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                command,
+                shell=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"{command!r} did not finish within {self.timeout:g}s") from None
         if done.returncode != 0:

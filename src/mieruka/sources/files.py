@@ -10,8 +10,16 @@ from ..errors import ConfigError
 from .base import Fetched, Limits
 from .frames import capped, optional, pandas
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".xlsx": "excel", ".xlsm": "excel", ".xls": "excel",
-           ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "csv",
+    ".xlsx": "excel",
+    ".xlsm": "excel",
+    ".xls": "excel",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 class FileSource:

@@ -35,8 +35,9 @@ def to_frame(value: Any, what: str) -> pd.DataFrame:
     if isinstance(value, list):
         fields = getattr(value[0], "_fields", None)
         return pd.DataFrame.from_records(value, columns=list(fields) if fields else None)
-    raise TypeError(f"{what} returned {type(value).__name__}; expected a pandas DataFrame, a list of "
-                    "records or a dict of columns")
+    raise TypeError(
+        f"{what} returned {type(value).__name__}; expected a pandas DataFrame, a list of records or a dict of columns"
+    )
 
 
 def capped(frame: pd.DataFrame, max_rows: int) -> tuple[pd.DataFrame, bool]:

@@ -57,5 +57,4 @@ def guard(family: str, version: str, timeout: float, *, in_transaction: bool) ->
 
 def not_read_only(what: str, why: str) -> str:
     """The warning a source shows when its reads are not known to be read-only."""
-    return (f"read-only is not enforced: {why} for {what}; give the source a database account that may "
-            "only read")
+    return f"read-only is not enforced: {why} for {what}; give the source a database account that may only read"

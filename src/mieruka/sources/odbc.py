@@ -50,8 +50,9 @@ def qmark(query: str) -> tuple[str, list[str]]:
 class OdbcSource:
     kind = "odbc"
 
-    def __init__(self, connection_string: str, query: str, params: Params | None = None,
-                 init: Sequence[str] = ()) -> None:
+    def __init__(
+        self, connection_string: str, query: str, params: Params | None = None, init: Sequence[str] = ()
+    ) -> None:
         self.connection_string = connection_string
         self.query = query
         self.params = params
@@ -70,8 +71,9 @@ class OdbcSource:
             params = [given[name] for name in names]
         else:
             params = list(given or ())
-        conn = pyodbc.connect(self.connection_string, autocommit=True, readonly=True,
-                              timeout=max(1, math.ceil(limits.timeout)))
+        conn = pyodbc.connect(
+            self.connection_string, autocommit=True, readonly=True, timeout=max(1, math.ceil(limits.timeout))
+        )
         try:
             cursor = conn.cursor()
             self._warning = self._protect(pyodbc, conn, cursor, limits.timeout)
@@ -94,8 +96,7 @@ class OdbcSource:
                 rows = cursor.fetchmany(limits.max_rows + 1)
             except pyodbc.Error as exc:
                 if stopped.is_set():  # some drivers' cancelled statement says nothing (MariaDB's: "(0)")
-                    raise TimeoutError(f"the read was cancelled at the timeout ({limits.timeout:g}s): "
-                                       f"{exc}") from exc
+                    raise TimeoutError(f"the read was cancelled at the timeout ({limits.timeout:g}s): {exc}") from exc
                 raise
             finally:
                 timer.cancel()
@@ -142,7 +143,7 @@ class OdbcSource:
             if self._cursor is not None:
                 try:
                     self._cursor.cancel()
-                except Exception:  # noqa: BLE001, S110 - best effort: the read may just have ended
+                except Exception:
                     pass
 
     def describe(self) -> str:

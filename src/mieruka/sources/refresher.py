@@ -167,8 +167,9 @@ class Refresher:
                 source.adapter.cancel()
                 self._announce(source, snapshot)
             for source in starting:
-                threading.Thread(target=self._read, args=(source,), name=f"mieruka-source-{source.name}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._read, args=(source,), name=f"mieruka-source-{source.name}", daemon=True
+                ).start()
             with self._cond:
                 if not self._stopping and self._pause(time.monotonic()) > 0.01:
                     self._cond.wait(pause)
@@ -210,7 +211,7 @@ class Refresher:
             frame, truncated = fetched.frame, fetched.truncated
             if source.transform is not None:
                 frame = to_frame(source.transform(frame), f"the transform of source {source.name!r}")
-        except Exception as exc:  # noqa: BLE001 - any failure of a source is reported on its tiles
+        except Exception as exc:
             error = _describe(exc)
             log.warning("source %s failed: %s", source.name, error)
         with self._cond:
@@ -236,7 +237,7 @@ class Refresher:
         for listener in self._listeners:
             try:
                 listener(source, state)
-            except Exception:  # noqa: BLE001 - one broken listener must not stop the others
+            except Exception:
                 log.exception("source listener failed for %s", source.name)
 
 

@@ -75,14 +75,16 @@ def make_source(
         raise ConfigError(f"source {name!r}: unknown options {', '.join(sorted(read_options))}")
     if sql is not None:
         if (url is None) == (odbc is None):
-            raise ConfigError(f"source {name!r}: sql= needs exactly one of url= (SQLAlchemy) or odbc= "
-                              "(an ODBC connection string)")
+            raise ConfigError(
+                f"source {name!r}: sql= needs exactly one of url= (SQLAlchemy) or odbc= (an ODBC connection string)"
+            )
         if odbc is not None:
             from .odbc import OdbcSource
 
             if params is not None and not callable(params) and not isinstance(params, (Sequence, dict)):
-                raise ConfigError(f"source {name!r}: ODBC parameters are a list (? placeholders) or a dict "
-                                  "(:name placeholders)")
+                raise ConfigError(
+                    f"source {name!r}: ODBC parameters are a list (? placeholders) or a dict (:name placeholders)"
+                )
             adapter = OdbcSource(odbc, sql, params, odbc_init)
         else:
             from .sql import SqlSource
@@ -109,8 +111,7 @@ def make_source(
         raise ConfigError(f"source {name!r}: timeout must be positive")
     if max_rows is not None and max_rows < 1:
         raise ConfigError(f"source {name!r}: max_rows must be at least 1")
-    return Source(name, adapter, schedule, seconds, max_rows, transform, title or name.replace("_", " "),
-                  description)
+    return Source(name, adapter, schedule, seconds, max_rows, transform, title or name.replace("_", " "), description)
 
 
 @dataclass

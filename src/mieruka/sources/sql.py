@@ -37,8 +37,11 @@ class SqlSource:
 
     def _get_engine(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=1, max_overflow=0) \
-                if not self.url.startswith("sqlite") else sa.create_engine(self.url)
+            self._engine = (
+                sa.create_engine(self.url, pool_pre_ping=True, pool_size=1, max_overflow=0)
+                if not self.url.startswith("sqlite")
+                else sa.create_engine(self.url)
+            )
         return self._engine
 
     def fetch(self, limits: Limits) -> Fetched:
@@ -77,7 +80,7 @@ class SqlSource:
                 if stop is not None:
                     try:
                         stop()
-                    except Exception:  # noqa: BLE001, S110 - best effort: the read may just have ended
+                    except Exception:
                         pass
                     return
 
@@ -101,8 +104,9 @@ def _guard(conn: sa.Connection, timeout: float) -> str | None:
     version = "MariaDB" if getattr(dialect, "is_mariadb", False) else ""
     guard = guards.guard(family, version, timeout, in_transaction=True)
     if guard is None:
-        return guards.not_read_only(f"SQLAlchemy dialect {dialect.name!r}", "mieruka knows no read-only setting "
-                                    "or statement time-out")
+        return guards.not_read_only(
+            f"SQLAlchemy dialect {dialect.name!r}", "mieruka knows no read-only setting or statement time-out"
+        )
     for statement in guard.statements:
         conn.exec_driver_sql(statement)
     if family == "sqlite":

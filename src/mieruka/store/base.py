@@ -239,8 +239,7 @@ class JobStore(Protocol):
     def next_due_time(self) -> datetime | None:
         """The earliest run_after of a queued job, if any waits for a time."""
 
-    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime,
-                  info: dict[str, Any] | None = None) -> None:
+    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime, info: dict[str, Any] | None = None) -> None:
         """Record that an engine is alive (and, given `info`, what it is)."""
 
     def engines(self) -> list[EngineInfo]:

@@ -43,8 +43,11 @@ _KNOWN = frozenset(JOB_COLUMNS)
 # JobRecord's fields in its own order, as indexes into a job row (positional: the hot path's speed).
 _RECORD_ORDER = [JOB_COLUMNS.index(f.name) for f in fields(JobRecord) if f.name != "artifacts"]
 # Python's value of a column where it is not the driver's: the status enum, never-None parameters.
-_AS_RECORD: dict[str, Callable[[Any], Any]] = {"status": JobStatus, "params": lambda v: v or {},
-                                               "cancel_requested": bool}
+_AS_RECORD: dict[str, Callable[[Any], Any]] = {
+    "status": JobStatus,
+    "params": lambda v: v or {},
+    "cancel_requested": bool,
+}
 
 
 class Codec:
@@ -133,7 +136,16 @@ def _compose(first: Callable[[Any], Any], then: Callable[[Any], Any] | None) -> 
 def queued(job: NewJob, now: datetime) -> dict[str, Any]:
     """A new job's columns, as Python values (the other columns take the table's defaults, which
     are JobRecord's too)."""
-    return {"task": job.task, "status": JobStatus.QUEUED, "params": job.params, "owner": job.owner,
-            "priority": job.priority, "queue": job.queue, "idempotency_key": job.idempotency_key,
-            "max_attempts": job.max_attempts, "run_after": time_out(time_in(job.run_after)), "created_at": now,
-            "schedule": job.schedule}
+    return {
+        "task": job.task,
+        "status": JobStatus.QUEUED,
+        "params": job.params,
+        "owner": job.owner,
+        "priority": job.priority,
+        "queue": job.queue,
+        "idempotency_key": job.idempotency_key,
+        "max_attempts": job.max_attempts,
+        "run_after": time_out(time_in(job.run_after)),
+        "created_at": now,
+        "schedule": job.schedule,
+    }

@@ -55,8 +55,9 @@ def make_engine(url: str, immediate: bool) -> Engine:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"cannot create the folder {folder} for the database: {exc}") from None
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                                  json_serializer=_json_serializer)
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, json_serializer=_json_serializer
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -21,8 +21,7 @@ from .queries import JOB_ROW
 class EngineRecords:
     db: Database
 
-    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime,
-                  info: dict[str, Any] | None = None) -> None:
+    def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime, info: dict[str, Any] | None = None) -> None:
         values: dict[str, Any] = {"heartbeat_at": now}
         if info is not None:
             values["info"] = info
@@ -34,22 +33,31 @@ class EngineRecords:
     def engines(self) -> list[EngineInfo]:
         e, c = t.engines.c, t.jobs.c
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(e.id, e.host, e.pid, e.heartbeat_at, e.info)
-                                .order_by(e.heartbeat_at.desc())).all()
+            rows = conn.execute(
+                sa.select(e.id, e.host, e.pid, e.heartbeat_at, e.info).order_by(e.heartbeat_at.desc())
+            ).all()
             running: dict[str, list[int]] = {}
             for job_id, engine_id in conn.execute(
-                    sa.select(c.id, c.engine_id).where(c.status == JobStatus.RUNNING.value).order_by(c.id)):
+                sa.select(c.id, c.engine_id).where(c.status == JobStatus.RUNNING.value).order_by(c.id)
+            ):
                 running.setdefault(engine_id, []).append(job_id)
-        return [EngineInfo(id=r.id, host=r.host, pid=r.pid, heartbeat_at=r.heartbeat_at, info=r.info or {},
-                           running=running.get(r.id, [])) for r in rows]
+        return [
+            EngineInfo(
+                id=r.id,
+                host=r.host,
+                pid=r.pid,
+                heartbeat_at=r.heartbeat_at,
+                info=r.info or {},
+                running=running.get(r.id, []),
+            )
+            for r in rows
+        ]
 
     def remove_engine(self, engine_id: str) -> None:
         with self.db.write() as conn:
             conn.execute(sa.delete(t.engines).where(t.engines.c.id == engine_id))
 
-    def orphaned_jobs(
-        self, now: datetime, stale_after: float, is_dead: Callable[[str, int], bool]
-    ) -> list[JobRecord]:
+    def orphaned_jobs(self, now: datetime, stale_after: float, is_dead: Callable[[str, int], bool]) -> list[JobRecord]:
         c, e = t.jobs.c, t.engines.c
         stmt = (
             sa.select(*JOB_ROW, e.host, e.pid, e.heartbeat_at)

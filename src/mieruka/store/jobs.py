@@ -68,8 +68,10 @@ class JobWrites:
                 cur.execute(db.sql(insert_sql(names)), db.codec.values(fields))
                 job_id = cur.fetchone()[0]
                 if uploads:
-                    cur.executemany(db.sql("INSERT INTO job_uploads (job_id, upload_id) VALUES (?, ?)"),
-                                    [(job_id, upload_id) for upload_id in uploads])
+                    cur.executemany(
+                        db.sql("INSERT INTO job_uploads (job_id, upload_id) VALUES (?, ?)"),
+                        [(job_id, upload_id) for upload_id in uploads],
+                    )
         except _INTEGRITY_ERRORS:
             if job.idempotency_key is None:
                 raise
@@ -84,10 +86,13 @@ class JobWrites:
         locked until the job is stored: deleting the last other job using one waits, then sees it."""
         db = self.db
         rows = ", ".join("(?, ?, ?)" for _ in upload_ids)
-        cur.execute(db.sql(
-            f"INSERT INTO uploads (upload_id, owner, created_at) VALUES {rows} ON CONFLICT (upload_id) "
-            "DO UPDATE SET upload_id = excluded.upload_id RETURNING upload_id, owner"),
-            [value for upload_id in upload_ids for value in (upload_id, owner, db.codec.time(now))])
+        cur.execute(
+            db.sql(
+                f"INSERT INTO uploads (upload_id, owner, created_at) VALUES {rows} ON CONFLICT (upload_id) "
+                "DO UPDATE SET upload_id = excluded.upload_id RETURNING upload_id, owner"
+            ),
+            [value for upload_id in upload_ids for value in (upload_id, owner, db.codec.time(now))],
+        )
         foreign = sorted(upload_id for upload_id, upload_owner in cur.fetchall() if upload_owner != owner)
         if foreign:
             raise ForeignUploads(foreign)
@@ -123,8 +128,10 @@ class JobWrites:
         db = self.db
         owned, args = ("owner = ?", (job.owner,)) if job.owner is not None else ("owner IS NULL", ())
         with db.cursor() as cur:
-            cur.execute(db.sql(f"SELECT {COLUMN_LIST} FROM jobs WHERE task = ? AND idempotency_key = ? AND {owned}"),
-                        (job.task, job.idempotency_key, *args))
+            cur.execute(
+                db.sql(f"SELECT {COLUMN_LIST} FROM jobs WHERE task = ? AND idempotency_key = ? AND {owned}"),
+                (job.task, job.idempotency_key, *args),
+            )
             row = cur.fetchone()
         return db.codec.job(row) if row else None
 
@@ -134,9 +141,14 @@ class JobWrites:
         db = self.db
         # One round trip: the job's columns, repeated beside each of its artifacts (if any).
         with db.cursor() as cur:
-            cur.execute(db.sql(f"SELECT {_QUALIFIED}, a.name, a.size, a.content_type, a.created_at FROM jobs "
-                               "LEFT JOIN artifacts a ON a.job_id = jobs.id WHERE jobs.id = ? "
-                               "ORDER BY a.created_at, a.name"), (job_id,))
+            cur.execute(
+                db.sql(
+                    f"SELECT {_QUALIFIED}, a.name, a.size, a.content_type, a.created_at FROM jobs "
+                    "LEFT JOIN artifacts a ON a.job_id = jobs.id WHERE jobs.id = ? "
+                    "ORDER BY a.created_at, a.name"
+                ),
+                (job_id,),
+            )
             rows = cur.fetchall()
         if not rows:
             return None
@@ -172,16 +184,29 @@ class JobWrites:
             task, most = claim.task_limit
             if not db.is_sqlite:  # SQLite's writers are serialised already (BEGIN IMMEDIATE)
                 cur.execute(db.sql("SELECT pg_advisory_xact_lock(hashtext(?))"), (f"mieruka-task:{task}",))
-            cur.execute(db.sql("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
-                               "AND task = ?"), (JobStatus.RUNNING.value, task))
+            cur.execute(
+                db.sql("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND status = ? AND task = ?"),
+                (JobStatus.RUNNING.value, task),
+            )
             room = most - cur.fetchone()[0]
             if room <= 0:
                 return []
             claim = replace(claim, job_ids=list(claim.job_ids)[:room])
         won = []
         for jid in claim.job_ids:
-            cur.execute(sql, (JobStatus.RUNNING.value, started, claim.worker, claim.engine_id, False, jid,
-                              JobStatus.QUEUED.value, started))
+            cur.execute(
+                sql,
+                (
+                    JobStatus.RUNNING.value,
+                    started,
+                    claim.worker,
+                    claim.engine_id,
+                    False,
+                    jid,
+                    JobStatus.QUEUED.value,
+                    started,
+                ),
+            )
             row = cur.fetchone()
             if row is not None:
                 won.append(db.codec.job(row))
@@ -195,8 +220,10 @@ class JobWrites:
         assignments = ", ".join(f"{n} = ?" for n in names)  # codec.field checked each name
         marks = ", ".join("?" for _ in expect)
         guard, guard_values = ("", ()) if change.attempt is None else (" AND attempts = ?", (change.attempt,))
-        cur.execute(db.sql(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks}){guard}{returning}"),
-                    (*values, change.job_id, *expect, *guard_values))
+        cur.execute(
+            db.sql(f"UPDATE jobs SET {assignments} WHERE id = ? AND status IN ({marks}){guard}{returning}"),
+            (*values, change.job_id, *expect, *guard_values),
+        )
 
     def _transition_read_back(self, cur: Any, change: Transition) -> JobRecord | None:
         """The transition and, in the same statement, the job's row and artifacts after it."""
@@ -216,9 +243,13 @@ class JobWrites:
         if isinstance(change, ProgressUpdate):
             if change.progress is None and change.message is None:
                 return False
-            cur.execute(db.sql("UPDATE jobs SET progress = COALESCE(?, progress), "
-                               "message = COALESCE(?, message) WHERE id = ? AND status = ?"),
-                        (change.progress, change.message, change.job_id, JobStatus.RUNNING.value))
+            cur.execute(
+                db.sql(
+                    "UPDATE jobs SET progress = COALESCE(?, progress), "
+                    "message = COALESCE(?, message) WHERE id = ? AND status = ?"
+                ),
+                (change.progress, change.message, change.job_id, JobStatus.RUNNING.value),
+            )
             return bool(cur.rowcount == 1)
         if isinstance(change, LogAppend):
             n = len(change.lines)
@@ -231,22 +262,29 @@ class JobWrites:
             if change.step is None:
                 cur.executemany(
                     db.sql("INSERT INTO job_logs (job_id, seq, at, stream, text) VALUES (?, ?, ?, ?, ?)"),
-                    [(change.job_id, first + i, db.codec.time(at), stream, text)
-                     for i, (at, stream, text) in enumerate(change.lines)])
+                    [
+                        (change.job_id, first + i, db.codec.time(at), stream, text)
+                        for i, (at, stream, text) in enumerate(change.lines)
+                    ],
+                )
             else:
                 cur.executemany(
                     db.sql("INSERT INTO job_logs (job_id, seq, at, stream, text, step) VALUES (?, ?, ?, ?, ?, ?)"),
-                    [(change.job_id, first + i, db.codec.time(at), stream, text, change.step)
-                     for i, (at, stream, text) in enumerate(change.lines)])
+                    [
+                        (change.job_id, first + i, db.codec.time(at), stream, text, change.step)
+                        for i, (at, stream, text) in enumerate(change.lines)
+                    ],
+                )
             return True
         if isinstance(change, StepsPlanned | StepSaved | StepsClosed):
             return apply_step_change(db, cur, change)
         if isinstance(change, ArtifactAdded):
             a = change.artifact
             cur.execute(db.sql("DELETE FROM artifacts WHERE job_id = ? AND name = ?"), (change.job_id, a.name))
-            cur.execute(db.sql("INSERT INTO artifacts (job_id, name, size, content_type, created_at) "
-                               "VALUES (?, ?, ?, ?, ?)"),
-                        (change.job_id, a.name, a.size, a.content_type, db.codec.time(a.created_at)))
+            cur.execute(
+                db.sql("INSERT INTO artifacts (job_id, name, size, content_type, created_at) VALUES (?, ?, ?, ?, ?)"),
+                (change.job_id, a.name, a.size, a.content_type, db.codec.time(a.created_at)),
+            )
             return True
         raise TypeError(f"unknown change {change!r}")
 
@@ -258,10 +296,13 @@ class JobWrites:
             queue_filter = f" AND queue IN ({', '.join('?' for _ in queues)})"
             args.extend(queues)
         with db.cursor() as cur:
-            cur.execute(db.sql(
-                "SELECT id, priority, task FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
-                f"AND (run_after IS NULL OR run_after <= ?){queue_filter} ORDER BY priority DESC, id LIMIT ?"),
-                (*args, limit))
+            cur.execute(
+                db.sql(
+                    "SELECT id, priority, task FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
+                    f"AND (run_after IS NULL OR run_after <= ?){queue_filter} ORDER BY priority DESC, id LIMIT ?"
+                ),
+                (*args, limit),
+            )
             return [QueuedJob(*row) for row in cur.fetchall()]
 
 
@@ -275,8 +316,10 @@ def insert_sql(names: tuple[str, ...]) -> str:
 def insert_with_id_sql(names: tuple[str, ...]) -> str:
     """PostgreSQL: INSERT of a job with its id, taking more ids from the sequence in the same statement."""
     columns = ("id", *names)
-    return (f"WITH job AS (INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('%s' for _ in columns)})) "
-            "SELECT nextval(%s::regclass) FROM generate_series(1, %s::int)")
+    return (
+        f"WITH job AS (INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('%s' for _ in columns)})) "
+        "SELECT nextval(%s::regclass) FROM generate_series(1, %s::int)"
+    )
 
 
 @cache
@@ -284,20 +327,23 @@ def returning_whole(sqlite: bool) -> str:
     """RETURNING the job and, as JSON, its artifacts [[name, size, content_type, created_at], ...]."""
     return f" RETURNING {COLUMN_LIST}, " + (
         "(SELECT json_group_array(json_array(name, size, content_type, created_at)) FROM (SELECT * FROM "
-        "artifacts a WHERE a.job_id = jobs.id ORDER BY a.created_at, a.name))" if sqlite else
-        "(SELECT json_agg(json_build_array(a.name, a.size, a.content_type, a.created_at) "
-        "ORDER BY a.created_at, a.name) FROM artifacts a WHERE a.job_id = jobs.id)")
+        "artifacts a WHERE a.job_id = jobs.id ORDER BY a.created_at, a.name))"
+        if sqlite
+        else "(SELECT json_agg(json_build_array(a.name, a.size, a.content_type, a.created_at) "
+        "ORDER BY a.created_at, a.name) FROM artifacts a WHERE a.job_id = jobs.id)"
+    )
 
 
 def claim_sql(relaxed: bool) -> str:
     """The claim of one job. `relaxed` (PostgreSQL): its commit does not wait for the disk; the
     setting is the statement's own transaction's, the connection stays durable."""
-    update = ("UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL, "
-              "worker = ?, engine_id = ?, progress = NULL, message = NULL, cancel_requested = ? ")
+    update = (
+        "UPDATE jobs SET status = ?, attempts = attempts + 1, started_at = ?, finished_at = NULL, "
+        "worker = ?, engine_id = ?, progress = NULL, message = NULL, cancel_requested = ? "
+    )
     where = f"WHERE id = ? AND status = ? AND (run_after IS NULL OR run_after <= ?) RETURNING {COLUMN_LIST}"
     if relaxed:
-        return ("WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) "
-                f"{update}FROM relaxed {where}")
+        return f"WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) {update}FROM relaxed {where}"
     return update + where
 
 

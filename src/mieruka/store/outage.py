@@ -30,8 +30,19 @@ RETRY_AFTER = 5  # seconds a client is told to wait before trying again
 # starting up), system error.
 _PG_AWAY = ("08", "28", "3D", "53", "57", "58")
 # SQLite result codes (extended codes start with these) of a file that cannot be used now.
-_SQLITE_AWAY = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_FULL",
-                "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_PROTOCOL", "SQLITE_PERM", "SQLITE_AUTH")
+_SQLITE_AWAY = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN",
+    "SQLITE_IOERR",
+    "SQLITE_READONLY",
+    "SQLITE_FULL",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_PROTOCOL",
+    "SQLITE_PERM",
+    "SQLITE_AUTH",
+)
 
 
 def driver_error(exc: BaseException) -> BaseException | None:

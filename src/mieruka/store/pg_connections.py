@@ -65,7 +65,8 @@ class PgConnections:
         self._closed = False
         self._names: dict[bytes, bytes] = {}  # statement -> its prepared name
         self._prepared: weakref.WeakKeyDictionary[psycopg.Connection[tuple[object, ...]], set[bytes]] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
 
     @contextmanager
     def lend(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
@@ -121,8 +122,9 @@ class PgConnections:
         self._forget_if_forked()
         slots = self._slots
         if not slots.acquire(timeout=WAIT_FOR_ONE):
-            raise StorageUnavailable(f"all {MAX_OPEN} database connections of this process stayed busy for "
-                                     f"{WAIT_FOR_ONE:g}s; try again")
+            raise StorageUnavailable(
+                f"all {MAX_OPEN} database connections of this process stayed busy for {WAIT_FOR_ONE:g}s; try again"
+            )
         return slots
 
     def _statement_name(self, query: bytes) -> bytes:
@@ -156,7 +158,7 @@ class PgConnections:
             try:  # it sat unused: the server may have gone away since
                 conn.execute("SELECT 1")
                 return conn
-            except Exception:  # noqa: BLE001 - a dead connection: drop it and take another
+            except Exception:
                 conn.close()
 
     def _open(self) -> psycopg.Connection[tuple[object, ...]]:
@@ -174,8 +176,12 @@ class PgConnections:
                 idle, self._idle = self._idle, []
             for dead, _ in idle:
                 dead.close()
-        usable = (not conn.closed and not conn.broken and conn.pgconn.status == _OK
-                  and conn.pgconn.transaction_status == _IDLE)
+        usable = (
+            not conn.closed
+            and not conn.broken
+            and conn.pgconn.status == _OK
+            and conn.pgconn.transaction_status == _IDLE
+        )
         if usable and os.getpid() == self._pid:
             with self._lock:
                 if not self._closed and len(self._idle) < KEEP_IDLE:

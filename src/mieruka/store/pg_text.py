@@ -41,8 +41,17 @@ def _time(raw: bytes) -> datetime:
 
 # By type oid; any other type comes back as text.
 _TYPED: dict[int, Callable[[bytes], Any]] = {
-    16: _bool, 20: int, 21: int, 23: int, 700: float, 701: float,
-    114: json.loads, 3802: json.loads, 1114: _time, 1184: _time, 1700: _decimal,
+    16: _bool,
+    20: int,
+    21: int,
+    23: int,
+    700: float,
+    701: float,
+    114: json.loads,
+    3802: json.loads,
+    1114: _time,
+    1184: _time,
+    1700: _decimal,
 }
 
 
@@ -75,8 +84,9 @@ def rows_of(results: list[PGresult]) -> tuple[list[tuple[Any, ...]], int]:
     for result in results:
         typed = [_TYPED.get(result.ftype(c), _text) for c in range(result.nfields)]
         for r in range(result.ntuples):
-            rows.append(tuple(None if (v := result.get_value(r, c)) is None else typed[c](v)
-                              for c in range(len(typed))))
+            rows.append(
+                tuple(None if (v := result.get_value(r, c)) is None else typed[c](v) for c in range(len(typed)))
+            )
         status = result.command_tuples
         if status is not None:
             count = status

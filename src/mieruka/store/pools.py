@@ -45,8 +45,11 @@ class SqlPoolStore:
         try:
             with self._db.write() as conn:
                 conn.execute(sa.insert(t.pools).values(name=name, state=state, changed_at=now, busy_at=now))
-                conn.execute(sa.insert(t.pool_events).values(pool=name, at=now, from_state=None, to_state=state,
-                                                             reason="declared"))
+                conn.execute(
+                    sa.insert(t.pool_events).values(
+                        pool=name, at=now, from_state=None, to_state=state, reason="declared"
+                    )
+                )
         except sa.exc.IntegrityError:
             pass  # another server created it meanwhile
 
@@ -67,11 +70,18 @@ class SqlPoolStore:
             current = conn.execute(sa.select(p.state).where(p.name == name)).scalar()
             if current is None or current not in expect:
                 return False
-            done = conn.execute(sa.update(t.pools).where(p.name == name, p.state == current).values(
-                state=to, changed_at=now, message=reason)).rowcount == 1
+            done = (
+                conn.execute(
+                    sa.update(t.pools)
+                    .where(p.name == name, p.state == current)
+                    .values(state=to, changed_at=now, message=reason)
+                ).rowcount
+                == 1
+            )
             if done:
-                conn.execute(sa.insert(t.pool_events).values(pool=name, at=now, from_state=current, to_state=to,
-                                                             reason=reason))
+                conn.execute(
+                    sa.insert(t.pool_events).values(pool=name, at=now, from_state=current, to_state=to, reason=reason)
+                )
             return bool(done)
 
     def touch(self, name: str, now: datetime) -> None:
@@ -82,12 +92,17 @@ class SqlPoolStore:
     def history(self, name: str, limit: int = 50) -> list[PoolEvent]:
         e = t.pool_events.c
         with self._db.read() as conn:
-            rows = conn.execute(sa.select(e.at, e.from_state, e.to_state, e.reason).where(e.pool == name)
-                                .order_by(e.id.desc()).limit(limit)).all()
+            rows = conn.execute(
+                sa.select(e.at, e.from_state, e.to_state, e.reason)
+                .where(e.pool == name)
+                .order_by(e.id.desc())
+                .limit(limit)
+            ).all()
         return [PoolEvent(at=r.at, from_state=r.from_state, to_state=r.to_state, reason=r.reason) for r in rows]
 
 
 def _pool(row: sa.Row[Any]) -> PoolRecord:
     m = row._mapping
-    return PoolRecord(name=m["name"], state=m["state"], changed_at=m["changed_at"], message=m["message"],
-                      busy_at=m["busy_at"])
+    return PoolRecord(
+        name=m["name"], state=m["state"], changed_at=m["changed_at"], message=m["message"], busy_at=m["busy_at"]
+    )

@@ -54,18 +54,22 @@ class JobQueries:
         if not 0 < job_id <= t.MAX_INT or after >= t.MAX_INT:
             return []
         lines = t.job_logs.c
-        stmt = (sa.select(lines.seq, lines.at, lines.stream, lines.text, lines.step)
-                .where(lines.job_id == job_id, lines.seq > after).order_by(lines.seq).limit(limit))
+        stmt = (
+            sa.select(lines.seq, lines.at, lines.stream, lines.text, lines.step)
+            .where(lines.job_id == job_id, lines.seq > after)
+            .order_by(lines.seq)
+            .limit(limit)
+        )
         if step is not None:
             stmt = stmt.where(lines.step == step)
         with self.db.read() as conn:
-            return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text, step=r.step)
-                    for r in conn.execute(stmt)]
+            return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text, step=r.step) for r in conn.execute(stmt)]
 
     def next_due_time(self) -> datetime | None:
         c = t.jobs.c
         stmt = sa.select(sa.func.min(c.run_after).label("due")).where(
-            c.status == JobStatus.QUEUED.value, c.run_after.is_not(None))
+            c.status == JobStatus.QUEUED.value, c.run_after.is_not(None)
+        )
         with self.db.read() as conn:
             return t.time_out(conn.execute(stmt).scalar())
 
@@ -81,17 +85,24 @@ class JobQueries:
         c = t.jobs.c
         queued = JobStatus.QUEUED.value
         stmt = (
-            sa.select(c.queue,
-                      sa.func.sum(sa.case((c.status == queued, 1), else_=0)),
-                      sa.func.sum(sa.case((c.status == JobStatus.RUNNING.value, 1), else_=0)),
-                      sa.func.min(sa.case((c.status == queued, c.created_at), else_=None)))
+            sa.select(
+                c.queue,
+                sa.func.sum(sa.case((c.status == queued, 1), else_=0)),
+                sa.func.sum(sa.case((c.status == JobStatus.RUNNING.value, 1), else_=0)),
+                sa.func.min(sa.case((c.status == queued, c.created_at), else_=None)),
+            )
             .where(c.status.in_([queued, JobStatus.RUNNING.value]))
-            .group_by(c.queue).order_by(c.queue)
+            .group_by(c.queue)
+            .order_by(c.queue)
         )
         with self.db.read() as conn:
             rows = conn.execute(stmt).all()
-        return [QueueStats(queue=row[0], queued=int(row[1] or 0), running=int(row[2] or 0),
-                           oldest_queued_at=t.time_out(row[3])) for row in rows]
+        return [
+            QueueStats(
+                queue=row[0], queued=int(row[1] or 0), running=int(row[2] or 0), oldest_queued_at=t.time_out(row[3])
+            )
+            for row in rows
+        ]
 
     def timeline(self, since: datetime, bucket_seconds: int = 60) -> list[TimelineBucket]:
         db = self.db
@@ -106,17 +117,20 @@ class JobQueries:
 
             def seconds(a: str, b: str) -> str:
                 return f"extract(epoch from ({a} - {b}))"
+
         wait, run = seconds("started_at", "created_at"), seconds("finished_at", "started_at")
         sql = db.sql(
             f"SELECT {epoch} / {size} AS bucket, status, count(*), count(started_at), sum({wait}), max({wait}), "
-            f"sum({run}), max({run}) FROM jobs WHERE finished_at >= ? GROUP BY 1, 2 ORDER BY 1")
+            f"sum({run}), max({run}) FROM jobs WHERE finished_at >= ? GROUP BY 1, 2 ORDER BY 1"
+        )
         with db.cursor() as cur:
             cur.execute(sql, (db.codec.time(since),))
             rows = cur.fetchall()
         buckets: dict[int, dict[str, Any]] = {}
         for bucket, status, count, started, wait_sum, wait_max, run_sum, run_max in rows:
-            entry = buckets.setdefault(int(bucket), {"finished": {}, "started": 0, "wait": 0.0, "wait_max": None,
-                                                     "run": 0.0, "run_max": None})
+            entry = buckets.setdefault(
+                int(bucket), {"finished": {}, "started": 0, "wait": 0.0, "wait_max": None, "run": 0.0, "run_max": None}
+            )
             entry["finished"][status] = int(count)
             if started:
                 entry["started"] += int(started)
@@ -124,10 +138,17 @@ class JobQueries:
                 entry["run"] += float(run_sum)
                 entry["wait_max"] = max(float(wait_max), entry["wait_max"] or 0.0)
                 entry["run_max"] = max(float(run_max), entry["run_max"] or 0.0)
-        return [TimelineBucket(start=datetime.fromtimestamp(bucket * size, UTC), finished=e["finished"],
-                               wait_avg=e["wait"] / e["started"] if e["started"] else None, wait_max=e["wait_max"],
-                               run_avg=e["run"] / e["started"] if e["started"] else None, run_max=e["run_max"])
-                for bucket, e in sorted(buckets.items())]
+        return [
+            TimelineBucket(
+                start=datetime.fromtimestamp(bucket * size, UTC),
+                finished=e["finished"],
+                wait_avg=e["wait"] / e["started"] if e["started"] else None,
+                wait_max=e["wait_max"],
+                run_avg=e["run"] / e["started"] if e["started"] else None,
+                run_max=e["run_max"],
+            )
+            for bucket, e in sorted(buckets.items())
+        ]
 
 
 def _escape_like(text: str) -> str:

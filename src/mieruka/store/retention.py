@@ -26,11 +26,15 @@ class Retention:
         ids: set[int] = set()
         with self.db.read() as conn:
             if older_than is not None:
-                ids.update(conn.execute(
-                    sa.select(c.id).where(finished, c.finished_at < older_than).limit(5000)).scalars())
+                ids.update(
+                    conn.execute(sa.select(c.id).where(finished, c.finished_at < older_than).limit(5000)).scalars()
+                )
             if keep is not None:
-                ids.update(conn.execute(
-                    sa.select(c.id).where(finished).order_by(c.id.desc()).offset(keep).limit(5000)).scalars())
+                ids.update(
+                    conn.execute(
+                        sa.select(c.id).where(finished).order_by(c.id.desc()).offset(keep).limit(5000)
+                    ).scalars()
+                )
         deleted = Deleted()
         for chunk in _chunks(sorted(ids), 500):
             with self.db.write() as conn:
@@ -52,18 +56,28 @@ def _delete_finished(conn: Connection, job_ids: list[int]) -> Deleted:
     if used:
         # Deleting two jobs that share an upload at once: the second waits here, then sees the
         # first gone, so one of them finds the upload unused (PostgreSQL; SQLite writes one at a time).
-        conn.execute(sa.select(u.upload_id).where(u.upload_id.in_({upload_id for _, upload_id in used}))
-                     .order_by(u.upload_id).with_for_update()).all()
+        conn.execute(
+            sa.select(u.upload_id)
+            .where(u.upload_id.in_({upload_id for _, upload_id in used}))
+            .order_by(u.upload_id)
+            .with_for_update()
+        ).all()
     # Re-checked inside the transaction: a job retried meanwhile is no longer finished.
-    gone = list(conn.execute(sa.delete(t.jobs).where(c.id.in_(job_ids), c.status.in_(_FINISHED_VALUES))
-                             .returning(c.id)).scalars())
+    gone = list(
+        conn.execute(
+            sa.delete(t.jobs).where(c.id.in_(job_ids), c.status.in_(_FINISHED_VALUES)).returning(c.id)
+        ).scalars()
+    )
     if not gone:
         return Deleted()
     for table in (t.job_logs, t.job_steps, t.artifacts, t.job_uploads):
         conn.execute(sa.delete(table).where(table.c.job_id.in_(gone)))
     freed = {upload_id for job_id, upload_id in used if job_id in gone}
-    unused = conn.execute(sa.select(u.upload_id).where(
-        u.upload_id.in_(freed), ~sa.exists().where(ju.upload_id == u.upload_id)).order_by(u.upload_id)).scalars()
+    unused = conn.execute(
+        sa.select(u.upload_id)
+        .where(u.upload_id.in_(freed), ~sa.exists().where(ju.upload_id == u.upload_id))
+        .order_by(u.upload_id)
+    ).scalars()
     # The upload's row stays: the upload is still its owner's, never another's to claim.
     return Deleted(sorted(gone), list(unused) if freed else [])
 

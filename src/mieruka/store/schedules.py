@@ -36,9 +36,10 @@ class Schedules:
     def fire_schedule(self, name: str, due: datetime, next_due: datetime, job: NewJob | None) -> JobRecord | None:
         db = self.db
         with db.write_cursor() as cur:
-            cur.execute(db.sql("UPDATE schedules SET next_run_at = ?, last_run_at = ? "
-                               "WHERE name = ? AND next_run_at = ?"),
-                        (db.codec.time(next_due), db.codec.time(due), name, db.codec.time(due)))
+            cur.execute(
+                db.sql("UPDATE schedules SET next_run_at = ?, last_run_at = ? WHERE name = ? AND next_run_at = ?"),
+                (db.codec.time(next_due), db.codec.time(due), name, db.codec.time(due)),
+            )
             if cur.rowcount != 1 or job is None:
                 return None
             fields = queued(replace(job, schedule=name), utcnow())

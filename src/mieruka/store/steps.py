@@ -34,10 +34,13 @@ def apply_step_change(db: Database, cur: Any, change: StepsPlanned | StepSaved |
         return True
     open_states = [s.value for s in StepStatus if s not in STEP_FINISHED]
     finished = db.codec.time(utcnow()) if change.to in STEP_FINISHED else None
-    cur.execute(db.sql(
-        "UPDATE job_steps SET status = ?, finished_at = CASE WHEN status = ? THEN ? ELSE finished_at END "
-        "WHERE job_id = ? AND status IN (?, ?)"),
-        (change.to.value, StepStatus.RUNNING.value, finished, change.job_id, *open_states))
+    cur.execute(
+        db.sql(
+            "UPDATE job_steps SET status = ?, finished_at = CASE WHEN status = ? THEN ? ELSE finished_at END "
+            "WHERE job_id = ? AND status IN (?, ?)"
+        ),
+        (change.to.value, StepStatus.RUNNING.value, finished, change.job_id, *open_states),
+    )
     return bool(cur.rowcount)
 
 
@@ -69,6 +72,13 @@ class StepQueries:
 
 def _step(row: sa.Row[Any]) -> StepRecord:
     m = dict(row._mapping)
-    return StepRecord(**{**m, "status": StepStatus(m["status"]), "depends_on": list(m["depends_on"] or []),
-                         "allow_failure": bool(m["allow_failure"]), "artifacts": list(m["artifacts"] or []),
-                         "reused": bool(m["reused"])})
+    return StepRecord(
+        **{
+            **m,
+            "status": StepStatus(m["status"]),
+            "depends_on": list(m["depends_on"] or []),
+            "allow_failure": bool(m["allow_failure"]),
+            "artifacts": list(m["artifacts"] or []),
+            "reused": bool(m["reused"]),
+        }
+    )

@@ -86,10 +86,18 @@ jobs = sa.Table(
     sa.Index("ix_jobs_task", "task", "id"),
     sa.Index("ix_jobs_finished_at", "finished_at"),  # the monitoring charts: the last hour's jobs
     sa.Index("ix_jobs_owner", "owner", sqlite_where=_HAS_OWNER, postgresql_where=_HAS_OWNER),
-    sa.Index("ix_jobs_owner_key", "owner", "task", "idempotency_key", unique=True,
-             sqlite_where=_OWNED_KEY, postgresql_where=_OWNED_KEY),
-    sa.Index("ix_jobs_open_key", "task", "idempotency_key", unique=True,
-             sqlite_where=_OPEN_KEY, postgresql_where=_OPEN_KEY),
+    sa.Index(
+        "ix_jobs_owner_key",
+        "owner",
+        "task",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=_OWNED_KEY,
+        postgresql_where=_OWNED_KEY,
+    ),
+    sa.Index(
+        "ix_jobs_open_key", "task", "idempotency_key", unique=True, sqlite_where=_OPEN_KEY, postgresql_where=_OPEN_KEY
+    ),
     # Never reuse a deleted job's id: its URL and files belong to it.
     sqlite_autoincrement=True,
 )

@@ -34,8 +34,9 @@ class MeOut(BaseModel):
     name: str
     role: str
     via: str = Field(description="session, token, or local (no users configured, loopback only)")
-    csrf_token: str | None = Field(None, description="Send as X-CSRF-Token with state-changing requests "
-                                   "made with the session cookie.")
+    csrf_token: str | None = Field(
+        None, description="Send as X-CSRF-Token with state-changing requests made with the session cookie."
+    )
 
 
 class UserOut(BaseModel):
@@ -47,11 +48,21 @@ class UserOut(BaseModel):
 
 class UserIn(BaseModel):
     # The pattern is documented here and checked by the accounts, whose message says it in words.
-    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME.pattern},
-                      description="Letters, digits, '_', '.', '@' or '-', starting with a letter or digit.")
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        json_schema_extra={"pattern": NAME.pattern},
+        description="Letters, digits, '_', '.', '@' or '-', starting with a letter or digit.",
+    )
     role: Role = Role.VIEWER
-    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=1024, description=(
-        f"At least {MIN_PASSWORD} characters; none: the user signs in with a one-time link or uses tokens only."))
+    password: str | None = Field(
+        None,
+        min_length=MIN_PASSWORD,
+        max_length=1024,
+        description=(
+            f"At least {MIN_PASSWORD} characters; none: the user signs in with a one-time link or uses tokens only."
+        ),
+    )
 
 
 class UserPatch(BaseModel):
@@ -114,15 +125,26 @@ def iso(value: datetime | None) -> str | None:
 
 
 def user_json(user: User) -> dict[str, Any]:
-    return {"name": user.name, "role": user.role.value, "created_at": iso(user.created_at),
-            "has_password": user.has_password}
+    return {
+        "name": user.name,
+        "role": user.role.value,
+        "created_at": iso(user.created_at),
+        "has_password": user.has_password,
+    }
 
 
 def token_json(token: Token) -> dict[str, Any]:
-    return {"id": token.id, "user": token.user, "name": token.name, "hint": token.hint,
-            "created_at": iso(token.created_at), "expires_at": iso(token.expires_at),
-            "last_used_at": iso(token.last_used_at), "revoked_at": iso(token.revoked_at),
-            "active": token.active(utcnow())}
+    return {
+        "id": token.id,
+        "user": token.user,
+        "name": token.name,
+        "hint": token.hint,
+        "created_at": iso(token.created_at),
+        "expires_at": iso(token.expires_at),
+        "last_used_at": iso(token.last_used_at),
+        "revoked_at": iso(token.revoked_at),
+        "active": token.active(utcnow()),
+    }
 
 
 router = APIRouter(prefix="/api", tags=["auth"], responses=AUTH_ERRORS)
@@ -174,8 +196,11 @@ def remove_user(runtime: RuntimeDep, request: Request, name: str) -> Response:
 
 
 @router.get("/tokens", response_model=list[TokenOut])
-def list_tokens(runtime: RuntimeDep, request: Request, user: str | None = Query(None, max_length=100,
-                                                              description="Admins: this user's tokens.")) -> Any:
+def list_tokens(
+    runtime: RuntimeDep,
+    request: Request,
+    user: str | None = Query(None, max_length=100, description="Admins: this user's tokens."),
+) -> Any:
     """Your API tokens (admins: everyone's, or one user's)."""
     who = principal(request)
     if who.role is not Role.ADMIN:
@@ -193,8 +218,10 @@ def create_token(runtime: RuntimeDep, request: Request, body: TokenIn) -> dict[s
     if owner != who.name and who.role is not Role.ADMIN:
         raise PermissionDenied("only admins create tokens for other users")
     if who.via == "local" and body.user is None:
-        raise ValidationError("no users are configured: add one with `mieruka users add NAME --role admin`",
-                              [{"field": "user", "message": "no such user"}])
+        raise ValidationError(
+            "no users are configured: add one with `mieruka users add NAME --role admin`",
+            [{"field": "user", "message": "no such user"}],
+        )
     expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     token, secret = runtime.auth.accounts.create_token(owner, body.name, expires)
     audit(request, "token.create", f"token:{token.id}", user=owner, name=body.name)
@@ -212,28 +239,42 @@ def revoke_token(runtime: RuntimeDep, request: Request, token_id: int) -> Respon
 # -- audit log (admins, read only) ---------------------------------------------------------------
 
 
-@router.get("/audit", response_model=AuditPage,
-            responses={200: {"content": {"text/csv": {}}, "description": "A page, or CSV with format=csv"}})
-def audit_log(runtime: RuntimeDep, actor: str | None = Query(None, max_length=100),
-              action: str | None = Query(None, max_length=100,
-                                         description="Exact, or a prefix ending in '.' (job.)"),
-              target: str | None = Query(None, max_length=300, description="Text in the target."),
-              since: datetime | None = Query(None, description="ISO 8601; naive means UTC."),
-              until: datetime | None = None,
-              cursor: int | None = Query(None, ge=1, lt=2**63, description="next_cursor of the previous page."),
-              limit: int = Query(100, ge=1, le=10000),
-              format: str = Query("json", pattern="^(json|csv)$")) -> Any:
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    responses={200: {"content": {"text/csv": {}}, "description": "A page, or CSV with format=csv"}},
+)
+def audit_log(
+    runtime: RuntimeDep,
+    actor: str | None = Query(None, max_length=100),
+    action: str | None = Query(None, max_length=100, description="Exact, or a prefix ending in '.' (job.)"),
+    target: str | None = Query(None, max_length=300, description="Text in the target."),
+    since: datetime | None = Query(None, description="ISO 8601; naive means UTC."),
+    until: datetime | None = None,
+    cursor: int | None = Query(None, ge=1, lt=2**63, description="next_cursor of the previous page."),
+    limit: int = Query(100, ge=1, le=10000),
+    format: str = Query("json", pattern="^(json|csv)$"),
+) -> Any:
     """The audit log, newest first: who did what, to which target, when, from where."""
-    query = AuditQuery(actor=actor, action=action, target=target, since=as_utc(since, "since"),
-                       until=as_utc(until, "until"), before_id=cursor, limit=limit + 1)
+    query = AuditQuery(
+        actor=actor,
+        action=action,
+        target=target,
+        since=as_utc(since, "since"),
+        until=as_utc(until, "until"),
+        before_id=cursor,
+        limit=limit + 1,
+    )
     entries = runtime.auth.audit.query(query)
     more = len(entries) > limit
     entries = entries[:limit]
     if format == "csv":
-        return Response(to_csv(entries), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
-    return {"entries": [e.json() for e in entries],
-            "next_cursor": str(entries[-1].id) if more and entries else None}
+        return Response(
+            to_csv(entries),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+        )
+    return {"entries": [e.json() for e in entries], "next_cursor": str(entries[-1].id) if more and entries else None}
 
 
 # -- presence ----------------------------------------------------------------------------------------
@@ -245,8 +286,10 @@ def presence(runtime: RuntimeDep, request: Request) -> dict[str, Any]:
     unless it names something you may not see)."""
     who = principal(request)
     presence = runtime.auth.presence
-    return {"online": [{**s.json(), "page": shown_page(runtime, who, s.page)} for s in presence.online()],
-            "expiry_seconds": presence.expiry}
+    return {
+        "online": [{**s.json(), "page": shown_page(runtime, who, s.page)} for s in presence.online()],
+        "expiry_seconds": presence.expiry,
+    }
 
 
 @router.post("/presence/heartbeat", status_code=204, response_class=Response, tags=["presence"])
@@ -255,6 +298,5 @@ async def heartbeat(runtime: RuntimeDep, request: Request) -> Response:
     who = principal(request)
     if who.via in ("session", "token"):
         page = request.headers.get("x-page", "")[:300]
-        await run_in_threadpool(runtime.auth.presence.seen, who, request.client.host if request.client else "",
-                                page)
+        await run_in_threadpool(runtime.auth.presence.seen, who, request.client.host if request.client else "", page)
     return Response(status_code=204)

@@ -41,8 +41,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
             if started_here or stop_app:
                 await run_in_threadpool(runtime.stop)
 
-    api = FastAPI(title=runtime.title, docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+    api = FastAPI(title=runtime.title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     pages = page_templates(runtime)
     install_error_handlers(api, pages)
     api.include_router(tasks.router)

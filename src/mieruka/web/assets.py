@@ -99,21 +99,30 @@ class Assets(StaticFiles):
                 await anyio.to_thread.run_sync(_compressed, Path(full_path))
         return await super().get_response(path, scope)
 
-    def file_response(self, full_path: os.PathLike[str] | str, stat_result: os.stat_result, scope: Scope,
-                      status_code: int = 200) -> Response:
+    def file_response(
+        self, full_path: os.PathLike[str] | str, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
         path = Path(full_path)
         known = _files.get(path)
         asked = Headers(scope=scope)
         current = known is not None and f"v={known.version}" in scope.get("query_string", b"").decode().split("&")
         response: Response
-        if (known is not None and known.gzipped is not None and known.mtime_ns == stat_result.st_mtime_ns
-                and status_code == 200 and "gzip" in asked.get("accept-encoding", "").lower()):
+        if (
+            known is not None
+            and known.gzipped is not None
+            and known.mtime_ns == stat_result.st_mtime_ns
+            and status_code == 200
+            and "gzip" in asked.get("accept-encoding", "").lower()
+        ):
             etag = f'"{known.version}-gzip"'
             if self.is_not_modified(Headers({"etag": etag}), asked):
                 response = Response(status_code=304, headers={"etag": etag})
             else:
-                response = Response(known.gzipped, media_type=guess_type(path.name)[0] or "text/plain",
-                                    headers={"etag": etag, "content-encoding": "gzip"})
+                response = Response(
+                    known.gzipped,
+                    media_type=guess_type(path.name)[0] or "text/plain",
+                    headers={"etag": etag, "content-encoding": "gzip"},
+                )
         else:
             response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers["cache-control"] = IMMUTABLE if current else SHORT

@@ -38,10 +38,21 @@ _JOB_PATH = re.compile(r"^(?:/api)?/jobs/([^/]*)")
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 API_FAMILY = ("/api/", "/openapi.json", "/metrics", "/healthz", "/static/")
 TEMPLATES_KEY = "mieruka_error_pages"
-TITLES = {400: "Bad request", 401: "Please log in", 403: "Not allowed", 404: "Not found",
-          405: "Not possible here", 408: "Too slow", 409: "Not possible now", 413: "Too large",
-          422: "Something is not right", 429: "Too many attempts", 500: "Something went wrong",
-          503: "Unavailable for now", 504: "Still waiting"}
+TITLES = {
+    400: "Bad request",
+    401: "Please log in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not possible here",
+    408: "Too slow",
+    409: "Not possible now",
+    413: "Too large",
+    422: "Something is not right",
+    429: "Too many attempts",
+    500: "Something went wrong",
+    503: "Unavailable for now",
+    504: "Still waiting",
+}
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -65,15 +76,17 @@ def _root(request: Request) -> str:
 
 def _route_path(request: Request) -> str:
     path, root = str(request.scope.get("path", "")), _root(request)
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
-def respond(request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
-            **extra: Any) -> Response:
+def respond(
+    request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> Response:
     """The error answer: a page for a browser (wants_page), else the JSON shape."""
     error = _bounded({"code": code, "message": message, **extra})
-    templates: Jinja2Templates | None = (getattr(request.app.state, TEMPLATES_KEY, None)
-                                         if "app" in request.scope else None)
+    templates: Jinja2Templates | None = (
+        getattr(request.app.state, TEMPLATES_KEY, None) if "app" in request.scope else None
+    )
     if templates is not None and wants_page(request):
         # The page carries the reader's CSRF token; an unexpected error's answer does not pass the
         # security middleware, which says no-store for every other one.
@@ -81,23 +94,32 @@ def respond(request: Request, status: int, code: str, message: str, headers: Map
         # Without its database the page asks it nothing (no user, no presence) and reloads itself.
         page = "unavailable.html" if code == DatabaseUnavailable.code else "error.html"
         try:
-            return templates.TemplateResponse(request, page, _page_context(request, status, error, headers),
-                                              status_code=status, headers=page_headers)
-        except Exception:  # noqa: BLE001 - the page itself failed (a broken template): the JSON still says it
+            return templates.TemplateResponse(
+                request, page, _page_context(request, status, error, headers), status_code=status, headers=page_headers
+            )
+        except Exception:
             log.exception("the error page for %s could not be shown", request.url.path)
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-def _page_context(request: Request, status: int, error: dict[str, Any],
-                  headers: Mapping[str, str] | None) -> dict[str, Any]:
+def _page_context(
+    request: Request, status: int, error: dict[str, Any], headers: Mapping[str, str] | None
+) -> dict[str, Any]:
     root, path = _root(request), _route_path(request)
     referer = request.headers.get("referer", "")
     here = f"{request.url.scheme}://{request.url.netloc}{root}/"
     back = referer if referer.startswith(here) and referer != str(request.url) else ""
-    return {"root": root, "status": status, "title": TITLES.get(status, "Error"), "error": error,
-            "back": back, "section": path.split("/")[1] if path.count("/") > 1 else "",
-            "login": status in (401, 403), "retention_days": _retention_days(request),
-            "retry_after": (headers or {}).get("Retry-After", "")}
+    return {
+        "root": root,
+        "status": status,
+        "title": TITLES.get(status, "Error"),
+        "error": error,
+        "back": back,
+        "section": path.split("/")[1] if path.count("/") > 1 else "",
+        "login": status in (401, 403),
+        "retention_days": _retention_days(request),
+        "retry_after": (headers or {}).get("Retry-After", ""),
+    }
 
 
 def database_down(request: Request, exc: BaseException) -> DatabaseUnavailable | None:
@@ -109,8 +131,7 @@ def database_down(request: Request, exc: BaseException) -> DatabaseUnavailable |
 def unavailable_response(request: Request, problem: DatabaseUnavailable) -> Response:
     """The 503 of a database that does not answer, logged in one line (no traceback: no bug)."""
     log.warning("%s %s: %s", request.method, request.url.path, problem.message)
-    return respond(request, problem.status_code, headers={"Retry-After": str(problem.retry_after)},
-                   **problem.to_dict())
+    return respond(request, problem.status_code, headers={"Retry-After": str(problem.retry_after)}, **problem.to_dict())
 
 
 def _retention_days(request: Request) -> int | None:
@@ -128,8 +149,9 @@ def _bounded(error: dict[str, Any]) -> dict[str, Any]:
         error["fields"] = fields[:MAX_ERROR_FIELDS]
         error["more_fields"] = len(fields) - MAX_ERROR_FIELDS
     if isinstance(error.get("fields"), list):
-        error["fields"] = [{k: capped(str(v)) for k, v in f.items()} if isinstance(f, dict) else f
-                           for f in error["fields"]]
+        error["fields"] = [
+            {k: capped(str(v)) for k, v in f.items()} if isinstance(f, dict) else f for f in error["fields"]
+        ]
     return error
 
 
@@ -176,8 +198,10 @@ def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None) -
             message = f"no such path: {request.url.path}"
             job = _JOB_PATH.match(request.url.path)
             if job and parse_id(job.group(1)) is None:
-                code, message = "job_not_found", (f"no job {job.group(1)!r}: a job id is written as a plain "
-                                                  f"positive number, e.g. /api/jobs/42")
+                code, message = (
+                    "job_not_found",
+                    (f"no job {job.group(1)!r}: a job id is written as a plain positive number, e.g. /api/jobs/42"),
+                )
         return respond(request, exc.status_code, code, message, headers=exc.headers)
 
     @api.exception_handler(Refused)

@@ -19,14 +19,16 @@ from .state import RuntimeDep, metrics_of
 router = APIRouter()
 
 
-@router.get("/api/events", tags=["events"], response_class=Response,
-            responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/api/events", tags=["events"], response_class=Response, responses={200: {"content": {"text/event-stream": {}}}}
+)
 def all_events(
     runtime: RuntimeDep,
     request: Request,
     task: str | None = Query(None, description="Only events of this task's jobs."),
-    last_event_id: int | None = Query(None, description="Resume after this event id (as the "
-                                      "Last-Event-ID header does)."),
+    last_event_id: int | None = Query(
+        None, description="Resume after this event id (as the Last-Event-ID header does)."
+    ),
     last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
 ) -> Response:
     """Server-Sent Events of every job: state, progress, log, artifact."""
@@ -38,13 +40,22 @@ def all_events(
         accept = lambda e: e.task == task  # noqa: E731
     elif unseen:
         accept = lambda e: e.task not in unseen  # noqa: E731
-    return event_response(runtime.engine.bus, None, _last_id(last_event_id_header, last_event_id),
-                          runtime.settings.heartbeat_interval, accept=accept,
-                          clients=metrics_of(request).sse_clients)
+    return event_response(
+        runtime.engine.bus,
+        None,
+        _last_id(last_event_id_header, last_event_id),
+        runtime.settings.heartbeat_interval,
+        accept=accept,
+        clients=metrics_of(request).sse_clients,
+    )
 
 
-@router.get(f"/api/jobs/{JOB_ID}/events", tags=["events"], response_class=Response,
-            responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    f"/api/jobs/{JOB_ID}/events",
+    tags=["events"],
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 def job_events(
     runtime: RuntimeDep,
     request: Request,
@@ -62,9 +73,15 @@ def job_events(
     def accept(event: Event) -> bool:
         return event.job_id == job_id
 
-    return event_response(runtime.engine.bus, [f"job:{job_id}"], _last_id(last_event_id_header, last_event_id),
-                          runtime.settings.heartbeat_interval, snapshot=snapshot, accept=accept,
-                          clients=metrics_of(request).sse_clients)
+    return event_response(
+        runtime.engine.bus,
+        [f"job:{job_id}"],
+        _last_id(last_event_id_header, last_event_id),
+        runtime.settings.heartbeat_interval,
+        snapshot=snapshot,
+        accept=accept,
+        clients=metrics_of(request).sse_clients,
+    )
 
 
 def _last_id(header: str | None, query: int | None) -> int:

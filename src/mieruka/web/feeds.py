@@ -39,14 +39,27 @@ def positions(text: str | None) -> dict[str, int]:
     return {k: int(v) for k, v in parse_qsl(text) if v.isdigit()}
 
 
-def feed_response(live: Live, dashboard: str | None, streams: list[str], after: dict[str, int], heartbeat: float,
-                  clients: Gauge | None = None) -> StreamingResponse:
-    return StreamingResponse(_feed(live, dashboard, streams, after, heartbeat, clients),
-                             media_type="text/event-stream", headers=HEADERS)
+def feed_response(
+    live: Live,
+    dashboard: str | None,
+    streams: list[str],
+    after: dict[str, int],
+    heartbeat: float,
+    clients: Gauge | None = None,
+) -> StreamingResponse:
+    return StreamingResponse(
+        _feed(live, dashboard, streams, after, heartbeat, clients), media_type="text/event-stream", headers=HEADERS
+    )
 
 
-async def _feed(live: Live, dashboard: str | None, streams: list[str], after: dict[str, int], heartbeat: float,
-                clients: Gauge | None) -> AsyncIterator[str]:
+async def _feed(
+    live: Live,
+    dashboard: str | None,
+    streams: list[str],
+    after: dict[str, int],
+    heartbeat: float,
+    clients: Gauge | None,
+) -> AsyncIterator[str]:
     runners = [live.stream(name) for name in streams]
     signals = [r.signal for r in runners]
     if dashboard is not None:
@@ -113,7 +126,8 @@ class Topics:
 
     def accept(self, event: Event) -> bool:
         return event.task not in self.hidden and (
-            self.all_jobs or event.task in self.tasks or event.job_id in self.jobs)
+            self.all_jobs or event.task in self.tasks or event.job_id in self.jobs
+        )
 
 
 class _BusFeed:
@@ -149,10 +163,18 @@ class _BusFeed:
         return events
 
 
-def mux_response(bus: EventBus, live: Live | None, topics: Topics, after: dict[str, int], heartbeat: float,
-                 snapshot: Callable[[int], dict[str, Any] | None], clients: Gauge | None = None) -> StreamingResponse:
-    return StreamingResponse(_mux(bus, live, topics, after, heartbeat, snapshot, clients),
-                             media_type="text/event-stream", headers=HEADERS)
+def mux_response(
+    bus: EventBus,
+    live: Live | None,
+    topics: Topics,
+    after: dict[str, int],
+    heartbeat: float,
+    snapshot: Callable[[int], dict[str, Any] | None],
+    clients: Gauge | None = None,
+) -> StreamingResponse:
+    return StreamingResponse(
+        _mux(bus, live, topics, after, heartbeat, snapshot, clients), media_type="text/event-stream", headers=HEADERS
+    )
 
 
 def _with_dashboard(text: str, dashboard: str) -> str:
@@ -160,8 +182,15 @@ def _with_dashboard(text: str, dashboard: str) -> str:
     return text.replace("data: {", "data: {" + json.dumps({"dashboard": dashboard})[1:-1] + ",", 1)
 
 
-async def _mux(bus: EventBus, live: Live | None, topics: Topics, after: dict[str, int], heartbeat: float,
-               snapshot: Callable[[int], dict[str, Any] | None], clients: Gauge | None) -> AsyncIterator[str]:
+async def _mux(
+    bus: EventBus,
+    live: Live | None,
+    topics: Topics,
+    after: dict[str, int],
+    heartbeat: float,
+    snapshot: Callable[[int], dict[str, Any] | None],
+    clients: Gauge | None,
+) -> AsyncIterator[str]:
     runners = [live.stream(name) for name in topics.streams] if live is not None else []
     signals = [r.signal for r in runners]
     if live is not None:
@@ -178,9 +207,19 @@ async def _mux(bus: EventBus, live: Live | None, topics: Topics, after: dict[str
         clients.inc()
     try:
         position = bus_sent or bus.last_id()
-        yield "retry: 2000\n" + f"id: {urlencode({BUS: position, **sent})}\n" + frame("ready", {
-            "topics": list(topics.accepted), "refused": topics.refused, "dashboards": topics.dashboards,
-            "last_event_id": position})
+        yield (
+            "retry: 2000\n"
+            + f"id: {urlencode({BUS: position, **sent})}\n"
+            + frame(
+                "ready",
+                {
+                    "topics": list(topics.accepted),
+                    "refused": topics.refused,
+                    "dashboards": topics.dashboards,
+                    "last_event_id": position,
+                },
+            )
+        )
         if feed is not None and bus_sent:
             missed = bus.replay(bus_sent, topics.bus_topics)
             if missed is None:
@@ -226,8 +265,9 @@ async def _mux(bus: EventBus, live: Live | None, topics: Topics, after: dict[str
                         bus_sent = event.id
                         chunk.append(f"id: {event_id()}\n" + frame(event.kind, event.to_dict()))
             if not chunk:
-                done, _ = await asyncio.wait(waiters + ([arrival] if arrival else []), timeout=heartbeat,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    waiters + ([arrival] if arrival else []), timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                )
                 if not done:
                     chunk.append(": heartbeat\n\n")
             if arrival is not None:
@@ -239,4 +279,3 @@ async def _mux(bus: EventBus, live: Live | None, topics: Topics, after: dict[str
             feed.unsubscribe()
         if clients is not None:
             clients.dec()
-

@@ -22,8 +22,16 @@ from .security import hidden
 from .serialize import job_json, log_json
 from .state import RuntimeDep
 
-INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
-                "application/json", "text/csv")
+INLINE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+    "application/json",
+    "text/csv",
+)
 
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -51,29 +59,43 @@ def list_jobs(
                     states.append(JobStatus(value.strip()))
                 except ValueError:
                     allowed = ", ".join(s.value for s in JobStatus)
-                    raise ValidationError(f"status: unknown state {value!r}; use {allowed}",
-                                          [{"field": "status", "message": "unknown state"}]) from None
+                    raise ValidationError(
+                        f"status: unknown state {value!r}; use {allowed}",
+                        [{"field": "status", "message": "unknown state"}],
+                    ) from None
     before = None
     if cursor:
         if not cursor.isdigit() or int(cursor) >= 2**63:
-            raise ValidationError("cursor: not a cursor from this API", [{"field": "cursor",
-                                                                         "message": "invalid"}])
+            raise ValidationError("cursor: not a cursor from this API", [{"field": "cursor", "message": "invalid"}])
         before = int(cursor)
-    query = JobQuery(task=task, status=states, owner=owner, created_after=as_utc(created_after, "created_after"),
-                     created_before=as_utc(created_before, "created_before"), search=q, before_id=before,
-                     limit=limit + 1, hidden_tasks=hidden(request))
+    query = JobQuery(
+        task=task,
+        status=states,
+        owner=owner,
+        created_after=as_utc(created_after, "created_after"),
+        created_before=as_utc(created_before, "created_before"),
+        search=q,
+        before_id=before,
+        limit=limit + 1,
+        hidden_tasks=hidden(request),
+    )
     records = runtime.engine.list_jobs(query)
     more = len(records) > limit
     records = records[:limit]
     root = request.scope.get("root_path", "")
-    return {"jobs": [job_json(r, full=False, root=root) for r in records],
-            "next_cursor": str(records[-1].id) if more and records else None}
+    return {
+        "jobs": [job_json(r, full=False, root=root) for r in records],
+        "next_cursor": str(records[-1].id) if more and records else None,
+    }
 
 
 @router.get(f"/{JOB_ID}", response_model=None, responses={200: {"model": JobOut}, 404: ERRORS[404]})
-async def get_job(runtime: RuntimeDep, request: Request, job_id: int,
-                  wait: float = Query(0, ge=0, le=300, description="Wait up to this many seconds for "
-                                      "the job to finish (long poll).")) -> dict[str, Any]:
+async def get_job(
+    runtime: RuntimeDep,
+    request: Request,
+    job_id: int,
+    wait: float = Query(0, ge=0, le=300, description="Wait up to this many seconds for the job to finish (long poll)."),
+) -> dict[str, Any]:
     engine = runtime.engine
     if wait:
         try:
@@ -86,24 +108,37 @@ async def get_job(runtime: RuntimeDep, request: Request, job_id: int,
 
 
 @router.get(f"/{JOB_ID}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
-def get_logs(runtime: RuntimeDep, job_id: int, after: int = Query(0, ge=0, lt=2**63),
-             limit: int = Query(1000, ge=1, le=10000), format: str = Query("json", pattern="^(json|text)$")) -> Any:
+def get_logs(
+    runtime: RuntimeDep,
+    job_id: int,
+    after: int = Query(0, ge=0, lt=2**63),
+    limit: int = Query(1000, ge=1, le=10000),
+    format: str = Query("json", pattern="^(json|text)$"),
+) -> Any:
     """Log lines with seq > after. `format=text` downloads the whole log as plain text."""
     engine = runtime.engine
     record = engine.get(job_id)
     if format == "text":
-        return StreamingResponse(_log_text(runtime, job_id), media_type="text/plain; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="job-{job_id}.log"'})
+        return StreamingResponse(
+            _log_text(runtime, job_id),
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="job-{job_id}.log"'},
+        )
     lines = engine.store.read_logs(job_id, after, limit)
-    return {"job_id": job_id, "lines": [log_json(line) for line in lines],
-            "next_after": lines[-1].seq if lines else after, "total": record.log_lines,
-            "finished": record.finished}
+    return {
+        "job_id": job_id,
+        "lines": [log_json(line) for line in lines],
+        "next_after": lines[-1].seq if lines else after,
+        "total": record.log_lines,
+        "finished": record.finished,
+    }
 
 
 @router.get(f"/{JOB_ID}/artifacts", response_model=None, responses={404: ERRORS[404]})
 def list_artifacts(runtime: RuntimeDep, request: Request, job_id: int) -> list[dict[str, Any]]:
-    artifacts: list[dict[str, Any]] = job_json(runtime.engine.get(job_id),
-                                               root=request.scope.get("root_path", ""))["artifacts"]
+    artifacts: list[dict[str, Any]] = job_json(runtime.engine.get(job_id), root=request.scope.get("root_path", ""))[
+        "artifacts"
+    ]
     return artifacts
 
 
@@ -144,11 +179,13 @@ def artifact_response(runtime: Runtime, job_id: int, name: str, inline: bool) ->
     except FileNotFoundError:
         raise ArtifactNotFound(f"the file of artifact {name!r} is missing from storage") from None
     disposition = "inline" if inline and info.content_type in INLINE_TYPES else "attachment"
-    headers = {"Content-Length": str(size), "X-Content-Type-Options": "nosniff",
-               "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(name)}",
-               "Content-Security-Policy": "sandbox; default-src 'none'"}
+    headers = {
+        "Content-Length": str(size),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(name)}",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+    }
     return StreamingResponse(storage.open_chunks(job_id, name), media_type=info.content_type, headers=headers)
-
 
 
 def _log_text(runtime: Runtime, job_id: int) -> Iterator[bytes]:

@@ -101,9 +101,16 @@ def scanned_multipart(scope: Scope, receive: Receive) -> Receive:
     if not boundary:
         return receive
     part = _Part()
-    parser = MultipartParser(boundary, {"on_part_begin": part.begin, "on_header_field": part.header_field,
-                                        "on_header_value": part.header_value, "on_header_end": part.header_end,
-                                        "on_part_data": part.data})
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": part.begin,
+            "on_header_field": part.header_field,
+            "on_header_value": part.header_value,
+            "on_header_end": part.header_end,
+            "on_part_data": part.data,
+        },
+    )
 
     async def scanning() -> Message:
         message = await receive()
@@ -112,7 +119,7 @@ def scanned_multipart(scope: Scope, receive: Receive) -> Receive:
                 parser.write(message["body"])
             except Refused:
                 raise
-            except Exception:  # noqa: BLE001 - a malformed body is the route's parser's to report
+            except Exception:
                 part.unreadable = True
         return message
 

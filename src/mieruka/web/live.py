@@ -32,7 +32,7 @@ CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one
 
 def _csv_chunks(frame: Any) -> Iterator[str]:
     for start in range(0, max(len(frame), 1), CSV_CHUNK):
-        yield frame.iloc[start:start + CSV_CHUNK].to_csv(index=False, header=start == 0)
+        yield frame.iloc[start : start + CSV_CHUNK].to_csv(index=False, header=start == 0)
 
 
 SSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
@@ -56,25 +56,53 @@ def live_of(runtime: Runtime) -> Live:
 def source_json(source: Source, state: SourceState, live: Live) -> dict[str, Any]:
     limits = live.refresher.limits(source)
     return {
-        "name": source.name, "title": source.title, "description": source.description,
-        "kind": source.adapter.kind, "reads": source.adapter.describe(),
+        "name": source.name,
+        "title": source.title,
+        "description": source.description,
+        "kind": source.adapter.kind,
+        "reads": source.adapter.describe(),
         "schedule": source.schedule.describe() if source.schedule else "on demand",
-        "interval": source.interval, "timeout": limits.timeout, "max_rows": limits.max_rows,
-        "version": state.version, "refreshes": state.attempts, "running": state.running,
-        "refreshed_at": iso(state.refreshed_at), "attempted_at": iso(state.attempted_at),
-        "next_refresh_at": iso(state.next_at), "duration": state.duration, "rows": state.rows,
-        "truncated": state.truncated, "error": state.error, "error_at": iso(state.error_at),
+        "interval": source.interval,
+        "timeout": limits.timeout,
+        "max_rows": limits.max_rows,
+        "version": state.version,
+        "refreshes": state.attempts,
+        "running": state.running,
+        "refreshed_at": iso(state.refreshed_at),
+        "attempted_at": iso(state.attempted_at),
+        "next_refresh_at": iso(state.next_at),
+        "duration": state.duration,
+        "rows": state.rows,
+        "truncated": state.truncated,
+        "error": state.error,
+        "error_at": iso(state.error_at),
         "warning": source.adapter.warning(),
         "columns": [str(c) for c in state.frame.columns] if state.frame is not None else [],
     }
 
 
 def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
-    return {"name": board.name, "title": board.title, "description": board.description,
-            "columns": board.columns, "url": f"{root}/dashboards/{board.name}",
-            "sources": board.sources, "streams": board.streams,
-            "charts": [{"name": c.name, "kind": c.kind, "title": c.title, "source": c.source, "x": c.x,
-                        "y": list(c.y), "span": c.span} for c in board.charts]}
+    return {
+        "name": board.name,
+        "title": board.title,
+        "description": board.description,
+        "columns": board.columns,
+        "url": f"{root}/dashboards/{board.name}",
+        "sources": board.sources,
+        "streams": board.streams,
+        "charts": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "title": c.title,
+                "source": c.source,
+                "x": c.x,
+                "y": list(c.y),
+                "span": c.span,
+            }
+            for c in board.charts
+        ],
+    }
 
 
 class LiveMetrics(Collector):
@@ -89,10 +117,12 @@ class LiveMetrics(Collector):
             return
         refreshes = CounterMetricFamily("mieruka_source_refreshes", "Refreshes tried, by source.", labels=["source"])
         failing = GaugeMetricFamily("mieruka_source_failing", "1 when the last refresh failed.", labels=["source"])
-        age = GaugeMetricFamily("mieruka_source_age_seconds", "Age of the data shown (since the last good "
-                                "refresh).", labels=["source"])
-        duration = GaugeMetricFamily("mieruka_source_refresh_seconds", "Duration of the last refresh.",
-                                     labels=["source"])
+        age = GaugeMetricFamily(
+            "mieruka_source_age_seconds", "Age of the data shown (since the last good refresh).", labels=["source"]
+        )
+        duration = GaugeMetricFamily(
+            "mieruka_source_refresh_seconds", "Duration of the last refresh.", labels=["source"]
+        )
         rows = GaugeMetricFamily("mieruka_source_rows", "Rows of the data shown.", labels=["source"])
         now = utcnow()
         for source in live.sources:
@@ -121,8 +151,11 @@ def list_sources(runtime: RuntimeDep, request: Request) -> list[dict[str, Any]]:
     if live is None:
         return []
     who = principal(request)
-    return [source_json(s, live.refresher.state(s.name), live) for s in live.sources
-            if allowed(who, runtime.dashboards.source_allow(s.name))]
+    return [
+        source_json(s, live.refresher.state(s.name), live)
+        for s in live.sources
+        if allowed(who, runtime.dashboards.source_allow(s.name))
+    ]
 
 
 @router.get("/api/sources/{name}", tags=["sources"])
@@ -133,10 +166,19 @@ def get_source(runtime: RuntimeDep, name: str) -> dict[str, Any]:
     return source_json(source, live.refresher.state(source.name), live)
 
 
-@router.get("/api/sources/{name}/data", tags=["sources"], response_model=None,
-            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
-def source_data(runtime: RuntimeDep, name: str, format: str = Query("json", pattern="^(json|csv)$"),
-                offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=100_000)) -> Response:
+@router.get(
+    "/api/sources/{name}/data",
+    tags=["sources"],
+    response_model=None,
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
+def source_data(
+    runtime: RuntimeDep,
+    name: str,
+    format: str = Query("json", pattern="^(json|csv)$"),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(1000, ge=1, le=100_000),
+) -> Response:
     """The last good table: JSON (`offset`/`limit` pages) or, with `?format=csv`, all of it."""
     live = live_of(runtime)
     source = live.sources.get(name)
@@ -148,18 +190,35 @@ def source_data(runtime: RuntimeDep, name: str, format: str = Query("json", patt
         raise ConflictError(f"source {name!r} has no data yet: {why}")
     frame = state.frame
     if format == "csv":
-        return StreamingResponse(_csv_chunks(frame), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="{source.name}.csv"'})
-    part = frame.iloc[offset:offset + limit]
+        return StreamingResponse(
+            _csv_chunks(frame),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{source.name}.csv"'},
+        )
+    part = frame.iloc[offset : offset + limit]
     table = json.loads(part.to_json(orient="split", index=False, date_format="iso", date_unit="s"))
-    return JSONResponse({"source": source.name, "version": state.version,
-                         "refreshed_at": iso(state.refreshed_at), "total": len(frame), "offset": offset,
-                         "limit": limit, "columns": table["columns"], "rows": table["data"]})
+    return JSONResponse(
+        {
+            "source": source.name,
+            "version": state.version,
+            "refreshed_at": iso(state.refreshed_at),
+            "total": len(frame),
+            "offset": offset,
+            "limit": limit,
+            "columns": table["columns"],
+            "rows": table["data"],
+        }
+    )
 
 
 @router.post("/api/sources/{name}/refresh", tags=["sources"])
-def refresh_source(runtime: RuntimeDep, name: str, wait: float = Query(0, ge=0, le=300, description=
-                   "Seconds to wait for the refresh to end (0: answer at once with 202).")) -> JSONResponse:
+def refresh_source(
+    runtime: RuntimeDep,
+    name: str,
+    wait: float = Query(
+        0, ge=0, le=300, description="Seconds to wait for the refresh to end (0: answer at once with 202)."
+    ),
+) -> JSONResponse:
     """Refresh now, or right after the refresh already running (requests coalesce; never two at once)."""
     live = live_of(runtime)
     source = live.sources.get(name)
@@ -186,23 +245,38 @@ def get_dashboard(runtime: RuntimeDep, name: str) -> dict[str, Any]:
 
 
 @router.get("/api/dashboards/{name}/events", tags=["dashboards"], response_class=Response, responses=SSE)
-def dashboard_events(runtime: RuntimeDep, request: Request, name: str,
-                     last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
+def dashboard_events(
+    runtime: RuntimeDep, request: Request, name: str, last_event_id: str | None = Header(None, alias="Last-Event-ID")
+) -> Response:
     """Server-Sent Events of one dashboard: every tile at once, then `tile` when a source refreshed
     and `points` for its streams."""
     board = runtime.dashboards.get(name)
     live = live_of(runtime)
-    return feed_response(live, board.name, board.streams, positions(last_event_id),
-                         runtime.settings.heartbeat_interval, metrics_of(request).sse_clients)
+    return feed_response(
+        live,
+        board.name,
+        board.streams,
+        positions(last_event_id),
+        runtime.settings.heartbeat_interval,
+        metrics_of(request).sse_clients,
+    )
 
 
 # -- streams ---------------------------------------------------------------------------------
 def _stream_json(runtime: Runtime, name: str) -> dict[str, Any]:
     runner = live_of(runtime).stream(name)
     spec = runner.spec
-    return {"name": spec.name, "title": spec.title, "description": spec.description, "every": spec.every,
-            "window": spec.window, "keep": spec.capacity, "last": runner.buffer.last, "error": runner.error,
-            "url": f"{runtime.settings.root_path}/streams/{spec.name}"}
+    return {
+        "name": spec.name,
+        "title": spec.title,
+        "description": spec.description,
+        "every": spec.every,
+        "window": spec.window,
+        "keep": spec.capacity,
+        "last": runner.buffer.last,
+        "error": runner.error,
+        "url": f"{runtime.settings.root_path}/streams/{spec.name}",
+    }
 
 
 @router.get("/api/streams", tags=["streams"])
@@ -211,8 +285,9 @@ def list_streams(runtime: RuntimeDep, request: Request) -> list[dict[str, Any]]:
     who = principal(request)
     if live_or_none(runtime) is None:
         return []
-    return [_stream_json(runtime, name) for name in runtime.streams
-            if allowed(who, runtime.dashboards.stream_allow(name))]
+    return [
+        _stream_json(runtime, name) for name in runtime.streams if allowed(who, runtime.dashboards.stream_allow(name))
+    ]
 
 
 @router.get("/api/streams/{name}", tags=["streams"])
@@ -221,29 +296,48 @@ def get_stream(runtime: RuntimeDep, name: str) -> dict[str, Any]:
 
 
 @router.get("/api/streams/{name}/points", tags=["streams"])
-def stream_points(runtime: RuntimeDep, name: str, after: int = Query(0, ge=0),
-                  limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
+def stream_points(
+    runtime: RuntimeDep, name: str, after: int = Query(0, ge=0), limit: int | None = Query(None, ge=1)
+) -> dict[str, Any]:
     """Points after sequence `after` as arrays per series (the polling twin of the event stream)."""
     runner = live_of(runtime).stream(name)
     batch = runner.batch(after, limit)
     if batch is None:
         last = runner.buffer.last
-        return {"stream": name, "first": last + 1, "last": last, "gap": False, "t": [], "series": {},
-                "error": runner.error, "boot": runner.boot}
+        return {
+            "stream": name,
+            "first": last + 1,
+            "last": last,
+            "gap": False,
+            "t": [],
+            "series": {},
+            "error": runner.error,
+            "boot": runner.boot,
+        }
     return {**batch.to_dict(name), "error": runner.error, "boot": runner.boot}
 
 
 @router.get("/api/streams/{name}/events", tags=["streams"], response_class=Response, responses=SSE)
-def stream_events(runtime: RuntimeDep, request: Request, name: str,
-                  after: int | None = Query(None, ge=0, description="Resume after this point."),
-                  last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> Response:
+def stream_events(
+    runtime: RuntimeDep,
+    request: Request,
+    name: str,
+    after: int | None = Query(None, ge=0, description="Resume after this point."),
+    last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+) -> Response:
     """Server-Sent Events of one stream: `points` frames (arrays per series, in order). The first
     frame has the recent window; after a reconnect (Last-Event-ID) the points missed, then new ones."""
     runner = live_of(runtime).stream(name)
     known = positions(last_event_id)
     start = runner.resume_from(known.get("", known.get(name, after or 0)))  # 0 after a server restart
-    return feed_response(live_of(runtime), None, [runner.spec.name], {runner.spec.name: start},
-                         runtime.settings.heartbeat_interval, metrics_of(request).sse_clients)
+    return feed_response(
+        live_of(runtime),
+        None,
+        [runner.spec.name],
+        {runner.spec.name: start},
+        runtime.settings.heartbeat_interval,
+        metrics_of(request).sse_clients,
+    )
 
 
 # -- one stream for every tab of a browser ------------------------------------------------------
@@ -251,8 +345,11 @@ def stream_events(runtime: RuntimeDep, request: Request, name: str,
 def live_events(
     runtime: RuntimeDep,
     request: Request,
-    topic: list[str] = Query(..., description="What to carry: `jobs` (every job you may see), `jobs:TASK`, "
-                             "`job:ID` (with a snapshot first), `dashboard:NAME`, `stream:NAME`; repeat it."),
+    topic: list[str] = Query(
+        ...,
+        description="What to carry: `jobs` (every job you may see), `jobs:TASK`, "
+        "`job:ID` (with a snapshot first), `dashboard:NAME`, `stream:NAME`; repeat it.",
+    ),
     last_event_id: str | None = Query(None, description="Resume from this event id (as Last-Event-ID does)."),
     last_event_id_header: str | None = Header(None, alias="Last-Event-ID"),
 ) -> Response:
@@ -270,8 +367,15 @@ def live_events(
         record = runtime.engine.store.get_job(job_id)
         return job_json(record, root=root) if record is not None else None
 
-    return mux_response(runtime.engine.bus, live_or_none(runtime), topics, after,
-                        runtime.settings.heartbeat_interval, snapshot, metrics_of(request).sse_clients)
+    return mux_response(
+        runtime.engine.bus,
+        live_or_none(runtime),
+        topics,
+        after,
+        runtime.settings.heartbeat_interval,
+        snapshot,
+        metrics_of(request).sse_clients,
+    )
 
 
 def _topics(runtime: Runtime, request: Request, names: list[str]) -> Topics:
@@ -316,5 +420,13 @@ def _topics(runtime: Runtime, request: Request, names: list[str]) -> Topics:
             accepted.append(name)
         else:
             refused[name] = why
-    return Topics(all_jobs=all_jobs, tasks=frozenset(tasks), jobs=frozenset(jobs), hidden=unseen,
-                  dashboards=dashboards, streams=tuple(streams), refused=refused, accepted=tuple(accepted))
+    return Topics(
+        all_jobs=all_jobs,
+        tasks=frozenset(tasks),
+        jobs=frozenset(jobs),
+        hidden=unseen,
+        dashboards=dashboards,
+        streams=tuple(streams),
+        refused=refused,
+        accepted=tuple(accepted),
+    )

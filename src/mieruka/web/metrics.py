@@ -41,8 +41,7 @@ class _Snapshot(Collector):
         for state, count in engine.store.count_by_status().items():
             jobs.add_metric([state], count)
         yield jobs
-        workers = GaugeMetricFamily("mieruka_workers", "Worker processes of this server, by state.",
-                                    labels=["state"])
+        workers = GaugeMetricFamily("mieruka_workers", "Worker processes of this server, by state.", labels=["state"])
         pool = engine.workers()
         busy = sum(1 for w in pool if w["job_id"] is not None)
         ready = sum(1 for w in pool if w["ready"])
@@ -51,10 +50,14 @@ class _Snapshot(Collector):
         workers.add_metric(["starting"], len(pool) - ready)
         yield workers
         now = utcnow()
-        depth = GaugeMetricFamily("mieruka_queue_jobs", "Jobs waiting and running, by queue.",
-                                  labels=["queue", "state"])
-        oldest = GaugeMetricFamily("mieruka_queue_oldest_wait_seconds", "How long the oldest waiting job of "
-                                   "each queue has waited.", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "mieruka_queue_jobs", "Jobs waiting and running, by queue.", labels=["queue", "state"]
+        )
+        oldest = GaugeMetricFamily(
+            "mieruka_queue_oldest_wait_seconds",
+            "How long the oldest waiting job of each queue has waited.",
+            labels=["queue"],
+        )
         for q in engine.store.queue_stats():
             depth.add_metric([q.queue, "queued"], q.queued)
             depth.add_metric([q.queue, "running"], q.running)
@@ -62,8 +65,11 @@ class _Snapshot(Collector):
         yield depth
         yield oldest
         stale = self.runtime.settings.engine_stale_after
-        nodes = GaugeMetricFamily("mieruka_nodes", "Processes that run jobs (servers, Celery workers), by kind "
-                                  "and whether they beat recently.", labels=["kind", "state"])
+        nodes = GaugeMetricFamily(
+            "mieruka_nodes",
+            "Processes that run jobs (servers, Celery workers), by kind and whether they beat recently.",
+            labels=["kind", "state"],
+        )
         counts: dict[tuple[str, str], int] = {}
         for node in engine.store.engines():
             state = "up" if is_up(node, now, stale) else "down"
@@ -77,14 +83,27 @@ class _Snapshot(Collector):
 class Metrics:
     def __init__(self, runtime: Runtime) -> None:
         self.registry = CollectorRegistry()
-        self.finished = Counter("mieruka_jobs_finished", "Jobs that ended, by task and final state.",
-                                ["task", "state"], registry=self.registry)
-        self.wait = Histogram("mieruka_job_wait_seconds", "Time from submission to start.", ["task"],
-                              buckets=BUCKETS, registry=self.registry)
-        self.run = Histogram("mieruka_job_run_seconds", "Time from start to the end of an attempt.", ["task"],
-                             buckets=BUCKETS, registry=self.registry)
-        self.sse_clients = Gauge("mieruka_sse_clients", "Open Server-Sent Events streams.",
-                                 registry=self.registry)
+        self.finished = Counter(
+            "mieruka_jobs_finished",
+            "Jobs that ended, by task and final state.",
+            ["task", "state"],
+            registry=self.registry,
+        )
+        self.wait = Histogram(
+            "mieruka_job_wait_seconds",
+            "Time from submission to start.",
+            ["task"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.run = Histogram(
+            "mieruka_job_run_seconds",
+            "Time from start to the end of an attempt.",
+            ["task"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.sse_clients = Gauge("mieruka_sse_clients", "Open Server-Sent Events streams.", registry=self.registry)
         self.registry.register(_Snapshot(runtime))
         self._unsubscribe: Unsubscribe | None = None
 

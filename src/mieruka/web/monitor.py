@@ -29,15 +29,23 @@ def nodes(runtime: Runtime) -> list[dict[str, Any]]:
         if age > DOWN_SHOWN_FOR:
             continue
         info = engine.info
-        out.append({
-            "id": engine.id, "kind": info.get("kind", "server"),
-            "name": info.get("name", f"{engine.host}:{engine.pid}"),
-            "host": engine.host, "pid": engine.pid, "queues": info.get("queues", []),
-            "concurrency": info.get("concurrency"), "running": engine.running,
-            "last_heartbeat": iso(engine.heartbeat_at), "seconds_since_heartbeat": round(age.total_seconds(), 1),
-            "up": is_up(engine, now, runtime.settings.engine_stale_after), "started_at": info.get("started_at"),
-            "this_server": engine.id == runtime.engine.id,
-        })
+        out.append(
+            {
+                "id": engine.id,
+                "kind": info.get("kind", "server"),
+                "name": info.get("name", f"{engine.host}:{engine.pid}"),
+                "host": engine.host,
+                "pid": engine.pid,
+                "queues": info.get("queues", []),
+                "concurrency": info.get("concurrency"),
+                "running": engine.running,
+                "last_heartbeat": iso(engine.heartbeat_at),
+                "seconds_since_heartbeat": round(age.total_seconds(), 1),
+                "up": is_up(engine, now, runtime.settings.engine_stale_after),
+                "started_at": info.get("started_at"),
+                "this_server": engine.id == runtime.engine.id,
+            }
+        )
     return out
 
 
@@ -52,14 +60,18 @@ def stats(runtime: Runtime, minutes: int = 60) -> dict[str, Any]:
         start = since + timedelta(minutes=i)
         b = buckets.get(start)
         total += sum(b.finished.values()) if b else 0
-        series.append({
-            "start": iso(start),
-            "succeeded": b.finished.get("succeeded", 0) if b else 0,
-            "failed": b.finished.get("failed", 0) if b else 0,
-            "cancelled": b.finished.get("cancelled", 0) if b else 0,
-            "wait_avg": b.wait_avg if b else None, "wait_max": b.wait_max if b else None,
-            "run_avg": b.run_avg if b else None, "run_max": b.run_max if b else None,
-        })
+        series.append(
+            {
+                "start": iso(start),
+                "succeeded": b.finished.get("succeeded", 0) if b else 0,
+                "failed": b.finished.get("failed", 0) if b else 0,
+                "cancelled": b.finished.get("cancelled", 0) if b else 0,
+                "wait_avg": b.wait_avg if b else None,
+                "wait_max": b.wait_max if b else None,
+                "run_avg": b.run_avg if b else None,
+                "run_max": b.run_max if b else None,
+            }
+        )
     return {"minutes": minutes, "since": iso(since), "finished": total, "per_minute": series}
 
 

@@ -31,8 +31,9 @@ def redoc(request: Request) -> HTMLResponse:
 
 
 def _viewer(request: Request, kind: str) -> HTMLResponse:
-    return pages_of(request).TemplateResponse(request, "docs.html",
-                                              {"root": request.scope.get("root_path", ""), "kind": kind})
+    return pages_of(request).TemplateResponse(
+        request, "docs.html", {"root": request.scope.get("root_path", ""), "kind": kind}
+    )
 
 
 def install_openapi(api: FastAPI, runtime: Runtime) -> None:
@@ -43,16 +44,23 @@ def install_openapi(api: FastAPI, runtime: Runtime) -> None:
     def build() -> dict[str, Any]:
         if api.openapi_schema is not None:
             return api.openapi_schema
-        doc = get_openapi(title=runtime.title, version=__version__, description=runtime.description or
-                          "Jobs, logs, artifacts and live events of this mieruka app.", routes=api.routes)
+        doc = get_openapi(
+            title=runtime.title,
+            version=__version__,
+            description=runtime.description or "Jobs, logs, artifacts and live events of this mieruka app.",
+            routes=api.routes,
+        )
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         generic = doc["paths"].get("/api/tasks/{task}/jobs", {}).get("post", {})
         generic_run = doc["paths"].get("/api/tasks/{task}/run", {}).get("post", {})
         for task in runtime.tasks:
             headline = task.description.splitlines()[0] if task.description else task.title
-            ref = _register(schemas, task.signature.model.model_json_schema(
-                ref_template="#/components/schemas/{model}"), task.signature.model.__name__,
-                owned.setdefault(task.name, set()))
+            ref = _register(
+                schemas,
+                task.signature.model.model_json_schema(ref_template="#/components/schemas/{model}"),
+                task.signature.model.__name__,
+                owned.setdefault(task.name, set()),
+            )
             body = _request_body(schemas[ref], ref, task.signature.file_fields, task.signature.multi_file_fields)
             for suffix, template, verb in (("jobs", generic, "Submit"), ("run", generic_run, "Run")):
                 op = copy.deepcopy(template)
@@ -66,7 +74,8 @@ def install_openapi(api: FastAPI, runtime: Runtime) -> None:
         _declare_auth(doc)
         # Each task's own operations first: they are what a visitor of /docs came for.
         doc["tags"] = [{"name": f"task: {t.name}", "description": t.description} for t in runtime.tasks] + [
-            {"name": name} for name in ("tasks", "jobs", "events", "system")]
+            {"name": name} for name in ("tasks", "jobs", "events", "system")
+        ]
         api.openapi_schema = doc
         return doc
 
@@ -88,8 +97,11 @@ def install_openapi(api: FastAPI, runtime: Runtime) -> None:
 def _without(doc: dict[str, Any], tasks: frozenset[str], owned: dict[str, set[str]]) -> dict[str, Any]:
     keep = set().union(*(names for task, names in owned.items() if task not in tasks))
     drop = set().union(*(owned.get(task, set()) for task in tasks)) - keep
-    paths = {path: ops for path, ops in doc["paths"].items()
-             if not any(path in (f"/api/tasks/{t}/jobs", f"/api/tasks/{t}/run") for t in tasks)}
+    paths = {
+        path: ops
+        for path, ops in doc["paths"].items()
+        if not any(path in (f"/api/tasks/{t}/jobs", f"/api/tasks/{t}/run") for t in tasks)
+    }
     components = dict(doc.get("components", {}))
     components["schemas"] = {k: v for k, v in components.get("schemas", {}).items() if k not in drop}
     tags = [tag for tag in doc.get("tags", []) if tag["name"] not in {f"task: {t}" for t in tasks}]
@@ -103,8 +115,10 @@ def _declare_auth(doc: dict[str, Any]) -> None:
 
     components = doc.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
-        "type": "http", "scheme": "bearer",
-        "description": "An API token: `mieruka tokens create --user NAME`, or your account page."}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token: `mieruka tokens create --user NAME`, or your account page.",
+    }
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
     has_error_schema = "ErrorOut" in components.get("schemas", {})
     for path, operations in doc.get("paths", {}).items():
@@ -115,8 +129,10 @@ def _declare_auth(doc: dict[str, Any]) -> None:
                 continue
             operation["security"] = [{"bearer": []}]
             responses = operation.setdefault("responses", {})
-            for status, text in (("401", "Not logged in, or the token is unknown, revoked or expired"),
-                                 ("403", "The role, an allow list or the job's owner does not allow it")):
+            for status, text in (
+                ("401", "Not logged in, or the token is unknown, revoked or expired"),
+                ("403", "The role, an allow list or the job's owner does not allow it"),
+            ):
                 if status not in responses:
                     responses[status] = {"description": text, **(error if has_error_schema else {})}
 

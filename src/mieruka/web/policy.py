@@ -69,10 +69,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/tokens/{token_id}"): Rule(Role.VIEWER, audit=None),
     # tasks with allow lists
     ("GET", "/api/tasks/{task}"): Rule(Role.VIEWER, allow_list=("task", "task")),
-    ("POST", "/api/tasks/{task}/jobs"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="job.submit",
-                                            uploads=True),
-    ("POST", "/api/tasks/{task}/run"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="task.run",
-                                           uploads=True),
+    ("POST", "/api/tasks/{task}/jobs"): Rule(
+        Role.OPERATOR, allow_list=("task", "task"), audit="job.submit", uploads=True
+    ),
+    ("POST", "/api/tasks/{task}/run"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="task.run", uploads=True),
     ("GET", "/tasks/{name}"): Rule(Role.VIEWER, allow_list=("task", "name")),
     ("POST", "/tasks/{name}"): Rule(Role.OPERATOR, allow_list=("task", "name"), audit="job.submit", uploads=True),
     # an operator changes only its own jobs
@@ -101,8 +101,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
     ("GET", "/api/sources/{name}"): Rule(Role.VIEWER, allow_list=("source", "name")),
     ("GET", "/api/sources/{name}/data"): Rule(Role.VIEWER, allow_list=("source", "name")),
-    ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, allow_list=("source", "name"),
-                                                 audit="source.refresh"),
+    ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, allow_list=("source", "name"), audit="source.refresh"),
     ("GET", "/api/streams/{name}"): Rule(Role.VIEWER, allow_list=("stream", "name")),
     ("GET", "/api/streams/{name}/points"): Rule(Role.VIEWER, allow_list=("stream", "name")),
     ("GET", "/api/streams/{name}/events"): Rule(Role.VIEWER, allow_list=("stream", "name")),
@@ -137,10 +136,12 @@ def _stream_allow(runtime: Runtime, name: str) -> Iterable[str] | None:
 
 # kind -> the allow list of the thing of that name (None: everyone; unknown names: None, and the
 # route answers 404). Another kind registers itself the same way.
-ALLOW_LISTS: dict[str, Callable[[Runtime, str], Iterable[str] | None]] = {"task": _task_allow,
-                                                                      "dashboard": _dashboard_allow,
-                                                                      "source": _source_allow,
-                                                                      "stream": _stream_allow}
+ALLOW_LISTS: dict[str, Callable[[Runtime, str], Iterable[str] | None]] = {
+    "task": _task_allow,
+    "dashboard": _dashboard_allow,
+    "source": _source_allow,
+    "stream": _stream_allow,
+}
 
 
 def hidden_tasks(runtime: Runtime, who: Principal | None) -> frozenset[str]:
@@ -154,8 +155,11 @@ def hidden_names(runtime: Runtime, who: Principal | None, kind: str, names: Iter
     if who is not None and who.role is Role.ADMIN:
         return frozenset()
     allow_of = ALLOW_LISTS[kind]
-    return frozenset(name for name in names
-                     if (allow := allow_of(runtime, name)) is not None and (who is None or not allowed(who, allow)))
+    return frozenset(
+        name
+        for name in names
+        if (allow := allow_of(runtime, name)) is not None and (who is None or not allowed(who, allow))
+    )
 
 
 _NAMED = re.compile(r"/(tasks|dashboards|streams|jobs)/([^/?#]+)")

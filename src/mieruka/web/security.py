@@ -61,13 +61,16 @@ LOCAL = Principal("local", Role.ADMIN, "local")
 MAX_FORM_SCAN = 1024 * 1024  # an urlencoded form bigger than this is not a form of ours
 MULTIPART_HEAD = 64 * 1024  # the CSRF field comes first: this much is plenty to find it
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'self'; "
-       "form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 # ReDoc styles its elements with inserted <style> elements (styled-components) and runs a worker
 # from a blob: only its page allows those. Swagger UI works under the strict policy.
 DOCS_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'").replace(
-    "script-src 'self'", "script-src 'self'; worker-src 'self' blob:")
+    "script-src 'self'", "script-src 'self'; worker-src 'self' blob:"
+)
 DOCS_PATHS = ("/redoc",)
 
 
@@ -160,10 +163,16 @@ def flat_routes(api: FastAPI) -> list[FlatRoute]:
     try:
         from fastapi.routing import iter_route_contexts  # FastAPI >= 0.130 nests included routers
     except ImportError:
-        return [FlatRoute(_template(getattr(r, "path", None)), frozenset(getattr(r, "methods", None) or ()) or None,
-                          r, r.matches) for r in api.router.routes]
-    return [FlatRoute(_template(rc.path), frozenset(rc.methods) if rc.methods else None, rc.original_route,
-                      rc.matches) for rc in iter_route_contexts(api.router.routes)]
+        return [
+            FlatRoute(
+                _template(getattr(r, "path", None)), frozenset(getattr(r, "methods", None) or ()) or None, r, r.matches
+            )
+            for r in api.router.routes
+        ]
+    return [
+        FlatRoute(_template(rc.path), frozenset(rc.methods) if rc.methods else None, rc.original_route, rc.matches)
+        for rc in iter_route_contexts(api.router.routes)
+    ]
 
 
 def _template(path: str | None) -> str | None:
@@ -186,8 +195,9 @@ class Security:
         self._users_checked = 0.0
         self._has_users = False
         settings = runtime.settings
-        self.allowed_hosts = tuple(h.strip().lower().removeprefix("*") for h in settings.allowed_hosts.split(",")
-                                   if h.strip())
+        self.allowed_hosts = tuple(
+            h.strip().lower().removeprefix("*") for h in settings.allowed_hosts.split(",") if h.strip()
+        )
         self.limits = Limits(settings.max_body_size, settings.max_json_depth, settings.max_json_keys)
         # Files may travel in a JSON submission as base64: a third larger than the file.
         self.upload_body = max(settings.max_body_size, settings.max_upload_size * 4 // 3 + 65536)
@@ -225,11 +235,19 @@ class Security:
                 return found
         if not self.has_users():
             if not _local_connection(request.scope):
-                raise Denied(401, "not_authenticated", "this server has no users yet and trusts only requests "
-                             "from its own machine: add one with `mieruka users add NAME --role admin`")
+                raise Denied(
+                    401,
+                    "not_authenticated",
+                    "this server has no users yet and trusts only requests "
+                    "from its own machine: add one with `mieruka users add NAME --role admin`",
+                )
             if request.headers.get("x-forwarded-for") or request.headers.get("forwarded"):
-                raise Denied(401, "not_authenticated", "this server has no users yet and a proxy forwards to it: "
-                             "add one with `mieruka users add NAME --role admin`")
+                raise Denied(
+                    401,
+                    "not_authenticated",
+                    "this server has no users yet and a proxy forwards to it: "
+                    "add one with `mieruka users add NAME --role admin`",
+                )
             return LOCAL
         return None
 
@@ -245,8 +263,11 @@ class Security:
             return  # HTTP/1.0 without Host: no browser sends that
         names = self.allowed_hosts or self.own_names(scope)
         if not any(host == name or (name.startswith(".") and host.endswith(name)) for name in names):
-            raise Denied(400, "bad_host", f"this server does not answer to the host name {host[:100]!r}: "
-                         f"add it to the setting allowed_hosts")
+            raise Denied(
+                400,
+                "bad_host",
+                f"this server does not answer to the host name {host[:100]!r}: add it to the setting allowed_hosts",
+            )
 
     def own_names(self, scope: Scope) -> tuple[str, ...]:
         server = scope.get("server") or ("", None)
@@ -266,8 +287,9 @@ class Security:
                 partial = (route.path or "", child.get("path_params", {}), False)
         return partial
 
-    def check(self, request: Request, rule: Rule, who: Principal | None, params: dict[str, Any],
-              hidden: frozenset[str]) -> None:
+    def check(
+        self, request: Request, rule: Rule, who: Principal | None, params: dict[str, Any], hidden: frozenset[str]
+    ) -> None:
         if rule.role is None:
             return
         if who is None:
@@ -287,8 +309,11 @@ class Security:
             if record.task in hidden:
                 raise Denied(404, "job_not_found", f"no job with id {job_id}")
             if rule.owner and not who.may_change_job(record.owner):
-                raise Denied(403, "forbidden", f"job {record.id} belongs to {record.owner or 'nobody'}; "
-                             f"an operator may change only its own jobs")
+                raise Denied(
+                    403,
+                    "forbidden",
+                    f"job {record.id} belongs to {record.owner or 'nobody'}; an operator may change only its own jobs",
+                )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -301,7 +326,7 @@ class Security:
             if self._users_due():
                 try:
                     await run_in_threadpool(self.has_users)
-                except Exception as exc:  # noqa: BLE001 - no database: as if no user were known yet
+                except Exception as exc:
                     if database_down(request, exc) is None:
                         raise
             self.check_host(scope)
@@ -316,20 +341,27 @@ class Security:
             if not is_static:
                 # Requests with nothing to look up in the database skip the thread hop.
                 try:
-                    who = (await run_in_threadpool(self.identify, request) if self._needs_db(request)
-                           else self.identify(request))
+                    who = (
+                        await run_in_threadpool(self.identify, request)
+                        if self._needs_db(request)
+                        else self.identify(request)
+                    )
                 except Denied:
                     if rule.role is not None:
                         raise
                     who = None  # a stale token does not lock anyone out of a public route
-                except Exception as exc:  # noqa: BLE001 - sorted out by _outage
+                except Exception as exc:
                     if rule.role is not None:
                         raise
                     _outage(request, exc)
                     who = None  # a public route (the health check, the login page) still answers
             if who is LOCAL and rule.accounts and method not in SAFE_METHODS:
-                raise Denied(403, "forbidden", "this server has no users yet: add the first admin on the server's "
-                             "machine with `mieruka users add NAME --role admin`, then log in")
+                raise Denied(
+                    403,
+                    "forbidden",
+                    "this server has no users yet: add the first admin on the server's "
+                    "machine with `mieruka users add NAME --role admin`, then log in",
+                )
             hidden = hidden_tasks(self.runtime, who)
             state = scope.setdefault("state", {})
             state[STATE_KEY], state[HIDDEN_KEY] = who, hidden
@@ -345,19 +377,21 @@ class Security:
             if kind == "multipart":
                 receive = scanned_multipart(scope, receive)
             elif kind is not None:
-                receive = await checked_body(scope, receive, kind, self.limits,
-                                             self.upload_body if rule.uploads else self.limits.body_size)
+                receive = await checked_body(
+                    scope, receive, kind, self.limits, self.upload_body if rule.uploads else self.limits.body_size
+                )
         except Refused as refused:  # Denied too
             await self.deny(scope, receive, send, refused, request)
             return
-        except Exception as exc:  # noqa: BLE001 - the database did not answer, or a bug (raised again)
+        except Exception as exc:
             await self.deny(scope, receive, send, _outage(request, exc), request)
             return
         if who is not None and who.via in ("session", "token") and template != "/api/presence/heartbeat":
             try:
-                await run_in_threadpool(self.runtime.auth.presence.seen, who, address(request),
-                                        _page_of(request, template))
-            except Exception as exc:  # noqa: BLE001 - presence is a note: the request goes on
+                await run_in_threadpool(
+                    self.runtime.auth.presence.seen, who, address(request), _page_of(request, template)
+                )
+            except Exception as exc:
                 _outage(request, exc)
         status: list[int] = []
         location: list[str] = []
@@ -379,24 +413,24 @@ class Security:
             await send(message)
 
         await self.inner(scope, receive, send_wrapper)
-        if (method not in SAFE_METHODS and who is not None and rule.audit is not None and status
-                and status[0] < 400):
+        if method not in SAFE_METHODS and who is not None and rule.audit is not None and status and status[0] < 400:
             action = f"{method} {template}" if rule.audit == "auto" else rule.audit
             target = _target(params, location[0] if location else "")
             try:
-                await run_in_threadpool(self.runtime.auth.audit.record, who.name, action, target, address(request),
-                                        None)
-            except Exception as exc:  # noqa: BLE001 - the answer is sent: say what the log lacks
+                await run_in_threadpool(
+                    self.runtime.auth.audit.record, who.name, action, target, address(request), None
+                )
+            except Exception as exc:
                 _outage(request, exc)
                 log.error("audit entry not recorded: %s %s by %s (%s)", action, target, who.name, address(request))
 
-    async def check_csrf(self, request: Request, receive: Receive, who: Principal | None,
-                         template: str) -> Receive:
+    async def check_csrf(self, request: Request, receive: Receive, who: Principal | None, template: str) -> Receive:
         """Raise Denied unless the request carries the right token; returns a receive that replays
         whatever body had to be read to find it."""
         if who is None:  # only the login form is posted without a session
-            expected = (request.cookies.get(LOGIN_CSRF_COOKIE, "")
-                        if template in ("/login", "/login/link/{secret}") else "")
+            expected = (
+                request.cookies.get(LOGIN_CSRF_COOKIE, "") if template in ("/login", "/login/link/{secret}") else ""
+            )
         else:
             expected = who.session_csrf or ""
         given = request.headers.get(CSRF_HEADER)
@@ -411,11 +445,16 @@ class Security:
         from fastapi.responses import RedirectResponse
 
         response: Any
-        if (denied.status == 401 and scope["method"] == "GET" and not request.headers.get("hx-request")
-                and "text/html" in request.headers.get("accept", "")):
+        if (
+            denied.status == 401
+            and scope["method"] == "GET"
+            and not request.headers.get("hx-request")
+            and "text/html" in request.headers.get("accept", "")
+        ):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            response = RedirectResponse(f"{scope.get('root_path', '')}/login?next={quote(target, safe='')}",
-                                        status_code=303)
+            response = RedirectResponse(
+                f"{scope.get('root_path', '')}/login?next={quote(target, safe='')}", status_code=303
+            )
         else:
             response = respond(request, denied.status, denied.code, denied.message, headers=denied.headers)
             if denied.status == 401:
@@ -449,8 +488,11 @@ def _same_origin(request: Request) -> None:
 def _add_headers(headers: list[tuple[bytes, bytes]], names: set[bytes], docs: bool) -> None:
     if b"content-security-policy" not in names:
         headers.append((b"content-security-policy", (DOCS_CSP if docs else CSP).encode()))
-    for name, value in ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                        (b"referrer-policy", b"same-origin")):
+    for name, value in (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+    ):
         if name not in names:
             headers.append((name, value))
 
@@ -515,7 +557,7 @@ def _first_part(kind: str, body: bytes) -> str | None:
     head = body[start:head_end].decode("latin-1").lower()
     if f'name="{CSRF_FIELD}"' not in head:
         return ""  # the first field is something else: the form lacks the token
-    return body[head_end + 4:end].decode("latin-1")
+    return body[head_end + 4 : end].decode("latin-1")
 
 
 def _local_connection(scope: Scope) -> bool:

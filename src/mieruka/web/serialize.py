@@ -47,8 +47,13 @@ def job_json(record: JobRecord, *, full: bool = True, root: str = "") -> dict[st
         data["result"] = record.result
         data["traceback"] = record.traceback
         data["artifacts"] = [
-            {"name": a.name, "size": a.size, "content_type": a.content_type, "created_at": iso(a.created_at),
-             "url": artifact_url(root, record.id, a.name)}
+            {
+                "name": a.name,
+                "size": a.size,
+                "content_type": a.content_type,
+                "created_at": iso(a.created_at),
+                "url": artifact_url(root, record.id, a.name),
+            }
             for a in record.artifacts
         ]
     return data
@@ -66,9 +71,22 @@ def log_json(line: LogLine) -> dict[str, Any]:
 def step_json(step: StepRecord, *, root: str = "") -> dict[str, Any]:
     base = f"{root}/api/jobs/{step.job_id}/steps/{quote(step.name, safe='')}"
     return {
-        "name": step.name, "position": step.position, "kind": step.kind, "status": step.status.value,
-        "depends_on": step.depends_on, "description": step.description, "allow_failure": step.allow_failure,
-        "parent": step.parent, "started_at": iso(step.started_at), "finished_at": iso(step.finished_at),
-        "duration": step.duration, "progress": step.progress, "message": step.message, "output": step.output,
-        "error": step.error, "artifacts": step.artifacts, "reused": step.reused, "logs_url": f"{base}/logs",
+        "name": step.name,
+        "position": step.position,
+        "kind": step.kind,
+        "status": step.status.value,
+        "depends_on": step.depends_on,
+        "description": step.description,
+        "allow_failure": step.allow_failure,
+        "parent": step.parent,
+        "started_at": iso(step.started_at),
+        "finished_at": iso(step.finished_at),
+        "duration": step.duration,
+        "progress": step.progress,
+        "message": step.message,
+        "output": step.output,
+        "error": step.error,
+        "artifacts": step.artifacts,
+        "reused": step.reused,
+        "logs_url": f"{base}/logs",
     }

@@ -36,8 +36,11 @@ def event_response(
     accept: Callable[[Event], bool] | None = None,
     clients: Gauge | None = None,
 ) -> StreamingResponse:
-    return StreamingResponse(_stream(bus, topics, last_event_id, heartbeat, snapshot, accept, clients),
-                             media_type="text/event-stream", headers=HEADERS)
+    return StreamingResponse(
+        _stream(bus, topics, last_event_id, heartbeat, snapshot, accept, clients),
+        media_type="text/event-stream",
+        headers=HEADERS,
+    )
 
 
 async def _stream(

@@ -47,26 +47,36 @@ def get_step(runtime: RuntimeDep, request: Request, job_id: int, name: str) -> d
 
 
 @router.get("/{name}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})
-def get_step_logs(runtime: RuntimeDep, job_id: int, name: str, after: int = Query(0, ge=0, lt=2**63),
-                  limit: int = Query(1000, ge=1, le=10000),
-                  format: str = Query("json", pattern="^(json|text)$")) -> Any:
+def get_step_logs(
+    runtime: RuntimeDep,
+    job_id: int,
+    name: str,
+    after: int = Query(0, ge=0, lt=2**63),
+    limit: int = Query(1000, ge=1, le=10000),
+    format: str = Query("json", pattern="^(json|text)$"),
+) -> Any:
     """The step's log lines with seq > after (seq numbers are the job log's). `format=text`
     downloads the step's whole log."""
     _step(runtime, job_id, name)
     store = runtime.engine.store
     if format == "text":
-        return StreamingResponse(_text(runtime, job_id, name), media_type="text/plain; charset=utf-8",
-                                 headers={"Content-Disposition":
-                                          f'attachment; filename="job-{job_id}-{_safe(name)}.log"'})
+        return StreamingResponse(
+            _text(runtime, job_id, name),
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="job-{job_id}-{_safe(name)}.log"'},
+        )
     record = runtime.engine.get(job_id)
     lines = store.read_logs(job_id, after, limit, step=name)
-    return {"job_id": job_id, "lines": [log_json(line) for line in lines],
-            "next_after": lines[-1].seq if lines else after, "total": record.log_lines,
-            "finished": record.finished}
+    return {
+        "job_id": job_id,
+        "lines": [log_json(line) for line in lines],
+        "next_after": lines[-1].seq if lines else after,
+        "total": record.log_lines,
+        "finished": record.finished,
+    }
 
 
-@router.get("/{name}/artifacts", response_model=None,
-            responses={200: {"model": list[ArtifactOut]}, 404: ERRORS[404]})
+@router.get("/{name}/artifacts", response_model=None, responses={200: {"model": list[ArtifactOut]}, 404: ERRORS[404]})
 def list_step_artifacts(runtime: RuntimeDep, request: Request, job_id: int, name: str) -> list[dict[str, Any]]:
     """The step's artifacts, in the jobs API's shape (the same files as the job's artifacts)."""
     step = _step(runtime, job_id, name)

@@ -51,7 +51,7 @@ class Submission:
         for upload_id in self.upload_ids:
             try:
                 self.uploads.delete(upload_id)  # and its shared copy, if the engine made one
-            except Exception:  # noqa: BLE001 - the bucket does not answer: the request's own error matters
+            except Exception:
                 log.warning("cannot delete upload %s from the shared storage", upload_id, exc_info=True)
         self.upload_ids.clear()
 
@@ -74,7 +74,7 @@ class Submission:
                 form = await limited.form(max_files=1000, max_fields=1000)
             except PayloadTooLarge:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a malformed body is the client's error
+            except Exception as exc:
                 raise ValidationError(f"cannot read the form: {exc}") from None
             try:
                 return self._from_form(form, task)
@@ -111,8 +111,9 @@ class Submission:
             if get_origin(annotation) in (typing.Union, types.UnionType):
                 kinds = [a for a in get_args(annotation) if a is not type(None)]
                 annotation = kinds[0] if len(kinds) == 1 else None
-            return isinstance(annotation, type) and (dataclasses.is_dataclass(annotation)
-                                                     or typing.is_typeddict(annotation))
+            return isinstance(annotation, type) and (
+                dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation)
+            )
 
         params: dict[str, Any] = {}
         for name in form:
@@ -133,8 +134,11 @@ class Submission:
             nested: dict[str, list[str]] = {}
             if nests(name):
                 prefix = f"{name}."
-                nested = {key[len(prefix):]: [v for v in form.getlist(key) if isinstance(v, str)]
-                          for key in form if key.startswith(prefix)}
+                nested = {
+                    key[len(prefix) :]: [v for v in form.getlist(key) if isinstance(v, str)]
+                    for key in form
+                    if key.startswith(prefix)
+                }
             if not texts and not nested:
                 continue
             value = _form_value(info.annotation, texts, nested)
@@ -145,8 +149,9 @@ class Submission:
     def _save(self, field: str, upload: UploadFile) -> dict[str, Any]:
         size = upload.size if upload.size is not None else _measure(upload)
         if size > self.max_size:
-            raise PayloadTooLarge(f"{field}: {upload.filename!r} is {size:,} bytes; the limit is "
-                                  f"{self.max_size:,} bytes")
+            raise PayloadTooLarge(
+                f"{field}: {upload.filename!r} is {size:,} bytes; the limit is {self.max_size:,} bytes"
+            )
         return self._store(upload.filename, upload.content_type, lambda fh: shutil.copyfileobj(upload.file, fh))
 
     def _from_json_file(self, field: str, value: Any) -> Any:
@@ -160,14 +165,16 @@ class Submission:
         try:
             content = base64.b64decode(value["content_base64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
-            raise ValidationError(f"{field}: content_base64 is not valid base64",
-                                  [{"field": field, "message": "invalid base64"}]) from None
+            raise ValidationError(
+                f"{field}: content_base64 is not valid base64", [{"field": field, "message": "invalid base64"}]
+            ) from None
         if len(content) > self.max_size:
             raise PayloadTooLarge(f"{field}: the file is {len(content):,} bytes; the limit is {self.max_size:,}")
         return self._store(value.get("filename"), value.get("content_type"), lambda fh: fh.write(content))
 
-    def _store(self, filename: str | None, content_type: str | None,
-               write: typing.Callable[[typing.BinaryIO], object]) -> dict[str, Any]:
+    def _store(
+        self, filename: str | None, content_type: str | None, write: typing.Callable[[typing.BinaryIO], object]
+    ) -> dict[str, Any]:
         upload_id = uuid.uuid4().hex
         name = safe_filename(filename)
         folder = self.upload_root / upload_id
@@ -176,8 +183,12 @@ class Submission:
         path = folder / name
         with path.open("wb") as fh:
             write(fh)
-        ref = FileRef(upload_id=upload_id, filename=name, size=path.stat().st_size,
-                      content_type=content_type or "application/octet-stream")
+        ref = FileRef(
+            upload_id=upload_id,
+            filename=name,
+            size=path.stat().st_size,
+            content_type=content_type or "application/octet-stream",
+        )
         return ref.model_dump()
 
 
@@ -226,7 +237,7 @@ def _form_value(annotation: Any, texts: list[str], nested: dict[str, list[str]] 
         elif structured:
             try:
                 hints = typing.get_type_hints(inner)
-            except Exception:  # noqa: BLE001 - unresolvable hints: the parts stay strings, validation decides
+            except Exception:
                 hints = {}
         elif get_origin(inner) is dict and len(get_args(inner)) == 2:
             other = get_args(inner)[1]

@@ -17,15 +17,18 @@ from .state import RuntimeDep, metrics_of
 router = APIRouter()
 
 
-@router.get("/metrics", tags=["system"], response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}})
+@router.get("/metrics", tags=["system"], response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def prometheus(runtime: RuntimeDep, request: Request) -> Response:
     """Prometheus metrics: jobs by state, workers, wait and run times, finished jobs, SSE clients."""
     who = principal(request)
-    shown = {"source": {s for b in runtime.dashboards for s in b.sources},
-             "stream": {s for b in runtime.dashboards for s in b.streams}}
-    unseen = {"task": hidden(request),
-              **{kind: hidden_names(runtime, who, kind, names) for kind, names in shown.items()}}
+    shown = {
+        "source": {s for b in runtime.dashboards for s in b.sources},
+        "stream": {s for b in runtime.dashboards for s in b.streams},
+    }
+    unseen = {
+        "task": hidden(request),
+        **{kind: hidden_names(runtime, who, kind, names) for kind, names in shown.items()},
+    }
     return Response(metrics_of(request).exposition(unseen), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -38,16 +41,19 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
     try:
         checks["jobs"] = engine.store.count_by_status()
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:
         problem = unavailable(exc, runtime.settings.effective_database_url)
         checks["database"] = problem.message if problem is not None else f"error: {type(exc).__name__}: {exc}"
         healthy = False
     pool: list[dict[str, object]] | None = None
     try:
         pool = engine.workers()
-        checks["workers"] = {"total": len(pool), "ready": sum(1 for w in pool if w["ready"]),
-                             "busy": sum(1 for w in pool if w["job_id"] is not None)}
-    except Exception as exc:  # noqa: BLE001 - the Celery executor reads its workers from the database
+        checks["workers"] = {
+            "total": len(pool),
+            "ready": sum(1 for w in pool if w["ready"]),
+            "busy": sum(1 for w in pool if w["job_id"] is not None),
+        }
+    except Exception as exc:
         checks["workers"] = {"problem": f"not known now: {reason(exc)}"}
     broken = getattr(engine.executor, "broken", None)
     if broken:
@@ -82,5 +88,7 @@ def workers(runtime: RuntimeDep) -> list[dict[str, object]]:
 @router.get("/api/queues", tags=["system"])
 def queues(runtime: RuntimeDep) -> list[dict[str, object]]:
     """Each queue with active jobs: how many wait, how many run, and since when the oldest waits."""
-    return [{"queue": q.queue, "queued": q.queued, "running": q.running,
-             "oldest_queued_at": iso(q.oldest_queued_at)} for q in runtime.engine.store.queue_stats()]
+    return [
+        {"queue": q.queue, "queued": q.queued, "running": q.running, "oldest_queued_at": iso(q.oldest_queued_at)}
+        for q in runtime.engine.store.queue_stats()
+    ]

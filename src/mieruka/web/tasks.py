@@ -32,16 +32,28 @@ def get_task(runtime: RuntimeDep, task: str) -> dict[str, Any]:
     return runtime.tasks.get(task).summary()
 
 
-async def _submit(runtime: Runtime, request: Request, task_name: str, priority: int | None, delay: float | None,
-                  idempotency_key: str | None) -> tuple[Any, bool]:
+async def _submit(
+    runtime: Runtime,
+    request: Request,
+    task_name: str,
+    priority: int | None,
+    delay: float | None,
+    idempotency_key: str | None,
+) -> tuple[Any, bool]:
     task = runtime.tasks.get(task_name)
     engine = runtime.engine
     submission = Submission(engine.uploads, runtime.settings.max_upload_size)
     try:
         params = await submission.read(request, task)
         record, created = await run_in_threadpool(
-            engine.submit, task.name, params, priority=priority, idempotency_key=idempotency_key,
-            delay=delay, owner=owner_name(request))
+            engine.submit,
+            task.name,
+            params,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            delay=delay,
+            owner=owner_name(request),
+        )
     except BaseException:
         submission.discard()
         raise
@@ -50,33 +62,52 @@ async def _submit(runtime: Runtime, request: Request, task_name: str, priority: 
     return record, created
 
 
-@router.post("/{task}/jobs", status_code=202, response_model=None,
-             responses={202: {"model": JobOut, "description": "Queued"},
-                        200: {"model": JobOut, "description": "Already submitted with this key"}, **ERRORS})
+@router.post(
+    "/{task}/jobs",
+    status_code=202,
+    response_model=None,
+    responses={
+        202: {"model": JobOut, "description": "Queued"},
+        200: {"model": JobOut, "description": "Already submitted with this key"},
+        **ERRORS,
+    },
+)
 async def submit_job(
     runtime: RuntimeDep,
     request: Request,
     task: str,
-    priority: int | None = Query(None, ge=-(2**31), le=2**31 - 1,
-                                 description="Higher runs first; default the task's."),
-    delay: float | None = Query(None, ge=0, le=10 * 366 * 86400,
-                                description="Start no sooner than this many seconds (at most 10 years)."),
-    idempotency_key: str | None = Header(None, max_length=200,
-                                         description="Submitting this task again with the same key "
-                                         "returns your first job instead of queueing another "
-                                         "(keys are per user and task)."),
+    priority: int | None = Query(None, ge=-(2**31), le=2**31 - 1, description="Higher runs first; default the task's."),
+    delay: float | None = Query(
+        None, ge=0, le=10 * 366 * 86400, description="Start no sooner than this many seconds (at most 10 years)."
+    ),
+    idempotency_key: str | None = Header(
+        None,
+        max_length=200,
+        description="Submitting this task again with the same key "
+        "returns your first job instead of queueing another "
+        "(keys are per user and task).",
+    ),
 ) -> JSONResponse:
     """Queue a job. Send parameters as a JSON object, or as multipart/form-data when files are
     included (files may also travel in JSON as {"filename", "content_base64"})."""
     record, created = await _submit(runtime, request, task, priority, delay, idempotency_key)
     root = request.scope.get("root_path", "")
-    return JSONResponse(job_json(record, root=root), status_code=202 if created else 200,
-                        headers={"Location": f"{root}/api/jobs/{record.id}"})
+    return JSONResponse(
+        job_json(record, root=root),
+        status_code=202 if created else 200,
+        headers={"Location": f"{root}/api/jobs/{record.id}"},
+    )
 
 
-@router.post("/{task}/run", response_model=None,
-             responses={200: {"model": JobOut, "description": "Finished (see status)"},
-                        202: {"model": JobOut, "description": "Still running after the wait"}, **ERRORS})
+@router.post(
+    "/{task}/run",
+    response_model=None,
+    responses={
+        200: {"model": JobOut, "description": "Finished (see status)"},
+        202: {"model": JobOut, "description": "Still running after the wait"},
+        **ERRORS,
+    },
+)
 async def run_task(
     runtime: RuntimeDep,
     request: Request,
@@ -93,7 +124,7 @@ async def run_task(
         record = await runtime.engine.wait_async(record.id, wait)
     except JobTimeoutError:
         record = await run_in_threadpool(runtime.engine.get, record.id)
-        return JSONResponse(job_json(record, root=root), status_code=202,
-                            headers={"Location": f"{root}/api/jobs/{record.id}"})
+        return JSONResponse(
+            job_json(record, root=root), status_code=202, headers={"Location": f"{root}/api/jobs/{record.id}"}
+        )
     return JSONResponse(job_json(record, root=root), headers={"Location": f"{root}/api/jobs/{record.id}"})
-

@@ -58,19 +58,26 @@ def _start_session(runtime: Runtime, request: Request, response: Response, user:
     if old:
         runtime.auth.accounts.end_session(old)
     secret, _ = runtime.auth.accounts.create_session(user, address(request))
-    response.set_cookie(SESSION_COOKIE, secret, max_age=int(runtime.settings.session_max_age),
-                        path=_cookie_path(request), httponly=True, samesite="lax", secure=_secure(request))
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=int(runtime.settings.session_max_age),
+        path=_cookie_path(request),
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+    )
     response.delete_cookie(LOGIN_CSRF_COOKIE, path=_cookie_path(request))
 
 
 # -- log in and out --------------------------------------------------------------------------------
-def _login_page(request: Request, status: int = 200, error: str = "", name: str = "",
-               target: str = "") -> HTMLResponse:
+def _login_page(request: Request, status: int = 200, error: str = "", name: str = "", target: str = "") -> HTMLResponse:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     request.cookies[LOGIN_CSRF_COOKIE] = token  # so that csrf_input() renders it now
     response = _page(request, "login.html", status=status, error=error, user_name=name, next=target)
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, path=_cookie_path(request), httponly=True, samesite="strict",
-                        secure=_secure(request))
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, path=_cookie_path(request), httponly=True, samesite="strict", secure=_secure(request)
+    )
     return response
 
 
@@ -120,8 +127,9 @@ def login_link_page(runtime: RuntimeDep, request: Request, secret: str) -> HTMLR
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     request.cookies[LOGIN_CSRF_COOKIE] = token
     response = _page(request, "login_link.html", secret=secret)
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, path=_cookie_path(request), httponly=True, samesite="strict",
-                        secure=_secure(request))
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, path=_cookie_path(request), httponly=True, samesite="strict", secure=_secure(request)
+    )
     return response
 
 
@@ -190,8 +198,9 @@ async def change_password(runtime: RuntimeDep, request: Request) -> Response:
     if who.via == "local":
         return _account_page(runtime, request, 422, error="no users are configured yet")
     try:
-        checked = await run_in_threadpool(runtime.auth.throttle.change_password, who.name, current, new,
-                                          address(request))
+        checked = await run_in_threadpool(
+            runtime.auth.throttle.change_password, who.name, current, new, address(request)
+        )
     except ValidationError as exc:
         return _account_page(runtime, request, 422, error=exc.message)
     except TooManyAttempts as exc:
@@ -208,8 +217,16 @@ async def change_password(runtime: RuntimeDep, request: Request) -> Response:
 
 # -- users (admins) --------------------------------------------------------------------------------
 def _users_page(runtime: Runtime, request: Request, status: int = 200, **extra: Any) -> HTMLResponse:
-    return _page(request, "users.html", status=status, users=runtime.auth.accounts.list_users(), roles=ROLE_NAMES,
-                tokens=runtime.auth.accounts.list_tokens(), now=utcnow(), **extra)
+    return _page(
+        request,
+        "users.html",
+        status=status,
+        users=runtime.auth.accounts.list_users(),
+        roles=ROLE_NAMES,
+        tokens=runtime.auth.accounts.list_tokens(),
+        now=utcnow(),
+        **extra,
+    )
 
 
 @router.get("/users", response_class=HTMLResponse)
@@ -268,9 +285,15 @@ def _audit_query(runtime: Runtime, request: Request, limit: int) -> tuple[AuditQ
     q = request.query_params
     filters = {k: (q.get(k) or "").strip()[:300] for k in ("actor", "action", "target", "since", "until", "cursor")}
     cursor = int(filters["cursor"]) if filters["cursor"].isdigit() and len(filters["cursor"]) < 19 else None
-    return AuditQuery(actor=filters["actor"] or None, action=filters["action"] or None,
-                      target=filters["target"] or None, since=_day(filters["since"], "since", zone),
-                      until=_day(filters["until"], "until", zone, end=True), before_id=cursor, limit=limit), filters
+    return AuditQuery(
+        actor=filters["actor"] or None,
+        action=filters["action"] or None,
+        target=filters["target"] or None,
+        since=_day(filters["since"], "since", zone),
+        until=_day(filters["until"], "until", zone, end=True),
+        before_id=cursor,
+        limit=limit,
+    ), filters
 
 
 @router.get("/audit", response_class=HTMLResponse)
@@ -278,21 +301,31 @@ def audit_page(runtime: RuntimeDep, request: Request) -> HTMLResponse:
     try:
         query, filters = _audit_query(runtime, request, 101)
     except ValidationError as exc:
-        return _page(request, "audit.html", status=422, entries=[], filters={}, error=exc.message, next_cursor=None,
-                    csv_query="")
+        return _page(
+            request, "audit.html", status=422, entries=[], filters={}, error=exc.message, next_cursor=None, csv_query=""
+        )
     entries = runtime.auth.audit.query(query)
     more = len(entries) > 100
     entries = entries[:100]
     csv_query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v and k != "cursor")
-    return _page(request, "audit.html", entries=entries, filters=filters, csv_query=csv_query,
-                next_cursor=entries[-1].id if more and entries else None)
+    return _page(
+        request,
+        "audit.html",
+        entries=entries,
+        filters=filters,
+        csv_query=csv_query,
+        next_cursor=entries[-1].id if more and entries else None,
+    )
 
 
 @router.get("/audit.csv")
 def audit_csv(runtime: RuntimeDep, request: Request) -> Response:
     query, _ = _audit_query(runtime, request, 100_000)
-    return Response(to_csv(runtime.auth.audit.query(query)), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+    return Response(
+        to_csv(runtime.auth.audit.query(query)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+    )
 
 
 # -- who is online ---------------------------------------------------------------------------------
@@ -316,6 +349,7 @@ def _day(text: str, field: str, zone: tzinfo, end: bool = False) -> datetime | N
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"{field}: use a date like 2026-11-21",
-                              [{"field": field, "message": "invalid"}]) from None
+        raise ValidationError(
+            f"{field}: use a date like 2026-11-21", [{"field": field, "message": "invalid"}]
+        ) from None
     return as_utc(value, field, zone, timedelta(days=1) if len(text) <= 10 and end else timedelta(0))

@@ -10,8 +10,13 @@ from markupsafe import Markup, escape
 from .render import human_duration
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 160, 44, 18, 8
-COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "cancelled": "#9e9e9e",
-           "wait_avg": "#1565c0", "run_avg": "#ef6c00"}
+COLOURS = {
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "cancelled": "#9e9e9e",
+    "wait_avg": "#1565c0",
+    "run_avg": "#ef6c00",
+}
 
 
 def _frame(top_label: str, minutes: int, body: list[str], label: str) -> Markup:
@@ -24,9 +29,10 @@ def _frame(top_label: str, minutes: int, body: list[str], label: str) -> Markup:
         f'<text x="{LEFT}" y="{HEIGHT - 4}" font-size="10">-{minutes} min</text>',
         f'<text x="{WIDTH}" y="{HEIGHT - 4}" text-anchor="end" font-size="10">now</text>',
     ]
-    return Markup(f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
-                  f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
-                  + "".join(axis + body) + "</svg>")
+    return Markup(
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
+        f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">' + "".join(axis + body) + "</svg>"
+    )
 
 
 def throughput(series: list[dict[str, Any]]) -> Markup:
@@ -44,10 +50,12 @@ def throughput(series: list[dict[str, Any]]) -> Markup:
                 continue
             h = s[state] / top * plot_h
             y -= h
-            body.append(f'<rect x="{LEFT + i * slot + 0.5:.1f}" y="{y:.1f}" width="{max(slot - 1, 1):.1f}" '
-                        f'height="{h:.1f}" fill="{COLOURS[state]}"><title>{escape(s["start"])}: {total} finished '
-                        f'({s["succeeded"]} succeeded, {s["failed"]} failed, {s["cancelled"]} cancelled)'
-                        "</title></rect>")
+            body.append(
+                f'<rect x="{LEFT + i * slot + 0.5:.1f}" y="{y:.1f}" width="{max(slot - 1, 1):.1f}" '
+                f'height="{h:.1f}" fill="{COLOURS[state]}"><title>{escape(s["start"])}: {total} finished '
+                f"({s['succeeded']} succeeded, {s['failed']} failed, {s['cancelled']} cancelled)"
+                "</title></rect>"
+            )
     return _frame(f"{top}/min", n, body, "jobs finished per minute over the last hour")
 
 
@@ -59,13 +67,18 @@ def durations(series: list[dict[str, Any]]) -> Markup:
     slot = plot_w / n
     body = []
     for key, name in (("wait_avg", "wait"), ("run_avg", "run")):
-        points = [(LEFT + (i + 0.5) * slot, TOP + plot_h - s[key] / top * plot_h, s)
-                  for i, s in enumerate(series) if s[key] is not None]
+        points = [
+            (LEFT + (i + 0.5) * slot, TOP + plot_h - s[key] / top * plot_h, s)
+            for i, s in enumerate(series)
+            if s[key] is not None
+        ]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in points)
             body.append(f'<polyline points="{path}" fill="none" stroke="{COLOURS[key]}" stroke-width="1.5"/>')
         for x, y, s in points:
-            body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{COLOURS[key]}"><title>'
-                        f'{escape(s["start"])}: average {name} {human_duration(s[key])}, longest '
-                        f'{human_duration(s[key.replace("avg", "max")])}</title></circle>')
+            body.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{COLOURS[key]}"><title>'
+                f"{escape(s['start'])}: average {name} {human_duration(s[key])}, longest "
+                f"{human_duration(s[key.replace('avg', 'max')])}</title></circle>"
+            )
     return _frame(human_duration(top), n, body, "average wait and run time per minute over the last hour")

@@ -41,19 +41,26 @@ def index(runtime: RuntimeDep, request: Request) -> HTMLResponse:
             info = source_json(source, state, live)
             info["refreshed_local"] = render.local_time(state.refreshed_at, runtime.settings.zone)
             sources.append(info)
-        streams = [runner.spec for runner in live.streams.values()
-                   if allowed(principal(request), runtime.dashboards.stream_allow(runner.spec.name))]
+        streams = [
+            runner.spec
+            for runner in live.streams.values()
+            if allowed(principal(request), runtime.dashboards.stream_allow(runner.spec.name))
+        ]
     who = principal(request)
-    return _page(request, "dashboards.html", dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)],
-                streams=streams, sources=sources)
+    return _page(
+        request,
+        "dashboards.html",
+        dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)],
+        streams=streams,
+        sources=sources,
+    )
 
 
 @router.get("/dashboards/{name}", response_class=HTMLResponse)
 def dashboard(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
     board = runtime.dashboards.get(name)
     tiles = live_of(runtime).tiles(board.name)
-    return _page(request, "dashboard.html", board=board, tiles=tiles,
-                tiles_by_name={t["chart"]: t for t in tiles})
+    return _page(request, "dashboard.html", board=board, tiles=tiles, tiles_by_name={t["chart"]: t for t in tiles})
 
 
 @router.get("/streams/{name}", response_class=HTMLResponse)

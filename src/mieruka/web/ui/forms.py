@@ -21,8 +21,9 @@ from pydantic_core import to_jsonable_python
 
 from ...core.task import Task
 
-Kind = Literal["text", "textarea", "number", "checkbox", "select", "date", "datetime", "list", "fieldset", "file",
-               "files", "json"]
+Kind = Literal[
+    "text", "textarea", "number", "checkbox", "select", "date", "datetime", "list", "fieldset", "file", "files", "json"
+]
 
 _MISSING: Any = object()
 _SCALARS = {"string", "integer", "number", "boolean"}
@@ -97,8 +98,9 @@ class Field:
             yield from child.walk()
 
 
-def form_fields(task: Task, values: Mapping[str, Any] | None = None,
-                errors: Mapping[str, str] | None = None) -> list[Field]:
+def form_fields(
+    task: Task, values: Mapping[str, Any] | None = None, errors: Mapping[str, str] | None = None
+) -> list[Field]:
     """The fields of `task`'s form, showing `values` instead of the defaults where given, and `errors`.
 
     `values` are either what a form posted, so a rejected form comes back as typed (strings, keyed by input
@@ -111,8 +113,10 @@ def form_fields(task: Task, values: Mapping[str, Any] | None = None,
     builder = _Builder(schema.get("$defs", {}), values, task.signature.file_fields, task.signature.multi_file_fields)
     required = set(schema.get("required", []))
     defaults = _defaults(task)
-    fields = [builder.build(name, prop, name in required, defaults.get(name, _MISSING), top=True)
-              for name, prop in schema.get("properties", {}).items()]
+    fields = [
+        builder.build(name, prop, name in required, defaults.get(name, _MISSING), top=True)
+        for name, prop in schema.get("properties", {}).items()
+    ]
     for path, message in (errors or {}).items():
         match = _match(fields, path)
         if match is not None:
@@ -154,14 +158,15 @@ def _defaults(task: Task) -> dict[str, Any]:
             continue
         try:
             defaults[name] = to_jsonable_python(info.get_default(call_default_factory=True, validated_data={}))
-        except Exception:  # noqa: BLE001 - a factory that needs other values, or an odd object: no default shown
+        except Exception:
             continue
     return defaults
 
 
 class _Builder:
-    def __init__(self, defs: dict[str, Any], values: Mapping[str, Any] | None, file_fields: set[str],
-                 multi_file_fields: set[str]) -> None:
+    def __init__(
+        self, defs: dict[str, Any], values: Mapping[str, Any] | None, file_fields: set[str], multi_file_fields: set[str]
+    ) -> None:
         self.defs = defs
         self.values = values
         self.file_fields = file_fields
@@ -174,8 +179,14 @@ class _Builder:
         stored = self._stored(name)
         if stored is not _MISSING:
             default = stored
-        fld = Field(name=name, label=_label(name.rsplit(".", 1)[-1], prop), kind="text", required=required,
-                    optional=optional, help=str(prop.get("description") or node.get("description") or ""))
+        fld = Field(
+            name=name,
+            label=_label(name.rsplit(".", 1)[-1], prop),
+            kind="text",
+            required=required,
+            optional=optional,
+            help=str(prop.get("description") or node.get("description") or ""),
+        )
         kind = self._kind(name if top else "", node, optional, mixed)
         fld.kind = kind
         if kind == "fieldset":

@@ -49,8 +49,13 @@ def _page(runtime: Runtime, request: Request, name: str, status: int = 200, **co
 @router.get("/", response_class=HTMLResponse)
 def home(runtime: RuntimeDep, request: Request) -> HTMLResponse:
     who = principal(request)
-    return _page(runtime, request, "home.html", tasks=[t for t in runtime.tasks if allowed(who, t.allow)],
-                dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)])
+    return _page(
+        runtime,
+        request,
+        "home.html",
+        tasks=[t for t in runtime.tasks if allowed(who, t.allow)],
+        dashboards=[b for b in runtime.dashboards if allowed(who, b.allow)],
+    )
 
 
 @router.get("/tasks/{name}", response_class=HTMLResponse)
@@ -81,8 +86,16 @@ async def submit(runtime: RuntimeDep, request: Request, name: str) -> Response:
         errors = {f["field"]: f["message"] for f in getattr(exc, "fields", [])} or {"": exc.message}
         fields = form_fields(task, form, errors)  # shown again as the user filled it in
         status = 413 if isinstance(exc, PayloadTooLarge) else 422
-        return _page(runtime, request, "task.html", status=status, task=task, fields=fields,
-                    form_error=exc.message, unplaced=unplaced_errors(fields, errors))
+        return _page(
+            runtime,
+            request,
+            "task.html",
+            status=status,
+            task=task,
+            fields=fields,
+            form_error=exc.message,
+            unplaced=unplaced_errors(fields, errors),
+        )
     except BaseException:
         submission.discard()
         raise
@@ -106,10 +119,20 @@ def job_page(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse
     lines = runtime.engine.store.read_logs(job_id, after, LOG_TAIL)
     task = _task_or_none(runtime, record.task)
     steps = runtime.engine.store.list_steps(job_id)
-    return _page(runtime, request, "job.html", job=record, task=task, lines=lines,
-                skipped=after, result=render.result_view(record), images=render.IMAGE_TYPES,
-                steps=steps, graph=step_graph.layout(steps),
-                is_pipeline=bool(steps) or hasattr(getattr(task, "func", None), "mieruka_pipeline"))
+    return _page(
+        runtime,
+        request,
+        "job.html",
+        job=record,
+        task=task,
+        lines=lines,
+        skipped=after,
+        result=render.result_view(record),
+        images=render.IMAGE_TYPES,
+        steps=steps,
+        graph=step_graph.layout(steps),
+        is_pipeline=bool(steps) or hasattr(getattr(task, "func", None), "mieruka_pipeline"),
+    )
 
 
 @router.get(f"/jobs/{JOB_ID}/steps", response_class=HTMLResponse)
@@ -124,32 +147,55 @@ def job_steps(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLRespons
 def job_panel(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse:
     """The job page's summary, result and artifacts, swapped in live when the job changes."""
     record = runtime.engine.get(job_id)
-    return _page(runtime, request, "_job_panel.html", job=record, result=render.result_view(record),
-                images=render.IMAGE_TYPES)
+    return _page(
+        runtime, request, "_job_panel.html", job=record, result=render.result_view(record), images=render.IMAGE_TYPES
+    )
 
 
 @router.get("/jobs", response_class=HTMLResponse)
-def monitor_page(runtime: RuntimeDep, request: Request, task: str | None = None, status: str | None = None,
-                 owner: str | None = None, q: str | None = None, since: str | None = None, cursor: int | None = None,
-                 limit: int = 50) -> HTMLResponse:
+def monitor_page(
+    runtime: RuntimeDep,
+    request: Request,
+    task: str | None = None,
+    status: str | None = None,
+    owner: str | None = None,
+    q: str | None = None,
+    since: str | None = None,
+    cursor: int | None = None,
+    limit: int = 50,
+) -> HTMLResponse:
     """Every job, newest first, updated live; pages are cut by job id, so rows never jump."""
     states = _states(status)
     created_after = _since(since)
     if cursor is not None and not 0 < cursor < 2**63:
         raise ValidationError("cursor: not a cursor from this page", [{"field": "cursor", "message": "invalid"}])
     unseen = hidden(request)
-    query = JobQuery(task=task or None, status=states, owner=owner or None, search=q or None,
-                     created_after=created_after, before_id=cursor, limit=min(max(limit, 1), 200) + 1,
-                     hidden_tasks=unseen)
+    query = JobQuery(
+        task=task or None,
+        status=states,
+        owner=owner or None,
+        search=q or None,
+        created_after=created_after,
+        before_id=cursor,
+        limit=min(max(limit, 1), 200) + 1,
+        hidden_tasks=unseen,
+    )
     records = runtime.engine.list_jobs(query)
     more = len(records) > query.limit - 1
     records = records[: query.limit - 1]
-    filters = {"task": task or "", "status": status or "", "owner": owner or "", "q": q or "",
-               "since": since or ""}
-    return _page(runtime, request, "jobs.html", jobs=records, filters=filters,
-                tasks=[t for t in runtime.tasks if t.name not in unseen],
-                states=[s.value for s in JobStatus], sinces=SINCE,
-                next_cursor=records[-1].id if more and records else None, first_page=cursor is None)
+    filters = {"task": task or "", "status": status or "", "owner": owner or "", "q": q or "", "since": since or ""}
+    return _page(
+        runtime,
+        request,
+        "jobs.html",
+        jobs=records,
+        filters=filters,
+        tasks=[t for t in runtime.tasks if t.name not in unseen],
+        states=[s.value for s in JobStatus],
+        sinces=SINCE,
+        next_cursor=records[-1].id if more and records else None,
+        first_page=cursor is None,
+    )
 
 
 @router.get(f"/jobs/{JOB_ID}/row", response_class=HTMLResponse)
@@ -173,8 +219,9 @@ async def cancel_many(runtime: RuntimeDep, request: Request) -> RedirectResponse
                 await run_in_threadpool(audit, request, "job.cancel", f"job:{job_id}")
             except (ConflictError, JobNotFound):
                 pass  # finished or gone meanwhile: nothing to cancel
-    return RedirectResponse(request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs",
-                            status_code=303)
+    return RedirectResponse(
+        request.headers.get("referer") or f"{request.scope.get('root_path', '')}/jobs", status_code=303
+    )
 
 
 @router.get("/workers", response_class=HTMLResponse)
@@ -210,8 +257,9 @@ def _states(text: str | None) -> list[JobStatus]:
             try:
                 states.append(JobStatus(value.strip()))
             except ValueError:
-                raise ValidationError(f"unknown state {value!r}",
-                                      [{"field": "status", "message": "unknown state"}]) from None
+                raise ValidationError(
+                    f"unknown state {value!r}", [{"field": "status", "message": "unknown state"}]
+                ) from None
     return states
 
 
@@ -225,17 +273,28 @@ def _since(text: str | None) -> datetime | None:
 
 def _pool(runtime: Runtime) -> dict[str, Any]:
     now = utcnow()
-    queues = [{"queue": q.queue, "queued": q.queued, "running": q.running,
-               "waiting": (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else None}
-              for q in runtime.engine.store.queue_stats()]
+    queues = [
+        {
+            "queue": q.queue,
+            "queued": q.queued,
+            "running": q.running,
+            "waiting": (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else None,
+        }
+        for q in runtime.engine.store.queue_stats()
+    ]
     last_hour = monitor.stats(runtime, 60)
     local = runtime.settings.executor == "local"
-    return {"workers": runtime.engine.workers() if local else [], "queues": queues,
-            "counts": runtime.engine.store.count_by_status(),
-            "broken": getattr(runtime.engine.executor, "broken", None),
-            "nodes": monitor.nodes(runtime), "last_hour": last_hour, "pools": pools_json(runtime),
-            "throughput_chart": charts.throughput(last_hour["per_minute"]),
-            "durations_chart": charts.durations(last_hour["per_minute"])}
+    return {
+        "workers": runtime.engine.workers() if local else [],
+        "queues": queues,
+        "counts": runtime.engine.store.count_by_status(),
+        "broken": getattr(runtime.engine.executor, "broken", None),
+        "nodes": monitor.nodes(runtime),
+        "last_hour": last_hour,
+        "pools": pools_json(runtime),
+        "throughput_chart": charts.throughput(last_hour["per_minute"]),
+        "durations_chart": charts.durations(last_hour["per_minute"]),
+    }
 
 
 def _task_or_none(runtime: Runtime, name: str) -> Task | None:

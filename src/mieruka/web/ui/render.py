@@ -60,9 +60,12 @@ def result_view(record: JobRecord) -> dict[str, Any]:
             for key in row:
                 if key not in columns:
                     columns.append(key)
-        return {"kind": "table", "columns": columns,
-                "rows": [[_cell(row.get(c)) for c in columns] for row in value[:1000]],
-                "truncated": len(value) > 1000}
+        return {
+            "kind": "table",
+            "columns": columns,
+            "rows": [[_cell(row.get(c)) for c in columns] for row in value[:1000]],
+            "truncated": len(value) > 1000,
+        }
     return {"kind": "json", "text": json.dumps(value, indent=2, ensure_ascii=False)}
 
 

@@ -63,15 +63,23 @@ def layout(steps: list[StepRecord]) -> Graph:
         row = columns.get(column, 0)
         columns[column] = row + 1
         label = step.name if len(step.name) <= 21 else step.name[:20] + "…"
-        nodes[step.name] = Node(step.name, label, step.status.value, PAD + column * (NODE_W + GAP_X),
-                                PAD + row * (NODE_H + GAP_Y))
+        nodes[step.name] = Node(
+            step.name, label, step.status.value, PAD + column * (NODE_W + GAP_X), PAD + row * (NODE_H + GAP_Y)
+        )
     edges = []
     for step in steps:
         target = nodes[step.name]
         for up in parents(step):
             source = nodes[up]
-            edges.append(Edge(source.x + NODE_W, source.y + NODE_H // 2, target.x, target.y + NODE_H // 2,
-                              dashed=up == step.parent and up not in step.depends_on))
+            edges.append(
+                Edge(
+                    source.x + NODE_W,
+                    source.y + NODE_H // 2,
+                    target.x,
+                    target.y + NODE_H // 2,
+                    dashed=up == step.parent and up not in step.depends_on,
+                )
+            )
     width = PAD * 2 + (max(columns, default=0) + 1) * (NODE_W + GAP_X) - GAP_X
     height = PAD * 2 + max(columns.values(), default=1) * (NODE_H + GAP_Y) - GAP_Y
     return Graph(list(nodes.values()), edges, width, height)

@@ -22,8 +22,7 @@ def page_templates(runtime: Runtime) -> Jinja2Templates:
     env = templates.env
     zone = runtime.settings.zone
     env.filters["local_time"] = lambda v: render.local_time(v, zone)
-    env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")),
-                                                              zone)
+    env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
     env.filters["utc"] = render.utc_title
     env.filters["segment"] = lambda text: quote(str(text), safe="")  # one path segment, "/" too
     env.filters["size"] = render.human_size

@@ -48,12 +48,19 @@ def upgrade() -> None:
     active = sa.text("status IN ('queued', 'running')")
     has_owner = sa.text("owner IS NOT NULL")
     has_key = sa.text("idempotency_key IS NOT NULL")
-    op.create_index("ix_jobs_active", "jobs", ["status", "priority", "id"],
-                    sqlite_where=active, postgresql_where=active)
+    op.create_index(
+        "ix_jobs_active", "jobs", ["status", "priority", "id"], sqlite_where=active, postgresql_where=active
+    )
     op.create_index("ix_jobs_task", "jobs", ["task", "id"])
     op.create_index("ix_jobs_owner", "jobs", ["owner"], sqlite_where=has_owner, postgresql_where=has_owner)
-    op.create_index("ix_jobs_idempotency_key", "jobs", ["idempotency_key"], unique=True,
-                    sqlite_where=has_key, postgresql_where=has_key)
+    op.create_index(
+        "ix_jobs_idempotency_key",
+        "jobs",
+        ["idempotency_key"],
+        unique=True,
+        sqlite_where=has_key,
+        postgresql_where=has_key,
+    )
     op.create_table(
         "job_logs",
         sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),

@@ -20,8 +20,9 @@ def upgrade() -> None:
     with op.batch_alter_table("job_logs") as batch:
         batch.add_column(sa.Column("step", sa.String(200)))
     has_step = sa.text("step IS NOT NULL")
-    op.create_index("ix_job_logs_step", "job_logs", ["job_id", "step", "seq"],
-                    sqlite_where=has_step, postgresql_where=has_step)
+    op.create_index(
+        "ix_job_logs_step", "job_logs", ["job_id", "step", "seq"], sqlite_where=has_step, postgresql_where=has_step
+    )
     op.create_table(
         "job_steps",
         sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),

@@ -32,10 +32,22 @@ _FILE_REF = {"upload_id", "filename", "size", "content_type"}
 def upgrade() -> None:
     # The old index allowed one job per key at all: every existing key is unique per owner and task too.
     op.drop_index("ix_jobs_idempotency_key", table_name="jobs")
-    op.create_index("ix_jobs_owner_key", "jobs", ["owner", "task", "idempotency_key"], unique=True,
-                    sqlite_where=_OWNED_KEY, postgresql_where=_OWNED_KEY)
-    op.create_index("ix_jobs_open_key", "jobs", ["task", "idempotency_key"], unique=True,
-                    sqlite_where=_OPEN_KEY, postgresql_where=_OPEN_KEY)
+    op.create_index(
+        "ix_jobs_owner_key",
+        "jobs",
+        ["owner", "task", "idempotency_key"],
+        unique=True,
+        sqlite_where=_OWNED_KEY,
+        postgresql_where=_OWNED_KEY,
+    )
+    op.create_index(
+        "ix_jobs_open_key",
+        "jobs",
+        ["task", "idempotency_key"],
+        unique=True,
+        sqlite_where=_OPEN_KEY,
+        postgresql_where=_OPEN_KEY,
+    )
     uploads = op.create_table(
         "uploads",
         sa.Column("upload_id", sa.String(64), primary_key=True),
@@ -54,15 +66,22 @@ def upgrade() -> None:
 
 def _record_existing_uploads(uploads: sa.Table, job_uploads: sa.Table) -> None:
     conn = op.get_bind()
-    jobs = sa.table("jobs", sa.column("id", sa.Integer), sa.column("owner", sa.String),
-                    sa.column("params", sa.JSON), sa.column("created_at", UTCDateTime()))
+    jobs = sa.table(
+        "jobs",
+        sa.column("id", sa.Integer),
+        sa.column("owner", sa.String),
+        sa.column("params", sa.JSON),
+        sa.column("created_at", UTCDateTime()),
+    )
     owners: dict[str, Any] = {}
     last = 0
     while True:
         rows = conn.execute(
             sa.select(jobs.c.id, jobs.c.owner, jobs.c.params, jobs.c.created_at)
             .where(jobs.c.id > last, sa.cast(jobs.c.params, sa.Text).like("%upload_id%"))
-            .order_by(jobs.c.id).limit(1000)).all()
+            .order_by(jobs.c.id)
+            .limit(1000)
+        ).all()
         if not rows:
             return
         last = rows[-1].id
@@ -89,8 +108,11 @@ def _upload_ids(params: Any) -> Iterator[str]:
             if isinstance(item, dict) and set(item) == _FILE_REF:
                 upload_id = str(item["upload_id"])
                 # Only ids that can name an upload's folder (artifacts/uploads.py: check_upload_id).
-                if upload_id not in ("", ".", "..") and len(upload_id) <= 64 and not any(
-                        c in upload_id for c in "/\\\x00"):
+                if (
+                    upload_id not in ("", ".", "..")
+                    and len(upload_id) <= 64
+                    and not any(c in upload_id for c in "/\\\x00")
+                ):
                     yield upload_id
 
 
@@ -101,5 +123,11 @@ def downgrade() -> None:
     op.drop_table("uploads")
     op.drop_index("ix_jobs_open_key", table_name="jobs")
     op.drop_index("ix_jobs_owner_key", table_name="jobs")
-    op.create_index("ix_jobs_idempotency_key", "jobs", ["idempotency_key"], unique=True,
-                    sqlite_where=_HAS_KEY, postgresql_where=_HAS_KEY)
+    op.create_index(
+        "ix_jobs_idempotency_key",
+        "jobs",
+        ["idempotency_key"],
+        unique=True,
+        sqlite_where=_HAS_KEY,
+        postgresql_where=_HAS_KEY,
+    )
