@@ -1,4 +1,4 @@
-"""An app with one open and one allow-listed dashboard, for tests/test_access.py."""
+"""An app with one open and one allow-listed dashboard, for tests/web/test_access.py."""
 
 from __future__ import annotations
 

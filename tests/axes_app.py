@@ -1,4 +1,4 @@
-"""A dashboard of large numbers over a time axis, for tests/test_chart_axes.py."""
+"""A dashboard of large numbers over a time axis, for tests/browser/test_chart_axes.py."""
 
 from __future__ import annotations
 

@@ -20,6 +20,11 @@ import httpx
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("MIERUKA_REQUIRE_SERVICES") == "1"
+# The developer's own settings (MIERUKA_HOME, MIERUKA_WORKERS, ...) would change what the tests run:
+# only the variables that steer the test run itself stay.
+_RUN_VARIABLES = ("MIERUKA_REQUIRE_SERVICES", "MIERUKA_TEST_", "MIERUKA_DEV_VENV", "MIERUKA_ALLOW_NO_TESTS")
+for _name in [n for n in os.environ if n.startswith("MIERUKA_") and not n.startswith(_RUN_VARIABLES)]:
+    del os.environ[_name]
 POSTGRES_ADMIN_URL = os.environ.get(
     "MIERUKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -1,4 +1,4 @@
-"""The app the attack tests probe (tests/test_attacks.py): an open task, an allow-listed pipeline
+"""The app the attack tests probe (tests/servers/test_attacks.py): an open task, an allow-listed pipeline
 task whose every output carries JOB_SECRET, an open and an allow-listed dashboard (with a source and
 a stream that only the allow-listed one shows, carrying BOARD_SECRET)."""
 

@@ -197,7 +197,7 @@ def sleep_then_text(seconds: float = 0.2, size: int = 10) -> str:
 
 @app.task(retries=2)
 def chaos(n: int, runs: str, seconds: float = 0.02) -> int:
-    """Appends `n` to `runs` as it returns (one O_APPEND write): tests/test_chaos.py counts the runs."""
+    """Appends `n` to `runs` as it returns (one O_APPEND write): tests/unit/test_chaos.py counts the runs."""
     time.sleep(seconds)
     fd = os.open(runs, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.write(fd, f"{n}\n".encode())
@@ -265,7 +265,7 @@ def sleep_first_time(pidfile: str, seconds: float = 30, job: mieruka.Job = None)
     return job.attempt
 
 
-# -- pipelines (tests/test_pipelines.py) ----------------------------------------------------------
+# -- pipelines (tests/servers/test_pipelines.py) ----------------------------------------------------------
 def stamp(label: str, delay: float = 0.0) -> dict[str, float | str]:
     """A step that says when it ran."""
     start = time.time()

@@ -1,5 +1,5 @@
 """The job store interface. `SqlJobStore` implements it for SQLite and PostgreSQL; the contract
-tests in tests/test_store_contract.py run against every implementation."""
+tests in tests/contracts/test_store_contract.py run against every implementation."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SQLAlchemy table definitions, and how a time is stored (store/codec.py reads the column types for
 the hot path). The Alembic migrations in migrations/versions/ must match these;
-tests/test_migrations.py checks that they do."""
+tests/servers/test_migrations.py checks that they do."""
 
 from __future__ import annotations
 

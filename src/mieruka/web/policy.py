@@ -5,7 +5,7 @@ Every route is protected by default: reading (GET, HEAD) needs a `viewer`, anyth
 below declares the exceptions: public routes, admin-only routes, routes where an operator may act
 only on its own job (`owner`), routes subject to the allow list of the task (or other thing) they
 name, and the audit action of each state-changing route. A route is found by its path template,
-so a new route is protected the moment it exists; tests/test_access.py fails until its
+so a new route is protected the moment it exists; tests/web/test_access.py fails until its
 expectation is stated.
 """
 

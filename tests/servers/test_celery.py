@@ -20,7 +20,7 @@ import pytest
 from mieruka import JobStatus
 from tests.celery_worker import CeleryWorker
 from tests.conftest import TESTS, fresh_postgres_database, need_service, running_server, wait_for_file
-from tests.test_server import iter_events
+from tests.servers.test_server import iter_events
 
 FAST_RECOVERY = {"MIERUKA_HEARTBEAT_INTERVAL": "0.3", "MIERUKA_ENGINE_STALE_AFTER": "3"}
 
@@ -268,7 +268,7 @@ def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(
     """RabbitMQ carries the jobs and the cancel broadcast; live events travel over Redis."""
     from tests.celery_worker import on_celery
     from tests.jobs import app
-    from tests.test_celery_send import RABBITMQ_URL, purge_rabbitmq_queue
+    from tests.unit.test_celery_send import RABBITMQ_URL, purge_rabbitmq_queue
 
     purge_rabbitmq_queue("default")  # messages a killed run left behind
     bus = broker_url.rsplit("/", 1)[0] + "/10"

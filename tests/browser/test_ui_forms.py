@@ -28,7 +28,7 @@ from mieruka.web.ui.forms import form_fields, unplaced_errors
 from tests.jobs import Window
 from tests.jobs import app as jobs_app
 
-TEMPLATES = Path(__file__).parent.parent / "src" / "mieruka" / "web" / "templates"
+TEMPLATES = Path(__file__).parents[2] / "src" / "mieruka" / "web" / "templates"
 
 
 # -- a task with the awkward cases ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from mieruka.core.clock import utcnow
 from tests.celery_worker import CeleryWorker
 from tests.conftest import ServerProcess, open_page, running_server, wait_for_file
-from tests.test_metrics import samples
+from tests.servers.test_metrics import samples
 
 
 @pytest.fixture(params=["sqlite"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.test_event_ids import WAIT, Server
+from tests.servers.test_event_ids import WAIT, Server
 
 JOBS = 300
 KILLS = 4

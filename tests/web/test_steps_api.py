@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.test_api import assert_error, wait_done
+from tests.web.test_api import assert_error, wait_done
 
 
 @pytest.fixture(params=["sqlite"])

@@ -20,7 +20,7 @@ from mieruka.store.sql import SqlJobStore
 from mieruka.store.tables import metadata
 from tests.conftest import BACKENDS, fresh_postgres_database
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -148,7 +148,7 @@ def test_topological_order_and_cycles() -> None:
 
 
 def test_the_documented_protocol_lines_parse() -> None:
-    docs = (Path(__file__).parent.parent / "docs" / "pipelines.md").read_text()
+    docs = (Path(__file__).parents[2] / "docs" / "pipelines.md").read_text()
     lines = [line.split("  ")[0] for line in docs.splitlines() if line.startswith("::")]
     assert len(lines) >= 5
     assert all(protocol.parse(line) is not None for line in lines), lines

@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import free_port, need_service, wait_healthy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / "scripts" / "dev.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mieruka-tests"
 INDEX = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/")

@@ -81,7 +81,7 @@ app.dashboard(
 def states(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("states")
     proc = ServerProcess(
-        "tests/test_source_states.py:app", folder / "home", "--workers", "1", env={"STATES_DIR": str(folder)}
+        "tests/browser/test_source_states.py:app", folder / "home", "--workers", "1", env={"STATES_DIR": str(folder)}
     )
     proc.data = folder  # type: ignore[attr-defined]
     with shared_server(proc, request) as server:

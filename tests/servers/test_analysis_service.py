@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ServerProcess, need_service, open_page, shared_server
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "analysis_service"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "analysis_service"
 DATA = EXAMPLE / "data"
 
 

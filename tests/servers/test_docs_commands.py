@@ -32,31 +32,31 @@ import pytest
 from mieruka.settings import Settings
 from tests.conftest import free_port, wait_healthy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_FENCES = {"bash", "sh", "shell", "console"}
 PASSWORD = "a long password"
 
 EXEMPT = {
     "python3 scripts/dev.py demo": (
-        "builds ./.venv and serves port 8000 until stopped: tests/test_quickstart.py runs it on a free port "
+        "builds ./.venv and serves port 8000 until stopped: tests/servers/test_quickstart.py runs it on a free port "
         "with a venv of its own"
     ),
     "python3 scripts/dev.py test": "the whole test suite, this test among it",
     "mieruka run app.py --host 0.0.0.0": (
-        "a Celery server for hosts named redis and db; tests/test_celery.py serves on Celery"
+        "a Celery server for hosts named redis and db; tests/servers/test_celery.py serves on Celery"
     ),
     "mieruka worker app.py --queues default,gpu --concurrency 4": (
-        "a Celery worker for hosts named redis and db; tests/test_celery.py runs `mieruka worker`"
+        "a Celery worker for hosts named redis and db; tests/servers/test_celery.py runs `mieruka worker`"
     ),
     "sudo -u mieruka env MIERUKA_HOME=/var/lib/mieruka mieruka users add ada --role admin": (
         "needs sudo and a mieruka system account; `mieruka users add` runs from README.md"
     ),
-    "docker compose build": "needs Docker; tests/test_deploy.py checks docker-compose.yml and the Dockerfile",
+    "docker compose build": "needs Docker; tests/unit/test_deploy.py checks docker-compose.yml and the Dockerfile",
     "docker compose run --rm web mieruka users add admin --role admin": "needs Docker",
     "docker compose up --scale worker=2": "needs Docker",
     "MIERUKA_PORT=9000 MIERUKA_TIMEZONE=Asia/Tokyo mieruka run app.py": (
-        "serves the fixed port 9000, which another process of this machine may hold; tests/test_settings.py "
+        "serves the fixed port 9000, which another process of this machine may hold; tests/unit/test_settings.py "
         "checks that environment variables set these settings"
     ),
 }

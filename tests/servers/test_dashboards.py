@@ -417,7 +417,7 @@ def test_the_dashboards_doc_matches_the_api_and_the_charts(dash: ServerProcess) 
 
     from mieruka import charts
 
-    doc = (Path(__file__).parent.parent / "docs" / "dashboards.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "dashboards.md").read_text()
     paths = set(httpx.get(f"{dash.url}/openapi.json").json()["paths"])
     named = {m.split("?")[0] for m in re.findall(r"`(?:GET|POST) (/api/[^`]+)`", doc)}
     assert len(named) >= 9 and named <= paths, named - paths

@@ -11,7 +11,7 @@ import httpx
 
 from tests.conftest import ServerProcess
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def test_lab_tools_example(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path
     import sqlalchemy as sa
 
     from tests.conftest import fresh_postgres_database, need_service
-    from tests.test_sources import odbc_string
+    from tests.unit.test_sources import odbc_string
 
     with fresh_postgres_database("mieruka_hospital") as url:
         connection = odbc_string(url)

@@ -14,7 +14,7 @@ import yaml
 from mieruka.cli import build_parser
 from mieruka.settings import Settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SETTINGS = {spec["env"] for spec in Settings.describe()}

@@ -11,7 +11,7 @@ import pytest
 
 from mieruka.artifacts import LocalUploads, UploadStorage, open_storage, open_uploads
 from mieruka.artifacts.uploads import job_upload_root
-from tests.test_artifact_contract import make_bucket, s3_endpoint  # noqa: F401 - the fixture
+from tests.contracts.test_artifact_contract import make_bucket, s3_endpoint  # noqa: F401 - the fixture
 
 UPLOAD_ID = "0123456789abcdef0123456789abcdef"
 

@@ -12,7 +12,7 @@ matrix fails when a response
 - lets through a request the rules deny (role, owner, allow list, canonical id), or lets a denied
   state-changing request change anything (jobs, users, tokens, sources).
 
-Allowed state-changing requests are not sent: tests/test_access.py and the feature tests cover them.
+Allowed state-changing requests are not sent: tests/web/test_access.py and the feature tests cover them.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from mieruka.core.clock import utcnow
 from mieruka.web.security import flat_routes
 from tests.conftest import ServerProcess, shared_server
 from tests.guarded_app import BOARD_SECRET, JOB_SECRET, SECRET_STREAM, SECRET_TASK
-from tests.test_access import EXPECTED, STREAMS
-from tests.test_access import allowed as role_allows
+from tests.web.test_access import EXPECTED, STREAMS
+from tests.web.test_access import allowed as role_allows
 
 PASSWORD = "a long password"
 HIDDEN_USER = "ulrike"  # added by the admin: only admins may learn of her
@@ -310,7 +310,7 @@ def name_values(template: str) -> list[tuple[str, str]]:
 def must_deny(who: str, method: str, template: str, subject: str, canonical: bool) -> bool:
     """Whether the rules deny this request (False: they allow it, or it depends on the handler)."""
     expected = EXPECTED.get((method, template))
-    assert expected is not None, f"{method} {template} has no expectation in tests/test_access.py"
+    assert expected is not None, f"{method} {template} has no expectation in tests/web/test_access.py"
     role = ROLES[who]
     if not role_allows(expected, role) or not canonical:
         return True
@@ -398,4 +398,4 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 def test_the_probe_app_has_no_unexpected_routes(probe: Probe) -> None:
     missing = [route for route in probe.routes if route not in EXPECTED]
-    assert not missing, f"routes with no expectation in tests/test_access.py: {missing}"
+    assert not missing, f"routes with no expectation in tests/web/test_access.py: {missing}"

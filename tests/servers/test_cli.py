@@ -574,7 +574,7 @@ def test_jobs_steps_and_a_steps_log(srv: ServerProcess) -> None:
 
 def test_submit_takes_parameters_before_between_and_after_options(srv: ServerProcess) -> None:
     """As the README's `submit align --file reads=reads.fa reference=mm10 --wait` (run as it is by
-    tests/test_docs_commands.py)."""
+    tests/servers/test_docs_commands.py)."""
     assert ok_json(cli(srv, "submit", "add", "a=2", "--wait", "b=3"))["result"] == 5
     assert ok_json(cli(srv, "submit", "add", "--wait", "a=4", "b=5"))["result"] == 9
     assert ok_json(cli(srv, "submit", "add", "--timeout", "60", "a=6", "--wait", "b=7"))["result"] == 13

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess, running_server
-from tests.test_metrics import samples
+from tests.servers.test_metrics import samples
 
 TABS = 10
 
@@ -85,7 +85,7 @@ def test_ten_tabs_stay_live_on_one_stream(browser: Any, jobs_server: ServerProce
 
 def read_events(response: httpx.Response, until: Any, seconds: float = 20) -> list[dict[str, Any]]:
     """SSE events ({"event", "id", "data"}) until `until(events)` is true or `seconds` passed."""
-    from tests.test_dashboards import sse_events
+    from tests.servers.test_dashboards import sse_events
 
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds

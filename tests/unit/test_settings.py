@@ -2,7 +2,7 @@
 
 docs/settings.md is generated from `Settings.describe()` by this file:
 
-    .venv/bin/python tests/test_settings.py        # rewrites docs/settings.md
+    .venv/bin/python tests/unit/test_settings.py        # rewrites docs/settings.md
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":  # run as a script: make `mieruka` importable from the source tree
     sys.path.insert(0, str(ROOT / "src"))
 
@@ -331,8 +331,8 @@ def render_doc() -> str:
     )
     return f"""# Settings
 
-<!-- Generated from mieruka.Settings.describe() by `python tests/test_settings.py`; do not edit the
-table by hand. tests/test_settings.py fails when a setting is missing here. -->
+<!-- Generated from mieruka.Settings.describe() by `python tests/unit/test_settings.py`; do not edit the
+table by hand. tests/unit/test_settings.py fails when a setting is missing here. -->
 
 mieruka has one settings table. Every setting can be given, from lowest to highest precedence:
 
@@ -400,7 +400,7 @@ def test_docs_show_the_current_defaults() -> None:
         assert cells[3] == shown_default(spec), (
             f"docs/settings.md shows default {cells[3]} for {spec['name']}, "
             f"the code has {spec['default']!r}; "
-            "regenerate with `python tests/test_settings.py`"
+            "regenerate with `python tests/unit/test_settings.py`"
         )
         assert cells[4], f"{spec['name']} has no explanation in docs/settings.md"
 

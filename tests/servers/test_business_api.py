@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import TESTS, ServerProcess, free_port, fresh_postgres_database, shared_server
-from tests.test_artifact_contract import AWS_ENV
-from tests.test_auth_server import cli
+from tests.contracts.test_artifact_contract import AWS_ENV
+from tests.servers.test_auth_server import cli
 
 APP = "examples/business_api/app.py"
 IDLE_STOP = 2.0

@@ -16,7 +16,7 @@ from tests.conftest import wait_for_file
 
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    # The store's side of steps runs on every backend in tests/test_store_contract.py.
+    # The store's side of steps runs on every backend in tests/contracts/test_store_contract.py.
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
 
 
@@ -177,7 +177,7 @@ def test_sigterm_to_the_process_running_a_pipeline_stops_its_steps(tmp_path: Pat
 
 
 def test_the_example_in_docs_pipelines_md_runs_as_shown(tmp_path: Path) -> None:
-    docs = (Path(__file__).parent.parent / "docs" / "pipelines.md").read_text()
+    docs = (Path(__file__).parents[2] / "docs" / "pipelines.md").read_text()
     code = docs.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "words.py").write_text(code)
     from mieruka.loader import load_app

@@ -21,7 +21,7 @@ from mieruka.pools.manager import PoolManager, PoolNotFound
 from mieruka.store.pools import SqlPoolStore
 from mieruka.store.sql import SqlJobStore
 from tests.conftest import free_port, fresh_postgres_database
-from tests.test_artifact_contract import AWS_ENV
+from tests.contracts.test_artifact_contract import AWS_ENV
 
 SPEC = PoolSpec("gpu", ("gpu",), "tests/jobs.py:app", {"MIERUKA_EXAMPLE": "1"})
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import TESTS, free_port, wait_healthy
-from tests.test_metrics import samples
+from tests.servers.test_metrics import samples
 
 WAIT = 30.0
 
