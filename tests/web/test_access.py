@@ -180,7 +180,9 @@ def url_for(template: str, job: int) -> str:
 
 def test_every_route_has_an_expectation(setup: dict[str, Any]) -> None:
     missing = [route for route in routes(setup["app"]) if route not in EXPECTED]
-    assert not missing, f"routes with no expected access in tests/web/test_access.py (and maybe web/policy.py): {missing}"
+    assert not missing, (
+        f"routes with no expected access in tests/web/test_access.py (and maybe web/policy.py): {missing}"
+    )
 
 
 @pytest.mark.parametrize("who", ROLES)
