@@ -8,7 +8,6 @@ MierukaError                 500
  │    ├── JobNotFound
  │    ├── ArtifactNotFound
  │    └── StepNotFound
- ├── NotAuthenticated        401  no valid session or token
  ├── PermissionDenied        403  the user's role or an allow list forbids it
  ├── TooManyAttempts         429  login throttled; retry later
  ├── ValidationError         422  bad parameters; `fields` names each bad field
@@ -69,11 +68,6 @@ class JobNotFound(NotFoundError):
 
 class ArtifactNotFound(NotFoundError):
     code = "artifact_not_found"
-
-
-class NotAuthenticated(MierukaError):
-    status_code = 401
-    code = "not_authenticated"
 
 
 class PermissionDenied(MierukaError):

@@ -26,10 +26,10 @@ from fastapi.testclient import TestClient
 from mieruka.auth import accounts as accounts_module
 from mieruka.auth.accounts import Accounts, Throttle
 from mieruka.auth.audit import AuditLog, AuditQuery
-from mieruka.auth.db import AuthDB
 from mieruka.core.clock import utcnow
 from mieruka.errors import TooManyAttempts, ValidationError
 from mieruka.store import tables as t
+from mieruka.store.database import Database
 from mieruka.web.security import CSRF_FIELD, LOGIN_CSRF_COOKIE
 from tests.conftest import TESTS, ServerProcess
 
@@ -73,19 +73,19 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-def dbs(database_url: str) -> Iterator[list[AuthDB]]:
-    """Two AuthDBs on one database: separate engines and pools, as two server processes have."""
-    first = AuthDB(database_url)
+def dbs(database_url: str) -> Iterator[list[Database]]:
+    """Two Database objects on one database: separate engines and pools, as two server processes have."""
+    first = Database(database_url)
     first.migrate()
     with first.write() as conn:
         conn.execute(t.login_attempts.delete())
-    second = AuthDB(database_url)
+    second = Database(database_url)
     yield [first, second]
     first.close()
     second.close()
 
 
-def throttles(dbs: list[AuthDB]) -> list[Throttle]:
+def throttles(dbs: list[Database]) -> list[Throttle]:
     return [Throttle(Accounts(db), AuditLog(db), LIMIT, WINDOW) for db in dbs]
 
 
@@ -113,13 +113,13 @@ def entries(audit: AuditLog, action: str) -> list[Any]:
     return audit.query(AuditQuery(action=action, limit=1000))
 
 
-def no_attempts_left(db: AuthDB) -> bool:
+def no_attempts_left(db: Database) -> bool:
     with db.read() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(t.login_attempts)).scalar_one() == 0
 
 
 # -- in process: threads on SQLite and PostgreSQL ---------------------------------------------------
-def test_wrong_passwords_at_once_for_one_name(dbs: list[AuthDB], checks: list[str]) -> None:
+def test_wrong_passwords_at_once_for_one_name(dbs: list[Database], checks: list[str]) -> None:
     both = throttles(dbs)
     both[0].accounts.add_user("vic", "viewer", PASSWORD)
     results = at_once(AT_ONCE, lambda i: both[i % 2].login("vic", f"wrong {i}", "10.0.0.1"))
@@ -134,7 +134,7 @@ def test_wrong_passwords_at_once_for_one_name(dbs: list[AuthDB], checks: list[st
     assert len(checks) == LIMIT
 
 
-def test_wrong_passwords_at_once_from_one_address(dbs: list[AuthDB], checks: list[str]) -> None:
+def test_wrong_passwords_at_once_from_one_address(dbs: list[Database], checks: list[str]) -> None:
     both = throttles(dbs)
     results = at_once(AT_ONCE, lambda i: both[i % 2].login(f"guess{i}", PASSWORD, "10.0.0.9"))
     assert len(checks) == LIMIT * accounts_module.ADDRESS_FACTOR
@@ -145,7 +145,9 @@ def test_wrong_passwords_at_once_from_one_address(dbs: list[AuthDB], checks: lis
         both[0].login("ada", PASSWORD, "10.0.0.9")
 
 
-def test_the_right_password_is_refused_until_the_lock_ends(dbs: list[AuthDB], checks: list[str], clock: Clock) -> None:
+def test_the_right_password_is_refused_until_the_lock_ends(
+    dbs: list[Database], checks: list[str], clock: Clock
+) -> None:
     throttle = throttles(dbs)[0]
     vic = throttle.accounts.add_user("vic", "viewer", PASSWORD)
     for i in range(LIMIT):
@@ -162,7 +164,7 @@ def test_the_right_password_is_refused_until_the_lock_ends(dbs: list[AuthDB], ch
     assert len(checks) == LIMIT + 1
 
 
-def test_retry_after_is_when_the_lock_ends(dbs: list[AuthDB], checks: list[str], clock: Clock) -> None:
+def test_retry_after_is_when_the_lock_ends(dbs: list[Database], checks: list[str], clock: Clock) -> None:
     throttle = throttles(dbs)[0]
     start = clock.now
     for i in range(LIMIT):
@@ -175,7 +177,7 @@ def test_retry_after_is_when_the_lock_ends(dbs: list[AuthDB], checks: list[str],
     assert "try again in 14 minutes" in locked.value.message
 
 
-def test_password_changes_are_throttled_with_the_logins(dbs: list[AuthDB], checks: list[str]) -> None:
+def test_password_changes_are_throttled_with_the_logins(dbs: list[Database], checks: list[str]) -> None:
     both = throttles(dbs)
     both[0].accounts.add_user("vic", "viewer", PASSWORD)
     olga = both[0].accounts.add_user("olga", "viewer", PASSWORD)
@@ -200,7 +202,7 @@ def test_password_changes_are_throttled_with_the_logins(dbs: list[AuthDB], check
 
 
 def test_a_check_that_fails_ends_its_reservation_as_a_failure(
-    dbs: list[AuthDB], checks: list[str], monkeypatch: pytest.MonkeyPatch
+    dbs: list[Database], checks: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     throttle = throttles(dbs)[0]
 
@@ -213,7 +215,7 @@ def test_a_check_that_fails_ends_its_reservation_as_a_failure(
     assert len(entries(throttle.audit, "login.failed")) == 1 and no_attempts_left(dbs[0])
 
 
-def test_no_limit_checks_every_password(dbs: list[AuthDB], checks: list[str]) -> None:
+def test_no_limit_checks_every_password(dbs: list[Database], checks: list[str]) -> None:
     accounts = Accounts(dbs[0])
     throttle = Throttle(accounts, AuditLog(dbs[0]), 0, WINDOW)
     results = at_once(10, lambda i: throttle.login("vic", "wrong", "10.0.0.1"))

@@ -40,10 +40,6 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 }
 
 
-def can_step_transition(source: StepStatus, target: StepStatus) -> bool:
-    return target in STEP_TRANSITIONS[source]
-
-
 @dataclass(frozen=True)
 class StepRecord:
     """One step of a pipeline job, as stored and served."""

@@ -54,7 +54,6 @@ class Live:
         self._seq = 0
         self._tiles: dict[tuple[str, str], tuple[int, dict[str, Any], str]] = {}
         self._signals = {d.name: Signal() for d in dashboards}
-        self._source_signals = {s.name: Signal() for s in sources}
         self._check()
         for dashboard in dashboards:
             for chart in dashboard.charts:
@@ -87,7 +86,7 @@ class Live:
         if self.history is not None:
             self.history.stop()
         self.refresher.stop()
-        for signal in [*self._signals.values(), *self._source_signals.values()]:
+        for signal in self._signals.values():
             signal.fire()
 
     # -- tiles ----------------------------------------------------------------------------------
@@ -106,7 +105,6 @@ class Live:
                 touched = True
             if touched:
                 self._signals[dashboard.name].fire()
-        self._source_signals[source.name].fire()
 
     def _store(self, dashboard: Dashboard, chart: Chart, payload: dict[str, Any]) -> None:
         with self._lock:
@@ -136,9 +134,6 @@ class Live:
 
     def signal(self, dashboard: str) -> Signal:
         return self._signals[self.dashboards.get(dashboard).name]
-
-    def source_signal(self, source: str) -> Signal:
-        return self._source_signals[self.sources.get(source).name]
 
     def stream(self, name: str) -> StreamRunner:
         try:
