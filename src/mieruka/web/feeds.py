@@ -182,6 +182,102 @@ def _with_dashboard(text: str, dashboard: str) -> str:
     return text.replace("data: {", "data: {" + json.dumps({"dashboard": dashboard})[1:-1] + ",", 1)
 
 
+class _Mux:
+    """One client's multiplexed stream: where it is in the bus and in each stream, and what it is owed."""
+
+    def __init__(self, bus: EventBus, live: Live | None, topics: Topics, after: dict[str, int]) -> None:
+        self.bus, self.live, self.topics = bus, live, topics
+        self.runners = [live.stream(name) for name in topics.streams] if live is not None else []
+        self.signals = [r.signal for r in self.runners]
+        if live is not None:
+            self.signals += [live.signal(name) for name in topics.dashboards]
+        self.sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in self.runners}
+        self.seen: dict[str, dict[str, int]] = {name: {} for name in topics.dashboards}
+        self.feed = _BusFeed(bus, topics) if topics.has_jobs else None
+        self.bus_sent = after.get(BUS, 0)
+
+    def event_id(self, bus_id: int | None = None) -> str:
+        return urlencode({BUS: self.bus_sent if bus_id is None else bus_id, **self.sent})
+
+    def _bus_frame(self, event: Event) -> str:
+        return f"id: {self.event_id()}\n" + frame(event.kind, event.to_dict())
+
+    def opening(self) -> str:
+        position = self.bus_sent or self.bus.last_id()
+        topics = self.topics
+        ready = {
+            "topics": list(topics.accepted),
+            "refused": topics.refused,
+            "dashboards": topics.dashboards,
+            "last_event_id": position,
+        }
+        return f"retry: 2000\nid: {self.event_id(position)}\n" + frame("ready", ready)
+
+    def missed(self) -> str:
+        """The bus events after the client's last id, or a resync when they are gone."""
+        if self.feed is None or not self.bus_sent:
+            return ""
+        bus_topics = self.topics.bus_topics
+        missed = self.bus.replay(self.bus_sent, bus_topics)
+        if missed is not None:
+            chunk = []
+            for event in missed:
+                if self.topics.accept(event):
+                    self.bus_sent = event.id
+                    chunk.append(self._bus_frame(event))
+            return "".join(chunk)
+        # Missed, or an id of an earlier run of the server: the pages load the state afresh (which
+        # holds every event up to the newest), and a reconnect starts from there.
+        self.bus_sent = self.bus.last_id()
+        chunk = [f"id: {self.event_id()}\n" + frame("resync", {"reason": "events were missed; reload the state"})]
+        # And what this run of the server published, if it is all kept (it is in the state too).
+        for event in self.bus.replay(0, bus_topics) or ():
+            if event.id <= self.bus_sent and self.topics.accept(event):
+                chunk.append(f"id: {self.event_id(event.id)}\n" + frame(event.kind, event.to_dict()))
+        return "".join(chunk)
+
+    def pending(self) -> list[str]:
+        """Everything new since the last call: tiles, stream points, bus events."""
+        chunk: list[str] = []
+        if self.live is not None:
+            for name, known in self.seen.items():
+                chunk += [_with_dashboard(text, name) for text in self.live.tile_frames(name, known)]
+        for runner in self.runners:
+            body = runner.frame_body(self.sent[runner.spec.name])
+            if body is not None:
+                self.sent[runner.spec.name] = body[0]
+                chunk.append(f"id: {self.event_id()}\n{body[1]}")
+        if self.feed is not None:
+            events = self.feed.take()
+            if events is None:
+                chunk.append(frame("resync", {"reason": "this client fell behind; reload the state"}))
+            for event in events or ():
+                if event.id > self.bus_sent:
+                    self.bus_sent = event.id
+                    chunk.append(self._bus_frame(event))
+        return chunk
+
+    def waiters(self) -> list[asyncio.Future[Any]]:
+        """Taken before looking for news, so news that comes while it is read is not slept through."""
+        return [s.waiter() for s in self.signals]  # shared between clients: never cancelled
+
+    async def wait(self, waiters: list[asyncio.Future[Any]], heartbeat: float) -> bool:
+        """Wait for news; False when the heartbeat came first."""
+        arrival = asyncio.ensure_future(self.feed.arrived.wait()) if self.feed is not None else None
+        try:
+            done, _ = await asyncio.wait(
+                waiters + ([arrival] if arrival else []), timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if arrival is not None:
+                arrival.cancel()
+        return bool(done)
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.unsubscribe()
+
+
 async def _mux(
     bus: EventBus,
     live: Live | None,
@@ -191,91 +287,26 @@ async def _mux(
     snapshot: Callable[[int], dict[str, Any] | None],
     clients: Gauge | None,
 ) -> AsyncIterator[str]:
-    runners = [live.stream(name) for name in topics.streams] if live is not None else []
-    signals = [r.signal for r in runners]
-    if live is not None:
-        signals += [live.signal(name) for name in topics.dashboards]
-    sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in runners}
-    seen: dict[str, dict[str, int]] = {name: {} for name in topics.dashboards}
-    feed = _BusFeed(bus, topics) if topics.has_jobs else None
-    bus_sent = after.get(BUS, 0)
-
-    def event_id() -> str:
-        return urlencode({BUS: bus_sent, **sent})
-
+    mux = _Mux(bus, live, topics, after)
     if clients is not None:
         clients.inc()
     try:
-        position = bus_sent or bus.last_id()
-        yield (
-            "retry: 2000\n"
-            + f"id: {urlencode({BUS: position, **sent})}\n"
-            + frame(
-                "ready",
-                {
-                    "topics": list(topics.accepted),
-                    "refused": topics.refused,
-                    "dashboards": topics.dashboards,
-                    "last_event_id": position,
-                },
-            )
-        )
-        if feed is not None and bus_sent:
-            missed = bus.replay(bus_sent, topics.bus_topics)
-            if missed is None:
-                # Missed, or an id of an earlier run of the server: the pages load the state afresh
-                # (which holds every event up to the newest), and a reconnect starts from there.
-                bus_sent = bus.last_id()
-                chunk = [f"id: {event_id()}\n" + frame("resync", {"reason": "events were missed; reload the state"})]
-                # And what this run of the server published, if it is all kept (it is in the state too).
-                for event in bus.replay(0, topics.bus_topics) or ():
-                    if event.id <= bus_sent and topics.accept(event):
-                        chunk.append(f"id: {urlencode({BUS: event.id, **sent})}\n" + frame(event.kind, event.to_dict()))
-                yield "".join(chunk)
-            else:
-                chunk = []
-                for event in missed:
-                    if topics.accept(event):
-                        bus_sent = event.id
-                        chunk.append(f"id: {event_id()}\n" + frame(event.kind, event.to_dict()))
-                if chunk:
-                    yield "".join(chunk)
+        yield mux.opening()
+        missed = mux.missed()
+        if missed:
+            yield missed
         for job_id in sorted(topics.jobs):
             data = await asyncio.to_thread(snapshot, job_id)
             if data is not None:
                 yield frame("snapshot", data)
         while True:
-            waiters: list[asyncio.Future[Any]] = [s.waiter() for s in signals]  # shared: never cancelled
-            arrival = asyncio.ensure_future(feed.arrived.wait()) if feed is not None else None
-            chunk = []
-            if live is not None:
-                for name, known in seen.items():
-                    chunk += [_with_dashboard(text, name) for text in live.tile_frames(name, known)]
-            for runner in runners:
-                body = runner.frame_body(sent[runner.spec.name])
-                if body is not None:
-                    sent[runner.spec.name] = body[0]
-                    chunk.append(f"id: {event_id()}\n{body[1]}")
-            if feed is not None:
-                events = feed.take()
-                if events is None:
-                    chunk.append(frame("resync", {"reason": "this client fell behind; reload the state"}))
-                for event in events or ():
-                    if event.id > bus_sent:
-                        bus_sent = event.id
-                        chunk.append(f"id: {event_id()}\n" + frame(event.kind, event.to_dict()))
-            if not chunk:
-                done, _ = await asyncio.wait(
-                    waiters + ([arrival] if arrival else []), timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    chunk.append(": heartbeat\n\n")
-            if arrival is not None:
-                arrival.cancel()
+            waiters = mux.waiters()
+            chunk = mux.pending()
+            if not chunk and not await mux.wait(waiters, heartbeat):
+                chunk.append(": heartbeat\n\n")
             if chunk:
                 yield "".join(chunk)
     finally:
-        if feed is not None:
-            feed.unsubscribe()
+        mux.close()
         if clients is not None:
             clients.dec()
