@@ -117,7 +117,7 @@ class Runtime:
             from .store.database import Database
 
             self.settings.home_path.mkdir(parents=True, exist_ok=True)
-            self._database = Database(self.settings.effective_database_url)
+            self._database = Database(self.settings.effective_database_url, self.settings.database_busy_timeout)
         return self._database
 
     @property

@@ -50,6 +50,11 @@ def parse_size(value: str | int) -> int:
 class Settings:
     home: str = _setting(".mieruka", "Data directory: database, artifacts and uploads live here.")
     database_url: str = _setting("", "SQLAlchemy URL of the job store; default SQLite in the home.")
+    database_busy_timeout: float = _setting(
+        30.0,
+        "SQLite: how long a write waits while another process holds the database's write lock, "
+        "before it gives up with 503 database_unavailable.",
+    )
     executor: str = _setting(
         "local",
         "Where jobs run: 'local' (worker processes of this server) or 'celery' "
@@ -228,6 +233,7 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 _DURATIONS = {
+    "database_busy_timeout",
     "broker_visibility_timeout",
     "broker_check_interval",
     "pool_check_interval",
@@ -255,6 +261,7 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"unknown setting {name!r}")
         out[name] = _coerce(name, known[name].type, value)
     for name in (
+        "database_busy_timeout",
         "source_max_rows",
         "source_timeout",
         "max_body_size",

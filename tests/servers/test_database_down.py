@@ -238,10 +238,10 @@ def test_postgres_stopped_and_started_under_a_running_server(postgres: PrivatePo
 
 def test_a_sqlite_file_locked_at_run_time_is_503_then_works_again(tmp_path: Path) -> None:
     """Another process takes the write lock of the running server's SQLite file and keeps it past
-    SQLite's busy wait: a submission is 503 database_unavailable naming the file, the health
-    check too, and once the lock is let go submissions run again."""
+    the server's busy wait (database_busy_timeout, 30 s by default, 2 s here): a submission is 503
+    database_unavailable naming the file, and once the lock is let go submissions run again."""
     home = tmp_path / "home"
-    server = ServerProcess("tests/jobs.py:app", home, "--workers", "1")
+    server = ServerProcess("tests/jobs.py:app", home, "--workers", "1", env={"MIERUKA_DATABASE_BUSY_TIMEOUT": "2"})
     try:
         server.wait_ready()
         run_job(server.url, {}, 1)

@@ -24,7 +24,7 @@ class Auth:
     @classmethod
     def from_settings(cls, settings: Settings) -> Auth:
         settings.home_path.mkdir(parents=True, exist_ok=True)
-        auth = cls(Database(settings.effective_database_url), settings)
+        auth = cls(Database(settings.effective_database_url, settings.database_busy_timeout), settings)
         auth._owns_db = True
         return auth
 

@@ -33,20 +33,22 @@ from .pg_connections import PgConnections
 from .pg_text import TextCursor
 
 IDLE_PING_AFTER = 5.0  # seconds a pooled PostgreSQL connection may sit unused before it is checked
+BUSY_TIMEOUT = 30.0  # SQLite: seconds a writer waits for another process's lock (settings' default)
 
 
-def _sqlite_pragmas(conn: Any) -> None:
+def _sqlite_pragmas(conn: Any, busy_timeout: float) -> None:
     cur = conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def make_engine(url: str, immediate: bool) -> Engine:
+def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
     """A SQLAlchemy engine on `url`; on SQLite, `immediate`: its transactions take the write lock
-    at BEGIN. An unknown scheme, a bad URL or a missing driver is one ConfigError line."""
+    at BEGIN, and a statement waits up to `busy_timeout` seconds for another process's lock. An
+    unknown scheme, a bad URL or a missing driver is one ConfigError line."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:":
@@ -56,13 +58,15 @@ def make_engine(url: str, immediate: bool) -> Engine:
             except OSError as exc:
                 raise ConfigError(f"cannot create the folder {folder} for the database: {exc}") from None
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, json_serializer=_json_serializer
+            url,
+            connect_args={"check_same_thread": False, "timeout": busy_timeout},
+            json_serializer=_json_serializer,
         )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, see below
-            _sqlite_pragmas(dbapi_conn)
+            _sqlite_pragmas(dbapi_conn, busy_timeout)
 
         # Writers take the lock at BEGIN so two writers never deadlock upgrading a read lock.
         begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
@@ -110,14 +114,17 @@ def _json_serializer(value: Any) -> str:
 
 class Database:
     """The connections to the database at `url`: open one per process and hand it to the stores
-    that use it (SqlJobStore, SqlPoolStore, the account tables, stream history)."""
+    that use it (SqlJobStore, SqlPoolStore, the account tables, stream history). On SQLite a write
+    waits up to `busy_timeout` seconds for another process's lock, then fails as an outage (503)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.codec = Codec(self.is_sqlite)
-        self.engine = make_engine(url, immediate=True)  # SQLAlchemy's writer (and reader on PostgreSQL)
-        self._reader = make_engine(url, immediate=False) if self.is_sqlite else self.engine
+        self.busy_timeout = busy_timeout
+        # SQLAlchemy's writer (and reader on PostgreSQL)
+        self.engine = make_engine(url, immediate=True, busy_timeout=busy_timeout)
+        self._reader = make_engine(url, immediate=False, busy_timeout=busy_timeout) if self.is_sqlite else self.engine
         self._sql_cache: dict[str, str] = {}
         # One writer at a time inside this process on SQLite, whichever way it comes in.
         self._write_lock = threading.Lock()
@@ -174,7 +181,7 @@ class Database:
         if self.is_sqlite:
             with self._write_lock:
                 cur = self._write_conn.cursor()
-                _begin_immediate(cur)
+                _begin_immediate(cur, self.busy_timeout)
                 try:
                     yield cur
                 except BaseException:
@@ -211,8 +218,8 @@ class Database:
         return TextCursor(self._pg, self._numbered)
 
     def _sqlite_connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=30)
-        _sqlite_pragmas(conn)
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=self.busy_timeout)
+        _sqlite_pragmas(conn, self.busy_timeout)
         return conn
 
     # -- life ----------------------------------------------------------------------------------
@@ -232,7 +239,7 @@ class Database:
             self._reader.dispose()
 
 
-def _begin_immediate(cur: sqlite3.Cursor, patience: float = 30.0) -> None:
+def _begin_immediate(cur: sqlite3.Cursor, patience: float) -> None:
     """BEGIN IMMEDIATE, retrying with short sleeps while another process holds the write lock."""
     delay, deadline = 20e-6, time.monotonic() + patience
     while True:
