@@ -25,6 +25,7 @@ client resyncs), `last_id` answers the newest id this process has seen.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -149,7 +150,7 @@ class RedisBus:
         self._keep = keep
         self._poll = poll_interval
         self._liveness = liveness_interval
-        self._min_delay = reconnect_delay
+        self._min_delay = self._delay = reconnect_delay
         self._max_delay = max_reconnect_delay
         self._ready_timeout = ready_timeout
 
@@ -288,7 +289,7 @@ class RedisBus:
         return True
 
     def _listen(self) -> None:
-        delay = self._min_delay
+        self._delay = self._min_delay
         while not self._stop.is_set():
             pubsub: PubSub | None = None
             try:
@@ -298,50 +299,54 @@ class RedisBus:
                     self._last_seen, self._epoch = ring.last, ring.epoch
                 pubsub = self._client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # older redis-py leaves it bare
                 pubsub.subscribe(self._channel)
-                heard = time.monotonic()  # a PING now and then: a silent connection is a dead one
-                next_ping = heard + self._liveness
-                while not self._stop.is_set():
-                    message: dict[str, Any] | None = pubsub.get_message(timeout=self._poll)
-                    now = time.monotonic()
-                    if message is not None:
-                        heard = now
-                    elif now - heard > 2 * self._liveness:
-                        raise TimeoutError(f"no answer from Redis for {now - heard:.1f}s")
-                    if now >= next_ping:
-                        pubsub.ping()
-                        next_ping = now + self._liveness
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        # First subscription, or redis-py reconnected by itself: fill the gap.
-                        self._catch_up()
-                        self._ready.set()
-                        delay = self._min_delay
-                    elif message["type"] == "message":
-                        try:
-                            events = _decode_live(message["data"])
-                        except (ValueError, KeyError, TypeError) as exc:
-                            log.warning("Redis event bus: ignored a malformed message on %s (%r)", self._channel, exc)
-                            continue
-                        for event in events:
-                            self._dispatch(event)
+                self._hear(pubsub)
             except Exception as exc:
                 self._ready.clear()
                 if self._stop.is_set():
                     break
                 if isinstance(exc, self._errors):
-                    log.warning("Redis event bus: listener lost Redis (%s); retrying in %.1fs", exc, delay)
+                    log.warning("Redis event bus: listener lost Redis (%s); retrying in %.1fs", exc, self._delay)
                 else:
-                    log.exception("Redis event bus: listener failed; retrying in %.1fs", delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._max_delay)
+                    log.exception("Redis event bus: listener failed; retrying in %.1fs", self._delay)
+                self._stop.wait(self._delay)
+                self._delay = min(self._delay * 2, self._max_delay)
             finally:
                 if pubsub is not None:
-                    try:
+                    with contextlib.suppress(Exception):
                         pubsub.close()
-                    except Exception:
-                        pass
         self._ready.clear()
+
+    def _hear(self, pubsub: PubSub) -> None:
+        """Read the channel until stopped; raises when the connection is lost."""
+        heard = time.monotonic()  # a PING now and then: a silent connection is a dead one
+        next_ping = heard + self._liveness
+        while not self._stop.is_set():
+            message: dict[str, Any] | None = pubsub.get_message(timeout=self._poll)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+            elif now - heard > 2 * self._liveness:
+                raise TimeoutError(f"no answer from Redis for {now - heard:.1f}s")
+            if now >= next_ping:
+                pubsub.ping()
+                next_ping = now + self._liveness
+            if message is not None:
+                self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            # First subscription, or redis-py reconnected by itself: fill the gap.
+            self._catch_up()
+            self._ready.set()
+            self._delay = self._min_delay
+        elif message["type"] == "message":
+            try:
+                events = _decode_live(message["data"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("Redis event bus: ignored a malformed message on %s (%r)", self._channel, exc)
+                return
+            for event in events:
+                self._dispatch(event)
 
     def _catch_up(self) -> None:
         """Dispatch what was published while this listener was not subscribed (after a reconnect)."""
