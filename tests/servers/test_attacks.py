@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -49,6 +50,7 @@ ROLES = {
     "oona": "operator",
 }
 SEES_SECRETS = {"olga", "ada"}  # on the allow lists (admins always are)
+STREAM_READERS = 8
 DENIED = {401, 403, 404, 422}
 MUST_SHOW = {
     "/api/jobs/{job_id}",
@@ -138,22 +140,31 @@ def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
 def test_the_matrix(probe: Probe) -> None:
     problems: list[str] = []
     sent = 0
-    with probe.client() as http:
-        before = snapshot(http, probe)
+    with probe.client() as http, ThreadPoolExecutor(STREAM_READERS) as readers:
+        before = snapshot(http, probe, readers)
         for who in ROLES:
+            # An event stream is read until it has been quiet a while: a caller's streams are read
+            # side by side once its other requests are done (they change nothing).
+            streams: list[tuple[str, str, str, bool]] = []
             for method, template in probe.routes:
                 for url, subject, canonical in targets(probe, template):
                     verdict = must_deny(who, method, template, subject, canonical)
                     if method != "GET" and not verdict:
                         continue  # allowed changes are the feature tests' business
                     sent += 1
+                    if template in STREAMS:
+                        streams.append((who, template, url, verdict))
+                        continue
                     response = call(http, probe, who, method, template, url)
                     problems += judge(who, method, url, template, verdict, response)
                     if method != "GET":
-                        after = snapshot(http, probe)
+                        after = snapshot(http, probe, readers)
                         if after != before:
                             problems.append(f"{who} {method} {url} changed the state: {diff(before, after)}")
                             before = after
+            read = readers.map(lambda stream: read_alone(probe, *stream[:3]), streams)
+            for (_, template, url, verdict), response in zip(streams, list(read)):
+                problems += judge(who, "GET", url, template, verdict, response)
     print(f"the matrix sent {sent} requests")
     more = f"\n... and {len(problems) - 60} more" if len(problems) > 60 else ""
     assert not problems, "\n".join(problems[:60]) + more
@@ -174,12 +185,15 @@ def test_positive_controls(probe: Probe) -> None:
                 answer = http.get(url, headers=probe.headers(who))
                 assert answer.status_code == 200, (who, url, answer.text[:300])
                 assert JOB_SECRET in answer.text or BOARD_SECRET in answer.text, (who, url)
-            events = read_stream(http, "/api/events?last_event_id=1", probe.headers(who))
+            events = read_stream(
+                http, "/api/events?last_event_id=1", probe.headers(who), until=lambda text: JOB_SECRET in text
+            )
             assert JOB_SECRET in events, f"{who} saw no event of the vault job: the event check would be vacuous"
             live = read_stream(
                 http,
                 f"/api/live/events?topic=jobs&topic=dashboard:wards&topic=stream:{SECRET_STREAM}&last_event_id=%40%3D1",
                 probe.headers(who),
+                until=lambda text: JOB_SECRET in text and BOARD_SECRET in text,
             )
             assert JOB_SECRET in live and BOARD_SECRET in live, f"{who}: the shared stream check would be vacuous"
             assert f'task="{SECRET_TASK}"' in http.get("/metrics", headers=probe.headers(who)).text
@@ -322,6 +336,12 @@ def must_deny(who: str, method: str, template: str, subject: str, canonical: boo
     return "token:oona" in subject and who not in ("oona", "ada")
 
 
+def read_alone(probe: Probe, who: str, template: str, url: str) -> httpx.Response:
+    """An event stream read on a connection of its own (streams are read side by side)."""
+    with probe.client() as http:
+        return call(http, probe, who, "GET", template, url)
+
+
 def call(http: httpx.Client, probe: Probe, who: str, method: str, template: str, url: str) -> httpx.Response:
     headers = probe.headers(who)
     if template in STREAMS:
@@ -335,8 +355,15 @@ def call(http: httpx.Client, probe: Probe, who: str, method: str, template: str,
     return http.request(method, url, headers=headers)
 
 
-def read_stream(http: httpx.Client, url: str, headers: dict[str, str], seconds: float = 1.0) -> str:
-    """What an event stream sends within `seconds` (the whole answer when it is not a stream)."""
+def read_stream(
+    http: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    seconds: float = 1.0,
+    until: Callable[[str], bool] | None = None,
+) -> str:
+    """What an event stream sends within `seconds`, or until what it sent meets `until` (the whole
+    answer when it is not a stream)."""
     chunks: list[str] = []
     with http.stream("GET", url, headers=headers, timeout=httpx.Timeout(30, read=seconds)) as response:
         if response.status_code != 200 or "event-stream" not in response.headers.get("content-type", ""):
@@ -346,7 +373,7 @@ def read_stream(http: httpx.Client, url: str, headers: dict[str, str], seconds: 
         try:
             for chunk in response.iter_text():
                 chunks.append(chunk)
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (until is not None and until("".join(chunks))):
                     break
         except httpx.ReadTimeout:
             pass  # quiet for `seconds`: all that was there to send has come
@@ -378,12 +405,11 @@ def judge(who: str, method: str, url: str, template: str, deny: bool, response: 
 
 
 # -- what must not change --------------------------------------------------------------------------
-def snapshot(http: httpx.Client, probe: Probe) -> dict[str, Any]:
+def snapshot(http: httpx.Client, probe: Probe, pool: ThreadPoolExecutor) -> dict[str, Any]:
     admin = probe.headers("ada")
-    jobs = http.get("/api/jobs", params={"limit": 500}, headers=admin).json()["jobs"]
-    users = http.get("/api/users", headers=admin).json()
-    tokens = http.get("/api/tokens", headers=admin).json()
-    sources = http.get("/api/sources", headers=admin).json()
+    urls = ("/api/jobs?limit=500", "/api/users", "/api/tokens", "/api/sources")  # asked side by side
+    listed, users, tokens, sources = pool.map(lambda url: http.get(url, headers=admin).json(), urls)
+    jobs = listed["jobs"]
     return {
         "jobs": sorted((j["id"], j["status"], j["cancel_requested"], j["attempts"]) for j in jobs),
         "users": sorted((u["name"], u["role"]) for u in users),
