@@ -302,7 +302,7 @@ def _worker(args: argparse.Namespace) -> int:
         store.close()
     concurrency = args.concurrency or settings.effective_workers
     if not args.no_supervisor:
-        from .executors.worker_supervisor import supervise
+        from .executors.celery_supervisor import supervise
 
         return supervise(
             [

@@ -88,7 +88,7 @@ class AttemptRecorder:
             data["step"] = step
         self.sink([LogAppend(job_id, first, list(lines), step)], [Event("log", job_id, job.task, data)])
 
-    # -- pipelines (mieruka.pipeline.runner) ---------------------------------------------------
+    # -- pipelines (mieruka.pipeline.run) ------------------------------------------------------
     def steps_planned(self, job_id: int, steps: Sequence[StepRecord]) -> None:
         job = self._job
         if job is None or job.id != job_id:

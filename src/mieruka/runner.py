@@ -64,7 +64,7 @@ class Gate:
 
 def _call(func: Callable[..., Any], kwargs: dict[str, Any], is_async: bool, gate: Gate) -> Any:
     # The task's function runs while this frame has a callee: a worker that lost its server looks
-    # for one (executors/worker.py) to tell a running function, which it kills, from one that
+    # for one (executors/local_worker.py) to tell a running function, which it kills, from one that
     # returned, whose outcome it records. Nothing between the check and the call can run a signal
     # handler (CPython runs them at function starts, backward jumps and after calls).
     if gate.closed:

@@ -134,7 +134,7 @@ RUN_ALONE = """
 import sys, types
 from pathlib import Path
 from mieruka.pipeline.graph import Pipeline
-from mieruka.pipeline.runner import PipelineRun
+from mieruka.pipeline.run import PipelineRun
 
 class Reporter:
     def lines(self, job_id, lines, step=None): pass

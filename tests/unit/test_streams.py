@@ -12,7 +12,7 @@ import pytest
 
 from mieruka.core.streams import StreamBuffer, StreamSpec
 from mieruka.errors import ConfigError
-from mieruka.live.streamer import StreamRunner, normalize
+from mieruka.live.streamer import Streamer, normalize
 from mieruka.web.feeds import _feed, positions
 
 
@@ -55,10 +55,10 @@ def test_declarations_are_checked() -> None:
     assert StreamSpec("s", lambda: {}, every=0.1, window=30).capacity == 600
 
 
-def _drain(runner: StreamRunner, count: int, timeout: float = 10) -> None:
+def _drain(streamer: Streamer, count: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while runner.buffer.last < count:
-        assert time.monotonic() < deadline, f"only {runner.buffer.last} points"
+    while streamer.buffer.last < count:
+        assert time.monotonic() < deadline, f"only {streamer.buffer.last} points"
         time.sleep(0.01)
 
 
@@ -69,16 +69,16 @@ def test_a_generator_is_paced_and_a_failing_function_restarts() -> None:
             n += 1
             yield {"n": n}
 
-    runner = StreamRunner(StreamSpec("g", gen, every=0.02))
-    runner.start()
+    streamer = Streamer(StreamSpec("g", gen, every=0.02))
+    streamer.start()
     try:
         started = time.monotonic()
-        _drain(runner, 10)
+        _drain(streamer, 10)
         assert time.monotonic() - started >= 0.15  # ten points at 50 per second
-        batch = runner.batch(0)
+        batch = streamer.batch(0)
         assert batch is not None and batch.series["n"][:10] == [float(i) for i in range(1, 11)]
     finally:
-        runner.stop()
+        streamer.stop()
     calls = {"n": 0}
 
     def shaky() -> dict[str, float]:
@@ -87,33 +87,33 @@ def test_a_generator_is_paced_and_a_failing_function_restarts() -> None:
             raise ValueError("sensor glitch")
         return {"v": float(calls["n"])}
 
-    runner = StreamRunner(StreamSpec("f", shaky, every=0.02))
-    runner.start()
+    streamer = Streamer(StreamSpec("f", shaky, every=0.02))
+    streamer.start()
     try:
-        _drain(runner, 3)
-        assert runner.batch(0).series["v"][:2] == [1.0, 3.0]  # type: ignore[union-attr]
+        _drain(streamer, 3)
+        assert streamer.batch(0).series["v"][:2] == [1.0, 3.0]  # type: ignore[union-attr]
     finally:
-        runner.stop()
+        streamer.stop()
 
 
 class _Live:
-    def __init__(self, runner: StreamRunner) -> None:
-        self.runner = runner
+    def __init__(self, streamer: Streamer) -> None:
+        self.streamer = streamer
 
-    def stream(self, name: str) -> StreamRunner:
-        return self.runner
+    def stream(self, name: str) -> Streamer:
+        return self.streamer
 
 
 def test_a_slow_reader_gets_one_coalesced_batch_and_bounded_memory() -> None:
-    runner = StreamRunner(StreamSpec("fast", lambda: {"v": 1.0}, every=0.02, keep=1000))
+    streamer = Streamer(StreamSpec("fast", lambda: {"v": 1.0}, every=0.02, keep=1000))
 
     async def scenario() -> list[str]:
-        feed = _feed(_Live(runner), None, ["fast"], {}, 5.0, None)  # type: ignore[arg-type]
+        feed = _feed(_Live(streamer), None, ["fast"], {}, 5.0, None)  # type: ignore[arg-type]
         frames = [await feed.__anext__()]  # ready
-        runner.push({"v": 0.0})
+        streamer.push({"v": 0.0})
         frames.append(await feed.__anext__())
         for i in range(200):  # the reader is busy while 200 points arrive
-            runner.push({"v": float(i)})
+            streamer.push({"v": float(i)})
         frames.append(await feed.__anext__())
         await feed.aclose()
         return frames

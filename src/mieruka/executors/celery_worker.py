@@ -60,9 +60,9 @@ class WorkerNode:
     pool forks; the main process and each pool process (`PoolProcess`) open their own connections
     after the fork."""
 
-    def __init__(self, app: Runtime, celery: Celery, queues: Sequence[str], concurrency: int) -> None:
-        self.app = app
-        self.settings = app.settings
+    def __init__(self, runtime: Runtime, celery: Celery, queues: Sequence[str], concurrency: int) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.celery = celery
         self.queues = list(queues)
         self.concurrency = concurrency
@@ -118,7 +118,7 @@ class WorkerNode:
             return  # another attempt runs in a live process now (the dead one had settled its own)
         if pid is not None:
             kill_tree(pid, [])  # what the job started lives on in the dead process's group
-        task = self.app.tasks.get(record.task) if record.task in self.app.tasks else None
+        task = self.runtime.tasks.get(record.task) if record.task in self.runtime.tasks else None
         conn.settle(record, *attempt.cut_short(record, task, reason))
 
     def cancel(self, job_id: int, pool: Any) -> bool:
@@ -267,7 +267,7 @@ class PoolProcess:
     def handle(self, job_id: int, task_name: str | None = None) -> None:
         """One message: claim the job and run it; or find out why it is not claimable."""
         conn = self.conn
-        tasks = self.node.app.tasks
+        tasks = self.node.runtime.tasks
         task = tasks.get(task_name) if task_name is not None and task_name in tasks else None
         limit = (task.name, task.concurrency) if task is not None and task.concurrency is not None else None
         claimed, record = self._claim(Claim([job_id], self.worker_name, self.node.engine_id, utcnow(), limit))
@@ -315,7 +315,7 @@ class PoolProcess:
 
     def _run(self, record: JobRecord) -> None:
         conn = self.conn
-        tasks = self.node.app.tasks
+        tasks = self.node.runtime.tasks
         task = tasks.get(record.task) if record.task in tasks else None
         conn.hold([job_state(record, JobStatus.RUNNING.value, {"worker": self.worker_name})])
         deadline = time.monotonic() + task.timeout if task is not None and task.timeout else None
@@ -395,20 +395,20 @@ _node: WorkerNode | None = None
 _pool_process: PoolProcess | None = None
 
 
-def create_worker(app: Runtime, queues: Sequence[str], concurrency: int, loglevel: str = "INFO") -> Any:
+def create_worker(runtime: Runtime, queues: Sequence[str], concurrency: int, loglevel: str = "INFO") -> Any:
     """A Celery worker (not started) that runs the app's jobs; `.start()` blocks until it stops."""
     from celery import signals
     from celery.worker.control import control_command
 
     global _node
-    celery = make_celery(app.settings)
+    celery = make_celery(runtime.settings)
     # A broker outage of any length is waited out (Celery's default gives up after 100 tries, some
     # 50 minutes); jobs running meanwhile go on, and write their outcomes to the store.
     celery.conf.broker_connection_max_retries = None
     # Jobs running when the connection is lost run on (Celery 6 is to cancel them by default); a
     # message delivered again meanwhile is dropped, as its job is no longer queued.
     celery.conf.worker_cancel_long_running_tasks_on_connection_loss = False
-    node = _node = WorkerNode(app, celery, queues, concurrency)
+    node = _node = WorkerNode(runtime, celery, queues, concurrency)
 
     @celery.task(name=TASK_NAME, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def run(job_id: int, task: str | None = None) -> None:

@@ -106,7 +106,7 @@ class LocalExecutor:
             "spool": str(self.spool.folder),
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "mieruka.executors.worker", json.dumps(config)],
+            [sys.executable, "-m", "mieruka.executors.local_worker", json.dumps(config)],
             pass_fds=(theirs.fileno(),),
             process_group=0,
             stdin=subprocess.DEVNULL,

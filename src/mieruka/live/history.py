@@ -23,7 +23,7 @@ from ..core.clock import utcnow
 from ..core.streams import Batch
 from ..store.database import Database
 from ..store.tables import stream_batches as table
-from .streamer import StreamRunner
+from .streamer import Streamer
 
 log = logging.getLogger("mieruka.streams")
 EVERY = 1.0  # seconds between saves
@@ -48,7 +48,7 @@ class StreamHistory:
         self._saves = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._runners: list[StreamRunner] = []
+        self._streamers: list[Streamer] = []
 
     # -- loading --------------------------------------------------------------------------------
     def load(self, stream: str, keep: int) -> Restored | None:
@@ -74,28 +74,28 @@ class StreamHistory:
                 points.append((float(t), {name: values[i] for name, values in series.items() if values[i] is not None}))
         return Restored(epoch, last, points[-keep:])
 
-    def restore(self, runners: Iterable[StreamRunner]) -> None:
-        """Fill each runner's empty buffer from the database and take its epoch."""
-        for runner in runners:
+    def restore(self, streamers: Iterable[Streamer]) -> None:
+        """Fill each streamer's empty buffer from the database and take its epoch."""
+        for streamer in streamers:
             try:
-                found = self.load(runner.spec.name, runner.spec.capacity)
+                found = self.load(streamer.spec.name, streamer.spec.capacity)
             except sa.exc.SQLAlchemyError as exc:
                 log.warning(
                     "stream %s: the points of the last run cannot be read: %s",
-                    runner.spec.name,
+                    streamer.spec.name,
                     str(exc).splitlines()[0],
                 )
                 continue
             if found is not None:
-                runner.buffer.restore(found.last, found.points)
-                runner.boot = found.epoch
-            self._saved[runner.spec.name] = runner.buffer.last
+                streamer.buffer.restore(found.last, found.points)
+                streamer.boot = found.epoch
+            self._saved[streamer.spec.name] = streamer.buffer.last
 
     # -- saving ---------------------------------------------------------------------------------
-    def start(self, runners: Iterable[StreamRunner]) -> None:
-        self._runners = list(runners)
-        for runner in self._runners:
-            self._saved.setdefault(runner.spec.name, runner.buffer.last)
+    def start(self, streamers: Iterable[Streamer]) -> None:
+        self._streamers = list(streamers)
+        for streamer in self._streamers:
+            self._saved.setdefault(streamer.spec.name, streamer.buffer.last)
         self._thread = threading.Thread(target=self._loop, name="mieruka-stream-history", daemon=True)
         self._thread.start()
 
@@ -109,14 +109,14 @@ class StreamHistory:
         prune = self._saves % PRUNE_EVERY == 0
         rows: list[dict[str, Any]] = []
         batches: dict[str, Batch] = {}
-        for runner in self._runners:
-            batch = runner.buffer.since(self._saved.get(runner.spec.name, 0))
+        for streamer in self._streamers:
+            batch = streamer.buffer.since(self._saved.get(streamer.spec.name, 0))
             if batch is not None:
-                batches[runner.spec.name] = batch
+                batches[streamer.spec.name] = batch
                 rows.append(
                     {
-                        "stream": runner.spec.name,
-                        "epoch": runner.boot,
+                        "stream": streamer.spec.name,
+                        "epoch": streamer.boot,
                         "first_seq": batch.first,
                         "last_seq": batch.last,
                         "saved_at": utcnow(),
@@ -131,14 +131,14 @@ class StreamHistory:
                 if rows:
                     conn.execute(sa.insert(table), rows)
                 if prune:
-                    for runner in self._runners:
-                        old = runner.buffer.last - runner.spec.capacity
+                    for streamer in self._streamers:
+                        old = streamer.buffer.last - streamer.spec.capacity
                         conn.execute(
                             sa.delete(table).where(
-                                c.stream == runner.spec.name,
+                                c.stream == streamer.spec.name,
                                 sa.or_(
-                                    sa.and_(c.epoch == runner.boot, c.last_seq <= old),
-                                    sa.and_(c.epoch != runner.boot, c.saved_at < utcnow() - FOREIGN_AGE),
+                                    sa.and_(c.epoch == streamer.boot, c.last_seq <= old),
+                                    sa.and_(c.epoch != streamer.boot, c.saved_at < utcnow() - FOREIGN_AGE),
                                 ),
                             )
                         )

@@ -25,7 +25,7 @@ from ..sources.source import Source, SourceRegistry
 from ..store.database import Database
 from .history import StreamHistory
 from .signal import Signal
-from .streamer import StreamRunner
+from .streamer import Streamer
 from .tiles import tile
 
 log = logging.getLogger("mieruka.live")
@@ -47,7 +47,7 @@ class Live:
         # Sequence numbers start again with each server start: the boot id tells a browser that
         # reconnects to a restarted server to drop what it had instead of waiting for higher numbers.
         self.boot = uuid.uuid4().hex[:12]
-        self.streams = {spec.name: StreamRunner(spec, self.boot) for spec in streams}
+        self.streams = {spec.name: Streamer(spec, self.boot) for spec in streams}
         # The last window of each stream outlives the server, in the job store's database.
         self.history = StreamHistory(database or settings.effective_database_url) if self.streams else None
         self._lock = threading.Lock()
@@ -77,12 +77,12 @@ class Live:
         if self.history is not None:
             self.history.restore(self.streams.values())
             self.history.start(self.streams.values())
-        for runner in self.streams.values():
-            runner.start()
+        for streamer in self.streams.values():
+            streamer.start()
 
     def stop(self) -> None:
-        for runner in self.streams.values():
-            runner.stop()
+        for streamer in self.streams.values():
+            streamer.stop()
         if self.history is not None:
             self.history.stop()
         self.refresher.stop()
@@ -135,7 +135,7 @@ class Live:
     def signal(self, dashboard: str) -> Signal:
         return self._signals[self.dashboards.get(dashboard).name]
 
-    def stream(self, name: str) -> StreamRunner:
+    def stream(self, name: str) -> Streamer:
         try:
             return self.streams[name]
         except KeyError:

@@ -23,7 +23,7 @@ log = logging.getLogger("mieruka.streams")
 TIME_KEYS = ("time", "t", "timestamp")
 
 
-class StreamRunner:
+class Streamer:
     def __init__(self, spec: StreamSpec, boot: str = "") -> None:
         self.spec = spec
         self.boot = boot

@@ -1,6 +1,6 @@
-"""Runs one Python step of a pipeline in a process of its own (started by the pipeline runner):
+"""Runs one Python step of a pipeline in a process of its own (started by the pipeline's run, run.py):
 loads the app, declares the pipeline again with the job's parameters to find the step's function,
-calls it with the outputs of the steps it depends on, and writes its result for the runner.
+calls it with the outputs of the steps it depends on, and writes its result for the run.
 
 Its stdout and stderr are the step's log; progress and artifacts travel as protocol lines."""
 

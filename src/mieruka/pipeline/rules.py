@@ -1,4 +1,4 @@
-"""A Snakemake workflow's rule executions as steps (runner side): the events the workflow's logger
+"""A Snakemake workflow's rule executions as steps (the pipeline run's side): the events the workflow's logger
 plugin sends (pipeline/snakemake.py) become rule steps with their state, log, dependencies and
 errors; the workflow's output lines go to the rule that wrote them.
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from ..errors import ConfigError
 from .graph import Pipeline
-from .runner import PipelineRun
+from .run import PipelineRun
 
 
 class Declaring(Protocol):

@@ -14,7 +14,7 @@ class LocalWorkers:
     """Starts `processes` × `mieruka worker APP --queues <the pool's> --concurrency N` as child
     processes of the server that started the pool; stopping them is a warm shutdown (running jobs
     finish first, up to `stop_timeout` seconds, then they are killed). Each one starts its Celery
-    worker again if it dies (executors/worker_supervisor.py), and rides out a broker outage."""
+    worker again if it dies (executors/celery_supervisor.py), and rides out a broker outage."""
 
     stops_with_server = True  # its workers are child processes of the server that started them
 

@@ -1,4 +1,4 @@
-"""Refreshes sources on their schedules in a dedicated runner, never in the request path.
+"""Refreshes sources on their schedules in threads of their own, never in the request path.
 
 Why not jobs: a dashboard refreshing every 10 s would write 8,640 job records a day per source and
 ship every table through a worker pipe into the job store; here the table stays in this process,
