@@ -203,6 +203,118 @@ def test_google_docstring_other_headers_and_varargs() -> None:
     assert helps == {"a": "first", "*args": "more", "b": "second"}
 
 
+def estimate_pi(samples: int, seed: int | None = None, method: str = "darts") -> float:
+    """Estimate pi by throwing darts.
+
+    Counts the darts that land in the quarter circle.
+
+    Parameters
+    ----------
+    samples : int
+        How many darts
+        to throw.
+    seed : int, optional
+        Random seed; none means a fresh one.
+
+    Returns
+    -------
+    float
+        The estimate.
+    """
+    return 3.14
+
+
+def test_numpy_docstring_becomes_descriptions() -> None:
+    sig = Signature(estimate_pi, "estimate_pi")
+    p = sig.json_schema()["properties"]
+    assert p["samples"]["description"] == "How many darts to throw."
+    assert p["seed"]["description"] == "Random seed; none means a fresh one."
+    assert "description" not in p["method"]
+    assert sig.description == "Estimate pi by throwing darts.\n\nCounts the darts that land in the quarter circle."
+    assert make_task(estimate_pi).description == sig.description
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        # NumPy
+        """Sum two numbers.
+
+        Parameters
+        ----------
+        a : int
+            The first.
+        b : int
+            The second,
+            maybe zero.
+
+        Returns
+        -------
+        int
+        """,
+        # Google
+        """Sum two numbers.
+
+        Args:
+            a (int): The first.
+            b: The second,
+                maybe zero.
+
+        Returns:
+            int: the sum.
+        """,
+        # reST
+        """Sum two numbers.
+
+        :param int a: The first.
+        :param b: The second,
+            maybe zero.
+        :returns: the sum.
+        """,
+        # Epydoc
+        """Sum two numbers.
+
+        @param a: The first.
+        @param b: The second,
+            maybe zero.
+        @return: the sum.
+        """,
+    ],
+    ids=["numpy", "google", "rest", "epydoc"],
+)
+def test_every_docstring_style_gives_the_same_help(doc: str) -> None:
+    assert parse_docstring(doc) == ("Sum two numbers.", {"a": "The first.", "b": "The second, maybe zero."})
+
+
+def test_a_docstring_without_sections_is_all_description() -> None:
+    doc = """Sum two numbers.
+
+    Both may be negative: the sum is too.
+    Parameters are checked first.
+    """
+    assert parse_docstring(doc) == (
+        "Sum two numbers.\n\nBoth may be negative: the sum is too.\nParameters are checked first.",
+        {},
+    )
+
+
+def test_a_field_description_wins_over_the_docstring() -> None:
+    def f(n: Annotated[int, Field(description="from the field")] = 1, m: int = Field(2, description="kept")) -> None:
+        """Do.
+
+        Parameters
+        ----------
+        n : int
+            from the docstring
+        m : int
+            from the docstring too
+        """
+
+    p = Signature(f, "f").json_schema()["properties"]
+    assert p["n"]["description"] == "from the field"
+    assert p["m"]["description"] == "kept"
+
+
 # -- files --------------------------------------------------------------------------------------
 def test_file_parameters_are_detected() -> None:
     def upload(

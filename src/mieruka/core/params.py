@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Annotated, Any, Union, get_args, get_origin
 
+import docstring_parser
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
@@ -103,50 +104,27 @@ def _is_list(annotation: Any) -> bool:
     return origin in (list, typing.List)  # noqa: UP006
 
 
-_ARG_LINE = re.compile(r"^\s{2,}(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-_SECTION = re.compile(r"^(\w[\w ]*):\s*$")
-_ARG_SECTIONS = {"args", "arguments", "parameters", "params", "keyword args", "keyword arguments"}
+def _described(annotation: Any) -> bool:
+    """Whether `Annotated[..., Field(description=...)]` describes the parameter already: what the
+    code says wins over the docstring."""
+    return get_origin(annotation) is Annotated and any(
+        isinstance(meta, FieldInfo) and meta.description is not None for meta in annotation.__metadata__
+    )
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
-    """(description, {param: help}) from a Google-style ("Args:") or reST (":param x:") docstring.
-    Other sections (Returns:, Raises:, ...) are left out of both."""
+    """(description, {param: help}) from a docstring in any style docstring-parser reads: NumPy
+    ("Parameters" underlined), Google ("Args:"), reST (":param x:") or Epydoc ("@param x:").
+
+    The description is the short description and the long one, without the sections; the other
+    sections (Returns, Raises, ...) are left out of both. A help's lines are joined into one. The
+    style that finds the most sections wins; a docstring none can read is all description (the
+    NumPy reader accepts any text)."""
     if not doc:
         return "", {}
-    helps: dict[str, str] = {}
-    description: list[str] = []
-    section: str | None = None
-    current: str | None = None
-    for line in inspect.cleandoc(doc).splitlines():
-        stripped = line.strip()
-        param = re.match(r":param\s+(?:[\w\[\], ]+\s+)?(\w+)\s*:\s*(.*)", stripped)
-        if param:
-            current = param.group(1)
-            helps[current] = param.group(2).strip()
-            section = "rest"
-            continue
-        if stripped.startswith(":"):
-            section, current = "rest-other", None
-            continue
-        header = _SECTION.match(line)
-        if header and not line.startswith(" "):
-            section = "args" if header.group(1).lower() in _ARG_SECTIONS else "other"
-            current = None
-            continue
-        if section is None:
-            description.append(line)
-        elif section == "args":
-            match = _ARG_LINE.match(line)
-            if match and not line.startswith(" " * 6):
-                current = match.group(1)
-                helps[current] = match.group(2).strip()
-            elif stripped and current:
-                helps[current] = f"{helps[current]} {stripped}".strip()
-        elif section == "rest" and stripped and current and line.startswith(" "):
-            helps[current] = f"{helps[current]} {stripped}".strip()
-    return "\n".join(description).strip(), helps
+    parsed = docstring_parser.parse(inspect.cleandoc(doc))
+    helps = {param.arg_name: " ".join(param.description.split()) for param in parsed.params if param.description}
+    return (parsed.description or "").strip(), helps
 
 
 class Signature:
@@ -177,7 +155,7 @@ class Signature:
                     self.multi_file_fields.add(param.name)
             default = ... if param.default is inspect.Parameter.empty else param.default
             info = default
-            if helps.get(param.name):
+            if helps.get(param.name) and not _described(annotation):
                 if isinstance(default, FieldInfo):  # `x: list[int] = Field(default_factory=list)`
                     if default.description is None:
                         info = FieldInfo.merge_field_infos(default, description=helps[param.name])
