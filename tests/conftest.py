@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -217,7 +218,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A real `mieruka run` server in a subprocess on a free port; its output is shown on failure."""
+    """A real `mieruka run` server in a subprocess on a free port; its output is shown on failure.
+    A test may kill it (kill -9, after a stall if it likes) and start it again on the same port and
+    home."""
 
     def __init__(self, app_ref: str, home: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -226,27 +229,46 @@ class ServerProcess:
         self.log_path = home.parent / f"server-{self.port}.log"
         home.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mieruka.cli",
-                "run",
-                app_ref,
-                "--port",
-                str(self.port),
-                "--home",
-                str(home),
-                *extra,
-            ],
-            cwd=TESTS.parent,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})},
+        self._command = [
+            sys.executable,
+            "-m",
+            "mieruka.cli",
+            "run",
+            app_ref,
+            "--port",
+            str(self.port),
+            "--home",
+            str(home),
+            *extra,
+        ]
+        self._env = {**os.environ, "PYTHONPATH": str(TESTS.parent), **(env or {})}
+        self.starts = 0
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.starts += 1
+        if self.starts > 1:
+            self._log.write(f"\n--- start {self.starts} ---\n")
+            self._log.flush()
+        return subprocess.Popen(
+            self._command, cwd=TESTS.parent, stdout=self._log, stderr=subprocess.STDOUT, env=self._env
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
         wait_healthy(self.url, self.process, self.output, timeout)
+
+    def kill(self, stall: float = 0.0) -> None:
+        """SIGKILL the server, after stopping it (SIGSTOP) for `stall` seconds: its workers run on."""
+        if stall:
+            self.process.send_signal(signal.SIGSTOP)
+            time.sleep(stall)
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> None:
+        """Start it again (after kill) on the same port and home, and wait until it is ready."""
+        self.process = self._spawn()
+        self.wait_ready()
 
     def output(self) -> str:
         if not self._log.closed:

@@ -6,96 +6,33 @@ browser shows a job submitted after the restart without a reload."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import TESTS, free_port, wait_healthy
+from tests.conftest import ServerProcess, shared_server
 from tests.servers.test_metrics import samples
 
 WAIT = 30.0
 
 
-class Server:
-    """`mieruka run` on a fixed port and home, which a test kills (SIGKILL, SIGSTOP) and starts again."""
-
-    def __init__(self, home: Path, *extra: str, app_ref: str = "tests/jobs.py:app") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.home = home
-        self.args = [
-            sys.executable,
-            "-m",
-            "mieruka.cli",
-            "run",
-            app_ref,
-            "--port",
-            str(self.port),
-            "--home",
-            str(home),
-            *extra,
-        ]
-        self.log_path = home.parent / f"server-{self.port}.log"
-        home.mkdir(parents=True, exist_ok=True)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        with self.log_path.open("a") as log:
-            log.write(f"\n--- start {self.starts} ---\n")
-            log.flush()
-            self.process = subprocess.Popen(
-                self.args,
-                cwd=TESTS.parent,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(TESTS.parent)},
-            )
-        wait_healthy(self.url, self.process, self.output, WAIT)
-
-    def kill(self, stall: float = 0.0) -> None:
-        """SIGKILL the server, after stopping it for `stall` seconds (its workers run on meanwhile)."""
-        assert self.process is not None
-        if stall:
-            self.process.send_signal(signal.SIGSTOP)
-            time.sleep(stall)
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    home = tmp_path_factory.mktemp("event-ids") / "home"
+    with shared_server(ServerProcess("tests/jobs.py:app", home, "--workers", "2"), request) as proc:
+        yield proc
 
 
 @pytest.fixture
-def restartable(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
-    server = Server(tmp_path / "home", "--workers", "2")
-    failed_before = request.session.testsfailed
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        if request.session.testsfailed > failed_before:
-            print(server.output())
+def restartable(module_server: ServerProcess) -> ServerProcess:
+    """The module's server, which each test kills and starts again (up, whatever the test before did)."""
+    if module_server.process.poll() is not None:
+        module_server.restart()
+    return module_server
 
 
 class Listener:
@@ -150,7 +87,7 @@ def ended(job_ids: set[int]) -> Any:
     return check
 
 
-def submit(server: Server, n: int) -> set[int]:
+def submit(server: ServerProcess, n: int) -> set[int]:
     return {
         httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": i, "b": 1}, timeout=WAIT).json()["id"]
         for i in range(n)
@@ -160,7 +97,7 @@ def submit(server: Server, n: int) -> set[int]:
 STREAMS = [("/api/events", {}, lambda i: str(i)), ("/api/live/events", {"topic": "jobs"}, lambda i: f"@={i}")]
 
 
-def test_streams_go_on_after_the_server_was_killed_and_started_again(restartable: Server) -> None:
+def test_streams_go_on_after_the_server_was_killed_and_started_again(restartable: ServerProcess) -> None:
     server = restartable
     before = [Listener(server.url + path, params) for path, params, _ in STREAMS]
     for listener in before:  # connected before the jobs: a stream without an id starts from now
@@ -173,7 +110,7 @@ def test_streams_go_on_after_the_server_was_killed_and_started_again(restartable
     server.kill()
     for listener in before:
         listener.close()
-    server.start()
+    server.restart()
     # As browsers do: reconnect with the last id seen, from the killed server.
     after = [Listener(server.url + path, params, last_id) for (path, params, _), last_id in zip(STREAMS, old_ids)]
     for listener in after:
@@ -195,7 +132,9 @@ def test_streams_go_on_after_the_server_was_killed_and_started_again(restartable
     single.close()
 
 
-def test_the_jobs_monitor_shows_a_new_job_after_a_restart_without_reload(browser: Any, restartable: Server) -> None:
+def test_the_jobs_monitor_shows_a_new_job_after_a_restart_without_reload(
+    browser: Any, restartable: ServerProcess
+) -> None:
     server = restartable
     old = submit(server, 2)
     for job in old:
@@ -208,7 +147,7 @@ def test_the_jobs_monitor_shows_a_new_job_after_a_restart_without_reload(browser
             timeout=WAIT * 1000
         )
         server.kill()
-        server.start()
+        server.restart()
         deadline = time.monotonic() + WAIT
         while (
             not samples(httpx.get(f"{server.url}/metrics").text).get(("mieruka_sse_clients", ()))

@@ -16,12 +16,13 @@ from typing import Any
 
 import httpx
 
-from tests.servers.test_event_ids import WAIT, Server
+from tests.conftest import ServerProcess
 
 JOBS = 300
 KILLS = 4
 STALLED = 1  # the kill that comes after a stall (by index)
 EVERY = 25  # new runs between kills
+WAIT = 30.0
 
 
 def runs(side: Path) -> Counter[int]:
@@ -31,10 +32,10 @@ def runs(side: Path) -> Counter[int]:
 
 def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
     side = tmp_path / "runs.txt"
-    server = Server(tmp_path / "home", "--workers", "2")
+    server = ServerProcess("tests/jobs.py:app", tmp_path / "home", "--workers", "2")
     failed_before = request.session.testsfailed
     try:
-        server.start()
+        server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=WAIT) as http:
             ids = {
                 n: http.post("/api/tasks/chaos/jobs", json={"n": n, "runs": str(side)}).json()["id"]
@@ -46,7 +47,7 @@ def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
             while sum(runs(side).values()) < min(seen + EVERY, JOBS) and time.monotonic() < deadline:
                 time.sleep(0.01)
             server.kill(stall=1.0 if kill == STALLED else 0.0)
-            server.start()
+            server.restart()
         statuses: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + 60
         with httpx.Client(base_url=server.url, timeout=WAIT) as http:
