@@ -4,8 +4,6 @@ database, SQLite and PostgreSQL; the new one serves the old points and continues
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +44,24 @@ def wait_for_points(server: ServerProcess, beyond: int) -> dict[str, Any]:
     raise AssertionError(f"the stream never passed point {beyond}:\n{server.output()}")
 
 
+def wait_saved(tmp_path: Path, env: dict[str, str], last: int) -> None:
+    """Until the server has saved the stream's points up to `last` in its database."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(env.get("MIERUKA_DATABASE_URL") or f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}")
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            with engine.connect() as conn:
+                saved = conn.exec_driver_sql("SELECT max(last_seq) FROM stream_batches WHERE stream = 'ticks'").scalar()
+            if saved is not None and saved >= last:
+                return
+            assert time.monotonic() < deadline, f"point {last} never saved (saved up to {saved})"
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
 def start(tmp_path: Path, env: dict[str, str]) -> ServerProcess:
     proc = ServerProcess(APP, tmp_path / "home", "--workers", "1", env=env)
     try:
@@ -59,7 +75,7 @@ def start(tmp_path: Path, env: dict[str, str]) -> ServerProcess:
 def test_a_restarted_server_shows_the_last_window(tmp_path: Path, env: dict[str, str]) -> None:
     first = start(tmp_path, env)
     try:
-        before = wait_for_points(first, 60)
+        before = wait_for_points(first, 20)
     finally:
         first.stop()  # SIGTERM: the server saves what is left on its way out
     second = start(tmp_path, env)
@@ -84,10 +100,9 @@ def test_a_restarted_server_shows_the_last_window(tmp_path: Path, env: dict[str,
 def test_a_killed_server_loses_at_most_the_last_moments(tmp_path: Path, env: dict[str, str]) -> None:
     first = start(tmp_path, env)
     try:
-        seen = wait_for_points(first, 100)
-        time.sleep(3)  # saved once a second: these points are in the database by now
-        os.kill(first.process.pid, signal.SIGKILL)
-        first.process.wait()
+        seen = wait_for_points(first, 20)
+        wait_saved(tmp_path, env, seen["last"])  # saved once a second: what is older is kept
+        first.kill()
     finally:
         first.stop()
     second = start(tmp_path, env)
@@ -105,7 +120,7 @@ def test_a_reloaded_page_draws_the_window_of_the_last_run(browser: Any, tmp_path
     env = {"DASH_DIR": str(tmp_path / "data")}
     first = start(tmp_path, env)
     try:
-        before = wait_for_points(first, 60)
+        before = wait_for_points(first, 20)
     finally:
         first.stop()
     second = start(tmp_path, env)
