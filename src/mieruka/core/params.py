@@ -127,6 +127,17 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     return (parsed.description or "").strip(), helps
 
 
+def _with_help(default: Any, text: str | None, annotation: Any) -> Any:
+    """A parameter's default, carrying its docstring help unless the code describes it already."""
+    if not text or _described(annotation):
+        return default
+    if not isinstance(default, FieldInfo):
+        return Field(default, description=text)
+    if default.description is None:  # `x: list[int] = Field(default_factory=list)`
+        return FieldInfo.merge_field_infos(default, description=text)
+    return default
+
+
 class Signature:
     """The parameters of one task function, as a pydantic model plus what the runner must inject."""
 
@@ -154,14 +165,7 @@ class Signature:
                 if _is_list(annotation):
                     self.multi_file_fields.add(param.name)
             default = ... if param.default is inspect.Parameter.empty else param.default
-            info = default
-            if helps.get(param.name) and not _described(annotation):
-                if isinstance(default, FieldInfo):  # `x: list[int] = Field(default_factory=list)`
-                    if default.description is None:
-                        info = FieldInfo.merge_field_infos(default, description=helps[param.name])
-                else:
-                    info = Field(default, description=helps[param.name])
-            fields[param.name] = (annotation, info)
+            fields[param.name] = (annotation, _with_help(default, helps.get(param.name), annotation))
         config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
         try:
             self.model: type[BaseModel] = pydantic.create_model(f"{_camel(name)}Params", __config__=config, **fields)
