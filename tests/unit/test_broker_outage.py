@@ -8,13 +8,19 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from mieruka import JobStatus
-from tests.celery_worker import CeleryWorker, RedisServer, on_celery, private_redis
+from tests.celery_worker import CeleryWorker, RedisServer, on_celery
 from tests.conftest import fresh_postgres_database
+
+if TYPE_CHECKING:
+    from mieruka import App
 
 
 def _until(condition: object, timeout: float, what: str) -> None:
@@ -24,78 +30,86 @@ def _until(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def own_redis(keep_in: Path | None = None) -> Iterator[RedisServer]:
+    """A redis-server of this test, which it may stop and start again."""
+    server = RedisServer(keep_in=keep_in)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def on_a_worker(
+    tmp_path: Path, redis_server: RedisServer, concurrency: int, **settings: Any
+) -> Iterator[tuple[App, CeleryWorker]]:
+    """tests/jobs.py's app started on the Celery executor (a fresh PostgreSQL database, the test's
+    Redis), with one `mieruka worker` of `concurrency` pool processes, ready."""
+    from tests.jobs import app
+
+    with (
+        fresh_postgres_database("mieruka_outage") as database_url,
+        on_celery(app, tmp_path / "home", database_url, redis_server.url, **settings) as workers,
+    ):
+        worker = CeleryWorker(
+            tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", str(concurrency)
+        )
+        workers.append(worker)
+        worker.wait_ready()
+        app.start()
+        yield app, worker
+
+
 @pytest.mark.parametrize(
     "signum, outage", [(signal.SIGTERM, 1.5), (signal.SIGKILL, 8.0)], ids=["SIGTERM, 1.5 s", "SIGKILL, 8 s"]
 )
 def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(
     tmp_path: Path, signum: int, outage: float
 ) -> None:
-    from tests.jobs import app
-
-    redis_server = RedisServer()
-    redis_server.start()
-    try:
-        with (
-            fresh_postgres_database("mieruka_outage") as database_url,
-            on_celery(app, tmp_path / "home", database_url, redis_server.url, broker_check_interval=0.5) as workers,
-        ):
-            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "3")
-            workers.append(worker)
-            worker.wait_ready()
-            app.start()
-            running = app.submit("sleep", seconds=outage + 4)
-            cancelled = app.submit("sleep", seconds=120)
-            for job in (running, cancelled):
-                _until(lambda job=job: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the jobs run")
-            redis_server.stop(signum)
-            app.engine.cancel(cancelled.id)  # no broadcast reaches the worker: it finds it in the store
-            time.sleep(outage)
-            redis_server.start()
-            done = app.wait(running, 60)
-            assert done.status is JobStatus.SUCCEEDED and done.attempts == 1, done
-            assert app.wait(cancelled, 60).status is JobStatus.CANCELLED
-            after = app.wait(app.submit("add", a=1), 60)
-            assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
-            assert worker.process.poll() is None, "the worker is still up"
-            assert "Unrecoverable error" not in worker.output()
-            assert "(1/None)" in worker.output()  # "Trying again in 2 s (try 1 of no limit)": any outage is waited out
-    finally:
-        redis_server.stop()
+    with (
+        own_redis() as redis_server,
+        on_a_worker(tmp_path, redis_server, 3, broker_check_interval=0.5) as (app, worker),
+    ):
+        running = app.submit("sleep", seconds=outage + 4)
+        cancelled = app.submit("sleep", seconds=120)
+        for job in (running, cancelled):
+            _until(lambda job=job: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the jobs run")
+        redis_server.stop(signum)
+        app.engine.cancel(cancelled.id)  # no broadcast reaches the worker: it finds it in the store
+        time.sleep(outage)
+        redis_server.start()
+        done = app.wait(running, 60)
+        assert done.status is JobStatus.SUCCEEDED and done.attempts == 1, done
+        assert app.wait(cancelled, 60).status is JobStatus.CANCELLED
+        after = app.wait(app.submit("add", a=1), 60)
+        assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
+        assert worker.process.poll() is None, "the worker is still up"
+        assert "Unrecoverable error" not in worker.output()
+        assert "(1/None)" in worker.output()  # "Trying again in 2 s (try 1 of no limit)": any outage is waited out
 
 
 def test_a_consumer_that_dies_is_started_again_and_its_job_is_not_lost(tmp_path: Path) -> None:
     """kill -9 of the Celery worker's main process (the consumer), as a crash of it would be:
     `mieruka worker` starts a new one, the job that ran is queued again (it has a retry left) and
     runs on the new one, and the jobs submitted after run too."""
-    from tests.jobs import app
-
-    redis_server = RedisServer()
-    redis_server.start()
-    try:
-        with (
-            fresh_postgres_database("mieruka_consumer") as database_url,
-            on_celery(
-                app, tmp_path / "home", database_url, redis_server.url, heartbeat_interval=0.3, engine_stale_after=3
-            ) as workers,
-        ):
-            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
-            workers.append(worker)
-            worker.wait_ready()
-            app.start()
-            pidfile = tmp_path / "pid"
-            job = app.submit("sleep_first_time", pidfile=str(pidfile))
-            _until(pidfile.exists, 30, "the job runs")
-            consumer = worker.consumer_pid()
-            os.kill(consumer, signal.SIGKILL)
-            done = app.wait(job, 60)
-            assert done.status is JobStatus.SUCCEEDED and done.result == 2, done
-            assert worker.consumer_pid() != consumer
-            after = app.wait(app.submit("add", a=1), 60)
-            assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
-            assert worker.process.poll() is None, "the supervisor is still up"
-            assert f"the Celery worker (pid {consumer}) was killed by SIGKILL" in worker.output()
-    finally:
-        redis_server.stop()
+    with (
+        own_redis() as redis_server,
+        on_a_worker(tmp_path, redis_server, 2, heartbeat_interval=0.3, engine_stale_after=3) as (app, worker),
+    ):
+        pidfile = tmp_path / "pid"
+        job = app.submit("sleep_first_time", pidfile=str(pidfile))
+        _until(pidfile.exists, 30, "the job runs")
+        consumer = worker.consumer_pid()
+        os.kill(consumer, signal.SIGKILL)
+        done = app.wait(job, 60)
+        assert done.status is JobStatus.SUCCEEDED and done.result == 2, done
+        assert worker.consumer_pid() != consumer
+        after = app.wait(app.submit("add", a=1), 60)
+        assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
+        assert worker.process.poll() is None, "the supervisor is still up"
+        assert f"the Celery worker (pid {consumer}) was killed by SIGKILL" in worker.output()
 
 
 def test_messages_a_worker_held_when_the_broker_went_away_go_back_when_it_returns(tmp_path: Path) -> None:
@@ -104,50 +118,29 @@ def test_messages_a_worker_held_when_the_broker_went_away_go_back_when_it_return
     Redis is down. Redis keeps its data here, so no server sends the queued jobs again: unless the
     worker gives the message back once it is connected again, the second job waits for the
     visibility timeout (an hour)."""
-    from tests.jobs import app
-
-    redis_server = RedisServer(keep_in=tmp_path)
-    redis_server.start()
-    try:
-        with (
-            fresh_postgres_database("mieruka_resend") as database_url,
-            on_celery(app, tmp_path / "home", database_url, redis_server.url, broker_check_interval=0.5) as workers,
-        ):
-            worker = CeleryWorker(tmp_path / "worker-home", database_url, redis_server.url, "--concurrency", "2")
-            workers.append(worker)
-            worker.wait_ready()
-            app.start()
-            first = app.submit("one_at_a_time", seconds=6)
-            _until(lambda: app.get_job(first.id).status is JobStatus.RUNNING, 30, "the first job runs")
-            second = app.submit("one_at_a_time", seconds=0.1)  # held back: one at a time
-            time.sleep(1)
-            redis_server.stop(signal.SIGKILL)
-            time.sleep(3)
-            redis_server.start()
-            for job in (first, second):
-                done = app.wait(job, 60)
-                assert done.status is JobStatus.SUCCEEDED, done
-            assert worker.process.poll() is None
-    finally:
-        redis_server.stop()
+    with (
+        own_redis(keep_in=tmp_path) as redis_server,
+        on_a_worker(tmp_path, redis_server, 2, broker_check_interval=0.5) as (app, worker),
+    ):
+        first = app.submit("one_at_a_time", seconds=6)
+        _until(lambda: app.get_job(first.id).status is JobStatus.RUNNING, 30, "the first job runs")
+        second = app.submit("one_at_a_time", seconds=0.1)  # held back: one at a time
+        time.sleep(1)
+        redis_server.stop(signal.SIGKILL)
+        time.sleep(3)
+        redis_server.start()
+        for job in (first, second):
+            done = app.wait(job, 60)
+            assert done.status is JobStatus.SUCCEEDED, done
+        assert worker.process.poll() is None
 
 
 def test_sigterm_to_the_supervisor_is_a_warm_shutdown_of_its_worker(tmp_path: Path) -> None:
     """The supervisor passes SIGTERM on and exits with its worker, after the running job ended."""
     import psutil
 
-    from tests.jobs import app
-
-    with (
-        fresh_postgres_database("mieruka_warm") as database_url,
-        private_redis() as broker,
-        on_celery(app, tmp_path / "home", database_url, broker) as workers,
-    ):
-        worker = CeleryWorker(tmp_path / "worker-home", database_url, broker, "--concurrency", "1")
-        workers.append(worker)
-        worker.wait_ready()
+    with own_redis() as redis_server, on_a_worker(tmp_path, redis_server, 1) as (app, worker):
         consumer = worker.consumer_pid()
-        app.start()
         job = app.submit("sleep", seconds=3)
         _until(lambda: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the job runs")
         worker.process.send_signal(signal.SIGTERM)
