@@ -74,24 +74,7 @@ def make_source(
     if read_options and file is None:
         raise ConfigError(f"source {name!r}: unknown options {', '.join(sorted(read_options))}")
     if sql is not None:
-        if (url is None) == (odbc is None):
-            raise ConfigError(
-                f"source {name!r}: sql= needs exactly one of url= (SQLAlchemy) or odbc= (an ODBC connection string)"
-            )
-        if odbc is not None:
-            from .odbc import OdbcSource
-
-            if params is not None and not callable(params) and not isinstance(params, (Sequence, dict)):
-                raise ConfigError(
-                    f"source {name!r}: ODBC parameters are a list (? placeholders) or a dict (:name placeholders)"
-                )
-            adapter = OdbcSource(odbc, sql, params, odbc_init)
-        else:
-            from .sql import SqlSource
-
-            if params is not None and not callable(params) and not isinstance(params, dict):
-                raise ConfigError(f"source {name!r}: SQL parameters are a dict for the :name placeholders")
-            adapter = SqlSource(str(url), sql, params)
+        adapter = _query_adapter(name, sql, url, odbc, params, odbc_init)
     elif file is not None:
         from .files import FileSource
 
@@ -112,6 +95,29 @@ def make_source(
     if max_rows is not None and max_rows < 1:
         raise ConfigError(f"source {name!r}: max_rows must be at least 1")
     return Source(name, adapter, schedule, seconds, max_rows, transform, title or name.replace("_", " "), description)
+
+
+def _query_adapter(
+    name: str, sql: str, url: str | None, odbc: str | None, params: Any, odbc_init: Sequence[str] | str
+) -> DataSource:
+    """The adapter of a source that runs `sql`, through SQLAlchemy (url=) or ODBC (odbc=)."""
+    if (url is None) == (odbc is None):
+        raise ConfigError(
+            f"source {name!r}: sql= needs exactly one of url= (SQLAlchemy) or odbc= (an ODBC connection string)"
+        )
+    if odbc is not None:
+        from .odbc import OdbcSource
+
+        if params is not None and not callable(params) and not isinstance(params, (Sequence, dict)):
+            raise ConfigError(
+                f"source {name!r}: ODBC parameters are a list (? placeholders) or a dict (:name placeholders)"
+            )
+        return OdbcSource(odbc, sql, params, odbc_init)
+    from .sql import SqlSource
+
+    if params is not None and not callable(params) and not isinstance(params, dict):
+        raise ConfigError(f"source {name!r}: SQL parameters are a dict for the :name placeholders")
+    return SqlSource(str(url), sql, params)
 
 
 @dataclass
