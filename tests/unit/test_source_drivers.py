@@ -6,7 +6,6 @@ database whose read-only setting mieruka does not know says so in the source's w
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +17,8 @@ from mieruka.sources.base import DataSource, Limits
 from mieruka.sources.odbc import OdbcSource
 from mieruka.sources.sql import SqlSource
 from tests.conftest import fresh_mariadb_database, fresh_postgres_database, need_service
+from tests.unit.test_sources import ROWS, fill_wards, sqlite_wards
 
-ROWS = [("A", 10), ("B", 20), ("C", 30)]
 LIMITS = Limits(timeout=10, max_rows=1000)
 QUERY = "SELECT ward, patients FROM wards ORDER BY ward"
 COUNT = "SELECT COUNT(*) AS n FROM wards"
@@ -33,37 +32,21 @@ STOPPED = "(?i)interrupt|timeout|cancel|max_statement_time"
 REFUSED = "(?i)read.?only"
 
 
-def _fill(url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE wards (ward VARCHAR(10) PRIMARY KEY, patients INTEGER)")
-        conn.execute(sa.text("INSERT INTO wards VALUES (:w, :p)"), [{"w": w, "p": p} for w, p in ROWS])
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def maria() -> Iterator[str]:
     with fresh_mariadb_database("mieruka_drivers") as url:
-        _fill(url)
-        yield url
+        yield fill_wards(url)
 
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[str]:
     with fresh_postgres_database("mieruka_drivers") as url:
-        _fill(url)
-        yield url
+        yield fill_wards(url)
 
 
 @pytest.fixture
 def lite(tmp_path: Path) -> str:
-    path = tmp_path / "wards.db"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE wards (ward TEXT PRIMARY KEY, patients INTEGER)")
-        db.executemany("INSERT INTO wards VALUES (?, ?)", ROWS)
-    return f"sqlite:///{path}"
+    return sqlite_wards(tmp_path)
 
 
 def odbc_driver(name: str, package: str) -> str:
@@ -132,7 +115,8 @@ def test_each_driver_refuses_a_write(make: tuple[str, Callable[[str], DataSource
         with pytest.raises(Exception, match=REFUSED):
             source(statement).fetch(LIMITS)
     assert source(COUNT).fetch(LIMITS).frame["n"].tolist() == [len(ROWS)]
-    assert source("SELECT SUM(patients) AS s FROM wards").fetch(LIMITS).frame["s"].tolist() == [60]
+    total = sum(patients for _, patients in ROWS)
+    assert source("SELECT SUM(patients) AS s FROM wards").fetch(LIMITS).frame["s"].tolist() == [total]
 
 
 def test_each_driver_stops_a_slow_statement_at_the_timeout(make: tuple[str, Callable[[str], DataSource]]) -> None:
@@ -177,10 +161,7 @@ def test_a_dialect_without_known_guards_says_reads_are_not_read_only(tmp_path: P
         supports_statement_cache = True
 
     registry.impls["unknownsql"] = lambda: UnknownDialect
-    path = tmp_path / "w.db"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE wards (ward TEXT, patients INTEGER)")
-        db.executemany("INSERT INTO wards VALUES (?, ?)", ROWS)
+    path = sqlite_wards(tmp_path).split("///", 1)[1]
     source = SqlSource(f"unknownsql:///{path}", QUERY)
     assert isinstance(source._get_engine().dialect, UnknownDialect)
     assert len(source.fetch(LIMITS).frame) == len(ROWS)
