@@ -143,25 +143,7 @@ class Refresher:
                 if self._stopping:
                     return
                 now = time.monotonic()
-                starting: list[Source] = []
-                overdue: list[tuple[Source, SourceState]] = []
-                for source in self.sources:
-                    state = self._states[source.name]
-                    if state.running:
-                        if self._watch(source, state, now):
-                            overdue.append((source, replace(state)))
-                        due = self._due.get(source.name)
-                        if due is not None and due <= now and source.name not in self._forced:
-                            self._schedule_next(source, state)  # this due time joins the running read
-                        continue
-                    due = self._due.get(source.name)
-                    if due is not None and due <= now:
-                        forced = source.name in self._forced
-                        self._forced.discard(source.name)
-                        self._schedule_next(source, state)
-                        if forced or source.adapter.changed():
-                            state.running, state._started, state._timed_out = True, now, False
-                            starting.append(source)
+                starting, overdue = self._take_due(now)
                 pause = self._pause(now)
             for source, snapshot in overdue:
                 source.adapter.cancel()
@@ -173,6 +155,39 @@ class Refresher:
             with self._cond:
                 if not self._stopping and self._pause(time.monotonic()) > 0.01:
                     self._cond.wait(pause)
+
+    def _take_due(self, now: float) -> tuple[list[Source], list[tuple[Source, SourceState]]]:
+        """Under the lock: the sources whose read starts now (marked running), and those whose
+        running read just outlived its timeout, each with its state then (to announce)."""
+        starting: list[Source] = []
+        overdue: list[tuple[Source, SourceState]] = []
+        for source in self.sources:
+            state = self._states[source.name]
+            if state.running:
+                if self._watch(source, state, now):
+                    overdue.append((source, replace(state)))
+                if self._is_due(source.name, now) and source.name not in self._forced:
+                    self._schedule_next(source, state)  # this due time joins the running read
+            elif self._start_if_due(source, state, now):
+                starting.append(source)
+        return starting, overdue
+
+    def _is_due(self, name: str, now: float) -> bool:
+        due = self._due.get(name)
+        return due is not None and due <= now
+
+    def _start_if_due(self, source: Source, state: SourceState, now: float) -> bool:
+        """Whether the source's read starts now: it is due, and forced or its adapter saw the data
+        change. A due source gets its next due time either way."""
+        if not self._is_due(source.name, now):
+            return False
+        forced = source.name in self._forced
+        self._forced.discard(source.name)
+        self._schedule_next(source, state)
+        if not (forced or source.adapter.changed()):
+            return False
+        state.running, state._started, state._timed_out = True, now, False
+        return True
 
     def _pause(self, now: float) -> float:
         """How long the loop may sleep: until the next due time of a source that is not being read,
