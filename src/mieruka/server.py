@@ -40,7 +40,7 @@ def serve(runtime: Runtime) -> None:
 
 def refuse_open_network(runtime: Runtime) -> None:
     """Serving to the network with nobody configured would let anyone in: refuse, saying how."""
-    from .web.security import is_loopback
+    from .web.identity import is_loopback
 
     settings = runtime.settings
     if is_loopback(settings.host):

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from mieruka.core.clock import utcnow
-from mieruka.web.security import flat_routes
+from mieruka.web.access import flat_routes
 from tests.conftest import ServerProcess, shared_server
 from tests.guarded_app import BOARD_SECRET, JOB_SECRET, SECRET_STREAM, SECRET_TASK
 from tests.web.test_access import EXPECTED, STREAMS

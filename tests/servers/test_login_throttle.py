@@ -30,7 +30,7 @@ from mieruka.core.clock import utcnow
 from mieruka.errors import TooManyAttempts, ValidationError
 from mieruka.store import tables as t
 from mieruka.store.database import Database
-from mieruka.web.security import CSRF_FIELD, LOGIN_CSRF_COOKIE
+from mieruka.web.csrf import CSRF_FIELD, LOGIN_CSRF_COOKIE
 from tests.conftest import TESTS, ServerProcess
 
 PASSWORD = "a long password"

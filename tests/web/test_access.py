@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mieruka.core.access import Role
+from mieruka.web.access import flat_routes
 from mieruka.web.policy import rule_for
-from mieruka.web.security import flat_routes
 
 # (method, path template) -> who may call it: public, viewer, operator, owner (operator on its own
 # job, admin on any), admin.

@@ -21,7 +21,8 @@ from mieruka.auth.presence import Presence
 from mieruka.core.access import Principal, Role
 from mieruka.core.clock import utcnow
 from mieruka.store import tables as t
-from mieruka.web.security import CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE
+from mieruka.web.csrf import CSRF_FIELD, LOGIN_CSRF_COOKIE
+from mieruka.web.identity import SESSION_COOKIE
 
 PASSWORD = "correct horse"
 
@@ -423,7 +424,7 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, cl
     job = client.post("/api/tasks/fail/jobs", json={}, headers={"X-CSRF-Token": csrf}).json()
     app.engine.wait(job["id"], 30)
     client.post("/api/tokens", json={"name": "t"}, headers={"X-CSRF-Token": csrf})
-    from mieruka.web.security import flat_routes
+    from mieruka.web.access import flat_routes
 
     routes = {r.path for r in flat_routes(app.asgi())}
     pages = [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mieruka.web.security import CSRF_FIELD
+from mieruka.web.csrf import CSRF_FIELD
 
 PASSWORD = "a long enough password"
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

@@ -1,7 +1,7 @@
 """The audit log: who did what, to which target, when, from which address.
 
 Record an entry from a route with one line: `audit(request, "source.refresh", f"source:{name}")`
-(see mieruka.web.security.audit); from elsewhere, `AuditLog.record(...)`.
+(see mieruka.web.audit.audit); from elsewhere, `AuditLog.record(...)`.
 """
 
 from __future__ import annotations

@@ -15,10 +15,11 @@ from ..auth.audit import AuditQuery, to_csv
 from ..core.access import Role
 from ..core.clock import as_utc, utcnow
 from ..errors import PermissionDenied, ValidationError
+from .audit import audit
+from .identity import principal
 from .ids import TOKEN_ID
 from .policy import shown_page
 from .schemas import ErrorOut
-from .security import audit, principal
 from .state import RuntimeDep
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {

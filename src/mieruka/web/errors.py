@@ -17,10 +17,11 @@ import re
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -134,6 +135,34 @@ def unavailable_response(request: Request, problem: DatabaseUnavailable) -> Resp
     return respond(request, problem.status_code, headers={"Retry-After": str(problem.retry_after)}, **problem.to_dict())
 
 
+def outage(request: Request, exc: Exception) -> Refused:
+    """A database that did not answer as the 503 to send (logged in one line); any other error is
+    raised again."""
+    problem = database_down(request, exc)
+    if problem is None:
+        raise exc
+    log.warning("%s %s: %s", request.method, request.url.path, problem.message)
+    return Refused(problem.status_code, problem.code, problem.message, {"Retry-After": str(problem.retry_after)})
+
+
+def refusal(request: Request, refused: Refused) -> Response:
+    """The answer to a request refused before its route: a browser opening a page it must log in
+    for goes to the login page, and comes back after; anyone else gets the error."""
+    if (
+        refused.status == 401
+        and request.method == "GET"
+        and not request.headers.get("hx-request")
+        and "text/html" in request.headers.get("accept", "")
+    ):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/login?next={quote(target, safe='')}", status_code=303)
+    response = respond(request, refused.status, refused.code, refused.message, headers=refused.headers)
+    if refused.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="mieruka"'
+    return response
+
+
 def _retention_days(request: Request) -> int | None:
     runtime = runtime_or_none(request)
     seconds = runtime.settings.retention_max_age if runtime is not None else None
@@ -158,68 +187,68 @@ def _bounded(error: dict[str, Any]) -> dict[str, Any]:
 def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None) -> None:
     """Route every error through respond(); `pages` renders templates/error.html for browsers."""
     setattr(api.state, TEMPLATES_KEY, pages)
-
-    @api.exception_handler(MierukaError)
-    async def on_mieruka_error(request: Request, exc: MierukaError) -> Response:
-        if isinstance(exc, DatabaseUnavailable):
-            return unavailable_response(request, exc)
-        if exc.status_code >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return respond(request, exc.status_code, headers=headers, **exc.to_dict())
-
-    async def on_database_error(request: Request, exc: Exception) -> Response:
-        problem = database_down(request, exc)
-        if problem is not None:
-            return unavailable_response(request, problem)
-        return _unexpected(request, exc)
-
+    api.exception_handler(MierukaError)(on_mieruka_error)
     # The errors of the database drivers, wrapped by SQLAlchemy or not (the store's PostgreSQL hot
     # path speaks psycopg directly): handled here, inside the middleware, so no traceback follows.
     for kind in _database_errors():
-        api.add_exception_handler(kind, on_database_error)
+        api.exception_handler(kind)(on_unexpected)
+    api.exception_handler(RequestValidationError)(on_validation_error)
+    api.exception_handler(HTTPException)(on_http_error)
+    api.exception_handler(Refused)(on_refused)
+    api.exception_handler(ClientDisconnect)(on_disconnect)
+    api.exception_handler(Exception)(on_unexpected)
 
-    @api.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        fields = []
-        errors = exc.errors()
-        for err in errors[:MAX_ERROR_FIELDS]:
-            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-            fields.append({"field": ".".join(loc) or "(request)", "message": str(err.get("msg", "invalid"))})
-        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        more: dict[str, Any] = {"more_fields": len(errors) - len(fields)} if len(errors) > len(fields) else {}
-        return respond(request, 422, "validation_error", f"invalid request: {summary}", fields=fields, **more)
 
-    @api.exception_handler(HTTPException)
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"no such path: {request.url.path}"
-            job = _JOB_PATH.match(request.url.path)
-            if job and parse_id(job.group(1)) is None:
-                code, message = (
-                    "job_not_found",
-                    (f"no job {job.group(1)!r}: a job id is written as a plain positive number, e.g. /api/jobs/42"),
-                )
-        return respond(request, exc.status_code, code, message, headers=exc.headers)
+async def on_mieruka_error(request: Request, exc: MierukaError) -> Response:
+    if isinstance(exc, DatabaseUnavailable):
+        return unavailable_response(request, exc)
+    if exc.status_code >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return respond(request, exc.status_code, headers=headers, **exc.to_dict())
 
-    @api.exception_handler(Refused)
-    async def on_refused(request: Request, exc: Refused) -> Response:
-        return respond(request, exc.status, exc.code, exc.message)
 
-    @api.exception_handler(ClientDisconnect)
-    async def on_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
-        # The client went away mid-body: nobody reads this answer, and nothing went wrong here.
-        log.info("%s %s: the client disconnected before sending the whole body", request.method, request.url.path)
-        return error_response(400, "bad_request", "the request body did not arrive in full")
+async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    fields = []
+    errors = exc.errors()
+    for err in errors[:MAX_ERROR_FIELDS]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        fields.append({"field": ".".join(loc) or "(request)", "message": str(err.get("msg", "invalid"))})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    more: dict[str, Any] = {"more_fields": len(errors) - len(fields)} if len(errors) > len(fields) else {}
+    return respond(request, 422, "validation_error", f"invalid request: {summary}", fields=fields, **more)
 
-    @api.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        problem = database_down(request, exc)
-        if problem is not None:
-            return unavailable_response(request, problem)
-        return _unexpected(request, exc)
+
+async def on_http_error(request: Request, exc: HTTPException) -> Response:
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such path: {request.url.path}"
+        job = _JOB_PATH.match(request.url.path)
+        if job and parse_id(job.group(1)) is None:
+            code, message = (
+                "job_not_found",
+                (f"no job {job.group(1)!r}: a job id is written as a plain positive number, e.g. /api/jobs/42"),
+            )
+    return respond(request, exc.status_code, code, message, headers=exc.headers)
+
+
+async def on_refused(request: Request, exc: Refused) -> Response:
+    return respond(request, exc.status, exc.code, exc.message)
+
+
+async def on_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    # The client went away mid-body: nobody reads this answer, and nothing went wrong here.
+    log.info("%s %s: the client disconnected before sending the whole body", request.method, request.url.path)
+    return error_response(400, "bad_request", "the request body did not arrive in full")
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """A database that does not answer is a 503; anything else a bug, a 500 with its traceback logged."""
+    problem = database_down(request, exc)
+    if problem is not None:
+        return unavailable_response(request, problem)
+    return _unexpected(request, exc)
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

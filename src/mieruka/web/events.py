@@ -10,8 +10,8 @@ from fastapi.responses import Response
 
 from ..core.events import Event
 from ..errors import TaskNotFound
+from .identity import hidden
 from .ids import JOB_ID
-from .security import hidden
 from .serialize import job_json
 from .sse import event_response
 from .state import RuntimeDep, metrics_of

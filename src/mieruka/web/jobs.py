@@ -16,9 +16,9 @@ from ..core.status import JobStatus
 from ..errors import ArtifactNotFound, JobTimeoutError, ValidationError
 from ..runtime import Runtime
 from ..store.base import JobQuery
+from .identity import hidden
 from .ids import JOB_ID
 from .schemas import ERRORS, JobOut, JobPage, LogPage
-from .security import hidden
 from .serialize import job_json, log_json
 from .state import RuntimeDep
 

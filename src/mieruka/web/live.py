@@ -21,9 +21,9 @@ from ..runtime import Runtime
 from ..sources.refresher import SourceState
 from ..sources.source import Source
 from .feeds import MAX_TOPICS, Topics, feed_response, mux_response, positions
+from .identity import hidden, principal
 from .ids import parse_id
 from .policy import ALLOW_LISTS
-from .security import hidden, principal
 from .serialize import iso, job_json
 from .state import RuntimeDep, metrics_of
 

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from .._version import __version__
 from ..runtime import Runtime
-from .security import hidden
+from .identity import hidden
 from .state import pages_of
 
 # Our own pages rather than FastAPI's: those start the viewers with an inline script, which the

@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..store.outage import RETRY_AFTER, reason, unavailable
+from .identity import hidden, principal
 from .policy import hidden_names
-from .security import hidden, principal
 from .serialize import iso
 from .state import RuntimeDep, metrics_of
 

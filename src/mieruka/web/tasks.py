@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from ..core.access import allowed
 from ..errors import JobTimeoutError
 from ..runtime import Runtime
+from .identity import owner_name, principal
 from .schemas import ERRORS, JobOut, TaskOut
-from .security import owner_name, principal
 from .serialize import job_json
 from .state import RuntimeDep
 from .submission import Submission

@@ -18,9 +18,11 @@ from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
 from ...errors import MierukaError, TooManyAttempts, ValidationError
 from ...runtime import Runtime
+from ..audit import audit
+from ..csrf import LOGIN_CSRF_COOKIE
+from ..identity import SESSION_COOKIE, address, principal
 from ..ids import TOKEN_ID
 from ..policy import shown_page
-from ..security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, address, audit, principal
 from ..state import RuntimeDep, pages_of
 
 router = APIRouter(include_in_schema=False)

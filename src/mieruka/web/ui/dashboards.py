@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse
 
 from ...core.access import allowed
 from ...core.dashboards import Chart
+from ..identity import principal
 from ..live import live_of, live_or_none, source_json
-from ..security import principal
 from ..state import RuntimeDep, pages_of
 from . import render
 

@@ -21,9 +21,10 @@ from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLar
 from ...runtime import Runtime
 from ...store.base import JobQuery
 from .. import monitor
+from ..audit import audit
+from ..identity import hidden, owner_name, principal
 from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
-from ..security import audit, hidden, owner_name, principal
 from ..state import RuntimeDep, pages_of
 from ..submission import Submission
 from . import account_pages, charts, render, step_graph

@@ -10,8 +10,10 @@ from urllib.parse import quote
 from fastapi.templating import Jinja2Templates
 
 from ...runtime import Runtime
+from ..access import may_change, may_run
 from ..assets import static_url
-from ..security import install_template_globals
+from ..csrf import csrf_input, page_csrf_token
+from ..identity import current_user
 from . import render
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -35,7 +37,11 @@ def page_templates(runtime: Runtime) -> Jinja2Templates:
     env.globals["static_url"] = static_url
     # The login page says why nobody can log in yet (asked only when that page is shown).
     env.globals["server_has_users"] = runtime.auth.accounts.has_users
-    install_template_globals(env)
+    env.globals["csrf_input"] = csrf_input
+    env.globals["csrf_token"] = page_csrf_token
+    env.globals["current_user"] = current_user
+    env.globals["may_change"] = may_change
+    env.globals["may_run"] = may_run
     env.globals["online_now"] = lambda: runtime.auth.presence.online()
     # Open pages say they are still open well within the presence expiry (default every minute).
     env.globals["heartbeat_seconds"] = max(5, min(60, int(runtime.settings.presence_expiry / 3)))

@@ -1,0 +1,177 @@
+"""Who is asking: `Authorization: Bearer <token>` (API clients), else the session cookie (browsers),
+else anonymous. With no user configured, a request from this machine is the local admin (the open
+single-user mode) and the server answers only to its own host names (DNS rebinding).
+
+The security middleware identifies each request once and keeps the answer in the request's state;
+routes read it with `principal(request)`, templates with `current_user()`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from jinja2 import pass_context
+from starlette.requests import Request
+from starlette.types import Scope
+
+from ..core.access import Principal, Role
+from .limits import Refused
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+SESSION_COOKIE = "mieruka_session"
+STATE_KEY = "mieruka_principal"
+HIDDEN_KEY = "mieruka_hidden_tasks"
+LOCAL = Principal("local", Role.ADMIN, "local")
+ADD_USER = "`mieruka users add NAME --role admin`"
+
+
+class Denied(Refused):
+    """Refused by the security rules: who is asking (401), may they (403), CSRF, host names."""
+
+
+def principal(request: Request) -> Principal:
+    """Who is making this request (set by the middleware for every route)."""
+    found: Principal | None = getattr(request.state, STATE_KEY, None)
+    if found is None:
+        raise RuntimeError("the security middleware is not installed")
+    return found
+
+
+def hidden(request: Request) -> frozenset[str]:
+    """The tasks whose jobs this request's user may not see (policy.hidden_tasks)."""
+    found: frozenset[str] | None = getattr(request.state, HIDDEN_KEY, None)
+    if found is None:
+        raise RuntimeError("the security middleware is not installed")
+    return found
+
+
+def owner_name(request: Request) -> str | None:
+    """The name jobs submitted by this request belong to (none in the open single-user mode)."""
+    who = principal(request)
+    return None if who.via == "local" else who.name
+
+
+def address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+@pass_context
+def current_user(context: Any) -> Principal | None:
+    """`{{ current_user() }}`: the reader of the page, None when anonymous."""
+    request = context.get("request")
+    return getattr(request.state, STATE_KEY, None) if request is not None else None
+
+
+class Identifier:
+    """Identifies requests against the runtime's accounts. Whether there are users at all is asked
+    at most once a second while there are none (once there are, they do not all go away)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._users_checked = 0.0
+        self._has_users = False
+        self.allowed_hosts = tuple(
+            h.strip().lower().removeprefix("*") for h in runtime.settings.allowed_hosts.split(",") if h.strip()
+        )
+
+    def has_users(self) -> bool:
+        now = time.monotonic()
+        if not self._has_users and now - self._users_checked > 1.0:
+            self._has_users = self.runtime.auth.accounts.has_users()
+            self._users_checked = now
+        return self._has_users
+
+    def users_due(self) -> bool:
+        """Whether has_users() would look in the database now (while there are none, once a second)."""
+        return not self._has_users and time.monotonic() - self._users_checked > 1.0
+
+    def needs_db(self, request: Request) -> bool:
+        """Whether identifying `request` asks the database (else it need not leave the event loop)."""
+        return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE) or self.users_due())
+
+    def identify(self, request: Request) -> Principal | None:
+        """The user of the token or session, LOCAL in the open mode, None when anonymous; Denied (401)
+        for a bad token, or for a stranger while there are no users."""
+        header = request.headers.get("authorization", "")
+        if header:
+            return self._bearer(header)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            found = self.runtime.auth.accounts.session_user(cookie)
+            if found is not None:
+                return found
+        if self.has_users():
+            return None
+        if not _local_connection(request.scope):
+            raise Denied(
+                401,
+                "not_authenticated",
+                f"this server has no users yet and trusts only requests from its own machine: add one with {ADD_USER}",
+            )
+        if request.headers.get("x-forwarded-for") or request.headers.get("forwarded"):
+            raise Denied(
+                401,
+                "not_authenticated",
+                f"this server has no users yet and a proxy forwards to it: add one with {ADD_USER}",
+            )
+        return LOCAL
+
+    def _bearer(self, header: str) -> Principal:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Denied(401, "not_authenticated", "Authorization must be 'Bearer <token>'")
+        user = self.runtime.auth.accounts.check_token(secret.strip())
+        if user is None:
+            raise Denied(401, "not_authenticated", "the token is unknown, revoked or expired")
+        return user.principal("token")
+
+    def check_host(self, scope: Scope) -> None:
+        """DNS rebinding: another site's name pointed at this machine reaches the server with its own
+        Host; a server that trusts its machine (no users) answers only to its own names."""
+        if self.allowed_hosts == ("*",) or (not self.allowed_hosts and self._has_users):
+            return
+        host = _host_of(scope)
+        if host is None:
+            return  # HTTP/1.0 without Host: no browser sends that
+        names = self.allowed_hosts or self.own_names(scope)
+        if not any(host == name or (name.startswith(".") and host.endswith(name)) for name in names):
+            raise Denied(
+                400,
+                "bad_host",
+                f"this server does not answer to the host name {host[:100]!r}: add it to the setting allowed_hosts",
+            )
+
+    def own_names(self, scope: Scope) -> tuple[str, ...]:
+        server = scope.get("server") or ("", None)
+        return ("localhost", "127.0.0.1", "::1", self.runtime.settings.host.lower(), str(server[0]).lower())
+
+
+def _local_connection(scope: Scope) -> bool:
+    """Both ends of the connection on this machine (not a Unix socket: a proxy may stand behind it)."""
+    server, client = scope.get("server"), scope.get("client")
+    return bool(server and client and is_loopback(str(server[0])) and is_loopback(str(client[0])))
+
+
+def _host_of(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"host":
+            text = bytes(value).decode("latin-1")
+            try:
+                return urlsplit("//" + text).hostname or ""
+            except ValueError:
+                return text.lower()
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
