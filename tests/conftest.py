@@ -146,6 +146,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     engines = getattr(metafunc.module, "ENGINES", None)
     if metafunc.definition.get_closest_marker("local_engine"):
         engines = None
+    if engines and in_process(metafunc.definition):
+        engines = tuple(dict.fromkeys("threads" if kind == "local" else kind for kind in engines))
     if engines and "app" in metafunc.fixturenames:
         metafunc.parametrize("engine_kind", engines, indirect=True)
 
@@ -162,15 +164,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def in_process(node: pytest.Item) -> bool:
+    """A test marked in_process (or in a module so marked) runs its jobs on threads of the test
+    process (executor 'threads'): no worker interpreters to start; unless marked worker_processes."""
+    return node.get_closest_marker("in_process") is not None and node.get_closest_marker("worker_processes") is None
+
+
 @pytest.fixture
 def engine_kind(request: pytest.FixtureRequest) -> str:
-    return str(getattr(request, "param", "local"))
+    return str(getattr(request, "param", "threads" if in_process(request.node) else "local"))
 
 
 @pytest.fixture
 def app(tmp_path: Path, database_url: str, engine_kind: str, request: pytest.FixtureRequest) -> Iterator[object]:
     """tests/jobs.py's app, started on a fresh store with two workers: local worker processes,
-    or (engine_kind "celery") the module's Celery worker, see tests/celery_worker.py."""
+    threads of this process (engine_kind "threads": tests marked in_process), or (engine_kind
+    "celery") the module's Celery worker, see tests/celery_worker.py."""
     from tests.jobs import app as jobs_app
 
     jobs_app._settings = None
@@ -189,7 +198,12 @@ def app(tmp_path: Path, database_url: str, engine_kind: str, request: pytest.Fix
         )
     else:
         jobs_app.configure(
-            home=str(tmp_path / "home"), database_url=database_url, workers=2, poll_interval=0.2, prune_interval=3600
+            home=str(tmp_path / "home"),
+            database_url=database_url,
+            executor="threads" if engine_kind == "threads" else "local",
+            workers=2,
+            poll_interval=0.2,
+            prune_interval=3600,
         )
     jobs_app.start()
     try:

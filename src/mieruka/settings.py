@@ -57,8 +57,9 @@ class Settings:
     )
     executor: str = _setting(
         "local",
-        "Where jobs run: 'local' (worker processes of this server) or 'celery' "
-        "(Celery workers started with `mieruka worker`, on any machine).",
+        "Where jobs run: 'local' (worker processes of this server), 'threads' (threads of the "
+        "server process: no worker processes, for small machines; a job cannot be killed, see "
+        "docs/architecture.md) or 'celery' (Celery workers started with `mieruka worker`, on any machine).",
     )
     broker_url: str = _setting("", "Celery broker URL (redis://... or amqp://...) for executor 'celery'.")
     broker_visibility_timeout: float = _setting(
@@ -82,7 +83,9 @@ class Settings:
         "folder) or s3://bucket/prefix, shared by workers on several machines.",
     )
     s3_endpoint_url: str = _setting("", "Endpoint of an S3-compatible service (MinIO, ...); empty for AWS.")
-    workers: int = _setting(0, "Worker processes of the local executor; 0 means one per CPU core.")
+    workers: int = _setting(
+        0, "Worker processes of the local executor (threads of the threads executor); 0 means one per CPU core."
+    )
     host: str = _setting("127.0.0.1", "Address the server binds to.")
     port: int = _setting(8000, "Port the server listens on.")
     root_path: str = _setting("", "Path prefix when served behind a reverse proxy, e.g. /mieruka.")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .pools.manager import PoolManager
 
 
-EXECUTORS = ("local", "celery")
+EXECUTORS = ("local", "threads", "celery")
 
 
 def check_settings(settings: Settings) -> None:
@@ -196,8 +196,12 @@ def build_engine(runtime: Runtime) -> Engine:
             settings.artifact_storage,
             settings.s3_endpoint_url,
         )
+    elif settings.executor == "threads":
+        from .executors.threads import ThreadExecutor
+
+        executor = ThreadExecutor(runtime.tasks, settings.effective_workers, artifacts, home / "uploads")
     else:
-        raise ConfigError(f"unknown executor {settings.executor!r}; available: local, celery")
+        raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
     engine = Engine(runtime.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
     if runtime.pools:
         engine.pools = build_pools(runtime, store)

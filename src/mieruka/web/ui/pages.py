@@ -284,7 +284,7 @@ def _pool(runtime: Runtime) -> dict[str, Any]:
         for q in runtime.engine.store.queue_stats()
     ]
     last_hour = monitor.stats(runtime, 60)
-    local = runtime.settings.executor == "local"
+    local = runtime.settings.executor in ("local", "threads")  # workers of this server
     return {
         "workers": runtime.engine.workers() if local else [],
         "queues": queues,
