@@ -213,8 +213,8 @@ def test_the_demo_on_celery_starts_its_own_workers_and_every_task_runs(tmp_path:
                 first = submit(http, "estimate_pi", json={"samples": 1000})
                 assert first["queue"] == "compute"
                 assert first["message"] == "starting compute: pool compute is starting"
+                every_task_runs_with_one_click(http)  # the default pool starts while compute does
                 assert wait_job(http, first["id"])["status"] == "succeeded"
-                every_task_runs_with_one_click(http)
                 workers = sorted((n["queues"], n["up"]) for n in http.get("/api/nodes").json() if n["kind"] != "server")
                 assert workers == [(["compute"], True), (["default"], True)], workers
                 assert 'data-pool="compute"' in http.get("/workers").text
