@@ -198,6 +198,56 @@ FIELDS = (
 )
 
 
+def _record_events(record: LogRecord, text_filter: Any, text_format: Any) -> list[dict[str, Any]]:
+    """What one of Snakemake's log records becomes on the events pipe: its job, progress or run
+    event, then its text as a log event when Snakemake's default filter shows it."""
+    event = getattr(record, "event", None)
+    kind = str(getattr(event, "value", event)) if event is not None else None
+    out: list[dict[str, Any]] = []
+    if kind in (*JOB_EVENTS, "progress", "run_info"):
+        out.append({"event": kind, **{k: getattr(record, k) for k in FIELDS if hasattr(record, k)}})
+    text = text_format.format(record) if text_filter.filter(record) else None
+    if text and text.strip():
+        out.append(
+            {
+                "event": "log",
+                "text": text,
+                "job": kind in JOB_EVENTS,
+                "level": "ERROR" if record.levelno >= ERROR else "INFO",
+            }
+        )
+    return out
+
+
+class _EventWriter:
+    """Writes events as JSON lines on the events pipe and numbers the job events: each number goes
+    to stdout and stderr too, as a sync mark after what the rules wrote before that event."""
+
+    def __init__(self, stream: Any, lock: threading.Lock) -> None:
+        self.stream = stream
+        self.lock = lock
+        self.seq = 0
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        with self.lock:
+            for data in events:
+                mark = data["event"] in JOB_EVENTS
+                if mark:
+                    self.seq += 1
+                    data["seq"] = self.seq
+                self.stream.write(json.dumps(data, default=str) + "\n")
+                self.stream.flush()
+                if mark:
+                    self._mark()
+
+    def _mark(self) -> None:
+        # What the rules wrote before this event is in the pipes before this mark.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd in (1, 2):
+            write_line(fd, f"{SYNC}{self.seq}\n".encode())
+
+
 def _plugin_module(stream: Any) -> types.ModuleType:
     """A logger plugin, registered in-process as `snakemake_logger_plugin_mieruka`. It is the
     workflow's only text log too (it writes to stream): Snakemake's messages travel as events, so
@@ -210,43 +260,14 @@ def _plugin_module(stream: Any) -> types.ModuleType:
     class LogHandler(LogHandlerBase):
         def __post_init__(self) -> None:
             settings = self.common_settings
-            self.seq = 0
+            self.events = _EventWriter(stream, lock)
             self.text_filter = DefaultFilter(
                 settings.quiet, settings.debug_dag, settings.dryrun, settings.printshellcmds
             )
             self.text_format = DefaultFormatter(settings.quiet, settings.show_failed_logs)
 
         def emit(self, record: LogRecord) -> None:
-            event = getattr(record, "event", None)
-            kind = str(getattr(event, "value", event)) if event is not None else None
-            out: list[dict[str, Any]] = []
-            if kind in (*JOB_EVENTS, "progress", "run_info"):
-                out.append({"event": kind, **{k: getattr(record, k) for k in FIELDS if hasattr(record, k)}})
-            if self.text_filter.filter(record):
-                text = self.text_format.format(record)
-                if text and text.strip():
-                    out.append(
-                        {
-                            "event": "log",
-                            "text": text,
-                            "job": kind in JOB_EVENTS,
-                            "level": "ERROR" if record.levelno >= ERROR else "INFO",
-                        }
-                    )
-            with lock:
-                for data in out:
-                    mark = data["event"] in JOB_EVENTS
-                    if mark:
-                        self.seq += 1
-                        data["seq"] = self.seq
-                    stream.write(json.dumps(data, default=str) + "\n")
-                    stream.flush()
-                    if mark:
-                        # What the rules wrote before this event is in the pipes before this mark.
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        for fd in (1, 2):
-                            write_line(fd, f"{SYNC}{self.seq}\n".encode())
+            self.events.write(_record_events(record, self.text_filter, self.text_format))
 
         @property
         def writes_to_stream(self) -> bool:
