@@ -27,8 +27,8 @@ from pydantic_core import to_jsonable_python
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus, ready_steps, topological_order
 from ..errors import ConfigError
-from ..process import describe_exit, kill_tree
-from . import protocol
+from ..process import kill_tree
+from . import protocol, step_process
 from .graph import Pipeline, StepDef
 from .resolve import argv_word, render_shell, resolve
 from .rules import RuleTracker
@@ -248,7 +248,7 @@ class PipelineRun:
             running.discard(name)
             self._changed.notify_all()
 
-    def _run_step(self, step: StepDef) -> tuple[bool, Any, str | None]:
+    def _run_step(self, step: StepDef) -> step_process.Outcome:
         folder = self._step_dir(step.name)
         if step.kind != "snakemake":
             shutil.rmtree(folder, ignore_errors=True)  # a re-run starts from a clean folder
@@ -311,18 +311,16 @@ class PipelineRun:
         env: dict[str, str],
         result_file: Path,
         events: Callable[[dict[str, Any]], None] | None,
-    ) -> tuple[bool, Any, str | None]:
+    ) -> step_process.Outcome:
         event_r = event_w = -1
         pass_fds: tuple[int, ...] = ()
         if events is not None:
             event_r, event_w = os.pipe()
             argv = [argv[0], *argv[1:3], "--events-fd", str(event_w), *argv[3:]]
             pass_fds = (event_w,)
-        program = argv[0] if "/" in argv[0] else shutil.which(argv[0])
-        if program is None or not os.access(program, os.X_OK):
-            for fd in (event_r, event_w):
-                if fd >= 0:
-                    os.close(fd)
+        program = step_process.find_program(argv[0])
+        if program is None:
+            step_process.close(event_r, event_w)
             return False, None, f"cannot start {argv[0]!r}: no such program"
         # The step's variables come on top of the worker's environment through env(1): only the
         # settings module reads the environment in mieruka's own code.
@@ -336,36 +334,23 @@ class PipelineRun:
             pass_fds=pass_fds,
         )
         self.processes.add(proc.pid)
-        log = self.step_log(step.name)
+        step_process.close(event_w)  # the step holds the writing end now
         readers = [
             threading.Thread(target=self._read, args=(step, proc.stdout, "stdout", folder), daemon=True),
             threading.Thread(target=self._read, args=(step, proc.stderr, "stderr", folder), daemon=True),
         ]
         if events is not None:
-            os.close(event_w)
-            readers.append(threading.Thread(target=_read_events, args=(event_r, events), daemon=True))
+            readers.append(threading.Thread(target=step_process.read_events, args=(event_r, events), daemon=True))
         for reader in readers:
             reader.start()
-        try:
-            code = proc.wait(timeout=step.timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            kill_tree(proc.pid)
-            code = proc.wait()
-            timed_out = True
+        code, timed_out = step_process.wait(proc, step.timeout)
         self.processes.discard(proc.pid)
         for reader in readers:
             reader.join(timeout=10)
-        log.flush()
+        self.step_log(step.name).flush()
         if events is not None:
             events({"event": "end", "code": code})
-        if timed_out:
-            return False, None, f"timed out after {step.timeout:g}s"
-        if step.kind == "python":
-            return _python_result(result_file, code)
-        if code == 0:
-            return True, None, None
-        return False, None, describe_exit(code)
+        return step_process.outcome(step, result_file, code, timed_out)
 
     # -- output of a step ----------------------------------------------------------------------
     def _read(self, step: StepDef, stream: Any, name: str, folder: Path) -> None:
@@ -549,27 +534,6 @@ class _StepLog:
             lines, self._lines = self._lines, []
         if lines:
             self.reporter.lines(self.job_id, lines, step=self.step)
-
-
-def _read_events(fd: int, handle: Callable[[dict[str, Any]], None]) -> None:
-    with os.fdopen(fd, "rb") as stream:
-        for raw in stream:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                handle(event)
-
-
-def _python_result(result_file: Path, code: int) -> tuple[bool, Any, str | None]:
-    try:
-        data = json.loads(result_file.read_text())
-    except (OSError, ValueError):
-        return False, None, describe_exit(code) if code else "the step ended without a result"
-    if data.get("ok"):
-        return True, data.get("output"), None
-    return False, None, str(data.get("error") or "failed")
 
 
 def _shown(output: Any) -> Any:
