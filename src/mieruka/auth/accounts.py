@@ -39,8 +39,17 @@ SUCCESSES = (LOGIN, PASSWORD_CHANGED)
 ADDRESS_FACTOR = 4  # an address may fail this many times the failures allowed for one name
 
 _hasher = PasswordHasher()
-# Verifying against this keeps a login for an unknown name as slow as one for a known name.
-_DUMMY_HASH = _hasher.hash("not a password of anyone")
+# Verifying against this keeps a login for an unknown name as slow as one for a known name. Made at
+# the first login, whoever logs in: a hash costs half a second, which every process importing this
+# module (CLI commands, servers, their workers) paid at start-up.
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash("not a password of anyone")
+    return _DUMMY_HASH
 
 
 @dataclass(frozen=True)
@@ -171,7 +180,8 @@ class Accounts:
         """The user when the password is right, else None (same work either way)."""
         with self.db.read() as conn:
             row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first() if name else None
-        stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
+        dummy = _dummy_hash()  # the first login is the slower one, known name or not
+        stored = row.password_hash if row is not None and row.password_hash else dummy
         try:
             _hasher.verify(stored, password[:1024])
         except (VerificationError, InvalidHashError):
