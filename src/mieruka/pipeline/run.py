@@ -145,60 +145,69 @@ class PipelineRun:
         restore = self._stop_steps_on_sigterm()
         flusher = threading.Thread(target=self._flush_loop, name="mieruka-step-logs", daemon=True)
         flusher.start()
-        declared = list(self.pipe.steps)
-        failed_hard: list[str] = []
-        running: set[str] = set()
         try:
-            with self._changed:
-                while True:
-                    status = {n: self.records[n].status for n in declared}
-                    ready, blocked = ready_steps({n: self.pipe.steps[n].depends_on for n in declared}, status)
-                    for name in blocked:
-                        self._set(name, status=StepStatus.SKIPPED, message="an input step did not succeed")
-                    if blocked:
-                        continue
-                    failed_hard = [
-                        n
-                        for n in declared
-                        if self.records[n].status is StepStatus.FAILED and not self.records[n].allow_failure
-                    ]
-                    if not failed_hard:
-                        for name in ready:
-                            if len(running) >= self.parallel:
-                                break
-                            running.add(name)
-                            self._set(
-                                name,
-                                status=StepStatus.RUNNING,
-                                started_at=utcnow(),
-                                finished_at=None,
-                                progress=None,
-                                message=None,
-                                error=None,
-                                output=None,
-                                artifacts=[],
-                                reused=False,
-                            )
-                            threading.Thread(
-                                target=self._execute, args=(name, running), daemon=True, name=f"mieruka-step-{name}"
-                            ).start()
-                    self._report_job_progress()
-                    if not running:
-                        break
-                    self._changed.wait(1.0)
-                for name in declared:
-                    if self.records[name].status is StepStatus.PENDING:
-                        self._set(name, status=StepStatus.SKIPPED, message="not run: an earlier step failed")
+            failed_hard = self._run_steps()
         finally:
             restore()
             self._stop_flusher.set()
             flusher.join(timeout=5)
             self._flush_all()
-        summary = {n: self.records[n].status.value for n in declared}
+        summary = {n: self.records[n].status.value for n in self.pipe.steps}
         if failed_hard:
             first = self.records[failed_hard[0]]
             raise PipelineFailed(f"step {first.name!r} failed: {first.error or 'failed'}")
         return summary
+
+    def _run_steps(self) -> list[str]:
+        """Starts each step once it is ready, `parallel` at most at once, until none runs; the
+        steps that failed without being allowed to (those still pending then are skipped)."""
+        declared = list(self.pipe.steps)
+        running: set[str] = set()
+        with self._changed:
+            while True:
+                ready = self._ready(declared)
+                failed_hard = [
+                    n
+                    for n in declared
+                    if self.records[n].status is StepStatus.FAILED and not self.records[n].allow_failure
+                ]
+                if not failed_hard:
+                    for name in ready[: self.parallel - len(running)]:
+                        self._start(name, running)
+                self._report_job_progress()
+                if not running:
+                    break
+                self._changed.wait(1.0)
+            for name in declared:
+                if self.records[name].status is StepStatus.PENDING:
+                    self._set(name, status=StepStatus.SKIPPED, message="not run: an earlier step failed")
+        return failed_hard
+
+    def _ready(self, declared: list[str]) -> list[str]:
+        """The steps that can start now, once those behind a step that did not succeed are skipped."""
+        while True:
+            status = {n: self.records[n].status for n in declared}
+            ready, blocked = ready_steps({n: self.pipe.steps[n].depends_on for n in declared}, status)
+            for name in blocked:
+                self._set(name, status=StepStatus.SKIPPED, message="an input step did not succeed")
+            if not blocked:
+                return ready
+
+    def _start(self, name: str, running: set[str]) -> None:
+        running.add(name)
+        self._set(
+            name,
+            status=StepStatus.RUNNING,
+            started_at=utcnow(),
+            finished_at=None,
+            progress=None,
+            message=None,
+            error=None,
+            output=None,
+            artifacts=[],
+            reused=False,
+        )
+        threading.Thread(target=self._execute, args=(name, running), daemon=True, name=f"mieruka-step-{name}").start()
 
     def _stop_steps_on_sigterm(self) -> Callable[[], None]:
         """Whoever stops the job's process with SIGTERM (an executor other than the local one)
