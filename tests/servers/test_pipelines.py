@@ -13,6 +13,8 @@ from mieruka import JobStatus
 from mieruka.core.steps import StepStatus
 from tests.conftest import wait_for_file
 
+pytestmark = pytest.mark.in_process  # jobs on threads of this process; cancel kills steps alike
+
 
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:

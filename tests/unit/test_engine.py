@@ -18,6 +18,7 @@ from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotF
 from tests.conftest import wait_for_file
 
 ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on both
+pytestmark = pytest.mark.in_process  # "local" runs on the threads executor, but where marked worker_processes
 
 
 def test_succeeded_with_result_and_timestamps(app) -> None:
@@ -82,6 +83,7 @@ def test_failed_job_keeps_error_and_traceback(app) -> None:
     assert "runner.py" not in done.traceback.splitlines()[1]
 
 
+@pytest.mark.worker_processes
 def test_logs_capture_print_stderr_logging_and_children(app) -> None:
     done = app.wait(app.submit("noisy", lines=3), 30)
     assert done.status is JobStatus.SUCCEEDED
@@ -139,6 +141,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.worker_processes
 def test_cancel_running_job_kills_it_and_its_children(app, tmp_path: Path) -> None:
     """How fast it goes is measured in bench/ (cancel latency); here: it goes, children included."""
     pidfile = tmp_path / "pids"
@@ -167,12 +170,14 @@ def test_cancel_queued_job(app) -> None:
         app.engine.cancel(job.id)
 
 
+@pytest.mark.worker_processes
 def test_timeout_kills_the_job(app) -> None:
     done = app.wait(app.submit("too_slow"), 25)  # it would sleep 30 s: ended before, it was stopped
     assert done.status is JobStatus.FAILED
     assert done.error == "timed out after 0.5s"
 
 
+@pytest.mark.worker_processes
 def test_timeout_is_retried_when_retries_remain(app) -> None:
     done = app.wait(app.submit("too_slow_retried"), 15)
     assert done.status is JobStatus.FAILED
@@ -207,6 +212,7 @@ def test_manual_retry_of_failed_job(app) -> None:
         app.engine.retry(app.wait(app.submit("add", a=1), 30).id)
 
 
+@pytest.mark.worker_processes
 def test_process_exit_fails_the_job_and_the_pool_recovers(app) -> None:
     done = app.wait(app.submit("exit_hard", code=3), 30)
     assert done.status is JobStatus.FAILED
@@ -338,6 +344,7 @@ def test_submit_to_start_is_fast_on_an_idle_pool(app) -> None:
 
 
 @pytest.mark.local_engine
+@pytest.mark.worker_processes  # threads would finish every job before the other's worker is up
 def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
     """Claims are atomic in the store: two engines on one database split the work."""
     from tests.jobs import app as jobs_app

@@ -9,6 +9,8 @@ import pytest
 from mieruka import JobStatus
 from mieruka.core.steps import StepStatus
 
+pytestmark = pytest.mark.in_process  # jobs run on threads of this process: no worker interpreters to start
+
 pytest.importorskip("snakemake", reason="needs the snakemake extra: pip install 'mieruka[snakemake]'")
 
 

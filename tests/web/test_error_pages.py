@@ -27,7 +27,7 @@ def app(tmp_path: Path) -> Iterator[Any]:
     from tests.jobs import app
 
     app._settings = None
-    app.configure(home=str(tmp_path / "home"), workers=1, poll_interval=0.2, prune_interval=3600)
+    app.configure(home=str(tmp_path / "home"), executor="threads", workers=1, poll_interval=0.2, prune_interval=3600)
     yield app
     app._settings = None
 

@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 
 from tests.web.test_api import assert_error, wait_done
 
+pytestmark = pytest.mark.in_process  # jobs run on threads of this process: no worker interpreters to start
+
 
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
