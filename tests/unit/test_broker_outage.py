@@ -1,11 +1,11 @@
 """A Celery worker rides out its broker's outage (issue 18, item 1): Redis taken away (SIGTERM or
 SIGKILL) while the worker runs a job and waits for another, started again on the same port after a
 few seconds. The worker stays up, its running job ends as it would have, and it takes the jobs
-submitted after. And `mieruka worker` starts its Celery worker again when that dies."""
+submitted after. (What `mieruka worker` does when its Celery worker dies or is told to stop is
+tests/unit/test_celery_supervisor.py's, on the same set-up.)"""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mieruka import App
 
 
-def _until(condition: object, timeout: float, what: str) -> None:
+def until(condition: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
@@ -75,7 +75,7 @@ def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(
         running = app.submit("sleep", seconds=outage + 4)
         cancelled = app.submit("sleep", seconds=120)
         for job in (running, cancelled):
-            _until(lambda job=job: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the jobs run")
+            until(lambda job=job: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the jobs run")
         redis_server.stop(signum)
         app.engine.cancel(cancelled.id)  # no broadcast reaches the worker: it finds it in the store
         time.sleep(outage)
@@ -90,28 +90,6 @@ def test_a_worker_with_a_job_and_a_free_slot_rides_out_a_broker_outage(
         assert "(1/None)" in worker.output()  # "Trying again in 2 s (try 1 of no limit)": any outage is waited out
 
 
-def test_a_consumer_that_dies_is_started_again_and_its_job_is_not_lost(tmp_path: Path) -> None:
-    """kill -9 of the Celery worker's main process (the consumer), as a crash of it would be:
-    `mieruka worker` starts a new one, the job that ran is queued again (it has a retry left) and
-    runs on the new one, and the jobs submitted after run too."""
-    with (
-        own_redis() as redis_server,
-        on_a_worker(tmp_path, redis_server, 2, heartbeat_interval=0.3, engine_stale_after=3) as (app, worker),
-    ):
-        pidfile = tmp_path / "pid"
-        job = app.submit("sleep_first_time", pidfile=str(pidfile))
-        _until(pidfile.exists, 30, "the job runs")
-        consumer = worker.consumer_pid()
-        os.kill(consumer, signal.SIGKILL)
-        done = app.wait(job, 60)
-        assert done.status is JobStatus.SUCCEEDED and done.result == 2, done
-        assert worker.consumer_pid() != consumer
-        after = app.wait(app.submit("add", a=1), 60)
-        assert after.status is JobStatus.SUCCEEDED and after.result == 3, after
-        assert worker.process.poll() is None, "the supervisor is still up"
-        assert f"the Celery worker (pid {consumer}) was killed by SIGKILL" in worker.output()
-
-
 def test_messages_a_worker_held_when_the_broker_went_away_go_back_when_it_returns(tmp_path: Path) -> None:
     """A job held back by its task's concurrency limit waits in the worker for its countdown,
     unacknowledged; a lost connection gives such messages back to the queue, which fails while
@@ -123,7 +101,7 @@ def test_messages_a_worker_held_when_the_broker_went_away_go_back_when_it_return
         on_a_worker(tmp_path, redis_server, 2, broker_check_interval=0.5) as (app, worker),
     ):
         first = app.submit("one_at_a_time", seconds=6)
-        _until(lambda: app.get_job(first.id).status is JobStatus.RUNNING, 30, "the first job runs")
+        until(lambda: app.get_job(first.id).status is JobStatus.RUNNING, 30, "the first job runs")
         second = app.submit("one_at_a_time", seconds=0.1)  # held back: one at a time
         time.sleep(1)
         redis_server.stop(signal.SIGKILL)
@@ -133,19 +111,3 @@ def test_messages_a_worker_held_when_the_broker_went_away_go_back_when_it_return
             done = app.wait(job, 60)
             assert done.status is JobStatus.SUCCEEDED, done
         assert worker.process.poll() is None
-
-
-def test_sigterm_to_the_supervisor_is_a_warm_shutdown_of_its_worker(tmp_path: Path) -> None:
-    """The supervisor passes SIGTERM on and exits with its worker, after the running job ended."""
-    import psutil
-
-    with own_redis() as redis_server, on_a_worker(tmp_path, redis_server, 1) as (app, worker):
-        consumer = worker.consumer_pid()
-        job = app.submit("sleep", seconds=3)
-        _until(lambda: app.get_job(job.id).status is JobStatus.RUNNING, 30, "the job runs")
-        worker.process.send_signal(signal.SIGTERM)
-        assert worker.process.wait(timeout=60) == 0
-        done = app.get_job(job.id)
-        assert done.status is JobStatus.SUCCEEDED and done.result == 3, done
-        assert not psutil.pid_exists(consumer) or psutil.Process(consumer).status() == psutil.STATUS_ZOMBIE
-        assert "starting it again" not in worker.output()
