@@ -93,6 +93,16 @@ def test_print_stderr_logging_and_job_log_reach_the_log(app: mieruka.App) -> Non
     assert [line.seq for line in lines] == list(range(1, len(lines) + 1)) and done.log_lines == len(lines)
 
 
+def test_jobs_running_together_keep_their_own_logs(app: mieruka.App) -> None:
+    counts = [3000, 5000]
+    jobs = [app.submit("many_lines", lines=n) for n in counts]
+    for job, n in zip(jobs, counts, strict=True):
+        done = app.wait(job, WAIT)
+        assert done.status is JobStatus.SUCCEEDED and done.log_lines == n
+        texts = [line.text for line in app.engine.logs(done.id, limit=n + 1)]
+        assert texts == [f"line {i} " + "x" * 40 for i in range(n)]
+
+
 def test_output_of_child_processes_reaches_the_log(app: mieruka.App) -> None:
     if _kind(app) == "threads":
         pytest.skip("by design: file descriptors 1 and 2 are the server's; a child writes to the server's output")
