@@ -1,5 +1,6 @@
 """The task form: fields built from the parameters' JSON schema (web.ui.forms), the HTML of
-_form_fields.html, and the round trip browser → form post → the API's own parsing and validation."""
+_form_fields.html, and the round trip browser → form post → form_params (the same schema read back) → the
+API's validation."""
 
 from __future__ import annotations
 
@@ -19,12 +20,10 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
-from mieruka.artifacts import LocalUploads
 from mieruka.core.task import Task, make_task
 from mieruka.demo import app as demo_app
-from mieruka.web.submission import Submission, _form_value
 from mieruka.web.ui.forms import Field as FormField
-from mieruka.web.ui.forms import form_fields, unplaced_errors
+from mieruka.web.ui.forms import form_fields, form_params, unplaced_errors
 from tests.jobs import Window
 from tests.jobs import app as jobs_app
 
@@ -43,7 +42,7 @@ class Outer(BaseModel):
     when: date | None = None
 
 
-def edge(
+def edge(  # type: ignore[no-untyped-def]  # `anything` is left unannotated on purpose
     maybe: int | None = None,
     tri: bool | None = None,
     level: Literal[1, 2, 3] = 2,
@@ -480,10 +479,8 @@ def test_values_are_escaped_with_or_without_autoescape(autoescape: bool) -> None
 
 # -- round trips ---------------------------------------------------------------------------------------
 def parse_post(t: Task, data: list[tuple[str, Any]], tmp_path: Path) -> dict[str, Any]:
-    """The parameters the API reads from a form post, validated."""
-    items = [(k, v) for k, v in data if isinstance(v, str)]
-    params = Submission(LocalUploads(tmp_path), 10**6)._from_form(FormData(items), t)
-    return t.signature.validate(params)
+    """The parameters the API reads from a form post (files aside), validated."""
+    return t.signature.validate(form_params(t, [(k, v) for k, v in data if isinstance(v, str)]))
 
 
 @pytest.mark.parametrize("name", ["echo_types", "all_the_types", "hello", "word_count", "edge"])
@@ -549,13 +546,22 @@ def test_changed_values_round_trip_nested_lists_and_checkboxes(tmp_path: Path) -
 def test_form_values_are_read_like_the_form_writes_them(
     annotation: Any, texts: list[str], nested: dict[str, list[str]] | None, expected: Any
 ) -> None:
-    assert _form_value(annotation, texts, nested) == expected
+    """One parameter `p` of each type, read from the strings posted as `p` and `p.<part>`; `...` means it
+    is left out, for its default to apply."""
+
+    def job(p: Any) -> None:
+        """A task of one parameter."""
+
+    job.__annotations__ = {"p": annotation, "return": None}
+    posted = [("p", text) for text in texts] + [(f"p.{k}", v) for k, vs in (nested or {}).items() for v in vs]
+    params = form_params(make_task(job), posted)
+    assert params == ({} if expected is ... else {"p": expected})
 
 
 def test_dotted_names_only_for_parts_of_objects(tmp_path: Path) -> None:
     t = task("echo_types")
     form = FormData([("window.start", "4"), ("count.x", "1"), ("names.0", "a"), ("zzz.y", "2")])
-    params = Submission(LocalUploads(tmp_path), 10**6)._from_form(form, t)
+    params = form_params(t, form.multi_items())
     assert params["window"] == {"start": "4"}
     assert {"count.x", "names.0", "zzz.y"} <= set(params) and "count" not in params and "names" not in params
 

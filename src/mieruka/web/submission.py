@@ -1,7 +1,10 @@
-"""Read a job submission from a request: a JSON body, or a multipart form with files.
+"""One job submission from a request, for the API and the UI alike: read the body (a JSON object, a
+multipart form with files, or an urlencoded form), save the uploads, and queue the job with the engine.
 
-Uploaded files are stored under <home>/uploads/<upload id>/<file name> before the job is created
-(the engine copies them to the shared upload storage when it accepts the job); if anything fails
+The body is counted as it arrives: past the upload limit (plus room for the form around the file) the
+submission stops reading and refuses with PayloadTooLarge, whether or not the client said how long the
+body would be. Uploaded files are stored under <home>/uploads/<upload id>/<file name> before the job is
+created (the engine copies them to the shared upload storage when it accepts the job); if anything fails
 they are removed again, so nothing half-written is left behind.
 """
 
@@ -13,23 +16,28 @@ import json
 import logging
 import re
 import shutil
-import types
-import typing
 import uuid
-from typing import Any, get_args, get_origin
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO
 
-from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.types import Message
+from starlette.types import Message, Receive
 
 from ..artifacts.uploads import UploadStorage
+from ..core.job import JobRecord
 from ..core.params import FileRef
 from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
+from ..runtime import Runtime
+from .ui.forms import form_params
 
 log = logging.getLogger("mieruka.uploads")
 _UNSAFE = re.compile(r"[^\w.\- ()+@]")
+FORM_ROOM = 65536  # bytes a body may hold beyond the upload limit: the form's other fields and boundaries
+# A refused body is not read to its end: the answer closes the connection rather than draining the rest.
+CLOSE = {"Connection": "close"}
 
 
 def safe_filename(name: str | None) -> str:
@@ -40,11 +48,50 @@ def safe_filename(name: str | None) -> str:
 
 
 class Submission:
-    def __init__(self, uploads: UploadStorage, max_size: int) -> None:
-        self.uploads = uploads
-        self.upload_root = uploads.root
-        self.max_size = max_size
+    """One request's way to a job: `await Submission(...).submit()` returns (job, created) or raises
+    ValidationError (422), PayloadTooLarge (413) or the engine's errors, having kept none of the files.
+    `values` holds the text fields of a posted form, for a page to show the form again as it was filled in."""
+
+    def __init__(self, runtime: Runtime, request: Request, task: Task, owner: str | None) -> None:
+        self.engine = runtime.engine
+        self.uploads: UploadStorage = runtime.engine.uploads
+        self.max_size = runtime.settings.max_upload_size
+        self.request, self.task, self.owner = request, task, owner
+        self.values: FormData | None = None
         self.upload_ids: list[str] = []
+
+    async def submit(
+        self, priority: int | None = None, delay: float | None = None, idempotency_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        try:
+            params = await self.read()
+            record, created = await run_in_threadpool(
+                self.engine.submit,
+                self.task.name,
+                params,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                delay=delay,
+                owner=self.owner,
+            )
+        except BaseException:
+            self.discard()
+            raise
+        if not created:
+            self.discard()  # the same request came before: its job already has the files
+        return record, created
+
+    async def read(self) -> dict[str, Any]:
+        """The parameters in the request's body, its files saved."""
+        limit = self.max_size + FORM_ROOM
+        length = self.request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"the request is {int(length):,} bytes; the limit is {self.max_size:,} bytes")
+        limited = Request(self.request.scope, _limited_receive(self.request.receive, limit, self.max_size))
+        content_type = self.request.headers.get("content-type", "")
+        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            return await self._read_form(limited)
+        return self._read_json(await limited.body())
 
     def discard(self) -> None:
         """Remove the files saved for a submission that did not become a job."""
@@ -55,32 +102,29 @@ class Submission:
                 log.warning("cannot delete upload %s from the shared storage", upload_id, exc_info=True)
         self.upload_ids.clear()
 
-    def check_length(self, request: Request) -> None:
-        """Refuse a body announced as too large before reading any of it."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_size + 65536:
-            raise PayloadTooLarge(f"the request is {int(length):,} bytes; the limit is {self.max_size:,} bytes")
+    # -- bodies --------------------------------------------------------------------------------
+    async def _read_form(self, limited: Request) -> dict[str, Any]:
+        try:
+            form = await limited.form(max_files=1000, max_fields=1000)
+        except PayloadTooLarge:
+            raise
+        except Exception as exc:  # starlette's HTTPException(400) for a malformed form, among others
+            raise ValidationError(f"cannot read the form: {getattr(exc, 'detail', None) or exc}") from None
+        try:
+            items = form.multi_items()
+            self.values = FormData([(k, v) for k, v in items if isinstance(v, str)])
+            params = form_params(self.task, items)
+            signature = self.task.signature
+            for name in signature.file_fields:
+                uploads = [v for k, v in items if k == name and isinstance(v, UploadFile) and (v.filename or v.size)]
+                if uploads:
+                    refs = [self._save(name, upload) for upload in uploads]
+                    params[name] = refs if name in signature.multi_file_fields else refs[0]
+            return params
+        finally:
+            await form.close()
 
-    def from_form(self, form: FormData, task: Task) -> dict[str, Any]:
-        """Parameters from an already parsed form (the UI keeps the form to show it again)."""
-        return self._from_form(form, task)
-
-    async def read(self, request: Request, task: Task) -> dict[str, Any]:
-        self.check_length(request)
-        limited = Request(request.scope, _limited_receive(request, self.max_size + 65536))
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            try:
-                form = await limited.form(max_files=1000, max_fields=1000)
-            except PayloadTooLarge:
-                raise
-            except Exception as exc:
-                raise ValidationError(f"cannot read the form: {exc}") from None
-            try:
-                return self._from_form(form, task)
-            finally:
-                await form.close()
-        body = await limited.body()
+    def _read_json(self, body: bytes) -> dict[str, Any]:
         if not body.strip():
             return {}
         try:
@@ -89,63 +133,12 @@ class Submission:
             raise ValidationError(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValidationError("the body must be a JSON object of parameters")
-        for name in task.signature.file_fields:
+        for name in self.task.signature.file_fields:
             if name in data:
                 data[name] = self._from_json_file(name, data[name])
         return data
 
-    # -- forms ---------------------------------------------------------------------------------
-    def _from_form(self, form: FormData, task: Task) -> dict[str, Any]:
-        """Parameters from form fields, read as the web UI's form sends them (see `_form_value`)."""
-        import dataclasses
-
-        fields = task.signature.model.model_fields
-        files = task.signature.file_fields
-
-        def nests(root: str) -> bool:  # whether `root.x` names a part of the parameter `root` (an object)
-            if root not in fields or root in files:
-                return False
-            annotation = fields[root].annotation
-            if _shape(annotation) == "json":
-                return True
-            if get_origin(annotation) in (typing.Union, types.UnionType):
-                kinds = [a for a in get_args(annotation) if a is not type(None)]
-                annotation = kinds[0] if len(kinds) == 1 else None
-            return isinstance(annotation, type) and (
-                dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation)
-            )
-
-        params: dict[str, Any] = {}
-        for name in form:
-            if name == "csrf_token" and name not in fields:
-                continue  # the form's CSRF field (web/security.py), checked before the route runs
-            if name not in fields and not ("." in name and nests(name.split(".", 1)[0])):
-                params[name] = form.get(name)  # let validation report it as unknown
-        for name, info in fields.items():
-            values = form.getlist(name)
-            if name in files:
-                uploads = [v for v in values if isinstance(v, UploadFile) and (v.filename or v.size)]
-                if not uploads:
-                    continue
-                refs = [self._save(name, upload) for upload in uploads]
-                params[name] = refs if name in task.signature.multi_file_fields else refs[0]
-                continue
-            texts = [v for v in values if isinstance(v, str)]
-            nested: dict[str, list[str]] = {}
-            if nests(name):
-                prefix = f"{name}."
-                nested = {
-                    key[len(prefix) :]: [v for v in form.getlist(key) if isinstance(v, str)]
-                    for key in form
-                    if key.startswith(prefix)
-                }
-            if not texts and not nested:
-                continue
-            value = _form_value(info.annotation, texts, nested)
-            if value is not ...:
-                params[name] = value
-        return params
-
+    # -- files ---------------------------------------------------------------------------------
     def _save(self, field: str, upload: UploadFile) -> dict[str, Any]:
         size = upload.size if upload.size is not None else _measure(upload)
         if size > self.max_size:
@@ -173,11 +166,11 @@ class Submission:
         return self._store(value.get("filename"), value.get("content_type"), lambda fh: fh.write(content))
 
     def _store(
-        self, filename: str | None, content_type: str | None, write: typing.Callable[[typing.BinaryIO], object]
+        self, filename: str | None, content_type: str | None, write: Callable[[BinaryIO], object]
     ) -> dict[str, Any]:
         upload_id = uuid.uuid4().hex
         name = safe_filename(filename)
-        folder = self.upload_root / upload_id
+        folder = self.uploads.root / upload_id
         folder.mkdir(parents=True)
         self.upload_ids.append(upload_id)
         path = folder / name
@@ -199,115 +192,9 @@ def _measure(upload: UploadFile) -> int:
     return size
 
 
-def _form_value(annotation: Any, texts: list[str], nested: dict[str, list[str]] | None = None) -> Any:
-    """One parameter from the strings a form sent for it, converted as far as validation needs:
-
-    - scalars: the last value (a checkbox sends a hidden "false" and then "true" when ticked); an empty value
-      is None when None is allowed; line breaks as "\\n" (a browser sends a textarea's as "\\r\\n");
-    - lists: one item per line (a textarea) and/or one item per repeated field, blank lines dropped, each item
-      stripped; or a JSON array. Nothing but blanks is None when None is allowed, else [];
-    - models, dataclasses, dicts: dotted fields (`window.start` arrives here as nested {"start": [...]}),
-      each converted by its own type and laid over the JSON object in the field itself if there is one; or JSON.
-      Empty JSON is None when None is allowed, else left out (returns ...) so the default applies.
-    """
-    import dataclasses
-
-    inner, optional = annotation, False
-    while True:  # the type under Annotated[...] and Optional[...]
-        origin = get_origin(inner)
-        if origin is typing.Annotated:
-            inner = get_args(inner)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in get_args(inner) if a is not type(None)]
-            optional = optional or len(args) < len(get_args(inner))
-            if len(args) != 1:
-                break
-            inner = args[0]
-        else:
-            break
-    kind = _shape(annotation)
-    structured = isinstance(inner, type) and (dataclasses.is_dataclass(inner) or typing.is_typeddict(inner))
-    if kind == "scalar" and structured:
-        kind = "json"  # a dataclass or TypedDict, in JSON like a model
-    if nested:
-        hints: dict[str, Any] = {}
-        other: Any = Any  # the type of a key `hints` does not name
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            hints = {(f.alias or key): f.annotation for key, f in inner.model_fields.items()}
-        elif structured:
-            try:
-                hints = typing.get_type_hints(inner)
-            except Exception:
-                hints = {}
-        elif get_origin(inner) is dict and len(get_args(inner)) == 2:
-            other = get_args(inner)[1]
-        base = _json_or_text(texts[-1]) if texts and texts[-1].strip() else {}
-        value: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
-        heads: dict[str, tuple[list[str], dict[str, list[str]]]] = {}
-        for key, strings in nested.items():
-            head, _, rest = key.partition(".")
-            own, deeper = heads.setdefault(head, ([], {}))
-            if rest:
-                deeper[rest] = strings
-            else:
-                own.extend(strings)
-        for head, (own, deeper) in heads.items():
-            item = _form_value(hints.get(head, other), own, deeper)
-            if item is not ...:
-                value[head] = item
-        return value
-    if kind == "list":
-        filled = [t for t in texts if t.strip()]
-        if len(filled) == 1 and filled[0].lstrip().startswith("["):
-            parsed = _json_or_text(filled[0])
-            if isinstance(parsed, list):
-                return parsed
-        items = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
-        return None if not items and optional else items
-    if kind == "json":
-        if not texts or not texts[-1].strip():
-            return None if optional else ...
-        return _json_or_text(texts[-1])
-    value_text = texts[-1].replace("\r\n", "\n") if texts else ""
-    if value_text == "" and optional:
-        return None
-    if get_origin(inner) is typing.Literal:  # Literal[1, 2]: "1" means 1 (pydantic compares exactly)
-        for choice in get_args(inner):
-            if isinstance(choice, bool | int | float) and value_text == json.dumps(choice):
-                return choice
-    return value_text
-
-
-def _shape(annotation: Any) -> str:
-    origin = get_origin(annotation)
-    if origin is typing.Annotated:
-        return _shape(get_args(annotation)[0])
-    if origin in (list, set, tuple, frozenset):
-        return "list"
-    if origin is dict or annotation is dict:
-        return "json"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "json"
-    if origin is typing.Union or origin is types.UnionType:
-        shapes = {_shape(a) for a in get_args(annotation) if a is not type(None)}
-        return shapes.pop() if len(shapes) == 1 else "scalar"
-    return "scalar"
-
-
-def _optional(annotation: Any) -> bool:
-    return type(None) in get_args(annotation)
-
-
-def _json_or_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _limited_receive(request: Request, limit: int) -> typing.Callable[[], typing.Awaitable[Message]]:
+def _limited_receive(receive: Receive, limit: int, max_size: int) -> Callable[[], Awaitable[Message]]:
+    """A receive that raises PayloadTooLarge as soon as more than `limit` bytes of body came in."""
     received = 0
-    receive = request.receive
 
     async def limited() -> Message:
         nonlocal received
@@ -315,7 +202,7 @@ def _limited_receive(request: Request, limit: int) -> typing.Callable[[], typing
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise PayloadTooLarge(f"the request is larger than the limit of {limit:,} bytes")
+                raise PayloadTooLarge(f"the request is larger than the upload limit of {max_size:,} bytes")
         return message
 
     return limited

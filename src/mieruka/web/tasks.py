@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..core.access import allowed
-from ..errors import JobTimeoutError
-from ..runtime import Runtime
+from ..errors import JobTimeoutError, PayloadTooLarge
+from .errors import respond
 from .identity import owner_name, principal
 from .schemas import ERRORS, JobOut, TaskOut
 from .serialize import job_json
 from .state import RuntimeDep
-from .submission import Submission
+from .submission import CLOSE, Submission
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -32,34 +32,8 @@ def get_task(runtime: RuntimeDep, task: str) -> dict[str, Any]:
     return runtime.tasks.get(task).summary()
 
 
-async def _submit(
-    runtime: Runtime,
-    request: Request,
-    task_name: str,
-    priority: int | None,
-    delay: float | None,
-    idempotency_key: str | None,
-) -> tuple[Any, bool]:
-    task = runtime.tasks.get(task_name)
-    engine = runtime.engine
-    submission = Submission(engine.uploads, runtime.settings.max_upload_size)
-    try:
-        params = await submission.read(request, task)
-        record, created = await run_in_threadpool(
-            engine.submit,
-            task.name,
-            params,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            delay=delay,
-            owner=owner_name(request),
-        )
-    except BaseException:
-        submission.discard()
-        raise
-    if not created:
-        submission.discard()  # the same request came before: its job already has the files
-    return record, created
+def _too_large(request: Request, exc: PayloadTooLarge) -> Response:
+    return respond(request, exc.status_code, headers=CLOSE, **exc.to_dict())
 
 
 @router.post(
@@ -87,10 +61,14 @@ async def submit_job(
         "returns your first job instead of queueing another "
         "(keys are per user and task).",
     ),
-) -> JSONResponse:
+) -> Response:
     """Queue a job. Send parameters as a JSON object, or as multipart/form-data when files are
     included (files may also travel in JSON as {"filename", "content_base64"})."""
-    record, created = await _submit(runtime, request, task, priority, delay, idempotency_key)
+    submission = Submission(runtime, request, runtime.tasks.get(task), owner_name(request))
+    try:
+        record, created = await submission.submit(priority, delay, idempotency_key)
+    except PayloadTooLarge as exc:
+        return _too_large(request, exc)
     root = request.scope.get("root_path", "")
     return JSONResponse(
         job_json(record, root=root),
@@ -114,10 +92,14 @@ async def run_task(
     task: str,
     timeout: float = Query(30.0, gt=0, description="Longest wait in seconds (capped by the server)."),
     idempotency_key: str | None = Header(None, max_length=200),
-) -> JSONResponse:
+) -> Response:
     """Run a short task now: submit, wait for the result, answer with the finished job.
     If it takes longer than `timeout`, the answer is 202 with the job, which keeps running."""
-    record, _ = await _submit(runtime, request, task, None, None, idempotency_key)
+    submission = Submission(runtime, request, runtime.tasks.get(task), owner_name(request))
+    try:
+        record, _ = await submission.submit(idempotency_key=idempotency_key)
+    except PayloadTooLarge as exc:
+        return _too_large(request, exc)
     root = request.scope.get("root_path", "")
     wait = min(timeout, runtime.settings.run_wait_max)
     try:

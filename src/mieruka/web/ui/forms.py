@@ -1,18 +1,27 @@
-"""The submit form of a task, built from the JSON schema the API validates against.
+"""The submit form of a task, both ways, in the words of the JSON schema the API validates against.
 
 `form_fields(task)` turns each parameter into a `Field` that `_form_fields.html` renders as an HTML input.
-The browser posts the form to `POST /tasks/<name>`, which reads it with the same `web.submission` code as
-`POST /api/tasks/<name>/jobs` and submits through the same engine call: dotted names (`window.start`)
-become nested objects, a list is one item per line, a checkbox sends a hidden "false" before its "true"
-(the last value wins). The inputs carry the schema's bounds so the browser can help, but only the
-server's validation decides.
+The browser posts the form to `POST /tasks/<name>` (or `POST /api/tasks/<name>/jobs`: `web.submission` reads
+both), and `form_params(task, items)` reads it back by the same schema and the same kind of input:
+
+- one value (text, number, date, select, checkbox): the last one sent (a checkbox sends a hidden "false"
+  before its "true"), line breaks as "\\n"; empty is None when None is allowed; a select of numbers gives
+  the number;
+- list: one item per line and/or per repeated field, blank lines dropped, items stripped; or a JSON array.
+  Nothing but blanks is None when None is allowed, else [];
+- objects (fieldset, dict): dotted names (`window.start`), each read by its own schema, laid over the JSON
+  object sent under the object's own name if there is one;
+- json: the JSON text (a text that is not JSON is passed on for validation to refuse); empty is None when
+  None is allowed, else left out so the default applies.
+
+The inputs carry the schema's bounds so the browser can help, but only the server's validation decides.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -26,6 +35,7 @@ Kind = Literal[
 ]
 
 _MISSING: Any = object()
+_CSRF_FIELD = "csrf_token"  # web/security.py checks it before the route runs
 _SCALARS = {"string", "integer", "number", "boolean"}
 _TRUE = {"1", "on", "true", "yes", "y", "t"}
 _TEXTAREA_LENGTH = 200
@@ -132,6 +142,41 @@ def unplaced_errors(fields: list[Field], errors: Mapping[str, str]) -> dict[str,
     return {path: message for path, message in errors.items() if _match(fields, path) is None}
 
 
+def form_params(task: Task, items: Iterable[tuple[str, object]]) -> dict[str, Any]:
+    """The parameters a posted form (name, value pairs) stands for, without the task's file fields (the caller
+    saves those uploads). A name that is no parameter nor a part of one is kept as sent, for validation to
+    report; the form's CSRF field (checked before the route runs) is dropped."""
+    schema = task.signature.model.model_json_schema()
+    reader = _Schema(schema.get("$defs", {}))
+    files = task.signature.file_fields
+    properties = {name: prop for name, prop in schema.get("properties", {}).items() if name not in files}
+    posted: dict[str, list[str]] = {}
+    for name, value in items:
+        texts = posted.setdefault(name, [])
+        if isinstance(value, str):
+            texts.append(value)
+        elif name not in properties:
+            texts.append(str(getattr(value, "filename", "") or ""))
+    nesting = {name for name, prop in properties.items() if reader.nests(prop)}
+    parts: dict[str, dict[str, list[str]]] = {}
+    params: dict[str, Any] = {}
+    for name, texts in posted.items():
+        head, dot, rest = name.partition(".")
+        if name in properties or name in files or name == _CSRF_FIELD:
+            continue
+        if dot and head in nesting:
+            parts.setdefault(head, {})[rest] = texts
+        else:
+            params[name] = texts[-1] if texts else ""
+    for name, prop in properties.items():
+        texts, nested = posted.get(name, []), parts.get(name, {})
+        if texts or nested:
+            value = reader.value(prop, texts, nested)
+            if value is not _MISSING:
+                params[name] = value
+    return params
+
+
 def _match(fields: list[Field], path: str) -> tuple[Field, str] | None:
     """The field an error path belongs to (the longest dotted prefix) and what is left of the path, as a note:
     "names.1" → (names, "item 2")."""
@@ -163,60 +208,13 @@ def _defaults(task: Task) -> dict[str, Any]:
     return defaults
 
 
-class _Builder:
-    def __init__(
-        self, defs: dict[str, Any], values: Mapping[str, Any] | None, file_fields: set[str], multi_file_fields: set[str]
-    ) -> None:
+class _Schema:
+    """The words both directions of the form share: what a parameter's schema node stands for, and which kind of
+    input shows it. `form_fields` writes each kind into the form; `form_params` reads the same kinds back."""
+
+    def __init__(self, defs: dict[str, Any]) -> None:
         self.defs = defs
-        self.values = values
-        self.file_fields = file_fields
-        self.multi_file_fields = multi_file_fields
 
-    def build(self, name: str, prop: dict[str, Any], required: bool, default: Any, top: bool = False) -> Field:
-        node, optional, mixed = self._unwrap(prop)
-        if default is _MISSING and "default" in prop:
-            default = prop["default"]
-        stored = self._stored(name)
-        if stored is not _MISSING:
-            default = stored
-        fld = Field(
-            name=name,
-            label=_label(name.rsplit(".", 1)[-1], prop),
-            kind="text",
-            required=required,
-            optional=optional,
-            help=str(prop.get("description") or node.get("description") or ""),
-        )
-        kind = self._kind(name if top else "", node, optional, mixed)
-        fld.kind = kind
-        if kind == "fieldset":
-            self._fieldset(fld, node, default)
-            return fld
-        if kind in ("file", "files"):
-            fld.hint = "Choose one or more files." if kind == "files" else ""
-            return fld
-        if kind == "checkbox":
-            fld.value = "true"  # sent when ticked; a hidden "false" before it is sent either way
-        elif kind == "select":
-            fld.options = [_text(v) for v in _enum(node)] or ["true", "false"]
-        elif kind == "number":
-            self._bounds(fld, node)
-        elif kind in ("text", "textarea"):
-            fld.min_length = node.get("minLength")
-            fld.max_length = node.get("maxLength")
-            fld.pattern = _html_pattern(node.get("pattern"))
-        elif kind == "list":
-            items = self._resolve(node.get("items", {}))
-            fld.options = [_text(v) for v in _enum(items)]
-            fld.hint = "" if fld.options else "One item per line."
-        elif kind == "json":
-            fld.hint = "As JSON."
-        self._value(fld, default)
-        if fld.kind == "text" and ("\n" in fld.value or (fld.max_length or 0) > _TEXTAREA_LENGTH):
-            fld.kind = "textarea"  # long text, or line breaks a one-line input would lose
-        return fld
-
-    # -- schema ------------------------------------------------------------------------------------
     def _resolve(self, node: dict[str, Any]) -> dict[str, Any]:
         """The node with `$ref` (or a one-element allOf) replaced by its definition; the referring node's own
         keys win, and the definition's title and description (of the class, not the parameter) are dropped."""
@@ -252,9 +250,8 @@ class _Builder:
             return rest, len(others) < len(types), len(others) > 1
         return node, False, False
 
-    def _kind(self, top_name: str, node: dict[str, Any], optional: bool, mixed: bool) -> Kind:
-        if top_name in self.file_fields:
-            return "files" if top_name in self.multi_file_fields else "file"
+    def _kind(self, node: dict[str, Any], optional: bool, mixed: bool) -> Kind:
+        """The input for a value of this schema (files aside: they are known by the task, not the schema)."""
         if mixed:
             return "text" if node.get("type") == "string" else "json"
         if _enum(node):
@@ -277,6 +274,115 @@ class _Builder:
         if kind is None and "properties" not in node:
             return "text"  # Any: the string is passed on as typed
         return "json"
+
+    def nests(self, prop: dict[str, Any]) -> bool:
+        """Whether the value is an object, whose parts the form may send by dotted names."""
+        node = self._unwrap(prop)[0]
+        return node.get("type") == "object" or "properties" in node or "additionalProperties" in node
+
+    def value(self, prop: dict[str, Any], texts: list[str], nested: dict[str, list[str]]) -> Any:
+        """A value from the strings sent under its name and, for an object, its dotted parts ("start" for
+        `window.start`); _MISSING when the form leaves it to the default."""
+        node, optional, mixed = self._unwrap(prop)
+        if nested:
+            return self._object(node, texts, nested)
+        kind = self._kind(node, optional, mixed)
+        if kind == "list":
+            filled = [t for t in texts if t.strip()]
+            if len(filled) == 1 and filled[0].lstrip().startswith("["):
+                parsed = _json_or_text(filled[0])
+                if isinstance(parsed, list):
+                    return parsed
+            items = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
+            return None if not items and optional else items
+        if kind in ("json", "fieldset"):
+            if not texts or not texts[-1].strip():
+                return None if optional else _MISSING
+            return _json_or_text(texts[-1])
+        text = texts[-1].replace("\r\n", "\n") if texts else ""
+        if text == "" and optional:
+            return None
+        for choice in _enum(node):  # a select of numbers: "1" means 1 (validation compares exactly)
+            if isinstance(choice, bool | int | float) and text == json.dumps(choice):
+                return choice
+        return text
+
+    def _object(self, node: dict[str, Any], texts: list[str], nested: dict[str, list[str]]) -> dict[str, Any]:
+        base = _json_or_text(texts[-1]) if texts and texts[-1].strip() else {}
+        value: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
+        properties = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        other: dict[str, Any] = extra if isinstance(extra, dict) else {}  # {}: any value, passed on as typed
+        heads: dict[str, tuple[list[str], dict[str, list[str]]]] = {}
+        for key, strings in nested.items():
+            head, _, rest = key.partition(".")
+            own, deeper = heads.setdefault(head, ([], {}))
+            if rest:
+                deeper[rest] = strings
+            else:
+                own.extend(strings)
+        for head, (own, deeper) in heads.items():
+            item = self.value(properties.get(head, other), own, deeper)
+            if item is not _MISSING:
+                value[head] = item
+        return value
+
+
+class _Builder(_Schema):
+    def __init__(
+        self, defs: dict[str, Any], values: Mapping[str, Any] | None, file_fields: set[str], multi_file_fields: set[str]
+    ) -> None:
+        super().__init__(defs)
+        self.values = values
+        self.file_fields = file_fields
+        self.multi_file_fields = multi_file_fields
+
+    def build(self, name: str, prop: dict[str, Any], required: bool, default: Any, top: bool = False) -> Field:
+        node, optional, mixed = self._unwrap(prop)
+        if default is _MISSING and "default" in prop:
+            default = prop["default"]
+        stored = self._stored(name)
+        if stored is not _MISSING:
+            default = stored
+        fld = Field(
+            name=name,
+            label=_label(name.rsplit(".", 1)[-1], prop),
+            kind="text",
+            required=required,
+            optional=optional,
+            help=str(prop.get("description") or node.get("description") or ""),
+        )
+        if top and name in self.file_fields:
+            kind: Kind = "files" if name in self.multi_file_fields else "file"
+        else:
+            kind = self._kind(node, optional, mixed)
+        fld.kind = kind
+        if kind == "fieldset":
+            self._fieldset(fld, node, default)
+            return fld
+        if kind in ("file", "files"):
+            fld.hint = "Choose one or more files." if kind == "files" else ""
+            return fld
+        if kind == "checkbox":
+            fld.value = "true"  # sent when ticked; a hidden "false" before it is sent either way
+        elif kind == "select":
+            fld.options = [_text(v) for v in _enum(node)] or ["true", "false"]
+        elif kind == "number":
+            self._bounds(fld, node)
+        elif kind in ("text", "textarea"):
+            fld.min_length = node.get("minLength")
+            fld.max_length = node.get("maxLength")
+            fld.pattern = _html_pattern(node.get("pattern"))
+        elif kind == "list":
+            items = self._resolve(node.get("items", {}))
+            fld.options = [_text(v) for v in _enum(items)]
+            fld.hint = "" if fld.options else "One item per line."
+        elif kind == "json":
+            fld.hint = "As JSON."
+        self._value(fld, default)
+        if fld.kind == "text" and ("\n" in fld.value or (fld.max_length or 0) > _TEXTAREA_LENGTH):
+            fld.kind = "textarea"  # long text, or line breaks a one-line input would lose
+        return fld
 
     def _fieldset(self, fld: Field, node: dict[str, Any], default: Any) -> None:
         required = set(node.get("required", []))
@@ -356,6 +462,13 @@ def _label(name: str, prop: dict[str, Any]) -> str:
     auto = name.replace("_", " ").title()
     title = prop.get("title")
     return title if isinstance(title, str) and title and title != name.title().replace("_", " ") else auto
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _text(value: Any) -> str:

@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 
 from ...core.access import allowed
 from ...core.clock import utcnow
@@ -26,7 +25,7 @@ from ..identity import hidden, owner_name, principal
 from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
 from ..state import RuntimeDep, pages_of
-from ..submission import Submission
+from ..submission import CLOSE, Submission
 from . import account_pages, charts, render, step_graph
 from .forms import form_fields, unplaced_errors
 
@@ -74,43 +73,40 @@ def task_page(runtime: RuntimeDep, request: Request, name: str, again: int | Non
 @router.post("/tasks/{name}", response_class=HTMLResponse)
 async def submit(runtime: RuntimeDep, request: Request, name: str) -> Response:
     task = runtime.tasks.get(name)
-    engine = runtime.engine
-    submission = Submission(engine.uploads, runtime.settings.max_upload_size)
-    form: FormData | None = None
+    submission = Submission(runtime, request, task, owner_name(request))
     try:
-        submission.check_length(request)
-        form = await request.form(max_files=1000, max_fields=1000)
-        params = submission.from_form(form, task)
-        record, _ = await run_in_threadpool(engine.submit, task.name, params, owner=owner_name(request))
+        record, _ = await submission.submit()
     except (ValidationError, PayloadTooLarge) as exc:
-        submission.discard()
-        errors = {f["field"]: f["message"] for f in getattr(exc, "fields", [])} or {"": exc.message}
-        fields = form_fields(task, form, errors)  # shown again as the user filled it in
-        status = 413 if isinstance(exc, PayloadTooLarge) else 422
-        return _page(
-            runtime,
-            request,
-            "task.html",
-            status=status,
-            task=task,
-            fields=fields,
-            form_error=exc.message,
-            unplaced=unplaced_errors(fields, errors),
-        )
-    except BaseException:
-        submission.discard()
-        raise
-    finally:
-        if form is not None:
-            await form.close()
+        return _refused(runtime, request, task, submission, exc)
     root = request.scope.get("root_path", "")
     if task.quick and request.headers.get("HX-Request"):
         try:
-            record = await engine.wait_async(record.id, min(30.0, runtime.settings.run_wait_max))
+            record = await runtime.engine.wait_async(record.id, min(30.0, runtime.settings.run_wait_max))
         except JobTimeoutError:
-            record = await run_in_threadpool(engine.get, record.id)
+            record = await run_in_threadpool(runtime.engine.get, record.id)
         return _page(runtime, request, "_quick_result.html", job=record, result=render.result_view(record))
     return RedirectResponse(f"{root}/jobs/{record.id}", status_code=303)
+
+
+def _refused(
+    runtime: Runtime, request: Request, task: Task, submission: Submission, exc: ValidationError | PayloadTooLarge
+) -> HTMLResponse:
+    """The task's form again, as the user filled it in (what was read of it), each error by its field."""
+    errors = {f["field"]: f["message"] for f in getattr(exc, "fields", [])} or {"": exc.message}
+    fields = form_fields(task, submission.values, errors)
+    response = _page(
+        runtime,
+        request,
+        "task.html",
+        status=exc.status_code,
+        task=task,
+        fields=fields,
+        form_error=exc.message,
+        unplaced=unplaced_errors(fields, errors),
+    )
+    if isinstance(exc, PayloadTooLarge):
+        response.headers.update(CLOSE)
+    return response
 
 
 @router.get(f"/jobs/{JOB_ID}", response_class=HTMLResponse)
