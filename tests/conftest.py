@@ -14,11 +14,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page, Route
+    from starlette.types import ASGIApp
+
+    from mieruka import App
+    from tests.celery_worker import CeleryWorker
 
 REQUIRE_SERVICES = os.environ.get("MIERUKA_REQUIRE_SERVICES") == "1"
 # The developer's own settings (MIERUKA_HOME, MIERUKA_WORKERS, ...) would change what the tests run:
@@ -45,13 +52,13 @@ def in_process_requests_come_from_this_machine() -> Iterator[None]:
 
     def local(
         self: TestClient,
-        app: object,
+        app: ASGIApp,
         base_url: str = "http://127.0.0.1:8000",
-        *args: object,
-        client: tuple[str, int] = ("127.0.0.1", 50000),
-        **kwargs: object,
+        *args: Any,  # the rest of TestClient's arguments, passed on as they came
+        **kwargs: Any,
     ) -> None:
-        original(self, app, base_url, *args, client=client, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("client", ("127.0.0.1", 50000))
+        original(self, app, base_url, *args, **kwargs)
 
     TestClient.__init__ = local  # type: ignore[method-assign]
     yield
@@ -154,7 +161,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Celery workers share the store with the servers over the network: PostgreSQL, not SQLite.
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         celery_on_sqlite = params.get("engine_kind") == "celery" and params.get("database_url") == "sqlite"
@@ -176,7 +184,7 @@ def engine_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def app(tmp_path: Path, database_url: str, engine_kind: str, request: pytest.FixtureRequest) -> Iterator[object]:
+def app(tmp_path: Path, database_url: str, engine_kind: str, request: pytest.FixtureRequest) -> Iterator[App]:
     """tests/jobs.py's app, started on a fresh store with two workers: local worker processes,
     threads of this process (engine_kind "threads": tests marked in_process), or (engine_kind
     "celery") the module's Celery worker, see tests/celery_worker.py."""
@@ -184,8 +192,6 @@ def app(tmp_path: Path, database_url: str, engine_kind: str, request: pytest.Fix
 
     jobs_app._settings = None
     if engine_kind == "celery":
-        from tests.celery_worker import CeleryWorker
-
         worker: CeleryWorker = request.getfixturevalue("celery_worker")
         worker.reset()
         jobs_app.configure(
@@ -385,7 +391,7 @@ ARGS = [
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -400,20 +406,27 @@ def browser() -> Iterator[object]:
             browser.close()
 
 
-def open_page(browser: object, server: ServerProcess, outside: list[str]) -> object:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+def open_page(browser: Browser, server: ServerProcess, outside: list[str]) -> Page:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     local = urlparse(server.url).netloc
 
-    def guard(route: object) -> None:
-        url = route.request.url  # type: ignore[attr-defined]
+    def guard(route: Route) -> None:
+        url = route.request.url
         if urlparse(url).netloc != local and not url.startswith("data:"):
             outside.append(url)
-            route.abort()  # type: ignore[attr-defined]
+            route.abort()
         else:
-            route.continue_()  # type: ignore[attr-defined]
+            route.continue_()
 
     page.route("**/*", guard)
     return page
+
+
+def text_of(locator: Locator) -> str:
+    """The element's textContent (Playwright types it optional: only a document or doctype has none)."""
+    text = locator.text_content()
+    assert text is not None, locator
+    return text
 
 
 # -- the Celery executor: a private Redis and one worker per module --------------------------------
@@ -428,7 +441,7 @@ def broker_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def celery_worker(
     request: pytest.FixtureRequest, broker_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[object]:
+) -> Iterator[CeleryWorker]:
     """A `mieruka worker` for tests/jobs.py (concurrency 2) on its own PostgreSQL database."""
     from tests.celery_worker import CeleryWorker
 

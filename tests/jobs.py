@@ -73,7 +73,7 @@ def echo_types(
 
 
 @app.task
-def noisy(lines: int = 3, job: mieruka.Job = None) -> int:
+def noisy(lines: int = 3, *, job: mieruka.Job) -> int:
     """Print lines, log, report progress, write to stderr and from a child process."""
     import logging
 
@@ -95,14 +95,14 @@ def many_lines(lines: int = 100_000) -> int:
 
 
 @app.task
-def with_artifacts(job: mieruka.Job = None) -> str:
+def with_artifacts(*, job: mieruka.Job) -> str:
     job.artifact("hello.txt", "hello artifact")
     job.artifact("data.bin", bytes(range(256)) * 4)
     return "ok"
 
 
 @app.task
-def named_artifacts(names: list[str] = [], job: mieruka.Job = None) -> int:  # noqa: B006 - read only
+def named_artifacts(names: list[str] = [], *, job: mieruka.Job) -> int:  # noqa: B006 - read only
     for name in names:
         job.artifact(name, f"content of {name}")
     return len(names)
@@ -140,7 +140,7 @@ def fail(message: str = "boom") -> None:
 
 
 @app.task(retries=2, retry_backoff=0.2)
-def fail_then_succeed(marker: str, failures: int = 2, job: mieruka.Job = None) -> int:
+def fail_then_succeed(marker: str, failures: int = 2, *, job: mieruka.Job) -> int:
     """Fails `failures` times (counted in a marker file), then succeeds."""
     path = Path(marker)
     count = int(path.read_text()) if path.exists() else 0
@@ -151,7 +151,7 @@ def fail_then_succeed(marker: str, failures: int = 2, job: mieruka.Job = None) -
 
 
 @app.task
-def sleep_in_child(seconds: float = 60, pidfile: str = "", job: mieruka.Job = None) -> str:
+def sleep_in_child(seconds: float = 60, pidfile: str = "", *, job: mieruka.Job) -> str:
     """Start `sleep` as a child process, write both pids to `pidfile`, wait."""
     child = subprocess.Popen(["sleep", str(seconds)])
     if pidfile:
@@ -228,7 +228,7 @@ def read_upload(document: mieruka.File, extra: list[mieruka.File] = []) -> dict[
 
 
 @app.task(keep_count=2)
-def kept_short(x: int = 0, job: mieruka.Job = None) -> int:
+def kept_short(x: int = 0, *, job: mieruka.Job) -> int:
     """Only the newest two finished jobs of this task are kept."""
     print(f"x={x}")
     job.artifact("x.txt", str(x))
@@ -257,7 +257,7 @@ def quick_hello(name: str = "world") -> str:
 
 
 @app.task(retries=1, retry_backoff=0)
-def sleep_first_time(pidfile: str, seconds: float = 30, job: mieruka.Job = None) -> int:
+def sleep_first_time(pidfile: str, seconds: float = 30, *, job: mieruka.Job) -> int:
     """Sleeps on its first attempt (after writing its pid), returns at once on the next."""
     if job.attempt == 1:
         Path(pidfile).write_text(str(os.getpid()))

@@ -4,12 +4,16 @@ to a host other than the server aborted and counted: the count must be zero."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.conftest import ServerProcess, open_page
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 
 def test_swagger_ui_renders_and_submits_without_outside_requests(
-    browser: object, server: ServerProcess, tmp_path: Path
+    browser: Browser, server: ServerProcess, tmp_path: Path
 ) -> None:
     outside: list[str] = []
     page = open_page(browser, server, outside)
@@ -26,7 +30,7 @@ def test_swagger_ui_renders_and_submits_without_outside_requests(
     assert outside == []
 
 
-def test_redoc_renders_without_outside_requests(browser: object, server: ServerProcess, tmp_path: Path) -> None:
+def test_redoc_renders_without_outside_requests(browser: Browser, server: ServerProcess, tmp_path: Path) -> None:
     outside: list[str] = []
     page = open_page(browser, server, outside)
     page.goto(f"{server.url}/redoc")

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import ServerProcess, running_server
 from tests.servers.test_metrics import samples
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
 
 TABS = 10
 # A stream whose client went away is noticed when it next writes: a heartbeat a second, not every 15 s.
@@ -24,7 +27,7 @@ def open_streams(server: ServerProcess) -> float:
     return samples(httpx.get(f"{server.url}/metrics").text)[("mieruka_sse_clients", ())]
 
 
-def progress_of(tab: Any) -> str | None:
+def progress_of(tab: Page) -> str | None:
     return tab.locator('#job-panel [data-field="message"]').text_content()
 
 
@@ -34,21 +37,22 @@ def jobs_server(tmp_path: Path) -> Any:
         yield server
 
 
-def test_ten_tabs_stay_live_on_one_stream(browser: Any, jobs_server: ServerProcess, tmp_path: Path) -> None:
+def test_ten_tabs_stay_live_on_one_stream(browser: Browser, jobs_server: ServerProcess, tmp_path: Path) -> None:
     server = jobs_server
     marker = tmp_path / "done"
     first = httpx.post(f"{server.url}/api/tasks/progress_until/jobs", json={"marker": str(marker)}).json()["id"]
     second = httpx.post(f"{server.url}/api/tasks/progress_until/jobs", json={"marker": str(marker)}).json()["id"]
     context = browser.new_context(viewport={"width": 1000, "height": 700})
     outside: list[str] = []
-    context.route(
-        "**/*",
-        lambda route: (
-            (outside.append(route.request.url), route.abort())
-            if not route.request.url.startswith(server.url)
-            else route.continue_()
-        ),
-    )
+
+    def guard(route: Route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
     try:
         # Seven tabs on one job, two on another, one on the jobs monitor.
         pages = [f"/jobs/{first}"] * 7 + [f"/jobs/{second}"] * 2 + ["/jobs"]

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.conftest import open_page, running_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 LONG_TASKS = """
 window.__longTasks = [];
@@ -21,7 +25,7 @@ new PerformanceObserver(function (list) {
 
 
 @pytest.mark.alone
-def test_a_busy_log_never_freezes_the_page(browser: object, tmp_path: Path) -> None:
+def test_a_busy_log_never_freezes_the_page(browser: Browser, tmp_path: Path) -> None:
     with running_server(tmp_path / "home", "--workers", "1") as server:
         outside: list[str] = []
         page = open_page(browser, server, outside)
@@ -29,7 +33,7 @@ def test_a_busy_log_never_freezes_the_page(browser: object, tmp_path: Path) -> N
         page.goto(f"{server.url}/jobs/{job['id']}")
         page.locator("#log").scroll_into_view_if_needed()
         # A slower machine: the page's work is what is measured, three times as costly as here.
-        cdp = page.context.new_cdp_session(page)  # type: ignore[attr-defined]
+        cdp = page.context.new_cdp_session(page)
         cdp.send("Emulation.setCPUThrottlingRate", {"rate": 3})
         page.evaluate(LONG_TASKS)
         page.locator('#job-panel [data-field="status"]').filter(has_text="succeeded").wait_for(timeout=60_000)
@@ -38,7 +42,7 @@ def test_a_busy_log_never_freezes_the_page(browser: object, tmp_path: Path) -> N
         time.sleep(0.5)
         tasks = page.evaluate("window.__longTasks")
         lines = page.evaluate("document.querySelectorAll('#log .line').length")
-        page.close()  # type: ignore[attr-defined]
+        page.close()
     print(f"long tasks (ms): {sorted(tasks)[-10:]}; {len(tasks)} in all; {lines} lines laid out")
     assert outside == []
     assert lines <= 5000

@@ -6,30 +6,36 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, open_page
+from tests.conftest import ServerProcess, open_page, text_of
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, ViewportSize
+
+    UI = tuple[Page, list[str]]  # the `ui` fixture: a page, and the requests it sent elsewhere
 
 
 @pytest.fixture
-def ui(browser: object, server: ServerProcess) -> Iterator[tuple[object, list[str]]]:
+def ui(browser: Browser, server: ServerProcess) -> Iterator[UI]:
     outside: list[str] = []
     page = open_page(browser, server, outside)
     yield page, outside
-    page.close()  # type: ignore[attr-defined]
+    page.close()
     assert outside == [], f"the page reached outside the server: {outside}"
 
 
-def test_home_lists_the_tasks(ui: tuple, server: ServerProcess) -> None:
+def test_home_lists_the_tasks(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/")
     page.get_by_role("link", name="Progress steps").first.wait_for()
     assert page.locator(".card").count() >= 10
 
 
-def test_submit_through_the_form_and_watch_it_succeed(ui: tuple, server: ServerProcess) -> None:
+def test_submit_through_the_form_and_watch_it_succeed(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/tasks/progress_steps")
     page.locator('[name="steps"]').fill("5")
@@ -50,11 +56,11 @@ def test_submit_through_the_form_and_watch_it_succeed(ui: tuple, server: ServerP
     assert status == "succeeded"
     assert len(seen) >= 2, f"the progress bar should move; saw {seen}"
     page.locator(".result").filter(has_text="5").first.wait_for()
-    log = page.locator("#log").text_content()
+    log = text_of(page.locator("#log"))
     assert "step 1" in log and "step 5" in log
 
 
-def test_a_validation_error_is_shown_at_its_field(ui: tuple, server: ServerProcess) -> None:
+def test_a_validation_error_is_shown_at_its_field(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/tasks/bounded")
     field = page.locator('[name="count"]')
@@ -64,27 +70,27 @@ def test_a_validation_error_is_shown_at_its_field(ui: tuple, server: ServerProce
     field = page.locator('[name="count"]')
     assert field.get_attribute("aria-invalid") == "true"
     described_by = (field.get_attribute("aria-describedby") or "").split()
-    messages = [page.locator(f"#{element_id}").text_content() for element_id in described_by]
+    messages = [text_of(page.locator(f"#{element_id}")) for element_id in described_by]
     assert any("less than or equal to 10" in m for m in messages), messages
     assert field.input_value() == "99"  # what the user typed is kept
     assert page.url.endswith("/tasks/bounded")
     assert httpx.get(f"{server.url}/api/jobs").json()["jobs"] == []  # nothing was queued
 
 
-def test_a_file_upload(ui: tuple, server: ServerProcess, tmp_path: Path) -> None:
+def test_a_file_upload(ui: UI, server: ServerProcess, tmp_path: Path) -> None:
     page, _ = ui
     document = tmp_path / "reads.fa"
     document.write_text(">r1\nACGT\n")
     page.goto(f"{server.url}/tasks/read_upload")
     page.locator('[name="document"]').set_input_files(str(document))
-    assert "reads.fa" in page.locator('.file-info[data-for="document"]').text_content()
+    assert "reads.fa" in text_of(page.locator('.file-info[data-for="document"]'))
     page.get_by_role("button", name="Submit").click()
     page.wait_for_url("**/jobs/*")
     page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
-    assert "ACGT" in page.locator(".result").text_content()
+    assert "ACGT" in text_of(page.locator(".result"))
 
 
-def test_cancel_from_the_job_page(ui: tuple, server: ServerProcess) -> None:
+def test_cancel_from_the_job_page(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 60}).json()
     page.goto(f"{server.url}/jobs/{job['id']}")
@@ -94,7 +100,7 @@ def test_cancel_from_the_job_page(ui: tuple, server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/api/jobs/{job['id']}").json()["status"] == "cancelled"
 
 
-def test_the_monitor_shows_a_job_submitted_through_the_api_without_a_reload(ui: tuple, server: ServerProcess) -> None:
+def test_the_monitor_shows_a_job_submitted_through_the_api_without_a_reload(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/jobs")
     page.wait_for_timeout(300)
@@ -104,20 +110,20 @@ def test_the_monitor_shows_a_job_submitted_through_the_api_without_a_reload(ui: 
     row.locator('[data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
 
 
-def test_polling_fallback_still_reaches_succeeded(browser: object, server: ServerProcess) -> None:
+def test_polling_fallback_still_reaches_succeeded(browser: Browser, server: ServerProcess) -> None:
     outside: list[str] = []
     page = open_page(browser, server, outside)
     page.add_init_script("delete window.EventSource;")
     job = httpx.post(f"{server.url}/api/tasks/progress_steps/jobs", json={"steps": 3, "delay": 0.3}).json()
     page.goto(f"{server.url}/jobs/{job['id']}")
     page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
-    assert "polling" in page.locator("#live-note").text_content()
-    assert "step 3" in page.locator("#log").text_content()
+    assert "polling" in text_of(page.locator("#live-note"))
+    assert "step 3" in text_of(page.locator("#log"))
     page.close()
     assert outside == []
 
 
-def test_a_quick_task_answers_in_place(ui: tuple, server: ServerProcess) -> None:
+def test_a_quick_task_answers_in_place(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/tasks/quick_hello")
     page.locator('[name="name"]').fill("Ada")
@@ -126,7 +132,7 @@ def test_a_quick_task_answers_in_place(ui: tuple, server: ServerProcess) -> None
     assert page.url.endswith("/tasks/quick_hello")  # the page stayed
 
 
-def test_bulk_cancel_from_the_monitor(ui: tuple, server: ServerProcess) -> None:
+def test_bulk_cancel_from_the_monitor(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     jobs = [httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 60}).json()["id"] for _ in range(3)]
     page.goto(f"{server.url}/jobs?task=sleep")
@@ -137,8 +143,8 @@ def test_bulk_cancel_from_the_monitor(ui: tuple, server: ServerProcess) -> None:
         page.locator(f'tr[data-job-id="{job_id}"] [data-field="status"]', has_text="cancelled").wait_for(timeout=15000)
 
 
-def test_pages_work_without_javascript(browser: object, server: ServerProcess) -> None:
-    context = browser.new_context(java_script_enabled=False)  # type: ignore[attr-defined]
+def test_pages_work_without_javascript(browser: Browser, server: ServerProcess) -> None:
+    context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     page.goto(f"{server.url}/tasks/add")
     page.locator('[name="a"]').fill("40")
@@ -148,11 +154,11 @@ def test_pages_work_without_javascript(browser: object, server: ServerProcess) -
     httpx.get(f"{server.url}/api/jobs/{job_id}", params={"wait": 20})
     page.reload()
     assert page.locator('#job-panel [data-field="status"]').text_content() == "succeeded"
-    assert "42" in page.locator(".result").text_content()
+    assert "42" in text_of(page.locator(".result"))
     context.close()
 
 
-def test_the_ui_works_under_a_path_prefix(browser: object, tmp_path: Path) -> None:
+def test_the_ui_works_under_a_path_prefix(browser: Browser, tmp_path: Path) -> None:
     from tests.conftest import running_server
 
     with running_server(tmp_path / "home", "--workers", "1", "--root-path", "/mieruka") as proc:
@@ -170,12 +176,12 @@ def test_the_ui_works_under_a_path_prefix(browser: object, tmp_path: Path) -> No
         assert outside == []
 
 
-def test_run_again_prefills_the_form_and_retry_requeues(ui: tuple, server: ServerProcess) -> None:
+def test_run_again_prefills_the_form_and_retry_requeues(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     job = httpx.post(f"{server.url}/api/tasks/fail/jobs", json={"message": "pre-filled"}).json()
     httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20})
     page.goto(f"{server.url}/jobs/{job['id']}")
-    assert "ValueError: pre-filled" in page.locator("pre.error").text_content()
+    assert "ValueError: pre-filled" in text_of(page.locator("pre.error"))
     page.get_by_role("button", name="Run again with these parameters").click()
     assert page.locator('[name="message"]').input_value() == "pre-filled"
     page.go_back()
@@ -184,7 +190,7 @@ def test_run_again_prefills_the_form_and_retry_requeues(ui: tuple, server: Serve
     page.locator('#job-panel [data-field="status"]', has_text="failed").wait_for(timeout=15000)
 
 
-def test_the_workers_page_follows_the_pool(ui: tuple, server: ServerProcess) -> None:
+def test_the_workers_page_follows_the_pool(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/workers")
     page.locator("tr[data-worker]").first.wait_for()
@@ -194,7 +200,7 @@ def test_the_workers_page_follows_the_pool(ui: tuple, server: ServerProcess) -> 
     httpx.post(f"{server.url}/api/jobs/{job['id']}/cancel")
 
 
-def test_pipeline_steps_and_a_step_log_update_live(ui: tuple, server: ServerProcess) -> None:
+def test_pipeline_steps_and_a_step_log_update_live(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     job = httpx.post(f"{server.url}/api/tasks/pipe_ticker/jobs", json={"ticks": 20}).json()
     page.goto(f"{server.url}/jobs/{job['id']}")
@@ -204,14 +210,14 @@ def test_pipeline_steps_and_a_step_log_update_live(ui: tuple, server: ServerProc
     page.locator('#steps pre[data-step-log="ticker"]', has_text="tick 3").wait_for(timeout=20_000)
     assert page.locator('#steps details[data-step="ticker"]').get_attribute("data-status") == "running"
     page.locator('#steps details[data-step="ticker"][data-status="succeeded"]').wait_for(timeout=20_000)
-    text = page.locator('#steps pre[data-step-log="ticker"]').text_content()
+    text = text_of(page.locator('#steps pre[data-step-log="ticker"]'))
     assert [line for line in text.splitlines() if line] == [f"tick {i}" for i in range(1, 21)]
     assert page.locator('#steps details[data-step="ticker"]').evaluate("d => d.open")  # stays open
     assert page.locator("#steps svg .node").count() == 2
-    assert "[ticker] tick 20" in page.locator("#log").text_content()
+    assert "[ticker] tick 20" in text_of(page.locator("#log"))
 
 
-def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: tuple, server: ServerProcess, tmp_path: Path) -> None:
+def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: UI, server: ServerProcess, tmp_path: Path) -> None:
     page, _ = ui
     job = httpx.post(
         f"{server.url}/api/tasks/pipe_flaky/jobs",
@@ -223,11 +229,11 @@ def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: tuple, server:
     assert flaky.evaluate("d => d.open")
     assert not page.locator('#steps details[data-step="optional"]').evaluate("d => d.open")  # allowed to fail
     page.locator('#steps pre[data-step-log="flaky"]', has_text="RuntimeError: marker missing").wait_for()
-    assert "marker missing" in flaky.locator("pre.error").text_content()
+    assert "marker missing" in text_of(flaky.locator("pre.error"))
 
 
 # -- a newcomer's first hour: phones, error pages, the login page of a server with no users ---------
-PHONE = {"width": 375, "height": 812}
+PHONE: ViewportSize = {"width": 375, "height": 812}
 
 
 def add_user(server: ServerProcess, name: str, password: str) -> None:
@@ -254,20 +260,20 @@ def add_user(server: ServerProcess, name: str, password: str) -> None:
     )
 
 
-def log_in(page: object, server: ServerProcess, name: str, password: str) -> None:
+def log_in(page: Page, server: ServerProcess, name: str, password: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the server notices its first user within a second
-        page.goto(f"{server.url}/login")  # type: ignore[attr-defined]
-        if page.locator("#no-users").count() == 0:  # type: ignore[attr-defined]
+        page.goto(f"{server.url}/login")
+        if page.locator("#no-users").count() == 0:
             break
         time.sleep(0.2)
-    page.locator('[name="name"]').fill(name)  # type: ignore[attr-defined]
-    page.locator('[name="password"]').fill(password)  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
-    page.locator("#me").wait_for()  # type: ignore[attr-defined]
+    page.locator('[name="name"]').fill(name)
+    page.locator('[name="password"]').fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#me").wait_for()
 
 
-def test_every_page_fits_a_phone(browser: object, tmp_path: Path) -> None:
+def test_every_page_fits_a_phone(browser: Browser, tmp_path: Path) -> None:
     """At 375 px nothing scrolls sideways but the boxes of wide tables, charts and code; the demo app
     has every kind of page (dashboards and streams too), and a signed-in admin the longest header."""
     from tests.conftest import running_server
@@ -280,7 +286,7 @@ def test_every_page_fits_a_phone(browser: object, tmp_path: Path) -> None:
         add_user(demo, "phoebe", "a phone-sized password")
         outside: list[str] = []
         page = open_page(browser, demo, outside)
-        page.set_viewport_size(PHONE)  # type: ignore[attr-defined]
+        page.set_viewport_size(PHONE)
         log_in(page, demo, "phoebe", "a phone-sized password")
         wide = []
         for path in (
@@ -302,24 +308,24 @@ def test_every_page_fits_a_phone(browser: object, tmp_path: Path) -> None:
             "/tasks/nope",
             "/docs",
         ):
-            page.goto(f"{demo.url}{path}")  # type: ignore[attr-defined]
-            page.wait_for_load_state("load")  # type: ignore[attr-defined]
-            width = page.evaluate("document.documentElement.scrollWidth")  # type: ignore[attr-defined]
+            page.goto(f"{demo.url}{path}")
+            page.wait_for_load_state("load")
+            width = page.evaluate("document.documentElement.scrollWidth")
             if width > PHONE["width"]:
                 wide.append(f"{path}: {width} px")
-        page.close()  # type: ignore[attr-defined]
+        page.close()
         assert wide == [], f"pages wider than a phone: {wide}"
         assert outside == []
 
 
-def test_an_error_is_a_page_with_the_header_and_a_way_back(ui: tuple, server: ServerProcess) -> None:
+def test_an_error_is_a_page_with_the_header_and_a_way_back(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     page.goto(f"{server.url}/jobs/99999", referer=f"{server.url}/jobs")  # as a link on /jobs would
     assert page.locator("h1").text_content() == "Not found"
-    assert "no job with id 99999" in page.locator(".error-message").text_content()
+    assert "no job with id 99999" in text_of(page.locator(".error-message"))
     assert page.locator("header.topbar").get_by_role("link", name="Workers").count() == 1
     favicon = page.locator('link[rel="icon"]').get_attribute("href")
-    assert favicon.startswith("/static/favicon.svg?v=")
+    assert favicon is not None and favicon.startswith("/static/favicon.svg?v=")
     page.locator("#error-back").click()
     page.wait_for_url(f"{server.url}/jobs")
     page.goto(f"{server.url}/tasks/nope")
@@ -327,7 +333,7 @@ def test_an_error_is_a_page_with_the_header_and_a_way_back(ui: tuple, server: Se
     page.get_by_role("link", name="Progress steps").first.wait_for()
 
 
-def test_a_finished_job_without_output_says_so(ui: tuple, server: ServerProcess) -> None:
+def test_a_finished_job_without_output_says_so(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     job = httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 1, "b": 2}).json()
     assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20}).json()["status"] == "succeeded"
@@ -336,12 +342,12 @@ def test_a_finished_job_without_output_says_so(ui: tuple, server: ServerProcess)
     assert shown == '"no output"'
 
 
-def test_behind_a_proxy_with_no_users_the_login_page_says_why(browser: object, server: ServerProcess) -> None:
-    context = browser.new_context(extra_http_headers={"X-Forwarded-For": "203.0.113.7"})  # type: ignore[attr-defined]
+def test_behind_a_proxy_with_no_users_the_login_page_says_why(browser: Browser, server: ServerProcess) -> None:
+    context = browser.new_context(extra_http_headers={"X-Forwarded-For": "203.0.113.7"})
     page = context.new_page()
     page.goto(f"{server.url}/jobs")
     page.wait_for_url("**/login?next=*")
     note = page.locator("#no-users")
-    assert "Nobody can log in yet" in note.text_content()
-    assert "mieruka users add NAME --role admin" in note.text_content()
+    assert "Nobody can log in yet" in text_of(note)
+    assert "mieruka users add NAME --role admin" in text_of(note)
     context.close()

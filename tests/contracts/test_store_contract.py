@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -53,7 +54,20 @@ def store(database_url: str) -> Iterator[JobStore]:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def new(store: JobStore, task: str = "t", params: dict | None = None, **kw: object) -> JobRecord:
+class JobOptions(TypedDict, total=False):
+    """NewJob's optional fields, as `new` passes them on."""
+
+    max_attempts: int
+    priority: int
+    queue: str
+    owner: str | None
+    idempotency_key: str | None
+    run_after: datetime | None
+    schedule: str | None
+    uploads: tuple[str, ...]
+
+
+def new(store: JobStore, task: str = "t", params: dict[str, Any] | None = None, **kw: Unpack[JobOptions]) -> JobRecord:
     record, created = store.create_job(NewJob(task=task, params=params if params is not None else {}, **kw))
     assert created
     return record
@@ -148,7 +162,7 @@ def test_a_job_started_now_and_stored_later(store: JobStore, monkeypatch: pytest
     from mieruka.store import job_ids
 
     later = time.monotonic() + job_ids.FRESH_FOR + 1
-    monkeypatch.setattr(job_ids.time, "monotonic", lambda: later)
+    monkeypatch.setattr("mieruka.store.job_ids.time.monotonic", lambda: later)
     held_too_long = store.start_create_job(NewJob(task="t", params={}))
     assert held_too_long is not None
     held_too_long.finish()
@@ -159,10 +173,9 @@ def test_a_job_started_now_and_stored_later(store: JobStore, monkeypatch: pytest
 def test_jobs_started_now_and_then_get_ids_that_follow_each_other(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mieruka.store import job_ids
 
     clock = [time.monotonic()]
-    monkeypatch.setattr(job_ids.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("mieruka.store.job_ids.time.monotonic", lambda: clock[0])
     ids = []
     for _ in range(3):
         pending = store.start_create_job(NewJob(task="t", params={}))
@@ -497,7 +510,7 @@ def test_transition_read_back_returns_the_job_as_stored_after_it(store: JobStore
     stored = store.get_job(job.id)
     assert stored is not None and applied.after == {3: stored}
     assert stored.artifacts == [early, late] and stored.log_lines == 1
-    assert_utc(applied.after[3].finished_at)  # type: ignore[arg-type]
+    assert_utc(applied.after[3].finished_at)
     # one statement alone (no transaction around it), a job without artifacts, a transition refused
     other = new(store)
     claim(store, other.id)
@@ -1074,7 +1087,7 @@ def test_steps_planned_saved_and_listed_in_order(store: JobStore) -> None:
     )
     store.apply([StepSaved(done)])
     a, b = store.list_steps(job.id)
-    assert a == done and a.started_at.tzinfo is not None and a.duration == 2.0
+    assert a == done and a.started_at is not None and a.started_at.tzinfo is not None and a.duration == 2.0
     assert b.depends_on == ["a"] and b.allow_failure and b.description == "sort x" and b.output is None
     # a rule execution found while running is inserted; a new plan replaces everything
     store.apply([StepSaved(StepRecord(job.id, "rule[x=1]", 1001, "rule", parent="b"))])

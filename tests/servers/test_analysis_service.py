@@ -8,11 +8,15 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import ServerProcess, need_service, open_page, shared_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "analysis_service"
 DATA = EXAMPLE / "data"
@@ -27,7 +31,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         yield proc
 
 
-def submit(service: ServerProcess, task: str, preset: str, queries: bytes | None = None, **extra: str) -> dict:
+def submit(
+    service: ServerProcess, task: str, preset: str, queries: bytes | None = None, **extra: str
+) -> dict[str, Any]:
     files = [
         ("queries", ("queries.fa", queries or (DATA / "queries.fa").read_bytes(), "text/plain")),
         ("subjects", ("subjects.fa", (DATA / "subjects.fa").read_bytes(), "text/plain")),
@@ -36,30 +42,33 @@ def submit(service: ServerProcess, task: str, preset: str, queries: bytes | None
         f"{service.url}/api/tasks/{task}/jobs", files=files, data={"preset": preset, **extra}, timeout=30
     )
     assert response.status_code == 202, response.text
-    return response.json()
+    job: dict[str, Any] = response.json()
+    return job
 
 
-def finished(service: ServerProcess, job_id: int) -> dict:
+def finished(service: ServerProcess, job_id: int) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        job = httpx.get(f"{service.url}/api/jobs/{job_id}", params={"wait": 20}, timeout=30).json()
+        job: dict[str, Any] = httpx.get(f"{service.url}/api/jobs/{job_id}", params={"wait": 20}, timeout=30).json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def steps(service: ServerProcess, job_id: int) -> dict[str, dict]:
+def steps(service: ServerProcess, job_id: int) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in httpx.get(f"{service.url}/api/jobs/{job_id}/steps").json()}
 
 
 @pytest.fixture(scope="module")
-def api_result(service: ServerProcess) -> dict:
+def api_result(service: ServerProcess) -> dict[str, Any]:
     job = finished(service, submit(service, "blast_search", "sensitive")["id"])
     assert job["status"] == "succeeded", job
     return job
 
 
-def test_api_submission_runs_blast_as_steps_and_renders_a_report(service: ServerProcess, api_result: dict) -> None:
+def test_api_submission_runs_blast_as_steps_and_renders_a_report(
+    service: ServerProcess, api_result: dict[str, Any]
+) -> None:
     best = {hit["query"]: hit["subject"] for hit in api_result["result"]["best_hits"]}
     assert best == {"read_a": "gene2", "read_b": "gene4", "read_c": None}  # sensitive finds the mutated read
     found = steps(service, api_result["id"])
@@ -79,7 +88,9 @@ def test_fast_preset_is_a_different_configuration(service: ServerProcess) -> Non
     assert best == {"read_a": "gene2", "read_b": None, "read_c": None}
 
 
-def test_the_form_in_a_browser_gives_the_same_result(browser: object, service: ServerProcess, api_result: dict) -> None:
+def test_the_form_in_a_browser_gives_the_same_result(
+    browser: Browser, service: ServerProcess, api_result: dict[str, Any]
+) -> None:
     outside: list[str] = []
     page = open_page(browser, service, outside)
     try:
@@ -107,7 +118,7 @@ def test_the_form_in_a_browser_gives_the_same_result(browser: object, service: S
     assert [a["name"] for a in job["artifacts"]] == ["report.html"]
 
 
-def test_snakemake_variant_gives_the_same_result(service: ServerProcess, api_result: dict) -> None:
+def test_snakemake_variant_gives_the_same_result(service: ServerProcess, api_result: dict[str, Any]) -> None:
     pytest.importorskip("snakemake", reason="needs the snakemake extra")
     job = finished(service, submit(service, "blast_search_snakemake", "sensitive", cores="2")["id"])
     assert job["status"] == "succeeded", job

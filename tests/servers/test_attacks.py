@@ -350,8 +350,8 @@ def call(http: httpx.Client, probe: Probe, who: str, method: str, template: str,
         body = read_stream(http, url + ("&" if "?" in url else "?") + resume, headers)
         return httpx.Response(200, text=body, request=httpx.Request("GET", url))
     if method in ("POST", "PATCH", "PUT"):
-        body: dict[str, Any] = {"role": "admin", "name": "mallory", "password": PASSWORD, "a": 1}
-        return http.request(method, url, json=body, headers=headers)
+        payload: dict[str, Any] = {"role": "admin", "name": "mallory", "password": PASSWORD, "a": 1}
+        return http.request(method, url, json=payload, headers=headers)
     return http.request(method, url, headers=headers)
 
 

@@ -11,11 +11,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 PASSWORD = "a long password"
 
@@ -139,60 +143,60 @@ def test_secure_cookie_behind_an_https_proxy(server: ServerProcess) -> None:
     assert entries[0]["address"] == "198.51.100.7"  # the proxy's client, not the proxy
 
 
-def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: object, server: ServerProcess) -> None:
+def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: Browser, server: ServerProcess) -> None:
     outside: list[str] = []
     page = open_page(browser, server, outside)
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: problems.append(str(e)))  # type: ignore[attr-defined]
-    page.goto(f"{server.url}/jobs")  # type: ignore[attr-defined]
-    page.wait_for_url("**/login?next=*")  # type: ignore[attr-defined]
-    page.locator('[name="name"]').fill("ada")  # type: ignore[attr-defined]
-    page.locator('[name="password"]').fill(PASSWORD)  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
-    page.wait_for_url("**/jobs")  # type: ignore[attr-defined]
-    assert page.locator("#me").text_content() == "ada"  # type: ignore[attr-defined]
-    assert page.locator('[data-field="online-count"]').text_content() == "1"  # type: ignore[attr-defined]
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(f"{server.url}/jobs")
+    page.wait_for_url("**/login?next=*")
+    page.locator('[name="name"]').fill("ada")
+    page.locator('[name="password"]').fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/jobs")
+    assert page.locator("#me").text_content() == "ada"
+    assert page.locator('[data-field="online-count"]').text_content() == "1"
     # A form post (CSRF field) and an htmx post (CSRF header) both go through.
-    page.goto(f"{server.url}/tasks/add")  # type: ignore[attr-defined]
-    page.locator('[name="a"]').fill("40")  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Submit").click()  # type: ignore[attr-defined]
-    page.wait_for_url("**/jobs/*")  # type: ignore[attr-defined]
-    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)  # type: ignore[attr-defined]
-    page.goto(f"{server.url}/tasks/quick_hello")  # type: ignore[attr-defined]
-    page.locator('[name="name"]').fill("Ada")  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Run").click()  # type: ignore[attr-defined]
-    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=20000)  # type: ignore[attr-defined]
+    page.goto(f"{server.url}/tasks/add")
+    page.locator('[name="a"]').fill("40")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url("**/jobs/*")
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    page.goto(f"{server.url}/tasks/quick_hello")
+    page.locator('[name="name"]').fill("Ada")
+    page.get_by_role("button", name="Run").click()
+    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=20000)
     for path in ("/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence"):
-        page.goto(f"{server.url}{path}")  # type: ignore[attr-defined]
-        page.wait_for_load_state("load")  # type: ignore[attr-defined]
-    page.goto(f"{server.url}/docs")  # type: ignore[attr-defined]
-    page.get_by_text("Submit: Add two numbers", exact=False).first.wait_for(timeout=20000)  # type: ignore[attr-defined]
+        page.goto(f"{server.url}{path}")
+        page.wait_for_load_state("load")
+    page.goto(f"{server.url}/docs")
+    page.get_by_text("Submit: Add two numbers", exact=False).first.wait_for(timeout=20000)
     # "Try it out" with the browser's session: Swagger UI sends the CSRF header (static/docs.js).
-    page.get_by_text("/api/tasks/add/jobs", exact=True).first.click()  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Try it out").first.click()  # type: ignore[attr-defined]
-    page.locator("textarea.body-param__text").first.fill('{"a": 40}')  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Execute").first.click()  # type: ignore[attr-defined]
-    page.locator(".response .response-col_status").filter(has_text="202").first.wait_for(timeout=15000)  # type: ignore[attr-defined]
-    page.goto(f"{server.url}/redoc")  # type: ignore[attr-defined]
-    page.locator("h2", has_text="Submit: Add two numbers").first.wait_for(timeout=30000)  # type: ignore[attr-defined]
-    page.goto(f"{server.url}/audit?action=job.submit")  # type: ignore[attr-defined]
-    assert page.locator("#audit tbody tr").count() >= 2  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Log out").click()  # type: ignore[attr-defined]
-    page.wait_for_url("**/login")  # type: ignore[attr-defined]
+    page.get_by_text("/api/tasks/add/jobs", exact=True).first.click()
+    page.get_by_role("button", name="Try it out").first.click()
+    page.locator("textarea.body-param__text").first.fill('{"a": 40}')
+    page.get_by_role("button", name="Execute").first.click()
+    page.locator(".response .response-col_status").filter(has_text="202").first.wait_for(timeout=15000)
+    page.goto(f"{server.url}/redoc")
+    page.locator("h2", has_text="Submit: Add two numbers").first.wait_for(timeout=30000)
+    page.goto(f"{server.url}/audit?action=job.submit")
+    assert page.locator("#audit tbody tr").count() >= 2
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
     # A page whose session ends meanwhile (here: a new password) sends the reader to the login page.
-    page.locator('[name="name"]').fill("ada")  # type: ignore[attr-defined]
-    page.locator('[name="password"]').fill(PASSWORD)  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
-    page.wait_for_url(f"{server.url}/")  # type: ignore[attr-defined]
+    page.locator('[name="name"]').fill("ada")
+    page.locator('[name="password"]').fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.url}/")
     seen = list(problems)  # what follows logs the deliberate 401 to the console
     assert (
         cli("users", "passwd", "ada", "--password-stdin", "--home", str(server.home), stdin=PASSWORD + "\n").returncode
         == 0
     )
-    page.evaluate("htmx.ajax('GET', document.getElementById('presence').getAttribute('hx-get'), '#presence')")  # type: ignore[attr-defined]
-    page.wait_for_url("**/login?next=%2F")  # type: ignore[attr-defined]
-    page.close()  # type: ignore[attr-defined]
+    page.evaluate("htmx.ajax('GET', document.getElementById('presence').getAttribute('hx-get'), '#presence')")
+    page.wait_for_url("**/login?next=%2F")
+    page.close()
     violations = [p for p in problems if "Content Security Policy" in p or "Content-Security-Policy" in p]
     assert violations == [], violations
     assert seen == [], seen

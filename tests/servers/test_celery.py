@@ -27,7 +27,7 @@ FAST_RECOVERY = {"MIERUKA_HEARTBEAT_INTERVAL": "0.3", "MIERUKA_ENGINE_STALE_AFTE
 
 def _gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 

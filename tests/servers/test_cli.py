@@ -513,7 +513,7 @@ def test_jobs_rm_a_running_job_is_refused(srv: ServerProcess, http: httpx.Client
         wait_status(http, job_id, "cancelled")
 
 
-def test_text_parameters_keep_what_was_typed(srv) -> None:
+def test_text_parameters_keep_what_was_typed(srv: ServerProcess) -> None:
     """name=42 for a str parameter stays "42" (JSON parsing is only for non-text parameters)."""
     result = subprocess.run(
         [

@@ -8,12 +8,15 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import ServerProcess, open_page, shared_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 APP = "tests/dash_app.py:app"
 
@@ -174,7 +177,7 @@ def test_a_stream_continues_in_order_after_a_reconnect(dash: ServerProcess) -> N
 
 # -- a real browser --------------------------------------------------------------------------------
 @pytest.fixture
-def page(browser: object, dash: ServerProcess) -> Iterator[Any]:
+def page(browser: Browser, dash: ServerProcess) -> Iterator[Any]:
     outside: list[str] = []
     tab = open_page(browser, dash, outside)
     errors: list[str] = []
@@ -254,7 +257,7 @@ def test_the_table_tile_sorts_and_pages(page: Any, dash: ServerProcess) -> None:
     assert link.get_attribute("href").endswith("/api/sources/wards/data?format=csv")
 
 
-def test_the_page_polls_when_streaming_is_blocked(browser: object, dash: ServerProcess, data_dir: Path) -> None:
+def test_the_page_polls_when_streaming_is_blocked(browser: Browser, dash: ServerProcess, data_dir: Path) -> None:
     outside: list[str] = []
     tab: Any = open_page(browser, dash, outside)
     # Requests of a SharedWorker are not routed by Playwright: this page opens its own stream.

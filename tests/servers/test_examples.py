@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from tests.conftest import ServerProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -71,11 +74,11 @@ def test_a_script_that_serves_itself_at_module_level(tmp_path: Path) -> None:
 HOSPITAL = EXAMPLES / "hospital_dashboard"
 
 
-def _sources(url: str) -> dict[str, dict[str, object]]:
+def _sources(url: str) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in httpx.get(f"{url}/api/sources", timeout=30).json()}
 
 
-def _refresh_all(url: str) -> dict[str, dict[str, object]]:
+def _refresh_all(url: str) -> dict[str, dict[str, Any]]:
     for name in ("census", "admissions_per_hour", "occupancy", "recent_admissions"):
         response = httpx.post(f"{url}/api/sources/{name}/refresh", params={"wait": 30}, timeout=60)
         assert response.status_code == 200 and response.json()["error"] is None, response.text
@@ -86,7 +89,7 @@ def _tiles(url: str) -> dict[str, dict[str, Any]]:
     return {t["chart"]: t for t in httpx.get(f"{url}/api/dashboards/hospital", timeout=30).json()["tiles"]}
 
 
-def test_realtime_chart_example(tmp_path: Path, browser: object) -> None:
+def test_realtime_chart_example(tmp_path: Path, browser: Browser) -> None:
     from tests.conftest import open_page
 
     proc = ServerProcess(str(EXAMPLES / "realtime_chart" / "app.py"), tmp_path / "home", "--workers", "1")
@@ -116,7 +119,7 @@ def test_realtime_chart_example(tmp_path: Path, browser: object) -> None:
         proc.stop()
 
 
-def test_hospital_dashboard_example_on_sqlite(tmp_path: Path, browser: object) -> None:
+def test_hospital_dashboard_example_on_sqlite(tmp_path: Path, browser: Browser) -> None:
     import runpy
     import sqlite3
     from datetime import UTC, datetime, timedelta
@@ -268,7 +271,7 @@ def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path
             assert failures == []
             with engine.connect() as conn:
                 rows = conn.exec_driver_sql("SELECT DISTINCT pid, at, query FROM hits").fetchall()
-                census = dict(
+                census: dict[str, int] = dict(
                     conn.exec_driver_sql(
                         "SELECT w.name, COUNT(a.id) FROM wards_data w LEFT JOIN admissions_data a ON a.ward_id = w.id "
                         "AND a.discharged_at IS NULL GROUP BY w.name"

@@ -128,6 +128,7 @@ def test_wrong_passwords_at_once_for_one_name(dbs: list[Database], checks: list[
     assert len(entries(both[0].audit, "login.failed")) == LIMIT
     assert no_attempts_left(dbs[0])
     locked = next(r for r in results if isinstance(r, TooManyAttempts))
+    assert locked.retry_after is not None
     assert "too many failed logins" in locked.message and 0 < locked.retry_after <= WINDOW
     with pytest.raises(TooManyAttempts):
         both[1].login("vic", PASSWORD, "10.0.0.2")  # the right password, from elsewhere: still locked

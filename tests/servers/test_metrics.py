@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+import mieruka
 from tests.conftest import ServerProcess
 
 
@@ -26,7 +27,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def test_metrics_count_jobs_workers_and_durations(app) -> None:
+def test_metrics_count_jobs_workers_and_durations(app: mieruka.App) -> None:
     with TestClient(app.asgi()) as client:
         ok = client.post("/api/tasks/sleep/jobs", json={"seconds": 0.2}).json()
         bad = client.post("/api/tasks/fail/jobs", json={}).json()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -51,7 +52,8 @@ def migrated(empty_database_url: str) -> Iterator[sa.Engine]:
         engine.dispose()
 
 
-def schema_diff(engine: sa.Engine, target: sa.MetaData = metadata) -> list[object]:
+# alembic types its diffs Any: each is a tuple, or a list of tuples for a changed column
+def schema_diff(engine: sa.Engine, target: sa.MetaData = metadata) -> list[Any]:
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         return list(compare_metadata(context, target))
@@ -97,7 +99,7 @@ def test_partial_indexes_are_partial(migrated: sa.Engine) -> None:
     """The partial indexes of tables.py keep their WHERE clause in the database."""
     if migrated.dialect.name == "sqlite":
         with migrated.connect() as conn:
-            sql = dict(
+            sql: dict[str, str] = dict(
                 conn.exec_driver_sql(
                     "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"
                 ).all()

@@ -7,15 +7,20 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+import mieruka
 from mieruka.core.clock import utcnow
 from tests.celery_worker import CeleryWorker
-from tests.conftest import ServerProcess, open_page, running_server, wait_for_file
+from tests.conftest import ServerProcess, open_page, running_server, text_of, wait_for_file
 from tests.servers.test_metrics import samples
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture(params=["sqlite"])
@@ -23,7 +28,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
 
 
-def test_nodes_stats_and_page_on_the_local_engine(app, tmp_path: Path) -> None:
+def test_nodes_stats_and_page_on_the_local_engine(app: mieruka.App, tmp_path: Path) -> None:
     with TestClient(app.asgi()) as client:
         for job in [
             client.post("/api/tasks/sleep/jobs", json={"seconds": 0.1}).json(),
@@ -76,7 +81,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def test_the_workers_page_in_a_browser_draws_its_charts_without_outside_requests(
-    browser: object, server: ServerProcess
+    browser: Browser, server: ServerProcess
 ) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         job = client.post("/api/tasks/add/jobs", json={"a": 1}).json()
@@ -84,14 +89,14 @@ def test_the_workers_page_in_a_browser_draws_its_charts_without_outside_requests
     outside: list[str] = []
     page = open_page(browser, server, outside)
     try:
-        page.goto(f"{server.url}/workers")  # type: ignore[attr-defined]
-        page.locator("#nodes tbody tr").first.wait_for()  # type: ignore[attr-defined]
-        bars = page.locator("#throughput-chart svg rect")  # type: ignore[attr-defined]
-        assert bars.count() == 1 and "1 finished" in bars.first.locator("title").text_content()
-        box = page.locator("#throughput-chart svg").bounding_box()  # type: ignore[attr-defined]
-        assert box["width"] > 300 and box["height"] > 50
+        page.goto(f"{server.url}/workers")
+        page.locator("#nodes tbody tr").first.wait_for()
+        bars = page.locator("#throughput-chart svg rect")
+        assert bars.count() == 1 and "1 finished" in text_of(bars.first.locator("title"))
+        box = page.locator("#throughput-chart svg").bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 50
     finally:
-        page.close()  # type: ignore[attr-defined]
+        page.close()
     assert outside == []
 
 

@@ -166,7 +166,8 @@ def test_snakemake_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyP
     pipe.snakemake(snakefile)
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        snakemake_module.importlib.util, "find_spec", lambda name, *a: None if name == "snakemake" else real(name, *a)
+        "mieruka.pipeline.snakemake.importlib.util.find_spec",
+        lambda name, *a: None if name == "snakemake" else real(name, *a),
     )
     with pytest.raises(MissingExtraError, match=r"mieruka\[snakemake\]"):
         snakemake_module.snakemake_argv(pipe.steps["snakemake"], tmp_path, tmp_path, lambda v: v, tmp_path)

@@ -4,13 +4,15 @@ retry from the failed step, cancel killing a shell step's process tree, the prog
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 
+import mieruka
 from mieruka import JobStatus
-from mieruka.core.steps import StepStatus
+from mieruka.core.steps import StepRecord, StepStatus
 from tests.conftest import wait_for_file
 
 pytestmark = pytest.mark.in_process  # jobs on threads of this process; cancel kills steps alike
@@ -22,11 +24,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
 
 
-def steps_of(app, job_id: int) -> dict[str, object]:
+def steps_of(app: mieruka.App, job_id: int) -> dict[str, StepRecord]:
     return {s.name: s for s in app.engine.store.list_steps(job_id)}
 
 
-def test_dag_order_and_parallel_steps(app, tmp_path: Path) -> None:
+def span(step: StepRecord) -> tuple[datetime, datetime]:
+    """When a step that ran started and finished."""
+    assert step.started_at is not None and step.finished_at is not None, step
+    return step.started_at, step.finished_at
+
+
+def test_dag_order_and_parallel_steps(app: mieruka.App, tmp_path: Path) -> None:
     done = app.wait(app.submit("pipe_diamond", meet_dir=str(tmp_path)), 60)
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.result == ["first", "left", "right"]
@@ -38,14 +46,14 @@ def test_dag_order_and_parallel_steps(app, tmp_path: Path) -> None:
     assert first.output["end"] <= left.output["start"] and first.output["end"] <= right.output["start"]
     # left and right each waited for the other to start (see tests/jobs.py meet): they ran in parallel
     assert left.output["start"] < right.output["end"] and right.output["start"] < left.output["end"]
-    assert last.started_at >= max(left.finished_at, right.finished_at)
-    assert all(s.started_at <= s.finished_at for s in steps.values())
+    assert span(last)[0] >= max(span(left)[1], span(right)[1])
+    assert all(span(s)[0] <= span(s)[1] for s in steps.values())
     logs = app.engine.store.read_logs(done.id, step="left")
     assert [line.text for line in logs] == ["left ran"]
     assert {line.step for line in app.engine.store.read_logs(done.id)} == {"first", "left", "right"}
 
 
-def test_outputs_files_artifacts_and_progress_protocol(app) -> None:
+def test_outputs_files_artifacts_and_progress_protocol(app: mieruka.App) -> None:
     done = app.wait(app.submit("pipe_values", text="pear apple fig"), 60)
     assert done.status is JobStatus.SUCCEEDED, done.error
     assert done.result == {"sorted": ["apple", "fig", "pear"], "words": 3}
@@ -56,17 +64,17 @@ def test_outputs_files_artifacts_and_progress_protocol(app) -> None:
     assert {a.name for a in done.artifacts} == {"words.txt", "sorted.txt"}
     sort_log = [line.text for line in app.engine.store.read_logs(done.id, step="sort")]
     assert sort_log == ["first word: pear"]  # protocol lines are read, not logged
-    events = []
+    events: list[object] = []
     assert steps["sort"].status is StepStatus.SUCCEEDED
     del events
 
 
-def test_failure_then_retry_reruns_only_what_did_not_succeed(app, tmp_path: Path) -> None:
+def test_failure_then_retry_reruns_only_what_did_not_succeed(app: mieruka.App, tmp_path: Path) -> None:
     counter, marker = tmp_path / "counter", tmp_path / "marker"
     job = app.submit("pipe_flaky", counter=str(counter), marker=str(marker))
     done = app.wait(job, 60)
     assert done.status is JobStatus.FAILED
-    assert "flaky" in done.error and "marker missing" in done.error
+    assert done.error is not None and "flaky" in done.error and "marker missing" in done.error
     steps = steps_of(app, job.id)
     assert steps["prepare"].status is StepStatus.SUCCEEDED
     assert steps["optional"].status is StepStatus.FAILED and steps["optional"].allow_failure
@@ -88,7 +96,7 @@ def test_failure_then_retry_reruns_only_what_did_not_succeed(app, tmp_path: Path
     assert steps["optional"].status is StepStatus.FAILED  # allowed to fail: runs again, fails again
 
 
-def test_cancel_kills_the_running_shell_step_and_its_children(app, tmp_path: Path) -> None:
+def test_cancel_kills_the_running_shell_step_and_its_children(app: mieruka.App, tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     job = app.submit("pipe_sleepy", pidfile=str(pidfile))
     text = wait_for_file(pidfile, 30)
@@ -113,12 +121,12 @@ def test_cancel_kills_the_running_shell_step_and_its_children(app, tmp_path: Pat
 
 def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
 
-def test_step_timeout_and_allowed_failures(app) -> None:
+def test_step_timeout_and_allowed_failures(app: mieruka.App) -> None:
     started = time.monotonic()
     done = app.wait(app.submit("pipe_timeout"), 60)
     assert time.monotonic() - started < 20
@@ -200,7 +208,7 @@ def test_the_example_in_docs_pipelines_md_runs_as_shown(tmp_path: Path) -> None:
         assert [a.name for a in done.artifacts] == ["report.html"]
 
 
-def test_a_clean_stop_requeues_the_job_and_closes_its_steps(app, tmp_path: Path) -> None:
+def test_a_clean_stop_requeues_the_job_and_closes_its_steps(app: mieruka.App, tmp_path: Path) -> None:
     from mieruka.store.sql import SqlJobStore
 
     pidfile = tmp_path / "pids"
@@ -210,7 +218,8 @@ def test_a_clean_stop_requeues_the_job_and_closes_its_steps(app, tmp_path: Path)
     app.stop()
     store = SqlJobStore(url)
     try:
-        assert store.get_job(job.id).status is JobStatus.QUEUED
+        record = store.get_job(job.id)
+        assert record is not None and record.status is JobStatus.QUEUED
         steps = {s.name: s.status for s in store.list_steps(job.id)}
         assert steps == {"start": StepStatus.SUCCEEDED, "sleep": StepStatus.CANCELLED}
     finally:

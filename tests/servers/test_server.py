@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,9 +16,9 @@ import pytest
 from tests.conftest import ServerProcess, running_server, wait_for_file
 
 
-def iter_events(response: httpx.Response) -> Iterator[dict]:
+def iter_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
     """SSE frames as dicts (comments skipped); the caller stops when it has seen enough."""
-    current: dict = {}
+    current: dict[str, Any] = {}
     for line in response.iter_lines():
         if line == "":
             if "event" in current:
@@ -28,7 +29,7 @@ def iter_events(response: httpx.Response) -> Iterator[dict]:
             current[key] = json.loads(value) if key == "data" else value
 
 
-def read_events(response: httpx.Response, count: int) -> list[dict]:
+def read_events(response: httpx.Response, count: int) -> list[dict[str, Any]]:
     events = []
     for event in iter_events(response):
         events.append(event)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import TESTS, ServerProcess, open_page, shared_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytest.importorskip("snakemake", reason="needs the snakemake extra: pip install 'mieruka[snakemake]'")
 
@@ -173,7 +176,7 @@ def test_python_steps_import_the_app_from_their_own_folder(server: ServerProcess
     assert done["message"] == f"{RULES + 1}/{RULES + 1} steps done"  # the rules and the Python step
 
 
-def test_the_job_page_counts_rules_and_draws_the_dag(browser: object, server: ServerProcess) -> None:
+def test_the_job_page_counts_rules_and_draws_the_dag(browser: Browser, server: ServerProcess) -> None:
     done = run(server, "tutorial")
     assert done["status"] == "succeeded", done["error"]
     outside: list[str] = []

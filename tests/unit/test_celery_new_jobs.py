@@ -48,7 +48,9 @@ def _insert_uncommitted(database_url: str) -> tuple[Any, int]:
     import psycopg
 
     tx = psycopg.connect(conninfo(database_url))
-    job_id = int(tx.execute("SELECT nextval(pg_get_serial_sequence('jobs', 'id'))").fetchone()[0])
+    row = tx.execute("SELECT nextval(pg_get_serial_sequence('jobs', 'id'))").fetchone()
+    assert row is not None
+    job_id = int(row[0])
     tx.execute(
         "INSERT INTO jobs (id, task, status, params, priority, queue, attempts, max_attempts, created_at, "
         "cancel_requested, log_lines) VALUES (%s, 'add', 'queued', '{\"a\": 40}', 0, 'default', 0, 1, "

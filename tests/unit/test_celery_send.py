@@ -8,6 +8,7 @@ import json
 import os
 import uuid
 from datetime import datetime
+from typing import Any
 
 from mieruka.executors.celery import TASK_NAME, make_celery, send_run
 from mieruka.settings import Settings
@@ -16,7 +17,7 @@ from tests.conftest import need_service
 RABBITMQ_URL = os.environ.get("MIERUKA_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
-def check(message: dict, job_id: int, delayed: bool) -> None:
+def check(message: dict[str, Any], job_id: int, delayed: bool) -> None:
     headers = message["headers"]
     assert headers["task"] == TASK_NAME and headers["argsrepr"] == f"[{job_id}, 'noop']"
     assert (headers["eta"] is not None) == delayed

@@ -4,7 +4,9 @@ local pool, and (on PostgreSQL) a real Celery worker started with `mieruka worke
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
@@ -21,23 +23,24 @@ ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on
 pytestmark = pytest.mark.in_process  # "local" runs on the threads executor, but where marked worker_processes
 
 
-def test_succeeded_with_result_and_timestamps(app) -> None:
+def test_succeeded_with_result_and_timestamps(app: mieruka.App) -> None:
     job = app.submit("add", a=2, b=3)
     assert job.status is JobStatus.QUEUED
     done = app.wait(job, 30)
     assert done.status is JobStatus.SUCCEEDED
     assert done.result == 5
     assert done.attempts == 1
-    assert done.created_at.tzinfo is not None and done.created_at.utcoffset().total_seconds() == 0
+    assert done.created_at.utcoffset() == timedelta(0)
+    assert done.started_at is not None and done.finished_at is not None
     assert done.created_at <= done.started_at <= done.finished_at
     assert done.worker and done.progress == 1.0
 
 
-def test_async_task(app) -> None:
+def test_async_task(app: mieruka.App) -> None:
     assert app.wait(app.submit("async_add", a=41), 30).result == 42
 
 
-def test_parameters_arrive_typed(app) -> None:
+def test_parameters_arrive_typed(app: mieruka.App) -> None:
     done = app.wait(app.submit("echo_types", day="2026-02-03", colour="blue", window={"start": 3}), 30)
     assert done.result == {
         "text": "str",
@@ -61,30 +64,31 @@ def test_parameters_arrive_typed(app) -> None:
         ({"a": 1, "unknown": 3}, "unknown"),
     ],
 )
-def test_bad_parameters_are_rejected_before_queueing(app, params, field) -> None:
+def test_bad_parameters_are_rejected_before_queueing(app: mieruka.App, params: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         app.submit("add", **params)
     assert info.value.fields[0]["field"] == field
     assert app.engine.store.count_by_status()["queued"] == 0
 
 
-def test_unknown_task_and_job(app) -> None:
+def test_unknown_task_and_job(app: mieruka.App) -> None:
     with pytest.raises(TaskNotFound):
         app.submit("no_such_task")
     with pytest.raises(JobNotFound):
         app.get_job(123456)
 
 
-def test_failed_job_keeps_error_and_traceback(app) -> None:
+def test_failed_job_keeps_error_and_traceback(app: mieruka.App) -> None:
     done = app.wait(app.submit("fail", message="bad input"), 30)
     assert done.status is JobStatus.FAILED
     assert done.error == "ValueError: bad input"
+    assert done.traceback is not None
     assert "raise ValueError(message)" in done.traceback
     assert "runner.py" not in done.traceback.splitlines()[1]
 
 
 @pytest.mark.worker_processes
-def test_logs_capture_print_stderr_logging_and_children(app) -> None:
+def test_logs_capture_print_stderr_logging_and_children(app: mieruka.App) -> None:
     done = app.wait(app.submit("noisy", lines=3), 30)
     assert done.status is JobStatus.SUCCEEDED
     lines = app.engine.logs(done.id)
@@ -99,18 +103,18 @@ def test_logs_capture_print_stderr_logging_and_children(app) -> None:
     assert [line.seq for line in app.engine.logs(done.id, after=2, limit=2)] == [3, 4]
 
 
-def test_progress_is_recorded(app) -> None:
+def test_progress_is_recorded(app: mieruka.App) -> None:
     done = app.wait(app.submit("noisy", lines=1), 30)
     assert done.message == "half way"
 
 
-def test_a_quick_jobs_last_progress_message_is_kept(app) -> None:
+def test_a_quick_jobs_last_progress_message_is_kept(app: mieruka.App) -> None:
     """Progress held back by the rate limit when the job ends still has the last word."""
     done = app.wait(app.submit("progress_steps", steps=5, delay=0), 30)
     assert (done.status.value, done.progress, done.message) == ("succeeded", 1.0, "step 5 of 5")
 
 
-def test_artifacts(app) -> None:
+def test_artifacts(app: mieruka.App) -> None:
     done = app.wait(app.submit("with_artifacts"), 30)
     names = {a.name: a for a in done.artifacts}
     assert names["hello.txt"].size == len("hello artifact")
@@ -120,14 +124,14 @@ def test_artifacts(app) -> None:
     assert data == bytes(range(256)) * 4
 
 
-def test_results_serialise_models_and_dataclasses(app) -> None:
+def test_results_serialise_models_and_dataclasses(app: mieruka.App) -> None:
     assert app.wait(app.submit("model_result"), 30).result == {"start": 1, "end": 2}
     assert app.wait(app.submit("dataclass_result"), 30).result == {"total": 3, "label": "three"}
     bad = app.wait(app.submit("not_json"), 30)
-    assert bad.status is JobStatus.FAILED and "JSON" in bad.error
+    assert bad.status is JobStatus.FAILED and bad.error is not None and "JSON" in bad.error
 
 
-def test_large_result_goes_to_an_artifact(app) -> None:
+def test_large_result_goes_to_an_artifact(app: mieruka.App) -> None:
     done = app.wait(app.submit("big_result", size=2_000_000), 30)
     assert done.status is JobStatus.SUCCEEDED
     assert done.result["artifact"] == "result.json"
@@ -136,13 +140,13 @@ def test_large_result_goes_to_an_artifact(app) -> None:
 
 def _gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
 
 @pytest.mark.worker_processes
-def test_cancel_running_job_kills_it_and_its_children(app, tmp_path: Path) -> None:
+def test_cancel_running_job_kills_it_and_its_children(app: mieruka.App, tmp_path: Path) -> None:
     """How fast it goes is measured in bench/ (cancel latency); here: it goes, children included."""
     pidfile = tmp_path / "pids"
     job = app.submit("sleep_in_child", seconds=60, pidfile=str(pidfile))
@@ -159,7 +163,7 @@ def test_cancel_running_job_kills_it_and_its_children(app, tmp_path: Path) -> No
     assert app.wait(app.submit("add", a=1), 30).result == 3
 
 
-def test_cancel_queued_job(app) -> None:
+def test_cancel_queued_job(app: mieruka.App) -> None:
     blockers = [app.submit("sleep", seconds=2) for _ in range(2)]
     queued = app.submit("add", a=1)
     cancelled = app.engine.cancel(queued.id)
@@ -171,21 +175,21 @@ def test_cancel_queued_job(app) -> None:
 
 
 @pytest.mark.worker_processes
-def test_timeout_kills_the_job(app) -> None:
+def test_timeout_kills_the_job(app: mieruka.App) -> None:
     done = app.wait(app.submit("too_slow"), 25)  # it would sleep 30 s: ended before, it was stopped
     assert done.status is JobStatus.FAILED
     assert done.error == "timed out after 0.5s"
 
 
 @pytest.mark.worker_processes
-def test_timeout_is_retried_when_retries_remain(app) -> None:
+def test_timeout_is_retried_when_retries_remain(app: mieruka.App) -> None:
     done = app.wait(app.submit("too_slow_retried"), 15)
     assert done.status is JobStatus.FAILED
     assert done.attempts == 2
-    assert "timed out" in done.error
+    assert done.error is not None and "timed out" in done.error
 
 
-def test_retry_with_backoff_then_success(app, tmp_path: Path) -> None:
+def test_retry_with_backoff_then_success(app: mieruka.App, tmp_path: Path) -> None:
     marker = tmp_path / "count"
     started = time.monotonic()
     done = app.wait(app.submit("fail_then_succeed", marker=str(marker), failures=2), 30)
@@ -196,13 +200,13 @@ def test_retry_with_backoff_then_success(app, tmp_path: Path) -> None:
     assert "--- attempt 3 of 3 ---" in texts
 
 
-def test_retries_exhausted(app, tmp_path: Path) -> None:
+def test_retries_exhausted(app: mieruka.App, tmp_path: Path) -> None:
     done = app.wait(app.submit("fail_then_succeed", marker=str(tmp_path / "c"), failures=5), 30)
     assert done.status is JobStatus.FAILED
     assert done.attempts == 3 and done.error == "RuntimeError: failure 3"
 
 
-def test_manual_retry_of_failed_job(app) -> None:
+def test_manual_retry_of_failed_job(app: mieruka.App) -> None:
     done = app.wait(app.submit("fail"), 30)
     again = app.engine.retry(done.id)
     assert again.status is JobStatus.QUEUED and again.id == done.id
@@ -213,34 +217,35 @@ def test_manual_retry_of_failed_job(app) -> None:
 
 
 @pytest.mark.worker_processes
-def test_process_exit_fails_the_job_and_the_pool_recovers(app) -> None:
+def test_process_exit_fails_the_job_and_the_pool_recovers(app: mieruka.App) -> None:
     done = app.wait(app.submit("exit_hard", code=3), 30)
     assert done.status is JobStatus.FAILED
     assert done.error == "the worker process exited with code 3"
     crashed = app.wait(app.submit("segfault"), 30)
-    assert crashed.status is JobStatus.FAILED and "SIGSEGV" in crashed.error
+    assert crashed.status is JobStatus.FAILED and crashed.error is not None and "SIGSEGV" in crashed.error
     results = [app.wait(app.submit("add", a=i), 30).result for i in range(4)]
     assert results == [2, 3, 4, 5]
 
 
-def test_idempotency_key(app) -> None:
+def test_idempotency_key(app: mieruka.App) -> None:
     first, created = app.engine.submit("add", {"a": 1}, idempotency_key="order-42")
     again, created_again = app.engine.submit("add", {"a": 1}, idempotency_key="order-42")
     assert created and not created_again and again.id == first.id
 
 
-def test_priorities(app) -> None:
+def test_priorities(app: mieruka.App) -> None:
     # The two workers free up one after the other: the first free one must take the later, higher job.
     blockers = [app.submit("sleep", seconds=seconds) for seconds in (0.5, 0.8)]
     low = app.engine.submit("sleep", {"seconds": 0.01}, priority=0)[0]
     high = app.engine.submit("sleep", {"seconds": 0.01}, priority=10)[0]
     low_done, high_done = app.wait(low, 30), app.wait(high, 30)
+    assert high_done.started_at is not None and low_done.started_at is not None
     assert high_done.started_at < low_done.started_at
     for job in blockers:
         app.wait(job, 30)
 
 
-def test_per_task_concurrency_limit(app, tmp_path: Path) -> None:
+def test_per_task_concurrency_limit(app: mieruka.App, tmp_path: Path) -> None:
     marker = tmp_path / "spans"
     jobs = [app.submit("one_at_a_time", seconds=0.2, marker=str(marker)) for _ in range(3)]
     for job in jobs:
@@ -250,15 +255,16 @@ def test_per_task_concurrency_limit(app, tmp_path: Path) -> None:
         assert start >= end - 0.01, "two runs overlapped"
 
 
-def test_delay(app) -> None:
+def test_delay(app: mieruka.App) -> None:
     job, _ = app.engine.submit("add", {"a": 1}, delay=0.5)
     time.sleep(0.2)
     assert app.get_job(job.id).status is JobStatus.QUEUED
     done = app.wait(job, 30)
+    assert done.started_at is not None
     assert (done.started_at - done.created_at).total_seconds() >= 0.45
 
 
-def test_delete_finished_job(app) -> None:
+def test_delete_finished_job(app: mieruka.App) -> None:
     done = app.wait(app.submit("with_artifacts"), 30)
     artifact_dir = app.settings.home_path / "artifacts" / str(done.id)
     assert artifact_dir.is_dir()
@@ -270,7 +276,7 @@ def test_delete_finished_job(app) -> None:
         app.wait(done, 5)
 
 
-def test_cannot_delete_running_job(app, tmp_path: Path) -> None:
+def test_cannot_delete_running_job(app: mieruka.App, tmp_path: Path) -> None:
     pidfile = tmp_path / "p"
     job = app.submit("sleep_in_child", seconds=30, pidfile=str(pidfile))
     wait_for_file(pidfile)
@@ -279,7 +285,7 @@ def test_cannot_delete_running_job(app, tmp_path: Path) -> None:
     app.engine.cancel(job.id)
 
 
-def test_wait_times_out(app) -> None:
+def test_wait_times_out(app: mieruka.App) -> None:
     job = app.submit("sleep", seconds=1)
     with pytest.raises(JobTimeoutError):
         app.wait(job, 0.1)
@@ -287,7 +293,9 @@ def test_wait_times_out(app) -> None:
 
 
 @pytest.mark.parametrize("size", [10, 100_000])
-def test_waiting_reads_the_store_only_when_it_must(app, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+def test_waiting_reads_the_store_only_when_it_must(
+    app: mieruka.App, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
     """A job queued here is heard of from before it was announced: waiting for it takes no first
     look in the store, and its end event carries it as stored, also for a wait that begins after
     the end if it is small. A job too large to travel in an event (over the Redis bus's limit), or
@@ -316,7 +324,7 @@ def test_waiting_reads_the_store_only_when_it_must(app, monkeypatch: pytest.Monk
     assert again.status is JobStatus.FAILED and again.attempts == 2 and again == real_get(failed.id)
 
 
-def test_waiting_for_a_job_whose_end_event_is_lost(app, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_waiting_for_a_job_whose_end_event_is_lost(app: mieruka.App, monkeypatch: pytest.MonkeyPatch) -> None:
     """No end event (a bus that was down): the next look in the store finds the job ended."""
     monkeypatch.setattr(app.engine, "settings", replace(app.engine.settings, poll_interval=0.5))
     monkeypatch.setattr(Ending, "take", lambda self, event: False)
@@ -325,7 +333,7 @@ def test_waiting_for_a_job_whose_end_event_is_lost(app, monkeypatch: pytest.Monk
     assert done.status is JobStatus.SUCCEEDED and time.monotonic() - started >= 0.5  # found by a look, not an event
 
 
-def test_many_log_lines_are_batched_and_read_by_range(app) -> None:
+def test_many_log_lines_are_batched_and_read_by_range(app: mieruka.App) -> None:
     done = app.wait(app.submit("many_lines", lines=100_000), 120)
     assert done.status is JobStatus.SUCCEEDED
     assert done.log_lines == 100_000
@@ -333,19 +341,20 @@ def test_many_log_lines_are_batched_and_read_by_range(app) -> None:
     assert [line.text.split()[1] for line in page] == [str(i) for i in range(99_990, 100_000)]
 
 
-def test_submit_to_start_is_fast_on_an_idle_pool(app) -> None:
+def test_submit_to_start_is_fast_on_an_idle_pool(app: mieruka.App) -> None:
     """Not a speed target (bench/ has those): proves no polling interval sits in the way."""
     app.wait(app.submit("add", a=1), 30)  # warm up
     gaps = []
     for i in range(5):
         done = app.wait(app.submit("add", a=i), 30)
+        assert done.started_at is not None
         gaps.append((done.started_at - done.created_at).total_seconds())
     assert min(gaps) < app.settings.poll_interval / 2, gaps
 
 
 @pytest.mark.local_engine
 @pytest.mark.worker_processes  # threads would finish every job before the other's worker is up
-def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
+def test_a_second_engine_never_runs_the_same_job(app: mieruka.App, tmp_path: Path) -> None:
     """Claims are atomic in the store: two engines on one database split the work."""
     from tests.jobs import app as jobs_app
 
@@ -366,7 +375,7 @@ def test_a_second_engine_never_runs_the_same_job(app, tmp_path: Path) -> None:
 
 
 @pytest.mark.local_engine
-def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app, tmp_path: Path) -> None:
+def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app: mieruka.App, tmp_path: Path) -> None:
     pidfile = tmp_path / "p"
     job = app.submit("sleep_in_child", seconds=30, pidfile=str(pidfile))
     wait_for_file(pidfile)
@@ -378,22 +387,22 @@ def test_clean_stop_requeues_running_jobs_without_using_an_attempt(app, tmp_path
     store = SqlJobStore(url)
     record = store.get_job(job.id)
     store.close()
-    assert record.status is JobStatus.QUEUED and record.attempts == 0
+    assert record is not None and record.status is JobStatus.QUEUED and record.attempts == 0
     app.configure(home=home, database_url=url)
     app.start()
     app.engine.cancel(job.id)
 
 
 @pytest.mark.local_engine
-def test_reports_survive_a_store_failure(app, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reports_survive_a_store_failure(app: mieruka.App, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed write (database briefly unavailable) is retried: no finished job is lost."""
-    from mieruka.store.base import Transition
+    from mieruka.store.base import Applied, Change, Claim, Transition
 
     store = app.engine.store
     real_apply = store.apply
-    failures = []
+    failures: list[int] = []
 
-    def flaky_apply(changes, claim=None):
+    def flaky_apply(changes: Sequence[Change], claim: Claim | None = None) -> Applied:
         if not failures and any(isinstance(c, Transition) and c.to is JobStatus.SUCCEEDED for c in changes):
             failures.append(len(changes))
             raise RuntimeError("database unavailable")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from mieruka.store import job_ids
 from mieruka.store.job_ids import JobIds
 
 
 @pytest.fixture
 def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     clock = [100.0]
-    monkeypatch.setattr(job_ids.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("mieruka.store.job_ids.time.monotonic", lambda: clock[0])
     return clock
 
 

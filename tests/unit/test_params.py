@@ -64,7 +64,8 @@ SIG = Signature(align, "align")
 
 
 def props() -> dict[str, Any]:
-    return SIG.json_schema()["properties"]
+    properties: dict[str, Any] = SIG.json_schema()["properties"]
+    return properties
 
 
 def resolve(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +73,8 @@ def resolve(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
     if "anyOf" in prop:
         (prop,) = [p for p in prop["anyOf"] if p.get("type") != "null"]
     if "$ref" in prop:
-        return schema["$defs"][prop["$ref"].rsplit("/", 1)[-1]]
+        target: dict[str, Any] = schema["$defs"][prop["$ref"].rsplit("/", 1)[-1]]
+        return target
     return prop
 
 

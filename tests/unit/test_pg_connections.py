@@ -185,6 +185,7 @@ def test_a_connection_the_server_closed_is_not_used_again(connections: PgConnect
 
     (first,) = connections.start(b"SELECT pg_backend_pid()", [])()
     old = first.get_value(0, 0)
+    assert old is not None
     _terminate_other_sessions(database_url)
     deadline = time.monotonic() + 30
     with psycopg.connect(conninfo(database_url), autocommit=True) as admin:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import mieruka
 from mieruka import JobStatus
 from mieruka.core.steps import StepStatus
 
@@ -20,7 +21,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
 
 
-def test_each_rule_shows_as_a_step_with_its_state_and_log(app) -> None:
+def test_each_rule_shows_as_a_step_with_its_state_and_log(app: mieruka.App) -> None:
     done = app.wait(app.submit("pipe_snake", n=4), 120)
     logs = [line.text for line in app.engine.store.read_logs(done.id)]
     assert done.status is JobStatus.SUCCEEDED, (done.error, logs[-30:])
@@ -42,12 +43,12 @@ def test_each_rule_shows_as_a_step_with_its_state_and_log(app) -> None:
     assert len(printed) == 1 and printed[0] in ("numbers", "snakemake"), printed
 
 
-def test_a_failed_rule_fails_the_job_and_retry_continues_the_workflow(app, tmp_path: Path) -> None:
+def test_a_failed_rule_fails_the_job_and_retry_continues_the_workflow(app: mieruka.App, tmp_path: Path) -> None:
     block = tmp_path / "block"
     block.write_text("x")
     job = app.submit("pipe_snake", n=3, block=str(block))
     failed = app.wait(job, 120)
-    assert failed.status is JobStatus.FAILED and "snakemake" in failed.error
+    assert failed.status is JobStatus.FAILED and failed.error is not None and "snakemake" in failed.error
     steps = {s.name: s for s in app.engine.store.list_steps(job.id)}
     assert steps["numbers"].status is StepStatus.SUCCEEDED and steps["squares"].status is StepStatus.SUCCEEDED
     assert steps["total"].status is StepStatus.FAILED and steps["read"].status is StepStatus.SKIPPED

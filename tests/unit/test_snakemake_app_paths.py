@@ -49,10 +49,12 @@ def test_relative_paths_resolve_against_the_app_file(app_dir: Path) -> None:
     assert app.sources.get("absolute").adapter.url == "sqlite:////srv/beds.db"
     # The workflow task's pipeline, declared again from here, points at the app's files.
     from mieruka.pipeline.graph import Pipeline
+    from mieruka.pipeline.task import PipelineTask
 
-    task = app.tasks.get("flow")
+    pipeline_task = getattr(app.tasks.get("flow").func, "mieruka_pipeline", None)
+    assert isinstance(pipeline_task, PipelineTask)
     pipe = Pipeline(None, app.folder)
-    task.func.mieruka_pipeline.builder(pipe=pipe)
+    pipeline_task.builder(pipe=pipe)
     spec = pipe.steps["snakemake"].snakemake
     assert spec["snakefile"] == str(app_dir.resolve() / "flow" / "Snakefile")
     assert spec["workdir"] == str(app_dir.resolve() / "flow" / "data")

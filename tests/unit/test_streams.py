@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,6 +116,7 @@ def test_a_slow_reader_gets_one_coalesced_batch_and_bounded_memory() -> None:
         for i in range(200):  # the reader is busy while 200 points arrive
             streamer.push({"v": float(i)})
         frames.append(await feed.__anext__())
+        assert isinstance(feed, AsyncGenerator)
         await feed.aclose()
         return frames
 

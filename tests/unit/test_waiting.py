@@ -55,7 +55,7 @@ def test_a_retried_job_has_not_ended_any_more(monkeypatch: pytest.MonkeyPatch) -
     ending.hear(event)
     assert told == [1] and ending.record() == record
     later = time.monotonic() + waiting.RECORD_FRESH_FOR + 1
-    monkeypatch.setattr(waiting.time, "monotonic", lambda: later)
+    monkeypatch.setattr("mieruka.engine.waiting.time.monotonic", lambda: later)
     assert ending.ended and ending.record() is None  # too old to trust: the store is read
 
 
@@ -114,7 +114,8 @@ def test_a_large_record_is_kept_only_for_the_waiters_already_there() -> None:
     for event, _ in (ended(1), ended(2)):
         assert event.record is not None
         watches.hear(replace(event, record={**event.record, "result": "x" * (waiting.KEEP_RECORD_SIZE + 1)}))
-    assert waited.record() is not None and waited.record().result == "x" * (waiting.KEEP_RECORD_SIZE + 1)
+    kept = waited.record()
+    assert kept is not None and kept.result == "x" * (waiting.KEEP_RECORD_SIZE + 1)
     stop()
     assert waited.record() is None and unwaited.record() is None and unwaited.ended
     assert watches.records_kept() == 0

@@ -6,9 +6,13 @@ import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+
+import mieruka
 
 pytestmark = pytest.mark.in_process  # jobs run on threads of this process: no worker interpreters to start
 
@@ -19,22 +23,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def client(app) -> Iterator[TestClient]:
+def client(app: mieruka.App) -> Iterator[TestClient]:
     with TestClient(app.asgi()) as test_client:
         yield test_client
 
 
-def wait_done(client: TestClient, job_id: int) -> dict:
+def wait_done(client: TestClient, job_id: int) -> dict[str, Any]:
     response = client.get(f"/api/jobs/{job_id}", params={"wait": 30})
     assert response.status_code == 200
-    return response.json()
+    job: dict[str, Any] = response.json()
+    return job
 
 
-def assert_error(response, status: int, code: str) -> dict:
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 def test_tasks_are_listed_with_schemas(client: TestClient) -> None:
@@ -73,7 +79,7 @@ def test_run_answers_with_the_result(client: TestClient) -> None:
         ({"a": 1, "b": [1]}, "b"),
     ],
 )
-def test_bad_parameters_answer_422_naming_the_field(client: TestClient, body: dict, field: str) -> None:
+def test_bad_parameters_answer_422_naming_the_field(client: TestClient, body: dict[str, object], field: str) -> None:
     error = assert_error(client.post("/api/tasks/add/jobs", json=body), 422, "validation_error")
     assert error["fields"][0]["field"] == field
     assert client.get("/api/jobs").json()["jobs"] == []  # nothing was queued
@@ -96,7 +102,7 @@ def test_malformed_bodies(client: TestClient) -> None:
     assert_error(client.post("/api/tasks/nope/jobs", json={}), 404, "task_not_found")
 
 
-def test_file_upload_multipart(client: TestClient, app) -> None:
+def test_file_upload_multipart(client: TestClient, app: mieruka.App) -> None:
     files = [
         ("document", ("reads.fa", b">r1\nACGT\n", "text/plain")),
         ("extra", ("a.txt", b"a", "text/plain")),
@@ -118,7 +124,7 @@ def test_file_upload_as_base64_json(client: TestClient) -> None:
     assert_error(client.post("/api/tasks/read_upload/jobs", json=bad), 422, "validation_error")
 
 
-def test_missing_file_is_422_and_leaves_no_upload_behind(client: TestClient, app) -> None:
+def test_missing_file_is_422_and_leaves_no_upload_behind(client: TestClient, app: mieruka.App) -> None:
     uploads = app.settings.home_path / "uploads"
     before = set(uploads.iterdir()) if uploads.exists() else set()
     response = client.post("/api/tasks/read_upload/jobs", files=[("extra", ("a.txt", b"a", "text/plain"))])

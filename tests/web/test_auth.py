@@ -254,8 +254,8 @@ def test_one_time_login_link(app: Any, client: TestClient) -> None:
     client.cookies.clear()
     again = client.get(f"/login/link/{secret}", follow_redirects=False)
     assert again.status_code == 401 and "used already" in again.text
-    token = login_form_token(client)
-    again = client.post(f"/login/link/{secret}", data={CSRF_FIELD: token}, follow_redirects=False)
+    form_token = login_form_token(client)
+    again = client.post(f"/login/link/{secret}", data={CSRF_FIELD: form_token}, follow_redirects=False)
     assert again.status_code == 401 and client.get("/api/me").status_code == 401
 
 

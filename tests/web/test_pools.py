@@ -100,8 +100,11 @@ class RecordingHooks:
         self.calls.append(f"stop {pool.name}")
 
 
+Managed = tuple[PoolManager, RecordingHooks, list[bool]]  # the manager, its hooks' calls, whether anyone is online
+
+
 @pytest.fixture
-def manager(store: SqlJobStore) -> Iterator[tuple[PoolManager, RecordingHooks, list[bool]]]:
+def manager(store: SqlJobStore) -> Iterator[Managed]:
     hooks = RecordingHooks()
     online = [False]
     pool = Pool("gpu", hooks, ("gpu",), idle_stop=0.3, start_timeout=0.5)
@@ -112,10 +115,12 @@ def manager(store: SqlJobStore) -> Iterator[tuple[PoolManager, RecordingHooks, l
 
 
 def state(m: PoolManager) -> str:
-    return m.describe()[0]["state"]
+    return str(m.describe()[0]["state"])
 
 
-def test_a_job_for_a_stopped_pool_starts_it_and_waits_with_a_message(manager: tuple) -> None:
+def test_a_job_for_a_stopped_pool_starts_it_and_waits_with_a_message(
+    manager: Managed,
+) -> None:
     m, hooks, _ = manager
     assert m.job_submitted("other-queue", 1) is None
     hooks.gate.clear()
@@ -130,7 +135,7 @@ def test_a_job_for_a_stopped_pool_starts_it_and_waits_with_a_message(manager: tu
     assert reasons == ["started", "job 1 is waiting", "declared"]
 
 
-def test_an_idle_pool_stops_unless_someone_is_online(manager: tuple, store: SqlJobStore) -> None:
+def test_an_idle_pool_stops_unless_someone_is_online(manager: Managed, store: SqlJobStore) -> None:
     m, hooks, online = manager
     m.start_pool("gpu", "by hand")
     until(lambda: state(m) == "running")
@@ -148,7 +153,7 @@ def test_an_idle_pool_stops_unless_someone_is_online(manager: tuple, store: SqlJ
     assert m.describe()[0]["history"][1]["reason"] == "idle for 0.3 s"
 
 
-def test_queued_jobs_keep_a_pool_running_and_start_a_stopped_one(manager: tuple, store: SqlJobStore) -> None:
+def test_queued_jobs_keep_a_pool_running_and_start_a_stopped_one(manager: Managed, store: SqlJobStore) -> None:
     from mieruka.store.base import NewJob
 
     m, hooks, _ = manager
@@ -160,7 +165,7 @@ def test_queued_jobs_keep_a_pool_running_and_start_a_stopped_one(manager: tuple,
     assert state(m) == "running" and hooks.calls == ["start gpu"]
 
 
-def test_a_failed_start_is_recorded_and_stops_the_pool(manager: tuple) -> None:
+def test_a_failed_start_is_recorded_and_stops_the_pool(manager: Managed) -> None:
     m, hooks, _ = manager
     hooks.fail_start = "no capacity in eu-west-1"
     m.start_pool("gpu", "by hand")
@@ -182,7 +187,9 @@ def test_a_start_that_never_finishes_is_given_up(store: SqlJobStore) -> None:
         m.stop()
 
 
-def test_start_and_stop_by_hand_refuse_what_the_state_does_not_allow(manager: tuple) -> None:
+def test_start_and_stop_by_hand_refuse_what_the_state_does_not_allow(
+    manager: Managed,
+) -> None:
     m, _, _ = manager
     with pytest.raises(ConflictError):
         m.stop_pool("gpu", "by hand")

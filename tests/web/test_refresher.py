@@ -36,6 +36,12 @@ def refresher_of(*sources: Source, timeout: float = 30) -> Refresher:
     return Refresher(registry, timeout, 1_000_000)
 
 
+def table(state: SourceState) -> Any:
+    """The source's last good table (a pandas DataFrame, untyped here), which must be there."""
+    assert state.frame is not None, state.error
+    return state.frame
+
+
 def test_refreshes_never_stack() -> None:
     gate = threading.Event()
     calls: list[float] = []
@@ -88,7 +94,7 @@ def test_a_failing_source_keeps_its_last_good_table() -> None:
         assert state.frame is not None and state.frame["n"].tolist() == [1] and state.version == 1
         box.update(fail=False, n=2)
         state = refresher.refresh("flaky", wait=10)
-        assert state.error is None and state.frame["n"].tolist() == [2] and state.version == 2
+        assert state.error is None and table(state)["n"].tolist() == [2] and state.version == 2
         assert [s.error is None for s in seen] == [True, False, True]
     finally:
         refresher.stop()
@@ -132,7 +138,7 @@ def test_a_file_source_reloads_when_the_file_changes(tmp_path: Path) -> None:
         assert refresher.state("plan").attempts == 1  # unchanged: not read again
         path.write_text("ward,beds\nA,1\nB,2\n")
         wait_for(lambda: refresher.state("plan").version == 2)
-        assert refresher.state("plan").frame["ward"].tolist() == ["A", "B"]
+        assert table(refresher.state("plan"))["ward"].tolist() == ["A", "B"]
     finally:
         refresher.stop()
 
@@ -149,7 +155,7 @@ def test_a_transform_shapes_the_table_and_its_errors_are_reported() -> None:
     refresher.start()
     try:
         wait_for(lambda: refresher.state("t").version == 1)
-        assert refresher.state("t").frame["double"].tolist() == [4]
+        assert table(refresher.state("t"))["double"].tolist() == [4]
         box["bad"] = True
         state = refresher.refresh("t", wait=10)
         assert "expected a pandas DataFrame" in (state.error or "")
@@ -291,7 +297,7 @@ def test_a_request_during_a_read_gets_one_more_read_after_it() -> None:
         for thread in waiters:
             thread.join(20)
         assert calls == [1, 2]  # five requests, one more read, never two at once
-        assert [r.frame["n"].tolist() for r in results] == [[2]] * 5
+        assert [table(r)["n"].tolist() for r in results] == [[2]] * 5
     finally:
         gate.set()
         refresher.stop()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import mieruka
 from mieruka import JobStatus
 from mieruka.errors import JobNotFound
 
@@ -18,7 +19,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
 
 
-def test_per_task_count_limit_prunes_jobs_logs_and_artifacts(app) -> None:
+def test_per_task_count_limit_prunes_jobs_logs_and_artifacts(app: mieruka.App) -> None:
     done = [app.wait(app.submit("kept_short", x=i), 30) for i in range(5)]
     assert all(d.status is JobStatus.SUCCEEDED for d in done)
     app.engine._prune()
@@ -32,7 +33,7 @@ def test_per_task_count_limit_prunes_jobs_logs_and_artifacts(app) -> None:
         assert (app.settings.home_path / "artifacts" / str(kept.id) / "x.txt").exists()
 
 
-def test_age_limit_prunes_finished_jobs_only(app, tmp_path: Path) -> None:
+def test_age_limit_prunes_finished_jobs_only(app: mieruka.App, tmp_path: Path) -> None:
     old = app.wait(app.submit("add", a=1), 30)
     running = app.submit("sleep", seconds=3)
     app.engine.settings = app.settings.with_overrides(retention_max_age=0.5)
@@ -44,7 +45,7 @@ def test_age_limit_prunes_finished_jobs_only(app, tmp_path: Path) -> None:
     app.engine.cancel(running.id)
 
 
-def test_pruning_removes_uploaded_files(app) -> None:
+def test_pruning_removes_uploaded_files(app: mieruka.App) -> None:
     from fastapi.testclient import TestClient
 
     with TestClient(app.asgi()) as client:

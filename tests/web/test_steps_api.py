@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+import mieruka
+from mieruka.core.events import Event
 from tests.web.test_api import assert_error, wait_done
 
 pytestmark = pytest.mark.in_process  # jobs run on threads of this process: no worker interpreters to start
@@ -20,7 +22,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def client(app) -> Iterator[TestClient]:
+def client(app: mieruka.App) -> Iterator[TestClient]:
     with TestClient(app.asgi()) as test_client:
         yield test_client
 
@@ -64,8 +66,8 @@ def test_steps_logs_and_artifacts_of_a_pipeline_job(client: TestClient) -> None:
     assert client.get(f"/api/jobs/{plain['id']}/steps").json() == []
 
 
-def test_step_events_on_the_job_stream(client: TestClient, app) -> None:
-    seen: list[object] = []
+def test_step_events_on_the_job_stream(client: TestClient, app: mieruka.App) -> None:
+    seen: list[Event] = []
     unsubscribe = app.engine.bus.subscribe(seen.append, None)
     try:
         job = client.post("/api/tasks/pipe_values/jobs", json={}).json()
