@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .live.hub import Live
     from .pools.base import Pool
+    from .store.base import JobStore
     from .store.database import Database
 
 
@@ -98,6 +99,11 @@ class Runtime:
         if self._engine is None:
             raise ConfigError("the engine is not running: use `with app:` or app.start()")
         return self._engine
+
+    @property
+    def store(self) -> JobStore:
+        """The running engine's job store: what the read-only views (logs, steps, counts) query."""
+        return self.engine.store
 
     @property
     def running(self) -> bool:

@@ -121,7 +121,7 @@ def check(
 
 def _check_job(runtime: Runtime, rule: Rule, who: Principal, target: Target, hidden: frozenset[str]) -> None:
     job_id = target.job_id()
-    record = runtime.engine.store.get_job(job_id) if job_id is not None else None
+    record = runtime.store.get_job(job_id) if job_id is not None else None
     if record is None:
         return  # the route answers 404
     if record.task in hidden:

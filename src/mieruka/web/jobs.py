@@ -124,7 +124,7 @@ def get_logs(
             media_type="text/plain; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="job-{job_id}.log"'},
         )
-    lines = engine.store.read_logs(job_id, after, limit)
+    lines = runtime.store.read_logs(job_id, after, limit)
     return {
         "job_id": job_id,
         "lines": [log_json(line) for line in lines],
@@ -191,7 +191,7 @@ def artifact_response(runtime: Runtime, job_id: int, name: str, inline: bool) ->
 def _log_text(runtime: Runtime, job_id: int) -> Iterator[bytes]:
     after = 0
     while True:
-        lines = runtime.engine.store.read_logs(job_id, after, 5000)
+        lines = runtime.store.read_logs(job_id, after, 5000)
         if not lines:
             return
         # A pipeline step's line says which step wrote it: steps running in parallel interleave.

@@ -364,7 +364,7 @@ def live_events(
     root = request.scope.get("root_path", "")
 
     def snapshot(job_id: int) -> dict[str, Any] | None:
-        record = runtime.engine.store.get_job(job_id)
+        record = runtime.store.get_job(job_id)
         return job_json(record, root=root) if record is not None else None
 
     return mux_response(
@@ -397,7 +397,7 @@ def _topics(runtime: Runtime, request: Request, names: list[str]) -> Topics:
                 tasks.add(value)
         elif kind == "job":
             job_id = parse_id(value)
-            record = runtime.engine.store.get_job(job_id) if job_id is not None and job_id > 0 else None
+            record = runtime.store.get_job(job_id) if job_id is not None and job_id > 0 else None
             if record is None or record.task in unseen:
                 why = f"no job with id {value}"
             else:

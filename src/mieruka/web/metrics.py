@@ -36,9 +36,9 @@ class _Snapshot(Collector):
     def collect(self) -> Iterator[Metric]:
         if not self.runtime.running:
             return
-        engine = self.runtime.engine
+        engine, store = self.runtime.engine, self.runtime.store
         jobs = GaugeMetricFamily("mieruka_jobs", "Jobs in the store, by state.", labels=["state"])
-        for state, count in engine.store.count_by_status().items():
+        for state, count in store.count_by_status().items():
             jobs.add_metric([state], count)
         yield jobs
         workers = GaugeMetricFamily("mieruka_workers", "Worker processes of this server, by state.", labels=["state"])
@@ -58,7 +58,7 @@ class _Snapshot(Collector):
             "How long the oldest waiting job of each queue has waited.",
             labels=["queue"],
         )
-        for q in engine.store.queue_stats():
+        for q in store.queue_stats():
             depth.add_metric([q.queue, "queued"], q.queued)
             depth.add_metric([q.queue, "running"], q.running)
             oldest.add_metric([q.queue], (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else 0.0)
@@ -71,7 +71,7 @@ class _Snapshot(Collector):
             labels=["kind", "state"],
         )
         counts: dict[tuple[str, str], int] = {}
-        for node in engine.store.engines():
+        for node in store.engines():
             state = "up" if is_up(node, now, stale) else "down"
             key = (str(node.info.get("kind", "server")), state)
             counts[key] = counts.get(key, 0) + 1

@@ -24,7 +24,7 @@ def nodes(runtime: Runtime) -> list[dict[str, Any]]:
     """Servers' engines and Celery workers, newest heartbeat first; `up` as `nodes.is_up` says."""
     now = utcnow()
     out = []
-    for engine in runtime.engine.store.engines():
+    for engine in runtime.store.engines():
         age = now - engine.heartbeat_at
         if age > DOWN_SHOWN_FOR:
             continue
@@ -53,7 +53,7 @@ def stats(runtime: Runtime, minutes: int = 60) -> dict[str, Any]:
     """Jobs finished per minute over the last `minutes`, with wait and run times."""
     now = utcnow().replace(second=0, microsecond=0)
     since = now - timedelta(minutes=minutes - 1)
-    buckets = {b.start: b for b in runtime.engine.store.timeline(since, 60)}
+    buckets = {b.start: b for b in runtime.store.timeline(since, 60)}
     series: list[dict[str, Any]] = []
     total = 0
     for i in range(minutes):

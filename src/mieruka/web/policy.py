@@ -176,7 +176,7 @@ def shown_page(runtime: Runtime, who: Principal | None, page: str) -> str:
         name = unquote(name)
         if kind == "jobs":
             job_id = parse_id(name)
-            record = runtime.engine.store.get_job(job_id) if job_id is not None else None
+            record = runtime.store.get_job(job_id) if job_id is not None else None
             if record is None or record.task in hidden_tasks(runtime, who):
                 return ""
         elif not _declared(runtime, kind, name) or hidden_names(runtime, who, _KINDS[kind], (name,)):

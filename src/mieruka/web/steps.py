@@ -23,7 +23,7 @@ router = APIRouter(prefix=f"/api/jobs/{JOB_ID}/steps", tags=["jobs"])
 
 def _step(runtime: Runtime, job_id: int, name: str) -> StepRecord:
     runtime.engine.get(job_id)  # 404 for an unknown job first
-    step = next((s for s in runtime.engine.store.list_steps(job_id) if s.name == name), None)
+    step = next((s for s in runtime.store.list_steps(job_id) if s.name == name), None)
     if step is None:
         raise StepNotFound(f"job {job_id} has no step named {name!r}")
     return step
@@ -36,7 +36,7 @@ def list_steps(runtime: RuntimeDep, request: Request, job_id: int) -> list[dict[
     record = runtime.engine.get(job_id)
     root = request.scope.get("root_path", "")
     listed = _job_artifacts(record, root)
-    return [_step_out(s, listed, root) for s in runtime.engine.store.list_steps(job_id)]
+    return [_step_out(s, listed, root) for s in runtime.store.list_steps(job_id)]
 
 
 @router.get("/{name}", response_model=None, responses={200: {"model": StepOut}, 404: ERRORS[404]})
@@ -58,7 +58,7 @@ def get_step_logs(
     """The step's log lines with seq > after (seq numbers are the job log's). `format=text`
     downloads the step's whole log."""
     _step(runtime, job_id, name)
-    store = runtime.engine.store
+    store = runtime.store
     if format == "text":
         return StreamingResponse(
             _text(runtime, job_id, name),
@@ -108,7 +108,7 @@ def _step_out(step: StepRecord, job_artifacts: list[dict[str, Any]], root: str) 
 def _text(runtime: Runtime, job_id: int, step: str) -> Iterator[bytes]:
     after = 0
     while True:
-        lines = runtime.engine.store.read_logs(job_id, after, 5000, step=step)
+        lines = runtime.store.read_logs(job_id, after, 5000, step=step)
         if not lines:
             return
         yield "".join(f"{line.text}\n" for line in lines).encode()

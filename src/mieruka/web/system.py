@@ -39,7 +39,7 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     healthy = True
     try:
-        checks["jobs"] = engine.store.count_by_status()
+        checks["jobs"] = runtime.store.count_by_status()
         checks["database"] = "ok"
     except Exception as exc:
         problem = unavailable(exc, runtime.settings.effective_database_url)
@@ -90,5 +90,5 @@ def queues(runtime: RuntimeDep) -> list[dict[str, object]]:
     """Each queue with active jobs: how many wait, how many run, and since when the oldest waits."""
     return [
         {"queue": q.queue, "queued": q.queued, "running": q.running, "oldest_queued_at": iso(q.oldest_queued_at)}
-        for q in runtime.engine.store.queue_stats()
+        for q in runtime.store.queue_stats()
     ]

@@ -113,9 +113,9 @@ def _refused(
 def job_page(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse:
     record = runtime.engine.get(job_id)
     after = max(record.log_lines - LOG_TAIL, 0)
-    lines = runtime.engine.store.read_logs(job_id, after, LOG_TAIL)
+    lines = runtime.store.read_logs(job_id, after, LOG_TAIL)
     task = _task_or_none(runtime, record.task)
-    steps = runtime.engine.store.list_steps(job_id)
+    steps = runtime.store.list_steps(job_id)
     return _page(
         runtime,
         request,
@@ -136,7 +136,7 @@ def job_page(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse
 def job_steps(runtime: RuntimeDep, request: Request, job_id: int) -> HTMLResponse:
     """The job page's steps (list and graph), swapped in live when a step changes."""
     record = runtime.engine.get(job_id)
-    steps = runtime.engine.store.list_steps(job_id)
+    steps = runtime.store.list_steps(job_id)
     return _page(runtime, request, "_steps.html", job=record, steps=steps, graph=step_graph.layout(steps))
 
 
@@ -277,14 +277,14 @@ def _pool(runtime: Runtime) -> dict[str, Any]:
             "running": q.running,
             "waiting": (now - q.oldest_queued_at).total_seconds() if q.oldest_queued_at else None,
         }
-        for q in runtime.engine.store.queue_stats()
+        for q in runtime.store.queue_stats()
     ]
     last_hour = monitor.stats(runtime, 60)
     local = runtime.settings.executor in ("local", "threads")  # workers of this server
     return {
         "workers": runtime.engine.workers() if local else [],
         "queues": queues,
-        "counts": runtime.engine.store.count_by_status(),
+        "counts": runtime.store.count_by_status(),
         "broken": getattr(runtime.engine.executor, "broken", None),
         "nodes": monitor.nodes(runtime),
         "last_hour": last_hour,
