@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ast
 import importlib
-from collections.abc import Collection
 from pathlib import Path
 
 import pytest
+from scripts.structure import circles, import_graph, one_cycle, package_graph
 
 import mieruka
 
@@ -222,102 +222,8 @@ def test_version_is_a_string() -> None:
 ALLOWED_CIRCLES: list[list[str]] = []
 
 
-def package_modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(SRC.rglob("*.py"))}
-
-
-def module_edges(source: str, module: str, is_package: bool, modules: Collection[str]) -> set[str]:
-    """The mieruka modules `module` imports, anywhere in its source (inside functions and under
-    `if TYPE_CHECKING:` too). `from pkg import sub` is an edge to the submodule, not to the package
-    `pkg` (which Python runs first whatever is imported from it, as it runs every parent package:
-    those edges are left out, or every module would be on a circle through `mieruka/__init__`)."""
-    package = module if is_package else module.rpartition(".")[0]
-    named: list[str] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            named.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".")
-                base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
-            named.extend(f"{target}.{a.name}" if f"{target}.{a.name}" in modules else target for a in node.names)
-        elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            named.append(str(node.args[0].value))
-    edges = set()
-    for name in named:
-        while name and name not in modules:  # `mieruka.errors.ConfigError` is the module mieruka.errors
-            name = name.rpartition(".")[0]
-        if name and name != module:
-            edges.add(name)
-    return edges
-
-
-def import_graph(modules: dict[str, str], packages: Collection[str] = ()) -> dict[str, set[str]]:
-    """module -> the modules it imports, from each module's source."""
-    return {name: module_edges(source, name, name in packages, modules) for name, source in modules.items()}
-
-
-def circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan), each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    found: list[list[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        for other in sorted(graph.get(node, ())):
-            if other not in index:
-                visit(other)
-                low[node] = min(low[node], low[other])
-            elif other in stack:
-                low[node] = min(low[node], index[other])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                top = stack.pop()
-                component.append(top)
-                if top == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return sorted(found)
-
-
-def one_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
-    """One import path around `component`, from its first module back to it: what to cut."""
-    start, members = component[0], set(component)
-    paths = {start: [start]}
-    todo = [start]
-    while todo:
-        node = todo.pop(0)
-        for other in sorted(graph[node] & members):
-            if other == start:
-                return [*paths[node], start]
-            if other not in paths:
-                paths[other] = [*paths[node], other]
-                todo.append(other)
-    return component
-
-
 def test_no_import_circles() -> None:
-    modules = package_modules()
-    sources = {name: path.read_text() for name, path in modules.items()}
-    packages = {name for name, path in modules.items() if path.name == "__init__.py"}
-    graph = import_graph(sources, packages)
+    graph = package_graph(SRC)
     found = circles(graph)
     new = [c for c in found if c not in ALLOWED_CIRCLES]
     assert not new, "import circles: " + "; ".join(" -> ".join(one_cycle(graph, c)) for c in new)
@@ -361,9 +267,7 @@ SEES_ONLY_THE_RUNTIME = ("mieruka.web", "mieruka.server", "mieruka.wiring", "mie
 
 
 def test_what_runs_the_app_does_not_import_the_declaration() -> None:
-    modules = package_modules()
-    packages = {name for name, path in modules.items() if path.name == "__init__.py"}
-    graph = import_graph({name: path.read_text() for name, path in modules.items()}, packages)
+    graph = package_graph(SRC)
     running = [m for m in graph if any(m == p or m.startswith(p + ".") for p in SEES_ONLY_THE_RUNTIME)]
     assert len(running) > 20  # the web layer is there to check
     bad = sorted(m for m in running if {"mieruka.app", "mieruka"} & graph[m])
