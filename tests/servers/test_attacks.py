@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -140,12 +140,17 @@ def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
 def test_the_matrix(probe: Probe) -> None:
     problems: list[str] = []
     sent = 0
-    with probe.client() as http, ThreadPoolExecutor(STREAM_READERS) as readers:
-        before = snapshot(http, probe, readers)
+    # An event stream is read until it has been quiet a while: a caller's streams are read side by
+    # side once its other requests are done (they change nothing), while the next caller goes on.
+    streams: list[tuple[str, str, str, bool, Future[httpx.Response]]] = []
+    with (
+        probe.client() as http,
+        ThreadPoolExecutor(STREAM_READERS) as readers,
+        ThreadPoolExecutor(len(SNAPSHOT)) as lists,
+    ):
+        before = snapshot(http, probe, lists)
         for who in ROLES:
-            # An event stream is read until it has been quiet a while: a caller's streams are read
-            # side by side once its other requests are done (they change nothing).
-            streams: list[tuple[str, str, str, bool]] = []
+            mine: list[tuple[str, str, bool]] = []
             for method, template in probe.routes:
                 for url, subject, canonical in targets(probe, template):
                     verdict = must_deny(who, method, template, subject, canonical)
@@ -153,18 +158,18 @@ def test_the_matrix(probe: Probe) -> None:
                         continue  # allowed changes are the feature tests' business
                     sent += 1
                     if template in STREAMS:
-                        streams.append((who, template, url, verdict))
+                        mine.append((template, url, verdict))
                         continue
                     response = call(http, probe, who, method, template, url)
                     problems += judge(who, method, url, template, verdict, response)
                     if method != "GET":
-                        after = snapshot(http, probe, readers)
+                        after = snapshot(http, probe, lists)
                         if after != before:
                             problems.append(f"{who} {method} {url} changed the state: {diff(before, after)}")
                             before = after
-            read = readers.map(lambda stream: read_alone(probe, *stream[:3]), streams)
-            for (_, template, url, verdict), response in zip(streams, list(read)):
-                problems += judge(who, "GET", url, template, verdict, response)
+            streams += [(who, *stream, readers.submit(read_alone, probe, who, *stream[:2])) for stream in mine]
+        for who, template, url, verdict, read in streams:
+            problems += judge(who, "GET", url, template, verdict, read.result())
     print(f"the matrix sent {sent} requests")
     more = f"\n... and {len(problems) - 60} more" if len(problems) > 60 else ""
     assert not problems, "\n".join(problems[:60]) + more
@@ -405,10 +410,12 @@ def judge(who: str, method: str, url: str, template: str, deny: bool, response: 
 
 
 # -- what must not change --------------------------------------------------------------------------
+SNAPSHOT = ("/api/jobs?limit=500", "/api/users", "/api/tokens", "/api/sources")  # asked side by side
+
+
 def snapshot(http: httpx.Client, probe: Probe, pool: ThreadPoolExecutor) -> dict[str, Any]:
     admin = probe.headers("ada")
-    urls = ("/api/jobs?limit=500", "/api/users", "/api/tokens", "/api/sources")  # asked side by side
-    listed, users, tokens, sources = pool.map(lambda url: http.get(url, headers=admin).json(), urls)
+    listed, users, tokens, sources = pool.map(lambda url: http.get(url, headers=admin).json(), SNAPSHOT)
     jobs = listed["jobs"]
     return {
         "jobs": sorted((j["id"], j["status"], j["cancel_requested"], j["attempts"]) for j in jobs),
