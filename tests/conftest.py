@@ -429,6 +429,13 @@ def text_of(locator: Locator) -> str:
     return text
 
 
+def attribute_of(locator: Locator, name: str) -> str:
+    """The element's attribute `name`, which must be there."""
+    value = locator.get_attribute(name)
+    assert value is not None, f"{locator} has no {name}"
+    return value
+
+
 # -- the Celery executor: a private Redis and one worker per module --------------------------------
 @pytest.fixture(scope="session")
 def broker_url() -> Iterator[str]:

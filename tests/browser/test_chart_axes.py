@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import ServerProcess, open_page, running_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytest.importorskip("pandas")
 
@@ -22,9 +25,11 @@ def axes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-def test_axes_show_iso_times_in_the_zone_and_compact_numbers(browser: Any, axes: ServerProcess, tmp_path: Path) -> None:
+def test_axes_show_iso_times_in_the_zone_and_compact_numbers(
+    browser: Browser, axes: ServerProcess, tmp_path: Path
+) -> None:
     outside: list[str] = []
-    page: Any = open_page(browser, axes, outside)
+    page = open_page(browser, axes, outside)
     page.goto(f"{axes.url}/dashboards/axes")
     page.wait_for_function(
         "() => { const t = [...document.querySelectorAll('.tile')].find(e => e.uplot);"

@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -20,6 +20,9 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 import mieruka
 from mieruka import charts
 from tests.conftest import ServerProcess, open_page, shared_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 # The server process gets its folder from the fixture; the test process only imports this module.
 DIR = Path(os.environ.get("STATES_DIR") or Path(tempfile.gettempdir()) / "mieruka-source-states")
@@ -116,9 +119,9 @@ def test_a_source_without_the_read_only_guardrail_says_so(states: ServerProcess)
     }
 
 
-def test_a_page_says_what_a_tile_without_data_waits_for(browser: Any, states: ServerProcess) -> None:
+def test_a_page_says_what_a_tile_without_data_waits_for(browser: Browser, states: ServerProcess) -> None:
     outside: list[str] = []
-    page: Any = open_page(browser, states, outside)
+    page = open_page(browser, states, outside)
     wait_until(lambda: source(states, "broken")["error"], "broken failed")
     page.goto(f"{states.url}/dashboards/states")
     broken = page.locator("#tile-broken-line")
@@ -145,7 +148,7 @@ def test_a_page_says_what_a_tile_without_data_waits_for(browser: Any, states: Se
     assert outside == []
 
 
-def test_without_javascript_the_empty_states_read_the_same(browser: Any, states: ServerProcess) -> None:
+def test_without_javascript_the_empty_states_read_the_same(browser: Browser, states: ServerProcess) -> None:
     wait_until(lambda: source(states, "broken")["error"], "broken failed")
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()

@@ -7,12 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import ServerProcess, clean_postgres
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 APP = "tests/dash_app.py:app"
 
@@ -114,7 +117,7 @@ def test_a_killed_server_loses_at_most_the_last_moments(tmp_path: Path, env: dic
         second.stop()
 
 
-def test_a_reloaded_page_draws_the_window_of_the_last_run(browser: Any, tmp_path: Path) -> None:
+def test_a_reloaded_page_draws_the_window_of_the_last_run(browser: Browser, tmp_path: Path) -> None:
     from tests.conftest import open_page
 
     env = {"DASH_DIR": str(tmp_path / "data")}
@@ -126,7 +129,7 @@ def test_a_reloaded_page_draws_the_window_of_the_last_run(browser: Any, tmp_path
     second = start(tmp_path, env)
     outside: list[str] = []
     try:
-        tab: Any = open_page(browser, second, outside)
+        tab = open_page(browser, second, outside)
         tab.goto(f"{second.url}/streams/ticks")  # its chart shows the stream's whole window (60 s)
         tile = "document.querySelector('.tile[data-kind=stream]')"
         tab.wait_for_function(f"() => +{tile}.dataset.points > 0")

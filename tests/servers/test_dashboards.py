@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, open_page, shared_server
+from tests.conftest import ServerProcess, attribute_of, open_page, shared_server, text_of
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
 APP = "tests/dash_app.py:app"
 
@@ -177,7 +177,7 @@ def test_a_stream_continues_in_order_after_a_reconnect(dash: ServerProcess) -> N
 
 # -- a real browser --------------------------------------------------------------------------------
 @pytest.fixture
-def page(browser: Browser, dash: ServerProcess) -> Iterator[Any]:
+def page(browser: Browser, dash: ServerProcess) -> Iterator[Page]:
     outside: list[str] = []
     tab = open_page(browser, dash, outside)
     errors: list[str] = []
@@ -189,14 +189,14 @@ def page(browser: Browser, dash: ServerProcess) -> Iterator[Any]:
     assert violations == [], f"the page broke its Content-Security-Policy: {violations}"
 
 
-def bar_values(page: Any) -> Any:
+def bar_values(page: Page) -> Any:
     return page.evaluate(
         "() => { const c = Chart.getChart(document.querySelector('#tile-patients-by-ward canvas'));"
         " return c ? c.data.datasets[0].data : null; }"
     )
 
 
-def test_a_browser_sees_the_chart_change_without_a_reload(page: Any, dash: ServerProcess, data_dir: Path) -> None:
+def test_a_browser_sees_the_chart_change_without_a_reload(page: Page, dash: ServerProcess, data_dir: Path) -> None:
     set_value(data_dir, {"A": 2, "B": 3})
     refresh(dash, "counter")
     page.goto(f"{dash.url}/dashboards/ops")
@@ -212,15 +212,15 @@ def test_a_browser_sees_the_chart_change_without_a_reload(page: Any, dash: Serve
     )
     assert bar_values(page) == [9, 1, 4]
     assert page.evaluate("() => window.sameDocument") is True
-    assert "▲ +9" in page.locator("#tile-patients .kpi-change").text_content()
-    assert "updated" in page.locator("#tile-patients .freshness").text_content()
+    assert "▲ +9" in text_of(page.locator("#tile-patients .kpi-change"))
+    assert "updated" in text_of(page.locator("#tile-patients .freshness"))
     # the stream tile rolls along on the same event stream
     first = int(page.locator("#tile-ticks").get_attribute("data-last") or 0)
     page.wait_for_function(f"() => +document.querySelector('#tile-ticks').dataset.last > {first + 5}")
 
 
 def test_a_failing_source_shows_its_error_and_keeps_the_last_data(
-    page: Any, dash: ServerProcess, data_dir: Path
+    page: Page, dash: ServerProcess, data_dir: Path
 ) -> None:
     set_value(data_dir, {"A": 4, "B": 6})
     refresh(dash, "counter")
@@ -229,7 +229,7 @@ def test_a_failing_source_shows_its_error_and_keeps_the_last_data(
     set_value(data_dir, "fail")
     error = page.locator("#tile-patients-by-ward .tile-error")
     error.wait_for(state="visible", timeout=20_000)
-    assert "RuntimeError: the warehouse is down" in error.text_content()
+    assert "RuntimeError: the warehouse is down" in text_of(error)
     assert bar_values(page) == [4, 6]
     assert page.locator("#tile-patients .kpi-value").text_content() == "10"
     # refreshed every second: past two seconds without a good refresh the data is marked stale
@@ -242,24 +242,24 @@ def test_a_failing_source_shows_its_error_and_keeps_the_last_data(
     page.locator("#tile-patients-by-ward .stale-badge").wait_for(state="hidden", timeout=5_000)
 
 
-def test_the_table_tile_sorts_and_pages(page: Any, dash: ServerProcess) -> None:
+def test_the_table_tile_sorts_and_pages(page: Page, dash: ServerProcess) -> None:
     page.goto(f"{dash.url}/dashboards/ops")
     table = page.locator("#tile-wards")
     table.locator("tbody tr").first.wait_for()
     assert table.locator("tbody tr").count() == 2  # page_size=2
-    assert "page 1 of 2 · 3 rows" in table.locator(".page-info").text_content()
+    assert "page 1 of 2 · 3 rows" in text_of(table.locator(".page-info"))
     table.get_by_role("columnheader", name="patients").click()
     table.get_by_role("columnheader", name="patients").click()  # descending
     assert table.locator("tbody tr").first.locator("td").first.text_content() == "C"
     table.get_by_role("button", name="Next ›").click()
     assert [table.locator("tbody td").first.text_content()] == ["A"]
     link = table.locator("a.csv-link")
-    assert link.get_attribute("href").endswith("/api/sources/wards/data?format=csv")
+    assert attribute_of(link, "href").endswith("/api/sources/wards/data?format=csv")
 
 
 def test_the_page_polls_when_streaming_is_blocked(browser: Browser, dash: ServerProcess, data_dir: Path) -> None:
     outside: list[str] = []
-    tab: Any = open_page(browser, dash, outside)
+    tab = open_page(browser, dash, outside)
     # Requests of a SharedWorker are not routed by Playwright: this page opens its own stream.
     tab.add_init_script("delete window.SharedWorker;")
     tab.route("**/events*", lambda route: route.abort())
@@ -278,7 +278,7 @@ def test_the_page_polls_when_streaming_is_blocked(browser: Browser, dash: Server
     assert outside == []
 
 
-def test_the_dashboards_page_lists_dashboards_streams_and_sources(page: Any, dash: ServerProcess) -> None:
+def test_the_dashboards_page_lists_dashboards_streams_and_sources(page: Page, dash: ServerProcess) -> None:
     page.goto(f"{dash.url}/dashboards")
     page.get_by_role("link", name="Operations").first.wait_for()
     assert page.locator("#sources tbody tr").count() == 4
@@ -286,13 +286,14 @@ def test_the_dashboards_page_lists_dashboards_streams_and_sources(page: Any, das
     page.wait_for_function("() => +document.querySelector('#tile-ticks')?.dataset.points > 3")
 
 
-def test_a_zoomed_chart_keeps_its_zoom_while_points_arrive(page: Any, dash: ServerProcess) -> None:
+def test_a_zoomed_chart_keeps_its_zoom_while_points_arrive(page: Page, dash: ServerProcess) -> None:
     page.goto(f"{dash.url}/dashboards/ops")
     page.wait_for_function("() => +document.querySelector('#tile-ticks').dataset.points > 40")
     rolling = page.evaluate("() => document.querySelector('#tile-ticks').uplot.scales.x.max")
     page.wait_for_function(f"() => document.querySelector('#tile-ticks').uplot.scales.x.max > {rolling + 0.5}")
     page.locator("#tile-ticks .u-over").scroll_into_view_if_needed()
     over = page.locator("#tile-ticks .u-over").bounding_box()
+    assert over is not None
     y = over["y"] + over["height"] / 2
     page.mouse.move(over["x"] + over["width"] * 0.3, y)
     page.mouse.down()
@@ -301,7 +302,7 @@ def test_a_zoomed_chart_keeps_its_zoom_while_points_arrive(page: Any, dash: Serv
     zoomed = page.evaluate(
         "() => { const u = document.querySelector('#tile-ticks').uplot; return [u.scales.x.min, u.scales.x.max]; }"
     )
-    last = int(page.locator("#tile-ticks").get_attribute("data-last"))
+    last = int(attribute_of(page.locator("#tile-ticks"), "data-last"))
     page.wait_for_function(f"() => +document.querySelector('#tile-ticks').dataset.last > {last + 10}")
     after = page.evaluate(
         "() => { const u = document.querySelector('#tile-ticks').uplot; return [u.scales.x.min, u.scales.x.max]; }"
@@ -322,7 +323,9 @@ def test_the_home_page_links_the_dashboards(dash: ServerProcess) -> None:
     assert "Pick a task" not in home  # this app has no tasks
 
 
-def test_numbers_tables_and_errors_show_without_javascript(browser: Any, dash: ServerProcess, data_dir: Path) -> None:
+def test_numbers_tables_and_errors_show_without_javascript(
+    browser: Browser, dash: ServerProcess, data_dir: Path
+) -> None:
     set_value(data_dir, {"A": 6, "B": 5})
     refresh(dash, "counter")
     refresh(dash, "wards")
@@ -332,7 +335,7 @@ def test_numbers_tables_and_errors_show_without_javascript(browser: Any, dash: S
         tab.goto(f"{dash.url}/dashboards/ops")
         assert tab.locator("#tile-patients .kpi-value").text_content() == "11"
         assert tab.locator("#tile-wards tbody tr").count() == 2
-        assert "updated" in tab.locator("#tile-patients .freshness").text_content()
+        assert "updated" in text_of(tab.locator("#tile-patients .freshness"))
         assert tab.locator("#tile-patients-by-ward noscript").count() == 1
     finally:
         context.close()
@@ -374,7 +377,7 @@ def test_the_cli_lists_and_refreshes_sources(dash: ServerProcess, data_dir: Path
 
 
 def test_an_open_page_carries_on_after_the_server_restarts(
-    browser: Any, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    browser: Browser, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tiles are numbered afresh in a new server process: the page must take the new tiles instead
     of waiting for numbers it has already passed. A stream's points outlive the server (kept in the
@@ -387,7 +390,7 @@ def test_an_open_page_carries_on_after_the_server_restarts(
         first.wait_ready()
         set_value(data_dir, {"A": 3})
         refresh(first, "counter")
-        tab: Any = open_page(browser, first, outside)
+        tab = open_page(browser, first, outside)
         tab.goto(f"{first.url}/dashboards/ops")
         tab.wait_for_function("() => +document.querySelector('#tile-ticks').dataset.last > 100")
         tab.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '3'")
@@ -436,7 +439,7 @@ def test_the_dashboards_doc_matches_the_api_and_the_charts(dash: ServerProcess) 
     assert app.sources.get("beds").adapter.kind == "odbc"
 
 
-def test_dashboards_work_behind_a_path_prefix(browser: Any, data_dir: Path, tmp_path: Path) -> None:
+def test_dashboards_work_behind_a_path_prefix(browser: Browser, data_dir: Path, tmp_path: Path) -> None:
     """Behind IIS or nginx at /mieruka/: assets, the event stream, CSV links and polling all follow."""
     from tests.conftest import running_server
 
@@ -445,7 +448,7 @@ def test_dashboards_work_behind_a_path_prefix(browser: Any, data_dir: Path, tmp_
     ) as proc:
         set_value(data_dir, {"A": 8})
         outside: list[str] = []
-        tab: Any = open_page(browser, proc, outside)
+        tab = open_page(browser, proc, outside)
         tab.goto(f"{proc.url}/mieruka/dashboards/ops")
         tab.wait_for_function(
             "() => document.querySelector('#tile-patients .kpi-value')?.textContent === '8'", timeout=20_000

@@ -9,13 +9,16 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import ServerProcess, shared_server
 from tests.servers.test_metrics import samples
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 WAIT = 30.0
 
@@ -133,7 +136,7 @@ def test_streams_go_on_after_the_server_was_killed_and_started_again(restartable
 
 
 def test_the_jobs_monitor_shows_a_new_job_after_a_restart_without_reload(
-    browser: Any, restartable: ServerProcess
+    browser: Browser, restartable: ServerProcess
 ) -> None:
     server = restartable
     old = submit(server, 2)

@@ -90,7 +90,7 @@ def _tiles(url: str) -> dict[str, dict[str, Any]]:
 
 
 def test_realtime_chart_example(tmp_path: Path, browser: Browser) -> None:
-    from tests.conftest import open_page
+    from tests.conftest import attribute_of, open_page
 
     proc = ServerProcess(str(EXAMPLES / "realtime_chart" / "app.py"), tmp_path / "home", "--workers", "1")
     try:
@@ -107,10 +107,10 @@ def test_realtime_chart_example(tmp_path: Path, browser: Browser) -> None:
         assert 0.7 < pace < 1.5, points  # about one a second (a loaded machine may lag a little)
         assert set(frames[0]["series"]) == {"series_a", "series_b"}
         outside: list[str] = []
-        page: Any = open_page(browser, proc, outside)
+        page = open_page(browser, proc, outside)
         page.goto(f"{proc.url}/dashboards/realtime")
         page.wait_for_function("() => +document.querySelector('#tile-two-random-series')?.dataset.points >= 2")
-        seen = int(page.locator("#tile-two-random-series").get_attribute("data-last"))
+        seen = int(attribute_of(page.locator("#tile-two-random-series"), "data-last"))
         page.wait_for_function(f"() => +document.querySelector('#tile-two-random-series').dataset.last > {seen}")
         assert page.locator("#tile-two-random-series .uplot").count() == 1
         page.close()
@@ -124,7 +124,7 @@ def test_hospital_dashboard_example_on_sqlite(tmp_path: Path, browser: Browser) 
     import sqlite3
     from datetime import UTC, datetime, timedelta
 
-    from tests.conftest import open_page
+    from tests.conftest import open_page, text_of
 
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     count = runpy.run_path(str(HOSPITAL / "generate.py"))["generate"](url)
@@ -170,11 +170,11 @@ def test_hospital_dashboard_example_on_sqlite(tmp_path: Path, browser: Browser) 
         assert {row[0] for row in newest} == {999_998 + n for n in range(1, arrived + 1)}
         assert {row[2] for row in newest} == {"ICU"}
         outside: list[str] = []
-        page: Any = open_page(browser, proc, outside)
+        page = open_page(browser, proc, outside)
         page.goto(f"{proc.url}/dashboards/hospital")
         page.wait_for_function("() => document.querySelectorAll('.tile[data-version]').length === 5")
         assert page.locator(".tile-error:visible").count() == 0
-        assert page.locator("#tile-bed-occupancy .kpi-value").text_content().endswith("%")
+        assert text_of(page.locator("#tile-bed-occupancy .kpi-value")).endswith("%")
         page.close()
         assert outside == []
     finally:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
+import mieruka
 from mieruka.auth import accounts as accounts_module
 from mieruka.auth.accounts import Accounts, Throttle
 from mieruka.auth.audit import AuditLog, AuditQuery
@@ -225,7 +226,7 @@ def test_no_limit_checks_every_password(dbs: list[Database], checks: list[str]) 
 
 # -- the pages, in process ------------------------------------------------------------------------------
 @pytest.fixture
-def app(tmp_path: Path, cheap_hashes: None) -> Iterator[Any]:
+def app(tmp_path: Path, cheap_hashes: None) -> Iterator[mieruka.App]:
     from tests.jobs import app
 
     app._settings = None
@@ -240,7 +241,7 @@ def form_token(client: TestClient) -> str:
     return match.group(1)
 
 
-def test_the_password_form_says_when_it_is_locked(app: Any) -> None:
+def test_the_password_form_says_when_it_is_locked(app: mieruka.App) -> None:
     with TestClient(app.asgi()) as client:
         app.auth.accounts.add_user("vic", "viewer", PASSWORD)
         client.post("/login", data={CSRF_FIELD: form_token(client), "name": "vic", "password": PASSWORD})

@@ -180,7 +180,7 @@ def test_the_job_page_counts_rules_and_draws_the_dag(browser: Browser, server: S
     done = run(server, "tutorial")
     assert done["status"] == "succeeded", done["error"]
     outside: list[str] = []
-    page: Any = open_page(browser, server, outside)
+    page = open_page(browser, server, outside)
     try:
         page.goto(f"{server.url}/jobs/{done['id']}")
         assert page.locator('#job-panel [data-field="message"]').text_content() == f"{RULES}/{RULES} steps done"

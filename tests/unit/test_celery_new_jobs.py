@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+import mieruka
 from mieruka import JobStatus
 from mieruka.core.clock import utcnow
 from mieruka.core.events import Event
 from mieruka.core.job import JobRecord
 from mieruka.errors import StorageUnavailable
-from mieruka.executors.celery import make_celery, send_run
+from mieruka.executors.celery import CeleryExecutor, make_celery, send_run
 from mieruka.settings import Settings
 from mieruka.store.base import PendingJob
 from mieruka.store.pg_connections import conninfo
@@ -24,7 +25,7 @@ from tests.celery_worker import CeleryWorker
 
 
 @pytest.fixture
-def app(celery_worker: CeleryWorker) -> Iterator[Any]:
+def app(celery_worker: CeleryWorker) -> Iterator[mieruka.App]:
     from tests.jobs import app
 
     celery_worker.reset()
@@ -60,7 +61,7 @@ def _insert_uncommitted(database_url: str) -> tuple[Any, int]:
     return tx, job_id
 
 
-def test_a_worker_waits_for_a_row_that_comes_after_the_message(app: Any, celery_worker: CeleryWorker) -> None:
+def test_a_worker_waits_for_a_row_that_comes_after_the_message(app: mieruka.App, celery_worker: CeleryWorker) -> None:
     celery = make_celery(Settings(broker_url=celery_worker.broker_url))
     tx, late = _insert_uncommitted(celery_worker.database_url)
     send_run(celery, celery_worker.broker_url, late, "add", "default", 0)
@@ -82,7 +83,7 @@ def test_a_worker_waits_for_a_row_that_comes_after_the_message(app: Any, celery_
     celery.close()
 
 
-def test_a_row_that_came_late_is_sent_again(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_row_that_came_late_is_sent_again(app: mieruka.App, monkeypatch: pytest.MonkeyPatch) -> None:
     """The insert finished after half of the time a worker waits for a row: the job goes to the
     broker a second time, and runs once."""
     from mieruka.engine import api as engine_module
@@ -90,10 +91,13 @@ def test_a_row_that_came_late_is_sent_again(app: Any, monkeypatch: pytest.Monkey
     monkeypatch.setattr(engine_module, "NEW_JOB_GRACE", 0.2)
     real_start = app.engine.store.start_create_job
     sent: list[int] = []
-    real_send = app.engine.executor.send
+    executor = app.engine.executor
+    assert isinstance(executor, CeleryExecutor)
+    real_send = executor.send
 
     def slow_start(job: Any) -> PendingJob:
         pending = real_start(job)
+        assert pending is not None
 
         def finish() -> None:
             time.sleep(0.3)
@@ -106,14 +110,14 @@ def test_a_row_that_came_late_is_sent_again(app: Any, monkeypatch: pytest.Monkey
         real_send(record, delay)
 
     monkeypatch.setattr(app.engine.store, "start_create_job", slow_start)
-    monkeypatch.setattr(app.engine.executor, "send", counted_send)
+    monkeypatch.setattr(executor, "send", counted_send)
     job = app.submit("add", a=5)
     done = app.wait(job, 30)
     assert sent == [job.id, job.id]
     assert done.status is JobStatus.SUCCEEDED and done.result == 7 and done.attempts == 1
 
 
-def test_a_row_the_store_refused_fails_the_submission(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_row_the_store_refused_fails_the_submission(app: mieruka.App, monkeypatch: pytest.MonkeyPatch) -> None:
     """The broker has the job, the store said no: the submission fails, the job's announcement is
     taken back, and the worker finds no row to run."""
     events: list[Event] = []

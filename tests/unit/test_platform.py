@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+import mieruka
 from mieruka import ConfigError, Settings
 from mieruka.core.status import JobStatus
 from mieruka.wiring import check_settings
 
 
 @pytest.fixture
-def without_pidfd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def without_pidfd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[mieruka.App]:
     from tests.jobs import app
 
     monkeypatch.delattr(os, "pidfd_open", raising=False)

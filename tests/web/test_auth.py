@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+import mieruka
 from mieruka.auth.presence import Presence
 from mieruka.core.access import Principal, Role
 from mieruka.core.clock import utcnow
@@ -33,7 +34,7 @@ def _fast(cheap_hashes: None) -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Any]:
+def app(tmp_path: Path) -> Iterator[mieruka.App]:
     from tests.jobs import app
 
     app._settings = None
@@ -43,7 +44,7 @@ def app(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def client(app: Any) -> Iterator[TestClient]:
+def client(app: mieruka.App) -> Iterator[TestClient]:
     with TestClient(app.asgi()) as client:
         for name, role in (("alice", "admin"), ("olga", "operator"), ("vic", "viewer")):
             app.auth.accounts.add_user(name, role, PASSWORD)
@@ -70,14 +71,14 @@ def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     return str(me["csrf_token"])
 
 
-def audit(app: Any, action: str | None = None) -> list[dict[str, Any]]:
+def audit(app: mieruka.App, action: str | None = None) -> list[dict[str, Any]]:
     from mieruka.auth.audit import AuditQuery
 
     return [e.json() for e in app.auth.audit.query(AuditQuery(action=action, limit=1000))]
 
 
 # -- the open single-user mode ------------------------------------------------------------------
-def test_with_no_user_a_loopback_server_is_open_as_the_local_admin(app: Any) -> None:
+def test_with_no_user_a_loopback_server_is_open_as_the_local_admin(app: mieruka.App) -> None:
     with TestClient(app.asgi()) as client:
         assert client.get("/api/me").json() == {"name": "local", "role": "admin", "via": "local", "csrf_token": None}
         job = client.post("/api/tasks/add/jobs", json={"a": 1})
@@ -117,7 +118,7 @@ def test_a_browser_is_sent_to_the_login_page_and_back(client: TestClient) -> Non
 
 
 # -- sessions -------------------------------------------------------------------------------------------
-def test_login_rotates_the_session_id(app: Any, client: TestClient) -> None:
+def test_login_rotates_the_session_id(app: mieruka.App, client: TestClient) -> None:
     """Session fixation: a session id planted before login is never the one used after it."""
     client.cookies.set(SESSION_COOKIE, "planted-by-an-attacker", domain="127.0.0.1")
     login(client, "vic")
@@ -133,7 +134,7 @@ def test_login_rotates_the_session_id(app: Any, client: TestClient) -> None:
         assert other.get("/api/me").json()["name"] == "alice"
 
 
-def test_session_cookie_flags(app: Any) -> None:
+def test_session_cookie_flags(app: mieruka.App) -> None:
     with TestClient(app.asgi(), base_url="https://mieruka.example") as client:
         app.auth.accounts.add_user("vic", "viewer", PASSWORD)
         response = client.post(
@@ -161,14 +162,14 @@ def test_logout_ends_the_session(client: TestClient) -> None:
     assert client.get("/api/me").status_code == 401
 
 
-def test_a_new_password_ends_the_sessions(app: Any, client: TestClient) -> None:
+def test_a_new_password_ends_the_sessions(app: mieruka.App, client: TestClient) -> None:
     login(client, "vic")
     app.auth.accounts.set_password("vic", "another password")
     assert client.get("/api/me").status_code == 401
 
 
 # -- CSRF ----------------------------------------------------------------------------------------------
-def test_csrf_is_required_for_cookie_sessions(app: Any, client: TestClient) -> None:
+def test_csrf_is_required_for_cookie_sessions(app: mieruka.App, client: TestClient) -> None:
     csrf = login(client, "olga")
     refused = client.post("/api/tasks/add/jobs", json={"a": 1})
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
@@ -185,7 +186,7 @@ def test_csrf_is_required_for_cookie_sessions(app: Any, client: TestClient) -> N
     assert len([e for e in audit(app, "job.submit")]) == 3  # only the accepted ones
 
 
-def test_bearer_requests_need_no_csrf_token(app: Any, client: TestClient) -> None:
+def test_bearer_requests_need_no_csrf_token(app: mieruka.App, client: TestClient) -> None:
     _, secret = app.auth.accounts.create_token("olga", "script")
     response = client.post("/api/tasks/add/jobs", json={"a": 1}, headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 202 and response.json()["owner"] == "olga"
@@ -200,7 +201,7 @@ def test_the_login_form_itself_is_csrf_protected(client: TestClient) -> None:
 
 
 # -- tokens -----------------------------------------------------------------------------------------------
-def test_revoked_and_expired_tokens_are_rejected(app: Any, client: TestClient) -> None:
+def test_revoked_and_expired_tokens_are_rejected(app: mieruka.App, client: TestClient) -> None:
     accounts = app.auth.accounts
     token, secret = accounts.create_token("vic", "laptop", utcnow() + timedelta(days=1))
     bearer = {"Authorization": f"Bearer {secret}"}
@@ -223,7 +224,7 @@ def test_revoked_and_expired_tokens_are_rejected(app: Any, client: TestClient) -
     assert client.get("/healthz", headers=bearer).status_code == 200  # public routes ignore a stale token
 
 
-def test_tokens_are_shown_once_and_stored_hashed(app: Any, client: TestClient) -> None:
+def test_tokens_are_shown_once_and_stored_hashed(app: mieruka.App, client: TestClient) -> None:
     csrf = login(client, "vic")
     created = client.post("/api/tokens", json={"name": "ci", "expires_in_days": 30}, headers={"X-CSRF-Token": csrf})
     assert created.status_code == 201
@@ -239,7 +240,7 @@ def test_tokens_are_shown_once_and_stored_hashed(app: Any, client: TestClient) -
     assert client.get("/api/tokens?user=alice").status_code == 403
 
 
-def test_one_time_login_link(app: Any, client: TestClient) -> None:
+def test_one_time_login_link(app: mieruka.App, client: TestClient) -> None:
     secret = app.auth.accounts.create_login_link("olga")
     # Opening the link (a person, or a mail scanner) does not use it up: the button on the page does.
     for _ in range(2):
@@ -260,7 +261,7 @@ def test_one_time_login_link(app: Any, client: TestClient) -> None:
 
 
 # -- login throttling -----------------------------------------------------------------------------------
-def test_login_is_throttled_per_user_and_per_address(app: Any, client: TestClient) -> None:
+def test_login_is_throttled_per_user_and_per_address(app: mieruka.App, client: TestClient) -> None:
     for _ in range(5):
         assert (
             client.post(
@@ -284,7 +285,7 @@ def test_login_is_throttled_per_user_and_per_address(app: Any, client: TestClien
     assert refused.status_code == 429
 
 
-def test_a_successful_login_resets_the_user_count(app: Any, client: TestClient) -> None:
+def test_a_successful_login_resets_the_user_count(app: mieruka.App, client: TestClient) -> None:
     for _ in range(4):
         client.post("/login", data={CSRF_FIELD: login_form_token(client), "name": "vic", "password": "wrong"})
     login(client, "vic")
@@ -294,7 +295,7 @@ def test_a_successful_login_resets_the_user_count(app: Any, client: TestClient) 
 
 
 # -- presence ---------------------------------------------------------------------------------------------
-def test_presence_expires(app: Any) -> None:
+def test_presence_expires(app: mieruka.App) -> None:
     app.auth.db.migrate()
     presence = Presence(app.auth.db, expiry=300)
     now = utcnow()
@@ -305,7 +306,7 @@ def test_presence_expires(app: Any) -> None:
     assert not presence.anyone_online(now + timedelta(seconds=301))
 
 
-def test_api_presence_lists_who_is_online(app: Any, client: TestClient) -> None:
+def test_api_presence_lists_who_is_online(app: mieruka.App, client: TestClient) -> None:
     assert client.get("/api/presence").status_code == 401
     login(client, "vic")
     client.get("/jobs")
@@ -318,7 +319,7 @@ def test_api_presence_lists_who_is_online(app: Any, client: TestClient) -> None:
 
 
 # -- audit log -------------------------------------------------------------------------------------------
-def test_every_action_is_audited(app: Any, client: TestClient) -> None:
+def test_every_action_is_audited(app: mieruka.App, client: TestClient) -> None:
     csrf = login(client, "alice")
     h = {"X-CSRF-Token": csrf}
     job = client.post("/api/tasks/add/jobs", json={"a": 1}, headers=h).json()
@@ -363,7 +364,7 @@ def test_every_action_is_audited(app: Any, client: TestClient) -> None:
     assert entry["actor"] == "alice" and entry["address"] == "127.0.0.1" and entry["at"].endswith("Z")
 
 
-def test_audit_log_filters_csv_and_is_read_only(app: Any, client: TestClient) -> None:
+def test_audit_log_filters_csv_and_is_read_only(app: mieruka.App, client: TestClient) -> None:
     csrf = login(client, "alice")
     app.auth.audit.record("mallory", "job.cancel", "job:7", "10.1.2.3", {"why": "=cmd|' /C calc'!A0"})
     app.auth.audit.record("bob", "source.refresh", "source:sales", "10.1.2.4")
@@ -419,7 +420,7 @@ class Forms(HTMLParser):
             self._open = None
 
 
-def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: Any, client: TestClient) -> None:
+def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: mieruka.App, client: TestClient) -> None:
     csrf = login(client, "alice")
     job = client.post("/api/tasks/fail/jobs", json={}, headers={"X-CSRF-Token": csrf}).json()
     app.engine.wait(job["id"], 30)
@@ -496,7 +497,7 @@ def test_a_browser_without_the_role_gets_a_page_not_json(client: TestClient) -> 
     assert api.status_code == 403 and api.json()["error"]["code"] == "forbidden"
 
 
-def test_html_artifacts_are_never_shown_inline(app: Any, client: TestClient) -> None:
+def test_html_artifacts_are_never_shown_inline(app: mieruka.App, client: TestClient) -> None:
     from mieruka.web.jobs import INLINE_TYPES
 
     assert not [t for t in INLINE_TYPES if "html" in t or "svg" in t or "xml" in t]  # could run script
@@ -516,7 +517,7 @@ def test_html_artifacts_are_never_shown_inline(app: Any, client: TestClient) -> 
         assert "sandbox" in response.headers["content-security-policy"]
 
 
-def test_admins_manage_users_and_everyones_tokens_in_the_ui(app: Any, client: TestClient) -> None:
+def test_admins_manage_users_and_everyones_tokens_in_the_ui(app: mieruka.App, client: TestClient) -> None:
     token, _ = app.auth.accounts.create_token("vic", "vic's script")
     csrf = login(client, "alice")
     page = client.get("/users")
@@ -537,7 +538,9 @@ def test_admins_manage_users_and_everyones_tokens_in_the_ui(app: Any, client: Te
     assert [u.name for u in app.auth.accounts.list_users()] == ["alice", "olga", "vic"]
 
 
-def test_the_account_page_makes_and_revokes_tokens_and_changes_the_password(app: Any, client: TestClient) -> None:
+def test_the_account_page_makes_and_revokes_tokens_and_changes_the_password(
+    app: mieruka.App, client: TestClient
+) -> None:
     csrf = login(client, "vic")
     made = client.post("/account/tokens", data={CSRF_FIELD: csrf, "name": "laptop", "expires_in_days": "30"})
     assert made.status_code == 201
@@ -566,7 +569,7 @@ def test_the_account_page_makes_and_revokes_tokens_and_changes_the_password(app:
     assert other.status_code == 404  # not vic's token
 
 
-def test_audit_page_days_are_days_of_the_shown_time_zone(app: Any, tmp_path: Path) -> None:
+def test_audit_page_days_are_days_of_the_shown_time_zone(app: mieruka.App, tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
     app.configure(timezone="Asia/Tokyo")
@@ -581,7 +584,7 @@ def test_audit_page_days_are_days_of_the_shown_time_zone(app: Any, tmp_path: Pat
         assert "2026-03-02 00:30:00" in page
 
 
-def test_old_audit_entries_are_deleted(app: Any) -> None:
+def test_old_audit_entries_are_deleted(app: mieruka.App) -> None:
     from mieruka.auth.audit import AuditLog
 
     app.auth.db.migrate()
@@ -593,7 +596,7 @@ def test_old_audit_entries_are_deleted(app: Any) -> None:
     assert [e["action"] for e in audit(app)] == ["newest", "recent"]
 
 
-def test_the_openapi_document_declares_bearer_tokens(app: Any, client: TestClient) -> None:
+def test_the_openapi_document_declares_bearer_tokens(app: mieruka.App, client: TestClient) -> None:
     _, secret = app.auth.accounts.create_token("vic", "docs")
     doc = client.get("/openapi.json", headers={"Authorization": f"Bearer {secret}"}).json()
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
@@ -602,7 +605,7 @@ def test_the_openapi_document_declares_bearer_tokens(app: Any, client: TestClien
     assert submit["security"] == [{"bearer": []}] and {"401", "403"} <= set(submit["responses"])
 
 
-def test_pages_offer_only_what_the_reader_may_do(app: Any, client: TestClient) -> None:
+def test_pages_offer_only_what_the_reader_may_do(app: mieruka.App, client: TestClient) -> None:
     job, _ = app.engine.submit("sleep", {"seconds": 30}, owner="alice")
     login(client, "vic")
     assert 'id="read-only"' in client.get("/tasks/add").text
@@ -615,7 +618,7 @@ def test_pages_offer_only_what_the_reader_may_do(app: Any, client: TestClient) -
     app.engine.cancel(job.id)
 
 
-def test_a_login_lock_ends_by_itself(app: Any) -> None:
+def test_a_login_lock_ends_by_itself(app: mieruka.App) -> None:
     import time
 
     app.configure(login_lockout=5.0)  # long enough to see it locked on a slow, loaded machine
@@ -637,9 +640,11 @@ def test_a_login_lock_ends_by_itself(app: Any) -> None:
         assert statuses[0] == 429 and status == 303  # locked at first, then in
 
 
-def test_compute_pools_ask_presence_whether_anyone_is_online(app: Any, client: TestClient) -> None:
+def test_compute_pools_ask_presence_whether_anyone_is_online(app: mieruka.App, client: TestClient) -> None:
+    from mieruka.store.sql import SqlJobStore
     from mieruka.wiring import build_pools
 
+    assert isinstance(app.engine.store, SqlJobStore)
     manager = build_pools(app.runtime, app.engine.store)
     assert manager.anyone_online is not None and manager.anyone_online() is False
     login(client, "vic")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+import mieruka
 from mieruka.web.csrf import CSRF_FIELD
 
 PASSWORD = "a long enough password"
@@ -23,7 +24,7 @@ def _fast(cheap_hashes: None) -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Any]:
+def app(tmp_path: Path) -> Iterator[mieruka.App]:
     from tests.jobs import app
 
     app._settings = None
@@ -33,13 +34,13 @@ def app(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def client(app: Any) -> Iterator[TestClient]:
+def client(app: mieruka.App) -> Iterator[TestClient]:
     with TestClient(app.asgi()) as client:
         yield client
 
 
 @pytest.fixture
-def users(app: Any, client: TestClient) -> TestClient:
+def users(app: mieruka.App, client: TestClient) -> TestClient:
     for name, role in (("alice", "admin"), ("vic", "viewer")):
         app.auth.accounts.add_user(name, role, PASSWORD)
     app.asgi()  # the server sees the users within a second; a fresh app at once
@@ -116,7 +117,7 @@ def test_a_page_asked_for_json_or_by_htmx_answers_json(client: TestClient) -> No
         assert response.json()["error"]["code"] == "job_not_found"
 
 
-def test_a_conflict_from_a_form_is_a_page(client: TestClient, app: Any) -> None:
+def test_a_conflict_from_a_form_is_a_page(client: TestClient, app: mieruka.App) -> None:
     record, _ = app.engine.submit("add", {"a": 1, "b": 2})
     app.engine.wait(record.id, 30)
     response = client.post(f"/jobs/{record.id}/cancel", headers=BROWSER)
@@ -151,7 +152,7 @@ def test_the_back_link_goes_only_to_this_site(client: TestClient) -> None:
     assert 'id="error-back"' not in away.text and "elsewhere" not in away.text
 
 
-def test_the_login_page_says_when_the_server_has_no_users(client: TestClient, app: Any) -> None:
+def test_the_login_page_says_when_the_server_has_no_users(client: TestClient, app: mieruka.App) -> None:
     page = client.get("/login", headers=BROWSER)
     assert 'id="no-users"' in page.text and "mieruka users add NAME --role admin" in page.text
     app.auth.accounts.add_user("alice", "admin", PASSWORD)
@@ -166,7 +167,7 @@ def test_behind_a_proxy_with_no_users_the_login_page_says_why(client: TestClient
     assert page.status_code == 200 and "Nobody can log in yet" in page.text
 
 
-def test_an_unexpected_error_is_a_page_too_and_never_stored(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_error_is_a_page_too_and_never_stored(app: mieruka.App, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken() -> None:
         raise RuntimeError("a bug")
 
