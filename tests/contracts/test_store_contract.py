@@ -93,6 +93,13 @@ def assert_utc(value: datetime | None) -> None:
     assert value.utcoffset() == timedelta(0), f"{value!r} is not in UTC"
 
 
+def stored_job(store: JobStore, job_id: int) -> JobRecord:
+    """The job as the store has it, which must be there."""
+    record = store.get_job(job_id)
+    assert record is not None, f"job {job_id} is not in the store"
+    return record
+
+
 def ids(records: list[JobRecord]) -> list[int]:
     return [r.id for r in records]
 
@@ -394,7 +401,7 @@ def test_claim_skips_jobs_that_are_not_queued(store: JobStore) -> None:
     claim(store, running.id)
     finish(store, done.id)
     assert ids(claim(store, running.id, done.id, queued.id, 999_999)) == [queued.id]
-    assert store.get_job(done.id).status is SUCCEEDED  # type: ignore[union-attr]
+    assert stored_job(store, done.id).status is SUCCEEDED
 
 
 def test_claim_after_requeue_increments_attempts(store: JobStore) -> None:
@@ -448,7 +455,7 @@ def test_transition_only_from_expected_states(store: JobStore) -> None:
     job = new(store)
     to_done = Transition(job.id, SUCCEEDED, frozenset({RUNNING}), {"result": {"ok": [1, 2]}})
     assert store.apply([to_done]).done == [False]  # still queued
-    assert store.get_job(job.id).status is QUEUED  # type: ignore[union-attr]
+    assert stored_job(store, job.id).status is QUEUED
     claim(store, job.id)
     finished_at = utcnow()
     to_done = Transition(
@@ -486,7 +493,7 @@ def test_transition_attempt_guard(store: JobStore) -> None:
     claim(store, job.id)  # attempt 1
     stale = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "late"}, attempt=2)
     assert store.apply([stale]).done == [False]
-    assert store.get_job(job.id).status is RUNNING  # type: ignore[union-attr]
+    assert stored_job(store, job.id).status is RUNNING
     current = Transition(job.id, FAILED, frozenset({RUNNING}), {"error": "boom", "traceback": "tb"}, attempt=1)
     assert store.apply([current]).done == [True]
     stored = store.get_job(job.id)
@@ -529,7 +536,7 @@ def test_cancel_request_flag(store: JobStore) -> None:
     job = new(store)
     claim(store, job.id)
     assert store.apply([Transition(job.id, RUNNING, frozenset({RUNNING}), {"cancel_requested": True})]).done == [True]
-    assert store.get_job(job.id).cancel_requested is True  # type: ignore[union-attr]
+    assert stored_job(store, job.id).cancel_requested is True
 
 
 def test_apply_reports_each_change_and_claims_after_changes(store: JobStore) -> None:
@@ -548,7 +555,7 @@ def test_apply_is_one_transaction(store: JobStore) -> None:
     bad = Transition(a.id, CANCELLED, frozenset({QUEUED}), {"no_such_column": 1})
     with pytest.raises(ValueError):
         store.apply([good, bad])
-    assert store.get_job(a.id).status is QUEUED  # type: ignore[union-attr]
+    assert stored_job(store, a.id).status is QUEUED
     # and the store still works afterwards
     assert store.apply([good]).done == [True]
 
@@ -581,7 +588,7 @@ def test_log_append_and_read_ranges(store: JobStore) -> None:
     lines = [(t0 + timedelta(seconds=i), "stdout" if i % 2 == 0 else "stderr", f"line {i + 1}") for i in range(3)]
     applied = store.apply([LogAppend(job.id, 1, lines), LogAppend(other.id, 1, [line("other")])])
     assert applied.done == [True, True]
-    assert store.get_job(job.id).log_lines == 3  # type: ignore[union-attr]
+    assert stored_job(store, job.id).log_lines == 3
     logs = store.read_logs(job.id)
     assert [(entry.seq, entry.stream, entry.text) for entry in logs] == [
         (1, "stdout", "line 1"),
@@ -595,7 +602,7 @@ def test_log_append_and_read_ranges(store: JobStore) -> None:
     assert [entry.seq for entry in store.read_logs(job.id, after=1, limit=1)] == [2]
     assert store.read_logs(job.id, after=3) == []
     assert store.apply([LogAppend(job.id, 4, [line("four"), line("five")])]).done == [True]
-    assert store.get_job(job.id).log_lines == 5  # type: ignore[union-attr]
+    assert stored_job(store, job.id).log_lines == 5
     assert [entry.text for entry in store.read_logs(job.id, after=3)] == ["four", "five"]
     assert [entry.text for entry in store.read_logs(other.id)] == ["other"]
 

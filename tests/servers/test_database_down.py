@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -122,11 +122,11 @@ def log_in(url: str, name: str) -> httpx.Client:
     return client
 
 
-def until(what: str, check: object, timeout: float = DEADLINE) -> None:
+def until(what: str, check: Callable[[], object], timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except httpx.HTTPError:
             pass

@@ -101,7 +101,7 @@ def test_the_workers_page_in_a_browser_draws_its_charts_without_outside_requests
 
 
 # -- Celery --------------------------------------------------------------------------------------
-def _celery_app(worker: CeleryWorker, **overrides: object) -> object:
+def _celery_app(worker: CeleryWorker, **overrides: object) -> mieruka.App:
     from tests.jobs import app
 
     app._settings = None
@@ -123,7 +123,7 @@ def test_celery_workers_are_listed_with_their_queues_and_running_jobs(
     celery_worker.reset()
     app = _celery_app(celery_worker)
     try:
-        with TestClient(app.asgi()) as client:  # type: ignore[attr-defined]
+        with TestClient(app.asgi()) as client:
             job = client.post(
                 "/api/tasks/sleep_in_child/jobs", json={"seconds": 30, "pidfile": str(tmp_path / "p")}
             ).json()
@@ -162,19 +162,19 @@ def test_celery_workers_are_listed_with_their_queues_and_running_jobs(
             assert metrics[("mieruka_job_wait_seconds_count", (("task", "add"),))] == 1
             assert metrics[("mieruka_nodes", (("kind", "celery"), ("state", "up")))] == 1
     finally:
-        app._settings = None  # type: ignore[attr-defined]
+        app._settings = None
 
 
 def test_healthz_fails_when_the_broker_is_down(celery_worker: CeleryWorker) -> None:
     app = _celery_app(celery_worker, broker_url="redis://127.0.0.1:1/0", event_bus=celery_worker.broker_url)
     try:
-        with TestClient(app.asgi()) as client:  # type: ignore[attr-defined]
+        with TestClient(app.asgi()) as client:
             response = client.get("/healthz")
             assert response.status_code == 503
             assert response.json()["status"] == "failing"
             assert response.json()["broker"].startswith("the broker does not answer")
     finally:
-        app._settings = None  # type: ignore[attr-defined]
+        app._settings = None
 
 
 def test_healthz_is_degraded_while_no_celery_worker_is_up(broker_url: str, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import mieruka
 from mieruka.cli import build_parser
 from mieruka.settings import Settings
 
@@ -18,6 +19,13 @@ ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SETTINGS = {spec["env"] for spec in Settings.describe()}
+
+
+def first_group(pattern: str, text: str, flags: int = 0) -> str:
+    """Group 1 of the first match of `pattern` in `text`, which must match."""
+    match = re.search(pattern, text, flags)
+    assert match is not None, f"{pattern!r} not found"
+    return match.group(1)
 
 
 def expand(value: str) -> str:
@@ -55,7 +63,7 @@ def test_settings_are_known_and_valid(service: str) -> None:
     settings = Settings.load(environ=env, config_file=None)
     assert settings.executor == "celery"
     hosts = {
-        re.match(r"[a-z+]+://(?:[^@/]*@)?([^:/]+)", url).group(1)  # type: ignore[union-attr]
+        first_group(r"^[a-z+]+://(?:[^@/]*@)?([^:/]+)", url)
         for url in (settings.broker_url, settings.event_bus, settings.database_url)
     }
     assert hosts <= set(SERVICES), f"URLs name hosts that are no service: {hosts - set(SERVICES)}"
@@ -69,13 +77,13 @@ def test_the_dockerfile_installs_extras_that_exist() -> None:
     import tomllib
 
     dockerfile = (ROOT / "Dockerfile").read_text()
-    extras = re.search(r'pip install "\.\[([a-z0-9,]+)\]"', dockerfile).group(1).split(",")  # type: ignore[union-attr]
+    extras = first_group(r'pip install "\.\[([a-z0-9,]+)\]"', dockerfile).split(",")
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(extras) <= set(declared) and {"celery", "postgres"} <= set(extras)
     for copied in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", dockerfile, re.M):
         for path in copied.split():
             assert (ROOT / path).exists(), f"the Dockerfile copies {path}, which does not exist"
-    cmd = yaml.safe_load(re.search(r"^CMD (.*)$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
+    cmd = yaml.safe_load(first_group(r"^CMD (.*)$", dockerfile, re.M))
     assert build_parser().parse_args(cmd[1:]).command == "run"
 
 
@@ -89,7 +97,7 @@ def test_scaling_docs_use_real_settings_commands_and_pool_hooks() -> None:
         args = shlex.split(line.rstrip("`"))
         assert build_parser().parse_args(args[1:]).command in ("run", "worker"), line
     # The Python example declares its pools with the real classes.
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
+    code = first_group(r"```python\n(.*?)```", text, re.S)
     namespace: dict[str, object] = {}
     exec(
         compile(
@@ -102,6 +110,7 @@ def test_scaling_docs_use_real_settings_commands_and_pool_hooks() -> None:
         namespace,
     )
     app = namespace["app"]
-    assert sorted(app.pools) == ["batch", "default", "gpu"]  # type: ignore[attr-defined]
-    assert app.pools["gpu"].idle_stop == 900  # type: ignore[attr-defined]
-    assert app.tasks.get("train").queue == "gpu"  # type: ignore[attr-defined]
+    assert isinstance(app, mieruka.App)
+    assert sorted(app.pools) == ["batch", "default", "gpu"]
+    assert app.pools["gpu"].idle_stop == 900
+    assert app.tasks.get("train").queue == "gpu"

@@ -48,7 +48,8 @@ def test_pool_states_change_only_from_the_expected_state_and_keep_history(store:
     now = utcnow()
     pools.ensure("gpu", "stopped", now)
     pools.ensure("gpu", "running", now)  # exists already: unchanged
-    assert pools.get("gpu").state == "stopped"  # type: ignore[union-attr]
+    gpu = pools.get("gpu")
+    assert gpu is not None and gpu.state == "stopped"
     assert pools.move("gpu", {"stopped"}, "starting", "job 1 is waiting", now)
     assert not pools.move("gpu", {"stopped"}, "starting", "again", now)  # another server won
     assert pools.move("gpu", {"starting"}, "running", "started", now + timedelta(seconds=1))
