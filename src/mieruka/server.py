@@ -2,40 +2,63 @@
 
 from __future__ import annotations
 
+from types import FrameType
+
+import uvicorn
+
 from .errors import MierukaError
 from .runtime import Runtime
 from .settings import Settings
+from .web.sse import OpenStreams
 
 
 def serve(runtime: Runtime) -> None:
     """Serve the app of `runtime` on its settings' host and port until interrupted."""
-    import uvicorn
-
     from .connections import BodyTimeout, Limits, protocol_class
     from .web.api import create_api
 
     refuse_open_network(runtime)
     settings = runtime.settings
     limits = Limits.from_settings(settings)
+    api = create_api(runtime, stop_app=True)
+    config = uvicorn.Config(
+        # At shutdown, within the graceful shutdown (a SIGTERM ends the process right after it).
+        BodyTimeout(api, settings.body_timeout),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        http=protocol_class(limits),
+        ws="none",  # no route is a WebSocket; an upgraded connection would leave the limits' count
+        # X-Forwarded-For/-Proto give the client address (audit log, login throttle) and the https
+        # scheme (Secure cookies): believed only from the trusted proxies, and with none, never read.
+        proxy_headers=bool(limits.trusted),
+        forwarded_allow_ips=[str(network) for network in limits.trusted],
+        # Event streams are ended at the signal; a request still running gets this long.
+        timeout_graceful_shutdown=3,
+    )
+    server = _Server(config, open_streams=api.state.open_streams)
     try:
-        uvicorn.run(
-            # At shutdown, within the graceful shutdown (a SIGTERM ends the process right after it).
-            BodyTimeout(create_api(runtime, stop_app=True), settings.body_timeout),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-            http=protocol_class(limits),
-            ws="none",  # no route is a WebSocket; an upgraded connection would leave the limits' count
-            # X-Forwarded-For/-Proto give the client address (audit log, login throttle) and the https
-            # scheme (Secure cookies): believed only from the trusted proxies, and with none, never read.
-            proxy_headers=bool(limits.trusted),
-            forwarded_allow_ips=[str(network) for network in limits.trusted],
-            # Open event streams never end by themselves: give them this long at shutdown.
-            timeout_graceful_shutdown=3,
-        )
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
         runtime.stop()  # when the server never got to its lifespan (nothing to do otherwise)
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's code for a server that could not start (its reason is logged)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the open event streams at the first signal: they never end by
+    themselves, and would hold the shutdown for its whole graceful time."""
+
+    def __init__(self, config: uvicorn.Config, open_streams: OpenStreams) -> None:
+        super().__init__(config)
+        self.open_streams = open_streams
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.open_streams.end_all()
+        super().handle_exit(sig, frame)
 
 
 def refuse_open_network(runtime: Runtime) -> None:

@@ -15,6 +15,7 @@ from mieruka.core.streams import StreamBuffer, StreamSpec
 from mieruka.errors import ConfigError
 from mieruka.live.streamer import Streamer, normalize
 from mieruka.web.feeds import _feed, positions
+from mieruka.web.sse import OpenStreams
 
 
 def test_the_ring_buffer_returns_points_in_order_as_arrays() -> None:
@@ -109,7 +110,7 @@ def test_a_slow_reader_gets_one_coalesced_batch_and_bounded_memory() -> None:
     streamer = Streamer(StreamSpec("fast", lambda: {"v": 1.0}, every=0.02, keep=1000))
 
     async def scenario() -> list[str]:
-        feed = _feed(_Live(streamer), None, ["fast"], {}, 5.0, None)  # type: ignore[arg-type]
+        feed = _feed(_Live(streamer), None, ["fast"], {}, 5.0, OpenStreams())  # type: ignore[arg-type]
         frames = [await feed.__anext__()]  # ready
         streamer.push({"v": 0.0})
         frames.append(await feed.__anext__())

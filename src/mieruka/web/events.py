@@ -14,7 +14,7 @@ from .identity import hidden
 from .ids import JOB_ID
 from .serialize import job_json
 from .sse import event_response
-from .state import RuntimeDep, metrics_of
+from .state import RuntimeDep, open_streams_of
 
 router = APIRouter()
 
@@ -46,7 +46,7 @@ def all_events(
         _last_id(last_event_id_header, last_event_id),
         runtime.settings.heartbeat_interval,
         accept=accept,
-        clients=metrics_of(request).sse_clients,
+        streams=open_streams_of(request),
     )
 
 
@@ -80,7 +80,7 @@ def job_events(
         runtime.settings.heartbeat_interval,
         snapshot=snapshot,
         accept=accept,
-        clients=metrics_of(request).sse_clients,
+        streams=open_streams_of(request),
     )
 
 

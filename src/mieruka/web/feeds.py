@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from prometheus_client import Gauge
 from starlette.responses import StreamingResponse
 
 from ..bus.base import EventBus
 from ..core.events import Event
 from ..live.hub import Live
-from .sse import HEADERS, MAX_QUEUED, frame
+from .sse import HEADERS, MAX_QUEUED, OpenStreams, frame
 
 
 def positions(text: str | None) -> dict[str, int]:
@@ -45,10 +44,12 @@ def feed_response(
     streams: list[str],
     after: dict[str, int],
     heartbeat: float,
-    clients: Gauge | None = None,
+    held_by: OpenStreams | None = None,
 ) -> StreamingResponse:
     return StreamingResponse(
-        _feed(live, dashboard, streams, after, heartbeat, clients), media_type="text/event-stream", headers=HEADERS
+        _feed(live, dashboard, streams, after, heartbeat, OpenStreams() if held_by is None else held_by),
+        media_type="text/event-stream",
+        headers=HEADERS,
     )
 
 
@@ -58,7 +59,7 @@ async def _feed(
     streams: list[str],
     after: dict[str, int],
     heartbeat: float,
-    clients: Gauge | None,
+    held_by: OpenStreams,
 ) -> AsyncIterator[str]:
     runners = [live.stream(name) for name in streams]
     signals = [r.signal for r in runners]
@@ -67,12 +68,12 @@ async def _feed(
     sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in runners}
     single = dashboard is None and len(streams) == 1
     seen: dict[str, int] = {}
-    if clients is not None:
-        clients.inc()
+    ending = _Ending()
+    held = held_by.hold(ending.wake)
     try:
         yield "retry: 2000\n" + frame("ready", {"streams": streams, "dashboard": dashboard})
-        while True:
-            waiters = [s.waiter() for s in signals]
+        while not held.ended:
+            waiters = [s.waiter() for s in signals] + [ending.future]
             chunk = live.tile_frames(dashboard, seen) if dashboard is not None else []
             for runner in runners:
                 name = runner.spec.name
@@ -89,8 +90,7 @@ async def _feed(
             if not done:
                 yield ": heartbeat\n\n"
     finally:
-        if clients is not None:
-            clients.dec()
+        held.release()
 
 
 # -- one stream for every tab of a browser ----------------------------------------------------------
@@ -170,11 +170,24 @@ def mux_response(
     after: dict[str, int],
     heartbeat: float,
     snapshot: Callable[[int], dict[str, Any] | None],
-    clients: Gauge | None = None,
+    held_by: OpenStreams | None = None,
 ) -> StreamingResponse:
     return StreamingResponse(
-        _mux(bus, live, topics, after, heartbeat, snapshot, clients), media_type="text/event-stream", headers=HEADERS
+        _mux(bus, live, topics, after, heartbeat, snapshot, OpenStreams() if held_by is None else held_by),
+        media_type="text/event-stream",
+        headers=HEADERS,
     )
+
+
+class _Ending:
+    """A future the stream's waits include: done when the server ends its open streams."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 def _with_dashboard(text: str, dashboard: str) -> str:
@@ -257,9 +270,9 @@ class _Mux:
                     chunk.append(self._bus_frame(event))
         return chunk
 
-    def waiters(self) -> list[asyncio.Future[Any]]:
+    def waiters(self, ending: _Ending) -> list[asyncio.Future[Any]]:
         """Taken before looking for news, so news that comes while it is read is not slept through."""
-        return [s.waiter() for s in self.signals]  # shared between clients: never cancelled
+        return [s.waiter() for s in self.signals] + [ending.future]  # shared: never cancelled
 
     async def wait(self, waiters: list[asyncio.Future[Any]], heartbeat: float) -> bool:
         """Wait for news; False when the heartbeat came first."""
@@ -285,11 +298,11 @@ async def _mux(
     after: dict[str, int],
     heartbeat: float,
     snapshot: Callable[[int], dict[str, Any] | None],
-    clients: Gauge | None,
+    held_by: OpenStreams,
 ) -> AsyncIterator[str]:
     mux = _Mux(bus, live, topics, after)
-    if clients is not None:
-        clients.inc()
+    ending = _Ending()
+    held = held_by.hold(ending.wake)
     try:
         yield mux.opening()
         missed = mux.missed()
@@ -299,14 +312,13 @@ async def _mux(
             data = await asyncio.to_thread(snapshot, job_id)
             if data is not None:
                 yield frame("snapshot", data)
-        while True:
-            waiters = mux.waiters()
+        while not held.ended:
+            waiters = mux.waiters(ending)
             chunk = mux.pending()
             if not chunk and not await mux.wait(waiters, heartbeat):
                 chunk.append(": heartbeat\n\n")
-            if chunk:
+            if chunk and not held.ended:
                 yield "".join(chunk)
     finally:
         mux.close()
-        if clients is not None:
-            clients.dec()
+        held.release()

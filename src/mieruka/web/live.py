@@ -25,7 +25,7 @@ from .identity import hidden, principal
 from .ids import parse_id
 from .policy import ALLOW_LISTS
 from .serialize import iso, job_json
-from .state import RuntimeDep, metrics_of
+from .state import RuntimeDep, open_streams_of
 
 CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
 
@@ -258,7 +258,7 @@ def dashboard_events(
         board.streams,
         positions(last_event_id),
         runtime.settings.heartbeat_interval,
-        metrics_of(request).sse_clients,
+        open_streams_of(request),
     )
 
 
@@ -336,7 +336,7 @@ def stream_events(
         [runner.spec.name],
         {runner.spec.name: start},
         runtime.settings.heartbeat_interval,
-        metrics_of(request).sse_clients,
+        open_streams_of(request),
     )
 
 
@@ -374,7 +374,7 @@ def live_events(
         after,
         runtime.settings.heartbeat_interval,
         snapshot,
-        metrics_of(request).sse_clients,
+        open_streams_of(request),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
@@ -22,6 +23,62 @@ HEADERS = {
 }
 
 
+class Held:
+    """One open stream, as `OpenStreams` holds it."""
+
+    def __init__(self, owner: OpenStreams, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        self.owner, self.loop, self.wake = owner, loop, wake
+        self.ended = False
+
+    def end(self) -> None:
+        """Ask the stream to end (from any thread, also from a signal handler)."""
+        self.ended = True
+        try:
+            self.loop.call_soon_threadsafe(self.wake)
+        except RuntimeError:
+            pass  # its loop is closed: the stream is gone already
+
+    def release(self) -> None:
+        self.owner.release(self)
+
+
+class OpenStreams:
+    """The event streams a server holds open, counted in the `mieruka_sse_clients` gauge. A stream
+    never ends by itself: at shutdown the server ends them all at once (`end_all`) rather than
+    waiting out its graceful shutdown, and a stream opened after that ends at once."""
+
+    def __init__(self, gauge: Gauge | None = None) -> None:
+        self._gauge = gauge
+        self._lock = threading.Lock()
+        self._held: set[Held] = set()
+        self._ending = False
+
+    def hold(self, wake: Callable[[], None]) -> Held:
+        """Count a stream of the running loop; `wake` (run on that loop) makes it look at `ended`."""
+        held = Held(self, asyncio.get_running_loop(), wake)
+        with self._lock:
+            self._held.add(held)
+            held.ended = self._ending
+        if self._gauge is not None:
+            self._gauge.inc()
+        return held
+
+    def release(self, held: Held) -> None:
+        with self._lock:
+            if held not in self._held:
+                return
+            self._held.discard(held)
+        if self._gauge is not None:
+            self._gauge.dec()
+
+    def end_all(self) -> None:
+        with self._lock:
+            self._ending = True
+            held = list(self._held)
+        for one in held:
+            one.end()
+
+
 def frame(kind: str, data: Any, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
@@ -34,10 +91,10 @@ def event_response(
     heartbeat: float,
     snapshot: Callable[[], dict[str, Any]] | None = None,
     accept: Callable[[Event], bool] | None = None,
-    clients: Gauge | None = None,
+    streams: OpenStreams | None = None,
 ) -> StreamingResponse:
     return StreamingResponse(
-        _stream(bus, topics, last_event_id, heartbeat, snapshot, accept, clients),
+        _stream(bus, topics, last_event_id, heartbeat, snapshot, accept, OpenStreams() if streams is None else streams),
         media_type="text/event-stream",
         headers=HEADERS,
     )
@@ -70,7 +127,7 @@ class _Inbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Event], bool]) -> None:
         self.loop, self.accept = loop, accept
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()  # None: the stream ends
         self.overflowed = False
 
     def _put(self, event: Event) -> None:
@@ -86,6 +143,9 @@ class _Inbox:
             except RuntimeError:
                 pass  # the loop is closed: the server is stopping
 
+    def end(self) -> None:
+        self.queue.put_nowait(None)
+
     def take(self, first: Event, sent: int) -> tuple[str, int]:
         """The frames of `first` and whatever else waits, newer than `sent`, and the newest id."""
         if self.overflowed:
@@ -100,7 +160,11 @@ class _Inbox:
                 chunk.append(frame(event.kind, event.to_dict(), event.id))
             if self.queue.empty():
                 return "".join(chunk), sent
-            event = self.queue.get_nowait()
+            following = self.queue.get_nowait()
+            if following is None:
+                self.queue.put_nowait(None)  # seen by the next wait
+                return "".join(chunk), sent
+            event = following
 
 
 def _everything(event: Event) -> bool:
@@ -114,13 +178,12 @@ async def _stream(
     heartbeat: float,
     snapshot: Callable[[], dict[str, Any]] | None,
     accept: Callable[[Event], bool] | None,
-    clients: Gauge | None,
+    streams: OpenStreams,
 ) -> AsyncIterator[str]:
     accept = accept or _everything
     inbox = _Inbox(asyncio.get_running_loop(), accept)
     unsubscribe = bus.subscribe(inbox.on_event, topics)
-    if clients is not None:
-        clients.inc()
+    held = streams.hold(inbox.end)
     try:
         # A first event at once: a page that hears nothing within seconds knows a proxy is buffering.
         newest = bus.last_id()
@@ -132,16 +195,17 @@ async def _stream(
                 yield text
         if snapshot is not None:
             yield frame("snapshot", await asyncio.to_thread(snapshot))
-        while True:
+        while not held.ended:
             try:
                 event = await asyncio.wait_for(inbox.queue.get(), heartbeat)
             except TimeoutError:
                 yield ": heartbeat\n\n"
                 continue
+            if event is None:
+                return
             text, sent = inbox.take(event, sent)
             if text:
                 yield text
     finally:
         unsubscribe()
-        if clients is not None:
-            clients.dec()
+        held.release()

@@ -11,6 +11,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..runtime import Runtime
 from .metrics import Metrics
+from .sse import OpenStreams
 
 
 def attach(api: FastAPI, runtime: Runtime, pages: Jinja2Templates, metrics: Metrics) -> None:
@@ -19,6 +20,15 @@ def attach(api: FastAPI, runtime: Runtime, pages: Jinja2Templates, metrics: Metr
     api.state.runtime = runtime
     api.state.pages = pages
     api.state.metrics = metrics
+    api.state.open_streams = OpenStreams(metrics.sse_clients)
+
+
+def open_streams_of(request: Request) -> OpenStreams:
+    """The event streams the app serving `request` holds open (counted, ended at shutdown)."""
+    streams = getattr(request.app.state, "open_streams", None)
+    if not isinstance(streams, OpenStreams):
+        raise RuntimeError("this ASGI app has no open-streams registry (made by web.api.create_api)")
+    return streams
 
 
 def runtime_or_none(request: Request) -> Runtime | None:
