@@ -301,7 +301,7 @@ def test_on_a_rabbitmq_broker_jobs_run_and_cancel_reaches_the_worker(
             {"MIERUKA_EXECUTOR": "celery", "MIERUKA_BROKER_URL": "amqp://guest@127.0.0.1:1//"},
             "executor 'celery' with a broker other than Redis needs an event bus its workers can reach",
         ),
-        ({"MIERUKA_EXECUTOR": "threads"}, "unknown executor 'threads'; available: local, celery"),
+        ({"MIERUKA_EXECUTOR": "processes"}, "unknown executor 'processes'; available: local, threads, celery"),
         ({"MIERUKA_ARTIFACT_STORAGE": "ftp://files"}, "unknown artifact storage 'ftp://files'"),
         (
             {"MIERUKA_DATABASE_URL": "sqlite:////dev/null/jobs.db"},
