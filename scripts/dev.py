@@ -95,6 +95,8 @@ def main() -> int:
         ensure_venv("dev")
         if args[:1] == ["live"]:  # dashboards and streams under load: bench/live.py
             return run([str(PYTHON), "bench/live.py", *args[1:]])
+        if args[:1] == ["footprint"]:  # memory, start-up and idle CPU beside the peers' apps: bench/footprint.py
+            return run([str(PYTHON), "bench/footprint.py", *args[1:]])
         return run([str(PYTHON), "bench/run.py", *args])
     print(__doc__.strip())
     return 0 if command == "help" else 2
