@@ -1,17 +1,30 @@
-"""Alembic, driven from code: `mieruka db upgrade` and the start-up auto-upgrade call `upgrade`."""
+"""Alembic, driven from code: `mieruka db upgrade` and the start-up auto-upgrade call `upgrade`.
+
+Alembic (with Mako and its templates) is imported only to migrate: a database already at the
+newest revision is told by one query on its `alembic_version` table, against the newest revision
+read from the migration files' own `revision =` lines.
+"""
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+_REVISION = re.compile(r"^(down_revision|revision)\s*=\s*(None|\"[^\"]*\"|'[^']*')\s*$", re.MULTILINE)
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -20,6 +33,10 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    if revision == "head" and head_revisions() == {current_revision_cheaply(engine)}:
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)
 
 
@@ -28,3 +45,26 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def current_revision_cheaply(engine: Engine) -> str | None:
+    """The database's revision in one query, None when it has none (no `alembic_version` table yet,
+    or several rows: then Alembic decides)."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+    except sa.exc.DBAPIError:
+        return None
+    return str(rows[0]) if len(rows) == 1 else None
+
+
+@cache
+def head_revisions() -> frozenset[str]:
+    """The newest revisions of the migration files: those no other file revises."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            if value != "None":
+                (revisions if name == "revision" else revised).add(value[1:-1])
+    return frozenset(revisions - revised)

@@ -1,0 +1,92 @@
+"""Heavy modules stay out until they are used (issue 23): importing mieruka, declaring an app, and
+starting and serving one on an up-to-date SQLite database load no migration tool, no PostgreSQL
+driver, no Celery and no pandas. Each case runs in a fresh interpreter, where sys.modules tells."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SRC = Path(__file__).parents[2] / "src"
+
+# Never wanted by a plain app on SQLite with the threads or local executor.
+NEVER = {"alembic", "mako", "psycopg", "celery", "kombu", "redis", "pandas", "numpy", "boto3"}
+# The API's error handlers name psycopg's error class (web/errors.py) whatever the database.
+NOT_SERVING = NEVER - {"psycopg"}
+# Not wanted until the app starts or serves.
+NOT_DECLARING = NEVER | {"sqlalchemy", "fastapi", "starlette", "uvicorn", "jinja2", "argon2", "multipart"}
+
+APP = """
+import mieruka
+
+app = mieruka.App("imports", home=HOME, executor="threads", workers=1)
+
+
+@app.task
+def double(x: int) -> int:
+    return 2 * x
+"""
+
+
+def loaded_after(code: str, tmp_path: Path) -> set[str]:
+    """The top-level packages loaded after running `code` (with HOME, a fresh folder, defined)."""
+    script = f"HOME = {str(tmp_path / 'home')!r}\n{code}\n"
+    script += "import sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    env["PYTHONPATH"] = str(SRC)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_importing_mieruka_loads_no_framework(tmp_path: Path) -> None:
+    assert loaded_after("import mieruka", tmp_path) & NOT_DECLARING == set()
+
+
+def test_importing_the_command_line_loads_no_framework(tmp_path: Path) -> None:
+    assert loaded_after("import mieruka.cli", tmp_path) & NOT_DECLARING == set()
+
+
+def test_declaring_an_app_with_a_task_loads_no_framework(tmp_path: Path) -> None:
+    assert loaded_after(APP, tmp_path) & NOT_DECLARING == set()
+
+
+def test_starting_on_an_up_to_date_database_loads_no_migration_tool(tmp_path: Path) -> None:
+    """The first start creates the schema (Alembic then runs); the next one finds it up to date
+    with one query and serves its first job without Alembic, Mako or psycopg."""
+    run_one = APP + textwrap.dedent(
+        """
+        with app:
+            assert app.wait(app.submit("double", x=21)).result == 42
+        """
+    )
+    assert "alembic" in loaded_after(run_one, tmp_path)
+    assert loaded_after(run_one, tmp_path) & NEVER == set()
+
+
+def test_serving_an_app_on_an_up_to_date_database_loads_no_migration_tool(tmp_path: Path) -> None:
+    serve = APP + textwrap.dedent(
+        """
+        from mieruka.web.api import create_api
+        from starlette.testclient import TestClient
+
+        api = create_api(app.runtime, stop_app=True)
+        with TestClient(api, "http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as client:
+            assert client.get("/healthz").status_code == 200
+            job = client.post("/api/tasks/double/jobs", json={"x": 4}).json()
+            assert client.get(f"/api/jobs/{job['id']}?wait=30").json()["result"] == 8
+        """
+    )
+    loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)  # makes the schema
+    assert loaded_after(serve, tmp_path) & NOT_SERVING == set()
