@@ -86,6 +86,12 @@ class Settings:
     workers: int = _setting(
         0, "Worker processes of the local executor (threads of the threads executor); 0 means one per CPU core."
     )
+    worker_start: str = _setting(
+        "fork",
+        "How the local executor starts its workers: 'fork' (forked from one process that imported the "
+        "app once: they share its memory and start in milliseconds; Linux only, elsewhere 'spawn') or "
+        "'spawn' (a fresh interpreter per worker, importing the app each).",
+    )
     host: str = _setting("127.0.0.1", "Address the server binds to.")
     port: int = _setting(8000, "Port the server listens on.")
     root_path: str = _setting("", "Path prefix when served behind a reverse proxy, e.g. /mieruka.")
@@ -278,6 +284,8 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("workers", "retention_max_jobs", "login_max_failures", "max_connections_per_address"):
         if name in out and out[name] < 0:
             raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")
+    if "worker_start" in out and out["worker_start"] not in ("fork", "spawn"):
+        raise ConfigError(f"setting worker_start must be 'fork' or 'spawn', got {out['worker_start']!r}")
     if "port" in out and not 0 < out["port"] < 65536:
         raise ConfigError(f"setting port must be between 1 and 65535, got {out['port']}")
     if "timezone" in out:

@@ -195,6 +195,7 @@ def build_engine(runtime: Runtime) -> Engine:
             home / "uploads",
             settings.artifact_storage,
             settings.s3_endpoint_url,
+            worker_start=settings.worker_start,
         )
     elif settings.executor == "threads":
         from .executors.threads import ThreadExecutor

@@ -1,7 +1,9 @@
 """The embedded executor: a pool of pre-started worker processes on this machine.
 
 Jobs are handed to idle workers over socket pairs the moment they are claimed: no polling
-interval. Cancelling or timing out a job kills its worker's whole process tree; a fresh worker
+interval. Workers are forked from a zygote that loaded the app once (zygote.py; `worker_start`
+"fork", on Linux), or started as fresh interpreters ("spawn", and wherever fork is unsafe).
+Cancelling or timing out a job kills its worker's whole process tree; a fresh worker
 replaces it. A worker writes each outcome to the outcome spool (spool.py) before it reports it:
 `recover` hands the engine those that a killed server never saved.
 """
@@ -9,6 +11,7 @@ replaces it. A worker writes each outcome to the outcome spool (spool.py) before
 from __future__ import annotations
 
 import json
+import logging
 import os
 import selectors
 import socket
@@ -24,12 +27,15 @@ from ..process import kill_tree, worker_lost
 from .base import Died, Finished, Recorded, WorkerMessage
 from .pipe import MessagePipe
 from .spool import SUFFIX, OutcomeSpool, Spooled
+from .zygote import ForkedProcess, Zygote, available
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Worker:
     name: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     pipe: MessagePipe
     sentinel: int  # readable once the process has exited (see _exit_sentinel)
     ready: bool = False
@@ -38,6 +44,11 @@ class _Worker:
     pid: int | None = None
     jobs_done: int = 0
     killed_for: int | None = None
+
+    @property
+    def leader(self) -> int | None:
+        """The worker's pid, which leads its process group (a forked one says it when ready)."""
+        return self.pid or self.process.pid
 
 
 class LocalExecutor:
@@ -50,6 +61,7 @@ class LocalExecutor:
         artifact_storage: str = "",
         s3_endpoint_url: str = "",
         outcomes: Path | None = None,
+        worker_start: str = "fork",
     ) -> None:
         self.app_ref = app_ref
         # Beside the uploads, in the server's home: the next run of this server finds them.
@@ -70,6 +82,9 @@ class LocalExecutor:
         self._stopping = False
         self._early_deaths = 0
         self.broken: str | None = None
+        self._zygote: Zygote | None = None
+        if worker_start == "fork" and available():
+            self._zygote = Zygote(self._worker_config(), self._refused)
 
     # -- pool management ---------------------------------------------------------------------
     def recover(self) -> list[Finished]:
@@ -83,36 +98,53 @@ class LocalExecutor:
 
     def start(self) -> None:
         self.spool.open()
+        if self._zygote is not None:
+            self._zygote.start()
         with self._lock:
             for _ in range(self.size):
                 self._spawn()
 
-    def _spawn(self) -> None:
-        # A fresh interpreter per worker (not fork, not multiprocessing's spawn): no threads or
-        # locks copied from the server, and the user's __main__ is never re-run.
-        self._counter += 1
-        name = f"w{self._counter}"
-        ours, theirs = socket.socketpair()
-        config = {
+    def _worker_config(self) -> dict[str, Any]:
+        return {
             "app": self.app_ref,
             "artifacts": str(self.artifact_root),
-            "name": name,
             "artifact_storage": self.artifact_storage,
             "s3_endpoint_url": self.s3_endpoint_url,
             "uploads": str(self.upload_root),
-            "fd": theirs.fileno(),
-            "sys_path": sys.path,
-            "parent": os.getpid(),
             "spool": str(self.spool.folder),
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mieruka.executors.local_worker", json.dumps(config)],
-            pass_fds=(theirs.fileno(),),
-            process_group=0,
-            stdin=subprocess.DEVNULL,
-        )
+
+    def _refused(self, why: str, unsafe: bool) -> None:
+        """The zygote cannot fork workers: the app cannot load, or forking it is unsafe."""
+        if unsafe:
+            log.warning("mieruka: workers start as fresh interpreters: %s", why)
+            with self._lock:
+                self._zygote = None  # the workers it was asked for are buried, and spawned again
+        else:
+            self.broken = why
+        self.wake()
+
+    def _spawn(self) -> None:
+        self._counter += 1
+        name = f"w{self._counter}"
+        ours, theirs = socket.socketpair()
+        process: subprocess.Popen[bytes] | ForkedProcess
+        if self._zygote is not None:
+            process = self._zygote.fork(theirs)
+            sentinel = process.sentinel
+        else:
+            # A fresh interpreter (not multiprocessing's spawn): no threads or locks copied from
+            # the server, and the user's __main__ is never re-run.
+            config = dict(self._worker_config(), fd=theirs.fileno(), sys_path=sys.path, parent=os.getpid())
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mieruka.executors.local_worker", json.dumps(config)],
+                pass_fds=(theirs.fileno(),),
+                process_group=0,
+                stdin=subprocess.DEVNULL,
+            )
+            sentinel = _exit_sentinel(process)
         theirs.close()
-        worker = _Worker(name=name, process=process, pipe=MessagePipe(ours), sentinel=_exit_sentinel(process))
+        worker = _Worker(name=name, process=process, pipe=MessagePipe(ours), sentinel=sentinel)
         self._workers[name] = worker
         self._selector.register(worker.pipe.fileno(), selectors.EVENT_READ, ("pipe", worker))
         self._selector.register(worker.sentinel, selectors.EVENT_READ, ("exit", worker))
@@ -135,7 +167,7 @@ class LocalExecutor:
             for worker in self._workers.values():
                 if worker.job_id == job_id and worker.killed_for is None:
                     worker.killed_for = job_id
-                    kill_tree(worker.process.pid)
+                    kill_tree(worker.leader)
                     return True
         return False
 
@@ -198,7 +230,7 @@ class LocalExecutor:
         received, _ = worker.pipe.read_available()
         for msg in received:
             self._read(worker, msg, out)
-        kill_tree(worker.process.pid)  # children it left behind
+        kill_tree(worker.leader)  # children it left behind
         try:
             exitcode: int | None = worker.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -209,8 +241,11 @@ class LocalExecutor:
                 # Killed (cancel, timeout, out of memory) right after it wrote the outcome: it stands.
                 found = self.spool.find(worker.job_id, worker.attempt)
                 out.append(self._finished(found) if found is not None else Died(worker.job_id, worker_lost(exitcode)))
-            # A worker that dies before it is ready will do so again: stop respawning after a few.
-            self._early_deaths = 0 if worker.ready else self._early_deaths + 1
+            # A worker that dies before it is ready will do so again: stop respawning after a few
+            # (but not one that a zygote refusing to fork never started).
+            refused = isinstance(worker.process, ForkedProcess) and self._zygote is None
+            if not refused:
+                self._early_deaths = 0 if worker.ready else self._early_deaths + 1
             if self._early_deaths >= 3 and self.broken is None:
                 self.broken = f"worker processes die at start-up ({worker_lost(exitcode)})"
             if not self._stopping and self.broken is None:
@@ -238,12 +273,14 @@ class LocalExecutor:
                 except OSError:
                     pass
             else:
-                kill_tree(worker.process.pid)
+                kill_tree(worker.leader)
+        if self._zygote is not None:
+            self._zygote.stop()
         for worker in workers:
             try:
                 worker.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
-                kill_tree(worker.process.pid)
+                kill_tree(worker.leader)
                 worker.process.wait(timeout=3)
         with self._lock:
             for worker in workers:

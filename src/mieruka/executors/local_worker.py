@@ -20,7 +20,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import attempt
 from ..artifacts import open_storage
@@ -32,6 +32,9 @@ from ..runner import CALL_CODE, Abandon, Gate
 from ..store.base import Change
 from . import spool
 from .pipe import MessagePipe
+
+if TYPE_CHECKING:
+    from ..app import App
 
 ORPHANED = signal.SIGUSR1  # the watcher tells the main thread that the server is gone
 ORPHAN_GRACE = 5.0  # seconds for the main thread to hear it (it may be in a long C call of the job)
@@ -94,15 +97,22 @@ def _watch(recorder: AttemptRecorder, parent: int, life: _Life) -> None:
         recorder.tick()
 
 
-def worker_main(channel: Channel, config: dict[str, Any]) -> None:
+def load(app_ref: str) -> App:
+    """The app, imported as a worker imports it (its module's `app.serve()` does nothing here)."""
+    from .. import app as app_module
+    from ..loader import load_app
+
+    app_module.IN_WORKER = True
+    return load_app(app_ref)
+
+
+def worker_main(channel: Channel, config: dict[str, Any], app: App | None = None) -> None:
+    """Serve jobs until told to stop; `app` is given when the zygote (zygote.py) loaded it before forking us."""
     # The executor started us in our own process group: cancelling a job kills the group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        from .. import app as app_module
-        from ..loader import load_app
-
-        app_module.IN_WORKER = True
-        app = load_app(config["app"])
+        if app is None:
+            app = load(config["app"])
         artifacts = open_storage(config["artifact_storage"], Path(config["artifacts"]), config["s3_endpoint_url"])
         recorder = AttemptRecorder(channel.recorded)
         capture = FdCapture(recorder.lines)

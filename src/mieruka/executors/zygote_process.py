@@ -1,0 +1,151 @@
+"""The zygote process (zygote.py is the server's side): imports mieruka and the app once, freezes
+what it holds for the collector, and forks a local worker (local_worker.py) for each request of
+the server, reporting each child's pid and exit status. It exits at once when the server's socket
+closes (the server died), or after its workers when the server asks it to stop."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import pickle
+import selectors
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from . import local_worker
+from .zygote import PACKET
+
+
+def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app: Any) -> None:
+    """In the child: drop the zygote's part, then be a worker (never returns into the zygote)."""
+    code = 0
+    try:
+        control.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setpgid(0, 0)  # cancelling a job kills this group
+        _reseed()
+        os.set_inheritable(worker_fd, False)
+        worker_config = dict(config, parent=os.getppid())
+        local_worker.worker_main(local_worker.Channel(socket.socket(fileno=worker_fd)), worker_config, app)
+    except BaseException:  # a child must never return into the zygote's loop
+        code = 1
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def _reseed() -> None:
+    """`random` reseeds itself after a fork; numpy's global generator (if the app imported it) does not."""
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+def _send(control: socket.socket, *message: Any) -> None:
+    control.send(pickle.dumps(message))
+
+
+def _serve(control: socket.socket, config: dict[str, Any], app: Any) -> None:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a handler, so that it wakes the selector
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ, "control")
+    selector.register(wake_r, selectors.EVENT_READ, "child")
+    children: set[int] = set()
+    stopping = False
+    while not (stopping and not children):
+        for key, _ in selector.select():
+            if key.data == "child":
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(control, PACKET, 1)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                return  # the server is gone: our workers see it and end
+            message = pickle.loads(data)
+            if message[0] == "stop":
+                stopping = True  # the server sends no fork request after this
+            elif message[0] == "fork" and fds:
+                pid = os.fork()
+                if pid == 0:
+                    selector.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    _forked(control, fds[0], config, app)
+                os.close(fds[0])
+                try:
+                    os.setpgid(pid, pid)  # before the server can kill its group
+                except OSError:
+                    pass  # it did so itself already, or is gone
+                children.add(pid)
+                _send(control, "forked", pid)
+        while children:  # reap every child that has exited, and say how
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.discard(pid)
+            try:
+                _send(control, "exited", pid, os.waitstatus_to_exitcode(status))
+            except OSError:
+                pass
+
+
+def _refuse(control: socket.socket, *message: Any) -> None:
+    """Say why no worker will be forked, then wait for the server to close its end: exiting with its
+    requests unread would reset the socket before it reads why."""
+    _send(control, *message)
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(control, PACKET, 1)
+        except OSError:
+            return
+        for fd in fds:
+            os.close(fd)
+        if not data:
+            return
+
+
+def main() -> None:
+    config = json.loads(sys.argv[-1])
+    sys.path[:] = config.pop("sys_path")
+    control = socket.socket(fileno=config.pop("fd"))
+    os.set_inheritable(control.fileno(), False)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        app = local_worker.load(config["app"])
+    except BaseException as exc:  # any failure to import the app is reported, not raised
+        _refuse(control, "broken", f"cannot load app {config['app']!r}: {type(exc).__name__}: {exc}")
+        return
+    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if threads:
+        # A thread is not copied by fork, but the locks it held are: the children could hang.
+        _refuse(control, "unsafe", f"importing the app started threads ({', '.join(threads)})")
+        return
+    gc.collect()
+    gc.freeze()  # the collector no longer touches what we share with the children: it stays shared
+    _send(control, "loaded", os.getpid())
+    _serve(control, config, app)

@@ -1,0 +1,114 @@
+"""Local workers forked from the zygote (executors/zygote.py, zygote_process.py), and the fresh
+interpreters they fall back to: who the workers' parent is, that a worker killed by a cancel is
+forked again, that an app starting threads at import is never forked, and that a killed server
+takes its zygote and workers with it. The jobs' behaviours themselves are the executor contract's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import mieruka
+from mieruka import JobStatus
+from mieruka.executors.local import LocalExecutor
+from mieruka.process import alive
+from tests.conftest import ServerProcess
+
+WAIT = 30.0
+
+
+def _eventually(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def _worker_pids(app: mieruka.App, count: int) -> list[int]:
+    def ready() -> list[int]:
+        return [pid for w in app.engine.executor.workers() if w["ready"] and isinstance(pid := w["pid"], int)]
+
+    _eventually(lambda: len(ready()) == count, f"{count} workers ready")
+    return ready()
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[Callable[[mieruka.App, str], mieruka.App]]:
+    apps: list[mieruka.App] = []
+
+    def start(app: mieruka.App, worker_start: str) -> mieruka.App:
+        app._settings = None
+        app.configure(
+            home=str(tmp_path / "home"), executor="local", workers=2, worker_start=worker_start, poll_interval=0.2
+        )
+        app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.stop()
+        app._settings = None
+
+
+def test_workers_are_forked_from_one_zygote_and_again_after_a_cancel(
+    started: Callable[[mieruka.App, str], mieruka.App],
+) -> None:
+    from tests.jobs import app as jobs_app
+
+    app = started(jobs_app, "fork")
+    first = _worker_pids(app, 2)
+    zygotes = {psutil.Process(pid).ppid() for pid in first}
+    assert len(zygotes) == 1 and os.getpid() not in zygotes
+    (zygote,) = zygotes
+    assert psutil.Process(zygote).ppid() == os.getpid()
+    assert app.wait(app.submit("add", a=2, b=3), WAIT).result == 5
+
+    job = app.submit("sleep", seconds=60)
+    _eventually(lambda: app.get_job(job.id).status is JobStatus.RUNNING, "the job runs")
+    app.engine.cancel(job.id)
+    assert app.wait(job, WAIT).status is JobStatus.CANCELLED
+    _eventually(lambda: set(_worker_pids(app, 2)) != set(first), "a worker replaces the killed one")
+    assert {psutil.Process(pid).ppid() for pid in _worker_pids(app, 2)} == {zygote}
+
+
+def test_spawn_starts_each_worker_as_an_interpreter_of_its_own(
+    started: Callable[[mieruka.App, str], mieruka.App],
+) -> None:
+    from tests.jobs import app as jobs_app
+
+    app = started(jobs_app, "spawn")
+    assert {psutil.Process(pid).ppid() for pid in _worker_pids(app, 2)} == {os.getpid()}
+    assert app.wait(app.submit("add", a=2, b=3), WAIT).result == 5
+
+
+def test_an_app_that_starts_threads_at_import_is_never_forked(
+    started: Callable[[mieruka.App, str], mieruka.App],
+) -> None:
+    from tests.threaded_app import app as threaded_app
+
+    app = started(threaded_app, "fork")
+    assert {psutil.Process(pid).ppid() for pid in _worker_pids(app, 2)} == {os.getpid()}
+    assert app.wait(app.submit("double", x=21), WAIT).result == 42
+    executor = app.engine.executor
+    assert isinstance(executor, LocalExecutor) and executor.broken is None
+
+
+def test_a_killed_server_takes_its_zygote_and_workers_with_it(tmp_path: Path) -> None:
+    server = ServerProcess("tests/jobs.py:app", tmp_path / "home", "--workers", "2")
+    try:
+        server.wait_ready()
+        root = psutil.Process(server.process.pid)
+        _eventually(lambda: len(root.children(recursive=True)) == 3, "a zygote and two workers")
+        family = root.children(recursive=True)
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        _eventually(lambda: not any(alive(p.pid) for p in family), "the zygote and workers end")
+    finally:
+        server.stop()
