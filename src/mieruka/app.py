@@ -17,7 +17,6 @@ from .core.streams import StreamSpec
 from .core.task import Task, TaskRegistry, make_task
 from .durations import parse_duration
 from .errors import ConfigError
-from .pipeline.task import pipeline_function
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -141,6 +140,8 @@ class App:
         ...     pipe.shell("wc -l {f}", f=checked.file("clean.fa"))
         """
 
+        from .pipeline.task import pipeline_function  # and the pipeline runner: only for apps with pipelines
+
         def register(f: F) -> F:
             self.tasks.add(make_task(pipeline_function(self, f, parallel), **options))
             return f
@@ -167,6 +168,7 @@ class App:
         step. Relative paths are the app file's folder's. Needs the `snakemake` extra. The other
         options are the task's (timeout, retries, ...)."""
         from .pipeline.snakemake import workflow_builder
+        from .pipeline.task import pipeline_function
 
         path = self.path(snakefile)
         builder = workflow_builder(

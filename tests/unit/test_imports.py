@@ -19,6 +19,8 @@ NEVER = {"alembic", "mako", "psycopg", "celery", "kombu", "redis", "pandas", "nu
 NOT_SERVING = NEVER - {"psycopg"}
 # Not wanted until the app starts or serves.
 NOT_DECLARING = NEVER | {"sqlalchemy", "fastapi", "starlette", "uvicorn", "jinja2", "argon2", "multipart"}
+# Loaded by the apps that use them: cron schedules, pipelines (their runner watches processes).
+NOT_DECLARING |= {"croniter", "dateutil", "psutil"}
 
 APP = """
 import mieruka

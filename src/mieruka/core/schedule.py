@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class Schedule:
             raise ConfigError("a schedule needs exactly one of every= or cron=")
         if self.every is not None and self.every <= 0:
             raise ConfigError("every= must be a positive duration")
-        if self.cron is not None and not croniter.is_valid(self.cron):
+        if self.cron is not None and not _croniter().is_valid(self.cron):
             raise ConfigError(f"invalid cron expression {self.cron!r}")
         try:
             ZoneInfo(self.timezone)
@@ -42,6 +44,7 @@ class Schedule:
             return datetime.fromtimestamp(slot, UTC)
         assert self.cron is not None
         local = moment.astimezone(ZoneInfo(self.timezone))
+        croniter = _croniter()
         nxt: datetime = croniter(self.cron, local).get_next(datetime)
         if nxt.replace(tzinfo=None) == local.replace(tzinfo=None):
             # The same wall-clock time again: the hour repeated when clocks went back. Once is enough.
@@ -61,3 +64,11 @@ def _human(seconds: float) -> str:
     if seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{delta.total_seconds():g}s"
+
+
+def _croniter() -> type[croniter]:
+    """croniter (and dateutil under it), imported for apps with a cron schedule only."""
+    from croniter import croniter
+
+    found: type[croniter] = croniter
+    return found
