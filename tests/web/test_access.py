@@ -22,6 +22,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/tasks"): "viewer",
     ("GET", "/api/tasks/{task}"): "viewer",
     ("POST", "/api/tasks/{task}/jobs"): "operator",
+    ("POST", "/api/tasks/{task}/jobs/batch"): "operator",
     ("POST", "/api/tasks/{task}/run"): "operator",
     ("GET", "/api/jobs"): "viewer",
     ("GET", "/api/jobs/{job_id}"): "viewer",

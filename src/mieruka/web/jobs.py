@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from ..core.clock import as_utc
 from ..core.status import JobStatus
@@ -18,8 +17,9 @@ from ..runtime import Runtime
 from ..store.base import JobQuery
 from .identity import hidden
 from .ids import JOB_ID
+from .offload import offload
 from .schemas import ERRORS, JobOut, JobPage, LogPage
-from .serialize import job_json, log_json
+from .serialize import JsonAnswer, job_json, log_json
 from .state import RuntimeDep
 
 INLINE_TYPES = (
@@ -95,16 +95,21 @@ async def get_job(
     request: Request,
     job_id: int,
     wait: float = Query(0, ge=0, le=300, description="Wait up to this many seconds for the job to finish (long poll)."),
-) -> dict[str, Any]:
+) -> Response:
+    return await job_answer(runtime, request, job_id, wait)
+
+
+async def job_answer(runtime: Runtime, request: Request, job_id: int, wait: float) -> Response:
+    """A job, after a long poll of up to `wait` seconds (the route's and web/fastpath.py's)."""
     engine = runtime.engine
     if wait:
         try:
             record = await engine.wait_async(job_id, wait)
         except JobTimeoutError:
-            record = await run_in_threadpool(engine.get, job_id)
+            record = await offload(engine.get, job_id)
     else:
-        record = await run_in_threadpool(engine.get, job_id)
-    return job_json(record, root=request.scope.get("root_path", ""))
+        record = await offload(engine.get, job_id)
+    return JsonAnswer(job_json(record, root=request.scope.get("root_path", "")))
 
 
 @router.get(f"/{JOB_ID}/logs", response_model=None, responses={200: {"model": LogPage}, 404: ERRORS[404]})

@@ -72,6 +72,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/tasks/{task}/jobs"): Rule(
         Role.OPERATOR, allow_list=("task", "task"), audit="job.submit", uploads=True
     ),
+    ("POST", "/api/tasks/{task}/jobs/batch"): Rule(
+        Role.OPERATOR, allow_list=("task", "task"), audit="job.submit_batch"
+    ),
     ("POST", "/api/tasks/{task}/run"): Rule(Role.OPERATOR, allow_list=("task", "task"), audit="task.run", uploads=True),
     ("GET", "/tasks/{name}"): Rule(Role.VIEWER, allow_list=("task", "name")),
     ("POST", "/tasks/{name}"): Rule(Role.OPERATOR, allow_list=("task", "name"), audit="job.submit", uploads=True),

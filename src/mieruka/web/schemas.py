@@ -45,6 +45,11 @@ class JobOut(BaseModel):
     artifacts: list[ArtifactOut] = []
 
 
+class BatchOut(BaseModel):
+    jobs: list[JobOut]
+    created: list[bool]
+
+
 class JobPage(BaseModel):
     jobs: list[JobOut]
     next_cursor: str | None

@@ -7,6 +7,7 @@ without doing anything. For each request, in order:
 - the body's limits (limits.py);
 - presence: authenticated requests mark their user as seen (presence.py);
 - then the route, its answer with the security headers (headers.py), and its audit entry (audit.py).
+  The hot routes (submit, run now, get a job) are served by fastpath.py, the others by FastAPI.
 
 A refused request is answered by web/errors.py. A database that does not answer while the middleware
 asks it (who is this, whose job is it) is a 503 `database_unavailable` for routes that need to know,
@@ -24,9 +25,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.access import Principal
 from .access import Routes, Target, check, looks_up_job
-from .audit import Outcome, record
+from .audit import AuditWriter, Outcome, record
 from .csrf import check_csrf
 from .errors import database_down, outage, refusal
+from .fastpath import FastPath
 from .headers import DOCS_PATHS, secured
 from .identity import HIDDEN_KEY, STATE_KEY, Denied, Identifier
 from .limits import Limits, Refused, check_target, checked_body, kind_of, scanned_multipart
@@ -47,6 +49,8 @@ class Security:
         self.runtime = runtime
         self.routes = Routes(api)
         self.identifier = Identifier(runtime)
+        self.fast = FastPath(api, runtime)
+        self.audit = AuditWriter(runtime)
         settings = runtime.settings
         self.limits = Limits(settings.max_body_size, settings.max_json_depth, settings.max_json_keys)
         # Files may travel in a JSON submission as base64: a third larger than the file.
@@ -72,8 +76,10 @@ class Security:
         await mark_seen(self.runtime, request, who, target.template)
         outcome = Outcome()
         answer = secured(send, docs=target.template in DOCS_PATHS, no_store=not target.mount)
-        await self.inner(scope, receive, outcome.watching(answer))
-        await record(self.runtime, request, who, rule, target, outcome)
+        watched = outcome.watching(answer)
+        if not await self.fast.serve(scope, receive, watched, target):
+            await self.inner(scope, receive, watched)
+        await record(self.audit, request, who, rule, target, outcome)
 
     async def screen(self, request: Request) -> None:
         """What is refused before anything else: a bad request target, a host name not ours."""

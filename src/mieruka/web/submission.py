@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.types import Message, Receive
@@ -31,6 +30,7 @@ from ..core.params import FileRef
 from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
 from ..runtime import Runtime
+from .offload import offload
 from .ui.forms import form_params
 
 log = logging.getLogger("mieruka.uploads")
@@ -65,7 +65,7 @@ class Submission:
     ) -> tuple[JobRecord, bool]:
         try:
             params = await self.read()
-            record, created = await run_in_threadpool(
+            record, created = await offload(
                 self.engine.submit,
                 self.task.name,
                 params,

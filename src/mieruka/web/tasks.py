@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
 from ..core.access import allowed
 from ..errors import JobTimeoutError, PayloadTooLarge
+from ..runtime import Runtime
+from .batch import BODY_SCHEMA, batch_answer
 from .errors import respond
 from .identity import owner_name, principal
-from .schemas import ERRORS, JobOut, TaskOut
-from .serialize import job_json
+from .offload import offload
+from .schemas import ERRORS, BatchOut, JobOut, TaskOut
+from .serialize import JsonAnswer, job_json
 from .state import RuntimeDep
 from .submission import CLOSE, Submission
 
@@ -64,17 +66,43 @@ async def submit_job(
 ) -> Response:
     """Queue a job. Send parameters as a JSON object, or as multipart/form-data when files are
     included (files may also travel in JSON as {"filename", "content_base64"})."""
+    return await submit_answer(runtime, request, task, priority, delay, idempotency_key)
+
+
+async def submit_answer(
+    runtime: Runtime, request: Request, task: str, priority: int | None, delay: float | None, key: str | None
+) -> Response:
+    """The answer to a submission (the route's and web/fastpath.py's, which checked the parameters)."""
     submission = Submission(runtime, request, runtime.tasks.get(task), owner_name(request))
     try:
-        record, created = await submission.submit(priority, delay, idempotency_key)
+        record, created = await submission.submit(priority, delay, key)
     except PayloadTooLarge as exc:
         return _too_large(request, exc)
     root = request.scope.get("root_path", "")
-    return JSONResponse(
+    return JsonAnswer(
         job_json(record, root=root),
         status_code=202 if created else 200,
         headers={"Location": f"{root}/api/jobs/{record.id}"},
     )
+
+
+@router.post(
+    "/{task}/jobs/batch",
+    status_code=202,
+    response_model=None,
+    responses={
+        202: {"model": BatchOut, "description": "Queued (`created` says which are new)"},
+        200: {"model": BatchOut, "description": "Every item was submitted before with its key"},
+        **ERRORS,
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": BODY_SCHEMA}}}},
+)
+async def submit_batch(runtime: RuntimeDep, request: Request, task: str) -> Response:
+    """Queue many jobs of one task in one request (at most 1,000): `{"jobs": [{"params": {...},
+    "priority": 5, "delay": 60, "idempotency_key": "row-17"}, ...]}`, every field but `params`
+    optional. Each item is checked first: one bad item is a 422 naming it, and nothing is queued.
+    The answer lists the jobs in the items' order, and `created` says which are new."""
+    return await batch_answer(runtime, request, task)
 
 
 @router.post(
@@ -95,18 +123,22 @@ async def run_task(
 ) -> Response:
     """Run a short task now: submit, wait for the result, answer with the finished job.
     If it takes longer than `timeout`, the answer is 202 with the job, which keeps running."""
+    return await run_answer(runtime, request, task, timeout, idempotency_key)
+
+
+async def run_answer(runtime: Runtime, request: Request, task: str, timeout: float, key: str | None) -> Response:
+    """The answer to a run-now request (the route's and web/fastpath.py's)."""
     submission = Submission(runtime, request, runtime.tasks.get(task), owner_name(request))
     try:
-        record, _ = await submission.submit(idempotency_key=idempotency_key)
+        record, _ = await submission.submit(idempotency_key=key)
     except PayloadTooLarge as exc:
         return _too_large(request, exc)
     root = request.scope.get("root_path", "")
+    location = {"Location": f"{root}/api/jobs/{record.id}"}
     wait = min(timeout, runtime.settings.run_wait_max)
     try:
         record = await runtime.engine.wait_async(record.id, wait)
     except JobTimeoutError:
-        record = await run_in_threadpool(runtime.engine.get, record.id)
-        return JSONResponse(
-            job_json(record, root=root), status_code=202, headers={"Location": f"{root}/api/jobs/{record.id}"}
-        )
-    return JSONResponse(job_json(record, root=root), headers={"Location": f"{root}/api/jobs/{record.id}"})
+        record = await offload(runtime.engine.get, record.id)
+        return JsonAnswer(job_json(record, root=root), status_code=202, headers=location)
+    return JsonAnswer(job_json(record, root=root), headers=location)
