@@ -37,9 +37,17 @@ def secured(send: Send, docs: bool = False, no_store: bool = True) -> Callable[[
     return sending
 
 
+_ADDED = {
+    (docs, no_store): (
+        (b"content-security-policy", (DOCS_CSP if docs else CSP).encode()),
+        *_FIXED,
+        *([(b"cache-control", b"no-store")] if no_store else []),
+    )
+    for docs in (False, True)
+    for no_store in (False, True)
+}
+
+
 def with_headers(headers: list[tuple[bytes, bytes]], docs: bool, no_store: bool) -> list[tuple[bytes, bytes]]:
     names = {k.lower() for k, _ in headers}
-    added = [(b"content-security-policy", (DOCS_CSP if docs else CSP).encode()), *_FIXED]
-    if no_store:
-        added.append((b"cache-control", b"no-store"))
-    return headers + [(name, value) for name, value in added if name not in names]
+    return headers + [(name, value) for name, value in _ADDED[docs, no_store] if name not in names]

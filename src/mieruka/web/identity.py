@@ -8,6 +8,7 @@ routes read it with `principal(request)`, templates with `current_user()`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,7 @@ def _host_of(scope: Scope) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
