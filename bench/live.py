@@ -3,7 +3,8 @@
     python3 scripts/dev.py bench live       # or: .venv/bin/python bench/live.py
 
 1. One server process, one stream at 10 Hz, 500 Server-Sent Events clients: points and events
-   delivered per second, and the delay from a point's production to its arrival (p50, p99).
+   delivered per second, the delay from a point's production to its arrival (p50, p99), and the
+   memory an open viewer costs (the server's PSS with 500 viewers minus with none, over 500).
 2. A SQL source of 1,000,000 rows (SQLite): time to read it, to compute the downsampled chart tile
    (MinMax-LTTB to 1,200 points), and to serve that tile over HTTP, with the payload's size.
 """
@@ -26,7 +27,23 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = int(os.environ.get("BENCH_SSE_CLIENTS", "500"))
 SECONDS = float(os.environ.get("BENCH_SSE_SECONDS", "20"))
-ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))  # 0: the streams only
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used: its share of the work, whatever else runs."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pss_kb(pid: int) -> int:
+    """The proportional set size of one process (shared pages split among their sharers)."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
 def free_port() -> int:
@@ -56,7 +73,8 @@ def start_server(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[byte
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "MIERUKA_LOG_LEVEL": "warning", **env},
+        # Every viewer comes from 127.0.0.1: lift the per-address cap (100) that guards a real server.
+        env={**os.environ, "MIERUKA_LOG_LEVEL": "warning", "MIERUKA_MAX_CONNECTIONS_PER_ADDRESS": "0", **env},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -79,7 +97,7 @@ async def sse_client(
     started: list[int],
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
     await writer.drain()
     started[0] += 1
     if started[0] == CLIENTS:
@@ -101,11 +119,25 @@ async def sse_client(
     writer.close()
 
 
-async def stream_bench(port: int) -> dict[str, float]:
+async def warm_up(port: int) -> None:
+    """A few viewers come and go first, so the code paths a viewer uses are loaded before the
+    memory without viewers is read."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        for _ in range(3):
+            async with http.stream("GET", "/api/streams/ticks/events") as response:
+                async for line in response.aiter_lines():
+                    if line.startswith('data: {"stream"'):
+                        break
+    await asyncio.sleep(1)
+
+
+async def stream_bench(port: int, server: int) -> dict[str, float]:
     stop, ready = asyncio.Event(), asyncio.Event()
     delays: list[float] = []
     counts = [0, 0]
     started = [0]
+    await warm_up(port)
+    idle = pss_kb(server)
     tasks = [
         asyncio.create_task(sse_client(port, "/api/streams/ticks/events", stop, delays, counts, ready, started))
         for _ in range(CLIENTS)
@@ -116,10 +148,12 @@ async def stream_bench(port: int) -> dict[str, float]:
         delays.clear()
         counts[:] = [0, 0]
         first = (await http.get("/api/streams/ticks")).json()["last"]
-        began = time.monotonic()
+        began, cpu = time.monotonic(), cpu_seconds(server)
         await asyncio.sleep(SECONDS)
         elapsed = time.monotonic() - began
+        cpu = cpu_seconds(server) - cpu
         produced = ((await http.get("/api/streams/ticks")).json()["last"] - first) / elapsed
+    viewing = pss_kb(server)
     stop.set()
     for task in tasks:
         task.cancel()
@@ -132,6 +166,11 @@ async def stream_bench(port: int) -> dict[str, float]:
         "produced/s": produced,
         "p50 ms": 1000 * delays[len(delays) // 2],
         "p99 ms": 1000 * delays[int(len(delays) * 0.99)],
+        "server CPU %": 100 * cpu / elapsed,
+        "CPU us per event": 1e6 * cpu / max(1, counts[0]),
+        "idle MB": idle / 1024,
+        "viewing MB": viewing / 1024,
+        "KB per viewer": (viewing - idle) / CLIENTS,
     }
 
 
@@ -187,25 +226,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mieruka-live-bench-") as tmp:
         base = Path(tmp)
         db = base / "readings.db"
-        make_rows(db)
-        proc, url = start_server(base / "home", {"BENCH_LIVE_DB": str(db)})
+        if ROWS:
+            make_rows(db)
+        proc, url = start_server(base / "home", {"BENCH_LIVE_DB": str(db)} if ROWS else {})
         try:
             port = int(url.rsplit(":", 1)[1])
-            stream = asyncio.run(stream_bench(port))
-            source = source_bench(url)
+            stream = asyncio.run(stream_bench(port, proc.pid))
+            source = source_bench(url) if ROWS else None
         finally:
             proc.terminate()
             proc.wait(30)
     print(f"\n### {CLIENTS} SSE clients on one 10 Hz stream, one server process, {SECONDS:.0f} s\n")
     print(
         "| points produced/s | points delivered/s | clients x produced | events delivered/s | delay p50 ms "
-        "| delay p99 ms |"
+        "| delay p99 ms | server CPU % | server CPU µs per event |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {stream['produced/s']:.2f} | {stream['points/s']:,.0f} | {stream['expected points/s']:,.0f} | "
-        f"{stream['events/s']:,.0f} | {stream['p50 ms']:.1f} | {stream['p99 ms']:.1f} |"
+        f"{stream['events/s']:,.0f} | {stream['p50 ms']:.1f} | {stream['p99 ms']:.1f} | "
+        f"{stream['server CPU %']:.0f} | {stream['CPU us per event']:.0f} |"
     )
+    print(f"\n### Memory of the server process (PSS) with 0 and {CLIENTS} open viewers\n")
+    print(f"| no viewers MB | {CLIENTS} viewers MB | per viewer KB |")
+    print("|---|---|---|")
+    print(f"| {stream['idle MB']:.1f} | {stream['viewing MB']:.1f} | {stream['KB per viewer']:.1f} |")
+    if source is None:
+        print(f"\n{os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+        return
     print(f"\n### A SQL source of {source['rows']:,} rows (SQLite), line chart downsampled with MinMax-LTTB\n")
     print("| read the source s | compute the tile ms | serve the tile (GET) p50 ms | payload KB | points |")
     print("|---|---|---|---|---|")

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from starlette.responses import StreamingResponse
-
 from ..bus.base import EventBus
 from ..core.events import Event
 from ..live.hub import Live
-from .sse import HEADERS, MAX_QUEUED, OpenStreams, frame
+from ..live.signal import Signal, Wake
+from .sse import MAX_QUEUED, EventStream, OpenStreams, frame
 
 
 def positions(text: str | None) -> dict[str, int]:
@@ -45,12 +44,8 @@ def feed_response(
     after: dict[str, int],
     heartbeat: float,
     held_by: OpenStreams | None = None,
-) -> StreamingResponse:
-    return StreamingResponse(
-        _feed(live, dashboard, streams, after, heartbeat, OpenStreams() if held_by is None else held_by),
-        media_type="text/event-stream",
-        headers=HEADERS,
-    )
+) -> EventStream:
+    return EventStream(_feed(live, dashboard, streams, after, heartbeat, OpenStreams() if held_by is None else held_by))
 
 
 async def _feed(
@@ -60,7 +55,7 @@ async def _feed(
     after: dict[str, int],
     heartbeat: float,
     held_by: OpenStreams,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     runners = [live.stream(name) for name in streams]
     signals = [r.signal for r in runners]
     if dashboard is not None:
@@ -68,12 +63,11 @@ async def _feed(
     sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in runners}
     single = dashboard is None and len(streams) == 1
     seen: dict[str, int] = {}
-    ending = _Ending()
-    held = held_by.hold(ending.wake)
+    wake = _listening(signals, heartbeat)
+    held = held_by.hold(wake.end)
     try:
         yield "retry: 2000\n" + frame("ready", {"streams": streams, "dashboard": dashboard})
-        while not held.ended:
-            waiters = [s.waiter() for s in signals] + [ending.future]
+        while not wake.ended:
             chunk = live.tile_frames(dashboard, seen) if dashboard is not None else []
             for runner in runners:
                 name = runner.spec.name
@@ -85,12 +79,26 @@ async def _feed(
                 chunk.append(f"id: {event_id}\n{body[1]}")
             if chunk:
                 yield "".join(chunk)
-                continue
-            done, _ = await asyncio.wait(waiters, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
+                wake.sent()
+            elif not await wake.wait():
                 yield ": heartbeat\n\n"
     finally:
+        _unlisten(signals, wake)
         held.release()
+
+
+def _listening(signals: list[Signal], heartbeat: float) -> Wake:
+    # Poked at each signal's fire; points that arrive before the first read are read by it.
+    wake = Wake(heartbeat)
+    for signal in signals:
+        signal.listen(wake)
+    return wake
+
+
+def _unlisten(signals: list[Signal], wake: Wake) -> None:
+    for signal in signals:
+        signal.unlisten(wake)
+    wake.close()
 
 
 # -- one stream for every tab of a browser ----------------------------------------------------------
@@ -133,29 +141,27 @@ class Topics:
 class _BusFeed:
     """A client's bus events, waiting for the stream's loop; past MAX_QUEUED the client must resync."""
 
-    def __init__(self, bus: EventBus, topics: Topics) -> None:
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, bus: EventBus, topics: Topics, wake: Wake) -> None:
+        self.wake = wake
         self.accept = topics.accept
         self.events: list[Event] = []
         self.overflowed = False
-        self.arrived = asyncio.Event()
         self.unsubscribe = bus.subscribe(self._on_event, topics.bus_topics)
 
     def _on_event(self, event: Event) -> None:  # called from the publisher's thread
         if self.accept(event):
             with suppress(RuntimeError):  # the loop is closed: the server is stopping
-                self.loop.call_soon_threadsafe(self._put, event)
+                self.wake.loop.call_soon_threadsafe(self._put, event)
 
     def _put(self, event: Event) -> None:
         if len(self.events) >= MAX_QUEUED:
             self.overflowed = True
         else:
             self.events.append(event)
-        self.arrived.set()
+        self.wake.poke()
 
     def take(self) -> list[Event] | None:
         """The events that arrived (None: some were lost, the client must resync)."""
-        self.arrived.clear()
         events, self.events = self.events, []
         if self.overflowed:
             self.overflowed = False
@@ -171,23 +177,10 @@ def mux_response(
     heartbeat: float,
     snapshot: Callable[[int], dict[str, Any] | None],
     held_by: OpenStreams | None = None,
-) -> StreamingResponse:
-    return StreamingResponse(
-        _mux(bus, live, topics, after, heartbeat, snapshot, OpenStreams() if held_by is None else held_by),
-        media_type="text/event-stream",
-        headers=HEADERS,
+) -> EventStream:
+    return EventStream(
+        _mux(bus, live, topics, after, heartbeat, snapshot, OpenStreams() if held_by is None else held_by)
     )
-
-
-class _Ending:
-    """A future the stream's waits include: done when the server ends its open streams."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def wake(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
 
 
 def _with_dashboard(text: str, dashboard: str) -> str:
@@ -198,7 +191,9 @@ def _with_dashboard(text: str, dashboard: str) -> str:
 class _Mux:
     """One client's multiplexed stream: where it is in the bus and in each stream, and what it is owed."""
 
-    def __init__(self, bus: EventBus, live: Live | None, topics: Topics, after: dict[str, int]) -> None:
+    def __init__(
+        self, bus: EventBus, live: Live | None, topics: Topics, after: dict[str, int], heartbeat: float
+    ) -> None:
         self.bus, self.live, self.topics = bus, live, topics
         self.runners = [live.stream(name) for name in topics.streams] if live is not None else []
         self.signals = [r.signal for r in self.runners]
@@ -206,7 +201,8 @@ class _Mux:
             self.signals += [live.signal(name) for name in topics.dashboards]
         self.sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in self.runners}
         self.seen: dict[str, dict[str, int]] = {name: {} for name in topics.dashboards}
-        self.feed = _BusFeed(bus, topics) if topics.has_jobs else None
+        self.wake = _listening(self.signals, heartbeat)
+        self.feed = _BusFeed(bus, topics, self.wake) if topics.has_jobs else None
         self.bus_sent = after.get(BUS, 0)
 
     def event_id(self, bus_id: int | None = None) -> str:
@@ -270,25 +266,10 @@ class _Mux:
                     chunk.append(self._bus_frame(event))
         return chunk
 
-    def waiters(self, ending: _Ending) -> list[asyncio.Future[Any]]:
-        """Taken before looking for news, so news that comes while it is read is not slept through."""
-        return [s.waiter() for s in self.signals] + [ending.future]  # shared: never cancelled
-
-    async def wait(self, waiters: list[asyncio.Future[Any]], heartbeat: float) -> bool:
-        """Wait for news; False when the heartbeat came first."""
-        arrival = asyncio.ensure_future(self.feed.arrived.wait()) if self.feed is not None else None
-        try:
-            done, _ = await asyncio.wait(
-                waiters + ([arrival] if arrival else []), timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            if arrival is not None:
-                arrival.cancel()
-        return bool(done)
-
     def close(self) -> None:
         if self.feed is not None:
             self.feed.unsubscribe()
+        _unlisten(self.signals, self.wake)
 
 
 async def _mux(
@@ -299,10 +280,10 @@ async def _mux(
     heartbeat: float,
     snapshot: Callable[[int], dict[str, Any] | None],
     held_by: OpenStreams,
-) -> AsyncIterator[str]:
-    mux = _Mux(bus, live, topics, after)
-    ending = _Ending()
-    held = held_by.hold(ending.wake)
+) -> AsyncGenerator[str, None]:
+    mux = _Mux(bus, live, topics, after, heartbeat)
+    wake = mux.wake
+    held = held_by.hold(wake.end)
     try:
         yield mux.opening()
         missed = mux.missed()
@@ -312,13 +293,13 @@ async def _mux(
             data = await asyncio.to_thread(snapshot, job_id)
             if data is not None:
                 yield frame("snapshot", data)
-        while not held.ended:
-            waiters = mux.waiters(ending)
+        while not wake.ended:
             chunk = mux.pending()
-            if not chunk and not await mux.wait(waiters, heartbeat):
-                chunk.append(": heartbeat\n\n")
-            if chunk and not held.ended:
+            if chunk:
                 yield "".join(chunk)
+                wake.sent()
+            elif not await wake.wait():
+                yield ": heartbeat\n\n"
     finally:
         mux.close()
         held.release()

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, Callable, Collection
 from typing import Any
 
 from prometheus_client import Gauge
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from ..bus.base import EventBus
 from ..core.events import Event
+from ..live.signal import Wake
 
 MAX_QUEUED = 10_000
 HEADERS = {
@@ -59,6 +61,8 @@ class OpenStreams:
         with self._lock:
             self._held.add(held)
             held.ended = self._ending
+        if held.ended:
+            wake()
         if self._gauge is not None:
             self._gauge.inc()
         return held
@@ -79,6 +83,55 @@ class OpenStreams:
             one.end()
 
 
+class EventStream(Response):
+    """An endless text/event-stream response, lean because a server holds hundreds of them: the
+    frames are sent from the request's own task, and one small task per stream waits for the client
+    to leave (Starlette's StreamingResponse adds a task group and a second task per stream)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncGenerator[str, None]) -> None:
+        self.frames = frames
+        self.status_code = 200
+        self.background = None
+        self.init_headers(HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        left = _Leaving(task)
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        watcher.add_done_callback(left.on_done)
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for text in self.frames:
+                await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not left.gone:
+                raise
+            task.uncancel()  # the client left: the stream is over, not the server
+        finally:
+            watcher.cancel()
+            await self.frames.aclose()
+
+
+class _Leaving:
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task, self.gone = task, False
+
+    def on_done(self, watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled():
+            self.gone = True
+            self.task.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    message: Message = {"type": ""}
+    while message["type"] != "http.disconnect":
+        message = await receive()
+
+
 def frame(kind: str, data: Any, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
@@ -92,11 +145,9 @@ def event_response(
     snapshot: Callable[[], dict[str, Any]] | None = None,
     accept: Callable[[Event], bool] | None = None,
     streams: OpenStreams | None = None,
-) -> StreamingResponse:
-    return StreamingResponse(
-        _stream(bus, topics, last_event_id, heartbeat, snapshot, accept, OpenStreams() if streams is None else streams),
-        media_type="text/event-stream",
-        headers=HEADERS,
+) -> EventStream:
+    return EventStream(
+        _stream(bus, topics, last_event_id, heartbeat, snapshot, accept, OpenStreams() if streams is None else streams)
     )
 
 
@@ -125,46 +176,37 @@ def _caught_up(
 class _Inbox:
     """Events handed over from the publisher's thread to the client's loop, at most MAX_QUEUED."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, accept: Callable[[Event], bool]) -> None:
-        self.loop, self.accept = loop, accept
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()  # None: the stream ends
+    def __init__(self, wake: Wake, accept: Callable[[Event], bool]) -> None:
+        self.wake, self.accept = wake, accept
+        self.events: list[Event] = []
         self.overflowed = False
 
     def _put(self, event: Event) -> None:
-        if self.queue.qsize() >= MAX_QUEUED:
+        if len(self.events) >= MAX_QUEUED:
             self.overflowed = True
         else:
-            self.queue.put_nowait(event)
+            self.events.append(event)
+        self.wake.poke()
 
     def on_event(self, event: Event) -> None:  # called from the publisher's thread
         if self.accept(event):
             try:
-                self.loop.call_soon_threadsafe(self._put, event)
+                self.wake.loop.call_soon_threadsafe(self._put, event)
             except RuntimeError:
                 pass  # the loop is closed: the server is stopping
 
-    def end(self) -> None:
-        self.queue.put_nowait(None)
-
-    def take(self, first: Event, sent: int) -> tuple[str, int]:
-        """The frames of `first` and whatever else waits, newer than `sent`, and the newest id."""
+    def take(self, sent: int) -> tuple[str, int]:
+        """The frames of the events waiting, newer than `sent`, and the newest id."""
+        events, self.events = self.events, []
         if self.overflowed:
-            while not self.queue.empty():
-                self.queue.get_nowait()
             self.overflowed = False
             return frame("resync", {"reason": "this client fell behind; reload the state"}), sent
-        chunk, event = [], first
-        while True:
+        chunk = []
+        for event in events:
             if event.id > sent:
                 sent = event.id
                 chunk.append(frame(event.kind, event.to_dict(), event.id))
-            if self.queue.empty():
-                return "".join(chunk), sent
-            following = self.queue.get_nowait()
-            if following is None:
-                self.queue.put_nowait(None)  # seen by the next wait
-                return "".join(chunk), sent
-            event = following
+        return "".join(chunk), sent
 
 
 def _everything(event: Event) -> bool:
@@ -179,11 +221,12 @@ async def _stream(
     snapshot: Callable[[], dict[str, Any]] | None,
     accept: Callable[[Event], bool] | None,
     streams: OpenStreams,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     accept = accept or _everything
-    inbox = _Inbox(asyncio.get_running_loop(), accept)
+    wake = Wake(heartbeat)
+    inbox = _Inbox(wake, accept)
     unsubscribe = bus.subscribe(inbox.on_event, topics)
-    held = streams.hold(inbox.end)
+    held = streams.hold(wake.end)
     try:
         # A first event at once: a page that hears nothing within seconds knows a proxy is buffering.
         newest = bus.last_id()
@@ -195,17 +238,14 @@ async def _stream(
                 yield text
         if snapshot is not None:
             yield frame("snapshot", await asyncio.to_thread(snapshot))
-        while not held.ended:
-            try:
-                event = await asyncio.wait_for(inbox.queue.get(), heartbeat)
-            except TimeoutError:
-                yield ": heartbeat\n\n"
-                continue
-            if event is None:
-                return
-            text, sent = inbox.take(event, sent)
+        while not wake.ended:
+            text, sent = inbox.take(sent)
             if text:
                 yield text
+                wake.sent()
+            elif not await wake.wait():
+                yield ": heartbeat\n\n"
     finally:
         unsubscribe()
         held.release()
+        wake.close()
