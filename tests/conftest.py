@@ -170,6 +170,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    items[:] = longest_modules_first(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist would hand out the modules (--dist loadfile) by their number of tests: ours go in the
+    # order longest_modules_first leaves them.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def longest_modules_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The modules by their total time in tests/durations.json, longest first, so that the parallel
+    run ends on short modules (scripts/test_durations.py makes the file). A module not in it counts
+    as its number of tests at the suite's mean time per test."""
+    import json
+
+    known: dict[str, float] = json.loads((TESTS / "durations.json").read_text())
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    timed = [m for m in modules if m in known]
+    per_test = sum(known[m] for m in timed) / max(sum(len(modules[m]) for m in timed), 1)
+    order = sorted(modules, key=lambda m: -known.get(m, per_test * len(modules[m])))
+    return [item for module in order for item in modules[module]]
 
 
 def in_process(node: pytest.Item) -> bool:
