@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,6 @@ pytestmark = pytest.mark.in_process  # jobs run on threads of this process: no w
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
-
-
-@pytest.fixture
-def client(app: mieruka.App) -> Iterator[TestClient]:
-    with TestClient(app.asgi()) as test_client:
-        yield test_client
 
 
 def wait_done(client: TestClient, job_id: int) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import mieruka
 from mieruka.web.batch import MAX_JOBS
 from tests.conftest import running_server
 
@@ -23,12 +21,6 @@ BATCH = "/api/tasks/add/jobs/batch"
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
-
-
-@pytest.fixture
-def client(app: mieruka.App) -> Iterator[TestClient]:
-    with TestClient(app.asgi()) as test_client:
-        yield test_client
 
 
 def results(client: httpx.Client | TestClient, jobs: list[dict[str, Any]]) -> list[Any]:

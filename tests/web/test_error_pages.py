@@ -34,12 +34,6 @@ def app(tmp_path: Path) -> Iterator[mieruka.App]:
 
 
 @pytest.fixture
-def client(app: mieruka.App) -> Iterator[TestClient]:
-    with TestClient(app.asgi()) as client:
-        yield client
-
-
-@pytest.fixture
 def users(app: mieruka.App, client: TestClient) -> TestClient:
     for name, role in (("alice", "admin"), ("vic", "viewer")):
         app.auth.accounts.add_user(name, role, PASSWORD)

@@ -3,7 +3,6 @@ headers and audit entries of every route; anything unusual goes to FastAPI and r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ pytestmark = pytest.mark.in_process
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
-
-
-@pytest.fixture
-def client(app: mieruka.App) -> Iterator[TestClient]:
-    with TestClient(app.asgi()) as test_client:
-        yield test_client
 
 
 def test_plain_parameters_are_taken(client: TestClient) -> None:

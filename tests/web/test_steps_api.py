@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ pytestmark = pytest.mark.in_process  # jobs run on threads of this process: no w
 @pytest.fixture(params=["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
-
-
-@pytest.fixture
-def client(app: mieruka.App) -> Iterator[TestClient]:
-    with TestClient(app.asgi()) as test_client:
-        yield test_client
 
 
 def test_steps_logs_and_artifacts_of_a_pipeline_job(client: TestClient) -> None:

@@ -131,12 +131,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}"
 
 
-@pytest.fixture
-def client(app: mieruka.App) -> Iterator[TestClient]:
-    with TestClient(app.asgi()) as test_client:
-        yield test_client
-
-
 BAD_FORM = [("count", "many"), ("window.start", "x"), ("colour", "green"), ("names", "a"), ("day", "May")]
 BAD_JSON: dict[str, Any] = {"count": "many", "window": {"start": "x"}, "colour": "green", "names": ["a"], "day": "May"}
 
