@@ -180,6 +180,7 @@
         setProgress(job.progress, job.message);
         if (job.status !== lastStatus) onState(job);
         if (job.log_lines > nextSeq) poll();  // lines written before the stream opened
+        if (steps.section()) steps.refresh();  // and steps that changed before it opened
       },
       state: onState,
       progress: function (data) { setProgress(data.progress, data.message); },
