@@ -182,6 +182,10 @@ def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: Browser,
     page.locator("h2", has_text="Submit: Add two numbers").first.wait_for(timeout=30000)
     page.goto(f"{server.url}/audit?action=job.submit")
     assert page.locator("#audit tbody tr").count() >= 2
+    # What was done, on a real server: the form's task and parameters, the quick run's outcome.
+    quick = page.locator("#audit tbody tr", has_text="quick_hello").first
+    assert 'name="Ada"' in quick.inner_text() and "succeeded" in quick.inner_text()
+    assert "a=40" in page.locator("#audit tbody tr", has_text="add").last.inner_text()
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/login")
     # A page whose session ends meanwhile (here: a new password) sends the reader to the login page.

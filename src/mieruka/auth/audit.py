@@ -1,16 +1,22 @@
-"""The audit log: who did what, to which target, when, from which address.
+"""The audit log: who did what, to which target, when, from which address, and its detail.
 
 Record an entry from a route with one line: `audit(request, "source.refresh", f"source:{name}")`
 (see mieruka.web.audit.audit); from elsewhere, `AuditLog.record(...)`.
+
+An entry about a job says what was done (`job_detail`): the task, its parameters as they may be
+kept (`shown_params`: secrets hidden, files by name and size, long text cut), the outcome and the
+duration. An entry's detail is at most MAX_DETAIL bytes of JSON (`capped`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+import json
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,7 +89,7 @@ class AuditLog:
                 action=action[:100],
                 target=target[:300],
                 address=address[:64],
-                detail=detail or None,
+                detail=capped(detail) if detail else None,
             )
         )
         # The log stays bounded: entries older than the retention go, checked hourly.
@@ -132,20 +138,184 @@ class AuditLog:
         return value
 
 
-def to_csv(entries: Iterable[Entry], zone: Any = None) -> str:
+HIDDEN = "(hidden)"
+MAX_DETAIL = 4096  # bytes of JSON in one entry's detail
+MAX_TEXT = 200  # characters of one text value kept
+MAX_ITEMS = 20  # items of one list or object kept
+MAX_DEPTH = 4
+# A parameter (or a key within one) is a secret when a word of its name is one of these, or ends
+# in "token" or "key" (api_key, accessToken), or holds one of _SECRET_PARTS (dbpassword).
+_SECRET_WORDS = frozenset({"pwd", "pass", "auth", "authorization", "otp", "cookie", "session", "signature"})
+_SECRET_PARTS = ("password", "passwd", "passphrase", "secret", "credential")
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
+_KEY_PASSWORD = re.compile(r"(?i)\b((?:pwd|password|passwd)\s*=\s*)(?:\{[^}]*\}|[^;&\s]*)")
+_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+
+
+def secret_name(name: str) -> bool:
+    """Whether a parameter's name says its value is a secret: password, api_key, accessToken..."""
+    for word in (w.lower() for w in _WORDS.findall(name)):
+        if word in _SECRET_WORDS or word.endswith(("token", "key")) or any(p in word for p in _SECRET_PARTS):
+            return True
+    return False
+
+
+def shown_params(
+    params: Mapping[str, Any], secret: Collection[str] = (), files: Collection[str] = ()
+) -> dict[str, Any]:
+    """Parameters as the audit log keeps them: the values of `secret` names and of names that look
+    secret hidden (at any depth), the `files` parameters as {"file": name, "size": bytes}, long
+    text and long lists cut."""
+    shown: dict[str, Any] = {}
+    for name, value in list(params.items())[: MAX_ITEMS * 5]:
+        if name in secret or secret_name(str(name)):
+            shown[_cut(str(name))] = HIDDEN
+        elif name in files:
+            shown[_cut(str(name))] = _file(value)
+        else:
+            shown[_cut(str(name))] = _shown(value, 1)
+    return shown
+
+
+def _file(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_file(item) for item in value[:MAX_ITEMS]]
+    if isinstance(value, Mapping) and "filename" in value:
+        return {"file": _cut(str(value["filename"])), "size": value.get("size")}
+    return None if value is None else "(file)"
+
+
+def _shown(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _cut(_without_passwords(value))
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= MAX_DEPTH:
+        return "(...)"
+    if isinstance(value, Mapping):
+        kept = list(value.items())[:MAX_ITEMS]
+        shown = {_cut(str(k)): HIDDEN if secret_name(str(k)) else _shown(v, depth + 1) for k, v in kept}
+        if len(value) > MAX_ITEMS:
+            shown["..."] = f"{len(value) - MAX_ITEMS} more"
+        return shown
+    if isinstance(value, list | tuple):
+        items = [_shown(item, depth + 1) for item in value[:MAX_ITEMS]]
+        return items + [f"... {len(value) - MAX_ITEMS} more"] if len(value) > MAX_ITEMS else items
+    return _cut(str(value))
+
+
+def _without_passwords(text: str) -> str:
+    """Text with the passwords of URLs (scheme://user:password@host) and of connection strings
+    (PWD=...;) hidden."""
+    if "@" in text:
+        text = _URL_PASSWORD.sub(rf"\1{HIDDEN}@", text)
+    if "=" in text:
+        text = _KEY_PASSWORD.sub(rf"\1{HIDDEN}", text)
+    return text
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "\u2026"
+
+
+def job_detail(
+    task: str, params: Mapping[str, Any], secret: Collection[str] = (), files: Collection[str] = (), **more: Any
+) -> dict[str, Any]:
+    """The detail of an entry about a job: `job_detail("add", {"a": 1}, job=7, outcome="accepted")`."""
+    return {"task": task, "params": shown_params(params, secret, files), **more}
+
+
+def capped(detail: dict[str, Any]) -> dict[str, Any]:
+    """The detail within MAX_DETAIL bytes of JSON: the parameters are the first to go (their size
+    said instead), then every value that is not a plain number, word or flag."""
+    size = _size(detail)
+    if size <= MAX_DETAIL:
+        return detail
+    if "params" in detail:
+        detail = {**detail, "params": f"(left out: {_size(detail['params']):,} bytes)"}
+        if _size(detail) <= MAX_DETAIL:
+            return detail
+    small = {k: v for k, v in list(detail.items())[:50] if _small(v)}
+    return {**small, "(left out)": f"{size:,} bytes"}
+
+
+def _small(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 64)
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, default=str).encode())
+
+
+@dataclass(frozen=True)
+class Described:
+    """An entry's detail for people: the task, the parameters on one line, the outcome, the
+    duration (seconds) and whatever else it holds."""
+
+    task: str
+    params: str
+    outcome: str
+    duration: float | None
+    job: int | None
+    rest: str
+
+
+def describe(detail: Mapping[str, Any] | None) -> Described:
+    detail = dict(detail or {})
+    task = detail.pop("task", None)
+    params = detail.pop("params", None)
+    outcome = detail.pop("outcome", None)
+    duration = detail.pop("duration", None)
+    job = detail.pop("job", None)
+    return Described(
+        task=str(task) if task is not None else "",
+        params=_params_text(params),
+        outcome=str(outcome) if outcome is not None else "",
+        duration=float(duration) if isinstance(duration, int | float) and not isinstance(duration, bool) else None,
+        job=job if isinstance(job, int) and not isinstance(job, bool) else None,
+        rest=", ".join(f"{k}={_value_text(v)}" for k, v in detail.items()),
+    )
+
+
+def _params_text(params: Any) -> str:
+    if isinstance(params, Mapping):
+        return ", ".join(f"{k}={_value_text(v)}" for k, v in params.items())
+    if isinstance(params, list):  # a batch's: one set per job
+        return "; ".join(_params_text(p) for p in params)
+    return "" if params is None else str(params)
+
+
+def _value_text(value: Any) -> str:
+    if value == HIDDEN:
+        return HIDDEN
+    if isinstance(value, Mapping) and set(value) == {"file", "size"}:
+        return f"{value['file']} ({value['size']:,} bytes)" if isinstance(value["size"], int) else str(value["file"])
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) and set(v) == {"file", "size"} for v in value):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def to_csv(entries: Iterable[Entry], zone: tzinfo | None = None) -> str:
+    """The entries as CSV: the stored columns (detail as JSON), then the time in `zone` and the
+    detail's parts in columns of their own."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["id", "at_utc", "actor", "action", "target", "address", "detail"])
+    writer.writerow(
+        ["id", "at_utc", "actor", "action", "target", "address", "detail", "at_local"]
+        + ["task", "params", "outcome", "duration_s", "job", "other"]
+    )
     for e in entries:
+        d = describe(e.detail)
+        local = e.at.astimezone(zone).isoformat(sep=" ") if zone is not None else ""
         writer.writerow(
             [e.id, e.json()["at"], _safe(e.actor), e.action, _safe(e.target), e.address, _safe(_detail(e.detail))]
+            + [local, _safe(d.task), _safe(d.params), _safe(d.outcome), "" if d.duration is None else d.duration]
+            + ["" if d.job is None else d.job, _safe(d.rest)]
         )
     return out.getvalue()
 
 
 def _detail(detail: dict[str, Any] | None) -> str:
-    import json
-
     return json.dumps(detail, ensure_ascii=False) if detail else ""
 
 

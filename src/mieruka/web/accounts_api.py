@@ -271,7 +271,7 @@ def audit_log(
     entries = entries[:limit]
     if format == "csv":
         return Response(
-            to_csv(entries),
+            to_csv(entries, runtime.settings.zone),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
         )

@@ -3,6 +3,13 @@ security middleware (`record`, policy.py names the action); a route that records
 calls `audit(request, "source.refresh", f"source:{name}")`. An entry that cannot be written is
 logged; the answer has gone already.
 
+A route says what its automatic entry is about with `note(request, **detail)`; for a job it starts,
+`note_job(request, record, task)` (the task, its parameters without secrets or file contents, the
+job, "accepted"), then, for a job it waited for, `note_result(request, record)` (its state when the
+answer went and its run time); for a job it changed, `note_change(request, runtime, record)`. A
+request answered with an error records nothing, whatever was noted. The audit page shows beside an
+entry the job as it is now (`shown_entries`), from the job's row: entries never change.
+
 The automatic entries of concurrent requests are written together (`AuditWriter`): one transaction
 for all that arrived while the one before was written. A SQLite database has one writer at a time,
 and an entry a transaction of its own halved the submissions per second the server could take.
@@ -16,15 +23,21 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from starlette.requests import Request
 from starlette.types import Message, Send
 
+from ..auth.audit import Described, describe, job_detail
+from ..auth.audit import Entry as AuditEntry
 from ..core.access import Principal
 from ..core.clock import utcnow
+from ..core.job import JobRecord
+from ..core.task import Task
 from .access import Target
 from .errors import outage
 from .identity import address, principal
+from .ids import parse_id
 from .offload import offload
 from .policy import AUTO, SAFE_METHODS, Rule
 from .state import runtime_of
@@ -32,9 +45,11 @@ from .state import runtime_of
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from ..core.params import Signature
     from ..runtime import Runtime
 
-Entry = tuple[str, str, str, str, "datetime"]  # actor, action, target, address, at
+Entry = tuple[str, str, str, str, "datetime", dict[str, Any] | None]  # actor, action, target, address, at, detail
+DETAIL_KEY = "mieruka.audit_detail"  # in the request's state: what note() attached
 
 log = logging.getLogger("mieruka.web")
 _JOB_URL = re.compile(r"/jobs/(\d+)(?:$|[/?])")
@@ -43,6 +58,63 @@ _JOB_URL = re.compile(r"/jobs/(\d+)(?:$|[/?])")
 def audit(request: Request, action: str, target: str = "", **detail: Any) -> None:
     """Record an audit entry for this request's user: `audit(request, "source.refresh", "source:x")`."""
     runtime_of(request).auth.audit.record(principal(request).name, action, target, address(request), detail or None)
+
+
+def note(request: Request, **detail: Any) -> None:
+    """Attach detail to this request's automatic entry (later keys replace earlier ones)."""
+    state = request.scope.setdefault("state", {})
+    state[DETAIL_KEY] = {**state.get(DETAIL_KEY, {}), **detail}
+
+
+def note_job(request: Request, record: JobRecord, task: Task | None, outcome: str = "accepted") -> None:
+    """This request started the job `record` of `task`. `outcome`: accepted, or duplicate (the same
+    idempotency key found the job sent before)."""
+    note(request, **job_entry(record, task, outcome))
+
+
+def note_change(request: Request, runtime: Runtime, record: JobRecord, outcome: str | None = None) -> None:
+    """This request changed the job `record` (cancel, retry, delete): what it is, and its state after
+    (`outcome` when the record does not say it)."""
+    note(request, **change_detail(runtime, record, outcome))
+
+
+def change_detail(runtime: Runtime, record: JobRecord, outcome: str | None = None) -> dict[str, Any]:
+    """The detail of a change to the job `record` (see note_change)."""
+    if outcome is None:
+        stopping = record.cancel_requested and not record.finished
+        outcome = "cancel requested" if stopping else record.status.value
+    return job_entry(record, runtime.tasks.get(record.task) if record.task in runtime.tasks else None, outcome)
+
+
+def job_entry(record: JobRecord, task: Task | None, outcome: str) -> dict[str, Any]:
+    """What an entry keeps of a job: its task, its parameters without secrets or file contents, its
+    id, and `outcome`. `task` None: a task no longer declared (names alone tell the secrets)."""
+    secret, files = (secret_params(task), task.signature.file_fields) if task is not None else ((), ())
+    return job_detail(record.task, record.params, secret, files, job=record.id, outcome=outcome)
+
+
+def note_result(request: Request, record: JobRecord) -> None:
+    """This request waited for `record`: its state when the answer went (final, or still running)
+    and its run time."""
+    note(request, outcome=record.status.value, duration=record.duration)
+
+
+_SECRETS: WeakKeyDictionary[Signature, frozenset[str]] = WeakKeyDictionary()
+
+
+def secret_params(task: Task) -> frozenset[str]:
+    """The parameters the task declares secret: `writeOnly` or `format: password` in their schema
+    (`Annotated[str, Field(json_schema_extra={"writeOnly": True})]`)."""
+    found = _SECRETS.get(task.signature)  # asked at each submission: the schema is made once
+    if found is None:
+        properties = task.signature.json_schema().get("properties", {})
+        found = frozenset(
+            name
+            for name, prop in properties.items()
+            if isinstance(prop, dict) and (prop.get("writeOnly") is True or prop.get("format") == "password")
+        )
+        _SECRETS[task.signature] = found
+    return found
 
 
 @dataclass
@@ -75,9 +147,11 @@ class AuditWriter:
         self.pending: list[tuple[Entry, asyncio.Future[None]]] = []
         self.draining: asyncio.Task[None] | None = None
 
-    async def add(self, actor: str, action: str, target: str, address: str) -> None:
+    async def add(
+        self, actor: str, action: str, target: str, address: str, detail: dict[str, Any] | None = None
+    ) -> None:
         written = asyncio.get_running_loop().create_future()
-        self.pending.append(((actor, action, target, address, utcnow()), written))
+        self.pending.append(((actor, action, target, address, utcnow(), detail), written))
         if self.draining is None:
             self.draining = asyncio.ensure_future(self._drain())
         await written
@@ -102,8 +176,8 @@ class AuditWriter:
     def _write(self, entries: list[Entry]) -> None:
         log = self.runtime.auth.audit
         with log.db.write() as conn:
-            for actor, action, target, address, at in entries:
-                log.record(actor, action, target, address, None, at, conn)
+            for actor, action, target, address, at, detail in entries:
+                log.record(actor, action, target, address, detail, at, conn)
 
 
 async def record(
@@ -116,8 +190,9 @@ async def record(
         return
     action = f"{request.method} {target.template}" if rule.audit == AUTO else rule.audit
     subject = _subject(target.params, outcome.location)
+    detail = request.scope.get("state", {}).get(DETAIL_KEY)
     try:
-        await writer.add(who.name, action, subject, address(request))
+        await writer.add(who.name, action, subject, address(request), detail)
     except Exception as exc:
         outage(request, exc)
         log.error("audit entry not recorded: %s %s by %s (%s)", action, subject, who.name, address(request))
@@ -131,3 +206,43 @@ def _subject(params: dict[str, Any], location: str) -> str:
     if "job_id" in params:
         return f"job:{params['job_id']}"
     return " ".join(f"{k}:{v}" for k, v in params.items())
+
+
+def entry_job(target: str, detail: dict[str, Any] | None) -> int | None:
+    """The job an entry is about: its detail's, else its target's (job:17)."""
+    job = (detail or {}).get("job")
+    if isinstance(job, int) and not isinstance(job, bool):
+        return job
+    return parse_id(target[4:]) if target.startswith("job:") else None
+
+
+def jobs_now(runtime: Runtime, job_ids: set[int]) -> dict[int, JobRecord]:
+    """The rows of those jobs that still exist: what the audit page shows beside an entry, as the
+    job's state now (the entry itself never changes)."""
+    found = {}
+    for job_id in sorted(job_ids):
+        record = runtime.store.get_job(job_id)
+        if record is not None:
+            found[job_id] = record
+    return found
+
+
+@dataclass(frozen=True)
+class Shown:
+    """An entry as the audit page shows it: its detail in parts, and the job it is about as that
+    job is now (its row, when it still exists; not part of the entry)."""
+
+    entry: AuditEntry
+    detail: Described
+    job: int | None
+    job_now: JobRecord | None
+
+
+def shown_entries(runtime: Runtime, entries: list[AuditEntry]) -> list[Shown]:
+    """The audit page's rows: each entry with its detail in parts and its job as it is now."""
+    jobs = [entry_job(e.target, e.detail) for e in entries]
+    now = jobs_now(runtime, {job for job in jobs if job is not None})
+    return [
+        Shown(e, describe(e.detail), job, now.get(job, None) if job is not None else None)
+        for e, job in zip(entries, jobs)
+    ]

@@ -18,14 +18,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..auth.audit import shown_params
+from ..core.job import JobRecord
+from ..core.task import Task
 from ..errors import ValidationError
 from ..runtime import Runtime
+from .audit import note, secret_params
 from .identity import owner_name
 from .limits import MAX_ERROR_FIELDS
 from .offload import offload
 from .serialize import JsonAnswer, job_json
 
 MAX_JOBS = 1000  # jobs in one batch; the body's size is bounded by max_body_size
+MAX_NOTED, MAX_NOTED_SIZE = 20, 2048  # the audit entry keeps the items' parameters within both
 MAX_KEY = 200
 MAX_DELAY = 10 * 366 * 86400
 _FIELDS = frozenset({"params", "priority", "delay", "idempotency_key"})
@@ -155,8 +160,29 @@ async def batch_answer(runtime: Runtime, request: Request, task: str) -> Respons
         ]
 
     queued = await offload(queue)
+    _note(request, found, [record for record, _ in queued], sum(created for _, created in queued))
     root = request.scope.get("root_path", "")
     return JsonAnswer(
         {"jobs": [job_json(record, full=False, root=root) for record, _ in queued], "created": [c for _, c in queued]},
         status_code=202 if any(created for _, created in queued) else 200,
+    )
+
+
+def _note(request: Request, task: Task, records: list[JobRecord], created: int) -> None:
+    """The batch's audit detail: the task, how many jobs (new and found by their keys), the first
+    and last job, and each job's parameters when they are small together."""
+    params: list[dict[str, Any]] = []
+    if len(records) <= MAX_NOTED:
+        secret = secret_params(task)
+        params = [shown_params(r.params, secret, task.signature.file_fields) for r in records]
+    small = bool(params) and len(json.dumps(params, ensure_ascii=False, default=str)) <= MAX_NOTED_SIZE
+    note(
+        request,
+        task=task.name,
+        count=len(records),
+        created=created,
+        outcome="accepted" if created == len(records) else f"accepted {created}, duplicate {len(records) - created}",
+        first_job=records[0].id,
+        last_job=records[-1].id,
+        **({"params": params} if small else {}),
     )

@@ -15,6 +15,7 @@ from ..core.status import JobStatus
 from ..errors import ArtifactNotFound, JobTimeoutError, ValidationError
 from ..runtime import Runtime
 from ..store.base import JobQuery
+from .audit import note_change
 from .identity import hidden
 from .ids import JOB_ID
 from .offload import offload
@@ -157,19 +158,25 @@ def get_artifact(runtime: RuntimeDep, job_id: int, name: str, inline: bool = Fal
 @router.post(f"/{JOB_ID}/cancel", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
 def cancel_job(runtime: RuntimeDep, request: Request, job_id: int) -> dict[str, Any]:
     """Cancel a queued job, or stop a running one (its child processes too)."""
-    return job_json(runtime.engine.cancel(job_id), root=request.scope.get("root_path", ""))
+    record = runtime.engine.cancel(job_id)
+    note_change(request, runtime, record)
+    return job_json(record, root=request.scope.get("root_path", ""))
 
 
 @router.post(f"/{JOB_ID}/retry", response_model=None, responses={200: {"model": JobOut}, **ERRORS})
 def retry_job(runtime: RuntimeDep, request: Request, job_id: int) -> dict[str, Any]:
     """Queue a failed or cancelled job again, with a fresh set of attempts."""
-    return job_json(runtime.engine.retry(job_id), root=request.scope.get("root_path", ""))
+    record = runtime.engine.retry(job_id)
+    note_change(request, runtime, record)
+    return job_json(record, root=request.scope.get("root_path", ""))
 
 
 @router.delete(f"/{JOB_ID}", status_code=204, response_model=None, responses=ERRORS)
-def delete_job(runtime: RuntimeDep, job_id: int) -> Response:
+def delete_job(runtime: RuntimeDep, request: Request, job_id: int) -> Response:
     """Delete a finished job with its logs, artifacts and uploaded files."""
+    record = runtime.engine.get(job_id)
     runtime.engine.delete(job_id)
+    note_change(request, runtime, record, f"deleted ({record.status.value})")
     return Response(status_code=204)
 
 

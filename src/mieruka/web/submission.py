@@ -30,6 +30,7 @@ from ..core.params import FileRef
 from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
 from ..runtime import Runtime
+from .audit import note_job
 from .offload import offload
 from .ui.forms import form_params
 
@@ -79,6 +80,7 @@ class Submission:
             raise
         if not created:
             self.discard()  # the same request came before: its job already has the files
+        note_job(self.request, record, self.task, "accepted" if created else "duplicate")
         return record, created
 
     async def read(self) -> dict[str, Any]:

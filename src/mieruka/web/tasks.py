@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from ..core.access import allowed
 from ..errors import JobTimeoutError, PayloadTooLarge
 from ..runtime import Runtime
+from .audit import note_result
 from .batch import BODY_SCHEMA, batch_answer
 from .errors import respond
 from .identity import owner_name, principal
@@ -140,5 +141,7 @@ async def run_answer(runtime: Runtime, request: Request, task: str, timeout: flo
         record = await runtime.engine.wait_async(record.id, wait)
     except JobTimeoutError:
         record = await offload(runtime.engine.get, record.id)
+        note_result(request, record)
         return JsonAnswer(job_json(record, root=root), status_code=202, headers=location)
+    note_result(request, record)
     return JsonAnswer(job_json(record, root=root), headers=location)

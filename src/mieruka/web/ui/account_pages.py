@@ -18,7 +18,7 @@ from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
 from ...errors import MierukaError, TooManyAttempts, ValidationError
 from ...runtime import Runtime
-from ..audit import audit
+from ..audit import audit, shown_entries
 from ..csrf import LOGIN_CSRF_COOKIE
 from ..identity import SESSION_COOKIE, address, principal
 from ..ids import TOKEN_ID
@@ -313,7 +313,7 @@ def audit_page(runtime: RuntimeDep, request: Request) -> HTMLResponse:
     return _page(
         request,
         "audit.html",
-        entries=entries,
+        entries=shown_entries(runtime, entries),
         filters=filters,
         csv_query=csv_query,
         next_cursor=entries[-1].id if more and entries else None,
@@ -324,7 +324,7 @@ def audit_page(runtime: RuntimeDep, request: Request) -> HTMLResponse:
 def audit_csv(runtime: RuntimeDep, request: Request) -> Response:
     query, _ = _audit_query(runtime, request, 100_000)
     return Response(
-        to_csv(runtime.auth.audit.query(query)),
+        to_csv(runtime.auth.audit.query(query), runtime.settings.zone),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
     )

@@ -20,7 +20,7 @@ from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLar
 from ...runtime import Runtime
 from ...store.base import JobQuery
 from .. import monitor
-from ..audit import audit
+from ..audit import audit, change_detail, note_change, note_result
 from ..identity import hidden, owner_name, principal
 from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
@@ -84,6 +84,7 @@ async def submit(runtime: RuntimeDep, request: Request, name: str) -> Response:
             record = await runtime.engine.wait_async(record.id, min(30.0, runtime.settings.run_wait_max))
         except JobTimeoutError:
             record = await run_in_threadpool(runtime.engine.get, record.id)
+        note_result(request, record)
         return _page(runtime, request, "_quick_result.html", job=record, result=render.result_view(record))
     return RedirectResponse(f"{root}/jobs/{record.id}", status_code=303)
 
@@ -212,8 +213,8 @@ async def cancel_many(runtime: RuntimeDep, request: Request) -> RedirectResponse
                 record = await run_in_threadpool(runtime.engine.get, job_id)
                 if record.task in hidden(request) or not who.may_change_job(record.owner):
                     continue  # an operator cancels only its own jobs
-                await run_in_threadpool(runtime.engine.cancel, job_id)
-                await run_in_threadpool(audit, request, "job.cancel", f"job:{job_id}")
+                record = await run_in_threadpool(runtime.engine.cancel, job_id)
+                await run_in_threadpool(audit, request, "job.cancel", f"job:{job_id}", **change_detail(runtime, record))
             except (ConflictError, JobNotFound):
                 pass  # finished or gone meanwhile: nothing to cancel
     return RedirectResponse(
@@ -234,13 +235,13 @@ def workers_panel(runtime: RuntimeDep, request: Request) -> HTMLResponse:
 
 @router.post(f"/jobs/{JOB_ID}/cancel")
 def cancel(runtime: RuntimeDep, request: Request, job_id: int) -> RedirectResponse:
-    runtime.engine.cancel(job_id)
+    note_change(request, runtime, runtime.engine.cancel(job_id))
     return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
 
 @router.post(f"/jobs/{JOB_ID}/retry")
 def retry(runtime: RuntimeDep, request: Request, job_id: int) -> RedirectResponse:
-    runtime.engine.retry(job_id)
+    note_change(request, runtime, runtime.engine.retry(job_id))
     return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
 
