@@ -119,16 +119,29 @@ def mieruka_systems() -> list[System]:
     ]
     panel = ROOT / "examples" / "device_panel" / "app.py"
     if panel.exists():
-        systems.append(
-            System(
-                "mieruka-device-panel",
-                "examples/device_panel, 2 local workers",
-                run(str(panel.relative_to(ROOT))),
-                "/",
-                "",
-                more_workers=True,
+        # The state file goes in the start's fresh home (MIERUKA_HOME); reset needs no parameters,
+        # and a press of the pump holds a worker for the given seconds.
+        for name, label, env in (
+            ("mieruka-device-panel", "examples/device_panel, 2 local workers", {}),
+            (
+                "mieruka-device-panel-threads",
+                "examples/device_panel, executor threads",
+                {"MIERUKA_EXECUTOR": "threads"},
+            ),
+        ):
+            systems.append(
+                System(
+                    name,
+                    label,
+                    run(str(panel.relative_to(ROOT))),
+                    "/dashboards/panel",
+                    "Device panel",
+                    env=env,
+                    task="reset",
+                    busy=("run_pump", {"seconds": 1}),
+                    more_workers=not env,
+                )
             )
-        )
     return systems
 
 

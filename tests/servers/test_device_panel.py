@@ -169,7 +169,7 @@ def test_bad_values_are_refused_in_words(panel: PanelServer) -> None:
             assert says in response.json()["error"]["message"], response.text
 
 
-def audit_until(admin: httpx.Client, seen: Callable[[list[tuple[str, str]]], bool], **query: str) -> list[Any]:
+def audit_until(admin: httpx.Client, seen: Callable[[list[tuple[str, str | None]]], bool], **query: str) -> list[Any]:
     """The newest audit entries once `seen` holds for their (actor, task) of task runs, newest first:
     an entry is written once the answer has gone."""
     entries: list[Any] = []
