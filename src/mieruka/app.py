@@ -262,9 +262,12 @@ class App:
         columns: int = 2,
         description: str = "",
         allow: list[str] | tuple[str, ...] | None = None,
+        public: bool = False,
     ) -> Dashboard:
         """Declare a dashboard: a titled grid of charts (see `mieruka.charts`), served at /dashboards/{name}.
-        `allow` lists the role and user names that may see it (default: every viewer)."""
+        `allow` lists the role and user names that may see it (default: every viewer); `public=True`
+        shows it to anyone without a login, read-only, with its own live data and nothing else (a
+        wall screen; an admin can also make a display link for any dashboard)."""
         board = Dashboard(
             name,
             title or name.replace("_", " ").capitalize(),
@@ -272,6 +275,7 @@ class App:
             columns,
             description,
             tuple(allow) if allow is not None else None,
+            public,
         )
         self.dashboards.add(board)
         return board

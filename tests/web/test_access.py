@@ -111,6 +111,15 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/jobs/{job_id}/steps/{name}/logs"): "viewer",
     ("GET", "/api/jobs/{job_id}/steps/{name}/artifacts"): "viewer",
     ("GET", "/api/jobs/{job_id}/steps/{name}/artifacts/{artifact}"): "viewer",
+    # wall screens (tests/web/test_displays.py: the same routes read without a login)
+    ("GET", "/api/displays"): "admin",
+    ("POST", "/api/displays"): "admin",
+    ("DELETE", "/api/displays/{display_id}"): "admin",
+    ("GET", "/displays"): "admin",
+    ("POST", "/displays"): "admin",
+    ("POST", "/displays/{display_id}/revoke"): "admin",
+    ("GET", "/display"): "public",
+    ("POST", "/display"): "public",
 }
 # Endless event streams: checked on the rule, not by calling them.
 STREAMS = {
@@ -165,6 +174,7 @@ def url_for(template: str, job: int) -> str:
         "{job_id}": str(job),
         "{name}": "nobody",
         "{token_id}": "999999",
+        "{display_id}": "999999",
         "{secret}": "not-a-link",
         "{action}": "start",
         "{artifact}": "missing.txt",

@@ -1,4 +1,4 @@
-"""`Auth`: accounts, the audit log, presence and login throttling, built from settings."""
+"""`Auth`: accounts, the audit log, presence, login throttling and display links, built from settings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from ..settings import Settings
 from ..store.database import Database
 from .accounts import Accounts, Throttle
 from .audit import AuditLog
+from .displays import Displays
 from .presence import Presence
 
 
@@ -19,6 +20,7 @@ class Auth:
         self.accounts = Accounts(db, settings.session_max_age)
         self.audit = AuditLog(db, settings.audit_retention)
         self.presence = Presence(db, settings.presence_expiry)
+        self.displays = Displays(db)
         self.throttle = Throttle(self.accounts, self.audit, settings.login_max_failures, settings.login_lockout)
 
     @classmethod

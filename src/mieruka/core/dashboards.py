@@ -107,9 +107,12 @@ class Dashboard:
     columns: int = 2
     description: str = ""
     allow: tuple[str, ...] | None = None  # role and user names that may see it (None: every viewer)
+    public: bool = False  # shown without a login, read-only (a wall screen), with its live data only
 
     def __post_init__(self) -> None:
         check_name("dashboard", self.name)
+        if self.public and self.allow is not None:
+            raise ConfigError(f"dashboard {self.name!r} is public: anyone may see it, so it takes no allow list")
         if not 1 <= self.columns <= 6:
             raise ConfigError("a dashboard has 1 to 6 columns")
         if not self.charts:

@@ -301,3 +301,19 @@ stream_batches = sa.Table(
     sa.Column("points", sa.JSON, nullable=False),  # {"t": [...], "series": {name: [...]}}
     sa.Index("ix_stream_batches_stream", "stream", "id"),
 )
+
+# Display links (wall screens): a secret URL that shows one dashboard without a login, until revoked
+# or expired. Only a SHA-256 of the secret is kept, as for tokens (see auth.displays).
+display_links = sa.Table(
+    "display_links",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dashboard", sa.String(100), nullable=False),
+    sa.Column("label", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime()),
+    sa.Column("last_used_at", UTCDateTime()),
+    sa.Column("revoked_at", UTCDateTime()),
+)

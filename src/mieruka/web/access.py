@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..runtime import Runtime
+    from .displays import Viewing
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,16 @@ def looks_up_job(rule: Rule, target: Target, hidden: frozenset[str]) -> bool:
 
 
 def check(
-    runtime: Runtime, method: str, rule: Rule, who: Principal | None, target: Target, hidden: frozenset[str]
+    runtime: Runtime,
+    method: str,
+    rule: Rule,
+    who: Principal | None,
+    target: Target,
+    hidden: frozenset[str],
+    viewing: Viewing | None = None,
 ) -> None:
-    """Raise Denied unless `who` may make this request."""
+    """Raise Denied unless `who` may make this request; `viewing`: what the request may read without
+    a login (public dashboards, its display link's)."""
     if who is not None and who.via == "local" and rule.accounts and method not in SAFE_METHODS:
         raise Denied(
             403,
@@ -107,6 +115,10 @@ def check(
     if rule.role is None:
         return
     if who is None:
+        if rule.shown is not None and viewing is not None:
+            kind, param = rule.shown
+            if viewing.shows(runtime, kind, str(target.params.get(param, ""))):
+                return
         raise Denied(401, "not_authenticated", "log in first, or send 'Authorization: Bearer <token>'")
     if not who.can(rule.role):
         raise Denied(403, "forbidden", f"this needs the {rule.role.value} role; {who.name} is a {who.role.value}")

@@ -32,6 +32,7 @@ register_url_convertor("id", IdConvertor())
 
 JOB_ID = "{job_id:id}"
 TOKEN_ID = "{token_id:id}"
+DISPLAY_ID = "{display_id:id}"
 
 
 def parse_id(text: str) -> int | None:

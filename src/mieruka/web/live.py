@@ -20,6 +20,7 @@ from ..live.hub import Live
 from ..runtime import Runtime
 from ..sources.refresher import SourceState
 from ..sources.source import Source
+from .displays import display_topics, streams_of, viewing
 from .feeds import MAX_TOPICS, Topics, feed_response, mux_response, positions
 from .identity import hidden, principal
 from .ids import parse_id
@@ -258,7 +259,7 @@ def dashboard_events(
         board.streams,
         positions(last_event_id),
         runtime.settings.heartbeat_interval,
-        open_streams_of(request),
+        streams_of(request),
     )
 
 
@@ -358,7 +359,9 @@ def live_events(
     others go on. The event id holds every position, so a reconnect resumes all of them."""
     if len(topic) > MAX_TOPICS:
         raise ValidationError(f"at most {MAX_TOPICS} topics")
-    topics = _topics(runtime, request, topic)
+    seen = viewing(request)  # without a login: the dashboards it is shown, nothing else
+    has_live = live_or_none(runtime) is not None
+    topics = display_topics(runtime, seen, topic, has_live) if seen is not None else _topics(runtime, request, topic)
     known = positions(last_event_id_header or last_event_id)
     after = {k: v for k, v in known.items() if k}
     root = request.scope.get("root_path", "")
@@ -374,7 +377,7 @@ def live_events(
         after,
         runtime.settings.heartbeat_interval,
         snapshot,
-        open_streams_of(request),
+        streams_of(request),
     )
 
 

@@ -4,9 +4,10 @@ Every route is protected by default: reading (GET, HEAD) needs a `viewer`, anyth
 `operator`, and every successful state-changing request is written to the audit log. The table
 below declares the exceptions: public routes, admin-only routes, routes where an operator may act
 only on its own job (`owner`), routes subject to the allow list of the task (or other thing) they
-name, and the audit action of each state-changing route. A route is found by its path template,
-so a new route is protected the moment it exists; tests/web/test_access.py fails until its
-expectation is stated.
+name, routes that show a dashboard's page and live data without a login when the dashboard is
+public or the request carries its display link (`shown`), and the audit action of each
+state-changing route. A route is found by its path template, so a new route is protected the
+moment it exists; tests/web/test_access.py fails until its expectation is stated.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class Rule:
     csrf: bool = True
     uploads: bool = False  # its JSON body may carry files (base64): max_upload_size bounds it
     accounts: bool = False  # changes users: never in the open mode (the first admin comes from the CLI)
+    # (kind, path parameter): without a login, allowed when the parameter names a dashboard shown to
+    # the request (public, or its display link's), or a source or stream such a dashboard shows;
+    # ("topics", ""): the route checks each topic itself (web/displays.py: Viewing).
+    shown: tuple[str, str] | None = None
 
 
 PUBLIC = Rule(None, audit=None)
@@ -99,19 +104,32 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/audit"): ADMIN,
     ("GET", "/audit.csv"): ADMIN,
     # routes of other features: dashboards and sources, compute pools
-    ("GET", "/api/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
-    ("GET", "/api/dashboards/{name}/events"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
-    ("GET", "/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name")),
+    ("GET", "/api/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name"), shown=("dashboard", "name")),
+    ("GET", "/api/dashboards/{name}/events"): Rule(
+        Role.VIEWER, allow_list=("dashboard", "name"), shown=("dashboard", "name")
+    ),
+    ("GET", "/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name"), shown=("dashboard", "name")),
     ("GET", "/api/sources/{name}"): Rule(Role.VIEWER, allow_list=("source", "name")),
-    ("GET", "/api/sources/{name}/data"): Rule(Role.VIEWER, allow_list=("source", "name")),
+    ("GET", "/api/sources/{name}/data"): Rule(Role.VIEWER, allow_list=("source", "name"), shown=("source", "name")),
     ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, allow_list=("source", "name"), audit="source.refresh"),
     ("GET", "/api/streams/{name}"): Rule(Role.VIEWER, allow_list=("stream", "name")),
-    ("GET", "/api/streams/{name}/points"): Rule(Role.VIEWER, allow_list=("stream", "name")),
+    ("GET", "/api/streams/{name}/points"): Rule(Role.VIEWER, allow_list=("stream", "name"), shown=("stream", "name")),
+    ("GET", "/api/live/events"): Rule(Role.VIEWER, shown=("topics", "")),
     ("GET", "/api/streams/{name}/events"): Rule(Role.VIEWER, allow_list=("stream", "name")),
     ("GET", "/streams/{name}"): Rule(Role.VIEWER, allow_list=("stream", "name")),
     ("POST", "/api/pools/{name}/start"): Rule(Role.ADMIN, audit="pool.start"),
     ("POST", "/api/pools/{name}/stop"): Rule(Role.ADMIN, audit="pool.stop"),
     ("POST", "/pools/{name}/{action}"): Rule(Role.ADMIN, audit="pool.change"),
+    # wall screens: admins make and revoke display links (audited by the routes, without the
+    # secret); a display trades its link's secret (in the URL's fragment, posted) for a cookie
+    ("GET", "/api/displays"): ADMIN,
+    ("POST", "/api/displays"): Rule(Role.ADMIN, audit=None),
+    ("DELETE", "/api/displays/{display_id}"): Rule(Role.ADMIN, audit=None),
+    ("GET", "/displays"): ADMIN,
+    ("POST", "/displays"): Rule(Role.ADMIN, audit=None),
+    ("POST", "/displays/{display_id}/revoke"): Rule(Role.ADMIN, audit=None),
+    ("GET", "/display"): PUBLIC,
+    ("POST", "/display"): Rule(None, audit=None, csrf=False),
 }
 
 

@@ -27,6 +27,7 @@ from ..core.access import Principal
 from .access import Routes, Target, check, looks_up_job
 from .audit import AuditWriter, Outcome, record
 from .csrf import check_csrf
+from .displays import VIEWING_KEY, viewing_of
 from .errors import database_down, outage, refusal
 from .fastpath import FastPath
 from .headers import DOCS_PATHS, secured
@@ -117,10 +118,13 @@ class Security:
         hidden = hidden_tasks(self.runtime, who)
         state = request.scope.setdefault("state", {})
         state[STATE_KEY], state[HIDDEN_KEY] = who, hidden
+        # Without a login, a route that shows dashboards asks which it may (public, display link).
+        seen = await viewing_of(self.runtime, request) if who is None and rule.shown is not None else None
+        state[VIEWING_KEY] = seen
         if looks_up_job(rule, target, hidden):
-            await run_in_threadpool(check, self.runtime, request.method, rule, who, target, hidden)
+            await run_in_threadpool(check, self.runtime, request.method, rule, who, target, hidden, seen)
         else:
-            check(self.runtime, request.method, rule, who, target, hidden)
+            check(self.runtime, request.method, rule, who, target, hidden, seen)
         receive = await check_csrf(request, receive, rule, who, target.template)
         kind = kind_of(request.scope) if request.method not in SAFE_METHODS else None
         if kind == "multipart":

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from ...core.access import allowed
 from ...core.dashboards import Chart
 from ..identity import principal
+from ..displays import page_mode
 from ..live import live_of, live_or_none, source_json
 from ..state import RuntimeDep, pages_of
 from . import render
@@ -60,7 +61,14 @@ def index(runtime: RuntimeDep, request: Request) -> HTMLResponse:
 def dashboard(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
     board = runtime.dashboards.get(name)
     tiles = live_of(runtime).tiles(board.name)
-    return _page(request, "dashboard.html", board=board, tiles=tiles, tiles_by_name={t["chart"]: t for t in tiles})
+    return _page(
+        request,
+        "dashboard.html",
+        board=board,
+        tiles=tiles,
+        tiles_by_name={t["chart"]: t for t in tiles},
+        **page_mode(request),
+    )
 
 
 @router.get("/streams/{name}", response_class=HTMLResponse)

@@ -1,0 +1,74 @@
+// The kiosk layout (wall screens): a clock, when the tiles last changed, and going dark when the
+// display link stops working. On the display link's landing page (/display#<secret>): trade the
+// secret, read from the URL's fragment (never sent to any server), for the display's cookie.
+(function () {
+  "use strict";
+  var root = document.body.dataset.root || "";
+  var zone = document.body.dataset.timezone || undefined;
+
+  function time(date, seconds) {
+    var options = { hour: "2-digit", minute: "2-digit", hour12: false };
+    if (seconds) options.second = "2-digit";
+    try {
+      return date.toLocaleTimeString([], Object.assign({ timeZone: zone }, options));
+    } catch (e) {
+      return date.toLocaleTimeString([], options);  // a zone this browser does not know
+    }
+  }
+
+  var landing = document.getElementById("display-landing");
+  if (landing) {
+    var secret = decodeURIComponent(window.location.hash.slice(1));
+    if (secret) history.replaceState(null, "", window.location.pathname);  // out of the address bar
+    fetch(root + "/display", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      credentials: "same-origin",
+      body: JSON.stringify({ secret: secret }),
+    }).then(function (r) {
+      return r.json().then(function (body) {
+        if (r.ok) { window.location.replace(body.url); return; }
+        var message = document.getElementById("display-message");
+        message.textContent = (body.error && body.error.message) || "This display link does not work.";
+      });
+    }).catch(function () {
+      document.getElementById("display-message").textContent = "The server did not answer; retrying…";
+      window.setTimeout(function () { window.location.reload(); }, 10000);
+    });
+    return;
+  }
+
+  var clock = document.getElementById("kiosk-clock");
+  function tick() { if (clock) clock.textContent = time(new Date(), false); }
+  tick();
+  window.setInterval(tick, 1000);
+
+  var updated = document.getElementById("kiosk-updated");
+  var tiles = document.querySelector(".tiles");
+  if (tiles && updated && window.MutationObserver) {
+    var last = 0;
+    new MutationObserver(function () {
+      var now = Date.now();
+      if (now - last < 1000) return;
+      last = now;
+      updated.textContent = "updated " + time(new Date(now), true);
+    }).observe(tiles, { childList: true, subtree: true, characterData: true, attributes: true });
+  }
+
+  // The stream ends when the display link is revoked: then see whether the page may still be read,
+  // and if not, show why on the landing page.
+  var note = document.getElementById("live-note");
+  if (note && window.MutationObserver) {
+    var checking = false;
+    new MutationObserver(function () {
+      if (checking || note.hidden) return;
+      checking = true;
+      fetch(window.location.href, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (r) {
+          if (r.status === 401) window.location.replace(document.body.dataset.display ? root + "/display" : window.location.href);
+        })
+        .catch(function () {})
+        .then(function () { window.setTimeout(function () { checking = false; }, 5000); });
+    }).observe(note, { childList: true, characterData: true, subtree: true, attributes: true });
+  }
+})();

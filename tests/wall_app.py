@@ -1,0 +1,70 @@
+"""The app of the wall-screen tests (tests/web/test_displays.py, tests/servers/test_displays_server.py):
+a public dashboard (lobby), an allow-listed one a display link is made for (wards), and one every
+signed-in viewer sees but nobody without a login (staff). Each carries its own marker, so a page or
+stream that shows one where it must not is caught."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mieruka
+from mieruka import charts
+
+LOBBY = "lobby-marker-5d1e"
+WARDS = "wards-marker-b7c4"
+STAFF = "staff-marker-0a9f"
+JOB = "job-marker-3e62"
+
+app = mieruka.App("wall", workers=1)
+
+
+@app.task
+def add(a: int, note: str = JOB) -> str:
+    return f"{a} {note}"
+
+
+@app.source(every="1h")
+def lobby() -> list[dict[str, Any]]:
+    return [{"room": LOBBY, "people": 4}, {"room": "cafe", "people": 9}]
+
+
+@app.source(every="1h")
+def beds() -> list[dict[str, Any]]:
+    return [{"ward": WARDS, "free": 2}, {"ward": "B", "free": 0}]
+
+
+@app.source(every="1h")
+def rota() -> list[dict[str, Any]]:
+    return [{"name": STAFF, "shift": "night"}]
+
+
+@app.stream(every=0.2)
+def pulse() -> dict[str, float]:
+    return {"visitors": 12.0}
+
+
+@app.stream(every=0.2)
+def vitals() -> dict[str, float]:
+    return {"pulse": 61.0}
+
+
+@app.stream(every=0.2)
+def load() -> dict[str, float]:
+    return {"cpu": 0.4}
+
+
+app.dashboard(
+    "lobby",
+    [charts.kpi(lobby, value="people", aggregate="sum", title="Visitors"), charts.table(lobby), charts.stream(pulse)],
+    title="Lobby",
+    columns=3,
+    public=True,
+)
+app.dashboard(
+    "wards",
+    [charts.table(beds, title="Free beds"), charts.kpi(beds, value="free", aggregate="sum"), charts.stream(vitals)],
+    title="Wards",
+    columns=3,
+    allow=["olga"],
+)
+app.dashboard("staff", [charts.table(rota), charts.stream(load)], title="Staff")
