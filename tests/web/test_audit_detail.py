@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,6 +58,12 @@ def quick_add(a: int, b: int = 2) -> int:
 @app.task
 def fail(message: str = "boom") -> None:
     raise ValueError(message)
+
+
+@app.task
+def nap(seconds: float = 0.1) -> float:
+    time.sleep(seconds)
+    return seconds
 
 
 @pytest.fixture
@@ -136,6 +143,15 @@ def test_run_now_records_the_final_state_and_the_run_time(client: TestClient) ->
     detail = detail_of(f"job:{failed['id']}")
     assert detail["outcome"] == "failed" and detail["params"] == {"message": "no luck"}
     assert isinstance(detail["duration"], float)
+    # Still running when the wait ends (202): the entry says so, and the page shows how it ended.
+    waited = client.post("/api/tasks/nap/run", params={"timeout": "0.05"}, json={"seconds": 1.5})
+    assert waited.status_code == 202, waited.text
+    job = waited.json()["id"]
+    assert detail_of(f"job:{job}")["outcome"] in ("queued", "running")
+    assert detail_of(f"job:{job}")["duration"] is None
+    app.engine.wait(job, 30)
+    row = next(r for r in re.findall(r"<tr><td.*?</tr>", client.get("/audit").text, re.S) if f"job:{job}" in r)
+    assert f'href="/jobs/{job}">succeeded</a> · ran 1.' in row
     assert_no_secret(client)
 
 

@@ -17,8 +17,10 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -152,6 +154,7 @@ _KEY_PASSWORD = re.compile(r"(?i)\b((?:pwd|password|passwd)\s*=\s*)(?:\{[^}]*\}|
 _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 
 
+@lru_cache(maxsize=4096)  # asked for each parameter of each submission; names repeat
 def secret_name(name: str) -> bool:
     """Whether a parameter's name says its value is a secret: password, api_key, accessToken..."""
     for word in (w.lower() for w in _WORDS.findall(name)):
@@ -244,7 +247,10 @@ def _small(value: Any) -> bool:
 
 
 def _size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False, default=str).encode())
+    try:
+        return len(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except orjson.JSONEncodeError:  # an integer past 64 bits, among others
+        return len(json.dumps(value, ensure_ascii=False, default=str).encode())
 
 
 @dataclass(frozen=True)
