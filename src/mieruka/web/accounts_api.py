@@ -100,7 +100,11 @@ class AuditEntryOut(BaseModel):
     action: str
     target: str
     address: str
-    detail: dict[str, Any] | None
+    detail: dict[str, Any] | None = Field(
+        description="What was done. About a job: task, params (secrets '(hidden)', files as "
+        "{file, size}), job, outcome (accepted, duplicate, or the job's state), duration (seconds, "
+        "for a job waited for); a batch adds count, created, first_job, last_job. At most 4 KB."
+    )
 
 
 class AuditPage(BaseModel):
