@@ -1,13 +1,14 @@
 """The app the attack tests probe (tests/servers/test_attacks.py): an open task, an allow-listed pipeline
 task whose every output carries JOB_SECRET, an open and an allow-listed dashboard (with a source and
-a stream that only the allow-listed one shows, carrying BOARD_SECRET)."""
+a stream that only the allow-listed one shows, carrying BOARD_SECRET), each with controls (one on
+the open dashboard runs the allow-listed task)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import mieruka
-from mieruka import charts
+from mieruka import charts, controls
 
 JOB_SECRET = "zq-job-secret-7f3a"
 BOARD_SECRET = "zq-board-secret-91c2"
@@ -57,5 +58,24 @@ def vitals() -> dict[str, float]:
     return {"pulse": 60.0}
 
 
-app.dashboard("open", [charts.table(wards)])
-app.dashboard("wards", [charts.table(beds), charts.stream(vitals)], allow=["olga"])
+app.dashboard(
+    "open",
+    [
+        charts.table(wards),
+        controls.button(add, params={"a": 1}, title="Add one"),
+        controls.button(SECRET_TASK, title="Open the safe"),  # shown to all, pressed by olga alone
+    ],
+)
+app.dashboard(
+    "wards",
+    [charts.table(beds), charts.stream(vitals), controls.button(add, params={"a": 2}, title="Add two")],
+    allow=["olga"],
+)
+
+
+@app.source(every="1h")
+def lobby() -> list[dict[str, Any]]:
+    return [{"room": "hall", "people": 3}]
+
+
+app.dashboard("lobby", [charts.table(lobby)], public=True)  # a wall screen: anyone sees it without a login

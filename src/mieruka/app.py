@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from .core.controls import Control, bind
 from .core.dashboards import Chart, Dashboard, DashboardRegistry, check_name
 from .core.job import JobRecord
 from .core.streams import StreamSpec
@@ -256,7 +257,7 @@ class App:
     def dashboard(
         self,
         name: str,
-        charts: list[Chart],
+        charts: list[Chart | Control],
         *,
         title: str | None = None,
         columns: int = 2,
@@ -264,14 +265,15 @@ class App:
         allow: list[str] | tuple[str, ...] | None = None,
         public: bool = False,
     ) -> Dashboard:
-        """Declare a dashboard: a titled grid of charts (see `mieruka.charts`), served at /dashboards/{name}.
+        """Declare a dashboard: a titled grid of charts (see `mieruka.charts`) and controls (see
+        `mieruka.controls`: their tasks declared before), served at /dashboards/{name}.
         `allow` lists the role and user names that may see it (default: every viewer); `public=True`
         shows it to anyone without a login, read-only, with its own live data and nothing else (a
         wall screen; an admin can also make a display link for any dashboard)."""
         board = Dashboard(
             name,
             title or name.replace("_", " ").capitalize(),
-            tuple(charts),
+            tuple(bind(c, self.tasks, self.streams) if isinstance(c, Control) else c for c in charts),
             columns,
             description,
             tuple(allow) if allow is not None else None,

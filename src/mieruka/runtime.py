@@ -142,7 +142,8 @@ class Runtime:
         engine = self._build_engine(self)
         engine.start()
         self._engine = engine
-        if len(self.declared.sources) or self.streams:
+        # A dashboard of controls alone still has a page and an event stream to serve.
+        if len(self.declared.sources) or self.streams or len(self.dashboards):
             from .live.hub import Live
 
             try:

@@ -274,6 +274,8 @@ def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
         values[key] = [("add", "task:add"), (SECRET_TASK, "task:vault")]
     elif "{name}" in template:
         values["{name}"] = name_values(template)
+    if "{control}" in template:  # on the open dashboard, one runs the allow-listed task
+        values["{control}"] = [("add-one", ""), ("open-the-safe", "task:vault"), ("add-two", "")]
     for key, value in (("{artifact}", "secret.txt"), ("{secret}", "not-a-link"), ("{action}", "start")):
         if key in template:
             values[key] = [(value, "")]

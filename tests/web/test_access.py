@@ -91,6 +91,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/dashboards"): "viewer",
     ("GET", "/api/dashboards/{name}"): "viewer",
     ("GET", "/api/dashboards/{name}/events"): "viewer",
+    ("POST", "/api/dashboards/{name}/controls/{control}"): "operator",
     ("GET", "/api/streams"): "viewer",
     ("GET", "/api/streams/{name}"): "viewer",
     ("GET", "/api/streams/{name}/points"): "viewer",
@@ -178,6 +179,7 @@ def url_for(template: str, job: int) -> str:
         "{secret}": "not-a-link",
         "{action}": "start",
         "{artifact}": "missing.txt",
+        "{control}": "nothing",
     }
     if template.startswith("/tasks/"):
         values["{name}"] = "add"

@@ -1,8 +1,8 @@
 """Declarations of charts and dashboards: what to draw from which source, nothing about drawing.
 
-A dashboard is a titled grid of charts. Each chart names a source (a table refreshed on the
-server) or a stream (a rolling series pushed live), and the columns it reads. Dashboards, sources
-and streams are named objects, so access rules can be attached to them by name.
+A dashboard is a titled grid of charts and controls (core/controls.py). Each chart names a source
+(a table refreshed on the server) or a stream (a rolling series pushed live), and the columns it
+reads. Dashboards, sources and streams are named objects, so access rules can be attached to them by name.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from ..errors import ConfigError, NotFoundError
+from .controls import Control
 
 # Which browser library draws each kind: uPlot for series over a numeric or time axis (it streams at
 # a fraction of Chart.js's CPU), Chart.js for categorical charts, plain HTML for tables and numbers.
@@ -93,21 +94,29 @@ class Chart:
         return KINDS[self.kind]
 
     @property
+    def key(self) -> str:
+        """The chart's tile among the dashboard's tiles."""
+        return self.name
+
+    @property
     def is_stream(self) -> bool:
         return self.kind == "stream"
 
 
 @dataclass(frozen=True)
 class Dashboard:
-    """A titled grid of charts, `columns` wide."""
+    """A titled grid of charts and controls (`items`, in the order shown), `columns` wide; `charts`
+    and `controls` are each kind alone."""
 
     name: str
     title: str
-    charts: tuple[Chart, ...]
+    items: tuple[Chart | Control, ...]
     columns: int = 2
     description: str = ""
     allow: tuple[str, ...] | None = None  # role and user names that may see it (None: every viewer)
     public: bool = False  # shown without a login, read-only (a wall screen), with its live data only
+    charts: tuple[Chart, ...] = field(default=(), init=False)
+    controls: tuple[Control, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         check_name("dashboard", self.name)
@@ -115,34 +124,58 @@ class Dashboard:
             raise ConfigError(f"dashboard {self.name!r} is public: anyone may see it, so it takes no allow list")
         if not 1 <= self.columns <= 6:
             raise ConfigError("a dashboard has 1 to 6 columns")
-        if not self.charts:
-            raise ConfigError(f"dashboard {self.name!r} has no charts")
-        named: list[Chart] = []
-        seen: set[str] = set()
-        for chart in self.charts:
-            base = chart.name or slug(chart.title or f"{chart.kind}-{chart.source}")
+        if not self.items:
+            raise ConfigError(f"dashboard {self.name!r} has no charts or controls")
+        named: list[Chart | Control] = []
+        seen: set[str] = set()  # charts and controls are named apart: "control:" prefixes a control
+        for item in self.items:
+            if not isinstance(item, (Chart, Control)):
+                raise ConfigError(f"dashboard {self.name!r}: {item!r} is neither a chart nor a control")
+            if isinstance(item, Chart):
+                base = item.name or slug(item.title or f"{item.kind}-{item.source}")
+            else:
+                base = check_name("control", item.name) if item.name else slug(item.title or f"{item.kind}-{item.task}")
+            prefix = "control:" if isinstance(item, Control) else ""
             name, n = base, 2
-            while name in seen:
+            while prefix + name in seen:
                 name, n = f"{base}-{n}", n + 1
-            seen.add(name)
-            named.append(
-                replace(chart, name=name, title=chart.title or _title(chart), span=min(chart.span, self.columns))
-            )
-        object.__setattr__(self, "charts", tuple(named))
+            seen.add(prefix + name)
+            title = item.title or (_title(item) if isinstance(item, Chart) else item.task)
+            named.append(replace(item, name=name, title=title, span=min(item.span, self.columns)))
+        object.__setattr__(self, "items", tuple(named))
+        object.__setattr__(self, "charts", tuple(i for i in named if isinstance(i, Chart)))
+        object.__setattr__(self, "controls", tuple(i for i in named if isinstance(i, Control)))
+
+    @property
+    def watched(self) -> list[Chart | Control]:
+        """The charts and the controls with a state: what reads a source or a stream."""
+        return [i for i in self.items if isinstance(i, Chart) or i.state]
+
+    @property
+    def tiled(self) -> list[Chart | Control]:
+        """What gets a tile computed on each refresh of its source: the charts of sources and the
+        controls whose state is a source's column."""
+        return [i for i in self.watched if not i.is_stream]
 
     @property
     def sources(self) -> list[str]:
-        return list(dict.fromkeys(c.source for c in self.charts if not c.is_stream))
+        return list(dict.fromkeys(i.source for i in self.tiled))
 
     @property
     def streams(self) -> list[str]:
-        return list(dict.fromkeys(c.source for c in self.charts if c.is_stream))
+        return list(dict.fromkeys(i.source for i in self.watched if i.is_stream))
 
     def chart(self, name: str) -> Chart:
         for chart in self.charts:
             if chart.name == name:
                 return chart
         raise NotFoundError(f"dashboard {self.name!r} has no chart {name!r}")
+
+    def control(self, name: str) -> Control:
+        for control in self.controls:
+            if control.name == name:
+                return control
+        raise NotFoundError(f"dashboard {self.name!r} has no control {name!r}")
 
 
 def _title(chart: Chart) -> str:

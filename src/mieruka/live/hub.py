@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from ..core.controls import Control
 from ..core.dashboards import Chart, Dashboard, DashboardRegistry
 from ..core.streams import StreamSpec
 from ..errors import ConfigError, NotFoundError
@@ -56,20 +57,20 @@ class Live:
         self._signals = {d.name: Signal() for d in dashboards}
         self._check()
         for dashboard in dashboards:
-            for chart in dashboard.charts:
-                if not chart.is_stream:
-                    source = sources.get(chart.source)
-                    self._store(dashboard, chart, tile(chart, source, SourceState(source.name), self.zone))
+            for chart in dashboard.tiled:
+                source = sources.get(chart.source)
+                self._store(dashboard, chart, tile(chart, source, SourceState(source.name), self.zone))
         self.refresher.listen(self._on_source)
 
     def _check(self) -> None:
         for dashboard in self.dashboards:
-            for chart in dashboard.charts:
+            for chart in dashboard.watched:
                 known = self.streams if chart.is_stream else self.sources
                 if chart.source not in known:
                     what = "stream" if chart.is_stream else "source"
+                    item = "control" if isinstance(chart, Control) else "chart"
                     raise ConfigError(
-                        f"dashboard {dashboard.name!r}, chart {chart.name!r}: no {what} named {chart.source!r}"
+                        f"dashboard {dashboard.name!r}, {item} {chart.name!r}: no {what} named {chart.source!r}"
                     )
 
     def start(self) -> None:
@@ -93,11 +94,11 @@ class Live:
     def _on_source(self, source: Source, state: SourceState) -> None:
         for dashboard in self.dashboards:
             touched = False
-            for chart in dashboard.charts:
-                if chart.is_stream or chart.source != source.name:
+            for chart in dashboard.tiled:
+                if chart.source != source.name:
                     continue
                 with self._lock:
-                    old = self._tiles.get((dashboard.name, chart.name))
+                    old = self._tiles.get((dashboard.name, chart.key))
                 previous = old[1] if old else None
                 if previous is not None and previous["attempts"] > state.attempts:
                     continue  # an older announcement arriving late
@@ -106,29 +107,29 @@ class Live:
             if touched:
                 self._signals[dashboard.name].fire()
 
-    def _store(self, dashboard: Dashboard, chart: Chart, payload: dict[str, Any]) -> None:
+    def _store(self, dashboard: Dashboard, chart: Chart | Control, payload: dict[str, Any]) -> None:
         with self._lock:
             self._seq += 1
             payload["seq"] = self._seq
             payload["boot"] = self.boot
             body = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str)
             text = f"event: tile\ndata: {body}\n\n"
-            self._tiles[(dashboard.name, chart.name)] = (self._seq, payload, text)
+            self._tiles[(dashboard.name, chart.key)] = (self._seq, payload, text)
 
     def tiles(self, dashboard: str) -> list[dict[str, Any]]:
         board = self.dashboards.get(dashboard)
         with self._lock:
-            return [self._tiles[(board.name, c.name)][1] for c in board.charts if not c.is_stream]
+            return [self._tiles[(board.name, c.key)][1] for c in board.tiled]
 
     def tile_frames(self, dashboard: str, seen: dict[str, int]) -> list[str]:
         """The SSE text of the tiles changed since `seen` (chart -> seq), which is updated."""
         board = self.dashboards.get(dashboard)
         out: list[str] = []
         with self._lock:
-            for chart in board.charts:
-                entry = self._tiles.get((board.name, chart.name))
-                if entry is not None and entry[0] > seen.get(chart.name, 0):
-                    seen[chart.name] = entry[0]
+            for chart in board.tiled:
+                entry = self._tiles.get((board.name, chart.key))
+                if entry is not None and entry[0] > seen.get(chart.key, 0):
+                    seen[chart.key] = entry[0]
                     out.append(entry[2])
         return out
 

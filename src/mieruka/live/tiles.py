@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from ..core.controls import Control
 from ..core.dashboards import Chart
 from ..sources.frames import pandas
 from . import downsample
@@ -32,8 +33,10 @@ class TileError(Exception):
 
 
 def tile(
-    chart: Chart, source: Source, state: SourceState, zone: ZoneInfo, previous: dict[str, Any] | None = None
+    chart: Chart | Control, source: Source, state: SourceState, zone: ZoneInfo, previous: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    if isinstance(chart, Control):
+        return state_tile(chart, source, state, zone)
     payload: dict[str, Any] = {
         "chart": chart.name,
         "kind": chart.kind,
@@ -62,6 +65,30 @@ def tile(
         payload.update(_draw(chart, state.frame, zone, previous))
     except TileError as exc:
         payload["error"] = str(exc) if not state.error else f"{state.error}; {exc}"
+    return payload
+
+
+def state_tile(control: Control, source: Source, state: SourceState, zone: ZoneInfo) -> dict[str, Any]:
+    """A control's state: the value in its column of the table's last row (None when there is none)."""
+    payload: dict[str, Any] = {
+        "chart": control.name,
+        "kind": "state",
+        "control": control.name,
+        "source": source.name,
+        "column": control.column,
+        "version": state.version,
+        "attempts": state.attempts,
+        "refreshed_at": _iso(state.refreshed_at),
+        "error": state.error,
+        "value": None,
+    }
+    frame = state.frame
+    if frame is None:
+        return payload
+    if control.column not in frame.columns:
+        payload["error"] = f"no column {control.column!r} in the table (columns: {', '.join(map(str, frame.columns))})"
+    elif len(frame):
+        payload["value"] = _cell(frame[control.column].iloc[-1], zone)
     return payload
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from ..runtime import Runtime
-from . import accounts_api, displays, events, jobs, live, monitor, openapi, pools, steps, system, tasks
+from . import accounts_api, controls, displays, events, jobs, live, monitor, openapi, pools, steps, system, tasks
 from .assets import Assets
 from .errors import install_error_handlers
 from .live import LiveMetrics
@@ -55,6 +55,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     api.include_router(openapi.router)
     metrics.registry.register(LiveMetrics(runtime))
     api.include_router(live.router)
+    api.include_router(controls.router)
     api.include_router(ui_pages.router)
     api.include_router(ui_dashboards.router)
     api.include_router(displays.router)

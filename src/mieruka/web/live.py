@@ -103,6 +103,7 @@ def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
             }
             for c in board.charts
         ],
+        "controls": [c.summary() for c in board.controls],
     }
 
 

@@ -111,6 +111,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/dashboards/{name}"): Rule(Role.VIEWER, allow_list=("dashboard", "name"), shown=("dashboard", "name")),
     ("GET", "/api/sources/{name}"): Rule(Role.VIEWER, allow_list=("source", "name")),
     ("GET", "/api/sources/{name}/data"): Rule(Role.VIEWER, allow_list=("source", "name"), shown=("source", "name")),
+    # the task's allow list too: web/controls.py checks it (the path names the control, not the task)
+    ("POST", "/api/dashboards/{name}/controls/{control}"): Rule(
+        Role.OPERATOR, allow_list=("dashboard", "name"), audit="control.press"
+    ),
     ("POST", "/api/sources/{name}/refresh"): Rule(Role.OPERATOR, allow_list=("source", "name"), audit="source.refresh"),
     ("GET", "/api/streams/{name}"): Rule(Role.VIEWER, allow_list=("stream", "name")),
     ("GET", "/api/streams/{name}/points"): Rule(Role.VIEWER, allow_list=("stream", "name"), shown=("stream", "name")),

@@ -95,6 +95,7 @@
   window.setInterval(function () { Object.keys(tiles).forEach(function (k) { freshness(tiles[k]); }); }, 1000);
 
   function onTile(p) {
+    if (p.kind === "state") { onControlState(p); return; }
     var t = tiles[p.chart];
     // Tiles are numbered afresh when the server restarts (a new boot id): take the new ones.
     if (!t || (t.payload && t.payload.boot === p.boot && t.payload.seq >= p.seq)) return;
@@ -369,6 +370,7 @@
   });
 
   function onPoints(f) {
+    controlPoints(f);
     var s = streams[f.stream];
     if (!s) return;
     if (s.boot && f.boot && s.boot !== f.boot) {  // the server restarted: its points start again
@@ -414,6 +416,210 @@
     });
   }
 
+  // -- controls: press to run the task, show its answer in place; the device's state kept live -----
+  var controls = {};
+  var confirmDialog = document.getElementById("control-confirm");
+  document.querySelectorAll(".control").forEach(function (el) {
+    var c = { el: el, name: el.dataset.control, kind: el.dataset.kind, pending: 0, value: null, known: false,
+      input: el.querySelector(".control-input"), result: el.querySelector(".control-result"),
+      options: el.dataset.options ? JSON.parse(el.dataset.options) : null };
+    controls[c.name] = c;
+    if (el.dataset.disabled === "true") return;
+    wireControl(c);
+  });
+
+  function wireControl(c) {
+    var el = c.el;
+    if (c.kind === "button") {
+      el.querySelector(".control-press").addEventListener("click", function () { ask(c, function () { press(c, {}); }); });
+    } else if (c.kind === "toggle") {
+      c.input.addEventListener("change", function () {
+        var wanted = c.input.checked;
+        c.input.checked = !wanted;  // shows the device's state until the press is made
+        ask(c, function () {
+          c.input.checked = wanted;
+          switchText(c);
+          press(c, { value: wanted });
+        });
+      });
+    } else if (c.kind === "slider") {
+      var output = el.querySelector(".control-output");
+      c.input.addEventListener("input", function () { output.textContent = c.input.value; c.dragging = true; });
+      c.input.addEventListener("change", function () {
+        c.dragging = false;
+        var wanted = +c.input.value;
+        ask(c, function () { press(c, { value: wanted }); }, function () { showState(c); });
+      });
+    } else if (c.kind === "number") {
+      el.querySelector("form").addEventListener("submit", function (e) {
+        e.preventDefault();
+        if (c.input.value === "") return;
+        var wanted = +c.input.value;
+        ask(c, function () { press(c, { value: wanted }); });
+      });
+      c.input.addEventListener("input", function () { c.editing = true; });
+    } else if (c.kind === "select") {
+      c.input.addEventListener("change", function () {
+        var wanted = c.options[+c.input.value];
+        ask(c, function () { press(c, { value: wanted }); }, function () { showState(c); });
+      });
+    } else if (c.kind === "form") {
+      var form = el.querySelector("form");
+      form.addEventListener("submit", function (e) {
+        e.preventDefault();
+        ask(c, function () { press(c, null, new URLSearchParams(new FormData(form))); });
+      });
+    }
+  }
+
+  // A dangerous control asks first, in the page's own dialog.
+  function ask(c, go, cancelled) {
+    var question = c.el.dataset.confirm;
+    if (!question) { go(); return; }
+    if (!confirmDialog || !confirmDialog.showModal) { if (window.confirm(question)) go(); else if (cancelled) cancelled(); return; }
+    confirmDialog.querySelector(".control-question").textContent = question;
+    confirmDialog.querySelector("h3").textContent = c.el.querySelector(".tile-title").textContent + ": are you sure?";
+    function answer(e) {
+      var button = e.target.closest("[data-answer]");
+      if (!button) return;
+      finish(button.dataset.answer === "confirm");
+    }
+    function onCancel(e) { e.preventDefault(); finish(false); }
+    function finish(yes) {
+      confirmDialog.removeEventListener("click", answer);
+      confirmDialog.removeEventListener("cancel", onCancel);
+      confirmDialog.close();
+      if (yes) go(); else if (cancelled) cancelled();
+    }
+    confirmDialog.addEventListener("click", answer);
+    confirmDialog.addEventListener("cancel", onCancel);
+    confirmDialog.showModal();
+  }
+
+  function press(c, payload, form) {
+    c.pending++;
+    c.editing = false;
+    c.el.dataset.pressing = "true";
+    c.el.querySelector(".control-body").setAttribute("aria-busy", "true");
+    say(c, "running…", "");
+    var headers = { Accept: "application/json" };
+    if (window.mieruka && window.mieruka.csrf) headers["X-CSRF-Token"] = window.mieruka.csrf;
+    headers["Content-Type"] = form ? "application/x-www-form-urlencoded" : "application/json";
+    fetch(root + "/api/dashboards/" + encodeURIComponent(body.dashboard) + "/controls/" + encodeURIComponent(c.name),
+      { method: "POST", headers: headers, body: form ? form.toString() : JSON.stringify(payload), credentials: "same-origin" })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (data) { return { status: r.status, data: data }; });
+      })
+      .then(function (answer) { done(c, answer.status, answer.data); },
+        function (e) { done(c, 0, { error: { message: "the server could not be reached (" + e + ")" } }); });
+  }
+
+  function done(c, status, data) {
+    c.pending--;
+    if (!c.pending) {
+      delete c.el.dataset.pressing;
+      c.el.querySelector(".control-body").removeAttribute("aria-busy");
+    }
+    if (status === 401 && window.mieruka && window.mieruka.csrf) {
+      window.location.href = root + "/login?next=" + encodeURIComponent(window.location.pathname);
+      return;
+    }
+    c.el.dataset.outcome = status === 200 ? data.state : "refused";
+    if (status !== 200) {
+      var err = data && data.error ? data.error.message || data.error.code : "the server answered " + status;
+      say(c, "✗ " + err, "error");
+      showState(c);  // the device did not change: show what it is
+      return;
+    }
+    var link = { href: data.url, text: "job " + data.job };
+    if (data.state === "succeeded") {
+      var shown = data.result !== null && data.result !== undefined ? brief(data.result) : data.message || "done";
+      say(c, "✓ " + shown, "ok", link);
+    } else if (data.state === "failed" || data.state === "cancelled") {
+      say(c, "✗ " + (data.error ? data.error.split("\n")[0] : data.state), "error", link);
+      showState(c);
+    } else {
+      say(c, "still " + data.state + "…", "", link);
+    }
+  }
+
+  function brief(value) {
+    var text = typeof value === "string" ? value : JSON.stringify(value);
+    return text.length > 160 ? text.slice(0, 157) + "…" : text;
+  }
+
+  function say(c, text, tone, link) {
+    c.result.className = "control-result" + (tone ? " " + tone : "");
+    c.result.textContent = text;
+    if (link) {
+      var a = document.createElement("a");
+      a.href = link.href;
+      a.textContent = link.text;
+      c.result.append(" · ", a);
+    }
+  }
+
+  function onControlState(p) {
+    var c = controls[p.control];
+    if (!c || (c.payload && c.payload.boot === p.boot && c.payload.seq >= p.seq)) return;
+    c.payload = p;
+    var err = c.el.querySelector(".control-state-error");
+    if (err) { err.hidden = !p.error; err.textContent = p.error ? "State: " + p.error : ""; }
+    if (p.value === null || p.value === undefined) return;
+    setState(c, p.value);
+  }
+
+  function controlPoints(f) {
+    Object.keys(controls).forEach(function (name) {
+      var c = controls[name], d = c.el.dataset;
+      if (d.stateStream !== "true" || d.stateSource !== f.stream) return;
+      var values = f.series[d.stateColumn];
+      if (!values) return;
+      for (var i = values.length - 1; i >= 0; i--) {
+        if (values[i] !== null && values[i] !== undefined) { setState(c, values[i]); return; }
+      }
+    });
+  }
+
+  function setState(c, value) {
+    c.value = value;
+    c.known = true;
+    c.el.dataset.state = typeof value === "string" ? value : JSON.stringify(value);
+    var now = c.el.querySelector(".control-now");
+    if (now) {
+      now.replaceChildren("now: ");
+      var span = document.createElement("span");
+      span.className = "control-value";
+      span.textContent = c.kind === "toggle" ? (truthy(value) ? "on" : "off") : String(value);
+      now.appendChild(span);
+    }
+    if (!c.pending) showState(c);
+  }
+
+  function truthy(value) {
+    if (typeof value === "string") return ["", "0", "false", "off", "no"].indexOf(value.toLowerCase()) < 0;
+    return !!value;
+  }
+
+  // The input shows the device's state, except while the user is choosing.
+  function showState(c) {
+    if (!c.known || !c.input) return;
+    if (c.kind === "toggle") { c.input.checked = truthy(c.value); switchText(c); }
+    else if (c.kind === "slider" && !c.dragging) {
+      c.input.value = c.value;
+      c.el.querySelector(".control-output").textContent = c.value;
+    } else if (c.kind === "number" && !c.editing && document.activeElement !== c.input) c.input.value = c.value;
+    else if (c.kind === "select" && c.options) {
+      var i = c.options.findIndex(function (o) { return o === c.value || String(o) === String(c.value); });
+      if (i >= 0) c.input.value = String(i);
+    }
+  }
+
+  function switchText(c) {
+    var text = c.el.querySelector(".control-switch-text");
+    if (text) text.textContent = c.input.checked ? "On" : "Off";
+  }
+
   // -- polling, where streaming cannot work ------------------------------------------------------------
   function getJSON(url) {
     return fetch(root + url, { headers: { Accept: "application/json" } }).then(function (r) {
@@ -428,6 +634,15 @@
     }
     Object.keys(streams).forEach(function (name) {
       getJSON("/api/streams/" + encodeURIComponent(name) + "/points?after=" + streams[name].last).then(onPoints);
+    });
+    // Streams that only controls read: their newest point is enough.
+    var read = {};
+    Object.keys(controls).forEach(function (name) {
+      var d = controls[name].el.dataset;
+      if (d.stateStream === "true" && !streams[d.stateSource] && !read[d.stateSource]) {
+        read[d.stateSource] = 1;
+        getJSON("/api/streams/" + encodeURIComponent(d.stateSource) + "/points?limit=1").then(controlPoints);
+      }
     });
   }
 

@@ -9,13 +9,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from ...core.access import allowed
-from ...core.dashboards import Chart
-from ..identity import principal
+from ...core.access import Principal, allowed
+from ...core.dashboards import Chart, Dashboard
+from ...live.hub import Live
+from ...runtime import Runtime
+from ..controls import why_not
 from ..displays import page_mode
+from ..identity import STATE_KEY, principal
 from ..live import live_of, live_or_none, source_json
 from ..state import RuntimeDep, pages_of
 from . import render
+from .forms import form_fields
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
@@ -60,15 +64,52 @@ def index(runtime: RuntimeDep, request: Request) -> HTMLResponse:
 @router.get("/dashboards/{name}", response_class=HTMLResponse)
 def dashboard(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
     board = runtime.dashboards.get(name)
-    tiles = live_of(runtime).tiles(board.name)
+    live = live_of(runtime)
+    tiles = live.tiles(board.name)
+    charts = [t for t in tiles if t["kind"] != "state"]
     return _page(
         request,
         "dashboard.html",
         board=board,
         tiles=tiles,
-        tiles_by_name={t["chart"]: t for t in tiles},
+        tiles_by_name={t["chart"]: t for t in charts},
+        controls=control_views(runtime, live, board, [t for t in tiles if t["kind"] == "state"], request),
         **page_mode(request),
     )
+
+
+def control_views(
+    runtime: Runtime, live: Live, board: Dashboard, states: list[dict[str, Any]], request: Request
+) -> dict[str, dict[str, Any]]:
+    """What each control shows: its state now, why the reader may not use it, a form's fields."""
+    who: Principal | None = getattr(request.state, STATE_KEY, None)  # None: anonymous (a wall screen)
+    by_control = {t["control"]: t for t in states}
+    views: dict[str, dict[str, Any]] = {}
+    for control in board.controls:
+        task = runtime.tasks.get(control.task)
+        state = by_control.get(control.name, {})
+        value, error = state.get("value"), state.get("error")
+        if control.is_stream:
+            value, error = _stream_value(live, control.source, control.column)
+        # A task the reader may not see keeps its parameters to itself: a disabled form shows none.
+        shown = who is not None and allowed(who, task.allow)
+        views[control.name] = {
+            "value": value,
+            "has_state": bool(control.state) and (value is not None),
+            "state_error": error,
+            "why": why_not(who, task),
+            "fields": [f for f in form_fields(task) if f.name in control.fields]
+            if control.kind == "form" and shown
+            else [],
+        }
+    return views
+
+
+def _stream_value(live: Live, stream: str, series: str) -> tuple[Any, str | None]:
+    runner = live.stream(stream)
+    batch = runner.buffer.since(max(0, runner.buffer.last - 1))
+    values = batch.series.get(series) if batch is not None else None
+    return (values[-1] if values else None), runner.error
 
 
 @router.get("/streams/{name}", response_class=HTMLResponse)
