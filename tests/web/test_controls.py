@@ -260,3 +260,18 @@ def test_a_dashboard_of_controls_alone_is_served(tmp_path: Path) -> None:
         assert client.get("/dashboards/buttons").status_code == 200
         assert client.post("/api/dashboards/buttons/controls/ping").json()["result"] == "pong"
         assert client.get("/api/dashboards/buttons").json()["tiles"] == []
+
+
+def test_the_docs_describe_every_control_and_their_example_runs() -> None:
+    from mieruka import controls
+
+    doc = (Path(__file__).parents[2] / "docs" / "dashboards.md").read_text()
+    section = doc[doc.index("## Controls") : doc.index("## Who may see what")]
+    assert set(re.findall(r"`controls\.(\w+)\(", section)) == set(controls.__all__)
+    assert "`POST /api/dashboards/{name}/controls/{control}`" in doc
+    namespace: dict[str, Any] = {"__name__": "docs_controls"}
+    exec(compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "docs/dashboards.md", "exec"), namespace)
+    board = namespace["app"].dashboards.get("panel")
+    assert [c.kind for c in board.controls] == ["toggle", "slider", "select", "button", "form"]
+    assert board.controls[2].options == ("auto", "manual", "off") and board.controls[4].fields == ("times",)
+    assert board.streams == ["readings"] and board.sources == ["board"]
