@@ -1,7 +1,8 @@
 """The route x role matrix, replayed against a real server as an attacker would.
 
 Every route of tests/guarded_app.py (taken from the app itself) is called by anonymous, a viewer, two
-operators, an operator on the allow lists, an admin, a revoked and an expired token; every job and
+operators, an operator on the allow lists, an admin, a revoked and an expired token, a display (the
+cookie of a display link to the open dashboard) and a display whose link was revoked; every job and
 token id in a path is also written in the non-canonical forms (+5, %205, 5%20, 5%0A, 5%09, 05). The
 matrix fails when a response
 
@@ -45,6 +46,8 @@ ROLES = {
     "anonymous": "anonymous",
     "revoked": "anonymous",
     "expired": "anonymous",
+    "display": "anonymous",  # without a login: the public dashboard, and the open one by its link
+    "display_revoked": "anonymous",
     "val": "viewer",
     "otto": "operator",
     "oona": "operator",
@@ -69,11 +72,14 @@ class Probe:
     jobs: dict[str, int]  # otto's finished add, oona's running sleep, olga's finished vault
     oona_token: int
     routes: list[tuple[str, str]]
+    displays: dict[str, str]  # who -> the secret of its display link (sent as the display's cookie)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.server.url, timeout=30)
 
     def headers(self, who: str) -> dict[str, str]:
+        if who in self.displays:
+            return {"Cookie": f"mieruka_display={self.displays[who]}"}
         return {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
 
 
@@ -131,9 +137,14 @@ def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
                 "/api/users", json={"name": HIDDEN_USER, "role": "viewer", "password": PASSWORD}, headers=admin
             )
             assert added.status_code == 201, added.text
+            displays = {}
+            for who in ("display", "display_revoked"):
+                link = http.post("/api/displays", json={"dashboard": "open", "label": who}, headers=admin).json()
+                displays[who] = link["url"].split("#", 1)[1]
+            assert http.delete(f"/api/displays/{link['id']}", headers=admin).status_code == 200
         while utcnow() <= expires:
             time.sleep(0.1)
-        yield Probe(server, tokens, jobs, oona_token, routes)
+        yield Probe(server, tokens, jobs, oona_token, routes, displays)
 
 
 @pytest.mark.timeout(600)
@@ -294,6 +305,7 @@ def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
             f"job:{probe.jobs['oona']}",
             "dashboard:wards",
             "dashboard:open",
+            "dashboard:lobby",
             f"stream:{SECRET_STREAM}",
         ]
         combos = [(template + "?" + "&".join(f"topic={t}" for t in topics), "")]
@@ -314,9 +326,9 @@ def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
 
 def name_values(template: str) -> list[tuple[str, str]]:
     if template.startswith(("/api/dashboards/", "/dashboards/")):
-        return [("open", "dashboard:open"), ("wards", "dashboard:wards")]
+        return [("open", "dashboard:open"), ("wards", "dashboard:wards"), ("lobby", "dashboard:lobby")]
     if template.startswith("/api/sources/"):
-        return [("wards", "source:wards"), ("beds", "source:beds")]
+        return [("wards", "source:wards"), ("beds", "source:beds"), ("lobby", "source:lobby")]
     if template.startswith(("/api/streams/", "/streams/")):
         return [(SECRET_STREAM, "stream:vitals")]
     if template.startswith(("/api/users/", "/users/")):
@@ -328,11 +340,31 @@ def name_values(template: str) -> list[tuple[str, str]]:
     return [("nothing", "")]
 
 
+# Read without a login (tests/web/test_displays.py has the same routes): the public dashboard (lobby)
+# by anyone, the open dashboard by the holder of its display link; their sources and streams.
+WALL_ROUTES = {
+    ("GET", "/dashboards/{name}"),
+    ("GET", "/api/dashboards/{name}"),
+    ("GET", "/api/dashboards/{name}/events"),
+    ("GET", "/api/sources/{name}/data"),
+    ("GET", "/api/streams/{name}/points"),
+    ("GET", "/api/live/events"),
+}
+WALL_SHOWN = {
+    "anonymous": {"dashboard:lobby", "source:lobby"},
+    "display_revoked": {"dashboard:lobby", "source:lobby"},
+    "display": {"dashboard:lobby", "source:lobby", "dashboard:open", "source:wards"},
+}
+
+
 def must_deny(who: str, method: str, template: str, subject: str, canonical: bool) -> bool:
     """Whether the rules deny this request (False: they allow it, or it depends on the handler)."""
     expected = EXPECTED.get((method, template))
     assert expected is not None, f"{method} {template} has no expectation in tests/web/test_access.py"
     role = ROLES[who]
+    if who in WALL_SHOWN and canonical and (method, template) in WALL_ROUTES:
+        # The shared stream opens for them and refuses each topic not shown (the leak checks apply).
+        return template != "/api/live/events" and not (subject and set(subject.split()) <= WALL_SHOWN[who])
     if not role_allows(expected, role) or not canonical:
         return True
     secret = {"job:olga", "task:vault", "dashboard:wards", "source:beds", "stream:vitals"}
