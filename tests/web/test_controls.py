@@ -162,6 +162,19 @@ def test_a_press_is_audited(served: dict[str, Any]) -> None:
     entries = client.get("/api/audit", params={"limit": 50}, headers=as_(served, "ada")).json()["entries"]
     mine = [e for e in entries if e["action"] == "control.press" and e["target"] == f"job:{job}"]
     assert len(mine) == 1 and mine[0]["actor"] == "olga", entries[:3]
+    detail = mine[0]["detail"]
+    assert {k: detail[k] for k in ("dashboard", "control", "task", "params", "job", "outcome")} == {
+        "dashboard": "panel",
+        "control": "set-mode",
+        "task": "set_mode",
+        "params": {"mode": "manual"},
+        "job": job,
+        "outcome": "succeeded",
+    }
+    assert isinstance(detail["duration"], float) and detail["duration"] >= 0
+    failed = press(served, "olga", "overheat", {}).json()["job"]
+    entries = client.get("/api/audit", params={"limit": 50}, headers=as_(served, "ada")).json()["entries"]
+    assert [e["detail"]["outcome"] for e in entries if e["target"] == f"job:{failed}"] == ["failed"]
     # A refused press changes nothing and records nothing.
     before = len(client.get("/api/audit", params={"limit": 500}, headers=as_(served, "ada")).json()["entries"])
     assert press(served, "vic", "set-mode", {"value": "off"}).status_code == 403

@@ -4,7 +4,9 @@ control's state source to refresh, so every open page shows the device's new sta
     POST /api/dashboards/{name}/controls/{control}   {"value": true}  |  {"params": {...}}  |  {}
 
 The security middleware has checked the role (operator) and the dashboard's allow list
-(policy.py); the task's allow list is checked here, since the path does not name the task.
+(policy.py); the task's allow list is checked here, since the path does not name the task. The
+press's audit entry (control.press) holds the dashboard, the control, the task, its parameters
+without secrets, the job, its outcome and its run time.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..core.job import JobRecord
 from ..core.task import Task
 from ..errors import JobTimeoutError, PermissionDenied, ValidationError
 from ..runtime import Runtime
+from .audit import note, note_job, note_result
 from .identity import owner_name, principal
 from .live import live_or_none
 from .offload import offload
@@ -74,10 +77,13 @@ async def press_answer(runtime: Runtime, request: Request, name: str, control: s
     params = item.parameters(value, given)
     started = time.monotonic()
     record, _ = await offload(runtime.engine.submit, task.name, params, owner=owner_name(request))
+    note(request, dashboard=board.name, control=item.name)
+    note_job(request, record, task)
     try:
         record = await runtime.engine.wait_async(record.id, runtime.settings.run_wait_max)
     except JobTimeoutError:
         record = await offload(runtime.engine.get, record.id)
+    note_result(request, record)  # the audit entry: task, parameters, outcome, duration
     _refresh_state(runtime, item)
     root = request.scope.get("root_path", "")
     return JsonAnswer(
