@@ -69,9 +69,17 @@ def nap(seconds: float = 0.1) -> float:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    """The app on SQLite and on PostgreSQL (the detail is a JSON column on both)."""
     app._settings = None
-    app.configure(home=str(tmp_path / "home"), executor="threads", workers=1, poll_interval=0.2, timezone="Asia/Tokyo")
+    app.configure(
+        home=str(tmp_path / "home"),
+        database_url=database_url,
+        executor="threads",
+        workers=1,
+        poll_interval=0.2,
+        timezone="Asia/Tokyo",
+    )
     with TestClient(app.asgi()) as test_client:
         yield test_client
     app._settings = None
