@@ -335,6 +335,11 @@ def test_the_page_and_the_csv_show_it_readably_in_the_configured_zone(client: Te
     assert row["params"].startswith('host="db1", password=(hidden)')
     assert row["at_local"].endswith("+09:00") and row["at_utc"].endswith("Z")
     assert float(by_target[f"job:{run}"]["duration_s"]) == app.engine.get(run).duration
+    # An entry whose job id now names a job of another task (a database replaced since) is not
+    # shown that job's state.
+    app.auth.audit.record("ann", "job.submit", f"job:{run}", "10.0.0.9", {"task": "upload", "job": run})
+    other = next(r for r in re.findall(r"<tr><td.*?</tr>", client.get("/audit").text, re.S) if "10.0.0.9" in r)
+    assert "succeeded" not in other and "no longer stored" in other
     # Deleted, the job is no longer there to ask: the entry still says what it was.
     assert client.delete(f"/api/jobs/{job}").status_code == 204
     page = client.get("/audit").text

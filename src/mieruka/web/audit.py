@@ -239,10 +239,15 @@ class Shown:
 
 
 def shown_entries(runtime: Runtime, entries: list[AuditEntry]) -> list[Shown]:
-    """The audit page's rows: each entry with its detail in parts and its job as it is now."""
+    """The audit page's rows: each entry with its detail in parts and its job as it is now (not
+    when the row holds a job of another task: the database was replaced since)."""
     jobs = [entry_job(e.target, e.detail) for e in entries]
     now = jobs_now(runtime, {job for job in jobs if job is not None})
-    return [
-        Shown(e, describe(e.detail), job, now.get(job, None) if job is not None else None)
-        for e, job in zip(entries, jobs)
-    ]
+    shown = []
+    for entry, job in zip(entries, jobs):
+        detail = describe(entry.detail)
+        record = now.get(job) if job is not None else None
+        if record is not None and detail.task and record.task != detail.task:
+            record = None
+        shown.append(Shown(entry, detail, job, record))
+    return shown
