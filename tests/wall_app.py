@@ -1,6 +1,7 @@
 """The app of the wall-screen tests (tests/web/test_displays.py, tests/servers/test_displays_server.py):
 a public dashboard (lobby), an allow-listed one a display link is made for (wards), and one every
-signed-in viewer sees but nobody without a login (staff). Each carries its own marker, so a page or
+signed-in viewer sees but nobody without a login (staff). The lobby's control is for signed-in
+operators: a reader without a login never sees it. Each carries its own marker, so a page or
 stream that shows one where it must not is caught."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import mieruka
-from mieruka import charts
+from mieruka import charts, controls
 
 LOBBY = "lobby-marker-5d1e"
 WARDS = "wards-marker-b7c4"
@@ -55,7 +56,12 @@ def load() -> dict[str, float]:
 
 app.dashboard(
     "lobby",
-    [charts.kpi(lobby, value="people", aggregate="sum", title="Visitors"), charts.table(lobby), charts.stream(pulse)],
+    [
+        charts.kpi(lobby, value="people", aggregate="sum", title="Visitors"),
+        charts.table(lobby),
+        charts.stream(pulse),
+        controls.button(add, params={"a": 7}, title="Call the porter", confirm="Call them now?"),
+    ],
     title="Lobby",
     columns=3,
     public=True,

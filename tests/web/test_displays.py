@@ -187,12 +187,17 @@ def test_the_public_page_is_read_only_and_shows_no_way_in(wall: dict[str, Any]) 
     for absent in ('href="/jobs"', 'href="/users"', 'href="/dashboards"', "/logout", "<form", 'id="me"', "presence"):
         assert absent not in page.text, absent
     assert '<meta name="csrf-token" content="">' in page.text
+    # Its control is for signed-in operators: no sign of it, on the page or in the JSON.
+    assert "Call the porter" not in page.text and "porter" not in client.get("/api/dashboards/lobby").text
+    assert client.get("/api/dashboards/lobby").json()["controls"] == []
     assert 'class="kiosk"' not in page.text
     kiosk = client.get("/dashboards/lobby?kiosk=1")
     assert 'class="kiosk"' in kiosk.text and "topbar" not in kiosk.text and "kiosk-clock" in kiosk.text
     # Signed in, the same page has its navigation; ?kiosk=1 takes it away.
     signed_in = client.get("/dashboards/lobby", headers=bearer(wall, "val"))
     assert 'href="/jobs"' in signed_in.text and 'class="kiosk"' not in signed_in.text
+    assert "Call the porter" in signed_in.text  # shown, disabled for a viewer
+    assert "Call the porter" not in client.get("/dashboards/lobby?kiosk=1", headers=bearer(wall, "otto")).text
     kiosk = client.get("/dashboards/staff?kiosk=1", headers=bearer(wall, "val"))
     assert kiosk.status_code == 200 and STAFF in kiosk.text
     assert 'class="kiosk"' in kiosk.text and 'href="/jobs"' not in kiosk.text

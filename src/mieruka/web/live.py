@@ -239,11 +239,14 @@ def list_dashboards(runtime: RuntimeDep, request: Request) -> list[dict[str, Any
 
 
 @router.get("/api/dashboards/{name}", tags=["dashboards"])
-def get_dashboard(runtime: RuntimeDep, name: str) -> dict[str, Any]:
+def get_dashboard(runtime: RuntimeDep, request: Request, name: str) -> dict[str, Any]:
     """A dashboard with every tile as last computed (what the page's polling fallback reads)."""
     board = runtime.dashboards.get(name)
     live = live_of(runtime)
-    return {**dashboard_json(board, runtime.settings.root_path), "tiles": live.tiles(board.name)}
+    answer = {**dashboard_json(board, runtime.settings.root_path), "tiles": live.tiles(board.name)}
+    if viewing(request) is not None:  # read without a login: read-only, its controls are not shown
+        answer["controls"] = []
+    return answer
 
 
 @router.get("/api/dashboards/{name}/events", tags=["dashboards"], response_class=Response, responses=SSE)
