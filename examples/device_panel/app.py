@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from device import Device, Relay, describe
+from device import Device, Relay
 from pydantic import Field
 
 import mieruka
-from mieruka import charts
+from mieruka import charts, controls
 
 app = mieruka.App(
     "Device panel",
@@ -42,56 +42,59 @@ board = Device(state_file())
 KEEP = "30d"  # presses are jobs: a month of them is kept, then pruned
 
 
-# -- what the controls run ------------------------------------------------------------------------
+# -- what the controls run: each answers in a few words, shown under the control ------------------
 @app.task(quick=True, keep=KEEP)
-def switch(relay: Relay, on: bool) -> dict[str, Any]:
+def switch(relay: Relay, on: bool) -> str:
     """Switch a relay on or off.
 
     Args:
         relay: Which relay.
         on: On (true) or off (false).
     """
-    return describe(board.switch(relay, on))
+    state = board.switch(relay, on)
+    note = " (the thermostat drives it)" if relay == "heater" and state.mode == "thermostat" else ""
+    return f"{relay} {'on' if on else 'off'}{note}"
 
 
 @app.task(quick=True, keep=KEEP)
-def set_fan(percent: Annotated[int, Field(ge=0, le=100)]) -> dict[str, Any]:
+def set_fan(percent: Annotated[int, Field(ge=0, le=100)]) -> str:
     """Set the fan's speed.
 
     Args:
         percent: 0 (off) to 100 (full speed).
     """
-    return describe(board.set_fan(percent))
+    return f"fan at {board.set_fan(percent).fan} %"
 
 
 @app.task(quick=True, keep=KEEP)
-def set_led(percent: Annotated[int, Field(ge=0, le=100)]) -> dict[str, Any]:
+def set_led(percent: Annotated[int, Field(ge=0, le=100)]) -> str:
     """Set the status LED's brightness.
 
     Args:
         percent: 0 (off) to 100 (full brightness).
     """
-    return describe(board.set_led(percent))
+    return f"LED at {board.set_led(percent).led} %"
 
 
 @app.task(quick=True, keep=KEEP)
-def set_thermostat(on: bool) -> dict[str, Any]:
+def set_thermostat(on: bool) -> str:
     """Let the thermostat drive the heater relay (on), or switch it by hand (off).
 
     Args:
         on: Thermostat mode (true) or manual (false).
     """
-    return describe(board.set_mode("thermostat" if on else "manual"))
+    state = board.set_mode("thermostat" if on else "manual")
+    return f"thermostat keeps {state.target:g} °C" if on else "manual: the heater is switched by hand"
 
 
 @app.task(quick=True, keep=KEEP)
-def set_target(celsius: Annotated[float, Field(ge=10, le=30)]) -> dict[str, Any]:
+def set_target(celsius: Annotated[float, Field(ge=10, le=30)]) -> str:
     """Set the temperature the thermostat keeps.
 
     Args:
         celsius: Degrees Celsius, 10 to 30.
     """
-    return describe(board.set_target(celsius))
+    return f"target {board.set_target(celsius).target:g} °C"
 
 
 @app.task(quick=True, keep=KEEP, timeout="1m")
@@ -110,9 +113,10 @@ def run_pump(seconds: Annotated[float, Field(gt=0, le=30)] = 3.0) -> str:
 
 
 @app.task(quick=True, keep=KEEP, allow=["admin"])
-def reset() -> dict[str, Any]:
+def reset() -> str:
     """Every output off, manual mode, target back to 21 degrees. Admins only."""
-    return describe(board.reset())
+    state = board.reset()
+    return f"every output off, manual, target {state.target:g} °C"
 
 
 # -- the readings, once a second -------------------------------------------------------------------
@@ -140,10 +144,20 @@ def levels() -> dict[str, float]:
 app.dashboard(
     "panel",
     [
-        charts.stream(temperature, title="Temperature (°C)", window=300, span=2),
-        charts.stream(relays, title="Relays", window=300),
-        charts.stream(levels, title="Fan and LED (%)", window=300),
+        controls.toggle(switch, param="on", params={"relay": "heater"}, state="relays.heater", title="Heater"),
+        controls.toggle(switch, param="on", params={"relay": "lamp"}, state="relays.lamp", title="Lamp"),
+        controls.toggle(switch, param="on", params={"relay": "pump"}, state="relays.pump", title="Pump"),
+        controls.toggle(set_thermostat, param="on", state="relays.thermostat", title="Thermostat"),
+        controls.number(set_target, param="celsius", step=0.5, state="temperature.target", title="Target (°C)"),
+        controls.slider(set_fan, param="percent", step=5, state="levels.fan", title="Fan (%)"),
+        controls.select(set_led, param="percent", options=[0, 10, 50, 100], state="levels.led", title="LED (%)"),
+        controls.form(run_pump, title="Run the pump"),
+        controls.button(reset, title="Reset the board", confirm="Switch every output off and go back to manual?"),
+        charts.stream(temperature, title="Temperature (°C)", window=300, span=3),
+        charts.stream(relays, title="Relays (1 on, 0 off)", window=300, span=2),
+        charts.stream(levels, title="Fan and LED (%)", window=300, span=2),
     ],
     title="Device panel",
-    columns=3,
+    description="Controls act on the board at once; the readings are taken once a second.",
+    columns=4,
 )

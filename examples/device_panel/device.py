@@ -47,8 +47,8 @@ MODES: tuple[Mode, ...] = ("manual", "thermostat")
 
 AMBIENT = 18.0  # degrees C around the board
 HEAT = 12.0  # how much warmer the heater alone makes it, once settled
-LOSS = 0.02  # 1/s: how fast the temperature approaches where it is heading, fan off
-FAN_LOSS = 0.06  # 1/s more at full fan
+LOSS = 0.01  # 1/s: how fast the temperature approaches where it is heading, fan off
+FAN_LOSS = 0.03  # 1/s more at full fan
 HYSTERESIS = 0.5  # degrees either side of the target before the thermostat switches
 NOISE = 0.05  # degrees of sensor noise
 
@@ -214,15 +214,3 @@ def _percent(value: int, what: str) -> int:
     if not 0 <= value <= 100:
         raise ValueError(f"the {what} level is a percentage from 0 to 100, not {value}")
     return int(value)
-
-
-def describe(state: State) -> dict[str, Any]:
-    """The state as a task answers it: outputs and settings, the temperature now."""
-    return {
-        "relays": dict(state.relays),
-        "fan": state.fan,
-        "led": state.led,
-        "mode": state.mode,
-        "target": state.target,
-        "temperature": round(state.temperature_at(time.time()), 2),
-    }

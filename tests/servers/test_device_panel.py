@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mieruka.settings import Settings
 from tests.conftest import TESTS, ServerProcess, free_port, need_service, shared_server
 from tests.servers.test_auth_server import cli
 
@@ -107,21 +109,21 @@ def test_presses_change_the_board_and_the_readings_follow(panel: PanelServer) ->
     with panel.client("otto") as otto, panel.client("ada") as ada:
         press(ada, "reset")
         job = press(otto, "switch", relay="lamp", on=True)
-        assert job["result"]["relays"] == {"heater": False, "lamp": True, "pump": False}
-        assert job["owner"] == "otto"
-        assert json.loads(panel.state.read_text())["relays"]["lamp"] is True
+        assert job["result"] == "lamp on" and job["owner"] == "otto"
+        board = json.loads(panel.state.read_text())
+        assert board["relays"] == {"heater": False, "lamp": True, "pump": False}
         done = time.time()
         assert reading_after(otto, "relays", done)["lamp"] == 1.0
-        press(otto, "set_fan", percent=40)
-        press(otto, "set_led", percent=10)
+        assert press(otto, "set_fan", percent=40)["result"] == "fan at 40 %"
+        assert press(otto, "set_led", percent=10)["result"] == "LED at 10 %"
         levels = reading_after(otto, "levels", time.time())
         assert levels == {"fan": 40.0, "led": 10.0}
         press(otto, "switch", relay="lamp", on=False)
         assert reading_after(otto, "relays", time.time())["lamp"] == 0.0
         # The thermostat: a target above the room's temperature switches the heater on, and the
         # temperature climbs; back to manual, the relay stays as the thermostat left it.
-        press(otto, "set_target", celsius=29.5)
-        press(otto, "set_thermostat", on=True)
+        assert press(otto, "set_target", celsius=29.5)["result"] == "target 29.5 °C"
+        assert press(otto, "set_thermostat", on=True)["result"] == "thermostat keeps 29.5 °C"
         relays = reading_after(otto, "relays", time.time())
         assert relays["thermostat"] == 1.0 and relays["heater"] == 1.0
         start = reading_after(otto, "temperature", time.time())
@@ -131,9 +133,10 @@ def test_presses_change_the_board_and_the_readings_follow(panel: PanelServer) ->
             f"the heated board warmer than {start}",
         )
         press(otto, "set_thermostat", on=False)
-        job = press(ada, "reset")
-        assert job["result"]["relays"] == {"heater": False, "lamp": False, "pump": False}
-        assert job["result"]["fan"] == 0 and job["result"]["mode"] == "manual"
+        assert press(ada, "reset")["result"] == "every output off, manual, target 21 °C"
+        board = json.loads(panel.state.read_text())
+        assert board["relays"] == {"heater": False, "lamp": False, "pump": False}
+        assert (board["fan"], board["led"], board["mode"], board["target"]) == (0, 0, "manual", 21.0)
         relays = reading_after(otto, "relays", time.time())
         assert relays == {"heater": 0.0, "lamp": 0.0, "pump": 0.0, "thermostat": 0.0}
 
@@ -266,6 +269,9 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     assert settings["User"] == "mieruka" and settings["Restart"] == "on-failure"
     assert settings["ProtectSystem"] == "strict" and settings["NoNewPrivileges"] == "yes"
     assert settings["KillMode"] == "mixed"  # SIGTERM to the server alone: it stops its workers itself
+    known = {spec["env"] for spec in Settings.describe()}
+    named = re.findall(r"^Environment=(MIERUKA_\w+)=", text, re.M)
+    assert named and set(named) <= known, set(named) - known
 
 
 def test_the_service_command_serves(tmp_path: Path) -> None:

@@ -1,0 +1,138 @@
+"""Scenario 4 in real browsers (examples/device_panel): an admin presses every control of the panel
+and a viewer's page, open at the same time in another browser session, sees the readings change,
+with its own controls disabled and saying why."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.browser.test_ui_browser import log_in
+from tests.conftest import open_page, shared_server, text_of
+from tests.servers.test_device_panel import PanelServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+WAIT = 30_000  # ms: a reading is taken once a second; a loaded machine may lag
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[PanelServer]:
+    home = tmp_path_factory.mktemp("device-panel-browser") / "home"
+    with shared_server(PanelServer(home), request) as proc:
+        yield proc
+
+
+def signed_in(browser: Browser, panel: PanelServer, user: str, outside: list[str]) -> Page:
+    page = open_page(browser, panel, outside)
+    log_in(page, panel, user, f"{user}'s password")
+    page.goto(f"{panel.url}/dashboards/panel")
+    page.locator('.tile[data-points]:not([data-points="0"])').first.wait_for(timeout=WAIT)
+    return page
+
+
+def reads(page: Page, control: str, value: str) -> None:
+    """Waits until the page's control shows the device's state `value` (as the stream read it)."""
+    page.locator(f'#control-{control}[data-state="{value}"]').wait_for(timeout=WAIT)
+
+
+def answered(page: Page, control: str, text: str) -> None:
+    page.locator(f"#control-{control} .control-result.ok", has_text=text).wait_for(timeout=WAIT)
+
+
+def test_every_control_pressed_in_one_browser_shows_in_the_other(browser: Browser, panel: PanelServer) -> None:
+    outside: list[str] = []
+    # Two sessions (new_page: each its own context), as two people at two screens.
+    admin = signed_in(browser, panel, "ada", outside)
+    viewer = signed_in(browser, panel, "vera", outside)
+
+    # The viewer watches: every control is there, disabled, and says why.
+    assert viewer.locator(".control").count() == admin.locator(".control").count() == 9
+    assert viewer.locator('.control[data-disabled="true"] fieldset[disabled]').count() == 9
+    assert text_of(viewer.locator("#control-lamp .control-why")) == "Operators can use this control"
+    assert admin.locator('.control[data-disabled="true"]').count() == 0
+    for control in ("heater", "lamp", "pump", "thermostat"):
+        reads(viewer, control, "0")
+
+    for control in ("heater", "lamp", "pump"):
+        admin.locator(f"#control-{control} .control-input").click()
+        answered(admin, control, f"{control} on")
+        reads(viewer, control, "1")
+        assert viewer.locator(f"#control-{control} .control-input").is_checked()
+        assert text_of(viewer.locator(f"#control-{control} .control-value")) == "on"
+
+    admin.locator("#control-pump .control-input").click()  # off again, for the timed run below
+    reads(viewer, "pump", "0")
+
+    admin.locator("#control-thermostat .control-input").click()
+    answered(admin, "thermostat", "thermostat keeps 21 °C")
+    reads(viewer, "thermostat", "1")
+
+    admin.locator("#control-target-c .control-input").fill("24.5")
+    admin.locator("#control-target-c button", has_text="Set").click()
+    answered(admin, "target-c", "target 24.5 °C")
+    reads(viewer, "target-c", "24.5")
+    assert viewer.locator("#control-target-c .control-input").input_value() == "24.5"
+
+    slider = admin.locator("#control-fan .control-input")
+    slider.evaluate(
+        "(el) => { el.value = 40; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }"
+    )
+    answered(admin, "fan", "fan at 40 %")
+    reads(viewer, "fan", "40")
+    assert viewer.locator("#control-fan .control-input").input_value() == "40"
+
+    admin.locator("#control-led .control-input").select_option(label="50")
+    answered(admin, "led", "LED at 50 %")
+    reads(viewer, "led", "50")
+    assert viewer.locator("#control-led .control-input option:checked").inner_text() == "50"
+
+    # The form: the pump runs for its seconds, then stops; the viewer sees it on, then off.
+    admin.locator('#control-run-the-pump [name="seconds"]').fill("3")
+    admin.locator("#control-run-the-pump button", has_text="Run the pump").click()
+    reads(viewer, "pump", "1")
+    answered(admin, "run-the-pump", "pumped for 3 s")
+    reads(viewer, "pump", "0")
+
+    # The dangerous button asks first: cancelled, nothing changes; confirmed, everything is off.
+    admin.locator("#control-reset-the-board .control-press").click()
+    dialog = admin.locator("#control-confirm")
+    assert "Switch every output off" in text_of(dialog)
+    dialog.locator('[data-answer="cancel"]').click()
+    admin.wait_for_timeout(1500)
+    assert admin.locator("#control-reset-the-board .control-result").inner_text() == ""
+    reads(viewer, "lamp", "1")
+    admin.locator("#control-reset-the-board .control-press").click()
+    dialog.locator('[data-answer="confirm"]').click()
+    answered(admin, "reset-the-board", "every output off")
+    for control, value in [("heater", "0"), ("lamp", "0"), ("thermostat", "0"), ("fan", "0"), ("led", "0")]:
+        reads(viewer, control, value)
+    reads(viewer, "target-c", "21")
+    assert not viewer.locator("#control-lamp .control-input").is_checked()
+    admin.close()
+    viewer.close()
+    assert outside == []
+
+
+def test_the_audit_page_says_who_pressed_what(browser: Browser, panel: PanelServer) -> None:
+    """The entry of a press names the pressing user, the task and its parameters."""
+    outside: list[str] = []
+    admin = signed_in(browser, panel, "ada", outside)
+    admin.locator("#control-lamp .control-input").click()
+    answered(admin, "lamp", "lamp")
+    row = admin.locator("tbody tr").first  # newest first
+    deadline = time.monotonic() + 30
+    while True:  # an entry is written once the answer has gone
+        admin.goto(f"{panel.url}/audit")
+        if "control.press" in text_of(row) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [text_of(cell).strip() for cell in row.locator("td").all()[1:3]] == ["ada", "control.press"]
+    what = text_of(row.locator(".audit-what"))
+    assert "switch" in what and "lamp" in what, what  # the task and its parameters
+    admin.close()
+    assert outside == []
