@@ -34,7 +34,7 @@ from .identity import STATE_KEY, principal
 from .ids import DISPLAY_ID
 from .serialize import iso
 from .sse import Held, OpenStreams
-from .state import RuntimeDep, open_streams_of, pages_of
+from .state import RuntimeDep, open_streams_of, pages_of, runtime_of
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -164,7 +164,7 @@ def streams_of(request: Request) -> OpenStreams:
     seen = viewing(request)
     if seen is None or seen.link is None:
         return open_streams_of(request)
-    displays, link_id = request.app.state.runtime.auth.displays, seen.link.id
+    displays, link_id = runtime_of(request).auth.displays, seen.link.id
     return Revocable(open_streams_of(request), lambda: bool(displays.is_active(link_id)))
 
 
