@@ -438,6 +438,7 @@
         c.input.checked = !wanted;  // shows the device's state until the press is made
         ask(c, function () {
           c.input.checked = wanted;
+          c.before = !wanted;  // where to go back to if the press fails and no state says otherwise
           switchText(c);
           press(c, { value: wanted });
         });
@@ -603,6 +604,7 @@
 
   // The input shows the device's state, except while the user is choosing.
   function showState(c) {
+    if (c.kind === "toggle" && !c.known && c.before !== undefined) { c.input.checked = c.before; switchText(c); }
     if (!c.known || !c.input) return;
     if (c.kind === "toggle") { c.input.checked = truthy(c.value); switchText(c); }
     else if (c.kind === "slider" && !c.dragging) {
