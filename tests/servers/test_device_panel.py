@@ -159,6 +159,46 @@ def test_the_pump_runs_for_its_seconds_then_stops(panel: PanelServer) -> None:
         assert reading_after(otto, "relays", time.time())["pump"] == 0.0
 
 
+def test_the_dashboards_controls_press_the_board(panel: PanelServer) -> None:
+    """What the page's controls send: POST /api/dashboards/panel/controls/{control}."""
+    with panel.client("otto") as otto, panel.client("vera") as vera, panel.client("ada") as ada:
+
+        def control(client: httpx.Client, name: str, body: dict[str, Any]) -> httpx.Response:
+            return client.post(f"/api/dashboards/panel/controls/{name}", json=body)
+
+        assert control(ada, "reset-the-board", {}).json()["result"] == "every output off, manual, target 21 °C"
+        pressed = control(otto, "lamp", {"value": True})
+        assert pressed.status_code == 200, pressed.text
+        assert pressed.json()["state"] == "succeeded" and pressed.json()["result"] == "lamp on"
+        assert reading_after(vera, "relays", time.time())["lamp"] == 1.0
+        assert control(otto, "fan", {"value": 35}).json()["result"] == "fan at 35 %"
+        assert control(otto, "led", {"value": 50}).json()["result"] == "LED at 50 %"
+        assert reading_after(vera, "levels", time.time()) == {"fan": 35.0, "led": 50.0}
+        assert control(otto, "run-the-pump", {"params": {"seconds": 0.5}}).json()["result"] == "pumped for 0.5 s"
+        refusals: list[tuple[str, dict[str, Any], str]] = [
+            ("fan", {"value": 33}, "not a multiple of the step 5"),
+            ("fan", {"value": 105}, "above the maximum 100"),
+            ("led", {"value": 20}, "20 is not one of 0, 10, 50, 100"),
+            ("lamp", {"value": "yes"}, "a toggle takes true or false"),
+            ("run-the-pump", {"params": {"seconds": 99}}, "less than or equal to 30"),
+        ]
+        for name, body, says in refusals:
+            refused = control(otto, name, body)
+            assert refused.status_code == 422 and says in refused.json()["error"]["message"], (name, refused.text)
+        assert control(vera, "lamp", {"value": False}).status_code == 403
+        assert control(otto, "reset-the-board", {}).status_code == 403
+        assert reading_after(vera, "relays", time.time())["lamp"] == 1.0  # neither refusal changed it
+        entries = audit_until(ada, lambda runs: bool(runs) and runs[0] == ("otto", "run_pump"), action="control.press")
+        assert entries[0]["detail"]["params"] == {"seconds": 0.5} and entries[0]["detail"]["outcome"] == "succeeded"
+        assert [(e["actor"], e["detail"]["task"]) for e in entries[:5]] == [
+            ("otto", "run_pump"),
+            ("otto", "set_led"),
+            ("otto", "set_fan"),
+            ("otto", "switch"),
+            ("ada", "reset"),
+        ]
+
+
 def test_bad_values_are_refused_in_words(panel: PanelServer) -> None:
     with panel.client("otto") as otto:
         for task, params, says in [
@@ -172,14 +212,16 @@ def test_bad_values_are_refused_in_words(panel: PanelServer) -> None:
             assert says in response.json()["error"]["message"], response.text
 
 
-def audit_until(admin: httpx.Client, seen: Callable[[list[tuple[str, str | None]]], bool], **query: str) -> list[Any]:
-    """The newest audit entries once `seen` holds for their (actor, task) of task runs, newest first:
-    an entry is written once the answer has gone."""
+def audit_until(
+    admin: httpx.Client, seen: Callable[[list[tuple[str, str | None]]], bool], action: str = "task.run", **query: str
+) -> list[Any]:
+    """The newest entries of `action` once `seen` holds for their (actor, task), newest first: an
+    entry is written once the answer has gone."""
     entries: list[Any] = []
 
     def written() -> bool:
-        entries[:] = admin.get("/api/audit", params={"limit": 50, **query}).json()["entries"]
-        return seen([(e["actor"], (e["detail"] or {}).get("task")) for e in entries if e["action"] == "task.run"])
+        entries[:] = admin.get("/api/audit", params={"limit": 50, "action": action, **query}).json()["entries"]
+        return seen([(e["actor"], (e["detail"] or {}).get("task")) for e in entries])
 
     until(written, "the audit entries")
     return entries
@@ -200,7 +242,7 @@ def test_who_may_press_what_and_the_audit_log_says_who_did(panel: PanelServer) -
         press(otto, "switch", relay="heater", on=True)
         press(ada, "reset")
         entries = audit_until(ada, lambda runs: runs[:2] == [("ada", "reset"), ("otto", "switch")])
-        pressed = [e for e in entries if e["action"] == "task.run"][1]
+        pressed = entries[1]
         assert pressed["target"] == f"job:{pressed['detail']['job']}"
         assert pressed["detail"]["params"] == {"relay": "heater", "on": True}
         assert pressed["detail"]["outcome"] == "succeeded" and pressed["detail"]["duration"] >= 0
