@@ -41,18 +41,24 @@ class Wall:
         assert httpx.delete(f"{self.server.url}/api/displays/{link_id}", headers=self.admin).status_code == 200
 
 
-@pytest.fixture(scope="module")
-def wall(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Wall]:
+def with_an_admin(home: Path) -> str:
+    """A home whose database has the admin ada; her API token."""
     from tests.wall_app import app
 
-    home = tmp_path_factory.mktemp("wall-server") / "home"
     app._settings = None
     app.configure(home=str(home))
     app.auth.db.migrate()
     app.auth.accounts.add_user("ada", "admin", PASSWORD)
     token = app.auth.accounts.create_token("ada", "displays")[1]
-    app.stop()
+    app.stop()  # the server process owns the database from here
     app._settings = None
+    return token
+
+
+@pytest.fixture(scope="module")
+def wall(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Wall]:
+    home = tmp_path_factory.mktemp("wall-server") / "home"
+    token = with_an_admin(home)
     env = {"MIERUKA_HEARTBEAT_INTERVAL": "1"}
     with shared_server(ServerProcess("tests/wall_app.py:app", home, env=env), request) as server:
         # MIERUKA_TEST_SCREENSHOTS: a folder to keep the screenshots in, to look at them.
@@ -211,3 +217,29 @@ def test_the_secret_stays_out_of_the_log_and_metrics(wall: Wall) -> None:
     for where, text in (("log", server.output()), ("audit", audit), ("metrics", metrics)):
         assert secret[4:24] not in text, where
     assert '"action":"display.create"' in audit.replace(" ", "")
+
+
+def test_a_display_behind_a_path_prefix(browser: Browser, tmp_path: Path) -> None:
+    """Behind a proxy at /wall/: the link, the display's cookie and its live page all follow."""
+    from tests.conftest import running_server
+
+    home = tmp_path / "home"
+    admin = {"Authorization": f"Bearer {with_an_admin(home)}"}
+    with running_server(home, "--root-path", "/wall", app_ref="tests/wall_app.py:app") as server:
+        made = httpx.post(f"{server.url}/wall/api/displays", json={"dashboard": "wards", "label": "x"}, headers=admin)
+        assert made.status_code == 201, made.text
+        url = made.json()["url"]
+        assert url.startswith(f"{server.url}/wall/display#mrd_"), url
+        outside: list[str] = []
+        context = guarded(browser, server, outside, 1280, 800)
+        try:
+            page = context.new_page()
+            page.goto(url)
+            page.wait_for_url(f"{server.url}/wall/dashboards/wards?kiosk=1", timeout=30_000)
+            page.locator('#tile-stream-vitals[data-points]:not([data-points="0"])').wait_for(timeout=30_000)
+            cookie = [c for c in context.cookies() if c["name"] == "mieruka_display"]
+            assert cookie and cookie[0]["path"] == "/wall" and cookie[0]["httpOnly"], cookie
+            assert "polling" not in (page.locator("#live-note").text_content() or "")
+            assert not outside, outside
+        finally:
+            context.close()
