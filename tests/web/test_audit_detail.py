@@ -368,6 +368,7 @@ def test_long_values_are_cut_and_the_detail_is_capped() -> None:
     assert len(shown["text"]) == 200 and shown["text"].endswith("\u2026")
     assert len(shown["rows"]) == 21 and shown["rows"][-1] == "... 980 more"
     assert shown["deep"] == {"a": {"b": {"c": "(...)"}}}
+    assert shown_params({f"p{i}": i for i in range(150)})["..."] == "50 more"
     many = {f"p{i}": "y" * 199 for i in range(100)}
     detail = capped({"task": "t", "params": shown_params(many), "job": 1, "outcome": "accepted"})
     assert detail["task"] == "t" and detail["job"] == 1 and detail["params"].startswith("(left out: ")

@@ -177,6 +177,8 @@ def shown_params(
             shown[_cut(str(name))] = _file(value)
         else:
             shown[_cut(str(name))] = _shown(value, 1)
+    if len(params) > MAX_ITEMS * 5:
+        shown["..."] = f"{len(params) - MAX_ITEMS * 5} more"
     return shown
 
 
