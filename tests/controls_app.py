@@ -103,6 +103,17 @@ def levels() -> list[dict[str, Any]]:
     return [{"level": device().get("level", 0)}]
 
 
+@app.task(quick=True)
+def turn_dial(position: int) -> int:
+    change(dial=position)
+    return position
+
+
+@app.stream(every=120.0)  # a slow beat: only a press's sample_now shows a turn soon
+def dial() -> dict[str, float]:
+    return {"position": float(device().get("dial", 0))}
+
+
 @app.source(every="1s")
 def relays() -> list[dict[str, Any]]:
     return [device()]
@@ -128,6 +139,7 @@ app.dashboard(
         controls.button(overheat, title="Overheat"),
         controls.button(unlock, title="Unlock door 1", params={"door": 1}),
         controls.number(set_level, param="level", min=0, max=10, state="levels.level", title="Level"),
+        controls.number(turn_dial, param="position", min=0, max=100, state="dial.position", title="Dial"),
         charts.stream(sensors, title="Sensors"),
     ],
     title="Device panel",

@@ -222,6 +222,20 @@ def test_a_press_refreshes_the_state_source_at_once(served: dict[str, Any]) -> N
         assert tile["attempts"] > first["attempts"]
 
 
+def test_a_press_samples_the_state_stream_at_once(served: dict[str, Any]) -> None:
+    """`dial` samples every 120 s: the new position shows because the press asked for a value."""
+    client: TestClient = served["client"]
+    for position in (42, 17):
+        assert press(served, "otto", "dial", {"value": position}).json()["state"] == "succeeded"
+        deadline = time.monotonic() + 10
+        while True:
+            points = client.get("/api/streams/dial/points", headers=as_(served, "vic")).json()
+            if points["series"].get("position", [None])[-1] == position:
+                break
+            assert time.monotonic() < deadline, f"the dial stream never showed {position}: {points}"
+            time.sleep(0.05)
+
+
 def section(page: str, control: str) -> str:
     start = page.index(f'id="control-{control}"')
     return page[start : page.index("</article>", start)]

@@ -31,6 +31,7 @@ class Streamer:
         self.signal = Signal()
         self.error: str | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ends the pause before the next value (stop, or sample_now)
         self._thread: threading.Thread | None = None
         self._cache_last = -1
         self._cache: dict[int, str] = {}
@@ -44,7 +45,13 @@ class Streamer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.signal.fire()
+
+    def sample_now(self) -> None:
+        """Take the next value at once rather than at the next beat (a dashboard control changed
+        what the stream reads); the beat goes on from there. A self-paced generator is not hurried."""
+        self._wake.set()
 
     def push(self, value: Any) -> int | None:
         """Add one value (as the producer yields it); returns its sequence number."""
@@ -84,7 +91,9 @@ class Streamer:
         now = time.monotonic()
         if tick < now - 1.0:
             tick = now  # far behind (a slow producer): do not burst to catch up
-        self._stop.wait(max(0.0, tick - now))
+        if self._wake.wait(max(0.0, tick - now)) and not self._stop.is_set():
+            self._wake.clear()
+            return time.monotonic()  # asked for a value now: the beat starts again from it
         return tick
 
     # -- reading --------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Pressing a dashboard's control: run its task at once and answer with the outcome, then ask the
-control's state source to refresh, so every open page shows the device's new state.
+control's state source to refresh (or its stream to sample), so every open page shows the device's
+new state.
 
     POST /api/dashboards/{name}/controls/{control}   {"value": true}  |  {"params": {...}}  |  {}
 
@@ -136,9 +137,11 @@ async def _read(request: Request, task: Task, item: Control) -> tuple[Any, dict[
 
 
 def _refresh_state(runtime: Runtime, item: Control) -> None:
-    """Ask the state's source for a read now; a stream samples on its own beat."""
-    if not item.state or item.is_stream:
-        return
+    """Ask the state's source for a read now, or its stream for a value now."""
     live = live_or_none(runtime)
-    if live is not None and item.source in live.sources:
+    if not item.state or live is None:
+        return
+    if item.is_stream and item.source in live.streams:
+        live.streams[item.source].sample_now()
+    elif not item.is_stream and item.source in live.sources:
         live.refresher.refresh(item.source)
