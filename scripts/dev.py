@@ -58,9 +58,9 @@ def main() -> int:
         ensure_venv("dev")
         # Tests that measure the browser's main thread first, alone on the machine (code 5: none chosen).
         alone = run([str(PYTHON), "-m", "pytest", "-m", "alone", *args])
-        # The rest wait on servers, workers and browsers rather than compute: one test process more
-        # than there are cores keeps them busy. A module's tests stay together (they share servers).
-        workers = os.environ.get("MIERUKA_TEST_WORKERS", str((os.cpu_count() or 1) + 1))
+        # The rest wait on servers, workers and browsers rather than compute: two test processes more
+        # than there are cores keep them busy. A module's tests stay together (they share servers).
+        workers = os.environ.get("MIERUKA_TEST_WORKERS", str((os.cpu_count() or 1) + 2))
         # The slowest tests are listed at the end: the suite's time is kept under 8 minutes.
         code = run(
             [

@@ -188,7 +188,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .wiring import check_database, shown_url
 
         settings.home_path.mkdir(parents=True, exist_ok=True)
-        check_database(settings.effective_database_url)
+        check_database(settings.effective_database_url, settings.database_busy_timeout)
         store = SqlJobStore(settings.effective_database_url)
         store.migrate()
         store.close()
@@ -248,7 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_runtime(runtime)  # one line now, rather than a traceback from inside the server
     check_port(settings.host, settings.port)
     settings.home_path.mkdir(parents=True, exist_ok=True)
-    check_database(settings.effective_database_url)
+    check_database(settings.effective_database_url, settings.database_busy_timeout)
     from .cli_accounts import demo_login_link
     from .server import refuse_open_network
 
@@ -293,7 +293,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     check_settings(settings)
     settings.home_path.mkdir(parents=True, exist_ok=True)
-    check_database(settings.effective_database_url)
+    check_database(settings.effective_database_url, settings.database_busy_timeout)
     if settings.auto_migrate:
         from .store.sql import SqlJobStore
 

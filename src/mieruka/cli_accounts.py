@@ -80,7 +80,7 @@ def _auth(args: argparse.Namespace, wanted: str | None) -> tuple[Any, Path | Non
         )
     from .wiring import check_database
 
-    check_database(settings.effective_database_url)
+    check_database(settings.effective_database_url, settings.database_busy_timeout)
     auth = Auth.from_settings(settings)
     auth.db.migrate()
     return auth, database if created else None

@@ -69,14 +69,15 @@ def check_runtime(runtime: Runtime) -> None:
         )
 
 
-LOCK_WAIT = 5.0  # seconds the start-up check waits for a SQLite file another process holds
+LOCK_WAIT = 5.0  # at most, seconds the start-up check waits for a SQLite file another process holds
 
 
-def check_database(url: str) -> None:
+def check_database(url: str, busy_timeout: float = LOCK_WAIT) -> None:
     """Connect once, before serving: a wrong, unreachable, locked, damaged or unwritable database
-    is one line naming it, not a traceback from the server's or the worker's start-up."""
+    is one line naming it, not a traceback from the server's or the worker's start-up. A locked
+    SQLite file is waited for as a write would (`database_busy_timeout`), up to LOCK_WAIT."""
     if url.startswith("sqlite") and "///" in url and not url.endswith(":memory:"):
-        check_sqlite_file(Path(url.split("///", 1)[1]))
+        check_sqlite_file(Path(url.split("///", 1)[1]), min(busy_timeout, LOCK_WAIT))
     engine = make_engine(url, immediate=False)  # an unknown scheme or a missing driver: one line too
     try:
         with engine.connect():
@@ -87,7 +88,7 @@ def check_database(url: str) -> None:
         engine.dispose()
 
 
-def check_sqlite_file(path: Path) -> None:
+def check_sqlite_file(path: Path, lock_wait: float = LOCK_WAIT) -> None:
     """Everything the store will need of a SQLite file, tried now: that it can be made, read and
     written (its write-ahead log beside it), that no other process holds its write lock, and that
     its pages are sound (`PRAGMA quick_check`)."""
@@ -107,13 +108,13 @@ def check_sqlite_file(path: Path) -> None:
         raise ConfigError(f"cannot use the database {path}: this user may not read and write it")
     conn = None
     try:
-        conn = sqlite3.connect(path, timeout=LOCK_WAIT, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=lock_wait, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("BEGIN IMMEDIATE")  # the write lock, given back at once: is anyone holding it?
         conn.execute("ROLLBACK")
         problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
     except sqlite3.Error as exc:
-        raise ConfigError(_sqlite_problem(path, exc)) from None
+        raise ConfigError(_sqlite_problem(path, exc, lock_wait)) from None
     finally:
         if conn is not None:
             conn.close()
@@ -130,12 +131,12 @@ def check_sqlite_file(path: Path) -> None:
         )
 
 
-def _sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
+def _sqlite_problem(path: Path, exc: sqlite3.Error, lock_wait: float) -> str:
     name = getattr(exc, "sqlite_errorname", "") or ""
     said = str(exc)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return (
-            f"the database {path} is locked by another process (still after {LOCK_WAIT:g}s): stop the program "
+            f"the database {path} is locked by another process (still after {lock_wait:g}s): stop the program "
             "using it (another mieruka with this home?), or give this one its own --home"
         )
     if name.startswith("SQLITE_NOTADB"):

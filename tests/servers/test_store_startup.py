@@ -50,9 +50,12 @@ COMMANDS: dict[str, Callable[[Path, str], list[str]]] = {
 }
 
 
-def mieruka(args: list[str], as_user: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+def mieruka(
+    args: list[str], as_user: list[str] | None = None, settings: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
+    env.update(settings or {})
     return subprocess.run(
         [*(as_user or []), sys.executable, "-m", "mieruka.cli", *args],
         capture_output=True,
@@ -99,13 +102,14 @@ def test_a_locked_database_file(tmp_path: Path, command: Callable[[Path, str], l
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        result = mieruka(command(path.parent, f"sqlite:///{path}"))
+        # The check waits for the lock as a write would (database_busy_timeout, at most 5 s).
+        result = mieruka(command(path.parent, f"sqlite:///{path}"), settings={"MIERUKA_DATABASE_BUSY_TIMEOUT": "0.5"})
     finally:
         holder.kill()
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
-    assert_one_line(result, str(path), "locked by another process")
+    assert_one_line(result, str(path), "locked by another process", "still after 0.5s")
 
 
 LOCK_HOLDER = """

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,25 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+import mieruka
 from mieruka.errors import JobNotFound
-from tests.conftest import BACKENDS, TESTS, ServerProcess, fresh_postgres_database, shared_server
+from tests.conftest import BACKENDS, ServerProcess, fresh_postgres_database, shared_server
 
 FINISHED = {"succeeded", "failed", "cancelled"}
-
-
-def cli(*args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    env["PYTHONPATH"] = str(TESTS.parent)
-    done = subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=TESTS.parent,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.strip()
 
 
 @dataclass
@@ -73,11 +57,15 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     """A server with one worker; operators alice and bob, admin ada, each with an API token."""
     home = tmp_path_factory.mktemp(f"uploads-{request.param}") / "home"
     with _database(request.param, home) as database_url:
-        where = ["--home", str(home), "--database-url", database_url]
+        # The accounts are made in this process: `mieruka users add` and `tokens create` have tests of
+        # their own (test_cli), and six CLI processes cost this fixture half its time.
+        setup = mieruka.App("setup", home=str(home), database_url=database_url)
+        setup.auth.db.migrate()
         tokens = {}
         for user, role in (("alice", "operator"), ("bob", "operator"), ("ada", "admin")):
-            cli("users", "add", user, "--role", role, "--no-password", *where)
-            tokens[user] = {"Authorization": f"Bearer {cli('tokens', 'create', '--user', user, *where)}"}
+            setup.auth.accounts.add_user(user, role, None)
+            tokens[user] = {"Authorization": f"Bearer {setup.auth.accounts.create_token(user, 'tests')[1]}"}
+        setup.stop()
         proc = ServerProcess("tests/jobs.py:app", home, "--workers", "1", "--database-url", database_url)
         with shared_server(proc, request) as server:
             yield Lab(server, tokens)

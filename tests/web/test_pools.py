@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from mieruka.core.clock import utcnow
 from mieruka.errors import ConflictError
 from mieruka.pools import EC2Instance, LocalWorkers, PoolSpec, ShellCommand
+from mieruka.pools import manager as manager_module
 from mieruka.pools.base import Pool
 from mieruka.pools.manager import PoolManager, PoolNotFound
 from mieruka.store.pools import SqlPoolStore
@@ -136,18 +137,23 @@ def test_a_job_for_a_stopped_pool_starts_it_and_waits_with_a_message(
     assert reasons == ["started", "job 1 is waiting", "declared"]
 
 
-def test_an_idle_pool_stops_unless_someone_is_online(manager: Managed, store: SqlJobStore) -> None:
+def test_an_idle_pool_stops_unless_someone_is_online(
+    manager: Managed, store: SqlJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     m, hooks, online = manager
+    # The manager's clock is moved by hand: a loaded machine must not stretch "now" past the idle limit.
+    clock = [utcnow()]
+    monkeypatch.setattr(manager_module, "utcnow", lambda: clock[0])
     m.start_pool("gpu", "by hand")
     until(lambda: state(m) == "running")
     online[0] = True
-    time.sleep(0.4)
+    clock[0] += timedelta(seconds=0.4)
     m.check()
     assert state(m) == "running", "someone is online"
     online[0] = False
     m.check()  # busy until now: the idle time starts again
     assert state(m) == "running"
-    time.sleep(0.4)
+    clock[0] += timedelta(seconds=0.4)
     m.check()
     until(lambda: state(m) == "stopped", what="the idle pool stops")
     assert hooks.calls == ["start gpu", "stop gpu"]
