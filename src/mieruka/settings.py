@@ -53,7 +53,7 @@ class Settings:
     database_busy_timeout: float = _setting(
         30.0,
         "SQLite: how long a write waits while another process holds the database's write lock, "
-        "before it gives up with 503 database_unavailable.",
+        "before it gives up with 503 database_unavailable; a command's start-up check waits as long, up to 5 s.",
     )
     executor: str = _setting(
         "local",
