@@ -1,6 +1,6 @@
 """The audit log says what was done: each way a person starts or changes a job (API submit on the
-hot path and through FastAPI, run now, batch, the task form and its quick htmx run, retry, cancel,
-delete) records the task, the parameters with secrets hidden and files by name and size only, the
+hot path and through FastAPI, run now, batch, the task form and its quick htmx run, a dashboard
+control's press, retry, cancel, delete) records the task, the parameters with secrets hidden and files by name and size only, the
 outcome and the duration; refused requests record nothing; the page, the CSV and /api/audit show it
 and never a secret or a file's content."""
 
@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from pydantic import Field
 
 import mieruka
+from mieruka import controls
 from mieruka.auth.audit import HIDDEN, MAX_DETAIL, AuditQuery, capped, secret_name, shown_params
 from mieruka.store.base import JobQuery
 from mieruka.web.csrf import CSRF_FIELD
@@ -66,6 +67,9 @@ def fail(message: str = "boom") -> None:
 def nap(seconds: float = 0.1) -> float:
     time.sleep(seconds)
     return seconds
+
+
+app.dashboard("ops", [controls.form(connect, params={"host": "db1"}, title="Connect")])
 
 
 @pytest.fixture
@@ -232,6 +236,22 @@ def test_the_task_form_and_its_quick_run(client: TestClient) -> None:
     detail = entries("job.submit")[-1]["detail"]
     assert detail["task"] == "quick_add" and detail["params"] == {"a": 40, "b": 2}
     assert detail["outcome"] == "succeeded" and detail["duration"] == app.engine.get(detail["job"]).duration
+    assert_no_secret(client)
+
+
+def test_a_dashboard_controls_press(client: TestClient) -> None:
+    secrets = {"password": "hunter2", "api_key": "K3Y-VALUE", "phrase": "open sesame"}
+    pressed = client.post("/api/dashboards/ops/controls/connect", json={"params": secrets})
+    assert pressed.status_code == 200 and pressed.json()["state"] == "succeeded", pressed.text
+    job = pressed.json()["job"]
+    detail = detail_of(f"job:{job}")
+    assert {k: detail[k] for k in ("task", "params", "job", "outcome")} == {
+        "task": "connect",
+        "params": {**SHOWN, "options": {}},
+        "job": job,
+        "outcome": "succeeded",
+    }
+    assert detail["duration"] == app.engine.get(job).duration
     assert_no_secret(client)
 
 
