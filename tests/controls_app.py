@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,12 @@ def blink(led: int, times: int = 3, note: str = "") -> str:
 
 
 @app.task(quick=True)
+def warm_up(seconds: float = 1.0) -> str:
+    time.sleep(seconds)
+    return "warm"
+
+
+@app.task(quick=True)
 def overheat() -> None:
     raise RuntimeError("the board is too hot to switch")
 
@@ -137,6 +144,7 @@ app.dashboard(
         controls.button(reset, title="Reset board", params={"hard": True}, confirm="Reset the board now?"),
         controls.form(blink, params={"led": 2}, title="Blink LED 2"),
         controls.button(overheat, title="Overheat"),
+        controls.button(warm_up, params={"seconds": 1.5}, title="Warm up"),
         controls.button(unlock, title="Unlock door 1", params={"door": 1}),
         controls.number(set_level, param="level", min=0, max=10, state="levels.level", title="Level"),
         controls.number(turn_dial, param="position", min=0, max=100, state="dial.position", title="Dial"),

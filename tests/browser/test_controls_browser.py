@@ -118,6 +118,16 @@ def test_a_press_in_one_browser_shows_in_another(browser: Browser, panel: dict[s
         first.locator("#control-blink-led-2 button[type=submit]").click()
         first.locator("#control-blink-led-2 .control-result", has_text="LED 2 blinked 2 times").wait_for()
 
+        # A button is pressed once however often it is clicked while its task runs.
+        warm = first.locator("#control-warm-up button")
+        warm.click()
+        assert warm.is_disabled()
+        warm.click(force=True)  # a disabled button takes no click
+        first.locator("#control-warm-up .control-result", has_text="✓ warm").wait_for()
+        assert warm.is_enabled()
+        jobs = first_context.request.get(f"{server.url}/api/jobs?task=warm_up").json()["jobs"]
+        assert len(jobs) == 1, jobs
+
         # A task that fails says why, in place; the page stays.
         first.locator("#control-overheat button").click()
         failed = first.locator("#control-overheat .control-result.error")

@@ -261,6 +261,13 @@ def test_what_each_reader_may_do_on_the_page(served: dict[str, Any]) -> None:
     assert '<dialog id="control-confirm"' in olga
 
 
+def test_the_kiosk_layout_shows_no_controls(served: dict[str, Any]) -> None:
+    client: TestClient = served["client"]
+    page = client.get("/dashboards/panel", params={"kiosk": "1"}, headers=as_(served, "olga")).text
+    assert 'id="tile-relay-1"' in page and 'id="tile-sensors"' in page  # the charts stay
+    assert 'class="tile control' not in page and "control-confirm" not in page
+
+
 def test_the_dashboards_json_lists_its_controls(served: dict[str, Any]) -> None:
     client: TestClient = served["client"]
     board = client.get("/api/dashboards/panel", headers=as_(served, "vic")).json()

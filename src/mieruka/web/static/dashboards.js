@@ -502,6 +502,8 @@
     c.editing = false;
     c.el.dataset.pressing = "true";
     c.el.querySelector(".control-body").setAttribute("aria-busy", "true");
+    // A second click on a button or a form's Run while the first runs would run the task twice.
+    c.el.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
     say(c, "running…", "");
     var headers = { Accept: "application/json" };
     if (window.mieruka && window.mieruka.csrf) headers["X-CSRF-Token"] = window.mieruka.csrf;
@@ -520,6 +522,7 @@
     if (!c.pending) {
       delete c.el.dataset.pressing;
       c.el.querySelector(".control-body").removeAttribute("aria-busy");
+      c.el.querySelectorAll("button").forEach(function (b) { b.disabled = false; });
     }
     if (status === 401 && window.mieruka && window.mieruka.csrf) {
       window.location.href = root + "/login?next=" + encodeURIComponent(window.location.pathname);
