@@ -220,3 +220,37 @@ def test_choices_of_literal_enum_and_optional() -> None:
     assert choices_of(Speed) == ("low", "high")
     assert choices_of(Speed | None) == ("low", "high")
     assert choices_of(int) == ()
+
+
+def test_a_controls_state_is_the_last_rows_column() -> None:
+    import json
+    from zoneinfo import ZoneInfo
+
+    import pandas as pd
+
+    from mieruka.live.tiles import tile
+    from mieruka.sources.refresher import SourceState
+
+    app = device_app()
+    board = app.dashboard(
+        "d",
+        [
+            controls.toggle("set_relay", param="on", params={"relay": 1}, state="relays.relay1"),
+            controls.select("set_mode", param="mode", state="relays.mode", title="Mode"),
+        ],
+    )
+    toggle, mode = board.controls
+    source = app.sources.get("relays")
+    zone = ZoneInfo("UTC")
+    frame = pd.DataFrame({"relay1": [0, 1], "mode": ["auto", "manual"]})
+    shown = tile(toggle, source, SourceState("relays", frame=frame, version=3, attempts=4), zone)
+    assert shown["kind"] == "state" and shown["control"] == "set-relay" and shown["value"] == 1
+    assert type(shown["value"]) is int and shown["attempts"] == 4  # a plain number, not numpy's
+    json.dumps(shown)
+    assert tile(mode, source, SourceState("relays", frame=frame), zone)["value"] == "manual"
+    assert tile(mode, source, SourceState("relays", frame=frame.iloc[:0]), zone)["value"] is None
+    assert tile(mode, source, SourceState("relays"), zone)["value"] is None  # not read yet
+    missing = tile(mode, source, SourceState("relays", frame=frame[["relay1"]]), zone)
+    assert missing["value"] is None and missing["error"] == "no column 'mode' in the table (columns: relay1)"
+    failing = tile(mode, source, SourceState("relays", frame=frame, error="the board is unplugged"), zone)
+    assert failing["value"] == "manual" and failing["error"] == "the board is unplugged"  # the last good value
