@@ -11,6 +11,7 @@ import hashlib
 import math
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,6 +31,10 @@ MIN_PASSWORD = 8
 TOKEN_PREFIX = "mrk_"
 # Writing last_used_at on every API call would turn each read into a write: once a minute is enough.
 LAST_USED_EVERY = timedelta(minutes=1)
+
+# Where a user comes from: a local account (password, links) or an outside source that vouches for it.
+SOURCES = ("local", "ldap", "oidc", "proxy")
+MAX_GROUPS = 500  # of one user, as kept; a directory may list thousands
 
 # Audit actions of password checks: failures count towards a lock, a success ends the user's.
 LOGIN, LOGIN_FAILED = "login", "login.failed"
@@ -59,9 +64,13 @@ class User:
     role: Role
     created_at: datetime
     has_password: bool
+    source: str = "local"
+    groups: tuple[str, ...] = ()
+    synced_at: datetime | None = None
+    display_name: str | None = None
 
     def principal(self, via: str, csrf: str | None = None) -> Principal:
-        return Principal(self.name, self.role, via, self.id, csrf)
+        return Principal(self.name, self.role, via, self.id, csrf, frozenset(self.groups))
 
 
 @dataclass(frozen=True)
@@ -112,9 +121,10 @@ def role_of(value: str) -> Role:
 
 
 class Accounts:
-    def __init__(self, db: Database, session_max_age: float = 7 * 86400.0) -> None:
+    def __init__(self, db: Database, session_max_age: float = 7 * 86400.0, audit: AuditLog | None = None) -> None:
         self.db = db
         self.session_max_age = session_max_age
+        self.audit = audit or AuditLog(db)
 
     # -- users -----------------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -162,10 +172,97 @@ class Accounts:
     def set_password(self, name: str, password: str) -> None:
         """A new password also ends the user's sessions: whoever knew the old one is logged out."""
         user = self.get_user(name)
+        if user.source != "local":
+            raise ValidationError(
+                f"{name!r} signs in through {user.source}: its password is kept there",
+                [{"field": "password", "message": f"a {user.source} user"}],
+            )
         hashed = _hasher.hash(check_password(password))
         with self.db.write() as conn:
             conn.execute(t.users.update().where(t.users.c.id == user.id).values(password_hash=hashed))
             conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id))
+
+    def sign_in_external(
+        self,
+        name: str,
+        source: str,
+        role: Role | str,
+        groups: Iterable[str],
+        *,
+        display_name: str | None = None,
+        address: str = "",
+    ) -> User:
+        """The user an outside source (directory, OpenID provider, authenticating proxy) vouches for:
+        created at its first login (without a password), else given the source's role and groups
+        now; synced_at is now either way. A role change is audited (user.role, actor the source).
+        A name held by a user of another source is refused: a directory's "admin" is not the local
+        one."""
+        check_name(name)
+        if source not in SOURCES or source == "local":
+            raise ValueError(f"not an outside source: {source!r}")
+        role = role if isinstance(role, Role) else role_of(role)
+        kept = sorted({g[:200] for g in groups if g})[:MAX_GROUPS]
+        shown = display_name[:200] if display_name else None
+        now = utcnow()
+        with self.db.write() as conn:
+            row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first()
+            if row is None:
+                conn.execute(
+                    t.users.insert().values(
+                        name=name,
+                        role=role.value,
+                        password_hash=None,
+                        created_at=now,
+                        source=source,
+                        groups=kept,
+                        synced_at=now,
+                        display_name=shown,
+                    )
+                )
+                self.audit.record(
+                    source, "user.add", f"user:{name}", address, {"role": role.value, "source": source}, conn=conn
+                )
+            else:
+                if row.source != source:
+                    raise ValidationError(
+                        f"the user name {name!r} belongs to a {row.source} user; "
+                        f"an admin may remove or rename that user first",
+                        [{"field": "name", "message": f"held by a {row.source} user"}],
+                    )
+                conn.execute(
+                    t.users.update()
+                    .where(t.users.c.id == row.id)
+                    .values(role=role.value, groups=kept, synced_at=now, display_name=shown)
+                )
+                if row.role != role.value:
+                    self.audit.record(
+                        source,
+                        "user.role",
+                        f"user:{name}",
+                        address,
+                        {"role": role.value, "was": row.role, "source": source},
+                        conn=conn,
+                    )
+        return self.get_user(name)
+
+    def mark_synced(self, name: str) -> None:
+        """The source confirmed the user again (a re-check without a login)."""
+        with self.db.write() as conn:
+            conn.execute(t.users.update().where(t.users.c.name == name).values(synced_at=utcnow()))
+
+    def cut_off(self, name: str) -> int:
+        """The source no longer knows the user (removed or disabled): end their sessions and revoke
+        their tokens; the row stays (its jobs and audit entries name it). The sessions ended."""
+        user = self.get_user(name)
+        now = utcnow()
+        with self.db.write() as conn:
+            ended = conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id)).rowcount
+            conn.execute(
+                t.tokens.update()
+                .where(t.tokens.c.user_id == user.id, t.tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        return int(ended or 0)
 
     def _keep_an_admin(self, conn: sa.Connection, user: User, new_role: Role | None) -> None:
         if user.role is not Role.ADMIN or new_role is Role.ADMIN:
@@ -271,6 +368,10 @@ class Accounts:
                     u.role,
                     u.created_at,
                     u.password_hash,
+                    u.source,
+                    u.groups,
+                    u.synced_at,
+                    u.display_name,
                 )
                 .join(t.users, u.id == t.tokens.c.user_id)
                 .where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "api")
@@ -286,6 +387,10 @@ class Accounts:
             role=Role(row.role),
             created_at=row.created_at,
             has_password=bool(row.password_hash),
+            source=row.source,
+            groups=tuple(row.groups or ()),
+            synced_at=row.synced_at,
+            display_name=row.display_name,
         )
 
     def create_login_link(self, user: str, valid_for: float = 86400.0) -> str:
@@ -457,7 +562,15 @@ def _newest(
 
 def _user(row: sa.Row) -> User:  # type: ignore[type-arg]
     return User(
-        id=row.id, name=row.name, role=Role(row.role), created_at=row.created_at, has_password=bool(row.password_hash)
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        created_at=row.created_at,
+        has_password=bool(row.password_hash),
+        source=row.source,
+        groups=tuple(row.groups or ()),
+        synced_at=row.synced_at,
+        display_name=row.display_name,
     )
 
 

@@ -17,8 +17,8 @@ class Auth:
         self.db = db
         self._owns_db = False
         self.settings = settings
-        self.accounts = Accounts(db, settings.session_max_age)
         self.audit = AuditLog(db, settings.audit_retention)
+        self.accounts = Accounts(db, settings.session_max_age, self.audit)
         self.presence = Presence(db, settings.presence_expiry)
         self.displays = Displays(db)
         self.throttle = Throttle(self.accounts, self.audit, settings.login_max_failures, settings.login_lockout)

@@ -3,8 +3,9 @@
     viewer < operator < admin
 
 A viewer reads; an operator also submits jobs, runs tasks and cancels its own jobs; an admin may
-do everything, including managing users. Allow lists (per task, per dashboard) name roles or
-users: a listed role admits that role and every higher one, and admins are always admitted.
+do everything, including managing users. Allow lists (per task, per dashboard) name roles, users
+or directory groups (`group:lab-admins`): a listed role admits that role and every higher one, a
+listed group its members, and admins are always admitted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Role(str, Enum):
 
 _RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 ROLE_NAMES = tuple(r.value for r in Role)
+GROUP_PREFIX = "group:"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Principal:
     via: str
     user_id: int | None = None
     session_csrf: str | None = None
+    groups: frozenset[str] = frozenset()  # directory groups (LDAP, OpenID, proxy) at the last login
 
     def can(self, role: Role) -> bool:
         return self.role.at_least(role)
@@ -51,13 +54,18 @@ class Principal:
 
 
 def allowed(principal: Principal, allow: Iterable[str] | None) -> bool:
-    """Is the principal admitted by an allow list of role and user names (None: everyone)?"""
+    """Is the principal admitted by an allow list of role names, user names and `group:<name>`
+    entries (None: everyone)?"""
     if allow is None:
         return True
     entries = list(allow)
     if principal.role is Role.ADMIN or principal.name in entries:
         return True
-    return any(entry in ROLE_NAMES and principal.role.at_least(Role(entry)) for entry in entries)
+    return any(
+        (entry in ROLE_NAMES and principal.role.at_least(Role(entry)))
+        or (entry.startswith(GROUP_PREFIX) and entry[len(GROUP_PREFIX) :] in principal.groups)
+        for entry in entries
+    )
 
 
 def parse_role(value: str) -> Role:

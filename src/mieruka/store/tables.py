@@ -195,6 +195,12 @@ users = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("password_hash", sa.String(255)),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # 0009_user_sources: local | ldap | oidc | proxy; the directory's groups at the last login and
+    # when the source last confirmed the user (None for local users).
+    sa.Column("source", sa.String(16), nullable=False, server_default="local"),
+    sa.Column("groups", sa.JSON),
+    sa.Column("synced_at", UTCDateTime()),
+    sa.Column("display_name", sa.String(200)),
 )
 
 # API tokens and one-time login links: only a SHA-256 of the secret is kept (the secrets are
