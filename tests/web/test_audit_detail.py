@@ -1,8 +1,8 @@
 """The audit log says what was done: each way a person starts or changes a job (API submit on the
 hot path and through FastAPI, run now, batch, the task form and its quick htmx run, a dashboard
-control's press, retry, cancel, delete) records the task, the parameters with secrets hidden and files by name and size only, the
-outcome and the duration; refused requests record nothing; the page, the CSV and /api/audit show it
-and never a secret or a file's content."""
+control's press, retry, cancel, delete) records the task, the parameters with secrets hidden and
+files by name and size only, the outcome and the duration; refused requests record nothing; the
+page, the CSV and /api/audit show it and never a secret or a file's content."""
 
 from __future__ import annotations
 
