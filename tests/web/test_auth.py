@@ -439,6 +439,8 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: mieruka
         f"/jobs/{job['id']}",
         f"/jobs/{job['id']}/steps",
         "/login",
+        "/displays",
+        "/display",
     ] + [f"/tasks/{task.name}" for task in app.tasks]
     pages += [p for p in ["/dashboards"] if p in routes]
     seen = 0
@@ -484,6 +486,8 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: mieruka
         "/dashboards",
         "/dashboards/{name}",
         "/streams/{name}",
+        "/displays",
+        "/display",
     }  # tests/jobs.py declares no dashboards
     assert html_pages <= covered, f"pages not checked for forms: {html_pages - covered}"
 

@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from mieruka.core.dashboards import Chart, Dashboard
 from mieruka.errors import ConfigError
 from mieruka.web.access import Target, check, flat_routes
-from mieruka.web.displays import DISPLAY_COOKIE, GONE, Viewing, display_topics, viewing_for
+from mieruka.web.displays import GONE, display_topics
 from mieruka.web.identity import Denied
 from mieruka.web.policy import rule_for
+from mieruka.web.viewing import DISPLAY_COOKIE, Viewing, viewing_for
 from tests.wall_app import JOB, LOBBY, STAFF, WARDS
 from tests.web.test_access import DENIED, EXPECTED, STREAMS
 
@@ -184,7 +185,7 @@ def test_the_public_page_is_read_only_and_shows_no_way_in(wall: dict[str, Any]) 
     client.cookies.clear()
     page = client.get("/dashboards/lobby")
     assert page.status_code == 200 and LOBBY in page.text
-    for absent in ('href="/jobs"', 'href="/users"', 'href="/dashboards"', "/logout", "<form", 'id="me"', "presence"):
+    for absent in ('href="/"', 'href="/jobs"', 'href="/dashboards"', "/logout", "<form", 'id="me"', "presence"):
         assert absent not in page.text, absent
     assert '<meta name="csrf-token" content="">' in page.text
     # Its control is for signed-in operators: no sign of it, on the page or in the JSON.

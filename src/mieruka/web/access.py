@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..runtime import Runtime
-    from .displays import Viewing
+    from .viewing import Viewing
 
 
 @dataclass(frozen=True)

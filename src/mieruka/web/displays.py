@@ -1,9 +1,9 @@
-"""Wall screens: what a request without a login may read, and the display links admins make.
+"""Wall screens: the display links admins make, and what the routes give a reader without a login.
 
 A dashboard declared `public=True` is shown to anyone, read-only; any other dashboard is shown to
 the holder of one of its display links. Either way the reader gets that dashboard's page and its
 live data (its tiles' sources and streams) and nothing else: the routes that show them say so with
-`shown=` in policy.py, and `Viewing` answers for one request.
+`shown=` in policy.py, and `Viewing` (web/viewing.py) answers for one request.
 
 A display link is `<server>/display#<secret>`: the secret sits in the URL's fragment, which browsers
 never send, so it reaches no request line (proxy logs, the Referer, this server's logs). The
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,65 +34,15 @@ from .ids import DISPLAY_ID
 from .serialize import iso
 from .sse import Held, OpenStreams
 from .state import RuntimeDep, open_streams_of, pages_of, runtime_of
+from .viewing import DISPLAY_COOKIE, Viewing, viewing
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-DISPLAY_COOKIE = "mieruka_display"
-VIEWING_KEY = "mieruka_viewing"
 CHECK_EVERY = 2.0  # seconds between the checks of an open display stream's link
 COOKIE_MAX_AGE = 400 * 86400  # browsers keep a cookie 400 days at most
 GONE = "no display link at this address: it was revoked, has expired, or never existed"
 VALID_FOR = {"": None, "1": 1, "7": 7, "30": 30, "365": 365}  # the page's choices, in days
-
-
-@dataclass(frozen=True)
-class Viewing:
-    """What a request without a login may read: the public dashboards and its display link's one."""
-
-    dashboards: frozenset[str]
-    link: DisplayLink | None = None
-
-    def shows(self, runtime: Runtime, kind: str, name: str) -> bool:
-        """Whether `name` (a dashboard, or a source or stream one of them shows) is shown; kind
-        "topics": whether there is anything at all (the route checks each topic)."""
-        if kind == "topics":
-            return bool(self.dashboards)
-        if kind == "dashboard":
-            return name in self.dashboards
-        boards = [runtime.dashboards.get(board) for board in self.dashboards if board in runtime.dashboards]
-        if kind == "source":
-            return any(name in board.sources for board in boards)
-        if kind == "stream":
-            return any(name in board.streams for board in boards)
-        return False
-
-
-def public_dashboards(runtime: Runtime) -> frozenset[str]:
-    return frozenset(board.name for board in runtime.dashboards if board.public)
-
-
-def viewing_for(runtime: Runtime, secret: str | None) -> Viewing:
-    """The public dashboards, and the one of the display link whose secret the request carries."""
-    public = public_dashboards(runtime)
-    link = runtime.auth.displays.check(secret) if secret else None
-    if link is None or link.dashboard not in runtime.dashboards:
-        return Viewing(public)
-    return Viewing(public | {link.dashboard}, link)
-
-
-async def viewing_of(runtime: Runtime, request: Request) -> Viewing:
-    secret = request.cookies.get(DISPLAY_COOKIE)
-    if not secret:
-        return Viewing(public_dashboards(runtime))
-    return await run_in_threadpool(viewing_for, runtime, secret)
-
-
-def viewing(request: Request) -> Viewing | None:
-    """What this request reads without a login (set by the security middleware on the routes that
-    show dashboards to anyone); None for a signed-in user."""
-    found: Viewing | None = getattr(request.state, VIEWING_KEY, None)
-    return found
 
 
 def display_topics(runtime: Runtime, seen: Viewing, names: list[str], live: bool) -> Topics:

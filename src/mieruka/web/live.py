@@ -20,13 +20,14 @@ from ..live.hub import Live
 from ..runtime import Runtime
 from ..sources.refresher import SourceState
 from ..sources.source import Source
-from .displays import display_topics, streams_of, viewing
+from .displays import display_topics, streams_of
 from .feeds import MAX_TOPICS, Topics, feed_response, mux_response, positions
 from .identity import hidden, principal
 from .ids import parse_id
 from .policy import ALLOW_LISTS
 from .serialize import iso, job_json
 from .state import RuntimeDep, open_streams_of
+from .viewing import viewing
 
 CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
 

@@ -41,7 +41,7 @@ class Rule:
     accounts: bool = False  # changes users: never in the open mode (the first admin comes from the CLI)
     # (kind, path parameter): without a login, allowed when the parameter names a dashboard shown to
     # the request (public, or its display link's), or a source or stream such a dashboard shows;
-    # ("topics", ""): the route checks each topic itself (web/displays.py: Viewing).
+    # ("topics", ""): the route checks each topic itself (web/viewing.py).
     shown: tuple[str, str] | None = None
 
 

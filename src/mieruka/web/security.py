@@ -27,7 +27,6 @@ from ..core.access import Principal
 from .access import Routes, Target, check, looks_up_job
 from .audit import AuditWriter, Outcome, record
 from .csrf import check_csrf
-from .displays import VIEWING_KEY, viewing_of
 from .errors import database_down, outage, refusal
 from .fastpath import FastPath
 from .headers import DOCS_PATHS, secured
@@ -35,6 +34,7 @@ from .identity import HIDDEN_KEY, STATE_KEY, Denied, Identifier
 from .limits import Limits, Refused, check_target, checked_body, kind_of, scanned_multipart
 from .policy import SAFE_METHODS, Rule, hidden_tasks, rule_for
 from .presence import mark_seen
+from .viewing import VIEWING_KEY, viewing_of
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
