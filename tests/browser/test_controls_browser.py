@@ -199,3 +199,35 @@ def test_a_viewer_sees_them_disabled_with_why_and_a_phone_lays_them_out(
     finally:
         context.close()
     assert outside == []
+
+
+def test_where_streaming_cannot_work_the_controls_poll(browser: Browser, panel: dict[str, Any]) -> None:
+    """With the event stream blocked (a buffering proxy), the page polls: the states of a source's
+    column and of a stream's series still follow presses made elsewhere."""
+    server: ServerProcess = panel["server"]
+    outside: list[str] = []
+    context, page = signed_in(browser, server, "olga", outside)
+    try:
+        # No EventSource: the page polls (as where a proxy buffers the stream).
+        page.add_init_script("delete window.EventSource;")
+        page.reload()
+        page.locator("#live-note", has_text="polling").wait_for(timeout=30_000)
+        relay = not page.locator("#control-relay-1 input").is_checked()
+        for control, body in (("relay-1", {"value": relay}), ("dial", {"value": 64})):
+            answer = context.request.post(
+                f"{server.url}/api/dashboards/panel/controls/{control}",
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json", "X-CSRF-Token": csrf_of(page)},
+            )
+            assert answer.status == 200, answer.text()
+        wait_until(page, "on => document.querySelector('#control-relay-1 input').checked === on", relay)
+        wait_until(page, "() => document.querySelector('#control-dial input').value === '64'")
+    finally:
+        context.close()
+    assert outside == []
+
+
+def csrf_of(page: Page) -> str:
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token, "the page carries no CSRF token"
+    return token
