@@ -316,3 +316,15 @@ def test_viewing_shows_only_its_dashboards(wall: dict[str, Any]) -> None:
     assert seen.shows(app, "source", "lobby") and not seen.shows(app, "source", "beds")
     assert seen.shows(app, "stream", "pulse") and not seen.shows(app, "stream", "vitals")
     assert not seen.shows(app, "task", "add") and not Viewing(frozenset()).shows(app, "topics", "")
+
+
+def test_a_display_is_nobody_in_presence(wall: dict[str, Any]) -> None:
+    """Readers without a login are not users: they never show as online (nor keep a pool awake)."""
+    app, client = wall["app"], wall["client"]
+    client.cookies.clear()
+    before = {seen.user for seen in app.auth.presence.online()}
+    for headers in ({}, {"Cookie": f"{DISPLAY_COOKIE}={wall['secret']}"}):
+        for url in ("/dashboards/lobby", "/api/dashboards/lobby", "/dashboards/wards", "/api/sources/beds/data"):
+            client.get(url, headers=headers)
+    assert {seen.user for seen in app.auth.presence.online()} == before
+    assert client.get("/api/dashboards/wards", headers={"Cookie": f"{DISPLAY_COOKIE}={wall['secret']}"}).is_success
