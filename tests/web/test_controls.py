@@ -261,6 +261,13 @@ def test_what_each_reader_may_do_on_the_page(served: dict[str, Any]) -> None:
     assert '<dialog id="control-confirm"' in olga
 
 
+def test_the_dashboards_page_counts_the_controls(served: dict[str, Any]) -> None:
+    client: TestClient = served["client"]
+    page = client.get("/dashboards", headers=as_(served, "olga")).text
+    assert '<span class="tag">2 charts</span> <span class="tag">12 controls</span>' in page
+    assert '<span class="tag">1 charts</span> <span class="tag">1 controls</span>' in page
+
+
 def test_the_kiosk_layout_shows_no_controls(served: dict[str, Any]) -> None:
     client: TestClient = served["client"]
     page = client.get("/dashboards/panel", params={"kiosk": "1"}, headers=as_(served, "olga")).text
