@@ -368,6 +368,32 @@ def test_the_page_and_the_csv_show_it_readably_in_the_configured_zone(client: Te
     assert_no_secret(client)
 
 
+def test_entries_about_one_task(client: TestClient) -> None:
+    """Who did what with a task: the page, the CSV and the API filter by the task of the detail."""
+    connect = client.post("/api/tasks/connect/jobs", json=CONNECT).json()["id"]
+    add = client.post("/api/tasks/quick_add/run", json={"a": 1}).json()["id"]
+    client.post("/api/tasks/quick_add/jobs/batch", json={"jobs": [{"params": {"a": 2}}]})
+    app.auth.audit.record("ann", "odd", "", "", {"task": "quick_add' OR 1=1 --"})
+    api = client.get("/api/audit", params={"task": "quick_add"}).json()["entries"]
+    assert [(e["action"], e["detail"]["task"]) for e in api] == [
+        ("job.submit_batch", "quick_add"),
+        ("task.run", "quick_add"),
+    ]
+    assert [e["target"] for e in client.get("/api/audit", params={"task": "connect"}).json()["entries"]] == [
+        f"job:{connect}"
+    ]
+    assert client.get("/api/audit", params={"task": "quick_add' OR 1=1 --"}).json()["entries"][0]["actor"] == "ann"
+    page = client.get("/audit", params={"task": "quick_add"}).text
+    targets = re.findall(r"<tr><td.*?</td><td>.*?</td><td>.*?</td>\s*<td>(.*?)</td>", page, re.S)
+    assert targets == ["task:quick_add", f"job:{add}"] and 'name="task" value="quick_add"' in page
+    assert "task=quick_add" in page  # the CSV link keeps the filter
+    exported = list(csv.DictReader(io.StringIO(client.get("/audit.csv", params={"task": "connect"}).text)))
+    assert [row["target"] for row in exported] == [f"job:{connect}"]
+    assert "No entries match" in client.get("/audit", params={"task": "nothing"}).text
+    for path in ("/audit", "/api/audit", "/audit.csv"):
+        assert client.get(path, params={"task": "a\x00b"}).status_code == 422
+
+
 # -- the rules -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "name",

@@ -56,6 +56,7 @@ class AuditQuery:
     actor: str | None = None
     action: str | None = None  # exact, or a prefix ending in "." ("job." matches job.cancel, job.retry...)
     target: str | None = None  # text contained in the target
+    task: str | None = None  # the task an entry about a job names in its detail
     since: datetime | None = None
     until: datetime | None = None
     before_id: int | None = None
@@ -110,6 +111,8 @@ class AuditLog:
             )
         if q.target:
             stmt = stmt.where(c.target.contains(q.target, autoescape=True))
+        if q.task:
+            stmt = stmt.where(c.detail["task"].as_string() == q.task)
         if q.since:
             stmt = stmt.where(c.at >= q.since)
         if q.until:

@@ -45,6 +45,9 @@ class UserOut(BaseModel):
     role: str
     created_at: str
     has_password: bool
+    source: str = Field(description="Where the user comes from: local, ldap, oidc or proxy.")
+    groups: list[str] = Field(description="The directory's or provider's groups at the last login.")
+    synced_at: str | None = Field(description="When the directory or provider last confirmed the user.")
 
 
 class UserIn(BaseModel):
@@ -135,6 +138,9 @@ def user_json(user: User) -> dict[str, Any]:
         "role": user.role.value,
         "created_at": iso(user.created_at),
         "has_password": user.has_password,
+        "source": user.source,
+        "groups": list(user.groups),
+        "synced_at": iso(user.synced_at),
     }
 
 
@@ -254,6 +260,7 @@ def audit_log(
     actor: str | None = Query(None, max_length=100),
     action: str | None = Query(None, max_length=100, description="Exact, or a prefix ending in '.' (job.)"),
     target: str | None = Query(None, max_length=300, description="Text in the target."),
+    task: str | None = Query(None, max_length=300, description="Entries about this task's jobs."),
     since: datetime | None = Query(None, description="ISO 8601; naive means UTC."),
     until: datetime | None = None,
     cursor: int | None = Query(None, ge=1, lt=2**63, description="next_cursor of the previous page."),
@@ -265,6 +272,7 @@ def audit_log(
         actor=actor,
         action=action,
         target=target,
+        task=task,
         since=as_utc(since, "since"),
         until=as_utc(until, "until"),
         before_id=cursor,

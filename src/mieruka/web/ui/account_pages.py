@@ -285,12 +285,14 @@ def make_link(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
 def _audit_query(runtime: Runtime, request: Request, limit: int) -> tuple[AuditQuery, dict[str, str]]:
     zone = runtime.settings.zone
     q = request.query_params
-    filters = {k: (q.get(k) or "").strip()[:300] for k in ("actor", "action", "target", "since", "until", "cursor")}
+    keys = ("actor", "action", "target", "task", "since", "until", "cursor")
+    filters = {k: (q.get(k) or "").strip()[:300] for k in keys}
     cursor = int(filters["cursor"]) if filters["cursor"].isdigit() and len(filters["cursor"]) < 19 else None
     return AuditQuery(
         actor=filters["actor"] or None,
         action=filters["action"] or None,
         target=filters["target"] or None,
+        task=filters["task"] or None,
         since=_day(filters["since"], "since", zone),
         until=_day(filters["until"], "until", zone, end=True),
         before_id=cursor,
