@@ -6,7 +6,7 @@
 
 Systems: mieruka's minimal app (bench/minimal_app.py: one task, one dashboard with one chart) served by
 `mieruka run` with 2 local workers and with the threads executor, `mieruka demo` (pandas sources), and
-examples/device_panel once it exists; the peers of ../shared/peers/apps (Flask, FastAPI, Dash, Streamlit,
+examples/device_panel (local workers and threads); the peers of ../shared/peers/apps (Flask, FastAPI, Dash, Streamlit,
 Gradio, NiceGUI), started with their measure.py's commands and environment from their venv
 (/tmp/peers-venv-apps, made by their run_all.sh when missing).
 
