@@ -283,6 +283,9 @@ def test_the_dashboards_json_lists_its_controls(served: dict[str, Any]) -> None:
     assert controls["reset-board"]["confirm"] == "Reset the board now?"
     assert controls["set-mode"]["options"] == ["auto", "manual", "off"]
     assert "sensors" in board["streams"] and "relays" in board["sources"]
+    schema = client.get("/openapi.json", headers=as_(served, "vic")).json()
+    body = schema["paths"]["/api/dashboards/{name}/controls/{control}"]["post"]["requestBody"]
+    assert set(body["content"]["application/json"]["schema"]["properties"]) == {"value", "params"}
 
 
 def test_a_dashboard_of_controls_alone_is_served(tmp_path: Path) -> None:
