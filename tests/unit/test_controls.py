@@ -92,6 +92,7 @@ def test_a_panel_of_every_kind_binds_to_its_tasks() -> None:
     assert slider.title == "Fan" and mode.title == "Set mode"  # the task's title by default
     assert mode.options == ("auto", "manual") and speed.options == ("low", "high")
     assert button.dangerous and button.question == "Reset the board now?"
+    assert controls.button("reset", title="Reset", dangerous=True).question == "Run “Reset” now?"
     assert form.fields == ("times",)  # led and upload are fixed
     assert board.sources == ["relays"] and board.streams == ["sensors"]
     assert board.control("reset") is button

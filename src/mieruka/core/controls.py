@@ -110,7 +110,7 @@ class Control:
     @property
     def question(self) -> str:
         """What to ask before a dangerous control runs."""
-        return self.confirm or f"{self.title or self.task}: are you sure?"
+        return self.confirm or f"Run “{self.title or self.task}” now?"
 
     def summary(self) -> dict[str, Any]:
         return {
