@@ -15,6 +15,7 @@ MierukaError                 500
  ├── PayloadTooLarge         413
  ├── StorageUnavailable      503  the shared file storage (S3) does not answer
  ├── DatabaseUnavailable     503  the database does not answer (down, locked, unreadable); retry later
+ ├── DirectoryUnavailable    503  the directory (LDAP) does not answer; local users still log in
  └── JobTimeoutError         504  a bounded wait ran out
 """
 
@@ -124,6 +125,18 @@ class DatabaseUnavailable(MierukaError):
     def __init__(self, database: str, reason: str, retry_after: int = 5) -> None:
         super().__init__(f"the database ({database}) is unreachable: {reason}; retrying")
         self.database, self.reason, self.retry_after = database, reason, retry_after
+
+
+class DirectoryUnavailable(MierukaError):
+    """The directory (LDAP) cannot be reached, or refuses mieruka's service account: directory users
+    cannot log in now (local users can). `reason` is for the log, not for the login page."""
+
+    status_code = 503
+    code = "directory_unavailable"
+
+    def __init__(self, url: str, reason: str, retry_after: int = 30) -> None:
+        super().__init__(f"the directory ({url}) cannot be reached")
+        self.url, self.reason, self.retry_after = url, reason, retry_after
 
 
 class JobTimeoutError(MierukaError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -11,9 +12,15 @@ from .runtime import Runtime
 from .settings import Settings
 from .web.sse import OpenStreams
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
 
 def serve(runtime: Runtime) -> None:
     """Serve the app of `runtime` on its settings' host and port until interrupted."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from .auth.proxy_auth import KeepPeer
     from .connections import BodyTimeout, Limits, protocol_class
     from .web.api import create_api
 
@@ -21,19 +28,24 @@ def serve(runtime: Runtime) -> None:
     settings = runtime.settings
     limits = Limits.from_settings(settings)
     api = create_api(runtime, stop_app=True)
+    app: ASGIApp = BodyTimeout(api, settings.body_timeout)
+    if limits.trusted:
+        # X-Forwarded-For/-Proto give the client address (audit log, login throttle) and the https
+        # scheme (Secure cookies): believed only from the trusted proxies, and with none, never read.
+        # Applied here rather than by uvicorn so that KeepPeer sees the proxy's own address first
+        # (trusted_user_header is believed only from it).
+        trusted = [str(network) for network in limits.trusted]
+        app = ProxyHeadersMiddleware(app, trusted_hosts=trusted)  # type: ignore[arg-type,assignment]  # uvicorn's ASGI types
     config = uvicorn.Config(
         # At shutdown, within the graceful shutdown (a SIGTERM ends the process right after it).
-        BodyTimeout(api, settings.body_timeout),
+        KeepPeer(app),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         http=protocol_class(limits),
         ws="none",  # no route is a WebSocket; an upgraded connection would leave the limits' count
-        # X-Forwarded-For/-Proto give the client address (audit log, login throttle) and the https
-        # scheme (Secure cookies): believed only from the trusted proxies, and with none, never read.
-        proxy_headers=bool(limits.trusted),
-        forwarded_allow_ips=[str(network) for network in limits.trusted],
+        proxy_headers=False,
         # Event streams are ended at the signal; a request still running gets this long.
         timeout_graceful_shutdown=3,
     )

@@ -8,6 +8,7 @@ else reads the environment.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -152,6 +153,67 @@ class Settings:
     max_connections_per_address: int = _setting(
         100, "Most open connections from one client address (trusted proxies are not limited); 0: no limit."
     )
+    ldap_url: str = _setting(
+        "",
+        "Directory login (LDAP, Active Directory; docs/directory.md): ldaps://host or ldap://host:389. "
+        "Empty: no directory.",
+    )
+    ldap_starttls: bool = _setting(False, "Encrypt an ldap:// connection with StartTLS before binding.")
+    ldap_allow_plain: bool = _setting(
+        False, "Allow passwords over an unencrypted ldap:// connection (no StartTLS): only on a network you trust."
+    )
+    ldap_ca_file: str = _setting(
+        "", "CA certificates (PEM) the directory's certificate is checked against; empty: the system's."
+    )
+    ldap_bind_dn: str = _setting("", "DN of the service account that searches users and groups; empty: anonymous.")
+    ldap_bind_password: str = _setting("", "Password of ldap_bind_dn.")
+    ldap_user_base: str = _setting("", "DN under which users are searched, e.g. ou=people,dc=example,dc=org.")
+    ldap_user_attribute: str = _setting("uid", "Attribute holding the login name (Active Directory: sAMAccountName).")
+    ldap_user_filter: str = _setting(
+        "(objectClass=person)", "LDAP filter every user must match besides the name (e.g. a required group)."
+    )
+    ldap_group_base: str = _setting("", "DN under which groups are searched; empty: ldap_user_base.")
+    ldap_group_filter: str = _setting(
+        "", "LDAP filter groups must match too (e.g. (objectClass=groupOfNames)); empty: any entry listing the member."
+    )
+    ldap_member_attribute: str = _setting("member", "Attribute of a group listing its members' DNs.")
+    ldap_nested: str = _setting(
+        "auto",
+        "Groups within groups: 'in_chain' (Active Directory's LDAP_MATCHING_RULE_IN_CHAIN), 'walk' "
+        "(search level by level, up to ldap_nested_depth), 'auto' (in_chain on Active Directory, else walk), 'off'.",
+    )
+    ldap_nested_depth: int = _setting(5, "Most levels of groups within groups walked.")
+    ldap_roles: str = _setting(
+        "",
+        "Directory groups to roles, a JSON object (or TOML table) by group DN or name: "
+        '{"cn=lab-admins,ou=groups,dc=example,dc=org": "admin", "lab": "operator"}; the highest wins.',
+    )
+    ldap_default_role: str = _setting(
+        "", "Role of a directory user in no group of ldap_roles; empty: such a user cannot log in."
+    )
+    ldap_disabled_filter: str = _setting(
+        "",
+        "LDAP filter of disabled accounts, besides AD's userAccountControl, ppolicy's pwdAccountLockedTime "
+        "and nsAccountLock, e.g. (employeeType=former).",
+    )
+    ldap_recheck: float = _setting(
+        900.0, "A directory user's session or token is checked with the directory again after this long."
+    )
+    ldap_grace: float = _setting(
+        3600.0,
+        "While the directory cannot be reached, signed-in directory users keep working this long past ldap_recheck.",
+    )
+    ldap_timeout: float = _setting(5.0, "Longest wait for the directory to connect or answer, seconds.")
+    trusted_user_header: str = _setting(
+        "",
+        "Header naming the user that an authenticating proxy (IIS Windows authentication, nginx auth_request) "
+        "sends, e.g. X-Remote-User; believed only from trusted_proxies. Empty: none.",
+    )
+    trusted_user_strip_domain: bool = _setting(True, "Take DOMAIN\\user and user@realm in trusted_user_header as user.")
+    trusted_user_role: str = _setting(
+        "viewer",
+        "Role of a user first seen through trusted_user_header (with ldap_url: the directory's groups decide).",
+    )
 
     @property
     def home_path(self) -> Path:
@@ -242,6 +304,9 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 _DURATIONS = {
+    "ldap_recheck",
+    "ldap_grace",
+    "ldap_timeout",
     "database_busy_timeout",
     "broker_visibility_timeout",
     "broker_check_interval",
@@ -299,6 +364,8 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
 def _coerce(name: str, type_name: Any, value: Any) -> Any:
     if name in _DURATIONS:
         return parse_duration(value)
+    if name == "ldap_roles" and isinstance(value, dict):
+        return json.dumps(value)  # a TOML table
     if name in ("max_upload_size", "max_body_size"):
         return parse_size(value)
     try:

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -25,6 +26,9 @@ from ..errors import ConflictError, NotFoundError, TooManyAttempts, ValidationEr
 from ..store import tables as t
 from ..store.database import Database
 from .audit import AuditLog
+
+if TYPE_CHECKING:
+    from .directory import Directory
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 MIN_PASSWORD = 8
@@ -38,9 +42,10 @@ MAX_GROUPS = 500  # of one user, as kept; a directory may list thousands
 
 # Audit actions of password checks: failures count towards a lock, a success ends the user's.
 LOGIN, LOGIN_FAILED = "login", "login.failed"
+LOGIN_DIRECTORY, LOGIN_UNAVAILABLE = "login.directory", "login.unavailable"
 PASSWORD_CHANGED, PASSWORD_CHANGE_FAILED = "user.password", "password.change_failed"
 FAILURES = (LOGIN_FAILED, PASSWORD_CHANGE_FAILED)
-SUCCESSES = (LOGIN, PASSWORD_CHANGED)
+SUCCESSES = (LOGIN, LOGIN_DIRECTORY, PASSWORD_CHANGED)
 ADDRESS_FACTOR = 4  # an address may fail this many times the failures allowed for one name
 
 _hasher = PasswordHasher()
@@ -140,6 +145,14 @@ class Accounts:
                 raise ConflictError(f"a user named {name!r} exists already")
             conn.execute(t.users.insert().values(name=name, role=role.value, password_hash=hashed, created_at=utcnow()))
         return self.get_user(name)
+
+    def is_local(self, name: str) -> bool:
+        """Whether `name` is a local user's (whose password is checked here, never elsewhere)."""
+        with self.db.read() as conn:
+            found = conn.execute(
+                sa.select(t.users.c.id).where(t.users.c.name == name, t.users.c.source == "local")
+            ).first()
+        return found is not None
 
     def get_user(self, name: str) -> User:
         with self.db.read() as conn:
@@ -394,6 +407,12 @@ class Accounts:
         )
 
     def create_login_link(self, user: str, valid_for: float = 86400.0) -> str:
+        source = self.get_user(user).source
+        if source != "local":
+            raise ValidationError(
+                f"{user!r} signs in through {source}: a login link would pass it by",
+                [{"field": "user", "message": f"a {source} user"}],
+            )
         _, secret = self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for), kind="link")
         return secret
 
@@ -481,16 +500,23 @@ class Throttle:
         self.max_failures = max_failures
         self.window = window
 
-    def login(self, name: str, password: str, address: str) -> User | None:
-        """The user when the password is right, else None; both are audited (login, login.failed)."""
+    def login(self, name: str, password: str, address: str, directory: Directory | None = None) -> User | None:
+        """The user when the password is right, else None; both are audited (login, login.failed).
+        A name that is no local user's is tried with `directory` (login.directory); when it cannot
+        be reached, DirectoryUnavailable (audited as login.unavailable, which locks nobody out)."""
         actor = name[:100] or "(empty)"
         attempt = self._reserve(actor, address, "failed logins")
-        user = None
+        user, action = None, LOGIN_FAILED
         try:
             user = self.accounts.authenticate(name, password)
+            if user is not None:
+                action = LOGIN
+            elif directory is not None and not self.accounts.is_local(name):
+                action = LOGIN_UNAVAILABLE
+                user = directory.sign_in(self.accounts, name, password, address)
+                action = LOGIN_DIRECTORY if user is not None else LOGIN_FAILED
         finally:
-            outcome = (user.name, LOGIN) if user is not None else (actor, LOGIN_FAILED)
-            self._finish(attempt, *outcome, f"user:{name[:100]}", address)
+            self._finish(attempt, user.name if user is not None else actor, action, f"user:{name[:100]}", address)
         return user
 
     def change_password(self, name: str, current: str, new: str, address: str) -> User | None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..settings import Settings
 from ..store.database import Database
 from .accounts import Accounts, Throttle
 from .audit import AuditLog
 from .displays import Displays
 from .presence import Presence
+
+if TYPE_CHECKING:
+    from .directory import Directory
 
 
 class Auth:
@@ -22,6 +27,11 @@ class Auth:
         self.presence = Presence(db, settings.presence_expiry)
         self.displays = Displays(db)
         self.throttle = Throttle(self.accounts, self.audit, settings.login_max_failures, settings.login_lockout)
+        self.directory: Directory | None = None
+        if settings.ldap_url.strip():
+            from .directory import Directory  # ldap3 is the `ldap` extra: imported only when configured
+
+            self.directory = Directory.from_settings(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Auth:

@@ -68,8 +68,8 @@ async def check_csrf(request: Request, receive: Receive, rule: Rule, who: Princi
         return receive
     if rule.csrf and (who is None or who.via == "session"):
         return await _check_token(request, receive, _expected(request, who, template))
-    if who is LOCAL:
-        _same_origin(request)
+    if who is LOCAL or (who is not None and who.via == "proxy"):
+        _same_origin(request)  # a proxy's login (Windows authentication) rides along like a cookie
     return receive
 
 

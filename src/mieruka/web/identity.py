@@ -18,10 +18,12 @@ from jinja2 import pass_context
 from starlette.requests import Request
 from starlette.types import Scope
 
+from ..auth.proxy_auth import peer_of
 from ..core.access import Principal, Role
 from .limits import Refused
 
 if TYPE_CHECKING:
+    from ..auth.proxy_auth import ProxyUsers
     from ..runtime import Runtime
 
 SESSION_COOKIE = "mieruka_session"
@@ -91,9 +93,24 @@ class Identifier:
         """Whether has_users() would look in the database now (while there are none, once a second)."""
         return not self._has_users and time.monotonic() - self._users_checked > 1.0
 
+    @functools.cached_property
+    def proxied(self) -> ProxyUsers | None:
+        """The users an authenticating proxy names (trusted_user_header), when configured."""
+        if not self.runtime.settings.trusted_user_header.strip():
+            return None
+        from ..auth.proxy_auth import ProxyUsers
+
+        auth = self.runtime.auth
+        return ProxyUsers(self.runtime.settings, auth.accounts, auth.directory)
+
     def needs_db(self, request: Request) -> bool:
         """Whether identifying `request` asks the database (else it need not leave the event loop)."""
-        return bool(request.headers.get("authorization") or request.cookies.get(SESSION_COOKIE) or self.users_due())
+        return bool(
+            request.headers.get("authorization")
+            or request.cookies.get(SESSION_COOKIE)
+            or self.users_due()
+            or (self.proxied is not None and request.headers.get(self.proxied.header))
+        )
 
     def identify(self, request: Request) -> Principal | None:
         """The user of the token or session, LOCAL in the open mode, None when anonymous; Denied (401)
@@ -101,9 +118,18 @@ class Identifier:
         header = request.headers.get("authorization", "")
         if header:
             return self._bearer(header)
+        if self.proxied is not None:
+            named = request.headers.get(self.proxied.header)
+            if named and self.proxied.believed(peer_of(request.scope)):
+                user = self.proxied.user(named, peer_of(request.scope), address(request))
+                if user is None:
+                    raise Denied(401, "not_authenticated", "the user the proxy names may not use this server")
+                return user.principal("proxy")
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             found = self.runtime.auth.accounts.session_user(cookie)
+            if found is not None:
+                found = self._recheck(found)
             if found is not None:
                 return found
         if self.has_users():
@@ -129,7 +155,15 @@ class Identifier:
         user = self.runtime.auth.accounts.check_token(secret.strip())
         if user is None:
             raise Denied(401, "not_authenticated", "the token is unknown, revoked or expired")
-        return user.principal("token")
+        found = self._recheck(user.principal("token"))
+        if found is None:
+            raise Denied(401, "not_authenticated", "the token's user is no longer let in by the directory")
+        return found
+
+    def _recheck(self, who: Principal) -> Principal | None:
+        """A directory user as the directory sees them now (asked again after ldap_recheck)."""
+        directory = self.runtime.auth.directory
+        return who if directory is None else directory.recheck(self.runtime.auth.accounts, who)
 
     def check_host(self, scope: Scope) -> None:
         """DNS rebinding: another site's name pointed at this machine reaches the server with its own

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from ...auth.audit import AuditQuery, to_csv
 from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
-from ...errors import MierukaError, TooManyAttempts, ValidationError
+from ...errors import DirectoryUnavailable, MierukaError, TooManyAttempts, ValidationError
 from ...runtime import Runtime
 from ..audit import audit, shown_entries
 from ..csrf import LOGIN_CSRF_COOKIE
@@ -26,6 +27,7 @@ from ..policy import shown_page
 from ..state import RuntimeDep, pages_of
 
 router = APIRouter(include_in_schema=False)
+logger = logging.getLogger("mieruka.login")
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -95,9 +97,17 @@ async def login(runtime: RuntimeDep, request: Request) -> Response:
     password = str(form.get("password") or "")
     target = str(form.get("next") or "")
     try:
-        user = await run_in_threadpool(runtime.auth.throttle.login, name, password, address(request))
+        user = await run_in_threadpool(
+            runtime.auth.throttle.login, name, password, address(request), runtime.auth.directory
+        )
     except TooManyAttempts as exc:
         response = _login_page(request, 429, exc.message, name, target)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except DirectoryUnavailable as exc:
+        logger.warning("%s: %s", exc, exc.reason)
+        message = f"Directory users cannot log in now: {exc.message}. Local accounts still work."
+        response = _login_page(request, 503, message, name, target)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if user is None:

@@ -1,0 +1,317 @@
+"""Directory login against a real OpenLDAP (slapd started by the tests, tests/ldap_server.py): the
+directory itself (StartTLS, LDAPS, plain bind only when allowed, nested groups, disabled accounts,
+filter injection), and a real server process logging directory users in through the login form,
+mapping groups to roles and allow lists, following role changes, cutting off removed users within
+ldap_recheck, and the directory going down (a clear message; local admins still in)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mieruka.auth.accounts import Accounts
+from mieruka.auth.audit import AuditLog, AuditQuery
+from mieruka.errors import ConfigError, DirectoryUnavailable
+from mieruka.settings import Settings
+from mieruka.store.database import Database
+from tests import ldap_server
+from tests.conftest import TESTS, ServerProcess, free_port, need_service
+from tests.ldap_server import PEOPLE, LdapServer
+
+RECHECK = 2.0  # ldap_recheck of the served app: a removed user is cut off within this (plus a request)
+GRACE = 4.0
+ADMIN_PASSWORD = "local admin password"
+
+if ldap_server.available() is not None:
+    need_service(str(ldap_server.available()))
+
+
+@pytest.fixture(scope="module")
+def ldap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    with LdapServer(tmp_path_factory.mktemp("ldap")) as server:
+        yield server
+
+
+def directory_of(ldap: LdapServer, **extra: Any) -> Any:
+    from mieruka.auth.directory import Directory
+
+    found = Directory.from_settings(Settings().with_overrides(**ldap.settings(**extra)))
+    assert found is not None
+    return found
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
+# -- the directory -----------------------------------------------------------------------------------
+def test_passwords_groups_and_disabled_accounts(ldap: LdapServer) -> None:
+    directory = directory_of(ldap)
+    ada = directory.login("ada", "ada-secret")
+    assert ada is not None and ada.display_name == "Ada Lovelace" and ada.groups == {"lab", "lab-admins"}
+    assert directory.role_of(ada).value == "admin"  # mapped by the group's DN
+    assert directory.login("ada", "wrong password") is None
+    assert directory.login("ada", "") is None  # an empty password would be an anonymous bind
+    assert directory.login("nobody", "ada-secret") is None
+    assert directory.login("carol", "carol-secret") is None  # pwdAccountLockedTime
+    assert directory.lookup("carol").disabled
+    dave = directory.login("dave", "dave-secret")
+    assert dave is not None and dave.groups == {"lab-core", "lab-ops"}  # lab-ops holds lab-core, which holds dave
+    assert directory.role_of(dave).value == "operator"  # mapped by the (nested) group's name
+    bob = directory.login("bob", "bob-secret")
+    assert bob is not None and directory.role_of(bob).value == "viewer"
+
+
+def test_nesting_is_bounded_and_can_be_off(ldap: LdapServer) -> None:
+    assert directory_of(ldap, ldap_nested="off").login("dave", "dave-secret").groups == {"lab-core"}
+    assert directory_of(ldap, ldap_nested_depth=1).login("dave", "dave-secret").groups == {"lab-core"}
+    assert directory_of(ldap, ldap_nested="walk").login("dave", "dave-secret").groups == {"lab-core", "lab-ops"}
+
+
+def test_filter_injection_is_escaped(ldap: LdapServer) -> None:
+    directory = directory_of(ldap)
+    for name in ("*", "a*", "ada)(uid=*", "*)(|(uid=*", "ada\\2a", "(uid=ada)"):
+        assert directory.login(name, "ada-secret") is None, name
+    star = directory.lookup("star*")  # a name with a '*' is found as written, not as a pattern
+    assert star is not None and star.name == "star*"
+    assert directory.lookup("st*") is None
+
+
+def test_a_disabled_filter_and_a_user_filter(ldap: LdapServer) -> None:
+    assert directory_of(ldap, ldap_disabled_filter="(displayName=Bob*)").login("bob", "bob-secret") is None
+    assert directory_of(ldap, ldap_user_filter="(displayName=Ada*)").login("bob", "bob-secret") is None
+    assert directory_of(ldap, ldap_user_filter="(displayName=Ada*)").login("ada", "ada-secret") is not None
+
+
+def test_plain_binds_only_when_allowed_and_tls_is_checked(ldap: LdapServer, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="would send passwords unencrypted"):
+        directory_of(ldap, ldap_starttls=False)
+    plain = directory_of(ldap, ldap_starttls=False, ldap_allow_plain=True)
+    assert plain.login("ada", "ada-secret") is not None
+    assert directory_of(ldap, ldap_url=ldap.ldaps_url, ldap_starttls=False).login("ada", "ada-secret") is not None
+    other = tmp_path / "other.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other"]
+        + ["-keyout", str(tmp_path / "other.key"), "-out", str(other)],
+        check=True,
+        capture_output=True,
+    )
+    for url, starttls in ((ldap.url, True), (ldap.ldaps_url, False)):
+        with pytest.raises(DirectoryUnavailable):  # a certificate not signed by ldap_ca_file
+            directory_of(ldap, ldap_url=url, ldap_starttls=starttls, ldap_ca_file=str(other)).login("ada", "ada-secret")
+
+
+def test_bad_directory_settings_are_config_errors(ldap: LdapServer) -> None:
+    for extra, message in (
+        ({"ldap_url": "http://x"}, "not an ldap:// or ldaps:// URL"),
+        ({"ldap_user_base": ""}, "ldap_user_base"),
+        ({"ldap_roles": "lab=admin"}, "JSON object"),
+        ({"ldap_roles": '{"lab": "boss"}'}, "unknown role"),
+        ({"ldap_nested": "deep"}, "ldap_nested"),
+        ({"ldap_user_filter": "uid=x"}, "in parentheses"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            directory_of(ldap, **extra)
+
+
+def test_sign_in_makes_and_updates_the_user(ldap: LdapServer, tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    try:
+        audit = AuditLog(db)
+        accounts = Accounts(db, audit=audit)
+        directory = directory_of(ldap)
+        dave = directory.sign_in(accounts, "dave", "dave-secret", "10.0.0.7")
+        assert dave is not None and (dave.source, dave.role.value) == ("ldap", "operator")
+        assert set(dave.groups) == {"lab-core", "lab-ops"} and dave.display_name == "Dave Nested"
+        assert directory.sign_in(accounts, "dave", "wrong", "10.0.0.7") is None
+        accounts.add_user("root", "admin", "a long password")
+        assert directory.sign_in(accounts, "star*", "star-secret", "") is None  # no role, and no valid name
+        entries = audit.query(AuditQuery(target="user:dave"))
+        assert [(e.actor, e.action) for e in entries] == [("ldap", "user.add")]
+    finally:
+        db.close()
+
+
+# -- a server ----------------------------------------------------------------------------------------
+def _cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    env["PYTHONPATH"] = str(TESTS.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args, "--home", str(home)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=60,
+    )
+
+
+def _env(ldap: LdapServer, **extra: Any) -> dict[str, str]:
+    values = ldap.settings(ldap_recheck=RECHECK, ldap_grace=GRACE, ldap_timeout=2, **extra)
+    return {f"MIERUKA_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
+
+
+@pytest.fixture
+def served(ldap: LdapServer, tmp_path: Path) -> Iterator[ServerProcess]:
+    home = tmp_path / "home"
+    added = _cli(home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    proc = ServerProcess("tests/directory_app.py:app", home, "--workers", "1", env=_env(ldap))
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+_clients: list[httpx.Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
+def login(server: ServerProcess, name: str, password: str) -> tuple[httpx.Client, httpx.Response]:
+    """A browser-like client (cookies) after posting the login form; closed after the test."""
+    client = httpx.Client(base_url=server.url, timeout=30)
+    _clients.append(client)
+    page = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token, page.text
+    answer = client.post("/login", data={"csrf_token": token.group(1), "name": name, "password": password})
+    return client, answer
+
+
+def admin(server: ServerProcess) -> dict[str, str]:
+    created = _cli(server.home, "tokens", "create", "--user", "root")
+    assert created.returncode == 0, created.stderr
+    return {"Authorization": f"Bearer {created.stdout.strip()}"}
+
+
+def test_directory_users_log_in_with_their_groups_roles(served: ServerProcess) -> None:
+    client, answer = login(served, "ada", "ada-secret")
+    assert answer.status_code == 303, answer.text
+    me = client.get("/api/me").json()
+    assert (me["name"], me["role"], me["via"]) == ("ada", "admin", "session")
+    for name, password in (
+        ("ada", "wrong password"),
+        ("nobody", "x-secret"),
+        ("carol", "carol-secret"),
+        ("*", "ada-secret"),
+    ):
+        _, refused = login(served, name, password)
+        assert refused.status_code == 401 and "Wrong user name or password." in refused.text, name
+    users = {u["name"]: u for u in httpx.get(f"{served.url}/api/users", headers=admin(served)).json()}
+    assert users["ada"]["source"] == "ldap" and users["root"]["source"] == "local"
+    assert set(users["ada"]["groups"]) == {"lab", "lab-admins"} and not users["ada"]["has_password"]
+    assert "carol" not in users and "nobody" not in users
+    entries = httpx.get(f"{served.url}/api/audit?actor=ada", headers=admin(served)).json()["entries"]
+    assert "login.directory" in [e["action"] for e in entries]
+    page = client.get("/users").text
+    assert re.search(r"ada.*?ldap", page, re.S), "the users page shows where each user comes from"
+
+
+def test_group_allow_lists_and_role_changes(served: ServerProcess, ldap: LdapServer) -> None:
+    dave, answer = login(served, "dave", "dave-secret")
+    assert answer.status_code == 303
+    bob, answer = login(served, "bob", "bob-secret")
+    assert answer.status_code == 303
+    assert "calibrate" in [t["name"] for t in dave.get("/api/tasks").json()]  # lab-ops through lab-core
+    ran = dave.post("/api/tasks/calibrate/run", json={"level": 2}, headers={"X-CSRF-Token": _csrf(dave)})
+    assert ran.status_code == 200 and ran.json()["result"] == 4, ran.text
+    assert "calibrate" not in [t["name"] for t in bob.get("/api/tasks").json()]
+    assert bob.get("/api/me").json()["role"] == "viewer"
+    ldap.membership("lab-ops", "add", "bob")
+    try:
+        bob, answer = login(served, "bob", "bob-secret")  # the role follows the directory at the next login
+        assert answer.status_code == 303
+        assert bob.get("/api/me").json()["role"] == "operator"
+        assert "calibrate" in [t["name"] for t in bob.get("/api/tasks").json()]
+        entries = httpx.get(f"{served.url}/api/audit?action=user.role", headers=admin(served)).json()["entries"]
+        change = next(e for e in entries if e["target"] == "user:bob")
+        assert (
+            change["actor"] == "ldap" and change["detail"]["role"] == "operator" and change["detail"]["was"] == "viewer"
+        )
+    finally:
+        ldap.membership("lab-ops", "delete", "bob")
+
+
+def _csrf(client: httpx.Client) -> str:
+    return str(client.get("/api/me").json()["csrf_token"])
+
+
+def test_a_removed_user_loses_sessions_and_tokens_within_the_recheck(served: ServerProcess, ldap: LdapServer) -> None:
+    fred_entry = f"dn: uid=fred,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: fred\ncn: Fred\nsn: Fred\n"
+    ldap.ldap("ldapadd", fred_entry + "userPassword: fred-secret\n")
+    ldap.membership("lab", "add", "fred")
+    fred, answer = login(served, "fred", "fred-secret")
+    assert answer.status_code == 303
+    created = fred.post("/api/tokens", json={"name": "script"}, headers={"X-CSRF-Token": _csrf(fred)})
+    assert created.status_code == 201, created.text
+    bearer = {"Authorization": f"Bearer {created.json()['token']}"}
+    assert httpx.get(f"{served.url}/api/me", headers=bearer).status_code == 200
+    ldap.membership("lab", "delete", "fred")
+    ldap.delete(f"uid=fred,{PEOPLE}")
+    removed_at = time.monotonic()
+    eventually(lambda: httpx.get(f"{served.url}/api/me", headers=bearer).status_code == 401, what="the token refused")
+    assert time.monotonic() - removed_at < RECHECK + 5
+    assert fred.get("/api/me").status_code == 401  # the session is gone too
+    _, again = login(served, "fred", "fred-secret")
+    assert again.status_code == 401
+    entries = httpx.get(f"{served.url}/api/audit?action=user.cut_off", headers=admin(served)).json()["entries"]
+    assert entries and entries[0]["target"] == "user:fred"
+
+
+def test_the_directory_down(served: ServerProcess, ldap: LdapServer) -> None:
+    ada, answer = login(served, "ada", "ada-secret")
+    assert answer.status_code == 303
+    ldap.stop()
+    try:
+        _, down = login(served, "bob", "bob-secret")
+        assert down.status_code == 503
+        assert f"the directory ({ldap.url}) cannot be reached" in down.text and "Local accounts still work" in down.text
+        _, local = login(served, "root", ADMIN_PASSWORD)  # break-glass: the local admin still gets in
+        assert local.status_code == 303
+        time.sleep(RECHECK + 0.5)  # past the recheck, within the grace: ada keeps working
+        assert ada.get("/api/me").status_code == 200
+        eventually(lambda: "keeping ada signed in" in served.output(), what="the grace logged")
+        eventually(lambda: ada.get("/api/me").status_code == 401, timeout=GRACE + 20, what="the grace over")
+    finally:
+        ldap.start()
+    _, back = login(served, "bob", "bob-secret")
+    assert back.status_code == 303
+    assert "bob-secret" not in served.output() and "ada-secret" not in served.output()  # passwords never logged
+
+
+def test_a_plain_directory_url_stops_the_server(ldap: LdapServer, tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}, "PYTHONPATH": str(TESTS.parent)}
+    env.update(_env(ldap, ldap_starttls=False))
+    result = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", "run", "tests/directory_app.py:app", "--port", str(free_port())]
+        + ["--home", str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "would send passwords unencrypted" in result.stderr, result.stderr
