@@ -124,21 +124,21 @@ def reset() -> str:
 def temperature() -> dict[str, float]:
     """The sensor's temperature and the thermostat's target, in degrees Celsius."""
     now = board.readings()
-    return {"temperature": now["temperature"], "target": now["target"]}
+    return {name: now[name] for name in ("time", "temperature", "target")}
 
 
 @app.stream(every=1.0, window="10m", title="Relays")
 def relays() -> dict[str, float]:
     """Each relay, 1 on and 0 off, and whether the thermostat drives the heater."""
     now = board.readings()
-    return {name: now[name] for name in ("heater", "lamp", "pump", "thermostat")}
+    return {name: now[name] for name in ("time", "heater", "lamp", "pump", "thermostat")}
 
 
 @app.stream(every=1.0, window="10m", title="Fan and LED")
 def levels() -> dict[str, float]:
     """The fan's speed and the LED's brightness, in percent."""
     now = board.readings()
-    return {"fan": now["fan"], "led": now["led"]}
+    return {name: now[name] for name in ("time", "fan", "led")}
 
 
 app.dashboard(

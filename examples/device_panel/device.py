@@ -117,11 +117,13 @@ class Device:
 
     def readings(self) -> dict[str, float]:
         """What the sensors and the outputs read now: the temperature (with a little noise), the
-        target, each relay as 0/1, the fan and LED in percent."""
+        target, each relay as 0/1, the fan and LED in percent; and the time, taken before the
+        file is read (a change made before it is in the readings)."""
         now = time.time()
         state = self.state()
         noise = NOISE * math.sin(now * 7.3) * math.cos(now * 2.9)
         return {
+            "time": now,
             "temperature": round(state.temperature_at(now) + noise, 2),
             "target": state.target,
             **{relay: float(state.relays[relay]) for relay in RELAYS},

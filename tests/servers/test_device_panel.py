@@ -91,8 +91,8 @@ def until(condition: Callable[[], object], what: str, timeout: float = 30) -> No
 
 
 def reading_after(client: httpx.Client, stream: str, since: float) -> dict[str, float]:
-    """The first point the stream took after the epoch time `since` (each press is read back from
-    the board by a later sample)."""
+    """The stream's newest point once it has one read from the board after the epoch time `since`
+    (a point's time is taken before its reading: a press made before `since` is in it)."""
     found: list[dict[str, float]] = []
 
     def taken() -> bool:
