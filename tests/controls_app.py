@@ -105,6 +105,13 @@ def set_level(level: int) -> int:
     return level
 
 
+@app.task(quick=True)
+def set_level_slowly(level: int) -> int:
+    time.sleep(1.5)
+    change(level=level)
+    return level
+
+
 @app.source()  # on demand: read at start, then only when asked (a press asks)
 def levels() -> list[dict[str, Any]]:
     return [{"level": device().get("level", 0)}]
@@ -147,6 +154,7 @@ app.dashboard(
         controls.button(warm_up, params={"seconds": 1.5}, title="Warm up"),
         controls.button(unlock, title="Unlock door 1", params={"door": 1}),
         controls.number(set_level, param="level", min=0, max=10, state="levels.level", title="Level"),
+        controls.number(set_level_slowly, param="level", min=0, max=10, state="levels.level", title="Slow level"),
         controls.number(turn_dial, param="position", min=0, max=100, state="dial.position", title="Dial"),
         charts.stream(sensors, title="Sensors"),
     ],

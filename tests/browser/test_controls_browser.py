@@ -35,7 +35,8 @@ def panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     for name, role in USERS.items():
         app.auth.accounts.add_user(name, role, PASSWORD)
     app._settings = None
-    env = {"CONTROLS_DIR": str(folder / "device")}
+    # A press waits a second at most: longer tasks are followed by the page to their end.
+    env = {"CONTROLS_DIR": str(folder / "device"), "MIERUKA_RUN_WAIT_MAX": "1"}
     with running_server(home, "--workers", "2", app_ref="tests/controls_app.py:app", env=env) as server:
         yield {"server": server, "device": folder / "device" / "device.json"}
 
@@ -127,6 +128,16 @@ def test_a_press_in_one_browser_shows_in_another(browser: Browser, panel: dict[s
         assert warm.is_enabled()
         jobs = first_context.request.get(f"{server.url}/api/jobs?task=warm_up").json()["jobs"]
         assert len(jobs) == 1, jobs
+
+        # A task longer than the server's wait: the page follows its job to the end, then has its
+        # state's source read again (an on-demand one here, read when the server stopped waiting).
+        slow = first.locator("#control-slow-level")
+        slow.locator("input").fill("9")
+        slow.locator("button").click()
+        slow.locator(".control-result", has_text="still running").wait_for()
+        slow.locator(".control-result", has_text="✓ 9").wait_for()
+        wait_until(first, "() => document.querySelector('#control-slow-level .control-value')?.textContent === '9'")
+        wait_until(second, "() => document.querySelector('#control-level input').value === '9'")
 
         # A task that fails says why, in place; the page stays.
         first.locator("#control-overheat button").click()

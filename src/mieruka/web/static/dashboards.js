@@ -517,7 +517,33 @@
         function (e) { done(c, 0, { error: { message: "the server could not be reached (" + e + ")" } }); });
   }
 
+  var FINAL = { succeeded: 1, failed: 1, cancelled: 1 };
+
+  // A task still running when the server stopped waiting: follow its job (long polls) to the end.
+  function follow(c, data) {
+    say(c, "still " + data.state + "…", "", { href: data.url, text: "job " + data.job });
+    fetch(root + "/api/jobs/" + data.job + "?wait=25", { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error("the server answered " + r.status); return r.json(); })
+      .then(function (job) {
+        var next = { job: job.id, state: job.status, result: job.result, message: job.message, error: job.error,
+          url: data.url };
+        if (!FINAL[job.status]) { follow(c, next); return; }
+        refreshState(c);  // the server asked for its read when it stopped waiting: before the task ended
+        done(c, 200, next);
+      }, function (e) { done(c, 0, { error: { message: "lost track of job " + data.job + " (" + e.message + ")" } }); });
+  }
+
+  function refreshState(c) {
+    var d = c.el.dataset;
+    if (!d.stateSource || d.stateStream === "true") return;
+    var headers = { Accept: "application/json" };
+    if (window.mieruka && window.mieruka.csrf) headers["X-CSRF-Token"] = window.mieruka.csrf;
+    fetch(root + "/api/sources/" + encodeURIComponent(d.stateSource) + "/refresh",
+      { method: "POST", headers: headers, credentials: "same-origin" }).catch(function () {});
+  }
+
   function done(c, status, data) {
+    if (status === 200 && data.state && !FINAL[data.state]) { follow(c, data); return; }
     c.pending--;
     if (!c.pending) {
       delete c.el.dataset.pressing;
@@ -542,8 +568,6 @@
     } else if (data.state === "failed" || data.state === "cancelled") {
       say(c, "✗ " + (data.error ? data.error.split("\n")[0] : data.state), "error", link);
       showState(c);
-    } else {
-      say(c, "still " + data.state + "…", "", link);
     }
   }
 
