@@ -199,6 +199,30 @@ def test_the_dashboards_controls_press_the_board(panel: PanelServer) -> None:
         ]
 
 
+def test_in_one_process_with_the_threads_executor(tmp_path: Path) -> None:
+    """The small board's mode (and what gpiozero's pins need): no worker process, the presses run
+    on threads of the server, which owns the board."""
+    import psutil
+
+    proc = PanelServer(tmp_path / "home", env={"MIERUKA_EXECUTOR": "threads", "MIERUKA_WORKERS": "2"})
+    try:
+        proc.wait_ready()
+        assert psutil.Process(proc.process.pid).children(recursive=True) == []
+        with proc.client("otto") as otto:
+            pressed = otto.post("/api/dashboards/panel/controls/heater", json={"value": True})
+            assert pressed.json()["result"] == "heater on", pressed.text
+            pumped = otto.post("/api/dashboards/panel/controls/run-the-pump", json={"params": {"seconds": 1}})
+            assert pumped.json()["result"] == "pumped for 1 s", pumped.text
+            relays = reading_after(otto, "relays", time.time())
+            assert (relays["heater"], relays["pump"]) == (1.0, 0.0)
+        assert psutil.Process(proc.process.pid).children(recursive=True) == []
+    except BaseException:
+        print(proc.output())
+        raise
+    finally:
+        proc.stop()
+
+
 def test_bad_values_are_refused_in_words(panel: PanelServer) -> None:
     with panel.client("otto") as otto:
         for task, params, says in [
