@@ -1,8 +1,9 @@
 """The app of the wall-screen tests (tests/web/test_displays.py, tests/servers/test_displays_server.py):
 a public dashboard (lobby), an allow-listed one a display link is made for (wards), and one every
-signed-in viewer sees but nobody without a login (staff). The lobby's control is for signed-in
-operators: a reader without a login never sees it. Each carries its own marker, so a page or
-stream that shows one where it must not is caught."""
+signed-in viewer sees but nobody without a login (staff). Each carries its own marker, so a page or
+stream that shows one where it must not is caught. The lobby's controls are for signed-in
+operators: a reader without a login never sees them, nor what they read (a tile of the lobby
+source, the doors stream no chart shows)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ app = mieruka.App("wall", workers=1)
 @app.task
 def add(a: int, note: str = JOB) -> str:
     return f"{a} {note}"
+
+
+@app.task(quick=True)
+def set_doors(open: bool) -> bool:
+    return open
 
 
 @app.source(every="1h")
@@ -50,6 +56,11 @@ def vitals() -> dict[str, float]:
 
 
 @app.stream(every=0.2)
+def doors() -> dict[str, float]:  # only the lobby's control reads it: no chart shows it
+    return {"open": 1.0}
+
+
+@app.stream(every=0.2)
 def load() -> dict[str, float]:
     return {"cpu": 0.4}
 
@@ -61,6 +72,8 @@ app.dashboard(
         charts.table(lobby),
         charts.stream(pulse),
         controls.button(add, params={"a": 7}, title="Call the porter", confirm="Call them now?"),
+        controls.toggle(set_doors, param="open", state="doors.open", title="Front doors"),
+        controls.number(add, param="a", state="lobby.people", title="Head count"),
     ],
     title="Lobby",
     columns=3,

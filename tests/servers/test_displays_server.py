@@ -190,8 +190,13 @@ def test_what_the_live_streams_carry_without_a_login(wall: Wall) -> None:
     httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 2}, headers=wall.admin)
     anonymous, _ = read_stream(url, {}, 4)
     assert LOBBY in anonymous, anonymous[:500]
-    for hidden in (WARDS, STAFF, JOB, '"cpu"'):
+    # Nor the lobby's controls: their states (a tile of the lobby source, the doors stream).
+    for hidden in (WARDS, STAFF, JOB, '"cpu"', "head-count", "control:", '"doors"'):
         assert hidden not in anonymous, hidden
+    board_events, _ = read_stream(f"{server.url}/api/dashboards/lobby/events", {}, 3)
+    assert LOBBY in board_events and "head-count" not in board_events and '"doors"' not in board_events
+    signed_in, _ = read_stream(f"{server.url}/api/dashboards/lobby/events", wall.admin, 3)
+    assert "head-count" in signed_in and '"doors"' in signed_in  # the checks above are not vacuous
     assert '"refused":{"jobs":"no such topic' in anonymous
     display, _ = read_stream(url, {"Cookie": f"mieruka_display={secret}"}, 4)
     assert LOBBY in display and WARDS in display and '"pulse"' in display

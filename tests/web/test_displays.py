@@ -33,7 +33,7 @@ WALL = {
 NAMES = {  # what {name} is tried with, by the family of the route
     "dashboards": ("lobby", "wards", "staff"),
     "sources": ("lobby", "beds", "rota"),
-    "streams": ("pulse", "vitals", "load"),
+    "streams": ("pulse", "vitals", "load", "doors"),
 }
 SHOWN = {  # who -> the names it is shown
     "anonymous": {"lobby", "pulse"},
@@ -188,9 +188,15 @@ def test_the_public_page_is_read_only_and_shows_no_way_in(wall: dict[str, Any]) 
     for absent in ('href="/"', 'href="/jobs"', 'href="/dashboards"', "/logout", "<form", 'id="me"', "presence"):
         assert absent not in page.text, absent
     assert '<meta name="csrf-token" content="">' in page.text
-    # Its control is for signed-in operators: no sign of it, on the page or in the JSON.
-    assert "Call the porter" not in page.text and "porter" not in client.get("/api/dashboards/lobby").text
-    assert client.get("/api/dashboards/lobby").json()["controls"] == []
+    # Its controls are for signed-in operators: no sign of them (nor of the stream only a control
+    # reads), on the page or in the JSON.
+    board = client.get("/api/dashboards/lobby")
+    for text in (page.text, board.text):
+        for absent in ("porter", "doors", "head-count", "control:", '"state"'):
+            assert absent not in text, absent
+    assert board.json()["controls"] == [] and board.json()["streams"] == ["pulse"]
+    assert client.get("/api/streams/doors/points").status_code == 401
+    assert "front-doors" in client.get("/api/dashboards/lobby", headers=bearer(wall, "val")).text
     assert 'class="kiosk"' not in page.text
     kiosk = client.get("/dashboards/lobby?kiosk=1")
     assert 'class="kiosk"' in kiosk.text and "topbar" not in kiosk.text and "kiosk-clock" in kiosk.text

@@ -34,7 +34,7 @@ from .ids import DISPLAY_ID
 from .serialize import iso
 from .sse import Held, OpenStreams
 from .state import RuntimeDep, open_streams_of, pages_of, runtime_of
-from .viewing import DISPLAY_COOKIE, Viewing, viewing
+from .viewing import DISPLAY_COOKIE, Viewing, shown_streams, unsent_tiles, viewing
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -47,18 +47,20 @@ VALID_FOR = {"": None, "1": 1, "7": 7, "30": 30, "365": 365}  # the page's choic
 
 def display_topics(runtime: Runtime, seen: Viewing, names: list[str], live: bool) -> Topics:
     """The topics of a multiplexed stream as a reader without a login may have them: the shown
-    dashboards and their streams. Every other topic is refused in the same words, so the refusals
-    tell nothing of what exists."""
+    dashboards and their charts' streams (no control's state). Every other topic is refused in the
+    same words, so the refusals tell nothing of what exists."""
     dashboards: dict[str, list[str]] = {}
     streams: dict[str, None] = {}
     refused: dict[str, str] = {}
     accepted: list[str] = []
+    unsent: set[str] = set()
     for name in dict.fromkeys(names):
         kind, _, value = name.partition(":")
         if live and kind == "dashboard" and seen.shows(runtime, "dashboard", value):
             board = runtime.dashboards.get(value)
-            dashboards[board.name] = list(board.streams)
-            streams.update(dict.fromkeys(board.streams))
+            dashboards[board.name] = shown_streams(board)
+            streams.update(dict.fromkeys(dashboards[board.name]))
+            unsent.update(unsent_tiles(board))
             accepted.append(name)
         elif live and kind == "stream" and seen.shows(runtime, "stream", value):
             streams[value] = None
@@ -71,6 +73,7 @@ def display_topics(runtime: Runtime, seen: Viewing, names: list[str], live: bool
         streams=tuple(streams),
         refused=refused,
         accepted=tuple(accepted),
+        unsent=frozenset(unsent),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ def positions(text: str | None) -> dict[str, int]:
     return {k: int(v) for k, v in parse_qsl(text) if v.isdigit()}
 
 
+NEVER = sys.maxsize  # a tile's position "seen" that no tile reaches: the tile is never sent
+
+
 def feed_response(
     live: Live,
     dashboard: str | None,
@@ -44,8 +48,11 @@ def feed_response(
     after: dict[str, int],
     heartbeat: float,
     held_by: OpenStreams | None = None,
+    unsent: frozenset[str] = frozenset(),
 ) -> EventStream:
-    return EventStream(_feed(live, dashboard, streams, after, heartbeat, OpenStreams() if held_by is None else held_by))
+    """`unsent`: the keys of tiles never sent (controls' states, to a reader without a login)."""
+    held = OpenStreams() if held_by is None else held_by
+    return EventStream(_feed(live, dashboard, streams, after, heartbeat, held, unsent))
 
 
 async def _feed(
@@ -55,6 +62,7 @@ async def _feed(
     after: dict[str, int],
     heartbeat: float,
     held_by: OpenStreams,
+    unsent: frozenset[str] = frozenset(),
 ) -> AsyncGenerator[str, None]:
     runners = [live.stream(name) for name in streams]
     signals = [r.signal for r in runners]
@@ -62,7 +70,7 @@ async def _feed(
         signals.append(live.signal(dashboard))
     sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in runners}
     single = dashboard is None and len(streams) == 1
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = dict.fromkeys(unsent, NEVER)
     wake = _listening(signals, heartbeat)
     held = held_by.hold(wake.end)
     try:
@@ -123,6 +131,7 @@ class Topics:
     streams: tuple[str, ...] = ()  # every stream carried (those of the dashboards too)
     refused: dict[str, str] = field(default_factory=dict)  # topic -> why
     accepted: tuple[str, ...] = ()
+    unsent: frozenset[str] = frozenset()  # keys of tiles never sent (controls' states, without a login)
 
     @property
     def bus_topics(self) -> list[str] | None:
@@ -200,7 +209,7 @@ class _Mux:
         if live is not None:
             self.signals += [live.signal(name) for name in topics.dashboards]
         self.sent = {r.spec.name: r.resume_from(after.get(r.spec.name, 0)) for r in self.runners}
-        self.seen: dict[str, dict[str, int]] = {name: {} for name in topics.dashboards}
+        self.seen: dict[str, dict[str, int]] = {name: dict.fromkeys(topics.unsent, NEVER) for name in topics.dashboards}
         self.wake = _listening(self.signals, heartbeat)
         self.feed = _BusFeed(bus, topics, self.wake) if topics.has_jobs else None
         self.bus_sent = after.get(BUS, 0)

@@ -27,7 +27,7 @@ from .ids import parse_id
 from .policy import ALLOW_LISTS
 from .serialize import iso, job_json
 from .state import RuntimeDep, open_streams_of
-from .viewing import viewing
+from .viewing import shown_sources, shown_streams, unsent_tiles, viewing
 
 CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
 
@@ -245,8 +245,9 @@ def get_dashboard(runtime: RuntimeDep, request: Request, name: str) -> dict[str,
     board = runtime.dashboards.get(name)
     live = live_of(runtime)
     answer = {**dashboard_json(board, runtime.settings.root_path), "tiles": live.tiles(board.name)}
-    if viewing(request) is not None:  # read without a login: read-only, its controls are not shown
-        answer["controls"] = []
+    if viewing(request) is not None:  # read without a login: its charts; controls are not shown
+        answer.update(sources=shown_sources(board), streams=shown_streams(board), controls=[])
+        answer["tiles"] = [tile for tile in answer["tiles"] if tile["kind"] != "state"]
     return answer
 
 
@@ -258,13 +259,15 @@ def dashboard_events(
     and `points` for its streams."""
     board = runtime.dashboards.get(name)
     live = live_of(runtime)
+    anyone = viewing(request) is not None  # without a login: the charts, not the controls' states
     return feed_response(
         live,
         board.name,
-        board.streams,
+        shown_streams(board) if anyone else board.streams,
         positions(last_event_id),
         runtime.settings.heartbeat_interval,
         streams_of(request),
+        unsent_tiles(board) if anyone else frozenset(),
     )
 
 

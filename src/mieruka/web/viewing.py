@@ -14,6 +14,7 @@ from starlette.requests import Request
 from ..auth.displays import DisplayLink
 
 if TYPE_CHECKING:
+    from ..core.dashboards import Dashboard
     from ..runtime import Runtime
 
 DISPLAY_COOKIE = "mieruka_display"
@@ -36,10 +37,24 @@ class Viewing:
             return name in self.dashboards
         boards = [runtime.dashboards.get(board) for board in self.dashboards if board in runtime.dashboards]
         if kind == "source":
-            return any(name in board.sources for board in boards)
+            return any(name in shown_sources(board) for board in boards)
         if kind == "stream":
-            return any(name in board.streams for board in boards)
+            return any(name in shown_streams(board) for board in boards)
         return False
+
+
+# Without a login a dashboard is its charts: its controls (and the states they read) are not shown.
+def shown_sources(board: Dashboard) -> list[str]:
+    return list(dict.fromkeys(chart.source for chart in board.charts if not chart.is_stream))
+
+
+def shown_streams(board: Dashboard) -> list[str]:
+    return list(dict.fromkeys(chart.source for chart in board.charts if chart.is_stream))
+
+
+def unsent_tiles(board: Dashboard) -> frozenset[str]:
+    """The tiles of `board` a reader without a login is never sent: its controls' states."""
+    return frozenset(control.key for control in board.controls)
 
 
 def public_dashboards(runtime: Runtime) -> frozenset[str]:
