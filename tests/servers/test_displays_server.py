@@ -128,6 +128,10 @@ def test_the_kiosk_page(browser: Browser, wall: Wall, width: int, height: int, n
         if width >= 1920:  # three columns side by side on the wall
             tops = page.locator(".tile").evaluate_all("tiles => tiles.map(t => t.getBoundingClientRect().top)")
             assert len(set(round(t) for t in tops[:3])) == 1, tops
+            # The pointer hides when it rests; a double click asks for the whole screen.
+            page.locator("body.pointer-resting").wait_for(state="attached", timeout=30_000)
+            page.dblclick("h1")
+            page.wait_for_function("document.fullscreenElement !== null", timeout=30_000)
         shot = wall.shots / f"kiosk-{name}-{width}x{height}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000

@@ -55,6 +55,31 @@
     }).observe(tiles, { childList: true, subtree: true, characterData: true, attributes: true });
   }
 
+  // A wall screen stays awake (where the browser allows it), hides the pointer when it rests, and
+  // goes full screen on a double click (or run the browser in kiosk mode: chromium --kiosk URL).
+  function stayAwake() {
+    if (navigator.wakeLock && document.visibilityState === "visible") {
+      navigator.wakeLock.request("screen").catch(function () {});
+    }
+  }
+  stayAwake();
+  document.addEventListener("visibilitychange", stayAwake);
+  var resting;
+  function moved() {
+    document.body.classList.remove("pointer-resting");
+    window.clearTimeout(resting);
+    resting = window.setTimeout(function () { document.body.classList.add("pointer-resting"); }, 3000);
+  }
+  moved();
+  document.addEventListener("mousemove", moved);
+  document.addEventListener("dblclick", function () {
+    if (!document.fullscreenElement && document.documentElement.requestFullscreen) {
+      document.documentElement.requestFullscreen().catch(function () {});
+    } else if (document.exitFullscreen) {
+      document.exitFullscreen().catch(function () {});
+    }
+  });
+
   // The stream ends when the display link is revoked: then see whether the page may still be read,
   // and if not, show why on the landing page.
   var note = document.getElementById("live-note");
