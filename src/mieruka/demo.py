@@ -20,7 +20,7 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import BaseModel, Field
 
 import mieruka
-from mieruka import charts
+from mieruka import charts, controls
 
 app = mieruka.App("mieruka demo", description="Try every kind of task: click one, submit, watch it run.")
 log = logging.getLogger("demo")
@@ -345,6 +345,8 @@ app.dashboard(
         charts.stream(signal, title="Signal at 10 Hz", window=30),
         charts.stream(machine, title="This machine's load", window=120),
         charts.table(orders, title="Orders", page_size=5, span=2),
+        controls.form(hello, title="Say hello"),  # a control runs its task at once and answers in place
+        controls.button(count_slowly, params={"steps": 5, "delay": 0.2}, title="Count to five"),
     ],
     title="Live dashboard",
     description="Sources refreshed on the server and streams, pushed live to every browser.",
