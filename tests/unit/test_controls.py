@@ -4,6 +4,7 @@ it binds to its task, which values a press accepts, and the errors that say what
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import pytest
@@ -255,3 +256,13 @@ def test_a_controls_state_is_the_last_rows_column() -> None:
     assert missing["value"] is None and missing["error"] == "no column 'mode' in the table (columns: relay1)"
     failing = tile(mode, source, SourceState("relays", frame=frame, error="the board is unplugged"), zone)
     assert failing["value"] == "manual" and failing["error"] == "the board is unplugged"  # the last good value
+
+
+def test_a_toggle_reads_its_state_as_the_page_script_does() -> None:
+    from mieruka.web.ui.dashboards import is_on
+
+    assert [is_on(v) for v in (1, 0, 2.5, 0.0, True, False, None)] == [True, False, True, False, True, False, False]
+    assert [is_on(v) for v in ("on", "ON", "yes", "1", "true", "auto")] == [True] * 6
+    assert [is_on(v) for v in ("off", " Off ", "no", "0", "false", "")] == [False] * 6
+    script = (Path(mieruka.__file__).parent / "web" / "static" / "dashboards.js").read_text()
+    assert '["", "0", "false", "off", "no"]' in script  # the same words, on both sides

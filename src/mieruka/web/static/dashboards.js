@@ -625,7 +625,7 @@
   }
 
   function truthy(value) {
-    if (typeof value === "string") return ["", "0", "false", "off", "no"].indexOf(value.toLowerCase()) < 0;
+    if (typeof value === "string") return ["", "0", "false", "off", "no"].indexOf(value.trim().toLowerCase()) < 0;
     return !!value;
   }
 

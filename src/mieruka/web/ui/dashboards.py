@@ -96,6 +96,7 @@ def control_views(
         shown = who is not None and allowed(who, task.allow)
         views[control.name] = {
             "value": value,
+            "on": is_on(value),
             "has_state": bool(control.state) and (value is not None),
             "state_error": error,
             "why": why_not(who, task),
@@ -104,6 +105,13 @@ def control_views(
             else [],
         }
     return views
+
+
+def is_on(value: Any) -> bool:
+    """Whether a toggle's state reads as on: as dashboards.js reads it ("off", "0", "no" are off)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "off", "no")
+    return bool(value)
 
 
 def _stream_value(live: Live, stream: str, series: str) -> tuple[Any, str | None]:
