@@ -267,7 +267,9 @@ def test_display_links_api(wall: dict[str, Any], caplog: pytest.LogCaptureFixtur
     mine = [(e["action"], e["actor"]) for e in entries if e["target"] == f"display:{link['id']}"]
     assert mine == [("display.revoke", "ada"), ("display.create", "ada")]
     everything = client.get("/api/audit", params={"limit": 1000}, headers=admin).text
-    for text in (everything, caplog.text, client.get("/metrics", headers=admin).text):
+    page, csv = client.get("/audit", headers=admin).text, client.get("/audit.csv", headers=admin).text
+    assert "display.create" in page and "display.revoke" in csv and "Staff room" in csv
+    for text in (everything, page, csv, caplog.text, client.get("/metrics", headers=admin).text):
         assert secret not in text and secret[4:20] not in text
     client.cookies.clear()
 
