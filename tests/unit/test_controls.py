@@ -266,3 +266,11 @@ def test_a_toggle_reads_its_state_as_the_page_script_does() -> None:
     assert [is_on(v) for v in ("off", " Off ", "no", "0", "false", "")] == [False] * 6
     script = (Path(mieruka.__file__).parent / "web" / "static" / "dashboards.js").read_text()
     assert '["", "0", "false", "off", "no"]' in script  # the same words, on both sides
+
+
+def test_a_selects_state_is_matched_to_its_options_as_the_page_script_does() -> None:
+    from mieruka.web.ui.dashboards import chosen
+
+    assert chosen((0, 10, 50, 100), 50.0) == 2 and chosen((0, 10, 50, 100), "50") == 2
+    assert chosen(("auto", "manual"), "manual") == 1
+    assert chosen(("auto", "manual"), "turbo") is None and chosen(("auto",), None) is None

@@ -97,6 +97,7 @@ def control_views(
         views[control.name] = {
             "value": value,
             "on": is_on(value),
+            "chosen": chosen(control.options or (), value),
             "has_state": bool(control.state) and (value is not None),
             "state_error": error,
             "why": why_not(who, task),
@@ -112,6 +113,17 @@ def is_on(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("", "0", "false", "off", "no")
     return bool(value)
+
+
+def chosen(options: tuple[Any, ...], value: Any) -> int | None:
+    """Which option a select's state is (its index), as dashboards.js matches it: equal, or equal
+    as text (a stream's 50.0 is the option 50, a source's "50" too)."""
+    if value is None:
+        return None
+    for i, option in enumerate(options):
+        if option == value or str(option) == str(value):
+            return i
+    return None
 
 
 def _stream_value(live: Live, stream: str, series: str) -> tuple[Any, str | None]:
