@@ -115,6 +115,16 @@ def test_a_body_that_is_no_json_is_422(served: dict[str, Any]) -> None:
     assert form.status_code == 422 and "a toggle takes JSON" in form.json()["error"]["message"]
 
 
+def test_a_form_control_takes_no_files(served: dict[str, Any]) -> None:
+    client: TestClient = served["client"]
+    files = {"times": (None, "2"), "note": ("note.txt", b"a file", "text/plain")}
+    answer = client.post(f"{PANEL}/blink-led-2", files=files, headers=as_(served, "otto"))
+    assert answer.status_code == 422 and "it sends no files" in answer.json()["error"]["message"]
+    broken = {**as_(served, "otto"), "Content-Type": "multipart/form-data; boundary=x"}
+    answer = client.post(f"{PANEL}/blink-led-2", content=b"--x\r\nbroken", headers=broken)
+    assert answer.status_code == 422  # never a run with the defaults
+
+
 def test_unknown_dashboard_or_control_is_404(served: dict[str, Any]) -> None:
     assert press(served, "otto", "relay-1", {"value": True}, board="nowhere").status_code == 404
     missing = press(served, "otto", "self-destruct", {})

@@ -118,7 +118,9 @@ async def _read(request: Request, task: Task, item: Control) -> tuple[Any, dict[
     """The chosen value and the form's fields: a JSON object {"value": ..., "params": {...}}, or a
     posted form (a form control's own fields, as on the task's page)."""
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    if content_type.startswith("multipart/form-data"):
+        raise ValidationError("a control takes JSON, or a form's fields urlencoded: it sends no files")
+    if content_type.startswith("application/x-www-form-urlencoded"):
         if item.kind != "form":
             raise ValidationError(f'a {item.kind} takes JSON: {{"value": ...}}')
         form = await request.form(max_files=0, max_fields=1000)
