@@ -18,6 +18,7 @@ from .core.streams import StreamSpec
 from .core.task import Task, TaskRegistry, make_task
 from .durations import parse_duration
 from .errors import ConfigError
+from .notify.rules import Rule as NotifyRule
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class App:
         # Whether anyone has the web UI open; an idle compute pool is only stopped while nobody is.
         # None: presence decides (app.auth.presence.anyone_online(), users seen lately).
         self.anyone_online: Callable[[], bool] | None = None
+        self._notify: list[tuple[str | None, NotifyRule]] = []
 
     # -- declaring -----------------------------------------------------------------------------
     @overload
@@ -80,8 +82,11 @@ class App:
     def task(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
         """Declare a task. Options: name, title, timeout ("10m"), retries, retry_backoff,
         priority, concurrency, queue, quick, every ("1m") or cron ("*/5 * * * *"), timezone,
-        keep (max age of finished jobs, "7d"), keep_count, and allow (role and user names that may
-        see and run the task, e.g. ["operator", "ada"])."""
+        keep (max age of finished jobs, "7d"), keep_count, allow (role and user names that may
+        see and run the task, e.g. ["operator", "ada"]) and notify (who is told when its jobs fail,
+        succeed or run long: `mieruka.notify.on_failure("mail:ops@example.org")`, a list of rules,
+        or {"failed": "mail:ops@example.org", "long": "slack:https://...", "longer_than": "10m"};
+        see docs/notifications.md)."""
 
         def register(f: F) -> F:
             self.tasks.add(make_task(f, **options))
@@ -121,6 +126,34 @@ class App:
         )
         self.pools[name] = declared
         return declared
+
+    def notify(
+        self,
+        rule: NotifyRule,
+        *,
+        name: str | None = None,
+        tasks: list[str] | None = None,
+        tags: list[str] | None = None,
+        pools: list[str] | None = None,
+        sources: list[str] | None = None,
+    ) -> NotifyRule:
+        """Declare a notification rule of the whole app, scoped by task, tag, pool or source (none:
+        everything): `app.notify(mieruka.notify.on_pool_change("teams:https://..."), pools=["gpu"])`.
+        Admins see it on /notifications; see docs/notifications.md."""
+        scoped = rule.scoped(tasks=tasks or (), tags=tags or (), pools=pools or (), sources=sources or ())
+        self._notify.append((name, scoped))
+        return scoped
+
+    @property
+    def notifications(self) -> dict[str, NotifyRule]:
+        """Every rule declared in code by name: the app's (`app.notify`) and its tasks' (`notify=`)."""
+        found: dict[str, NotifyRule] = {}
+        for index, (name, rule) in enumerate(self._notify, 1):
+            found[name or f"app:{index}"] = rule
+        for task in self.tasks:
+            for index, rule in enumerate(task.notify, 1):
+                found[f"task:{task.name}" + (f":{index}" if len(task.notify) > 1 else "")] = rule
+        return found
 
     @overload
     def pipeline(self, func: F, /) -> F: ...

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .auth.service import Auth
     from .engine import Engine
     from .live.hub import Live
+    from .notify.notifier import Notifier
+    from .notify.rules import Rule as NotifyRule
     from .pools.base import Pool
     from .store.base import JobStore
     from .store.database import Database
@@ -40,6 +42,9 @@ class Declaration(Protocol):
     @property
     def sources(self) -> Any: ...  # a SourceRegistry (sources/ imports SQLAlchemy)
 
+    @property
+    def notifications(self) -> dict[str, NotifyRule]: ...  # the rules declared in code, by name
+
     def app_ref(self) -> str: ...
 
 
@@ -55,6 +60,7 @@ class Runtime:
         self._live: Live | None = None
         self._auth: Auth | None = None
         self._database: Database | None = None
+        self._notifier: Notifier | None = None
 
     # -- what the app declares, read by the web layer ------------------------------------------
     @property
@@ -127,6 +133,13 @@ class Runtime:
         return self._database
 
     @property
+    def notifier(self) -> Notifier:
+        """The delivery loop of notifications (notify/), running with the engine."""
+        if self._notifier is None:
+            raise ConfigError("the app is not running: use `with app:` or app.start()")
+        return self._notifier
+
+    @property
     def auth(self) -> Auth:
         """Users, tokens, sessions, the audit log and presence."""
         if self._auth is None:
@@ -142,6 +155,11 @@ class Runtime:
         engine = self._build_engine(self)
         engine.start()
         self._engine = engine
+        try:
+            self._start_notifier()
+        except BaseException:
+            self.stop()
+            raise
         # A dashboard of controls alone still has a page and an event stream to serve.
         if len(self.declared.sources) or self.streams or len(self.dashboards):
             from .live.hub import Live
@@ -154,9 +172,31 @@ class Runtime:
             except BaseException:
                 self.stop()
                 raise
+            notifier = self._notifier
+            if notifier is not None:
+                self._live.refresher.listen(
+                    lambda source, state: notifier.on_source(source.name, state.error, state.error_at)
+                )
         return engine
 
+    def _start_notifier(self) -> None:
+        from .core.access import allowed
+        from .notify.notifier import Notifier
+
+        def may_see(user: str, task: str) -> bool:
+            try:
+                who = self.auth.accounts.get_user(user).principal("notify")
+            except Exception:
+                return False  # a user who is gone hears nothing more
+            return task in self.tasks and allowed(who, self.tasks.get(task).allow)
+
+        self._notifier = Notifier(self.database, self.settings, self.tasks, self.declared.notifications, may_see)
+        self._notifier.start()
+
     def stop(self) -> None:
+        if self._notifier is not None:
+            notifier, self._notifier = self._notifier, None
+            notifier.stop()
         if self._auth is not None:
             auth, self._auth = self._auth, None
             auth.close()

@@ -214,6 +214,31 @@ class Settings:
         "viewer",
         "Role of a user first seen through trusted_user_header (with ldap_url: the directory's groups decide).",
     )
+    notify_smtp_host: str = _setting(
+        "", "Notifications by e-mail (docs/notifications.md): the SMTP server; empty: no e-mail."
+    )
+    notify_smtp_port: int = _setting(587, "Port of the SMTP server (587 with STARTTLS, 25 inside a trusted network).")
+    notify_smtp_starttls: bool = _setting(
+        True, "Encrypt the SMTP connection with STARTTLS before logging in or sending."
+    )
+    notify_smtp_user: str = _setting("", "User name for the SMTP server's login; empty: no login.")
+    notify_smtp_password: str = _setting("", "Password of notify_smtp_user.")
+    notify_smtp_from: str = _setting("mieruka@localhost", "Sender address of notification e-mails.")
+    notify_ca_file: str = _setting(
+        "", "CA certificates (PEM) trusted for the SMTP server and webhooks besides the system's (an intranet CA)."
+    )
+    notify_webhook_secret: str = _setting(
+        "", "Key of the generic webhooks' HMAC signature (X-Mieruka-Signature) when their rule has none of its own."
+    )
+    notify_webhook_timeout: float = _setting(10.0, "Longest wait for an SMTP server or a webhook receiver, seconds.")
+    notify_digest_window: float = _setting(
+        60.0, "After a rule's message, its next events wait this long and go together as one digest (e.g. 1m)."
+    )
+    notify_poll_interval: float = _setting(1.0, "How often a server looks for notifications to route and send.")
+    notify_retry_after: float = _setting(
+        10.0, "First wait before a message that failed is sent again; doubled each time."
+    )
+    notify_max_attempts: int = _setting(8, "Attempts at one message before it is given up as failed.")
 
     @property
     def home_path(self) -> Path:
@@ -307,6 +332,10 @@ _DURATIONS = {
     "ldap_recheck",
     "ldap_grace",
     "ldap_timeout",
+    "notify_webhook_timeout",
+    "notify_digest_window",
+    "notify_poll_interval",
+    "notify_retry_after",
     "database_busy_timeout",
     "broker_visibility_timeout",
     "broker_check_interval",
@@ -344,6 +373,9 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         "header_timeout",
         "body_timeout",
     ):
+        if name in out and out[name] <= 0:
+            raise ConfigError(f"setting {name} must be positive, got {out[name]}")
+    for name in ("notify_webhook_timeout", "notify_poll_interval", "notify_max_attempts"):
         if name in out and out[name] <= 0:
             raise ConfigError(f"setting {name} must be positive, got {out[name]}")
     for name in ("workers", "retention_max_jobs", "login_max_failures", "max_connections_per_address"):

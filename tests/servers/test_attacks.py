@@ -293,7 +293,12 @@ def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
         values["{name}"] = name_values(template)
     if "{control}" in template:  # on the open dashboard, one runs the allow-listed task
         values["{control}"] = [("add-one", ""), ("open-the-safe", "task:vault"), ("add-two", "")]
-    for key, value in (("{artifact}", "secret.txt"), ("{secret}", "not-a-link"), ("{action}", "start")):
+    for key, value in (
+        ("{artifact}", "secret.txt"),
+        ("{secret}", "not-a-link"),
+        ("{action}", "start"),
+        ("{rule_id}", "999999"),
+    ):
         if key in template:
             values[key] = [(value, "")]
     combos: list[tuple[str, str]] = [(template, "")]

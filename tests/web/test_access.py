@@ -119,6 +119,15 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/displays"): "admin",
     ("POST", "/displays"): "admin",
     ("POST", "/displays/{display_id}/revoke"): "admin",
+    # notifications (tests/web/test_notifications.py: whose rules each may see and change)
+    ("GET", "/api/notifications"): "viewer",
+    ("POST", "/api/notifications/rules"): "viewer",
+    ("DELETE", "/api/notifications/rules/{rule_id}"): "viewer",
+    ("POST", "/api/notifications/rules/{rule_id}/test"): "viewer",
+    ("GET", "/notifications"): "viewer",
+    ("POST", "/notifications"): "viewer",
+    ("POST", "/notifications/{rule_id}/test"): "viewer",
+    ("POST", "/notifications/{rule_id}/delete"): "viewer",
     ("GET", "/display"): "public",
     ("POST", "/display"): "public",
 }
@@ -176,6 +185,7 @@ def url_for(template: str, job: int) -> str:
         "{name}": "nobody",
         "{token_id}": "999999",
         "{display_id}": "999999",
+        "{rule_id}": "999999",
         "{secret}": "not-a-link",
         "{action}": "start",
         "{artifact}": "missing.txt",

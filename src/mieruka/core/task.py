@@ -9,6 +9,7 @@ from typing import Any
 
 from ..durations import parse_duration
 from ..errors import ConfigError, TaskNotFound
+from ..notify.rules import Rule, task_rules
 from .params import Signature
 from .schedule import Schedule
 
@@ -40,6 +41,8 @@ class Task:
     tags: tuple[str, ...] = field(default=())
     # Role and user names that may see and run the task (None: everyone); see core/access.py.
     allow: tuple[str, ...] | None = None
+    # Notification rules declared with the task (`notify=`), scoped to it; see notify/rules.py.
+    notify: tuple[Rule, ...] = ()
 
     @property
     def description(self) -> str:
@@ -91,6 +94,7 @@ def make_task(
     keep_count: int | None = None,
     tags: tuple[str, ...] = (),
     allow: list[str] | tuple[str, ...] | None = None,
+    notify: Any = None,
 ) -> Task:
     task_name = name or func.__name__
     if not task_name.replace("_", "").replace("-", "").isalnum():
@@ -128,6 +132,7 @@ def make_task(
         retention=retention,
         tags=tuple(tags),
         allow=tuple(allow) if allow is not None else None,
+        notify=task_rules(notify, task_name),
     )
 
 

@@ -108,6 +108,10 @@ class Upkeep:
             due = self.store.schedule_due(task.name, task.schedule.next_after(now))
             if due <= now:
                 next_due = task.schedule.next_after(max(now, due))
+                late = (now - due).total_seconds()
+                missed = None
+                if late > max(60.0, 2 * self.settings.poll_interval):  # the server was down when it was due
+                    missed = f"due at {due:%Y-%m-%d %H:%M:%S} UTC, started {late:.0f}s late"
                 record: JobRecord | None = self.store.fire_schedule(
                     task.name,
                     due,
@@ -120,6 +124,7 @@ class Upkeep:
                         queue=task.queue,
                         schedule=task.name,
                     ),
+                    missed,
                 )
                 if record is not None:
                     self.states.tell(record)

@@ -251,8 +251,12 @@ class JobStore(Protocol):
     def orphaned_jobs(self, now: datetime, stale_after: float, is_dead: Callable[[str, int], bool]) -> list[JobRecord]:
         """Running jobs whose engine stopped beating or is known dead (host, pid)."""
 
-    def fire_schedule(self, name: str, due: datetime, next_due: datetime, job: NewJob | None) -> JobRecord | None:
-        """Move schedule `name` from `due` to `next_due` and queue `job`; None if another got it."""
+    def fire_schedule(
+        self, name: str, due: datetime, next_due: datetime, job: NewJob | None, missed: str | None = None
+    ) -> JobRecord | None:
+        """Move schedule `name` from `due` to `next_due` and queue `job`; None if another got it.
+        `missed`: the run is late (the server was down), said so in a notification event written
+        in the same transaction when a rule asks for it."""
 
     def schedule_due(self, name: str, first_due: datetime) -> datetime:
         """The schedule's next due time, created as `first_due` if it is new."""

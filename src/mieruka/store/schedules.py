@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,7 +34,9 @@ class Schedules:
             return self.schedule_due(name, first_due)
         return first_due
 
-    def fire_schedule(self, name: str, due: datetime, next_due: datetime, job: NewJob | None) -> JobRecord | None:
+    def fire_schedule(
+        self, name: str, due: datetime, next_due: datetime, job: NewJob | None, missed: str | None = None
+    ) -> JobRecord | None:
         db = self.db
         with db.write_cursor() as cur:
             cur.execute(
@@ -46,4 +49,27 @@ class Schedules:
             cur.execute(db.sql(insert_sql(tuple(fields))), db.codec.values(fields))
             job_id = cur.fetchone()[0]
             cur.execute(db.sql("UPDATE schedules SET last_job_id = ? WHERE name = ?"), (job_id, name))
+            if missed is not None:
+                _missed_event(db, cur, name, due, missed)
         return JobRecord(id=job_id, **fields)
+
+
+def _missed_event(db: Database, cur: Any, name: str, due: datetime, missed: str) -> None:
+    """The notification event of a late run, in the transaction that fires it, if a rule asks."""
+    ignore, conflict = ("OR IGNORE ", "") if db.is_sqlite else ("", " ON CONFLICT (key) DO NOTHING")
+    cur.execute(
+        db.sql(
+            f"INSERT {ignore}INTO notify_events (kind, key, at, task, subject, message, routed) "
+            "SELECT 'schedule.missed', ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM notify_rules "
+            f"WHERE enabled AND events LIKE ?){conflict}"
+        ),
+        (
+            f"schedule.missed:{name}:{due.isoformat()}",
+            db.codec.time(utcnow()),
+            name,
+            name,
+            missed[:2000],
+            False,
+            "%,schedule.missed,%",
+        ),
+    )

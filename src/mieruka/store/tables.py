@@ -323,3 +323,71 @@ display_links = sa.Table(
     sa.Column("last_used_at", UTCDateTime()),
     sa.Column("revoked_at", UTCDateTime()),
 )
+
+# Notifications (see notify/): the rules, the outbox of what happened (written in the transaction that
+# records it, by triggers of migration 0010 for jobs and pools), each rule's messages, and which
+# events each message carries: one row per rule and event, so an event is never sent twice by a rule.
+notify_rules = sa.Table(
+    "notify_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("origin", sa.String(16), nullable=False),  # code, admin, user
+    sa.Column("owner", sa.String(100)),  # a user's own subscription
+    sa.Column("events", sa.String(500), nullable=False),  # ",job.failed,job.long," (read by the triggers)
+    sa.Column("scope", sa.JSON, nullable=False),  # {"tasks": [...], "tags": [...], "pools": [...], "sources": [...]}
+    sa.Column("target", sa.Text, nullable=False),  # mail:a@b, webhook:https://..., slack:..., teams:..., mattermost:...
+    sa.Column("secret", sa.String(200)),  # the generic webhook's HMAC key
+    sa.Column("longer_than", sa.Float),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+notify_events = sa.Table(
+    "notify_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(300), nullable=False, unique=True),  # one event, however often it is seen
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("job_id", sa.Integer),
+    sa.Column("task", sa.String(200)),
+    sa.Column("subject", sa.String(200), nullable=False),  # the task, pool, source or node
+    sa.Column("message", sa.Text),
+    sa.Column("routed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index(
+        "ix_notify_events_unrouted", "id", sqlite_where=sa.text("NOT routed"), postgresql_where=sa.text("NOT routed")
+    ),
+    sqlite_autoincrement=True,
+)
+
+notify_deliveries = sa.Table(
+    "notify_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule_id", sa.Integer, sa.ForeignKey("notify_rules.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False, unique=True),  # the idempotency key receivers see
+    sa.Column("status", sa.String(16), nullable=False),  # pending, sent, failed
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("due_at", UTCDateTime(), nullable=False),
+    sa.Column("lease_until", UTCDateTime()),  # being sent by a server until then
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("events", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("sent_at", UTCDateTime()),
+    sa.Column("last_error", sa.Text),
+    sa.Index("ix_notify_deliveries_rule", "rule_id", "id"),
+    sa.Index("ix_notify_deliveries_status", "status", "due_at"),
+    sqlite_autoincrement=True,
+)
+
+notify_items = sa.Table(
+    "notify_items",
+    metadata,
+    sa.Column("rule_id", sa.Integer, sa.ForeignKey("notify_rules.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("notify_events.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("delivery_id", sa.Integer, sa.ForeignKey("notify_deliveries.id", ondelete="CASCADE"), nullable=False),
+    sa.Index("ix_notify_items_delivery", "delivery_id"),
+)

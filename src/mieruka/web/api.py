@@ -9,7 +9,21 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from ..runtime import Runtime
-from . import accounts_api, controls, displays, events, jobs, live, monitor, openapi, pools, steps, system, tasks
+from . import (
+    accounts_api,
+    controls,
+    displays,
+    events,
+    jobs,
+    live,
+    monitor,
+    notifications,
+    openapi,
+    pools,
+    steps,
+    system,
+    tasks,
+)
 from .assets import Assets
 from .errors import install_error_handlers
 from .live import LiveMetrics
@@ -60,6 +74,8 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     api.include_router(ui_dashboards.router)
     api.include_router(displays.router)
     api.include_router(displays.pages)
+    api.include_router(notifications.router)
+    api.include_router(notifications.pages)
     api.mount("/static", Assets(), name="static")
     install_openapi(api, runtime)
     install_security(api, runtime)

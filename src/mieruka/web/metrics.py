@@ -78,6 +78,22 @@ class _Snapshot(Collector):
         for (kind, state), count in sorted(counts.items()):
             nodes.add_metric([kind, state], count)
         yield nodes
+        yield from _notifications(self.runtime)
+
+
+def _notifications(runtime: Runtime) -> Iterator[Metric]:
+    """Notification messages by state (sent, pending, failed; pending ones already tried once are
+    also counted as retrying), and events recorded: read from the database, every server's."""
+    from ..notify.deliveries import counts
+
+    found = counts(runtime.database)
+    messages = GaugeMetricFamily(
+        "mieruka_notifications", "Notification messages in the database, by state.", labels=["state"]
+    )
+    for state in ("sent", "pending", "retrying", "failed"):
+        messages.add_metric([state], found[state])
+    yield messages
+    yield GaugeMetricFamily("mieruka_notification_events", "Notification events recorded.", value=found["events"])
 
 
 class Metrics:

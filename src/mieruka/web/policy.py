@@ -132,6 +132,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/displays"): ADMIN,
     ("POST", "/displays"): Rule(Role.ADMIN, audit=None),
     ("POST", "/displays/{display_id}/revoke"): Rule(Role.ADMIN, audit=None),
+    # notifications: admins see and manage every rule; anyone signed in subscribes themselves (the
+    # routes check whose rule it is, answering 404 for another's; they audit themselves)
+    ("GET", "/api/notifications"): VIEW,
+    ("POST", "/api/notifications/rules"): Rule(Role.VIEWER, audit=None),
+    ("DELETE", "/api/notifications/rules/{rule_id}"): Rule(Role.VIEWER, audit=None),
+    ("POST", "/api/notifications/rules/{rule_id}/test"): Rule(Role.VIEWER, audit=None),
+    ("GET", "/notifications"): VIEW,
+    ("POST", "/notifications"): Rule(Role.VIEWER, audit=None),
+    ("POST", "/notifications/{rule_id}/test"): Rule(Role.VIEWER, audit=None),
+    ("POST", "/notifications/{rule_id}/delete"): Rule(Role.VIEWER, audit=None),
     ("GET", "/display"): PUBLIC,
     ("POST", "/display"): Rule(None, audit=None, csrf=False),
 }

@@ -1,0 +1,165 @@
+"""What a notification says: one event, or a digest of many, as a title, plain lines, a link and
+the events as data (for the generic webhook). No parameter values travel, and the values of secret
+parameters and passwords in URLs are cut out of the error lines a job left."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from ..auth.audit import secret_name
+from ..core.task import Task
+
+ERROR_LINES = 5  # of a job's error, in a message
+ERROR_CHARS = 600
+DIGEST_LINES = 20  # events listed in a digest; the rest are counted
+HIDDEN = "(hidden)"
+ParamsOf = Callable[[int], Mapping[str, Any] | None]  # a job's parameters; None once it is deleted
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
+_KEY_PASSWORD = re.compile(r"(?i)\b((?:pwd|password|passwd)\s*=\s*)(?:\{[^}]*\}|[^;&\s]*)")
+
+_SAID = {
+    "job.failed": "failed",
+    "job.succeeded": "succeeded",
+    "job.long": "is running long",
+    "job.last_retry": "failed; its last attempt is queued",
+    "schedule.missed": "missed a scheduled run",
+    "source.failing": "is failing",
+    "source.recovered": "works again",
+    "pool.started": "started",
+    "pool.stopped": "stopped",
+    "node.down": "stopped answering",
+}
+_WHAT = {"job": "Job", "schedule": "Schedule", "source": "Source", "pool": "Pool", "node": "Node"}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as a message tells it (a row of notify_events)."""
+
+    id: int
+    kind: str
+    at: datetime
+    subject: str
+    job_id: int | None = None
+    task: str | None = None
+    message: str | None = None
+
+    def headline(self) -> str:
+        family = self.kind.split(".")[0]
+        if self.job_id is not None:
+            return f"Job {self.job_id} ({self.task}) {_SAID.get(self.kind, self.kind)}"
+        return f"{_WHAT.get(family, family.title())} {self.subject} {_SAID.get(self.kind, self.kind)}"
+
+    def path(self) -> str:
+        family = self.kind.split(".")[0]
+        if self.job_id is not None:
+            return f"/jobs/{self.job_id}"
+        if family == "schedule":
+            return f"/tasks/{quote(self.subject, safe='')}"
+        if family == "source":
+            return "/dashboards"
+        return "/workers"
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    lines: list[str]
+    link: str
+    key: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    digest: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join([*self.lines, "", self.link])
+
+
+def compose(
+    events: Sequence[Event], base_url: str, key: str, rule_name: str, tasks: Mapping[str, Task], params: ParamsOf
+) -> Message:
+    """The message of one delivery: its one event, or a digest of several (a flood: one message)."""
+    if not events:
+        return Message(
+            title="[mieruka] Test message",
+            lines=[f"A test message of the notification rule {rule_name!r}: it reaches you."],
+            link=f"{base_url}/notifications",
+            key=key,
+        )
+    shown = [_event_json(e, base_url, tasks, params) for e in events]
+    if len(events) == 1:
+        event, data = events[0], shown[0]
+        lines = [f"{event.headline()} at {event.at:%Y-%m-%d %H:%M:%S} UTC."]
+        if data.get("error"):
+            lines += ["", *str(data["error"]).splitlines()]
+        return Message(f"[mieruka] {event.headline()}", lines, data["url"], key, shown)
+    counts: dict[str, int] = {}
+    for event in events:
+        counts[event.kind] = counts.get(event.kind, 0) + 1
+    summary = ", ".join(f"{n} × {_SAID.get(kind, kind)}" for kind, n in sorted(counts.items()))
+    lines = [f"{len(events)} events ({summary}), {events[0].at:%H:%M:%S} to {events[-1].at:%H:%M:%S} UTC:", ""]
+    for event, data in zip(events[:DIGEST_LINES], shown, strict=False):
+        first = str(data.get("error") or "").split("\n", 1)[0]
+        lines.append(f"- {event.headline()}" + (f": {first}" if first else ""))
+    if len(events) > DIGEST_LINES:
+        lines.append(f"... and {len(events) - DIGEST_LINES} more")
+    link = f"{base_url}/jobs" if all(e.job_id is not None for e in events) else f"{base_url}/notifications"
+    return Message(f"[mieruka] {len(events)} events of rule {rule_name}", lines, link, key, shown, digest=True)
+
+
+def _event_json(event: Event, base_url: str, tasks: Mapping[str, Task], params: ParamsOf) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "kind": event.kind,
+        "at": event.at.isoformat(),
+        "subject": event.subject,
+        "title": event.headline(),
+        "url": base_url + event.path(),
+    }
+    if event.job_id is not None:
+        data["job_id"], data["task"] = event.job_id, event.task
+    if event.message:
+        task = tasks.get(event.task or "")
+        job_params = params(event.job_id) if event.job_id is not None else None
+        text = scrub(event.message, job_params or {}, secret_fields(task) if task is not None else frozenset())
+        data["error" if event.kind.startswith("job.") else "message"] = first_lines(text)
+    return data
+
+
+def first_lines(text: str) -> str:
+    lines = text.strip().splitlines()[:ERROR_LINES]
+    shown = "\n".join(lines)
+    return shown if len(shown) <= ERROR_CHARS else shown[: ERROR_CHARS - 1] + "\u2026"
+
+
+def secret_fields(task: Task) -> frozenset[str]:
+    properties = task.signature.json_schema().get("properties", {})
+    return frozenset(
+        name
+        for name, prop in properties.items()
+        if isinstance(prop, dict) and (prop.get("writeOnly") is True or prop.get("format") == "password")
+    )
+
+
+def scrub(text: str, params: Mapping[str, Any], secret: frozenset[str]) -> str:
+    """`text` without the values of secret parameters (declared, or named like one: password,
+    api_key...) and without the passwords of URLs and connection strings."""
+    for name, value in params.items():
+        if (name in secret or secret_name(str(name))) and value is not None:
+            for part in _strings(value):
+                if len(part) >= 3:
+                    text = text.replace(part, HIDDEN)
+    text = _URL_PASSWORD.sub(rf"\1{HIDDEN}@", text)
+    return _KEY_PASSWORD.sub(rf"\1{HIDDEN}", text)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)]

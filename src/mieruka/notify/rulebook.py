@@ -1,0 +1,183 @@
+"""The rules as stored: those declared in code (written again at each start, named after where
+they are declared), those admins make in the UI, and each user's own subscriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import NotFoundError, ValidationError
+from ..store import tables as t
+from ..store.database import Database
+from .rules import KINDS, SCOPES, Rule
+
+CODE, ADMIN, USER = "code", "admin", "user"
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    id: int
+    name: str
+    origin: str
+    owner: str | None
+    events: frozenset[str]
+    scope: dict[str, list[str]]
+    target: str
+    secret: str | None
+    longer_than: float | None
+    enabled: bool
+    created_by: str
+    created_at: datetime
+
+    def matches(self, kind: str, subject: str, task: str | None, tags: Callable[[str], Sequence[str]]) -> bool:
+        """Whether this rule is about an event: its kind, and its subject within the rule's scope
+        (a scope of another family leaves the event in: a rule about task x and pools hears of
+        every pool)."""
+        if kind not in self.events:
+            return False
+        family = kind.split(".")[0]
+        if family in ("job", "schedule"):
+            name = task or subject
+            tasks, wanted_tags = self.scope.get("tasks"), self.scope.get("tags")
+            if tasks and name not in tasks:
+                return False
+            return not wanted_tags or bool(set(wanted_tags) & set(tags(name)))
+        if family == "pool":
+            return not self.scope.get("pools") or subject in self.scope["pools"]
+        if family == "source":
+            return not self.scope.get("sources") or subject in self.scope["sources"]
+        return True
+
+    def shown_target(self) -> str:
+        """The target as the page shows it: a webhook's URL holds its secret in its path."""
+        channel, _, address = self.target.partition(":")
+        if channel == "mail":
+            return self.target
+        scheme, _, rest = address.partition("://")
+        return f"{channel}:{scheme}://{rest.split('/', 1)[0]}/\u2026"
+
+
+def events_text(kinds: Sequence[str] | frozenset[str]) -> str:
+    return "," + ",".join(sorted(kinds)) + ","
+
+
+def _stored(row: sa.Row[Any]) -> StoredRule:
+    m = row._mapping
+    return StoredRule(
+        id=m["id"],
+        name=m["name"],
+        origin=m["origin"],
+        owner=m["owner"],
+        events=frozenset(k for k in m["events"].split(",") if k),
+        scope=dict(m["scope"] or {}),
+        target=m["target"],
+        secret=m["secret"],
+        longer_than=m["longer_than"],
+        enabled=bool(m["enabled"]),
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+    )
+
+
+class Rulebook:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def all(self, owner: str | None = None) -> list[StoredRule]:
+        r = t.notify_rules.c
+        stmt = sa.select(t.notify_rules).order_by(r.id)
+        if owner is not None:
+            stmt = stmt.where(r.owner == owner)
+        with self.db.read() as conn:
+            return [_stored(row) for row in conn.execute(stmt)]
+
+    def get(self, rule_id: int) -> StoredRule:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.notify_rules).where(t.notify_rules.c.id == rule_id)).first()
+        if row is None:
+            raise NotFoundError(f"no notification rule {rule_id}")
+        return _stored(row)
+
+    def sync_code(self, declared: Mapping[str, Rule], now: datetime) -> None:
+        """Make the rules of origin "code" those declared (by name): new ones added, changed ones
+        rewritten (keeping their id, so their messages stay theirs), gone ones deleted."""
+        r = t.notify_rules.c
+        with self.db.write() as conn:
+            have = {row.name: row for row in conn.execute(sa.select(t.notify_rules).where(r.origin == CODE))}
+            for name, rule in declared.items():
+                for index, target in enumerate(rule.to):
+                    key = f"{name}#{index}" if len(rule.to) > 1 else name
+                    values = {
+                        "events": events_text(rule.on),
+                        "scope": rule.scope_json(),
+                        "target": target,
+                        "longer_than": rule.longer_than,
+                        "enabled": True,
+                    }
+                    old = have.pop(key, None)
+                    if old is None:
+                        conn.execute(
+                            sa.insert(t.notify_rules).values(
+                                name=key, origin=CODE, created_by="code", created_at=now, **values
+                            )
+                        )
+                    elif any(old._mapping[k] != v for k, v in values.items()):
+                        conn.execute(sa.update(t.notify_rules).where(r.id == old.id).values(**values))
+            for gone in have.values():
+                conn.execute(sa.delete(t.notify_rules).where(r.id == gone.id))
+
+    def add(
+        self,
+        *,
+        name: str,
+        origin: str,
+        owner: str | None,
+        events: Sequence[str],
+        scope: Mapping[str, Sequence[str]],
+        target: str,
+        secret: str | None,
+        longer_than: float | None,
+        created_by: str,
+        now: datetime,
+    ) -> StoredRule:
+        unknown = sorted(set(events) - KINDS.keys())
+        if unknown or not events:
+            raise ValidationError(
+                f"events: unknown {unknown}; known: {', '.join(KINDS)}", [{"field": "events", "message": "unknown"}]
+            )
+        if "job.long" in events and not longer_than:
+            raise ValidationError("longer_than: a 'job.long' rule needs it", [{"field": "longer_than"}])
+        clean = {k: [str(v) for v in scope.get(k, [])] for k in SCOPES if scope.get(k)}
+        r = t.notify_rules.c
+        try:
+            with self.db.write() as conn:
+                new_id = conn.execute(
+                    sa.insert(t.notify_rules)
+                    .values(
+                        name=name,
+                        origin=origin,
+                        owner=owner,
+                        events=events_text(events),
+                        scope=clean,
+                        target=target,
+                        secret=secret or None,
+                        longer_than=longer_than,
+                        enabled=True,
+                        created_by=created_by,
+                        created_at=now,
+                    )
+                    .returning(r.id)
+                ).scalar_one()
+        except sa.exc.IntegrityError:
+            raise ValidationError(
+                f"name: a rule named {name[:100]!r} exists", [{"field": "name", "message": "taken"}]
+            ) from None
+        return self.get(int(new_id))
+
+    def delete(self, rule_id: int) -> None:
+        with self.db.write() as conn:
+            conn.execute(sa.delete(t.notify_rules).where(t.notify_rules.c.id == rule_id))

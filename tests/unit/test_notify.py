@@ -1,0 +1,315 @@
+"""Notifications end to end in one process: jobs that fail, succeed, run long and retry tell a real
+webhook receiver and a real SMTP server (aiosmtpd, STARTTLS and AUTH), signed, without secrets; a
+flood becomes a digest; a receiver that answers 500 gets the message again after a backoff; two
+servers on one database send each event once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import mieruka
+from mieruka import App
+from mieruka.core.clock import utcnow
+from mieruka.errors import ConfigError
+from mieruka.notify import deliveries
+from mieruka.notify.notifier import Notifier
+from mieruka.store import tables as t
+from mieruka.store.pools import SqlPoolStore
+from tests.notify_receivers import HttpReceiver, http_receiver, mail_server, self_signed, wait_for
+
+SECRET_VALUE = "hunter2-very-secret"
+HMAC_KEY = "the-webhook-key"
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with http_receiver() as found:
+        yield found
+
+
+def make_app(tmp_path: Path, database_url: str, hook: str, **settings: Any) -> App:
+    app = App("notify test")
+    options: dict[str, Any] = {
+        "home": str(tmp_path / "home"),
+        "database_url": database_url,
+        "executor": "threads",
+        "workers": 4,
+        "poll_interval": 0.2,
+        "prune_interval": 3600,
+        "notify_poll_interval": 0.1,
+        "notify_webhook_secret": HMAC_KEY,
+        "public_url": "https://jobs.example.org/lab",
+    }
+    options.update(settings)
+    app.configure(**options)
+
+    @app.task(notify=mieruka.notify.on_failure(hook))
+    def boom(password: str = "", n: int = 0) -> None:
+        raise ValueError(f"cannot log in with {password}\nsecond line\nthird line")
+
+    @app.task(notify={"succeeded": hook, "long": hook, "longer_than": "0.5s"})
+    def fine(sleep: float = 0.0) -> int:
+        time.sleep(sleep)
+        return 1
+
+    @app.task(
+        retries=2, retry_backoff=0.1, notify=[mieruka.notify.on_last_retry(hook), mieruka.notify.on_failure(hook)]
+    )
+    def flaky() -> None:
+        raise RuntimeError("always")
+
+    return app
+
+
+def events_sent(receiver: HttpReceiver) -> list[dict[str, Any]]:
+    return [event for request in receiver.got() for event in request.json()["events"]]
+
+
+def test_a_failed_job_tells_the_webhook_signed_without_its_secrets(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url())
+    with app:
+        job = app.wait(app.submit("boom", password=SECRET_VALUE), 30)
+        assert job.status.value == "failed"
+        request = wait_for(lambda: receiver.got(), what="the webhook")[0]
+    assert request.signed_with(HMAC_KEY)
+    assert not request.signed_with("another key")
+    assert SECRET_VALUE not in request.body.decode()
+    body = request.json()
+    assert body["delivery"] == request.headers["x-mieruka-delivery"]
+    (event,) = body["events"]
+    assert event["kind"] == "job.failed" and event["job_id"] == job.id and event["task"] == "boom"
+    assert event["url"] == f"https://jobs.example.org/lab/jobs/{job.id}"
+    assert "cannot log in with (hidden)" in event["error"] and "third line" in event["error"]
+    assert body["url"] == event["url"] and f"Job {job.id} (boom) failed" in body["title"]
+
+
+def test_success_long_runs_and_the_last_retry(tmp_path: Path, database_url: str, receiver: HttpReceiver) -> None:
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_digest_window=0.2)
+    with app:
+        slow = app.wait(app.submit("fine", sleep=1.5), 30)
+        flaky = app.wait(app.submit("flaky"), 30)
+        wanted = {
+            ("job.long", slow.id),
+            ("job.succeeded", slow.id),
+            ("job.last_retry", flaky.id),
+            ("job.failed", flaky.id),
+        }
+        wait_for(
+            lambda: wanted <= {(e["kind"], e.get("job_id")) for e in events_sent(receiver)},
+            what=f"{wanted} in {events_sent(receiver)}",
+        )
+        time.sleep(1)  # nothing more comes: a long job is told once, the first attempt's failure not at all
+    kinds = sorted((e["kind"], e.get("job_id")) for e in events_sent(receiver))
+    assert kinds == sorted(wanted)
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["starttls-auth", "plain"])
+def test_mail_over_smtp(tmp_path: Path, database_url: str, secure: bool) -> None:
+    tls = self_signed(tmp_path) if secure else None
+    login = ("mieruka", "mail-password") if secure else None
+    with mail_server(tls, login) as box:
+        settings: dict[str, Any] = {
+            "notify_smtp_host": "127.0.0.1",
+            "notify_smtp_port": box.port,
+            "notify_smtp_starttls": secure,
+            "notify_smtp_from": "mieruka@lab.example.org",
+        }
+        if secure and tls is not None:
+            settings.update(
+                notify_smtp_user="mieruka", notify_smtp_password="mail-password", notify_ca_file=str(tls[0])
+            )
+        app = make_app(tmp_path, database_url, "mail:ops@example.org,oncall@example.org", **settings)
+        with app:
+            job = app.wait(app.submit("boom", password=SECRET_VALUE), 30)
+            wait_for(lambda: box.messages, what="the mail")
+    (mail,) = box.messages
+    assert mail["To"] == "ops@example.org, oncall@example.org"
+    assert mail["From"] == "mieruka@lab.example.org"
+    assert mail["Subject"] == f"[mieruka] Job {job.id} (boom) failed"
+    payload = mail.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    text = payload.decode()
+    assert f"https://jobs.example.org/lab/jobs/{job.id}" in text and "second line" in text
+    assert SECRET_VALUE not in mail.as_string()
+    assert box.tls_sessions == [secure]
+    assert box.logins == (["mieruka"] if secure else [])
+
+
+def test_a_wrong_smtp_password_is_a_failed_attempt_that_says_why(tmp_path: Path, database_url: str) -> None:
+    tls = self_signed(tmp_path)
+    with mail_server(tls, ("mieruka", "right")) as box:
+        app = make_app(
+            tmp_path,
+            database_url,
+            "mail:ops@example.org",
+            notify_smtp_host="127.0.0.1",
+            notify_smtp_port=box.port,
+            notify_smtp_user="mieruka",
+            notify_smtp_password="wrong-password-xyz",
+            notify_ca_file=str(tls[0]),
+            notify_retry_after=3600,
+            notify_webhook_timeout=2,
+        )
+        with app:
+            app.wait(app.submit("boom"), 30)
+            row = wait_for(lambda: _deliveries(app, "attempts > 0"), what="the failed attempt")[0]
+    assert row["status"] == "pending" and row["attempts"] == 1
+    # aiosmtpd refuses PLAIN, then lets smtplib's LOGIN attempt time out: either way an SMTP error
+    assert row["last_error"].startswith("mail: SMTP") and "wrong-password-xyz" not in row["last_error"]
+    assert box.messages == []
+
+
+def test_a_receiver_that_fails_gets_the_message_again_after_a_backoff(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    receiver.answers = [500, 503]
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_retry_after=0.5)
+    with app:
+        app.wait(app.submit("boom"), 30)
+        wait_for(lambda: len(receiver.got()) == 3, what="three tries")
+        sent = wait_for(lambda: _deliveries(app, "status = 'sent'"), what="the message marked sent")[0]
+        time.sleep(1.5)
+    tries = receiver.got()
+    assert len(tries) == 3 and len({r.headers["x-mieruka-delivery"] for r in tries}) == 1  # one message, tried 3 times
+    assert len({r.body for r in tries}) == 1
+    assert sent["attempts"] == 3
+    assert {r["status"] for r in _deliveries(app, "1 = 1")} == {"sent"}
+
+
+def test_a_flood_is_one_digest_per_rule(tmp_path: Path, database_url: str, receiver: HttpReceiver) -> None:
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_digest_window=5)
+    with app:
+        started = time.monotonic()
+        jobs = [app.submit("boom", n=i).id for i in range(200)]
+        for job in jobs:
+            app.wait(job, 60)
+        lasted = time.monotonic() - started
+        wait_for(lambda: len(events_sent(receiver)) >= 200, 60, "every failure told")
+        time.sleep(1)
+    messages = [r.json() for r in receiver.got()]
+    told = [e["job_id"] for m in messages for e in m["events"]]
+    assert sorted(told) == sorted(jobs)  # each once
+    # The first at once, then one digest per window the flood lasted (one, on a machine not busy).
+    assert len(messages) <= 2 + int(lasted // 5), (lasted, [len(m["events"]) for m in messages])
+    digest = max(messages, key=lambda m: len(m["events"]))
+    assert digest["digest"] and "events" in digest["title"] and "... and" in digest["text"]
+
+
+def test_two_servers_on_one_database_send_each_event_once(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_digest_window=0.3)
+    with app:
+        ours = app.runtime.notifier
+        other = Notifier(app.runtime.database, app.runtime.settings, app.tasks, app.notifications, lambda u, t: True)
+        stop = threading.Event()
+
+        def second_server() -> None:
+            while not stop.is_set():
+                other.run_once()
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=second_server)
+        thread.start()
+        try:
+            jobs = [app.submit("boom", n=i).id for i in range(60)]
+            for job in jobs:
+                app.wait(job, 60)
+            wait_for(lambda: len(events_sent(receiver)) >= 60, 60, "every failure told")
+            time.sleep(1)
+        finally:
+            stop.set()
+            thread.join()
+        assert ours is not other
+    keys = [r.headers["x-mieruka-delivery"] for r in receiver.got()]
+    assert len(keys) == len(set(keys))
+    assert sorted(e["job_id"] for e in events_sent(receiver)) == sorted(jobs)
+
+
+def test_pools_nodes_and_missed_runs(tmp_path: Path, database_url: str, receiver: HttpReceiver) -> None:
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_digest_window=0.1)
+    hook = "webhook:" + receiver.url()
+    app.notify(mieruka.notify.on_pool_change(hook), pools=["gpu"])
+    app.notify(mieruka.notify.on_node_down(hook))
+    app.notify(mieruka.notify.on_missed_run(hook))
+    with app:
+        now = utcnow()
+        pools = SqlPoolStore(app.runtime.database)
+        for name in ("gpu", "cpu"):
+            pools.ensure(name, "stopped", now)  # declared: no event
+            pools.move(name, {"stopped"}, "starting", "a job waits", now)
+            pools.move(name, {"starting"}, "running", "workers up", now)
+        app.engine.store.heartbeat("dead-engine", "node7", 4242, now - timedelta(hours=1), {"kind": "celery"})
+        due = now - timedelta(hours=2)
+        app.engine.store.schedule_due("nightly", due)
+        app.engine.store.fire_schedule("nightly", due, now + timedelta(days=1), None)  # another server's: no job
+        app.engine.store.schedule_due("hourly", due)
+        from mieruka.store.base import NewJob
+
+        app.engine.store.fire_schedule("hourly", due, now + timedelta(hours=1), NewJob("fine", {}), "2 h late")
+        wanted = {("pool.started", "gpu"), ("node.down", "node7"), ("schedule.missed", "hourly")}
+        wait_for(
+            lambda: wanted <= {(e["kind"], e["subject"]) for e in events_sent(receiver)},
+            what=str(wanted),
+        )
+        time.sleep(0.5)
+    seen = {(e["kind"], e["subject"]) for e in events_sent(receiver)}
+    assert ("pool.started", "cpu") not in seen  # the rule is about the gpu pool
+    assert {found for found in seen if not found[0].startswith("job.")} == wanted
+
+
+def test_nothing_is_written_for_events_no_rule_asks_for(tmp_path: Path, database_url: str) -> None:
+    app = App("quiet")
+    app.configure(home=str(tmp_path / "home"), database_url=database_url, executor="threads", poll_interval=0.2)
+
+    @app.task
+    def fails() -> None:
+        raise ValueError("no")
+
+    with app:
+        app.wait(app.submit("fails"), 30)
+        with app.runtime.database.read() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(t.notify_events)).scalar_one() == 0
+
+
+def test_rules_declared_in_code_are_checked_and_kept_in_step(tmp_path: Path, database_url: str) -> None:
+    with pytest.raises(ConfigError, match="e-mail address"):
+        mieruka.notify.on_failure("mail:not-an-address")
+    with pytest.raises(ConfigError, match="must be one of"):
+        mieruka.notify.on_failure("sms:+331234")
+    with pytest.raises(ConfigError, match="longer_than"):
+        App("x").task(name="x", notify={"long": "mail:a@b.org"})(lambda: None)
+    with pytest.raises(ConfigError, match="unknown key"):
+        App("x").task(name="x", notify={"explode": "mail:a@b.org"})(lambda: None)
+    app = make_app(tmp_path, database_url, "webhook:http://127.0.0.1:9/hook")
+    with app:
+        names = {r.name: r for r in app.runtime.notifier.rulebook.all()}
+    assert set(names) == {"task:boom", "task:fine:1", "task:fine:2", "task:flaky:1", "task:flaky:2"}
+    assert names["task:boom"].origin == "code" and names["task:boom"].scope == {"tasks": ["boom"]}
+    assert names["task:boom"].shown_target() == "webhook:http://127.0.0.1:9/\u2026"
+    smaller = App("notify test")  # the same app, one rule fewer: the rule goes at the next start
+    smaller.configure(home=str(tmp_path / "home"), database_url=database_url, executor="threads")
+    smaller.task(name="boom", notify=mieruka.notify.on_failure("mail:ops@example.org"))(lambda: None)
+    with smaller:
+        (only,) = smaller.runtime.notifier.rulebook.all()
+    assert only.name == "task:boom" and only.id == names["task:boom"].id and only.target == "mail:ops@example.org"
+
+
+def _deliveries(app: App, where: str) -> list[dict[str, Any]]:
+    with app.runtime.database.read() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM notify_deliveries WHERE {where}"))]
+
+
+def test_backoff_doubles_up_to_a_ceiling() -> None:
+    assert [deliveries.backoff(n, 10) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+    assert deliveries.backoff(30, 10) == 3600

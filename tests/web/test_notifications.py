@@ -1,0 +1,210 @@
+"""Notifications in the web, in process: who sees and changes which rules (admins all, a user their
+own subscriptions), subscriptions limited to the tasks a user may see, bad input answered 422, the
+test-message button, secrets never shown, /metrics counting messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import mieruka
+from mieruka import App
+from tests.notify_receivers import http_receiver, wait_for
+
+SIGNING_KEY = "a-signing-key-never-shown"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with http_receiver() as receiver:
+        app = App("notify web")
+        app.configure(
+            home=str(tmp_path_factory.mktemp("notify") / "home"),
+            executor="threads",
+            poll_interval=0.2,
+            notify_poll_interval=0.1,
+            notify_digest_window=0.1,
+        )
+
+        @app.task(notify=mieruka.notify.on_failure("webhook:" + receiver.url("/code")))
+        def open_task(fail: bool = False) -> None:
+            if fail:
+                raise RuntimeError("open task failed")
+
+        @app.task(allow=["admin"])
+        def vault(fail: bool = False) -> None:
+            if fail:
+                raise RuntimeError("the vault failed")
+
+        with TestClient(app.asgi()) as client:
+            accounts = app.auth.accounts
+            tokens = {}
+            for name, role in (("val", "viewer"), ("otto", "operator"), ("ada", "admin")):
+                accounts.add_user(name, role, "password-" + name)
+                tokens[name] = accounts.create_token(name, "notify")[1]
+            yield {"app": app, "client": client, "tokens": tokens, "receiver": receiver}
+
+
+def as_(site: dict[str, Any], who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {site['tokens'][who]}"}
+
+
+def make(site: dict[str, Any], who: str, **body: Any) -> Any:
+    return site["client"].post("/api/notifications/rules", json=body, headers=as_(site, who))
+
+
+def test_each_sees_the_rules_they_may(site: dict[str, Any]) -> None:
+    client, receiver = site["client"], site["receiver"]
+    admin_rule = make(
+        site,
+        "ada",
+        name="ops",
+        events=["pool.started", "job.failed"],
+        target="webhook:" + receiver.url("/ops/secret-path"),
+        secret=SIGNING_KEY,
+    )
+    assert admin_rule.status_code == 201, admin_rule.text
+    mine = make(site, "val", events=["job.failed"], tasks=["open_task"], target="webhook:" + receiver.url("/val"))
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["owner"] == "val" and mine.json()["origin"] == "user"
+    theirs = make(site, "otto", events=["job.succeeded"], target="mail:otto@example.org")
+    assert theirs.status_code == 201, theirs.text
+
+    everything = client.get("/api/notifications", headers=as_(site, "ada")).json()
+    names = {r["name"] for r in everything["rules"]}
+    assert {"task:open_task", "ops", mine.json()["name"], theirs.json()["name"]} <= names
+    assert "counts" in everything
+    shown = client.get("/api/notifications", headers=as_(site, "val")).json()
+    assert [r["id"] for r in shown["rules"]] == [mine.json()["id"]] and "counts" not in shown
+    for who in ("ada", "val"):
+        text = client.get("/api/notifications", headers=as_(site, who)).text
+        text += client.get("/notifications", headers=as_(site, who)).text
+        assert SIGNING_KEY not in text and "secret-path" not in text
+    ops = next(r for r in everything["rules"] if r["name"] == "ops")
+    assert ops["signed"] and ops["target"] == f"webhook:http://127.0.0.1:{receiver.port}/\u2026"
+
+    # Another's rule is no rule at all to a user; an admin may act on any, but not delete code's.
+    other = theirs.json()["id"]
+    for method, url in (
+        ("DELETE", f"/api/notifications/rules/{other}"),
+        ("POST", f"/api/notifications/rules/{other}/test"),
+    ):
+        assert client.request(method, url, headers=as_(site, "val")).status_code == 404
+    for url in (f"/notifications/{other}/test", f"/notifications/{other}/delete"):
+        assert client.post(url, headers=as_(site, "val")).status_code == 404
+    code = next(r for r in everything["rules"] if r["origin"] == "code")
+    refused = client.delete(f"/api/notifications/rules/{code['id']}", headers=as_(site, "ada"))
+    assert refused.status_code == 409 and "declared in the app's code" in refused.text
+    assert client.delete(f"/api/notifications/rules/{other}", headers=as_(site, "ada")).status_code == 200
+    gone = client.delete(f"/api/notifications/rules/{mine.json()['id']}", headers=as_(site, "val"))
+    assert gone.status_code == 200
+    assert client.get("/api/notifications", headers=as_(site, "val")).json()["rules"] == []
+    audit = client.get("/api/audit", params={"limit": 50}, headers=as_(site, "ada")).json()["entries"]
+    actions = {(e["actor"], e["action"]) for e in audit}
+    assert {("ada", "notify.rule_create"), ("val", "notify.rule_create"), ("val", "notify.rule_delete")} <= actions
+
+
+@pytest.mark.parametrize(
+    ("who", "body", "says"),
+    [
+        (
+            "val",
+            {"events": ["job.failed"], "tasks": ["vault"], "target": "mail:v@example.org"},
+            "no task named 'vault'",
+        ),
+        ("val", {"events": ["pool.started"], "target": "mail:v@example.org"}, "for admins"),
+        ("val", {"events": ["job.failed"], "pools": ["gpu"], "target": "mail:v@example.org"}, "for admins"),
+        ("ada", {"events": ["job.exploded"], "target": "mail:a@example.org"}, "unknown ['job.exploded']"),
+        ("ada", {"events": ["job.failed"], "target": "sms:+33123"}, "must be one of"),
+        ("ada", {"events": ["job.failed"], "target": "mail:nobody"}, "not an e-mail address"),
+        ("ada", {"events": ["job.failed"], "target": "slack:ftp://x"}, "http(s) URL"),
+        ("ada", {"events": ["job.long"], "target": "mail:a@example.org"}, "longer_than"),
+        ("ada", {"events": ["job.long"], "target": "mail:a@example.org", "longer_than": "soon"}, "soon"),
+        ("ada", {"events": [], "target": "mail:a@example.org"}, "events"),
+        ("ada", {"events": ["job.failed"], "tasks": ["nope"], "target": "mail:a@example.org"}, "no task named 'nope'"),
+    ],
+)
+def test_bad_rules_are_refused_in_words(site: dict[str, Any], who: str, body: dict[str, Any], says: str) -> None:
+    answer = make(site, who, **body)
+    assert answer.status_code == 422, answer.text
+    assert says in answer.text
+
+
+def test_a_subscription_hears_only_of_the_tasks_its_user_may_see(site: dict[str, Any]) -> None:
+    app, receiver = site["app"], site["receiver"]
+    made = make(site, "val", events=["job.failed"], target="webhook:" + receiver.url("/val-all"))
+    assert made.status_code == 201
+    hidden = app.wait(app.submit("vault", fail=True), 30)
+    shown = app.wait(app.submit("open_task", fail=True), 30)
+    told = wait_for(lambda: receiver.got("/val-all"), what="val's message")
+    time.sleep(0.5)
+    jobs = [e["job_id"] for r in receiver.got("/val-all") for e in r.json()["events"]]
+    assert jobs == [shown.id] and hidden.id not in jobs
+    assert "the vault failed" not in told[0].body.decode()
+    site["client"].delete(f"/api/notifications/rules/{made.json()['id']}", headers=as_(site, "val"))
+
+
+def test_the_test_message_button(site: dict[str, Any]) -> None:
+    client, receiver = site["client"], site["receiver"]
+    rule = make(site, "otto", events=["job.failed"], target="webhook:" + receiver.url("/otto"), secret="k2").json()
+    page = client.get("/notifications", headers=as_(site, "otto"))
+    assert page.status_code == 200 and f'data-test-rule="{rule["id"]}"' in page.text
+    pressed = client.post(f"/notifications/{rule['id']}/test", headers=as_(site, "otto"))
+    assert pressed.status_code == 200 and "Test message" in pressed.text
+    (request,) = wait_for(lambda: receiver.got("/otto"), what="the test message")
+    assert request.signed_with("k2") and request.json()["title"] == "[mieruka] Test message"
+    sent = wait_for(
+        lambda: [
+            d
+            for d in client.get("/api/notifications", headers=as_(site, "otto")).json()["deliveries"]
+            if d["test"] and d["status"] == "sent"
+        ],
+        what="the test shown as sent",
+    )
+    assert sent[0]["rule_id"] == rule["id"]
+    api = client.post(f"/api/notifications/rules/{rule['id']}/test", headers=as_(site, "otto"))
+    assert api.status_code == 202 and api.json()["delivery"] > sent[0]["id"]
+    metrics = client.get("/metrics", headers=as_(site, "ada")).text
+    assert 'mieruka_notifications{state="sent"}' in metrics and "mieruka_notification_events" in metrics
+
+
+def test_the_page_and_its_form(site: dict[str, Any]) -> None:
+    client = site["client"]
+    admin_page = client.get("/notifications", headers=as_(site, "ada")).text
+    assert 'href="/notifications"' in admin_page and "Make a rule" in admin_page and "pool" in admin_page
+    viewer_page = client.get("/notifications", headers=as_(site, "val")).text
+    assert "Subscribe" in viewer_page and 'value="pool.started"' not in viewer_page
+    assert 'value="vault"' not in viewer_page and 'value="open_task"' in viewer_page
+    made = client.post(
+        "/notifications",
+        data={"events": ["job.failed", "job.long"], "target": "mail:val@example.org", "longer_than": "5m"},
+        headers=as_(site, "val"),
+    )
+    assert made.status_code == 201 and "made" in made.text and "val@example.org" in made.text
+    refused = client.post("/notifications", data={"target": "mail:val@example.org"}, headers=as_(site, "val"))
+    assert refused.status_code == 422 and "at least one event" in refused.text
+    refused = client.post("/notifications", data={"events": "job.failed", "target": "xyz"}, headers=as_(site, "val"))
+    assert refused.status_code == 422 and "must be one of" in refused.text
+
+
+def test_a_receiver_down_is_shown_as_a_failed_attempt(site: dict[str, Any], tmp_path: Path) -> None:
+    with http_receiver() as gone:
+        url = gone.url("/down")
+    rule = make(site, "ada", events=["job.failed"], target="webhook:" + url).json()
+    site["client"].post(f"/api/notifications/rules/{rule['id']}/test", headers=as_(site, "ada"))
+    row = wait_for(
+        lambda: [
+            d
+            for d in site["client"].get("/api/notifications", headers=as_(site, "ada")).json()["deliveries"]
+            if d["rule_id"] == rule["id"] and d["attempts"] > 0
+        ],
+        what="the failed attempt",
+    )[0]
+    assert row["status"] == "pending" and "ConnectError" in row["last_error"]
+    page = site["client"].get("/notifications", headers=as_(site, "ada")).text
+    assert "ConnectError" in page
