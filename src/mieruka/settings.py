@@ -214,6 +214,25 @@ class Settings:
         "viewer",
         "Role of a user first seen through trusted_user_header (with ldap_url: the directory's groups decide).",
     )
+    oidc_providers: str = _setting(
+        "",
+        "OpenID Connect providers for single sign-on: a JSON list (in mieruka.toml also an array of "
+        "tables) of {id, name, issuer, client_id, client_secret, ...}; see docs/sso.md. Empty: none.",
+    )
+    oidc_username_claim: str = _setting(
+        "preferred_username,email", "ID token claims naming the user, the first present is used (docs/sso.md)."
+    )
+    oidc_groups_claim: str = _setting(
+        "groups", "ID token claim listing the user's groups (e.g. groups, roles, realm_access.roles)."
+    )
+    oidc_roles: str = _setting(
+        "",
+        "Provider groups to roles, a JSON object (or TOML table): "
+        '{"lab-admins": "admin", "lab": "operator"}; the highest wins.',
+    )
+    oidc_default_role: str = _setting(
+        "", "Role of a single sign-on user in no group of oidc_roles; empty: such a user cannot sign in."
+    )
     notify_smtp_host: str = _setting(
         "", "Notifications by e-mail (docs/notifications.md): the SMTP server; empty: no e-mail."
     )
@@ -396,6 +415,8 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
 def _coerce(name: str, type_name: Any, value: Any) -> Any:
     if name in _DURATIONS:
         return parse_duration(value)
+    if (name == "oidc_providers" and isinstance(value, list)) or (name == "oidc_roles" and isinstance(value, dict)):
+        return json.dumps(value)  # a TOML array of tables, a TOML table
     if name == "ldap_roles" and isinstance(value, dict):
         return json.dumps(value)  # a TOML table
     if name in ("max_upload_size", "max_body_size"):

@@ -297,6 +297,7 @@ def targets(probe: Probe, template: str) -> list[tuple[str, str, bool]]:
         ("{artifact}", "secret.txt"),
         ("{secret}", "not-a-link"),
         ("{action}", "start"),
+        ("{provider}", "nobody"),
         ("{rule_id}", "999999"),
     ):
         if key in template:

@@ -56,6 +56,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/logout"): "viewer",
     ("GET", "/login/link/{secret}"): "public",
     ("POST", "/login/link/{secret}"): "public",
+    ("GET", "/login/oidc/{provider}"): "public",
+    ("GET", "/login/oidc/{provider}/callback"): "public",
     ("GET", "/account"): "viewer",
     ("POST", "/account/tokens"): "viewer",
     ("POST", "/account/tokens/{token_id}/revoke"): "viewer",
@@ -190,6 +192,7 @@ def url_for(template: str, job: int) -> str:
         "{action}": "start",
         "{artifact}": "missing.txt",
         "{control}": "nothing",
+        "{provider}": "nobody",
     }
     if template.startswith("/tasks/"):
         values["{name}"] = "add"

@@ -20,6 +20,7 @@ from . import (
     notifications,
     openapi,
     pools,
+    sso,
     steps,
     system,
     tasks,
@@ -76,6 +77,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     api.include_router(displays.pages)
     api.include_router(notifications.router)
     api.include_router(notifications.pages)
+    sso.install(api, runtime, pages)
     api.mount("/static", Assets(), name="static")
     install_openapi(api, runtime)
     install_security(api, runtime)

@@ -24,6 +24,7 @@ from ..csrf import LOGIN_CSRF_COOKIE
 from ..identity import SESSION_COOKIE, address, principal
 from ..ids import TOKEN_ID
 from ..policy import shown_page
+from ..sso import after_logout
 from ..state import RuntimeDep, pages_of
 
 router = APIRouter(include_in_schema=False)
@@ -127,7 +128,7 @@ def logout(runtime: RuntimeDep, request: Request) -> Response:
         audit(request, "logout", f"user:{who.name}")
     response = RedirectResponse(f"{_root(request)}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=_cookie_path(request))
-    return response
+    return after_logout(runtime, request, response)  # a provider's session ends too (single sign-on)
 
 
 @router.get("/login/link/{secret}", response_class=HTMLResponse)

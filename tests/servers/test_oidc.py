@@ -1,0 +1,427 @@
+"""OpenID Connect single sign-on against a real OpenID provider (node-oidc-provider, tests/oidc_provider.py)
+and a real server: the login page's buttons, a whole sign-in in Chromium (the provider's own login and
+consent forms filled in), groups to roles, every refusal as a page in words (a wrong state, a replayed
+code, refused consent, a provider that does not answer, nobody's groups), ID tokens that must be refused
+(another audience, another sign-in's nonce, expired, signed by a key the provider does not publish), and
+a logout that ends the provider's session too."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import httpx
+import pytest
+
+import mieruka
+from mieruka.auth.oidc import Client, Pending, Provider, SignInFailed, parse_providers
+from mieruka.core.access import Role
+from mieruka.errors import ConfigError
+from tests.conftest import ServerProcess, free_port, open_page, shared_server
+from tests.oidc_provider import OidcProvider
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Route
+
+SECRET = "mieruka's client secret"
+OTHER_SECRET = "another application's secret"
+NOWHERE = "http://127.0.0.1:9/callback"  # the other client's redirect URI: never followed
+PASSWORD = "a long password"
+
+
+@dataclass
+class Sso:
+    server: ServerProcess
+    provider: OidcProvider
+    gone_port: int
+    opened: list[httpx.Client]
+
+    def browser(self) -> httpx.Client:
+        """A cookie-keeping client like a browser's, closed after the test."""
+        http = httpx.Client(timeout=30, follow_redirects=False)
+        self.opened.append(http)
+        return http
+
+    @property
+    def callback(self) -> str:
+        return f"{self.server.url}/login/oidc/local/callback"
+
+
+@pytest.fixture(scope="module")
+def sso(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Sso]:
+    """A server with a local admin (ada) and two providers: "local", a real node-oidc-provider, and
+    "gone", whose issuer nobody answers at."""
+    folder = tmp_path_factory.mktemp("oidc")
+    home = folder / "home"
+    setup = mieruka.App("setup", home=str(home))
+    setup.auth.db.migrate()
+    setup.auth.accounts.add_user("ada", "admin", PASSWORD)
+    setup.stop()
+    provider = OidcProvider(folder)
+    gone_port = free_port()
+    providers = [
+        {
+            "id": "local",
+            "name": "Local ID",
+            "issuer": provider.issuer,
+            "client_id": "mieruka",
+            "client_secret": SECRET,
+            "scopes": "openid profile email groups",
+        },
+        {"id": "gone", "name": "Gone ID", "issuer": f"http://127.0.0.1:{gone_port}", "client_id": "x"},
+    ]
+    env = {
+        "MIERUKA_OIDC_PROVIDERS": json.dumps(providers),
+        "MIERUKA_OIDC_ROLES": json.dumps({"lab-admins": "admin", "lab": "operator"}),
+    }
+    proc = ServerProcess("tests/jobs.py:app", home, "--workers", "1", env=env)
+    provider.add_client("mieruka", SECRET, [f"{proc.url}/login/oidc/local/callback"], [f"{proc.url}/login"])
+    provider.add_client("other", OTHER_SECRET, [NOWHERE])
+    provider.add_user("alice", ["lab-admins", "lab"])
+    provider.add_user("bob", ["lab"])
+    provider.add_user("carol", ["visitors"])
+    provider.add_user("ada", ["lab"])  # a local user's name
+    try:
+        provider.start()
+        with shared_server(proc, request) as server:
+            yield Sso(server, provider, gone_port, [])
+    finally:
+        provider.stop()
+        if request.session.testsfailed:
+            print(provider.output())
+
+
+@pytest.fixture(autouse=True)
+def close_clients(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "sso" in request.fixturenames:
+        opened = request.getfixturevalue("sso").opened
+        while opened:
+            opened.pop().close()
+
+
+# -- driving the provider's forms without a browser ---------------------------------------------------
+def through_provider(http: httpx.Client, url: str, user: str, stop_at: str, consent: bool = True) -> str:
+    """Follow redirects from `url`, filling in the provider's login (as `user`) and consent forms,
+    until a redirect leads to `stop_at`; that URL (not followed)."""
+    for _ in range(30):
+        if url.startswith(stop_at):
+            return url
+        answer = http.get(url)
+        if answer.is_redirect:
+            url = urljoin(url, answer.headers["location"])
+            continue
+        assert answer.status_code == 200, (url, answer.status_code, answer.text[:2000])
+        action = re.search(r'<form[^>]*action="([^"]+)"', answer.text)
+        assert action, answer.text[:2000]
+        submit = urljoin(url, action.group(1).replace("&amp;", "&"))
+        if 'value="login"' in answer.text:
+            answer = http.post(submit, data={"prompt": "login", "login": user, "password": "any password"})
+        elif not consent:
+            abort = re.search(r'href="([^"]+/abort)"', answer.text)
+            assert abort, answer.text[:2000]
+            answer = http.get(urljoin(url, abort.group(1)))
+        else:
+            answer = http.post(submit, data={"prompt": "consent"})
+        assert answer.is_redirect, (answer.status_code, answer.text[:2000])
+        url = urljoin(submit, answer.headers["location"])
+    raise AssertionError(f"never came back to {stop_at}")
+
+
+def begin(sso: Sso, user: str, consent: bool = True) -> tuple[httpx.Client, str]:
+    """A browser-like client that began signing in at the server and signed in at the provider; the
+    callback URL the provider sent it back to (not yet visited)."""
+    http = sso.browser()
+    url = through_provider(http, f"{sso.server.url}/login/oidc/local", user, sso.callback, consent)
+    return http, url
+
+
+def signed_in(sso: Sso, user: str) -> httpx.Client:
+    http, url = begin(sso, user)
+    done = http.get(url)
+    assert done.status_code == 303 and done.headers["location"] == "/", (done.status_code, done.text[:2000])
+    return http
+
+
+def me(sso: Sso, http: httpx.Client) -> httpx.Response:
+    return http.get(f"{sso.server.url}/api/me")
+
+
+def message(page: httpx.Response) -> str:
+    found = re.search(r'id="sso-message">([^<]*)<', page.text)
+    assert found, page.text[:3000]
+    return found.group(1).replace("&#39;", "'")
+
+
+def real_id_token(sso: Sso, client_id: str, secret: str, redirect_uri: str, nonce: str, user: str = "bob") -> str:
+    """An ID token the provider issues to `client_id` for `user`, by the authorization code flow."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = {
+        "client_id": client_id,
+        "response_type": "code",
+        "redirect_uri": redirect_uri,
+        "scope": "openid profile",
+        "state": "s",
+        "nonce": nonce,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    with httpx.Client(timeout=30, follow_redirects=False) as http:
+        back = through_provider(http, f"{sso.provider.issuer}/auth?{urlencode(query)}", user, redirect_uri)
+        code = parse_qs(urlsplit(back).query)["code"][0]
+        tokens = http.post(
+            f"{sso.provider.issuer}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": verifier,
+            },
+            auth=(client_id, secret),
+        )
+    assert tokens.status_code == 200, tokens.text
+    token: str = tokens.json()["id_token"]
+    return token
+
+
+def relying_party(sso: Sso) -> tuple[Client, Provider]:
+    providers = parse_providers(
+        json.dumps([{"id": "local", "issuer": sso.provider.issuer, "client_id": "mieruka", "client_secret": SECRET}]),
+        roles='{"lab": "operator"}',
+    )
+    return Client(providers), providers[0]
+
+
+# -- the login page and the whole flow -----------------------------------------------------------------
+def test_the_login_page_shows_a_button_per_provider(sso: Sso) -> None:
+    page = httpx.get(f"{sso.server.url}/login?next=/jobs")
+    assert page.status_code == 200
+    assert "Sign in with Local ID" in page.text and "Sign in with Gone ID" in page.text
+    assert 'href="/login/oidc/local?next=/jobs"' in page.text
+    assert 'name="password"' in page.text  # local accounts (the break-glass admin) still log in
+
+
+def test_a_whole_sign_in_in_chromium(sso: Sso, browser: Browser) -> None:
+    outside: list[str] = []
+    page = open_page(browser, sso.server, outside)
+    page.unroute("**/*")
+    ours = {urlsplit(sso.server.url).netloc, urlsplit(sso.provider.issuer).netloc}
+
+    def guard(route: Route) -> None:  # the provider is another site on this machine; nothing else
+        if urlsplit(route.request.url).netloc in ours:
+            route.continue_()
+            return
+        if route.request.frame.url.startswith(sso.server.url):
+            outside.append(route.request.url)  # a page of ours asked for it (the provider's may: fonts)
+        route.abort()
+
+    page.route("**/*", guard)
+    page.goto(f"{sso.server.url}/login?next=/jobs")
+    page.get_by_role("button", name="Sign in with Local ID").click()
+    page.wait_for_url(f"{sso.provider.issuer}/interaction/**")
+    page.locator("input[name=login]").fill("alice")
+    page.locator("input[name=password]").fill("whatever she types")
+    page.get_by_role("button", name="Sign-in").click()
+    page.get_by_role("button", name="Continue").click()  # the provider's consent
+    page.wait_for_url(f"{sso.server.url}/jobs")
+    who = page.evaluate("fetch('/api/me').then(r => r.json())")
+    assert who["name"] == "alice" and who["role"] == "admin" and who["via"] == "session"
+    cookies = {c["name"]: c for c in page.context.cookies(sso.server.url)}
+    assert cookies["mieruka_session"]["httpOnly"] and "mieruka_oidc" not in cookies
+    # logging out ends the provider's session too: it asks, then sends the browser to the login page
+    page.goto(f"{sso.server.url}/account")
+    page.locator("form[action$='/logout'] button").first.click()
+    page.get_by_role("button", name="Yes, sign me out").click()
+    page.wait_for_url(f"{sso.server.url}/login")
+    assert page.evaluate("fetch('/api/me').then(r => r.status)") == 401
+    page.get_by_role("button", name="Sign in with Local ID").click()
+    page.wait_for_url(f"{sso.provider.issuer}/interaction/**")  # asked to sign in again
+    assert page.locator("input[name=login]").is_visible()
+    page.close()
+    assert not outside, outside
+
+
+def test_groups_give_the_role_and_the_audit_log_says_how(sso: Sso) -> None:
+    bob = signed_in(sso, "bob")
+    assert me(sso, bob).json()["role"] == "operator"
+    assert bob.get(f"{sso.server.url}/api/users").status_code == 403
+    alice = signed_in(sso, "alice")  # in lab-admins and lab: the higher role wins
+    listed = {u["name"]: u for u in alice.get(f"{sso.server.url}/api/users").json()}
+    assert listed["bob"]["role"] == "operator" and listed["alice"]["role"] == "admin"
+    entries = alice.get(f"{sso.server.url}/api/audit", params={"actor": "bob", "action": "login"}).json()
+    detail = entries["entries"][0]["detail"]
+    assert detail["via"] == "oidc" and detail["provider"] == "local" and "lab" in detail["groups"]
+
+
+def test_someone_in_no_admitted_group_is_refused_in_words(sso: Sso) -> None:
+    http, url = begin(sso, "carol")
+    page = http.get(url)
+    assert page.status_code == 403 and "none of the groups this server admits" in message(page)
+    assert me(sso, http).status_code == 401
+
+
+def test_a_local_users_name_is_not_taken_over(sso: Sso) -> None:
+    http, url = begin(sso, "ada")
+    page = http.get(url)
+    assert page.status_code == 403 and "belongs to a local user" in message(page)
+    assert me(sso, http).status_code == 401
+
+
+# -- refusals -----------------------------------------------------------------------------------------
+def test_a_wrong_state_is_refused(sso: Sso) -> None:
+    http, url = begin(sso, "bob")
+    forged = re.sub(r"state=[^&]+", "state=forged", url)
+    page = http.get(forged)
+    assert page.status_code == 400 and "does not belong to the sign-in this browser started" in message(page)
+    assert me(sso, http).status_code == 401
+    # another browser cannot use this browser's answer either: it has no sign-in under way
+    stranger = httpx.get(url)
+    assert stranger.status_code == 400 and "no sign-in under way" in message(stranger)
+
+
+def test_a_replayed_code_is_refused(sso: Sso) -> None:
+    http, url = begin(sso, "bob")
+    pending = http.cookies["mieruka_oidc"]
+    assert http.get(url).status_code == 303
+    again = http.get(url)  # the pending sign-in was used up
+    assert again.status_code == 400 and "no sign-in under way" in message(again)
+    # with the pending cookie put back, the code reaches the provider, which refuses it the second time
+    replay = sso.browser()
+    replay.cookies.set("mieruka_oidc", pending, domain="127.0.0.1", path="/login/oidc")
+    page = replay.get(url)
+    assert page.status_code == 400 and "refused to complete the sign-in (invalid_grant" in message(page)
+    assert me(sso, replay).status_code == 401
+
+
+def test_refused_consent_is_said_in_words(sso: Sso) -> None:
+    http, url = begin(sso, "bob", consent=False)
+    assert "error=access_denied" in url
+    page = http.get(url)
+    assert page.status_code == 403 and "consent was refused" in message(page)
+    assert 'id="sso-retry"' in page.text
+
+
+def test_a_provider_that_does_not_answer_is_said_in_words(sso: Sso) -> None:
+    page = httpx.get(f"{sso.server.url}/login/oidc/gone")
+    assert page.status_code == 502 and "Gone ID cannot be reached right now" in message(page)
+    unknown = httpx.get(f"{sso.server.url}/login/oidc/nobody")
+    assert unknown.status_code == 404 and "no sign-in provider named 'nobody'" in message(unknown)
+    callback = httpx.get(f"{sso.server.url}/login/oidc/local/callback?code=x&state=y")
+    assert callback.status_code == 400 and "no sign-in under way" in message(callback)
+
+
+def test_an_expired_pending_sign_in_is_refused(sso: Sso) -> None:
+    client, provider = relying_party(sso)
+    old = Pending.new("local", "/", now=time.time() - 3600)
+    with pytest.raises(SignInFailed, match="took longer than 10 minutes"):
+        client.finish(provider, old, {"state": old.state, "code": "x"}, f"{sso.server.url}/cb")
+    client.close()
+
+
+# -- ID tokens, verified against the provider's published keys ---------------------------------------------
+def test_an_id_token_for_another_application_is_refused(sso: Sso) -> None:
+    client, provider = relying_party(sso)
+    theirs = real_id_token(sso, "other", OTHER_SECRET, NOWHERE, nonce="n-1")
+    with pytest.raises(SignInFailed, match=r"issued to another application \(aud\)"):
+        client.verify(provider, theirs, "n-1")
+    ours = real_id_token(sso, "mieruka", SECRET, sso.callback, nonce="n-2")
+    assert client.verify(provider, ours, "n-2")["sub"] == "bob"  # the same check passes our own
+    client.close()
+
+
+def test_an_id_token_of_another_sign_in_is_refused(sso: Sso) -> None:
+    client, provider = relying_party(sso)
+    token = real_id_token(sso, "mieruka", SECRET, sso.callback, nonce="theirs")
+    with pytest.raises(SignInFailed, match=r"belongs to another sign-in \(nonce\)"):
+        client.verify(provider, token, "ours")
+    client.close()
+
+
+def test_an_expired_id_token_is_refused(sso: Sso) -> None:
+    client, provider = relying_party(sso)
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": sso.provider.issuer, "aud": "mieruka", "sub": "bob", "nonce": "n"}
+    expired = sso.provider.sign({**claims, "iat": now - 3600, "exp": now - 1800})
+    with pytest.raises(SignInFailed, match="it has expired"):
+        client.verify(provider, expired, "n")
+    fresh = sso.provider.sign({**claims, "iat": now, "exp": now + 300})
+    assert client.verify(provider, fresh, "n")["sub"] == "bob"
+    late = sso.provider.sign({**claims, "iat": now, "exp": now + 300, "azp": "other"})
+    with pytest.raises(SignInFailed, match=r"another application \(azp\)"):
+        client.verify(provider, late, "n")
+    client.close()
+
+
+def test_a_token_signed_by_an_unknown_key_is_refused(sso: Sso) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    client, provider = relying_party(sso)
+    now = int(time.time())
+    claims = {"iss": sso.provider.issuer, "aud": "mieruka", "sub": "bob", "nonce": "n", "iat": now, "exp": now + 60}
+    stranger = RSAKey.generate_key(2048, private=True, auto_kid=True)
+    forged = jwt.encode({"alg": "RS256", "kid": stranger.kid}, claims, stranger)
+    with pytest.raises(SignInFailed, match="signed with a key the provider does not publish"):
+        client.verify(provider, forged, "n")
+    # the provider's own key id on a stranger's signature
+    same_kid = jwt.encode({"alg": "RS256", "kid": sso.provider.key.kid}, claims, stranger)
+    with pytest.raises(SignInFailed, match="its signature is wrong"):
+        client.verify(provider, same_kid, "n")
+    client.close()
+
+
+# -- configuration ------------------------------------------------------------------------------------
+def test_provider_settings_are_read_or_refused_with_reasons(tmp_path: Path) -> None:
+    entry = {"id": "entra", "name": "Contoso", "issuer": "https://login.example/t/v2.0/", "client_id": "c"}
+    [entra] = parse_providers(json.dumps([entry]), "upn, email", "roles", '{"Lab.Admins": "admin"}', "viewer")
+    assert entra.issuer == "https://login.example/t/v2.0" and entra.token_auth == "none"
+    assert entra.username_claims == ("upn", "email") and entra.groups_claim == "roles"
+    assert entra.role_for(["Lab.Admins"]) is Role.ADMIN and entra.role_for([]) is Role.VIEWER
+    [keycloak] = parse_providers(
+        json.dumps([{**entry, "groups_claim": "realm_access.roles", "roles": {"x": "operator"}}]), default_role="viewer"
+    )
+    assert keycloak.role_for(["x"]) is Role.OPERATOR and keycloak.role_for(["y"]) is Role.VIEWER
+    client = Client([keycloak])
+    who = client.identity(keycloak, {"sub": "1", "email": "k@example.org", "realm_access": {"roles": ["x"]}})
+    assert who.name == "k@example.org" and who.role is Role.OPERATOR and who.groups == ("x",)
+    client.close()
+    for bad, reason in (
+        ("{", "not JSON"),
+        ('{"id": "x"}', "a list of providers"),
+        (json.dumps([{**entry, "id": "Bad Id"}]), "lower-case letters"),
+        (json.dumps([{**entry, "issuer": "ftp://x"}]), "https:// URL"),
+        (json.dumps([{**entry, "colour": "red"}]), "unknown keys colour"),
+        (json.dumps([{**entry, "token_auth": "client_secret_post"}]), "needs a client_secret"),
+        (json.dumps([entry, entry]), "same id"),
+        (json.dumps([{**entry, "roles": {"lab": "boss"}}]), "unknown role 'boss'"),
+        (json.dumps([{**entry, "roles": ["lab"]}]), "an object of group names to roles"),
+    ):
+        with pytest.raises(ConfigError, match=reason):
+            parse_providers(bad)
+    toml = tmp_path / "mieruka.toml"
+    toml.write_text(
+        'oidc_default_role = "viewer"\n[oidc_roles]\n"lab admins" = "admin"\n'
+        '[[oidc_providers]]\nid = "g"\nissuer = "https://accounts.google.com"\nclient_id = "c"\n'
+    )
+    s = mieruka.Settings.load(config_file=toml, environ={})
+    [google] = parse_providers(s.oidc_providers, roles=s.oidc_roles, default_role=s.oidc_default_role)
+    assert google.id == "g" and google.role_for(["lab admins"]) is Role.ADMIN and google.role_for([]) is Role.VIEWER
+
+
+def test_a_pending_sign_in_cannot_be_altered() -> None:
+    pending = Pending.new("local", "/jobs")
+    read = Pending.read(pending.cookie())
+    assert read == pending and read.state == pending.state and len(read.verifier) >= 43
+    elsewhere = Pending.read(pending.cookie().replace(".L2pvYnM.", ".L2FkbWlu."))  # next: /jobs -> /admin
+    assert elsewhere is not None and elsewhere.target == "/admin" and elsewhere.state != pending.state
+    assert Pending.read("garbage") is None and Pending.read("a.b.c.d") is None
