@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -24,8 +24,11 @@ from mieruka.errors import ConfigError, DirectoryUnavailable
 from mieruka.settings import Settings
 from mieruka.store.database import Database
 from tests import ldap_server
-from tests.conftest import TESTS, ServerProcess, free_port, need_service
+from tests.conftest import TESTS, ServerProcess, free_port, need_service, open_page
 from tests.ldap_server import PEOPLE, LdapServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 RECHECK = 2.0  # ldap_recheck of the served app: a removed user is cut off within this (plus a request)
 GRACE = 4.0
@@ -315,3 +318,84 @@ def test_a_plain_directory_url_stops_the_server(ldap: LdapServer, tmp_path: Path
         timeout=60,
     )
     assert result.returncode != 0 and "would send passwords unencrypted" in result.stderr, result.stderr
+
+
+def test_a_proxy_names_directory_users(ldap: LdapServer, tmp_path: Path) -> None:
+    """trusted_user_header with a directory: the directory says who exists and which role they have."""
+    from tests.web.test_trusted_header import outward_address
+
+    proxy = outward_address()
+    if proxy is None:
+        need_service("a network address besides loopback (the trusted proxy's)")
+    home = tmp_path / "home"
+    added = _cli(home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    env = {
+        **_env(ldap),
+        "MIERUKA_HOST": "0.0.0.0",
+        "MIERUKA_TRUSTED_PROXIES": str(proxy),
+        "MIERUKA_TRUSTED_USER_HEADER": "X-Remote-User",
+    }
+    proc = ServerProcess("tests/directory_app.py:app", home, "--workers", "1", env=env)
+    try:
+        proc.wait_ready()
+        base = f"http://{proxy}:{proc.port}"
+        me = httpx.get(f"{base}/api/me", headers={"X-Remote-User": "EXAMPLE\\dave"})
+        assert me.status_code == 200 and (me.json()["name"], me.json()["role"]) == ("dave", "operator"), me.text
+        tasks = httpx.get(f"{base}/api/tasks", headers={"X-Remote-User": "dave"}).json()
+        assert "calibrate" in [t["name"] for t in tasks]  # group:lab-ops, through the nested lab-core
+        for name in ("carol", "nobody", "star*"):  # disabled, unknown, in no group with a role
+            assert httpx.get(f"{base}/api/me", headers={"X-Remote-User": name}).status_code == 401, name
+        assert httpx.get(f"{proc.url}/api/me", headers={"X-Remote-User": "dave"}).status_code == 401  # not the proxy
+        users = {u["name"]: u for u in httpx.get(f"{proc.url}/api/users", headers=admin(proc)).json()}
+        assert users["dave"]["source"] == "proxy" and set(users["dave"]["groups"]) == {"lab-core", "lab-ops"}
+    finally:
+        proc.stop()
+        if sys.exc_info()[0] is not None:
+            print(proc.output())
+
+
+def test_a_directory_login_in_chromium(browser: Browser, served: ServerProcess, ldap: LdapServer) -> None:
+    outside: list[str] = []
+    page = open_page(browser, served, outside)
+    shots = served.home.parent / "screenshots"
+    page.goto(f"{served.url}/jobs")
+    page.wait_for_url("**/login?next=*")
+    page.locator('[name="name"]').fill("dave")
+    page.locator('[name="password"]').fill("not dave's password")
+    page.get_by_role("button", name="Log in").click()
+    assert page.locator("#login-error").inner_text() == "Wrong user name or password."
+    page.locator('[name="password"]').fill("dave-secret")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/jobs")
+    assert page.locator("#me").text_content() == "dave"
+    page.goto(f"{served.url}/tasks/calibrate")  # allowed by group:lab-ops, through lab-core
+    page.locator('[name="level"]').fill("21")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url("**/jobs/*")
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
+    page.locator('[name="name"]').fill("root")
+    page.locator('[name="password"]').fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{served.url}/")
+    page.goto(f"{served.url}/users")
+    dave = page.locator('tr[data-user="dave"]')
+    assert "ldap" in dave.locator('[data-field="source"]').inner_text() and "Dave Nested" in dave.inner_text()
+    assert "local" in page.locator('tr[data-user="root"] [data-field="source"]').inner_text()
+    page.screenshot(path=str(shots / "users.png"), full_page=True)
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
+    ldap.stop()
+    try:
+        page.locator('[name="name"]').fill("ada")
+        page.locator('[name="password"]').fill("ada-secret")
+        page.get_by_role("button", name="Log in").click()
+        error = page.locator("#login-error").inner_text()
+        assert f"the directory ({ldap.url}) cannot be reached" in error and "Local accounts still work" in error
+        page.screenshot(path=str(shots / "directory-down.png"), full_page=True)
+    finally:
+        ldap.start()
+    page.close()
+    assert outside == []
