@@ -18,6 +18,7 @@ from ..errors import MissingExtraError, ValidationError
 from ..runtime import Runtime
 from .identity import address
 from .state import RuntimeDep, pages_of
+from .ui.account_pages import _start_session  # the one way a session starts, as a password login's
 
 PENDING_COOKIE = "mieruka_oidc"  # the login on its way through the provider (auth/oidc.py: Pending)
 SIGNED_IN_COOKIE = "mieruka_sso"  # which provider this browser's session came from, for logout
@@ -43,6 +44,7 @@ def install(api: FastAPI, runtime: Runtime, pages: Jinja2Templates) -> None:
         except ImportError:
             raise MissingExtraError("single sign-on (setting oidc_providers)", "oidc") from None
     api.state.oidc = Client(providers) if providers else None
+    api.state.after_logout = after_logout  # called by POST /logout (ui/account_pages.py)
     pages.env.globals["sign_in_providers"] = [(p.id, p.name) for p in providers]
     api.include_router(router)
 
@@ -144,8 +146,6 @@ async def callback(runtime: RuntimeDep, request: Request, provider: str) -> Resp
             f"({provider[:40]})", "login.failed", "oidc", address(request), {"reason": exc.code, "via": "oidc"}
         )
         return _failed(request, exc, found)
-    from .ui.account_pages import _start_session  # the one way a session starts, as a password login's
-
     done = RedirectResponse(pending.target, status_code=303)
     await run_in_threadpool(_start_session, runtime, request, done, user)
     done.delete_cookie(PENDING_COOKIE, path=f"{_root(request)}/login/oidc")

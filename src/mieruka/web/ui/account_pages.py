@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -24,7 +25,6 @@ from ..csrf import LOGIN_CSRF_COOKIE
 from ..identity import SESSION_COOKIE, address, principal
 from ..ids import TOKEN_ID
 from ..policy import shown_page
-from ..sso import after_logout
 from ..state import RuntimeDep, pages_of
 
 router = APIRouter(include_in_schema=False)
@@ -128,7 +128,9 @@ def logout(runtime: RuntimeDep, request: Request) -> Response:
         audit(request, "logout", f"user:{who.name}")
     response = RedirectResponse(f"{_root(request)}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=_cookie_path(request))
-    return after_logout(runtime, request, response)  # a provider's session ends too (single sign-on)
+    # Single sign-on (web/sso.py) may go on to end the provider's session too.
+    after: Callable[[Runtime, Request, Response], Response] | None = getattr(request.app.state, "after_logout", None)
+    return after(runtime, request, response) if after is not None else response
 
 
 @router.get("/login/link/{secret}", response_class=HTMLResponse)
