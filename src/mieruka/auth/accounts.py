@@ -413,12 +413,6 @@ class Accounts:
                 f"{user!r} signs in through {source}: a login link would pass it by",
                 [{"field": "user", "message": f"a {source} user"}],
             )
-        source = self.get_user(user).source
-        if source != "local":
-            raise ValidationError(
-                f"{user!r} signs in through {source}: a login link would pass it by",
-                [{"field": "user", "message": f"a {source} user"}],
-            )
         _, secret = self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for), kind="link")
         return secret
 
