@@ -103,10 +103,14 @@ def test_a_press_in_one_browser_shows_in_another(browser: Browser, panel: dict[s
         slider = first.locator("#control-fan input[type=range]")
         slider.focus()
         start = int(slider.input_value())
-        slider.press("ArrowRight")  # one step (5) up: input, then change, as a drag's release
-        first.locator("#control-fan .control-result", has_text=f"fan at {start + 5}%").wait_for()
-        wait_until(second, "v => document.querySelector('#control-fan output').textContent === String(v)", start + 5)
-        wait_until(second, "v => +document.querySelector('#control-fan input').value === v", start + 5)
+        before = len(first_context.request.get(f"{server.url}/api/jobs?task=set_fan").json()["jobs"])
+        for _ in range(3):  # three steps (5 each) up with the keyboard: one press, of where they ended
+            slider.press("ArrowRight")
+        first.locator("#control-fan .control-result", has_text=f"fan at {start + 15}%").wait_for()
+        wait_until(second, "v => document.querySelector('#control-fan output').textContent === String(v)", start + 15)
+        wait_until(second, "v => +document.querySelector('#control-fan input').value === v", start + 15)
+        after = first_context.request.get(f"{server.url}/api/jobs?task=set_fan").json()["jobs"]
+        assert len(after) == before + 1, after
 
         # A number: typed, then Set.
         first.locator("#control-set-target input[type=number]").fill("23.5")

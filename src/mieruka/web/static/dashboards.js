@@ -446,10 +446,18 @@
     } else if (c.kind === "slider") {
       var output = el.querySelector(".control-output");
       c.input.addEventListener("input", function () { output.textContent = c.input.value; c.dragging = true; });
+      // Each arrow key is a change: the keys pressed in a row make one press, of where they ended.
+      c.input.addEventListener("keydown", function () { c.keyed = true; });
       c.input.addEventListener("change", function () {
-        c.dragging = false;
-        var wanted = +c.input.value;
-        ask(c, function () { press(c, { value: wanted }); }, function () { showState(c); });
+        if (c.settle) window.clearTimeout(c.settle);
+        var go = function () {
+          c.settle = null;
+          c.dragging = false;
+          c.keyed = false;
+          var wanted = +c.input.value;
+          ask(c, function () { press(c, { value: wanted }); }, function () { showState(c); });
+        };
+        if (c.keyed) c.settle = window.setTimeout(go, 600); else go();
       });
     } else if (c.kind === "number") {
       el.querySelector("form").addEventListener("submit", function (e) {
