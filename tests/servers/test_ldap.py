@@ -142,7 +142,9 @@ def test_sign_in_makes_and_updates_the_user(ldap: LdapServer, tmp_path: Path) ->
         assert dave is not None and (dave.source, dave.role.value) == ("ldap", "operator")
         assert set(dave.groups) == {"lab-core", "lab-ops"} and dave.display_name == "Dave Nested"
         assert directory.sign_in(accounts, "dave", "wrong", "10.0.0.7") is None
-        accounts.add_user("root", "admin", "a long password")
+        accounts.sign_in_external("bob", "oidc", "viewer", [])  # the provider's bob is not the directory's
+        assert directory.sign_in(accounts, "bob", "bob-secret", "") is None
+        assert accounts.get_user("bob").source == "oidc"
         assert directory.sign_in(accounts, "star*", "star-secret", "") is None  # no role, and no valid name
         entries = audit.query(AuditQuery(target="user:dave"))
         assert [(e.actor, e.action) for e in entries] == [("ldap", "user.add")]

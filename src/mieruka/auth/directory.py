@@ -338,9 +338,13 @@ class Directory:
         except ValidationError:
             logger.warning("directory user %r has a name mieruka cannot take", entry.name[:100])
             return None
-        user = accounts.sign_in_external(
-            entry.name, source, role, entry.groups, display_name=entry.display_name, address=address
-        )
+        try:
+            user = accounts.sign_in_external(
+                entry.name, source, role, entry.groups, display_name=entry.display_name, address=address
+            )
+        except ValidationError as exc:  # the name is another source's user's
+            logger.warning("directory user %s refused: %s", entry.name, exc)
+            return None
         self._forget(user.name)
         return user
 
