@@ -99,7 +99,8 @@ class OidcProvider:
         self.folder = folder
         self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
-        self.key = RSAKey.generate_key(2048, private=True, auto_kid=True)
+        self.key = RSAKey.generate_key(2048, private=True, auto_kid=True)  # the provider signs with this one
+        self.extra_keys: list[RSAKey] = []  # published too (a rotation's old keys)
         self.clients: list[dict[str, Any]] = []
         self.users: dict[str, dict[str, Any]] = {}
         self.conform_id_token_claims = True  # the ID token carries sub only; the rest is in userinfo
@@ -139,7 +140,7 @@ class OidcProvider:
                     "port": self.port,
                     "clients": self.clients,
                     "users": self.users,
-                    "jwks": {"keys": [self.key.as_dict(private=True)]},
+                    "jwks": {"keys": [k.as_dict(private=True) for k in (self.key, *self.extra_keys)]},
                     "conformIdTokenClaims": self.conform_id_token_claims,
                 }
             )

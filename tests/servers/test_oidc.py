@@ -83,11 +83,12 @@ def sso(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         "MIERUKA_OIDC_PROVIDERS": json.dumps(providers),
         "MIERUKA_OIDC_ROLES": json.dumps({"lab-admins": "admin", "lab": "operator"}),
     }
-    proc = ServerProcess("tests/jobs.py:app", home, "--workers", "1", env=env)
+    proc = ServerProcess("tests/directory_app.py:app", home, env=env)
     provider.add_client("mieruka", SECRET, [f"{proc.url}/login/oidc/local/callback"], [f"{proc.url}/login"])
     provider.add_client("other", OTHER_SECRET, [NOWHERE])
     provider.add_user("alice", ["lab-admins", "lab"])
-    provider.add_user("bob", ["lab"])
+    provider.add_user("bob", ["lab", "lab-ops"])
+    provider.add_user("dave", ["lab"])
     provider.add_user("carol", ["visitors"])
     provider.add_user("ada", ["lab"])  # a local user's name
     try:
@@ -263,6 +264,15 @@ def test_groups_give_the_role_and_the_audit_log_says_how(sso: Sso) -> None:
     assert detail["via"] == "oidc" and detail["provider"] == "local" and "lab" in detail["groups"]
 
 
+def test_a_group_on_an_allow_list_admits_its_members(sso: Sso) -> None:
+    bob, dave = signed_in(sso, "bob"), signed_in(sso, "dave")  # operators both; bob is in lab-ops
+    assert bob.get(f"{sso.server.url}/api/tasks/calibrate").status_code == 200
+    assert dave.get(f"{sso.server.url}/api/tasks/calibrate").status_code == 403
+    csrf = me(sso, bob).json()["csrf_token"]
+    run = bob.post(f"{sso.server.url}/api/tasks/calibrate/jobs", json={"level": 2}, headers={"X-CSRF-Token": csrf})
+    assert run.status_code == 202 and run.json()["owner"] == "bob"
+
+
 def test_someone_in_no_admitted_group_is_refused_in_words(sso: Sso) -> None:
     http, url = begin(sso, "carol")
     page = http.get(url)
@@ -378,6 +388,37 @@ def test_a_token_signed_by_an_unknown_key_is_refused(sso: Sso) -> None:
     with pytest.raises(SignInFailed, match="its signature is wrong"):
         client.verify(provider, same_kid, "n")
     client.close()
+
+
+def test_keys_the_provider_rotates_are_fetched_again(tmp_path: Path) -> None:
+    """The relying party caches the provider's keys; a token signed with a new key fetches them again."""
+    from joserfc.jwk import RSAKey
+
+    rotating = OidcProvider(tmp_path)
+    rotating.add_client("mieruka", SECRET, [NOWHERE])
+    rotating.add_user("bob", ["lab"])
+    old_key = rotating.key
+    entry = {"id": "r", "issuer": rotating.issuer, "client_id": "mieruka", "client_secret": SECRET}
+    [provider] = parse_providers(json.dumps([entry]), default_role="viewer")
+    client = Client([provider])
+    sso = Sso(None, rotating, 0, [])  # type: ignore[arg-type]  # no server: the provider's tokens only
+    try:
+        rotating.start()
+        first = real_id_token(sso, "mieruka", SECRET, NOWHERE, nonce="1")
+        assert client.verify(provider, first, "1")["sub"] == "bob"  # the keys are cached now
+        rotating.stop()
+        rotating.key = RSAKey.generate_key(2048, private=True, auto_kid=True)
+        rotating.extra_keys = [old_key]  # published beside the new one, as providers rotate
+        rotating.start()
+        second = real_id_token(sso, "mieruka", SECRET, NOWHERE, nonce="2")
+        assert client.verify(provider, second, "2")["sub"] == "bob"
+        assert client.verify(provider, first, "1")["sub"] == "bob"  # the old key still counts while published
+        from joserfc import jws
+
+        assert jws.extract_compact(second.encode()).protected["kid"] == rotating.key.kid != old_key.kid
+    finally:
+        rotating.stop()
+        client.close()
 
 
 # -- configuration ------------------------------------------------------------------------------------

@@ -284,6 +284,7 @@ class Client:
         self._lock = threading.Lock()
         self._discovery: dict[str, _Cached] = {}
         self._jwks: dict[str, _Cached] = {}
+        self._refetched: dict[str, float] = {}  # when an unknown key id last made us fetch the keys
 
     def close(self) -> None:
         self._http.close()
@@ -332,10 +333,16 @@ class Client:
         return data
 
     def keys(self, provider: Provider, refresh: bool = False) -> dict[str, Any]:
-        """The provider's JWKS: cached; `refresh` fetches again unless it was fetched moments ago."""
+        """The provider's JWKS, cached DISCOVERY_TTL (a key the provider withdrew stops counting);
+        `refresh` (a key id not in it) fetches again, at most once per JWKS_REFETCH."""
+        now = time.monotonic()
         with self._lock:
             cached = self._jwks.get(provider.id)
-        if cached is not None and (not refresh or time.monotonic() - cached.at < JWKS_REFETCH):
+            if refresh and now - self._refetched.get(provider.id, -JWKS_REFETCH) >= JWKS_REFETCH:
+                self._refetched[provider.id] = now
+            else:
+                refresh = False
+        if cached is not None and not refresh and now - cached.at < DISCOVERY_TTL:
             return cached.value
         data = self._get_json(provider, str(self.metadata(provider)["jwks_uri"]), "key set (JWKS)")
         if not isinstance(data.get("keys"), list):
