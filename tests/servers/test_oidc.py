@@ -421,6 +421,24 @@ def test_keys_the_provider_rotates_are_fetched_again(tmp_path: Path) -> None:
         client.close()
 
 
+def test_a_provider_gone_between_leaving_and_coming_back_is_said_in_words(tmp_path: Path) -> None:
+    leaving = OidcProvider(tmp_path)
+    leaving.add_client("mieruka", SECRET, [NOWHERE])
+    entry = {"id": "p", "name": "Leaving ID", "issuer": leaving.issuer, "client_id": "mieruka", "client_secret": SECRET}
+    [provider] = parse_providers(json.dumps([entry]), default_role="viewer")
+    client = Client([provider])
+    pending = Pending.new("p", "/")
+    try:
+        leaving.start()
+        assert client.authorization_url(provider, pending, NOWHERE).startswith(f"{leaving.issuer}/auth?")
+    finally:
+        leaving.stop()
+    with pytest.raises(SignInFailed, match="Leaving ID cannot be reached right now: its token endpoint") as caught:
+        client.finish(provider, pending, {"state": pending.state, "code": "x"}, NOWHERE)
+    assert caught.value.status_code == 502
+    client.close()
+
+
 # -- configuration ------------------------------------------------------------------------------------
 def test_provider_settings_are_read_or_refused_with_reasons(tmp_path: Path) -> None:
     entry = {"id": "entra", "name": "Contoso", "issuer": "https://login.example/t/v2.0/", "client_id": "c"}

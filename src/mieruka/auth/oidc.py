@@ -157,7 +157,9 @@ def parse_providers(
             raise ConfigError(f"{where}: id {ident!r}: lower-case letters, digits, '-' and '_' (it is part of URLs)")
         issuer = entry["issuer"].strip().rstrip("/")
         if not issuer.startswith(("https://", "http://")):
-            raise ConfigError(f"{where}: issuer must be an https:// URL")
+            raise ConfigError(
+                f"{where}: issuer must be an https:// URL (http:// only for a provider on a trusted network)"
+            )
         secret = str(entry.get("client_secret") or "")
         token_auth = str(entry.get("token_auth") or ("client_secret_basic" if secret else "none"))
         if token_auth not in TOKEN_AUTH:

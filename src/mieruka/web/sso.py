@@ -146,7 +146,7 @@ async def callback(runtime: RuntimeDep, request: Request, provider: str) -> Resp
             f"({provider[:40]})", "login.failed", "oidc", address(request), {"reason": exc.code, "via": "oidc"}
         )
         return _failed(request, exc, found)
-    done = RedirectResponse(pending.target, status_code=303)
+    done = RedirectResponse(_safe_next(request, pending.target), status_code=303)  # a cookie may be planted
     await run_in_threadpool(_start_session, runtime, request, done, user)
     done.delete_cookie(PENDING_COOKIE, path=f"{_root(request)}/login/oidc")
     hint = identity.id_token if len(identity.id_token) <= MAX_HINT else ""
