@@ -314,6 +314,8 @@ def test_display_pages(wall: dict[str, Any]) -> None:
     landing = client.get("/display")
     assert landing.status_code == 200 and 'id="display-landing"' in landing.text and "topbar" not in landing.text
     assert 'href="/displays"' in client.get("/", headers=admin).text  # in the admins' navigation
+    index = client.get("/dashboards", headers=bearer(wall, "val")).text
+    assert 'href="/dashboards/staff?kiosk=1"' in index and 'title="shown without a login">public<' in index
     assert 'href="/displays"' not in client.get("/", headers=bearer(wall, "otto")).text
 
 
