@@ -193,12 +193,12 @@ def test_a_flood_is_one_digest_per_rule(tmp_path: Path, database_url: str, recei
         jobs = [app.submit("boom", n=i).id for i in range(200)]
         for job in jobs:
             app.wait(job, 60)
-        lasted = time.monotonic() - started
         wait_for(lambda: len(events_sent(receiver)) >= 200, 60, "every failure told")
+        lasted = time.monotonic() - started
         time.sleep(1)
     messages = [r.json() for r in receiver.got()]
     told = [e["job_id"] for m in messages for e in m["events"]]
-    assert sorted(told) == sorted(jobs)  # each once
+    assert sorted(told) == sorted(jobs), [len(m["events"]) for m in messages]  # each once
     # The first at once, then one digest per window the flood lasted (one, on a machine not busy).
     assert len(messages) <= 2 + int(lasted // 5), (lasted, [len(m["events"]) for m in messages])
     digest = max(messages, key=lambda m: len(m["events"]))
@@ -313,3 +313,66 @@ def _deliveries(app: App, where: str) -> list[dict[str, Any]]:
 def test_backoff_doubles_up_to_a_ceiling() -> None:
     assert [deliveries.backoff(n, 10) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
     assert deliveries.backoff(30, 10) == 3600
+
+
+def test_a_data_source_failing_and_recovering(tmp_path: Path, database_url: str, receiver: HttpReceiver) -> None:
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_digest_window=0.1)
+    app.notify(mieruka.notify.on_source_change("webhook:" + receiver.url("/sources")), sources=["beds"])
+    broken = threading.Event()
+    broken.set()
+
+    @app.source(every="0.3s")
+    def beds() -> list[dict[str, int]]:
+        if broken.is_set():
+            raise ConnectionError("the ward database does not answer")
+        return [{"ward": 1, "beds": 4}]
+
+    with app:
+        wait_for(lambda: receiver.got("/sources"), what="the failing source told")
+        time.sleep(1)  # it goes on failing: told once
+        broken.clear()
+        wait_for(lambda: len(receiver.got("/sources")) >= 2, what="the recovery told")
+    events = [e for r in receiver.got("/sources") for e in r.json()["events"]]
+    assert [(e["kind"], e["subject"]) for e in events] == [("source.failing", "beds"), ("source.recovered", "beds")]
+    assert "does not answer" in events[0]["message"]
+
+
+@pytest.mark.parametrize("channel", ["slack", "teams", "mattermost"])
+def test_chat_webhooks_get_the_body_they_read(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver, channel: str
+) -> None:
+    app = make_app(tmp_path, database_url, f"{channel}:" + receiver.url(f"/{channel}"))
+    with app:
+        job = app.wait(app.submit("boom", password=SECRET_VALUE), 30)
+        (request,) = wait_for(lambda: receiver.got(f"/{channel}"), what=f"the {channel} message")
+    body, link = request.json(), f"https://jobs.example.org/lab/jobs/{job.id}"
+    assert SECRET_VALUE not in request.body.decode() and "x-mieruka-signature" not in request.headers
+    if channel == "slack":
+        assert f"Job {job.id} (boom) failed" in body["text"]
+        assert body["blocks"][0]["type"] == "header" and f"<{link}|Open in mieruka>" in str(body["blocks"])
+    elif channel == "teams":
+        card = body["attachments"][0]
+        assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+        assert card["content"]["actions"][0]["url"] == link and "second line" in str(card["content"]["body"])
+    else:
+        assert body["text"].startswith("#### [mieruka] Job") and f"[Open in mieruka]({link})" in body["text"]
+
+
+def test_the_docs_example_declares_what_it_says() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "notifications.md").read_text(encoding="utf-8")
+    example = page.split("```python\n", 1)[1].split("```", 1)[0]
+    space: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(example, "docs/notifications.md", "exec"), space)
+    rules = space["app"].notifications
+    assert set(rules) == {
+        "task:align",
+        "task:nightly_backup:1",
+        "task:nightly_backup:2",
+        "app:1",
+        "app:2",
+        "app:3",
+        "ops-webhook",
+    }
+    assert rules["task:nightly_backup:2"].on == {"job.long"} and rules["task:nightly_backup:2"].longer_than == 600
+    assert rules["app:1"].pools == ("gpu",) and rules["app:3"].tags == ("imaging",)
+    assert rules["ops-webhook"].on == {"job.failed", "job.last_retry"}
