@@ -2,7 +2,8 @@
 
 Every route of tests/guarded_app.py (taken from the app itself) is called by anonymous, a viewer, two
 operators, an operator on the allow lists, an admin, a revoked and an expired token, a display (the
-cookie of a display link to the open dashboard) and a display whose link was revoked; every job and
+cookie of a display link to the open dashboard), a display whose link was revoked, and a forger naming
+the admin in trusted_user_header from an address that is no trusted proxy; every job and
 token id in a path is also written in the non-canonical forms (+5, %205, 5%20, 5%0A, 5%09, 05). The
 matrix fails when a response
 
@@ -48,12 +49,15 @@ ROLES = {
     "expired": "anonymous",
     "display": "anonymous",  # without a login: the public dashboard, and the open one by its link
     "display_revoked": "anonymous",
+    "forger": "anonymous",  # names the admin in trusted_user_header, from an address that is no trusted proxy
     "val": "viewer",
     "otto": "operator",
     "oona": "operator",
 }
 SEES_SECRETS = {"olga", "ada"}  # on the allow lists (admins always are)
 STREAM_READERS = 8
+FORGED_HEADER = "X-Remote-User"
+TRUSTED_PROXY = "192.0.2.250"  # the only address trusted_user_header is believed from: not the tests'
 DENIED = {401, 403, 404, 422}
 MUST_SHOW = {
     "/api/jobs/{job_id}",
@@ -80,6 +84,8 @@ class Probe:
     def headers(self, who: str) -> dict[str, str]:
         if who in self.displays:
             return {"Cookie": f"mieruka_display={self.displays[who]}"}
+        if who == "forger":
+            return {FORGED_HEADER: "ada", "X-Forwarded-For": TRUSTED_PROXY}
         return {"Authorization": f"Bearer {self.tokens[who]}"} if who in self.tokens else {}
 
 
@@ -111,9 +117,12 @@ def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     )
     app.stop()  # the server process owns the database from here
     app._settings = None
-    server_process = ServerProcess(
-        "tests/guarded_app.py:app", home, "--workers", "2", env={"MIERUKA_PRESENCE_EXPIRY": "8"}
-    )  # presence written every 2 s
+    env = {
+        "MIERUKA_PRESENCE_EXPIRY": "8",  # presence written every 2 s
+        "MIERUKA_TRUSTED_USER_HEADER": FORGED_HEADER,
+        "MIERUKA_TRUSTED_PROXIES": TRUSTED_PROXY,
+    }
+    server_process = ServerProcess("tests/guarded_app.py:app", home, "--workers", "2", env=env)
     with shared_server(server_process, request) as server:
         with httpx.Client(base_url=server.url, timeout=60) as http:
 
@@ -364,6 +373,7 @@ WALL_ROUTES = {
 }
 WALL_SHOWN = {
     "anonymous": {"dashboard:lobby", "source:lobby"},
+    "forger": {"dashboard:lobby", "source:lobby"},  # what anybody sees, never what the admin it names sees
     "display_revoked": {"dashboard:lobby", "source:lobby"},
     "display": {"dashboard:lobby", "source:lobby", "dashboard:open", "source:wards"},
 }
