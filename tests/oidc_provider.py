@@ -49,7 +49,7 @@ const provider = new Provider(config.issuer, {
   conformIdTokenClaims: config.conformIdTokenClaims,
   ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600 },
   async findAccount(ctx, id) {
-    const user = config.users[id];
+    const user = JSON.parse(fs.readFileSync(process.argv[2], 'utf8')).users[id];  // the test may change them
     if (!user) return undefined;
     return { accountId: id, async claims() { return { sub: id, preferred_username: id, ...user }; } };
   },
@@ -60,7 +60,8 @@ provider.listen(config.port, '127.0.0.1', () => console.log('oidc-provider liste
 
 
 def node_modules() -> Path:
-    """The cache folder holding node_modules/oidc-provider, installed by npm the first time."""
+    """The cache folder holding node_modules/oidc-provider (installed by npm the first time) and the
+    provider's script."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         need_service("Node.js and npm are needed to run an OpenID provider (apt-get install nodejs npm)")
@@ -86,6 +87,9 @@ def node_modules() -> Path:
             if done.returncode != 0:
                 need_service(f"npm install oidc-provider@{VERSION} failed:\n{done.stdout}\n{done.stderr}")
             (CACHE / ".installed").write_text(VERSION)
+        script = CACHE / "provider.mjs"  # beside node_modules, so that its import finds the package
+        if not script.exists() or script.read_text() != PROVIDER_JS:
+            script.write_text(PROVIDER_JS)
     return CACHE
 
 
@@ -129,25 +133,13 @@ class OidcProvider:
     def start(self, timeout: float = 60) -> None:
         modules = node_modules()
         self.folder.mkdir(parents=True, exist_ok=True)
-        script = modules / "provider.mjs"  # beside node_modules, so that its import finds the package
-        if not script.exists() or script.read_text() != PROVIDER_JS:
-            script.write_text(PROVIDER_JS)
-        config = self.folder / f"oidc-provider-{self.port}.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "issuer": self.issuer,
-                    "port": self.port,
-                    "clients": self.clients,
-                    "users": self.users,
-                    "jwks": {"keys": [k.as_dict(private=True) for k in (self.key, *self.extra_keys)]},
-                    "conformIdTokenClaims": self.conform_id_token_claims,
-                }
-            )
-        )
+        self.save()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            ["node", str(script), str(config)], cwd=modules, stdout=log, stderr=subprocess.STDOUT
+            ["node", str(modules / "provider.mjs"), str(self.config_path)],
+            cwd=modules,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -161,6 +153,27 @@ class OidcProvider:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"oidc-provider not ready after {timeout}s:\n{self.output()}")
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / f"oidc-provider-{self.port}.json"
+
+    def save(self) -> None:
+        """Write the configuration; a running provider reads its users from it at each sign-in."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(
+            {
+                "issuer": self.issuer,
+                "port": self.port,
+                "clients": self.clients,
+                "users": self.users,
+                "jwks": {"keys": [k.as_dict(private=True) for k in (self.key, *self.extra_keys)]},
+                "conformIdTokenClaims": self.conform_id_token_claims,
+            }
+        )
+        partial = self.config_path.with_suffix(".part")
+        partial.write_text(text)
+        partial.replace(self.config_path)  # never read half-written
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -26,7 +26,7 @@ import mieruka
 from mieruka.auth.oidc import Client, Pending, Provider, SignInFailed, parse_providers
 from mieruka.core.access import Role
 from mieruka.errors import ConfigError
-from tests.conftest import ServerProcess, free_port, open_page, shared_server
+from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server
 from tests.oidc_provider import OidcProvider
 
 if TYPE_CHECKING:
@@ -273,6 +273,35 @@ def test_a_group_on_an_allow_list_admits_its_members(sso: Sso) -> None:
     assert run.status_code == 202 and run.json()["owner"] == "bob"
 
 
+def test_the_role_follows_the_provider_and_one_no_group_admits_is_cut_off(sso: Sso) -> None:
+    url = sso.server.url
+    sso.provider.add_user("erin", ["lab"])
+    sso.provider.save()  # the running provider reads its users at each sign-in
+    first = signed_in(sso, "erin")
+    assert me(sso, first).json()["role"] == "operator"
+    csrf = me(sso, first).json()["csrf_token"]
+    made = first.post(f"{url}/api/tokens", json={"name": "nightly"}, headers={"X-CSRF-Token": csrf})
+    assert made.status_code == 201
+    bearer = {"Authorization": f"Bearer {made.json()['token']}"}
+    sso.provider.users["erin"]["groups"] = ["lab-admins"]
+    sso.provider.save()
+    second = signed_in(sso, "erin")
+    assert me(sso, second).json()["role"] == "admin" and me(sso, first).json()["role"] == "admin"
+    changed = second.get(f"{url}/api/audit", params={"action": "user.role", "target": "user:erin"}).json()
+    assert changed["entries"][0]["actor"] == "oidc"
+    assert changed["entries"][0]["detail"] == {"role": "admin", "was": "operator", "source": "oidc"}
+    sso.provider.users["erin"]["groups"] = ["visitors"]
+    sso.provider.save()
+    http, callback = begin(sso, "erin")
+    refused = http.get(callback)
+    assert refused.status_code == 403 and "none of the groups this server admits" in message(refused)
+    # what she had is gone at once: both sessions, her token
+    assert me(sso, first).status_code == 401 and me(sso, second).status_code == 401
+    assert httpx.get(f"{url}/api/me", headers=bearer).status_code == 401
+    cut = signed_in(sso, "alice").get(f"{url}/api/audit", params={"action": "user.cut_off"}).json()["entries"]
+    assert cut[0]["target"] == "user:erin" and cut[0]["detail"]["sessions"] == 2
+
+
 def test_someone_in_no_admitted_group_is_refused_in_words(sso: Sso) -> None:
     http, url = begin(sso, "carol")
     page = http.get(url)
@@ -475,6 +504,19 @@ def test_provider_settings_are_read_or_refused_with_reasons(tmp_path: Path) -> N
     s = mieruka.Settings.load(config_file=toml, environ={})
     [google] = parse_providers(s.oidc_providers, roles=s.oidc_roles, default_role=s.oidc_default_role)
     assert google.id == "g" and google.role_for(["lab admins"]) is Role.ADMIN and google.role_for([]) is Role.VIEWER
+
+
+def test_the_docs_example_is_read_as_it_says(tmp_path: Path) -> None:
+    docs = (TESTS.parent / "docs" / "sso.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", docs, re.S)
+    assert example, "docs/sso.md has a mieruka.toml example"
+    (tmp_path / "mieruka.toml").write_text(example.group(1))
+    s = mieruka.Settings.load(config_file=tmp_path / "mieruka.toml", environ={})
+    [entra] = parse_providers(
+        s.oidc_providers, s.oidc_username_claim, s.oidc_groups_claim, s.oidc_roles, s.oidc_default_role
+    )
+    assert entra.name == "Contoso (Microsoft)" and entra.token_auth == "client_secret_basic"
+    assert entra.role_for(["5f0c...-group-object-id"]) is Role.ADMIN and entra.role_for(["lab"]) is Role.VIEWER
 
 
 def test_a_pending_sign_in_cannot_be_altered() -> None:

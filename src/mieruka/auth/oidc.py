@@ -55,10 +55,11 @@ class SignInFailed(MierukaError):
     status_code = 400
     code = "sso_failed"
 
-    def __init__(self, message: str, code: str = "sso_failed", status: int = 400) -> None:
+    def __init__(self, message: str, code: str = "sso_failed", status: int = 400, name: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status_code = status
+        self.name = name  # who the provider vouched for, when it did (refused for want of a role)
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -540,6 +541,7 @@ class Client:
                 "admits. Ask an administrator to add you to one (settings oidc_roles, oidc_default_role).",
                 "sso_no_role",
                 403,
+                name,
             )
         display = claims.get("name")
         return Identity(

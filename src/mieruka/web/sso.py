@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, Provider, SignInFailed, parse_providers
-from ..errors import MissingExtraError, ValidationError
+from ..errors import MissingExtraError, NotFoundError, ValidationError
 from ..runtime import Runtime
 from .identity import address
 from .state import RuntimeDep, pages_of
@@ -145,6 +145,8 @@ async def callback(runtime: RuntimeDep, request: Request, provider: str) -> Resp
         runtime.auth.audit.record(
             f"({provider[:40]})", "login.failed", "oidc", address(request), {"reason": exc.code, "via": "oidc"}
         )
+        if exc.name is not None:
+            await run_in_threadpool(_cut_off, runtime, request, exc.name)
         return _failed(request, exc, found)
     done = RedirectResponse(_safe_next(request, pending.target), status_code=303)  # a cookie may be planted
     await run_in_threadpool(_start_session, runtime, request, done, user)
@@ -182,6 +184,22 @@ def _sign_in(runtime: Runtime, request: Request, identity: Identity) -> Any:
         {"via": "oidc", "provider": identity.provider, "role": user.role.value, "groups": list(identity.groups)[:50]},
     )
     return user
+
+
+def _cut_off(runtime: Runtime, request: Request, name: str) -> None:
+    """The provider vouched for `name` but no group admits them any more: a single sign-on user of
+    that name loses its sessions and tokens now rather than when they run out."""
+    accounts = runtime.auth.accounts
+    try:
+        user = accounts.get_user(name)
+    except NotFoundError:
+        return
+    if user.source != "oidc":
+        return
+    ended = accounts.cut_off(name)
+    runtime.auth.audit.record(
+        "oidc", "user.cut_off", f"user:{name}", address(request), {"reason": "in no admitted group", "sessions": ended}
+    )
 
 
 def after_logout(runtime: Runtime, request: Request, response: Response) -> Response:
