@@ -197,14 +197,15 @@ def bind(control: Control, tasks: TaskRegistry, streams: Mapping[str, Any]) -> C
     task = _find(control, tasks)
     fields = task.signature.model.model_fields
     where = f"control {control.title or control.kind!r} (task {task.name!r})"
-    unknown = [name for name in (*control.params, *([control.param] if control.param else [])) if name not in fields]
+    chosen = [control.param] if control.param else []
+    given = {*control.params, *chosen}
+    unknown = [name for name in (*control.params, *chosen) if name not in fields]
     if unknown:
         raise ConfigError(f"{where}: the task has no parameter {', '.join(map(repr, unknown))}")
     files = task.signature.file_fields
-    if files & {*(k for k, v in control.params.items() if v is not None), *([control.param] if control.param else [])}:
+    if files & {*(k for k, v in control.params.items() if v is not None), *chosen}:
         raise ConfigError(f"{where}: a control cannot send files")
     changes: dict[str, Any] = {"task": task.name, "title": control.title or task.title}
-    given = {*control.params, *([control.param] if control.param else [])}
     if control.kind == "form":
         form_fields = tuple(name for name in fields if name not in given)
         if files & set(form_fields):
