@@ -5,7 +5,7 @@ pressed what.
     mieruka run examples/device_panel/app.py            # http://127.0.0.1:8000/dashboards/panel
 
 The board is `device.Device`, a stand-in for GPIO kept in a state file (DEVICE_STATE, default
-device.json in the mieruka home); replace its methods with gpiozero's to drive real pins. Each
+device.json in MIERUKA_HOME or ./.mieruka); replace its methods with gpiozero's to drive real pins. Each
 control is a quick task: it runs at once and its answer shows in place; the readings are streams
 sampled once a second, so every open browser sees a change within about a second.
 """
@@ -31,11 +31,13 @@ app = mieruka.App(
 
 
 def state_file() -> Path:
-    """DEVICE_STATE, else device.json in the mieruka home (the server passes MIERUKA_HOME on)."""
+    """DEVICE_STATE, else device.json in MIERUKA_HOME, else in ./.mieruka (mieruka's default home).
+    Read from the environment, which the server's worker processes inherit: `--home` alone does
+    not move the board's file."""
     named = os.environ.get("DEVICE_STATE")
     if named:
-        return Path(named)
-    return Path(os.environ.get("MIERUKA_HOME") or ".mieruka") / "device.json"
+        return Path(named).absolute()
+    return (Path(os.environ.get("MIERUKA_HOME") or ".mieruka") / "device.json").absolute()
 
 
 board = Device(state_file())
