@@ -255,6 +255,11 @@ def test_display_links_api(wall: dict[str, Any], caplog: pytest.LogCaptureFixtur
     revoked = client.delete(f"/api/displays/{link['id']}", headers=admin)
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] and not revoked.json()["active"]
     assert client.get("/dashboards/staff", headers={"Accept": "application/json"}).status_code == 401
+    # A display reloading its page lands where it is told why, not on the login form.
+    reloaded = client.get("/dashboards/staff?kiosk=1", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert reloaded.status_code == 303 and reloaded.headers["location"] == "/display"
+    browsing = client.get("/dashboards/staff", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert browsing.headers["location"].startswith("/login?next=")
     again = client.post("/display", json={"secret": secret})
     wrong = client.post("/display", json={"secret": secret[:-2] + "xx"})
     assert again.status_code == wrong.status_code == 404

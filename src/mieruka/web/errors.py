@@ -32,6 +32,7 @@ from ..store.outage import unavailable
 from .ids import parse_id
 from .limits import MAX_ERROR_FIELDS, Refused, capped
 from .state import runtime_or_none
+from .viewing import DISPLAY_COOKIE
 
 log = logging.getLogger("mieruka.web")
 
@@ -156,6 +157,9 @@ def refusal(request: Request, refused: Refused) -> Response:
     ):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         root = request.scope.get("root_path", "")
+        if request.cookies.get(DISPLAY_COOKIE) and request.query_params.get("kiosk"):
+            # A wall screen whose link stopped working: its landing page says so (nobody logs in there).
+            return RedirectResponse(f"{root}/display", status_code=303)
         return RedirectResponse(f"{root}/login?next={quote(target, safe='')}", status_code=303)
     response = respond(request, refused.status, refused.code, refused.message, headers=refused.headers)
     if refused.status == 401:
