@@ -258,6 +258,9 @@ class Settings:
         10.0, "First wait before a message that failed is sent again; doubled each time."
     )
     notify_max_attempts: int = _setting(8, "Attempts at one message before it is given up as failed.")
+    notify_retention: float = _setting(
+        30 * 86400.0, "Notification messages sent or given up, and their events, are deleted after this long."
+    )
 
     @property
     def home_path(self) -> Path:
@@ -355,6 +358,7 @@ _DURATIONS = {
     "notify_digest_window",
     "notify_poll_interval",
     "notify_retry_after",
+    "notify_retention",
     "database_busy_timeout",
     "broker_visibility_timeout",
     "broker_check_interval",

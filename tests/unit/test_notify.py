@@ -376,3 +376,24 @@ def test_the_docs_example_declares_what_it_says() -> None:
     assert rules["task:nightly_backup:2"].on == {"job.long"} and rules["task:nightly_backup:2"].longer_than == 600
     assert rules["app:1"].pools == ("gpu",) and rules["app:3"].tags == ("imaging",)
     assert rules["ops-webhook"].on == {"job.failed", "job.last_retry"}
+
+
+def test_old_messages_and_their_events_are_pruned(tmp_path: Path, database_url: str, receiver: HttpReceiver) -> None:
+    receiver.answers = [500] * 100  # the second rule's receiver refuses: its message stays pending
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_retry_after=3600)
+    with app:
+        app.wait(app.submit("boom"), 30)
+        app.wait(app.submit("fine"), 30)
+        wait_for(lambda: len(_deliveries(app, "attempts > 0")) == 2, what="both tried")
+        db = app.runtime.database
+        sent = _deliveries(app, "1 = 1")
+        with db.write() as conn:  # one of them was sent long ago
+            conn.execute(
+                sa.update(t.notify_deliveries).where(t.notify_deliveries.c.id == sent[0]["id"]).values(status="sent")
+            )
+        assert deliveries.prune(db, utcnow() - timedelta(days=1)) == 0  # nothing is old yet
+        assert deliveries.prune(db, utcnow() + timedelta(days=1)) == 1
+        assert [d["id"] for d in _deliveries(app, "1 = 1")] == [sent[1]["id"]]  # the pending one stays
+        with db.read() as conn:
+            left = conn.execute(sa.select(t.notify_events.c.id)).scalars().all()
+        assert len(left) == 1  # the pruned message's event went with it

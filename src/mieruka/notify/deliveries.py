@@ -238,3 +238,13 @@ def counts(db: Database) -> dict[str, int]:
         "retrying": int(retrying),
         "events": int(events),
     }
+
+
+def prune(db: Database, before: datetime) -> int:
+    """Delete the messages sent or given up before `before` (their items go with them), and the
+    routed events no message holds any more; returns how many messages went."""
+    d, e, i = t.notify_deliveries.c, t.notify_events.c, t.notify_items.c
+    with db.write_alone("notify_deliveries") as conn:
+        gone = conn.execute(sa.delete(t.notify_deliveries).where(d.status != PENDING, d.created_at < before)).rowcount
+        conn.execute(sa.delete(t.notify_events).where(e.routed, e.at < before, ~sa.exists().where(i.event_id == e.id)))
+    return int(gone or 0)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..core.clock import utcnow
@@ -25,6 +26,7 @@ from .rules import Rule
 
 log = logging.getLogger("mieruka.notify")
 LEASE = 60.0  # seconds a server holds a message it sends before another may try it
+PRUNE_EVERY = 3600.0  # seconds between the deletions of old messages
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Notifier:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._failing: dict[str, bool] = {}  # source -> failing at its last refresh
+        self._observed: set[str] = set()  # keys of the events this server wrote (long jobs, silent nodes)
+        self._pruned_at = 0.0
 
     # -- life ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,6 +112,9 @@ class Notifier:
         now = now or utcnow()
         rules = self.rulebook.all()
         self._observe(rules, now)
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY:
+            self._pruned_at = time.monotonic()
+            deliveries.prune(self.db, now - timedelta(seconds=self.settings.notify_retention))
         while deliveries.route(self.db, rules, self._matches, now, self.settings.notify_digest_window):
             pass
         return [self._send(claimed, rules) for claimed in deliveries.claim(self.db, now, LEASE)]
@@ -122,8 +129,10 @@ class Notifier:
         found = outbox.long_jobs(self.db, limits, now)
         if any(rule.enabled and "node.down" in rule.events for rule in rules):
             found += outbox.silent_nodes(self.db, self.settings.engine_stale_after, now)
-        if found:
+        found = [event for event in found if event.key not in self._observed]
+        if found:  # a key already written is left alone by the database too: this saves the write
             outbox.record(self.db, found, now)
+            self._observed.update(event.key for event in found)
 
     def _matches(self, rule: StoredRule, event: Event) -> bool:
         if not rule.matches(event.kind, event.subject, event.task, self._tags):
