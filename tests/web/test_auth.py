@@ -488,6 +488,9 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: mieruka
         "/streams/{name}",
         "/displays",
         "/display",
+        # single sign-on: a redirect, or a page in words with no form of its own (tests/servers/test_oidc.py)
+        "/login/oidc/{provider}",
+        "/login/oidc/{provider}/callback",
     }  # tests/jobs.py declares no dashboards
     assert html_pages <= covered, f"pages not checked for forms: {html_pages - covered}"
 
