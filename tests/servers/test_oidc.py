@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 import mieruka
-from mieruka.auth.oidc import Client, Pending, Provider, SignInFailed, parse_providers
+from mieruka.auth.oidc import Client, Pending, SignInFailed
+from mieruka.auth.oidc_providers import Provider, parse_providers
 from mieruka.core.access import Role
 from mieruka.errors import ConfigError
 from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server

@@ -13,7 +13,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, Provider, SignInFailed, parse_providers
+from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, SignInFailed
+from ..auth.oidc_providers import Provider, parse_providers
 from ..errors import MissingExtraError, NotFoundError, ValidationError
 from ..runtime import Runtime
 from .identity import address
