@@ -402,6 +402,31 @@ def test_an_expired_id_token_is_refused(sso: Sso) -> None:
     client.close()
 
 
+def test_tokens_in_other_algorithms_or_no_token_at_all_are_refused(sso: Sso) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import OctKey
+
+    client, provider = relying_party(sso)
+    now = int(time.time())
+    claims = {"iss": sso.provider.issuer, "aud": "mieruka", "sub": "bob", "nonce": "n", "iat": now, "exp": now + 60}
+    # the provider's public key used as an HMAC secret (algorithm confusion), and no signature at all
+    public = json.dumps(sso.provider.key.as_dict(private=False))
+    hs256 = jwt.encode({"alg": "HS256", "kid": sso.provider.key.kid}, claims, OctKey.import_key(public.encode()))
+    unsigned = (
+        ".".join(
+            base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+            for part in ({"alg": "none", "kid": sso.provider.key.kid}, claims)
+        )
+        + "."
+    )
+    for token in (hs256, unsigned, "", "a.b.c", "x" * 10_000, "\u00e9.\u00e9.\u00e9"):
+        with pytest.raises(SignInFailed, match=f"The ID token from {provider.name} was refused"):
+            client.verify(provider, token, "n")
+    good = sso.provider.sign(claims)
+    assert client.verify(provider, good, "n")["sub"] == "bob"
+    client.close()
+
+
 def test_a_token_signed_by_an_unknown_key_is_refused(sso: Sso) -> None:
     from joserfc import jwt
     from joserfc.jwk import RSAKey

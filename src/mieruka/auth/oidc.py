@@ -42,6 +42,7 @@ LEEWAY = 120  # seconds of clock difference allowed for exp, iat and nbf
 DISCOVERY_TTL = 3600.0
 JWKS_REFETCH = 10.0  # at most one unplanned JWKS fetch per provider this often
 HTTP_TIMEOUT = 10.0
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 
@@ -309,7 +310,6 @@ class Client:
             JoseError,
             MissingClaimError,
         )
-        from joserfc.jwk import KeySet
 
         meta = self.metadata(provider)
         offered = meta.get("id_token_signing_alg_values_supported") or ["RS256"]
@@ -321,8 +321,7 @@ class Client:
         token = None
         for refresh in (False, True):
             try:
-                key_set = KeySet.import_key_set(self.keys(provider, refresh))  # type: ignore[arg-type]
-                token = jwt.decode(id_token, key_set, algorithms=algorithms)
+                token = jwt.decode(id_token, _signing_keys(self.keys(provider, refresh)), algorithms=algorithms)
                 break
             except InvalidKeyIdError:
                 if refresh:
@@ -331,17 +330,19 @@ class Client:
                 raise bad("its signature is wrong") from None
             except JoseError as exc:
                 raise bad(f"it cannot be read ({exc.error})") from None
-            except ValueError:
+            except (ValueError, TypeError, KeyError):
                 raise bad("it cannot be read") from None
         assert token is not None
         claims = dict(token.claims)
         issuer = str(meta["issuer"])
         if "{tenantid}" in issuer and isinstance(claims.get("tid"), str):
             issuer = issuer.replace("{tenantid}", claims["tid"])  # Entra ID's multi-tenant endpoints
+        # Google's ID tokens may name their issuer without the scheme
+        issuers = list(GOOGLE_ISSUERS) if issuer in GOOGLE_ISSUERS else [issuer]
         registry = jwt.JWTClaimsRegistry(
             now=int(time.time() if now is None else now),
             leeway=LEEWAY,
-            iss={"essential": True, "value": issuer},
+            iss={"essential": True, "values": issuers},
             aud={"essential": True, "value": provider.client_id},
             sub={"essential": True},
             exp={"essential": True},
@@ -428,6 +429,24 @@ class Client:
         if id_token:
             query["id_token_hint"] = id_token
         return endpoint + ("&" if "?" in endpoint else "?") + urlencode(query)
+
+
+def _signing_keys(jwks: Mapping[str, Any]) -> Any:
+    """The JWKS's signature keys as joserfc reads them; encryption keys and keys of a kind it does
+    not know are left out rather than making the whole set unreadable."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    usable = []
+    for key in jwks.get("keys", []):
+        if not isinstance(key, dict) or key.get("use") == "enc":
+            continue
+        try:
+            KeySet.import_key_set({"keys": [key]})
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+        usable.append(key)
+    return KeySet.import_key_set({"keys": usable})
 
 
 def _same_issuer(found: str, configured: str) -> bool:
