@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import httpx
 import pytest
@@ -443,6 +443,36 @@ def test_a_token_signed_by_an_unknown_key_is_refused(sso: Sso) -> None:
     with pytest.raises(SignInFailed, match="its signature is wrong"):
         client.verify(provider, same_kid, "n")
     client.close()
+
+
+def test_behind_a_path_prefix(tmp_path: Path) -> None:
+    """--root-path /lab: the button, the redirect URI, the pending sign-in's cookie, the way back and
+    the logout all carry the prefix."""
+    provider = OidcProvider(tmp_path)
+    entry = {"id": "p", "name": "P", "issuer": provider.issuer, "client_id": "lab", "client_secret": SECRET}
+    env = {"MIERUKA_OIDC_PROVIDERS": json.dumps([entry]), "MIERUKA_OIDC_DEFAULT_ROLE": "viewer"}
+    proc = ServerProcess("tests/directory_app.py:app", tmp_path / "home", "--root-path", "/lab", env=env)
+    lab = f"{proc.url}/lab"
+    provider.add_client("lab", SECRET, [f"{lab}/login/oidc/p/callback"], [f"{lab}/login"])
+    provider.add_user("bob", ["anything"])
+    try:
+        provider.start()
+        proc.wait_ready()
+        with httpx.Client(timeout=30, follow_redirects=False) as http:
+            assert 'href="/lab/login/oidc/p?next=/lab/jobs"' in http.get(f"{lab}/login?next=/lab/jobs").text
+            back = through_provider(http, f"{lab}/login/oidc/p?next=/lab/jobs", "bob", f"{lab}/login/oidc/p/callback")
+            assert [c.path for c in http.cookies.jar if c.name == "mieruka_oidc"] == ["/lab/login/oidc"]
+            done = http.get(back)
+            assert done.status_code == 303 and done.headers["location"] == "/lab/jobs"
+            who = http.get(f"{lab}/api/me").json()
+            assert who["name"] == "bob" and who["role"] == "viewer"
+            out = http.post(f"{lab}/logout", headers={"X-CSRF-Token": who["csrf_token"]})
+            assert out.status_code == 200, out.text
+            assert "post_logout_redirect_uri=" + quote(f"{lab}/login", safe="") in out.text
+            assert http.get(f"{lab}/api/me").status_code == 401
+    finally:
+        proc.stop()
+        provider.stop()
 
 
 def test_keys_the_provider_rotates_are_fetched_again(tmp_path: Path) -> None:
