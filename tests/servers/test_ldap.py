@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 RECHECK = 2.0  # ldap_recheck of the served app: a removed user is cut off within this (plus a request)
-GRACE = 4.0
+GRACE = 10.0  # long enough for the logins the test makes meanwhile on a busy machine
 ADMIN_PASSWORD = "local admin password"
 
 if ldap_server.available() is not None:
@@ -363,6 +363,7 @@ def test_a_directory_login_in_chromium(browser: Browser, served: ServerProcess, 
     shots = served.home.parent / "screenshots"
     page.goto(f"{served.url}/jobs")
     page.wait_for_url("**/login?next=*")
+    assert "(127.0.0.1) works here" in page.locator("#directory-note").inner_text()
     page.locator('[name="name"]').fill("dave")
     page.locator('[name="password"]').fill("not dave's password")
     page.get_by_role("button", name="Log in").click()

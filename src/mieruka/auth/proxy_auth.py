@@ -76,6 +76,7 @@ class ProxyUsers:
         self.role: Role = parse_role(settings.trusted_user_role)
         self.accounts = accounts
         self.directory = directory
+        self.fresh_for = min(FRESH_FOR, directory.config.recheck) if directory is not None else FRESH_FOR
         self._fresh: dict[str, tuple[User, float]] = {}
         self._lock = threading.Lock()
         if self.header and not self.trusted:
@@ -105,7 +106,7 @@ class ProxyUsers:
             with self._lock:
                 if len(self._fresh) > 10_000:
                     self._fresh.clear()
-                self._fresh[name] = (user, now + FRESH_FOR)
+                self._fresh[name] = (user, now + self.fresh_for)
         return user
 
     def _find(self, name: str, address: str) -> User | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import MissingExtraError
 from ..settings import Settings
 from ..store.database import Database
 from .accounts import Accounts, Throttle
@@ -29,8 +30,10 @@ class Auth:
         self.throttle = Throttle(self.accounts, self.audit, settings.login_max_failures, settings.login_lockout)
         self.directory: Directory | None = None
         if settings.ldap_url.strip():
-            from .directory import Directory  # ldap3 is the `ldap` extra: imported only when configured
-
+            try:
+                from .directory import Directory  # ldap3 is the `ldap` extra: imported only when configured
+            except ImportError:
+                raise MissingExtraError("directory login (setting ldap_url)", "ldap") from None
             self.directory = Directory.from_settings(settings)
 
     @classmethod

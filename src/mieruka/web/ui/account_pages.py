@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -25,7 +25,7 @@ from ..csrf import LOGIN_CSRF_COOKIE
 from ..identity import SESSION_COOKIE, address, principal
 from ..ids import TOKEN_ID
 from ..policy import shown_page
-from ..state import RuntimeDep, pages_of
+from ..state import RuntimeDep, pages_of, runtime_or_none
 
 router = APIRouter(include_in_schema=False)
 logger = logging.getLogger("mieruka.login")
@@ -79,11 +79,20 @@ def _start_session(runtime: Runtime, request: Request, response: Response, user:
 def _login_page(request: Request, status: int = 200, error: str = "", name: str = "", target: str = "") -> HTMLResponse:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     request.cookies[LOGIN_CSRF_COOKIE] = token  # so that csrf_input() renders it now
-    response = _page(request, "login.html", status=status, error=error, user_name=name, next=target)
+    response = _page(
+        request, "login.html", status=status, error=error, user_name=name, next=target, directory=_directory(request)
+    )
     response.set_cookie(
         LOGIN_CSRF_COOKIE, token, path=_cookie_path(request), httponly=True, samesite="strict", secure=_secure(request)
     )
     return response
+
+
+def _directory(request: Request) -> str:
+    """The host of the directory the login form also checks (empty: none)."""
+    runtime = runtime_or_none(request)
+    directory = runtime.auth.directory if runtime is not None else None
+    return (urlsplit(directory.config.url).hostname or directory.config.url) if directory is not None else ""
 
 
 @router.get("/login", response_class=HTMLResponse)
