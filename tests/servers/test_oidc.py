@@ -57,16 +57,21 @@ class Sso:
         return f"{self.server.url}/login/oidc/local/callback"
 
 
+def local_admin(home: Path) -> None:
+    """ada, a local admin with a password, in a new server home."""
+    setup = mieruka.App("setup", home=str(home))
+    setup.auth.db.migrate()
+    setup.auth.accounts.add_user("ada", "admin", PASSWORD)
+    setup.stop()
+
+
 @pytest.fixture(scope="module")
 def sso(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Sso]:
     """A server with a local admin (ada) and two providers: "local", a real node-oidc-provider, and
     "gone", whose issuer nobody answers at."""
     folder = tmp_path_factory.mktemp("oidc")
     home = folder / "home"
-    setup = mieruka.App("setup", home=str(home))
-    setup.auth.db.migrate()
-    setup.auth.accounts.add_user("ada", "admin", PASSWORD)
-    setup.stop()
+    local_admin(home)
     provider = OidcProvider(folder)
     gone_port = free_port()
     providers = [
@@ -303,6 +308,20 @@ def test_the_role_follows_the_provider_and_one_no_group_admits_is_cut_off(sso: S
     assert cut[0]["target"] == "user:erin" and cut[0]["detail"]["sessions"] == 2
 
 
+def test_a_password_login_after_single_sign_on_logs_out_here_only(sso: Sso) -> None:
+    http = signed_in(sso, "bob")
+    form = http.get(f"{sso.server.url}/login").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token, form[:2000]
+    fields = {"csrf_token": token.group(1), "name": "ada", "password": PASSWORD}
+    assert http.post(f"{sso.server.url}/login", data=fields).status_code == 303
+    who = me(sso, http).json()
+    assert who["name"] == "ada"
+    out = http.post(f"{sso.server.url}/logout", headers={"X-CSRF-Token": who["csrf_token"]})
+    assert out.status_code == 303 and out.headers["location"] == "/login"  # not on to the provider
+    assert "mieruka_sso" not in http.cookies
+
+
 def test_someone_in_no_admitted_group_is_refused_in_words(sso: Sso) -> None:
     http, url = begin(sso, "carol")
     page = http.get(url)
@@ -448,6 +467,7 @@ def test_a_token_signed_by_an_unknown_key_is_refused(sso: Sso) -> None:
 def test_behind_a_path_prefix(tmp_path: Path) -> None:
     """--root-path /lab: the button, the redirect URI, the pending sign-in's cookie, the way back and
     the logout all carry the prefix."""
+    local_admin(tmp_path / "home")  # not the open mode, which lets this machine in without a login
     provider = OidcProvider(tmp_path)
     entry = {"id": "p", "name": "P", "issuer": provider.issuer, "client_id": "lab", "client_secret": SECRET}
     env = {"MIERUKA_OIDC_PROVIDERS": json.dumps([entry]), "MIERUKA_OIDC_DEFAULT_ROLE": "viewer"}

@@ -17,7 +17,7 @@ from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, SignInFailed
 from ..auth.oidc_providers import Provider, parse_providers
 from ..errors import MissingExtraError, NotFoundError, ValidationError
 from ..runtime import Runtime
-from .identity import address
+from .identity import address, principal
 from .state import RuntimeDep, pages_of
 from .ui.account_pages import _start_session  # the one way a session starts, as a password login's
 
@@ -203,6 +203,16 @@ def _cut_off(runtime: Runtime, request: Request, name: str) -> None:
     )
 
 
+def _from_sso(runtime: Runtime, request: Request) -> bool:
+    """Whether the session ending is a single sign-on user's (a password login since leaves the
+    cookie behind, and its logout has no business at the provider)."""
+    who = principal(request)
+    try:
+        return who.via == "session" and runtime.auth.accounts.get_user(who.name).source == "oidc"
+    except NotFoundError:
+        return False
+
+
 def after_logout(runtime: Runtime, request: Request, response: Response) -> Response:
     """POST /logout's answer for a session that came from a provider: a page that goes on to the
     provider's end_session_endpoint (which comes back to the login page), when it has one. A page,
@@ -215,7 +225,7 @@ def after_logout(runtime: Runtime, request: Request, response: Response) -> Resp
     client: Client | None = getattr(request.app.state, "oidc", None)
     ident, _, hint = kept.partition(".")
     provider = client.providers.get(ident) if client is not None else None
-    if client is None or provider is None:
+    if client is None or provider is None or not _from_sso(runtime, request):
         return response
     url = client.logout_url(provider, hint, f"{_base(runtime, request)}/login")
     if url is None:
