@@ -92,6 +92,8 @@ def test_the_header_is_believed_from_the_trusted_proxy(served: ServerProcess, pr
     users = {u["name"]: u for u in httpx.get(f"{served.url}/api/users", headers=admin(served)).json()}
     assert users["olga"]["source"] == "proxy" and users["olga"]["role"] == "operator"
     assert not users["olga"]["has_password"]
+    online = httpx.get(f"{served.url}/api/presence", headers=admin(served)).json()["online"]
+    assert "olga" in [entry["user"] for entry in online]  # seen like a session's user
 
 
 def test_the_header_is_ignored_from_any_other_address(served: ServerProcess) -> None:

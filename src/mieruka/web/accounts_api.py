@@ -309,7 +309,7 @@ def presence(runtime: RuntimeDep, request: Request) -> dict[str, Any]:
 async def heartbeat(runtime: RuntimeDep, request: Request) -> Response:
     """Open pages call this every minute, so a reader who only watches stays online."""
     who = principal(request)
-    if who.via in ("session", "token"):
+    if who.via in ("session", "token", "proxy"):
         page = request.headers.get("x-page", "")[:300]
         await run_in_threadpool(runtime.auth.presence.seen, who, request.client.host if request.client else "", page)
     return Response(status_code=204)

@@ -20,9 +20,9 @@ HEARTBEAT = "/api/presence/heartbeat"  # records presence itself
 
 
 async def mark_seen(runtime: Runtime, request: Request, who: Principal | None, template: str) -> None:
-    """Note that `who` is here (a session or a token; not the open mode); a database that does not
+    """Note that `who` is here (a session, a token or a proxy's header; not the open mode); a database that does not
     answer is logged, and the request goes on."""
-    if who is None or who.via not in ("session", "token") or template == HEARTBEAT:
+    if who is None or who.via not in ("session", "token", "proxy") or template == HEARTBEAT:
         return
     try:
         await run_in_threadpool(runtime.auth.presence.seen, who, address(request), page_of(request, template))
