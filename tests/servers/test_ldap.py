@@ -126,6 +126,8 @@ def test_bad_directory_settings_are_config_errors(ldap: LdapServer) -> None:
         ({"ldap_roles": '{"lab": "boss"}'}, "unknown role"),
         ({"ldap_nested": "deep"}, "ldap_nested"),
         ({"ldap_user_filter": "uid=x"}, "in parentheses"),
+        ({"ldap_timeout": 0}, "ldap_timeout must be positive"),
+        ({"ldap_nested_depth": 0}, "ldap_nested_depth >= 1"),
     ):
         with pytest.raises(ConfigError, match=message):
             directory_of(ldap, **extra)

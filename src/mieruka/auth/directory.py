@@ -96,6 +96,11 @@ class DirectoryConfig:
             raise ConfigError(
                 "ldap_user_base: the DN under which users are searched (e.g. ou=people,dc=example,dc=org)"
             )
+        for name in ("ldap_timeout", "ldap_recheck"):
+            if getattr(s, name) <= 0:
+                raise ConfigError(f"setting {name} must be positive, got {getattr(s, name)}")
+        if s.ldap_grace < 0 or s.ldap_nested_depth < 1:
+            raise ConfigError("ldap_grace must be >= 0 and ldap_nested_depth >= 1")
         if s.ldap_nested not in NESTED:
             raise ConfigError(f"ldap_nested must be one of {', '.join(NESTED)}, got {s.ldap_nested!r}")
         for name in ("ldap_user_filter", "ldap_group_filter", "ldap_disabled_filter"):
@@ -116,7 +121,7 @@ class DirectoryConfig:
             group_filter=s.ldap_group_filter.strip(),
             member_attribute=s.ldap_member_attribute.strip() or "member",
             nested=s.ldap_nested,
-            nested_depth=max(1, s.ldap_nested_depth),
+            nested_depth=s.ldap_nested_depth,
             roles=parse_roles(s.ldap_roles),
             default_role=parse_role(s.ldap_default_role) if s.ldap_default_role.strip() else None,
             disabled_filter=s.ldap_disabled_filter.strip(),
