@@ -158,11 +158,11 @@ def users(args: argparse.Namespace) -> int:
         accounts, action = auth.accounts, args.users_command
         if action == "ls":
             zone = auth.settings.zone
-            print(f"{'NAME':<24} {'ROLE':<9} {'PASSWORD':<8}  CREATED ({auth.settings.timezone})")
+            print(f"{'NAME':<24} {'ROLE':<9} {'PASSWORD':<8}  {'FROM':<6} CREATED ({auth.settings.timezone})")
             for user in accounts.list_users():
                 print(
                     f"{user.name:<24} {user.role.value:<9} {'yes' if user.has_password else 'no':<8}  "
-                    f"{user.created_at.astimezone(zone):%Y-%m-%d %H:%M}"
+                    f"{user.source:<6} {user.created_at.astimezone(zone):%Y-%m-%d %H:%M}"
                 )
             return 0
         if action == "add":

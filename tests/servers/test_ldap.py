@@ -233,6 +233,10 @@ def test_directory_users_log_in_with_their_groups_roles(served: ServerProcess) -
     assert "carol" not in users and "nobody" not in users
     entries = httpx.get(f"{served.url}/api/audit?actor=ada", headers=admin(served)).json()["entries"]
     assert "login.directory" in [e["action"] for e in entries]
+    listed = _cli(served.home, "users", "ls").stdout
+    assert re.search(r"^ada\s+admin\s+no\s+ldap\s", listed, re.M) and re.search(
+        r"^root\s+admin\s+yes\s+local\s", listed, re.M
+    )
     page = client.get("/users").text
     assert re.search(r"ada.*?ldap", page, re.S), "the users page shows where each user comes from"
 
