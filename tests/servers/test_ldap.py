@@ -251,6 +251,9 @@ def test_group_allow_lists_and_role_changes(served: ServerProcess, ldap: LdapSer
     assert ran.status_code == 200 and ran.json()["result"] == 4, ran.text
     assert "calibrate" not in [t["name"] for t in bob.get("/api/tasks").json()]
     assert bob.get("/api/me").json()["role"] == "viewer"
+    assert bob.get("/api/dashboards/lab-board").status_code == 200  # group:lab
+    assert dave.get("/api/dashboards/lab-board").status_code in (403, 404)
+    assert "lab-board" not in [d["name"] for d in dave.get("/api/dashboards").json()]
     ldap.membership("lab-ops", "add", "bob")
     try:
         bob, answer = login(served, "bob", "bob-secret")  # the role follows the directory at the next login
