@@ -337,6 +337,14 @@ def test_a_local_users_name_is_not_taken_over(sso: Sso) -> None:
 
 
 # -- refusals -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
+def test_the_way_back_stays_on_this_server(sso: Sso, target: str) -> None:
+    http = sso.browser()
+    start = f"{sso.server.url}/login/oidc/local?{urlencode({'next': target})}"
+    done = http.get(through_provider(http, start, "bob", sso.callback))
+    assert done.status_code == 303 and done.headers["location"] == "/"
+
+
 def test_a_wrong_state_is_refused(sso: Sso) -> None:
     http, url = begin(sso, "bob")
     forged = re.sub(r"state=[^&]+", "state=forged", url)
