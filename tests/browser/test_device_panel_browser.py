@@ -28,7 +28,10 @@ def panel(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
 
 
 def signed_in(browser: Browser, panel: PanelServer, user: str, outside: list[str]) -> Page:
+    """The user's own browser session on the panel; an error in its console (a script's, or a
+    Content-Security-Policy violation) is added to `outside` too."""
     page = open_page(browser, panel, outside)
+    page.on("console", lambda message: outside.append(message.text) if message.type == "error" else None)
     log_in(page, panel, user, f"{user}'s password")
     page.goto(f"{panel.url}/dashboards/panel")
     page.locator('.tile[data-points]:not([data-points="0"])').first.wait_for(timeout=WAIT)
