@@ -590,6 +590,32 @@ def test_provider_settings_are_read_or_refused_with_reasons(tmp_path: Path) -> N
     assert google.id == "g" and google.role_for(["lab admins"]) is Role.ADMIN and google.role_for([]) is Role.VIEWER
 
 
+def test_required_claims_and_unverified_addresses() -> None:
+    entry = {"id": "google", "name": "Google", "issuer": "https://accounts.google.com", "client_id": "c"}
+    [google] = parse_providers(
+        json.dumps([{**entry, "required_claims": {"hd": "example.org"}}]), "email", default_role="viewer"
+    )
+    client = Client([google])
+    claims = {"sub": "1", "email": "kim@example.org", "email_verified": True, "hd": "example.org"}
+    assert client.identity(google, claims).name == "kim@example.org"
+    for other, reason in (
+        ({"hd": "elsewhere.example"}, "admits only its accounts with hd example.org"),
+        ({"hd": None}, "admits only its accounts with hd example.org"),
+        ({"email_verified": False}, "has not verified the address kim@example.org"),
+    ):
+        with pytest.raises(SignInFailed, match=reason) as refused:
+            client.identity(google, {**claims, **other})
+        assert refused.value.status_code == 403
+    client.close()
+    for bad, reason in (
+        ({"hd": 3}, "a value or a list of values"),
+        (["hd"], "an object of claims to values"),
+        ({"tid": []}, "a value or a list of values"),
+    ):
+        with pytest.raises(ConfigError, match=reason):
+            parse_providers(json.dumps([{**entry, "required_claims": bad}]))
+
+
 def test_the_docs_example_is_read_as_it_says(tmp_path: Path) -> None:
     docs = (TESTS.parent / "docs" / "sso.md").read_text()
     example = re.search(r"```toml\n(.*?)```", docs, re.S)

@@ -387,13 +387,31 @@ class Client:
         return {**info, **claims}
 
     def identity(self, provider: Provider, claims: Mapping[str, Any], id_token: str = "") -> Identity:
-        name = next((str(v) for c in provider.username_claims if (v := _claim(claims, c)) not in (None, "")), "")
-        if not name:
+        """Who the claims name, with their groups and role; SignInFailed when the claims name nobody,
+        lack a required claim, or give no role."""
+        found = next(((c, v) for c in provider.username_claims if (v := _claim(claims, c)) not in (None, "")), None)
+        if found is None:
             raise SignInFailed(
                 f"{provider.name} did not say who you are: none of the claims "
                 f"{', '.join(provider.username_claims)} is in its answer (setting oidc_username_claim).",
                 "sso_no_username",
             )
+        claim, value = found
+        name = str(value)
+        if claim == "email" and claims.get("email_verified") is False:
+            raise SignInFailed(
+                f"{provider.name} has not verified the address {name}, so it cannot name you here.",
+                "sso_unverified_email",
+                403,
+            )
+        for required, values in provider.required:
+            if str(_claim(claims, required)) not in values:
+                raise SignInFailed(
+                    f"{provider.name} signed you in as {name}, but this server admits only its accounts with "
+                    f"{required} {' or '.join(values)}.",
+                    "sso_not_admitted",
+                    403,
+                )
         groups = _groups(_claim(claims, provider.groups_claim)) if provider.groups_claim else ()
         role = provider.role_for(groups)
         if role is None:

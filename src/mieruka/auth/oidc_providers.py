@@ -34,6 +34,8 @@ class Provider:
     roles: tuple[tuple[str, Role], ...] = ()
     default_role: Role | None = None  # of anyone in no group of `roles`; None: refused
     end_session: bool = True  # log out at the provider too, when it offers end_session_endpoint
+    # claim -> the values admitted: {"hd": ("example.org",)} lets in only one Google Workspace's accounts
+    required: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def role_for(self, groups: Sequence[str]) -> Role | None:
         """The highest role any of `groups` maps to, else the default role, else None (refused)."""
@@ -69,6 +71,19 @@ def _words(value: Any, where: str) -> tuple[str, ...]:
     raise ConfigError(f"{where}: a list of names or one string of names")
 
 
+def _required(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """{"hd": "example.org"} or {"tid": ["id-1", "id-2"]}: claims an ID token must carry, with one of the values."""
+    if not isinstance(value, dict):
+        raise ConfigError(f'{where}: an object of claims to values, e.g. {{"hd": "example.org"}}')
+    out = []
+    for claim, wanted in value.items():
+        values = (wanted,) if isinstance(wanted, str) else wanted
+        if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{where}.{claim}: a value or a list of values")
+        out.append((str(claim), tuple(values)))
+    return tuple(out)
+
+
 def parse_providers(
     text: str, username_claim: str = "", groups_claim: str = "groups", roles: str = "", default_role: str = ""
 ) -> list[Provider]:
@@ -96,6 +111,7 @@ def parse_providers(
         "roles",
         "default_role",
         "end_session",
+        "required_claims",
     }
     providers: list[Provider] = []
     for index, entry in enumerate(entries):
@@ -131,6 +147,7 @@ def parse_providers(
             entry.get("default_role", default_role),
             f"{where}.roles" if "roles" in entry or "default_role" in entry else "oidc_roles",
         )
+        required = _required(entry.get("required_claims", {}), f"{where}.required_claims")
         providers.append(
             Provider(
                 id=ident,
@@ -145,6 +162,7 @@ def parse_providers(
                 roles=mapping,
                 default_role=default,
                 end_session=bool(entry.get("end_session", True)),
+                required=required,
             )
         )
     ids = [p.id for p in providers]
