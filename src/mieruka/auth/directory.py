@@ -182,22 +182,18 @@ class Directory:
         else None. DirectoryUnavailable when it cannot be asked."""
         if not name or not password:
             return None  # an empty password is an anonymous bind, which "succeeds"
-        entry = self.lookup(name)
-        if entry is None:
-            logger.info("directory login of %r refused: no such user", name[:100])
-            return None
-        if entry.disabled:
-            logger.info("directory login of %r refused: the account is disabled", entry.name)
-            return None
-        user = self._connection(entry.dn, password)
-        try:
-            if not user.bind():
-                logger.info("directory login of %r refused: %s", entry.name, user.result.get("description"))
+        with self._service() as conn:
+            entry = self._find(conn, name)
+            if entry is None:
+                logger.info("directory login of %r refused: no such user", name[:100])
                 return None
-        except LDAPException as exc:
-            raise self._down(exc) from None
-        finally:
-            user.unbind()
+            if entry.disabled:
+                logger.info("directory login of %r refused: the account is disabled", entry.name)
+                return None
+            # The same connection, bound again as the user: one TLS handshake per login, not two.
+            if not conn.rebind(entry.dn, password, read_server_info=False):
+                logger.info("directory login of %r refused: %s", entry.name, conn.result.get("description"))
+                return None
         return entry
 
     def lookup(self, name: str) -> Entry | None:
