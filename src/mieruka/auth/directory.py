@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ldap3 import BASE, DSA, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, DSA, NONE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
@@ -167,7 +167,7 @@ class Directory:
             self.tls = Tls(
                 validate=ssl.CERT_REQUIRED, ca_certs_file=config.ca_file or None, version=ssl.PROTOCOL_TLS_CLIENT
             )
-        self._in_chain: bool | None = {"in_chain": True, "walk": False}.get(config.nested)
+        self._in_chain: bool | None = {"in_chain": True, "walk": False, "off": False}.get(config.nested)
         self._fresh: dict[str, float] = {}  # user name -> monotonic time until which nothing is asked
         self._lock = threading.Lock()
         self._warned: set[str] = set()
@@ -265,7 +265,8 @@ class Directory:
         c = self.config
         # A Server per connection: ldap3's Server remembers an address that failed and skips it for a
         # while, which would keep the directory "down" for seconds after it came back.
-        server = Server(c.url, tls=self.tls, get_info=DSA, connect_timeout=c.timeout)
+        info = DSA if self._in_chain is None else NONE  # the root DSE says whether it is AD: read once
+        server = Server(c.url, tls=self.tls, get_info=info, connect_timeout=c.timeout)
         conn = Connection(
             server,
             user=user,
