@@ -322,6 +322,24 @@ def test_a_password_login_after_single_sign_on_logs_out_here_only(sso: Sso) -> N
     assert "mieruka_sso" not in http.cookies
 
 
+def test_another_account_of_the_provider_cannot_take_a_name_over(sso: Sso) -> None:
+    """The provider's `sub` of a user's account is kept: a second account naming itself "frank" is
+    refused, and so is frank's own account once it calls itself something else."""
+    sso.provider.add_user("frank", ["lab"])
+    sso.provider.add_user("frank-2", ["lab-admins"], preferred_username="frank")  # sub frank-2
+    sso.provider.save()
+    assert me(sso, signed_in(sso, "frank")).json()["role"] == "operator"
+    http, callback = begin(sso, "frank-2")
+    page = http.get(callback)
+    assert page.status_code == 403 and "belongs to another account at Local ID" in message(page)
+    assert me(sso, http).status_code == 401
+    sso.provider.users["frank"]["preferred_username"] = "franklin"
+    sso.provider.save()
+    http, callback = begin(sso, "frank")
+    page = http.get(callback)
+    assert page.status_code == 403 and "signed in here as 'frank'; now it calls itself 'franklin'" in message(page)
+
+
 def test_someone_in_no_admitted_group_is_refused_in_words(sso: Sso) -> None:
     http, url = begin(sso, "carol")
     page = http.get(url)

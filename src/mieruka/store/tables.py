@@ -324,6 +324,18 @@ display_links = sa.Table(
     sa.Column("revoked_at", UTCDateTime()),
 )
 
+# Single sign-on (migration 0011_sso_subjects): the account at a provider (its `sub`) each user was
+# first signed in as there; one per user and provider (auth/oidc_subjects.py).
+sso_subjects = sa.Table(
+    "sso_subjects",
+    metadata,
+    sa.Column("provider", sa.String(40), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("provider", "user_id", name="uq_sso_subjects_user"),
+)
+
 # Notifications (see notify/): the rules, the outbox of what happened (written in the transaction that
 # records it, by triggers of migration 0010 for jobs and pools), each rule's messages, and which
 # events each message carries: one row per rule and event, so an event is never sent twice by a rule.

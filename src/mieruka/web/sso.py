@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, SignInFailed
 from ..auth.oidc_providers import Provider, parse_providers
+from ..auth.oidc_subjects import Subjects
 from ..errors import MissingExtraError, NotFoundError, ValidationError
 from ..runtime import Runtime
 from .identity import address, principal
@@ -45,6 +46,7 @@ def install(api: FastAPI, runtime: Runtime, pages: Jinja2Templates) -> None:
         except ImportError:
             raise MissingExtraError("single sign-on (setting oidc_providers)", "oidc") from None
     api.state.oidc = Client(providers) if providers else None
+    api.state.oidc_subjects = Subjects(runtime.auth.db)
     api.state.after_logout = after_logout  # called by POST /logout (ui/account_pages.py)
     pages.env.globals["sign_in_providers"] = [(p.id, p.name) for p in providers]
     api.include_router(router)
@@ -164,6 +166,9 @@ def _path(request: Request) -> str:
 
 
 def _sign_in(runtime: Runtime, request: Request, identity: Identity) -> Any:
+    provider = _client(request).provider(identity.provider)
+    subjects: Subjects = request.app.state.oidc_subjects
+    subjects.check(provider, identity.subject, identity.name)
     try:
         user = runtime.auth.accounts.sign_in_external(
             identity.name,
@@ -177,6 +182,7 @@ def _sign_in(runtime: Runtime, request: Request, identity: Identity) -> Any:
         raise SignInFailed(
             f"You cannot sign in as {identity.name!r} here: {exc.message}.", "sso_name_taken", 403
         ) from None
+    subjects.link(provider, identity.subject, user.id)
     runtime.auth.audit.record(
         user.name,
         "login",
