@@ -411,3 +411,31 @@ def test_a_directory_login_in_chromium(browser: Browser, served: ServerProcess, 
         ldap.start()
     page.close()
     assert outside == []
+
+
+def test_directory_logins_are_throttled_and_an_outage_locks_nobody(ldap: LdapServer, tmp_path: Path) -> None:
+    from mieruka.auth.accounts import Throttle
+    from mieruka.errors import TooManyAttempts
+
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.migrate()
+    try:
+        audit = AuditLog(db)
+        accounts = Accounts(db, audit=audit)
+        throttle = Throttle(accounts, audit, max_failures=3, window=600)
+        down = directory_of(ldap, ldap_url=f"ldap://127.0.0.1:{free_port()}")  # nothing listens there
+        for _ in range(5):
+            with pytest.raises(DirectoryUnavailable):
+                throttle.login("bob", "bob-secret", "10.0.0.9", down)
+        directory = directory_of(ldap)
+        user = throttle.login("bob", "bob-secret", "10.0.0.9", directory)  # the outage counted against nobody
+        assert user is not None and user.source == "ldap"
+        for _ in range(3):
+            assert throttle.login("ada", "wrong password", "10.0.0.9", directory) is None
+        with pytest.raises(TooManyAttempts):
+            throttle.login("ada", "ada-secret", "10.0.0.9", directory)
+        actions = [e.action for e in audit.query(AuditQuery(action="login."))]
+        assert actions.count("login.unavailable") == 5 and actions.count("login.directory") == 1
+        assert actions.count("login.failed") == 3
+    finally:
+        db.close()

@@ -456,6 +456,9 @@ def _close(conn: Connection) -> None:
         conn.unbind()
     except LDAPException:
         pass
+    sock = getattr(conn, "socket", None)  # ldap3 leaves the socket of a connection that failed to open
+    if sock is not None:
+        sock.close()
 
 
 def _first(values: Any) -> str | None:
