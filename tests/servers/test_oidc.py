@@ -338,6 +338,10 @@ def test_another_account_of_the_provider_cannot_take_a_name_over(sso: Sso) -> No
     http, callback = begin(sso, "frank")
     page = http.get(callback)
     assert page.status_code == 403 and "signed in here as 'frank'; now it calls itself 'franklin'" in message(page)
+    alice = signed_in(sso, "alice")  # an admin removes frank: his account starts afresh as franklin
+    csrf = me(sso, alice).json()["csrf_token"]
+    assert alice.delete(f"{sso.server.url}/api/users/frank", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert me(sso, signed_in(sso, "frank")).json()["name"] == "franklin"
 
 
 def test_someone_in_no_admitted_group_is_refused_in_words(sso: Sso) -> None:
