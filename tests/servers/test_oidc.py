@@ -574,6 +574,36 @@ def test_a_provider_gone_between_leaving_and_coming_back_is_said_in_words(tmp_pa
     client.close()
 
 
+def test_a_provider_that_fails_is_not_asked_again_at_once() -> None:
+    """While a provider is down, each click on its button does not wait for it again."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Failing) as failing:
+        threading.Thread(target=failing.serve_forever, daemon=True).start()
+        issuer = f"http://127.0.0.1:{failing.server_address[1]}"
+        [provider] = parse_providers(json.dumps([{"id": "f", "name": "F", "issuer": issuer, "client_id": "c"}]))
+        client = Client([provider])
+        for _ in range(3):
+            with pytest.raises(SignInFailed, match="its discovery document answered HTTP 503"):
+                client.metadata(provider)
+        failing.shutdown()
+        client.close()
+    assert asked == ["/.well-known/openid-configuration"]
+
+
 # -- configuration ------------------------------------------------------------------------------------
 def test_provider_settings_are_read_or_refused_with_reasons(tmp_path: Path) -> None:
     entry = {"id": "entra", "name": "Contoso", "issuer": "https://login.example/t/v2.0/", "client_id": "c"}

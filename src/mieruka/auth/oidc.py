@@ -40,6 +40,7 @@ from .oidc_providers import Provider
 PENDING_TTL = 600  # seconds from leaving for the provider to coming back
 LEEWAY = 120  # seconds of clock difference allowed for exp, iat and nbf
 DISCOVERY_TTL = 3600.0
+FAILURE_TTL = 10.0  # a provider's discovery that failed is not tried again sooner
 JWKS_REFETCH = 10.0  # at most one unplanned JWKS fetch per provider this often
 HTTP_TIMEOUT = 10.0
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
@@ -148,6 +149,7 @@ class Client:
         self._lock = threading.Lock()
         self._discovery: dict[str, _Cached] = {}
         self._jwks: dict[str, _Cached] = {}
+        self._failed: dict[str, tuple[float, SignInFailed]] = {}  # the last discovery failure, and when
         self._refetched: dict[str, float] = {}  # when an unknown key id last made us fetch the keys
 
     def close(self) -> None:
@@ -176,11 +178,29 @@ class Client:
         return data
 
     def metadata(self, provider: Provider) -> dict[str, Any]:
-        """The provider's /.well-known/openid-configuration, cached DISCOVERY_TTL; a failure is not cached."""
+        """The provider's /.well-known/openid-configuration, cached DISCOVERY_TTL. A failure is kept
+        FAILURE_TTL: while a provider is down, each click on its button does not hold a thread for
+        the whole connection timeout again."""
+        now = time.monotonic()
         with self._lock:
             cached = self._discovery.get(provider.id)
-        if cached is not None and time.monotonic() - cached.at < DISCOVERY_TTL:
+            failed = self._failed.get(provider.id)
+        if cached is not None and now - cached.at < DISCOVERY_TTL:
             return cached.value
+        if failed is not None and now - failed[0] < FAILURE_TTL:
+            raise failed[1]
+        try:
+            data = self._discovery_document(provider)
+        except SignInFailed as exc:
+            with self._lock:
+                self._failed[provider.id] = (time.monotonic(), exc)
+            raise
+        with self._lock:
+            self._discovery[provider.id] = _Cached(data, time.monotonic())
+            self._failed.pop(provider.id, None)
+        return data
+
+    def _discovery_document(self, provider: Provider) -> dict[str, Any]:
         data = self._get_json(provider, provider.issuer + "/.well-known/openid-configuration", "discovery document")
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri", "issuer"):
             if not isinstance(data.get(key), str):
@@ -192,8 +212,6 @@ class Client:
                 "sso_misconfigured",
                 502,
             )
-        with self._lock:
-            self._discovery[provider.id] = _Cached(data, time.monotonic())
         return data
 
     def keys(self, provider: Provider, refresh: bool = False) -> dict[str, Any]:
