@@ -378,6 +378,16 @@ def test_a_wrong_state_is_refused(sso: Sso) -> None:
     assert stranger.status_code == 400 and "no sign-in under way" in message(stranger)
 
 
+def test_an_answer_naming_another_issuer_is_refused(sso: Sso) -> None:
+    """RFC 9207: the provider names itself in its answer (iss); a mix-up names another."""
+    http, url = begin(sso, "bob")
+    assert "iss=" in url
+    mixed = re.sub(r"iss=[^&]+", "iss=" + quote("https://evil.example", safe=""), url)
+    page = http.get(mixed)
+    assert page.status_code == 400 and "comes from 'https://evil.example', not from Local ID" in message(page)
+    assert me(sso, http).status_code == 401
+
+
 def test_a_replayed_code_is_refused(sso: Sso) -> None:
     http, url = begin(sso, "bob")
     pending = http.cookies["mieruka_oidc"]

@@ -6,13 +6,12 @@ The flow itself is auth/oidc.py."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from ..auth.accounts import User
 from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, SignInFailed
 from ..auth.oidc_providers import Provider, parse_providers
 from ..auth.oidc_subjects import Subjects
@@ -165,7 +164,7 @@ def _path(request: Request) -> str:
     return _root(request) or "/"
 
 
-def _sign_in(runtime: Runtime, request: Request, identity: Identity) -> Any:
+def _sign_in(runtime: Runtime, request: Request, identity: Identity) -> User:
     provider = _client(request).provider(identity.provider)
     subjects: Subjects = request.app.state.oidc_subjects
     subjects.check(provider, identity.subject, identity.name)
