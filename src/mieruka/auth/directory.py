@@ -385,7 +385,7 @@ class Directory:
                         user.name,
                         until.strftime("%Y-%m-%d %H:%M"),
                     )
-                self._remember(user.name, now + min(60.0, c.recheck))
+                self._remember(user.name, now + min(60.0, c.recheck, c.recheck + c.grace - age))
                 return user.principal(who.via, who.session_csrf)
             logger.warning("%s for longer than ldap_grace: %s is refused until it answers", down, user.name)
             return None
