@@ -27,7 +27,7 @@ from mieruka.auth.oidc import Client, Pending, SignInFailed
 from mieruka.auth.oidc_providers import Provider, parse_providers
 from mieruka.core.access import Role
 from mieruka.errors import ConfigError
-from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server
+from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server, text_of
 from tests.oidc_provider import OidcProvider
 
 if TYPE_CHECKING:
@@ -256,6 +256,24 @@ def test_a_whole_sign_in_in_chromium(sso: Sso, browser: Browser) -> None:
     assert page.locator("input[name=login]").is_visible()
     page.close()
     assert not outside, outside
+
+
+def test_refused_consent_in_chromium_is_a_page_with_a_way_back(sso: Sso, browser: Browser) -> None:
+    page = browser.new_page()
+    page.goto(f"{sso.server.url}/login")
+    page.get_by_role("button", name="Sign in with Local ID").click()
+    page.locator("input[name=login]").fill("bob")
+    page.locator("input[name=password]").fill("x")
+    page.get_by_role("button", name="Sign-in").click()
+    page.get_by_role("link", name="[ Cancel ]").click()  # the provider's consent page
+    page.wait_for_url(f"{sso.server.url}/login/oidc/local/callback?**")
+    assert "consent was refused" in text_of(page.locator("#sso-message"))
+    assert page.evaluate("fetch('/api/me').then(r => r.status)") == 401
+    page.locator("#sso-retry").click()  # straight to the provider's consent: its session is still there
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{sso.server.url}/")
+    assert page.evaluate("fetch('/api/me').then(r => r.json())")["name"] == "bob"
+    page.close()
 
 
 def test_groups_give_the_role_and_the_audit_log_says_how(sso: Sso) -> None:
