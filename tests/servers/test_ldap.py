@@ -237,6 +237,11 @@ def test_directory_users_log_in_with_their_groups_roles(served: ServerProcess) -
     assert re.search(r"^ada\s+admin\s+no\s+ldap\s", listed, re.M) and re.search(
         r"^root\s+admin\s+yes\s+local\s", listed, re.M
     )
+    assert "your password is kept there" in client.get("/account").text
+    changed = client.post(
+        "/account/password", data={"csrf_token": _csrf(client), "current": "ada-secret", "password": "a new one!"}
+    )
+    assert changed.status_code == 422 and "Your password is kept by ldap: change it there." in changed.text
     page = client.get("/users").text
     assert re.search(r"ada.*?ldap", page, re.S), "the users page shows where each user comes from"
 

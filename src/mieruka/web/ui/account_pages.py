@@ -174,7 +174,8 @@ def login_link(runtime: RuntimeDep, request: Request, secret: str) -> Response:
 def _account_page(runtime: Runtime, request: Request, status: int = 200, **extra: Any) -> HTMLResponse:
     who = principal(request)
     tokens = runtime.auth.accounts.list_tokens(who.name) if who.via != "local" else []
-    return _page(request, "account.html", status=status, who=who, tokens=tokens, now=utcnow(), **extra)
+    source = runtime.auth.accounts.get_user(who.name).source if who.via != "local" else "local"
+    return _page(request, "account.html", status=status, who=who, tokens=tokens, now=utcnow(), source=source, **extra)
 
 
 @router.get("/account", response_class=HTMLResponse)
@@ -221,6 +222,9 @@ async def change_password(runtime: RuntimeDep, request: Request) -> Response:
     current, new = str(form.get("current") or ""), str(form.get("password") or "")
     if who.via == "local":
         return _account_page(runtime, request, 422, error="no users are configured yet")
+    source = (await run_in_threadpool(runtime.auth.accounts.get_user, who.name)).source
+    if source != "local":  # not checked here, so not counted as a wrong password either
+        return _account_page(runtime, request, 422, error=f"Your password is kept by {source}: change it there.")
     try:
         checked = await run_in_threadpool(
             runtime.auth.throttle.change_password, who.name, current, new, address(request)
