@@ -81,3 +81,20 @@ def test_group_entries_of_allow_lists() -> None:
     assert allowed(other, ["group:lab-admins", "operator"])
     assert allowed(Principal("root", Role.ADMIN, "session"), ["group:lab-admins"])
     assert not allowed(Principal("lab-admins", Role.VIEWER, "session", groups=frozenset({"x"})), ["group:x-y"])
+
+
+def test_disabled_accounts_of_each_directory_kind() -> None:
+    from mieruka.auth.directory import _disabled
+
+    assert _disabled({"userAccountControl": ["514"]})  # AD: NORMAL_ACCOUNT | ACCOUNTDISABLE
+    assert not _disabled({"userAccountControl": ["512"]})
+    assert _disabled({"pwdAccountLockedTime": ["000001010000Z"]})  # OpenLDAP ppolicy
+    assert _disabled({"nsAccountLock": ["TRUE"]}) and not _disabled({"nsAccountLock": ["false"]})  # 389
+    assert not _disabled({"userAccountControl": [], "pwdAccountLockedTime": []})
+
+
+def test_names_a_proxy_sends() -> None:
+    from mieruka.auth.proxy_auth import header_name
+
+    assert header_name("EXAMPLE\\ada", True) == "ada" and header_name("ada@EXAMPLE.ORG", True) == "ada"
+    assert header_name(" ada ", True) == "ada" and header_name("EXAMPLE\\ada", False) == "EXAMPLE\\ada"
