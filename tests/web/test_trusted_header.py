@@ -116,7 +116,7 @@ def test_the_proxy_client_address_is_audited(served: ServerProcess, proxy: str) 
 
 
 def test_a_local_or_bad_name_from_the_proxy_is_refused(served: ServerProcess, proxy: str) -> None:
-    for name in ("root", "EXAMPLE\\root", "bad name!", "(*)"):
+    for name in ("root", "EXAMPLE\\root", "bad name!", "(*)", "", "EXAMPLE\\"):  # empty: anonymous
         refused = httpx.get(f"{via_proxy(served, proxy)}/api/me", headers={HEADER: name})
         assert refused.status_code == 401, (name, refused.text)
     assert "the proxy names root, a local user: refused" in served.output()
