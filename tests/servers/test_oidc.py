@@ -696,6 +696,27 @@ def test_required_claims_and_unverified_addresses() -> None:
             parse_providers(json.dumps([{**entry, "required_claims": bad}]))
 
 
+def test_a_bad_provider_setting_stops_the_server_with_its_reason(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    env.update(PYTHONPATH=str(TESTS.parent), MIERUKA_OIDC_PROVIDERS='[{"id": "x", "issuer": "https://id.example"}]')
+    run = subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", "run", "tests/directory_app.py:app", "--port", str(free_port())]
+        + ["--home", str(tmp_path / "home")],
+        cwd=TESTS.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == "mieruka: oidc_providers[0]: client_id is required (a string)"
+    assert "Traceback" not in run.stderr
+
+
 def test_the_docs_example_is_read_as_it_says(tmp_path: Path) -> None:
     docs = (TESTS.parent / "docs" / "sso.md").read_text()
     example = re.search(r"```toml\n(.*?)```", docs, re.S)
