@@ -27,7 +27,7 @@ from mieruka.auth.oidc import Client, Pending, SignInFailed
 from mieruka.auth.oidc_providers import Provider, parse_providers
 from mieruka.core.access import Role
 from mieruka.errors import ConfigError
-from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server, text_of
+from tests.conftest import TESTS, ServerProcess, attribute_of, free_port, open_page, shared_server, text_of
 from tests.oidc_provider import OidcProvider
 
 if TYPE_CHECKING:
@@ -245,6 +245,9 @@ def test_a_whole_sign_in_in_chromium(sso: Sso, browser: Browser) -> None:
     assert who["name"] == "alice" and who["role"] == "admin" and who["via"] == "session"
     cookies = {c["name"]: c for c in page.context.cookies(sso.server.url)}
     assert cookies["mieruka_session"]["httpOnly"] and "mieruka_oidc" not in cookies
+    page.goto(f"{sso.server.url}/users")  # the Users page says where she comes from, and her groups
+    source = page.locator("tr[data-user=alice] td[data-field=source]")
+    assert text_of(source).startswith("oidc") and attribute_of(source, "title") == "groups: lab, lab-admins"
     # logging out ends the provider's session too: it asks, then sends the browser to the login page
     page.goto(f"{sso.server.url}/account")
     page.locator("form[action$='/logout'] button").first.click()
