@@ -34,12 +34,12 @@ RECHECK = 2.0  # ldap_recheck of the served app: a removed user is cut off withi
 GRACE = 10.0  # long enough for the logins the test makes meanwhile on a busy machine
 ADMIN_PASSWORD = "local admin password"
 
-if ldap_server.available() is not None:
-    need_service(str(ldap_server.available()))
-
 
 @pytest.fixture(scope="module")
 def ldap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    missing = ldap_server.available()
+    if missing is not None:
+        need_service(missing)
     with LdapServer(tmp_path_factory.mktemp("ldap")) as server:
         yield server
 
