@@ -112,18 +112,24 @@ class OidcProvider:
         self.log_path = folder / f"oidc-provider-{self.port}.log"
 
     def add_client(
-        self, client_id: str, secret: str, redirect_uris: list[str], logout_uris: list[str] | None = None
+        self,
+        client_id: str,
+        secret: str,
+        redirect_uris: list[str],
+        logout_uris: list[str] | None = None,
+        auth: str = "client_secret_basic",
     ) -> None:
+        """A client; `auth` is how it proves itself at the token endpoint (none: a public client)."""
         self.clients.append(
             {
                 "client_id": client_id,
-                "client_secret": secret,
+                **({"client_secret": secret} if auth != "none" else {}),
                 "client_name": client_id,
                 "redirect_uris": redirect_uris,
                 "post_logout_redirect_uris": logout_uris or [],
                 "grant_types": ["authorization_code"],
                 "response_types": ["code"],
-                "token_endpoint_auth_method": "client_secret_basic",
+                "token_endpoint_auth_method": auth,
             }
         )
 

@@ -92,6 +92,8 @@ def sso(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     proc = ServerProcess("tests/directory_app.py:app", home, env=env)
     provider.add_client("mieruka", SECRET, [f"{proc.url}/login/oidc/local/callback"], [f"{proc.url}/login"])
     provider.add_client("other", OTHER_SECRET, [NOWHERE])
+    provider.add_client("public", "", [NOWHERE], auth="none")
+    provider.add_client("poster", OTHER_SECRET, [NOWHERE], auth="client_secret_post")
     provider.add_user("alice", ["lab-admins", "lab"])
     provider.add_user("bob", ["lab", "lab-ops"])
     provider.add_user("dave", ["lab"])
@@ -449,6 +451,24 @@ def test_an_expired_pending_sign_in_is_refused(sso: Sso) -> None:
 
 
 # -- ID tokens, verified against the provider's published keys ---------------------------------------------
+@pytest.mark.parametrize(
+    ("client_id", "secret", "token_auth"), [("public", "", "none"), ("poster", OTHER_SECRET, "client_secret_post")]
+)
+def test_public_clients_and_secrets_in_the_form(sso: Sso, client_id: str, secret: str, token_auth: str) -> None:
+    """The whole flow in process for a public client (PKCE only) and for client_secret_post."""
+    entry = {"id": "p", "name": "P", "issuer": sso.provider.issuer, "client_id": client_id, "token_auth": token_auth}
+    [provider] = parse_providers(json.dumps([{**entry, "client_secret": secret}]), default_role="viewer")
+    client = Client([provider])
+    pending = Pending.new("p", "/")
+    back = through_provider(sso.browser(), client.authorization_url(provider, pending, NOWHERE), "bob", NOWHERE)
+    params = {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
+    who = client.finish(provider, pending, params, NOWHERE)
+    assert who.name == "bob" and who.subject == "bob" and who.role is Role.VIEWER
+    with pytest.raises(SignInFailed, match=r"refused to complete the sign-in \(invalid_grant"):
+        client.finish(provider, pending, params, NOWHERE)  # the code works once
+    client.close()
+
+
 def test_an_id_token_for_another_application_is_refused(sso: Sso) -> None:
     client, provider = relying_party(sso)
     theirs = real_id_token(sso, "other", OTHER_SECRET, NOWHERE, nonce="n-1")
