@@ -155,8 +155,8 @@ class Settings:
     )
     ldap_url: str = _setting(
         "",
-        "Directory login (LDAP, Active Directory; docs/directory.md): ldaps://host or ldap://host:389. "
-        "Empty: no directory.",
+        "Directory login (LDAP, Active Directory; docs/directory.md): ldaps://host or ldap://host:389; "
+        "several, comma-separated, are tried in order (domain controllers). Empty: no directory.",
     )
     ldap_starttls: bool = _setting(False, "Encrypt an ldap:// connection with StartTLS before binding.")
     ldap_allow_plain: bool = _setting(

@@ -118,9 +118,22 @@ def test_plain_binds_only_when_allowed_and_tls_is_checked(ldap: LdapServer, tmp_
             directory_of(ldap, ldap_url=url, ldap_starttls=starttls, ldap_ca_file=str(other)).login("ada", "ada-secret")
 
 
+def test_several_servers_are_tried_in_order(ldap: LdapServer) -> None:
+    dead = f"ldap://127.0.0.1:{free_port()}"  # nothing listens there
+    assert directory_of(ldap, ldap_url=f"{dead}, {ldap.url}").login("ada", "ada-secret") is not None
+    other = f"ldap://127.0.0.1:{free_port()}"
+    with pytest.raises(DirectoryUnavailable) as down:
+        directory_of(ldap, ldap_url=f"{dead},{other}").login("ada", "ada-secret")
+    assert down.value.message == f"the directory ({dead}, {other}) cannot be reached"
+    assert down.value.reason.count("LDAPSocketOpenError") == 2
+    with pytest.raises(ConfigError, match="would send passwords unencrypted"):
+        directory_of(ldap, ldap_url=f"{ldap.ldaps_url}, {ldap.url}", ldap_starttls=False)
+
+
 def test_bad_directory_settings_are_config_errors(ldap: LdapServer) -> None:
     for extra, message in (
         ({"ldap_url": "http://x"}, "not an ldap:// or ldaps:// URL"),
+        ({"ldap_url": "ldaps://x:port"}, "port must be an integer"),
         ({"ldap_user_base": ""}, "ldap_user_base"),
         ({"ldap_roles": "lab=admin"}, "JSON object"),
         ({"ldap_roles": '{"lab": "boss"}'}, "unknown role"),

@@ -61,6 +61,7 @@ class Entry:
 @dataclass(frozen=True)
 class DirectoryConfig:
     url: str
+    urls: tuple[str, ...]  # tried in order: several domain controllers
     starttls: bool
     allow_plain: bool
     ca_file: str
@@ -83,15 +84,21 @@ class DirectoryConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> DirectoryConfig:
-        url = s.ldap_url.strip()
-        scheme = url.split("://", 1)[0].lower()
-        if scheme not in ("ldap", "ldaps"):
-            raise ConfigError(f"ldap_url: {url!r} is not an ldap:// or ldaps:// URL")
-        if scheme == "ldap" and not s.ldap_starttls and not s.ldap_allow_plain:
-            raise ConfigError(
-                f"ldap_url {url} would send passwords unencrypted: use ldaps://, set ldap_starttls = true, "
-                "or (on a network you trust) ldap_allow_plain = true"
-            )
+        urls = tuple(part.strip() for part in s.ldap_url.split(",") if part.strip())
+        url = ", ".join(urls)
+        for one in urls:
+            scheme = one.split("://", 1)[0].lower()
+            if scheme not in ("ldap", "ldaps"):
+                raise ConfigError(f"ldap_url: {one!r} is not an ldap:// or ldaps:// URL")
+            try:
+                Server(one)
+            except (LDAPException, ValueError) as exc:
+                raise ConfigError(f"ldap_url: {one!r}: {exc}") from None
+            if scheme == "ldap" and not s.ldap_starttls and not s.ldap_allow_plain:
+                raise ConfigError(
+                    f"ldap_url {one} would send passwords unencrypted: use ldaps://, set ldap_starttls = true, "
+                    "or (on a network you trust) ldap_allow_plain = true"
+                )
         if not s.ldap_user_base.strip():
             raise ConfigError(
                 "ldap_user_base: the DN under which users are searched (e.g. ou=people,dc=example,dc=org)"
@@ -109,6 +116,7 @@ class DirectoryConfig:
                 raise ConfigError(f"{name}: an LDAP filter in parentheses, got {text!r}")
         return cls(
             url=url,
+            urls=urls,
             starttls=s.ldap_starttls,
             allow_plain=s.ldap_allow_plain,
             ca_file=s.ldap_ca_file,
@@ -163,7 +171,7 @@ class Directory:
     def __init__(self, config: DirectoryConfig) -> None:
         self.config = config
         self.tls = None
-        if config.url.lower().startswith("ldaps://") or config.starttls:
+        if config.starttls or any(u.lower().startswith("ldaps://") for u in config.urls):
             self.tls = Tls(
                 validate=ssl.CERT_REQUIRED, ca_certs_file=config.ca_file or None, version=ssl.PROTOCOL_TLS_CLIENT
             )
@@ -262,29 +270,34 @@ class Directory:
         return self._in_chain
 
     def _connection(self, user: str | None, password: str | None) -> Connection:
+        """An open connection (StartTLS done) to the first of ldap_url's servers that answers."""
         c = self.config
-        # A Server per connection: ldap3's Server remembers an address that failed and skips it for a
-        # while, which would keep the directory "down" for seconds after it came back.
-        info = DSA if self._in_chain is None else NONE  # the root DSE says whether it is AD: read once
-        server = Server(c.url, tls=self.tls, get_info=info, connect_timeout=c.timeout)
-        conn = Connection(
-            server,
-            user=user,
-            password=password,
-            receive_timeout=max(1, math.ceil(c.timeout)),  # ldap3 packs it as a whole number
-            raise_exceptions=False,
-            check_names=False,
-            read_only=True,
-            auto_referrals=False,
-        )
-        try:
-            conn.open()
-            if c.starttls and not c.url.lower().startswith("ldaps://") and not conn.start_tls():
-                raise DirectoryUnavailable(c.url, f"StartTLS failed: {conn.result.get('description')}")
-        except (LDAPException, DirectoryUnavailable) as exc:
-            _close(conn)
-            raise exc if isinstance(exc, DirectoryUnavailable) else self._down(exc) from None
-        return conn
+        failures = []
+        for url in c.urls:
+            # A Server per connection: ldap3's Server remembers an address that failed and skips it
+            # for a while, which would keep the directory "down" for seconds after it came back.
+            info = DSA if self._in_chain is None else NONE  # the root DSE says whether it is AD: read once
+            server = Server(url, tls=self.tls, get_info=info, connect_timeout=c.timeout)
+            conn = Connection(
+                server,
+                user=user,
+                password=password,
+                receive_timeout=max(1, math.ceil(c.timeout)),  # ldap3 packs it as a whole number
+                raise_exceptions=False,
+                check_names=False,
+                read_only=True,
+                auto_referrals=False,
+            )
+            try:
+                conn.open()
+                if c.starttls and not url.lower().startswith("ldaps://") and not conn.start_tls():
+                    raise DirectoryUnavailable(url, f"StartTLS failed: {conn.result.get('description')}")
+                return conn
+            except (LDAPException, DirectoryUnavailable) as exc:
+                _close(conn)
+                reason = exc.reason if isinstance(exc, DirectoryUnavailable) else f"{type(exc).__name__}: {exc}"
+                failures.append(f"{url}: {reason}" if len(c.urls) > 1 else reason)
+        raise DirectoryUnavailable(c.url, "; ".join(failures))
 
     def _service(self) -> _Service:
         return _Service(self)

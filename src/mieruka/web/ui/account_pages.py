@@ -92,7 +92,9 @@ def _directory(request: Request) -> str:
     """The host of the directory the login form also checks (empty: none)."""
     runtime = runtime_or_none(request)
     directory = runtime.auth.directory if runtime is not None else None
-    return (urlsplit(directory.config.url).hostname or directory.config.url) if directory is not None else ""
+    if directory is None:
+        return ""
+    return ", ".join(urlsplit(url).hostname or url for url in directory.config.urls)
 
 
 @router.get("/login", response_class=HTMLResponse)
