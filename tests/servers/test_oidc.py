@@ -372,6 +372,12 @@ def test_someone_in_no_admitted_group_is_refused_in_words(sso: Sso) -> None:
     page = http.get(url)
     assert page.status_code == 403 and "none of the groups this server admits" in message(page)
     assert me(sso, http).status_code == 401
+    alice = signed_in(sso, "alice")
+    failed = alice.get(f"{sso.server.url}/api/audit", params={"actor": "carol", "action": "sso.failed"}).json()
+    assert failed["entries"][0]["detail"] == {"reason": "sso_no_role"}
+    assert failed["entries"][0]["target"] == "oidc:local"
+    # no password-login failure: twenty of these would lock this address out of the password form
+    assert not alice.get(f"{sso.server.url}/api/audit", params={"action": "login.failed"}).json()["entries"]
 
 
 def test_a_local_users_name_is_not_taken_over(sso: Sso) -> None:

@@ -57,7 +57,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/login/link/{secret}"): PUBLIC,
     ("POST", "/login/link/{secret}"): Rule(None, audit=None, csrf=True),
     # single sign-on (web/sso.py): leave for the OpenID provider, come back; bound to the browser by
-    # its pending-login cookie, audited by the route (login, login.failed)
+    # its pending-login cookie, audited by the route (login, sso.failed)
     ("GET", "/login/oidc/{provider}"): PUBLIC,
     ("GET", "/login/oidc/{provider}/callback"): PUBLIC,
     ("*", "/static"): PUBLIC,

@@ -23,6 +23,7 @@ from .ui.account_pages import _start_session  # the one way a session starts, as
 
 PENDING_COOKIE = "mieruka_oidc"  # the login on its way through the provider (auth/oidc.py: Pending)
 SIGNED_IN_COOKIE = "mieruka_sso"  # which provider this browser's session came from, for logout
+SSO_FAILED = "sso.failed"  # the audit action of a sign-in that did not end in a session
 MAX_HINT = 3000  # an ID token longer than this is not kept for the logout's id_token_hint
 
 router = APIRouter(include_in_schema=False)
@@ -144,8 +145,13 @@ async def callback(runtime: RuntimeDep, request: Request, provider: str) -> Resp
         identity = await run_in_threadpool(client.finish, found, pending, params, redirect_uri)
         user = await run_in_threadpool(_sign_in, runtime, request, identity)
     except SignInFailed as exc:
+        # Not login.failed: that counts towards the password logins' lock of this address.
         runtime.auth.audit.record(
-            f"({provider[:40]})", "login.failed", "oidc", address(request), {"reason": exc.code, "via": "oidc"}
+            exc.name or f"({provider[:40]})",
+            SSO_FAILED,
+            f"oidc:{provider[:40]}",
+            address(request),
+            {"reason": exc.code},
         )
         if exc.name is not None:
             await run_in_threadpool(_cut_off, runtime, request, exc.name)
