@@ -171,7 +171,9 @@ def message(page: httpx.Response) -> str:
     return found.group(1).replace("&#39;", "'")
 
 
-def real_id_token(sso: Sso, client_id: str, secret: str, redirect_uri: str, nonce: str, user: str = "bob") -> str:
+def real_id_token(
+    provider: OidcProvider, client_id: str, secret: str, redirect_uri: str, nonce: str, user: str = "bob"
+) -> str:
     """An ID token the provider issues to `client_id` for `user`, by the authorization code flow."""
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -186,10 +188,10 @@ def real_id_token(sso: Sso, client_id: str, secret: str, redirect_uri: str, nonc
         "code_challenge_method": "S256",
     }
     with httpx.Client(timeout=30, follow_redirects=False) as http:
-        back = through_provider(http, f"{sso.provider.issuer}/auth?{urlencode(query)}", user, redirect_uri)
+        back = through_provider(http, f"{provider.issuer}/auth?{urlencode(query)}", user, redirect_uri)
         code = parse_qs(urlsplit(back).query)["code"][0]
         tokens = http.post(
-            f"{sso.provider.issuer}/token",
+            f"{provider.issuer}/token",
             data={
                 "grant_type": "authorization_code",
                 "code": code,
@@ -477,17 +479,17 @@ def test_public_clients_and_secrets_in_the_form(sso: Sso, client_id: str, secret
 
 def test_an_id_token_for_another_application_is_refused(sso: Sso) -> None:
     client, provider = relying_party(sso)
-    theirs = real_id_token(sso, "other", OTHER_SECRET, NOWHERE, nonce="n-1")
+    theirs = real_id_token(sso.provider, "other", OTHER_SECRET, NOWHERE, nonce="n-1")
     with pytest.raises(SignInFailed, match=r"issued to another application \(aud\)"):
         client.verify(provider, theirs, "n-1")
-    ours = real_id_token(sso, "mieruka", SECRET, sso.callback, nonce="n-2")
+    ours = real_id_token(sso.provider, "mieruka", SECRET, sso.callback, nonce="n-2")
     assert client.verify(provider, ours, "n-2")["sub"] == "bob"  # the same check passes our own
     client.close()
 
 
 def test_an_id_token_of_another_sign_in_is_refused(sso: Sso) -> None:
     client, provider = relying_party(sso)
-    token = real_id_token(sso, "mieruka", SECRET, sso.callback, nonce="theirs")
+    token = real_id_token(sso.provider, "mieruka", SECRET, sso.callback, nonce="theirs")
     with pytest.raises(SignInFailed, match=r"belongs to another sign-in \(nonce\)"):
         client.verify(provider, token, "ours")
     client.close()
@@ -593,16 +595,15 @@ def test_keys_the_provider_rotates_are_fetched_again(tmp_path: Path) -> None:
     entry = {"id": "r", "issuer": rotating.issuer, "client_id": "mieruka", "client_secret": SECRET}
     [provider] = parse_providers(json.dumps([entry]), default_role="viewer")
     client = Client([provider])
-    sso = Sso(None, rotating, 0, [])  # type: ignore[arg-type]  # no server: the provider's tokens only
     try:
         rotating.start()
-        first = real_id_token(sso, "mieruka", SECRET, NOWHERE, nonce="1")
+        first = real_id_token(rotating, "mieruka", SECRET, NOWHERE, nonce="1")
         assert client.verify(provider, first, "1")["sub"] == "bob"  # the keys are cached now
         rotating.stop()
         rotating.key = RSAKey.generate_key(2048, private=True, auto_kid=True)
         rotating.extra_keys = [old_key]  # published beside the new one, as providers rotate
         rotating.start()
-        second = real_id_token(sso, "mieruka", SECRET, NOWHERE, nonce="2")
+        second = real_id_token(rotating, "mieruka", SECRET, NOWHERE, nonce="2")
         assert client.verify(provider, second, "2")["sub"] == "bob"
         assert client.verify(provider, first, "1")["sub"] == "bob"  # the old key still counts while published
         from joserfc import jws
