@@ -17,6 +17,7 @@ Directory (dc=example,dc=org):
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import signal
 import socket
@@ -97,6 +98,12 @@ def available() -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the child: a test run killed outright (SIGKILL, a CI timeout) takes its slapd along."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,6 +144,7 @@ class LdapServer:
             [SLAPD, "-f", str(self.dir / "slapd.conf"), "-h", f"{self.url}/ {self.ldaps_url}/", "-d", "stats"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + 30
