@@ -14,6 +14,7 @@ import pytest
 
 import mieruka
 from mieruka import JobStatus
+from mieruka.core.job import JobRecord
 from mieruka.engine import waiting
 from mieruka.engine.waiting import Ending
 from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
@@ -365,9 +366,14 @@ def test_a_second_engine_never_runs_the_same_job(app: mieruka.App, tmp_path: Pat
         home=str(tmp_path / "other"), database_url=app.settings.effective_database_url, workers=1, poll_interval=0.05
     )
     other.start()
+    done: list[JobRecord] = []
     try:
-        jobs = [app.submit("sleep", seconds=0.3) for _ in range(8)]
-        done = [app.wait(job, 30) for job in jobs]
+        # Rounds of jobs until both engines have taken some: on a loaded machine the second
+        # engine's worker may be up only after the first engine has run a whole round.
+        deadline = time.monotonic() + 60
+        while len({d.engine_id for d in done}) < 2 and time.monotonic() < deadline:
+            jobs = [app.submit("sleep", seconds=0.3) for _ in range(8)]
+            done += [app.wait(job, 30) for job in jobs]
     finally:
         other.stop()
     assert all(d.status is JobStatus.SUCCEEDED and d.attempts == 1 for d in done)
