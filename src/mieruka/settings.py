@@ -258,6 +258,11 @@ class Settings:
         10.0, "First wait before a message that failed is sent again; doubled each time."
     )
     notify_max_attempts: int = _setting(8, "Attempts at one message before it is given up as failed.")
+    notify_user_webhook_hosts: str = _setting(
+        "",
+        "Hosts (comma separated) that users' own subscriptions may send webhooks to; empty: users subscribe by "
+        "e-mail only (a webhook makes the server call a URL: admins choose where).",
+    )
     notify_retention: float = _setting(
         30 * 86400.0, "Notification messages sent or given up, and their events, are deleted after this long."
     )

@@ -29,6 +29,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             poll_interval=0.2,
             notify_poll_interval=0.1,
             notify_digest_window=0.1,
+            notify_user_webhook_hosts="127.0.0.1, localhost",
         )
 
         @app.task(notify=mieruka.notify.on_failure("webhook:" + receiver.url("/code")))
@@ -119,6 +120,8 @@ def test_each_sees_the_rules_they_may(site: dict[str, Any]) -> None:
         ),
         ("val", {"events": ["pool.started"], "target": "mail:v@example.org"}, "for admins"),
         ("val", {"events": ["job.failed"], "pools": ["gpu"], "target": "mail:v@example.org"}, "for admins"),
+        ("val", {"events": ["job.failed"], "target": "webhook:http://169.254.169.254/x"}, "ask an admin"),
+        ("otto", {"events": ["job.failed"], "target": "slack:https://10.0.0.8/hook"}, "ask an admin"),
         ("ada", {"events": ["job.exploded"], "target": "mail:a@example.org"}, "unknown ['job.exploded']"),
         ("ada", {"events": ["job.failed"], "target": "sms:+33123"}, "must be one of"),
         ("ada", {"events": ["job.failed"], "target": "mail:nobody"}, "not an e-mail address"),

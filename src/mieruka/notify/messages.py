@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
 
@@ -81,9 +81,16 @@ class Message:
 
 
 def compose(
-    events: Sequence[Event], base_url: str, key: str, rule_name: str, tasks: Mapping[str, Task], params: ParamsOf
+    events: Sequence[Event],
+    base_url: str,
+    key: str,
+    rule_name: str,
+    tasks: Mapping[str, Task],
+    params: ParamsOf,
+    zone: tzinfo = UTC,
 ) -> Message:
-    """The message of one delivery: its one event, or a digest of several (a flood: one message)."""
+    """The message of one delivery: its one event, or a digest of several (a flood: one message).
+    Times are told in `zone` (the server's configured time zone); the events' data keeps UTC."""
     if not events:
         return Message(
             title="[mieruka] Test message",
@@ -94,7 +101,7 @@ def compose(
     shown = [_event_json(e, base_url, tasks, params) for e in events]
     if len(events) == 1:
         event, data = events[0], shown[0]
-        lines = [f"{event.headline()} at {event.at:%Y-%m-%d %H:%M:%S} UTC."]
+        lines = [f"{event.headline()} at {_shown(event.at, zone, '%Y-%m-%d %H:%M:%S %Z')}."]
         if data.get("error"):
             lines += ["", *str(data["error"]).splitlines()]
         return Message(f"[mieruka] {event.headline()}", lines, data["url"], key, shown)
@@ -102,7 +109,8 @@ def compose(
     for event in events:
         counts[event.kind] = counts.get(event.kind, 0) + 1
     summary = ", ".join(f"{n} × {_SAID.get(kind, kind)}" for kind, n in sorted(counts.items()))
-    lines = [f"{len(events)} events ({summary}), {events[0].at:%H:%M:%S} to {events[-1].at:%H:%M:%S} UTC:", ""]
+    first, last = _shown(events[0].at, zone, "%H:%M:%S"), _shown(events[-1].at, zone, "%H:%M:%S %Z")
+    lines = [f"{len(events)} events ({summary}), {first} to {last}:", ""]
     for event, data in zip(events[:DIGEST_LINES], shown, strict=False):
         first = str(data.get("error") or "").split("\n", 1)[0]
         lines.append(f"- {event.headline()}" + (f": {first}" if first else ""))
@@ -128,6 +136,10 @@ def _event_json(event: Event, base_url: str, tasks: Mapping[str, Task], params: 
         text = scrub(event.message, job_params or {}, secret_fields(task) if task is not None else frozenset())
         data["error" if event.kind.startswith("job.") else "message"] = first_lines(text)
     return data
+
+
+def _shown(at: datetime, zone: tzinfo, form: str) -> str:
+    return at.astimezone(zone).strftime(form)
 
 
 def first_lines(text: str) -> str:

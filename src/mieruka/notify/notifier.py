@@ -154,7 +154,15 @@ class Notifier:
             except NotFoundError:
                 return Outcome(claimed.id, False, "its rule was deleted")
         events = [] if claimed.test else deliveries.events_of(self.db, claimed.id)
-        message = compose(events, self.settings.served_url, claimed.key, rule.name, self._task_map(), self._params)
+        message = compose(
+            events,
+            self.settings.served_url,
+            claimed.key,
+            rule.name,
+            self._task_map(),
+            self._params,
+            self.settings.zone,
+        )
         try:
             send(self.channels, rule.target, message, rule.secret)
         except SendError as exc:

@@ -4,7 +4,8 @@
 Admins see and manage every rule (those declared in code are shown, not deleted: the code says
 them) and every message. Any signed-in user may subscribe themselves: a rule of their own, about
 jobs of the tasks they may see (allow lists apply when each event is routed, so a task hidden later
-is not told of), sent to their address or webhook; they see their own rules and messages only. A
+is not told of), sent to their address (or a webhook on a host `notify_user_webhook_hosts` allows);
+they see their own rules and messages only. A
 rule's webhook secret is never shown, and a webhook's URL only up to its host (its path is often
 the credential).
 """
@@ -12,6 +13,7 @@ the credential).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -133,6 +135,7 @@ def create_rule(runtime: Runtime, request: Request, body: RuleIn) -> StoredRule:
                 "are for admins)",
                 [{"field": "events", "message": "not for subscriptions"}],
             )
+        _check_user_target(runtime, target)
         hidden = [name for name in body.tasks if name not in runtime.tasks or not _sees(runtime, who, name)]
         if hidden:
             raise ValidationError(
@@ -156,6 +159,22 @@ def create_rule(runtime: Runtime, request: Request, body: RuleIn) -> StoredRule:
     )
     audit(request, "notify.rule_create", f"notify_rule:{rule.id}", name=rule.name, events=sorted(rule.events))
     return rule
+
+
+def _check_user_target(runtime: Runtime, target: str) -> None:
+    """A user's own subscription calls no URL an admin did not allow: a webhook would make the
+    server send requests wherever its user likes (its own network, a cloud's metadata address)."""
+    channel, _, address = target.partition(":")
+    if channel == "mail":
+        return
+    hosts = {h.strip().lower() for h in runtime.settings.notify_user_webhook_hosts.split(",") if h.strip()}
+    host = (urlsplit(address).hostname or "").lower()
+    if host not in hosts:
+        allowed_hosts = f"the hosts allowed: {', '.join(sorted(hosts))}" if hosts else "e-mail only (mail:...)"
+        raise ValidationError(
+            f"target: a subscription may send to {allowed_hosts}; ask an admin for a webhook rule",
+            [{"field": "target", "message": "host not allowed"}],
+        )
 
 
 def _sees(runtime: Runtime, who: Principal, task: str) -> bool:
