@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -27,8 +27,12 @@ from ..store import tables as t
 from ..store.database import Database
 from .audit import AuditLog
 
-if TYPE_CHECKING:
-    from .directory import Directory
+
+class Vouching(Protocol):
+    """Who checks a password that is no local user's (auth/directory.py's Directory)."""
+
+    def sign_in(self, accounts: Accounts, name: str, password: str, address: str) -> User | None: ...
+
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 MIN_PASSWORD = 8
@@ -500,7 +504,7 @@ class Throttle:
         self.max_failures = max_failures
         self.window = window
 
-    def login(self, name: str, password: str, address: str, directory: Directory | None = None) -> User | None:
+    def login(self, name: str, password: str, address: str, directory: Vouching | None = None) -> User | None:
         """The user when the password is right, else None; both are audited (login, login.failed).
         A name that is no local user's is tried with `directory` (login.directory); when it cannot
         be reached, DirectoryUnavailable (audited as login.unavailable, which locks nobody out)."""
