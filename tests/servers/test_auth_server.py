@@ -185,7 +185,9 @@ def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: Browser,
     # What was done, on a real server: the form's task and parameters, the quick run's outcome.
     quick = page.locator("#audit tbody tr", has_text="quick_hello").first
     assert 'name="Ada"' in quick.inner_text() and "succeeded" in quick.inner_text()
-    assert "a=40" in page.locator("#audit tbody tr", has_text="add").last.inner_text()
+    # The Swagger UI's submission (other tests of this module may have submitted `add` before it).
+    tried = page.locator("#audit tbody tr", has_text="a=40")
+    assert tried.count() >= 1 and "add" in tried.first.inner_text(), tried.all_inner_texts()
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/login")
     # A page whose session ends meanwhile (here: a new password) sends the reader to the login page.
