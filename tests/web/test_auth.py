@@ -441,6 +441,7 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: mieruka
         "/login",
         "/displays",
         "/display",
+        "/notifications",
     ] + [f"/tasks/{task.name}" for task in app.tasks]
     pages += [p for p in ["/dashboards"] if p in routes]
     seen = 0
@@ -488,6 +489,7 @@ def test_every_post_form_of_every_page_carries_the_csrf_token_first(app: mieruka
         "/streams/{name}",
         "/displays",
         "/display",
+        "/notifications",
         # single sign-on: a redirect, or a page in words with no form of its own (tests/servers/test_oidc.py)
         "/login/oidc/{provider}",
         "/login/oidc/{provider}/callback",
