@@ -400,3 +400,13 @@ def test_old_messages_and_their_events_are_pruned(tmp_path: Path, database_url: 
         with db.read() as conn:
             left = conn.execute(sa.select(t.notify_events.c.id)).scalars().all()
         assert len(left) == 1  # the pruned message's event went with it
+
+
+def test_the_docs_settings_example_is_read(tmp_path: Path) -> None:
+    from mieruka.settings import Settings
+
+    page = (Path(__file__).parents[2] / "docs" / "notifications.md").read_text(encoding="utf-8")
+    config = tmp_path / "mieruka.toml"
+    config.write_text(page.split("```toml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    settings = Settings.load(environ={}, config_file=config)
+    assert settings.notify_smtp_host == "smtp.lab.example.org" and settings.notify_digest_window == 60
