@@ -21,6 +21,7 @@ from mieruka.core.clock import utcnow
 from mieruka.errors import ConfigError
 from mieruka.notify import deliveries
 from mieruka.notify.notifier import Notifier
+from mieruka.notify.rulebook import Rulebook
 from mieruka.store import tables as t
 from mieruka.store.pools import SqlPoolStore
 from tests.notify_receivers import HttpReceiver, http_receiver, mail_server, self_signed, wait_for
@@ -410,3 +411,32 @@ def test_the_docs_settings_example_is_read(tmp_path: Path) -> None:
     config.write_text(page.split("```toml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
     settings = Settings.load(environ={}, config_file=config)
     assert settings.notify_smtp_host == "smtp.lab.example.org" and settings.notify_digest_window == 60
+
+
+def test_servers_starting_together_write_the_code_rules_once(tmp_path: Path, database_url: str) -> None:
+    app = make_app(tmp_path, database_url, "mail:ops@example.org")
+    with app:
+        db, declared = app.runtime.database, app.notifications
+        with db.write() as conn:
+            conn.execute(sa.delete(t.notify_rules))
+        books = [Rulebook(db) for _ in range(4)]
+        threads = [threading.Thread(target=book.sync_code, args=(declared, utcnow())) for book in books]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(r.name for r in books[0].all()) == sorted(declared)
+        books[0].add(
+            name="app:9",
+            origin="admin",
+            owner=None,
+            events=["job.failed"],
+            scope={},
+            target="mail:a@example.org",
+            secret=None,
+            longer_than=None,
+            created_by="ada",
+            now=utcnow(),
+        )
+        with pytest.raises(ConfigError, match=r"rules named \['app:9'\] were made in the UI"):
+            books[0].sync_code({**declared, "app:9": mieruka.notify.on_failure("mail:b@example.org")}, utcnow())

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import NotFoundError, ValidationError
+from ..errors import ConfigError, NotFoundError, ValidationError
 from ..store import tables as t
 from ..store.database import Database
 from .rules import KINDS, SCOPES, Rule
@@ -104,7 +104,20 @@ class Rulebook:
 
     def sync_code(self, declared: Mapping[str, Rule], now: datetime) -> None:
         """Make the rules of origin "code" those declared (by name): new ones added, changed ones
-        rewritten (keeping their id, so their messages stay theirs), gone ones deleted."""
+        rewritten (keeping their id, so their messages stay theirs), gone ones deleted. Servers
+        starting together may both add a rule: the one that loses reads it again."""
+        for attempt in range(3):
+            try:
+                self._sync_code(declared, now)
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    taken = sorted(set(declared) & {rule.name for rule in self.all() if rule.origin != CODE})
+                    raise ConfigError(
+                        f"notify: rules named {taken} were made in the UI; rename the rules of the code"
+                    ) from None
+
+    def _sync_code(self, declared: Mapping[str, Rule], now: datetime) -> None:
         r = t.notify_rules.c
         with self.db.write() as conn:
             have = {row.name: row for row in conn.execute(sa.select(t.notify_rules).where(r.origin == CODE))}
