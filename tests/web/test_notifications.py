@@ -180,6 +180,8 @@ def test_the_page_and_its_form(site: dict[str, Any]) -> None:
     client = site["client"]
     admin_page = client.get("/notifications", headers=as_(site, "ada")).text
     assert 'href="/notifications"' in admin_page and "Make a rule" in admin_page and "pool" in admin_page
+    account = client.get("/account", headers=as_(site, "val")).text
+    assert 'href="/notifications"' in account  # the way to it for those whose menu has no link
     viewer_page = client.get("/notifications", headers=as_(site, "val")).text
     assert "Subscribe" in viewer_page and 'value="pool.started"' not in viewer_page
     assert 'value="vault"' not in viewer_page and 'value="open_task"' in viewer_page
