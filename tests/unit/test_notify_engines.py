@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,9 @@ def receiver() -> Iterator[HttpReceiver]:
         yield found
 
 
-def test_failures_and_last_retries_are_told_whoever_settles_the_job(app: App, receiver: HttpReceiver) -> None:
+def test_failures_and_last_retries_are_told_whoever_settles_the_job(
+    app: App, receiver: HttpReceiver, tmp_path: Path
+) -> None:
     app.runtime.notifier.rulebook.add(
         name=f"engines-{uuid.uuid4().hex[:8]}",
         origin="admin",
@@ -37,7 +40,7 @@ def test_failures_and_last_retries_are_told_whoever_settles_the_job(app: App, re
         now=utcnow(),
     )
     failed = app.wait(app.submit("fail", message="told"), 60)
-    retried = app.wait(app.submit("fail_then_succeed", marker=uuid.uuid4().hex, failures=2), 60)
+    retried = app.wait(app.submit("fail_then_succeed", marker=str(tmp_path / "count"), failures=2), 60)
     assert failed.status.value == "failed" and retried.status.value == "succeeded"
     wanted = {("job.failed", failed.id), ("job.last_retry", retried.id)}
 
