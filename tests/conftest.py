@@ -180,6 +180,32 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.loadscopereorder = False
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the run's controller, not each test process
+        session.config.stash[_ROOT_FILES_KEY] = _root_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test (or a job it ran, whose working directory is the repository) that writes a file by a
+    relative path litters the checkout: the run fails, naming the files."""
+    before = session.config.stash.get(_ROOT_FILES_KEY, None)
+    if before is None:
+        return
+    left = sorted(_root_files() - before)
+    if left:
+        writer = session.config.get_terminal_writer()
+        writer.line()
+        writer.line(f"tests left files in the repository's root (write to tmp_path instead): {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _root_files() -> frozenset[str]:
+    return frozenset(p.name for p in TESTS.parent.iterdir() if p.is_file())
+
+
+_ROOT_FILES_KEY = pytest.StashKey[frozenset[str]]()
+
+
 def longest_modules_first(items: list[pytest.Item]) -> list[pytest.Item]:
     """The modules by their total time in tests/durations.json, longest first, so that the parallel
     run ends on short modules (scripts/test_durations.py makes the file). A module not in it counts
