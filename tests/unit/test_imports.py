@@ -15,8 +15,9 @@ SRC = Path(__file__).parents[2] / "src"
 
 # Never wanted by a plain app on SQLite with the threads or local executor.
 NEVER = {"alembic", "mako", "psycopg", "celery", "kombu", "redis", "pandas", "numpy", "boto3"}
-# The API's error handlers name psycopg's error class (web/errors.py) whatever the database.
-NOT_SERVING = NEVER - {"psycopg"}
+# Nor by the server of such an app, until a feature that needs it is configured: the HTTP client of
+# single sign-on (with the 90 modules httpx brings: rich, pygments) and LDAP's client.
+NOT_SERVING = NEVER | {"httpx", "rich", "pygments", "ldap3", "joserfc"}
 # Not wanted until the app starts or serves.
 NOT_DECLARING = NEVER | {"sqlalchemy", "fastapi", "starlette", "uvicorn", "jinja2", "argon2", "multipart"}
 # Loaded by the apps that use them: cron schedules, pipelines (their runner watches processes).
@@ -91,4 +92,17 @@ def test_serving_an_app_on_an_up_to_date_database_loads_no_migration_tool(tmp_pa
         """
     )
     loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)  # makes the schema
-    assert loaded_after(serve, tmp_path) & NOT_SERVING == set()
+    assert loaded_after(serve, tmp_path) & NEVER == set()  # (the test client is httpx's)
+
+
+def test_building_the_server_of_an_app_loads_no_client_it_does_not_use(tmp_path: Path) -> None:
+    build = APP + textwrap.dedent(
+        """
+        import mieruka.server
+        from mieruka.web.api import create_api
+
+        create_api(app.runtime, stop_app=True)
+        """
+    )
+    loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)
+    assert loaded_after(build, tmp_path) & NOT_SERVING == set()

@@ -28,14 +28,15 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
-
-import httpx
 
 from ..core.access import Role
 from ..errors import MierukaError
 from .oidc_providers import Provider
+
+if TYPE_CHECKING:
+    import httpx
 
 PENDING_TTL = 600  # seconds from leaving for the provider to coming back
 LEEWAY = 120  # seconds of clock difference allowed for exp, iat and nbf
@@ -144,6 +145,8 @@ class Client:
     (routes run on a thread pool)."""
 
     def __init__(self, providers: Sequence[Provider], http: httpx.Client | None = None) -> None:
+        import httpx  # on first use: a server without single sign-on never loads it (nor the 90 modules it brings)
+
         self.providers = {p.id: p for p in providers}
         self._http = http or httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False)
         self._lock = threading.Lock()
@@ -163,6 +166,8 @@ class Client:
 
     # documents ------------------------------------------------------------------------------------
     def _get_json(self, provider: Provider, url: str, what: str) -> dict[str, Any]:
+        import httpx
+
         try:
             answer = self._http.get(url, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
@@ -282,6 +287,8 @@ class Client:
         return self.identity(provider, claims, id_token)
 
     def _exchange(self, provider: Provider, code: str, verifier: str, redirect_uri: str) -> dict[str, Any]:
+        import httpx
+
         meta = self.metadata(provider)
         form = {
             "grant_type": "authorization_code",
@@ -387,6 +394,8 @@ class Client:
 
     def _with_userinfo(self, provider: Provider, claims: dict[str, Any], access_token: Any) -> dict[str, Any]:
         """Some providers (Okta, and any with thin ID tokens) put the profile in userinfo only."""
+        import httpx
+
         wanted = [*provider.username_claims, *([provider.groups_claim] if provider.groups_claim else [])]
         if all(_claim(claims, name) is not None for name in wanted) or not isinstance(access_token, str):
             return claims

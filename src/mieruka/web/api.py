@@ -58,7 +58,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
 
     api = FastAPI(title=runtime.title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     pages = page_templates(runtime)
-    install_error_handlers(api, pages)
+    install_error_handlers(api, pages, postgres=runtime.settings.effective_database_url.startswith("postgres"))
     api.include_router(tasks.router)
     api.include_router(jobs.router)
     api.include_router(accounts_api.router)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import sys
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -188,13 +189,14 @@ def _bounded(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
-def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None) -> None:
-    """Route every error through respond(); `pages` renders templates/error.html for browsers."""
+def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None, postgres: bool = True) -> None:
+    """Route every error through respond(); `pages` renders templates/error.html for browsers.
+    `postgres`: the store may raise psycopg's errors (a store on SQLite never imports psycopg)."""
     setattr(api.state, TEMPLATES_KEY, pages)
     api.exception_handler(MierukaError)(on_mieruka_error)
     # The errors of the database drivers, wrapped by SQLAlchemy or not (the store's PostgreSQL hot
     # path speaks psycopg directly): handled here, inside the middleware, so no traceback follows.
-    for kind in _database_errors():
+    for kind in _database_errors(postgres):
         api.exception_handler(kind)(on_unexpected)
     api.exception_handler(RequestValidationError)(on_validation_error)
     api.exception_handler(HTTPException)(on_http_error)
@@ -260,10 +262,12 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     return respond(request, 500, "internal_error", "internal server error; the server log has the details")
 
 
-def _database_errors() -> list[type[Exception]]:
+def _database_errors(postgres: bool) -> list[type[Exception]]:
     from sqlalchemy.exc import SQLAlchemyError
 
     kinds: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
+    if not postgres and "psycopg" not in sys.modules:
+        return kinds  # 73 modules and 6 MB not loaded for errors that cannot come
     try:
         import psycopg
     except ImportError:  # without the postgres extra there is no psycopg error to meet
