@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,19 @@ from fastapi.testclient import TestClient
 
 import mieruka
 from mieruka import App
+from tests.conftest import BACKENDS, fresh_postgres_database
 from tests.notify_receivers import http_receiver, wait_for
 
 SIGNING_KEY = "a-signing-key-never-shown"
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with http_receiver() as receiver:
+@pytest.fixture(scope="module", params=BACKENDS)
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    postgres = fresh_postgres_database("mieruka_notify_web") if request.param == "postgres" else nullcontext("")
+    with http_receiver() as receiver, postgres as database_url:
         app = App("notify web")
         app.configure(
+            database_url=database_url,
             home=str(tmp_path_factory.mktemp("notify") / "home"),
             executor="threads",
             poll_interval=0.2,
@@ -213,3 +217,14 @@ def test_a_receiver_down_is_shown_as_a_failed_attempt(site: dict[str, Any], tmp_
     assert row["status"] == "pending" and "ConnectError" in row["last_error"]
     page = site["client"].get("/notifications", headers=as_(site, "ada")).text
     assert "ConnectError" in page
+
+
+def test_a_rule_id_past_the_databases_integers_names_no_rule(site: dict[str, Any]) -> None:
+    """A PostgreSQL integer column ends at 2**31 - 1: a larger id is not found, not a 500 (found by
+    the schema fuzzer)."""
+    for method, path in (("POST", "/test"), ("DELETE", "")):
+        for rule_id in (2**31, 2789362775, 10**17):
+            answer = site["client"].request(
+                method, f"/api/notifications/rules/{rule_id}{path}", headers=as_(site, "ada")
+            )
+            assert answer.status_code == 404, (method, rule_id, answer.text)

@@ -96,6 +96,8 @@ class Rulebook:
             return [_stored(row) for row in conn.execute(stmt)]
 
     def get(self, rule_id: int) -> StoredRule:
+        if not 0 < rule_id <= t.MAX_INT:  # a PostgreSQL integer column: a larger id names no rule
+            raise NotFoundError(f"no notification rule {rule_id}")
         with self.db.read() as conn:
             row = conn.execute(sa.select(t.notify_rules).where(t.notify_rules.c.id == rule_id)).first()
         if row is None:
