@@ -398,17 +398,7 @@ class Accounts:
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_EVERY:
             with self.db.write() as conn:
                 conn.execute(t.tokens.update().where(t.tokens.c.id == row.id).values(last_used_at=now))
-        return User(
-            id=row.user_id,
-            name=row.name,
-            role=Role(row.role),
-            created_at=row.created_at,
-            has_password=bool(row.password_hash),
-            source=row.source,
-            groups=tuple(row.groups or ()),
-            synced_at=row.synced_at,
-            display_name=row.display_name,
-        )
+        return _user(row, row.user_id)
 
     def create_login_link(self, user: str, valid_for: float = 86400.0) -> str:
         source = self.get_user(user).source
@@ -590,9 +580,10 @@ def _newest(
     return rows if len(rows) >= limit else []
 
 
-def _user(row: sa.Row) -> User:  # type: ignore[type-arg]
+def _user(row: sa.Row, user_id: int | None = None) -> User:  # type: ignore[type-arg]
+    """The user of a users row, or of a row joined to it whose own id is another's (`user_id`)."""
     return User(
-        id=row.id,
+        id=row.id if user_id is None else user_id,
         name=row.name,
         role=Role(row.role),
         created_at=row.created_at,
