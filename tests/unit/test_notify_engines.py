@@ -27,18 +27,21 @@ def receiver() -> Iterator[HttpReceiver]:
 def test_failures_and_last_retries_are_told_whoever_settles_the_job(
     app: App, receiver: HttpReceiver, tmp_path: Path
 ) -> None:
-    app.runtime.notifier.rulebook.add(
-        name=f"engines-{uuid.uuid4().hex[:8]}",
-        origin="admin",
-        owner=None,
-        events=["job.failed", "job.last_retry"],
-        scope={"tasks": ["fail", "fail_then_succeed"]},
-        target="webhook:" + receiver.url(),
-        secret=None,
-        longer_than=None,
-        created_by="test",
-        now=utcnow(),
-    )
+    # A rule each: a rule's first event goes at once, a second one would wait for the digest
+    # window (a minute by default).
+    for event in ("job.failed", "job.last_retry"):
+        app.runtime.notifier.rulebook.add(
+            name=f"engines-{uuid.uuid4().hex[:8]}",
+            origin="admin",
+            owner=None,
+            events=[event],
+            scope={"tasks": ["fail", "fail_then_succeed"]},
+            target="webhook:" + receiver.url(),
+            secret=None,
+            longer_than=None,
+            created_by="test",
+            now=utcnow(),
+        )
     failed = app.wait(app.submit("fail", message="told"), 60)
     retried = app.wait(app.submit("fail_then_succeed", marker=str(tmp_path / "count"), failures=2), 60)
     assert failed.status.value == "failed" and retried.status.value == "succeeded"
