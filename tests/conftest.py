@@ -508,3 +508,18 @@ def celery_worker(
         shared_server(CeleryWorker(home, url, broker_url, "--concurrency", "2"), request) as worker,
     ):
         yield worker
+
+
+def mieruka_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`mieruka ARGS --home HOME` as a newcomer's shell runs it: none of this run's MIERUKA_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    env["PYTHONPATH"] = str(TESTS.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "mieruka.cli", *args, "--home", str(home)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        env=env,
+        timeout=60,
+    )

@@ -24,7 +24,7 @@ from mieruka.errors import ConfigError, DirectoryUnavailable
 from mieruka.settings import Settings
 from mieruka.store.database import Database
 from tests import ldap_server
-from tests.conftest import TESTS, ServerProcess, free_port, need_service, open_page
+from tests.conftest import TESTS, ServerProcess, free_port, mieruka_cli, need_service, open_page
 from tests.ldap_server import PEOPLE, LdapServer
 
 if TYPE_CHECKING:
@@ -168,18 +168,6 @@ def test_sign_in_makes_and_updates_the_user(ldap: LdapServer, tmp_path: Path) ->
 
 
 # -- a server ----------------------------------------------------------------------------------------
-def _cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    env["PYTHONPATH"] = str(TESTS.parent)
-    return subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", *args, "--home", str(home)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=TESTS.parent,
-        env=env,
-        timeout=60,
-    )
 
 
 def _env(ldap: LdapServer, **extra: Any) -> dict[str, str]:
@@ -190,7 +178,9 @@ def _env(ldap: LdapServer, **extra: Any) -> dict[str, str]:
 @pytest.fixture
 def served(ldap: LdapServer, tmp_path: Path) -> Iterator[ServerProcess]:
     home = tmp_path / "home"
-    added = _cli(home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+    added = mieruka_cli(
+        home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n"
+    )
     assert added.returncode == 0, added.stderr
     proc = ServerProcess("tests/directory_app.py:app", home, "--workers", "1", env=_env(ldap))
     try:
@@ -222,7 +212,7 @@ def login(server: ServerProcess, name: str, password: str) -> tuple[httpx.Client
 
 
 def admin(server: ServerProcess) -> dict[str, str]:
-    created = _cli(server.home, "tokens", "create", "--user", "root")
+    created = mieruka_cli(server.home, "tokens", "create", "--user", "root")
     assert created.returncode == 0, created.stderr
     return {"Authorization": f"Bearer {created.stdout.strip()}"}
 
@@ -246,7 +236,7 @@ def test_directory_users_log_in_with_their_groups_roles(served: ServerProcess) -
     assert "carol" not in users and "nobody" not in users
     entries = httpx.get(f"{served.url}/api/audit?actor=ada", headers=admin(served)).json()["entries"]
     assert "login.directory" in [e["action"] for e in entries]
-    listed = _cli(served.home, "users", "ls").stdout
+    listed = mieruka_cli(served.home, "users", "ls").stdout
     assert re.search(r"^ada\s+admin\s+no\s+ldap\s", listed, re.M) and re.search(
         r"^root\s+admin\s+yes\s+local\s", listed, re.M
     )
@@ -357,7 +347,9 @@ def test_a_proxy_names_directory_users(ldap: LdapServer, tmp_path: Path) -> None
     if proxy is None:
         need_service("a network address besides loopback (the trusted proxy's)")
     home = tmp_path / "home"
-    added = _cli(home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+    added = mieruka_cli(
+        home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n"
+    )
     assert added.returncode == 0, added.stderr
     env = {
         **_env(ldap),

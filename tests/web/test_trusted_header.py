@@ -6,17 +6,13 @@ user's name refused, cross-site posts refused."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import TESTS, ServerProcess, need_service, shared_server
+from tests.conftest import ServerProcess, mieruka_cli, need_service, shared_server
 
 HEADER = "X-Remote-User"
 PASSWORD = "local admin password"
@@ -33,20 +29,6 @@ def outward_address() -> str | None:
     return None if found.startswith("127.") or found == "0.0.0.0" else found
 
 
-def cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    env["PYTHONPATH"] = str(TESTS.parent)
-    return subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", *args, "--home", str(home)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=TESTS.parent,
-        env=env,
-        timeout=60,
-    )
-
-
 @pytest.fixture(scope="module")
 def proxy() -> str:
     found = outward_address()
@@ -61,7 +43,7 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, proxy: str
 ) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("trusted-header") / "home"
-    added = cli(home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+    added = mieruka_cli(home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
     env = {
         "MIERUKA_HOST": "0.0.0.0",
@@ -78,7 +60,7 @@ def via_proxy(served: ServerProcess, proxy: str) -> str:
 
 
 def admin(served: ServerProcess) -> dict[str, str]:
-    created = cli(served.home, "tokens", "create", "--user", "root")
+    created = mieruka_cli(served.home, "tokens", "create", "--user", "root")
     assert created.returncode == 0, created.stderr
     return {"Authorization": f"Bearer {created.stdout.strip()}"}
 
