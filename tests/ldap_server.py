@@ -203,5 +203,6 @@ class LdapServer:
             "ldap_user_base": PEOPLE,
             "ldap_group_base": GROUPS,
             "ldap_roles": f'{{"cn=lab-admins,{GROUPS}": "admin", "lab-ops": "operator", "lab": "viewer"}}',
+            "ldap_timeout": 30,  # a loaded machine can stall a TLS handshake for seconds; outages refuse at once
             **extra,
         }

@@ -171,7 +171,7 @@ def test_sign_in_makes_and_updates_the_user(ldap: LdapServer, tmp_path: Path) ->
 
 
 def _env(ldap: LdapServer, **extra: Any) -> dict[str, str]:
-    values = ldap.settings(ldap_recheck=RECHECK, ldap_grace=GRACE, ldap_timeout=2, **extra)
+    values = ldap.settings(ldap_recheck=RECHECK, ldap_grace=GRACE, **extra)
     return {f"MIERUKA_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}
 
 

@@ -297,7 +297,9 @@ class Directory:
                 _close(conn)
                 reason = exc.reason if isinstance(exc, DirectoryUnavailable) else f"{type(exc).__name__}: {exc}"
                 failures.append(f"{url}: {reason}" if len(c.urls) > 1 else reason)
-        raise DirectoryUnavailable(c.url, "; ".join(failures))
+        error = DirectoryUnavailable(c.url, "; ".join(failures))
+        error.add_note(f"why: {error.reason}")  # shown in tracebacks and logs, never on the login page
+        raise error
 
     def _service(self) -> _Service:
         return _Service(self)
