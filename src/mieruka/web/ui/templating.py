@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from fastapi.templating import Jinja2Templates
 
+from ... import i18n
 from ...runtime import Runtime
 from ..access import may_change, may_run
 from ..assets import static_url
@@ -22,6 +23,12 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 def page_templates(runtime: Runtime) -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES))
     env = templates.env
+    # Newstyle gettext: `_("Refreshed %(when)s", when=x)` escapes the values and formats the
+    # translation of the request's language (a contextvar), so one compiled template serves all.
+    env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
+    env.globals["html_lang"] = i18n.current_language
+    env.globals["js_messages"] = i18n.js_messages
     zone = runtime.settings.zone
     env.filters["local_time"] = lambda v: render.local_time(v, zone)
     env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
