@@ -279,7 +279,7 @@ def test_the_dashboards_page_counts_the_controls(served: dict[str, Any]) -> None
         f'<span class="tag">{len(board.charts)} charts</span> <span class="tag">{len(board.controls)} controls</span>'
     )
     assert counts in page and len(board.controls) > 10
-    assert '<span class="tag">1 charts</span> <span class="tag">1 controls</span>' in page
+    assert '<span class="tag">1 chart</span> <span class="tag">1 control</span>' in page
 
 
 def test_the_kiosk_layout_shows_no_controls(served: dict[str, Any]) -> None:

@@ -16,10 +16,26 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union, get_args, get_origin
 
 from ..errors import ConfigError, ValidationError
+from ..i18n import N_, _
 from .task import Task, TaskRegistry
 
 KINDS = ("button", "toggle", "slider", "number", "select", "form")
 VALUED = ("toggle", "slider", "number", "select")  # the user chooses the value of `param`
+# Whole sentences per kind, so that each language words its own subject.
+TAKES_NO_PARAMS = {
+    "button": N_("a button takes no params (only a form does)"),
+    "toggle": N_("a toggle takes no params (only a form does)"),
+    "slider": N_("a slider takes no params (only a form does)"),
+    "number": N_("a number control takes no params (only a form does)"),
+    "select": N_("a select takes no params (only a form does)"),
+}
+NEEDS_A_VALUE = {
+    "toggle": N_("a toggle needs a value"),
+    "slider": N_("a slider needs a value"),
+    "number": N_("a number control needs a value"),
+    "select": N_("a select needs a value"),
+}
+TAKES_A_NUMBER = {"slider": N_("a slider takes a number"), "number": N_("a number control takes a number")}
 
 
 @dataclass(frozen=True)
@@ -110,7 +126,7 @@ class Control:
     @property
     def question(self) -> str:
         """What to ask before a dangerous control runs."""
-        return self.confirm or f"Run “{self.title or self.task}” now?"
+        return self.confirm or _("Run “%(title)s” now?", title=self.title or self.task)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -138,18 +154,19 @@ class Control:
         given = dict(given or {})
         if self.kind == "form":
             if value is not None:
-                raise _invalid("value", "a form takes its fields as params, not a value")
+                raise _invalid("value", _("a form takes its fields as params, not a value"))
             unknown = sorted(set(given) - set(self.fields))
             if unknown:
-                fixed = [n for n in unknown if n in self.params]
-                why = "fixed by the control" if fixed and len(fixed) == len(unknown) else "not a field of this form"
-                raise _invalid(unknown[0], f"{', '.join(map(repr, unknown))}: {why}")
+                names = ", ".join(map(repr, unknown))
+                if all(n in self.params for n in unknown):
+                    raise _invalid(unknown[0], _("%(names)s: fixed by the control", names=names))
+                raise _invalid(unknown[0], _("%(names)s: not a field of this form", names=names))
             return {**given, **self.params}
         if given:
-            raise _invalid("params", f"a {self.kind} takes no params (only a form does)")
+            raise _invalid("params", _(TAKES_NO_PARAMS[self.kind]))
         if self.kind == "button":
             if value is not None:
-                raise _invalid("value", "a button takes no value")
+                raise _invalid("value", _("a button takes no value"))
             return dict(self.params)
         assert self.param is not None
         return {**self.params, self.param: self.checked(value)}
@@ -157,27 +174,29 @@ class Control:
     def checked(self, value: Any) -> Any:
         """The value a user chose, checked against the control's kind and bounds."""
         if value is None:
-            raise _invalid("value", f"a {self.kind} needs a value")
+            raise _invalid("value", _(NEEDS_A_VALUE[self.kind]))
         if self.kind == "toggle":
             if not isinstance(value, bool):
-                raise _invalid("value", "a toggle takes true or false")
+                raise _invalid("value", _("a toggle takes true or false"))
             return value
         if self.kind == "select":
             choices = self.options or ()
             for option in choices:
                 if value == option or (isinstance(option, str) and str(value) == option):
                     return option
-            raise _invalid("value", f"{value!r} is not one of {', '.join(map(repr, choices))}")
+            choices_text = ", ".join(map(repr, choices))
+            raise _invalid("value", _("%(value)s is not one of %(choices)s", value=repr(value), choices=choices_text))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _invalid("value", f"a {self.kind} takes a number")
+            raise _invalid("value", _(TAKES_A_NUMBER[self.kind]))
         if self.min is not None and value < self.min:
-            raise _invalid("value", f"{value} is below the minimum {_number(self.min)}")
+            raise _invalid("value", _("%(value)s is below the minimum %(min)s", value=value, min=_number(self.min)))
         if self.max is not None and value > self.max:
-            raise _invalid("value", f"{value} is above the maximum {_number(self.max)}")
+            raise _invalid("value", _("%(value)s is above the maximum %(max)s", value=value, max=_number(self.max)))
         if self.step is not None:
             steps = (value - (self.min or 0)) / self.step
             if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
-                raise _invalid("value", f"{value} is not a multiple of the step {_number(self.step)}")
+                step = _number(self.step)
+                raise _invalid("value", _("%(value)s is not a multiple of the step %(step)s", value=value, step=step))
         return value
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from ..errors import ConfigError, NotFoundError
+from ..i18n import _
 from .controls import Control
 
 # Which browser library draws each kind: uPlot for series over a numeric or time axis (it streams at
@@ -169,13 +170,17 @@ class Dashboard:
         for chart in self.charts:
             if chart.name == name:
                 return chart
-        raise NotFoundError(f"dashboard {self.name!r} has no chart {name!r}")
+        raise NotFoundError(
+            _("dashboard %(dashboard)s has no chart %(name)s", dashboard=repr(self.name), name=repr(name))
+        )
 
     def control(self, name: str) -> Control:
         for control in self.controls:
             if control.name == name:
                 return control
-        raise NotFoundError(f"dashboard {self.name!r} has no control {name!r}")
+        raise NotFoundError(
+            _("dashboard %(dashboard)s has no control %(name)s", dashboard=repr(self.name), name=repr(name))
+        )
 
 
 def _title(chart: Chart) -> str:
@@ -201,7 +206,7 @@ class DashboardRegistry:
         try:
             return self._items[name]
         except KeyError:
-            raise NotFoundError(f"no dashboard named {name!r}") from None
+            raise NotFoundError(_("no dashboard named %(name)s", name=repr(name))) from None
 
     def __iter__(self) -> Iterator[Dashboard]:
         return iter(self._items.values())

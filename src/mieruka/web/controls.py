@@ -24,6 +24,7 @@ from ..core.controls import Control
 from ..core.job import JobRecord
 from ..core.task import Task
 from ..errors import JobTimeoutError, PermissionDenied, ValidationError
+from ..i18n import _
 from ..runtime import Runtime
 from .audit import note, note_job, note_result
 from .identity import owner_name, principal
@@ -49,11 +50,11 @@ BODY_SCHEMA: dict[str, Any] = {
 def why_not(who: Principal | None, task: Task) -> str | None:
     """Why `who` may not use a control of `task` (None: they may), in words for the page."""
     if who is None:
-        return "Log in as an operator to use this control"
+        return _("Log in as an operator to use this control")
     if not who.can(Role.OPERATOR):
-        return "Operators can use this control"
+        return _("Operators can use this control")
     if not allowed(who, task.allow):
-        return "Your account may not run what this control does"  # the hidden task stays unnamed
+        return _("Your account may not run what this control does")  # the hidden task stays unnamed
     return None
 
 
@@ -82,11 +83,11 @@ async def press_answer(runtime: Runtime, request: Request, name: str, control: s
     task = runtime.tasks.get(item.task)
     who = principal(request)
     if not allowed(who, task.allow):
-        raise PermissionDenied(f"{who.name} may not use control {item.name!r}")
+        raise PermissionDenied(_("%(user)s may not use control %(control)s", user=who.name, control=repr(item.name)))
     value, given = await _read(request, task, item)
     params = item.parameters(value, given)
     started = time.monotonic()
-    record, _ = await offload(runtime.engine.submit, task.name, params, owner=owner_name(request))
+    record = (await offload(runtime.engine.submit, task.name, params, owner=owner_name(request)))[0]
     note(request, dashboard=board.name, control=item.name)
     note_job(request, record, task)
     try:

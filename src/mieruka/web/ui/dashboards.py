@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from ...core.access import Principal, allowed
 from ...core.dashboards import Chart, Dashboard
+from ...i18n import _
 from ...live.hub import Live
 from ...runtime import Runtime
 from ..controls import why_not
@@ -46,6 +47,7 @@ def index(runtime: RuntimeDep, request: Request) -> HTMLResponse:
             state = live.refresher.state(source.name)
             info = source_json(source, state, live)
             info["refreshed_local"] = render.local_time(state.refreshed_at, runtime.settings.zone)
+            info["schedule_shown"] = source.schedule.describe() if source.schedule else _("on demand")
             sources.append(info)
         streams = [
             runner.spec
