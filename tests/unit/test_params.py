@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 from zoneinfo import ZoneInfo
 
+import pydantic
 import pytest
 from pydantic import BaseModel, Field
 
 import mieruka
-from mieruka import ConfigError, ValidationError
+from mieruka import ConfigError, ValidationError, i18n
 from mieruka.core.params import File, FileRef, Signature, parse_docstring
 from mieruka.core.schedule import Schedule
 from mieruka.core.task import make_task
@@ -431,6 +432,68 @@ def test_validate_rejects_unknown_parameters() -> None:
         "job": "unknown parameter",
         "sampel": "unknown parameter",
     }
+
+
+def limits(
+    count: Annotated[int, Field(ge=1, le=10)] = 1,
+    ratio: Annotated[float, Field(gt=0.5, lt=2.5, multiple_of=0.5)] = 1.0,
+    code: Annotated[str, Field(min_length=2, max_length=3, pattern="^x")] = "xy",
+    names: Annotated[list[str], Field(min_length=1, max_length=2)] = ["a"],  # noqa: B006 - read only
+    mode: Literal["fast", "sensitive"] = "fast",
+    day: date | None = None,
+    flag: bool = False,
+) -> None:
+    pass
+
+
+LIMITS = Signature(limits, "limits")
+TOO_LOW = {"count": 0, "ratio": 0.25, "code": "x", "names": [], "mode": "slow", "day": "2026-13-01", "flag": "maybe"}
+TOO_HIGH = {"count": 11.5, "ratio": 3.0, "code": "yyyy", "names": ["a", "b", "c"], "day": "soon", "flag": 2}
+
+
+@pytest.mark.parametrize("raw", [TOO_LOW, TOO_HIGH, {"count": "many", "ratio": "x", "nope": 1}])
+def test_validation_messages_in_english_are_pydantics(raw: dict[str, Any]) -> None:
+    """Each message a form shows is translatable; in English it is word for word pydantic's."""
+    with pytest.raises(ValidationError) as err:
+        LIMITS.validate(raw)
+    with pytest.raises(pydantic.ValidationError) as raw_err:
+        LIMITS.model.model_validate(raw)
+    expected = {".".join(map(str, e["loc"])): e["msg"] for e in raw_err.value.errors()}
+    expected.update({name: "unknown parameter" for name, msg in expected.items() if msg.startswith("Extra inputs")})
+    assert {f["field"]: f["message"] for f in err.value.fields} == expected
+
+
+def test_validation_messages_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In another language a message is the catalog's, filled with the limits as people write them (10, not 10.0)."""
+    catalog = {
+        "Input should be less than or equal to %(le)s": "%(le)s 以下の値を入力してください",
+        "invalid parameters: %(errors)s": "パラメーターが正しくありません: %(errors)s",
+        "String should have at least %(num)d character": "%(num)d 文字以上で入力してください",
+    }
+
+    class Catalog:
+        def gettext(self, message: str) -> str:
+            return catalog.get(message, message)
+
+        def ngettext(self, singular: str, plural: str, n: int) -> str:
+            return catalog.get(singular, singular if n == 1 else plural)
+
+    monkeypatch.setattr(i18n, "translations", lambda language: Catalog())
+
+    def fn(count: Annotated[float, Field(le=10.0)] = 1, code: Annotated[str, Field(min_length=2)] = "xy") -> None:
+        pass
+
+    with pytest.raises(ValidationError) as err:
+        Signature(fn, "fn").validate({"count": 11, "code": "x", "other": 1})
+    assert err.value.fields == [
+        {"field": "count", "message": "10 以下の値を入力してください"},
+        {"field": "code", "message": "2 文字以上で入力してください"},
+        {"field": "other", "message": "unknown parameter"},  # no translation: the English words
+    ]
+    assert err.value.message == (
+        "パラメーターが正しくありません: count: 10 以下の値を入力してください; code: 2 文字以上で入力してください;"
+        " other: unknown parameter"
+    )
 
 
 def test_validate_strict_enough() -> None:

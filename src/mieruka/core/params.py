@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError, ValidationError
+from ..i18n import N_, _, ngettext
 from .job import Job
 
 
@@ -186,8 +187,8 @@ class Signature:
             if holds_nul(value):
                 # PostgreSQL cannot store it; every store refuses it alike.
                 raise ValidationError(
-                    f"{name}: text must not contain a NUL character",
-                    [{"field": name, "message": "contains a NUL character"}],
+                    _("%(field)s: text must not contain a NUL character", field=name),
+                    [{"field": name, "message": _("contains a NUL character")}],
                 )
         return checked
 
@@ -231,12 +232,96 @@ def validation_error(exc: pydantic.ValidationError) -> ValidationError:
     fields = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(part) for part in err["loc"]) or "(body)"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown parameter"
-        fields.append({"field": loc, "message": message})
+        fields.append({"field": loc, "message": _message(err)})
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return ValidationError(f"invalid parameters: {summary}", fields)
+    return ValidationError(_("invalid parameters: %(errors)s", errors=summary), fields)
+
+
+# pydantic's messages that a task's form meets, in words a translator can reorder. In English (and for
+# any other error) pydantic's own message is kept: it formats the numbers of its limits its own way.
+_MESSAGES = {
+    "missing": N_("Field required"),
+    "int_type": N_("Input should be a valid integer"),
+    "int_parsing": N_("Input should be a valid integer, unable to parse string as an integer"),
+    "int_from_float": N_("Input should be a valid integer, got a number with a fractional part"),
+    "float_type": N_("Input should be a valid number"),
+    "float_parsing": N_("Input should be a valid number, unable to parse string as a number"),
+    "finite_number": N_("Input should be a finite number"),
+    "bool_type": N_("Input should be a valid boolean"),
+    "bool_parsing": N_("Input should be a valid boolean, unable to interpret input"),
+    "string_type": N_("Input should be a valid string"),
+    "list_type": N_("Input should be a valid list"),
+    "dict_type": N_("Input should be a valid dictionary"),
+    "date_type": N_("Input should be a valid date"),
+    "datetime_type": N_("Input should be a valid datetime"),
+    "date_past": N_("Date should be in the past"),
+    "date_future": N_("Date should be in the future"),
+    "datetime_past": N_("Input should be in the past"),
+    "datetime_future": N_("Input should be in the future"),
+    "date_parsing": N_("Input should be a valid date in the format YYYY-MM-DD, %(error)s"),
+    "date_from_datetime_parsing": N_("Input should be a valid date or datetime, %(error)s"),
+    "datetime_parsing": N_("Input should be a valid datetime, %(error)s"),
+    "datetime_from_date_parsing": N_("Input should be a valid datetime or date, %(error)s"),
+    "json_invalid": N_("Invalid JSON: %(error)s"),
+    "greater_than": N_("Input should be greater than %(gt)s"),
+    "greater_than_equal": N_("Input should be greater than or equal to %(ge)s"),
+    "less_than": N_("Input should be less than %(lt)s"),
+    "less_than_equal": N_("Input should be less than or equal to %(le)s"),
+    "multiple_of": N_("Input should be a multiple of %(multiple_of)s"),
+    "string_pattern_mismatch": N_("String should match pattern '%(pattern)s'"),
+    "literal_error": N_("Input should be %(expected)s"),
+    "enum": N_("Input should be %(expected)s"),
+}
+
+
+def _message(err: Any) -> str:
+    """One error of pydantic's in the current request's language."""
+    kind, ctx = err["type"], {k: _shown(v) for k, v in (err.get("ctx") or {}).items()}
+    if kind == "extra_forbidden":
+        return _("unknown parameter")
+    try:
+        if kind in _MESSAGES:
+            text = _(_MESSAGES[kind], **ctx)
+            return str(err["msg"]) if text == _MESSAGES[kind] % ctx else text
+        return _length(kind, ctx) or str(err["msg"])
+    except (KeyError, ValueError, TypeError):  # a context this pydantic does not give
+        return str(err["msg"])
+
+
+def _length(kind: str, ctx: dict[str, Any]) -> str | None:
+    """A string's or list's length error (the same words as pydantic's in English)."""
+    if kind == "string_too_short":
+        return ngettext(
+            "String should have at least %(num)d character",
+            "String should have at least %(num)d characters",
+            ctx["min_length"],
+        )
+    if kind == "string_too_long":
+        return ngettext(
+            "String should have at most %(num)d character",
+            "String should have at most %(num)d characters",
+            ctx["max_length"],
+        )
+    if kind == "too_short" and ctx.get("field_type") == "List":
+        return ngettext(
+            "List should have at least %(num)d item after validation, not %(actual)d",
+            "List should have at least %(num)d items after validation, not %(actual)d",
+            ctx["min_length"],
+            actual=ctx["actual_length"],
+        )
+    if kind == "too_long" and ctx.get("field_type") == "List":
+        return ngettext(
+            "List should have at most %(num)d item after validation, not %(actual)d",
+            "List should have at most %(num)d items after validation, not %(actual)d",
+            ctx["max_length"],
+            actual=ctx["actual_length"],
+        )
+    return None
+
+
+def _shown(value: Any) -> Any:
+    """A limit as people read it: 10.0 as 10."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _camel(name: str) -> str:

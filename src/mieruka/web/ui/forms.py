@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic_core import to_jsonable_python
 
 from ...core.task import Task
+from ...i18n import _
 
 Kind = Literal[
     "text", "textarea", "number", "checkbox", "select", "date", "datetime", "list", "fieldset", "file", "files", "json"
@@ -190,7 +191,7 @@ def _match(fields: list[Field], path: str) -> tuple[Field, str] | None:
         if not rest:
             return target, ""
         if len(rest) == 1 and rest[0].isdigit():
-            return target, f"item {int(rest[0]) + 1}"
+            return target, _("item %(number)s", number=int(rest[0]) + 1)
         return target, ".".join(rest)
     return None
 
@@ -361,7 +362,7 @@ class _Builder(_Schema):
             self._fieldset(fld, node, default)
             return fld
         if kind in ("file", "files"):
-            fld.hint = "Choose one or more files." if kind == "files" else ""
+            fld.hint = _("Choose one or more files.") if kind == "files" else ""
             return fld
         if kind == "checkbox":
             fld.value = "true"  # sent when ticked; a hidden "false" before it is sent either way
@@ -376,9 +377,9 @@ class _Builder(_Schema):
         elif kind == "list":
             items = self._resolve(node.get("items", {}))
             fld.options = [_text(v) for v in _enum(items)]
-            fld.hint = "" if fld.options else "One item per line."
+            fld.hint = "" if fld.options else _("One item per line.")
         elif kind == "json":
-            fld.hint = "As JSON."
+            fld.hint = _("As JSON.")
         self._value(fld, default)
         if fld.kind == "text" and ("\n" in fld.value or (fld.max_length or 0) > _TEXTAREA_LENGTH):
             fld.kind = "textarea"  # long text, or line breaks a one-line input would lose

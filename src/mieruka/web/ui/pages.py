@@ -14,9 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from ...core.access import allowed
 from ...core.clock import utcnow
 from ...core.job import JobRecord
-from ...core.status import JobStatus
+from ...core.status import JobStatus, state_label
 from ...core.task import Task
 from ...errors import ConflictError, JobNotFound, JobTimeoutError, PayloadTooLarge, ValidationError
+from ...i18n import N_, _
 from ...runtime import Runtime
 from ...store.base import JobQuery
 from .. import monitor
@@ -43,6 +44,8 @@ def _page(runtime: Runtime, request: Request, name: str, status: int = 200, **co
     context.setdefault("root", request.scope.get("root_path", ""))
     # Live updates resume from here: nothing that happens while the page loads is missed.
     context.setdefault("last_event_id", runtime.engine.bus.last_id())
+    context.setdefault("state_label", state_label)
+    context.setdefault("pool_label", pool_label)
     return pages_of(request).TemplateResponse(request, name, context, status_code=status)
 
 
@@ -166,7 +169,7 @@ def monitor_page(
     states = _states(status)
     created_after = _since(since)
     if cursor is not None and not 0 < cursor < 2**63:
-        raise ValidationError("cursor: not a cursor from this page", [{"field": "cursor", "message": "invalid"}])
+        raise ValidationError(_("cursor: not a cursor from this page"), [{"field": "cursor", "message": _("invalid")}])
     unseen = hidden(request)
     query = JobQuery(
         task=task or None,
@@ -190,7 +193,7 @@ def monitor_page(
         filters=filters,
         tasks=[t for t in runtime.tasks if t.name not in unseen],
         states=[s.value for s in JobStatus],
-        sinces=SINCE,
+        sinces={key: _(label) for key, label in SINCE_LABELS.items()},
         next_cursor=records[-1].id if more and records else None,
         first_page=cursor is None,
     )
@@ -246,6 +249,23 @@ def retry(runtime: RuntimeDep, request: Request, job_id: int) -> RedirectRespons
 
 
 SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+SINCE_LABELS = {
+    "15m": N_("last 15 minutes"),
+    "1h": N_("last hour"),
+    "24h": N_("last 24 hours"),
+    "7d": N_("last 7 days"),
+}
+POOL_STATES = {
+    "stopped": N_("stopped"),
+    "starting": N_("starting"),
+    "running": N_("running"),
+    "stopping": N_("stopping"),
+}
+
+
+def pool_label(value: str) -> str:
+    """A compute pool's state as people read it (the value stays in attributes and classes)."""
+    return _(POOL_STATES[value]) if value in POOL_STATES else value
 
 
 def _states(text: str | None) -> list[JobStatus]:
@@ -256,7 +276,8 @@ def _states(text: str | None) -> list[JobStatus]:
                 states.append(JobStatus(value.strip()))
             except ValueError:
                 raise ValidationError(
-                    f"unknown state {value!r}", [{"field": "status", "message": "unknown state"}]
+                    _("unknown state %(state)s", state=repr(value)),
+                    [{"field": "status", "message": _("unknown state")}],
                 ) from None
     return states
 
@@ -265,7 +286,10 @@ def _since(text: str | None) -> datetime | None:
     if not text:
         return None
     if text not in SINCE:
-        raise ValidationError(f"since must be one of {', '.join(SINCE)}", [{"field": "since", "message": "invalid"}])
+        raise ValidationError(
+            _("since must be one of %(choices)s", choices=", ".join(SINCE)),
+            [{"field": "since", "message": _("invalid")}],
+        )
     return utcnow() - timedelta(seconds=SINCE[text])
 
 
