@@ -22,13 +22,14 @@ COLOURS = {
 
 def _frame(top_label: str, minutes: int, body: list[str], label: str) -> Markup:
     plot_h = HEIGHT - BOTTOM - TOP
+    start, now = escape(_("-%(minutes)d min", minutes=minutes)), escape(_("now"))
     axis = [
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH}" y2="{TOP + plot_h}" stroke="#888"/>',
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#888"/>',
         f'<text x="{LEFT - 4}" y="{TOP + 8}" text-anchor="end" font-size="10">{escape(top_label)}</text>',
         f'<text x="{LEFT - 4}" y="{TOP + plot_h}" text-anchor="end" font-size="10">0</text>',
-        f'<text x="{LEFT}" y="{HEIGHT - 4}" font-size="10">{escape(_("-%(minutes)d min", minutes=minutes))}</text>',
-        f'<text x="{WIDTH}" y="{HEIGHT - 4}" text-anchor="end" font-size="10">{escape(_("now"))}</text>',
+        f'<text x="{LEFT}" y="{HEIGHT - 4}" font-size="10">{start}</text>',
+        f'<text x="{WIDTH}" y="{HEIGHT - 4}" text-anchor="end" font-size="10">{now}</text>',
     ]
     return Markup(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
