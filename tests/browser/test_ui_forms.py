@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
+from mieruka import i18n
 from mieruka.core.task import Task, make_task
 from mieruka.demo import app as demo_app
 from mieruka.web.ui.forms import Field as FormField
@@ -379,8 +380,12 @@ class Page(HTMLParser):
 
 def render(fields: list[FormField], autoescape: bool = True) -> str:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape, undefined=jinja2.StrictUndefined
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
     template = env.from_string(
         '{% from "_form_fields.html" import render_fields %}<form>{{ render_fields(fields) }}</form>'
     )
