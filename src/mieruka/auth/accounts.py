@@ -23,6 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..core.access import Principal, Role, parse_role
 from ..core.clock import utcnow
 from ..errors import ConflictError, NotFoundError, TooManyAttempts, ValidationError
+from ..i18n import _, ngettext
 from ..store import tables as t
 from ..store.database import Database
 from .audit import AuditLog
@@ -105,7 +106,7 @@ def digest(secret: str) -> str:
 def check_name(name: str) -> str:
     if not NAME.match(name or ""):
         raise ValidationError(
-            "name: 1 to 100 letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
+            _("name: 1 to 100 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"),
             [{"field": "name", "message": "invalid user name"}],
         )
     return name
@@ -114,11 +115,11 @@ def check_name(name: str) -> str:
 def check_password(password: str) -> str:
     if len(password or "") < MIN_PASSWORD:
         raise ValidationError(
-            f"password: at least {MIN_PASSWORD} characters",
+            _("password: at least %(num)s characters", num=MIN_PASSWORD),
             [{"field": "password", "message": f"at least {MIN_PASSWORD} characters"}],
         )
     if len(password) > 1024:
-        raise ValidationError("password: at most 1024 characters", [{"field": "password", "message": "too long"}])
+        raise ValidationError(_("password: at most 1024 characters"), [{"field": "password", "message": "too long"}])
     return password
 
 
@@ -146,7 +147,7 @@ class Accounts:
         hashed = _hasher.hash(check_password(password)) if password is not None else None
         with self.db.write() as conn:
             if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == name)).first():
-                raise ConflictError(f"a user named {name!r} exists already")
+                raise ConflictError(_("a user named %(name)s exists already", name=repr(name)))
             conn.execute(t.users.insert().values(name=name, role=role.value, password_hash=hashed, created_at=utcnow()))
         return self.get_user(name)
 
@@ -162,7 +163,7 @@ class Accounts:
         with self.db.read() as conn:
             row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first()
         if row is None:
-            raise NotFoundError(f"no user named {name!r}")
+            raise NotFoundError(_("no user named %(name)s", name=repr(name)))
         return _user(row)
 
     def list_users(self) -> list[User]:
@@ -242,8 +243,12 @@ class Accounts:
             else:
                 if row.source != source:
                     raise ValidationError(
-                        f"the user name {name!r} belongs to a {row.source} user; "
-                        f"an admin may remove or rename that user first",
+                        _(
+                            "the user name %(name)s belongs to a %(source)s user; "
+                            "an admin may remove or rename that user first",
+                            name=repr(name),
+                            source=row.source,
+                        ),
                         [{"field": "name", "message": f"held by a {row.source} user"}],
                     )
                 conn.execute(
@@ -288,7 +293,7 @@ class Accounts:
             sa.select(sa.func.count()).select_from(t.users).where(t.users.c.role == Role.ADMIN.value)
         ).scalar_one()
         if admins <= 1:
-            raise ConflictError(f"{user.name!r} is the last admin; make another user admin first")
+            raise ConflictError(_("%(name)s is the last admin; make another user admin first", name=repr(user.name)))
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when the password is right, else None (same work either way)."""
@@ -404,11 +409,14 @@ class Accounts:
         source = self.get_user(user).source
         if source != "local":
             raise ValidationError(
-                f"{user!r} signs in through {source}: a login link would pass it by",
+                _(
+                    "%(name)s signs in through %(source)s: a login link would pass it by",
+                    name=repr(user),
+                    source=source,
+                ),
                 [{"field": "user", "message": f"a {source} user"}],
             )
-        _, secret = self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for), kind="link")
-        return secret
+        return self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for), kind="link")[1]
 
     def login_link_valid(self, secret: str) -> bool:
         with self.db.read() as conn:
@@ -557,7 +565,19 @@ class Throttle:
         # `now` was read before the lock: failures written meanwhile may be newer than it.
         wait = max(1, min(math.ceil(self.window), math.ceil((max(ends) - now).total_seconds())))
         minutes = math.ceil(wait / 60)
-        raise TooManyAttempts(f"too many {what}; try again in {minutes} minute{'s' * (minutes != 1)}", wait)
+        if what == "failed logins":
+            message = ngettext(
+                "too many failed logins; try again in %(num)d minute",
+                "too many failed logins; try again in %(num)d minutes",
+                minutes,
+            )
+        else:
+            message = ngettext(
+                "too many wrong passwords; try again in %(num)d minute",
+                "too many wrong passwords; try again in %(num)d minutes",
+                minutes,
+            )
+        raise TooManyAttempts(message, wait)
 
     def _finish(self, attempt: int | None, actor: str, action: str, target: str, address: str) -> None:
         with self.accounts.db.write() as conn:

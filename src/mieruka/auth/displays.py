@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from ..core.clock import utcnow
 from ..errors import NotFoundError, ValidationError
+from ..i18n import _
 from ..store import tables as t
 from ..store.database import Database
 from .accounts import digest
@@ -55,7 +56,7 @@ class Displays:
         label = label.strip()
         if not label or len(label) > MAX_LABEL:
             raise ValidationError(
-                f"label: 1 to {MAX_LABEL} characters, saying where the display is",
+                _("label: 1 to %(max)s characters, saying where the display is", max=MAX_LABEL),
                 [{"field": "label", "message": "required" if not label else "too long"}],
             )
         now = utcnow()

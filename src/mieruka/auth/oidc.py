@@ -33,6 +33,7 @@ from urllib.parse import quote, urlencode
 
 from ..core.access import Role
 from ..errors import MierukaError
+from ..i18n import _
 from .oidc_providers import Provider
 
 if TYPE_CHECKING:
@@ -161,7 +162,11 @@ class Client:
     def provider(self, ident: str) -> Provider:
         found = self.providers.get(ident)
         if found is None:
-            raise SignInFailed(f"There is no sign-in provider named {ident[:40]!r} here.", "sso_unknown_provider", 404)
+            raise SignInFailed(
+                _("There is no sign-in provider named %(name)s here.", name=repr(ident[:40])),
+                "sso_unknown_provider",
+                404,
+            )
         return found
 
     # documents ------------------------------------------------------------------------------------
@@ -212,8 +217,12 @@ class Client:
                 raise _down(provider, f"its discovery document has no {key}")
         if not _same_issuer(data["issuer"], provider.issuer):
             raise SignInFailed(
-                f"{provider.name} calls itself {data['issuer'][:200]!r}, "
-                f"not the configured issuer {provider.issuer!r}.",
+                _(
+                    "%(provider)s calls itself %(issuer)s, not the configured issuer %(configured)s.",
+                    provider=provider.name,
+                    issuer=repr(data["issuer"][:200]),
+                    configured=repr(provider.issuer),
+                ),
                 "sso_misconfigured",
                 502,
             )
@@ -259,29 +268,41 @@ class Client:
         state = params.get("state", "")
         if pending.provider != provider.id or not hmac.compare_digest(state.encode(), pending.state.encode()):
             raise SignInFailed(
-                "This sign-in answer does not belong to the sign-in this browser started "
-                "(another tab may have started a newer one). Please sign in again.",
+                _(
+                    "This sign-in answer does not belong to the sign-in this browser started "
+                    "(another tab may have started a newer one). Please sign in again."
+                ),
                 "sso_wrong_state",
             )
         if pending.expired():
             raise SignInFailed(
-                f"The sign-in took longer than {PENDING_TTL // 60} minutes. Please sign in again.", "sso_expired"
+                _("The sign-in took longer than %(minutes)s minutes. Please sign in again.", minutes=PENDING_TTL // 60),
+                "sso_expired",
             )
         answered_by = params.get("iss")  # RFC 9207: which provider answers (a mix-up attack names another)
         if answered_by is not None and not _same_issuer(str(self.metadata(provider)["issuer"]), answered_by):
             raise SignInFailed(
-                f"This sign-in answer comes from {answered_by[:200]!r}, not from {provider.name}.", "sso_wrong_issuer"
+                _(
+                    "This sign-in answer comes from %(issuer)s, not from %(provider)s.",
+                    issuer=repr(answered_by[:200]),
+                    provider=provider.name,
+                ),
+                "sso_wrong_issuer",
             )
         error = params.get("error")
         if error:
             raise _refused(provider, error, params.get("error_description", ""))
         code = params.get("code", "")
         if not code:
-            raise SignInFailed(f"{provider.name} sent no authorization code back.", "sso_no_code")
+            raise SignInFailed(
+                _("%(provider)s sent no authorization code back.", provider=provider.name), "sso_no_code"
+            )
         tokens = self._exchange(provider, code, pending.verifier, redirect_uri)
         id_token = tokens.get("id_token")
         if not isinstance(id_token, str):
-            raise SignInFailed(f"{provider.name} answered without an ID token.", "sso_bad_token", 502)
+            raise SignInFailed(
+                _("%(provider)s answered without an ID token.", provider=provider.name), "sso_bad_token", 502
+            )
         claims = self.verify(provider, id_token, pending.nonce)
         claims = self._with_userinfo(provider, claims, tokens.get("access_token"))
         return self.identity(provider, claims, id_token)
@@ -317,8 +338,13 @@ class Client:
         if answer.status_code != 200 or "error" in data:
             error = str(data.get("error") or f"HTTP {answer.status_code}")
             raise SignInFailed(
-                f"{provider.name} refused to complete the sign-in ({error}: "
-                f"{str(data.get('error_description') or '')[:200]}). A sign-in link works once: please sign in again.",
+                _(
+                    "%(provider)s refused to complete the sign-in (%(error)s: %(description)s). "
+                    "A sign-in link works once: please sign in again.",
+                    provider=provider.name,
+                    error=error,
+                    description=str(data.get("error_description") or "")[:200],
+                ),
                 "sso_code_refused",
             )
         return data
@@ -341,7 +367,10 @@ class Client:
         algorithms = [a for a in SIGNING_ALGORITHMS if a in offered] or ["RS256"]
 
         def bad(why: str) -> SignInFailed:
-            return SignInFailed(f"The ID token from {provider.name} was refused: {why}.", "sso_bad_token")
+            return SignInFailed(
+                _("The ID token from %(provider)s was refused: %(reason)s.", provider=provider.name, reason=why),
+                "sso_bad_token",
+            )
 
         token = None
         for refresh in (False, True):
@@ -419,23 +448,37 @@ class Client:
         found = next(((c, v) for c in provider.username_claims if (v := _claim(claims, c)) not in (None, "")), None)
         if found is None:
             raise SignInFailed(
-                f"{provider.name} did not say who you are: none of the claims "
-                f"{', '.join(provider.username_claims)} is in its answer (setting oidc_username_claim).",
+                _(
+                    "%(provider)s did not say who you are: none of the claims %(claims)s is in its answer "
+                    "(setting oidc_username_claim).",
+                    provider=provider.name,
+                    claims=", ".join(provider.username_claims),
+                ),
                 "sso_no_username",
             )
         claim, value = found
         name = str(value)
         if claim == "email" and claims.get("email_verified") is False:
             raise SignInFailed(
-                f"{provider.name} has not verified the address {name}, so it cannot name you here.",
+                _(
+                    "%(provider)s has not verified the address %(address)s, so it cannot name you here.",
+                    provider=provider.name,
+                    address=name,
+                ),
                 "sso_unverified_email",
                 403,
             )
         for required, values in provider.required:
             if str(_claim(claims, required)) not in values:
                 raise SignInFailed(
-                    f"{provider.name} signed you in as {name}, but this server admits only its accounts with "
-                    f"{required} {' or '.join(values)}.",
+                    _(
+                        "%(provider)s signed you in as %(name)s, but this server admits only its accounts with "
+                        "%(claim)s %(values)s.",
+                        provider=provider.name,
+                        name=name,
+                        claim=required,
+                        values=" or ".join(values),
+                    ),
                     "sso_not_admitted",
                     403,
                 )
@@ -443,8 +486,12 @@ class Client:
         role = provider.role_for(groups)
         if role is None:
             raise SignInFailed(
-                f"{provider.name} signed you in as {name}, but you are in none of the groups this server "
-                "admits. Ask an administrator to add you to one (settings oidc_roles, oidc_default_role).",
+                _(
+                    "%(provider)s signed you in as %(name)s, but you are in none of the groups this server "
+                    "admits. Ask an administrator to add you to one (settings oidc_roles, oidc_default_role).",
+                    provider=provider.name,
+                    name=name,
+                ),
                 "sso_no_role",
                 403,
                 name,
@@ -539,7 +586,11 @@ def _claim_words(claim: str) -> str:
 
 def _down(provider: Provider, why: str) -> SignInFailed:
     return SignInFailed(
-        f"{provider.name} cannot be reached right now: {why}. Try again in a moment, or sign in another way.",
+        _(
+            "%(provider)s cannot be reached right now: %(reason)s. Try again in a moment, or sign in another way.",
+            provider=provider.name,
+            reason=why,
+        ),
         "sso_provider_down",
         502,
     )
@@ -548,9 +599,15 @@ def _down(provider: Provider, why: str) -> SignInFailed:
 def _refused(provider: Provider, error: str, description: str) -> SignInFailed:
     if error == "access_denied":
         return SignInFailed(
-            f"The sign-in with {provider.name} was cancelled or consent was refused, so you are not signed in.",
+            _(
+                "The sign-in with %(provider)s was cancelled or consent was refused, so you are not signed in.",
+                provider=provider.name,
+            ),
             "sso_refused",
             403,
         )
     detail = f": {description[:200]}" if description else ""
-    return SignInFailed(f"{provider.name} could not sign you in ({error[:60]}{detail}).", "sso_provider_error")
+    return SignInFailed(
+        _("%(provider)s could not sign you in (%(error)s).", provider=provider.name, error=error[:60] + detail),
+        "sso_provider_error",
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from ..core.clock import utcnow
+from ..i18n import _
 from ..store import tables as t
 from ..store.database import Database
 from .oidc import SignInFailed
@@ -35,14 +36,23 @@ class Subjects:
             ).first()
         if known is not None and known.name != name:
             raise SignInFailed(
-                f"Your account at {provider.name} signed in here as {known.name!r}; now it calls itself "
-                f"{name!r}. An administrator may remove the user {known.name!r} so that you start afresh.",
+                _(
+                    "Your account at %(provider)s signed in here as %(known)s; now it calls itself %(name)s. "
+                    "An administrator may remove the user %(known)s so that you start afresh.",
+                    provider=provider.name,
+                    known=repr(known.name),
+                    name=repr(name),
+                ),
                 "sso_renamed",
                 403,
             )
         if known is None and taken is not None:
             raise SignInFailed(
-                f"The name {name!r} belongs to another account at {provider.name}: you cannot sign in as it.",
+                _(
+                    "The name %(name)s belongs to another account at %(provider)s: you cannot sign in as it.",
+                    name=repr(name),
+                    provider=provider.name,
+                ),
                 "sso_name_taken",
                 403,
             )

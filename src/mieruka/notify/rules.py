@@ -19,19 +19,20 @@ from typing import Any
 
 from ..durations import parse_duration
 from ..errors import ConfigError
+from ..i18n import N_
 
 # Each kind of event a rule may ask for, and what it says in a message.
 KINDS: dict[str, str] = {
-    "job.failed": "a job failed",
-    "job.succeeded": "a job succeeded",
-    "job.long": "a job is running longer than the rule's limit",
-    "job.last_retry": "a job failed and its last attempt is queued",
-    "schedule.missed": "a scheduled run did not start on time (the server was down)",
-    "source.failing": "a data source started failing",
-    "source.recovered": "a data source works again",
-    "pool.started": "a compute pool started",
-    "pool.stopped": "a compute pool stopped",
-    "node.down": "a server or worker node stopped answering",
+    "job.failed": N_("a job failed"),
+    "job.succeeded": N_("a job succeeded"),
+    "job.long": N_("a job is running longer than the rule's limit"),
+    "job.last_retry": N_("a job failed and its last attempt is queued"),
+    "schedule.missed": N_("a scheduled run did not start on time (the server was down)"),
+    "source.failing": N_("a data source started failing"),
+    "source.recovered": N_("a data source works again"),
+    "pool.started": N_("a compute pool started"),
+    "pool.stopped": N_("a compute pool stopped"),
+    "node.down": N_("a server or worker node stopped answering"),
 }
 # The short names of the dict form and the forms' own words.
 SHORT = {

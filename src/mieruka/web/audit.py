@@ -33,7 +33,9 @@ from ..auth.audit import Entry as AuditEntry
 from ..core.access import Principal
 from ..core.clock import utcnow
 from ..core.job import JobRecord
+from ..core.status import state_label
 from ..core.task import Task
+from ..i18n import N_, _
 from .access import Target
 from .errors import outage
 from .identity import address, principal
@@ -53,6 +55,10 @@ DETAIL_KEY = "mieruka.audit_detail"  # in the request's state: what note() attac
 
 log = logging.getLogger("mieruka.web")
 _JOB_URL = re.compile(r"/jobs/(\d+)(?:$|[/?])")
+# The outcomes an entry records besides a job's state, as the audit page words them.
+OUTCOMES = {"accepted": N_("accepted"), "duplicate": N_("duplicate"), "cancel requested": N_("cancel requested")}
+_DELETED = re.compile(r"deleted \((\w+)\)")
+_BATCH = re.compile(r"accepted (\d+), duplicate (\d+)")
 
 
 def audit(request: Request, action: str, target: str = "", **detail: Any) -> None:
@@ -251,3 +257,14 @@ def shown_entries(runtime: Runtime, entries: list[AuditEntry]) -> list[Shown]:
             record = None
         shown.append(Shown(entry, detail, job, record))
     return shown
+
+
+def outcome_label(outcome: str) -> str:
+    """An entry's recorded outcome (job.py, batch.py and submission.py write them) as people read it."""
+    if outcome in OUTCOMES:
+        return _(OUTCOMES[outcome])
+    if deleted := _DELETED.fullmatch(outcome):
+        return _("deleted (%(state)s)", state=state_label(deleted.group(1)))
+    if batch := _BATCH.fullmatch(outcome):
+        return _("accepted %(accepted)s, duplicate %(duplicate)s", accepted=batch.group(1), duplicate=batch.group(2))
+    return state_label(outcome)

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from ..auth.displays import DisplayLink
 from ..core.clock import as_utc, utcnow
 from ..errors import MierukaError, NotFoundError, ValidationError
+from ..i18n import _
 from .audit import audit
 from .feeds import Topics
 from .identity import STATE_KEY, principal
@@ -165,7 +166,8 @@ def _create(
 ) -> tuple[DisplayLink, str]:
     if dashboard not in runtime.dashboards:
         raise ValidationError(
-            f"dashboard: no dashboard named {dashboard[:100]!r}", [{"field": "dashboard", "message": "unknown"}]
+            _("dashboard: no dashboard named %(name)s", name=repr(dashboard[:100])),
+            [{"field": "dashboard", "message": "unknown"}],
         )
     link, secret = runtime.auth.displays.create(dashboard, label, principal(request).name, expires)
     audit(
@@ -232,15 +234,20 @@ async def create_display_form(runtime: RuntimeDep, request: Request) -> HTMLResp
     dashboard, label = str(form.get("dashboard") or ""), str(form.get("label") or "")
     days = str(form.get("valid_for") or "")
     if days not in VALID_FOR:
-        return _displays_page(runtime, request, 422, error=f"valid for: one of {', '.join(VALID_FOR)} days")
+        return _displays_page(
+            runtime, request, 422, error=_("valid for: one of %(choices)s days", choices=", ".join(VALID_FOR))
+        )
     span = VALID_FOR[days]
     expires = utcnow() + timedelta(days=span) if span is not None else None
     try:
         link, url = await run_in_threadpool(_create, runtime, request, dashboard, label, expires)
     except MierukaError as exc:
         return _displays_page(runtime, request, exc.status_code, error=exc.message)
-    notice = (
-        f"Display link {link.id} for {link.dashboard} ({link.label}); open it on the display, it is shown this once:"
+    notice = _(
+        "Display link %(id)s for %(dashboard)s (%(label)s); open it on the display, it is shown this once:",
+        id=link.id,
+        dashboard=link.dashboard,
+        label=link.label,
     )
     return _displays_page(runtime, request, 201, notice=notice, url=url)
 
@@ -251,7 +258,9 @@ def revoke_display_form(runtime: RuntimeDep, request: Request, display_id: int) 
         link = _revoke(runtime, request, display_id)
     except MierukaError as exc:
         return _displays_page(runtime, request, exc.status_code, error=exc.message)
-    return _displays_page(runtime, request, notice=f"Revoked display link {link.id} ({link.label}).")
+    return _displays_page(
+        runtime, request, notice=_("Revoked display link %(id)s (%(label)s).", id=link.id, label=link.label)
+    )
 
 
 @pages.get("/display", response_class=HTMLResponse)

@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ..errors import DatabaseUnavailable, MierukaError
+from ..i18n import N_, _
 from ..store.outage import unavailable
 from .ids import parse_id
 from .limits import MAX_ERROR_FIELDS, Refused, capped
@@ -42,19 +43,19 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 API_FAMILY = ("/api/", "/openapi.json", "/metrics", "/healthz", "/static/")
 TEMPLATES_KEY = "mieruka_error_pages"
 TITLES = {
-    400: "Bad request",
-    401: "Please log in",
-    403: "Not allowed",
-    404: "Not found",
-    405: "Not possible here",
-    408: "Too slow",
-    409: "Not possible now",
-    413: "Too large",
-    422: "Something is not right",
-    429: "Too many attempts",
-    500: "Something went wrong",
-    503: "Unavailable for now",
-    504: "Still waiting",
+    400: N_("Bad request"),
+    401: N_("Please log in"),
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    405: N_("Not possible here"),
+    408: N_("Too slow"),
+    409: N_("Not possible now"),
+    413: N_("Too large"),
+    422: N_("Something is not right"),
+    429: N_("Too many attempts"),
+    500: N_("Something went wrong"),
+    503: N_("Unavailable for now"),
+    504: N_("Still waiting"),
 }
 
 
@@ -115,7 +116,7 @@ def _page_context(
     return {
         "root": root,
         "status": status,
-        "title": TITLES.get(status, "Error"),
+        "title": _(TITLES.get(status, N_("Error"))),
         "error": error,
         "back": back,
         "section": path.split("/")[1] if path.count("/") > 1 else "",

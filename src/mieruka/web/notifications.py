@@ -24,6 +24,7 @@ from ..core.access import Principal, Role, allowed
 from ..core.clock import utcnow
 from ..durations import parse_duration
 from ..errors import ConfigError, ConflictError, MierukaError, NotFoundError, ValidationError
+from ..i18n import _
 from ..notify import deliveries
 from ..notify.rulebook import ADMIN, CODE, USER, StoredRule
 from ..notify.rules import KINDS, SCOPES, check_target
@@ -114,7 +115,7 @@ def own_rule(runtime: Runtime, who: Principal, rule_id: int) -> StoredRule:
     except NotFoundError:
         rule = None
     if rule is None or (who.role is not Role.ADMIN and rule.owner != who.name):
-        raise NotFoundError(f"no notification rule {rule_id}")
+        raise NotFoundError(_("no notification rule %(id)s", id=rule_id))
     return rule
 
 
@@ -131,18 +132,23 @@ def create_rule(runtime: Runtime, request: Request, body: RuleIn) -> StoredRule:
         outside = [kind for kind in events if kind not in USER_KINDS]
         if outside or body.pools or body.sources:
             raise ValidationError(
-                f"events: a subscription may ask for {', '.join(USER_KINDS)} only (pools, sources and nodes "
-                "are for admins)",
+                _(
+                    "events: a subscription may ask for %(kinds)s only (pools, sources and nodes are for admins)",
+                    kinds=", ".join(USER_KINDS),
+                ),
                 [{"field": "events", "message": "not for subscriptions"}],
             )
         _check_user_target(runtime, target)
         hidden = [name for name in body.tasks if name not in runtime.tasks or not _sees(runtime, who, name)]
         if hidden:
             raise ValidationError(
-                f"tasks: no task named {hidden[0][:100]!r}", [{"field": "tasks", "message": "unknown"}]
+                _("tasks: no task named %(name)s", name=repr(hidden[0][:100])),
+                [{"field": "tasks", "message": "unknown"}],
             )
     elif unknown := [name for name in body.tasks if name not in runtime.tasks]:
-        raise ValidationError(f"tasks: no task named {unknown[0][:100]!r}", [{"field": "tasks", "message": "unknown"}])
+        raise ValidationError(
+            _("tasks: no task named %(name)s", name=repr(unknown[0][:100])), [{"field": "tasks", "message": "unknown"}]
+        )
     scope = {k: getattr(body, k) for k in SCOPES if getattr(body, k)}
     name = body.name.strip() or f"{who.name}:{utcnow():%Y%m%d%H%M%S%f}"
     rule = runtime.notifier.rulebook.add(
@@ -164,15 +170,22 @@ def create_rule(runtime: Runtime, request: Request, body: RuleIn) -> StoredRule:
 def _check_user_target(runtime: Runtime, target: str) -> None:
     """A user's own subscription calls no URL an admin did not allow: a webhook would make the
     server send requests wherever its user likes (its own network, a cloud's metadata address)."""
-    channel, _, address = target.partition(":")
+    channel, _colon, address = target.partition(":")
     if channel == "mail":
         return
     hosts = {h.strip().lower() for h in runtime.settings.notify_user_webhook_hosts.split(",") if h.strip()}
     host = (urlsplit(address).hostname or "").lower()
     if host not in hosts:
-        allowed_hosts = f"the hosts allowed: {', '.join(sorted(hosts))}" if hosts else "e-mail only (mail:...)"
+        message = (
+            _(
+                "target: a subscription may send to the hosts allowed: %(hosts)s; ask an admin for a webhook rule",
+                hosts=", ".join(sorted(hosts)),
+            )
+            if hosts
+            else _("target: a subscription may send to e-mail only (mail:...); ask an admin for a webhook rule")
+        )
         raise ValidationError(
-            f"target: a subscription may send to {allowed_hosts}; ask an admin for a webhook rule",
+            message,
             [{"field": "target", "message": "host not allowed"}],
         )
 
@@ -184,7 +197,7 @@ def _sees(runtime: Runtime, who: Principal, task: str) -> bool:
 def delete_rule(runtime: Runtime, request: Request, rule_id: int) -> StoredRule:
     rule = own_rule(runtime, principal(request), rule_id)
     if rule.origin == CODE:
-        raise ConflictError(f"rule {rule.name!r} is declared in the app's code: change it there")
+        raise ConflictError(_("rule %(name)s is declared in the app's code: change it there", name=repr(rule.name)))
     runtime.notifier.rulebook.delete(rule.id)
     audit(request, "notify.rule_delete", f"notify_rule:{rule.id}", name=rule.name)
     return rule
@@ -261,12 +274,12 @@ async def create_rule_form(runtime: RuntimeDep, request: Request) -> HTMLRespons
             secret=str(form.get("secret") or ""),
         )
     except ValueError:
-        return _page(runtime, request, 422, error="Choose at least one event and give a target.")
+        return _page(runtime, request, 422, error=_("Choose at least one event and give a target."))
     try:
         rule = await run_in_threadpool(create_rule, runtime, request, body)
     except MierukaError as exc:
         return _page(runtime, request, exc.status_code, error=exc.message)
-    return _page(runtime, request, 201, notice=f"Rule {rule.name} made.")
+    return _page(runtime, request, 201, notice=_("Rule %(name)s made.", name=rule.name))
 
 
 @pages.post(f"/notifications/{RULE_ID}/test", response_class=HTMLResponse)
@@ -275,7 +288,9 @@ def test_rule_form(runtime: RuntimeDep, request: Request, rule_id: int) -> HTMLR
         delivery = test_rule(runtime, request, rule_id)
     except MierukaError as exc:
         return _page(runtime, request, exc.status_code, error=exc.message)
-    return _page(runtime, request, notice=f"Test message {delivery} queued: its outcome shows below in a moment.")
+    return _page(
+        runtime, request, notice=_("Test message %(id)s queued: its outcome shows below in a moment.", id=delivery)
+    )
 
 
 @pages.post(f"/notifications/{RULE_ID}/delete", response_class=HTMLResponse)
@@ -284,4 +299,4 @@ def delete_rule_form(runtime: RuntimeDep, request: Request, rule_id: int) -> HTM
         rule = delete_rule(runtime, request, rule_id)
     except MierukaError as exc:
         return _page(runtime, request, exc.status_code, error=exc.message)
-    return _page(runtime, request, notice=f"Rule {rule.name} deleted.")
+    return _page(runtime, request, notice=_("Rule %(name)s deleted.", name=rule.name))

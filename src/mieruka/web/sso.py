@@ -16,6 +16,7 @@ from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, SignInFailed
 from ..auth.oidc_providers import Provider, parse_providers
 from ..auth.oidc_subjects import Subjects
 from ..errors import MissingExtraError, NotFoundError, ValidationError
+from ..i18n import _
 from ..runtime import Runtime
 from .identity import address, principal
 from .state import RuntimeDep, pages_of
@@ -55,7 +56,7 @@ def install(api: FastAPI, runtime: Runtime, pages: Jinja2Templates) -> None:
 def _client(request: Request) -> Client:
     client: Client | None = getattr(request.app.state, "oidc", None)
     if client is None:
-        raise SignInFailed("Single sign-on is not set up on this server (setting oidc_providers).", "sso_off", 404)
+        raise SignInFailed(_("Single sign-on is not set up on this server (setting oidc_providers)."), "sso_off", 404)
     return client
 
 
@@ -136,8 +137,10 @@ async def callback(runtime: RuntimeDep, request: Request, provider: str) -> Resp
         pending = Pending.read(request.cookies.get(PENDING_COOKIE, ""))
         if pending is None:
             raise SignInFailed(
-                "This browser has no sign-in under way: it was finished already, took too long, or cookies "
-                "are blocked. Please sign in again.",
+                _(
+                    "This browser has no sign-in under way: it was finished already, took too long, or cookies "
+                    "are blocked. Please sign in again."
+                ),
                 "sso_no_pending",
             )
         params = {k: v[:4096] for k, v in request.query_params.items()}
@@ -185,7 +188,9 @@ def _sign_in(runtime: Runtime, request: Request, identity: Identity) -> User:
         )
     except ValidationError as exc:
         raise SignInFailed(
-            f"You cannot sign in as {identity.name!r} here: {exc.message}.", "sso_name_taken", 403
+            _("You cannot sign in as %(name)s here: %(reason)s.", name=repr(identity.name), reason=exc.message),
+            "sso_name_taken",
+            403,
         ) from None
     subjects.link(provider, identity.subject, user.id)
     runtime.auth.audit.record(

@@ -19,8 +19,9 @@ from ...auth.audit import AuditQuery, to_csv
 from ...core.access import ROLE_NAMES
 from ...core.clock import as_utc, utcnow
 from ...errors import DirectoryUnavailable, MierukaError, TooManyAttempts, ValidationError
+from ...i18n import N_, _
 from ...runtime import Runtime
-from ..audit import audit, shown_entries
+from ..audit import audit, outcome_label, shown_entries
 from ..csrf import LOGIN_CSRF_COOKIE
 from ..identity import SESSION_COOKIE, address, principal
 from ..ids import TOKEN_ID
@@ -29,11 +30,23 @@ from ..state import RuntimeDep, pages_of, runtime_or_none
 
 router = APIRouter(include_in_schema=False)
 logger = logging.getLogger("mieruka.login")
+# The words pages show for roles and for where an account comes from (the values stay in forms).
+ROLE_LABELS = {"admin": N_("admin"), "operator": N_("operator"), "viewer": N_("viewer")}
+SOURCE_LABELS = {"local": N_("local"), "proxy": N_("proxy")}
+
+
+def role_label(role: str) -> str:
+    return _(ROLE_LABELS[role]) if role in ROLE_LABELS else role
+
+
+def source_label(source: str) -> str:
+    return _(SOURCE_LABELS[source]) if source in SOURCE_LABELS else source
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("root", request.scope.get("root_path", ""))
     context.setdefault("last_event_id", 0)
+    context.update(role_name=role_label, source_name=source_label, outcome_name=outcome_label)
     return pages_of(request).TemplateResponse(request, template, context, status_code=status)
 
 
@@ -62,7 +75,7 @@ def _start_session(runtime: Runtime, request: Request, response: Response, user:
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         runtime.auth.accounts.end_session(old)
-    secret, _ = runtime.auth.accounts.create_session(user, address(request))
+    secret = runtime.auth.accounts.create_session(user, address(request))[0]
     response.set_cookie(
         SESSION_COOKIE,
         secret,
@@ -118,12 +131,15 @@ async def login(runtime: RuntimeDep, request: Request) -> Response:
         return response
     except DirectoryUnavailable as exc:
         logger.warning("%s: %s", exc, exc.reason)
-        message = f"Directory users cannot log in now: {exc.message}. Local accounts still work."
+        message = _(
+            "Directory users cannot log in now: the directory (%(url)s) cannot be reached. Local accounts still work.",
+            url=exc.url,
+        )
         response = _login_page(request, 503, message, name, target)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if user is None:
-        return _login_page(request, 401, "Wrong user name or password.", name, target)
+        return _login_page(request, 401, _("Wrong user name or password."), name, target)
     done = RedirectResponse(_safe_next(request, target), status_code=303)
     await run_in_threadpool(_start_session, runtime, request, done, user)
     return done
@@ -149,7 +165,7 @@ def login_link_page(runtime: RuntimeDep, request: Request, secret: str) -> HTMLR
     """A one-time login link asks for one click: mail scanners and link previews that open
     links do not use it up."""
     if not runtime.auth.accounts.login_link_valid(secret):
-        return _login_page(request, 401, "This login link was used already or has expired.")
+        return _login_page(request, 401, _("This login link was used already or has expired."))
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
     request.cookies[LOGIN_CSRF_COOKIE] = token
     response = _page(request, "login_link.html", secret=secret)
@@ -165,7 +181,7 @@ def login_link(runtime: RuntimeDep, request: Request, secret: str) -> Response:
     user = runtime.auth.accounts.consume_login_link(secret)
     if user is None:
         runtime.auth.audit.record("(link)", "login.failed", "link", address(request), {"reason": "void link"})
-        return _login_page(request, 401, "This login link was used already or has expired.")
+        return _login_page(request, 401, _("This login link was used already or has expired."))
     runtime.auth.audit.record(user.name, "login", f"user:{user.name}", address(request), {"via": "link"})
     response = RedirectResponse(f"{_root(request)}/", status_code=303)
     _start_session(runtime, request, response, user)
@@ -193,7 +209,7 @@ async def create_token(runtime: RuntimeDep, request: Request) -> HTMLResponse:
     days = str(form.get("expires_in_days") or "").strip()
     try:
         if who.via == "local":
-            raise ValidationError("no users are configured yet: add one with `mieruka users add`")
+            raise ValidationError(_("no users are configured yet: add one with `mieruka users add`"))
         expires = None
         if days:
             try:
@@ -201,7 +217,7 @@ async def create_token(runtime: RuntimeDep, request: Request) -> HTMLResponse:
             except ValueError:
                 value = -1
             if not 0 < value <= 3650:
-                raise ValidationError("expiry: a number of days between 0 and 3650")
+                raise ValidationError(_("expiry: a number of days between 0 and 3650"))
             expires = utcnow() + timedelta(days=value)
         token, secret = await run_in_threadpool(runtime.auth.accounts.create_token, who.name, name, expires)
     except ValidationError as exc:
@@ -223,10 +239,12 @@ async def change_password(runtime: RuntimeDep, request: Request) -> Response:
     form = await request.form()
     current, new = str(form.get("current") or ""), str(form.get("password") or "")
     if who.via == "local":
-        return _account_page(runtime, request, 422, error="no users are configured yet")
+        return _account_page(runtime, request, 422, error=_("no users are configured yet"))
     source = (await run_in_threadpool(runtime.auth.accounts.get_user, who.name)).source
     if source != "local":  # not checked here, so not counted as a wrong password either
-        return _account_page(runtime, request, 422, error=f"Your password is kept by {source}: change it there.")
+        return _account_page(
+            runtime, request, 422, error=_("Your password is kept by %(source)s: change it there.", source=source)
+        )
     try:
         checked = await run_in_threadpool(
             runtime.auth.throttle.change_password, who.name, current, new, address(request)
@@ -238,7 +256,7 @@ async def change_password(runtime: RuntimeDep, request: Request) -> Response:
         locked.headers["Retry-After"] = str(exc.retry_after)
         return locked
     if checked is None:
-        return _account_page(runtime, request, 422, error="The current password is wrong.")
+        return _account_page(runtime, request, 422, error=_("The current password is wrong."))
     # Changing the password ended every session: start a fresh one for this browser.
     response = RedirectResponse(f"{_root(request)}/account", status_code=303)
     await run_in_threadpool(_start_session, runtime, request, response, checked)
@@ -274,7 +292,9 @@ async def add_user(runtime: RuntimeDep, request: Request) -> HTMLResponse:
     except MierukaError as exc:
         return _users_page(runtime, request, exc.status_code, error=exc.message)
     audit(request, "user.add", f"user:{user.name}", role=user.role.value)
-    return _users_page(runtime, request, 201, notice=f"Added {user.name} ({user.role.value}).")
+    return _users_page(
+        runtime, request, 201, notice=_("Added %(name)s (%(role)s).", name=user.name, role=role_label(user.role.value))
+    )
 
 
 @router.post("/users/{name}/role", response_class=HTMLResponse)
@@ -285,7 +305,9 @@ async def set_role(runtime: RuntimeDep, request: Request, name: str) -> HTMLResp
     except MierukaError as exc:
         return _users_page(runtime, request, exc.status_code, error=exc.message)
     audit(request, "user.role", f"user:{name}", role=user.role.value)
-    return _users_page(runtime, request, notice=f"{name} is now {user.role.value}.")
+    return _users_page(
+        runtime, request, notice=_("%(name)s is now %(role)s.", name=name, role=role_label(user.role.value))
+    )
 
 
 @router.post("/users/{name}/delete", response_class=HTMLResponse)
@@ -295,7 +317,7 @@ def remove_user(runtime: RuntimeDep, request: Request, name: str) -> HTMLRespons
     except MierukaError as exc:
         return _users_page(runtime, request, exc.status_code, error=exc.message)
     audit(request, "user.remove", f"user:{name}")
-    return _users_page(runtime, request, notice=f"Removed {name}.")
+    return _users_page(runtime, request, notice=_("Removed %(name)s.", name=name))
 
 
 @router.post("/users/{name}/link", response_class=HTMLResponse)
@@ -306,7 +328,9 @@ def make_link(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
         return _users_page(runtime, request, exc.status_code, error=exc.message)
     audit(request, "user.link", f"user:{name}")
     url = f"{request.base_url}".rstrip("/") + f"{_root(request)}/login/link/{quote(secret)}"
-    return _users_page(runtime, request, notice=f"A one-time login link for {name} (valid 24 hours):", link=url)
+    return _users_page(
+        runtime, request, notice=_("A one-time login link for %(name)s (valid 24 hours):", name=name), link=url
+    )
 
 
 # -- audit log (admins) ----------------------------------------------------------------------------
@@ -352,7 +376,7 @@ def audit_page(runtime: RuntimeDep, request: Request) -> HTMLResponse:
 
 @router.get("/audit.csv")
 def audit_csv(runtime: RuntimeDep, request: Request) -> Response:
-    query, _ = _audit_query(runtime, request, 100_000)
+    query = _audit_query(runtime, request, 100_000)[0]
     return Response(
         to_csv(runtime.auth.audit.query(query), runtime.settings.zone),
         media_type="text/csv; charset=utf-8",
@@ -382,6 +406,6 @@ def _day(text: str, field: str, zone: tzinfo, end: bool = False) -> datetime | N
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ValidationError(
-            f"{field}: use a date like 2026-11-21", [{"field": field, "message": "invalid"}]
+            _("%(field)s: use a date like 2026-11-21", field=field), [{"field": field, "message": "invalid"}]
         ) from None
     return as_utc(value, field, zone, timedelta(days=1) if len(text) <= 10 and end else timedelta(0))
