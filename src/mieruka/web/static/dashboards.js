@@ -9,20 +9,35 @@
   var tz = body.timezone || "UTC";
   var PALETTE = ["#0d6efd", "#dc3545", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#d63384", "#6c757d"];
 
-  var fmtDate = new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" });
-  var fmtTime = new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  // Text people read goes through static/i18n.js (the page's language); without it, English.
+  var i18n = window.mieruka_i18n || { lang: "en", t: fill,
+    tn: function (one, many, n, values) { return fill(n === 1 ? one : many, Object.assign({ num: n }, values)); } };
+  function fill(message, values) {
+    return message.replace(/%\((\w+)\)[sd]/g, function (all, key) { return values && key in values ? values[key] : all; });
+  }
+  function t(message, values) { return i18n.t(message, values); }
+  function tn(singular, plural, n, values) { return i18n.tn(singular, plural, n, values); }
+  var lang = i18n.lang || "en";
+  // Dates as the language writes them (ja 2026/12/04, ru 04.12.2026), ISO in English; 24-hour times.
+  var dateLang = /^en\b/i.test(lang) ? "en-CA" : lang;
+  function dateFormat(options) {
+    return new Intl.DateTimeFormat(dateLang, Object.assign({ timeZone: tz }, options));
+  }
+  var fmtDate = dateFormat({ year: "numeric", month: "2-digit", day: "2-digit" });
+  var fmtMonth = dateFormat({ year: "numeric", month: "2-digit" });
+  var fmtTime = dateFormat({ hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
   function localTime(iso) {
     var d = new Date(iso);
     var today = fmtDate.format(new Date()) === fmtDate.format(d);
     return (today ? "" : fmtDate.format(d) + " ") + fmtTime.format(d);
   }
-  // Axes speak as the tables do: ISO dates, 24-hour times, in the configured zone; numbers compact
-  // (2.4M, 950k) so that a narrow axis never cuts them.
-  var fmtMinute = new Intl.DateTimeFormat("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit", hour12: false });
+  // Axes speak as the tables do: the language's dates, 24-hour times, in the configured zone; numbers
+  // compact (2.4M, 950K; 240万) so that a narrow axis never cuts them.
+  var fmtMinute = dateFormat({ hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
   function axisTime(ts, step, previous) {
     var d = new Date(ts * 1000);
     var day = fmtDate.format(d);
-    if (step >= 86400 * 28) return day.slice(0, 7);
+    if (step >= 86400 * 28) return fmtMonth.format(d);
     if (step >= 86400) return day;
     var time = step < 60 ? fmtTime.format(d) : fmtMinute.format(d);
     // The date once, then again where it changes.
@@ -30,25 +45,25 @@
     return newDay ? day + "\n" + time : time;
   }
   function fullTime(ts) { var d = new Date(ts * 1000); return fmtDate.format(d) + " " + fmtTime.format(d); }
-  function trim(text) { return text.indexOf(".") < 0 ? text : text.replace(/\.?0+$/, ""); }
+  var compactFormats = [];
+  function compactFormat(digits) {
+    return compactFormats[digits] || (compactFormats[digits] =
+      new Intl.NumberFormat(lang, { notation: "compact", maximumFractionDigits: digits }));
+  }
   function compact(value, step) {
     if (value === null || value === undefined || !isFinite(value)) return "";
-    var abs = Math.abs(value);
-    var units = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
-    for (var i = 0; i < units.length; i++) {
-      if (abs >= units[i][0]) {
-        // Enough decimals to tell neighbouring ticks apart.
-        var digits = step ? Math.max(0, Math.min(3, Math.ceil(-Math.log10(step / units[i][0]) - 1e-9))) : 1;
-        return trim((value / units[i][0]).toFixed(digits)) + units[i][1];
-      }
+    if (!step) return compactFormat(Math.abs(value) >= 1000 ? 1 : 2).format(value);
+    // The fewest decimals that tell neighbouring ticks apart (the language picks the unit: M, 万).
+    for (var digits = 0; digits < 6; digits++) {
+      var f = compactFormat(digits), text = f.format(value);
+      if (text !== f.format(value + step) && text !== f.format(value - step)) return text;
     }
-    var places = step ? Math.max(0, Math.min(6, Math.ceil(-Math.log10(step) - 1e-9))) : 2;
-    return trim(value.toFixed(places));
+    return compactFormat(6).format(value);
   }
   function ago(seconds) {
-    if (seconds < 60) return Math.max(0, Math.round(seconds)) + " s ago";
-    if (seconds < 3600) return Math.round(seconds / 60) + " min ago";
-    return Math.round(seconds / 3600) + " h ago";
+    if (seconds < 60) return t("%(seconds)s s ago", { seconds: Math.max(0, Math.round(seconds)) });
+    if (seconds < 3600) return t("%(minutes)s min ago", { minutes: Math.round(seconds / 60) });
+    return t("%(hours)s h ago", { hours: Math.round(seconds / 3600) });
   }
   function colour(i, alpha) { var c = PALETTE[i % PALETTE.length]; return alpha ? c + alpha : c; }
 
@@ -61,32 +76,38 @@
   });
 
   // -- freshness: last refresh, a stale badge past twice the interval, the last error --------
-  function freshness(t) {
-    var p = t.payload;
+  function freshness(tile) {
+    var p = tile.payload;
     if (!p) return;
-    var fresh = t.el.querySelector(".freshness");
-    var stale = t.el.querySelector(".stale-badge");
-    var err = t.el.querySelector(".tile-error");
+    var fresh = tile.el.querySelector(".freshness");
+    var stale = tile.el.querySelector(".stale-badge");
+    var err = tile.el.querySelector(".tile-error");
     if (p.refreshed_at) {
       var age = (Date.now() - Date.parse(p.refreshed_at)) / 1000;
-      fresh.textContent = "updated " + localTime(p.refreshed_at) + " (" + ago(age) + ")";
-      fresh.title = p.refreshed_at + (p.interval ? " · refreshes every " + p.interval + " s" : "");
+      fresh.textContent = t("updated %(time)s (%(ago)s)", { time: localTime(p.refreshed_at), ago: ago(age) });
+      fresh.title = p.interval ? t("%(time)s · refreshes every %(seconds)s s", { time: p.refreshed_at, seconds: p.interval })
+        : p.refreshed_at;
       stale.hidden = !(p.interval && age > 2 * p.interval);
     } else {
-      fresh.textContent = p.error ? "no data yet" : "waiting for the first refresh…";
+      fresh.textContent = p.error ? t("no data yet") : t("waiting for the first refresh…");
       stale.hidden = true;
     }
-    var warning = t.el.querySelector(".tile-warning");
+    var warning = tile.el.querySelector(".tile-warning");
     if (warning) {
       warning.hidden = !p.warning;
       warning.textContent = p.warning ? "⚠ " + p.warning : "";
     }
-    var csv = t.el.querySelector(".csv-link");
+    var csv = tile.el.querySelector(".csv-link");
     if (csv) csv.hidden = !p.refreshed_at;  // no table to download until a refresh succeeded
     if (p.error) {
       err.hidden = false;
-      err.textContent = "Refresh failed" + (p.error_at ? " at " + localTime(p.error_at) : "") + ": " + p.error +
-        (p.refreshed_at ? " (showing data of " + localTime(p.refreshed_at) + ")" : "");
+      var values = { error: p.error, time: p.error_at && localTime(p.error_at), shown: p.refreshed_at && localTime(p.refreshed_at) };
+      if (p.refreshed_at) {
+        err.textContent = p.error_at ? t("Refresh failed at %(time)s: %(error)s (showing data of %(shown)s)", values)
+          : t("Refresh failed: %(error)s (showing data of %(shown)s)", values);
+      } else {
+        err.textContent = p.error_at ? t("Refresh failed at %(time)s: %(error)s", values) : t("Refresh failed: %(error)s", values);
+      }
     } else {
       err.hidden = true;
       err.textContent = "";
@@ -96,84 +117,96 @@
 
   function onTile(p) {
     if (p.kind === "state") { onControlState(p); return; }
-    var t = tiles[p.chart];
+    var tile = tiles[p.chart];
     // Tiles are numbered afresh when the server restarts (a new boot id): take the new ones.
-    if (!t || (t.payload && t.payload.boot === p.boot && t.payload.seq >= p.seq)) return;
-    t.payload = p;
-    t.el.dataset.version = p.version;
-    t.el.dataset.attempts = p.attempts;
-    t.el.dataset.error = p.error ? "true" : "false";
-    freshness(t);
-    if (!p.data) { drawEmpty(t, p); return; }
+    if (!tile || (tile.payload && tile.payload.boot === p.boot && tile.payload.seq >= p.seq)) return;
+    tile.payload = p;
+    tile.el.dataset.version = p.version;
+    tile.el.dataset.attempts = p.attempts;
+    tile.el.dataset.error = p.error ? "true" : "false";
+    freshness(tile);
+    if (!p.data) { drawEmpty(tile, p); return; }
     try {
-      if (p.kind === "table") drawTable(t, p.data);
-      else if (p.kind === "kpi") drawKpi(t, p.data);
-      else if (p.library === "uplot") drawSeries(t, p);
-      else drawChartjs(t, p);
+      if (p.kind === "table") drawTable(tile, p.data);
+      else if (p.kind === "kpi") drawKpi(tile, p.data);
+      else if (p.library === "uplot") drawSeries(tile, p);
+      else drawChartjs(tile, p);
     } catch (e) {
-      t.el.querySelector(".tile-error").hidden = false;
-      t.el.querySelector(".tile-error").textContent = "cannot draw: " + e;
+      tile.el.querySelector(".tile-error").hidden = false;
+      tile.el.querySelector(".tile-error").textContent = t("cannot draw: %(error)s", { error: String(e) });
     }
   }
 
   // -- no data: say why instead of an empty box -------------------------------------------------
-  function drawEmpty(t, p) {
-    dispose(t);
+  function drawEmpty(tile, p) {
+    dispose(tile);
     var box = document.createElement("div");
     box.className = "tile-empty";
     box.setAttribute("role", "status");
     var title = document.createElement("strong");
     var why = document.createElement("span");
     if (p.refreshed_at) {  // it had data, but this chart cannot be drawn from it (the error says why)
-      title.textContent = "Cannot draw this chart";
-      why.textContent = "the table has no column it needs (see below)";
+      title.textContent = t("Cannot draw this chart");
+      why.textContent = t("the table has no column it needs (see below)");
     } else if (p.error) {
-      title.textContent = "No data yet";
-      why.textContent = "every refresh of this source has failed so far (the error is below)";
+      title.textContent = t("No data yet");
+      why.textContent = t("every refresh of this source has failed so far (the error is below)");
     } else {
-      title.textContent = "No data yet";
-      why.textContent = "waiting for the source's first refresh…";
+      title.textContent = t("No data yet");
+      why.textContent = t("waiting for the source's first refresh…");
     }
     box.append(title, why);
-    t.body.replaceChildren(box);
+    tile.body.replaceChildren(box);
   }
 
   // -- uPlot: line and area over time or numbers; keeps the user's zoom across updates ----------
   // A tile's chart is replaced when its series change: free the old one first.
-  function dispose(t) {
-    var view = t.view;
+  function dispose(tile) {
+    var view = tile.view;
     if (!view) return;
     if (view.observer) view.observer.disconnect();
     if (view.u) view.u.destroy();
     if (view.chart) view.chart.destroy();
-    t.view = null;
+    tile.view = null;
   }
 
-  function makeUplot(t, names, time, area) {
-    dispose(t);
-    t.body.innerHTML = "";
+  // The value axis as wide as its longest label (compact numbers are longer in some languages: 2500万).
+  function axisSize(u, values, index, cycle) {
+    var axis = u.axes[index];
+    if (cycle > 1) return axis._size;
+    var widest = 0;
+    u.ctx.font = axis.font[0];
+    (values || []).forEach(function (v) { widest = Math.max(widest, u.ctx.measureText(v).width); });
+    return Math.max(50, Math.ceil(widest / window.devicePixelRatio + axis.ticks.size + axis.gap));
+  }
+
+  function makeUplot(tile, names, time, area) {
+    dispose(tile);
+    tile.body.innerHTML = "";
     var view = { kind: "uplot", zoomed: false, names: names.join("\u0000") };
     var opts = {
-      width: t.body.clientWidth || 600, height: t.height,
+      width: tile.body.clientWidth || 600, height: tile.height,
       scales: { x: { time: time } },
       axes: [
         { values: function (u, splits, axis, space, step) {
           return splits.map(function (v, i) { return time ? axisTime(v, step, i ? splits[i - 1] : null) : compact(v, step); });
         } },
-        { values: function (u, splits, axis, space, step) { return splits.map(function (v) { return compact(v, step); }); } },
+        { values: function (u, splits, axis, space, step) { return splits.map(function (v) { return compact(v, step); }); },
+          size: axisSize },
       ],
-      series: [{ value: function (u, v) { return v === null || v === undefined ? "--" : time ? fullTime(v) : String(v); } }]
+      series: [{ label: time ? t("Time") : t("Value"),
+        value: function (u, v) { return v === null || v === undefined ? "--" : time ? fullTime(v) : String(v); } }]
         .concat(names.map(function (n, i) {
           return { label: n, stroke: colour(i), width: 1.5, fill: area ? colour(i, "33") : undefined,
-            value: function (u, v) { return v === null || v === undefined ? "--" : v.toLocaleString("en"); } };
+            value: function (u, v) { return v === null || v === undefined ? "--" : v.toLocaleString(lang); } };
         })),
     };
     if (time) opts.tzDate = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), tz); };
     view.updating = true;
-    view.u = new uPlot(opts, [[]].concat(names.map(function () { return []; })), t.body);
+    view.u = new uPlot(opts, [[]].concat(names.map(function () { return []; })), tile.body);
     view.updating = false;
-    t.el.uplot = view.u;  // for scripts and tests that look at the chart
-    t.el.chartView = view;
+    tile.el.uplot = view.u;  // for scripts and tests that look at the chart
+    tile.el.chartView = view;
     // A drag across the plot is uPlot's zoom: from then on updates keep the user's window, until a
     // double click zooms out again (uPlot's default) and the chart follows the data.
     var downX = null;
@@ -185,11 +218,11 @@
     view.u.over.addEventListener("dblclick", function () { view.zoomed = false; });
     if (window.ResizeObserver) {
       view.observer = new ResizeObserver(function () {
-        if (t.body.clientWidth) update(view, function (u) { u.setSize({ width: t.body.clientWidth, height: t.height }); });
+        if (tile.body.clientWidth) update(view, function (u) { u.setSize({ width: tile.body.clientWidth, height: tile.height }); });
       });
-      view.observer.observe(t.body);
+      view.observer.observe(tile.body);
     }
-    t.view = view;
+    tile.view = view;
     return view;
   }
 
@@ -203,20 +236,20 @@
     update(view, function (u) { u.setData(data, !view.zoomed); });
   }
 
-  function drawSeries(t, p) {
+  function drawSeries(tile, p) {
     var d = p.data;
     var names = d.series.map(function (s) { return s.name; });
-    var view = t.view;
+    var view = tile.view;
     if (!view || view.kind !== "uplot" || view.names !== names.join("\u0000")) {
-      view = makeUplot(t, names, d.time, p.kind === "area");
+      view = makeUplot(tile, names, d.time, p.kind === "area");
     }
     var data = [d.x].concat(d.series.map(function (s) { return s.values; }));
     setData(view, data);
-    t.el.dataset.points = d.x.length;
+    tile.el.dataset.points = d.x.length;
   }
 
   // -- Chart.js: bar, pie, doughnut, scatter, and lines over categories ----------------------------
-  function drawChartjs(t, p) {
+  function drawChartjs(tile, p) {
     var d = p.data;
     var type = p.kind === "area" ? "line" : p.kind;
     var round = type === "pie" || type === "doughnut";
@@ -229,17 +262,17 @@
       if (p.kind === "area") set.fill = true;
       return set;
     });
-    var view = t.view;
+    var view = tile.view;
     if (!view || view.kind !== "chartjs" || view.type !== type) {
-      dispose(t);
-      t.body.innerHTML = "";
+      dispose(tile);
+      tile.body.innerHTML = "";
       var box = document.createElement("div");
       box.style.position = "relative";
-      box.style.height = t.height + "px";
+      box.style.height = tile.height + "px";
       var canvas = document.createElement("canvas");
       box.appendChild(canvas);
-      t.body.appendChild(box);
-      var options = { animation: false, responsive: true, maintainAspectRatio: false,
+      tile.body.appendChild(box);
+      var options = { animation: false, responsive: true, maintainAspectRatio: false, locale: lang,
         plugins: { legend: { display: round || d.series.length > 1 } } };
       if (!round) {
         options.indexAxis = d.horizontal ? "y" : "x";
@@ -250,7 +283,7 @@
         options.scales = { x: { stacked: !!d.stacked, ticks: xNumbers ? numbers : {} },
           y: { stacked: !!d.stacked, beginAtZero: type === "bar", ticks: xNumbers && type !== "scatter" ? {} : numbers } };
       }
-      view = t.view = { kind: "chartjs", type: type,
+      view = tile.view = { kind: "chartjs", type: type,
         chart: new Chart(canvas, { type: type, data: { labels: d.labels || [], datasets: datasets }, options: options }) };
     } else {
       var chart = view.chart;
@@ -266,14 +299,14 @@
   }
 
   // -- table: sort by any column, pages, CSV download of the whole table -----------------------------
-  function drawTable(t, d) {
-    var view = t.view;
+  function drawTable(tile, d) {
+    var view = tile.view;
     if (!view || view.kind !== "table") {
-      dispose(t);
-      view = t.view = { kind: "table", sort: -1, desc: false, page: 0 };
+      dispose(tile);
+      view = tile.view = { kind: "table", sort: -1, desc: false, page: 0 };
     }
     view.data = d;
-    renderTable(t);
+    renderTable(tile);
   }
 
   function compare(a, b) {
@@ -284,8 +317,8 @@
     return String(a).localeCompare(String(b), undefined, { numeric: true });
   }
 
-  function renderTable(t) {
-    var view = t.view, d = view.data;
+  function renderTable(tile) {
+    var view = tile.view, d = view.data;
     var rows = d.rows.slice();
     if (view.sort >= 0) {
       rows.sort(function (r1, r2) { var c = compare(r1[view.sort], r2[view.sort]); return view.desc ? -c : c; });
@@ -307,7 +340,7 @@
       if (i === view.sort) th.setAttribute("aria-sort", view.desc ? "descending" : "ascending");
       th.addEventListener("click", function () {
         if (view.sort === i) view.desc = !view.desc; else { view.sort = i; view.desc = false; }
-        renderTable(t);
+        renderTable(tile);
       });
       head.appendChild(th);
     });
@@ -324,49 +357,54 @@
       b.className = "outline secondary";
       b.textContent = label;
       b.disabled = disabled;
-      b.addEventListener("click", function () { view.page = page; renderTable(t); });
+      b.addEventListener("click", function () { view.page = page; renderTable(tile); });
       return b;
     }
-    pager.appendChild(button("‹ Previous", view.page - 1, view.page === 0));
+    pager.appendChild(button(t("‹ Previous"), view.page - 1, view.page === 0));
     var info = document.createElement("span");
     info.className = "page-info";
-    info.textContent = "page " + (view.page + 1) + " of " + pages + " · " + d.total + " rows" +
-      (d.total > d.rows.length ? " (first " + d.rows.length + " here; CSV has all)" : "");
+    var counts = { page: view.page + 1, pages: pages, shown: d.rows.length.toLocaleString(lang) };
+    info.textContent = d.total > d.rows.length
+      ? tn("page %(page)s of %(pages)s · %(num)d row (first %(shown)s here; CSV has all)",
+        "page %(page)s of %(pages)s · %(num)d rows (first %(shown)s here; CSV has all)", d.total, counts)
+      : tn("page %(page)s of %(pages)s · %(num)d row", "page %(page)s of %(pages)s · %(num)d rows", d.total, counts);
     pager.appendChild(info);
-    pager.appendChild(button("Next ›", view.page + 1, view.page >= pages - 1));
+    pager.appendChild(button(t("Next ›"), view.page + 1, view.page >= pages - 1));
     var wrap = document.createElement("div");
     wrap.className = "tile-table overflow-auto";
     wrap.appendChild(table);
-    t.body.replaceChildren(wrap, pager);
+    tile.body.replaceChildren(wrap, pager);
   }
 
   // -- KPI: the number and its change since the previous refresh ---------------------------------
-  function drawKpi(t, d) {
+  var percent = new Intl.NumberFormat(lang, { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  function drawKpi(tile, d) {
     var value = document.createElement("div");
     value.className = "kpi-value";
     value.textContent = d.text;
     var change = document.createElement("div");
     change.className = "kpi-change";
     if (d.change === null || d.change === undefined) {
-      change.textContent = "no previous refresh to compare";
+      change.textContent = t("no previous refresh to compare");
     } else {
       change.className += d.change > 0 ? " up" : d.change < 0 ? " down" : "";
-      change.textContent = (d.change > 0 ? "▲ " : d.change < 0 ? "▼ " : "= ") + d.change_text +
-        (d.change_pct !== null && d.change_pct !== undefined ? " (" + (d.change_pct * 100).toFixed(1) + "%)" : "") +
-        " since the previous refresh";
+      var values = { change: d.change_text, percent: percent.format(d.change_pct) };
+      change.textContent = (d.change > 0 ? "▲ " : d.change < 0 ? "▼ " : "= ") +
+        (d.change_pct !== null && d.change_pct !== undefined ? t("%(change)s (%(percent)s) since the previous refresh", values)
+          : t("%(change)s since the previous refresh", values));
     }
-    t.body.replaceChildren(value, change);
+    tile.body.replaceChildren(value, change);
   }
 
   // -- streams: points arrive as arrays per series; the chart rolls over its window ---------------
   var streams = {};
   Object.keys(tiles).forEach(function (k) {
-    var t = tiles[k];
-    if (t.kind !== "stream") return;
-    var name = t.el.dataset.source;
+    var tile = tiles[k];
+    if (tile.kind !== "stream") return;
+    var name = tile.el.dataset.source;
     var s = streams[name] || (streams[name] = { t: [], series: {}, names: [], last: 0, tiles: [], window: 0, frame: 0 });
-    s.tiles.push(t);
-    s.window = Math.max(s.window, +t.el.dataset.window || 60);
+    s.tiles.push(tile);
+    s.window = Math.max(s.window, +tile.el.dataset.window || 60);
   });
 
   function onPoints(f) {
@@ -401,18 +439,18 @@
   }
 
   function drawStream(s) {
-    s.tiles.forEach(function (t) {
-      var view = t.view;
-      if (!view || view.names !== s.names.join("\u0000")) view = makeUplot(t, s.names, true, false);
+    s.tiles.forEach(function (tile) {
+      var view = tile.view;
+      if (!view || view.names !== s.names.join("\u0000")) view = makeUplot(tile, s.names, true, false);
       var data = [s.t.slice()].concat(s.names.map(function (n) { return s.series[n].slice(); }));
       setData(view, data);
-      t.el.dataset.last = s.last;
-      t.el.dataset.points = s.t.length;
-      var fresh = t.el.querySelector(".freshness");
-      if (s.t.length) fresh.textContent = "live · last point " + localTime(new Date(s.t[s.t.length - 1] * 1000).toISOString());
-      var err = t.el.querySelector(".tile-error");
+      tile.el.dataset.last = s.last;
+      tile.el.dataset.points = s.t.length;
+      var fresh = tile.el.querySelector(".freshness");
+      if (s.t.length) fresh.textContent = t("live · last point %(time)s", { time: localTime(new Date(s.t[s.t.length - 1] * 1000).toISOString()) });
+      var err = tile.el.querySelector(".tile-error");
       err.hidden = !s.error;
-      err.textContent = s.error ? "The stream's function failed: " + s.error : "";
+      err.textContent = s.error ? t("The stream's function failed: %(error)s", { error: s.error }) : "";
     });
   }
 
@@ -487,7 +525,7 @@
     if (!question) { go(); return; }
     if (!confirmDialog || !confirmDialog.showModal) { if (window.confirm(question)) go(); else if (cancelled) cancelled(); return; }
     confirmDialog.querySelector(".control-question").textContent = question;
-    confirmDialog.querySelector("h3").textContent = c.el.querySelector(".tile-title").textContent + ": are you sure?";
+    confirmDialog.querySelector("h3").textContent = t("%(control)s: are you sure?", { control: c.el.querySelector(".tile-title").textContent });
     function answer(e) {
       var button = e.target.closest("[data-answer]");
       if (!button) return;
@@ -512,7 +550,7 @@
     c.el.querySelector(".control-body").setAttribute("aria-busy", "true");
     // A second click on a button or a form's Run while the first runs would run the task twice.
     c.el.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
-    say(c, "running…", "");
+    say(c, t("running…"), "");
     var headers = { Accept: "application/json" };
     if (window.mieruka && window.mieruka.csrf) headers["X-CSRF-Token"] = window.mieruka.csrf;
     headers["Content-Type"] = form ? "application/x-www-form-urlencoded" : "application/json";
@@ -522,23 +560,29 @@
         return r.json().catch(function () { return {}; }).then(function (data) { return { status: r.status, data: data }; });
       })
       .then(function (answer) { done(c, answer.status, answer.data); },
-        function (e) { done(c, 0, { error: { message: "the server could not be reached (" + e + ")" } }); });
+        function (e) { done(c, 0, { error: { message: t("the server could not be reached (%(error)s)", { error: String(e) }) } }); });
   }
 
   var FINAL = { succeeded: 1, failed: 1, cancelled: 1 };
+  // Job states as people read them (as on the jobs pages).
+  var STATES = { queued: t("queued"), running: t("running"), succeeded: t("succeeded"), failed: t("failed"),
+    cancelled: t("cancelled") };
+  function stateName(state) { return STATES[state] || state; }
 
   // A task still running when the server stopped waiting: follow its job (long polls) to the end.
   function follow(c, data) {
-    say(c, "still " + data.state + "…", "", { href: data.url, text: "job " + data.job });
+    say(c, t("still %(state)s…", { state: stateName(data.state) }), "", { href: data.url, text: t("job %(id)s", { id: data.job }) });
     fetch(root + "/api/jobs/" + data.job + "?wait=25", { headers: { Accept: "application/json" }, credentials: "same-origin" })
-      .then(function (r) { if (!r.ok) throw new Error("the server answered " + r.status); return r.json(); })
+      .then(function (r) { if (!r.ok) throw new Error(t("the server answered %(status)s", { status: r.status })); return r.json(); })
       .then(function (job) {
         var next = { job: job.id, state: job.status, result: job.result, message: job.message, error: job.error,
           url: data.url };
         if (!FINAL[job.status]) { follow(c, next); return; }
         refreshState(c);  // the server asked for its read when it stopped waiting: before the task ended
         done(c, 200, next);
-      }, function (e) { done(c, 0, { error: { message: "lost track of job " + data.job + " (" + e.message + ")" } }); });
+      }, function (e) {
+        done(c, 0, { error: { message: t("lost track of job %(id)s (%(error)s)", { id: data.job, error: e.message }) } });
+      });
   }
 
   function refreshState(c) {
@@ -564,17 +608,17 @@
     }
     c.el.dataset.outcome = status === 200 ? data.state : "refused";
     if (status !== 200) {
-      var err = data && data.error ? data.error.message || data.error.code : "the server answered " + status;
+      var err = data && data.error ? data.error.message || data.error.code : t("the server answered %(status)s", { status: status });
       say(c, "✗ " + err, "error");
       showState(c);  // the device did not change: show what it is
       return;
     }
-    var link = { href: data.url, text: "job " + data.job };
+    var link = { href: data.url, text: t("job %(id)s", { id: data.job }) };
     if (data.state === "succeeded") {
-      var shown = data.result !== null && data.result !== undefined ? brief(data.result) : data.message || "done";
+      var shown = data.result !== null && data.result !== undefined ? brief(data.result) : data.message || t("done");
       say(c, "✓ " + shown, "ok", link);
     } else if (data.state === "failed" || data.state === "cancelled") {
-      say(c, "✗ " + (data.error ? data.error.split("\n")[0] : data.state), "error", link);
+      say(c, "✗ " + (data.error ? data.error.split("\n")[0] : stateName(data.state)), "error", link);
       showState(c);
     }
   }
@@ -600,7 +644,7 @@
     if (!c || (c.payload && c.payload.boot === p.boot && c.payload.seq >= p.seq)) return;
     c.payload = p;
     var err = c.el.querySelector(".control-state-error");
-    if (err) { err.hidden = !p.error; err.textContent = p.error ? "State: " + p.error : ""; }
+    if (err) { err.hidden = !p.error; err.textContent = p.error ? t("State: %(error)s", { error: p.error }) : ""; }
     if (p.value === null || p.value === undefined) return;
     setState(c, p.value);
   }
@@ -623,11 +667,12 @@
     c.el.dataset.state = typeof value === "string" ? value : JSON.stringify(value);
     var now = c.el.querySelector(".control-now");
     if (now) {
-      now.replaceChildren("now: ");
       var span = document.createElement("span");
       span.className = "control-value";
-      span.textContent = c.kind === "toggle" ? (truthy(value) ? "on" : "off") : String(value);
-      now.appendChild(span);
+      span.textContent = c.kind === "toggle" ? (truthy(value) ? t("on") : t("off")) : String(value);
+      // The value is an element: the sentence goes around it in the language's order.
+      var around = t("now: %(value)s", { value: "\u0000" }).split("\u0000");
+      now.replaceChildren(around[0], span, around[1] || "");
     }
     if (!c.pending) showState(c);
   }
@@ -654,7 +699,7 @@
 
   function switchText(c) {
     var text = c.el.querySelector(".control-switch-text");
-    if (text) text.textContent = c.input.checked ? "On" : "Off";
+    if (text) text.textContent = c.input.checked ? t("On") : t("Off");
   }
 
   // -- polling, where streaming cannot work ------------------------------------------------------------

@@ -5,14 +5,20 @@
   "use strict";
   var root = document.body.dataset.root || "";
   var zone = document.body.dataset.timezone || undefined;
+  // Text people read goes through static/i18n.js (the page's language); without it, English.
+  var i18n = window.mieruka_i18n || { lang: "en", t: function (message, values) {
+    return message.replace(/%\((\w+)\)[sd]/g, function (all, key) { return values && key in values ? values[key] : all; });
+  } };
+  function t(message, values) { return i18n.t(message, values); }
+  var lang = i18n.lang || "en";
 
   function time(date, seconds) {
-    var options = { hour: "2-digit", minute: "2-digit", hour12: false };
+    var options = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
     if (seconds) options.second = "2-digit";
     try {
-      return date.toLocaleTimeString([], Object.assign({ timeZone: zone }, options));
+      return date.toLocaleTimeString(lang, Object.assign({ timeZone: zone }, options));
     } catch (e) {
-      return date.toLocaleTimeString([], options);  // a zone this browser does not know
+      return date.toLocaleTimeString(lang, options);  // a zone this browser does not know
     }
   }
 
@@ -29,10 +35,10 @@
       return r.json().then(function (body) {
         if (r.ok) { window.location.replace(body.url); return; }
         var message = document.getElementById("display-message");
-        message.textContent = (body.error && body.error.message) || "This display link does not work.";
+        message.textContent = (body.error && body.error.message) || t("This display link does not work.");
       });
     }).catch(function () {
-      document.getElementById("display-message").textContent = "The server did not answer; retrying…";
+      document.getElementById("display-message").textContent = t("The server did not answer; retrying…");
       window.setTimeout(function () { window.location.reload(); }, 10000);
     });
     return;
@@ -51,7 +57,7 @@
       var now = Date.now();
       if (now - last < 1000) return;
       last = now;
-      updated.textContent = "updated " + time(new Date(now), true);
+      updated.textContent = t("updated %(time)s", { time: time(new Date(now), true) });
     }).observe(tiles, { childList: true, subtree: true, characterData: true, attributes: true });
   }
 

@@ -7,6 +7,19 @@
   var POLL_MS = 2000;
   var MAX_LOG_LINES = 5000;
 
+  // Text people read goes through static/i18n.js (the page's language); without it, English.
+  var i18n = window.mieruka_i18n || { lang: "en", t: fill,
+    tn: function (one, many, n, values) { return fill(n === 1 ? one : many, Object.assign({ num: n }, values)); } };
+  function fill(message, values) {
+    return message.replace(/%\((\w+)\)[sd]/g, function (all, key) { return values && key in values ? values[key] : all; });
+  }
+  function t(message, values) { return i18n.t(message, values); }
+  var lang = i18n.lang || "en";
+  // Job states as people read them; the raw value stays in classes and data attributes.
+  var STATES = { queued: t("queued"), running: t("running"), succeeded: t("succeeded"), failed: t("failed"),
+    cancelled: t("cancelled") };
+  function stateName(status) { return STATES[status] || status; }
+
   function note(text) {
     var el = document.getElementById("live-note");
     if (!el) return;
@@ -31,14 +44,14 @@
       if (polling) return;
       polling = true;
       stop();
-      note("live updates by polling (" + reason + ")");
+      note(t("live updates by polling (%(reason)s)", { reason: reason }));
       poll();
       window.setInterval(poll, POLL_MS);
     }
     function receive(message) {
       if (polling) return;
-      if (message.type === "error") { note("reconnecting…"); return; }
-      if (message.type === "closed") { startPolling("stream closed"); return; }
+      if (message.type === "error") { note(t("reconnecting…")); return; }
+      if (message.type === "closed") { startPolling(t("stream closed")); return; }
       heard = true;
       if (message.type === "ready") {
         note("");
@@ -51,13 +64,13 @@
       if (handler) handler(message.data);
     }
     if (!window.EventSource) {
-      startPolling("no EventSource");
+      startPolling(t("no EventSource"));
       return;
     }
     var since = parseInt(document.body.dataset.lastEvent || "0", 10) || 0;
     stop = sharedStream(topics, since, receive) || ownStream(topics, since, receive);
     // A proxy that buffers the stream delivers nothing: fall back after a few quiet seconds.
-    window.setTimeout(function () { if (!heard) startPolling("stream blocked"); }, FALLBACK_AFTER_MS);
+    window.setTimeout(function () { if (!heard) startPolling(t("stream blocked")); }, FALLBACK_AFTER_MS);
   }
 
   function sharedStream(topics, since, receive) {
@@ -121,7 +134,7 @@
 
     function setStatus(status) {
       var badge = field("status");
-      if (badge) { badge.textContent = status; badge.className = "badge status-" + status; }
+      if (badge) { badge.textContent = stateName(status); badge.className = "badge status-" + status; }
       document.querySelectorAll("[data-show-when]").forEach(function (form) {
         form.hidden = form.dataset.showWhen.split(" ").indexOf(status) < 0;
       });
@@ -385,7 +398,7 @@
         var d = cell.closest("details");
         var started = Date.parse(cell.dataset.started);
         if (d && d.dataset.status === "running" && started) {
-          cell.textContent = Math.max(0, (Date.now() - started) / 1000).toFixed(0) + " s";
+          cell.textContent = duration((Date.now() - started) / 1000);
         }
       });
     }, 1000);
@@ -394,12 +407,21 @@
     return { section: section, refresh: refresh, update: update, lines: lines };
   }
 
+  // A running job's duration ticks along, written as the server writes it (render.py).
+  function duration(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return t("%(seconds)s s", { seconds: s });
+    if (s < 3600) return t("%(minutes)s min %(seconds)s s", { minutes: Math.floor(s / 60), seconds: s % 60 });
+    return t("%(hours)s h %(minutes)s min", { hours: Math.floor(s / 3600), minutes: Math.floor(s / 60) % 60 });
+  }
+
   // -- forms: show the chosen files with their sizes -----------------------------------------
+  var oneDecimal = new Intl.NumberFormat(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
   function humanSize(bytes) {
-    var units = ["B", "KB", "MB", "GB"];
-    var i = 0;
-    while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
-    return (i ? bytes.toFixed(1) : bytes) + " " + units[i];
+    if (bytes < 1024) return t("%(size)s B", { size: bytes.toLocaleString(lang) });
+    if (bytes < 1024 * 1024) return t("%(size)s KB", { size: oneDecimal.format(bytes / 1024) });
+    if (bytes < 1024 * 1024 * 1024) return t("%(size)s MB", { size: oneDecimal.format(bytes / 1024 / 1024) });
+    return t("%(size)s GB", { size: oneDecimal.format(bytes / 1024 / 1024 / 1024) });
   }
 
   document.querySelectorAll('input[type="file"]').forEach(function (input) {
@@ -407,7 +429,7 @@
       var info = document.querySelector('.file-info[data-for="' + input.name + '"]');
       if (!info) return;
       info.textContent = Array.prototype.map.call(input.files, function (f) {
-        return f.name + " (" + humanSize(f.size) + ")";
+        return t("%(file)s (%(size)s)", { file: f.name, size: humanSize(f.size) });
       }).join(", ");
     });
   });
@@ -467,7 +489,7 @@
       }
       tr.dataset.status = data.status;
       var badge = tr.querySelector('[data-field="status"]');
-      badge.textContent = data.status;
+      badge.textContent = stateName(data.status);
       badge.className = "badge status-" + data.status;
       if (finished[data.status]) schedule(data.job_id);  // final duration, error, disabled box
     }
@@ -500,7 +522,7 @@
     window.setInterval(function () {
       rows.querySelectorAll('tr[data-status="running"] [data-field="duration"]').forEach(function (cell) {
         var started = Date.parse(cell.dataset.started);
-        if (started) cell.textContent = Math.max(0, (Date.now() - started) / 1000).toFixed(0) + " s";
+        if (started) cell.textContent = duration((Date.now() - started) / 1000);
       });
     }, 1000);
 
