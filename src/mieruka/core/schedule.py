@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ConfigError
+from ..i18n import _
 
 if TYPE_CHECKING:
     from croniter import croniter
@@ -55,6 +56,12 @@ class Schedule:
         if self.every is not None:
             return f"every {_human(self.every)}"
         return f"cron {self.cron} ({self.timezone})"
+
+    def label(self) -> str:
+        """describe() in the reader's language, for pages (the API keeps describe()'s words)."""
+        if self.every is not None:
+            return _("every %(interval)s", interval=_human(self.every))
+        return _("cron %(expression)s (%(zone)s)", expression=self.cron, zone=self.timezone)
 
 
 def _human(seconds: float) -> str:
