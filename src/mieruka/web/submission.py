@@ -29,6 +29,7 @@ from ..core.job import JobRecord
 from ..core.params import FileRef
 from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
+from ..i18n import _
 from ..runtime import Runtime
 from .audit import note_job
 from .offload import offload
@@ -88,7 +89,13 @@ class Submission:
         limit = self.max_size + FORM_ROOM
         length = self.request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"the request is {int(length):,} bytes; the limit is {self.max_size:,} bytes")
+            raise PayloadTooLarge(
+                _(
+                    "the request is %(size)s bytes; the limit is %(limit)s bytes",
+                    size=f"{int(length):,}",
+                    limit=f"{self.max_size:,}",
+                )
+            )
         limited = Request(self.request.scope, _limited_receive(self.request.receive, limit, self.max_size))
         content_type = self.request.headers.get("content-type", "")
         if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
@@ -111,7 +118,9 @@ class Submission:
         except PayloadTooLarge:
             raise
         except Exception as exc:  # starlette's HTTPException(400) for a malformed form, among others
-            raise ValidationError(f"cannot read the form: {getattr(exc, 'detail', None) or exc}") from None
+            raise ValidationError(
+                _("cannot read the form: %(error)s", error=getattr(exc, "detail", None) or exc)
+            ) from None
         try:
             items = form.multi_items()
             self.values = FormData([(k, v) for k, v in items if isinstance(v, str)])
@@ -145,7 +154,13 @@ class Submission:
         size = upload.size if upload.size is not None else _measure(upload)
         if size > self.max_size:
             raise PayloadTooLarge(
-                f"{field}: {upload.filename!r} is {size:,} bytes; the limit is {self.max_size:,} bytes"
+                _(
+                    "%(field)s: %(file)s is %(size)s bytes; the limit is %(limit)s bytes",
+                    field=field,
+                    file=repr(upload.filename),
+                    size=f"{size:,}",
+                    limit=f"{self.max_size:,}",
+                )
             )
         return self._store(upload.filename, upload.content_type, lambda fh: shutil.copyfileobj(upload.file, fh))
 
@@ -204,7 +219,9 @@ def _limited_receive(receive: Receive, limit: int, max_size: int) -> Callable[[]
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise PayloadTooLarge(f"the request is larger than the upload limit of {max_size:,} bytes")
+                raise PayloadTooLarge(
+                    _("the request is larger than the upload limit of %(limit)s bytes", limit=f"{max_size:,}")
+                )
         return message
 
     return limited

@@ -78,7 +78,7 @@ async def submit(runtime: RuntimeDep, request: Request, name: str) -> Response:
     task = runtime.tasks.get(name)
     submission = Submission(runtime, request, task, owner_name(request))
     try:
-        record, _ = await submission.submit()
+        record, _created = await submission.submit()
     except (ValidationError, PayloadTooLarge) as exc:
         return _refused(runtime, request, task, submission, exc)
     root = request.scope.get("root_path", "")
