@@ -92,8 +92,8 @@ class Submission:
             raise PayloadTooLarge(
                 _(
                     "the request is %(size)s bytes; the limit is %(limit)s bytes",
-                    size=f"{int(length):,}",
-                    limit=f"{self.max_size:,}",
+                    size=format(int(length), ","),
+                    limit=format(self.max_size, ","),
                 )
             )
         limited = Request(self.request.scope, _limited_receive(self.request.receive, limit, self.max_size))
@@ -158,8 +158,8 @@ class Submission:
                     "%(field)s: %(file)s is %(size)s bytes; the limit is %(limit)s bytes",
                     field=field,
                     file=repr(upload.filename),
-                    size=f"{size:,}",
-                    limit=f"{self.max_size:,}",
+                    size=format(size, ","),
+                    limit=format(self.max_size, ","),
                 )
             )
         return self._store(upload.filename, upload.content_type, lambda fh: shutil.copyfileobj(upload.file, fh))
@@ -220,7 +220,7 @@ def _limited_receive(receive: Receive, limit: int, max_size: int) -> Callable[[]
             received += len(message.get("body", b""))
             if received > limit:
                 raise PayloadTooLarge(
-                    _("the request is larger than the upload limit of %(limit)s bytes", limit=f"{max_size:,}")
+                    _("the request is larger than the upload limit of %(limit)s bytes", limit=format(max_size, ","))
                 )
         return message
 
