@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The one dev loop: `python3 scripts/dev.py demo|test|lint|bench [args...]`.
+"""The one dev loop: `python3 scripts/dev.py demo|test|lint|bench|i18n [args...]`.
 
 Creates ./.venv on first use and installs mieruka into it (again only when pyproject.toml changes),
 so a fresh machine needs nothing but Python 3.11+: `demo` with the extra `demo` (what the demo's
@@ -103,6 +103,9 @@ def main() -> int:
             or run([str(BIN / "ruff"), "format", "--check", *paths])
             or run([str(BIN / "mypy"), "--config-file", "pyproject.toml"])
         )
+    if command == "i18n":  # extract the UI's messages, bring every language's catalog up to date
+        ensure_venv("dev")
+        return run([str(PYTHON), "scripts/catalogs.py", *args])
     if command == "bench":
         ensure_venv("dev")
         compile_sources("src", "bench", "examples")  # start-up is measured as an installed package starts

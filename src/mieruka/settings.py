@@ -105,6 +105,11 @@ class Settings:
     )
     token: str = _setting("", "API token the CLI client commands send (`mieruka tokens create`).")
     timezone: str = _setting("UTC", "Time zone used to show times; stored times are always UTC.")
+    language: str = _setting(
+        "en",
+        "The pages' language when neither the user's own setting nor the browser (Accept-Language) "
+        "names one of mieruka's: en, ja, zh-Hans or ru (docs/i18n.md).",
+    )
     max_upload_size: int = _setting(100 * 1024**2, "Largest accepted upload in bytes (e.g. 100MB).")
     run_wait_max: float = _setting(60.0, "Longest wait of POST /api/tasks/{task}/run, seconds.")
     poll_interval: float = _setting(1.0, "Backstop poll for jobs queued by other processes, seconds.")
@@ -413,6 +418,13 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"setting worker_start must be 'fork' or 'spawn', got {out['worker_start']!r}")
     if "port" in out and not 0 < out["port"] < 65536:
         raise ConfigError(f"setting port must be between 1 and 65535, got {out['port']}")
+    if "language" in out:
+        from .i18n import supported
+
+        tag = supported(out["language"])
+        if tag is None:
+            raise ConfigError(f"setting language must be one of en, ja, zh-Hans, ru, got {out['language']!r}")
+        out["language"] = tag
     if "timezone" in out:
         try:
             ZoneInfo(out["timezone"])

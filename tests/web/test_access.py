@@ -53,6 +53,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/redoc"): "viewer",
     ("GET", "/login"): "public",
     ("POST", "/login"): "public",
+    ("POST", "/language"): "public",
     ("POST", "/logout"): "viewer",
     ("GET", "/login/link/{secret}"): "public",
     ("POST", "/login/link/{secret}"): "public",

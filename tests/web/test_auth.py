@@ -80,7 +80,13 @@ def audit(app: mieruka.App, action: str | None = None) -> list[dict[str, Any]]:
 # -- the open single-user mode ------------------------------------------------------------------
 def test_with_no_user_a_loopback_server_is_open_as_the_local_admin(app: mieruka.App) -> None:
     with TestClient(app.asgi()) as client:
-        assert client.get("/api/me").json() == {"name": "local", "role": "admin", "via": "local", "csrf_token": None}
+        assert client.get("/api/me").json() == {
+            "name": "local",
+            "role": "admin",
+            "via": "local",
+            "csrf_token": None,
+            "language": None,
+        }
         job = client.post("/api/tasks/add/jobs", json={"a": 1})
         assert job.status_code == 202 and job.json()["owner"] is None
         # Another site's page cannot make the browser change anything on the local server.

@@ -10,6 +10,7 @@ from ..store.database import Database
 from .accounts import Accounts, Throttle
 from .audit import AuditLog
 from .displays import Displays
+from .languages import UserLanguages
 from .presence import Presence
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class Auth:
         self.accounts = Accounts(db, settings.session_max_age, self.audit)
         self.presence = Presence(db, settings.presence_expiry)
         self.displays = Displays(db)
+        self.languages = UserLanguages(db)
         self.throttle = Throttle(self.accounts, self.audit, settings.login_max_failures, settings.login_lockout)
         self.directory: Directory | None = None
         if settings.ldap_url.strip():

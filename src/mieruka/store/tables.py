@@ -201,6 +201,8 @@ users = sa.Table(
     sa.Column("groups", sa.JSON),
     sa.Column("synced_at", UTCDateTime()),
     sa.Column("display_name", sa.String(200)),
+    # 0012_user_language: the user's own language for the pages (none: the browser's, the server's).
+    sa.Column("language", sa.String(16)),
 )
 
 # API tokens and one-time login links: only a SHA-256 of the secret is kept (the secrets are

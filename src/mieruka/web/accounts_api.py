@@ -31,6 +31,9 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+LANGUAGE_HELP = "The user's own language for the pages: en, ja, zh-Hans or ru; none: the browser's."
+
+
 class MeOut(BaseModel):
     name: str
     role: str
@@ -38,6 +41,7 @@ class MeOut(BaseModel):
     csrf_token: str | None = Field(
         None, description="Send as X-CSRF-Token with state-changing requests made with the session cookie."
     )
+    language: str | None = Field(None, description=LANGUAGE_HELP)
 
 
 class UserOut(BaseModel):
@@ -48,6 +52,7 @@ class UserOut(BaseModel):
     source: str = Field(description="Where the user comes from: local, ldap, oidc or proxy.")
     groups: list[str] = Field(description="The directory's or provider's groups at the last login.")
     synced_at: str | None = Field(description="When the directory or provider last confirmed the user.")
+    language: str | None = Field(None, description=LANGUAGE_HELP)
 
 
 class UserIn(BaseModel):
@@ -72,6 +77,7 @@ class UserIn(BaseModel):
 class UserPatch(BaseModel):
     role: Role | None = None
     password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=1024)
+    language: str | None = Field(None, max_length=20, description=LANGUAGE_HELP + ' "" lets the browser choose.')
 
 
 class TokenOut(BaseModel):
@@ -132,8 +138,9 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def user_json(user: User) -> dict[str, Any]:
+def user_json(user: User, language: str | None = None) -> dict[str, Any]:
     return {
+        "language": language,
         "name": user.name,
         "role": user.role.value,
         "created_at": iso(user.created_at),
@@ -165,7 +172,14 @@ router = APIRouter(prefix="/api", tags=["auth"], responses=AUTH_ERRORS)
 def me(runtime: RuntimeDep, request: Request) -> dict[str, Any]:
     """Who this request is made as."""
     who = principal(request)
-    return {"name": who.name, "role": who.role.value, "via": who.via, "csrf_token": who.session_csrf}
+    language = runtime.auth.languages.of(who.user_id) if who.user_id is not None else None
+    return {
+        "name": who.name,
+        "role": who.role.value,
+        "via": who.via,
+        "csrf_token": who.session_csrf,
+        "language": language,
+    }
 
 
 # -- users (admins) ----------------------------------------------------------------------------
@@ -173,7 +187,8 @@ def me(runtime: RuntimeDep, request: Request) -> dict[str, Any]:
 
 @router.get("/users", response_model=list[UserOut])
 def list_users(runtime: RuntimeDep) -> list[dict[str, Any]]:
-    return [user_json(u) for u in runtime.auth.accounts.list_users()]
+    languages = runtime.auth.languages.all()
+    return [user_json(u, languages.get(u.name)) for u in runtime.auth.accounts.list_users()]
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
@@ -193,7 +208,10 @@ def change_user(runtime: RuntimeDep, request: Request, name: str, body: UserPatc
     if body.password is not None:
         accounts.set_password(name, body.password)
         audit(request, "user.password", f"user:{name}")
-    return user_json(accounts.get_user(name))
+    if body.language is not None:
+        language = runtime.auth.languages.set(name, body.language)
+        audit(request, "user.language", f"user:{name}", language=language)
+    return user_json(accounts.get_user(name), runtime.auth.languages.all().get(name))
 
 
 @router.delete("/users/{name}", status_code=204, response_class=Response)

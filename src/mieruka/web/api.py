@@ -15,6 +15,7 @@ from . import (
     displays,
     events,
     jobs,
+    languages,
     live,
     monitor,
     notifications,
@@ -73,6 +74,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     api.include_router(controls.router)
     api.include_router(ui_pages.router)
     api.include_router(ui_dashboards.router)
+    api.include_router(languages.router)
     api.include_router(displays.router)
     api.include_router(displays.pages)
     api.include_router(notifications.router)

@@ -36,7 +36,7 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 MAX_FORM_SCAN = 1024 * 1024  # an urlencoded form bigger than this is not a form of ours
 MULTIPART_HEAD = 64 * 1024  # the CSRF field comes first: this much is plenty to find it
-LOGIN_FORMS = ("/login", "/login/link/{secret}")  # the forms posted without a session
+LOGIN_FORMS = ("/login", "/login/link/{secret}", "/language")  # the forms posted without a session
 
 
 def csrf_token(request: Request) -> str:

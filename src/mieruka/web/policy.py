@@ -61,6 +61,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/login/oidc/{provider}"): PUBLIC,
     ("GET", "/login/oidc/{provider}/callback"): PUBLIC,
     ("*", "/static"): PUBLIC,
+    # the header's language switcher: a cookie, and a signed-in user's own setting (web/languages.py)
+    ("POST", "/language"): Rule(None, audit=None, csrf=True),
     ("GET", "/healthz"): PUBLIC,
     # any signed-in user
     ("POST", "/logout"): Rule(Role.VIEWER, audit=None),

@@ -6,6 +6,7 @@ without doing anything. For each request, in order:
 - CSRF for cookie sessions, same origin in the open mode (csrf.py);
 - the body's limits (limits.py);
 - presence: authenticated requests mark their user as seen (presence.py);
+- the language of the pages and messages: the user's, the browser's, the server's (languages.py);
 - then the route, its answer with the security headers (headers.py), and its audit entry (audit.py).
   The hot routes (submit, run now, get a job) are served by fastpath.py, the others by FastAPI.
 
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.access import Principal
+from ..i18n import LANGUAGE
 from .access import Routes, Target, check, looks_up_job
 from .audit import AuditWriter, Outcome, record
 from .csrf import check_csrf
@@ -31,6 +33,7 @@ from .errors import database_down, outage, refusal
 from .fastpath import FastPath
 from .headers import DOCS_PATHS, secured
 from .identity import HIDDEN_KEY, STATE_KEY, Denied, Identifier
+from .languages import before_login, of_user
 from .limits import Limits, Refused, check_target, checked_body, kind_of, scanned_multipart
 from .policy import SAFE_METHODS, Rule, hidden_tasks, rule_for
 from .presence import mark_seen
@@ -62,11 +65,15 @@ class Security:
             await self.inner(scope, receive, send)
             return
         request = Request(scope)
+        # Set in this request's own task, so never seen by another request: no reset needed.
+        LANGUAGE.set(before_login(request, self.runtime.settings.language))
         try:
             await self.screen(request)
             target = self.routes.target(scope)
             rule = rule_for(request.method, target.template)
             who = await self.identify(request, rule, target)
+            if who is not None and who.user_id is not None:
+                LANGUAGE.set(await of_user(self.runtime, who) or LANGUAGE.get())
             receive = await self.admit(request, receive, rule, who, target)
         except Refused as refused:  # Denied too
             await refusal(request, refused)(scope, receive, secured(send))

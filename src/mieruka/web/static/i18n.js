@@ -51,3 +51,9 @@
 
   window.mieruka_i18n = { lang: lang, t: t, tn: tn };
 })();
+
+// The header's language switcher (base.html): picking a language sends its form.
+document.addEventListener("change", function (event) {
+  var select = event.target;
+  if (select && select.matches && select.matches("form.language-switch select")) select.form.submit();
+});

@@ -15,9 +15,13 @@ from ..access import may_change, may_run
 from ..assets import static_url
 from ..csrf import csrf_input, page_csrf_token
 from ..identity import current_user
-from . import render
+from . import formats, render
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
+
+
+def _parsed(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def page_templates(runtime: Runtime) -> Jinja2Templates:
@@ -29,13 +33,17 @@ def page_templates(runtime: Runtime) -> Jinja2Templates:
     env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
     env.globals["html_lang"] = i18n.current_language
     env.globals["js_messages"] = i18n.js_messages
+    env.globals["languages"] = i18n.LANGUAGES
     zone = runtime.settings.zone
-    env.filters["local_time"] = lambda v: render.local_time(v, zone)
-    env.filters["iso_local"] = lambda text: render.local_time(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
+    # Times, sizes, durations and numbers as the reader's language writes them (formats.py).
+    env.filters["local_time"] = lambda v: formats.local_time(v, zone)
+    env.filters["iso_local"] = lambda text: formats.local_time(_parsed(text), zone)
     env.filters["utc"] = render.utc_title
     env.filters["segment"] = lambda text: quote(str(text), safe="")  # one path segment, "/" too
-    env.filters["size"] = render.human_size
-    env.filters["duration"] = render.human_duration
+    env.filters["size"] = formats.size
+    env.filters["duration"] = formats.duration
+    env.filters["number"] = formats.number
+    env.filters["localized"] = i18n.localized  # an author's string given per language
     env.filters["summary"] = render.summary
     # Parameters shown as JSON keep their own script (見える化, not \u898b...).
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}

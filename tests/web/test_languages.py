@@ -1,0 +1,136 @@
+"""The language of each page (issue 22, web/languages.py): the signed-in user's own setting, then
+the switcher's cookie, then Accept-Language, then the setting `language`; `<html lang>` says it.
+The header's switcher saves a signed-in user's choice (their session's CSRF token) and an anonymous
+browser's in a cookie (the login form's token), refuses a post without the token, and the users API
+shows and changes a user's language."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import mieruka
+from mieruka.web.csrf import CSRF_FIELD
+from mieruka.web.languages import COOKIE
+from tests.web.test_auth import PASSWORD, login, login_form_token
+
+
+@pytest.fixture(autouse=True)
+def _fast(cheap_hashes: None) -> None:
+    pass
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[mieruka.App]:
+    from tests.jobs import app
+
+    app._settings = None
+    app.configure(home=str(tmp_path / "home"), executor="threads", workers=1, prune_interval=3600, language="ru")
+    yield app
+    app._settings = None
+
+
+@pytest.fixture
+def client(app: mieruka.App) -> Iterator[TestClient]:
+    with TestClient(app.asgi()) as client:
+        for name, role in (("alice", "admin"), ("vic", "viewer")):
+            app.auth.accounts.add_user(name, role, PASSWORD)
+        yield client
+
+
+def lang(client: TestClient, path: str = "/login", **headers: str) -> str:
+    page = client.get(path, headers={"Accept": "text/html", **headers})
+    assert page.status_code == 200, page.text
+    found = re.search(r'<html lang="([^"]+)"', page.text)
+    assert found, page.text[:300]
+    return found.group(1)
+
+
+def test_the_browser_chooses_then_the_server_setting(client: TestClient) -> None:
+    assert lang(client, **{"Accept-Language": "ja,en;q=0.5"}) == "ja"
+    assert lang(client, **{"Accept-Language": "zh-CN,zh;q=0.9"}) == "zh-Hans"
+    assert lang(client, **{"Accept-Language": "en-US"}) == "en"
+    assert lang(client, **{"Accept-Language": "fr-FR, de;q=0.5"}) == "ru"  # none of ours: the setting
+    assert lang(client) == "ru"
+
+
+def test_the_setting_must_name_one_of_our_languages(tmp_path: Path) -> None:
+    from mieruka.errors import ConfigError
+    from mieruka.settings import Settings
+
+    assert Settings.load(overrides={"language": "ja-JP", "home": str(tmp_path)}).language == "ja"
+    with pytest.raises(ConfigError, match="language"):
+        Settings.load(overrides={"language": "tlh", "home": str(tmp_path)})
+
+
+def test_an_anonymous_browser_switches_with_the_login_forms_token(client: TestClient) -> None:
+    token = login_form_token(client)
+    switched = client.post(
+        "/language", data={CSRF_FIELD: token, "language": "ja", "next": "/login?next=/jobs"}, follow_redirects=False
+    )
+    assert switched.status_code == 303, switched.text
+    assert switched.headers["location"] == "/login?next=/jobs"
+    assert client.cookies.get(COOKIE) == "ja"
+    assert lang(client, **{"Accept-Language": "ru"}) == "ja"  # the choice wins over the browser's
+    # Back to the browser's language, and never away from this server.
+    switched = client.post(
+        "/language", data={CSRF_FIELD: token, "language": "", "next": "//evil.example/"}, follow_redirects=False
+    )
+    assert switched.headers["location"] == "/"
+    assert lang(client, **{"Accept-Language": "zh"}) == "zh-Hans"
+
+
+def test_the_switcher_refuses_a_post_without_the_token(client: TestClient) -> None:
+    client.get("/login")
+    refused = client.post("/language", data={"language": "ja"}, follow_redirects=False)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
+    assert COOKIE not in client.cookies
+    login(client, "vic")
+    refused = client.post("/language", data={"language": "ja", CSRF_FIELD: "wrong"}, follow_redirects=False)
+    assert refused.status_code == 403
+
+
+def test_an_unknown_language_is_a_clear_422(client: TestClient) -> None:
+    token = login_form_token(client)
+    refused = client.post("/language", data={CSRF_FIELD: token, "language": "tlh"}, follow_redirects=False)
+    assert refused.status_code == 422
+    assert "zh-Hans" in refused.json()["error"]["message"]
+
+
+def test_a_signed_in_users_own_language_wins_everywhere(app: mieruka.App, client: TestClient) -> None:
+    csrf = login(client, "vic")
+    assert lang(client, "/jobs", **{"Accept-Language": "ja"}) == "ja"
+    switched = client.post("/language", data={CSRF_FIELD: csrf, "language": "zh-Hans", "next": "/jobs"})
+    assert switched.status_code == 200 and '<html lang="zh-Hans"' in switched.text
+    client.cookies.delete(COOKIE)  # another browser of the same user: the account remembers
+    assert lang(client, "/jobs", **{"Accept-Language": "ja"}) == "zh-Hans"
+    assert client.get("/api/me").json()["language"] == "zh-Hans"
+    assert app.auth.languages.of(app.auth.accounts.get_user("vic").id) == "zh-Hans"
+
+
+def test_the_users_api_shows_and_changes_a_users_language(app: mieruka.App, client: TestClient) -> None:
+    csrf = login(client, "alice")
+    headers = {"X-CSRF-Token": csrf}
+    users = {u["name"]: u for u in client.get("/api/users").json()}
+    assert users["vic"]["language"] is None
+    changed = client.patch("/api/users/vic", json={"language": "ja-JP"}, headers=headers)
+    assert changed.status_code == 200 and changed.json()["language"] == "ja"
+    assert {u["name"]: u["language"] for u in client.get("/api/users").json()}["vic"] == "ja"
+    refused = client.patch("/api/users/vic", json={"language": "klingon"}, headers=headers)
+    assert refused.status_code == 422
+    cleared = client.patch("/api/users/vic", json={"language": ""}, headers=headers)
+    assert cleared.json()["language"] is None
+
+
+def test_every_page_has_the_switcher_with_the_current_language_chosen(client: TestClient) -> None:
+    login(client, "alice")
+    page = client.get("/jobs", headers={"Accept-Language": "ru"}).text
+    form = re.search(r'<form method="post" action="/language".*?</form>', page, re.S)
+    assert form, page
+    assert f'name="{CSRF_FIELD}"' in form.group(0)
+    assert '<option value="ru" lang="ru" selected>Русский</option>' in form.group(0)
+    assert 'value="/jobs"' in form.group(0)
