@@ -18,6 +18,7 @@ from .core.streams import StreamSpec
 from .core.task import Task, TaskRegistry, make_task
 from .durations import parse_duration
 from .errors import ConfigError
+from .i18n import Text, text
 from .notify.rules import Rule as NotifyRule
 from .settings import Settings
 
@@ -80,13 +81,17 @@ class App:
     def task(self, func: None = None, /, **options: Any) -> Callable[[F], F]: ...
 
     def task(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
-        """Declare a task. Options: name, title, timeout ("10m"), retries, retry_backoff,
-        priority, concurrency, queue, quick, every ("1m") or cron ("*/5 * * * *"), timezone,
-        keep (max age of finished jobs, "7d"), keep_count, allow (role and user names that may
-        see and run the task, e.g. ["operator", "ada"]) and notify (who is told when its jobs fail,
-        succeed or run long: `mieruka.notify.on_failure("mail:ops@example.org")`, a list of rules,
-        or {"failed": "mail:ops@example.org", "long": "slack:https://...", "longer_than": "10m"};
-        see docs/notifications.md)."""
+        """Declare a task. Options: name, title, description (else the docstring's), help (the
+        parameters' help beside the docstring's: {"sample": "Sample id"}), timeout ("10m"), retries,
+        retry_backoff, priority, concurrency, queue, quick, every ("1m") or cron ("*/5 * * * *"),
+        timezone, keep (max age of finished jobs, "7d"), keep_count, allow (role and user names that
+        may see and run the task, e.g. ["operator", "ada"]) and notify (who is told when its jobs
+        fail, succeed or run long: `mieruka.notify.on_failure("mail:ops@example.org")`, a list of
+        rules, or {"failed": "mail:ops@example.org", "long": "slack:https://...", "longer_than":
+        "10m"}; see docs/notifications.md).
+
+        Title, description and each help are a text, or texts by language shown to each reader in
+        theirs (docs/i18n.md): `title={"en": "Align reads", "ja": "リードの整列"}`."""
 
         def register(f: F) -> F:
             self.tasks.add(make_task(f, **options))
@@ -292,9 +297,9 @@ class App:
         name: str,
         charts: list[Chart | Control],
         *,
-        title: str | None = None,
+        title: Text | None = None,
         columns: int = 2,
-        description: str = "",
+        description: Text = "",
         allow: list[str] | tuple[str, ...] | None = None,
         public: bool = False,
     ) -> Dashboard:
@@ -302,13 +307,14 @@ class App:
         `mieruka.controls`: their tasks declared before), served at /dashboards/{name}.
         `allow` lists the role and user names that may see it (default: every viewer); `public=True`
         shows it to anyone without a login, read-only, with its own live data and nothing else (a
-        wall screen; an admin can also make a display link for any dashboard)."""
+        wall screen; an admin can also make a display link for any dashboard). `title`, `description`
+        and the charts' and controls' titles are a text, or texts by language (docs/i18n.md)."""
         board = Dashboard(
             name,
-            title or name.replace("_", " ").capitalize(),
+            text(title, f"dashboard {name!r}: title") or name.replace("_", " ").capitalize(),
             tuple(bind(c, self.tasks, self.streams) if isinstance(c, Control) else c for c in charts),
             columns,
-            description,
+            text(description, f"dashboard {name!r}: description"),
             tuple(allow) if allow is not None else None,
             public,
         )
@@ -328,8 +334,8 @@ class App:
         window: str | float = 60.0,
         keep: int = 0,
         name: str | None = None,
-        title: str = "",
-        description: str = "",
+        title: Text = "",
+        description: Text = "",
     ) -> Callable[[F], F]: ...
 
     def stream(
@@ -341,8 +347,8 @@ class App:
         window: str | float = 60.0,
         keep: int = 0,
         name: str | None = None,
-        title: str = "",
-        description: str = "",
+        title: Text = "",
+        description: Text = "",
     ) -> F | Callable[[F], F]:
         """Declare a stream: a function called every `every` seconds (or a generator) whose values,
         a dict of series -> number (optionally with a "time"), feed rolling charts in every browser.
@@ -365,8 +371,8 @@ class App:
                 parse_duration(every),
                 window_s or 60.0,
                 keep,
-                title or stream_name.replace("_", " "),
-                description,
+                text(title, f"stream {stream_name!r}: title") or stream_name.replace("_", " "),
+                text(description, f"stream {stream_name!r}: description"),
             )
             _tag(f, stream_name)
             return f

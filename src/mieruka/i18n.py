@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import gettext
+import html
 import io
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -171,7 +172,9 @@ def localized(text: str | Mapping[str, str] | None, tag: str | None = None) -> s
     """An author's string given per language (`{"en": "Sales", "ja": "売上"}`) in language `tag`
     (default: the current one): that language, else its base language, else English, else the
     first given. A plain string is the same in every language."""
-    if text is None or isinstance(text, str):
+    if isinstance(text, Localized):
+        text = text.translations
+    elif text is None or isinstance(text, str):
         return text or ""
     if not text:
         return ""
@@ -222,3 +225,46 @@ def _plural_categories(tag: str, translations: gettext.NullTranslations) -> dict
     for n in range(0, 200):
         found.setdefault(locale.plural_form(n), int(plural(n)))
     return found
+
+
+# An author's string (a task's title, a dashboard's): one text for every language, or one per
+# language, {"en": "Sales", "ja": "売上"}.
+Text = str | Mapping[str, str]
+
+
+class Localized(str):
+    """An author's string given per language. As a str it is the English text (else the first
+    given): the API, OpenAPI and logs show that. Pages show it in the reader's language: Jinja's
+    autoescape writes what `__html__` gives; `in_language` says it in any."""
+
+    translations: dict[str, str]
+
+    def __new__(cls, texts: Mapping[str, str]) -> Localized:
+        self = super().__new__(cls, localized(texts, ENGLISH))
+        self.translations = dict(texts)
+        return self
+
+    def __getnewargs__(self) -> tuple[dict[str, str]]:  # type: ignore[override]  # pickle, copy
+        return (self.translations,)
+
+    def in_language(self, tag: str | None = None) -> str:
+        return localized(self.translations, tag)
+
+    def __html__(self) -> str:
+        return html.escape(self.in_language(), quote=True)
+
+
+def text(value: Text | None, what: str = "text") -> str:
+    """An author's string as given to mieruka: a str, or a Localized for one given per language
+    (ConfigError when that is empty or not all texts)."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if (
+        not isinstance(value, Mapping)
+        or not value
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
+        from .errors import ConfigError
+
+        raise ConfigError(f'{what}: a text, or texts by language such as {{"en": "Sales", "ja": "売上"}}')
+    return Localized(value)

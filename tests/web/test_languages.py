@@ -134,3 +134,51 @@ def test_every_page_has_the_switcher_with_the_current_language_chosen(client: Te
     assert f'name="{CSRF_FIELD}"' in form.group(0)
     assert '<option value="ru" lang="ru" selected>Русский</option>' in form.group(0)
     assert 'value="/jobs"' in form.group(0)
+
+
+def test_the_authors_strings_show_in_the_readers_language_and_english_in_the_api(tmp_path: Path) -> None:
+    from mieruka import charts
+
+    app = mieruka.App("i18n", home=str(tmp_path / "home"), executor="threads", workers=1)
+
+    @app.task(
+        title={"en": "Double it", "ja": "倍にする"},
+        description={"en": "Doubles x.", "ru": "Удваивает x."},
+        help={"x": {"en": "A number", "ja": "数"}},
+    )
+    def double(x: int) -> int:
+        return 2 * x
+
+    @app.source(every="1h")
+    def sales() -> list[dict[str, int]]:
+        return [{"day": 1, "total": 2}]
+
+    chart = charts.line(sales, x="day", y="total", title={"en": "Sales", "ja": "売上"})
+    app.dashboard("board", [chart], title={"ja": "ボード", "ru": "Панель"}, description="Same in all")
+    with TestClient(app.asgi()) as client:
+
+        def page(path: str, language: str) -> str:
+            answer = client.get(path, headers={"Accept-Language": language, "Accept": "text/html"})
+            assert answer.status_code == 200, answer.text
+            return str(answer.text)
+
+        task = page("/tasks/double", "ja")
+        assert "倍にする" in task and "数" in task and "Doubles x." in task  # no Japanese given: English
+        assert "Удваивает x." in page("/tasks/double", "ru")
+        board = page("/dashboards/board", "ja")
+        assert "売上" in board and "ボード" in board and "Same in all" in board
+        assert "Панель" in page("/dashboards/board", "ru") and "Sales" in page("/dashboards/board", "ru")
+        assert "ボード" in page("/dashboards", "en")  # no English given: the first
+        described = client.get("/api/tasks/double").json()
+        assert described["title"] == "Double it" and described["description"] == "Doubles x."
+        assert described["params_schema"]["properties"]["x"]["description"] == "A number"
+
+
+def test_an_authors_string_must_be_a_text_or_texts_by_language(tmp_path: Path) -> None:
+    from mieruka.errors import ConfigError
+
+    app = mieruka.App("i18n", home=str(tmp_path / "home"))
+    with pytest.raises(ConfigError, match="texts by language"):
+        app.task(name="noop", title={"en": 3})(lambda: None)
+    with pytest.raises(ConfigError, match="texts by language"):
+        app.task(name="noop", title={})(lambda: None)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from ..errors import ConfigError, NotFoundError
-from ..i18n import _
+from ..i18n import _, text
 from .controls import Control
 
 # Which browser library draws each kind: uPlot for series over a numeric or time axis (it streams at
@@ -132,6 +132,8 @@ class Dashboard:
         for item in self.items:
             if not isinstance(item, (Chart, Control)):
                 raise ConfigError(f"dashboard {self.name!r}: {item!r} is neither a chart nor a control")
+            if not isinstance(item.title, str):  # texts by language
+                item = replace(item, title=text(item.title, f"dashboard {self.name!r}: a title"))
             if isinstance(item, Chart):
                 base = item.name or slug(item.title or f"{item.kind}-{item.source}")
             else:

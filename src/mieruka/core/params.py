@@ -6,7 +6,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Annotated, Any, Union, get_args, get_origin
 
@@ -142,9 +142,11 @@ def _with_help(default: Any, text: str | None, annotation: Any) -> Any:
 class Signature:
     """The parameters of one task function, as a pydantic model plus what the runner must inject."""
 
-    def __init__(self, func: Callable[..., Any], name: str) -> None:
+    def __init__(self, func: Callable[..., Any], name: str, help: Mapping[str, str] | None = None) -> None:
+        """`help`: parameters' help given apart from the docstring (texts by language, i18n.text)."""
         self.func = func
         self.description, helps = parse_docstring(func.__doc__)
+        helps = {**helps, **(help or {})}
         try:
             hints = typing.get_type_hints(func, include_extras=True)
         except Exception as exc:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..durations import parse_duration
 from ..errors import ConfigError, TaskNotFound
+from ..i18n import Text, text
 from ..notify.rules import Rule, task_rules
 from .params import Signature
 from .schedule import Schedule
@@ -43,10 +44,11 @@ class Task:
     allow: tuple[str, ...] | None = None
     # Notification rules declared with the task (`notify=`), scoped to it; see notify/rules.py.
     notify: tuple[Rule, ...] = ()
+    about: str = ""  # `description=`, given apart from the docstring (e.g. per language)
 
     @property
     def description(self) -> str:
-        return self.signature.description
+        return self.about or self.signature.description
 
     @property
     def is_async(self) -> bool:
@@ -79,7 +81,9 @@ def make_task(
     func: Callable[..., Any],
     *,
     name: str | None = None,
-    title: str | None = None,
+    title: Text | None = None,
+    description: Text | None = None,
+    help: Mapping[str, Text] | None = None,
     timeout: str | float | None = None,
     retries: int = 0,
     retry_backoff: str | float = 1.0,
@@ -106,7 +110,8 @@ def make_task(
     schedule = None
     if every is not None or cron is not None:
         schedule = Schedule(every=parse_duration(every), cron=cron, timezone=timezone)
-    signature = Signature(func, task_name)
+    helps = {param: text(value, f"task {task_name!r}: help of {param!r}") for param, value in (help or {}).items()}
+    signature = Signature(func, task_name, helps)
     if schedule is not None:
         required = [n for n, f in signature.model.model_fields.items() if f.is_required()]
         if required:
@@ -120,7 +125,8 @@ def make_task(
         name=task_name,
         func=func,
         signature=signature,
-        title=title or task_name.replace("_", " ").capitalize(),
+        title=text(title, f"task {task_name!r}: title") or task_name.replace("_", " ").capitalize(),
+        about=text(description, f"task {task_name!r}: description"),
         timeout=parse_duration(timeout),
         retries=retries,
         retry_backoff=parse_duration(retry_backoff) or 0.0,

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic_core import to_jsonable_python
 
 from ...core.task import Task
-from ...i18n import _
+from ...i18n import Localized, _
 
 Kind = Literal[
     "text", "textarea", "number", "checkbox", "select", "date", "datetime", "list", "fieldset", "file", "files", "json"
@@ -128,6 +128,11 @@ def form_fields(
         builder.build(name, prop, name in required, defaults.get(name, _MISSING), top=True)
         for name, prop in schema.get("properties", {}).items()
     ]
+    described = task.signature.model.model_fields
+    for top in fields:  # help given per language: the schema has its English, the page the reader's
+        info = described.get(top.name)
+        if info is not None and isinstance(info.description, Localized):
+            top.help = info.description
     for path, message in (errors or {}).items():
         match = _match(fields, path)
         if match is not None:

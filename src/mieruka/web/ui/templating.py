@@ -44,7 +44,7 @@ def page_templates(runtime: Runtime) -> Jinja2Templates:
     env.filters["duration"] = formats.duration
     env.filters["number"] = formats.number
     env.filters["localized"] = i18n.localized  # an author's string given per language
-    env.filters["summary"] = render.summary
+    env.filters["summary"] = lambda value: render.summary(i18n.localized(value))
     # Parameters shown as JSON keep their own script (見える化, not \u898b...).
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
     env.globals["app_title"] = runtime.title
