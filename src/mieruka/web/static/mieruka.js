@@ -407,21 +407,32 @@
     return { section: section, refresh: refresh, update: update, lines: lines };
   }
 
-  // A running job's duration ticks along, written as the server writes it (render.py).
+  // Durations and sizes as the server writes them (web/ui/formats.py): mieruka's own forms in
+  // English, the language's (CLDR, as Babel's on the server) elsewhere.
+  var english = /^en\b/i.test(lang);
+  var unitFormats = {};
+  function unit(amount, name, decimals) {
+    var key = name + decimals;
+    var format = unitFormats[key] || (unitFormats[key] = new Intl.NumberFormat(lang,
+      { style: "unit", unit: name, unitDisplay: "short", minimumFractionDigits: decimals, maximumFractionDigits: decimals }));
+    return format.format(amount);
+  }
+
   function duration(seconds) {
-    var s = Math.max(0, Math.floor(seconds));
-    if (s < 60) return t("%(seconds)s s", { seconds: s });
-    if (s < 3600) return t("%(minutes)s min %(seconds)s s", { minutes: Math.floor(s / 60), seconds: s % 60 });
-    return t("%(hours)s h %(minutes)s min", { hours: Math.floor(s / 3600), minutes: Math.floor(s / 60) % 60 });
+    var s = Math.max(0, Math.floor(seconds)), minutes = Math.floor(s / 60), hours = Math.floor(s / 3600);
+    if (english) return s < 60 ? s + " s" : s < 3600 ? minutes + " min " + s % 60 + " s" : hours + " h " + minutes % 60 + " min";
+    if (s < 60) return unit(s, "second", 0);
+    if (s < 3600) return unit(minutes, "minute", 0) + " " + unit(s % 60, "second", 0);
+    return unit(hours, "hour", 0) + " " + unit(minutes % 60, "minute", 0);
   }
 
   // -- forms: show the chosen files with their sizes -----------------------------------------
-  var oneDecimal = new Intl.NumberFormat(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
   function humanSize(bytes) {
-    if (bytes < 1024) return t("%(size)s B", { size: bytes.toLocaleString(lang) });
-    if (bytes < 1024 * 1024) return t("%(size)s KB", { size: oneDecimal.format(bytes / 1024) });
-    if (bytes < 1024 * 1024 * 1024) return t("%(size)s MB", { size: oneDecimal.format(bytes / 1024 / 1024) });
-    return t("%(size)s GB", { size: oneDecimal.format(bytes / 1024 / 1024 / 1024) });
+    var units = ["byte", "kilobyte", "megabyte", "gigabyte"];
+    var i = 0;
+    while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
+    if (english) return (i ? bytes.toFixed(1) : bytes) + " " + ["B", "KB", "MB", "GB"][i];
+    return unit(bytes, units[i], i ? 1 : 0);
   }
 
   document.querySelectorAll('input[type="file"]').forEach(function (input) {
