@@ -39,6 +39,9 @@ def add_commands(sub: Any) -> None:
     role = users_sub.add_parser("role", help="change a user's role")
     role.add_argument("name")
     role.add_argument("role", help="admin, operator or viewer")
+    language = users_sub.add_parser("language", help="set the language of a user's pages")
+    language.add_argument("name")
+    language.add_argument("language", help="en, ja, zh-Hans or ru; auto: the browser's")
     link = users_sub.add_parser("link", help="print a one-time login link for a user (valid 24 hours)")
     link.add_argument("name")
     link.add_argument(
@@ -189,6 +192,10 @@ def users(args: argparse.Namespace) -> int:
             user = accounts.set_role(args.name, args.role)
             auth.audit.record(_actor(), "user.role", f"user:{args.name}", "local", {"role": user.role.value})
             print(f"{user.name} is now {user.role.value}")
+        elif action == "language":
+            tag = auth.languages.set(args.name, args.language)
+            auth.audit.record(_actor(), "user.language", f"user:{args.name}", "local", {"language": tag})
+            print(f"{args.name}'s pages are now in {tag or 'the language of their browser'}")
         elif action == "link":
             secret = accounts.create_login_link(args.name)
             auth.audit.record(_actor(), "user.link", f"user:{args.name}", "local")

@@ -182,3 +182,52 @@ def test_an_authors_string_must_be_a_text_or_texts_by_language(tmp_path: Path) -
         app.task(name="noop", title={"en": 3})(lambda: None)
     with pytest.raises(ConfigError, match="texts by language"):
         app.task(name="noop", title={})(lambda: None)
+
+
+def test_the_command_line_sets_a_users_language(tmp_path: Path) -> None:
+    from mieruka.auth.service import Auth
+    from mieruka.settings import Settings
+    from tests.conftest import mieruka_cli
+
+    home = tmp_path / "home"
+    assert mieruka_cli(home, "users", "add", "ada", "--password-stdin", stdin=PASSWORD).returncode == 0
+    done = mieruka_cli(home, "users", "language", "ada", "ru-RU")
+    assert done.returncode == 0 and "ru" in done.stdout, done.stderr
+    refused = mieruka_cli(home, "users", "language", "ada", "tlh")
+    assert refused.returncode != 0 and "zh-Hans" in refused.stderr
+    auth = Auth.from_settings(Settings.load(overrides={"home": str(home)}))
+    try:
+        assert auth.languages.all() == {"ada": "ru"}
+    finally:
+        auth.close()
+
+
+def test_the_account_page_shows_and_saves_the_users_language(client: TestClient) -> None:
+    csrf = login(client, "vic")
+    page = client.get("/account", headers={"Accept-Language": "ja"}).text
+    section = re.search(r'<section id="language">.*?</section>', page, re.S)
+    assert section and '<option value="" selected>' in section.group(0), page
+    saved = client.post("/language", data={CSRF_FIELD: csrf, "language": "ru", "next": "/account"})
+    assert saved.status_code == 200 and '<html lang="ru"' in saved.text
+    assert '<option value="ru" lang="ru" selected>Русский</option>' in saved.text.split('id="language"')[1]
+
+
+def test_the_example_of_docs_i18n_shows_each_reader_their_language(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = (Path(__file__).parents[2] / "docs" / "i18n.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", page, re.S)
+    assert code
+    monkeypatch.setenv("MIERUKA_HOME", str(tmp_path / "home"))
+    namespace: dict[str, object] = {}
+    exec(compile(code.group(1), "docs/i18n.md", "exec"), namespace)
+    app = namespace["app"]
+    assert isinstance(app, mieruka.App)
+    app.configure(executor="threads", workers=1)  # defined in no module: worker processes could not import it
+    with TestClient(app.asgi()) as client:
+        ja = {"Accept-Language": "ja", "Accept": "text/html"}
+        task = client.get("/tasks/admissions", headers=ja).text
+        assert "日次入院数" in task and "1日の入院数を数えます。" in task and "病棟コード" in task
+        board = client.get("/dashboards/wards", headers=ja).text
+        assert "病棟" in board and "使用中の病床" in board
+        assert "Beds in use" in client.get("/dashboards/wards", headers={"Accept": "text/html"}).text

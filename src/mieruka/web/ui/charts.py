@@ -8,7 +8,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from ...i18n import N_, _
-from .render import human_duration
+from .formats import duration as human_duration
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 160, 44, 18, 8
 COLOURS = {

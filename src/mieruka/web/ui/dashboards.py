@@ -20,7 +20,7 @@ from ..identity import STATE_KEY, principal
 from ..live import live_of, live_or_none, source_json
 from ..state import RuntimeDep, pages_of
 from ..viewing import viewing
-from . import render
+from . import formats
 from .forms import form_fields
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -46,7 +46,7 @@ def index(runtime: RuntimeDep, request: Request) -> HTMLResponse:
                 continue
             state = live.refresher.state(source.name)
             info = source_json(source, state, live)
-            info["refreshed_local"] = render.local_time(state.refreshed_at, runtime.settings.zone)
+            info["refreshed_local"] = formats.local_time(state.refreshed_at, runtime.settings.zone)
             info["schedule_shown"] = source.schedule.describe() if source.schedule else _("on demand")
             sources.append(info)
         streams = [

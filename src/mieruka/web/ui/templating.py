@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 
 from ... import i18n
 from ...runtime import Runtime
@@ -15,6 +17,7 @@ from ..access import may_change, may_run
 from ..assets import static_url
 from ..csrf import csrf_input, page_csrf_token
 from ..identity import current_user
+from ..languages import before_login
 from . import formats, render
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -34,6 +37,21 @@ def page_templates(runtime: Runtime) -> Jinja2Templates:
     env.globals["html_lang"] = i18n.current_language
     env.globals["js_messages"] = i18n.js_messages
     env.globals["languages"] = i18n.LANGUAGES
+
+    @pass_context
+    def own_language(context: Any) -> str | None:
+        """The reader's own language setting (the account page), None: the browser's."""
+        who = current_user(context)
+        return runtime.auth.languages.of(who.user_id) if who is not None and who.user_id is not None else None
+
+    @pass_context
+    def browser_language(context: Any) -> str:
+        """The name of the language the reader's browser asks for (else the server's)."""
+        tag = before_login(context["request"], runtime.settings.language)
+        return i18n.BY_TAG[tag].name
+
+    env.globals["own_language"] = own_language
+    env.globals["browser_language"] = browser_language
     zone = runtime.settings.zone
     # Times, sizes, durations and numbers as the reader's language writes them (formats.py).
     env.filters["local_time"] = lambda v: formats.local_time(v, zone)
