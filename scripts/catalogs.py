@@ -25,26 +25,47 @@ PACKAGE = ROOT / "src" / "mieruka"
 LOCALE = PACKAGE / "locale"
 TEMPLATE = LOCALE / "mieruka.pot"
 
-METHODS = [
-    ("web/static/vendor/**", "ignore"),
-    ("web/static/**.js", "javascript"),
-    ("web/templates/**.html", "jinja2.ext:babel_extract"),
-    ("**.py", "python"),
+# (how files are read, the functions that mark a message): templates and Python, then our scripts,
+# whose t() and tn() are no markers in Python (`t` names the tables module there).
+PASSES = [
+    (
+        [
+            ("web/static/**", "ignore"),
+            ("web/templates/**.html", "jinja2.ext:babel_extract"),
+            ("**.py", "python"),
+        ],
+        {"_": None, "N_": None, "ngettext": (1, 2)},
+    ),
+    (
+        [("web/static/vendor/**", "ignore"), ("web/static/**.js", "javascript")],
+        {"t": None, "tn": (1, 2)},
+    ),
 ]
-KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2), "t": None, "tn": (1, 2)}
 OPTIONS = {"web/templates/**.html": {"extensions": "jinja2.ext.i18n", "newstyle_gettext": "true"}}
 
 
 def _found() -> Iterator[tuple[str, int, str | tuple[str, ...], list[str], str | None]]:
-    for file, line, message, comments, context in extract_from_dir(
-        PACKAGE, METHODS, OPTIONS, KEYWORDS, strip_comment_tags=True
-    ):
-        yield f"src/mieruka/{file}", line, message, comments, context
+    for methods, keywords in PASSES:
+        for file, line, message, comments, context in extract_from_dir(
+            PACKAGE, methods, OPTIONS, keywords, strip_comment_tags=True
+        ):
+            yield f"src/mieruka/{file}", line, message, comments, context
+
+
+HEADER = "# {what}: `python3 scripts/dev.py i18n` brings this file up to date (docs/i18n.md)."
 
 
 def extract() -> Catalog:
     """The template: every message marked in the package, with the files that use it."""
-    template = Catalog(project="mieruka", msgid_bugs_address="", copyright_holder="", fuzzy=False)
+    template = Catalog(
+        project="mieruka",
+        header_comment=HEADER.format(what="The messages of mieruka's pages"),
+        msgid_bugs_address="",
+        copyright_holder="mieruka's authors",
+        last_translator="mieruka's authors",
+        language_team="mieruka's authors",
+        fuzzy=False,
+    )
     for file, line, message, comments, context in _found():
         if isinstance(message, tuple) and not message[0]:
             continue
@@ -66,6 +87,11 @@ def update() -> list[Path]:
     from mieruka.i18n import ENGLISH, LANGUAGES
 
     template = extract()
+    if TEMPLATE.is_file():  # the dates change with the messages only: no diff without a change
+        with TEMPLATE.open("rb") as pot:
+            before = read_po(pot)
+        if {m.id: m.locations for m in before} == {m.id: m.locations for m in template}:
+            template.creation_date = before.creation_date
     _write(template, TEMPLATE)
     written = [TEMPLATE]
     for language in LANGUAGES:
@@ -77,6 +103,9 @@ def update() -> list[Path]:
                 catalog = read_po(po, locale=language.folder)
         else:
             catalog = Catalog(locale=language.folder, project="mieruka", fuzzy=False)
+        catalog.header_comment = HEADER.format(what=f"{language.name}: the messages of mieruka's pages")
+        catalog.last_translator = catalog.language_team = template.last_translator
+        catalog.copyright_holder = template.copyright_holder
         catalog.update(template, no_fuzzy_matching=True, update_header_comment=False)
         catalog.revision_date = catalog.creation_date = template.creation_date
         _write(catalog, path)
