@@ -206,6 +206,33 @@ def test_upgrading_keeps_idempotency_keys_and_records_the_uploads_of_existing_jo
         store.close()
 
 
+def test_a_new_sqlite_database_is_the_snapshot_of_what_the_migrations_make(tmp_path: Path) -> None:
+    from mieruka.store import snapshot
+    from mieruka.store.migrate import sqlite_snapshot
+
+    again = "`python -m mieruka.store.migrate` writes it again"
+    assert snapshot.revision() == head_revision(), f"the SQLite snapshot is not at the newest migration: {again}"
+    made = sqlite_snapshot()
+    assert snapshot.SCRIPT.read_text(encoding="utf-8") == made, (
+        f"the SQLite snapshot differs from the migrations: {again}"
+    )
+    database = tmp_path / "new.db"
+    code = (
+        "import sys; from mieruka.store.sql import SqlJobStore; s = SqlJobStore(sys.argv[1]); s.migrate(); s.close(); "
+        "print('alembic' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, f"sqlite:///{database}"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False", "a new SQLite database was migrated by Alembic, not from the snapshot"
+    assert snapshot.dump(database) == made
+    store = SqlJobStore(f"sqlite:///{database}")
+    store.migrate()  # at head: nothing to do
+    store.close()
+    assert snapshot.dump(database) == made
+
+
 def test_alembic_config_points_at_the_migrations(migrated: sa.Engine) -> None:
     config = alembic_config(migrated)
     assert Path(config.get_main_option("script_location") or "") == MIGRATIONS

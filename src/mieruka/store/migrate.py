@@ -2,12 +2,15 @@
 
 Alembic (with Mako and its templates) is imported only to migrate: a database already at the
 newest revision is told by one query on its `alembic_version` table, against the newest revision
-read from the migration files' own `revision =` lines.
+read from the migration files' own `revision =` lines; a new SQLite database is made from the
+snapshot of what the migrations build (snapshot.py), without Alembic either.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +36,15 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    if revision == "head" and head_revisions() == {current_revision_cheaply(engine)}:
-        return
+    if revision == "head":
+        current = current_revision_cheaply(engine)
+        if head_revisions() == {current}:
+            return
+        if current is None and engine.dialect.name == "sqlite":
+            from . import snapshot
+
+            if head_revisions() == {snapshot.revision()} and snapshot.create(engine):
+                return
     from alembic import command
 
     command.upgrade(alembic_config(engine), revision)
@@ -68,3 +78,27 @@ def head_revisions() -> frozenset[str]:
             if value != "None":
                 (revisions if name == "revision" else revised).add(value[1:-1])
     return frozenset(revisions - revised)
+
+
+def sqlite_snapshot() -> str:
+    """What the migrations (Alembic, not the snapshot) leave in an empty SQLite database: the script
+    snapshot.py makes new SQLite databases with."""
+    from alembic import command
+
+    from . import snapshot
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "mieruka.db"
+        engine = sa.create_engine(f"sqlite:///{path}")
+        try:
+            command.upgrade(alembic_config(engine), "head")
+        finally:
+            engine.dispose()
+        return snapshot.dump(path)
+
+
+if __name__ == "__main__":  # python -m mieruka.store.migrate: the SQLite snapshot written again
+    from . import snapshot
+
+    snapshot.SCRIPT.write_text(sqlite_snapshot(), encoding="utf-8")
+    print(f"wrote {snapshot.SCRIPT} at revision {snapshot.revision()}", file=sys.stderr)
