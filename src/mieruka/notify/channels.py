@@ -16,8 +16,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-import httpx
-
 from ..core.clock import utcnow
 from .messages import Message
 
@@ -61,6 +59,8 @@ def send(channels: Channels, target: str, message: Message, secret: str | None =
     if channel == "webhook":
         key = (secret or channels.webhook_secret).encode()
         headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(key, data, hashlib.sha256).hexdigest()
+    import httpx  # on the first webhook: a server that sends none never loads it
+
     try:
         response = httpx.post(
             address, content=data, headers=headers, timeout=channels.webhook_timeout, verify=tls(channels.ca_file)
