@@ -47,7 +47,7 @@ def index(runtime: RuntimeDep, request: Request) -> HTMLResponse:
             state = live.refresher.state(source.name)
             info = source_json(source, state, live)
             info["refreshed_local"] = formats.local_time(state.refreshed_at, runtime.settings.zone)
-            info["schedule_shown"] = source.schedule.describe() if source.schedule else _("on demand")
+            info["schedule_shown"] = source.schedule.label() if source.schedule else _("on demand")
             sources.append(info)
         streams = [
             runner.spec
