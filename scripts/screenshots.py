@@ -85,7 +85,9 @@ def main() -> int:
                     "job-pipeline": f"/jobs/{pipeline['id']}",
                     "dashboard": "/dashboards/demo",
                 }
-                wanted = sys.argv[1:] or list(shots)
+                # Shown in Japanese (issue 22): the reader's own language, set with the header's switcher.
+                japanese = {"jobs-monitor-ja": "/jobs", "dashboard-ja": "/dashboards/demo"}
+                wanted = sys.argv[1:] or [*shots, *japanese]
                 for name, path in shots.items():
                     if name not in wanted:
                         continue
@@ -96,6 +98,16 @@ def main() -> int:
                     page.wait_for_timeout(2500 if name in ("job-running", "job-pipeline", "dashboard") else 800)
                     page.screenshot(path=str(OUT / f"{name}.png"), full_page=name != "api-docs")
                     print(OUT / f"{name}.png")
+                if any(name in wanted for name in japanese):
+                    page.goto(url + "/jobs")
+                    with page.expect_navigation():
+                        page.select_option("form.language-switch select", "ja")
+                    for name, path in japanese.items():
+                        if name in wanted:
+                            page.goto(url + path)
+                            page.wait_for_timeout(2500)
+                            page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                            print(OUT / f"{name}.png")
                 browser.close()
         finally:
             server.terminate()

@@ -337,17 +337,36 @@ def machine() -> Iterator[dict[str, float]]:
 app.dashboard(
     "demo",
     [
-        charts.kpi(orders, "orders", aggregate="sum", title="Orders today"),
-        charts.kpi(orders, "returns", aggregate="sum", title="Returns"),
-        charts.bar(orders, x="region", y=["orders", "returns"], title="Orders and returns by region"),
-        charts.doughnut(orders, x="region", y="orders", title="Share of orders"),
-        charts.line(readings, x="time", y="temperature", title="Temperature, last 24 h (86,400 points)", span=2),
-        charts.stream(signal, title="Signal at 10 Hz", window=30),
-        charts.stream(machine, title="This machine's load", window=120),
-        charts.table(orders, title="Orders", page_size=5, span=2),
-        controls.form(hello, title="Say hello"),  # a control runs its task at once and answers in place
-        controls.button(count_slowly, params={"steps": 5, "delay": 0.2}, title="Count to five"),
+        charts.kpi(orders, "orders", aggregate="sum", title={"en": "Orders today", "ja": "本日の注文"}),
+        charts.kpi(orders, "returns", aggregate="sum", title={"en": "Returns", "ja": "返品"}),
+        charts.bar(
+            orders,
+            x="region",
+            y=["orders", "returns"],
+            title={"en": "Orders and returns by region", "ja": "地域別の注文と返品"},
+        ),
+        charts.doughnut(orders, x="region", y="orders", title={"en": "Share of orders", "ja": "注文の割合"}),
+        charts.line(
+            readings,
+            x="time",
+            y="temperature",
+            title={"en": "Temperature, last 24 h (86,400 points)", "ja": "過去24時間の気温（86,400点）"},
+            span=2,
+        ),
+        charts.stream(signal, title={"en": "Signal at 10 Hz", "ja": "10 Hz の信号"}, window=30),
+        charts.stream(machine, title={"en": "This machine's load", "ja": "このマシンの負荷"}, window=120),
+        charts.table(orders, title={"en": "Orders", "ja": "注文"}, page_size=5, span=2),
+        controls.form(
+            hello, title={"en": "Say hello", "ja": "あいさつ"}
+        ),  # a control runs its task at once and answers in place
+        controls.button(
+            count_slowly, params={"steps": 5, "delay": 0.2}, title={"en": "Count to five", "ja": "5まで数える"}
+        ),
     ],
-    title="Live dashboard",
-    description="Sources refreshed on the server and streams, pushed live to every browser.",
+    # The author's strings may be given per language: each reader sees theirs (docs/i18n.md).
+    title={"en": "Live dashboard", "ja": "ライブダッシュボード"},
+    description={
+        "en": "Sources refreshed on the server and streams, pushed live to every browser.",
+        "ja": "サーバーで更新されるデータソースとストリームを、すべてのブラウザーにライブで届けます。",
+    },
 )

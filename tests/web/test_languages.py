@@ -231,3 +231,17 @@ def test_the_example_of_docs_i18n_shows_each_reader_their_language(
         board = client.get("/dashboards/wards", headers=ja).text
         assert "病棟" in board and "使用中の病床" in board
         assert "Beds in use" in client.get("/dashboards/wards", headers={"Accept": "text/html"}).text
+
+
+def test_the_japanese_quick_start_runs_the_same_commands_as_the_readme() -> None:
+    root = Path(__file__).parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    japanese = (root / "docs" / "ja" / "quickstart.md").read_text(encoding="utf-8")
+
+    def commands(text: str) -> list[str]:
+        return re.findall(r"```bash\n(.*?)```", text, re.S)
+
+    assert commands(japanese) == commands(quick_start) != []
+    for image in re.findall(r"\]\(([^)]+\.png)\)", japanese):
+        assert (root / "docs" / "ja" / image).resolve().is_file(), image
