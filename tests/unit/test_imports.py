@@ -114,3 +114,21 @@ def test_building_the_server_of_an_app_loads_no_client_it_does_not_use(tmp_path:
     )
     loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)
     assert loaded_after(build, tmp_path) & NOT_SERVING == set()
+
+
+def test_english_pages_load_no_babel_and_a_japanese_one_does(tmp_path: Path) -> None:
+    """Babel (its CLDR data: tens of megabytes) is for pages in the other languages (issue 22)."""
+    page = APP + textwrap.dedent(
+        """
+        from mieruka.web.api import create_api
+        from starlette.testclient import TestClient
+
+        api = create_api(app.runtime, stop_app=True)
+        with TestClient(api, "http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as client:
+            answer = client.get("/jobs", headers={"Accept": "text/html", "Accept-Language": LANGUAGE})
+            assert answer.status_code == 200 and f'<html lang="{LANGUAGE}"' in answer.text
+        """
+    )
+    loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)  # makes the schema
+    assert "babel" not in loaded_after('LANGUAGE = "en"\n' + page, tmp_path)
+    assert "babel" in loaded_after('LANGUAGE = "ja"\n' + page, tmp_path)
