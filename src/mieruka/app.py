@@ -53,9 +53,9 @@ class App:
     Serve it with `mieruka run myapp.py`, or embed it: `with app: app.submit("align", ...)`.
     """
 
-    def __init__(self, title: str = "mieruka", *, description: str = "", **settings: Any) -> None:
-        self.title = title
-        self.description = description
+    def __init__(self, title: Text = "mieruka", *, description: Text = "", **settings: Any) -> None:
+        self.title = text(title, "the app's title")  # per language too: {"en": "Lab", "ja": "ラボ"}
+        self.description = text(description, "the app's description")
         self.tasks = TaskRegistry()
         self.dashboards = DashboardRegistry()
         self.streams: dict[str, StreamSpec] = {}

@@ -245,3 +245,24 @@ def test_the_japanese_quick_start_runs_the_same_commands_as_the_readme() -> None
     assert commands(japanese) == commands(quick_start) != []
     for image in re.findall(r"\]\(([^)]+\.png)\)", japanese):
         assert (root / "docs" / "ja" / image).resolve().is_file(), image
+
+
+def test_the_apps_title_per_language_and_a_controls_question_in_the_readers(tmp_path: Path) -> None:
+    from mieruka import controls
+
+    app = mieruka.App({"en": "Lab", "ja": "ラボ"}, home=str(tmp_path / "home"), executor="threads", workers=1)
+
+    @app.task
+    def reset() -> None:
+        return None
+
+    button = controls.button(reset, title={"en": "Reset", "ja": "リセット"}, confirm=None, dangerous=True)
+    app.dashboard("panel", [button])
+    with TestClient(app.asgi()) as client:
+        page = client.get("/jobs", headers={"Accept-Language": "ja", "Accept": "text/html"}).text
+        assert "ラボ" in page and "Lab" not in page
+        assert client.get("/openapi.json").json()["info"]["title"] == "Lab"
+    from mieruka.i18n import LANGUAGE
+
+    LANGUAGE.set("ja")
+    assert "リセット" in app.dashboards.get("panel").controls[0].question

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union, get_args, get_origin
 
 from ..errors import ConfigError, ValidationError
-from ..i18n import N_, _
+from ..i18n import N_, _, localized
 from .task import Task, TaskRegistry
 
 KINDS = ("button", "toggle", "slider", "number", "select", "form")
@@ -126,7 +126,7 @@ class Control:
     @property
     def question(self) -> str:
         """What to ask before a dangerous control runs."""
-        return self.confirm or _("Run “%(title)s” now?", title=self.title or self.task)
+        return self.confirm or _("Run “%(title)s” now?", title=localized(self.title) or self.task)
 
     def summary(self) -> dict[str, Any]:
         return {
