@@ -80,8 +80,16 @@ def catalogs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     i18n._js_messages.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def english_again() -> Iterator[None]:
+    """Tests run one after another in one context: the language a test sets must not outlive it."""
+    token = LANGUAGE.set("en")
+    yield
+    LANGUAGE.reset(token)
+
+
 def speaking(tag: str) -> None:
-    LANGUAGE.set(tag)  # each test runs in its own context: nothing to undo
+    LANGUAGE.set(tag)
 
 
 def test_tags_people_and_browsers_write_name_our_languages() -> None:

@@ -264,5 +264,34 @@ def test_the_apps_title_per_language_and_a_controls_question_in_the_readers(tmp_
         assert client.get("/openapi.json").json()["info"]["title"] == "Lab"
     from mieruka.i18n import LANGUAGE
 
-    LANGUAGE.set("ja")
-    assert "リセット" in app.dashboards.get("panel").controls[0].question
+    token = LANGUAGE.set("ja")  # as in a request; undone, or the tests after this one would be in Japanese
+    try:
+        assert "リセット" in app.dashboards.get("panel").controls[0].question
+    finally:
+        LANGUAGE.reset(token)
+
+
+def test_a_docstring_gives_the_description_in_other_languages_in_sections(tmp_path: Path) -> None:
+    app = mieruka.App("i18n", home=str(tmp_path / "home"), executor="threads", workers=1)
+
+    @app.task
+    def admissions(ward: str = "A1") -> int:
+        """Counts the admissions of a day.
+
+        Args:
+            ward: The ward's code.
+
+        ja:
+            1日の入院数を数えます。
+
+        Returns:
+            How many.
+        """
+        return 42
+
+    with TestClient(app.asgi()) as client:
+        page = client.get("/tasks/admissions", headers={"Accept-Language": "ja", "Accept": "text/html"}).text
+        assert "1日の入院数を数えます。" in page and "Counts the admissions" not in page
+        described = client.get("/api/tasks/admissions").json()
+        assert described["description"] == "Counts the admissions of a day."
+        assert described["params_schema"]["properties"]["ward"]["description"] == "The ward's code."

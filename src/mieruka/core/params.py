@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError, ValidationError
-from ..i18n import N_, _, ngettext
+from ..i18n import ENGLISH, N_, _, ngettext, supported, text
 from .job import Job
 
 
@@ -123,9 +123,35 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     NumPy reader accepts any text)."""
     if not doc:
         return "", {}
-    parsed = docstring_parser.parse(inspect.cleandoc(doc))
+    rest, translated = _language_sections(inspect.cleandoc(doc))
+    parsed = docstring_parser.parse(rest)
     helps = {param.arg_name: " ".join(param.description.split()) for param in parsed.params if param.description}
-    return (parsed.description or "").strip(), helps
+    description = (parsed.description or "").strip()
+    if translated:  # the description in other languages too (i18n.Localized): each reader sees theirs
+        description = text({ENGLISH: description, **translated} if description else translated)
+    return description, helps
+
+
+# A section of a docstring naming one of our languages, its text indented below it:
+#     ja:
+#         1日の入院数を数えます。
+_SECTION = re.compile(
+    r"^(?P<tag>[A-Za-z]{2,3}(?:[-_][A-Za-z]{2,4})?):[ \t]*\n(?P<body>(?:[ \t]+\S.*\n?|[ \t]*\n)+)", re.M
+)
+
+
+def _language_sections(doc: str) -> tuple[str, dict[str, str]]:
+    """The docstring without its sections per language, and their texts by language tag."""
+    found: dict[str, str] = {}
+
+    def take(match: re.Match[str]) -> str:
+        tag = supported(match["tag"])
+        if tag is None or tag == ENGLISH:
+            return match[0]  # not a language of ours: a section of the docstring's own
+        found[tag] = inspect.cleandoc(match["body"])
+        return ""
+
+    return _SECTION.sub(take, doc + "\n").strip(), found
 
 
 def _with_help(default: Any, text: str | None, annotation: Any) -> Any:
