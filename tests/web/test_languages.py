@@ -216,11 +216,11 @@ def test_the_example_of_docs_i18n_shows_each_reader_their_language(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     page = (Path(__file__).parents[2] / "docs" / "i18n.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```", page, re.S)
-    assert code
+    code = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(code) >= 2
     monkeypatch.setenv("MIERUKA_HOME", str(tmp_path / "home"))
     namespace: dict[str, object] = {}
-    exec(compile(code.group(1), "docs/i18n.md", "exec"), namespace)
+    exec(compile("\n".join(code), "docs/i18n.md", "exec"), namespace)  # its blocks in order, as a reader would
     app = namespace["app"]
     assert isinstance(app, mieruka.App)
     app.configure(executor="threads", workers=1)  # defined in no module: worker processes could not import it
@@ -231,6 +231,7 @@ def test_the_example_of_docs_i18n_shows_each_reader_their_language(
         board = client.get("/dashboards/wards", headers=ja).text
         assert "病棟" in board and "使用中の病床" in board
         assert "Beds in use" in client.get("/dashboards/wards", headers={"Accept": "text/html"}).text
+        assert "1日の退院数を数えます。" in client.get("/tasks/discharges", headers=ja).text
 
 
 def test_the_japanese_quick_start_runs_the_same_commands_as_the_readme() -> None:
