@@ -33,6 +33,10 @@ REQUIRE_SERVICES = os.environ.get("MIERUKA_REQUIRE_SERVICES") == "1"
 _RUN_VARIABLES = ("MIERUKA_REQUIRE_SERVICES", "MIERUKA_TEST_", "MIERUKA_DEV_VENV", "MIERUKA_ALLOW_NO_TESTS")
 for _name in [n for n in os.environ if n.startswith("MIERUKA_") and not n.startswith(_RUN_VARIABLES)]:
     del os.environ[_name]
+# The servers, workers and CLI commands the tests start hash passwords with 1 MiB, not 64 MiB (a
+# quarter of a second of CPU per hash, hundreds of them): still argon2id. The quick start and the
+# tests that clear MIERUKA_* keep the default.
+os.environ["MIERUKA_PASSWORD_HASH_MEMORY"] = "1024"
 POSTGRES_ADMIN_URL = os.environ.get(
     "MIERUKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -276,9 +280,7 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from mieruka.auth import accounts
 
-    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(accounts, "_hasher", hasher)
-    monkeypatch.setattr(accounts, "_DUMMY_HASH", hasher.hash("not a password of anyone"))
+    monkeypatch.setattr(accounts, "PasswordHasher", lambda memory_cost: PasswordHasher(1, 1024, 1))
 
 
 def free_port() -> int:

@@ -131,6 +131,11 @@ class Settings:
         5, "Failed logins for one user name before it is locked for login_lockout (per address: four times as many)."
     )
     login_lockout: float = _setting(900.0, "Window of login_max_failures and how long a lock lasts.")
+    password_hash_memory: int = _setting(
+        65536,
+        "Memory of each password hash (argon2id, 3 passes), KiB: 64 MiB by default (RFC 9106). A small board may "
+        "lower it (not below 1024); a password hashed otherwise is hashed again at its next login.",
+    )
     audit_retention: float = _setting(400 * 86400.0, "Audit log entries older than this are deleted.")
     trusted_proxies: str = _setting(
         "",
@@ -414,6 +419,10 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("workers", "retention_max_jobs", "login_max_failures", "max_connections_per_address"):
         if name in out and out[name] < 0:
             raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")
+    if "password_hash_memory" in out and not 1024 <= out["password_hash_memory"] <= 4 * 1024 * 1024:
+        raise ConfigError(
+            f"setting password_hash_memory must be between 1024 and 4194304 KiB, got {out['password_hash_memory']}"
+        )
     if "worker_start" in out and out["worker_start"] not in ("fork", "spawn"):
         raise ConfigError(f"setting worker_start must be 'fork' or 'spawn', got {out['worker_start']!r}")
     if "port" in out and not 0 < out["port"] < 65536:

@@ -170,3 +170,34 @@ def test_a_running_app_opens_one_database(tmp_path: Path) -> None:
         history = one_db_app.live.history
         assert history is not None and history._db is database
     assert runtime._database is None  # closed and let go with the runtime
+
+
+def test_password_hash_memory_is_a_setting_and_old_hashes_are_made_again(db: Database) -> None:
+    """A small board lowers password_hash_memory: new hashes use it, and a password hashed with
+    another value still logs in, and is hashed again with the new one."""
+    from mieruka.errors import ConfigError
+    from mieruka.settings import Settings
+
+    assert Settings().with_overrides(password_hash_memory="2048").password_hash_memory == 2048
+    for bad in ("512", "99999999", "lots"):
+        with pytest.raises(ConfigError, match="password_hash_memory"):
+            Settings().with_overrides(password_hash_memory=bad)
+    before = Accounts(db, hash_memory=2048)
+    before.add_user("pia", "viewer", "long password")
+    assert "m=2048," in stored_hash(db, "pia")
+    after = Accounts(db, hash_memory=4096)
+    assert after.authenticate("pia", "wrong password") is None
+    assert "m=2048," in stored_hash(db, "pia")
+    user = after.authenticate("pia", "long password")
+    assert user is not None and user.name == "pia"
+    assert "m=4096," in stored_hash(db, "pia")
+    assert before.authenticate("pia", "long password") is not None  # the new hash verifies anywhere
+
+
+def stored_hash(db: Database, name: str) -> str:
+    import sqlalchemy as sa
+
+    from mieruka.store import tables as t
+
+    with db.read() as conn:
+        return str(conn.execute(sa.select(t.users.c.password_hash).where(t.users.c.name == name)).scalar_one())

@@ -53,18 +53,8 @@ FAILURES = (LOGIN_FAILED, PASSWORD_CHANGE_FAILED)
 SUCCESSES = (LOGIN, LOGIN_DIRECTORY, PASSWORD_CHANGED)
 ADDRESS_FACTOR = 4  # an address may fail this many times the failures allowed for one name
 
-_hasher = PasswordHasher()
-# Verifying against this keeps a login for an unknown name as slow as one for a known name. Made at
-# the first login, whoever logs in: a hash costs half a second, which every process importing this
-# module (CLI commands, servers, their workers) paid at start-up.
-_DUMMY_HASH: str | None = None
-
-
-def _dummy_hash() -> str:
-    global _DUMMY_HASH
-    if _DUMMY_HASH is None:
-        _DUMMY_HASH = _hasher.hash("not a password of anyone")
-    return _DUMMY_HASH
+DEFAULT_HASH_MEMORY = 65536  # KiB: RFC 9106's second recommendation (argon2id, t=3, 64 MiB, p=4)
+DUMMY_PASSWORD = "not a password of anyone"
 
 
 @dataclass(frozen=True)
@@ -131,10 +121,21 @@ def role_of(value: str) -> Role:
 
 
 class Accounts:
-    def __init__(self, db: Database, session_max_age: float = 7 * 86400.0, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        session_max_age: float = 7 * 86400.0,
+        audit: AuditLog | None = None,
+        hash_memory: int = DEFAULT_HASH_MEMORY,
+    ) -> None:
         self.db = db
         self.session_max_age = session_max_age
         self.audit = audit or AuditLog(db)
+        self.hasher = PasswordHasher(memory_cost=hash_memory)
+        # Verifying against this keeps a login for an unknown name as slow as one for a known name.
+        # Made at the first login: a hash costs a quarter of a second of CPU by default, which every
+        # process making Accounts (CLI commands, servers) would pay at start-up.
+        self._dummy: str | None = None
 
     # -- users -----------------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -144,7 +145,7 @@ class Accounts:
     def add_user(self, name: str, role: Role | str, password: str | None) -> User:
         check_name(name)
         role = role if isinstance(role, Role) else role_of(role)
-        hashed = _hasher.hash(check_password(password)) if password is not None else None
+        hashed = self.hasher.hash(check_password(password)) if password is not None else None
         with self.db.write() as conn:
             if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == name)).first():
                 raise ConflictError(_("a user named %(name)s exists already", name=repr(name)))
@@ -195,7 +196,7 @@ class Accounts:
                 f"{name!r} signs in through {user.source}: its password is kept there",
                 [{"field": "password", "message": f"a {user.source} user"}],
             )
-        hashed = _hasher.hash(check_password(password))
+        hashed = self.hasher.hash(check_password(password))
         with self.db.write() as conn:
             conn.execute(t.users.update().where(t.users.c.id == user.id).values(password_hash=hashed))
             conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id))
@@ -299,18 +300,20 @@ class Accounts:
         """The user when the password is right, else None (same work either way)."""
         with self.db.read() as conn:
             row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first() if name else None
-        dummy = _dummy_hash()  # the first login is the slower one, known name or not
+        if self._dummy is None:  # the first login is the slower one, known name or not
+            self._dummy = self.hasher.hash(DUMMY_PASSWORD)
+        dummy = self._dummy
         stored = row.password_hash if row is not None and row.password_hash else dummy
         try:
-            _hasher.verify(stored, password[:1024])
+            self.hasher.verify(stored, password[:1024])
         except (VerificationError, InvalidHashError):
             return None
         if row is None or not row.password_hash:
             return None
-        if _hasher.check_needs_rehash(stored):
+        if self.hasher.check_needs_rehash(stored):
             with self.db.write() as conn:
                 conn.execute(
-                    t.users.update().where(t.users.c.id == row.id).values(password_hash=_hasher.hash(password))
+                    t.users.update().where(t.users.c.id == row.id).values(password_hash=self.hasher.hash(password))
                 )
         return _user(row)
 

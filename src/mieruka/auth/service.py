@@ -25,7 +25,7 @@ class Auth:
         self._owns_db = False
         self.settings = settings
         self.audit = AuditLog(db, settings.audit_retention)
-        self.accounts = Accounts(db, settings.session_max_age, self.audit)
+        self.accounts = Accounts(db, settings.session_max_age, self.audit, settings.password_hash_memory)
         self.presence = Presence(db, settings.presence_expiry)
         self.displays = Displays(db)
         self.languages = UserLanguages(db)
