@@ -8,12 +8,14 @@ import getpass
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .core.clock import utcnow
 from .errors import MierukaError
-from .runtime import Runtime
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 ACTOR = "cli"
 

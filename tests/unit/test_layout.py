@@ -272,3 +272,15 @@ def test_what_runs_the_app_does_not_import_the_declaration() -> None:
     assert len(running) > 20  # the web layer is there to check
     bad = sorted(m for m in running if {"mieruka.app", "mieruka"} & graph[m])
     assert not bad, f"these modules import mieruka.app (or the package, which imports it): {bad}"
+
+
+def test_the_public_names_load_at_first_use() -> None:
+    """Each public name has a home module, and `import mieruka` alone loads none of them (a CLI
+    command or a worker that needs no App does not pay for one)."""
+    import subprocess
+    import sys
+
+    assert sorted([*mieruka._HOMES, "__version__"]) == sorted(mieruka.__all__)
+    code = "import sys, mieruka; print(sorted(m for m in ('mieruka.app', 'pydantic') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
