@@ -512,16 +512,24 @@ def celery_worker(
         yield worker
 
 
-def mieruka_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`mieruka ARGS --home HOME` as a newcomer's shell runs it: none of this run's MIERUKA_* settings."""
+def cli(
+    *args: str, stdin: str | None = None, timeout: float = 60, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """`mieruka ARGS` as a newcomer's shell runs it: none of this run's MIERUKA_* settings, `extra_env` added."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
+    env.update(extra_env)
     return subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", *args, "--home", str(home)],
+        [sys.executable, "-m", "mieruka.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=TESTS.parent,
         env=env,
-        timeout=60,
+        timeout=timeout,
     )
+
+
+def mieruka_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`mieruka ARGS --home HOME` as a newcomer's shell runs it (see cli)."""
+    return cli(*args, "--home", str(home), stdin=stdin)

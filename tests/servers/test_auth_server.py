@@ -5,10 +5,7 @@ nobody configured."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,27 +13,12 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.conftest import TESTS, ServerProcess, free_port, open_page, shared_server
+from tests.conftest import ServerProcess, cli, free_port, open_page, shared_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 PASSWORD = "a long password"
-
-
-def cli(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    env["PYTHONPATH"] = str(TESTS.parent)
-    env.update(extra_env)
-    return subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=TESTS.parent,
-        env=env,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="module")

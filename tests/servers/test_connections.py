@@ -4,11 +4,8 @@ X-Forwarded-For is believed only from a trusted proxy. The same limits on uvicor
 
 from __future__ import annotations
 
-import os
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +22,8 @@ from mieruka import App
 from mieruka.connections import BodyTimeout, LimitedH11Protocol, Limits, protocol_class, trusted_networks
 from mieruka.errors import ConfigError
 from mieruka.server import serve
-from tests.conftest import TESTS, ServerProcess, free_port, shared_server
+from tests.conftest import ServerProcess, free_port, shared_server
+from tests.conftest import cli as conftest_cli
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # a request head but for its last empty line
 PATIENCE = 20.0  # the longest any wait here may take: generous, only a broken server reaches it
@@ -170,17 +168,7 @@ def check_the_cap(port: int, cap: int) -> None:
 
 # -- a mieruka server with users, time-outs of 1 s --------------------------------------------------
 def cli(*args: str, stdin: str | None = None) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    env["PYTHONPATH"] = str(TESTS.parent)
-    done = subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=TESTS.parent,
-        env=env,
-        timeout=60,
-    )
+    done = conftest_cli(*args, stdin=stdin)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

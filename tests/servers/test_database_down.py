@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TESTS, ServerProcess, free_port, need_service
+from tests.conftest import ServerProcess, free_port, need_service
+from tests.conftest import cli as conftest_cli
 
 PASSWORD = "a long password"
 DEADLINE = 30.0
@@ -99,17 +100,7 @@ def postgres() -> Iterator[PrivatePostgres]:
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    env["PYTHONPATH"] = str(TESTS.parent)
-    return subprocess.run(
-        [sys.executable, "-m", "mieruka.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=TESTS.parent,
-        env=env,
-        timeout=120,
-    )
+    return conftest_cli(*args, stdin=stdin, timeout=120)
 
 
 def log_in(url: str, name: str) -> httpx.Client:
