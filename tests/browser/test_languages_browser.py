@@ -8,6 +8,7 @@ page may be wider than the window at 1280 and 375 px. The header's switcher chan
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,6 +121,24 @@ def leftovers(texts: list[str], patterns: list[re.Pattern[str]], own: set[str]) 
     }
 
 
+def settled(page: Page, deadline: float = 30) -> None:
+    """Wait until the page's visible words stop changing (the scripts have drawn what they draw):
+    the same texts twice, a moment apart, digits aside (live readings and clocks move on)."""
+    end = time.monotonic() + deadline
+
+    def words() -> list[str]:
+        return [re.sub(r"\d", "", text) for text in page.evaluate(TEXTS)]
+
+    before = words()
+    while time.monotonic() < end:
+        page.evaluate("() => new Promise(done => setTimeout(done, 250))")
+        now = words()
+        if now == before:
+            return
+        before = now
+    raise AssertionError(f"{page.url}: its texts were still changing after {deadline} s")
+
+
 def too_wide(page: Page) -> int:
     return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
 
@@ -139,7 +158,7 @@ def test_every_page_is_in_the_language_and_fits(
             for width in (1280, 375):
                 page.set_viewport_size({"width": width, "height": 900})
                 page.goto(server.url + path, wait_until="load")
-                page.wait_for_timeout(700)  # tiles, live panels and scripts' texts arrive
+                settled(page)  # tiles, live panels and scripts' texts arrive
                 lang = page.evaluate("document.documentElement.lang")
                 if lang != language:
                     problems.append(f"{path}: <html lang={lang!r}>")
