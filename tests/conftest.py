@@ -512,9 +512,7 @@ def celery_worker(
         yield worker
 
 
-def cli(
-    *args: str, stdin: str | None = None, timeout: float = 60, **extra_env: str
-) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, stdin: str | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
     """`mieruka ARGS` as a newcomer's shell runs it: none of this run's MIERUKA_* settings, `extra_env` added."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(TESTS.parent)
@@ -526,7 +524,7 @@ def cli(
         text=True,
         cwd=TESTS.parent,
         env=env,
-        timeout=timeout,
+        timeout=120,
     )
 
 

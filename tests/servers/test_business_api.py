@@ -16,9 +16,8 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import TESTS, ServerProcess, free_port, fresh_postgres_database, shared_server
+from tests.conftest import TESTS, ServerProcess, cli, free_port, fresh_postgres_database, shared_server
 from tests.contracts.test_artifact_contract import AWS_ENV
-from tests.servers.test_auth_server import cli
 
 APP = "examples/business_api/app.py"
 IDLE_STOP = 2.0

@@ -100,7 +100,7 @@ def postgres() -> Iterator[PrivatePostgres]:
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return conftest_cli(*args, stdin=stdin, timeout=120)
+    return conftest_cli(*args, stdin=stdin)
 
 
 def log_in(url: str, name: str) -> httpx.Client:

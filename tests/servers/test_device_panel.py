@@ -22,8 +22,7 @@ import httpx
 import pytest
 
 from mieruka.settings import Settings
-from tests.conftest import TESTS, ServerProcess, free_port, need_service, shared_server
-from tests.servers.test_auth_server import cli
+from tests.conftest import TESTS, ServerProcess, cli, free_port, need_service, shared_server
 
 EXAMPLE = TESTS.parent / "examples" / "device_panel"
 APP = "examples/device_panel/app.py"
