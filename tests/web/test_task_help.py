@@ -68,6 +68,32 @@ def rest_style(samples: int, seed: int = 0) -> float:
     return 3.14
 
 
+@app.task
+def in_languages(path: str, limit: int = 10) -> int:
+    """Count the words.
+
+    Args:
+        path: The file to read.
+        limit: How many words at most.
+
+    ja:
+        単語を数えます。
+
+        Args:
+            path: 読むファイル。
+
+    ru:
+        Parameters
+        ----------
+        path : str
+            Файл, который нужно прочитать.
+
+    Returns:
+        How many.
+    """
+    return 0
+
+
 STYLES = ["numpy_style", "google_style", "rest_style"]
 
 
@@ -102,3 +128,29 @@ def test_the_openapi_document_shows_the_help(client: TestClient, task: str) -> N
     ]
     assert params["properties"]["samples"]["description"] == "How many darts to throw."
     assert params["properties"]["seed"]["description"] == "Random seed."
+
+
+def test_sections_named_by_a_language_give_the_description_and_the_help_in_it(client: TestClient) -> None:
+    def form(language: str) -> str:
+        page = client.get("/tasks/in_languages", headers={"Accept": "text/html", "Accept-Language": language})
+        assert page.status_code == 200, page.text[:2000]
+        return html.unescape(page.text)
+
+    japanese = form("ja")
+    assert "単語を数えます。" in japanese and "読むファイル。" in japanese
+    assert "How many words at most." in japanese  # not given in Japanese: the docstring's own
+    assert "Count the words." not in japanese and "The file to read." not in japanese
+    russian = form("ru")  # help only, in another docstring style: the description stays English
+    assert "Файл, который нужно прочитать." in russian and "Count the words." in russian
+    english = form("en")
+    assert "The file to read." in english and "単語" not in english and "Файл" not in english
+    for section in ("ja:", "ru:", "Args:", "Parameters", "How many."):
+        assert section not in japanese + russian + english
+
+    doc = client.get("/openapi.json", headers={"Accept-Language": "ja"}).json()
+    op = doc["paths"]["/api/tasks/in_languages/jobs"]["post"]
+    assert op["description"] == "Count the words."
+    params = doc["components"]["schemas"][
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    ]
+    assert params["properties"]["path"]["description"] == "The file to read."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -120,16 +121,35 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     The description is the short description and the long one, without the sections; the other
     sections (Returns, Raises, ...) are left out of both. A help's lines are joined into one. The
     style that finds the most sections wins; a docstring none can read is all description (the
-    NumPy reader accepts any text)."""
+    NumPy reader accepts any text).
+
+    A section named by a language's tag (`ja:`) is the description and help in that language, read
+    the same way; then each is an i18n.Localized, the docstring's own text its English."""
     if not doc:
         return "", {}
-    rest, translated = _language_sections(inspect.cleandoc(doc))
-    parsed = docstring_parser.parse(rest)
+    rest, sections = _language_sections(inspect.cleandoc(doc))
+    description, helps = _read(rest)
+    if not sections:
+        return description, helps
+    descriptions: dict[str, str] = {ENGLISH: description} if description else {}
+    by_param: dict[str, dict[str, str]] = {name: {ENGLISH: help} for name, help in helps.items()}
+    for tag, body in sections.items():
+        translated, translated_helps = _read(body)
+        if translated:
+            descriptions[tag] = translated
+        for name, help in translated_helps.items():
+            by_param.setdefault(name, {})[tag] = help
+    return (
+        text(descriptions) if descriptions else "",
+        {name: text(texts) for name, texts in by_param.items()},
+    )
+
+
+def _read(doc: str) -> tuple[str, dict[str, str]]:
+    # The newline lets a text that starts with its section ("Args:", no description) be Google's.
+    parsed = docstring_parser.parse("\n" + doc)
     helps = {param.arg_name: " ".join(param.description.split()) for param in parsed.params if param.description}
-    description = (parsed.description or "").strip()
-    if translated:  # the description in other languages too (i18n.Localized): each reader sees theirs
-        description = text({ENGLISH: description, **translated} if description else translated)
-    return description, helps
+    return (parsed.description or "").strip(), helps
 
 
 # A section of a docstring naming one of our languages, its text indented below it:
@@ -148,7 +168,7 @@ def _language_sections(doc: str) -> tuple[str, dict[str, str]]:
         tag = supported(match["tag"])
         if tag is None or tag == ENGLISH:
             return match[0]  # not a language of ours: a section of the docstring's own
-        found[tag] = inspect.cleandoc(match["body"])
+        found[tag] = textwrap.dedent(match["body"]).strip()
         return ""
 
     return _SECTION.sub(take, doc + "\n").strip(), found
