@@ -1,10 +1,16 @@
-"""The `mieruka` command. Errors are one readable line on stderr and a non-zero exit code."""
+"""The `mieruka` command. Errors are one readable line on stderr and a non-zero exit code.
+
+Its messages to people are in the language of the setting `language` when one is set, else of the
+locale (LANG=ja_JP.UTF-8: Japanese), else English. Its help (argparse's), its tables and its JSON stay
+English, like the API: they are reference text and what scripts read."""
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import errno
 import json
+import os
 import socket
 import sys
 import time
@@ -16,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from .cli_home import HOME_HELP, where_data_lives
 from .errors import ConfigError, MierukaError
+from .i18n import ENGLISH, LANGUAGE, _, localized, ngettext, of_locale
 from .settings import Settings
 
 EXIT_ERROR = 1
@@ -138,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    speaking = LANGUAGE.set(_language())
     try:
         return _dispatch(args, parser)
     except MierukaError as exc:
@@ -151,6 +159,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mieruka: {said}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        LANGUAGE.reset(speaking)
+
+
+def _language() -> str:
+    """The language of the command's messages: the setting `language` when it is set (in the
+    environment, or other than English in the config file), else the locale's, else English."""
+    try:
+        settings = Settings.load()
+    except MierukaError:
+        return ENGLISH  # the command says what is wrong with the settings when it reads them
+    if os.environ.get("MIERUKA_LANGUAGE") or settings.language != ENGLISH:
+        return settings.language
+    return of_locale(os.environ) or ENGLISH
+
+
+def _on_its_own(call: Any, *args: Any) -> Any:
+    """Run a server or a worker outside the command's language: each request sets its own, and
+    what jobs and background loops write stays in the base language."""
+    return contextvars.Context().run(call, *args)
 
 
 def _said(exc: Exception, args: argparse.Namespace) -> str | None:
@@ -192,7 +220,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         store = SqlJobStore(settings.effective_database_url)
         store.migrate()
         store.close()
-        print(f"database at {shown_url(settings.effective_database_url)} is up to date")
+        print(_("database at %(url)s is up to date", url=shown_url(settings.effective_database_url)))
         return 0
     return EXIT_USAGE
 
@@ -201,22 +229,29 @@ def check_port(host: str, port: int) -> None:
     """Bind the address once before anything is printed: a port held by another process is one line
     here, not a login link pointing at that process followed by uvicorn's Errno 98."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
+        family, kind, proto, _name, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise ConfigError(f"cannot serve on {host}: {exc.strerror}") from None
+        raise ConfigError(_("cannot serve on %(host)s: %(reason)s", host=host, reason=exc.strerror)) from None
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a TIME_WAIT port is free
         try:
             sock.bind(address)
         except OSError as exc:
+            address_text = f"{host}:{port}"
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
-                    f"port {port} on {host} is already in use (another server?): stop it, or "
-                    "pick another port with --port"
+                    _(
+                        "port %(port)s on %(host)s is already in use (another server?): stop it, or "
+                        "pick another port with --port",
+                        port=port,
+                        host=host,
+                    )
                 ) from None
-            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+            raise ConfigError(
+                _("cannot serve on %(host)s: %(reason)s", host=address_text, reason=exc.strerror)
+            ) from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -247,6 +282,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     check_runtime(runtime)  # one line now, rather than a traceback from inside the server
     check_port(settings.host, settings.port)
+    from .executors.zygote_process import fork_early
+
+    fork_early(app)  # before anything below opens the database
     settings.home_path.mkdir(parents=True, exist_ok=True)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     from .cli_accounts import demo_login_link
@@ -256,22 +294,40 @@ def _serve(args: argparse.Namespace) -> int:
     refuse_open_network(runtime)
     from .wiring import start_runtime
 
-    start_runtime(runtime)  # migrations, recovery, workers: what fails there is one line, before "serving"
+    # migrations, recovery, workers: what fails there is one line, before "serving"
+    _on_its_own(start_runtime, runtime)
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
-    print(f"mieruka: serving {app.title!r} ({len(app.tasks)} tasks) at {base}/  —  API docs at {base}/docs", flush=True)
+    tasks = ngettext("%(num)d task", "%(num)d tasks", len(app.tasks))
+    title = repr(localized(app.title))
+    print(
+        "mieruka: "
+        + _(
+            "serving %(title)s (%(tasks)s) at %(url)s/  —  API docs at %(url)s/docs", title=title, tasks=tasks, url=base
+        ),
+        flush=True,
+    )
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
     if link:
-        print(f"mieruka: log in as the demo admin with this one-time link: {link}", flush=True)
+        print("mieruka: " + _("log in as the demo admin with this one-time link: %(link)s", link=link), flush=True)
         print(
-            "mieruka: for `mieruka submit` and `mieruka jobs`, make an API token with `mieruka tokens create "
-            "--user demo` (in this folder, or with the same home) and set MIERUKA_TOKEN to it",
+            "mieruka: "
+            + _(
+                "for `mieruka submit` and `mieruka jobs`, make an API token with `mieruka tokens create "
+                "--user demo` (in this folder, or with the same home) and set MIERUKA_TOKEN to it"
+            ),
             flush=True,
         )
     if len(app.dashboards) or app.streams:
+        dashboards = ngettext("%(num)d dashboard", "%(num)d dashboards", len(app.dashboards))
+        streams = ngettext("%(num)d stream", "%(num)d streams", len(app.streams))
         print(
-            f"mieruka: {len(app.dashboards)} dashboards and {len(app.streams)} streams at {base}/dashboards", flush=True
+            "mieruka: "
+            + _(
+                "%(dashboards)s and %(streams)s at %(url)s/dashboards", dashboards=dashboards, streams=streams, url=base
+            ),
+            flush=True,
         )
-    app.serve()
+    _on_its_own(app.serve)
     return 0
 
 
@@ -284,9 +340,9 @@ def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     if not queues:
-        raise ConfigError("--queues needs at least one queue name")
+        raise ConfigError(_("%(option)s needs at least one queue name", option="--queues"))
     if args.concurrency is not None and args.concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
+        raise ConfigError(_("%(option)s must be at least 1", option="--concurrency"))
     app.configure(executor="celery", home=args.home, database_url=args.database_url, broker_url=args.broker_url)
     settings = app.settings
     from .wiring import check_database, check_settings, shown_url
@@ -325,12 +381,20 @@ def _worker(args: argparse.Namespace) -> int:
         )
     worker = create_worker(app.runtime, queues, concurrency, args.loglevel.upper())
     print(
-        f"mieruka: Celery worker for {app.title!r} ({len(app.tasks)} tasks) on queues {', '.join(queues)}, "
-        f"{concurrency} at a time, broker {shown_url(settings.broker_url)}",
+        "mieruka: "
+        + _(
+            "Celery worker for %(title)s (%(tasks)s) on queues %(queues)s, %(concurrency)s at a time, "
+            "broker %(broker)s",
+            title=repr(localized(app.title)),
+            tasks=ngettext("%(num)d task", "%(num)d tasks", len(app.tasks)),
+            queues=", ".join(queues),
+            concurrency=concurrency,
+            broker=shown_url(settings.broker_url),
+        ),
         flush=True,
     )
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
-    worker.start()
+    _on_its_own(worker.start)
     return int(worker.exitcode or 0)
 
 
@@ -348,7 +412,7 @@ def _parse_params(pairs: list[str], text_fields: frozenset[str] = frozenset()) -
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise MierukaError(f"parameter {pair!r} is not KEY=VALUE")
+            raise MierukaError(_("parameter %(pair)s is not KEY=VALUE", pair=repr(pair)))
         if key in text_fields:
             params[key] = value
             continue
@@ -376,7 +440,7 @@ def _submit(args: argparse.Namespace) -> int:
     for item in args.file:
         field, sep, path = item.partition("=")
         if not sep or not Path(path).is_file():
-            raise MierukaError(f"--file {item!r}: give FIELD=PATH of an existing file")
+            raise MierukaError(_("--file %(item)s: give FIELD=PATH of an existing file", item=repr(item)))
         files.setdefault(field, []).append(Path(path))
     with _client(args) as client:
         params = _parse_params(args.params, _text_fields(client.task(args.task)["params_schema"]))
@@ -391,7 +455,14 @@ def _submit(args: argparse.Namespace) -> int:
     if job["status"] == "succeeded":
         return 0
     if job["status"] in ("queued", "running"):
-        print(f"mieruka: job {job['id']} is still {job['status']} after {args.timeout:g}s", file=sys.stderr)
+        seconds = f"{args.timeout:g}"
+        still = _(
+            "job %(id)s is still %(status)s after %(seconds)ss",
+            id=job["id"],
+            status=job["status"],
+            seconds=seconds,
+        )
+        print(f"mieruka: {still}", file=sys.stderr)
     return EXIT_ERROR
 
 
@@ -431,7 +502,7 @@ def _jobs(args: argparse.Namespace) -> int:
             job = client.retry(args.id)
         else:
             client.delete(args.id)
-            print(f"deleted job {args.id}")
+            print(_("deleted job %(id)s", id=args.id))
             return 0
         print(json.dumps({"id": job["id"], "status": job["status"]}))
         return 0

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .core.dashboards import DashboardRegistry
 from .core.streams import StreamSpec
 from .core.task import TaskRegistry
-from .errors import ConfigError
+from .errors import ConfigError, MierukaError
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .auth.service import Auth
+    from .core.access import Principal
     from .engine import Engine
     from .live.hub import Live
     from .notify.notifier import Notifier
@@ -116,6 +117,11 @@ class Runtime:
         return self._engine is not None
 
     @property
+    def holds_connections(self) -> bool:
+        """Whether this runtime has opened its database or started its engine (a fork would copy them)."""
+        return self._database is not None or self._engine is not None
+
+    @property
     def live(self) -> Live:
         """Sources, tiles and streams of the running app."""
         if self._live is None:
@@ -180,17 +186,21 @@ class Runtime:
         return engine
 
     def _start_notifier(self) -> None:
-        from .core.access import allowed
         from .notify.notifier import Notifier
 
-        def may_see(user: str, task: str) -> bool:
+        def listener(name: str) -> Principal | None:
+            """A subscription's owner while their source still lets them in (their allow lists
+            and groups as of now); None: removed, or cut off by their directory or provider."""
+            auth = self.auth
             try:
-                who = self.auth.accounts.get_user(user).principal("notify")
-            except Exception:
-                return False  # a user who is gone hears nothing more
-            return task in self.tasks and allowed(who, self.tasks.get(task).allow)
+                user = auth.accounts.get_user(name)
+            except MierukaError:
+                return None
+            if auth.directory is not None and user.source in auth.directory.VOUCHES_FOR:
+                return auth.directory.confirm(auth.accounts, user)
+            return user.principal("notify") if user.source == "local" or user.synced_at else None
 
-        self._notifier = Notifier(self.database, self.settings, self.tasks, self.declared.notifications, may_see)
+        self._notifier = Notifier(self.database, self.settings, self.tasks, self.declared.notifications, listener)
         self._notifier.start()
 
     def stop(self) -> None:

@@ -1,7 +1,8 @@
 """Local workers forked from the zygote (executors/zygote.py, zygote_process.py), and the fresh
 interpreters they fall back to: who the workers' parent is, that a worker killed by a cancel is
-forked again, that an app starting threads at import is never forked, and that a killed server
-takes its zygote and workers with it. The jobs' behaviours themselves are the executor contract's."""
+forked again, that `mieruka run` forks the zygote from the server itself (the app imported once),
+that an app starting threads at import is never forked, and that a killed server takes its zygote
+and workers with it. The jobs' behaviours themselves are the executor contract's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 import mieruka
 from mieruka import JobStatus
+from mieruka.client import Client
 from mieruka.executors.local import LocalExecutor
 from mieruka.process import alive
 from tests.conftest import ServerProcess
@@ -110,5 +112,39 @@ def test_a_killed_server_takes_its_zygote_and_workers_with_it(tmp_path: Path) ->
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
         _eventually(lambda: not any(alive(p.pid) for p in family), "the zygote and workers end")
+    finally:
+        server.stop()
+
+
+def test_a_server_forks_its_zygote_from_itself_and_imports_the_app_once(tmp_path: Path) -> None:
+    imports = tmp_path / "imports"
+    server = ServerProcess("tests/counted_app.py:app", tmp_path / "home", env={"COUNTED_APP_LOG": str(imports)})
+    try:
+        server.wait_ready()
+        root = psutil.Process(server.process.pid)
+        _eventually(lambda: len(root.children(recursive=True)) == 3, "a zygote and two workers")
+        (zygote,) = root.children()
+        assert zygote.cmdline() == root.cmdline()  # a fork of the server, no interpreter of its own
+        assert {worker.ppid() for worker in zygote.children()} == {zygote.pid}
+        assert os.getpgid(zygote.pid) == zygote.pid  # Ctrl-C in the terminal is the server's alone
+        with Client(server.url) as client:
+            assert client.submit("pid", {}, wait=WAIT)["result"] in {worker.pid for worker in zygote.children()}
+        assert imports.read_text().split() == [str(root.pid)]
+        assert server.output().count("mieruka: serving") == 1  # the fork did not print the server's lines again
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
+def test_a_server_whose_app_starts_threads_at_import_starts_its_workers_afresh(tmp_path: Path) -> None:
+    server = ServerProcess("tests/threaded_app.py:app", tmp_path / "home")
+    try:
+        server.wait_ready()
+        root = psutil.Process(server.process.pid)
+        _eventually(lambda: len(root.children()) == 1, "a worker")
+        (worker,) = root.children()
+        assert "mieruka.executors.local_worker" in worker.cmdline()
+        with Client(server.url) as client:
+            assert client.submit("double", {"x": 21}, wait=WAIT)["result"] == 42
     finally:
         server.stop()

@@ -2,8 +2,12 @@
 imports mieruka and the app once, then forks the local executor's workers on request, so that they
 share its memory copy-on-write and start in milliseconds.
 
-The server starts it as a fresh interpreter (it holds no thread, lock, database connection or event
-loop of the server's) and talks to it over a SOCK_SEQPACKET socket pair: a fork request carries the
+`mieruka run` forks it from the server itself right after loading the app, before the server opens
+a database, starts a thread or an event loop (zygote_process.fork_early): it then holds the app
+without importing it again, and shares the server's memory copy-on-write. Otherwise (the app
+started threads, or is embedded with `app.start()`) the server starts it as a fresh interpreter,
+which holds no thread, lock, database connection or event loop of the server's. Either way the
+server talks to it over a SOCK_SEQPACKET socket pair: a fork request carries the
 worker's end of its pipe to the engine (SCM_RIGHTS); the zygote answers with the child's pid and
 reports each child's exit status, since only it can wait for them. It refuses to fork (and the
 executor falls back to a fresh interpreter per worker) if importing the app started threads.
@@ -18,12 +22,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 PACKET = 1 << 16  # the largest control message
@@ -56,6 +63,66 @@ class ForkedProcess:
             os.close(self._sentinel_w)  # end of file: readable
 
 
+class ForkedChild:
+    """A child this process forked itself (the early zygote): the part of `subprocess.Popen` the
+    Zygote uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:  # reaped already
+                self.returncode = -1
+                break
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"zygote {self.pid}", timeout or 0.0)
+            else:
+                time.sleep(0.01)
+        return self.returncode
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class EarlyZygote:
+    """A zygote forked by this process while it held nothing but the loaded app, waiting for the
+    executor's configuration on `control`."""
+
+    process: ForkedChild
+    control: socket.socket
+    app_ref: str
+
+
+_early: EarlyZygote | None = None
+
+
+def keep_early(zygote: EarlyZygote) -> None:
+    """Hold `zygote` for the local executor that starts next in this process."""
+    global _early
+    _early = zygote
+
+
+def _take_early(app_ref: str) -> EarlyZygote | None:
+    global _early
+    early, _early = _early, None
+    if early is not None and early.app_ref != app_ref:
+        early.control.close()  # it sees the end of its socket, and exits
+        early.process.wait(5)
+        return None
+    return early
+
+
 class Zygote:
     """The server's side: starts the zygote, asks it for workers, hears how they end."""
 
@@ -66,21 +133,27 @@ class Zygote:
         self._pending: deque[ForkedProcess] = deque()
         self._running: dict[int, ForkedProcess] = {}
         self._control: socket.socket | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | ForkedChild | None = None
         self._reader: threading.Thread | None = None
         self._stopping = False
 
     def start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        config = dict(self.config, fd=theirs.fileno(), sys_path=sys.path, server=os.getpid())
-        self._process = subprocess.Popen(
-            # -c, not -m: the executors package imports this module before -m would run it
-            [sys.executable, "-c", "from mieruka.executors.zygote_process import main; main()", json.dumps(config)],
-            pass_fds=(theirs.fileno(),),
-            process_group=0,  # not in the terminal's group: Ctrl-C is for the server
-            stdin=subprocess.DEVNULL,
-        )
-        theirs.close()
+        early = _take_early(self.config["app"])
+        if early is not None:
+            ours = early.control
+            self._process = early.process
+            ours.send(pickle.dumps(("config", self.config)))
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            config = dict(self.config, fd=theirs.fileno(), sys_path=sys.path)
+            self._process = subprocess.Popen(
+                # -c, not -m: the executors package imports this module before -m would run it
+                [sys.executable, "-c", "from mieruka.executors.zygote_process import main; main()", json.dumps(config)],
+                pass_fds=(theirs.fileno(),),
+                process_group=0,  # not in the terminal's group: Ctrl-C is for the server
+                stdin=subprocess.DEVNULL,
+            )
+            theirs.close()
         self._control = ours
         self._reader = threading.Thread(target=self._read, args=(ours,), name="mieruka-zygote", daemon=True)
         self._reader.start()

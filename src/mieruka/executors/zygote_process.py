@@ -1,7 +1,10 @@
-"""The zygote process (zygote.py is the server's side): imports mieruka and the app once, freezes
-what it holds for the collector, and forks a local worker (local_worker.py) for each request of
-the server, reporting each child's pid and exit status. It exits at once when the server's socket
-closes (the server died), or after its workers when the server asks it to stop."""
+"""The zygote process (zygote.py is the server's side): holds mieruka and the app, loaded once,
+frozen for the collector, and forks a local worker (local_worker.py) for each request of the
+server, reporting each child's pid and exit status. It exits at once when the server's socket
+closes (the server died), or after its workers when the server asks it to stop.
+
+It is forked from the server right after the app is loaded (`fork_early`), or, where that cannot
+be, started as a fresh interpreter that imports the app itself (`main`)."""
 
 from __future__ import annotations
 
@@ -14,10 +17,13 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import local_worker
-from .zygote import PACKET
+from .zygote import PACKET, EarlyZygote, ForkedChild, available, keep_early
+
+if TYPE_CHECKING:
+    from ..app import App
 
 
 def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app: Any) -> None:
@@ -127,6 +133,68 @@ def _refuse(control: socket.socket, *message: Any) -> None:
             os.close(fd)
         if not data:
             return
+
+
+def fork_early(app: App) -> None:
+    """Fork the zygote now, from this server process holding the app it has just loaded, so that the
+    zygote and its workers share the server's memory copy-on-write and import nothing again; the
+    local executor adopts it when it starts. Only while the server holds no thread, database
+    connection or event loop, which a fork would copy half-made; otherwise the executor starts the
+    zygote as a fresh interpreter later, as for an embedded app."""
+    settings = app.settings
+    if settings.executor != "local" or settings.worker_start != "fork" or not available():
+        return
+    if app.runtime.holds_connections or threading.active_count() > 1:
+        return
+    try:
+        app_ref = app.runtime.app_ref()
+    except Exception:
+        return  # the executor says why, when it starts
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would write the server's buffered lines again
+    gc.collect()
+    gc.freeze()  # the collectors of both leave what they share alone: it stays shared
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        _early(theirs, app)
+    theirs.close()
+    keep_early(EarlyZygote(ForkedChild(pid), ours, app_ref))
+
+
+def _early(control: socket.socket, app: App) -> None:
+    """In the early-forked zygote: wait for the executor's configuration, then serve (never returns)."""
+    from .. import app as app_module
+
+    code = 0
+    try:
+        os.setpgid(0, 0)  # not in the terminal's group: Ctrl-C is for the server
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        app_module.IN_WORKER = True
+        try:
+            data = control.recv(PACKET)
+        except OSError:
+            data = b""
+        if data:  # else the server ended before starting its executor
+            config = pickle.loads(data)[1]
+            _send(control, "loaded", os.getpid())
+            _serve(control, config, app)
+    except BaseException:
+        code = 1
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
 
 
 def main() -> None:
