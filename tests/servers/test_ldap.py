@@ -26,6 +26,7 @@ from mieruka.store.database import Database
 from tests import ldap_server
 from tests.conftest import TESTS, ServerProcess, free_port, mieruka_cli, need_service, open_page
 from tests.ldap_server import PEOPLE, LdapServer
+from tests.notify_receivers import http_receiver, wait_for
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -182,7 +183,12 @@ def served(ldap: LdapServer, tmp_path: Path) -> Iterator[ServerProcess]:
         home, "users", "add", "root", "--role", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n"
     )
     assert added.returncode == 0, added.stderr
-    proc = ServerProcess("tests/directory_app.py:app", home, "--workers", "1", env=_env(ldap))
+    notify = {
+        "MIERUKA_NOTIFY_USER_WEBHOOK_HOSTS": "127.0.0.1",
+        "MIERUKA_NOTIFY_POLL_INTERVAL": "0.2s",
+        "MIERUKA_NOTIFY_DIGEST_WINDOW": "0.2s",
+    }
+    proc = ServerProcess("tests/directory_app.py:app", home, "--workers", "1", env={**_env(ldap), **notify})
     try:
         proc.wait_ready()
         yield proc
@@ -301,6 +307,61 @@ def test_a_removed_user_loses_sessions_and_tokens_within_the_recheck(served: Ser
     assert again.status_code == 401
     entries = httpx.get(f"{served.url}/api/audit?action=user.cut_off", headers=admin(served)).json()["entries"]
     assert entries and entries[0]["target"] == "user:fred"
+
+
+def test_a_subscription_falls_silent_when_its_user_leaves_the_directory(
+    served: ServerProcess, ldap: LdapServer
+) -> None:
+    """gina subscribes to a task her group lab may see, then leaves the directory without coming
+    back: the server asks the directory about her itself and tells her nothing more."""
+    ldap.ldap(
+        "ldapadd",
+        f"dn: uid=gina,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: gina\ncn: Gina\nsn: Gina\n"
+        "userPassword: gina-secret\n",
+    )
+    ldap.membership("lab", "add", "gina")
+    with http_receiver() as receiver:
+        gina, answer = login(served, "gina", "gina-secret")
+        assert answer.status_code == 303
+        rule = {"events": ["job.failed"], "tasks": ["inspect"]}
+        mine = gina.post(
+            "/api/notifications/rules",
+            json={**rule, "target": "webhook:" + receiver.url("/gina")},
+            headers={"X-CSRF-Token": _csrf(gina)},
+        )
+        assert mine.status_code == 201, mine.text
+        root = admin(served)
+        ops = httpx.post(
+            f"{served.url}/api/notifications/rules",
+            json={**rule, "target": "webhook:" + receiver.url("/ops")},
+            headers=root,
+        )
+        assert ops.status_code == 201, ops.text
+
+        def fail_and_tell_ops() -> int:
+            job = httpx.post(f"{served.url}/api/tasks/inspect/jobs", json={"fail": True}, headers=root)
+            assert job.status_code in (200, 201, 202), job.text
+            made = int(job.json()["id"])
+            wait_for(
+                lambda: made in [e["job_id"] for r in receiver.got("/ops") for e in r.json()["events"]],
+                60,
+                "the admin's rule told",
+            )
+            return made
+
+        first = fail_and_tell_ops()
+        told = wait_for(lambda: receiver.got("/gina"), 60, "gina's message")
+        assert [e["job_id"] for e in told[0].json()["events"]] == [first]
+        ldap.membership("lab", "delete", "gina")
+        ldap.delete(f"uid=gina,{PEOPLE}")
+        time.sleep(RECHECK + 0.5)  # her last confirmation is older than ldap_recheck: the directory is asked
+        second = fail_and_tell_ops()  # both rules were routed together: gina's has had its chance
+        heard = [e["job_id"] for r in receiver.got("/gina") for e in r.json()["events"]]
+        assert heard == [first] and second not in heard
+        messages = httpx.get(f"{served.url}/api/notifications", headers=root).json()["deliveries"]
+        assert sum(d["events"] for d in messages if d["rule_id"] == mine.json()["id"]) == 1
+    entries = httpx.get(f"{served.url}/api/audit?action=user.cut_off", headers=root).json()["entries"]
+    assert [e["target"] for e in entries] == ["user:gina"]
 
 
 def test_the_directory_down(served: ServerProcess, ldap: LdapServer) -> None:

@@ -70,7 +70,10 @@ def test_cut_off_ends_sessions_and_revokes_tokens(db: Database) -> None:
     assert accounts.session_user(session) is not None and accounts.check_token(secret) is not None
     assert accounts.cut_off("ada") == 1
     assert accounts.session_user(session) is None and accounts.check_token(secret) is None
-    assert accounts.get_user("ada").source == "ldap"  # kept: jobs and audit entries name it
+    cut = accounts.get_user("ada")
+    assert cut.source == "ldap"  # kept: jobs and audit entries name it
+    assert cut.synced_at is None  # no longer vouched for: its subscriptions fall silent
+    assert accounts.sign_in_external("ada", "ldap", "operator", []).synced_at is not None
 
 
 def test_group_entries_of_allow_lists() -> None:

@@ -215,7 +215,7 @@ def test_two_servers_on_one_database_send_each_event_once(
     app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_digest_window=0.3)
     with app:
         ours = app.runtime.notifier
-        other = Notifier(app.runtime.database, app.runtime.settings, app.tasks, app.notifications, lambda u, t: True)
+        other = Notifier(app.runtime.database, app.runtime.settings, app.tasks, app.notifications, lambda user: None)
         stop = threading.Event()
 
         def second_server() -> None:
@@ -339,6 +339,56 @@ def test_a_data_source_failing_and_recovering(tmp_path: Path, database_url: str,
     events = [e for r in receiver.got("/sources") for e in r.json()["events"]]
     assert [(e["kind"], e["subject"]) for e in events] == [("source.failing", "beds"), ("source.recovered", "beds")]
     assert "does not answer" in events[0]["message"]
+
+
+def test_rules_scoped_by_tag_or_source_hear_of_theirs_only(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_digest_window=0.1)
+    app.notify(mieruka.notify.on_failure("webhook:" + receiver.url("/imaging")), tags=["imaging"], name="imaging")
+    app.notify(mieruka.notify.on_source_change("webhook:" + receiver.url("/beds")), sources=["beds"], name="beds")
+
+    @app.task(tags=["imaging", "nightly"])
+    def segment() -> None:
+        raise RuntimeError("the scanner is off")
+
+    @app.source(every="0.3s")
+    def beds() -> list[dict[str, int]]:
+        raise ConnectionError("the ward database does not answer")
+
+    @app.source(every="0.3s")
+    def staff() -> list[dict[str, int]]:
+        raise ConnectionError("the rota does not answer")
+
+    def heard_by(rule: str) -> list[tuple[str, str]]:
+        """What the rule's messages hold, read from the database: routing is over for an event once
+        it is marked routed, whether or not its message has gone yet."""
+        e, i, r = t.notify_events.c, t.notify_items.c, t.notify_rules.c
+        with app.runtime.database.read() as conn:
+            rows = conn.execute(
+                sa.select(e.kind, e.subject)
+                .join(t.notify_items, i.event_id == e.id)
+                .join(t.notify_rules, r.id == i.rule_id)
+                .where(r.name == rule)
+                .order_by(e.id)
+            )
+            return [(row.kind, row.subject) for row in rows]
+
+    def routed(kind: str, subject: str) -> bool:
+        e = t.notify_events.c
+        with app.runtime.database.read() as conn:
+            found = conn.execute(sa.select(e.routed).where(e.kind == kind, e.subject == subject)).scalars().all()
+        return bool(found) and all(found)
+
+    with app:
+        untagged = app.wait(app.submit("boom"), 30)
+        tagged = app.wait(app.submit("segment"), 30)
+        wait_for(lambda: routed("job.failed", "boom") and routed("job.failed", "segment"), what="both failures routed")
+        wait_for(lambda: routed("source.failing", "beds") and routed("source.failing", "staff"), what="both sources")
+        told = wait_for(lambda: receiver.got("/imaging"), what="the imaging rule's message")
+        assert heard_by("imaging") == [("job.failed", "segment")]  # read while the app still has its database
+        assert heard_by("beds") == [("source.failing", "beds")]
+    assert [e["job_id"] for e in told[0].json()["events"]] == [tagged.id] and untagged.id != tagged.id
 
 
 @pytest.mark.parametrize("channel", ["slack", "teams", "mattermost"])

@@ -275,11 +275,13 @@ class Accounts:
 
     def cut_off(self, name: str) -> int:
         """The source no longer knows the user (removed or disabled): end their sessions and revoke
-        their tokens; the row stays (its jobs and audit entries name it). The sessions ended."""
+        their tokens; the row stays (its jobs and audit entries name it) with no synced_at until the
+        source vouches for it again, so its subscriptions fall silent too. The sessions ended."""
         user = self.get_user(name)
         now = utcnow()
         with self.db.write() as conn:
             ended = conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id)).rowcount
+            conn.execute(t.users.update().where(t.users.c.id == user.id).values(synced_at=None))
             conn.execute(
                 t.tokens.update()
                 .where(t.tokens.c.user_id == user.id, t.tokens.c.revoked_at.is_(None))

@@ -38,6 +38,7 @@ from .accounts import Accounts, User, check_name
 logger = logging.getLogger("mieruka.directory")
 
 SOURCE = "ldap"
+PROXY = "proxy"  # the source of the users an authenticating proxy names (auth/proxy_auth.py)
 IN_CHAIN = "1.2.840.113556.1.4.1941"  # AD's LDAP_MATCHING_RULE_IN_CHAIN: every group, however deep
 AD_CAPABILITY = "1.2.840.113556.1.4.800"  # the root DSE of an Active Directory domain controller
 ACCOUNT_DISABLE = 2  # userAccountControl bit
@@ -168,6 +169,8 @@ def _key(group: str) -> str:
 
 
 class Directory:
+    VOUCHES_FOR = (SOURCE, PROXY)  # the users whose word is the directory's
+
     def __init__(self, config: DirectoryConfig) -> None:
         self.config = config
         self.tls = None
@@ -424,6 +427,15 @@ class Directory:
             return None
         self._remember(renewed.name, now + c.recheck)
         return renewed.principal(who.via, who.session_csrf)
+
+    def confirm(self, accounts: Accounts, user: User) -> Principal | None:
+        """`user` as the directory lets them in now, for one who is not making a request (a
+        subscription's owner): a directory user re-checked as at a request, a proxy user looked
+        up again after ldap_recheck (the users of VOUCHES_FOR)."""
+        if user.source == SOURCE:
+            return self.recheck(accounts, user.principal("notify"))
+        found = self.vouch(accounts, user.name, "", PROXY, user)
+        return found.principal("notify") if found is not None else None
 
     def _remember(self, name: str, until: float) -> None:
         with self._lock:

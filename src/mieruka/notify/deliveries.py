@@ -47,9 +47,8 @@ def route(
 ) -> int:
     """Route the events not routed yet into messages; returns how many events were routed."""
     e, d = t.notify_events.c, t.notify_deliveries.c
-    with db.read() as conn:  # the common case, nothing to route, takes no lock
-        if conn.execute(sa.select(e.id).where(sa.not_(e.routed)).limit(1)).first() is None:
-            return 0
+    if not unrouted(db):  # the common case, nothing to route, takes no lock
+        return 0
     with db.write_alone("notify_deliveries") as conn:
         rows = conn.execute(sa.select(t.notify_events).where(sa.not_(e.routed)).order_by(e.id).limit(ROUTE_BATCH)).all()
         if not rows:
@@ -66,6 +65,13 @@ def route(
                 conn.execute(sa.update(t.notify_deliveries).where(d.id == delivery).values(events=d.events + 1))
         conn.execute(sa.update(t.notify_events).where(e.id.in_([row.id for row in rows])).values(routed=True))
     return len(rows)
+
+
+def unrouted(db: Database) -> bool:
+    """Whether some event waits to be routed."""
+    e = t.notify_events.c
+    with db.read() as conn:
+        return conn.execute(sa.select(e.id).where(sa.not_(e.routed)).limit(1)).first() is not None
 
 
 def _open_message(conn: sa.Connection, rule_id: int, now: datetime, window: float) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..core.access import Principal, allowed
 from ..core.clock import utcnow
 from ..core.task import TaskRegistry
 from ..errors import NotFoundError
@@ -56,8 +57,9 @@ def channels_from(settings: Settings) -> Channels:
 
 
 class Notifier:
-    """`declared`: the rules of the app's code by name; `may_see(user, task)`: whether a user's
-    subscription may hear of a task's jobs (its allow list, now)."""
+    """`declared`: the rules of the app's code by name; `listener(user)`: a subscription's owner as
+    they may see now (None: they hear nothing), asked once per round before routing, since it may
+    ask a directory, which routing (under the database's lock) must not wait for."""
 
     def __init__(
         self,
@@ -65,13 +67,14 @@ class Notifier:
         settings: Settings,
         tasks: TaskRegistry,
         declared: Mapping[str, Rule],
-        may_see: Callable[[str, str], bool],
+        listener: Callable[[str], Principal | None],
     ) -> None:
         self.db = db
         self.settings = settings
         self.tasks = tasks
         self.declared = declared
-        self.may_see = may_see
+        self.listener = listener
+        self._listeners: dict[str, Principal | None] = {}  # this round's owners of subscriptions
         self.rulebook = Rulebook(db)
         self.channels = channels_from(settings)
         self._wake = threading.Event()
@@ -115,6 +118,10 @@ class Notifier:
         if time.monotonic() - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = time.monotonic()
             deliveries.prune(self.db, now - timedelta(seconds=self.settings.notify_retention))
+        owners = {rule.owner for rule in rules if rule.enabled and rule.owner is not None}
+        self._listeners = (
+            {owner: self.listener(owner) for owner in owners} if owners and deliveries.unrouted(self.db) else {}
+        )
         while deliveries.route(self.db, rules, self._matches, now, self.settings.notify_digest_window):
             pass
         return [self._send(claimed, rules) for claimed in deliveries.claim(self.db, now, LEASE)]
@@ -140,7 +147,12 @@ class Notifier:
         if rule.owner is None:
             return True
         task = event.task or (event.subject if event.kind.startswith("schedule.") else None)
-        return task is not None and task in self.tasks and self.may_see(rule.owner, task)
+        if task is None or task not in self.tasks:
+            return False
+        if rule.owner not in self._listeners:  # events came after this round's look at the owners
+            self._listeners[rule.owner] = self.listener(rule.owner)
+        who = self._listeners[rule.owner]
+        return who is not None and allowed(who, self.tasks.get(task).allow)
 
     def _tags(self, task: str) -> tuple[str, ...]:
         return self.tasks.get(task).tags if task in self.tasks else ()
