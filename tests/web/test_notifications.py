@@ -156,6 +156,47 @@ def test_a_subscription_hears_only_of_the_tasks_its_user_may_see(site: dict[str,
     site["client"].delete(f"/api/notifications/rules/{made.json()['id']}", headers=as_(site, "val"))
 
 
+def test_a_user_their_provider_cut_off_hears_nothing_until_it_vouches_again(site: dict[str, Any]) -> None:
+    """erin signs in with single sign-on and subscribes; her provider's groups no longer admit her
+    (accounts.cut_off, as web/sso.py does): her subscription falls silent, and speaks again once the
+    provider vouches for her anew."""
+    app, client, receiver = site["app"], site["client"], site["receiver"]
+    accounts = app.auth.accounts
+    accounts.sign_in_external("erin", "oidc", "viewer", ["lab"])
+    erin = {"Authorization": f"Bearer {accounts.create_token('erin', 'notify')[1]}"}
+    rule = {"events": ["job.failed"], "tasks": ["open_task"]}
+    mine = client.post(
+        "/api/notifications/rules", json={**rule, "target": "webhook:" + receiver.url("/erin")}, headers=erin
+    )
+    assert mine.status_code == 201, mine.text
+    control = make(site, "ada", **rule, target="webhook:" + receiver.url("/erin-control"))
+    assert control.status_code == 201, control.text
+
+    def fail_and_tell_control() -> int:
+        job = app.wait(app.submit("open_task", fail=True), 30).id
+        wait_for(
+            lambda: job in [e["job_id"] for r in receiver.got("/erin-control") for e in r.json()["events"]],
+            what="the admin's rule told",
+        )
+        return int(job)
+
+    def heard() -> list[int]:
+        return [e["job_id"] for r in receiver.got("/erin") for e in r.json()["events"]]
+
+    first = fail_and_tell_control()
+    wait_for(lambda: heard() == [first], what="erin told")
+    accounts.cut_off("erin")
+    fail_and_tell_control()  # both rules are routed together: erin's has had its chance
+    messages = client.get("/api/notifications", headers=as_(site, "ada")).json()["deliveries"]
+    assert sum(d["events"] for d in messages if d["rule_id"] == mine.json()["id"]) == 1
+    assert heard() == [first]
+    accounts.sign_in_external("erin", "oidc", "viewer", ["lab"])
+    third = fail_and_tell_control()
+    wait_for(lambda: heard() == [first, third], what="erin told again")
+    for made in (mine, control):
+        client.delete(f"/api/notifications/rules/{made.json()['id']}", headers=as_(site, "ada"))
+
+
 def test_the_test_message_button(site: dict[str, Any]) -> None:
     client, receiver = site["client"], site["receiver"]
     rule = make(site, "otto", events=["job.failed"], target="webhook:" + receiver.url("/otto"), secret="k2").json()
@@ -199,6 +240,46 @@ def test_the_page_and_its_form(site: dict[str, Any]) -> None:
     assert refused.status_code == 422 and "at least one event" in refused.text
     refused = client.post("/notifications", data={"events": "job.failed", "target": "xyz"}, headers=as_(site, "val"))
     assert refused.status_code == 422 and "must be one of" in refused.text
+
+
+def test_the_form_scopes_a_rule_by_task_tag_pool_and_source(tmp_path: Path) -> None:
+    """The page's form names the tags of the tasks its reader sees and, for admins, the data
+    sources (and the compute pools, which need Celery: posted here without one declared)."""
+    app = App("scoped")
+    app.configure(home=str(tmp_path / "home"), executor="threads")
+
+    @app.task(tags=["imaging"])
+    def segment() -> None: ...
+
+    @app.task(tags=["imaging", "nightly"], allow=["admin"])
+    def archive() -> None: ...
+
+    @app.source(every="1h")
+    def beds() -> list[dict[str, int]]:
+        return [{"beds": 1}]
+
+    with TestClient(app.asgi()) as client:
+        accounts = app.auth.accounts
+        for name, role in (("ada", "admin"), ("val", "viewer")):
+            accounts.add_user(name, role, "password-" + name)
+        ada = {"Authorization": f"Bearer {accounts.create_token('ada', 'form')[1]}"}
+        val = {"Authorization": f"Bearer {accounts.create_token('val', 'form')[1]}"}
+        page = client.get("/notifications", headers=ada).text
+        for field, value in (("tags", "nightly"), ("sources", "beds")):
+            assert f'name="{field}"' in page and f'value="{value}"' in page, field
+        viewer_page = client.get("/notifications", headers=val).text  # a subscription: its tasks' tags only
+        assert 'value="imaging"' in viewer_page and 'value="nightly"' not in viewer_page
+        assert 'name="pools"' not in viewer_page and 'name="sources"' not in viewer_page
+        form = {"target": "mail:ops@example.org", "tasks": ["segment"], "tags": ["imaging"], "pools": ["gpu"]}
+        made = client.post(
+            "/notifications", data={**form, "sources": ["beds"], "events": ["job.failed", "pool.started"]}, headers=ada
+        )
+        assert made.status_code == 201, made.text
+        (rule,) = client.get("/api/notifications", headers=ada).json()["rules"]
+        assert rule["scope"] == {"tasks": ["segment"], "tags": ["imaging"], "pools": ["gpu"], "sources": ["beds"]}
+        assert "pools: gpu" in made.text and "sources: beds" in made.text
+        refused = client.post("/notifications", data={**form, "events": ["job.failed"]}, headers=val)
+        assert refused.status_code == 422 and "for admins" in refused.text
 
 
 def test_a_receiver_down_is_shown_as_a_failed_attempt(site: dict[str, Any], tmp_path: Path) -> None:

@@ -247,10 +247,15 @@ def _page(runtime: Runtime, request: Request, status: int = 200, **context: Any)
     context.setdefault("root", request.scope.get("root_path", ""))
     context.setdefault("last_event_id", 0)
     context.update(overview(runtime, who, page=True))
+    admin = who.role is Role.ADMIN
+    seen = [t for t in runtime.tasks if _sees(runtime, who, t.name)]
     context.update(
-        admin=who.role is Role.ADMIN,
-        kinds=KINDS if who.role is Role.ADMIN else {k: KINDS[k] for k in USER_KINDS},
-        task_names=[t.name for t in runtime.tasks if _sees(runtime, who, t.name)],
+        admin=admin,
+        kinds=KINDS if admin else {k: KINDS[k] for k in USER_KINDS},
+        task_names=[t.name for t in seen],
+        tag_names=sorted({tag for t in seen for tag in t.tags}),
+        pool_names=sorted(runtime.pools) if admin else [],
+        source_names=sorted(source.name for source in runtime.declared.sources) if admin else [],
     )
     return pages_of(request).TemplateResponse(request, "notifications.html", context, status_code=status)
 
@@ -263,13 +268,19 @@ def notifications_page(runtime: RuntimeDep, request: Request) -> HTMLResponse:
 @pages.post("/notifications", response_class=HTMLResponse)
 async def create_rule_form(runtime: RuntimeDep, request: Request) -> HTMLResponse:
     form = await request.form()
-    tasks = [str(v) for v in form.getlist("tasks") if str(v)]
+
+    def chosen(field: str) -> list[str]:
+        return [str(v) for v in form.getlist(field) if str(v)]
+
     try:
         body = RuleIn(
             name=str(form.get("name") or ""),
-            events=[str(v) for v in form.getlist("events")],
+            events=chosen("events"),
             target=str(form.get("target") or ""),
-            tasks=tasks,
+            tasks=chosen("tasks"),
+            tags=chosen("tags"),
+            pools=chosen("pools"),
+            sources=chosen("sources"),
             longer_than=str(form.get("longer_than") or "") or None,
             secret=str(form.get("secret") or ""),
         )
