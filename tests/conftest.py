@@ -37,6 +37,11 @@ for _name in [n for n in os.environ if n.startswith("MIERUKA_") and not n.starts
 # quarter of a second of CPU per hash, hundreds of them): still argon2id. The quick start and the
 # tests that clear MIERUKA_* keep the default.
 os.environ["MIERUKA_PASSWORD_HASH_MEMORY"] = "1024"
+# The commands the tests start speak the locale's language (LANG=ja_JP.UTF-8: Japanese) and the tests
+# read their English, whatever the developer's locale; a test passes LANG to hear another language.
+for _name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_name, None)
+os.environ["LANG"] = "C.UTF-8"
 POSTGRES_ADMIN_URL = os.environ.get(
     "MIERUKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -250,6 +250,23 @@ def bounded(count: Annotated[int, Field(ge=1, le=10, description="How many, 1 to
     return count
 
 
+@app.task
+def shaped(
+    code: Annotated[str, Field(pattern=r"^[A-Z]{2}\d+$", min_length=4, max_length=8)],
+    fives: Annotated[int, Field(ge=5, le=50, multiple_of=5)] = 10,
+) -> str:
+    """A form the browser checks before the server: required, length, pattern, range and step."""
+    return f"{code}:{fives}"
+
+
+@app.task
+def spoken_language() -> str:
+    """The language a job runs in (mieruka's messages written in it): never the `mieruka` command's."""
+    from mieruka.i18n import current_language
+
+    return current_language()
+
+
 @app.task(quick=True)
 def quick_hello(name: str = "world") -> str:
     """Greet at once: a quick action."""

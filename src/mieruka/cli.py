@@ -176,8 +176,8 @@ def _language() -> str:
 
 
 def _on_its_own(call: Any, *args: Any) -> Any:
-    """Run a server or a worker outside the command's language: each request sets its own, and
-    what jobs and background loops write stays in the base language."""
+    """Run what serves or forks jobs (the server, the zygote, a worker) outside the command's
+    language: each request sets its own, and jobs and background loops write in the base language."""
     return contextvars.Context().run(call, *args)
 
 
@@ -284,7 +284,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_port(settings.host, settings.port)
     from .executors.zygote_process import fork_early
 
-    fork_early(app)  # before anything below opens the database
+    _on_its_own(fork_early, app)  # before anything below opens the database
     settings.home_path.mkdir(parents=True, exist_ok=True)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     from .cli_accounts import demo_login_link

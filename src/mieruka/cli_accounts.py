@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core.clock import utcnow
 from .errors import MierukaError
+from .i18n import BY_TAG, _
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -80,8 +81,13 @@ def _auth(args: argparse.Namespace, wanted: str | None) -> tuple[Any, Path | Non
     created = database is not None and not database.exists()
     if created and wanted is not None:
         raise MierukaError(
-            f"{wanted}: no database at {database} ({home_origin(settings, args.home)}): run this "
-            "where the server runs, or pass --home or set MIERUKA_HOME to the server's data directory"
+            _(
+                "%(wanted)s: no database at %(path)s (%(origin)s): run this where the server runs, or "
+                "pass --home or set MIERUKA_HOME to the server's data directory",
+                wanted=wanted,
+                path=database,
+                origin=home_origin(settings, args.home),
+            )
         )
     from .wiring import check_database
 
@@ -111,11 +117,13 @@ def _wanted(args: argparse.Namespace) -> str | None:
     """What a command looks for, to say it is missing when there is no database at all."""
     if args.command == "users":
         action = args.users_command
-        return None if action == "add" else "no users" if action == "ls" else f"no user named {args.name!r}"
+        if action == "add":
+            return None
+        return _("no users") if action == "ls" else _("no user named %(name)s", name=repr(args.name))
     action = args.tokens_command
     if action == "create":
-        return f"no user named {args.user!r}"
-    return "no tokens" if action == "ls" else f"no token with id {args.id}"
+        return _("no user named %(name)s", name=repr(args.user))
+    return _("no tokens") if action == "ls" else _("no token with id %(id)s", id=args.id)
 
 
 def public_url(settings: Settings) -> str:
@@ -142,10 +150,10 @@ def _password(args: argparse.Namespace, name: str) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
-        raise MierukaError("no terminal to ask for the password: pipe it in with --password-stdin")
-    first = getpass.getpass(f"password for {name}: ")
-    if getpass.getpass("again: ") != first:
-        raise MierukaError("the two passwords differ")
+        raise MierukaError(_("no terminal to ask for the password: pipe it in with --password-stdin"))
+    first = getpass.getpass(_("password for %(name)s: ", name=name))
+    if getpass.getpass(_("again: ")) != first:
+        raise MierukaError(_("the two passwords differ"))
     return first
 
 
@@ -174,30 +182,35 @@ def users(args: argparse.Namespace) -> int:
             password = None if args.no_password else _password(args, args.name)
             user = accounts.add_user(args.name, args.role, password)
             auth.audit.record(_actor(), "user.add", f"user:{user.name}", "local", {"role": user.role.value})
-            print(f"added {user.name} ({user.role.value})")
+            print(_("added %(name)s (%(role)s)", name=user.name, role=user.role.value))
             if created:
                 from .cli_home import where_data_lives
 
+                where = where_data_lives(auth.settings, args.home)
                 print(
-                    f"mieruka: created a new database at {created} ({where_data_lives(auth.settings, args.home)})",
+                    "mieruka: " + _("created a new database at %(path)s (%(where)s)", path=created, where=where),
                     file=sys.stderr,
                 )
         elif action == "rm":
             accounts.remove_user(args.name)
             auth.audit.record(_actor(), "user.remove", f"user:{args.name}", "local")
-            print(f"removed {args.name}")
+            print(_("removed %(name)s", name=args.name))
         elif action == "passwd":
             accounts.set_password(args.name, _password(args, args.name))
             auth.audit.record(_actor(), "user.password", f"user:{args.name}", "local")
-            print(f"password of {args.name} changed; their sessions ended")
+            print(_("password of %(name)s changed; their sessions ended", name=args.name))
         elif action == "role":
             user = accounts.set_role(args.name, args.role)
             auth.audit.record(_actor(), "user.role", f"user:{args.name}", "local", {"role": user.role.value})
-            print(f"{user.name} is now {user.role.value}")
+            print(_("%(name)s is now %(role)s", name=user.name, role=user.role.value))
         elif action == "language":
             tag = auth.languages.set(args.name, args.language)
             auth.audit.record(_actor(), "user.language", f"user:{args.name}", "local", {"language": tag})
-            print(f"{args.name}'s pages are now in {tag or 'the language of their browser'}")
+            if tag:
+                language = f"{BY_TAG[tag].name} ({tag})"
+                print(_("%(name)s's pages are now in %(language)s", name=args.name, language=language))
+            else:
+                print(_("%(name)s's pages are now in the language of their browser", name=args.name))
         elif action == "link":
             secret = accounts.create_login_link(args.name)
             auth.audit.record(_actor(), "user.link", f"user:{args.name}", "local")
@@ -212,13 +225,13 @@ def users(args: argparse.Namespace) -> int:
 
 
 def tokens(args: argparse.Namespace) -> int:
-    auth, _ = _auth(args, _wanted(args))
+    auth, _created = _auth(args, _wanted(args))
     try:
         accounts, action = auth.accounts, args.tokens_command
         if action == "create":
             days = args.expires_in_days
             if days is not None and not 0 < days <= 3650:
-                raise MierukaError("--expires-in-days must be between 0 and 3650")
+                raise MierukaError(_("%(option)s must be between 0 and 3650", option="--expires-in-days"))
             expires = utcnow() + timedelta(days=days) if days else None
             token, secret = accounts.create_token(args.user, args.name, expires)
             auth.audit.record(
@@ -226,7 +239,11 @@ def tokens(args: argparse.Namespace) -> int:
             )
             print(secret)
             print(
-                f"token {token.id} for {args.user}: shown this once, send it as 'Authorization: Bearer ...'",
+                _(
+                    "token %(id)s for %(user)s: shown this once, send it as 'Authorization: Bearer ...'",
+                    id=token.id,
+                    user=args.user,
+                ),
                 file=sys.stderr,
             )
         elif action == "ls":
@@ -241,10 +258,10 @@ def tokens(args: argparse.Namespace) -> int:
         else:
             token = accounts.get_token(args.id)
             if token.kind != "api":
-                raise MierukaError(f"no API token with id {args.id}")
+                raise MierukaError(_("no API token with id %(id)s", id=args.id))
             accounts.revoke_token(args.id)
             auth.audit.record(_actor(), "token.revoke", f"token:{args.id}", "local", {"user": token.user})
-            print(f"revoked token {args.id} of {token.user}")
+            print(_("revoked token %(id)s of %(user)s", id=args.id, user=token.user))
         return 0
     finally:
         auth.close()

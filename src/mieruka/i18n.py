@@ -72,6 +72,21 @@ def supported(value: str | None) -> str | None:
     return _ALIASES.get(base) or (base if base in BY_TAG else None)
 
 
+def of_locale(environ: Mapping[str, str]) -> str | None:
+    """The language of ours a process's locale names, read as GNU gettext reads it: the first of
+    LC_ALL, LC_MESSAGES and LANG that is set (ja_JP.UTF-8: "ja"), unless it is C or POSIX, then
+    LANGUAGE's list (ja:en) before it; None for another language or none."""
+    locale = next((environ[name] for name in ("LC_ALL", "LC_MESSAGES", "LANG") if environ.get(name)), "")
+    base = locale.split(".")[0].split("@")[0]
+    if base in ("", "C", "POSIX"):
+        return None
+    for entry in [*environ.get("LANGUAGE", "").split(":"), base]:
+        tag = supported(entry.split(".")[0].split("@")[0])
+        if tag is not None:
+            return tag
+    return None
+
+
 def negotiate(accept_language: str) -> str | None:
     """The best language of ours for an Accept-Language header (q-values honoured), or None."""
     best: tuple[float, int] | None = None

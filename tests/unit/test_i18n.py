@@ -105,6 +105,23 @@ def test_tags_people_and_browsers_write_name_our_languages() -> None:
     assert [supported(tag) for tag in ("zh-TW", "zh-Hant", "de", "", None, "*")] == [None] * 6
 
 
+def test_a_locale_names_the_language_of_the_command_line() -> None:
+    """As GNU gettext reads it: LC_ALL, LC_MESSAGES, LANG; LANGUAGE's list unless the locale is C."""
+    assert i18n.of_locale({"LANG": "ja_JP.UTF-8"}) == "ja"
+    assert i18n.of_locale({"LANG": "ru_RU.UTF-8@euro", "LC_MESSAGES": "zh_CN.UTF-8"}) == "zh-Hans"
+    assert i18n.of_locale({"LANG": "ja_JP.UTF-8", "LC_ALL": "C"}) is None
+    assert i18n.of_locale({"LANG": "en_GB.UTF-8", "LANGUAGE": "de:ru:en"}) == "ru"
+    assert i18n.of_locale({"LANG": "en_GB.UTF-8", "LANGUAGE": "de"}) == "en"
+    for other in (
+        {},
+        {"LANG": "C.UTF-8", "LANGUAGE": "ja"},
+        {"LANG": "POSIX"},
+        {"LANG": "zh_TW.UTF-8"},
+        {"LANG": "de_DE"},
+    ):
+        assert i18n.of_locale(other) is None, other
+
+
 def test_accept_language_takes_the_best_quality_then_the_first_named() -> None:
     assert negotiate("ja,en;q=0.8") == "ja"
     assert negotiate("de-DE,de;q=0.9,ru;q=0.5,en;q=0.3") == "ru"
