@@ -283,6 +283,32 @@ def test_refused_consent_in_chromium_is_a_page_with_a_way_back(sso: Sso, browser
     page.close()
 
 
+def test_someone_refused_may_sign_in_as_someone_else_in_chromium(sso: Sso, browser: Browser) -> None:
+    """carol is signed in at the provider but in no admitted group: trying again signs carol in
+    again (the provider keeps her session), so the page also offers another account (prompt=login)."""
+    page = browser.new_page()
+    page.goto(f"{sso.server.url}/login")
+    page.get_by_role("button", name="Sign in with Local ID").click()
+    page.locator("input[name=login]").fill("carol")
+    page.locator("input[name=password]").fill("x")
+    page.get_by_role("button", name="Sign-in").click()
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{sso.server.url}/login/oidc/local/callback?**")
+    assert "as carol, but you are in none of the groups" in text_of(page.locator("#sso-message"))
+    page.locator("#sso-retry").click()  # the provider's session: carol again, without being asked
+    page.wait_for_url(f"{sso.server.url}/login/oidc/local/callback?**")
+    assert "as carol" in text_of(page.locator("#sso-message"))
+    page.locator("#sso-someone-else").click()
+    page.wait_for_url(f"{sso.provider.issuer}/interaction/**")
+    page.locator("input[name=login]").fill("bob")  # asked who, despite carol's session
+    page.locator("input[name=password]").fill("x")
+    page.get_by_role("button", name="Sign-in").click()
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{sso.server.url}/")
+    assert page.evaluate("fetch('/api/me').then(r => r.json())")["name"] == "bob"
+    page.close()
+
+
 def test_groups_give_the_role_and_the_audit_log_says_how(sso: Sso) -> None:
     bob = signed_in(sso, "bob")
     assert me(sso, bob).json()["role"] == "operator"

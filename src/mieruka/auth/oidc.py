@@ -248,7 +248,11 @@ class Client:
         return data
 
     # the flow -------------------------------------------------------------------------------------
-    def authorization_url(self, provider: Provider, pending: Pending, redirect_uri: str) -> str:
+    def authorization_url(
+        self, provider: Provider, pending: Pending, redirect_uri: str, prompt: str | None = None
+    ) -> str:
+        """`prompt="login"`: the provider asks who signs in even when it has a session (someone it
+        signed in whom this server refused may then sign in as someone else)."""
         meta = self.metadata(provider)
         query = {
             "response_type": "code",
@@ -260,6 +264,8 @@ class Client:
             "code_challenge": pending.challenge,
             "code_challenge_method": "S256",
         }
+        if prompt is not None:
+            query["prompt"] = prompt
         endpoint = str(meta["authorization_endpoint"])
         return endpoint + ("&" if "?" in endpoint else "?") + urlencode(query)
 

@@ -26,6 +26,11 @@ PENDING_COOKIE = "mieruka_oidc"  # the login on its way through the provider (au
 SIGNED_IN_COOKIE = "mieruka_sso"  # which provider this browser's session came from, for logout
 SSO_FAILED = "sso.failed"  # the audit action of a sign-in that did not end in a session
 MAX_HINT = 3000  # an ID token longer than this is not kept for the logout's id_token_hint
+# Refusals of someone the provider did sign in: trying again as is signs the same account in, so
+# the page offers to sign in as someone else (the provider asks who, despite its session).
+SOMEONE_ELSE = frozenset(
+    {"sso_no_role", "sso_not_admitted", "sso_name_taken", "sso_renamed", "sso_no_username", "sso_unverified_email"}
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -97,6 +102,7 @@ def _failed(request: Request, exc: SignInFailed, provider: Provider | None) -> H
             "message": exc.message,
             "code": exc.code,
             "provider": provider,
+            "someone_else": exc.code in SOMEONE_ELSE,
         },
         status_code=exc.status_code,
     )
@@ -112,14 +118,18 @@ def _safe_next(request: Request, target: str | None) -> str:
 
 
 @router.get("/login/oidc/{provider}", response_model=None)
-def begin(runtime: RuntimeDep, request: Request, provider: str, next: str | None = None) -> Response:
-    """Leave for the provider's sign-in page, with this browser's pending login in a cookie."""
+def begin(
+    runtime: RuntimeDep, request: Request, provider: str, next: str | None = None, prompt: str | None = None
+) -> Response:
+    """Leave for the provider's sign-in page, with this browser's pending login in a cookie;
+    `prompt=login` has the provider ask who signs in even when it has a session."""
     found: Provider | None = None
     try:
         client = _client(request)
         found = client.provider(provider)
         pending = Pending.new(found.id, _safe_next(request, (next or "")[:2000]))
-        url = client.authorization_url(found, pending, _callback_url(runtime, request, found))
+        asked = "login" if prompt == "login" else None
+        url = client.authorization_url(found, pending, _callback_url(runtime, request, found), asked)
     except SignInFailed as exc:
         return _failed(request, exc, found)
     response = RedirectResponse(url, status_code=303)
