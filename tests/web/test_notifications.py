@@ -236,6 +236,7 @@ def test_the_page_and_its_form(site: dict[str, Any]) -> None:
         headers=as_(site, "val"),
     )
     assert made.status_code == 201 and "made" in made.text and "val@example.org" in made.text
+    assert "job.long (over 5 min 0 s)" in made.text  # the limit as a duration, not 300.0 seconds
     refused = client.post("/notifications", data={"target": "mail:val@example.org"}, headers=as_(site, "val"))
     assert refused.status_code == 422 and "at least one event" in refused.text
     refused = client.post("/notifications", data={"events": "job.failed", "target": "xyz"}, headers=as_(site, "val"))
