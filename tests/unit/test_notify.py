@@ -209,6 +209,47 @@ def test_a_flood_is_one_digest_per_rule(tmp_path: Path, database_url: str, recei
     assert digest["digest"] and "events" in digest["title"] and "... and" in digest["text"]
 
 
+def test_five_hundred_failures_in_a_minute_are_one_digest_per_rule(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    """The issue's flood with the default digest window (a minute), on a clock the test moves: each
+    rule tells the first failures at once and the others in one digest when the minute is over."""
+    from mieruka.core.task import TaskRegistry
+    from mieruka.notify import outbox
+    from mieruka.settings import Settings
+    from mieruka.store.database import Database
+
+    (tmp_path / "home").mkdir(exist_ok=True)
+    db = Database(database_url)
+    db.migrate()
+    try:
+        settings = Settings().with_overrides(home=str(tmp_path / "home"), notify_webhook_secret=HMAC_KEY)
+        assert settings.notify_digest_window == 60
+        rules = {
+            "ops": mieruka.notify.rule(["failed"], "webhook:" + receiver.url("/ops")),
+            "chat": mieruka.notify.rule(["failed"], "slack:" + receiver.url("/chat")),
+        }
+        start = utcnow()
+        notifier = Notifier(db, settings, TaskRegistry(), rules, lambda user: None)
+        notifier.rulebook.sync_code(rules, start)
+        for second in range(0, 60, 3):  # 25 failures every 3 seconds, the delivery loop going round
+            at = start + timedelta(seconds=second)
+            failures = [outbox.NewEvent("job.failed", f"job.failed:{second}:{n}", "boom", "failed") for n in range(25)]
+            outbox.record(db, failures, at)
+            assert all(sent.ok for sent in notifier.run_once(at))
+        assert len(receiver.got("/ops")) == 1 and len(receiver.got("/chat")) == 1  # the first, at once
+        assert notifier.run_once(start + timedelta(seconds=59.9)) == []  # the window is not over yet
+        done = notifier.run_once(start + timedelta(seconds=61))
+        assert len(done) == 2 and all(sent.ok for sent in done)
+        ops = [r.json() for r in receiver.got("/ops")]
+        assert [len(m["events"]) for m in ops] == [25, 475] and ops[1]["digest"]
+        assert "475 events" in ops[1]["title"] and "... and 455 more" in ops[1]["text"]
+        assert len(receiver.got("/chat")) == 2  # one digest per rule, not 500 messages
+        assert notifier.run_once(start + timedelta(minutes=5)) == []  # nothing more, nothing twice
+    finally:
+        db.close()
+
+
 def test_two_servers_on_one_database_send_each_event_once(
     tmp_path: Path, database_url: str, receiver: HttpReceiver
 ) -> None:
