@@ -147,6 +147,36 @@ def test_bad_directory_settings_are_config_errors(ldap: LdapServer) -> None:
             directory_of(ldap, **extra)
 
 
+def test_the_docs_settings_examples_are_read_as_they_say(tmp_path: Path) -> None:
+    """docs/directory.md's mieruka.toml examples (OpenLDAP, Active Directory, a proxy) load, and
+    their group-to-role tables mean what the page says."""
+    from mieruka.auth.directory import DirectoryConfig
+
+    page = (TESTS.parent / "docs" / "directory.md").read_text(encoding="utf-8")
+    examples = [block.split("```", 1)[0] for block in page.split("```toml\n")[1:]]
+    assert len(examples) == 3
+    loaded = []
+    for n, example in enumerate(examples):
+        config = tmp_path / f"mieruka-{n}.toml"
+        config.write_text(example, encoding="utf-8")
+        loaded.append(Settings.load(environ={}, config_file=config))
+    openldap, ad = (DirectoryConfig.from_settings(s) for s in loaded[:2])
+    assert openldap.starttls and openldap.urls == ("ldap://ldap.example.org",)
+    assert {k: v.value for k, v in openldap.roles.items()} == {
+        "cn=lab-admins,ou=groups,dc=example,dc=org": "admin",
+        "lab-ops": "operator",
+        "lab": "viewer",
+    }
+    assert ad.user_attribute == "sAMAccountName" and ad.roles["lab staff"].value == "viewer"
+    assert ad.roles["cn=lab admins,ou=groups,dc=corp,dc=example,dc=org"].value == "admin"
+    proxy = loaded[2]
+    assert (proxy.trusted_user_header, proxy.trusted_user_role, proxy.trusted_user_strip_domain) == (
+        "X-Remote-User",
+        "viewer",
+        True,
+    )
+
+
 def test_sign_in_makes_and_updates_the_user(ldap: LdapServer, tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     db.migrate()
