@@ -517,17 +517,22 @@ def test_servers_starting_together_write_the_code_rules_once(tmp_path: Path, dat
         for thread in threads:
             thread.join()
         assert sorted(r.name for r in books[0].all()) == sorted(declared)
-        books[0].add(
+        # A viewer's subscription named like a rule the code declares later (app:9) cannot keep the
+        # server from starting: the code's rule takes its name, the subscription is renamed.
+        squatter = books[0].add(
             name="app:9",
-            origin="admin",
-            owner=None,
+            origin="user",
+            owner="val",
             events=["job.failed"],
             scope={},
-            target="mail:a@example.org",
+            target="mail:val@example.org",
             secret=None,
             longer_than=None,
-            created_by="ada",
+            created_by="val",
             now=utcnow(),
         )
-        with pytest.raises(ConfigError, match=r"rules named \['app:9'\] were made in the UI"):
-            books[0].sync_code({**declared, "app:9": mieruka.notify.on_failure("mail:b@example.org")}, utcnow())
+        books[0].sync_code({**declared, "app:9": mieruka.notify.on_failure("mail:b@example.org")}, utcnow())
+        by_name = {r.name: r for r in books[0].all()}
+        assert by_name["app:9"].origin == "code" and by_name["app:9"].target == "mail:b@example.org"
+        renamed = books[0].get(squatter.id)
+        assert renamed.name == f"app:9 (renamed: rule {squatter.id})" and renamed.owner == "val"

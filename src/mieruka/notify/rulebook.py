@@ -3,6 +3,7 @@ they are declared), those admins make in the UI, and each user's own subscriptio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from ..store.database import Database
 from .rules import KINDS, SCOPES, Rule
 
 CODE, ADMIN, USER = "code", "admin", "user"
+log = logging.getLogger("mieruka.notify")
 
 
 @dataclass(frozen=True)
@@ -114,34 +116,40 @@ class Rulebook:
                 return
             except sa.exc.IntegrityError:
                 if attempt == 2:
-                    taken = sorted(set(declared) & {rule.name for rule in self.all() if rule.origin != CODE})
-                    raise ConfigError(
-                        f"notify: rules named {taken} were made in the UI; rename the rules of the code"
-                    ) from None
+                    raise ConfigError("notify: the rules of the code could not be written (a name taken)") from None
 
     def _sync_code(self, declared: Mapping[str, Rule], now: datetime) -> None:
         r = t.notify_rules.c
+        wanted: dict[str, dict[str, Any]] = {}
+        for name, rule in declared.items():
+            for index, target in enumerate(rule.to):
+                wanted[f"{name}#{index}" if len(rule.to) > 1 else name] = {
+                    "events": events_text(rule.on),
+                    "scope": rule.scope_json(),
+                    "target": target,
+                    "longer_than": rule.longer_than,
+                    "enabled": True,
+                }
         with self.db.write() as conn:
+            # The code's names are the code's: a rule made in the UI under one of them (a subscription
+            # named "task:x" before the code declared it) is renamed, not let stop the server's start.
+            for row in conn.execute(sa.select(r.id, r.name).where(r.origin != CODE, r.name.in_(list(wanted)))):
+                renamed = f"{row.name[:150]} (renamed: rule {row.id})"
+                conn.execute(sa.update(t.notify_rules).where(r.id == row.id).values(name=renamed))
+                log.warning(
+                    "notify: the code declares a rule named %r: the UI's rule %d is now %r", row.name, row.id, renamed
+                )
             have = {row.name: row for row in conn.execute(sa.select(t.notify_rules).where(r.origin == CODE))}
-            for name, rule in declared.items():
-                for index, target in enumerate(rule.to):
-                    key = f"{name}#{index}" if len(rule.to) > 1 else name
-                    values = {
-                        "events": events_text(rule.on),
-                        "scope": rule.scope_json(),
-                        "target": target,
-                        "longer_than": rule.longer_than,
-                        "enabled": True,
-                    }
-                    old = have.pop(key, None)
-                    if old is None:
-                        conn.execute(
-                            sa.insert(t.notify_rules).values(
-                                name=key, origin=CODE, created_by="code", created_at=now, **values
-                            )
+            for key, values in wanted.items():
+                old = have.pop(key, None)
+                if old is None:
+                    conn.execute(
+                        sa.insert(t.notify_rules).values(
+                            name=key, origin=CODE, created_by="code", created_at=now, **values
                         )
-                    elif any(old._mapping[k] != v for k, v in values.items()):
-                        conn.execute(sa.update(t.notify_rules).where(r.id == old.id).values(**values))
+                    )
+                elif any(old._mapping[k] != v for k, v in values.items()):
+                    conn.execute(sa.update(t.notify_rules).where(r.id == old.id).values(**values))
             for gone in have.values():
                 conn.execute(sa.delete(t.notify_rules).where(r.id == gone.id))
 
