@@ -4,12 +4,14 @@ with its own controls disabled and saying why."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.browser.test_chart_axes import TIME_LABELS, overlapping
 from tests.browser.test_ui_browser import log_in
 from tests.conftest import open_page, shared_server, text_of
 from tests.servers.test_device_panel import PanelServer
@@ -138,4 +140,64 @@ def test_the_audit_page_says_who_pressed_what(browser: Browser, panel: PanelServ
     what = text_of(row.locator(".audit-what"))
     assert "switch" in what and "lamp" in what, what  # the task and its parameters
     admin.close()
+    assert outside == []
+
+
+# Each uPlot chart of the page with points, drawn at its tile's width: its time axis' labels
+# (TIME_LABELS), its axis type's size, its legend's values, and where its tile ends beside the grid's.
+CHARTS = f"""() => [...document.querySelectorAll('.tile')].filter(e => e.uplot && e.uplot.axes[0]._values
+    && +e.dataset.points > 0 && e.uplot.width <= e.getBoundingClientRect().width).map(e => {{
+  const box = e.getBoundingClientRect(), grid = e.parentElement.getBoundingClientRect();
+  return {{title: e.querySelector('.tile-title').textContent, boxes: ({TIME_LABELS})(e),
+    legend: [...e.querySelectorAll('.u-legend .u-value')].map(v => v.textContent),
+    px: parseFloat(e.uplot.axes[0].font[0]) / devicePixelRatio, top: box.top, right: box.right, end: grid.right}};
+}})"""
+
+
+def charts_of(page: Page) -> list[dict[str, Any]]:
+    page.wait_for_function(f"() => ({CHARTS})().length === 3", timeout=WAIT)
+    charts: list[dict[str, Any]] = page.evaluate(CHARTS)
+    return charts
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_the_readings_read_clearly(browser: Browser, panel: PanelServer, width: int) -> None:
+    """The charts a stranger looks at first: each time label clear of the next (they ran into each
+    other at 375 px and on the half-width charts), and the legend saying each reading's newest
+    value (it said "--" until the pointer was on the chart); nothing wider than the window."""
+    outside: list[str] = []
+    page = signed_in(browser, panel, "vera", outside)
+    page.set_viewport_size({"width": width, "height": 900})
+    page.wait_for_function(f"() => document.documentElement.scrollWidth <= {width}", timeout=WAIT)
+    problems = []
+    for chart in charts_of(page):
+        problems += [f"{chart['title']}: {problem}" for problem in overlapping(chart["boxes"])]
+        if not chart["legend"] or "--" in chart["legend"]:
+            problems.append(f"{chart['title']}: the legend shows {chart['legend']}")
+    assert not problems, "\n".join(problems)
+    temperature = next(c for c in charts_of(page) if c["title"].startswith("Temperature"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", temperature["legend"][0]), temperature["legend"]
+    assert float(temperature["legend"][2]) == 21  # the target, as the board starts
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.close()
+    assert outside == []
+
+
+def test_the_kiosk_layout_fills_its_rows_in_large_type(browser: Browser, panel: PanelServer) -> None:
+    """Without its controls (a wall screen), the panel's charts close the gaps the controls left: the
+    temperature chart, three columns of four beside the reset button, runs the width of the screen;
+    the axes' type grows with the screen's."""
+    outside: list[str] = []
+    page = signed_in(browser, panel, "vera", outside)
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.goto(f"{panel.url}/dashboards/panel?kiosk=1")
+    charts = charts_of(page)
+    for chart in charts:
+        assert abs(chart["right"] - chart["end"]) < 2 or any(
+            c["top"] == chart["top"] and c["right"] > chart["right"] for c in charts
+        ), f"{chart['title']} leaves a hole to its right: {charts}"
+        assert chart["px"] > 12, chart
+        assert not overlapping(chart["boxes"]), (chart["title"], overlapping(chart["boxes"]))
+    assert page.locator(".control").count() == 0
+    page.close()
     assert outside == []

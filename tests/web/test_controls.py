@@ -289,6 +289,64 @@ def test_the_kiosk_layout_shows_no_controls(served: dict[str, Any]) -> None:
     assert 'class="tile control' not in page and "control-confirm" not in page
 
 
+def test_without_its_controls_a_dashboard_leaves_no_holes() -> None:
+    """A chart that ends a row short because the next no longer fits runs to the row's end where
+    the controls are left out (the device panel's temperature chart sat beside its reset button);
+    the last row stays as declared."""
+    from mieruka.core.controls import Control
+    from mieruka.core.dashboards import Chart, Dashboard
+    from mieruka.web.ui.dashboards import spans_without_controls
+
+    items = (
+        Control("button", "reset", title="Reset"),
+        Chart("stream", "temperature", span=3),
+        Chart("stream", "relays", span=2),
+        Chart("stream", "levels", span=2),
+        Chart("kpi", "rooms", value="people"),
+        Chart("kpi", "doors", value="open", span=2),
+    )
+    board = Dashboard("panel", "Panel", items, columns=4)
+    assert spans_without_controls(board) == {
+        "stream-temperature": 4,
+        "stream-relays": 2,
+        "stream-levels": 2,
+        "kpi-rooms": 1,
+        "kpi-doors": 2,
+    }
+
+
+def test_the_pages_without_controls_use_those_spans(tmp_path: Path) -> None:
+    import mieruka
+    from mieruka import charts, controls
+
+    app = mieruka.App("wall")
+
+    @app.task(quick=True)
+    def ping() -> str:
+        return "pong"
+
+    @app.stream(every=60)
+    def temperature() -> dict[str, float]:
+        return {"celsius": 20.0}
+
+    app.dashboard(
+        "panel",
+        [controls.button(ping), charts.stream(temperature, span=2), charts.stream(temperature, span=2)],
+        columns=3,
+        public=True,
+    )
+    app.configure(home=str(tmp_path / "home"), executor="threads")
+    with TestClient(app.asgi()) as client:
+        app.auth.accounts.add_user("otto", "operator", PASSWORD)
+        otto = {"Authorization": f"Bearer {app.auth.accounts.create_token('otto', 'tests')[1]}"}
+        spans = re.findall(r'span-(\d)" id="tile-', client.get("/dashboards/panel", headers=otto).text)
+        assert spans == ["2", "2"]  # beside the button, as declared
+        # In the kiosk layout, or without a login (the public page): the first runs the row.
+        for headers, kiosk in ((otto, {"kiosk": "1"}), ({}, {})):
+            page = client.get("/dashboards/panel", params=kiosk, headers=headers).text
+            assert re.findall(r'span-(\d)" id="tile-', page) == ["3", "2"], page
+
+
 def test_the_dashboards_json_lists_its_controls(served: dict[str, Any]) -> None:
     client: TestClient = served["client"]
     board = client.get("/api/dashboards/panel", headers=as_(served, "vic")).json()

@@ -91,12 +91,15 @@ def urls(template: str, job: int) -> list[tuple[str, str]]:
         "{action}": "start",
         "{artifact}": "missing.txt",
         "{control}": "nothing",
+        "{rule_id}": "1",
+        "{provider}": "nobody",
     }
     out = []
     for name in names:
         url = template.replace("{name}", "add" if template.startswith("/tasks/") else name)
         for key, value in values.items():
             url = url.replace(key, value)
+        assert "{" not in url, f"{template}: give its parameter a value above"
         out.append(("/static/mieruka.css" if template == "/static" else url, name))
     return out
 

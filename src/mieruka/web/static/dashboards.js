@@ -17,6 +17,8 @@
   }
   function t(message, values) { return i18n.t(message, values); }
   function tn(singular, plural, n, values) { return i18n.tn(singular, plural, n, values); }
+  // mieruka's own texts (a note beside the English: static/i18n.js) in the page's language.
+  function said(text, note) { return i18n.said ? i18n.said(text, note) : text === null || text === undefined ? "" : String(text); }
   var lang = i18n.lang || "en";
   // Dates as the language writes them (ja 2026/12/04, ru 04.12.2026), ISO in English; 24-hour times.
   var dateLang = /^en\b/i.test(lang) ? "en-CA" : lang;
@@ -34,15 +36,28 @@
   // Axes speak as the tables do: the language's dates, 24-hour times, in the configured zone; numbers
   // compact (2.4M, 950K; 240万) so that a narrow axis never cuts them.
   var fmtMinute = dateFormat({ hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
-  function axisTime(ts, step, previous) {
-    var d = new Date(ts * 1000);
-    var day = fmtDate.format(d);
-    if (step >= 86400 * 28) return fmtMonth.format(d);
-    if (step >= 86400) return day;
-    var time = step < 60 ? fmtTime.format(d) : fmtMinute.format(d);
-    // The date once, then again where it changes.
-    var newDay = previous === null || fmtDate.format(new Date(previous * 1000)) !== day;
-    return newDay ? day + "\n" + time : time;
+  // The labels of a time axis: months, days, or times with the date under the first and where the
+  // day changes (under, as uPlot puts it: on a line of its own it never meets the next time). A
+  // date is wider than a time: one too close to the date before is left off (the legend and the
+  // pointer's tooltip give every time in full), a day's change rather than the first label's.
+  function axisTimes(u, splits, step) {
+    var dates = splits.map(function (ts) { return new Date(ts * 1000); });
+    if (step >= 86400 * 28) return dates.map(function (d) { return fmtMonth.format(d); });
+    if (step >= 86400) return dates.map(function (d) { return fmtDate.format(d); });
+    var format = step < 60 ? fmtTime : fmtMinute;
+    var days = dates.map(function (d) { return fmtDate.format(d); });
+    var apart = splits.length > 1 ? u.valToPos(splits[1], "x") - u.valToPos(splits[0], "x") : Infinity;
+    u.ctx.font = u.axes[0].font[0];
+    var wide = u.ctx.measureText(days[0] || "").width / window.devicePixelRatio + 12;
+    var ticks = Math.max(1, Math.ceil(wide / apart));  // how many ticks apart two dates must be
+    var change = days.findIndex(function (day, i) { return i > 0 && day !== days[i - 1]; });
+    var last = -Infinity;
+    return dates.map(function (d, i) {
+      var wanted = i ? days[i] !== days[i - 1] : change < 0 || change >= ticks;
+      if (!wanted || i - last < ticks) return format.format(d);
+      last = i;
+      return format.format(d) + "\n" + days[i];
+    });
   }
   function fullTime(ts) { var d = new Date(ts * 1000); return fmtDate.format(d) + " " + fmtTime.format(d); }
   var compactFormats = [];
@@ -53,12 +68,14 @@
   function compact(value, step) {
     if (value === null || value === undefined || !isFinite(value)) return "";
     if (!step) return compactFormat(Math.abs(value) >= 1000 ? 1 : 2).format(value);
-    // The fewest decimals that tell neighbouring ticks apart (the language picks the unit: M, 万).
+    // The fewest decimals that write the tick as it is (the language picks the unit: M, 万): 22.5
+    // with no decimal read "23", a label that was not the tick's.
+    var exact = compactFormat(6).format(value);
     for (var digits = 0; digits < 6; digits++) {
-      var f = compactFormat(digits), text = f.format(value);
-      if (text !== f.format(value + step) && text !== f.format(value - step)) return text;
+      var text = compactFormat(digits).format(value);
+      if (text === exact) return text;
     }
-    return compactFormat(6).format(value);
+    return exact;
   }
   function ago(seconds) {
     if (seconds < 60) return t("%(seconds)s s ago", { seconds: Math.max(0, Math.round(seconds)) });
@@ -101,7 +118,8 @@
     if (csv) csv.hidden = !p.refreshed_at;  // no table to download until a refresh succeeded
     if (p.error) {
       err.hidden = false;
-      var values = { error: p.error, time: p.error_at && localTime(p.error_at), shown: p.refreshed_at && localTime(p.refreshed_at) };
+      var values = { error: said(p.error, p.error_note), time: p.error_at && localTime(p.error_at),
+        shown: p.refreshed_at && localTime(p.refreshed_at) };
       if (p.refreshed_at) {
         err.textContent = p.error_at ? t("Refresh failed at %(time)s: %(error)s (showing data of %(shown)s)", values)
           : t("Refresh failed: %(error)s (showing data of %(shown)s)", values);
@@ -180,6 +198,32 @@
     return Math.max(50, Math.ceil(widest / window.devicePixelRatio + axis.ticks.size + axis.gap));
   }
 
+  // Ticks of a time axis as far apart as their labels are wide, and a gap: at uPlot's 50 px,
+  // "07:09:10" ran into the next label on a narrow chart. The labels' form follows the step uPlot
+  // will pick: times with seconds below a minute, without them below a day, else dates.
+  function timeSpace(u, axisIdx, min, max, dim) {
+    var perSecond = dim / Math.max(max - min, 1e-9), now = new Date();
+    u.ctx.font = u.axes[0].font[0];
+    function room(format) { return Math.ceil(u.ctx.measureText(format.format(now)).width / window.devicePixelRatio) + 12; }
+    // 30 s and 12 h are uPlot's largest steps under a minute and a day: past them, a label without
+    // seconds (or a date) must not be given a step of seconds (or hours) it is too wide for.
+    var seconds = room(fmtTime);
+    if (30 * perSecond >= seconds) return seconds;
+    var minutes = Math.max(room(fmtMinute), 30 * perSecond + 1);
+    return 43200 * perSecond >= minutes ? minutes : Math.max(room(fmtDate), 43200 * perSecond + 1);
+  }
+
+  // Without the pointer on the chart, the legend shows the newest values, not dashes.
+  function newest(values) {
+    for (var i = (values || []).length - 1; i >= 0; i--) if (values[i] !== null && values[i] !== undefined) return values[i];
+    return null;
+  }
+
+  // A wall screen is read from across the room: its axes' type grows with the page's (mieruka.css).
+  var kiosk = document.body.classList.contains("kiosk");
+  var kioskPx = kiosk ? Math.max(12, Math.round(parseFloat(window.getComputedStyle(document.body).fontSize) * 0.8) || 12) : 12;
+  var kioskFont = kioskPx + "px system-ui, -apple-system, \"Segoe UI\", Roboto, \"Helvetica Neue\", Arial, \"Noto Sans\", sans-serif";
+
   function makeUplot(tile, names, time, area) {
     dispose(tile);
     tile.body.innerHTML = "";
@@ -189,18 +233,29 @@
       scales: { x: { time: time } },
       axes: [
         { values: function (u, splits, axis, space, step) {
-          return splits.map(function (v, i) { return time ? axisTime(v, step, i ? splits[i - 1] : null) : compact(v, step); });
+          return time ? axisTimes(u, splits, step) : splits.map(function (v) { return compact(v, step); });
         } },
         { values: function (u, splits, axis, space, step) { return splits.map(function (v) { return compact(v, step); }); },
           size: axisSize },
       ],
       series: [{ label: time ? t("Time") : t("Value"),
-        value: function (u, v) { return v === null || v === undefined ? "--" : time ? fullTime(v) : String(v); } }]
+        value: function (u, v, si, idx) {
+          if (idx === null || idx === undefined) v = newest(u.data[0]);
+          return v === null || v === undefined ? "--" : time ? fullTime(v) : String(v);
+        } }]
         .concat(names.map(function (n, i) {
           return { label: n, stroke: colour(i), width: 1.5, fill: area ? colour(i, "33") : undefined,
-            value: function (u, v) { return v === null || v === undefined ? "--" : v.toLocaleString(lang); } };
+            value: function (u, v, si, idx) {
+              if (idx === null || idx === undefined) v = newest(u.data[si]);
+              return v === null || v === undefined ? "--" : v.toLocaleString(lang);
+            } };
         })),
     };
+    if (time) opts.axes[0].space = timeSpace;
+    if (kiosk) {
+      opts.axes.forEach(function (axis) { axis.font = kioskFont; });
+      opts.axes[0].size = Math.ceil(kioskPx * 2.5) + 20;  // room for a date above a time
+    }
     if (time) opts.tzDate = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), tz); };
     view.updating = true;
     view.u = new uPlot(opts, [[]].concat(names.map(function () { return []; })), tile.body);
@@ -272,6 +327,7 @@
       var canvas = document.createElement("canvas");
       box.appendChild(canvas);
       tile.body.appendChild(box);
+      if (kiosk) Chart.defaults.font.size = kioskPx;
       var options = { animation: false, responsive: true, maintainAspectRatio: false, locale: lang,
         plugins: { legend: { display: round || d.series.length > 1 } } };
       if (!round) {
@@ -576,7 +632,7 @@
       .then(function (r) { if (!r.ok) throw new Error(t("the server answered %(status)s", { status: r.status })); return r.json(); })
       .then(function (job) {
         var next = { job: job.id, state: job.status, result: job.result, message: job.message, error: job.error,
-          url: data.url };
+          message_note: job.message_note, error_note: job.error_note, url: data.url };
         if (!FINAL[job.status]) { follow(c, next); return; }
         refreshState(c);  // the server asked for its read when it stopped waiting: before the task ended
         done(c, 200, next);
@@ -615,10 +671,11 @@
     }
     var link = { href: data.url, text: t("job %(id)s", { id: data.job }) };
     if (data.state === "succeeded") {
-      var shown = data.result !== null && data.result !== undefined ? brief(data.result) : data.message || t("done");
+      var shown = data.result !== null && data.result !== undefined ? brief(data.result)
+        : data.message ? said(data.message, data.message_note) : t("done");
       say(c, "✓ " + shown, "ok", link);
     } else if (data.state === "failed" || data.state === "cancelled") {
-      say(c, "✗ " + (data.error ? data.error.split("\n")[0] : stateName(data.state)), "error", link);
+      say(c, "✗ " + (data.error ? said(data.error, data.error_note).split("\n")[0] : stateName(data.state)), "error", link);
       showState(c);
     }
   }
@@ -644,7 +701,7 @@
     if (!c || (c.payload && c.payload.boot === p.boot && c.payload.seq >= p.seq)) return;
     c.payload = p;
     var err = c.el.querySelector(".control-state-error");
-    if (err) { err.hidden = !p.error; err.textContent = p.error ? t("State: %(error)s", { error: p.error }) : ""; }
+    if (err) { err.hidden = !p.error; err.textContent = p.error ? t("State: %(error)s", { error: said(p.error, p.error_note) }) : ""; }
     if (p.value === null || p.value === undefined) return;
     setState(c, p.value);
   }

@@ -70,6 +70,7 @@ def dashboard(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
     live = live_of(runtime)
     tiles = live.tiles(board.name)
     charts = [t for t in tiles if t["kind"] != "state"]
+    mode = page_mode(request)
     return _page(
         request,
         "dashboard.html",
@@ -77,8 +78,24 @@ def dashboard(runtime: RuntimeDep, request: Request, name: str) -> HTMLResponse:
         tiles=tiles if viewing(request) is None else charts,  # without a login: no control's state
         tiles_by_name={t["chart"]: t for t in charts},
         controls=control_views(runtime, live, board, [t for t in tiles if t["kind"] == "state"], request),
-        **page_mode(request),
+        spans=spans_without_controls(board) if mode["readonly"] and board.controls else {},
+        **mode,
     )
+
+
+def spans_without_controls(board: Dashboard) -> dict[str, int]:
+    """Each chart's columns on a page that leaves the controls out (a wall screen, a kiosk): where a
+    chart ends a row short because the next one no longer fits, it runs to the row's end, so the
+    places the controls held leave no holes. The last row stays as declared."""
+    spans: dict[str, int] = {}
+    used, last = 0, ""
+    for chart in board.charts:
+        if used + chart.span > board.columns and last:
+            spans[last] += board.columns - used
+            used = 0
+        spans[chart.name] = chart.span
+        used, last = used + chart.span, chart.name
+    return spans
 
 
 def control_views(
