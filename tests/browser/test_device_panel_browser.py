@@ -59,6 +59,7 @@ def test_every_control_pressed_in_one_browser_shows_in_the_other(browser: Browse
     assert viewer.locator(".control").count() == admin.locator(".control").count() == 9
     assert viewer.locator('.control[data-disabled="true"] fieldset[disabled]').count() == 9
     assert text_of(viewer.locator("#control-lamp .control-why")) == "Operators can use this control"
+    assert text_of(viewer.locator("#control-reset-the-board .control-why")) == "Admins can use this control"
     assert admin.locator('.control[data-disabled="true"]').count() == 0
     for control in ("heater", "lamp", "pump", "thermostat"):
         reads(viewer, control, "0")

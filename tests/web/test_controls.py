@@ -271,6 +271,41 @@ def test_what_each_reader_may_do_on_the_page(served: dict[str, Any]) -> None:
     assert '<dialog id="control-confirm"' in olga
 
 
+def test_why_a_control_is_disabled_names_the_role_it_needs() -> None:
+    """A viewer is told who may press: operators, or admins where the task admits admins only (the
+    device panel's reset said "Operators can use this control", which an operator could not)."""
+    from mieruka.core.access import Principal, Role
+    from mieruka.core.task import make_task
+    from mieruka.web.controls import why_not
+
+    def press() -> None:
+        return None
+
+    allows = {"anyone": None, "admins": ["admin"], "olga": ["olga", "admin"], "ops": ["operator"]}
+    tasks = {name: make_task(press, name=name, allow=allow) for name, allow in allows.items()}
+    said = {
+        (name, role.value): why_not(Principal(role.value, role, "token"), tasks[name])
+        for name in tasks
+        for role in Role
+    }
+    ops, admins = "Operators can use this control", "Admins can use this control"
+    assert said == {
+        ("anyone", "viewer"): ops,
+        ("anyone", "operator"): None,
+        ("anyone", "admin"): None,
+        ("admins", "viewer"): admins,
+        ("admins", "operator"): admins,
+        ("admins", "admin"): None,
+        ("olga", "viewer"): ops,
+        ("olga", "operator"): "Your account may not run what this control does",
+        ("olga", "admin"): None,
+        ("ops", "viewer"): ops,
+        ("ops", "operator"): None,
+        ("ops", "admin"): None,
+    }
+    assert why_not(None, tasks["admins"]) == "Log in as an operator to use this control"
+
+
 def test_the_dashboards_page_counts_the_controls(served: dict[str, Any]) -> None:
     client: TestClient = served["client"]
     page = client.get("/dashboards", headers=as_(served, "olga")).text

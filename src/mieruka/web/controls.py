@@ -25,6 +25,7 @@ from ..core.job import JobRecord
 from ..core.task import Task
 from ..errors import JobTimeoutError, PermissionDenied, ValidationError
 from ..i18n import _
+from ..notes import json_of
 from ..runtime import Runtime
 from .audit import note, note_job, note_result
 from .identity import owner_name, principal
@@ -51,11 +52,20 @@ def why_not(who: Principal | None, task: Task) -> str | None:
     """Why `who` may not use a control of `task` (None: they may), in words for the page."""
     if who is None:
         return _("Log in as an operator to use this control")
-    if not who.can(Role.OPERATOR):
-        return _("Operators can use this control")
+    needed = role_needed(task.allow)
+    if not who.can(needed):
+        return _("Admins can use this control") if needed is Role.ADMIN else _("Operators can use this control")
     if not allowed(who, task.allow):
         return _("Your account may not run what this control does")  # the hidden task stays unnamed
     return None
+
+
+def role_needed(allow: tuple[str, ...] | None) -> Role:
+    """The least role that may press a control of a task with this allow list: an operator's, or an
+    admin's where the list names no role below it and no user or group (allow=["admin"])."""
+    if allow and all(entry == Role.ADMIN.value for entry in allow):
+        return Role.ADMIN
+    return Role.OPERATOR
 
 
 @router.post(
@@ -109,7 +119,9 @@ def outcome(record: JobRecord, root: str, waited: float) -> dict[str, Any]:
         "state": record.status.value,
         "result": record.result,
         "message": record.message,
+        "message_note": json_of(record.message),
         "error": record.error,
+        "error_note": json_of(record.error),
         "duration": record.duration if record.duration is not None else round(waited, 3),
         "url": f"{root}/jobs/{record.id}",
     }
