@@ -45,6 +45,19 @@ def reads(page: Page, control: str, value: str) -> None:
     page.locator(f'#control-{control}[data-state="{value}"]').wait_for(timeout=WAIT)
 
 
+def charted(page: Page, chart: str, series: str, value: str) -> None:
+    """Waits until the chart titled `chart` shows `value` as the newest reading of `series` (its
+    legend, with the pointer off the chart)."""
+    page.wait_for_function(
+        """([chart, series, value]) => [...document.querySelectorAll('.tile')].some(tile =>
+          tile.querySelector('.tile-title').textContent === chart && [...tile.querySelectorAll('.u-legend tr')]
+            .some(row => row.querySelector('th').textContent.trim() === series
+              && row.querySelector('.u-value').textContent === value))""",
+        arg=[chart, series, value],
+        timeout=WAIT,
+    )
+
+
 def answered(page: Page, control: str, text: str) -> None:
     page.locator(f"#control-{control} .control-result.ok", has_text=text).wait_for(timeout=WAIT)
 
@@ -70,6 +83,7 @@ def test_every_control_pressed_in_one_browser_shows_in_the_other(browser: Browse
         reads(viewer, control, "1")
         assert viewer.locator(f"#control-{control} .control-input").is_checked()
         assert text_of(viewer.locator(f"#control-{control} .control-value")) == "on"
+        charted(viewer, "Relays (1 on, 0 off)", control, "1")  # the chart's newest reading too
 
     admin.locator("#control-pump .control-input").click()  # off again, for the timed run below
     reads(viewer, "pump", "0")
@@ -82,6 +96,7 @@ def test_every_control_pressed_in_one_browser_shows_in_the_other(browser: Browse
     admin.locator("#control-target-c button", has_text="Set").click()
     answered(admin, "target-c", "target 24.5 °C")
     reads(viewer, "target-c", "24.5")
+    charted(viewer, "Temperature (°C)", "target", "24.5")
     assert viewer.locator("#control-target-c .control-input").input_value() == "24.5"
 
     slider = admin.locator("#control-fan .control-input")
@@ -91,6 +106,7 @@ def test_every_control_pressed_in_one_browser_shows_in_the_other(browser: Browse
     answered(admin, "fan", "fan at 40 %")
     reads(viewer, "fan", "40")
     assert viewer.locator("#control-fan .control-input").input_value() == "40"
+    charted(viewer, "Fan and LED (%)", "fan", "40")
 
     admin.locator("#control-led .control-input").select_option(label="50")
     answered(admin, "led", "LED at 50 %")
