@@ -250,6 +250,47 @@ def test_five_hundred_failures_in_a_minute_are_one_digest_per_rule(
         db.close()
 
 
+def test_a_subscriber_who_cannot_be_looked_up_holds_up_nobody_else(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    from mieruka.core.access import Principal, Role
+    from mieruka.notify import outbox
+    from mieruka.settings import Settings
+    from mieruka.store.database import Database
+
+    app = App("lookups")
+    app.task(name="boom")(lambda: None)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    db = Database(database_url)
+    db.migrate()
+    try:
+
+        def listener(owner: str) -> Principal | None:
+            if owner == "broken":
+                raise RuntimeError("the directory library fell over")
+            return Principal(owner, Role.VIEWER, "notify")
+
+        notifier = Notifier(db, Settings().with_overrides(home=str(tmp_path / "home")), app.tasks, {}, listener)
+        for owner in ("broken", "fine"):
+            notifier.rulebook.add(
+                name=f"{owner}:sub",
+                origin="user",
+                owner=owner,
+                events=["job.failed"],
+                scope={},
+                target="webhook:" + receiver.url(f"/{owner}"),
+                secret=None,
+                longer_than=None,
+                created_by=owner,
+                now=utcnow(),
+            )
+        outbox.record(db, [outbox.NewEvent("job.failed", "job.failed:1", "boom", "failed", task="boom")], utcnow())
+        assert [sent.ok for sent in notifier.run_once()] == [True]
+        assert len(receiver.got("/fine")) == 1 and receiver.got("/broken") == []
+    finally:
+        db.close()
+
+
 def test_two_servers_on_one_database_send_each_event_once(
     tmp_path: Path, database_url: str, receiver: HttpReceiver
 ) -> None:

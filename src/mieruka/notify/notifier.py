@@ -120,7 +120,7 @@ class Notifier:
             deliveries.prune(self.db, now - timedelta(seconds=self.settings.notify_retention))
         owners = {rule.owner for rule in rules if rule.enabled and rule.owner is not None}
         self._listeners = (
-            {owner: self.listener(owner) for owner in owners} if owners and deliveries.unrouted(self.db) else {}
+            {owner: self._listener(owner) for owner in owners} if owners and deliveries.unrouted(self.db) else {}
         )
         while deliveries.route(self.db, rules, self._matches, now, self.settings.notify_digest_window):
             pass
@@ -150,9 +150,18 @@ class Notifier:
         if task is None or task not in self.tasks:
             return False
         if rule.owner not in self._listeners:  # events came after this round's look at the owners
-            self._listeners[rule.owner] = self.listener(rule.owner)
+            self._listeners[rule.owner] = self._listener(rule.owner)
         who = self._listeners[rule.owner]
         return who is not None and allowed(who, self.tasks.get(task).allow)
+
+    def _listener(self, owner: str) -> Principal | None:
+        """The owner as they may see now; one whose look-up fails hears nothing this round, and
+        the others still do."""
+        try:
+            return self.listener(owner)
+        except Exception:
+            log.exception("notifications: could not tell what %s may see; their subscriptions skip this round", owner)
+            return None
 
     def _tags(self, task: str) -> tuple[str, ...]:
         return self.tasks.get(task).tags if task in self.tasks else ()
