@@ -24,6 +24,7 @@ from .core.job import JobRecord
 from .core.outcome import Settled
 from .core.status import JobStatus
 from .core.task import Task
+from .notes import note
 from .runner import Abandon, Gate, JobSpec, Outcome, Reporter, run_job
 from .store.base import Change, Transition
 
@@ -63,7 +64,7 @@ def run(
     capture.job_id = record.id
     try:
         if task is None:
-            result = Outcome(ok=False, error=f"the worker's app has no task named {record.task!r}")
+            result = Outcome(ok=False, error=note("error.worker_no_task", task=repr(record.task)))
         else:
             with upload_root() as uploads:
                 result = run_job(task, spec, recorder, artifacts, uploads, gate)
@@ -90,5 +91,5 @@ def cut_short(record: JobRecord, task: Task | None, reason: str, killed_for: str
     if killed_for == CANCEL:
         return outcome.cancelled(now)
     if killed_for == TIMEOUT and task is not None and task.timeout is not None:
-        reason = f"timed out after {task.timeout:g}s"
+        reason = note("error.timed_out", seconds=task.timeout)
     return outcome.failed(record.attempts, record.max_attempts, task, reason, None, now)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import psutil
 
+from .notes import Note, note
+
 
 def descendants(pid: int) -> list[psutil.Process]:
     """The processes `pid` started, and theirs (empty if it is gone)."""
@@ -73,10 +75,17 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def worker_lost(code: int | None) -> str:
+def exit_note(code: int) -> Note:
+    """describe_exit as a note, said in the reader's language where it is shown (a step's error)."""
+    return note("error.killed", signal=signal_name(-code)) if code < 0 else note("error.exited", code=code)
+
+
+def worker_lost(code: int | None) -> Note:
     """Why a job ended with the process that ran it: the error recorded on the job."""
     if code is None:
-        return "the worker process vanished"
-    hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-    how = describe_exit(code)
-    return f"the worker process {'was ' if code < 0 else ''}{how}{hint}"
+        return note("error.worker_vanished")
+    if code == -signal.SIGKILL:
+        return note("error.worker_killed_oom", signal=signal_name(-code))
+    if code < 0:
+        return note("error.worker_killed", signal=signal_name(-code))
+    return note("error.worker_exited", code=code)

@@ -21,6 +21,7 @@ from .core.job import ArtifactInfo, JobRecord
 from .core.status import JobStatus
 from .core.steps import StepRecord
 from .core.task import Task
+from .notes import stored
 from .runner import Outcome
 from .store.base import ArtifactAdded, Change, LogAppend, ProgressUpdate, StepSaved, StepsPlanned
 
@@ -114,7 +115,7 @@ class AttemptRecorder:
             self._last_progress = time.monotonic()
         self.sink(
             [ProgressUpdate(job.id, pending[0], pending[1])],
-            [Event("progress", job.id, job.task, {"progress": pending[0], "message": pending[1]})],
+            [Event("progress", job.id, job.task, {"progress": pending[0], "message": stored(pending[1])})],
         )
 
     # -- the end -------------------------------------------------------------------------------
@@ -147,4 +148,5 @@ def step_event(step: StepRecord) -> dict[str, object]:
     data = step.to_dict()
     del data["output"], data["job_id"]
     data["step_kind"] = data.pop("kind")  # "kind" names the event itself
+    data["message"], data["error"] = stored(step.message), stored(step.error)  # the bus may be JSON
     return data

@@ -25,6 +25,7 @@ from .core.clock import utcnow
 from .core.job import ArtifactInfo
 from .core.params import File, FileRef
 from .core.task import Task
+from .notes import Note, note
 
 MAX_RESULT_BYTES = 1024 * 1024
 
@@ -179,6 +180,8 @@ def _result_outcome(value: Any, context: JobContext) -> Outcome:
 
 
 def _describe(exc: BaseException) -> str:
+    if len(exc.args) == 1 and isinstance(exc.args[0], Note):  # mieruka's own (a pipeline's step failed)
+        return note("error.raised", kind=type(exc).__name__, error=exc.args[0])
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

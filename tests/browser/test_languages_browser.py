@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from babel.messages.pofile import read_po
 
 from mieruka.i18n import LOCALE
-from tests.conftest import ServerProcess, open_page, shared_server
+from tests.conftest import ServerProcess, fresh_postgres_database, open_page, shared_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -199,3 +199,127 @@ def test_a_server_process_serves_the_language_the_browser_asks_for(server: Serve
         assert '<html lang="ja"' in page and "ジョブ" in page and "タスク" in page
         russian = http.get("/workers", headers={"Accept-Language": "ru-RU", "Accept": "text/html"}).text
         assert '<html lang="ru"' in russian and "Обработчики" in russian
+
+
+# -- mieruka's own messages (mieruka/notes.py): a running pipeline, a started pool, a retry ----------
+@pytest.fixture(scope="module")
+def pooled(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, broker_url: str
+) -> Iterator[ServerProcess]:
+    """A server of tests/pool_app.py on the Celery executor, whose compute pool its jobs start."""
+    home = tmp_path_factory.mktemp("pooled") / "home"
+    with fresh_postgres_database("mieruka_languages") as database_url:
+        env = {
+            "MIERUKA_EXECUTOR": "celery",
+            "MIERUKA_BROKER_URL": broker_url.rsplit("/", 1)[0] + "/9",
+            "MIERUKA_DATABASE_URL": database_url,
+            "MIERUKA_POOL_CHECK_INTERVAL": "0.2",
+        }
+        with shared_server(ServerProcess("tests/pool_app.py:app", home, env=env), request) as server:
+            yield server
+
+
+def until(condition: Callable[[], object], what: str, output: Callable[[], str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}\n{output()}")
+        time.sleep(0.1)
+
+
+def shown_message(page: Page) -> str:
+    return str(page.locator('#job-panel [data-field="message"]').text_content()).strip()
+
+
+@pytest.mark.timeout(600)
+def test_mierukas_own_messages_are_in_japanese(browser: Browser, pooled: ServerProcess, tmp_path: Path) -> None:
+    """A pipeline running on a pool its job started, and a task waiting for its retry: their job
+    pages, the monitor and the workers page in Japanese have no English message of mieruka's left,
+    live updates and a refused topic's reason included."""
+    go = tmp_path / "go"
+    with httpx.Client(base_url=pooled.url, timeout=60) as http:
+
+        def job(job_id: int) -> dict[str, Any]:
+            found: dict[str, Any] = http.get(f"/api/jobs/{job_id}").json()
+            return found
+
+        def code(job_id: int) -> str | None:
+            return (job(job_id)["message_note"] or {}).get("code")
+
+        pipeline = http.post("/api/tasks/two_steps/jobs", json={"go": str(go)}).json()
+        assert pipeline["message_note"]["code"] == "job.pool_starting"
+        flaky = http.post("/api/tasks/flaky/jobs", json={}).json()["id"]
+        until(lambda: code(pipeline["id"]) == "job.steps_running", "the pipeline's second step runs", pooled.output)
+        until(lambda: code(flaky) == "job.retrying", "the task waits for its retry", pooled.output)
+        pool = http.get("/api/pools/compute").json()
+        assert pool["state"] == "running" and pool["message_note"]["code"] == "pool.started", pool
+        patterns, own = english_messages("ja"), authors(pooled) | {"compute", "prepare", "wait"}
+        context = browser.new_context(locale="ja-JP", viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        problems: list[str] = []
+        try:
+            for path in (f"/jobs/{flaky}", "/workers", "/jobs", f"/jobs/{pipeline['id']}"):
+                page.goto(pooled.url + path, wait_until="load")
+                settled(page)
+                english = leftovers(page.evaluate(TEXTS), patterns, own)
+                if english:
+                    problems.append(f"{path}: English left: {sorted(english)}")
+                if path == "/workers":
+                    workers = page.locator("#pool-table").inner_text()
+                    for said in ("起動しました", f"ジョブ {pipeline['id']} が待機しています", "宣言されました"):
+                        if said not in workers:
+                            problems.append(f"/workers: no {said!r} in {workers!r}")
+                elif (
+                    path == f"/jobs/{flaky}"
+                    and shown_message(page) != "1 回目の試行が失敗しました。300 秒後に再試行します"
+                ):
+                    problems.append(f"{path}: {shown_message(page)!r}")
+            assert not problems, "\n".join(problems)
+            # The job page stays open while the pipeline goes on: what it shows next is Japanese too.
+            assert shown_message(page) == "2 ステップ中 1 完了、実行中: wait"
+            go.touch()
+            page.wait_for_function(
+                "() => document.querySelector('#job-panel [data-field=\"message\"]').textContent.trim() === "
+                "'2 ステップ中 2 完了'",
+                timeout=60_000,
+            )
+            # A topic the stream refuses: the page polls and says why, in Japanese.
+            page.goto(pooled.url + "/", wait_until="load")
+            page.evaluate("() => window.mieruka.subscribe(['jobs:nope'], {}, function () {})")
+            page.wait_for_function(
+                "() => document.getElementById('live-note').textContent === "
+                "\"ライブ更新はポーリングで行っています（'nope' という名前のタスクはありません）\"",
+                timeout=30_000,
+            )
+        finally:
+            context.close()
+            go.touch()
+            http.post(f"/api/jobs/{flaky}/cancel")
+
+
+@pytest.mark.parametrize("language", list(LANGUAGES))
+def test_the_pages_script_says_a_note_as_the_server_does(
+    browser: Browser, server: ServerProcess, language: str
+) -> None:
+    """static/i18n.js's `said` and mieruka/notes.py give the same words: lists, fractions and a
+    note inside a note as the language writes them."""
+    from mieruka.notes import note, span
+
+    said = [
+        note("job.steps_running", done=1, total=3, steps=["align", "count", "sort"]),
+        note("pool.idle", time=span(90)),
+        note("pool.idle", time=span(0.5)),
+        note("job.retrying", attempt=2, delay=300.0),
+        note("workers.die_at_start", why=note("error.worker_killed_oom", signal="SIGKILL")),
+    ]
+    context = browser.new_context(locale=LANGUAGES[language][0])
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/jobs", wait_until="load")
+        shown = page.evaluate(
+            "(notes) => notes.map(([text, n]) => window.mieruka_i18n.said(text, n))",
+            [[str(n), n.to_json()] for n in said],
+        )
+    finally:
+        context.close()
+    assert shown == [n.in_language(language) for n in said]

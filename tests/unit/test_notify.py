@@ -291,6 +291,38 @@ def test_a_subscriber_who_cannot_be_looked_up_holds_up_nobody_else(
         db.close()
 
 
+def test_a_rule_has_one_test_message_waiting_at_most(tmp_path: Path, database_url: str) -> None:
+    """Pressing "Send a test message" again before the first was tried queues nothing (a script
+    pressing it in a loop would otherwise queue mail without end); once tried, a new test may go."""
+    from mieruka.errors import ConflictError
+    from mieruka.store.database import Database
+
+    (tmp_path / "home").mkdir(exist_ok=True)
+    db = Database(database_url)
+    db.migrate()
+    try:
+        rule = Rulebook(db).add(
+            name="r",
+            origin="user",
+            owner="val",
+            events=["job.failed"],
+            scope={},
+            target="mail:val@example.org",
+            secret=None,
+            longer_than=None,
+            created_by="val",
+            now=utcnow(),
+        )
+        first = deliveries.add_test(db, rule.id, utcnow())
+        with pytest.raises(ConflictError, match=f"test message {first} of this rule is on its way"):
+            deliveries.add_test(db, rule.id, utcnow())
+        (claimed,) = deliveries.claim(db, utcnow(), 60)
+        deliveries.failed(db, claimed, utcnow(), "the relay refused", 3600, 8)  # tried: pending again, later
+        assert deliveries.add_test(db, rule.id, utcnow()) > first
+    finally:
+        db.close()
+
+
 def test_two_servers_on_one_database_send_each_event_once(
     tmp_path: Path, database_url: str, receiver: HttpReceiver
 ) -> None:

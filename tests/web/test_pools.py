@@ -4,6 +4,7 @@ the API and page."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -273,6 +274,9 @@ def test_a_local_worker_pool_starts_for_a_job_and_stops_when_idle(broker_url: st
                 assert job["message"] == "starting compute: pool default is starting"
                 page = client.get(f"/jobs/{job['id']}").text
                 assert "starting compute" in page
+                assert job["message_note"]["code"] == "job.pool_starting"  # the page says it in the reader's words
+                japanese = client.get(f"/jobs/{job['id']}", headers={"Accept-Language": "ja"}).text
+                assert "計算資源を起動中: プール default を起動しています" in japanese
                 done = client.get(f"/api/jobs/{job['id']}", params={"wait": 60}).json()
                 assert done["status"] == "succeeded" and done["result"] == 3, done
                 pids = hooks.pids("default")
@@ -294,6 +298,13 @@ def test_a_local_worker_pool_starts_for_a_job_and_stops_when_idle(broker_url: st
                 response = client.post("/pools/default/stop", follow_redirects=False)
                 assert response.status_code == 303
                 until(lambda: client.get("/api/pools/default").json()["state"] == "stopped")
+                stopped = client.get("/api/pools/default").json()["history"][1]
+                assert (
+                    stopped["reason"] == "stopped by hand" and stopped["reason_note"]["code"] == "pool.stopped_by_hand"
+                )
+                workers = client.get("/workers", headers={"Accept-Language": "ja"}).text
+                shown = re.sub(r"<script.*?</script>", "", workers, flags=re.S)  # not the embedded catalog
+                assert "手動で停止しました" in shown and "stopped by hand" not in shown
                 assert client.post("/api/pools/nope/start").json()["error"]["code"] == "pool_not_found"
         finally:
             app.pools.clear()

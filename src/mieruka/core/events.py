@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..notes import public, stored
+
 if TYPE_CHECKING:
     from .job import JobRecord
 
@@ -32,7 +34,8 @@ class Event:
         return f"job:{self.job_id}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "job_id": self.job_id, "task": self.task, **self.data}
+        """The event as browsers get it: mieruka's own texts in English, each with its note."""
+        return {"id": self.id, "kind": self.kind, "job_id": self.job_id, "task": self.task, **public(self.data)}
 
 
 _STATE_FIELDS = (
@@ -56,7 +59,7 @@ def state_event(job_id: int, task: str, status: str, fields: dict[str, Any], rec
     for key in _STATE_FIELDS:
         if key in fields:
             value = fields[key]
-            data[key] = value.isoformat() if isinstance(value, datetime) else value
+            data[key] = value.isoformat() if isinstance(value, datetime) else stored(value)
     if "result" in fields:
         data["has_result"] = fields["result"] is not None
     return Event(

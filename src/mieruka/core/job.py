@@ -8,6 +8,7 @@ from datetime import datetime
 from os import PathLike
 from typing import Any, Protocol
 
+from ..notes import read, stored
 from .status import JobStatus
 
 
@@ -86,9 +87,9 @@ class JobRecord:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "progress": self.progress,
-            "message": self.message,
+            "message": stored(self.message),
             "result": self.result,
-            "error": self.error,
+            "error": stored(self.error),
             "traceback": self.traceback,
             "worker": self.worker,
             "engine_id": self.engine_id,
@@ -114,9 +115,9 @@ class JobRecord:
             attempts=data["attempts"],
             max_attempts=data["max_attempts"],
             progress=data["progress"],
-            message=data["message"],
+            message=read(data["message"]),
             result=data["result"],
-            error=data["error"],
+            error=read(data["error"]),
             traceback=data["traceback"],
             worker=data["worker"],
             engine_id=data["engine_id"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..notes import note
 from .status import JobStatus
 from .task import Task
 
@@ -23,7 +24,7 @@ def succeeded(result: Any, now: datetime) -> Settled:
 
 
 def cancelled(now: datetime) -> Settled:
-    return JobStatus.CANCELLED, {"finished_at": now, "message": "cancelled"}
+    return JobStatus.CANCELLED, {"finished_at": now, "message": note("job.cancelled")}
 
 
 def failed(attempts: int, max_attempts: int, task: Task | None, error: str, tb: str | None, now: datetime) -> Settled:
@@ -36,6 +37,6 @@ def failed(attempts: int, max_attempts: int, task: Task | None, error: str, tb: 
             "worker": None,
             "engine_id": None,
             "run_after": now + timedelta(seconds=delay) if delay else None,
-            "message": f"attempt {attempts} failed; retrying in {delay:g}s",
+            "message": note("job.retrying", attempt=attempts, delay=float(delay)),
         }
     return JobStatus.FAILED, {"finished_at": now, "error": error, "traceback": tb}

@@ -27,6 +27,7 @@ from ..core.steps import StepStatus
 from ..core.task import Task, TaskRegistry
 from ..errors import ConflictError, JobNotFound, StorageUnavailable, ValidationError
 from ..executors.base import NEW_JOB_GRACE, Executor
+from ..notes import note
 from ..settings import Settings
 from ..store.base import (
     Change,
@@ -145,7 +146,7 @@ class Engine:
                         "attempts": max(record.attempts - 1, 0),
                         "worker": None,
                         "engine_id": None,
-                        "message": "re-queued: the server stopped while it ran",
+                        "message": note("job.requeued_server_stopped"),
                         "started_at": None,
                     },
                 )
@@ -290,7 +291,7 @@ class Engine:
         record = self.get(job_id)
         if record.status is JobStatus.QUEUED:
             if self.states.move(
-                record, JobStatus.CANCELLED, {"finished_at": utcnow(), "message": "cancelled before it started"}
+                record, JobStatus.CANCELLED, {"finished_at": utcnow(), "message": note("job.cancelled_before_start")}
             ):
                 return self.get(job_id)
             record = self.get(job_id)
@@ -315,7 +316,7 @@ class Engine:
             "finished_at": None,
             "run_after": None,
             "progress": None,
-            "message": "retry requested",
+            "message": note("job.retry_requested"),
             "cancel_requested": False,
         }
         if self._waiter.watching is not None:  # its old end is no answer to a wait from now on

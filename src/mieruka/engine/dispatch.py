@@ -20,6 +20,7 @@ from ..core.job import JobRecord
 from ..core.status import JobStatus
 from ..core.task import Task, TaskRegistry
 from ..executors.base import Executor, RemoteExecutor
+from ..notes import note
 from ..settings import Settings
 from ..store.base import Claim, JobQuery, JobStore, NewJob, PendingJob, QueuedJob
 from .states import States
@@ -188,7 +189,7 @@ class LocalDispatch:
             self.states.move(
                 record,
                 JobStatus.FAILED,
-                {"finished_at": utcnow(), "error": f"no task named {record.task!r} in this app"},
+                {"finished_at": utcnow(), "error": note("error.no_task", task=repr(record.task))},
             )
             return
         task = self.tasks.get(record.task)

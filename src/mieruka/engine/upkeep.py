@@ -17,6 +17,7 @@ from ..core.steps import StepStatus
 from ..core.task import TaskRegistry
 from ..executors.base import Executor, Recovering
 from ..nodes import dead_here
+from ..notes import note
 from ..settings import Settings
 from ..store.base import Deleted, JobStore, NewJob, StepsClosed, Transition
 from .dispatch import Dispatch
@@ -85,7 +86,7 @@ class Upkeep:
                         "worker": None,
                         "engine_id": None,
                         "run_after": None,
-                        "message": f"re-queued: interrupted when its {who} stopped",
+                        "message": note(f"job.requeued_{who}_lost"),
                     },
                 )
                 if ok:
@@ -94,7 +95,7 @@ class Upkeep:
                 self.states.move(
                     record,
                     JobStatus.FAILED,
-                    {"finished_at": now, "error": f"interrupted: its {who} stopped while it ran"},
+                    {"finished_at": now, "error": note(f"error.interrupted_{who}")},
                 )
 
     # -- schedules -----------------------------------------------------------------------------

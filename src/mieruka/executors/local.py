@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.job import JobRecord
+from ..notes import note
 from ..process import kill_tree, worker_lost
 from .base import Died, Finished, Recorded, WorkerMessage
 from .pipe import MessagePipe
@@ -247,7 +248,7 @@ class LocalExecutor:
             if not refused:
                 self._early_deaths = 0 if worker.ready else self._early_deaths + 1
             if self._early_deaths >= 3 and self.broken is None:
-                self.broken = f"worker processes die at start-up ({worker_lost(exitcode)})"
+                self.broken = note("workers.die_at_start", why=worker_lost(exitcode))
             if not self._stopping and self.broken is None:
                 self._spawn()
 

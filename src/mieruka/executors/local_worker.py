@@ -27,6 +27,7 @@ from ..artifacts import open_storage
 from ..capture import FdCapture
 from ..core.events import Event
 from ..core.job import JobRecord
+from ..notes import note
 from ..recorder import AttemptRecorder
 from ..runner import CALL_CODE, Abandon, Gate
 from ..store.base import Change
@@ -119,7 +120,9 @@ def worker_main(channel: Channel, config: dict[str, Any], app: App | None = None
         capture.start()
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     except BaseException as exc:
-        channel.send(("broken", f"cannot load app {config['app']!r}: {type(exc).__name__}: {exc}"))
+        channel.send(
+            ("broken", note("workers.cannot_load", app=repr(config["app"]), error=f"{type(exc).__name__}: {exc}"))
+        )
         return
     outcomes = Path(config["spool"])
     spool.hold_workers_lock(outcomes)  # until we die: a restarted server waits for us

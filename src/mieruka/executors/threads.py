@@ -35,6 +35,7 @@ from ..artifacts.base import ArtifactStorage
 from ..core.events import Event
 from ..core.job import ArtifactInfo, JobRecord
 from ..core.task import TaskRegistry
+from ..notes import note
 from ..process import kill_tree
 from ..recorder import AttemptRecorder
 from ..runner import Outcome
@@ -176,7 +177,7 @@ class ThreadExecutor:
             job.stopped = True
             self._free(job)
             processes = list(job.processes)
-            self._messages.append(Died(job_id, "stopped in the server process"))
+            self._messages.append(Died(job_id, note("error.thread_stopped")))
             self._changed.notify()
         _kill(processes)
         return True

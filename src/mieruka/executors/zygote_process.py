@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..notes import note
 from . import local_worker
 from .zygote import PACKET, EarlyZygote, ForkedChild, available, keep_early
 
@@ -206,7 +207,11 @@ def main() -> None:
     try:
         app = local_worker.load(config["app"])
     except BaseException as exc:  # any failure to import the app is reported, not raised
-        _refuse(control, "broken", f"cannot load app {config['app']!r}: {type(exc).__name__}: {exc}")
+        _refuse(
+            control,
+            "broken",
+            note("workers.cannot_load", app=repr(config["app"]), error=f"{type(exc).__name__}: {exc}"),
+        )
         return
     threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if threads:

@@ -20,6 +20,7 @@ from ..core.controls import Control
 from ..core.dashboards import Chart, Dashboard, DashboardRegistry
 from ..core.streams import StreamSpec
 from ..errors import ConfigError, NotFoundError
+from ..notes import json_of
 from ..settings import Settings
 from ..sources.refresher import Refresher, SourceState
 from ..sources.source import Source, SourceRegistry
@@ -112,6 +113,7 @@ class Live:
             self._seq += 1
             payload["seq"] = self._seq
             payload["boot"] = self.boot
+            payload["error_note"] = json_of(payload.get("error"))  # said in the reader's language
             body = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str)
             text = f"event: tile\ndata: {body}\n\n"
             self._tiles[(dashboard.name, chart.key)] = (self._seq, payload, text)

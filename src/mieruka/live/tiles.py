@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from ..core.controls import Control
 from ..core.dashboards import Chart
+from ..i18n import Localized
 from ..sources.frames import pandas
 from . import downsample
 
@@ -26,6 +27,12 @@ TABLE_ROWS = 1000  # rows a table tile carries; the whole table is a CSV downloa
 CATEGORIES = 500  # bars or slices a categorical chart carries at most
 SCATTER_POINTS = 5000
 PIXELS = 600  # the width of a one-column tile, roughly; two points per pixel are kept
+
+
+def translations_of(text: str) -> dict[str, str] | None:
+    """An author's text given per language, by language (beside its English text: the tile is the
+    same for every reader); None for one text in every language."""
+    return dict(text.translations) if isinstance(text, Localized) else None
 
 
 class TileError(Exception):
@@ -42,6 +49,7 @@ def tile(
         "kind": chart.kind,
         "library": chart.library,
         "title": chart.title,
+        "titles": translations_of(chart.title),
         "source": source.name,
         "version": state.version,
         "attempts": state.attempts,

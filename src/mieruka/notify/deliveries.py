@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import ConflictError
+from ..i18n import _
 from ..store import tables as t
 from ..store.database import Database
 from .messages import Event
@@ -113,8 +115,15 @@ def _new(conn: sa.Connection, rule_id: int, now: datetime, due: datetime, test: 
 
 
 def add_test(db: Database, rule_id: int, now: datetime) -> int:
-    """A test message of the rule, due at once (it carries no events)."""
+    """A test message of the rule, due at once (it carries no events). One not tried yet is
+    enough: pressing the button again meanwhile (or a script doing it) queues no more mail."""
+    d = t.notify_deliveries.c
     with db.write_alone("notify_deliveries") as conn:
+        waiting = conn.execute(
+            sa.select(d.id).where(d.rule_id == rule_id, d.test, d.status == PENDING, d.attempts == 0).limit(1)
+        ).scalar()
+        if waiting is not None:
+            raise ConflictError(_("test message %(id)s of this rule is on its way: its outcome shows here", id=waiting))
         return _new(conn, rule_id, now, now, test=True)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus
+from ..notes import note
 from .graph import StepDef
 from .tagging import JOB_TAG, SYNC
 
@@ -170,13 +171,13 @@ class RuleTracker:
             if isinstance(total, int) and total > 0:
                 with self._lock:
                     self.total = total
-                self.run.step_progress(self.step.name, 0.0, f"0 of {total} jobs done")
+                self.run.step_progress(self.step.name, 0.0, note("step.jobs_done", done=0, total=total))
         elif kind == "progress":
             done, total = event.get("done"), event.get("total")
             if isinstance(done, int) and isinstance(total, int) and total > 0:
                 with self._lock:
                     self.total = total
-                self.run.step_progress(self.step.name, done / total, f"{done} of {total} jobs done")
+                self.run.step_progress(self.step.name, done / total, note("step.jobs_done", done=done, total=total))
 
     def _log(self, event: dict[str, Any]) -> None:
         text = str(event.get("text") or "")
@@ -204,7 +205,7 @@ class RuleTracker:
                 name,
                 status=StepStatus.FAILED if code else StepStatus.CANCELLED,
                 finished_at=utcnow(),
-                error="the workflow stopped while it ran",
+                error=note("error.workflow_stopped"),
             )
 
     def _started(self, event: dict[str, Any]) -> None:

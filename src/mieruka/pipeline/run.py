@@ -27,6 +27,7 @@ from pydantic_core import to_jsonable_python
 from ..core.clock import utcnow
 from ..core.steps import StepRecord, StepStatus, ready_steps, topological_order
 from ..errors import ConfigError
+from ..notes import Note, note
 from ..process import kill_tree
 from . import protocol, step_process
 from .graph import Pipeline, StepDef
@@ -115,7 +116,7 @@ class PipelineRun:
                     finished_at=_time(before.get("finished_at")),
                     progress=1.0,
                     artifacts=list(before.get("artifacts", [])),
-                    message="reused from an earlier attempt",
+                    message=note("step.reused"),
                 )
             self.records[name] = record
         # Rule executions of a workflow that ran before stay listed (Snakemake does not run them
@@ -135,7 +136,7 @@ class PipelineRun:
                     finished_at=_time(saved.get("finished_at")),
                     progress=1.0,
                     reused=True,
-                    message="done in an earlier attempt",
+                    message=note("step.done_before"),
                 )
         self.reporter.steps_planned(self.job_id, list(self.records.values()))
 
@@ -155,7 +156,7 @@ class PipelineRun:
         summary = {n: self.records[n].status.value for n in self.pipe.steps}
         if failed_hard:
             first = self.records[failed_hard[0]]
-            raise PipelineFailed(f"step {first.name!r} failed: {first.error or 'failed'}")
+            raise PipelineFailed(note("error.step_failed", step=repr(first.name), error=first.error or "failed"))
         return summary
 
     def _run_steps(self) -> list[str]:
@@ -180,7 +181,7 @@ class PipelineRun:
                 self._changed.wait(1.0)
             for name in declared:
                 if self.records[name].status is StepStatus.PENDING:
-                    self._set(name, status=StepStatus.SKIPPED, message="not run: an earlier step failed")
+                    self._set(name, status=StepStatus.SKIPPED, message=note("step.not_run"))
         return failed_hard
 
     def _ready(self, declared: list[str]) -> list[str]:
@@ -189,7 +190,7 @@ class PipelineRun:
             status = {n: self.records[n].status for n in declared}
             ready, blocked = ready_steps({n: self.pipe.steps[n].depends_on for n in declared}, status)
             for name in blocked:
-                self._set(name, status=StepStatus.SKIPPED, message="an input step did not succeed")
+                self._set(name, status=StepStatus.SKIPPED, message=note("step.input_failed"))
             if not blocked:
                 return ready
 
@@ -250,8 +251,8 @@ class PipelineRun:
                     name,
                     status=StepStatus.FAILED,
                     finished_at=utcnow(),
-                    error=(error or "failed")[:4000],
-                    message="failed (allowed)" if step.allow_failure else None,
+                    error=error if isinstance(error, Note) else (error or "failed")[:4000],
+                    message=note("step.failed_allowed") if step.allow_failure else None,
                 )
             self._save_state()
             running.discard(name)
@@ -442,8 +443,13 @@ class PipelineRun:
                 if record.status is StepStatus.RUNNING:
                     partial += record.progress or 0.0
         active = [r.name for r in self.records.values() if r.status is StepStatus.RUNNING and r.kind != "snakemake"]
-        message = f"{done}/{total} steps done" + (f"; running {', '.join(active[:3])}" if active else "")
-        self.context.progress(min(1.0, (done + partial) / max(total, 1)), message)
+        said = (
+            note("job.steps_running", done=done, total=total, steps=active[:3])
+            if active
+            else note("job.steps_done", done=done, total=total)
+        )
+        # To the recorder itself: the job's progress() would keep the note's English text only.
+        self.reporter.progress(self.job_id, min(1.0, (done + partial) / max(total, 1)), said)
 
     def _saved_counts(self, name: str) -> tuple[int, int]:
         rules = [r for r in self.records.values() if r.parent == name and r.kind == "rule"]

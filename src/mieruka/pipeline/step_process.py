@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..process import describe_exit, kill_tree
+from ..notes import note
+from ..process import exit_note, kill_tree
 from .graph import StepDef
 
 Outcome = tuple[bool, Any, str | None]  # (succeeded, output, error)
@@ -56,19 +57,19 @@ def outcome(step: StepDef, result_file: Path, code: int, timed_out: bool) -> Out
     """What the end of a step's process means: a timeout, a Python step's result file, or the
     exit code of any other."""
     if timed_out:
-        return False, None, f"timed out after {step.timeout:g}s"
+        return False, None, note("error.timed_out", seconds=step.timeout or 0.0)
     if step.kind == "python":
         return _python_result(result_file, code)
     if code == 0:
         return True, None, None
-    return False, None, describe_exit(code)
+    return False, None, exit_note(code)
 
 
 def _python_result(result_file: Path, code: int) -> Outcome:
     try:
         data = json.loads(result_file.read_text())
     except (OSError, ValueError):
-        return False, None, describe_exit(code) if code else "the step ended without a result"
+        return False, None, exit_note(code) if code else note("error.no_result")
     if data.get("ok"):
         return True, data.get("output"), None
     return False, None, str(data.get("error") or "failed")

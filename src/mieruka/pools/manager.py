@@ -13,12 +13,12 @@ from typing import Any
 
 from ..core.clock import utcnow
 from ..errors import ConflictError, NotFoundError
+from ..notes import note, span
 from ..store.base import JobStore
 from ..store.pools import SqlPoolStore
 from .base import TRANSITIONS, Pool, PoolSpec, PoolState
 
 log = logging.getLogger("mieruka.pools")
-STARTING_MESSAGE = "starting compute: pool {pool} is starting"
 
 
 class PoolNotFound(NotFoundError):
@@ -71,7 +71,7 @@ class PoolManager:
         for name in sorted(self._started_here):
             pool = self.pools[name]
             if getattr(pool.hooks, "stops_with_server", False) and self._move(
-                name, {PoolState.RUNNING}, PoolState.STOPPING, "its server stopped"
+                name, {PoolState.RUNNING}, PoolState.STOPPING, note("pool.server_stopped")
             ):
                 self._run_stop(pool)
 
@@ -87,8 +87,8 @@ class PoolManager:
         if state == PoolState.RUNNING.value:
             return None
         if state == PoolState.STOPPED.value:
-            self.start_pool(pool.name, f"job {job_id} is waiting", manual=False)
-        return STARTING_MESSAGE.format(pool=pool.name)
+            self.start_pool(pool.name, note("pool.job_waiting", job=job_id), manual=False)
+        return note("job.pool_starting", pool=pool.name)
 
     # -- by hand or by the loop ------------------------------------------------------------------
     def start_pool(self, name: str, reason: str, manual: bool = True) -> bool:
@@ -171,21 +171,21 @@ class PoolManager:
             pool.hooks.start(self.spec(pool))
         except Exception as exc:
             log.exception("pool %s did not start", pool.name)
-            self._move(pool.name, {PoolState.STARTING}, PoolState.STOPPED, f"start failed: {exc}")
+            self._move(pool.name, {PoolState.STARTING}, PoolState.STOPPED, note("pool.start_failed", error=str(exc)))
             return
         self._started_here.add(pool.name)
         self.store.touch(pool.name, utcnow())  # its idle time counts from now
-        self._move(pool.name, {PoolState.STARTING}, PoolState.RUNNING, "started")
+        self._move(pool.name, {PoolState.STARTING}, PoolState.RUNNING, note("pool.started"))
 
     def _run_stop(self, pool: Pool) -> None:
         try:
             pool.hooks.stop(self.spec(pool))
         except Exception as exc:
             log.exception("pool %s did not stop", pool.name)
-            self._move(pool.name, {PoolState.STOPPING}, PoolState.RUNNING, f"stop failed: {exc}")
+            self._move(pool.name, {PoolState.STOPPING}, PoolState.RUNNING, note("pool.stop_failed", error=str(exc)))
             return
         self._started_here.discard(pool.name)
-        self._move(pool.name, {PoolState.STOPPING}, PoolState.STOPPED, "stopped")
+        self._move(pool.name, {PoolState.STOPPING}, PoolState.STOPPED, note("pool.stopped"))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.check_every):
@@ -211,7 +211,7 @@ class PoolManager:
             with self._lock:
                 busy_here = name in self._busy
             if state is PoolState.STOPPED and queued:
-                self.start_pool(name, f"{queued} job(s) waiting", manual=False)
+                self.start_pool(name, note("pool.jobs_waiting", count=queued), manual=False)
             elif (
                 state is PoolState.RUNNING
                 and pool.idle_stop is not None
@@ -220,15 +220,12 @@ class PoolManager:
                 and record.busy_at is not None
                 and now - record.busy_at >= timedelta(seconds=pool.idle_stop)
             ):
-                self.stop_pool(name, f"idle for {_minutes(pool.idle_stop)}", manual=False)
+                self.stop_pool(name, note("pool.idle", time=span(pool.idle_stop)), manual=False)
             elif (
                 state in (PoolState.STARTING, PoolState.STOPPING)
                 and not busy_here
                 and now - record.changed_at > timedelta(seconds=pool.start_timeout)
             ):
                 back = PoolState.STOPPED if state is PoolState.STARTING else PoolState.RUNNING
-                self._move(name, {state}, back, f"{state.value} did not finish within {_minutes(pool.start_timeout)}")
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+                late = "pool.start_late" if state is PoolState.STARTING else "pool.stop_late"
+                self._move(name, {state}, back, note(late, time=span(pool.start_timeout)))

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core.clock import utcnow
+from ..notes import note
 from .base import Limits
 from .frames import to_frame
 from .source import Source, SourceRegistry
@@ -211,7 +212,7 @@ class Refresher:
         if state._timed_out or now - state._started <= timeout:
             return False
         state._timed_out = True
-        state.error = f"timed out after {timeout:g}s (the last good data is kept)"
+        state.error = note("source.timed_out", seconds=timeout)
         state.error_at = utcnow()
         return True
 
@@ -236,7 +237,7 @@ class Refresher:
             state.attempted_at = utcnow()
             state.duration = time.monotonic() - started
             if state._timed_out:
-                error = f"timed out after {limits.timeout:g}s (the last good data is kept)"
+                error = note("source.timed_out", seconds=limits.timeout)
             if error is None:
                 state.frame, state.rows, state.truncated = frame, len(frame), truncated
                 state.version += 1

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from ..core.job import ArtifactInfo, JobRecord
 from ..core.status import JobStatus
+from ..notes import read, stored
 from . import tables as t
 from .tables import time_in, time_out
 
@@ -47,6 +48,8 @@ _AS_RECORD: dict[str, Callable[[Any], Any]] = {
     "status": JobStatus,
     "params": lambda v: v or {},
     "cancel_requested": bool,
+    "message": read,  # mieruka's own texts come back as notes (mieruka.notes)
+    "error": read,
 }
 
 
@@ -55,7 +58,7 @@ class Codec:
 
     def __init__(self, sqlite: bool) -> None:
         self.sqlite = sqlite
-        self._in: dict[str, Callable[[Any], Any]] = {"status": _enum_value}
+        self._in: dict[str, Callable[[Any], Any]] = {"status": _enum_value, "message": stored, "error": stored}
         decoders: list[tuple[int, Callable[[Any], Any]]] = []
         for index, column in enumerate(t.jobs.c):
             decode: Callable[[Any], Any] | None = _AS_RECORD.get(column.name)

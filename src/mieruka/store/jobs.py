@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from ..core.clock import utcnow
 from ..core.job import JobRecord
 from ..core.status import JobStatus
+from ..notes import stored
 from . import tables as t
 from .base import (
     Applied,
@@ -249,7 +250,7 @@ class JobWrites:
                     "UPDATE jobs SET progress = COALESCE(?, progress), "
                     "message = COALESCE(?, message) WHERE id = ? AND status = ?"
                 ),
-                (change.progress, change.message, change.job_id, JobStatus.RUNNING.value),
+                (change.progress, stored(change.message), change.job_id, JobStatus.RUNNING.value),
             )
             return bool(cur.rowcount == 1)
         if isinstance(change, LogAppend):

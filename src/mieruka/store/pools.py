@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..notes import note, read, stored
 from . import tables as t
 from .database import Database
 from .sql import SqlJobStore
@@ -47,7 +48,7 @@ class SqlPoolStore:
                 conn.execute(sa.insert(t.pools).values(name=name, state=state, changed_at=now, busy_at=now))
                 conn.execute(
                     sa.insert(t.pool_events).values(
-                        pool=name, at=now, from_state=None, to_state=state, reason="declared"
+                        pool=name, at=now, from_state=None, to_state=state, reason=stored(note("pool.declared"))
                     )
                 )
         except sa.exc.IntegrityError:
@@ -66,6 +67,7 @@ class SqlPoolStore:
     def move(self, name: str, expect: Collection[str], to: str, reason: str, now: datetime) -> bool:
         """Change the state if it is one of `expect`, recording why; False if it was not."""
         p = t.pools.c
+        reason = stored(reason) or ""
         with self._db.write() as conn:
             current = conn.execute(sa.select(p.state).where(p.name == name)).scalar()
             if current is None or current not in expect:
@@ -98,11 +100,13 @@ class SqlPoolStore:
                 .order_by(e.id.desc())
                 .limit(limit)
             ).all()
-        return [PoolEvent(at=r.at, from_state=r.from_state, to_state=r.to_state, reason=r.reason) for r in rows]
+        return [
+            PoolEvent(at=r.at, from_state=r.from_state, to_state=r.to_state, reason=read(r.reason) or "") for r in rows
+        ]
 
 
 def _pool(row: sa.Row[Any]) -> PoolRecord:
     m = row._mapping
     return PoolRecord(
-        name=m["name"], state=m["state"], changed_at=m["changed_at"], message=m["message"], busy_at=m["busy_at"]
+        name=m["name"], state=m["state"], changed_at=m["changed_at"], message=read(m["message"]), busy_at=m["busy_at"]
     )

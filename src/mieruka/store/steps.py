@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from ..core.clock import utcnow
 from ..core.steps import STEP_FINISHED, StepRecord, StepStatus
+from ..notes import read, stored
 from . import tables as t
 from .base import StepSaved, StepsClosed, StepsPlanned
 from .codec import json_text
@@ -55,6 +56,8 @@ def _value(db: Database, name: str, value: Any) -> Any:
         return json_text(value)
     if name in _TIME:
         return db.codec.time(value)
+    if name in ("message", "error"):
+        return stored(value)
     return value.value if isinstance(value, StepStatus) else value
 
 
@@ -80,5 +83,7 @@ def _step(row: sa.Row[Any]) -> StepRecord:
             "allow_failure": bool(m["allow_failure"]),
             "artifacts": list(m["artifacts"] or []),
             "reused": bool(m["reused"]),
+            "message": read(m["message"]),
+            "error": read(m["error"]),
         }
     )

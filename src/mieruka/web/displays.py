@@ -28,6 +28,7 @@ from ..auth.displays import DisplayLink
 from ..core.clock import as_utc, utcnow
 from ..errors import MierukaError, NotFoundError, ValidationError
 from ..i18n import _
+from ..notes import note
 from .audit import audit
 from .feeds import Topics
 from .identity import STATE_KEY, principal
@@ -67,7 +68,7 @@ def display_topics(runtime: Runtime, seen: Viewing, names: list[str], live: bool
             streams[value] = None
             accepted.append(name)
         else:
-            refused[name] = f"no such topic: {name[:100]!r}"
+            refused[name] = note("topic.unknown", topic=repr(name[:100]))
     return Topics(
         hidden=frozenset(task.name for task in runtime.tasks),
         dashboards=dashboards,

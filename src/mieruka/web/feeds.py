@@ -25,6 +25,7 @@ from ..bus.base import EventBus
 from ..core.events import Event
 from ..live.hub import Live
 from ..live.signal import Signal, Wake
+from ..notes import json_of
 from .sse import MAX_QUEUED, EventStream, OpenStreams, frame
 
 
@@ -226,6 +227,7 @@ class _Mux:
         ready = {
             "topics": list(topics.accepted),
             "refused": topics.refused,
+            "refused_notes": {topic: json_of(why) for topic, why in topics.refused.items()},
             "dashboards": topics.dashboards,
             "last_event_id": position,
         }

@@ -17,6 +17,8 @@ from ..core.clock import utcnow
 from ..core.dashboards import Dashboard
 from ..errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from ..live.hub import Live
+from ..live.tiles import translations_of
+from ..notes import json_of, note
 from ..runtime import Runtime
 from ..sources.refresher import SourceState
 from ..sources.source import Source
@@ -60,7 +62,9 @@ def source_json(source: Source, state: SourceState, live: Live) -> dict[str, Any
     return {
         "name": source.name,
         "title": source.title,
+        "titles": translations_of(source.title),
         "description": source.description,
+        "descriptions": translations_of(source.description),
         "kind": source.adapter.kind,
         "reads": source.adapter.describe(),
         "schedule": source.schedule.describe() if source.schedule else "on demand",
@@ -77,6 +81,7 @@ def source_json(source: Source, state: SourceState, live: Live) -> dict[str, Any
         "rows": state.rows,
         "truncated": state.truncated,
         "error": state.error,
+        "error_note": json_of(state.error),
         "error_at": iso(state.error_at),
         "warning": source.adapter.warning(),
         "columns": [str(c) for c in state.frame.columns] if state.frame is not None else [],
@@ -87,7 +92,9 @@ def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
     return {
         "name": board.name,
         "title": board.title,
+        "titles": translations_of(board.title),
         "description": board.description,
+        "descriptions": translations_of(board.description),
         "columns": board.columns,
         "url": f"{root}/dashboards/{board.name}",
         "sources": board.sources,
@@ -97,6 +104,7 @@ def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
                 "name": c.name,
                 "kind": c.kind,
                 "title": c.title,
+                "titles": translations_of(c.title),
                 "source": c.source,
                 "x": c.x,
                 "y": list(c.y),
@@ -278,7 +286,9 @@ def _stream_json(runtime: Runtime, name: str) -> dict[str, Any]:
     return {
         "name": spec.name,
         "title": spec.title,
+        "titles": translations_of(spec.title),
         "description": spec.description,
+        "descriptions": translations_of(spec.description),
         "every": spec.every,
         "window": spec.window,
         "keep": spec.capacity,
@@ -398,19 +408,19 @@ def _topics(runtime: Runtime, request: Request, names: list[str]) -> Topics:
     accepted: list[str] = []
     for name in dict.fromkeys(names):
         kind, _, value = name.partition(":")
-        why = None
+        why: str | None = None
         if kind == "jobs" and not value:
             all_jobs = True
         elif kind == "jobs":
             if value in unseen or value not in runtime.tasks:  # one it may not see is one it cannot name
-                why = f"no task named {value!r}"
+                why = note("topic.no_task", task=repr(value))
             else:
                 tasks.add(value)
         elif kind == "job":
             job_id = parse_id(value)
             record = runtime.store.get_job(job_id) if job_id is not None and job_id > 0 else None
             if record is None or record.task in unseen:
-                why = f"no job with id {value}"
+                why = note("topic.no_job", id=value)
             else:
                 jobs.add(record.id)
         elif kind == "dashboard" and live is not None and value in runtime.dashboards:
@@ -419,14 +429,14 @@ def _topics(runtime: Runtime, request: Request, names: list[str]) -> Topics:
                 dashboards[board.name] = list(board.streams)
                 streams.update(dict.fromkeys(board.streams))
             else:
-                why = f"{who.name} may not use dashboard {value!r}"
+                why = note("topic.dashboard_denied", user=who.name, name=repr(value))
         elif kind == "stream" and live is not None and value in live.streams:
             if allowed(who, ALLOW_LISTS["stream"](runtime, value)):
                 streams[value] = None
             else:
-                why = f"{who.name} may not use stream {value!r}"
+                why = note("topic.stream_denied", user=who.name, name=repr(value))
         else:
-            why = f"no such topic: {name!r}"
+            why = note("topic.unknown", topic=repr(name))
         if why is None:
             accepted.append(name)
         else:

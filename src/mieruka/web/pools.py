@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
+from ..notes import json_of, note
 from ..pools.manager import PoolManager, PoolNotFound
 from ..runtime import Runtime
 from .serialize import iso
@@ -22,8 +23,10 @@ def pools_json(runtime: Runtime) -> list[dict[str, Any]]:
     for pool in out:
         for key in ("since", "busy_at"):
             pool[key] = iso(pool[key])
+        pool["message_note"] = json_of(pool["message"])  # why, for any language (the page says it in its own)
         for event in pool["history"]:
             event["at"] = iso(event["at"])
+            event["reason_note"] = json_of(event["reason"])
     return out
 
 
@@ -59,14 +62,14 @@ def get_pool(runtime: RuntimeDep, name: str) -> dict[str, Any]:
 @router.post("/api/pools/{name}/start", status_code=202)
 def start_pool(runtime: RuntimeDep, name: str) -> dict[str, Any]:
     """Start a stopped pool now (409 if it is not stopped)."""
-    _manager(runtime, name).start_pool(name, "started by hand")
+    _manager(runtime, name).start_pool(name, note("pool.started_by_hand"))
     return _one(runtime, name)
 
 
 @router.post("/api/pools/{name}/stop", status_code=202)
 def stop_pool(runtime: RuntimeDep, name: str) -> dict[str, Any]:
     """Stop a running pool now, even with jobs waiting (409 if it is not running)."""
-    _manager(runtime, name).stop_pool(name, "stopped by hand")
+    _manager(runtime, name).stop_pool(name, note("pool.stopped_by_hand"))
     return _one(runtime, name)
 
 
@@ -76,7 +79,7 @@ def pool_form(runtime: RuntimeDep, request: Request, name: str, action: str) -> 
         raise PoolNotFound(f"{name}/{action}")
     manager = _manager(runtime, name)
     if action == "start":
-        manager.start_pool(name, "started by hand")
+        manager.start_pool(name, note("pool.started_by_hand"))
     else:
-        manager.stop_pool(name, "stopped by hand")
+        manager.stop_pool(name, note("pool.stopped_by_hand"))
     return RedirectResponse(f"{request.scope.get('root_path', '')}/workers#pools", status_code=303)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from ..core.job import JobRecord
 from ..core.steps import StepRecord
+from ..notes import json_of
 from ..store.base import LogLine
 
 try:
@@ -57,7 +58,9 @@ def job_json(record: JobRecord, *, full: bool = True, root: str = "") -> dict[st
         "max_attempts": record.max_attempts,
         "progress": record.progress,
         "message": record.message,
+        "message_note": json_of(record.message),  # mieruka's own message: its code, for any language
         "error": record.error,
+        "error_note": json_of(record.error),
         "worker": record.worker,
         "schedule": record.schedule,
         "idempotency_key": record.idempotency_key,
@@ -112,8 +115,10 @@ def step_json(step: StepRecord, *, root: str = "") -> dict[str, Any]:
         "duration": step.duration,
         "progress": step.progress,
         "message": step.message,
+        "message_note": json_of(step.message),
         "output": step.output,
         "error": step.error,
+        "error_note": json_of(step.error),
         "artifacts": step.artifacts,
         "reused": step.reused,
         "logs_url": f"{base}/logs",

@@ -49,7 +49,41 @@
     return format(text, Object.assign({ num: n }, values || {}));
   }
 
-  window.mieruka_i18n = { lang: lang, t: t, tn: tn };
+  // A text mieruka wrote itself, as the JSON gives it: `text` in English and `note` beside it
+  // ({code, text, values}: mieruka/notes.py), whose English text the catalog translates; the page
+  // embeds those of notes.py. Any other text (an author's message) as it is.
+  var numbers = null, lists = null;
+  function shown(value) {
+    if (Array.isArray(value)) {
+      var items = value.map(shown);
+      try {
+        lists = lists || new Intl.ListFormat(lang);
+        return lists.format(items);
+      } catch (e) {
+        return items.join(", ");
+      }
+    }
+    if (value && typeof value === "object") return said("", value);
+    if (typeof value === "number" && !Number.isInteger(value)) {
+      try {
+        numbers = numbers || new Intl.NumberFormat(lang, { maximumFractionDigits: 3 });
+        return numbers.format(value);
+      } catch (e) {
+        return String(value);
+      }
+    }
+    return String(value);
+  }
+
+  function said(text, note) {
+    var english = text === null || text === undefined ? "" : String(text);
+    if (!note || typeof note.text !== "string" || /^en\b/i.test(lang)) return english;
+    var values = {};
+    Object.keys(note.values || {}).forEach(function (key) { values[key] = shown(note.values[key]); });
+    return t(note.text, values);
+  }
+
+  window.mieruka_i18n = { lang: lang, t: t, tn: tn, said: said };
 })();
 
 // The header's language switcher (base.html): picking a language sends its form.

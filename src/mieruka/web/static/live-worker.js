@@ -4,7 +4,7 @@
 // events of its own topics, and opens the stream again, resuming where it was, when tabs come or go.
 //
 // Tab -> worker: {type: "hello", tab, topics, since, session} | {type: "bye", tab}
-// Worker -> tab: {type: "event", kind, data} | {type: "ready", refused} | {type: "error"} | {type: "closed"}
+// Worker -> tab: {type: "event", kind, data} | {type: "ready", refused, refused_notes} | {type: "error"} | {type: "closed"}
 "use strict";
 
 var KINDS = ["ready", "resync", "snapshot", "state", "progress", "log", "artifact", "step", "steps", "deleted",
@@ -102,9 +102,13 @@ function route(kind, data) {
     if (data.last_event_id) bus = Math.max(bus, data.last_event_id);
     Object.keys(tabs).forEach(function (id) {
       var tab = tabs[id];
-      var refused = {};
-      Object.keys(data.refused || {}).forEach(function (topic) { if (tab.topics[topic]) refused[topic] = data.refused[topic]; });
-      tab.port.postMessage({ type: "ready", refused: refused });
+      var refused = {}, notes = {};
+      Object.keys(data.refused || {}).forEach(function (topic) {
+        if (!tab.topics[topic]) return;
+        refused[topic] = data.refused[topic];
+        notes[topic] = (data.refused_notes || {})[topic] || null;
+      });
+      tab.port.postMessage({ type: "ready", refused: refused, refused_notes: notes });
     });
     return;
   }
