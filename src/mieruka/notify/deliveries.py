@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from ..errors import ConflictError
 from ..i18n import _
+from ..notes import read
 from ..store import tables as t
 from ..store.database import Database
 from .messages import Event
@@ -168,7 +169,7 @@ def event_of(row: sa.Row[Any]) -> Event:
         subject=m["subject"],
         job_id=m["job_id"],
         task=m["task"],
-        message=m["message"],
+        message=read(m["message"]),  # a job's error or a pool's reason, copied as stored: a note's English
     )
 
 
