@@ -24,7 +24,10 @@ from mieruka.core.status import JobStatus
 from mieruka.core.steps import StepRecord, StepStatus
 from mieruka.i18n import ENGLISH, LANGUAGES, LOCALE
 from mieruka.notes import Note, note, read, said, span, stored
+from mieruka.notify.deliveries import event_of
+from mieruka.notify.messages import compose
 from mieruka.recorder import step_event
+from mieruka.store import tables as t
 from mieruka.store.base import JobQuery, NewJob, ProgressUpdate, StepSaved, Transition
 from mieruka.store.pools import SqlPoolStore
 from mieruka.store.sql import SqlJobStore
@@ -248,5 +251,24 @@ def test_the_stores_keep_the_code_and_give_back_notes(database_url: str, tmp_pat
         ]
         record = pools.get("gpu")
         assert record is not None and record.message == "started by a version before notes"
+        # A notification's event: the job's error as the database's trigger copies it, told in English
+        with store.db.write() as conn:
+            conn.execute(
+                sa.insert(t.notify_events).values(
+                    kind="job.failed",
+                    key="job.failed:1",
+                    at=utcnow(),
+                    job_id=job.id,
+                    task="pipe",
+                    subject="pipe",
+                    message=lost.stored(),
+                    routed=False,
+                )
+            )
+            row = conn.execute(sa.select(t.notify_events)).one()
+        told = event_of(row)
+        assert told.message == "the worker process exited with code 3" and "exited with code 3" in told.headline() + (
+            compose([told], "http://x", "k", "rule", {}, lambda _id: {}).text
+        )
     finally:
         store.close()
