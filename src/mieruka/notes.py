@@ -75,8 +75,9 @@ TEXTS: dict[str, str] = {
     # why no job can run (the workers page)
     "workers.cannot_load": N_("cannot load app %(app)s: %(error)s"),
     "workers.die_at_start": N_("worker processes die at start-up (%(why)s)"),
-    # a source's error on its tiles
+    # a source's error on its tiles, or why a tile cannot be drawn
     "source.timed_out": N_("timed out after %(seconds)ss (the last good data is kept)"),
+    "tile.no_column": N_("no column %(missing)s in the table (columns: %(columns)s)"),
     # why a live topic was refused (the pages then poll, and say why)
     "topic.no_task": N_("no task named %(task)s"),
     "topic.no_job": N_("no job with id %(id)s"),

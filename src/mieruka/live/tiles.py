@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from ..core.controls import Control
 from ..core.dashboards import Chart
 from ..i18n import Localized
+from ..notes import Note, note
 from ..sources.frames import pandas
 from . import downsample
 
@@ -72,7 +73,8 @@ def tile(
     try:
         payload.update(_draw(chart, state.frame, zone, previous))
     except TileError as exc:
-        payload["error"] = str(exc) if not state.error else f"{state.error}; {exc}"
+        why = exc.args[0]
+        payload["error"] = why if not state.error else f"{state.error}; {why}"
     return payload
 
 
@@ -94,7 +96,7 @@ def state_tile(control: Control, source: Source, state: SourceState, zone: ZoneI
     if frame is None:
         return payload
     if control.column not in frame.columns:
-        payload["error"] = f"no column {control.column!r} in the table (columns: {', '.join(map(str, frame.columns))})"
+        payload["error"] = _no_column([control.column], frame)
     elif len(frame):
         payload["value"] = _cell(frame[control.column].iloc[-1], zone)
     return payload
@@ -104,9 +106,7 @@ def _draw(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo, previous: dict[str,
     needed = [c for c in (chart.x, chart.value, *chart.y, *chart.columns) if c]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise TileError(
-            f"no column {', '.join(map(repr, missing))} in the table (columns: {', '.join(map(str, frame.columns))})"
-        )
+        raise TileError(_no_column(missing, frame))
     if chart.kind in ("line", "area"):
         return _series(chart, frame, zone)
     if chart.kind in ("bar", "pie", "doughnut"):
@@ -120,6 +120,10 @@ def _draw(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo, previous: dict[str,
         same_refresh = previous.get("version") == previous.get("_version_now")
         prev = previous["data"]["previous"] if same_refresh else previous["data"]["value"]
     return {"data": _kpi(chart, frame, prev)}
+
+
+def _no_column(missing: list[str], frame: pd.DataFrame) -> Note:
+    return note("tile.no_column", missing=", ".join(map(repr, missing)), columns=", ".join(map(str, frame.columns)))
 
 
 def _series(chart: Chart, frame: pd.DataFrame, zone: ZoneInfo) -> dict[str, Any]:
