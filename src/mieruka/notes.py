@@ -44,6 +44,13 @@ TEXTS: dict[str, str] = {
     "error.worker_killed": N_("the worker process was killed by %(signal)s"),
     "error.worker_killed_oom": N_("the worker process was killed by %(signal)s (out of memory?)"),
     "error.worker_exited": N_("the worker process exited with code %(code)s"),
+    "error.worker_died": N_("the worker process died while running the job"),
+    "error.worker_died_saying": N_("the worker process died (%(said)s)"),
+    "error.result_not_json": N_(
+        "the result cannot be stored as JSON (%(error)s); return JSON data, a pydantic model or a dataclass, "
+        "or save it with job.artifact()"
+    ),
+    "error.step_result_not_json": N_("the step's result cannot be stored as JSON: %(error)s"),
     "error.thread_stopped": N_("stopped in the server process"),
     "error.killed": N_("killed by %(signal)s"),
     "error.exited": N_("exited with code %(code)s"),

@@ -164,11 +164,7 @@ def _result_outcome(value: Any, context: JobContext) -> Outcome:
         result = to_jsonable_python(value)
         text = json.dumps(result)
     except Exception as exc:
-        return Outcome(
-            ok=False,
-            error=f"the result cannot be stored as JSON ({exc}); return JSON data, "
-            "a pydantic model or a dataclass, or save it with job.artifact()",
-        )
+        return Outcome(ok=False, error=note("error.result_not_json", error=str(exc)))
     if len(text) > MAX_RESULT_BYTES:
         context.artifact("result.json", text.encode(), "application/json")
         result = {

@@ -39,6 +39,7 @@ from ..core.status import JobStatus
 from ..core.steps import StepStatus
 from ..core.task import Task
 from ..nodes import dead_here
+from ..notes import note
 from ..process import alive, descendants, kill_tree, worker_lost
 from ..recorder import AttemptRecorder
 from ..store.base import Applied, Change, Claim, StepsClosed, Transition
@@ -348,11 +349,11 @@ class PoolProcess:
             pid = _pid_of(record.worker)
             if pid is not None and pid != os.getpid() and alive(pid):
                 return None
-            return "the worker process died while running the job"
+            return note("error.worker_died")
         now = utcnow()
         orphans = self.conn.store.orphaned_jobs(now, self.node.settings.engine_stale_after, dead_here)
         if any(o.id == record.id for o in orphans):
-            return "interrupted: its worker stopped while it ran"
+            return note("error.interrupted_worker")
         return None
 
     # -- the watcher thread ----------------------------------------------------------------------
@@ -477,7 +478,7 @@ def _lost_reason(message: str) -> str:
         return worker_lost(-int(match.group(1)))
     if match := re.search(r"exitcode (\d+)", message):
         return worker_lost(int(match.group(1)))
-    return f"the worker process died ({message})"
+    return note("error.worker_died_saying", said=message)
 
 
 def _pid_of(worker: str | None) -> int | None:

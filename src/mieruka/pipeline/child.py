@@ -21,6 +21,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from ..core.job import Job
+from ..notes import note
 from . import protocol
 from .graph import Pipeline
 from .resolve import resolve
@@ -118,7 +119,7 @@ def main() -> None:
     try:
         tmp.write_text(json.dumps(result))
     except (TypeError, ValueError) as exc:
-        tmp.write_text(json.dumps({"ok": False, "error": f"the step's result cannot be stored as JSON: {exc}"}))
+        tmp.write_text(json.dumps({"ok": False, "error": note("error.step_result_not_json", error=str(exc)).stored()}))
     os.replace(tmp, result_path)
     sys.exit(0 if result["ok"] else 1)
 

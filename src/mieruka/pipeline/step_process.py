@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..notes import note
+from ..notes import note, read
 from ..process import exit_note, kill_tree
 from .graph import StepDef
 
@@ -72,4 +72,4 @@ def _python_result(result_file: Path, code: int) -> Outcome:
         return False, None, exit_note(code) if code else note("error.no_result")
     if data.get("ok"):
         return True, data.get("output"), None
-    return False, None, str(data.get("error") or "failed")
+    return False, None, read(str(data.get("error") or "failed"))  # the child's note comes as stored
