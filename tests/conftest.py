@@ -331,7 +331,7 @@ class ServerProcess:
             self._command, cwd=TESTS.parent, stdout=self._log, stderr=subprocess.STDOUT, env=self._env
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         wait_healthy(self.url, self.process, self.output, timeout)
 
     def kill(self, stall: float = 0.0) -> None:
@@ -363,14 +363,16 @@ class ServerProcess:
         self._log.close()
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], output: Callable[[], str], timeout: float = 30) -> None:
-    """Until GET /healthz answers 200; the server's output in the error if it exits or never does."""
+def wait_healthy(url: str, process: subprocess.Popen[bytes], output: Callable[[], str], timeout: float = 60) -> None:
+    """Until GET /healthz answers 200; the server's output in the error if it exits or never does.
+    Each request may take long: on a loaded machine a server's first answer took over a second, and
+    a one-second request timeout then never saw it ready."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{output()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=max(1.0, min(15.0, deadline - time.monotonic()))).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -153,7 +153,7 @@ class OidcProvider:
             if self.process.poll() is not None:
                 raise AssertionError(f"oidc-provider exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
+                if httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -492,11 +492,8 @@ class App:
             return
         if host is not None or port is not None:
             self.configure(host=host, port=port)
-        from .executors.zygote_process import fork_early
         from .server import serve
 
-        if not self.running:
-            fork_early(self)
         serve(self.runtime)
 
 

@@ -264,8 +264,10 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         ref = args.app
         app = load_app(ref)
-        if ":" not in ref:
-            ref = f"{Path(ref).resolve() if ref.endswith('.py') else ref}"
+        target, colon, attr = ref.partition(":")
+        if target.endswith(".py"):
+            # Absolute: the zygote forked from here and the steps of pipelines import it from elsewhere.
+            ref = f"{Path(target).resolve()}{colon}{attr}"
     app.ref = ref if ":" in ref or ref.endswith(".py") else None
     app.configure(
         host=args.host,

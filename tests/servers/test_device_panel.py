@@ -439,7 +439,7 @@ def nginx(tmp_path: Path, panel: PanelServer) -> Iterator[str]:
 
 def _answers(base: str) -> bool:
     try:
-        httpx.get(base, timeout=1)
+        httpx.get(base, timeout=10)  # a loaded machine can take over a second to answer
         return True
     except httpx.HTTPError:
         return False

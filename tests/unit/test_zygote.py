@@ -131,6 +131,8 @@ def test_a_server_forks_its_zygote_from_itself_and_imports_the_app_once(tmp_path
             assert client.submit("pid", {}, wait=WAIT)["result"] in {worker.pid for worker in zygote.children()}
         assert imports.read_text().split() == [str(root.pid)]
         assert server.output().count("mieruka: serving") == 1  # the fork did not print the server's lines again
+        with Client(server.url) as client:  # a step imports the app from its own folder: by an absolute path
+            assert client.submit("steps", {}, wait=WAIT)["status"] == "succeeded"
     finally:
         server.stop()
     assert "Traceback" not in server.output()

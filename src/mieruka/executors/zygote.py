@@ -5,7 +5,8 @@ share its memory copy-on-write and start in milliseconds.
 `mieruka run` forks it from the server itself right after loading the app, before the server opens
 a database, starts a thread or an event loop (zygote_process.fork_early): it then holds the app
 without importing it again, and shares the server's memory copy-on-write. Otherwise (the app
-started threads, or is embedded with `app.start()`) the server starts it as a fresh interpreter,
+started threads, is embedded with `app.start()`, or serves itself with `app.serve()`) the server
+starts it as a fresh interpreter,
 which holds no thread, lock, database connection or event loop of the server's. Either way the
 server talks to it over a SOCK_SEQPACKET socket pair: a fork request carries the
 worker's end of its pipe to the engine (SCM_RIGHTS); the zygote answers with the child's pid and
