@@ -4,17 +4,23 @@ test-message button, secrets never shown, /metrics counting messages."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import mieruka
 from mieruka import App
+from mieruka.core.clock import utcnow
+from mieruka.notify import outbox
+from mieruka.store import tables as t
 from tests.conftest import BACKENDS, fresh_postgres_database
 from tests.notify_receivers import http_receiver, wait_for
 
@@ -310,3 +316,59 @@ def test_a_rule_id_past_the_databases_integers_names_no_rule(site: dict[str, Any
                 method, f"/api/notifications/rules/{rule_id}{path}", headers=as_(site, "ada")
             )
             assert answer.status_code == 404, (method, rule_id, answer.text)
+
+
+def test_the_admins_counts_say_each_number_in_its_plural_form(tmp_path: Path) -> None:
+    """ "1 events recorded" read wrong: each count of the admin's line takes the form its number
+    wants, in English and in Russian's three (1 событие, 2 события, 5 событий, 21 событие)."""
+    app = App("counts")
+    app.configure(home=str(tmp_path / "home"), executor="threads", notify_poll_interval=0.1)
+    with TestClient(app.asgi()) as client:
+        app.auth.accounts.add_user("ada", "admin", "password-ada")
+        ada = {"Authorization": f"Bearer {app.auth.accounts.create_token('ada', 'counts')[1]}"}
+        db, now = app.runtime.database, utcnow()
+        rule = app.runtime.notifier.rulebook.add(
+            name="ops",
+            origin="admin",
+            owner=None,
+            events=["pool.stopped"],  # none of the events below: they make no message
+            scope={},
+            target="mail:ops@example.org",
+            secret=None,
+            longer_than=None,
+            created_by="ada",
+            now=now,
+        )
+        with db.write() as conn:  # one message of each state; the waiting one is due tomorrow
+            for n, (status, attempts) in enumerate((("sent", 1), ("failed", 5), ("pending", 1))):
+                conn.execute(
+                    sa.insert(t.notify_deliveries).values(
+                        rule_id=rule.id,
+                        key=f"k{n}",
+                        status=status,
+                        test=False,
+                        created_at=now,
+                        due_at=now + timedelta(days=1),
+                        attempts=attempts,
+                        events=1,
+                    )
+                )
+
+        def counts(events: int, language: str) -> str:
+            with db.write() as conn:
+                have = conn.execute(sa.select(sa.func.count()).select_from(t.notify_events)).scalar_one()
+                for n in range(have, events):
+                    event = outbox.NewEvent("source.failing", f"source.failing:beds:{n}", "beds", "no answer")
+                    outbox.insert(conn, db.is_sqlite, event, now)
+            page = client.get("/notifications", headers={**ada, "Accept-Language": language})
+            found = re.search(r'<p id="notify-counts"><small>(.*?)</small>', page.text, re.S)
+            assert found, page.text
+            return " ".join(found.group(1).split())
+
+        assert counts(1, "en") == "1 message sent · 1 waiting (1 to be tried again) · 1 failed · 1 event recorded"
+        assert counts(2, "en").endswith("· 2 events recorded")
+        assert counts(2, "ru").startswith("1 сообщение отправлено · 1 ожидает отправки (1 будет отправлено")
+        assert counts(2, "ru").endswith("· 2 события записано")
+        assert counts(5, "ru").endswith("· 5 событий записано")
+        assert counts(21, "ru").endswith("· 21 событие записано")
+        assert counts(21, "ja").endswith("記録済みイベント 21 件")
