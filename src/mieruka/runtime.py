@@ -200,7 +200,9 @@ class Runtime:
                 return auth.directory.confirm(auth.accounts, user)
             return user.principal("notify") if user.source == "local" or user.synced_at else None
 
-        self._notifier = Notifier(self.database, self.settings, self.tasks, self.declared.notifications, listener)
+        self._notifier = Notifier(
+            self.database, self.settings, self.tasks, self.declared.notifications, listener, self.dashboards
+        )
         self._notifier.start()
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 import mieruka
-from mieruka import App
+from mieruka import App, charts
 from mieruka.core.clock import utcnow
 from mieruka.errors import ConfigError
 from mieruka.notify import deliveries
+from mieruka.notify.messages import Event, compose
 from mieruka.notify.notifier import Notifier
 from mieruka.notify.rulebook import Rulebook
 from mieruka.store import tables as t
@@ -445,14 +446,62 @@ def test_a_data_source_failing_and_recovering(tmp_path: Path, database_url: str,
             raise ConnectionError("the ward database does not answer")
         return [{"ward": 1, "beds": 4}]
 
+    # The message links the dashboard that shows the source; the first is for admins only, and a
+    # rule's readers (mail addresses, a webhook) are not known to be admins: the open one.
+    app.dashboard("board_room", [charts.table(beds)], allow=["admin"])
+    app.dashboard("ward", [charts.kpi(beds, value="beds")])
+
     with app:
         wait_for(lambda: receiver.got("/sources"), what="the failing source told")
         time.sleep(1)  # it goes on failing: told once
         broken.clear()
         wait_for(lambda: len(receiver.got("/sources")) >= 2, what="the recovery told")
-    events = [e for r in receiver.got("/sources") for e in r.json()["events"]]
+    bodies = [r.json() for r in receiver.got("/sources")]
+    events = [e for body in bodies for e in body["events"]]
     assert [(e["kind"], e["subject"]) for e in events] == [("source.failing", "beds"), ("source.recovered", "beds")]
     assert "does not answer" in events[0]["message"]
+    ward = "https://jobs.example.org/lab/dashboards/ward"
+    assert [e["url"] for e in events] == [ward, ward] and [body["url"] for body in bodies] == [ward, ward]
+
+
+def test_a_messages_error_lines_keep_what_closes_a_hidden_password() -> None:
+    error = (
+        "OperationalError: connect(host='db', password=hunter2) failed\n"
+        "while reading 'DRIVER={x};UID=lab;PWD=s3cret;DATABASE=beds', pwd='it s', [password=abc]\n"
+        "url (postgresql://bob:pa55@db/beds)"
+    )
+    failed = Event(1, "job.failed", utcnow(), "boom", job_id=7, task="boom", message=error)
+    message = compose([failed], "https://x.org", "k", "rule", {}, lambda _id: None)
+    assert message.events[0]["error"] == (
+        "OperationalError: connect(host='db', password=(hidden)) failed\n"
+        "while reading 'DRIVER={x};UID=lab;PWD=(hidden);DATABASE=beds', pwd='(hidden)', [password=(hidden)]\n"
+        "url (postgresql://bob:(hidden)@db/beds)"
+    )
+    assert not any(secret in message.text for secret in ("hunter2", "s3cret", "it s", "abc", "pa55"))
+
+
+def test_a_data_sources_message_links_the_first_dashboard_its_reader_may_see() -> None:
+    from mieruka.core.access import Principal, Role
+    from mieruka.core.dashboards import Dashboard
+
+    def board(name: str, source: str, allow: tuple[str, ...] | None = None) -> Dashboard:
+        return Dashboard(name, name, (charts.table(source),), allow=allow)
+
+    boards = [board("sales", "orders"), board("lab", "beds", ("group:lab",)), board("ward", "beds")]
+    failing = Event(1, "source.failing", utcnow(), "beds", message="ConnectionError: no answer")
+    recovered = Event(2, "source.recovered", utcnow(), "beds")
+
+    def link(events: list[Event], reader: Principal | None = None, shown: list[Dashboard] = boards) -> str:
+        return compose(events, "https://x.org", "k", "rule", {}, lambda _id: None, UTC, shown, reader).link
+
+    assert link([failing]) == "https://x.org/dashboards/ward"  # a rule's unknown readers: the open one
+    labmate = Principal("lee", Role.VIEWER, "notify", groups=frozenset({"lab"}))
+    assert link([failing], labmate) == "https://x.org/dashboards/lab"
+    assert link([failing], Principal("val", Role.VIEWER, "notify")) == "https://x.org/dashboards/ward"
+    assert link([failing], shown=boards[:2]) == "https://x.org/dashboards/lab"  # none open: the one there is
+    assert link([failing, recovered]) == "https://x.org/dashboards/ward"  # a digest of one source's events
+    assert link([failing], shown=boards[:1]) == "https://x.org/dashboards#source-beds"  # no dashboard shows it
+    assert link([failing, Event(3, "source.failing", utcnow(), "orders")]) == "https://x.org/notifications"
 
 
 def test_rules_scoped_by_tag_or_source_hear_of_theirs_only(

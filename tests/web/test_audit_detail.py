@@ -24,7 +24,8 @@ from pydantic import Field
 
 import mieruka
 from mieruka import controls
-from mieruka.auth.audit import HIDDEN, MAX_DETAIL, AuditQuery, capped, secret_name, shown_params
+from mieruka.auth.audit import MAX_DETAIL, AuditQuery, capped, shown_params
+from mieruka.redaction import HIDDEN, secret_name, without_passwords
 from mieruka.store.base import JobQuery
 from mieruka.web.csrf import CSRF_FIELD
 
@@ -433,4 +434,16 @@ def test_passwords_inside_text_are_hidden(client: TestClient) -> None:
         "q": "ann@example.org",
         "u": f"https://x.org/?password={HIDDEN}&b=1",
     }
+    # What closes a hidden password stays: a bracket, a quote, a comma, a semicolon.
+    assert shown_params(
+        {"call": "connect(password=hunter2)", "odbc": "PWD=hunter2;UID=y", "py": "{'pwd': 'hunter2', 'x': 1}"}
+    ) == {
+        "call": f"connect(password={HIDDEN})",
+        "odbc": f"PWD={HIDDEN};UID=y",
+        "py": f"{{'pwd': '{HIDDEN}', 'x': 1}}",
+    }
+    assert shown_params({"urls": ["(mysql://bob:hunter2@db), x", "pwd='hunter2'"]}) == {
+        "urls": [f"(mysql://bob:{HIDDEN}@db), x", f"pwd='{HIDDEN}'"]
+    }
+    assert without_passwords("password=hunter2)") == f"password={HIDDEN})"
     assert_no_secret(client)

@@ -287,6 +287,8 @@ def test_the_form_scopes_a_rule_by_task_tag_pool_and_source(tmp_path: Path) -> N
         assert "pools: gpu" in made.text and "sources: beds" in made.text
         refused = client.post("/notifications", data={**form, "events": ["job.failed"]}, headers=val)
         assert refused.status_code == 422 and "for admins" in refused.text
+        # What a message about a source no dashboard shows links: its row among the sources.
+        assert 'id="source-beds"' in client.get("/dashboards", headers=ada).text
 
 
 def test_a_receiver_down_is_shown_as_a_failed_attempt(site: dict[str, Any], tmp_path: Path) -> None:

@@ -13,11 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -25,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..core.clock import utcnow
+from ..redaction import HIDDEN, secret_name, without_passwords
 from ..store import tables as t
 from ..store.database import Database
 
@@ -143,27 +142,10 @@ class AuditLog:
         return value
 
 
-HIDDEN = "(hidden)"
 MAX_DETAIL = 4096  # bytes of JSON in one entry's detail
 MAX_TEXT = 200  # characters of one text value kept
 MAX_ITEMS = 20  # items of one list or object kept
 MAX_DEPTH = 4
-# A parameter (or a key within one) is a secret when a word of its name is one of these, or ends
-# in "token" or "key" (api_key, accessToken), or holds one of _SECRET_PARTS (dbpassword).
-_SECRET_WORDS = frozenset({"pwd", "pass", "auth", "authorization", "otp", "cookie", "session", "signature"})
-_SECRET_PARTS = ("password", "passwd", "passphrase", "secret", "credential")
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
-_KEY_PASSWORD = re.compile(r"(?i)\b((?:pwd|password|passwd)\s*=\s*)(?:\{[^}]*\}|[^;&\s]*)")
-_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
-
-
-@lru_cache(maxsize=4096)  # asked for each parameter of each submission; names repeat
-def secret_name(name: str) -> bool:
-    """Whether a parameter's name says its value is a secret: password, api_key, accessToken..."""
-    for word in (w.lower() for w in _WORDS.findall(name)):
-        if word in _SECRET_WORDS or word.endswith(("token", "key")) or any(p in word for p in _SECRET_PARTS):
-            return True
-    return False
 
 
 def shown_params(
@@ -195,7 +177,7 @@ def _file(value: Any) -> Any:
 
 def _shown(value: Any, depth: int) -> Any:
     if isinstance(value, str):
-        return _cut(_without_passwords(value))
+        return _cut(without_passwords(value))
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth >= MAX_DEPTH:
@@ -210,16 +192,6 @@ def _shown(value: Any, depth: int) -> Any:
         items = [_shown(item, depth + 1) for item in value[:MAX_ITEMS]]
         return items + [f"... {len(value) - MAX_ITEMS} more"] if len(value) > MAX_ITEMS else items
     return _cut(str(value))
-
-
-def _without_passwords(text: str) -> str:
-    """Text with the passwords of URLs (scheme://user:password@host) and of connection strings
-    (PWD=...;) hidden."""
-    if "@" in text:
-        text = _URL_PASSWORD.sub(rf"\1{HIDDEN}@", text)
-    if "=" in text:
-        text = _KEY_PASSWORD.sub(rf"\1{HIDDEN}", text)
-    return text
 
 
 def _cut(text: str) -> str:

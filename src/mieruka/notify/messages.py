@@ -1,26 +1,25 @@
 """What a notification says: one event, or a digest of many, as a title, plain lines, a link and
 the events as data (for the generic webhook). No parameter values travel, and the values of secret
-parameters and passwords in URLs are cut out of the error lines a job left."""
+parameters and passwords in URLs are cut out of the error lines a job left. A message links to the
+page that shows what happened: a job's, a task's, the dashboard of a data source."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
 
-from ..auth.audit import secret_name
+from ..core.access import Principal, allowed
+from ..core.dashboards import Dashboard
 from ..core.task import Task
+from ..redaction import HIDDEN, secret_name, without_passwords
 
 ERROR_LINES = 5  # of a job's error, in a message
 ERROR_CHARS = 600
 DIGEST_LINES = 20  # events listed in a digest; the rest are counted
-HIDDEN = "(hidden)"
 ParamsOf = Callable[[int], Mapping[str, Any] | None]  # a job's parameters; None once it is deleted
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]*@")
-_KEY_PASSWORD = re.compile(r"(?i)\b((?:pwd|password|passwd)\s*=\s*)(?:\{[^}]*\}|[^;&\s]*)")
 
 _SAID = {
     "job.failed": "failed",
@@ -55,15 +54,31 @@ class Event:
             return f"Job {self.job_id} ({self.task}) {_SAID.get(self.kind, self.kind)}"
         return f"{_WHAT.get(family, family.title())} {self.subject} {_SAID.get(self.kind, self.kind)}"
 
-    def path(self) -> str:
+    def path(self, boards: Iterable[Dashboard] = (), reader: Principal | None = None) -> str:
+        """The page that shows what happened; a data source's is the first of the dashboards
+        showing it that `reader` may see (see `source_place`)."""
         family = self.kind.split(".")[0]
         if self.job_id is not None:
             return f"/jobs/{self.job_id}"
         if family == "schedule":
             return f"/tasks/{quote(self.subject, safe='')}"
         if family == "source":
-            return "/dashboards"
+            return source_place(self.subject, boards, reader)
         return "/workers"
+
+
+def source_place(source: str, boards: Iterable[Dashboard], reader: Principal | None) -> str:
+    """Where a data source is seen: the first dashboard that shows it and `reader` may see. A rule
+    that names no reader (an admin's or the code's, sent to addresses) links the first one open to
+    every viewer, else the first one. No dashboard shows it: its row in the list of sources."""
+    showing = [board for board in boards if source in board.sources]
+    if reader is not None:
+        seen = [board for board in showing if allowed(reader, board.allow)]
+    else:
+        seen = [board for board in showing if board.allow is None] or showing
+    if seen:
+        return f"/dashboards/{quote(seen[0].name, safe='')}"
+    return f"/dashboards#source-{quote(source, safe='')}"
 
 
 @dataclass(frozen=True)
@@ -88,9 +103,13 @@ def compose(
     tasks: Mapping[str, Task],
     params: ParamsOf,
     zone: tzinfo = UTC,
+    boards: Iterable[Dashboard] = (),
+    reader: Principal | None = None,
 ) -> Message:
     """The message of one delivery: its one event, or a digest of several (a flood: one message).
-    Times are told in `zone` (the server's configured time zone); the events' data keeps UTC."""
+    Times are told in `zone` (the server's configured time zone); the events' data keeps UTC.
+    `boards` are the app's dashboards and `reader` the one person the rule tells, if it is one
+    (a subscription): a data source's event links the dashboard showing it that they may see."""
     if not events:
         return Message(
             title="[mieruka] Test message",
@@ -98,7 +117,8 @@ def compose(
             link=f"{base_url}/notifications",
             key=key,
         )
-    shown = [_event_json(e, base_url, tasks, params) for e in events]
+    boards = list(boards)
+    shown = [_event_json(e, base_url, tasks, params, e.path(boards, reader)) for e in events]
     if len(events) == 1:
         event, data = events[0], shown[0]
         lines = [f"{event.headline()} at {_shown(event.at, zone, '%Y-%m-%d %H:%M:%S %Z')}."]
@@ -116,17 +136,22 @@ def compose(
         lines.append(f"- {event.headline()}" + (f": {first}" if first else ""))
     if len(events) > DIGEST_LINES:
         lines.append(f"... and {len(events) - DIGEST_LINES} more")
-    link = f"{base_url}/jobs" if all(e.job_id is not None for e in events) else f"{base_url}/notifications"
+    if len({data["url"] for data in shown}) == 1:  # one source failing and recovering, one node...
+        link = shown[0]["url"]
+    elif all(e.job_id is not None for e in events):
+        link = f"{base_url}/jobs"
+    else:
+        link = f"{base_url}/notifications"
     return Message(f"[mieruka] {len(events)} events of rule {rule_name}", lines, link, key, shown, digest=True)
 
 
-def _event_json(event: Event, base_url: str, tasks: Mapping[str, Task], params: ParamsOf) -> dict[str, Any]:
+def _event_json(event: Event, base_url: str, tasks: Mapping[str, Task], params: ParamsOf, path: str) -> dict[str, Any]:
     data: dict[str, Any] = {
         "kind": event.kind,
         "at": event.at.isoformat(),
         "subject": event.subject,
         "title": event.headline(),
-        "url": base_url + event.path(),
+        "url": base_url + path,
     }
     if event.job_id is not None:
         data["job_id"], data["task"] = event.job_id, event.task
@@ -165,8 +190,7 @@ def scrub(text: str, params: Mapping[str, Any], secret: frozenset[str]) -> str:
             for part in _strings(value):
                 if len(part) >= 3:
                     text = text.replace(part, HIDDEN)
-    text = _URL_PASSWORD.sub(rf"\1{HIDDEN}@", text)
-    return _KEY_PASSWORD.sub(rf"\1{HIDDEN}", text)
+    return without_passwords(text)
 
 
 def _strings(value: Any) -> list[str]:

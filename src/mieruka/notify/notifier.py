@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..core.access import Principal, allowed
 from ..core.clock import utcnow
+from ..core.dashboards import Dashboard
 from ..core.task import TaskRegistry
 from ..errors import NotFoundError
 from ..settings import Settings
@@ -59,7 +60,8 @@ def channels_from(settings: Settings) -> Channels:
 class Notifier:
     """`declared`: the rules of the app's code by name; `listener(user)`: a subscription's owner as
     they may see now (None: they hear nothing), asked once per round before routing, since it may
-    ask a directory, which routing (under the database's lock) must not wait for."""
+    ask a directory, which routing (under the database's lock) must not wait for; `dashboards`:
+    the app's, which a data source's message links."""
 
     def __init__(
         self,
@@ -68,8 +70,10 @@ class Notifier:
         tasks: TaskRegistry,
         declared: Mapping[str, Rule],
         listener: Callable[[str], Principal | None],
+        dashboards: Iterable[Dashboard] = (),
     ) -> None:
         self.db = db
+        self.dashboards = dashboards
         self.settings = settings
         self.tasks = tasks
         self.declared = declared
@@ -175,6 +179,7 @@ class Notifier:
             except NotFoundError:
                 return Outcome(claimed.id, False, "its rule was deleted")
         events = [] if claimed.test else deliveries.events_of(self.db, claimed.id)
+        about_sources = any(event.kind.startswith("source.") for event in events)
         message = compose(
             events,
             self.settings.served_url,
@@ -183,6 +188,8 @@ class Notifier:
             self._task_map(),
             self._params,
             self.settings.zone,
+            self.dashboards,
+            self._listener(rule.owner) if rule.owner is not None and about_sources else None,
         )
         try:
             send(self.channels, rule.target, message, rule.secret)
