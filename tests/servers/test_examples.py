@@ -253,7 +253,7 @@ def test_hospital_dashboard_over_odbc_on_postgres_one_query_per_refresh(tmp_path
         try:
             proc.wait_ready()
             first = _refresh_all(proc.url)
-            assert all(s["kind"] == "odbc" and "PWD=***" in str(s["reads"]) for s in first.values())
+            assert all(s["kind"] == "odbc" and "PWD=(hidden)" in str(s["reads"]) for s in first.values())
             watchers = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(20)]
             for thread in watchers:
                 thread.start()

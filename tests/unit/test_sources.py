@@ -163,7 +163,7 @@ def test_odbc_parameters_are_bound(pg_wards: str) -> None:
     )
     frame = named.fetch(LIMITS).frame
     assert frame["ward"].tolist() == ["C", "D"] and frame["t"].tolist() == [":x", ":x"]
-    assert "PWD=***" in source.describe()
+    assert "PWD=(hidden)" in source.describe() and "unused" not in source.describe()
 
 
 @pytest.mark.parametrize("how", ["connection string", "init statement"])

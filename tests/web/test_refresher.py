@@ -344,3 +344,26 @@ def test_a_table_asked_for_right_after_start_up_comes_once_read(tmp_path: Path) 
         answer = client.get("/api/sources/slow_table/data", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["rows"] == [[7]]
+
+
+def test_a_source_error_shown_to_viewers_hides_a_password_it_quotes() -> None:
+    def failing() -> list[dict[str, int]]:
+        raise RuntimeError("cannot connect with DRIVER={x};PWD={s3cr}}et};UID=ward to postgresql://ward:hunter2@db/x")
+
+    refresher = refresher_of(make_source("s", function=failing))
+    refresher.start()
+    try:
+        wait_for(lambda: refresher.state("s").error is not None, timeout=30)
+        error = refresher.state("s").error or ""
+        assert "s3cr" not in error and "hunter2" not in error, error
+        assert "UID=ward" in error and "@db/x" in error
+    finally:
+        refresher.stop()
+
+
+def test_an_odbc_source_is_described_without_its_password() -> None:
+    from mieruka.sources.odbc import OdbcSource
+
+    described = OdbcSource("DRIVER={PostgreSQL Unicode};PWD={a}}b;c};UID=ward;Password=plain", "SELECT 1").describe()
+    assert "a}}b" not in described and "b;c" not in described and "plain" not in described, described
+    assert "UID=ward" in described

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..redaction import without_passwords
 from . import guards
 from .base import Fetched, Limits
 from .frames import from_rows, optional, pandas
@@ -147,8 +148,7 @@ class OdbcSource:
                     pass
 
     def describe(self) -> str:
-        # Never show a password: drop PWD=... and Password=... from the connection string.
-        return "ODBC " + re.sub(r"(?i)\b(pwd|password)\s*=\s*(\{[^}]*\}|[^;]*)", r"\1=***", self.connection_string)
+        return "ODBC " + without_passwords(self.connection_string)
 
     def close(self) -> None:
         pass

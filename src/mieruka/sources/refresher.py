@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.clock import utcnow
 from ..notes import note
+from ..redaction import without_passwords
 from .base import Limits
 from .frames import to_frame
 from .source import Source, SourceRegistry
@@ -261,4 +262,5 @@ def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    return message[:500]
+    # Shown to every viewer of its dashboards: a driver's error may quote its connection string.
+    return without_passwords(message)[:500]
