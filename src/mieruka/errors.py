@@ -58,6 +58,7 @@ class TaskNotFound(NotFoundError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no task named {name!r}")
+        self.name = name
 
 
 class JobNotFound(NotFoundError):
@@ -65,6 +66,7 @@ class JobNotFound(NotFoundError):
 
     def __init__(self, job_id: int | str) -> None:
         super().__init__(f"no job with id {job_id}")
+        self.job_id = job_id
 
 
 class ArtifactNotFound(NotFoundError):

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,15 @@ def test_the_dashboards_json_carries_the_authors_titles_in_each_language(client:
     assert tile["error"] is None and tile["error_note"] is None
     source = client.get("/api/sources/sales").json()
     assert source["titles"] is None and source["error_note"] is None
+
+
+def test_the_error_page_says_what_is_not_found_in_the_readers_language(client: TestClient) -> None:
+    html = {"Accept": "text/html"}
+    assert (
+        "ID 987654 のジョブはありません" in client.get("/jobs/987654", headers={**html, "Accept-Language": "ja"}).text
+    )
+    russian = client.get("/tasks/nope", headers={**html, "Accept-Language": "ru"}).text
+    assert "нет задачи с именем 'nope'" in unescape(russian)
+    assert "no job with id 987654" in client.get("/jobs/987654", headers=html).text
+    api = client.get("/api/jobs/987654", headers={"Accept-Language": "ja"}).json()["error"]
+    assert api == {"code": "job_not_found", "message": "no job with id 987654"}  # the API's words stay English

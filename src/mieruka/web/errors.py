@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from ..errors import DatabaseUnavailable, MierukaError
+from ..errors import DatabaseUnavailable, JobNotFound, MierukaError, TaskNotFound
 from ..i18n import N_, _
 from ..store.outage import unavailable
 from .ids import parse_id
@@ -212,7 +212,20 @@ async def on_mieruka_error(request: Request, exc: MierukaError) -> Response:
     if exc.status_code >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc.message)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    return respond(request, exc.status_code, headers=headers, **exc.to_dict())
+    answer = exc.to_dict()
+    if wants_page(request):
+        answer["message"] = _said(exc)
+    return respond(request, exc.status_code, headers=headers, **answer)
+
+
+def _said(exc: MierukaError) -> str:
+    """The message of an error that the core raises in English (it knows no language), as the
+    error page says it: in the reader's language where it is one of the UI's messages."""
+    if isinstance(exc, JobNotFound):
+        return _("no job with id %(id)s", id=exc.job_id)
+    if isinstance(exc, TaskNotFound):
+        return _("no task named %(task)s", task=repr(exc.name))
+    return exc.message
 
 
 async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
