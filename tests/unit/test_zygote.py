@@ -150,3 +150,20 @@ def test_a_server_whose_app_starts_threads_at_import_starts_its_workers_afresh(t
             assert client.submit("double", {"x": 21}, wait=WAIT)["result"] == 42
     finally:
         server.stop()
+
+
+def test_an_app_that_holds_a_file_from_its_import_gets_a_zygote_of_its_own(tmp_path: Path) -> None:
+    imports = tmp_path / "imports"
+    env = {"COUNTED_APP_LOG": str(imports), "COUNTED_APP_HOLD": "1"}
+    server = ServerProcess("tests/counted_app.py:app", tmp_path / "home", env=env)
+    try:
+        server.wait_ready()
+        root = psutil.Process(server.process.pid)
+        _eventually(lambda: len(root.children(recursive=True)) == 3, "a zygote and two workers")
+        (zygote,) = root.children()
+        assert "mieruka.executors.zygote_process" in " ".join(zygote.cmdline())  # a fresh interpreter
+        with Client(server.url) as client:
+            assert client.submit("pid", {}, wait=WAIT)["result"] in {worker.pid for worker in zygote.children()}
+        assert imports.read_text().split() == [str(root.pid), str(zygote.pid)]
+    finally:
+        server.stop()

@@ -140,12 +140,13 @@ def fork_early(app: App) -> None:
     """Fork the zygote now, from this server process holding the app it has just loaded, so that the
     zygote and its workers share the server's memory copy-on-write and import nothing again; the
     local executor adopts it when it starts. Only while the server holds no thread, database
-    connection or event loop, which a fork would copy half-made; otherwise the executor starts the
-    zygote as a fresh interpreter later, as for an embedded app."""
+    connection, event loop or open file, which a fork would share or copy half-made (an app that
+    connects at import keeps its connection to itself); otherwise the executor starts the zygote
+    as a fresh interpreter later, as for an embedded app."""
     settings = app.settings
     if settings.executor != "local" or settings.worker_start != "fork" or not available():
         return
-    if app.runtime.holds_connections or threading.active_count() > 1:
+    if app.runtime.holds_connections or threading.active_count() > 1 or _open_files():
         return
     try:
         app_ref = app.runtime.app_ref()
@@ -162,6 +163,20 @@ def fork_early(app: App) -> None:
         _early(theirs, app)
     theirs.close()
     keep_early(EarlyZygote(ForkedChild(pid), ours, app_ref))
+
+
+def _open_files() -> list[int]:
+    """The file descriptors this process holds besides its standard streams (files, sockets, pipes)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue  # the listing's own, closed by now
+            found.append(fd)
+    return found
 
 
 def _early(control: socket.socket, app: App) -> None:
