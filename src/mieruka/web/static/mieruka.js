@@ -14,6 +14,8 @@
     return message.replace(/%\((\w+)\)[sd]/g, function (all, key) { return values && key in values ? values[key] : all; });
   }
   function t(message, values) { return i18n.t(message, values); }
+  // mieruka's own texts (a note beside the English: static/i18n.js) in the page's language.
+  function said(text, note) { return i18n.said ? i18n.said(text, note) : text === null || text === undefined ? "" : String(text); }
   var lang = i18n.lang || "en";
   // Job states as people read them; the raw value stays in classes and data attributes.
   var STATES = { queued: t("queued"), running: t("running"), succeeded: t("succeeded"), failed: t("failed"),
@@ -56,7 +58,7 @@
       if (message.type === "ready") {
         note("");
         var refused = Object.keys(message.refused || {});
-        if (refused.length) startPolling(message.refused[refused[0]]);
+        if (refused.length) startPolling(said(message.refused[refused[0]], (message.refused_notes || {})[refused[0]]));
         return;
       }
       if (message.kind === "resync") { poll(); return; }
@@ -109,7 +111,8 @@
       "points"].forEach(function (kind) {
       source.addEventListener(kind, function (message) {
         var data = JSON.parse(message.data);
-        receive(kind === "ready" ? { type: "ready", refused: data.refused } : { type: "event", kind: kind, data: data });
+        receive(kind === "ready" ? { type: "ready", refused: data.refused, refused_notes: data.refused_notes }
+          : { type: "event", kind: kind, data: data });
       });
     });
     source.addEventListener("error", function () { receive({ type: source.readyState === 2 ? "closed" : "error" }); });
@@ -140,11 +143,11 @@
       });
     }
 
-    function setProgress(progress, message) {
+    function setProgress(progress, message, note) {
       var bar = field("progress");
       if (bar && progress !== null && progress !== undefined) bar.value = progress;
       var text = field("message");
-      if (text && message !== null && message !== undefined) text.textContent = message;
+      if (text && message !== null && message !== undefined) text.textContent = said(message, note);
     }
 
     function refreshPanel() {
@@ -166,7 +169,7 @@
     var finished = { succeeded: 1, failed: 1, cancelled: 1 };
     function onState(data) {
       setStatus(data.status);
-      if (data.message !== undefined) setProgress(null, data.message);
+      if (data.message !== undefined) setProgress(null, data.message, data.message_note);
       if (finished[data.status] || data.status !== lastStatus) {
         lastStatus = data.status;
         refreshPanel();
@@ -175,7 +178,7 @@
 
     function poll() {
       getJSON("/api/jobs/" + jobId).then(function (job) {
-        setProgress(job.progress, job.message);
+        setProgress(job.progress, job.message, job.message_note);
         if (job.status !== lastStatus) onState(job);
       });
       getJSON("/api/jobs/" + jobId + "/logs?after=" + nextSeq + "&limit=5000").then(function (page) {
@@ -190,13 +193,13 @@
     if (log) log.scrollTop = log.scrollHeight;
     subscribe(["job:" + jobId], {
       snapshot: function (job) {
-        setProgress(job.progress, job.message);
+        setProgress(job.progress, job.message, job.message_note);
         if (job.status !== lastStatus) onState(job);
         if (job.log_lines > nextSeq) poll();  // lines written before the stream opened
         if (steps.section()) steps.refresh();  // and steps that changed before it opened
       },
       state: onState,
-      progress: function (data) { setProgress(data.progress, data.message); },
+      progress: function (data) { setProgress(data.progress, data.message, data.message_note); },
       log: function (data) { appendLines(data.first_seq, data.lines, data.step); steps.lines(data); },
       artifact: function () { refreshPanel(); },
       step: function (data) { steps.update(data); },
@@ -379,7 +382,7 @@
       var bar = d.querySelector('[data-field="progress"]');
       if (bar && data.progress !== null && data.progress !== undefined) bar.value = data.progress;
       var text = d.querySelector('[data-field="message"]');
-      if (text) text.textContent = data.message || "";
+      if (text) text.textContent = said(data.message, data.message_note);
     }
 
     function lines(data) {
@@ -510,7 +513,7 @@
       if (!tr) return;
       var bar = tr.querySelector('[data-field="progress"]');
       if (bar && data.progress !== null && data.progress !== undefined) bar.value = data.progress;
-      if (data.message) tr.querySelector('[data-field="message"]').textContent = data.message;
+      if (data.message) tr.querySelector('[data-field="message"]').textContent = said(data.message, data.message_note);
     }
 
     function poll() {
@@ -524,7 +527,7 @@
           var tr = row(job.id);
           if (tr && tr.dataset.status !== job.status) onState({ job_id: job.id, task: job.task, status: job.status });
           else if (!tr && body.firstPage === "true") schedule(job.id);
-          if (tr) onProgress({ job_id: job.id, progress: job.progress, message: job.message });
+          if (tr) onProgress({ job_id: job.id, progress: job.progress, message: job.message, message_note: job.message_note });
         });
       });
     }
@@ -539,6 +542,97 @@
 
     subscribe([body.filterTask ? "jobs:" + body.filterTask : "jobs"], { state: onState, progress: onProgress }, poll);
   }
+
+  // -- form validation in the page's language -----------------------------------------------------
+  // Chromium words its validation bubbles ("Please fill out this field.") in the browser's language,
+  // not the page's. A field found invalid gets the page's words for what its ValidityState says
+  // (`invalid` does not bubble: caught on its way down); any input in its form takes them off again,
+  // so the browser judges afresh at the next submit. A message another script set is left alone.
+  var ours = new WeakMap();
+  var TIMES = { date: true, "datetime-local": true, time: true, month: true, week: true };
+
+  function places(text) { var part = String(text).split(".")[1]; return part ? part.length : 0; }
+  function numberAttr(el, name) { var n = parseFloat(el.getAttribute(name)); return isNaN(n) ? null : n; }
+
+  // The two allowed values around a number off its step; the step's base is min, else the value
+  // the page gave, else 0 (as HTML counts it).
+  function nearest(el) {
+    var step = numberAttr(el, "step"), value = parseFloat(el.value);
+    if (step === null || step <= 0 || isNaN(value)) return null;
+    var min = numberAttr(el, "min"), initial = numberAttr(el, "value");
+    var base = min !== null ? min : initial !== null ? initial : 0;
+    var digits = Math.max(places(el.getAttribute("step")), places(base));
+    var low = base + Math.floor((value - base) / step) * step;
+    return [low, low + step].map(function (n) { return String(Number(n.toFixed(digits))); });
+  }
+
+  function validityMessage(el) {
+    var v = el.validity, type = (el.getAttribute("type") || "").toLowerCase();
+    if (v.valueMissing) {
+      if (type === "checkbox") return t("Check this box to go on.");
+      if (type === "radio") return t("Choose one of these options.");
+      if (type === "file") return t("Choose a file.");
+      if (el.tagName === "SELECT") return t("Choose an item in the list.");
+      return t("Fill out this field.");
+    }
+    if (v.badInput) return type === "number" ? t("Enter a number.") : t("Enter a valid value.");
+    if (v.typeMismatch) {
+      if (type === "email") return t("Enter an email address.");
+      return type === "url" ? t("Enter a URL.") : t("Enter a valid value.");
+    }
+    var now = { now: el.value.length };
+    if (v.tooShort) {
+      return i18n.tn("Use at least %(num)d character (now %(now)s).", "Use at least %(num)d characters (now %(now)s).", el.minLength, now);
+    }
+    if (v.tooLong) {
+      return i18n.tn("Use at most %(num)d character (now %(now)s).", "Use at most %(num)d characters (now %(now)s).", el.maxLength, now);
+    }
+    if (v.patternMismatch) {
+      return el.title ? t("Match the format asked for: %(format)s", { format: el.title }) : t("Match the format asked for.");
+    }
+    if (v.rangeUnderflow) {
+      return TIMES[type] ? t("The value must be %(min)s or later.", { min: el.min }) : t("The value must be %(min)s or more.", { min: el.min });
+    }
+    if (v.rangeOverflow) {
+      return TIMES[type] ? t("The value must be %(max)s or earlier.", { max: el.max }) : t("The value must be %(max)s or less.", { max: el.max });
+    }
+    if (v.stepMismatch) {
+      var near = nearest(el);
+      return near ? t("Enter a valid value; the nearest are %(low)s and %(high)s.", { low: near[0], high: near[1] })
+        : t("Enter a valid value.");
+    }
+    return "";
+  }
+
+  document.addEventListener("invalid", function (event) {
+    var el = event.target;
+    if (!el || !el.validity || !el.setCustomValidity) return;
+    if (el.validity.customError) {
+      if (ours.get(el) !== el.validationMessage) return;
+      el.setCustomValidity("");  // ours from before, which the value may have outgrown
+    }
+    var message = validityMessage(el);
+    if (message) {
+      el.setCustomValidity(message);
+      ours.set(el, message);
+    } else {
+      ours.delete(el);
+    }
+  }, true);
+
+  function revalidate(event) {
+    var el = event.target;
+    if (!el) return;
+    var form = el.form || (el.tagName === "FORM" ? el : null);  // "reset" is the form's own
+    var fields = form ? form.elements : [el];
+    for (var i = 0; i < fields.length; i++) {
+      var field = fields[i];
+      if (!ours.has(field)) continue;
+      if (field.validationMessage === ours.get(field)) field.setCustomValidity("");
+      ours.delete(field);
+    }
+  }
+  ["input", "change", "reset"].forEach(function (name) { document.addEventListener(name, revalidate, true); });
 
   // -- CSRF: htmx requests carry the session's token (forms also carry it as a field) -------------
   var csrfMeta = document.querySelector('meta[name="csrf-token"]');
