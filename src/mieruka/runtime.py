@@ -14,6 +14,8 @@ from .core.dashboards import DashboardRegistry
 from .core.streams import StreamSpec
 from .core.task import TaskRegistry
 from .errors import ConfigError, MierukaError
+from .executors.zygote import available as zygote_available
+from .executors.zygote import discard_early, launch_early
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -158,8 +160,13 @@ class Runtime:
         """Open the store, start worker processes and the engine loop, and the live hub."""
         if self._engine is not None:
             return self._engine
-        engine = self._build_engine(self)
-        engine.start()
+        self._launch_zygote()
+        try:
+            engine = self._build_engine(self)
+            engine.start()
+        except BaseException:
+            discard_early()
+            raise
         self._engine = engine
         try:
             self._start_notifier()
@@ -184,6 +191,17 @@ class Runtime:
                     lambda source, state: notifier.on_source(source.name, state.error, state.error_at)
                 )
         return engine
+
+    def _launch_zygote(self) -> None:
+        """The local executor's zygote imports the app while the rest starts (executors/zygote.py)."""
+        settings = self.settings
+        if settings.executor != "local" or settings.worker_start != "fork" or not zygote_available():
+            return
+        try:
+            ref = self.app_ref()
+        except ConfigError:
+            return  # the executor says why
+        launch_early(ref)
 
     def _start_notifier(self) -> None:
         from .notify.notifier import Notifier

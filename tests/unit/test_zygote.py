@@ -18,6 +18,7 @@ import pytest
 import mieruka
 from mieruka import JobStatus
 from mieruka.client import Client
+from mieruka.errors import ConfigError
 from mieruka.executors.local import LocalExecutor
 from mieruka.process import alive
 from tests.conftest import ServerProcess
@@ -167,3 +168,21 @@ def test_an_app_that_holds_a_file_from_its_import_gets_a_zygote_of_its_own(tmp_p
         assert imports.read_text().split() == [str(root.pid), str(zygote.pid)]
     finally:
         server.stop()
+
+
+def test_an_embedded_start_that_fails_leaves_no_zygote_behind(tmp_path: Path) -> None:
+    from tests.jobs import app as jobs_app
+
+    def zygotes() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children() if "zygote_process" in " ".join(p.cmdline())]
+
+    before = {p.pid for p in zygotes()}
+    jobs_app._settings = None
+    try:
+        jobs_app.configure(home=str(tmp_path / "home"), executor="local", database_url="sqlite:////proc/no/such.db")
+        with pytest.raises(ConfigError, match="/proc/no"):
+            jobs_app.start()
+        assert {p.pid for p in zygotes()} == before
+    finally:
+        jobs_app.stop()
+        jobs_app._settings = None

@@ -97,12 +97,17 @@ class ForkedChild:
 
 @dataclass
 class EarlyZygote:
-    """A zygote forked by this process while it held nothing but the loaded app, waiting for the
-    executor's configuration on `control`."""
+    """A zygote started before the executor that will use it, loading the app (or holding it: forked
+    from the server), then waiting for the executor's configuration on `control`."""
 
-    process: ForkedChild
+    process: subprocess.Popen[bytes] | ForkedChild
     control: socket.socket
     app_ref: str
+
+    def discard(self) -> None:
+        self.control.close()  # it sees the end of its socket, and exits
+        self.process.kill()
+        self.process.wait()
 
 
 _early: EarlyZygote | None = None
@@ -111,17 +116,49 @@ _early: EarlyZygote | None = None
 def keep_early(zygote: EarlyZygote) -> None:
     """Hold `zygote` for the local executor that starts next in this process."""
     global _early
+    if _early is not None:
+        _early.discard()
     _early = zygote
 
 
-def _take_early(app_ref: str) -> EarlyZygote | None:
+def launch_early(app_ref: str) -> None:
+    """Start a zygote now, as a fresh interpreter importing `app_ref`, for the local executor this
+    process starts next: its import then overlaps the rest of the start-up (an embedded
+    `app.start()`). Nothing is done if one is waiting already (forked from the server)."""
+    if _early is None:
+        keep_early(_launch(app_ref))
+
+
+def discard_early() -> None:
+    """The executor will not start: end the zygote started for it, if any."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early.discard()
+
+
+def _launch(app_ref: str) -> EarlyZygote:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    config = {"app": app_ref, "fd": theirs.fileno(), "sys_path": sys.path}
+    process = subprocess.Popen(
+        # -c, not -m: the executors package imports this module before -m would run it
+        [sys.executable, "-c", "from mieruka.executors.zygote_process import main; main()", json.dumps(config)],
+        pass_fds=(theirs.fileno(),),
+        process_group=0,  # not in the terminal's group: Ctrl-C is for the server
+        stdin=subprocess.DEVNULL,
+    )
+    theirs.close()
+    return EarlyZygote(process, ours, app_ref)
+
+
+def _take_early(app_ref: str) -> EarlyZygote:
+    """The zygote started early for this app, else one started now."""
     global _early
     early, _early = _early, None
     if early is not None and early.app_ref != app_ref:
-        early.control.close()  # it sees the end of its socket, and exits
-        early.process.wait(5)
-        return None
-    return early
+        early.discard()
+        early = None
+    return early if early is not None else _launch(app_ref)
 
 
 class Zygote:
@@ -140,21 +177,9 @@ class Zygote:
 
     def start(self) -> None:
         early = _take_early(self.config["app"])
-        if early is not None:
-            ours = early.control
-            self._process = early.process
-            ours.send(pickle.dumps(("config", self.config)))
-        else:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            config = dict(self.config, fd=theirs.fileno(), sys_path=sys.path)
-            self._process = subprocess.Popen(
-                # -c, not -m: the executors package imports this module before -m would run it
-                [sys.executable, "-c", "from mieruka.executors.zygote_process import main; main()", json.dumps(config)],
-                pass_fds=(theirs.fileno(),),
-                process_group=0,  # not in the terminal's group: Ctrl-C is for the server
-                stdin=subprocess.DEVNULL,
-            )
-            theirs.close()
+        ours = early.control
+        self._process = early.process
+        ours.send(pickle.dumps(("config", self.config)))
         self._control = ours
         self._reader = threading.Thread(target=self._read, args=(ours,), name="mieruka-zygote", daemon=True)
         self._reader.start()

@@ -233,6 +233,13 @@ def main() -> None:
         # A thread is not copied by fork, but the locks it held are: the children could hang.
         _refuse(control, "unsafe", f"importing the app started threads ({', '.join(threads)})")
         return
+    try:
+        data = control.recv(PACKET)  # the executor's configuration, once it starts
+    except OSError:
+        data = b""
+    if not data:
+        return  # it never started
+    config = pickle.loads(data)[1]
     gc.collect()
     gc.freeze()  # the collector no longer touches what we share with the children: it stays shared
     _send(control, "loaded", os.getpid())
