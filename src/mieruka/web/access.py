@@ -70,13 +70,27 @@ class Target:
 
 
 class Routes:
-    """The app's routes, flattened once on first use (every router is included by then)."""
+    """The app's routes, flattened once on first use (every router is included by then). A request's
+    target is remembered by its method and path: matching tries each of the app's hundred routes in
+    turn, a fifth of a small request's time."""
+
+    REMEMBERED = 4096
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
         self._routes: list[FlatRoute] | None = None
+        self._known: dict[tuple[str, str, str, str], Target] = {}
 
     def target(self, scope: Scope) -> Target:
+        key = (scope["type"], scope.get("method", ""), scope["path"], scope.get("root_path", ""))
+        found = self._known.get(key)
+        if found is None:
+            if len(self._known) >= self.REMEMBERED:
+                self._known.clear()  # ids in paths: each seen once or twice
+            found = self._known[key] = self._match(scope)
+        return found
+
+    def _match(self, scope: Scope) -> Target:
         if self._routes is None:
             self._routes = flat_routes(self.api)
         partial = None

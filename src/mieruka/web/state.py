@@ -63,4 +63,9 @@ def metrics_of(request: Request) -> Metrics:
     return metrics
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+async def _runtime_dependency(request: Request) -> Runtime:
+    # async: FastAPI runs a plain function dependency on a worker thread, a hop per request.
+    return runtime_of(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dependency)]
