@@ -58,6 +58,8 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
                 await run_in_threadpool(runtime.stop)
 
     api = FastAPI(title=runtime.title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # First: FastAPI tries the routes in order, and a page's assets are most of its requests.
+    api.mount("/static", Assets(), name="static")
     pages = page_templates(runtime)
     install_error_handlers(api, pages, postgres=runtime.settings.effective_database_url.startswith("postgres"))
     api.include_router(tasks.router)
@@ -80,7 +82,6 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     api.include_router(notifications.router)
     api.include_router(notifications.pages)
     sso.install(api, runtime, pages)
-    api.mount("/static", Assets(), name="static")
     install_openapi(api, runtime)
     install_security(api, runtime)
     attach(api, runtime, pages, metrics)
