@@ -10,7 +10,6 @@ import argparse
 import contextvars
 import errno
 import json
-import os
 import socket
 import sys
 import time
@@ -21,9 +20,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .cli_home import HOME_HELP, where_data_lives
-from .errors import ConfigError, MierukaError
-from .i18n import ENGLISH, LANGUAGE, _, localized, ngettext, of_locale
-from .settings import Settings
+from .errors import ConfigError, DatabaseUnavailable, MierukaError, MissingExtraError
+from .i18n import ENGLISH, LANGUAGE, _, localized, ngettext
+from .settings import Settings, environment_language
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -149,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, parser)
     except MierukaError as exc:
-        print(f"mieruka: {exc.message}", file=sys.stderr)
+        print(f"mieruka: {told(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
@@ -169,10 +168,26 @@ def _language() -> str:
     try:
         settings = Settings.load()
     except MierukaError:
-        return ENGLISH  # the command says what is wrong with the settings when it reads them
-    if os.environ.get("MIERUKA_LANGUAGE") or settings.language != ENGLISH:
+        # The command says what is wrong with the settings when it reads them, in the language
+        # the environment names.
+        return environment_language() or ENGLISH
+    if settings.language != ENGLISH:
         return settings.language
-    return of_locale(os.environ) or ENGLISH
+    return environment_language() or ENGLISH
+
+
+def told(exc: MierukaError) -> str:
+    """An error's message as the command says it, in its language. The errors of errors.py that
+    the core raises, which knows no language, keep their English message for the API and the logs:
+    a database that does not answer (store/outage.said), an optional dependency not installed."""
+    if isinstance(exc, DatabaseUnavailable):
+        from .store.outage import said
+
+        return said(exc)
+    if isinstance(exc, MissingExtraError):
+        feature = _(exc.feature)  # marked with N_ where it is raised
+        return _("%(feature)s needs an optional dependency: %(command)s", feature=feature, command=exc.command)
+    return exc.message
 
 
 def _on_its_own(call: Any, *args: Any) -> Any:
@@ -192,7 +207,7 @@ def _said(exc: Exception, args: argparse.Namespace) -> str | None:
         {"home": getattr(args, "home", None), "database_url": getattr(args, "database_url", None)}
     ).effective_database_url
     problem = unavailable(exc, url)
-    return problem.message if problem is not None else None
+    return told(problem) if problem is not None else None
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -296,8 +311,9 @@ def _serve(args: argparse.Namespace) -> int:
     refuse_open_network(runtime)
     from .wiring import start_runtime
 
-    # migrations, recovery, workers: what fails there is one line, before "serving"
-    _on_its_own(start_runtime, runtime)
+    # migrations, recovery, workers: what fails there is one line, before "serving" (start_runtime
+    # starts them in a context of their own, and says what fails in this one's language)
+    start_runtime(runtime)
     base = f"http://{settings.host}:{settings.port}{settings.root_path}"
     tasks = ngettext("%(num)d task", "%(num)d tasks", len(app.tasks))
     title = repr(localized(app.title))

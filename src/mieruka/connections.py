@@ -28,6 +28,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import ConfigError
+from .i18n import _
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,7 +47,11 @@ def trusted_networks(text: str) -> tuple[Network, ...]:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
             raise ConfigError(
-                f"trusted_proxies: {entry!r} is not an IP address or network (host names are not resolved)"
+                _(
+                    "%(setting)s: %(entry)s is not an IP address or network (host names are not resolved)",
+                    setting="trusted_proxies",
+                    entry=repr(entry),
+                )
             ) from None
     return tuple(networks)
 

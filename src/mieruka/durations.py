@@ -6,6 +6,7 @@ import math
 import re
 
 from .errors import ConfigError
+from .i18n import _
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
@@ -17,9 +18,9 @@ def parse_duration(value: str | float | int | None) -> float | None:
         return None
     if isinstance(value, (int, float)):
         if value < 0:
-            raise ConfigError(f"a duration must not be negative: {value}")
+            raise ConfigError(_("a duration must not be negative: %(value)s", value=value))
         if not math.isfinite(value):
-            raise ConfigError(f"a duration must be finite, not {value}")
+            raise ConfigError(_("a duration must be finite, not %(value)s", value=value))
         return float(value)
     text = value.strip().lower().replace(" ", "")
     try:
@@ -35,5 +36,5 @@ def parse_duration(value: str | float | int | None) -> float | None:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text) or not text:
-        raise ConfigError(f"cannot read duration {value!r}: use forms like '30s', '10m', '1h30m'")
+        raise ConfigError(_("cannot read duration %(value)s: use forms like '30s', '10m', '1h30m'", value=repr(value)))
     return total

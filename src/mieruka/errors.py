@@ -45,7 +45,8 @@ class MissingExtraError(MierukaError):
     code = "missing_extra"
 
     def __init__(self, feature: str, extra: str) -> None:
-        super().__init__(f"{feature} needs an optional dependency: pip install 'mieruka[{extra}]'")
+        self.feature, self.command = feature, f"pip install 'mieruka[{extra}]'"
+        super().__init__(f"{feature} needs an optional dependency: {self.command}")
 
 
 class NotFoundError(MierukaError):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from .errors import MierukaError
+from .i18n import _
 from .runtime import Runtime
 from .settings import Settings
 from .web.sse import OpenStreams
@@ -85,7 +86,12 @@ def refuse_open_network(runtime: Runtime) -> None:
     if auth.accounts.has_users():
         return
     home = f" --home {settings.home}" if settings.home != Settings().home else ""
+    command = f"`mieruka users add NAME --role admin{home}`"
     raise MierukaError(
-        f"refusing to serve on {settings.host} with no users: anyone on the network could use it. Add one "
-        f"first: `mieruka users add NAME --role admin{home}` (or bind to 127.0.0.1)"
+        _(
+            "refusing to serve on %(host)s with no users: anyone on the network could use it. Add one first: "
+            "%(command)s (or bind to 127.0.0.1)",
+            host=settings.host,
+            command=command,
+        )
     )

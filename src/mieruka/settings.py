@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .durations import parse_duration
 from .errors import ConfigError
+from .i18n import _, of_locale, supported
 
 ENV_PREFIX = "MIERUKA_"
 
@@ -41,9 +42,11 @@ def parse_size(value: str | int) -> int:
                 raise ValueError
             size = int(number)
         except (ValueError, OverflowError):
-            raise ConfigError(f"cannot read size {value!r}: use forms like '100MB' or '1GB'") from None
+            raise ConfigError(
+                _("cannot read size %(value)s: use forms like '100MB' or '1GB'", value=repr(value))
+            ) from None
     if size < 0:
-        raise ConfigError(f"a size must not be negative: {value!r}")
+        raise ConfigError(_("a size must not be negative: %(value)s", value=repr(value)))
     return size
 
 
@@ -335,7 +338,7 @@ class Settings:
                 with open(path, "rb") as fh:
                     data = tomllib.load(fh)
             except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"cannot read config file {path}: {exc}") from None
+                raise ConfigError(_("cannot read config file %(path)s: %(error)s", path=path, error=exc)) from None
             values.update(data.get("mieruka", data))
         for spec in fields(cls):
             env_value = environ.get(ENV_PREFIX + spec.name.upper())
@@ -357,6 +360,12 @@ class Settings:
             }
             for s in fields(cls)
         ]
+
+
+def environment_language() -> str | None:
+    """The language the environment names for the command line's messages: MIERUKA_LANGUAGE when it
+    is one of mieruka's, else the locale's (LANG=ja_JP.UTF-8: "ja"; i18n.of_locale), else None."""
+    return supported(os.environ.get(ENV_PREFIX + "LANGUAGE")) or of_locale(os.environ)
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
@@ -399,7 +408,7 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in values.items():
         if name not in known:
-            raise ConfigError(f"unknown setting {name!r}")
+            raise ConfigError(_("unknown setting %(name)s", name=repr(name)))
         out[name] = _coerce(name, known[name].type, value)
     for name in (
         "database_busy_timeout",
@@ -412,33 +421,60 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         "body_timeout",
     ):
         if name in out and out[name] <= 0:
-            raise ConfigError(f"setting {name} must be positive, got {out[name]}")
+            raise ConfigError(_("setting %(name)s must be positive, got %(value)s", name=name, value=out[name]))
     for name in ("notify_webhook_timeout", "notify_poll_interval", "notify_max_attempts"):
         if name in out and out[name] <= 0:
-            raise ConfigError(f"setting {name} must be positive, got {out[name]}")
+            raise ConfigError(_("setting %(name)s must be positive, got %(value)s", name=name, value=out[name]))
     for name in ("workers", "retention_max_jobs", "login_max_failures", "max_connections_per_address"):
         if name in out and out[name] < 0:
-            raise ConfigError(f"setting {name} must be >= 0, got {out[name]}")
+            raise ConfigError(_("setting %(name)s must be >= 0, got %(value)s", name=name, value=out[name]))
     if "password_hash_memory" in out and not 1024 <= out["password_hash_memory"] <= 4 * 1024 * 1024:
         raise ConfigError(
-            f"setting password_hash_memory must be between 1024 and 4194304 KiB, got {out['password_hash_memory']}"
+            _(
+                "setting %(name)s must be between %(low)s and %(high)s KiB, got %(value)s",
+                name="password_hash_memory",
+                low=1024,
+                high=4194304,
+                value=out["password_hash_memory"],
+            )
         )
     if "worker_start" in out and out["worker_start"] not in ("fork", "spawn"):
-        raise ConfigError(f"setting worker_start must be 'fork' or 'spawn', got {out['worker_start']!r}")
+        raise ConfigError(
+            _(
+                "setting %(name)s must be %(one)s or %(other)s, got %(value)s",
+                name="worker_start",
+                one="'fork'",
+                other="'spawn'",
+                value=repr(out["worker_start"]),
+            )
+        )
     if "port" in out and not 0 < out["port"] < 65536:
-        raise ConfigError(f"setting port must be between 1 and 65535, got {out['port']}")
+        raise ConfigError(
+            _(
+                "setting %(name)s must be between %(low)s and %(high)s, got %(value)s",
+                name="port",
+                low=1,
+                high=65535,
+                value=out["port"],
+            )
+        )
     if "language" in out:
-        from .i18n import supported
-
         tag = supported(out["language"])
         if tag is None:
-            raise ConfigError(f"setting language must be one of en, ja, zh-Hans, ru, got {out['language']!r}")
+            raise ConfigError(
+                _(
+                    "setting %(name)s must be one of %(choices)s, got %(value)s",
+                    name="language",
+                    choices="en, ja, zh-Hans, ru",
+                    value=repr(out["language"]),
+                )
+            )
         out["language"] = tag
     if "timezone" in out:
         try:
             ZoneInfo(out["timezone"])
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"unknown time zone {out['timezone']!r}") from None
+            raise ConfigError(_("unknown time zone %(zone)s", zone=repr(out["timezone"]))) from None
     return out
 
 
@@ -466,5 +502,7 @@ def _coerce(name: str, type_name: Any, value: Any) -> Any:
                 return False
             raise ValueError(value)
     except (ValueError, TypeError):
-        raise ConfigError(f"setting {name} expects a {type_name}, got {value!r}") from None
+        raise ConfigError(
+            _("setting %(name)s expects a %(type)s, got %(value)s", name=name, type=type_name, value=repr(value))
+        ) from None
     return str(value)

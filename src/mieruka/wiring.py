@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sqlite3
 import sys
@@ -18,6 +19,7 @@ from .engine import Engine
 from .errors import ConfigError
 from .executors.base import Executor
 from .executors.local import LocalExecutor
+from .i18n import _
 from .runtime import Declaration, Runtime
 from .settings import Settings
 from .store.outage import reason, unavailable
@@ -35,21 +37,28 @@ def check_settings(settings: Settings) -> None:
     if os.name != "posix":
         # Workers run in their own process groups, and cancel kills the whole group.
         raise ConfigError(
-            f"mieruka runs jobs on Linux, macOS and other POSIX systems, not on {sys.platform}; "
-            "on Windows run it under WSL"
+            _(
+                "mieruka runs jobs on Linux, macOS and other POSIX systems, not on %(platform)s; "
+                "on Windows run it under WSL",
+                platform=sys.platform,
+            )
         )
     if settings.executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
+        raise ConfigError(unknown_executor(settings.executor))
     if settings.executor == "celery" and not settings.broker_url:
-        raise ConfigError("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)")
+        raise ConfigError(_("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)"))
     if settings.executor == "celery" and settings.effective_event_bus in ("", "memory"):
         # Workers are other processes: what they report must reach the servers' pages and waiters.
         raise ConfigError(
-            "executor 'celery' with a broker other than Redis needs an event bus its workers can "
-            "reach: set MIERUKA_EVENT_BUS (e.g. redis://host:6379/1)"
+            _(
+                "executor 'celery' with a broker other than Redis needs an event bus its workers can "
+                "reach: set MIERUKA_EVENT_BUS (e.g. redis://host:6379/1)"
+            )
         )
     if settings.artifact_storage not in ("", "local") and not settings.artifact_storage.startswith("s3://"):
-        raise ConfigError(f"unknown artifact storage {settings.artifact_storage!r}: use 'local' or s3://bucket/prefix")
+        raise ConfigError(unknown_storage(settings.artifact_storage))
+    if not _known_bus(settings.effective_event_bus):
+        raise ConfigError(unknown_bus(settings.effective_event_bus))
 
 
 def build_runtime(declared: Declaration, settings: Settings) -> Runtime:
@@ -63,10 +72,27 @@ def check_runtime(runtime: Runtime) -> None:
     from .connections import trusted_networks
 
     trusted_networks(runtime.settings.trusted_proxies)  # a name or '*' there: one line before serving
+    check_sign_in(runtime.settings)
     if runtime.pools and runtime.settings.executor != "celery":
         raise ConfigError(
-            f"compute pools ({', '.join(runtime.pools)}) start Celery workers: they need MIERUKA_EXECUTOR=celery"
+            _(
+                "compute pools (%(pools)s) start Celery workers: they need MIERUKA_EXECUTOR=celery",
+                pools=", ".join(runtime.pools),
+            )
         )
+
+
+def check_sign_in(settings: Settings) -> None:
+    """The directory's and the single sign-on providers' settings, read now: a bad one is one line
+    in the caller's language, not an error from inside the server, which reads them again."""
+    if settings.ldap_url.strip():
+        from .auth.service import directory_of
+
+        directory_of(settings)
+    if settings.oidc_providers.strip():
+        from .auth.oidc_providers import configured
+
+        configured(settings)
 
 
 LOCK_WAIT = 5.0  # at most, seconds the start-up check waits for a SQLite file another process holds
@@ -83,7 +109,9 @@ def check_database(url: str, busy_timeout: float = LOCK_WAIT) -> None:
         with engine.connect():
             pass
     except sa.exc.SQLAlchemyError as exc:
-        raise ConfigError(f"cannot reach the database {shown_url(url)}: {reason(exc)}") from None
+        raise ConfigError(
+            _("cannot reach the database %(url)s: %(reason)s", url=shown_url(url), reason=reason(exc))
+        ) from None
     finally:
         engine.dispose()
 
@@ -96,16 +124,22 @@ def check_sqlite_file(path: Path, lock_wait: float = LOCK_WAIT) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the folder {folder} for the database: {exc.strerror}") from None
+        raise ConfigError(
+            _("cannot create the folder %(folder)s for the database: %(reason)s", folder=folder, reason=exc.strerror)
+        ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(
-            f"cannot use the database {path}: this user may not write in the folder {folder} "
-            "(SQLite keeps its write-ahead log beside the database)"
+            _(
+                "cannot use the database %(path)s: this user may not write in the folder %(folder)s "
+                "(SQLite keeps its write-ahead log beside the database)",
+                path=path,
+                folder=folder,
+            )
         )
     if path.is_dir():
-        raise ConfigError(f"cannot use the database {path}: it is a folder, not a file")
+        raise ConfigError(_("cannot use the database %(path)s: it is a folder, not a file", path=path))
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        raise ConfigError(f"cannot use the database {path}: this user may not read and write it")
+        raise ConfigError(_("cannot use the database %(path)s: this user may not read and write it", path=path))
     conn = None
     try:
         conn = sqlite3.connect(path, timeout=lock_wait, isolation_level=None)
@@ -125,43 +159,60 @@ def check_sqlite_file(path: Path, lock_wait: float = LOCK_WAIT) -> None:
             for line in text.splitlines()
             if line.strip() and not line.startswith("***")
         ]  # "*** in database main ***" heads the list
-        raise ConfigError(
-            f"the database {path} is damaged ({'; '.join(lines)[:300]}): restore it from a backup, "
-            "or move it away to start with an empty one"
-        )
+        raise ConfigError(_damaged(path, "; ".join(lines)[:300]))
 
 
 def _sqlite_problem(path: Path, exc: sqlite3.Error, lock_wait: float) -> str:
     name = getattr(exc, "sqlite_errorname", "") or ""
     said = str(exc)
+    seconds = f"{lock_wait:g}"
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return (
-            f"the database {path} is locked by another process (still after {lock_wait:g}s): stop the program "
-            "using it (another mieruka with this home?), or give this one its own --home"
+        return _(
+            "the database %(path)s is locked by another process (still after %(seconds)ss): stop the program "
+            "using it (another mieruka with this home?), or give this one its own --home",
+            path=path,
+            seconds=seconds,
         )
     if name.startswith("SQLITE_NOTADB"):
-        return (
-            f"{path} is not a SQLite database ({said}): point --database-url at the right file, or move this one away"
+        return _(
+            "%(path)s is not a SQLite database (%(said)s): point --database-url at the right file, or move this one "
+            "away",
+            path=path,
+            said=said,
         )
     if name.startswith("SQLITE_CORRUPT"):
-        return (
-            f"the database {path} is damaged ({said}): restore it from a backup, or move it away to start "
-            "with an empty one"
-        )
+        return _damaged(path, said)
     if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
-        return f"cannot open the database {path} for writing ({said}): check who may write to it and to its folder"
-    return f"cannot use the database {path}: {said}"
+        return _(
+            "cannot open the database %(path)s for writing (%(said)s): check who may write to it and to its folder",
+            path=path,
+            said=said,
+        )
+    return _("cannot use the database %(path)s: %(said)s", path=path, said=said)
+
+
+def _damaged(path: Path, said: str) -> str:
+    return _(
+        "the database %(path)s is damaged (%(said)s): restore it from a backup, or move it away to start with an "
+        "empty one",
+        path=path,
+        said=said,
+    )
 
 
 def start_runtime(runtime: Runtime) -> None:
     """Start the app's engine before serving it: a database that fails it (a migration refused,
     a lock taken meanwhile) is one line naming the database, not a traceback from the server's
-    start-up. The server then stops it (server.serve)."""
+    start-up. The server then stops it (server.serve). The engine starts in a context of its own (its
+    loops and the processes it forks never take the caller's language); what fails is said in the
+    caller's."""
     url = runtime.settings.effective_database_url
     try:
-        runtime.start()
+        contextvars.Context().run(runtime.start)
     except sa.exc.DBAPIError as exc:
-        raise ConfigError(f"cannot start on the database {shown_url(url)}: {reason(exc)}") from None
+        raise ConfigError(
+            _("cannot start on the database %(url)s: %(reason)s", url=shown_url(url), reason=reason(exc))
+        ) from None
     except Exception as exc:
         problem = unavailable(exc, url)
         if problem is None:
@@ -203,7 +254,7 @@ def build_engine(runtime: Runtime) -> Engine:
 
         executor = ThreadExecutor(runtime.tasks, settings.effective_workers, artifacts, home / "uploads")
     else:
-        raise ConfigError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
+        raise ConfigError(unknown_executor(settings.executor))
     engine = Engine(runtime.tasks, store, build_bus(settings.effective_event_bus), executor, artifacts, settings)
     if runtime.pools:
         engine.pools = build_pools(runtime, store)
@@ -252,4 +303,20 @@ def build_bus(name: str) -> EventBus:
         from .bus.redis import RedisBus
 
         return RedisBus(name)
-    raise ConfigError(f"unknown event bus {name!r}: use 'memory' or a redis:// URL")
+    raise ConfigError(unknown_bus(name))
+
+
+def _known_bus(name: str) -> bool:
+    return name in ("", "memory") or name.startswith(("redis://", "rediss://", "unix://"))
+
+
+def unknown_bus(name: str) -> str:
+    return _("unknown event bus %(name)s: use 'memory' or a redis:// URL", name=repr(name))
+
+
+def unknown_executor(name: str) -> str:
+    return _("unknown executor %(name)s; available: %(names)s", name=repr(name), names=", ".join(EXECUTORS))
+
+
+def unknown_storage(url: str) -> str:
+    return _("unknown artifact storage %(url)s: use 'local' or s3://bucket/prefix", url=repr(url))

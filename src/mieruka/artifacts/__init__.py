@@ -21,8 +21,9 @@ def open_storage(url: str, local_root: Path, endpoint_url: str = "") -> Artifact
 
         return S3ArtifactStorage(url, endpoint_url, work_root=local_root)
     from ..errors import ConfigError
+    from ..i18n import _
 
-    raise ConfigError(f"unknown artifact storage {url!r}: use 'local' or s3://bucket/prefix")
+    raise ConfigError(_("unknown artifact storage %(url)s: use 'local' or s3://bucket/prefix", url=repr(url)))
 
 
 def open_uploads(storage: ArtifactStorage, root: Path) -> UploadStorage:

@@ -32,6 +32,7 @@ from ldap3.utils.dn import parse_dn
 from ..core.access import Principal, Role, parse_role
 from ..core.clock import utcnow
 from ..errors import ConfigError, DirectoryUnavailable, NotFoundError, ValidationError
+from ..i18n import _
 from ..settings import Settings
 from .accounts import Accounts, User, check_name
 
@@ -90,31 +91,53 @@ class DirectoryConfig:
         for one in urls:
             scheme = one.split("://", 1)[0].lower()
             if scheme not in ("ldap", "ldaps"):
-                raise ConfigError(f"ldap_url: {one!r} is not an ldap:// or ldaps:// URL")
+                raise ConfigError(
+                    _("%(setting)s: %(url)s is not an ldap:// or ldaps:// URL", setting="ldap_url", url=repr(one))
+                )
             try:
                 Server(one)
             except (LDAPException, ValueError) as exc:
                 raise ConfigError(f"ldap_url: {one!r}: {exc}") from None
             if scheme == "ldap" and not s.ldap_starttls and not s.ldap_allow_plain:
                 raise ConfigError(
-                    f"ldap_url {one} would send passwords unencrypted: use ldaps://, set ldap_starttls = true, "
-                    "or (on a network you trust) ldap_allow_plain = true"
+                    _(
+                        "ldap_url %(url)s would send passwords unencrypted: use ldaps://, set ldap_starttls = true, "
+                        "or (on a network you trust) ldap_allow_plain = true",
+                        url=one,
+                    )
                 )
         if not s.ldap_user_base.strip():
             raise ConfigError(
-                "ldap_user_base: the DN under which users are searched (e.g. ou=people,dc=example,dc=org)"
+                _(
+                    "%(setting)s: the DN under which users are searched (e.g. %(example)s)",
+                    setting="ldap_user_base",
+                    example="ou=people,dc=example,dc=org",
+                )
             )
         for name in ("ldap_timeout", "ldap_recheck"):
             if getattr(s, name) <= 0:
-                raise ConfigError(f"setting {name} must be positive, got {getattr(s, name)}")
+                raise ConfigError(
+                    _("setting %(name)s must be positive, got %(value)s", name=name, value=getattr(s, name))
+                )
         if s.ldap_grace < 0 or s.ldap_nested_depth < 1:
-            raise ConfigError("ldap_grace must be >= 0 and ldap_nested_depth >= 1")
+            raise ConfigError(
+                _("%(grace)s must be >= 0 and %(depth)s >= 1", grace="ldap_grace", depth="ldap_nested_depth")
+            )
         if s.ldap_nested not in NESTED:
-            raise ConfigError(f"ldap_nested must be one of {', '.join(NESTED)}, got {s.ldap_nested!r}")
+            raise ConfigError(
+                _(
+                    "setting %(name)s must be one of %(choices)s, got %(value)s",
+                    name="ldap_nested",
+                    choices=", ".join(NESTED),
+                    value=repr(s.ldap_nested),
+                )
+            )
         for name in ("ldap_user_filter", "ldap_group_filter", "ldap_disabled_filter"):
             text = str(getattr(s, name)).strip()
             if text and not (text.startswith("(") and text.endswith(")")):
-                raise ConfigError(f"{name}: an LDAP filter in parentheses, got {text!r}")
+                raise ConfigError(
+                    _("%(setting)s: an LDAP filter in parentheses, got %(value)s", setting=name, value=repr(text))
+                )
         return cls(
             url=url,
             urls=urls,
@@ -148,9 +171,15 @@ def parse_roles(text: str) -> dict[str, Role]:
     try:
         raw = json.loads(text)
     except ValueError:
-        raise ConfigError(f"ldap_roles: a JSON object of group -> role, got {text[:100]!r}") from None
+        raise ConfigError(
+            _(
+                "%(setting)s: a JSON object of group -> role, got %(value)s",
+                setting="ldap_roles",
+                value=repr(text[:100]),
+            )
+        ) from None
     if not isinstance(raw, dict):
-        raise ConfigError("ldap_roles: a JSON object of group -> role")
+        raise ConfigError(_("%(setting)s: a JSON object of group -> role", setting="ldap_roles"))
     try:
         return {_key(str(group)): parse_role(str(role)) for group, role in raw.items()}
     except ValueError as exc:
@@ -249,7 +278,7 @@ class Directory:
             return self._group_search(conn, f"(&{c.group_filter}{query})" if c.group_filter else query)
         found: set[str] = set()
         frontier = [dn]
-        for _ in range(c.nested_depth if c.nested != "off" else 1):
+        for _level in range(c.nested_depth if c.nested != "off" else 1):
             members = "".join(f"({c.member_attribute}={escape_filter_chars(d)})" for d in frontier)
             query = f"(|{members})"
             new = self._group_search(conn, f"(&{c.group_filter}{query})" if c.group_filter else query) - found

@@ -7,10 +7,14 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.access import Role, parse_role
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingExtraError
+from ..i18n import N_, _
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 DEFAULT_SCOPES = ("openid", "profile", "email")
 DEFAULT_USERNAME_CLAIMS = ("preferred_username", "email")
@@ -52,9 +56,15 @@ def parse_roles(value: Any, default: Any, where: str) -> tuple[tuple[tuple[str, 
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError as exc:
-            raise ConfigError(f"{where}: not a JSON object ({exc})") from None
+            raise ConfigError(_("%(where)s: not a JSON object (%(error)s)", where=where, error=exc)) from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError(f'{where}: an object of group names to roles, e.g. {{"lab-admins": "admin"}}')
+        raise ConfigError(
+            _(
+                "%(where)s: an object of group names to roles, e.g. %(example)s",
+                where=where,
+                example='{"lab-admins": "admin"}',
+            )
+        )
     try:
         pairs = tuple((str(group), parse_role(role)) for group, role in value.items())
         fallback = parse_role(default) if isinstance(default, str) and default.strip() else None
@@ -68,20 +78,45 @@ def _words(value: Any, where: str) -> tuple[str, ...]:
         return tuple(w for w in re.split(r"[\s,]+", value) if w)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ConfigError(f"{where}: a list of names or one string of names")
+    raise ConfigError(_("%(where)s: a list of names or one string of names", where=where))
 
 
 def _required(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """{"hd": "example.org"} or {"tid": ["id-1", "id-2"]}: claims an ID token must carry, with one of the values."""
     if not isinstance(value, dict):
-        raise ConfigError(f'{where}: an object of claims to values, e.g. {{"hd": "example.org"}}')
+        raise ConfigError(
+            _(
+                "%(where)s: an object of claims to values, e.g. %(example)s",
+                where=where,
+                example='{"hd": "example.org"}',
+            )
+        )
     out = []
     for claim, wanted in value.items():
         values = (wanted,) if isinstance(wanted, str) else wanted
         if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
-            raise ConfigError(f"{where}.{claim}: a value or a list of values")
+            field = f"{where}.{claim}"
+            raise ConfigError(_("%(where)s: a value or a list of values", where=field))
         out.append((str(claim), tuple(values)))
     return tuple(out)
+
+
+def configured(settings: Settings) -> list[Provider]:
+    """The providers of `settings`; MissingExtraError when there are some and the extra that
+    verifies their ID tokens is not installed."""
+    providers = parse_providers(
+        settings.oidc_providers,
+        settings.oidc_username_claim,
+        settings.oidc_groups_claim,
+        settings.oidc_roles,
+        settings.oidc_default_role,
+    )
+    if providers:
+        try:
+            import joserfc  # noqa: F401
+        except ImportError:
+            raise MissingExtraError(N_("single sign-on (setting oidc_providers)"), "oidc") from None
+    return providers
 
 
 def parse_providers(
@@ -95,9 +130,15 @@ def parse_providers(
     try:
         entries = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"setting oidc_providers is not JSON: {exc}") from None
+        raise ConfigError(_("setting %(name)s is not JSON: %(error)s", name="oidc_providers", error=exc)) from None
     if not isinstance(entries, list):
-        raise ConfigError('setting oidc_providers: a list of providers, e.g. [{"id": "entra", ...}]')
+        raise ConfigError(
+            _(
+                "setting %(name)s: a list of providers, e.g. %(example)s",
+                name="oidc_providers",
+                example='[{"id": "entra", ...}]',
+            )
+        )
     known = {
         "id",
         "name",
@@ -117,27 +158,49 @@ def parse_providers(
     for index, entry in enumerate(entries):
         where = f"oidc_providers[{index}]"
         if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: an object with id, name, issuer, client_id, client_secret")
+            raise ConfigError(
+                _("%(where)s: an object with %(keys)s", where=where, keys="id, name, issuer, client_id, client_secret")
+            )
         unknown = sorted(set(entry) - known)
         if unknown:
-            raise ConfigError(f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                _(
+                    "%(where)s: unknown keys %(keys)s (known: %(known)s)",
+                    where=where,
+                    keys=", ".join(unknown),
+                    known=", ".join(sorted(known)),
+                )
+            )
         for key in ("id", "issuer", "client_id"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise ConfigError(f"{where}: {key} is required (a string)")
+                raise ConfigError(_("%(where)s: %(key)s is required (a string)", where=where, key=key))
         ident = entry["id"].strip()
         if not SLUG.match(ident):
-            raise ConfigError(f"{where}: id {ident!r}: lower-case letters, digits, '-' and '_' (it is part of URLs)")
+            raise ConfigError(
+                _(
+                    "%(where)s: id %(id)s: lower-case letters, digits, '-' and '_' (it is part of URLs)",
+                    where=where,
+                    id=repr(ident),
+                )
+            )
         issuer = entry["issuer"].strip().rstrip("/")
         if not issuer.startswith(("https://", "http://")):
             raise ConfigError(
-                f"{where}: issuer must be an https:// URL (http:// only for a provider on a trusted network)"
+                _(
+                    "%(where)s: issuer must be an https:// URL (http:// only for a provider on a trusted network)",
+                    where=where,
+                )
             )
         secret = str(entry.get("client_secret") or "")
         token_auth = str(entry.get("token_auth") or ("client_secret_basic" if secret else "none"))
         if token_auth not in TOKEN_AUTH:
-            raise ConfigError(f"{where}: token_auth is one of {', '.join(TOKEN_AUTH)}")
+            raise ConfigError(
+                _("%(where)s: token_auth is one of %(choices)s", where=where, choices=", ".join(TOKEN_AUTH))
+            )
         if token_auth != "none" and not secret:
-            raise ConfigError(f"{where}: token_auth {token_auth} needs a client_secret")
+            raise ConfigError(
+                _("%(where)s: token_auth %(token_auth)s needs a client_secret", where=where, token_auth=token_auth)
+            )
         scopes = _words(entry.get("scopes", list(DEFAULT_SCOPES)), f"{where}.scopes")
         if "openid" not in scopes:
             scopes = ("openid", *scopes)
@@ -167,5 +230,5 @@ def parse_providers(
         )
     ids = [p.id for p in providers]
     if len(set(ids)) != len(ids):
-        raise ConfigError("oidc_providers: two providers with the same id")
+        raise ConfigError(_("%(setting)s: two providers with the same id", setting="oidc_providers"))
     return providers

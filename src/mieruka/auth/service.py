@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import MissingExtraError
+from ..i18n import N_
 from ..settings import Settings
 from ..store.database import Database
 from .accounts import Accounts, Throttle
@@ -30,13 +31,7 @@ class Auth:
         self.displays = Displays(db)
         self.languages = UserLanguages(db)
         self.throttle = Throttle(self.accounts, self.audit, settings.login_max_failures, settings.login_lockout)
-        self.directory: Directory | None = None
-        if settings.ldap_url.strip():
-            try:
-                from .directory import Directory  # ldap3 is the `ldap` extra: imported only when configured
-            except ImportError:
-                raise MissingExtraError("directory login (setting ldap_url)", "ldap") from None
-            self.directory = Directory.from_settings(settings)
+        self.directory = directory_of(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Auth:
@@ -48,3 +43,15 @@ class Auth:
     def close(self) -> None:
         if self._owns_db:
             self.db.close()
+
+
+def directory_of(settings: Settings) -> Directory | None:
+    """The directory of the setting ldap_url (None when it is empty); a bad directory setting is a
+    ConfigError, a missing `ldap` extra a MissingExtraError."""
+    if not settings.ldap_url.strip():
+        return None
+    try:
+        from .directory import Directory  # ldap3 is the `ldap` extra: imported only when configured
+    except ImportError:
+        raise MissingExtraError(N_("directory login (setting ldap_url)"), "ldap") from None
+    return Directory.from_settings(settings)

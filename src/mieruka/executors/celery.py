@@ -17,6 +17,7 @@ from ..core.clock import utcnow
 from ..core.job import JobRecord
 from ..core.status import JobStatus
 from ..errors import ConfigError, MissingExtraError
+from ..i18n import N_, _
 from ..nodes import is_up
 from ..settings import Settings
 from .base import WorkerMessage
@@ -35,11 +36,11 @@ log = logging.getLogger("mieruka.celery")
 def make_celery(settings: Settings) -> Celery:
     """The Celery app both sides use: same broker, same queue options."""
     if not settings.broker_url:
-        raise ConfigError("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)")
+        raise ConfigError(_("executor 'celery' needs a broker: set MIERUKA_BROKER_URL (e.g. redis://host:6379/0)"))
     try:
         from celery import Celery
     except ImportError:
-        raise MissingExtraError("The Celery executor", "celery") from None
+        raise MissingExtraError(N_("The Celery executor"), "celery") from None
     from .redis_transport import transport_for
 
     app = Celery("mieruka", broker=settings.broker_url, set_as_current=False)

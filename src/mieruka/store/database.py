@@ -28,6 +28,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..errors import ConfigError, MissingExtraError
+from ..i18n import _
 from .codec import Codec
 from .pg_connections import PgConnections
 from .pg_text import TextCursor
@@ -56,7 +57,9 @@ def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ConfigError(f"cannot create the folder {folder} for the database: {exc}") from None
+                raise ConfigError(
+                    _("cannot create the folder %(folder)s for the database: %(reason)s", folder=folder, reason=exc)
+                ) from None
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": busy_timeout},
@@ -81,9 +84,9 @@ def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -
     except ModuleNotFoundError as exc:
         if "psycopg" in str(exc):
             raise MissingExtraError("PostgreSQL", "postgres") from None
-        raise ConfigError(f"cannot use database {url!r}: {exc}") from None
+        raise ConfigError(_("cannot use database %(url)s: %(reason)s", url=repr(url), reason=exc)) from None
     except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"invalid database URL {url!r}: {exc}") from None
+        raise ConfigError(_("invalid database URL %(url)s: %(reason)s", url=repr(url), reason=exc)) from None
 
     # Like pool_pre_ping, but only for a connection that sat idle: a ping on every checkout costs a
     # round trip per statement, a third of a busy worker's time. A connection that breaks while

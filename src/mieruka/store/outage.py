@@ -4,7 +4,9 @@ The job store and the account tables may meet a database that went away: Postgre
 restarted or out of reach, a SQLite file locked by another process, unreadable or damaged.
 `unavailable(exc, url)` turns such an error into the one error the rest of mieruka knows,
 `DatabaseUnavailable` (HTTP 503 with Retry-After, one line on the command line), naming the
-database; any other error (a bug, a constraint) is not one and is left as it is.
+database; any other error (a bug, a constraint) is not one and is left as it is. Its message is
+English, as the API answers it and the server logs it (each time the database fails a request);
+`said` says it in the current language, as the command line does.
 
     try:
         store.get_job(1)
@@ -22,6 +24,7 @@ import sqlite3
 from sqlalchemy import exc as sa_exc
 
 from ..errors import DatabaseUnavailable
+from ..i18n import _
 
 RETRY_AFTER = 5  # seconds a client is told to wait before trying again
 # PostgreSQL error classes of a database that is away rather than of a statement that is wrong:
@@ -102,6 +105,22 @@ def unavailable(exc: BaseException, url: str) -> DatabaseUnavailable | None:
     return DatabaseUnavailable(shown(url), reason(exc), RETRY_AFTER)
 
 
+def said(problem: DatabaseUnavailable) -> str:
+    """The message of `problem` in the current language."""
+    database = problem.database
+    if database.startswith(_FILE):
+        database = _("file %(path)s", path=database.removeprefix(_FILE))
+    elif database == _IN_MEMORY:
+        database = _("in-memory SQLite")
+    return _(
+        "the database (%(database)s) is unreachable: %(reason)s; retrying", database=database, reason=problem.reason
+    )
+
+
+_FILE = "file "
+_IN_MEMORY = "in-memory SQLite"
+
+
 def shown(url: str) -> str:
     """The database as a person knows it: a SQLite file's path, else the URL without its password."""
     from sqlalchemy.engine import make_url
@@ -111,5 +130,5 @@ def shown(url: str) -> str:
     except sa_exc.ArgumentError:
         return url
     if parsed.get_backend_name() == "sqlite":
-        return f"file {parsed.database}" if parsed.database else "in-memory SQLite"
+        return f"{_FILE}{parsed.database}" if parsed.database else _IN_MEMORY
     return parsed.render_as_string(hide_password=True)

@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..auth.accounts import User
 from ..auth.oidc import PENDING_TTL, Client, Identity, Pending, SignInFailed
-from ..auth.oidc_providers import Provider, parse_providers
+from ..auth.oidc_providers import Provider, configured
 from ..auth.oidc_subjects import Subjects
-from ..errors import MissingExtraError, NotFoundError, ValidationError
+from ..errors import NotFoundError, ValidationError
 from ..i18n import _
 from ..runtime import Runtime
 from .identity import address, principal
@@ -38,19 +38,7 @@ router = APIRouter(include_in_schema=False)
 def install(api: FastAPI, runtime: Runtime, pages: Jinja2Templates) -> None:
     """Read the providers (a bad setting stops the start with its reason), add the routes, and give
     the login page its buttons."""
-    settings = runtime.settings
-    providers = parse_providers(
-        settings.oidc_providers,
-        settings.oidc_username_claim,
-        settings.oidc_groups_claim,
-        settings.oidc_roles,
-        settings.oidc_default_role,
-    )
-    if providers:
-        try:
-            import joserfc  # noqa: F401  (the ID tokens' verification)
-        except ImportError:
-            raise MissingExtraError("single sign-on (setting oidc_providers)", "oidc") from None
+    providers = configured(runtime.settings)
     api.state.oidc = Client(providers) if providers else None
     api.state.oidc_subjects = Subjects(runtime.auth.db)
     api.state.after_logout = after_logout  # called by POST /logout (ui/account_pages.py)
