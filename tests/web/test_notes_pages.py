@@ -41,6 +41,11 @@ def flaky() -> None:
     raise RuntimeError("boom")
 
 
+@app.task(retries=1, retry_backoff=0)
+def twice() -> None:
+    raise RuntimeError("boom")
+
+
 @app.task(timeout=0.3)
 def stuck() -> None:
     STOP.wait(30)
@@ -204,3 +209,14 @@ def test_the_error_page_says_what_is_not_found_in_the_readers_language(client: T
     assert "no job with id 987654" in client.get("/jobs/987654", headers=html).text
     api = client.get("/api/jobs/987654", headers={"Accept-Language": "ja"}).json()["error"]
     assert api == {"code": "job_not_found", "message": "no job with id 987654"}  # the API's words stay English
+
+
+def test_the_logs_line_before_an_attempt_is_in_the_readers_language(client: TestClient) -> None:
+    job = client.post("/api/tasks/twice/jobs", json={}).json()
+    assert client.get(f"/api/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "failed"
+    logged = client.get(f"/api/jobs/{job['id']}/logs").json()["lines"]
+    # The log itself keeps English (downloads, the CLI, the API); the page says it in the reader's language.
+    assert any(line["stream"] == "system" and line["text"] == "--- attempt 2 of 2 ---" for line in logged)
+    assert '<span class="line system">--- 2 回中 2 回目の試行 ---' in page(client, f"/jobs/{job['id']}", "ja")
+    assert "--- попытка 2 из 2 ---" in page(client, f"/jobs/{job['id']}", "ru")
+    assert "--- attempt 2 of 2 ---" in page(client, f"/jobs/{job['id']}", "en")

@@ -239,6 +239,8 @@
     });
 
     function line(stream, text, step) {
+      var attempt = stream === "system" && /^--- attempt (\d+) of (\d+) ---$/.exec(text);
+      if (attempt) text = t("--- attempt %(attempt)s of %(attempts)s ---", { attempt: attempt[1], attempts: attempt[2] });
       var span = document.createElement("span");
       span.className = "line " + stream;
       if (step) {  // a pipeline step's line says which step wrote it

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ...core.job import JobRecord
+from ...i18n import _
 
 
 def local_time(value: datetime | None, zone: ZoneInfo) -> str:
@@ -39,6 +41,18 @@ def human_duration(seconds: float | None) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+# The line mieruka writes into a job's log before each attempt (recorder.py); the log keeps it in
+# English (downloads, the CLI, the API), the page says it in the reader's language.
+ATTEMPT_LINE = re.compile(r"--- attempt (\d+) of (\d+) ---")
+
+
+def log_text(text: str, stream: str) -> str:
+    """A log line as the page shows it: mieruka's own lines in the reader's language."""
+    if stream == "system" and (found := ATTEMPT_LINE.fullmatch(text)):
+        return _("--- attempt %(attempt)s of %(attempts)s ---", attempt=found[1], attempts=found[2])
+    return text
 
 
 def summary(text: str | None) -> str:

@@ -57,6 +57,7 @@ def page_templates(runtime: Runtime) -> Jinja2Templates:
     env.filters["local_time"] = lambda v: formats.local_time(v, zone)
     env.filters["iso_local"] = lambda text: formats.local_time(_parsed(text), zone)
     env.filters["utc"] = render.utc_title
+    env.filters["log_text"] = render.log_text
     env.filters["segment"] = lambda text: quote(str(text), safe="")  # one path segment, "/" too
     env.filters["size"] = formats.size
     env.filters["duration"] = formats.duration
