@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,7 +20,7 @@ from mieruka.store.base import JobQuery
 from mieruka.store.migrate import MIGRATIONS, alembic_config, current_revision
 from mieruka.store.sql import SqlJobStore
 from mieruka.store.tables import metadata
-from tests.conftest import BACKENDS, fresh_postgres_database
+from tests.conftest import BACKENDS, free_port, fresh_postgres_database
 
 TESTS = Path(__file__).parents[1]
 
@@ -345,5 +346,36 @@ def test_processes_migrating_a_fresh_database_at_once_all_succeed(empty_database
     engine = sa.create_engine(empty_database_url)
     try:
         assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_a_database_a_newer_mieruka_made_is_refused_in_one_line_and_left_alone(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    engine = sa.create_engine(empty_database_url)
+    try:
+        command.upgrade(alembic_config(engine), "head")
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+        for args in (["db", "upgrade"], ["run", "tests/jobs.py:app", "--port", str(free_port())]):
+            result = subprocess.run(
+                [sys.executable, "-m", "mieruka.cli", *args, "--home", str(tmp_path / "home")]
+                + ["--database-url", empty_database_url],
+                cwd=Path(__file__).resolve().parents[2],
+                env=_clean_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert "Traceback" not in result.stderr, result.stderr
+            (line,) = [line for line in result.stderr.splitlines() if line.startswith("mieruka: ")]
+            assert "'9999_from_the_future'" in line and "newer mieruka" in line, line
+        with engine.connect() as conn:
+            assert (
+                conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "9999_from_the_future"
+            )
     finally:
         engine.dispose()

@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .._version import __version__
+from ..errors import ConfigError
+from ..i18n import _
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -36,8 +40,8 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    current = current_revision_cheaply(engine)
     if revision == "head":
-        current = current_revision_cheaply(engine)
         if head_revisions() == {current}:
             return
         if current is None and engine.dialect.name == "sqlite":
@@ -45,9 +49,30 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
             if head_revisions() == {snapshot.revision()} and snapshot.create(engine):
                 return
+    if current is not None and current not in known_revisions():
+        raise ConfigError(
+            _(
+                "the database %(url)s is at schema revision %(revision)s, which this mieruka (%(version)s) "
+                "does not know: a newer mieruka made it. Run that version, or point this one at another "
+                "database",
+                url=engine.url.render_as_string(hide_password=True),
+                revision=repr(current),
+                version=__version__,
+            )
+        )
     from alembic import command
+    from alembic.util import CommandError
 
-    command.upgrade(alembic_config(engine), revision)
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except CommandError as exc:
+        raise ConfigError(
+            _(
+                "cannot migrate the database %(url)s: %(reason)s",
+                url=engine.url.render_as_string(hide_password=True),
+                reason=exc,
+            )
+        ) from None
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -69,15 +94,26 @@ def current_revision_cheaply(engine: Engine) -> str | None:
 
 
 @cache
-def head_revisions() -> frozenset[str]:
-    """The newest revisions of the migration files: those no other file revises."""
+def _revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """(the migration files' revisions, those another file revises), from their `revision =` lines."""
     revisions: set[str] = set()
     revised: set[str] = set()
     for path in (MIGRATIONS / "versions").glob("*.py"):
         for name, value in _REVISION.findall(path.read_text(encoding="utf-8")):
             if value != "None":
                 (revisions if name == "revision" else revised).add(value[1:-1])
-    return frozenset(revisions - revised)
+    return frozenset(revisions), frozenset(revised)
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision of this version's migrations."""
+    return _revisions()[0]
+
+
+def head_revisions() -> frozenset[str]:
+    """The newest revisions of the migration files: those no other file revises."""
+    revisions, revised = _revisions()
+    return revisions - revised
 
 
 def sqlite_snapshot() -> str:
