@@ -143,6 +143,24 @@ def too_wide(page: Page) -> int:
     return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
 
 
+# Headings of columns, states and buttons of a few words that the layout broke over more than two
+# lines: CJK text breaks between any two characters, "ジョブ" became a column of three.
+STACKED = """() => [...document.querySelectorAll("th, .badge, button, [role=button]")]
+  .filter(e => e.offsetParent !== null && e.textContent.trim().length > 1 && e.textContent.trim().length <= 12)
+  .filter(e => {
+    const style = getComputedStyle(e);
+    const line = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.2;
+    const inner = e.getBoundingClientRect().height - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom)
+      - parseFloat(style.borderTopWidth) - parseFloat(style.borderBottomWidth);
+    return inner / line > 2.5;
+  })
+  .map(e => e.textContent.trim())"""
+
+
+def stacked(page: Page) -> list[str]:
+    return list(page.evaluate(STACKED))
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("language", list(LANGUAGES))
 def test_every_page_is_in_the_language_and_fits(
@@ -164,6 +182,8 @@ def test_every_page_is_in_the_language_and_fits(
                     problems.append(f"{path}: <html lang={lang!r}>")
                 if too_wide(page) > 1:
                     problems.append(f"{path} at {width} px: {too_wide(page)} px wider than the window")
+                if broken := stacked(page):
+                    problems.append(f"{path} at {width} px: one character a line: {broken}")
                 if width == 1280:
                     english = leftovers(page.evaluate(TEXTS), patterns, own)
                     if english:
