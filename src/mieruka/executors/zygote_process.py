@@ -17,7 +17,8 @@ import signal
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..notes import note
 from . import local_worker
@@ -27,10 +28,10 @@ if TYPE_CHECKING:
     from ..app import App
 
 
-def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app: Any) -> None:
+def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app: Any) -> NoReturn:
     """In the child: drop the zygote's part, then be a worker (never returns into the zygote)."""
-    code = 0
-    try:
+
+    def be_worker() -> None:
         control.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -39,7 +40,17 @@ def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app:
         os.set_inheritable(worker_fd, False)
         worker_config = dict(config, parent=os.getppid())
         local_worker.worker_main(local_worker.Channel(socket.socket(fileno=worker_fd)), worker_config, app)
-    except BaseException:  # a child must never return into the zygote's loop
+
+    _then_exit(be_worker)
+
+
+def _then_exit(body: Callable[[], None]) -> NoReturn:
+    """Run `body` in a forked child, then end the process: a child never returns into the code of
+    the process it was forked from, nor runs that process's exit handlers."""
+    code = 0
+    try:
+        body()
+    except BaseException:
         code = 1
         import traceback
 
@@ -179,12 +190,11 @@ def _open_files() -> list[int]:
     return found
 
 
-def _early(control: socket.socket, app: App) -> None:
+def _early(control: socket.socket, app: App) -> NoReturn:
     """In the early-forked zygote: wait for the executor's configuration, then serve (never returns)."""
     from .. import app as app_module
 
-    code = 0
-    try:
+    def be_zygote() -> None:
         os.setpgid(0, 0)  # not in the terminal's group: Ctrl-C is for the server
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -199,18 +209,8 @@ def _early(control: socket.socket, app: App) -> None:
             config = pickle.loads(data)[1]
             _send(control, "loaded", os.getpid())
             _serve(control, config, app)
-    except BaseException:
-        code = 1
-        import traceback
 
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
+    _then_exit(be_zygote)
 
 
 def main() -> None:
