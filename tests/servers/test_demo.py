@@ -388,6 +388,57 @@ def test_the_demo_has_a_live_dashboard_and_streams(http: httpx.Client) -> None:
     assert http.get("/dashboards/demo").status_code == 200
 
 
+DEMO_LANGUAGES = {"en", "ja", "zh-Hans", "ru"}
+
+
+def test_the_demo_gives_its_own_words_in_every_language() -> None:
+    """Each title, description and parameter help of the demo is given in the four languages (a
+    nested model's field help has no per-language form: it stays English)."""
+    texts: dict[str, object] = {"app": demo_app.title, "app description": demo_app.description}
+    for task in demo_app.tasks:
+        texts[f"{task.name}: title"] = task.title
+        texts[f"{task.name}: description"] = task.description
+        for param, field in task.signature.model.model_fields.items():
+            if param != "thresholds":
+                texts[f"{task.name}: help of {param}"] = field.description
+    board = demo_app.dashboards.get("demo")
+    texts.update({"dashboard: title": board.title, "dashboard: description": board.description})
+    texts.update({f"dashboard: {item.title}": item.title for item in board.items})
+    for stream in demo_app.streams.values():
+        texts[f"stream {stream.name}: title"] = stream.title
+        texts[f"stream {stream.name}: description"] = stream.description
+    missing = {where: text for where, text in texts.items() if set(getattr(text, "translations", {})) != DEMO_LANGUAGES}
+    assert missing == {}
+
+
+@pytest.mark.parametrize(
+    ("accept", "words"),
+    [
+        ("ja-JP", ["mieruka デモ", "ゆっくりカウント", "進捗を報告しながら数え", "ライブダッシュボード"]),
+        ("zh-CN", ["mieruka 演示", "慢慢计数", "边计数边报告进度", "实时仪表板"]),
+        ("ru-RU", ["Демонстрация mieruka", "Медленный счёт", "Считает, показывая ход выполнения", "Панель в реальном"]),
+        ("en", ["mieruka demo", "Count slowly", "Count with progress", "Live dashboard"]),
+    ],
+)
+def test_the_demo_speaks_the_readers_language(http: httpx.Client, accept: str, words: list[str]) -> None:
+    headers = {"Accept-Language": accept}
+    home = http.get("/", headers=headers).text
+    assert [word for word in words if word not in home] == []
+    form = http.get("/tasks/hello", headers=headers).text
+    help_of_times = {
+        "ja": "あいさつの回数",
+        "zh": "问候的次数",
+        "ru": "Сколько раз поздороваться",
+        "en": "How many greetings",
+    }
+    assert help_of_times[accept.split("-")[0]] in form
+    board = http.get("/dashboards/demo", headers=headers).text
+    orders_today = {"ja": "本日の注文", "zh": "今日订单", "ru": "Заказы за сегодня", "en": "Orders today"}
+    assert orders_today[accept.split("-")[0]] in board
+    # The API speaks English whoever asks.
+    assert http.get("/api/tasks/count_slowly", headers=headers).json()["title"] == "Count slowly"
+
+
 def test_text_pipeline_fails_once_then_retry_runs_only_the_failed_step(http: httpx.Client) -> None:
     job = submit(http, "text_pipeline", json={"delay": 0, "fail_first_attempt": True})
     failed = wait_job(http, job["id"])
