@@ -270,7 +270,8 @@ class App:
         Options: sql= with url= (SQLAlchemy) or odbc= (raw ODBC connection string) and params= (bound,
         never formatted into the text); file= (CSV, Excel, Parquet); a function returning a DataFrame,
         records or a dict of columns. every= ("10s") or cron= with timezone=, else on demand; timeout=,
-        max_rows= (guardrails; defaults from settings); transform= (a pandas function); title=.
+        max_rows= (guardrails; defaults from settings); transform= (a pandas function); title= and
+        description= (one text, or one per language).
         Returns the `Source` (a decorated function is returned unchanged).
         """
         from .sources.source import make_source
@@ -279,6 +280,9 @@ class App:
             options["file"] = self.path(options["file"])
         if isinstance(options.get("url"), str):
             options["url"] = _sqlite_url(options["url"], self)
+        for key in ("title", "description"):  # per language too: {"en": "Beds", "ja": "病床"}
+            if options.get(key) is not None:
+                options[key] = text(options[key], f"source: {key}")
         if isinstance(name, str):
             source = make_source(name, **options)
             self.sources.add(source)

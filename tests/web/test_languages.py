@@ -149,7 +149,7 @@ def test_the_authors_strings_show_in_the_readers_language_and_english_in_the_api
     def double(x: int) -> int:
         return 2 * x
 
-    @app.source(every="1h")
+    @app.source(every="1h", title={"en": "Sales by day", "ja": "日別の売上"}, description={"ru": "Продажи"})
     def sales() -> list[dict[str, int]]:
         return [{"day": 1, "total": 2}]
 
@@ -169,6 +169,9 @@ def test_the_authors_strings_show_in_the_readers_language_and_english_in_the_api
         assert "売上" in board and "ボード" in board and "Same in all" in board
         assert "Панель" in page("/dashboards/board", "ru") and "Sales" in page("/dashboards/board", "ru")
         assert "ボード" in page("/dashboards", "en")  # no English given: the first
+        sources = page("/dashboards", "ja")  # the sources' table
+        assert "日別の売上" in sources and "Продажи" in sources and "{&#39;" not in sources
+        assert "Sales by day" in page("/dashboards", "ru")
         described = client.get("/api/tasks/double").json()
         assert described["title"] == "Double it" and described["description"] == "Doubles x."
         assert described["params_schema"]["properties"]["x"]["description"] == "A number"
@@ -297,3 +300,13 @@ def test_a_docstring_gives_the_description_in_other_languages_in_sections(tmp_pa
         described = client.get("/api/tasks/admissions").json()
         assert described["description"] == "Counts the admissions of a day."
         assert described["params_schema"]["properties"]["ward"]["description"] == "The ward's code."
+
+
+def test_a_cards_summary_joins_a_descriptions_lines_as_its_language_writes() -> None:
+    from mieruka.web.ui.render import summary
+
+    assert summary("挨拶をします。すぐに\n答えるタスクです。\n\n次の段落") == "挨拶をします。すぐに答えるタスクです。"
+    assert summary("回答します\n  （すぐに）") == "回答します（すぐに）"
+    assert summary("Say hello: a quick\ntask that answers.") == "Say hello: a quick task that answers."
+    assert summary("Привет,\nмир") == "Привет, мир"
+    assert summary("挨拶 hello\nworld です") == "挨拶 hello world です"

@@ -55,10 +55,16 @@ def log_text(text: str, stream: str) -> str:
     return text
 
 
+# Japanese and Chinese put no space between words: a line break between two of their characters
+# joins them with nothing.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_CJK_BREAK = re.compile(f"(?<=[{_CJK}])\\s*\\n\\s*(?=[{_CJK}])")
+
+
 def summary(text: str | None) -> str:
     """A description's first paragraph on one line: what a card shows of it."""
     first = (text or "").strip().split("\n\n")[0]
-    return " ".join(first.split())
+    return " ".join(_CJK_BREAK.sub("", first).split())
 
 
 def result_view(record: JobRecord) -> dict[str, Any]:
