@@ -598,14 +598,25 @@ def heartbeat() -> dict[str, float]:
 REGIONS = ["North", "South", "East", "West", "Central"]
 
 
-@app.source(every="5s", title="Orders by region")
+@app.source(
+    every="5s",
+    title={"en": "Orders by region", "ja": "地域別の注文", "zh-Hans": "各地区订单", "ru": "Заказы по регионам"},
+)
 def orders() -> list[dict[str, object]]:
     """A made-up order book that changes at each refresh."""
     rng = random.Random(int(time.time() // 5))
     return [{"region": r, "orders": rng.randint(20, 120), "returns": rng.randint(0, 15)} for r in REGIONS]
 
 
-@app.source(every="1m", title="A day of sensor readings")
+@app.source(
+    every="1m",
+    title={
+        "en": "A day of sensor readings",
+        "ja": "センサーの 1 日分の読み取り値",
+        "zh-Hans": "一天的传感器读数",
+        "ru": "Показания датчика за сутки",
+    },
+)
 def readings() -> dict[str, object]:
     """86,400 readings (one a second for a day): downsampled on the server to what a chart can show."""
     import numpy as np

@@ -407,6 +407,8 @@ def test_the_demo_gives_its_own_words_in_every_language() -> None:
     for stream in demo_app.streams.values():
         texts[f"stream {stream.name}: title"] = stream.title
         texts[f"stream {stream.name}: description"] = stream.description
+    for source in demo_app.sources:
+        texts[f"source {source.name}: title"] = source.title
     missing = {where: text for where, text in texts.items() if set(getattr(text, "translations", {})) != DEMO_LANGUAGES}
     assert missing == {}
 
