@@ -270,8 +270,10 @@ def check_port(host: str, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .executors.zygote_process import fork_early, open_files
     from .loader import load_app
 
+    inherited = open_files()  # what the shell or a supervisor passed us, before the app opens anything
     if args.command == "demo":
         from .demo import app
 
@@ -299,9 +301,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     check_runtime(runtime)  # one line now, rather than a traceback from inside the server
     check_port(settings.host, settings.port)
-    from .executors.zygote_process import fork_early
-
-    _on_its_own(fork_early, app)  # before anything below opens the database
+    _on_its_own(fork_early, app, inherited)  # before anything below opens the database
     settings.home_path.mkdir(parents=True, exist_ok=True)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     from .cli_accounts import demo_login_link

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from mieruka.client import Client
 from mieruka.errors import ConfigError
 from mieruka.executors.local import LocalExecutor
 from mieruka.process import alive
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port, wait_healthy
 
 WAIT = 30.0
 
@@ -186,3 +188,32 @@ def test_an_embedded_start_that_fails_leaves_no_zygote_behind(tmp_path: Path) ->
     finally:
         jobs_app.stop()
         jobs_app._settings = None
+
+
+def test_files_a_server_was_started_with_do_not_keep_its_zygote_from_being_forked(tmp_path: Path) -> None:
+    imports, log = tmp_path / "imports", (tmp_path / "server.log").open("w")
+    kept_r, kept_w = os.pipe()  # as a shell, an IDE or a supervisor may pass a process more than 0-2
+    port = free_port()
+    command = [sys.executable, "-m", "mieruka.cli", "run", "tests/counted_app.py:app", "--port", str(port)]
+    env = {**os.environ, "COUNTED_APP_LOG": str(imports), "PYTHONPATH": str(Path(__file__).parents[2])}
+    server = subprocess.Popen(
+        [*command, "--home", str(tmp_path / "home")],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        pass_fds=(kept_r, kept_w),
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", server, (tmp_path / "server.log").read_text)
+        root = psutil.Process(server.pid)
+        _eventually(lambda: len(root.children(recursive=True)) == 3, "a zygote and two workers")
+        (zygote,) = root.children()
+        assert zygote.cmdline() == root.cmdline()
+        assert imports.read_text().split() == [str(root.pid)]
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+        os.close(kept_r)
+        os.close(kept_w)

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..notes import note
@@ -147,17 +147,18 @@ def _refuse(control: socket.socket, *message: Any) -> None:
             return
 
 
-def fork_early(app: App) -> None:
+def fork_early(app: App, inherited: Iterable[int] = ()) -> None:
     """Fork the zygote now, from this server process holding the app it has just loaded, so that the
     zygote and its workers share the server's memory copy-on-write and import nothing again; the
     local executor adopts it when it starts. Only while the server holds no thread, database
-    connection, event loop or open file, which a fork would share or copy half-made (an app that
-    connects at import keeps its connection to itself); otherwise the executor starts the zygote
-    as a fresh interpreter later, as for an embedded app."""
+    connection, event loop or open file besides those it was started with (`inherited`), which a
+    fork would share or copy half-made (an app that connects at import keeps its connection to
+    itself); otherwise the executor starts the zygote as a fresh interpreter later, as for an
+    embedded app."""
     settings = app.settings
     if settings.executor != "local" or settings.worker_start != "fork" or not available():
         return
-    if app.runtime.holds_connections or threading.active_count() > 1 or _open_files():
+    if app.runtime.holds_connections or threading.active_count() > 1 or set(open_files()) - set(inherited):
         return
     try:
         app_ref = app.runtime.app_ref()
@@ -176,7 +177,7 @@ def fork_early(app: App) -> None:
     keep_early(EarlyZygote(ForkedChild(pid), ours, app_ref))
 
 
-def _open_files() -> list[int]:
+def open_files() -> list[int]:
     """The file descriptors this process holds besides its standard streams (files, sockets, pipes)."""
     found = []
     for name in os.listdir("/proc/self/fd"):
