@@ -1,7 +1,8 @@
 """The app the attack tests probe (tests/servers/test_attacks.py): an open task, an allow-listed pipeline
 task whose every output carries JOB_SECRET, an open and an allow-listed dashboard (with a source and
 a stream that only the allow-listed one shows, carrying BOARD_SECRET), each with controls (one on
-the open dashboard runs the allow-listed task)."""
+the open dashboard runs the allow-listed task). The sources have no schedule: they are read once at
+start-up, since an hourly one refreshes on the hour, inside whichever probe of the matrix runs then."""
 
 from __future__ import annotations
 
@@ -43,12 +44,12 @@ def vault(secret: str = JOB_SECRET, *, pipe: mieruka.Pipeline) -> object:
     return pipe.step(reveal, secret, name="reveal")
 
 
-@app.source(every="1h")
+@app.source()
 def wards() -> list[dict[str, Any]]:
     return [{"ward": "A", "patients": 3}]
 
 
-@app.source(every="1h")
+@app.source()
 def beds() -> list[dict[str, Any]]:
     return [{"ward": BOARD_SECRET, "free": 1}]
 
@@ -73,7 +74,7 @@ app.dashboard(
 )
 
 
-@app.source(every="1h")
+@app.source()
 def lobby() -> list[dict[str, Any]]:
     return [{"room": "hall", "people": 3}]
 

@@ -158,7 +158,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
                 link = http.post("/api/displays", json={"dashboard": "open", "label": who}, headers=admin).json()
                 displays[who] = link["url"].split("#", 1)[1]
             assert http.delete(f"/api/displays/{link['id']}", headers=admin).status_code == 200
-            # The sources' first scheduled refresh (then hourly) must not land inside a probe's
+            # The sources' read at start-up (they have no schedule) must not land inside a probe's
             # before/after snapshot, where it would read as a change the probe made.
             deadline = time.monotonic() + 60
             while any(s["refreshes"] < 1 for s in http.get("/api/sources", headers=admin).json()):

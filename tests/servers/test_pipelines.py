@@ -106,6 +106,9 @@ def test_cancel_kills_the_running_shell_step_and_its_children(app: mieruka.App, 
     pids = [int(p) for p in pidfile.read_text().split()]
     assert len(pids) == 2, text
     assert all(psutil.pid_exists(p) for p in pids)
+    # The step writes the pids before its progress line: wait for that too, then cancel.
+    while steps_of(app, job.id)["sleep"].progress is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     app.engine.cancel(job.id)
     done = app.wait(job.id, 30)
     assert done.status is JobStatus.CANCELLED
