@@ -19,6 +19,7 @@ from ..errors import NotFoundError, ValidationError
 from ..i18n import _
 from ..runtime import Runtime
 from .identity import address, principal
+from .routers import adopt
 from .state import RuntimeDep, pages_of
 from .ui.account_pages import _start_session  # the one way a session starts, as a password login's
 
@@ -43,7 +44,7 @@ def install(api: FastAPI, runtime: Runtime, pages: Jinja2Templates) -> None:
     api.state.oidc_subjects = Subjects(runtime.auth.db)
     api.state.after_logout = after_logout  # called by POST /logout (ui/account_pages.py)
     pages.env.globals["sign_in_providers"] = [(p.id, p.name) for p in providers]
-    api.include_router(router)
+    adopt(api.router, router)
 
 
 def _client(request: Request) -> Client:

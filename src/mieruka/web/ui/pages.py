@@ -25,6 +25,7 @@ from ..audit import audit, change_detail, note_change, note_result
 from ..identity import hidden, owner_name, principal
 from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
+from ..routers import adopt
 from ..state import RuntimeDep, pages_of
 from ..submission import CLOSE, Submission
 from . import account_pages, charts, render, step_graph
@@ -37,7 +38,7 @@ LOG_TAIL = 1000  # lines a job page shows at first; older ones are a download aw
 router = APIRouter(include_in_schema=False)
 
 
-router.include_router(account_pages.router)
+adopt(router, account_pages.router)
 
 
 def _page(runtime: Runtime, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
