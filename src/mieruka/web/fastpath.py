@@ -1,5 +1,6 @@
 """The hot routes served without FastAPI's request cycle: submit a job or a batch, run a task now,
-get a job.
+get a job, and the event streams (a server holds hundreds open, and FastAPI's layers held about a
+quarter of each one's memory for as long as it stayed open).
 
 The security middleware has matched the route, identified the caller, checked access, CSRF and
 the body's limits by the time it hands a request here; what FastAPI would add is routing again,
@@ -19,10 +20,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from . import events, live
 from .access import Target
 from .batch import batch_answer
 from .jobs import job_answer
@@ -40,7 +43,9 @@ MAX_KEY = 200  # the Idempotency-Key header's max_length in web/tasks.py
 
 
 def _query(scope: Scope, names: frozenset[str]) -> dict[str, str] | None:
-    """The query's parameters when each is one of `names` and given once, else None."""
+    """The query's parameters when each is one of `names` and given once, else None. `topic` (of
+    the shared live stream) may be given again and again: its values are joined by newlines (a
+    value holding one goes the FastAPI way)."""
     raw = scope.get("query_string", b"")
     if not raw:
         return {}
@@ -48,9 +53,16 @@ def _query(scope: Scope, names: frozenset[str]) -> dict[str, str] | None:
         pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     except ValueError:
         return None
-    found = dict(pairs)
-    if len(found) != len(pairs) or not found.keys() <= names:
-        return None
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in names or "\n" in value:
+            return None
+        if name in found:
+            if name != "topic":
+                return None
+            found[name] += "\n" + value
+        else:
+            found[name] = value
     return found
 
 
@@ -105,12 +117,63 @@ def _get_job(runtime: Runtime, request: Request, target: Target, query: dict[str
     return job_answer(runtime, request, job_id, wait)
 
 
+def _count(text: str | None) -> int | None:
+    """A plain count (an id, a position) or None."""
+    if text is None:
+        return None
+    if not _INT.fullmatch(text) or not 0 <= int(text) < 2**63:
+        raise _NotPlain
+    return int(text)
+
+
+def _last_event_id(request: Request) -> str | None:
+    return request.headers.get("last-event-id")
+
+
+def _stream_events(runtime: Runtime, request: Request, target: Target, query: dict[str, str]) -> Awaitable[Response]:
+    after = _count(query.get("after"))
+    name = str(target.params["name"])
+    return run_in_threadpool(live.stream_events, runtime, request, name, after, _last_event_id(request))
+
+
+def _dashboard_events(runtime: Runtime, request: Request, target: Target, query: dict[str, str]) -> Awaitable[Response]:
+    return run_in_threadpool(
+        live.dashboard_events, runtime, request, str(target.params["name"]), _last_event_id(request)
+    )
+
+
+def _live_events(runtime: Runtime, request: Request, target: Target, query: dict[str, str]) -> Awaitable[Response]:
+    topics = query.get("topic")
+    if topics is None:
+        raise _NotPlain  # FastAPI says it is required
+    header = _last_event_id(request)
+    return run_in_threadpool(live.live_events, runtime, request, topics.split("\n"), query.get("last_event_id"), header)
+
+
+def _all_events(runtime: Runtime, request: Request, target: Target, query: dict[str, str]) -> Awaitable[Response]:
+    last = _count(query.get("last_event_id"))
+    return run_in_threadpool(events.all_events, runtime, request, query.get("task"), last, _last_event_id(request))
+
+
+def _job_events(runtime: Runtime, request: Request, target: Target, query: dict[str, str]) -> Awaitable[Response]:
+    job_id = target.job_id()
+    if job_id is None:
+        raise _NotPlain
+    last = _count(query.get("last_event_id"))
+    return run_in_threadpool(events.job_events, runtime, request, job_id, last, _last_event_id(request))
+
+
 # (method, route template) -> (the query parameters it takes, its handler)
 HOT: dict[tuple[str, str], tuple[frozenset[str], Handler]] = {
     ("POST", "/api/tasks/{task}/jobs"): (frozenset({"priority", "delay"}), _submit),
     ("POST", "/api/tasks/{task}/run"): (frozenset({"timeout"}), _run),
     ("POST", "/api/tasks/{task}/jobs/batch"): (frozenset(), _batch),
     ("GET", "/api/jobs/{job_id}"): (frozenset({"wait"}), _get_job),
+    ("GET", "/api/streams/{name}/events"): (frozenset({"after"}), _stream_events),
+    ("GET", "/api/dashboards/{name}/events"): (frozenset(), _dashboard_events),
+    ("GET", "/api/live/events"): (frozenset({"topic", "last_event_id"}), _live_events),
+    ("GET", "/api/events"): (frozenset({"task", "last_event_id"}), _all_events),
+    ("GET", "/api/jobs/{job_id}/events"): (frozenset({"last_event_id"}), _job_events),
 }
 
 
@@ -123,24 +186,30 @@ class FastPath:
         self.runtime = runtime
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, target: Target) -> bool:
+        response = await self._response(scope, receive, target)
+        if response is None:
+            return False
+        # Only the response lives on while it is sent: an event stream is sent for hours.
+        await response(scope, receive, send)
+        return True
+
+    async def _response(self, scope: Scope, receive: Receive, target: Target) -> Response | None:
         hot = HOT.get((scope["method"], target.template))
         if hot is None:
-            return False
+            return None
         names, handler = hot
         query = _query(scope, names)
         if query is None:
-            return False
+            return None
         request = Request(scope, receive)
         try:
             answer = handler(self.runtime, request, target, query)
         except _NotPlain:
-            return False
+            return None
         try:
-            response = await answer
+            return await answer
         except Exception as exc:
-            response = await self._handled(request, exc)
-        await response(scope, receive, send)
-        return True
+            return await self._handled(request, exc)
 
     async def _handled(self, request: Request, exc: Exception) -> Response:
         for kind in type(exc).__mro__:

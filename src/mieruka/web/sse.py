@@ -23,6 +23,10 @@ HEADERS = {
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
     "Connection": "keep-alive",
 }
+_RAW_HEADERS = [
+    *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in HEADERS.items()),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+]  # encoded once
 
 
 class Held:
@@ -94,7 +98,7 @@ class EventStream(Response):
         self.frames = frames
         self.status_code = 200
         self.background = None
-        self.init_headers(HEADERS)
+        self.raw_headers = list(_RAW_HEADERS)  # a list of its own: the security headers are added to it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
