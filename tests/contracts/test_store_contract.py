@@ -966,6 +966,9 @@ def test_count_by_status(store: JobStore) -> None:
     finish(store, c.id, FAILED)
     finish(store, d.id, FAILED)
     assert store.count_by_status() == {"queued": 1, "running": 1, "succeeded": 0, "failed": 2, "cancelled": 0}
+    assert store.count_by_status(active_only=True) == {"queued": 1, "running": 1}
+    store.apply([Transition(b.id, SUCCEEDED, frozenset({RUNNING}), {"finished_at": utcnow()})])
+    assert store.count_by_status(active_only=True) == {"queued": 1, "running": 0}
     assert a.id
 
 

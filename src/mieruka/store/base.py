@@ -268,8 +268,9 @@ class JobStore(Protocol):
         """Delete a finished job and its logs, artifact and upload records (no job_ids if none was
         deleted); the uploads no other job uses are forgotten and returned."""
 
-    def count_by_status(self) -> dict[str, int]:
-        """Number of jobs in each state."""
+    def count_by_status(self, active_only: bool = False) -> dict[str, int]:
+        """Number of jobs in each state (a scan of the table), or with `active_only` in each of
+        queued and running (an index answers)."""
 
     def queue_stats(self) -> list[QueueStats]:
         """For each queue with active jobs: how many wait, how many run, since when the oldest waits."""

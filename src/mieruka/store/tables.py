@@ -45,7 +45,7 @@ metadata = sa.MetaData()
 # Ids, sequence numbers and counters are INTEGER columns: 32 bits on PostgreSQL. A larger number in a
 # query is an error there (not "no match"), so whatever reads one by number checks it against this.
 MAX_INT = 2**31 - 1
-_ACTIVE = sa.text("status IN ('queued', 'running')")
+ACTIVE = sa.text("status IN ('queued', 'running')")  # ix_jobs_active's predicate
 _HAS_OWNER = sa.text("owner IS NOT NULL")
 # Idempotency keys are per owner and task. NULLs are distinct in a unique index, so jobs without
 # an owner (the open single-user mode) have an index of their own.
@@ -82,7 +82,7 @@ jobs = sa.Table(
     sa.Column("schedule", sa.String(200)),
     # Partial indexes: each write touches as few index pages as possible (a job is written three
     # times in its life); finished jobs leave the "active" index.
-    sa.Index("ix_jobs_active", "status", "priority", "id", sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
+    sa.Index("ix_jobs_active", "status", "priority", "id", sqlite_where=ACTIVE, postgresql_where=ACTIVE),
     sa.Index("ix_jobs_task", "task", "id"),
     sa.Index("ix_jobs_finished_at", "finished_at"),  # the monitoring charts: the last hour's jobs
     sa.Index("ix_jobs_owner", "owner", sqlite_where=_HAS_OWNER, postgresql_where=_HAS_OWNER),

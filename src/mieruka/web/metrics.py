@@ -21,6 +21,7 @@ from ..core.events import Event
 from ..core.status import FINISHED
 from ..nodes import is_up
 from ..runtime import Runtime
+from .counts import job_counts
 
 RESTRICTED = "(restricted)"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -38,7 +39,7 @@ class _Snapshot(Collector):
             return
         engine, store = self.runtime.engine, self.runtime.store
         jobs = GaugeMetricFamily("mieruka_jobs", "Jobs in the store, by state.", labels=["state"])
-        for state, count in store.count_by_status().items():
+        for state, count in job_counts(store).items():
             jobs.add_metric([state], count)
         yield jobs
         workers = GaugeMetricFamily("mieruka_workers", "Worker processes of this server, by state.", labels=["state"])

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..store.outage import RETRY_AFTER, reason, unavailable
+from .counts import job_counts
 from .identity import hidden, principal
 from .policy import hidden_names
 from .serialize import iso
@@ -39,7 +40,7 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     healthy = True
     try:
-        checks["jobs"] = runtime.store.count_by_status()
+        checks["jobs"] = job_counts(runtime.store)
         checks["database"] = "ok"
     except Exception as exc:
         problem = unavailable(exc, runtime.settings.effective_database_url)

@@ -22,6 +22,7 @@ from ...runtime import Runtime
 from ...store.base import JobQuery
 from .. import monitor
 from ..audit import audit, change_detail, note_change, note_result
+from ..counts import job_counts
 from ..identity import hidden, owner_name, principal
 from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
@@ -310,7 +311,7 @@ def _pool(runtime: Runtime) -> dict[str, Any]:
     return {
         "workers": runtime.engine.workers() if local else [],
         "queues": queues,
-        "counts": runtime.store.count_by_status(),
+        "counts": job_counts(runtime.store),
         "broken": getattr(runtime.engine.executor, "broken", None),
         "nodes": monitor.nodes(runtime),
         "last_hour": last_hour,
