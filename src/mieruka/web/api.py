@@ -63,25 +63,14 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     api.mount("/static", Assets(), name="static")
     pages = page_templates(runtime)
     install_error_handlers(api, pages, postgres=runtime.settings.effective_database_url.startswith("postgres"))
-    adopt(api.router, tasks.router)
-    adopt(api.router, jobs.router)
-    adopt(api.router, accounts_api.router)
-    adopt(api.router, monitor.router)
-    adopt(api.router, pools.router)
-    adopt(api.router, steps.router)
-    adopt(api.router, events.router)
-    adopt(api.router, system.router)
-    adopt(api.router, openapi.router)
+    # In matching order.
+    groups = (tasks, jobs, accounts_api, monitor, pools, steps, events, system, openapi, live, controls)
+    routers = [group.router for group in groups]
+    routers += [ui_pages.router, ui_dashboards.router, languages.router, displays.router, displays.pages]
+    routers += [notifications.router, notifications.pages]
+    for router in routers:
+        adopt(api.router, router)
     metrics.registry.register(LiveMetrics(runtime))
-    adopt(api.router, live.router)
-    adopt(api.router, controls.router)
-    adopt(api.router, ui_pages.router)
-    adopt(api.router, ui_dashboards.router)
-    adopt(api.router, languages.router)
-    adopt(api.router, displays.router)
-    adopt(api.router, displays.pages)
-    adopt(api.router, notifications.router)
-    adopt(api.router, notifications.pages)
     sso.install(api, runtime, pages)
     install_openapi(api, runtime)
     install_security(api, runtime)
