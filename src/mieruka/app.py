@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import worker_mode
 from .core.controls import Control, bind
 from .core.dashboards import Chart, Dashboard, DashboardRegistry, check_name
 from .core.job import JobRecord
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
     from .sources.source import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Set in worker processes, which import the app's module only to find its tasks: a script that
-# calls app.serve() at module level must not start a server (and more workers) there.
-IN_WORKER = False
 
 
 class App:
@@ -446,10 +443,16 @@ class App:
 
     def start(self) -> Engine:
         """Open the store and start worker processes and the engine loop."""
-        if IN_WORKER and not self.running:
+        if worker_mode.IN_WORKER and not self.running:
             raise ConfigError(
                 "app.start() was called while a worker imported the app; guard it with `if __name__ == '__main__':`"
             )
+        if not self.running:
+            from .executors.zygote_process import fork_early
+
+            # A script holding nothing yet (one thread, its standard streams) gives its workers the
+            # app as loaded; else the runtime starts a zygote that imports it afresh.
+            fork_early(self)
         return self.runtime.start()
 
     @property
@@ -492,7 +495,7 @@ class App:
 
     def serve(self, host: str | None = None, port: int | None = None) -> None:
         """Run the server in this process until interrupted."""
-        if IN_WORKER:
+        if worker_mode.IN_WORKER:
             return
         if host is not None or port is not None:
             self.configure(host=host, port=port)

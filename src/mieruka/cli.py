@@ -350,11 +350,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from . import app as app_module
+    from . import worker_mode
     from .executors.celery_worker import create_worker
     from .loader import load_app
 
-    app_module.IN_WORKER = True  # a script that calls app.serve() at module level must not serve here
+    worker_mode.IN_WORKER = True  # a script that calls app.serve() at module level must not serve here
     app = load_app(args.app)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     if not queues:

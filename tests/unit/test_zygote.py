@@ -6,6 +6,7 @@ and workers with it. The jobs' behaviours themselves are the executor contract's
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -148,7 +149,7 @@ def test_a_server_whose_app_starts_threads_at_import_starts_its_workers_afresh(t
         root = psutil.Process(server.process.pid)
         _eventually(lambda: len(root.children()) == 1, "a worker")
         (worker,) = root.children()
-        assert "mieruka.executors.local_worker" in worker.cmdline()
+        assert "from mieruka.executors.fresh import worker; worker()" in worker.cmdline()
         with Client(server.url) as client:
             assert client.submit("double", {"x": 21}, wait=WAIT)["result"] == 42
     finally:
@@ -164,7 +165,7 @@ def test_an_app_that_holds_a_file_from_its_import_gets_a_zygote_of_its_own(tmp_p
         root = psutil.Process(server.process.pid)
         _eventually(lambda: len(root.children(recursive=True)) == 3, "a zygote and two workers")
         (zygote,) = root.children()
-        assert "mieruka.executors.zygote_process" in " ".join(zygote.cmdline())  # a fresh interpreter
+        assert "mieruka.executors.fresh import zygote" in " ".join(zygote.cmdline())  # a fresh interpreter
         with Client(server.url) as client:
             assert client.submit("pid", {}, wait=WAIT)["result"] in {worker.pid for worker in zygote.children()}
         assert imports.read_text().split() == [str(root.pid), str(zygote.pid)]
@@ -176,7 +177,8 @@ def test_an_embedded_start_that_fails_leaves_no_zygote_behind(tmp_path: Path) ->
     from tests.jobs import app as jobs_app
 
     def zygotes() -> list[psutil.Process]:
-        return [p for p in psutil.Process().children() if "zygote_process" in " ".join(p.cmdline())]
+        children: list[psutil.Process] = psutil.Process().children()
+        return children  # a zygote forked from this process, or a fresh one
 
     before = {p.pid for p in zygotes()}
     jobs_app._settings = None
@@ -217,3 +219,42 @@ def test_files_a_server_was_started_with_do_not_keep_its_zygote_from_being_forke
         log.close()
         os.close(kept_r)
         os.close(kept_w)
+
+
+SCRIPT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import psutil
+from tests.counted_app import app
+
+if __name__ == "__main__":
+    app.configure(home=sys.argv[2], workers=2)
+    app.start()
+    done = app.wait(app.submit("pid"), timeout=60)
+    me = psutil.Process()
+    (zygote,) = me.children()
+    print(json.dumps({
+        "status": done.status.value, "result": done.result, "me": me.pid, "cmdline": me.cmdline(),
+        "zygote": zygote.cmdline(), "workers": [w.pid for w in zygote.children()],
+    }))
+    app.stop()
+"""
+
+
+def test_a_script_forks_its_zygote_at_app_start_and_imports_the_app_once(tmp_path: Path) -> None:
+    imports, script = tmp_path / "imports", tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
+    ran = subprocess.run(
+        [sys.executable, str(script), str(Path(__file__).parents[2]), str(tmp_path / "home")],
+        env={**env, "COUNTED_APP_LOG": str(imports)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert seen["status"] == "succeeded" and seen["result"] in seen["workers"]
+    assert seen["zygote"] == seen["cmdline"]  # a fork of the script, no interpreter of its own
+    assert imports.read_text().split() == [str(seen["me"])]
+    assert "Traceback" not in ran.stderr

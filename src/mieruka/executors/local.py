@@ -138,7 +138,7 @@ class LocalExecutor:
             # the server, and the user's __main__ is never re-run.
             config = dict(self._worker_config(), fd=theirs.fileno(), sys_path=sys.path, parent=os.getpid())
             process = subprocess.Popen(
-                [sys.executable, "-m", "mieruka.executors.local_worker", json.dumps(config)],
+                [sys.executable, "-c", "from mieruka.executors.fresh import worker; worker()", json.dumps(config)],
                 pass_fds=(theirs.fileno(),),
                 process_group=0,
                 stdin=subprocess.DEVNULL,

@@ -8,19 +8,16 @@ server runs it again), and records its outcome if the function returned; then it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from .. import attempt
 from ..artifacts import open_storage
@@ -35,7 +32,15 @@ from . import spool
 from .pipe import MessagePipe
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..core.task import TaskRegistry
+
+
+class Loaded(Protocol):
+    """The app as a worker needs it: its tasks."""
+
+    @property
+    def tasks(self) -> TaskRegistry: ...
+
 
 ORPHANED = signal.SIGUSR1  # the watcher tells the main thread that the server is gone
 ORPHAN_GRACE = 5.0  # seconds for the main thread to hear it (it may be in a long C call of the job)
@@ -98,22 +103,13 @@ def _watch(recorder: AttemptRecorder, parent: int, life: _Life) -> None:
         recorder.tick()
 
 
-def load(app_ref: str) -> App:
-    """The app, imported as a worker imports it (its module's `app.serve()` does nothing here)."""
-    from .. import app as app_module
-    from ..loader import load_app
-
-    app_module.IN_WORKER = True
-    return load_app(app_ref)
-
-
-def worker_main(channel: Channel, config: dict[str, Any], app: App | None = None) -> None:
-    """Serve jobs until told to stop; `app` is given when the zygote (zygote.py) loaded it before forking us."""
+def worker_main(channel: Channel, config: dict[str, Any], app_of: Callable[[], Loaded]) -> None:
+    """Serve jobs until told to stop. `app_of` gives the app: the one in memory, in a worker the
+    zygote forked; imported by its reference, in a fresh interpreter (fresh.py)."""
     # The executor started us in our own process group: cancelling a job kills the group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        if app is None:
-            app = load(config["app"])
+        app = app_of()
         artifacts = open_storage(config["artifact_storage"], Path(config["artifacts"]), config["s3_endpoint_url"])
         recorder = AttemptRecorder(channel.recorded)
         capture = FdCapture(recorder.lines)
@@ -152,14 +148,3 @@ def worker_main(channel: Channel, config: dict[str, Any], app: App | None = None
             channel.send(("done", record.id, changes))
         except OSError:
             _die()  # the server is gone; the next one saves the outcome from the spool
-
-
-def main() -> None:
-    config = json.loads(sys.argv[1])
-    sys.path[:] = config["sys_path"]
-    os.set_inheritable(config["fd"], False)  # jobs' child processes must not hold our pipe
-    worker_main(Channel(socket.socket(fileno=config["fd"])), config)
-
-
-if __name__ == "__main__":
-    main()

@@ -142,7 +142,7 @@ def _launch(app_ref: str) -> EarlyZygote:
     config = {"app": app_ref, "fd": theirs.fileno(), "sys_path": sys.path}
     process = subprocess.Popen(
         # -c, not -m: the executors package imports this module before -m would run it
-        [sys.executable, "-c", "from mieruka.executors.zygote_process import main; main()", json.dumps(config)],
+        [sys.executable, "-c", "from mieruka.executors.fresh import zygote; zygote()", json.dumps(config)],
         pass_fds=(theirs.fileno(),),
         process_group=0,  # not in the terminal's group: Ctrl-C is for the server
         stdin=subprocess.DEVNULL,

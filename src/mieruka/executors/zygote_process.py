@@ -18,14 +18,30 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from .. import worker_mode
 from ..notes import note
 from . import local_worker
 from .zygote import PACKET, EarlyZygote, ForkedChild, available, keep_early
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..core.task import TaskRegistry
+    from ..runtime import Runtime
+    from ..settings import Settings
+
+
+class Forkable(Protocol):
+    """The app in this process, as the zygote forked from it needs it."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def tasks(self) -> TaskRegistry: ...
 
 
 def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app: Any) -> NoReturn:
@@ -39,7 +55,7 @@ def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app:
         _reseed()
         os.set_inheritable(worker_fd, False)
         worker_config = dict(config, parent=os.getppid())
-        local_worker.worker_main(local_worker.Channel(socket.socket(fileno=worker_fd)), worker_config, app)
+        local_worker.worker_main(local_worker.Channel(socket.socket(fileno=worker_fd)), worker_config, lambda: app)
 
     _then_exit(be_worker)
 
@@ -147,7 +163,7 @@ def _refuse(control: socket.socket, *message: Any) -> None:
             return
 
 
-def fork_early(app: App, inherited: Iterable[int] = ()) -> None:
+def fork_early(app: Forkable, inherited: Iterable[int] = ()) -> None:
     """Fork the zygote now, from this server process holding the app it has just loaded, so that the
     zygote and its workers share the server's memory copy-on-write and import nothing again; the
     local executor adopts it when it starts. Only while the server holds no thread, database
@@ -191,9 +207,8 @@ def open_files() -> list[int]:
     return found
 
 
-def _early(control: socket.socket, app: App) -> NoReturn:
+def _early(control: socket.socket, app: Forkable) -> NoReturn:
     """In the early-forked zygote: wait for the executor's configuration, then serve (never returns)."""
-    from .. import app as app_module
 
     def be_zygote() -> None:
         os.setpgid(0, 0)  # not in the terminal's group: Ctrl-C is for the server
@@ -201,7 +216,7 @@ def _early(control: socket.socket, app: App) -> NoReturn:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-        app_module.IN_WORKER = True
+        worker_mode.IN_WORKER = True
         try:
             data = control.recv(PACKET)
         except OSError:
@@ -214,14 +229,15 @@ def _early(control: socket.socket, app: App) -> NoReturn:
     _then_exit(be_zygote)
 
 
-def main() -> None:
+def main(load: Callable[[str], Any]) -> None:
+    """The zygote as a fresh interpreter (fresh.py): import the app by its reference with `load`."""
     config = json.loads(sys.argv[-1])
     sys.path[:] = config.pop("sys_path")
     control = socket.socket(fileno=config.pop("fd"))
     os.set_inheritable(control.fileno(), False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        app = local_worker.load(config["app"])
+        app = load(config["app"])
     except BaseException as exc:  # any failure to import the app is reported, not raised
         _refuse(
             control,
