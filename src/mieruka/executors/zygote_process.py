@@ -3,8 +3,9 @@ frozen for the collector, and forks a local worker (local_worker.py) for each re
 server, reporting each child's pid and exit status. It exits at once when the server's socket
 closes (the server died), or after its workers when the server asks it to stop.
 
-It is forked from the server right after the app is loaded (`fork_early`), or, where that cannot
-be, started as a fresh interpreter that imports the app itself (`main`)."""
+It is forked from the process that loaded the app (`fork_early`: the server of `mieruka run`, or a
+script at `app.start()`), or, where that cannot be, started as a fresh interpreter that imports the
+app itself (`main`, from fresh.py)."""
 
 from __future__ import annotations
 
@@ -164,13 +165,12 @@ def _refuse(control: socket.socket, *message: Any) -> None:
 
 
 def fork_early(app: Forkable, inherited: Iterable[int] = ()) -> None:
-    """Fork the zygote now, from this server process holding the app it has just loaded, so that the
-    zygote and its workers share the server's memory copy-on-write and import nothing again; the
-    local executor adopts it when it starts. Only while the server holds no thread, database
-    connection, event loop or open file besides those it was started with (`inherited`), which a
-    fork would share or copy half-made (an app that connects at import keeps its connection to
-    itself); otherwise the executor starts the zygote as a fresh interpreter later, as for an
-    embedded app."""
+    """Fork the zygote now, from this process (the server, or a script at `app.start()`) holding the
+    app it has loaded, so that the zygote and its workers share its memory copy-on-write and import
+    nothing again; the local executor adopts it when it starts. Only while the process holds no
+    thread, database connection, event loop or open file besides those it was started with
+    (`inherited`), which a fork would share or copy half-made (an app that connects at import keeps
+    its connection to itself); otherwise the executor starts the zygote as a fresh interpreter."""
     settings = app.settings
     if settings.executor != "local" or settings.worker_start != "fork" or not available():
         return
