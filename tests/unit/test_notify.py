@@ -19,7 +19,7 @@ import mieruka
 from mieruka import App, charts
 from mieruka.core.clock import utcnow
 from mieruka.errors import ConfigError
-from mieruka.notify import deliveries
+from mieruka.notify import deliveries, outbox
 from mieruka.notify.messages import Event, compose
 from mieruka.notify.notifier import Notifier
 from mieruka.notify.rulebook import Rulebook
@@ -113,6 +113,29 @@ def test_success_long_runs_and_the_last_retry(tmp_path: Path, database_url: str,
         time.sleep(1)  # nothing more comes: a long job is told once, the first attempt's failure not at all
     kinds = sorted((e["kind"], e.get("job_id")) for e in events_sent(receiver))
     assert kinds == sorted(wanted)
+
+
+def test_a_long_job_of_a_task_without_a_long_rule_is_passed_over(
+    tmp_path: Path, database_url: str, receiver: HttpReceiver
+) -> None:
+    """Only `fine` has a 0.5 s limit: a `quiet` job running past it is no event and no failed round."""
+    app = make_app(tmp_path, database_url, "webhook:" + receiver.url(), notify_poll_interval=3600)
+    gate = threading.Event()
+
+    @app.task
+    def quiet() -> None:
+        gate.wait(30)
+
+    with app:
+        job = app.submit("quiet")
+        wait_for(lambda: app.get_job(job.id).status.value == "running", what="the job running")
+        limits: dict[str | None, float] = {"fine": 0.5}
+        later = utcnow() + timedelta(seconds=5)
+        assert outbox.long_jobs(app.runtime.database, limits, later) == []
+        app.runtime.notifier.run_once()
+        gate.set()
+        app.wait(job.id, 30)
+    assert [e["kind"] for e in events_sent(receiver)] == []
 
 
 @pytest.mark.parametrize("secure", [True, False], ids=["starttls-auth", "plain"])

@@ -75,15 +75,18 @@ def long_jobs(db: Database, limits: dict[str | None, float], now: datetime) -> l
         return []
     j = t.jobs.c
     shortest = min(limits.values())
+    query = sa.select(j.id, j.task, j.attempts, j.started_at).where(
+        j.status == "running", j.started_at <= now - timedelta(seconds=shortest)
+    )
+    if None not in limits:
+        query = query.where(j.task.in_([k for k in limits if k is not None]))
     with db.read() as conn:
-        rows = conn.execute(
-            sa.select(j.id, j.task, j.attempts, j.started_at).where(
-                j.status == "running", j.started_at <= now - timedelta(seconds=shortest)
-            )
-        ).all()
+        rows = conn.execute(query).all()
     found = []
     for row in rows:
-        limit = min(v for k, v in limits.items() if k is None or k == row.task)
+        limit = min((v for k, v in limits.items() if k is None or k == row.task), default=None)
+        if limit is None:
+            continue
         if row.started_at is not None and (now - row.started_at).total_seconds() >= limit:
             found.append(
                 NewEvent(
