@@ -138,6 +138,33 @@ def test_audit_log(db: Database) -> None:
     assert [e.id for e in log.query(AuditQuery(before_id=newest.id))] == [newest.id - 1, newest.id - 2]
 
 
+def test_audit_entries_written_in_a_group_read_back_as_one_by_one(db: Database) -> None:
+    """record_many (the requests' automatic entries, on the DB-API cursor) stores what record
+    (SQLAlchemy) does: times in UTC, text cut to the columns, detail as JSON, a large one capped."""
+    log = AuditLog(db)
+    at = utcnow().replace(microsecond=123456)
+    big = {"task": "t", "params": {"x": "y" * 50_000}}
+    log.record_many([("ada", "POST /api/tasks/{task}/jobs", "job:7", "10.0.0.1", at, {"task": "näive", "n": 1})])
+    log.record_many(
+        [
+            ("bo" * 80, "a" * 150, "t" * 400, "b" * 80, at, None),
+            ("cy", "job.cancel", "job:8", "10.0.0.3", at + timedelta(seconds=1), big),
+        ]
+    )
+    log.record("dee", "job.retry", "job:9", "10.0.0.4", {"task": "näive"}, at)
+    cy, bo, ada = log.query(AuditQuery(before_id=log.query(AuditQuery(limit=1))[0].id))
+    assert (ada.actor, ada.action, ada.target, ada.address) == (
+        "ada",
+        "POST /api/tasks/{task}/jobs",
+        "job:7",
+        "10.0.0.1",
+    )
+    assert ada.at == at and ada.at.tzinfo is not None and ada.detail == {"task": "näive", "n": 1}
+    assert (len(bo.actor), len(bo.action), len(bo.target), len(bo.address), bo.detail) == (100, 100, 300, 64, None)
+    assert cy.detail is not None and cy.detail["params"].startswith("(left out: ")
+    assert [e.actor for e in log.query(AuditQuery(task="näive"))] == ["dee", "ada"]
+
+
 def test_presence(db: Database) -> None:
     presence = Presence(db, expiry=60)
     now = utcnow()

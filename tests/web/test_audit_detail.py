@@ -146,6 +146,30 @@ def test_api_submit_on_the_hot_path_and_through_fastapi(client: TestClient) -> N
     assert_no_secret(client)
 
 
+def test_a_submissions_entry_not_written_beside_its_job_is_written_after_the_answer_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API submission writes its entry in the thread that stores the job (web/submission.py);
+    when that write fails, the security layer writes it after the answer, as for any route."""
+    log = app.auth.audit
+    calls: list[int] = []
+    write = log.record_many
+
+    def failing_once(new: Any) -> None:
+        calls.append(len(new))
+        if len(calls) == 1:
+            raise OSError("disk full, for a moment")
+        write(new)
+
+    monkeypatch.setattr(log, "record_many", failing_once)
+    job = client.post("/api/tasks/connect/jobs", json=CONNECT).json()["id"]
+    assert detail_of(f"job:{job}") == {"task": "connect", "params": SHOWN, "job": job, "outcome": "accepted"}
+    again = client.post("/api/tasks/connect/jobs", json=CONNECT).json()["id"]
+    assert detail_of(f"job:{again}")["outcome"] == "accepted"
+    assert calls == [1, 1, 1]  # beside the job (failed), after the answer, beside the next job
+    assert [e["target"] for e in entries("job.submit")] == [f"job:{job}", f"job:{again}"]
+
+
 def test_run_now_records_the_final_state_and_the_run_time(client: TestClient) -> None:
     for params in ({}, {"colour": "red"}):  # the hot path, then FastAPI's
         done = client.post("/api/tasks/connect/run", params=params, json=CONNECT)

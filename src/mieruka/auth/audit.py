@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -25,7 +25,11 @@ from sqlalchemy.engine import Connection
 from ..core.clock import utcnow
 from ..redaction import HIDDEN, secret_name, without_passwords
 from ..store import tables as t
+from ..store.codec import json_text
 from ..store.database import Database
+
+_INSERT = "INSERT INTO audit_log (at, actor, action, target, address, detail) VALUES (?, ?, ?, ?, ?, ?)"
+NewEntry = tuple[str, str, str, str, datetime, dict[str, Any] | None]  # actor, action, target, address, at, detail
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,32 @@ class AuditLog:
         if self._pruned is None or now - self._pruned > timedelta(hours=1):
             self._pruned = now
             conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
+
+    def record_many(self, entries: Sequence[NewEntry]) -> None:
+        """Add entries (actor, action, target, address, at, detail) in one transaction, on the
+        store's DB-API cursor: a request's automatic entry costs a tenth of SQLAlchemy's insert."""
+        db = self.db
+        rows = [
+            (
+                db.codec.time(at),
+                actor[:100],
+                action[:100],
+                target[:300],
+                address[:64],
+                json_text(capped(detail)) if detail else None,
+            )
+            for actor, action, target, address, at, detail in entries
+        ]
+        with db.write_cursor(single=len(rows) == 1) as cur:
+            if len(rows) == 1:
+                cur.execute(db.sql(_INSERT), rows[0])
+            else:
+                cur.executemany(db.sql(_INSERT), rows)
+        now = utcnow()
+        if self._pruned is None or now - self._pruned > timedelta(hours=1):
+            self._pruned = now
+            with db.write() as conn:
+                conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
 
     def query(self, q: AuditQuery) -> list[Entry]:
         c = t.audit_log.c

@@ -28,6 +28,7 @@ from . import (
 )
 from .assets import Assets
 from .errors import install_error_handlers
+from .front import Api
 from .live import LiveMetrics
 from .metrics import Metrics
 from .openapi import install_openapi
@@ -58,7 +59,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
             if started_here or stop_app:
                 await run_in_threadpool(runtime.stop)
 
-    api = FastAPI(title=runtime.title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    api = Api(title=runtime.title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     # First: FastAPI tries the routes in order, and a page's assets are most of its requests.
     api.mount("/static", Assets(), name="static")
     pages = page_templates(runtime)
@@ -76,5 +77,5 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     install_security(api, runtime)
     attach(api, runtime, pages, metrics)
     if runtime.settings.root_path:
-        api.add_middleware(PathPrefix, prefix=runtime.settings.root_path)
+        api.put_in_front(lambda inner: PathPrefix(inner, prefix=runtime.settings.root_path))
     return api

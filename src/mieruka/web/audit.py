@@ -12,7 +12,9 @@ entry the job as it is now (`shown_entries`), from the job's row: entries never 
 
 The automatic entries of concurrent requests are written together (`AuditWriter`): one transaction
 for all that arrived while the one before was written. A SQLite database has one writer at a time,
-and an entry a transaction of its own halved the submissions per second the server could take.
+and an entry a transaction of its own halved the submissions per second the server could take. An
+API submission writes its own entry (its `Ticket`) in the thread that stored its job, right after
+it: a client that submits one job after the other waited for a second thread hop before.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from weakref import WeakKeyDictionary
 from starlette.requests import Request
 from starlette.types import Message, Send
 
-from ..auth.audit import Described, describe, job_detail
+from ..auth.audit import Described, NewEntry, describe, job_detail
 from ..auth.audit import Entry as AuditEntry
 from ..core.access import Principal
 from ..core.clock import utcnow
@@ -45,13 +47,12 @@ from .policy import AUTO, SAFE_METHODS, Rule
 from .state import runtime_of
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from ..core.params import Signature
     from ..runtime import Runtime
 
-Entry = tuple[str, str, str, str, "datetime", dict[str, Any] | None]  # actor, action, target, address, at, detail
+Entry = NewEntry
 DETAIL_KEY = "mieruka.audit_detail"  # in the request's state: what note() attached
+TICKET_KEY = "mieruka.audit_ticket"  # in the request's state: its automatic entry, see Ticket
 
 log = logging.getLogger("mieruka.web")
 _JOB_URL = re.compile(r"/jobs/(\d+)(?:$|[/?])")
@@ -59,6 +60,36 @@ _JOB_URL = re.compile(r"/jobs/(\d+)(?:$|[/?])")
 OUTCOMES = {"accepted": N_("accepted"), "duplicate": N_("duplicate"), "cancel requested": N_("cancel requested")}
 _DELETED = re.compile(r"deleted \((\w+)\)")
 _BATCH = re.compile(r"accepted (\d+), duplicate (\d+)")
+
+
+@dataclass
+class Ticket:
+    """A request's automatic entry, for a route that writes it itself in the thread that stores
+    its job (web/submission.py), a thread hop and a transaction fewer than the writer's; `written`
+    tells the security layer that it is done."""
+
+    actor: str
+    action: str
+    address: str
+    written: bool = False
+
+    def entry(self, subject: str, detail: dict[str, Any] | None) -> Entry:
+        return (self.actor, self.action, subject, self.address, utcnow(), detail)
+
+
+def ticket_for(request: Request, who: Principal | None, rule: Rule, target: Target) -> Ticket | None:
+    """The automatic entry this request will have if it succeeds, in its state for the route."""
+    if request.method in SAFE_METHODS or who is None or rule.audit is None:
+        return None
+    action = f"{request.method} {target.template}" if rule.audit == AUTO else rule.audit
+    found = Ticket(who.name, action, address(request))
+    request.scope.setdefault("state", {})[TICKET_KEY] = found
+    return found
+
+
+def ticket_of(request: Request) -> Ticket | None:
+    found: Ticket | None = request.scope.get("state", {}).get(TICKET_KEY)
+    return found
 
 
 def audit(request: Request, action: str, target: str = "", **detail: Any) -> None:
@@ -180,28 +211,24 @@ class AuditWriter:
             self.draining = None
 
     def _write(self, entries: list[Entry]) -> None:
-        log = self.runtime.auth.audit
-        with log.db.write() as conn:
-            for actor, action, target, address, at, detail in entries:
-                log.record(actor, action, target, address, detail, at, conn)
+        self.runtime.auth.audit.record_many(entries)
 
 
 async def record(
-    writer: AuditWriter, request: Request, who: Principal | None, rule: Rule, target: Target, outcome: Outcome
+    writer: AuditWriter, request: Request, ticket: Ticket | None, target: Target, outcome: Outcome
 ) -> None:
-    """The automatic entry of a state-changing request that succeeded."""
-    if request.method in SAFE_METHODS or who is None or rule.audit is None:
+    """The automatic entry of a state-changing request that succeeded (`ticket_for`'s)."""
+    if ticket is None or ticket.written:
         return
     if outcome.status is None or outcome.status >= 400:
         return
-    action = f"{request.method} {target.template}" if rule.audit == AUTO else rule.audit
     subject = _subject(target.params, outcome.location)
     detail = request.scope.get("state", {}).get(DETAIL_KEY)
     try:
-        await writer.add(who.name, action, subject, address(request), detail)
+        await writer.add(ticket.actor, ticket.action, subject, ticket.address, detail)
     except Exception as exc:
         outage(request, exc)
-        log.error("audit entry not recorded: %s %s by %s (%s)", action, subject, who.name, address(request))
+        log.error("audit entry not recorded: %s %s by %s (%s)", ticket.action, subject, ticket.actor, ticket.address)
 
 
 def _subject(params: dict[str, Any], location: str) -> str:

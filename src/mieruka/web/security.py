@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..core.access import Principal
 from ..i18n import LANGUAGE
 from .access import Routes, Target, check, looks_up_job
-from .audit import AuditWriter, Outcome, record
+from .audit import AuditWriter, Outcome, record, ticket_for
 from .csrf import check_csrf
 from .errors import database_down, outage, refusal
 from .fastpath import FastPath
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..runtime import Runtime
+    from .front import Api
 
 
 class Security:
@@ -82,12 +83,13 @@ class Security:
             await refusal(request, outage(request, exc))(scope, receive, secured(send))
             return
         await mark_seen(self.runtime, request, who, target.template)
+        ticket = ticket_for(request, who, rule, target)
         outcome = Outcome()
         answer = secured(send, docs=target.template in DOCS_PATHS, no_store=not target.mount)
         watched = outcome.watching(answer)
         if not await self.fast.serve(scope, receive, watched, target):
             await self.inner(scope, receive, watched)
-        await record(self.audit, request, who, rule, target, outcome)
+        await record(self.audit, request, ticket, target, outcome)
 
     async def screen(self, request: Request) -> None:
         """What is refused before anything else: a bad request target, a host name not ours."""
@@ -142,5 +144,5 @@ class Security:
         return receive
 
 
-def install_security(api: FastAPI, runtime: Runtime) -> None:
-    api.add_middleware(Security, api=api, runtime=runtime)
+def install_security(api: Api, runtime: Runtime) -> None:
+    api.put_in_front(lambda behind: Security(behind, api, runtime))

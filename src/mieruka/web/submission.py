@@ -31,7 +31,7 @@ from ..core.task import Task
 from ..errors import PayloadTooLarge, ValidationError
 from ..i18n import _
 from ..runtime import Runtime
-from .audit import note_job
+from .audit import Ticket, job_entry, note_job, ticket_of
 from .offload import offload
 from .ui.forms import form_params
 
@@ -56,6 +56,7 @@ class Submission:
 
     def __init__(self, runtime: Runtime, request: Request, task: Task, owner: str | None) -> None:
         self.engine = runtime.engine
+        self.audit_log = runtime.auth.audit
         self.uploads: UploadStorage = runtime.engine.uploads
         self.max_size = runtime.settings.max_upload_size
         self.request, self.task, self.owner = request, task, owner
@@ -63,25 +64,45 @@ class Submission:
         self.upload_ids: list[str] = []
 
     async def submit(
-        self, priority: int | None = None, delay: float | None = None, idempotency_key: str | None = None
+        self,
+        priority: int | None = None,
+        delay: float | None = None,
+        idempotency_key: str | None = None,
+        audit_with_job: bool = False,
     ) -> tuple[JobRecord, bool]:
+        """`audit_with_job`: the request's automatic entry is complete once the job is stored (no
+        `note_result` to come), and is written right after it, in the same thread."""
+        ticket = ticket_of(self.request) if audit_with_job else None
         try:
             params = await self.read()
-            record, created = await offload(
-                self.engine.submit,
-                self.task.name,
-                params,
-                priority=priority,
-                idempotency_key=idempotency_key,
-                delay=delay,
-                owner=self.owner,
-            )
+            record, created = await offload(self._queue, params, priority, delay, idempotency_key, ticket)
         except BaseException:
             self.discard()
             raise
         if not created:
             self.discard()  # the same request came before: its job already has the files
         note_job(self.request, record, self.task, "accepted" if created else "duplicate")
+        return record, created
+
+    def _queue(
+        self,
+        params: dict[str, Any],
+        priority: int | None,
+        delay: float | None,
+        idempotency_key: str | None,
+        ticket: Ticket | None,
+    ) -> tuple[JobRecord, bool]:
+        record, created = self.engine.submit(
+            self.task.name, params, priority=priority, idempotency_key=idempotency_key, delay=delay, owner=self.owner
+        )
+        if ticket is not None:
+            detail = job_entry(record, self.task, "accepted" if created else "duplicate")
+            try:
+                self.audit_log.record_many([ticket.entry(f"job:{record.id}", detail)])
+            except Exception:
+                log.warning("audit entry of job %s not written with it; trying again", record.id, exc_info=True)
+            else:
+                ticket.written = True
         return record, created
 
     async def read(self) -> dict[str, Any]:

@@ -76,7 +76,7 @@ async def submit_answer(
     """The answer to a submission (the route's and web/fastpath.py's, which checked the parameters)."""
     submission = Submission(runtime, request, runtime.tasks.get(task), owner_name(request))
     try:
-        record, created = await submission.submit(priority, delay, key)
+        record, created = await submission.submit(priority, delay, key, audit_with_job=True)
     except PayloadTooLarge as exc:
         return _too_large(request, exc)
     root = request.scope.get("root_path", "")
