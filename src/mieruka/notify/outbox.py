@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..store import tables as t
 from ..store.database import Database
@@ -63,7 +62,11 @@ def insert(conn: sa.Connection, is_sqlite: bool, event: NewEvent, now: datetime)
         "message": event.message[:2000] if event.message else None,
         "routed": False,
     }
-    dialect_insert = sqlite.insert if is_sqlite else postgresql.insert
+    # The dialect of the database at hand only: PostgreSQL's is 30 modules a server on SQLite never needs.
+    if is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
     stmt = dialect_insert(t.notify_events).values(**values).on_conflict_do_nothing(index_elements=["key"])
     return int(conn.execute(stmt).rowcount or 0)
 

@@ -32,6 +32,7 @@ from ..i18n import _
 from .codec import Codec
 from .pg_connections import PgConnections
 from .pg_text import TextCursor
+from .tables import on_postgresql
 
 IDLE_PING_AFTER = 5.0  # seconds a pooled PostgreSQL connection may sit unused before it is checked
 BUSY_TIMEOUT = 30.0  # SQLite: seconds a writer waits for another process's lock (settings' default)
@@ -123,6 +124,8 @@ class Database:
     def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        if not self.is_sqlite:
+            on_postgresql()
         self.codec = Codec(self.is_sqlite)
         self.busy_timeout = busy_timeout
         # SQLAlchemy's writer (and reader on PostgreSQL)

@@ -52,6 +52,23 @@ _HAS_OWNER = sa.text("owner IS NOT NULL")
 _OWNED_KEY = sa.text("idempotency_key IS NOT NULL AND owner IS NOT NULL")
 _OPEN_KEY = sa.text("idempotency_key IS NOT NULL AND owner IS NULL")
 _HAS_STEP = sa.text("step IS NOT NULL")
+# The partial indexes' conditions on PostgreSQL are given when a database there is opened
+# (`on_postgresql`): naming them here would load SQLAlchemy's PostgreSQL dialect, 30 modules, into
+# every process on SQLite.
+_PARTIAL: list[tuple[sa.Index, sa.TextClause]] = []
+
+
+def _partial(name: str, *columns: str, where: sa.TextClause, unique: bool = False) -> sa.Index:
+    index = sa.Index(name, *columns, unique=unique, sqlite_where=where)
+    _PARTIAL.append((index, where))
+    return index
+
+
+def on_postgresql() -> None:
+    """Give the partial indexes their PostgreSQL conditions (before any schema is made or compared there)."""
+    for index, where in _PARTIAL:
+        index.dialect_options["postgresql"]["where"] = where
+
 
 jobs = sa.Table(
     "jobs",
@@ -82,22 +99,12 @@ jobs = sa.Table(
     sa.Column("schedule", sa.String(200)),
     # Partial indexes: each write touches as few index pages as possible (a job is written three
     # times in its life); finished jobs leave the "active" index.
-    sa.Index("ix_jobs_active", "status", "priority", "id", sqlite_where=ACTIVE, postgresql_where=ACTIVE),
+    _partial("ix_jobs_active", "status", "priority", "id", where=ACTIVE),
     sa.Index("ix_jobs_task", "task", "id"),
     sa.Index("ix_jobs_finished_at", "finished_at"),  # the monitoring charts: the last hour's jobs
-    sa.Index("ix_jobs_owner", "owner", sqlite_where=_HAS_OWNER, postgresql_where=_HAS_OWNER),
-    sa.Index(
-        "ix_jobs_owner_key",
-        "owner",
-        "task",
-        "idempotency_key",
-        unique=True,
-        sqlite_where=_OWNED_KEY,
-        postgresql_where=_OWNED_KEY,
-    ),
-    sa.Index(
-        "ix_jobs_open_key", "task", "idempotency_key", unique=True, sqlite_where=_OPEN_KEY, postgresql_where=_OPEN_KEY
-    ),
+    _partial("ix_jobs_owner", "owner", where=_HAS_OWNER),
+    _partial("ix_jobs_owner_key", "owner", "task", "idempotency_key", unique=True, where=_OWNED_KEY),
+    _partial("ix_jobs_open_key", "task", "idempotency_key", unique=True, where=_OPEN_KEY),
     # Never reuse a deleted job's id: its URL and files belong to it.
     sqlite_autoincrement=True,
 )
@@ -112,7 +119,7 @@ job_logs = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("step", sa.String(200)),
     # Only pipeline jobs' lines carry a step: ordinary jobs' log writes touch no extra index.
-    sa.Index("ix_job_logs_step", "job_id", "step", "seq", sqlite_where=_HAS_STEP, postgresql_where=_HAS_STEP),
+    _partial("ix_job_logs_step", "job_id", "step", "seq", where=_HAS_STEP),
 )
 
 job_steps = sa.Table(
@@ -371,9 +378,7 @@ notify_events = sa.Table(
     sa.Column("subject", sa.String(200), nullable=False),  # the task, pool, source or node
     sa.Column("message", sa.Text),
     sa.Column("routed", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index(
-        "ix_notify_events_unrouted", "id", sqlite_where=sa.text("NOT routed"), postgresql_where=sa.text("NOT routed")
-    ),
+    _partial("ix_notify_events_unrouted", "id", where=sa.text("NOT routed")),
     sqlite_autoincrement=True,
 )
 

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from mieruka.store.tables import metadata
+from mieruka.store.tables import metadata, on_postgresql
 
 config = context.config
 engine = config.attributes.get("engine")
@@ -14,6 +14,7 @@ if engine is None:
 
 with engine.begin() as connection:
     if connection.dialect.name == "postgresql":
+        on_postgresql()
         # Servers and workers started together on a fresh database (docker compose up) all
         # migrate at start-up: one at a time, the others then find the schema up to date.
         connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('mieruka-migrations'))")
