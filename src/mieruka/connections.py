@@ -21,7 +21,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -109,13 +109,21 @@ class _Limited:
     from each time uvicorn arms its keep-alive timer (a response done, no other request queued); the
     head clock runs from then until a head is complete. uvicorn's own timer stops at the first byte."""
 
+    # Slots, not the instance's dict: uvicorn's protocol has about 30 attributes already, and two
+    # more made every connection's dict a larger one of its own (1.5 KB per open event stream).
+    __slots__ = ("_head_clock", "_counted")
     limits: ClassVar[Limits]
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
     timeout_keep_alive_task: asyncio.TimerHandle | None
-    _head_clock: asyncio.TimerHandle | None = None
-    _counted: str | None = None
+    _head_clock: asyncio.TimerHandle | None
+    _counted: str | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._head_clock = None
+        self._counted = None
+        super().__init__(*args, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]  # the protocol class comes next in the MRO
@@ -188,6 +196,14 @@ class _BodyStalled(BaseException):
     handlers of Exception would log it as its own failure and try to answer 500."""
 
 
+def _has_body(scope: Scope) -> bool:
+    """Whether the request says a body follows (a length above 0, or chunks)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
+
+
 class BodyTimeout:
     """ASGI middleware: a request whose body stalls, no bytes for `seconds` while the app waits for
     them, is answered 408 with `Connection: close`, which closes the connection. The app's wait ends
@@ -199,7 +215,8 @@ class BodyTimeout:
         self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
+            # Nothing to stall: no wrappers kept alive for as long as, say, an event stream stays.
             await self.app(scope, receive, send)
             return
         body_pending = True

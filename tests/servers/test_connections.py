@@ -133,14 +133,16 @@ def check_slow_heads_are_cut(port: int, header_timeout: float) -> None:
         assert seconds_until_closed(kept, start, trickle=b"l") >= header_timeout * 0.95
 
 
-def check_stalled_body_gets_408(port: int, path: str, headers: bytes = b"") -> None:
+def check_stalled_body_gets_408(port: int, path: str, headers: bytes = b"", chunked: bool = False) -> None:
+    framing = b"Transfer-Encoding: chunked\r\n\r\nc\r\n" if chunked else b"Content-Length: 1000\r\n\r\n"
     with connect(port) as sock:
         sock.sendall(
             b"POST "
             + path.encode()
             + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + headers
-            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            + b"Content-Type: application/json\r\n"
+            + framing
             + b'{"a": 1, "b"'
         )
         answer = read_until_closed(sock)  # then the connection is closed
@@ -197,9 +199,10 @@ def test_a_request_head_that_never_completes_is_cut(timed: Served) -> None:
     check_slow_heads_are_cut(timed.proc.port, header_timeout=1)
 
 
-def test_a_stalled_body_is_answered_408(timed: Served) -> None:
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_a_stalled_body_is_answered_408(timed: Served, chunked: bool) -> None:
     bearer = f"Authorization: {timed.auth['Authorization']}\r\n".encode()
-    check_stalled_body_gets_408(timed.proc.port, "/api/tasks/add/jobs", bearer)
+    check_stalled_body_gets_408(timed.proc.port, "/api/tasks/add/jobs", bearer, chunked)
     assert "Traceback" not in timed.proc.output()  # the app unwound quietly
 
 

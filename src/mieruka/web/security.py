@@ -84,8 +84,13 @@ class Security:
             return
         await mark_seen(self.runtime, request, who, target.template)
         ticket = ticket_for(request, who, rule, target)
-        outcome = Outcome()
         answer = secured(send, docs=target.template in DOCS_PATHS, no_store=not target.mount)
+        if ticket is None:  # nothing to record: nothing kept alive for, say, an event stream's hours
+            del request, who, rule
+            if not await self.fast.serve(scope, receive, answer, target):
+                await self.inner(scope, receive, answer)
+            return
+        outcome = Outcome()
         watched = outcome.watching(answer)
         if not await self.fast.serve(scope, receive, watched, target):
             await self.inner(scope, receive, watched)
