@@ -258,9 +258,11 @@ def test_the_task_form_and_its_quick_run(client: TestClient) -> None:
     assert detail["params"] == {**SHOWN, "options": {}}
     quick = client.post("/tasks/quick_add", data={"a": "40"}, headers={"HX-Request": "true"})
     assert quick.status_code == 200 and "42" in quick.text
-    detail = entries("job.submit")[-1]["detail"]
+    last = entries("job.submit")[-1]
+    detail = last["detail"]
     assert detail["task"] == "quick_add" and detail["params"] == {"a": 40, "b": 2}
     assert detail["outcome"] == "succeeded" and detail["duration"] == app.engine.get(detail["job"]).duration
+    assert last["target"] == f"job:{detail['job']}"  # the job, though the answer named none (no Location)
     assert_no_secret(client)
 
 

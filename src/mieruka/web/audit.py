@@ -222,8 +222,8 @@ async def record(
         return
     if outcome.status is None or outcome.status >= 400:
         return
-    subject = _subject(target.params, outcome.location)
     detail = request.scope.get("state", {}).get(DETAIL_KEY)
+    subject = _subject(target.params, outcome.location, detail)
     try:
         await writer.add(ticket.actor, ticket.action, subject, ticket.address, detail)
     except Exception as exc:
@@ -231,13 +231,17 @@ async def record(
         log.error("audit entry not recorded: %s %s by %s (%s)", ticket.action, subject, ticket.actor, ticket.address)
 
 
-def _subject(params: dict[str, Any], location: str) -> str:
-    """What the entry is about: the job a new job's Location names, else the route's parameters."""
+def _subject(params: dict[str, Any], location: str, detail: dict[str, Any] | None) -> str:
+    """What the entry is about: the job a new job's Location names, or the job the route noted (a
+    quick task's inline answer names none), else the route's parameters."""
     match = _JOB_URL.search(location)
     if match:
         return f"job:{match.group(1)}"
     if "job_id" in params:
         return f"job:{params['job_id']}"
+    noted = detail.get("job") if detail else None
+    if isinstance(noted, int) and not isinstance(noted, bool):
+        return f"job:{noted}"
     return " ".join(f"{k}:{v}" for k, v in params.items())
 
 
