@@ -98,10 +98,8 @@ class AuditLog:
                 detail=capped(detail) if detail else None,
             )
         )
-        # The log stays bounded: entries older than the retention go, checked hourly.
-        if self._pruned is None or now - self._pruned > timedelta(hours=1):
-            self._pruned = now
-            conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
+        if self._prune_due(now):
+            self._prune(conn, now)
 
     def record_many(self, entries: Sequence[NewEntry]) -> None:
         """Add entries (actor, action, target, address, at, detail) in one transaction, on the
@@ -124,10 +122,19 @@ class AuditLog:
             else:
                 cur.executemany(db.sql(_INSERT), rows)
         now = utcnow()
-        if self._pruned is None or now - self._pruned > timedelta(hours=1):
-            self._pruned = now
+        if self._prune_due(now):
             with db.write() as conn:
-                conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
+                self._prune(conn, now)
+
+    def _prune_due(self, now: datetime) -> bool:
+        """The log stays bounded: entries older than the retention go, checked hourly."""
+        if self._pruned is not None and now - self._pruned <= timedelta(hours=1):
+            return False
+        self._pruned = now
+        return True
+
+    def _prune(self, conn: Connection, now: datetime) -> None:
+        conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
 
     def query(self, q: AuditQuery) -> list[Entry]:
         c = t.audit_log.c

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from ..core.params import Signature
     from ..runtime import Runtime
 
-Entry = NewEntry
 DETAIL_KEY = "mieruka.audit_detail"  # in the request's state: what note() attached
 TICKET_KEY = "mieruka.audit_ticket"  # in the request's state: its automatic entry, see Ticket
 
@@ -73,7 +72,7 @@ class Ticket:
     address: str
     written: bool = False
 
-    def entry(self, subject: str, detail: dict[str, Any] | None) -> Entry:
+    def entry(self, subject: str, detail: dict[str, Any] | None) -> NewEntry:
         return (self.actor, self.action, subject, self.address, utcnow(), detail)
 
 
@@ -181,7 +180,7 @@ class AuditWriter:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.pending: list[tuple[Entry, asyncio.Future[None]]] = []
+        self.pending: list[tuple[NewEntry, asyncio.Future[None]]] = []
         self.draining: asyncio.Task[None] | None = None
 
     async def add(
@@ -210,7 +209,7 @@ class AuditWriter:
         finally:
             self.draining = None
 
-    def _write(self, entries: list[Entry]) -> None:
+    def _write(self, entries: list[NewEntry]) -> None:
         self.runtime.auth.audit.record_many(entries)
 
 

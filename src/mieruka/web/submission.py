@@ -81,7 +81,8 @@ class Submission:
             raise
         if not created:
             self.discard()  # the same request came before: its job already has the files
-        note_job(self.request, record, self.task, "accepted" if created else "duplicate")
+        if ticket is None or not ticket.written:  # its detail is for the entry written after the answer
+            note_job(self.request, record, self.task, "accepted" if created else "duplicate")
         return record, created
 
     def _queue(
