@@ -205,11 +205,15 @@ def test_the_demo_on_celery_starts_its_own_workers_and_every_task_runs(tmp_path:
             proc.wait_ready()
             proc.log_in()
             with proc.client() as http:
-                pools = {p["name"]: p for p in http.get("/api/pools").json()}
-                assert {n: (p["state"], p["idle_stop"]) for n, p in pools.items()} == {
-                    "compute": ("stopped", 120.0),
-                    "default": ("stopped", None),
-                }
+                pools = {p["name"]: (p["state"], p["idle_stop"]) for p in http.get("/api/pools").json()}
+                assert pools["compute"] == ("stopped", 120.0)
+                # The default pool starts for the first job of its queue. The demo's heartbeat runs on
+                # every minute's turn, so a start that spans one has started it already, for that job.
+                heartbeats = http.get("/api/jobs", params={"task": "heartbeat"}).json()["jobs"]
+                assert pools["default"] == ("stopped", None) or (heartbeats and pools["default"][1] is None), (
+                    pools,
+                    heartbeats,
+                )
                 first = submit(http, "estimate_pi", json={"samples": 1000})
                 assert first["queue"] == "compute"
                 assert first["message"] == "starting compute: pool compute is starting"
