@@ -132,6 +132,50 @@ def test_a_killed_pool_process_fails_its_job_with_the_reason(celery_worker: Cele
     app._settings = None
 
 
+def test_a_cancel_never_kills_a_pool_process_while_it_tells_how_its_job_ended(
+    celery_worker: CeleryWorker, tmp_path: Path
+) -> None:
+    """A pool process writing how its job ended (it finished, or its watcher found the cancel first)
+    holds its settling lock; the cancel broadcast waits for it. Killed in between, the job would be
+    stored as ended and never told (seen as a cancel missing from the metrics). Here the test holds
+    the lock, as a pool process mid-way would: nobody kills, then exactly one end is told."""
+    import fcntl
+
+    from mieruka.executors.celery_worker import settling_lock
+    from tests.jobs import app
+
+    app._settings = None
+    celery_worker.reset()
+    app.configure(
+        home=str(celery_worker.home),
+        database_url=celery_worker.database_url,
+        executor="celery",
+        broker_url=celery_worker.broker_url,
+    )
+    seen: list[tuple[int, str]] = []
+    with app:
+        app.engine.bus.subscribe(lambda e: seen.append((e.job_id, str(e.data.get("status")))))
+        job = app.submit("sleep_in_child", seconds=60, pidfile=str(tmp_path / "p"))
+        pool_pid, child_pid = map(int, wait_for_file(tmp_path / "p").split())
+        lock = settling_lock(celery_worker.consumer_pid(), pool_pid)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            app.engine.cancel(job.id)
+            _wait_until(lambda: app.get_job(job.id).cancel_requested, 10, "the cancel requested")
+            time.sleep(1.5)  # long enough for the broadcast, and for two looks of the pool's watcher
+            assert not _gone(pool_pid) and not _gone(child_pid)
+            assert app.get_job(job.id).status is JobStatus.RUNNING
+        finally:
+            os.close(fd)
+        assert app.wait(job, 20).status is JobStatus.CANCELLED
+        _wait_until(lambda: _gone(pool_pid) and _gone(child_pid), 10, "the job's processes killed")
+        _wait_until(lambda: (job.id, "cancelled") in seen, 10, "the cancelled event")
+        assert app.wait(app.submit("add", a=1), 20).result == 3
+        assert [status for job_id, status in seen if job_id == job.id].count("cancelled") == 1, seen
+    app._settings = None
+
+
 @pytest.fixture
 def own_store(broker_url: str) -> Iterator[tuple[str, str]]:
     """A database and a broker database of its own: workers here are killed, and other modules'

@@ -14,17 +14,22 @@ Who does what:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import attempt
@@ -54,6 +59,38 @@ if TYPE_CHECKING:
 log = logging.getLogger("mieruka.worker")
 LIMIT_RETRY = 0.2  # seconds before a job held back by its task's concurrency limit is tried again
 CANCEL_CHECK_EVERY = 0.5  # seconds between looks at the store for a cancel the broadcast missed
+SETTLING_WAIT = 5.0  # how long a cancel waits for a pool process to finish telling how its job ended
+
+
+def settling_lock(main_pid: int, pool_pid: int) -> Path:
+    """The file a pool process holds locked while it writes and tells how its job ended: the main
+    process takes it before it kills the pool process for a cancel, or a kill between the write and
+    the event would leave the job ended with nobody told. Per pool process, so that their ends never
+    wait on each other; in the temporary folder, as flock needs a local file system."""
+    return Path(tempfile.gettempdir()) / f"mieruka-celery-{main_pid}" / f"{pool_pid}.lock"
+
+
+@contextlib.contextmanager
+def _settling(path: Path, wait: float | None) -> Iterator[bool]:
+    """Hold `path` locked (waiting up to `wait` seconds; None: as long as it takes); yields whether
+    it is held. The kernel lets go when the process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                held = True
+                break
+            except BlockingIOError:
+                assert deadline is not None
+                if time.monotonic() >= deadline:
+                    held = False
+                    break
+                time.sleep(0.01)
+        yield held
+    finally:
+        os.close(fd)
 
 
 class WorkerNode:
@@ -102,6 +139,7 @@ class WorkerNode:
 
     def shutdown(self) -> None:
         self._beat_stop.set()
+        shutil.rmtree(settling_lock(self.main_pid, 0).parent, ignore_errors=True)
         if self._main is not None:
             try:
                 self._main.store.remove_engine(self.engine_id)
@@ -124,7 +162,8 @@ class WorkerNode:
 
     def cancel(self, job_id: int, pool: Any) -> bool:
         """Revoke with terminate the request running the job (SIGKILL its pool process) and kill its
-        children; record the job cancelled."""
+        children; record the job cancelled. Not while the pool process is writing how the job ended
+        (it finished, or its watcher found the cancel first): it is let finish, and not killed."""
         from celery.worker import state as worker_state
 
         for request in list(worker_state.active_requests):
@@ -133,13 +172,16 @@ class WorkerNode:
             pid = request.worker_pid
             if pid is None:
                 continue
-            record = self.main.store.get_job(job_id)
-            found = descendants(pid)
-            worker_state.revoked.add(request.id)
-            request.terminate(pool, signal=signal.SIGKILL)
-            kill_tree(pid, found)
-            if record is not None and record.status is JobStatus.RUNNING:
-                self.main.settle(record, *attempt.cut_short(record, None, "", attempt.CANCEL))
+            with _settling(settling_lock(self.main_pid, pid), SETTLING_WAIT) as held:
+                record = self.main.store.get_job(job_id)
+                if held and (record is None or record.status is not JobStatus.RUNNING):
+                    return True  # it ended meanwhile, and its pool process told so
+                found = descendants(pid)
+                worker_state.revoked.add(request.id)
+                request.terminate(pool, signal=signal.SIGKILL)
+                kill_tree(pid, found)
+                if record is not None and record.status is JobStatus.RUNNING:
+                    self.main.settle(record, *attempt.cut_short(record, None, "", attempt.CANCEL))
             return True
         return False
 
@@ -258,6 +300,9 @@ class PoolProcess:
         self._lock = threading.Lock()
         self._current: _Current | None = None
         self._parent = os.getppid()
+        self._settling = settling_lock(node.main_pid, os.getpid())
+        self._settling.parent.mkdir(mode=0o700, exist_ok=True)
+        self._settling.touch(0o600)
         threading.Thread(target=self._watch, name="mieruka-watch", daemon=True).start()
 
     def _sink(self, changes: list[Change], events: list[Event]) -> None:
@@ -335,7 +380,9 @@ class PoolProcess:
             current, self._current = self._current, None
         if current is None or current.ended:
             return  # the watcher settled it (timeout or cancel) and is taking this process down
-        if conn.finish(record, changes):
+        with _settling(self._settling, None):
+            finished = conn.finish(record, changes)
+        if finished:
             return
         fresh = conn.store.get_job(record.id)
         if fresh is not None and fresh.status is JobStatus.QUEUED and not fresh.finished:
@@ -387,8 +434,9 @@ class PoolProcess:
                 return  # the job finished meanwhile
             current.ended = True
         self.capture.drain()
-        if self.conn.settle(current.record, status, fields):
-            kill_tree(os.getpid())
+        with _settling(self._settling, None):
+            if self.conn.settle(current.record, status, fields):
+                kill_tree(os.getpid())  # holding the lock: a cancel waiting on it finds the job ended
 
 
 # -- wiring into Celery ----------------------------------------------------------------------------
