@@ -6,12 +6,16 @@ ldap_recheck, and the directory going down (a clear message; local admins still 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,8 +119,9 @@ def test_plain_binds_only_when_allowed_and_tls_is_checked(ldap: LdapServer, tmp_
         capture_output=True,
     )
     for url, starttls in ((ldap.url, True), (ldap.ldaps_url, False)):
-        with pytest.raises(DirectoryUnavailable):  # a certificate not signed by ldap_ca_file
+        with pytest.raises(DirectoryUnavailable) as refused:  # a certificate not signed by ldap_ca_file
             directory_of(ldap, ldap_url=url, ldap_starttls=starttls, ldap_ca_file=str(other)).login("ada", "ada-secret")
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.value.reason, refused.value.reason
 
 
 def test_several_servers_are_tried_in_order(ldap: LdapServer) -> None:
@@ -540,3 +545,87 @@ def test_directory_logins_are_throttled_and_an_outage_locks_nobody(ldap: LdapSer
         assert actions.count("login.failed") == 3
     finally:
         db.close()
+
+
+# -- a directory that refuses StartTLS for now ------------------------------------------------------
+STARTTLS_REQUEST = 0x77  # protocolOp [APPLICATION 23], ExtendedRequest: StartTLS is the only one sent
+
+
+def _message(sock: socket.socket) -> bytes:
+    """One whole LDAPMessage (BER: SEQUENCE, its length, the content) read from `sock`."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed mid-message")
+            data += chunk
+        return data
+
+    head = exactly(2)
+    if head[1] < 0x80:
+        return head + exactly(head[1])
+    size = exactly(head[1] & 0x7F)
+    return head + size + exactly(int.from_bytes(size, "big"))
+
+
+@contextmanager
+def refusing_first_starttls(ldap: LdapServer) -> Iterator[tuple[str, list[int]]]:
+    """ldap://127.0.0.1:PORT in front of the directory: the first StartTLS is answered
+    operationsError, as slapd answers while it counts other operations on the connection; all else
+    is passed through to the directory byte for byte. Yields the URL and the protocolOp tag of each
+    connection's first request."""
+    upstream = int(ldap.url.rsplit(":", 1)[1])
+    listener = socket.create_server(("127.0.0.1", 0))
+    firsts: list[int] = []
+    opened: list[socket.socket] = []
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                opened.append(client)
+                first = _message(client)
+                id_end = 4 + first[3]  # short-form lengths: a small request with a small id
+                firsts.append(first[id_end])
+                if len(firsts) == 1 and first[id_end] == STARTTLS_REQUEST:
+                    diagnostic = b"cannot start TLS when operations are outstanding"
+                    result = b"\x0a\x01\x01\x04\x00\x04" + bytes([len(diagnostic)]) + diagnostic
+                    op = b"\x78" + bytes([len(result)]) + result
+                    message_id = first[2:id_end]
+                    client.sendall(b"\x30" + bytes([len(message_id) + len(op)]) + message_id + op)
+                    continue
+                server = socket.create_connection(("127.0.0.1", upstream))
+                opened.append(server)
+                server.sendall(first)
+                for a, b in ((client, server), (server, client)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"ldap://127.0.0.1:{listener.getsockname()[1]}", firsts
+    finally:
+        listener.close()
+        for each in opened:
+            each.close()
+
+
+def test_starttls_comes_first_and_a_refusal_for_now_is_tried_again(ldap: LdapServer) -> None:
+    """Nothing goes over a connection in the clear before StartTLS (not even the root DSE): slapd
+    refuses StartTLS while it still counts an earlier operation, as it may for a moment after
+    answering it on a loaded machine. Refused all the same (operationsError), it is tried once more
+    on a fresh connection."""
+    with refusing_first_starttls(ldap) as (url, firsts):
+        directory = directory_of(ldap, ldap_url=url)
+        ada = directory.login("ada", "ada-secret")
+        assert ada is not None and ada.display_name == "Ada Lovelace" and ada.groups == {"lab", "lab-admins"}
+        assert directory.login("ada", "wrong password") is None
+        assert len(firsts) >= 3 and set(firsts) == {STARTTLS_REQUEST}, firsts  # refused, again, the user's

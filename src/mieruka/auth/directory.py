@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from ldap3 import BASE, DSA, NONE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPStartTLSError
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
@@ -44,6 +44,10 @@ IN_CHAIN = "1.2.840.113556.1.4.1941"  # AD's LDAP_MATCHING_RULE_IN_CHAIN: every 
 AD_CAPABILITY = "1.2.840.113556.1.4.800"  # the root DSE of an Active Directory domain controller
 ACCOUNT_DISABLE = 2  # userAccountControl bit
 NESTED = ("auto", "in_chain", "walk", "off")
+# StartTLS refused for now, worth one more try on a fresh connection: operationsError (slapd counts
+# other operations on the connection; seen on a loaded machine right after connecting), busy.
+STARTTLS_AGAIN = frozenset({1, 51})
+STARTTLS_PAUSE = 0.1
 USER_ATTRIBUTES = ("displayName", "cn", "userAccountControl", "pwdAccountLockedTime", "nsAccountLock")
 
 
@@ -306,32 +310,53 @@ class Directory:
         c = self.config
         failures = []
         for url in c.urls:
-            # A Server per connection: ldap3's Server remembers an address that failed and skips it
-            # for a while, which would keep the directory "down" for seconds after it came back.
-            info = DSA if self._in_chain is None else NONE  # the root DSE says whether it is AD: read once
-            server = Server(url, tls=self.tls, get_info=info, connect_timeout=c.timeout)
-            conn = Connection(
-                server,
-                user=user,
-                password=password,
-                receive_timeout=max(1, math.ceil(c.timeout)),  # ldap3 packs it as a whole number
-                raise_exceptions=False,
-                check_names=False,
-                read_only=True,
-                auto_referrals=False,
-            )
+            starttls = c.starttls and not url.lower().startswith("ldaps://")
+            conn: Connection | None = None
             try:
-                conn.open()
-                if c.starttls and not url.lower().startswith("ldaps://") and not conn.start_tls():
-                    raise DirectoryUnavailable(url, f"StartTLS failed: {conn.result.get('description')}")
+                conn = self._open(url, user, password, starttls)
+                if starttls and not _start_tls(conn):
+                    if (conn.result or {}).get("result") in STARTTLS_AGAIN:
+                        _close(conn)
+                        time.sleep(STARTTLS_PAUSE)
+                        conn = self._open(url, user, password, starttls)
+                        if _start_tls(conn):
+                            return conn
+                    raise DirectoryUnavailable(url, f"StartTLS failed: {(conn.result or {}).get('description')}")
                 return conn
             except (LDAPException, DirectoryUnavailable) as exc:
-                _close(conn)
+                if conn is not None:
+                    _close(conn)
                 reason = exc.reason if isinstance(exc, DirectoryUnavailable) else f"{type(exc).__name__}: {exc}"
                 failures.append(f"{url}: {reason}" if len(c.urls) > 1 else reason)
         error = DirectoryUnavailable(c.url, "; ".join(failures))
         error.add_note(f"why: {error.reason}")  # shown in tracebacks and logs, never on the login page
         raise error
+
+    def _open(self, url: str, user: str | None, password: str | None, starttls: bool) -> Connection:
+        """A connection with its socket open; with StartTLS to come, nothing sent yet (the root DSE
+        is read after StartTLS, which must be the connection's first operation: slapd refuses it
+        while it still counts an earlier one, as it may for a moment after answering it)."""
+        c = self.config
+        # A Server per connection: ldap3's Server remembers an address that failed and skips it
+        # for a while, which would keep the directory "down" for seconds after it came back.
+        info = DSA if self._in_chain is None else NONE  # the root DSE says whether it is AD: read once
+        server = Server(url, tls=self.tls, get_info=info, connect_timeout=c.timeout)
+        conn = Connection(
+            server,
+            user=user,
+            password=password,
+            receive_timeout=max(1, math.ceil(c.timeout)),  # ldap3 packs it as a whole number
+            raise_exceptions=False,
+            check_names=False,
+            read_only=True,
+            auto_referrals=False,
+        )
+        try:
+            conn.open(read_server_info=not starttls)
+        except LDAPException:
+            _close(conn)
+            raise
+        return conn
 
     def _service(self) -> _Service:
         return _Service(self)
@@ -489,7 +514,7 @@ class _Service:
         c = d.config
         conn = d._connection(c.bind_dn or None, c.bind_password or None)
         try:
-            if not conn.bind():
+            if not conn.bind(read_server_info=False):  # read when the connection opened
                 conn.unbind()
                 raise DirectoryUnavailable(c.url, f"the service account was refused: {conn.result.get('description')}")
         except LDAPException as exc:
@@ -505,6 +530,17 @@ class _Service:
                 pass
         if exc and isinstance(exc[1], LDAPException):
             raise self.directory._down(exc[1]) from None
+
+
+def _start_tls(conn: Connection) -> bool:
+    """Whether StartTLS went through; if not, conn.result says why (ldap3 raises for some refusals
+    and answers False for others)."""
+    try:
+        return bool(conn.start_tls())
+    except LDAPStartTLSError:
+        if (conn.result or {}).get("result", 0) == 0:
+            raise  # the directory agreed; the handshake failed (a certificate, say): its own reason
+        return False
 
 
 def _close(conn: Connection) -> None:
