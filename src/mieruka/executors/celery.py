@@ -157,8 +157,9 @@ class CeleryExecutor:
             return False
         return True
 
-    def _resend_queued(self) -> None:
-        """The broker came back without its messages: send every queued job again, oldest first."""
+    def _resend_queued(self, why: str) -> None:
+        """The broker came back without its messages, or some of them (see broker_epoch): send
+        every queued job again, oldest first."""
         from ..store.base import JobQuery
 
         page_size = 1000
@@ -174,9 +175,14 @@ class CeleryExecutor:
         except Exception:
             self._epoch.forget()  # the next check, by any server, tries again
             raise
-        if jobs:
+        if jobs and why == "new":
             log.warning(
                 "the broker has lost its messages (restarted without persistence?): sending %d queued jobs again",
+                len(jobs),
+            )
+        elif jobs:
+            log.warning(
+                "the broker is back: sending %d queued jobs again (a message on its way may have been lost)",
                 len(jobs),
             )
         now = utcnow()
@@ -185,8 +191,9 @@ class CeleryExecutor:
             self.send(record, max(0.0, delay))
 
     def wait(self, timeout: float | None) -> list[WorkerMessage]:
-        if self._epoch.lost():
-            self._resend_queued()
+        why = self._epoch.lost()
+        if why is not None:
+            self._resend_queued(why)
         if self._epoch.active:  # wake up for the next check
             until = max(0.0, self._epoch.next_check - time.monotonic())
             timeout = until if timeout is None else min(timeout, until)
