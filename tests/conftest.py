@@ -3,6 +3,7 @@ MIERUKA_REQUIRE_SERVICES=1 (CI sets it)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -449,20 +450,70 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need_service("the playwright package is not installed (pip install playwright)")
-    if not shutil.which(CHROMIUM):
-        need_service(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+class _Chromium:
+    """One Playwright driver and one Chromium for the whole test process, launched when first
+    asked for (each costs a node process and a browser start: some 3 s of CPU), and again should
+    the browser have gone away."""
+
+    def __init__(self) -> None:
+        self._playwright: Any = None
+        self._browser: Browser | None = None
+        self._parked: asyncio.AbstractEventLoop | None = None
+
+    def park(self) -> None:
+        """Between the modules that use it: Playwright's sync API keeps its event loop marked as
+        running in this thread (it runs in a greenlet), which would refuse other tests' asyncio.run."""
+        self._parked = asyncio._get_running_loop()
+        asyncio._set_running_loop(None)
+
+    def _unpark(self) -> None:
+        if self._parked is not None:
+            asyncio._set_running_loop(self._parked)
+            self._parked = None
+
+    def get(self) -> Browser:
         try:
-            yield browser
-        finally:
-            browser.close()
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            need_service("the playwright package is not installed (pip install playwright)")
+        if not shutil.which(CHROMIUM):
+            need_service(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        self._unpark()
+        if self._playwright is None:
+            self._playwright = sync_playwright().start()
+        if self._browser is None or not self._browser.is_connected():
+            self._browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        return self._browser
+
+    def close(self) -> None:
+        self._unpark()
+        if self._browser is not None and self._browser.is_connected():
+            self._browser.close()
+        if self._playwright is not None:
+            self._playwright.stop()
+
+
+@pytest.fixture(scope="session")
+def _chromium() -> Iterator[_Chromium]:
+    chromium = _Chromium()
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser(_chromium: _Chromium) -> Iterator[Browser]:
+    """The test process's Chromium; what a module opened in it (pages, contexts, their live
+    streams) is closed when the module ends."""
+    browser = _chromium.get()
+    try:
+        yield browser
+    finally:
+        if browser.is_connected():
+            for context in browser.contexts:
+                context.close()
+        _chromium.park()
 
 
 def open_page(browser: Browser, server: ServerProcess, outside: list[str]) -> Page:
