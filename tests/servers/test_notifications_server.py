@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mieruka.notify.notifier import LEASE
 from tests.conftest import ServerProcess
 from tests.notify_receivers import HttpReceiver, http_receiver, wait_for
 
@@ -49,7 +50,8 @@ def test_a_killed_server_loses_and_repeats_nothing(tmp_path: Path, database_url:
                 return len(listed) == FLOOD and all(job["status"] == "failed" for job in listed)
 
             wait_for(all_finished, 180, "every job to fail")
-            wait_for(lambda: len(_told(receiver)) >= FLOOD, 60, f"{FLOOD} failures told")
+            # A message the killed server was sending is sent again once its lease is over.
+            wait_for(lambda: len(_told(receiver)) >= FLOOD, LEASE + 60, f"{FLOOD} failures told")
 
             def statuses() -> set[str]:
                 return {d["status"] for d in http.get("/api/notifications").json()["deliveries"]}
