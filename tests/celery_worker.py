@@ -119,6 +119,22 @@ class CeleryWorker:
             env={**os.environ, "PYTHONPATH": str(TESTS.parent)},
         )
 
+    def jobs_app(self, **overrides: object) -> App:
+        """tests/jobs.py's app, configured afresh to send its jobs to this worker (not started)."""
+        from tests.jobs import app
+
+        app._settings = None
+        app.configure(
+            **{
+                "home": str(self.home),
+                "database_url": self.database_url,
+                "executor": "celery",
+                "broker_url": self.broker_url,
+                **overrides,
+            }
+        )
+        return app
+
     def output(self) -> str:
         if not self._log.closed:
             self._log.flush()

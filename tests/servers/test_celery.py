@@ -81,15 +81,8 @@ def test_two_servers_see_live_events_from_a_celery_worker(celery_worker: CeleryW
 def test_a_workers_state_events_arrive_in_order_for_quick_and_slow_jobs(celery_worker: CeleryWorker) -> None:
     """A worker holds a job's "running" event: a quick job's start goes out with its end (in
     order), a slow job's is seen while the job still runs."""
-    from tests.jobs import app
 
-    app._settings = None
-    app.configure(
-        home=str(celery_worker.home),
-        database_url=celery_worker.database_url,
-        executor="celery",
-        broker_url=celery_worker.broker_url,
-    )
+    app = celery_worker.jobs_app()
     seen: list[tuple[int, str]] = []
     with app:
         app.engine.bus.subscribe(lambda e: seen.append((e.job_id, str(e.data.get("status")))))
@@ -110,16 +103,9 @@ def test_a_workers_state_events_arrive_in_order_for_quick_and_slow_jobs(celery_w
 
 def test_a_killed_pool_process_fails_its_job_with_the_reason(celery_worker: CeleryWorker, tmp_path: Path) -> None:
     """The kernel's OOM killer or a stray kill -9 on the process running a job."""
-    from tests.jobs import app
 
-    app._settings = None
     celery_worker.reset()
-    app.configure(
-        home=str(celery_worker.home),
-        database_url=celery_worker.database_url,
-        executor="celery",
-        broker_url=celery_worker.broker_url,
-    )
+    app = celery_worker.jobs_app()
     with app:
         job = app.submit("sleep_in_child", seconds=60, pidfile=str(tmp_path / "p"))
         pool_pid, child_pid = map(int, wait_for_file(tmp_path / "p").split())
@@ -142,16 +128,9 @@ def test_a_cancel_never_kills_a_pool_process_while_it_tells_how_its_job_ended(
     import fcntl
 
     from mieruka.executors.celery_worker import settling_lock
-    from tests.jobs import app
 
-    app._settings = None
     celery_worker.reset()
-    app.configure(
-        home=str(celery_worker.home),
-        database_url=celery_worker.database_url,
-        executor="celery",
-        broker_url=celery_worker.broker_url,
-    )
+    app = celery_worker.jobs_app()
     seen: list[tuple[int, str]] = []
     with app:
         app.engine.bus.subscribe(lambda e: seen.append((e.job_id, str(e.data.get("status")))))
@@ -370,16 +349,9 @@ def test_pipelines_run_on_celery_workers_and_cancel_closes_their_steps(
     celery_worker: CeleryWorker, tmp_path: Path
 ) -> None:
     from mieruka.core.steps import StepStatus
-    from tests.jobs import app
 
     celery_worker.reset()
-    app._settings = None
-    app.configure(
-        home=str(celery_worker.home),
-        database_url=celery_worker.database_url,
-        executor="celery",
-        broker_url=celery_worker.broker_url,
-    )
+    app = celery_worker.jobs_app()
     try:
         with app:
             done = app.wait(app.submit("pipe_values"), 60)

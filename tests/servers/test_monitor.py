@@ -102,19 +102,7 @@ def test_the_workers_page_in_a_browser_draws_its_charts_without_outside_requests
 
 # -- Celery --------------------------------------------------------------------------------------
 def _celery_app(worker: CeleryWorker, **overrides: object) -> mieruka.App:
-    from tests.jobs import app
-
-    app._settings = None
-    app.configure(
-        **{
-            "home": str(worker.home),
-            "database_url": worker.database_url,
-            "executor": "celery",
-            "broker_url": worker.broker_url,
-            **overrides,
-        }
-    )
-    return app
+    return worker.jobs_app(**overrides)
 
 
 def test_celery_workers_are_listed_with_their_queues_and_running_jobs(
