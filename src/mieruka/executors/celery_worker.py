@@ -74,7 +74,11 @@ def settling_lock(main_pid: int, pool_pid: int) -> Path:
 def _settling(path: Path, wait: float | None) -> Iterator[bool]:
     """Hold `path` locked (waiting up to `wait` seconds; None: as long as it takes); yields whether
     it is held. The kernel lets go when the process dies."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # its folder went (a cleaner of the temporary folder, on a worker up for weeks)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = None if wait is None else time.monotonic() + wait
         while True:
@@ -301,8 +305,8 @@ class PoolProcess:
         self._current: _Current | None = None
         self._parent = os.getppid()
         self._settling = settling_lock(node.main_pid, os.getpid())
-        self._settling.parent.mkdir(mode=0o700, exist_ok=True)
-        self._settling.touch(0o600)
+        with _settling(self._settling, None):
+            pass  # made now: a cancel may look for it before this process ends a job
         threading.Thread(target=self._watch, name="mieruka-watch", daemon=True).start()
 
     def _sink(self, changes: list[Change], events: list[Event]) -> None:
