@@ -452,7 +452,7 @@ ARGS = [
 
 class _Chromium:
     """One Playwright driver and one Chromium for the whole test process, launched when first
-    asked for (each costs a node process and a browser start: some 3 s of CPU), and again should
+    asked for (each start and close of a node driver and a browser is about 0.9 s of CPU), and again should
     the browser have gone away."""
 
     def __init__(self) -> None:
