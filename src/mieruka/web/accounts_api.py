@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,7 @@ from .audit import audit
 from .identity import principal
 from .ids import TOKEN_ID
 from .policy import shown_page
+from .routers import Router
 from .schemas import ErrorOut
 from .state import RuntimeDep
 
@@ -165,7 +166,7 @@ def token_json(token: Token) -> dict[str, Any]:
     }
 
 
-router = APIRouter(prefix="/api", tags=["auth"], responses=AUTH_ERRORS)
+router = Router(prefix="/api", tags=["auth"], responses=AUTH_ERRORS)
 
 
 @router.get("/me", response_model=MeOut)

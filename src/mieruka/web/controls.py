@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from ..core.access import Principal, Role, allowed
@@ -31,12 +31,13 @@ from .audit import note, note_job, note_result
 from .identity import owner_name, principal
 from .live import live_or_none
 from .offload import offload
+from .routers import Router
 from .schemas import ERRORS
 from .serialize import JsonAnswer
 from .state import RuntimeDep
 from .ui.forms import form_params
 
-router = APIRouter(tags=["dashboards"])
+router = Router(tags=["dashboards"])
 BODY_KEYS = {"value", "params"}
 BODY_SCHEMA: dict[str, Any] = {
     "type": "object",

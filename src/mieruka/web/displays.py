@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +33,7 @@ from .audit import audit
 from .feeds import Topics
 from .identity import STATE_KEY, principal
 from .ids import DISPLAY_ID
+from .routers import Router
 from .serialize import iso
 from .sse import Held, OpenStreams
 from .state import RuntimeDep, open_streams_of, pages_of, runtime_of
@@ -184,7 +185,7 @@ def _revoke(runtime: Runtime, request: Request, display_id: int) -> DisplayLink:
     return link
 
 
-router = APIRouter()
+router = Router()
 
 
 @router.get("/api/displays", tags=["displays"], response_model=list[DisplayOut])
@@ -214,7 +215,7 @@ def revoke_display(runtime: RuntimeDep, request: Request, display_id: int) -> di
 
 
 # -- the pages -------------------------------------------------------------------------------------
-pages = APIRouter(include_in_schema=False)
+pages = Router(include_in_schema=False)
 
 
 def _displays_page(runtime: Runtime, request: Request, status: int = 200, **context: Any) -> HTMLResponse:

@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import Response
 
 from ..core.events import Event
 from ..errors import TaskNotFound
 from .identity import hidden
 from .ids import JOB_ID
+from .routers import Router
 from .serialize import job_json
 from .sse import event_response
 from .state import RuntimeDep, open_streams_of
 
-router = APIRouter()
+router = Router()
 
 
 @router.get(

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ..core.clock import as_utc
@@ -19,6 +19,7 @@ from .audit import note_change
 from .identity import hidden
 from .ids import JOB_ID
 from .offload import offload
+from .routers import Router
 from .schemas import ERRORS, JobOut, JobPage, LogPage
 from .serialize import JsonAnswer, job_json, log_json
 from .state import RuntimeDep
@@ -35,7 +36,7 @@ INLINE_TYPES = (
 )
 
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+router = Router(prefix="/api/jobs", tags=["jobs"])
 
 
 @router.get("", response_model=None, responses={200: {"model": JobPage}, 422: ERRORS[422]})

@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from ..auth.languages import checked
 from ..i18n import negotiate, supported
 from .identity import STATE_KEY
+from .routers import Router
 from .state import runtime_of
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 COOKIE = "mieruka_language"
 COOKIE_AGE = 400 * 86400  # the longest browsers keep a cookie
 
-router = APIRouter(include_in_schema=False)
+router = Router(include_in_schema=False)
 
 
 @functools.lru_cache(maxsize=512)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -27,6 +27,7 @@ from .feeds import MAX_TOPICS, Topics, feed_response, mux_response, positions
 from .identity import hidden, principal
 from .ids import parse_id
 from .policy import ALLOW_LISTS
+from .routers import Router
 from .serialize import iso, job_json
 from .state import RuntimeDep, open_streams_of
 from .viewing import shown_sources, shown_streams, unsent_tiles, viewing
@@ -151,7 +152,7 @@ class LiveMetrics(Collector):
         yield from (refreshes, failing, age, duration, rows, points)
 
 
-router = APIRouter()
+router = Router()
 
 
 # -- sources ---------------------------------------------------------------------------------

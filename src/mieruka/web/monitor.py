@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from ..core.clock import utcnow
 from ..nodes import is_up
 from ..runtime import Runtime
+from .routers import Router
 from .serialize import iso
 from .state import RuntimeDep
 
@@ -75,7 +76,7 @@ def stats(runtime: Runtime, minutes: int = 60) -> dict[str, Any]:
     return {"minutes": minutes, "since": iso(since), "finished": total, "per_minute": series}
 
 
-router = APIRouter(tags=["system"])
+router = Router(tags=["system"])
 
 
 @router.get("/api/nodes")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +30,7 @@ from ..notify.rulebook import ADMIN, CODE, USER, StoredRule
 from ..notify.rules import KINDS, SCOPES, check_target
 from .audit import audit
 from .identity import principal
+from .routers import Router
 from .serialize import iso
 from .state import RuntimeDep, pages_of
 
@@ -210,7 +211,7 @@ def test_rule(runtime: Runtime, request: Request, rule_id: int) -> int:
     return delivery
 
 
-router = APIRouter(tags=["notifications"])
+router = Router(tags=["notifications"])
 
 
 @router.get("/api/notifications")
@@ -239,7 +240,7 @@ def test_notification_rule(runtime: RuntimeDep, request: Request, rule_id: int) 
 
 
 # -- the page ---------------------------------------------------------------------------------------
-pages = APIRouter(include_in_schema=False)
+pages = Router(include_in_schema=False)
 
 
 def _page(runtime: Runtime, request: Request, status: int = 200, **context: Any) -> HTMLResponse:

@@ -6,18 +6,19 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from .._version import __version__
 from ..runtime import Runtime
 from .identity import hidden
+from .routers import Router
 from .state import pages_of
 
 # Our own pages rather than FastAPI's: those start the viewers with an inline script, which the
 # Content-Security-Policy forbids.
-router = APIRouter(include_in_schema=False)
+router = Router(include_in_schema=False)
 
 
 @router.get("/docs")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import RedirectResponse
 
 from ..notes import json_of, note
 from ..pools.manager import PoolManager, PoolNotFound
 from ..runtime import Runtime
+from .routers import Router
 from .serialize import iso
 from .state import RuntimeDep
 
@@ -30,7 +31,7 @@ def pools_json(runtime: Runtime) -> list[dict[str, Any]]:
     return out
 
 
-router = APIRouter(tags=["system"])
+router = Router(tags=["system"])
 
 
 def _one(runtime: Runtime, name: str) -> dict[str, Any]:

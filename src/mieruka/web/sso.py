@@ -6,7 +6,7 @@ The flow itself is auth/oidc.py."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ from ..errors import NotFoundError, ValidationError
 from ..i18n import _
 from ..runtime import Runtime
 from .identity import address, principal
-from .routers import adopt
+from .routers import Router, adopt
 from .state import RuntimeDep, pages_of
 from .ui.account_pages import _start_session  # the one way a session starts, as a password login's
 
@@ -33,7 +33,7 @@ SOMEONE_ELSE = frozenset(
     {"sso_no_role", "sso_not_admitted", "sso_name_taken", "sso_renamed", "sso_no_username", "sso_unverified_email"}
 )
 
-router = APIRouter(include_in_schema=False)
+router = Router(include_in_schema=False)
 
 
 def install(api: FastAPI, runtime: Runtime, pages: Jinja2Templates) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from ..core.job import JobRecord
@@ -14,11 +14,12 @@ from ..errors import ArtifactNotFound, StepNotFound
 from ..runtime import Runtime
 from .ids import JOB_ID
 from .jobs import artifact_response
+from .routers import Router
 from .schemas import ERRORS, ArtifactOut, LogPage, StepOut
 from .serialize import job_json, log_json, step_json
 from .state import RuntimeDep
 
-router = APIRouter(prefix=f"/api/jobs/{JOB_ID}/steps", tags=["jobs"])
+router = Router(prefix=f"/api/jobs/{JOB_ID}/steps", tags=["jobs"])
 
 
 def _step(runtime: Runtime, job_id: int, name: str) -> StepRecord:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -12,10 +12,11 @@ from ..store.outage import RETRY_AFTER, reason, unavailable
 from .counts import job_counts
 from .identity import hidden, principal
 from .policy import hidden_names
+from .routers import Router
 from .serialize import iso
 from .state import RuntimeDep, metrics_of
 
-router = APIRouter()
+router = Router()
 
 
 @router.get("/metrics", tags=["system"], response_class=Response, responses={200: {"content": {"text/plain": {}}}})

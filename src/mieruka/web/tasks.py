@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import Response
 
 from ..core.access import allowed
@@ -15,12 +15,13 @@ from .batch import BODY_SCHEMA, batch_answer
 from .errors import respond
 from .identity import owner_name, principal
 from .offload import offload
+from .routers import Router
 from .schemas import ERRORS, BatchOut, JobOut, TaskOut
 from .serialize import JsonAnswer, job_json
 from .state import RuntimeDep
 from .submission import CLOSE, Submission
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+router = Router(prefix="/api/tasks", tags=["tasks"])
 
 
 @router.get("", response_model=None, responses={200: {"model": list[TaskOut]}})

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -26,9 +26,10 @@ from ..csrf import LOGIN_CSRF_COOKIE
 from ..identity import SESSION_COOKIE, address, principal
 from ..ids import TOKEN_ID
 from ..policy import shown_page
+from ..routers import Router
 from ..state import RuntimeDep, pages_of, runtime_or_none
 
-router = APIRouter(include_in_schema=False)
+router = Router(include_in_schema=False)
 logger = logging.getLogger("mieruka.login")
 # The words pages show for roles and for where an account comes from (the values stay in forms).
 ROLE_LABELS = {"admin": N_("admin"), "operator": N_("operator"), "viewer": N_("viewer")}

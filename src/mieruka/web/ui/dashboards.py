@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from ...core.access import Principal, allowed
@@ -18,6 +18,7 @@ from ..controls import why_not
 from ..displays import page_mode
 from ..identity import STATE_KEY, principal
 from ..live import live_of, live_or_none, source_json
+from ..routers import Router
 from ..state import RuntimeDep, pages_of
 from ..viewing import viewing
 from . import formats
@@ -26,7 +27,7 @@ from .forms import form_fields
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
 
-router = APIRouter(include_in_schema=False)
+router = Router(include_in_schema=False)
 
 
 def _page(request: Request, name: str, **context: Any) -> HTMLResponse:

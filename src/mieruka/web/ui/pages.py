@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -26,7 +26,7 @@ from ..counts import job_counts
 from ..identity import hidden, owner_name, principal
 from ..ids import JOB_ID, parse_id
 from ..pools import pools_json
-from ..routers import adopt
+from ..routers import Router, adopt
 from ..state import RuntimeDep, pages_of
 from ..submission import CLOSE, Submission
 from . import account_pages, charts, render, step_graph
@@ -36,7 +36,7 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 LOG_TAIL = 1000  # lines a job page shows at first; older ones are a download away
 
 
-router = APIRouter(include_in_schema=False)
+router = Router(include_in_schema=False)
 
 
 adopt(router, account_pages.router)
