@@ -3,13 +3,17 @@ field of the logout form) and the same filters, whichever router renders it."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import jinja2
 from fastapi.templating import Jinja2Templates
-from jinja2 import pass_context
+from jinja2 import FileSystemBytecodeCache, pass_context
+from jinja2.bccache import Bucket
 
 from ... import i18n
 from ...runtime import Runtime
@@ -25,6 +29,57 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 
 def _parsed(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class CompiledTemplates(FileSystemBytecodeCache):
+    """The templates as compiled by an earlier server or app, in Jinja's folder for its compiled
+    templates (`$TMPDIR/_jinja2-cache-UID`, which Jinja makes the user's own and checks is): compiling
+    them is half a second of CPU, and a server compiled each page it showed again at each start. A
+    compiled template is used for the same source, file and environment settings only (its key
+    holds what changes the code Jinja makes from a source)."""
+
+    def __init__(self, env: jinja2.Environment, directory: str | None = None) -> None:
+        super().__init__(directory)
+        settings = (
+            jinja2.__version__,
+            sorted(env.extensions),
+            getattr(env, "newstyle_gettext", False),
+            env.autoescape if isinstance(env.autoescape, bool) else env.autoescape.__qualname__,
+            env.block_start_string,
+            env.variable_start_string,
+            env.comment_start_string,
+            env.line_statement_prefix,
+            env.line_comment_prefix,
+            env.trim_blocks,
+            env.lstrip_blocks,
+            env.keep_trailing_newline,
+            env.optimized,
+        )
+        self.settings = hashlib.sha1(repr(settings).encode()).hexdigest()
+
+    def get_cache_key(self, name: str, filename: str | None = None) -> str:
+        return super().get_cache_key(f"{self.settings}|{name}", filename)
+
+    # A page never fails for its cache: a file that cannot be read is compiled again, and one that
+    # cannot be written (a full disk, the folder removed by a cleaner) is left unwritten.
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        with contextlib.suppress(Exception):
+            super().dump_bytecode(bucket)
+
+
+def compiled_templates(env: jinja2.Environment) -> CompiledTemplates | None:
+    """The cache of compiled templates, None where there is no folder of the user's own for it (each
+    start then compiles the templates it shows, as before)."""
+    try:
+        return CompiledTemplates(env)
+    except (OSError, RuntimeError):
+        return None
 
 
 def page_templates(runtime: Runtime) -> Jinja2Templates:
@@ -79,4 +134,5 @@ def page_templates(runtime: Runtime) -> Jinja2Templates:
     env.globals["online_now"] = lambda: runtime.auth.presence.online()
     # Open pages say they are still open well within the presence expiry (default every minute).
     env.globals["heartbeat_seconds"] = max(5, min(60, int(runtime.settings.presence_expiry / 3)))
+    env.bytecode_cache = compiled_templates(env)  # last: its key reads the settings made above
     return templates
