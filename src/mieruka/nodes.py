@@ -12,8 +12,6 @@ import os
 import socket
 from datetime import datetime
 
-import psutil
-
 from .store.base import EngineInfo
 
 HOST = socket.gethostname()
@@ -24,6 +22,8 @@ def dead_here(host: str, pid: int) -> bool:
     by another program). False for nodes on other machines: only their heartbeat can tell."""
     if host != HOST or pid == os.getpid():
         return False  # elsewhere; or ourselves (an earlier engine in this process was stopped)
+    import psutil  # here: a server starts without it
+
     try:
         process = psutil.Process(pid)
         name = process.name().lower()  # ours run as python, or as our console scripts

@@ -11,14 +11,20 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Sequence
-
-import psutil
+from typing import TYPE_CHECKING
 
 from .notes import Note, note
+
+if TYPE_CHECKING:
+    import psutil
+
+# psutil is imported where a process is looked at: a server starts without it (issue 23).
 
 
 def descendants(pid: int) -> list[psutil.Process]:
     """The processes `pid` started, and theirs (empty if it is gone)."""
+    import psutil
+
     try:
         return list(psutil.Process(pid).children(recursive=True))
     except psutil.Error:
@@ -44,6 +50,8 @@ def kill_tree(pid: int | None, found: Sequence[psutil.Process] | None = None) ->
 
 
 def _kill_all(processes: Sequence[psutil.Process]) -> None:
+    import psutil
+
     for process in processes:
         try:
             process.kill()
@@ -53,6 +61,8 @@ def _kill_all(processes: Sequence[psutil.Process]) -> None:
 
 def alive(pid: int) -> bool:
     """Whether `pid` runs (a zombie does not)."""
+    import psutil
+
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -334,6 +333,8 @@ class Settings:
         if path is None and Path("mieruka.toml").is_file():
             path = "mieruka.toml"
         if path:
+            import tomllib  # read only where there is a file
+
             try:
                 with open(path, "rb") as fh:
                     data = tomllib.load(fh)

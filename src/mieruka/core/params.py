@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Annotated, Any, Union, get_args, get_origin
 
-import docstring_parser
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
@@ -146,6 +145,8 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 
 
 def _read(doc: str) -> tuple[str, dict[str, str]]:
+    import docstring_parser  # for the tasks that have a docstring
+
     # The newline lets a text that starts with its section ("Args:", no description) be Google's.
     parsed = docstring_parser.parse("\n" + doc)
     helps = {param.arg_name: " ".join(param.description.split()) for param in parsed.params if param.description}
