@@ -16,7 +16,6 @@ Only reading a request is timed: a slow response (an event stream, a long poll) 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 from collections import Counter
@@ -27,41 +26,14 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import ConfigError
-from .i18n import _
+from .networks import Network, is_trusted, trusted_networks
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from .settings import Settings
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 logger = logging.getLogger("mieruka.connections")
-
-
-def trusted_networks(text: str) -> tuple[Network, ...]:
-    """The networks of a comma-separated `trusted_proxies` ("10.0.0.5, 10.1.0.0/16"); empty: none."""
-    networks = []
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ConfigError(
-                _(
-                    "%(setting)s: %(entry)s is not an IP address or network (host names are not resolved)",
-                    setting="trusted_proxies",
-                    entry=repr(entry),
-                )
-            ) from None
-    return tuple(networks)
-
-
-def is_trusted(host: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 @dataclass

@@ -69,7 +69,7 @@ def build_runtime(declared: Declaration, settings: Settings) -> Runtime:
 def check_runtime(runtime: Runtime) -> None:
     """check_settings, and what the app declares that its settings could not run."""
     check_settings(runtime.settings)
-    from .connections import trusted_networks
+    from .networks import trusted_networks
 
     trusted_networks(runtime.settings.trusted_proxies)  # a name or '*' there: one line before serving
     check_sign_in(runtime.settings)

@@ -19,8 +19,9 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from mieruka import App
-from mieruka.connections import BodyTimeout, LimitedH11Protocol, Limits, protocol_class, trusted_networks
+from mieruka.connections import BodyTimeout, LimitedH11Protocol, Limits, protocol_class
 from mieruka.errors import ConfigError
+from mieruka.networks import trusted_networks
 from mieruka.server import serve
 from tests.conftest import ServerProcess, free_port, shared_server
 from tests.conftest import cli as conftest_cli

@@ -23,6 +23,8 @@ NOT_SERVING = NEVER | {"httpx", "rich", "pygments", "ldap3", "joserfc"}
 # Nor by a server start, until it is needed: the process table (a worker to kill or look at), a
 # config file's reader, a docstring's parser (a task with a docstring).
 NOT_STARTING = {"psutil", "tomllib", "docstring_parser"}
+# Nor, by an app started from a script (it serves nothing), the web stack.
+NOT_EMBEDDED = NOT_STARTING | {"uvicorn", "h11", "httptools", "fastapi", "starlette", "jinja2", "multipart"}
 # Not wanted until the app starts or serves.
 NOT_DECLARING = NEVER | {"sqlalchemy", "fastapi", "starlette", "uvicorn", "jinja2", "argon2", "multipart"}
 # Loaded by the apps that use them: cron schedules, pipelines (their runner watches processes).
@@ -83,6 +85,7 @@ def test_starting_on_an_up_to_date_database_loads_no_migration_tool(tmp_path: Pa
         """
     )
     assert loaded_after(run_one, tmp_path) & NEVER == set()  # a new database
+    assert loaded_after(run_one, tmp_path) & NOT_EMBEDDED == set()
     database = tmp_path / "home" / "mieruka.db"
     database.unlink()
     with closing(sqlite3.connect(database)) as other:

@@ -19,9 +19,9 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..connections import is_trusted, trusted_networks
 from ..core.access import Role, parse_role
 from ..errors import MierukaError, NotFoundError
+from ..networks import is_trusted, trusted_networks
 from ..settings import Settings
 from .accounts import Accounts, User, check_name
 
