@@ -448,11 +448,12 @@ class App:
                 "app.start() was called while a worker imported the app; guard it with `if __name__ == '__main__':`"
             )
         if not self.running:
-            from .executors.zygote_process import fork_early
+            from .executors.zygote_process import fork_early, passed_on
 
-            # A script holding nothing yet (one thread, its standard streams) gives its workers the
-            # app as loaded; else the runtime starts a zygote that imports it afresh.
-            fork_early(self)
+            # A script holding nothing yet (one thread, its standard streams and what its parent
+            # passed on) gives its workers the app as loaded; else the runtime starts a zygote that
+            # imports it afresh.
+            fork_early(self, passed_on())
         return self.runtime.start()
 
     @property

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -229,6 +230,7 @@ from tests.counted_app import app
 
 if __name__ == "__main__":
     app.configure(home=sys.argv[2], workers=2)
+    held = open(os.devnull) if os.environ.get("OPEN_BEFORE_START") else None
     app.start()
     done = app.wait(app.submit("pid"), timeout=60)
     me = psutil.Process()
@@ -241,20 +243,45 @@ if __name__ == "__main__":
 """
 
 
-def test_a_script_forks_its_zygote_at_app_start_and_imports_the_app_once(tmp_path: Path) -> None:
+def run_script(tmp_path: Path, pass_fds: tuple[int, ...] = (), **extra_env: str) -> tuple[dict[str, Any], list[str]]:
+    """SCRIPT's findings, and the pids of the processes that imported the app."""
+    tmp_path.mkdir(exist_ok=True)
     imports, script = tmp_path / "imports", tmp_path / "script.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     ran = subprocess.run(
         [sys.executable, str(script), str(Path(__file__).parents[2]), str(tmp_path / "home")],
-        env={**env, "COUNTED_APP_LOG": str(imports)},
+        env={**env, "COUNTED_APP_LOG": str(imports), **extra_env},
         capture_output=True,
         text=True,
         timeout=120,
+        pass_fds=pass_fds,
     )
     assert ran.returncode == 0, ran.stderr
-    seen = json.loads(ran.stdout.strip().splitlines()[-1])
-    assert seen["status"] == "succeeded" and seen["result"] in seen["workers"]
-    assert seen["zygote"] == seen["cmdline"]  # a fork of the script, no interpreter of its own
-    assert imports.read_text().split() == [str(seen["me"])]
     assert "Traceback" not in ran.stderr
+    seen: dict[str, Any] = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert seen["status"] == "succeeded" and seen["result"] in seen["workers"]
+    return seen, imports.read_text().split()
+
+
+def test_a_script_forks_its_zygote_at_app_start_and_imports_the_app_once(tmp_path: Path) -> None:
+    seen, imported = run_script(tmp_path)
+    assert seen["zygote"] == seen["cmdline"]  # a fork of the script, no interpreter of its own
+    assert imported == [str(seen["me"])]
+
+
+def test_files_a_script_was_started_with_do_not_keep_its_zygote_from_being_forked(tmp_path: Path) -> None:
+    """A supervisor, a test runner or make's job server may pass a script more than 0-2; a file the
+    script opened itself before `app.start()` still gets a zygote of its own."""
+    kept_r, kept_w = os.pipe()
+    os.set_inheritable(kept_r, True)
+    os.set_inheritable(kept_w, True)
+    try:
+        seen, imported = run_script(tmp_path / "passed", pass_fds=(kept_r, kept_w))
+        assert seen["zygote"] == seen["cmdline"] and imported == [str(seen["me"])]
+        seen, imported = run_script(tmp_path / "opened", pass_fds=(kept_r, kept_w), OPEN_BEFORE_START="1")
+        assert "mieruka.executors.fresh import zygote" in " ".join(seen["zygote"])
+        assert len(imported) == 2 and imported[0] == str(seen["me"])
+    finally:
+        os.close(kept_r)
+        os.close(kept_w)

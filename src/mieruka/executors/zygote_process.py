@@ -193,6 +193,22 @@ def fork_early(app: Forkable, inherited: Iterable[int] = ()) -> None:
     keep_early(EarlyZygote(ForkedChild(pid), ours, app_ref))
 
 
+def passed_on() -> list[int]:
+    """The files this process holds that its parent passed on (a supervisor's, a test runner's, an
+    editor's descriptors), as far as can be told once it runs: inheritable ones. Python opens every
+    file, socket and pipe not inheritable (PEP 446), and so do SQLite and libpq for their databases;
+    a descriptor that crossed the exec that started us was inheritable. A script that opened a file
+    or a connection before `app.start()` still holds one that is not, and gets a fresh zygote."""
+    found = []
+    for fd in open_files():
+        try:
+            if os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            continue
+    return found
+
+
 def open_files() -> list[int]:
     """The file descriptors this process holds besides its standard streams (files, sockets, pipes)."""
     found = []
