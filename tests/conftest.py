@@ -286,7 +286,7 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from mieruka.auth import accounts
 
-    monkeypatch.setattr(accounts, "PasswordHasher", lambda memory_cost: PasswordHasher(1, 1024, 1))
+    monkeypatch.setattr(accounts, "new_hasher", lambda memory_cost: PasswordHasher(1, 1024, 1))
 
 
 def free_port() -> int:

@@ -51,7 +51,7 @@ def checks(cheap_hashes: None, monkeypatch: pytest.MonkeyPatch) -> list[str]:
             made.append(str(password))
             return super().verify(hash, password)
 
-    monkeypatch.setattr(accounts_module, "PasswordHasher", lambda memory_cost: Counting(1, 1024, 1))
+    monkeypatch.setattr(accounts_module, "new_hasher", lambda memory_cost: Counting(1, 1024, 1))
     return made
 
 

@@ -14,11 +14,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..core.access import Principal, Role, parse_role
 from ..core.clock import utcnow
@@ -27,6 +25,16 @@ from ..i18n import _, ngettext
 from ..store import tables as t
 from ..store.database import Database
 from .audit import AuditLog
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+
+def new_hasher(memory_cost: int) -> PasswordHasher:
+    """argon2id with `memory_cost` KiB, 3 passes (argon2-cffi's defaults otherwise)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(memory_cost=memory_cost)
 
 
 class Vouching(Protocol):
@@ -131,11 +139,20 @@ class Accounts:
         self.db = db
         self.session_max_age = session_max_age
         self.audit = audit or AuditLog(db)
-        self.hasher = PasswordHasher(memory_cost=hash_memory)
+        self.hash_memory = hash_memory
+        self._hasher: PasswordHasher | None = None
         # Verifying against this keeps a login for an unknown name as slow as one for a known name.
         # Made at the first login: a hash costs a quarter of a second of CPU by default, which every
         # process making Accounts (CLI commands, servers) would pay at start-up.
         self._dummy: str | None = None
+
+    @property
+    def hasher(self) -> PasswordHasher:
+        """argon2's hasher, imported at the first password (its C bindings: 2 MB, which a server
+        that sees no password, on tokens or the loopback's open mode, never needs)."""
+        if self._hasher is None:
+            self._hasher = new_hasher(memory_cost=self.hash_memory)
+        return self._hasher
 
     # -- users -----------------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -306,6 +323,8 @@ class Accounts:
             self._dummy = self.hasher.hash(DUMMY_PASSWORD)
         dummy = self._dummy
         stored = row.password_hash if row is not None and row.password_hash else dummy
+        from argon2.exceptions import InvalidHashError, VerificationError
+
         try:
             self.hasher.verify(stored, password[:1024])
         except (VerificationError, InvalidHashError):
