@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI, Query
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -120,3 +121,17 @@ print(json.dumps({{"routes": len(routes), "before": before, "after": built(), "s
     assert seen["status"] == 200 and seen["routes"] > 100
     assert seen["before"] == []
     assert "/healthz" in seen["after"] and len(seen["after"]) <= 3, seen["after"]
+
+
+def test_a_route_that_cannot_be_built_says_why_at_each_request() -> None:
+    router = Router()
+
+    @router.get("/broken", status_code=204)  # FastAPI refuses a response model on a 204 when it builds
+    def broken() -> dict[str, int]:
+        return {}
+
+    (route,) = router.routes
+    assert isinstance(route, LazyRoute)
+    for _ in range(2):  # the second look sees the same reason, not a missing attribute
+        with pytest.raises(AssertionError, match="must not have a response body"):
+            route.build()

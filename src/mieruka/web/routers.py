@@ -37,7 +37,11 @@ class LazyRoute(APIRoute):
             deferred = self.__dict__.pop("_deferred", None)
             if deferred is not None:
                 path, endpoint, kwargs = deferred
-                APIRoute.__init__(self, path, endpoint, **kwargs)
+                try:
+                    APIRoute.__init__(self, path, endpoint, **kwargs)
+                except BaseException:
+                    self._deferred = deferred  # each request says what is wrong, not a missing attribute
+                    raise
         return object.__getattribute__(self, name)
 
     def build(self) -> LazyRoute:

@@ -46,14 +46,20 @@ class CompiledTemplates(FileSystemBytecodeCache):
             getattr(env, "newstyle_gettext", False),
             env.autoescape if isinstance(env.autoescape, bool) else env.autoescape.__qualname__,
             env.block_start_string,
+            env.block_end_string,
             env.variable_start_string,
+            env.variable_end_string,
             env.comment_start_string,
+            env.comment_end_string,
             env.line_statement_prefix,
             env.line_comment_prefix,
             env.trim_blocks,
             env.lstrip_blocks,
+            env.newline_sequence,
             env.keep_trailing_newline,
             env.optimized,
+            env.is_async,
+            getattr(env.finalize, "__qualname__", None),
         )
         self.settings = hashlib.sha1(repr(settings).encode()).hexdigest()
 
