@@ -6,6 +6,7 @@ implementation only has to be added to the `store` fixture below to be held to t
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from mieruka.store.base import (
     StepsClosed,
     StepsPlanned,
     Transition,
+    WouldWait,
 )
 from mieruka.store.sql import SqlJobStore
 
@@ -273,6 +275,31 @@ def test_get_job_unknown_is_none(store: JobStore) -> None:
     job = new(store)
     assert store.get_job(job.id + 1) is None
     assert store.get_job(job.id) is not None
+
+
+def test_get_job_now_answers_as_get_job_or_would_wait(store: JobStore, database_url: str) -> None:
+    """The event loop's read: the same job as get_job, from a database file here even while another
+    connection holds its write lock; a database server is a round trip away, so WouldWait there."""
+    job = new(store, params={"n": 1})
+    report = ArtifactInfo(name="report.txt", size=3, content_type="text/plain", created_at=utcnow())
+    assert store.apply([ArtifactAdded(job.id, report)]).done == [True]
+    if not database_url.startswith("sqlite"):
+        with pytest.raises(WouldWait):
+            store.get_job_now(job.id)
+        return
+    assert store.get_job_now(job.id) == store.get_job(job.id) == stored_job(store, job.id)
+    assert store.get_job_now(job.id + 1) is None
+    writer = sqlite3.connect(database_url.split("///", 1)[1], isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE jobs SET priority = 9 WHERE id = ?", (job.id,))
+        now = store.get_job_now(job.id)  # the committed job, not a wait for the writer
+        assert now is not None and now.priority == job.priority
+        writer.execute("COMMIT")
+        now = store.get_job_now(job.id)
+        assert now is not None and now.priority == 9
+    finally:
+        writer.close()
 
 
 # -- list_jobs ---------------------------------------------------------------------------------

@@ -230,7 +230,8 @@ def test_postgres_stopped_and_started_under_a_running_server(postgres: PrivatePo
 def test_a_sqlite_file_locked_at_run_time_is_503_then_works_again(tmp_path: Path) -> None:
     """Another process takes the write lock of the running server's SQLite file and keeps it past
     the server's busy wait (database_busy_timeout, 30 s by default, 2 s here): a submission is 503
-    database_unavailable naming the file, and once the lock is let go submissions run again."""
+    database_unavailable naming the file, a job is still read, and once the lock is let go
+    submissions run again."""
     home = tmp_path / "home"
     server = ServerProcess("tests/jobs.py:app", home, "--workers", "1", env={"MIERUKA_DATABASE_BUSY_TIMEOUT": "2"})
     try:
@@ -245,6 +246,9 @@ def test_a_sqlite_file_locked_at_run_time_is_503_then_works_again(tmp_path: Path
             error = response.json()["error"]
             assert error["code"] == "database_unavailable" and str(database) in error["message"], error
             assert int(response.headers["retry-after"]) > 0
+            # Reads wait for no writer: the job is read on the event loop at once, as ever.
+            response = httpx.get(f"{server.url}/api/jobs/1", timeout=120)
+            assert response.status_code == 200 and response.json()["status"] == "succeeded", response.text
         finally:
             holder.kill()
             holder.wait()

@@ -4,6 +4,7 @@ executor (dispatch.py); every state change goes through `States` (states.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from ..store.base import (
     NewJob,
     PendingJob,
     StepsClosed,
+    WouldWait,
 )
 from ..store.tables import MAX_INT
 from .dispatch import dispatch_for
@@ -78,7 +80,7 @@ class Engine:
         self.pools: PoolManager | None = None  # compute pools started on demand (wiring sets it)
         self.states = States(store, bus)
         self._watches = Watches()
-        self._waiter = Waiter(bus, self._watches, self.get, settings.poll_interval)
+        self._waiter = Waiter(bus, self._watches, self.get, self.get_async, settings.poll_interval)
         self.dispatch = dispatch_for(
             executor,
             store,
@@ -280,6 +282,18 @@ class Engine:
         if not 0 < job_id <= MAX_INT:  # no such id, and a database integer could not even hold it
             raise JobNotFound(job_id)
         record = self.store.get_job(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    async def get_async(self, job_id: int) -> JobRecord:
+        """`get` on the event loop: answered there when the store can at once, else on a thread."""
+        if not 0 < job_id <= MAX_INT:
+            raise JobNotFound(job_id)
+        try:
+            record = self.store.get_job_now(job_id)
+        except WouldWait:
+            record = await asyncio.to_thread(self.store.get_job, job_id)
         if record is None:
             raise JobNotFound(job_id)
         return record

@@ -9,7 +9,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..bus.base import EventBus, Unsubscribe
@@ -176,10 +176,18 @@ class Waiter:
     as stored (then the store is not read again); it also looks in the store now and then, in case
     an event never arrives (another server on the in-memory bus, a bus that was briefly down)."""
 
-    def __init__(self, bus: EventBus, watches: Watches, get: Callable[[int], JobRecord], poll_interval: float) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        watches: Watches,
+        get: Callable[[int], JobRecord],
+        get_async: Callable[[int], Awaitable[JobRecord]],
+        poll_interval: float,
+    ) -> None:
         self.bus = bus
         self.watches = watches
         self.get = get
+        self.get_async = get_async
         self.poll_interval = poll_interval
         self.watching: Unsubscribe | None = None  # while the engine runs: its watches hear the bus
 
@@ -213,7 +221,7 @@ class Waiter:
         try:
             record = ending.record()
             if record is None and _must_look(ending, unsubscribe):
-                record = await asyncio.to_thread(self.get, job_id)
+                record = await self.get_async(job_id)
             while record is None or not record.finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -223,13 +231,13 @@ class Waiter:
                 except TimeoutError:
                     pass
                 carried = ending.record()
-                record = carried if carried is not None else await asyncio.to_thread(self.get, job_id)
+                record = carried if carried is not None else await self.get_async(job_id)
         finally:
             untell()
             if unsubscribe is not None:
                 unsubscribe()
         if record is None:
-            record = await asyncio.to_thread(self.get, job_id)
+            record = await self.get_async(job_id)
         return _waited(job_id, record, timeout)
 
     def _ending_of(self, job_id: int) -> tuple[Ending, Unsubscribe | None]:

@@ -205,6 +205,10 @@ class JobQuery:
     hidden_tasks: frozenset[str] = frozenset()  # jobs of these tasks are left out (allow lists)
 
 
+class WouldWait(Exception):
+    """A read asked to answer at once would have had to wait: for a lock, or a round trip over the network."""
+
+
 class JobStore(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest version."""
@@ -220,6 +224,11 @@ class JobStore(Protocol):
 
     def get_job(self, job_id: int) -> JobRecord | None:
         """One job with its artifacts, or None."""
+
+    def get_job_now(self, job_id: int) -> JobRecord | None:
+        """get_job for a caller that must not block (the event loop): answered from a database file
+        on this machine without waiting for its lock, else WouldWait (another process writes
+        there, or the database is a server away)."""
 
     def list_jobs(self, query: JobQuery) -> list[JobRecord]:
         """Jobs matching `query`, newest first, at most `query.limit`."""

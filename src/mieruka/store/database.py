@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..errors import ConfigError, MissingExtraError
 from ..i18n import _
+from .base import WouldWait
 from .codec import Codec
 from .pg_connections import PgConnections
 from .pg_text import TextCursor
@@ -212,12 +213,36 @@ class Database:
     def cursor(self) -> Iterator[Any]:
         """A cursor for reads (each statement its own transaction)."""
         if self.is_sqlite:
-            conn = getattr(self._local, "conn", None)
+            local = self._local
+            conn = local.impatient if getattr(local, "at_once", False) else getattr(local, "conn", None)
             if conn is None:
-                conn = self._local.conn = self._sqlite_connect()
+                conn = local.conn = self._sqlite_connect()
             yield conn.cursor()
             return
         yield self.text_cursor()
+
+    @contextmanager
+    def at_once(self) -> Iterator[None]:
+        """Reads in this block, on this thread, never wait: on SQLite they use a connection of the
+        thread's that does not wait for a lock, and a read that would raises WouldWait (as does
+        entering the block on PostgreSQL, a round trip away). A point read of a file in WAL mode
+        waits for no writer, so this lets the event loop read a job itself: handing the read to a
+        thread and back cost more than the read, and halved the hot GET's rate under load."""
+        if not self.is_sqlite:
+            raise WouldWait
+        local = self._local
+        if getattr(local, "impatient", None) is None:
+            local.impatient = self._sqlite_connect()
+            local.impatient.execute("PRAGMA busy_timeout=0")
+        local.at_once = True
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                raise WouldWait from None
+            raise
+        finally:
+            local.at_once = False
 
     def text_cursor(self) -> TextCursor:
         """PostgreSQL: a cursor for statements that are each their own transaction (pg_text.py)."""

@@ -157,6 +157,10 @@ class JobWrites:
         n = len(JOB_COLUMNS)
         return db.codec.job(rows[0][:n], db.codec.artifacts([r[n:] for r in rows if r[n] is not None]))
 
+    def get_job_now(self, job_id: int) -> JobRecord | None:
+        with self.db.at_once():
+            return self.get_job(job_id)
+
     def apply(self, changes: Sequence[Change], claim: Claim | None = None) -> Applied:
         if not changes and (claim is None or not claim.job_ids):
             return Applied([], [])

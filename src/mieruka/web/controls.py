@@ -104,7 +104,7 @@ async def press_answer(runtime: Runtime, request: Request, name: str, control: s
     try:
         record = await runtime.engine.wait_async(record.id, runtime.settings.run_wait_max)
     except JobTimeoutError:
-        record = await offload(runtime.engine.get, record.id)
+        record = await runtime.engine.get_async(record.id)
     note_result(request, record)  # the audit entry: task, parameters, outcome, duration
     _refresh_state(runtime, item)
     root = request.scope.get("root_path", "")

@@ -18,7 +18,6 @@ from ..store.base import JobQuery
 from .audit import note_change
 from .identity import hidden
 from .ids import JOB_ID
-from .offload import offload
 from .routers import Router
 from .schemas import ERRORS, JobOut, JobPage, LogPage
 from .serialize import JsonAnswer, job_json, log_json
@@ -108,9 +107,9 @@ async def job_answer(runtime: Runtime, request: Request, job_id: int, wait: floa
         try:
             record = await engine.wait_async(job_id, wait)
         except JobTimeoutError:
-            record = await offload(engine.get, job_id)
+            record = await engine.get_async(job_id)
     else:
-        record = await offload(engine.get, job_id)
+        record = await engine.get_async(job_id)
     return JsonAnswer(job_json(record, root=request.scope.get("root_path", "")))
 
 

@@ -14,7 +14,6 @@ from .audit import note_result
 from .batch import BODY_SCHEMA, batch_answer
 from .errors import respond
 from .identity import owner_name, principal
-from .offload import offload
 from .routers import Router
 from .schemas import ERRORS, BatchOut, JobOut, TaskOut
 from .serialize import JsonAnswer, job_json
@@ -141,7 +140,7 @@ async def run_answer(runtime: Runtime, request: Request, task: str, timeout: flo
     try:
         record = await runtime.engine.wait_async(record.id, wait)
     except JobTimeoutError:
-        record = await offload(runtime.engine.get, record.id)
+        record = await runtime.engine.get_async(record.id)
         note_result(request, record)
         return JsonAnswer(job_json(record, root=root), status_code=202, headers=location)
     note_result(request, record)

@@ -88,7 +88,7 @@ async def submit(runtime: RuntimeDep, request: Request, name: str) -> Response:
         try:
             record = await runtime.engine.wait_async(record.id, min(30.0, runtime.settings.run_wait_max))
         except JobTimeoutError:
-            record = await run_in_threadpool(runtime.engine.get, record.id)
+            record = await runtime.engine.get_async(record.id)
         note_result(request, record)
         return _page(runtime, request, "_quick_result.html", job=record, result=render.result_view(record))
     return RedirectResponse(f"{root}/jobs/{record.id}", status_code=303)
@@ -215,7 +215,7 @@ async def cancel_many(runtime: RuntimeDep, request: Request) -> RedirectResponse
         job_id = parse_id(value) if isinstance(value, str) else None
         if job_id is not None:
             try:
-                record = await run_in_threadpool(runtime.engine.get, job_id)
+                record = await runtime.engine.get_async(job_id)
                 if record.task in hidden(request) or not who.may_change_job(record.owner):
                     continue  # an operator cancels only its own jobs
                 record = await run_in_threadpool(runtime.engine.cancel, job_id)
