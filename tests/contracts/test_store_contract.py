@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from mieruka.auth.audit import AuditLog, AuditQuery
 from mieruka.core.clock import utcnow
 from mieruka.core.job import ArtifactInfo, JobRecord
 from mieruka.core.status import JobStatus
@@ -38,6 +39,7 @@ from mieruka.store.base import (
     Transition,
     WouldWait,
 )
+from mieruka.store.database import Database
 from mieruka.store.sql import SqlJobStore
 
 QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
@@ -275,6 +277,35 @@ def test_get_job_unknown_is_none(store: JobStore) -> None:
     job = new(store)
     assert store.get_job(job.id + 1) is None
     assert store.get_job(job.id) is not None
+
+
+def test_rows_along_a_new_job_are_stored_with_it_or_not_at_all(store: JobStore, database_url: str) -> None:
+    """`along` writes in the job's own transaction: its rows are there with the job; when it fails
+    the job is not stored either; a job that was there already (a repeated key) takes none."""
+    log = AuditLog(Database(database_url))
+    told: list[JobRecord] = []
+
+    def entry(cur: Any, job: JobRecord) -> None:
+        told.append(job)
+        log.write_on(cur, [("alice", "submit", f"job:{job.id}", "10.0.0.1", utcnow(), {"n": job.params["n"]})])
+
+    try:
+        job, created = store.create_job(NewJob(task="t", params={"n": 1}, owner="alice", idempotency_key="k"), entry)
+        assert created and told == [job] and stored_job(store, job.id) == job
+        assert [(e.target, e.detail) for e in log.query(AuditQuery(actor="alice"))] == [(f"job:{job.id}", {"n": 1})]
+        again, created = store.create_job(NewJob(task="t", params={"n": 1}, owner="alice", idempotency_key="k"), entry)
+        assert not created and again.id == job.id and told == [job]
+
+        def broken(cur: Any, job: JobRecord) -> None:
+            entry(cur, job)
+            raise RuntimeError("the entry cannot be written")
+
+        with pytest.raises(RuntimeError):
+            store.create_job(NewJob(task="t", params={"n": 2}, owner="alice"), broken)
+        assert [j.params for j in store.list_jobs(JobQuery(limit=10))] == [{"n": 1}]
+        assert len(log.query(AuditQuery(actor="alice"))) == 1
+    finally:
+        log.db.close()
 
 
 def test_get_job_now_answers_as_get_job_or_would_wait(store: JobStore, database_url: str) -> None:

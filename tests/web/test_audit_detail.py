@@ -146,11 +146,39 @@ def test_api_submit_on_the_hot_path_and_through_fastapi(client: TestClient) -> N
     assert_no_secret(client)
 
 
+def test_a_submissions_entry_is_stored_with_its_job_or_neither_is(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API submission writes its entry in the job's own transaction (web/submission.py): an entry
+    that cannot be written leaves no job behind it either, and the next submission has both."""
+    log = app.auth.audit
+    write = log.write_on
+    calls: list[int] = []
+
+    def failing_once(cur: Any, new: Any) -> None:
+        calls.append(len(new))
+        if len(calls) == 1:
+            raise OSError("disk full, for a moment")
+        write(cur, new)
+
+    before = len(client.get("/api/jobs", params={"limit": 500}).json()["jobs"])
+    monkeypatch.setattr(log, "write_on", failing_once)
+    failed = client.post("/api/tasks/connect/jobs", json=CONNECT)
+    assert failed.status_code == 500, failed.text
+    assert len(client.get("/api/jobs", params={"limit": 500}).json()["jobs"]) == before
+    job = client.post("/api/tasks/connect/jobs", json=CONNECT).json()["id"]
+    assert detail_of(f"job:{job}") == {"task": "connect", "params": SHOWN, "job": job, "outcome": "accepted"}
+    assert calls == [1, 1]
+    assert [e["target"] for e in entries("job.submit")] == [f"job:{job}"]
+
+
 def test_a_submissions_entry_not_written_beside_its_job_is_written_after_the_answer_once(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The API submission writes its entry in the thread that stores the job (web/submission.py);
-    when that write fails, the security layer writes it after the answer, as for any route."""
+    """A submission that finds its job stored already (a repeated key) writes its entry in the
+    thread that looked (web/submission.py); when that write fails, the security layer writes it
+    after the answer, as for any route."""
+    first = client.post("/api/tasks/connect/jobs", json=CONNECT, headers={"Idempotency-Key": "k2"}).json()["id"]
     log = app.auth.audit
     calls: list[int] = []
     write = log.record_many
@@ -162,12 +190,11 @@ def test_a_submissions_entry_not_written_beside_its_job_is_written_after_the_ans
         write(new)
 
     monkeypatch.setattr(log, "record_many", failing_once)
-    job = client.post("/api/tasks/connect/jobs", json=CONNECT).json()["id"]
-    assert detail_of(f"job:{job}") == {"task": "connect", "params": SHOWN, "job": job, "outcome": "accepted"}
-    again = client.post("/api/tasks/connect/jobs", json=CONNECT).json()["id"]
-    assert detail_of(f"job:{again}")["outcome"] == "accepted"
-    assert calls == [1, 1, 1]  # beside the job (failed), after the answer, beside the next job
-    assert [e["target"] for e in entries("job.submit")] == [f"job:{job}", f"job:{again}"]
+    again = client.post("/api/tasks/connect/jobs", json=CONNECT, headers={"Idempotency-Key": "k2"})
+    assert again.status_code == 200 and again.json()["id"] == first
+    assert calls == [1, 1]  # beside the lookup (failed), after the answer
+    outcomes = [e["detail"]["outcome"] for e in entries("job.submit") if e["target"] == f"job:{first}"]
+    assert outcomes == ["accepted", "duplicate"]
 
 
 def test_run_now_records_the_final_state_and_the_run_time(client: TestClient) -> None:

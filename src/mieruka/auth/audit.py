@@ -104,6 +104,13 @@ class AuditLog:
     def record_many(self, entries: Sequence[NewEntry]) -> None:
         """Add entries (actor, action, target, address, at, detail) in one transaction, on the
         store's DB-API cursor: a request's automatic entry costs a tenth of SQLAlchemy's insert."""
+        with self.db.write_cursor(single=len(entries) == 1) as cur:
+            self.write_on(cur, entries)
+        self.tidy()
+
+    def write_on(self, cur: Any, entries: Sequence[NewEntry]) -> None:
+        """Add entries in a transaction of this database that is under way, on its DB-API cursor
+        (a submitted job's: the entry is stored with its job or not at all). Then `tidy()`."""
         db = self.db
         rows = [
             (
@@ -116,18 +123,19 @@ class AuditLog:
             )
             for actor, action, target, address, at, detail in entries
         ]
-        with db.write_cursor(single=len(rows) == 1) as cur:
-            if len(rows) == 1:
-                cur.execute(db.sql(_INSERT), rows[0])
-            else:
-                cur.executemany(db.sql(_INSERT), rows)
+        if len(rows) == 1:
+            cur.execute(db.sql(_INSERT), rows[0])
+        else:
+            cur.executemany(db.sql(_INSERT), rows)
+
+    def tidy(self) -> None:
+        """The log stays bounded: entries older than the retention go, checked hourly."""
         now = utcnow()
         if self._prune_due(now):
-            with db.write() as conn:
+            with self.db.write() as conn:
                 self._prune(conn, now)
 
     def _prune_due(self, now: datetime) -> bool:
-        """The log stays bounded: entries older than the retention go, checked hourly."""
         if self._pruned is not None and now - self._pruned <= timedelta(hours=1):
             return False
         self._pruned = now

@@ -31,6 +31,7 @@ from ..executors.base import NEW_JOB_GRACE, Executor
 from ..notes import note
 from ..settings import Settings
 from ..store.base import (
+    Along,
     Change,
     ForeignUploads,
     JobQuery,
@@ -182,8 +183,11 @@ class Engine:
         priority: int | None = None,
         idempotency_key: str | None = None,
         delay: float | None = None,
+        along: Along | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Validate and queue a job. Returns (job, created); created is False for a repeated key."""
+        """Validate and queue a job. Returns (job, created); created is False for a repeated key.
+        `along` writes more rows in the job's transaction (store/base.py) where this engine stores
+        the job in one (not while it goes to a broker, nor for a repeated key): it is told the job."""
         task = self.tasks.get(task_name)
         checked = task.signature.validate(params)
         self._check_uploads(task, checked)
@@ -204,7 +208,7 @@ class Engine:
             record, created = pending.record, True
         else:
             try:
-                record, created = self.store.create_job(new)
+                record, created = self.store.create_job(new, along)
             except ForeignUploads as exc:
                 raise _foreign(task, checked, exc.upload_ids) from None
         if not created:

@@ -205,6 +205,11 @@ class JobQuery:
     hidden_tasks: frozenset[str] = frozenset()  # jobs of these tasks are left out (allow lists)
 
 
+# More rows in a new job's own transaction: `along(cursor, job)` writes them on the store's DB-API
+# cursor ("?" placeholders through Database.sql), e.g. the audit entry of the request that submits it.
+Along = Callable[[Any, JobRecord], None]
+
+
 class WouldWait(Exception):
     """A read asked to answer at once would have had to wait: for a lock, or a round trip over the network."""
 
@@ -213,10 +218,11 @@ class JobStore(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest version."""
 
-    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+    def create_job(self, job: NewJob, along: Along | None = None) -> tuple[JobRecord, bool]:
         """Insert a queued job and record its uploads; if its owner already has a job of its task
         with its idempotency key, return that job and False. ForeignUploads if an upload is another
-        owner's (owner None, the open mode, is an owner too)."""
+        owner's (owner None, the open mode, is an owner too). `along` writes more rows in the new
+        job's transaction (not for a job that was there already); if it fails, no job is stored."""
 
     def start_create_job(self, job: NewJob) -> PendingJob | None:
         """Start inserting a queued job without an idempotency key or uploads and return at once,

@@ -23,6 +23,7 @@ from ..core.status import JobStatus
 from ..notes import stored
 from . import tables as t
 from .base import (
+    Along,
     Applied,
     ArtifactAdded,
     Change,
@@ -54,7 +55,7 @@ class JobWrites:
     _job_ids: JobIds
     _id_sequence: str | None
 
-    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+    def create_job(self, job: NewJob, along: Along | None = None) -> tuple[JobRecord, bool]:
         if job.idempotency_key is not None:
             existing = self._by_idempotency_key(job)
             if existing is not None:
@@ -64,16 +65,18 @@ class JobWrites:
         names = tuple(fields)
         uploads = sorted(set(job.uploads))
         try:
-            with db.write_cursor(single=not uploads) as cur:
+            with db.write_cursor(single=not uploads and along is None) as cur:
                 if uploads:
                     self._claim_uploads(cur, job.owner, uploads, fields["created_at"])
                 cur.execute(db.sql(insert_sql(names)), db.codec.values(fields))
-                job_id = cur.fetchone()[0]
+                record = JobRecord(id=cur.fetchone()[0], **fields)  # the stored row is exactly this: not read back
                 if uploads:
                     cur.executemany(
                         db.sql("INSERT INTO job_uploads (job_id, upload_id) VALUES (?, ?)"),
-                        [(job_id, upload_id) for upload_id in uploads],
+                        [(record.id, upload_id) for upload_id in uploads],
                     )
+                if along is not None:
+                    along(cur, record)
         except _integrity_errors():
             if job.idempotency_key is None:
                 raise
@@ -81,7 +84,7 @@ class JobWrites:
             if existing is None:
                 raise
             return existing, False
-        return JobRecord(id=job_id, **fields), True  # the stored row is exactly this: not read back
+        return record, True
 
     def _claim_uploads(self, cur: Any, owner: str | None, upload_ids: list[str], now: datetime) -> None:
         """Record new uploads as `owner`'s; ForeignUploads if any is another owner's. The rows stay

@@ -93,10 +93,26 @@ class Submission:
         idempotency_key: str | None,
         ticket: Ticket | None,
     ) -> tuple[JobRecord, bool]:
+        along: list[JobRecord] = []
+
+        def entry_with_job(cur: Any, job: JobRecord) -> None:
+            assert ticket is not None
+            self.audit_log.write_on(cur, [ticket.entry(f"job:{job.id}", job_entry(job, self.task, "accepted"))])
+            along.append(job)
+
         record, created = self.engine.submit(
-            self.task.name, params, priority=priority, idempotency_key=idempotency_key, delay=delay, owner=self.owner
+            self.task.name,
+            params,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            delay=delay,
+            owner=self.owner,
+            along=entry_with_job if ticket is not None else None,
         )
-        if ticket is not None:
+        if ticket is not None and created and along:  # stored in the job's own transaction
+            ticket.written = True
+            self.audit_log.tidy()
+        elif ticket is not None:  # a repeated key, or a job stored while it went to the broker
             detail = job_entry(record, self.task, "accepted" if created else "duplicate")
             try:
                 self.audit_log.record_many([ticket.entry(f"job:{record.id}", detail)])
