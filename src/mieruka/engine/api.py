@@ -297,7 +297,7 @@ class Engine:
         try:
             record = self.store.get_job_now(job_id)
         except WouldWait:
-            record = await asyncio.to_thread(self.store.get_job, job_id)
+            record = await asyncio.get_running_loop().run_in_executor(None, self.store.get_job, job_id)
         if record is None:
             raise JobNotFound(job_id)
         return record
