@@ -6,6 +6,7 @@ processes of their own, import it again); unless the import left a file open (CO
 from __future__ import annotations
 
 import os
+import sys
 
 import mieruka
 
@@ -21,6 +22,12 @@ app = mieruka.App("counted imports", workers=2)
 @app.task
 def pid() -> int:
     return os.getpid()
+
+
+@app.task
+def heavy() -> list[str]:
+    """What of the server's own a worker holds: nothing of its store or web layer."""
+    return sorted({name.split(".")[0] for name in sys.modules} & {"sqlalchemy", "fastapi", "starlette", "uvicorn"})
 
 
 def step_pid() -> int:

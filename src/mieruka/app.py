@@ -441,6 +441,11 @@ class App:
     def running(self) -> bool:
         return self._runtime is not None and self._runtime.running
 
+    @property
+    def holds_connections(self) -> bool:
+        """Whether its runtime has opened the database or started the engine (none is made to ask)."""
+        return self._runtime is not None and self._runtime.holds_connections
+
     def start(self) -> Engine:
         """Open the store and start worker processes and the engine loop."""
         if worker_mode.IN_WORKER and not self.running:

@@ -296,12 +296,15 @@ def _serve(args: argparse.Namespace) -> int:
         timezone=args.timezone,
     )
     settings = app.settings
+    check_port(settings.host, settings.port)
+    # Before anything below opens the database, and before the store and the web layer are imported:
+    # they are the server's alone, and pages the server keeps writing to are better not shared.
+    # A check below that fails ends the server; the zygote ends with it.
+    _on_its_own(fork_early, app, inherited)
     runtime = app.runtime
     from .wiring import check_database, check_runtime
 
     check_runtime(runtime)  # one line now, rather than a traceback from inside the server
-    check_port(settings.host, settings.port)
-    _on_its_own(fork_early, app, inherited)  # before anything below opens the database
     settings.home_path.mkdir(parents=True, exist_ok=True)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     from .cli_accounts import demo_login_link

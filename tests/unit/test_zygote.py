@@ -134,6 +134,8 @@ def test_a_server_forks_its_zygote_from_itself_and_imports_the_app_once(tmp_path
         assert os.getpgid(zygote.pid) == zygote.pid  # Ctrl-C in the terminal is the server's alone
         with Client(server.url) as client:
             assert client.submit("pid", {}, wait=WAIT)["result"] in {worker.pid for worker in zygote.children()}
+            # Forked before the server imported its store and web layer: those are the server's alone.
+            assert client.submit("heavy", {}, wait=WAIT)["result"] == []
         assert imports.read_text().split() == [str(root.pid)]
         assert server.output().count("mieruka: serving") == 1  # the fork did not print the server's lines again
         with Client(server.url) as client:  # a step imports the app from its own folder: by an absolute path
@@ -233,11 +235,12 @@ if __name__ == "__main__":
     held = open(os.devnull) if os.environ.get("OPEN_BEFORE_START") else None
     app.start()
     done = app.wait(app.submit("pid"), timeout=60)
+    heavy = app.wait(app.submit("heavy"), timeout=60).result
     me = psutil.Process()
     (zygote,) = me.children()
     print(json.dumps({
         "status": done.status.value, "result": done.result, "me": me.pid, "cmdline": me.cmdline(),
-        "zygote": zygote.cmdline(), "workers": [w.pid for w in zygote.children()],
+        "zygote": zygote.cmdline(), "workers": [w.pid for w in zygote.children()], "heavy": heavy,
     }))
     app.stop()
 """
@@ -268,6 +271,35 @@ def test_a_script_forks_its_zygote_at_app_start_and_imports_the_app_once(tmp_pat
     seen, imported = run_script(tmp_path)
     assert seen["zygote"] == seen["cmdline"]  # a fork of the script, no interpreter of its own
     assert imported == [str(seen["me"])]
+    assert seen["heavy"] == []  # forked before the script's engine imported its store
+
+
+def test_a_server_that_refuses_to_serve_after_forking_its_zygote_leaves_none_behind(tmp_path: Path) -> None:
+    """The zygote is forked before the server reads what its runtime needs; a setting found wrong
+    then is one line, and the zygote ends with the server."""
+    port = free_port()
+    command = [sys.executable, "-m", "mieruka.cli", "run", "tests/counted_app.py:app", "--port", str(port)]
+    env = {**os.environ, "COUNTED_APP_LOG": str(tmp_path / "imports"), "MIERUKA_TRUSTED_PROXIES": "proxy.example"}
+    ran = subprocess.run(
+        [*command, "--home", str(tmp_path / "home")],
+        cwd=Path(__file__).parents[2],
+        env={**env, "PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode != 0 and "proxy.example" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
+    forked = [int(pid) for pid in (tmp_path / "imports").read_text().split()]
+    assert len(forked) == 1  # imported once, by the server
+
+    def strays() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if str(port) in (process.info["cmdline"] or []) and process.pid not in forked:
+                found.append(process)
+        return found
+
+    _eventually(lambda: not strays(), "the zygote ends with the server")
 
 
 def test_files_a_script_was_started_with_do_not_keep_its_zygote_from_being_forked(tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ from .zygote import PACKET, EarlyZygote, ForkedChild, available, keep_early
 
 if TYPE_CHECKING:
     from ..core.task import TaskRegistry
-    from ..runtime import Runtime
     from ..settings import Settings
 
 
@@ -39,10 +38,14 @@ class Forkable(Protocol):
     def settings(self) -> Settings: ...
 
     @property
-    def runtime(self) -> Runtime: ...
+    def holds_connections(self) -> bool:
+        """Whether its runtime has opened the database or started the engine (a fork would copy them)."""
 
     @property
     def tasks(self) -> TaskRegistry: ...
+
+    def app_ref(self) -> str:
+        """How worker processes import the app."""
 
 
 def _forked(control: socket.socket, worker_fd: int, config: dict[str, Any], app: Any) -> NoReturn:
@@ -174,10 +177,10 @@ def fork_early(app: Forkable, inherited: Iterable[int] = ()) -> None:
     settings = app.settings
     if settings.executor != "local" or settings.worker_start != "fork" or not available():
         return
-    if app.runtime.holds_connections or threading.active_count() > 1 or set(open_files()) - set(inherited):
+    if app.holds_connections or threading.active_count() > 1 or set(open_files()) - set(inherited):
         return
     try:
-        app_ref = app.runtime.app_ref()
+        app_ref = app.app_ref()
     except Exception:
         return  # the executor says why, when it starts
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
