@@ -110,7 +110,8 @@ class AuditLog:
 
     def write_on(self, cur: Any, entries: Sequence[NewEntry]) -> None:
         """Add entries in a transaction of this database that is under way, on its DB-API cursor
-        (a submitted job's: the entry is stored with its job or not at all). Then `tidy()`."""
+        (a submitted job's: the entry is stored with its job or not at all); `tidy()` once it is
+        committed."""
         db = self.db
         rows = [
             (

@@ -231,11 +231,10 @@ class Database:
         if not self.is_sqlite:
             raise WouldWait
         local = self._local
-        if getattr(local, "impatient", None) is None:
-            local.impatient = self._sqlite_connect()
-            local.impatient.execute("PRAGMA busy_timeout=0")
-        local.at_once = True
         try:
+            if getattr(local, "impatient", None) is None:
+                local.impatient = self._sqlite_connect(busy_timeout=0)
+            local.at_once = True
             yield
         except sqlite3.OperationalError as exc:
             if (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -248,9 +247,14 @@ class Database:
         """PostgreSQL: a cursor for statements that are each their own transaction (pg_text.py)."""
         return TextCursor(self._pg, self._numbered)
 
-    def _sqlite_connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=self.busy_timeout)
-        _sqlite_pragmas(conn, self.busy_timeout)
+    def _sqlite_connect(self, busy_timeout: float | None = None) -> sqlite3.Connection:
+        patience = self.busy_timeout if busy_timeout is None else busy_timeout
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=patience)
+        try:
+            _sqlite_pragmas(conn, patience)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     # -- life ----------------------------------------------------------------------------------
