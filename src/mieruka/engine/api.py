@@ -292,8 +292,6 @@ class Engine:
 
     async def get_async(self, job_id: int) -> JobRecord:
         """`get` on the event loop: answered there when the store can at once, else on a thread."""
-        if not 0 < job_id <= MAX_INT:
-            raise JobNotFound(job_id)
         try:
             record = self.store.get_job_now(job_id)
         except WouldWait:
