@@ -106,7 +106,7 @@ def test_the_shared_stream_resumes_every_position(jobs_server: ServerProcess) ->
     server = jobs_server
     url = f"{server.url}/api/live/events"
     job = httpx.post(f"{server.url}/api/tasks/noisy/jobs", json={"lines": 40}).json()["id"]
-    httpx.get(f"{server.url}/api/jobs/{job}", params={"wait": 30})
+    httpx.get(f"{server.url}/api/jobs/{job}", params={"wait": 30}, timeout=60)
     with httpx.stream(
         "GET", url, params={"topic": ["jobs", f"job:{job}"], "last_event_id": "@=0"}, timeout=30
     ) as response:
@@ -148,7 +148,7 @@ def test_the_shared_stream_refuses_what_a_viewer_may_not_see(tmp_path: Path) -> 
     with running_server(home, app_ref="tests/guarded_app.py:app", env=HEARTBEAT) as server:
         secret_job = httpx.post(f"{server.url}/api/tasks/{SECRET_TASK}/jobs", json={}, headers=auth("olga")).json()
         assert "id" in secret_job, secret_job
-        httpx.get(f"{server.url}/api/jobs/{secret_job['id']}", params={"wait": 60}, headers=auth("olga"))
+        httpx.get(f"{server.url}/api/jobs/{secret_job['id']}", params={"wait": 60}, timeout=90, headers=auth("olga"))
         topics = [
             "jobs",
             f"jobs:{SECRET_TASK}",

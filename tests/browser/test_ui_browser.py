@@ -151,7 +151,7 @@ def test_pages_work_without_javascript(browser: Browser, server: ServerProcess) 
     page.get_by_role("button", name="Submit").click()
     page.wait_for_url("**/jobs/*")
     job_id = int(page.url.rsplit("/", 1)[1])
-    httpx.get(f"{server.url}/api/jobs/{job_id}", params={"wait": 20})
+    httpx.get(f"{server.url}/api/jobs/{job_id}", params={"wait": 20}, timeout=50)
     page.reload()
     assert page.locator('#job-panel [data-field="status"]').text_content() == "succeeded"
     assert "42" in text_of(page.locator(".result"))
@@ -179,7 +179,7 @@ def test_the_ui_works_under_a_path_prefix(browser: Browser, tmp_path: Path) -> N
 def test_run_again_prefills_the_form_and_retry_requeues(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     job = httpx.post(f"{server.url}/api/tasks/fail/jobs", json={"message": "pre-filled"}).json()
-    httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20})
+    httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20}, timeout=50)
     page.goto(f"{server.url}/jobs/{job['id']}")
     assert "ValueError: pre-filled" in text_of(page.locator("pre.error"))
     page.get_by_role("button", name="Run again with these parameters").click()
@@ -224,7 +224,7 @@ def test_the_step_that_failed_the_pipeline_opens_with_its_log(ui: UI, server: Se
         f"{server.url}/api/tasks/pipe_flaky/jobs",
         json={"counter": str(tmp_path / "c"), "marker": str(tmp_path / "missing")},
     ).json()
-    assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "failed"
+    assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 30}, timeout=60).json()["status"] == "failed"
     page.goto(f"{server.url}/jobs/{job['id']}")
     flaky = page.locator('#steps details[data-step="flaky"]')
     assert flaky.evaluate("d => d.open")
@@ -283,7 +283,7 @@ def test_every_page_fits_a_phone(browser: Browser, tmp_path: Path) -> None:
         job = httpx.post(f"{demo.url}/api/tasks/make_report/jobs", json={}).json()
         failed = httpx.post(f"{demo.url}/api/tasks/fail_on_purpose/jobs", json={}).json()
         for done in (job, failed):
-            assert httpx.get(f"{demo.url}/api/jobs/{done['id']}", params={"wait": 30}).json()["finished_at"]
+            assert httpx.get(f"{demo.url}/api/jobs/{done['id']}", params={"wait": 30}, timeout=60).json()["finished_at"]
         add_user(demo, "phoebe", "a phone-sized password")
         outside: list[str] = []
         page = open_page(browser, demo, outside)
@@ -337,7 +337,9 @@ def test_an_error_is_a_page_with_the_header_and_a_way_back(ui: UI, server: Serve
 def test_a_finished_job_without_output_says_so(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     job = httpx.post(f"{server.url}/api/tasks/add/jobs", json={"a": 1, "b": 2}).json()
-    assert httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20}).json()["status"] == "succeeded"
+    assert (
+        httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 20}, timeout=50).json()["status"] == "succeeded"
+    )
     page.goto(f"{server.url}/jobs/{job['id']}")
     shown = page.locator("#log").evaluate("el => getComputedStyle(el, '::before').content")
     assert shown == '"no output"'

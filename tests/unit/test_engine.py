@@ -258,12 +258,11 @@ def test_per_task_concurrency_limit(app: mieruka.App, tmp_path: Path) -> None:
 
 
 def test_delay(app: mieruka.App) -> None:
-    job, _ = app.engine.submit("add", {"a": 1}, delay=0.5)
-    time.sleep(0.2)
-    assert app.get_job(job.id).status is JobStatus.QUEUED
+    job, _ = app.engine.submit("add", {"a": 1}, delay=2)
+    assert app.get_job(job.id).status is JobStatus.QUEUED  # two seconds from now: not yet, however loaded
     done = app.wait(job, 30)
     assert done.started_at is not None
-    assert (done.started_at - done.created_at).total_seconds() >= 0.45
+    assert (done.started_at - done.created_at).total_seconds() >= 1.95
 
 
 def test_delete_finished_job(app: mieruka.App) -> None:
