@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import replace
+from types import MappingProxyType
 
 import pytest
 
@@ -121,3 +123,19 @@ def test_a_large_record_is_kept_only_for_the_waiters_already_there() -> None:
     assert watches.records_kept() == 0
     # keys 1 + 4 each, list items 1 + their own, strings 2 + length, the rest 8
     assert waiting._size_left({"a": [1, "bc", None], "d": {"e": 2.5}}, 100) == 100 - 5 - 9 - 5 - 9 - 5 - 5 - 8
+
+
+def test_sizes_of_subclasses_and_other_mappings_read_as_their_base() -> None:
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    assert waiting._size_left(Level.HIGH, 100) == waiting._size_left(3, 100) == 92
+    assert waiting._size_left(True, 100) == 92
+    assert waiting._size_left(Colour.RED, 100) == waiting._size_left("red", 100) == 95
+    assert waiting._size_left(MappingProxyType({"ab": (1, b"xy")}), 100) == 100 - 6 - 1 - 8 - 1 - 4
+    assert waiting._size_left(object(), 100) == 92
+    # stops at the first item past the limit, however many follow
+    assert waiting._size_left(["x" * 50, *range(1000)], 10) < 0

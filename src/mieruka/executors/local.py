@@ -27,7 +27,7 @@ from ..notes import note
 from ..process import kill_tree, worker_lost
 from .base import Died, Finished, Recorded, WorkerMessage
 from .pipe import MessagePipe
-from .spool import SUFFIX, OutcomeSpool, Spooled
+from .spool import OutcomeSpool, Spooled
 from .zygote import ForkedProcess, Zygote, available
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,7 @@ class LocalExecutor:
             with self._lock:
                 attempt, worker.job_id = worker.attempt, None
                 worker.jobs_done += 1
-            path = self.spool.folder / f"{msg[1]}-{attempt}{SUFFIX}"
-            out.append(Finished(msg[1], msg[2], lambda: path.unlink(missing_ok=True)))
+            out.append(Finished(msg[1], msg[2], self.spool.saved(msg[1], attempt)))
         elif kind == "ready":
             with self._lock:
                 worker.ready, worker.pid = True, msg[1]

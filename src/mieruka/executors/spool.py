@@ -18,13 +18,14 @@ process, not a power cut. The worker side needs only the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import pickle
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,17 @@ class OutcomeSpool:
                 _remove_folder(self.folder)
             os.close(self._server_lock)
             self._server_lock = None
+
+    def saved(self, job_id: int, attempt: int) -> Callable[[], None]:
+        """What removes the attempt's outcome once the store has it. A string path, not pathlib's:
+        this runs for every job on the engine's thread."""
+        path = f"{self.folder}{os.sep}{job_id}-{attempt}{SUFFIX}"
+
+        def remove() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+        return remove
 
     def find(self, job_id: int, attempt: int) -> Spooled | None:
         """The end of this attempt, if its worker wrote it (it may have died before reporting it)."""
