@@ -16,14 +16,13 @@ Only reading a request is timed: a slow response (an event stream, a long poll) 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .networks import Network, is_trusted, trusted_networks
@@ -145,20 +144,30 @@ class LimitedHttpToolsProtocol(_Limited, HttpToolsProtocol):
             self._start_head_clock()
 
 
-class LimitedH11Protocol(_Limited, H11Protocol):
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.conn.their_state is not h11.IDLE:  # a request head has arrived
-            self._stop_head_clock()
+@functools.cache
+def _limited_h11() -> type[_Limited]:
+    """uvicorn's h11 protocol under the limits, defined when first asked for: the server parses with
+    httptools, and importing h11 cost every start-up time and memory."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:
-            self._start_head_clock()
+    class LimitedH11Protocol(_Limited, H11Protocol):
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # a request head has arrived
+                self._stop_head_clock()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.timeout_keep_alive_task is not None:
+                self._start_head_clock()
+
+    return LimitedH11Protocol
 
 
-def protocol_class(limits: Limits, base: type[_Limited] = LimitedHttpToolsProtocol) -> type[asyncio.Protocol]:
-    """uvicorn's `http=`: its httptools protocol (or `base`, LimitedH11Protocol) under these limits."""
+def protocol_class(limits: Limits, parser: Literal["httptools", "h11"] = "httptools") -> type[asyncio.Protocol]:
+    """uvicorn's `http=`: its httptools (or h11) protocol under these limits."""
+    base = _limited_h11() if parser == "h11" else LimitedHttpToolsProtocol
     made: type[asyncio.Protocol] = type(base.__name__, (base,), {"limits": limits})
     return made
 

@@ -19,7 +19,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from mieruka import App
-from mieruka.connections import BodyTimeout, LimitedH11Protocol, Limits, protocol_class
+from mieruka.connections import BodyTimeout, Limits, protocol_class
 from mieruka.errors import ConfigError
 from mieruka.networks import trusted_networks
 from mieruka.server import serve
@@ -328,7 +328,7 @@ def h11_server(limits: Limits) -> Iterator[int]:
         port=port,
         ws="none",
         lifespan="off",
-        http=protocol_class(limits, LimitedH11Protocol),
+        http=protocol_class(limits, "h11"),
         log_config=None,
         loop="asyncio",
     )
