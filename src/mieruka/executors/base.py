@@ -22,7 +22,7 @@ class Recorded:
 @dataclass(frozen=True)
 class Finished:
     """The worker is done with the job; `changes` end the attempt (its final transition).
-    `saved` is called once they are in the store (the local executor then drops its spooled copy)."""
+    `saved` is called once they are in the store (the local executor notes its spooled copy saved)."""
 
     job_id: int
     changes: Sequence[Change]

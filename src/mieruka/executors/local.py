@@ -43,6 +43,7 @@ class _Worker:
     job_id: int | None = None
     attempt: int = 0
     pid: int | None = None
+    slot: str | None = None  # its file in the outcome spool (spool.Slot), named when it is ready
     jobs_done: int = 0
     killed_for: int | None = None
 
@@ -218,10 +219,11 @@ class LocalExecutor:
             with self._lock:
                 attempt, worker.job_id = worker.attempt, None
                 worker.jobs_done += 1
-            out.append(Finished(msg[1], msg[2], self.spool.saved(msg[1], attempt)))
+            saved = self.spool.saved(worker.slot, msg[1], attempt) if worker.slot is not None else None
+            out.append(Finished(msg[1], msg[2], saved))
         elif kind == "ready":
             with self._lock:
-                worker.ready, worker.pid = True, msg[1]
+                worker.ready, worker.pid, worker.slot = True, msg[1], msg[2]
         elif kind == "broken":
             self.broken = msg[1]
 
@@ -237,10 +239,13 @@ class LocalExecutor:
             exitcode = None
         with self._lock:
             self._forget(worker)
+            found = None
             if worker.job_id is not None:
                 # Killed (cancel, timeout, out of memory) right after it wrote the outcome: it stands.
-                found = self.spool.find(worker.job_id, worker.attempt)
+                found = self.spool.find(worker.slot, worker.job_id, worker.attempt) if worker.slot is not None else None
                 out.append(self._finished(found) if found is not None else Died(worker.job_id, worker_lost(exitcode)))
+            if found is None and worker.slot is not None:
+                self.spool.retire(worker.slot)
             # A worker that dies before it is ready will do so again: stop respawning after a few
             # (but not one that a zygote refusing to fork never started).
             refused = isinstance(worker.process, ForkedProcess) and self._zygote is None

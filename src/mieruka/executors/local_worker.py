@@ -122,11 +122,12 @@ def worker_main(channel: Channel, config: dict[str, Any], app_of: Callable[[], L
         return
     outcomes = Path(config["spool"])
     spool.hold_workers_lock(outcomes)  # until we die: a restarted server waits for us
+    slot = spool.Slot(outcomes)
     life = _Life()
     signal.signal(ORPHANED, _orphaned(life))
     threading.Thread(target=_watch, args=(recorder, config["parent"], life), daemon=True).start()
     uploads = Path(config["uploads"])
-    channel.send(("ready", os.getpid()))
+    channel.send(("ready", os.getpid(), slot.name))
     while True:
         life.busy = False
         if life.gate.closed:
@@ -143,7 +144,7 @@ def worker_main(channel: Channel, config: dict[str, Any], app_of: Callable[[], L
             changes = attempt.run(recorder, capture, task, record, artifacts, lambda: nullcontext(uploads), life.gate)
         except Abandon:
             _die()  # the server died before the function started: the next one runs the job
-        spool.write(outcomes, record.id, record.attempts, changes)  # durable before it is reported
+        slot.write(record.id, record.attempts, changes)  # durable before it is reported
         try:
             channel.send(("done", record.id, changes))
         except OSError:
