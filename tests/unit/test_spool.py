@@ -37,6 +37,7 @@ def test_a_pid_used_again_gets_a_file_of_its_own(tmp_path: Path) -> None:
     first.write(1, 1, ["first"])
     second.write(2, 1, ["second"])
     assert first.name != second.name
+    assert spool.slot_name(first.name) == first.name and spool.slot_name(second.name) == second.name
     assert outcomes.find(first.name, 1, 1) is not None and outcomes.find(second.name, 2, 1) is not None
 
 
@@ -110,3 +111,10 @@ def test_an_end_in_the_earlier_versions_file_is_found_after_an_upgrade(tmp_path:
     (folder / "7-2.outcome").write_bytes(pickle.dumps(["the end"]))
     found = spool.OutcomeSpool(root).leftovers(patience=0)
     assert [(f.job_id, f.attempt, f.changes) for f in found] == [(7, 2, ["the end"])]
+
+
+def test_only_a_slots_own_name_is_taken_from_a_worker() -> None:
+    assert spool.slot_name("1234.outcome") == "1234.outcome"
+    assert spool.slot_name("1234.2.outcome") == "1234.2.outcome"
+    for said in ("../server.lock", "/etc/passwd", "1234.outcome/..", "x.outcome", "", None, 1234, "1234.outcome\n"):
+        assert spool.slot_name(said) is None, said

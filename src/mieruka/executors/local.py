@@ -27,7 +27,7 @@ from ..notes import note
 from ..process import kill_tree, worker_lost
 from .base import Died, Finished, Recorded, WorkerMessage
 from .pipe import MessagePipe
-from .spool import OutcomeSpool, Spooled
+from .spool import OutcomeSpool, Spooled, slot_name
 from .zygote import ForkedProcess, Zygote, available
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class LocalExecutor:
             out.append(Finished(msg[1], msg[2], saved))
         elif kind == "ready":
             with self._lock:
-                worker.ready, worker.pid, worker.slot = True, msg[1], msg[2]
+                worker.ready, worker.pid, worker.slot = True, msg[1], slot_name(msg[2] if len(msg) > 2 else None)
         elif kind == "broken":
             self.broken = msg[1]
 

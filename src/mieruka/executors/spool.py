@@ -31,6 +31,7 @@ import itertools
 import logging
 import os
 import pickle
+import re
 import struct
 import time
 import uuid
@@ -81,6 +82,15 @@ class Slot:
         written = os.pwrite(self._fd, data, 0)
         while written < len(data):  # a write cut short by a signal: the rest, where it stopped
             written += os.pwrite(self._fd, data[written:], written)
+
+
+_SLOT_NAME = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,6})?" + re.escape(SUFFIX))
+
+
+def slot_name(said: object) -> str | None:
+    """The name of a worker's file as the worker said it, if it is one a Slot makes: the server
+    reads and removes the file it names, so nothing else (no path) is taken."""
+    return said if isinstance(said, str) and _SLOT_NAME.fullmatch(said) else None
 
 
 def hold_workers_lock(folder: Path) -> int:
