@@ -4,14 +4,15 @@ interrupted (and running it again).
 
 One folder per run of a LocalExecutor, under the server's home (`outcomes/<run>/`):
 
-- `<pid>.outcome` the end of the last attempt that the worker of that pid ran: the changes that end
-  it (pickled, as the pipe carries them) behind a header naming the job, the attempt, the length
-  and a CRC-32, written over the one before in a single pwrite on a file the worker keeps open. A
-  worker is given its next job only once the server has saved the last one's end, so the end it
-  writes over is saved already; an end cut short (the worker killed while writing) fails its
-  CRC and counts as never written, as it was never reported either. A new file, a rename and a
-  removal for every job cost a worker a quarter of a millisecond, more than a no-op job itself.
-  A dead worker's file is read once (its end may not have been reported) and removed;
+- `<pid>.outcome` (`<pid>.<n>.outcome` when a dead worker's file still holds the name) the end of
+  the last attempt that the worker ran: the changes that end it (pickled, as the pipe carries
+  them) behind a header naming the job, the attempt, the length and a CRC-32, written over the one
+  before in a single pwrite on a file the worker keeps open. A worker is given its next job only
+  once the server has saved the last one's end, so the end it writes over is saved already; an end
+  cut short (the worker killed while writing) fails its CRC and counts as never written, as it was
+  never reported either. (A new file, a rename and a removal for every job doubled a worker's CPU
+  time per no-op job.) A dead worker's file is read once (its end may not have been reported) and
+  removed once that end is saved;
 - `server.lock` locked (flock, exclusive) by the server while it runs: a folder whose lock is free
   belongs to a server that is gone;
 - `workers.lock` locked (flock, shared) by each of its workers while it lives: a server that starts
