@@ -326,15 +326,17 @@ def test_queues_and_workers(client: TestClient) -> None:
     running = [client.post("/api/tasks/sleep/jobs", json={"seconds": 2}).json()["id"] for _ in range(3)]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        # The store says a job runs once it is claimed; the worker list, once the job reached its
+        # worker, a moment later: both are waited for.
         queues = client.get("/api/queues").json()
-        if queues and queues[0]["running"] == 2:
+        busy = {w["job_id"] for w in client.get("/api/workers").json()} - {None}
+        if queues and queues[0]["running"] == 2 and len(busy) == 2:
             break
         time.sleep(0.05)
     assert queues == [
         {"queue": "default", "queued": 1, "running": 2, "oldest_queued_at": queues[0]["oldest_queued_at"]}
     ]
     assert queues[0]["oldest_queued_at"].endswith("Z")
-    busy = {w["job_id"] for w in client.get("/api/workers").json()} - {None}
     assert busy <= set(running) and len(busy) == 2
     page = client.get("/workers").text
     assert "Workers of this server" in page and 'data-queue="default"' in page
