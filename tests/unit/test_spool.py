@@ -31,6 +31,16 @@ def test_a_worker_writes_each_end_over_the_last_and_the_server_finds_the_attempt
     assert outcomes.find("nobody.outcome", 8, 2) is None
 
 
+def test_a_large_end_is_not_kept_on_disk_once_a_smaller_one_follows(tmp_path: Path) -> None:
+    outcomes = opened(tmp_path / "outcomes")
+    slot = spool.Slot(outcomes.folder)
+    slot.write(1, 1, ["x" * (3 * spool.SHRINK_OVER)])
+    slot.write(2, 1, ["small"])
+    assert (outcomes.folder / slot.name).stat().st_size < 1000
+    found = outcomes.find(slot.name, 2, 1)
+    assert found is not None and found.changes == ["small"]
+
+
 def test_a_pid_used_again_gets_a_file_of_its_own(tmp_path: Path) -> None:
     outcomes = opened(tmp_path / "outcomes")
     first, second = spool.Slot(outcomes.folder), spool.Slot(outcomes.folder)

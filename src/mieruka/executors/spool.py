@@ -58,6 +58,7 @@ def _lock(path: Path, mode: int) -> int | None:
     return fd
 
 
+SHRINK_OVER = 1 << 20  # bytes a worker's file may hold past its last end before it is cut to it
 _HEADER = struct.Struct("!4sqIII")  # magic, job id, attempt, payload length, CRC-32 of the payload
 _MAGIC = b"MKO1"
 
@@ -74,6 +75,7 @@ class Slot:
                 break
             except FileExistsError:
                 continue
+        self._extent = 0
 
     def write(self, job_id: int, attempt: int, changes: Sequence[Any]) -> None:
         """The attempt's end, over the last one (saved by now)."""
@@ -83,6 +85,11 @@ class Slot:
         written = os.pwrite(self._fd, data, 0)
         while written < len(data):  # a write cut short by a signal: the rest, where it stopped
             written += os.pwrite(self._fd, data[written:], written)
+        if self._extent > len(data) + SHRINK_OVER:
+            os.ftruncate(self._fd, len(data))  # a large result's end is not kept on disk for the worker's life
+            self._extent = len(data)
+        else:
+            self._extent = max(self._extent, len(data))
 
 
 _SLOT_NAME = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,6})?" + re.escape(SUFFIX))
