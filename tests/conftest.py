@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -297,7 +296,7 @@ def free_port() -> int:
 
 class ServerProcess:
     """A real `mieruka run` server in a subprocess on a free port; its output is shown on failure.
-    A test may kill it (kill -9, after a stall if it likes) and start it again on the same port and
+    A test may kill it (kill -9, after a SIGSTOP if it likes) and start it again on the same port and
     home."""
 
     def __init__(self, app_ref: str, home: Path, *extra: str, env: dict[str, str] | None = None) -> None:
@@ -335,11 +334,8 @@ class ServerProcess:
     def wait_ready(self, timeout: float = 60) -> None:
         wait_healthy(self.url, self.process, self.output, timeout)
 
-    def kill(self, stall: float = 0.0) -> None:
-        """SIGKILL the server, after stopping it (SIGSTOP) for `stall` seconds: its workers run on."""
-        if stall:
-            self.process.send_signal(signal.SIGSTOP)
-            time.sleep(stall)
+    def kill(self) -> None:
+        """SIGKILL the server (stopped with SIGSTOP first or not): its workers run on."""
         self.process.kill()
         self.process.wait()
 
@@ -438,6 +434,7 @@ def wait_for_file(path: Path, timeout: float = 20) -> str:
 
 # -- a real browser: Debian's Chromium through Playwright ------------------------------------
 CHROMIUM = "/usr/bin/chromium"
+UI_WAIT = 60_000  # ms: a page on a loaded 2-core machine running three test processes and their browsers
 ARGS = [
     "--headless",
     "--no-sandbox",

@@ -195,13 +195,19 @@ def sleep_then_text(seconds: float = 0.2, size: int = 10) -> str:
     return "x" * size
 
 
-@app.task(retries=2)
-def chaos(n: int, runs: str, seconds: float = 0.02) -> int:
-    """Appends `n` to `runs` as it returns (one O_APPEND write): tests/unit/test_chaos.py counts the runs."""
-    time.sleep(seconds)
-    fd = os.open(runs, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+def _append_line(path: str, n: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.write(fd, f"{n}\n".encode())
     os.close(fd)
+
+
+@app.task(retries=2)
+def chaos(n: int, runs: str, seconds: float = 0.02) -> int:
+    """Appends `n` to `runs`.started as it starts and to `runs` as it returns (one O_APPEND write each):
+    tests/unit/test_chaos.py counts the runs and sees which jobs are inside their function."""
+    _append_line(runs + ".started", n)
+    time.sleep(seconds)
+    _append_line(runs, n)
     return n
 
 

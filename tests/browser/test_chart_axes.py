@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import ServerProcess, open_page, running_server
+from tests.conftest import UI_WAIT, ServerProcess, open_page, running_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -70,7 +70,7 @@ def test_axes_show_iso_times_in_the_zone_and_compact_numbers(
     assert x[0].endswith("\n2026-04-12") and any(v.endswith("\n2026-04-13") for v in x), x
     assert not any(re.search(r"am|pm|/", v, re.I) for v in x), x
     assert y and all(re.fullmatch(r"0|\d+(\.\d+)?M", v) for v in y) and "25M" in y, y  # 2.4 to 26 million
-    page.wait_for_function("() => window.Chart && Object.values(Chart.instances).length > 0", timeout=20_000)
+    page.wait_for_function("() => window.Chart && Object.values(Chart.instances).length > 0", timeout=UI_WAIT)
     bars = page.evaluate("() => Object.values(Chart.instances)[0].scales.y.ticks.map(t => t.label)")
     assert "12M" in bars and all(re.fullmatch(r"0|\d+(\.\d+)?[KM]", v) for v in bars), bars
     page.close()

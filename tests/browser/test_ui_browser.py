@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, open_page, text_of
+from tests.conftest import UI_WAIT, ServerProcess, open_page, text_of
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, ViewportSize
@@ -86,7 +86,7 @@ def test_a_file_upload(ui: UI, server: ServerProcess, tmp_path: Path) -> None:
     assert "reads.fa" in text_of(page.locator('.file-info[data-for="document"]'))
     page.get_by_role("button", name="Submit").click()
     page.wait_for_url("**/jobs/*")
-    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=UI_WAIT)
     assert "ACGT" in text_of(page.locator(".result"))
 
 
@@ -94,9 +94,9 @@ def test_cancel_from_the_job_page(ui: UI, server: ServerProcess) -> None:
     page, _ = ui
     job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 60}).json()
     page.goto(f"{server.url}/jobs/{job['id']}")
-    page.locator('#job-panel [data-field="status"]', has_text="running").wait_for(timeout=20000)
+    page.locator('#job-panel [data-field="status"]', has_text="running").wait_for(timeout=UI_WAIT)
     page.get_by_role("button", name="Cancel").click()
-    page.locator('#job-panel [data-field="status"]', has_text="cancelled").wait_for(timeout=10000)
+    page.locator('#job-panel [data-field="status"]', has_text="cancelled").wait_for(timeout=UI_WAIT)
     assert httpx.get(f"{server.url}/api/jobs/{job['id']}").json()["status"] == "cancelled"
 
 
@@ -106,8 +106,8 @@ def test_the_monitor_shows_a_job_submitted_through_the_api_without_a_reload(ui: 
     page.wait_for_timeout(300)
     job = httpx.post(f"{server.url}/api/tasks/progress_steps/jobs", json={"steps": 2, "delay": 0.3}).json()
     row = page.locator(f'tr[data-job-id="{job["id"]}"]')
-    row.wait_for(timeout=10000)
-    row.locator('[data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    row.wait_for(timeout=UI_WAIT)
+    row.locator('[data-field="status"]', has_text="succeeded").wait_for(timeout=UI_WAIT)
 
 
 def test_polling_fallback_still_reaches_succeeded(browser: Browser, server: ServerProcess) -> None:
@@ -116,7 +116,7 @@ def test_polling_fallback_still_reaches_succeeded(browser: Browser, server: Serv
     page.add_init_script("delete window.EventSource;")
     job = httpx.post(f"{server.url}/api/tasks/progress_steps/jobs", json={"steps": 3, "delay": 0.3}).json()
     page.goto(f"{server.url}/jobs/{job['id']}")
-    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=UI_WAIT)
     assert "polling" in text_of(page.locator("#live-note"))
     assert "step 3" in text_of(page.locator("#log"))
     page.close()
@@ -128,7 +128,7 @@ def test_a_quick_task_answers_in_place(ui: UI, server: ServerProcess) -> None:
     page.goto(f"{server.url}/tasks/quick_hello")
     page.locator('[name="name"]').fill("Ada")
     page.get_by_role("button", name="Run").click()
-    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=15000)
+    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=UI_WAIT)
     assert page.url.endswith("/tasks/quick_hello")  # the page stayed
 
 
@@ -140,7 +140,9 @@ def test_bulk_cancel_from_the_monitor(ui: UI, server: ServerProcess) -> None:
         page.locator(f'tr[data-job-id="{job_id}"] input[name="ids"]').check()
     page.get_by_role("button", name="Cancel selected").click()
     for job_id in jobs:
-        page.locator(f'tr[data-job-id="{job_id}"] [data-field="status"]', has_text="cancelled").wait_for(timeout=15000)
+        page.locator(f'tr[data-job-id="{job_id}"] [data-field="status"]', has_text="cancelled").wait_for(
+            timeout=UI_WAIT
+        )
 
 
 def test_pages_work_without_javascript(browser: Browser, server: ServerProcess) -> None:
@@ -170,7 +172,7 @@ def test_the_ui_works_under_a_path_prefix(browser: Browser, tmp_path: Path) -> N
         page.locator('[name="delay"]').fill("0.1")
         page.get_by_role("button", name="Submit").click()
         page.wait_for_url("**/mieruka/jobs/*")
-        page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+        page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=UI_WAIT)
         assert "polling" not in (page.locator("#live-note").text_content() or "")
         page.close()
         assert outside == []
@@ -186,8 +188,8 @@ def test_run_again_prefills_the_form_and_retry_requeues(ui: UI, server: ServerPr
     assert page.locator('[name="message"]').input_value() == "pre-filled"
     page.go_back()
     page.get_by_role("button", name="Retry").click()
-    page.locator("#job-panel small", has_text="attempt 2").wait_for(timeout=15000)
-    page.locator('#job-panel [data-field="status"]', has_text="failed").wait_for(timeout=15000)
+    page.locator("#job-panel small", has_text="attempt 2").wait_for(timeout=UI_WAIT)
+    page.locator('#job-panel [data-field="status"]', has_text="failed").wait_for(timeout=UI_WAIT)
 
 
 def test_the_workers_page_follows_the_pool(ui: UI, server: ServerProcess) -> None:
@@ -196,7 +198,7 @@ def test_the_workers_page_follows_the_pool(ui: UI, server: ServerProcess) -> Non
     page.locator("tr[data-worker]").first.wait_for()
     job = httpx.post(f"{server.url}/api/tasks/sleep/jobs", json={"seconds": 30}).json()
     link = page.locator(f'#workers-panel tr[data-worker] a[href$="/jobs/{job["id"]}"]')
-    link.wait_for(timeout=10000)  # refreshed by itself
+    link.wait_for(timeout=UI_WAIT)  # refreshed by itself
     httpx.post(f"{server.url}/api/jobs/{job['id']}/cancel")
 
 
@@ -207,10 +209,10 @@ def test_pipeline_steps_and_a_step_log_update_live(ui: UI, server: ServerProcess
     ticker = page.locator('#steps details[data-step="ticker"]')
     ticker.locator("summary").click()
     # lines arrive in the open step's log while the step runs
-    page.locator('#steps pre[data-step-log="ticker"]', has_text="tick 3").wait_for(timeout=20_000)
+    page.locator('#steps pre[data-step-log="ticker"]', has_text="tick 3").wait_for(timeout=UI_WAIT)
     # the step's state comes in events of its own: waited for, not read at the log's moment
-    page.locator('#steps details[data-step="ticker"][data-status="running"]').wait_for(timeout=20_000)
-    page.locator('#steps details[data-step="ticker"][data-status="succeeded"]').wait_for(timeout=20_000)
+    page.locator('#steps details[data-step="ticker"][data-status="running"]').wait_for(timeout=UI_WAIT)
+    page.locator('#steps details[data-step="ticker"][data-status="succeeded"]').wait_for(timeout=UI_WAIT)
     text = text_of(page.locator('#steps pre[data-step-log="ticker"]'))
     assert [line for line in text.splitlines() if line] == [f"tick {i}" for i in range(1, 21)]
     assert page.locator('#steps details[data-step="ticker"]').evaluate("d => d.open")  # stays open

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, cli, free_port, open_page, shared_server
+from tests.conftest import UI_WAIT, ServerProcess, cli, free_port, open_page, shared_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -144,22 +144,22 @@ def test_login_in_a_browser_and_every_page_works_under_the_csp(browser: Browser,
     page.locator('[name="a"]').fill("40")
     page.get_by_role("button", name="Submit").click()
     page.wait_for_url("**/jobs/*")
-    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=UI_WAIT)
     page.goto(f"{server.url}/tasks/quick_hello")
     page.locator('[name="name"]').fill("Ada")
     page.get_by_role("button", name="Run").click()
-    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=20000)
+    page.locator("#quick-result .result", has_text="Hello, Ada!").wait_for(timeout=UI_WAIT)
     for path in ("/", "/jobs", "/workers", "/account", "/users", "/audit", "/presence"):
         page.goto(f"{server.url}{path}")
         page.wait_for_load_state("load")
     page.goto(f"{server.url}/docs")
-    page.get_by_text("Submit: Add two numbers", exact=False).first.wait_for(timeout=20000)
+    page.get_by_text("Submit: Add two numbers", exact=False).first.wait_for(timeout=UI_WAIT)
     # "Try it out" with the browser's session: Swagger UI sends the CSRF header (static/docs.js).
     page.get_by_text("/api/tasks/add/jobs", exact=True).first.click()
     page.get_by_role("button", name="Try it out").first.click()
     page.locator("textarea.body-param__text").first.fill('{"a": 40}')
     page.get_by_role("button", name="Execute").first.click()
-    page.locator(".response .response-col_status").filter(has_text="202").first.wait_for(timeout=15000)
+    page.locator(".response .response-col_status").filter(has_text="202").first.wait_for(timeout=UI_WAIT)
     page.goto(f"{server.url}/redoc")
     page.locator("h2", has_text="Submit: Add two numbers").first.wait_for(timeout=30000)
     page.goto(f"{server.url}/audit?action=job.submit")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, attribute_of, open_page, shared_server, text_of
+from tests.conftest import UI_WAIT, ServerProcess, attribute_of, open_page, shared_server, text_of
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -228,16 +228,16 @@ def test_a_failing_source_shows_its_error_and_keeps_the_last_data(
     page.wait_for_function("() => document.querySelector('#tile-patients .kpi-value')?.textContent === '10'")
     set_value(data_dir, "fail")
     error = page.locator("#tile-patients-by-ward .tile-error")
-    error.wait_for(state="visible", timeout=20_000)
+    error.wait_for(state="visible", timeout=UI_WAIT)
     assert "RuntimeError: the warehouse is down" in text_of(error)
     assert bar_values(page) == [4, 6]
     assert page.locator("#tile-patients .kpi-value").text_content() == "10"
     # refreshed every second: past two seconds without a good refresh the data is marked stale
-    page.locator("#tile-patients-by-ward .stale-badge").wait_for(state="visible", timeout=20_000)
+    page.locator("#tile-patients-by-ward .stale-badge").wait_for(state="visible", timeout=UI_WAIT)
     state = httpx.get(f"{dash.url}/api/sources/counter").json()
     assert state["error"] == "RuntimeError: the warehouse is down" and state["refreshed_at"] < state["error_at"]
     set_value(data_dir, {"A": 5})
-    error.wait_for(state="hidden", timeout=20_000)
+    error.wait_for(state="hidden", timeout=UI_WAIT)
     assert bar_values(page) == [5]
     page.locator("#tile-patients-by-ward .stale-badge").wait_for(state="hidden", timeout=5_000)
 
@@ -267,7 +267,7 @@ def test_the_page_polls_when_streaming_is_blocked(browser: Browser, dash: Server
         set_value(data_dir, {"A": 1})
         refresh(dash, "counter")
         tab.goto(f"{dash.url}/dashboards/ops")
-        tab.locator("#live-note").filter(has_text="polling").wait_for(timeout=20_000)
+        tab.locator("#live-note").filter(has_text="polling").wait_for(timeout=UI_WAIT)
         set_value(data_dir, {"A": 21})
         tab.wait_for_function(
             "() => document.querySelector('#tile-patients .kpi-value')?.textContent === '21'", timeout=20_000

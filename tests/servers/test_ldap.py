@@ -28,7 +28,7 @@ from mieruka.errors import ConfigError, DirectoryUnavailable
 from mieruka.settings import Settings
 from mieruka.store.database import Database
 from tests import ldap_server
-from tests.conftest import TESTS, ServerProcess, free_port, mieruka_cli, need_service, open_page
+from tests.conftest import TESTS, UI_WAIT, ServerProcess, free_port, mieruka_cli, need_service, open_page
 from tests.ldap_server import PEOPLE, LdapServer
 from tests.notify_receivers import http_receiver, wait_for
 
@@ -491,7 +491,7 @@ def test_a_directory_login_in_chromium(browser: Browser, served: ServerProcess, 
     page.locator('[name="level"]').fill("21")
     page.get_by_role("button", name="Submit").click()
     page.wait_for_url("**/jobs/*")
-    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=20000)
+    page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=UI_WAIT)
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/login")
     page.locator('[name="name"]').fill("root")

@@ -1,6 +1,7 @@
 """Chaos on the embedded engine (issue 18 item 3): a few hundred jobs through repeated kill -9 of a
-real `mieruka run` server (SQLite, two local workers), one kill after a 1 s stall (SIGSTOP), each
-followed by a restart on the same port and home. Every job is accounted for: none lost, none stuck,
+real `mieruka run` server (SQLite, two local workers), one kill during a stall (SIGSTOP) taken while a
+worker is inside a job, so that its outcome is only in the worker's spool when the server dies; each
+kill is followed by a restart on the same port and home. Every job is accounted for: none lost, none stuck,
 none run again after its function returned, none recorded failed that finished. Each run of the
 function that returned is a line in a side file (tests/jobs.py's `chaos`, one O_APPEND write).
 
@@ -9,6 +10,7 @@ machine the test takes longer, it does not change what it checks."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,6 +32,36 @@ def runs(side: Path) -> Counter[int]:
     return Counter(int(line) for line in text.splitlines() if line)
 
 
+def lines_after(path: Path, offset: int) -> set[int]:
+    text = path.read_bytes()[offset:].decode() if path.exists() else ""
+    return {int(line) for line in text.splitlines() if line}
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def kill_in_a_stall(server: ServerProcess, side: Path, since: tuple[int, int]) -> None:
+    """SIGSTOP the server at a moment a worker is inside a job of this server's life (started since
+    `since`, the side files' sizes at its start, and not returned), let that job return while the
+    server cannot save its outcome, then SIGKILL: the outcome is left in the worker's spool."""
+    started = side.with_name(side.name + ".started")
+    deadline = time.monotonic() + WAIT
+    while True:
+        server.process.send_signal(signal.SIGSTOP)
+        inside = lines_after(started, since[0]) - lines_after(side, since[1])
+        if inside:
+            break
+        server.process.send_signal(signal.SIGCONT)  # both workers were between jobs: try again
+        assert time.monotonic() < deadline, "no worker was ever seen inside a job"
+        time.sleep(0.002)
+    while not inside <= lines_after(side, since[1]):
+        assert time.monotonic() < deadline, f"jobs {inside} did not return while the server was stopped"
+        time.sleep(0.01)
+    time.sleep(1.0)  # the worker writes the outcome into its spool just after the function returned
+    server.kill()
+
+
 def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
     side = tmp_path / "runs.txt"
     server = ServerProcess("tests/jobs.py:app", tmp_path / "home", "--workers", "2")
@@ -41,12 +73,17 @@ def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
                 n: http.post("/api/tasks/chaos/jobs", json={"n": n, "runs": str(side)}).json()["id"]
                 for n in range(JOBS)
             }
+        since = (0, 0)
         for kill in range(KILLS):
             seen = sum(runs(side).values())
             deadline = time.monotonic() + WAIT
             while sum(runs(side).values()) < min(seen + EVERY, JOBS) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            server.kill(stall=1.0 if kill == STALLED else 0.0)
+            if kill == STALLED:
+                kill_in_a_stall(server, side, since)
+            else:
+                server.kill()
+            since = (size(side.with_name(side.name + ".started")), size(side))
             server.restart()
         statuses: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + 60
@@ -70,7 +107,7 @@ def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
         for s in statuses.values():
             if s["status"] == "failed":  # killed while running on each of its attempts: never returned
                 assert "interrupted" in (s["error"] or ""), s
-        # The stall made sure some outcomes were only in the spool when the server died.
+        # The stall made sure an outcome was only in a spool when the server died.
         assert "left by a server that was killed" in server.output()
     finally:
         server.stop()
