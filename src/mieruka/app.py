@@ -79,7 +79,8 @@ class App:
 
     def task(self, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
         """Declare a task. Options: name, title, description (else the docstring's), help (the
-        parameters' help beside the docstring's: {"sample": "Sample id"}), timeout ("10m"), retries,
+        parameters' help beside the docstring's: {"sample": "Sample id"}), labels (their form
+        fields' labels, else made from their names: {"sample": "Sample"}), timeout ("10m"), retries,
         retry_backoff, priority, concurrency, queue, quick, every ("1m") or cron ("*/5 * * * *"),
         timezone, keep (max age of finished jobs, "7d"), keep_count, allow (role and user names that
         may see and run the task, e.g. ["operator", "ada"]) and notify (who is told when its jobs
@@ -87,7 +88,7 @@ class App:
         rules, or {"failed": "mail:ops@example.org", "long": "slack:https://...", "longer_than":
         "10m"}; see docs/notifications.md).
 
-        Title, description and each help are a text, or texts by language shown to each reader in
+        Title, description and each help and label are a text, or texts by language shown to each reader in
         theirs (docs/i18n.md): `title={"en": "Align reads", "ja": "リードの整列"}`."""
 
         def register(f: F) -> F:

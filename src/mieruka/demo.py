@@ -62,7 +62,20 @@ class Thresholds(BaseModel):
     high: float = Field(0.8, ge=0, le=1, description="Above this is high.")
 
 
-@app.task(quick=True, title={"en": "Hello", "ja": "あいさつ", "zh-Hans": "打招呼", "ru": "Приветствие"})
+def _texts(en: str, ja: str, zh: str, ru: str) -> dict[str, str]:
+    """One text in the demo's four languages."""
+    return {"en": en, "ja": ja, "zh-Hans": zh, "ru": ru}
+
+
+DELAY = _texts("Delay (s)", "間隔（秒）", "间隔（秒）", "Задержка (с)")
+TOP_WORDS = _texts("Top words", "上位の単語数", "前几个词", "Топ слов")
+
+
+@app.task(
+    quick=True,
+    title=_texts("Hello", "あいさつ", "打招呼", "Приветствие"),
+    labels={"name": _texts("Name", "名前", "名字", "Имя"), "times": _texts("Times", "回数", "次数", "Сколько раз")},
+)
 def hello(name: str = "world", times: Annotated[int, Field(ge=1, le=10)] = 3) -> str:
     """Say hello: a quick task that answers at once.
 
@@ -99,6 +112,7 @@ def hello(name: str = "world", times: Annotated[int, Field(ge=1, le=10)] = 3) ->
 @app.task(
     timeout="5m",
     title={"en": "Count slowly", "ja": "ゆっくりカウント", "zh-Hans": "慢慢计数", "ru": "Медленный счёт"},
+    labels={"steps": _texts("Steps", "ステップ数", "步数", "Шаги"), "delay": DELAY},
 )
 def count_slowly(
     steps: Annotated[int, Field(ge=1, le=1000)] = 20, delay: float = 0.3, *, job: mieruka.Job
@@ -137,7 +151,14 @@ def count_slowly(
     return {"steps": steps}
 
 
-@app.task(title={"en": "Make report", "ja": "レポート作成", "zh-Hans": "生成报告", "ru": "Создание отчёта"})
+@app.task(
+    title={"en": "Make report", "ja": "レポート作成", "zh-Hans": "生成报告", "ru": "Создание отчёта"},
+    labels={
+        "title": _texts("Title", "タイトル", "标题", "Заголовок"),
+        "rows": _texts("Rows", "行数", "行数", "Строки"),
+        "colour": _texts("Colour", "色", "颜色", "Цвет"),
+    },
+)
 def make_report(
     title: str = "Demo report",
     rows: Annotated[int, Field(ge=1, le=10000)] = 12,
@@ -204,7 +225,10 @@ def _bar_chart(rows: list[Row], colour: str) -> str:
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{bars}</svg>'
 
 
-@app.task(title={"en": "Fail on purpose", "ja": "わざと失敗", "zh-Hans": "故意失败", "ru": "Намеренный сбой"})
+@app.task(
+    title={"en": "Fail on purpose", "ja": "わざと失敗", "zh-Hans": "故意失败", "ru": "Намеренный сбой"},
+    labels={"message": _texts("Message", "メッセージ", "消息", "Сообщение")},
+)
 def fail_on_purpose(message: str = "something went wrong") -> None:
     """Raise an error, to see how a failed job looks (error, traceback, log).
 
@@ -237,6 +261,7 @@ def fail_on_purpose(message: str = "something went wrong") -> None:
     retries=2,
     retry_backoff="1s",
     title={"en": "Flaky", "ja": "不安定なタスク", "zh-Hans": "时好时坏", "ru": "Ненадёжная задача"},
+    labels={"success_rate": _texts("Success rate", "成功率", "成功率", "Доля успехов")},
 )
 def flaky(success_rate: Annotated[float, Field(ge=0, le=1)] = 0.3, *, job: mieruka.Job) -> str:
     """Fail at random; retried twice with backoff before it gives up.
@@ -271,6 +296,7 @@ def flaky(success_rate: Annotated[float, Field(ge=0, le=1)] = 0.3, *, job: mieru
 @app.task(
     timeout="1h",
     title={"en": "Long sleep", "ja": "長いスリープ", "zh-Hans": "长时间休眠", "ru": "Долгий сон"},
+    labels={"seconds": _texts("Seconds", "秒数", "秒数", "Секунды")},
 )
 def long_sleep(seconds: Annotated[int, Field(ge=1, le=3600)] = 300, *, job: mieruka.Job) -> str:
     """Sleep in a child process: long enough to cancel it (the child process is stopped too).
@@ -303,7 +329,10 @@ def long_sleep(seconds: Annotated[int, Field(ge=1, le=3600)] = 300, *, job: mier
     return "rested"
 
 
-@app.task(title={"en": "Word count", "ja": "単語のカウント", "zh-Hans": "单词计数", "ru": "Подсчёт слов"})
+@app.task(
+    title={"en": "Word count", "ja": "単語のカウント", "zh-Hans": "单词计数", "ru": "Подсчёт слов"},
+    labels={"document": _texts("Document", "文書", "文档", "Документ"), "top": TOP_WORDS},
+)
 def word_count(document: mieruka.File | None = None, top: int = 5) -> dict[str, object]:
     """Count the words of an uploaded text file (or of a built-in sample when none is given).
 
@@ -343,7 +372,17 @@ def word_count(document: mieruka.File | None = None, top: int = 5) -> dict[str, 
     return {"file": name, "words": len(words), "top": [{"word": w, "count": c} for w, c in best]}
 
 
-@app.task(title={"en": "All the types", "ja": "すべての型", "zh-Hans": "所有类型", "ru": "Все типы"})
+@app.task(
+    title={"en": "All the types", "ja": "すべての型", "zh-Hans": "所有类型", "ru": "Все типы"},
+    labels={
+        "reference": _texts("Reference", "参照ゲノム", "参考基因组", "Референс"),
+        "day": _texts("Day", "日付", "日期", "День"),
+        "samples": _texts("Samples", "サンプル", "样本", "Образцы"),
+        "thresholds": _texts("Thresholds", "しきい値", "阈值", "Пороги"),
+        "strict": _texts("Strict", "厳密", "严格", "Строго"),
+        "ratio": _texts("Ratio", "比率", "比率", "Доля"),
+    },
+)
 def all_the_types(
     reference: Literal["hg38", "mm10"] = "hg38",
     day: date = date(2026, 1, 1),
@@ -440,6 +479,14 @@ def _summary(top_file: str, letters: dict[str, int], *, job: mieruka.Job) -> dic
         "zh-Hans": "文本处理流水线",
         "ru": "Конвейер обработки текста",
     },
+    labels={
+        "text": _texts("Text", "テキスト", "文本", "Текст"),
+        "top": TOP_WORDS,
+        "delay": DELAY,
+        "fail_first_attempt": _texts(
+            "Fail first attempt", "初回はわざと失敗", "第一次尝试故意失败", "Сбой в первой попытке"
+        ),
+    },
 )
 def text_pipeline(
     text: str = SAMPLE,
@@ -521,6 +568,7 @@ def text_pipeline(
     queue="compute",
     timeout="10m",
     title={"en": "Estimate pi", "ja": "円周率の推定", "zh-Hans": "估算圆周率", "ru": "Оценка числа π"},
+    labels={"samples": _texts("Samples", "サンプル数", "样本数", "Число точек")},
 )
 def estimate_pi(samples: Annotated[int, Field(ge=1000, le=50_000_000)] = 2_000_000, *, job: mieruka.Job) -> float:
     """Estimates pi from random points, with progress. On Celery it runs on the demo's compute pool,

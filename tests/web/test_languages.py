@@ -177,6 +177,46 @@ def test_the_authors_strings_show_in_the_readers_language_and_english_in_the_api
         assert described["params_schema"]["properties"]["x"]["description"] == "A number"
 
 
+def test_a_parameters_label_is_in_the_readers_language_on_the_form_and_english_in_the_schema(tmp_path: Path) -> None:
+    app = mieruka.App("i18n", home=str(tmp_path / "home"), executor="threads", workers=1)
+
+    @app.task(labels={"ward": {"en": "Ward code", "ja": "病棟コード"}, "day": "Day of stay"})
+    def admissions(ward: str = "A1", day: int = 1, nights: int = 0) -> int:
+        return 42
+
+    with TestClient(app.asgi()) as client:
+
+        def label_of(field: str, language: str) -> str:
+            page = client.get("/tasks/admissions", headers={"Accept-Language": language, "Accept": "text/html"})
+            assert page.status_code == 200, page.text
+            found = re.search(rf'<label for="[^"]*{field}[^"]*">(.*?)</label>', page.text, re.S)
+            assert found, page.text
+            return found.group(1).strip()
+
+        assert label_of("ward", "ja") == "病棟コード"
+        assert label_of("ward", "ru") == "Ward code"  # no Russian given: English
+        assert label_of("day", "ja") == "Day of stay"  # one text for every language
+        assert label_of("nights", "ja") == "Nights"  # none given: made from the name
+        properties = client.get("/api/tasks/admissions").json()["params_schema"]["properties"]
+        assert properties["ward"]["title"] == "Ward code" and properties["day"]["title"] == "Day of stay"
+
+
+@pytest.mark.parametrize("option", ["help", "labels"])
+def test_help_or_a_label_for_a_parameter_the_function_lacks_is_refused(tmp_path: Path, option: str) -> None:
+    from mieruka.errors import ConfigError
+
+    app = mieruka.App("i18n", home=str(tmp_path / "home"))
+
+    def admissions(ward: str = "A1", day: int = 1) -> int:
+        return 42
+
+    with pytest.raises(
+        ConfigError, match=r"task 'admissions': .* for 'wrad', which is not a parameter \(its parameters: ward, day\)"
+    ):
+        app.task(**{option: {"ward": "Ward", "wrad": "Ward"}})(admissions)
+    assert "admissions" not in app.tasks
+
+
 def test_an_authors_string_must_be_a_text_or_texts_by_language(tmp_path: Path) -> None:
     from mieruka.errors import ConfigError
 

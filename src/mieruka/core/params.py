@@ -186,14 +186,43 @@ def _with_help(default: Any, text: str | None, annotation: Any) -> Any:
     return default
 
 
+def _with_label(default: Any, label: str | None) -> Any:
+    """A parameter's default, carrying the label given for its form field (the schema's title)."""
+    if not label:
+        return default
+    if not isinstance(default, FieldInfo):
+        return Field(default, title=label)
+    return FieldInfo.merge_field_infos(default, title=label)
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
 class Signature:
     """The parameters of one task function, as a pydantic model plus what the runner must inject."""
 
-    def __init__(self, func: Callable[..., Any], name: str, help: Mapping[str, str] | None = None) -> None:
-        """`help`: parameters' help given apart from the docstring (texts by language, i18n.text)."""
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        name: str,
+        help: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """`help`: parameters' help given apart from the docstring; `labels`: their form fields'
+        labels, else made from their names (texts by language, i18n.text)."""
         self.func = func
         self.description, helps = parse_docstring(func.__doc__)
+        declared = [p.name for p in inspect.signature(func).parameters.values() if p.kind not in _VARIADIC]
+        for what, given in (("help", help), ("label", labels)):
+            unknown = sorted(set(given or {}) - set(declared))
+            if unknown:
+                raise ConfigError(
+                    f"task {name!r}: {what} for {', '.join(map(repr, unknown))}, which "
+                    f"{'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
+                    f"(its parameters: {', '.join(declared) or 'none'})"
+                )
         helps = {**helps, **(help or {})}
+        labels = labels or {}
         try:
             hints = typing.get_type_hints(func, include_extras=True)
         except Exception as exc:
@@ -203,7 +232,7 @@ class Signature:
         self.multi_file_fields: set[str] = set()
         fields: dict[str, Any] = {}
         for param in inspect.signature(func).parameters.values():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if param.kind in _VARIADIC:
                 continue
             annotation = hints.get(param.name, Any)
             if _is_job_annotation(annotation):
@@ -215,7 +244,8 @@ class Signature:
                 if _is_list(annotation):
                     self.multi_file_fields.add(param.name)
             default = ... if param.default is inspect.Parameter.empty else param.default
-            fields[param.name] = (annotation, _with_help(default, helps.get(param.name), annotation))
+            default = _with_label(_with_help(default, helps.get(param.name), annotation), labels.get(param.name))
+            fields[param.name] = (annotation, default)
         config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
         try:
             self.model: type[BaseModel] = pydantic.create_model(f"{_camel(name)}Params", __config__=config, **fields)

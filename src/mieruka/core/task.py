@@ -84,6 +84,7 @@ def make_task(
     title: Text | None = None,
     description: Text | None = None,
     help: Mapping[str, Text] | None = None,
+    labels: Mapping[str, Text] | None = None,
     timeout: str | float | None = None,
     retries: int = 0,
     retry_backoff: str | float = 1.0,
@@ -111,7 +112,8 @@ def make_task(
     if every is not None or cron is not None:
         schedule = Schedule(every=parse_duration(every), cron=cron, timezone=timezone)
     helps = {param: text(value, f"task {task_name!r}: help of {param!r}") for param, value in (help or {}).items()}
-    signature = Signature(func, task_name, helps)
+    named = {param: text(value, f"task {task_name!r}: label of {param!r}") for param, value in (labels or {}).items()}
+    signature = Signature(func, task_name, helps, named)
     if schedule is not None:
         required = [n for n, f in signature.model.model_fields.items() if f.is_required()]
         if required:

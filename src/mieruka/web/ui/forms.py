@@ -129,10 +129,12 @@ def form_fields(
         for name, prop in schema.get("properties", {}).items()
     ]
     described = task.signature.model.model_fields
-    for top in fields:  # help given per language: the schema has its English, the page the reader's
+    for top in fields:  # help and labels given per language: the schema has their English, the page the reader's
         info = described.get(top.name)
         if info is not None and isinstance(info.description, Localized):
             top.help = info.description
+        if info is not None and isinstance(info.title, Localized):
+            top.label = info.title
     for path, message in (errors or {}).items():
         match = _match(fields, path)
         if match is not None:
