@@ -223,7 +223,7 @@ class LocalExecutor:
             out.append(Finished(msg[1], msg[2], saved))
         elif kind == "ready":
             with self._lock:
-                worker.ready, worker.pid, worker.slot = True, msg[1], slot_name(msg[2] if len(msg) > 2 else None)
+                worker.ready, worker.pid, worker.slot = True, msg[1], slot_name(msg[2])
         elif kind == "broken":
             self.broken = msg[1]
 
