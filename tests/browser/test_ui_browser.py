@@ -118,6 +118,8 @@ def test_polling_fallback_still_reaches_succeeded(browser: Browser, server: Serv
     page.goto(f"{server.url}/jobs/{job['id']}")
     page.locator('#job-panel [data-field="status"]', has_text="succeeded").wait_for(timeout=UI_WAIT)
     assert "polling" in text_of(page.locator("#live-note"))
+    # Shown finished, the whole log was read already: its lines go in at the next animation frame.
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => done()))")
     assert "step 3" in text_of(page.locator("#log"))
     page.close()
     assert outside == []

@@ -177,13 +177,15 @@
     }
 
     function poll() {
+      // The log is read after the job: a job's lines are written before it ends, so a state shown
+      // as finished comes with its whole log (read side by side, the log could be the older).
       getJSON("/api/jobs/" + jobId).then(function (job) {
-        setProgress(job.progress, job.message, job.message_note);
-        if (job.status !== lastStatus) onState(job);
-      });
-      getJSON("/api/jobs/" + jobId + "/logs?after=" + nextSeq + "&limit=5000").then(function (page) {
-        // One line at a time keeps each line's step tag (a page holds lines of several steps).
-        page.lines.forEach(function (l) { appendLines(l.seq, [[l.at, l.stream, l.text]], l.step); });
+        return getJSON("/api/jobs/" + jobId + "/logs?after=" + nextSeq + "&limit=5000").then(function (page) {
+          // One line at a time keeps each line's step tag (a page holds lines of several steps).
+          page.lines.forEach(function (l) { appendLines(l.seq, [[l.at, l.stream, l.text]], l.step); });
+          setProgress(job.progress, job.message, job.message_note);
+          if (job.status !== lastStatus) onState(job);
+        });
       });
       if (steps.section()) steps.refresh();
     }
