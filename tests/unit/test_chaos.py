@@ -44,22 +44,31 @@ def size(path: Path) -> int:
 def kill_in_a_stall(server: ServerProcess, side: Path, since: tuple[int, int]) -> None:
     """SIGSTOP the server at a moment a worker is inside a job of this server's life (started since
     `since`, the side files' sizes at its start, and not returned), let that job return while the
-    server cannot save its outcome, then SIGKILL: the outcome is left in the worker's spool."""
+    server cannot save its outcome, then SIGKILL: the outcome is left in the worker's spool. Jobs
+    started meanwhile take half a second (tests/jobs.py's `chaos`), so that one is caught inside
+    however slowly this machine answers."""
     started = side.with_name(side.name + ".started")
+    slow = side.with_name(side.name + ".slow")
+    slow.touch()
     deadline = time.monotonic() + WAIT
-    while True:
-        server.process.send_signal(signal.SIGSTOP)
-        inside = lines_after(started, since[0]) - lines_after(side, since[1])
-        if inside:
-            break
-        server.process.send_signal(signal.SIGCONT)  # both workers were between jobs: try again
-        assert time.monotonic() < deadline, "no worker was ever seen inside a job"
-        time.sleep(0.002)
-    while not inside <= lines_after(side, since[1]):
-        assert time.monotonic() < deadline, f"jobs {inside} did not return while the server was stopped"
-        time.sleep(0.01)
-    time.sleep(1.0)  # the worker writes the outcome into its spool just after the function returned
-    server.kill()
+    try:
+        while True:
+            seen = size(started)
+            while size(started) == seen:  # until a job starts (the server runs meanwhile)
+                assert time.monotonic() < deadline, "no job started"
+                time.sleep(0.005)
+            server.process.send_signal(signal.SIGSTOP)
+            inside = lines_after(started, since[0]) - lines_after(side, since[1])
+            if inside:
+                break
+            server.process.send_signal(signal.SIGCONT)  # it returned already: the next one
+        while not inside <= lines_after(side, since[1]):
+            assert time.monotonic() < deadline, f"jobs {inside} did not return while the server was stopped"
+            time.sleep(0.01)
+        time.sleep(1.0)  # the worker writes the outcome into its spool just after the function returned
+        server.kill()
+    finally:
+        slow.unlink()
 
 
 def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
