@@ -142,3 +142,31 @@ def test_english_pages_load_no_babel_and_a_japanese_one_does(tmp_path: Path) -> 
     loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)  # makes the schema
     assert "babel" not in loaded_after('LANGUAGE = "en"\n' + page, tmp_path)
     assert "babel" in loaded_after('LANGUAGE = "ja"\n' + page, tmp_path)
+
+
+def test_fastapis_openapi_models_are_built_at_the_first_request_for_the_document(tmp_path: Path) -> None:
+    """FastAPI declares its OpenAPI document's pydantic models at import (a tenth of a server's start):
+    mieruka.web imports it with their building deferred to their first use, and no other model's."""
+    serve = APP + textwrap.dedent(
+        """
+        from mieruka.web.api import create_api
+        from fastapi.openapi import models
+        from pydantic import BaseModel
+        from starlette.testclient import TestClient
+
+        assert "defer_build" not in BaseModel.model_config  # pydantic's default is as it was
+
+        class Later(BaseModel):
+            x: int
+
+        assert Later.__pydantic_complete__  # a model declared afterwards is built as it is declared
+        api = create_api(app.runtime, stop_app=True)
+        with TestClient(api, "http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as client:
+            assert client.get("/healthz").status_code == 200
+            assert not models.OpenAPI.__pydantic_complete__
+            document = client.get("/openapi.json").json()
+            assert "/api/tasks/double/jobs" in document["paths"], document["paths"].keys()
+            assert models.OpenAPI.__pydantic_complete__
+        """
+    )
+    loaded_after(serve, tmp_path)
