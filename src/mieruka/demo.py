@@ -56,7 +56,8 @@ class Row(NamedTuple):
     value: float
 
 
-# A nested model's field help is pydantic's description, one text: it reads English in every language.
+# A nested model's fields are labelled and helped in each language by their dotted names
+# (`thresholds.low`) in the task's labels= and help=; pydantic's description is the API's.
 class Thresholds(BaseModel):
     low: float = Field(0.2, ge=0, le=1, description="Below this is low.")
     high: float = Field(0.8, ge=0, le=1, description="Above this is high.")
@@ -379,8 +380,16 @@ def word_count(document: mieruka.File | None = None, top: int = 5) -> dict[str, 
         "day": _texts("Day", "日付", "日期", "День"),
         "samples": _texts("Samples", "サンプル", "样本", "Образцы"),
         "thresholds": _texts("Thresholds", "しきい値", "阈值", "Пороги"),
+        "thresholds.low": _texts("Low", "下限", "下限", "Нижний"),
+        "thresholds.high": _texts("High", "上限", "上限", "Верхний"),
         "strict": _texts("Strict", "厳密", "严格", "Строго"),
         "ratio": _texts("Ratio", "比率", "比率", "Доля"),
+    },
+    help={
+        "thresholds.low": _texts("Below this is low.", "これより下は低い。", "低于此值为低。", "Ниже этого — низко."),
+        "thresholds.high": _texts(
+            "Above this is high.", "これより上は高い。", "高于此值为高。", "Выше этого — высоко."
+        ),
     },
 )
 def all_the_types(

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 import mieruka
+from mieruka.errors import ConfigError
 from mieruka.web.csrf import CSRF_FIELD
 from mieruka.web.languages import COOKIE
 from tests.web.test_auth import PASSWORD, login, login_form_token
@@ -199,6 +201,35 @@ def test_a_parameters_label_is_in_the_readers_language_on_the_form_and_english_i
         assert label_of("nights", "ja") == "Nights"  # none given: made from the name
         properties = client.get("/api/tasks/admissions").json()["params_schema"]["properties"]
         assert properties["ward"]["title"] == "Ward code" and properties["day"]["title"] == "Day of stay"
+
+
+class Window(BaseModel):
+    start: int = 0
+    end: int = 10
+
+
+def test_a_field_of_a_parameters_model_is_labelled_and_helped_by_its_dotted_name(tmp_path: Path) -> None:
+    app = mieruka.App("i18n", home=str(tmp_path / "home"), executor="threads", workers=1)
+
+    @app.task(
+        labels={"window.start": {"en": "From", "ja": "開始"}},
+        help={"window.end": {"en": "The last hour", "ja": "最後の時刻"}},
+    )
+    def hours(window: Window = Window()) -> int:
+        return 0
+
+    with TestClient(app.asgi()) as client:
+        page = client.get("/tasks/hours", headers={"Accept-Language": "ja", "Accept": "text/html"}).text
+        assert re.search(r'<label for="[^"]*window-start[^"]*">\s*開始\s*</label>', page), page
+        assert "最後の時刻" in page and "The last hour" not in page
+        assert re.search(r'<label for="[^"]*window-end[^"]*">\s*End\s*</label>', page), page  # made from its name
+        english = client.get("/tasks/hours", headers={"Accept-Language": "en", "Accept": "text/html"}).text
+        assert "From" in english and "The last hour" in english
+    with pytest.raises(
+        ConfigError,
+        match=r"label for 'window\.stat', which no parameter's model has \(its fields: window\.end, window\.start\)",
+    ):
+        app.task(name="typo", labels={"window.stat": "From"})(hours)
 
 
 @pytest.mark.parametrize("option", ["help", "labels"])

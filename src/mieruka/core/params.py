@@ -7,7 +7,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Annotated, Any, Union, get_args, get_origin
 
@@ -198,6 +198,31 @@ def _with_label(default: Any, label: str | None) -> Any:
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
+def nested_fields(schema: dict[str, Any]) -> set[str]:
+    """The dotted names of the fields of the parameters' models (`window.start`), as forms name them."""
+    defs = schema.get("$defs", {})
+    found: set[str] = set()
+
+    def objects(node: dict[str, Any], seen: frozenset[str]) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref not in seen:
+            yield from objects(defs.get(ref.rsplit("/", 1)[-1], {}), seen | {ref})
+        for branch in node.get("anyOf", []) + node.get("allOf", []):
+            yield from objects(branch, seen)
+        if isinstance(node.get("properties"), dict):
+            yield node, seen
+
+    def walk(prefix: str, node: dict[str, Any], seen: frozenset[str]) -> None:
+        for model, inside in objects(node, seen):
+            for key, prop in model["properties"].items():
+                found.add(f"{prefix}.{key}")
+                walk(f"{prefix}.{key}", prop, inside)
+
+    for name, prop in schema.get("properties", {}).items():
+        walk(name, prop, frozenset())
+    return found
+
+
 class Signature:
     """The parameters of one task function, as a pydantic model plus what the runner must inject."""
 
@@ -214,15 +239,18 @@ class Signature:
         self.description, helps = parse_docstring(func.__doc__)
         declared = [p.name for p in inspect.signature(func).parameters.values() if p.kind not in _VARIADIC]
         for what, given in (("help", help), ("label", labels)):
-            unknown = sorted(set(given or {}) - set(declared))
+            unknown = sorted({key.split(".", 1)[0] for key in given or {}} - set(declared))
             if unknown:
                 raise ConfigError(
                     f"task {name!r}: {what} for {', '.join(map(repr, unknown))}, which "
                     f"{'is not a parameter' if len(unknown) == 1 else 'are not parameters'} "
                     f"(its parameters: {', '.join(declared) or 'none'})"
                 )
-        helps = {**helps, **(help or {})}
-        labels = labels or {}
+        # A field of a parameter's model (`window.start`) is labelled and helped on the form only.
+        self.nested_labels = {key: text for key, text in (labels or {}).items() if "." in key}
+        self.nested_help = {key: text for key, text in (help or {}).items() if "." in key}
+        helps = {**helps, **{key: text for key, text in (help or {}).items() if "." not in key}}
+        labels = {key: text for key, text in (labels or {}).items() if "." not in key}
         try:
             hints = typing.get_type_hints(func, include_extras=True)
         except Exception as exc:
@@ -251,6 +279,15 @@ class Signature:
             self.model: type[BaseModel] = pydantic.create_model(f"{_camel(name)}Params", __config__=config, **fields)
         except (pydantic.PydanticSchemaGenerationError, TypeError) as exc:
             raise ConfigError(f"task {name!r} has a parameter type mieruka cannot validate: {exc}") from exc
+        if self.nested_labels or self.nested_help:
+            fields_of = nested_fields(self.model.model_json_schema())
+            for what, given in (("help", self.nested_help), ("label", self.nested_labels)):
+                unknown = sorted(set(given) - fields_of)
+                if unknown:
+                    raise ConfigError(
+                        f"task {name!r}: {what} for {', '.join(map(repr, unknown))}, which no parameter's "
+                        f"model has (its fields: {', '.join(sorted(fields_of)) or 'none'})"
+                    )
 
     def json_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()

@@ -135,6 +135,9 @@ def form_fields(
             top.help = info.description
         if info is not None and isinstance(info.title, Localized):
             top.label = info.title
+        for inner in top.walk():  # the fields of a parameter's model, labelled and helped by dotted name
+            inner.label = task.signature.nested_labels.get(inner.name, inner.label)
+            inner.help = task.signature.nested_help.get(inner.name, inner.help)
     for path, message in (errors or {}).items():
         match = _match(fields, path)
         if match is not None:
