@@ -246,6 +246,8 @@ def test_help_or_a_label_for_a_parameter_the_function_lacks_is_refused(tmp_path:
     ):
         app.task(**{option: {"ward": "Ward", "wrad": "Ward"}})(admissions)
     assert "admissions" not in app.tasks
+    with pytest.raises(ConfigError, match=r"task 'admissions': .* keyed by the parameters' names"):
+        app.task(**{option: {1: "Ward"}})(admissions)
 
 
 def test_an_authors_string_must_be_a_text_or_texts_by_language(tmp_path: Path) -> None:

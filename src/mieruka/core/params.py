@@ -239,6 +239,8 @@ class Signature:
         self.description, helps = parse_docstring(func.__doc__)
         declared = [p.name for p in inspect.signature(func).parameters.values() if p.kind not in _VARIADIC]
         for what, given in (("help", help), ("label", labels)):
+            if not all(isinstance(key, str) for key in given or {}):
+                raise ConfigError(f"task {name!r}: {what} is keyed by the parameters' names (texts)")
             unknown = sorted({key.split(".", 1)[0] for key in given or {}} - set(declared))
             if unknown:
                 raise ConfigError(
