@@ -1,18 +1,21 @@
 """Chaos on the embedded engine (issue 18 item 3): a few hundred jobs through repeated kill -9 of a
 real `mieruka run` server (SQLite, two local workers), one kill during a stall (SIGSTOP) taken while a
-worker is inside a job, so that its outcome is only in the worker's spool when the server dies; each
-kill is followed by a restart on the same port and home. Every job is accounted for: none lost, none stuck,
-none run again after its function returned, none recorded failed that finished. Each run of the
-function that returned is a line in a side file (tests/jobs.py's `chaos`, one O_APPEND write).
+worker is inside a job the stall submitted, so that its outcome is only in the worker's spool when
+the server dies; each kill is followed by a restart on the same port and home. Every job is
+accounted for: none lost, none stuck, none run again after its function returned, none recorded
+failed that finished. Each run of the function that returned is a line in a side file
+(tests/jobs.py's `chaos`, one O_APPEND write).
 
 Kills are paced by progress (so many new runs since the last start), not by the clock: on a slow
-machine the test takes longer, it does not change what it checks."""
+machine the test takes longer. On a loaded one the queue may run dry before the later kills; the
+stalled kill brings its own job, so what it checks does not depend on that."""
 
 from __future__ import annotations
 
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,27 +44,28 @@ def size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def kill_in_a_stall(server: ServerProcess, side: Path, since: tuple[int, int]) -> None:
-    """SIGSTOP the server at a moment a worker is inside a job of this server's life (started since
-    `since`, the side files' sizes at its start, and not returned), let that job return while the
-    server cannot save its outcome, then SIGKILL: the outcome is left in the worker's spool. Jobs
-    started meanwhile take half a second (tests/jobs.py's `chaos`), so that one is caught inside
-    however slowly this machine answers."""
+def kill_in_a_stall(server: ServerProcess, side: Path, since: tuple[int, int], more: Callable[[], int]) -> None:
+    """SIGSTOP the server while a worker is inside a job of its own (`more` submits one ahead of the
+    queue and returns its n; with the flag file `runs`.slow it takes half a second, tests/jobs.py's
+    `chaos`), let that job return while the server cannot save its outcome, then SIGKILL: the
+    outcome is left in the worker's spool. `since`: the side files' sizes at this server's start.
+    Its own job, because on a loaded machine the paced kills may come after the queue ran dry."""
     started = side.with_name(side.name + ".started")
     slow = side.with_name(side.name + ".slow")
     slow.touch()
     deadline = time.monotonic() + WAIT
+    ours: set[int] = set()
     try:
         while True:
-            seen = size(started)
-            while size(started) == seen:  # until a job starts (the server runs meanwhile)
-                assert time.monotonic() < deadline, "no job started"
+            ours.add(more())
+            while not lines_after(started, since[0]) & ours:  # until it starts (the server runs meanwhile)
+                assert time.monotonic() < deadline, f"jobs {ours} never started"
                 time.sleep(0.005)
             server.process.send_signal(signal.SIGSTOP)
-            inside = lines_after(started, since[0]) - lines_after(side, since[1])
+            inside = (lines_after(started, since[0]) & ours) - lines_after(side, since[1])
             if inside:
                 break
-            server.process.send_signal(signal.SIGCONT)  # it returned already: the next one
+            server.process.send_signal(signal.SIGCONT)  # it returned already: one more
         while not inside <= lines_after(side, since[1]):
             assert time.monotonic() < deadline, f"jobs {inside} did not return while the server was stopped"
             time.sleep(0.01)
@@ -89,7 +93,15 @@ def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
             while sum(runs(side).values()) < min(seen + EVERY, JOBS) and time.monotonic() < deadline:
                 time.sleep(0.01)
             if kill == STALLED:
-                kill_in_a_stall(server, side, since)
+
+                def one_more() -> int:
+                    n = JOBS + len(ids)
+                    with httpx.Client(base_url=server.url, timeout=WAIT) as http:
+                        answer = http.post("/api/tasks/chaos/jobs?priority=100", json={"n": n, "runs": str(side)})
+                    ids[n] = answer.json()["id"]
+                    return n
+
+                kill_in_a_stall(server, side, since, one_more)
             else:
                 server.kill()
             since = (size(side.with_name(side.name + ".started")), size(side))
