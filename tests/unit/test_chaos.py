@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from mieruka.executors.spool import SUFFIX, read_end
 from tests.conftest import ServerProcess
 
 JOBS = 300
@@ -40,13 +41,20 @@ def lines_after(path: Path, offset: int) -> set[int]:
     return {int(line) for line in text.splitlines() if line}
 
 
+def spooled_jobs(outcomes: Path) -> set[int]:
+    """The jobs whose ends are in the workers' outcome files under `outcomes`."""
+    return {end.job_id for path in outcomes.glob(f"*/*{SUFFIX}") if (end := read_end(path, quiet=True)) is not None}
+
+
 def size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def kill_in_a_stall(server: ServerProcess, side: Path, since: tuple[int, int], more: Callable[[], int]) -> None:
+def kill_in_a_stall(
+    server: ServerProcess, side: Path, since: tuple[int, int], more: Callable[[], tuple[int, int]]
+) -> None:
     """SIGSTOP the server while a worker is inside a job of its own (`more` submits one ahead of the
-    queue and returns its n; with the flag file `runs`.slow it takes half a second, tests/jobs.py's
+    queue and returns its n and job id; with the flag file `runs`.slow it takes half a second, tests/jobs.py's
     `chaos`), let that job return while the server cannot save its outcome, then SIGKILL: the
     outcome is left in the worker's spool. `since`: the side files' sizes at this server's start.
     Its own job, because on a loaded machine the paced kills may come after the queue ran dry."""
@@ -54,22 +62,23 @@ def kill_in_a_stall(server: ServerProcess, side: Path, since: tuple[int, int], m
     slow = side.with_name(side.name + ".slow")
     slow.touch()
     deadline = time.monotonic() + WAIT
-    ours: set[int] = set()
+    ours: dict[int, int] = {}
     try:
         while True:
-            ours.add(more())
-            while not lines_after(started, since[0]) & ours:  # until it starts (the server runs meanwhile)
+            n, job_id = more()
+            ours[n] = job_id
+            while not lines_after(started, since[0]) & ours.keys():  # until it starts (the server runs meanwhile)
                 assert time.monotonic() < deadline, f"jobs {ours} never started"
                 time.sleep(0.005)
             server.process.send_signal(signal.SIGSTOP)
-            inside = (lines_after(started, since[0]) & ours) - lines_after(side, since[1])
+            inside = (lines_after(started, since[0]) & ours.keys()) - lines_after(side, since[1])
             if inside:
                 break
             server.process.send_signal(signal.SIGCONT)  # it returned already: one more
-        while not inside <= lines_after(side, since[1]):
-            assert time.monotonic() < deadline, f"jobs {inside} did not return while the server was stopped"
+        spooled = {ours[n] for n in inside}
+        while not spooled <= spooled_jobs(server.home / "outcomes"):  # written just after it returned
+            assert time.monotonic() < deadline, f"jobs {inside} left no end in a spool while the server was stopped"
             time.sleep(0.01)
-        time.sleep(1.0)  # the worker writes the outcome into its spool just after the function returned
         server.kill()
     finally:
         slow.unlink()
@@ -94,12 +103,12 @@ def test_kill_9_loses_no_finished_outcome(tmp_path: Path, request: Any) -> None:
                 time.sleep(0.01)
             if kill == STALLED:
 
-                def one_more() -> int:
+                def one_more() -> tuple[int, int]:
                     n = JOBS + len(ids)
                     with httpx.Client(base_url=server.url, timeout=WAIT) as http:
                         answer = http.post("/api/tasks/chaos/jobs?priority=100", json={"n": n, "runs": str(side)})
                     ids[n] = answer.json()["id"]
-                    return n
+                    return n, ids[n]
 
                 kill_in_a_stall(server, side, since, one_more)
             else:

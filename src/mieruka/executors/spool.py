@@ -143,7 +143,7 @@ class OutcomeSpool:
             self._server_lock = None
 
     def _unsaved(self, path: Path) -> bool:
-        found = _read(path, quiet=True)
+        found = read_end(path, quiet=True)
         return found is not None and self._saved.get(path.name) != (found.job_id, found.attempt)
 
     def saved(self, slot: str, job_id: int, attempt: int) -> Callable[[], None]:
@@ -159,14 +159,14 @@ class OutcomeSpool:
 
     def find(self, slot: str, job_id: int, attempt: int) -> Spooled | None:
         """The end of this attempt, if the worker of `slot` wrote it (it died before reporting it)."""
-        found = _read(self.folder / slot, quiet=True)
+        found = read_end(self.folder / slot, quiet=True)
         if found is None or (found.job_id, found.attempt) != (job_id, attempt):
             return None
         return found
 
     def retire(self, slot: str) -> None:
         """A worker died: its file goes, now if the end it holds is saved (or none), else once it is."""
-        found = _read(self.folder / slot, quiet=True)
+        found = read_end(self.folder / slot, quiet=True)
         if found is None or self._saved.get(slot) == (found.job_id, found.attempt):
             self._remove(slot)
         else:
@@ -197,7 +197,7 @@ class OutcomeSpool:
                     )
                 outcomes = []
                 for path in sorted(folder.glob(f"*{SUFFIX}")):
-                    spooled = _read(path)
+                    spooled = read_end(path)
                     if spooled is None:
                         path.unlink(missing_ok=True)  # empty, or cut short: nothing was reported
                     else:
@@ -223,7 +223,7 @@ def _wait_for_workers(folder: Path, patience: float) -> bool:
         time.sleep(0.05)
 
 
-def _read(path: Path, quiet: bool = False) -> Spooled | None:
+def read_end(path: Path, quiet: bool = False) -> Spooled | None:
     """The end in a worker's file; None when there is none, or it was cut short. A file named
     `<job>-<attempt>.outcome` is one an earlier version wrote: the changes alone, pickled."""
     try:
