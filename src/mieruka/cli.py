@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import errno
+import gc
 import json
 import socket
 import sys
@@ -217,6 +218,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _submit(args)
     if args.command == "jobs":
         return _jobs(args)
+    if args.command in ("users", "tokens", "db"):
+        gc.disable()  # one short step after many imports: a collection would only walk what they made
     if args.command in ("users", "tokens"):
         from . import cli_accounts
 
@@ -270,6 +273,11 @@ def check_port(host: str, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # The start makes about a million objects that live as long as the server (the code of 900
+    # modules, the app, the routes): collections while they are made walk them over and over (a
+    # tenth of the start's CPU). The server freezes them and collects again once it serves
+    # (server.serve), the zygote as it starts (zygote_process).
+    gc.disable()
     from .executors.zygote_process import fork_early, open_files
     from .loader import load_app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,10 @@ def serve(runtime: Runtime) -> None:
         timeout_graceful_shutdown=3,
     )
     server = _Server(config, open_streams=api.state.open_streams)
+    # What the start made lives as long as the server: no collection walks it again (nor the one
+    # at exit), and a worker forked later shares its pages untouched.
+    gc.freeze()
+    gc.enable()  # `mieruka run` starts with the collector paused (cli._serve)
     try:
         server.run()
     except KeyboardInterrupt:

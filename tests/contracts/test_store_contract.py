@@ -882,6 +882,21 @@ def test_prune_by_count_keeps_the_newest_finished(store: JobStore) -> None:
     assert store.prune("p", older_than=None, keep=None) == Deleted()
 
 
+def test_finished_span_counts_finished_jobs_up_to_a_bound_and_their_oldest_end(store: JobStore) -> None:
+    assert store.finished_span(10) == (0, None)
+    now = utcnow()
+    new(store, task="p")  # queued: not counted
+    running = new(store, task="q")
+    claim(store, running.id)
+    for i, days in enumerate((3, 1, 2)):
+        job = new(store, task="pq"[i % 2], params={"i": i})
+        finish(store, job.id, FAILED if i else SUCCEEDED, at=now - timedelta(days=days))
+    count, oldest = store.finished_span(10)
+    assert count == 3
+    assert oldest is not None and abs(oldest - (now - timedelta(days=3))) < timedelta(seconds=1)
+    assert store.finished_span(1)[0] == 2  # counted one beyond the bound, no further
+
+
 def test_prune_removes_artifact_records(store: JobStore) -> None:
     job = new(store, task="p")
     _with_logs_and_artifact(store, job.id)

@@ -78,3 +78,27 @@ def test_prune_runs_on_its_own(tmp_path: Path, database_url: str) -> None:
         else:
             pytest.fail("the older job was never pruned")
     jobs_app._settings = None
+
+
+def test_a_store_with_nothing_to_prune_is_not_asked_task_by_task(
+    app: mieruka.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    store = app.engine.store
+    prune = store.prune
+
+    def counted(task: str, *args: object) -> object:
+        asked.append(task)
+        return prune(task, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "prune", counted)
+    done = [app.wait(app.submit("kept_short", x=i), 30) for i in range(2)]
+    app.engine._prune()
+    assert asked == []  # two finished jobs, kept_short keeps two, none is a month old
+    assert all(app.get_job(d.id) for d in done)
+    third = app.wait(app.submit("kept_short", x=2), 30)
+    app.engine._prune()
+    assert "kept_short" in asked and len(asked) == len(app.tasks)
+    with pytest.raises(JobNotFound):
+        app.get_job(done[0].id)
+    assert app.get_job(third.id)

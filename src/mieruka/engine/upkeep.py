@@ -138,12 +138,27 @@ class Upkeep:
     # -- retention -----------------------------------------------------------------------------
     def prune(self) -> None:
         now = utcnow()
+        policies: list[tuple[str, datetime | None, int | None]] = []
         for task in self.tasks:
             policy = task.retention
             max_age = policy.max_age if policy and policy.max_age is not None else self.settings.retention_max_age
             keep = policy.max_count if policy and policy.max_count is not None else self.settings.retention_max_jobs
-            older = now - timedelta(seconds=max_age) if max_age else None
-            self.delete_files(self.store.prune(task.name, older, keep))
+            policies.append((task.name, now - timedelta(seconds=max_age) if max_age else None, keep))
+        if not policies or self._none_to_prune(policies):
+            return
+        for name, cutoff, most in policies:
+            self.delete_files(self.store.prune(name, cutoff, most))
+
+    def _none_to_prune(self, policies: list[tuple[str, datetime | None, int | None]]) -> bool:
+        """Two queries in all instead of two per task (an app may have a hundred) when fewer jobs
+        are finished than any task keeps and none finished before any task's limit of age."""
+        keeps = [keep for _, _, keep in policies if keep is not None]
+        cutoffs = [older for _, older, _ in policies if older is not None]
+        fewest = min(keeps, default=None)
+        count, oldest = self.store.finished_span(fewest if fewest is not None else 0)
+        if fewest is not None and count > fewest:
+            return False
+        return oldest is None or not cutoffs or oldest >= max(cutoffs)
 
     def delete_files(self, deleted: Deleted) -> None:
         """The artifacts of deleted jobs, and the uploads no job uses any more (another job may

@@ -279,6 +279,10 @@ class JobStore(Protocol):
     def prune(self, task: str, older_than: datetime | None, keep: int | None) -> Deleted:
         """Delete finished jobs of `task` beyond the retention policy, as `delete_job` does."""
 
+    def finished_span(self, up_to: int) -> tuple[int, datetime | None]:
+        """How many jobs are finished, all tasks together (counted up to `up_to + 1`), and when the
+        oldest of them finished: what retention needs to tell that no task has any to prune."""
+
     def delete_job(self, job_id: int) -> Deleted:
         """Delete a finished job and its logs, artifact and upload records (no job_ids if none was
         deleted); the uploads no other job uses are forgotten and returned."""

@@ -43,6 +43,15 @@ class Retention:
             deleted.uploads.extend(done.uploads)
         return deleted
 
+    def finished_span(self, up_to: int) -> tuple[int, datetime | None]:
+        c = t.jobs.c
+        finished = c.status.in_(_FINISHED_VALUES)
+        some = sa.select(c.id).where(finished).limit(up_to + 1).subquery()
+        with self.db.read() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()
+            oldest = conn.execute(sa.select(sa.func.min(c.finished_at)).where(finished)).scalar()
+        return int(count), oldest
+
     def delete_job(self, job_id: int) -> Deleted:
         with self.db.write() as conn:
             return _delete_finished(conn, [job_id])
