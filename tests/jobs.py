@@ -153,11 +153,12 @@ def fail_then_succeed(marker: str, failures: int = 2, *, job: mieruka.Job) -> in
 @app.task
 def sleep_in_child(seconds: float = 60, pidfile: str = "", *, job: mieruka.Job) -> str:
     """Start `sleep` as a child process, write both pids to `pidfile`, wait."""
-    child = subprocess.Popen(["sleep", str(seconds)])
-    if pidfile:
-        Path(pidfile).write_text(f"{os.getpid()} {child.pid}")
-    job.progress(0.1, "sleeping")
-    child.wait()
+    # Waited for however the job ends: cancelled on a thread, it is told so at its progress call,
+    # after its child was killed, and a Popen dropped unwaited warns whenever it is collected.
+    with subprocess.Popen(["sleep", str(seconds)]) as child:
+        if pidfile:
+            Path(pidfile).write_text(f"{os.getpid()} {child.pid}")
+        job.progress(0.1, "sleeping")
     return "slept"
 
 
