@@ -4,6 +4,7 @@ MIERUKA_REQUIRE_SERVICES=1 (CI sets it)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import socket
@@ -215,6 +216,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not hasattr(session.config, "workerinput"):  # the run's controller, not each test process
         session.config.stash[_ROOT_FILES_KEY] = _root_files()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # What collection imported (the package, its frameworks, every test module) lives as long as
+    # the test process: the collector no longer walks it at each full collection (6% of the CPU of
+    # the in-process tests).
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
