@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -160,6 +161,12 @@ def sleep_in_child(seconds: float = 60, pidfile: str = "", *, job: mieruka.Job) 
             Path(pidfile).write_text(f"{os.getpid()} {child.pid}")
         job.progress(0.1, "sleeping")
     return "slept"
+
+
+@app.task
+def collector() -> dict[str, Any]:
+    """The garbage collector of the process the job runs in: on, and what the start made frozen."""
+    return {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
 
 
 @app.task(timeout=0.5)

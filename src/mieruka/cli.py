@@ -366,6 +366,7 @@ def _worker(args: argparse.Namespace) -> int:
     from .loader import load_app
 
     worker_mode.IN_WORKER = True  # a script that calls app.serve() at module level must not serve here
+    gc.disable()  # as the server's start (_serve); frozen and collected again once it runs (_settled)
     app = load_app(args.app)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     if not queues:
@@ -389,6 +390,7 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.no_supervisor:
         from .executors.celery_supervisor import supervise
 
+        _settled()
         return supervise(
             [
                 sys.executable,
@@ -423,8 +425,16 @@ def _worker(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
+    _settled()
     _on_its_own(worker.start)
     return int(worker.exitcode or 0)
+
+
+def _settled() -> None:
+    """What the start made lives as long as the process: no collection walks it again, and the
+    pool's processes forked later share its pages untouched."""
+    gc.freeze()
+    gc.enable()
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -438,3 +438,17 @@ def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_boun
             scrape = Metrics(app.runtime).exposition({}).decode()
             assert 'mieruka_nodes{kind="celery",state="down"} 1.0' in scrape, scrape
             assert 'kind="celery",state="up"' not in scrape, scrape
+
+
+def test_a_celery_pool_process_runs_jobs_with_the_collector_on(celery_worker: CeleryWorker) -> None:
+    """`mieruka worker` starts with the collector paused (as the server does): on again in the pool
+    processes it forks, with what the start made frozen."""
+    with (
+        running_server(celery_worker.home, env=_server_env(celery_worker)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        job_id = client.post("/api/tasks/collector/jobs", json={}).json()["id"]
+        job = client.get(f"/api/jobs/{job_id}", params={"wait": 30}).json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["enabled"] is True
+    assert job["result"]["frozen"] > 10_000
