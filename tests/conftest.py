@@ -447,6 +447,17 @@ def running_server(
     proc.stop()
 
 
+def assert_collector_on(server: ServerProcess) -> None:
+    """A job of tests/jobs.py's `collector` ran with the garbage collector on and the start frozen
+    (a server or worker starts with it paused, and turns it on once it runs)."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        job_id = client.post("/api/tasks/collector/jobs", json={}).json()["id"]
+        job = client.get(f"/api/jobs/{job_id}", params={"wait": 30}).json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["enabled"] is True
+    assert job["result"]["frozen"] > 10_000
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A real server running tests/jobs.py's app with two workers."""

@@ -19,7 +19,14 @@ import pytest
 
 from mieruka import JobStatus
 from tests.celery_worker import CeleryWorker
-from tests.conftest import TESTS, fresh_postgres_database, need_service, running_server, wait_for_file
+from tests.conftest import (
+    TESTS,
+    assert_collector_on,
+    fresh_postgres_database,
+    need_service,
+    running_server,
+    wait_for_file,
+)
 from tests.servers.test_server import iter_events
 
 FAST_RECOVERY = {"MIERUKA_HEARTBEAT_INTERVAL": "0.3", "MIERUKA_ENGINE_STALE_AFTER": "3"}
@@ -443,12 +450,5 @@ def test_a_dead_worker_is_seen_and_its_jobs_recovered_within_the_documented_boun
 def test_a_celery_pool_process_runs_jobs_with_the_collector_on(celery_worker: CeleryWorker) -> None:
     """`mieruka worker` starts with the collector paused (as the server does): on again in the pool
     processes it forks, with what the start made frozen."""
-    with (
-        running_server(celery_worker.home, env=_server_env(celery_worker)) as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
-    ):
-        job_id = client.post("/api/tasks/collector/jobs", json={}).json()["id"]
-        job = client.get(f"/api/jobs/{job_id}", params={"wait": 30}).json()
-    assert job["status"] == "succeeded", job
-    assert job["result"]["enabled"] is True
-    assert job["result"]["frozen"] > 10_000
+    with running_server(celery_worker.home, env=_server_env(celery_worker)) as server:
+        assert_collector_on(server)

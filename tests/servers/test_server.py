@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, running_server, wait_for_file
+from tests.conftest import ServerProcess, assert_collector_on, running_server, wait_for_file
 
 
 def iter_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
@@ -205,12 +205,5 @@ def test_two_servers_share_live_events_through_redis(tmp_path: Path) -> None:
 def test_jobs_run_with_the_collector_on_and_the_start_frozen(tmp_path: Path, executor: str) -> None:
     """The server starts with the collector paused (cli._serve): it is on again once it serves, in
     the server (threads) and in the zygote's workers (local), with what the start made frozen."""
-    with (
-        running_server(tmp_path / "home", "--workers", "1", env={"MIERUKA_EXECUTOR": executor}) as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
-    ):
-        job_id = client.post("/api/tasks/collector/jobs", json={}).json()["id"]
-        job = client.get(f"/api/jobs/{job_id}", params={"wait": 30}).json()
-    assert job["status"] == "succeeded", job
-    assert job["result"]["enabled"] is True
-    assert job["result"]["frozen"] > 10_000
+    with running_server(tmp_path / "home", "--workers", "1", env={"MIERUKA_EXECUTOR": executor}) as server:
+        assert_collector_on(server)
