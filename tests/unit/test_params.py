@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -299,6 +300,26 @@ def test_a_docstring_without_sections_is_all_description() -> None:
         "Sum two numbers.\n\nBoth may be negative: the sum is too.\nParameters are checked first.",
         {},
     )
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "One line.",
+        "A summary.\n\nA longer text\n  indented, with - a dash and (parentheses).\n\nA third paragraph.",
+        "No summary line, just\nsome lines\n\n\nand blank ones.",
+        "Parameters\n----------\nx\n    the x.",
+        "Args:\n    x: the x.",
+        "Sum.\n\n@param x the x.",
+        "Sum.\n\n:param x: the x.",
+    ],
+)
+def test_a_docstring_reads_as_docstring_parser_reads_it(doc: str) -> None:
+    import docstring_parser
+
+    parsed = docstring_parser.parse("\n" + inspect.cleandoc(doc))
+    helps = {p.arg_name: " ".join(p.description.split()) for p in parsed.params if p.description}
+    assert parse_docstring(doc) == ((parsed.description or "").strip(), helps)
 
 
 def test_a_field_description_wins_over_the_docstring() -> None:

@@ -144,8 +144,15 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     )
 
 
+# What every style's sections need: a colon (Google's "Args:", reST's ":param"), an at sign
+# (Epydoc) or a line of dashes (NumPy's underline). A docstring without any is all description.
+_MAY_HAVE_SECTIONS = re.compile(r"[:@]|^[ \t]*-+[ \t]*$", re.M)
+
+
 def _read(doc: str) -> tuple[str, dict[str, str]]:
-    import docstring_parser  # for the tasks that have a docstring
+    if not _MAY_HAVE_SECTIONS.search(doc):
+        return doc.strip(), {}  # docstring-parser's answer, without its import and its four parses
+    import docstring_parser  # for the tasks whose docstring may have sections
 
     # The newline lets a text that starts with its section ("Args:", no description) be Google's.
     parsed = docstring_parser.parse("\n" + doc)
