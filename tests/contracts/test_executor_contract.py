@@ -5,6 +5,7 @@ the reason. Celery runs tests/unit/test_engine.py and tests/servers/test_celery.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -235,3 +236,22 @@ def test_workers_are_listed(app: mieruka.App) -> None:
     assert [set(w) for w in workers] == [{"name", "pid", "ready", "job_id", "jobs_done"}] * 2
     if _kind(app) == "threads":
         assert {w["pid"] for w in workers} == {psutil.Process().pid}
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_a_start_leaves_the_callers_collector_as_it_was(app: mieruka.App, collecting: bool) -> None:
+    """app.start() pauses the garbage collector while it imports and starts (a tenth of its CPU):
+    the script's collector is on or off afterwards as it was before, and jobs still run."""
+    settings = app.settings
+    app.stop()
+    was = gc.isenabled()
+    try:
+        (gc.enable if collecting else gc.disable)()
+        app.configure(
+            home=settings.home, database_url=settings.effective_database_url, executor=settings.executor, workers=2
+        )
+        app.start()
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert app.wait(app.submit("add", a=1), WAIT).result == 3
