@@ -273,10 +273,10 @@ def check_port(host: str, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The start makes about a million objects that live as long as the server (the code of 900
+    # The start makes about a million objects that live as long as the server (the code of some 850
     # modules, the app, the routes): collections while they are made walk them over and over (a
-    # tenth of the start's CPU). The server freezes them and collects again once it serves
-    # (server.serve), the zygote as it starts (zygote_process).
+    # tenth of the start's CPU). The server freezes them and turns the collector on again once it
+    # serves (server.serve), the zygote as it starts (zygote_process).
     gc.disable()
     from .executors.zygote_process import fork_early, open_files
     from .loader import load_app
