@@ -186,7 +186,6 @@ def fork_early(app: Forkable, inherited: Iterable[int] = ()) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the server's buffered lines again
-    gc.collect()
     gc.freeze()  # the collectors of both leave what they share alone: it stays shared
     pid = os.fork()
     if pid == 0:
