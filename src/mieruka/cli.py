@@ -211,15 +211,22 @@ def _said(exc: Exception, args: argparse.Namespace) -> str | None:
     return told(problem) if problem is not None else None
 
 
+# Commands that start by importing much of the package: the start makes objects that live as long
+# as the process (the code of some 850 modules, the app, the routes), and collections while they are
+# made walk them over and over (a tenth of a server's start CPU). Servers and workers turn the
+# collector on again once they run (process.settle); the zygote as it starts (zygote_process).
+_START_PAUSED = frozenset({"run", "demo", "worker", "users", "tokens", "db"})
+
+
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command in _START_PAUSED:
+        gc.disable()
     if args.command in ("run", "demo"):
         return _serve(args)
     if args.command == "submit":
         return _submit(args)
     if args.command == "jobs":
         return _jobs(args)
-    if args.command in ("users", "tokens", "db"):
-        gc.disable()  # one short step after many imports: a collection would only walk what they made
     if args.command in ("users", "tokens"):
         from . import cli_accounts
 
@@ -273,11 +280,6 @@ def check_port(host: str, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The start makes about a million objects that live as long as the server (the code of some 850
-    # modules, the app, the routes): collections while they are made walk them over and over (a
-    # tenth of the start's CPU). The server freezes them and turns the collector on again once it
-    # serves (server.serve), the zygote as it starts (zygote_process).
-    gc.disable()
     from .executors.zygote_process import fork_early, open_files
     from .loader import load_app
 
@@ -364,9 +366,9 @@ def _worker(args: argparse.Namespace) -> int:
     from . import worker_mode
     from .executors.celery_worker import create_worker
     from .loader import load_app
+    from .process import settle
 
     worker_mode.IN_WORKER = True  # a script that calls app.serve() at module level must not serve here
-    gc.disable()  # as the server's start (_serve); frozen and collected again once it runs (_settled)
     app = load_app(args.app)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     if not queues:
@@ -390,7 +392,7 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.no_supervisor:
         from .executors.celery_supervisor import supervise
 
-        _settled()
+        settle()
         return supervise(
             [
                 sys.executable,
@@ -425,16 +427,9 @@ def _worker(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(f"mieruka: {where_data_lives(settings, args.home)}", flush=True)
-    _settled()
+    settle()
     _on_its_own(worker.start)
     return int(worker.exitcode or 0)
-
-
-def _settled() -> None:
-    """What the start made lives as long as the process: no collection walks it again, and the
-    pool's processes forked later share its pages untouched."""
-    gc.freeze()
-    gc.enable()
 
 
 def _client(args: argparse.Namespace) -> Any:

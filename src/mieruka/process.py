@@ -8,6 +8,7 @@ wherever it is told (a failed job, a failed step, the worker supervisor's log).
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import Sequence
@@ -99,3 +100,11 @@ def worker_lost(code: int | None) -> Note:
     if code < 0:
         return note("error.worker_killed", signal=signal_name(-code))
     return note("error.worker_exited", code=code)
+
+
+def settle() -> None:
+    """Once a process has started: what the start made lives as long as it does, so no collection
+    walks it again (nor the one at exit), and processes forked later share its pages untouched. The
+    collector was paused for the start (cli._dispatch)."""
+    gc.freeze()
+    gc.enable()

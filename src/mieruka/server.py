@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -10,6 +9,7 @@ import uvicorn
 
 from .errors import MierukaError
 from .i18n import _
+from .process import settle
 from .runtime import Runtime
 from .settings import Settings
 from .web.sse import OpenStreams
@@ -52,10 +52,7 @@ def serve(runtime: Runtime) -> None:
         timeout_graceful_shutdown=3,
     )
     server = _Server(config, open_streams=api.state.open_streams)
-    # What the start made lives as long as the server: no collection walks it again (nor the one
-    # at exit), and a worker forked later shares its pages untouched.
-    gc.freeze()
-    gc.enable()  # `mieruka run` starts with the collector paused (cli._serve)
+    settle()
     try:
         server.run()
     except KeyboardInterrupt:

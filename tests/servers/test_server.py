@@ -203,7 +203,7 @@ def test_two_servers_share_live_events_through_redis(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("executor", ["threads", "local"])
 def test_jobs_run_with_the_collector_on_and_the_start_frozen(tmp_path: Path, executor: str) -> None:
-    """The server starts with the collector paused (cli._serve): it is on again once it serves, in
+    """The server starts with the collector paused (cli._dispatch): it is on again once it serves, in
     the server (threads) and in the zygote's workers (local), with what the start made frozen."""
     with running_server(tmp_path / "home", "--workers", "1", env={"MIERUKA_EXECUTOR": executor}) as server:
         assert_collector_on(server)

@@ -230,6 +230,12 @@ def nested_fields(schema: dict[str, Any]) -> set[str]:
     return found
 
 
+def _by_depth(given: Mapping[str, str] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Texts keyed by a parameter's name, and those keyed by a field of its model (`window.start`)."""
+    top = {key: text for key, text in (given or {}).items() if "." not in key}
+    return top, {key: text for key, text in (given or {}).items() if "." in key}
+
+
 class Signature:
     """The parameters of one task function, as a pydantic model plus what the runner must inject."""
 
@@ -244,7 +250,8 @@ class Signature:
         labels, else made from their names (texts by language, i18n.text)."""
         self.func = func
         self.description, helps = parse_docstring(func.__doc__)
-        declared = [p.name for p in inspect.signature(func).parameters.values() if p.kind not in _VARIADIC]
+        params = [p for p in inspect.signature(func).parameters.values() if p.kind not in _VARIADIC]
+        declared = [p.name for p in params]
         for what, given in (("help", help), ("label", labels)):
             if not all(isinstance(key, str) for key in given or {}):
                 raise ConfigError(f"task {name!r}: {what} is keyed by the parameters' names (texts)")
@@ -256,10 +263,9 @@ class Signature:
                     f"(its parameters: {', '.join(declared) or 'none'})"
                 )
         # A field of a parameter's model (`window.start`) is labelled and helped on the form only.
-        self.nested_labels = {key: text for key, text in (labels or {}).items() if "." in key}
-        self.nested_help = {key: text for key, text in (help or {}).items() if "." in key}
-        helps = {**helps, **{key: text for key, text in (help or {}).items() if "." not in key}}
-        labels = {key: text for key, text in (labels or {}).items() if "." not in key}
+        given_help, self.nested_help = _by_depth(help)
+        labels, self.nested_labels = _by_depth(labels)
+        helps = {**helps, **given_help}
         try:
             hints = typing.get_type_hints(func, include_extras=True)
         except Exception as exc:
@@ -268,9 +274,7 @@ class Signature:
         self.file_fields: set[str] = set()
         self.multi_file_fields: set[str] = set()
         fields: dict[str, Any] = {}
-        for param in inspect.signature(func).parameters.values():
-            if param.kind in _VARIADIC:
-                continue
+        for param in params:
             annotation = hints.get(param.name, Any)
             if _is_job_annotation(annotation):
                 self.job_param = param.name

@@ -229,7 +229,7 @@ def _early(control: socket.socket, app: Forkable) -> NoReturn:
     """In the early-forked zygote: wait for the executor's configuration, then serve (never returns)."""
 
     def be_zygote() -> None:
-        gc.enable()  # paused in the server while it starts (cli._serve); what we share is frozen
+        gc.enable()  # paused in the server while it starts (cli._dispatch); what we share is frozen
         os.setpgid(0, 0)  # not in the terminal's group: Ctrl-C is for the server
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         null = os.open(os.devnull, os.O_RDONLY)
