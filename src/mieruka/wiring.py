@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
 from .artifacts import open_storage
 from .artifacts.base import ArtifactStorage
 from .bus.base import EventBus
@@ -22,6 +20,7 @@ from .executors.local import LocalExecutor
 from .i18n import _
 from .runtime import Declaration, Runtime
 from .settings import Settings
+from .store.database import sqlite_path
 from .store.outage import reason, unavailable
 from .store.sql import SqlJobStore, make_engine
 
@@ -102,13 +101,18 @@ def check_database(url: str, busy_timeout: float = LOCK_WAIT) -> None:
     """Connect once, before serving: a wrong, unreachable, locked, damaged or unwritable database
     is one line naming it, not a traceback from the server's or the worker's start-up. A locked
     SQLite file is waited for as a write would (`database_busy_timeout`), up to LOCK_WAIT."""
-    if url.startswith("sqlite") and "///" in url and not url.endswith(":memory:"):
-        check_sqlite_file(Path(url.split("///", 1)[1]), min(busy_timeout, LOCK_WAIT))
+    if url.startswith("sqlite:"):
+        path = sqlite_path(url)
+        if path != ":memory:":
+            check_sqlite_file(Path(path), min(busy_timeout, LOCK_WAIT))
+        return  # sqlite3 itself reads it: SQLAlchemy is loaded only when a statement needs it
+    from sqlalchemy.exc import SQLAlchemyError
+
     engine = make_engine(url, immediate=False)  # an unknown scheme or a missing driver: one line too
     try:
         with engine.connect():
             pass
-    except sa.exc.SQLAlchemyError as exc:
+    except SQLAlchemyError as exc:
         raise ConfigError(
             _("cannot reach the database %(url)s: %(reason)s", url=shown_url(url), reason=reason(exc))
         ) from None
@@ -209,11 +213,12 @@ def start_runtime(runtime: Runtime) -> None:
     url = runtime.settings.effective_database_url
     try:
         contextvars.Context().run(runtime.start)
-    except sa.exc.DBAPIError as exc:
-        raise ConfigError(
-            _("cannot start on the database %(url)s: %(reason)s", url=shown_url(url), reason=reason(exc))
-        ) from None
     except Exception as exc:
+        sa_exc = sys.modules.get("sqlalchemy.exc")  # the error is SQLAlchemy's only if it is loaded
+        if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+            raise ConfigError(
+                _("cannot start on the database %(url)s: %(reason)s", url=shown_url(url), reason=reason(exc))
+            ) from None
         problem = unavailable(exc, url)
         if problem is None:
             raise
@@ -222,6 +227,8 @@ def start_runtime(runtime: Runtime) -> None:
 
 def shown_url(url: str) -> str:
     """A database or broker URL as printed: its password hidden."""
+    if url.startswith("sqlite:"):
+        return url  # a file has no password
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)

@@ -776,6 +776,17 @@ def test_orphans_by_stale_heartbeat_dead_engine_or_missing_engine(store: JobStor
     assert queued.id not in ids(store.orphaned_jobs(now + timedelta(days=1), 30, lambda h, p: True))
 
 
+def test_an_orphaned_job_is_the_job_as_stored(store: JobStore) -> None:
+    now = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    store.heartbeat("stale", "host-a", 7, now - timedelta(minutes=5))
+    job = new(store, params={"name": "é", "n": [1, 2]}, queue="gpu", run_after=now - timedelta(minutes=1))
+    claim(store, job.id, engine="stale", now=now)
+    orphans = store.orphaned_jobs(now, 30, lambda host, pid: False)
+    assert orphans == [stored_job(store, job.id)]
+    assert orphans[0].engine_id == "stale" and orphans[0].params == {"name": "é", "n": [1, 2]}
+    assert_utc(orphans[0].started_at)
+
+
 def test_orphans_only_of_the_engine_that_stopped(store: JobStore) -> None:
     now = utcnow()
     store.heartbeat("e1", "h", 1, now)
@@ -893,6 +904,7 @@ def test_finished_span_counts_finished_jobs_up_to_a_bound_and_their_oldest_end(s
         finish(store, job.id, FAILED if i else SUCCEEDED, at=now - timedelta(days=days))
     count, oldest = store.finished_span(10)
     assert count == 3
+    assert_utc(oldest)
     assert oldest is not None and abs(oldest - (now - timedelta(days=3))) < timedelta(seconds=1)
     assert store.finished_span(1)[0] == 2  # counted one beyond the bound, no further
 
@@ -1100,6 +1112,25 @@ def test_engines_report_what_they_are_and_the_jobs_they_run(store: JobStore) -> 
     assert_utc(found["e1"].heartbeat_at)
     assert abs((found["e1"].heartbeat_at - now).total_seconds()) < 0.001
     store.remove_engine("e1")
+    assert [e.id for e in store.engines()] == ["e2"]
+
+
+def test_a_heartbeat_moves_the_time_and_replaces_the_info_it_is_given(store: JobStore) -> None:
+    first = datetime(2030, 1, 1, 9, 0, 0, 123456, tzinfo=UTC)
+    store.heartbeat("e1", "host-a", 11, first, {"kind": "server", "name": "é"})
+    store.heartbeat("e2", "host-b", 22, first + timedelta(seconds=1))
+    assert [e.id for e in store.engines()] == ["e2", "e1"]  # the most recent beat first
+    later = first.astimezone(TOKYO) + timedelta(seconds=2)
+    store.heartbeat("e1", "host-elsewhere", 99, later, {"kind": "celery", "queues": ["gpu"]})
+    found = store.engines()
+    assert [e.id for e in found] == ["e1", "e2"]
+    e1 = found[0]
+    assert (e1.host, e1.pid) == ("host-a", 11)  # the first beat's
+    assert e1.heartbeat_at == later and e1.info == {"kind": "celery", "queues": ["gpu"]}
+    assert_utc(e1.heartbeat_at)
+    assert found[1].info == {} and found[1].running == [] and found[1].heartbeat_at == first + timedelta(seconds=1)
+    store.remove_engine("e1")
+    store.remove_engine("unknown")
     assert [e.id for e in store.engines()] == ["e2"]
 
 

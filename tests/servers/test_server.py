@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +211,75 @@ def test_jobs_run_with_the_collector_on_and_the_start_frozen(tmp_path: Path, exe
     the server (threads) and in the zygote's workers (local), with what the start made frozen."""
     with running_server(tmp_path / "home", "--workers", "1", env={"MIERUKA_EXECUTOR": executor}) as server:
         assert_collector_on(server)
+
+
+LEAN_APP = '''
+import sys
+
+import mieruka
+from mieruka import charts
+
+app = mieruka.App("lean")
+
+
+@app.task
+def loaded(names: list[str]) -> list[str]:
+    """Which of `names` the server's process has imported (the threads executor runs it there)."""
+    return [name for name in names if name in sys.modules]
+
+
+@app.stream(every=None, window="1h")
+def points():
+    yield {"time": 0.0, "y": 1.0}
+
+
+app.dashboard("main", [charts.stream(points)])
+'''
+HEAVY = ["sqlalchemy", "alembic"]
+
+
+def _heartbeats(database: Path) -> str | None:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        row = conn.execute("SELECT max(heartbeat_at) FROM engines").fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize("caller", ["open", "token"])
+def test_a_server_on_sqlite_serves_pages_and_jobs_and_idles_without_sqlalchemy(tmp_path: Path, caller: str) -> None:
+    """SQLAlchemy is a quarter of a server's start and 12 MB: a server on SQLite loads it at the first
+    statement that needs it (store/database.py), and starting, pages and jobs (of the open mode's
+    caller, or of a user's API token: the token, the user's language, presence), and idling (the
+    engine's beats, retention, the notifier's rounds, stream history) need none."""
+    app_file = tmp_path / "lean_app.py"
+    app_file.write_text(LEAN_APP)
+    home = tmp_path / "home"
+    env = {"MIERUKA_EXECUTOR": "threads", "MIERUKA_HEARTBEAT_INTERVAL": "0.2", "MIERUKA_NOTIFY_POLL_INTERVAL": "0.1"}
+    headers = {}
+    if caller == "token":
+        made = {**os.environ, "MIERUKA_HOME": str(home)}
+        cli = [sys.executable, "-m", "mieruka.cli"]
+        subprocess.run([*cli, "users", "add", "ann", "--role", "operator", "--no-password"], env=made, check=True)
+        made_token = [*cli, "tokens", "create", "--user", "ann", "--name", "lean"]
+        secret = subprocess.run(made_token, env=made, check=True, capture_output=True, text=True).stdout.split()[-1]
+        headers = {"Authorization": f"Bearer {secret}"}
+    with running_server(home, app_ref=f"{app_file}:app", env=env) as server:
+        database = server.home / "mieruka.db"
+        with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
+            page = client.get("/dashboards/main", headers={"Accept": "text/html"})
+            assert page.status_code == 200 and ("ann" in page.text) == (caller == "token")
+            first = _heartbeats(database)
+            deadline = time.monotonic() + 30
+            beats = {first}
+            while len(beats) < 3 and time.monotonic() < deadline:  # the engine's rounds of upkeep
+                beats.add(_heartbeats(database))
+                time.sleep(0.05)
+            assert len(beats) >= 3, beats
+            run = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
+            assert run.status_code == 200 and run.json()["result"] == [], run.text
+            job = client.post("/api/tasks/loaded/jobs", json={"names": HEAVY}).json()
+            assert client.get(f"/api/jobs/{job['id']}", params={"wait": 30}).json()["result"] == []
+            assert client.get("/dashboards/main").status_code == 200
+            # A listing is SQLAlchemy's: loaded now, and the job sees it (the probe can tell).
+            assert client.get("/api/jobs").status_code == 200
+            again = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
+            assert again.json()["result"] == ["sqlalchemy"], again.text

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import mieruka
 from mieruka.auth.accounts import Accounts
@@ -14,9 +18,12 @@ from mieruka.auth.audit import AuditLog, AuditQuery
 from mieruka.auth.presence import Presence
 from mieruka.core.access import Principal, Role
 from mieruka.core.clock import utcnow
+from mieruka.core.streams import StreamSpec
 from mieruka.errors import ConflictError, NotFoundError, ValidationError
+from mieruka.live import history as stream_history
 from mieruka.live.history import StreamHistory
-from mieruka.store.base import NewJob
+from mieruka.live.streamer import Streamer
+from mieruka.store.base import Claim, NewJob
 from mieruka.store.database import Database
 from mieruka.store.pools import SqlPoolStore
 from mieruka.store.sql import SqlJobStore
@@ -92,6 +99,94 @@ def test_tokens_sessions_and_links(db: Database) -> None:
     assert accounts.check_token(link) is None  # nor do they work as one
 
 
+def frozen_at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
+    """Accounts' clock stopped at `moment`."""
+    monkeypatch.setattr("mieruka.auth.accounts.utcnow", lambda: moment)
+
+
+def test_a_token_gives_its_user_as_stored_until_it_expires_or_is_revoked(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_token gives the User get_user does (role, groups, display name, times); nothing for an
+    expired or revoked token, a cut-off or removed user's, or an unknown secret. last_used_at is
+    written at most once a minute."""
+    start = utcnow()
+    frozen_at(monkeypatch, start)
+    accounts = Accounts(db)
+    ada = accounts.add_user("ada", "viewer", "long password")
+    grace = accounts.sign_in_external("grace", "ldap", "operator", ["ops", "é", "dev"], display_name="Grace Hopper")
+    assert (grace.groups, grace.display_name, grace.has_password) == (("dev", "ops", "é"), "Grace Hopper", False)
+    assert grace.synced_at is not None and grace.source == "ldap"
+    ada_secret = accounts.create_token("ada")[1]
+    token, secret = accounts.create_token("grace", "ci", start + timedelta(hours=1))
+    assert accounts.check_token(ada_secret) == ada and ada.has_password and ada.groups == ()
+    assert accounts.check_token(secret) == grace
+    assert accounts.get_token(token.id).last_used_at == start
+    for later, used in ((59, start), (60, start), (61, start + timedelta(seconds=61))):
+        frozen_at(monkeypatch, start + timedelta(seconds=later))
+        assert accounts.check_token(secret) == grace
+        assert accounts.get_token(token.id).last_used_at == used
+    frozen_at(monkeypatch, start + timedelta(hours=1) - timedelta(microseconds=1))
+    assert accounts.check_token(secret) == grace
+    frozen_at(monkeypatch, start + timedelta(hours=1))
+    assert accounts.check_token(secret) is None  # expired
+    frozen_at(monkeypatch, start)
+    accounts.set_role("grace", "admin")
+    assert accounts.check_token(secret) == accounts.get_user("grace") and accounts.get_user("grace").role is Role.ADMIN
+    for unknown in ("", secret[4:], secret + "x", "mrk_"):
+        assert accounts.check_token(unknown) is None
+    accounts.revoke_token(accounts.create_token("grace")[0].id)
+    assert accounts.check_token(secret) == accounts.get_user("grace")  # another token's revocation
+    accounts.cut_off("grace")
+    assert accounts.check_token(secret) is None  # revoked with the user's others
+    accounts.remove_user("ada")
+    assert accounts.check_token(ada_secret) is None
+
+
+def test_a_session_gives_its_user_as_stored_until_it_expires_or_ends(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """session_user gives the user's principal with the session's CSRF token: role, groups and name
+    as stored now; nothing once it expired or ended (logout, a new password, the user removed)."""
+    start = utcnow()
+    frozen_at(monkeypatch, start)
+    accounts = Accounts(db, session_max_age=3600)
+    ada = accounts.add_user("ada", "admin", "long password")
+    grace = accounts.sign_in_external("grace", "oidc", "viewer", ["ops", "dev"], display_name="Grace Hopper")
+    session, csrf = accounts.create_session(grace, "10.0.0.1")
+    groups = frozenset({"dev", "ops"})
+    assert accounts.session_user(session) == Principal("grace", Role.VIEWER, "session", grace.id, csrf, groups)
+    other, other_csrf = accounts.create_session(grace, "10.0.0.2")
+    assert other_csrf != csrf and accounts.session_user(other) == grace.principal("session", other_csrf)
+    accounts.sign_in_external("grace", "oidc", "operator", ["qa"], display_name="G. Hopper")
+    assert accounts.session_user(session) == Principal(
+        "grace", Role.OPERATOR, "session", grace.id, csrf, frozenset({"qa"})
+    )
+    frozen_at(monkeypatch, start + timedelta(seconds=3600) - timedelta(microseconds=1))
+    assert accounts.session_user(session) is not None
+    frozen_at(monkeypatch, start + timedelta(seconds=3600))
+    assert accounts.session_user(session) is None  # expired
+    frozen_at(monkeypatch, start)
+    accounts.end_session(session)
+    assert accounts.session_user(session) is None and accounts.session_user(other) is not None
+    assert accounts.session_user("") is None and accounts.session_user(other + "x") is None
+    mine = accounts.create_session(ada, "10.0.0.3")[0]
+    assert accounts.session_user(mine) == Principal("ada", Role.ADMIN, "session", ada.id, accounts_csrf(db, mine))
+    accounts.set_password("ada", "another long password")
+    assert accounts.session_user(mine) is None  # a new password ends the user's sessions
+    accounts.remove_user("grace")
+    assert accounts.session_user(other) is None
+
+
+def accounts_csrf(db: Database, secret: str) -> str:
+    from mieruka.auth.accounts import digest
+    from mieruka.store import tables as t
+
+    with db.read() as conn:
+        found = conn.execute(sa.select(t.sessions.c.csrf).where(t.sessions.c.id_hash == digest(secret))).scalar_one()
+    return str(found)
+
+
 def test_a_token_is_revoked_by_its_owner_or_an_admin_and_hidden_from_others(db: Database) -> None:
     accounts = Accounts(db)
     for name, role in (("ada", "admin"), ("bo", "viewer"), ("cy", "viewer")):
@@ -165,6 +260,20 @@ def test_audit_entries_written_in_a_group_read_back_as_one_by_one(db: Database) 
     assert [e.actor for e in log.query(AuditQuery(task="näive"))] == ["dee", "ada"]
 
 
+def test_audit_entries_older_than_the_retention_go_after_a_write(db: Database) -> None:
+    log = AuditLog(db, retention=86400.0)
+    now = utcnow()
+    log.record_many(
+        [
+            ("ada", "a.old", "", "", now - timedelta(days=2), None),
+            ("ada", "a.kept", "", "", now - timedelta(hours=23), {"n": 1}),
+        ]
+    )
+    assert [e.action for e in log.query(AuditQuery())] == ["a.kept"]
+    log.record_many([("ada", "a.later", "", "", now - timedelta(days=3), None)])
+    assert len(log.query(AuditQuery())) == 2  # pruned at most hourly
+
+
 def test_presence(db: Database) -> None:
     presence = Presence(db, expiry=60)
     now = utcnow()
@@ -228,3 +337,159 @@ def stored_hash(db: Database, name: str) -> str:
 
     with db.read() as conn:
         return str(conn.execute(sa.select(t.users.c.password_hash).where(t.users.c.name == name)).scalar_one())
+
+
+def ticks(name: str = "temp", boot: str = "b1", keep: int = 5) -> Streamer:
+    return Streamer(StreamSpec(name, func=lambda: None, keep=keep), boot=boot)
+
+
+def add(streamer: Streamer, *times: float) -> None:
+    for t in times:
+        streamer.buffer.append(t, {"x": t * 10, "y": None if t % 2 else -t})
+
+
+def saved_epochs(db: Database) -> dict[str, int]:
+    with db.cursor() as cur:
+        cur.execute("SELECT epoch, count(*) FROM stream_batches GROUP BY epoch")
+        return {str(epoch): int(n) for epoch, n in cur.fetchall()}
+
+
+def test_stream_history_saves_loads_and_prunes(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_history, "PRUNE_EVERY", 1)
+    stream = ticks()
+    history = StreamHistory(db)
+    history.restore([stream])  # nothing saved yet: the buffer stays empty
+    assert stream.buffer.last == 0 and stream.boot == "b1"
+    add(stream, 1, 2, 3)
+    history.start([stream])
+    history.stop()  # saves what is left
+    found = history.load("temp", 5)
+    assert found is not None and (found.epoch, found.last) == ("b1", 3)
+    assert found.points == [(1.0, {"x": 10.0}), (2.0, {"x": 20.0, "y": -2.0}), (3.0, {"x": 30.0})]
+    add(stream, 4, 5, 6, 7)
+    history.save()  # the ring buffer holds points 3..7: the batch of 1..3 stays
+    assert saved_epochs(db) == {"b1": 2}
+    restored = history.load("temp", 2)
+    assert restored is not None and restored.last == 7 and [t for t, _ in restored.points] == [6.0, 7.0]
+    add(stream, 8, 9, 10, 11, 12)
+    history.save()  # 8..12: the batches up to 7 go
+    assert saved_epochs(db) == {"b1": 1}
+    again = ticks(boot="new")
+    StreamHistory(db).restore([again])  # a restarted server continues the epoch and its numbers
+    assert again.boot == "b1" and again.buffer.last == 12 and again.buffer.first == 8
+    # Another server's points on the same stream: its own epoch's are the ones loaded; the others
+    # are kept an hour.
+    other = ticks(boot="b2")
+    elsewhere = StreamHistory(db)
+    elsewhere.start([other])
+    add(other, 100)
+    elsewhere.stop()
+    newest = elsewhere.load("temp", 5)
+    assert newest is not None and (newest.epoch, newest.last) == ("b2", 1)
+    assert newest.points == [(100.0, {"x": 1000.0, "y": -100.0})]
+    assert saved_epochs(db) == {"b1": 1, "b2": 1}
+    monkeypatch.setattr(stream_history, "FOREIGN_AGE", timedelta(seconds=-1))
+    elsewhere.save()
+    assert saved_epochs(db) == {"b2": 1}
+    assert history.load("nothing", 5) is None
+
+
+def test_stream_history_waits_out_a_locked_database(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A save that fails is reported once, and made once the database answers again."""
+    path = tmp_path / "locked.db"
+    db = Database(f"sqlite:///{path}", busy_timeout=0.05)
+    db.migrate()
+    stream = ticks()
+    history = StreamHistory(db)
+    history._streamers = [stream]
+    add(stream, 1, 2)
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        with caplog.at_level(logging.WARNING, "mieruka.streams"):
+            history.save()
+            history.save()
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and said[0].startswith("the points of streams cannot be saved")
+        assert said[0].endswith("database is locked")
+        assert history.load("temp", 5) is None  # a reader waits for no writer (WAL)
+        locker.execute("ROLLBACK")
+        history.save()
+        found = history.load("temp", 5)
+        assert found is not None and found.last == 2 and len(found.points) == 2
+    finally:
+        locker.close()
+        db.close()
+
+
+def test_a_server_on_sqlite_starts_serves_runs_and_idles_without_sqlalchemy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a server runs at its start, its first page and job, and while idle, goes through the
+    DB-API cursors: no statement through either of SQLAlchemy's engines."""
+    monkeypatch.setattr(stream_history, "PRUNE_EVERY", 1)
+    db = Database(f"sqlite:///{tmp_path / 'mieruka.db'}")
+    try:
+        db.migrate()
+        store = SqlJobStore(db)
+        now = utcnow()
+        job, _ = store.create_job(NewJob(task="t", params={}))
+        store.apply([], Claim(job_ids=[job.id], worker="w1", engine_id="gone", now=now))
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+            statements.append(statement)
+
+        for engine in {db.engine, db._reader}:
+            sa.event.listen(engine, "before_cursor_execute", seen)
+        store.heartbeat("e1", "host", 1, now, {"kind": "server"})
+        store.heartbeat("e1", "host", 1, now)
+        assert [(e.id, e.info) for e in store.engines()] == [("e1", {"kind": "server"})]
+        assert [j.id for j in store.orphaned_jobs(now, 30, lambda host, pid: False)] == [job.id]
+        assert store.next_due_time() is None
+        assert store.finished_span(100) == (0, None)
+        store.remove_engine("e1")
+        assert not Accounts(db).has_users()
+        audit = AuditLog(db)
+        audit.record_many([("(open)", "GET /api/jobs", "", "127.0.0.1", now, None)])  # written, then pruned
+        stream = ticks()
+        history = StreamHistory(db)
+        history.restore([stream])
+        add(stream, 1, 2)
+        history.start([stream])
+        history.stop()
+        found = history.load("temp", 5)
+        assert found is not None and found.last == 2
+        assert statements == []
+    finally:
+        db.close()
+
+
+def test_a_logged_in_users_requests_on_sqlite_go_through_no_sqlalchemy(tmp_path: Path) -> None:
+    """check_token and session_user, which every request of a logged-in user runs, are plain SQL:
+    no statement through either of SQLAlchemy's engines, valid secret or not."""
+    db = Database(f"sqlite:///{tmp_path / 'mieruka.db'}")
+    try:
+        db.migrate()
+        accounts = Accounts(db)
+        grace = accounts.sign_in_external("grace", "ldap", "operator", ["ops"], display_name="Grace Hopper")
+        token, secret = accounts.create_token("grace", "ci")
+        revoked, old = accounts.create_token("grace", "old")
+        accounts.revoke_token(revoked.id)
+        session, csrf = accounts.create_session(grace, "10.0.0.1")
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+            statements.append(statement)
+
+        for engine in {db.engine, db._reader}:
+            sa.event.listen(engine, "before_cursor_execute", seen)
+        assert accounts.check_token(secret) == grace  # writes last_used_at
+        assert accounts.check_token(secret) == grace
+        assert accounts.check_token(old) is None and accounts.check_token(secret + "x") is None
+        assert accounts.session_user(session) == grace.principal("session", csrf)
+        assert accounts.session_user(session + "x") is None
+        assert statements == []
+        assert accounts.get_token(token.id).last_used_at is not None
+    finally:
+        db.close()

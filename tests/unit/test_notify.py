@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, timedelta
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,13 @@ import sqlalchemy as sa
 import mieruka
 from mieruka import App, charts
 from mieruka.core.clock import utcnow
-from mieruka.errors import ConfigError
+from mieruka.errors import ConfigError, NotFoundError
 from mieruka.notify import deliveries, outbox
 from mieruka.notify.messages import Event, compose
 from mieruka.notify.notifier import Notifier
-from mieruka.notify.rulebook import Rulebook
+from mieruka.notify.rulebook import Rulebook, StoredRule
 from mieruka.store import tables as t
+from mieruka.store.database import Database
 from mieruka.store.pools import SqlPoolStore
 from tests.notify_receivers import HttpReceiver, http_receiver, mail_server, self_signed, wait_for
 
@@ -681,3 +683,285 @@ def test_servers_starting_together_write_the_code_rules_once(tmp_path: Path, dat
         assert by_name["app:9"].origin == "code" and by_name["app:9"].target == "mail:b@example.org"
         renamed = books[0].get(squatter.id)
         assert renamed.name == f"app:9 (renamed: rule {squatter.id})" and renamed.owner == "val"
+
+
+@contextmanager
+def through_sqlalchemy(db: Database) -> Iterator[list[str]]:
+    """The statements run meanwhile through the database's SQLAlchemy engines (writer and reader)."""
+    seen: list[str] = []
+
+    def heard(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    engines = list({id(engine): engine for engine in (db.engine, db._reader)}.values())
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", heard)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", heard)
+
+
+def test_an_idle_notifier_runs_nothing_through_sqlalchemy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server on SQLite with nothing to tell starts its notifier and goes round without SQLAlchemy
+    (the lean runtime never imports it): the rules, the outbox, the due messages and the first
+    round's pruning are read in plain SQL."""
+    from mieruka.core.task import TaskRegistry
+    from mieruka.settings import Settings
+
+    (tmp_path / "home").mkdir()
+    db = Database(f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}")
+    db.migrate()
+    pruned: list[datetime] = []
+    prune = deliveries.prune
+
+    def pruning(db: Database, before: datetime) -> int:
+        pruned.append(before)
+        return prune(db, before)
+
+    monkeypatch.setattr(deliveries, "prune", pruning)
+    try:
+        settings = Settings().with_overrides(home=str(tmp_path / "home"))
+        notifier = Notifier(db, settings, TaskRegistry(), {}, lambda user: None)
+        with through_sqlalchemy(db) as statements:
+            notifier.rulebook.sync_code({}, utcnow())  # as start() does
+            assert notifier.run_once() == [] and notifier.run_once() == []
+        assert statements == [] and len(pruned) == 1
+        Rulebook(db).add(  # a rule about something that does not happen: still nothing to do
+            name="ops",
+            origin="admin",
+            owner="val",
+            events=["job.failed"],
+            scope={},
+            target="mail:ops@example.org",
+            secret=None,
+            longer_than=None,
+            created_by="admin",
+            now=utcnow(),
+        )
+        with through_sqlalchemy(db) as statements:
+            notifier.rulebook.sync_code({}, utcnow())
+            assert notifier.run_once() == []
+        assert statements == []
+    finally:
+        db.close()
+
+
+def _sqlalchemys_rules(db: Database, owner: str | None = None) -> list[StoredRule]:
+    """The rules as Rulebook.all read them through SQLAlchemy, before it read them in plain SQL."""
+    r = t.notify_rules.c
+    stmt = sa.select(t.notify_rules).order_by(r.id)
+    if owner is not None:
+        stmt = stmt.where(r.owner == owner)
+    with db.read() as conn:
+        rows = [row._mapping for row in conn.execute(stmt)]
+    return [
+        StoredRule(
+            id=m["id"],
+            name=m["name"],
+            origin=m["origin"],
+            owner=m["owner"],
+            events=frozenset(k for k in m["events"].split(",") if k),
+            scope=dict(m["scope"] or {}),
+            target=m["target"],
+            secret=m["secret"],
+            longer_than=m["longer_than"],
+            enabled=bool(m["enabled"]),
+            created_by=m["created_by"],
+            created_at=m["created_at"],
+        )
+        for m in rows
+    ]
+
+
+def test_the_rulebook_reads_its_rules_as_sqlalchemy_did(tmp_path: Path, database_url: str) -> None:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    db = Database(database_url)
+    db.migrate()
+    try:
+        book = Rulebook(db)
+        assert book.all() == [] and book.all(owner="val") == []
+        slow = mieruka.notify.on_long_run(90.5, "mail:ops@example.org", "webhook:https://hooks.example.org/x")
+        book.sync_code({"task:align": slow.scoped(tasks=["align"], tags=["imaging", "nightly"])}, utcnow())
+        book.add(
+            name="val:sub",
+            origin="user",
+            owner="val",
+            events=["job.failed"],
+            scope={},
+            target="mail:v@example.org",
+            secret=None,
+            longer_than=None,
+            created_by="val",
+            now=utcnow(),
+        )
+        tokyo = datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=9)))
+        for name, owner in (("ops", None), ("lee:sub", "lee")):
+            book.add(
+                name=name,
+                origin="admin" if owner is None else "user",
+                owner=owner,
+                events=["pool.started", "source.failing", "job.long"],
+                scope={"pools": ["gpu"], "sources": ["beds é"]},
+                target="webhook:https://example.org/hook",
+                secret="k3y",
+                longer_than=2,
+                created_by="admin",
+                now=tokyo,
+            )
+        with db.write() as conn:
+            conn.execute(sa.update(t.notify_rules).where(t.notify_rules.c.name == "ops").values(enabled=False))
+        rules = book.all()
+        assert [r.name for r in rules] == ["task:align#0", "task:align#1", "val:sub", "ops", "lee:sub"]
+        assert rules == _sqlalchemys_rules(db)
+        assert book.all(owner="val") == _sqlalchemys_rules(db, "val") == [rules[2]]
+        assert [book.get(r.id) for r in rules] == rules
+        for rule in rules:
+            assert rule.created_at.tzinfo is UTC and type(rule.enabled) is bool
+            assert rule.longer_than is None or type(rule.longer_than) is float
+        assert rules[0].scope == {"tasks": ["align"], "tags": ["imaging", "nightly"]} and rules[0].longer_than == 90.5
+        assert rules[3].created_at == tokyo and not rules[3].enabled and rules[3].scope["sources"] == ["beds é"]
+        with pytest.raises(NotFoundError):
+            book.get(rules[-1].id + 1)
+        book.sync_code({}, utcnow())  # the code declares no rule any more: its rules go, the others stay
+        assert [r.name for r in book.all()] == ["val:sub", "ops", "lee:sub"]
+        book.sync_code({}, utcnow())
+        assert book.all() == rules[2:]
+    finally:
+        db.close()
+
+
+def test_the_outbox_and_the_due_messages_are_seen_as_sqlalchemy_saw_them(tmp_path: Path, database_url: str) -> None:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    db = Database(database_url)
+    db.migrate()
+    d = t.notify_deliveries.c
+
+    def sqlalchemys_due(now: datetime) -> bool:
+        due = sa.and_(d.status == "pending", d.due_at <= now, sa.or_(d.lease_until.is_(None), d.lease_until < now))
+        with db.read() as conn:
+            return conn.execute(sa.select(d.id).where(due).limit(1)).first() is not None
+
+    try:
+        book = Rulebook(db)
+        rule = book.add(
+            name="ops",
+            origin="admin",
+            owner=None,
+            events=["job.failed"],
+            scope={},
+            target="mail:ops@example.org",
+            secret=None,
+            longer_than=None,
+            created_by="admin",
+            now=utcnow(),
+        )
+        assert not deliveries.unrouted(db)
+        outbox.record(db, [outbox.NewEvent("job.failed", "job.failed:1", "boom", "failed")], utcnow())
+        assert deliveries.unrouted(db)
+        assert deliveries.route(db, book.all(), lambda rule, event: True, utcnow(), 60) == 1
+        assert not deliveries.unrouted(db)
+        base = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+        states: list[dict[str, Any]] = [
+            {"status": "pending", "due_at": base, "lease_until": None},
+            {"status": "pending", "due_at": base, "lease_until": base + timedelta(seconds=30)},
+            {"status": "failed", "due_at": base - timedelta(days=1), "lease_until": None},
+            {"status": "sent", "due_at": base - timedelta(days=1), "lease_until": None},
+        ]
+        moments = [base + timedelta(microseconds=n) for n in (-1, 0, 1)] + [
+            base + timedelta(seconds=30, microseconds=n) for n in (0, 1)
+        ]
+        moments.append(moments[1].astimezone(timezone(timedelta(hours=9))))
+        seen: set[bool] = set()
+        for state in states:
+            with db.write() as conn:
+                conn.execute(sa.delete(t.notify_deliveries))
+                conn.execute(
+                    sa.insert(t.notify_deliveries).values(
+                        rule_id=rule.id, key=f"k{state['status']}", test=False, created_at=base, **state
+                    )
+                )
+            for now in moments:
+                due = sqlalchemys_due(now)
+                assert deliveries._any_due(db, now) == due, (state, now)
+                seen.add(due)
+                if not due:
+                    assert deliveries.claim(db, now, 60) == []
+        assert seen == {True, False}
+    finally:
+        db.close()
+
+
+def test_pruning_deletes_the_old_messages_and_the_events_they_held(tmp_path: Path, database_url: str) -> None:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    db = Database(database_url)
+    db.migrate()
+    d, e, i = t.notify_deliveries.c, t.notify_events.c, t.notify_items.c
+    try:
+        rule = Rulebook(db).add(
+            name="ops",
+            origin="admin",
+            owner=None,
+            events=["job.failed"],
+            scope={},
+            target="mail:ops@example.org",
+            secret=None,
+            longer_than=None,
+            created_by="admin",
+            now=utcnow(),
+        )
+        cut = datetime(2030, 1, 1, 0, 0, 0, 500, tzinfo=UTC)
+        old, new = cut - timedelta(microseconds=1), cut
+        messages = {  # name: status, created
+            "sent old": ("sent", old),
+            "failed old": ("failed", old),
+            "pending old": ("pending", old),
+            "sent new": ("sent", new),
+        }
+        events = {  # name: routed, at, the message holding it
+            "held by a pruned one": (True, old, "sent old"),
+            "held by a kept one": (True, old, "pending old"),
+            "held by none": (True, old, None),
+            "not old": (True, new, None),
+            "not routed": (False, old, None),
+        }
+        ids: dict[str, int] = {}
+        with db.write() as conn:
+            for name, (status, created) in messages.items():
+                ids[name] = conn.execute(
+                    sa.insert(t.notify_deliveries)
+                    .values(rule_id=rule.id, key=name, status=status, test=False, created_at=created, due_at=created)
+                    .returning(d.id)
+                ).scalar_one()
+            for name, (routed, at, holder) in events.items():
+                ids[name] = conn.execute(
+                    sa.insert(t.notify_events)
+                    .values(kind="job.failed", key=name, at=at, subject="boom", routed=routed)
+                    .returning(e.id)
+                ).scalar_one()
+                if holder is not None:
+                    conn.execute(
+                        sa.insert(t.notify_items).values(rule_id=rule.id, event_id=ids[name], delivery_id=ids[holder])
+                    )
+
+        def left() -> tuple[set[int], set[int], set[int]]:
+            with db.read() as conn:
+                return (
+                    set(conn.execute(sa.select(d.id)).scalars()),
+                    set(conn.execute(sa.select(e.id)).scalars()),
+                    set(conn.execute(sa.select(i.event_id)).scalars()),
+                )
+
+        everything = left()
+        assert deliveries.prune(db, old) == 0 and left() == everything  # nothing is older than that
+        assert deliveries.prune(db, cut) == 2
+        kept = {ids["pending old"], ids["sent new"]}
+        assert left() == (
+            kept,
+            {ids[n] for n in ("held by a kept one", "not old", "not routed")},
+            {ids["held by a kept one"]},
+        )
+        assert deliveries.prune(db, cut) == 0
+    finally:
+        db.close()

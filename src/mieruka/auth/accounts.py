@@ -11,23 +11,28 @@ import hashlib
 import math
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.access import Principal, Role, parse_role
 from ..core.clock import utcnow
+from ..deferred import deferred
 from ..errors import ConflictError, NotFoundError, TooManyAttempts, ValidationError
 from ..i18n import _, ngettext
-from ..store import tables as t
+from ..store.codec import MAX_INT, json_out, time_out
 from ..store.database import Database
 from .audit import AuditLog
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
     from argon2 import PasswordHasher
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 
 def new_hasher(memory_cost: int) -> PasswordHasher:
@@ -60,6 +65,12 @@ PASSWORD_CHANGED, PASSWORD_CHANGE_FAILED = "user.password", "password.change_fai
 FAILURES = (LOGIN_FAILED, PASSWORD_CHANGE_FAILED)
 SUCCESSES = (LOGIN, LOGIN_DIRECTORY, PASSWORD_CHANGED)
 ADDRESS_FACTOR = 4  # an address may fail this many times the failures allowed for one name
+
+# The users columns of a User, in _user_of's order, for plain SQL's statements.
+_USER_COLUMNS = (
+    "users.id, users.name, users.role, users.created_at, users.password_hash, "
+    "users.source, users.groups, users.synced_at, users.display_name"
+)
 
 DEFAULT_HASH_MEMORY = 65536  # KiB: RFC 9106's second recommendation (argon2id, t=3, 64 MiB, p=4)
 DUMMY_PASSWORD = "not a password of anyone"
@@ -156,8 +167,9 @@ class Accounts:
 
     # -- users -----------------------------------------------------------------------------------
     def has_users(self) -> bool:
-        with self.db.read() as conn:
-            return conn.execute(sa.select(t.users.c.id).limit(1)).first() is not None
+        with self.db.cursor() as cur:
+            cur.execute("SELECT id FROM users LIMIT 1")
+            return cur.fetchone() is not None
 
     def add_user(self, name: str, role: Role | str, password: str | None) -> User:
         check_name(name)
@@ -364,7 +376,7 @@ class Accounts:
         return self.get_token(int(token_id)), secret
 
     def get_token(self, token_id: int) -> Token:
-        if not 0 < token_id <= t.MAX_INT:
+        if not 0 < token_id <= MAX_INT:
             raise NotFoundError(f"no token with id {token_id}")
         with self.db.read() as conn:
             row = conn.execute(_token_select().where(t.tokens.c.id == token_id)).first()
@@ -400,34 +412,27 @@ class Accounts:
         """The owner of an active API token (and note when it was used): one query on the hot path."""
         if not secret.startswith(TOKEN_PREFIX):
             return None
+        db = self.db
         now = utcnow()
-        u = t.users.c
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(
-                    t.tokens.c.id,
-                    t.tokens.c.expires_at,
-                    t.tokens.c.revoked_at,
-                    t.tokens.c.last_used_at,
-                    u.id.label("user_id"),
-                    u.name,
-                    u.role,
-                    u.created_at,
-                    u.password_hash,
-                    u.source,
-                    u.groups,
-                    u.synced_at,
-                    u.display_name,
-                )
-                .join(t.users, u.id == t.tokens.c.user_id)
-                .where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "api")
-            ).first()
-        if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        with db.cursor() as cur:
+            cur.execute(
+                db.sql(
+                    f"SELECT tokens.id, tokens.expires_at, tokens.revoked_at, tokens.last_used_at, {_USER_COLUMNS} "
+                    "FROM tokens JOIN users ON users.id = tokens.user_id "
+                    "WHERE tokens.secret_hash = ? AND tokens.kind = 'api'"
+                ),
+                (digest(secret),),
+            )
+            row = cur.fetchone()
+        if row is None:
             return None
-        if row.last_used_at is None or now - row.last_used_at > LAST_USED_EVERY:
-            with self.db.write() as conn:
-                conn.execute(t.tokens.update().where(t.tokens.c.id == row.id).values(last_used_at=now))
-        return _user(row, row.user_id)
+        token_id, expires_at, revoked_at, last_used_at = row[0], time_out(row[1]), row[2], time_out(row[3])
+        if revoked_at is not None or (expires_at is not None and expires_at <= now):
+            return None
+        if last_used_at is None or now - last_used_at > LAST_USED_EVERY:
+            with db.write_cursor(single=True) as cur:
+                cur.execute(db.sql("UPDATE tokens SET last_used_at = ? WHERE id = ?"), (db.codec.time(now), token_id))
+        return _user_of(row[4:])
 
     def create_login_link(self, user: str, valid_for: float = 86400.0) -> str:
         source = self.get_user(user).source
@@ -490,15 +495,23 @@ class Accounts:
         return secret, csrf
 
     def session_user(self, secret: str) -> Principal | None:
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(t.sessions.c.csrf, t.sessions.c.expires_at, t.users)
-                .join(t.users, t.users.c.id == t.sessions.c.user_id)
-                .where(t.sessions.c.id_hash == digest(secret))
-            ).first()
-        if row is None or row.expires_at <= utcnow():
+        db = self.db
+        with db.cursor() as cur:
+            cur.execute(
+                db.sql(
+                    f"SELECT sessions.csrf, sessions.expires_at, {_USER_COLUMNS} FROM sessions "
+                    "JOIN users ON users.id = sessions.user_id WHERE sessions.id_hash = ?"
+                ),
+                (digest(secret),),
+            )
+            row = cur.fetchone()
+        if row is None:
             return None
-        return _user(row).principal("session", row.csrf)
+        expires_at = time_out(row[1])
+        assert expires_at is not None  # the column is NOT NULL
+        if expires_at <= utcnow():
+            return None
+        return _user_of(row[2:]).principal("session", row[0])
 
     def end_session(self, secret: str) -> None:
         with self.db.write() as conn:
@@ -624,10 +637,10 @@ def _newest(
     return rows if len(rows) >= limit else []
 
 
-def _user(row: sa.Row, user_id: int | None = None) -> User:  # type: ignore[type-arg]
-    """The user of a users row, or of a row joined to it whose own id is another's (`user_id`)."""
+def _user(row: sa.Row) -> User:  # type: ignore[type-arg]
+    """The user of a users row read through SQLAlchemy (_user_of reads plain SQL's)."""
     return User(
-        id=row.id if user_id is None else user_id,
+        id=row.id,
         name=row.name,
         role=Role(row.role),
         created_at=row.created_at,
@@ -636,6 +649,25 @@ def _user(row: sa.Row, user_id: int | None = None) -> User:  # type: ignore[type
         groups=tuple(row.groups or ()),
         synced_at=row.synced_at,
         display_name=row.display_name,
+    )
+
+
+def _user_of(row: Sequence[Any]) -> User:
+    """The user of plain SQL's values of _USER_COLUMNS, as either backend hands them back (SQLite:
+    times and JSON as text)."""
+    user_id, name, role, created_at, password_hash, source, groups, synced_at, display_name = row
+    created = time_out(created_at)
+    assert created is not None  # the column is NOT NULL
+    return User(
+        id=user_id,
+        name=name,
+        role=Role(role),
+        created_at=created,
+        has_password=bool(password_hash),
+        source=source,
+        groups=tuple(json_out(groups) or ()),
+        synced_at=time_out(synced_at),
+        display_name=display_name,
     )
 
 

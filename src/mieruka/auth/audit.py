@@ -16,17 +16,24 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from ..core.clock import utcnow
+from ..deferred import deferred
 from ..redaction import HIDDEN, secret_name, without_passwords
-from ..store import tables as t
-from ..store.codec import json_text
+from ..store.codec import MAX_INT, json_text
 from ..store.database import Database
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 _INSERT = "INSERT INTO audit_log (at, actor, action, target, address, detail) VALUES (?, ?, ?, ?, ?, ?)"
 NewEntry = tuple[str, str, str, str, datetime, dict[str, Any] | None]  # actor, action, target, address, at, detail
@@ -133,8 +140,9 @@ class AuditLog:
         """The log stays bounded: entries older than the retention go, checked hourly."""
         now = utcnow()
         if self._prune_due(now):
-            with self.db.write() as conn:
-                self._prune(conn, now)
+            db = self.db
+            with db.write_cursor(single=True) as cur:
+                cur.execute(db.sql("DELETE FROM audit_log WHERE at < ?"), (db.codec.time(self._oldest_kept(now)),))
 
     def _prune_due(self, now: datetime) -> bool:
         if self._pruned is not None and now - self._pruned <= timedelta(hours=1):
@@ -143,7 +151,10 @@ class AuditLog:
         return True
 
     def _prune(self, conn: Connection, now: datetime) -> None:
-        conn.execute(t.audit_log.delete().where(t.audit_log.c.at < now - timedelta(seconds=self.retention)))
+        conn.execute(t.audit_log.delete().where(t.audit_log.c.at < self._oldest_kept(now)))
+
+    def _oldest_kept(self, now: datetime) -> datetime:
+        return now - timedelta(seconds=self.retention)
 
     def query(self, q: AuditQuery) -> list[Entry]:
         c = t.audit_log.c
@@ -163,7 +174,7 @@ class AuditLog:
         if q.until:
             stmt = stmt.where(c.at < q.until)
         if q.before_id:
-            stmt = stmt.where(c.id < q.before_id if q.before_id <= t.MAX_INT else c.id <= t.MAX_INT)
+            stmt = stmt.where(c.id < q.before_id if q.before_id <= MAX_INT else c.id <= MAX_INT)
         with self.db.read() as conn:
             return [Entry(r.id, r.at, r.actor, r.action, r.target, r.address, r.detail) for r in conn.execute(stmt)]
 

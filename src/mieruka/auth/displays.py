@@ -14,15 +14,23 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from ..core.clock import utcnow
+from ..deferred import deferred
 from ..errors import NotFoundError, ValidationError
 from ..i18n import _
-from ..store import tables as t
+from ..store.codec import MAX_INT
 from ..store.database import Database
 from .accounts import digest
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 SECRET_PREFIX = "mrd_"
 MAX_LABEL = 200
@@ -79,7 +87,7 @@ class Displays:
         return self.get(int(inserted[0])), secret  # type: ignore[index]
 
     def get(self, link_id: int) -> DisplayLink:
-        if not 0 < link_id <= t.MAX_INT:
+        if not 0 < link_id <= MAX_INT:
             raise NotFoundError(f"no display link with id {link_id}")
         with self.db.read() as conn:
             row = conn.execute(sa.select(t.display_links).where(t.display_links.c.id == link_id)).first()

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
+from ..deferred import deferred
 from ..errors import NotFoundError, ValidationError
 from ..i18n import LANGUAGES, _, supported
-from ..store import tables as t
 from ..store.database import Database
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 CACHE_SECONDS = 10.0
 
@@ -52,9 +59,11 @@ class UserLanguages:
         known, language = self.cached(user_id)
         if known:
             return language
-        with self.db.read() as conn:
-            value = conn.execute(sa.select(t.users.c.language).where(t.users.c.id == user_id)).scalar()
-        language = supported(value)
+        db = self.db
+        with db.cursor() as cur:  # plain SQL: asked at requests of signed-in users
+            cur.execute(db.sql("SELECT language FROM users WHERE id = ?"), (user_id,))
+            row = cur.fetchone()
+        language = supported(row[0] if row else None)
         with self._lock:
             self._known[user_id] = (time.monotonic(), language)
         return language

@@ -5,14 +5,22 @@ same provider naming itself like a known user is refused instead of becoming tha
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from ..core.clock import utcnow
+from ..deferred import deferred
 from ..i18n import _
-from ..store import tables as t
 from ..store.database import Database
 from .oidc import SignInFailed
 from .oidc_providers import Provider
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 
 class Subjects:

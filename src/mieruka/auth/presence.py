@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..core.access import Principal
 from ..core.clock import utcnow
-from ..store import tables as t
+from ..store.codec import time_out
 from ..store.database import Database
 
 
@@ -61,23 +59,33 @@ class Presence:
             if not force and last is not None and (now - last).total_seconds() < self.write_every:
                 return
             self._written[who.name] = now
-        values = {"role": who.role.value, "last_seen_at": now, "address": address[:64], "page": page[:300]}
-        with self.db.write() as conn:
-            updated = conn.execute(t.presence.update().where(t.presence.c.user_name == who.name).values(**values))
-            if updated.rowcount == 0:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(t.presence.insert().values(user_name=who.name, **values))
-                except sa.exc.IntegrityError:  # another server inserted it meanwhile
-                    conn.execute(t.presence.update().where(t.presence.c.user_name == who.name).values(**values))
+        db = self.db
+        # One statement, in plain SQL (every request of a signed-in user comes here): a row another
+        # server inserted meanwhile is updated instead.
+        with db.write_cursor(single=True) as cur:
+            cur.execute(
+                db.sql(
+                    "INSERT INTO presence (user_name, role, last_seen_at, address, page) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (user_name) DO UPDATE SET role = excluded.role, "
+                    "last_seen_at = excluded.last_seen_at, address = excluded.address, page = excluded.page"
+                ),
+                (who.name, who.role.value, db.codec.time(now), address[:64], page[:300]),
+            )
 
     def online(self, now: datetime | None = None) -> list[Seen]:
         """Users seen within the expiry time, most recent first."""
+        db = self.db
         cutoff = (now or utcnow()) - timedelta(seconds=self.expiry)
-        c = t.presence.c
-        with self.db.read() as conn:
-            rows = conn.execute(sa.select(t.presence).where(c.last_seen_at > cutoff).order_by(c.last_seen_at.desc()))
-            return [Seen(r.user_name, r.role, r.last_seen_at, r.address, r.page) for r in rows]
+        with db.cursor() as cur:
+            cur.execute(
+                db.sql(
+                    "SELECT user_name, role, last_seen_at, address, page FROM presence "
+                    "WHERE last_seen_at > ? ORDER BY last_seen_at DESC"
+                ),
+                (db.codec.time(cutoff),),
+            )
+            rows = cur.fetchall()
+        return [Seen(user, role, _time(at), address, page) for user, role, at, address, page in rows]
 
     def anyone_online(self, now: datetime | None = None) -> bool:
         return bool(self.online(now))
@@ -86,5 +94,12 @@ class Presence:
         """The user logged out: off the list at once."""
         with self._lock:
             self._written.pop(user, None)
-        with self.db.write() as conn:
-            conn.execute(t.presence.delete().where(t.presence.c.user_name == user))
+        db = self.db
+        with db.write_cursor(single=True) as cur:
+            cur.execute(db.sql("DELETE FROM presence WHERE user_name = ?"), (user,))
+
+
+def _time(value: object) -> datetime:
+    moment = time_out(value)
+    assert moment is not None  # the column is NOT NULL
+    return moment

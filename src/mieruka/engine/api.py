@@ -42,7 +42,7 @@ from ..store.base import (
     StepsClosed,
     WouldWait,
 )
-from ..store.tables import MAX_INT
+from ..store.codec import MAX_INT
 from .dispatch import dispatch_for
 from .loop import Loop
 from .states import States

@@ -11,24 +11,44 @@ the log and the points are saved once it answers again (as long as the ring buff
 from __future__ import annotations
 
 import logging
+import sqlite3
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..core.clock import utcnow
 from ..core.streams import Batch
+from ..errors import StorageUnavailable
+from ..store.codec import json_out, json_text
 from ..store.database import Database
-from ..store.tables import stream_batches as table
 from .streamer import Streamer
 
 log = logging.getLogger("mieruka.streams")
 EVERY = 1.0  # seconds between saves
 PRUNE_EVERY = 10  # saves between deletions of rows the ring buffer no longer needs
 FOREIGN_AGE = timedelta(hours=1)  # rows of another epoch (another server on this database) kept this long
+
+# The newest batch of a stream, and the batches of its epoch that hold its newest `keep` points:
+# one statement, so that a save in between cannot pair one batch with another's rows.
+_LOAD = (
+    "SELECT newest.epoch, newest.last_seq, b.points FROM stream_batches b JOIN "
+    "(SELECT epoch, last_seq FROM stream_batches WHERE stream = ? ORDER BY id DESC LIMIT 1) newest "
+    "ON b.epoch = newest.epoch WHERE b.stream = ? AND b.last_seq > newest.last_seq - ? ORDER BY b.first_seq"
+)
+_COLUMNS = "(stream, epoch, first_seq, last_seq, saved_at, points)"
+_PRUNE = (
+    "DELETE FROM stream_batches WHERE stream = ? AND ((epoch = ? AND last_seq <= ?) OR (epoch <> ? AND saved_at < ?))"
+)
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """The errors of a database that failed a statement: sqlite3's, psycopg's (imported by then if
+    the database is PostgreSQL), or no connection free."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error, StorageUnavailable) + ((psycopg.Error,) if psycopg is not None else ())
 
 
 @dataclass
@@ -53,22 +73,16 @@ class StreamHistory:
     # -- loading --------------------------------------------------------------------------------
     def load(self, stream: str, keep: int) -> Restored | None:
         """The newest `keep` points saved for `stream` with their epoch, or None when there are none."""
-        c = table.c
-        with self._db.read() as conn:
-            newest = conn.execute(
-                sa.select(c.epoch, c.last_seq).where(c.stream == stream).order_by(c.id.desc()).limit(1)
-            ).first()
-            if newest is None:
-                return None
-            epoch, last = str(newest.epoch), int(newest.last_seq)
-            rows = conn.execute(
-                sa.select(c.first_seq, c.points)
-                .where(c.stream == stream, c.epoch == epoch, c.last_seq > last - keep)
-                .order_by(c.first_seq)
-            ).all()
+        db = self._db
+        with db.cursor() as cur:
+            cur.execute(db.sql(_LOAD), (stream, stream, keep))
+            rows = cur.fetchall()
+        if not rows:
+            return None
+        epoch, last = str(rows[0][0]), int(rows[0][1])
         points: list[tuple[float, dict[str, float | None]]] = []
         for row in rows:
-            data: dict[str, Any] = row.points
+            data: dict[str, Any] = json_out(row[2])
             series: dict[str, list[float | None]] = data["series"]
             for i, t in enumerate(data["t"]):
                 points.append((float(t), {name: values[i] for name, values in series.items() if values[i] is not None}))
@@ -79,7 +93,7 @@ class StreamHistory:
         for streamer in streamers:
             try:
                 found = self.load(streamer.spec.name, streamer.spec.capacity)
-            except sa.exc.SQLAlchemyError as exc:
+            except _database_errors() as exc:
                 log.warning(
                     "stream %s: the points of the last run cannot be read: %s",
                     streamer.spec.name,
@@ -107,42 +121,29 @@ class StreamHistory:
         """Save what each stream produced since the last save (one row per stream)."""
         self._saves += 1
         prune = self._saves % PRUNE_EVERY == 0
-        rows: list[dict[str, Any]] = []
+        db = self._db
+        values: list[Any] = []
         batches: dict[str, Batch] = {}
         for streamer in self._streamers:
             batch = streamer.buffer.since(self._saved.get(streamer.spec.name, 0))
             if batch is not None:
                 batches[streamer.spec.name] = batch
-                rows.append(
-                    {
-                        "stream": streamer.spec.name,
-                        "epoch": streamer.boot,
-                        "first_seq": batch.first,
-                        "last_seq": batch.last,
-                        "saved_at": utcnow(),
-                        "points": {"t": batch.t, "series": batch.series},
-                    }
-                )
-        if not rows and not prune:
+                points = json_text({"t": batch.t, "series": batch.series})
+                values += [streamer.spec.name, streamer.boot, batch.first, batch.last, db.codec.time(utcnow()), points]
+        if not batches and not prune:
             return
-        c = table.c
         try:
-            with self._db.write() as conn:
-                if rows:
-                    conn.execute(sa.insert(table), rows)
+            # The insert is one statement (a row per stream): alone, it is its own transaction.
+            with db.write_cursor(single=not prune) as cur:
+                if batches:
+                    rows = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in batches)
+                    cur.execute(db.sql(f"INSERT INTO stream_batches {_COLUMNS} VALUES {rows}"), values)
                 if prune:
                     for streamer in self._streamers:
                         old = streamer.buffer.last - streamer.spec.capacity
-                        conn.execute(
-                            sa.delete(table).where(
-                                c.stream == streamer.spec.name,
-                                sa.or_(
-                                    sa.and_(c.epoch == streamer.boot, c.last_seq <= old),
-                                    sa.and_(c.epoch != streamer.boot, c.saved_at < utcnow() - FOREIGN_AGE),
-                                ),
-                            )
-                        )
-        except sa.exc.SQLAlchemyError as exc:
+                        foreign = db.codec.time(utcnow() - FOREIGN_AGE)
+                        cur.execute(db.sql(_PRUNE), (streamer.spec.name, streamer.boot, old, streamer.boot, foreign))
+        except _database_errors() as exc:
             if not self._failing:
                 log.warning(
                     "the points of streams cannot be saved (they will be once the database answers): %s",

@@ -16,17 +16,23 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from ..deferred import deferred
 from ..errors import ConflictError
 from ..i18n import _
 from ..notes import read
-from ..store import tables as t
 from ..store.database import Database
 from .messages import Event
 from .rulebook import StoredRule
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 ROUTE_BATCH = 1000  # events routed per transaction
@@ -49,9 +55,9 @@ def route(
     window: float,
 ) -> int:
     """Route the events not routed yet into messages; returns how many events were routed."""
-    e, d = t.notify_events.c, t.notify_deliveries.c
     if not unrouted(db):  # the common case, nothing to route, takes no lock
         return 0
+    e, d = t.notify_events.c, t.notify_deliveries.c
     with db.write_alone("notify_deliveries") as conn:
         rows = conn.execute(sa.select(t.notify_events).where(sa.not_(e.routed)).order_by(e.id).limit(ROUTE_BATCH)).all()
         if not rows:
@@ -72,9 +78,9 @@ def route(
 
 def unrouted(db: Database) -> bool:
     """Whether some event waits to be routed."""
-    e = t.notify_events.c
-    with db.read() as conn:
-        return conn.execute(sa.select(e.id).where(sa.not_(e.routed)).limit(1)).first() is not None
+    with db.cursor() as cur:
+        cur.execute("SELECT id FROM notify_events WHERE NOT routed LIMIT 1")
+        return cur.fetchone() is not None
 
 
 def _open_message(conn: sa.Connection, rule_id: int, now: datetime, window: float) -> int:
@@ -130,11 +136,10 @@ def add_test(db: Database, rule_id: int, now: datetime) -> int:
 
 def claim(db: Database, now: datetime, lease: float, limit: int = 20) -> list[Claimed]:
     """Take the messages that are due and not being sent, for `lease` seconds."""
+    if not _any_due(db, now):  # the common case takes no lock
+        return []
     d = t.notify_deliveries.c
     due = sa.and_(d.status == PENDING, d.due_at <= now, sa.or_(d.lease_until.is_(None), d.lease_until < now))
-    with db.read() as conn:  # nothing due: no lock taken
-        if conn.execute(sa.select(d.id).where(due).limit(1)).first() is None:
-            return []
     with db.write_alone("notify_deliveries") as conn:
         rows = conn.execute(
             sa.select(d.id, d.rule_id, d.key, d.attempts, d.test).where(due).order_by(d.due_at, d.id).limit(limit)
@@ -146,6 +151,20 @@ def claim(db: Database, now: datetime, lease: float, limit: int = 20) -> list[Cl
                 .values(lease_until=now + timedelta(seconds=lease))
             )
     return [Claimed(r.id, r.rule_id, r.key, r.attempts, bool(r.test)) for r in rows]
+
+
+def _any_due(db: Database, now: datetime) -> bool:
+    """Whether a message is due and not being sent (`claim`'s `due`)."""
+    at = db.codec.time(now)
+    with db.cursor() as cur:
+        cur.execute(
+            db.sql(
+                "SELECT id FROM notify_deliveries WHERE status = ? AND due_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) LIMIT 1"
+            ),
+            (PENDING, at, at),
+        )
+        return cur.fetchone() is not None
 
 
 def events_of(db: Database, delivery_id: int) -> list[Event]:
@@ -259,8 +278,17 @@ def counts(db: Database) -> dict[str, int]:
 def prune(db: Database, before: datetime) -> int:
     """Delete the messages sent or given up before `before` (their items go with them), and the
     routed events no message holds any more; returns how many messages went."""
-    d, e, i = t.notify_deliveries.c, t.notify_events.c, t.notify_items.c
-    with db.write_alone("notify_deliveries") as conn:
-        gone = conn.execute(sa.delete(t.notify_deliveries).where(d.status != PENDING, d.created_at < before)).rowcount
-        conn.execute(sa.delete(t.notify_events).where(e.routed, e.at < before, ~sa.exists().where(i.event_id == e.id)))
+    at = db.codec.time(before)
+    with db.write_cursor() as cur:
+        if not db.is_sqlite:  # as write_alone("notify_deliveries")
+            cur.execute("LOCK TABLE notify_deliveries IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute(db.sql("DELETE FROM notify_deliveries WHERE status <> ? AND created_at < ?"), (PENDING, at))
+        gone = cur.rowcount
+        cur.execute(
+            db.sql(
+                "DELETE FROM notify_events WHERE routed AND at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM notify_items WHERE notify_items.event_id = notify_events.id)"
+            ),
+            (at,),
+        )
     return int(gone or 0)

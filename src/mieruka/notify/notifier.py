@@ -10,21 +10,30 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.access import Principal, allowed
 from ..core.clock import utcnow
 from ..core.dashboards import Dashboard
 from ..core.task import TaskRegistry
+from ..deferred import deferred
 from ..errors import NotFoundError
 from ..settings import Settings
-from ..store import tables as t
 from ..store.database import Database
+from ..store.outage import is_outage, reason
 from . import deliveries, outbox
 from .channels import Channels, SendError, Smtp, send
 from .messages import Event, compose
 from .rulebook import Rulebook, StoredRule
 from .rules import Rule
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 log = logging.getLogger("mieruka.notify")
 LEASE = 60.0  # seconds a server holds a message it sends before another may try it
@@ -86,7 +95,7 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._failing: dict[str, bool] = {}  # source -> failing at its last refresh
         self._observed: set[str] = set()  # keys of the events this server wrote (long jobs, silent nodes)
-        self._pruned_at = 0.0
+        self._pruned_at = float("-inf")  # the first round prunes (a monotonic clock may read less than an hour)
 
     # -- life ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,8 +117,11 @@ class Notifier:
         while not self._stopping:
             try:
                 self.run_once()
-            except Exception:
-                log.exception("notifications: a round failed; trying again")
+            except Exception as exc:
+                if is_outage(exc):  # a moment, said in one line, as the engine says it
+                    log.warning("notifications: the database does not answer (%s); trying again", reason(exc))
+                else:
+                    log.exception("notifications: a round failed; trying again")
             self._wake.wait(self.settings.notify_poll_interval)
             self._wake.clear()
 
@@ -211,8 +223,6 @@ class Notifier:
         return {task.name: task for task in self.tasks}
 
     def _params(self, job_id: int) -> Mapping[str, Any] | None:
-        import sqlalchemy as sa
-
         with self.db.read() as conn:
             found = conn.execute(sa.select(t.jobs.c.params).where(t.jobs.c.id == job_id)).scalar()
         return found if isinstance(found, dict) else None

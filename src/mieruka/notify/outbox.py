@@ -14,11 +14,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
-from ..store import tables as t
+from ..deferred import deferred
 from ..store.database import Database
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,21 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from ..deferred import deferred
 from ..errors import ConfigError, NotFoundError, ValidationError
-from ..store import tables as t
+from ..store.codec import MAX_INT, json_out, time_out
 from ..store.database import Database
 from .rules import KINDS, SCOPES, Rule
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from ..store import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 CODE, ADMIN, USER = "code", "admin", "user"
 log = logging.getLogger("mieruka.notify")
@@ -67,21 +74,28 @@ def events_text(kinds: Sequence[str] | frozenset[str]) -> str:
     return "," + ",".join(sorted(kinds)) + ","
 
 
-def _stored(row: sa.Row[Any]) -> StoredRule:
-    m = row._mapping
+# StoredRule's fields in its order, read by plain SQL (the notifier's round runs no SQLAlchemy).
+_COLUMNS = "id, name, origin, owner, events, scope, target, secret, longer_than, enabled, created_by, created_at"
+
+
+def _stored(row: Sequence[Any]) -> StoredRule:
+    """The rule of a row of `_COLUMNS`, as either backend's driver returns it."""
+    rule_id, name, origin, owner, events, scope, target, secret, longer_than, enabled, created_by, created_at = row
+    created = time_out(created_at)
+    assert created is not None  # a NOT NULL column
     return StoredRule(
-        id=m["id"],
-        name=m["name"],
-        origin=m["origin"],
-        owner=m["owner"],
-        events=frozenset(k for k in m["events"].split(",") if k),
-        scope=dict(m["scope"] or {}),
-        target=m["target"],
-        secret=m["secret"],
-        longer_than=m["longer_than"],
-        enabled=bool(m["enabled"]),
-        created_by=m["created_by"],
-        created_at=m["created_at"],
+        id=rule_id,
+        name=name,
+        origin=origin,
+        owner=owner,
+        events=frozenset(k for k in events.split(",") if k),
+        scope=dict(json_out(scope) or {}),
+        target=target,
+        secret=secret,
+        longer_than=longer_than,
+        enabled=bool(enabled),
+        created_by=created_by,
+        created_at=created,
     )
 
 
@@ -90,18 +104,20 @@ class Rulebook:
         self.db = db
 
     def all(self, owner: str | None = None) -> list[StoredRule]:
-        r = t.notify_rules.c
-        stmt = sa.select(t.notify_rules).order_by(r.id)
-        if owner is not None:
-            stmt = stmt.where(r.owner == owner)
-        with self.db.read() as conn:
-            return [_stored(row) for row in conn.execute(stmt)]
+        db = self.db
+        owned, args = ("WHERE owner = ? ", (owner,)) if owner is not None else ("", ())
+        with db.cursor() as cur:
+            cur.execute(db.sql(f"SELECT {_COLUMNS} FROM notify_rules {owned}ORDER BY id"), args)
+            rows = cur.fetchall()
+        return [_stored(row) for row in rows]
 
     def get(self, rule_id: int) -> StoredRule:
-        if not 0 < rule_id <= t.MAX_INT:  # a PostgreSQL integer column: a larger id names no rule
+        if not 0 < rule_id <= MAX_INT:  # a PostgreSQL integer column: a larger id names no rule
             raise NotFoundError(f"no notification rule {rule_id}")
-        with self.db.read() as conn:
-            row = conn.execute(sa.select(t.notify_rules).where(t.notify_rules.c.id == rule_id)).first()
+        db = self.db
+        with db.cursor() as cur:
+            cur.execute(db.sql(f"SELECT {_COLUMNS} FROM notify_rules WHERE id = ?"), (rule_id,))
+            row = cur.fetchone()
         if row is None:
             raise NotFoundError(f"no notification rule {rule_id}")
         return _stored(row)
@@ -110,6 +126,8 @@ class Rulebook:
         """Make the rules of origin "code" those declared (by name): new ones added, changed ones
         rewritten (keeping their id, so their messages stay theirs), gone ones deleted. Servers
         starting together may both add a rule: the one that loses reads it again."""
+        if not declared and not self._any_of_code():
+            return  # nothing to add, rewrite, delete or rename: a start without SQLAlchemy
         for attempt in range(3):
             try:
                 self._sync_code(declared, now)
@@ -117,6 +135,12 @@ class Rulebook:
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise ConfigError("notify: the rules of the code could not be written (a name taken)") from None
+
+    def _any_of_code(self) -> bool:
+        db = self.db
+        with db.cursor() as cur:
+            cur.execute(db.sql("SELECT id FROM notify_rules WHERE origin = ? LIMIT 1"), (CODE,))
+            return cur.fetchone() is not None
 
     def _sync_code(self, declared: Mapping[str, Rule], now: datetime) -> None:
         r = t.notify_rules.c

@@ -12,13 +12,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from ..deferred import deferred
 from . import guards
 from .base import Fetched, Limits
 from .frames import from_rows, pandas
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+else:
+    sa = deferred("sqlalchemy")
 
 Params = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 

@@ -1,14 +1,15 @@
 """How values go into the store's tables and come back: one codec for every statement, whether
-SQLAlchemy runs it (times: tables.time_in and time_out, which
-UTCDateTime calls) or the hot path does.
+SQLAlchemy runs it (times: time_in and time_out, which tables.UTCDateTime calls) or plain SQL does.
+It needs no SQLAlchemy: a server that runs only plain SQL never imports it.
 
 Times are stored as naive UTC (SQLite: text as SQLAlchemy writes it; PostgreSQL: `timestamp`) and
 come back aware, in UTC; a naive time given to the store is refused. JSON is stored without ASCII
 escapes, so that a search for "é" in parameters finds it however the job was stored.
 
-A job row is the jobs table's columns in the order tables.py declares them (`JOB_COLUMNS`), and
-`Codec.job` is the one mapping from such a row to a JobRecord: a column added to `jobs` (and to
-JobRecord, under the same name) is read, written and returned with no other change here.
+A job row is the jobs table's columns in the order tables.py declares them (`JOB_COLUMNS`, with
+the kind of each that is not stored as the driver returns it; tests/unit/test_codec.py checks them
+against tables.py), and `Codec.job` is the one mapping from such a row to a JobRecord: a column
+added to `jobs` (and to JobRecord, under the same name) is added here too, and needs no other change.
 """
 
 from __future__ import annotations
@@ -16,29 +17,80 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.job import ArtifactInfo, JobRecord
 from ..core.status import JobStatus
 from ..notes import read, stored
-from . import tables as t
-from .tables import time_in, time_out
 
 if TYPE_CHECKING:
     from .base import NewJob
 
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own text form of a time on SQLite
+# Ids, sequence numbers and counters are INTEGER columns: 32 bits on PostgreSQL. A larger number in a
+# query is an error there (not "no match"), so whatever reads one by number checks it against this.
+MAX_INT = 2**31 - 1
+
+Kind = Literal["time", "json", "plain"]
+# The jobs table's columns in tables.py's order, each with how it is stored.
+JOB_KINDS: tuple[tuple[str, Kind], ...] = (
+    ("id", "plain"),
+    ("task", "plain"),
+    ("status", "plain"),
+    ("params", "json"),
+    ("owner", "plain"),
+    ("priority", "plain"),
+    ("queue", "plain"),
+    ("idempotency_key", "plain"),
+    ("attempts", "plain"),
+    ("max_attempts", "plain"),
+    ("run_after", "time"),
+    ("created_at", "time"),
+    ("started_at", "time"),
+    ("finished_at", "time"),
+    ("progress", "plain"),
+    ("message", "plain"),
+    ("result", "json"),
+    ("error", "plain"),
+    ("traceback", "plain"),
+    ("worker", "plain"),
+    ("engine_id", "plain"),
+    ("cancel_requested", "plain"),
+    ("log_lines", "plain"),
+    ("schedule", "plain"),
+)
+
+
+def time_in(value: datetime | None) -> datetime | None:
+    """A time as stored, on every backend and every path: naive UTC. A naive time is refused."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def time_out(value: Any) -> datetime | None:
+    """A stored time (naive UTC, or SQLite's text of it) as an aware UTC datetime."""
+    if value is None:
+        return None
+    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-JOB_COLUMNS: tuple[str, ...] = tuple(c.name for c in t.jobs.c)
+def json_out(value: Any) -> Any:
+    """A JSON column's value as read: SQLite hands back its text (and, the column having numeric
+    affinity, a number's text as the number); psycopg has decoded it."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+JOB_COLUMNS: tuple[str, ...] = tuple(name for name, _ in JOB_KINDS)
 COLUMN_LIST = ", ".join(JOB_COLUMNS)
 _KNOWN = frozenset(JOB_COLUMNS)
 # JobRecord's fields in its own order, as indexes into a job row (positional: the hot path's speed).
@@ -60,15 +112,15 @@ class Codec:
         self.sqlite = sqlite
         self._in: dict[str, Callable[[Any], Any]] = {"status": _enum_value, "message": stored, "error": stored}
         decoders: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, column in enumerate(t.jobs.c):
-            decode: Callable[[Any], Any] | None = _AS_RECORD.get(column.name)
-            if isinstance(column.type, t.UTCDateTime):
-                self._in[column.name] = self.time
+        for index, (name, kind) in enumerate(JOB_KINDS):
+            decode: Callable[[Any], Any] | None = _AS_RECORD.get(name)
+            if kind == "time":
+                self._in[name] = self.time
                 decode = time_out
-            elif isinstance(column.type, sa.JSON):
-                self._in[column.name] = json_text
+            elif kind == "json":
+                self._in[name] = json_text
                 if sqlite:  # sqlite3 hands back the JSON text; psycopg's types have decoded it
-                    decode = _compose(_json_out, decode)
+                    decode = _compose(json_out, decode)
             if decode is not None:
                 decoders.append((index, decode))
         self._decoders = decoders
@@ -123,11 +175,6 @@ def _time(value: Any) -> datetime:
 
 def _enum_value(value: Enum) -> Any:
     return value.value
-
-
-def _json_out(value: Any) -> Any:
-    # A JSON column has numeric affinity on SQLite: the text of a number comes back as the number.
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _compose(first: Callable[[Any], Any], then: Callable[[Any], Any] | None) -> Callable[[Any], Any]:

@@ -3,9 +3,11 @@ log, presence and stream history.
 
 Two ways in, over the same plumbing. Cold statements (listings, accounts, pools) go through
 SQLAlchemy Core: `read()` and `write()` give a Connection. The hot path (submit, claim, finish)
-goes through the DB-API connection itself, where SQLAlchemy's statement machinery would cost more
-than the database does: `cursor()` and `write_cursor()` give a cursor for plain SQL written once
-for both backends ("?" placeholders, see `sql`). Values go through store/codec.py either way.
+and what a server does at its start and while idle go through the DB-API connection itself, where
+SQLAlchemy's statement machinery would cost more than the database does: `cursor()` and
+`write_cursor()` give a cursor for plain SQL written once for both backends ("?" placeholders, see
+`sql`). Values go through store/codec.py either way. SQLAlchemy and its engines are made at the
+first cold statement: on SQLite a server that runs none never imports it.
 
 On SQLite every connection has the same pragmas, and writers of this process take one lock
 (SQLite would make them wait anyway, and the lock lets the hot path's writer wait without
@@ -21,19 +23,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
-
+from ..deferred import deferred
 from ..errors import ConfigError, MissingExtraError
 from ..i18n import _
 from .base import WouldWait
 from .codec import Codec
-from .pg_connections import PgConnections
 from .pg_text import TextCursor
-from .tables import on_postgresql
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection, Engine
+
+else:
+    sa = deferred("sqlalchemy")
 
 IDLE_PING_AFTER = 5.0  # seconds a pooled PostgreSQL connection may sit unused before it is checked
 BUSY_TIMEOUT = 30.0  # SQLite: seconds a writer waits for another process's lock (settings' default)
@@ -53,22 +58,16 @@ def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -
     at BEGIN, and a statement waits up to `busy_timeout` seconds for another process's lock. An
     unknown scheme, a bad URL or a missing driver is one ConfigError line."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1] if "///" in url else ""
-        if path and path != ":memory:":
-            folder = Path(path).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    _("cannot create the folder %(folder)s for the database: %(reason)s", folder=folder, reason=exc)
-                ) from None
+        path = sqlite_path(url)
+        if path != ":memory:":
+            _make_folder(Path(path).parent)
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": busy_timeout},
             json_serializer=_json_serializer,
         )
 
-        @event.listens_for(engine, "connect")
+        @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, see below
             _sqlite_pragmas(dbapi_conn, busy_timeout)
@@ -76,7 +75,7 @@ def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -
         # Writers take the lock at BEGIN so two writers never deadlock upgrading a read lock.
         begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
-        @event.listens_for(engine, "begin")
+        @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             conn.exec_driver_sql(begin_sql)
 
@@ -93,7 +92,7 @@ def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -
     # Like pool_pre_ping, but only for a connection that sat idle: a ping on every checkout costs a
     # round trip per statement, a third of a busy worker's time. A connection that breaks while
     # in use is discarded by SQLAlchemy on the error, and the next checkout opens a fresh one.
-    @event.listens_for(engine, "checkout")
+    @sa.event.listens_for(engine, "checkout")
     def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         now = time.monotonic()
         if now - record.info.get("used_at", now) > IDLE_PING_AFTER:
@@ -104,11 +103,28 @@ def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -
             except Exception as exc:
                 raise sa.exc.DisconnectionError(str(exc)) from exc
 
-    @event.listens_for(engine, "checkin")
+    @sa.event.listens_for(engine, "checkin")
     def _used(_dbapi_conn: Any, record: Any) -> None:
         record.info["used_at"] = time.monotonic()
 
     return engine
+
+
+def sqlite_path(url: str) -> str:
+    """The file of an SQLite URL as SQLAlchemy reads it (sqlite:///relative, sqlite:////absolute),
+    or ":memory:"; the URL's query, if any, is not part of it."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    path = rest[1:] if rest.startswith("/") else ""
+    return unquote(path.split("?", 1)[0]) or ":memory:"
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            _("cannot create the folder %(folder)s for the database: %(reason)s", folder=folder, reason=exc)
+        ) from None
 
 
 def _json_serializer(value: Any) -> str:
@@ -125,27 +141,52 @@ class Database:
     def __init__(self, url: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        if not self.is_sqlite:
-            on_postgresql()
         self.codec = Codec(self.is_sqlite)
         self.busy_timeout = busy_timeout
-        # SQLAlchemy's writer (and reader on PostgreSQL)
-        self.engine = make_engine(url, immediate=True, busy_timeout=busy_timeout)
-        self._reader = make_engine(url, immediate=False, busy_timeout=busy_timeout) if self.is_sqlite else self.engine
+        self._engines: tuple[Engine, Engine] | None = None  # SQLAlchemy's writer and reader, at first use
+        self._engines_lock = threading.Lock()
         self._sql_cache: dict[str, str] = {}
         # One writer at a time inside this process on SQLite, whichever way it comes in.
         self._write_lock = threading.Lock()
         if self.is_sqlite:
-            self._path = make_url(url).database or ":memory:"
+            self._path = sqlite_path(url)
+            if self._path != ":memory:":
+                _make_folder(Path(self._path).parent)
             self._write_conn = self._sqlite_connect()
             # We wait for the write lock ourselves: SQLite's own busy handler sleeps whole milliseconds.
             self._write_conn.execute("PRAGMA busy_timeout=0")
             self._local = threading.local()
         else:
+            from .pg_connections import PgConnections
+            from .tables import on_postgresql
+
+            on_postgresql()
+            self._engines = self._make_engines()  # a bad URL or a missing driver says so at once
             self._pg = PgConnections(url)
             self._numbered: dict[str, bytes] = {}
 
     # -- SQLAlchemy ----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """SQLAlchemy's engine for writes (and reads, on PostgreSQL), made at its first use."""
+        return (self._engines or self._first_engines())[0]
+
+    @property
+    def _reader(self) -> Engine:
+        return (self._engines or self._first_engines())[1]
+
+    def _first_engines(self) -> tuple[Engine, Engine]:
+        with self._engines_lock:
+            if self._engines is None:
+                self._engines = self._make_engines()
+            return self._engines
+
+    def _make_engines(self) -> tuple[Engine, Engine]:
+        writer = make_engine(self.url, immediate=True, busy_timeout=self.busy_timeout)
+        if not self.is_sqlite:
+            return writer, writer
+        return writer, make_engine(self.url, immediate=False, busy_timeout=self.busy_timeout)
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A Connection inside one write transaction, committed on success."""
@@ -260,8 +301,16 @@ class Database:
     # -- life ----------------------------------------------------------------------------------
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest version."""
-        from .migrate import upgrade
+        from .migrate import sqlite_ready, upgrade
 
+        if self.is_sqlite:
+            conn = self._sqlite_connect()  # waits for another process's lock, as Alembic's would
+            try:
+                with self._write_lock:
+                    if sqlite_ready(conn):
+                        return
+            finally:
+                conn.close()
         upgrade(self.engine)
 
     def close(self) -> None:
@@ -269,9 +318,9 @@ class Database:
             self._write_conn.close()
         else:
             self._pg.close()
-        self.engine.dispose()
-        if self._reader is not self.engine:
-            self._reader.dispose()
+        if self._engines is not None:
+            for engine in dict.fromkeys(self._engines):
+                engine.dispose()
 
 
 def _begin_immediate(cur: sqlite3.Cursor, patience: float) -> None:

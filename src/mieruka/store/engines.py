@@ -1,5 +1,7 @@
 """The processes that run jobs (server engines, Celery workers): their heartbeats, and the running
-jobs of those that stopped beating or died."""
+jobs of those that stopped beating or died.
+
+Plain SQL on the store's DB-API cursors: a server runs these at its start and while idle."""
 
 from __future__ import annotations
 
@@ -7,69 +9,84 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..core.job import JobRecord
 from ..core.status import JobStatus
-from . import tables as t
 from .base import EngineInfo
-from .codec import JOB_COLUMNS
+from .codec import JOB_COLUMNS, json_out, json_text, time_out
 from .database import Database
-from .queries import JOB_ROW
+
+_QUALIFIED = ", ".join(f"jobs.{name}" for name in JOB_COLUMNS)
+# The first condition is ix_jobs_active's predicate: the planner then finds running jobs by that index.
+_RUNNING = "jobs.status IN ('queued', 'running') AND jobs.status = ?"
 
 
 class EngineRecords:
     db: Database
 
     def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime, info: dict[str, Any] | None = None) -> None:
-        values: dict[str, Any] = {"heartbeat_at": now}
-        if info is not None:
-            values["info"] = info
-        with self.db.write() as conn:
-            res = conn.execute(sa.update(t.engines).where(t.engines.c.id == engine_id).values(**values))
-            if res.rowcount == 0:
-                conn.execute(sa.insert(t.engines).values(id=engine_id, host=host, pid=pid, **values))
+        db = self.db
+        # A beat without info keeps the info it had; host and pid are the first beat's.
+        kept = "" if info is None else ", info = excluded.info"
+        with db.write_cursor(single=True) as cur:
+            cur.execute(
+                db.sql(
+                    "INSERT INTO engines (id, host, pid, heartbeat_at, info) VALUES (?, ?, ?, ?, ?) "
+                    f"ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at{kept}"
+                ),
+                (engine_id, host, pid, db.codec.time(now), json_text(info)),
+            )
 
     def engines(self) -> list[EngineInfo]:
-        e, c = t.engines.c, t.jobs.c
-        with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(e.id, e.host, e.pid, e.heartbeat_at, e.info).order_by(e.heartbeat_at.desc())
-            ).all()
-            running: dict[str, list[int]] = {}
-            for job_id, engine_id in conn.execute(
-                sa.select(c.id, c.engine_id).where(c.status == JobStatus.RUNNING.value).order_by(c.id)
-            ):
-                running.setdefault(engine_id, []).append(job_id)
-        return [
-            EngineInfo(
-                id=r.id,
-                host=r.host,
-                pid=r.pid,
-                heartbeat_at=r.heartbeat_at,
-                info=r.info or {},
-                running=running.get(r.id, []),
+        db = self.db
+        with db.cursor() as cur:
+            cur.execute("SELECT id, host, pid, heartbeat_at, info FROM engines ORDER BY heartbeat_at DESC")
+            rows = cur.fetchall()
+            cur.execute(
+                db.sql(f"SELECT jobs.id, jobs.engine_id FROM jobs WHERE {_RUNNING} ORDER BY jobs.id"),
+                (JobStatus.RUNNING.value,),
             )
-            for r in rows
-        ]
+            running: dict[str, list[int]] = {}
+            for job_id, engine_id in cur.fetchall():
+                running.setdefault(engine_id, []).append(job_id)
+        found = []
+        for engine_id, host, pid, beat, info in rows:
+            heartbeat_at = time_out(beat)
+            assert heartbeat_at is not None  # the column is NOT NULL
+            found.append(
+                EngineInfo(
+                    id=engine_id,
+                    host=host,
+                    pid=pid,
+                    heartbeat_at=heartbeat_at,
+                    info=json_out(info) or {},
+                    running=running.get(engine_id, []),
+                )
+            )
+        return found
 
     def remove_engine(self, engine_id: str) -> None:
-        with self.db.write() as conn:
-            conn.execute(sa.delete(t.engines).where(t.engines.c.id == engine_id))
+        db = self.db
+        with db.write_cursor(single=True) as cur:
+            cur.execute(db.sql("DELETE FROM engines WHERE id = ?"), (engine_id,))
 
     def orphaned_jobs(self, now: datetime, stale_after: float, is_dead: Callable[[str, int], bool]) -> list[JobRecord]:
-        c, e = t.jobs.c, t.engines.c
-        stmt = (
-            sa.select(*JOB_ROW, e.host, e.pid, e.heartbeat_at)
-            .select_from(t.jobs.outerjoin(t.engines, c.engine_id == e.id))
-            .where(c.status == JobStatus.RUNNING.value, c.engine_id.is_not(None))
-        )
+        db = self.db
         limit = now - timedelta(seconds=stale_after)
         n = len(JOB_COLUMNS)
+        with db.cursor() as cur:
+            cur.execute(
+                db.sql(
+                    f"SELECT {_QUALIFIED}, engines.host, engines.pid, engines.heartbeat_at FROM jobs "
+                    f"LEFT OUTER JOIN engines ON jobs.engine_id = engines.id "
+                    f"WHERE {_RUNNING} AND jobs.engine_id IS NOT NULL"
+                ),
+                (JobStatus.RUNNING.value,),
+            )
+            rows = cur.fetchall()
         found = []
-        with self.db.read() as conn:
-            for row in conn.execute(stmt):
-                host, pid, beat = row[n:]
-                if host is None or beat is None or beat < limit or is_dead(host, pid):
-                    found.append(self.db.codec.job(row[:n]))
+        for row in rows:
+            host, pid, stored = row[n:]
+            beat = time_out(stored)
+            if host is None or beat is None or beat < limit or is_dead(host, pid):
+                found.append(db.codec.job(row[:n]))
         return found

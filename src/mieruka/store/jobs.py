@@ -15,13 +15,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-import sqlalchemy as sa
-
 from ..core.clock import utcnow
 from ..core.job import JobRecord
 from ..core.status import JobStatus
 from ..notes import stored
-from . import tables as t
 from .base import (
     Along,
     Applied,
@@ -39,7 +36,7 @@ from .base import (
     StepsPlanned,
     Transition,
 )
-from .codec import COLUMN_LIST, JOB_COLUMNS, queued
+from .codec import COLUMN_LIST, JOB_COLUMNS, MAX_INT, queued
 from .database import Database
 from .job_ids import JobIds
 from .pg_text import rows_of
@@ -141,7 +138,7 @@ class JobWrites:
         return db.codec.job(row) if row else None
 
     def get_job(self, job_id: int) -> JobRecord | None:
-        if not 0 < job_id <= t.MAX_INT:
+        if not 0 < job_id <= MAX_INT:
             return None  # no such id, and PostgreSQL could not even compare it
         db = self.db
         # One round trip: the job's columns, repeated beside each of its artifacts (if any).
@@ -364,9 +361,12 @@ def _one_statement(changes: Sequence[Change], claim: Claim | None) -> bool:
 
 
 def _integrity_errors() -> tuple[type[Exception], ...]:
-    """Read when a write fails: psycopg's error is in only once psycopg is loaded (it raised the
-    error if it is in use), so that a store on SQLite never imports it (50 ms, 6 MB)."""
-    errors: list[type[Exception]] = [sa.exc.IntegrityError, sqlite3.IntegrityError]
+    """Read when a write fails: SQLAlchemy's and psycopg's errors are in only once they are loaded
+    (one raised the error if it is in use), so that a store on SQLite imports neither."""
+    errors: list[type[Exception]] = [sqlite3.IntegrityError]
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        errors.append(sa_exc.IntegrityError)
     if "psycopg" in sys.modules:
         import psycopg
 

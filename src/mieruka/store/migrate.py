@@ -9,21 +9,24 @@ snapshot of what the migrations build (snapshot.py), without Alembic either.
 from __future__ import annotations
 
 import re
+import sqlite3
 import sys
 import tempfile
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
 from .._version import __version__
+from ..deferred import deferred
 from ..errors import ConfigError
 from ..i18n import _
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
     from alembic.config import Config
+    from sqlalchemy.engine import Engine
+else:
+    sa = deferred("sqlalchemy")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _REVISION = re.compile(r"^(down_revision|revision)\s*=\s*(None|\"[^\"]*\"|'[^']*')\s*$", re.MULTILINE)
@@ -73,6 +76,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 reason=exc,
             )
         ) from None
+
+
+def sqlite_ready(conn: sqlite3.Connection) -> bool:
+    """SQLite, without SQLAlchemy: whether the database is at the newest revision, or was empty and
+    now is, made from the snapshot. False: `upgrade` decides."""
+    try:
+        rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.OperationalError:  # no such table: a new database, or one Alembic never touched
+        from . import snapshot
+
+        return head_revisions() == {snapshot.revision()} and snapshot.create_on(conn)
+    return len(rows) == 1 and head_revisions() == {rows[0][0]}
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -20,8 +20,8 @@ English, as the API answers it and the server logs it (each time the database fa
 from __future__ import annotations
 
 import sqlite3
-
-from sqlalchemy import exc as sa_exc
+import sys
+from types import ModuleType
 
 from ..errors import DatabaseUnavailable
 from ..i18n import _
@@ -48,15 +48,21 @@ _SQLITE_AWAY = (
 )
 
 
+def _sa_exc() -> ModuleType | None:
+    """SQLAlchemy's errors, if it is loaded: an error can only be one of them if it is."""
+    return sys.modules.get("sqlalchemy.exc")
+
+
 def driver_error(exc: BaseException) -> BaseException | None:
     """The driver's own error behind `exc` (SQLAlchemy wraps it), or None when there is none."""
     seen: set[int] = set()
     current: BaseException | None = exc
+    sa_exc = _sa_exc()
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, sqlite3.Error) or type(current).__module__.startswith("psycopg"):
             return current
-        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
+        if sa_exc is not None and isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
             current = current.orig
             continue
         current = current.__cause__ or current.__context__
@@ -66,10 +72,14 @@ def driver_error(exc: BaseException) -> BaseException | None:
 def is_outage(exc: BaseException) -> bool:
     """Whether `exc` says the database is away (unreachable, locked, unreadable), not that a
     statement was wrong."""
-    if isinstance(exc, DatabaseUnavailable | sa_exc.TimeoutError):  # TimeoutError: no pooled connection came
+    if isinstance(exc, DatabaseUnavailable):
         return True
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
+    sa_exc = _sa_exc()
+    if sa_exc is not None:
+        if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came
+            return True
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
     found = driver_error(exc)
     if isinstance(found, sqlite3.Error):
         name = getattr(found, "sqlite_errorname", "") or ""
@@ -123,12 +133,16 @@ _IN_MEMORY = "in-memory SQLite"
 
 def shown(url: str) -> str:
     """The database as a person knows it: a SQLite file's path, else the URL without its password."""
+    if url.startswith("sqlite"):
+        from .database import sqlite_path
+
+        path = sqlite_path(url)
+        return _IN_MEMORY if path == ":memory:" else f"{_FILE}{path}"
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
-    except sa_exc.ArgumentError:
+    except ArgumentError:
         return url
-    if parsed.get_backend_name() == "sqlite":
-        return f"{_FILE}{parsed.database}" if parsed.database else _IN_MEMORY
     return parsed.render_as_string(hide_password=True)

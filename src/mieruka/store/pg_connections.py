@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import make_url
-
 from ..errors import StorageUnavailable
 
 if TYPE_CHECKING:
@@ -49,6 +47,8 @@ _inherited: list[object] = []  # connections of a parent process, never touched 
 
 def conninfo(sqlalchemy_url: str) -> str:
     """postgresql+psycopg://u@h/db (SQLAlchemy's form) as libpq's URI: postgresql://u@h/db."""
+    from sqlalchemy.engine import make_url
+
     url = make_url(sqlalchemy_url).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
 

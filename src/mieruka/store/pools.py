@@ -8,14 +8,20 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
+from ..deferred import deferred
 from ..notes import note, read, stored
-from . import tables as t
 from .database import Database
 from .sql import SqlJobStore
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from . import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 
 @dataclass(frozen=True)

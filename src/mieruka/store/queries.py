@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
-
-import sqlalchemy as sa
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from ..core.job import JobRecord
 from ..core.status import JobStatus
-from . import tables as t
+from ..deferred import deferred
 from .base import JobQuery, LogLine, QueueStats, TimelineBucket
-from .codec import JOB_COLUMNS
+from .codec import JOB_COLUMNS, MAX_INT, time_out
 from .database import Database
 
-# A job's columns as the driver returns them (no SQLAlchemy result processing): codec.Codec.job reads them.
-JOB_ROW: list[sa.ColumnClause[Any]] = [sa.literal_column(f"jobs.{name}") for name in JOB_COLUMNS]
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from . import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
+
+
+@cache
+def job_row() -> list[sa.ColumnClause[Any]]:
+    """A job's columns as the driver returns them (no SQLAlchemy result processing): codec.Codec.job
+    reads them. Built at the first use: building them imports SQLAlchemy."""
+    return [sa.literal_column(f"jobs.{name}") for name in JOB_COLUMNS]
 
 
 class JobQueries:
@@ -28,7 +39,7 @@ class JobQueries:
 
     def list_jobs(self, query: JobQuery) -> list[JobRecord]:
         c = t.jobs.c
-        stmt = sa.select(*JOB_ROW).select_from(t.jobs).order_by(c.id.desc()).limit(query.limit)
+        stmt = sa.select(*job_row()).select_from(t.jobs).order_by(c.id.desc()).limit(query.limit)
         if query.task:
             stmt = stmt.where(c.task == query.task)
         if query.status:
@@ -42,7 +53,7 @@ class JobQueries:
         if query.created_before:
             stmt = stmt.where(c.created_at < query.created_before)
         if query.before_id is not None:
-            stmt = stmt.where(c.id < query.before_id if query.before_id <= t.MAX_INT else c.id <= t.MAX_INT)
+            stmt = stmt.where(c.id < query.before_id if query.before_id <= MAX_INT else c.id <= MAX_INT)
         if query.search:
             # Parameters are stored as JSON text (codec.json_text): look for the text as it writes it.
             needle = json.dumps(query.search, ensure_ascii=False)[1:-1]
@@ -51,7 +62,7 @@ class JobQueries:
             return [self.db.codec.job(row) for row in conn.execute(stmt)]
 
     def read_logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> list[LogLine]:
-        if not 0 < job_id <= t.MAX_INT or after >= t.MAX_INT:
+        if not 0 < job_id <= MAX_INT or after >= MAX_INT:
             return []
         lines = t.job_logs.c
         stmt = (
@@ -66,22 +77,27 @@ class JobQueries:
             return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text, step=r.step) for r in conn.execute(stmt)]
 
     def next_due_time(self) -> datetime | None:
-        c = t.jobs.c
-        stmt = sa.select(sa.func.min(c.run_after).label("due")).where(
-            c.status == JobStatus.QUEUED.value, c.run_after.is_not(None)
-        )
-        with self.db.read() as conn:
-            return t.time_out(conn.execute(stmt).scalar())
+        db = self.db
+        with db.cursor() as cur:
+            # The first condition is ix_jobs_active's predicate, as in due_jobs.
+            cur.execute(
+                db.sql(
+                    "SELECT min(run_after) FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
+                    "AND run_after IS NOT NULL"
+                ),
+                (JobStatus.QUEUED.value,),
+            )
+            row = cur.fetchone()
+        return time_out(row[0]) if row else None
 
     def count_by_status(self, active_only: bool = False) -> dict[str, int]:
-        c = t.jobs.c
-        stmt = sa.select(c.status, sa.func.count()).group_by(c.status)
-        if active_only:
-            # ix_jobs_active's own predicate, word for word: the planner then answers from the index
-            # alone (a bound parameter, or the states in another order, and SQLite scans the table).
-            stmt = stmt.where(t.ACTIVE)
-        with self.db.read() as conn:
-            rows = conn.execute(stmt).all()
+        # Plain SQL: /healthz asks for it, and a load balancer may ask every second. ix_jobs_active's
+        # own predicate, word for word: the planner then answers from the index alone (a bound
+        # parameter, or the states in another order, and SQLite scans the table).
+        where = " WHERE status IN ('queued', 'running')" if active_only else ""
+        with self.db.cursor() as cur:
+            cur.execute(f"SELECT status, count(*) FROM jobs{where} GROUP BY status")
+            rows = cur.fetchall()
         states = (JobStatus.QUEUED, JobStatus.RUNNING) if active_only else tuple(JobStatus)
         counts = {s.value: 0 for s in states}
         counts.update({status: n for status, n in rows})
@@ -105,7 +121,7 @@ class JobQueries:
             rows = conn.execute(stmt).all()
         return [
             QueueStats(
-                queue=row[0], queued=int(row[1] or 0), running=int(row[2] or 0), oldest_queued_at=t.time_out(row[3])
+                queue=row[0], queued=int(row[1] or 0), running=int(row[2] or 0), oldest_queued_at=time_out(row[3])
             )
             for row in rows
         ]

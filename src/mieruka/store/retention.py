@@ -5,16 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING
 
 from ..core.status import FINISHED
-from . import tables as t
+from ..deferred import deferred
 from .base import Deleted
+from .codec import time_out
 from .database import Database
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection
+
+    from . import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
+
 _FINISHED_VALUES = [s.value for s in FINISHED]
+_FINISHED = f"status IN ({', '.join('?' for _ in _FINISHED_VALUES)})"
 
 
 class Retention:
@@ -44,13 +53,16 @@ class Retention:
         return deleted
 
     def finished_span(self, up_to: int) -> tuple[int, datetime | None]:
-        c = t.jobs.c
-        finished = c.status.in_(_FINISHED_VALUES)
-        some = sa.select(c.id).where(finished).limit(up_to + 1).subquery()
-        with self.db.read() as conn:
-            count = conn.execute(sa.select(sa.func.count()).select_from(some)).scalar_one()
-            oldest = conn.execute(sa.select(sa.func.min(c.finished_at)).where(finished)).scalar()
-        return int(count), oldest
+        db = self.db
+        with db.cursor() as cur:
+            cur.execute(
+                db.sql(f"SELECT count(*) FROM (SELECT id FROM jobs WHERE {_FINISHED} LIMIT ?) AS found"),
+                (*_FINISHED_VALUES, up_to + 1),
+            )
+            count = cur.fetchone()[0]
+            cur.execute(db.sql(f"SELECT min(finished_at) FROM jobs WHERE {_FINISHED}"), _FINISHED_VALUES)
+            oldest = cur.fetchone()[0]
+        return int(count), time_out(oldest)
 
     def delete_job(self, job_id: int) -> Deleted:
         with self.db.write() as conn:

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from ..core.clock import utcnow
 from ..core.job import JobRecord
-from . import tables as t
+from ..deferred import deferred
 from .base import NewJob
 from .codec import queued
 from .database import Database
 from .jobs import insert_sql
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from . import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
 
 
 class Schedules:

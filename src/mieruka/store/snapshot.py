@@ -14,8 +14,10 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 SCRIPT = Path(__file__).with_name("sqlite_schema.sql")
 _VERSION = re.compile(r"^INSERT INTO \"alembic_version\" VALUES\('([^']+)'\);$", re.MULTILINE)
@@ -28,29 +30,35 @@ def revision() -> str | None:
 
 
 def create(engine: Engine) -> bool:
-    """Make the schema of an empty SQLite database from the snapshot: False (nothing done) when the
-    database is not empty (another process made it meanwhile, or it is not new)."""
-    statements = list(_statements(SCRIPT.read_text(encoding="utf-8")))
+    """`create_on` the SQLAlchemy engine's database."""
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
         assert isinstance(conn, sqlite3.Connection)
         conn.isolation_level = None  # our own BEGIN IMMEDIATE: the emptiness check and the schema in one
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                conn.execute("ROLLBACK")
-                return False
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return True
+        return create_on(conn)
     finally:
         raw.close()
+
+
+def create_on(conn: sqlite3.Connection) -> bool:
+    """Make the schema of an empty SQLite database from the snapshot: False (nothing done) when the
+    database is not empty (another process made it meanwhile, or it is not new). `conn` is in
+    autocommit mode (isolation_level None)."""
+    statements = list(_statements(SCRIPT.read_text(encoding="utf-8")))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            conn.execute("ROLLBACK")
+            return False
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return True
 
 
 def dump(database: Path) -> str:

@@ -3,22 +3,43 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import sqlalchemy as sa
+from functools import cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.clock import utcnow
 from ..core.steps import STEP_FINISHED, StepRecord, StepStatus
+from ..deferred import deferred
 from ..notes import read, stored
-from . import tables as t
 from .base import StepSaved, StepsClosed, StepsPlanned
-from .codec import json_text
+from .codec import MAX_INT, json_text
 from .database import Database
 
-_COLUMNS = [c.name for c in t.job_steps.c]
-_INSERT = f"INSERT INTO job_steps ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-_JSON = {c.name for c in t.job_steps.c if isinstance(c.type, sa.JSON)}
-_TIME = {c.name for c in t.job_steps.c if isinstance(c.type, t.UTCDateTime)}
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from . import tables as t
+else:
+    sa = deferred("sqlalchemy")
+    t = deferred("mieruka.store.tables")
+
+
+class _Columns(NamedTuple):
+    names: list[str]
+    insert: str
+    json: set[str]
+    times: set[str]
+
+
+@cache
+def _columns() -> _Columns:
+    """The job_steps columns, read from tables.py when a pipeline first writes a step."""
+    names = [c.name for c in t.job_steps.c]
+    return _Columns(
+        names,
+        f"INSERT INTO job_steps ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+        {c.name for c in t.job_steps.c if isinstance(c.type, sa.JSON)},
+        {c.name for c in t.job_steps.c if isinstance(c.type, t.UTCDateTime)},
+    )
 
 
 def apply_step_change(db: Database, cur: Any, change: StepsPlanned | StepSaved | StepsClosed) -> bool:
@@ -46,15 +67,16 @@ def apply_step_change(db: Database, cur: Any, change: StepsPlanned | StepSaved |
 
 
 def _insert(db: Database, cur: Any, step: StepRecord) -> None:
-    cur.execute(db.sql(_INSERT), [_value(db, name, getattr(step, name)) for name in _COLUMNS])
+    columns = _columns()
+    cur.execute(db.sql(columns.insert), [_value(db, columns, name, getattr(step, name)) for name in columns.names])
 
 
-def _value(db: Database, name: str, value: Any) -> Any:
+def _value(db: Database, columns: _Columns, name: str, value: Any) -> Any:
     if value is None:
         return None
-    if name in _JSON:
+    if name in columns.json:
         return json_text(value)
-    if name in _TIME:
+    if name in columns.times:
         return db.codec.time(value)
     if name in ("message", "error"):
         return stored(value)
@@ -65,7 +87,7 @@ class StepQueries:
     db: Database
 
     def list_steps(self, job_id: int) -> list[StepRecord]:
-        if not 0 < job_id <= t.MAX_INT:
+        if not 0 < job_id <= MAX_INT:
             return []
         s = t.job_steps.c
         stmt = sa.select(t.job_steps).where(s.job_id == job_id).order_by(s.position, s.name)

@@ -1,31 +1,17 @@
-"""SQLAlchemy table definitions, and how a time is stored (store/codec.py reads the column types for
-the hot path). The Alembic migrations in migrations/versions/ must match these;
+"""SQLAlchemy table definitions (store/codec.py declares the jobs columns the hot path reads, and a
+test checks them against these). The Alembic migrations in migrations/versions/ must match these;
 tests/servers/test_migrations.py checks that they do."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-
-def time_in(value: datetime | None) -> datetime | None:
-    """A time as stored, on every backend and every path: naive UTC. A naive time is refused."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
-    return value.astimezone(UTC).replace(tzinfo=None)
-
-
-def time_out(value: Any) -> datetime | None:
-    """A stored time (naive UTC, or SQLite's text of it) as an aware UTC datetime."""
-    if value is None:
-        return None
-    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+from .codec import MAX_INT as MAX_INT  # kept in codec.py, which needs no SQLAlchemy
+from .codec import time_in, time_out
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -42,9 +28,6 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 metadata = sa.MetaData()
-# Ids, sequence numbers and counters are INTEGER columns: 32 bits on PostgreSQL. A larger number in a
-# query is an error there (not "no match"), so whatever reads one by number checks it against this.
-MAX_INT = 2**31 - 1
 ACTIVE = sa.text("status IN ('queued', 'running')")  # ix_jobs_active's predicate
 _HAS_OWNER = sa.text("owner IS NOT NULL")
 # Idempotency keys are per owner and task. NULLs are distinct in a unique index, so jobs without

@@ -31,6 +31,7 @@ from starlette.responses import Response
 from ..errors import DatabaseUnavailable, JobNotFound, MierukaError, TaskNotFound
 from ..i18n import N_, _
 from ..store.outage import unavailable
+from .front import Api
 from .ids import parse_id
 from .limits import MAX_ERROR_FIELDS, Refused, capped
 from .state import runtime_or_none
@@ -199,6 +200,8 @@ def install_error_handlers(api: FastAPI, pages: Jinja2Templates | None = None, p
     # path speaks psycopg directly): handled here, inside the middleware, so no traceback follows.
     for kind in _database_errors(postgres):
         api.exception_handler(kind)(on_unexpected)
+    if "sqlalchemy.exc" not in sys.modules and isinstance(api, Api):
+        api.answers_when_loaded("sqlalchemy.exc", "SQLAlchemyError")
     api.exception_handler(RequestValidationError)(on_validation_error)
     api.exception_handler(HTTPException)(on_http_error)
     api.exception_handler(Refused)(on_refused)
@@ -277,9 +280,10 @@ def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def _database_errors(postgres: bool) -> list[type[Exception]]:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    kinds: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
+    kinds: list[type[Exception]] = [sqlite3.Error]
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:  # else answered by on_unexpected, and ended there (Api.answers_when_loaded)
+        kinds.append(sa_exc.SQLAlchemyError)
     if not postgres and "psycopg" not in sys.modules:
         return kinds  # 73 modules and 6 MB not loaded for errors that cannot come
     try:

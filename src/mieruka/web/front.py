@@ -10,6 +10,7 @@ layer answers its own (errors.py) and the fast path's (through the app's excepti
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -21,9 +22,16 @@ class Api(FastAPI):
     there (at first, `behind`: FastAPI's own stack), before the app serves."""
 
     front: ASGIApp | None = None
+    _answered: tuple[tuple[str, str], ...] = ()
 
     def put_in_front(self, build: Callable[[ASGIApp], ASGIApp]) -> None:
         self.front = build(self.front or self.behind)
+
+    def answers_when_loaded(self, module: str, name: str) -> None:
+        """Errors of the class `module.name`, of a library loaded later if ever (SQLAlchemy's), end
+        where the app's handler of Exception answered them, as those its exception middleware
+        handles do, instead of going on to the server's log as unhandled."""
+        self._answered = (*self._answered, (module, name))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front
@@ -35,4 +43,15 @@ class Api(FastAPI):
 
     async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI's own stack: its middlewares, exception handlers and routes."""
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            if not self._was_answered(exc):
+                raise
+
+    def _was_answered(self, exc: Exception) -> bool:
+        for module, name in self._answered:
+            loaded = sys.modules.get(module)
+            if loaded is not None and isinstance(exc, getattr(loaded, name)):
+                return True
+        return False
