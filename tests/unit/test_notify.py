@@ -77,6 +77,29 @@ def events_sent(receiver: HttpReceiver) -> list[dict[str, Any]]:
     return [event for request in receiver.got() for event in request.json()["events"]]
 
 
+def failed_jobs_rule(
+    book: Rulebook,
+    name: str,
+    owner: str | None = None,
+    origin: str = "admin",
+    target: str = "mail:ops@example.org",
+    created_by: str = "admin",
+) -> StoredRule:
+    """A rule about failed jobs, made as the API makes one."""
+    return book.add(
+        name=name,
+        origin=origin,
+        owner=owner,
+        events=["job.failed"],
+        scope={},
+        target=target,
+        secret=None,
+        longer_than=None,
+        created_by=created_by,
+        now=utcnow(),
+    )
+
+
 def test_a_failed_job_tells_the_webhook_signed_without_its_secrets(
     tmp_path: Path, database_url: str, receiver: HttpReceiver
 ) -> None:
@@ -728,18 +751,9 @@ def test_an_idle_notifier_runs_nothing_through_sqlalchemy(tmp_path: Path, monkey
             notifier.rulebook.sync_code({}, utcnow())  # as start() does
             assert notifier.run_once() == [] and notifier.run_once() == []
         assert statements == [] and len(pruned) == 1
-        Rulebook(db).add(  # a rule about something that does not happen: still nothing to do
-            name="ops",
-            origin="admin",
-            owner="val",
-            events=["job.failed"],
-            scope={},
-            target="mail:ops@example.org",
-            secret=None,
-            longer_than=None,
-            created_by="admin",
-            now=utcnow(),
-        )
+        failed_jobs_rule(
+            Rulebook(db), "ops", owner="val"
+        )  # a rule about something that does not happen: still nothing to do
         with through_sqlalchemy(db) as statements:
             notifier.rulebook.sync_code({}, utcnow())
             assert notifier.run_once() == []
@@ -784,18 +798,7 @@ def test_the_rulebook_reads_its_rules_as_sqlalchemy_did(tmp_path: Path, database
         assert book.all() == [] and book.all(owner="val") == []
         slow = mieruka.notify.on_long_run(90.5, "mail:ops@example.org", "webhook:https://hooks.example.org/x")
         book.sync_code({"task:align": slow.scoped(tasks=["align"], tags=["imaging", "nightly"])}, utcnow())
-        book.add(
-            name="val:sub",
-            origin="user",
-            owner="val",
-            events=["job.failed"],
-            scope={},
-            target="mail:v@example.org",
-            secret=None,
-            longer_than=None,
-            created_by="val",
-            now=utcnow(),
-        )
+        failed_jobs_rule(book, "val:sub", owner="val", origin="user", target="mail:v@example.org", created_by="val")
         tokyo = datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=9)))
         for name, owner in (("ops", None), ("lee:sub", "lee")):
             book.add(
@@ -845,18 +848,7 @@ def test_the_outbox_and_the_due_messages_are_seen_as_sqlalchemy_saw_them(tmp_pat
 
     try:
         book = Rulebook(db)
-        rule = book.add(
-            name="ops",
-            origin="admin",
-            owner=None,
-            events=["job.failed"],
-            scope={},
-            target="mail:ops@example.org",
-            secret=None,
-            longer_than=None,
-            created_by="admin",
-            now=utcnow(),
-        )
+        rule = failed_jobs_rule(book, "ops")
         assert not deliveries.unrouted(db)
         outbox.record(db, [outbox.NewEvent("job.failed", "job.failed:1", "boom", "failed")], utcnow())
         assert deliveries.unrouted(db)
@@ -899,18 +891,7 @@ def test_pruning_deletes_the_old_messages_and_the_events_they_held(tmp_path: Pat
     db.migrate()
     d, e, i = t.notify_deliveries.c, t.notify_events.c, t.notify_items.c
     try:
-        rule = Rulebook(db).add(
-            name="ops",
-            origin="admin",
-            owner=None,
-            events=["job.failed"],
-            scope={},
-            target="mail:ops@example.org",
-            secret=None,
-            longer_than=None,
-            created_by="admin",
-            now=utcnow(),
-        )
+        rule = failed_jobs_rule(Rulebook(db), "ops")
         cut = datetime(2030, 1, 1, 0, 0, 0, 500, tzinfo=UTC)
         old, new = cut - timedelta(microseconds=1), cut
         messages = {  # name: status, created

@@ -7,9 +7,10 @@ come back aware, in UTC; a naive time given to the store is refused. JSON is sto
 escapes, so that a search for "é" in parameters finds it however the job was stored.
 
 A job row is the jobs table's columns in the order tables.py declares them (`JOB_COLUMNS`, with
-the kind of each that is not stored as the driver returns it; tests/unit/test_codec.py checks them
-against tables.py), and `Codec.job` is the one mapping from such a row to a JobRecord: a column
-added to `jobs` (and to JobRecord, under the same name) is added here too, and needs no other change.
+the kind of each that is not stored as the driver returns it, as `STEP_KINDS` has job_steps';
+tests/unit/test_codec.py checks both against tables.py), and `Codec.job` is the one mapping from
+such a row to a JobRecord: a column added to `jobs` (and to JobRecord, under the same name) is
+added here too, and needs no other change.
 """
 
 from __future__ import annotations
@@ -60,6 +61,27 @@ JOB_KINDS: tuple[tuple[str, Kind], ...] = (
     ("cancel_requested", "plain"),
     ("log_lines", "plain"),
     ("schedule", "plain"),
+)
+
+# The job_steps table's columns likewise (a pipeline's steps are written on the hot path).
+STEP_KINDS: tuple[tuple[str, Kind], ...] = (
+    ("job_id", "plain"),
+    ("name", "plain"),
+    ("position", "plain"),
+    ("kind", "plain"),
+    ("status", "plain"),
+    ("depends_on", "json"),
+    ("description", "plain"),
+    ("allow_failure", "plain"),
+    ("parent", "plain"),
+    ("started_at", "time"),
+    ("finished_at", "time"),
+    ("progress", "plain"),
+    ("message", "plain"),
+    ("output", "json"),
+    ("error", "plain"),
+    ("artifacts", "json"),
+    ("reused", "plain"),
 )
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.clock import utcnow
@@ -11,7 +10,7 @@ from ..core.steps import STEP_FINISHED, StepRecord, StepStatus
 from ..deferred import deferred
 from ..notes import read, stored
 from .base import StepSaved, StepsClosed, StepsPlanned
-from .codec import MAX_INT, json_text
+from .codec import MAX_INT, STEP_KINDS, json_text
 from .database import Database
 
 if TYPE_CHECKING:
@@ -30,16 +29,12 @@ class _Columns(NamedTuple):
     times: set[str]
 
 
-@cache
-def _columns() -> _Columns:
-    """The job_steps columns, read from tables.py when a pipeline first writes a step."""
-    names = [c.name for c in t.job_steps.c]
-    return _Columns(
-        names,
-        f"INSERT INTO job_steps ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
-        {c.name for c in t.job_steps.c if isinstance(c.type, sa.JSON)},
-        {c.name for c in t.job_steps.c if isinstance(c.type, t.UTCDateTime)},
-    )
+_STEPS = _Columns(
+    [name for name, _ in STEP_KINDS],
+    f"INSERT INTO job_steps ({', '.join(n for n, _ in STEP_KINDS)}) VALUES ({', '.join('?' for _ in STEP_KINDS)})",
+    {name for name, kind in STEP_KINDS if kind == "json"},
+    {name for name, kind in STEP_KINDS if kind == "time"},
+)
 
 
 def apply_step_change(db: Database, cur: Any, change: StepsPlanned | StepSaved | StepsClosed) -> bool:
@@ -67,16 +62,15 @@ def apply_step_change(db: Database, cur: Any, change: StepsPlanned | StepSaved |
 
 
 def _insert(db: Database, cur: Any, step: StepRecord) -> None:
-    columns = _columns()
-    cur.execute(db.sql(columns.insert), [_value(db, columns, name, getattr(step, name)) for name in columns.names])
+    cur.execute(db.sql(_STEPS.insert), [_value(db, name, getattr(step, name)) for name in _STEPS.names])
 
 
-def _value(db: Database, columns: _Columns, name: str, value: Any) -> Any:
+def _value(db: Database, name: str, value: Any) -> Any:
     if value is None:
         return None
-    if name in columns.json:
+    if name in _STEPS.json:
         return json_text(value)
-    if name in columns.times:
+    if name in _STEPS.times:
         return db.codec.time(value)
     if name in ("message", "error"):
         return stored(value)
