@@ -597,6 +597,18 @@ def test_cancel_request_flag(store: JobStore) -> None:
     assert stored_job(store, job.id).cancel_requested is True
 
 
+def test_the_running_jobs_whose_cancel_was_asked_for(store: JobStore) -> None:
+    asked, running, queued = new(store), new(store), new(store)
+    claim(store, asked.id)
+    claim(store, running.id)
+    assert store.cancels_requested() == []
+    flag = {"cancel_requested": True}
+    store.apply([Transition(j.id, s, frozenset({s}), flag) for j, s in ((asked, RUNNING), (queued, QUEUED))])
+    assert store.cancels_requested() == [asked.id]  # a queued job's flag is not a running job's
+    store.apply([Transition(asked.id, CANCELLED, frozenset({RUNNING}))])
+    assert store.cancels_requested() == []
+
+
 def test_apply_reports_each_change_and_claims_after_changes(store: JobStore) -> None:
     a, b = new(store), new(store)
     applied = store.apply(

@@ -215,6 +215,7 @@ def test_jobs_run_with_the_collector_on_and_the_start_frozen(tmp_path: Path, exe
 
 LEAN_APP = '''
 import sys
+import time
 
 import mieruka
 from mieruka import charts
@@ -226,6 +227,12 @@ app = mieruka.App("lean")
 def loaded(names: list[str]) -> list[str]:
     """Which of `names` the server's process has imported (the threads executor runs it there)."""
     return [name for name in names if name in sys.modules]
+
+
+@app.task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
 
 
 @app.stream(every=None, window="1h")
@@ -253,7 +260,12 @@ def test_a_server_on_sqlite_serves_pages_and_jobs_and_idles_without_sqlalchemy(t
     app_file = tmp_path / "lean_app.py"
     app_file.write_text(LEAN_APP)
     home = tmp_path / "home"
-    env = {"MIERUKA_EXECUTOR": "threads", "MIERUKA_HEARTBEAT_INTERVAL": "0.2", "MIERUKA_NOTIFY_POLL_INTERVAL": "0.1"}
+    env = {
+        "MIERUKA_EXECUTOR": "threads",
+        "MIERUKA_HEARTBEAT_INTERVAL": "0.2",
+        "MIERUKA_NOTIFY_POLL_INTERVAL": "0.1",
+        "MIERUKA_POLL_INTERVAL": "0.1",  # the engine's polls while a job runs: cancels asked elsewhere
+    }
     headers = {}
     if caller == "token":
         made = {**os.environ, "MIERUKA_HOME": str(home)}
@@ -274,6 +286,7 @@ def test_a_server_on_sqlite_serves_pages_and_jobs_and_idles_without_sqlalchemy(t
                 beats.add(_heartbeats(database))
                 time.sleep(0.05)
             assert len(beats) >= 3, beats
+            assert client.post("/api/tasks/nap/run", json={"seconds": 1}).json()["result"] == 1
             run = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
             assert run.status_code == 200 and run.json()["result"] == [], run.text
             job = client.post("/api/tasks/loaded/jobs", json={"names": HEAVY}).json()

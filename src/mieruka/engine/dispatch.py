@@ -22,7 +22,7 @@ from ..core.task import Task, TaskRegistry
 from ..executors.base import Executor, RemoteExecutor
 from ..notes import note
 from ..settings import Settings
-from ..store.base import Claim, JobQuery, JobStore, NewJob, PendingJob, QueuedJob
+from ..store.base import Claim, JobStore, NewJob, PendingJob, QueuedJob
 from .states import States
 
 
@@ -139,11 +139,11 @@ class LocalDispatch:
             sooner = time.monotonic() + max(wait, 0.0)
         mine = [r for r in self.running.values() if r.kill_reason is None]
         if mine:
-            for record in self.store.list_jobs(JobQuery(status=[JobStatus.RUNNING], limit=1000)):
-                running = self.running.get(record.id)
-                if running is not None and record.cancel_requested and running.kill_reason is None:
+            for job_id in self.store.cancels_requested():
+                running = self.running.get(job_id)
+                if running is not None and running.kill_reason is None:
                     running.kill_reason = CANCEL
-                    self.executor.kill(record.id)
+                    self.executor.kill(job_id)
         return sooner
 
     def refill(self) -> None:

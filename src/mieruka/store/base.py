@@ -254,6 +254,9 @@ class JobStore(Protocol):
     def next_due_time(self) -> datetime | None:
         """The earliest run_after of a queued job, if any waits for a time."""
 
+    def cancels_requested(self) -> list[int]:
+        """The running jobs whose cancellation was asked for (by any process), by id."""
+
     def heartbeat(self, engine_id: str, host: str, pid: int, now: datetime, info: dict[str, Any] | None = None) -> None:
         """Record that an engine is alive (and, given `info`, what it is)."""
 

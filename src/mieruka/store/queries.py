@@ -76,6 +76,18 @@ class JobQueries:
         with self.db.read() as conn:
             return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text, step=r.step) for r in conn.execute(stmt)]
 
+    def cancels_requested(self) -> list[int]:
+        db = self.db
+        with db.cursor() as cur:  # asked at every poll while jobs run
+            cur.execute(
+                db.sql(
+                    "SELECT id FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
+                    "AND cancel_requested ORDER BY id"
+                ),
+                (JobStatus.RUNNING.value,),
+            )
+            return [int(row[0]) for row in cur.fetchall()]
+
     def next_due_time(self) -> datetime | None:
         db = self.db
         with db.cursor() as cur:
