@@ -33,6 +33,9 @@ SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own text form of a time on 
 # Ids, sequence numbers and counters are INTEGER columns: 32 bits on PostgreSQL. A larger number in a
 # query is an error there (not "no match"), so whatever reads one by number checks it against this.
 MAX_INT = 2**31 - 1
+# ix_jobs_active's predicate, word for word: a query that says it is answered from that index (a
+# bound parameter, or the states in another order, and SQLite scans the table).
+ACTIVE = "status IN ('queued', 'running')"
 
 Kind = Literal["time", "json", "plain"]
 # The jobs table's columns in tables.py's order, each with how it is stored.

@@ -12,12 +12,11 @@ from typing import Any
 from ..core.job import JobRecord
 from ..core.status import JobStatus
 from .base import EngineInfo
-from .codec import JOB_COLUMNS, json_out, json_text, time_out
+from .codec import ACTIVE, JOB_COLUMNS, json_out, json_text, time_out
 from .database import Database
 
 _QUALIFIED = ", ".join(f"jobs.{name}" for name in JOB_COLUMNS)
-# The first condition is ix_jobs_active's predicate: the planner then finds running jobs by that index.
-_RUNNING = "jobs.status IN ('queued', 'running') AND jobs.status = ?"
+_RUNNING = f"{ACTIVE} AND status = ?"  # the jobs' status (engines has none): from ix_jobs_active
 
 
 class EngineRecords:

@@ -36,7 +36,7 @@ from .base import (
     StepsPlanned,
     Transition,
 )
-from .codec import COLUMN_LIST, JOB_COLUMNS, MAX_INT, queued
+from .codec import ACTIVE, COLUMN_LIST, JOB_COLUMNS, MAX_INT, queued
 from .database import Database
 from .job_ids import JobIds
 from .pg_text import rows_of
@@ -191,7 +191,7 @@ class JobWrites:
             if not db.is_sqlite:  # SQLite's writers are serialised already (BEGIN IMMEDIATE)
                 cur.execute(db.sql("SELECT pg_advisory_xact_lock(hashtext(?))"), (f"mieruka-task:{task}",))
             cur.execute(
-                db.sql("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND status = ? AND task = ?"),
+                db.sql(f"SELECT count(*) FROM jobs WHERE {ACTIVE} AND status = ? AND task = ?"),
                 (JobStatus.RUNNING.value, task),
             )
             room = most - cur.fetchone()[0]
@@ -304,7 +304,7 @@ class JobWrites:
         with db.cursor() as cur:
             cur.execute(
                 db.sql(
-                    "SELECT id, priority, task FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
+                    f"SELECT id, priority, task FROM jobs WHERE {ACTIVE} AND status = ? "
                     f"AND (run_after IS NULL OR run_after <= ?){queue_filter} ORDER BY priority DESC, id LIMIT ?"
                 ),
                 (*args, limit),

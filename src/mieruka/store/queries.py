@@ -15,7 +15,7 @@ from ..core.job import JobRecord
 from ..core.status import JobStatus
 from ..deferred import deferred
 from .base import JobQuery, LogLine, QueueStats, TimelineBucket
-from .codec import JOB_COLUMNS, MAX_INT, time_out
+from .codec import ACTIVE, JOB_COLUMNS, MAX_INT, time_out
 from .database import Database
 
 if TYPE_CHECKING:
@@ -80,10 +80,7 @@ class JobQueries:
         db = self.db
         with db.cursor() as cur:  # asked at every poll while jobs run
             cur.execute(
-                db.sql(
-                    "SELECT id FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
-                    "AND cancel_requested ORDER BY id"
-                ),
+                db.sql(f"SELECT id FROM jobs WHERE {ACTIVE} AND status = ? AND cancel_requested ORDER BY id"),
                 (JobStatus.RUNNING.value,),
             )
             return [int(row[0]) for row in cur.fetchall()]
@@ -93,20 +90,15 @@ class JobQueries:
         with db.cursor() as cur:
             # The first condition is ix_jobs_active's predicate, as in due_jobs.
             cur.execute(
-                db.sql(
-                    "SELECT min(run_after) FROM jobs WHERE status IN ('queued', 'running') AND status = ? "
-                    "AND run_after IS NOT NULL"
-                ),
+                db.sql(f"SELECT min(run_after) FROM jobs WHERE {ACTIVE} AND status = ? AND run_after IS NOT NULL"),
                 (JobStatus.QUEUED.value,),
             )
             row = cur.fetchone()
         return time_out(row[0]) if row else None
 
     def count_by_status(self, active_only: bool = False) -> dict[str, int]:
-        # Plain SQL: /healthz asks for it, and a load balancer may ask every second. ix_jobs_active's
-        # own predicate, word for word: the planner then answers from the index alone (a bound
-        # parameter, or the states in another order, and SQLite scans the table).
-        where = " WHERE status IN ('queued', 'running')" if active_only else ""
+        # Plain SQL: /healthz asks for it, and a load balancer may ask every second.
+        where = f" WHERE {ACTIVE}" if active_only else ""
         with self.db.cursor() as cur:
             cur.execute(f"SELECT status, count(*) FROM jobs{where} GROUP BY status")
             rows = cur.fetchall()

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from .codec import ACTIVE as codec_active
 from .codec import MAX_INT as MAX_INT  # kept in codec.py, which needs no SQLAlchemy
 from .codec import time_in, time_out
 
@@ -28,7 +29,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 metadata = sa.MetaData()
-ACTIVE = sa.text("status IN ('queued', 'running')")  # ix_jobs_active's predicate
+ACTIVE = sa.text(codec_active)
 _HAS_OWNER = sa.text("owner IS NOT NULL")
 # Idempotency keys are per owner and task. NULLs are distinct in a unique index, so jobs without
 # an owner (the open single-user mode) have an index of their own.
