@@ -561,6 +561,20 @@ def test_tokens_in_other_algorithms_or_no_token_at_all_are_refused(sso: Sso) -> 
     client.close()
 
 
+def test_a_subject_that_is_no_printable_ascii_text_is_refused(sso: Sso) -> None:
+    """The subject names the account (auth/oidc_subjects.py): OpenID Connect's at most 255 ASCII
+    characters; a NUL, which a database's text form would cut at, or a number, is refused."""
+    client, provider = relying_party(sso)
+    now = int(time.time())
+    claims = {"iss": sso.provider.issuer, "aud": "mieruka", "nonce": "n", "iat": now, "exp": now + 60}
+    for sub in ("bob\x00x", "bob\n", "b\u00f6b", "x" * 256, 7):
+        token = sso.provider.sign({**claims, "sub": sub})
+        with pytest.raises(SignInFailed, match=r"it names nobody \(sub\)"):
+            client.verify(provider, token, "n")
+    assert client.verify(provider, sso.provider.sign({**claims, "sub": "x" * 255}), "n")["sub"] == "x" * 255
+    client.close()
+
+
 def test_a_token_signed_by_an_unknown_key_is_refused(sso: Sso) -> None:
     from joserfc import jwt
     from joserfc.jwk import RSAKey

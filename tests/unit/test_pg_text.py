@@ -63,3 +63,20 @@ def test_rows_come_typed_as_psycopg_types_them(connections: PgConnections) -> No
     assert cursor.rowcount == 1 and cursor.fetchone() is None
     cursor.execute("UPDATE typed SET note = %s WHERE id = %s RETURNING note, at", (None, 1))
     assert cursor.fetchone() == (None, datetime(2026, 11, 22, 10, 0, 0, 500000)) and cursor.rowcount == 1
+
+
+def test_text_with_a_nul_is_refused_as_psycopg_refuses_it(connections: PgConnections) -> None:
+    """libpq's text form ends at a NUL: sent as is, 'ada\\x00x' would be compared as 'ada' (and match
+    her row). psycopg refuses such text; so does the text form, before anything is sent."""
+    import psycopg
+
+    with connections.lend() as conn:
+        conn.execute("CREATE TABLE named (name text)")
+        conn.execute("INSERT INTO named VALUES ('ada')")
+    cursor = TextCursor(connections, {})
+    with pytest.raises(psycopg.DataError, match="NUL"):
+        cursor.execute("SELECT name FROM named WHERE name = %s", ("ada\x00x",))
+    with connections.lend() as conn, pytest.raises(psycopg.DataError, match="NUL"):
+        conn.execute("SELECT name FROM named WHERE name = %s", ("ada\x00x",))
+    cursor.execute("SELECT name FROM named WHERE name = %s", ("ada",))  # the connections still serve
+    assert cursor.fetchall() == [("ada",)]

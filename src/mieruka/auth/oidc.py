@@ -425,6 +425,11 @@ class Client:
         azp = claims.get("azp")
         if (len(audiences) > 1 or azp is not None) and azp != provider.client_id:
             raise bad("it was issued to another application (azp)")
+        sub = claims["sub"]
+        # OpenID Connect Core 2: at most 255 ASCII characters; a control character would name
+        # another account in a database that cuts text at a NUL.
+        if not isinstance(sub, str) or not sub or len(sub) > 255 or not (sub.isascii() and sub.isprintable()):
+            raise bad(_claim_words("sub"))
         return claims
 
     def _with_userinfo(self, provider: Provider, claims: dict[str, Any], access_token: Any) -> dict[str, Any]:

@@ -66,7 +66,13 @@ def param(value: object) -> bytes | None:
         return b"t" if value else b"f"
     if isinstance(value, datetime):
         return value.isoformat(" ").encode()
-    if isinstance(value, int | float | str):
+    if isinstance(value, str):
+        if "\x00" in value:  # libpq's text form ends at a NUL: 'ada\x00x' would be 'ada'
+            import psycopg
+
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return value.encode()
+    if isinstance(value, int | float):
         return str(value).encode()
     raise TypeError(f"no text form for a {type(value).__name__} parameter")
 
