@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, Unpack
 from zoneinfo import ZoneInfo
@@ -341,6 +342,7 @@ def test_numbers_past_the_integer_columns_name_nothing(store: JobStore, number: 
     assert store.get_job(number) is None
     assert store.read_logs(number) == [] and store.read_logs(job.id, after=number) == []
     assert [r.id for r in store.list_jobs(JobQuery(before_id=number))] == [job.id]
+    assert store.delete_job(number) == Deleted() and store.list_steps(number) == []
 
 
 def test_list_jobs_newest_first_with_limit_and_cursor(store: JobStore) -> None:
@@ -433,6 +435,90 @@ def test_list_jobs_search_quotes_and_backslashes(store: JobStore) -> None:
     path = new(store, params={"path": "C:\\data"})
     assert ids(store.list_jobs(JobQuery(search='say "hi"'))) == [quoted.id]
     assert ids(store.list_jobs(JobQuery(search="C:\\data"))) == [path.id]
+
+
+def test_list_jobs_search_escapes_each_character_like_and_json_give_a_meaning(store: JobStore) -> None:
+    """A backslash, a quote, a LIKE wildcard after a backslash: each found as typed, nowhere else;
+    the quotes of the JSON text itself are not a parameter's."""
+    slash = new(store, params={"p": "a\\b"})
+    quote = new(store, params={"q": 'x"y'})
+    slash_pct = new(store, params={"r": "5\\%"})
+    slash_under = new(store, params={"s": "\\_x"})
+    new(store, params={"t": "5% _x ab"})
+    assert ids(store.list_jobs(JobQuery(search="\\"))) == [slash_under.id, slash_pct.id, slash.id]
+    assert ids(store.list_jobs(JobQuery(search="a\\b"))) == [slash.id]
+    assert ids(store.list_jobs(JobQuery(search='"'))) == [quote.id]
+    assert ids(store.list_jobs(JobQuery(search='x"y'))) == [quote.id]
+    assert ids(store.list_jobs(JobQuery(search="\\%"))) == [slash_pct.id]
+    assert ids(store.list_jobs(JobQuery(search="\\_"))) == [slash_under.id]
+    assert ids(store.list_jobs(JobQuery(search="%_"))) == []
+
+
+def test_list_jobs_search_folds_case_around_non_ascii_text(store: JobStore) -> None:
+    """Latin letters match in either case, beside text of other scripts that has no case or is
+    typed in its own case; text in another script is found as typed."""
+    street = new(store, params={"where": "Straße-ABC"})
+    school = new(store, params={"where": "ÉCOLE Nord"})
+    kana = new(store, params={"where": "とうきょう Tokyo"})
+    assert ids(store.list_jobs(JobQuery(search="straße-abc"))) == [street.id]
+    assert ids(store.list_jobs(JobQuery(search="STRAßE"))) == [street.id]
+    assert ids(store.list_jobs(JobQuery(search="ÉCOLE nORD"))) == [school.id]
+    assert ids(store.list_jobs(JobQuery(search="うきょう tok"))) == [kana.id]
+    assert ids(store.list_jobs(JobQuery(search="きょうと"))) == []
+
+
+def test_list_jobs_search_reads_the_parameters_as_they_were_stored(store: JobStore) -> None:
+    """The search reads the JSON text as written (keys in the job's order, the whole of a long
+    value), not a copy of it reordered or cut short."""
+    long = new(store, params={"text": "x" * 5000 + "THE END"})
+    ordered = new(store, params={"zz": 1, "a": 2})
+    assert ids(store.list_jobs(JobQuery(search="xthe END"))) == [long.id]
+    assert ids(store.list_jobs(JobQuery(search="1, "))) == [ordered.id]
+    assert ids(store.list_jobs(JobQuery(search="zz"))) == [ordered.id]  # keys are text too
+
+
+def test_list_jobs_hidden_tasks_are_left_out(store: JobStore) -> None:
+    a, b, c = new(store, task="a"), new(store, task="b"), new(store, task="c")
+    assert ids(store.list_jobs(JobQuery(hidden_tasks=frozenset({"b"})))) == [c.id, a.id]
+    assert ids(store.list_jobs(JobQuery(hidden_tasks=frozenset({"a", "c", "nope"})))) == [b.id]
+    assert ids(store.list_jobs(JobQuery(task="b", hidden_tasks=frozenset({"b"})))) == []
+
+
+def test_list_jobs_filters_combine_with_order_limit_and_cursor(store: JobStore) -> None:
+    """Every filter at once selects the jobs that pass each one, newest first, `limit` at most,
+    from the cursor on; a cursor past the integer ids is no cursor at all."""
+    t0 = utcnow()
+    wanted = []
+    for n in range(6):
+        wanted.append(new(store, task="a", owner="alice", params={"sample": f"Liver-{n}"}))
+        new(store, task="a", owner="bob", params={"sample": f"Liver-{n}"})  # another owner
+        new(store, task="b", owner="alice", params={"sample": f"Liver-{n}"})  # another task
+        new(store, task="a", owner="alice", params={"sample": f"kidney-{n}"})  # another sample
+    finish(store, wanted[0].id, FAILED)  # another state
+    claim(store, wanted[1].id)
+    everything = JobQuery(
+        task="a",
+        status=[QUEUED, RUNNING],
+        owner="alice",
+        created_after=t0 - timedelta(seconds=1),
+        created_before=utcnow() + timedelta(seconds=1),
+        search="LIVER",
+        hidden_tasks=frozenset({"b", "c"}),
+        limit=3,
+    )
+    newest = list(reversed(ids(wanted[1:])))
+    assert ids(store.list_jobs(everything)) == newest[:3]
+    assert ids(store.list_jobs(replace(everything, before_id=newest[2]))) == newest[3:]
+    for past in (2**31, 2**63, 10**30):
+        assert ids(store.list_jobs(replace(everything, before_id=past, limit=10))) == newest
+    assert ids(store.list_jobs(replace(everything, before_id=2**31 - 1, limit=10))) == newest
+    assert ids(store.list_jobs(replace(everything, before_id=newest[-1]))) == []
+    assert ids(store.list_jobs(replace(everything, hidden_tasks=frozenset({"a"})))) == []
+    assert ids(store.list_jobs(replace(everything, created_after=utcnow() + timedelta(hours=1)))) == []
+    assert ids(store.list_jobs(replace(everything, created_before=t0 - timedelta(seconds=1)))) == []
+    assert ids(store.list_jobs(replace(everything, status=[FAILED]))) == [wanted[0].id]
+    assert len(store.list_jobs(JobQuery(limit=5))) == 5
+    assert len(store.list_jobs(JobQuery(limit=1000))) == 24
 
 
 # -- apply: claim ------------------------------------------------------------------------------
@@ -856,6 +942,39 @@ def test_fire_schedule_without_a_job_only_moves_the_schedule(store: JobStore) ->
     assert store.list_jobs(JobQuery()) == []
 
 
+def test_a_new_schedule_is_stored_and_fired_once_by_two_servers_at_once(database_url: str) -> None:
+    """Two servers (each its own connections) ask for a new schedule's due time at the same moment,
+    each with a first time of its own: both get the one stored; both fire it: one job."""
+    stores = [SqlJobStore(database_url) for _ in range(2)]
+    stores[0].migrate()
+    first = datetime(2030, 1, 1, tzinfo=UTC)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for round_ in range(12):
+                name = f"nightly-{round_}"
+                asked, fire = threading.Barrier(2), threading.Barrier(2)
+
+                def serve(
+                    n: int, name: str = name, asked: threading.Barrier = asked, fire: threading.Barrier = fire
+                ) -> tuple[datetime, JobRecord | None]:
+                    asked.wait(timeout=60)
+                    due = stores[n].schedule_due(name, first + timedelta(minutes=n))
+                    fire.wait(timeout=60)
+                    job = NewJob(task="report", params={"server": n})
+                    return due, stores[n].fire_schedule(name, due, due + timedelta(days=1), job)
+
+                results = list(pool.map(serve, range(2)))
+                dues = {due for due, _ in results}
+                assert len(dues) == 1 and dues <= {first, first + timedelta(minutes=1)}, results
+                fired = [job for _, job in results if job is not None]
+                assert len(fired) == 1 and fired[0].schedule == name
+                assert stores[1].schedule_due(name, first) == dues.pop() + timedelta(days=1)
+        assert len(stores[0].list_jobs(JobQuery(task="report", limit=100))) == 12
+    finally:
+        for one in stores:
+            one.close()
+
+
 # -- retention ---------------------------------------------------------------------------------
 def _with_logs_and_artifact(store: JobStore, job_id: int) -> None:
     assert store.apply(
@@ -903,6 +1022,55 @@ def test_prune_by_count_keeps_the_newest_finished(store: JobStore) -> None:
     assert store.read_logs(finished[0].id) == []
     assert store.prune("p", older_than=None, keep=2) == Deleted()
     assert store.prune("p", older_than=None, keep=None) == Deleted()
+
+
+def _rows_of(store: JobStore, job_ids: list[int]) -> dict[str, int]:
+    """How many rows each table holds for these jobs."""
+    assert isinstance(store, SqlJobStore)
+    marks = ", ".join("?" for _ in job_ids)
+    return {
+        table: store.db.rows(f"SELECT count(*) FROM {table} WHERE {column} IN ({marks})", job_ids)[0][0]
+        for table, column in (
+            ("jobs", "id"),
+            ("job_logs", "job_id"),
+            ("job_steps", "job_id"),
+            ("artifacts", "job_id"),
+            ("job_uploads", "job_id"),
+        )
+    }
+
+
+def test_prune_by_age_and_count_deletes_either_with_every_row_of_theirs(store: JobStore) -> None:
+    """Old finished jobs and those beyond the newest `keep` go, in transactions of at most 500
+    jobs, with their logs, steps, artifacts and upload records; unfinished jobs and other tasks'
+    stay; an upload their last job took is returned, one still used by another job is not."""
+    now = utcnow()
+    shared, own = upload_id(), upload_id()
+    many = [new(store, task="p", params={"i": i}) for i in range(620)]
+    claim(store, *ids(many))
+    store.apply([Transition(j.id, SUCCEEDED, frozenset({RUNNING}), {"finished_at": now}) for j in many])
+    old = new(store, task="p", owner="o", uploads=(own, shared))
+    kept_user = new(store, task="q", owner="o", uploads=(shared,))
+    for job in (old, many[0], many[-1]):
+        _with_logs_and_artifact(store, job.id)
+        store.apply([StepsPlanned(job.id, [StepRecord(job.id, "s", 0, "shell")])])
+    finish(store, old.id, at=now - timedelta(days=10))
+    finish(store, kept_user.id, at=now - timedelta(days=10))
+    running = new(store, task="p")
+    claim(store, running.id)
+    queued = new(store, task="p")
+    before = _rows_of(store, [old.id, many[0].id, many[-1].id])
+    assert before == {"jobs": 3, "job_logs": 3, "job_steps": 3, "artifacts": 3, "job_uploads": 2}
+
+    deleted = store.prune("p", older_than=now - timedelta(days=1), keep=3)
+    # kept: the three newest finished (old finished last, so it is one of them, but too old)
+    assert deleted == Deleted(sorted([*ids(many[:-2]), old.id]), [own])
+    assert _rows_of(store, deleted.job_ids) == dict.fromkeys(before, 0)
+    assert ids(store.list_jobs(JobQuery(task="p"))) == [queued.id, running.id, many[-1].id, many[-2].id]
+    assert _rows_of(store, [many[-1].id])["job_logs"] == 1
+    assert store.get_job(kept_user.id) is not None
+    assert store.delete_job(running.id) == Deleted() and store.delete_job(queued.id) == Deleted()
+    assert store.delete_job(kept_user.id) == Deleted([kept_user.id], [shared])
 
 
 def test_finished_span_counts_finished_jobs_up_to_a_bound_and_their_oldest_end(store: JobStore) -> None:
@@ -1106,6 +1274,29 @@ def test_queue_stats(store: JobStore) -> None:
     assert stats["default"].oldest_queued_at is None
 
 
+def test_queue_stats_count_each_active_queue_in_order(store: JobStore) -> None:
+    """Per queue with queued or running jobs, by name: how many of each, and the oldest queued
+    job's creation (the earliest time, whatever the ids; a running job's does not count)."""
+    early = datetime(2020, 1, 1, tzinfo=TOKYO)
+    running_b = new(store, queue="b")
+    claim(store, running_b.id)
+    new(store, queue="b")
+    late_id = new(store, queue="b")
+    store.apply([Transition(late_id.id, QUEUED, frozenset({QUEUED}), {"created_at": early})])
+    claim(store, new(store, queue="a").id)
+    only_c = new(store, queue="c")
+    finish(store, new(store, queue="c").id)
+    finish(store, new(store, queue="d").id, FAILED)
+    stats = store.queue_stats()
+    assert [(s.queue, s.queued, s.running) for s in stats] == [("a", 0, 1), ("b", 2, 1), ("c", 1, 0)]
+    assert [s.oldest_queued_at for s in stats] == [None, early, only_c.created_at]
+    more = [f"q-{n * 37 % 100:02}" for n in range(40)]  # distinct, created out of order
+    for queue in more:
+        new(store, queue=queue)
+    assert [s.queue for s in store.queue_stats()] == ["a", "b", "c", *sorted(more)]
+    assert_utc(stats[1].oldest_queued_at)
+
+
 # -- monitoring ----------------------------------------------------------------------------------
 def test_engines_report_what_they_are_and_the_jobs_they_run(store: JobStore) -> None:
     now = utcnow()
@@ -1186,6 +1377,55 @@ def test_timeline_counts_finished_jobs_and_their_wait_and_run_times(store: JobSt
     assert store.timeline(start + timedelta(hours=1)) == []
 
 
+def test_timeline_buckets_align_to_their_size_and_count_from_since(store: JobStore) -> None:
+    """Buckets start at multiples of their size since the epoch, whatever `since` is; a job that
+    finished at `since` exactly is counted, one a moment before is not."""
+    start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)  # a multiple of 90 s since the epoch
+    moment = timedelta(microseconds=1)
+
+    def ended(created: float, started: float, finished: float, status: JobStatus = SUCCEEDED) -> None:
+        record = new(store)
+        store.apply([], Claim([record.id], "w", "e", start + timedelta(seconds=started)))
+        fields = {"created_at": start + timedelta(seconds=created), "finished_at": start + timedelta(seconds=finished)}
+        assert store.apply([Transition(record.id, status, frozenset({RUNNING}), fields)]).done == [True]
+
+    since = start + timedelta(seconds=10)
+    ended(0, 5, 10 - 1e-6)  # a moment before `since`
+    ended(0, 4, 10)  # waited 4 s, ran 6 s
+    ended(0, 1, 89.5, FAILED)  # waited 1 s, ran 88.5 s
+    ended(85, 88, 90)
+    ended(100, 150, 269.9)
+    buckets = store.timeline(since.astimezone(TOKYO), 90)
+    assert [b.start for b in buckets] == [start, start + timedelta(seconds=90), start + timedelta(seconds=180)]
+    assert [b.finished for b in buckets] == [{"succeeded": 1, "failed": 1}, {"succeeded": 1}, {"succeeded": 1}]
+    first = buckets[0]
+    assert first.wait_avg == pytest.approx(2.5, abs=0.01) and first.wait_max == pytest.approx(4.0, abs=0.01)
+    assert first.run_avg == pytest.approx(47.25, abs=0.01) and first.run_max == pytest.approx(88.5, abs=0.01)
+    assert buckets[2].wait_avg == pytest.approx(50.0, abs=0.01) and buckets[2].run_max == pytest.approx(119.9, abs=0.01)
+    assert_utc(first.start)
+    assert [b.start for b in store.timeline(since, 0)] == [  # a bucket of one second at least
+        start + timedelta(seconds=s) for s in (10, 89, 90, 269)
+    ]
+    assert sum(b.finished.get("succeeded", 0) for b in store.timeline(since - moment, 3600)) == 4
+    assert store.timeline(start + timedelta(seconds=270)) == []
+
+
+def test_read_logs_of_a_step_page_by_position(store: JobStore) -> None:
+    job = new(store)
+    claim(store, job.id)
+    lines = [line(f"a{n}") for n in range(5)]
+    store.apply([LogAppend(job.id, 1, lines[:2], step="a"), LogAppend(job.id, 3, [line("b")], step="b")])
+    store.apply([LogAppend(job.id, 4, lines[2:], step="a")])
+    assert [(entry.seq, entry.text) for entry in store.read_logs(job.id, step="a", limit=3)] == [
+        (1, "a0"),
+        (2, "a1"),
+        (4, "a2"),
+    ]
+    assert [entry.seq for entry in store.read_logs(job.id, after=2, limit=2, step="a")] == [4, 5]
+    assert [entry.step for entry in store.read_logs(job.id, after=2, limit=2)] == ["b", "a"]
+    assert store.read_logs(job.id, after=6, step="a") == []
+
+
 # -- pipeline steps ------------------------------------------------------------------------------
 def test_steps_planned_saved_and_listed_in_order(store: JobStore) -> None:
     job = new(store)
@@ -1220,6 +1460,39 @@ def test_steps_planned_saved_and_listed_in_order(store: JobStore) -> None:
     assert [s.name for s in store.list_steps(job.id)] == ["a", "b", "rule[x=1]"]
     store.apply([StepsPlanned(job.id, [StepRecord(job.id, "c", 0, "python")])])
     assert [s.name for s in store.list_steps(job.id)] == ["c"]
+
+
+@pytest.mark.parametrize("output", [5, 2.5, "123", "[1]", "text", [1, "二"], {"a": None}, True, None])
+def test_steps_come_back_as_saved_in_position_then_name_order(store: JobStore, output: object) -> None:
+    """Each JSON value of a step as it was saved (a string that looks like JSON stays a string),
+    its times in UTC, its flags as booleans; steps at one position in name order."""
+    job = new(store)
+    at = datetime(2030, 1, 2, 3, 4, 5, 600000, tzinfo=TOKYO)
+    saved = StepRecord(
+        job.id,
+        "m",
+        1,
+        "shell",
+        status=StepStatus.FAILED,
+        depends_on=["z", "a"],
+        started_at=at,
+        finished_at=at + timedelta(seconds=1),
+        progress=0.5,
+        message="half",
+        output=output,
+        error="boom",
+        artifacts=["b.txt", "a.txt"],
+        reused=True,
+        allow_failure=True,
+    )
+    plan = [StepRecord(job.id, "z", 1, "python"), saved, StepRecord(job.id, "b", 1, "rule", parent="m")]
+    store.apply([StepsPlanned(job.id, [*plan, StepRecord(job.id, "first", 0, "python")])])
+    steps = store.list_steps(job.id)
+    assert [s.name for s in steps] == ["first", "b", "m", "z"]
+    assert steps[2] == saved and type(steps[2].output) is type(output)
+    assert_utc(steps[2].started_at)
+    assert steps[0].allow_failure is False and steps[0].reused is False and steps[0].output is None
+    assert steps[0].depends_on == [] and steps[0].artifacts == [] and steps[1].parent == "m"
 
 
 def test_steps_closed_settles_only_open_steps(store: JobStore) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,16 @@ import pytest
 import sqlalchemy as sa
 
 import mieruka
-from mieruka.auth.accounts import Accounts
+from mieruka.auth.accounts import Accounts, Throttle, Token, User
 from mieruka.auth.audit import AuditLog, AuditQuery
+from mieruka.auth.oidc import SignInFailed
+from mieruka.auth.oidc_providers import Provider
+from mieruka.auth.oidc_subjects import Subjects
 from mieruka.auth.presence import Presence
 from mieruka.core.access import Principal, Role
 from mieruka.core.clock import utcnow
 from mieruka.core.streams import StreamSpec
-from mieruka.errors import ConflictError, NotFoundError, ValidationError
+from mieruka.errors import ConflictError, NotFoundError, TooManyAttempts, ValidationError
 from mieruka.live import history as stream_history
 from mieruka.live.history import StreamHistory
 from mieruka.live.streamer import Streamer
@@ -27,6 +31,7 @@ from mieruka.store.base import Claim, NewJob
 from mieruka.store.database import Database
 from mieruka.store.pools import SqlPoolStore
 from mieruka.store.sql import SqlJobStore
+from tests.unit.test_imports import loaded_after
 
 
 @pytest.fixture
@@ -214,6 +219,144 @@ def db_tokens(db: Database) -> list[int]:
         return [row.id for row in conn.execute(sa.select(t.tokens.c.id))]
 
 
+def aware_utc(*moments: datetime | None) -> bool:
+    return all(m is None or m.utcoffset() == timedelta(0) for m in moments)
+
+
+def test_users_are_listed_by_name_as_stored(db: Database, monkeypatch: pytest.MonkeyPatch, cheap_hashes: None) -> None:
+    """Users come back as stored on either backend: by name, times to the microsecond and in UTC,
+    groups (JSON) and display names cut as kept; a local user is local, an outside one not."""
+    start = utcnow().replace(microsecond=654321)
+    frozen_at(monkeypatch, start)
+    accounts = Accounts(db)
+    mo = accounts.sign_in_external("mo", "oidc", "viewer", ["b", "ä" * 300, "a", "", "b"], display_name="D" * 300)
+    cy = accounts.add_user("cy", "viewer", None)
+    al = accounts.add_user("al", "admin", "long password")
+    assert mo == User(mo.id, "mo", Role.VIEWER, start, False, "oidc", ("a", "b", "ä" * 200), start, "D" * 200)
+    assert cy == User(cy.id, "cy", Role.VIEWER, start, False)
+    assert al == User(al.id, "al", Role.ADMIN, start, True) and aware_utc(al.created_at, mo.synced_at)
+    assert accounts.list_users() == [al, cy, mo]
+    assert accounts.authenticate("al", "long password") == al
+    assert [accounts.is_local(n) for n in ("al", "cy", "mo", "nobody")] == [True, True, False, False]
+    frozen_at(monkeypatch, start + timedelta(seconds=1))
+    accounts.mark_synced("mo")
+    accounts.mark_synced("nobody")  # nothing to mark
+    assert accounts.get_user("mo").synced_at == start + timedelta(seconds=1)
+    assert accounts.sign_in_external("mo", "oidc", "viewer", []).groups == ()
+    with pytest.raises(ConflictError):
+        accounts.remove_user("al")  # the last admin
+    assert accounts.get_user("al") == al
+    with pytest.raises(NotFoundError):
+        accounts.set_role("nobody", "viewer")
+
+
+def test_tokens_are_listed_newest_first_with_their_times(
+    db: Database, monkeypatch: pytest.MonkeyPatch, cheap_hashes: None
+) -> None:
+    """list_tokens: API tokens only, newest first, of one user or all; times as given, in UTC; an id
+    out of range (PostgreSQL's integers) is no token, not an error; a revocation keeps its time."""
+    start = utcnow().replace(microsecond=123456)
+    frozen_at(monkeypatch, start)
+    accounts = Accounts(db)
+    for name in ("ada", "bo"):
+        accounts.add_user(name, "viewer", "long password")
+    expires = start + timedelta(days=1, microseconds=1)
+    first = accounts.create_token("ada", "first", expires)[0]
+    accounts.create_login_link("ada")
+    second = accounts.create_token("bo", "second")[0]
+    third = accounts.create_token("ada", "x" * 300)[0]
+    assert first == Token(first.id, "ada", "api", "first", first.hint, start, expires, None, None)
+    assert first.hint.startswith("mrk_") and aware_utc(first.created_at, first.expires_at)
+    assert [t.id for t in accounts.list_tokens()] == [third.id, second.id, first.id]
+    assert [t.name for t in accounts.list_tokens("ada")] == ["x" * 200, "first"]
+    assert accounts.list_tokens("nobody") == []
+    for unknown in (0, -1, 2**31, 2**40):
+        with pytest.raises(NotFoundError):
+            accounts.get_token(unknown)
+        with pytest.raises(NotFoundError):
+            accounts.revoke_token(unknown)
+    later = start + timedelta(seconds=5)
+    frozen_at(monkeypatch, later)
+    assert accounts.revoke_token(first.id).revoked_at == later
+    frozen_at(monkeypatch, later + timedelta(seconds=5))
+    assert accounts.revoke_token(first.id).revoked_at == later  # revoked once
+    assert accounts.get_token(second.id).revoked_at is None
+
+
+def test_a_login_link_serves_once_until_it_expires(
+    db: Database, monkeypatch: pytest.MonkeyPatch, cheap_hashes: None
+) -> None:
+    start = utcnow()
+    frozen_at(monkeypatch, start)
+    accounts = Accounts(db)
+    ada = accounts.add_user("ada", "viewer", "long password")
+    accounts.sign_in_external("grace", "ldap", "viewer", [])
+    link = accounts.create_login_link("ada", valid_for=60)
+    frozen_at(monkeypatch, start + timedelta(seconds=60) - timedelta(microseconds=1))
+    assert accounts.login_link_valid(link)
+    frozen_at(monkeypatch, start + timedelta(seconds=60))
+    assert not accounts.login_link_valid(link) and accounts.consume_login_link(link) is None  # expired
+    frozen_at(monkeypatch, start)
+    other = accounts.create_login_link("ada", valid_for=60)
+    assert not accounts.login_link_valid(other + "x") and accounts.consume_login_link(other + "x") is None
+    assert accounts.consume_login_link(other) == ada
+    used = accounts.get_token(max(db_tokens(db)))
+    assert (used.kind, used.revoked_at, used.last_used_at) == ("link", start, start)
+    assert accounts.consume_login_link(other) is None
+    with pytest.raises(ValidationError, match="signs in through ldap"):
+        accounts.create_login_link("grace")
+
+
+def test_cut_off_counts_the_sessions_it_ends_and_keeps_earlier_revocations(
+    db: Database, monkeypatch: pytest.MonkeyPatch, cheap_hashes: None
+) -> None:
+    start = utcnow()
+    frozen_at(monkeypatch, start)
+    accounts = Accounts(db)
+    grace = accounts.sign_in_external("grace", "ldap", "operator", ["ops"])
+    ada = accounts.add_user("ada", "admin", "long password")
+    sessions = [accounts.create_session(grace, f"10.0.0.{n}")[0] for n in (1, 2)]
+    kept = accounts.create_session(ada, "10.0.0.3")[0]
+    old = accounts.create_token("grace", "old")[0]
+    accounts.revoke_token(old.id)
+    new = accounts.create_token("grace", "new")[0]
+    mine = accounts.create_token("ada", "mine")[0]
+    later = start + timedelta(seconds=30)
+    frozen_at(monkeypatch, later)
+    assert accounts.cut_off("grace") == 2
+    assert accounts.cut_off("grace") == 0
+    assert [accounts.session_user(s) for s in sessions] == [None, None] and accounts.session_user(kept) is not None
+    assert [accounts.get_token(t.id).revoked_at for t in (old, new, mine)] == [start, later, None]
+    cut = accounts.get_user("grace")
+    assert cut.synced_at is None and cut.groups == ("ops",) and cut.role is Role.OPERATOR
+    with pytest.raises(NotFoundError):
+        accounts.cut_off("nobody")
+
+
+def test_sessions_expired_go_when_a_session_starts(
+    db: Database, monkeypatch: pytest.MonkeyPatch, cheap_hashes: None
+) -> None:
+    start = utcnow()
+    frozen_at(monkeypatch, start)
+    accounts = Accounts(db, session_max_age=60)
+    ada = accounts.add_user("ada", "viewer", "long password")
+    first = accounts.create_session(ada, "10.0.0.1" * 10)[0]
+    second = accounts.create_session(ada, "")[0]
+    frozen_at(monkeypatch, start + timedelta(seconds=60))
+    accounts.create_session(ada, "10.0.0.2")
+    frozen_at(monkeypatch, start)
+    assert accounts.session_user(first) is None and accounts.session_user(second) is None  # deleted
+    assert session_count(db) == 1
+    accounts.end_session("not a session")
+    assert session_count(db) == 1
+
+
+def session_count(db: Database) -> int:
+    found = db.row("SELECT count(*) FROM sessions")
+    assert found is not None
+    return int(found[0])
+
+
 def test_audit_log(db: Database) -> None:
     log = AuditLog(db)
     start = utcnow()
@@ -272,6 +415,47 @@ def test_audit_entries_older_than_the_retention_go_after_a_write(db: Database) -
     assert [e.action for e in log.query(AuditQuery())] == ["a.kept"]
     log.record_many([("ada", "a.later", "", "", now - timedelta(days=3), None)])
     assert len(log.query(AuditQuery())) == 2  # pruned at most hourly
+
+
+def test_audit_query_filters_as_documented(db: Database) -> None:
+    """Each filter of AuditQuery on either backend: an action exactly or by a prefix ending in "."
+    and a target by the text it contains, "%", "_" and "/" in them meaning themselves; the task of
+    a detail (a number's text too); since inclusive, until exclusive; before_id beyond any id."""
+    log = AuditLog(db)
+    at = utcnow().replace(microsecond=654321)
+    log.record("ada", "job.cancel", "job:1", "10.0.0.1", {"task": "t1", "n": [1, "é"]}, at)
+    log.record("bo", "jobXcancel", "job_1", "10.0.0.2", {"task": 5}, at + timedelta(seconds=1))
+    log.record("cy", "job_.retry", "50%/done", "10.0.0.3", None, at + timedelta(seconds=2))
+    log.record("dee", "user.role", "user:ada", "", {"task": {"a": 1}}, at + timedelta(seconds=3))
+
+    def actors(**query: Any) -> list[str]:
+        return [e.actor for e in log.query(AuditQuery(**query))]
+
+    assert actors() == ["dee", "cy", "bo", "ada"]
+    assert actors(action="job.") == ["ada"] and actors(action="job_.") == ["cy"]
+    assert actors(action="job.cancel") == ["ada"] and actors(action="job") == [] and actors(action="user.") == ["dee"]
+    assert actors(target="%") == ["cy"] and actors(target="_") == ["bo"] and actors(target="/") == ["cy"]
+    assert (
+        actors(target="0%/d") == ["cy"]
+        and actors(target="job") == ["bo", "ada"]
+        and actors(target="1") == ["bo", "ada"]
+    )
+    assert actors(target="user:ada", actor="dee") == ["dee"] and actors(target="user:ada", actor="ada") == []
+    assert actors(task="t1") == ["ada"] and actors(task="5") == ["bo"] and actors(task="t") == []
+    assert actors(since=at + timedelta(seconds=1)) == ["dee", "cy", "bo"]
+    assert actors(until=at + timedelta(seconds=1)) == ["ada"]
+    assert actors(since=at, until=at + timedelta(seconds=2), action="job_.") == []
+    newest = log.query(AuditQuery(limit=1))[0]
+    assert actors(before_id=newest.id) == ["cy", "bo", "ada"] and actors(before_id=2**40, limit=2) == ["dee", "cy"]
+    assert actors(before_id=newest.id - 3) == []
+    ada, cy = log.query(AuditQuery(actor="ada"))[0], log.query(AuditQuery(actor="cy"))[0]
+    assert (ada.at, ada.target, ada.address, ada.detail) == (at, "job:1", "10.0.0.1", {"task": "t1", "n": [1, "é"]})
+    assert cy.detail is None and cy.at == at + timedelta(seconds=2) and aware_utc(ada.at, cy.at)
+    assert log.count("job.cancel", at) == 1 and log.count("job.cancel", at + timedelta(microseconds=1)) == 0
+    assert log.count("jobXcancel", at, actor="bo", address="10.0.0.2") == 1
+    assert log.count("jobXcancel", at, actor="bo", address="10.0.0.1") == 0
+    last = log.last("user.role", "dee")
+    assert last == at + timedelta(seconds=3) and aware_utc(last) and log.last("user.role", "ada") is None
 
 
 def test_presence(db: Database) -> None:
@@ -493,3 +677,148 @@ def test_a_logged_in_users_requests_on_sqlite_go_through_no_sqlalchemy(tmp_path:
         assert accounts.get_token(token.id).last_used_at is not None
     finally:
         db.close()
+
+
+def sqlalchemy_statements(db: Database) -> list[str]:
+    """The statements that run from now on through either of SQLAlchemy's engines of `db`."""
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    for engine in {db.engine, db._reader}:
+        sa.event.listen(engine, "before_cursor_execute", seen)
+    return statements
+
+
+class NoDirectory:
+    def sign_in(self, accounts: Accounts, name: str, password: str, address: str) -> User | None:
+        return None
+
+
+def test_a_users_whole_day_on_sqlite_goes_through_no_sqlalchemy(tmp_path: Path, cheap_hashes: None) -> None:
+    """Logging in (throttled and audited, right or wrong), sessions, login links, tokens, users and
+    outside users, single sign-on subjects and the audit log: plain SQL, no statement through
+    either of SQLAlchemy's engines, step by step."""
+    db = Database(f"sqlite:///{tmp_path / 'mieruka.db'}")
+    try:
+        db.migrate()
+        audit = AuditLog(db)
+        accounts = Accounts(db, audit=audit)
+        throttle = Throttle(accounts, audit, max_failures=2, window=900)
+        statements = sqlalchemy_statements(db)
+
+        @contextmanager
+        def plain(step: str) -> Iterator[None]:
+            yield
+            assert statements == [], f"{step}: through SQLAlchemy: {statements}"
+
+        with plain("add_user"):
+            ada = accounts.add_user("ada", "admin", "long password")
+            bo = accounts.add_user("bo", "viewer", None)
+            with pytest.raises(ConflictError):
+                accounts.add_user("ada", "viewer", None)
+        with plain("get_user, list_users, is_local"):
+            assert accounts.get_user("ada") == ada and accounts.list_users() == [ada, bo]
+            assert accounts.is_local("ada") and not accounts.is_local("nobody")
+            with pytest.raises(NotFoundError):
+                accounts.get_user("nobody")
+        with plain("authenticate"):
+            assert accounts.authenticate("ada", "long password") == ada
+            assert accounts.authenticate("ada", "wrong password") is None
+            assert accounts.authenticate("nobody", "long password") is None
+        with plain("a login: the throttle's check, the attempt's record"):
+            assert throttle.login("ada", "long password", "10.0.0.1") == ada
+            assert throttle.login("nobody", "long password", "10.0.0.1", NoDirectory()) is None
+            assert throttle.login("bo", "wrong password", "10.0.0.2") is None
+            assert throttle.login("bo", "wrong password", "10.0.0.2") is None
+            with pytest.raises(TooManyAttempts):
+                throttle.login("bo", "wrong password", "10.0.0.2")
+            assert throttle.change_password("ada", "long password", "another long password", "10.0.0.1") == ada
+        with plain("the audit log's query, count and last"):
+            assert [e.action for e in audit.query(AuditQuery(action="login."))] == ["login.failed"] * 3
+            assert [e.actor for e in audit.query(AuditQuery(target="ada", action="login"))] == ["ada"]
+            assert audit.count("login.failed", ada.created_at, actor="bo") == 2
+            assert audit.last("user.password", "ada") is not None
+        with plain("login links"):
+            link = accounts.create_login_link("ada")
+            assert accounts.login_link_valid(link) and not accounts.login_link_valid(link + "x")
+            assert accounts.consume_login_link(link) == ada and accounts.consume_login_link(link) is None
+        with plain("a session: created, read, ended (logout)"):
+            session, csrf = accounts.create_session(ada, "10.0.0.1")
+            assert accounts.session_user(session) == ada.principal("session", csrf)
+            accounts.end_session(session)
+            assert accounts.session_user(session) is None
+        with plain("tokens"):
+            token, secret = accounts.create_token("ada", "ci")
+            assert accounts.get_token(token.id) == token and accounts.list_tokens() == [token]
+            assert accounts.list_tokens("ada") == [token] and accounts.check_token(secret) == ada
+            assert accounts.revoke_token_as(ada.principal("token"), token.id).revoked_at is not None
+            assert accounts.revoke_token(token.id).revoked_at is not None
+        with plain("set_password, set_role, remove_user"):
+            accounts.set_password("bo", "a long password")
+            assert accounts.set_role("bo", "admin").role is Role.ADMIN
+            accounts.remove_user("bo")
+        with plain("outside users"):
+            grace = accounts.sign_in_external("grace", "oidc", "viewer", ["ops"], display_name="Grace")
+            assert accounts.sign_in_external("grace", "oidc", "operator", ["ops"]).role is Role.OPERATOR
+            with pytest.raises(ValidationError):
+                accounts.sign_in_external("ada", "ldap", "viewer", [])
+            accounts.mark_synced("grace")
+            accounts.create_session(grace, "10.0.0.3")
+            assert accounts.cut_off("grace") == 1
+        with plain("single sign-on subjects"):
+            provider = Provider(id="corp", name="Corp", issuer="https://id.example", client_id="mieruka")
+            subjects = Subjects(db)
+            subjects.check(provider, "sub-1", "grace")
+            subjects.link(provider, "sub-1", grace.id)
+            subjects.link(provider, "sub-1", grace.id)
+            with pytest.raises(SignInFailed):
+                subjects.check(provider, "sub-1", "ada")
+        with plain("the audit log's record, in its own transaction"):
+            audit.record("ada", "user.role", "user:grace", "10.0.0.1", {"role": "operator"})
+            assert audit.query(AuditQuery(actor="ada", limit=1))[0].detail == {"role": "operator"}
+    finally:
+        db.close()
+
+
+# A login's whole path, in short, in a fresh interpreter (URL is given before it).
+_A_LOGIN = """
+import json
+import sys
+
+from mieruka.auth.accounts import Accounts, Throttle
+from mieruka.auth.audit import AuditLog, AuditQuery
+from mieruka.auth.oidc_providers import Provider
+from mieruka.auth.oidc_subjects import Subjects
+from mieruka.store.database import Database
+
+db = Database(URL)
+db.migrate()
+audit = AuditLog(db)
+accounts = Accounts(db, audit=audit, hash_memory=1024)
+throttle = Throttle(accounts, audit, max_failures=5, window=900)
+ada = accounts.add_user("ada", "admin", "long password")
+assert throttle.login("ada", "wrong password", "10.0.0.1") is None
+assert throttle.login("ada", "long password", "10.0.0.1") == ada
+session, csrf = accounts.create_session(ada, "10.0.0.1")
+assert accounts.session_user(session) == ada.principal("session", csrf)
+link = accounts.create_login_link("ada")
+assert accounts.login_link_valid(link) and accounts.consume_login_link(link) == ada
+token, secret = accounts.create_token("ada", "ci")
+assert accounts.list_tokens("ada") == [token] and accounts.check_token(secret) == ada
+accounts.revoke_token(token.id)
+grace = accounts.sign_in_external("grace", "oidc", "viewer", ["ops"])
+provider = Provider(id="corp", name="Corp", issuer="https://id.example", client_id="mieruka")
+Subjects(db).check(provider, "sub-1", "grace")
+Subjects(db).link(provider, "sub-1", grace.id)
+assert accounts.cut_off("grace") == 0
+accounts.end_session(session)
+audit.record("ada", "user.role", "user:grace", "10.0.0.1", {"role": "viewer"})
+assert [e.action for e in audit.query(AuditQuery(actor="ada", target="grace"))] == ["user.role"]
+"""
+
+
+def test_a_login_on_sqlite_never_imports_sqlalchemy(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mieruka.db'}"
+    assert loaded_after(f"URL = {url!r}\n{_A_LOGIN}", tmp_path) & {"sqlalchemy", "alembic"} == set()

@@ -1,13 +1,16 @@
-"""The database's reads for the event loop (`Database.at_once`): a statement that would wait for
-another connection's lock says so at once (WouldWait) instead of waiting out the busy timeout."""
+"""The database's one-statement helpers on both backends, and its reads for the event loop
+(`Database.at_once`): a statement that would wait for another connection's lock says so at once
+(WouldWait) instead of waiting out the busy timeout."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mieruka.core.clock import utcnow
 from mieruka.store.base import WouldWait
 from mieruka.store.database import Database
 
@@ -37,3 +40,31 @@ def test_a_lock_wait_at_once_is_would_wait_and_the_thread_reads_patiently_again(
             assert cur.fetchall() == [(1,), (2,)]
     finally:
         db.close()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.close()
+
+
+def test_one_statement_reads_and_writes_with_question_marks_on_both_backends(db: Database) -> None:
+    """`rows`, `row`, `run` and `run_returning`: each statement its own transaction, "?" placeholders
+    on both backends, the rows as the driver returns them and the count of changed rows."""
+    now = db.codec.time(utcnow())
+    added = db.run_returning(
+        "INSERT INTO users (name, role, created_at) VALUES (?, ?, ?) RETURNING id", ("ann", "viewer", now)
+    )
+    assert len(added) == 1 and isinstance(added[0][0], int)
+    db.run("INSERT INTO users (name, role, created_at) VALUES (?, ?, ?)", ("bob", "admin", now))
+    assert db.rows("SELECT name, role FROM users ORDER BY name") == [("ann", "viewer"), ("bob", "admin")]
+    assert db.row("SELECT name FROM users WHERE id = ?", (added[0][0],)) == ("ann",)
+    assert db.row("SELECT name FROM users WHERE name = ?", ("nobody",)) is None
+    assert db.run("UPDATE users SET role = ? WHERE role <> ?", ("operator", "operator")) == 2
+    assert db.run("DELETE FROM users WHERE name = ?", ("nobody",)) == 0
+    with pytest.raises(Exception) as failed:  # the name is unique: nothing written, the store usable
+        db.run("INSERT INTO users (name, role, created_at) VALUES (?, ?, ?)", ("ann", "viewer", now))
+    assert "unique" in str(failed.value).lower()
+    assert db.rows("SELECT count(*) FROM users") == [(2,)]

@@ -9,8 +9,11 @@ import pytest
 
 from mieruka.auth.accounts import Accounts
 from mieruka.auth.audit import AuditLog, AuditQuery
+from mieruka.auth.oidc import SignInFailed
+from mieruka.auth.oidc_providers import Provider
+from mieruka.auth.oidc_subjects import Subjects
 from mieruka.core.access import Principal, Role, allowed
-from mieruka.errors import ValidationError
+from mieruka.errors import NotFoundError, ValidationError
 from mieruka.store.database import Database
 
 
@@ -74,6 +77,38 @@ def test_cut_off_ends_sessions_and_revokes_tokens(db: Database) -> None:
     assert cut.source == "ldap"  # kept: jobs and audit entries name it
     assert cut.synced_at is None  # no longer vouched for: its subscriptions fall silent
     assert accounts.sign_in_external("ada", "ldap", "operator", []).synced_at is not None
+
+
+def test_an_account_at_a_provider_signs_in_as_its_first_user_only(db: Database) -> None:
+    """Subjects: a provider's account (`sub`) may sign in as the user it first signed in as, or as a
+    user who has no account there yet; another account naming itself like a known user is refused,
+    as is a known account calling itself by another user's name. Per provider."""
+    accounts, subjects = Accounts(db), Subjects(db)
+    corp = Provider(id="corp", name="Corp", issuer="https://id.example", client_id="mieruka")
+    other = Provider(id="other", name="Other", issuer="https://other.example", client_id="mieruka")
+    sue = accounts.sign_in_external("sue", "oidc", "viewer", [])
+    val = accounts.sign_in_external("val", "oidc", "viewer", [])
+    subjects.check(corp, "sub-1", "sue")  # nobody's yet
+    subjects.link(corp, "sub-1", sue.id)
+    subjects.link(corp, "sub-9", sue.id)  # the first is kept
+    subjects.check(corp, "sub-1", "sue")
+    with pytest.raises(SignInFailed) as renamed:
+        subjects.check(corp, "sub-1", "val")
+    assert (renamed.value.code, renamed.value.status_code) == ("sso_renamed", 403) and "'sue'" in renamed.value.message
+    for stranger in ("sub-2", "sub-9"):
+        with pytest.raises(SignInFailed) as taken:
+            subjects.check(corp, stranger, "sue")
+        assert (taken.value.code, taken.value.status_code) == ("sso_name_taken", 403)
+    subjects.check(corp, "sub-2", "val")  # val has no account at corp yet
+    subjects.check(corp, "sub-2", "nobody")
+    subjects.check(other, "sub-1", "sue")  # another provider's sub-1 is another account
+    subjects.link(other, "sub-1", val.id)
+    with pytest.raises(SignInFailed, match="'val'"):
+        subjects.check(other, "sub-1", "sue")
+    accounts.remove_user("sue")  # its accounts go with it: sub-1 at corp may start afresh
+    subjects.check(corp, "sub-1", "val")
+    with pytest.raises(NotFoundError):
+        accounts.get_user("sue")
 
 
 def test_group_entries_of_allow_lists() -> None:

@@ -44,13 +44,13 @@ def double(x: int) -> int:
 
 
 def loaded_after(code: str, tmp_path: Path, modules: bool = False) -> set[str]:
-    """The top-level packages (`modules`: the modules) loaded after running `code` (with HOME, a
-    fresh folder, defined)."""
+    """The top-level packages (`modules`: the modules) loaded after running `code` in a fresh
+    interpreter (with HOME, a fresh folder, defined; the tests' own modules importable)."""
     script = f"HOME = {str(tmp_path / 'home')!r}\n{code}\n"
     name = "m" if modules else "m.split('.')[0]"
     script += f"import sys, json\nprint(json.dumps(sorted({{{name} for m in sys.modules}})))\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
-    env["PYTHONPATH"] = str(SRC)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(SRC.parent)])
     done = subprocess.run(
         [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script],
         cwd=tmp_path,

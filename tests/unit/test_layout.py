@@ -284,3 +284,48 @@ def test_the_public_names_load_at_first_use() -> None:
     code = "import sys, mieruka; print(sorted(m for m in ('mieruka.app', 'pydantic') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+# SQLAlchemy is the schema (tables.py) for Alembic's migrations, SQL sources on any URL, and URLs
+# where one is read; every statement of the store, the accounts and notifications is plain SQL, so
+# that a server on SQLite never imports it. A new module on this list is a decision.
+SQLALCHEMY_USERS = {
+    "mieruka.cli_accounts",
+    "mieruka.sources.sql",
+    "mieruka.store.database",
+    "mieruka.store.migrate",
+    "mieruka.store.outage",
+    "mieruka.store.pg_connections",
+    "mieruka.store.snapshot",
+    "mieruka.store.tables",
+    "mieruka.wiring",
+}
+
+
+def sqlalchemy_users() -> set[str]:
+    users = set()
+    for path in SRC.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[-1] == "tables":
+                names = ["sqlalchemy"]  # the schema's module is SQLAlchemy's
+            elif isinstance(node, ast.ImportFrom) and any(alias.name == "tables" for alias in node.names):
+                names = ["sqlalchemy"]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "deferred" and node.args:
+                first = node.args[0]
+                names = [first.value] if isinstance(first, ast.Constant) and isinstance(first.value, str) else []
+                names = ["sqlalchemy" if n == "mieruka.store.tables" else n for n in names]
+            if any(n == "sqlalchemy" or n.startswith("sqlalchemy.") for n in names):
+                users.add(module_name(path))
+    return users
+
+
+def test_only_the_schema_migrations_sources_and_urls_use_sqlalchemy() -> None:
+    assert sqlalchemy_users() == SQLALCHEMY_USERS

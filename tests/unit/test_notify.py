@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,17 @@ import sqlalchemy as sa
 import mieruka
 from mieruka import App, charts
 from mieruka.core.clock import utcnow
-from mieruka.errors import ConfigError, NotFoundError
+from mieruka.errors import ConfigError, NotFoundError, ValidationError
 from mieruka.notify import deliveries, outbox
 from mieruka.notify.messages import Event, compose
 from mieruka.notify.notifier import Notifier
 from mieruka.notify.rulebook import Rulebook, StoredRule
 from mieruka.store import tables as t
+from mieruka.store.codec import json_text
 from mieruka.store.database import Database
 from mieruka.store.pools import SqlPoolStore
 from tests.notify_receivers import HttpReceiver, http_receiver, mail_server, self_signed, wait_for
+from tests.unit.test_imports import loaded_after
 
 SECRET_VALUE = "hunter2-very-secret"
 HMAC_KEY = "the-webhook-key"
@@ -944,5 +947,496 @@ def test_pruning_deletes_the_old_messages_and_the_events_they_held(tmp_path: Pat
             {ids["held by a kept one"]},
         )
         assert deliveries.prune(db, cut) == 0
+    finally:
+        db.close()
+
+
+def _job(db: Database, task: str, params: dict[str, Any], started: datetime) -> int:
+    """A running job, written as the store writes one (plain SQL)."""
+    ((job_id,),) = db.run_returning(
+        "INSERT INTO jobs (task, status, params, created_at, started_at, attempts) VALUES (?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
+        (task, "running", json_text(params), db.codec.time(started), db.codec.time(started), 1),
+    )
+    return int(job_id)
+
+
+def test_a_users_day_runs_nothing_through_sqlalchemy(tmp_path: Path, receiver: HttpReceiver) -> None:
+    """On SQLite, what a day asks of notifications (rules, the outbox, messages), display links and
+    languages is plain SQL: each call below fails if one of its statements goes through SQLAlchemy."""
+    from mieruka.auth.displays import Displays
+    from mieruka.auth.languages import UserLanguages
+    from mieruka.core.task import TaskRegistry
+    from mieruka.errors import ConflictError
+    from mieruka.settings import Settings
+
+    (tmp_path / "home").mkdir()
+    db = Database(f"sqlite:///{tmp_path / 'home' / 'mieruka.db'}")
+    db.migrate()
+
+    def plain(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with through_sqlalchemy(db) as statements:
+            found = call(*args, **kwargs)
+        assert statements == [], (call.__qualname__, statements)
+        return found
+
+    @contextmanager
+    def plain_refusal(error: type[Exception]) -> Iterator[None]:
+        with through_sqlalchemy(db) as statements, pytest.raises(error):
+            yield
+        assert statements == []
+
+    hook = "webhook:" + receiver.url()
+    try:
+        now = utcnow()
+        book = Rulebook(db)
+        # Rules: the admin's and a user's, the code's (added, rewritten, renaming a squatter, deleted).
+        rule = plain(failed_jobs_rule, book, "ops", target=hook)
+        squatter = plain(failed_jobs_rule, book, "task:long", owner="val", origin="user", target=hook)
+        with plain_refusal(ValidationError):
+            failed_jobs_rule(book, "ops")
+        plain(book.sync_code, {"task:boom": mieruka.notify.on_failure("mail:ops@example.org")}, now)
+        (boom,) = book.all(owner=None)[2:]
+        longer = mieruka.notify.on_long_run(1, hook)
+        declared = {"task:boom": mieruka.notify.on_failure(hook), "task:long": longer}
+        plain(book.sync_code, {**declared, "task:gone": mieruka.notify.on_failure(hook)}, now)
+        plain(book.sync_code, declared, now)
+        rules = plain(book.all)
+        assert [r.name for r in rules] == ["ops", f"task:long (renamed: rule {squatter.id})", "task:boom", "task:long"]
+        assert rules[2].id == boom.id and rules[2].target == hook
+        plain(book.delete, squatter.id)
+        assert plain(book.get, rule.id) == rule
+        # The outbox: a long job, a silent node, an event some rule asks for and one none does.
+        job_id = _job(db, "boom", {"n": 1, "name": "é"}, now - timedelta(hours=1))
+        db.run(
+            "INSERT INTO engines (id, host, pid, heartbeat_at, info) VALUES (?, ?, ?, ?, ?)",
+            ("e1", "node7", 1, db.codec.time(now - timedelta(hours=1)), json_text({"kind": "celery"})),
+        )
+        assert [e.job_id for e in plain(outbox.long_jobs, db, {None: 1.0}, now)] == [job_id]
+        assert [e.job_id for e in plain(outbox.long_jobs, db, {"boom": 1.0, "other": 2.0}, now)] == [job_id]
+        assert [e.subject for e in plain(outbox.silent_nodes, db, 60, now)] == ["node7"]
+        failure = outbox.NewEvent("job.failed", "job.failed:1", "boom", "failed", job_id=job_id, task="boom")
+        unheard = outbox.NewEvent("pool.stopped", "pool:1", "gpu")
+        assert plain(outbox.record, db, [failure, unheard], now) == 1
+        # Messages: routed, claimed, told (the round), retried, sent; a test message; the lists.
+        settings = Settings().with_overrides(home=str(tmp_path / "home"))
+        notifier = Notifier(db, settings, TaskRegistry(), {}, lambda user: None)
+        assert plain(notifier._params, job_id) == {"n": 1, "name": "é"}
+        receiver.answers = [500]  # the first message (the failure, to "ops") is tried again
+        assert [o.ok for o in plain(notifier.run_once, now)] == [False, True, True]  # and the long job's
+        assert [o.ok for o in plain(notifier.run_once, now + timedelta(hours=2))] == [True]
+        assert plain(deliveries.add_test, db, rule.id, now) > 0
+        with plain_refusal(ConflictError):
+            deliveries.add_test(db, rule.id, now)
+        (claimed,) = plain(deliveries.claim, db, now + timedelta(hours=2), 60)
+        assert claimed.test and plain(deliveries.events_of, db, claimed.id) == []
+        assert plain(deliveries.failed, db, claimed, now, "refused", 0, 1) is False
+        assert plain(outbox.record, db, [replace(failure, key="job.failed:2")], now) == 1
+        assert plain(deliveries.route, db, plain(book.all), lambda rule, event: True, now, 60) == 1  # to 3 rules
+        listed = plain(deliveries.listing, db, None)
+        assert [m["status"] for m in listed] == ["pending"] * 3 + ["failed"] + ["sent"] * 3
+        assert len(plain(deliveries.listing, db, [rule.id])) == 3
+        assert plain(deliveries.counts, db) == {"sent": 3, "pending": 3, "failed": 1, "retrying": 0, "events": 3}
+        assert plain(deliveries.prune, db, now + timedelta(days=1)) == 4
+        # A display link, made, listed, used, revoked.
+        displays = Displays(db)
+        link, secret = plain(displays.create, "wards", "Ward 3", "ada", now + timedelta(days=1))
+        assert plain(displays.list) == [link] and plain(displays.get, link.id) == link
+        assert plain(displays.check, secret) == link and plain(displays.is_active, link.id)
+        assert plain(displays.revoke, link.id).revoked_at is not None
+        assert plain(displays.check, secret) is None and not plain(displays.is_active, link.id)
+        # A user's language.
+        ((user_id,),) = db.run_returning(
+            "INSERT INTO users (name, role, created_at) VALUES (?, ?, ?) RETURNING id",
+            ("val", "viewer", db.codec.time(now)),
+        )
+        languages = UserLanguages(db)
+        assert plain(languages.set, "val", "ja") == "ja"
+        with plain_refusal(NotFoundError):
+            languages.set("nobody", "ja")
+        assert plain(UserLanguages(db).of, user_id) == "ja" and plain(languages.all) == {"val": "ja"}
+    finally:
+        db.close()
+
+
+# What test_a_users_day_runs_nothing_through_sqlalchemy asks, in short, in a fresh interpreter.
+_A_DAY = """
+import json
+import sys
+from datetime import timedelta
+
+from mieruka.auth.displays import Displays
+from mieruka.auth.languages import UserLanguages
+from mieruka.core.clock import utcnow
+from mieruka.notify import deliveries, outbox
+from mieruka.notify.rulebook import Rulebook
+from mieruka.store.database import Database
+
+db = Database(URL)
+db.migrate()
+now = utcnow()
+book = Rulebook(db)
+rule = book.add(name="ops", origin="admin", owner=None, events=["job.failed"], scope={},
+                target="mail:ops@example.org", secret=None, longer_than=None, created_by="admin", now=now)
+book.sync_code({}, now)
+outbox.long_jobs(db, {None: 1.0}, now)
+outbox.silent_nodes(db, 60, now)
+assert outbox.record(db, [outbox.NewEvent("job.failed", "job.failed:1", "boom", "failed")], now) == 1
+assert deliveries.route(db, book.all(), lambda rule, event: True, now, 60) == 1
+(claimed,) = deliveries.claim(db, now, 60)
+assert len(deliveries.events_of(db, claimed.id)) == 1
+deliveries.failed(db, claimed, now, "refused", 0, 8)
+(claimed,) = deliveries.claim(db, now + timedelta(seconds=1), 60)
+deliveries.sent(db, claimed, now)
+deliveries.add_test(db, rule.id, now)
+assert len(deliveries.listing(db, [rule.id])) == 2 and deliveries.counts(db)["sent"] == 1
+deliveries.prune(db, now)
+book.delete(rule.id)
+displays = Displays(db)
+link, secret = displays.create("wards", "Ward 3", "ada")
+assert displays.list() == [link] and displays.check(secret) == link and displays.is_active(link.id)
+displays.revoke(link.id)
+db.run("INSERT INTO users (name, role, created_at) VALUES (?, ?, ?)", ("val", "viewer", db.codec.time(now)))
+assert UserLanguages(db).set("val", "ja") == "ja" and UserLanguages(db).all() == {"val": "ja"}
+"""
+
+
+def test_a_users_day_on_sqlite_never_imports_sqlalchemy(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mieruka.db'}"
+    assert loaded_after(f"URL = {url!r}\n{_A_DAY}", tmp_path) & {"sqlalchemy", "alembic"} == set()
+
+
+TOKYO = timezone(timedelta(hours=9))
+
+
+def _opened(tmp_path: Path, database_url: str) -> Database:
+    (tmp_path / "home").mkdir(exist_ok=True)
+    db = Database(database_url)
+    db.migrate()
+    return db
+
+
+def _message(db: Database, rule_id: int, key: str, **values: Any) -> int:
+    """A message written through SQLAlchemy (its defaults: pending, due now, never tried)."""
+    now = utcnow()
+    row = {"status": "pending", "test": False, "created_at": now, "due_at": now, **values}
+    with db.write() as conn:
+        return int(
+            conn.execute(
+                sa.insert(t.notify_deliveries)
+                .values(rule_id=rule_id, key=key, **row)
+                .returning(t.notify_deliveries.c.id)
+            ).scalar_one()
+        )
+
+
+def _sqlalchemys_message(db: Database, delivery_id: int) -> dict[str, Any]:
+    with db.read() as conn:
+        row = conn.execute(sa.select(t.notify_deliveries).where(t.notify_deliveries.c.id == delivery_id)).one()
+    return dict(row._mapping)
+
+
+def test_the_listing_and_the_counts_are_what_sqlalchemy_read(tmp_path: Path, database_url: str) -> None:
+    d, r = t.notify_deliveries.c, t.notify_rules.c
+
+    def sqlalchemys_listing(rule_ids: list[int] | None, limit: int = 100) -> list[dict[str, Any]]:
+        stmt = (
+            sa.select(
+                d.id,
+                d.rule_id,
+                r.name.label("rule"),
+                d.key,
+                d.status,
+                d.test,
+                d.created_at,
+                d.due_at,
+                d.sent_at,
+                d.attempts,
+                d.events,
+                d.last_error,
+            )  # fmt: skip
+            .join(t.notify_rules, r.id == d.rule_id)
+            .order_by(d.id.desc())
+            .limit(limit)
+        )
+        if rule_ids is not None:
+            stmt = stmt.where(d.rule_id.in_(rule_ids))
+        with db.read() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]
+
+    db = _opened(tmp_path, database_url)
+    try:
+        book = Rulebook(db)
+        ops, val = failed_jobs_rule(book, "ops"), failed_jobs_rule(book, "val:é", owner="val", origin="user")
+        assert deliveries.listing(db, None) == [] and deliveries.counts(db) == {
+            "sent": 0, "pending": 0, "failed": 0, "retrying": 0, "events": 0,
+        }  # fmt: skip
+        at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=TOKYO)
+        _message(db, ops.id, "sent", status="sent", created_at=at, due_at=at, sent_at=at, attempts=1, events=3)
+        _message(db, val.id, "retrying", attempts=2, last_error="refused: é", events=1, created_at=at)
+        _message(db, ops.id, "failed", status="failed", attempts=8, last_error="gone", created_at=at)
+        _message(db, val.id, "test", test=True, created_at=at + timedelta(microseconds=1))
+        _message(db, ops.id, "new", due_at=at + timedelta(days=1))
+        outbox.record(db, [outbox.NewEvent("job.failed", f"job.failed:{n}", "boom") for n in range(4)], utcnow())
+        for rule_ids, limit in ((None, 100), ([val.id], 100), ([ops.id, val.id], 2), ([], 100), ([val.id + 9], 9)):
+            listed = deliveries.listing(db, rule_ids, limit)
+            assert listed == sqlalchemys_listing(rule_ids, limit), (rule_ids, limit)
+            assert [list(m) for m in listed] == [list(m) for m in sqlalchemys_listing(rule_ids, limit)]
+        listed = deliveries.listing(db, None)
+        assert [m["key"] for m in listed] == ["new", "test", "failed", "retrying", "sent"]
+        assert [m["rule"] for m in listed] == ["ops", "val:é", "ops", "val:é", "ops"]
+        assert [type(m["test"]) for m in listed] == [bool] * 5 and listed[1]["test"]
+        assert [m["sent_at"] for m in listed] == [None] * 4 + [at]
+        assert listed[4]["sent_at"].tzinfo is UTC and listed[4]["created_at"].tzinfo is UTC
+        assert listed[3]["last_error"] == "refused: é" and listed[0]["last_error"] is None
+        assert listed[0]["due_at"] == at + timedelta(days=1) and listed[1]["created_at"] == at + timedelta(
+            microseconds=1
+        )
+        assert deliveries.counts(db) == {"sent": 1, "pending": 3, "failed": 1, "retrying": 1, "events": 4}
+    finally:
+        db.close()
+
+
+def test_a_due_message_is_claimed_once_whoever_asks(tmp_path: Path, database_url: str) -> None:
+    db = _opened(tmp_path, database_url)
+    d = t.notify_deliveries.c
+    try:
+        rule = failed_jobs_rule(Rulebook(db), "ops")
+        base = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+        due = [_message(db, rule.id, f"due{n}", due_at=base - timedelta(seconds=n % 7)) for n in range(40)]
+        leased = _message(db, rule.id, "leased", due_at=base, lease_until=base + timedelta(seconds=10))
+        later = _message(db, rule.id, "later", due_at=base + timedelta(microseconds=1))
+        _message(db, rule.id, "sent", status="sent", due_at=base)
+        _message(db, rule.id, "failed", status="failed", due_at=base)
+        with db.read() as conn:  # the order SQLAlchemy claimed them in: the longest due first
+            first = conn.execute(
+                sa.select(d.id).where(d.id.in_(due)).order_by(d.due_at, d.id).limit(5)
+            ).scalars().all()  # fmt: skip
+        claimed = deliveries.claim(db, base.astimezone(TOKYO), 60, limit=5)
+        assert [c.id for c in claimed] == first and claimed[0].key == "due6" and not claimed[0].test
+        assert _sqlalchemys_message(db, first[0])["lease_until"] == base + timedelta(seconds=60)
+        # Two servers at once: each due message goes to one of them.
+        taken: list[list[int]] = [[], []]
+        start = threading.Barrier(2)
+
+        def server(mine: list[int]) -> None:
+            start.wait()
+            while found := deliveries.claim(db, base, 60, limit=3):
+                mine += [c.id for c in found]
+
+        threads = [threading.Thread(target=server, args=(mine,)) for mine in taken]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(first + taken[0] + taken[1]) == sorted(due)
+        # A lease ends at its time: then the message is due again.
+        lease_end = base + timedelta(seconds=60)
+        assert {c.id for c in deliveries.claim(db, lease_end, 60, limit=100)} == {leased, later}
+        assert deliveries.claim(db, lease_end, 60) == []
+        again = deliveries.claim(db, lease_end + timedelta(microseconds=1), 60, limit=100)
+        assert sorted(c.id for c in again) == sorted(due)
+    finally:
+        db.close()
+
+
+def test_sent_and_failed_attempts_are_written_as_sqlalchemy_wrote_them(tmp_path: Path, database_url: str) -> None:
+    db = _opened(tmp_path, database_url)
+    try:
+        rule = failed_jobs_rule(Rulebook(db), "ops")
+        base = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=TOKYO)
+        message = _message(db, rule.id, "k", due_at=base)
+        (claimed,) = deliveries.claim(db, base, 60)
+        assert deliveries.failed(db, claimed, base, "é" * 1500, 90.5, 3)
+        row = _sqlalchemys_message(db, message)
+        assert (row["status"], row["attempts"], row["lease_until"], row["last_error"]) == (
+            "pending",
+            1,
+            None,
+            "é" * 1000,
+        )
+        assert row["due_at"] == base + timedelta(seconds=90.5) and row["sent_at"] is None
+        assert deliveries.claim(db, base + timedelta(seconds=90), 60) == []
+        (claimed,) = deliveries.claim(db, base + timedelta(seconds=91), 60)
+        assert claimed.attempts == 1
+        deliveries.sent(db, claimed, base + timedelta(hours=1))
+        row = _sqlalchemys_message(db, message)
+        assert (row["status"], row["attempts"], row["lease_until"], row["last_error"]) == ("sent", 2, None, None)
+        assert row["sent_at"] == base + timedelta(hours=1) and row["sent_at"].tzinfo is UTC
+        other = _message(db, rule.id, "k2", due_at=base, attempts=2)
+        (claimed,) = deliveries.claim(db, base, 60)
+        assert not deliveries.failed(db, claimed, base, "the last straw", 60, 3)  # attempt 3 of 3: failed
+        row = _sqlalchemys_message(db, other)
+        assert (row["status"], row["attempts"], row["last_error"]) == ("failed", 3, "the last straw")
+    finally:
+        db.close()
+
+
+def test_events_are_routed_into_digests_as_before(tmp_path: Path, database_url: str) -> None:
+    """The first event of a quiet rule is due at once; the next join its message until it is
+    claimed, then wait for the end of its window; test messages are neither open nor a window."""
+    db = _opened(tmp_path, database_url)
+    try:
+        book = Rulebook(db)
+        ops, quiet = failed_jobs_rule(book, "ops"), failed_jobs_rule(book, "quiet")
+        off = failed_jobs_rule(book, "off")
+        with db.write() as conn:
+            conn.execute(sa.update(t.notify_rules).where(t.notify_rules.c.id == off.id).values(enabled=False))
+        t0 = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=TOKYO)
+        n = iter(range(100))
+
+        def event(at: datetime, to: StoredRule) -> int:
+            """An event about `to` only, recorded and routed at `at`: how many were routed."""
+            told = outbox.NewEvent("job.failed", f"job.failed:{next(n)}", "boom", "no\nway", job_id=7, task="boom")
+            assert outbox.record(db, [told], at) == 1
+            return deliveries.route(db, book.all(), lambda rule, event: rule.id in (to.id, off.id), at, 60)
+
+        assert event(t0, ops) == 1
+        (first,) = deliveries.listing(db, None)
+        assert (first["due_at"], first["created_at"], first["events"], first["attempts"]) == (t0, t0, 1, 0)
+        assert event(t0 + timedelta(seconds=5), ops) == 1
+        assert deliveries.listing(db, None)[0]["events"] == 2  # joined it
+        (claimed,) = deliveries.claim(db, t0 + timedelta(seconds=5), 60)
+        test = deliveries.add_test(db, ops.id, t0 + timedelta(seconds=6))
+        assert event(t0 + timedelta(seconds=10), ops) == 1
+        window = deliveries.listing(db, None)[0]
+        assert window["id"] > test and window["due_at"] == t0 + timedelta(seconds=60) and window["events"] == 1
+        deliveries.add_test(db, quiet.id, t0)
+        assert event(t0 + timedelta(seconds=30), quiet) == 1
+        (digest,) = deliveries.listing(db, [quiet.id])[:1]
+        assert digest["due_at"] == t0 + timedelta(seconds=30) and not digest["test"]
+        assert deliveries.listing(db, [off.id]) == [] and not deliveries.unrouted(db)
+        events = deliveries.events_of(db, claimed.id)
+        assert [(e.kind, e.subject, e.job_id, e.task, e.message) for e in events] == [
+            ("job.failed", "boom", 7, "boom", "no\nway")
+        ] * 2
+        assert [e.at for e in events] == [t0, t0 + timedelta(seconds=5)] and events[0].at.tzinfo is UTC
+        assert events[0].id < events[1].id and deliveries.events_of(db, test) == []
+    finally:
+        db.close()
+
+
+def test_the_outbox_writes_and_observes_as_sqlalchemy_did(tmp_path: Path, database_url: str) -> None:
+    db = _opened(tmp_path, database_url)
+    e = t.notify_events.c
+    try:
+        book = Rulebook(db)
+        failed_jobs_rule(book, "ops")
+        pools = book.add(
+            name="pools", origin="admin", owner=None, events=["pool.started"], scope={}, target="mail:a@example.org",
+            secret=None, longer_than=None, created_by="admin", now=utcnow(),
+        )  # fmt: skip
+        retries = failed_jobs_rule(book, "retries")
+        with db.write() as conn:  # one rule off; one asks for a kind whose name LIKE would match with its _
+            conn.execute(sa.update(t.notify_rules).where(t.notify_rules.c.id == pools.id).values(enabled=False))
+            conn.execute(
+                sa.update(t.notify_rules).where(t.notify_rules.c.id == retries.id).values(events=",job.lastXretry,")
+            )
+        at = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=TOKYO)
+        long = outbox.NewEvent("job.failed", "k" * 400, "s" * 300, "m" * 3000, job_id=5, task="boom")
+        unasked = [outbox.NewEvent("pool.started", "pool:1", "gpu"), outbox.NewEvent("job.last_retry", "r:1", "boom")]
+        assert outbox.record(db, [long, *unasked], at) == 1
+        assert outbox.record(db, [long, outbox.NewEvent("job.failed", "k2", "boom")], at) == 1  # k... is written
+        with db.read() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(sa.select(t.notify_events).order_by(e.id))]
+        assert [row["key"] for row in rows] == ["k" * 300, "k2"]
+        assert rows[0] == {
+            "id": rows[0]["id"], "kind": "job.failed", "key": "k" * 300, "at": at, "job_id": 5, "task": "boom",
+            "subject": "s" * 200, "message": "m" * 2000, "routed": False,
+        }  # fmt: skip
+        assert rows[1]["message"] is None and rows[1]["job_id"] is None and rows[1]["at"].tzinfo is UTC
+    finally:
+        db.close()
+
+
+def test_long_jobs_silent_nodes_and_a_jobs_parameters_are_read_as_before(tmp_path: Path, database_url: str) -> None:
+    from mieruka.core.task import TaskRegistry
+    from mieruka.settings import Settings
+
+    db = _opened(tmp_path, database_url)
+    try:
+        now = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+        hour_ago = (now - timedelta(hours=1)).astimezone(TOKYO)
+        jobs = {name: _job(db, name, {"name": "é", "n": [1, 2]}, hour_ago) for name in ("a", "b")}
+        jobs["recent"] = _job(db, "recent", {}, now - timedelta(seconds=30))
+        queued = _job(db, "a", {}, hour_ago)  # long since, but not running (any more)
+        db.run("UPDATE jobs SET status = ? WHERE id = ?", ("queued", queued))
+
+        def long_ones(limits: dict[str | None, float]) -> list[outbox.NewEvent]:
+            return sorted(outbox.long_jobs(db, limits, now), key=lambda event: event.key)
+
+        assert long_ones({}) == [] and long_ones({"a": 3601}) == [] and long_ones({"c": 1}) == []
+
+        def told(name: str, since: datetime, limit: str) -> outbox.NewEvent:
+            said = f"running since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (over {limit}s)"
+            return outbox.NewEvent("job.long", f"job.long:{jobs[name]}:1", name, said, jobs[name], name)
+
+        just_long = now - timedelta(seconds=30)  # a limit of 30s: long just now
+        assert long_ones({"a": 3600, "recent": 30}) == [told("a", hour_ago, "3600"), told("recent", just_long, "30")]
+        assert [event.task for event in long_ones({"a": 600, "b": 7200})] == ["a"]
+        assert [event.task for event in long_ones({None: 600, "b": 7200})] == ["a", "b"]  # None: every task
+        assert [event.task for event in long_ones({None: 60.5})] == ["a", "b"]
+        beat = (now - timedelta(minutes=10)).astimezone(TOKYO)
+        with db.write() as conn:  # as the stores wrote them: info as JSON, or none (JSON's null)
+            conn.execute(sa.insert(t.engines).values(id="e1", host="h1", pid=1, heartbeat_at=beat, info=None))
+            conn.execute(
+                sa.insert(t.engines).values(
+                    id="e2", host="h2", pid=2, heartbeat_at=beat, info={"name": "gpu é", "kind": "celery"}
+                )
+            )
+            conn.execute(sa.insert(t.engines).values(id="e3", host="h3", pid=3, heartbeat_at=now, info={}))
+        stamp = (now - timedelta(minutes=10)).isoformat()
+        assert stamp.endswith("+00:00")
+        heard = f"last heard from at {now - timedelta(minutes=10):%Y-%m-%d %H:%M:%S} UTC"
+        assert sorted(outbox.silent_nodes(db, 60, now), key=lambda event: event.key) == [
+            outbox.NewEvent("node.down", f"node.down:e1:{stamp}", "h1", f"{heard} (node on h1)"),
+            outbox.NewEvent("node.down", f"node.down:e2:{stamp}", "gpu é", f"{heard} (celery on h2)"),
+        ]
+        assert outbox.silent_nodes(db, 600, now) == []
+        notifier = Notifier(db, Settings(), TaskRegistry(), {}, lambda user: None)
+        assert notifier._params(jobs["a"]) == {"name": "é", "n": [1, 2]} and notifier._params(jobs["recent"]) == {}
+        assert notifier._params(jobs["a"] + 100) is None
+    finally:
+        db.close()
+
+
+def test_rule_changes_are_written_as_sqlalchemy_wrote_them(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _opened(tmp_path, database_url)
+    try:
+        book = Rulebook(db)
+        failed_jobs_rule(book, "ops")
+        with pytest.raises(ValidationError, match="a rule named 'ops' exists"):
+            failed_jobs_rule(book, "ops")  # the database's unique name, on either driver
+        slow = mieruka.notify.on_long_run(90, "mail:ops@example.org")
+        book.sync_code(
+            {"task:a": slow.scoped(tasks=["a"]), "task:b": mieruka.notify.on_failure("mail:b@x.org")}, utcnow()
+        )
+        before = {r.name: r for r in book.all()}
+        faster = mieruka.notify.on_long_run(30.5, "mail:ops@example.org").scoped(tasks=["a", "é"], tags=["t"])
+        book.sync_code({"task:a": faster, "task:b": mieruka.notify.on_failure("mail:b@x.org")}, utcnow())
+        after = {r.name: r for r in book.all()}
+        assert after["task:b"] == before["task:b"] and after["task:a"].id == before["task:a"].id
+        assert after["task:a"].longer_than == 30.5 and after["task:a"].scope == {"tasks": ["a", "é"], "tags": ["t"]}
+        assert after["task:a"] == replace(before["task:a"], longer_than=30.5, scope=after["task:a"].scope)
+        said: list[str] = []
+        sql = db.sql
+
+        def saying(text: str) -> str:
+            said.append(text)
+            return sql(text)
+
+        monkeypatch.setattr(db, "sql", saying)
+        book.sync_code({"task:a": faster, "task:b": mieruka.notify.on_failure("mail:b@x.org")}, utcnow())
+        assert [text.split()[0] for text in said] == ["SELECT", "SELECT"]  # as declared: nothing written
+        monkeypatch.undo()
+        with db.write() as conn:  # a code rule turned off by hand is turned on at the next start
+            conn.execute(sa.update(t.notify_rules).values(enabled=False))
+        book.sync_code({"task:a": faster, "task:b": mieruka.notify.on_failure("mail:b@x.org")}, utcnow())
+        assert [r.enabled for r in book.all()] == [False, True, True]
+        book.delete(after["task:a"].id)
+        book.delete(after["task:a"].id)  # gone already: nothing happens
+        assert [r.name for r in book.all()] == ["ops", "task:b"]
     finally:
         db.close()

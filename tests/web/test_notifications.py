@@ -357,11 +357,12 @@ def test_the_admins_counts_say_each_number_in_its_plural_form(tmp_path: Path) ->
                 )
 
         def counts(events: int, language: str) -> str:
-            with db.write() as conn:
-                have = conn.execute(sa.select(sa.func.count()).select_from(t.notify_events)).scalar_one()
+            with db.write_cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM notify_events")
+                (have,) = cur.fetchone()
                 for n in range(have, events):
                     event = outbox.NewEvent("source.failing", f"source.failing:beds:{n}", "beds", "no answer")
-                    outbox.insert(conn, db.is_sqlite, event, now)
+                    outbox.insert(db, cur, event, now)
             page = client.get("/notifications", headers={**ada, "Accept-Language": language})
             found = re.search(r'<p id="notify-counts"><small>(.*?)</small>', page.text, re.S)
             assert found, page.text

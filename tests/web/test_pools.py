@@ -9,8 +9,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -67,6 +68,50 @@ def test_pool_states_change_only_from_the_expected_state_and_keep_history(store:
     ]
     assert [p.name for p in pools.all()] == ["gpu"] and pools.get("other") is None
     assert not pools.move("other", {"stopped"}, "starting", "x", now)
+
+
+def test_pools_keep_their_times_in_utc_list_by_name_and_page_their_history(store: SqlJobStore) -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")
+    declared = datetime(2030, 1, 1, 9, 0, 0, 123456, tzinfo=tokyo)
+    pools = SqlPoolStore(store)
+    for name in ("zeta", "alpha", "mid"):
+        pools.ensure(name, "stopped", declared)
+    alpha = pools.get("alpha")
+    assert alpha is not None and alpha.message is None
+    assert alpha.changed_at == declared == alpha.busy_at and alpha.changed_at.utcoffset() == timedelta(0)
+    for n in range(4):
+        assert pools.move("alpha", {"stopped", "running"}, ["running", "stopped"][n % 2], f"r{n}", declared)
+    assert [p.name for p in pools.all()] == ["alpha", "mid", "zeta"]
+    assert [e.reason for e in pools.history("alpha", limit=2)] == ["r3", "r2"]
+    events = pools.history("alpha")
+    assert [(e.from_state, e.to_state) for e in events][-2:] == [("stopped", "running"), (None, "stopped")]
+    assert all(e.at == declared and e.at.utcoffset() == timedelta(0) for e in events)
+    assert pools.history("none") == [] and [e.to_state for e in pools.history("mid")] == ["stopped"]
+
+
+def test_a_pool_declared_by_two_servers_at_once_is_declared_once(database_url: str) -> None:
+    stores = [SqlJobStore(database_url) for _ in range(2)]
+    stores[0].migrate()
+    pools = [SqlPoolStore(one) for one in stores]
+    try:
+        for n in range(10):
+            start = threading.Barrier(2)
+
+            def declare(i: int, name: str = f"pool-{n}", start: threading.Barrier = start) -> None:
+                start.wait(timeout=60)
+                pools[i].ensure(name, ["stopped", "running"][i], utcnow())
+
+            threads = [threading.Thread(target=declare, args=(i,)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            events = pools[0].history(f"pool-{n}")
+            record = pools[1].get(f"pool-{n}")
+            assert len(events) == 1 and record is not None and events[0].to_state == record.state
+    finally:
+        for one in stores:
+            one.close()
 
 
 def test_concurrent_starts_from_many_threads_let_exactly_one_win(store: SqlJobStore) -> None:

@@ -18,21 +18,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.access import Principal, Role, parse_role
 from ..core.clock import utcnow
-from ..deferred import deferred
 from ..errors import ConflictError, NotFoundError, TooManyAttempts, ValidationError
 from ..i18n import _, ngettext
-from ..store.codec import MAX_INT, json_out, time_out
+from ..store.codec import MAX_INT, json_out, json_text, time_of, time_out
 from ..store.database import Database
 from .audit import AuditLog
 
 if TYPE_CHECKING:
-    import sqlalchemy as sa
     from argon2 import PasswordHasher
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 
 def new_hasher(memory_cost: int) -> PasswordHasher:
@@ -70,6 +63,11 @@ ADDRESS_FACTOR = 4  # an address may fail this many times the failures allowed f
 _USER_COLUMNS = (
     "users.id, users.name, users.role, users.created_at, users.password_hash, "
     "users.source, users.groups, users.synced_at, users.display_name"
+)
+# The columns of a Token, in _token_of's order (tokens joined with their users).
+_TOKEN_SELECT = (
+    "SELECT tokens.id, users.name, tokens.kind, tokens.name, tokens.hint, tokens.created_at, tokens.expires_at, "
+    "tokens.last_used_at, tokens.revoked_at FROM tokens JOIN users ON users.id = tokens.user_id"
 )
 
 DEFAULT_HASH_MEMORY = 65536  # KiB: RFC 9106's second recommendation (argon2id, t=3, 64 MiB, p=4)
@@ -175,46 +173,49 @@ class Accounts:
         check_name(name)
         role = role if isinstance(role, Role) else role_of(role)
         hashed = self.hasher.hash(check_password(password)) if password is not None else None
-        with self.db.write() as conn:
-            if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == name)).first():
-                raise ConflictError(_("a user named %(name)s exists already", name=repr(name)))
-            conn.execute(t.users.insert().values(name=name, role=role.value, password_hash=hashed, created_at=utcnow()))
+        db = self.db
+        with db.write_cursor() as cur:
+            cur.execute(db.sql("SELECT id FROM users WHERE name = ?"), (name,))
+            taken = cur.fetchone() is not None
+            if not taken:
+                cur.execute(
+                    db.sql("INSERT INTO users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)"),
+                    (name, role.value, hashed, db.codec.time(utcnow())),
+                )
+        if taken:
+            raise ConflictError(_("a user named %(name)s exists already", name=repr(name)))
         return self.get_user(name)
 
     def is_local(self, name: str) -> bool:
         """Whether `name` is a local user's (whose password is checked here, never elsewhere)."""
-        with self.db.read() as conn:
-            found = conn.execute(
-                sa.select(t.users.c.id).where(t.users.c.name == name, t.users.c.source == "local")
-            ).first()
-        return found is not None
+        return self.db.row("SELECT id FROM users WHERE name = ? AND source = 'local'", (name,)) is not None
 
     def get_user(self, name: str) -> User:
-        with self.db.read() as conn:
-            row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first()
+        row = self.db.row(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,))
         if row is None:
             raise NotFoundError(_("no user named %(name)s", name=repr(name)))
-        return _user(row)
+        return _user_of(row)
 
     def list_users(self) -> list[User]:
-        with self.db.read() as conn:
-            return [_user(r) for r in conn.execute(sa.select(t.users).order_by(t.users.c.name))]
+        return [_user_of(r) for r in self.db.rows(f"SELECT {_USER_COLUMNS} FROM users ORDER BY users.name")]
 
     def remove_user(self, name: str) -> None:
         user = self.get_user(name)
-        with self.db.write() as conn:
-            self._keep_an_admin(conn, user, None)
-            conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id))
-            conn.execute(t.tokens.delete().where(t.tokens.c.user_id == user.id))
-            conn.execute(t.presence.delete().where(t.presence.c.user_name == user.name))
-            conn.execute(t.users.delete().where(t.users.c.id == user.id))
+        db = self.db
+        with db.write_cursor() as cur:
+            self._keep_an_admin(cur, user, None)
+            cur.execute(db.sql("DELETE FROM sessions WHERE user_id = ?"), (user.id,))
+            cur.execute(db.sql("DELETE FROM tokens WHERE user_id = ?"), (user.id,))
+            cur.execute(db.sql("DELETE FROM presence WHERE user_name = ?"), (user.name,))
+            cur.execute(db.sql("DELETE FROM users WHERE id = ?"), (user.id,))
 
     def set_role(self, name: str, role: Role | str) -> User:
         user = self.get_user(name)
         role = role if isinstance(role, Role) else role_of(role)
-        with self.db.write() as conn:
-            self._keep_an_admin(conn, user, role)
-            conn.execute(t.users.update().where(t.users.c.id == user.id).values(role=role.value))
+        db = self.db
+        with db.write_cursor() as cur:
+            self._keep_an_admin(cur, user, role)
+            cur.execute(db.sql("UPDATE users SET role = ? WHERE id = ?"), (role.value, user.id))
         return self.get_user(name)
 
     def set_password(self, name: str, password: str) -> None:
@@ -226,9 +227,10 @@ class Accounts:
                 [{"field": "password", "message": f"a {user.source} user"}],
             )
         hashed = self.hasher.hash(check_password(password))
-        with self.db.write() as conn:
-            conn.execute(t.users.update().where(t.users.c.id == user.id).values(password_hash=hashed))
-            conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id))
+        db = self.db
+        with db.write_cursor() as cur:
+            cur.execute(db.sql("UPDATE users SET password_hash = ? WHERE id = ?"), (hashed, user.id))
+            cur.execute(db.sql("DELETE FROM sessions WHERE user_id = ?"), (user.id,))
 
     def sign_in_external(
         self,
@@ -252,55 +254,52 @@ class Accounts:
         kept = sorted({g[:200] for g in groups if g})[:MAX_GROUPS]
         shown = display_name[:200] if display_name else None
         now = utcnow()
-        with self.db.write() as conn:
-            row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first()
+        db = self.db
+        with db.write_cursor() as cur:
+            cur.execute(db.sql("SELECT id, role, source FROM users WHERE name = ?"), (name,))
+            row = cur.fetchone()
             if row is None:
-                conn.execute(
-                    t.users.insert().values(
-                        name=name,
-                        role=role.value,
-                        password_hash=None,
-                        created_at=now,
-                        source=source,
-                        groups=kept,
-                        synced_at=now,
-                        display_name=shown,
-                    )
+                cur.execute(
+                    db.sql(
+                        "INSERT INTO users (name, role, password_hash, created_at, source, groups, synced_at, "
+                        "display_name) VALUES (?, ?, NULL, ?, ?, ?, ?, ?)"
+                    ),
+                    (name, role.value, db.codec.time(now), source, json_text(kept), db.codec.time(now), shown),
                 )
                 self.audit.record(
-                    source, "user.add", f"user:{name}", address, {"role": role.value, "source": source}, conn=conn
+                    source, "user.add", f"user:{name}", address, {"role": role.value, "source": source}, cur=cur
                 )
             else:
-                if row.source != source:
+                user_id, was, held_by = row
+                if held_by != source:
                     raise ValidationError(
                         _(
                             "the user name %(name)s belongs to a %(source)s user; "
                             "an admin may remove or rename that user first",
                             name=repr(name),
-                            source=row.source,
+                            source=held_by,
                         ),
-                        [{"field": "name", "message": f"held by a {row.source} user"}],
+                        [{"field": "name", "message": f"held by a {held_by} user"}],
                     )
-                conn.execute(
-                    t.users.update()
-                    .where(t.users.c.id == row.id)
-                    .values(role=role.value, groups=kept, synced_at=now, display_name=shown)
+                cur.execute(
+                    db.sql("UPDATE users SET role = ?, groups = ?, synced_at = ?, display_name = ? WHERE id = ?"),
+                    (role.value, json_text(kept), db.codec.time(now), shown, user_id),
                 )
-                if row.role != role.value:
+                if was != role.value:
                     self.audit.record(
                         source,
                         "user.role",
                         f"user:{name}",
                         address,
-                        {"role": role.value, "was": row.role, "source": source},
-                        conn=conn,
+                        {"role": role.value, "was": was, "source": source},
+                        cur=cur,
                     )
         return self.get_user(name)
 
     def mark_synced(self, name: str) -> None:
         """The source confirmed the user again (a re-check without a login)."""
-        with self.db.write() as conn:
-            conn.execute(t.users.update().where(t.users.c.name == name).values(synced_at=utcnow()))
+        db = self.db
+        db.run("UPDATE users SET synced_at = ? WHERE name = ?", (db.codec.time(utcnow()), name))
 
     def cut_off(self, name: str) -> int:
         """The source no longer knows the user (removed or disabled): end their sessions and revoke
@@ -308,47 +307,46 @@ class Accounts:
         source vouches for it again, so its subscriptions fall silent too. The sessions ended."""
         user = self.get_user(name)
         now = utcnow()
-        with self.db.write() as conn:
-            ended = conn.execute(t.sessions.delete().where(t.sessions.c.user_id == user.id)).rowcount
-            conn.execute(t.users.update().where(t.users.c.id == user.id).values(synced_at=None))
-            conn.execute(
-                t.tokens.update()
-                .where(t.tokens.c.user_id == user.id, t.tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
+        db = self.db
+        with db.write_cursor() as cur:
+            cur.execute(db.sql("DELETE FROM sessions WHERE user_id = ?"), (user.id,))
+            ended = cur.rowcount
+            cur.execute(db.sql("UPDATE users SET synced_at = NULL WHERE id = ?"), (user.id,))
+            cur.execute(
+                db.sql("UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"),
+                (db.codec.time(now), user.id),
             )
         return int(ended or 0)
 
-    def _keep_an_admin(self, conn: sa.Connection, user: User, new_role: Role | None) -> None:
+    def _keep_an_admin(self, cur: Any, user: User, new_role: Role | None) -> None:
+        """ConflictError if the change would leave no admin (`cur`: the change's write transaction)."""
         if user.role is not Role.ADMIN or new_role is Role.ADMIN:
             return
-        admins = conn.execute(
-            sa.select(sa.func.count()).select_from(t.users).where(t.users.c.role == Role.ADMIN.value)
-        ).scalar_one()
+        cur.execute(self.db.sql("SELECT count(*) FROM users WHERE role = ?"), (Role.ADMIN.value,))
+        admins = cur.fetchone()[0]
         if admins <= 1:
             raise ConflictError(_("%(name)s is the last admin; make another user admin first", name=repr(user.name)))
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when the password is right, else None (same work either way)."""
-        with self.db.read() as conn:
-            row = conn.execute(sa.select(t.users).where(t.users.c.name == name)).first() if name else None
+        db = self.db
+        row = db.row(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,)) if name else None
         if self._dummy is None:  # the first login is the slower one, known name or not
             self._dummy = self.hasher.hash(DUMMY_PASSWORD)
         dummy = self._dummy
-        stored = row.password_hash if row is not None and row.password_hash else dummy
+        password_hash = row[4] if row is not None else None  # _USER_COLUMNS' users.password_hash
+        stored = password_hash or dummy
         from argon2.exceptions import InvalidHashError, VerificationError
 
         try:
             self.hasher.verify(stored, password[:1024])
         except (VerificationError, InvalidHashError):
             return None
-        if row is None or not row.password_hash:
+        if row is None or not password_hash:
             return None
         if self.hasher.check_needs_rehash(stored):
-            with self.db.write() as conn:
-                conn.execute(
-                    t.users.update().where(t.users.c.id == row.id).values(password_hash=self.hasher.hash(password))
-                )
-        return _user(row)
+            db.run("UPDATE users SET password_hash = ? WHERE id = ?", (self.hasher.hash(password), row[0]))
+        return _user_of(row)
 
     # -- tokens and one-time links ------------------------------------------------------------------
     def create_token(
@@ -361,35 +359,31 @@ class Accounts:
                 "expires_at: must be in the future", [{"field": "expires_at", "message": "in the past"}]
             )
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self.db.write() as conn:
-            token_id = conn.execute(
-                t.tokens.insert().values(
-                    user_id=owner.id,
-                    kind=kind,
-                    name=name[:200],
-                    secret_hash=digest(secret),
-                    hint=secret[:8],
-                    created_at=utcnow(),
-                    expires_at=expires_at,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
+        db = self.db
+        created_at, expires = db.codec.time(utcnow()), db.codec.time(expires_at)
+        token_id = db.run_returning(
+            "INSERT INTO tokens (user_id, kind, name, secret_hash, hint, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (owner.id, kind, name[:200], digest(secret), secret[:8], created_at, expires),
+        )[0][0]
         return self.get_token(int(token_id)), secret
 
     def get_token(self, token_id: int) -> Token:
         if not 0 < token_id <= MAX_INT:
             raise NotFoundError(f"no token with id {token_id}")
-        with self.db.read() as conn:
-            row = conn.execute(_token_select().where(t.tokens.c.id == token_id)).first()
+        row = self.db.row(f"{_TOKEN_SELECT} WHERE tokens.id = ?", (token_id,))
         if row is None:
             raise NotFoundError(f"no token with id {token_id}")
-        return _token(row)
+        return _token_of(row)
 
     def list_tokens(self, user: str | None = None) -> list[Token]:
-        query = _token_select().where(t.tokens.c.kind == "api").order_by(t.tokens.c.id.desc())
-        if user is not None:
-            query = query.where(t.users.c.name == user)
-        with self.db.read() as conn:
-            return [_token(r) for r in conn.execute(query)]
+        if user is None:
+            rows = self.db.rows(f"{_TOKEN_SELECT} WHERE tokens.kind = 'api' ORDER BY tokens.id DESC")
+        else:
+            rows = self.db.rows(
+                f"{_TOKEN_SELECT} WHERE tokens.kind = 'api' AND users.name = ? ORDER BY tokens.id DESC", (user,)
+            )
+        return [_token_of(r) for r in rows]
 
     def revoke_token_as(self, who: Principal, token_id: int) -> Token:
         """Revoke an API token on someone's behalf: their own, or anyone's for an admin; to anybody
@@ -400,12 +394,12 @@ class Accounts:
         return self.revoke_token(token_id)
 
     def revoke_token(self, token_id: int) -> Token:
-        with self.db.write() as conn:
-            conn.execute(
-                t.tokens.update()
-                .where(t.tokens.c.id == token_id, t.tokens.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
+        if not 0 < token_id <= MAX_INT:  # out of PostgreSQL's range: an error there, not "no match"
+            raise NotFoundError(f"no token with id {token_id}")
+        db = self.db
+        db.run(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (db.codec.time(utcnow()), token_id)
+        )
         return self.get_token(token_id)
 
     def check_token(self, secret: str) -> User | None:
@@ -448,49 +442,62 @@ class Accounts:
         return self.create_token(user, "one-time login link", utcnow() + timedelta(seconds=valid_for), kind="link")[1]
 
     def login_link_valid(self, secret: str) -> bool:
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(t.tokens.c.revoked_at, t.tokens.c.expires_at).where(
-                    t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "link"
-                )
-            ).first()
-        return row is not None and row.revoked_at is None and (row.expires_at is None or row.expires_at > utcnow())
+        row = self.db.row(
+            "SELECT revoked_at, expires_at FROM tokens WHERE secret_hash = ? AND kind = 'link'", (digest(secret),)
+        )
+        if row is None or row[0] is not None:
+            return False
+        expires_at = time_out(row[1])
+        return expires_at is None or expires_at > utcnow()
 
     def consume_login_link(self, secret: str) -> User | None:
         """The link's user, once: the link is void from then on."""
         now = utcnow()
-        with self.db.write() as conn:
-            row = conn.execute(
-                sa.select(t.tokens).where(t.tokens.c.secret_hash == digest(secret), t.tokens.c.kind == "link")
-            ).first()
-            if row is None or row.revoked_at is not None or (row.expires_at and row.expires_at <= now):
-                return None
-            used = conn.execute(
-                t.tokens.update()
-                .where(t.tokens.c.id == row.id, t.tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now, last_used_at=now)
+        db = self.db
+        with db.write_cursor() as cur:
+            cur.execute(
+                db.sql(
+                    "SELECT id, user_id, revoked_at, expires_at FROM tokens WHERE secret_hash = ? AND kind = 'link'"
+                ),
+                (digest(secret),),
             )
-            if used.rowcount != 1:
+            row = cur.fetchone()
+            if row is None:
                 return None
-            user_row = conn.execute(sa.select(t.users).where(t.users.c.id == row.user_id)).first()
-        return _user(user_row) if user_row is not None else None
+            token_id, user_id, revoked_at, expires_at = row[0], row[1], row[2], time_out(row[3])
+            if revoked_at is not None or (expires_at and expires_at <= now):
+                return None
+            cur.execute(
+                db.sql("UPDATE tokens SET revoked_at = ?, last_used_at = ? WHERE id = ? AND revoked_at IS NULL"),
+                (db.codec.time(now), db.codec.time(now), token_id),
+            )
+            if cur.rowcount != 1:
+                return None
+            cur.execute(db.sql(f"SELECT {_USER_COLUMNS} FROM users WHERE users.id = ?"), (user_id,))
+            user_row = cur.fetchone()
+        return _user_of(user_row) if user_row is not None else None
 
     # -- sessions ----------------------------------------------------------------------------------
     def create_session(self, user: User, address: str) -> tuple[str, str]:
         """A fresh session id (for the cookie) and its CSRF token."""
         secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         now = utcnow()
-        with self.db.write() as conn:
-            conn.execute(t.sessions.delete().where(t.sessions.c.expires_at <= now))
-            conn.execute(
-                t.sessions.insert().values(
-                    id_hash=digest(secret),
-                    user_id=user.id,
-                    csrf=csrf,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=self.session_max_age),
-                    address=address[:64],
-                )
+        db = self.db
+        with db.write_cursor() as cur:
+            cur.execute(db.sql("DELETE FROM sessions WHERE expires_at <= ?"), (db.codec.time(now),))
+            cur.execute(
+                db.sql(
+                    "INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at, address) "
+                    "VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    digest(secret),
+                    user.id,
+                    csrf,
+                    db.codec.time(now),
+                    db.codec.time(now + timedelta(seconds=self.session_max_age)),
+                    address[:64],
+                ),
             )
         return secret, csrf
 
@@ -514,8 +521,7 @@ class Accounts:
         return _user_of(row[2:]).principal("session", row[0])
 
     def end_session(self, secret: str) -> None:
-        with self.db.write() as conn:
-            conn.execute(t.sessions.delete().where(t.sessions.c.id_hash == digest(secret)))
+        self.db.run("DELETE FROM sessions WHERE id_hash = ?", (digest(secret),))
 
 
 class Throttle:
@@ -524,7 +530,7 @@ class Throttle:
     many per address, however many requests arrive at once and however many server processes
     share the database. While locked, TooManyAttempts, and the password is not checked at all.
 
-    Each check first reserves its place: alone among reservations (Database.write_alone), count the
+    Each check first reserves its place: alone among reservations (see _reserve), count the
     failures in the audit log plus the checks under way in login_attempts, and refuse or add one.
     The password is verified after that commit; its outcome then enters the audit log in the same
     transaction that ends the reservation, so no moment counts it twice or not at all.
@@ -579,26 +585,33 @@ class Throttle:
             return None
         now = utcnow()
         since = now - timedelta(seconds=self.window)
-        a, p = t.audit_log.c, t.login_attempts.c
-        last_success = sa.select(sa.func.max(a.at)).where(a.action.in_(SUCCESSES), a.actor == name).scalar_subquery()
-        with self.accounts.db.write_alone(t.login_attempts.name) as conn:
-            conn.execute(t.login_attempts.delete().where(p.started_at < since))  # left by a crash
+        db = self.accounts.db
+        with db.write_alone("login_attempts") as cur:  # alone among reservations, in any process
+            # Left by a crash:
+            cur.execute(db.sql("DELETE FROM login_attempts WHERE started_at < ?"), (db.codec.time(since),))
             by_name = _newest(
-                conn,
+                db,
+                cur,
                 self.max_failures,
                 since,
-                sa.and_(a.actor == name, sa.or_(last_success.is_(None), a.at > last_success)),
-                p.name == name,
+                _after_last_success(name),
+                ("login_attempts.name = ?", (name,)),
             )
             by_address = _newest(
-                conn, self.max_failures * ADDRESS_FACTOR, since, a.address == address[:64], p.address == address[:64]
+                db,
+                cur,
+                self.max_failures * ADDRESS_FACTOR,
+                since,
+                ("audit_log.address = ?", (address[:64],)),
+                ("login_attempts.address = ?", (address[:64],)),
             )
             ends = [times[-1] + timedelta(seconds=self.window) for times in (by_name, by_address) if times]
             if not ends:
-                inserted = conn.execute(
-                    t.login_attempts.insert().values(name=name[:100], address=address[:64], started_at=now)
-                ).inserted_primary_key
-                return int(inserted[0])  # type: ignore[index]
+                cur.execute(
+                    db.sql("INSERT INTO login_attempts (name, address, started_at) VALUES (?, ?, ?) RETURNING id"),
+                    (name[:100], address[:64], db.codec.time(now)),
+                )
+                return int(cur.fetchone()[0])
         # `now` was read before the lock: failures written meanwhile may be newer than it.
         wait = max(1, min(math.ceil(self.window), math.ceil((max(ends) - now).total_seconds())))
         minutes = math.ceil(wait / 60)
@@ -617,52 +630,64 @@ class Throttle:
         raise TooManyAttempts(message, wait)
 
     def _finish(self, attempt: int | None, actor: str, action: str, target: str, address: str) -> None:
-        with self.accounts.db.write() as conn:
+        db = self.accounts.db
+        with db.write_cursor() as cur:
             if attempt is not None:
-                conn.execute(t.login_attempts.delete().where(t.login_attempts.c.id == attempt))
-            self.audit.record(actor, action, target, address, at=utcnow(), conn=conn)
+                cur.execute(db.sql("DELETE FROM login_attempts WHERE id = ?"), (attempt,))
+            self.audit.record(actor, action, target, address, at=utcnow(), cur=cur)
+
+
+Condition = tuple[str, tuple[Any, ...]]  # a WHERE condition with "?" placeholders, and its parameters
+
+
+def _in(values: Sequence[str]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+# A name's failures count from its last success on: its audit entries newer than its newest
+# success, if any (parameters: `_after_last_success(name)`).
+_LAST_SUCCESS = f"(SELECT max(s.at) FROM audit_log s WHERE s.action IN ({_in(SUCCESSES)}) AND s.actor = ?)"
+_AFTER_LAST_SUCCESS = f"audit_log.actor = ? AND ({_LAST_SUCCESS} IS NULL OR audit_log.at > {_LAST_SUCCESS})"
+
+
+def _after_last_success(name: str) -> Condition:
+    return _AFTER_LAST_SUCCESS, (name, *SUCCESSES, name, *SUCCESSES, name)
 
 
 def _newest(
-    conn: sa.Connection, limit: int, since: datetime, failed: sa.ColumnElement[bool], pending: sa.ColumnElement[bool]
+    db: Database,
+    cur: Any,
+    limit: int,
+    since: datetime,
+    failed: Condition,
+    pending: Condition,
 ) -> list[datetime]:
-    """When the limit is reached: the times of the `limit` newest failures and checks under way
-    (the oldest of them, last, says when the lock ends); else []. One statement, so one snapshot."""
-    a, p = t.audit_log.c, t.login_attempts.c
-    times = sa.union_all(
-        sa.select(a.at.label("at")).where(a.action.in_(FAILURES), a.at >= since, failed),
-        sa.select(p.started_at.label("at")).where(p.started_at >= since, pending),
+    """When the limit is reached: the times of the `limit` newest failures (audit_log entries that
+    also meet `failed`, a condition and its parameters) and checks under way (login_attempts rows
+    meeting `pending`); the oldest of them, last, says when the lock ends; else []. One statement,
+    so one snapshot."""
+    cur.execute(
+        db.sql(
+            "SELECT audit_log.at AS at FROM audit_log "
+            f"WHERE audit_log.action IN ({_in(FAILURES)}) AND audit_log.at >= ? AND {failed[0]} "
+            "UNION ALL SELECT login_attempts.started_at AS at FROM login_attempts "
+            f"WHERE login_attempts.started_at >= ? AND {pending[0]} ORDER BY at DESC LIMIT ?"
+        ),
+        (*FAILURES, db.codec.time(since), *failed[1], db.codec.time(since), *pending[1], limit),
     )
-    rows = list(conn.execute(times.order_by(sa.literal_column("at").desc()).limit(limit)).scalars())
-    return rows if len(rows) >= limit else []
-
-
-def _user(row: sa.Row) -> User:  # type: ignore[type-arg]
-    """The user of a users row read through SQLAlchemy (_user_of reads plain SQL's)."""
-    return User(
-        id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        created_at=row.created_at,
-        has_password=bool(row.password_hash),
-        source=row.source,
-        groups=tuple(row.groups or ()),
-        synced_at=row.synced_at,
-        display_name=row.display_name,
-    )
+    times = [time_of(at) for (at,) in cur.fetchall()]
+    return times if len(times) >= limit else []
 
 
 def _user_of(row: Sequence[Any]) -> User:
     """The user of plain SQL's values of _USER_COLUMNS, as either backend hands them back (SQLite:
     times and JSON as text)."""
     user_id, name, role, created_at, password_hash, source, groups, synced_at, display_name = row
-    created = time_out(created_at)
-    assert created is not None  # the column is NOT NULL
     return User(
         id=user_id,
         name=name,
         role=Role(role),
-        created_at=created,
+        created_at=time_of(created_at),
         has_password=bool(password_hash),
         source=source,
         groups=tuple(json_out(groups) or ()),
@@ -671,19 +696,17 @@ def _user_of(row: Sequence[Any]) -> User:
     )
 
 
-def _token_select() -> sa.Select:  # type: ignore[type-arg]
-    return sa.select(t.tokens, t.users.c.name.label("user_name")).join(t.users, t.users.c.id == t.tokens.c.user_id)
-
-
-def _token(row: sa.Row) -> Token:  # type: ignore[type-arg]
+def _token_of(row: Sequence[Any]) -> Token:
+    """The token of plain SQL's values of _TOKEN_SELECT."""
+    token_id, user, kind, name, hint, created_at, expires_at, last_used_at, revoked_at = row
     return Token(
-        id=row.id,
-        user=row.user_name,
-        kind=row.kind,
-        name=row.name,
-        hint=row.hint,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
+        id=token_id,
+        user=user,
+        kind=kind,
+        name=name,
+        hint=hint,
+        created_at=time_of(created_at),
+        expires_at=time_out(expires_at),
+        last_used_at=time_out(last_used_at),
+        revoked_at=time_out(revoked_at),
     )

@@ -14,28 +14,26 @@ import csv
 import io
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ..core.clock import utcnow
-from ..deferred import deferred
 from ..redaction import HIDDEN, secret_name, without_passwords
-from ..store.codec import MAX_INT, json_text
+from ..store.codec import MAX_INT, json_out, json_text, time_of, time_out
 from ..store.database import Database
 
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-    from sqlalchemy.engine import Connection
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
-
 _INSERT = "INSERT INTO audit_log (at, actor, action, target, address, detail) VALUES (?, ?, ?, ?, ?, ?)"
+_PRUNE = "DELETE FROM audit_log WHERE at < ?"
+_COLUMNS = "id, at, actor, action, target, address, detail"
+# The task an entry about a job names in its detail, as text (SQLAlchemy's `detail["task"].as_string()`).
+_TASK = {
+    True: "CAST(json_extract(detail, '$.\"task\"') AS VARCHAR)",
+    False: "CAST((detail ->> 'task') AS VARCHAR)",
+}
 NewEntry = tuple[str, str, str, str, datetime, dict[str, Any] | None]  # actor, action, target, address, at, detail
 
 
@@ -87,26 +85,17 @@ class AuditLog:
         address: str = "",
         detail: dict[str, Any] | None = None,
         at: datetime | None = None,
-        conn: Connection | None = None,
+        cur: Any = None,
     ) -> None:
-        """Add an entry; given `conn`, in that transaction (it is then committed with the rest)."""
-        if conn is None:
-            with self.db.write() as conn:
-                self.record(actor, action, target, address, detail, at, conn)
-            return
+        """Add an entry; given `cur`, a DB-API cursor of this database's write transaction under
+        way (`Database.write_cursor()`), in that transaction (it is then committed with the rest)."""
+        db = self.db
         now = utcnow()
-        conn.execute(
-            t.audit_log.insert().values(
-                at=at or now,
-                actor=actor[:100],
-                action=action[:100],
-                target=target[:300],
-                address=address[:64],
-                detail=capped(detail) if detail else None,
-            )
-        )
-        if self._prune_due(now):
-            self._prune(conn, now)
+        prune = self._prune_due(now)
+        with nullcontext(cur) if cur is not None else db.write_cursor(single=not prune) as writing:
+            self.write_on(writing, [(actor, action, target, address, at or now, detail)])
+            if prune:
+                writing.execute(db.sql(_PRUNE), (db.codec.time(self._oldest_kept(now)),))
 
     def record_many(self, entries: Sequence[NewEntry]) -> None:
         """Add entries (actor, action, target, address, at, detail) in one transaction, on the
@@ -141,8 +130,7 @@ class AuditLog:
         now = utcnow()
         if self._prune_due(now):
             db = self.db
-            with db.write_cursor(single=True) as cur:
-                cur.execute(db.sql("DELETE FROM audit_log WHERE at < ?"), (db.codec.time(self._oldest_kept(now)),))
+            db.run(_PRUNE, (db.codec.time(self._oldest_kept(now)),))
 
     def _prune_due(self, now: datetime) -> bool:
         if self._pruned is not None and now - self._pruned <= timedelta(hours=1):
@@ -150,53 +138,73 @@ class AuditLog:
         self._pruned = now
         return True
 
-    def _prune(self, conn: Connection, now: datetime) -> None:
-        conn.execute(t.audit_log.delete().where(t.audit_log.c.at < self._oldest_kept(now)))
-
     def _oldest_kept(self, now: datetime) -> datetime:
         return now - timedelta(seconds=self.retention)
 
     def query(self, q: AuditQuery) -> list[Entry]:
-        c = t.audit_log.c
-        stmt = sa.select(t.audit_log).order_by(c.id.desc()).limit(q.limit)
+        """The entries that meet every condition of `q`, newest first. The action's prefix and the
+        target's text match as LIKE does on each backend (SQLite: ASCII letters in either case)."""
+        db = self.db
+        where: list[str] = []
+        args: list[Any] = []
         if q.actor:
-            stmt = stmt.where(c.actor == q.actor)
+            where.append("actor = ?")
+            args.append(q.actor)
         if q.action:
-            stmt = stmt.where(
-                c.action.startswith(q.action, autoescape=True) if q.action.endswith(".") else c.action == q.action
-            )
+            if q.action.endswith("."):
+                where.append("action LIKE ? ESCAPE '/'")
+                args.append(_like_escaped(q.action) + "%")
+            else:
+                where.append("action = ?")
+                args.append(q.action)
         if q.target:
-            stmt = stmt.where(c.target.contains(q.target, autoescape=True))
+            where.append("target LIKE ? ESCAPE '/'")
+            args.append("%" + _like_escaped(q.target) + "%")
         if q.task:
-            stmt = stmt.where(c.detail["task"].as_string() == q.task)
+            where.append(f"{_TASK[db.is_sqlite]} = ?")
+            args.append(q.task)
         if q.since:
-            stmt = stmt.where(c.at >= q.since)
+            where.append("at >= ?")
+            args.append(db.codec.time(q.since))
         if q.until:
-            stmt = stmt.where(c.at < q.until)
-        if q.before_id:
-            stmt = stmt.where(c.id < q.before_id if q.before_id <= MAX_INT else c.id <= MAX_INT)
-        with self.db.read() as conn:
-            return [Entry(r.id, r.at, r.actor, r.action, r.target, r.address, r.detail) for r in conn.execute(stmt)]
+            where.append("at < ?")
+            args.append(db.codec.time(q.until))
+        if q.before_id:  # an id out of PostgreSQL's range is an error there, not "no match"
+            if q.before_id <= MAX_INT:
+                where.append("id < ?")
+                args.append(max(q.before_id, -MAX_INT))
+            else:
+                where.append("id <= ?")
+                args.append(MAX_INT)
+        condition = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = db.rows(f"SELECT {_COLUMNS} FROM audit_log {condition}ORDER BY id DESC LIMIT ?", [*args, q.limit])
+        return [
+            Entry(entry_id, time_of(at), actor, action, target, address, json_out(detail))
+            for entry_id, at, actor, action, target, address, detail in rows
+        ]
 
     def count(self, action: str, since: datetime, *, actor: str | None = None, address: str | None = None) -> int:
-        c = t.audit_log.c
-        stmt = sa.select(sa.func.count()).select_from(t.audit_log).where(c.action == action, c.at >= since)
+        db = self.db
+        where = "action = ? AND at >= ?"
+        args: list[Any] = [action, db.codec.time(since)]
         if actor is not None:
-            stmt = stmt.where(c.actor == actor)
+            where += " AND actor = ?"
+            args.append(actor)
         if address is not None:
-            stmt = stmt.where(c.address == address)
-        with self.db.read() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            where += " AND address = ?"
+            args.append(address)
+        found = db.row(f"SELECT count(*) FROM audit_log WHERE {where}", args)
+        return int(found[0]) if found is not None else 0
 
     def last(self, action: str, actor: str) -> datetime | None:
-        c = t.audit_log.c
-        with self.db.read() as conn:
-            value: datetime | None = conn.execute(
-                sa.select(sa.func.max(c.at)).where(c.action == action, c.actor == actor)
-            ).scalar_one()
-        if value is not None and value.tzinfo is None:  # max() bypasses the column type on SQLite
-            value = t.UTCDateTime().process_result_value(value, None)  # type: ignore[arg-type]
-        return value
+        found = self.db.row("SELECT max(at) FROM audit_log WHERE action = ? AND actor = ?", (action, actor))
+        return time_out(found[0]) if found is not None else None
+
+
+def _like_escaped(text: str) -> str:
+    """`text` as a LIKE pattern that matches it literally (escape character "/", as SQLAlchemy's
+    autoescape)."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
 MAX_DETAIL = 4096  # bytes of JSON in one entry's detail

@@ -12,30 +12,24 @@ database opens no display. It is shown once, when made.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..core.clock import utcnow
-from ..deferred import deferred
 from ..errors import NotFoundError, ValidationError
 from ..i18n import _
-from ..store.codec import MAX_INT
+from ..store.codec import MAX_INT, time_out
 from ..store.database import Database
 from .accounts import digest
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 SECRET_PREFIX = "mrd_"
 MAX_LABEL = 200
 # A display polls or streams all day: noting each use would turn its reads into writes.
 LAST_USED_EVERY = timedelta(minutes=1)
+# DisplayLink's fields in its order.
+_COLUMNS = "id, dashboard, label, created_by, created_at, expires_at, last_used_at, revoked_at"
 
 
 @dataclass(frozen=True)
@@ -73,42 +67,34 @@ class Displays:
                 "expires_at: must be in the future", [{"field": "expires_at", "message": "in the past"}]
             )
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-        with self.db.write() as conn:
-            inserted = conn.execute(
-                t.display_links.insert().values(
-                    dashboard=dashboard[:100],
-                    label=label,
-                    secret_hash=digest(secret),
-                    created_by=created_by[:100],
-                    created_at=now,
-                    expires_at=expires_at,
-                )
-            ).inserted_primary_key
-        return self.get(int(inserted[0])), secret  # type: ignore[index]
+        db = self.db
+        ((link_id,),) = db.run_returning(
+            "INSERT INTO display_links (dashboard, label, secret_hash, created_by, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (dashboard[:100], label, digest(secret), created_by[:100], db.codec.time(now), db.codec.time(expires_at)),
+        )
+        return self.get(int(link_id)), secret
 
     def get(self, link_id: int) -> DisplayLink:
         if not 0 < link_id <= MAX_INT:
             raise NotFoundError(f"no display link with id {link_id}")
-        with self.db.read() as conn:
-            row = conn.execute(sa.select(t.display_links).where(t.display_links.c.id == link_id)).first()
+        row = self.db.row(f"SELECT {_COLUMNS} FROM display_links WHERE id = ?", (link_id,))
         if row is None:
             raise NotFoundError(f"no display link with id {link_id}")
         return _link(row)
 
     def list(self) -> list[DisplayLink]:
         """Every link, newest first, revoked and expired ones too (they say when they stopped)."""
-        with self.db.read() as conn:
-            return [_link(r) for r in conn.execute(sa.select(t.display_links).order_by(t.display_links.c.id.desc()))]
+        return [_link(row) for row in self.db.rows(f"SELECT {_COLUMNS} FROM display_links ORDER BY id DESC")]
 
     def revoke(self, link_id: int) -> DisplayLink:
         """Stop the link at once (revoking it again changes nothing)."""
         self.get(link_id)
-        with self.db.write() as conn:
-            conn.execute(
-                t.display_links.update()
-                .where(t.display_links.c.id == link_id, t.display_links.c.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            )
+        db = self.db
+        db.run(
+            "UPDATE display_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (db.codec.time(utcnow()), link_id),
+        )
         return self.get(link_id)
 
     def check(self, secret: str) -> DisplayLink | None:
@@ -116,10 +102,8 @@ class Displays:
         and expired secrets are alike to the caller."""
         if not secret.startswith(SECRET_PREFIX) or len(secret) > 100:
             return None
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(t.display_links).where(t.display_links.c.secret_hash == digest(secret))
-            ).first()
+        db = self.db
+        row = db.row(f"SELECT {_COLUMNS} FROM display_links WHERE secret_hash = ?", (digest(secret),))
         now = utcnow()
         if row is None:
             return None
@@ -127,29 +111,30 @@ class Displays:
         if not link.active(now):
             return None
         if link.last_used_at is None or now - link.last_used_at > LAST_USED_EVERY:
-            with self.db.write() as conn:
-                conn.execute(t.display_links.update().where(t.display_links.c.id == link.id).values(last_used_at=now))
+            db.run("UPDATE display_links SET last_used_at = ? WHERE id = ?", (db.codec.time(now), link.id))
         return link
 
     def is_active(self, link_id: int) -> bool:
         """Whether the link still works: asked every few seconds by each of its open event streams."""
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(t.display_links.c.revoked_at, t.display_links.c.expires_at).where(
-                    t.display_links.c.id == link_id
-                )
-            ).first()
-        return row is not None and row.revoked_at is None and (row.expires_at is None or row.expires_at > utcnow())
+        row = self.db.row("SELECT revoked_at, expires_at FROM display_links WHERE id = ?", (link_id,))
+        if row is None or row[0] is not None:
+            return False
+        expires_at = time_out(row[1])
+        return expires_at is None or expires_at > utcnow()
 
 
-def _link(row: sa.Row) -> DisplayLink:  # type: ignore[type-arg]
+def _link(row: Sequence[Any]) -> DisplayLink:
+    """The link of a row of `_COLUMNS`, as either backend's driver returns it."""
+    link_id, dashboard, label, created_by, created_at, expires_at, last_used_at, revoked_at = row
+    created = time_out(created_at)
+    assert created is not None  # a NOT NULL column
     return DisplayLink(
-        id=row.id,
-        dashboard=row.dashboard,
-        label=row.label,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
+        id=link_id,
+        dashboard=dashboard,
+        label=label,
+        created_by=created_by,
+        created_at=created,
+        expires_at=time_out(expires_at),
+        last_used_at=time_out(last_used_at),
+        revoked_at=time_out(revoked_at),
     )

@@ -9,20 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
-from ..deferred import deferred
 from ..errors import NotFoundError, ValidationError
 from ..i18n import LANGUAGES, _, supported
 from ..store.database import Database
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 CACHE_SECONDS = 10.0
 
@@ -70,18 +60,15 @@ class UserLanguages:
 
     def all(self) -> dict[str, str | None]:
         """Every user's language by user name (the users' profiles)."""
-        with self.db.read() as conn:
-            rows = conn.execute(sa.select(t.users.c.name, t.users.c.language)).all()
-        return {row.name: supported(row.language) for row in rows}
+        return {name: supported(language) for name, language in self.db.rows("SELECT name, language FROM users")}
 
     def set(self, name: str, language: str | None) -> str | None:
         """Set user `name`'s language (a tag, or None for the browser's); returns it. NotFoundError."""
         tag = checked(language)
-        with self.db.write() as conn:
-            done = conn.execute(t.users.update().where(t.users.c.name == name).values(language=tag))
-            if not done.rowcount:
-                raise NotFoundError(f"no user named {name!r}")
-            user_id = conn.execute(sa.select(t.users.c.id).where(t.users.c.name == name)).scalar_one()
+        found = self.db.run_returning("UPDATE users SET language = ? WHERE name = ? RETURNING id", (tag, name))
+        if not found:
+            raise NotFoundError(f"no user named {name!r}")
+        user_id = found[0][0]
         with self._lock:
             self._known[user_id] = (time.monotonic(), tag)
         return tag

@@ -5,22 +5,20 @@ same provider naming itself like a known user is refused instead of becoming tha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..core.clock import utcnow
-from ..deferred import deferred
 from ..i18n import _
 from ..store.database import Database
 from .oidc import SignInFailed
 from .oidc_providers import Provider
 
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
+# The user the subject signed in as, and the subject of the user with that name, at the provider:
+# one statement, so one snapshot (each is unique: the table's keys and users.name).
+_CHECK = (
+    "SELECT (SELECT users.name FROM sso_subjects JOIN users ON users.id = sso_subjects.user_id "
+    "WHERE sso_subjects.provider = ? AND sso_subjects.subject = ? LIMIT 1), "
+    "(SELECT sso_subjects.subject FROM sso_subjects JOIN users ON users.id = sso_subjects.user_id "
+    "WHERE sso_subjects.provider = ? AND users.name = ? LIMIT 1)"
+)
 
 
 class Subjects:
@@ -30,25 +28,15 @@ class Subjects:
     def check(self, provider: Provider, subject: str, name: str) -> None:
         """SignInFailed unless `subject` may sign in as `name`: it is that user's account at the
         provider, or the user has none there yet."""
-        s, u = t.sso_subjects, t.users
-        with self.db.read() as conn:
-            known = conn.execute(
-                sa.select(u.c.name)
-                .select_from(s.join(u, u.c.id == s.c.user_id))
-                .where(s.c.provider == provider.id, s.c.subject == subject)
-            ).first()
-            taken = conn.execute(
-                sa.select(s.c.subject)
-                .select_from(s.join(u, u.c.id == s.c.user_id))
-                .where(s.c.provider == provider.id, u.c.name == name)
-            ).first()
-        if known is not None and known.name != name:
+        found = self.db.row(_CHECK, (provider.id, subject, provider.id, name))
+        known, taken = found if found is not None else (None, None)
+        if known is not None and known != name:
             raise SignInFailed(
                 _(
                     "Your account at %(provider)s signed in here as %(known)s; now it calls itself %(name)s. "
                     "An administrator may remove the user %(known)s so that you start afresh.",
                     provider=provider.name,
-                    known=repr(known.name),
+                    known=repr(known),
                     name=repr(name),
                 ),
                 "sso_renamed",
@@ -67,12 +55,13 @@ class Subjects:
 
     def link(self, provider: Provider, subject: str, user_id: int) -> None:
         """Remember that `subject` is the user's account at the provider (once; later calls keep it)."""
-        s = t.sso_subjects
-        with self.db.write() as conn:
-            found = conn.execute(
-                sa.select(s.c.subject).where(s.c.provider == provider.id, s.c.user_id == user_id)
-            ).first()
-            if found is None:
-                conn.execute(
-                    s.insert().values(provider=provider.id, subject=subject, user_id=user_id, created_at=utcnow())
+        db = self.db
+        with db.write_cursor() as cur:
+            cur.execute(
+                db.sql("SELECT subject FROM sso_subjects WHERE provider = ? AND user_id = ?"), (provider.id, user_id)
+            )
+            if cur.fetchone() is None:
+                cur.execute(
+                    db.sql("INSERT INTO sso_subjects (provider, subject, user_id, created_at) VALUES (?, ?, ?, ?)"),
+                    (provider.id, subject, user_id, db.codec.time(utcnow())),
                 )

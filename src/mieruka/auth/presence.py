@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core.access import Principal
 from ..core.clock import utcnow
-from ..store.codec import time_out
+from ..store.codec import time_of
 from ..store.database import Database
 
 
@@ -85,7 +85,7 @@ class Presence:
                 (db.codec.time(cutoff),),
             )
             rows = cur.fetchall()
-        return [Seen(user, role, _time(at), address, page) for user, role, at, address, page in rows]
+        return [Seen(user, role, time_of(at), address, page) for user, role, at, address, page in rows]
 
     def anyone_online(self, now: datetime | None = None) -> bool:
         return bool(self.online(now))
@@ -97,9 +97,3 @@ class Presence:
         db = self.db
         with db.write_cursor(single=True) as cur:
             cur.execute(db.sql("DELETE FROM presence WHERE user_name = ?"), (user,))
-
-
-def _time(value: object) -> datetime:
-    moment = time_out(value)
-    assert moment is not None  # the column is NOT NULL
-    return moment

@@ -10,15 +10,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.access import Principal, allowed
 from ..core.clock import utcnow
 from ..core.dashboards import Dashboard
 from ..core.task import TaskRegistry
-from ..deferred import deferred
 from ..errors import NotFoundError
 from ..settings import Settings
+from ..store.codec import json_out
 from ..store.database import Database
 from ..store.outage import is_outage, reason
 from . import deliveries, outbox
@@ -26,14 +26,6 @@ from .channels import Channels, SendError, Smtp, send
 from .messages import Event, compose
 from .rulebook import Rulebook, StoredRule
 from .rules import Rule
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 log = logging.getLogger("mieruka.notify")
 LEASE = 60.0  # seconds a server holds a message it sends before another may try it
@@ -223,8 +215,8 @@ class Notifier:
         return {task.name: task for task in self.tasks}
 
     def _params(self, job_id: int) -> Mapping[str, Any] | None:
-        with self.db.read() as conn:
-            found = conn.execute(sa.select(t.jobs.c.params).where(t.jobs.c.id == job_id)).scalar()
+        row = self.db.row("SELECT params FROM jobs WHERE id = ?", (job_id,))
+        found = None if row is None else json_out(row[0])
         return found if isinstance(found, dict) else None
 
     # -- what a server observes ------------------------------------------------------------------

@@ -14,18 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
-from ..deferred import deferred
+from ..store.codec import json_out, time_out
 from ..store.database import Database
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 
 @dataclass(frozen=True)
@@ -38,44 +30,50 @@ class NewEvent:
     task: str | None = None
 
 
-def wanted(conn: sa.Connection, kind: str) -> bool:
-    """Whether an enabled rule asks for `kind`."""
-    r = t.notify_rules.c
-    found = conn.execute(
-        sa.select(r.id).where(r.enabled, r.events.contains(f",{kind},", autoescape=True)).limit(1)
-    ).first()
-    return found is not None
+def _contains(text: str) -> str:
+    """A LIKE pattern (with ESCAPE '/') of the values that contain `text`: its % and _ are theirs."""
+    return "%" + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
+def wanted(db: Database, cur: Any, kind: str) -> bool:
+    """Whether an enabled rule asks for `kind` (`cur`: a cursor of `db`)."""
+    cur.execute(
+        db.sql("SELECT id FROM notify_rules WHERE enabled AND events LIKE ? ESCAPE '/' LIMIT 1"),
+        (_contains(f",{kind},"),),
+    )
+    return cur.fetchone() is not None
 
 
 def record(db: Database, events: Iterable[NewEvent], now: datetime) -> int:
     """Write the events an enabled rule asks for (one already written is left); how many were new."""
     added = 0
-    with db.write() as conn:
+    with db.write_cursor() as cur:
         for event in events:
-            if not wanted(conn, event.kind):
+            if not wanted(db, cur, event.kind):
                 continue
-            added += insert(conn, db.is_sqlite, event, now)
+            added += insert(db, cur, event, now)
     return added
 
 
-def insert(conn: sa.Connection, is_sqlite: bool, event: NewEvent, now: datetime) -> int:
-    values = {
-        "kind": event.kind,
-        "key": event.key[:300],
-        "at": now,
-        "job_id": event.job_id,
-        "task": event.task,
-        "subject": event.subject[:200],
-        "message": event.message[:2000] if event.message else None,
-        "routed": False,
-    }
-    # The dialect of the database at hand only: PostgreSQL's is 30 modules a server on SQLite never needs.
-    if is_sqlite:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
-    stmt = dialect_insert(t.notify_events).values(**values).on_conflict_do_nothing(index_elements=["key"])
-    return int(conn.execute(stmt).rowcount or 0)
+def insert(db: Database, cur: Any, event: NewEvent, now: datetime) -> int:
+    """Write one event with a write cursor of `db`, unless its key is written already; 1 if it was new."""
+    cur.execute(
+        db.sql(
+            'INSERT INTO notify_events (kind, "key", at, job_id, task, subject, message, routed) '
+            'VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT ("key") DO NOTHING'
+        ),
+        (
+            event.kind,
+            event.key[:300],
+            db.codec.time(now),
+            event.job_id,
+            event.task,
+            event.subject[:200],
+            event.message[:2000] if event.message else None,
+            False,
+        ),
+    )
+    return int(cur.rowcount or 0)
 
 
 def long_jobs(db: Database, limits: dict[str | None, float], now: datetime) -> list[NewEvent]:
@@ -83,29 +81,28 @@ def long_jobs(db: Database, limits: dict[str | None, float], now: datetime) -> l
     the rules about it."""
     if not limits:
         return []
-    j = t.jobs.c
     shortest = min(limits.values())
-    query = sa.select(j.id, j.task, j.attempts, j.started_at).where(
-        j.status == "running", j.started_at <= now - timedelta(seconds=shortest)
-    )
+    query = "SELECT id, task, attempts, started_at FROM jobs WHERE status = ? AND started_at <= ?"
+    args: list[Any] = ["running", db.codec.time(now - timedelta(seconds=shortest))]
     if None not in limits:
-        query = query.where(j.task.in_([k for k in limits if k is not None]))
-    with db.read() as conn:
-        rows = conn.execute(query).all()
+        tasks = [k for k in limits if k is not None]
+        query += f" AND task IN ({', '.join('?' * len(tasks))})"
+        args += tasks
     found = []
-    for row in rows:
-        limit = min((v for k, v in limits.items() if k is None or k == row.task), default=None)
+    for job_id, task, attempts, started in db.rows(query, args):
+        limit = min((v for k, v in limits.items() if k is None or k == task), default=None)
         if limit is None:
             continue
-        if row.started_at is not None and (now - row.started_at).total_seconds() >= limit:
+        started_at = time_out(started)
+        if started_at is not None and (now - started_at).total_seconds() >= limit:
             found.append(
                 NewEvent(
                     "job.long",
-                    f"job.long:{row.id}:{row.attempts}",
-                    row.task,
-                    f"running since {row.started_at:%Y-%m-%d %H:%M:%S} UTC (over {limit:g}s)",
-                    job_id=row.id,
-                    task=row.task,
+                    f"job.long:{job_id}:{attempts}",
+                    task,
+                    f"running since {started_at:%Y-%m-%d %H:%M:%S} UTC (over {limit:g}s)",
+                    job_id=job_id,
+                    task=task,
                 )
             )
     return found
@@ -113,24 +110,23 @@ def long_jobs(db: Database, limits: dict[str | None, float], now: datetime) -> l
 
 def silent_nodes(db: Database, stale_after: float, now: datetime) -> list[NewEvent]:
     """Nodes (servers' engines, Celery workers) whose heartbeat stopped more than `stale_after` ago."""
-    e = t.engines.c
-    with db.read() as conn:
-        rows = conn.execute(
-            sa.select(e.id, e.host, e.pid, e.heartbeat_at, e.info).where(
-                e.heartbeat_at < now - timedelta(seconds=stale_after)
-            )
-        ).all()
+    rows = db.rows(
+        "SELECT id, host, heartbeat_at, info FROM engines WHERE heartbeat_at < ?",
+        (db.codec.time(now - timedelta(seconds=stale_after)),),
+    )
     found = []
-    for row in rows:
-        info = row.info if isinstance(row.info, dict) else {}
-        name = str(info.get("name") or row.host)
+    for node_id, host, heartbeat, stored_info in rows:
+        heartbeat_at = time_out(heartbeat)
+        assert heartbeat_at is not None  # a NOT NULL column
+        info = json_out(stored_info)
+        info = info if isinstance(info, dict) else {}
+        name = str(info.get("name") or host)
         found.append(
             NewEvent(
                 "node.down",
-                f"node.down:{row.id}:{row.heartbeat_at.isoformat()}",
+                f"node.down:{node_id}:{heartbeat_at.isoformat()}",
                 name,
-                f"last heard from at {row.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC "
-                f"({info.get('kind', 'node')} on {row.host})",
+                f"last heard from at {heartbeat_at:%Y-%m-%d %H:%M:%S} UTC ({info.get('kind', 'node')} on {host})",
             )
         )
     return found

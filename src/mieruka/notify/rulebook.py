@@ -7,21 +7,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..deferred import deferred
 from ..errors import ConfigError, NotFoundError, ValidationError
-from ..store.codec import MAX_INT, json_out, time_out
-from ..store.database import Database
+from ..store.codec import MAX_INT, json_out, json_text, time_out
+from ..store.database import Database, integrity_errors, marks
 from .rules import KINDS, SCOPES, Rule
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from ..store import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 CODE, ADMIN, USER = "code", "admin", "user"
 log = logging.getLogger("mieruka.notify")
@@ -74,8 +65,10 @@ def events_text(kinds: Sequence[str] | frozenset[str]) -> str:
     return "," + ",".join(sorted(kinds)) + ","
 
 
-# StoredRule's fields in its order, read by plain SQL (the notifier's round runs no SQLAlchemy).
+# StoredRule's fields in its order.
 _COLUMNS = "id, name, origin, owner, events, scope, target, secret, longer_than, enabled, created_by, created_at"
+# What the code declares of a rule, compared with the stored rule and written, in this order.
+_DECLARED = "events, scope, target, longer_than, enabled"
 
 
 def _stored(row: Sequence[Any]) -> StoredRule:
@@ -127,12 +120,12 @@ class Rulebook:
         rewritten (keeping their id, so their messages stay theirs), gone ones deleted. Servers
         starting together may both add a rule: the one that loses reads it again."""
         if not declared and not self._any_of_code():
-            return  # nothing to add, rewrite, delete or rename: a start without SQLAlchemy
+            return  # nothing to add, rewrite, delete or rename: no write transaction
         for attempt in range(3):
             try:
                 self._sync_code(declared, now)
                 return
-            except sa.exc.IntegrityError:
+            except integrity_errors():
                 if attempt == 2:
                     raise ConfigError("notify: the rules of the code could not be written (a name taken)") from None
 
@@ -143,39 +136,52 @@ class Rulebook:
             return cur.fetchone() is not None
 
     def _sync_code(self, declared: Mapping[str, Rule], now: datetime) -> None:
-        r = t.notify_rules.c
-        wanted: dict[str, dict[str, Any]] = {}
+        wanted: dict[str, tuple[Any, ...]] = {}  # name: the values of `_DECLARED`
         for name, rule in declared.items():
             for index, target in enumerate(rule.to):
-                wanted[f"{name}#{index}" if len(rule.to) > 1 else name] = {
-                    "events": events_text(rule.on),
-                    "scope": rule.scope_json(),
-                    "target": target,
-                    "longer_than": rule.longer_than,
-                    "enabled": True,
-                }
-        with self.db.write() as conn:
+                key = f"{name}#{index}" if len(rule.to) > 1 else name
+                wanted[key] = (events_text(rule.on), rule.scope_json(), target, rule.longer_than, True)
+        db = self.db
+        with db.write_cursor() as cur:
             # The code's names are the code's: a rule made in the UI under one of them (a subscription
             # named "task:x" before the code declared it) is renamed, not let stop the server's start.
-            for row in conn.execute(sa.select(r.id, r.name).where(r.origin != CODE, r.name.in_(list(wanted)))):
-                renamed = f"{row.name[:150]} (renamed: rule {row.id})"
-                conn.execute(sa.update(t.notify_rules).where(r.id == row.id).values(name=renamed))
-                log.warning(
-                    "notify: the code declares a rule named %r: the UI's rule %d is now %r", row.name, row.id, renamed
+            if wanted:
+                cur.execute(
+                    db.sql(f"SELECT id, name FROM notify_rules WHERE origin <> ? AND name IN ({marks(len(wanted))})"),
+                    (CODE, *wanted),
                 )
-            have = {row.name: row for row in conn.execute(sa.select(t.notify_rules).where(r.origin == CODE))}
+                for rule_id, name in cur.fetchall():
+                    renamed = f"{name[:150]} (renamed: rule {rule_id})"
+                    cur.execute(db.sql("UPDATE notify_rules SET name = ? WHERE id = ?"), (renamed, rule_id))
+                    log.warning(
+                        "notify: the code declares a rule named %r: the UI's rule %d is now %r", name, rule_id, renamed
+                    )
+            cur.execute(db.sql(f"SELECT id, name, {_DECLARED} FROM notify_rules WHERE origin = ?"), (CODE,))
+            have = {
+                name: (rule_id, (events, json_out(scope), target, longer_than, bool(enabled)))
+                for rule_id, name, events, scope, target, longer_than, enabled in cur.fetchall()
+            }
             for key, values in wanted.items():
                 old = have.pop(key, None)
+                written = (values[0], json_text(values[1]), *values[2:])
                 if old is None:
-                    conn.execute(
-                        sa.insert(t.notify_rules).values(
-                            name=key, origin=CODE, created_by="code", created_at=now, **values
-                        )
+                    cur.execute(
+                        db.sql(
+                            f"INSERT INTO notify_rules (name, origin, created_by, created_at, {_DECLARED}) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        ),
+                        (key, CODE, "code", db.codec.time(now), *written),
                     )
-                elif any(old._mapping[k] != v for k, v in values.items()):
-                    conn.execute(sa.update(t.notify_rules).where(r.id == old.id).values(**values))
-            for gone in have.values():
-                conn.execute(sa.delete(t.notify_rules).where(r.id == gone.id))
+                elif old[1] != values:
+                    cur.execute(
+                        db.sql(
+                            "UPDATE notify_rules SET events = ?, scope = ?, target = ?, longer_than = ?, enabled = ? "
+                            "WHERE id = ?"
+                        ),
+                        (*written, old[0]),
+                    )
+            for rule_id, _values in have.values():
+                cur.execute(db.sql("DELETE FROM notify_rules WHERE id = ?"), (rule_id,))
 
     def add(
         self,
@@ -199,32 +205,29 @@ class Rulebook:
         if "job.long" in events and not longer_than:
             raise ValidationError("longer_than: a 'job.long' rule needs it", [{"field": "longer_than"}])
         clean = {k: [str(v) for v in scope.get(k, [])] for k in SCOPES if scope.get(k)}
-        r = t.notify_rules.c
         try:
-            with self.db.write() as conn:
-                new_id = conn.execute(
-                    sa.insert(t.notify_rules)
-                    .values(
-                        name=name,
-                        origin=origin,
-                        owner=owner,
-                        events=events_text(events),
-                        scope=clean,
-                        target=target,
-                        secret=secret or None,
-                        longer_than=longer_than,
-                        enabled=True,
-                        created_by=created_by,
-                        created_at=now,
-                    )
-                    .returning(r.id)
-                ).scalar_one()
-        except sa.exc.IntegrityError:
+            ((new_id,),) = self.db.run_returning(
+                "INSERT INTO notify_rules (name, origin, owner, events, scope, target, secret, longer_than, enabled, "
+                "created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    name,
+                    origin,
+                    owner,
+                    events_text(events),
+                    json_text(clean),
+                    target,
+                    secret or None,
+                    longer_than,
+                    True,
+                    created_by,
+                    self.db.codec.time(now),
+                ),
+            )
+        except integrity_errors():
             raise ValidationError(
                 f"name: a rule named {name[:100]!r} exists", [{"field": "name", "message": "taken"}]
             ) from None
         return self.get(int(new_id))
 
     def delete(self, rule_id: int) -> None:
-        with self.db.write() as conn:
-            conn.execute(sa.delete(t.notify_rules).where(t.notify_rules.c.id == rule_id))
+        self.db.run("DELETE FROM notify_rules WHERE id = ?", (rule_id,))

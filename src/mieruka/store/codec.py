@@ -189,10 +189,11 @@ class Codec:
         """Artifacts from rows of (name, size, content_type, created_at), or from the JSON array
         of them that SQLite hands back as text."""
         found: Sequence[Sequence[Any]] = json.loads(rows) if isinstance(rows, str) else rows or ()
-        return [ArtifactInfo(name=r[0], size=r[1], content_type=r[2], created_at=_time(r[3])) for r in found]
+        return [ArtifactInfo(name=r[0], size=r[1], content_type=r[2], created_at=time_of(r[3])) for r in found]
 
 
-def _time(value: Any) -> datetime:
+def time_of(value: Any) -> datetime:
+    """A time of a NOT NULL column, as read."""
     moment = time_out(value)
     assert moment is not None
     return moment

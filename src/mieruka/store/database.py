@@ -1,13 +1,13 @@
 """One database's connections, for everything mieruka keeps there: jobs, pools, accounts, the audit
 log, presence and stream history.
 
-Two ways in, over the same plumbing. Cold statements (listings, accounts, pools) go through
-SQLAlchemy Core: `read()` and `write()` give a Connection. The hot path (submit, claim, finish)
-and what a server does at its start and while idle go through the DB-API connection itself, where
-SQLAlchemy's statement machinery would cost more than the database does: `cursor()` and
-`write_cursor()` give a cursor for plain SQL written once for both backends ("?" placeholders, see
-`sql`). Values go through store/codec.py either way. SQLAlchemy and its engines are made at the
-first cold statement: on SQLite a server that runs none never imports it.
+Two ways in, over the same plumbing. Statements are plain SQL written once for both backends
+("?" placeholders, see `sql`) on the DB-API connection itself: `rows`, `row`, `run` and
+`run_returning` for a statement of its own, `cursor()` and `write_cursor()` for several (a write
+cursor's statements are one transaction). SQLAlchemy's statement machinery would cost more than
+the database does. Values go through store/codec.py. SQLAlchemy itself (`read()`, `write()`, its
+engines) is kept for Alembic's migrations on PostgreSQL and for tests, and made at its first use:
+a server on SQLite never imports it.
 
 On SQLite every connection has the same pragmas, and writers of this process take one lock
 (SQLite would make them wait anyway, and the lock lets the hot path's writer wait without
@@ -18,9 +18,10 @@ connections (pg_connections.py explains why).
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,16 +199,6 @@ class Database:
             yield conn
 
     @contextmanager
-    def write_alone(self, table: str) -> Iterator[Connection]:
-        """A write transaction that no other `write_alone(table)` runs alongside, in any process on
-        the database: on SQLite every writer is alone already (BEGIN IMMEDIATE); on PostgreSQL the
-        table is locked until the commit (other transactions still read it)."""
-        with self.write() as conn:
-            if not self.is_sqlite:
-                conn.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
-            yield conn
-
-    @contextmanager
     def read(self) -> Iterator[Connection]:
         with self._reader.connect() as conn:
             yield conn
@@ -251,6 +242,16 @@ class Database:
                 raise
 
     @contextmanager
+    def write_alone(self, table: str) -> Iterator[Any]:
+        """A write cursor (one transaction) that no other `write_alone(table)` runs alongside, in any
+        process on the database: on SQLite every writer is alone already (BEGIN IMMEDIATE); on
+        PostgreSQL the table is locked until the commit (other transactions still read it)."""
+        with self.write_cursor() as cur:
+            if not self.is_sqlite:
+                cur.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            yield cur
+
+    @contextmanager
     def cursor(self) -> Iterator[Any]:
         """A cursor for reads (each statement its own transaction)."""
         if self.is_sqlite:
@@ -261,6 +262,30 @@ class Database:
             yield conn.cursor()
             return
         yield self.text_cursor()
+
+    def rows(self, statement: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read written with "?" placeholders (its own transaction), as the driver
+        returns them (codec.py reads times and JSON)."""
+        with self.cursor() as cur:
+            cur.execute(self.sql(statement), args)
+            return list(cur.fetchall())
+
+    def row(self, statement: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of one read, or None."""
+        found = self.rows(statement, args)
+        return found[0] if found else None
+
+    def run(self, statement: str, args: Sequence[Any] = ()) -> int:
+        """One write statement, its own transaction: the number of rows it changed."""
+        with self.write_cursor(single=True) as cur:
+            cur.execute(self.sql(statement), args)
+            return int(cur.rowcount)
+
+    def run_returning(self, statement: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One write statement with a RETURNING clause, its own transaction: the rows it returned."""
+        with self.write_cursor(single=True) as cur:
+            cur.execute(self.sql(statement), args)
+            return list(cur.fetchall())
 
     @contextmanager
     def at_once(self) -> Iterator[None]:
@@ -337,3 +362,23 @@ def _begin_immediate(cur: sqlite3.Cursor, patience: float) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 1.5, 0.002)
+
+
+def marks(count: int) -> str:
+    """The placeholders of `count` values, for IN (...): the values go as parameters, always."""
+    return ", ".join("?" * count)
+
+
+def integrity_errors() -> tuple[type[Exception], ...]:
+    """The drivers' errors of a violated constraint, to catch when a write fails: psycopg's and
+    SQLAlchemy's are in only once they are loaded (one raised the error if it is in use), so that
+    a store on SQLite imports neither."""
+    errors: list[type[Exception]] = [sqlite3.IntegrityError]
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        errors.append(sa_exc.IntegrityError)
+    if "psycopg" in sys.modules:
+        import psycopg
+
+        errors.append(psycopg.errors.IntegrityError)
+    return tuple(errors)

@@ -7,8 +7,6 @@ tables.py through codec.py, never listed here.
 
 from __future__ import annotations
 
-import sqlite3
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -37,7 +35,7 @@ from .base import (
     Transition,
 )
 from .codec import ACTIVE, COLUMN_LIST, JOB_COLUMNS, MAX_INT, queued
-from .database import Database
+from .database import Database, integrity_errors
 from .job_ids import JobIds
 from .pg_text import rows_of
 from .steps import apply_step_change
@@ -74,7 +72,7 @@ class JobWrites:
                     )
                 if along is not None:
                     along(cur, record)
-        except _integrity_errors():
+        except integrity_errors():
             if job.idempotency_key is None:
                 raise
             existing = self._by_idempotency_key(job)
@@ -358,17 +356,3 @@ def _one_statement(changes: Sequence[Change], claim: Claim | None) -> bool:
     if claim is None:
         return len(changes) == 1 and isinstance(changes[0], Transition | ProgressUpdate)
     return not changes and len(claim.job_ids) == 1 and claim.task_limit is None
-
-
-def _integrity_errors() -> tuple[type[Exception], ...]:
-    """Read when a write fails: SQLAlchemy's and psycopg's errors are in only once they are loaded
-    (one raised the error if it is in use), so that a store on SQLite imports neither."""
-    errors: list[type[Exception]] = [sqlite3.IntegrityError]
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is not None:
-        errors.append(sa_exc.IntegrityError)
-    if "psycopg" in sys.modules:
-        import psycopg
-
-        errors.append(psycopg.errors.IntegrityError)
-    return tuple(errors)

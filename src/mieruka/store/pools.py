@@ -8,20 +8,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..deferred import deferred
 from ..notes import note, read, stored
+from .codec import time_of, time_out
 from .database import Database
 from .sql import SqlJobStore
 
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from . import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
+_POOL = "SELECT name, state, changed_at, message, busy_at FROM pools"
+_EVENT = "INSERT INTO pool_events (pool, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True)
@@ -49,70 +44,63 @@ class SqlPoolStore:
         """Create the pool's row in `state` unless it exists."""
         if self.get(name) is not None:
             return
-        try:
-            with self._db.write() as conn:
-                conn.execute(sa.insert(t.pools).values(name=name, state=state, changed_at=now, busy_at=now))
-                conn.execute(
-                    sa.insert(t.pool_events).values(
-                        pool=name, at=now, from_state=None, to_state=state, reason=stored(note("pool.declared"))
-                    )
-                )
-        except sa.exc.IntegrityError:
-            pass  # another server created it meanwhile
+        db = self._db
+        at = db.codec.time(now)
+        with db.write_cursor() as cur:
+            cur.execute(
+                db.sql(
+                    "INSERT INTO pools (name, state, changed_at, busy_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO NOTHING"
+                ),
+                (name, state, at, at),
+            )
+            if cur.rowcount == 1:  # else another server created it meanwhile
+                cur.execute(db.sql(_EVENT), (name, at, None, state, stored(note("pool.declared"))))
 
     def get(self, name: str) -> PoolRecord | None:
-        p = t.pools.c
-        with self._db.read() as conn:
-            row = conn.execute(sa.select(t.pools).where(p.name == name)).first()
+        row = self._db.row(f"{_POOL} WHERE name = ?", (name,))
         return _pool(row) if row is not None else None
 
     def all(self) -> list[PoolRecord]:
-        with self._db.read() as conn:
-            return [_pool(row) for row in conn.execute(sa.select(t.pools).order_by(t.pools.c.name))]
+        return [_pool(row) for row in self._db.rows(f"{_POOL} ORDER BY name")]
 
     def move(self, name: str, expect: Collection[str], to: str, reason: str, now: datetime) -> bool:
         """Change the state if it is one of `expect`, recording why; False if it was not."""
-        p = t.pools.c
+        db = self._db
         reason = stored(reason) or ""
-        with self._db.write() as conn:
-            current = conn.execute(sa.select(p.state).where(p.name == name)).scalar()
+        at = db.codec.time(now)
+        with db.write_cursor() as cur:
+            cur.execute(db.sql("SELECT state FROM pools WHERE name = ?"), (name,))
+            found = cur.fetchone()
+            current = found[0] if found is not None else None
             if current is None or current not in expect:
                 return False
-            done = (
-                conn.execute(
-                    sa.update(t.pools)
-                    .where(p.name == name, p.state == current)
-                    .values(state=to, changed_at=now, message=reason)
-                ).rowcount
-                == 1
+            cur.execute(
+                db.sql("UPDATE pools SET state = ?, changed_at = ?, message = ? WHERE name = ? AND state = ?"),
+                (to, at, reason, name, current),
             )
+            done = bool(cur.rowcount == 1)
             if done:
-                conn.execute(
-                    sa.insert(t.pool_events).values(pool=name, at=now, from_state=current, to_state=to, reason=reason)
-                )
-            return bool(done)
+                cur.execute(db.sql(_EVENT), (name, at, current, to, reason))
+            return done
 
     def touch(self, name: str, now: datetime) -> None:
         """The pool had work (or someone was online) at `now`: its idle time starts again."""
-        with self._db.write() as conn:
-            conn.execute(sa.update(t.pools).where(t.pools.c.name == name).values(busy_at=now))
+        self._db.run("UPDATE pools SET busy_at = ? WHERE name = ?", (self._db.codec.time(now), name))
 
     def history(self, name: str, limit: int = 50) -> list[PoolEvent]:
-        e = t.pool_events.c
-        with self._db.read() as conn:
-            rows = conn.execute(
-                sa.select(e.at, e.from_state, e.to_state, e.reason)
-                .where(e.pool == name)
-                .order_by(e.id.desc())
-                .limit(limit)
-            ).all()
+        rows = self._db.rows(
+            "SELECT at, from_state, to_state, reason FROM pool_events WHERE pool = ? ORDER BY id DESC LIMIT ?",
+            (name, limit),
+        )
         return [
-            PoolEvent(at=r.at, from_state=r.from_state, to_state=r.to_state, reason=read(r.reason) or "") for r in rows
+            PoolEvent(at=time_of(at), from_state=from_state, to_state=to_state, reason=read(reason) or "")
+            for at, from_state, to_state, reason in rows
         ]
 
 
-def _pool(row: sa.Row[Any]) -> PoolRecord:
-    m = row._mapping
+def _pool(row: tuple[Any, ...]) -> PoolRecord:
+    name, state, changed_at, message, busy_at = row
     return PoolRecord(
-        name=m["name"], state=m["state"], changed_at=m["changed_at"], message=read(m["message"]), busy_at=m["busy_at"]
+        name=name, state=state, changed_at=time_of(changed_at), message=read(message), busy_at=time_out(busy_at)
     )

@@ -1,80 +1,73 @@
 """The store's listings and figures: jobs by query, log lines, counts, queues, the timeline.
 
-Cold statements on SQLAlchemy Core; jobs come back through the one mapper (codec.Codec.job): their
-columns are selected untyped, as the driver returns them.
+Plain SQL on the store's DB-API cursors, written once for both backends (the timeline's date
+arithmetic excepted); jobs come back through the one mapper (codec.Codec.job).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.job import JobRecord
 from ..core.status import JobStatus
-from ..deferred import deferred
 from .base import JobQuery, LogLine, QueueStats, TimelineBucket
-from .codec import ACTIVE, JOB_COLUMNS, MAX_INT, time_out
-from .database import Database
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from . import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
-
-
-@cache
-def job_row() -> list[sa.ColumnClause[Any]]:
-    """A job's columns as the driver returns them (no SQLAlchemy result processing): codec.Codec.job
-    reads them. Built at the first use: building them imports SQLAlchemy."""
-    return [sa.literal_column(f"jobs.{name}") for name in JOB_COLUMNS]
+from .codec import ACTIVE, COLUMN_LIST, MAX_INT, time_of, time_out
+from .database import Database, marks
 
 
 class JobQueries:
     db: Database
 
     def list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        c = t.jobs.c
-        stmt = sa.select(*job_row()).select_from(t.jobs).order_by(c.id.desc()).limit(query.limit)
+        db = self.db
+        where: list[str] = []
+        args: list[Any] = []
         if query.task:
-            stmt = stmt.where(c.task == query.task)
+            where.append("task = ?")
+            args.append(query.task)
         if query.status:
-            stmt = stmt.where(c.status.in_([s.value for s in query.status]))
+            where.append(f"status IN ({marks(len(query.status))})")
+            args.extend(s.value for s in query.status)
         if query.hidden_tasks:
-            stmt = stmt.where(c.task.not_in(sorted(query.hidden_tasks)))
+            where.append(f"task NOT IN ({marks(len(query.hidden_tasks))})")
+            args.extend(sorted(query.hidden_tasks))
         if query.owner:
-            stmt = stmt.where(c.owner == query.owner)
+            where.append("owner = ?")
+            args.append(query.owner)
         if query.created_after:
-            stmt = stmt.where(c.created_at >= query.created_after)
+            where.append("created_at >= ?")
+            args.append(db.codec.time(query.created_after))
         if query.created_before:
-            stmt = stmt.where(c.created_at < query.created_before)
+            where.append("created_at < ?")
+            args.append(db.codec.time(query.created_before))
         if query.before_id is not None:
-            stmt = stmt.where(c.id < query.before_id if query.before_id <= MAX_INT else c.id <= MAX_INT)
+            where.append("id < ?" if query.before_id <= MAX_INT else "id <= ?")
+            args.append(min(query.before_id, MAX_INT))
         if query.search:
             # Parameters are stored as JSON text (codec.json_text): look for the text as it writes it.
+            # lower() on both sides is SQLAlchemy's ilike on SQLite, and what ILIKE does on PostgreSQL.
             needle = json.dumps(query.search, ensure_ascii=False)[1:-1]
-            stmt = stmt.where(sa.cast(c.params, sa.Text).ilike(f"%{_escape_like(needle)}%", escape="\\"))
-        with self.db.read() as conn:
-            return [self.db.codec.job(row) for row in conn.execute(stmt)]
+            where.append("lower(CAST(params AS TEXT)) LIKE lower(?) ESCAPE '\\'")
+            args.append(f"%{_escape_like(needle)}%")
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = db.rows(f"SELECT {COLUMN_LIST} FROM jobs{condition} ORDER BY id DESC LIMIT ?", (*args, query.limit))
+        return [db.codec.job(row) for row in rows]
 
     def read_logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> list[LogLine]:
         if not 0 < job_id <= MAX_INT or after >= MAX_INT:
             return []
-        lines = t.job_logs.c
-        stmt = (
-            sa.select(lines.seq, lines.at, lines.stream, lines.text, lines.step)
-            .where(lines.job_id == job_id, lines.seq > after)
-            .order_by(lines.seq)
-            .limit(limit)
+        of_step, args = (" AND step = ?", (step,)) if step is not None else ("", ())
+        rows = self.db.rows(
+            f"SELECT seq, at, stream, text, step FROM job_logs WHERE job_id = ? AND seq > ?{of_step} "
+            "ORDER BY seq LIMIT ?",
+            (job_id, after, *args, limit),
         )
-        if step is not None:
-            stmt = stmt.where(lines.step == step)
-        with self.db.read() as conn:
-            return [LogLine(seq=r.seq, at=r.at, stream=r.stream, text=r.text, step=r.step) for r in conn.execute(stmt)]
+        return [
+            LogLine(seq=seq, at=time_of(at), stream=stream, text=text, step=name)
+            for seq, at, stream, text, name in rows
+        ]
 
     def cancels_requested(self) -> list[int]:
         db = self.db
@@ -108,21 +101,13 @@ class JobQueries:
         return counts
 
     def queue_stats(self) -> list[QueueStats]:
-        c = t.jobs.c
-        queued = JobStatus.QUEUED.value
-        stmt = (
-            sa.select(
-                c.queue,
-                sa.func.sum(sa.case((c.status == queued, 1), else_=0)),
-                sa.func.sum(sa.case((c.status == JobStatus.RUNNING.value, 1), else_=0)),
-                sa.func.min(sa.case((c.status == queued, c.created_at), else_=None)),
-            )
-            .where(c.status.in_([queued, JobStatus.RUNNING.value]))
-            .group_by(c.queue)
-            .order_by(c.queue)
+        queued, running = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+        # The active jobs only: ix_jobs_active's predicate, word for word.
+        rows = self.db.rows(
+            "SELECT queue, sum(CASE WHEN status = ? THEN 1 ELSE 0 END), sum(CASE WHEN status = ? THEN 1 ELSE 0 END), "
+            f"min(CASE WHEN status = ? THEN created_at END) FROM jobs WHERE {ACTIVE} GROUP BY queue ORDER BY queue",
+            (queued, running, queued),
         )
-        with self.db.read() as conn:
-            rows = conn.execute(stmt).all()
         return [
             QueueStats(
                 queue=row[0], queued=int(row[1] or 0), running=int(row[2] or 0), oldest_queued_at=time_out(row[3])

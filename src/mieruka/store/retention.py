@@ -5,49 +5,40 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..core.status import FINISHED
-from ..deferred import deferred
 from .base import Deleted
-from .codec import time_out
-from .database import Database
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-    from sqlalchemy.engine import Connection
-
-    from . import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
+from .codec import MAX_INT, time_out
+from .database import Database, marks
 
 _FINISHED_VALUES = [s.value for s in FINISHED]
 _FINISHED = f"status IN ({', '.join('?' for _ in _FINISHED_VALUES)})"
+# Tables of a job's own rows, deleted with it.
+_OWN_ROWS = ("job_logs", "job_steps", "artifacts", "job_uploads")
 
 
 class Retention:
     db: Database
 
     def prune(self, task: str, older_than: datetime | None, keep: int | None) -> Deleted:
-        c = t.jobs.c
-        finished = sa.and_(c.task == task, c.status.in_(_FINISHED_VALUES))
+        db = self.db
+        finished = f"SELECT id FROM jobs WHERE task = ? AND {_FINISHED}"
         ids: set[int] = set()
-        with self.db.read() as conn:
+        with db.cursor() as cur:
             if older_than is not None:
-                ids.update(
-                    conn.execute(sa.select(c.id).where(finished, c.finished_at < older_than).limit(5000)).scalars()
+                cur.execute(
+                    db.sql(f"{finished} AND finished_at < ? LIMIT 5000"),
+                    (task, *_FINISHED_VALUES, db.codec.time(older_than)),
                 )
+                ids.update(row[0] for row in cur.fetchall())
             if keep is not None:
-                ids.update(
-                    conn.execute(
-                        sa.select(c.id).where(finished).order_by(c.id.desc()).offset(keep).limit(5000)
-                    ).scalars()
-                )
+                cur.execute(db.sql(f"{finished} ORDER BY id DESC LIMIT 5000 OFFSET ?"), (task, *_FINISHED_VALUES, keep))
+                ids.update(row[0] for row in cur.fetchall())
         deleted = Deleted()
         for chunk in _chunks(sorted(ids), 500):
-            with self.db.write() as conn:
-                done = _delete_finished(conn, chunk)
+            with db.write_cursor() as cur:
+                done = _delete_finished(db, cur, chunk)
             deleted.job_ids.extend(done.job_ids)
             deleted.uploads.extend(done.uploads)
         return deleted
@@ -65,42 +56,50 @@ class Retention:
         return int(count), time_out(oldest)
 
     def delete_job(self, job_id: int) -> Deleted:
-        with self.db.write() as conn:
-            return _delete_finished(conn, [job_id])
+        if not 0 < job_id <= MAX_INT:
+            return Deleted()  # no such id, and PostgreSQL could not even compare it
+        with self.db.write_cursor() as cur:
+            return _delete_finished(self.db, cur, [job_id])
 
 
-def _delete_finished(conn: Connection, job_ids: list[int]) -> Deleted:
+def _delete_finished(db: Database, cur: Any, job_ids: list[int]) -> Deleted:
     """Delete those of the jobs that are finished, with their logs, steps, artifact and upload
-    records; return them and the uploads no job uses any more."""
-    c, ju, u = t.jobs.c, t.job_uploads.c, t.uploads.c
-    used = conn.execute(sa.select(ju.job_id, ju.upload_id).where(ju.job_id.in_(job_ids))).all()
-    if used:
+    records, on a write cursor (one transaction); return them and the uploads no job uses any more."""
+    jobs = marks(len(job_ids))
+    cur.execute(db.sql(f"SELECT job_id, upload_id FROM job_uploads WHERE job_id IN ({jobs})"), job_ids)
+    used: list[tuple[int, str]] = [(row[0], row[1]) for row in cur.fetchall()]
+    if used and not db.is_sqlite:
         # Deleting two jobs that share an upload at once: the second waits here, then sees the
-        # first gone, so one of them finds the upload unused (PostgreSQL; SQLite writes one at a time).
-        conn.execute(
-            sa.select(u.upload_id)
-            .where(u.upload_id.in_({upload_id for _, upload_id in used}))
-            .order_by(u.upload_id)
-            .with_for_update()
-        ).all()
+        # first gone, so one of them finds the upload unused (SQLite writes one at a time).
+        shared = sorted({upload_id for _, upload_id in used})
+        cur.execute(
+            db.sql(
+                f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks(len(shared))}) ORDER BY upload_id FOR UPDATE"
+            ),
+            shared,
+        )
+        cur.fetchall()
     # Re-checked inside the transaction: a job retried meanwhile is no longer finished.
-    gone = list(
-        conn.execute(
-            sa.delete(t.jobs).where(c.id.in_(job_ids), c.status.in_(_FINISHED_VALUES)).returning(c.id)
-        ).scalars()
+    cur.execute(
+        db.sql(f"DELETE FROM jobs WHERE id IN ({jobs}) AND {_FINISHED} RETURNING id"), (*job_ids, *_FINISHED_VALUES)
     )
+    gone = sorted(int(row[0]) for row in cur.fetchall())
     if not gone:
         return Deleted()
-    for table in (t.job_logs, t.job_steps, t.artifacts, t.job_uploads):
-        conn.execute(sa.delete(table).where(table.c.job_id.in_(gone)))
-    freed = {upload_id for job_id, upload_id in used if job_id in gone}
-    unused = conn.execute(
-        sa.select(u.upload_id)
-        .where(u.upload_id.in_(freed), ~sa.exists().where(ju.upload_id == u.upload_id))
-        .order_by(u.upload_id)
-    ).scalars()
+    for table in _OWN_ROWS:
+        cur.execute(db.sql(f"DELETE FROM {table} WHERE job_id IN ({marks(len(gone))})"), gone)
+    freed = sorted({upload_id for job_id, upload_id in used if job_id in gone})
+    if not freed:
+        return Deleted(gone, [])
+    cur.execute(
+        db.sql(
+            f"SELECT upload_id FROM uploads WHERE upload_id IN ({marks(len(freed))}) AND NOT EXISTS "
+            "(SELECT 1 FROM job_uploads WHERE job_uploads.upload_id = uploads.upload_id) ORDER BY upload_id"
+        ),
+        freed,
+    )
     # The upload's row stays: the upload is still its owner's, never another's to claim.
-    return Deleted(sorted(gone), list(unused) if freed else [])
+    return Deleted(gone, [row[0] for row in cur.fetchall()])
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:

@@ -5,40 +5,32 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.clock import utcnow
 from ..core.job import JobRecord
-from ..deferred import deferred
 from .base import NewJob
-from .codec import queued
+from .codec import queued, time_out
 from .database import Database
 from .jobs import insert_sql
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from . import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 
 class Schedules:
     db: Database
 
     def schedule_due(self, name: str, first_due: datetime) -> datetime:
-        s = t.schedules.c
-        with self.db.read() as conn:
-            due: datetime | None = conn.execute(sa.select(s.next_run_at).where(s.name == name)).scalar()
-        if due is not None:
+        db = self.db
+        found = db.row("SELECT next_run_at FROM schedules WHERE name = ?", (name,))
+        if found is not None:
+            due = time_out(found[0])
+            assert due is not None  # a NOT NULL column
             return due
-        try:
-            with self.db.write() as conn:
-                conn.execute(sa.insert(t.schedules).values(name=name, next_run_at=first_due))
-        except sa.exc.IntegrityError:
-            return self.schedule_due(name, first_due)
-        return first_due
+        inserted = db.run(
+            "INSERT INTO schedules (name, next_run_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            (name, db.codec.time(first_due)),
+        )
+        # Another server stored the schedule meanwhile: its due time holds.
+        return first_due if inserted == 1 else self.schedule_due(name, first_due)
 
     def fire_schedule(
         self, name: str, due: datetime, next_due: datetime, job: NewJob | None, missed: str | None = None

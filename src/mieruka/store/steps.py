@@ -3,28 +3,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from ..core.clock import utcnow
 from ..core.steps import STEP_FINISHED, StepRecord, StepStatus
-from ..deferred import deferred
 from ..notes import read, stored
 from .base import StepSaved, StepsClosed, StepsPlanned
-from .codec import MAX_INT, STEP_KINDS, json_text
+from .codec import MAX_INT, STEP_KINDS, json_out, json_text, time_out
 from .database import Database
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
-
-    from . import tables as t
-else:
-    sa = deferred("sqlalchemy")
-    t = deferred("mieruka.store.tables")
 
 
 class _Columns(NamedTuple):
     names: list[str]
     insert: str
+    select: str
     json: set[str]
     times: set[str]
 
@@ -32,6 +24,7 @@ class _Columns(NamedTuple):
 _STEPS = _Columns(
     [name for name, _ in STEP_KINDS],
     f"INSERT INTO job_steps ({', '.join(n for n, _ in STEP_KINDS)}) VALUES ({', '.join('?' for _ in STEP_KINDS)})",
+    f"SELECT {', '.join(n for n, _ in STEP_KINDS)} FROM job_steps WHERE job_id = ? ORDER BY position, name",
     {name for name, kind in STEP_KINDS if kind == "json"},
     {name for name, kind in STEP_KINDS if kind == "time"},
 )
@@ -83,14 +76,19 @@ class StepQueries:
     def list_steps(self, job_id: int) -> list[StepRecord]:
         if not 0 < job_id <= MAX_INT:
             return []
-        s = t.job_steps.c
-        stmt = sa.select(t.job_steps).where(s.job_id == job_id).order_by(s.position, s.name)
-        with self.db.read() as conn:
-            return [_step(row) for row in conn.execute(stmt)]
+        db = self.db
+        return [
+            _step(dict(zip(_STEPS.names, row, strict=True)), db.is_sqlite) for row in db.rows(_STEPS.select, (job_id,))
+        ]
 
 
-def _step(row: sa.Row[Any]) -> StepRecord:
-    m = dict(row._mapping)
+def _step(m: dict[str, Any], sqlite: bool) -> StepRecord:
+    """A job_steps row, by column name, as the driver returns it."""
+    if sqlite:  # sqlite3 hands back the JSON text; PostgreSQL's rows come decoded
+        for name in _STEPS.json:
+            m[name] = json_out(m[name])
+    for name in _STEPS.times:
+        m[name] = time_out(m[name])
     return StepRecord(
         **{
             **m,
