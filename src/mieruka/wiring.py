@@ -14,14 +14,15 @@ from .artifacts.base import ArtifactStorage
 from .bus.base import EventBus
 from .bus.memory import MemoryBus
 from .engine import Engine
-from .errors import ConfigError
+from .errors import ConfigError, MissingExtraError
 from .executors.base import Executor
 from .executors.local import LocalExecutor
 from .i18n import _
 from .runtime import Declaration, Runtime
 from .settings import Settings
 from .store.database import sqlite_path
-from .store.outage import reason, unavailable
+from .store.outage import reason, unavailable, without_password
+from .store.pg_connections import conninfo, lean_url
 from .store.sql import SqlJobStore, make_engine
 
 if TYPE_CHECKING:
@@ -106,6 +107,18 @@ def check_database(url: str, busy_timeout: float = LOCK_WAIT) -> None:
         if path != ":memory:":
             check_sqlite_file(Path(path), min(busy_timeout, LOCK_WAIT))
         return  # sqlite3 itself reads it: SQLAlchemy is loaded only when a statement needs it
+    if lean_url(url):  # psycopg itself connects
+        try:
+            import psycopg
+        except ImportError:
+            raise MissingExtraError("PostgreSQL", "postgres") from None
+        try:
+            psycopg.connect(conninfo(url), connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise ConfigError(
+                _("cannot reach the database %(url)s: %(reason)s", url=shown_url(url), reason=reason(exc))
+            ) from None
+        return
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = make_engine(url, immediate=False)  # an unknown scheme or a missing driver: one line too
@@ -227,11 +240,7 @@ def start_runtime(runtime: Runtime) -> None:
 
 def shown_url(url: str) -> str:
     """A database or broker URL as printed: its password hidden."""
-    if url.startswith("sqlite:"):
-        return url  # a file has no password
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    return without_password(url)
 
 
 def build_engine(runtime: Runtime) -> Engine:

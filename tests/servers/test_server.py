@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, assert_collector_on, running_server, wait_for_file
+from mieruka.store.database import Database
+from tests.conftest import ServerProcess, assert_collector_on, fresh_postgres_database, running_server, wait_for_file
 
 
 def iter_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
@@ -252,18 +252,23 @@ app.dashboard("main", [charts.stream(points)])
 HEAVY = ["sqlalchemy", "alembic"]
 
 
-def _heartbeats(database: Path) -> str | None:
-    with contextlib.closing(sqlite3.connect(database)) as conn:
-        row = conn.execute("SELECT max(heartbeat_at) FROM engines").fetchone()
-    return row[0] if row else None
+def _heartbeats(url: str) -> object:
+    db = Database(url)
+    try:
+        return db.rows("SELECT max(heartbeat_at) FROM engines")[0][0]
+    finally:
+        db.close()
 
 
-@pytest.mark.parametrize("caller", ["open", "token"])
-def test_a_server_on_sqlite_serves_pages_and_jobs_and_idles_without_sqlalchemy(tmp_path: Path, caller: str) -> None:
-    """SQLAlchemy is a quarter of a server's start and 12 MB: a server on SQLite loads it at the first
-    statement that needs it (store/database.py), and starting, pages and jobs (of the open mode's
-    caller, or of a user's API token: the token, the user's language, presence), and idling (the
-    engine's beats, retention, the notifier's rounds, stream history) need none."""
+@pytest.mark.parametrize(
+    ("backend", "caller"), [("sqlite", "open"), ("sqlite", "token"), ("postgres", "token")], ids="-".join
+)
+def test_a_server_serves_pages_and_jobs_and_idles_without_sqlalchemy(tmp_path: Path, backend: str, caller: str) -> None:
+    """SQLAlchemy is a quarter of a server's start and 12 MB: the store's statements are plain SQL
+    (store/database.py), and starting (on PostgreSQL, its schema check too), pages, listings and
+    jobs (of the open mode's caller, or of a user's API token: the token, the user's language,
+    presence), and idling (the engine's beats, retention, the notifier's rounds, stream history) need
+    none of it."""
     app_file = tmp_path / "lean_app.py"
     app_file.write_text(LEAN_APP)
     home = tmp_path / "home"
@@ -273,39 +278,52 @@ def test_a_server_on_sqlite_serves_pages_and_jobs_and_idles_without_sqlalchemy(t
         "MIERUKA_NOTIFY_POLL_INTERVAL": "0.1",
         "MIERUKA_POLL_INTERVAL": "0.1",  # the engine's polls while a job runs: cancels asked elsewhere
     }
+    url = f"sqlite:///{home / 'mieruka.db'}"
+    with contextlib.ExitStack() as stack:
+        if backend == "postgres":
+            url = stack.enter_context(fresh_postgres_database("mieruka_lean"))
+            made = Database(url)
+            made.migrate()  # the schema at its newest: the server's start only checks it
+            made.close()
+            env["MIERUKA_DATABASE_URL"] = url
+        _serve_a_lean_day(app_file, home, env, url, caller)
+
+
+def _serve_a_lean_day(app_file: Path, home: Path, env: dict[str, str], url: str, caller: str) -> None:
     headers = {}
     if caller == "token":
-        made = {**os.environ, "MIERUKA_HOME": str(home)}
+        made = {**os.environ, "MIERUKA_HOME": str(home), **env}
         cli = [sys.executable, "-m", "mieruka.cli"]
         subprocess.run([*cli, "users", "add", "ann", "--role", "operator", "--no-password"], env=made, check=True)
         made_token = [*cli, "tokens", "create", "--user", "ann", "--name", "lean"]
         secret = subprocess.run(made_token, env=made, check=True, capture_output=True, text=True).stdout.split()[-1]
         headers = {"Authorization": f"Bearer {secret}"}
-    with running_server(home, app_ref=f"{app_file}:app", env=env) as server:
-        database = server.home / "mieruka.db"
-        with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
-            page = client.get("/dashboards/main", headers={"Accept": "text/html"})
-            assert page.status_code == 200 and ("ann" in page.text) == (caller == "token")
-            first = _heartbeats(database)
-            deadline = time.monotonic() + 30
-            beats = {first}
-            while len(beats) < 3 and time.monotonic() < deadline:  # the engine's rounds of upkeep
-                beats.add(_heartbeats(database))
-                time.sleep(0.05)
-            assert len(beats) >= 3, beats
-            assert client.post("/api/tasks/nap/run", json={"seconds": 1}).json()["result"] == 1
-            run = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
-            assert run.status_code == 200 and run.json()["result"] == [], run.text
-            job = client.post("/api/tasks/loaded/jobs", json={"names": HEAVY}).json()
-            assert client.get(f"/api/jobs/{job['id']}", params={"wait": 30}).json()["result"] == []
-            # The pages and listings of a user's day: none of them needs SQLAlchemy either.
-            for path in ("/dashboards/main", "/jobs", f"/jobs/{job['id']}", "/api/jobs", f"/api/jobs/{job['id']}/logs"):
-                assert client.get(path).status_code == 200, path
-            if caller == "token":
-                assert client.get("/api/me").status_code == 200
-            again = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
-            assert again.json()["result"] == [], again.text
-            # The probe can tell: a module the server's process imported is seen.
-            assert client.post("/api/tasks/load/run", json={"name": "sqlalchemy"}).json()["result"] is True
-            again = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
-            assert again.json()["result"] == ["sqlalchemy"], again.text
+    with (
+        running_server(home, app_ref=f"{app_file}:app", env=env) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=headers) as client,
+    ):
+        page = client.get("/dashboards/main", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and ("ann" in page.text) == (caller == "token")
+        first = _heartbeats(url)
+        deadline = time.monotonic() + 30
+        beats = {first}
+        while len(beats) < 3 and time.monotonic() < deadline:  # the engine's rounds of upkeep
+            beats.add(_heartbeats(url))
+            time.sleep(0.05)
+        assert len(beats) >= 3, beats
+        assert client.post("/api/tasks/nap/run", json={"seconds": 1}).json()["result"] == 1
+        run = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
+        assert run.status_code == 200 and run.json()["result"] == [], run.text
+        job = client.post("/api/tasks/loaded/jobs", json={"names": HEAVY}).json()
+        assert client.get(f"/api/jobs/{job['id']}", params={"wait": 30}).json()["result"] == []
+        # The pages and listings of a user's day: none of them needs SQLAlchemy either.
+        for path in ("/dashboards/main", "/jobs", f"/jobs/{job['id']}", "/api/jobs", f"/api/jobs/{job['id']}/logs"):
+            assert client.get(path).status_code == 200, path
+        if caller == "token":
+            assert client.get("/api/me").status_code == 200
+        again = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
+        assert again.json()["result"] == [], again.text
+        # The probe can tell: a module the server's process imported is seen.
+        assert client.post("/api/tasks/load/run", json={"name": "sqlalchemy"}).json()["result"] is True
+        again = client.post("/api/tasks/loaded/run", json={"names": HEAVY})
+        assert again.json()["result"] == ["sqlalchemy"], again.text

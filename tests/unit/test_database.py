@@ -13,6 +13,8 @@ import pytest
 from mieruka.core.clock import utcnow
 from mieruka.store.base import WouldWait
 from mieruka.store.database import Database
+from tests.conftest import fresh_postgres_database
+from tests.unit.test_imports import loaded_after
 
 
 def test_a_lock_wait_at_once_is_would_wait_and_the_thread_reads_patiently_again(tmp_path: Path) -> None:
@@ -68,3 +70,43 @@ def test_one_statement_reads_and_writes_with_question_marks_on_both_backends(db:
         db.run("INSERT INTO users (name, role, created_at) VALUES (?, ?, ?)", ("ann", "viewer", now))
     assert "unique" in str(failed.value).lower()
     assert db.rows("SELECT count(*) FROM users") == [(2,)]
+
+
+def test_a_postgresql_store_at_its_newest_schema_starts_and_serves_without_sqlalchemy(tmp_path: Path) -> None:
+    """On PostgreSQL the schema check is one query and the statements are plain SQL on psycopg's
+    connections: a process that opens the store, checks its schema and writes and reads a job
+    imports neither SQLAlchemy nor Alembic (the first migration, here, needs them)."""
+    with fresh_postgres_database("mieruka_lean") as url:
+        first = Database(url)
+        first.migrate()
+        first.close()
+        script = f"""
+from mieruka.store.base import NewJob
+from mieruka.store.sql import SqlJobStore
+
+store = SqlJobStore({url!r})
+store.migrate()
+job, _ = store.create_job(NewJob(task="t", params={{"x": 1}}))
+assert store.get_job(job.id).params == {{"x": 1}}
+store.close()
+"""
+        assert loaded_after(script, tmp_path) & {"sqlalchemy", "alembic"} == set()
+
+
+def test_a_password_is_hidden_where_a_url_is_shown_as_sqlalchemy_hides_it() -> None:
+    from sqlalchemy.engine import make_url
+
+    from mieruka.store.outage import without_password
+
+    for url in (
+        "postgresql+psycopg://mieruka:secret@127.0.0.1:1/x",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg://u:p%40ss@h/db?sslmode=require",
+        "amqp://guest:guest@127.0.0.1:5672//",
+        "redis://:pw@127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/0",
+    ):
+        assert without_password(url) == make_url(url).render_as_string(hide_password=True)
+    # A password with an unescaped "@" is hidden whole (SQLAlchemy would show its end as the host).
+    assert without_password("postgresql+psycopg://u:p@ss@h/db") == "postgresql+psycopg://u:***@h/db"
+    assert without_password("not a url") == "not a url"

@@ -286,15 +286,14 @@ def test_the_public_names_load_at_first_use() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
-# SQLAlchemy is the schema (tables.py) for Alembic's migrations, SQL sources on any URL, and URLs
-# where one is read; every statement of the store, the accounts and notifications is plain SQL, so
-# that a server on SQLite never imports it. A new module on this list is a decision.
+# SQLAlchemy is the schema (tables.py) for Alembic's migrations, SQL sources on any URL, and the
+# URLs of other drivers than psycopg's; every statement of the store, the accounts and notifications
+# is plain SQL, so that a server never imports it. A new module on this list is a decision.
 SQLALCHEMY_USERS = {
     "mieruka.cli_accounts",
     "mieruka.sources.sql",
     "mieruka.store.database",
     "mieruka.store.migrate",
-    "mieruka.store.outage",
     "mieruka.store.pg_connections",
     "mieruka.store.snapshot",
     "mieruka.store.tables",

@@ -17,6 +17,7 @@ connections (pg_connections.py explains why).
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
 import sys
 import threading
@@ -158,11 +159,12 @@ class Database:
             self._write_conn.execute("PRAGMA busy_timeout=0")
             self._local = threading.local()
         else:
-            from .pg_connections import PgConnections
-            from .tables import on_postgresql
+            from .pg_connections import PgConnections, lean_url
 
-            on_postgresql()
-            self._engines = self._make_engines()  # a bad URL or a missing driver says so at once
+            if not lean_url(url):  # SQLAlchemy says what is wrong with another URL, or its driver, at once
+                self._engines = self._make_engines()
+            elif importlib.util.find_spec("psycopg") is None:
+                raise MissingExtraError("PostgreSQL", "postgres")
             self._pg = PgConnections(url)
             self._numbered: dict[str, bytes] = {}
 
@@ -185,6 +187,9 @@ class Database:
     def _make_engines(self) -> tuple[Engine, Engine]:
         writer = make_engine(self.url, immediate=True, busy_timeout=self.busy_timeout)
         if not self.is_sqlite:
+            from .tables import on_postgresql
+
+            on_postgresql()  # before any schema is made or compared there
             return writer, writer
         return writer, make_engine(self.url, immediate=False, busy_timeout=self.busy_timeout)
 
@@ -325,8 +330,9 @@ class Database:
 
     # -- life ----------------------------------------------------------------------------------
     def migrate(self) -> None:
-        """Create or upgrade the schema to the newest version."""
-        from .migrate import sqlite_ready, upgrade
+        """Create or upgrade the schema to the newest version (SQLAlchemy and Alembic are loaded only
+        when the schema is behind, or on SQLite new)."""
+        from .migrate import head_revisions, sqlite_ready, upgrade
 
         if self.is_sqlite:
             conn = self._sqlite_connect()  # waits for another process's lock, as Alembic's would
@@ -336,7 +342,20 @@ class Database:
                         return
             finally:
                 conn.close()
+        elif {self._pg_revision()} == head_revisions():
+            return
         upgrade(self.engine)
+
+    def _pg_revision(self) -> str | None:
+        """PostgreSQL: the schema's revision in one query; None when there is none to tell (no
+        `alembic_version` table yet, or several rows: then Alembic decides)."""
+        import psycopg
+
+        try:
+            rows = self.rows("SELECT version_num FROM alembic_version")
+        except psycopg.ProgrammingError:  # no such table (a new database), or not ours to read
+            return None
+        return str(rows[0][0]) if len(rows) == 1 else None
 
     def close(self) -> None:
         if self.is_sqlite:

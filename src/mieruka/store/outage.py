@@ -138,11 +138,17 @@ def shown(url: str) -> str:
 
         path = sqlite_path(url)
         return _IN_MEMORY if path == ":memory:" else f"{_FILE}{path}"
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    return without_password(url)
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
+
+def without_password(url: str) -> str:
+    """A URL as printed: its password, if it has one, as *** (SQLAlchemy's way); the rest as given."""
+    scheme, found, rest = url.partition("://")
+    if not found:
         return url
-    return parsed.render_as_string(hide_password=True)
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{rest[len(authority) :]}"

@@ -45,8 +45,19 @@ _OK: object = None  # psycopg's good connection status, likewise
 _inherited: list[object] = []  # connections of a parent process, never touched nor freed after a fork
 
 
+LEAN_SCHEME = "postgresql+psycopg://"  # SQLAlchemy's name of psycopg 3: read here without it
+
+
+def lean_url(url: str) -> bool:
+    """Whether `url` is psycopg's in SQLAlchemy's form, which libpq reads once its scheme is its own."""
+    return url.startswith(LEAN_SCHEME)
+
+
 def conninfo(sqlalchemy_url: str) -> str:
-    """postgresql+psycopg://u@h/db (SQLAlchemy's form) as libpq's URI: postgresql://u@h/db."""
+    """postgresql+psycopg://u@h/db (SQLAlchemy's form) as libpq's URI: postgresql://u@h/db. Both
+    percent-decode the user, password and database, and pass the query's options on to libpq."""
+    if lean_url(sqlalchemy_url):
+        return "postgresql://" + sqlalchemy_url[len(LEAN_SCHEME) :]
     from sqlalchemy.engine import make_url
 
     url = make_url(sqlalchemy_url).set(drivername="postgresql")
