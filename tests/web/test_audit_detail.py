@@ -309,6 +309,29 @@ def test_a_dashboard_controls_press(client: TestClient) -> None:
     assert_no_secret(client)
 
 
+def test_a_retry_says_it_queued_the_job_though_a_worker_took_it_at_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry says what the retry did: the record read after it may be a worker's already."""
+    import dataclasses
+
+    from mieruka.core.status import JobStatus
+
+    failed = client.post("/api/tasks/fail/run", json={"message": "x"}).json()["id"]
+    retry = app.engine.retry
+
+    def taken_at_once(job_id: int) -> Any:
+        return dataclasses.replace(retry(job_id), status=JobStatus.RUNNING)
+
+    monkeypatch.setattr(app.engine, "retry", taken_at_once)
+    assert client.post(f"/api/jobs/{failed}/retry").json()["status"] == "running"
+    assert entries("job.retry")[-1]["detail"]["outcome"] == "queued"
+    app.engine.wait(failed, 30)
+    assert client.post(f"/jobs/{failed}/retry", follow_redirects=False).status_code == 303
+    assert entries("job.retry")[-1]["detail"]["outcome"] == "queued"
+    app.engine.wait(failed, 30)
+
+
 def test_retry_cancel_and_delete_say_which_job_of_which_task(client: TestClient) -> None:
     failed = client.post("/api/tasks/fail/run", json={"message": "x"}).json()["id"]
     assert client.post(f"/api/jobs/{failed}/retry").status_code == 200

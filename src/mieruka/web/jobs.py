@@ -167,7 +167,8 @@ def cancel_job(runtime: RuntimeDep, request: Request, job_id: int) -> dict[str, 
 def retry_job(runtime: RuntimeDep, request: Request, job_id: int) -> dict[str, Any]:
     """Queue a failed or cancelled job again, with a fresh set of attempts."""
     record = runtime.engine.retry(job_id)
-    note_change(request, runtime, record)
+    # What the retry did: a worker may have taken the job already when the record was read.
+    note_change(request, runtime, record, JobStatus.QUEUED.value)
     return job_json(record, root=request.scope.get("root_path", ""))
 
 

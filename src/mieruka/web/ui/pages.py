@@ -246,7 +246,8 @@ def cancel(runtime: RuntimeDep, request: Request, job_id: int) -> RedirectRespon
 
 @router.post(f"/jobs/{JOB_ID}/retry")
 def retry(runtime: RuntimeDep, request: Request, job_id: int) -> RedirectResponse:
-    note_change(request, runtime, runtime.engine.retry(job_id))
+    # What the retry did: a worker may have taken the job already when the record was read.
+    note_change(request, runtime, runtime.engine.retry(job_id), JobStatus.QUEUED.value)
     return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}", status_code=303)
 
 
