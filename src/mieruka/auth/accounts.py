@@ -514,8 +514,7 @@ class Accounts:
             row = cur.fetchone()
         if row is None:
             return None
-        expires_at = time_out(row[1])
-        assert expires_at is not None  # the column is NOT NULL
+        expires_at = time_of(row[1])
         if expires_at <= utcnow():
             return None
         return _user_of(row[2:]).principal("session", row[0])

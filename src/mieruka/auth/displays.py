@@ -20,7 +20,7 @@ from typing import Any
 from ..core.clock import utcnow
 from ..errors import NotFoundError, ValidationError
 from ..i18n import _
-from ..store.codec import MAX_INT, time_out
+from ..store.codec import MAX_INT, time_of, time_out
 from ..store.database import Database
 from .accounts import digest
 
@@ -126,8 +126,7 @@ class Displays:
 def _link(row: Sequence[Any]) -> DisplayLink:
     """The link of a row of `_COLUMNS`, as either backend's driver returns it."""
     link_id, dashboard, label, created_by, created_at, expires_at, last_used_at, revoked_at = row
-    created = time_out(created_at)
-    assert created is not None  # a NOT NULL column
+    created = time_of(created_at)
     return DisplayLink(
         id=link_id,
         dashboard=dashboard,

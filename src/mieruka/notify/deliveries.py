@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ConflictError
 from ..i18n import _
 from ..notes import read
-from ..store.codec import time_out
+from ..store.codec import time_of, time_out
 from ..store.database import Database, marks
 from .messages import Event
 from .rulebook import StoredRule
@@ -178,8 +178,7 @@ def events_of(db: Database, delivery_id: int) -> list[Event]:
 def event_of(row: Sequence[Any]) -> Event:
     """The event of a row of `EVENT_COLUMNS`, as either backend's driver returns it."""
     event_id, kind, _key, at, job_id, task, subject, message, _routed = row
-    moment = time_out(at)
-    assert moment is not None  # a NOT NULL column
+    moment = time_of(at)
     return Event(
         id=event_id,
         kind=kind,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..store.codec import json_out, time_out
+from ..store.codec import json_out, time_of, time_out
 from ..store.database import Database
 
 
@@ -116,8 +116,7 @@ def silent_nodes(db: Database, stale_after: float, now: datetime) -> list[NewEve
     )
     found = []
     for node_id, host, heartbeat, stored_info in rows:
-        heartbeat_at = time_out(heartbeat)
-        assert heartbeat_at is not None  # a NOT NULL column
+        heartbeat_at = time_of(heartbeat)
         info = json_out(stored_info)
         info = info if isinstance(info, dict) else {}
         name = str(info.get("name") or host)

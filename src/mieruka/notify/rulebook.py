@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import ConfigError, NotFoundError, ValidationError
-from ..store.codec import MAX_INT, json_out, json_text, time_out
+from ..store.codec import MAX_INT, json_out, json_text, time_of
 from ..store.database import Database, integrity_errors, marks
 from .rules import KINDS, SCOPES, Rule
 
@@ -74,8 +74,7 @@ _DECLARED = "events, scope, target, longer_than, enabled"
 def _stored(row: Sequence[Any]) -> StoredRule:
     """The rule of a row of `_COLUMNS`, as either backend's driver returns it."""
     rule_id, name, origin, owner, events, scope, target, secret, longer_than, enabled, created_by, created_at = row
-    created = time_out(created_at)
-    assert created is not None  # a NOT NULL column
+    created = time_of(created_at)
     return StoredRule(
         id=rule_id,
         name=name,

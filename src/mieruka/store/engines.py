@@ -12,7 +12,7 @@ from typing import Any
 from ..core.job import JobRecord
 from ..core.status import JobStatus
 from .base import EngineInfo
-from .codec import ACTIVE, JOB_COLUMNS, json_out, json_text, time_out
+from .codec import ACTIVE, JOB_COLUMNS, json_out, json_text, time_of, time_out
 from .database import Database
 
 _QUALIFIED = ", ".join(f"jobs.{name}" for name in JOB_COLUMNS)
@@ -49,8 +49,7 @@ class EngineRecords:
                 running.setdefault(engine_id, []).append(job_id)
         found = []
         for engine_id, host, pid, beat, info in rows:
-            heartbeat_at = time_out(beat)
-            assert heartbeat_at is not None  # the column is NOT NULL
+            heartbeat_at = time_of(beat)
             found.append(
                 EngineInfo(
                     id=engine_id,

@@ -10,7 +10,7 @@ from typing import Any
 from ..core.clock import utcnow
 from ..core.job import JobRecord
 from .base import NewJob
-from .codec import queued, time_out
+from .codec import queued, time_of
 from .database import Database
 from .jobs import insert_sql
 
@@ -22,8 +22,7 @@ class Schedules:
         db = self.db
         found = db.row("SELECT next_run_at FROM schedules WHERE name = ?", (name,))
         if found is not None:
-            due = time_out(found[0])
-            assert due is not None  # a NOT NULL column
+            due = time_of(found[0])
             return due
         inserted = db.run(
             "INSERT INTO schedules (name, next_run_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
