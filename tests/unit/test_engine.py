@@ -4,10 +4,11 @@ local pool, and (on PostgreSQL) a real Celery worker started with `mieruka worke
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 import pytest
@@ -20,6 +21,8 @@ from mieruka.engine import waiting
 from mieruka.engine.waiting import Ending
 from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
 from tests.conftest import wait_for_file
+
+T = TypeVar("T")
 
 ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on both
 pytestmark = pytest.mark.in_process  # "local" runs on the threads executor, but where marked worker_processes
@@ -235,16 +238,29 @@ def test_idempotency_key(app: mieruka.App) -> None:
     assert created and not created_again and again.id == first.id
 
 
-def test_priorities(app: mieruka.App) -> None:
-    # The two workers free up one after the other: the first free one must take the later, higher job.
-    blockers = [app.submit("sleep", seconds=seconds) for seconds in (0.5, 0.8)]
+def test_priorities(app: mieruka.App, tmp_path: Path) -> None:
+    # Both workers busy while a low and then a high job queue; the first worker set free must take
+    # the high one. The blockers end on a signal, one after the other, whatever the machine's pace.
+    releases = [tmp_path / "release-a", tmp_path / "release-b"]
+    blockers = [app.submit("progress_until", marker=str(release)) for release in releases]
+    until(lambda: all(app.get_job(job.id).status is JobStatus.RUNNING for job in blockers), "both blockers run")
     low = app.engine.submit("sleep", {"seconds": 0.01}, priority=0)[0]
     high = app.engine.submit("sleep", {"seconds": 0.01}, priority=10)[0]
-    low_done, high_done = app.wait(low, 30), app.wait(high, 30)
-    assert high_done.started_at is not None and low_done.started_at is not None
-    assert high_done.started_at < low_done.started_at
+    releases[0].touch()
+    first = until(lambda: [j for j in (low, high) if app.get_job(j.id).started_at is not None], "a job starts")
+    releases[1].touch()
+    assert [job.id for job in first] == [high.id]
+    assert app.wait(high, 30).status is JobStatus.SUCCEEDED and app.wait(low, 30).status is JobStatus.SUCCEEDED
     for job in blockers:
         app.wait(job, 30)
+
+
+def until(check: Callable[[], T], what: str, seconds: float = 30.0) -> T:
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"waited {seconds:g}s until {what}"
+        time.sleep(0.02)
+    return found
 
 
 def test_per_task_concurrency_limit(app: mieruka.App, tmp_path: Path) -> None:
