@@ -168,8 +168,9 @@ def test_cancel_running_job_kills_it_and_its_children(app: mieruka.App, tmp_path
     assert app.wait(app.submit("add", a=1), 30).result == 3
 
 
-def test_cancel_queued_job(app: mieruka.App) -> None:
-    blockers = [app.submit("sleep", seconds=2) for _ in range(2)]
+def test_cancel_queued_job(app: mieruka.App, tmp_path: Path) -> None:
+    blockers = [app.submit("progress_until", marker=str(tmp_path / "never")) for _ in range(2)]
+    until(lambda: all(app.get_job(job.id).status is JobStatus.RUNNING for job in blockers), "both blockers run")
     queued = app.submit("add", a=1)
     cancelled = app.engine.cancel(queued.id)
     assert cancelled.status is JobStatus.CANCELLED
