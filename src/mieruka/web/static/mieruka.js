@@ -181,8 +181,13 @@
       // as finished comes with its whole log (read side by side, the log could be the older).
       getJSON("/api/jobs/" + jobId).then(function (job) {
         return getJSON("/api/jobs/" + jobId + "/logs?after=" + nextSeq + "&limit=5000").then(function (page) {
-          // One line at a time keeps each line's step tag (a page holds lines of several steps).
-          page.lines.forEach(function (l) { appendLines(l.seq, [[l.at, l.stream, l.text]], l.step); });
+          // One line at a time keeps each line's step tag (a page holds lines of several steps), and
+          // an open step's log gets its own lines, as from the stream.
+          page.lines.forEach(function (l) {
+            var line = [l.at, l.stream, l.text];
+            appendLines(l.seq, [line], l.step);
+            steps.lines({ step: l.step, first_seq: l.seq, lines: [line] });
+          });
           setProgress(job.progress, job.message, job.message_note);
           if (job.status !== lastStatus) onState(job);
         });
