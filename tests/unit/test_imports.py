@@ -171,3 +171,35 @@ def test_fastapis_openapi_models_are_built_at_the_first_request_for_the_document
         """
     )
     loaded_after(serve, tmp_path)
+
+
+def test_serving_loads_neither_pydantic_v1_nor_prometheus_until_needed(tmp_path: Path) -> None:
+    """FastAPI asks of every route's parameters whether they are pydantic.v1 models: not by importing
+    pydantic.v1 (a copy of pydantic 1) while nothing else did; once imported, its models are told.
+    prometheus_client comes with the first scrape of /metrics, which counts what came before."""
+    serve = APP + textwrap.dedent(
+        """
+        import sys
+        from mieruka.web.api import create_api
+        from fastapi._compat import shared
+        from starlette.testclient import TestClient
+
+        api = create_api(app.runtime, stop_app=True)
+        with TestClient(api, "http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as client:
+            assert client.get("/jobs", headers={"Accept": "text/html"}).status_code == 200
+            assert "/api/tasks/double/jobs" in client.get("/openapi.json").json()["paths"]  # every route built
+            job = client.post("/api/tasks/double/jobs", json={"x": 4}).json()
+            assert client.get(f"/api/jobs/{job['id']}?wait=30").json()["result"] == 8
+            assert "pydantic.v1" not in sys.modules and "prometheus_client" not in sys.modules
+            assert 'mieruka_jobs_finished_total{state="succeeded",task="double"} 1.0' in client.get("/metrics").text
+        from pydantic import v1
+
+        class Old(v1.BaseModel):
+            x: int
+
+        assert shared.annotation_is_pydantic_v1(Old) and shared.is_pydantic_v1_model_instance(Old(x=1))
+        assert not shared.annotation_is_pydantic_v1(int)
+        """
+    )
+    loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)
+    loaded_after(serve, tmp_path)

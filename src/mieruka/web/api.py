@@ -71,7 +71,7 @@ def create_api(runtime: Runtime, stop_app: bool = False) -> FastAPI:
     routers += [notifications.router, notifications.pages]
     for router in routers:
         adopt(api.router, router)
-    metrics.registry.register(LiveMetrics(runtime))
+    metrics.add(LiveMetrics(runtime).collect)
     sso.install(api, runtime, pages)
     install_openapi(api, runtime)
     install_security(api, runtime)

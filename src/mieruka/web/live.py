@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from ..core.access import allowed
 from ..core.clock import utcnow
@@ -31,6 +29,9 @@ from .routers import Router
 from .serialize import iso, job_json
 from .state import RuntimeDep, open_streams_of
 from .viewing import shown_sources, shown_streams, unsent_tiles, viewing
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 CSV_CHUNK = 50_000  # rows per piece of a CSV download: a big table is never one string in memory
 
@@ -117,13 +118,15 @@ def dashboard_json(board: Dashboard, root: str) -> dict[str, Any]:
     }
 
 
-class LiveMetrics(Collector):
+class LiveMetrics:
     """Sources and streams at scrape time: refreshes, failures, age of the data, rows, points."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         live = live_or_none(self.runtime)
         if live is None:
             return

@@ -8,12 +8,11 @@ every server's jobs: scrape one server, or sum with care).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from ..bus.base import Unsubscribe
 from ..core.clock import utcnow
@@ -23,18 +22,98 @@ from ..nodes import is_up
 from ..runtime import Runtime
 from .counts import job_counts
 
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
 RESTRICTED = "(restricted)"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _FINISHED = {s.value for s in FINISHED}
+Collect = Callable[[], Iterable["Metric"]]
 
 
-class _Snapshot(Collector):
+class Level:
+    """A number that goes up and down (the open event streams), read at scrape time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def inc(self) -> None:
+        with self._lock:
+            self.value += 1
+
+    def dec(self) -> None:
+        with self._lock:
+            self.value -= 1
+
+
+class _Counts:
+    """A counter by label values, with the time each was first counted (Prometheus' `_created`)."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, ...], list[float]] = {}  # values -> [count, created]
+
+    def inc(self, *values: str) -> None:
+        with self._lock:
+            self._counts.setdefault(values, [0.0, time.time()])[0] += 1
+
+    def family(self) -> Metric:
+        from prometheus_client.core import Metric
+
+        with self._lock:
+            counts = [(values, count, created) for values, (count, created) in self._counts.items()]
+        out = Metric(self.name, self.documentation, "counter")
+        for values, count, created in counts:
+            labels = dict(zip(self.labels, values, strict=True))
+            out.add_sample(self.name + "_total", labels, count)
+            out.add_sample(self.name + "_created", labels, created)
+        return out
+
+
+class _Histograms:
+    """A histogram by one label's value, laid out as prometheus_client's Histogram lays it out."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.label, self.bounds = name, documentation, label, buckets
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[list[int], list[float]]] = {}  # value -> (per bucket + inf, [sum, created])
+
+    def observe(self, value: str, amount: float) -> None:
+        with self._lock:
+            buckets, totals = self._seen.setdefault(value, ([0] * (len(self.bounds) + 1), [0.0, time.time()]))
+            buckets[next((i for i, bound in enumerate(self.bounds) if amount <= bound), len(self.bounds))] += 1
+            totals[0] += amount
+
+    def family(self) -> Metric:
+        from prometheus_client.core import Metric
+        from prometheus_client.utils import floatToGoString
+
+        with self._lock:
+            seen = [(value, list(buckets), totals[0], totals[1]) for value, (buckets, totals) in self._seen.items()]
+        bounds = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        out = Metric(self.name, self.documentation, "histogram")
+        for value, buckets, total, created in seen:
+            running = 0
+            for bound, count in zip(bounds, buckets, strict=True):
+                running += count
+                out.add_sample(self.name + "_bucket", {"le": bound, self.label: value}, running)
+            out.add_sample(self.name + "_count", {self.label: value}, running)
+            out.add_sample(self.name + "_sum", {self.label: value}, total)
+            out.add_sample(self.name + "_created", {self.label: value}, created)
+        return out
+
+
+class _Snapshot:
     """Numbers read at scrape time."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         if not self.runtime.running:
             return
         engine, store = self.runtime.engine, self.runtime.store
@@ -85,6 +164,8 @@ class _Snapshot(Collector):
 def _notifications(runtime: Runtime) -> Iterator[Metric]:
     """Notification messages by state (sent, pending, failed; pending ones already tried once are
     also counted as retrying), and events recorded: read from the database, every server's."""
+    from prometheus_client.core import GaugeMetricFamily
+
     from ..notify.deliveries import counts
 
     found = counts(runtime.database)
@@ -98,38 +179,39 @@ def _notifications(runtime: Runtime) -> Iterator[Metric]:
 
 
 class Metrics:
+    """What a scrape reads. Counted from the start in plain numbers: prometheus_client (about thirty
+    modules) is imported at the first scrape, which many servers never get."""
+
     def __init__(self, runtime: Runtime) -> None:
-        self.registry = CollectorRegistry()
-        self.finished = Counter(
-            "mieruka_jobs_finished",
-            "Jobs that ended, by task and final state.",
-            ["task", "state"],
-            registry=self.registry,
-        )
-        self.wait = Histogram(
-            "mieruka_job_wait_seconds",
-            "Time from submission to start.",
-            ["task"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.run = Histogram(
-            "mieruka_job_run_seconds",
-            "Time from start to the end of an attempt.",
-            ["task"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.sse_clients = Gauge("mieruka_sse_clients", "Open Server-Sent Events streams.", registry=self.registry)
-        self.registry.register(_Snapshot(runtime))
+        self.finished = _Counts("mieruka_jobs_finished", "Jobs that ended, by task and final state.", ("task", "state"))
+        self.wait = _Histograms("mieruka_job_wait_seconds", "Time from submission to start.", "task", BUCKETS)
+        self.run = _Histograms("mieruka_job_run_seconds", "Time from start to the end of an attempt.", "task", BUCKETS)
+        self.sse_clients = Level()
+        self._collects: list[Collect] = [_Snapshot(runtime).collect]
         self._unsubscribe: Unsubscribe | None = None
+
+    def add(self, collect: Collect) -> None:
+        """Also yield what `collect` yields at each scrape."""
+        self._collects.append(collect)
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield self.finished.family()
+        yield self.wait.family()
+        yield self.run.family()
+        yield GaugeMetricFamily("mieruka_sse_clients", "Open Server-Sent Events streams.", value=self.sse_clients.value)
+        for collect in self._collects:
+            yield from collect()
 
     def exposition(self, hidden: Mapping[str, frozenset[str]]) -> bytes:
         """The text a scrape gets. `hidden` maps a label (task, source, stream) to the names the
         scraper may not see: they are not named, their numbers count under "(restricted)"."""
+        from prometheus_client import generate_latest
+
         if not any(hidden.values()):
-            return generate_latest(self.registry)
-        return generate_latest(_Restricted(self.registry, hidden))
+            return generate_latest(self)
+        return generate_latest(_Restricted(self, hidden))
 
     def attach(self, runtime: Runtime) -> None:
         self._unsubscribe = runtime.engine.bus.subscribe(self._on_event)
@@ -148,22 +230,24 @@ class Metrics:
         if status == "running":
             created = _time(data.get("created_at"))
             if created and started:
-                self.wait.labels(event.task).observe(max((started - created).total_seconds(), 0.0))
+                self.wait.observe(event.task, max((started - created).total_seconds(), 0.0))
         elif status in _FINISHED:
-            self.finished.labels(event.task, status).inc()
+            self.finished.inc(event.task, status)
             finished = _time(data.get("finished_at"))
             if started and finished:
-                self.run.labels(event.task).observe(max((finished - started).total_seconds(), 0.0))
+                self.run.observe(event.task, max((finished - started).total_seconds(), 0.0))
 
 
-class _Restricted(Collector):
-    """The registry's metrics with hidden task labels merged into one."""
+class _Restricted:
+    """The metrics with hidden task labels merged into one."""
 
-    def __init__(self, registry: CollectorRegistry, hidden: Mapping[str, frozenset[str]]) -> None:
-        self.registry, self.hidden = registry, hidden
+    def __init__(self, metrics: Metrics, hidden: Mapping[str, frozenset[str]]) -> None:
+        self.metrics, self.hidden = metrics, hidden
 
     def collect(self) -> Iterator[Metric]:
-        for family in self.registry.collect():
+        from prometheus_client.core import Metric
+
+        for family in self.metrics.collect():
             merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
             for sample in family.samples:
                 labels = dict(sample.labels)

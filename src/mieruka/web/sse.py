@@ -9,13 +9,13 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Collection
 from typing import Any
 
-from prometheus_client import Gauge
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ..bus.base import EventBus
 from ..core.events import Event
 from ..live.signal import Wake
+from .metrics import Level
 
 MAX_QUEUED = 10_000
 HEADERS = {
@@ -53,7 +53,7 @@ class OpenStreams:
     never ends by itself: at shutdown the server ends them all at once (`end_all`) rather than
     waiting out its graceful shutdown, and a stream opened after that ends at once."""
 
-    def __init__(self, gauge: Gauge | None = None) -> None:
+    def __init__(self, gauge: Level | None = None) -> None:
         self._gauge = gauge
         self._lock = threading.Lock()
         self._held: set[Held] = set()

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..store.outage import RETRY_AFTER, reason, unavailable
 from .counts import job_counts
@@ -31,6 +30,8 @@ def prometheus(runtime: RuntimeDep, request: Request) -> Response:
         "task": hidden(request),
         **{kind: hidden_names(runtime, who, kind, names) for kind, names in shown.items()},
     }
+    from prometheus_client import CONTENT_TYPE_LATEST
+
     return Response(metrics_of(request).exposition(unseen), media_type=CONTENT_TYPE_LATEST)
 
 
