@@ -5,8 +5,7 @@ from __future__ import annotations
 from types import FrameType
 from typing import TYPE_CHECKING
 
-import uvicorn
-
+from . import uvicorn_package
 from .errors import MierukaError
 from .i18n import _
 from .process import settle
@@ -15,7 +14,10 @@ from .settings import Settings
 from .web.sse import OpenStreams
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.types import ASGIApp
+else:
+    uvicorn = uvicorn_package.load()
 
 
 def serve(runtime: Runtime) -> None:

@@ -203,3 +203,32 @@ def test_serving_loads_neither_pydantic_v1_nor_prometheus_until_needed(tmp_path:
     )
     loaded_after(APP + "\napp.start()\napp.stop()\n", tmp_path)
     loaded_after(serve, tmp_path)
+
+
+def test_the_server_loads_uvicorn_without_its_command_line(tmp_path: Path) -> None:
+    """uvicorn's package imports its command line (click, the reloaders' watchfiles, multiprocessing);
+    the server takes its modules without it, and the package still gives every name it has."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import mieruka.server
+        import uvicorn
+        from uvicorn.lifespan.on import LifespanOn
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        from uvicorn.config import Config
+
+        assert uvicorn.Config is Config and uvicorn.Server.__module__ == "uvicorn.server"
+        assert not {"click", "watchfiles", "multiprocessing", "uvicorn.main"} & set(sys.modules), sorted(sys.modules)
+        assert callable(uvicorn.run) and uvicorn.__version__ and "click" in sys.modules
+        from uvicorn import run
+
+        assert run is sys.modules["uvicorn.main"].run
+        try:
+            uvicorn.no_such_name
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("a name uvicorn does not have")
+        """
+    )
+    loaded_after(code, tmp_path)
