@@ -21,9 +21,10 @@ NEVER = {"alembic", "mako", "psycopg", "celery", "kombu", "redis", "pandas", "nu
 # single sign-on (with the 90 modules httpx brings: rich, pygments) and LDAP's client.
 NOT_SERVING = NEVER | {"httpx", "rich", "pygments", "ldap3", "joserfc"}
 # Nor by a server start, until it is needed: the process table (a worker to kill or look at), a
-# config file's reader, a docstring's parser (a task with a docstring), argon2 (a password), and on
-# SQLite, SQLAlchemy (the first listing, or any cold statement: store/database.py).
-NOT_STARTING = {"psutil", "tomllib", "docstring_parser", "argon2", "sqlalchemy"}
+# config file's reader, a docstring's parser (a task with a docstring), argon2 (a password), the
+# mail client (a notification by mail), and on SQLite, SQLAlchemy (the first listing, or any cold
+# statement: store/database.py).
+NOT_STARTING = {"psutil", "tomllib", "docstring_parser", "argon2", "smtplib", "sqlalchemy"}
 # Nor, by an app started from a script (it serves nothing), the web stack.
 NOT_EMBEDDED = NOT_STARTING | {"uvicorn", "h11", "httptools", "fastapi", "starlette", "jinja2", "multipart"}
 # Not wanted until the app starts or serves.

@@ -9,11 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import smtplib
 import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from ..core.clock import utcnow
@@ -121,6 +118,11 @@ def _fenced(message: Message) -> str:
 
 
 def send_mail(smtp: Smtp, to: list[str], message: Message) -> None:
+    # Here: a server that sends no mail never loads the mail modules.
+    import smtplib
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
     if not smtp.host:
         raise SendError("mail: no SMTP server is configured (setting notify_smtp_host)")
     mail = EmailMessage()
