@@ -138,10 +138,25 @@ def test_a_press_in_one_browser_shows_in_another(browser: Browser, panel: dict[s
         # state's source read again (an on-demand one here, read when the server stopped waiting).
         slow = first.locator("#control-slow-level")
         slow.locator("input").fill("9")
+        # Every text the result shows, however briefly (a loaded browser may skip a frame or two).
+        first.evaluate(
+            """() => {
+                const control = document.querySelector('#control-slow-level');
+                window.slowSaid = [];
+                new MutationObserver(() => {
+                  const said = control.querySelector('.control-result')?.textContent || '';
+                  if (said !== window.slowSaid[window.slowSaid.length - 1]) window.slowSaid.push(said);
+                }).observe(control, { childList: true, subtree: true, characterData: true });
+            }"""
+        )
         slow.locator("button").click()
+        try:
+            slow.locator(".control-result", has_text="✓ 9").wait_for()
+        finally:
+            said = first.evaluate("() => window.slowSaid")
+            print("the slow control said", said)  # shown with a failure
         # "still queued" when a busy machine's worker had not taken the job when the server stopped waiting
-        slow.locator(".control-result", has_text=re.compile(r"still (queued|running)")).wait_for()
-        slow.locator(".control-result", has_text="✓ 9").wait_for()
+        assert any(re.search(r"still (queued|running)", text) for text in said), said
         wait_until(first, "() => document.querySelector('#control-slow-level .control-value')?.textContent === '9'")
         wait_until(second, "() => document.querySelector('#control-level input').value === '9'")
 
