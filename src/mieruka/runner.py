@@ -6,7 +6,6 @@ both call `run_job` with a `Reporter` that carries progress, logs and artifacts 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import mimetypes
 import sys
@@ -63,16 +62,22 @@ class Gate:
         self.closed = False
 
 
-def _call(func: Callable[..., Any], kwargs: dict[str, Any], is_async: bool, gate: Gate) -> Any:
+def _call(func: Callable[..., Any], kwargs: dict[str, Any], run_async: Callable[[Any], Any] | None, gate: Gate) -> Any:
     # The task's function runs while this frame has a callee: a worker that lost its server looks
     # for one (executors/local_worker.py) to tell a running function, which it kills, from one that
     # returned, whose outcome it records. Nothing between the check and the call can run a signal
     # handler (CPython runs them at function starts, backward jumps and after calls).
     if gate.closed:
         raise Abandon
-    if is_async:
-        return asyncio.run(func(**kwargs))
+    if run_async is not None:
+        return run_async(func(**kwargs))
     return func(**kwargs)
+
+
+def _asyncio_run() -> Callable[[Any], Any]:
+    import asyncio  # here: a worker that runs no coroutine never loads asyncio (a sixth of its imports)
+
+    return asyncio.run
 
 
 CALL_CODE = _call.__code__
@@ -148,7 +153,7 @@ def run_job(
         kwargs = task.signature.bind(spec.params, file_opener(upload_root))
         if task.signature.job_param:
             kwargs[task.signature.job_param] = context
-        value = _call(task.func, kwargs, task.is_async, gate or Gate())
+        value = _call(task.func, kwargs, _asyncio_run() if task.is_async else None, gate or Gate())
     except Abandon:
         raise
     except BaseException as exc:

@@ -25,8 +25,9 @@ NOT_SERVING = NEVER | {"httpx", "rich", "pygments", "ldap3", "joserfc"}
 # mail client (a notification by mail), and on SQLite, SQLAlchemy (the first listing, or any cold
 # statement: store/database.py).
 NOT_STARTING = {"psutil", "tomllib", "docstring_parser", "argon2", "smtplib", "sqlalchemy"}
-# Nor, by an app started from a script (it serves nothing), the web stack.
-NOT_EMBEDDED = NOT_STARTING | {"uvicorn", "h11", "httptools", "fastapi", "starlette", "jinja2", "multipart"}
+# Nor, by an app started from a script (it serves nothing), the web stack, nor asyncio while no task
+# is a coroutine.
+NOT_EMBEDDED = NOT_STARTING | {"uvicorn", "h11", "httptools", "fastapi", "starlette", "jinja2", "multipart", "asyncio"}
 # Not wanted until the app starts or serves.
 NOT_DECLARING = NEVER | {"sqlalchemy", "fastapi", "starlette", "uvicorn", "jinja2", "argon2", "multipart"}
 # Loaded by the apps that use them: cron schedules, pipelines (their runner watches processes).

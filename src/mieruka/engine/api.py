@@ -4,7 +4,6 @@ executor (dispatch.py); every state change goes through `States` (states.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -295,6 +294,8 @@ class Engine:
         try:
             record = self.store.get_job_now(job_id)
         except WouldWait:
+            import asyncio  # loaded by now: this runs on an event loop
+
             record = await asyncio.get_running_loop().run_in_executor(None, self.store.get_job, job_id)
         if record is None:
             raise JobNotFound(job_id)

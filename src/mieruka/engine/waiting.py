@@ -5,7 +5,6 @@ waits built on them (`Waiter`)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -219,6 +218,8 @@ class Waiter:
         return _waited(job_id, record if record is not None else self.get(job_id), timeout)
 
     async def wait_async(self, job_id: int, timeout: float) -> JobRecord:
+        import asyncio  # loaded by now: this runs on an event loop (an engine in a script never needs it)
+
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         ending, unsubscribe = self._ending_of(job_id)

@@ -10,8 +10,11 @@ heartbeat interval, not once per tick.
 
 from __future__ import annotations
 
-import asyncio
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Wake:
@@ -19,6 +22,8 @@ class Wake:
     end: look at `ended`), False when `heartbeat` seconds passed since the stream last sent."""
 
     def __init__(self, heartbeat: float) -> None:
+        import asyncio  # loaded by now: this runs on an event loop
+
         self.loop = asyncio.get_running_loop()
         self.heartbeat = heartbeat
         self.ended = False
