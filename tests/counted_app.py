@@ -26,8 +26,17 @@ def pid() -> int:
 
 @app.task
 def heavy() -> list[str]:
-    """What of the server's own a worker holds: nothing of its store or web layer."""
-    return sorted({name.split(".")[0] for name in sys.modules} & {"sqlalchemy", "fastapi", "starlette", "uvicorn"})
+    """What of the server's own a worker holds: nothing of its store or web layer, nor asyncio
+    unless the app has a coroutine task (COUNTED_APP_ASYNC)."""
+    server_only = {"sqlalchemy", "fastapi", "starlette", "uvicorn", "asyncio"}
+    return sorted({name.split(".")[0] for name in sys.modules} & server_only)
+
+
+if os.environ.get("COUNTED_APP_ASYNC"):
+
+    @app.task
+    async def pause() -> None:
+        pass
 
 
 def step_pid() -> int:

@@ -145,6 +145,22 @@ def test_a_server_forks_its_zygote_from_itself_and_imports_the_app_once(tmp_path
     assert "Traceback" not in server.output()
 
 
+def test_the_workers_share_asyncio_from_the_zygote_only_when_a_task_is_a_coroutine(tmp_path: Path) -> None:
+    server = ServerProcess(
+        "tests/counted_app.py:app",
+        tmp_path / "home",
+        env={"COUNTED_APP_LOG": str(tmp_path / "imports"), "COUNTED_APP_ASYNC": "1"},
+    )
+    try:
+        server.wait_ready()
+        with Client(server.url) as client:  # before any coroutine ran
+            assert client.submit("heavy", {}, wait=WAIT)["result"] == ["asyncio"]
+            assert client.submit("pause", {}, wait=WAIT)["status"] == "succeeded"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
 def test_a_server_whose_app_starts_threads_at_import_starts_its_workers_afresh(tmp_path: Path) -> None:
     server = ServerProcess("tests/threaded_app.py:app", tmp_path / "home")
     try:

@@ -96,6 +96,10 @@ def _send(control: socket.socket, *message: Any) -> None:
 
 
 def _serve(control: socket.socket, config: dict[str, Any], app: Any) -> None:
+    if any(task.is_async for task in app.tasks):
+        import asyncio  # noqa: F401  # once, shared by the workers that run the app's coroutines
+
+        gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
