@@ -322,6 +322,12 @@ def test_every_page_fits_a_phone(browser: Browser, tmp_path: Path) -> None:
             width = page.evaluate("document.documentElement.scrollWidth")
             if width > PHONE["width"]:
                 wide.append(f"{path}: {width} px")
+            if path in ("/jobs", "/audit"):  # a filter form: its fields in a column, its buttons below them
+                fields = page.locator("form.filters fieldset").bounding_box()
+                actions = page.locator("form.filters .filter-actions").bounding_box()
+                assert fields is not None and actions is not None
+                assert actions["y"] >= fields["y"] + fields["height"] - 1, (path, fields, actions)
+                assert fields["width"] > PHONE["width"] * 0.8, (path, fields)
         page.close()
         assert wide == [], f"pages wider than a phone: {wide}"
         assert outside == []
