@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.samples import Sample
 
@@ -15,7 +16,11 @@ def _without_created(samples: list[Sample]) -> list[tuple[str, dict[str, str], f
     return [(s.name, s.labels, s.value) for s in samples if not s.name.endswith("_created")]
 
 
-def test_histograms_read_as_prometheus_clients() -> None:
+@pytest.mark.parametrize("created", [True, False])
+def test_histograms_read_as_prometheus_clients(created: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import metrics
+
+    monkeypatch.setattr(metrics, "_use_created", created)  # as PROMETHEUS_DISABLE_CREATED_SERIES sets it
     registry = CollectorRegistry()
     theirs = Histogram("h_seconds", "doc", ["task"], buckets=BUCKETS, registry=registry)
     ours = _Histograms("h_seconds", "doc", "task", BUCKETS)
@@ -29,9 +34,14 @@ def test_histograms_read_as_prometheus_clients() -> None:
     assert (got.name, got.type, got.documentation) == (expected.name, expected.type, expected.documentation)
     assert _without_created(got.samples) == _without_created(expected.samples)
     assert [s.name for s in got.samples] == [s.name for s in expected.samples]
+    assert any(s.name.endswith("_created") for s in got.samples) is created
 
 
-def test_counts_read_as_prometheus_clients() -> None:
+@pytest.mark.parametrize("created", [True, False])
+def test_counts_read_as_prometheus_clients(created: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import metrics
+
+    monkeypatch.setattr(metrics, "_use_created", created)  # as PROMETHEUS_DISABLE_CREATED_SERIES sets it
     registry = CollectorRegistry()
     theirs = Counter("done", "doc", ["task", "state"], registry=registry)
     ours = _Counts("done", "doc", ("task", "state"))
@@ -43,3 +53,4 @@ def test_counts_read_as_prometheus_clients() -> None:
     assert (got.name, got.type) == (expected.name, expected.type)
     assert _without_created(got.samples) == _without_created(expected.samples)
     assert [s.name for s in got.samples] == [s.name for s in expected.samples]
+    assert any(s.name.endswith("_created") for s in got.samples) is created

@@ -47,6 +47,14 @@ class Level:
             self.value -= 1
 
 
+def _created_series() -> bool:
+    """Whether prometheus_client shows `_created` samples (PROMETHEUS_DISABLE_CREATED_SERIES, or
+    its `disable_created_metrics()`): ours follow it, as its own metrics do."""
+    from prometheus_client import metrics
+
+    return bool(getattr(metrics, "_use_created", True))
+
+
 class _Counts:
     """A counter by label values, with the time each was first counted (Prometheus' `_created`)."""
 
@@ -65,10 +73,12 @@ class _Counts:
         with self._lock:
             counts = [(values, count, created) for values, (count, created) in self._counts.items()]
         out = Metric(self.name, self.documentation, "counter")
+        with_created = _created_series()
         for values, count, created in counts:
             labels = dict(zip(self.labels, values, strict=True))
             out.add_sample(self.name + "_total", labels, count)
-            out.add_sample(self.name + "_created", labels, created)
+            if with_created:
+                out.add_sample(self.name + "_created", labels, created)
         return out
 
 
@@ -94,6 +104,7 @@ class _Histograms:
             seen = [(value, list(buckets), totals[0], totals[1]) for value, (buckets, totals) in self._seen.items()]
         bounds = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         out = Metric(self.name, self.documentation, "histogram")
+        with_created = _created_series()
         for value, buckets, total, created in seen:
             running = 0
             for bound, count in zip(bounds, buckets, strict=True):
@@ -101,7 +112,8 @@ class _Histograms:
                 out.add_sample(self.name + "_bucket", {"le": bound, self.label: value}, running)
             out.add_sample(self.name + "_count", {self.label: value}, running)
             out.add_sample(self.name + "_sum", {self.label: value}, total)
-            out.add_sample(self.name + "_created", {self.label: value}, created)
+            if with_created:
+                out.add_sample(self.name + "_created", {self.label: value}, created)
         return out
 
 
