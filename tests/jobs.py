@@ -421,13 +421,16 @@ def pipe_timeout(*, pipe: mieruka.Pipeline) -> None:
 
 
 @app.pipeline
-def pipe_ticker(ticks: int = 8, *, pipe: mieruka.Pipeline) -> None:
-    """A shell step that prints and reports progress over a few seconds."""
+def pipe_ticker(ticks: int = 8, hold: str = "", *, pipe: mieruka.Pipeline) -> None:
+    """A shell step that prints and reports progress over a few seconds, then (given `hold`, a
+    file's path) goes on running until that file exists."""
     first = pipe.shell("echo ready", name="prepare")
     pipe.shell(
         'for i in $(seq 1 {n}); do echo "tick $i"; echo "::progress $i/{n}" | '
-        "awk -F'[ /]' '{{print $1, $2/$3, \"ticking\"}}'; sleep 0.3; done",
+        "awk -F'[ /]' '{{print $1, $2/$3, \"ticking\"}}'; sleep 0.3; done; "
+        "if [ -n {hold} ]; then while [ ! -e {hold} ]; do sleep 0.05; done; fi",
         n=ticks,
+        hold=hold,
         name="ticker",
         after=[first],
     )

@@ -205,11 +205,12 @@ def test_the_workers_page_follows_the_pool(ui: UI, server: ServerProcess) -> Non
 
 
 @pytest.mark.parametrize("live", ["stream", "polling"])
-def test_pipeline_steps_and_a_step_log_update_live(ui: UI, server: ServerProcess, live: str) -> None:
+def test_pipeline_steps_and_a_step_log_update_live(ui: UI, server: ServerProcess, live: str, tmp_path: Path) -> None:
     page, _ = ui
     if live == "polling":  # as behind a proxy that buffers the stream, or a stream not heard in time
         page.add_init_script("delete window.EventSource;")
-    job = httpx.post(f"{server.url}/api/tasks/pipe_ticker/jobs", json={"ticks": 20}).json()
+    hold = tmp_path / "hold"  # the step runs until this file exists, however slow the machine
+    job = httpx.post(f"{server.url}/api/tasks/pipe_ticker/jobs", json={"ticks": 20, "hold": str(hold)}).json()
     page.goto(f"{server.url}/jobs/{job['id']}")
     ticker = page.locator('#steps details[data-step="ticker"]')
     ticker.locator("summary").click()
@@ -217,6 +218,7 @@ def test_pipeline_steps_and_a_step_log_update_live(ui: UI, server: ServerProcess
     page.locator('#steps pre[data-step-log="ticker"]', has_text="tick 3").wait_for(timeout=UI_WAIT)
     # the step's state comes in events of its own: waited for, not read at the log's moment
     page.locator('#steps details[data-step="ticker"][data-status="running"]').wait_for(timeout=UI_WAIT)
+    hold.touch()
     page.locator('#steps details[data-step="ticker"][data-status="succeeded"]').wait_for(timeout=UI_WAIT)
     text = text_of(page.locator('#steps pre[data-step-log="ticker"]'))
     assert [line for line in text.splitlines() if line] == [f"tick {i}" for i in range(1, 21)]
