@@ -416,6 +416,7 @@ class _Subprocess(Protocol):
 
 
 P = TypeVar("P", bound=_Subprocess)
+T = TypeVar("T")
 
 
 @contextmanager
@@ -463,6 +464,18 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A real server running tests/jobs.py's app with two workers."""
     with running_server(tmp_path / "server-home", "--workers", "2") as proc:
         yield proc
+
+
+def wait_for(check: Callable[[], T], seconds: float = 30.0, what: str = "the condition") -> T:
+    """What `check` returns once it is truthy; polled, with a generous deadline."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:g}s for {what}")
+        time.sleep(0.02)
 
 
 def wait_for_file(path: Path, timeout: float = 20) -> str:

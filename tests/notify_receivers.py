@@ -9,8 +9,7 @@ import json
 import ssl
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -24,17 +23,6 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from tests.conftest import free_port
-
-
-def wait_for(check: Callable[[], Any], seconds: float = 30.0, what: str = "the condition") -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {seconds:g}s for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -28,9 +28,9 @@ from mieruka.errors import ConfigError, DirectoryUnavailable
 from mieruka.settings import Settings
 from mieruka.store.database import Database
 from tests import ldap_server
-from tests.conftest import TESTS, UI_WAIT, ServerProcess, free_port, mieruka_cli, need_service, open_page
+from tests.conftest import TESTS, UI_WAIT, ServerProcess, free_port, mieruka_cli, need_service, open_page, wait_for
 from tests.ldap_server import PEOPLE, LdapServer
-from tests.notify_receivers import http_receiver, wait_for
+from tests.notify_receivers import http_receiver
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

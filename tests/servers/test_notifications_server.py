@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from mieruka.notify.notifier import LEASE
-from tests.conftest import ServerProcess
-from tests.notify_receivers import HttpReceiver, http_receiver, wait_for
+from tests.conftest import ServerProcess, wait_for
+from tests.notify_receivers import HttpReceiver, http_receiver
 
 FLOOD = 300
 

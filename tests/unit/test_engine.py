@@ -4,11 +4,10 @@ local pool, and (on PostgreSQL) a real Celery worker started with `mieruka worke
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 import pytest
@@ -20,9 +19,7 @@ from mieruka.core.job import JobRecord
 from mieruka.engine import waiting
 from mieruka.engine.waiting import Ending
 from mieruka.errors import ConflictError, JobNotFound, JobTimeoutError, TaskNotFound, ValidationError
-from tests.conftest import wait_for_file
-
-T = TypeVar("T")
+from tests.conftest import wait_for, wait_for_file
 
 ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on both
 pytestmark = pytest.mark.in_process  # "local" runs on the threads executor, but where marked worker_processes
@@ -170,7 +167,7 @@ def test_cancel_running_job_kills_it_and_its_children(app: mieruka.App, tmp_path
 
 def test_cancel_queued_job(app: mieruka.App, tmp_path: Path) -> None:
     blockers = [app.submit("progress_until", marker=str(tmp_path / "never")) for _ in range(2)]
-    until(lambda: all(app.get_job(job.id).status is JobStatus.RUNNING for job in blockers), "both blockers run")
+    wait_for(lambda: all(app.get_job(job.id).status is JobStatus.RUNNING for job in blockers), what="both blockers run")
     queued = app.submit("add", a=1)
     cancelled = app.engine.cancel(queued.id)
     assert cancelled.status is JobStatus.CANCELLED
@@ -244,11 +241,11 @@ def test_priorities(app: mieruka.App, tmp_path: Path) -> None:
     # the high one. The blockers end on a signal, one after the other, whatever the machine's pace.
     releases = [tmp_path / "release-a", tmp_path / "release-b"]
     blockers = [app.submit("progress_until", marker=str(release)) for release in releases]
-    until(lambda: all(app.get_job(job.id).status is JobStatus.RUNNING for job in blockers), "both blockers run")
+    wait_for(lambda: all(app.get_job(job.id).status is JobStatus.RUNNING for job in blockers), what="both blockers run")
     low = app.engine.submit("sleep", {"seconds": 0.01}, priority=0)[0]
     high = app.engine.submit("sleep", {"seconds": 0.01}, priority=10)[0]
     releases[0].touch()
-    until(lambda: any(app.get_job(j.id).started_at is not None for j in (low, high)), "a job starts")
+    wait_for(lambda: any(app.get_job(j.id).started_at is not None for j in (low, high)), what="a job starts")
     releases[1].touch()
     low_done, high_done = app.wait(low, 30), app.wait(high, 30)
     assert high_done.started_at is not None and low_done.started_at is not None
@@ -256,14 +253,6 @@ def test_priorities(app: mieruka.App, tmp_path: Path) -> None:
     assert high_done.started_at < low_done.started_at
     for job in blockers:
         app.wait(job, 30)
-
-
-def until(check: Callable[[], T], what: str, seconds: float = 30.0) -> T:
-    deadline = time.monotonic() + seconds
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"waited {seconds:g}s until {what}"
-        time.sleep(0.02)
-    return found
 
 
 def test_per_task_concurrency_limit(app: mieruka.App, tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from mieruka.store import tables as t
 from mieruka.store.codec import json_text
 from mieruka.store.database import Database
 from mieruka.store.pools import SqlPoolStore
-from tests.notify_receivers import HttpReceiver, http_receiver, mail_server, self_signed, wait_for
+from tests.conftest import wait_for
+from tests.notify_receivers import HttpReceiver, http_receiver, mail_server, self_signed
 from tests.unit.test_imports import loaded_after
 
 SECRET_VALUE = "hunter2-very-secret"

@@ -13,7 +13,8 @@ import pytest
 
 from mieruka import App
 from mieruka.core.clock import utcnow
-from tests.notify_receivers import HttpReceiver, http_receiver, wait_for
+from tests.conftest import wait_for
+from tests.notify_receivers import HttpReceiver, http_receiver
 
 ENGINES = ("local", "celery")  # tests/conftest.py runs each test using `app` on both
 

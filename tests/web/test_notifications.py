@@ -21,8 +21,8 @@ from mieruka import App
 from mieruka.core.clock import utcnow
 from mieruka.notify import outbox
 from mieruka.store import tables as t
-from tests.conftest import BACKENDS, fresh_postgres_database
-from tests.notify_receivers import http_receiver, wait_for
+from tests.conftest import BACKENDS, fresh_postgres_database, wait_for
+from tests.notify_receivers import http_receiver
 
 SIGNING_KEY = "a-signing-key-never-shown"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -93,7 +94,7 @@ class _Histograms:
     def observe(self, value: str, amount: float) -> None:
         with self._lock:
             buckets, totals = self._seen.setdefault(value, ([0] * (len(self.bounds) + 1), [0.0, time.time()]))
-            buckets[next((i for i, bound in enumerate(self.bounds) if amount <= bound), len(self.bounds))] += 1
+            buckets[bisect_left(self.bounds, amount)] += 1  # the first bound it is not above; else +Inf
             totals[0] += amount
 
     def family(self) -> Metric:
