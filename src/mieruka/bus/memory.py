@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
 
 from ..core.events import Event
 from .base import Unsubscribe, first_id
@@ -23,10 +22,10 @@ class MemoryBus:
 
     def publish(self, event: Event) -> Event:
         with self._lock:
-            event = replace(event, id=self._next_id)
+            event = event.numbered(self._next_id)
             self._next_id += 1
             # The ring serves replays (browsers): the job's record is for live subscribers only.
-            self._ring.append(event if event.record is None else replace(event, record=None))
+            self._ring.append(event if event.record is None else event.numbered(event.id, keep_record=False))
         for callback in self._subscribers.matching(event):
             callback(event)
         return event

@@ -32,7 +32,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.events import Event
@@ -253,7 +252,7 @@ class RedisBus:
 
     def _published(self, events: Sequence[Event], first: int) -> list[Event]:
         self._saw(first + len(events) - 1)
-        return [replace(e, id=first + i) for i, e in enumerate(events)]
+        return [e.numbered(first + i) for i, e in enumerate(events)]
 
     def _failed(self, events: Sequence[Event], exc: Exception) -> list[Event]:
         self._publish_paused_until = time.monotonic() + 1.0

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .job import JobRecord
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """`kind` is one of: state, progress, log, artifact. `topic` is "job:<id>".
     `id` is assigned by the bus: increasing, so a reconnecting client can resume after it.
@@ -32,6 +32,13 @@ class Event:
     @property
     def topic(self) -> str:
         return f"job:{self.job_id}"
+
+    def numbered(self, id: int, keep_record: bool = True) -> Event:
+        """This event as the bus numbered it (`dataclasses.replace`, at a tenth of its cost: the
+        bus copies every event once or twice)."""
+        return Event(
+            self.kind, self.job_id, self.task, self.data, id, self.extra_topics, self.record if keep_record else None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The event as browsers get it: mieruka's own texts in English, each with its note."""
