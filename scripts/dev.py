@@ -36,7 +36,10 @@ def ensure_venv(extras: str) -> None:
     target = f"{ROOT}[{extras}]" if extras else str(ROOT)
     print(f"installing mieruka{f'[{extras}]' if extras else ''} into {VENV}", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", target], check=True)
+    # Bytecode is written at first import for what is imported, not at install for every module of
+    # every dependency (a third of the demo's install), unless this environment never writes any.
+    lazy = [] if os.environ.get("PYTHONDONTWRITEBYTECODE") else ["--no-compile"]
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", *lazy, "-e", target], check=True)
     stamp.write_text(digest)
 
 
@@ -45,6 +48,15 @@ def compile_sources(*folders: str) -> None:
     images do) every process would compile the package again, 0.1-0.2 s of CPU at each start of a
     server, worker or command. compileall writes it anyway and skips what is up to date."""
     subprocess.run([str(PYTHON), "-m", "compileall", "-q", *folders], cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
+
+
+def alone_modules(args: list[str]) -> list[str]:
+    """The test modules holding a test marked `alone`, unless the command line names what to run:
+    collecting only them spares that phase, which has the machine to itself, the whole suite's."""
+    if any(not arg.startswith("-") for arg in args):
+        return []
+    tests = ROOT / "tests"
+    return sorted(str(path.relative_to(ROOT)) for path in tests.rglob("test_*.py") if "mark.alone" in path.read_text())
 
 
 def run(argv: list[str]) -> int:
@@ -69,7 +81,7 @@ def main() -> int:
         compile_sources("src", "tests", "examples", "bench")
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
         # Tests that measure the browser's main thread first, alone on the machine (code 5: none chosen).
-        alone = run([str(PYTHON), "-m", "pytest", "-m", "alone", *args])
+        alone = run([str(PYTHON), "-m", "pytest", "-m", "alone", *args, *alone_modules(args)])
         # The rest wait on servers, workers and browsers rather than compute: two test processes more
         # than there are cores keep them busy. A module's tests stay together (they share servers).
         workers = os.environ.get("MIERUKA_TEST_WORKERS", str((os.cpu_count() or 1) + 2))
