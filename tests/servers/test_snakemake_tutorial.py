@@ -6,6 +6,7 @@ step graph draws the workflow's DAG; every rule's stdout and stderr reach its ow
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -35,21 +36,49 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
         yield running
 
 
-def run(
-    server: ServerProcess, task: str, params: dict[str, Any] | None = None, seen: list[str] | None = None
-) -> dict[str, Any]:
-    """The finished job; `seen` collects the job's progress messages while it runs."""
+def run(server: ServerProcess, task: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The finished job."""
     job = httpx.post(f"{server.url}/api/tasks/{task}/jobs", json=params or {}, timeout=30).json()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        wait = {} if seen is not None else {"wait": 30}
-        record: dict[str, Any] = httpx.get(f"{server.url}/api/jobs/{job['id']}", params=wait, timeout=60).json()
+        record: dict[str, Any] = httpx.get(f"{server.url}/api/jobs/{job['id']}", params={"wait": 30}, timeout=60).json()
         if record["status"] in ("succeeded", "failed", "cancelled"):
             return record
-        if seen is not None:
-            seen.append(record["message"] or "")
-            time.sleep(0.1)
     raise AssertionError(f"job {job['id']} did not finish")
+
+
+def run_heard(server: ServerProcess, task: str, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The finished job and each progress message it told, in order: heard on the task's event
+    stream, open before the job is queued (however slow the machine, none is missed)."""
+    messages: list[str] = []
+    with (
+        httpx.Client(base_url=server.url, timeout=httpx.Timeout(30, read=120)) as client,
+        client.stream("GET", "/api/events", params={"task": task}) as stream,
+    ):
+        frames = sse_frames(stream)
+        assert next(frames)["event"] == "ready"  # subscribed: what the job tells from now on comes here
+        job = client.post(f"/api/tasks/{task}/jobs", json=params).json()
+        for frame in frames:
+            data = frame["data"]
+            if data.get("job_id") != job["id"]:
+                continue
+            if frame["event"] == "progress" and data.get("message"):
+                messages.append(data["message"])
+            if frame["event"] == "state" and data.get("status") in ("succeeded", "failed", "cancelled"):
+                break
+        return client.get(f"/api/jobs/{job['id']}").json(), messages
+
+
+def sse_frames(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    current: dict[str, Any] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if "event" in current:
+                yield current
+            current = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(": ")
+            current[key] = json.loads(value) if key == "data" else value
 
 
 def steps_of(server: ServerProcess, job_id: int) -> dict[str, dict[str, Any]]:
@@ -98,12 +127,12 @@ def test_the_workflow_runs_as_in_its_folder_with_a_step_per_rule(server: ServerP
 def test_rules_running_side_by_side_keep_their_own_lines(server: ServerProcess) -> None:
     # "together": sort and count of A and B wait for each other, so each pair surely overlaps (one
     # waits on a core while the other's map_reads, threads: 2, runs: three cores at least).
-    seen: list[str] = []
-    done = run(server, "tutorial", {"config": ["together=true", "pause=2"], "cores": 4}, seen)
+    done, seen = run_heard(server, "tutorial", {"config": ["together=true", "pause=2"], "cores": 4})
     assert done["status"] == "succeeded", done["error"]
     # The job counts the workflow's rules from Snakemake's plan on, before any rule ended (not "0/1").
-    assert f"0/{RULES} steps done" in seen, seen
-    planned = seen[seen.index(f"0/{RULES} steps done") :]
+    first = next((i for i, m in enumerate(seen) if m.startswith(f"0/{RULES} steps done")), None)
+    assert first is not None, seen
+    planned = seen[first:]
     # ... naming the rules running: "3/12 steps done; running map_reads[sample=B]".
     assert all(re.match(rf"\d+/{RULES} steps done(; running .+)?$", m) for m in planned), sorted(set(planned))
     assert any("; running map_reads[sample=" in m for m in planned), sorted(set(planned))
