@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Query
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
+from starlette.routing import compile_path
 
 from mieruka.web.routers import LazyRoute, Router, adopt
 
@@ -97,8 +99,9 @@ def test_a_server_builds_only_the_routes_it_serves(tmp_path: Path) -> None:
     """In a fresh interpreter (routes are built once per process): none is built by making the
     app; serving the health check builds its route and few others."""
     script = f"""
-import json, mieruka
+import json, re, mieruka
 from fastapi.testclient import TestClient
+from starlette.routing import compile_path
 from mieruka.web.api import create_api
 from mieruka.web.routers import LazyRoute
 
@@ -106,10 +109,12 @@ app = mieruka.App("routes", home={str(tmp_path / "home")!r}, executor="threads",
 api = create_api(app.runtime)
 routes = [r for r in api.router.routes if isinstance(r, LazyRoute)]
 built = lambda: sorted(r.path for r in routes if "_deferred" not in vars(r))
-before = built()
+compiled = lambda: sorted(r.path for r in routes if isinstance(vars(r)["path_regex"], re.Pattern))
+before, compiled_before = built(), compiled()
 with TestClient(api, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as client:
     status = client.get("/healthz").status_code
-print(json.dumps({{"routes": len(routes), "before": before, "after": built(), "status": status}}))
+print(json.dumps({{"routes": len(routes), "before": before, "after": built(), "status": status,
+                  "compiled_before": compiled_before, "compiled": compiled()}}))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIERUKA_")}
     env["PYTHONPATH"] = str(SRC)
@@ -121,6 +126,29 @@ print(json.dumps({{"routes": len(routes), "before": before, "after": built(), "s
     assert seen["status"] == 200 and seen["routes"] > 100
     assert seen["before"] == []
     assert "/healthz" in seen["after"] and len(seen["after"]) <= 3, seen["after"]
+    # Nor is a route's path pattern compiled until a path could match it.
+    assert seen["compiled_before"] == []
+    assert "/healthz" in seen["compiled"] and len(seen["compiled"]) <= 3, seen["compiled"]
+
+
+def test_a_pattern_compiled_at_first_use_matches_as_starlettes(tmp_path: Path) -> None:
+    """Until a path could match it, a route's pattern tells a path without the route's literal
+    beginning no: every route of the app against every route's path (its parameters filled in) and
+    near misses answers as Starlette's compiled pattern does, parameters included."""
+    import mieruka
+    from mieruka.web.api import create_api
+
+    app = mieruka.App("routes", home=tmp_path / "home", executor="threads", workers=1)
+    api = create_api(app.runtime)
+    lazy = [route for route in api.router.routes if isinstance(route, LazyRoute)]
+    filled = [re.sub(r"\{[^}]+\}", "7", route.path) for route in lazy]
+    paths = sorted({*filled, *(p + "/" for p in filled), *(p + "x" for p in filled), *(p[:-1] for p in filled), "/"})
+    for route in lazy:
+        eager = compile_path(route.path)[0]
+        for path in paths:
+            ours, theirs = route.path_regex.match(path), eager.match(path)
+            assert (ours and ours.groupdict()) == (theirs and theirs.groupdict()), (route.path, path)
+        assert route.path_format == compile_path(route.path)[1]
 
 
 def test_a_route_that_cannot_be_built_says_why_at_each_request() -> None:
