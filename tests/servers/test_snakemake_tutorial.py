@@ -6,7 +6,6 @@ step graph draws the workflow's DAG; every rule's stdout and stderr reach its ow
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import TESTS, ServerProcess, open_page, shared_server
+from tests.servers.test_server import iter_events
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -55,7 +55,7 @@ def run_heard(server: ServerProcess, task: str, params: dict[str, Any]) -> tuple
         httpx.Client(base_url=server.url, timeout=httpx.Timeout(30, read=120)) as client,
         client.stream("GET", "/api/events", params={"task": task}) as stream,
     ):
-        frames = sse_frames(stream)
+        frames = iter_events(stream)
         assert next(frames)["event"] == "ready"  # subscribed: what the job tells from now on comes here
         job = client.post(f"/api/tasks/{task}/jobs", json=params).json()
         for frame in frames:
@@ -67,18 +67,6 @@ def run_heard(server: ServerProcess, task: str, params: dict[str, Any]) -> tuple
             if frame["event"] == "state" and data.get("status") in ("succeeded", "failed", "cancelled"):
                 break
         return client.get(f"/api/jobs/{job['id']}").json(), messages
-
-
-def sse_frames(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    current: dict[str, Any] = {}
-    for line in response.iter_lines():
-        if line == "":
-            if "event" in current:
-                yield current
-            current = {}
-        elif not line.startswith(":"):
-            key, _, value = line.partition(": ")
-            current[key] = json.loads(value) if key == "data" else value
 
 
 def steps_of(server: ServerProcess, job_id: int) -> dict[str, dict[str, Any]]:
