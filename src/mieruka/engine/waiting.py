@@ -151,30 +151,19 @@ class Watches:
 def _size_left(value: object, left: int) -> int:
     """`left` less about the bytes of `value` as JSON; it stops early once below 0, so that a
     large value costs no more to size than a small one. Run for every job that ends: the scalars
-    and strings that make up most of a record are sized in the loop, without a call each, and told
-    by their type before any isinstance (an ABC's is slow)."""
+    that make up most of a record are told by their type before any isinstance (an ABC's is slow)."""
     if left < 0:
         return left
-    kind = type(value)
-    if kind in _SCALARS:
+    if type(value) in _SCALARS:
         return left - 8
-    if kind is str or kind is bytes:
-        return left - len(value) - 2  # type: ignore[arg-type]
+    if isinstance(value, str | bytes):
+        return left - len(value) - 2
     if isinstance(value, dict | Mapping):
         for key, item in value.items():
-            left -= len(key) + 4 if type(key) is str else len(str(key)) + 4
-            kind = type(item)
-            if kind in _SCALARS:
-                left -= 8
-            elif kind is str:
-                left -= len(item) + 2
-            else:
-                left = _size_left(item, left)
+            left = _size_left(item, left - len(str(key)) - 4)
             if left < 0:
                 break
         return left
-    if isinstance(value, str | bytes):
-        return left - len(value) - 2
     if isinstance(value, list | tuple):
         for item in value:
             left = _size_left(item, left - 1)

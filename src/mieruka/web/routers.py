@@ -27,10 +27,7 @@ class LazyRoute(APIRoute):
         self.name = get_name(endpoint) if name is None else name
         self.methods = {method.upper() for method in kwargs.get("methods") or ["GET"]}
         self.include_in_schema = kwargs.get("include_in_schema", True)
-        if path.startswith("/"):
-            self.path_regex = _Pattern(self, path)  # type: ignore[assignment]  # what matching uses of a re.Pattern
-        else:
-            self.path_regex, self.path_format, self.param_convertors = compile_path(path)
+        self.path_regex = _Pattern(self, path)  # type: ignore[assignment]  # what matching uses of a re.Pattern
         self._deferred = (path, endpoint, kwargs)
 
     def compiled(self) -> re.Pattern[str]:
