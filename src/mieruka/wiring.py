@@ -20,7 +20,7 @@ from .executors.local import LocalExecutor
 from .i18n import _
 from .runtime import Declaration, Runtime
 from .settings import Settings
-from .store.database import sqlite_path
+from .store.database import sqlite_path, sqlite_wal
 from .store.outage import reason, unavailable, without_password
 from .store.pg_connections import conninfo, lean_url
 from .store.sql import SqlJobStore, make_engine
@@ -160,7 +160,7 @@ def check_sqlite_file(path: Path, lock_wait: float = LOCK_WAIT) -> None:
     conn = None
     try:
         conn = sqlite3.connect(path, timeout=lock_wait, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        sqlite_wal(conn, lock_wait)
         conn.execute("BEGIN IMMEDIATE")  # the write lock, given back at once: is anyone holding it?
         conn.execute("ROLLBACK")
         problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]

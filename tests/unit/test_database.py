@@ -12,7 +12,7 @@ import pytest
 
 from mieruka.core.clock import utcnow
 from mieruka.store.base import WouldWait
-from mieruka.store.database import Database
+from mieruka.store.database import Database, sqlite_wal
 from tests.conftest import fresh_postgres_database
 from tests.unit.test_imports import loaded_after
 
@@ -41,6 +41,31 @@ def test_a_lock_wait_at_once_is_would_wait_and_the_thread_reads_patiently_again(
             cur.execute("SELECT n FROM t ORDER BY n")
             assert cur.fetchall() == [(1,), (2,)]
     finally:
+        db.close()
+
+
+def test_a_new_database_waits_for_a_writer_that_holds_it_in_rollback_mode(tmp_path: Path) -> None:
+    """Processes opening a new database together: while one holds the write lock before WAL is on,
+    SQLite refuses another's `journal_mode=WAL` at once, busy timeout or not. Opening waits instead,
+    up to the busy timeout, and says "locked" after it."""
+    import threading
+
+    path = tmp_path / "m.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (n INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sqlite_wal(sqlite3.connect(path, isolation_level=None, timeout=60), busy_timeout=0.05)
+    release = threading.Timer(0.3, holder.execute, ("COMMIT",))
+    release.start()
+    db = Database(f"sqlite:///{path}", busy_timeout=60)
+    try:
+        assert db.rows("PRAGMA journal_mode") == [("wal",)]
+        assert db.rows("SELECT n FROM t") == [(1,)]
+    finally:
+        release.join()
+        holder.close()
         db.close()
 
 

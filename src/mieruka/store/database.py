@@ -46,9 +46,28 @@ IDLE_PING_AFTER = 5.0  # seconds a pooled PostgreSQL connection may sit unused b
 BUSY_TIMEOUT = 30.0  # SQLite: seconds a writer waits for another process's lock (settings' default)
 
 
+def sqlite_wal(conn: Any, busy_timeout: float) -> None:
+    """Put the database in write-ahead-log mode, waiting up to `busy_timeout` seconds for other
+    processes. SQLite answers "database is locked" at once, without its busy handler, when two
+    connections open a new database together (one turning on WAL while the other reads the
+    header), so this retries where the busy handler would have waited."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def _sqlite_pragmas(conn: Any, busy_timeout: float) -> None:
+    sqlite_wal(conn, busy_timeout)
     cur = conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
