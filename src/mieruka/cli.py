@@ -237,8 +237,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _worker(args)
     if args.command == "db":
         settings = Settings.load({"home": args.home, "database_url": args.database_url})
+        from .store.check import check_database, shown_url
         from .store.sql import SqlJobStore
-        from .wiring import check_database, shown_url
 
         settings.home_path.mkdir(parents=True, exist_ok=True)
         check_database(settings.effective_database_url, settings.database_busy_timeout)
@@ -312,7 +312,8 @@ def _serve(args: argparse.Namespace) -> int:
     # A check below that fails ends the server; the zygote ends with it.
     _on_its_own(fork_early, app, inherited)
     runtime = app.runtime
-    from .wiring import check_database, check_runtime
+    from .store.check import check_database
+    from .wiring import check_runtime
 
     check_runtime(runtime)  # one line now, rather than a traceback from inside the server
     settings.home_path.mkdir(parents=True, exist_ok=True)
@@ -377,7 +378,8 @@ def _worker(args: argparse.Namespace) -> int:
         raise ConfigError(_("%(option)s must be at least 1", option="--concurrency"))
     app.configure(executor="celery", home=args.home, database_url=args.database_url, broker_url=args.broker_url)
     settings = app.settings
-    from .wiring import check_database, check_settings, shown_url
+    from .store.check import check_database, shown_url
+    from .wiring import check_settings
 
     check_settings(settings)
     settings.home_path.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def _auth(args: argparse.Namespace, wanted: str | None) -> tuple[Any, Path | Non
                 origin=home_origin(settings, args.home),
             )
         )
-    from .wiring import check_database
+    from .store.check import check_database
 
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     auth = Auth.from_settings(settings)
@@ -105,12 +105,12 @@ def _forget(database: Path) -> None:
 
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite database URL; None for other databases and in-memory SQLite."""
-    from sqlalchemy.engine import make_url
+    from .store.database import sqlite_path
 
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+    if not url.startswith("sqlite"):
         return None
-    return Path(parsed.database).expanduser()
+    path = sqlite_path(url)
+    return None if path == ":memory:" else Path(path).expanduser()
 
 
 def _wanted(args: argparse.Namespace) -> str | None:

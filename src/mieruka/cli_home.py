@@ -19,7 +19,7 @@ def home_origin(settings: Settings, flag: str | None) -> str:
 
 
 def where_data_lives(settings: Settings, flag: str | None) -> str:
-    from .wiring import shown_url
+    from .store.check import shown_url
 
     if settings.database_url:
         return _(

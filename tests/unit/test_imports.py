@@ -73,6 +73,28 @@ def test_importing_the_command_line_loads_no_framework(tmp_path: Path) -> None:
     assert loaded_after("import mieruka.cli", tmp_path) & NOT_DECLARING == set()
 
 
+def test_the_account_and_database_commands_load_no_framework(tmp_path: Path) -> None:
+    """`mieruka users`, `tokens` and `db upgrade` open the database and nothing of the web stack or
+    the app: SQLAlchemy once cost them half their time (a URL parsed with it)."""
+    home = tmp_path / "home"
+    commands = [
+        ["db", "upgrade"],
+        ["users", "add", "ann", "--role", "admin", "--password-stdin"],
+        ["users", "ls"],
+        ["tokens", "create", "--user", "ann"],
+        ["tokens", "ls"],
+    ]
+    for argv in commands:
+        code = (
+            "import io, sys\n"
+            "from mieruka.cli import main\n"
+            "sys.stdin = io.StringIO('a long enough password\\n')\n"
+            f"assert main([*{argv!r}, '--home', {str(home)!r}]) == 0\n"
+        )
+        loaded = loaded_after(code, tmp_path)
+        assert loaded & ((NOT_DECLARING - {"argon2"}) | {"pydantic"}) == set(), argv
+
+
 def test_declaring_an_app_with_a_task_loads_no_framework(tmp_path: Path) -> None:
     assert loaded_after(APP, tmp_path) & NOT_DECLARING == set()
 
