@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -34,6 +35,20 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     proc = ServerProcess("tests/workflow/tutorial_app.py", home, "--workers", "2")
     with shared_server(proc, request) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def whole(server: ServerProcess) -> tuple[list[Path], dict[str, Any]]:
+    """One run of the whole workflow, for the tests that read a finished one: the tutorial folder's
+    files before it, and the job."""
+    before = sorted(p.relative_to(TUTORIAL) for p in TUTORIAL.rglob("*"))
+    return before, run(server, "tutorial")
+
+
+@pytest.fixture(scope="module")
+def failed(server: ServerProcess) -> dict[str, Any]:
+    """A run whose map_reads of sample B fails."""
+    return run(server, "tutorial", {"config": ["fail=B"]})
 
 
 def run(server: ServerProcess, task: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -78,9 +93,10 @@ def log_of(server: ServerProcess, job_id: int, step: str) -> list[tuple[str, str
     return [(line["stream"], line["text"]) for line in page.json()["lines"]]
 
 
-def test_the_workflow_runs_as_in_its_folder_with_a_step_per_rule(server: ServerProcess) -> None:
-    before = sorted(p.relative_to(TUTORIAL) for p in TUTORIAL.rglob("*"))
-    done = run(server, "tutorial")
+def test_the_workflow_runs_as_in_its_folder_with_a_step_per_rule(
+    server: ServerProcess, whole: tuple[list[Path], dict[str, Any]]
+) -> None:
+    before, done = whole
     assert done["status"] == "succeeded", done["error"]
     # configfile: config.yaml and the data/ inputs were found; nothing was written beside the Snakefile.
     assert sorted(p.relative_to(TUTORIAL) for p in TUTORIAL.rglob("*")) == before
@@ -160,8 +176,8 @@ def test_each_job_writes_into_a_folder_of_its_own(server: ServerProcess) -> None
         assert log_of(server, done["id"], "map_reads[sample=A]") == [("stderr", "mapping A with 1 threads")]
 
 
-def test_a_failing_rule_is_named_with_its_wildcards_and_log(server: ServerProcess) -> None:
-    done = run(server, "tutorial", {"config": ["fail=B"]})
+def test_a_failing_rule_is_named_with_its_wildcards_and_log(server: ServerProcess, failed: dict[str, Any]) -> None:
+    done = failed
     assert done["status"] == "failed"
     error = done["error"]
     assert "rule map_reads (sample=B) failed" in error and "map_reads: cannot map B" in error, error
@@ -193,8 +209,10 @@ def test_python_steps_import_the_app_from_their_own_folder(server: ServerProcess
     assert done["message"] == f"{RULES + 1}/{RULES + 1} steps done"  # the rules and the Python step
 
 
-def test_the_job_page_counts_rules_and_draws_the_dag(browser: Browser, server: ServerProcess) -> None:
-    done = run(server, "tutorial")
+def test_the_job_page_counts_rules_and_draws_the_dag(
+    browser: Browser, server: ServerProcess, whole: tuple[list[Path], dict[str, Any]], failed: dict[str, Any]
+) -> None:
+    done = whole[1]
     assert done["status"] == "succeeded", done["error"]
     outside: list[str] = []
     page = open_page(browser, server, outside)
@@ -211,7 +229,6 @@ def test_the_job_page_counts_rules_and_draws_the_dag(browser: Browser, server: S
             .filter(g => g.querySelector('text').getBBox().width > g.querySelector('rect').getBBox().width - 16)
             .map(g => g.dataset.node)""")
         assert overflowing == [], overflowing  # each label inside its box ("map_reads[sample=A]" was cut)
-        failed = run(server, "tutorial", {"config": ["fail=B"], "cores": 1})
         page.goto(f"{server.url}/jobs/{failed['id']}")
         link = page.locator("#steps .failed-rule a").first
         assert link.text_content() == "map_reads[sample=B]"
