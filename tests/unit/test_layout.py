@@ -290,14 +290,13 @@ def test_the_public_names_load_at_first_use() -> None:
 # URLs of other drivers than psycopg's; every statement of the store, the accounts and notifications
 # is plain SQL, so that a server never imports it. A new module on this list is a decision.
 SQLALCHEMY_USERS = {
-    "mieruka.cli_accounts",
     "mieruka.sources.sql",
+    "mieruka.store.check",
     "mieruka.store.database",
     "mieruka.store.migrate",
     "mieruka.store.pg_connections",
     "mieruka.store.snapshot",
     "mieruka.store.tables",
-    "mieruka.wiring",
 }
 
 
