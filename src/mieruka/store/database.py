@@ -48,9 +48,9 @@ BUSY_TIMEOUT = 30.0  # SQLite: seconds a writer waits for another process's lock
 
 def sqlite_wal(conn: Any, busy_timeout: float) -> None:
     """Put the database in write-ahead-log mode, waiting up to `busy_timeout` seconds for other
-    processes. SQLite answers "database is locked" at once, without its busy handler, when two
-    connections open a new database together (one turning on WAL while the other reads the
-    header), so this retries where the busy handler would have waited."""
+    processes. While another connection holds the write lock of a database not yet in WAL mode
+    (processes opening a new database together), SQLite answers "database is locked" at once,
+    without its busy handler: this retries where the busy handler would have waited."""
     deadline = time.monotonic() + busy_timeout
     pause = 0.001
     while True:
