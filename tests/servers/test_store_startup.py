@@ -121,6 +121,22 @@ time.sleep(600)
 """
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///"])
+def test_an_in_memory_database(tmp_path: Path, command: Callable[[Path, str], list[str]], url: str) -> None:
+    """Every connection to an in-memory SQLite database sees an empty one of its own: each command,
+    and the accounts' too, refuses it in one line (each was a traceback, "no such table")."""
+    assert_one_line(mieruka(command(tmp_path / "home", url)), repr(url), "in memory", "sqlite:///mieruka.db")
+
+
+def test_an_app_started_on_an_in_memory_database_says_why_not(tmp_path: Path) -> None:
+    from mieruka import App
+    from mieruka.errors import ConfigError
+
+    app = App("memory", home=tmp_path / "home", database_url="sqlite://", executor="threads")
+    with pytest.raises(ConfigError, match="is in memory"):
+        app.start()
+
+
 def test_a_database_damaged_in_the_middle(tmp_path: Path, command: Callable[[Path, str], list[str]]) -> None:
     path = tmp_path / "home" / "mieruka.db"
     path.parent.mkdir()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, MissingExtraError
 from ..i18n import _
-from .database import make_engine, sqlite_path, sqlite_wal
+from .database import in_memory, make_engine, sqlite_path, sqlite_wal
 from .outage import reason, without_password
 from .pg_connections import conninfo, lean_url
 
@@ -24,8 +24,9 @@ def check_database(url: str, busy_timeout: float = LOCK_WAIT) -> None:
     SQLite file is waited for as a write would (`database_busy_timeout`), up to LOCK_WAIT."""
     if url.startswith("sqlite:"):
         path = sqlite_path(url)
-        if path != ":memory:":
-            check_sqlite_file(Path(path), min(busy_timeout, LOCK_WAIT))
+        if path == ":memory:":
+            raise in_memory(url)
+        check_sqlite_file(Path(path), min(busy_timeout, LOCK_WAIT))
         return  # sqlite3 itself reads it: SQLAlchemy is loaded only when a statement needs it
     if lean_url(url):  # psycopg itself connects
         try:

@@ -139,6 +139,18 @@ def sqlite_path(url: str) -> str:
     return unquote(path.split("?", 1)[0]) or ":memory:"
 
 
+def in_memory(url: str) -> ConfigError:
+    """An in-memory SQLite database as mieruka's own: each connection would see an empty one."""
+    return ConfigError(
+        _(
+            "the database %(url)s is in memory, where each connection sees an empty database of its own: the "
+            "server, its workers and the commands need one they share; give a file (sqlite:///mieruka.db) or a "
+            "PostgreSQL URL",
+            url=repr(url),
+        )
+    )
+
+
 def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -171,8 +183,9 @@ class Database:
         self._write_lock = threading.Lock()
         if self.is_sqlite:
             self._path = sqlite_path(url)
-            if self._path != ":memory:":
-                _make_folder(Path(self._path).parent)
+            if self._path == ":memory:":
+                raise in_memory(url)
+            _make_folder(Path(self._path).parent)
             self._write_conn = self._sqlite_connect()
             # We wait for the write lock ourselves: SQLite's own busy handler sleeps whole milliseconds.
             self._write_conn.execute("PRAGMA busy_timeout=0")
