@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .cli_home import HOME_HELP, where_data_lives
+from .cli_home import HOME_HELP, make_home, where_data_lives
 from .errors import ConfigError, DatabaseUnavailable, MierukaError, MissingExtraError
 from .i18n import ENGLISH, LANGUAGE, _, localized, ngettext
 from .settings import Settings, environment_language
@@ -240,7 +240,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .store.check import check_database, shown_url
         from .store.sql import SqlJobStore
 
-        settings.home_path.mkdir(parents=True, exist_ok=True)
+        make_home(settings)
         check_database(settings.effective_database_url, settings.database_busy_timeout)
         store = SqlJobStore(settings.effective_database_url)
         store.migrate()
@@ -316,7 +316,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .wiring import check_runtime
 
     check_runtime(runtime)  # one line now, rather than a traceback from inside the server
-    settings.home_path.mkdir(parents=True, exist_ok=True)
+    make_home(settings)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     from .cli_accounts import demo_login_link
     from .server import refuse_open_network
@@ -382,7 +382,7 @@ def _worker(args: argparse.Namespace) -> int:
     from .wiring import check_settings
 
     check_settings(settings)
-    settings.home_path.mkdir(parents=True, exist_ok=True)
+    make_home(settings)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     if settings.auto_migrate:
         from .store.sql import SqlJobStore

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .core.clock import utcnow
 from .errors import MierukaError
 from .i18n import BY_TAG, _
-from .settings import Settings
+from .settings import Settings, web_address
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -212,6 +212,8 @@ def users(args: argparse.Namespace) -> int:
             else:
                 print(_("%(name)s's pages are now in the language of their browser", name=args.name))
         elif action == "link":
+            if args.url:
+                web_address(args.url, "--url")
             secret = accounts.create_login_link(args.name)
             auth.audit.record(_actor(), "user.link", f"user:{args.name}", "local")
             base = args.url.rstrip("/") if args.url else public_url(auth.settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .errors import ConfigError
 from .i18n import _
 from .settings import Settings
 
@@ -29,3 +30,18 @@ def where_data_lives(settings: Settings, flag: str | None) -> str:
             url=shown_url(settings.database_url),
         )
     return _("data in %(folder)s (%(origin)s)", folder=settings.home_path, origin=home_origin(settings, flag))
+
+
+def make_home(settings: Settings) -> None:
+    """Create the data directory if need be: a file in its place, or a folder this user may not
+    create, is one line naming it."""
+    try:
+        settings.home_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            _(
+                "cannot create the folder %(folder)s for the database: %(reason)s",
+                folder=settings.home_path,
+                reason=exc.strerror,
+            )
+        ) from None

@@ -471,12 +471,26 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
                 )
             )
         out["language"] = tag
+    if out.get("public_url"):
+        web_address(out["public_url"], "public_url")
     if "timezone" in out:
         try:
             ZoneInfo(out["timezone"])
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(_("unknown time zone %(zone)s", zone=repr(out["timezone"]))) from None
     return out
+
+
+def web_address(value: str, name: str) -> str:
+    """`value` if it is an http:// or https:// address with a host (what a link printed for users
+    starts with), else a ConfigError naming the setting or option `name`."""
+    scheme, _sep, rest = value.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if scheme.lower() not in ("http", "https") or not host or any(c.isspace() for c in value):
+        raise ConfigError(
+            _("%(option)s must be an http:// or https:// address, got %(value)s", option=name, value=repr(value))
+        )
+    return value
 
 
 def _coerce(name: str, type_name: Any, value: Any) -> Any:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -686,6 +687,17 @@ def test_login_links_use_the_served_address_and_root_path_or_public_url(tmp_path
         link(env={"MIERUKA_PUBLIC_URL": "https://lab.example.org/mieruka/", "MIERUKA_PORT": "1"}),
     )
     assert re.fullmatch(r"https://x\.example/login/link/mrk_\S+", link("--url", "https://x.example/"))
+    # An address that is not the web's: one line, and no link made (the audit log shows none).
+    for bad in ("javascript:alert(1)", "lab.example.org", "https://"):
+        result = mieruka_cmd("users", "link", "ada", "--home", home, "--url", bad)
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        assert result.stderr.strip() == f"mieruka: --url must be an http:// or https:// address, got {bad!r}"
+    made = (
+        sqlite3.connect(Path(home) / "mieruka.db")
+        .execute("SELECT count(*) FROM audit_log WHERE action = 'user.link'")
+        .fetchone()[0]
+    )
+    assert made == 5, made
 
 
 def test_a_login_link_names_the_port_a_running_server_was_given(tmp_path: Path) -> None:

@@ -128,6 +128,12 @@ def test_an_in_memory_database(tmp_path: Path, command: Callable[[Path, str], li
     assert_one_line(mieruka(command(tmp_path / "home", url)), repr(url), "in memory", "sqlite:///mieruka.db")
 
 
+def test_a_home_that_is_a_file(tmp_path: Path, command: Callable[[Path, str], list[str]]) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    assert_one_line(mieruka(command(home, f"sqlite:///{home}/mieruka.db")), str(home))
+
+
 def test_an_app_started_on_an_in_memory_database_says_why_not(tmp_path: Path) -> None:
     from mieruka import App
     from mieruka.errors import ConfigError

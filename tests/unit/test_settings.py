@@ -207,6 +207,10 @@ def test_durations_and_sizes_are_parsed(env: dict[str, str], setting: str, value
         ({"MIERUKA_POLL_INTERVAL": "fast"}, ["'fast'", "10m"]),
         ({"MIERUKA_MAX_UPLOAD_SIZE": "lots"}, ["'lots'", "100MB"]),
         ({"MIERUKA_TIMEZONE": "Mars/Olympus"}, ["time zone", "'Mars/Olympus'"]),
+        ({"MIERUKA_PUBLIC_URL": "javascript:alert(1)"}, ["public_url", "https://", "'javascript:alert(1)'"]),
+        ({"MIERUKA_PUBLIC_URL": "example.org/mieruka"}, ["public_url", "'example.org/mieruka'"]),
+        ({"MIERUKA_PUBLIC_URL": "https://"}, ["public_url", "'https://'"]),
+        ({"MIERUKA_PUBLIC_URL": "https://example.org/a b"}, ["public_url"]),
     ],
 )
 def test_bad_values_are_readable_config_errors(env: dict[str, str], words: list[str]) -> None:
@@ -447,3 +451,8 @@ def test_configure_rebuilds_what_was_built_from_the_old_settings(tmp_path: Path)
     app.auth.db.migrate()
     assert not app.auth.accounts.has_users()
     app.stop()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "https://example.org/mieruka", "HTTPS://intra.example:8443/"])
+def test_a_public_url_is_an_http_address(url: str) -> None:
+    assert Settings.load(environ={"MIERUKA_PUBLIC_URL": url}).public_url == url
