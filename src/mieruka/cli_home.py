@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .errors import ConfigError
 from .i18n import _
 from .settings import Settings
 
@@ -33,15 +32,7 @@ def where_data_lives(settings: Settings, flag: str | None) -> str:
 
 
 def make_home(settings: Settings) -> None:
-    """Create the data directory if need be: a file in its place, or a folder this user may not
-    create, is one line naming it."""
-    try:
-        settings.home_path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            _(
-                "cannot create the folder %(folder)s for the database: %(reason)s",
-                folder=settings.home_path,
-                reason=exc.strerror,
-            )
-        ) from None
+    """Create the data directory if need be, or say in one line why it cannot be."""
+    from .store.database import make_folder
+
+    make_folder(settings.home_path)

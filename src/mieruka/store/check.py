@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, MissingExtraError
 from ..i18n import _
-from .database import in_memory, make_engine, sqlite_path, sqlite_wal
+from .database import in_memory, make_engine, make_folder, sqlite_path, sqlite_wal
 from .outage import reason, without_password
 from .pg_connections import conninfo, lean_url
 
@@ -59,12 +59,7 @@ def check_sqlite_file(path: Path, lock_wait: float = LOCK_WAIT) -> None:
     written (its write-ahead log beside it), that no other process holds its write lock, and that
     its pages are sound (`PRAGMA quick_check`)."""
     folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            _("cannot create the folder %(folder)s for the database: %(reason)s", folder=folder, reason=exc.strerror)
-        ) from None
+    make_folder(folder)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(
             _(

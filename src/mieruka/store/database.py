@@ -81,7 +81,7 @@ def make_engine(url: str, immediate: bool, busy_timeout: float = BUSY_TIMEOUT) -
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path != ":memory:":
-            _make_folder(Path(path).parent)
+            make_folder(Path(path).parent)
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": busy_timeout},
@@ -151,12 +151,18 @@ def in_memory(url: str) -> ConfigError:
     )
 
 
-def _make_folder(folder: Path) -> None:
+def make_folder(folder: Path) -> None:
+    """Create the database's folder (or the data folder it lives in) if need be: a file in its
+    place, or a folder this user may not create, is one line naming it."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
-            _("cannot create the folder %(folder)s for the database: %(reason)s", folder=folder, reason=exc)
+            _(
+                "cannot create the folder %(folder)s for the database: %(reason)s",
+                folder=folder,
+                reason=exc.strerror or exc,
+            )
         ) from None
 
 
@@ -185,7 +191,7 @@ class Database:
             self._path = sqlite_path(url)
             if self._path == ":memory:":
                 raise in_memory(url)
-            _make_folder(Path(self._path).parent)
+            make_folder(Path(self._path).parent)
             self._write_conn = self._sqlite_connect()
             # We wait for the write lock ourselves: SQLite's own busy handler sleeps whole milliseconds.
             self._write_conn.execute("PRAGMA busy_timeout=0")
