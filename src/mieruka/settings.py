@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -473,6 +474,8 @@ def _coerce_all(values: Mapping[str, Any]) -> dict[str, Any]:
         out["language"] = tag
     if out.get("public_url"):
         web_address(out["public_url"], "public_url")
+    if "root_path" in out:
+        out["root_path"] = path_prefix(out["root_path"], "root_path")
     if "timezone" in out:
         try:
             ZoneInfo(out["timezone"])
@@ -491,6 +494,24 @@ def web_address(value: str, name: str) -> str:
             _("%(option)s must be an http:// or https:// address, got %(value)s", option=name, value=repr(value))
         )
     return value
+
+
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:@-]+")
+
+
+def path_prefix(value: str, name: str) -> str:
+    """A path prefix as the server uses it: "" or "/a/b" (a proxy's "/mieruka/" or "mieruka" is
+    "/mieruka"); an address, a query, a space or "..": a ConfigError naming `name`."""
+    segments = [part for part in value.strip().split("/") if part]
+    if "://" in value or any(not _PATH_SEGMENT.fullmatch(part) or part in (".", "..") for part in segments):
+        raise ConfigError(
+            _(
+                "%(option)s must be a path such as /mieruka (no address, query or spaces), got %(value)s",
+                option=name,
+                value=repr(value),
+            )
+        )
+    return "".join(f"/{part}" for part in segments)
 
 
 def _coerce(name: str, type_name: Any, value: Any) -> Any:

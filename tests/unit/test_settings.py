@@ -211,6 +211,10 @@ def test_durations_and_sizes_are_parsed(env: dict[str, str], setting: str, value
         ({"MIERUKA_PUBLIC_URL": "example.org/mieruka"}, ["public_url", "'example.org/mieruka'"]),
         ({"MIERUKA_PUBLIC_URL": "https://"}, ["public_url", "'https://'"]),
         ({"MIERUKA_PUBLIC_URL": "https://example.org/a b"}, ["public_url"]),
+        ({"MIERUKA_ROOT_PATH": "http://x/lab"}, ["root_path", "/mieruka", "'http://x/lab'"]),
+        ({"MIERUKA_ROOT_PATH": "/lab?x=1"}, ["root_path", "'/lab?x=1'"]),
+        ({"MIERUKA_ROOT_PATH": "/a b"}, ["root_path"]),
+        ({"MIERUKA_ROOT_PATH": "/a/../b"}, ["root_path"]),
     ],
 )
 def test_bad_values_are_readable_config_errors(env: dict[str, str], words: list[str]) -> None:
@@ -456,3 +460,20 @@ def test_configure_rebuilds_what_was_built_from_the_old_settings(tmp_path: Path)
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "https://example.org/mieruka", "HTTPS://intra.example:8443/"])
 def test_a_public_url_is_an_http_address(url: str) -> None:
     assert Settings.load(environ={"MIERUKA_PUBLIC_URL": url}).public_url == url
+
+
+@pytest.mark.parametrize(
+    "given, used",
+    [
+        ("", ""),
+        ("/", ""),
+        ("/lab", "/lab"),
+        ("/lab/", "/lab"),
+        ("lab", "/lab"),
+        (" /a//b/ ", "/a/b"),
+        ("/%7Eann", "/%7Eann"),
+    ],
+)
+def test_a_root_path_is_one_slash_before_each_segment(given: str, used: str) -> None:
+    """As a proxy's configuration may write it ("/mieruka/", "mieruka"): pages' links then have no "//"."""
+    assert Settings.load(environ={"MIERUKA_ROOT_PATH": given}).root_path == used
