@@ -26,7 +26,10 @@ class Client:
     def __init__(self, url: str, timeout: float = 30.0, token: str = "") -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        try:
+            self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ServerError(f"{url!r} is not a server URL: {exc}") from None
         self._token = token
 
     def close(self) -> None:
@@ -48,7 +51,7 @@ class Client:
             ) from None
         except httpx.TimeoutException:
             raise ServerError(f"{self.url} did not answer in time") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ServerError(f"request to {self.url} failed: {exc}") from None
         if response.status_code >= 400:
             try:
@@ -70,7 +73,7 @@ class Client:
         return result
 
     def task(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/api/tasks/{name}")
+        result: dict[str, Any] = self._call("GET", f"/api/tasks/{_part(name)}")
         return result
 
     def submit(
@@ -82,7 +85,7 @@ class Client:
             try:
                 job = self._call(
                     "POST",
-                    f"/api/tasks/{task}/jobs",
+                    f"/api/tasks/{_part(task)}/jobs",
                     data=dict(form),
                     files=[(name, (Path(fh.name).name, fh)) for name, fh in handles],
                 )
@@ -90,7 +93,7 @@ class Client:
                 for _, fh in handles:
                     fh.close()
         else:
-            job = self._call("POST", f"/api/tasks/{task}/jobs", json=params)
+            job = self._call("POST", f"/api/tasks/{_part(task)}/jobs", json=params)
         if wait:
             job = self.job(job["id"], wait=wait)
         result: dict[str, Any] = job
@@ -113,7 +116,7 @@ class Client:
         return result
 
     def logs(self, job_id: int, after: int = 0, limit: int = 1000, step: str | None = None) -> dict[str, Any]:
-        path = f"/api/jobs/{job_id}/logs" if step is None else f"/api/jobs/{job_id}/steps/{quote(step, safe='')}/logs"
+        path = f"/api/jobs/{job_id}/logs" if step is None else f"/api/jobs/{job_id}/steps/{_part(step)}/logs"
         result: dict[str, Any] = self._call("GET", path, params={"after": after, "limit": limit})
         return result
 
@@ -138,6 +141,11 @@ class Client:
 
     def refresh_source(self, name: str, wait: float = 0) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "POST", f"/api/sources/{name}/refresh", params={"wait": wait}, timeout=httpx.Timeout(wait + 30)
+            "POST", f"/api/sources/{_part(name)}/refresh", params={"wait": wait}, timeout=httpx.Timeout(wait + 30)
         )
         return result
+
+
+def _part(name: str) -> str:
+    """A name as one segment of a path: "a/b", ".." or "?" stay inside it (quoted), never another route."""
+    return quote(name, safe="").replace(".", "%2E") if name in (".", "..") else quote(name, safe="")

@@ -201,6 +201,11 @@ def test_unreachable_server() -> None:
     assert_error(mieruka_cmd("jobs", "show", "1", env={"MIERUKA_URL": UNREACHABLE}), "cannot reach", UNREACHABLE)
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999999", "not a url"])
+def test_a_server_url_that_is_not_one(url: str) -> None:
+    assert_error(mieruka_cmd("jobs", "ls", "--url", url), url)
+
+
 def test_key_without_equals_fails_before_contacting_the_server() -> None:
     # The URL is unreachable: the parameter error must come first, and alone.
     assert_error(mieruka_cmd("submit", "add", "a", "--url", UNREACHABLE), "'a' is not KEY=VALUE")
@@ -326,6 +331,16 @@ def test_submit_values_are_parsed_as_json(srv: ServerProcess, http: httpx.Client
 
 def test_submit_unknown_task(srv: ServerProcess) -> None:
     assert_error(cli(srv, "submit", "no_such_task", "--wait"), "no task named 'no_such_task'")
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../jobs", "add/../../jobs", "add?x=1", "add#x"])
+def test_a_name_is_one_part_of_the_path_never_another_route(srv: ServerProcess, name: str) -> None:
+    """A task, step or source name with "/", ".." or "?" in it reaches the server as one name: it
+    is not found, and no job is made by another route (`../jobs` once posted to /api/jobs)."""
+    before = httpx.get(f"{srv.url}/api/jobs", params={"limit": 1}, timeout=30).json()
+    assert_error(cli(srv, "submit", name), code=1)  # "no task named ..." (with a "/": no such path)
+    assert_error(cli(srv, "sources", "refresh", name), code=1)
+    assert httpx.get(f"{srv.url}/api/jobs", params={"limit": 1}, timeout=30).json() == before
 
 
 def test_submit_bad_parameter_names_the_field(srv: ServerProcess) -> None:
