@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .cli_home import HOME_HELP, make_home, where_data_lives
+from .cli_home import HOME_HELP, where_data_lives
 from .errors import ConfigError, DatabaseUnavailable, MierukaError, MissingExtraError
 from .i18n import ENGLISH, LANGUAGE, _, localized, ngettext
 from .settings import Settings, environment_language
@@ -238,9 +238,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "db":
         settings = Settings.load({"home": args.home, "database_url": args.database_url})
         from .store.check import check_database, shown_url
+        from .store.database import make_folder
         from .store.sql import SqlJobStore
 
-        make_home(settings)
+        make_folder(settings.home_path)
         check_database(settings.effective_database_url, settings.database_busy_timeout)
         store = SqlJobStore(settings.effective_database_url)
         store.migrate()
@@ -313,10 +314,11 @@ def _serve(args: argparse.Namespace) -> int:
     _on_its_own(fork_early, app, inherited)
     runtime = app.runtime
     from .store.check import check_database
+    from .store.database import make_folder
     from .wiring import check_runtime
 
     check_runtime(runtime)  # one line now, rather than a traceback from inside the server
-    make_home(settings)
+    make_folder(settings.home_path)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     from .cli_accounts import demo_login_link
     from .server import refuse_open_network
@@ -379,10 +381,11 @@ def _worker(args: argparse.Namespace) -> int:
     app.configure(executor="celery", home=args.home, database_url=args.database_url, broker_url=args.broker_url)
     settings = app.settings
     from .store.check import check_database, shown_url
+    from .store.database import make_folder
     from .wiring import check_settings
 
     check_settings(settings)
-    make_home(settings)
+    make_folder(settings.home_path)
     check_database(settings.effective_database_url, settings.database_busy_timeout)
     if settings.auto_migrate:
         from .store.sql import SqlJobStore

@@ -29,10 +29,3 @@ def where_data_lives(settings: Settings, flag: str | None) -> str:
             url=shown_url(settings.database_url),
         )
     return _("data in %(folder)s (%(origin)s)", folder=settings.home_path, origin=home_origin(settings, flag))
-
-
-def make_home(settings: Settings) -> None:
-    """Create the data directory if need be, or say in one line why it cannot be."""
-    from .store.database import make_folder
-
-    make_folder(settings.home_path)

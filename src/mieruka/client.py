@@ -148,4 +148,5 @@ class Client:
 
 def _part(name: str) -> str:
     """A name as one segment of a path: "a/b", ".." or "?" stay inside it (quoted), never another route."""
-    return quote(name, safe="").replace(".", "%2E") if name in (".", "..") else quote(name, safe="")
+    quoted = quote(name, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
